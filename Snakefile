@@ -1,0 +1,23 @@
+# mmpipe: multimodal learning with missing modalities, from raw cohorts to results.
+# Stage 1: cohorts -> manifest -> preprocessing -> frozen encoders -> Zarr feature stores.
+# Every rule is a thin call into the mmpipe library (workflow/scripts/*.py).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/encode.smk"
+include: "workflow/rules/qc.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,130 @@
+"""``mmpipe`` command line: thin wrappers over the library (nnU-Net style).
+
+The Snakemake workflow calls the same functions; these commands are for running a
+step by hand, outside Snakemake, and for looking at what was produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmpipe.errors import MmpipeError
+from mmpipe.logs import setup_logging
+
+
+def _config(args):
+    from mmpipe.config import load_config
+
+    return load_config(args.config)
+
+
+def cmd_demo(args) -> None:
+    from mmpipe.cohorts.demo import generate_demo_cohort
+
+    summary = generate_demo_cohort(Path(args.out), n_subjects=args.n_subjects, seed=args.seed)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_check_config(args) -> None:
+    cfg = _config(args)
+    print(f"{args.config}: valid; cohorts {sorted(cfg['cohorts'])}, "
+          f"encoders {sorted(cfg['encoders'])}, default run {cfg['run_cohorts']}")
+
+
+def cmd_manifest(args) -> None:
+    from mmpipe.cohorts import build_manifest
+
+    cfg = _config(args)
+    cohort_cfg = dict(cfg["cohorts"][args.cohort])
+    out = Path(cfg["results"]) / args.cohort
+    if cohort_cfg["adapter"] == "demo":
+        cohort_cfg["raw_dir"] = str(out / "raw")
+    df = build_manifest(args.cohort, cohort_cfg, out)
+    print(f"{out / 'manifest.parquet'}: {len(df)} subjects")
+
+
+def cmd_encode(args) -> None:
+    from mmpipe.config import encoder_params
+    from mmpipe.encode.run import encode_store
+
+    cfg = _config(args)
+    results = Path(cfg["results"]) / args.cohort
+    params = encoder_params(cfg, args.cohort, args.modality, args.encoder)
+    kind = params["kind"]
+    shard_dirs, prompts = None, None
+    if kind in ("dicom", "slide"):
+        sub = "volumes" if kind == "dicom" else "tiles"
+        n = cfg["shards"][kind]
+        shard_dirs = [results / "preprocess" / args.modality / sub / f"shard{k}" for k in range(n)]
+    if cfg["encoders"][args.encoder]["type"] == "text":
+        prompts = results / "preprocess" / args.modality / "prompts.parquet"
+    out = results / "features" / args.modality / f"{args.encoder}.zarr"
+    encode_store(results, args.modality, params, out, device=cfg["device"],
+                 shard_dirs=shard_dirs, prompts=prompts)
+    print(out)
+
+
+def cmd_inspect(args) -> None:
+    from mmpipe.store import FeatureStore
+
+    store = FeatureStore(args.store)
+    a = store.attrs
+    print(f"{store.path}")
+    print(f"  encoder   {a.get('encoder')} ({a.get('encoder_type')}), modality {a.get('modality')}")
+    print(f"  weights   {'RANDOM-INIT (not pretrained)' if a.get('weights_random_init') else a.get('weights_source')}"
+          f"  sha256 {a.get('weights_sha256')}")
+    print(f"  subjects  {a.get('n_subjects')}, present {a.get('n_present')}, "
+          f"status {a.get('status_counts')}")
+    print(f"  emb       {tuple(store.emb.shape)} float32; bag: {store.has_bag}")
+    print(f"  created   {a.get('created')}; preprocessing hash {a.get('preprocessing_hash')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="write the synthetic demo cohort")
+    p.add_argument("out")
+    p.add_argument("--n-subjects", type=int, default=60)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    for name, func, help_ in (("check-config", cmd_check_config, "validate a config file"),
+                              ("manifest", cmd_manifest, "build a cohort's manifest")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", default="config.yaml")
+        if name == "manifest":
+            p.add_argument("--cohort", required=True)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("encode", help="encode one modality into a feature store "
+                                      "(its preprocessing must exist)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--cohort", required=True)
+    p.add_argument("--modality", required=True)
+    p.add_argument("--encoder", required=True)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("inspect", help="summarise a feature store")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(level=10 if args.verbose else 20)
+    try:
+        args.func(args)
+    except MmpipeError as err:
+        print(f"mmpipe: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Cohort adapters: turn a raw cohort layout into the manifest and the adapter QC.
+
+Adding a dataset is a config change for layouts the ``csv`` adapter covers; a new
+layout is one module with an ``adapt(cohort_cfg, *, out_dir, base_dir)`` function
+returning an :class:`~mmpipe.cohorts.manifest.AdapterOutput`, registered in
+:data:`ADAPTERS`. Everything the manifest contract promises is enforced in
+:mod:`mmpipe.cohorts.manifest`, not in the adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from mmpipe.cohorts import csv_adapter, demo_adapter, mmist
+from mmpipe.cohorts.manifest import (
+    AdapterOutput,
+    finalize_manifest,
+    modality_presence,
+    read_manifest,
+    read_qc,
+    write_manifest,
+)
+from mmpipe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Adapter = Callable[..., AdapterOutput]
+
+ADAPTERS: dict[str, Adapter] = {
+    "demo": demo_adapter.adapt,
+    "mmist_ccrcc": mmist.adapt,
+    "csv": csv_adapter.adapt,
+}
+
+__all__ = ["ADAPTERS", "build_manifest", "modality_presence", "read_manifest", "read_qc"]
+
+
+def build_manifest(
+    cohort: str, cohort_cfg: dict, out_dir: Path, *, base_dir: Path | None = None
+) -> pl.DataFrame:
+    """Run the cohort's adapter and write ``manifest.parquet``, ``manifest.json`` and
+    ``qc/adapter.parquet`` atomically under ``out_dir`` (``results/{cohort}``).
+
+    Relative paths in ``cohort_cfg`` (``root``, ``csv``, ``raw_dir``) are resolved
+    against ``base_dir`` (default: the working directory, i.e. the workflow root).
+    Returns the manifest frame.
+    """
+    name = cohort_cfg.get("adapter")
+    if name not in ADAPTERS:
+        raise ConfigError(f"cohort {cohort!r}: unknown adapter {name!r} "
+                          f"(known: {sorted(ADAPTERS)})")
+    out_dir = Path(out_dir)
+    base_dir = Path.cwd() if base_dir is None else Path(base_dir)
+    out = ADAPTERS[name](cohort_cfg, out_dir=out_dir, base_dir=base_dir)
+    manifest = finalize_manifest(cohort, name, out)
+    write_manifest(manifest, out_dir)
+    log.info("cohort %r: manifest of %d subjects written to %s (%d excluded)",
+             cohort, manifest.meta["n_subjects"], out_dir, manifest.meta["n_excluded"])
+    return manifest.frame

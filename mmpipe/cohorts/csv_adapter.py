@@ -1,0 +1,128 @@
+"""The ``csv`` adapter: a user's own cohort described by one CSV, configured, not coded.
+
+Config keys: ``csv`` (path, relative to the workflow root), ``subject_column``,
+``labels``, and ``modalities`` where path kinds name the ``column`` that holds the
+file (relative paths are resolved against the CSV's folder) and table kinds
+name their ``fields`` (no default: a table modality must list its fields).
+
+The adapter checks that each path exists and has the shape its kind needs; it
+does not open the file. A failing path becomes a null path and a QC
+``rejected`` row with the reason, so one bad file never stops the cohort.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    check_subject_ids,
+    cohort_labels,
+    modality_specs,
+)
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+# what a path of each kind may look like (lower-case name endings)
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "volume": (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"),
+    "slide": (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
+              ".svslide"),
+    "features": (".npy", ".npz", ".pt", ".pth"),
+}
+
+
+def check_path(path: Path, kind: str) -> str | None:
+    """Why ``path`` cannot be a ``kind`` input, or None when it looks right."""
+    if not path.exists():
+        return "file not found"
+    if kind == "dicom":
+        if not path.is_dir():
+            return "not a directory (a dicom modality is a folder of DICOM files)"
+        if not any(p.is_file() for p in path.iterdir()):
+            return "empty directory"
+        return None
+    if path.is_dir():
+        return f"is a directory, expected a {kind} file"
+    allowed = EXTENSIONS[kind]
+    if not path.name.lower().endswith(allowed):
+        return f"unexpected extension for kind {kind!r} (expected one of {', '.join(allowed)})"
+    return None
+
+
+def resolve_paths(
+    frame: pl.DataFrame, modality: str, kind: str, column: str, root: Path
+) -> tuple[list[str | None], list[QCRecord]]:
+    """Absolute, checked paths of one modality, plus QC records for the null ones."""
+    paths: list[str | None] = []
+    qc: list[QCRecord] = []
+    for sid, raw in zip(frame[SUBJECT].to_list(), frame[column].to_list(), strict=True):
+        if raw is None or not str(raw).strip():
+            paths.append(None)
+            qc.append(QCRecord(sid, modality, ABSENT, f"no path in column {column!r}"))
+            continue
+        p = Path(str(raw).strip()).expanduser()
+        p = Path(os.path.abspath(p if p.is_absolute() else root / p))
+        reason = check_path(p, kind)
+        if reason is None:
+            paths.append(str(p))
+        else:
+            paths.append(None)
+            qc.append(QCRecord(sid, modality, REJECTED, reason, str(p)))
+    rejected = sum(r.status == REJECTED for r in qc)
+    if rejected:
+        log.warning("%s: %d %s path(s) rejected (missing or wrong kind)", modality, rejected, kind)
+    return paths, qc
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    if "csv" not in cohort_cfg or "subject_column" not in cohort_cfg:
+        raise ConfigError("the csv adapter needs 'csv' and 'subject_column'")
+    csv_path = Path(cohort_cfg["csv"]).expanduser()
+    csv_path = csv_path if csv_path.is_absolute() else base_dir / csv_path
+    if not csv_path.is_file():
+        raise InputError("cohort CSV not found", path=csv_path)
+    subject_col = cohort_cfg["subject_column"]
+    labels = cohort_labels(cohort_cfg)
+    specs = modality_specs(cohort_cfg)
+    path_cols = {}
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        column = cohort_cfg["modalities"][name].get("column")
+        if not column:
+            raise ConfigError(f"modality {name!r}: the csv adapter needs the 'column' "
+                              "holding the path")
+        path_cols[name] = column
+
+    # IDs and paths are text whatever they look like ("007" must stay "007")
+    text_cols = {subject_col, *path_cols.values()}
+    frame = pl.read_csv(csv_path, infer_schema_length=None,
+                        schema_overrides={c: pl.Utf8 for c in text_cols})
+    wanted = [subject_col, *labels, *path_cols.values(),
+              *(f for s in specs.values() for f in s.fields)]
+    missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{csv_path}: column(s) {missing} named in the config are not in "
+                          f"the CSV (it has: {frame.columns})")
+    check_subject_ids(frame[subject_col], str(csv_path))
+    frame = frame.with_columns(pl.col(subject_col).str.strip_chars().alias(SUBJECT))
+
+    qc: list[QCRecord] = []
+    new_cols = []
+    for name, column in path_cols.items():
+        paths, recs = resolve_paths(frame, name, specs[name].kind, column, csv_path.parent)
+        qc.extend(recs)
+        new_cols.append(pl.Series(specs[name].column, paths, dtype=pl.Utf8))
+    frame = frame.with_columns(new_cols)
+    return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
+                         source=str(csv_path))

@@ -1,0 +1,130 @@
+"""The ``demo`` adapter: the layout :func:`mmpipe.cohorts.demo.generate_demo_cohort` writes.
+
+``raw_dir`` (config key, relative to the workflow root; default
+``results/{cohort}/raw``, i.e. ``out_dir / "raw"``) holds ``labels.csv``,
+``clinical.csv`` and one folder per imaging modality. Each modality is found
+by kind under the folder of its own name:
+
+- volume   -> ``{name}/{subject}.nii.gz`` (or ``.nii``)
+- dicom    -> ``{name}/{subject}/`` (a folder holding files)
+- slide    -> ``{name}/{subject}.tiff``
+- features -> ``{name}/{subject}.npz`` (or ``.npy``, ``.pt``)
+- table    -> the ``fields`` of ``clinical.csv`` (default: all its columns but the ID)
+
+Only existence is checked: opening the images, and rejecting the corrupt ones
+the generator plants, is preprocessing's job (it records its own QC).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from mmpipe.cohorts.demo import CLINICAL_CSV, LABELS_CSV
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    check_subject_ids,
+    cohort_labels,
+    modality_specs,
+)
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    "volume": (".nii.gz", ".nii"),
+    "slide": (".tiff",),
+    "features": (".npz", ".npy", ".pt"),
+}
+
+
+def raw_dir(cohort_cfg: dict, out_dir: Path, base_dir: Path) -> Path:
+    """Where the demo cohort's raw files live (``raw_dir`` or ``out_dir/raw``)."""
+    given = cohort_cfg.get("raw_dir")
+    if not given:
+        return Path(out_dir) / "raw"
+    path = Path(given).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise InputError("demo cohort not generated here (run `mmpipe demo` or the demo rule "
+                         "first)", path=path)
+    df = pl.read_csv(path, infer_schema_length=None, schema_overrides={SUBJECT: pl.Utf8})
+    if SUBJECT not in df.columns:
+        raise InputError(f"no {SUBJECT!r} column (has {df.columns})", path=path)
+    check_subject_ids(df[SUBJECT], str(path))
+    return df
+
+
+def _find(folder: Path, sid: str, kind: str) -> tuple[str | None, QCRecord | None]:
+    if kind == "dicom":
+        sub = folder / sid
+        if not sub.is_dir():
+            return None, QCRecord(sid, folder.name, ABSENT, f"no folder {folder.name}/{sid}/")
+        if not any(p.is_file() for p in sub.iterdir()):
+            return None, QCRecord(sid, folder.name, REJECTED, "empty folder", str(sub))
+        return str(sub.absolute()), None
+    for suffix in SUFFIXES[kind]:
+        p = folder / f"{sid}{suffix}"
+        if p.is_file():
+            return str(p.absolute()), None
+    return None, QCRecord(sid, folder.name, ABSENT,
+                          f"no file {folder.name}/{sid}{SUFFIXES[kind][0]}")
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    root = raw_dir(cohort_cfg, out_dir, base_dir)
+    labels = cohort_labels(cohort_cfg)
+    labels_df = _read_table(root / LABELS_CSV)
+    clinical = _read_table(root / CLINICAL_CSV)
+    clinical_fields = tuple(c for c in clinical.columns if c != SUBJECT)
+    specs = modality_specs(
+        cohort_cfg,
+        {n: clinical_fields for n, m in cohort_cfg.get("modalities", {}).items()
+         if (m or {}).get("kind") == "table"},
+    )
+    overlap = (set(labels_df.columns) & set(clinical.columns)) - {SUBJECT}
+    if overlap:
+        raise InputError(f"columns {sorted(overlap)} are in both {LABELS_CSV} and "
+                         f"{CLINICAL_CSV}", path=root)
+    # the cohort is everyone in either table; a subject only in one gets nulls for the other
+    frame = labels_df.join(clinical, on=SUBJECT, how="full", coalesce=True, maintain_order="left")
+    frame = frame.sort(SUBJECT)
+    wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
+    missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{root}: column(s) {missing} not in {LABELS_CSV} or {CLINICAL_CSV} "
+                          f"(they have: {[c for c in frame.columns if c != SUBJECT]})")
+
+    ids = frame[SUBJECT].to_list()
+    known = set(ids)
+    qc: list[QCRecord] = []
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        folder = root / name
+        if not folder.is_dir():
+            log.warning("demo cohort %s has no folder %s/: every subject lacks %s",
+                        root, name, name)
+        paths = []
+        for sid in ids:
+            path, rec = _find(folder, sid, spec.kind)
+            paths.append(path)
+            if rec is not None:
+                qc.append(rec)
+        stray = sorted(p.name for p in folder.glob("*") if not p.name.startswith(".")
+                       and p.name.split(".")[0] not in known) if folder.is_dir() else []
+        if stray:
+            log.warning("%s: %d file(s) of subjects not in %s are ignored: %s", folder,
+                        len(stray), LABELS_CSV, stray[:10])
+        frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
+    return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
+                         source=str(root))

@@ -1,0 +1,210 @@
+"""The ``mmist_ccrcc`` adapter: MMIST-ccRCC's pre-extracted features and clinical table.
+
+Layout (Mota et al., DCAMI @ CVPR 2024, arXiv 2405.01658; the dataset site's
+``datasets/ccRCC/Code/``), under ``root``:
+
+- ``clinical+genomic_split.csv``: one row per patient (618), ``case_id``, the
+  clinical and genomic fields, label ``vital_status_12`` and the authors' ``Split``.
+  ``-1`` means unknown in every numeric column: it becomes null here.
+- CT / MRI: a patient may have several series; ``CT_patientfiles.csv`` /
+  ``MRI_patientfiles.csv`` name the one to use (``chosen_exam``). Its feature file
+  is ``Features/<CT|MRI> Features/<case_id>-<k>.npz`` where ``k`` is the 1-based
+  row of that series among the patient's rows (column ``File``) of
+  ``patients_with_labels_CT_final.csv`` / ``patients_with_labels_MR_final.csv``.
+- WSI: ``WSI_patientfiles.csv`` maps each patient to ``Features/WSI Features/<chosen_exam>``
+  (that folder also holds slides of patients outside the cohort: only the mapping counts).
+
+Feature modalities are known by name: ``ct``, ``mri``, ``wsi``. Table defaults
+when the config omits ``fields``: ``clinical`` -> :data:`CLINICAL_FIELDS`,
+``genomics`` -> :data:`GENOMIC_FIELDS`. The authors' split is kept as the
+non-modality column ``authors_split``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    check_subject_ids,
+    cohort_labels,
+    modality_specs,
+)
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+CLINICAL_CSV = "clinical+genomic_split.csv"
+ID_COLUMN = "case_id"
+SPLIT_COLUMN = "Split"
+AUTHORS_SPLIT = "authors_split"
+UNKNOWN = -1
+
+CLINICAL_FIELDS: tuple[str, ...] = (
+    "gender", "age_diag", "grade", "cancer_history",
+    "ajcc_path_tumor_pt", "ajcc_path_nodes_pn", "ajcc_clin_metastasis_cm",
+    "ajcc_path_metastasis_pm", "ajcc_path_tumor_stage",
+    "race_Asian", "race_Black or African American", "race_Hispanic or Latino",
+    "race_White", "race_other",
+)
+GENOMIC_FIELDS: tuple[str, ...] = ("VHL_mutation", "PBMR1_mutation", "TTN_mutation")
+DEFAULT_FIELDS = {"clinical": CLINICAL_FIELDS, "genomics": GENOMIC_FIELDS}
+
+
+@dataclass(frozen=True)
+class SeriesSource:
+    """Where one feature modality's files come from."""
+
+    chosen: str  # per-patient choice: case_id, chosen_exam
+    series: str | None  # per-series list: case_id, File (None: chosen_exam is the file name)
+    folder: str
+
+
+SOURCES: dict[str, SeriesSource] = {
+    "ct": SeriesSource("CT_patientfiles.csv", "patients_with_labels_CT_final.csv",
+                       "Features/CT Features"),
+    "mri": SeriesSource("MRI_patientfiles.csv", "patients_with_labels_MR_final.csv",
+                        "Features/MRI Features"),
+    "wsi": SeriesSource("WSI_patientfiles.csv", None, "Features/WSI Features"),
+}
+
+
+def _read_csv(path: Path, columns: list[str]) -> pl.DataFrame:
+    if not path.is_file():
+        raise InputError("MMIST-ccRCC file not found (see ../shared/data/README.md)", path=path)
+    df = pl.read_csv(path, infer_schema_length=None,
+                     schema_overrides={c: pl.Utf8 for c in columns})
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"column(s) {missing} not found (has {df.columns})", path=path)
+    return df
+
+
+def read_clinical(root: Path) -> pl.DataFrame:
+    """The clinical+genomic table with ``-1`` and blanks as null and integral codes as Int64."""
+    path = root / CLINICAL_CSV
+    df = _read_csv(path, [ID_COLUMN, SPLIT_COLUMN])
+    check_subject_ids(df[ID_COLUMN], str(path))
+    numeric = [c for c, t in df.schema.items() if t.is_numeric()]
+    df = df.with_columns(
+        pl.when(pl.col(c) == UNKNOWN).then(None).otherwise(pl.col(c)).alias(c) for c in numeric
+    )
+    # codes such as age_diag are stored as 6.0 because of blanks; they are bins, not reals
+    ints = [c for c in numeric if df[c].dtype.is_float()
+            and (df[c].drop_nulls() == df[c].drop_nulls().round()).all()]
+    return df.with_columns(pl.col(c).cast(pl.Int64) for c in ints)
+
+
+def chosen_files(root: Path, modality: str) -> pl.DataFrame:
+    """case_id, chosen_exam, file (the mapped feature path, str) or reason (why none)."""
+    src = SOURCES[modality]
+    chosen_path = root / src.chosen
+    chosen = _read_csv(chosen_path, [ID_COLUMN, "chosen_exam"])
+    check_subject_ids(chosen[ID_COLUMN], str(chosen_path))
+    folder = root / src.folder
+    if src.series is None:
+        return chosen.with_columns(
+            pl.col("chosen_exam").map_elements(lambda n: str(folder / n), return_dtype=pl.Utf8)
+            .alias("file"),
+            pl.lit(None, dtype=pl.Utf8).alias("reason"),
+        )
+    series_path = root / src.series
+    series = _read_csv(series_path, [ID_COLUMN, "File"])
+    series = series.with_columns(
+        (pl.int_range(pl.len()).over(ID_COLUMN) + 1).alias("k")
+    )
+    exact = chosen.join(series, left_on=[ID_COLUMN, "chosen_exam"],
+                        right_on=[ID_COLUMN, "File"], how="left")
+    if exact.height != chosen.height:
+        raise InputError("a patient lists the same series twice in File", path=series_path)
+    unmatched = exact.filter(pl.col("k").is_null())[ID_COLUMN].to_list()
+    if unmatched:
+        # the release spells both columns identically; whitespace drift is the one
+        # difference worth forgiving, loudly
+        stripped = chosen.with_columns(pl.col("chosen_exam").str.strip_chars().alias("_key")).join(
+            series.with_columns(pl.col("File").str.strip_chars().alias("_key")),
+            on=[ID_COLUMN, "_key"], how="left")
+        exact = exact.drop("k").join(stripped.select(ID_COLUMN, "k"), on=ID_COLUMN, how="left")
+        log.warning("%s: %d chosen_exam value(s) matched File only after stripping "
+                    "whitespace", modality, len(unmatched) - exact["k"].null_count())
+    return exact.with_columns(
+        pl.when(pl.col("k").is_null()).then(None)
+        .otherwise(pl.lit(str(folder) + "/") + pl.col(ID_COLUMN) + "-"
+                   + pl.col("k").cast(pl.Utf8) + ".npz")
+        .alias("file"),
+        pl.when(pl.col("k").is_null())
+        .then(pl.lit(f"chosen_exam not listed in {src.series}"))
+        .otherwise(None).alias("reason"),
+    ).select(ID_COLUMN, "chosen_exam", "file", "reason")
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    if "root" not in cohort_cfg:
+        raise ConfigError("the mmist_ccrcc adapter needs 'root' (the MMIST-ccRCC folder)")
+    root = Path(cohort_cfg["root"]).expanduser()
+    root = (root if root.is_absolute() else base_dir / root).resolve()
+    if not root.is_dir():
+        raise InputError("MMIST-ccRCC root folder not found (see ../shared/data/README.md)",
+                         path=root)
+    labels = cohort_labels(cohort_cfg)
+    specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        if name not in SOURCES:
+            raise ConfigError(f"mmist_ccrcc has no modality {name!r} (known: "
+                              f"{sorted(SOURCES)} as features, tables from {CLINICAL_CSV})")
+        if spec.kind != "features":
+            raise ConfigError(f"mmist_ccrcc provides {name!r} as kind 'features', "
+                              f"not {spec.kind!r}")
+
+    clinical = read_clinical(root)
+    wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
+    missing = [c for c in dict.fromkeys(wanted) if c not in clinical.columns]
+    if missing:
+        raise ConfigError(f"{root / CLINICAL_CSV}: column(s) {missing} not found "
+                          f"(it has: {clinical.columns})")
+    frame = clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
+    ids = frame[SUBJECT].to_list()
+    cohort_ids = set(ids)
+
+    qc: list[QCRecord] = []
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        mapped = chosen_files(root, name)
+        outside = sorted(set(mapped[ID_COLUMN].to_list()) - cohort_ids)
+        if outside:
+            log.warning("%s: %d patient(s) in %s are not in %s and are ignored: %s", name,
+                        len(outside), SOURCES[name].chosen, CLINICAL_CSV, outside[:10])
+        by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
+        paths: list[str | None] = []
+        for sid in ids:
+            row = by_id.get(sid)
+            if row is None:
+                paths.append(None)
+                qc.append(QCRecord(sid, name, ABSENT, f"no {name} exam for this patient"))
+            elif row["file"] is None:
+                paths.append(None)
+                qc.append(QCRecord(sid, name, REJECTED, row["reason"]))
+            elif not Path(row["file"]).is_file():
+                paths.append(None)
+                qc.append(QCRecord(sid, name, REJECTED, "mapped feature file not found",
+                                   row["file"]))
+            else:
+                paths.append(row["file"])
+        rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)
+        if rejected:
+            log.warning("%s: %d patient(s) rejected (mapped feature file missing or exam "
+                        "not listed); see the adapter QC", name, rejected)
+        frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
+    return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
+                         source=str(root / CLINICAL_CSV), extra_columns=[AUTHORS_SPLIT])

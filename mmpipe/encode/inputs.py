@@ -1,0 +1,122 @@
+"""What each subject brings to an encoder: its input, or why it has none.
+
+The encoding job sees every manifest subject. The status a subject arrives with
+comes from the adapter QC (absent, file not found) and from preprocessing
+(rejected series, slides without tissue); the encoder may reject more (an
+unreadable volume). All of it ends in the store's ``status``/``reason`` arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import read_manifest
+from mmpipe.errors import StoreError
+
+
+@dataclass
+class SubjectInput:
+    subject_id: str
+    status: str          # "ok" when ``source`` holds an input, else "absent" | "rejected"
+    reason: str = ""
+    source: Any = None   # path, (slide path, tiles frame), prompt text or table row
+
+
+def _adapter_status(cohort_dir: Path, modality: str) -> dict[str, tuple[str, str]]:
+    qc_path = cohort_dir / "qc" / "adapter.parquet"
+    if not qc_path.exists():
+        return {}
+    qc = pl.read_parquet(qc_path).filter(pl.col("modality") == modality)
+    return {r["subject_id"]: (r["status"], r["reason"] or "") for r in qc.iter_rows(named=True)}
+
+
+def _base_inputs(manifest: pl.DataFrame, cohort_dir: Path, modality: str,
+                 path_column: str | None) -> list[SubjectInput]:
+    """One input per subject from the manifest path column, with adapter reasons."""
+    adapter = _adapter_status(cohort_dir, modality)
+    out = []
+    paths = manifest[path_column] if path_column else [None] * len(manifest)
+    for sid, path in zip(manifest["subject_id"], paths, strict=True):
+        status, reason = adapter.get(sid, ("present", ""))
+        if path_column and path is None:
+            if status == "rejected":
+                out.append(SubjectInput(sid, "rejected", reason or "rejected by the adapter"))
+            else:
+                out.append(SubjectInput(sid, "absent", reason or f"no {modality} for this subject"))
+        else:
+            out.append(SubjectInput(sid, "ok", "", path))
+    return out
+
+
+def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality: str
+                    ) -> dict[str, dict]:
+    """Apply the preprocessing verdicts of every shard; returns the ok rows by subject."""
+    frames = [pl.read_parquet(Path(d) / "qc.parquet") for d in shard_dirs]
+    qc = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    rows = {r["subject_id"]: {**r, "_dir": None} for r in qc.iter_rows(named=True)} if len(qc) else {}
+    for d, frame in zip(shard_dirs, frames, strict=True):
+        for sid in frame["subject_id"]:
+            rows[sid]["_dir"] = Path(d)
+    for item in inputs:
+        if item.status != "ok":
+            continue
+        row = rows.get(item.subject_id)
+        if row is None:
+            raise StoreError(f"subject {item.subject_id!r} has a {modality} input but no "
+                             f"preprocessing record in {len(shard_dirs)} shard(s): "
+                             "the shards do not match the manifest; rerun preprocessing")
+        if row["status"] != "ok":
+            item.status, item.reason, item.source = "rejected", row["reason"], None
+    return {sid: r for sid, r in rows.items() if r["status"] == "ok"}
+
+
+def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
+                  shard_dirs: list[str | Path] | None = None,
+                  prompts: str | Path | None = None,
+                  fields: list[str] | None = None) -> list[SubjectInput]:
+    """Inputs of one modality for every manifest subject, in manifest order."""
+    cohort_dir = Path(cohort_dir)
+    manifest, _meta = read_manifest(cohort_dir)
+    if kind == "table":
+        return _table_inputs(manifest, cohort_dir, modality, prompts, fields or [])
+    inputs = _base_inputs(manifest, cohort_dir, modality, f"{modality}_path")
+    if kind == "dicom":
+        ok = _merge_shard_qc(inputs, [Path(d) for d in shard_dirs or []], modality)
+        for item in inputs:
+            if item.status == "ok":
+                row = ok[item.subject_id]
+                item.source = str(row["_dir"] / row["volume"])
+    elif kind == "slide":
+        shard_dirs = [Path(d) for d in shard_dirs or []]
+        ok = _merge_shard_qc(inputs, shard_dirs, modality)
+        tiles = [pl.read_parquet(d / "tiles.parquet") for d in shard_dirs]
+        tiles = pl.concat([t for t in tiles if len(t)], how="vertical_relaxed") if any(
+            len(t) for t in tiles) else None
+        for item in inputs:
+            if item.status == "ok":
+                grid = tiles.filter(pl.col("subject_id") == item.subject_id)
+                item.source = (ok[item.subject_id]["path"], grid)
+    return inputs
+
+
+def _table_inputs(manifest: pl.DataFrame, cohort_dir: Path, modality: str,
+                  prompts: str | Path | None, fields: list[str]) -> list[SubjectInput]:
+    if prompts is not None:
+        table = pl.read_parquet(prompts)
+        text = dict(zip(table["subject_id"], table["prompt"], strict=True))
+        return [SubjectInput(sid, "ok", "", text[sid]) if text.get(sid) is not None
+                else SubjectInput(sid, "absent", f"no {modality} field recorded")
+                for sid in manifest["subject_id"]]
+    rows = manifest.select(["subject_id", *fields]).iter_rows(named=True)
+    out = []
+    for row in rows:
+        values = {f: row[f] for f in fields}
+        if all(v is None for v in values.values()):
+            out.append(SubjectInput(row["subject_id"], "absent", f"no {modality} field recorded"))
+        else:
+            out.append(SubjectInput(row["subject_id"], "ok", "", values))
+    return out

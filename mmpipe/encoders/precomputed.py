@@ -1,0 +1,103 @@
+"""Reading features someone already extracted (.npy / .npz / .pt / .pth).
+
+Released cohorts often ship embeddings instead of images (MMIST-ccRCC: Med3D
+vectors stored as ``arr_0`` of shape (1, 1, 512, 1), CLAM slide vectors (1, 1024)).
+Every failure is an :class:`InputError` naming the file and the reason, so the
+caller can record the subject's modality as rejected rather than crash or,
+worse, store NaNs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmpipe.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+# names the common writers use for the one array of a file
+_DEFAULT_KEYS = ("arr_0", "features", "feats")
+
+
+def _pick(names: list[str], key: str | None, path: Path) -> str:
+    if key is not None:
+        if key not in names:
+            raise InputError(f"no array {key!r} in the file (it holds {names})", path)
+        return key
+    if len(names) == 1:
+        return names[0]
+    for k in _DEFAULT_KEYS:
+        if k in names:
+            return k
+    if not names:
+        raise InputError("the file holds no arrays", path)
+    raise InputError(f"the file holds several arrays {names}; set the encoder's 'key' "
+                     "to the one to use", path)
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        name = _pick(list(data.files), key, path)
+        return np.asarray(data[name])
+
+
+def _read_torch(path: Path, key: str | None) -> np.ndarray:
+    import torch
+
+    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor | np.ndarray)}
+        if key is None and "features" in tensors:
+            key = "features"
+        obj = tensors[_pick(sorted(tensors), key, path)]
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.numpy()
+    if isinstance(obj, np.ndarray):
+        return obj
+    raise InputError(f"expected a tensor or a dict of tensors, found {type(obj).__name__}", path)
+
+
+def load_feature_file(path: str | Path, key: str | None = None, flatten: bool = True) -> np.ndarray:
+    """One subject's pre-extracted features as float32.
+
+    ``key`` picks an array of an .npz or a tensor of a .pt dict; without it the
+    single array is used, else ``arr_0`` / ``features`` / ``feats``. ``flatten``
+    squeezes singleton axes ((1, 1, 512, 1) → (512,)), keeping at least one axis.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(f"unsupported feature file type {suffix!r} (use one of {list(SUFFIXES)})", path)
+    if not path.is_file():
+        raise InputError("feature file not found", path)
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            arr = _read_npz(path, key)
+        else:
+            arr = _read_torch(path, key)
+    except InputError:
+        raise
+    except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
+        raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
+
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"features have non-numeric dtype {arr.dtype}", path)
+    if arr.size == 0:
+        raise InputError(f"features are empty (shape {arr.shape})", path)
+    arr = arr.astype(np.float32, copy=False)
+    bad = int((~np.isfinite(arr)).sum())
+    if bad:
+        raise InputError(f"features hold {bad} non-finite value(s) (NaN/inf) of {arr.size}", path)
+    if flatten:
+        arr = np.squeeze(arr)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,219 @@
+"""Tabular encoding of clinical/genomic fields: standardised numbers, one-hot categories.
+
+The encoding is fitted once and stored (``to_dict``) with the features, so the
+exact columns, categories and statistics behind every vector are known. Blanks
+never disappear: each field gets a ``{field}=missing`` column, numeric blanks
+become 0 (the fit mean after standardisation) with that indicator set, and
+categorical blanks are their own category. Sentinel codes such as MMIST's
+``-1`` = unknown are mapped to blank through ``missing_values``; numerically
+coded categoricals (AJCC stage codes) are one-hot through ``categorical``.
+
+Fit it on the training subjects only when the statistics must not see the test
+split (DESIGN: normalisation statistics from the training split only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+MISSING = "missing"
+_VERSION = 1
+
+
+def _canon(value: Any) -> str | None:
+    """A value as a category string; None for blank. Integral floats lose their ``.0``
+    so ``2``, ``2.0`` and ``"2"`` are the same category (CSV readers disagree on them)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = str(value).strip()
+    return text if text and text.lower() != MISSING else None
+
+
+def _sort_key(cat: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(cat), cat)
+    except ValueError:
+        return (1, 0.0, cat)
+
+
+class TabularEncoding:
+    """Fit on a polars DataFrame, then transform rows to ``float32 [n, n_features]``."""
+
+    def __init__(self, fields: Sequence[str], categorical: Iterable[str] = (),
+                 missing_values: Mapping[str, Sequence[Any]] | Sequence[Any] | None = None) -> None:
+        if not fields:
+            raise ConfigError("tabular encoding needs at least one field")
+        self.fields = list(fields)
+        self.categorical = sorted(set(categorical))
+        unknown = [f for f in self.categorical if f not in self.fields]
+        if unknown:
+            raise ConfigError(f"tabular: categorical fields {unknown} are not among the fields "
+                              f"{self.fields}")
+        self.missing_values: dict[str, list[str]] | list[str]
+        if missing_values is None:
+            self.missing_values = []
+        elif isinstance(missing_values, Mapping):
+            self.missing_values = {str(f): sorted({c for c in map(_canon, v) if c is not None})
+                                   for f, v in missing_values.items()}
+        else:
+            self.missing_values = sorted({c for c in map(_canon, missing_values) if c is not None})
+        self.columns: list[dict[str, Any]] | None = None
+        self._warned: set[str] = set()
+
+    # -- configuration and state ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], fields: Sequence[str]) -> TabularEncoding:
+        """From an ``encoders:`` entry of type ``tabular`` and the modality's fields."""
+        return cls(fields, categorical=cfg.get("categorical") or (),
+                   missing_values=cfg.get("missing_values"))
+
+    def _sentinels(self, field: str) -> set[str]:
+        if isinstance(self.missing_values, dict):
+            return set(self.missing_values.get(field, ()))
+        return set(self.missing_values)
+
+    def _values(self, df: pl.DataFrame, field: str) -> list[str | None]:
+        """Canonical strings of a column, with blanks and sentinels as None."""
+        sentinels = self._sentinels(field)
+        out = []
+        for v in df.get_column(field).to_list():
+            c = _canon(v)
+            out.append(None if c is None or c in sentinels else c)
+        return out
+
+    def _check_fields(self, df: pl.DataFrame) -> None:
+        missing = [f for f in self.fields if f not in df.columns]
+        if missing:
+            raise ConfigError(f"tabular: fields {missing} are not columns of the table "
+                              f"(columns: {df.columns})")
+
+    # -- fit / transform ----------------------------------------------------------------
+    def fit(self, df: pl.DataFrame) -> TabularEncoding:
+        self._check_fields(df)
+        columns = []
+        for field in self.fields:
+            dtype = df.schema[field]
+            numeric = dtype.is_numeric() and field not in self.categorical
+            values = self._values(df, field)
+            if numeric:
+                x = np.array([float(v) for v in values if v is not None], dtype=np.float64)
+                mean = float(x.mean()) if x.size else 0.0
+                std = float(x.std()) if x.size else 0.0
+                if not math.isfinite(std) or std == 0.0:
+                    std = 1.0
+                columns.append({"field": field, "kind": "numeric", "mean": mean, "std": std})
+            else:
+                cats = sorted({v for v in values if v is not None}, key=_sort_key)
+                columns.append({"field": field, "kind": "categorical", "categories": cats})
+        self.columns = columns
+        self._warned = set()
+        return self
+
+    @property
+    def fitted(self) -> bool:
+        return self.columns is not None
+
+    def _require_fit(self) -> list[dict[str, Any]]:
+        if self.columns is None:
+            raise RuntimeError("TabularEncoding is not fitted; call fit() or from_dict() first")
+        return self.columns
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = []
+        for col in self._require_fit():
+            f = col["field"]
+            if col["kind"] == "numeric":
+                names.append(f)
+            else:
+                names += [f"{f}={c}" for c in col["categories"]]
+            names.append(f"{f}={MISSING}")
+        return names
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def transform(self, df: pl.DataFrame) -> np.ndarray:
+        columns = self._require_fit()
+        self._check_fields(df)
+        blocks = []
+        for col in columns:
+            field = col["field"]
+            values = self._values(df, field)
+            missing = np.array([v is None for v in values], dtype=np.float32)
+            if col["kind"] == "numeric":
+                try:
+                    x = np.array([0.0 if v is None else float(v) for v in values], dtype=np.float64)
+                except ValueError as exc:
+                    raise InputError(f"tabular field {field!r} was numeric when fitted but holds "
+                                     f"a non-numeric value now: {exc}") from None
+                z = np.where(missing > 0, 0.0, (x - col["mean"]) / col["std"])
+                blocks.append(np.stack([z.astype(np.float32), missing], axis=1))
+            else:
+                cats = col["categories"]
+                index = {c: i for i, c in enumerate(cats)}
+                block = np.zeros((len(values), len(cats) + 1), dtype=np.float32)
+                unseen = set()
+                for r, v in enumerate(values):
+                    if v is None:
+                        block[r, -1] = 1.0
+                    elif v in index:
+                        block[r, index[v]] = 1.0
+                    else:
+                        unseen.add(v)  # all zeros: a category the fit never saw
+                if unseen and field not in self._warned:
+                    self._warned.add(field)
+                    log.warning("tabular field %r: categories %s were not seen when fitting; "
+                                "encoded as all zeros", field, sorted(unseen)[:10])
+                blocks.append(block)
+        if not blocks:
+            return np.zeros((df.height, 0), dtype=np.float32)
+        return np.concatenate(blocks, axis=1)
+
+    def fit_transform(self, df: pl.DataFrame) -> np.ndarray:
+        return self.fit(df).transform(df)
+
+    # -- provenance -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state: fields, options, per-field statistics/categories, feature names."""
+        return {
+            "version": _VERSION,
+            "fields": list(self.fields),
+            "categorical": list(self.categorical),
+            "missing_values": self.missing_values,
+            "columns": self._require_fit(),
+            "feature_names": self.feature_names,
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> TabularEncoding:
+        if state.get("version") != _VERSION:
+            raise ConfigError(f"tabular encoding state version {state.get('version')!r} is not "
+                              f"{_VERSION}")
+        enc = cls(state["fields"], categorical=state.get("categorical", ()),
+                  missing_values=state.get("missing_values"))
+        enc.columns = [dict(c) for c in state["columns"]]
+        if [c["field"] for c in enc.columns] != enc.fields:
+            raise ConfigError("tabular encoding state: columns do not match fields")
+        return enc

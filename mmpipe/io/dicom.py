@@ -1,0 +1,487 @@
+"""Read one 3-D series out of a folder of DICOM files, and check it before trusting it.
+
+A DICOM folder from a cohort is rarely "one clean series": it holds localizers,
+several reconstructions, 4-D acquisitions (the same positions repeated at each
+time point), stray files, a corrupt file. So reading is two steps:
+
+1. :func:`scan_dicom_folder` reads headers only (pydicom, ``stop_before_pixels``),
+   groups files by SeriesInstanceUID, orders each series along its slice normal,
+   drops repeated positions and records, per series, why it cannot be used
+   (mixed orientations, a gap, too few slices, ...) without raising;
+2. :func:`select_series` picks one usable series by a rule, and
+   :func:`read_dicom_series` reads exactly those files, in that order, with
+   SimpleITK and sets the geometry we measured.
+
+The geometry is ours, not the reader's: the slice spacing is the median distance
+between consecutive positions along the normal (never SliceThickness, which
+differs from it for overlapping or gapped acquisitions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmpipe.errors import ConfigError, DicomSeriesError
+
+log = logging.getLogger(__name__)
+
+ORIENTATION_TOL = 1e-4  # direction cosines: two slices with a larger difference are not one stack
+POSITION_TOL = 1e-3  # mm along the normal: closer positions are the same slice (4-D, repeats)
+SHEAR_TOL = 1e-2  # in-plane drift per slice / slice spacing: more means gantry tilt or a sheared stack
+RULES = ("most_slices", "first", "description:<regex>", "uid:<SeriesInstanceUID>")
+
+
+@dataclass
+class SeriesInfo:
+    """One DICOM series as found on disk, ordered along its slice normal.
+
+    ``files`` and ``positions`` hold one file per distinct slice position
+    (duplicates dropped); ``problem`` says why the series cannot be read as a
+    3-D volume under the scan's thresholds, or is ``None`` when it can.
+    """
+
+    series_uid: str
+    series_number: int | None
+    description: str
+    modality: str
+    files: list[Path]
+    positions: np.ndarray  # [n, 3] ImagePositionPatient (LPS, mm), in the order of `files`
+    orientation: tuple[float, ...]  # ImageOrientationPatient: row cosines then column cosines
+    pixel_spacing: tuple[float, float]  # DICOM order: (between rows, between columns)
+    slice_spacing: float  # median distance between consecutive positions along the normal
+    n_files_total: int  # files of the series before dropping duplicated positions
+    n_duplicates_dropped: int
+    problem: str | None = None
+    # problems that no threshold can lift (mixed orientations, sizes, missing geometry)
+    defects: list[str] = field(default_factory=list, repr=False)
+    slice_thickness: float | None = field(default=None, repr=False)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.files)
+
+    @property
+    def normal(self) -> np.ndarray:
+        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
+        return np.cross(row, col)
+
+    def label(self) -> str:
+        """Short human description for logs and error messages."""
+        number = "?" if self.series_number is None else self.series_number
+        return (f"series {number} {self.description!r} ({self.modality}, uid {self.series_uid}, "
+                f"{self.n_slices} positions from {self.n_files_total} files)")
+
+
+# --------------------------------------------------------------------------- header scan
+
+
+@dataclass
+class _Header:
+    path: Path
+    series_uid: str
+    series_number: int | None
+    description: str
+    modality: str
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, float] | None
+    size: tuple[int, int]
+    acquisition: int | None
+    instance: int | None
+    samples: int
+    frames: int
+    thickness: float | None
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(value, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _expected_pixel_bytes(ds) -> int | None:
+    """Bytes of native (uncompressed) pixel data the header announces; None if compressed."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed:
+        return None
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+    n *= int(_int_or_none(ds.get("NumberOfFrames")) or 1)
+    return (n * bits + 7) // 8
+
+
+def _read_header(path: Path) -> tuple[_Header | None, str | None]:
+    """Header of one file, or (None, why it is skipped)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with open(path, "rb") as fh:
+            try:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            except InvalidDicomError:
+                # files written without the 128-byte preamble are still DICOM; accept them
+                # only if the forced parse yields an image header (checked below)
+                fh.seek(0)
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            # pydicom stops at the start of the PixelData element: what is left of the file
+            # must hold the announced pixels, otherwise the file was truncated
+            remaining = os.fstat(fh.fileno()).st_size - fh.tell()
+    except Exception as err:  # pydicom raises many types on garbage; all mean "not readable"
+        return None, f"not a readable DICOM file ({type(err).__name__}: {err})"
+    try:
+        uid = str(ds.SeriesInstanceUID)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception:
+        return None, "not a DICOM image (no SeriesInstanceUID/Rows/Columns, e.g. a DICOMDIR or report)"
+    try:
+        expected = _expected_pixel_bytes(ds)
+    except Exception as err:
+        return None, f"unreadable image header ({err})"
+    if remaining <= 0:
+        return None, "no pixel data"
+    if expected is not None and remaining < expected:
+        return None, f"truncated pixel data ({remaining} bytes left, {expected} expected)"
+    spacing = _floats(ds.get("PixelSpacing"), 2)
+    return _Header(
+        path=path,
+        series_uid=uid,
+        series_number=_int_or_none(ds.get("SeriesNumber")),
+        description=str(ds.get("SeriesDescription", "") or ""),
+        modality=str(ds.get("Modality", "") or ""),
+        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        pixel_spacing=spacing,  # type: ignore[arg-type]
+        size=(rows, cols),
+        acquisition=_int_or_none(ds.get("AcquisitionNumber")),
+        instance=_int_or_none(ds.get("InstanceNumber")),
+        samples=int(ds.get("SamplesPerPixel", 1) or 1),
+        frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
+        thickness=(_floats([ds.get("SliceThickness")], 1) or (None,))[0],
+    ), None
+
+
+def _time_key(h: _Header) -> tuple:
+    # the first time point of a 4-D series: lowest AcquisitionNumber, then InstanceNumber
+    # (TemporalPositionIdentifier is often absent or 0, e.g. GE EPI); missing numbers sort last
+    return (h.acquisition is None, h.acquisition or 0, h.instance is None, h.instance or 0,
+            str(h.path))
+
+
+def _analyse(headers: list[_Header]) -> SeriesInfo:
+    """Order one series along its normal, drop repeated positions, list its defects."""
+    first = headers[0]
+    n_total = len(headers)
+    defects: list[str] = []
+    sizes = Counter(h.size for h in headers)
+    if len(sizes) > 1:
+        defects.append(f"mixed image sizes {sorted(sizes)}")
+    if any(h.samples != 1 for h in headers):
+        defects.append(f"not grey-level (SamplesPerPixel={max(h.samples for h in headers)})")
+    if any(h.frames > 1 for h in headers):
+        defects.append("multi-frame (enhanced) DICOM files are not supported; "
+                       "convert them with dcm2niix first")
+    no_geometry = [h for h in headers if h.position is None or h.orientation is None]
+    if no_geometry:
+        defects.append(f"{len(no_geometry)} of {n_total} files lack ImagePositionPatient/"
+                       "ImageOrientationPatient (not a cross-sectional image)")
+    if any(h.pixel_spacing is None for h in headers):
+        defects.append("no PixelSpacing")
+    elif len({np.round(h.pixel_spacing, 4).tobytes() for h in headers}) > 1:
+        defects.append("mixed pixel spacing")
+    orientation = first.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    if not no_geometry:
+        ref = np.asarray(orientation)
+        distinct = [ref]
+        for h in headers[1:]:
+            o = np.asarray(h.orientation)
+            if not any(np.max(np.abs(o - d)) <= ORIENTATION_TOL for d in distinct):
+                distinct.append(o)
+        if len(distinct) > 1:
+            defects.append(f"mixed orientations ({len(distinct)} distinct "
+                           "ImageOrientationPatient in one series)")
+
+    info = SeriesInfo(
+        series_uid=first.series_uid,
+        series_number=first.series_number,
+        description=first.description,
+        modality=first.modality,
+        files=[h.path for h in headers],
+        positions=np.array([h.position or (np.nan,) * 3 for h in headers], dtype=float),
+        orientation=tuple(orientation),
+        pixel_spacing=tuple(first.pixel_spacing or (1.0, 1.0)),  # type: ignore[arg-type]
+        slice_spacing=float("nan"),
+        n_files_total=n_total,
+        n_duplicates_dropped=0,
+        defects=defects,
+        slice_thickness=first.thickness,
+    )
+    if defects:
+        return info  # ordering along a normal means nothing without one geometry
+
+    normal = info.normal
+    along = np.array([np.dot(h.position, normal) for h in headers])
+    order = sorted(range(n_total), key=lambda i: (along[i], _time_key(headers[i])))
+    kept: list[int] = []
+    for i in order:
+        if kept and abs(along[i] - along[kept[-1]]) <= POSITION_TOL:
+            if _time_key(headers[i]) < _time_key(headers[kept[-1]]):
+                kept[-1] = i
+            continue
+        kept.append(i)
+    info.files = [headers[i].path for i in kept]
+    info.positions = np.array([headers[i].position for i in kept], dtype=float)
+    info.n_duplicates_dropped = n_total - len(kept)
+    steps = np.diff(along[kept])
+    if len(steps):
+        info.slice_spacing = float(np.median(steps))
+        drift = info.positions[-1] - info.positions[0]
+        in_plane = drift - np.dot(drift, normal) * normal
+        per_slice = np.linalg.norm(in_plane) / len(steps)
+        if per_slice > SHEAR_TOL * info.slice_spacing:
+            info.defects.append(
+                f"slices are not stacked along their normal ({per_slice:.3g} mm in-plane shift "
+                "per slice: gantry tilt or a sheared series)")
+    return info
+
+
+def check_series(info: SeriesInfo, min_slices: int = 3, max_gap_factor: float = 1.5) -> str | None:
+    """Why ``info`` cannot be read as one 3-D volume under these thresholds (or None)."""
+    problems = list(info.defects)
+    if not problems:
+        if info.n_slices < min_slices:
+            problems.append(f"too few slices: {info.n_slices} distinct positions "
+                            f"(minimum {min_slices})")
+        if info.n_slices >= 2:
+            along = info.positions @ info.normal
+            steps = np.diff(along)
+            worst = int(np.argmax(steps))
+            if steps[worst] > max_gap_factor * info.slice_spacing:
+                n_gaps = int(np.sum(steps > max_gap_factor * info.slice_spacing))
+                problems.append(
+                    f"gap of {steps[worst]:.3g} mm between slices at {along[worst]:.4g} and "
+                    f"{along[worst + 1]:.4g} mm along the normal (median spacing "
+                    f"{info.slice_spacing:.3g} mm; {n_gaps} gap(s) > {max_gap_factor} x median)")
+    return "; ".join(problems) or None
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def scan_dicom_folder(folder: str | Path, min_slices: int = 3,
+                      max_gap_factor: float = 1.5) -> list[SeriesInfo]:
+    """Every series under ``folder`` (searched recursively), headers only.
+
+    Files that are not readable DICOM images (foreign files, DICOMDIR, truncated
+    pixel data) are skipped with a warning naming them; hidden files (``.DS_Store``)
+    are ignored. Each returned series carries ``problem`` (None when usable). Sorted by
+    SeriesNumber, then UID. Raises :class:`DicomSeriesError` when the folder holds
+    no readable DICOM image at all.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DicomSeriesError("not a folder (a DICOM series is read from a folder of files)",
+                               path=folder)
+    files = _candidate_files(folder)
+    groups: dict[str, list[_Header]] = defaultdict(list)
+    skipped = []
+    for path in files:
+        header, why = _read_header(path)
+        if header is None:
+            skipped.append((path, why))
+            log.warning("skipping %s: %s", path, why)
+            continue
+        groups[header.series_uid].append(header)
+    if not groups:
+        detail = f"{len(files)} files, none a readable DICOM image"
+        if skipped:
+            detail += f" (e.g. {skipped[0][0].name}: {skipped[0][1]})"
+        raise DicomSeriesError(f"no DICOM series found: {detail}", path=folder)
+    series = []
+    for headers in groups.values():
+        info = _analyse(headers)
+        info.problem = check_series(info, min_slices, max_gap_factor)
+        series.append(info)
+    series.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
+    return series
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _parse_rule(rule: str) -> tuple[str, Any]:
+    """Validate a series-selection rule early, so a typo is a ConfigError, not a bad input."""
+    if rule in ("most_slices", "first"):
+        return rule, None
+    kind, sep, arg = str(rule).partition(":")
+    if sep and kind == "description" and arg:
+        try:
+            return kind, re.compile(arg, re.IGNORECASE)
+        except re.error as err:
+            raise ConfigError(f"series selection rule {rule!r}: invalid regex ({err})") from err
+    if sep and kind == "uid" and arg:
+        return kind, arg.strip()
+    raise ConfigError(f"unknown series selection rule {rule!r}; use one of {', '.join(RULES)}")
+
+
+def _number_key(s: SeriesInfo) -> tuple:
+    return (s.series_number is None, s.series_number or 0, s.series_uid)
+
+
+def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slices: int = 3,
+                  max_gap_factor: float = 1.5) -> SeriesInfo:
+    """Pick one usable series by ``rule``.
+
+    Rules: ``most_slices`` (most distinct positions, ties to the lowest
+    SeriesNumber), ``first`` (lowest SeriesNumber), ``description:<regex>``
+    (case-insensitive search in SeriesDescription; several matches -> most
+    slices), ``uid:<SeriesInstanceUID>``. Only series without a problem under
+    ``min_slices``/``max_gap_factor`` qualify; otherwise :class:`DicomSeriesError`
+    lists every series with the reason it was rejected.
+    """
+    kind, arg = _parse_rule(rule)
+    judged = [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
+              for s in series]
+    rejected: dict[str, str] = {s.series_uid: s.problem for s in judged if s.problem}
+    usable = [s for s in judged if not s.problem]
+    if kind == "description":
+        for s in usable:
+            if not arg.search(s.description):
+                rejected[s.series_uid] = f"description does not match {arg.pattern!r}"
+        usable = [s for s in usable if arg.search(s.description)]
+    elif kind == "uid":
+        for s in usable:
+            if s.series_uid != arg:
+                rejected[s.series_uid] = "not the requested UID"
+        usable = [s for s in usable if s.series_uid == arg]
+    if not usable:
+        why = "; ".join(f"{s.label()}: {rejected[s.series_uid]}" for s in judged)
+        if kind == "uid" and arg not in {s.series_uid for s in judged}:
+            why = f"no series has UID {arg}; found {why}"
+        raise DicomSeriesError(f"no usable series for rule {rule!r} among {len(judged)} series: "
+                               f"{why}")
+    if kind == "first":
+        return min(usable, key=_number_key)
+    return min(usable, key=lambda s: (-s.n_slices, *_number_key(s)))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices: int = 3,
+                      max_gap_factor: float = 1.5):
+    """Read the series ``rule`` selects as a 3-D SimpleITK image.
+
+    Returns ``(image, info)``. The files are read in our order (along the slice
+    normal); origin = first position, direction = (row, column, normal) cosines,
+    spacing = (column spacing, row spacing, measured slice spacing), all in
+    DICOM's LPS frame as SimpleITK expects. Rescale slope/intercept are applied
+    by the reader, so CT comes out in HU.
+    """
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    _parse_rule(rule)
+    series = scan_dicom_folder(folder, min_slices, max_gap_factor)
+    try:
+        info = select_series(series, rule, min_slices, max_gap_factor)
+    except DicomSeriesError as err:
+        raise DicomSeriesError(err.reason, path=folder) from None
+    if info.n_duplicates_dropped:
+        log.warning("%s: %s: dropped %d files at repeated slice positions (4-D series or "
+                    "duplicates), kept the first time point (lowest AcquisitionNumber, "
+                    "InstanceNumber)", folder, info.label(), info.n_duplicates_dropped)
+    others = [s for s in series if s.series_uid != info.series_uid]
+    if others:
+        log.info("%s: chose %s by rule %r over %d other series", folder, info.label(), rule,
+                 len(others))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(f) for f in info.files])
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        msg = str(err).strip().splitlines()
+        raise DicomSeriesError(f"SimpleITK cannot read {info.label()}: "
+                               f"{msg[-1] if msg else err}", path=folder) from err
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetSize()[2] != info.n_slices:
+        raise DicomSeriesError(f"SimpleITK read {image.GetSize()} x "
+                               f"{image.GetNumberOfComponentsPerPixel()} components from "
+                               f"{info.label()}; expected one grey value per voxel and "
+                               f"{info.n_slices} slices", path=folder)
+    slice_spacing = info.slice_spacing
+    if not np.isfinite(slice_spacing):
+        slice_spacing = info.slice_thickness or 1.0
+        log.warning("%s: single-slice series; using SliceThickness %.3g mm as the z spacing",
+                    folder, slice_spacing)
+    row, col = np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:])
+    direction = np.column_stack([row, col, info.normal])
+    image.SetOrigin(tuple(float(v) for v in info.positions[0]))
+    # PixelSpacing is (distance between rows, between columns): x (along a row) comes second
+    image.SetSpacing((float(info.pixel_spacing[1]), float(info.pixel_spacing[0]),
+                      float(slice_spacing)))
+    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    return image, info
+
+
+def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_slices",
+                   min_slices: int = 3, max_gap_factor: float = 1.5) -> dict:
+    """Convert the selected series of ``folder`` to NIfTI at ``out_path``, atomically.
+
+    The volume is written to a temporary sibling and renamed into place, so a
+    killed job never leaves a half-written file under the final name. Returns a
+    JSON-able summary for the QC record.
+    """
+    import SimpleITK as sitk
+
+    out_path = Path(out_path)
+    image, info = read_dicom_series(folder, rule=rule, min_slices=min_slices,
+                                    max_gap_factor=max_gap_factor)
+    suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else out_path.suffix
+    if suffix not in (".nii.gz", ".nii"):
+        raise ValueError(f"{out_path}: expected a .nii.gz or .nii output path")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # the suffix stays last: SimpleITK picks the writer from it
+    tmp = out_path.with_name(f".{out_path.name[:-len(suffix)]}.tmp-{os.getpid()}{suffix}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=suffix == ".nii.gz")
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary = {
+        "series_uid": info.series_uid,
+        "series_number": info.series_number,
+        "description": info.description,
+        "modality": info.modality,
+        "rule": rule,
+        "n_slices": info.n_slices,
+        "n_files_total": info.n_files_total,
+        "n_duplicates_dropped": info.n_duplicates_dropped,
+        "spacing": [float(v) for v in image.GetSpacing()],
+        "size": [int(v) for v in image.GetSize()],
+        "origin": [float(v) for v in image.GetOrigin()],
+    }
+    json.dumps(summary)  # the QC record stores it as JSON: fail here, not there
+    return summary

@@ -1,0 +1,229 @@
+"""Whole-slide images through OpenSlide, with their resolution always known.
+
+Every reader in mmpipe returns pixels together with their geometry (nnU-Net
+style); for a slide that geometry is the microns per pixel (mpp) of each
+pyramid level. Tiling at a physical resolution (CLAM: 20x, about 0.5 um/px) is
+meaningless without it, so :func:`open_slide` refuses a slide whose mpp cannot
+be found unless the config names one explicitly (``mpp_when_missing``), and
+then says so loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmpipe.errors import SlideError
+
+log = logging.getLogger(__name__)
+
+MPP_SOURCE_PROPERTY = "openslide.mpp-x"
+MPP_SOURCE_TIFF = "tiff resolution"
+MPP_SOURCE_CONFIG = "config mpp_when_missing"
+
+# µm per ResolutionUnit for the TIFF units OpenSlide reports as `tiff.ResolutionUnit`.
+_MICRONS_PER_UNIT = {"centimeter": 1e4, "inch": 25400.0}
+
+# mpp-x and mpp-y of a scanner agree to well under a percent; more than this is worth a look.
+_MPP_XY_TOLERANCE = 0.01
+
+
+def _openslide() -> types.ModuleType:
+    """Import openslide lazily: only slide work needs it, and its C library may be absent."""
+    try:
+        import openslide
+    except (ImportError, OSError) as err:
+        raise ImportError(
+            "reading whole-slide images needs OpenSlide: `pip install openslide-python "
+            f"openslide-bin` (import failed: {err})"
+        ) from err
+    return openslide
+
+
+def rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite non-premultiplied RGBA on white.
+
+    OpenSlide returns transparent pixels outside the scanned region (and past the
+    slide's edge); they are glass, i.e. background, so they must look white to the
+    tissue detector and the encoder rather than black.
+    """
+    rgba = np.asarray(rgba)
+    if rgba.ndim != 3 or rgba.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3|4) image, got shape {rgba.shape}")
+    if rgba.shape[2] == 3:
+        return np.ascontiguousarray(rgba, dtype=np.uint8)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
+    rgb = rgba[..., :3].astype(np.uint16)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+class Slide:
+    """An open whole-slide image and its resolution; use as a context manager.
+
+    Coordinates follow OpenSlide: ``location`` is (x, y) in level-0 pixels,
+    ``size`` is (width, height) in pixels of the requested level.
+    """
+
+    def __init__(self, handle: Any, path: str | Path, mpp: float, mpp_source: str):
+        self._handle = handle
+        self.path = Path(path)
+        self.mpp = float(mpp)
+        self.mpp_source = mpp_source
+
+    # -- geometry ---------------------------------------------------------------
+    @property
+    def level_count(self) -> int:
+        return int(self._handle.level_count)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """(width, height) of each level, level 0 first."""
+        return tuple((int(w), int(h)) for w, h in self._handle.level_dimensions)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._handle.level_downsamples)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self._handle.properties)
+
+    def level_mpp(self, level: int) -> float:
+        """µm per pixel of ``level`` (level-0 mpp times OpenSlide's downsample)."""
+        self._check_level(level)
+        return self.mpp * self.level_downsamples[level]
+
+    def _check_level(self, level: int) -> None:
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} out of range: {self.path} has {self.level_count}")
+
+    # -- pixels -----------------------------------------------------------------
+    def read_region(self, location: tuple[int, int], level: int,
+                    size: tuple[int, int]) -> np.ndarray:
+        """Read ``size`` = (w, h) pixels of ``level`` at level-0 ``location`` = (x, y).
+
+        Returns uint8 RGB (h, w, 3); areas outside the scan are white.
+        """
+        self._check_level(level)
+        x, y = (int(v) for v in location)
+        w, h = (int(v) for v in size)
+        if w <= 0 or h <= 0:
+            raise ValueError(f"region size must be positive, got {size}")
+        openslide = _openslide()
+        try:
+            region = self._handle.read_region((x, y), level, (w, h))
+        except openslide.OpenSlideError as err:
+            raise SlideError(reason=f"OpenSlide cannot read region {(x, y, w, h)} at level "
+                                    f"{level}: {err}", path=self.path) from err
+        return rgba_to_rgb_on_white(np.asarray(region))
+
+    def thumbnail_at(self, level: int) -> np.ndarray:
+        """The whole of ``level`` as uint8 RGB (h, w, 3); mind the memory on fine levels."""
+        self._check_level(level)
+        w, h = self.level_dimensions[level]
+        return self.read_region((0, 0), level, (w, h))
+
+    # -- lifetime ---------------------------------------------------------------
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Slide({str(self.path)!r}, mpp={self.mpp:.4g} [{self.mpp_source}], "
+                f"levels={self.level_dimensions})")
+
+
+def _positive_float(value: str | None) -> float | None:
+    try:
+        out = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return out if out is not None and math.isfinite(out) and out > 0 else None
+
+
+def _mpp_from_properties(props: dict[str, str], path: Path) -> float | None:
+    mpp_x = _positive_float(props.get("openslide.mpp-x"))
+    mpp_y = _positive_float(props.get("openslide.mpp-y"))
+    if mpp_x is None and mpp_y is None:
+        return None
+    if mpp_x is None or mpp_y is None:
+        return mpp_x if mpp_x is not None else mpp_y
+    if abs(mpp_x - mpp_y) > _MPP_XY_TOLERANCE * max(mpp_x, mpp_y):
+        log.warning("slide %s: mpp-x %.5g and mpp-y %.5g differ by more than %.0f %%; "
+                    "using their mean (tiles will be slightly anisotropic)",
+                    path, mpp_x, mpp_y, 100 * _MPP_XY_TOLERANCE)
+    return (mpp_x + mpp_y) / 2
+
+
+def _mpp_from_tiff_resolution(props: dict[str, str]) -> float | None:
+    """TIFF XResolution is pixels per ResolutionUnit; unit 'none' (or absent) carries no size.
+
+    OpenSlide 4 already turns these tags into ``openslide.mpp-x`` for generic TIFFs;
+    this catches vendor drivers that expose the tags but set no mpp.
+    """
+    unit = (props.get("tiff.ResolutionUnit") or "").strip().lower()
+    xres = _positive_float(props.get("tiff.XResolution"))
+    if unit not in _MICRONS_PER_UNIT or xres is None:
+        return None
+    return _MICRONS_PER_UNIT[unit] / xres
+
+
+def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide:
+    """Open a whole-slide image and find its level-0 microns per pixel.
+
+    The mpp comes from, in order: OpenSlide's ``openslide.mpp-x``/``-y`` (their mean),
+    the TIFF resolution tags (centimetre or inch units only), ``mpp_when_missing``
+    (logged as a warning, since a wrong value silently changes the tile scale).
+    Without any of them, or when OpenSlide cannot read the file, raise
+    :class:`~mmpipe.errors.SlideError` naming the file and why.
+    """
+    path = Path(path)
+    openslide = _openslide()
+    if not path.is_file():
+        raise SlideError(reason="slide file not found" if not path.exists()
+                         else "not a regular file", path=path)
+    try:
+        handle = openslide.OpenSlide(str(path))
+    except (openslide.OpenSlideError, OSError) as err:
+        # OpenSlideUnsupportedFormatError subclasses OpenSlideError in openslide-python>=1.2.
+        reason = str(err) or type(err).__name__
+        raise SlideError(reason=f"OpenSlide cannot open it: {reason}", path=path) from err
+    try:
+        props = dict(handle.properties)
+        mpp = _mpp_from_properties(props, path)
+        source = MPP_SOURCE_PROPERTY
+        if mpp is None:
+            mpp, source = _mpp_from_tiff_resolution(props), MPP_SOURCE_TIFF
+        if mpp is None and mpp_when_missing is not None:
+            if not (math.isfinite(mpp_when_missing) and mpp_when_missing > 0):
+                raise SlideError(reason=f"mpp_when_missing must be a positive number, got "
+                                        f"{mpp_when_missing!r}", path=path)
+            mpp, source = float(mpp_when_missing), MPP_SOURCE_CONFIG
+            log.warning("slide %s has no microns-per-pixel in its metadata; ASSUMING %.4g um/px "
+                        "from config preprocess.slide.mpp_when_missing", path, mpp)
+        if mpp is None:
+            raise SlideError(reason="no microns-per-pixel in the slide's metadata; set "
+                                    "preprocess.slide.mpp_when_missing in config", path=path)
+    except BaseException:
+        handle.close()
+        raise
+    return Slide(handle, path, mpp, source)

@@ -1,0 +1,88 @@
+"""Clinical table rows → text prompts for a clinical text encoder.
+
+The prompt is a header followed by one phrase per field, in the configured field
+order. A blank field is left out (``missing: omit``) or written with
+``missing_text`` (``missing: explicit``); the two modes are what the literature on
+prompting tabular data compares. The task label is never part of a prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from mmpipe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PHRASE = "{field}: {value}."
+
+
+def _is_blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _format(value: Any) -> str:
+    # 6.0 read from a CSV with blanks is the integer code 6
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any]) -> str | None:
+    """One subject's prompt, or None when every field is blank (no clinical data)."""
+    phrases = prompt.get("phrases", {})
+    value_maps = prompt.get("value_maps", {})
+    mode = prompt.get("missing", "omit")
+    missing_text = prompt.get("missing_text", "unknown")
+    parts = [prompt["header"]] if prompt.get("header") else []
+    n_present = 0
+    for field in fields:
+        value = row.get(field)
+        template = phrases.get(field, DEFAULT_PHRASE)
+        if _is_blank(value):
+            if mode == "explicit":
+                parts.append(template.format(field=field, value=missing_text))
+            continue
+        n_present += 1
+        mapping = value_maps.get(field, {})
+        shown = mapping.get(_format(value), mapping.get(value, _format(value)))
+        parts.append(template.format(field=field, value=shown))
+    if n_present == 0:
+        return None
+    return " ".join(parts)
+
+
+def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequence[str],
+                  prompt: Mapping[str, Any]) -> pl.DataFrame:
+    """Prompts for every manifest subject: ``subject_id``, ``prompt`` (null when the
+    subject has no clinical field), ``n_fields``."""
+    leaked = [f for f in fields if f in labels]
+    if leaked:
+        raise ConfigError(f"prompt fields {leaked} are task labels; remove them from 'fields'")
+    missing = [f for f in fields if f not in manifest.columns]
+    if missing:
+        raise ConfigError(f"prompt fields {missing} are not manifest columns "
+                          f"(columns: {manifest.columns})")
+    mode = prompt.get("missing", "omit")
+    if mode not in ("omit", "explicit"):
+        raise ConfigError(f"prompt.missing must be 'omit' or 'explicit', not {mode!r}")
+    rows = []
+    for row in manifest.select(["subject_id", *fields]).iter_rows(named=True):
+        text = render_prompt(row, fields, prompt)
+        n = sum(not _is_blank(row[f]) for f in fields)
+        rows.append({"subject_id": row["subject_id"], "prompt": text, "n_fields": n})
+    out = pl.DataFrame(rows, schema={"subject_id": pl.String, "prompt": pl.String,
+                                     "n_fields": pl.Int64}, orient="row")
+    n_none = out["prompt"].null_count()
+    if n_none:
+        log.warning("%d subjects have no clinical field at all: no prompt (recorded as absent)", n_none)
+    return out

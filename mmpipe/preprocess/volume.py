@@ -1,0 +1,506 @@
+"""MONAI transform chains that turn one volume file into an encoder's input tensor.
+
+Two recipes, both built from the per-encoder ``transform`` block of the config::
+
+    orientation: RAS | null          # monai Orientation (axis codes)
+    spacing: null | [sx, sy, sz] | median   # mm, in the axis order after `orientation`
+    crop_foreground: bool            # bounding box of the voxels above the background level
+    hu_window: null | [lo, hi]       # CT: clip to the window, then scale it to [0, 1]
+    normalize: zscore | foreground_zscore_noise | minmax | null   (volume recipe)
+    resize: null | [D, H, W]         # D is the slice (z) axis    (volume recipe)
+    max_slices: null | int           # slice recipe: evenly spaced subset of slices
+    min_foreground: null | float     # slice recipe: skip slices with less foreground
+
+Axis convention. MONAI loads a volume channel-first in the file's voxel order,
+``(C, X, Y, Z)``, and Orientation("RAS") makes X run left->right, Y
+posterior->anterior and Z inferior->superior. Our outputs put depth first:
+``[1, D, H, W] = [1, Z, Y, X]`` (D = slices, H = y, W = x), the layout MedicalNet
+was trained on (its data were "transposed from WHD to DHW", datasets/brains18.py)
+and the one a 2-D slice encoder expects (one axial slice = one ``(H, W)`` image).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import ImageReader
+from monai.transforms import Transform
+
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+# Med3D as used on MMIST-ccRCC (DESIGN.md): MedicalNet's test-time processing
+# (datasets/brains18.py: crop -> resize -> foreground z-score with noise) at 56x448x448.
+MEDICALNET_RECIPE: dict[str, Any] = {
+    "orientation": "RAS",
+    "spacing": None,
+    "crop_foreground": True,
+    "hu_window": None,
+    "normalize": "foreground_zscore_noise",
+    "resize": [56, 448, 448],
+}
+# VGG11 on axial slices (HyperMM): the slice geometry and intensities are fixed by the
+# ImageNet recipe (resize 256, centre crop 224, ImageNet mean/std), not by the config.
+VGG_SLICE_RECIPE: dict[str, Any] = {
+    "orientation": "RAS",
+    "spacing": None,
+    "crop_foreground": False,
+    "hu_window": None,
+    "max_slices": None,
+    "min_foreground": None,
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SLICE_RESIZE = 256  # torchvision Resize(256): the shorter side
+SLICE_CROP = 224  # torchvision CenterCrop(224)
+
+_VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize"}
+_SLICE_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "max_slices",
+               "min_foreground"}
+_NORMALIZE = ("zscore", "foreground_zscore_noise", "minmax", None)
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _sitk_affine_ras(image) -> np.ndarray:
+    """4x4 voxel-to-world affine of a SimpleITK image, in RAS (ITK works in LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)
+    lps[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+class SimpleITKReader(ImageReader):
+    """MONAI image reader backed by SimpleITK, for NRRD/MHA/... volumes.
+
+    MONAI's own ITKReader needs the ``itk`` package; SimpleITK is already a
+    dependency (DICOM), so we use it. Returns the array in ``(X, Y, Z)`` order
+    with a RAS affine, as MONAI's NibabelReader does.
+    """
+
+    suffixes = ("nrrd", "nhdr", "mha", "mhd", "nii", "nii.gz")
+
+    def verify_suffix(self, filename) -> bool:
+        from monai.data.utils import is_supported_format
+
+        return is_supported_format(filename, self.suffixes)
+
+    def read(self, data, **kwargs):
+        import SimpleITK as sitk
+
+        names = [data] if isinstance(data, (str, Path)) else list(data)
+        images = [sitk.ReadImage(str(name)) for name in names]
+        return images if len(images) > 1 else images[0]
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        import SimpleITK as sitk
+
+        if isinstance(img, (list, tuple)):
+            raise ValueError("SimpleITKReader reads one volume at a time")
+        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"expected a 3-D grey-level volume, got {img.GetDimension()}-D with "
+                             f"{img.GetNumberOfComponentsPerPixel()} components per voxel")
+        array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+        affine = _sitk_affine_ras(img)
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(array.shape),
+            "original_channel_dim": float("nan"),
+            "space": "RAS",
+        }
+        return np.ascontiguousarray(array), meta
+
+
+class LoadVolume(Transform):
+    """Path -> channel-first MetaTensor ``(1, X, Y, Z)`` float32 with its RAS affine.
+
+    NIfTI goes through MONAI's NibabelReader, anything else through SimpleITK.
+    This is LoadImage's work (read, get_data, MetaTensor, EnsureChannelFirst)
+    without its fallback: when the chosen reader fails, LoadImage tries every
+    other reader it knows and reports only that none fits, hiding the real cause
+    (a truncated file, a bad header) that the QC record should carry.
+    A 4-D file (time series, several channels) is refused: one volume per subject.
+    """
+
+    def __call__(self, path: str | Path):
+        from monai.data import MetaTensor, NibabelReader
+        from monai.transforms import EnsureChannelFirst
+
+        name = str(path)
+        if not Path(name).is_file():
+            raise InputError("volume file not found", path=path)
+        reader = NibabelReader() if name.endswith(_NIFTI_SUFFIXES) else SimpleITKReader()
+        array, meta = reader.get_data(reader.read(name))
+        meta["filename_or_obj"] = name
+        image = MetaTensor.ensure_torch_and_prune_meta(np.asarray(array, dtype=np.float32), meta)
+        image = EnsureChannelFirst()(image)
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise InputError(f"expected one 3-D volume, got array shape {tuple(image.shape)} "
+                             "(channel first): a 4-D or multi-channel file", path=path)
+        return image
+
+
+class ToDepthFirst(Transform):
+    """``(C, X, Y, Z)`` -> ``(C, Z, Y, X)``, dropping MONAI metadata.
+
+    After this the affine no longer describes the axes, so the spatial transforms
+    that need it (Orientation, Spacing) must come before.
+    """
+
+    def __call__(self, img):
+        data = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)
+        return data.permute(0, 3, 2, 1).contiguous()
+
+
+class _Above:
+    """Picklable foreground selector for CropForeground (DataLoader workers pickle it)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def __call__(self, x):
+        return x > self.threshold
+
+
+class CropForegroundAbove(Transform):
+    """Crop to the bounding box of voxels above a background level.
+
+    The level is ``threshold`` when given (after an HU window: 0, the window's
+    low end), else the volume's minimum, so air around a head or the padding
+    outside a CT field of view is cut away. An all-background volume is an error.
+    """
+
+    def __init__(self, threshold: float | None = None):
+        self.threshold = threshold
+
+    def __call__(self, img):
+        from monai.transforms import CropForeground
+
+        level = float(img.min()) if self.threshold is None else float(self.threshold)
+        if not bool((img > level).any()):
+            raise ValueError(f"no foreground to crop to: no voxel above {level:g}")
+        return CropForeground(select_fn=_Above(level), margin=0, allow_smaller=True)(img)
+
+
+class ForegroundZScoreWithNoise(Transform):
+    """MedicalNet's intensity normalisation (``__itensity_normalize_one_volume__``).
+
+    Mean and standard deviation over the foreground (voxels > 0), z-score the
+    whole volume with them, then replace the background (voxels == 0) by N(0, 1)
+    noise. Exactly as in MedicalNet (datasets/brains18.py): negative voxels are
+    neither foreground nor replaced, they are z-scored too. For CT in HU, air and
+    fat (< 0) therefore become large negative values; put an ``hu_window`` before
+    this transform to make everything below the window exactly 0 (background).
+
+    MedicalNet draws the noise from the global NumPy state; we use a generator
+    seeded with ``seed`` on every call, so a volume gets the same input whatever
+    the worker or the order it is processed in. ``seed=None`` draws fresh noise.
+    """
+
+    def __init__(self, seed: int | None = 0):
+        self.seed = seed
+
+    def __call__(self, img):
+        data = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)
+        data = data.to(torch.float32)
+        foreground = data[data > 0]
+        if foreground.numel() == 0:
+            raise ValueError("no foreground voxel (> 0) to normalise on: the volume is empty "
+                             "or entirely <= 0 (CT in HU without an hu_window?)")
+        mean = foreground.mean()
+        std = foreground.std(unbiased=False)  # numpy's std, as MedicalNet
+        if not torch.isfinite(std) or std <= 0:
+            raise ValueError(f"the foreground is constant ({float(mean):g}): cannot z-score it")
+        out = (data - mean) / std
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(self.seed))
+        noise = torch.randn(data.shape, generator=generator, dtype=torch.float32)
+        background = data == 0
+        out[background] = noise[background]
+        return out
+
+
+class VolumeToSlices(Transform):
+    """``[1, D, H, W]`` in [0, 1] -> axial slices ``[S, 1, H, W]``.
+
+    ``min_foreground``: keep only slices whose share of pixels above 0 (above the
+    volume's minimum or the window's low end) is at least this; when none
+    qualifies, the slice with the most foreground is kept (and a warning logged).
+    ``max_slices``: then keep at most this many, evenly spaced from first to last.
+    """
+
+    def __init__(self, min_foreground: float | None = None, max_slices: int | None = None):
+        self.min_foreground = min_foreground
+        self.max_slices = max_slices
+
+    def __call__(self, img):
+        data = torch.as_tensor(img)
+        slices = data[0].unsqueeze(1)  # (D, 1, H, W)
+        keep = torch.arange(len(slices))
+        if self.min_foreground:
+            share = (slices > 0).flatten(1).float().mean(dim=1)
+            ok = torch.nonzero(share >= self.min_foreground).flatten()
+            if len(ok) == 0:
+                log.warning("no slice has >= %.3g foreground; keeping the fullest one (%.3g)",
+                            self.min_foreground, float(share.max()))
+                ok = share.argmax().reshape(1)
+            keep = ok
+        if self.max_slices and len(keep) > self.max_slices:
+            pick = np.unique(np.round(np.linspace(0, len(keep) - 1, self.max_slices)).astype(int))
+            keep = keep[torch.as_tensor(pick)]
+        return slices[keep]
+
+
+class ImageNetSlices(Transform):
+    """Grey slices ``[S, 1, H, W]`` in [0, 1] -> ``[S, 3, 224, 224]`` ImageNet-normalised.
+
+    torchvision's ImageNet evaluation recipe, without torchvision: Resize(256) on
+    the shorter side (long side ``int(256 * long / short)``, bilinear with
+    antialiasing as torchvision does on tensors), CenterCrop(224) and
+    Normalize(mean, std); grey is replicated to three channels.
+    """
+
+    def __init__(self, resize: int = SLICE_RESIZE, crop: int = SLICE_CROP):
+        self.resize = resize
+        self.crop = crop
+
+    def __call__(self, slices):
+        x = torch.as_tensor(slices, dtype=torch.float32)
+        h, w = x.shape[-2:]
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = int(self.resize * long / short)
+        size = (self.resize, new_long) if h <= w else (new_long, self.resize)
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                                            antialias=True)
+        top = int(round((size[0] - self.crop) / 2.0))
+        left = int(round((size[1] - self.crop) / 2.0))
+        x = x[..., top:top + self.crop, left:left + self.crop]
+        x = x.expand(-1, 3, -1, -1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _check_recipe(recipe: dict, allowed: set[str], ignored: set[str], what: str) -> dict:
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"{what} transform: expected a mapping, got {type(recipe).__name__}")
+    unknown = set(recipe) - allowed - ignored
+    if unknown:
+        raise ConfigError(f"{what} transform: unknown keys {sorted(unknown)} "
+                          f"(known: {sorted(allowed)})")
+    for key in sorted(ignored & set(recipe)):
+        if recipe[key] is not None:
+            log.warning("%s transform: %r=%r does not apply to this recipe and is ignored",
+                        what, key, recipe[key])
+    window = recipe.get("hu_window")
+    if window is not None and (len(window) != 2 or not float(window[0]) < float(window[1])):
+        raise ConfigError(f"{what} transform: hu_window must be [low, high] with low < high, "
+                          f"got {window!r}")
+    return recipe
+
+
+def _spatial_steps(recipe: dict, median_spacing, what: str) -> list:
+    """Orientation and resampling (they need the affine, so they come first)."""
+    from monai.transforms import Orientation, Spacing
+
+    steps: list = []
+    if recipe.get("orientation"):
+        # explicit RAS labels: our affines are RAS (NIfTI, and SimpleITKReader converts)
+        steps.append(Orientation(axcodes=str(recipe["orientation"]),
+                                 labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+    spacing = recipe.get("spacing")
+    if spacing == "median":
+        if median_spacing is None:
+            raise ConfigError(f"{what} transform: spacing 'median' needs the cohort's median "
+                              "spacing (cohort_median_spacing) from the caller")
+        spacing = median_spacing
+    if spacing is not None:
+        pixdim = [float(v) for v in spacing]
+        if len(pixdim) != 3 or min(pixdim) <= 0:
+            raise ConfigError(f"{what} transform: spacing must be 3 positive numbers (mm), "
+                              f"got {spacing!r}")
+        steps.append(Spacing(pixdim=pixdim, mode="bilinear", dtype=np.float32))
+    return steps
+
+
+def _intensity_window(recipe: dict) -> list:
+    from monai.transforms import ScaleIntensityRange
+
+    window = recipe.get("hu_window")
+    if window is None:
+        return []
+    lo, hi = float(window[0]), float(window[1])
+    return [ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    # MONAI's Compose wraps each failure as RuntimeError("applying transform ...")
+    while err.__cause__ is not None and str(err).startswith("applying transform"):
+        err = err.__cause__
+    return err
+
+
+class VolumeTransform:
+    """Path -> tensor through a MONAI Compose; failures become an InputError naming the file."""
+
+    def __init__(self, transforms: Sequence[Callable], recipe: dict):
+        from monai.transforms import Compose
+
+        self.recipe = dict(recipe)
+        self.compose = Compose(list(transforms), log_stats=False)
+
+    def __call__(self, path: str | Path) -> torch.Tensor:
+        try:
+            out = self.compose(str(path))
+        except Exception as err:
+            cause = _root_cause(err)
+            if isinstance(cause, InputError):
+                raise cause from None
+            raise InputError(f"{type(cause).__name__}: {cause}", path=path) from err
+        out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
+        return out.to(torch.float32).contiguous()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.recipe!r})"
+
+
+def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None = None,
+                           seed: int | None = 0) -> VolumeTransform:
+    """Volume recipe -> callable ``path -> float32 [1, D, H, W]`` (depth = z first).
+
+    Order: load -> orientation -> spacing -> HU window -> crop foreground ->
+    depth-first -> resize -> normalise (MedicalNet: crop, resize, then normalise).
+    With ``foreground_zscore_noise`` the resize is nearest-neighbour as MedicalNet's
+    ``ndimage.zoom(order=0)`` (torch's sampling grid, so not bit-identical to
+    scipy's): interpolation would smear the exact-zero background the noise fill
+    relies on; otherwise trilinear. ``seed`` seeds that noise (the config schema
+    has no key for it).
+    """
+    from monai.transforms import NormalizeIntensity, Resize, ScaleIntensity
+
+    what = "volume"
+    recipe = _check_recipe(recipe, _VOLUME_KEYS, _SLICE_KEYS - _VOLUME_KEYS, what)
+    normalize = recipe.get("normalize")
+    if normalize not in _NORMALIZE:
+        raise ConfigError(f"volume transform: normalize must be one of {list(_NORMALIZE)}, "
+                          f"got {normalize!r}")
+    steps: list = [LoadVolume(), *_spatial_steps(recipe, median_spacing, what),
+                   *_intensity_window(recipe)]
+    if recipe.get("crop_foreground"):
+        steps.append(CropForegroundAbove(0.0 if recipe.get("hu_window") else None))
+    steps.append(ToDepthFirst())
+    size = recipe.get("resize")
+    if size is not None:
+        size = [int(v) for v in size]
+        if len(size) != 3 or min(size) < 1:
+            raise ConfigError(f"volume transform: resize must be [D, H, W], got {size!r}")
+        mode = "nearest" if normalize == "foreground_zscore_noise" else "trilinear"
+        steps.append(Resize(spatial_size=size, mode=mode))
+    if normalize == "zscore":
+        steps.append(NormalizeIntensity())
+    elif normalize == "minmax":
+        steps.append(ScaleIntensity(minv=0.0, maxv=1.0))
+    elif normalize == "foreground_zscore_noise":
+        steps.append(ForegroundZScoreWithNoise(seed=seed))
+    return VolumeTransform(steps, recipe)
+
+
+def build_slice_transform(recipe: dict,
+                          median_spacing: Sequence[float] | None = None) -> VolumeTransform:
+    """Slice recipe (VGG11, HyperMM) -> callable ``path -> float32 [S, 3, 224, 224]``.
+
+    load -> orientation -> spacing -> [0, 1] per volume (the HU window when given,
+    else min-max) -> crop foreground -> axial slices (``min_foreground``,
+    ``max_slices``) -> grey to 3 channels, resize 256, centre crop 224, ImageNet
+    mean/std.
+    """
+    from monai.transforms import ScaleIntensity
+
+    what = "slice"
+    recipe = _check_recipe(recipe, _SLICE_KEYS, _VOLUME_KEYS - _SLICE_KEYS, what)
+    max_slices = recipe.get("max_slices")
+    min_foreground = recipe.get("min_foreground")
+    if max_slices is not None and int(max_slices) < 1:
+        raise ConfigError(f"slice transform: max_slices must be >= 1, got {max_slices!r}")
+    if min_foreground is not None and not 0 <= float(min_foreground) <= 1:
+        raise ConfigError(f"slice transform: min_foreground is a share in [0, 1], "
+                          f"got {min_foreground!r}")
+    steps: list = [LoadVolume(), *_spatial_steps(recipe, median_spacing, what)]
+    window = _intensity_window(recipe)
+    steps.extend(window or [ScaleIntensity(minv=0.0, maxv=1.0)])
+    if recipe.get("crop_foreground"):
+        steps.append(CropForegroundAbove(0.0))
+    steps += [ToDepthFirst(),
+              VolumeToSlices(min_foreground=None if min_foreground is None else float(min_foreground),
+                             max_slices=None if max_slices is None else int(max_slices)),
+              ImageNetSlices()]
+    return VolumeTransform(steps, recipe)
+
+
+# --------------------------------------------------------------------------- cohort statistics
+
+
+_AXIS_OF_CODE = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
+
+
+def cohort_median_spacing(paths: Sequence[str | Path],
+                          orientation: str | None = "RAS") -> tuple[float, float, float]:
+    """Median voxel spacing (mm) over volumes, reading headers only.
+
+    Returned in the axis order MONAI's Spacing sees, i.e. after
+    ``Orientation(orientation)``: for "RAS", (x, y, z) world axes whatever the
+    acquisition plane; with ``orientation=None``, the files' own voxel-axis order.
+    Unreadable files are skipped with a warning.
+    """
+    import SimpleITK as sitk
+    from nibabel.orientations import io_orientation
+
+    if orientation is not None:
+        codes = str(orientation).upper()
+        if len(codes) != 3 or sorted(_AXIS_OF_CODE[c] for c in codes if c in _AXIS_OF_CODE) != [0, 1, 2]:
+            raise ConfigError(f"orientation {orientation!r} is not three axis codes like 'RAS'")
+    spacings = []
+    for path in paths:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as err:
+            log.warning("median spacing: skipping unreadable %s (%s)", path,
+                        str(err).strip().splitlines()[-1] if str(err).strip() else err)
+            continue
+        spacing = np.asarray(reader.GetSpacing(), dtype=float)[:3]
+        if len(spacing) < 3:
+            log.warning("median spacing: skipping %s (%d-D, not a volume)", path, len(spacing))
+            continue
+        if orientation is not None:
+            direction = np.asarray(reader.GetDirection(), dtype=float).reshape(
+                reader.GetDimension(), reader.GetDimension())[:3, :3]
+            # world axis each voxel axis runs along (as nibabel/MONAI Orientation decide it)
+            world_of_voxel = io_orientation(np.vstack([np.hstack([direction, np.zeros((3, 1))]),
+                                                       [0, 0, 0, 1]]))[:, 0].astype(int)
+            world = np.empty(3)
+            world[world_of_voxel] = spacing
+            spacing = np.array([world[_AXIS_OF_CODE[c]] for c in codes])
+        spacings.append(spacing)
+    if not spacings:
+        raise InputError(f"cannot compute a median spacing: none of {len(paths)} volumes "
+                         "has a readable header")
+    median = np.median(np.stack(spacings), axis=0)
+    return (float(median[0]), float(median[1]), float(median[2]))

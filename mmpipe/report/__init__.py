@@ -1,0 +1,1 @@
+"""Tables and summaries built from pipeline outputs."""

@@ -1,0 +1,92 @@
+"""The cohort QC table and the stage-1 summary.
+
+``qc.parquet`` has one row per (subject, modality, encoder store) with the store's
+final status and reason, plus the adapter's rows that no store carries (subjects
+excluded from the manifest, missing labels). The summary says, per store, how many
+subjects are present, absent and rejected, and, in plain words, which stores were
+computed with random weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from mmpipe.fsutil import atomic_file, write_parquet
+from mmpipe.store import FeatureStore
+
+
+def store_qc(store: FeatureStore) -> pl.DataFrame:
+    f = store.to_numpy()
+    n = len(f.subject_id)
+    return pl.DataFrame({
+        "subject_id": f.subject_id.tolist(),
+        "modality": [store.attrs.get("modality")] * n,
+        "encoder": [store.attrs.get("encoder")] * n,
+        "status": f.status.tolist(),
+        "reason": f.reason.tolist(),
+    }, schema={"subject_id": pl.String, "modality": pl.String, "encoder": pl.String,
+               "status": pl.String, "reason": pl.String})
+
+
+def _summary_rows(stores: list[FeatureStore]) -> list[dict]:
+    rows = []
+    for s in stores:
+        counts = s.attrs.get("status_counts", {})
+        rows.append({
+            "modality": s.attrs.get("modality"),
+            "encoder": s.attrs.get("encoder"),
+            "shape": "×".join(str(d) for d in s.attrs.get("feature_shape", [])),
+            "subjects": s.attrs.get("n_subjects"),
+            "present": counts.get("ok", 0),
+            "absent": counts.get("absent", 0),
+            "rejected": counts.get("rejected", 0),
+            "weights": ("RANDOM-INIT (not pretrained)" if s.attrs.get("weights_random_init")
+                        else s.attrs.get("weights_source")),
+            "path": str(s.path),
+        })
+    return rows
+
+
+def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame) -> str:
+    cols = ["modality", "encoder", "shape", "subjects", "present", "absent", "rejected", "weights"]
+    lines = ["# Stage 1 summary", "", "| " + " | ".join(cols) + " |",
+             "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    random = [r for r in rows if str(r["weights"]).startswith("RANDOM")]
+    if random:
+        lines += ["", "**Random weights:** " + ", ".join(f"{r['modality']}/{r['encoder']}"
+                                                         for r in random)
+                  + " were computed with randomly initialised encoders (`allow_random_init`). "
+                  "Their features are not pretrained; point `encoders.<name>.weights` at the "
+                  "official files for real features."]
+    rejected = qc.filter(pl.col("status") == "rejected").unique(["subject_id", "modality"])
+    if len(rejected):
+        lines += ["", "## Rejected inputs", "", "| subject | modality | reason |", "|---|---|---|"]
+        lines += [f"| {r['subject_id']} | {r['modality']} | {r['reason']} |"
+                  for r in rejected.sort(["modality", "subject_id"]).iter_rows(named=True)]
+    if len(adapter_extra):
+        lines += ["", "## Other records", "", "| subject | what | status | reason |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['subject_id']} | {r['modality']} | {r['status']} | {r['reason']} |"
+                  for r in adapter_extra.iter_rows(named=True)]
+    return "\n".join(lines) + "\n"
+
+
+def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_out: str | Path,
+                    summary_out: str | Path) -> pl.DataFrame:
+    stores = [FeatureStore(p) for p in store_paths]
+    frames = [store_qc(s) for s in stores]
+    qc = pl.concat(frames) if frames else pl.DataFrame()
+    adapter = pl.read_parquet(adapter_qc)
+    modalities = {s.attrs.get("modality") for s in stores}
+    extra = adapter.filter(~pl.col("modality").is_in(list(modalities))).select(
+        ["subject_id", "modality", "status", "reason"])
+    if len(extra):
+        qc = pl.concat([qc, extra.with_columns(pl.lit(None, dtype=pl.String).alias("encoder"))
+                        .select(qc.columns)], how="vertical_relaxed")
+    write_parquet(qc, qc_out)
+    with atomic_file(summary_out) as tmp:
+        tmp.write_text(_markdown(_summary_rows(stores), qc, extra))
+    return qc

@@ -1,0 +1,332 @@
+"""Zarr v3 feature stores: the contract between stage 1 and stage 2.
+
+One store per (cohort, modality, encoder)::
+
+    {name}.zarr/
+        subject_id   str      [N]            every manifest subject, manifest order
+        present      bool     [N]            True where ``emb`` holds a value
+        status       str      [N]            "ok" | "absent" | "rejected"
+        reason       str      [N]            why a subject is not present ("" when ok)
+        emb          float32  [N, *shape]    NaN for subjects that are not present
+        bag/emb      float32  [T, *item]     optional per-item features (tiles, slices)
+        bag/coords   int64    [T, k]         optional item coordinates (level-0 pixels...)
+        bag/offsets  int64    [N + 1]        items of subject i are rows offsets[i]:offsets[i+1]
+
+Group attributes carry the provenance (encoder, weights source and SHA-256 or
+``random-init``, preprocessing parameters and their hash, package versions,
+creation time) and ``complete: true``, which is written last.
+
+Zarr reads chunks that were never written as the fill value, without error,
+so a half-written store would look valid. Stores are therefore written into a
+temporary sibling and renamed into place only once complete; readers also
+refuse a store whose ``complete`` flag is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from mmpipe.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "absent", "rejected")
+_VERSIONED_PACKAGES = ("mmpipe", "torch", "monai", "numpy", "zarr", "SimpleITK", "openslide-python",
+                       "transformers")
+
+
+def params_hash(params: Any) -> str:
+    """Stable SHA-256 of a JSON-serialisable parameter set (key order does not matter)."""
+    blob = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _strings(arr: Any) -> np.ndarray:
+    # zarr returns numpy's variable-width StringDType; stage 2 wants plain str arrays
+    return np.array([str(v) for v in np.asarray(arr).tolist()], dtype=str)
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+class FeatureStoreWriter:
+    """Write one feature store atomically.
+
+    Use as a context manager; on an exception the temporary store is removed and
+    nothing appears at ``path``. Rows are written one subject at a time, so the
+    cohort never has to fit in memory.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        subject_ids: Sequence[str],
+        feature_shape: Sequence[int],
+        attrs: dict[str, Any],
+        *,
+        bag_item_shape: Sequence[int] | None = None,
+        bag_coord_dim: int = 0,
+        rows_per_chunk: int | None = None,
+    ):
+        self.path = Path(path)
+        ids = [str(s) for s in subject_ids]
+        if len(set(ids)) != len(ids):
+            dup = sorted({s for s in ids if ids.count(s) > 1})
+            raise StoreError(f"{self.path}: duplicate subject IDs {dup[:5]}")
+        self.subject_ids = ids
+        self._index = {s: i for i, s in enumerate(ids)}
+        self.feature_shape = tuple(int(d) for d in feature_shape)
+        self._tmp = _tmp_sibling(self.path)
+        if self._tmp.exists():
+            shutil.rmtree(self._tmp)
+        self._tmp.parent.mkdir(parents=True, exist_ok=True)
+        n = len(ids)
+        item_size = int(np.prod(self.feature_shape)) or 1
+        if rows_per_chunk is None:
+            # ~16 MB float32 chunks, at least one row
+            rows_per_chunk = max(1, min(n, (4 * 1024 * 1024) // item_size)) if n else 1
+        self.group = zarr.open_group(str(self._tmp), mode="w", zarr_format=3)
+        self.group.create_array("subject_id", shape=(n,), dtype=str)
+        if n:
+            self.group["subject_id"][:] = np.asarray(ids, dtype=str)
+        self._present = np.zeros(n, dtype=bool)
+        self._status = np.array(["absent"] * n, dtype=object)
+        self._reason = np.array(["not processed"] * n, dtype=object)
+        self.emb = self.group.create_array(
+            "emb",
+            shape=(n, *self.feature_shape),
+            chunks=(rows_per_chunk, *self.feature_shape),
+            dtype="float32",
+            fill_value=np.nan,
+        )
+        self._bag = None
+        if bag_item_shape is not None:
+            bag = self.group.create_group("bag")
+            item = tuple(int(d) for d in bag_item_shape)
+            self._bag = {
+                "emb": bag.create_array("emb", shape=(0, *item), chunks=(4096, *item),
+                                        dtype="float32"),
+                "offsets": np.zeros(n + 1, dtype=np.int64),
+                "counts": np.zeros(n, dtype=np.int64),
+                "coords": (bag.create_array("coords", shape=(0, bag_coord_dim),
+                                            chunks=(65536, max(bag_coord_dim, 1)), dtype="int64")
+                           if bag_coord_dim else None),
+                "group": bag,
+            }
+        self.attrs = dict(attrs)
+        self._closed = False
+
+    # -- writing -----------------------------------------------------------------------------
+    def _row(self, subject_id: str) -> int:
+        try:
+            return self._index[str(subject_id)]
+        except KeyError:
+            raise StoreError(f"{self.path}: subject {subject_id!r} is not in this store") from None
+
+    def write(self, subject_id: str, emb: np.ndarray, bag: np.ndarray | None = None,
+              coords: np.ndarray | None = None) -> None:
+        """Store the embedding (and optional item bag) of one subject.
+
+        Bags must be written in manifest order of the subjects that have one,
+        since they are appended to one flat array.
+        """
+        i = self._row(subject_id)
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.shape != self.feature_shape:
+            raise StoreError(f"{self.path}: subject {subject_id!r} has embedding shape "
+                             f"{emb.shape}, store expects {self.feature_shape}")
+        if not np.all(np.isfinite(emb)):
+            raise StoreError(f"{self.path}: subject {subject_id!r} has non-finite embedding values")
+        self.emb[i] = emb
+        if self._bag is not None:
+            if bag is None:
+                raise StoreError(f"{self.path}: subject {subject_id!r} written without its bag")
+            self._append_bag(i, np.asarray(bag, dtype=np.float32), coords)
+        self._present[i] = True
+        self._status[i] = "ok"
+        self._reason[i] = ""
+
+    def _append_bag(self, i: int, bag: np.ndarray, coords: np.ndarray | None) -> None:
+        b = self._bag
+        if b["counts"][i] or (self._present[i + 1:].any()):
+            raise StoreError(f"{self.path}: bags must be written once each, in subject order")
+        b["emb"].append(bag, axis=0)
+        if b["coords"] is not None:
+            if coords is None or len(coords) != len(bag):
+                raise StoreError(f"{self.path}: subject {self.subject_ids[i]!r}: "
+                                 "bag coordinates missing or of the wrong length")
+            b["coords"].append(np.asarray(coords, dtype=np.int64).reshape(len(bag), -1), axis=0)
+        b["counts"][i] = len(bag)
+
+    def mark(self, subject_id: str, status: str, reason: str) -> None:
+        """Record why a subject has no embedding (``absent`` or ``rejected``)."""
+        if status not in ("absent", "rejected"):
+            raise StoreError(f"mark() takes 'absent' or 'rejected', not {status!r}")
+        i = self._row(subject_id)
+        if self._present[i]:
+            raise StoreError(f"{self.path}: subject {subject_id!r} already has an embedding")
+        self._status[i] = status
+        self._reason[i] = reason or status
+
+    def commit(self) -> Path:
+        """Write the index arrays and provenance, then rename the store into place."""
+        g = self.group
+        n = len(self.subject_ids)
+        for name, values, dtype in (("present", self._present, bool),
+                                    ("status", self._status, str),
+                                    ("reason", self._reason, str)):
+            arr = g.create_array(name, shape=(n,), dtype=dtype)
+            if n:
+                arr[:] = np.asarray(values, dtype=dtype)
+        if self._bag is not None:
+            offsets = np.concatenate([[0], np.cumsum(self._bag["counts"])]).astype(np.int64)
+            arr = self._bag["group"].create_array("offsets", shape=(n + 1,), dtype="int64")
+            arr[:] = offsets
+        attrs = dict(self.attrs)
+        attrs.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+        attrs.setdefault("package_versions", package_versions())
+        attrs["feature_shape"] = list(self.feature_shape)
+        attrs["n_subjects"] = n
+        attrs["n_present"] = int(self._present.sum())
+        attrs["status_counts"] = {s: int((self._status == s).sum()) for s in STATUSES}
+        g.attrs.update(_jsonable(attrs))
+        # the flag goes last: a store without it was not finished
+        g.attrs["complete"] = True
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self._tmp, self.path)
+        self._closed = True
+        log.info("wrote %s: %d/%d subjects present", self.path, attrs["n_present"], n)
+        return self.path
+
+    def abort(self) -> None:
+        if not self._closed and self._tmp.exists():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._closed = True
+
+    def __enter__(self) -> FeatureStoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+@dataclass(frozen=True)
+class Features:
+    """A store's content in memory: NaN rows where ``present`` is False."""
+
+    subject_id: np.ndarray
+    emb: np.ndarray
+    present: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    attrs: dict[str, Any]
+
+
+class FeatureStore:
+    """Read-only access to a finished feature store (lazy; numpy or dask)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no feature store here")
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        except Exception as err:  # zarr raises several types for a broken store
+            raise StoreError(f"{self.path}: not a readable Zarr v3 store ({err})") from err
+        self.attrs = dict(self.group.attrs)
+        if self.attrs.get("complete") is not True:
+            raise StoreError(f"{self.path}: store is incomplete (no 'complete' flag); "
+                             "it was not finished by its writer: delete it and rerun")
+        for name in ("subject_id", "present", "status", "reason", "emb"):
+            if name not in self.group:
+                raise StoreError(f"{self.path}: array {name!r} missing")
+
+    @property
+    def subject_ids(self) -> np.ndarray:
+        return _strings(self.group["subject_id"][:])
+
+    @property
+    def present(self) -> np.ndarray:
+        return np.asarray(self.group["present"][:], dtype=bool)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.attrs["feature_shape"])
+
+    @property
+    def emb(self) -> zarr.Array:
+        return self.group["emb"]
+
+    def __len__(self) -> int:
+        return self.group["subject_id"].shape[0]
+
+    def to_numpy(self) -> Features:
+        return Features(
+            subject_id=self.subject_ids,
+            emb=np.asarray(self.emb[:]),
+            present=self.present,
+            status=_strings(self.group["status"][:]),
+            reason=_strings(self.group["reason"][:]),
+            attrs=self.attrs,
+        )
+
+    def to_dask(self):
+        import dask.array as da
+
+        return da.from_zarr(self.emb)
+
+    @property
+    def has_bag(self) -> bool:
+        return "bag" in self.group
+
+    def bag(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-item features (and coordinates) of one subject; empty when absent."""
+        if not self.has_bag:
+            raise StoreError(f"{self.path}: this store keeps no per-item bag")
+        ids = self.subject_ids
+        hits = np.flatnonzero(ids == str(subject_id))
+        if not len(hits):
+            raise StoreError(f"{self.path}: subject {subject_id!r} is not in this store")
+        bag = self.group["bag"]
+        lo, hi = (int(v) for v in bag["offsets"][hits[0]:hits[0] + 2])
+        coords = bag["coords"][lo:hi] if "coords" in bag else None
+        return np.asarray(bag["emb"][lo:hi]), coords
+
+
+def open_store(path: str | Path) -> FeatureStore:
+    return FeatureStore(path)
+
+
+def read_features(path: str | Path) -> Features:
+    """Load a whole store into memory (the common case for stage 2)."""
+    return FeatureStore(path).to_numpy()

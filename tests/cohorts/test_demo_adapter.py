@@ -1,0 +1,101 @@
+"""The demo adapter: the generated layout becomes the manifest (existence checks only)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, modality_presence, read_manifest, read_qc
+from mmpipe.cohorts.demo import generate_demo_cohort
+from mmpipe.errors import ConfigError, InputError
+
+FIELDS = ["age", "sex", "smoking", "stage", "site"]
+
+
+def _cfg(**extra):
+    cfg = {
+        "adapter": "demo",
+        "labels": ["label"],
+        "modalities": {
+            "mri_t1": {"kind": "volume", "encoders": ["e"]},
+            "mri_t2": {"kind": "volume", "encoders": ["e"]},
+            "ct": {"kind": "dicom", "encoders": ["e"]},
+            "wsi": {"kind": "slide", "encoders": ["e"]},
+            "clinical": {"kind": "table", "encoders": ["e"], "fields": FIELDS},
+        },
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results") / "demo"
+    summary = generate_demo_cohort(out / "raw", n_subjects=10, seed=5, volume_shape=(8, 16, 16),
+                                   slide_size=(256, 384))
+    return out, summary
+
+
+def test_manifest_of_the_generated_cohort(generated):
+    out, s = generated
+    df = build_manifest("demo", _cfg(), out)
+    assert df.columns == ["subject_id", "label", "mri_t1_path", "mri_t2_path", "ct_path",
+                          "wsi_path", *FIELDS]
+    assert df.height == 10 and df["subject_id"].is_sorted()
+    df, meta = read_manifest(out)
+    pres = modality_presence(df, meta)
+    for m in ("mri_t1", "mri_t2", "ct", "wsi"):
+        assert pres[m].sum() == s["present"][m], m
+    assert pres["clinical"].all()
+    # planted corrupt files are present here: opening them is preprocessing's job
+    bad_ct = df.filter(pl.col("subject_id") == s["corrupt_ct"][0])["ct_path"].item()
+    assert bad_ct == str(out / "raw" / "ct" / s["corrupt_ct"][0])
+    bad_wsi = df.filter(pl.col("subject_id") == s["corrupt_slides"][0])["wsi_path"].item()
+    assert bad_wsi.endswith(".tiff")
+
+    qc = read_qc(out)
+    assert qc.filter(pl.col("modality").is_in(list(meta["modalities"]))).height == 10 * 5
+    absent = qc.filter((pl.col("modality") == "mri_t1") & (pl.col("status") == "absent"))
+    assert absent.height == 10 - s["present"]["mri_t1"]
+    assert absent["reason"][0].startswith("no file mri_t1/DEMO-")
+    missing_label = qc.filter(pl.col("modality") == "label")
+    assert missing_label["subject_id"].to_list() == s["label_missing"]
+    assert meta["n_label_missing"] == len(s["label_missing"])
+    assert json.loads((out / "manifest.json").read_text())["adapter"] == "demo"
+
+
+def test_raw_dir_option_and_default_fields(generated, tmp_path):
+    out, _ = generated
+    cfg = _cfg(raw_dir="elsewhere/raw")
+    del cfg["modalities"]["clinical"]["fields"]  # default: every clinical.csv column
+    shutil.copytree(out / "raw", tmp_path / "elsewhere" / "raw")
+    df = build_manifest("demo", cfg, tmp_path / "res", base_dir=tmp_path)
+    assert df["mri_t1_path"].drop_nulls()[0].startswith(str(tmp_path / "elsewhere" / "raw"))
+    _, meta = read_manifest(tmp_path / "res")
+    assert meta["modalities"]["clinical"]["fields"] == FIELDS
+
+
+def test_empty_dicom_folder_is_rejected_and_files_must_exist(generated, tmp_path):
+    out, s = generated
+    raw = tmp_path / "raw"
+    shutil.copytree(out / "raw", raw)
+    with_ct = next(x["subject_id"] for x in s["subjects"] if x["present"]["ct"])
+    for f in (raw / "ct" / with_ct).iterdir():
+        f.unlink()
+    build_manifest("demo", _cfg(), tmp_path)
+    qc = read_qc(tmp_path).filter((pl.col("subject_id") == with_ct) & (pl.col("modality") == "ct"))
+    assert qc.row(0, named=True)["status"] == "rejected"
+    assert qc.row(0, named=True)["reason"] == "empty folder"
+
+
+def test_errors_say_what_to_do(generated, tmp_path):
+    with pytest.raises(InputError, match="run `mmpipe demo`"):
+        build_manifest("demo", _cfg(), tmp_path / "not-generated")
+    out, _ = generated
+    bad = _cfg()
+    bad["modalities"]["clinical"]["fields"] = ["age", "weight"]
+    with pytest.raises(ConfigError, match="weight"):
+        build_manifest("demo", bad, out)

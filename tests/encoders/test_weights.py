@@ -1,0 +1,152 @@
+"""Weights resolution: local files, checksums, state_dict unwrapping, loud random init."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from mmpipe.encoders.weights import (
+    WeightsInfo,
+    load_strict,
+    resolve_state_dict,
+    sha256_file,
+)
+from mmpipe.errors import WeightsError
+
+ARGS = {"encoder": "toy", "expected_file": "toy-1234.pth", "how_to_get": "from the toy zoo"}
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+        self.head = nn.Linear(2, 3)
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    p = tmp_path / "blob.bin"
+    data = bytes(range(256)) * 9000  # several read chunks
+    p.write_bytes(data)
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(p, chunk_size=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_local_file_unwraps_state_dict_and_strips_module(tmp_path):
+    src = Toy()
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}
+    p = tmp_path / "ckpt.pth"
+    torch.save(wrapped, p)
+    sd, info = resolve_state_dict({"weights": str(p)}, **ARGS)
+    assert set(sd) == set(src.state_dict())
+    assert info == WeightsInfo(str(p), sha256_file(p), False)
+    dst = load_strict(Toy(), sd, encoder="toy")
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+
+
+def test_model_key_is_unwrapped(tmp_path):
+    p = tmp_path / "ckpt.pth"
+    torch.save({"model": Toy().state_dict()}, p)
+    sd, _ = resolve_state_dict({"weights": str(p)}, **ARGS)
+    assert "body.0.weight" in sd
+
+
+def test_sha256_mismatch_names_both_hashes_and_file(tmp_path):
+    p = tmp_path / "ckpt.pth"
+    torch.save(Toy().state_dict(), p)
+    wrong = "0" * 64
+    with pytest.raises(WeightsError) as err:
+        resolve_state_dict({"weights": str(p), "sha256": wrong}, **ARGS)
+    msg = str(err.value)
+    assert wrong in msg and sha256_file(p) in msg and str(p) in msg
+
+
+def test_sha256_match_passes(tmp_path):
+    p = tmp_path / "ckpt.pth"
+    torch.save(Toy().state_dict(), p)
+    sd, info = resolve_state_dict({"weights": str(p), "sha256": sha256_file(p).upper()}, **ARGS)
+    assert sd is not None and info.sha256 == sha256_file(p)
+
+
+@pytest.mark.parametrize("weights", [None, "does/not/exist.pth"])
+def test_missing_weights_error_names_the_file(weights):
+    with pytest.raises(WeightsError) as err:
+        resolve_state_dict({"weights": weights}, **ARGS)
+    msg = str(err.value)
+    assert "toy-1234.pth" in msg and "from the toy zoo" in msg
+    assert "encoders.toy.weights" in msg and "allow_random_init" in msg
+    assert (weights or "not configured") in msg
+
+
+def test_random_init_is_loud(caplog):
+    with caplog.at_level(logging.WARNING):
+        sd, info = resolve_state_dict({"weights": None, "allow_random_init": True}, **ARGS)
+    assert sd is None
+    assert info == WeightsInfo("random-init", None, True)
+    assert info.to_attrs() == {"weights_source": "random-init", "weights_sha256": None,
+                               "weights_random_init": True}
+    assert any("RANDOM WEIGHTS" in r.getMessage() and "toy" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_url_without_download_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(WeightsError, match="download"):
+        resolve_state_dict({"weights": "https://example.org/w/toy-1234.pth"}, **ARGS)
+
+
+def test_url_already_in_hub_cache_is_used_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    p = tmp_path / "checkpoints" / "toy-1234.pth"
+    torch.save(Toy().state_dict(), p)
+    url = "https://example.org/w/toy-1234.pth"
+    sd, info = resolve_state_dict({"weights": url}, **ARGS)
+    assert sd is not None and info.source == url and info.sha256 == sha256_file(p)
+
+
+def test_corrupt_file_is_a_weights_error(tmp_path):
+    p = tmp_path / "ckpt.pth"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        resolve_state_dict({"weights": str(p)}, **ARGS)
+
+
+def test_load_strict_reports_missing_and_unexpected_keys():
+    sd = {k: v for k, v in Toy().state_dict().items() if not k.startswith("head.")}
+    sd["classifier.weight"] = torch.zeros(3)
+    with pytest.raises(WeightsError) as err:
+        load_strict(Toy(), sd, encoder="toy")
+    assert "head.weight" in str(err.value) and "classifier.weight" in str(err.value)
+
+
+def test_load_strict_drops_prefixes(caplog):
+    src = Toy()
+    sd = dict(src.state_dict())
+    sd["classifier.weight"] = torch.zeros(3)
+    sd["classifier.bias"] = torch.zeros(3)
+    dst = Toy()
+    with caplog.at_level(logging.INFO):
+        load_strict(dst, sd, drop_prefixes=("classifier.",), encoder="toy")
+    assert torch.equal(dst.head.weight, src.head.weight)
+    assert any("dropped 2" in r.getMessage() for r in caplog.records)
+
+
+def test_load_strict_reports_shape_mismatch():
+    sd = Toy().state_dict()
+    sd["head.weight"] = torch.zeros(4, 2)
+    with pytest.raises(WeightsError, match="head.weight"):
+        load_strict(Toy(), sd, encoder="toy")
+
+
+def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
+    # checkpoints saved by PyTorch < 0.4.1 (MedicalNet's era) lack num_batches_tracked
+    src = Toy()
+    p = tmp_path / "old.pth"
+    torch.save({k: v for k, v in src.state_dict().items() if "num_batches_tracked" not in k}, p)
+    sd, _ = resolve_state_dict({"weights": str(p)}, **ARGS)
+    load_strict(Toy(), sd, encoder="toy")

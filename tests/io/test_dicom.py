@@ -1,0 +1,425 @@
+"""DICOM series reader: synthetic series written with pydicom, pydicom's shipped
+series, and a real GE EPI series checked voxel for voxel against dcm2niix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from mmpipe.errors import ConfigError, DicomSeriesError
+from mmpipe.io.dicom import (
+    dicom_to_nifti,
+    read_dicom_series,
+    scan_dicom_folder,
+    select_series,
+)
+from tests.conftest import require
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run posterior, columns inferior: normal -x
+N = 16  # pixels per side
+
+
+# --------------------------------------------------------------------------- synthetic series
+
+
+def hu_slice(value: int) -> np.ndarray:
+    """HU image of one slice: a per-slice constant plus a row/column ramp (orientation check)."""
+    rows, cols = np.mgrid[0:N, 0:N]
+    return (value + rows * 2 + cols).astype(np.int16)
+
+
+def write_slice(path: Path, *, series_uid: str, position, hu: np.ndarray, instance: int,
+                series_number: int = 3, description: str = "AX CT", orientation=AXIAL,
+                acquisition: int = 1, spacing=(0.7, 0.8)) -> Path:
+    sop = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = series_uid
+    ds.PatientID = "synthetic"
+    ds.Modality = "CT"
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.InstanceNumber = instance
+    ds.AcquisitionNumber = acquisition
+    ds.ImagePositionPatient = [float(v) for v in position]
+    ds.ImageOrientationPatient = list(orientation)
+    ds.PixelSpacing = list(spacing)
+    ds.SliceThickness = 1.0
+    ds.Rows = ds.Columns = N
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.PixelData = (hu.astype(np.int32) + 1024).astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_series(folder: Path, n: int = 8, spacing: float = 2.5, *, orientation=AXIAL,
+                 series_uid: str | None = None, names=None, skip=(), start=(-10.0, -20.0, 30.0),
+                 **kw) -> tuple[str, list[Path]]:
+    """``n`` slices along the orientation's normal, slice k holding HU 100*k + ramp."""
+    uid = series_uid or generate_uid()
+    normal = np.cross(orientation[:3], orientation[3:])
+    paths = []
+    for k in range(n):
+        if k in skip:
+            continue
+        name = names[k] if names else f"{uid[-6:]}_{k:03d}.dcm"
+        pos = np.asarray(start) + k * spacing * normal
+        paths.append(write_slice(folder / name, series_uid=uid, position=pos,
+                                 hu=hu_slice(100 * k), instance=k + 1,
+                                 orientation=orientation, **kw))
+    return uid, paths
+
+
+def hu_of(path: Path) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    return ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+
+
+# --------------------------------------------------------------------------- ordering, rescale
+
+
+def test_shuffled_names_are_read_in_slice_order_with_hu(tmp_path):
+    rng = np.random.default_rng(0)
+    names = [f"IM{v:05d}" for v in rng.permutation(8)]  # no extension, random order
+    write_series(tmp_path, names=names)
+    image, info = read_dicom_series(tmp_path)
+    arr = sitk.GetArrayFromImage(image)  # (z, y, x)
+    assert arr.shape == (8, N, N)
+    assert info.n_slices == 8 and info.n_duplicates_dropped == 0
+    along = info.positions @ info.normal
+    assert np.all(np.diff(along) > 0)
+    for k in range(8):
+        np.testing.assert_array_equal(arr[k], hu_slice(100 * k))  # rescale applied: HU
+        np.testing.assert_array_equal(arr[k], hu_of(info.files[k]))
+    assert image.GetSpacing() == pytest.approx((0.8, 0.7, 2.5))  # (col, row, measured z)
+    assert image.GetOrigin() == pytest.approx((-10.0, -20.0, 30.0))
+    assert arr.min() == 0 and arr.max() == 700 + 2 * (N - 1) + (N - 1)
+
+
+def test_sagittal_series_is_ordered_along_its_normal(tmp_path):
+    names = [f"s{v}.dcm" for v in (5, 2, 7, 0, 3, 6, 1, 4)]
+    write_series(tmp_path, n=8, spacing=3.0, orientation=SAGITTAL, names=names)
+    image, info = read_dicom_series(tmp_path)
+    np.testing.assert_allclose(info.normal, [-1.0, 0.0, 0.0])
+    # the normal points to -x (patient right), so x decreases along our slice axis
+    assert np.all(np.diff(info.positions[:, 0]) == pytest.approx(-3.0))
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction, np.column_stack([SAGITTAL[:3], SAGITTAL[3:],
+                                                           [-1.0, 0, 0]]))
+    arr = sitk.GetArrayFromImage(image)
+    for k in range(8):
+        assert image.TransformIndexToPhysicalPoint((0, 0, k)) == pytest.approx(info.positions[k])
+        np.testing.assert_array_equal(arr[k], hu_of(info.files[k]))
+    # a voxel's physical point is where the DICOM pixel (row j, column i) of that file lies
+    point = np.asarray(image.TransformIndexToPhysicalPoint((5, 9, 2)))
+    expected = info.positions[2] + 5 * 0.8 * np.asarray(SAGITTAL[:3]) + 9 * 0.7 * np.asarray(SAGITTAL[3:])
+    np.testing.assert_allclose(point, expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- duplicates, time points
+
+
+def test_duplicate_position_keeps_the_first_time_point(tmp_path):
+    uid, paths = write_series(tmp_path, n=8)
+    ds = pydicom.dcmread(paths[4])
+    # a second "time point" at slice 4 that comes first (lower AcquisitionNumber)
+    write_slice(tmp_path / "t0_slice4.dcm", series_uid=uid, position=ds.ImagePositionPatient,
+                hu=hu_slice(5000), instance=50, acquisition=0)
+    # and an exact repeat of slice 2 later in the acquisition
+    write_slice(tmp_path / "repeat_slice2.dcm", series_uid=uid,
+                position=pydicom.dcmread(paths[2]).ImagePositionPatient, hu=hu_slice(-500),
+                instance=99, acquisition=2)
+    image, info = read_dicom_series(tmp_path)
+    assert info.n_files_total == 10 and info.n_duplicates_dropped == 2 and info.n_slices == 8
+    arr = sitk.GetArrayFromImage(image)
+    np.testing.assert_array_equal(arr[4], hu_slice(5000))  # acquisition 0 wins
+    np.testing.assert_array_equal(arr[2], hu_slice(200))  # the original, not the repeat
+    assert image.GetSpacing()[2] == pytest.approx(2.5)
+
+
+# --------------------------------------------------------------------------- corrupt files, gaps
+
+
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning(tmp_path, caplog):
+    uid, paths = write_series(tmp_path, n=8)
+    truncated = tmp_path / "truncated_copy.dcm"
+    data = paths[7].read_bytes()
+    truncated.write_bytes(data[:-100])  # pixel data cut short
+    (tmp_path / "notes.txt").write_text("not a dicom file\n")
+    (tmp_path / "header_only.dcm").write_bytes(data[:200])
+    with caplog.at_level(logging.WARNING, logger="mmpipe.io.dicom"):
+        image, info = read_dicom_series(tmp_path)
+    assert info.n_files_total == 8 and image.GetSize() == (N, N, 8)
+    warned = caplog.text
+    for name in ("truncated_copy.dcm", "notes.txt", "header_only.dcm"):
+        assert name in warned
+    assert "truncated pixel data" in warned
+
+
+def test_truncated_interior_slice_leaves_a_gap_and_rejects(tmp_path, caplog):
+    uid, paths = write_series(tmp_path, n=8)
+    paths[4].write_bytes(paths[4].read_bytes()[:-300])
+    with caplog.at_level(logging.WARNING, logger="mmpipe.io.dicom"):
+        with pytest.raises(DicomSeriesError) as err:
+            read_dicom_series(tmp_path)
+    assert "gap of 5 mm" in err.value.reason and "median spacing 2.5 mm" in err.value.reason
+    assert err.value.path == str(tmp_path)
+    assert paths[4].name in caplog.text
+
+
+def test_gap_threshold_is_configurable(tmp_path):
+    write_series(tmp_path, n=8, skip=(3,))
+    (info,) = scan_dicom_folder(tmp_path)
+    assert "gap" in info.problem
+    image, info = read_dicom_series(tmp_path, max_gap_factor=2.5)
+    assert image.GetSize()[2] == 7 and info.slice_spacing == pytest.approx(2.5)
+
+
+def test_mixed_orientation_and_too_few_slices_are_reported(tmp_path):
+    uid, _ = write_series(tmp_path / "a", n=6)
+    write_slice(tmp_path / "a" / "tilted.dcm", series_uid=uid, position=(0, 0, 100),
+                hu=hu_slice(0), instance=40, orientation=(1.0, 0.0, 0.0, 0.0, 0.8, -0.6))
+    (info,) = scan_dicom_folder(tmp_path / "a")
+    assert info.problem.startswith("mixed orientations")
+    write_series(tmp_path / "b", n=2)
+    (info,) = scan_dicom_folder(tmp_path / "b")
+    assert "too few slices: 2" in info.problem
+    with pytest.raises(DicomSeriesError, match="too few slices"):
+        read_dicom_series(tmp_path / "b")
+    image, _ = read_dicom_series(tmp_path / "b", min_slices=2)
+    assert image.GetSize() == (N, N, 2)
+
+
+def test_folder_without_dicom_is_an_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(DicomSeriesError, match="no DICOM series found"):
+        scan_dicom_folder(tmp_path)
+    with pytest.raises(DicomSeriesError, match="not a folder"):
+        scan_dicom_folder(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- selection rules
+
+
+@pytest.fixture()
+def two_series(tmp_path) -> tuple[Path, str, str]:
+    big, _ = write_series(tmp_path, n=8, series_number=5, description="AX CT 2.5mm")
+    small, _ = write_series(tmp_path, n=5, series_number=2, description="Thin recon",
+                            spacing=1.0, start=(0.0, 0.0, 0.0))
+    return tmp_path, big, small
+
+
+def test_selection_rules(two_series):
+    folder, big, small = two_series
+    series = scan_dicom_folder(folder)
+    assert [s.series_number for s in series] == [2, 5]
+    assert select_series(series, "most_slices").series_uid == big
+    assert select_series(series, "first").series_uid == small
+    assert select_series(series, "description:^thin").series_uid == small
+    assert select_series(series, "description:ax ct").series_uid == big
+    assert select_series(series, f"uid:{small}").series_uid == small
+    _, info = read_dicom_series(folder, rule="first")
+    assert info.series_uid == small and info.slice_spacing == pytest.approx(1.0)
+
+
+def test_selection_failures_say_why(two_series):
+    folder, big, small = two_series
+    series = scan_dicom_folder(folder)
+    with pytest.raises(DicomSeriesError) as err:
+        select_series(series, "description:pet")
+    assert err.value.reason.count("does not match") == 2
+    with pytest.raises(DicomSeriesError, match="no series has UID 1.2.3"):
+        select_series(series, "uid:1.2.3")
+    # the big series is the only one with 6+ slices; with min 9 neither qualifies
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(folder, min_slices=9)
+    assert err.value.reason.count("too few slices") == 2 and big in err.value.reason
+    for bad in ("largest", "description:(", "uid:"):
+        with pytest.raises(ConfigError):
+            select_series(series, bad)
+    with pytest.raises(ConfigError):  # a config error is reported before any scanning
+        read_dicom_series(folder / "does-not-exist", rule="newest")
+
+
+def test_most_slices_ties_go_to_the_lowest_series_number(tmp_path):
+    write_series(tmp_path, n=6, series_number=9, description="nine")
+    write_series(tmp_path, n=6, series_number=4, description="four", start=(0, 0, 200))
+    assert select_series(scan_dicom_folder(tmp_path)).description == "four"
+
+
+# --------------------------------------------------------------------------- NIfTI output
+
+
+def test_dicom_to_nifti_is_atomic_and_summarised(tmp_path):
+    import nibabel as nib
+
+    write_series(tmp_path / "dcm", n=8, orientation=SAGITTAL)
+    out = tmp_path / "out" / "subject.nii.gz"
+    summary = dicom_to_nifti(tmp_path / "dcm", out, rule="most_slices")
+    assert out.exists() and sorted(p.name for p in out.parent.iterdir()) == ["subject.nii.gz"]
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["n_slices"] == 8 and summary["size"] == [N, N, 8]
+    assert summary["spacing"] == pytest.approx([0.8, 0.7, 2.5]) and summary["rule"] == "most_slices"
+    image, _ = read_dicom_series(tmp_path / "dcm")
+    nii = nib.load(out)
+    np.testing.assert_array_equal(np.asarray(nii.dataobj), sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    np.testing.assert_allclose(nii.affine, ras_affine(image), atol=1e-4)
+    # a failing conversion leaves nothing behind
+    with pytest.raises(DicomSeriesError):
+        dicom_to_nifti(tmp_path / "dcm", tmp_path / "out" / "other.nii.gz", min_slices=20)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["subject.nii.gz"]
+
+
+def ras_affine(image: sitk.Image) -> np.ndarray:
+    """NIfTI-style (RAS) affine of a SimpleITK (LPS) image, for the array transposed to x,y,z."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+# --------------------------------------------------------------------------- pydicom's shipped series
+
+
+@pytest.fixture(scope="module")
+def pydicom_dirs() -> Path:
+    import pydicom.data
+
+    root = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
+    if not root.is_dir():
+        pytest.skip(f"pydicom's dicomdirtests not installed at {root}")
+    return root
+
+
+def _pydicom_folder(root: Path, sub: str) -> Path:
+    folder = root / sub
+    if not folder.is_dir():
+        pytest.skip(f"{sub} is not in this pydicom version's test files")
+    return folder
+
+
+def test_pydicom_ct5n_reads_as_five_contiguous_slices(pydicom_dirs):
+    folder = _pydicom_folder(pydicom_dirs, "98892001/CT5N")
+    image, info = read_dicom_series(folder)
+    assert image.GetSize() == (16, 16, 5)
+    assert image.GetSpacing() == pytest.approx((0.488281, 0.488281, 2.5))
+    assert image.GetOrigin() == pytest.approx((-72.199997, -143.0, -1.2375))
+    arr = sitk.GetArrayFromImage(image)
+    for k, path in enumerate(info.files):
+        np.testing.assert_array_equal(arr[k], hu_of(path))
+    assert [pydicom.dcmread(f).InstanceNumber for f in info.files] == [10, 9, 8, 7, 6]
+
+
+def test_pydicom_ct2_with_a_gap_is_rejected(pydicom_dirs):
+    folder = _pydicom_folder(pydicom_dirs, "77654033/CT2")
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(folder)
+    assert "gap of 202 mm" in err.value.reason and "median spacing 1.25 mm" in err.value.reason
+
+
+def test_pydicom_mr_folder_with_many_series(pydicom_dirs, caplog):
+    folder = _pydicom_folder(pydicom_dirs, "98892003")
+    with caplog.at_level(logging.WARNING, logger="mmpipe.io.dicom"):
+        series = scan_dicom_folder(folder)
+    by_number = {}
+    for s in series:
+        by_number.setdefault(s.series_number, []).append(s)
+    # MR700: 7 radial projections (one series, 7 orientations); the tri-plane pilots: 3 each
+    assert by_number[700][0].problem.startswith("mixed orientations (7 distinct")
+    pilots = [s for s in series if "PILOT" in s.description]
+    assert len(pilots) == 2 and all(s.problem.startswith("mixed orientations") for s in pilots)
+    localizers = [s for s in series if "LOCALIZER" in s.description]
+    assert localizers and all("too few slices: 1" in s.problem for s in localizers)
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(folder)
+    assert err.value.reason.count("mixed orientations") == 3
+    assert err.value.reason.count("too few slices") == len(localizers)
+    # single-slice localizers become usable with min_slices=1: the rules choose among them
+    first = select_series(series, "first", min_slices=1)
+    assert first.series_number == 1 and "LOCALIZER" in first.description
+    chosen = localizers[-1]
+    assert select_series(series, f"uid:{chosen.series_uid}", min_slices=1).series_uid == chosen.series_uid
+    with pytest.raises(DicomSeriesError, match="mixed orientations"):
+        select_series(series, "description:pilot", min_slices=1)
+    image, info = read_dicom_series(folder / "MR1", rule="description:localizer", min_slices=1)
+    assert image.GetSize() == (16, 16, 1) and image.GetSpacing()[2] == pytest.approx(10.0)
+
+
+# --------------------------------------------------------------------------- real GE EPI vs dcm2niix
+
+
+def test_ge_epi_first_time_point_matches_dcm2niix(shared_data):
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    folder = require(shared_data / "dicom" / "ge_mr_epi")
+    reference = nib.load(require(shared_data / "dicom" / "ge_mr_epi_reference_dcm2niix.nii"))
+    assert reference.shape == (64, 64, 15, 10)
+    image, info = read_dicom_series(folder)
+    assert info.n_files_total == 150 and info.n_duplicates_dropped == 135
+    assert image.GetSize() == (64, 64, 15)
+    # z spacing is the measured 5 mm (SpacingBetweenSlices), not SliceThickness (3 mm)
+    assert image.GetSpacing() == pytest.approx((3.75, 3.75, 5.0))
+    # the first time point is InstanceNumber 1..15 (TemporalPositionIdentifier does not tell)
+    assert sorted(int(pydicom.dcmread(f).InstanceNumber) for f in info.files) == list(range(1, 16))
+
+    ours = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (x, y, z) as NIfTI stores it
+    ours_affine = ras_affine(image)
+    # bring our array into the reference's voxel frame, flips derived from the two affines
+    to_ref = ornt_transform(io_orientation(ours_affine), io_orientation(reference.affine))
+    aligned = apply_orientation(ours, to_ref)
+    aligned_affine = ours_affine @ nib.orientations.inv_ornt_aff(to_ref, ours.shape)
+    np.testing.assert_allclose(aligned_affine, reference.affine, atol=1e-3)
+    ref = np.asarray(reference.dataobj)
+    matches = [t for t in range(ref.shape[3]) if np.array_equal(aligned, ref[..., t])]
+    assert matches == [0]  # dcm2niix's first volume is our first time point, and only it
+
+
+def test_ge_epi_nifti_matches_dcm2niix_in_world_space(shared_data, tmp_path):
+    import nibabel as nib
+
+    folder = require(shared_data / "dicom" / "ge_mr_epi")
+    reference = nib.load(require(shared_data / "dicom" / "ge_mr_epi_reference_dcm2niix.nii"))
+    summary = dicom_to_nifti(folder, tmp_path / "epi.nii.gz")
+    assert summary["n_duplicates_dropped"] == 135 and summary["n_slices"] == 15
+    ours = nib.as_closest_canonical(nib.load(tmp_path / "epi.nii.gz"))
+    ref0 = nib.as_closest_canonical(reference.slicer[..., 0])
+    np.testing.assert_allclose(ours.affine, ref0.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(ref0.dataobj))
+
+
+def test_positions_missing_at_the_first_time_point_come_from_the_next(shared_data, tmp_path):
+    folder = require(shared_data / "dicom" / "ge_mr_epi")
+    files = sorted(folder.glob("*.dcm"))[:45]  # three time points
+    for f in files[3:]:  # time point 0 lacks its first three slices
+        shutil.copy(f, tmp_path / f.name)
+    image, info = read_dicom_series(tmp_path)
+    assert info.n_slices == 15 and info.n_files_total == 42
+    # the three positions missing at t0 are filled from t1 (lowest InstanceNumber left)
+    numbers = sorted(int(pydicom.dcmread(f).InstanceNumber) for f in info.files)
+    assert numbers == list(range(4, 19))

@@ -1,0 +1,201 @@
+"""Opening slides: resolution from metadata (or refused), clear errors, white background."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openslide")
+tifffile = pytest.importorskip("tifffile")
+
+from mmpipe.errors import SlideError  # noqa: E402
+from mmpipe.io.slide import (  # noqa: E402
+    MPP_SOURCE_CONFIG,
+    MPP_SOURCE_PROPERTY,
+    MPP_SOURCE_TIFF,
+    open_slide,
+    rgba_to_rgb_on_white,
+)
+from mmpipe.io.tiff_writer import write_pyramidal_tiff  # noqa: E402
+
+
+@pytest.fixture()
+def small_slide(tmp_path):
+    rgb = np.full((512, 768, 3), 255, np.uint8)
+    rgb[100:300, 200:500] = (200, 90, 170)
+    return write_pyramidal_tiff(tmp_path / "small.tiff", rgb, mpp=0.25, n_levels=3,
+                                compression="deflate"), rgb
+
+
+def require(path):
+    if not path.exists():
+        pytest.skip(f"real data file not found: {path}")
+    return path
+
+
+def _plain_tiff(path, resolution, unit):
+    rgb = np.full((256, 256, 3), 200, np.uint8)
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256), compression="zlib",
+                     resolution=resolution, resolutionunit=unit, metadata=None)
+    return path
+
+
+# -- real slides -----------------------------------------------------------------------
+
+def test_svs_with_mpp(shared_data):
+    path = require(shared_data / "slides" / "cmu-1-small-region.svs")
+    with open_slide(path) as slide:
+        assert slide.mpp == pytest.approx(0.499)
+        assert slide.mpp_source == MPP_SOURCE_PROPERTY
+        assert slide.level_count == 1
+        assert slide.level_dimensions == ((2220, 2967),)
+        assert slide.level_mpp(0) == pytest.approx(0.499)
+        region = slide.read_region((1000, 1500), 0, (64, 32))
+        assert region.shape == (32, 64, 3) and region.dtype == np.uint8
+        # Stained tissue there, not glass.
+        assert region.mean() < 230
+
+
+def test_svs_without_mpp_is_refused_unless_configured(shared_data, caplog):
+    path = require(shared_data / "slides" / "tcga-cr-7395-01a-01-ts1.svs")
+    with pytest.raises(SlideError) as info:
+        open_slide(path)
+    assert "mpp_when_missing" in info.value.reason and "microns-per-pixel" in info.value.reason
+    assert info.value.path == str(path)
+    with caplog.at_level(logging.WARNING, logger="mmpipe.io.slide"):
+        with open_slide(path, mpp_when_missing=0.25) as slide:
+            assert slide.mpp == 0.25 and slide.mpp_source == MPP_SOURCE_CONFIG
+            assert slide.level_count == 2
+            assert slide.level_mpp(1) == pytest.approx(0.25 * 4443 / 2221, rel=1e-3)
+    assert any("ASSUMING" in r.getMessage() for r in caplog.records)
+
+
+def test_broken_svs(shared_data):
+    path = require(shared_data / "slides" / "broken.svs")
+    with pytest.raises(SlideError) as info:
+        open_slide(path)
+    assert info.value.path == str(path)
+    assert "OpenSlide cannot open it" in info.value.reason
+    assert str(path) in str(info.value)
+
+
+# -- synthetic ---------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SlideError, match="not found") as info:
+        open_slide(tmp_path / "nope.svs")
+    assert info.value.path == str(tmp_path / "nope.svs")
+
+
+def test_non_slide_file(tmp_path):
+    path = tmp_path / "notes.svs"
+    path.write_text("not a slide")
+    with pytest.raises(SlideError, match="OpenSlide cannot open it"):
+        open_slide(path)
+
+
+def test_generic_tiff_levels_and_pixels(small_slide):
+    path, rgb = small_slide
+    with open_slide(path) as slide:
+        assert slide.mpp == pytest.approx(0.25) and slide.mpp_source == MPP_SOURCE_PROPERTY
+        assert slide.level_dimensions == ((768, 512), (384, 256), (192, 128))
+        assert [slide.level_mpp(lvl) for lvl in range(3)] == pytest.approx([0.25, 0.5, 1.0])
+        assert np.array_equal(slide.read_region((0, 0), 0, (768, 512)), rgb)
+        thumb = slide.thumbnail_at(2)
+        assert thumb.shape == (128, 192, 3)
+        assert np.abs(thumb[50, 85].astype(int) - (200, 90, 170)).max() <= 2
+        with pytest.raises(ValueError):
+            slide.level_mpp(3)
+
+
+def test_outside_the_slide_reads_white(small_slide):
+    path, _ = small_slide
+    with open_slide(path) as slide:
+        region = slide.read_region((700, 450), 0, (128, 128))
+    # Top-left 68x62 lie on the slide (white glass here), the rest past its edge.
+    assert region.shape == (128, 128, 3)
+    assert (region == 255).all()
+
+
+def test_rgba_composited_on_white():
+    rgba = np.array([[[10, 20, 30, 0], [10, 20, 30, 255], [0, 0, 0, 128]]], np.uint8)
+    rgb = rgba_to_rgb_on_white(rgba)
+    assert rgb.tolist() == [[[255, 255, 255], [10, 20, 30], [127, 127, 127]]]
+
+
+def test_openslide_mpp_from_inch_resolution(tmp_path):
+    # 50800 px/inch = 0.5 um/px; OpenSlide 4 turns it into openslide.mpp-x itself.
+    path = _plain_tiff(tmp_path / "inch.tiff", (50800, 50800), "INCH")
+    with open_slide(path) as slide:
+        assert slide.mpp == pytest.approx(0.5)
+
+
+class _FakeHandle:
+    """An OpenSlide handle whose properties lack openslide.mpp-x (as some vendors' do)."""
+
+    level_count = 1
+    level_dimensions = ((100, 100),)
+    level_downsamples = (1.0,)
+
+    def __init__(self, props):
+        self.properties = props
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize(("props", "mpp"), [
+    ({"tiff.XResolution": "20000", "tiff.ResolutionUnit": "centimeter"}, 0.5),
+    ({"tiff.XResolution": "101600", "tiff.ResolutionUnit": "inch"}, 0.25),
+    ({"tiff.XResolution": "72", "tiff.ResolutionUnit": "none"}, None),
+    ({"tiff.XResolution": "72"}, None),
+    ({"openslide.mpp-x": "0.26", "openslide.mpp-y": "0.26", "tiff.XResolution": "20000",
+      "tiff.ResolutionUnit": "centimeter"}, 0.26),
+])
+def test_mpp_fallback_order(tmp_path, monkeypatch, props, mpp):
+    import openslide
+
+    path = tmp_path / "fake.svs"
+    path.write_bytes(b"")
+    handles = []
+
+    def fake_open(_):
+        handles.append(_FakeHandle(props))
+        return handles[-1]
+
+    monkeypatch.setattr(openslide, "OpenSlide", fake_open)
+    if mpp is None:
+        with pytest.raises(SlideError, match="microns-per-pixel"):
+            open_slide(path)
+        assert handles[-1].closed
+        return
+    with open_slide(path) as slide:
+        assert slide.mpp == pytest.approx(mpp)
+        expected = MPP_SOURCE_PROPERTY if "openslide.mpp-x" in props else MPP_SOURCE_TIFF
+        assert slide.mpp_source == expected
+    assert handles[-1].closed
+
+
+def test_resolution_without_unit_is_ignored(tmp_path):
+    path = _plain_tiff(tmp_path / "none.tiff", (1, 1), "NONE")
+    with pytest.raises(SlideError, match="microns-per-pixel"):
+        open_slide(path)
+    with open_slide(path, mpp_when_missing=0.3) as slide:
+        assert slide.mpp == 0.3 and slide.mpp_source == MPP_SOURCE_CONFIG
+
+
+def test_anisotropic_mpp_is_averaged_with_a_warning(tmp_path, caplog):
+    path = _plain_tiff(tmp_path / "aniso.tiff", (20000, 18000), "CENTIMETER")
+    with caplog.at_level(logging.WARNING, logger="mmpipe.io.slide"):
+        with open_slide(path) as slide:
+            assert slide.mpp == pytest.approx((0.5 + 1e4 / 18000) / 2)
+    assert any("differ" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_mpp_when_missing(tmp_path):
+    path = _plain_tiff(tmp_path / "none.tiff", (1, 1), "NONE")
+    with pytest.raises(SlideError, match="positive"):
+        open_slide(path, mpp_when_missing=-1.0)

@@ -1,0 +1,253 @@
+"""Tissue detection and tiling: tiles land on tissue, at the right level and size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openslide")
+
+from mmpipe.errors import ConfigError, SlideError  # noqa: E402
+from mmpipe.io.slide import open_slide  # noqa: E402
+from mmpipe.io.tiff_writer import write_pyramidal_tiff  # noqa: E402
+from mmpipe.preprocess.tiling import (  # noqa: E402
+    TileGrid,
+    TilingParams,
+    iter_tile_batches,
+    read_tiles,
+    spread_subset,
+    tile_grid,
+    tissue_mask,
+)
+
+PINK = (225, 140, 195)
+PURPLE = (135, 75, 165)
+MPP = 0.25  # level 0 of the synthetic slides; levels 1, 2 at 0.5, 1.0
+
+
+def require(path):
+    if not path.exists():
+        pytest.skip(f"real data file not found: {path}")
+    return path
+
+
+def _blob_image(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """1536x1024 white glass with a pink disc and a purple rectangle (+ stain texture)."""
+    rng = np.random.default_rng(seed)
+    height, width = 1024, 1536
+    yy, xx = np.mgrid[:height, :width]
+    disc = (xx - 400) ** 2 + (yy - 350) ** 2 <= 220**2
+    rect = (xx >= 900) & (xx < 1400) & (yy >= 500) & (yy < 950)
+    rgb = np.full((height, width, 3), 245, np.int16)
+    rgb[disc] = PINK
+    rgb[rect] = PURPLE
+    rgb += rng.integers(-8, 9, size=rgb.shape, dtype=np.int16)
+    return np.clip(rgb, 0, 255).astype(np.uint8), disc | rect
+
+
+@pytest.fixture(scope="module")
+def blob_slide(tmp_path_factory):
+    rgb, truth = _blob_image()
+    path = write_pyramidal_tiff(tmp_path_factory.mktemp("blobs") / "blobs.tiff", rgb, mpp=MPP,
+                                tile=256, n_levels=3, compression="deflate")
+    return path, truth
+
+
+def fast(**kwargs) -> TilingParams:
+    """Params for the synthetic slides, with the mask from level 1 (768 px) to keep tests quick."""
+    return TilingParams(**{"mask_max_size": 768, **kwargs})
+
+
+def _truth_fraction(truth: np.ndarray, grid: TileGrid) -> np.ndarray:
+    step = round(grid.tile_size * grid.target_mpp / grid.mpp)
+    return np.array([truth[y:y + step, x:x + step].sum() / step**2 for x, y in grid.coords])
+
+
+# -- synthetic slides ------------------------------------------------------------------------
+
+def test_tiles_land_on_the_blobs(blob_slide):
+    path, truth = blob_slide
+    params = fast(target_mpp=0.5, tile_size=64, max_tiles=1000)
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, params)
+        tiles = read_tiles(slide, grid)
+    assert grid.level == 1 and grid.level_mpp == pytest.approx(0.5)
+    assert grid.read_size == 64
+    true_fraction = _truth_fraction(truth, grid)
+    # Every kept tile really lies (mostly) on a blob, and its fraction is about right.
+    assert true_fraction.min() >= 0.4
+    assert np.abs(true_fraction - grid.tissue_fraction).max() < 0.1
+    assert (grid.tissue_fraction >= params.min_tissue_fraction).all()
+    # Recall: all 12x8 grid tiles well inside a blob are kept.
+    step = 128
+    all_xy = [(x, y) for y in range(0, 1024, step) for x in range(0, 1536, step)]
+    inside = {(x, y) for x, y in all_xy if truth[y:y + step, x:x + step].mean() >= 0.7}
+    kept = {tuple(c) for c in grid.coords.tolist()}
+    assert inside and inside <= kept
+    # And the pixels read are stained, not glass.
+    assert tiles.shape == (len(grid), 64, 64, 3) and tiles.dtype == np.uint8
+    assert (tiles.reshape(len(grid), -1).mean(axis=1) < 215).all()
+
+
+def test_tissue_mask_on_blobs(blob_slide):
+    path, truth = blob_slide
+    with open_slide(path) as slide:
+        mask, ds = tissue_mask(slide, TilingParams(mask_max_size=512))
+        full, ds_full = tissue_mask(slide, TilingParams(mask_max_size=4096))
+    # 512: coarsest level with a side >= 512 is level 1 (768 px), halved to 384.
+    assert ds == pytest.approx(4.0) and mask.shape == (256, 384)
+    # No level reaches 4096: level 0 as it is.
+    assert ds_full == pytest.approx(1.0) and full.shape == truth.shape
+    agreement = (full == truth).mean()
+    assert agreement > 0.98
+    small_truth = truth[::4, ::4]
+    assert (mask == small_truth).mean() > 0.97
+
+
+def test_read_level_and_read_size_follow_target_mpp(blob_slide):
+    path, _ = blob_slide
+    with open_slide(path) as slide:
+        coarse = tile_grid(slide, fast(target_mpp=1.0, tile_size=32))
+        fine = tile_grid(slide, fast(target_mpp=0.3, tile_size=64, max_tiles=4))
+        almost = tile_grid(slide, fast(target_mpp=0.998, tile_size=32, max_tiles=4))
+        tiles = read_tiles(slide, fine)
+        with pytest.raises(SlideError, match="coarser than target_mpp"):
+            tile_grid(slide, fast(target_mpp=0.2))
+    assert (coarse.level, coarse.read_size) == (2, 32)
+    # 0.3 um/px lies between levels 0 (0.25) and 1 (0.5): read level 0, shrink 77 -> 64.
+    assert (fine.level, fine.read_size) == (0, 77)
+    assert tiles.shape == (4, 64, 64, 3)
+    # Within the 1 % tolerance the coarser level is used, never enlarged below tile_size.
+    assert (almost.level, almost.read_size) == (2, 32)
+
+
+def test_white_slide_has_no_tissue(tmp_path):
+    rng = np.random.default_rng(1)
+    rgb = np.clip(243 + rng.integers(-6, 7, size=(512, 768, 3)), 0, 255).astype(np.uint8)
+    path = write_pyramidal_tiff(tmp_path / "white.tiff", rgb, mpp=MPP, compression="deflate")
+    with open_slide(path) as slide, pytest.raises(SlideError, match="no tissue found") as info:
+        tile_grid(slide, fast(tile_size=64))
+    assert info.value.path == str(path)
+    assert "tiles checked" in info.value.reason
+
+
+def test_black_border_is_not_tissue(tmp_path):
+    rng = np.random.default_rng(2)
+    rgb = np.full((512, 768, 3), 245, np.uint8)
+    # A scanner's black frame: dark noise has a meaningless, high HSV saturation.
+    rgb[:, :256] = rng.integers(0, 25, size=(512, 256, 3), dtype=np.uint8)
+    path = write_pyramidal_tiff(tmp_path / "frame.tiff", rgb, mpp=MPP, compression="deflate")
+    with open_slide(path) as slide, pytest.raises(SlideError, match="no tissue found"):
+        tile_grid(slide, fast(tile_size=64))
+
+
+def test_max_tiles_is_deterministic_and_spread(blob_slide):
+    path, _ = blob_slide
+    with open_slide(path) as slide:
+        every = tile_grid(slide, fast(tile_size=64))
+        a = tile_grid(slide, fast(tile_size=64, max_tiles=10, seed=3))
+        b = tile_grid(slide, fast(tile_size=64, max_tiles=10, seed=3))
+    assert len(every) > 15 and len(a) == 10
+    assert np.array_equal(a.coords, b.coords)
+    kept = {tuple(c) for c in every.coords.tolist()}
+    assert {tuple(c) for c in a.coords.tolist()} <= kept
+    # Both blobs (disc on the left, rectangle on the right) are sampled.
+    assert (a.coords[:, 0] < 700).sum() >= 3 and (a.coords[:, 0] >= 850).sum() >= 3
+
+
+def test_spread_subset_covers_the_grid():
+    row, col = np.divmod(np.arange(25 * 40), 40)
+    picks = spread_subset(col, row, 25, seed=0)
+    assert len(picks) == 25 and len(set(picks.tolist())) == 25
+    assert np.array_equal(picks, np.sort(picks))
+    quadrant = (col[picks] >= 20).astype(int) + 2 * (row[picks] >= 12).astype(int)
+    assert np.bincount(quadrant, minlength=4).min() >= 4
+    assert np.array_equal(spread_subset(col, row, 5000, seed=0), np.arange(1000))
+
+
+def test_frame_round_trip_and_batches(blob_slide):
+    path, _ = blob_slide
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, fast(tile_size=64, max_tiles=7))
+        frame = grid.to_frame("S1")
+        assert frame.columns[:10] == ["subject_id", "x", "y", "tissue_fraction", "level",
+                                      "read_size", "tile_size", "level_mpp", "mpp", "target_mpp"]
+        assert frame.height == 7 and frame["subject_id"].unique().to_list() == ["S1"]
+        back = TileGrid.from_frame(frame)
+        assert np.array_equal(back.coords, grid.coords) and back.coords.dtype == np.int64
+        assert np.array_equal(back.tissue_fraction, grid.tissue_fraction)
+        for field in ("level", "read_size", "tile_size", "level_mpp", "mpp", "target_mpp",
+                      "mask_downsample"):
+            assert getattr(back, field) == getattr(grid, field)
+        whole = read_tiles(slide, grid)
+        batches = list(iter_tile_batches(slide, back, batch_size=3))
+    assert [len(idx) for idx, _ in batches] == [3, 3, 1]
+    assert np.array_equal(np.concatenate([idx for idx, _ in batches]), np.arange(7))
+    assert np.array_equal(np.concatenate([px for _, px in batches]), whole)
+    with pytest.raises(ValueError, match="subjects"):
+        TileGrid.from_frame(frame.vstack(grid.to_frame("S2")))
+
+
+def test_grid_from_another_mpp_is_refused(blob_slide):
+    path, _ = blob_slide
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, fast(tile_size=64, max_tiles=2))
+        grid.mpp = 0.3
+        with pytest.raises(SlideError, match="um/px"):
+            read_tiles(slide, grid)
+
+
+def test_params_validation_and_provenance():
+    params = TilingParams(max_tiles=64, mpp_when_missing=0.25)
+    assert params.to_dict()["max_tiles"] == 64
+    assert set(params.to_dict()) >= {"target_mpp", "tile_size", "min_tissue_fraction",
+                                     "mask_max_size", "saturation_threshold", "median_blur",
+                                     "seed", "mpp_when_missing"}
+    for bad in ({"target_mpp": 0}, {"max_tiles": 0}, {"min_tissue_fraction": 1.5},
+                {"median_blur": 4}, {"mpp_when_missing": -1.0}):
+        with pytest.raises(ConfigError):
+            TilingParams(**bad)
+
+
+# -- real slides -----------------------------------------------------------------------------
+
+def test_cmu_small_region(shared_data):
+    path = require(shared_data / "slides" / "cmu-1-small-region.svs")
+    params = TilingParams(target_mpp=0.5, tile_size=256, max_tiles=1000, min_tissue_fraction=0.5)
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, params)
+        few = tile_grid(slide, TilingParams(max_tiles=6))
+        tiles = read_tiles(slide, few)
+    assert grid.level == 0 and grid.level_mpp == pytest.approx(0.499)
+    assert grid.read_size == round(256 * 0.5 / 0.499) == 257
+    assert 10 <= len(grid) <= params.max_tiles
+    assert (grid.tissue_fraction >= 0.5).all()
+    assert tiles.shape == (6, 256, 256, 3)
+    assert (tiles.reshape(6, -1).mean(axis=1) < 225).all()  # stained tissue, not glass
+    # Spread over the tissue: the picks span most of its height, not one corner.
+    y_all, y_few = grid.coords[:, 1], few.coords[:, 1]
+    assert len(few) == 6
+    assert np.ptp(y_few) >= 0.5 * np.ptp(y_all)
+    assert len(np.unique(y_few)) >= 4
+
+
+def test_tcga_without_mpp_picks_level_one(shared_data):
+    path = require(shared_data / "slides" / "tcga-cr-7395-01a-01-ts1.svs")
+    with pytest.raises(SlideError, match="mpp"):
+        open_slide(path)
+    with open_slide(path, mpp_when_missing=0.25) as slide:
+        grid = tile_grid(slide, TilingParams(target_mpp=0.5, max_tiles=4))
+        tiles = read_tiles(slide, grid, indices=[0, 3])
+    # Level 1 is 0.25 * 4443 / 2221 = 0.50011 um/px: within 1 % of 0.5, so it is read.
+    assert grid.level == 1
+    assert grid.level_mpp == pytest.approx(0.25 * 4443 / 2221, rel=1e-3)
+    assert grid.read_size == 256
+    assert len(grid) == 4 and tiles.shape == (2, 256, 256, 3)
+    assert (grid.tissue_fraction >= 0.5).all()
+
+
+def test_broken_slide(shared_data):
+    path = require(shared_data / "slides" / "broken.svs")
+    with pytest.raises(SlideError) as info:
+        open_slide(path)
+    assert info.value.path == str(path) and info.value.reason

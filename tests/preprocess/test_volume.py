@@ -1,0 +1,300 @@
+"""Volume and slice transform chains: tiny NIfTI volumes with known geometry and
+values, plus nibabel's real ``anatomical.nii``."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.volume import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MEDICALNET_RECIPE,
+    VGG_SLICE_RECIPE,
+    ForegroundZScoreWithNoise,
+    build_slice_transform,
+    build_volume_transform,
+    cohort_median_spacing,
+)
+
+SHAPE = (10, 12, 6)  # voxel axes (i, j, k) as stored
+SPACING = (2.0, 1.5, 4.0)
+MARKER = 7.0
+PLAIN = {"orientation": None, "normalize": None}
+
+
+def lps_affine(spacing=SPACING, origin=(10.0, 20.0, -5.0)) -> np.ndarray:
+    """RAS affine of an LPS-stored volume: i runs to patient left, j to posterior."""
+    aff = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    aff[:3, 3] = origin
+    return aff
+
+
+def blob_volume() -> np.ndarray:
+    arr = np.zeros(SHAPE, np.float32)
+    rng = np.random.default_rng(1)
+    arr[2:6, 3:8, 1:4] = 100 + 20 * rng.random((4, 5, 3))  # textured bright blob
+    arr[0, 0, 0] = MARKER  # orientation marker in the first stored voxel
+    return arr
+
+
+@pytest.fixture()
+def blob(tmp_path) -> Path:
+    path = tmp_path / "blob.nii.gz"
+    nib.save(nib.Nifti1Image(blob_volume(), lps_affine()), path)
+    assert nib.aff2axcodes(nib.load(path).affine) == ("L", "P", "S")
+    return path
+
+
+@pytest.fixture(scope="module")
+def anatomical() -> Path:
+    path = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+    if not path.exists():
+        pytest.skip(f"nibabel's test volume not installed at {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_depth_first_layout_without_reorientation(blob):
+    out = build_volume_transform(PLAIN)(blob)
+    assert out.dtype == torch.float32 and out.shape == (1, 6, 12, 10)  # [1, z, y, x]
+    np.testing.assert_array_equal(out[0].numpy(), blob_volume().transpose(2, 1, 0))
+
+
+def test_orientation_ras_moves_the_marker_as_the_affine_says(blob):
+    out = build_volume_transform({**PLAIN, "orientation": "RAS"})(blob)
+    assert out.shape == (1, 6, 12, 10)
+    # stored i=0 is the rightmost column and j=0 the most anterior row: in RAS they
+    # become the last x (W) and the last y (H) index; z (D) is unchanged
+    (hit,) = torch.nonzero(out[0] == MARKER).tolist()
+    assert hit == [0, 11, 9]
+
+
+def test_spacing_resamples_to_the_expected_size(blob):
+    recipe = {**PLAIN, "orientation": "RAS", "spacing": [1.0, 0.75, 2.0]}
+    out = build_volume_transform(recipe)(blob)
+    # each axis keeps its extent: (n - 1) * old / new + 1 voxels, [D, H, W] = [z, y, x]
+    assert out.shape == (1, 5 * 2 + 1, 11 * 2 + 1, 9 * 2 + 1)
+    # "median" takes the caller's cohort median
+    med = build_volume_transform({**recipe, "spacing": "median"}, median_spacing=(2.0, 1.5, 4.0))
+    assert med(blob).shape == (1, 6, 12, 10)
+    with pytest.raises(ConfigError, match="median"):
+        build_volume_transform({**recipe, "spacing": "median"})
+
+
+def test_non_nifti_volume_reads_like_the_nifti(blob, tmp_path):
+    mha = tmp_path / "blob.mha"
+    sitk.WriteImage(sitk.ReadImage(str(blob)), str(mha))
+    recipe = {**PLAIN, "orientation": "RAS", "spacing": [1.0, 1.0, 2.0]}
+    transform = build_volume_transform(recipe)
+    torch.testing.assert_close(transform(mha), transform(blob))
+
+
+def test_crop_foreground_and_resize(blob):
+    crop = build_volume_transform({**PLAIN, "crop_foreground": True})(blob)
+    # bounding box of voxels above the minimum (0): the blob and the marker at (0, 0, 0)
+    assert crop.shape == (1, 4, 8, 6)
+    out = build_volume_transform({**PLAIN, "crop_foreground": True, "resize": [3, 5, 7]})(blob)
+    assert out.shape == (1, 3, 5, 7)
+
+
+# --------------------------------------------------------------------------- intensities
+
+
+def test_foreground_zscore_matches_medicalnet_and_fills_background_with_noise():
+    volume = torch.zeros(1, 6, 12, 10)
+    volume[0, 1:4, 3:8, 2:6] = torch.linspace(10, 200, 60).reshape(3, 5, 4)
+    volume[0, 5, 0, 0] = -30.0  # negative: neither foreground nor background in MedicalNet
+    out = ForegroundZScoreWithNoise(seed=3)(volume)
+    fg = volume > 0
+    v = volume.numpy().astype(np.float64)
+    expected = (v - v[v > 0].mean()) / v[v > 0].std()  # MedicalNet, numpy std (ddof=0)
+    np.testing.assert_allclose(out[fg].numpy(), expected[fg.numpy()], rtol=1e-5, atol=1e-5)
+    assert float(out[fg].mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(out[fg].std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
+    assert float(out[0, 5, 0, 0]) == pytest.approx(expected[0, 5, 0, 0], rel=1e-5)
+    background = out[volume == 0]
+    assert background.numel() == 720 - 61 and not torch.any(background == 0)
+    assert abs(float(background.mean())) < 0.15 and float(background.std()) == pytest.approx(1, abs=0.1)
+    # seeded: reproducible; another seed changes only the background
+    torch.testing.assert_close(ForegroundZScoreWithNoise(seed=3)(volume), out)
+    other = ForegroundZScoreWithNoise(seed=4)(volume)
+    torch.testing.assert_close(other[fg], out[fg])
+    assert not torch.equal(other[volume == 0], background)
+
+
+def test_foreground_zscore_refuses_an_empty_volume(tmp_path):
+    with pytest.raises(ValueError, match="no foreground"):
+        ForegroundZScoreWithNoise()(torch.full((1, 3, 4, 4), -1000.0))
+    path = tmp_path / "air.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 3), -1000, np.int16), np.eye(4)), path)
+    with pytest.raises(InputError, match="no foreground") as err:
+        build_volume_transform({**PLAIN, "normalize": "foreground_zscore_noise"})(path)
+    assert err.value.path == str(path)
+
+
+def test_medicalnet_recipe_end_to_end(blob):
+    recipe = {**MEDICALNET_RECIPE, "resize": [4, 8, 8]}
+    out = build_volume_transform(recipe)(blob)
+    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+    # nearest-neighbour resize keeps the background at exactly 0, so it becomes noise
+    assert not torch.any(out == 0)
+
+
+@pytest.fixture()
+def ct(tmp_path) -> Path:
+    hu = np.full((8, 8, 4), -1024, np.int16)  # outside the field of view
+    hu[1:7, 1:7, :] = -1000  # air
+    hu[2:6, 2:5, 1:3] = 40  # soft tissue: 4 x 3 voxels, so slices are not square
+    hu[3, 3, 1] = 100
+    hu[4, 4, 2] = 1500  # bone
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(hu, lps_affine((0.8, 0.8, 2.5))), path)
+    return path
+
+
+def test_hu_window_clips_and_scales(ct):
+    out = build_volume_transform({**PLAIN, "hu_window": [-100, 300]})(ct)[0]  # [z, y, x]
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert float(out[1, 3, 3]) == pytest.approx(0.5)  # 100 HU
+    assert float(out[1, 2, 2]) == pytest.approx(0.35)  # 40 HU
+    assert float(out[2, 4, 4]) == 1.0  # bone clipped
+    assert float(out[0, 1, 1]) == 0.0  # air clipped
+    # crop to the voxels above the window's low end: the tissue block only
+    cropped = build_volume_transform({**PLAIN, "hu_window": [-100, 300],
+                                      "crop_foreground": True})(ct)
+    assert cropped.shape == (1, 2, 3, 4)
+    # without a window the level is the volume minimum: air stays, the -1024 rim goes
+    assert build_volume_transform({**PLAIN, "crop_foreground": True})(ct).shape == (1, 4, 6, 6)
+
+
+def test_zscore_and_minmax(ct):
+    z = build_volume_transform({**PLAIN, "normalize": "zscore"})(ct)
+    assert float(z.mean()) == pytest.approx(0, abs=1e-5) and float(z.std(unbiased=False)) == pytest.approx(1, abs=1e-4)
+    m = build_volume_transform({**PLAIN, "normalize": "minmax"})(ct)
+    assert float(m.min()) == 0.0 and float(m.max()) == 1.0
+
+
+# --------------------------------------------------------------------------- slices (VGG11)
+
+
+def test_slice_recipe_shapes_and_imagenet_range(blob):
+    out = build_slice_transform(VGG_SLICE_RECIPE)(blob)
+    assert out.shape == (6, 3, 224, 224) and out.dtype == torch.float32
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    grey = out * std + mean  # undo the normalisation: one grey image in [0, 1] per slice
+    assert float(grey.min()) >= -1e-5 and float(grey.max()) <= 1 + 1e-5
+    torch.testing.assert_close(grey[:, 0], grey[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grey[:, 0], grey[:, 2], atol=1e-5, rtol=0)
+    lo = (0 - mean) / std
+    torch.testing.assert_close(out.amin(dim=(0, 2, 3)), lo.flatten(), atol=1e-5, rtol=0)
+    # the blob's slices (z 1..3) are the bright ones, the empty ones stay at 0
+    assert float(grey[1:4].max()) > 0.8 and float(grey[4:].max()) == pytest.approx(0, abs=1e-6)
+
+
+def test_slice_selection(blob):
+    fg = build_slice_transform({**VGG_SLICE_RECIPE, "min_foreground": 0.1})(blob)
+    assert fg.shape[0] == 3  # only z = 1, 2, 3 hold the blob (20/120 pixels each)
+    few = build_slice_transform({**VGG_SLICE_RECIPE, "max_slices": 4})(blob)
+    assert few.shape[0] == 4
+    full = build_slice_transform(VGG_SLICE_RECIPE)(blob)
+    torch.testing.assert_close(few, full[[0, 2, 3, 5]])  # evenly spaced: round(linspace(0, 5, 4))
+    none = build_slice_transform({**VGG_SLICE_RECIPE, "min_foreground": 0.9})(blob)
+    assert none.shape[0] == 1  # nothing qualifies: the fullest slice is kept
+
+
+def test_slice_recipe_with_a_window_and_non_square_slices(ct):
+    out = build_slice_transform({**VGG_SLICE_RECIPE, "hu_window": [-100, 300],
+                                 "crop_foreground": True})(ct)
+    assert out.shape == (2, 3, 224, 224)
+
+
+# --------------------------------------------------------------------------- recipes, errors
+
+
+def test_recipe_errors_are_config_errors(blob):
+    with pytest.raises(ConfigError, match="unknown keys"):
+        build_volume_transform({"orientaton": "RAS"})
+    with pytest.raises(ConfigError, match="normalize"):
+        build_volume_transform({"normalize": "l2"})
+    with pytest.raises(ConfigError, match="hu_window"):
+        build_volume_transform({"hu_window": [300, -100]})
+    with pytest.raises(ConfigError, match="resize"):
+        build_volume_transform({"resize": [4, 4]})
+    with pytest.raises(ConfigError, match="max_slices"):
+        build_slice_transform({"max_slices": 0})
+
+
+def test_unreadable_and_4d_files_are_input_errors(tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(InputError) as err:
+        build_volume_transform(PLAIN)(bad)
+    assert err.value.path == str(bad)
+    four_d = tmp_path / "4d.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.float32), np.eye(4)), four_d)
+    with pytest.raises(InputError, match="4-D or multi-channel"):
+        build_volume_transform(PLAIN)(four_d)
+
+
+def test_transforms_pickle_for_dataloader_workers(blob):
+    transform = build_volume_transform({**MEDICALNET_RECIPE, "resize": [4, 8, 8]})
+    clone = pickle.loads(pickle.dumps(transform))
+    torch.testing.assert_close(clone(blob), transform(blob))
+    pickle.dumps(build_slice_transform({**VGG_SLICE_RECIPE, "crop_foreground": True}))
+
+
+# --------------------------------------------------------------------------- cohort median spacing
+
+
+def test_cohort_median_spacing_in_ras_axis_order(tmp_path, blob):
+    paths = [blob]
+    for n, spacing in enumerate([(1.0, 1.0, 3.0), (3.0, 1.0, 5.0)]):
+        path = tmp_path / f"v{n}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), lps_affine(spacing)), path)
+        paths.append(path)
+    # a volume stored with its voxel axes as (z, x, y): spacing (5, 2, 1.5) per voxel axis
+    perm = np.zeros((4, 4))
+    perm[2, 0], perm[0, 1], perm[1, 2], perm[3, 3] = 5.0, 2.0, 1.5, 1.0
+    nib.save(nib.Nifti1Image(np.zeros((3, 4, 5), np.float32), perm), tmp_path / "zxy.nii.gz")
+    paths.append(tmp_path / "zxy.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(b"junk")
+    paths.append(tmp_path / "broken.nii.gz")
+    # RAS order: x = {2, 1, 3, 2}, y = {1.5, 1, 1, 1.5}, z = {4, 3, 5, 5}
+    assert cohort_median_spacing(paths) == pytest.approx((2.0, 1.25, 4.5))
+    # voxel-axis order: the permuted file contributes (5, 2, 1.5)
+    assert cohort_median_spacing(paths, orientation=None) == pytest.approx((2.5, 1.25, 3.5))
+    # what Spacing sees after Orientation("RAS") for the permuted file
+    out = build_volume_transform({**PLAIN, "orientation": "RAS"})(tmp_path / "zxy.nii.gz")
+    assert out.shape == (1, 3, 5, 4)  # [z, y, x] = stored (axis 0, axis 2, axis 1)
+    with pytest.raises(InputError):
+        cohort_median_spacing([tmp_path / "broken.nii.gz"])
+
+
+# --------------------------------------------------------------------------- real volume
+
+
+def test_anatomical_volume_through_both_recipes(anatomical):
+    assert cohort_median_spacing([anatomical]) == pytest.approx((2.0, 2.0, 2.0))
+    vol = build_volume_transform({**MEDICALNET_RECIPE, "resize": [8, 16, 16]})(anatomical)
+    assert vol.shape == (1, 8, 16, 16) and torch.isfinite(vol).all()
+    assert abs(float(vol.mean())) < 0.5 and 0.5 < float(vol.std()) < 1.5
+    resampled = build_volume_transform({"orientation": "RAS", "spacing": [4.0, 4.0, 4.0],
+                                        "normalize": None})(anatomical)
+    # 33 x 41 x 25 voxels of 2 mm -> extent / 4 mm + 1 voxels, [D, H, W] = [z, y, x]
+    assert resampled.shape == (1, 13, 21, 17)
+    slices = build_slice_transform({**VGG_SLICE_RECIPE, "max_slices": 4,
+                                    "min_foreground": 0.2})(anatomical)
+    assert slices.shape == (4, 3, 224, 224)
+    assert float(slices.min()) >= (0 - max(IMAGENET_MEAN)) / min(IMAGENET_STD) - 1e-4
+    assert float(slices.max()) <= (1 - min(IMAGENET_MEAN)) / min(IMAGENET_STD) + 1e-4

@@ -1,0 +1,80 @@
+"""Config validation and the parameter sets that decide reruns."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from mmpipe.config import (
+    dicom_params,
+    encoder_params,
+    load_config,
+    manifest_params,
+    tiling_params,
+    validate_config,
+)
+from mmpipe.errors import ConfigError
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def raw_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults(raw_config):
+    cfg = validate_config(copy.deepcopy(raw_config))
+    assert cfg["run_cohorts"] == ["demo"]
+    assert cfg["encoders"]["tabular"]["allow_random_init"] is False  # schema default filled
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["cohorts"]["demo"]["modalities"]["ct"].update(kind="dcm"),
+     "config.cohorts.demo.modalities.ct.kind"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["wsi"].update(encoders=["med3d_demo"]),
+     "cannot read 'slide' inputs"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["wsi"].update(encoders=["nope"]),
+     "unknown encoder 'nope'"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["fields"].append("label"),
+     "is the task label"),
+    (lambda c: c.update(run_cohorts=["missing"]), "unknown cohort 'missing'"),
+    (lambda c: c["preprocess"]["slide"].update(target_mpp=-1), "target_mpp"),
+    (lambda c: c.update(colour="blue"), "Additional properties"),
+])
+def test_invalid_configs_name_the_key(raw_config, mutate, message):
+    cfg = copy.deepcopy(raw_config)
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_tiling_change_touches_only_slide_jobs(raw_config):
+    before = validate_config(copy.deepcopy(raw_config))
+    after = copy.deepcopy(raw_config)
+    after["preprocess"]["slide"]["max_tiles"] = 7
+    after = validate_config(after)
+    assert tiling_params(before) != tiling_params(after)
+    assert dicom_params(before) == dicom_params(after)
+    assert manifest_params(before, "demo") == manifest_params(after, "demo")
+    for mod, enc in [("ct", "med3d_demo"), ("mri_t2", "vgg11_slices"), ("clinical", "tabular")]:
+        assert encoder_params(before, "demo", mod, enc) == encoder_params(after, "demo", mod, enc)
+    assert (encoder_params(before, "demo", "wsi", "clam_resnet50")
+            != encoder_params(after, "demo", "wsi", "clam_resnet50"))
+
+
+def test_encoder_change_does_not_rebuild_the_manifest(raw_config):
+    before = validate_config(copy.deepcopy(raw_config))
+    after = copy.deepcopy(raw_config)
+    after["cohorts"]["demo"]["modalities"]["wsi"]["encoders"] = ["clam_resnet50"]
+    after["encoders"]["med3d_demo"]["batch_size"] = 4
+    after = validate_config(after)
+    assert manifest_params(before, "demo") == manifest_params(after, "demo")
+    assert (encoder_params(before, "demo", "ct", "med3d_demo")
+            != encoder_params(after, "demo", "ct", "med3d_demo"))

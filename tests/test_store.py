@@ -1,0 +1,144 @@
+"""Feature store contract: atomic writes, provenance, refusal of incomplete stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from mmpipe.errors import StoreError
+from mmpipe.store import FeatureStore, FeatureStoreWriter, params_hash, read_features
+
+
+def _write(path, ids=("a", "b", "c"), **kw):
+    with FeatureStoreWriter(path, list(ids), (4,), {"encoder": "test"}, **kw) as w:
+        w.write("a", np.arange(4))
+        w.mark("b", "rejected", "corrupt series")
+        w.write("c", np.ones(4))
+        w.commit()
+
+
+def test_roundtrip_keeps_order_status_and_nan_for_missing(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path)
+    f = read_features(path)
+    assert f.subject_id.tolist() == ["a", "b", "c"]
+    assert f.present.tolist() == [True, False, True]
+    assert f.status.tolist() == ["ok", "rejected", "ok"]
+    assert f.reason[1] == "corrupt series"
+    np.testing.assert_array_equal(f.emb[0], np.arange(4))
+    assert np.isnan(f.emb[1]).all()
+    assert f.attrs["complete"] is True
+    assert f.attrs["status_counts"] == {"ok": 2, "absent": 0, "rejected": 1}
+    assert "torch" in f.attrs["package_versions"]
+    # zarr v3 on disk
+    assert zarr.open_group(str(path), mode="r").metadata.zarr_format == 3
+
+
+def test_dask_view_matches_numpy(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path)
+    store = FeatureStore(path)
+    np.testing.assert_array_equal(store.to_dask().compute(), store.to_numpy().emb)
+
+
+def test_unwritten_subjects_are_absent_not_silently_present(tmp_path):
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ["a", "b"], (2,), {}) as w:
+        w.write("a", np.zeros(2))
+        w.commit()
+    f = read_features(path)
+    assert f.status.tolist() == ["ok", "absent"]
+    assert f.reason[1] == "not processed"
+
+
+def test_bags_are_sliced_per_subject(tmp_path):
+    path = tmp_path / "bag.zarr"
+    with FeatureStoreWriter(path, ["a", "b", "c"], (3,), {}, bag_item_shape=(3,),
+                            bag_coord_dim=2) as w:
+        w.write("a", np.zeros(3), bag=np.zeros((2, 3)), coords=[[0, 0], [1, 1]])
+        w.mark("b", "absent", "no slide")
+        w.write("c", np.ones(3), bag=np.ones((4, 3)), coords=np.arange(8).reshape(4, 2))
+        w.commit()
+    store = FeatureStore(path)
+    emb, coords = store.bag("c")
+    assert emb.shape == (4, 3) and coords.tolist()[-1] == [6, 7]
+    assert store.bag("b")[0].shape == (0, 3)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3), np.array([0, 1, np.nan, 2])])
+def test_wrong_shape_or_nonfinite_is_refused(tmp_path, bad):
+    with FeatureStoreWriter(tmp_path / "s.zarr", ["a"], (4,), {}) as w, \
+            pytest.raises(StoreError, match="subject 'a'"):
+        w.write("a", bad)
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    with pytest.raises(StoreError, match="duplicate subject IDs"):
+        FeatureStoreWriter(tmp_path / "s.zarr", ["a", "a"], (1,), {})
+
+
+def test_exception_leaves_nothing_behind(tmp_path):
+    path = tmp_path / "s.zarr"
+    with pytest.raises(RuntimeError), FeatureStoreWriter(path, ["a"], (1,), {}) as w:
+        w.write("a", [1.0])
+        raise RuntimeError("encoder crashed")
+    assert not path.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_store_without_complete_flag_is_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path)
+    g = zarr.open_group(str(path), mode="r+")
+    del g.attrs["complete"]
+    with pytest.raises(StoreError, match="incomplete"):
+        FeatureStore(path)
+
+
+def test_params_hash_ignores_key_order():
+    assert params_hash({"a": 1, "b": [1, 2]}) == params_hash({"b": [1, 2], "a": 1})
+    assert params_hash({"a": 1}) != params_hash({"a": 2})
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from mmpipe.store import FeatureStoreWriter
+    w = FeatureStoreWriter(sys.argv[1], [f"s{i}" for i in range(100)], (8,), {"encoder": "x"})
+    for i in range(100):
+        w.write(f"s{i}", np.full(8, i))
+        if i == 40:
+            print("halfway", flush=True)
+            time.sleep(60)
+    w.commit()
+""")
+
+
+def test_killed_writer_leaves_no_store_that_opens(tmp_path):
+    path = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "halfway"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not path.exists()
+    with pytest.raises(StoreError):
+        FeatureStore(path)
+    leftovers = list(tmp_path.glob("killed.zarr.tmp-*"))
+    assert leftovers, "the writer should have been killed while writing its temporary store"
+    with pytest.raises(StoreError, match="incomplete"):
+        FeatureStore(leftovers[0])
+    # rerun: a complete store appears
+    start = time.time()
+    _write(path)
+    assert FeatureStore(path).attrs["complete"] and time.time() - start < 30

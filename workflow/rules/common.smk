@@ -1,0 +1,92 @@
+# Config validation, wildcard constraints and input functions. No logic lives in
+# the rules: they pass parameters to the mmpipe library.
+import sys
+
+sys.path.insert(0, workflow.basedir)  # `mmpipe` importable without installation
+
+from mmpipe import config as mmconfig
+from mmpipe.config import GPU_ENCODERS
+
+mmconfig.validate_config(config)
+
+RESULTS = config["results"]
+COHORTS = config["cohorts"]
+ENCODERS = config["encoders"]
+
+
+wildcard_constraints:
+    cohort="[A-Za-z0-9_-]+",
+    modality="[A-Za-z0-9_-]+",
+    encoder="[A-Za-z0-9_-]+",
+    shard=r"\d+",
+
+
+def modality_kind(cohort, modality):
+    return COHORTS[cohort]["modalities"][modality]["kind"]
+
+
+def manifest_files(cohort):
+    base = f"{RESULTS}/{cohort}"
+    return {
+        "manifest": f"{base}/manifest.parquet",
+        "meta": f"{base}/manifest.json",
+        "adapter_qc": f"{base}/qc/adapter.parquet",
+    }
+
+
+def manifest_inputs(wildcards):
+    """Raw inputs the adapter reads: the generated demo cohort, or the user's CSV."""
+    cohort = COHORTS[wildcards.cohort]
+    if cohort["adapter"] == "demo":
+        return {"raw": f"{RESULTS}/{wildcards.cohort}/raw"}
+    if cohort["adapter"] == "csv":
+        return {"csv": cohort["csv"]}
+    return {}
+
+
+def shard_dirs(cohort, modality):
+    kind = modality_kind(cohort, modality)
+    if kind == "dicom":
+        n, sub = config["shards"]["dicom"], "volumes"
+    elif kind == "slide":
+        n, sub = config["shards"]["slide"], "tiles"
+    else:
+        return []
+    return [f"{RESULTS}/{cohort}/preprocess/{modality}/{sub}/shard{k}" for k in range(n)]
+
+
+def encode_inputs(wildcards):
+    inputs = manifest_files(wildcards.cohort)
+    shards = shard_dirs(wildcards.cohort, wildcards.modality)
+    if shards:
+        inputs["shards"] = shards
+    if ENCODERS[wildcards.encoder]["type"] == "text":
+        inputs["prompts"] = (
+            f"{RESULTS}/{wildcards.cohort}/preprocess/{wildcards.modality}/prompts.parquet"
+        )
+    return inputs
+
+
+def store_path(cohort, modality, encoder):
+    return f"{RESULTS}/{cohort}/features/{modality}/{encoder}.zarr"
+
+
+def cohort_stores(cohort):
+    return [
+        store_path(cohort, modality, encoder)
+        for modality, spec in COHORTS[cohort]["modalities"].items()
+        for encoder in spec["encoders"]
+    ]
+
+
+def encoder_gpus(wildcards):
+    return 1 if ENCODERS[wildcards.encoder]["type"] in GPU_ENCODERS else 0
+
+
+def all_outputs():
+    outputs = []
+    for cohort in config["run_cohorts"]:
+        outputs += list(manifest_files(cohort).values())
+        outputs += cohort_stores(cohort)
+        outputs.append(f"{RESULTS}/{cohort}/qc.parquet")
+    return outputs

@@ -1,0 +1,13 @@
+import _bootstrap
+
+_bootstrap.start(snakemake)  # noqa: F821
+from pathlib import Path  # noqa: E402
+
+from mmpipe.cohorts.manifest import read_manifest  # noqa: E402
+from mmpipe.fsutil import write_parquet  # noqa: E402
+from mmpipe.preprocess.prompts import build_prompts  # noqa: E402
+
+sm = snakemake  # noqa: F821
+manifest, _ = read_manifest(Path(sm.input.manifest).parent)
+p = sm.params.prompt
+write_parquet(build_prompts(manifest, p["fields"], p["labels"], p["prompt"]), sm.output[0])

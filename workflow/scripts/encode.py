@@ -1,0 +1,17 @@
+import _bootstrap
+
+_bootstrap.start(snakemake)  # noqa: F821
+from pathlib import Path  # noqa: E402
+
+from mmpipe.encode.run import encode_store  # noqa: E402
+
+sm = snakemake  # noqa: F821
+encode_store(
+    Path(sm.input.manifest).parent,
+    sm.wildcards.modality,
+    sm.params.encoder,
+    sm.output[0],
+    device=sm.params.device,
+    shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
+    prompts=sm.input.prompts if "prompts" in sm.input.keys() else None,
+)
