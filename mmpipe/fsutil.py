@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -10,8 +12,21 @@ from pathlib import Path
 
 import polars as pl
 
+log = logging.getLogger(__name__)
+
 
 def tmp_sibling(path: Path) -> Path:
+    """A fresh temporary sibling of ``path``; leftovers of killed writers are removed.
+
+    Only one job writes a given output at a time (Snakemake sees to that), so any
+    ``{name}.tmp-*`` beside it is debris of a killed run.
+    """
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
+        log.warning("removing %s, left by an interrupted run", stale)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
@@ -19,10 +34,9 @@ def tmp_sibling(path: Path) -> Path:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it onto ``path`` on success only."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_sibling(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         yield tmp
     except BaseException:

@@ -40,6 +40,7 @@ import numpy as np
 import zarr
 
 from mmpipe.errors import StoreError
+from mmpipe.fsutil import tmp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ def _strings(arr: Any) -> np.ndarray:
     return np.array([str(v) for v in np.asarray(arr).tolist()], dtype=str)
 
 
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
 class FeatureStoreWriter:
     """Write one feature store atomically.
 
@@ -100,10 +97,8 @@ class FeatureStoreWriter:
         self.subject_ids = ids
         self._index = {s: i for i, s in enumerate(ids)}
         self.feature_shape = tuple(int(d) for d in feature_shape)
-        self._tmp = _tmp_sibling(self.path)
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        self._tmp.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = tmp_sibling(self.path)
         n = len(ids)
         item_size = int(np.prod(self.feature_shape)) or 1
         if rows_per_chunk is None:

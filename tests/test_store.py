@@ -142,3 +142,4 @@ def test_killed_writer_leaves_no_store_that_opens(tmp_path):
     start = time.time()
     _write(path)
     assert FeatureStore(path).attrs["complete"] and time.time() - start < 30
+    assert not list(tmp_path.glob("killed.zarr.tmp-*")), "debris of the killed run is cleaned"

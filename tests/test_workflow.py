@@ -105,3 +105,58 @@ def test_tiling_change_reruns_only_slide_jobs(demo_run, tmp_path):
     assert jobs.get("encode") == 1  # the clam_resnet50 store of the slides, nothing else
     assert set(jobs) == {"tile_slides", "encode", "cohort_qc", "all"}
     assert "wsi-clam_resnet50" in run.stdout or "features/wsi/clam_resnet50.zarr" in run.stdout
+
+
+def test_killed_encoding_job_leaves_no_store_and_reruns(demo_run, tmp_path):
+    """SIGKILL the slide encoding job while it writes: no store opens; a rerun completes."""
+    import os
+    import signal
+    import time
+
+    from mmpipe.errors import StoreError
+
+    workdir = tmp_path / "killed"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    target = "results/demo/features/wsi/clam_resnet50.zarr"
+    shutil.rmtree(workdir / target)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", target]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    store_dir = workdir / "results/demo/features/wsi"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and not list(store_dir.glob("clam_resnet50.zarr.tmp-*/emb")):
+            assert proc.poll() is None, "the job ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.5)  # let it write some rows
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert list(store_dir.glob("clam_resnet50.zarr.tmp-*")), "killed before writing began"
+    with pytest.raises(StoreError):
+        FeatureStore(workdir / target)
+    # what a user does after a kill: unlock the working directory, run again
+    assert _snakemake(workdir, "--unlock").returncode == 0
+    run = _snakemake(workdir, "--rerun-incomplete")
+    assert run.returncode == 0, run.stderr[-3000:]
+    store = FeatureStore(workdir / target)
+    reference = FeatureStore(demo_run / target)
+    assert store.present.tolist() == reference.present.tolist()
+    assert not list(store_dir.glob("clam_resnet50.zarr.tmp-*"))
+
+
+def test_dag_size_does_not_grow_with_the_cohort(tmp_path):
+    """Shards are fixed: a 1,000-subject cohort dry-runs with as many jobs as a 10-subject one."""
+    counts = []
+    for n in (10, 1000):
+        workdir = tmp_path / f"n{n}"
+        workdir.mkdir()
+        _write_config(workdir)
+        cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+        cfg["cohorts"]["demo"]["demo"]["n_subjects"] = n
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        run = _snakemake(workdir, "-n")
+        assert run.returncode == 0, run.stderr
+        counts.append(_jobs(run.stdout))
+    assert counts[0] == counts[1]

@@ -20,6 +20,12 @@ from mmpipe.store import FeatureStoreWriter, params_hash
 log = logging.getLogger(__name__)
 
 
+_NO_NETWORK = {
+    "precomputed": "pre-extracted features, imported as they are",
+    "tabular": "none: tabular encoding, no network",
+}
+
+
 def _attrs(cohort: str, modality: str, params: dict, weights, device: torch.device) -> dict:
     preprocessing = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields") if k in params}
     preprocessing["transform"] = params["config"].get("transform")
@@ -30,7 +36,7 @@ def _attrs(cohort: str, modality: str, params: dict, weights, device: torch.devi
         "encoder": params["encoder"],
         "encoder_type": params["config"]["type"],
         "encoder_config": params["config"],
-        "weights_source": "none (no network)",
+        "weights_source": _NO_NETWORK.get(params["config"]["type"], "none (no network)"),
         "weights_sha256": None,
         "weights_random_init": False,
         **(weights.to_attrs() if weights is not None else {}),
