@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.fsutil import atomic_file
+from mmpipe.fsutil import atomic_file, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -324,11 +324,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_parquet(df: pl.DataFrame, path: str | Path) -> None:
-    with atomic_file(path) as tmp:
-        df.write_parquet(tmp)
-
-
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -336,9 +331,9 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 def write_manifest(manifest: Manifest, out_dir: str | Path) -> None:
     """Write QC, JSON, then the parquet last: a manifest.parquet on disk implies the rest."""
     out_dir = Path(out_dir)
-    atomic_write_parquet(manifest.qc, out_dir / QC_FILE)
+    write_parquet(manifest.qc, out_dir / QC_FILE)
     atomic_write_json(manifest.meta, out_dir / META_FILE)
-    atomic_write_parquet(manifest.frame, out_dir / MANIFEST_FILE)
+    write_parquet(manifest.frame, out_dir / MANIFEST_FILE)
 
 
 # -- reading --------------------------------------------------------------------------------

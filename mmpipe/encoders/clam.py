@@ -27,6 +27,7 @@ from mmpipe.encoders.weights import (
     load_strict,
     resolve_state_dict,
 )
+from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ WEIGHTS_FILE = "resnet50-0676ba61.pth"
 WEIGHTS_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 FEATURE_DIM = 1024
 INPUT_SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ResNet50Trunc(nn.Module):

@@ -32,6 +32,7 @@ from monai.data import ImageReader
 from monai.transforms import Transform
 
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
     "max_slices": None,
     "min_foreground": None,
 }
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SLICE_RESIZE = 256  # torchvision Resize(256): the shorter side
 SLICE_CROP = 224  # torchvision CenterCrop(224)
 

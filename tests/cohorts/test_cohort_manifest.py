@@ -13,7 +13,6 @@ from mmpipe.cohorts.manifest import (
     AdapterOutput,
     ModalitySpec,
     QCRecord,
-    atomic_write_parquet,
     finalize_manifest,
     modality_presence,
     modality_specs,
@@ -22,6 +21,7 @@ from mmpipe.cohorts.manifest import (
     write_manifest,
 )
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.fsutil import write_parquet
 
 SPECS = {
     "ct": ModalitySpec("ct", "dicom"),
@@ -163,7 +163,7 @@ def test_read_manifest_detects_files_from_different_builds(tmp_path):
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "m.parquet"
-    atomic_write_parquet(pl.DataFrame({"a": [1]}), target)
+    write_parquet(pl.DataFrame({"a": [1]}), target)
 
     def explode(self, path, *a, **k):
         with open(path, "wb") as fh:
@@ -172,7 +172,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypat
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", explode)
     with pytest.raises(KeyboardInterrupt):
-        atomic_write_parquet(pl.DataFrame({"a": [2]}), target)
+        write_parquet(pl.DataFrame({"a": [2]}), target)
     monkeypatch.undo()
     assert pl.read_parquet(target)["a"].to_list() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]
