@@ -14,7 +14,8 @@ Files under ``results/{cohort}/``:
 - ``manifest.json``: cohort, adapter, labels, modalities (kind and
   ``path_column`` or ``fields``), ``n_subjects``, ``extra_columns``, plus
   ``n_excluded``, ``n_label_missing``, per-modality status ``counts`` and ``source``.
-- ``qc/adapter.parquet``: subject_id, modality, status, reason, path.
+- ``qc/adapter.parquet``: subject_id, modality, stage ("adapter"), status, reason, path
+  (``mmpipe.qc.QC_SCHEMA``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import polars as pl
 
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import atomic_file, write_parquet
+from mmpipe.qc import qc_frame
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,6 @@ LABEL_QC = "label"
 NO_MODALITY = "no modality available"
 LABEL_MISSING = "label missing"
 
-QC_SCHEMA: dict[str, pl.DataType] = {
-    SUBJECT: pl.Utf8,
-    "modality": pl.Utf8,
-    "status": pl.Utf8,
-    "reason": pl.Utf8,
-    "path": pl.Utf8,
-}
 
 
 def path_column(modality: str) -> str:
@@ -280,11 +275,8 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         _warn_list(f"of {cohort!r} kept with a missing label", label_missing)
     frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
 
-    qc_df = pl.DataFrame(
-        [{SUBJECT: r.subject_id, "modality": r.modality, "status": r.status,
-          "reason": r.reason, "path": r.path} for r in qc],
-        schema=QC_SCHEMA,
-    )
+    qc_df = qc_frame({SUBJECT: r.subject_id, "modality": r.modality, "stage": "adapter",
+                      "status": r.status, "reason": r.reason, "path": r.path} for r in qc)
     counts = {}
     kept_qc = qc_df.filter(pl.col(SUBJECT).is_in(frame[SUBJECT].implode()))
     for spec in out.modalities.values():

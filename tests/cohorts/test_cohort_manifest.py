@@ -83,7 +83,7 @@ def test_subject_without_any_modality_is_excluded_and_recorded(caplog):
     assert m.frame["subject_id"].to_list() == ["a"]
     assert m.meta["n_subjects"] == 1 and m.meta["n_excluded"] == 1
     excl = m.qc.filter(pl.col("modality") == "*")
-    assert excl.rows() == [("ghost", "*", "excluded", "no modality available", None)]
+    assert excl.rows() == [("ghost", "*", "adapter", "excluded", "no modality available", None)]
     # the reasons per modality stay, so one can see why nothing was left
     assert m.qc.filter(pl.col("subject_id") == "ghost").height == 4
     assert "ghost" in caplog.text and "no modality available" in caplog.text
@@ -97,7 +97,7 @@ def test_missing_label_is_kept_with_a_qc_row_and_a_warning(caplog):
         m = finalize_manifest("toy", "csv", out)
     assert m.frame.filter(pl.col("subject_id") == "a")["y"].item() is None
     lab = m.qc.filter(pl.col("modality") == "label")
-    assert lab.rows() == [("a", "label", "absent", "label missing", None)]
+    assert lab.rows() == [("a", "label", "adapter", "absent", "label missing", None)]
     assert m.meta["n_label_missing"] == 1
     assert "missing label" in caplog.text and "a" in caplog.text
 
