@@ -1,0 +1,154 @@
+"""Phantom anatomy and the MRI and CT volumes rendered from it, plus NIfTI bytes and affines.
+
+One :class:`Anatomy` per subject places the lesion, so the subject's MRI and CT
+show the same tumour; each modality carries the latent reading through one
+feature of the lesion (T1 size, T2 brightness, CT enhancement).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmpipe.cohorts.demo.plan import _ANATOMY, _rng
+
+MRI_SPACING = (1.0, 1.0, 3.0)  # x, y, z in mm (NIfTI zooms)
+CT_PIXEL_SPACING = 6.0  # mm: 64 px span a 384 mm abdomen
+CT_SLICE_THICKNESS = 5.0
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Where the lesion sits, shared by the subject's MRI and CT (one patient, one tumour)."""
+
+    side: int  # -1 right kidney, +1 left kidney (array x direction)
+    dx: float
+    dy: float
+    dz: float  # fraction of the kidney's half-length
+
+
+def anatomy(seed: int, index: int) -> Anatomy:
+    rng = _rng(seed, _ANATOMY, index)
+    return Anatomy(side=int(rng.choice([-1, 1])), dx=float(rng.uniform(-0.04, 0.04)),
+                   dy=float(rng.uniform(-0.05, 0.05)), dz=float(rng.uniform(-0.3, 0.3)))
+
+
+# tissue codes of the phantom
+AIR, FAT, MUSCLE, BONE, KIDNEY, LESION = range(6)
+
+
+def phantom(shape: tuple[int, int, int], aniso: float, anat: Anatomy,
+            lesion_radius: float) -> np.ndarray:
+    """Tissue codes on a (D, H, W) grid; in-plane unit = half the height, ``aniso`` =
+    slice spacing / pixel spacing. Axes: W = patient x, H = y, D = z (slice)."""
+    d, h, w = shape
+    unit = h / 2
+    z = (np.arange(d) - (d - 1) / 2) * aniso / unit
+    y = (np.arange(h) - (h - 1) / 2) / unit
+    x = (np.arange(w) - (w - 1) / 2) / unit
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij", sparse=True)
+    tissue = np.full(shape, AIR, dtype=np.uint8)
+    body = (xx / 0.88) ** 2 + (yy / 0.68) ** 2 <= 1
+    tissue[np.broadcast_to(body, shape)] = FAT
+    inner = (xx / 0.76) ** 2 + (yy / 0.56) ** 2 <= 1
+    tissue[np.broadcast_to(inner, shape)] = MUSCLE
+    kz = 0.55
+    for side in (-1, 1):
+        kidney = ((xx - side * 0.42) / 0.14) ** 2 + ((yy - 0.2) / 0.2) ** 2 + (zz / kz) ** 2 <= 1
+        tissue[np.broadcast_to(kidney, shape)] = KIDNEY
+    spine = xx**2 + (yy - 0.38) ** 2 <= 0.1**2
+    tissue[np.broadcast_to(spine, shape)] = BONE
+    cx, cy, cz = anat.side * 0.42 + anat.dx, 0.2 + anat.dy, anat.dz * kz
+    lesion = ((xx - cx) ** 2 + (yy - cy) ** 2 + (zz - cz) ** 2) <= lesion_radius**2
+    tissue[np.broadcast_to(lesion, shape)] = LESION
+    return tissue
+
+
+def _render(tissue: np.ndarray, values: dict[int, float], noise: float,
+            rng: np.random.Generator) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    lut = np.array([values[k] for k in range(LESION + 1)], dtype=np.float32)
+    img = gaussian_filter(lut[tissue], sigma=0.6)  # partial-volume edges
+    return img + noise * rng.standard_normal(tissue.shape).astype(np.float32)
+
+
+def t1_lesion_radius(channel: float) -> float:
+    """T1 carries the signal through the lesion's size."""
+    return float(np.clip(0.16 + 0.055 * channel, 0.05, 0.34))
+
+
+def t2_lesion_intensity(channel: float) -> float:
+    """T2 carries it through the lesion's brightness (relative to the kidney's 700)."""
+    return float(700 * np.clip(1.35 + 0.3 * channel, 0.75, 2.6))
+
+
+def ct_lesion_hu(channel: float) -> float:
+    """CT carries it through the lesion's enhancement (HU, above the kidney's 130)."""
+    return float(np.clip(250 + 60 * channel, 140, 480))
+
+
+def render_mri(modality: str, shape: tuple[int, int, int], channel: float, anat: Anatomy,
+               rng: np.random.Generator) -> np.ndarray:
+    """A (D, H, W) int16 MR volume of ``modality`` (mri_t1 | mri_t2)."""
+    aniso = MRI_SPACING[2] / MRI_SPACING[0]
+    gain = rng.uniform(0.9, 1.1)  # scanner gain varies: absolute intensity is not the signal
+    if modality == "mri_t1":
+        tissue = phantom(shape, aniso, anat, t1_lesion_radius(channel))
+        values = {AIR: 0, FAT: 800, MUSCLE: 350, BONE: 250, KIDNEY: 500, LESION: 1200}
+    else:
+        tissue = phantom(shape, aniso, anat, 0.16 * rng.uniform(0.9, 1.1))
+        values = {AIR: 0, FAT: 500, MUSCLE: 300, BONE: 150, KIDNEY: 700,
+                  LESION: t2_lesion_intensity(channel)}
+    img = _render(tissue, values, 25.0, rng) * gain
+    return np.clip(np.rint(img), 0, 4000).astype(np.int16)
+
+
+def render_ct(shape: tuple[int, int, int], channel: float, anat: Anatomy,
+              rng: np.random.Generator) -> np.ndarray:
+    """A (D, H, W) int16 CT volume in HU."""
+    tissue = phantom(shape, CT_SLICE_THICKNESS / CT_PIXEL_SPACING, anat,
+                     0.2 * rng.uniform(0.9, 1.1))
+    values = {AIR: -1000, FAT: -100, MUSCLE: 45, BONE: 900, KIDNEY: 130,
+              LESION: ct_lesion_hu(channel)}
+    return np.clip(np.rint(_render(tissue, values, 15.0, rng)), -1024, 3000).astype(np.int16)
+
+
+def mri_affine(shape: tuple[int, int, int], lps: bool) -> np.ndarray:
+    """Voxel-to-world (RAS mm) affine of the NIfTI array (x=W, y=H, z=D) with a real origin.
+
+    The RAS and the LPS-like versions place the same anatomy at the same world
+    coordinates; only the voxel order differs, so a reader that ignores the affine
+    gets a mirrored image and one that honours it gets T1 and T2 aligned.
+    """
+    d, h, w = shape
+    sx, sy, sz = MRI_SPACING
+    origin = np.array([-(w - 1) / 2 * sx, -(h - 1) / 2 * sy - 20.0, -(d - 1) / 2 * sz + 40.0])
+    aff = np.eye(4)
+    aff[:3, :3] = np.diag([sx, sy, sz])
+    aff[:3, 3] = origin
+    if lps:
+        aff[0, 0], aff[1, 1] = -sx, -sy
+        aff[0, 3] = origin[0] + sx * (w - 1)
+        aff[1, 3] = origin[1] + sy * (h - 1)
+    return aff
+
+
+def nifti_bytes(volume_dhw: np.ndarray, lps: bool) -> bytes:
+    """A .nii.gz as bytes; gzip with mtime 0 so the same volume gives the same file."""
+    import nibabel as nib
+
+    # the phantom's voxel order is DICOM's (column -> patient left, row -> posterior):
+    # stored as is under an LPS-like affine, or flipped in x and y under an RAS one
+    data = volume_dhw.transpose(2, 1, 0)  # (D,H,W) -> (x,y,z)
+    if not lps:
+        data = data[::-1, ::-1, :]
+    data = np.ascontiguousarray(data)
+    aff = mri_affine(volume_dhw.shape, lps)
+    img = nib.Nifti1Image(data, aff)
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    img.header.set_xyzt_units("mm")
+    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
