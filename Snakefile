@@ -1,5 +1,6 @@
 # mmpipe: multimodal learning with missing modalities, from raw cohorts to results.
 # Stage 1: cohorts -> manifest -> preprocessing -> frozen encoders -> Zarr feature stores.
+# Stage 2: splits and masks -> one training job per run -> tables, plots and a report.
 # Every rule is a thin call into the mmpipe library (workflow/scripts/*.py).
 
 from snakemake.utils import min_version
@@ -10,11 +11,16 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/encode.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

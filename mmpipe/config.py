@@ -107,6 +107,33 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                                     f"{sorted(ENCODER_INPUTS[mod['kind']])}")
                 if etype == "text" and "prompt" not in mod:
                     problems.append(f"{where}: the text encoder {ename!r} needs a 'prompt' block")
+        problems += _check_benchmark(cfg, cname, cohort)
+    return problems
+
+
+def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
+    bench = cohort.get("benchmark")
+    if not bench:
+        return []
+    where = f"config.cohorts.{cname}.benchmark"
+    problems = []
+    if bench["label"] not in cohort["labels"]:
+        problems.append(f"{where}.label: {bench['label']!r} is not one of the cohort's labels "
+                        f"{cohort['labels']}")
+    for fs, spec in bench["feature_sets"].items():
+        for mod, enc in spec.items():
+            if mod not in cohort["modalities"]:
+                problems.append(f"{where}.feature_sets.{fs}: unknown modality {mod!r}")
+            elif enc not in cohort["modalities"][mod]["encoders"]:
+                problems.append(f"{where}.feature_sets.{fs}.{mod}: {enc!r} is not among the "
+                                f"modality's encoders {cohort['modalities'][mod]['encoders']}")
+    for method, sets in bench["runs"].items():
+        if method not in cfg.get("methods", {}):
+            problems.append(f"{where}.runs: unknown method {method!r} "
+                            f"(defined: {sorted(cfg.get('methods', {}))})")
+        for fs in sets:
+            if fs not in bench["feature_sets"]:
+                problems.append(f"{where}.runs.{method}: unknown feature set {fs!r}")
     return problems
 
 
@@ -224,3 +251,68 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
         if enc["type"] == "text":
             params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
     return params
+
+
+# -- stage 2 -------------------------------------------------------------------------------
+
+def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
+    """Global benchmark settings with the cohort's overrides (seeds, scenarios)."""
+    bench = cohort(cfg, cohort_name).get("benchmark")
+    if not bench:
+        raise ConfigError(f"cohort {cohort_name!r} has no 'benchmark' section")
+    return {**cfg["benchmark"], **{k: v for k, v in bench.items() if k in ("seeds", "scenarios")},
+            "label": bench["label"]}
+
+
+def benchmark_runs(cfg: dict, cohort_name: str) -> list[dict]:
+    """(feature_set, method name, method config) of every run of the cohort.
+
+    A ``single`` method without a ``modality`` expands into one run per modality of
+    the feature set, named ``{method}_{modality}``.
+    """
+    bench = cohort(cfg, cohort_name).get("benchmark") or {}
+    runs = []
+    for method, sets in bench.get("runs", {}).items():
+        mcfg = cfg["methods"][method]
+        for fs in sets:
+            if mcfg["type"] == "single" and "modality" not in mcfg:
+                runs += [{"feature_set": fs, "method": f"{method}_{m}",
+                          "config": {**mcfg, "modality": m}}
+                         for m in bench["feature_sets"][fs]]
+            else:
+                runs.append({"feature_set": fs, "method": method, "config": mcfg})
+    return runs
+
+
+def run_config(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+    for run in benchmark_runs(cfg, cohort_name):
+        if run["feature_set"] == feature_set and run["method"] == method:
+            return run["config"]
+    raise ConfigError(f"cohort {cohort_name!r} has no run of {method!r} on {feature_set!r}")
+
+
+def split_params(cfg: dict, cohort_name: str) -> dict:
+    s = benchmark_settings(cfg, cohort_name)
+    return {"ratios": s["ratios"], "label": s["label"], "code": code_version("bench/splits")}
+
+
+def mask_params(cfg: dict, cohort_name: str) -> dict:
+    return {"code": code_version("bench/missingness")}
+
+
+def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+    """What a training job depends on: its method's settings, its feature set, the
+    normalisation, and the code of the methods and the trainer (not other methods)."""
+    s = benchmark_settings(cfg, cohort_name)
+    mcfg = run_config(cfg, cohort_name, feature_set, method)
+    from mmpipe.methods import METHODS
+
+    module = METHODS.get(mcfg["type"], ":").split(":")[0].removeprefix("mmpipe.")
+    return {
+        "method": mcfg,
+        "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][feature_set],
+        "label": s["label"],
+        "normalize": s["normalize"],
+        "evaluate_subsets": s["evaluate_subsets"],
+        "code": code_version("bench", "methods/base", module.replace(".", "/")),
+    }

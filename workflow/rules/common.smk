@@ -89,4 +89,42 @@ def all_outputs():
         outputs += list(manifest_files(cohort).values())
         outputs += cohort_stores(cohort)
         outputs.append(f"{RESULTS}/{cohort}/qc.parquet")
+        if "benchmark" in COHORTS[cohort]:
+            outputs.append(f"{RESULTS}/{cohort}/report")
     return outputs
+
+
+wildcard_constraints:
+    feature_set="[A-Za-z0-9_-]+",
+    method="[A-Za-z0-9_-]+",
+    scenario="natural|mcar",
+    rate=r"[0-9.]+",
+    seed=r"\d+",
+
+
+def train_inputs(wildcards):
+    bench = COHORTS[wildcards.cohort]["benchmark"]
+    feature_set = bench["feature_sets"][wildcards.feature_set]
+    return {
+        **manifest_files(wildcards.cohort),
+        "stores": [store_path(wildcards.cohort, m, e) for m, e in feature_set.items()],
+        "split": f"{RESULTS}/{wildcards.cohort}/splits/seed{wildcards.seed}.parquet",
+        "mask": (
+            f"{RESULTS}/{wildcards.cohort}/masks/"
+            f"{wildcards.scenario}-{wildcards.rate}/seed{wildcards.seed}.parquet"
+        ),
+    }
+
+
+def cohort_runs(cohort):
+    """Every run directory of a cohort's benchmark."""
+    if "benchmark" not in COHORTS[cohort]:
+        return []
+    settings = mmconfig.benchmark_settings(config, cohort)
+    return [
+        f"{RESULTS}/{cohort}/runs/{run['feature_set']}/{run['method']}/{scenario}-{rate}/seed{seed}"
+        for run in mmconfig.benchmark_runs(config, cohort)
+        for scenario, rates in settings["scenarios"].items()
+        for rate in rates
+        for seed in settings["seeds"]
+    ]

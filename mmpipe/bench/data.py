@@ -1,0 +1,300 @@
+"""Feature sets: the cached embeddings a method consumes, as one in-memory object.
+
+A *feature set* names one encoder per modality (``{"ct": "ctfm", "wsi": "uni"}``).
+:func:`load_feature_set` reads the matching stores of stage 1
+(``results/{cohort}/features/{modality}/{encoder}.zarr``) and the cohort manifest's
+label into :class:`BenchData`: per-modality arrays with zeros where a modality is
+absent, and a presence mask per subject. Only embeddings are loaded, never the
+per-item bags.
+
+:class:`Normalizer` holds the per-modality normalisation (z-score, L2 or none). It is
+fitted by the caller on the *training* subset only, so no statistic ever sees
+validation or test data, and it serialises to JSON-able lists so a saved model can
+normalise new subjects the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmpipe.cohorts.manifest import SUBJECT, read_manifest
+from mmpipe.errors import ConfigError, StoreError
+from mmpipe.store import read_features
+
+log = logging.getLogger(__name__)
+
+LABEL_MISSING = "label missing"
+STD_FLOOR = 1e-6
+L2_FLOOR = 1e-12
+
+
+@dataclass
+class BenchData:
+    """Every subject of one cohort (or a subset) under one feature set and label.
+
+    ``x[m]`` is float32 ``[N, *shape]`` with exact zeros where modality ``m`` is absent
+    (never NaN); ``present`` is bool ``[N, M]`` with columns in ``modalities`` order.
+    ``y`` holds class indices ``0..C-1``; ``label_values[c]`` is the manifest value of
+    class ``c`` (sorted order of the values) and ``label_name`` the manifest column.
+    """
+
+    subject_id: np.ndarray
+    y: np.ndarray
+    x: dict[str, np.ndarray]
+    present: np.ndarray
+    modalities: list[str]
+    n_classes: int
+    label_name: str = ""
+    label_values: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.subject_id = np.asarray(self.subject_id, dtype=str)
+        self.y = np.asarray(self.y, dtype=np.int64)
+        self.present = np.asarray(self.present, dtype=bool)
+        self.modalities = list(self.modalities)
+        n, m = len(self.subject_id), len(self.modalities)
+        if self.y.shape != (n,):
+            raise ValueError(f"y has shape {self.y.shape}, expected ({n},)")
+        if self.present.shape != (n, m):
+            raise ValueError(f"present has shape {self.present.shape}, expected ({n}, {m})")
+        if set(self.x) != set(self.modalities):
+            raise ValueError(f"x holds modalities {sorted(self.x)}, expected {self.modalities}")
+        for name in self.modalities:
+            if self.x[name].shape[0] != n:
+                raise ValueError(f"x[{name!r}] has {self.x[name].shape[0]} rows, expected {n}")
+        if n and (self.y.min() < 0 or self.y.max() >= self.n_classes):
+            raise ValueError(f"y must lie in 0..{self.n_classes - 1}")
+
+    def __len__(self) -> int:
+        return len(self.subject_id)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Feature shape of every modality (without the subject axis)."""
+        return {m: tuple(self.x[m].shape[1:]) for m in self.modalities}
+
+    def subset(self, idx) -> BenchData:
+        """The subjects at ``idx`` (integer indices or a boolean mask), in that order."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        return dataclasses.replace(
+            self,
+            subject_id=self.subject_id[idx],
+            y=self.y[idx],
+            x={m: self.x[m][idx] for m in self.modalities},
+            present=self.present[idx],
+            label_values=list(self.label_values),
+        )
+
+    def with_present(self, present: np.ndarray) -> BenchData:
+        """Apply a scenario mask: presence becomes ``self.present & present``.
+
+        Values of modalities that become absent are zeroed, so absent always means zero.
+        """
+        present = np.asarray(present, dtype=bool)
+        if present.shape != self.present.shape:
+            raise ValueError(f"mask has shape {present.shape}, data {self.present.shape}")
+        new = self.present & present
+        x = {}
+        for j, m in enumerate(self.modalities):
+            v = self.x[m]
+            if (self.present[:, j] & ~new[:, j]).any():
+                v = v * new[:, j].reshape(-1, *([1] * (v.ndim - 1))).astype(v.dtype)
+            x[m] = v
+        return dataclasses.replace(self, x=x, present=new, label_values=list(self.label_values))
+
+    def patterns(self) -> list[str]:
+        """Present modalities of each subject joined by ``+`` (``""`` when none is present)."""
+        return ["+".join(m for m, p in zip(self.modalities, row, strict=True) if p)
+                for row in self.present]
+
+
+def store_path(cohort_dir: str | Path, modality: str, encoder: str) -> Path:
+    """Where stage 1 writes the store of ``(modality, encoder)`` for a cohort."""
+    return Path(cohort_dir) / "features" / modality / f"{encoder}.zarr"
+
+
+def _first_difference(a: np.ndarray, b: np.ndarray) -> str:
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} subjects"
+    i = int(np.flatnonzero(a != b)[0])
+    return f"row {i}: {a[i]!r} vs {b[i]!r}"
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label: str
+                     ) -> tuple[BenchData, list[dict]]:
+    """Load the stores of ``feature_set`` and the manifest label ``label``.
+
+    Returns the data and one record ``{"subject_id", "reason"}`` per subject left out:
+    a missing label, or none of this feature set's modalities present. Raises
+    :class:`StoreError` when the stores do not list the same subjects in the same order,
+    or disagree with the manifest.
+    """
+    cohort_dir = Path(cohort_dir)
+    if not feature_set:
+        raise ConfigError("feature set is empty: name at least one modality -> encoder")
+    df, meta = read_manifest(cohort_dir)
+    if label not in df.columns:
+        raise ConfigError(f"label {label!r} is not a manifest column of {cohort_dir} "
+                          f"(labels: {meta.get('labels')})")
+    modalities = list(feature_set)
+    paths = [store_path(cohort_dir, m, feature_set[m]) for m in modalities]
+    feats = [read_features(p) for p in paths]
+
+    ids = feats[0].subject_id
+    for p, f in zip(paths[1:], feats[1:], strict=True):
+        if len(f.subject_id) != len(ids) or (f.subject_id != ids).any():
+            raise StoreError(f"feature stores {paths[0]} and {p} do not list the same subjects "
+                             f"in the same order ({_first_difference(ids, f.subject_id)}); "
+                             "rebuild them from the same manifest")
+    manifest_ids = df[SUBJECT].cast(str).to_list()
+    only_store = sorted(set(ids.tolist()) - set(manifest_ids))
+    only_manifest = sorted(set(manifest_ids) - set(ids.tolist()))
+    if only_store or only_manifest:
+        raise StoreError(f"feature store {paths[0]} and the manifest of {cohort_dir} disagree: "
+                         f"{len(only_store)} subject(s) only in the store {only_store[:5]}, "
+                         f"{len(only_manifest)} only in the manifest {only_manifest[:5]}; "
+                         "the stores are stale: rebuild them")
+
+    labels = dict(zip(manifest_ids, df[label].to_list(), strict=True))
+    present = np.zeros((len(ids), len(modalities)), dtype=bool)
+    for j, f in enumerate(feats):
+        finite = np.isfinite(f.emb.reshape(len(ids), -1)).all(axis=1) if len(ids) else f.present
+        present[:, j] = f.present & finite
+
+    dropped: list[dict] = []
+    keep = np.ones(len(ids), dtype=bool)
+    fs_name = ", ".join(f"{m}: {e}" for m, e in feature_set.items())
+    for i, sid in enumerate(ids.tolist()):
+        if _is_missing(labels[sid]):
+            dropped.append({"subject_id": sid, "reason": f"{LABEL_MISSING} ({label})"})
+            keep[i] = False
+        elif not present[i].any():
+            dropped.append({"subject_id": sid,
+                            "reason": f"no modality of feature set {{{fs_name}}}"})
+            keep[i] = False
+    if dropped:
+        shown = ", ".join(f"{d['subject_id']} ({d['reason']})" for d in dropped[:5])
+        log.warning("%s: %d of %d subject(s) left out of feature set {%s}: %s%s", cohort_dir,
+                    len(dropped), len(ids), fs_name, shown, " ..." if len(dropped) > 5 else "")
+
+    kept = np.flatnonzero(keep)
+    values = [labels[s] for s in ids[kept].tolist()]
+    label_values = sorted(set(values))
+    if len(label_values) < 2:
+        raise ConfigError(f"label {label!r} of {cohort_dir} has {len(label_values)} distinct "
+                          f"value(s) {label_values} among usable subjects; need at least 2")
+    index = {v: c for c, v in enumerate(label_values)}
+    x = {}
+    for j, (m, f) in enumerate(zip(modalities, feats, strict=True)):
+        emb = np.asarray(f.emb[kept], dtype=np.float32)
+        mask = present[kept, j].reshape(-1, *([1] * (emb.ndim - 1)))
+        x[m] = np.where(mask, emb, np.float32(0)).astype(np.float32)
+    data = BenchData(
+        subject_id=ids[kept],
+        y=np.array([index[v] for v in values], dtype=np.int64),
+        x=x,
+        present=present[kept],
+        modalities=modalities,
+        n_classes=len(label_values),
+        label_name=label,
+        label_values=label_values,
+    )
+    log.info("%s: feature set {%s}, %d subjects, %d classes, presence %s", cohort_dir, fs_name,
+             len(data), data.n_classes,
+             {m: int(data.present[:, j].sum()) for j, m in enumerate(modalities)})
+    return data, dropped
+
+
+class Normalizer:
+    """Per-modality feature normalisation, fitted on training subjects only.
+
+    - ``"zscore"``: per feature element (the feature dims flattened), mean and standard
+      deviation over the *present* rows of the data given to :meth:`fit`; the standard
+      deviation is floored at 1e-6 so constant features do not blow up.
+    - ``"l2"``: each feature vector (last axis) scaled to unit L2 norm; nothing to fit.
+    - ``"none"``: identity.
+
+    Absent rows stay exactly zero after :meth:`transform`.
+    """
+
+    MODES = ("zscore", "l2", "none")
+
+    def __init__(self, mode: str = "zscore"):
+        if mode not in self.MODES:
+            raise ConfigError(f"unknown normalisation {mode!r} (known: {list(self.MODES)})")
+        self.mode = mode
+        self.stats: dict[str, dict[str, np.ndarray]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.fitted = False
+
+    def fit(self, data: BenchData) -> Normalizer:
+        self.stats, self.shapes = {}, data.shapes()
+        if self.mode == "zscore":
+            for j, m in enumerate(data.modalities):
+                rows = data.x[m][data.present[:, j]].reshape(int(data.present[:, j].sum()), -1)
+                width = int(np.prod(self.shapes[m], dtype=np.int64))
+                if len(rows) == 0:
+                    log.warning("normaliser: no training subject has %s; its features are "
+                                "left unscaled", m)
+                    mean, std = np.zeros(width), np.ones(width)
+                else:
+                    rows = rows.astype(np.float64)
+                    mean, std = rows.mean(axis=0), np.maximum(rows.std(axis=0), STD_FLOOR)
+                self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+        self.fitted = True
+        return self
+
+    def transform(self, data: BenchData) -> BenchData:
+        if not self.fitted:
+            raise ValueError("Normalizer.transform() called before fit()")
+        missing = [m for m in data.modalities if m not in self.shapes]
+        if missing:
+            raise ConfigError(f"normaliser was fitted without modalities {missing}")
+        x = {}
+        for j, m in enumerate(data.modalities):
+            v = data.x[m]
+            if tuple(v.shape[1:]) != tuple(self.shapes[m]):
+                raise StoreError(f"{m}: features of shape {v.shape[1:]}, the normaliser was "
+                                 f"fitted on {self.shapes[m]}")
+            if self.mode == "zscore":
+                s = self.stats[m]
+                flat = (v.reshape(len(v), -1) - s["mean"]) / s["std"]
+                v = flat.reshape(v.shape)
+            elif self.mode == "l2":
+                norm = np.linalg.norm(v, axis=-1, keepdims=True) if v.ndim > 1 else np.abs(v)
+                v = v / np.maximum(norm, L2_FLOOR)
+            mask = data.present[:, j].reshape(-1, *([1] * (v.ndim - 1)))
+            x[m] = np.where(mask, v, 0).astype(np.float32)
+        return dataclasses.replace(data, x=x, label_values=list(data.label_values))
+
+    def fit_transform(self, data: BenchData) -> BenchData:
+        return self.fit(data).transform(data)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state (plain lists) for saving with a model."""
+        return {
+            "mode": self.mode,
+            "shapes": {m: list(s) for m, s in self.shapes.items()},
+            "stats": {m: {k: v.tolist() for k, v in st.items()} for m, st in self.stats.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Normalizer:
+        norm = cls(state["mode"])
+        norm.shapes = {m: tuple(int(d) for d in s) for m, s in state["shapes"].items()}
+        norm.stats = {m: {k: np.asarray(v, dtype=np.float32) for k, v in st.items()}
+                      for m, st in state.get("stats", {}).items()}
+        norm.fitted = True
+        return norm

@@ -1,0 +1,206 @@
+"""Missingness scenarios as presence masks, one file per (scenario, rate, seed).
+
+A scenario mask is a bool ``[N, M]`` array over every subject of a cohort (all splits);
+a method sees ``natural presence AND mask`` (:meth:`BenchData.with_present`). Masks are
+written once and read by every method, so all methods face the same missing entries.
+
+- ``natural``: the cohort as it is (the mask is the natural presence).
+- ``mcar``: missing completely at random on top of the natural missingness, applied
+  independently per modality to train, val and test alike, keeping at least one
+  modality per subject (MMARE thesis 5.3); rates 0.2 / 0.4 / 0.6 by default (config).
+
+Later scenarios (HAM completeness levels, complete-train / missing-test of BD) are
+functions ``(present, rate, seed) -> mask`` added to :data:`SCENARIOS`.
+
+Subset evaluation (HAM table 2): a trained model is also evaluated on every non-empty
+modality subset of the test set (:func:`modality_subsets`, :func:`subset_mask`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.fsutil import write_parquet
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "subject_id"
+DEFAULT_MCAR_RATES = (0.2, 0.4, 0.6)
+_MCAR_STREAM = 0x3CA4  # own random stream: mask and split draws of one seed are unrelated
+
+
+def _check_present(present: np.ndarray) -> np.ndarray:
+    present = np.asarray(present)
+    if present.ndim != 2 or present.dtype != bool:
+        raise ValueError(f"presence must be a bool [N, M] array, got {present.dtype} "
+                         f"{present.shape}")
+    return present
+
+
+def _mcar_at(present: np.ndarray, u: np.ndarray, p: float) -> tuple[np.ndarray, int]:
+    """Drop present entries with ``u < p``; a subject left with nothing gets back its
+    dropped entry with the largest ``u``. Returns the mask and the number removed."""
+    mask = present & (u >= p)
+    emptied = np.flatnonzero(present.any(axis=1) & ~mask.any(axis=1))
+    if len(emptied):
+        cols = np.argmax(np.where(present[emptied], u[emptied], -1.0), axis=1)
+        mask[emptied, cols] = True
+    return mask, int(present.sum() - mask.sum())
+
+
+def max_mcar_rate(present: np.ndarray) -> float:
+    """Largest share of present entries MCAR can remove while keeping one per subject."""
+    k = _check_present(present).sum(axis=1)
+    return float((k[k > 0] - 1).sum() / k.sum()) if k.sum() else 0.0
+
+
+def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = True
+              ) -> np.ndarray:
+    """Drop present entries completely at random, never emptying a subject.
+
+    One uniform draw ``u`` per (subject, modality) entry: a present entry is dropped when
+    ``u < p``, independently of every other entry and of the data; a subject left with
+    nothing gets back its dropped entry with the largest ``u`` (uniformly one of its
+    dropped modalities). A modality a subject does not have is never added, and only
+    present entries count in the rate.
+
+    The restores would make the share removed fall short of ``rate`` if ``p = rate``
+    (``calibrate=False``). With ``calibrate=True`` (default) the threshold ``p`` is
+    calibrated on this seed's draws: the mask only shrinks as ``p`` grows, and each step
+    of ``p`` past one ``u`` removes one entry or none (when it empties a subject the
+    restore puts that very entry back), so a bisection on ``p`` makes the realised share
+    of removed present entries equal ``rate`` to within one entry. Rates above
+    :func:`max_mcar_rate` cannot be met (single-modality subjects lose nothing): all
+    subjects then keep exactly one modality and a warning gives the realised rate.
+
+    Masks of one seed are nested: a higher rate removes a superset of the entries a
+    lower rate removes.
+    """
+    present = _check_present(present)
+    if not 0 <= rate < 1:
+        raise ConfigError(f"MCAR rate must be in [0, 1), got {rate}")
+    u = np.random.default_rng([_MCAR_STREAM, int(seed)]).random(present.shape)
+    n_present = int(present.sum())
+    if not calibrate or n_present == 0 or rate == 0:
+        p = float(rate)
+    else:
+        target = rate * n_present
+        lo, hi = 0.0, 1.0 + 1e-12
+        if _mcar_at(present, u, hi)[1] < target:
+            log.warning("MCAR rate %.3f is not reachable while keeping one modality per "
+                        "subject; at most %.3f of the present entries can be removed", rate,
+                        max_mcar_rate(present))
+            lo = hi
+        while hi - lo > 1e-12:  # share(lo) < target <= share(hi)
+            mid = (lo + hi) / 2
+            if _mcar_at(present, u, mid)[1] < target:
+                lo = mid
+            else:
+                hi = mid
+        below, above = _mcar_at(present, u, lo)[1], _mcar_at(present, u, hi)[1]
+        p = lo if target - below < above - target else hi
+    mask, removed = _mcar_at(present, u, p)
+    log.info("MCAR rate %.2f seed %d: threshold %.4f, %.4f of %d present entries removed",
+             rate, seed, p, removed / max(n_present, 1), n_present)
+    return mask
+
+
+def natural_mask(present: np.ndarray, rate: float = 0.0, seed: int = 0) -> np.ndarray:
+    """The natural availability, unchanged (``rate`` and ``seed`` are ignored)."""
+    return _check_present(present).copy()
+
+
+# scenario name -> (present, rate, seed) -> mask; HAM completeness and BD go here later
+SCENARIOS: dict[str, Callable[[np.ndarray, float, int], np.ndarray]] = {
+    "natural": natural_mask,
+    "mcar": mcar_mask,
+}
+
+
+def scenario_mask(present: np.ndarray, scenario: str, rate: float, seed: int) -> np.ndarray:
+    """The presence mask of ``scenario`` at ``rate`` for ``seed`` (a subset of ``present``)."""
+    try:
+        fn = SCENARIOS[scenario]
+    except KeyError:
+        raise ConfigError(f"unknown missingness scenario {scenario!r} "
+                          f"(known: {sorted(SCENARIOS)})") from None
+    mask = fn(_check_present(present), rate, seed)
+    assert not (mask & ~present).any(), "a scenario must never add a modality"
+    return mask
+
+
+def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset, by size then in ``modalities`` order (HAM table 2)."""
+    mods = list(modalities)
+    return [c for k in range(1, len(mods) + 1) for c in itertools.combinations(mods, k)]
+
+
+def subset_mask(present: np.ndarray, modalities: Sequence[str], subset: Sequence[str]
+                ) -> np.ndarray:
+    """``present`` restricted to the modalities of ``subset``."""
+    present = _check_present(present)
+    mods = list(modalities)
+    unknown = [m for m in subset if m not in mods]
+    if unknown:
+        raise ConfigError(f"subset names unknown modalities {unknown} (known: {mods})")
+    keep = np.array([m in set(subset) for m in mods], dtype=bool)
+    return present & keep[None, :]
+
+
+def align_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequence[str],
+               to_subjects: Sequence[str], to_modalities: Sequence[str]) -> np.ndarray:
+    """Rows and columns of a cohort-wide mask for the subjects and modalities of some data."""
+    ids = [str(s) for s in subject_ids]
+    row = {s: i for i, s in enumerate(ids)}
+    col = {m: j for j, m in enumerate(modalities)}
+    missing = [s for s in to_subjects if str(s) not in row]
+    if missing:
+        raise InputError(f"mask lacks {len(missing)} subject(s) {missing[:5]}; the mask file "
+                         "is from another build of the cohort: rebuild it")
+    lacking = [m for m in to_modalities if m not in col]
+    if lacking:
+        raise ConfigError(f"mask lacks modalities {lacking} (has {list(modalities)})")
+    rows = np.array([row[str(s)] for s in to_subjects], dtype=np.int64)
+    cols = np.array([col[m] for m in to_modalities], dtype=np.int64)
+    return np.asarray(mask, dtype=bool)[np.ix_(rows, cols)]
+
+
+def write_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequence[str],
+               path: str | Path) -> Path:
+    """Write ``subject_id`` plus one bool column per modality, atomically."""
+    mask = _check_present(mask)
+    mods = list(modalities)
+    if SUBJECT in mods or len(set(mods)) != len(mods):
+        raise ConfigError(f"modality names must be unique and not {SUBJECT!r}: {mods}")
+    if mask.shape != (len(subject_ids), len(mods)):
+        raise ValueError(f"mask has shape {mask.shape}, expected "
+                         f"({len(subject_ids)}, {len(mods)})")
+    df = pl.DataFrame({SUBJECT: [str(s) for s in subject_ids],
+                       **{m: mask[:, j] for j, m in enumerate(mods)}},
+                      schema={SUBJECT: pl.Utf8, **{m: pl.Boolean for m in mods}})
+    return write_parquet(df, path)
+
+
+def read_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(subject_ids, mask [N, M], modalities)`` of a mask file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("missingness mask not found; build it first (the mask rule)", path=path)
+    df = pl.read_parquet(path)
+    if SUBJECT not in df.columns:
+        raise InputError(f"mask file has no {SUBJECT!r} column", path=path)
+    mods = [c for c in df.columns if c != SUBJECT]
+    bad = [m for m in mods if df[m].dtype != pl.Boolean or df[m].null_count()]
+    if bad:
+        raise InputError(f"mask columns {bad} are not non-null booleans", path=path)
+    ids = np.asarray(df[SUBJECT].to_list(), dtype=str)
+    mask = (np.column_stack([df[m].to_numpy() for m in mods]).astype(bool) if mods
+            else np.zeros((df.height, 0), dtype=bool))
+    return ids, mask, mods

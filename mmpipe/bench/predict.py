@@ -1,0 +1,81 @@
+"""Score new subjects with a trained run (``mmpipe predict``).
+
+A run's ``model.pt`` holds the method's config and weights, the modalities and
+feature shapes it was trained on, and the training split's normalisation. New
+subjects come as feature stores of any subset of those modalities; a modality
+without a store counts as absent for everyone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from mmpipe.bench.data import BenchData, Normalizer
+from mmpipe.bench.trainer import predict_proba
+from mmpipe.errors import ConfigError, StoreError
+from mmpipe.store import read_features
+
+
+def load_run(run_dir: str | Path):
+    """(method ready for inference, the saved bundle) of a run directory."""
+    from mmpipe.bench.run import build_method
+
+    bundle = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=False)
+    shapes = {m: tuple(s) for m, s in bundle["shapes"].items()}
+    template = BenchData(subject_id=np.array([], dtype=str), y=np.zeros(0, dtype=np.int64),
+                         x={m: np.zeros((0, *shapes[m]), np.float32) for m in bundle["modalities"]},
+                         present=np.zeros((0, len(shapes)), bool),
+                         modalities=list(bundle["modalities"]), n_classes=bundle["n_classes"])
+    method = build_method(bundle["method"], template)
+    if bundle.get("sklearn") is not None:
+        method.load_state_dict(bundle["sklearn"])
+    else:
+        method.load_state_dict(bundle["state"])
+        method.eval()
+    return method, bundle
+
+
+def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
+                   device: str = "cpu") -> pl.DataFrame:
+    """Scores of every subject found in ``stores`` (modality -> store path)."""
+    method, bundle = load_run(run_dir)
+    modalities = list(bundle["modalities"])
+    unknown = sorted(set(stores) - set(modalities))
+    if unknown:
+        raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
+    feats = {m: read_features(p) for m, p in stores.items()}
+    ids = None
+    for m, f in feats.items():
+        if ids is None:
+            ids = f.subject_id
+        elif f.subject_id.tolist() != ids.tolist():
+            raise StoreError(f"stores disagree on their subjects ({m}); give stores of one cohort")
+    n = len(ids)
+    x, present = {}, np.zeros((n, len(modalities)), bool)
+    for j, m in enumerate(modalities):
+        shape = tuple(bundle["shapes"][m])
+        if m in feats:
+            if feats[m].emb.shape[1:] != shape:
+                raise StoreError(f"{m}: features of shape {feats[m].emb.shape[1:]}, the run "
+                                 f"expects {shape}")
+            present[:, j] = feats[m].present
+            x[m] = np.where(feats[m].present.reshape(-1, *[1] * len(shape)),
+                            np.nan_to_num(feats[m].emb), 0).astype(np.float32)
+        else:
+            x[m] = np.zeros((n, *shape), np.float32)
+    data = BenchData(subject_id=ids, y=np.zeros(n, dtype=np.int64), x=x, present=present,
+                     modalities=modalities, n_classes=bundle["n_classes"])
+    data = Normalizer.from_state(bundle["normalizer"]).transform(data)
+    proba = np.full((n, bundle["n_classes"]), np.nan, dtype=np.float32)
+    keep = np.flatnonzero(present.any(axis=1))
+    if len(keep):
+        proba[keep] = predict_proba(method, data.subset(keep), device)
+    out = {"subject_id": ids.tolist(), "pattern": data.patterns(),
+           "no_input": (~present.any(axis=1)).tolist()}
+    for c in range(bundle["n_classes"]):
+        out[f"score_{c}"] = proba[:, c].tolist()
+    return pl.DataFrame(out)

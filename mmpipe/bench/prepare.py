@@ -1,0 +1,50 @@
+"""The files every method of a cohort shares: one split per seed, one mask per
+(scenario, rate, seed). Built from the manifest, so they exist before any method runs
+and do not change when a method or an encoder does."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mmpipe.bench.missingness import scenario_mask, write_mask
+from mmpipe.bench.splits import stratified_split, write_split
+from mmpipe.cohorts.manifest import modality_presence, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(manifest, subject_id + one bool column per modality, modality names)."""
+    manifest, meta = read_manifest(cohort_dir)
+    return manifest, modality_presence(manifest, meta), list(meta["modalities"])
+
+
+def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str | Path) -> pl.DataFrame:
+    """Patient-level stratified split of the subjects that have ``label``."""
+    manifest, presence, modalities = _presence(Path(cohort_dir))
+    has_label = manifest[label].is_not_null().to_numpy()
+    if not has_label.all():
+        log.warning("%d subjects without %r are left out of the split",
+                    int((~has_label).sum()), label)
+    labelled = manifest.filter(has_label)
+    patterns = ["+".join(m for m, p in zip(modalities, row, strict=True) if p)
+                for row in presence.filter(has_label).select(modalities).iter_rows()]
+    split = stratified_split(labelled["subject_id"].to_list(), labelled[label].to_numpy(),
+                             patterns, seed, ratios=tuple(ratios))
+    write_split(split, out)
+    return split
+
+
+def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
+              out: str | Path) -> np.ndarray:
+    """The scenario's presence mask over every cohort modality (natural availability
+    AND the scenario's removals); stage-2 runs AND it with their stores' presence."""
+    _, presence, modalities = _presence(Path(cohort_dir))
+    present = presence.select(modalities).to_numpy().astype(bool)
+    mask = scenario_mask(present, scenario, rate, seed)
+    write_mask(presence["subject_id"].to_list(), mask, modalities, out)
+    return mask

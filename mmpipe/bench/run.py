@@ -1,0 +1,158 @@
+"""One benchmark run: a method on a feature set, under a missingness scenario, for a seed.
+
+Everything a run needs comes from files shared by all methods (the feature stores,
+the split of this seed, the mask of this scenario, rate and seed), so every method
+is compared on the same subjects and the same missing entries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
+from mmpipe.bench.metrics import classification_metrics
+from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
+from mmpipe.bench.splits import read_split
+from mmpipe.bench.trainer import TRAIN_DEFAULTS, fit, predict_proba
+from mmpipe.fsutil import atomic_dir
+from mmpipe.methods import method_class
+from mmpipe.methods.base import TRAINER_KEYS
+
+log = logging.getLogger(__name__)
+
+
+def _apply_mask(data: BenchData, mask_path: Path) -> BenchData:
+    ids, mask, modalities = read_mask(mask_path)
+    order = {s: i for i, s in enumerate(ids)}
+    rows = np.array([order[s] for s in data.subject_id])
+    cols = [modalities.index(m) for m in data.modalities]
+    return data.with_present(data.present & mask[np.ix_(rows, cols)])
+
+
+def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
+    split = read_split(split_path)
+    where = dict(zip(split["subject_id"], split["split"], strict=True))
+    missing = [s for s in data.subject_id if s not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} subjects have features but no split in {split_path} "
+                         f"(e.g. {missing[:3]}): rebuild the split")
+    labels = np.array([where[s] for s in data.subject_id])
+    return {name: np.flatnonzero(labels == name) for name in ("train", "val", "test")}
+
+
+def build_method(method_cfg: dict[str, Any], data: BenchData):
+    cls = method_class(method_cfg["type"])
+    hparams = {k: v for k, v in method_cfg.items() if k != "type"}
+    return cls(data.modalities, data.shapes(), data.n_classes, **hparams)
+
+
+def _train_cfg(method) -> dict[str, Any]:
+    hp = getattr(method, "hparams", {})
+    return {k: hp[k] for k in TRAINER_KEYS if k in hp}
+
+
+def _predictions(data: BenchData, proba: np.ndarray, split: str, evaluation: str,
+                 no_input: np.ndarray) -> pl.DataFrame:
+    cols = {"subject_id": data.subject_id.tolist(), "split": [split] * len(data.y),
+            "label": data.y.tolist()}
+    for c in range(proba.shape[1]):
+        cols[f"score_{c}"] = proba[:, c].astype(float).tolist()
+    cols["predicted"] = proba.argmax(1).tolist() if len(proba) else []
+    cols["pattern"] = data.patterns()
+    cols["evaluation"] = [evaluation] * len(data.y)
+    cols["no_input"] = no_input.tolist()
+    return pl.DataFrame(cols)
+
+
+def _score(method, data: BenchData, prior: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities; subjects left without any input get the training prior (flagged)."""
+    no_input = ~data.present.any(axis=1)
+    proba = np.tile(prior, (len(data.y), 1)).astype(np.float32)
+    keep = np.flatnonzero(~no_input)
+    if len(keep):
+        proba[keep] = predict_proba(method, data.subset(keep), device)
+    return proba, no_input
+
+
+def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: str,
+                   method_cfg: dict[str, Any], split_path: str | Path, mask_path: str | Path,
+                   out_dir: str | Path, *, seed: int, meta: dict[str, Any],
+                   normalize: str = "zscore", evaluate_subsets: bool = True,
+                   device: str = "cpu") -> dict[str, Any]:
+    """Train and evaluate one run; writes metrics.json, predictions.parquet, train.log,
+    model.pt into ``out_dir`` atomically and returns the metrics."""
+    data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
+    data = _apply_mask(data, Path(mask_path))
+    idx = _split_indices(data, Path(split_path))
+    train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
+    notes = [f"{len(dropped)} subjects dropped before splitting: "
+             f"{sorted({d['reason'] for d in dropped})}"] if dropped else []
+    # subjects the scenario left without any modality of this feature set cannot be trained
+    # on; at test time they get the training prior, flagged in the predictions
+    train = train.subset(np.flatnonzero(train.present.any(axis=1)))
+    val_keep = np.flatnonzero(val.present.any(axis=1))
+    normalizer = Normalizer(normalize).fit(train)
+    train, val, test = (normalizer.transform(d) for d in (train, val.subset(val_keep), test))
+    torch.manual_seed(seed)
+    method = build_method(method_cfg, data)
+    prior = np.bincount(train.y, minlength=data.n_classes) / max(len(train.y), 1)
+    with atomic_dir(out_dir) as tmp:
+        result = fit(method, train, val, {**TRAIN_DEFAULTS, **_train_cfg(method)}, seed,
+                     device, tmp / "train.log")
+        start = time.perf_counter()
+        frames, metrics = [], {}
+        for name, part in (("val", val), ("test", test)):
+            proba, no_input = _score(method, part, prior, device)
+            metrics[name] = classification_metrics(part.y, proba)
+            frames.append(_predictions(part, proba, name, "scenario", no_input))
+        subsets = []
+        if evaluate_subsets and len(data.modalities) > 1:
+            for subset in modality_subsets(data.modalities):
+                part = test.with_present(subset_mask(test.present, data.modalities, subset))
+                keep = np.flatnonzero(part.present.any(axis=1))
+                if not len(keep):
+                    continue
+                part = part.subset(keep)
+                proba, no_input = _score(method, part, prior, device)
+                subsets.append({"modalities": list(subset),
+                                **classification_metrics(part.y, proba)})
+                frames.append(_predictions(part, proba, "test", "+".join(subset), no_input))
+        n_no_input = int((~test.present.any(axis=1)).sum())
+        if n_no_input:
+            notes.append(f"{n_no_input} test subjects had no modality left under this scenario "
+                         "and were scored with the training prior")
+        out = {
+            **meta, "seed": seed, "method_type": method_cfg["type"], "test": metrics["test"],
+            "val": metrics["val"], "subsets": subsets,
+            "trainable_parameters": int(method.trainable_parameters()),
+            "training_seconds": round(result.seconds, 3),
+            "evaluation_seconds": round(time.perf_counter() - start, 3),
+            "epochs": result.epochs, "best_epoch": result.best_epoch,
+            "hparams": {**getattr(method, "hparams", {})}, "feature_set": meta.get("feature_set"),
+            "encoders": feature_set, "normalize": normalize, "device": str(device),
+            "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
+        }
+        pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / "predictions.parquet")
+        (tmp / "metrics.json").write_text(json.dumps(out, indent=2, default=float))
+        torch.save({"method": method_cfg, "state": method.state_dict()
+                    if hasattr(method, "parameters") else None,
+                    "sklearn": method.state_dict() if getattr(method, "kind", "") == "sklearn"
+                    else None,
+                    "modalities": data.modalities, "shapes": data.shapes(),
+                    "n_classes": data.n_classes, "label": label,
+                    "label_values": list(getattr(data, "label_values", [])),
+                    "normalizer": normalizer.state_dict(), "feature_set": feature_set,
+                    "meta": meta}, tmp / "model.pt")
+    log.info("%s on %s (%s %.1f, seed %d): test balanced accuracy %.3f, AUC %.3f",
+             method_cfg["type"], meta.get("feature_set"), meta.get("scenario"),
+             meta.get("rate", 0.0), seed, metrics["test"]["balanced_accuracy"],
+             metrics["test"]["auc"])
+    return out

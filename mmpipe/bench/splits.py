@@ -1,0 +1,168 @@
+"""Patient-level stratified train/val/test splits, one file per cohort and seed.
+
+Every method of a cohort reads the same split file for a given seed, so methods are
+compared on identical subjects. The split is done once per patient (``subject_id`` is
+unique: a duplicate raises rather than risking the same patient on both sides).
+
+Hierarchical stratification (MMARE thesis): the finest stratum is
+label x modality pattern (e.g. ``1 | ct+wsi``), so every split sees the same mix of
+labels *and* of missingness patterns. A stratum too small to put at least one subject
+in every split falls back to label-only: all the small strata of one label are merged
+into one stratum ``label | *`` which is then split the same way (it may itself be
+small: label is the coarsest key, its members are then placed by rounding alone).
+"Too small" means fewer than ``min_per_stratum`` subjects, by default
+``ceil(1 / min(positive ratio))`` (10 for 6:1:3): the smallest size whose proportional
+share of the smallest split is at least one.
+
+Counts follow the ratios as closely as possible overall: the per-split totals are the
+largest-remainder rounding of ``N * ratios``; each stratum gets the floor of its
+proportional share, and the leftover subjects go to the (stratum, split) pairs with the
+largest fractional remainders until every split reaches its total. Ties and the
+members of each stratum are ordered by a ``numpy`` Generator seeded with ``seed``, so a
+split is a pure function of (subjects, labels, patterns, seed, ratios): the same seed
+gives the same file, another seed another split, and the input order does not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.fsutil import write_parquet
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DEFAULT_RATIOS = (0.6, 0.1, 0.3)
+FALLBACK = "*"
+_EPS = 1e-9
+_STREAM = 0x5B117  # own random stream: split and mask draws of one seed are unrelated
+
+
+def _check_ratios(ratios: Sequence[float]) -> np.ndarray:
+    r = np.asarray(ratios, dtype=float)
+    if r.shape != (3,) or (r < 0).any() or not math.isclose(r.sum(), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"split ratios must be three non-negative numbers (train, val, test) "
+                          f"summing to 1, got {list(ratios)}")
+    if r[0] <= 0 or r[2] <= 0:
+        raise ConfigError(f"split ratios {list(ratios)}: train and test need a positive share")
+    return r / r.sum()
+
+
+def _largest_remainder(total: int, ratios: np.ndarray) -> np.ndarray:
+    quota = total * ratios
+    counts = np.floor(quota + _EPS).astype(np.int64)
+    order = np.argsort(-(quota - counts), kind="stable")
+    counts[order[: max(total - int(counts.sum()), 0)]] += 1
+    return counts
+
+
+def _strata(y: list[str], patterns: list[str], threshold: int) -> list[str]:
+    """Stratum key per subject: ``label|pattern``, or ``label|*`` where that is too small."""
+    fine = [f"{lab}|{pat}" for lab, pat in zip(y, patterns, strict=True)]
+    size = Counter(fine)
+    keys = [k if size[k] >= threshold else f"{lab}|{FALLBACK}"
+            for k, lab in zip(fine, y, strict=True)]
+    merged = sorted({k for k in fine if size[k] < threshold})
+    if merged:
+        log.info("split: %d label x pattern stratum/strata smaller than %d fall back to "
+                 "label-only strata: %s", len(merged), threshold,
+                 ", ".join(f"{k} ({size[k]})" for k in merged))
+    return keys
+
+
+def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str], seed: int,
+                     ratios: Sequence[float] = DEFAULT_RATIOS,
+                     min_per_stratum: int | None = None) -> pl.DataFrame:
+    """Assign every subject to ``train``, ``val`` or ``test`` (see the module docstring).
+
+    Returns ``subject_id, split`` in the order of ``subject_ids``.
+    """
+    ids = [str(s) for s in subject_ids]
+    labels = [str(v) for v in np.asarray(y).tolist()]
+    pats = [str(p) for p in patterns]
+    if not (len(ids) == len(labels) == len(pats)):
+        raise ValueError(f"subject_ids, y and patterns differ in length "
+                         f"({len(ids)}, {len(labels)}, {len(pats)})")
+    dup = sorted(s for s, n in Counter(ids).items() if n > 1)
+    if dup:
+        raise InputError(f"duplicate subject_id(s) {dup[:10]}: splits are patient-level, "
+                         "each patient must appear once")
+    r = _check_ratios(ratios)
+    threshold = (int(min_per_stratum) if min_per_stratum is not None
+                 else math.ceil(1 / r[r > 0].min() - 1e-9))
+    keys = _strata(labels, pats, threshold)
+
+    rng = np.random.default_rng([_STREAM, int(seed)])
+    members: dict[str, list[int]] = defaultdict(list)
+    for i in sorted(range(len(ids)), key=lambda i: ids[i]):  # input order does not matter
+        members[keys[i]].append(i)
+    names = sorted(members)
+    sizes = np.array([len(members[k]) for k in names], dtype=np.int64)
+
+    # per-split totals, then per-stratum floors plus leftovers by largest remainder
+    totals = _largest_remainder(len(ids), r)
+    quota = sizes[:, None] * r[None, :]
+    base = np.floor(quota + _EPS).astype(np.int64)
+    alloc = base.copy()
+    need = totals - alloc.sum(axis=0)
+    left = sizes - alloc.sum(axis=1)
+    jitter = rng.random(quota.shape) * 1e-6  # seeded tie-break between equal remainders
+    score = quota - base + jitter
+    pairs = sorted(((s, k) for s in range(len(names)) for k in range(3) if r[k] > 0),
+                   key=lambda sk: -score[sk])
+    for s, k in pairs:  # at most one extra subject per (stratum, split) ...
+        if left[s] and need[k] and alloc[s, k] == base[s, k]:
+            alloc[s, k] += 1
+            left[s] -= 1
+            need[k] -= 1
+    for s, k in pairs:  # ... unless the totals cannot be met otherwise
+        while left[s] and need[k]:
+            alloc[s, k] += 1
+            left[s] -= 1
+            need[k] -= 1
+    assert not left.any() and not need.any()
+
+    split = np.empty(len(ids), dtype=object)
+    for s, key in enumerate(names):
+        idx = np.asarray(members[key])[rng.permutation(sizes[s])]
+        bounds = np.cumsum(alloc[s])
+        for k, part in enumerate(np.split(idx, bounds[:-1])):
+            split[part] = SPLITS[k]
+    counts = {name: int((split == name).sum()) for name in SPLITS}
+    log.info("split seed %d: %s over %d strata", seed, counts, len(names))
+    return pl.DataFrame({"subject_id": ids, "split": split.tolist()},
+                        schema={"subject_id": pl.Utf8, "split": pl.Utf8})
+
+
+def write_split(df: pl.DataFrame, path: str | Path) -> Path:
+    """Write a split atomically (``subject_id, split``)."""
+    _check_split_frame(df, path)
+    return write_parquet(df.select("subject_id", "split"), path)
+
+
+def read_split(path: str | Path) -> pl.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("split file not found; build it first (the split rule)", path=path)
+    df = pl.read_parquet(path)
+    _check_split_frame(df, path)
+    return df
+
+
+def _check_split_frame(df: pl.DataFrame, path: str | Path) -> None:
+    if not {"subject_id", "split"} <= set(df.columns):
+        raise InputError(f"split table needs columns subject_id and split, has {df.columns}",
+                         path=path)
+    bad = sorted(set(df["split"].to_list()) - set(SPLITS))
+    if bad:
+        raise InputError(f"unknown split name(s) {bad} (known: {list(SPLITS)})", path=path)
+    if df["subject_id"].n_unique() != df.height:
+        raise InputError("split table lists a subject twice", path=path)

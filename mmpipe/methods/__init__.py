@@ -1,0 +1,32 @@
+"""Method registry: a config's ``type`` → the class implementing it.
+
+Classes are imported on first use, so a method's optional dependencies are only
+needed when it runs.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from mmpipe.errors import ConfigError
+
+METHODS: dict[str, str] = {
+    "mmare": "mmpipe.methods.mmare:MMARE",
+    "hypermm": "mmpipe.methods.hypermm:HyperMM",
+    "hypermm_e2e": "mmpipe.methods.hypermm:HyperMMEndToEnd",
+    "deepsets": "mmpipe.methods.baselines:DeepSets",
+    "concat_zero": "mmpipe.methods.baselines:ZeroFillConcat",
+    "standard": "mmpipe.methods.baselines:CompleteCaseStandard",
+    "late_fusion": "mmpipe.methods.baselines:LateFusion",
+    "single": "mmpipe.methods.baselines:SingleModality",
+    "hgb": "mmpipe.methods.hgb:HistGradientBoosting",
+}
+
+
+def method_class(type_name: str):
+    try:
+        target = METHODS[type_name]
+    except KeyError:
+        raise ConfigError(f"unknown method type {type_name!r} (known: {sorted(METHODS)})") from None
+    module, cls = target.split(":")
+    return getattr(import_module(module), cls)

@@ -1,0 +1,100 @@
+"""The contract every fusion method follows, so one trainer serves them all.
+
+A method sees a batch as a dict ``x`` of per-modality tensors (``[B, *shape]``, zeros
+where a modality is absent) and a boolean presence mask ``present`` ``[B, M]`` in the
+order of ``self.modalities``. It must never let an absent modality's values reach its
+output (tests change them and compare). Training is a list of phases (HyperMM trains
+φ then ρ); each phase has its own optimiser and early stopping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class Phase:
+    """One stage of training: which parameters move, with what optimiser settings.
+
+    ``loss`` defaults to the method's :meth:`FusionMethod.loss`. ``monitor`` is the
+    validation quantity early stopping watches (``balanced_accuracy`` maximised, or
+    ``loss`` minimised, e.g. for a reconstruction pre-training phase).
+    """
+
+    name: str
+    parameters: Callable[[], Iterable[nn.Parameter]]
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    max_epochs: int = 200
+    patience: int = 25
+    optimizer: str = "adam"  # adam | adamw | rmsprop | sgd
+    monitor: str = "balanced_accuracy"
+    loss: Callable[..., torch.Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FusionMethod(nn.Module):
+    """Base class of the neural methods.
+
+    Subclasses set ``name`` and ``defaults`` (their paper's hyper-parameters), build
+    their layers in ``__init__`` and implement :meth:`forward`.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    # True for methods whose output must not depend on the order of the present
+    # modalities (mean pooling, DeepSets, ...): the tests check it
+    permutation_invariant: ClassVar[bool] = False
+    # "complete": trains only on subjects with every modality (the Standard baseline)
+    train_subset: ClassVar[str] = "all"
+
+    def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
+                 **hparams: Any):
+        super().__init__()
+        unknown = set(hparams) - set(self.defaults) - set(TRAINER_KEYS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown hyper-parameters {sorted(unknown)} "
+                             f"(known: {sorted(self.defaults)})")
+        self.modalities = list(modalities)
+        self.shapes = {m: tuple(shapes[m]) for m in self.modalities}
+        self.n_classes = int(n_classes)
+        # trainer settings given in the method's config ride along with its own
+        self.hparams = {**self.defaults, **hparams}
+
+    def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, x: dict[str, torch.Tensor], present: torch.Tensor, y: torch.Tensor,
+             class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of a training batch; cross-entropy by default."""
+        logits = self(x, present)
+        return F.cross_entropy(logits, y, weight=class_weight), logits
+
+    def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
+        """One phase over every parameter, with the trainer settings of the config."""
+        return [Phase("train", self.parameters, **phase_settings(train_cfg))]
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+# trainer settings a method's config may carry beside its own hyper-parameters
+TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "batch_size",
+                "sampler", "class_weights", "noise_p", "noise_std")
+
+
+def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:
+    keys = ("lr", "weight_decay", "max_epochs", "patience", "optimizer")
+    return {k: train_cfg[k] for k in keys if k in train_cfg}
+
+
+def masked_mean(stack: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean over the modality axis of ``stack`` [B, M, D] using only present entries."""
+    w = present.to(stack.dtype).unsqueeze(-1)
+    return (stack * w).sum(1) / w.sum(1).clamp_min(1.0)

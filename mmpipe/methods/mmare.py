@@ -1,0 +1,192 @@
+"""MMARE: missing-aware conditioning and pairwise fusion of per-modality embeddings.
+
+Follows the MMARE thesis (Pedro, ch. 4.2) as specified in the project issue:
+
+1. **Adapters** (4.2): each modality's vector ``[D_m]`` is mapped to the shared width
+   ``D`` (512) by Linear+ReLU; a modality already of width ``D`` passes unchanged.
+2. **Missing-aware conditioning** (4.2): from the binary missingness vector ``m``
+   (``[M]``, 1 = modality missing) two linear maps give ``γ = s·g(m)`` and
+   ``β = s·h(m)`` (``s = 0.05``), and each *present* modality's embedding becomes
+   ``LN(e + γ⊙e + β)``. Absent modalities are never adapted nor conditioned: their
+   rows are not even passed through the adapters.
+3. **Pairwise fusion** (4.2): ``h`` starts as the first present embedding and folds in
+   the next present one with ``h ← LN(h + MLP(h ⊕ e_next))``; one MLP (2D→D→D, ReLU,
+   Kaiming init) shared by every step. The order of the present modalities is shuffled
+   per sample in training and fixed (``self.modalities`` order) in evaluation.
+4. **Head**: Linear(D,256)-ReLU-Dropout(0.3)-Linear(256,128)-ReLU-Dropout(0.3)-Linear(128,C)
+   (the spec's "head 256→128→C" read as hidden widths after the D-wide fused vector).
+
+Ablations of thesis 5.5: ``conditioning: true|false`` × ``fusion: pairwise|mean``
+(``mean`` = masked mean of the (conditioned) embeddings of the present modalities;
+``conditioning: false`` uses the adapter outputs as they are, no γ/β and no LN).
+
+Inputs must be vector features: a modality of shape ``[*s]`` is flattened to
+``[prod(s)]`` (e.g. a ``(1, 512)`` embedding is read as 512-d). Block features such as
+VGG11's (512, 7, 7) would become 25 088-d vectors: use pooled features for MMARE.
+
+A subject with no present modality gets ``h = 0`` and therefore the head's constant
+output (the trainer flags such rows as ``no_input``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mmpipe.methods.base import FusionMethod, masked_mean
+
+
+def _flat_dim(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape)) if shape else 1
+
+
+def mlp_head(d_in: int, hidden: list[int], n_out: int, dropout: float) -> nn.Sequential:
+    """Linear-ReLU-Dropout blocks through ``hidden`` widths, then a Linear to ``n_out``."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(d_in, width), nn.ReLU(), nn.Dropout(dropout)]
+        d_in = width
+    layers.append(nn.Linear(d_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class PairwiseFusion(nn.Module):
+    """``h ← LN(h + MLP(h ⊕ e))`` over the present modalities in a per-sample order (4.2)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.norm = nn.LayerNorm(dim)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):  # Kaiming init of the fusion MLP (4.2)
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, emb: torch.Tensor, order: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Fuse ``emb`` [B, M, D] in ``order`` [B, M] (present first); ``count`` [B] present."""
+        seq = emb.gather(1, order.unsqueeze(-1).expand_as(emb))
+        h = seq[:, 0]
+        for step in range(1, seq.shape[1]):
+            active = (count > step).unsqueeze(-1)
+            if not bool(active.any()):
+                break
+            h_next = self.norm(h + self.mlp(torch.cat([h, seq[:, step]], dim=-1)))
+            h = torch.where(active, h_next, h)  # samples with fewer modalities keep h
+        return h
+
+
+class MMARE(FusionMethod):
+    name = "mmare"
+    defaults: ClassVar[dict[str, Any]] = {
+        "dim": 512,                 # shared width D (4.2)
+        "conditioning": True,       # missing-aware conditioning on/off (ablation 5.5)
+        "fusion": "pairwise",       # pairwise | mean (ablation 5.5)
+        "cond_scale": 0.05,         # γ, β scale (4.2)
+        "shuffle_order": True,      # shuffle present-modality order in training (4.2)
+        "head": [256, 128],         # head hidden widths (4.2)
+        "dropout": 0.3,             # head dropout (4.2)
+        # trainer settings of the thesis (4.3): read by the trainer from hparams
+        "lr": 1e-4,
+        "weight_decay": 1e-4,
+        "optimizer": "adam",
+        "batch_size": 64,
+        "max_epochs": 200,
+        "patience": 25,             # early stopping on validation balanced accuracy
+        "sampler": "weighted",      # weighted | oversample
+        "noise_p": 0.3,             # Gaussian noise augmentation probability (4.3)
+        "noise_std": 0.1,           # not given by the thesis; the trainer's default
+    }
+
+    def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
+                 **hparams: Any):
+        super().__init__(modalities, shapes, n_classes, **hparams)
+        hp = self.hparams
+        if hp["fusion"] not in ("pairwise", "mean"):
+            raise ValueError(f"mmare: fusion must be 'pairwise' or 'mean', got {hp['fusion']!r}")
+        if hp["sampler"] not in ("weighted", "oversample", "none"):
+            raise ValueError(f"mmare: unknown sampler {hp['sampler']!r}")
+        dim = int(hp["dim"])
+        self.dim = dim
+        self.adapters = nn.ModuleDict({
+            m: nn.Identity() if _flat_dim(self.shapes[m]) == dim
+            else nn.Sequential(nn.Linear(_flat_dim(self.shapes[m]), dim), nn.ReLU())
+            for m in self.modalities})
+        n_mod = len(self.modalities)
+        if hp["conditioning"]:
+            # γ = g(m), β = h(m): linear maps of the missingness vector (4.2); columns
+            # follow self.modalities (see reorder_modalities)
+            self.gamma = nn.Linear(n_mod, dim)
+            self.beta = nn.Linear(n_mod, dim)
+            self.cond_norm = nn.LayerNorm(dim)
+        self.fusion = PairwiseFusion(dim) if hp["fusion"] == "pairwise" else None
+        self.head = mlp_head(dim, list(hp["head"]), self.n_classes, float(hp["dropout"]))
+
+    def embed(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """(Conditioned) embeddings [B, M, D] of the present modalities; zeros where absent.
+
+        Absent rows are replaced by zeros before the adapter and their embeddings by
+        zeros after the conditioning, so an absent modality's values never reach the
+        output (nor, being zeroed first, a gradient). The whole batch goes through each
+        layer with a fixed shape: selecting the present rows instead gives every batch
+        new shapes, which made CPU training ~10x slower.
+        """
+        present = present.bool()
+        batch = present.shape[0]
+        ref = next(iter(self.parameters()))
+        if self.hparams["conditioning"]:
+            missing = (~present).to(ref.dtype)
+            scale = float(self.hparams["cond_scale"])
+            gamma = scale * self.gamma(missing)
+            beta = scale * self.beta(missing)
+        embs = []
+        for j, m in enumerate(self.modalities):
+            keep = present[:, j].unsqueeze(-1)
+            v = torch.where(keep, x[m].reshape(batch, -1).to(ref.dtype), 0.0)
+            e = self.adapters[m](v)
+            if self.hparams["conditioning"]:
+                e = self.cond_norm(e + gamma * e + beta)
+            embs.append(torch.where(keep, e, 0.0))
+        return torch.stack(embs, dim=1)
+
+    def fusion_order(self, present: torch.Tensor) -> torch.Tensor:
+        """Per-sample modality order [B, M]: present modalities first.
+
+        Random among the present ones in training (when ``shuffle_order``), the
+        ``self.modalities`` order otherwise.
+        """
+        present = present.bool()
+        n_mod = present.shape[1]
+        if self.training and self.hparams["shuffle_order"]:
+            keys = torch.rand(present.shape, device=present.device)
+        else:
+            keys = torch.arange(n_mod, device=present.device, dtype=torch.float32) / n_mod
+            keys = keys.expand(present.shape)
+        keys = keys + (~present).float() * 2.0  # absent ones sort last
+        return torch.argsort(keys, dim=1, stable=True)
+
+    def fuse(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        present = present.bool()
+        emb = self.embed(x, present)
+        if self.fusion is None:
+            return masked_mean(emb, present)
+        return self.fusion(emb, self.fusion_order(present), present.sum(1))
+
+    def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fuse(x, present))
+
+    def reorder_modalities(self, order: list[str]) -> None:
+        """Relabel the modality axis to ``order``, keeping the function of named inputs.
+
+        The conditioning maps take the missingness vector by position, so their input
+        columns move with it. Pairwise fusion follows the new order in evaluation, by
+        design (used by the permutation-invariance test).
+        """
+        idx = [self.modalities.index(m) for m in order]
+        if self.hparams["conditioning"]:
+            with torch.no_grad():
+                for layer in (self.gamma, self.beta):
+                    layer.weight.copy_(layer.weight[:, idx])
+        self.modalities = list(order)

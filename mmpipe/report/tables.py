@@ -1,0 +1,266 @@
+"""Results tables in the seeds' layout: methods × metrics, one block per (scenario, rate).
+
+Cells read "mean ± std" over seeds; within each block the best mean of each metric is in
+bold (highest, or lowest for ECE), ties at the printed precision all bold. Published
+figures, when given, follow in a block of their own, labelled, never bold.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmpipe.fsutil import atomic_file
+
+DEFAULT_METRICS = ("balanced_accuracy", "auc", "f1_macro", "f1", "accuracy", "ece")
+LOWER_IS_BETTER = frozenset({"ece", "loss", "brier"})
+METRIC_LABELS = {
+    "balanced_accuracy": "Balanced accuracy", "auc": "AUC", "f1": "F1 (class 1)", "f1_macro": "Macro F1",
+    "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "ece": "ECE",
+}
+SCENARIO_ORDER = ("natural", "mcar")
+OURS = "this benchmark"
+
+
+def metric_label(metric: str, arrow: bool = True) -> str:
+    label = METRIC_LABELS.get(metric, metric.replace("_", " "))
+    if arrow and metric in LOWER_IS_BETTER:
+        label += " ↓"
+    return label
+
+
+def group_label(scenario: str, rate: float | None) -> str:
+    if scenario == "natural":
+        return "Natural missingness" if not rate else f"Natural + {rate:.0%} missing"
+    if scenario == "mcar":
+        return f"MCAR {rate * 100:g} % per modality"
+    return scenario if rate is None else f"{scenario} {rate:g}"
+
+
+def format_params(n: float | None) -> str:
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "–"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:.0f}"
+
+
+def _scenario_key(s: Any) -> tuple:
+    return (SCENARIO_ORDER.index(s), "") if s in SCENARIO_ORDER else (len(SCENARIO_ORDER), str(s))
+
+
+def _label_columns(summary: pl.DataFrame) -> list[str]:
+    cols = [c for c in ("cohort", "feature_set") if c in summary.columns
+            and summary[c].n_unique() > 1]
+    return ["method", *cols]
+
+
+def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str], decimals: int,
+            method_order: Sequence[str] | None) -> list[dict[str, Any]]:
+    labels = _label_columns(summary)
+    order = {m: i for i, m in enumerate(method_order or [])}
+
+    def row_key(r: dict) -> tuple:
+        return (order.get(r["method"], len(order)), *(str(r[c]) for c in labels))
+
+    def group_key(g: tuple) -> tuple:
+        return tuple(_scenario_key(v) if c == "scenario" else (v is None, v or 0)
+                     for c, v in zip(group, g, strict=True))
+
+    blocks = []
+    keys = sorted(summary.select(list(group)).unique().iter_rows(), key=group_key)
+    for g in keys:
+        part = summary.filter(pl.all_horizontal([pl.col(c) == v for c, v in zip(group, g,
+                                                                              strict=True)]))
+        rows = sorted(part.iter_rows(named=True), key=row_key)
+        best = {}
+        for m in metrics:
+            vals = [round(r[f"{m}_mean"], decimals) for r in rows
+                    if r.get(f"{m}_mean") is not None and not math.isnan(r[f"{m}_mean"])]
+            if vals:
+                best[m] = min(vals) if m in LOWER_IS_BETTER else max(vals)
+        out_rows = []
+        for r in rows:
+            cells = {}
+            for m in metrics:
+                mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
+                bold = (mean is not None and m in best
+                        and round(mean, decimals) == best[m])
+                cells[m] = (mean, std, bold)
+            out_rows.append({"labels": {c: r[c] for c in labels}, "cells": cells,
+                             "params": r.get("trainable_parameters_mean"),
+                             "n_seeds": r.get("n_seeds"), "counterpart": None})
+        named = dict(zip(group, g, strict=True))
+        title = (group_label(named["scenario"], named.get("rate"))
+                 if "scenario" in named and set(named) <= {"scenario", "rate"}
+                 else ", ".join(f"{c} = {v}" for c, v in named.items()))
+        blocks.append({"title": title, "group": named, "rows": out_rows, "source": OURS})
+    return blocks
+
+
+def _published_block(published, metrics: Sequence[str], labels: list[str]) -> dict[str, Any]:
+    rows = []
+    for p in published.rows:
+        cells = {m: (p.metrics.get(m), None, False) for m in metrics}
+        rows.append({"labels": {c: (p.method if c == "method" else None) for c in labels},
+                     "cells": cells, "params": p.trainable_parameters, "n_seeds": None,
+                     "counterpart": (f"{p.counterpart[0]} [{p.counterpart[1]}]"
+                                     if p.counterpart else None)})
+    return {"title": published.label, "group": {}, "rows": rows, "source": published.label,
+            "published": published}
+
+
+def _cell(mean: float | None, std: float | None, decimals: int, pm: str = " ± ") -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    if std is None or math.isnan(std):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
+
+
+def _csv(blocks, metrics, group, labels, decimals) -> str:
+    records = []
+    for b in blocks:
+        for r in b["rows"]:
+            rec: dict[str, Any] = {"source": b["source"]}
+            rec.update({c: b["group"].get(c) for c in group})
+            rec.update({c: r["labels"].get(c) for c in labels})
+            rec.update({m: _cell(*r["cells"][m][:2], decimals) for m in metrics})
+            rec["trainable_parameters"] = r["params"]
+            rec["n_seeds"] = r["n_seeds"]
+            rec["best"] = ";".join(m for m in metrics if r["cells"][m][2]) or None
+            rec["counterpart"] = r["counterpart"]
+            records.append(rec)
+    cols = ["source", *group, *labels, *metrics, "trainable_parameters", "n_seeds", "best",
+            "counterpart"]
+    schema = {c: (pl.Float64 if c in ("trainable_parameters", "rate")
+                  else pl.Int64 if c == "n_seeds" else pl.String) for c in cols}
+    df = pl.DataFrame([tuple(r.get(c) for c in cols) for r in records], schema=schema,
+                      orient="row")
+    buf = io.StringIO()
+    df.write_csv(buf)
+    return buf.getvalue()
+
+
+def _md_escape(s: Any) -> str:
+    return "" if s is None else str(s).replace("|", "\\|")
+
+
+def _markdown(blocks, metrics, labels, decimals, title) -> str:
+    header = ([c.replace("_", " ").capitalize() for c in labels]
+              + [metric_label(m) for m in metrics] + ["Trainable parameters", "Seeds"])
+    align = ["---"] * len(labels) + ["---:"] * (len(metrics) + 2)
+    lines = [f"# {title}", ""] if title else []
+    lines += ["Mean ± std over seeds (sample std). Within each block the best mean per metric "
+              "is in **bold** (highest; lowest for ECE ↓).", ""]
+    for b in blocks:
+        lines += [f"## {b['title']}", ""]
+        pub = b.get("published")
+        if pub is not None:
+            lines += [f"Published figures, not ours: {pub.source}. One run on the authors' "
+                      "split, not mean ± std over seeds, so not directly comparable.", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+        for r in b["rows"]:
+            cells = [_md_escape(r["labels"].get(c)) for c in labels]
+            for m in metrics:
+                mean, std, bold = r["cells"][m]
+                text = _cell(mean, std, decimals)
+                cells.append(f"**{text}**" if bold else text)
+            cells += [format_params(r["params"]),
+                      "–" if r["n_seeds"] is None else str(r["n_seeds"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        if pub is not None:
+            notes = [f"{r['labels']['method']} ↔ ours: {r['counterpart']}"
+                     for r in b["rows"] if r["counterpart"]]
+            notes += [f"{metric_label(m, False)}: {note}" for m, note in pub.metric_notes.items()
+                      if m in metrics]
+            if notes:
+                lines += [""] + [f"- {n}" for n in notes]
+        lines.append("")
+    return "\n".join(lines)
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}", "±": r"$\pm$", "↓": r"$\downarrow$",
+                "↔": r"$\leftrightarrow$", "–": "--"}
+
+
+def tex_escape(s: Any) -> str:
+    return "" if s is None else "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
+
+
+def _latex(blocks, metrics, labels, decimals, title) -> str:
+    ncol = len(labels) + len(metrics) + 2
+    header = ([tex_escape(c.replace("_", " ").capitalize()) for c in labels]
+              + [tex_escape(metric_label(m)) for m in metrics] + ["Params", "Seeds"])
+    lines = ["% generated by mmpipe.report.tables; needs \\usepackage{booktabs}",
+             "% mean $\\pm$ std over seeds; best mean per metric within each block in bold"
+             " (ECE: lowest)"]
+    if title:
+        lines.append(f"% {tex_escape(title)}")
+    lines += [r"\begin{tabular}{" + "l" * len(labels) + "r" * (len(metrics) + 2) + "}",
+              r"\toprule", " & ".join(header) + r" \\"]
+    for b in blocks:
+        lines += [r"\midrule",
+                  rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{{tex_escape(b['title'])}}}}} \\"]
+        for r in b["rows"]:
+            cells = [tex_escape(r["labels"].get(c)) for c in labels]
+            for m in metrics:
+                mean, std, bold = r["cells"][m]
+                text = tex_escape(_cell(mean, std, decimals))
+                cells.append(rf"\textbf{{{text}}}" if bold else text)
+            cells += [tex_escape(format_params(r["params"])),
+                      "--" if r["n_seeds"] is None else str(r["n_seeds"])]
+            lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    for b in blocks:
+        if b.get("published") is not None:
+            lines.append(f"% {tex_escape(b['title'])}: {tex_escape(b['published'].source)}")
+    return "\n".join(lines) + "\n"
+
+
+def format_table(summary: pl.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
+                 group: Sequence[str] = ("scenario", "rate"), *, published=None,
+                 decimals: int = 3, method_order: Sequence[str] | None = None,
+                 title: str | None = None) -> dict[str, str]:
+    """The summary (from :func:`mmpipe.report.aggregate.summarise`) as CSV, Markdown and
+    LaTeX: ``{"csv": ..., "md": ..., "tex": ...}``.
+
+    Rows are methods (with the feature set when the summary has several), columns the
+    metrics, trainable parameters and the number of seeds; one block per ``group``.
+    ``published`` (:class:`~mmpipe.report.published.PublishedFigures`) adds a labelled
+    block of published figures. The CSV says in ``best`` which metrics a row is best on.
+    """
+    metrics = [m for m in metrics if f"{m}_mean" in summary.columns]
+    group = list(group)
+    labels = _label_columns(summary)
+    blocks = _blocks(summary, metrics, group, decimals, method_order)
+    if published is not None:
+        blocks.append(_published_block(published, metrics, labels))
+    return {"csv": _csv(blocks, metrics, group, labels, decimals),
+            "md": _markdown(blocks, metrics, labels, decimals, title),
+            "tex": _latex(blocks, metrics, labels, decimals, title)}
+
+
+def write_tables(summary: pl.DataFrame, out_dir: str | Path, published=None,
+                 **kwargs: Any) -> list[Path]:
+    """Write ``results.csv``, ``results.md`` and ``results.tex`` atomically into ``out_dir``."""
+    out_dir = Path(out_dir)
+    if "title" not in kwargs and "cohort" in summary.columns and summary["cohort"].n_unique() == 1:
+        kwargs["title"] = f"Results: {summary['cohort'][0]}"
+    tables = format_table(summary, published=published, **kwargs)
+    written = []
+    for ext in ("csv", "md", "tex"):
+        path = out_dir / f"results.{ext}"
+        with atomic_file(path) as tmp:
+            tmp.write_text(tables[ext], encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,158 @@
+"""Feature-set loading and normalisation: zeros for absent, drops recorded, train-only stats."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mmpipe.bench.data import BenchData, Normalizer, load_feature_set, store_path
+from mmpipe.errors import StoreError
+from mmpipe.store import FeatureStoreWriter
+
+IDS = ["p1", "p2", "p3", "p4", "p5", "p6"]
+LABELS = ["low", "high", None, "low", "high", "low"]
+# ct absent for p2 and p6, wsi absent for p1 and p6: p6 has nothing, p3 has no label
+CT = {"p1": 1.0, "p3": 3.0, "p4": 4.0, "p5": 5.0}
+WSI = {"p2": 20.0, "p3": 30.0, "p4": 40.0, "p5": 50.0}
+
+
+def _cohort(tmp_path, ids=IDS, wsi_ids=None):
+    df = pl.DataFrame({"subject_id": ids, "grade": LABELS[:len(ids)],
+                       "ct_path": [f"{s}.nii" if s in CT else None for s in ids],
+                       "wsi_path": [f"{s}.svs" if s in WSI else None for s in ids]})
+    df.write_parquet(tmp_path / "manifest.parquet")
+    meta = {"cohort": "toy", "labels": ["grade"], "n_subjects": len(ids), "extra_columns": [],
+            "modalities": {"ct": {"kind": "volume", "path_column": "ct_path"},
+                           "wsi": {"kind": "slide", "path_column": "wsi_path"}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(meta))
+    for mod, enc, values, shape, order in (("ct", "ctenc", CT, (3,), ids),
+                                           ("wsi", "wsienc", WSI, (2, 2), wsi_ids or ids)):
+        with FeatureStoreWriter(store_path(tmp_path, mod, enc), order, shape, {"encoder": enc}) as w:
+            for s in order:
+                if s in values:
+                    w.write(s, np.full(shape, values[s]))
+                else:
+                    w.mark(s, "absent", "not available")
+            w.commit()
+    return tmp_path
+
+
+def test_load_feature_set_zeros_absent_and_records_drops(tmp_path):
+    data, dropped = load_feature_set(_cohort(tmp_path), {"ct": "ctenc", "wsi": "wsienc"}, "grade")
+    assert data.subject_id.tolist() == ["p1", "p2", "p4", "p5"]
+    assert data.modalities == ["ct", "wsi"]
+    assert data.label_name == "grade"
+    assert data.label_values == ["high", "low"]       # sorted label values -> 0, 1
+    assert data.y.tolist() == [1, 0, 1, 0]
+    assert data.n_classes == 2
+    assert data.shapes() == {"ct": (3,), "wsi": (2, 2)}
+    assert data.present.tolist() == [[True, False], [False, True], [True, True], [True, True]]
+    assert data.x["ct"].dtype == np.float32 and not np.isnan(data.x["ct"]).any()
+    np.testing.assert_array_equal(data.x["ct"][1], 0)  # absent: exact zeros, not NaN
+    np.testing.assert_array_equal(data.x["wsi"][0], 0)
+    np.testing.assert_array_equal(data.x["wsi"][2], np.full((2, 2), 40.0))
+    assert data.patterns() == ["ct", "wsi", "ct+wsi", "ct+wsi"]
+    reasons = {d["subject_id"]: d["reason"] for d in dropped}
+    assert set(reasons) == {"p3", "p6"}
+    assert reasons["p3"].startswith("label missing")
+    assert reasons["p6"].startswith("no modality of feature set")
+
+
+def test_feature_set_with_one_modality_drops_subjects_without_it(tmp_path):
+    data, dropped = load_feature_set(_cohort(tmp_path), {"ct": "ctenc"}, "grade")
+    assert data.subject_id.tolist() == ["p1", "p4", "p5"]
+    assert {d["subject_id"] for d in dropped} == {"p2", "p3", "p6"}
+
+
+def test_stores_in_different_order_are_refused(tmp_path):
+    _cohort(tmp_path, wsi_ids=IDS[::-1])
+    with pytest.raises(StoreError, match=r"ctenc\.zarr.*wsienc\.zarr"):
+        load_feature_set(tmp_path, {"ct": "ctenc", "wsi": "wsienc"}, "grade")
+
+
+def test_store_and_manifest_must_agree(tmp_path):
+    _cohort(tmp_path)
+    df = pl.read_parquet(tmp_path / "manifest.parquet").head(5)
+    df.write_parquet(tmp_path / "manifest.parquet")
+    meta = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**meta, "n_subjects": 5}))
+    with pytest.raises(StoreError, match="stale"):
+        load_feature_set(tmp_path, {"ct": "ctenc"}, "grade")
+
+
+def _toy(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    present = rng.random((n, 2)) < 0.7
+    present[~present.any(axis=1), 0] = True
+    x = {"a": rng.normal(5, 3, (n, 4)).astype(np.float32),
+         "b": rng.normal(-2, 0.5, (n, 2, 3)).astype(np.float32)}
+    x["a"][:, 3] = 7.0  # constant feature: std floor
+    for j, m in enumerate(("a", "b")):
+        x[m][~present[:, j]] = 0
+    return BenchData(subject_id=[f"s{i}" for i in range(n)], y=rng.integers(0, 2, n), x=x,
+                     present=present, modalities=["a", "b"], n_classes=2)
+
+
+def test_normalizer_statistics_do_not_depend_on_test_data():
+    data = _toy()
+    train_idx, test_idx = np.arange(25), np.arange(25, 40)
+    norm1 = Normalizer("zscore").fit(data.subset(train_idx))
+    # change the test subjects completely: the fitted statistics must not move
+    poisoned = data.subset(np.arange(40))
+    for j, m in enumerate(data.modalities):
+        poisoned.x[m][test_idx] = np.where(
+            poisoned.present[test_idx, j].reshape(-1, *[1] * (poisoned.x[m].ndim - 1)), 1e6, 0)
+    norm2 = Normalizer("zscore").fit(poisoned.subset(train_idx))
+    assert json.dumps(norm1.state_dict()) == json.dumps(norm2.state_dict())
+    # and they are the statistics of the present training rows only
+    train = data.subset(train_idx)
+    rows = train.x["a"][train.present[:, 0]]
+    np.testing.assert_allclose(norm1.stats["a"]["mean"], rows.mean(axis=0), rtol=1e-5)
+    out = norm1.transform(train)
+    z = out.x["a"][train.present[:, 0]]
+    np.testing.assert_allclose(z[:, :3].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :3].std(axis=0), 1, atol=1e-4)
+    np.testing.assert_array_equal(z[:, 3], 0)  # constant: (7 - 7) / 1e-6
+
+
+def test_normalizer_keeps_absent_rows_zero_and_round_trips():
+    data = _toy()
+    for mode in ("zscore", "l2", "none"):
+        norm = Normalizer(mode).fit(data.subset(np.arange(30)))
+        out = norm.transform(data)
+        for j, m in enumerate(data.modalities):
+            assert (out.x[m][~data.present[:, j]] == 0).all()
+            assert out.x[m].dtype == np.float32
+        again = Normalizer.from_state(json.loads(json.dumps(norm.state_dict()))).transform(data)
+        for m in data.modalities:
+            np.testing.assert_allclose(again.x[m], out.x[m], rtol=1e-6)
+    out = Normalizer("l2").fit(data).transform(data)
+    norms = np.linalg.norm(out.x["b"][data.present[:, 1]], axis=-1)
+    np.testing.assert_allclose(norms, 1, rtol=1e-5)
+
+
+def test_normalizer_refuses_other_shapes():
+    data = _toy()
+    norm = Normalizer().fit(data)
+    other = BenchData(subject_id=["x"], y=[0], x={"a": np.zeros((1, 5), np.float32),
+                                                  "b": np.zeros((1, 2, 3), np.float32)},
+                      present=[[True, True]], modalities=["a", "b"], n_classes=2)
+    with pytest.raises(StoreError, match="fitted on"):
+        norm.transform(other)
+
+
+def test_subset_and_with_present():
+    data = _toy()
+    sub = data.subset(np.array([3, 1]))
+    assert sub.subject_id.tolist() == ["s3", "s1"]
+    assert sub.subset(np.array([True, False])).subject_id.tolist() == ["s3"]
+    mask = np.zeros_like(data.present)
+    mask[:, 0] = True
+    masked = data.with_present(mask)
+    assert (masked.present == (data.present & mask)).all()
+    assert (masked.x["b"] == 0).all()
+    np.testing.assert_array_equal(masked.x["a"], data.x["a"])
+    assert (data.x["b"] != 0).any()  # the original is untouched

@@ -1,0 +1,110 @@
+"""Missingness scenarios: MCAR hits its rate, never empties a subject, never adds a modality."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from mmpipe.bench.missingness import (
+    align_mask,
+    max_mcar_rate,
+    mcar_mask,
+    modality_subsets,
+    read_mask,
+    scenario_mask,
+    subset_mask,
+    write_mask,
+)
+from mmpipe.errors import ConfigError
+
+
+def _present(n=500, seed=0):
+    """Natural availability like a real cohort: most subjects complete, some partial."""
+    rng = np.random.default_rng(seed)
+    present = rng.random((n, 3)) < 0.85
+    present[~present.any(axis=1), 1] = True
+    return present
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.4, 0.6])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mcar_hits_rate_and_never_empties_a_subject(rate, seed):
+    present = _present(n=500, seed=100 + seed)
+    mask = mcar_mask(present, rate, seed)
+    assert mask.shape == present.shape and mask.dtype == bool
+    assert not (mask & ~present).any()                 # never adds a modality
+    assert mask.any(axis=1).all()                      # at least one modality per subject
+    removed = 1 - mask.sum() / present.sum()           # share of *present* entries removed
+    assert abs(removed - rate) <= 0.02
+
+
+def test_mcar_calibration_meets_the_rate_to_one_entry():
+    present = _present(n=500, seed=10)
+    n_present = present.sum()
+    for seed in range(5):
+        for rate in (0.1, 0.2, 0.4, 0.6):
+            removed = n_present - mcar_mask(present, rate, seed).sum()
+            assert abs(removed - rate * n_present) <= 1
+
+
+def test_uncalibrated_mcar_falls_short_of_the_rate():
+    present = _present(n=2000)
+    naive = 1 - mcar_mask(present, 0.6, 0, calibrate=False).sum() / present.sum()
+    assert naive < 0.6 - 0.02
+
+
+def test_mcar_is_deterministic_and_nested_across_rates():
+    present = _present()
+    a = mcar_mask(present, 0.4, 7)
+    np.testing.assert_array_equal(a, mcar_mask(present, 0.4, 7))
+    assert (a != mcar_mask(present, 0.4, 8)).any()
+    masks = [mcar_mask(present, r, 7) for r in (0.0, 0.2, 0.4, 0.6)]
+    np.testing.assert_array_equal(masks[0], present)
+    for low, high in zip(masks, masks[1:], strict=False):
+        assert not (high & ~low).any()                 # higher rate removes a superset
+
+
+def test_unreachable_rate_keeps_exactly_one_modality(caplog):
+    present = np.zeros((100, 2), dtype=bool)
+    present[:, 0] = True
+    present[:50, 1] = True                             # at most 50 of 150 entries removable
+    assert max_mcar_rate(present) == pytest.approx(1 / 3)
+    with caplog.at_level(logging.WARNING):
+        mask = mcar_mask(present, 0.6, 0)
+    assert "not reachable" in caplog.text
+    assert (mask.sum(axis=1) == 1).all()
+
+
+def test_scenario_mask_dispatch():
+    present = _present(n=50)
+    np.testing.assert_array_equal(scenario_mask(present, "natural", 0.0, 0), present)
+    np.testing.assert_array_equal(scenario_mask(present, "mcar", 0.4, 3), mcar_mask(present, 0.4, 3))
+    with pytest.raises(ConfigError, match="unknown missingness scenario"):
+        scenario_mask(present, "mnar", 0.2, 0)
+    with pytest.raises(ConfigError):
+        scenario_mask(present, "mcar", 1.5, 0)
+
+
+def test_modality_subsets_and_subset_mask():
+    subsets = modality_subsets(["ct", "wsi", "rna"])
+    assert len(subsets) == 7
+    assert subsets[:3] == [("ct",), ("wsi",), ("rna",)] and subsets[-1] == ("ct", "wsi", "rna")
+    present = np.array([[True, True, False], [False, True, True]])
+    np.testing.assert_array_equal(subset_mask(present, ["ct", "wsi", "rna"], ("ct", "rna")),
+                                  [[True, False, False], [False, False, True]])
+    with pytest.raises(ConfigError):
+        subset_mask(present, ["ct", "wsi", "rna"], ("mri",))
+
+
+def test_mask_file_round_trip_and_alignment(tmp_path):
+    present = _present(n=20)
+    ids = [f"s{i}" for i in range(20)]
+    mask = mcar_mask(present, 0.4, 0)
+    path = write_mask(ids, mask, ["ct", "wsi", "rna"], tmp_path / "masks" / "mcar-0.4-seed0.parquet")
+    got_ids, got, mods = read_mask(path)
+    assert got_ids.tolist() == ids and mods == ["ct", "wsi", "rna"]
+    np.testing.assert_array_equal(got, mask)
+    sub = align_mask(got_ids, got, mods, ["s3", "s1"], ["rna", "ct"])
+    np.testing.assert_array_equal(sub, mask[[3, 1]][:, [2, 0]])

@@ -1,0 +1,108 @@
+"""Splits: patient-disjoint, reproducible per seed, stratified with a label-only fallback."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mmpipe.bench.splits import read_split, stratified_split, write_split
+from mmpipe.errors import ConfigError, InputError
+
+
+def _cohort(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:04d}" for i in range(n)]
+    y = rng.integers(0, 3, n)
+    patterns = rng.choice(["ct", "ct+wsi", "wsi", "ct+rna+wsi", "rna"], n,
+                          p=[0.35, 0.35, 0.2, 0.06, 0.04])
+    return ids, y, patterns
+
+
+def _assignment(df: pl.DataFrame) -> dict[str, str]:
+    return dict(zip(df["subject_id"].to_list(), df["split"].to_list(), strict=True))
+
+
+def test_patient_disjoint_complete_and_ratio_counts():
+    ids, y, pats = _cohort()
+    df = stratified_split(ids, y, pats, seed=0)
+    assert df.columns == ["subject_id", "split"]
+    assert df["subject_id"].to_list() == ids                  # input order, every subject once
+    parts = {s: set(df.filter(pl.col("split") == s)["subject_id"]) for s in ("train", "val", "test")}
+    assert not (parts["train"] & parts["val"] or parts["train"] & parts["test"]
+                or parts["val"] & parts["test"])
+    assert sum(len(p) for p in parts.values()) == len(ids)
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [120, 20, 60]
+
+
+def test_reproducible_per_seed_and_independent_of_input_order():
+    ids, y, pats = _cohort()
+    a = stratified_split(ids, y, pats, seed=3)
+    assert a.equals(stratified_split(ids, y, pats, seed=3))
+    assert not a.equals(stratified_split(ids, y, pats, seed=4))
+    perm = np.random.default_rng(1).permutation(len(ids))
+    b = stratified_split([ids[i] for i in perm], y[perm], pats[perm], seed=3)
+    assert _assignment(a) == _assignment(b)
+
+
+def test_stratified_by_label_and_pattern():
+    ids, y, pats = _cohort(n=400)
+    df = stratified_split(ids, y, pats, seed=0)
+    split = np.array(df["split"].to_list())
+    strata = Counter(zip(y.tolist(), pats.tolist(), strict=True))
+    for (lab, pat), size in strata.items():
+        sel = (y == lab) & (pats == pat)
+        got = Counter(split[sel].tolist())
+        if size >= 10:  # large stratum: at least one in every split, proportional +- 1
+            for name, ratio in (("train", 0.6), ("val", 0.1), ("test", 0.3)):
+                assert got[name] >= 1
+                assert abs(got[name] - size * ratio) <= 1.5, (lab, pat, got)
+    for lab in range(3):  # each label, small strata included, follows the ratios
+        got = Counter(split[y == lab].tolist())
+        size = int((y == lab).sum())
+        for name, ratio in (("train", 0.6), ("val", 0.1), ("test", 0.3)):
+            assert abs(got[name] - size * ratio) <= 2.5, (lab, got)
+
+
+def test_small_strata_fall_back_to_label():
+    # label 0: 30 complete subjects (own stratum) + 4 + 4 + 2 in rare patterns -> merged (10)
+    ids = [f"s{i}" for i in range(40)]
+    y = [0] * 40
+    pats = ["a+b"] * 30 + ["a"] * 4 + ["b"] * 4 + ["c"] * 2
+    df = stratified_split(ids, y, pats, seed=0)
+    split = np.array(df["split"].to_list())
+    rare = Counter(split[30:].tolist())
+    assert (rare["train"], rare["val"], rare["test"]) == (6, 1, 3)
+    common = Counter(split[:30].tolist())
+    assert (common["train"], common["val"], common["test"]) == (18, 3, 9)
+    # a larger threshold merges the complete stratum too: still 6:1:3 overall
+    df = stratified_split(ids, y, pats, seed=0, min_per_stratum=50)
+    assert Counter(df["split"].to_list()) == {"train": 24, "val": 4, "test": 12}
+
+
+def test_tiny_cohort_and_custom_ratios():
+    df = stratified_split(["a", "b", "c"], [0, 1, 0], ["x", "x", "x"], seed=0)
+    assert df.height == 3
+    df = stratified_split([str(i) for i in range(10)], [0, 1] * 5, ["x"] * 10, seed=0,
+                          ratios=(0.8, 0.0, 0.2))
+    assert Counter(df["split"].to_list()) == {"train": 8, "test": 2}
+
+
+def test_duplicates_and_bad_ratios_raise():
+    with pytest.raises(InputError, match="duplicate"):
+        stratified_split(["a", "b", "a"], [0, 1, 0], ["x"] * 3, seed=0)
+    with pytest.raises(ConfigError):
+        stratified_split(["a", "b"], [0, 1], ["x"] * 2, seed=0, ratios=(0.5, 0.1, 0.1))
+
+
+def test_write_read_round_trip(tmp_path):
+    ids, y, pats = _cohort(n=50)
+    df = stratified_split(ids, y, pats, seed=0)
+    path = write_split(df, tmp_path / "splits" / "seed0.parquet")
+    assert read_split(path).equals(df)
+    assert not list(path.parent.glob("*.tmp-*"))
+    pl.DataFrame({"subject_id": ["a"], "split": ["holdout"]}).write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="holdout"):
+        read_split(tmp_path / "bad.parquet")

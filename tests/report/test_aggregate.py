@@ -1,0 +1,219 @@
+"""Aggregation of benchmark runs: one row per run, mean ± std over seeds, subsets, patterns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mmpipe.report.aggregate import (
+    build_report,
+    collect_runs,
+    collect_subsets,
+    pattern_metrics,
+    report_files,
+    summarise,
+)
+from mmpipe.report.published import MMIST_VITAL12_TABLE_5_6, published_for
+
+METHODS = {"mmare": 0.80, "hypermm": 0.70, "concat_zero": 0.60}   # base balanced accuracy
+ECE = {"mmare": 0.10, "hypermm": 0.05, "concat_zero": 0.20}       # hypermm best calibrated
+PARAMS = {"mmare": 1_400_000, "hypermm": 12_900_000, "concat_zero": 50_000}
+GROUPS = [("natural", 0.0), ("mcar", 0.2), ("mcar", 0.4), ("mcar", 0.6)]
+SEEDS = (0, 1, 2)
+PATTERNS = ("ct+wsi", "ct", "wsi")
+
+
+def bacc(method: str, rate: float, seed: int) -> float:
+    return METHODS[method] - 0.1 * rate + 0.01 * seed
+
+
+def _metrics(method: str, rate: float, seed: int) -> dict:
+    b = bacc(method, rate, seed)
+    return {"accuracy": b + 0.02, "balanced_accuracy": b, "auc": b + 0.05, "f1": b - 0.05,
+            "f1_macro": b - 0.04,
+            "precision": b, "recall": b, "ece": ECE[method] + 0.001 * seed, "n": 30}
+
+
+def _predictions(rng: np.random.Generator, n: int = 30) -> pl.DataFrame:
+    frames = []
+    for split, evaluation in (("val", "scenario"), ("test", "scenario"), ("test", "ct")):
+        y = np.arange(n) % 2
+        p1 = np.clip(0.35 * y + 0.65 * rng.random(n), 0, 1)
+        frames.append(pl.DataFrame({
+            "subject_id": [f"s{i}" for i in range(n)], "split": [split] * n,
+            "label": y.tolist(), "score_0": (1 - p1).tolist(), "score_1": p1.tolist(),
+            "predicted": (p1 > 0.5).astype(int).tolist(),
+            "pattern": [PATTERNS[i % 3] for i in range(n)],
+            "evaluation": [evaluation] * n, "no_input": [False] * n}))
+    return pl.concat(frames)
+
+
+def write_fake_runs(root: Path, cohort: str = "demo", feature_set: str = "all"):
+    """3 methods × (natural + MCAR 0.2/0.4/0.6) × 3 seeds, laid out as the benchmark does."""
+    rng = np.random.default_rng(0)
+    metrics_paths, prediction_paths = [], []
+    for method in METHODS:
+        for scenario, rate in GROUPS:
+            for seed in SEEDS:
+                d = (root / cohort / "runs" / feature_set / method / f"{scenario}-{rate}"
+                     / f"seed{seed}")
+                d.mkdir(parents=True)
+                m = _metrics(method, rate, seed)
+                out = {"cohort": cohort, "feature_set": feature_set, "method": method,
+                       "method_type": method, "scenario": scenario, "rate": rate,
+                       "seed": seed, "test": m, "val": {**m, "n": 10},
+                       "subsets": [{"modalities": ["ct"], **m, "n": 20},
+                                   {"modalities": ["ct", "wsi"], **m, "n": 10}],
+                       "trainable_parameters": PARAMS[method],
+                       "training_seconds": 1.0 + seed, "epochs": {"train": 10},
+                       "hparams": {}, "n_train": 60, "n_val": 10, "n_test": 30, "notes": []}
+                (d / "metrics.json").write_text(json.dumps(out))
+                _predictions(rng).write_parquet(d / "predictions.parquet")
+                metrics_paths.append(d / "metrics.json")
+                prediction_paths.append(d / "predictions.parquet")
+    return metrics_paths, prediction_paths
+
+
+@pytest.fixture
+def fake_runs(tmp_path):
+    return write_fake_runs(tmp_path)
+
+
+def test_collect_runs_one_row_per_run(fake_runs):
+    runs = collect_runs(fake_runs[0])
+    assert len(runs) == 3 * 4 * 3
+    for c in ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed",
+              "balanced_accuracy", "auc", "f1", "ece", "n_test", "val_balanced_accuracy",
+              "trainable_parameters", "training_seconds"):
+        assert c in runs.columns, c
+    row = runs.filter((pl.col("method") == "hypermm") & (pl.col("scenario") == "mcar")
+                      & (pl.col("rate") == 0.4) & (pl.col("seed") == 2)).row(0, named=True)
+    assert row["balanced_accuracy"] == pytest.approx(bacc("hypermm", 0.4, 2))
+    assert row["trainable_parameters"] == PARAMS["hypermm"]
+
+
+def test_collect_runs_refuses_duplicates(fake_runs):
+    with pytest.raises(ValueError, match="more than once"):
+        collect_runs([fake_runs[0][0], fake_runs[0][0]])
+
+
+def test_identity_from_path_when_the_file_lacks_it(tmp_path):
+    d = tmp_path / "c1" / "runs" / "fs" / "deepsets" / "mcar-0.4" / "seed3"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"test": {"balanced_accuracy": 0.5, "auc": None,
+                                                         "n": 4}}))
+    row = collect_runs([d / "metrics.json"]).row(0, named=True)
+    assert (row["cohort"], row["feature_set"], row["method"], row["scenario"], row["rate"],
+            row["seed"]) == ("c1", "fs", "deepsets", "mcar", 0.4, 3)
+    assert row["method_type"] == "deepsets" and row["auc"] is None
+
+
+def test_summarise_mean_std_by_hand(fake_runs):
+    summary = summarise(collect_runs(fake_runs[0]))
+    assert len(summary) == 3 * 4
+    assert set(summary["n_seeds"]) == {3}
+    for method in METHODS:
+        for scenario, rate in GROUPS:
+            r = summary.filter((pl.col("method") == method) & (pl.col("scenario") == scenario)
+                               & (pl.col("rate") == rate)).row(0, named=True)
+            vals = np.array([bacc(method, rate, s) for s in SEEDS])
+            assert r["balanced_accuracy_mean"] == pytest.approx(vals.mean())
+            assert r["balanced_accuracy_std"] == pytest.approx(vals.std(ddof=1))
+            eces = np.array([ECE[method] + 0.001 * s for s in SEEDS])
+            assert r["ece_mean"] == pytest.approx(eces.mean())
+            assert r["ece_std"] == pytest.approx(eces.std(ddof=1))
+            assert r["training_seconds_mean"] == pytest.approx(2.0)
+            assert r["trainable_parameters_mean"] == PARAMS[method]
+            assert r["method_type"] == method
+
+
+def test_summarise_skips_missing_values():
+    runs = pl.DataFrame({"cohort": ["c"] * 3, "feature_set": ["f"] * 3, "method": ["m"] * 3,
+                         "scenario": ["natural"] * 3, "rate": [0.0] * 3, "seed": [0, 1, 2],
+                         "auc": [0.6, None, 0.8]})
+    r = summarise(runs).row(0, named=True)
+    assert r["n_seeds"] == 3 and r["auc_mean"] == pytest.approx(0.7)
+    assert r["auc_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+
+
+def test_collect_subsets(fake_runs):
+    subsets = collect_subsets(fake_runs[0])
+    assert len(subsets) == 3 * 4 * 3 * 2
+    assert set(subsets["subset"]) == {"ct", "ct+wsi"}
+    r = subsets.filter(pl.col("subset") == "ct").row(0, named=True)
+    assert r["n_test"] == 20 and r["n_modalities"] == 1
+
+
+def test_pattern_metrics_by_hand(fake_runs):
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    per_run = pattern_metrics(fake_runs[1], per_run=True)
+    assert set(per_run["pattern"]) == set(PATTERNS)       # the "ct" subset rows are left out
+    path = fake_runs[1][0]
+    df = pl.read_parquet(path).filter((pl.col("split") == "test")
+                                      & (pl.col("evaluation") == "scenario")
+                                      & (pl.col("pattern") == "ct"))
+    row = collect_runs([path.with_name("metrics.json")]).row(0, named=True)
+    got = per_run.filter((pl.col("method") == row["method"]) & (pl.col("scenario") == row["scenario"])
+                         & (pl.col("rate") == row["rate"]) & (pl.col("seed") == row["seed"])
+                         & (pl.col("pattern") == "ct")).row(0, named=True)
+    assert got["n"] == len(df) == 10
+    assert got["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(df["label"], df["predicted"]))
+    assert got["auc"] == pytest.approx(roc_auc_score(df["label"], df["score_1"]))
+
+    agg = pattern_metrics(fake_runs[1])
+    assert len(agg) == 3 * 4 * 3
+    one = agg.filter((pl.col("method") == "mmare") & (pl.col("scenario") == "natural")
+                     & (pl.col("pattern") == "wsi")).row(0, named=True)
+    seeds = per_run.filter((pl.col("method") == "mmare") & (pl.col("scenario") == "natural")
+                           & (pl.col("pattern") == "wsi"))["auc"].to_numpy()
+    assert one["n_runs"] == 3 and one["n"] == 10
+    assert one["auc_mean"] == pytest.approx(seeds.mean())
+    assert one["auc_std"] == pytest.approx(seeds.std(ddof=1))
+
+
+def test_published_table_5_6():
+    pub = published_for("mmist_ccrcc", "vital_status_12")
+    assert pub is MMIST_VITAL12_TABLE_5_6 and published_for("demo") is None
+    rows = {r.method: r for r in pub.rows}
+    assert rows["DRIM"].metrics == {"balanced_accuracy": 0.780, "auc": 0.799, "f1_macro": 0.693}
+    assert rows["MMARE with clinical"].trainable_parameters == 1.4e6
+    assert rows["MMARE without clinical"].counterpart == ("mmare", "without_clinical")
+    assert rows["HyperMM"].metrics["auc"] == 0.653
+    assert "Table 5.6" in pub.label and "single split" in pub.label
+    assert len(pub.to_frame()) == 6
+
+
+def test_build_report_writes_declared_files(fake_runs, tmp_path):
+    out = tmp_path / "demo" / "report"
+    scenarios = {"natural": [0.0], "mcar": [0.4]}       # per-group figures for these only
+    written = build_report(*fake_runs, out, scenarios=scenarios, plot_metrics=["auc"])
+    names = sorted(p.name for p in written)
+    assert names == sorted(report_files(scenarios, plot_metrics=["auc"]))
+    assert "pattern_heatmap_auc_mcar-0.4.png" in names and "radar_natural-0.0.png" in names
+    for p in written:
+        assert p.exists() and p.stat().st_size > 0, p
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_pattern_scores_match_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from mmpipe.report.aggregate import _pattern_scores
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 50)
+    proba = rng.dirichlet(np.ones(3), 50).round(1) + 0.1    # rounded: ties in the scores
+    proba /= proba.sum(1, keepdims=True)
+    pred = proba.argmax(1)
+    got = _pattern_scores(y, pred, proba)
+    assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert got["auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr",
+                                                     average="macro"))
+    one_class = _pattern_scores(np.zeros(4, int), np.zeros(4, int), np.eye(2)[[0, 0, 1, 0]])
+    assert one_class["balanced_accuracy"] == 1.0 and np.isnan(one_class["auc"])

@@ -1,0 +1,139 @@
+"""Results tables: mean ± std cells, bold best per block (lowest ECE), CSV/Markdown/LaTeX."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import polars as pl
+import pytest
+
+from mmpipe.report.aggregate import collect_runs, summarise
+from mmpipe.report.published import MMIST_VITAL12_TABLE_5_6
+from mmpipe.report.tables import format_params, format_table, tex_escape, write_tables
+from tests.report.test_aggregate import write_fake_runs
+
+LABEL = "published (MMARE thesis Table 5.6, single split)"
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    metrics_paths, _ = write_fake_runs(tmp_path_factory.mktemp("runs"))
+    return summarise(collect_runs(metrics_paths))
+
+
+def _md_block(md: str, heading: str) -> list[str]:
+    lines = md.splitlines()
+    start = lines.index(f"## {heading}")
+    block = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|"):
+            block.append(line)
+    return block
+
+
+def _md_rows(block: list[str]) -> dict[str, list[str]]:
+    return {cells[0]: cells for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in block[2:])}
+
+
+def test_markdown_cells_and_bold(summary):
+    md = format_table(summary)["md"]
+    block = _md_block(md, "Natural missingness")
+    header = [c.strip() for c in block[0].strip("|").split("|")]
+    assert header == ["Method", "Balanced accuracy", "AUC", "Macro F1", "F1 (class 1)",
+                      "Accuracy", "ECE ↓",
+                      "Trainable parameters", "Seeds"]
+    assert block[1].count("|") == len(header) + 1
+    rows = _md_rows(block)
+    assert list(rows) == ["concat_zero", "hypermm", "mmare"]
+    # mmare natural: seeds 0.80/0.81/0.82 -> 0.810 ± 0.010, the best balanced accuracy
+    assert rows["mmare"][1] == "**0.810 ± 0.010**"
+    assert rows["hypermm"][1] == "0.710 ± 0.010"
+    # ECE: lower is better -> hypermm (0.051) bold, mmare not
+    assert rows["hypermm"][6] == "**0.051 ± 0.001**"
+    assert not rows["mmare"][6].startswith("**")
+    assert rows["mmare"][7] == "1.4M" and rows["concat_zero"][7] == "50.0k"
+    assert rows["mmare"][8] == "3"
+    assert sum(cell.startswith("**") for r in rows.values() for cell in r) == 6  # one bold cell per metric column
+
+
+def test_one_block_per_scenario_and_rate(summary):
+    md = format_table(summary)["md"]
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings == ["## Natural missingness", "## MCAR 20 % per modality",
+                        "## MCAR 40 % per modality", "## MCAR 60 % per modality"]
+    rows = _md_rows(_md_block(md, "MCAR 60 % per modality"))
+    assert rows["mmare"][1] == "**0.750 ± 0.010**"     # 0.80 - 0.06 + 0.01
+
+
+def test_csv(summary):
+    df = pl.read_csv(io.StringIO(format_table(summary)["csv"]))
+    assert len(df) == 3 * 4
+    assert {"source", "scenario", "rate", "method", "balanced_accuracy", "ece",
+            "trainable_parameters", "n_seeds", "best"} <= set(df.columns)
+    r = df.filter((pl.col("method") == "hypermm") & (pl.col("rate") == 0.2)).row(0, named=True)
+    assert r["balanced_accuracy"] == "0.690 ± 0.010"
+    assert r["best"] == "ece" and r["trainable_parameters"] == 12_900_000
+    assert df.filter(pl.col("method") == "mmare")["best"].to_list() == [
+        "balanced_accuracy;auc;f1_macro;f1;accuracy"] * 4
+
+
+def test_latex_structure(summary):
+    tex = format_table(summary)["tex"]
+    lines = tex.splitlines()
+    assert r"\begin{tabular}{lrrrrrrrr}" in lines and lines[-1] == r"\end{tabular}"
+    assert tex.count(r"\toprule") == 1 and tex.count(r"\bottomrule") == 1
+    assert tex.count(r"\multicolumn{9}{l}") == 4 and tex.count(r"\midrule") == 4
+    body = [line for line in lines if line.endswith(r"\\") and "&" in line]
+    assert all(line.count("&") == 8 for line in body)
+    assert r"\textbf{0.810 $\pm$ 0.010}" in tex
+    assert "concat\\_zero" in tex and "concat_zero" not in tex.replace("concat\\_zero", "")
+    assert r"ECE $\downarrow$" in tex
+    assert "±" not in tex
+
+
+def test_published_block(summary):
+    tables = format_table(summary, published=MMIST_VITAL12_TABLE_5_6)
+    md = tables["md"]
+    assert md.count(f"## {LABEL}") == 1
+    assert md.index(f"## {LABEL}") > md.index("## MCAR 60 % per modality")
+    rows = _md_rows(_md_block(md, LABEL))
+    assert rows["DRIM"][1:4] == ["0.780", "0.799", "0.693"]    # no "±", never bold
+    assert rows["MMARE with clinical"][7] == "1.4M" and rows["HyperMM"][7] == "12.9M"
+    assert rows["DRIM"][5] == "–" and rows["DRIM"][8] == "–"   # accuracy/ECE not published
+    assert "MMARE without clinical ↔ ours: mmare [without_clinical]" in md
+    # published rows do not steal "best": ours stay bold in their blocks
+    assert _md_rows(_md_block(md, "Natural missingness"))["mmare"][1].startswith("**")
+    assert tex_escape(LABEL) in tables["tex"]
+    df = pl.read_csv(io.StringIO(tables["csv"]))
+    pub = df.filter(pl.col("source") == LABEL)
+    assert pub["method"].to_list()[0] == "DRIM" and len(pub) == 6
+    assert pub["best"].is_null().all() and pub["scenario"].is_null().all()
+    assert df.filter(pl.col("source") == "this benchmark").height == 12
+
+
+def test_feature_set_column_when_several(summary):
+    other = summary.filter(pl.col("method") == "mmare").with_columns(
+        pl.lit("without_clinical").alias("feature_set"),
+        (pl.col("balanced_accuracy_mean") + 0.1).alias("balanced_accuracy_mean"))
+    md = format_table(pl.concat([summary, other]))["md"]
+    block = _md_block(md, "Natural missingness")
+    assert block[0].startswith("| Method | Feature set |")
+    assert "| mmare | without_clinical | **0.910 ± 0.010** |" in md
+
+
+def test_write_tables_atomic(summary, tmp_path):
+    paths = write_tables(summary, tmp_path / "report", published=MMIST_VITAL12_TABLE_5_6)
+    assert [p.name for p in paths] == ["results.csv", "results.md", "results.tex"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert paths[1].read_text().startswith("# Results: demo")
+    assert not list((tmp_path / "report").glob("*.tmp-*"))
+
+
+def test_format_params():
+    assert [format_params(v) for v in (None, float("nan"), 0, 512, 1_400_000, 16_900_000)] == [
+        "–", "–", "0", "512", "1.4M", "16.9M"]
+    assert re.fullmatch(r"\\_a\\&b\\%", tex_escape("_a&b%"))
