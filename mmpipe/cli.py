@@ -82,6 +82,21 @@ def cmd_inspect(args) -> None:
     print(f"  created   {a.get('created')}; preprocessing hash {a.get('preprocessing_hash')}")
 
 
+def cmd_predict(args) -> None:
+    from mmpipe.bench.predict import predict_stores
+    from mmpipe.fsutil import write_parquet
+
+    stores = {}
+    for spec in args.store:
+        modality, sep, path = spec.partition("=")
+        if not sep:
+            raise MmpipeError(f"--store takes MODALITY=PATH, not {spec!r}")
+        stores[modality] = path
+    table = predict_stores(args.run, stores, device=args.device)
+    write_parquet(table, args.out)
+    print(f"{args.out}: {len(table)} subjects scored, {int(table['no_input'].sum())} without input")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -108,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", required=True)
     p.add_argument("--encoder", required=True)
     p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("predict", help="score subjects with a trained run (any modality subset)")
+    p.add_argument("run", help="a run directory (holds model.pt)")
+    p.add_argument("--store", action="append", required=True, metavar="MODALITY=PATH",
+                   help="feature store of one modality; repeat for each available modality")
+    p.add_argument("--out", required=True, help="predictions parquet to write")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("inspect", help="summarise a feature store")
     p.add_argument("store")

@@ -23,7 +23,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-N_SUBJECTS = 10
+N_SUBJECTS = 16
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -42,13 +42,20 @@ def _jobs(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
-def _write_config(workdir: Path, **slide_overrides) -> None:
+def _write_config(workdir: Path, mmare_overrides: dict | None = None, **slide_overrides) -> None:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["cohorts"]["demo"]["demo"] = {"n_subjects": N_SUBJECTS, "seed": 3}
     cfg["run_cohorts"] = ["demo"]
     cfg["device"] = "cpu"
     cfg["preprocess"]["slide"].update({"max_tiles": 8, **slide_overrides})
     cfg["preprocess"]["dicom"]["min_slices"] = 4
+    # a small stage-2 grid: two scenarios, one seed, three methods
+    cfg["benchmark"].update(seeds=[0], scenarios={"natural": [0.0], "mcar": [0.4]})
+    cfg["cohorts"]["demo"]["benchmark"]["runs"] = {"mmare": ["all"], "deepsets": ["all"],
+                                                   "hgb": ["clinical_tabular"]}
+    for name in ("mmare", "deepsets"):
+        cfg["methods"][name]["max_epochs"] = 20
+    cfg["methods"]["mmare"].update(mmare_overrides or {})
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
@@ -88,6 +95,28 @@ def test_every_modality_has_a_complete_store(demo_run):
     assert "RANDOM-INIT" in summary
 
 
+def test_benchmark_report_and_runs(demo_run):
+    results = demo_run / "results" / "demo"
+    runs = sorted(results.glob("runs/*/*/*/seed0/metrics.json"))
+    assert len(runs) == 6
+    table = (results / "report" / "results.md").read_text()
+    for method in ("mmare", "deepsets", "hgb"):
+        assert method in table
+    assert (results / "report" / "perf_vs_params_auc.png").stat().st_size > 0
+
+
+def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path):
+    workdir = tmp_path / "hp"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    _write_config(workdir, mmare_overrides={"dropout": 0.2})
+    run = _snakemake(workdir, "-n")
+    assert run.returncode == 0, run.stderr
+    jobs = _jobs(run.stdout)
+    assert set(jobs) == {"train", "benchmark_report", "all"}
+    assert jobs["train"] == 2  # mmare × (natural, mcar 0.4), one seed
+    assert "runs/all/mmare/" in run.stdout and "runs/all/deepsets/" not in run.stdout
+
+
 def test_second_dry_run_has_nothing_to_do(demo_run):
     run = _snakemake(demo_run, "-n")
     assert run.returncode == 0, run.stderr
@@ -103,7 +132,9 @@ def test_tiling_change_reruns_only_slide_jobs(demo_run, tmp_path):
     jobs = _jobs(run.stdout)
     assert jobs.get("tile_slides") == 2
     assert jobs.get("encode") == 1  # the clam_resnet50 store of the slides, nothing else
-    assert set(jobs) == {"tile_slides", "encode", "cohort_qc", "all"}
+    # and what depends on that store: the runs whose feature set holds it, the report
+    assert set(jobs) == {"tile_slides", "encode", "cohort_qc", "train", "benchmark_report", "all"}
+    assert jobs["train"] == 4  # mmare and deepsets on "all" × 2 scenarios; not hgb (tabular)
     assert "wsi-clam_resnet50" in run.stdout or "features/wsi/clam_resnet50.zarr" in run.stdout
 
 

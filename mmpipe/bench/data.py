@@ -243,8 +243,8 @@ class Normalizer:
         self.stats, self.shapes = {}, data.shapes()
         if self.mode == "zscore":
             for j, m in enumerate(data.modalities):
-                rows = data.x[m][data.present[:, j]].reshape(int(data.present[:, j].sum()), -1)
                 width = int(np.prod(self.shapes[m], dtype=np.int64))
+                rows = data.x[m][data.present[:, j]].reshape(-1, width)
                 if len(rows) == 0:
                     log.warning("normaliser: no training subject has %s; its features are "
                                 "left unscaled", m)

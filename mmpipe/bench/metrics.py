@@ -22,19 +22,13 @@ probabilities ``[N, C]`` (prediction = arg-max):
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+
+# Plain numpy rather than scikit-learn: every training job computes these, and importing
+# sklearn.metrics (or scipy.stats) costs ~2 s per job, which dominated the demo grid's wall time. The
+# tests check the values against scikit-learn.
 
 # f1/precision/recall follow scikit-learn's binary default (class 1) for two classes;
 # f1_macro averages over classes, the "mF1" the MMARE thesis reports
@@ -60,6 +54,38 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
     return float(ece)
 
 
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    cuts = np.flatnonzero(np.diff(sorted_x)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(x)]])
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half)."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    ranks = _average_ranks(np.asarray(score, dtype=np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _prf(y_true: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-label precision, recall, F1; an undefined ratio counts as 0 (zero_division=0)."""
+    tp = np.array([np.sum((pred == c) & (y_true == c)) for c in labels], dtype=np.float64)
+    n_pred = np.array([np.sum(pred == c) for c in labels], dtype=np.float64)
+    n_true = np.array([np.sum(y_true == c) for c in labels], dtype=np.float64)
+    precision = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+    recall = np.divide(tp, n_true, out=np.zeros_like(tp), where=n_true > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return precision, recall, f1
+
+
 def _auc(y_true: np.ndarray, proba: np.ndarray, notes: list[str]) -> float:
     n_classes = proba.shape[1]
     classes = np.unique(y_true)
@@ -67,9 +93,9 @@ def _auc(y_true: np.ndarray, proba: np.ndarray, notes: list[str]) -> float:
         notes.append(f"auc undefined: only class(es) {classes.tolist()} in y_true")
         return float("nan")
     if n_classes == 2:
-        return float(roc_auc_score(y_true, proba[:, 1]))
+        return roc_auc(y_true == 1, proba[:, 1])
     # one-vs-rest per class, macro average (sklearn multi_class="ovr", average="macro")
-    aucs = [roc_auc_score(y_true == c, proba[:, c]) for c in classes]
+    aucs = [roc_auc(y_true == c, proba[:, c]) for c in classes]
     if len(classes) < n_classes:
         absent = sorted(set(range(n_classes)) - set(classes.tolist()))
         notes.append(f"auc: macro over classes {classes.tolist()}; class(es) {absent} "
@@ -96,22 +122,20 @@ def classification_metrics(y_true, proba) -> dict[str, Any]:
         out["notes"] = ["no samples"]
         return out
     pred = proba.argmax(axis=1)
-    average = "binary" if n_classes == 2 else "macro"
-    kw: dict[str, Any] = {"average": average, "zero_division": 0.0}
-    if average == "binary":
-        kw["pos_label"] = 1
-    with warnings.catch_warnings():
-        # balanced accuracy warns when predictions hold classes y_true lacks
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        warnings.filterwarnings("ignore", message="A single label was found")
-        out["accuracy"] = float(accuracy_score(y_true, pred))
-        out["balanced_accuracy"] = float(balanced_accuracy_score(y_true, pred))
-        out["auc"] = _auc(y_true, proba, notes)
-        out["f1"] = float(f1_score(y_true, pred, **kw))
-        out["f1_macro"] = float(f1_score(y_true, pred, average="macro", zero_division=0.0))
-        out["precision"] = float(precision_score(y_true, pred, **kw))
-        out["recall"] = float(recall_score(y_true, pred, **kw))
+    out["accuracy"] = float(np.mean(pred == y_true))
+    present = np.unique(y_true)
+    out["balanced_accuracy"] = float(np.mean([np.mean(pred[y_true == c] == c) for c in present]))
+    out["auc"] = _auc(y_true, proba, notes)
+    # scikit-learn's label set for macro averages: classes in y_true or in the predictions
+    labels = np.union1d(present, np.unique(pred))
+    precision, recall, f1 = _prf(y_true, pred, labels)
+    out["f1_macro"] = float(f1.mean())
+    if n_classes == 2:  # scikit-learn's average="binary", positive class 1
+        p1, r1, f11 = _prf(y_true, pred, np.array([1]))
+        out["precision"], out["recall"], out["f1"] = float(p1[0]), float(r1[0]), float(f11[0])
+    else:
+        out["precision"], out["recall"], out["f1"] = (float(precision.mean()),
+                                                      float(recall.mean()), float(f1.mean()))
     out["ece"] = expected_calibration_error(y_true, proba)
     out["notes"] = notes
     return {k: out[k] for k in (*METRIC_KEYS, "n", "notes")}

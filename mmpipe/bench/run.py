@@ -18,10 +18,10 @@ import polars as pl
 import torch
 
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
-from mmpipe.bench.metrics import classification_metrics
+from mmpipe.bench.metrics import METRIC_KEYS, classification_metrics
 from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
 from mmpipe.bench.splits import read_split
-from mmpipe.bench.trainer import TRAIN_DEFAULTS, fit, predict_proba
+from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.fsutil import atomic_dir
 from mmpipe.methods import method_class
 from mmpipe.methods.base import TRAINER_KEYS
@@ -72,9 +72,14 @@ def _predictions(data: BenchData, proba: np.ndarray, split: str, evaluation: str
     return pl.DataFrame(cols)
 
 
+def _nan_metrics(n: int) -> dict[str, Any]:
+    return {**dict.fromkeys(METRIC_KEYS, float("nan")), "n": n, "notes": ["not trained"]}
+
+
 def _score(method, data: BenchData, prior: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities; subjects left without any input get the training prior (flagged)."""
-    no_input = ~data.present.any(axis=1)
+    """Probabilities; subjects left without any input (and every subject of an untrained
+    method) get the training prior, flagged in ``no_input``."""
+    no_input = ~data.present.any(axis=1) if method is not None else np.ones(len(data.y), bool)
     proba = np.tile(prior, (len(data.y), 1)).astype(np.float32)
     keep = np.flatnonzero(~no_input)
     if len(keep):
@@ -105,16 +110,26 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
     method = build_method(method_cfg, data)
     prior = np.bincount(train.y, minlength=data.n_classes) / max(len(train.y), 1)
     with atomic_dir(out_dir) as tmp:
-        result = fit(method, train, val, {**TRAIN_DEFAULTS, **_train_cfg(method)}, seed,
-                     device, tmp / "train.log")
+        try:
+            result = fit(method, train, val, {**TRAIN_DEFAULTS, **_train_cfg(method)}, seed,
+                         device, tmp / "train.log")
+            trained = True
+        except NotTrainable as err:
+            # recorded, not hidden: the run exists, its metrics are NaN with the reason
+            log.warning("%s not trained: %s", method_cfg["type"], err)
+            notes.append(f"not trained: {err}; metrics are NaN, predictions are the "
+                         "training prior")
+            (tmp / "train.log").write_text(f"not trained: {err}\n")
+            result, trained = FitResult(), False
         start = time.perf_counter()
         frames, metrics = [], {}
         for name, part in (("val", val), ("test", test)):
-            proba, no_input = _score(method, part, prior, device)
-            metrics[name] = classification_metrics(part.y, proba)
+            proba, no_input = _score(method if trained else None, part, prior, device)
+            metrics[name] = (classification_metrics(part.y, proba) if trained
+                             else _nan_metrics(len(part.y)))
             frames.append(_predictions(part, proba, name, "scenario", no_input))
         subsets = []
-        if evaluate_subsets and len(data.modalities) > 1:
+        if trained and evaluate_subsets and len(data.modalities) > 1:
             for subset in modality_subsets(data.modalities):
                 part = test.with_present(subset_mask(test.present, data.modalities, subset))
                 keep = np.flatnonzero(part.present.any(axis=1))
@@ -132,6 +147,7 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
         out = {
             **meta, "seed": seed, "method_type": method_cfg["type"], "test": metrics["test"],
             "val": metrics["val"], "subsets": subsets,
+            "trained": trained,
             "trainable_parameters": int(method.trainable_parameters()),
             "training_seconds": round(result.seconds, 3),
             "evaluation_seconds": round(time.perf_counter() - start, 3),

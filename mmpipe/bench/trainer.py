@@ -30,6 +30,10 @@ TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience
                   "class_weights": False, "noise_p": 0.0, "noise_std": 0.1}
 
 
+class NotTrainable(Exception):
+    """The method cannot be trained on this split (e.g. no complete-case subject)."""
+
+
 @dataclass
 class FitResult:
     epochs: dict[str, int] = field(default_factory=dict)        # epochs run per phase
@@ -151,6 +155,9 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
         log.info("%s trains on the %d of %d subjects with every modality", method.name,
                  int(keep.sum()), len(keep))
         train = train.subset(np.flatnonzero(keep))
+    if len(np.unique(train.y)) < 2:
+        raise NotTrainable(f"{len(train.y)} training subject(s) usable by {method.name}, "
+                           f"classes {np.unique(train.y).tolist()}: need both classes")
     method.to(device)
     xt, pt, yt = _tensors(train, device)
     xv, pv, yv = _tensors(val, device)

@@ -94,3 +94,26 @@ def test_ece_perfect_and_worst():
     # 10 predictions at confidence 0.7, 7 right: calibrated
     y = [1] * 7 + [0] * 3
     assert expected_calibration_error(y, _binary([0.7] * 10)) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_values_match_scikit_learn(n_classes):
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(0, n_classes, 200)
+    proba = rng.dirichlet(np.ones(n_classes), 200)
+    proba[np.arange(200), y] += 0.3 * rng.random(200)   # some signal, some ties of scores
+    proba = np.round(proba / proba.sum(1, keepdims=True), 2)
+    proba = proba / proba.sum(1, keepdims=True)
+    pred = proba.argmax(1)
+    got = classification_metrics(y, proba)
+    avg = "binary" if n_classes == 2 else "macro"
+    auc = (skm.roc_auc_score(y, proba[:, 1]) if n_classes == 2
+           else skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+    assert got["auc"] == pytest.approx(auc)
+    assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert got["f1"] == pytest.approx(skm.f1_score(y, pred, average=avg))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert got["precision"] == pytest.approx(skm.precision_score(y, pred, average=avg))
+    assert got["recall"] == pytest.approx(skm.recall_score(y, pred, average=avg))

@@ -3,10 +3,13 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
+
 from mmpipe.bench.run import run_experiment  # noqa: E402
 from mmpipe.encoders.device import resolve_device  # noqa: E402
 
 sm = snakemake  # noqa: F821
+torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 p = sm.params.train
 w = sm.wildcards
 run_experiment(

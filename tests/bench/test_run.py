@@ -1,0 +1,112 @@
+"""A benchmark run end to end on a small synthetic cohort built through the real
+stage-1 path (csv adapter → precomputed stores), and `mmpipe predict` on its model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mmpipe.bench.predict import predict_stores
+from mmpipe.bench.prepare import make_mask, make_split
+from mmpipe.bench.run import run_experiment
+from mmpipe.cohorts import build_manifest
+from mmpipe.config import encoder_params, load_config
+from mmpipe.encode.run import encode_store
+from tests.conftest import REPO
+
+MODALITIES = {"a": 6, "b": 4, "c": 5}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    n = 80
+    y = rng.integers(0, 2, n)
+    rows = ["id,y," + ",".join(MODALITIES)]
+    for i in range(n):
+        cells = []
+        for m, d in MODALITIES.items():
+            if rng.random() < 0.3 and m != "a":   # natural missingness; "a" always there
+                cells.append("")
+                continue
+            np.save(root / f"{m}{i}.npy", (rng.normal(size=d) + 1.5 * y[i]).astype(np.float32))
+            cells.append(f"{m}{i}.npy")
+        rows.append(f"s{i:03d},{y[i]}," + ",".join(cells))
+    (root / "cohort.csv").write_text("\n".join(rows) + "\n")
+    cohort_cfg = {"adapter": "csv", "csv": str(root / "cohort.csv"), "subject_column": "id",
+                  "labels": ["y"], "modalities": {m: {"kind": "features", "column": m,
+                                                      "encoders": ["precomputed"]}
+                                                  for m in MODALITIES}}
+    cfg = load_config(REPO / "config.yaml")
+    cfg["cohorts"] = {"toy": cohort_cfg}
+    cohort_dir = root / "results" / "toy"
+    build_manifest("toy", cohort_cfg, cohort_dir)
+    for m in MODALITIES:
+        encode_store(cohort_dir, m, encoder_params(cfg, "toy", m, "precomputed"),
+                     cohort_dir / "features" / m / "precomputed.zarr", device="cpu")
+    make_split(cohort_dir, "y", 0, (0.6, 0.1, 0.3), root / "split.parquet")
+    make_mask(cohort_dir, "mcar", 0.4, 0, root / "mask.parquet")
+    return root, cohort_dir
+
+
+@pytest.mark.parametrize("method", [{"type": "deepsets", "max_epochs": 60, "lr": 1e-3},
+                                    {"type": "hgb", "max_iter": 30}])
+def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_path):
+    root, cohort_dir = cohort
+    feature_set = {m: "precomputed" for m in MODALITIES}
+    meta = {"cohort": "toy", "feature_set": "all", "method": method["type"],
+            "scenario": "mcar", "rate": 0.4}
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, feature_set, "y", method, root / "split.parquet",
+                             root / "mask.parquet", out, seed=0, meta=meta)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"]["n"] == metrics["n_test"] > 0
+    assert saved["test"]["auc"] > 0.7          # the signal is strong: a run that learns nothing fails
+    assert len(saved["subsets"]) == 7          # every non-empty subset of 3 modalities
+    assert saved["trainable_parameters"] > 0
+    preds = pl.read_parquet(out / "predictions.parquet")
+    test = preds.filter((pl.col("split") == "test") & (pl.col("evaluation") == "scenario"))
+    assert len(test) == metrics["n_test"]
+    np.testing.assert_allclose(test["score_0"] + test["score_1"], 1.0, rtol=1e-5)
+    # the mask removed entries: some test patterns lack modalities
+    assert (test["pattern"] != "a+b+c").any()
+    # `mmpipe predict` on the saved model, with every store, scores like the run did
+    scored = predict_stores(out, {m: cohort_dir / "features" / m / "precomputed.zarr"
+                                  for m in MODALITIES})
+    assert len(scored) == 80 and not scored["no_input"].any()
+    # ...and accepts any subset of modalities
+    only_a = predict_stores(out, {"a": cohort_dir / "features" / "a" / "precomputed.zarr"})
+    assert set(only_a["pattern"]) == {"a"}
+
+
+def test_split_and_mask_are_shared_and_reproducible(cohort, tmp_path):
+    root, cohort_dir = cohort
+    again = make_split(cohort_dir, "y", 0, (0.6, 0.1, 0.3), tmp_path / "s.parquet")
+    assert again.equals(pl.read_parquet(root / "split.parquet"))
+    other = make_split(cohort_dir, "y", 1, (0.6, 0.1, 0.3), tmp_path / "s1.parquet")
+    assert not other.equals(again)
+
+
+def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
+    """Complete-case Standard with no complete subject: the run exists, says why, NaN metrics."""
+    from mmpipe.bench.missingness import read_mask, write_mask
+
+    root, cohort_dir = cohort
+    ids, mask, modalities = read_mask(root / "mask.parquet")
+    mask[:, modalities.index("c")] = False          # nobody keeps modality c
+    write_mask(ids, mask, modalities, tmp_path / "no_c.parquet")
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "standard"}, root / "split.parquet",
+                             tmp_path / "no_c.parquet", out, seed=0,
+                             meta={"cohort": "toy", "feature_set": "all", "method": "standard",
+                                   "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"] is False
+    assert np.isnan(metrics["test"]["auc"])
+    assert any("not trained" in n for n in metrics["notes"])
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert preds["no_input"].all() and (out / "train.log").read_text().startswith("not trained")
