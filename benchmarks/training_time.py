@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
+from mmpipe.bench.metrics import classification_metrics
 from mmpipe.bench.run import build_method
 from mmpipe.bench.splits import stratified_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, fit, predict_proba
-from mmpipe.bench.metrics import classification_metrics
 from mmpipe.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
