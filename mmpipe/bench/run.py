@@ -148,6 +148,7 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
             **meta, "seed": seed, "method_type": method_cfg["type"], "test": metrics["test"],
             "val": metrics["val"], "subsets": subsets,
             "trained": trained,
+            "method_notes": method.report_notes() if hasattr(method, "report_notes") else [],
             "trainable_parameters": int(method.trainable_parameters()),
             "training_seconds": round(result.seconds, 3),
             "evaluation_seconds": round(time.perf_counter() - start, 3),

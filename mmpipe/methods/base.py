@@ -80,6 +80,11 @@ class FusionMethod(nn.Module):
         """One phase over every parameter, with the trainer settings of the config."""
         return [Phase("train", self.parameters, **phase_settings(train_cfg))]
 
+    def report_notes(self) -> list[str]:
+        """What the report must say about this method on this data (e.g. a deviation
+        from its paper forced by the features)."""
+        return []
+
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

@@ -320,6 +320,13 @@ class HyperMM(FusionMethod):
         self.freeze_phi(True)
         return list(self.rho.parameters())
 
+    def report_notes(self) -> list[str]:
+        if self.conv:
+            return []
+        return ["HyperMM on vector features: the hypernetwork generates a conditioned linear "
+                "layer instead of the paper's 1x1 convolution on VGG11 slice blocks "
+                "(mmpipe extension, not in the paper)"]
+
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         settings = phase_settings(train_cfg)
         hp = self.hparams

@@ -102,9 +102,11 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         m = _read_json(p)
         row: dict[str, Any] = _identity(m, p)
         for k, v in (m.get("test") or {}).items():
-            row["n_test" if k == "n" else k] = _num(v)
+            if k != "notes":  # why a value is NaN; kept in metrics.json
+                row["n_test" if k == "n" else k] = _num(v)
         for k, v in (m.get("val") or {}).items():
-            row[f"val_{k}"] = _num(v)
+            if k != "notes":
+                row[f"val_{k}"] = _num(v)
         for k in ("trainable_parameters", "training_seconds", "evaluation_seconds",
                   "n_train", "n_val"):
             if k in m:
@@ -147,7 +149,7 @@ def collect_subsets(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
             mods = list(s.get("modalities") or [])
             row = {**ident, "subset": "+".join(mods), "n_modalities": float(len(mods))}
             for k, v in s.items():
-                if k != "modalities":
+                if k not in ("modalities", "notes"):
                     row["n_test" if k == "n" else k] = _num(v)
             rows.append(row)
     first = (*ID_COLUMNS, "subset", "n_modalities")
@@ -252,6 +254,26 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     return names
 
 
+def _append_notes(table_md: Path, metrics_paths: list[Path]) -> None:
+    """Add what the methods say about themselves (and runs that could not train) under
+    the Markdown table, so a deviation from a paper is never only in a log."""
+    notes: dict[str, set[str]] = {}
+    for path in metrics_paths:
+        m = json.loads(path.read_text())
+        for note in m.get("method_notes", []):
+            notes.setdefault(m.get("method", "?"), set()).add(note)
+        if m.get("trained") is False:
+            notes.setdefault(m.get("method", "?"), set()).add(
+                f"not trained in {m.get('scenario')} {m.get('rate')} seed {m.get('seed')}: "
+                + "; ".join(n for n in m.get("notes", []) if n.startswith("not trained")))
+    if not notes:
+        return
+    lines = ["", "## Notes", ""]
+    lines += [f"- **{method}**: {note}" for method in sorted(notes) for note in sorted(notes[method])]
+    with atomic_file(table_md) as tmp:
+        tmp.write_text(table_md.read_text() + "\n".join(lines) + "\n")
+
+
 def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable[str | Path],
                  out_dir: str | Path, published=None, *,
                  scenarios: dict[str, Sequence[float]] | None = None,
@@ -282,6 +304,7 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     groups = [(s, float(r)) for s, rates in scenarios.items() for r in rates]
 
     written = write_tables(summary, out_dir, published=published, metrics=table_metrics)
+    _append_notes(out_dir / "results.md", metrics_paths)
     written.append(_write_csv(runs, out_dir / "runs.csv"))
     written.append(_write_csv(summary, out_dir / "summary.csv"))
     subsets = collect_subsets(metrics_paths)

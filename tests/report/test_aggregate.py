@@ -35,7 +35,8 @@ def _metrics(method: str, rate: float, seed: int) -> dict:
     b = bacc(method, rate, seed)
     return {"accuracy": b + 0.02, "balanced_accuracy": b, "auc": b + 0.05, "f1": b - 0.05,
             "f1_macro": b - 0.04,
-            "precision": b, "recall": b, "ece": ECE[method] + 0.001 * seed, "n": 30}
+            "precision": b, "recall": b, "ece": ECE[method] + 0.001 * seed, "n": 30,
+            "notes": ["as classification_metrics writes them"]}
 
 
 def _predictions(rng: np.random.Generator, n: int = 30) -> pl.DataFrame:
