@@ -114,7 +114,9 @@ def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path)
     jobs = _jobs(run.stdout)
     assert set(jobs) == {"train", "benchmark_report", "all"}
     assert jobs["train"] == 2  # mmare × (natural, mcar 0.4), one seed
-    assert "runs/all/mmare/" in run.stdout and "runs/all/deepsets/" not in run.stdout
+    outputs = [line.split("output:")[1].strip() for line in run.stdout.splitlines()
+               if line.strip().startswith("output:") and "/runs/" in line]
+    assert len(outputs) == 2 and all("/runs/all/mmare/" in o for o in outputs), outputs
 
 
 def test_second_dry_run_has_nothing_to_do(demo_run):
