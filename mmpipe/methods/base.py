@@ -57,13 +57,7 @@ class FusionMethod(nn.Module):
     def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
                  **hparams: Any):
         super().__init__()
-        unknown = set(hparams) - set(self.defaults) - set(TRAINER_KEYS)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown hyper-parameters {sorted(unknown)} "
-                             f"(known: {sorted(self.defaults)})")
-        self.modalities = list(modalities)
-        self.shapes = {m: tuple(shapes[m]) for m in self.modalities}
-        self.n_classes = int(n_classes)
+        set_common_attributes(self, modalities, shapes, n_classes, hparams)
         # trainer settings given in the method's config ride along with its own
         self.hparams = {**self.defaults, **hparams}
 
@@ -92,6 +86,18 @@ class FusionMethod(nn.Module):
 # trainer settings a method's config may carry beside its own hyper-parameters
 TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "batch_size",
                 "sampler", "class_weights", "noise_p", "noise_std")
+
+
+def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple[int, ...]],
+                          n_classes: int, hparams: dict[str, Any]) -> None:
+    """What every method (neural or not) holds; unknown hyper-parameters are an error."""
+    unknown = set(hparams) - set(method.defaults) - set(TRAINER_KEYS)
+    if unknown:
+        raise ValueError(f"{method.name}: unknown hyper-parameters {sorted(unknown)} "
+                         f"(known: {sorted(method.defaults)})")
+    method.modalities = list(modalities)
+    method.shapes = {m: tuple(shapes[m]) for m in method.modalities}
+    method.n_classes = int(n_classes)
 
 
 def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:

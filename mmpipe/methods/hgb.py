@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mmpipe.methods.base import TRAINER_KEYS
+from mmpipe.methods.base import set_common_attributes
 
 SKLEARN_KEYS = ("learning_rate", "max_iter", "max_leaf_nodes", "max_depth", "min_samples_leaf",
                 "l2_regularization", "max_features", "max_bins", "class_weight",
@@ -58,13 +58,8 @@ class HistGradientBoosting:
 
     def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
                  **hparams: Any):
-        unknown = set(hparams) - set(self.defaults) - set(TRAINER_KEYS)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown hyper-parameters {sorted(unknown)} "
-                             f"(known: {sorted(self.defaults)})")
-        self.modalities = list(modalities)
-        self.shapes = {m: tuple(shapes[m]) for m in self.modalities}
-        self.n_classes = int(n_classes)
+        set_common_attributes(self, modalities, shapes, n_classes, hparams)
+        # trainer keys are accepted (shared method configs) and ignored: no trainer here
         self.hparams = {**self.defaults, **{k: v for k, v in hparams.items()
                                             if k in self.defaults}}
         self.model: HistGradientBoostingClassifier | None = None
