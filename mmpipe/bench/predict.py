@@ -31,10 +31,8 @@ def load_run(run_dir: str | Path):
                          present=np.zeros((0, len(shapes)), bool),
                          modalities=list(bundle["modalities"]), n_classes=bundle["n_classes"])
     method = build_method(bundle["method"], template)
-    if bundle.get("sklearn") is not None:
-        method.load_state_dict(bundle["sklearn"])
-    else:
-        method.load_state_dict(bundle["state"])
+    method.load_state_dict(bundle["state"])
+    if hasattr(method, "eval"):
         method.eval()
     return method, bundle
 

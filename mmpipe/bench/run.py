@@ -159,10 +159,8 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
         }
         pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / "predictions.parquet")
         (tmp / "metrics.json").write_text(json.dumps(out, indent=2, default=float))
-        torch.save({"method": method_cfg, "state": method.state_dict()
-                    if hasattr(method, "parameters") else None,
-                    "sklearn": method.state_dict() if getattr(method, "kind", "") == "sklearn"
-                    else None,
+        # neural and sklearn methods both expose state_dict()/load_state_dict()
+        torch.save({"method": method_cfg, "state": method.state_dict(),
                     "modalities": data.modalities, "shapes": data.shapes(),
                     "n_classes": data.n_classes, "label": label,
                     "label_values": list(getattr(data, "label_values", [])),
