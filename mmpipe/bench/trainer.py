@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience": 25,
                   "optimizer": "adam", "batch_size": 64, "sampler": "weighted",
-                  "class_weights": False, "noise_p": 0.0, "noise_std": 0.1}
+                  "schedule": None, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1}
 
 
 class NotTrainable(Exception):
@@ -68,6 +68,14 @@ def _optimizer(phase: Phase, params) -> torch.optim.Optimizer:
     if kind == "sgd":
         return torch.optim.SGD(params, lr=phase.lr, weight_decay=phase.weight_decay, momentum=0.9)
     raise ValueError(f"unknown optimizer {phase.optimizer!r}")
+
+
+def _scheduler(phase: Phase, opt: torch.optim.Optimizer):
+    if phase.schedule is None:
+        return None
+    if phase.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(phase.max_epochs, 1))
+    raise ValueError(f"unknown schedule {phase.schedule!r} (cosine | null)")
 
 
 def _epoch_order(y: np.ndarray, sampler: str, gen: torch.Generator) -> torch.Tensor:
@@ -169,8 +177,10 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
     result = FitResult()
     lines = []
     start = time.perf_counter()
+    method.prepare(xt, pt, yt)
     for phase in method.phases(cfg):
         opt = _optimizer(phase, phase.parameters())
+        sched = _scheduler(phase, opt)
         loss_fn = phase.loss or method.loss
         best, best_state, best_epoch, waited = float("-inf"), None, 0, 0
         for epoch in range(1, phase.max_epochs + 1):
@@ -189,6 +199,8 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
                 opt.step()
                 total += loss.item()
                 batches += 1
+            if sched is not None:
+                sched.step()
             metrics = _validate(method, phase, val, xv, pv, yv, class_weight, device)
             score = _score(metrics, phase.monitor)
             lines.append(f"{phase.name}\t{epoch}\t{total / max(batches, 1):.5f}\t"

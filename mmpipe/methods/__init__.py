@@ -20,6 +20,21 @@ METHODS: dict[str, str] = {
     "late_fusion": "mmpipe.methods.baselines:LateFusion",
     "single": "mmpipe.methods.baselines:SingleModality",
     "hgb": "mmpipe.methods.hgb:HistGradientBoosting",
+    # HAM ("No Modality Left Behind") and its comparators
+    "ham": "mmpipe.methods.ham:HAM",
+    "modality_dropout": "mmpipe.methods.ham:ChannelDropout",
+    "featimpute": "mmpipe.methods.shaspec:FeatImpute",
+    "largo": "mmpipe.methods.largo:LARGO",
+    # bidirectional distillation (axillary lymph-node paper) and its comparators
+    "bd": "mmpipe.methods.distillation:BidirectionalDistillation",
+    "bd_filling": "mmpipe.methods.distillation:Filling",
+    "ae_impute": "mmpipe.methods.distillation:AutoEncoderImpute",
+    "drim": "mmpipe.methods.drim:DRIM",
+    "unilmmv": "mmpipe.methods.attention:MaskedAttention",
+    "muse": "mmpipe.methods.muse:MUSE",
+    "adacomed": "mmpipe.methods.moe:ModalityExperts",
+    "mean_impute": "mmpipe.methods.imputation:MeanImpute",
+    "knn_impute": "mmpipe.methods.imputation:KNNImpute",
 }
 
 

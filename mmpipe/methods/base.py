@@ -35,6 +35,8 @@ class Phase:
     patience: int = 25
     optimizer: str = "adam"  # adam | adamw | rmsprop | sgd
     monitor: str = "balanced_accuracy"
+    # "cosine": learning rate annealed to 0 over max_epochs (stepped once per epoch)
+    schedule: str | None = None
     loss: Callable[..., torch.Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +72,11 @@ class FusionMethod(nn.Module):
         logits = self(x, present)
         return F.cross_entropy(logits, y, weight=class_weight), logits
 
+    def prepare(self, x: dict[str, torch.Tensor], present: torch.Tensor, y: torch.Tensor) -> None:
+        """Called once with the whole (normalised) training split before the first phase,
+        for what a method derives from the training data itself (imputation means, a
+        neighbour bank). Store it in buffers so it is saved with the model."""
+
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         """One phase over every parameter, with the trainer settings of the config."""
         return [Phase("train", self.parameters, **phase_settings(train_cfg))]
@@ -84,8 +91,8 @@ class FusionMethod(nn.Module):
 
 
 # trainer settings a method's config may carry beside its own hyper-parameters
-TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "batch_size",
-                "sampler", "class_weights", "noise_p", "noise_std")
+TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
+                "batch_size", "sampler", "class_weights", "noise_p", "noise_std")
 
 
 def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple[int, ...]],
@@ -101,7 +108,7 @@ def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple
 
 
 def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:
-    keys = ("lr", "weight_decay", "max_epochs", "patience", "optimizer")
+    keys = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule")
     return {k: train_cfg[k] for k in keys if k in train_cfg}
 
 
