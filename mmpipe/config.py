@@ -127,13 +127,37 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             elif enc not in cohort["modalities"][mod]["encoders"]:
                 problems.append(f"{where}.feature_sets.{fs}.{mod}: {enc!r} is not among the "
                                 f"modality's encoders {cohort['modalities'][mod]['encoders']}")
-    for method, sets in bench["runs"].items():
+    scenarios = bench.get("scenarios", cfg.get("benchmark", {}).get("scenarios", {}))
+    for name in bench.get("default_scenarios", []):
+        if name not in scenarios:
+            problems.append(f"{where}.default_scenarios: {name!r} is not among the cohort's "
+                            f"scenarios {sorted(scenarios)}")
+    for method, entry in bench["runs"].items():
         if method not in cfg.get("methods", {}):
             problems.append(f"{where}.runs: unknown method {method!r} "
                             f"(defined: {sorted(cfg.get('methods', {}))})")
+        sets, run_scenarios = run_entry(entry, bench.get("default_scenarios", list(scenarios)))
         for fs in sets:
             if fs not in bench["feature_sets"]:
                 problems.append(f"{where}.runs.{method}: unknown feature set {fs!r}")
+        for name in run_scenarios:
+            if name not in scenarios:
+                problems.append(f"{where}.runs.{method}: scenario {name!r} is not among the "
+                                f"cohort's scenarios {sorted(scenarios)}")
+    for name, spec in scenarios.items():
+        options = spec if isinstance(spec, dict) else {}
+        named = options.get("modalities", []) + ([options["modality"]] if "modality" in options
+                                                 else [])
+        for mod in named:
+            if mod not in cohort["modalities"]:
+                problems.append(f"{where}.scenarios.{name}: unknown modality {mod!r}")
+        if name == "testmiss" and "modality" not in options:
+            problems.append(f"{where}.scenarios.testmiss: name the 'modality' that goes "
+                            "missing at test time")
+        unused = set(options) - {"rates"} - {"completeness": {"modalities", "drop"},
+                                            "testmiss": {"modality"}}.get(name, set())
+        if unused:
+            problems.append(f"{where}.scenarios.{name}: options {sorted(unused)} do not apply")
     return problems
 
 
@@ -256,31 +280,51 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
 # -- stage 2 -------------------------------------------------------------------------------
 
 def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
-    """Global benchmark settings with the cohort's overrides (seeds, scenarios)."""
+    """Global benchmark settings with the cohort's overrides (seeds, scenarios, ratios)."""
     bench = cohort(cfg, cohort_name).get("benchmark")
     if not bench:
         raise ConfigError(f"cohort {cohort_name!r} has no 'benchmark' section")
-    return {**cfg["benchmark"], **{k: v for k, v in bench.items() if k in ("seeds", "scenarios")},
-            "label": bench["label"]}
+    overrides = {k: v for k, v in bench.items() if k in ("seeds", "scenarios", "ratios")}
+    settings = {**cfg["benchmark"], **overrides, "label": bench["label"]}
+    # a scenario is given as its list of rates, or as {rates: [...], <its options>}
+    raw = settings["scenarios"]
+    settings["scenarios"] = {name: list(v["rates"] if isinstance(v, dict) else v)
+                             for name, v in raw.items()}
+    settings["scenario_options"] = {name: {k: x for k, x in v.items() if k != "rates"}
+                                    if isinstance(v, dict) else {} for name, v in raw.items()}
+    return settings
+
+
+def run_entry(entry: list | dict, all_scenarios: list[str]) -> tuple[list[str], list[str]]:
+    """(feature sets, scenarios) of a ``runs`` entry: a list of feature sets (every
+    scenario of the cohort), or ``{feature_sets: [...], scenarios: [...]}``."""
+    if isinstance(entry, dict):
+        return list(entry["feature_sets"]), list(entry.get("scenarios", all_scenarios))
+    return list(entry), list(all_scenarios)
 
 
 def benchmark_runs(cfg: dict, cohort_name: str) -> list[dict]:
-    """(feature_set, method name, method config) of every run of the cohort.
+    """(feature_set, method name, method config, scenarios) of every run of the cohort.
 
     A ``single`` method without a ``modality`` expands into one run per modality of
-    the feature set, named ``{method}_{modality}``.
+    the feature set, named ``{method}_{modality}``. The cohort's ``trainer`` settings
+    (e.g. a demo's epoch cap) override every method's.
     """
     bench = cohort(cfg, cohort_name).get("benchmark") or {}
+    scenarios = list(benchmark_settings(cfg, cohort_name)["scenarios"]) if bench else []
+    scenarios = bench.get("default_scenarios", scenarios)
     runs = []
-    for method, sets in bench.get("runs", {}).items():
-        mcfg = cfg["methods"][method]
+    for method, entry in bench.get("runs", {}).items():
+        mcfg = {**cfg["methods"][method], **bench.get("trainer", {})}
+        sets, run_scenarios = run_entry(entry, scenarios)
         for fs in sets:
             if mcfg["type"] == "single" and "modality" not in mcfg:
                 runs += [{"feature_set": fs, "method": f"{method}_{m}",
-                          "config": {**mcfg, "modality": m}}
+                          "config": {**mcfg, "modality": m}, "scenarios": run_scenarios}
                          for m in bench["feature_sets"][fs]]
             else:
-                runs.append({"feature_set": fs, "method": method, "config": mcfg})
+                runs.append({"feature_set": fs, "method": method, "config": mcfg,
+                             "scenarios": run_scenarios})
     return runs
 
 
@@ -296,8 +340,9 @@ def split_params(cfg: dict, cohort_name: str) -> dict:
     return {"ratios": s["ratios"], "label": s["label"], "code": code_version("bench/splits")}
 
 
-def mask_params(cfg: dict, cohort_name: str) -> dict:
-    return {"code": code_version("bench/missingness")}
+def mask_params(cfg: dict, cohort_name: str, scenario: str) -> dict:
+    options = benchmark_settings(cfg, cohort_name)["scenario_options"].get(scenario, {})
+    return {"options": options, "code": code_version("bench/missingness")}
 
 
 def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:

@@ -9,8 +9,19 @@ written once and read by every method, so all methods face the same missing entr
   independently per modality to train, val and test alike, keeping at least one
   modality per subject (MMARE thesis 5.3); rates 0.2 / 0.4 / 0.6 by default (config).
 
-Later scenarios (HAM completeness levels, complete-train / missing-test of BD) are
-functions ``(present, rate, seed) -> mask`` added to :data:`SCENARIOS`.
+- ``completeness`` (HAM, "No Modality Left Behind" 4.1): the value is the share of
+  subjects kept complete (1.0 / 0.75 / 0.5 / 0.25). Among the subjects that have every
+  modality of ``modalities`` (config; default all), exactly that share stays complete and
+  the others lose one of those modalities (``drop: one``, the paper's main setting) or
+  a uniform number 1..k−1 of them (``drop: many``), in train, val and test alike.
+- ``testmiss`` (bidirectional distillation's protocol): training and validation as they
+  are; in the test split, exactly that share of the subjects having ``modality`` lose
+  it (0 / 0.5 / 0.8 in the paper). Subjects for whom it is the only modality keep it
+  (counted in the log).
+
+A scenario is a function ``(present, value, seed, **context) -> mask``; the context
+holds the cohort's ``modalities``, the ``test`` rows of the seed's split, and the
+scenario's options from the config.
 
 Subset evaluation (HAM table 2): a trained model is also evaluated on every non-empty
 modality subset of the test set (:func:`modality_subsets`, :func:`subset_mask`).
@@ -33,7 +44,10 @@ log = logging.getLogger(__name__)
 
 SUBJECT = "subject_id"
 DEFAULT_MCAR_RATES = (0.2, 0.4, 0.6)
-_MCAR_STREAM = 0x3CA4  # own random stream: mask and split draws of one seed are unrelated
+# own random streams: mask and split draws of one seed are unrelated
+_MCAR_STREAM = 0x3CA4
+_COMPLETENESS_STREAM = 0x4A11
+_TESTMISS_STREAM = 0x7E57
 
 
 def _check_present(present: np.ndarray) -> np.ndarray:
@@ -61,7 +75,7 @@ def max_mcar_rate(present: np.ndarray) -> float:
     return float((k[k > 0] - 1).sum() / k.sum()) if k.sum() else 0.0
 
 
-def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = True
+def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = True, **_
               ) -> np.ndarray:
     """Drop present entries completely at random, never emptying a subject.
 
@@ -112,26 +126,95 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
     return mask
 
 
-def natural_mask(present: np.ndarray, rate: float = 0.0, seed: int = 0) -> np.ndarray:
+def natural_mask(present: np.ndarray, rate: float = 0.0, seed: int = 0, **_) -> np.ndarray:
     """The natural availability, unchanged (``rate`` and ``seed`` are ignored)."""
     return _check_present(present).copy()
 
 
-# scenario name -> (present, rate, seed) -> mask; HAM completeness and BD go here later
-SCENARIOS: dict[str, Callable[[np.ndarray, float, int], np.ndarray]] = {
+def _columns(modalities: Sequence[str], names: Sequence[str] | None, scenario: str) -> list[int]:
+    mods = list(modalities)
+    names = mods if names is None else list(names)
+    unknown = [m for m in names if m not in mods]
+    if unknown:
+        raise ConfigError(f"{scenario}: unknown modalities {unknown} (cohort has {mods})")
+    return [mods.index(m) for m in names]
+
+
+def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
+                      modalities: Sequence[str], among: Sequence[str] | None = None,
+                      drop: str = "one", **_) -> np.ndarray:
+    """HAM's completeness level: ``complete`` is the share of subjects left complete."""
+    present = _check_present(present)
+    if not 0 < complete <= 1:
+        raise ConfigError(f"completeness: the share of complete subjects must be in (0, 1], "
+                          f"got {complete}")
+    if drop not in ("one", "many"):
+        raise ConfigError(f"completeness: drop must be 'one' or 'many', got {drop!r}")
+    cols = _columns(modalities, among, "completeness")
+    if len(cols) < 2:
+        raise ConfigError("completeness needs at least two modalities to make subjects incomplete")
+    rng = np.random.default_rng([_COMPLETENESS_STREAM, int(seed)])
+    eligible = np.flatnonzero(present[:, cols].all(axis=1))
+    n_drop = int(round((1 - complete) * len(eligible)))
+    mask = present.copy()
+    for row in rng.permutation(eligible)[:n_drop]:
+        k = 1 if drop == "one" else int(rng.integers(1, len(cols)))
+        mask[row, rng.choice(cols, size=k, replace=False)] = False
+    log.info("completeness %.2f seed %d: %d of %d complete subjects made incomplete (drop %s)",
+             complete, seed, n_drop, len(eligible), drop)
+    return mask
+
+
+def testmiss_mask(present: np.ndarray, rate: float, seed: int, *, modalities: Sequence[str],
+                  test: np.ndarray | None = None, modality: str | None = None, **_
+                  ) -> np.ndarray:
+    """BD's protocol: ``modality`` removed from exactly ``rate`` of the test subjects having
+    it; training and validation untouched."""
+    present = _check_present(present)
+    if modality is None:
+        raise ConfigError("testmiss needs the 'modality' that goes missing at test time")
+    if test is None:
+        raise ValueError("testmiss needs the test rows of the seed's split")
+    if not 0 <= rate <= 1:
+        raise ConfigError(f"testmiss: rate must be in [0, 1], got {rate}")
+    (col,) = _columns(modalities, [modality], "testmiss")
+    has = np.asarray(test, dtype=bool) & present[:, col]
+    alone = has & (present.sum(axis=1) == 1)
+    rows = np.flatnonzero(has & ~alone)
+    n_drop = int(round(rate * has.sum()))
+    if n_drop > len(rows):
+        log.warning("testmiss %s %.2f: only %d of the %d test subjects with it have another "
+                    "modality; %d keep it", modality, rate, len(rows), int(has.sum()),
+                    int(alone.sum()))
+        n_drop = len(rows)
+    mask = present.copy()
+    rng = np.random.default_rng([_TESTMISS_STREAM, int(seed)])
+    mask[rng.permutation(rows)[:n_drop], col] = False
+    log.info("testmiss %s %.2f seed %d: removed from %d of %d test subjects", modality, rate,
+             seed, n_drop, int(has.sum()))
+    return mask
+
+
+# scenario name -> (present, value, seed, **context) -> mask
+SCENARIOS: dict[str, Callable[..., np.ndarray]] = {
     "natural": natural_mask,
     "mcar": mcar_mask,
+    "completeness": completeness_mask,
+    "testmiss": testmiss_mask,
 }
+# scenarios whose mask depends on the seed's split
+NEEDS_SPLIT = ("testmiss",)
 
 
-def scenario_mask(present: np.ndarray, scenario: str, rate: float, seed: int) -> np.ndarray:
+def scenario_mask(present: np.ndarray, scenario: str, rate: float, seed: int,
+                  **context) -> np.ndarray:
     """The presence mask of ``scenario`` at ``rate`` for ``seed`` (a subset of ``present``)."""
     try:
         fn = SCENARIOS[scenario]
     except KeyError:
         raise ConfigError(f"unknown missingness scenario {scenario!r} "
                           f"(known: {sorted(SCENARIOS)})") from None
-    mask = fn(_check_present(present), rate, seed)
+    mask = fn(_check_present(present), rate, seed, **context)
     assert not (mask & ~present).any(), "a scenario must never add a modality"
     return mask
 

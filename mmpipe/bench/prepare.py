@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mmpipe.bench.missingness import scenario_mask, write_mask
-from mmpipe.bench.splits import stratified_split, write_split
+from mmpipe.bench.missingness import NEEDS_SPLIT, scenario_mask, write_mask
+from mmpipe.bench.splits import read_split, stratified_split, write_split
 from mmpipe.cohorts.manifest import modality_presence, read_manifest
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,25 @@ def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str |
 
 
 def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
-              out: str | Path) -> np.ndarray:
+              out: str | Path, options: dict | None = None,
+              split_path: str | Path | None = None) -> np.ndarray:
     """The scenario's presence mask over every cohort modality (natural availability
-    AND the scenario's removals); stage-2 runs AND it with their stores' presence."""
+    AND the scenario's removals); stage-2 runs AND it with their stores' presence.
+    ``options`` are the scenario's config options; ``split_path`` the seed's split, for
+    scenarios that act on the test split only."""
     _, presence, modalities = _presence(Path(cohort_dir))
     present = presence.select(modalities).to_numpy().astype(bool)
-    mask = scenario_mask(present, scenario, rate, seed)
+    options = dict(options or {})
+    if "modalities" in options:  # completeness: the config's name for the set it acts on
+        options["among"] = options.pop("modalities")
+    test = None
+    if split_path is not None:
+        split = read_split(split_path)
+        where = dict(zip(split["subject_id"], split["split"], strict=True))
+        test = np.array([where.get(s) == "test" for s in presence["subject_id"]], dtype=bool)
+    elif scenario in NEEDS_SPLIT:
+        raise ValueError(f"scenario {scenario!r} needs the seed's split")
+    mask = scenario_mask(present, scenario, rate, seed, modalities=modalities, test=test,
+                         **options)
     write_mask(presence["subject_id"].to_list(), mask, modalities, out)
     return mask

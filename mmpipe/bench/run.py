@@ -95,6 +95,38 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
     """Train and evaluate one run; writes metrics.json, predictions.parquet, train.log,
     model.pt into ``out_dir`` atomically and returns the metrics."""
     data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
+    return run_seed(data, dropped, feature_set, label, method_cfg, split_path, mask_path,
+                    out_dir, seed=seed, meta=meta, normalize=normalize,
+                    evaluate_subsets=evaluate_subsets, device=device)
+
+
+def run_cell(cohort_dir: str | Path, feature_set: dict[str, str], label: str,
+             method_cfg: dict[str, Any], splits: dict[int, str | Path],
+             masks: dict[int, str | Path], out_dir: str | Path, *, meta: dict[str, Any],
+             normalize: str = "zscore", evaluate_subsets: bool = True,
+             device: str = "cpu") -> list[dict[str, Any]]:
+    """Every seed of one (feature set, method, scenario, rate) cell, into
+    ``out_dir/seed{S}/``; the cell appears whole or not at all.
+
+    One process trains every seed: a demo run trains in about a second, while starting
+    a job (Python, torch, the stores) costs several, so per-seed jobs spent most of
+    their time starting up.
+    """
+    data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
+    if set(splits) != set(masks):
+        raise ValueError(f"seeds of splits {sorted(splits)} and masks {sorted(masks)} differ")
+    with atomic_dir(out_dir) as tmp:
+        return [run_seed(data, dropped, feature_set, label, method_cfg, splits[seed],
+                         masks[seed], tmp / f"seed{seed}", seed=seed, meta=meta,
+                         normalize=normalize, evaluate_subsets=evaluate_subsets, device=device)
+                for seed in sorted(splits)]
+
+
+def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,
+             method_cfg: dict[str, Any], split_path: str | Path, mask_path: str | Path,
+             out_dir: str | Path, *, seed: int, meta: dict[str, Any], normalize: str = "zscore",
+             evaluate_subsets: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """One seed on already loaded features (see :func:`run_experiment`)."""
     data = _apply_mask(data, Path(mask_path))
     idx = _split_indices(data, Path(split_path))
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))

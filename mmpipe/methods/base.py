@@ -92,7 +92,7 @@ class FusionMethod(nn.Module):
 
 # trainer settings a method's config may carry beside its own hyper-parameters
 TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
-                "batch_size", "sampler", "class_weights", "noise_p", "noise_std")
+                "monitor", "batch_size", "sampler", "class_weights", "noise_p", "noise_std")
 
 
 def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple[int, ...]],
@@ -108,7 +108,7 @@ def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple
 
 
 def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:
-    keys = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule")
+    keys = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule", "monitor")
     return {k: train_cfg[k] for k in keys if k in train_cfg}
 
 

@@ -330,15 +330,15 @@ class HyperMM(FusionMethod):
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         settings = phase_settings(train_cfg)
         hp = self.hparams
-        phi_settings = {**settings, "max_epochs": hp["phi_max_epochs"]}
+        phi_settings = {**settings, "max_epochs": hp["phi_max_epochs"],
+                        "monitor": hp["phi_monitor"]}
         if hp["phi_lr"] is not None:
             phi_settings["lr"] = hp["phi_lr"]
         if hp["phi_patience"] is not None:
             phi_settings["patience"] = hp["phi_patience"]
         frozen = [n for n in PHI_MODULES + AUX_MODULES if getattr(self, n, None) is not None]
         return [
-            Phase("phi", self.phi_parameters, monitor=hp["phi_monitor"], loss=self.phi_loss,
-                  **phi_settings),
+            Phase("phi", self.phi_parameters, loss=self.phi_loss, **phi_settings),
             Phase("rho", self.rho_parameters, extra={"frozen": frozen}, **settings),
         ]
 

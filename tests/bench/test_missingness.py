@@ -108,3 +108,62 @@ def test_mask_file_round_trip_and_alignment(tmp_path):
     np.testing.assert_array_equal(got, mask)
     sub = align_mask(got_ids, got, mods, ["s3", "s1"], ["rna", "ct"])
     np.testing.assert_array_equal(sub, mask[[3, 1]][:, [2, 0]])
+
+
+MODS = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("complete", [1.0, 0.75, 0.5, 0.25])
+@pytest.mark.parametrize("drop", ["one", "many"])
+def test_completeness_keeps_the_share_of_complete_subjects(complete, drop):
+    present = _present(400)
+    mask = scenario_mask(present, "completeness", complete, 3, modalities=MODS, drop=drop)
+    was_complete = present.all(axis=1)
+    assert not (mask & ~present).any()
+    # naturally incomplete subjects are left as they are
+    assert (mask[~was_complete] == present[~was_complete]).all()
+    still = mask[was_complete].all(axis=1)
+    assert abs(still.mean() - complete) <= 1 / was_complete.sum()
+    lost = (present[was_complete] & ~mask[was_complete]).sum(axis=1)[~still]
+    assert (lost == 1).all() if drop == "one" else ((lost >= 1) & (lost <= 2)).all()
+    assert mask.any(axis=1).all()
+
+
+def test_completeness_over_named_modalities_only_touches_those():
+    present = np.ones((100, 3), dtype=bool)
+    mask = scenario_mask(present, "completeness", 0.5, 0, modalities=MODS, among=["a", "c"])
+    assert mask[:, 1].all()
+    assert (~mask[:, [0, 2]]).any(axis=1).sum() == 50
+    with pytest.raises(ConfigError, match="unknown modalities"):
+        scenario_mask(present, "completeness", 0.5, 0, modalities=MODS, among=["a", "x"])
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        scenario_mask(present, "completeness", 0.0, 0, modalities=MODS)
+
+
+def test_testmiss_removes_the_modality_from_that_share_of_test_subjects_only():
+    present = _present(600)
+    test = np.zeros(len(present), dtype=bool)
+    test[::3] = True
+    for rate in (0.0, 0.5, 0.8):
+        mask = scenario_mask(present, "testmiss", rate, 1, modalities=MODS, test=test,
+                             modality="b")
+        assert (mask[~test] == present[~test]).all()
+        assert (mask[:, [0, 2]] == present[:, [0, 2]]).all()
+        has = test & present[:, 1]
+        removed = (has & ~mask[:, 1]).sum()
+        assert removed == round(rate * has.sum())
+        assert mask.any(axis=1).all()
+
+
+def test_testmiss_keeps_a_subject_s_only_modality(caplog):
+    present = np.zeros((10, 2), dtype=bool)
+    present[:, 0] = True
+    present[:5, 1] = True
+    with caplog.at_level(logging.WARNING):
+        mask = scenario_mask(present, "testmiss", 1.0, 0, modalities=["x", "y"],
+                             test=np.ones(10, dtype=bool), modality="x")
+    assert (mask[:5, 0] == 0).all() and mask[5:, 0].all()
+    assert "keep it" in caplog.text
+    with pytest.raises(ConfigError, match="modality"):
+        scenario_mask(present, "testmiss", 0.5, 0, modalities=["x", "y"],
+                      test=np.ones(10, dtype=bool))

@@ -11,7 +11,7 @@ import pytest
 
 from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.prepare import make_mask, make_split
-from mmpipe.bench.run import run_experiment
+from mmpipe.bench.run import run_cell, run_experiment
 from mmpipe.cohorts import build_manifest
 from mmpipe.config import encoder_params, load_config
 from mmpipe.encode.run import encode_store
@@ -110,3 +110,46 @@ def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
     assert any("not trained" in n for n in metrics["notes"])
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds["no_input"].all() and (out / "train.log").read_text().startswith("not trained")
+
+
+def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_path,
+                                                                    monkeypatch):
+    root, cohort_dir = cohort
+    feature_set = {m: "precomputed" for m in MODALITIES}
+    splits, masks = {}, {}
+    for seed in (0, 1):
+        splits[seed] = tmp_path / f"split{seed}.parquet"
+        make_split(cohort_dir, "y", seed, (0.6, 0.1, 0.3), splits[seed])
+        make_mask(cohort_dir, "testmiss", 0.5, seed, tmp_path / f"mask{seed}.parquet",
+                  options={"modality": "b"}, split_path=splits[seed])
+        masks[seed] = tmp_path / f"mask{seed}.parquet"
+    method = {"type": "concat_zero", "max_epochs": 5}
+    meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero",
+            "scenario": "testmiss", "rate": 0.5}
+    cell = tmp_path / "cell"
+    results = run_cell(cohort_dir, feature_set, "y", method, splits, masks, cell, meta=meta)
+    assert [r["seed"] for r in results] == [0, 1]
+    assert sorted(p.name for p in cell.iterdir()) == ["seed0", "seed1"]
+    # the test-time scenario removed "b" from test subjects only
+    preds = pl.read_parquet(cell / "seed0" / "predictions.parquet")
+    scen = preds.filter(pl.col("evaluation") == "scenario")
+    test = scen.filter(pl.col("split") == "test")
+    assert (~test["pattern"].str.contains("b")).sum() >= 0.4 * len(test)
+
+    # a failure in the second seed leaves no cell behind, not a cell with one seed
+    import mmpipe.bench.run as run_mod
+
+    real = run_mod.run_seed
+
+    def fail_second(*args, seed, **kwargs):
+        if seed == 1:
+            raise RuntimeError("boom")
+        return real(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(run_mod, "run_seed", fail_second)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cell(cohort_dir, feature_set, "y", method, splits, masks, tmp_path / "cell2",
+                 meta=meta)
+    assert not (tmp_path / "cell2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cell2")
+                or "cell2" in p.name]

@@ -1,6 +1,7 @@
 # Stage 2: shared splits and masks, then one training job per
-# (feature set, method, scenario, rate, seed). A job's params hold exactly its method's
-# settings, so changing one method's hyper-parameter reruns only that method's jobs.
+# (feature set, method, scenario, rate) that trains every seed of that cell in one process
+# (a run trains in seconds; a job's start-up costs as much). A job's params hold exactly
+# its method's settings, so changing one method's hyper-parameter reruns only its jobs.
 
 
 rule split:
@@ -20,11 +21,11 @@ rule split:
 
 rule mask:
     input:
-        **manifest_files("{cohort}"),
+        unpack(mask_inputs),
     output:
         f"{RESULTS}/{{cohort}}/masks/{{scenario}}-{{rate}}/seed{{seed}}.parquet",
     params:
-        mask=lambda w: mmconfig.mask_params(config, w.cohort),
+        mask=lambda w: mmconfig.mask_params(config, w.cohort, w.scenario),
     log:
         f"{RESULTS}/{{cohort}}/logs/mask/{{scenario}}-{{rate}}-seed{{seed}}.log",
     conda:
@@ -38,16 +39,17 @@ rule train:
         unpack(train_inputs),
     output:
         directory(
-            f"{RESULTS}/{{cohort}}/runs/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}/seed{{seed}}"
+            f"{RESULTS}/{{cohort}}/runs/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}"
         ),
     params:
         train=lambda w: mmconfig.train_params(config, w.cohort, w.feature_set, w.method),
+        seeds=lambda w: cohort_seeds(w.cohort),
         device=config["device"],
     threads: 1
     log:
-        f"{RESULTS}/{{cohort}}/logs/train/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}-seed{{seed}}.log",
+        f"{RESULTS}/{{cohort}}/logs/train/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}.log",
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/train/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}-seed{{seed}}.tsv"
+        f"{RESULTS}/{{cohort}}/benchmarks/train/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}.tsv"
     conda:
         "../../envs/bench.yaml"
     script:

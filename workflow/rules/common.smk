@@ -5,6 +5,7 @@ import sys
 sys.path.insert(0, workflow.basedir)  # `mmpipe` importable without installation
 
 from mmpipe import config as mmconfig
+from mmpipe.bench.missingness import NEEDS_SPLIT
 from mmpipe.config import GPU_ENCODERS
 
 mmconfig.validate_config(config)
@@ -97,34 +98,50 @@ def all_outputs():
 wildcard_constraints:
     feature_set="[A-Za-z0-9_-]+",
     method="[A-Za-z0-9_-]+",
-    scenario="natural|mcar",
+    scenario="natural|mcar|completeness|testmiss",
     rate=r"[0-9.]+",
     seed=r"\d+",
 
 
+def mask_inputs(wildcards):
+    """The manifest; and the seed's split where the scenario acts on the test split only."""
+    w = wildcards
+    inputs = dict(manifest_files(w.cohort))
+    if w.scenario in NEEDS_SPLIT:
+        inputs["split"] = f"{RESULTS}/{w.cohort}/splits/seed{w.seed}.parquet"
+    return inputs
+
+
+def cohort_seeds(cohort):
+    return mmconfig.benchmark_settings(config, cohort)["seeds"]
+
+
 def train_inputs(wildcards):
-    bench = COHORTS[wildcards.cohort]["benchmark"]
-    feature_set = bench["feature_sets"][wildcards.feature_set]
+    """The stores of the feature set, and the split and mask of every seed of the cell."""
+    w = wildcards
+    bench = COHORTS[w.cohort]["benchmark"]
+    feature_set = bench["feature_sets"][w.feature_set]
+    seeds = cohort_seeds(w.cohort)
     return {
-        **manifest_files(wildcards.cohort),
-        "stores": [store_path(wildcards.cohort, m, e) for m, e in feature_set.items()],
-        "split": f"{RESULTS}/{wildcards.cohort}/splits/seed{wildcards.seed}.parquet",
-        "mask": (
-            f"{RESULTS}/{wildcards.cohort}/masks/"
-            f"{wildcards.scenario}-{wildcards.rate}/seed{wildcards.seed}.parquet"
-        ),
+        **manifest_files(w.cohort),
+        "stores": [store_path(w.cohort, m, e) for m, e in feature_set.items()],
+        "splits": [f"{RESULTS}/{w.cohort}/splits/seed{s}.parquet" for s in seeds],
+        "masks": [
+            f"{RESULTS}/{w.cohort}/masks/{w.scenario}-{w.rate}/seed{s}.parquet"
+            for s in seeds
+        ],
     }
 
 
-def cohort_runs(cohort):
-    """Every run directory of a cohort's benchmark."""
+def cohort_cells(cohort):
+    """Every (feature set, method, scenario, rate) directory of a cohort's benchmark;
+    each holds one run per seed."""
     if "benchmark" not in COHORTS[cohort]:
         return []
     settings = mmconfig.benchmark_settings(config, cohort)
     return [
-        f"{RESULTS}/{cohort}/runs/{run['feature_set']}/{run['method']}/{scenario}-{rate}/seed{seed}"
+        f"{RESULTS}/{cohort}/runs/{run['feature_set']}/{run['method']}/{scenario}-{rate}"
         for run in mmconfig.benchmark_runs(config, cohort)
-        for scenario, rates in settings["scenarios"].items()
-        for rate in rates
-        for seed in settings["seeds"]
+        for scenario in run["scenarios"]
+        for rate in settings["scenarios"][scenario]
     ]
