@@ -245,6 +245,8 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     names = ["results.csv", "results.md", "results.tex", "runs.csv", "summary.csv",
              "subsets.csv"]
     names += [f"metric_vs_rate_{m}.png" for m in plot_metrics]
+    names += [f"metric_vs_rate_{m}_{s}.png" for m in plot_metrics for s in scenarios
+              if s in ("completeness", "testmiss")]
     names += [f"radar_{group_tag(s, r)}.png" for s, r in groups if s in ("natural", "mcar")]
     names += [f"perf_vs_params_{m}.png" for m in plot_metrics]
     if with_predictions:
@@ -288,6 +290,7 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     groups found in the runs. A group without runs gets a figure saying so.
     """
     from mmpipe.report import plots
+    from mmpipe.report.stats import wilcoxon_vs_best
     from mmpipe.report.tables import _scenario_key, write_tables
 
     out_dir = Path(out_dir)
@@ -295,7 +298,7 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     metrics_paths = [Path(p) for p in metrics_paths]
     prediction_paths = [Path(p) for p in prediction_paths]
     runs = collect_runs(metrics_paths)
-    summary = summarise(runs)
+    summary = wilcoxon_vs_best(runs, summarise(runs), table_metrics)
     if scenarios is None:
         scenarios = {}
         found = summary.select("scenario", "rate").unique().iter_rows()
@@ -314,6 +317,10 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
 
     for m in plot_metrics:
         written.append(plots.plot_metric_vs_rate(summary, m, out_dir / f"metric_vs_rate_{m}.png"))
+        for s in scenarios:
+            if s in ("completeness", "testmiss"):
+                written.append(plots.plot_metric_vs_rate(
+                    summary, m, out_dir / f"metric_vs_rate_{m}_{s}.png", scenario=s))
     for s, r in groups:
         if s in ("natural", "mcar"):
             written.append(plots.plot_radar(summary, r, table_metrics,

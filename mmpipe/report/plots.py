@@ -80,15 +80,30 @@ def _legend(ax, n: int) -> None:
         ax.legend(loc="best", fontsize="small")
 
 
+# x-axis label per scenario; natural missingness is drawn at 0 where it means "nothing removed"
+_RATE_AXES = {
+    "mcar": ("MCAR missing rate per modality", True),
+    "testmiss": ("share of test subjects missing the modality (BD)", True),
+    "completeness": ("share of complete subjects kept complete (HAM)", False),
+}
+
+
 def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
                         scenario: str = "mcar") -> Path:
-    """One line per method of ``metric`` against the MCAR missing rate, with a ±std band;
-    natural missingness, when present, is drawn at rate 0."""
-    title = f"{metric_label(metric)} vs missing rate (mean ± std over seeds)"
+    """One line per method of ``metric`` against the rate of ``scenario``, with a ±std band;
+    for MCAR and missing-at-test, natural missingness, when present, is drawn at rate 0."""
+    title = f"{metric_label(metric)} vs {scenario} rate (mean ± std over seeds)"
+    axis, with_natural = _RATE_AXES.get(scenario, (f"{scenario} rate", False))
     col = f"{metric}_mean"
-    df = summary.filter(pl.col("scenario").is_in(["natural", scenario])) if len(summary) else summary
+    shown = ["natural", scenario] if with_natural else [scenario]
+    df = summary.filter(pl.col("scenario").is_in(shown)) if len(summary) else summary
+    if len(df) and not (df["scenario"] == scenario).any():
+        df = df.head(0)
     if not len(df) or col not in df.columns:
-        return _empty(out, title, f"no {scenario} or natural runs with {metric}")
+        return _empty(out, title, f"no {scenario} runs with {metric}")
+    # only the methods run under this scenario
+    ran = df.filter(pl.col("scenario") == scenario).select("feature_set", "method").unique()
+    df = df.join(ran, on=["feature_set", "method"], how="semi")
     df = _series_labels(df).with_columns(
         pl.when(pl.col("scenario") == "natural").then(0.0).otherwise(pl.col("rate")).alias("x"))
     series = sorted(df["series"].unique().to_list())
@@ -109,8 +124,7 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     has_natural = (df["scenario"] == "natural").any()
     ax.set_xticks(ticks, [("natural" if (t == 0 and has_natural) else f"{t * 100:g} %")
                           for t in ticks])
-    ax.set_xlabel("MCAR missing rate per modality" + (" (0 = natural missingness)"
-                                                      if has_natural else ""))
+    ax.set_xlabel(axis + (" (0 = natural missingness)" if has_natural else ""))
     ax.set_ylabel(metric_label(metric))
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -1,8 +1,10 @@
 """Results tables in the seeds' layout: methods × metrics, one block per (scenario, rate).
 
 Cells read "mean ± std" over seeds; within each block the best mean of each metric is in
-bold (highest, or lowest for ECE), ties at the printed precision all bold. Published
-figures, when given, follow in a block of their own, labelled, never bold.
+bold (highest, or lowest for ECE), ties at the printed precision all bold. A dagger marks
+a row that a Wilcoxon signed-rank test over seeds finds different from the block's best
+(p < 0.05, :mod:`mmpipe.report.stats`); the CSV carries every p. Published figures, when
+given, follow in a block of their own, labelled, never bold.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ METRIC_LABELS = {
     "balanced_accuracy": "Balanced accuracy", "auc": "AUC", "f1": "F1 (class 1)", "f1_macro": "Macro F1",
     "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "ece": "ECE",
 }
-SCENARIO_ORDER = ("natural", "mcar")
+SCENARIO_ORDER = ("natural", "mcar", "completeness", "testmiss")
+SIGNIFICANCE = 0.05
+DAGGER = "†"
 OURS = "this benchmark"
 
 
@@ -39,6 +43,10 @@ def group_label(scenario: str, rate: float | None) -> str:
         return "Natural missingness" if not rate else f"Natural + {rate:.0%} missing"
     if scenario == "mcar":
         return f"MCAR {rate * 100:g} % per modality"
+    if scenario == "completeness":
+        return f"Completeness: {rate * 100:g} % of complete subjects kept complete (HAM)"
+    if scenario == "testmiss":
+        return f"Missing at test time in {rate * 100:g} % of test subjects (BD)"
     return scenario if rate is None else f"{scenario} {rate:g}"
 
 
@@ -93,7 +101,7 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
                 mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
                 bold = (mean is not None and m in best
                         and round(mean, decimals) == best[m])
-                cells[m] = (mean, std, bold)
+                cells[m] = (mean, std, bold, r.get(f"{m}_p"))
             out_rows.append({"labels": {c: r[c] for c in labels}, "cells": cells,
                              "params": r.get("trainable_parameters_mean"),
                              "n_seeds": r.get("n_seeds"), "counterpart": None})
@@ -108,7 +116,7 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
 def _published_block(published, metrics: Sequence[str], labels: list[str]) -> dict[str, Any]:
     rows = []
     for p in published.rows:
-        cells = {m: (p.metrics.get(m), None, False) for m in metrics}
+        cells = {m: (p.metrics.get(m), None, False, None) for m in metrics}
         rows.append({"labels": {c: (p.method if c == "method" else None) for c in labels},
                      "cells": cells, "params": p.trainable_parameters, "n_seeds": None,
                      "counterpart": (f"{p.counterpart[0]} [{p.counterpart[1]}]"
@@ -125,6 +133,10 @@ def _cell(mean: float | None, std: float | None, decimals: int, pm: str = " ± "
     return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
 
 
+def _mark(p: float | None) -> str:
+    return DAGGER if p is not None and not math.isnan(p) and p < SIGNIFICANCE else ""
+
+
 def _csv(blocks, metrics, group, labels, decimals) -> str:
     records = []
     for b in blocks:
@@ -133,14 +145,16 @@ def _csv(blocks, metrics, group, labels, decimals) -> str:
             rec.update({c: b["group"].get(c) for c in group})
             rec.update({c: r["labels"].get(c) for c in labels})
             rec.update({m: _cell(*r["cells"][m][:2], decimals) for m in metrics})
+            rec.update({f"{m}_p_vs_best": r["cells"][m][3] for m in metrics})
             rec["trainable_parameters"] = r["params"]
             rec["n_seeds"] = r["n_seeds"]
             rec["best"] = ";".join(m for m in metrics if r["cells"][m][2]) or None
             rec["counterpart"] = r["counterpart"]
             records.append(rec)
-    cols = ["source", *group, *labels, *metrics, "trainable_parameters", "n_seeds", "best",
-            "counterpart"]
-    schema = {c: (pl.Float64 if c in ("trainable_parameters", "rate")
+    pcols = [f"{m}_p_vs_best" for m in metrics]
+    cols = ["source", *group, *labels, *metrics, *pcols, "trainable_parameters", "n_seeds",
+            "best", "counterpart"]
+    schema = {c: (pl.Float64 if c in ("trainable_parameters", "rate", *pcols)
                   else pl.Int64 if c == "n_seeds" else pl.String) for c in cols}
     df = pl.DataFrame([tuple(r.get(c) for c in cols) for r in records], schema=schema,
                       orient="row")
@@ -159,7 +173,11 @@ def _markdown(blocks, metrics, labels, decimals, title) -> str:
     align = ["---"] * len(labels) + ["---:"] * (len(metrics) + 2)
     lines = [f"# {title}", ""] if title else []
     lines += ["Mean ± std over seeds (sample std). Within each block the best mean per metric "
-              "is in **bold** (highest; lowest for ECE ↓).", ""]
+              f"is in **bold** (highest; lowest for ECE ↓); {DAGGER} marks a mean that a "
+              "Wilcoxon signed-rank test over the seeds (paired: same split and mask) finds "
+              f"different from the best (p < {SIGNIFICANCE:g}; p values in results.csv). With "
+              "n seeds the test cannot go below p = 2/2^n (0.25 for 3 seeds, 0.0625 for 5), "
+              "so few seeds show no difference.", ""]
     for b in blocks:
         lines += [f"## {b['title']}", ""]
         pub = b.get("published")
@@ -170,8 +188,8 @@ def _markdown(blocks, metrics, labels, decimals, title) -> str:
         for r in b["rows"]:
             cells = [_md_escape(r["labels"].get(c)) for c in labels]
             for m in metrics:
-                mean, std, bold = r["cells"][m]
-                text = _cell(mean, std, decimals)
+                mean, std, bold, p = r["cells"][m]
+                text = _cell(mean, std, decimals) + _mark(p)
                 cells.append(f"**{text}**" if bold else text)
             cells += [format_params(r["params"]),
                       "–" if r["n_seeds"] is None else str(r["n_seeds"])]
@@ -203,7 +221,7 @@ def _latex(blocks, metrics, labels, decimals, title) -> str:
               + [tex_escape(metric_label(m)) for m in metrics] + ["Params", "Seeds"])
     lines = ["% generated by mmpipe.report.tables; needs \\usepackage{booktabs}",
              "% mean $\\pm$ std over seeds; best mean per metric within each block in bold"
-             " (ECE: lowest)"]
+             " (ECE: lowest); $^\\dagger$: Wilcoxon signed-rank p < 0.05 against the best"]
     if title:
         lines.append(f"% {tex_escape(title)}")
     lines += [r"\begin{tabular}{" + "l" * len(labels) + "r" * (len(metrics) + 2) + "}",
@@ -214,8 +232,8 @@ def _latex(blocks, metrics, labels, decimals, title) -> str:
         for r in b["rows"]:
             cells = [tex_escape(r["labels"].get(c)) for c in labels]
             for m in metrics:
-                mean, std, bold = r["cells"][m]
-                text = tex_escape(_cell(mean, std, decimals))
+                mean, std, bold, p = r["cells"][m]
+                text = tex_escape(_cell(mean, std, decimals)) + (r"$^\dagger$" if _mark(p) else "")
                 cells.append(rf"\textbf{{{text}}}" if bold else text)
             cells += [tex_escape(format_params(r["params"])),
                       "--" if r["n_seeds"] is None else str(r["n_seeds"])]

@@ -1,0 +1,83 @@
+"""Paired significance of each method against the best one of its block.
+
+Runs of one cohort that share a seed share the split and the missingness mask, so two
+methods' results on a seed are paired: the Wilcoxon signed-rank test over seeds asks
+whether one is consistently better. With n seeds the smallest two-sided p it can give is
+2/2^n (0.25 for 3 seeds, 0.0625 for 5, 0.002 for 10): too few seeds can never show a
+difference, and the tables say so rather than hide it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from scipy.stats import wilcoxon
+
+LOWER_IS_BETTER = frozenset({"ece", "loss", "brier"})
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p of the exact signed-rank test with ``n`` non-zero pairs."""
+    return 2.0 / 2**n if n > 0 else 1.0
+
+
+def paired_p(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Two-sided exact Wilcoxon signed-rank p of paired samples (NaN pairs dropped);
+    1.0 when every pair is equal, None with fewer than two pairs."""
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) < 2:
+        return None
+    if np.allclose(a, b, rtol=0, atol=1e-12):
+        return 1.0
+    return float(wilcoxon(a, b, zero_method="wilcox", method="exact").pvalue)
+
+
+def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequence[str],
+                     group: Sequence[str] = ("cohort", "scenario", "rate"),
+                     row: Sequence[str] = ("feature_set", "method")) -> pl.DataFrame:
+    """``summary`` with ``{metric}_p``: the p of each row against the best mean of its
+    group on that metric, paired by seed (null for the best row itself and where fewer
+    than two seeds pair), and ``{metric}_best_row`` true on the best row."""
+    group = [c for c in group if c in summary.columns]
+    row = [c for c in row if c in summary.columns]
+    out = []
+    for _, part in summary.group_by(group, maintain_order=True):
+        part = part.with_row_index("_i")
+        extra: dict[str, list] = {}
+        for m in metrics:
+            col = f"{m}_mean"
+            ps: list[float | None] = [None] * len(part)
+            best_flags = [False] * len(part)
+            if col in part.columns:
+                means = np.array([np.nan if v is None else v for v in part[col].to_list()],
+                                 dtype=float)
+                if not np.isnan(means).all():
+                    b = int(np.nanargmin(means) if m in LOWER_IS_BETTER else np.nanargmax(means))
+                    best_flags[b] = True
+                    best_vals = _by_seed(runs, part.row(b, named=True), group + row, m)
+                    for i in range(len(part)):
+                        if i == b or math.isnan(means[i]):
+                            continue
+                        vals = _by_seed(runs, part.row(i, named=True), group + row, m)
+                        seeds = sorted(set(best_vals) & set(vals))
+                        ps[i] = paired_p(np.array([vals[s] for s in seeds]),
+                                         np.array([best_vals[s] for s in seeds]))
+            extra[f"{m}_p"] = ps
+            extra[f"{m}_best_row"] = best_flags
+        out.append(part.drop("_i").with_columns(
+            [pl.Series(k, v, dtype=pl.Float64 if k.endswith("_p") else pl.Boolean)
+             for k, v in extra.items()]))
+    return pl.concat(out, how="vertical_relaxed") if out else summary
+
+
+def _by_seed(runs: pl.DataFrame, key_row: dict, keys: Sequence[str], metric: str
+             ) -> dict[int, float]:
+    if metric not in runs.columns:
+        return {}
+    part = runs.filter(pl.all_horizontal([pl.col(k) == key_row[k] for k in keys]))
+    return {int(s): (np.nan if v is None else float(v))
+            for s, v in zip(part["seed"].to_list(), part[metric].to_list(), strict=True)}
