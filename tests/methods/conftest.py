@@ -133,6 +133,16 @@ def check_permutation_dependent(method, x, present) -> None:
     raise AssertionError("no modality order changed the output")
 
 
+@pytest.fixture(autouse=True, scope="package")
+def one_thread():
+    """Method tests use tiny tensors: intra-op threads only add overhead, and on a machine
+    whose cores are shared with other jobs they slowed fits down by 10-100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def shapes():
     return dict(SHAPES)

@@ -1,0 +1,366 @@
+"""Bidirectional distillation and its Filling / AE comparators: contract, branch choice,
+loss terms and their gradients, imputation only where absent, training with the trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmpipe.methods import method_class
+from mmpipe.methods.distillation import (
+    AutoEncoderImpute,
+    BidirectionalDistillation,
+    Filling,
+    Prompt,
+)
+
+N_CLASSES = 3
+MISS = "clinical"
+METHODS = [
+    ("bd", BidirectionalDistillation, {}),
+    ("bd", BidirectionalDistillation, {"kd_form": "official", "train_subjects": "with_modality"}),
+    ("bd_filling", Filling, {}),
+    ("bd_filling", Filling, {"fill": "mean", "train_subjects": "all"}),
+    ("ae_impute", AutoEncoderImpute, {}),
+    ("ae_impute", AutoEncoderImpute, {"ae_training": "joint", "train_subjects": "all"}),
+]
+IDS = ["bd", "bd-official-with_modality", "filling", "filling-mean-all", "ae", "ae-joint-all"]
+
+
+def build(cls, shapes, n_classes=N_CLASSES, **hp):
+    torch.manual_seed(0)
+    return cls(list(shapes), shapes, n_classes, **{"missing_modality": MISS, **hp}).eval()
+
+
+def split(model, x, present):
+    """The zero-filled inputs of the branches."""
+    return model.inputs(x, present)
+
+
+@pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
+def test_registry_shape_and_finite(name, cls, hp, shapes, batch):
+    assert method_class(name) is cls
+    x, present, _ = batch
+    model = build(cls, shapes, **hp)
+    out = model(x, present)
+    assert out.shape == (len(present), N_CLASSES) and torch.isfinite(out).all()
+    none = model(x, torch.zeros_like(present))  # a row without any modality
+    assert torch.isfinite(none).all()
+    assert build(cls, shapes, n_classes=2, **hp)(x, present).shape == (len(present), 2)
+
+
+def test_paper_hyper_parameters():
+    d = BidirectionalDistillation.defaults
+    assert (d["lambda_s"], d["lambda_m"], d["tau"]) == (0.5, 0.6, 1.2)
+    assert (d["prompt_dim"], d["prompt_hidden"], d["feat_dim"]) == (50, 100, 256)
+    assert (d["classifier_hidden"], d["dropout"], d["kd_form"]) == ([64], 0.5, "standard")
+    assert d["missing_modality"] is None and d["train_subjects"] == "complete"
+    for cls in (BidirectionalDistillation, Filling, AutoEncoderImpute):
+        assert (cls.defaults["lr"], cls.defaults["batch_size"], cls.defaults["sampler"]) == (
+            1e-4, 64, "weighted")
+        assert cls.permutation_invariant is False
+
+
+def test_bad_hyper_parameters(shapes):
+    mods = list(shapes)
+    with pytest.raises(ValueError, match="required"):
+        BidirectionalDistillation(mods, shapes, 2)
+    with pytest.raises(ValueError, match="not in the feature set"):
+        Filling(mods, shapes, 2, missing_modality="genomics")
+    with pytest.raises(ValueError, match="besides"):
+        AutoEncoderImpute(["ct"], {"ct": (4,)}, 2, missing_modality="ct")
+    with pytest.raises(ValueError, match="train_subjects"):
+        BidirectionalDistillation(mods, shapes, 2, missing_modality=MISS, train_subjects="all")
+    with pytest.raises(ValueError, match="kd_form"):
+        BidirectionalDistillation(mods, shapes, 2, missing_modality=MISS, kd_form="hinton")
+    with pytest.raises(ValueError, match="fill"):
+        Filling(mods, shapes, 2, missing_modality=MISS, fill="median")
+    with pytest.raises(ValueError, match="ae_training"):
+        AutoEncoderImpute(mods, shapes, 2, missing_modality=MISS, ae_training="gan")
+    with pytest.raises(ValueError, match="unknown hyper-parameters"):
+        BidirectionalDistillation(mods, shapes, 2, missing_modality=MISS, lambda_x=1.0)
+
+
+def test_train_subjects_sets_the_trainer_subset(shapes):
+    assert build(BidirectionalDistillation, shapes).train_subset == "complete"
+    assert build(BidirectionalDistillation, shapes,
+                 train_subjects="with_modality").train_subset == "all"
+    assert build(Filling, shapes, train_subjects="all").train_subset == "all"
+    assert build(AutoEncoderImpute, shapes).train_subset == "complete"
+
+
+@pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
+def test_masked_values_ignored(name, cls, hp, shapes, batch, assert_masked_values_ignored,
+                               assert_present_values_used):
+    x, present, _ = batch
+    model = build(cls, shapes, **hp)
+    assert_masked_values_ignored(model, x, present)
+    assert_present_values_used(model, x, present)
+
+
+@pytest.mark.parametrize("cls", [BidirectionalDistillation, Filling, AutoEncoderImpute])
+def test_higher_rank_inputs_are_flattened(cls, make_batch):
+    shapes = {"a": (2, 3), "b": (1, 4), MISS: (2, 2)}
+    x, present, _ = make_batch(shapes, batch=8)
+    model = build(cls, shapes)
+    flat = {m: v.reshape(len(v), -1) for m, v in x.items()}
+    torch.testing.assert_close(model(x, present), model(flat, present))
+
+
+def test_architecture_follows_the_official_models(shapes):
+    model = build(BidirectionalDistillation, shapes)
+    for branch in (model.multi, model.single):
+        assert set(branch.encoders) == {"ct", "mri", "wsi"}
+        lin, drop, act = branch.encoders["wsi"]
+        assert (lin.in_features, lin.out_features, drop.p) == (24, 256, 0.5)
+        assert isinstance(act, nn.ReLU)
+        first, last = branch.classifier[0], branch.classifier[-1]
+        assert (first.in_features, first.out_features) == (3 * 256 + 50, 64)
+        assert (last.in_features, last.out_features) == (64, N_CLASSES)
+    assert isinstance(model.multi.slot, nn.Linear)
+    assert (model.multi.slot.in_features, model.multi.slot.out_features) == (8, 50)
+    prompt = model.single.slot
+    assert isinstance(prompt, Prompt) and prompt.unk.shape == (8,)
+    assert [(m.in_features, m.out_features) for m in prompt.mlp if isinstance(m, nn.Linear)] == [
+        (8, 100), (100, 50)]
+
+
+def test_branch_selection(shapes, batch):
+    x, present, _ = batch
+    model = build(BidirectionalDistillation, shapes)
+    has = present[:, list(shapes).index(MISS)]
+    assert has.any() and (~has).any()
+    (z_m, _, _), (z_s, _, _) = model.branches(x, present)
+    out = model(x, present)
+    torch.testing.assert_close(out[has], z_m[has])
+    torch.testing.assert_close(out[~has], z_s[~has])
+    # the single-modal branch never reads the missing modality, even where present
+    other = {m: (torch.randn_like(v) if m == MISS else v) for m, v in x.items()}
+    torch.testing.assert_close(model.branches(other, present)[1][0], z_s)
+    # its prompt is one vector for every subject
+    _, _, p = model.branches(x, present)[1]
+    torch.testing.assert_close(p, p[:1].expand_as(p))
+    # the choice follows only missing_modality: dropping another modality keeps the branch
+    fewer = present.clone()
+    fewer[:, 0] = False
+    (z_m2, _, _), (z_s2, _, _) = model.branches(x, fewer)
+    out2 = model(x, fewer)
+    torch.testing.assert_close(out2[has], z_m2[has])
+    torch.testing.assert_close(out2[~has], z_s2[~has])
+
+
+def _complete_batch(shapes, n=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = {m: torch.randn(n, *s, generator=gen) for m, s in shapes.items()}
+    return x, torch.ones(n, len(shapes), dtype=torch.bool), torch.arange(n) % N_CLASSES
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # KLDivLoss as in the code
+@pytest.mark.parametrize("kd_form", ["standard", "official"])
+def test_loss_is_the_paper_sum_with_its_lambdas_and_tau(shapes, kd_form):
+    x, present, y = _complete_batch(shapes)
+    model = build(BidirectionalDistillation, shapes, kd_form=kd_form)
+    (z_m, f_m, c_m), (z_s, f_s, p) = model.branches(x, present)
+    ce_m, ce_s = F.cross_entropy(z_m, y), F.cross_entropy(z_s, y)
+    feat_m = F.mse_loss(f_m, f_s)
+    feat_s = F.mse_loss(torch.cat([f_s, p], -1), torch.cat([f_m, c_m], -1))
+    if kd_form == "standard":
+        kl = F.kl_div(F.log_softmax(z_s / 1.2, -1), F.log_softmax(z_m / 1.2, -1),
+                      reduction="batchmean", log_target=True)
+    else:  # the official expression, verbatim in torch terms
+        kl = nn.KLDivLoss(log_target=True)(F.log_softmax(z_s, -1) / 1.2,
+                                           F.log_softmax(z_m / 1.2, -1))
+    terms = model.loss_terms(x, present, y)
+    for key, ref in [("ce_multi", ce_m), ("ce_single", ce_s), ("feat_to_multi", feat_m),
+                     ("feat_to_single", feat_s), ("kl_to_single", kl)]:
+        torch.testing.assert_close(terms[key], ref, msg=key)
+        # the official expression is no divergence (τ after the log-softmax): it can be < 0
+        assert ref > 0 if (key, kd_form) != ("kl_to_single", "official") else ref != 0
+    loss, logits = model.loss(x, present, y)
+    torch.testing.assert_close(loss, ce_m + 0.6 * feat_m + ce_s + 0.5 * (feat_s + kl))
+    torch.testing.assert_close(logits, z_m)
+    # with both λ set to 0 only the two cross-entropies remain
+    plain = build(BidirectionalDistillation, shapes, kd_form=kd_form, lambda_s=0.0, lambda_m=0.0)
+    torch.testing.assert_close(plain.loss(x, present, y)[0], ce_m + ce_s)
+    # τ enters the KL term
+    hot = build(BidirectionalDistillation, shapes, kd_form=kd_form, tau=4.0)
+    assert not torch.allclose(hot.loss_terms(x, present, y)["kl_to_single"], kl)
+
+
+def _grads(model, term, x, present, y):
+    model.zero_grad()
+    model.loss_terms(x, present, y)[term].backward()
+    return {n: p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()}
+
+
+def test_each_distillation_term_moves_one_branch(shapes):
+    x, present, y = _complete_batch(shapes)
+    model = build(BidirectionalDistillation, shapes).train()
+    torch.manual_seed(0)
+    g = _grads(model, "feat_to_multi", x, present, y)  # single → multi, features only
+    assert any(v for n, v in g.items() if n.startswith("multi.encoders"))
+    assert not any(v for n, v in g.items() if n.startswith("single.") or "classifier" in n)
+    g = _grads(model, "feat_to_single", x, present, y)  # multi → single, the prompt only
+    assert g["single.slot.unk"] and any(v for n, v in g.items() if n.startswith("single.slot"))
+    assert not any(v for n, v in g.items() if not n.startswith("single.slot"))
+    g = _grads(model, "kl_to_single", x, present, y)    # multi → single, predictions
+    assert any(v for n, v in g.items() if n.startswith("single.encoders"))
+    assert not any(v for n, v in g.items() if n.startswith("multi."))
+    g = _grads(model, "ce_multi", x, present, y)
+    assert not any(v for n, v in g.items() if n.startswith("single."))
+
+
+def test_with_modality_trains_only_on_subjects_having_it(shapes, batch):
+    x, present, y = batch
+    has = present[:, list(shapes).index(MISS)]
+    for cls in (BidirectionalDistillation, Filling, AutoEncoderImpute):
+        model = build(cls, shapes, train_subjects="with_modality")
+        flipped = torch.where(has, y, (y + 1) % N_CLASSES)
+        torch.testing.assert_close(model.loss(x, present, flipped)[0],
+                                   model.loss(x, present, y)[0])
+    # Filling with "all" does learn from the filled-in subjects
+    model = build(Filling, shapes, train_subjects="all")
+    flipped = torch.where(has, y, (y + 1) % N_CLASSES)
+    assert not torch.allclose(model.loss(x, present, flipped)[0], model.loss(x, present, y)[0])
+
+
+def test_class_weights_reach_every_cross_entropy(shapes):
+    x, present, y = _complete_batch(shapes)
+    w = torch.tensor([1.0, 2.0, 0.5])
+    model = build(BidirectionalDistillation, shapes)
+    (z_m, _, _), (z_s, _, _) = model.branches(x, present)
+    terms = model.loss_terms(x, present, y, w)
+    torch.testing.assert_close(terms["ce_multi"], F.cross_entropy(z_m, y, weight=w))
+    torch.testing.assert_close(terms["ce_single"], F.cross_entropy(z_s, y, weight=w))
+
+
+def test_phases(shapes, batch):
+    model = build(BidirectionalDistillation, shapes, train_subjects="with_modality")
+    multi, joint = model.phases({"lr": 1e-3})
+    assert (multi.name, joint.name, multi.lr) == ("multi", "bd", 1e-3)
+    assert {id(p) for p in multi.parameters()} == {id(p) for p in model.multi.parameters()}
+    assert len(list(joint.parameters())) == len(list(model.parameters()))
+    assert [p.name for p in build(BidirectionalDistillation, shapes,
+                                  pretrain_multi=False).phases({})] == ["bd"]
+    # phase "multi": CE of the multi-modal branch on the subjects having the modality,
+    # validated on the test-time (branch-selected) logits
+    x, present, y = batch
+    has = present[:, list(shapes).index(MISS)]
+    loss, logits = multi.loss(x, present, y)
+    (z_m, _, _), _ = model.branches(x, present)
+    torch.testing.assert_close(loss, F.cross_entropy(z_m[has], y[has]))
+    torch.testing.assert_close(logits, model(x, present))
+    ae = build(AutoEncoderImpute, shapes)
+    rec, cls = ae.phases({})
+    assert (rec.name, rec.monitor, cls.name, cls.monitor) == (
+        "ae", "loss", "classifier", "balanced_accuracy")
+    assert {id(p) for p in rec.parameters()} == {id(p) for p in ae.generator.parameters()}
+    assert {id(p) for p in cls.parameters()} == {id(p) for p in ae.multi.parameters()}
+    assert [p.name for p in build(AutoEncoderImpute, shapes,
+                                  ae_training="joint").phases({})] == ["train"]
+
+
+def test_filling_fills_only_absent_rows(shapes, batch):
+    x, present, _ = batch
+    has = present[:, list(shapes).index(MISS)]
+    model = build(Filling, shapes)
+    others, missing = split(model, x, present)
+    torch.testing.assert_close(model(x, present), model.multi(others, missing)[0])
+    assert torch.all(missing[~has] == 0)
+    mean = build(Filling, shapes, fill="mean")
+    mean.prepare(x, present, torch.arange(len(has)) % N_CLASSES)
+    expected = x[MISS][has].mean(0)
+    torch.testing.assert_close(mean.fill_value, expected)
+    assert "fill_value" in mean.state_dict()
+    filled = torch.where(has.unsqueeze(-1), missing, expected)
+    torch.testing.assert_close(mean(x, present), mean.multi(others, filled)[0])
+
+
+def test_ae_uses_generated_features_only_where_absent(shapes, batch):
+    x, present, y = batch
+    has = present[:, list(shapes).index(MISS)]
+    model = build(AutoEncoderImpute, shapes)
+    others, missing = split(model, x, present)
+    out = model(x, present)
+    generated = model.generate(others)
+    torch.testing.assert_close(out[has], model.multi(others, missing)[0][has])
+    torch.testing.assert_close(out[~has], model.multi(others, generated)[0][~has])
+    # phase "ae" loss: reconstruction MSE where the modality is present
+    rec, _ = model.ae_loss(x, present, y)
+    torch.testing.assert_close(rec, F.mse_loss(generated[has], missing[has]))
+    # changing the generator changes only the subjects lacking the modality
+    with torch.no_grad():
+        model.generator[-1].bias.add_(1.0)
+    out2 = model(x, present)
+    torch.testing.assert_close(out2[has], out[has])
+    assert not torch.allclose(out2[~has], out[~has])
+    # phase "classifier" leaves the generator out of the graph
+    model.zero_grad()
+    model.classifier_loss(x, present, y)[0].backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert any(p.grad is not None for p in model.multi.parameters())
+    # joint: CE + lambda_rec · MSE
+    joint = build(AutoEncoderImpute, shapes, ae_training="joint", lambda_rec=2.0)
+    ce, _ = joint.classifier_loss(x, present, y)
+    rec, _ = joint.ae_loss(x, present, y)
+    torch.testing.assert_close(joint.loss(x, present, y)[0], ce + 2.0 * rec)
+
+
+def test_not_trainable_without_two_classes_having_the_modality(shapes, batch):
+    from mmpipe.bench.trainer import NotTrainable
+
+    x, present, y = batch
+    has = present[:, list(shapes).index(MISS)]
+    y = torch.where(has, torch.zeros_like(y), torch.ones_like(y))
+    model = build(BidirectionalDistillation, shapes, train_subjects="with_modality")
+    with pytest.raises(NotTrainable, match="two classes"):
+        model.prepare(x, present, y)
+    build(Filling, shapes, train_subjects="all").prepare(x, present, y)  # all rows: fine
+
+
+def _bench(shapes, n, seed, p_miss):
+    from mmpipe.bench.data import BenchData
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % N_CLASSES
+    present = np.ones((n, len(shapes)), dtype=bool)
+    present[:, list(shapes).index(MISS)] = rng.random(n) >= p_miss
+    centre = np.random.default_rng(123)  # the same class means in every split
+    x = {}
+    for j, (m, s) in enumerate(shapes.items()):
+        means = 1.5 * centre.standard_normal((N_CLASSES, *s))
+        x[m] = ((means[y] + rng.standard_normal((n, *s))) * present[:, j, None]).astype(np.float32)
+    return BenchData(np.array([f"s{seed}_{i}" for i in range(n)]), y, x, present, list(shapes),
+                     N_CLASSES)
+
+
+@pytest.mark.parametrize("cls", [BidirectionalDistillation, Filling, AutoEncoderImpute])
+def test_fit_with_the_trainer(cls, tmp_path):
+    from mmpipe.bench.trainer import fit, predict_proba
+
+    shapes = {"wsi": (12,), MISS: (6,)}
+    train, val = _bench(shapes, 60, 0, p_miss=0.0), _bench(shapes, 48, 1, p_miss=0.5)
+    method = build(cls, shapes, feat_dim=32)
+    result = fit(method, train, val, {"lr": 3e-3, "max_epochs": 8, "patience": 8,
+                                      "batch_size": 20, "noise_p": 0.0}, seed=0,
+                 log_path=tmp_path / "train.log")
+    expected = {BidirectionalDistillation: ["multi", "bd"], Filling: ["train"],
+                AutoEncoderImpute: ["ae", "classifier"]}[cls]
+    assert list(result.epochs) == expected
+    proba = predict_proba(method, val)
+    pred = proba.argmax(1)
+    balanced = np.mean([np.mean(pred[val.y == c] == c) for c in range(N_CLASSES)])
+    assert balanced > 0.7  # chance is 1/3
+    has = val.present[:, 1]
+    assert np.mean(pred[~has] == val.y[~has]) > 0.6  # also without the modality
+
+
+@pytest.mark.parametrize("cls", [BidirectionalDistillation, Filling, AutoEncoderImpute])
+def test_report_notes_name_the_adaptations(cls, shapes):
+    notes = build(cls, shapes).report_notes()
+    assert notes and all(isinstance(n, str) for n in notes)
+    assert any(MISS in n and "zero-filled" in n for n in notes)
+    assert any("train_subjects='complete'" in n for n in notes)
