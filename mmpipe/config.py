@@ -284,7 +284,8 @@ def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
     bench = cohort(cfg, cohort_name).get("benchmark")
     if not bench:
         raise ConfigError(f"cohort {cohort_name!r} has no 'benchmark' section")
-    overrides = {k: v for k, v in bench.items() if k in ("seeds", "scenarios", "ratios")}
+    overrides = {k: v for k, v in bench.items()
+                 if k in ("seeds", "scenarios", "ratios", "normalize")}
     settings = {**cfg["benchmark"], **overrides, "label": bench["label"]}
     # a scenario is given as its list of rates, or as {rates: [...], <its options>}
     raw = settings["scenarios"]
@@ -353,11 +354,13 @@ def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> 
     from mmpipe.methods import METHODS
 
     module = METHODS.get(mcfg["type"], ":").split(":")[0].removeprefix("mmpipe.")
+    # a method may override the cohort's feature normalisation (trees need none)
+    normalize = mcfg.get("normalize", s["normalize"])
     return {
-        "method": mcfg,
+        "method": {k: v for k, v in mcfg.items() if k != "normalize"},
         "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][feature_set],
         "label": s["label"],
-        "normalize": s["normalize"],
+        "normalize": normalize,
         "evaluate_subsets": s["evaluate_subsets"],
         "code": code_version("bench", "methods/base", module.replace(".", "/")),
     }

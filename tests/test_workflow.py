@@ -49,11 +49,15 @@ def _write_config(workdir: Path, mmare_overrides: dict | None = None, **slide_ov
     cfg["device"] = "cpu"
     cfg["preprocess"]["slide"].update({"max_tiles": 8, **slide_overrides})
     cfg["preprocess"]["dicom"]["min_slices"] = 4
-    # a small stage-2 grid: two scenarios, one seed, three methods
-    cfg["benchmark"].update(seeds=[0], scenarios={"natural": [0.0], "mcar": [0.4]})
-    cfg["cohorts"]["demo"]["benchmark"]["runs"] = {"mmare": ["all"], "deepsets": ["all"],
-                                                   "hgb": ["clinical_tabular"]}
-    for name in ("mmare", "deepsets"):
+    # a small stage-2 grid, one seed: three methods under natural and MCAR 40 %, and BD
+    # under its own protocol (the clinical record missing at test: a mask built from the split)
+    cfg["cohorts"]["demo"]["benchmark"].update(
+        seeds=[0], default_scenarios=["natural", "mcar"],
+        scenarios={"natural": [0.0], "mcar": [0.4],
+                   "testmiss": {"rates": [0.5], "modality": "clinical"}},
+        runs={"mmare": ["all"], "deepsets": ["all"], "hgb": ["clinical_tabular"],
+              "bd": {"feature_sets": ["slide_clinical"], "scenarios": ["testmiss"]}})
+    for name in ("mmare", "deepsets", "bd"):
         cfg["methods"][name]["max_epochs"] = 20
     cfg["methods"]["mmare"].update(mmare_overrides or {})
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -98,10 +102,12 @@ def test_every_modality_has_a_complete_store(demo_run):
 def test_benchmark_report_and_runs(demo_run):
     results = demo_run / "results" / "demo"
     runs = sorted(results.glob("runs/*/*/*/seed0/metrics.json"))
-    assert len(runs) == 6
+    assert len(runs) == 7
     table = (results / "report" / "results.md").read_text()
-    for method in ("mmare", "deepsets", "hgb"):
+    for method in ("mmare", "deepsets", "hgb", "bd"):
         assert method in table
+    assert "Missing at test time in 50 %" in table
+    assert (results / "report" / "metric_vs_rate_auc_testmiss.png").stat().st_size > 0
     assert (results / "report" / "perf_vs_params_auc.png").stat().st_size > 0
 
 
@@ -136,7 +142,8 @@ def test_tiling_change_reruns_only_slide_jobs(demo_run, tmp_path):
     assert jobs.get("encode") == 1  # the clam_resnet50 store of the slides, nothing else
     # and what depends on that store: the runs whose feature set holds it, the report
     assert set(jobs) == {"tile_slides", "encode", "cohort_qc", "train", "benchmark_report", "all"}
-    assert jobs["train"] == 4  # mmare and deepsets on "all" × 2 scenarios; not hgb (tabular)
+    # mmare and deepsets on "all" × 2 scenarios, bd on slide + clinical; not hgb (tabular)
+    assert jobs["train"] == 5
     assert "wsi-clam_resnet50" in run.stdout or "features/wsi/clam_resnet50.zarr" in run.stdout
 
 
