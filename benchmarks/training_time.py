@@ -30,7 +30,7 @@ from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
 from mmpipe.bench.metrics import classification_metrics
 from mmpipe.bench.run import build_method
 from mmpipe.bench.splits import stratified_split
-from mmpipe.bench.trainer import TRAIN_DEFAULTS, fit, predict_proba
+from mmpipe.bench.trainer import TRAIN_DEFAULTS, NotTrainable, fit, predict_proba
 from mmpipe.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +71,16 @@ def time_methods(names: list[str] | None) -> None:
         if mcfg["type"] == "single" and "modality" not in mcfg:
             mcfg = {**mcfg, "modality": "wsi"}
             name = f"{name}_wsi"
+        mcfg = {k: v for k, v in mcfg.items() if k != "normalize"}
         method = build_method(mcfg, data)
         train_cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in getattr(method, "hparams", {}).items()
                                           if k in TRAIN_DEFAULTS}}
         start = time.perf_counter()
-        result = fit(method, train, val, train_cfg, seed=0)
+        try:
+            result = fit(method, train, val, train_cfg, seed=0)
+        except NotTrainable as err:
+            print(f"{name:28s} not trainable on this feature set: {err}")
+            continue
         seconds = time.perf_counter() - start
         auc = classification_metrics(test.y, predict_proba(method, test))["auc"]
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"

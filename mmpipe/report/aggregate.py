@@ -111,6 +111,7 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
                   "n_train", "n_val"):
             if k in m:
                 row[k] = _num(m[k])
+        row["trained"] = bool(m.get("trained", True))
         row["path"] = str(p)
         rows.append(row)
     if not rows:
@@ -131,6 +132,8 @@ def summarise(runs: pl.DataFrame, keys: Sequence[str] = SUMMARY_KEYS) -> pl.Data
     values = [c for c, t in runs.schema.items() if c not in skip and t.is_numeric()]
     extra = [pl.col(c).first() for c in ("method_type",) if c in runs.columns and c not in keys]
     aggs = [pl.len().alias("n_seeds"), *extra]
+    if "trained" in runs.columns:  # runs that could not train have NaN metrics
+        aggs.append(pl.col("trained").sum().cast(pl.Int64).alias("n_trained"))
     for c in values:
         col = pl.col(c).fill_nan(None)
         aggs += [col.mean().alias(f"{c}_mean"), col.std(ddof=1).alias(f"{c}_std")]

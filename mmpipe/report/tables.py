@@ -104,7 +104,7 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
                 cells[m] = (mean, std, bold, r.get(f"{m}_p"))
             out_rows.append({"labels": {c: r[c] for c in labels}, "cells": cells,
                              "params": r.get("trainable_parameters_mean"),
-                             "n_seeds": r.get("n_seeds"), "counterpart": None})
+                             "n_seeds": _seeds(r), "counterpart": None})
         named = dict(zip(group, g, strict=True))
         title = (group_label(named["scenario"], named.get("rate"))
                  if "scenario" in named and set(named) <= {"scenario", "rate"}
@@ -133,6 +133,14 @@ def _cell(mean: float | None, std: float | None, decimals: int, pm: str = " ± "
     return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
 
 
+def _seeds(r: dict) -> str | None:
+    """Seeds run, as "trained/run" when some of them could not train."""
+    n, trained = r.get("n_seeds"), r.get("n_trained")
+    if n is None:
+        return None
+    return str(n) if trained is None or trained == n else f"{trained}/{n}"
+
+
 def _mark(p: float | None) -> str:
     return DAGGER if p is not None and not math.isnan(p) and p < SIGNIFICANCE else ""
 
@@ -155,7 +163,7 @@ def _csv(blocks, metrics, group, labels, decimals) -> str:
     cols = ["source", *group, *labels, *metrics, *pcols, "trainable_parameters", "n_seeds",
             "best", "counterpart"]
     schema = {c: (pl.Float64 if c in ("trainable_parameters", "rate", *pcols)
-                  else pl.Int64 if c == "n_seeds" else pl.String) for c in cols}
+                  else pl.String) for c in cols}
     df = pl.DataFrame([tuple(r.get(c) for c in cols) for r in records], schema=schema,
                       orient="row")
     buf = io.StringIO()

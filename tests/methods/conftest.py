@@ -6,6 +6,11 @@ Fixtures returning functions (pytest's importlib mode cannot import a conftest):
   features, zeros where absent, every row with at least one modality, every modality
   both present and absent somewhere, and one complete row.
 - ``batch`` → a ready ``(x, present, y)`` over ``SHAPES`` (small vector modalities).
+- ``separable(shapes, n=..., n_classes=..., seed=..., ...)`` → ``(x, present, y)``: a
+  learnable problem (class-conditional Gaussian features, random presence, every row with
+  at least one modality) for the training tests.
+- ``bench_data(x, present, y, tag=...)`` → the same tensors as a ``BenchData`` for the
+  shared trainer.
 - ``assert_masked_values_ignored(method, x, present)``: large random values written in the
   absent entries must leave the output unchanged (eval mode, and train mode under the
   same random seed).
@@ -24,9 +29,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Mapping
 
+import numpy as np
 import pytest
 import torch
+
+from mmpipe.bench.data import BenchData
 
 # small vector modalities with distinct widths (one equal to the MMARE test width)
 SHAPES = {"ct": (16,), "mri": (12,), "wsi": (24,), "clinical": (8,)}
@@ -50,6 +59,56 @@ def make_batch(shapes: dict[str, tuple[int, ...]], batch: int = 32, n_classes: i
         x[m] = v * present[:, j].view(-1, *([1] * len(shapes[m])))
     y = torch.randint(n_classes, (batch,), generator=gen)
     return x, present, y
+
+
+def separable(shapes: dict[str, tuple[int, ...]], n: int = 96, n_classes: int = N_CLASSES,
+              seed: int = 0, p_present: float = 0.7, complete: bool = False,
+              missing: Mapping[str, float] | None = None, mean_scale: float = 2.0,
+              noise: float = 0.5, means_seed: int | None = None):
+    """Class-conditional Gaussian features: ``x[m] = mean[m][y] + noise * N(0, 1)``, zeros
+    where absent, with ``y = arange(n) % n_classes`` and every class mean drawn as
+    ``mean_scale * N(0, 1)``.
+
+    Presence: each entry present with probability ``p_present``, then one random modality
+    per row set present (so every row has at least one). ``complete=True`` makes every
+    modality present; ``missing={m: p}`` makes every modality present except each listed
+    one, absent with probability ``p`` (the same draws are taken first in all three cases).
+
+    ``means_seed=None`` draws the class means from the ``seed`` generator, so two seeds give
+    two problems (split one draw to get train and validation sets); an int draws them from
+    their own generator, so draws with different ``seed`` share the class means (train and
+    validation as two draws of one distribution).
+    """
+    if complete and missing is not None:
+        raise ValueError("complete and missing are exclusive")
+    gen = torch.Generator().manual_seed(seed)
+    means_gen = gen if means_seed is None else torch.Generator().manual_seed(means_seed)
+    modalities = list(shapes)
+    y = torch.arange(n) % n_classes
+    present = torch.rand(n, len(modalities), generator=gen) < p_present
+    present[torch.arange(n), torch.randint(len(modalities), (n,), generator=gen)] = True
+    if complete or missing is not None:
+        present[:] = True
+    for m, p in (missing or {}).items():
+        present[:, modalities.index(m)] = torch.rand(n, generator=gen) >= p
+    x = {}
+    for j, (m, s) in enumerate(shapes.items()):
+        means = mean_scale * torch.randn(n_classes, *s, generator=means_gen)
+        v = means[y] + noise * torch.randn(n, *s, generator=gen)
+        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
+    return x, present, y
+
+
+def bench_data(x, present, y, tag: str = "s", n_classes: int | None = None) -> BenchData:
+    """``BenchData`` from ``(x, present, y)`` tensors (or arrays), subjects ``{tag}_{i}``;
+    ``n_classes`` defaults to ``max(y) + 1``."""
+    def arr(v):
+        return v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+    y = arr(y)
+    return BenchData(np.array([f"{tag}_{i}" for i in range(len(y))]), y,
+                     {m: arr(v).astype(np.float32) for m, v in x.items()}, arr(present),
+                     list(x), int(y.max()) + 1 if n_classes is None else n_classes)
 
 
 def _run(method, x, present, train: bool, seed: int = 0) -> torch.Tensor:
@@ -156,6 +215,16 @@ def make_batch_fixture():
 @pytest.fixture
 def batch():
     return make_batch(SHAPES)
+
+
+@pytest.fixture(name="separable")
+def separable_fixture():
+    return separable
+
+
+@pytest.fixture(name="bench_data")
+def bench_data_fixture():
+    return bench_data
 
 
 @pytest.fixture

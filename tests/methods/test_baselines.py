@@ -181,23 +181,8 @@ def test_parameter_counts(shapes):
         head(24, [256, 128]) + c)
 
 
-def separable(shapes, n=96, n_classes=N_CLASSES, seed=0, complete=False):
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % n_classes
-    present = torch.rand(n, len(shapes), generator=gen) < 0.7
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    if complete:
-        present[:] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 2.0 * torch.randn(n_classes, *s, generator=gen)
-        v = means[y] + 0.5 * torch.randn(n, *s, generator=gen)
-        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
-    return x, present, y
-
-
 @pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
-def test_training_reduces_the_loss(name, cls, hp, shapes):
+def test_training_reduces_the_loss(name, cls, hp, shapes, separable):
     # the Standard baseline only ever trains on complete subjects
     x, present, y = separable(shapes, complete=cls.train_subset == "complete")
     if cls is SingleModality:  # subjects without the modality can only get the prior

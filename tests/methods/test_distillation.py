@@ -321,28 +321,17 @@ def test_not_trainable_without_two_classes_having_the_modality(shapes, batch):
     build(Filling, shapes, train_subjects="all").prepare(x, present, y)  # all rows: fine
 
 
-def _bench(shapes, n, seed, p_miss):
-    from mmpipe.bench.data import BenchData
-
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % N_CLASSES
-    present = np.ones((n, len(shapes)), dtype=bool)
-    present[:, list(shapes).index(MISS)] = rng.random(n) >= p_miss
-    centre = np.random.default_rng(123)  # the same class means in every split
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 1.5 * centre.standard_normal((N_CLASSES, *s))
-        x[m] = ((means[y] + rng.standard_normal((n, *s))) * present[:, j, None]).astype(np.float32)
-    return BenchData(np.array([f"s{seed}_{i}" for i in range(n)]), y, x, present, list(shapes),
-                     N_CLASSES)
-
-
 @pytest.mark.parametrize("cls", [BidirectionalDistillation, Filling, AutoEncoderImpute])
-def test_fit_with_the_trainer(cls, tmp_path):
+def test_fit_with_the_trainer(cls, tmp_path, separable, bench_data):
     from mmpipe.bench.trainer import fit, predict_proba
 
     shapes = {"wsi": (12,), MISS: (6,)}
-    train, val = _bench(shapes, 60, 0, p_miss=0.0), _bench(shapes, 48, 1, p_miss=0.5)
+
+    def bench(n, seed, p_miss):  # only MISS ever absent; the same class means in every split
+        return bench_data(*separable(shapes, n=n, seed=seed, missing={MISS: p_miss},
+                                     mean_scale=1.5, noise=1.0, means_seed=123), tag=f"s{seed}")
+
+    train, val = bench(60, 0, p_miss=0.0), bench(48, 1, p_miss=0.5)
     method = build(cls, shapes, feat_dim=32)
     result = fit(method, train, val, {"lr": 3e-3, "max_epochs": 8, "patience": 8,
                                       "batch_size": 20, "noise_p": 0.0}, seed=0,

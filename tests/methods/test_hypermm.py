@@ -29,20 +29,6 @@ def _phi_params(method):
             for p in getattr(method, n).parameters()]
 
 
-def _separable(shapes, n=96, seed=0, p_present=0.7):
-    """Labels written into every modality's features (mean shift), random missingness."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % N_CLASSES
-    present = torch.rand(n, len(shapes), generator=gen) < p_present
-    present[~present.any(1), 0] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        centre = torch.randn(N_CLASSES, *s, generator=gen)
-        v = centre[y] + 0.5 * torch.randn(n, *s, generator=gen)
-        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
-    return x, present, y
-
-
 def test_registry():
     assert method_class("hypermm") is HyperMM
     assert method_class("hypermm_e2e") is HyperMMEndToEnd
@@ -181,7 +167,7 @@ def test_invalid_configurations():
         HyperMM(["a", "b"], {"a": (512, 7, 7), "b": (256, 7, 7)}, N_CLASSES)
 
 
-def test_phases_freeze_phi_for_rho():
+def test_phases_freeze_phi_for_rho(separable):
     method = _make(HyperMM, SAME)
     phases = method.phases({"lr": 1e-3, "max_epochs": 7, "patience": 3})
     assert [p.name for p in phases] == ["phi", "rho"]
@@ -208,7 +194,7 @@ def test_phases_freeze_phi_for_rho():
     assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in rho_params}
 
     # one ρ step: φ gets no gradient and does not move
-    x, present, y = _separable(SAME, n=16)
+    x, present, y = separable(SAME, n=16)
     before = [p.detach().clone() for p in _phi_params(method)]
     loss, _ = method.loss(x, present, y)
     opt.zero_grad()
@@ -223,7 +209,7 @@ def test_phases_freeze_phi_for_rho():
     assert all(p.requires_grad for p in method.parameters())
 
 
-def test_end_to_end_has_one_phase_over_everything():
+def test_end_to_end_has_one_phase_over_everything(separable):
     method = _make(HyperMMEndToEnd, SAME)
     assert method.decoder is None and method.classifier is None  # CE only (lambda_rec = 0)
     (phase,) = method.phases({})
@@ -231,7 +217,7 @@ def test_end_to_end_has_one_phase_over_everything():
     assert {id(p) for p in phase.parameters()} == {id(p) for p in method.parameters()}
     with_rec = _make(HyperMMEndToEnd, SAME, lambda_rec=1.0)
     assert with_rec.decoder is not None
-    x, present, y = _separable(SAME, n=16)
+    x, present, y = separable(SAME, n=16)
     ce, _ = method.loss(x, present, y)
     torch.manual_seed(0)
     total, logits = with_rec.loss(x, present, y)
@@ -253,9 +239,9 @@ def _steps(method, loss_fn, params, data, n=40, lr=1e-3):
 
 
 @pytest.mark.parametrize("shapes", [SAME, BLOCKS], ids=["vectors", "blocks"])
-def test_two_step_training_smoke(shapes):
+def test_two_step_training_smoke(shapes, separable):
     torch.manual_seed(0)
-    data = _separable(shapes, n=48)
+    data = separable(shapes, n=48, mean_scale=1.0)
     method = _make(HyperMM, shapes)
     phi, rho = method.phases({})
     losses = _steps(method, phi.loss, phi.parameters(), data)
@@ -269,26 +255,19 @@ def test_two_step_training_smoke(shapes):
     assert acc > 0.8
 
 
-def test_end_to_end_training_smoke():
+def test_end_to_end_training_smoke(separable):
     torch.manual_seed(0)
-    data = _separable(SAME, n=48)
+    data = separable(SAME, n=48, mean_scale=1.0)
     method = _make(HyperMMEndToEnd, SAME)
     (phase,) = method.phases({})
     losses = _steps(method, method.loss, phase.parameters(), data)
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_shared_trainer_runs_both_phases(tmp_path):
-    from mmpipe.bench.data import BenchData
+def test_shared_trainer_runs_both_phases(tmp_path, separable, bench_data):
     from mmpipe.bench.trainer import fit, predict_proba
 
-    def bench(seed):
-        x, present, y = _separable(SAME, n=60, seed=seed)
-        return BenchData(np.array([f"s{seed}_{i}" for i in range(60)]), y.numpy(),
-                         {m: v.numpy() for m, v in x.items()}, present.numpy(), list(SAME),
-                         N_CLASSES)
-
-    train, val = bench(0), bench(0)
+    train = val = bench_data(*separable(SAME, n=60, mean_scale=1.0))
     method = _make(HyperMM, SAME, phi_max_epochs=3)
     result = fit(method, train, val, {"lr": 1e-3, "max_epochs": 5, "batch_size": 16}, seed=0,
                  log_path=tmp_path / "train.log")

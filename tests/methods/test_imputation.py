@@ -262,29 +262,12 @@ def test_knn_bank_is_saved_and_loaded(shapes, train_split, batch):
     torch.testing.assert_close(fresh(x, present), model(x, present))
 
 
-def separable(shapes, n=96, n_classes=N_CLASSES, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % n_classes
-    present = torch.rand(n, len(shapes), generator=gen) < 0.7
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 2.0 * torch.randn(n_classes, *s, generator=gen)
-        v = means[y] + 0.5 * torch.randn(n, *s, generator=gen)
-        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
-    return x, present, y
-
-
 @pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
-def test_fit_with_the_trainer(name, cls, hp, shapes, tmp_path):
-    from mmpipe.bench.data import BenchData
+def test_fit_with_the_trainer(name, cls, hp, shapes, tmp_path, separable, bench_data):
     from mmpipe.bench.metrics import classification_metrics
     from mmpipe.bench.trainer import fit, predict_proba
 
-    x, present, y = separable(shapes, n=180)
-    full = BenchData(np.array([f"s{i}" for i in range(180)]), y.numpy(),
-                     {m: v.numpy() for m, v in x.items()}, present.numpy(), list(shapes),
-                     N_CLASSES)
+    full = bench_data(*separable(shapes, n=180))
     train, val = full.subset(np.arange(120)), full.subset(np.arange(120, 180))
     model = cls(list(shapes), shapes, N_CLASSES, **hp)
     cfg = {k: model.hparams[k] for k in TRAINER_KEYS if k in model.hparams}

@@ -295,29 +295,17 @@ def test_loss_backward_reaches_the_sampled_subset_models(shapes):
 
 
 # ------------------------------------------------------------------ training
-def _bench(seed, n=96, shapes=None):
-    from mmpipe.bench.data import BenchData
-
-    shapes = shapes or {"a": (8,), "b": (6,), "c": (10,)}
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % N_CLASSES
-    present = torch.rand(n, len(shapes), generator=gen) < 0.6
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 1.5 * torch.randn(N_CLASSES, *s, generator=torch.Generator().manual_seed(j))
-        v = means[y] + torch.randn(n, *s, generator=gen)
-        x[m] = (v * present[:, j].view(-1, 1)).numpy()
-    return BenchData(np.array([f"s{seed}_{i}" for i in range(n)]), y.numpy(), x,
-                     present.numpy(), list(shapes), N_CLASSES)
-
-
-def test_short_fit_with_the_shared_trainer():
+def test_short_fit_with_the_shared_trainer(separable, bench_data):
     from sklearn.metrics import balanced_accuracy_score
 
     from mmpipe.bench.trainer import fit, predict_proba
 
-    train, val = _bench(0), _bench(1)
+    def bench(seed):  # class means fixed, presence and noise from the seed
+        return bench_data(*separable({"a": (8,), "b": (6,), "c": (10,)}, seed=seed,
+                                     p_present=0.6, mean_scale=1.5, noise=1.0, means_seed=0),
+                          tag=f"s{seed}")
+
+    train, val = bench(0), bench(1)
     model = LARGO(train.modalities, train.shapes(), N_CLASSES, hidden=48)
     fit(model, train, val, {"lr": 3e-3, "max_epochs": 15, "patience": 15, "batch_size": 32,
                             "noise_p": 0.0}, seed=0)

@@ -228,19 +228,6 @@ def test_parameter_count_mmist():
     assert model.trainable_parameters() == expected == 1_681_026
 
 
-def separable(shapes, n=96, n_classes=3, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % n_classes
-    present = torch.rand(n, len(shapes), generator=gen) < 0.7
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 2.0 * torch.randn(n_classes, *s, generator=gen)
-        v = means[y] + 0.5 * torch.randn(n, *s, generator=gen)
-        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
-    return x, present, y
-
-
 def train_steps(model, x, present, y, steps=40, lr=1e-3):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.eval()
@@ -260,7 +247,7 @@ def train_steps(model, x, present, y, steps=40, lr=1e-3):
 
 
 @pytest.mark.parametrize("conditioning,fusion", ABLATIONS)
-def test_training_reduces_the_loss(shapes, conditioning, fusion):
+def test_training_reduces_the_loss(shapes, conditioning, fusion, separable):
     x, present, y = separable(shapes)
     model = build(shapes, conditioning=conditioning, fusion=fusion)
     before, after, accuracy = train_steps(model, x, present, y)

@@ -215,21 +215,8 @@ def test_parameter_counts(shapes):
         enc + experts_mean + gate_none)
 
 
-def separable(shapes, n=96, n_classes=N_CLASSES, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % n_classes
-    present = torch.rand(n, len(shapes), generator=gen) < 0.7
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 2.0 * torch.randn(n_classes, *s, generator=gen)
-        v = means[y] + 0.5 * torch.randn(n, *s, generator=gen)
-        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
-    return x, present, y
-
-
 @pytest.mark.parametrize("hp", VARIANTS, ids=IDS)
-def test_training_reduces_the_loss(shapes, hp):
+def test_training_reduces_the_loss(shapes, hp, separable):
     x, present, y = separable(shapes)
     model = build(shapes, **hp)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -248,19 +235,12 @@ def test_training_reduces_the_loss(shapes, hp):
     assert (logits.argmax(1) == y).float().mean() > 0.9
 
 
-def test_fit_with_the_trainer(shapes, tmp_path):
-    from mmpipe.bench.data import BenchData
+def test_fit_with_the_trainer(shapes, tmp_path, separable, bench_data):
     from mmpipe.bench.metrics import classification_metrics
     from mmpipe.bench.trainer import fit, predict_proba
 
-    def bench(seed, n):
-        x, present, y = separable(shapes, n=n, seed=seed)
-        return BenchData(np.array([f"s{seed}_{i}" for i in range(n)]), y.numpy(),
-                         {m: v.numpy() for m, v in x.items()}, present.numpy(), list(shapes),
-                         N_CLASSES)
-
-    # same class means (seed 0 draws them first), fresh subjects: draw both from one set
-    full = bench(0, 180)
+    # same class means, fresh subjects: split one draw
+    full = bench_data(*separable(shapes, n=180))
     train, val = full.subset(np.arange(120)), full.subset(np.arange(120, 180))
     model = build(shapes, dim=16)
     cfg = {k: model.hparams[k] for k in TRAINER_KEYS if k in model.hparams}

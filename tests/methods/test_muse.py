@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -317,25 +316,15 @@ def test_parameter_count(shapes):
     assert build(shapes).trainable_parameters() == expected
 
 
-def test_short_fit_learns(shapes):
-    from mmpipe.bench.data import BenchData
+def test_short_fit_learns(shapes, separable, bench_data):
     from mmpipe.bench.metrics import classification_metrics
     from mmpipe.bench.trainer import fit, predict_proba
 
-    gen = torch.Generator().manual_seed(0)
-    means = {m: 1.5 * torch.randn(N_CLASSES, *s, generator=gen) for m, s in shapes.items()}
+    def bench(n, seed, tag):  # class means fixed, presence and noise from the seed
+        return bench_data(*separable(shapes, n=n, seed=seed, p_present=0.6, mean_scale=1.5,
+                                     noise=1.0, means_seed=0), tag=tag)
 
-    def bench(n, tag):
-        y = torch.arange(n) % N_CLASSES
-        present = torch.rand(n, len(shapes), generator=gen) < 0.6
-        present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-        x = {m: ((means[m][y] + torch.randn(n, *s, generator=gen))
-                 * present[:, j].view(-1, 1)).numpy()
-             for j, (m, s) in enumerate(shapes.items())}
-        return BenchData(np.array([f"{tag}{i}" for i in range(n)]), y.numpy(), x,
-                         present.numpy(), list(shapes), N_CLASSES)
-
-    train, val = bench(120, "t"), bench(60, "v")
+    train, val = bench(120, 1, "t"), bench(60, 2, "v")
     torch.manual_seed(0)
     method = MUSE(list(shapes), shapes, N_CLASSES, hidden=32)
     fit(method, train, val, {**method.hparams, "lr": 3e-3, "max_epochs": 20, "patience": 20,

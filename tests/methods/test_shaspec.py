@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -158,30 +157,14 @@ def test_auxiliary_losses_ignore_absent_modalities(shapes, batch):
     torch.testing.assert_close((shared, domain), (shared2, domain2))
 
 
-def separable(shapes, n=120, n_classes=2, draw=0):
-    """Class means fixed (seed 0); presence and noise from ``draw``."""
-    means_gen = torch.Generator().manual_seed(0)
-    gen = torch.Generator().manual_seed(1000 + draw)
-    y = torch.arange(n) % n_classes
-    present = torch.rand(n, len(shapes), generator=gen) < 0.7
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 2.0 * torch.randn(n_classes, *s, generator=means_gen)
-        v = means[y] + 0.5 * torch.randn(n, *s, generator=gen)
-        x[m] = v * present[:, j].view(-1, *([1] * len(s)))
-    return x, present, y
-
-
-def test_fit_learns(shapes):
-    from mmpipe.bench.data import BenchData
+def test_fit_learns(shapes, separable, bench_data):
     from mmpipe.bench.metrics import classification_metrics
     from mmpipe.bench.trainer import fit, predict_proba
 
-    def bench(draw):
-        x, present, y = separable(shapes, draw=draw)
-        return BenchData(np.array([f"s{draw}_{i}" for i in range(len(y))]), y.numpy(),
-                         {m: v.numpy() for m, v in x.items()}, present.numpy(), list(shapes), 2)
+    def bench(draw):  # class means fixed, presence and noise from the draw: train and
+        # validation are two draws of one distribution
+        return bench_data(*separable(shapes, n=120, n_classes=2, seed=1000 + draw,
+                                     means_seed=0), tag=f"s{draw}")
 
     train, val = bench(0), bench(1)
     model = build(shapes, n_classes=2)
