@@ -1,0 +1,280 @@
+"""DRIM: quiet softmax, masked attention, shared/unique losses, adversarial step, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mmpipe.methods import method_class
+from mmpipe.methods.drim import DRIM, quiet_softmax, supcon_loss
+
+N_CLASSES = 3
+SMALL = {"dim": 16, "encoder_hidden": 32, "heads": 4, "dim_head": 8, "mlp_dim": 16,
+         "disc_hidden": 32}
+
+
+def build(shapes, n_classes=N_CLASSES, **hp):
+    torch.manual_seed(0)
+    return DRIM(list(shapes), shapes, n_classes, **{**SMALL, **hp}).eval()
+
+
+def test_registry_and_official_defaults():
+    assert method_class("drim") is DRIM
+    d = DRIM.defaults
+    assert (d["dim"], d["encoder_hidden"], d["dropout"]) == (128, 256, 0.2)
+    assert (d["depth"], d["heads"], d["dim_head"], d["mlp_dim"]) == (1, 16, 64, 128)
+    assert (d["temperature"], d["shared_weight"], d["unique_weight"]) == (0.07, 1.0, 0.8)
+    assert (d["disc_lr"], d["disc_weight_decay"], d["disc_hidden"]) == (1e-3, 3e-4, 1024)
+    assert (d["optimizer"], d["schedule"], d["lr"], d["weight_decay"]) == (
+        "adamw", "cosine", 1e-3, 1e-2)
+    assert (d["max_epochs"], d["batch_size"]) == (30, 24)
+    assert DRIM.permutation_invariant
+
+
+def test_bad_hparams_rejected(shapes):
+    with pytest.raises(ValueError, match="quiet_softmax"):
+        DRIM(list(shapes), shapes, 2, quiet_softmax="plain")
+    with pytest.raises(ValueError, match="unknown hyper-parameters"):
+        DRIM(list(shapes), shapes, 2, alpha=1.0)
+
+
+def test_output_shape_and_no_modality_row(shapes, batch):
+    x, present, _ = batch
+    model = build(shapes)
+    out = model(x, present)
+    assert out.shape == (len(present), N_CLASSES) and torch.isfinite(out).all()
+    none = torch.zeros_like(present)
+    out = model(x, none)
+    assert torch.isfinite(out).all()
+    # no modality: the CLS token attends to itself only, so every such row is the same
+    torch.testing.assert_close(out, out[:1].expand_as(out))
+
+
+def test_any_number_of_modalities_and_classes(make_batch):
+    shapes = {"a": (2, 5), "b": (7,)}
+    x, present, y = make_batch(shapes, batch=8, n_classes=2)
+    model = build(shapes, n_classes=2)
+    assert model(x, present).shape == (8, 2)
+    flat = {m: v.reshape(len(v), -1) for m, v in x.items()}
+    torch.testing.assert_close(model(x, present), model(flat, present))
+
+
+def test_masked_values_ignored(shapes, batch, assert_masked_values_ignored,
+                               assert_present_values_used):
+    x, present, _ = batch
+    model = build(shapes)
+    assert_masked_values_ignored(model, x, present)
+    assert_present_values_used(model, x, present)
+
+
+@pytest.mark.parametrize("softmax", ["official", "exact"])
+def test_permutation_invariant(shapes, batch, softmax, assert_permutation_invariant):
+    x, present, _ = batch
+    assert_permutation_invariant(build(shapes, quiet_softmax=softmax), x, present)
+
+
+def test_quiet_softmax():
+    torch.manual_seed(0)
+    s = 3 * torch.randn(5, 7)
+    exact = quiet_softmax(s, variant="exact")
+    torch.testing.assert_close(exact, s.exp() / (1 + s.exp().sum(-1, keepdim=True)))
+    torch.testing.assert_close(exact, F.softmax(s, -1) * (1 - 1 / (1 + s.exp().sum(-1, keepdim=True))))
+    shifted = s - s.amax(-1, keepdim=True)
+    official = quiet_softmax(s, variant="official")
+    torch.testing.assert_close(official, shifted.exp() / (1 + shifted.exp().sum(-1, keepdim=True)))
+    for w in (exact, official):
+        assert (w.sum(-1) < 1).all() and (w > 0).all()
+    # the +1 lets "exact" put almost no weight anywhere; "official" keeps at least 1/2
+    low = torch.full((1, 4), -20.0)
+    assert quiet_softmax(low, variant="exact").sum() < 1e-6
+    assert quiet_softmax(low, variant="official").sum() >= 0.5
+    # stable for large scores
+    big = torch.tensor([[1e4, 0.0, -1e4]])
+    assert torch.isfinite(quiet_softmax(big, variant="exact")).all()
+    with pytest.raises(ValueError):
+        quiet_softmax(s, variant="plain")
+
+
+@pytest.mark.parametrize("softmax", ["official", "exact"])
+def test_attention_on_absent_modalities_is_exactly_zero(shapes, batch, softmax):
+    x, present, _ = batch
+    model = build(shapes, quiet_softmax=softmax, depth=2)
+    shared, unique = model.embed(x, present)
+    _, maps = model.fuse(shared, unique, present)
+    n_mod = len(shapes)
+    for stage, mask in (("shared", present),
+                        ("unique", torch.cat([present, torch.ones(len(present), 1).bool()], 1))):
+        tokens = torch.cat([torch.ones(len(present), 1).bool(), mask], 1)  # CLS first
+        for weights in maps[stage]:                  # [B, h, N, N] per layer
+            assert weights.shape[-1] == n_mod + 1 + (stage == "unique")
+            absent_keys = ~tokens[:, None, None, :]
+            present_queries = tokens[:, None, :, None]
+            assert torch.all(weights.masked_select(absent_keys & present_queries) == 0)
+            cls_row = weights[:, :, 0]               # the fused output reads this row
+            assert torch.all(cls_row.sum(-1) < 1)    # quiet softmax
+            assert torch.all(cls_row[tokens.unsqueeze(1).expand_as(cls_row)] > 0)
+
+
+def test_embeddings_are_l2_normalised_and_zero_where_absent(shapes, batch):
+    x, present, _ = batch
+    shared, unique = build(shapes).embed(x, present)
+    for z in (shared, unique):
+        torch.testing.assert_close(z[present].norm(dim=-1), torch.ones(int(present.sum())))
+        assert torch.all(z[~present] == 0)
+
+
+def test_supcon_decreases_when_a_patients_embeddings_agree():
+    torch.manual_seed(0)
+    z = F.normalize(torch.randn(6, 3, 32), dim=-1)
+    present = torch.ones(6, 3, dtype=torch.bool)
+    present[4, 1:] = False
+    before = supcon_loss(z, present)
+    aligned = z.clone()
+    aligned[0] = z[0, 0]                       # patient 0: identical shared embeddings
+    assert supcon_loss(aligned, present) < before
+    everyone = z[:, :1].expand_as(z).contiguous()
+    assert supcon_loss(everyone, present) < supcon_loss(aligned, present)
+
+
+def test_supcon_matches_the_official_formula_and_ignores_absent():
+    torch.manual_seed(1)
+    batch, n_mod, tau = 5, 3, 0.07
+    z = F.normalize(torch.randn(batch, n_mod, 8), dim=-1)
+    present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]]).bool()
+    # explicit per-anchor SupCon over the present (patient, modality) pairs
+    total = 0.0
+    for i in range(batch):
+        for a in range(n_mod):
+            if not present[i, a]:
+                continue
+            others = [(k, b) for k in range(batch) for b in range(n_mod)
+                      if present[k, b] and (k, b) != (i, a)]
+            pos = [(k, b) for (k, b) in others if k == i]
+            if not pos:
+                continue
+            sims = {kb: float(z[i, a] @ z[kb]) / tau for kb in others}
+            shift = 1 / tau                          # the row maximum: self-similarity
+            log_den = np.log(sum(np.exp(s - shift) for s in sims.values()) + 1e-6)
+            total += -sum(sims[kb] - shift - log_den for kb in pos) / (len(pos) + 1e-6)
+    expected = total / (batch * n_mod)
+    torch.testing.assert_close(supcon_loss(z, present), torch.tensor(expected, dtype=torch.float32),
+                               rtol=1e-4, atol=1e-5)
+    garbage = z.clone()
+    garbage[~present] = 5.0
+    torch.testing.assert_close(supcon_loss(garbage, present), supcon_loss(z, present))
+
+
+def test_loss_is_task_plus_weighted_shared_and_unique(shapes, batch):
+    x, present, y = batch
+    model = build(shapes)
+    with torch.no_grad():
+        terms = model.loss_terms(x, present, y)
+        total, logits = model.loss(x, present, y)
+    assert terms["shared"] > 0 and terms["unique"] > 0
+    torch.testing.assert_close(total, terms["task"] + 1.0 * terms["shared"]
+                               + 0.8 * terms["unique"])
+    torch.testing.assert_close(terms["task"], F.cross_entropy(model(x, present), y))
+    torch.testing.assert_close(logits, model(x, present))
+    plain = build(shapes, shared_weight=0.0, unique_weight=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.loss(x, present, y)[0],
+                                   F.cross_entropy(plain(x, present), y))
+    assert set(terms["pairs"]) == set(shapes)    # every modality present twice or more
+
+
+def test_unique_loss_reaches_only_unique_encoders(shapes, batch):
+    x, present, y = batch
+    model = build(shapes)
+    model.train()
+    model.loss_terms(x, present, y)["unique"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0
+               for p in model.shared_encoders.parameters())
+    assert all(p.grad is None for p in model.discriminators.parameters())
+    assert sum(p.grad.abs().sum() for p in model.unique_encoders.parameters()
+               if p.grad is not None) > 0
+
+
+def test_pairs_are_joint_and_rolled_shared(shapes, batch):
+    x, present, _ = batch
+    model = build(shapes)
+    shared, unique = model.embed(x, present)
+    pairs = model._pairs(shared, unique, present)
+    rows = present[:, 2]
+    joint, marginal = pairs["wsi"]
+    torch.testing.assert_close(joint, torch.cat([shared[rows, 2], unique[rows, 2]], 1))
+    torch.testing.assert_close(marginal[:, 16:], unique[rows, 2])
+    torch.testing.assert_close(marginal[:, :16], shared[rows, 2].roll(1, 0))
+    one = present.clone()
+    one[:, 0] = False
+    one[3, 0] = True                             # ct present once: skipped
+    assert "ct" not in model._pairs(shared, unique, one)
+
+
+def test_discriminators_step_only_in_training(shapes, batch):
+    x, present, y = batch
+    model = build(shapes)
+    before = [p.detach().clone() for p in model.discriminators.parameters()]
+    with torch.no_grad():
+        model.loss(x, present, y)                # validation: eval, no grad
+    model.train()
+    with torch.no_grad():
+        model.loss(x, present, y)                # train mode but no grad: still no step
+    after = list(model.discriminators.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    loss, _ = model.loss(x, present, y)          # a training call steps them
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    loss.backward()                              # the encoders' graph survived the step
+    assert all(p.grad is None for p in model.discriminators.parameters())
+    trained = {id(p) for p in model.phases({})[0].parameters()}
+    assert not trained & {id(p) for p in model.discriminators.parameters()}
+    assert len(trained) == len(list(model.parameters())) - len(
+        list(model.discriminators.parameters()))
+
+
+def test_discriminators_learn_to_separate_dependent_pairs():
+    """Pairs whose unique half copies the shared half: the discriminator separates joint
+    from rolled pairs after a few steps (its loss drops well below 2·log 2)."""
+    torch.manual_seed(0)
+    shapes = {"a": (4,), "b": (4,)}
+    model = DRIM(list(shapes), shapes, 2, **{**SMALL, "dropout": 0.0, "disc_lr": 1e-2}).train()
+    s = F.normalize(torch.randn(32, 16), dim=-1)
+    pairs = {"a": (torch.cat([s, s], 1), torch.cat([s.roll(1, 0), s], 1))}
+    first = model.discriminator_step(pairs)
+    for _ in range(40):
+        last = model.discriminator_step(pairs)
+    assert first > 1.2 and last < 0.3
+
+
+def _bench(shapes, n=90, seed=0):
+    from mmpipe.bench.data import BenchData
+
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    present = torch.rand(n, len(shapes), generator=gen) < 0.6
+    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
+    x = {}
+    for j, (m, s) in enumerate(shapes.items()):
+        means = 1.5 * torch.randn(2, *s, generator=torch.Generator().manual_seed(10 + j))
+        v = means[y] + torch.randn(n, *s, generator=gen)
+        x[m] = (v * present[:, j].view(-1, 1)).numpy()
+    return BenchData(np.array([f"s{seed}_{i}" for i in range(n)]), y.numpy(), x,
+                     present.numpy(), list(shapes), 2)
+
+
+def test_fit_with_the_shared_trainer(shapes, tmp_path):
+    from mmpipe.bench.metrics import classification_metrics
+    from mmpipe.bench.trainer import fit, predict_proba
+
+    train, val = _bench(shapes, seed=0), _bench(shapes, seed=1)
+    torch.manual_seed(0)
+    model = DRIM(list(shapes), shapes, 2, **SMALL)
+    cfg = {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-3, "weight_decay": 1e-2,
+           "max_epochs": 8, "patience": 8, "batch_size": 24, "noise_p": 0.0}
+    result = fit(model, train, val, cfg, seed=0, log_path=tmp_path / "train.log")
+    assert result.epochs == {"train": 8}
+    proba = predict_proba(model, val)
+    assert np.isfinite(proba).all()
+    assert classification_metrics(val.y, proba)["balanced_accuracy"] > 0.8
+    assert model._disc_optimizer is not None     # the adversarial step ran
