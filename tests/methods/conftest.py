@@ -11,6 +11,17 @@ Fixtures returning functions (pytest's importlib mode cannot import a conftest):
   at least one modality) for the training tests.
 - ``bench_data(x, present, y, tag=...)`` → the same tensors as a ``BenchData`` for the
   shared trainer.
+- ``bench_draws(shapes, seeds=(0, 1), means_seed=0, **kw)`` → one ``BenchData`` per seed
+  from ``separable(shapes, seed=seed, means_seed=means_seed, **kw)``, subjects
+  ``s{seed}_{i}``: train and validation sets as draws of one problem.
+- ``fit_and_score(method, train, val, cfg, log_path=...)`` → balanced accuracy on ``val``
+  after a single-phase fit with the shared trainer that runs all ``cfg["max_epochs"]``
+  epochs (its predicted probabilities checked finite).
+- ``assert_attention_masked(weights, tokens)``: attention maps ``[B, heads, N, N]`` put
+  exactly zero weight on absent keys from present queries, and the summary (first) token's
+  row positive weight on every present token.
+- ``assert_no_modality_rows_identical(method, x)`` → the eval-mode output with no modality
+  present, after checking it finite and the same on every row (nothing of ``x`` reaches it).
 - ``assert_masked_values_ignored(method, x, present)``: large random values written in the
   absent entries must leave the output unchanged (eval mode, and train mode under the
   same random seed).
@@ -111,6 +122,44 @@ def bench_data(x, present, y, tag: str = "s", n_classes: int | None = None) -> B
                      list(x), int(y.max()) + 1 if n_classes is None else n_classes)
 
 
+def bench_draws(shapes: dict[str, tuple[int, ...]], seeds=(0, 1), means_seed: int = 0,
+                **kw) -> list[BenchData]:
+    """One ``BenchData`` per seed: ``separable(shapes, seed=seed, means_seed=means_seed,
+    **kw)`` with subjects ``s{seed}_{i}``. The class means come from ``means_seed`` alone, so
+    the draws share them (train and validation sets of one problem) and differ in presence
+    and noise."""
+    return [bench_data(*separable(shapes, seed=seed, means_seed=means_seed, **kw),
+                       tag=f"s{seed}") for seed in seeds]
+
+
+def fit_and_score(method, train: BenchData, val: BenchData, cfg: dict, log_path=None) -> float:
+    """Fit ``method`` with the shared trainer and return its balanced accuracy on ``val``.
+    The fit must be one phase named ``train`` that runs every one of ``cfg["max_epochs"]``
+    epochs (set ``patience`` so that early stopping cannot cut it short)."""
+    from mmpipe.bench.metrics import classification_metrics
+    from mmpipe.bench.trainer import fit, predict_proba
+
+    result = fit(method, train, val, cfg, seed=0, log_path=log_path)
+    assert result.epochs == {"train": cfg["max_epochs"]}
+    proba = predict_proba(method, val)
+    assert np.isfinite(proba).all()
+    return classification_metrics(val.y, proba)["balanced_accuracy"]
+
+
+def check_attention_masked(weights: torch.Tensor, tokens: torch.Tensor) -> None:
+    """``weights``: attention maps ``[B, heads, N, N]`` (queries × keys) over ``N`` tokens
+    whose presence is ``tokens`` ``[B, N]``, the summary (CLS) token first. Present queries
+    put exactly zero weight on absent keys; the summary row, which the fused output reads,
+    puts positive weight on every present token."""
+    tokens = tokens.bool()
+    assert weights.shape[-2:] == (tokens.shape[1], tokens.shape[1])
+    absent_keys = ~tokens[:, None, None, :]
+    present_queries = tokens[:, None, :, None]
+    assert torch.all(weights.masked_select(absent_keys & present_queries) == 0)
+    summary = weights[:, :, 0]
+    assert torch.all(summary[tokens.unsqueeze(1).expand_as(summary)] > 0)
+
+
 def _run(method, x, present, train: bool, seed: int = 0) -> torch.Tensor:
     method.train(train)
     torch.manual_seed(seed)
@@ -129,6 +178,17 @@ def _perturb(x, present, modalities, absent: bool, seed: int = 1):
         out[m] = torch.where(mask, noise, x[m])
         changed += int(rows.sum())
     return out, changed
+
+
+def check_no_modality_rows_identical(method, x) -> torch.Tensor:
+    was_training = method.training
+    none = torch.zeros(len(next(iter(x.values()))), len(method.modalities), dtype=torch.bool)
+    out = _run(method, x, none, False)
+    method.train(was_training)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, out[:1].expand_as(out),
+                               msg="rows with no modality present have different outputs")
+    return out
 
 
 def check_masked_values_ignored(method, x, present, atol: float = 1e-6) -> None:
@@ -225,6 +285,26 @@ def separable_fixture():
 @pytest.fixture(name="bench_data")
 def bench_data_fixture():
     return bench_data
+
+
+@pytest.fixture(name="bench_draws")
+def bench_draws_fixture():
+    return bench_draws
+
+
+@pytest.fixture(name="fit_and_score")
+def fit_and_score_fixture():
+    return fit_and_score
+
+
+@pytest.fixture
+def assert_attention_masked():
+    return check_attention_masked
+
+
+@pytest.fixture
+def assert_no_modality_rows_identical():
+    return check_no_modality_rows_identical
 
 
 @pytest.fixture

@@ -40,16 +40,13 @@ def test_bad_hparams_rejected(shapes):
         DRIM(list(shapes), shapes, 2, alpha=1.0)
 
 
-def test_output_shape_and_no_modality_row(shapes, batch):
+def test_output_shape_and_no_modality_row(shapes, batch, assert_no_modality_rows_identical):
     x, present, _ = batch
     model = build(shapes)
     out = model(x, present)
     assert out.shape == (len(present), N_CLASSES) and torch.isfinite(out).all()
-    none = torch.zeros_like(present)
-    out = model(x, none)
-    assert torch.isfinite(out).all()
     # no modality: the CLS token attends to itself only, so every such row is the same
-    torch.testing.assert_close(out, out[:1].expand_as(out))
+    assert_no_modality_rows_identical(model, x)
 
 
 def test_any_number_of_modalities_and_classes(make_batch):
@@ -98,23 +95,19 @@ def test_quiet_softmax():
 
 
 @pytest.mark.parametrize("softmax", ["official", "exact"])
-def test_attention_on_absent_modalities_is_exactly_zero(shapes, batch, softmax):
+def test_attention_on_absent_modalities_is_exactly_zero(shapes, batch, softmax,
+                                                        assert_attention_masked):
     x, present, _ = batch
     model = build(shapes, quiet_softmax=softmax, depth=2)
     shared, unique = model.embed(x, present)
     _, maps = model.fuse(shared, unique, present)
-    n_mod = len(shapes)
     for stage, mask in (("shared", present),
                         ("unique", torch.cat([present, torch.ones(len(present), 1).bool()], 1))):
         tokens = torch.cat([torch.ones(len(present), 1).bool(), mask], 1)  # CLS first
+        assert len(maps[stage]) == 2
         for weights in maps[stage]:                  # [B, h, N, N] per layer
-            assert weights.shape[-1] == n_mod + 1 + (stage == "unique")
-            absent_keys = ~tokens[:, None, None, :]
-            present_queries = tokens[:, None, :, None]
-            assert torch.all(weights.masked_select(absent_keys & present_queries) == 0)
-            cls_row = weights[:, :, 0]               # the fused output reads this row
-            assert torch.all(cls_row.sum(-1) < 1)    # quiet softmax
-            assert torch.all(cls_row[tokens.unsqueeze(1).expand_as(cls_row)] > 0)
+            assert_attention_masked(weights, tokens)
+            assert torch.all(weights[:, :, 0].sum(-1) < 1)  # quiet softmax
 
 
 def test_embeddings_are_l2_normalised_and_zero_where_absent(shapes, batch):
@@ -247,34 +240,12 @@ def test_discriminators_learn_to_separate_dependent_pairs():
     assert first > 1.2 and last < 0.3
 
 
-def _bench(shapes, n=90, seed=0):
-    from mmpipe.bench.data import BenchData
-
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    present = torch.rand(n, len(shapes), generator=gen) < 0.6
-    present[torch.arange(n), torch.randint(len(shapes), (n,), generator=gen)] = True
-    x = {}
-    for j, (m, s) in enumerate(shapes.items()):
-        means = 1.5 * torch.randn(2, *s, generator=torch.Generator().manual_seed(10 + j))
-        v = means[y] + torch.randn(n, *s, generator=gen)
-        x[m] = (v * present[:, j].view(-1, 1)).numpy()
-    return BenchData(np.array([f"s{seed}_{i}" for i in range(n)]), y.numpy(), x,
-                     present.numpy(), list(shapes), 2)
-
-
-def test_fit_with_the_shared_trainer(shapes, tmp_path):
-    from mmpipe.bench.metrics import classification_metrics
-    from mmpipe.bench.trainer import fit, predict_proba
-
-    train, val = _bench(shapes, seed=0), _bench(shapes, seed=1)
+def test_fit_with_the_shared_trainer(shapes, tmp_path, bench_draws, fit_and_score):
+    train, val = bench_draws(shapes, n=90, n_classes=2, p_present=0.6, mean_scale=1.5,
+                             noise=1.0, means_seed=10)
     torch.manual_seed(0)
     model = DRIM(list(shapes), shapes, 2, **SMALL)
     cfg = {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-3, "weight_decay": 1e-2,
            "max_epochs": 8, "patience": 8, "batch_size": 24, "noise_p": 0.0}
-    result = fit(model, train, val, cfg, seed=0, log_path=tmp_path / "train.log")
-    assert result.epochs == {"train": 8}
-    proba = predict_proba(model, val)
-    assert np.isfinite(proba).all()
-    assert classification_metrics(val.y, proba)["balanced_accuracy"] > 0.8
+    assert fit_and_score(model, train, val, cfg, log_path=tmp_path / "train.log") > 0.8
     assert model._disc_optimizer is not None     # the adversarial step ran
