@@ -266,6 +266,8 @@ def _append_notes(table_md: Path, metrics_paths: list[Path]) -> None:
     for path in metrics_paths:
         m = json.loads(path.read_text())
         for note in m.get("method_notes", []):
+            # the row already names the method: drop a note's own "type: " prefix
+            note = note.removeprefix(f"{m.get('method_type')}: ")
             notes.setdefault(m.get("method", "?"), set()).add(note)
         if m.get("trained") is False:
             notes.setdefault(m.get("method", "?"), set()).add(
