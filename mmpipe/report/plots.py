@@ -68,6 +68,9 @@ def _colours(series: Sequence[str]) -> dict[str, Any]:
     return {s: cmap(i % cmap.N) for i, s in enumerate(names)}
 
 
+_MARKERS = ("o", "s", "^", "D")
+
+
 def _val(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
@@ -185,19 +188,23 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
                 if r.metrics.get(metric) is not None and (r.trainable_parameters or 0) > 0]
     if (not len(df) or col not in df.columns) and not pub_rows:
         return _empty(out, title, "no runs for this scenario")
-    fig = _figure((9.5, 5.0))
+    n_series = len(df) + len(pub_rows)
+    # the legend lists every method: the figure grows with it rather than overflow
+    fig = _figure((9.5, max(5.0, 0.24 * n_series)))
     ax = fig.add_subplot()
     skipped = []
     if len(df) and col in df.columns:
         df = _series_labels(df)
         colours = _colours(df["series"].to_list())
-        for row in df.sort("series").iter_rows(named=True):
+        for i, row in enumerate(df.sort("series").iter_rows(named=True)):
             n = row.get("trainable_parameters_mean")
             if n is None or not n > 0 or row[col] is None:
                 skipped.append(row["series"])
                 continue
             ax.errorbar([n], [row[col]], yerr=[_val(row[f"{metric}_std"]) if row[
-                f"{metric}_std"] is not None else 0.0], fmt="o", capsize=3, markersize=6,
+                f"{metric}_std"] is not None else 0.0], capsize=3, markersize=6,
+                # colours repeat past 20 methods: the marker tells them apart
+                fmt=_MARKERS[(i // 20) % len(_MARKERS)],
                 color=colours[row["series"]], label=f"{row['series']} (ours)")
     for i, r in enumerate(pub_rows):
         v = r.metrics[metric]
