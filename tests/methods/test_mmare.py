@@ -228,26 +228,8 @@ def test_parameter_count_mmist():
     assert model.trainable_parameters() == expected == 1_681_026
 
 
-def train_steps(model, x, present, y, steps=40, lr=1e-3):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.eval()
-    with torch.no_grad():
-        before = model.loss(x, present, y)[0].item()
-    model.train()
-    torch.manual_seed(0)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss, _ = model.loss(x, present, y)
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        loss, logits = model.loss(x, present, y)
-    return before, loss.item(), (logits.argmax(1) == y).float().mean().item()
-
-
 @pytest.mark.parametrize("conditioning,fusion", ABLATIONS)
-def test_training_reduces_the_loss(shapes, conditioning, fusion, separable):
+def test_training_reduces_the_loss(shapes, conditioning, fusion, separable, train_steps):
     x, present, y = separable(shapes)
     model = build(shapes, conditioning=conditioning, fusion=fusion)
     before, after, accuracy = train_steps(model, x, present, y)
