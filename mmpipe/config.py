@@ -285,7 +285,7 @@ def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
     if not bench:
         raise ConfigError(f"cohort {cohort_name!r} has no 'benchmark' section")
     overrides = {k: v for k, v in bench.items()
-                 if k in ("seeds", "scenarios", "ratios", "normalize")}
+                 if k in ("seeds", "scenarios", "ratios", "normalize", "train_jobs")}
     settings = {**cfg["benchmark"], **overrides, "label": bench["label"]}
     # a scenario is given as its list of rates, or as {rates: [...], <its options>}
     raw = settings["scenarios"]
@@ -329,11 +329,23 @@ def benchmark_runs(cfg: dict, cohort_name: str) -> list[dict]:
     return runs
 
 
-def run_config(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+def _run(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
     for run in benchmark_runs(cfg, cohort_name):
         if run["feature_set"] == feature_set and run["method"] == method:
-            return run["config"]
+            return run
     raise ConfigError(f"cohort {cohort_name!r} has no run of {method!r} on {feature_set!r}")
+
+
+def run_config(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+    return _run(cfg, cohort_name, feature_set, method)["config"]
+
+
+def run_cells(cfg: dict, cohort_name: str, feature_set: str, method: str) -> list[str]:
+    """The ``{scenario}-{rate}`` cells of one run, in config order."""
+    rates = benchmark_settings(cfg, cohort_name)["scenarios"]
+    return [f"{scenario}-{rate}"
+            for scenario in _run(cfg, cohort_name, feature_set, method)["scenarios"]
+            for rate in rates[scenario]]
 
 
 def split_params(cfg: dict, cohort_name: str) -> dict:

@@ -8,11 +8,14 @@ import pytest
 import yaml
 
 from mmpipe.config import (
+    benchmark_settings,
     dicom_params,
     encoder_params,
     load_config,
     manifest_params,
+    run_cells,
     tiling_params,
+    train_params,
     validate_config,
 )
 from mmpipe.errors import ConfigError
@@ -78,3 +81,41 @@ def test_encoder_change_does_not_rebuild_the_manifest(raw_config):
     assert manifest_params(before, "demo") == manifest_params(after, "demo")
     assert (encoder_params(before, "demo", "ct", "med3d_demo")
             != encoder_params(after, "demo", "ct", "med3d_demo"))
+
+
+def test_run_cells_follow_the_cohort_scenarios_and_each_runs_own(raw_config):
+    cfg = validate_config(copy.deepcopy(raw_config))
+    # default_scenarios: natural and every MCAR rate, in config order
+    assert run_cells(cfg, "demo", "all", "mmare") == [
+        "natural-0.0", "mcar-0.2", "mcar-0.4", "mcar-0.6"]
+    # a run naming its scenarios: BD's protocol
+    assert run_cells(cfg, "demo", "slide_clinical", "bd") == [
+        "natural-0.0", "testmiss-0.5", "testmiss-0.8"]
+    # `single` without a modality: one run per modality of the feature set
+    assert run_cells(cfg, "demo", "all", "single_wsi") == run_cells(cfg, "demo", "all", "mmare")
+    with pytest.raises(ConfigError, match="no run of 'bd' on 'all'"):
+        run_cells(cfg, "demo", "all", "bd")
+
+
+def test_train_jobs_default_to_cells_and_a_cohort_can_group_them(raw_config):
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["benchmark"].pop("train_jobs", None)
+    cfg["benchmark"].pop("train_jobs", None)
+    assert benchmark_settings(validate_config(cfg), "demo")["train_jobs"] == "cell"
+    cfg["cohorts"]["demo"]["benchmark"]["train_jobs"] = "method"
+    assert benchmark_settings(validate_config(cfg), "demo")["train_jobs"] == "method"
+    cfg["cohorts"]["demo"]["benchmark"]["train_jobs"] = "seed"
+    with pytest.raises(ConfigError, match="train_jobs"):
+        validate_config(cfg)
+
+
+def test_a_method_hyperparameter_changes_only_that_methods_train_params(raw_config):
+    before = validate_config(copy.deepcopy(raw_config))
+    after = copy.deepcopy(raw_config)
+    after["methods"]["mmare"]["dropout"] = 0.2
+    after = validate_config(after)
+    runs = [("all", "mmare"), ("all", "mmare_mean"), ("all", "deepsets"),
+            ("clinical_tabular", "hgb"), ("slide_clinical", "bd")]
+    changed = [r for r in runs
+               if train_params(before, "demo", *r) != train_params(after, "demo", *r)]
+    assert changed == [("all", "mmare")]

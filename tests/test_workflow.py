@@ -42,7 +42,8 @@ def _jobs(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
-def _write_config(workdir: Path, mmare_overrides: dict | None = None, **slide_overrides) -> None:
+def _write_config(workdir: Path, mmare_overrides: dict | None = None, train_jobs: str = "cell",
+                  **slide_overrides) -> None:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["cohorts"]["demo"]["demo"] = {"n_subjects": N_SUBJECTS, "seed": 3}
     cfg["run_cohorts"] = ["demo"]
@@ -52,7 +53,7 @@ def _write_config(workdir: Path, mmare_overrides: dict | None = None, **slide_ov
     # a small stage-2 grid, one seed: three methods under natural and MCAR 40 %, and BD
     # under its own protocol (the clinical record missing at test: a mask built from the split)
     cfg["cohorts"]["demo"]["benchmark"].update(
-        seeds=[0], default_scenarios=["natural", "mcar"],
+        seeds=[0], default_scenarios=["natural", "mcar"], train_jobs=train_jobs,
         scenarios={"natural": [0.0], "mcar": [0.4],
                    "testmiss": {"rates": [0.5], "modality": "clinical"}},
         runs={"mmare": ["all"], "deepsets": ["all"], "hgb": ["clinical_tabular"],
@@ -123,6 +124,36 @@ def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path)
     outputs = [line.split("output:")[1].strip() for line in run.stdout.splitlines()
                if line.strip().startswith("output:") and "/runs/" in line]
     assert len(outputs) == 2 and all("/runs/all/mmare/" in o for o in outputs), outputs
+
+
+def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):
+    """`train_jobs: method` (the demo's): one job per (feature set, method), the same
+    runs on disk, and a changed MMARE hyper-parameter reruns MMARE's one job."""
+    workdir = tmp_path / "method"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    shutil.rmtree(workdir / "results" / "demo" / "runs")
+    _write_config(workdir, train_jobs="method")
+    dry = _snakemake(workdir, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert _jobs(dry.stdout) == {"train_method": 4, "benchmark_report": 1, "all": 1}
+    run = _snakemake(workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = workdir / "results" / "demo"
+    cells = sorted(p.parent.parent.relative_to(results / "runs").as_posix()
+                   for p in results.glob("runs/*/*/*/seed0/metrics.json"))
+    assert cells == sorted(p.parent.parent.relative_to(demo_run / "results" / "demo" / "runs")
+                           .as_posix() for p in (demo_run / "results" / "demo")
+                           .glob("runs/*/*/*/seed0/metrics.json"))
+    assert (results / "logs" / "train" / "all" / "mmare.log").is_file()
+    assert "mmare" in (results / "report" / "results.md").read_text()
+
+    _write_config(workdir, mmare_overrides={"dropout": 0.2}, train_jobs="method")
+    dry = _snakemake(workdir, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert _jobs(dry.stdout) == {"train_method": 1, "benchmark_report": 1, "all": 1}
+    outputs = [line.split("output:")[1].strip() for line in dry.stdout.splitlines()
+               if line.strip().startswith("output:") and "/runs/" in line]
+    assert [o.split("/runs/")[1] for o in outputs] == ["all/mmare"]
 
 
 def test_second_dry_run_has_nothing_to_do(demo_run):

@@ -113,13 +113,47 @@ def run_cell(cohort_dir: str | Path, feature_set: dict[str, str], label: str,
     their time starting up.
     """
     data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
-    if set(splits) != set(masks):
-        raise ValueError(f"seeds of splits {sorted(splits)} and masks {sorted(masks)} differ")
+    _check_seeds(splits, masks, out_dir)
     with atomic_dir(out_dir) as tmp:
-        return [run_seed(data, dropped, feature_set, label, method_cfg, splits[seed],
-                         masks[seed], tmp / f"seed{seed}", seed=seed, meta=meta,
-                         normalize=normalize, evaluate_subsets=evaluate_subsets, device=device)
-                for seed in sorted(splits)]
+        return _train_cell(data, dropped, feature_set, label, method_cfg, splits, masks, tmp,
+                           meta=meta, normalize=normalize, evaluate_subsets=evaluate_subsets,
+                           device=device)
+
+
+def run_cells(cohort_dir: str | Path, feature_set: dict[str, str], label: str,
+              method_cfg: dict[str, Any], splits: dict[int, str | Path],
+              cells: dict[str, dict[int, str | Path]], out_dir: str | Path, *,
+              meta: dict[str, Any], normalize: str = "zscore", evaluate_subsets: bool = True,
+              device: str = "cpu") -> dict[str, list[dict[str, Any]]]:
+    """Every ``{scenario}-{rate}`` cell of ``cells`` (cell -> {seed: mask}) into
+    ``out_dir/{cell}/seed{S}/``, the features loaded once (a ``train_jobs: method``
+    job); ``out_dir`` appears whole or not at all."""
+    data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
+    for cell, masks in cells.items():
+        _check_seeds(splits, masks, cell)
+    with atomic_dir(out_dir) as tmp:
+        results = {}
+        for cell, masks in cells.items():
+            scenario, rate = cell.rsplit("-", 1)
+            results[cell] = _train_cell(
+                data, dropped, feature_set, label, method_cfg, splits, masks, tmp / cell,
+                meta={**meta, "scenario": scenario, "rate": float(rate)}, normalize=normalize,
+                evaluate_subsets=evaluate_subsets, device=device)
+        return results
+
+
+def _check_seeds(splits: dict[int, Any], masks: dict[int, Any], where: Any) -> None:
+    if set(splits) != set(masks):
+        raise ValueError(f"{where}: seeds of splits {sorted(splits)} and masks "
+                         f"{sorted(masks)} differ")
+
+
+def _train_cell(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,
+                method_cfg: dict[str, Any], splits: dict[int, str | Path],
+                masks: dict[int, str | Path], cell_dir: Path, **kwargs) -> list[dict[str, Any]]:
+    return [run_seed(data, dropped, feature_set, label, method_cfg, splits[seed], masks[seed],
+                     cell_dir / f"seed{seed}", seed=seed, **kwargs)
+            for seed in sorted(splits)]
 
 
 def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,

@@ -11,7 +11,7 @@ import pytest
 
 from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.prepare import make_mask, make_split
-from mmpipe.bench.run import run_cell, run_experiment
+from mmpipe.bench.run import run_cell, run_cells, run_experiment
 from mmpipe.cohorts import build_manifest
 from mmpipe.config import encoder_params, load_config
 from mmpipe.encode.run import encode_store
@@ -112,6 +112,20 @@ def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
     assert preds["no_input"].all() and (out / "train.log").read_text().startswith("not trained")
 
 
+def _fail_run_seed_when(monkeypatch, predicate) -> None:
+    """Make the seeds whose keyword arguments match ``predicate`` fail."""
+    import mmpipe.bench.run as run_mod
+
+    real = run_mod.run_seed
+
+    def run_seed(*args, **kwargs):
+        if predicate(kwargs):
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "run_seed", run_seed)
+
+
 def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_path,
                                                                     monkeypatch):
     root, cohort_dir = cohort
@@ -137,19 +151,44 @@ def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_pa
     assert (~test["pattern"].str.contains("b")).sum() >= 0.4 * len(test)
 
     # a failure in the second seed leaves no cell behind, not a cell with one seed
-    import mmpipe.bench.run as run_mod
-
-    real = run_mod.run_seed
-
-    def fail_second(*args, seed, **kwargs):
-        if seed == 1:
-            raise RuntimeError("boom")
-        return real(*args, seed=seed, **kwargs)
-
-    monkeypatch.setattr(run_mod, "run_seed", fail_second)
+    _fail_run_seed_when(monkeypatch, lambda kwargs: kwargs["seed"] == 1)
     with pytest.raises(RuntimeError, match="boom"):
         run_cell(cohort_dir, feature_set, "y", method, splits, masks, tmp_path / "cell2",
                  meta=meta)
     assert not (tmp_path / "cell2").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cell2")
                 or "cell2" in p.name]
+
+
+def test_a_method_job_trains_every_cell_and_appears_whole_or_not_at_all(cohort, tmp_path,
+                                                                          monkeypatch):
+    """`train_jobs: method`: the cells of one (feature set, method) in one directory, each
+    run recording its own scenario and rate; a failing cell leaves nothing behind."""
+    root, cohort_dir = cohort
+    feature_set = {m: "precomputed" for m in MODALITIES}
+    splits = {0: tmp_path / "split0.parquet"}
+    make_split(cohort_dir, "y", 0, (0.6, 0.1, 0.3), splits[0])
+    cells = {}
+    for scenario, rate in (("natural", 0.0), ("mcar", 0.4)):
+        cells[f"{scenario}-{rate}"] = {0: tmp_path / f"{scenario}-{rate}.parquet"}
+        make_mask(cohort_dir, scenario, rate, 0, cells[f"{scenario}-{rate}"][0])
+    method = {"type": "concat_zero", "max_epochs": 5}
+    meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero"}
+    out = tmp_path / "concat_zero"
+    results = run_cells(cohort_dir, feature_set, "y", method, splits, cells, out, meta=meta)
+    assert list(results) == ["natural-0.0", "mcar-0.4"]
+    assert sorted(p.name for p in out.iterdir()) == ["mcar-0.4", "natural-0.0"]
+    for cell, (scenario, rate) in (("natural-0.0", ("natural", 0.0)),
+                                   ("mcar-0.4", ("mcar", 0.4))):
+        metrics = json.loads((out / cell / "seed0" / "metrics.json").read_text())
+        assert (metrics["scenario"], metrics["rate"], metrics["seed"]) == (scenario, rate, 0)
+    natural = pl.read_parquet(out / "natural-0.0" / "seed0" / "predictions.parquet")
+    mcar = pl.read_parquet(out / "mcar-0.4" / "seed0" / "predictions.parquet")
+    scenario_rows = [p.filter(pl.col("evaluation") == "scenario") for p in (natural, mcar)]
+    assert scenario_rows[0]["pattern"].to_list() != scenario_rows[1]["pattern"].to_list()
+
+    _fail_run_seed_when(monkeypatch, lambda kwargs: kwargs["meta"]["scenario"] == "mcar")
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cells(cohort_dir, feature_set, "y", method, splits, cells, tmp_path / "m2",
+                  meta=meta)
+    assert not [p for p in tmp_path.iterdir() if "m2" in p.name]

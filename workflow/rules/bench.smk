@@ -1,7 +1,9 @@
-# Stage 2: shared splits and masks, then one training job per
-# (feature set, method, scenario, rate) that trains every seed of that cell in one process
-# (a run trains in seconds; a job's start-up costs as much). A job's params hold exactly
-# its method's settings, so changing one method's hyper-parameter reruns only its jobs.
+# Stage 2: shared splits and masks, then the training jobs. Under `train_jobs: cell` (the
+# default) one job per (feature set, method, scenario, rate) trains every seed of that cell
+# in one process (a run trains in seconds; a job's start-up costs as much). Under
+# `train_jobs: method` one job per (feature set, method) trains all of its cells, same
+# layout on disk. A job's params hold exactly its method's settings, so changing one
+# method's hyper-parameter reruns only its jobs.
 
 
 rule split:
@@ -11,6 +13,7 @@ rule split:
         f"{RESULTS}/{{cohort}}/splits/seed{{seed}}.parquet",
     params:
         split=lambda w: mmconfig.split_params(config, w.cohort),
+    priority: 1  # short, and every training job waits on it
     log:
         f"{RESULTS}/{{cohort}}/logs/split/seed{{seed}}.log",
     conda:
@@ -26,6 +29,7 @@ rule mask:
         f"{RESULTS}/{{cohort}}/masks/{{scenario}}-{{rate}}/seed{{seed}}.parquet",
     params:
         mask=lambda w: mmconfig.mask_params(config, w.cohort, w.scenario),
+    priority: 1  # short, and every training job waits on it
     log:
         f"{RESULTS}/{{cohort}}/logs/mask/{{scenario}}-{{rate}}-seed{{seed}}.log",
     conda:
@@ -44,6 +48,7 @@ rule train:
     params:
         train=lambda w: mmconfig.train_params(config, w.cohort, w.feature_set, w.method),
         seeds=lambda w: cohort_seeds(w.cohort),
+        cells=cell_list,
         device=config["device"],
     threads: 1
     log:
@@ -54,3 +59,12 @@ rule train:
         "../../envs/bench.yaml"
     script:
         "../scripts/train.py"
+
+
+use rule train as train_method with:
+    output:
+        directory(f"{RESULTS}/{{cohort}}/runs/{{feature_set}}/{{method}}"),
+    log:
+        f"{RESULTS}/{{cohort}}/logs/train/{{feature_set}}/{{method}}.log",
+    benchmark:
+        f"{RESULTS}/{{cohort}}/benchmarks/train/{{feature_set}}/{{method}}.tsv"

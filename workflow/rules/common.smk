@@ -80,6 +80,14 @@ def cohort_stores(cohort):
     ]
 
 
+def encode_priority(wildcards):
+    """Stores a benchmark feature set reads come first: training waits on them, not on
+    a store no feature set reads (the demo's VGG11 slices)."""
+    bench = COHORTS[wildcards.cohort].get("benchmark") or {}
+    used = {(m, e) for fs in bench.get("feature_sets", {}).values() for m, e in fs.items()}
+    return 1 if (wildcards.modality, wildcards.encoder) in used else 0
+
+
 def encoder_gpus(wildcards):
     return 1 if ENCODERS[wildcards.encoder]["type"] in GPU_ENCODERS else 0
 
@@ -116,8 +124,17 @@ def cohort_seeds(cohort):
     return mmconfig.benchmark_settings(config, cohort)["seeds"]
 
 
+def cell_list(w):
+    """The ``{scenario}-{rate}`` cells a training job trains: its own under
+    ``train_jobs: cell``, every cell of its (feature set, method) under ``method``."""
+    if "scenario" in w.keys():
+        return [f"{w.scenario}-{w.rate}"]
+    return mmconfig.run_cells(config, w.cohort, w.feature_set, w.method)
+
+
 def train_inputs(wildcards):
-    """The stores of the feature set, and the split and mask of every seed of the cell."""
+    """The stores of the feature set, and the split of every seed and the mask of every
+    (cell, seed), cell by cell."""
     w = wildcards
     bench = COHORTS[w.cohort]["benchmark"]
     feature_set = bench["feature_sets"][w.feature_set]
@@ -127,21 +144,33 @@ def train_inputs(wildcards):
         "stores": [store_path(w.cohort, m, e) for m, e in feature_set.items()],
         "splits": [f"{RESULTS}/{w.cohort}/splits/seed{s}.parquet" for s in seeds],
         "masks": [
-            f"{RESULTS}/{w.cohort}/masks/{w.scenario}-{w.rate}/seed{s}.parquet"
+            f"{RESULTS}/{w.cohort}/masks/{cell}/seed{s}.parquet"
+            for cell in cell_list(w)
             for s in seeds
         ],
     }
 
 
-def cohort_cells(cohort):
-    """Every (feature set, method, scenario, rate) directory of a cohort's benchmark;
-    each holds one run per seed."""
+def cohort_runs(cohort):
+    """(feature set, method) of every run of the cohort's benchmark."""
     if "benchmark" not in COHORTS[cohort]:
         return []
-    settings = mmconfig.benchmark_settings(config, cohort)
+    return [(r["feature_set"], r["method"]) for r in mmconfig.benchmark_runs(config, cohort)]
+
+
+def cohort_cells(cohort):
+    """Every ``runs/{feature set}/{method}/{scenario}-{rate}`` directory of the cohort's
+    benchmark; each holds one run per seed."""
     return [
-        f"{RESULTS}/{cohort}/runs/{run['feature_set']}/{run['method']}/{scenario}-{rate}"
-        for run in mmconfig.benchmark_runs(config, cohort)
-        for scenario in run["scenarios"]
-        for rate in settings["scenarios"][scenario]
+        f"{RESULTS}/{cohort}/runs/{fs}/{method}/{cell}"
+        for fs, method in cohort_runs(cohort)
+        for cell in mmconfig.run_cells(config, cohort, fs, method)
     ]
+
+
+def training_outputs(cohort):
+    """What the cohort's training jobs write: its cells, or one directory per
+    (feature set, method) holding them (``train_jobs: method``)."""
+    if mmconfig.benchmark_settings(config, cohort)["train_jobs"] == "cell":
+        return cohort_cells(cohort)
+    return [f"{RESULTS}/{cohort}/runs/{fs}/{method}" for fs, method in cohort_runs(cohort)]

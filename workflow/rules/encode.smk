@@ -1,7 +1,9 @@
 # One job per (cohort, modality, encoder) store. Network encoders ask for one GPU:
 # run locally with `--resources gpu=N` to let at most N of them share the machine's
 # GPUs (without it the gpu resource is not limited); the SLURM profile maps it to
-# a GPU request.
+# a GPU request. One thread per job: torch gains about 1.5x from a second CPU thread,
+# so on a CPU machine two encoders side by side finish sooner than one after the
+# other; give a lone long job more with `--set-threads encode=N` (the SLURM profile does).
 
 
 rule encode:
@@ -14,7 +16,8 @@ rule encode:
         device=config["device"],
     resources:
         gpu=encoder_gpus,
-    threads: 2
+    threads: 1
+    priority: encode_priority
     log:
         f"{RESULTS}/{{cohort}}/logs/encode/{{modality}}-{{encoder}}.log",
     benchmark:

@@ -1,6 +1,7 @@
 # Per-shard preprocessing: a fixed number of jobs per modality whatever the cohort
 # size (see mmpipe/shards.py); on a cluster the shards run in parallel and `group:`
-# bundles them with nothing else.
+# bundles them with nothing else. They run before other ready jobs (`priority`): each is
+# short and unlocks an encoder.
 
 
 rule dicom_to_nifti:
@@ -11,6 +12,7 @@ rule dicom_to_nifti:
     params:
         dicom=lambda w: mmconfig.dicom_params(config),
         n_shards=config["shards"]["dicom"],
+    priority: 2
     log:
         f"{RESULTS}/{{cohort}}/logs/dicom_to_nifti/{{modality}}-shard{{shard}}.log",
     benchmark:
@@ -31,6 +33,7 @@ rule tile_slides:
     params:
         tiling=lambda w: mmconfig.tiling_params(config),
         n_shards=config["shards"]["slide"],
+    priority: 2
     log:
         f"{RESULTS}/{{cohort}}/logs/tile_slides/{{modality}}-shard{{shard}}.log",
     benchmark:
@@ -50,6 +53,7 @@ rule clinical_prompts:
         f"{RESULTS}/{{cohort}}/preprocess/{{modality}}/prompts.parquet",
     params:
         prompt=lambda w: mmconfig.prompt_params(config, w.cohort, w.modality),
+    priority: 2
     log:
         f"{RESULTS}/{{cohort}}/logs/clinical_prompts/{{modality}}.log",
     conda:

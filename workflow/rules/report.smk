@@ -1,6 +1,6 @@
 rule benchmark_report:
     input:
-        cells=lambda w: cohort_cells(w.cohort),
+        runs=lambda w: training_outputs(w.cohort),
     output:
         report(
             directory(f"{RESULTS}/{{cohort}}/report"),
@@ -11,6 +11,7 @@ rule benchmark_report:
         ),
     params:
         scenarios=lambda w: mmconfig.benchmark_settings(config, w.cohort)["scenarios"],
+        cells=lambda w: cohort_cells(w.cohort),
         seeds=lambda w: cohort_seeds(w.cohort),
         label=lambda w: mmconfig.benchmark_settings(config, w.cohort)["label"],
         code=mmconfig.code_version("report"),

@@ -3,9 +3,12 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
+
 from mmpipe.encode.run import encode_store  # noqa: E402
 
 sm = snakemake  # noqa: F821
+torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 encode_store(
     Path(sm.input.manifest).parent,
     sm.wildcards.modality,
