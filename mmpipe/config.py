@@ -7,6 +7,7 @@ commands, so both see the same defaults.
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 from functools import cache
@@ -201,6 +202,25 @@ def code_version(*parts: str) -> str:
     return digest.hexdigest()[:12]
 
 
+def method_sources(module: str) -> list[str]:
+    """``module`` (e.g. ``methods/ham``) and every ``mmpipe.methods`` module it imports,
+    transitively: a shared block changes a method's results as much as its own code."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        tree = ast.parse((_PACKAGE_ROOT / f"{mod}.py").read_text())
+        for node in ast.walk(tree):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            todo += [n.removeprefix("mmpipe.").replace(".", "/") for n in names
+                     if n.startswith("mmpipe.methods.")]
+    return sorted(seen)
+
+
 def cohort(cfg: dict, name: str) -> dict:
     try:
         return cfg["cohorts"][name]
@@ -360,7 +380,8 @@ def mask_params(cfg: dict, cohort_name: str, scenario: str) -> dict:
 
 def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
     """What a training job depends on: its method's settings, its feature set, the
-    normalisation, and the code of the methods and the trainer (not other methods)."""
+    normalisation, and the code of the benchmark, of the method and of the method
+    modules it imports (not of other methods)."""
     s = benchmark_settings(cfg, cohort_name)
     mcfg = run_config(cfg, cohort_name, feature_set, method)
     from mmpipe.methods import METHODS
@@ -374,5 +395,5 @@ def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> 
         "label": s["label"],
         "normalize": normalize,
         "evaluate_subsets": s["evaluate_subsets"],
-        "code": code_version("bench", "methods/base", module.replace(".", "/")),
+        "code": code_version("bench", *method_sources(module.replace(".", "/"))),
     }

@@ -13,6 +13,7 @@ from mmpipe.config import (
     encoder_params,
     load_config,
     manifest_params,
+    method_sources,
     run_cells,
     tiling_params,
     train_params,
@@ -119,3 +120,12 @@ def test_a_method_hyperparameter_changes_only_that_methods_train_params(raw_conf
     changed = [r for r in runs
                if train_params(before, "demo", *r) != train_params(after, "demo", *r)]
     assert changed == [("all", "mmare")]
+
+
+def test_a_training_jobs_code_hash_covers_the_method_modules_it_imports():
+    # FeatImpute shares HAM's task loss and the common blocks: editing either reruns it
+    assert method_sources("methods/shaspec") == [
+        "methods/base", "methods/blocks", "methods/ham", "methods/shaspec"]
+    # ...while editing MMARE reruns neither HAM nor HyperMM
+    assert "methods/mmare" not in method_sources("methods/ham")
+    assert method_sources("methods/hypermm") == ["methods/base", "methods/hypermm"]

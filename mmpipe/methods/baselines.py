@@ -20,7 +20,6 @@ the output.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -28,29 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.mmare import mlp_head
-
-# same training protocol as MMARE (thesis 4.3); read by the trainer from hparams
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-4, "weight_decay": 1e-4, "optimizer": "adam", "batch_size": 64,
-    "max_epochs": 200, "patience": 25, "sampler": "weighted", "noise_p": 0.3,
-    "noise_std": 0.1,
-}
-
-
-def flat_dim(shape: tuple[int, ...]) -> int:
-    return int(math.prod(shape)) if shape else 1
-
-
-def flat_zero_filled(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``x`` [B, *s] as [B, prod(s)] with the rows where ``keep`` [B] is false set to 0.
-
-    ``torch.where`` rather than a product, so that even inf/NaN in an absent row cannot
-    leak (0·inf is NaN).
-    """
-    flat = x.reshape(x.shape[0], -1)
-    return torch.where(keep.bool().unsqueeze(-1), flat, torch.zeros((), dtype=flat.dtype,
-                                                                      device=flat.device))
+from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled, mlp_head
 
 
 class DeepSets(FusionMethod):

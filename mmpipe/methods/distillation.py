@@ -77,8 +77,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.baselines import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
-from mmpipe.methods.mmare import mlp_head
+from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled, mlp_head
 
 # official models.py: attention aggregator width L = 256 (its fc1: Linear-Dropout()-ReLU),
 # clinical projection / prompt of 5 × expand_times 10 = 50, classifier Linear(L+50, 64)

@@ -64,7 +64,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.baselines import flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import flat_dim, flat_zero_filled
 
 SOFTMAX_VARIANTS = ("official", "exact")
 

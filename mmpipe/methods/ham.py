@@ -55,8 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.baselines import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
-from mmpipe.methods.mmare import mlp_head
+from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled, mlp_head
 
 # HAM's recipe (issue: RMSprop, weighted focal loss); the rest is the project protocol
 HAM_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "optimizer": "rmsprop",

@@ -47,7 +47,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from mmpipe.methods.baselines import TRAIN_DEFAULTS, ZeroFillConcat, flat_dim, flat_zero_filled
+from mmpipe.methods.baselines import ZeroFillConcat
+from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
 
 log = logging.getLogger(__name__)
 

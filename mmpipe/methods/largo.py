@@ -77,7 +77,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.baselines import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
 
 STEMS = ("modality", "subset")
 

@@ -30,27 +30,13 @@ output (the trainer flags such rows as ``no_input``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-
-
-def _flat_dim(shape: tuple[int, ...]) -> int:
-    return int(math.prod(shape)) if shape else 1
-
-
-def mlp_head(d_in: int, hidden: list[int], n_out: int, dropout: float) -> nn.Sequential:
-    """Linear-ReLU-Dropout blocks through ``hidden`` widths, then a Linear to ``n_out``."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(d_in, width), nn.ReLU(), nn.Dropout(dropout)]
-        d_in = width
-    layers.append(nn.Linear(d_in, n_out))
-    return nn.Sequential(*layers)
+from mmpipe.methods.blocks import flat_dim, mlp_head
 
 
 class PairwiseFusion(nn.Module):
@@ -111,8 +97,8 @@ class MMARE(FusionMethod):
         dim = int(hp["dim"])
         self.dim = dim
         self.adapters = nn.ModuleDict({
-            m: nn.Identity() if _flat_dim(self.shapes[m]) == dim
-            else nn.Sequential(nn.Linear(_flat_dim(self.shapes[m]), dim), nn.ReLU())
+            m: nn.Identity() if flat_dim(self.shapes[m]) == dim
+            else nn.Sequential(nn.Linear(flat_dim(self.shapes[m]), dim), nn.ReLU())
             for m in self.modalities})
         n_mod = len(self.modalities)
         if hp["conditioning"]:

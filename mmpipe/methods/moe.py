@@ -65,8 +65,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.baselines import flat_dim, flat_zero_filled
-from mmpipe.methods.mmare import mlp_head
+from mmpipe.methods.blocks import flat_dim, flat_zero_filled, mlp_head
 
 MAX_EXPERTS = 64
 

@@ -89,7 +89,7 @@ from torch.nn import functional as F
 from torch_geometric.nn import MessagePassing
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.baselines import flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import flat_dim, flat_zero_filled
 
 EVAL_GRAPHS = ("reference", "single", "batch")
 

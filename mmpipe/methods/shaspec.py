@@ -51,9 +51,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.baselines import flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import flat_dim, flat_zero_filled, mlp_head
 from mmpipe.methods.ham import HAM_TRAIN_DEFAULTS, TASK_LOSSES, TaskLossMixin, check_choice
-from mmpipe.methods.mmare import mlp_head
 
 
 def _encoder(d_in: int, dim: int) -> nn.Sequential:
