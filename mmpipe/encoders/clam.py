@@ -26,6 +26,7 @@ from mmpipe.encoders.weights import (
     freeze,
     load_strict,
     resolve_state_dict,
+    seeded_init,
 )
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -63,7 +64,8 @@ class ResNet50Trunc(nn.Module):
 def build_clam_resnet50(cfg: Mapping[str, Any]) -> tuple[ResNet50Trunc, WeightsInfo]:
     """Frozen CLAM ResNet50-trunc with the torchvision ImageNet V1 weights (or loud random init)."""
     name = encoder_name(cfg, "clam_resnet50")
-    module = ResNet50Trunc()
+    with seeded_init():  # random-init stores must not change between runs
+        module = ResNet50Trunc()
     sd, info = resolve_state_dict(
         cfg, encoder=name, expected_file=WEIGHTS_FILE,
         how_to_get=f"torchvision ImageNet ResNet50 IMAGENET1K_V1 weights, {WEIGHTS_URL}")

@@ -32,6 +32,7 @@ from mmpipe.encoders.weights import (
     freeze,
     load_strict,
     resolve_state_dict,
+    seeded_init,
 )
 from mmpipe.errors import ConfigError
 
@@ -108,7 +109,8 @@ def build_med3d(cfg: Mapping[str, Any]) -> tuple[nn.Module, WeightsInfo]:
     """Frozen Med3D: (B, 1, D, H, W) → global average of layer4 → (B, 512) (2048 for depth 50)."""
     depth = _check_depth(cfg)
     name = encoder_name(cfg, "med3d")
-    net = build_med3d_network(depth)
+    with seeded_init():  # random-init stores must not change between runs
+        net = build_med3d_network(depth)
     sd, info = resolve_state_dict(
         cfg, encoder=name, expected_file=weights_file(depth),
         how_to_get=f"MedicalNet pretrained resnet{depth}, {MEDICALNET_URL} (README links) or "

@@ -23,6 +23,7 @@ from mmpipe.encoders.weights import (
     freeze,
     load_strict,
     resolve_state_dict,
+    seeded_init,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ class VGG11Features(nn.Module):
 def build_vgg11_slices(cfg: Mapping[str, Any]) -> tuple[VGG11Features, WeightsInfo]:
     """Frozen VGG11 trunk with the torchvision ImageNet weights (or loud random init)."""
     name = encoder_name(cfg, "vgg11_slices")
-    module = VGG11Features()
+    with seeded_init():  # random-init stores must not change between runs
+        module = VGG11Features()
     sd, info = resolve_state_dict(cfg, encoder=name, expected_file=WEIGHTS_FILE,
                                   how_to_get=f"torchvision ImageNet VGG11 weights, {WEIGHTS_URL}")
     if sd is not None:

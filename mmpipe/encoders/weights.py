@@ -5,15 +5,18 @@ http(s) URL). The file's SHA-256 is computed and recorded in the feature store,
 and checked against ``sha256`` when the config gives one. When no weights can be
 had the encoder stops with an error that names the file and where to get it;
 only ``allow_random_init: true`` lets it run on random weights, and then the
-log, the :class:`WeightsInfo` and so the store say ``random-init`` plainly.
+log, the :class:`WeightsInfo` and so the store say ``random-init`` plainly. Random
+weights are drawn from a fixed seed (:func:`seeded_init`), so a random-init store is the
+same on every run and a rerun changes no downstream result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,16 @@ from mmpipe.errors import WeightsError
 log = logging.getLogger(__name__)
 
 RANDOM_INIT = "random-init"
+RANDOM_INIT_SEED = 0  # recorded in a random-init store as weights_init_seed
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int = RANDOM_INIT_SEED) -> Iterator[None]:
+    """Build a network inside this block: its initial weights are a function of ``seed``
+    alone, and the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass
@@ -147,7 +160,7 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
         log.warning("RANDOM WEIGHTS: encoder %s runs with random-init weights; features are NOT "
                     "pretrained (%s)", encoder,
                     f"weights file not found: {missing}" if missing else "no weights configured")
-        return None, WeightsInfo(RANDOM_INIT, None, True)
+        return None, WeightsInfo(RANDOM_INIT, None, True, {"init_seed": RANDOM_INIT_SEED})
     raise WeightsError(
         f"encoder {encoder}: weights file not found: {missing or 'not configured'}; get "
         f"{expected_file} ({how_to_get}) and set encoders.{encoder}.weights in config.yaml, or "

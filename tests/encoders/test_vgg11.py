@@ -83,6 +83,13 @@ def test_missing_weights_and_random_init(caplog):
         build_vgg11_slices({"weights": None})
     net, info = build_vgg11_slices({"allow_random_init": True, "name": "my_vgg"})
     assert info.random_init and "my_vgg" in caplog.text and "RANDOM WEIGHTS" in caplog.text
+    # the same random weights on every build (a rerun must not change the store), drawn
+    # without touching the caller's random state
+    state = torch.random.get_rng_state()
+    again, _ = build_vgg11_slices({"allow_random_init": True})
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))
 
 
 def test_batchnorm_checkpoint_is_rejected(tmp_path):

@@ -86,9 +86,9 @@ def test_random_init_is_loud(caplog):
     with caplog.at_level(logging.WARNING):
         sd, info = resolve_state_dict({"weights": None, "allow_random_init": True}, **ARGS)
     assert sd is None
-    assert info == WeightsInfo("random-init", None, True)
+    assert info == WeightsInfo("random-init", None, True, {"init_seed": 0})
     assert info.to_attrs() == {"weights_source": "random-init", "weights_sha256": None,
-                               "weights_random_init": True}
+                               "weights_random_init": True, "weights_init_seed": 0}
     assert any("RANDOM WEIGHTS" in r.getMessage() and "toy" in r.getMessage()
                and r.levelno == logging.WARNING for r in caplog.records)
 
