@@ -20,8 +20,8 @@ written once and read by every method, so all methods face the same missing entr
   (counted in the log).
 
 A scenario is a function ``(present, value, seed, **context) -> mask``; the context
-holds the cohort's ``modalities``, the ``test`` rows of the seed's split, and the
-scenario's options from the config.
+holds the cohort's column names (``cohort_modalities``), the ``test`` rows of the seed's
+split, and the scenario's options from the config.
 
 Subset evaluation (HAM table 2): a trained model is also evaluated on every non-empty
 modality subset of the test set (:func:`modality_subsets`, :func:`subset_mask`).
@@ -141,7 +141,8 @@ def _columns(modalities: Sequence[str], names: Sequence[str] | None, scenario: s
 
 
 def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
-                      modalities: Sequence[str], among: Sequence[str] | None = None,
+                      cohort_modalities: Sequence[str],
+                      modalities: Sequence[str] | None = None,
                       drop: str = "one", **_) -> np.ndarray:
     """HAM's completeness level: ``complete`` is the share of subjects left complete."""
     present = _check_present(present)
@@ -150,7 +151,7 @@ def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
                           f"got {complete}")
     if drop not in ("one", "many"):
         raise ConfigError(f"completeness: drop must be 'one' or 'many', got {drop!r}")
-    cols = _columns(modalities, among, "completeness")
+    cols = _columns(cohort_modalities, modalities, "completeness")
     if len(cols) < 2:
         raise ConfigError("completeness needs at least two modalities to make subjects incomplete")
     rng = np.random.default_rng([_COMPLETENESS_STREAM, int(seed)])
@@ -165,7 +166,8 @@ def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
     return mask
 
 
-def testmiss_mask(present: np.ndarray, rate: float, seed: int, *, modalities: Sequence[str],
+def testmiss_mask(present: np.ndarray, rate: float, seed: int, *,
+                  cohort_modalities: Sequence[str],
                   test: np.ndarray | None = None, modality: str | None = None, **_
                   ) -> np.ndarray:
     """BD's protocol: ``modality`` removed from exactly ``rate`` of the test subjects having
@@ -177,7 +179,7 @@ def testmiss_mask(present: np.ndarray, rate: float, seed: int, *, modalities: Se
         raise ValueError("testmiss needs the test rows of the seed's split")
     if not 0 <= rate <= 1:
         raise ConfigError(f"testmiss: rate must be in [0, 1], got {rate}")
-    (col,) = _columns(modalities, [modality], "testmiss")
+    (col,) = _columns(cohort_modalities, [modality], "testmiss")
     has = np.asarray(test, dtype=bool) & present[:, col]
     alone = has & (present.sum(axis=1) == 1)
     rows = np.flatnonzero(has & ~alone)

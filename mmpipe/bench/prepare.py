@@ -48,9 +48,6 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     scenarios that act on the test split only."""
     _, presence, modalities = _presence(Path(cohort_dir))
     present = presence.select(modalities).to_numpy().astype(bool)
-    options = dict(options or {})
-    if "modalities" in options:  # completeness: the config's name for the set it acts on
-        options["among"] = options.pop("modalities")
     test = None
     if split_path is not None:
         split = read_split(split_path)
@@ -58,7 +55,7 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
         test = np.array([where.get(s) == "test" for s in presence["subject_id"]], dtype=bool)
     elif scenario in NEEDS_SPLIT:
         raise ValueError(f"scenario {scenario!r} needs the seed's split")
-    mask = scenario_mask(present, scenario, rate, seed, modalities=modalities, test=test,
-                         **options)
+    mask = scenario_mask(present, scenario, rate, seed, cohort_modalities=modalities,
+                         test=test, **(options or {}))
     write_mask(presence["subject_id"].to_list(), mask, modalities, out)
     return mask

@@ -24,6 +24,11 @@ from mmpipe.fsutil import atomic_file
 
 log = logging.getLogger(__name__)
 
+# radar charts compare methods at one rate of the shared scenarios; the papers' own
+# protocols (HAM completeness, BD test-time missingness) get a metric-vs-level plot each
+RADAR_SCENARIOS = ("natural", "mcar")
+PROTOCOL_SCENARIOS = ("completeness", "testmiss")
+
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
 TABLE_METRICS = ("balanced_accuracy", "auc", "f1_macro", "f1", "accuracy", "ece")
@@ -249,8 +254,8 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
              "subsets.csv"]
     names += [f"metric_vs_rate_{m}.png" for m in plot_metrics]
     names += [f"metric_vs_rate_{m}_{s}.png" for m in plot_metrics for s in scenarios
-              if s in ("completeness", "testmiss")]
-    names += [f"radar_{group_tag(s, r)}.png" for s, r in groups if s in ("natural", "mcar")]
+              if s in PROTOCOL_SCENARIOS]
+    names += [f"radar_{group_tag(s, r)}.png" for s, r in groups if s in RADAR_SCENARIOS]
     names += [f"perf_vs_params_{m}.png" for m in plot_metrics]
     if with_predictions:
         names += ["patterns.csv"]
@@ -323,11 +328,11 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     for m in plot_metrics:
         written.append(plots.plot_metric_vs_rate(summary, m, out_dir / f"metric_vs_rate_{m}.png"))
         for s in scenarios:
-            if s in ("completeness", "testmiss"):
+            if s in PROTOCOL_SCENARIOS:
                 written.append(plots.plot_metric_vs_rate(
                     summary, m, out_dir / f"metric_vs_rate_{m}_{s}.png", scenario=s))
     for s, r in groups:
-        if s in ("natural", "mcar"):
+        if s in RADAR_SCENARIOS:
             written.append(plots.plot_radar(summary, r, table_metrics,
                                             out_dir / f"radar_{group_tag(s, r)}.png", scenario=s))
     params_group = ("natural", 0.0) if ("natural", 0.0) in groups else groups[0]

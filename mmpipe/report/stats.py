@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import wilcoxon
 
-LOWER_IS_BETTER = frozenset({"ece", "loss", "brier"})
+from mmpipe.report.tables import LOWER_IS_BETTER
 
 
 def min_wilcoxon_p(n: int) -> float:
@@ -44,9 +44,10 @@ def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequenc
     than two seeds pair), and ``{metric}_best_row`` true on the best row."""
     group = [c for c in group if c in summary.columns]
     row = [c for c in row if c in summary.columns]
+    keys = group + row
+    by_seed = {m: _by_seed(runs, keys, m) for m in metrics}
     out = []
     for _, part in summary.group_by(group, maintain_order=True):
-        part = part.with_row_index("_i")
         extra: dict[str, list] = {}
         for m in metrics:
             col = f"{m}_mean"
@@ -58,26 +59,29 @@ def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequenc
                 if not np.isnan(means).all():
                     b = int(np.nanargmin(means) if m in LOWER_IS_BETTER else np.nanargmax(means))
                     best_flags[b] = True
-                    best_vals = _by_seed(runs, part.row(b, named=True), group + row, m)
+                    ids = part.select(keys).rows()
+                    best_vals = by_seed[m].get(ids[b], {})
                     for i in range(len(part)):
                         if i == b or math.isnan(means[i]):
                             continue
-                        vals = _by_seed(runs, part.row(i, named=True), group + row, m)
+                        vals = by_seed[m].get(ids[i], {})
                         seeds = sorted(set(best_vals) & set(vals))
                         ps[i] = paired_p(np.array([vals[s] for s in seeds]),
                                          np.array([best_vals[s] for s in seeds]))
             extra[f"{m}_p"] = ps
             extra[f"{m}_best_row"] = best_flags
-        out.append(part.drop("_i").with_columns(
+        out.append(part.with_columns(
             [pl.Series(k, v, dtype=pl.Float64 if k.endswith("_p") else pl.Boolean)
              for k, v in extra.items()]))
     return pl.concat(out, how="vertical_relaxed") if out else summary
 
 
-def _by_seed(runs: pl.DataFrame, key_row: dict, keys: Sequence[str], metric: str
-             ) -> dict[int, float]:
+def _by_seed(runs: pl.DataFrame, keys: Sequence[str], metric: str
+             ) -> dict[tuple, dict[int, float]]:
+    """``metric`` of every run, by its ``keys`` values then its seed (one pass over ``runs``)."""
     if metric not in runs.columns:
         return {}
-    part = runs.filter(pl.all_horizontal([pl.col(k) == key_row[k] for k in keys]))
-    return {int(s): (np.nan if v is None else float(v))
-            for s, v in zip(part["seed"].to_list(), part[metric].to_list(), strict=True)}
+    index: dict[tuple, dict[int, float]] = {}
+    for *key, seed, v in runs.select(*keys, "seed", metric).iter_rows():
+        index.setdefault(tuple(key), {})[int(seed)] = np.nan if v is None else float(v)
+    return index

@@ -117,7 +117,7 @@ MODS = ["a", "b", "c"]
 @pytest.mark.parametrize("drop", ["one", "many"])
 def test_completeness_keeps_the_share_of_complete_subjects(complete, drop):
     present = _present(400)
-    mask = scenario_mask(present, "completeness", complete, 3, modalities=MODS, drop=drop)
+    mask = scenario_mask(present, "completeness", complete, 3, cohort_modalities=MODS, drop=drop)
     was_complete = present.all(axis=1)
     assert not (mask & ~present).any()
     # naturally incomplete subjects are left as they are
@@ -131,13 +131,13 @@ def test_completeness_keeps_the_share_of_complete_subjects(complete, drop):
 
 def test_completeness_over_named_modalities_only_touches_those():
     present = np.ones((100, 3), dtype=bool)
-    mask = scenario_mask(present, "completeness", 0.5, 0, modalities=MODS, among=["a", "c"])
+    mask = scenario_mask(present, "completeness", 0.5, 0, cohort_modalities=MODS, modalities=["a", "c"])
     assert mask[:, 1].all()
     assert (~mask[:, [0, 2]]).any(axis=1).sum() == 50
     with pytest.raises(ConfigError, match="unknown modalities"):
-        scenario_mask(present, "completeness", 0.5, 0, modalities=MODS, among=["a", "x"])
+        scenario_mask(present, "completeness", 0.5, 0, cohort_modalities=MODS, modalities=["a", "x"])
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
-        scenario_mask(present, "completeness", 0.0, 0, modalities=MODS)
+        scenario_mask(present, "completeness", 0.0, 0, cohort_modalities=MODS)
 
 
 def test_testmiss_removes_the_modality_from_that_share_of_test_subjects_only():
@@ -145,7 +145,7 @@ def test_testmiss_removes_the_modality_from_that_share_of_test_subjects_only():
     test = np.zeros(len(present), dtype=bool)
     test[::3] = True
     for rate in (0.0, 0.5, 0.8):
-        mask = scenario_mask(present, "testmiss", rate, 1, modalities=MODS, test=test,
+        mask = scenario_mask(present, "testmiss", rate, 1, cohort_modalities=MODS, test=test,
                              modality="b")
         assert (mask[~test] == present[~test]).all()
         assert (mask[:, [0, 2]] == present[:, [0, 2]]).all()
@@ -160,10 +160,10 @@ def test_testmiss_keeps_a_subject_s_only_modality(caplog):
     present[:, 0] = True
     present[:5, 1] = True
     with caplog.at_level(logging.WARNING):
-        mask = scenario_mask(present, "testmiss", 1.0, 0, modalities=["x", "y"],
+        mask = scenario_mask(present, "testmiss", 1.0, 0, cohort_modalities=["x", "y"],
                              test=np.ones(10, dtype=bool), modality="x")
     assert (mask[:5, 0] == 0).all() and mask[5:, 0].all()
     assert "keep it" in caplog.text
     with pytest.raises(ConfigError, match="modality"):
-        scenario_mask(present, "testmiss", 0.5, 0, modalities=["x", "y"],
+        scenario_mask(present, "testmiss", 0.5, 0, cohort_modalities=["x", "y"],
                       test=np.ones(10, dtype=bool))

@@ -27,6 +27,7 @@ Fixtures returning functions (pytest's importlib mode cannot import a conftest):
   same random seed).
 - ``assert_present_values_used(method, x, present)``: the opposite sanity check, so a
   method that ignores everything does not pass the first one vacuously.
+- ``assert_masking(method, x, present)``: the two above, in that order.
 - ``assert_permutation_invariant(method, x, present)``: relabelling the modality axis in
   another order (``present`` columns permuted accordingly) leaves the output unchanged.
   The relabelled copy is a deep copy with ``modalities`` reordered; a method whose
@@ -341,6 +342,17 @@ def assert_masked_values_ignored():
 @pytest.fixture
 def assert_present_values_used():
     return check_present_values_used
+
+
+def check_masking(method, x, present) -> None:
+    """Both halves of the masking contract: absent values ignored, present ones used."""
+    check_masked_values_ignored(method, x, present)
+    check_present_values_used(method, x, present)
+
+
+@pytest.fixture
+def assert_masking():
+    return check_masking
 
 
 @pytest.fixture

@@ -64,12 +64,10 @@ def test_two_modalities_two_classes_and_flattening(make_batch):
 
 
 @pytest.mark.parametrize("scope", ["subject", "batch"])
-def test_masked_values_ignored(shapes, batch, scope, assert_masked_values_ignored,
-                               assert_present_values_used):
+def test_masked_values_ignored(shapes, batch, scope, assert_masking):
     x, present, _ = batch
     model = build(shapes, dropout_scope=scope)
-    assert_masked_values_ignored(model, x, present)
-    assert_present_values_used(model, x, present)
+    assert_masking(model, x, present)
 
 
 def test_permutation_invariant(shapes, batch, assert_permutation_invariant):

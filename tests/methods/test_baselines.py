@@ -45,12 +45,10 @@ def test_registry_shape_and_defaults(name, cls, hp, shapes, batch):
 
 
 @pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
-def test_masked_values_ignored(name, cls, hp, shapes, batch, assert_masked_values_ignored,
-                               assert_present_values_used):
+def test_masked_values_ignored(name, cls, hp, shapes, batch, assert_masking):
     x, present, _ = batch
     model = build(cls, shapes, **hp)
-    assert_masked_values_ignored(model, x, present)
-    assert_present_values_used(model, x, present)
+    assert_masking(model, x, present)
 
 
 @pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)

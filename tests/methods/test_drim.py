@@ -58,12 +58,10 @@ def test_any_number_of_modalities_and_classes(make_batch):
     torch.testing.assert_close(model(x, present), model(flat, present))
 
 
-def test_masked_values_ignored(shapes, batch, assert_masked_values_ignored,
-                               assert_present_values_used):
+def test_masked_values_ignored(shapes, batch, assert_masking):
     x, present, _ = batch
     model = build(shapes)
-    assert_masked_values_ignored(model, x, present)
-    assert_present_values_used(model, x, present)
+    assert_masking(model, x, present)
 
 
 @pytest.mark.parametrize("softmax", ["official", "exact"])

@@ -81,12 +81,10 @@ def test_higher_rank_inputs_are_flattened(make_batch):
 
 
 @pytest.mark.parametrize("stem", STEMS)
-def test_masked_values_ignored(shapes, batch, stem, assert_masked_values_ignored,
-                               assert_present_values_used):
+def test_masked_values_ignored(shapes, batch, stem, assert_masking):
     x, present, _ = batch
     model = build(shapes, stem)
-    assert_masked_values_ignored(model, x, present)
-    assert_present_values_used(model, x, present)
+    assert_masking(model, x, present)
 
 
 @pytest.mark.parametrize("stem", STEMS)

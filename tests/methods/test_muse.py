@@ -85,12 +85,10 @@ def test_two_modalities_two_classes_and_higher_rank(make_batch):
 
 
 @pytest.mark.parametrize("mode", ["reference", "single", "batch"])
-def test_masked_values_ignored(shapes, batch, mode, assert_masked_values_ignored,
-                               assert_present_values_used):
+def test_masked_values_ignored(shapes, batch, mode, assert_masking):
     x, present, _ = batch
     model = build(shapes, prepared=batch, eval_graph=mode)
-    assert_masked_values_ignored(model, x, present)
-    assert_present_values_used(model, x, present)
+    assert_masking(model, x, present)
 
 
 def test_reference_ignores_masked_training_values(shapes, batch):

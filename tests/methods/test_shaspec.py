@@ -56,12 +56,10 @@ def test_output_shape_and_no_modality_row(shapes, batch, n_classes, fill):
 
 
 @pytest.mark.parametrize("fill", ["first", "mean"])
-def test_masked_values_ignored(shapes, batch, fill, assert_masked_values_ignored,
-                               assert_present_values_used):
+def test_masked_values_ignored(shapes, batch, fill, assert_masking):
     x, present, _ = batch
     model = build(shapes, missing_fill=fill)
-    assert_masked_values_ignored(model, x, present)
-    assert_present_values_used(model, x, present)
+    assert_masking(model, x, present)
 
 
 def test_adapters_only_when_widths_differ(shapes, make_batch):
