@@ -123,9 +123,11 @@ def test_a_method_hyperparameter_changes_only_that_methods_train_params(raw_conf
 
 
 def test_a_training_jobs_code_hash_covers_the_method_modules_it_imports():
-    # FeatImpute shares HAM's task loss and the common blocks: editing either reruns it
+    # FeatImpute shares HAM's recipe and the common blocks: editing either reruns it, while
+    # editing HAM's own module does not
     assert method_sources("methods/shaspec") == [
-        "methods/base", "methods/blocks", "methods/ham", "methods/shaspec"]
+        "methods/base", "methods/blocks", "methods/ham_recipe", "methods/shaspec"]
     # ...while editing MMARE reruns neither HAM nor HyperMM
     assert "methods/mmare" not in method_sources("methods/ham")
-    assert method_sources("methods/hypermm") == ["methods/base", "methods/hypermm"]
+    assert method_sources("methods/hypermm") == [
+        "methods/base", "methods/blocks", "methods/hypermm"]

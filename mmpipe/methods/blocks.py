@@ -44,3 +44,15 @@ def mlp_head(d_in: int, hidden: list[int], n_out: int, dropout: float) -> nn.Seq
         d_in = width
     layers.append(nn.Linear(d_in, n_out))
     return nn.Sequential(*layers)
+
+
+def check_choice(name: str, key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: {key} must be one of {allowed}, got {value!r}")
+
+
+def nonempty_subsets(n_modalities: int) -> torch.Tensor:
+    """The ``2^M − 1`` non-empty modality subsets as bool rows ``[S, M]``; row ``s`` is the
+    bit pattern of ``s + 1`` (bit ``j`` = modality ``j``)."""
+    codes = torch.arange(1, 2 ** n_modalities)
+    return (codes.unsqueeze(1) >> torch.arange(n_modalities)) & 1 == 1

@@ -228,12 +228,12 @@ class DRIM(FusionMethod):
         if int(hp["depth"]) < 1:
             raise ValueError(f"drim: depth must be >= 1, got {hp['depth']}")
         dim, hidden, dropout = int(hp["dim"]), int(hp["encoder_hidden"]), float(hp["dropout"])
-        self.shared_encoders = nn.ModuleDict({
-            m: embedding_encoder(flat_dim(self.shapes[m]), hidden, dim, dropout)
-            for m in self.modalities})
-        self.unique_encoders = nn.ModuleDict({
-            m: embedding_encoder(flat_dim(self.shapes[m]), hidden, dim, dropout)
-            for m in self.modalities})
+        def encoders() -> nn.ModuleDict:
+            return nn.ModuleDict({
+                m: embedding_encoder(flat_dim(self.shapes[m]), hidden, dim, dropout)
+                for m in self.modalities})
+
+        self.shared_encoders, self.unique_encoders = encoders(), encoders()
         fusion = dict(dim=dim, depth=int(hp["depth"]), heads=int(hp["heads"]),
                       dim_head=int(hp["dim_head"]), mlp_dim=int(hp["mlp_dim"]),
                       dropout=dropout, softmax=hp["quiet_softmax"])
@@ -283,13 +283,17 @@ class DRIM(FusionMethod):
         return pairs
 
     def _unique_loss(self, pairs) -> torch.Tensor:
-        """Encoders' side: ``Σ_m BCE(D_m(joint), 1)`` with a detached copy of each D_m."""
+        """Encoders' side: ``Σ_m BCE(D_m(joint), 1)`` with a detached copy of each D_m (the
+        discriminator step changes D_m in place before this loss is backpropagated)."""
         ref = next(self.head.parameters())
         total = ref.new_zeros(())
         for m, (joint, _) in pairs.items():
             disc = self.discriminators[m]
-            frozen = {name: p.detach().clone() for name, p in disc.named_parameters()}
-            logits = torch.func.functional_call(disc, frozen, (joint,))
+            if torch.is_grad_enabled():
+                frozen = {name: p.detach().clone() for name, p in disc.named_parameters()}
+                logits = torch.func.functional_call(disc, frozen, (joint,))
+            else:  # validation: no backward, no copy needed
+                logits = disc(joint)
             total = total + F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         return total
 

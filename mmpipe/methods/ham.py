@@ -55,47 +55,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled, mlp_head
-
-# HAM's recipe (issue: RMSprop, weighted focal loss); the rest is the project protocol
-HAM_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "optimizer": "rmsprop",
-                                      "sampler": "none", "class_weights": True}
-TASK_LOSSES = ("focal", "ce")
-
-
-def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted focal loss ``−w_y (1 − p_y)^γ log p_y`` (Lin et al. 2017), averaged like
-    ``F.cross_entropy`` (divided by the summed weights), so ``γ = 0`` is cross-entropy."""
-    logp = F.log_softmax(logits, dim=-1).gather(1, y.unsqueeze(1)).squeeze(1)
-    per = -((1.0 - logp.exp()).clamp_min(0.0) ** gamma) * logp
-    if weight is None:
-        return per.mean()
-    w = weight[y]
-    return (w * per).sum() / w.sum()
-
-
-def check_choice(name: str, key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}: {key} must be one of {allowed}, got {value!r}")
-
-
-class TaskLossMixin:
-    """The task loss both HAM-family methods share (``task_loss``, ``focal_gamma``)."""
-
-    hparams: dict[str, Any]
-
-    def task_loss(self, logits: torch.Tensor, y: torch.Tensor,
-                  class_weight: torch.Tensor | None) -> torch.Tensor:
-        if self.hparams["task_loss"] == "ce":
-            return F.cross_entropy(logits, y, weight=class_weight)
-        return focal_loss(logits, y, float(self.hparams["focal_gamma"]), class_weight)
-
-
-def all_patterns(n_mod: int) -> torch.Tensor:
-    """The ``2^M − 1`` non-empty presence patterns, ``[2^M − 1, M]`` bool."""
-    codes = torch.arange(1, 2 ** n_mod)
-    return ((codes.unsqueeze(1) >> torch.arange(n_mod)) & 1).bool()
+from mmpipe.methods.blocks import (
+    check_choice,
+    flat_dim,
+    flat_zero_filled,
+    mlp_head,
+    nonempty_subsets,
+)
+from mmpipe.methods.ham_recipe import HAM_TRAIN_DEFAULTS, TASK_LOSS_DEFAULTS, TaskLossMixin
 
 
 class HAM(TaskLossMixin, FusionMethod):
@@ -107,9 +74,8 @@ class HAM(TaskLossMixin, FusionMethod):
         "task_hidden": [32],          # task MLP hidden widths (ours: "small task model")
         "n_it": 10,                   # iterations a sampled μ is kept (issue; paper, Method)
         "mu_sampling": True,          # false: train on the natural presence only (ablation)
-        "task_loss": "focal",         # focal (paper: weighted focal) | ce
-        "focal_gamma": 2.0,           # Lin et al. 2017 default (paper value not available)
         "hyper_init": "scaled",       # scaled (ours) | default (plain nn.Linear init)
+        **TASK_LOSS_DEFAULTS,
         **HAM_TRAIN_DEFAULTS,
     }
 
@@ -117,7 +83,6 @@ class HAM(TaskLossMixin, FusionMethod):
                  **hparams: Any):
         super().__init__(modalities, shapes, n_classes, **hparams)
         hp = self.hparams
-        check_choice(self.name, "task_loss", hp["task_loss"], TASK_LOSSES)
         check_choice(self.name, "hyper_init", hp["hyper_init"], ("scaled", "default"))
         if len(hp["hyper_hidden"]) < 1 or int(hp["n_it"]) < 1:
             raise ValueError(f"{self.name}: hyper_hidden needs at least one width and n_it >= 1")
@@ -154,7 +119,7 @@ class HAM(TaskLossMixin, FusionMethod):
     def _scale_hypernet(self) -> None:
         last = self.hypernet[-1]
         last.bias.zero_()
-        mus = all_patterns(len(self.modalities)) if len(self.modalities) <= 12 else (
+        mus = nonempty_subsets(len(self.modalities)) if len(self.modalities) <= 12 else (
             torch.rand(512, len(self.modalities)) < 0.5)
         theta = self.hypernet(mus.to(last.weight.dtype))
         for start, end, fan_in in self._chunks():
@@ -215,8 +180,7 @@ class HAM(TaskLossMixin, FusionMethod):
         present = present.bool()
         if self.training and self.hparams["mu_sampling"]:
             present = self.training_presence(present)
-        logits = self(x, present)
-        return self.task_loss(logits, y, class_weight), logits
+        return super().loss(x, present, y, class_weight)
 
     def report_notes(self) -> list[str]:
         return ["HAM on vector features: the hypernetwork generates an MLP task model on the "
@@ -234,8 +198,7 @@ class ChannelDropout(TaskLossMixin, FusionMethod):
         "task_hidden": [32],      # the same task network as HAM
         "p_drop": 0.5,            # per modality and subject (paper value not available)
         "dropout": 0.0,           # unit dropout in the task MLP (HAM's task model has none)
-        "task_loss": "focal",
-        "focal_gamma": 2.0,
+        **TASK_LOSS_DEFAULTS,
         **HAM_TRAIN_DEFAULTS,
     }
 
@@ -243,7 +206,6 @@ class ChannelDropout(TaskLossMixin, FusionMethod):
                  **hparams: Any):
         super().__init__(modalities, shapes, n_classes, **hparams)
         hp = self.hparams
-        check_choice(self.name, "task_loss", hp["task_loss"], TASK_LOSSES)
         if not 0.0 <= float(hp["p_drop"]) < 1.0:
             raise ValueError(f"{self.name}: p_drop must lie in [0, 1), got {hp['p_drop']!r}")
         d_in = sum(flat_dim(self.shapes[m]) for m in self.modalities)
@@ -268,10 +230,6 @@ class ChannelDropout(TaskLossMixin, FusionMethod):
             present = self.drop_mask(present)
         return self.mlp(torch.cat([flat_zero_filled(x[m], present[:, j])
                                    for j, m in enumerate(self.modalities)], dim=1))
-
-    def loss(self, x, present, y, class_weight=None):
-        logits = self(x, present)
-        return self.task_loss(logits, y, class_weight), logits
 
     def report_notes(self) -> list[str]:
         return ["Channel Dropout: each present modality dropped with p=0.5 in training (the "

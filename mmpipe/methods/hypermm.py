@@ -82,6 +82,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, masked_mean, phase_settings
+from mmpipe.methods.blocks import check_choice
 
 PHI_MODULES = ("embedding", "hypernet", "adapters")
 AUX_MODULES = ("decoder", "classifier")  # trained in phase φ only, unused at inference
@@ -124,8 +125,8 @@ class HyperMM(FusionMethod):
         for key, allowed in (("aggregation", ("mean", "sum", "max")), ("rho_layers", (2, 3)),
                              ("pool", ("flatten", "gap")), ("hyper_init", ("scaled", "default")),
                              ("phi_monitor", ("loss", "balanced_accuracy", "auc"))):
-            if key in hp and hp[key] not in allowed:
-                raise ValueError(f"{self.name}: {key} must be one of {allowed}, got {hp[key]!r}")
+            if key in hp:
+                check_choice(self.name, key, hp[key], allowed)
         ranks = {len(s) for s in self.shapes.values()}
         if ranks == {3}:
             if len(set(self.shapes.values())) != 1:

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import torch
 
 from mmpipe.methods.baselines import ZeroFillConcat
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import flat_dim, flat_zero_filled
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ class MeanImpute(ZeroFillConcat):
     """Absent modalities ← their training-split mean, then the zero-fill concat MLP."""
 
     name = "mean_impute"
-    defaults: ClassVar[dict[str, Any]] = {"hidden": [256, 128], "dropout": 0.3,
-                                          "indicators": False, **TRAIN_DEFAULTS}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
@@ -131,8 +129,8 @@ class KNNImpute(MeanImpute):
     """Absent modalities ← mean over the k nearest training subjects that have them."""
 
     name = "knn_impute"
-    defaults: ClassVar[dict[str, Any]] = {"k": 5, "standardize": True, "hidden": [256, 128],
-                                          "dropout": 0.3, "indicators": False, **TRAIN_DEFAULTS}
+    defaults: ClassVar[dict[str, Any]] = {"k": 5, "standardize": True,
+                                          **ZeroFillConcat.defaults}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)

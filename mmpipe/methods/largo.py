@@ -77,16 +77,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import (
+    TRAIN_DEFAULTS,
+    check_choice,
+    flat_dim,
+    flat_zero_filled,
+    nonempty_subsets,
+)
 
 STEMS = ("modality", "subset")
-
-
-def subset_masks(n_modalities: int) -> torch.Tensor:
-    """The ``2^M − 1`` non-empty subsets as bool rows [S, M]; row ``s`` is the bit pattern
-    of ``s + 1`` (bit ``j`` = modality ``j``)."""
-    codes = torch.arange(1, 2 ** n_modalities)
-    return (codes.unsqueeze(1) >> torch.arange(n_modalities)) & 1 == 1
 
 
 def parameter_counts(in_dims: list[int], hidden: int, n_layers: int, n_classes: int,
@@ -178,8 +177,7 @@ class LARGO(FusionMethod):
                  **hparams: Any):
         super().__init__(modalities, shapes, n_classes, **hparams)
         hp = self.hparams
-        if hp["stem"] not in STEMS:
-            raise ValueError(f"largo: stem must be one of {STEMS}, got {hp['stem']!r}")
+        check_choice(self.name, "stem", hp["stem"], STEMS)
         for key in ("hidden", "n_layers"):
             if not isinstance(hp[key], int) or hp[key] < 1:
                 raise ValueError(f"largo: {key} must be a positive integer, got {hp[key]!r}")
@@ -200,7 +198,7 @@ class LARGO(FusionMethod):
         # names (not positions) are what a subset means, see reorder_modalities
         self.subsets: list[tuple[str, ...]] = [
             tuple(m for m, on in zip(self.modalities, row, strict=True) if on)
-            for row in subset_masks(len(self.modalities)).tolist()]
+            for row in nonempty_subsets(len(self.modalities)).tolist()]
         self.n_subsets = len(self.subsets)
         self.register_buffer("_row_of_code", self._lookup(), persistent=False)
 

@@ -65,7 +65,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import check_choice, flat_dim, flat_zero_filled, mlp_head
 
 MAX_EXPERTS = 64
 
@@ -110,8 +110,7 @@ class ModalityExperts(FusionMethod):
         for key, allowed in (("fusion", ("concat", "mean")),
                              ("gate_features", ("concat", "mean", "none")),
                              ("mix", ("logits", "probs"))):
-            if hp[key] not in allowed:
-                raise ValueError(f"{self.name}: {key} must be one of {allowed}, got {hp[key]!r}")
+            check_choice(self.name, key, hp[key], allowed)
         n_mod = len(self.modalities)
         max_size = hp["max_combination_size"]
         if max_size is not None and not 1 <= int(max_size) <= n_mod:

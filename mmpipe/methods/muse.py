@@ -417,8 +417,7 @@ class MUSE(FusionMethod):
 
     def loss(self, x, present, y, class_weight=None):
         if not self.training:  # no dropped view outside training: the head's CE only
-            logits = self(x, present)
-            return F.cross_entropy(logits, y, weight=class_weight), logits
+            return super().loss(x, present, y, class_weight)
         terms, logits = self.loss_terms(x, present, y, class_weight)
         total = (terms["cls"] + float(self.hparams["unsup_weight"]) * terms["unsup"]
                  + float(self.hparams["sup_weight"]) * terms["sup"])

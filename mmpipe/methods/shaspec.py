@@ -51,8 +51,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import flat_dim, flat_zero_filled, mlp_head
-from mmpipe.methods.ham import HAM_TRAIN_DEFAULTS, TASK_LOSSES, TaskLossMixin, check_choice
+from mmpipe.methods.blocks import check_choice, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.ham_recipe import HAM_TRAIN_DEFAULTS, TASK_LOSS_DEFAULTS, TaskLossMixin
 
 
 def _encoder(d_in: int, dim: int) -> nn.Sequential:
@@ -72,8 +72,7 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         "lambda_domain": 0.02,      # official train_SS.py beta
         "shared_pairs": "cyclic",   # cyclic (official SimShareAllPairs) | all
         "missing_fill": "first",    # first (official) | mean (official, commented out)
-        "task_loss": "focal",
-        "focal_gamma": 2.0,
+        **TASK_LOSS_DEFAULTS,
         **HAM_TRAIN_DEFAULTS,
     }
 
@@ -81,7 +80,6 @@ class FeatImpute(TaskLossMixin, FusionMethod):
                  **hparams: Any):
         super().__init__(modalities, shapes, n_classes, **hparams)
         hp = self.hparams
-        check_choice(self.name, "task_loss", hp["task_loss"], TASK_LOSSES)
         check_choice(self.name, "shared_pairs", hp["shared_pairs"], ("cyclic", "all"))
         check_choice(self.name, "missing_fill", hp["missing_fill"], ("first", "mean"))
         dim = int(hp["dim"])

@@ -10,7 +10,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods import method_class
-from mmpipe.methods.ham import HAM, ChannelDropout, all_patterns, focal_loss
+from mmpipe.methods.blocks import nonempty_subsets
+from mmpipe.methods.ham import HAM, ChannelDropout
+from mmpipe.methods.ham_recipe import focal_loss
 
 N_CLASSES = 3
 CLASSES = [(HAM, {}), (ChannelDropout, {})]
@@ -98,7 +100,7 @@ def test_hypernetwork_outputs_every_task_parameter(shapes):
 
 def test_generated_weights_depend_on_mu(shapes):
     model = build(HAM, shapes)
-    mus = all_patterns(len(shapes)).long()
+    mus = nonempty_subsets(len(shapes)).long()
     assert mus.shape == (2 ** len(shapes) - 1, len(shapes))
     (w1, b1), (w2, b2) = model.generate(mus)
     assert w1.shape == (len(mus), 32, sum(s[0] for s in shapes.values()))

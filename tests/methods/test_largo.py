@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from mmpipe.methods import method_class
 from mmpipe.methods.base import TRAINER_KEYS
-from mmpipe.methods.largo import LARGO, matched_rank, parameter_counts, subset_masks
+from mmpipe.methods.blocks import nonempty_subsets
+from mmpipe.methods.largo import LARGO, matched_rank, parameter_counts
 
 N_CLASSES = 3
 HIDDEN = 64  # the smallest convenient width whose budget fits the test shapes
@@ -140,7 +141,7 @@ def test_unshared_stems_count(shapes):
     model = build(shapes, "subset")
     dims = [s[0] for s in shapes.values()]
     subset_stems = sum(sum(d for d, on in zip(dims, row, strict=True) if on) * HIDDEN
-                       for row in subset_masks(len(dims)).tolist())
+                       for row in nonempty_subsets(len(dims)).tolist())
     assert subset_stems == 8 * sum(dims) * HIDDEN  # each modality in 2^(M-1) subsets
     assert model.trainable_parameters() == parameter_counts(dims, HIDDEN, 2, N_CLASSES, 4,
                                                             "subset")["largo"]
@@ -151,7 +152,7 @@ def test_subset_weights_equal_at_init_and_distinct_after_perturbation(shapes):
     model = build(shapes)
     n = 2 ** len(shapes) - 1
     assert model.n_subsets == n and len(set(model.subsets)) == n
-    assert subset_masks(4).shape == (15, 4) and subset_masks(4).any(1).all()
+    assert nonempty_subsets(4).shape == (15, 4) and nonempty_subsets(4).any(1).all()
     for layer in model.inner:
         assert torch.equal(layer.subset_factor, torch.ones(n, model.rank))
         w = layer.weights().detach()
@@ -216,7 +217,7 @@ def test_each_subject_goes_through_its_own_subset_model(shapes, batch, stem):
 
 def test_subset_rows_follow_the_pattern(shapes):
     model = build(shapes)
-    masks = subset_masks(len(shapes))
+    masks = nonempty_subsets(len(shapes))
     assert torch.equal(model.subset_rows(masks), torch.arange(len(masks)))
     assert model.subset_rows(torch.zeros(1, len(shapes), dtype=torch.bool)).item() == -1
     with pytest.raises(ValueError, match="not a non-empty subset"):

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from mmpipe.methods import method_class
-from mmpipe.methods.ham import focal_loss
+from mmpipe.methods.ham_recipe import focal_loss
 from mmpipe.methods.shaspec import FeatImpute
 
 N_CLASSES = 3
