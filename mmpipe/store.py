@@ -6,7 +6,8 @@ One store per (cohort, modality, encoder)::
         subject_id   str      [N]            every manifest subject, manifest order
         present      bool     [N]            True where ``emb`` holds a value
         status       str      [N]            "ok" | "absent" | "rejected"
-        reason       str      [N]            why a subject is not present ("" when ok)
+        reason       str      [N]            why a subject is not present; for a present
+                                             subject "" or a note (files skipped on reading)
         emb          float32  [N, *shape]    NaN for subjects that are not present
         bag/emb      float32  [T, *item]     optional per-item features (tiles, slices)
         bag/coords   int64    [T, k]         optional item coordinates (level-0 pixels...)
@@ -186,6 +187,13 @@ class FeatureStoreWriter:
             raise StoreError(f"{self.path}: subject {subject_id!r} already has an embedding")
         self._status[i] = status
         self._reason[i] = reason or status
+
+    def note(self, subject_id: str, text: str) -> None:
+        """Attach a note to a stored subject (its ``reason`` while its status is ok)."""
+        i = self._row(subject_id)
+        if not self._present[i]:
+            raise StoreError(f"{self.path}: subject {subject_id!r} has no embedding to note")
+        self._reason[i] = text
 
     def commit(self) -> Path:
         """Write the index arrays and provenance, then rename the store into place."""

@@ -31,14 +31,12 @@ import polars as pl
 
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import atomic_file, write_parquet
+from mmpipe.layout import ADAPTER_QC, CohortLayout
 from mmpipe.qc import qc_frame
 
 log = logging.getLogger(__name__)
 
 SUBJECT = "subject_id"
-MANIFEST_FILE = "manifest.parquet"
-META_FILE = "manifest.json"
-QC_FILE = "qc/adapter.parquet"
 
 PATH_KINDS = ("volume", "dicom", "slide", "features")
 TABLE_KIND = "table"
@@ -284,7 +282,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         counts[spec.name] = {s: sub.count(s) for s in (PRESENT, ABSENT, REJECTED)}
         if counts[spec.name][REJECTED]:
             log.warning("cohort %r: %d subject(s) with %s rejected (see %s)",
-                        cohort, counts[spec.name][REJECTED], spec.name, QC_FILE)
+                        cohort, counts[spec.name][REJECTED], spec.name, ADAPTER_QC)
     meta = {
         "cohort": cohort,
         "adapter": adapter,
@@ -322,10 +320,10 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 
 def write_manifest(manifest: Manifest, out_dir: str | Path) -> None:
     """Write QC, JSON, then the parquet last: a manifest.parquet on disk implies the rest."""
-    out_dir = Path(out_dir)
-    write_parquet(manifest.qc, out_dir / QC_FILE)
-    atomic_write_json(manifest.meta, out_dir / META_FILE)
-    write_parquet(manifest.frame, out_dir / MANIFEST_FILE)
+    layout = CohortLayout(Path(out_dir))
+    write_parquet(manifest.qc, layout.adapter_qc())
+    atomic_write_json(manifest.meta, layout.manifest_meta())
+    write_parquet(manifest.frame, layout.manifest())
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -345,8 +343,8 @@ def manifest_columns(meta: dict) -> list[str]:
 
 def read_manifest(out_dir: str | Path) -> tuple[pl.DataFrame, dict]:
     """Read ``out_dir/manifest.parquet`` and its JSON, checking that they agree."""
-    out_dir = Path(out_dir)
-    pq, js = out_dir / MANIFEST_FILE, out_dir / META_FILE
+    layout = CohortLayout(Path(out_dir))
+    pq, js = layout.manifest(), layout.manifest_meta()
     for p in (pq, js):
         if not p.exists():
             raise InputError("manifest not found; build it first (mmpipe manifest / the "
@@ -355,12 +353,12 @@ def read_manifest(out_dir: str | Path) -> tuple[pl.DataFrame, dict]:
     meta = json.loads(js.read_text())
     missing = [c for c in manifest_columns(meta) if c not in df.columns]
     if missing:
-        raise InputError(f"manifest lacks column(s) {missing} that {META_FILE} declares",
+        raise InputError(f"manifest lacks column(s) {missing} that {js.name} declares",
                          path=pq)
     if df[SUBJECT].null_count() or df[SUBJECT].n_unique() != df.height:
         raise InputError("subject_id must be unique and non-null", path=pq)
     if meta.get("n_subjects") != df.height:
-        raise InputError(f"{META_FILE} says {meta.get('n_subjects')} subjects, the parquet "
+        raise InputError(f"{js.name} says {meta.get('n_subjects')} subjects, the parquet "
                          f"holds {df.height}: files from two different builds", path=pq)
     return df, meta
 
@@ -378,7 +376,7 @@ def modality_presence(df: pl.DataFrame, meta: dict) -> pl.DataFrame:
 
 
 def read_qc(out_dir: str | Path) -> pl.DataFrame:
-    path = Path(out_dir) / QC_FILE
+    path = CohortLayout(Path(out_dir)).adapter_qc()
     if not path.exists():
         raise InputError("adapter QC not found; build the manifest first", path=path)
     return pl.read_parquet(path)

@@ -9,35 +9,37 @@ from mmpipe.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def load_all_shapes(items, cfg: dict):
-    """Load the first readable file to learn the feature shape; returns (shape, cache)."""
+def _load(item, cfg: dict):
     from mmpipe.encoders.precomputed import load_feature_file
 
+    return load_feature_file(item.source, key=cfg.get("key"), flatten=cfg.get("flatten", True))
+
+
+def setup(job, items) -> None:
+    """Learn the feature shape from the first readable file."""
+    job.state = {}
     for item in items:
         try:
-            arr = load_feature_file(item.source, key=cfg.get("key"), flatten=cfg.get("flatten", True))
+            arr = _load(item, job.cfg)
         except InputError:
             continue
-        return arr.shape, {item.subject_id: arr}
-    return None, {}
+        job.feature_shape, job.state = arr.shape, {item.subject_id: arr}
+        return
+    job.feature_shape = (0,)
+    log.warning("%s: no readable feature file at all", job.modality)
 
 
-def encode_features(items, writer, cfg: dict, first: dict, progress=None) -> None:
-    from mmpipe.encoders.precomputed import load_feature_file
-
+def run(job, items, writer, progress=None) -> None:
     for item in items:
         try:
-            arr = first.get(item.subject_id)
+            arr = job.state.get(item.subject_id)
             if arr is None:
-                arr = load_feature_file(item.source, key=cfg.get("key"),
-                                        flatten=cfg.get("flatten", True))
+                arr = _load(item, job.cfg)
             if arr.shape != writer.feature_shape:
                 raise InputError(f"feature shape {arr.shape} differs from the cohort's "
                                  f"{writer.feature_shape}", path=item.source)
         except InputError as err:
-            err.for_subject(item.subject_id)
-            log.warning("rejected %s", err)
-            writer.mark(item.subject_id, "rejected", err.reason)
+            writer.reject(item.subject_id, err.reason)
         else:
             writer.write(item.subject_id, arr)
         if progress is not None:

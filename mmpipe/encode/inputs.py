@@ -16,18 +16,19 @@ import polars as pl
 
 from mmpipe.cohorts.manifest import read_manifest
 from mmpipe.errors import StoreError
+from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
 
 
 @dataclass
 class SubjectInput:
     subject_id: str
     status: str          # "ok" when ``source`` holds an input, else "absent" | "rejected"
-    reason: str = ""
+    reason: str = ""     # why not ok; for an ok input, a note from preprocessing (or "")
     source: Any = None   # path, (slide path, tiles frame), prompt text or table row
 
 
 def _adapter_status(cohort_dir: Path, modality: str) -> dict[str, tuple[str, str]]:
-    qc_path = cohort_dir / "qc" / "adapter.parquet"
+    qc_path = CohortLayout(cohort_dir).adapter_qc()
     if not qc_path.exists():
         return {}
     qc = pl.read_parquet(qc_path).filter(pl.col("modality") == modality)
@@ -55,7 +56,7 @@ def _base_inputs(manifest: pl.DataFrame, cohort_dir: Path, modality: str,
 def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality: str
                     ) -> dict[str, dict]:
     """Apply the preprocessing verdicts of every shard; returns the ok rows by subject."""
-    frames = [pl.read_parquet(Path(d) / "qc.parquet") for d in shard_dirs]
+    frames = [pl.read_parquet(Path(d) / SHARD_QC) for d in shard_dirs]
     qc = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
     rows = {r["subject_id"]: {**r, "_dir": None} for r in qc.iter_rows(named=True)} if len(qc) else {}
     for d, frame in zip(shard_dirs, frames, strict=True):
@@ -71,6 +72,8 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
                              "the shards do not match the manifest; rerun preprocessing")
         if row["status"] != "ok":
             item.status, item.reason, item.source = "rejected", row["reason"], None
+        else:  # a note on a usable input (files skipped in its folder) rides along
+            item.reason = row["reason"] or ""
     return {sid: r for sid, r in rows.items() if r["status"] == "ok"}
 
 
@@ -93,7 +96,7 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
     elif kind == "slide":
         shard_dirs = [Path(d) for d in shard_dirs or []]
         ok = _merge_shard_qc(inputs, shard_dirs, modality)
-        tiles = [pl.read_parquet(d / "tiles.parquet") for d in shard_dirs]
+        tiles = [pl.read_parquet(d / SHARD_TILES) for d in shard_dirs]
         tiles = pl.concat([t for t in tiles if len(t)], how="vertical_relaxed") if any(
             len(t) for t in tiles) else None
         for item in inputs:

@@ -1,11 +1,16 @@
-"""The encoder types a config can name, and how to build each on a device.
+"""The encoder types a config can name, and everything the pipeline knows about each.
 
-The orchestration looks an ``encoders:`` entry's ``type`` up here to learn which
-input it reads, the shape of one subject's feature, how to build the frozen
-network with its weights provenance, and a batch of the network's real input
-size for the bare-forward benchmark.
+An :class:`EncoderType` owns its contract: the modality kinds it reads, whether it runs
+a network (and so asks the scheduler for a GPU), the code that determines its
+embeddings (the key that decides when a store is rebuilt), the loop that encodes a
+cohort (``mmpipe.encode.<loop>``), the shape of one subject's feature, how to build the
+frozen network with its weights provenance, and a batch of the network's input size
+for the bare-forward benchmark. The config schema's ``type`` enum, the modality-kind
+check and the ``encode`` rule's GPU request all derive from this table (a test checks
+that the schema file agrees).
 
-``build(cfg, device)`` accepts an optional ``cfg["name"]`` (the key under
+Importing this module does not import torch: the Snakefile consults it while it builds
+the DAG. ``build(cfg, device)`` accepts an optional ``cfg["name"]`` (the key under
 ``encoders:``) so weight errors name the entry the user must edit.
 """
 
@@ -13,51 +18,69 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from mmpipe.encoders.weights import WeightsInfo
 from mmpipe.errors import ConfigError
 
-MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (DESIGN.md)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from mmpipe.encoders.weights import WeightsInfo
+
+MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the thesis, 4.2)
 
 
 @dataclass(frozen=True)
 class EncoderType:
-    name: str  # "vgg11_slices" | "med3d" | "clam_resnet50" | "text" | "tabular" | "precomputed"
-    input_kind: str  # "volume" | "slide" | "text" | "table" | "features"
+    name: str
+    # the modality kinds (cohort ``modalities.<m>.kind``) it can encode
+    reads: tuple[str, ...]
+    # runs a network: the encode job asks for a GPU (used when present)
+    needs_gpu: bool
+    # the mmpipe modules whose code determines its embeddings (imports follow, see
+    # mmpipe.codehash): its network and its encoding loop
+    code: tuple[str, ...]
+    # the module of mmpipe.encode with its loop: setup(job, items), run(job, items, writer)
+    loop: str
     # one subject's feature shape from the encoder cfg; None when only the data can tell
     feature_shape: Callable[[Mapping[str, Any]], tuple[int, ...] | None]
     build: Callable[[Mapping[str, Any], torch.device], tuple[nn.Module | object, WeightsInfo]] | None
-    example_input: Callable[[Mapping[str, Any], int], torch.Tensor] | None
+    example_input: Callable[[Mapping[str, Any], int], torch.Tensor] | None = None
+
+    def loop_module(self) -> ModuleType:
+        return import_module(f"mmpipe.encode.{self.loop}")
+
+    def code_modules(self) -> tuple[str, ...]:
+        return (*self.code, f"encode/{self.loop}")
 
 
-def _on(device: torch.device, built: tuple[nn.Module, WeightsInfo]) -> tuple[nn.Module, WeightsInfo]:
+def _on(device, built):
     module, info = built
     return module.to(device), info
 
 
-def _build_vgg(cfg: Mapping[str, Any], device: torch.device) -> tuple[nn.Module, WeightsInfo]:
+def _build_vgg(cfg, device):
     from mmpipe.encoders.vgg11 import build_vgg11_slices
 
     return _on(device, build_vgg11_slices(cfg))
 
 
-def _build_med3d(cfg: Mapping[str, Any], device: torch.device) -> tuple[nn.Module, WeightsInfo]:
+def _build_med3d(cfg, device):
     from mmpipe.encoders.med3d import build_med3d
 
     return _on(device, build_med3d(cfg))
 
 
-def _build_clam(cfg: Mapping[str, Any], device: torch.device) -> tuple[nn.Module, WeightsInfo]:
+def _build_clam(cfg, device):
     from mmpipe.encoders.clam import build_clam_resnet50
 
     return _on(device, build_clam_resnet50(cfg))
 
 
-def _build_text(cfg: Mapping[str, Any], device: torch.device) -> tuple[object, WeightsInfo]:
+def _build_text(cfg, device):
     from mmpipe.encoders.text import build_text_encoder
 
     enc = build_text_encoder(dict(cfg), device)
@@ -70,9 +93,17 @@ def _med3d_shape(cfg: Mapping[str, Any]) -> tuple[int, ...]:
     return (feature_dim(cfg),)
 
 
-def _med3d_input(cfg: Mapping[str, Any], n: int) -> torch.Tensor:
+def _med3d_input(cfg: Mapping[str, Any], n: int):
+    import torch
+
     resize = (cfg.get("transform") or {}).get("resize") or MED3D_DEFAULT_RESIZE
     return torch.randn(n, 1, *(int(s) for s in resize))
+
+
+def _image_input(cfg: Mapping[str, Any], n: int):
+    import torch
+
+    return torch.randn(n, 3, 224, 224)
 
 
 def _text_shape(cfg: Mapping[str, Any]) -> tuple[int, ...] | None:
@@ -85,15 +116,19 @@ def _text_shape(cfg: Mapping[str, Any]) -> tuple[int, ...] | None:
 ENCODER_TYPES: dict[str, EncoderType] = {
     t.name: t
     for t in (
-        EncoderType("vgg11_slices", "volume", lambda cfg: (512, 7, 7), _build_vgg,
-                    lambda cfg, n: torch.randn(n, 3, 224, 224)),
-        EncoderType("med3d", "volume", _med3d_shape, _build_med3d, _med3d_input),
-        EncoderType("clam_resnet50", "slide", lambda cfg: (1024,), _build_clam,
-                    lambda cfg, n: torch.randn(n, 3, 224, 224)),
-        EncoderType("text", "text", _text_shape, _build_text, None),
-        # fitted on the cohort (TabularEncoding.from_config) / read from files: no network
-        EncoderType("tabular", "table", lambda cfg: None, None, None),
-        EncoderType("precomputed", "features", lambda cfg: None, None, None),
+        EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
+                    lambda cfg: (512, 7, 7), _build_vgg, _image_input),
+        EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
+                    _med3d_shape, _build_med3d, _med3d_input),
+        EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
+                    lambda cfg: (1024,), _build_clam, _image_input),
+        EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
+                    _build_text),
+        # fitted on the cohort (TabularEncoding) / read from files: no network
+        EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
+                    lambda cfg: None, None),
+        EncoderType("precomputed", ("features",), False, ("encoders/precomputed",), "features",
+                    lambda cfg: None, None),
     )
 }
 
@@ -103,3 +138,8 @@ def get_encoder_type(name: str) -> EncoderType:
         return ENCODER_TYPES[name]
     except KeyError:
         raise ConfigError(f"unknown encoder type {name!r} (known: {sorted(ENCODER_TYPES)})") from None
+
+
+def readers_of(kind: str) -> list[str]:
+    """The encoder types that can encode a modality of ``kind``."""
+    return sorted(t.name for t in ENCODER_TYPES.values() if kind in t.reads)

@@ -20,6 +20,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import read_manifest
 from mmpipe.errors import InputError
 from mmpipe.fsutil import atomic_dir
+from mmpipe.layout import SHARD_QC
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard, safe_name
 
@@ -55,7 +56,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                          "status": "ok", "reason": "", "path": str(folder),
                          "volume": out.name, "detail": json.dumps(summary, default=str)})
         qc = qc_frame(rows, extra={"volume": pl.String, "detail": pl.String})
-        qc.write_parquet(tmp / "qc.parquet")
+        qc.write_parquet(tmp / SHARD_QC)
     n_bad = (qc["status"] == "rejected").sum()
     log.info("DICOM shard %d/%d of %s: %d converted, %d rejected", shard, n_shards, modality,
              len(qc) - n_bad, n_bad)

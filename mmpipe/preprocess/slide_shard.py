@@ -20,6 +20,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import read_manifest
 from mmpipe.errors import InputError
 from mmpipe.fsutil import atomic_dir
+from mmpipe.layout import SHARD_QC, SHARD_TILES
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard
 
@@ -66,8 +67,8 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
     qc = qc_frame(rows, extra={"n_tiles": pl.Int64, "detail": pl.String})
     with atomic_dir(out_dir) as tmp:
         tiles = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
-        tiles.write_parquet(tmp / "tiles.parquet")
-        qc.write_parquet(tmp / "qc.parquet")
+        tiles.write_parquet(tmp / SHARD_TILES)
+        qc.write_parquet(tmp / SHARD_QC)
     log.info("slide shard %d/%d of %s: %d tiled, %d rejected, %d tiles", shard, n_shards,
              modality, len(frames), len(rows) - len(frames), sum(len(f) for f in frames))
     return qc

@@ -1,0 +1,85 @@
+"""What an encoding loop works with: the job's settings, and a store it cannot corrupt.
+
+Each encoder type's loop (``mmpipe.encode.<loop>``, named by the registry) has two
+functions: ``setup(job, items)`` builds the network (or fits the encoding) and fills
+``job.feature_shape`` and what the store should record; ``run(job, items, writer,
+progress)`` encodes the subjects whose input is ready. A loop writes through a
+:class:`SubjectWriter`, which rejects one subject whose embedding cannot be stored
+(wrong shape, NaN or inf) with the reason and lets the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodeJob:
+    cfg: dict[str, Any]            # the encoder's config, with its ``name``
+    params: dict[str, Any]         # mmpipe.config.encoder_params of this job
+    modality: str
+    device: Any                    # torch.device
+    net: Any = None
+    weights: Any = None            # mmpipe.encoders.weights.WeightsInfo, for a network
+    feature_shape: tuple[int, ...] | None = None
+    bag_item_shape: tuple[int, ...] | None = None   # per-item features kept (tiles, slices)
+    bag_coord_dim: int = 0
+    bag_coords: str = ""           # what a bag coordinate means, for the store attributes
+    attrs: dict[str, Any] = field(default_factory=dict)   # extra store attributes
+    state: Any = None              # what setup prepared for run (a transform, fitted values)
+
+
+def _non_finite(arr: np.ndarray) -> int:
+    return int(arr.size - np.isfinite(arr).sum())
+
+
+class SubjectWriter:
+    """A :class:`~mmpipe.store.FeatureStoreWriter` as the loops see it.
+
+    ``write`` checks one subject's embedding (and bag) before storing it: a wrong shape
+    or a non-finite value rejects that subject with the reason, and the job goes on.
+    ``notes`` (subject -> text) from earlier stages (files skipped while reading a DICOM
+    folder) become the store's ``reason`` of subjects that are stored.
+    """
+
+    def __init__(self, writer, notes: dict[str, str] | None = None):
+        self.writer = writer
+        self.notes = notes or {}
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return self.writer.feature_shape
+
+    def reject(self, subject_id: str, reason: str) -> None:
+        log.warning("rejected subject %r: %s", subject_id, reason)
+        self.writer.mark(subject_id, "rejected", reason)
+
+    def mark(self, subject_id: str, status: str, reason: str) -> None:
+        self.writer.mark(subject_id, status, reason)
+
+    def write(self, subject_id: str, emb, bag=None, coords=None) -> bool:
+        """Store one subject; returns False when it was rejected instead."""
+        emb = np.asarray(emb, dtype=np.float32)
+        problem = None
+        if emb.shape != self.feature_shape:
+            problem = (f"embedding of shape {emb.shape}, the store holds "
+                       f"{self.feature_shape}")
+        elif bad := _non_finite(emb):
+            problem = (f"the encoder produced {bad} non-finite value(s) (NaN/inf) of "
+                       f"{emb.size}: the input holds NaN/inf or values the network "
+                       "cannot take")
+        elif bag is not None and (bad := _non_finite(np.asarray(bag, dtype=np.float32))):
+            problem = f"{bad} non-finite value(s) (NaN/inf) in the per-item features"
+        if problem:
+            self.reject(subject_id, problem)
+            return False
+        self.writer.write(subject_id, emb, bag=bag, coords=coords)
+        if self.notes.get(subject_id):
+            self.writer.note(subject_id, self.notes[subject_id])
+        return True

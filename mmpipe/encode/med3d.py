@@ -1,0 +1,44 @@
+"""Med3D over a cohort: one vector per volume (MedicalNet's global average pool)."""
+
+from __future__ import annotations
+
+import torch
+
+from mmpipe.encode.volume import build_network, load_volumes, median_spacing_for
+
+
+def setup(job, items) -> None:
+    from mmpipe.encoders.med3d import feature_dim
+    from mmpipe.preprocess.volume import build_volume_transform
+
+    build_network(job)
+    job.feature_shape = (feature_dim(job.cfg),)
+    recipe = job.cfg.get("transform", {})
+    job.state = build_volume_transform(recipe, median_spacing=median_spacing_for(recipe, items))
+
+
+def run(job, items, writer, progress=None) -> None:
+    batch_size = int(job.cfg.get("batch_size", 1))
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        x = torch.stack([t for _, t in pending]).to(job.device)
+        with torch.inference_mode():
+            out = job.net(x).float().cpu().numpy()
+        for (sid, _), emb in zip(pending, out, strict=True):
+            writer.write(sid, emb)
+        pending.clear()
+
+    for sid, tensor, error in load_volumes(items, job.state,
+                                           int(job.cfg.get("loader_workers", 0))):
+        if error:
+            writer.reject(sid, error)
+        else:
+            pending.append((sid, tensor))
+            if len(pending) == batch_size:
+                flush()
+        if progress is not None:
+            progress.update(1)
+    flush()

@@ -1,0 +1,22 @@
+"""Clinical prompts through the frozen text encoder."""
+
+from __future__ import annotations
+
+_TEXT_CHUNK = 256  # prompts encoded per call: bounded memory whatever the cohort size
+
+
+def setup(job, items) -> None:
+    from mmpipe.encoders.registry import get_encoder_type
+
+    job.net, job.weights = get_encoder_type("text").build(job.cfg, job.device)
+    job.feature_shape = (job.net.dim,)
+
+
+def run(job, items, writer, progress=None) -> None:
+    for start in range(0, len(items), _TEXT_CHUNK):
+        chunk = items[start:start + _TEXT_CHUNK]
+        embs = job.net.encode([i.source for i in chunk])
+        for item, emb in zip(chunk, embs, strict=True):
+            writer.write(item.subject_id, emb)
+        if progress is not None:
+            progress.update(len(chunk))

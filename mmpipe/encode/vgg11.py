@@ -1,0 +1,45 @@
+"""VGG11 slices over a cohort (HyperMM): a (512, 7, 7) block per volume, the element-wise
+max over its slices; optionally the per-slice blocks as the store's bag."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmpipe.encode.volume import build_network, load_volumes, median_spacing_for
+
+
+def setup(job, items) -> None:
+    from mmpipe.preprocess.volume import build_slice_transform
+
+    build_network(job)
+    job.feature_shape = (512, 7, 7)
+    if job.cfg.get("keep_bag", False):
+        job.bag_item_shape, job.bag_coord_dim = job.feature_shape, 1
+        job.bag_coords = "slice index after preprocessing"
+    recipe = job.cfg.get("transform", {})
+    job.state = build_slice_transform(recipe, median_spacing=median_spacing_for(recipe, items))
+
+
+def run(job, items, writer, progress=None) -> None:
+    batch_size = int(job.cfg.get("batch_size", 16))
+    for sid, slices, error in load_volumes(items, job.state,
+                                           int(job.cfg.get("loader_workers", 0))):
+        if error:
+            writer.reject(sid, error)
+        else:
+            blocks = []
+            with torch.inference_mode():
+                for start in range(0, len(slices), batch_size):
+                    chunk = slices[start:start + batch_size].to(job.device)
+                    blocks.append(job.net(chunk).float().cpu())
+            per_slice = torch.cat(blocks).numpy()
+            # HyperMM: one block per volume, the element-wise max over its slices
+            emb = per_slice.max(axis=0)
+            if job.bag_item_shape is not None:
+                coords = np.arange(len(per_slice), dtype=np.int64)[:, None]
+                writer.write(sid, emb, bag=per_slice, coords=coords)
+            else:
+                writer.write(sid, emb)
+        if progress is not None:
+            progress.update(1)

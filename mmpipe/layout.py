@@ -1,0 +1,141 @@
+"""Where every output of a cohort lives: the one owner of the results layout.
+
+The Snakemake rules, the ``mmpipe`` commands and the library all build their paths
+here (as nnU-Net builds its folders in one place), so the default target, the inputs
+a job reads and the files a job writes cannot drift apart::
+
+    {results}/{cohort}/
+      raw/                                        demo only: the generated raw cohort
+      manifest.parquet, manifest.json, qc/adapter.parquet
+      preprocess/{modality}/volumes/shard{k}/     DICOM -> NIfTI (+ qc.parquet)
+      preprocess/{modality}/tiles/shard{k}/       tile coordinates (+ qc.parquet)
+      preprocess/{modality}/prompts.parquet       clinical prompts
+      features/{modality}/{encoder}.zarr          feature stores
+      qc.parquet, stage1_summary.md
+      splits/seed{S}.parquet
+      masks/{scenario}-{rate}/seed{S}.parquet
+      runs/{feature_set}/{method}/{scenario}-{rate}/seed{S}/
+      report/
+      logs/{step}/{name}.log, benchmarks/{step}/{name}.tsv
+
+Every argument may be a Snakemake wildcard (``"{modality}"``), so the rules declare
+their patterns with the same functions the library uses for concrete paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.parquet"
+MANIFEST_META = "manifest.json"
+ADAPTER_QC = "qc/adapter.parquet"
+SHARD_QC = "qc.parquet"          # inside a preprocessing shard folder
+SHARD_TILES = "tiles.parquet"    # inside a slide shard folder
+RUN_FILES = ("metrics.json", "predictions.parquet", "train.log", "model.pt")
+
+# the preprocessing folder of each kind whose subjects are preprocessed in shards
+SHARD_KINDS = {"dicom": "volumes", "slide": "tiles"}
+
+
+def _is_wildcard(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("{") and value.endswith("}")
+
+
+def rate_tag(rate: float | str) -> str:
+    """A scenario rate as it appears in paths: ``0.4`` -> ``"0.4"``, ``0`` -> ``"0.0"``."""
+    return str(rate) if _is_wildcard(rate) else repr(float(rate))
+
+
+def cell_name(scenario: str, rate: float | str) -> str:
+    """``{scenario}-{rate}``: one cell of a benchmark (all seeds of one scenario at a rate)."""
+    return f"{scenario}-{rate_tag(rate)}"
+
+
+def parse_cell(name: str) -> tuple[str, float]:
+    scenario, rate = name.rsplit("-", 1)
+    return scenario, float(rate)
+
+
+@dataclass(frozen=True)
+class CohortLayout:
+    """The paths of one cohort's outputs under ``root`` (``{results}/{cohort}``)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, results: str | Path, cohort: str) -> CohortLayout:
+        return cls(Path(results) / cohort)
+
+    @property
+    def cohort(self) -> str:
+        return self.root.name
+
+    # -- stage 1 ---------------------------------------------------------------------------
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    def manifest_meta(self) -> Path:
+        return self.root / MANIFEST_META
+
+    def adapter_qc(self) -> Path:
+        return self.root / ADAPTER_QC
+
+    def manifest_files(self) -> dict[str, Path]:
+        """The manifest job's outputs, by the names the rules give them."""
+        return {"manifest": self.manifest(), "meta": self.manifest_meta(),
+                "adapter_qc": self.adapter_qc()}
+
+    def shard(self, modality: str, kind: str, shard: int | str) -> Path:
+        """A preprocessing shard folder of a ``dicom`` or ``slide`` modality."""
+        return self.root / "preprocess" / modality / SHARD_KINDS[kind] / f"shard{shard}"
+
+    def shards(self, modality: str, kind: str, n_shards: int) -> list[Path]:
+        """Every shard folder of a modality; none for kinds preprocessed without shards."""
+        if kind not in SHARD_KINDS:
+            return []
+        return [self.shard(modality, kind, k) for k in range(n_shards)]
+
+    def prompts(self, modality: str) -> Path:
+        return self.root / "preprocess" / modality / "prompts.parquet"
+
+    def store(self, modality: str, encoder: str) -> Path:
+        return self.root / "features" / modality / f"{encoder}.zarr"
+
+    def cohort_qc(self) -> Path:
+        return self.root / "qc.parquet"
+
+    def stage1_summary(self) -> Path:
+        return self.root / "stage1_summary.md"
+
+    # -- stage 2 ---------------------------------------------------------------------------
+    def split(self, seed: int | str) -> Path:
+        return self.root / "splits" / f"seed{seed}.parquet"
+
+    def mask(self, scenario: str, rate: float | str, seed: int | str) -> Path:
+        return self.root / "masks" / cell_name(scenario, rate) / f"seed{seed}.parquet"
+
+    def method_runs(self, feature_set: str, method: str) -> Path:
+        """Every cell of one (feature set, method): a ``train_jobs: method`` job's output."""
+        return self.root / "runs" / feature_set / method
+
+    def cell(self, feature_set: str, method: str, scenario: str, rate: float | str) -> Path:
+        """One cell: a ``train_jobs: cell`` job's output, one ``seed{S}`` run per seed."""
+        return self.method_runs(feature_set, method) / cell_name(scenario, rate)
+
+    def run(self, feature_set: str, method: str, scenario: str, rate: float | str,
+            seed: int | str) -> Path:
+        return self.cell(feature_set, method, scenario, rate) / f"seed{seed}"
+
+    def report(self) -> Path:
+        return self.root / "report"
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def log(self, step: str, name: str | None = None) -> Path:
+        return self.root / "logs" / (f"{step}/{name}.log" if name else f"{step}.log")
+
+    def benchmark(self, step: str, name: str | None = None) -> Path:
+        return self.root / "benchmarks" / (f"{step}/{name}.tsv" if name else f"{step}.tsv")
