@@ -15,6 +15,25 @@ time point), stray files, a corrupt file. So reading is two steps:
 The geometry is ours, not the reader's: the slice spacing is the median distance
 between consecutive positions along the normal (never SliceThickness, which
 differs from it for overlapping or gapped acquisitions).
+
+Nothing is dropped without a trace. A file that is not a DICOM image (a ``.txt``,
+a DICOMDIR, random bytes) or whose pixel data is cut short is *skipped*: it is
+logged, and :func:`dicom_to_nifti` lists it in its summary (``skipped``) and in a
+short ``note`` that the shard's QC row carries as its reason. A converted subject
+with skipped files stays ``ok``; only hidden files (``.DS_Store``) are ignored
+without a word. A file whose header belongs to the *selected* series but whose
+pixels cannot be read makes that series incomplete: the folder is rejected and
+the file named, rather than converted with a slice missing.
+
+One folder is one patient's one study. Every image header's PatientID and
+StudyInstanceUID are read; a folder whose series disagree on either is rejected
+with the values and the series that carry them, whatever the rule, except that an
+explicit ``uid:<UID>`` rule converts the named series and its note says that the
+folder also holds other patients/studies. A missing or empty PatientID (or
+StudyInstanceUID) counts as one more value, "absent": a folder whose series all
+lack it is one patient, but one that mixes series with and without it came from
+two sources (or two anonymisation passes) and is rejected, since nothing shows
+that the series without it belong to the same patient.
 """
 
 from __future__ import annotations
@@ -39,6 +58,7 @@ ORIENTATION_TOL = 1e-4  # direction cosines: two slices with a larger difference
 POSITION_TOL = 1e-3  # mm along the normal: closer positions are the same slice (4-D, repeats)
 SHEAR_TOL = 1e-2  # in-plane drift per slice / slice spacing: more means gantry tilt or a sheared stack
 RULES = ("most_slices", "first", "description:<regex>", "uid:<SeriesInstanceUID>")
+NOTE_FILES = 3  # skipped files named in a QC note; the summary lists them all
 
 
 @dataclass
@@ -46,8 +66,9 @@ class SeriesInfo:
     """One DICOM series as found on disk, ordered along its slice normal.
 
     ``files`` and ``positions`` hold one file per distinct slice position
-    (duplicates dropped); ``problem`` says why the series cannot be read as a
-    3-D volume under the scan's thresholds, or is ``None`` when it can.
+    (duplicates dropped), including files whose pixel data cannot be read
+    (``unreadable``); ``problem`` says why the series cannot be read as a 3-D volume
+    under the scan's thresholds, or is ``None`` when it can.
     """
 
     series_uid: str
@@ -65,6 +86,13 @@ class SeriesInfo:
     # problems that no threshold can lift (mixed orientations, sizes, missing geometry)
     defects: list[str] = field(default_factory=list, repr=False)
     slice_thickness: float | None = field(default=None, repr=False)
+    # distinct values over the series' files; None = absent (see the module docstring)
+    patient_ids: tuple[str | None, ...] = field(default=(), repr=False)
+    study_uids: tuple[str | None, ...] = field(default=(), repr=False)
+    # files of this series whose header reads but whose pixel data does not:
+    # path -> (short reason, full reason). They stay in `files` when they hold a position,
+    # so that a missing slice is a named file rather than an unexplained gap or a lost end.
+    unreadable: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def n_slices(self) -> int:
@@ -80,6 +108,61 @@ class SeriesInfo:
         number = "?" if self.series_number is None else self.series_number
         return (f"series {number} {self.description!r} ({self.modality}, uid {self.series_uid}, "
                 f"{self.n_slices} positions from {self.n_files_total} files)")
+
+    def short_label(self) -> str:
+        return str(self.series_number) if self.series_number is not None else f"uid {self.series_uid}"
+
+    def to_json(self) -> dict:
+        """What a QC record says about a series that was found."""
+        return {"series_uid": self.series_uid, "series_number": self.series_number,
+                "description": self.description, "modality": self.modality,
+                "n_slices": self.n_slices, "n_files_total": self.n_files_total,
+                "patient_ids": list(self.patient_ids), "study_uids": list(self.study_uids),
+                "problem": self.problem}
+
+
+@dataclass
+class SkippedFile:
+    """A file of the folder that gives nothing to the volume, and why."""
+
+    path: Path
+    reason: str  # short, for the QC note: "not a DICOM file", "truncated pixel data", ...
+    detail: str  # the full message: parser error, byte counts
+
+    def to_json(self, folder: Path) -> dict:
+        return {"file": _relative(self.path, folder), "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class FolderScan:
+    """Everything :func:`scan_folder` found in one folder."""
+
+    folder: Path
+    series: list[SeriesInfo]
+    skipped: list[SkippedFile]  # files that are no image of any series
+    n_files: int  # files looked at (hidden files are not counted)
+
+    def all_skipped(self) -> list[SkippedFile]:
+        """Files with no part in any volume: the foreign ones and the series' unreadable ones."""
+        out = list(self.skipped)
+        for s in self.series:
+            out += [SkippedFile(p, short, full) for p, (short, full) in s.unreadable.items()]
+        return sorted(out, key=lambda f: str(f.path))
+
+
+class _IncompleteSeriesError(DicomSeriesError):
+    """The chosen series has slices whose pixel data cannot be read (``files``)."""
+
+    def __init__(self, reason: str, files: list[Path]):
+        super().__init__(reason)
+        self.files = files
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
 
 
 # --------------------------------------------------------------------------- header scan
@@ -101,6 +184,9 @@ class _Header:
     samples: int
     frames: int
     thickness: float | None
+    patient_id: str | None
+    study_uid: str | None
+    unreadable: tuple[str, str] | None = None  # (short, full) when the pixel data is not there
 
 
 def _int_or_none(value) -> int | None:
@@ -118,6 +204,12 @@ def _floats(value, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+def _pixel_element_header(ds) -> int:
+    """Bytes of the PixelData element's tag, VR and length, which precede the pixels."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return 8 if syntax is not None and syntax.is_implicit_VR else 12
+
+
 def _expected_pixel_bytes(ds) -> int | None:
     """Bytes of native (uncompressed) pixel data the header announces; None if compressed."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -129,38 +221,63 @@ def _expected_pixel_bytes(ds) -> int | None:
     return (n * bits + 7) // 8
 
 
-def _read_header(path: Path) -> tuple[_Header | None, str | None]:
-    """Header of one file, or (None, why it is skipped)."""
+def _text_or_none(value) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
+    """Header of one file, or (None, (short, full) reason it is skipped).
+
+    An image header whose pixel data is missing or cut short is returned with
+    ``unreadable`` set: it still tells which series and position the file was meant for.
+    """
+    import warnings
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    forced = False
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            # a forced parse of a foreign file warns about every odd tag; the skip says it once
+            warnings.simplefilter("ignore")
             try:
                 ds = pydicom.dcmread(fh, stop_before_pixels=True)
             except InvalidDicomError:
                 # files written without the 128-byte preamble are still DICOM; accept them
                 # only if the forced parse yields an image header (checked below)
                 fh.seek(0)
+                forced = True
                 ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
             # pydicom stops at the start of the PixelData element: what is left of the file
             # must hold the announced pixels, otherwise the file was truncated
             remaining = os.fstat(fh.fileno()).st_size - fh.tell()
     except Exception as err:  # pydicom raises many types on garbage; all mean "not readable"
-        return None, f"not a readable DICOM file ({type(err).__name__}: {err})"
+        return None, ("not a readable DICOM file",
+                      f"not a readable DICOM file ({type(err).__name__}: {err})")
     try:
         uid = str(ds.SeriesInstanceUID)
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception:
-        return None, "not a DICOM image (no SeriesInstanceUID/Rows/Columns, e.g. a DICOMDIR or report)"
+        if forced:
+            return None, ("not a DICOM file", "not a DICOM file (no DICOM preamble, and no "
+                          "image header when parsed without one)")
+        return None, ("not a DICOM image", "not a DICOM image (no SeriesInstanceUID/Rows/"
+                      "Columns, e.g. a DICOMDIR or report)")
     try:
         expected = _expected_pixel_bytes(ds)
     except Exception as err:
-        return None, f"unreadable image header ({err})"
+        return None, ("unreadable image header", f"unreadable image header ({err})")
+    # pydicom stops before the element's tag: a file cut by a few bytes still has that many
+    # more than its pixels
+    remaining -= _pixel_element_header(ds)
+    unreadable = None
     if remaining <= 0:
-        return None, "no pixel data"
-    if expected is not None and remaining < expected:
-        return None, f"truncated pixel data ({remaining} bytes left, {expected} expected)"
+        unreadable = ("no pixel data", "no pixel data (the file ends before the pixels)")
+    elif expected is not None and remaining < expected:
+        unreadable = ("truncated pixel data",
+                      f"truncated pixel data ({remaining} bytes left, {expected} expected)")
     spacing = _floats(ds.get("PixelSpacing"), 2)
     return _Header(
         path=path,
@@ -177,14 +294,26 @@ def _read_header(path: Path) -> tuple[_Header | None, str | None]:
         samples=int(ds.get("SamplesPerPixel", 1) or 1),
         frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
         thickness=(_floats([ds.get("SliceThickness")], 1) or (None,))[0],
-    ), None
+        patient_id=_text_or_none(ds.get("PatientID")),
+        study_uid=_text_or_none(ds.get("StudyInstanceUID")),
+        unreadable=unreadable,
+    ), unreadable
 
 
 def _time_key(h: _Header) -> tuple:
     # the first time point of a 4-D series: lowest AcquisitionNumber, then InstanceNumber
-    # (TemporalPositionIdentifier is often absent or 0, e.g. GE EPI); missing numbers sort last
+    # (TemporalPositionIdentifier is often absent or 0, e.g. GE EPI); missing numbers sort last;
+    # of two copies of one slice, the readable one
     return (h.acquisition is None, h.acquisition or 0, h.instance is None, h.instance or 0,
-            str(h.path))
+            h.unreadable is not None, str(h.path))
+
+
+def _distinct(values) -> tuple[str | None, ...]:
+    return tuple(sorted(set(values), key=lambda v: (v is None, v or "")))
+
+
+def _shown(value: str | None) -> str:
+    return "absent" if value is None else repr(value)
 
 
 def _analyse(headers: list[_Header]) -> SeriesInfo:
@@ -200,6 +329,14 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     if any(h.frames > 1 for h in headers):
         defects.append("multi-frame (enhanced) DICOM files are not supported; "
                        "convert them with dcm2niix first")
+    patient_ids = _distinct(h.patient_id for h in headers)
+    study_uids = _distinct(h.study_uid for h in headers)
+    if len(patient_ids) > 1:
+        defects.append(f"its files belong to {len(patient_ids)} patients (PatientID "
+                       f"{', '.join(map(_shown, patient_ids))})")
+    if len(study_uids) > 1:
+        defects.append(f"its files belong to {len(study_uids)} studies (StudyInstanceUID "
+                       f"{', '.join(map(_shown, study_uids))})")
     no_geometry = [h for h in headers if h.position is None or h.orientation is None]
     if no_geometry:
         defects.append(f"{len(no_geometry)} of {n_total} files lack ImagePositionPatient/"
@@ -234,6 +371,9 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         n_duplicates_dropped=0,
         defects=defects,
         slice_thickness=first.thickness,
+        patient_ids=patient_ids,
+        study_uids=study_uids,
+        unreadable={h.path: h.unreadable for h in headers if h.unreadable},
     )
     if defects:
         return info  # ordering along a normal means nothing without one geometry
@@ -288,15 +428,42 @@ def _candidate_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def scan_dicom_folder(folder: str | Path, min_slices: int = 3,
-                      max_gap_factor: float = 1.5) -> list[SeriesInfo]:
-    """Every series under ``folder`` (searched recursively), headers only.
+def _skipped_text(skipped: list[SkippedFile], n_files: int, folder: Path) -> str:
+    named = ", ".join(f"{_relative(f.path, folder)} ({f.reason})" for f in skipped[:NOTE_FILES])
+    more = f", and {len(skipped) - NOTE_FILES} more" if len(skipped) > NOTE_FILES else ""
+    return f"skipped {len(skipped)} of {n_files} files: {named}{more}"
 
-    Files that are not readable DICOM images (foreign files, DICOMDIR, truncated
-    pixel data) are skipped with a warning naming them; hidden files (``.DS_Store``)
-    are ignored. Each returned series carries ``problem`` (None when usable). Sorted by
-    SeriesNumber, then UID. Raises :class:`DicomSeriesError` when the folder holds
-    no readable DICOM image at all.
+
+def _folder_error(reason: str, scan: FolderScan, folder: Path,
+                  named: tuple[Path, ...] = ()) -> DicomSeriesError:
+    """A rejection that also names the files skipped on the way (they often explain it,
+    e.g. a gap); ``named``: files the reason already names.
+
+    The error carries ``detail``, a JSON-able dict (skipped files, series found) that the
+    shard stores in the subject's QC row.
+    """
+    skipped = scan.all_skipped()
+    others = [f for f in skipped if f.path not in named]
+    if others:
+        reason = f"{reason}; {_skipped_text(others, scan.n_files, folder)}"
+    err = DicomSeriesError(reason, path=folder)
+    err.detail = {"n_files_in_folder": scan.n_files,  # type: ignore[attr-defined]
+                  "skipped": [f.to_json(folder) for f in skipped],
+                  "series": [s.to_json() for s in scan.series]}
+    return err
+
+
+def scan_folder(folder: str | Path, min_slices: int = 3,
+                max_gap_factor: float = 1.5) -> FolderScan:
+    """Every series under ``folder`` (searched recursively), headers only, and every
+    file skipped on the way.
+
+    Files that are not DICOM images (foreign files, DICOMDIR) are skipped with a
+    warning naming them; an image whose pixel data is missing or cut short is skipped
+    too but stays in its series (``SeriesInfo.unreadable``); hidden files
+    (``.DS_Store``) are ignored. Each series carries ``problem`` (None when usable);
+    they are sorted by SeriesNumber, then UID. Raises :class:`DicomSeriesError` when
+    the folder holds no DICOM image at all.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -304,26 +471,61 @@ def scan_dicom_folder(folder: str | Path, min_slices: int = 3,
                                path=folder)
     files = _candidate_files(folder)
     groups: dict[str, list[_Header]] = defaultdict(list)
-    skipped = []
+    skipped: list[SkippedFile] = []
     for path in files:
         header, why = _read_header(path)
+        if why is not None:
+            log.warning("skipping %s: %s", path, why[1])
         if header is None:
-            skipped.append((path, why))
-            log.warning("skipping %s: %s", path, why)
+            skipped.append(SkippedFile(path, *why))  # type: ignore[misc]
             continue
         groups[header.series_uid].append(header)
     if not groups:
-        detail = f"{len(files)} files, none a readable DICOM image"
+        reason = f"no DICOM series found: {len(files)} files, none a DICOM image"
         if skipped:
-            detail += f" (e.g. {skipped[0][0].name}: {skipped[0][1]})"
-        raise DicomSeriesError(f"no DICOM series found: {detail}", path=folder)
+            reason += f" (e.g. {_relative(skipped[0].path, folder)}: {skipped[0].detail})"
+        err = DicomSeriesError(reason, path=folder)
+        err.detail = {"n_files_in_folder": len(files),  # type: ignore[attr-defined]
+                      "skipped": [f.to_json(folder) for f in skipped]}
+        raise err
     series = []
     for headers in groups.values():
         info = _analyse(headers)
         info.problem = check_series(info, min_slices, max_gap_factor)
         series.append(info)
     series.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
-    return series
+    return FolderScan(folder=folder, series=series, skipped=skipped, n_files=len(files))
+
+
+def scan_dicom_folder(folder: str | Path, min_slices: int = 3,
+                      max_gap_factor: float = 1.5) -> list[SeriesInfo]:
+    """The series of :func:`scan_folder` (which also returns the skipped files)."""
+    return scan_folder(folder, min_slices, max_gap_factor).series
+
+
+def folder_mix(series: list[SeriesInfo]) -> dict[str, dict[str, list[str]]]:
+    """The identifiers a folder holds more than one value of: ``{"PatientID": {value:
+    [series...]}, "StudyInstanceUID": {...}}``, values as shown in messages; ``{}`` when
+    the folder is one patient's one study."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for key, attr in (("PatientID", "patient_ids"), ("StudyInstanceUID", "study_uids")):
+        owners: dict[str | None, list[str]] = defaultdict(list)
+        for s in series:
+            for value in getattr(s, attr):
+                owners[value].append(s.short_label())
+        if len(owners) > 1:
+            out[key] = {_shown(v): owners[v] for v in _distinct(owners)}
+    return out
+
+
+def _mix_text(mix: dict[str, dict[str, list[str]]]) -> str:
+    parts = []
+    for key, noun in (("PatientID", "patients"), ("StudyInstanceUID", "studies")):
+        if key in mix:
+            values = ", ".join(f"{v} (series {', '.join(labels)})"
+                               for v, labels in mix[key].items())
+            parts.append(f"{len(mix[key])} {noun} ({key} {values})")
+    return " and ".join(parts)
 
 
 # --------------------------------------------------------------------------- selection
@@ -358,8 +560,17 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     slices), ``uid:<SeriesInstanceUID>``. Only series without a problem under
     ``min_slices``/``max_gap_factor`` qualify; otherwise :class:`DicomSeriesError`
     lists every series with the reason it was rejected.
+
+    Series of more than one patient or study (:func:`folder_mix`) are rejected as a
+    whole, unless the rule is ``uid:``: naming the series is a deliberate choice. A
+    chosen series with a file whose pixel data cannot be read is rejected with that
+    file's name (another series is not chosen in its place).
     """
     kind, arg = _parse_rule(rule)
+    mix = folder_mix(series)
+    if mix and kind != "uid":
+        raise DicomSeriesError(f"the folder mixes {_mix_text(mix)}; split it, or choose one "
+                               "series with series_select uid:<SeriesInstanceUID>")
     judged = [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
               for s in series]
     rejected: dict[str, str] = {s.series_uid: s.problem for s in judged if s.problem}
@@ -381,8 +592,16 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
         raise DicomSeriesError(f"no usable series for rule {rule!r} among {len(judged)} series: "
                                f"{why}")
     if kind == "first":
-        return min(usable, key=_number_key)
-    return min(usable, key=lambda s: (-s.n_slices, *_number_key(s)))
+        chosen = min(usable, key=_number_key)
+    else:
+        chosen = min(usable, key=lambda s: (-s.n_slices, *_number_key(s)))
+    broken = [f for f in chosen.files if f in chosen.unreadable]
+    if broken:
+        named = "; ".join(f"{f.name}: {chosen.unreadable[f][1]}" for f in broken[:NOTE_FILES])
+        more = f"; and {len(broken) - NOTE_FILES} more" if len(broken) > NOTE_FILES else ""
+        raise _IncompleteSeriesError(f"{chosen.label()} is incomplete: {len(broken)} of its "
+                                     f"slices cannot be read ({named}{more})", broken)
+    return chosen
 
 
 # --------------------------------------------------------------------------- reading
@@ -398,15 +617,22 @@ def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices:
     DICOM's LPS frame as SimpleITK expects. Rescale slope/intercept are applied
     by the reader, so CT comes out in HU.
     """
+    image, info, _ = _read(Path(folder), rule, min_slices, max_gap_factor)
+    return image, info
+
+
+def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
+    """:func:`read_dicom_series`, also returning the folder's scan."""
     import SimpleITK as sitk
 
-    folder = Path(folder)
     _parse_rule(rule)
-    series = scan_dicom_folder(folder, min_slices, max_gap_factor)
+    scan = scan_folder(folder, min_slices, max_gap_factor)
+    series = scan.series
     try:
         info = select_series(series, rule, min_slices, max_gap_factor)
     except DicomSeriesError as err:
-        raise DicomSeriesError(err.reason, path=folder) from None
+        named = tuple(getattr(err, "files", ()))
+        raise _folder_error(err.reason, scan, folder, named) from None
     if info.n_duplicates_dropped:
         log.warning("%s: %s: dropped %d files at repeated slice positions (4-D series or "
                     "duplicates), kept the first time point (lowest AcquisitionNumber, "
@@ -421,15 +647,15 @@ def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices:
         image = reader.Execute()
     except RuntimeError as err:
         msg = str(err).strip().splitlines()
-        raise DicomSeriesError(f"SimpleITK cannot read {info.label()}: "
-                               f"{msg[-1] if msg else err}", path=folder) from err
+        raise _folder_error(f"SimpleITK cannot read {info.label()}: {msg[-1] if msg else err}",
+                            scan, folder) from err
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetSize()[2] != info.n_slices:
-        raise DicomSeriesError(f"SimpleITK read {image.GetSize()} x "
-                               f"{image.GetNumberOfComponentsPerPixel()} components from "
-                               f"{info.label()}; expected one grey value per voxel and "
-                               f"{info.n_slices} slices", path=folder)
+        raise _folder_error(f"SimpleITK read {image.GetSize()} x "
+                            f"{image.GetNumberOfComponentsPerPixel()} components from "
+                            f"{info.label()}; expected one grey value per voxel and "
+                            f"{info.n_slices} slices", scan, folder)
     slice_spacing = info.slice_spacing
     if not np.isfinite(slice_spacing):
         slice_spacing = info.slice_thickness or 1.0
@@ -442,7 +668,7 @@ def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices:
     image.SetSpacing((float(info.pixel_spacing[1]), float(info.pixel_spacing[0]),
                       float(slice_spacing)))
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
-    return image, info
+    return image, info, scan
 
 
 def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_slices",
@@ -451,13 +677,18 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
 
     The volume is written to a temporary sibling and renamed into place, so a
     killed job never leaves a half-written file under the final name. Returns a
-    JSON-able summary for the QC record.
+    JSON-able summary for the QC record: the chosen series, the other series found
+    (``other_series``, each with its ``problem`` or None when it was usable but not
+    chosen), every skipped file (``skipped``: file, short reason, full reason), the
+    patients/studies of a mixed folder converted by ``uid:`` (``folder_mix``), and
+    ``note``: one short line saying what to know about this conversion ("" when
+    nothing), which the shard's QC row carries as its reason.
     """
     import SimpleITK as sitk
 
+    folder = Path(folder)
     out_path = Path(out_path)
-    image, info = read_dicom_series(folder, rule=rule, min_slices=min_slices,
-                                    max_gap_factor=max_gap_factor)
+    image, info, scan = _read(folder, rule, min_slices, max_gap_factor)
     suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else out_path.suffix
     if suffix not in (".nii.gz", ".nii"):
         raise ValueError(f"{out_path}: expected a .nii.gz or .nii output path")
@@ -470,6 +701,13 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    skipped = scan.all_skipped()
+    mix = folder_mix(scan.series)  # only a uid: rule gets this far with a mixed folder
+    notes = []
+    if mix:
+        notes.append(f"series chosen by uid from a folder that mixes {_mix_text(mix)}")
+    if skipped:
+        notes.append(_skipped_text(skipped, scan.n_files, folder))
     summary = {
         "series_uid": info.series_uid,
         "series_number": info.series_number,
@@ -482,6 +720,13 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         "spacing": [float(v) for v in image.GetSpacing()],
         "size": [int(v) for v in image.GetSize()],
         "origin": [float(v) for v in image.GetOrigin()],
+        "patient_id": info.patient_ids[0] if info.patient_ids else None,
+        "study_uid": info.study_uids[0] if info.study_uids else None,
+        "n_files_in_folder": scan.n_files,
+        "skipped": [f.to_json(folder) for f in skipped],
+        "other_series": [s.to_json() for s in scan.series if s.series_uid != info.series_uid],
+        "folder_mix": mix or None,
+        "note": "converted; " + "; ".join(notes) if notes else "",
     }
     json.dumps(summary)  # the QC record stores it as JSON: fail here, not there
     return summary

@@ -5,8 +5,16 @@ Output folder (written atomically)::
     {out_dir}/{safe subject id}.nii.gz   one volume per converted subject
     {out_dir}/qc.parquet                 one row per subject of the shard with a folder
 
-A folder that holds no usable series is *rejected* with the reader's reason; it is
-never skipped silently and never stops the other subjects.
+A folder that holds no usable series (or series of several patients or studies, or
+a chosen series with an unreadable slice) is *rejected* with the reader's reason; it
+is never skipped silently and never stops the other subjects.
+
+A converted subject's row is ``ok``; its ``reason`` is empty, or a short note when
+something was left out on the way (skipped files, a mixed folder converted by an
+explicit ``uid:`` rule), which downstream carries into the feature store. ``detail``
+is the reader's JSON summary: the chosen series, the other series and why they were
+not used, and every skipped file with its reason (for a rejection: what is known of
+the skipped files and the series found).
 """
 
 from __future__ import annotations
@@ -48,12 +56,16 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
             except InputError as err:
                 err.for_subject(sid)
                 log.warning("rejected %s", err)
+                detail = getattr(err, "detail", None)
                 rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                              "status": "rejected", "reason": err.reason, "path": str(folder),
-                             "volume": None, "detail": None})
+                             "volume": None,
+                             "detail": json.dumps(detail, default=str) if detail else None})
                 continue
+            if summary["note"]:
+                log.warning("subject %r, file %s: %s", sid, folder, summary["note"])
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
-                         "status": "ok", "reason": "", "path": str(folder),
+                         "status": "ok", "reason": summary["note"], "path": str(folder),
                          "volume": out.name, "detail": json.dumps(summary, default=str)})
         qc = qc_frame(rows, extra={"volume": pl.String, "detail": pl.String})
         qc.write_parquet(tmp / SHARD_QC)

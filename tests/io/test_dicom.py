@@ -18,8 +18,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.io.dicom import (
     dicom_to_nifti,
+    folder_mix,
     read_dicom_series,
     scan_dicom_folder,
+    scan_folder,
     select_series,
 )
 from tests.conftest import require
@@ -27,6 +29,7 @@ from tests.conftest import require
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run posterior, columns inferior: normal -x
 N = 16  # pixels per side
+STUDY = "1.2.826.0.1.3680043.8.498.1"
 
 
 # --------------------------------------------------------------------------- synthetic series
@@ -40,7 +43,9 @@ def hu_slice(value: int) -> np.ndarray:
 
 def write_slice(path: Path, *, series_uid: str, position, hu: np.ndarray, instance: int,
                 series_number: int = 3, description: str = "AX CT", orientation=AXIAL,
-                acquisition: int = 1, spacing=(0.7, 0.8)) -> Path:
+                acquisition: int = 1, spacing=(0.7, 0.8), patient_id: str | None = "synthetic",
+                study_uid: str = STUDY) -> Path:
+    """One CT slice; ``patient_id=None`` leaves PatientID out."""
     sop = generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -50,9 +55,10 @@ def write_slice(path: Path, *, series_uid: str, position, hu: np.ndarray, instan
     ds.file_meta = meta
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.PatientID = "synthetic"
+    if patient_id is not None:
+        ds.PatientID = patient_id
     ds.Modality = "CT"
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description
@@ -165,31 +171,100 @@ def test_duplicate_position_keeps_the_first_time_point(tmp_path):
 # --------------------------------------------------------------------------- corrupt files, gaps
 
 
-def test_corrupt_and_foreign_files_are_skipped_with_a_warning(tmp_path, caplog):
-    uid, paths = write_series(tmp_path, n=8)
-    truncated = tmp_path / "truncated_copy.dcm"
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning_and_listed(tmp_path, caplog):
+    uid, paths = write_series(tmp_path / "dcm", n=8)
+    folder = tmp_path / "dcm"
+    truncated = folder / "truncated_copy.dcm"
     data = paths[7].read_bytes()
-    truncated.write_bytes(data[:-100])  # pixel data cut short
-    (tmp_path / "notes.txt").write_text("not a dicom file\n")
-    (tmp_path / "header_only.dcm").write_bytes(data[:200])
+    truncated.write_bytes(data[:-100])  # a copy of slice 7 with its pixel data cut short
+    (folder / "notes.txt").write_text("not a dicom file\n")
+    (folder / "header_only.dcm").write_bytes(data[:200])
+    (folder / ".DS_Store").write_bytes(b"\0\1")  # hidden: ignored without a word
     with caplog.at_level(logging.WARNING, logger="mmpipe.io.dicom"):
-        image, info = read_dicom_series(tmp_path)
-    assert info.n_files_total == 8 and image.GetSize() == (N, N, 8)
+        image, info = read_dicom_series(folder)
+    # the truncated copy is a second file at slice 7's position; the readable one is kept
+    assert info.n_files_total == 9 and info.n_duplicates_dropped == 1
+    assert image.GetSize() == (N, N, 8) and truncated not in info.files
     warned = caplog.text
     for name in ("truncated_copy.dcm", "notes.txt", "header_only.dcm"):
         assert name in warned
-    assert "truncated pixel data" in warned
+    assert "truncated pixel data" in warned and ".DS_Store" not in warned
+
+    summary = dicom_to_nifti(folder, tmp_path / "out.nii.gz")
+    skipped = {f["file"]: f["reason"] for f in summary["skipped"]}
+    assert skipped == {"header_only.dcm": skipped["header_only.dcm"], "notes.txt": "not a DICOM file",
+                       "truncated_copy.dcm": "truncated pixel data"}
+    assert summary["n_files_in_folder"] == 11
+    assert summary["note"].startswith("converted; skipped 3 of 11 files: header_only.dcm (")
+    assert "notes.txt (not a DICOM file)" in summary["note"] and ".DS_Store" not in summary["note"]
+    assert "512 expected" in next(f["detail"] for f in summary["skipped"]
+                                  if f["file"] == "truncated_copy.dcm")
 
 
-def test_truncated_interior_slice_leaves_a_gap_and_rejects(tmp_path, caplog):
+def test_a_clean_series_has_an_empty_note(tmp_path):
+    write_series(tmp_path / "dcm", n=6)
+    (tmp_path / "dcm" / ".hidden").write_text("ignored")
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert summary["note"] == "" and summary["skipped"] == [] and summary["other_series"] == []
+    assert summary["patient_id"] == "synthetic" and summary["study_uid"] == STUDY
+    assert summary["folder_mix"] is None and summary["n_files_in_folder"] == 6
+
+
+def test_last_slice_of_random_bytes_converts_the_rest_with_a_note(tmp_path):
+    _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k}.dcm" for k in range(8)])
+    paths[7].write_bytes(np.random.default_rng(0).bytes(len(paths[7].read_bytes())))
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    # nothing in the readable files tells that IM7 was a slice of the series: it is
+    # converted from 7 slices, but the QC note names the file
+    assert summary["n_slices"] == 7
+    assert summary["note"] == "converted; skipped 1 of 8 files: IM7.dcm (not a DICOM file)"
+    assert [f["file"] for f in summary["skipped"]] == ["IM7.dcm"]
+
+
+def test_truncated_interior_slice_rejects_naming_the_file(tmp_path, caplog):
     uid, paths = write_series(tmp_path, n=8)
     paths[4].write_bytes(paths[4].read_bytes()[:-300])
     with caplog.at_level(logging.WARNING, logger="mmpipe.io.dicom"):
         with pytest.raises(DicomSeriesError) as err:
             read_dicom_series(tmp_path)
-    assert "gap of 5 mm" in err.value.reason and "median spacing 2.5 mm" in err.value.reason
+    assert "is incomplete: 1 of its slices cannot be read" in err.value.reason
+    assert f"{paths[4].name}: truncated pixel data (212 bytes left, 512 expected))" in err.value.reason
+    assert "gap" not in err.value.reason  # the slice is named, not inferred from a gap
     assert err.value.path == str(tmp_path)
     assert paths[4].name in caplog.text
+    assert [f["file"] for f in err.value.detail["skipped"]] == [paths[4].name]
+
+
+def test_truncated_last_slice_rejects_instead_of_losing_it(tmp_path):
+    # dropped, the last slice would leave no gap: the volume would lose it unnoticed
+    _, paths = write_series(tmp_path, n=8)
+    paths[7].write_bytes(paths[7].read_bytes()[:-1])
+    with pytest.raises(DicomSeriesError, match=f"incomplete.*{paths[7].name}: truncated pixel"):
+        dicom_to_nifti(tmp_path, tmp_path.parent / f"{tmp_path.name}.nii.gz")
+    assert not (tmp_path.parent / f"{tmp_path.name}.nii.gz").exists()
+
+
+def test_unreadable_slice_of_another_series_is_only_noted(tmp_path):
+    write_series(tmp_path / "dcm", n=8, series_number=3)
+    _, thin = write_series(tmp_path / "dcm", n=3, series_number=9, description="scout",
+                           start=(0, 0, 300))
+    thin[1].write_bytes(thin[1].read_bytes()[:-10])
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert summary["series_number"] == 3 and summary["n_slices"] == 8
+    assert summary["note"] == (f"converted; skipped 1 of 11 files: {thin[1].name} "
+                               "(truncated pixel data)")
+    (other,) = summary["other_series"]
+    assert other["series_number"] == 9 and other["problem"] is None
+
+
+def test_gap_rejection_names_the_unreadable_file_behind_it(tmp_path):
+    _, paths = write_series(tmp_path, n=8, names=[f"IM{k}.dcm" for k in range(8)])
+    paths[4].write_bytes(b"garbage" * 50)
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(tmp_path)
+    assert "gap of 5 mm" in err.value.reason
+    assert err.value.reason.endswith("skipped 1 of 8 files: IM4.dcm (not a DICOM file)")
+    assert err.value.detail["series"][0]["n_slices"] == 7
 
 
 def test_gap_threshold_is_configurable(tmp_path):
@@ -221,6 +296,84 @@ def test_folder_without_dicom_is_an_error(tmp_path):
         scan_dicom_folder(tmp_path)
     with pytest.raises(DicomSeriesError, match="not a folder"):
         scan_dicom_folder(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- one patient, one study
+
+
+def test_two_patients_in_one_folder_are_rejected(tmp_path):
+    a, _ = write_series(tmp_path, n=8, series_number=3, patient_id="A")
+    b, _ = write_series(tmp_path, n=5, series_number=4, patient_id="B", start=(0, 0, 300))
+    series = scan_dicom_folder(tmp_path)
+    assert all(s.problem is None for s in series)  # each series alone is fine
+    assert folder_mix(series) == {"PatientID": {"'A'": ["3"], "'B'": ["4"]}}
+    for rule in ("most_slices", "first", "description:ax"):
+        with pytest.raises(DicomSeriesError) as err:
+            read_dicom_series(tmp_path, rule=rule)
+        assert err.value.reason.startswith(
+            "the folder mixes 2 patients (PatientID 'A' (series 3), 'B' (series 4))")
+        assert "StudyInstanceUID" not in err.value.reason
+        assert {s["series_uid"]: s["patient_ids"] for s in err.value.detail["series"]} == {
+            a: ["A"], b: ["B"]}
+
+
+def test_two_studies_in_one_folder_are_rejected(tmp_path):
+    write_series(tmp_path, n=8, series_number=3, study_uid="1.2.3.1")
+    write_series(tmp_path, n=8, series_number=3, study_uid="1.2.3.2", start=(0, 0, 300))
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(tmp_path)
+    assert err.value.reason.startswith("the folder mixes 2 studies (StudyInstanceUID "
+                                       "'1.2.3.1' (series 3), '1.2.3.2' (series 3))")
+
+
+def test_explicit_uid_converts_one_series_of_a_mixed_folder_and_says_so(tmp_path):
+    a, _ = write_series(tmp_path / "dcm", n=8, series_number=3, patient_id="A")
+    b, _ = write_series(tmp_path / "dcm", n=5, series_number=4, patient_id="B",
+                        study_uid="1.2.3.9", start=(0, 0, 300))
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "b.nii.gz", rule=f"uid:{b}")
+    assert summary["series_uid"] == b and summary["n_slices"] == 5
+    assert summary["patient_id"] == "B" and summary["study_uid"] == "1.2.3.9"
+    assert summary["note"] == (
+        "converted; series chosen by uid from a folder that mixes 2 patients (PatientID "
+        f"'A' (series 3), 'B' (series 4)) and 2 studies (StudyInstanceUID '1.2.3.9' "
+        f"(series 4), '{STUDY}' (series 3))")
+    assert summary["folder_mix"]["PatientID"] == {"'A'": ["3"], "'B'": ["4"]}
+    assert [s["series_uid"] for s in summary["other_series"]] == [a]
+
+
+def test_absent_patient_id_is_one_more_value(tmp_path):
+    # all absent (anonymised): one patient
+    write_series(tmp_path / "anon", n=6, series_number=3, patient_id=None)
+    write_series(tmp_path / "anon", n=4, series_number=4, patient_id=None, start=(0, 0, 300))
+    summary = dicom_to_nifti(tmp_path / "anon", tmp_path / "anon.nii.gz")
+    assert summary["patient_id"] is None and summary["note"] == ""
+    # absent beside present: nothing shows the series belong to the same patient
+    write_series(tmp_path / "half", n=6, series_number=3, patient_id="A")
+    write_series(tmp_path / "half", n=4, series_number=4, patient_id="", start=(0, 0, 300))
+    with pytest.raises(DicomSeriesError, match=r"mixes 2 patients \(PatientID 'A' \(series 3\), "
+                       r"absent \(series 4\)\)"):
+        read_dicom_series(tmp_path / "half")
+
+
+def test_a_series_whose_files_disagree_on_the_patient_is_unusable(tmp_path):
+    uid, paths = write_series(tmp_path, n=6, patient_id="A")
+    write_slice(tmp_path / "intruder.dcm", series_uid=uid, position=(-10.0, -20.0, 45.0),
+                hu=hu_slice(0), instance=7, patient_id="B")
+    (info,) = scan_dicom_folder(tmp_path)
+    assert "its files belong to 2 patients (PatientID 'A', 'B')" in info.problem
+    # even an explicit choice does not convert it
+    with pytest.raises(DicomSeriesError, match="its files belong to 2 patients"):
+        read_dicom_series(tmp_path, rule=f"uid:{uid}")
+
+
+def test_scan_folder_returns_the_skipped_files(tmp_path):
+    write_series(tmp_path, n=4)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "readme.txt").write_text("hello")
+    scan = scan_folder(tmp_path)
+    assert scan.n_files == 5 and len(scan.series) == 1
+    assert [(f.path.name, f.reason) for f in scan.skipped] == [("readme.txt", "not a DICOM file")]
+    assert scan.skipped[0].to_json(tmp_path)["file"] == "sub/readme.txt"
 
 
 # --------------------------------------------------------------------------- selection rules
@@ -357,16 +510,27 @@ def test_pydicom_mr_folder_with_many_series(pydicom_dirs, caplog):
     assert localizers and all("too few slices: 1" in s.problem for s in localizers)
     with pytest.raises(DicomSeriesError) as err:
         read_dicom_series(folder)
-    assert err.value.reason.count("mixed orientations") == 3
-    assert err.value.reason.count("too few slices") == len(localizers)
+    # the patient's folder holds three studies: rejected as such, whatever its series
+    assert err.value.reason.startswith("the folder mixes 3 studies (StudyInstanceUID ")
+    assert "patients" not in err.value.reason
+    mix = folder_mix(series)
+    assert list(mix) == ["StudyInstanceUID"] and len(mix["StudyInstanceUID"]) == 3
+    # within one study the rules judge its series as usual
+    study = next(s.study_uids[0] for s in series if s.series_number == 700)
+    one_study = [s for s in series if s.study_uids == (study,)]
+    with pytest.raises(DicomSeriesError) as err:
+        select_series(one_study)
+    assert err.value.reason.count("mixed orientations") == 2
+    assert err.value.reason.count("too few slices") == 1
     # single-slice localizers become usable with min_slices=1: the rules choose among them
-    first = select_series(series, "first", min_slices=1)
+    first = select_series(one_study, "first", min_slices=1)
     assert first.series_number == 1 and "LOCALIZER" in first.description
-    chosen = localizers[-1]
-    assert select_series(series, f"uid:{chosen.series_uid}", min_slices=1).series_uid == chosen.series_uid
     with pytest.raises(DicomSeriesError, match="mixed orientations"):
-        select_series(series, "description:pilot", min_slices=1)
-    image, info = read_dicom_series(folder / "MR1", rule="description:localizer", min_slices=1)
+        select_series(one_study, "description:pilot", min_slices=1)
+    # naming a series converts it out of the mixed folder
+    chosen = next(s for s in localizers if s.files[0].parent.name == "MR1")
+    assert select_series(series, f"uid:{chosen.series_uid}", min_slices=1).series_uid == chosen.series_uid
+    image, info = read_dicom_series(folder / "MR1", rule=f"uid:{chosen.series_uid}", min_slices=1)
     assert image.GetSize() == (16, 16, 1) and image.GetSpacing()[2] == pytest.approx(10.0)
 
 
