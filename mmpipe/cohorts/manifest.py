@@ -16,12 +16,21 @@ Files under ``results/{cohort}/``:
   ``n_excluded``, ``n_label_missing``, per-modality status ``counts`` and ``source``.
 - ``qc/adapter.parquet``: subject_id, modality, stage ("adapter"), status, reason, path
   (``mmpipe.qc.QC_SCHEMA``).
+
+Table fields are cleaned here too (:func:`clean_table_fields`): a blank or
+whitespace-only cell is null, and a field whose non-blank values are mostly numbers
+(:data:`NUMERIC_SHARE`) is made numeric. Each value of such a field that is not a
+number ("45y", "unknown", "nan", "inf") becomes null with a QC row of status
+``non_numeric`` naming the subject, the field and the value, or, with the
+modality's ``non_numeric: error``, stops the build with an error naming them all.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +56,10 @@ ALL_MODALITIES = "*"
 LABEL_QC = "label"
 NO_MODALITY = "no modality available"
 LABEL_MISSING = "label missing"
-
+# QC status of a table value that was not a number in a numeric field and was set to
+# blank; one row per value, next to the modality's present/absent row
+NON_NUMERIC = "non_numeric"
+NON_NUMERIC_MODES = ("blank", "error")
 
 
 def path_column(modality: str) -> str:
@@ -62,6 +74,7 @@ class ModalitySpec:
     name: str
     kind: str
     fields: tuple[str, ...] = ()
+    non_numeric: str = "blank"     # table: a text in a numeric field -> "blank" | "error"
 
     @property
     def is_table(self) -> bool:
@@ -73,7 +86,8 @@ class ModalitySpec:
 
     def meta(self) -> dict[str, Any]:
         if self.is_table:
-            return {"kind": self.kind, "fields": list(self.fields)}
+            return {"kind": self.kind, "fields": list(self.fields),
+                    "non_numeric": self.non_numeric}
         return {"kind": self.kind, "path_column": self.column}
 
 
@@ -91,11 +105,16 @@ def modality_specs(
         if kind not in KINDS:
             raise ConfigError(f"modality {name!r}: unknown kind {kind!r} (known: {list(KINDS)})")
         fields: tuple[str, ...] = ()
+        non_numeric = mcfg.get("non_numeric") or "blank"
         if kind == TABLE_KIND:
             fields = tuple(mcfg.get("fields") or (default_fields or {}).get(name, ()))
             if not fields:
                 raise ConfigError(f"modality {name!r}: a table modality needs 'fields'")
-        specs[name] = ModalitySpec(name=name, kind=kind, fields=fields)
+            if non_numeric not in NON_NUMERIC_MODES:
+                raise ConfigError(f"modality {name!r}: non_numeric must be one of "
+                                  f"{list(NON_NUMERIC_MODES)}, not {non_numeric!r}")
+        specs[name] = ModalitySpec(name=name, kind=kind, fields=fields,
+                                   non_numeric=non_numeric)
     return specs
 
 
@@ -195,9 +214,145 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
         )
 
 
+# -- table values ---------------------------------------------------------------------------
+
+# A number, once surrounding whitespace is stripped: an optional sign, digits with an
+# optional decimal point (or a leading point), an optional exponent ("1e3", "2.5E-1").
+# Not numbers: "nan", "inf", "infinity" (in any case, and NaN/inf floats: no encoder can
+# use them), a decimal comma or thousands separator ("1,5", "1,000"), "1_000", hex,
+# units ("45y"), comparisons ("<5"), and anything else.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_INT64_MAX = 2**63 - 1
+# a text field is numeric when at least this share of its non-blank values are numbers
+NUMERIC_SHARE = 0.75
+
+
+@dataclass(frozen=True)
+class NonNumericValue:
+    """A value of a numeric table field that is not a number."""
+
+    subject_id: str
+    field: str
+    value: str
+
+    @property
+    def reason(self) -> str:
+        return (f"field {self.field!r}: value {self.value!r} is not a number (the field is "
+                "numeric); set to blank")
+
+
+def parse_number(text: str) -> int | float | None:
+    """``text`` as an int (within int64) or a finite float, or None when it is not a
+    number by the rule above."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    if _INTEGER.fullmatch(text):
+        n = int(text)
+        if abs(n) <= _INT64_MAX:
+            return n
+    try:
+        x = float(text)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _clean_text_field(name: str, ids: list[str], col: pl.Series
+                      ) -> tuple[pl.Series, list[NonNumericValue]]:
+    raw = col.cast(pl.Utf8).to_list()
+    text = [None if v is None or not v.strip() else v for v in raw]
+    nonblank = [v for v in text if v is not None]
+    parsed = [None if v is None else parse_number(v) for v in text]
+    n_numbers = sum(p is not None for p in parsed)
+    if not nonblank or n_numbers < NUMERIC_SHARE * len(nonblank):
+        if n_numbers:
+            log.warning("table field %r: %d of %d non-blank values are numbers (under %d%%): "
+                        "kept as text (categories)", name, n_numbers, len(nonblank),
+                        round(100 * NUMERIC_SHARE))
+        return pl.Series(name, text, dtype=pl.Utf8), []
+    bad = [NonNumericValue(sid, name, v.strip())
+           for sid, v, p in zip(ids, text, parsed, strict=True) if v is not None and p is None]
+    if all(isinstance(p, int) for p in parsed if p is not None):
+        return pl.Series(name, parsed, dtype=pl.Int64), bad
+    return pl.Series(name, [None if p is None else float(p) for p in parsed],
+                     dtype=pl.Float64), bad
+
+
+def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: str = ""
+                       ) -> tuple[pl.DataFrame, list[NonNumericValue]]:
+    """Table fields as the encoders need them, the same for every adapter.
+
+    A blank or whitespace-only text cell becomes null. A text field where at least
+    :data:`NUMERIC_SHARE` of the non-blank values are numbers (:func:`parse_number`)
+    becomes numeric (Int64 when every number is an integer, else Float64), and a float
+    field keeps only finite values; each value that is not a number becomes null and is
+    returned, unless a modality listing the field says ``non_numeric: error``: then an
+    :class:`InputError` names every such value.
+    """
+    modes: dict[str, str] = {}
+    for spec in specs:
+        for f in spec.fields if spec.is_table else ():
+            modes[f] = "error" if "error" in (modes.get(f), spec.non_numeric) else "blank"
+    ids = frame[SUBJECT].to_list()
+    found: list[NonNumericValue] = []
+    columns = []
+    for name in modes:
+        col = frame.get_column(name)
+        if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
+            col, bad = _clean_text_field(name, ids, col)
+        elif col.dtype.is_float():
+            values = col.to_list()
+            bad = [NonNumericValue(sid, name, str(v)) for sid, v in zip(ids, values, strict=True)
+                   if v is not None and not math.isfinite(v)]
+            if not bad:
+                continue
+            col = pl.Series(name, [v if v is None or math.isfinite(v) else None
+                                   for v in values], dtype=col.dtype)
+        else:
+            continue
+        found += bad
+        columns.append(col)
+    if columns:
+        frame = frame.with_columns(columns)
+    fatal = [v for v in found if modes[v.field] == "error"]
+    if fatal:
+        shown = "; ".join(f"subject {v.subject_id!r}: {v.field} = {v.value!r}"
+                          for v in fatal[:20]) + (" ..." if len(fatal) > 20 else "")
+        named = sorted({v.field for v in fatal})
+        raise InputError(
+            f"{len(fatal)} value(s) that are not numbers in numeric table field(s) {named}: "
+            f"{shown}. Fix them in the source, or set 'non_numeric: blank' on the table "
+            "modality to record them as blank (QC status "
+            f"{NON_NUMERIC!r})", path=source or None)
+    for name in dict.fromkeys(v.field for v in found):
+        values = [v for v in found if v.field == name]
+        log.warning("table field %r is numeric: %d value(s) that are not numbers set to blank "
+                    "(%s); see %s", name, len(values),
+                    ", ".join(f"{v.subject_id}: {v.value!r}" for v in values[:5])
+                    + (" ..." if len(values) > 5 else ""), ADAPTER_QC)
+    return frame, found
+
+
 def _warn_list(what: str, ids: list[str]) -> None:
     shown = ", ".join(ids[:10]) + (f" ... (+{len(ids) - 10})" if len(ids) > 10 else "")
     log.warning("%d subject(s) %s: %s", len(ids), what, shown)
+
+
+def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
+    """A label that is NaN, inf or blank text is a missing label (null), so every later
+    step (the QC row below, the split, training) sees it as missing: a CSV reader turns
+    the text "NaN" into a float NaN, which is not null."""
+    exprs = []
+    for label in labels:
+        col, dtype = pl.col(label), frame.schema[label]
+        if dtype.is_float():
+            exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(label))
+        elif dtype == pl.Utf8:
+            text = col.str.strip_chars()
+            exprs.append(pl.when(text == "").then(None).otherwise(text).alias(label))
+    return frame.with_columns(exprs) if exprs else frame
 
 
 def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest:
@@ -207,6 +362,11 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         pl.col(SUBJECT).cast(pl.Utf8).str.strip_chars()
     )
     check_subject_ids(frame[SUBJECT], out.source)
+    frame = _blank_labels(frame, out.labels)
+    frame, non_numeric = clean_table_fields(frame, list(out.modalities.values()), out.source)
+    blanked: dict[str, list[NonNumericValue]] = {}
+    for v in non_numeric:
+        blanked.setdefault(v.subject_id, []).append(v)
 
     path_specs = [s for s in out.modalities.values() if not s.is_table]
     if path_specs:
@@ -256,6 +416,9 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
                                      "without a path")
             any_present |= rec.status == PRESENT
             qc.append(rec)
+            if spec.is_table:
+                qc += [QCRecord(sid, spec.name, NON_NUMERIC, v.reason)
+                       for v in blanked.get(sid, []) if v.field in spec.fields]
         keep.append(any_present)
         if not any_present:
             excluded.append(sid)
@@ -293,6 +456,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         "n_excluded": len(excluded),
         "n_label_missing": len(label_missing),
         "counts": counts,
+        "non_numeric_blanked": dict(Counter(v.field for v in non_numeric)),
         "source": out.source,
     }
     return Manifest(frame=frame, qc=qc_df, meta=meta)

@@ -1,33 +1,97 @@
 """Clinical tables as the plain tabular encoding (standardised numbers, one-hot
-categories), fitted on the cohort and stored with the features."""
+categories), fitted on the cohort, or reused from another cohort's store
+(``encoding_from``), and stored with the features.
+
+A value the encoding cannot place (a category it never saw, a text in a numeric
+field) is encoded as documented in :mod:`mmpipe.encoders.tabular` and written as a
+note on that subject (the store's ``reason`` of a present subject), with one warning
+per field.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
 import polars as pl
+
+from mmpipe.errors import ConfigError, StoreError
+
+NOTE_PREFIX = "tabular: "
+
+
+def load_encoding(path: str | Path, fields: Sequence[str], cfg: Mapping[str, Any]):
+    """The fitted :class:`~mmpipe.encoders.tabular.TabularEncoding` recorded in the
+    tabular feature store at ``path``; its fields must be the modality's ``fields``, and
+    ``categorical``/``missing_values``, when the encoder config gives them, must match
+    the stored ones (the stored encoding is used as it is)."""
+    from mmpipe.encoders.tabular import TabularEncoding
+    from mmpipe.store import FeatureStore
+
+    where = f"encoders.{cfg.get('name', '<tabular>')}.encoding_from"
+    try:
+        store = FeatureStore(path)
+    except StoreError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    state = store.attrs.get("tabular_encoding")
+    if not state:
+        raise ConfigError(f"{where}: {path} holds no tabular encoding (no 'tabular_encoding' "
+                          f"attribute; it was written by a {store.attrs.get('encoder_type')!r} "
+                          "encoder): point it at a store of a 'tabular' encoder")
+    encoding = TabularEncoding.from_dict(state)
+    if set(encoding.fields) != set(fields):
+        only_here = [f for f in fields if f not in encoding.fields]
+        only_there = [f for f in encoding.fields if f not in fields]
+        raise ConfigError(
+            f"{where}: the encoding in {path} was fitted on fields {encoding.fields}, this "
+            f"modality has {list(fields)} (not in the encoding: {only_here}; missing here: "
+            f"{only_there}); the table modality must list the same fields")
+    configured = TabularEncoding.from_config(cfg, encoding.fields)
+    for key in ("categorical", "missing_values"):
+        if cfg.get(key) is not None and getattr(configured, key) != getattr(encoding, key):
+            raise ConfigError(
+                f"encoders.{cfg.get('name', '<tabular>')}.{key} is {cfg[key]!r}, the encoding "
+                f"reused from {path} has {getattr(encoding, key)!r}; the reused encoding is "
+                f"applied as it was fitted: remove {key!r} or make it match")
+    return encoding
 
 
 def setup(job, items) -> None:
-    """Fit the encoding on the subjects that have the table.
+    """Fit the encoding on the subjects that have the table, or read it from the store
+    named by the encoder's ``encoding_from``.
 
     Standardisation here uses the whole cohort (stage 1 knows no split); stage 2
     refits its normalisation on each training split, so no test statistic leaks
-    into a model. The fitted state goes into the store's attributes.
+    into a model. The encoding, fitted or reused, goes into the store's attributes.
     """
     from mmpipe.encoders.tabular import TabularEncoding
 
     fields = job.params["fields"]
-    frame = pl.DataFrame([i.source for i in items], orient="row", infer_schema_length=None)
-    encoding = TabularEncoding.from_config(job.cfg, fields)
-    job.state = encoding.fit_transform(frame.select(fields)) if items else None
-    if not items:
-        encoding.fit(pl.DataFrame({f: [] for f in fields}))
+    frame = (pl.DataFrame([i.source for i in items], orient="row", infer_schema_length=None)
+             .select(fields) if items else pl.DataFrame({f: [] for f in fields}))
+    source = job.cfg.get("encoding_from")
+    if source:
+        encoding = load_encoding(source, fields, job.cfg)
+    else:
+        encoding = TabularEncoding.from_config(job.cfg, fields).fit(frame)
+    unplaced = []
+    matrix = encoding.transform(frame, unplaced) if items else None
+    notes: dict[str, list[str]] = {}
+    for u in unplaced:
+        notes.setdefault(items[u.row].subject_id, []).append(u.describe())
+    job.state = (matrix, {sid: NOTE_PREFIX + "; ".join(n) for sid, n in notes.items()})
     job.feature_shape = (encoding.n_features,)
     job.attrs = {"tabular_encoding": encoding.to_dict(),
-                 "feature_names": list(encoding.feature_names)}
+                 "feature_names": list(encoding.feature_names),
+                 "tabular_encoding_from": str(source) if source else None}
 
 
 def run(job, items, writer, progress=None) -> None:
-    for item, row in zip(items, job.state if job.state is not None else [], strict=True):
+    matrix, notes = job.state
+    for sid, note in notes.items():
+        writer.notes[sid] = "; ".join(t for t in (writer.notes.get(sid), note) if t)
+    for item, row in zip(items, matrix if matrix is not None else [], strict=True):
         writer.write(item.subject_id, row)
     if progress is not None:
         progress.update(len(items))

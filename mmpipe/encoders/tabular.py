@@ -10,6 +10,11 @@ coded categoricals (AJCC stage codes) are one-hot through ``categorical``.
 
 Fit it on the training subjects only when the statistics must not see the test
 split (DESIGN: normalisation statistics from the training split only).
+
+A value the fitted encoding cannot place (a category not seen when fitting, which is
+encoded as all zeros; a text or NaN/inf in a numeric field, which is encoded as
+blank) never vanishes: ``transform(df, unplaced=[])`` appends one :class:`Unplaced`
+per such value, and a warning is logged once per field.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 
-from mmpipe.errors import ConfigError, InputError
+from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,42 @@ def _canon(value: Any) -> str | None:
         return str(int(value))
     text = str(value).strip()
     return text if text and text.lower() != MISSING else None
+
+
+class Unplaced(NamedTuple):
+    """A value of row ``row`` (0-based, in the transformed frame) that the encoding could
+    not place: ``why`` is ``"unseen"`` (a category the fit never saw; all zeros) or
+    ``"not_a_number"`` (a numeric field's text, NaN or inf; encoded as blank)."""
+
+    row: int
+    field: str
+    value: str
+    why: str
+
+    def describe(self) -> str:
+        if self.why == UNSEEN:
+            return (f"{self.field} = {self.value!r} is a category not seen when the encoding "
+                    "was fitted (encoded as all zeros)")
+        return (f"{self.field} = {self.value!r} is not a number in a numeric field (encoded "
+                "as blank)")
+
+
+UNSEEN, NOT_A_NUMBER = "unseen", "not_a_number"
+
+
+def _number(value: str) -> float | None:
+    """A finite number, or None (as the manifest's rule: no NaN/inf, no "1_000")."""
+    if "_" in value:
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _number_or_none(value: str | None) -> float | None:
+    return None if value is None else _number(value)
 
 
 def _sort_key(cat: str) -> tuple[int, float, str]:
@@ -116,7 +157,8 @@ class TabularEncoding:
             numeric = dtype.is_numeric() and field not in self.categorical
             values = self._values(df, field)
             if numeric:
-                x = np.array([float(v) for v in values if v is not None], dtype=np.float64)
+                x = np.array([v for v in map(_number_or_none, values) if v is not None],
+                             dtype=np.float64)
                 mean = float(x.mean()) if x.size else 0.0
                 std = float(x.std()) if x.size else 0.0
                 if not math.isfinite(std) or std == 0.0:
@@ -154,45 +196,56 @@ class TabularEncoding:
     def n_features(self) -> int:
         return len(self.feature_names)
 
-    def transform(self, df: pl.DataFrame) -> np.ndarray:
+    def transform(self, df: pl.DataFrame, unplaced: list[Unplaced] | None = None) -> np.ndarray:
+        """Rows of ``df`` as ``float32 [n, n_features]``. Values the encoding cannot
+        place are appended to ``unplaced`` (when given) as :class:`Unplaced`; an unseen
+        category is all zeros in its field's block, a numeric field's text is blank."""
         columns = self._require_fit()
         self._check_fields(df)
+        found: list[Unplaced] = []
         blocks = []
         for col in columns:
             field = col["field"]
             values = self._values(df, field)
-            missing = np.array([v is None for v in values], dtype=np.float32)
             if col["kind"] == "numeric":
-                try:
-                    x = np.array([0.0 if v is None else float(v) for v in values], dtype=np.float64)
-                except ValueError as exc:
-                    raise InputError(f"tabular field {field!r} was numeric when fitted but holds "
-                                     f"a non-numeric value now: {exc}") from None
+                numbers = [None if v is None else _number(v) for v in values]
+                bad = [Unplaced(r, field, v, NOT_A_NUMBER) for r, (v, x) in
+                       enumerate(zip(values, numbers, strict=True)) if v is not None and x is None]
+                missing = np.array([x is None for x in numbers], dtype=np.float32)
+                x = np.array([0.0 if v is None else v for v in numbers], dtype=np.float64)
                 z = np.where(missing > 0, 0.0, (x - col["mean"]) / col["std"])
                 blocks.append(np.stack([z.astype(np.float32), missing], axis=1))
             else:
                 cats = col["categories"]
                 index = {c: i for i, c in enumerate(cats)}
                 block = np.zeros((len(values), len(cats) + 1), dtype=np.float32)
-                unseen = set()
+                bad = []
                 for r, v in enumerate(values):
                     if v is None:
                         block[r, -1] = 1.0
                     elif v in index:
                         block[r, index[v]] = 1.0
                     else:
-                        unseen.add(v)  # all zeros: a category the fit never saw
-                if unseen and field not in self._warned:
-                    self._warned.add(field)
-                    log.warning("tabular field %r: categories %s were not seen when fitting; "
-                                "encoded as all zeros", field, sorted(unseen)[:10])
+                        bad.append(Unplaced(r, field, v, UNSEEN))  # all zeros
                 blocks.append(block)
+            if bad and field not in self._warned:
+                self._warned.add(field)
+                shown = sorted({u.value for u in bad})
+                what = ("categories not seen when fitting, encoded as all zeros"
+                        if col["kind"] == "categorical"
+                        else "values that are not numbers in a numeric field, encoded as blank")
+                log.warning("tabular field %r: %d %s: %s", field, len(bad), what,
+                            ", ".join(map(repr, shown[:10])) + (" ..." if len(shown) > 10 else ""))
+            found += bad
+        if unplaced is not None:
+            unplaced.extend(sorted(found, key=lambda u: u.row))  # stable: field order kept
         if not blocks:
             return np.zeros((df.height, 0), dtype=np.float32)
         return np.concatenate(blocks, axis=1)
 
-    def fit_transform(self, df: pl.DataFrame) -> np.ndarray:
-        return self.fit(df).transform(df)
+    def fit_transform(self, df: pl.DataFrame, unplaced: list[Unplaced] | None = None
+                      ) -> np.ndarray:
+        return self.fit(df).transform(df, unplaced)
 
     # -- provenance -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 ``qc.parquet`` has one row per (subject, modality, encoder store) with the store's
 final status and reason, plus the adapter's rows that no store carries (subjects
-excluded from the manifest, missing labels). The summary says, per store, how many
-subjects are present, absent and rejected, and, in plain words, which stores were
-computed with random weights.
+excluded from the manifest, missing labels, and table values that were not numbers in
+a numeric field and were set to blank, status ``non_numeric``, one row per value,
+encoder null). The summary says, per store, how many subjects are present, absent and
+rejected, in plain words which stores were computed with random weights, and lists
+the clinical values set to blank.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mmpipe.cohorts.manifest import NON_NUMERIC
 from mmpipe.fsutil import atomic_file, write_parquet
 from mmpipe.store import FeatureStore
 
@@ -49,7 +52,8 @@ def _summary_rows(stores: list[FeatureStore]) -> list[dict]:
     return rows
 
 
-def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame) -> str:
+def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
+              blanked: pl.DataFrame | None = None) -> str:
     cols = ["modality", "encoder", "shape", "subjects", "present", "absent", "rejected", "weights"]
     lines = ["# Stage 1 summary", "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]
@@ -66,6 +70,16 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame) -
         lines += ["", "## Rejected inputs", "", "| subject | modality | reason |", "|---|---|---|"]
         lines += [f"| {r['subject_id']} | {r['modality']} | {r['reason']} |"
                   for r in rejected.sort(["modality", "subject_id"]).iter_rows(named=True)]
+    if blanked is not None and len(blanked):
+        n_subjects = blanked["subject_id"].n_unique()
+        lines += ["", "## Clinical values set to blank", "",
+                  f"{len(blanked)} value(s) of {n_subjects} subject(s) were not numbers in a "
+                  "numeric table field and were set to blank (the subject keeps its other "
+                  "fields; status `non_numeric` in `qc.parquet`). Set `non_numeric: error` on "
+                  "the table modality to stop at the manifest instead.", "",
+                  "| subject | modality | reason |", "|---|---|---|"]
+        lines += [f"| {r['subject_id']} | {r['modality']} | {r['reason']} |"
+                  for r in blanked.iter_rows(named=True)]
     if len(adapter_extra):
         lines += ["", "## Other records", "", "| subject | what | status | reason |",
                   "|---|---|---|---|"]
@@ -81,12 +95,17 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
     qc = pl.concat(frames) if frames else pl.DataFrame()
     adapter = pl.read_parquet(adapter_qc)
     modalities = {s.attrs.get("modality") for s in stores}
-    extra = adapter.filter(~pl.col("modality").is_in(list(modalities))).select(
-        ["subject_id", "modality", "status", "reason"])
-    if len(extra):
-        qc = pl.concat([qc, extra.with_columns(pl.lit(None, dtype=pl.String).alias("encoder"))
-                        .select(qc.columns)], how="vertical_relaxed")
+    cols = ["subject_id", "modality", "status", "reason"]
+    non_numeric = pl.col("status") == NON_NUMERIC
+    extra = adapter.filter(~pl.col("modality").is_in(list(modalities)) & ~non_numeric
+                           ).select(cols)
+    blanked = adapter.filter(non_numeric).select(cols)
+    added = pl.concat([extra, blanked])
+    if len(added):
+        added = added.with_columns(pl.lit(None, dtype=pl.String).alias("encoder"))
+        qc = (pl.concat([qc, added.select(qc.columns)], how="vertical_relaxed") if qc.width
+              else added.select(["subject_id", "modality", "encoder", "status", "reason"]))
     write_parquet(qc, qc_out)
     with atomic_file(summary_out) as tmp:
-        tmp.write_text(_markdown(_summary_rows(stores), qc, extra))
+        tmp.write_text(_markdown(_summary_rows(stores), qc, extra, blanked))
     return qc

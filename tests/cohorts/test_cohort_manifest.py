@@ -10,12 +10,14 @@ import pytest
 
 from mmpipe.cohorts import ADAPTERS, build_manifest
 from mmpipe.cohorts.manifest import (
+    NON_NUMERIC,
     AdapterOutput,
     ModalitySpec,
     QCRecord,
     finalize_manifest,
     modality_presence,
     modality_specs,
+    parse_number,
     read_manifest,
     read_qc,
     write_manifest,
@@ -141,7 +143,8 @@ def test_write_read_roundtrip_and_presence(tmp_path):
         "adapter.parquet", "manifest.json", "manifest.parquet"]
     df, meta = read_manifest(tmp_path)
     assert df.equals(m.frame)
-    assert meta["modalities"]["clinical"] == {"kind": "table", "fields": ["age", "sex"]}
+    assert meta["modalities"]["clinical"] == {"kind": "table", "fields": ["age", "sex"],
+                                              "non_numeric": "blank"}
     assert meta["modalities"]["ct"] == {"kind": "dicom", "path_column": "ct_path"}
     assert read_qc(tmp_path).equals(m.qc)
     pres = modality_presence(df, meta)
@@ -182,3 +185,104 @@ def test_build_manifest_rejects_an_unknown_adapter(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown adapter 'nope'.*csv.*demo.*mmist_ccrcc"):
         build_manifest("x", {"adapter": "nope"}, tmp_path)
     assert set(ADAPTERS) == {"demo", "mmist_ccrcc", "csv"}
+
+
+# -- table values: blanks, and texts in a numeric field -------------------------------------
+
+def _table_output(ages: list, sexes: list | None = None, non_numeric: str = "blank",
+                  age_dtype=pl.Utf8) -> AdapterOutput:
+    n = len(ages)
+    frame = pl.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "y": [1] * n,
+                          "age": pl.Series(ages, dtype=age_dtype),
+                          "sex": pl.Series(sexes or ["F"] * n, dtype=pl.Utf8)})
+    spec = ModalitySpec("clinical", "table", ("age", "sex"), non_numeric=non_numeric)
+    return AdapterOutput(frame=frame, modalities={"clinical": spec}, labels=["y"],
+                         source="cohort.csv")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("45", 45), (" 45 ", 45), ("+7", 7), ("-3", -3), ("007", 7), ("45.5", 45.5), (".5", 0.5),
+    ("5.", 5.0), ("1e3", 1000.0), ("2.5E-1", 0.25),
+    ("45y", None), ("unknown", None), ("nan", None), ("NaN", None), ("inf", None),
+    ("-Infinity", None), ("1e999", None), ("1,5", None), ("1_000", None), ("0x10", None),
+    ("<5", None), ("", None), ("4 5", None),
+])
+def test_what_counts_as_a_number(text, value):
+    got = parse_number(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_texts_in_a_mostly_numeric_field_become_blank_with_a_qc_row_each(caplog):
+    ages = ["50", "61", "45y", " 70 ", "unknown", "58", "66", "", "  ", "49"]
+    with caplog.at_level(logging.WARNING):
+        m = finalize_manifest("toy", "csv", _table_output(ages))
+    assert m.frame.schema["age"] == pl.Int64
+    assert m.frame["age"].to_list() == [50, 61, None, 70, None, 58, 66, None, None, 49]
+    rows = m.qc.filter(pl.col("status") == NON_NUMERIC)
+    assert rows["subject_id"].to_list() == ["s2", "s4"]
+    assert rows["modality"].to_list() == ["clinical", "clinical"]
+    assert rows["stage"].to_list() == ["adapter", "adapter"]
+    assert "'age'" in rows["reason"][0] and "'45y'" in rows["reason"][0]
+    assert "'age'" in rows["reason"][1] and "'unknown'" in rows["reason"][1]
+    # the modality's own row is still there: sex is present
+    present = m.qc.filter((pl.col("subject_id") == "s2") & (pl.col("status") == "present"))
+    assert present["modality"].to_list() == ["clinical"]
+    assert m.meta["non_numeric_blanked"] == {"age": 2}
+    assert "'age'" in caplog.text and "45y" in caplog.text and "unknown" in caplog.text
+    # the same cohort with those cells blank gives the same manifest
+    clean = finalize_manifest("toy", "csv", _table_output(
+        [None if a in ("45y", "unknown") else a for a in ages]))
+    assert clean.frame.equals(m.frame)
+    assert clean.qc.filter(pl.col("status") == NON_NUMERIC).height == 0
+
+
+def test_floats_and_a_subject_left_with_nothing():
+    m = finalize_manifest("toy", "csv", _table_output(
+        ["1.5", "2", "3e1", "4", "?"], sexes=["F", "M", "F", "M", ""]))
+    assert m.frame.schema["age"] == pl.Float64
+    assert m.frame["age"].to_list() == [1.5, 2.0, 30.0, 4.0]
+    # s4's only values were '?' and blank: it has no table left and is excluded
+    s4 = {r["status"]: r["reason"] for r in m.qc.filter(pl.col("subject_id") == "s4")
+          .iter_rows(named=True)}
+    assert s4["absent"] == "all fields missing" and "'?'" in s4[NON_NUMERIC]
+    assert s4["excluded"] == "no modality available"
+
+
+def test_mostly_text_field_stays_text_and_whitespace_is_blank(caplog):
+    stages = ["1", "2", "IV", "III", "  ", "II"]
+    with caplog.at_level(logging.WARNING):
+        m = finalize_manifest("toy", "csv", _table_output(stages))
+    assert m.frame.schema["age"] == pl.Utf8
+    assert m.frame["age"].to_list() == ["1", "2", "IV", "III", None, "II"]
+    assert m.qc.filter(pl.col("status") == NON_NUMERIC).height == 0
+    assert "kept as text" in caplog.text
+
+
+def test_non_finite_floats_are_not_numbers():
+    m = finalize_manifest("toy", "csv", _table_output(
+        [1.0, float("inf"), float("nan"), None], age_dtype=pl.Float64))
+    assert m.frame["age"].to_list() == [1.0, None, None, None]
+    reasons = m.qc.filter(pl.col("status") == NON_NUMERIC)["reason"].to_list()
+    assert len(reasons) == 2 and "'inf'" in reasons[0] and "'nan'" in reasons[1]
+
+
+def test_non_numeric_error_names_every_value():
+    out = _table_output(["50", "45y", "61", "70", "unknown", "80", "81", "82"],
+                        non_numeric="error")
+    with pytest.raises(InputError, match=r"'s1': age = '45y'; subject 's4': age = 'unknown'"
+                       ) as err:
+        finalize_manifest("toy", "csv", out)
+    assert err.value.path == "cohort.csv" and "non_numeric: blank" in str(err.value)
+    # nothing to name, nothing to stop for
+    finalize_manifest("toy", "csv", _table_output(["50", "61"], non_numeric="error"))
+
+
+def test_non_numeric_option_is_read_and_checked():
+    specs = modality_specs({"modalities": {"clin": {"kind": "table", "fields": ["a"],
+                                                    "non_numeric": "error"}}})
+    assert specs["clin"].non_numeric == "error"
+    assert modality_specs({"modalities": {"clin": {"kind": "table", "fields": ["a"]}}}
+                          )["clin"].non_numeric == "blank"
+    with pytest.raises(ConfigError, match="non_numeric"):
+        modality_specs({"modalities": {"clin": {"kind": "table", "fields": ["a"],
+                                                "non_numeric": "drop"}}})

@@ -127,3 +127,37 @@ def test_check_path_extensions(tmp_path, name, kind, ok):
     p = tmp_path / name
     p.write_bytes(b"x")
     assert (check_path(p, kind) is None) == ok
+
+
+def _clinical_csv(tmp_path, ages):
+    rows = [f"p{i},{i % 2},{a},{'FM'[i % 2]}" for i, a in enumerate(ages)]
+    path = tmp_path / "clinical.csv"
+    path.write_text("patient_id,response,age,sex\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _table_cfg(csv, **clinical):
+    return {"adapter": "csv", "csv": str(csv), "subject_column": "patient_id",
+            "labels": ["response"],
+            "modalities": {"clinical": {"kind": "table", "fields": ["age", "sex"],
+                                        "encoders": ["e"], **clinical}}}
+
+
+def test_texts_in_a_numeric_column_are_blanked_and_recorded(tmp_path):
+    csv = _clinical_csv(tmp_path, ["50", "45y", "61", "70", "unknown", "58", "66", "49"])
+    df = build_manifest("mydata", _table_cfg(csv), tmp_path / "out", base_dir=tmp_path)
+    assert df.schema["age"] == pl.Int64
+    assert df["age"].to_list() == [50, None, 61, 70, None, 58, 66, 49]
+    qc = read_qc(tmp_path / "out").filter(pl.col("status") == "non_numeric")
+    assert qc["subject_id"].to_list() == ["p1", "p4"]
+    assert all("'age'" in r for r in qc["reason"])
+    assert "'45y'" in qc["reason"][0] and "'unknown'" in qc["reason"][1]
+
+
+def test_non_numeric_error_stops_the_manifest(tmp_path):
+    csv = _clinical_csv(tmp_path, ["50", "45y", "61", "70", "unknown", "58", "66", "49"])
+    with pytest.raises(InputError, match=r"'p1': age = '45y'.*'p4': age = 'unknown'") as err:
+        build_manifest("mydata", _table_cfg(csv, non_numeric="error"), tmp_path / "out",
+                       base_dir=tmp_path)
+    assert err.value.path == str(csv)
+    assert not (tmp_path / "out" / "manifest.parquet").exists()

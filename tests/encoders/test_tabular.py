@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mmpipe.encoders.tabular import TabularEncoding
+from mmpipe.encoders.tabular import TabularEncoding, Unplaced
 from mmpipe.errors import ConfigError
 from tests.conftest import require
 
@@ -128,3 +128,131 @@ def test_mmist_clinical_table(shared_data):
     assert int(_col(enc, x, "VHL_mutation=missing").sum()) == d.height - 462
     stage_cols = [n for n in enc.feature_names if n.startswith("ajcc_path_tumor_stage=")]
     assert np.allclose(x[:, [enc.feature_names.index(n) for n in stage_cols]].sum(1), 1)
+
+
+# -- values the encoding cannot place; reusing a fitted encoding ----------------------------
+
+def test_transform_reports_what_it_cannot_place_per_row(df, caplog):
+    enc = TabularEncoding(["age", "sex"]).fit(df)
+    new = pl.DataFrame({"age": ["45y", "55", None, "inf"], "sex": ["X", "F", "Y", "M"]})
+    unplaced: list[Unplaced] = []
+    with caplog.at_level(logging.WARNING):
+        x = enc.transform(new, unplaced)
+    assert unplaced == [Unplaced(0, "age", "45y", "not_a_number"),
+                        Unplaced(0, "sex", "X", "unseen"),
+                        Unplaced(2, "sex", "Y", "unseen"),
+                        Unplaced(3, "age", "inf", "not_a_number")]
+    assert "'45y'" in unplaced[0].describe() and "'X'" in unplaced[1].describe()
+    # a numeric field's text is blank; an unseen category is all zeros
+    std = np.std([50, 60, 70])
+    assert x.tolist()[0] == [0, 1, 0, 0, 0]
+    assert x[1].tolist() == pytest.approx([(55 - 60) / std, 0, 1, 0, 0])
+    assert x[2].tolist() == [0, 1, 0, 0, 0] and x[3].tolist() == [0, 1, 0, 1, 0]
+    # one warning per field, naming the values
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2
+    assert "'age'" in warned[0] and "'45y'" in warned[0] and "'inf'" in warned[0]
+    assert "'sex'" in warned[1] and "'X'" in warned[1] and "'Y'" in warned[1]
+    # nothing to report on the fitted table itself
+    again: list[Unplaced] = []
+    enc.transform(df, again)
+    assert again == []
+
+
+def test_non_finite_numbers_are_left_out_of_the_fit():
+    enc = TabularEncoding(["a"]).fit(pl.DataFrame({"a": [1.0, float("inf"), 3.0]}))
+    assert enc.columns[0] == {"field": "a", "kind": "numeric", "mean": 2.0, "std": 1.0}
+
+
+def _store(path, enc, n=2, **attrs):
+    from mmpipe.store import FeatureStoreWriter
+
+    ids = [f"t{i}" for i in range(n)]
+    state = {"tabular_encoding": enc.to_dict()} if enc is not None else {}
+    with FeatureStoreWriter(path, ids, (enc.n_features if enc else 1,),
+                            {**state, "encoder_type": "tabular" if enc else "text",
+                             **attrs}) as w:
+        for i in ids:
+            w.write(i, np.zeros(enc.n_features if enc else 1, dtype=np.float32))
+        w.commit()
+    return path
+
+
+def _job(cfg, fields=("age", "sex")):
+    from mmpipe.encode.job import EncodeJob
+
+    return EncodeJob(cfg={"type": "tabular", "name": "tab_new", **cfg},
+                     params={"fields": list(fields)}, modality="clinical", device="cpu")
+
+
+def _items(rows):
+    from mmpipe.encode.inputs import SubjectInput
+
+    return [SubjectInput(sid, "ok", "", values) for sid, values in rows]
+
+
+def test_encoding_from_reuses_the_stored_encoding_and_notes_unplaced_values(df, tmp_path):
+    from mmpipe.encode import tabular as loop
+    from mmpipe.encode.job import SubjectWriter
+    from mmpipe.store import FeatureStoreWriter, read_features
+
+    fitted = TabularEncoding(["age", "sex"]).fit(df)
+    src = _store(tmp_path / "train.zarr", fitted)
+    items = _items([("n1", {"age": 90, "sex": "X"}), ("n2", {"age": 50, "sex": "F"}),
+                    ("n3", {"age": None, "sex": "M"})])
+    job = _job({"encoding_from": str(src)})
+    loop.setup(job, items)
+    # not refitted on the new cohort (whose mean age is 70): the training encoding
+    assert job.attrs["tabular_encoding"] == fitted.to_dict()
+    assert job.attrs["tabular_encoding_from"] == str(src)
+    assert job.attrs["feature_names"] == fitted.feature_names
+    assert job.feature_shape == (fitted.n_features,)
+    new = pl.DataFrame({"age": [90, 50, None], "sex": ["X", "F", "M"]})
+    assert np.array_equal(job.state[0], fitted.transform(new))
+
+    with FeatureStoreWriter(tmp_path / "new.zarr", ["n1", "n2", "n3", "n4"], job.feature_shape,
+                            job.attrs) as store:
+        store.mark("n4", "absent", "no clinical field recorded")
+        loop.run(job, items, SubjectWriter(store, {"n3": "an earlier note"}))
+        store.commit()
+    f = read_features(tmp_path / "new.zarr")
+    reason = dict(zip(f.subject_id, f.reason, strict=True))
+    assert "sex" in reason["n1"] and "'X'" in reason["n1"] and "not seen" in reason["n1"]
+    assert reason["n2"] == "" and reason["n3"] == "an earlier note"
+    assert f.status.tolist() == ["ok", "ok", "ok", "absent"]
+    assert f.attrs["tabular_encoding_from"] == str(src)
+
+
+def test_fitted_store_records_its_encoding_and_no_source(df):
+    from mmpipe.encode import tabular as loop
+
+    job = _job({})
+    loop.setup(job, _items([("a", {"age": 50, "sex": "F"}), ("b", {"age": 60, "sex": "M"})]))
+    assert job.attrs["tabular_encoding"]["columns"][0]["mean"] == 55.0
+    assert job.attrs["tabular_encoding_from"] is None
+    assert job.state[1] == {}
+
+
+def test_encoding_from_errors_name_the_problem(df, tmp_path):
+    from mmpipe.encode import tabular as loop
+
+    items = _items([("n1", {"age": 90, "sex": "F"})])
+    src = _store(tmp_path / "train.zarr",
+                 TabularEncoding(["age", "sex"], categorical=[], missing_values=[-1]).fit(df))
+    with pytest.raises(ConfigError, match=r"tab_new.encoding_from.*\['age', 'sex'\].*"
+                                          r"\['age', 'stage'\].*not in the encoding: \['stage'\]"):
+        loop.setup(_job({"encoding_from": str(src)}, ("age", "stage")),
+                   _items([("n1", {"age": 90, "stage": 2})]))
+    # the same fields in another order are the same encoding
+    loop.setup(_job({"encoding_from": str(src)}, ("sex", "age")), items)
+    with pytest.raises(ConfigError, match="missing_values"):
+        loop.setup(_job({"encoding_from": str(src), "missing_values": [-2]}), items)
+    loop.setup(_job({"encoding_from": str(src), "missing_values": ["-1"], "categorical": []}),
+               items)
+    with pytest.raises(ConfigError, match="categorical"):
+        loop.setup(_job({"encoding_from": str(src), "categorical": ["sex"]}), items)
+    with pytest.raises(ConfigError, match="no feature store"):
+        loop.setup(_job({"encoding_from": str(tmp_path / "nope.zarr")}), items)
+    text = _store(tmp_path / "text.zarr", None)
+    with pytest.raises(ConfigError, match="holds no tabular encoding.*'text'"):
+        loop.setup(_job({"encoding_from": str(text)}), items)
