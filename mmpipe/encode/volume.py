@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmpipe.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -26,8 +28,11 @@ class _VolumeDataset(Dataset):
         item = self.items[i]
         try:
             return item.subject_id, self.transform(item.source), None
+        except InputError as err:  # its message names the file already
+            return item.subject_id, None, f"cannot read or preprocess: {err}"
         except Exception as err:  # any reader/transform failure rejects this subject only
-            return item.subject_id, None, f"cannot read or preprocess {item.source}: {err}"
+            return item.subject_id, None, (f"cannot read or preprocess {item.source}: "
+                                           f"{type(err).__name__}: {err}")
 
 
 def load_volumes(items, transform, workers: int
@@ -49,10 +54,3 @@ def median_spacing_for(recipe: dict, items):
     log.info("median spacing of %d volumes: %s", len(items), spacing)
     return spacing
 
-
-def build_network(job) -> None:
-    """The registry's network for ``job``, in eval mode on the job's device."""
-    from mmpipe.encoders.registry import get_encoder_type
-
-    job.net, job.weights = get_encoder_type(job.cfg["type"]).build(job.cfg, job.device)
-    job.net.eval()

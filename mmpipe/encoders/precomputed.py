@@ -4,7 +4,8 @@ Released cohorts often ship embeddings instead of images (MMIST-ccRCC: Med3D
 vectors stored as ``arr_0`` of shape (1, 1, 512, 1), CLAM slide vectors (1, 1024)).
 Every failure is an :class:`InputError` naming the file and the reason, so the
 caller can record the subject's modality as rejected rather than crash or,
-worse, store NaNs.
+worse, store NaNs. Nothing is ever unpickled: ``.npy``/``.npz`` are read with
+``allow_pickle=False`` and ``.pt`` with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ def _read_torch(path: Path, key: str | None) -> np.ndarray:
     raise InputError(f"expected a tensor or a dict of tensors, found {type(obj).__name__}", path)
 
 
+def _value_error_reason(exc: ValueError, path: Path) -> str:
+    """numpy refuses pickles before unpickling anything (allow_pickle=False): say it plainly."""
+    text = str(exc)
+    if "Object arrays cannot be loaded" in text:
+        return ("cannot read features: the file holds a pickled object array, not numbers; "
+                "refused without unpickling it (np.load allow_pickle=False)")
+    if "pickled" in text:
+        with open(path, "rb") as fh:
+            pickle_opcode = fh.read(1) == b"\x80"
+        what = "a Python pickle" if pickle_opcode else "not a NumPy file (no .npy header)"
+        return (f"cannot read features: the file is {what}, numpy would have to unpickle "
+                "it; refused without unpickling it (np.load allow_pickle=False)")
+    return f"cannot read features: {type(exc).__name__}: {exc}"
+
+
 def load_feature_file(path: str | Path, key: str | None = None, flatten: bool = True) -> np.ndarray:
     """One subject's pre-extracted features as float32.
 
@@ -84,6 +100,8 @@ def load_feature_file(path: str | Path, key: str | None = None, flatten: bool = 
             arr = _read_torch(path, key)
     except InputError:
         raise
+    except ValueError as exc:
+        raise InputError(_value_error_reason(exc, path), path) from exc
     except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
         raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
 

@@ -187,6 +187,37 @@ def _mpp_from_tiff_resolution(props: dict[str, str]) -> float | None:
     return _MICRONS_PER_UNIT[unit] / xres
 
 
+# What a file that OpenSlide refuses really holds, by its first bytes (its name may lie).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"II*\x00", "a TIFF"),
+    (b"MM\x00*", "a TIFF"),
+    (b"II+\x00", "a BigTIFF"),
+    (b"MM\x00+", "a BigTIFF"),
+)
+
+
+def _content_hint(path: Path) -> str:
+    """``" (the file is ...)"`` when its first bytes say what it is, else ``""``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return ""
+    if not head:
+        return " (the file is empty: 0 bytes)"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            if "TIFF" in what:
+                return (f" (the file is {what}, {path.stat().st_size} bytes: truncated, or "
+                        "without the tiled pyramid a slide needs?)")
+            return f" (the file is {what}, not a whole-slide image, whatever its name says)"
+    return ""
+
+
 def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide:
     """Open a whole-slide image and find its level-0 microns per pixel.
 
@@ -205,7 +236,7 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         handle = openslide.OpenSlide(str(path))
     except (openslide.OpenSlideError, OSError) as err:
         # OpenSlideUnsupportedFormatError subclasses OpenSlideError in openslide-python>=1.2.
-        reason = str(err) or type(err).__name__
+        reason = (str(err) or type(err).__name__) + _content_hint(path)
         raise SlideError(reason=f"OpenSlide cannot open it: {reason}", path=path) from err
     try:
         props = dict(handle.properties)

@@ -128,7 +128,10 @@ class LoadVolume(Transform):
     without its fallback: when the chosen reader fails, LoadImage tries every
     other reader it knows and reports only that none fits, hiding the real cause
     (a truncated file, a bad header) that the QC record should carry.
-    A 4-D file (time series, several channels) is refused: one volume per subject.
+    A 2-D image and a 4-D file (time series, several channels) are refused: one
+    volume per subject. So is a volume holding NaN or inf voxels (counted after the
+    float32 conversion, so values too large for float32 count too): one NaN slice
+    would otherwise reach the network, or vanish silently in a resize or a crop.
     """
 
     def __call__(self, path: str | Path):
@@ -140,8 +143,18 @@ class LoadVolume(Transform):
             raise InputError("volume file not found", path=path)
         reader = NibabelReader() if name.endswith(_NIFTI_SUFFIXES) else SimpleITKReader()
         array, meta = reader.get_data(reader.read(name))
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: counted below
+            array = np.asarray(array, dtype=np.float32)
+        if array.ndim < 3:
+            raise InputError(f"expected one 3-D volume, got a {array.ndim}-D image of shape "
+                             f"{tuple(array.shape)}", path=path)
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise InputError(f"{bad} non-finite voxel(s) (NaN/inf) of "
+                             f"{array.size}, shape {tuple(array.shape)}; fix or mask them "
+                             "in the file", path=path)
         meta["filename_or_obj"] = name
-        image = MetaTensor.ensure_torch_and_prune_meta(np.asarray(array, dtype=np.float32), meta)
+        image = MetaTensor.ensure_torch_and_prune_meta(array, meta)
         image = EnsureChannelFirst()(image)
         if image.ndim != 4 or image.shape[0] != 1:
             raise InputError(f"expected one 3-D volume, got array shape {tuple(image.shape)} "

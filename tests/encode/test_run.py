@@ -3,11 +3,14 @@ status, and nothing is lost or silently dropped."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from mmpipe.cohorts import build_manifest
-from mmpipe.config import encoder_params, load_config
+from mmpipe.config import load_config
+from mmpipe.params import encoder_params
 from mmpipe.encode.run import encode_store
 from mmpipe.store import FeatureStore
 from tests.conftest import REPO
@@ -55,6 +58,127 @@ def test_precomputed_store_records_every_subject(tmp_path, cfg):
     assert store.attrs["weights_source"].startswith("pre-extracted")
 
 
+# -- the precomputed loop's cohort shape (mmpipe.encode.features) -------------------------
+
+
+class _Writer:
+    """What the loop sees of a SubjectWriter: the shape, write and reject."""
+
+    def __init__(self, feature_shape):
+        self.feature_shape = tuple(feature_shape)
+        self.written, self.rejected = {}, {}
+
+    def write(self, sid, emb, bag=None, coords=None):
+        self.written[sid] = emb
+        return True
+
+    def reject(self, sid, reason):
+        self.rejected[sid] = reason
+
+
+def _run_features(tmp_path, files: dict, cfg: dict | None = None, monkeypatch=None):
+    """setup + run of the precomputed loop over ``{subject: array or bytes}``; returns
+    the job, the writer and how many times each file was read."""
+    from mmpipe.encode import features
+    from mmpipe.encode.inputs import SubjectInput
+    from mmpipe.encode.job import EncodeJob
+    from mmpipe.encoders import precomputed
+
+    items = []
+    for sid, content in files.items():
+        path = tmp_path / f"{sid}.npy"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            np.save(path, content)
+        items.append(SubjectInput(sid, "ok", "", str(path)))
+    reads: dict[str, int] = {}
+    real = precomputed.load_feature_file
+
+    def counting(path, **kwargs):
+        reads[Path(path).stem] = reads.get(Path(path).stem, 0) + 1
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(precomputed, "load_feature_file", counting)
+    job = EncodeJob(cfg={"type": "precomputed", "flatten": True, "name": "pre", **(cfg or {})},
+                    params={}, modality="feat", device="cpu")
+    features.setup(job, items)
+    writer = _Writer(job.feature_shape)
+    features.run(job, items, writer)
+    return job, writer, reads
+
+
+def test_precomputed_shape_is_the_majority_and_each_file_is_read_once(tmp_path, monkeypatch):
+    files = {"a": np.ones(5, np.float32), "b": np.ones(6, np.float32),
+             "c": np.ones((1, 6), np.float32), "d": b"junk", "e": np.ones(6, np.float32)}
+    job, writer, reads = _run_features(tmp_path, files, monkeypatch=monkeypatch)
+    assert job.feature_shape == (6,)
+    assert job.attrs["feature_shape_source"] == "most common shape: 3 of 4 readable files"
+    assert sorted(writer.written) == ["b", "c", "e"]
+    assert writer.rejected["a"].startswith("feature shape (5,) differs from the cohort's (6,)")
+    assert writer.rejected["d"].startswith("cannot read features")
+    assert reads == dict.fromkeys(files, 1)
+    assert job.state["arrays"] == {} and job.state["errors"] == {}  # nothing kept after run
+
+
+def test_precomputed_cache_budget_rereads_only_readable_files(tmp_path, monkeypatch):
+    from mmpipe.encode import features
+
+    monkeypatch.setattr(features, "CACHE_BYTES", 24)  # room for one (6,) float32 array
+    files = {"a": np.ones(6, np.float32), "b": np.ones(6, np.float32), "c": b"junk"}
+    _, writer, reads = _run_features(tmp_path, files, monkeypatch=monkeypatch)
+    assert sorted(writer.written) == ["a", "b"]
+    assert reads == {"a": 1, "b": 2, "c": 1}
+
+
+def test_precomputed_tie_goes_to_the_earliest_subject(tmp_path, monkeypatch, caplog):
+    files = {"a": np.ones(5, np.float32), "b": np.ones(6, np.float32),
+             "c": np.ones(6, np.float32), "d": np.ones(5, np.float32)}
+    with caplog.at_level("WARNING", logger="mmpipe.encode.features"):
+        job, writer, _ = _run_features(tmp_path, files, monkeypatch=monkeypatch)
+    assert job.feature_shape == (5,)
+    assert sorted(writer.written) == ["a", "d"]
+    assert "equally common" in caplog.text and "feature_shape" in caplog.text
+    # the tie is settled by the order of the subjects, not by the order of the shapes
+    files = {"b": files["b"], "a": files["a"], "c": files["c"], "d": files["d"]}
+    (tmp_path / "again").mkdir()
+    job, _, _ = _run_features(tmp_path / "again", files, monkeypatch=monkeypatch)
+    assert job.feature_shape == (6,)
+
+
+def test_precomputed_shape_from_config(tmp_path, monkeypatch):
+    from mmpipe.errors import ConfigError
+
+    # the files' majority is (5,); the config says (6,)
+    files = {"a": np.ones(5, np.float32), "b": np.ones((1, 6, 1), np.float32),
+             "c": np.ones(5, np.float32), "d": np.ones((1, 6, 1), np.float32)}
+    job, writer, reads = _run_features(tmp_path, files, {"feature_shape": [6]},
+                                       monkeypatch=monkeypatch)
+    assert job.feature_shape == (6,) and sorted(writer.written) == ["b", "d"]
+    assert job.attrs["feature_shape_source"] == "config feature_shape"
+    assert writer.rejected["a"] == ("feature shape (5,) differs from the cohort's (6,) "
+                                    "(config feature_shape)")
+    assert reads == dict.fromkeys(files, 1)
+    with pytest.raises(ConfigError, match="singleton axes"):
+        _run_features(tmp_path, files, {"feature_shape": [1, 6]}, monkeypatch=monkeypatch)
+    job, writer, _ = _run_features(tmp_path, files, {"feature_shape": [1, 6, 1],
+                                                     "flatten": False}, monkeypatch=monkeypatch)
+    assert job.feature_shape == (1, 6, 1) and sorted(writer.written) == ["b", "d"]
+
+
+def test_precomputed_fails_loudly_when_most_files_are_rejected(tmp_path, monkeypatch):
+    from mmpipe.encode.features import FeatureCohortError
+
+    files = {"a": np.ones(6, np.float32), "b": np.ones(5, np.float32),
+             "c": np.full(6, np.nan, np.float32), "d": b"junk"}
+    with pytest.raises(FeatureCohortError) as info:
+        _run_features(tmp_path, files, monkeypatch=monkeypatch)
+    message = str(info.value)
+    assert message.startswith("3 of 4 subjects with a feat feature file were rejected")
+    assert "1 wrong shape, 1 non-finite values, 1 unreadable" in message
+    assert "b: feature shape (5,) differs" in message and "encoders.pre" in message
+
+
 def test_tabular_store_marks_subjects_without_fields_absent(tmp_path, cfg):
     cohort_dir, cohort_cfg = _features_cohort(tmp_path)
     cfg = {**cfg, "cohorts": {"toy": cohort_cfg}}
@@ -86,7 +210,7 @@ def test_mmist_ccrcc_stores_match_the_release(tmp_path, cfg, shared_data):
         assert store.feature_shape == (dim,)
     # the clinical text store, on the prompts the workflow would build
     from mmpipe.cohorts.manifest import read_manifest
-    from mmpipe.config import prompt_params
+    from mmpipe.params import prompt_params
     from mmpipe.preprocess.prompts import build_prompts
 
     manifest, _ = read_manifest(cohort_dir)

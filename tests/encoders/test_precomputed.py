@@ -71,6 +71,33 @@ def test_corrupt_files(tmp_path, suffix):
     assert err.value.path == str(p)
 
 
+def test_pickles_are_refused_without_unpickling(tmp_path):
+    import os
+    import pickle
+
+    class Trap:  # unpickling it would create the folder
+        def __reduce__(self):
+            return os.mkdir, (str(tmp_path / "sprung"),)
+
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([Trap(), 1.0], dtype=object), allow_pickle=True)
+    packed = tmp_path / "objects.npz"
+    np.savez(packed, arr_0=np.array([Trap()], dtype=object))
+    raw = tmp_path / "raw.npy"
+    raw.write_bytes(pickle.dumps([1.0, 2.0]))
+    for path in (objects, packed):
+        with pytest.raises(InputError, match="pickled object array, not numbers; refused "
+                                             "without unpickling it"):
+            load_feature_file(path)
+    with pytest.raises(InputError, match="the file is a Python pickle"):
+        load_feature_file(raw)
+    junk = tmp_path / "junk.npy"
+    junk.write_bytes(b"not numpy")
+    with pytest.raises(InputError, match=r"the file is not a NumPy file \(no .npy header\)"):
+        load_feature_file(junk)
+    assert not (tmp_path / "sprung").exists()
+
+
 def test_truncated_npz(tmp_path):
     p = tmp_path / "f.npz"
     np.savez(p, np.ones(1000))

@@ -247,6 +247,40 @@ def test_unreadable_and_4d_files_are_input_errors(tmp_path):
         build_volume_transform(PLAIN)(four_d)
 
 
+def test_2d_image_is_refused_as_not_a_volume(tmp_path):
+    flat = tmp_path / "2d.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 6), np.float32), np.eye(4)), flat)
+    with pytest.raises(InputError, match=r"expected one 3-D volume, got a 2-D image of "
+                                         r"shape \(8, 6\)") as err:
+        build_volume_transform(PLAIN)(flat)
+    assert err.value.path == str(flat)
+
+
+def test_non_finite_voxels_are_refused_at_load(tmp_path):
+    """A NaN slice must not reach the network, nor vanish in a resize that skips it."""
+    arr = blob_volume()
+    arr[:, :, 2] = np.nan  # one slice: 10 x 12 voxels
+    arr[0, 1, 0] = -np.inf
+    nan = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(arr, lps_affine()), nan)
+    # a float64 value beyond float32's range becomes inf in the float32 volume
+    big = blob_volume().astype(np.float64)
+    big[1, 1, 1] = 1e300
+    huge = tmp_path / "huge.nii.gz"
+    nib.save(nib.Nifti1Image(big, lps_affine()), huge)
+    n = int(np.prod(SHAPE))
+    recipes = [build_volume_transform({**MEDICALNET_RECIPE, "resize": [2, 4, 4]}),
+               build_slice_transform(VGG_SLICE_RECIPE)]
+    for transform in recipes:
+        with pytest.raises(InputError) as err:
+            transform(nan)
+        assert err.value.reason.startswith(f"121 non-finite voxel(s) (NaN/inf) of {n}, shape "
+                                           f"{SHAPE}")
+        assert err.value.path == str(nan) and str(nan) in str(err.value)
+        with pytest.raises(InputError, match=f"1 non-finite voxel\\(s\\) \\(NaN/inf\\) of {n}"):
+            transform(huge)
+
+
 def test_transforms_pickle_for_dataloader_workers(blob):
     transform = build_volume_transform({**MEDICALNET_RECIPE, "resize": [4, 8, 8]})
     clone = pickle.loads(pickle.dumps(transform))
