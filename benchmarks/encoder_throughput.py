@@ -27,7 +27,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads 
 
 import torch  # noqa: E402
 
-from mmpipe.config import encoder_params, load_config  # noqa: E402
+from mmpipe.config import load_config  # noqa: E402
+from mmpipe.params import encoder_params  # noqa: E402
 from mmpipe.store import FeatureStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def _prepare(workdir: Path, n_subjects: int, cfg: dict) -> Path:
     from mmpipe.cohorts import build_manifest
     from mmpipe.cohorts.demo import generate_demo_cohort
     from mmpipe.cohorts.manifest import read_manifest
-    from mmpipe.config import dicom_params, prompt_params, tiling_params
+    from mmpipe.params import dicom_params, prompt_params, tiling_params
     from mmpipe.fsutil import write_parquet
     from mmpipe.preprocess.dicom_shard import convert_dicom_shard
     from mmpipe.preprocess.prompts import build_prompts

@@ -34,36 +34,42 @@ def cmd_check_config(args) -> None:
           f"encoders {sorted(cfg['encoders'])}, default run {cfg['run_cohorts']}")
 
 
+def _layout(cfg: dict, cohort: str):
+    from mmpipe.config import cohort as cohort_config
+    from mmpipe.layout import CohortLayout
+
+    cohort_config(cfg, cohort)  # a named error for an unknown cohort
+    return CohortLayout.of(cfg["results"], cohort)
+
+
 def cmd_manifest(args) -> None:
     from mmpipe.cohorts import build_manifest
 
     cfg = _config(args)
+    layout = _layout(cfg, args.cohort)
     cohort_cfg = dict(cfg["cohorts"][args.cohort])
-    out = Path(cfg["results"]) / args.cohort
     if cohort_cfg["adapter"] == "demo":
-        cohort_cfg["raw_dir"] = str(out / "raw")
-    df = build_manifest(args.cohort, cohort_cfg, out)
-    print(f"{out / 'manifest.parquet'}: {len(df)} subjects")
+        cohort_cfg["raw_dir"] = str(layout.raw())
+    df = build_manifest(args.cohort, cohort_cfg, layout.root)
+    print(f"{layout.manifest()}: {len(df)} subjects")
 
 
 def cmd_encode(args) -> None:
-    from mmpipe.config import encoder_params
     from mmpipe.encode.run import encode_store
+    from mmpipe.encoders.registry import execution_settings
+    from mmpipe.params import encoder_params
 
     cfg = _config(args)
-    results = Path(cfg["results"]) / args.cohort
+    layout = _layout(cfg, args.cohort)
     params = encoder_params(cfg, args.cohort, args.modality, args.encoder)
     kind = params["kind"]
-    shard_dirs, prompts = None, None
-    if kind in ("dicom", "slide"):
-        sub = "volumes" if kind == "dicom" else "tiles"
-        n = cfg["shards"][kind]
-        shard_dirs = [results / "preprocess" / args.modality / sub / f"shard{k}" for k in range(n)]
-    if cfg["encoders"][args.encoder]["type"] == "text":
-        prompts = results / "preprocess" / args.modality / "prompts.parquet"
-    out = results / "features" / args.modality / f"{args.encoder}.zarr"
-    encode_store(results, args.modality, params, out, device=cfg["device"],
-                 shard_dirs=shard_dirs, prompts=prompts)
+    shard_dirs = layout.shards(args.modality, kind, cfg["shards"].get(kind, 0)) or None
+    prompts = (layout.prompts(args.modality)
+               if cfg["encoders"][args.encoder]["type"] == "text" else None)
+    out = layout.store(args.modality, args.encoder)
+    encode_store(layout.root, args.modality, params, out, device=cfg["device"],
+                 settings=execution_settings(cfg["encoders"][args.encoder]), shard_dirs=shard_dirs,
+                 prompts=prompts)
     print(out)
 
 

@@ -7,6 +7,10 @@ inside functions included, ``if TYPE_CHECKING:`` blocks excluded), and hashes th
 syntax trees without docstrings: reformatting, comments and docstrings rerun nothing,
 any change to the code does. Editing the text encoder reruns the text stores and not
 the Med3D ones, because the Med3D loop never imports the text encoder.
+
+The registries (:data:`REGISTRIES`) are not part of any key and their imports are not
+followed: adding a method or an encoder type must not rerun every other job. A job's key
+names its own registry entry instead (its method module, its encoder type's modules).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+REGISTRIES = frozenset({"methods", "encoders/registry"})
 
 
 def _module_file(module: str) -> Path:
@@ -81,12 +86,12 @@ def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...]]:
 
 def module_closure(modules: Iterable[str]) -> list[str]:
     """``modules`` and every ``mmpipe`` module they import, transitively, as
-    ``encode/med3d``-style names (a package is named by its folder)."""
+    ``encode/med3d``-style names (a package is named by its folder); registries left out."""
     seen: set[str] = set()
     todo = [_name(_module_file(m)) for m in modules]
     while todo:
         mod = todo.pop()
-        if mod in seen:
+        if mod in seen or mod in REGISTRIES:
             continue
         path = _module_file(mod)
         if not path.exists():

@@ -1,15 +1,16 @@
-"""Configuration: schema validation with readable errors, defaults, cross-checks,
-and the parameter sets that decide what a config change reruns.
+"""Configuration: schema validation with readable errors, defaults, cross-checks, and
+the benchmark settings every stage-2 step reads.
 
 The same function validates the config for the Snakefile and for the ``mmpipe``
-commands, so both see the same defaults.
+commands, so both see the same defaults, and every mistake is found before a job runs:
+unknown keys at every level, unknown encoder or method types (the enums come from the
+registries), a method's unknown hyper-parameters, scenarios a cohort does not define.
+What each job's output depends on (its cache key) is built in :mod:`mmpipe.params`.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
-import hashlib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,34 +21,61 @@ from mmpipe.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
-# which encoder types can read which modality kinds
-ENCODER_INPUTS = {
-    "volume": {"med3d", "vgg11_slices"},
-    "dicom": {"med3d", "vgg11_slices"},
-    "slide": {"clam_resnet50"},
-    "table": {"text", "tabular"},
-    "features": {"precomputed"},
-}
-# encoder types that run a network, and so ask the scheduler for a GPU
-GPU_ENCODERS = {"med3d", "vgg11_slices", "clam_resnet50", "text"}
+
+def registry_enums() -> dict[tuple[str, ...], list[str]]:
+    """Schema locations whose allowed values are owned by a registry, and those values
+    (the schema file lists them too, for its readers; a test checks they agree)."""
+    from mmpipe.bench.missingness import SCENARIOS
+    from mmpipe.cohorts import ADAPTERS
+    from mmpipe.cohorts.manifest import KINDS
+    from mmpipe.encoders.registry import ENCODER_TYPES
+    from mmpipe.methods import METHODS
+
+    return {
+        ("$defs", "encoder", "properties", "type", "enum"): sorted(ENCODER_TYPES),
+        ("$defs", "scenarios", "propertyNames", "enum"): list(SCENARIOS),
+        ("$defs", "modality", "properties", "kind", "enum"): list(KINDS),
+        ("$defs", "cohort", "properties", "adapter", "enum"): sorted(ADAPTERS),
+        ("properties", "methods", "additionalProperties", "properties", "type", "enum"):
+            sorted(METHODS),
+    }
+
+
+def _at(tree: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
 
 
 @cache
 def _schema() -> dict:
     with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    for path, values in registry_enums().items():
+        _at(schema, path[:-1])[path[-1]] = values
+    return schema
 
 
 def _validator():
     import jsonschema
 
     base = jsonschema.Draft202012Validator
+    defs = _schema()["$defs"]
+
+    def default_of(sub: dict):
+        if "default" in sub:
+            return sub["default"]
+        ref = sub.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return defs[ref.removeprefix("#/$defs/")].get("default")
+        return None
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for key, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
+                value = default_of(sub) if isinstance(sub, dict) else None
+                if value is not None and key not in instance:
+                    instance[key] = copy.deepcopy(value)
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
     cls = jsonschema.validators.extend(base, {"properties": set_defaults})
@@ -73,8 +101,15 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    problems = []
+    from mmpipe.encoders.registry import readers_of
+
+    problems = _check_methods(cfg)
     encoders = cfg["encoders"]
+    for ename, enc in encoders.items():
+        for key, etype in _TYPE_SETTINGS.items():
+            if enc.get(key) is not None and enc["type"] != etype:
+                problems.append(f"config.encoders.{ename}.{key}: only a {etype!r} encoder "
+                                f"reads it (this one is {enc['type']!r})")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "
@@ -102,17 +137,46 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                                     f"(defined: {sorted(encoders)})")
                     continue
                 etype = encoders[ename]["type"]
-                if etype not in ENCODER_INPUTS[mod["kind"]]:
+                if etype not in readers_of(mod["kind"]):
                     problems.append(f"{where}.encoders: {ename!r} ({etype}) cannot read "
                                     f"{mod['kind']!r} inputs; use one of "
-                                    f"{sorted(ENCODER_INPUTS[mod['kind']])}")
+                                    f"{readers_of(mod['kind'])}")
                 if etype == "text" and "prompt" not in mod:
                     problems.append(f"{where}: the text encoder {ename!r} needs a 'prompt' block")
         problems += _check_benchmark(cfg, cname, cohort)
     return problems
 
 
+# encoder settings that only one encoder type reads
+_TYPE_SETTINGS = {"encoding_from": "tabular", "feature_shape": "precomputed",
+                  "categorical": "tabular", "missing_values": "tabular", "flatten": "precomputed",
+                  "key": "precomputed", "depth": "med3d"}
+
+
+def _check_methods(cfg: dict) -> list[str]:
+    """Every method instance's keys are its type's hyper-parameters, trainer settings or
+    ``normalize``: a typo is found here, not in the training job after its old results
+    were deleted."""
+    from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS, hyperparameter_names
+
+    problems = []
+    for name, mcfg in cfg.get("methods", {}).items():
+        known = hyperparameter_names(mcfg["type"]) | set(TRAINER_KEYS) | set(CONFIG_KEYS)
+        unknown = sorted(set(mcfg) - known)
+        if unknown:
+            problems.append(f"config.methods.{name}: unknown hyper-parameter(s) {unknown} of "
+                            f"method type {mcfg['type']!r} (it takes "
+                            f"{sorted(known - set(CONFIG_KEYS))})")
+    return problems
+
+
+# method settings that name a modality of the feature sets the method runs on
+_MODALITY_SETTINGS = ("modality", "missing_modality")
+
+
 def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
+    from mmpipe.bench.missingness import SCENARIO_OPTIONS
+
     bench = cohort.get("benchmark")
     if not bench:
         return []
@@ -128,19 +192,27 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             elif enc not in cohort["modalities"][mod]["encoders"]:
                 problems.append(f"{where}.feature_sets.{fs}.{mod}: {enc!r} is not among the "
                                 f"modality's encoders {cohort['modalities'][mod]['encoders']}")
-    scenarios = bench.get("scenarios", cfg.get("benchmark", {}).get("scenarios", {}))
+    scenarios = bench.get("scenarios", cfg["benchmark"]["scenarios"])
     for name in bench.get("default_scenarios", []):
         if name not in scenarios:
             problems.append(f"{where}.default_scenarios: {name!r} is not among the cohort's "
                             f"scenarios {sorted(scenarios)}")
+    methods = cfg.get("methods", {})
     for method, entry in bench["runs"].items():
-        if method not in cfg.get("methods", {}):
+        if method not in methods:
             problems.append(f"{where}.runs: unknown method {method!r} "
-                            f"(defined: {sorted(cfg.get('methods', {}))})")
+                            f"(defined: {sorted(methods)})")
         sets, run_scenarios = run_entry(entry, bench.get("default_scenarios", list(scenarios)))
         for fs in sets:
             if fs not in bench["feature_sets"]:
                 problems.append(f"{where}.runs.{method}: unknown feature set {fs!r}")
+            elif method in methods:
+                for key in _MODALITY_SETTINGS:
+                    value = methods[method].get(key)
+                    if value is not None and value not in bench["feature_sets"][fs]:
+                        problems.append(f"{where}.runs.{method}: {key} {value!r} is not a "
+                                        f"modality of feature set {fs!r} "
+                                        f"{sorted(bench['feature_sets'][fs])}")
         for name in run_scenarios:
             if name not in scenarios:
                 problems.append(f"{where}.runs.{method}: scenario {name!r} is not among the "
@@ -155,8 +227,7 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
         if name == "testmiss" and "modality" not in options:
             problems.append(f"{where}.scenarios.testmiss: name the 'modality' that goes "
                             "missing at test time")
-        unused = set(options) - {"rates"} - {"completeness": {"modalities", "drop"},
-                                            "testmiss": {"modality"}}.get(name, set())
+        unused = set(options) - {"rates"} - set(SCENARIO_OPTIONS.get(name, ()))
         if unused:
             problems.append(f"{where}.scenarios.{name}: options {sorted(unused)} do not apply")
     return problems
@@ -168,6 +239,8 @@ def load_config(path: str | Path = "config.yaml", overrides: dict | None = None)
         raise ConfigError(f"config file not found: {path}")
     with open(path) as fh:
         cfg = yaml.safe_load(fh) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, not {type(cfg).__name__}")
     if overrides:
         _deep_update(cfg, overrides)
     return validate_config(cfg)
@@ -179,46 +252,6 @@ def _deep_update(base: dict, new: dict) -> None:
             _deep_update(base[key], value)
         else:
             base[key] = value
-
-
-# -- parameter sets: what each job depends on -----------------------------------------------
-# Snakemake reruns a job when its params change. Each job gets exactly the settings it
-# depends on, plus a hash of the source of the code that implements it (Snakemake's own
-# code trigger does not see changes inside imported modules).
-
-_PACKAGE_ROOT = Path(__file__).resolve().parent
-
-
-@cache
-def code_version(*parts: str) -> str:
-    """SHA-256 (12 hex) of the mmpipe sources named by ``parts`` (modules or subpackages)."""
-    digest = hashlib.sha256()
-    for part in sorted(parts):
-        target = _PACKAGE_ROOT / part
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")]
-        for f in files:
-            digest.update(f.relative_to(_PACKAGE_ROOT).as_posix().encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def method_sources(module: str) -> list[str]:
-    """``module`` (e.g. ``methods/ham``) and every ``mmpipe.methods`` module it imports,
-    transitively: a shared block changes a method's results as much as its own code."""
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        mod = todo.pop()
-        if mod in seen:
-            continue
-        seen.add(mod)
-        tree = ast.parse((_PACKAGE_ROOT / f"{mod}.py").read_text())
-        for node in ast.walk(tree):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            todo += [n.removeprefix("mmpipe.").replace(".", "/") for n in names
-                     if n.startswith("mmpipe.methods.")]
-    return sorted(seen)
 
 
 def cohort(cfg: dict, name: str) -> dict:
@@ -235,68 +268,6 @@ def modality(cfg: dict, cohort_name: str, name: str) -> dict:
     return mods[name]
 
 
-def manifest_params(cfg: dict, cohort_name: str) -> dict:
-    """What the manifest depends on: the adapter and the modality layout, not the encoders."""
-    c = cohort(cfg, cohort_name)
-    mods = {m: {k: v for k, v in spec.items() if k in ("kind", "column", "fields")}
-            for m, spec in c["modalities"].items()}
-    keep = {k: v for k, v in c.items() if k in ("adapter", "labels", "root", "csv", "subject_column")}
-    return {**keep, "modalities": mods, "code": code_version("cohorts")}
-
-
-def demo_params(cfg: dict, cohort_name: str) -> dict:
-    return {**cohort(cfg, cohort_name).get("demo", {}),
-            "code": code_version("cohorts/demo", "io/tiff_writer")}
-
-
-def dicom_params(cfg: dict) -> dict:
-    return {**cfg["preprocess"]["dicom"], "code": code_version("io/dicom", "preprocess/dicom_shard")}
-
-
-def tiling_params(cfg: dict) -> dict:
-    return {**cfg["preprocess"]["slide"], "code": code_version("io/slide", "preprocess/tiling", "preprocess/slide_shard")}
-
-
-def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
-    c = cohort(cfg, cohort_name)
-    mod = modality(cfg, cohort_name, modality_name)
-    return {"fields": mod["fields"], "labels": c["labels"], "prompt": mod.get("prompt", {}),
-            "code": code_version("preprocess/prompts")}
-
-
-_KIND_CODE = {
-    "volume": ("preprocess/volume",),
-    "dicom": ("preprocess/volume",),
-    "slide": ("io/slide", "preprocess/tiling"),
-    "table": ("preprocess/prompts",),
-    "features": (),
-}
-
-
-def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name: str) -> dict:
-    """Everything an encoding job's output depends on (not the device: results must not)."""
-    mod = modality(cfg, cohort_name, modality_name)
-    if encoder_name not in mod["encoders"]:
-        raise ConfigError(f"modality {modality_name!r} of cohort {cohort_name!r} does not use "
-                          f"encoder {encoder_name!r}")
-    enc = cfg["encoders"][encoder_name]
-    params: dict[str, Any] = {
-        "encoder": encoder_name,
-        "config": enc,
-        "kind": mod["kind"],
-        "code": code_version("encoders", "encode", "store", *_KIND_CODE[mod["kind"]]),
-    }
-    if mod["kind"] == "dicom":
-        params["dicom"] = dicom_params(cfg)
-    if mod["kind"] == "slide":
-        params["tiling"] = tiling_params(cfg)
-    if mod["kind"] == "table":
-        params["fields"] = mod["fields"]
-        if enc["type"] == "text":
-            params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
-    return params
-
-
 # -- stage 2 -------------------------------------------------------------------------------
 
 def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
@@ -307,12 +278,17 @@ def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
     overrides = {k: v for k, v in bench.items()
                  if k in ("seeds", "scenarios", "ratios", "normalize", "train_jobs")}
     settings = {**cfg["benchmark"], **overrides, "label": bench["label"]}
-    # a scenario is given as its list of rates, or as {rates: [...], <its options>}
+    # a scenario is given as its list of rates, or as {rates: [...], <its options>}; in the
+    # registry's order with rates ascending, however the config orders them
+    from mmpipe.bench.missingness import SCENARIOS
+
     raw = settings["scenarios"]
-    settings["scenarios"] = {name: list(v["rates"] if isinstance(v, dict) else v)
-                             for name, v in raw.items()}
-    settings["scenario_options"] = {name: {k: x for k, x in v.items() if k != "rates"}
-                                    if isinstance(v, dict) else {} for name, v in raw.items()}
+    names = [s for s in SCENARIOS if s in raw]
+    settings["scenarios"] = {name: sorted(float(r) for r in (raw[name]["rates"] if isinstance(
+        raw[name], dict) else raw[name])) for name in names}
+    settings["scenario_options"] = {name: {k: x for k, x in sorted(raw[name].items())
+                                           if k != "rates"}
+                                    if isinstance(raw[name], dict) else {} for name in names}
     return settings
 
 
@@ -346,7 +322,7 @@ def benchmark_runs(cfg: dict, cohort_name: str) -> list[dict]:
             else:
                 runs.append({"feature_set": fs, "method": method, "config": mcfg,
                              "scenarios": run_scenarios})
-    return runs
+    return sorted(runs, key=lambda r: (r["feature_set"], r["method"]))
 
 
 def _run(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
@@ -361,39 +337,11 @@ def run_config(cfg: dict, cohort_name: str, feature_set: str, method: str) -> di
 
 
 def run_cells(cfg: dict, cohort_name: str, feature_set: str, method: str) -> list[str]:
-    """The ``{scenario}-{rate}`` cells of one run, in config order."""
+    """The ``{scenario}-{rate}`` cells of one run, scenarios in the registry's order, rates
+    ascending (the config's order means nothing)."""
+    from mmpipe.layout import cell_name
+
     rates = benchmark_settings(cfg, cohort_name)["scenarios"]
-    return [f"{scenario}-{rate}"
-            for scenario in _run(cfg, cohort_name, feature_set, method)["scenarios"]
+    wanted = set(_run(cfg, cohort_name, feature_set, method)["scenarios"])
+    return [cell_name(scenario, rate) for scenario in rates if scenario in wanted
             for rate in rates[scenario]]
-
-
-def split_params(cfg: dict, cohort_name: str) -> dict:
-    s = benchmark_settings(cfg, cohort_name)
-    return {"ratios": s["ratios"], "label": s["label"], "code": code_version("bench/splits")}
-
-
-def mask_params(cfg: dict, cohort_name: str, scenario: str) -> dict:
-    options = benchmark_settings(cfg, cohort_name)["scenario_options"].get(scenario, {})
-    return {"options": options, "code": code_version("bench/missingness")}
-
-
-def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
-    """What a training job depends on: its method's settings, its feature set, the
-    normalisation, and the code of the benchmark, of the method and of the method
-    modules it imports (not of other methods)."""
-    s = benchmark_settings(cfg, cohort_name)
-    mcfg = run_config(cfg, cohort_name, feature_set, method)
-    from mmpipe.methods import METHODS
-
-    module = METHODS.get(mcfg["type"], ":").split(":")[0].removeprefix("mmpipe.")
-    # a method may override the cohort's feature normalisation (trees need none)
-    normalize = mcfg.get("normalize", s["normalize"])
-    return {
-        "method": {k: v for k, v in mcfg.items() if k != "normalize"},
-        "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][feature_set],
-        "label": s["label"],
-        "normalize": normalize,
-        "evaluate_subsets": s["evaluate_subsets"],
-        "code": code_version("bench", *method_sources(module.replace(".", "/"))),
-    }

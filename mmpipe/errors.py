@@ -57,3 +57,8 @@ class WeightsError(MmpipeError):
 
 class StoreError(MmpipeError):
     """A feature store is missing, incomplete or does not follow the contract."""
+
+
+class StaleRunError(MmpipeError):
+    """A benchmark run on disk is missing, unfinished or trained with other settings than
+    the config asks for."""

@@ -26,7 +26,6 @@ refuse a store whose ``complete`` flag is missing.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -50,10 +49,17 @@ _VERSIONED_PACKAGES = ("mmpipe", "torch", "monai", "numpy", "zarr", "SimpleITK",
                        "transformers")
 
 
-def params_hash(params: Any) -> str:
-    """Stable SHA-256 of a JSON-serialisable parameter set (key order does not matter)."""
-    blob = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+# what makes two stores' features comparable: the same encoder, weights and columns
+# (SIGNATURE_KEYS), made from inputs preprocessed the same way (PREPROCESSING_KEYS)
+SIGNATURE_KEYS = ("encoder_type", "weights_sha256", "weights_random_init", "weights_init_seed",
+                  "feature_shape", "feature_names", "tabular_encoding")
+PREPROCESSING_KEYS = ("preprocessing_hash",)
+
+
+def encoding_signature(attrs: dict[str, Any]) -> dict[str, Any]:
+    """How a store's features were made, from its attributes: what a model trained on
+    them must find again in a store it scores."""
+    return {k: attrs[k] for k in (*SIGNATURE_KEYS, *PREPROCESSING_KEYS) if k in attrs}
 
 
 def package_versions() -> dict[str, str]:

@@ -7,19 +7,16 @@ import copy
 import pytest
 import yaml
 
-from mmpipe.config import (
-    benchmark_settings,
+from mmpipe.codehash import module_closure
+from mmpipe.config import benchmark_settings, load_config, run_cells, validate_config
+from mmpipe.errors import ConfigError
+from mmpipe.params import (
     dicom_params,
     encoder_params,
-    load_config,
     manifest_params,
-    method_sources,
-    run_cells,
     tiling_params,
     train_params,
-    validate_config,
 )
-from mmpipe.errors import ConfigError
 from tests.conftest import REPO
 
 
@@ -77,16 +74,27 @@ def test_encoder_change_does_not_rebuild_the_manifest(raw_config):
     before = validate_config(copy.deepcopy(raw_config))
     after = copy.deepcopy(raw_config)
     after["cohorts"]["demo"]["modalities"]["wsi"]["encoders"] = ["clam_resnet50"]
-    after["encoders"]["med3d_demo"]["batch_size"] = 4
+    after["encoders"]["med3d_demo"]["transform"]["resize"] = [16, 32, 32]
     after = validate_config(after)
     assert manifest_params(before, "demo") == manifest_params(after, "demo")
     assert (encoder_params(before, "demo", "ct", "med3d_demo")
             != encoder_params(after, "demo", "ct", "med3d_demo"))
 
 
+def test_batch_size_and_device_rerun_nothing(raw_config):
+    """How a job runs (batch size, loader workers, device) is not what it writes."""
+    before = validate_config(copy.deepcopy(raw_config))
+    after = copy.deepcopy(raw_config)
+    after["encoders"]["med3d_demo"].update(batch_size=7, loader_workers=2)
+    after["device"] = "cpu"
+    after = validate_config(after)
+    assert (encoder_params(before, "demo", "ct", "med3d_demo")
+            == encoder_params(after, "demo", "ct", "med3d_demo"))
+
+
 def test_run_cells_follow_the_cohort_scenarios_and_each_runs_own(raw_config):
     cfg = validate_config(copy.deepcopy(raw_config))
-    # default_scenarios: natural and every MCAR rate, in config order
+    # default_scenarios: natural and every MCAR rate, scenarios in the registry's order
     assert run_cells(cfg, "demo", "all", "mmare") == [
         "natural-0.0", "mcar-0.2", "mcar-0.4", "mcar-0.6"]
     # a run naming its scenarios: BD's protocol
@@ -122,12 +130,15 @@ def test_a_method_hyperparameter_changes_only_that_methods_train_params(raw_conf
     assert changed == [("all", "mmare")]
 
 
-def test_a_training_jobs_code_hash_covers_the_method_modules_it_imports():
+def test_a_training_jobs_code_key_covers_the_method_modules_it_imports():
     # FeatImpute shares HAM's recipe and the common blocks: editing either reruns it, while
     # editing HAM's own module does not
-    assert method_sources("methods/shaspec") == [
-        "methods/base", "methods/blocks", "methods/ham_recipe", "methods/shaspec"]
+    shaspec = module_closure(["bench/run", "methods/shaspec"])
+    assert {"methods/base", "methods/blocks", "methods/ham_recipe", "methods/shaspec"} <= set(
+        shaspec)
+    assert "methods/ham" not in shaspec
     # ...while editing MMARE reruns neither HAM nor HyperMM
-    assert "methods/mmare" not in method_sources("methods/ham")
-    assert method_sources("methods/hypermm") == [
-        "methods/base", "methods/blocks", "methods/hypermm"]
+    assert "methods/mmare" not in module_closure(["bench/run", "methods/ham"])
+    assert "methods/mmare" not in module_closure(["bench/run", "methods/hypermm"])
+    # the registry is no run's code: adding a method reruns nothing
+    assert "methods" not in shaspec

@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from mmpipe.errors import StoreError
-from mmpipe.store import FeatureStore, FeatureStoreWriter, params_hash, read_features
+from mmpipe.store import FeatureStore, FeatureStoreWriter, read_features
 
 
 def _write(path, ids=("a", "b", "c"), **kw):
@@ -103,9 +103,6 @@ def test_store_without_complete_flag_is_refused(tmp_path):
         FeatureStore(path)
 
 
-def test_params_hash_ignores_key_order():
-    assert params_hash({"a": 1, "b": [1, 2]}) == params_hash({"b": [1, 2], "a": 1})
-    assert params_hash({"a": 1}) != params_hash({"a": 2})
 
 
 KILLED_WRITER = textwrap.dedent("""

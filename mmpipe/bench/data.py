@@ -1,8 +1,8 @@
 """Feature sets: the cached embeddings a method consumes, as one in-memory object.
 
 A *feature set* names one encoder per modality (``{"ct": "ctfm", "wsi": "uni"}``).
-:func:`load_feature_set` reads the matching stores of stage 1
-(``results/{cohort}/features/{modality}/{encoder}.zarr``) and the cohort manifest's
+:func:`load_feature_set` reads the matching stores of stage 1 (where
+:class:`~mmpipe.layout.CohortLayout` puts them) and the cohort manifest's
 label into :class:`BenchData`: per-modality arrays with zeros where a modality is
 absent, and a presence mask per subject. Only embeddings are loaded, never the
 per-item bags.
@@ -25,7 +25,8 @@ import numpy as np
 
 from mmpipe.cohorts.manifest import SUBJECT, read_manifest
 from mmpipe.errors import ConfigError, StoreError
-from mmpipe.store import read_features
+from mmpipe.layout import CohortLayout
+from mmpipe.store import encoding_signature, read_features
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class BenchData:
     n_classes: int
     label_name: str = ""
     label_values: list[Any] = field(default_factory=list)
+    # modality -> how its store's features were made (mmpipe.store.encoding_signature)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.subject_id = np.asarray(self.subject_id, dtype=str)
@@ -116,11 +119,6 @@ class BenchData:
                 for row in self.present]
 
 
-def store_path(cohort_dir: str | Path, modality: str, encoder: str) -> Path:
-    """Where stage 1 writes the store of ``(modality, encoder)`` for a cohort."""
-    return Path(cohort_dir) / "features" / modality / f"{encoder}.zarr"
-
-
 def _first_difference(a: np.ndarray, b: np.ndarray) -> str:
     if len(a) != len(b):
         return f"{len(a)} vs {len(b)} subjects"
@@ -148,8 +146,9 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
     if label not in df.columns:
         raise ConfigError(f"label {label!r} is not a manifest column of {cohort_dir} "
                           f"(labels: {meta.get('labels')})")
-    modalities = list(feature_set)
-    paths = [store_path(cohort_dir, m, feature_set[m]) for m in modalities]
+    # a feature set is a set: its modalities in name order, however the config lists them
+    modalities = sorted(feature_set)
+    paths = [CohortLayout(cohort_dir).store(m, feature_set[m]) for m in modalities]
     feats = [read_features(p) for p in paths]
 
     ids = feats[0].subject_id
@@ -210,6 +209,8 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
         n_classes=len(label_values),
         label_name=label,
         label_values=label_values,
+        provenance={m: encoding_signature(f.attrs) for m, f in zip(modalities, feats,
+                                                                   strict=True)},
     )
     log.info("%s: feature set {%s}, %d subjects, %d classes, presence %s", cohort_dir, fs_name,
              len(data), data.n_classes,

@@ -137,7 +137,8 @@ def _columns(modalities: Sequence[str], names: Sequence[str] | None, scenario: s
     unknown = [m for m in names if m not in mods]
     if unknown:
         raise ConfigError(f"{scenario}: unknown modalities {unknown} (cohort has {mods})")
-    return [mods.index(m) for m in names]
+    # in cohort order whatever the order of the names: the draws must not depend on it
+    return sorted(mods.index(m) for m in names)
 
 
 def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
@@ -203,6 +204,10 @@ SCENARIOS: dict[str, Callable[..., np.ndarray]] = {
     "mcar": mcar_mask,
     "completeness": completeness_mask,
     "testmiss": testmiss_mask,
+}
+# the config options each scenario takes besides its rates
+SCENARIO_OPTIONS: dict[str, tuple[str, ...]] = {
+    "natural": (), "mcar": (), "completeness": ("modalities", "drop"), "testmiss": ("modality",),
 }
 # scenarios whose mask depends on the seed's split
 NEEDS_SPLIT = ("testmiss",)

@@ -1,40 +1,75 @@
 """Score new subjects with a trained run (``mmpipe predict``).
 
-A run's ``model.pt`` holds the method's config and weights, the modalities and
-feature shapes it was trained on, and the training split's normalisation. New
-subjects come as feature stores of any subset of those modalities; a modality
-without a store counts as absent for everyone.
+A run's ``model.pt`` (:mod:`mmpipe.bench.bundle`, loaded without unpickling anything)
+holds the method's config and weights, the modalities and feature shapes it was trained
+on, the training split's normalisation, and how each training store's features were made.
+New subjects come as feature stores of any subset of those modalities; a modality
+without a store counts as absent for everyone. A store made another way than the
+training store (another encoder or weights, other columns or another tabular encoding:
+its categories and scaling) is refused, since its numbers would mean something else to
+the model; a store whose inputs were preprocessed differently is scored with a warning
+that says what differs.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
+from mmpipe.bench.bundle import ModelBundleError, load_bundle
 from mmpipe.bench.data import BenchData, Normalizer
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.errors import ConfigError, StoreError
-from mmpipe.store import read_features
+from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature, read_features
+
+log = logging.getLogger(__name__)
 
 
 def load_run(run_dir: str | Path):
     """(method ready for inference, the saved bundle) of a run directory."""
     from mmpipe.bench.run import build_method
 
-    bundle = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=False)
+    bundle = load_bundle(run_dir)
     shapes = {m: tuple(s) for m, s in bundle["shapes"].items()}
     template = BenchData(subject_id=np.array([], dtype=str), y=np.zeros(0, dtype=np.int64),
                          x={m: np.zeros((0, *shapes[m]), np.float32) for m in bundle["modalities"]},
                          present=np.zeros((0, len(shapes)), bool),
                          modalities=list(bundle["modalities"]), n_classes=bundle["n_classes"])
     method = build_method(bundle["method"], template)
-    method.load_state_dict(bundle["state"])
+    try:
+        method.load_state_dict(bundle["state"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise ModelBundleError(f"{run_dir}: the saved weights do not fit method "
+                               f"{bundle['method'].get('type')!r}: {err}") from None
     if hasattr(method, "eval"):
         method.eval()
     return method, bundle
+
+
+def check_encoding(modality: str, path, attrs: dict, trained: dict) -> None:
+    """Refuse a store whose features were made another way than the training store's."""
+    new = encoding_signature(attrs)
+    differ = [k for k in SIGNATURE_KEYS if (k in trained or k in new)
+              and trained.get(k) != new.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: trained on {_short(trained.get(k))}, store has "
+                          f"{_short(new.get(k))}" for k in differ)
+        raise StoreError(f"{path}: the {modality} features were made differently from the "
+                         f"run's training features ({shown}). Encode the new subjects the "
+                         "same way (same encoder and weights; for a tabular store, "
+                         "`encoding_from:` the training store) and predict again")
+    soft = [k for k in PREPROCESSING_KEYS if trained.get(k) != new.get(k)]
+    if soft:
+        log.warning("%s: the %s inputs were preprocessed differently from the run's training "
+                    "inputs (%s differs): the scores may shift", path, modality, ", ".join(soft))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
@@ -46,6 +81,8 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
     if unknown:
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
     feats = {m: read_features(p) for m, p in stores.items()}
+    for m, f in feats.items():
+        check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
     ids = None
     for m, f in feats.items():
         if ids is None:

@@ -17,14 +17,16 @@ import numpy as np
 import polars as pl
 import torch
 
+from mmpipe.bench.bundle import MODEL_FILE, save_bundle
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
 from mmpipe.bench.metrics import METRIC_KEYS, classification_metrics
 from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
 from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.fsutil import atomic_dir
-from mmpipe.methods import method_class
-from mmpipe.methods.base import TRAINER_KEYS
+from mmpipe.hashing import params_hash
+from mmpipe.layout import CohortLayout, parse_cell
+from mmpipe.methods import TRAINER_KEYS, method_class
 
 log = logging.getLogger(__name__)
 
@@ -100,66 +102,58 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
                     evaluate_subsets=evaluate_subsets, device=device)
 
 
-def run_cell(cohort_dir: str | Path, feature_set: dict[str, str], label: str,
-             method_cfg: dict[str, Any], splits: dict[int, str | Path],
-             masks: dict[int, str | Path], out_dir: str | Path, *, meta: dict[str, Any],
-             normalize: str = "zscore", evaluate_subsets: bool = True,
-             device: str = "cpu") -> list[dict[str, Any]]:
+def run_cell(layout: CohortLayout, train: dict[str, Any], scenario: str, rate: float,
+             out_dir: str | Path, *, meta: dict[str, Any], device: str = "cpu"
+             ) -> list[dict[str, Any]]:
     """Every seed of one (feature set, method, scenario, rate) cell, into
     ``out_dir/seed{S}/``; the cell appears whole or not at all.
 
-    One process trains every seed: a demo run trains in about a second, while starting
-    a job (Python, torch, the stores) costs several, so per-seed jobs spent most of
-    their time starting up.
+    ``train`` is the job's parameter set (:func:`mmpipe.params.train_params`): the
+    method, feature set, label, normalisation and seeds; each seed's split and mask are
+    found in ``layout``. One process trains every seed: a demo run trains in about a
+    second, while starting a job (Python, torch, the stores) costs several.
     """
-    data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
-    _check_seeds(splits, masks, out_dir)
+    data, dropped = load_feature_set(layout.root, train["feature_set"], train["label"])
     with atomic_dir(out_dir) as tmp:
-        return _train_cell(data, dropped, feature_set, label, method_cfg, splits, masks, tmp,
-                           meta=meta, normalize=normalize, evaluate_subsets=evaluate_subsets,
+        return _train_cell(layout, data, dropped, train, scenario, rate, tmp,
+                           meta={**meta, "scenario": scenario, "rate": float(rate)},
                            device=device)
 
 
-def run_cells(cohort_dir: str | Path, feature_set: dict[str, str], label: str,
-              method_cfg: dict[str, Any], splits: dict[int, str | Path],
-              cells: dict[str, dict[int, str | Path]], out_dir: str | Path, *,
-              meta: dict[str, Any], normalize: str = "zscore", evaluate_subsets: bool = True,
-              device: str = "cpu") -> dict[str, list[dict[str, Any]]]:
-    """Every ``{scenario}-{rate}`` cell of ``cells`` (cell -> {seed: mask}) into
-    ``out_dir/{cell}/seed{S}/``, the features loaded once (a ``train_jobs: method``
-    job); ``out_dir`` appears whole or not at all."""
-    data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
-    for cell, masks in cells.items():
-        _check_seeds(splits, masks, cell)
+def run_cells(layout: CohortLayout, train: dict[str, Any], cells: list[str],
+              out_dir: str | Path, *, meta: dict[str, Any], device: str = "cpu"
+              ) -> dict[str, list[dict[str, Any]]]:
+    """Every ``{scenario}-{rate}`` cell of ``cells`` into ``out_dir/{cell}/seed{S}/``, the
+    features loaded once (a ``train_jobs: method`` job); ``out_dir`` appears whole or not
+    at all."""
+    data, dropped = load_feature_set(layout.root, train["feature_set"], train["label"])
     with atomic_dir(out_dir) as tmp:
         results = {}
-        for cell, masks in cells.items():
-            scenario, rate = cell.rsplit("-", 1)
-            results[cell] = _train_cell(
-                data, dropped, feature_set, label, method_cfg, splits, masks, tmp / cell,
-                meta={**meta, "scenario": scenario, "rate": float(rate)}, normalize=normalize,
-                evaluate_subsets=evaluate_subsets, device=device)
+        for cell in cells:
+            scenario, rate = parse_cell(cell)
+            results[cell] = _train_cell(layout, data, dropped, train, scenario, rate, tmp / cell,
+                                        meta={**meta, "scenario": scenario, "rate": rate},
+                                        device=device)
         return results
 
 
-def _check_seeds(splits: dict[int, Any], masks: dict[int, Any], where: Any) -> None:
-    if set(splits) != set(masks):
-        raise ValueError(f"{where}: seeds of splits {sorted(splits)} and masks "
-                         f"{sorted(masks)} differ")
-
-
-def _train_cell(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,
-                method_cfg: dict[str, Any], splits: dict[int, str | Path],
-                masks: dict[int, str | Path], cell_dir: Path, **kwargs) -> list[dict[str, Any]]:
-    return [run_seed(data, dropped, feature_set, label, method_cfg, splits[seed], masks[seed],
-                     cell_dir / f"seed{seed}", seed=seed, **kwargs)
-            for seed in sorted(splits)]
+def _train_cell(layout: CohortLayout, data: BenchData, dropped: list[dict], train: dict[str, Any],
+                scenario: str, rate: float, cell_dir: Path, *, meta: dict[str, Any],
+                device: str) -> list[dict[str, Any]]:
+    signature = params_hash(train)
+    return [run_seed(data, dropped, train["feature_set"], train["label"], train["method"],
+                     layout.split(seed), layout.mask(scenario, rate, seed),
+                     cell_dir / f"seed{seed}", seed=seed, meta=meta,
+                     normalize=train["normalize"], evaluate_subsets=train["evaluate_subsets"],
+                     device=device, train_hash=signature)
+            for seed in sorted(train["seeds"])]
 
 
 def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,
              method_cfg: dict[str, Any], split_path: str | Path, mask_path: str | Path,
              out_dir: str | Path, *, seed: int, meta: dict[str, Any], normalize: str = "zscore",
-             evaluate_subsets: bool = True, device: str = "cpu") -> dict[str, Any]:
+             evaluate_subsets: bool = True, device: str = "cpu",
+             train_hash: str | None = None) -> dict[str, Any]:
     """One seed on already loaded features (see :func:`run_experiment`)."""
     data = _apply_mask(data, Path(mask_path))
     idx = _split_indices(data, Path(split_path))
@@ -219,19 +213,22 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "training_seconds": round(result.seconds, 3),
             "evaluation_seconds": round(time.perf_counter() - start, 3),
             "epochs": result.epochs, "best_epoch": result.best_epoch,
-            "hparams": {**getattr(method, "hparams", {})}, "feature_set": meta.get("feature_set"),
+            "hparams": {**getattr(method, "hparams", {})},
+            # the settings fit() ran with: trainer defaults, the method's recipe and the
+            # cohort's overrides merged, per phase
+            "training": result.settings, "params_hash": train_hash,
+            "feature_set": meta.get("feature_set"),
             "encoders": feature_set, "normalize": normalize, "device": str(device),
             "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
         }
         pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / "predictions.parquet")
         (tmp / "metrics.json").write_text(json.dumps(out, indent=2, default=float))
-        # neural and sklearn methods both expose state_dict()/load_state_dict()
-        torch.save({"method": method_cfg, "state": method.state_dict(),
-                    "modalities": data.modalities, "shapes": data.shapes(),
-                    "n_classes": data.n_classes, "label": label,
-                    "label_values": list(getattr(data, "label_values", [])),
-                    "normalizer": normalizer.state_dict(), "feature_set": feature_set,
-                    "meta": meta}, tmp / "model.pt")
+        # neural and sklearn methods both expose state_dict()/load_state_dict() of plain data
+        save_bundle(tmp / MODEL_FILE, method=method_cfg, state=method.state_dict(),
+                    modalities=data.modalities, shapes=data.shapes(), n_classes=data.n_classes,
+                    label=label, label_values=list(data.label_values),
+                    normalizer=normalizer.state_dict(), feature_set=feature_set,
+                    encodings=data.provenance, meta=meta)
     log.info("%s on %s (%s %.1f, seed %d): test balanced accuracy %.3f, AUC %.3f",
              method_cfg["type"], meta.get("feature_set"), meta.get("scenario"),
              meta.get("rate", 0.0), seed, metrics["test"]["balanced_accuracy"],

@@ -30,6 +30,11 @@ TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience
                   "schedule": None, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1}
 
 
+# the settings a run records as what it ran with (FitResult.settings)
+_BATCH_KEYS = ("batch_size", "sampler", "class_weights", "noise_p", "noise_std")
+_PHASE_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "monitor", "schedule")
+
+
 class NotTrainable(Exception):
     """The method cannot be trained on this split (e.g. no complete-case subject)."""
 
@@ -40,6 +45,8 @@ class FitResult:
     best_epoch: dict[str, int] = field(default_factory=dict)
     best_score: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    # what ran: the batch settings and each phase's optimiser and stopping settings
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -157,7 +164,8 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
     if getattr(method, "kind", "torch") == "sklearn":
         start = time.perf_counter()
         method.fit(train, val, seed)
-        return FitResult(seconds=time.perf_counter() - start)
+        return FitResult(seconds=time.perf_counter() - start,
+                         settings={"estimator": method.fitted_settings()})
     if method.train_subset == "complete":
         keep = train.present.all(axis=1)
         log.info("%s trains on the %d of %d subjects with every modality", method.name,
@@ -174,11 +182,14 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
         counts = np.bincount(train.y, minlength=method.n_classes).astype(float)
         class_weight = torch.as_tensor(counts.sum() / np.maximum(counts, 1) / len(counts),
                                        dtype=torch.float32, device=device)
-    result = FitResult()
+    result = FitResult(settings={k: cfg[k] for k in _BATCH_KEYS})
+    result.settings["phases"] = []
     lines = []
     start = time.perf_counter()
     method.prepare(xt, pt, yt)
     for phase in method.phases(cfg):
+        result.settings["phases"].append({"name": phase.name,
+                                          **{k: getattr(phase, k) for k in _PHASE_KEYS}})
         opt = _optimizer(phase, phase.parameters())
         sched = _scheduler(phase, opt)
         loss_fn = phase.loss or method.loss

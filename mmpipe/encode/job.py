@@ -83,3 +83,11 @@ class SubjectWriter:
         if self.notes.get(subject_id):
             self.writer.note(subject_id, self.notes[subject_id])
         return True
+
+
+def build_network(job: EncodeJob) -> None:
+    """The registry's network for ``job`` on the job's device (the builders return it
+    frozen, in eval mode)."""
+    from mmpipe.encoders.registry import get_encoder_type
+
+    job.net, job.weights = get_encoder_type(job.cfg["type"]).build(job.cfg, job.device)

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from mmpipe.encode.inputs import SubjectInput, gather_inputs
 from mmpipe.encode.job import EncodeJob, SubjectWriter
-from mmpipe.store import FeatureStoreWriter, params_hash
+from mmpipe.hashing import params_hash
+from mmpipe.store import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,18 @@ def _log_summary(inputs: list[SubjectInput], modality: str) -> None:
 
 
 def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str | Path, *,
-                 device: str = "auto", shard_dirs: list | None = None,
-                 prompts: str | Path | None = None) -> Path:
+                 device: str = "auto", settings: dict | None = None,
+                 shard_dirs: list | None = None, prompts: str | Path | None = None) -> Path:
+    """Write the store of ``modality`` encoded as ``params`` says
+    (:func:`mmpipe.params.encoder_params`); ``settings`` are the encoder's execution
+    settings (batch size, loader workers: :func:`mmpipe.encoders.registry.execution_settings`),
+    which change how the job runs, not what it writes."""
     from mmpipe.encoders.device import resolve_device
     from mmpipe.encoders.registry import get_encoder_type
 
     cohort_dir = Path(cohort_dir)
     # the entry name lets weight errors say which `encoders.<name>` to edit
-    cfg = {**params["config"], "name": params["encoder"]}
+    cfg = {**params["config"], **(settings or {}), "name": params["encoder"]}
     etype = get_encoder_type(cfg["type"])
     inputs = gather_inputs(cohort_dir, modality, params["kind"], shard_dirs=shard_dirs,
                            prompts=prompts, fields=params.get("fields"))
@@ -76,7 +81,7 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
     job = EncodeJob(cfg=cfg, params=params, modality=modality, device=resolve_device(device))
     loop = etype.loop_module()
     loop.setup(job, ready)
-    attrs = _attrs(cohort_dir.name, job)
+    attrs = {**_attrs(cohort_dir.name, job), "run_settings": dict(settings or {})}
     if attrs["weights_random_init"]:
         log.warning("RANDOM WEIGHTS: store %s is written from a random-init %s: its features "
                     "are not pretrained", out, params["encoder"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmpipe.encode.volume import build_network
+from mmpipe.encode.job import build_network
 from mmpipe.errors import InputError
 
 

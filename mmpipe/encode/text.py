@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from mmpipe.encode.job import build_network
+
 _TEXT_CHUNK = 256  # prompts encoded per call: bounded memory whatever the cohort size
 
 
 def setup(job, items) -> None:
-    from mmpipe.encoders.registry import get_encoder_type
-
-    job.net, job.weights = get_encoder_type("text").build(job.cfg, job.device)
+    build_network(job)
     job.feature_shape = (job.net.dim,)
 
 

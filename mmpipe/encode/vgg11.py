@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmpipe.encode.volume import build_network, load_volumes, median_spacing_for
+from mmpipe.encode.job import build_network
+from mmpipe.encode.volume import load_volumes, median_spacing_for
 
 
 def setup(job, items) -> None:

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
     from mmpipe.encoders.weights import WeightsInfo
 
 MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the thesis, 4.2)
+# encoder settings that change how a job runs, not the embeddings it writes: they are
+# not part of a store's key (mmpipe.params), and the job reads them from the config
+EXECUTION_KEYS = ("batch_size", "loader_workers", "download")
+
+
+def execution_settings(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: encoder_cfg[k] for k in EXECUTION_KEYS if k in encoder_cfg}
 
 
 @dataclass(frozen=True)

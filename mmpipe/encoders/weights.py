@@ -126,7 +126,9 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
     """Find, check and load the weights an encoder's config names.
 
     ``cfg`` keys: ``weights`` (local path, http(s) URL or None), ``sha256`` (expected,
-    optional), ``allow_random_init`` (default False), ``download`` (default False).
+    optional), ``allow_random_init`` (default False: applies only when no weights are
+    configured; a configured file that is missing is always an error), ``download``
+    (default False).
     Returns ``(state_dict, info)``; ``state_dict`` is None only for random init.
     A URL is fetched only with ``download: true``; a copy already in the torch hub
     cache is used without network access.
@@ -134,7 +136,6 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
     spec = cfg.get("weights")
     expected_sha = cfg.get("sha256") or None
     allow_random = bool(cfg.get("allow_random_init", False))
-    missing: str | None = None
 
     if spec:
         spec = str(spec)
@@ -154,17 +155,20 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
         if path.is_file():
             sd, sha = _load_file(path, expected_sha, f"encoder {encoder}: {path}")
             return sd, WeightsInfo(str(path), sha, False)
-        missing = str(path)
+        # a configured file that is not there is a mistake, never a reason to go random
+        raise WeightsError(
+            f"encoder {encoder}: weights file not found: {path} (encoders.{encoder}.weights); "
+            f"get {expected_file} ({how_to_get}) and put it there, or remove the weights "
+            "entry to run without pretrained weights under allow_random_init: true")
 
     if allow_random:
         log.warning("RANDOM WEIGHTS: encoder %s runs with random-init weights; features are NOT "
-                    "pretrained (%s)", encoder,
-                    f"weights file not found: {missing}" if missing else "no weights configured")
+                    "pretrained (no weights configured)", encoder)
         return None, WeightsInfo(RANDOM_INIT, None, True, {"init_seed": RANDOM_INIT_SEED})
     raise WeightsError(
-        f"encoder {encoder}: weights file not found: {missing or 'not configured'}; get "
-        f"{expected_file} ({how_to_get}) and set encoders.{encoder}.weights in config.yaml, or "
-        "set allow_random_init: true to run without pretrained weights")
+        f"encoder {encoder}: no weights configured; get {expected_file} ({how_to_get}) and set "
+        f"encoders.{encoder}.weights in config.yaml, or set allow_random_init: true to run "
+        "without pretrained weights")
 
 
 def _download(url: str, expected_sha: str | None, encoder: str) -> tuple[dict, WeightsInfo]:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmpipe.methods import TRAINER_KEYS
+
 
 @dataclass
 class Phase:
@@ -89,10 +91,6 @@ class FusionMethod(nn.Module):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-
-# trainer settings a method's config may carry beside its own hyper-parameters
-TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
-                "monitor", "batch_size", "sampler", "class_weights", "noise_p", "noise_std")
 
 
 def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple[int, ...]],

@@ -15,18 +15,105 @@ out of the training split, and the benchmark's validation split is left for repo
 
 The trainer treats the class as ``kind = "sklearn"``: it calls :meth:`fit` and
 :meth:`predict_proba` directly. Its "trainable parameters" are the nodes of all its
-trees; :meth:`state_dict` pickles the fitted estimator (bytes) for ``model.pt``.
+trees. Once fitted, the trees are kept as plain arrays (:class:`TreeArrays`: per node its
+feature, threshold, where a missing value goes, its children and its value) and every
+prediction walks those arrays, so :meth:`state_dict` is numbers only and ``model.pt``
+loads without unpickling anything (a pickled estimator would run code on loading).
 """
 
 from __future__ import annotations
 
-import pickle
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mmpipe.methods.base import set_common_attributes
+
+
+def _node_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Node columns with fixed dtypes (scikit-learn stores the flags as uint8, where ``~``
+    would not negate them)."""
+    dtypes = {"feature_idx": np.int64, "num_threshold": np.float64, "missing_go_to_left": bool,
+              "left": np.int64, "right": np.int64, "is_leaf": bool, "value": np.float64}
+    return {f: np.ascontiguousarray(np.asarray(v).astype(dtypes[f])) for f, v in columns.items()}
+
+
+@dataclass
+class TreeArrays:
+    """The fitted boosting model as arrays: ``trees[i][k]`` is iteration ``i``'s tree for
+    output ``k`` (one output for two classes, one per class beyond), its nodes as columns."""
+
+    classes: np.ndarray            # class indices the model saw in training
+    baseline: np.ndarray           # [K] raw score before the trees
+    trees: list[list[dict[str, np.ndarray]]]
+
+    NODE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right",
+                   "is_leaf", "value")
+
+    @classmethod
+    def from_sklearn(cls, model: HistGradientBoostingClassifier) -> TreeArrays:
+        trees = []
+        for iteration in model._predictors:
+            per_output = []
+            for predictor in iteration:
+                nodes = predictor.nodes
+                if nodes["is_categorical"].any():  # numeric features only: arrays in, no dtypes
+                    raise ValueError("hgb: categorical splits are not supported")
+                per_output.append(_node_columns({f: nodes[f] for f in cls.NODE_FIELDS}))
+            trees.append(per_output)
+        return cls(np.asarray(model.classes_, dtype=np.int64),
+                   np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1), trees)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """``[N, K]`` raw scores, as scikit-learn's ``_raw_predict`` (NaN follows
+        ``missing_go_to_left``; otherwise ``x <= threshold`` goes left)."""
+        out = np.tile(self.baseline, (len(x), 1))
+        rows = np.arange(len(x))
+        for iteration in self.trees:
+            for k, tree in enumerate(iteration):
+                node = np.zeros(len(x), dtype=np.int64)
+                while not tree["is_leaf"][node].all():
+                    inner = ~tree["is_leaf"][node]
+                    at = node[inner]
+                    value = x[rows[inner], tree["feature_idx"][at]]
+                    left = np.where(np.isnan(value), tree["missing_go_to_left"][at],
+                                    value <= tree["num_threshold"][at])
+                    node[inner] = np.where(left, tree["left"][at], tree["right"][at])
+                out[:, k] += tree["value"][node]
+        return out
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        raw = self.raw(x)
+        if raw.shape[1] == 1:  # binary log-loss: the sigmoid of the one output
+            p = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+            return np.stack([1.0 - p, p], axis=1)
+        e = np.exp(raw - raw.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def n_nodes(self) -> int:
+        return int(sum(len(t["value"]) for it in self.trees for t in it))
+
+    def state(self) -> dict[str, Any]:
+        """Tensors and lists only: what ``torch.load(weights_only=True)`` reads."""
+        import torch
+
+        return {"classes": torch.from_numpy(self.classes),
+                "baseline": torch.from_numpy(self.baseline),
+                "trees": [[{f: torch.from_numpy(v) for f, v in t.items()} for t in it]
+                          for it in self.trees]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TreeArrays:
+        def arr(v):
+            return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+
+        trees = [[_node_columns({f: arr(t[f]) for f in cls.NODE_FIELDS}) for t in it]
+                 for it in state["trees"]]
+        return cls(arr(state["classes"]).astype(np.int64),
+                   arr(state["baseline"]).astype(np.float64), trees)
+
 
 SKLEARN_KEYS = ("learning_rate", "max_iter", "max_leaf_nodes", "max_depth", "min_samples_leaf",
                 "l2_regularization", "max_features", "max_bins", "class_weight",
@@ -63,6 +150,7 @@ class HistGradientBoosting:
         self.hparams = {**self.defaults, **{k: v for k, v in hparams.items()
                                             if k in self.defaults}}
         self.model: HistGradientBoostingClassifier | None = None
+        self.forest: TreeArrays | None = None
 
     def features(self, data) -> np.ndarray:
         """``[N, sum of feature sizes]``: modalities side by side, NaN where absent."""
@@ -80,27 +168,36 @@ class HistGradientBoosting:
         self.model = HistGradientBoostingClassifier(
             **{k: self.hparams[k] for k in SKLEARN_KEYS}, random_state=int(seed))
         self.model.fit(self.features(train), np.asarray(train.y))
+        self.forest = TreeArrays.from_sklearn(self.model)
         return self
 
     def predict_proba(self, data) -> np.ndarray:
         """``[N, n_classes]`` probabilities; classes unseen in training get 0."""
-        if self.model is None:
+        if self.forest is None:
             raise RuntimeError(f"{self.name}: predict_proba before fit")
         out = np.zeros((len(data.y), self.n_classes), dtype=np.float32)
         if len(data.y):
-            proba = self.model.predict_proba(self.features(data))
-            out[:, self.model.classes_.astype(int)] = proba
+            proba = self.forest.proba(self.features(data).astype(np.float64))
+            out[:, self.forest.classes] = proba
         return out
+
+    def fitted_settings(self) -> dict[str, Any]:
+        """The estimator's settings as scikit-learn ran them (its defaults included)."""
+        if self.model is None:
+            return dict(self.hparams)
+        return {k: v for k, v in self.model.get_params().items()
+                if isinstance(v, str | int | float | bool | type(None))}
 
     def trainable_parameters(self) -> int:
         """Number of nodes over all trees (the boosting model's "parameters")."""
-        if self.model is None:
-            return 0
-        return int(sum(len(tree.nodes) for it in self.model._predictors for tree in it))
+        return 0 if self.forest is None else self.forest.n_nodes()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": pickle.dumps(self.model), "hparams": dict(self.hparams)}
+        """Plain arrays and settings (no pickled estimator): see :class:`TreeArrays`."""
+        if self.forest is None:
+            raise RuntimeError(f"{self.name}: state_dict before fit")
+        return {"forest": self.forest.state(), "hparams": dict(self.hparams)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model = pickle.loads(state["model"])
+        self.forest = TreeArrays.from_state(state["forest"])
         self.hparams = {**self.hparams, **state.get("hparams", {})}

@@ -88,35 +88,41 @@ PHI_MODULES = ("embedding", "hypernet", "adapters")
 AUX_MODULES = ("decoder", "classifier")  # trained in phase φ only, unused at inference
 
 
+# settings of both variants; the official train+test.py argparse defaults for the trainer
+_SHARED_DEFAULTS: dict[str, Any] = {
+    "emb_dim": 5,             # official HyperMM.py: nn.Embedding(20, 5)
+    "hyper_hidden": 20,       # official: Linear(5, 20) -> ReLU -> Linear(20, |θ|)
+    "hyper_init": "scaled",   # scaled | default (official nn.Linear init)
+    "phi_dim": None,          # φ output channels / dim; None = input channels (official 512→512)
+    "adapter_dim": None,      # vector path, differing dims: common dim (None = smallest)
+    "pool": "flatten",        # flatten (official) | gap: what the classifier and ρ read
+    "aggregation": "mean",    # mean (official) | sum | max over present modalities
+    "rho_layers": 3,          # 3 (paper) | 2 (official code)
+    "rho_hidden": 512,
+    "dropout": 0.5,           # official ρ Dropout(0.5)
+    "lr": 1e-4,
+    "weight_decay": 5e-4,
+    "max_epochs": 100,
+    "patience": 10,
+}
+# the two-step variant's phase φ (pre-training with the reconstruction loss)
+_TWO_STEP_DEFAULTS: dict[str, Any] = {
+    "cls_hidden": 512,        # temporary classifier of phase φ (official 512)
+    "lambda_rec": 1.0,        # weight of the reconstruction MSE (official: mse + ce)
+    "phi_lr": None,           # None = lr (official lr_pretrain = lr = 1e-4)
+    "phi_max_epochs": 50,     # official epochs_pretrain
+    "phi_patience": None,     # None = patience
+    "phi_monitor": "loss",    # validation phase loss (MSE + CE) | balanced_accuracy
+}
+
+
 class HyperMM(FusionMethod):
     """Two-step HyperMM: hypernetwork-conditioned φ, then set aggregation and ρ."""
 
     name: ClassVar[str] = "hypermm"
     permutation_invariant: ClassVar[bool] = True
     two_step: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "emb_dim": 5,             # official HyperMM.py: nn.Embedding(20, 5)
-        "hyper_hidden": 20,       # official: Linear(5, 20) -> ReLU -> Linear(20, |θ|)
-        "hyper_init": "scaled",   # scaled | default (official nn.Linear init)
-        "phi_dim": None,          # φ output channels / dim; None = input channels (official 512→512)
-        "adapter_dim": None,      # vector path, differing dims: common dim (None = smallest)
-        "pool": "flatten",        # flatten (official) | gap: what the classifier and ρ read
-        "aggregation": "mean",    # mean (official) | sum | max over present modalities
-        "rho_layers": 3,          # 3 (paper) | 2 (official code)
-        "rho_hidden": 512,
-        "cls_hidden": 512,        # temporary classifier of phase φ (official 512)
-        "dropout": 0.5,           # official ρ Dropout(0.5)
-        "lambda_rec": 1.0,        # weight of the reconstruction MSE (official: mse + ce)
-        "phi_lr": None,           # None = lr (official lr_pretrain = lr = 1e-4)
-        "phi_max_epochs": 50,     # official epochs_pretrain
-        "phi_patience": None,     # None = patience
-        "phi_monitor": "loss",    # validation phase loss (MSE + CE) | balanced_accuracy
-        # trainer settings (official train+test.py argparse defaults)
-        "lr": 1e-4,
-        "weight_decay": 5e-4,
-        "max_epochs": 100,
-        "patience": 10,
-    }
+    defaults: ClassVar[dict[str, Any]] = {**_SHARED_DEFAULTS, **_TWO_STEP_DEFAULTS}
 
     def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
                  **hparams: Any):
@@ -356,11 +362,7 @@ class HyperMMEndToEnd(HyperMM):
 
     name: ClassVar[str] = "hypermm_e2e"
     two_step: ClassVar[bool] = False
-    defaults: ClassVar[dict[str, Any]] = {
-        **{k: v for k, v in HyperMM.defaults.items()
-           if k not in ("phi_lr", "phi_max_epochs", "phi_patience", "phi_monitor", "cls_hidden")},
-        "lambda_rec": 0.0,
-    }
+    defaults: ClassVar[dict[str, Any]] = {**_SHARED_DEFAULTS, "lambda_rec": 0.0}
 
     def loss(self, x: dict[str, torch.Tensor], present: torch.Tensor, y: torch.Tensor,
              class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

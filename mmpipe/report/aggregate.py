@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mmpipe.fsutil import atomic_file
+from mmpipe.errors import StaleRunError
+from mmpipe.fsutil import atomic_dir, atomic_file
+from mmpipe.layout import CohortLayout, cell_name, parse_cell
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +244,7 @@ def _write_csv(df: pl.DataFrame, path: Path) -> Path:
 
 def group_tag(scenario: str, rate: float) -> str:
     """The file-name tag of a (scenario, rate) group, as in the run directories: ``mcar-0.2``."""
-    return f"{scenario}-{float(rate)}"
+    return cell_name(scenario, rate)
 
 
 def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[str] = PLOT_METRICS,
@@ -350,3 +352,43 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
                     scenario=s, rate=r))
     log.info("report of %d runs written to %s (%d files)", len(runs), out_dir, len(written))
     return written
+
+
+def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
+    """Every run directory the report params (:func:`mmpipe.params.report_params`) name,
+    checked: each must hold a finished run trained with the settings the config asks for
+    (the ``params_hash`` its ``metrics.json`` records), or the report is refused."""
+    dirs, problems = [], []
+    for key, run in report["runs"].items():
+        feature_set, method = key.split("/")
+        for cell in run["cells"]:
+            for seed in report["seeds"]:
+                run_dir = layout.run(feature_set, method, *parse_cell(cell), seed)
+                dirs.append(run_dir)
+                metrics = run_dir / "metrics.json"
+                if not metrics.is_file() or not (run_dir / "predictions.parquet").is_file():
+                    problems.append(f"{run_dir}: no finished run here")
+                elif _read_json(metrics).get("params_hash") != run["params_hash"]:
+                    problems.append(f"{run_dir}: trained with other settings than the config's")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                           if len(problems) > 5 else "")
+        raise StaleRunError(f"{len(problems)} of {len(dirs)} runs cannot enter the report: "
+                            f"{shown}. Rerun their training jobs (snakemake --forcerun train "
+                            "train_method, or delete them and run again)")
+    return dirs
+
+
+def build_cohort_report(layout: CohortLayout, report: dict[str, Any],
+                        out_dir: str | Path) -> list[Path]:
+    """The report of one cohort's benchmark into ``out_dir``, written atomically: a
+    killed report job leaves no report that looks finished."""
+    from mmpipe.report.published import published_for
+
+    runs = cohort_runs(layout, report)
+    with atomic_dir(out_dir) as tmp:
+        written = build_report([r / "metrics.json" for r in runs],
+                               [r / "predictions.parquet" for r in runs], tmp,
+                               published=published_for(layout.cohort, report["label"]),
+                               scenarios=report["scenarios"])
+    return [Path(out_dir) / p.relative_to(tmp) for p in written]

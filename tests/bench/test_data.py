@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mmpipe.bench.data import BenchData, Normalizer, load_feature_set, store_path
+from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
+from mmpipe.layout import CohortLayout
 from mmpipe.errors import StoreError
 from mmpipe.store import FeatureStoreWriter
 
@@ -30,7 +31,7 @@ def _cohort(tmp_path, ids=IDS, wsi_ids=None):
     (tmp_path / "manifest.json").write_text(json.dumps(meta))
     for mod, enc, values, shape, order in (("ct", "ctenc", CT, (3,), ids),
                                            ("wsi", "wsienc", WSI, (2, 2), wsi_ids or ids)):
-        with FeatureStoreWriter(store_path(tmp_path, mod, enc), order, shape, {"encoder": enc}) as w:
+        with FeatureStoreWriter(CohortLayout(tmp_path).store(mod, enc), order, shape, {"encoder": enc}) as w:
             for s in order:
                 if s in values:
                     w.write(s, np.full(shape, values[s]))

@@ -13,8 +13,11 @@ from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.prepare import make_mask, make_split
 from mmpipe.bench.run import run_cell, run_cells, run_experiment
 from mmpipe.cohorts import build_manifest
-from mmpipe.config import encoder_params, load_config
+from mmpipe.config import load_config
 from mmpipe.encode.run import encode_store
+from mmpipe.hashing import params_hash
+from mmpipe.layout import CohortLayout, parse_cell
+from mmpipe.params import encoder_params
 from tests.conftest import REPO
 
 MODALITIES = {"a": 6, "b": 4, "c": 5}
@@ -126,24 +129,43 @@ def _fail_run_seed_when(monkeypatch, predicate) -> None:
     monkeypatch.setattr(run_mod, "run_seed", run_seed)
 
 
+def _train(method: dict, seeds: list[int]) -> dict:
+    """A training job's parameter set (mmpipe.params.train_params) for the toy cohort."""
+    return {"method": method, "feature_set": {m: "precomputed" for m in MODALITIES},
+            "label": "y", "normalize": "zscore", "evaluate_subsets": True, "seeds": seeds}
+
+
+def _layout_with(cohort_dir, tmp_path, cells: dict[str, dict], seeds) -> CohortLayout:
+    """A copy of the cohort's manifest and stores beside its own splits and masks."""
+    import shutil
+
+    root = tmp_path / "toy"
+    shutil.copytree(cohort_dir, root)
+    layout = CohortLayout(root)
+    for seed in seeds:
+        make_split(root, "y", seed, (0.6, 0.1, 0.3), layout.split(seed))
+        for cell, options in cells.items():
+            scenario, rate = parse_cell(cell)
+            make_mask(root, scenario, rate, seed, layout.mask(scenario, rate, seed),
+                      options=options, split_path=layout.split(seed))
+    return layout
+
+
 def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_path,
                                                                     monkeypatch):
     root, cohort_dir = cohort
-    feature_set = {m: "precomputed" for m in MODALITIES}
-    splits, masks = {}, {}
-    for seed in (0, 1):
-        splits[seed] = tmp_path / f"split{seed}.parquet"
-        make_split(cohort_dir, "y", seed, (0.6, 0.1, 0.3), splits[seed])
-        make_mask(cohort_dir, "testmiss", 0.5, seed, tmp_path / f"mask{seed}.parquet",
-                  options={"modality": "b"}, split_path=splits[seed])
-        masks[seed] = tmp_path / f"mask{seed}.parquet"
-    method = {"type": "concat_zero", "max_epochs": 5}
-    meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero",
-            "scenario": "testmiss", "rate": 0.5}
+    layout = _layout_with(cohort_dir, tmp_path, {"testmiss-0.5": {"modality": "b"}}, (0, 1))
+    train = _train({"type": "concat_zero", "max_epochs": 5}, [0, 1])
+    meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero"}
     cell = tmp_path / "cell"
-    results = run_cell(cohort_dir, feature_set, "y", method, splits, masks, cell, meta=meta)
+    results = run_cell(layout, train, "testmiss", 0.5, cell, meta=meta)
     assert [r["seed"] for r in results] == [0, 1]
     assert sorted(p.name for p in cell.iterdir()) == ["seed0", "seed1"]
+    # each run records the hash of the settings it was trained with, and what fit ran
+    saved = json.loads((cell / "seed0" / "metrics.json").read_text())
+    assert saved["params_hash"] == params_hash(train)
+    assert saved["training"]["phases"][0]["max_epochs"] == 5
+    assert saved["training"]["batch_size"] == results[0]["training"]["batch_size"]
     # the test-time scenario removed "b" from test subjects only
     preds = pl.read_parquet(cell / "seed0" / "predictions.parquet")
     scen = preds.filter(pl.col("evaluation") == "scenario")
@@ -153,8 +175,7 @@ def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_pa
     # a failure in the second seed leaves no cell behind, not a cell with one seed
     _fail_run_seed_when(monkeypatch, lambda kwargs: kwargs["seed"] == 1)
     with pytest.raises(RuntimeError, match="boom"):
-        run_cell(cohort_dir, feature_set, "y", method, splits, masks, tmp_path / "cell2",
-                 meta=meta)
+        run_cell(layout, train, "testmiss", 0.5, tmp_path / "cell2", meta=meta)
     assert not (tmp_path / "cell2").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cell2")
                 or "cell2" in p.name]
@@ -165,17 +186,11 @@ def test_a_method_job_trains_every_cell_and_appears_whole_or_not_at_all(cohort, 
     """`train_jobs: method`: the cells of one (feature set, method) in one directory, each
     run recording its own scenario and rate; a failing cell leaves nothing behind."""
     root, cohort_dir = cohort
-    feature_set = {m: "precomputed" for m in MODALITIES}
-    splits = {0: tmp_path / "split0.parquet"}
-    make_split(cohort_dir, "y", 0, (0.6, 0.1, 0.3), splits[0])
-    cells = {}
-    for scenario, rate in (("natural", 0.0), ("mcar", 0.4)):
-        cells[f"{scenario}-{rate}"] = {0: tmp_path / f"{scenario}-{rate}.parquet"}
-        make_mask(cohort_dir, scenario, rate, 0, cells[f"{scenario}-{rate}"][0])
-    method = {"type": "concat_zero", "max_epochs": 5}
+    layout = _layout_with(cohort_dir, tmp_path, {"natural-0.0": {}, "mcar-0.4": {}}, (0,))
+    train = _train({"type": "concat_zero", "max_epochs": 5}, [0])
     meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero"}
     out = tmp_path / "concat_zero"
-    results = run_cells(cohort_dir, feature_set, "y", method, splits, cells, out, meta=meta)
+    results = run_cells(layout, train, ["natural-0.0", "mcar-0.4"], out, meta=meta)
     assert list(results) == ["natural-0.0", "mcar-0.4"]
     assert sorted(p.name for p in out.iterdir()) == ["mcar-0.4", "natural-0.0"]
     for cell, (scenario, rate) in (("natural-0.0", ("natural", 0.0)),
@@ -189,6 +204,5 @@ def test_a_method_job_trains_every_cell_and_appears_whole_or_not_at_all(cohort, 
 
     _fail_run_seed_when(monkeypatch, lambda kwargs: kwargs["meta"]["scenario"] == "mcar")
     with pytest.raises(RuntimeError, match="boom"):
-        run_cells(cohort_dir, feature_set, "y", method, splits, cells, tmp_path / "m2",
-                  meta=meta)
+        run_cells(layout, train, ["natural-0.0", "mcar-0.4"], tmp_path / "m2", meta=meta)
     assert not [p for p in tmp_path.iterdir() if "m2" in p.name]

@@ -79,7 +79,13 @@ def test_missing_weights_error_names_the_file(weights):
     msg = str(err.value)
     assert "toy-1234.pth" in msg and "from the toy zoo" in msg
     assert "encoders.toy.weights" in msg and "allow_random_init" in msg
-    assert (weights or "not configured") in msg
+    assert (weights or "no weights configured") in msg
+
+
+def test_a_configured_file_that_is_missing_is_an_error_even_with_random_init_allowed():
+    # allow_random_init applies only when no weights are configured: a wrong path is a typo
+    with pytest.raises(WeightsError, match="does/not/exist.pth"):
+        resolve_state_dict({"weights": "does/not/exist.pth", "allow_random_init": True}, **ARGS)
 
 
 def test_random_init_is_loud(caplog):

@@ -97,11 +97,28 @@ def test_state_dict_roundtrip(tmp_path):
     buf = io.BytesIO()
     torch.save({"sklearn": method.state_dict()}, buf)
     buf.seek(0)
-    state = torch.load(buf)["sklearn"]  # weights_only: bytes and plain types only
+    # weights_only: tensors and plain types, no pickled estimator that could run code
+    state = torch.load(buf, weights_only=True)["sklearn"]
     other = HistGradientBoosting(train.modalities, train.shapes(), 2)
     other.load_state_dict(state)
     np.testing.assert_array_equal(other.predict_proba(test), method.predict_proba(test))
     assert other.hparams["max_iter"] == 30
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_tree_arrays_predict_what_scikit_learn_predicts(n_classes):
+    """Predictions walk the stored arrays; they are scikit-learn's own, NaN routing included."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mmpipe.methods.hgb import TreeArrays
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    x[rng.random(x.shape) < 0.25] = np.nan
+    y = rng.integers(0, n_classes, 300)
+    model = HistGradientBoostingClassifier(max_iter=25, random_state=0).fit(x, y)
+    forest = TreeArrays.from_state(TreeArrays.from_sklearn(model).state())
+    np.testing.assert_allclose(forest.proba(x), model.predict_proba(x), atol=1e-12)
 
 
 def test_shared_trainer_entry_points():

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from mmpipe.cohorts import build_manifest
-from mmpipe.config import encoder_params, prompt_params, validate_config
+from mmpipe.config import validate_config
 from mmpipe.layout import CohortLayout
+from mmpipe.params import encoder_params, prompt_params
 from mmpipe.store import FeatureStore, read_features
 from tests.conftest import REPO
 
@@ -69,7 +70,7 @@ def build(tmp_path: Path, cfg: dict) -> CohortLayout:
 def preprocess(layout: CohortLayout, cfg: dict, modality: str) -> list[Path]:
     """The preprocessing a modality's kind needs (DICOM conversion, tiling, prompts), as
     the rules run it; returns the shard folders."""
-    from mmpipe.config import dicom_params, tiling_params
+    from mmpipe.params import dicom_params, tiling_params
 
     kind = cfg["cohorts"][COHORT]["modalities"][modality]["kind"]
     shards = layout.shards(modality, kind, cfg["shards"].get(kind, 1))

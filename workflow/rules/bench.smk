@@ -8,14 +8,14 @@
 
 rule split:
     input:
-        **manifest_files("{cohort}"),
+        **L.manifest_files(),
     output:
-        f"{RESULTS}/{{cohort}}/splits/seed{{seed}}.parquet",
+        L.split("{seed}"),
     params:
-        split=lambda w: mmconfig.split_params(config, w.cohort),
+        split=lambda w: mmparams.split_params(config, w.cohort),
     priority: 1  # short, and every training job waits on it
     log:
-        f"{RESULTS}/{{cohort}}/logs/split/seed{{seed}}.log",
+        L.log("split", "seed{seed}"),
     conda:
         "../../envs/bench.yaml"
     script:
@@ -26,12 +26,12 @@ rule mask:
     input:
         unpack(mask_inputs),
     output:
-        f"{RESULTS}/{{cohort}}/masks/{{scenario}}-{{rate}}/seed{{seed}}.parquet",
+        L.mask("{scenario}", "{rate}", "{seed}"),
     params:
-        mask=lambda w: mmconfig.mask_params(config, w.cohort, w.scenario),
+        mask=lambda w: mmparams.mask_params(config, w.cohort, w.scenario),
     priority: 1  # short, and every training job waits on it
     log:
-        f"{RESULTS}/{{cohort}}/logs/mask/{{scenario}}-{{rate}}-seed{{seed}}.log",
+        L.log("mask", "{scenario}-{rate}-seed{seed}"),
     conda:
         "../../envs/bench.yaml"
     script:
@@ -42,19 +42,15 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        directory(
-            f"{RESULTS}/{{cohort}}/runs/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}"
-        ),
+        directory(L.cell("{feature_set}", "{method}", "{scenario}", "{rate}")),
     params:
-        train=lambda w: mmconfig.train_params(config, w.cohort, w.feature_set, w.method),
-        seeds=lambda w: cohort_seeds(w.cohort),
+        train=lambda w: mmparams.train_params(config, w.cohort, w.feature_set, w.method),
         cells=cell_list,
-        device=config["device"],
     threads: 1
     log:
-        f"{RESULTS}/{{cohort}}/logs/train/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}.log",
+        L.log("train", "{feature_set}/{method}/{scenario}-{rate}"),
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/train/{{feature_set}}/{{method}}/{{scenario}}-{{rate}}.tsv"
+        L.benchmark("train", "{feature_set}/{method}/{scenario}-{rate}")
     conda:
         "../../envs/bench.yaml"
     script:
@@ -63,8 +59,8 @@ rule train:
 
 use rule train as train_method with:
     output:
-        directory(f"{RESULTS}/{{cohort}}/runs/{{feature_set}}/{{method}}"),
+        directory(L.method_runs("{feature_set}", "{method}")),
     log:
-        f"{RESULTS}/{{cohort}}/logs/train/{{feature_set}}/{{method}}.log",
+        L.log("train", "{feature_set}/{method}"),
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/train/{{feature_set}}/{{method}}.tsv"
+        L.benchmark("train", "{feature_set}/{method}")

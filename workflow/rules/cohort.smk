@@ -1,12 +1,12 @@
 rule demo_cohort:
     output:
-        directory(f"{RESULTS}/{{cohort}}/raw"),
+        directory(L.raw()),
     params:
-        demo=lambda w: mmconfig.demo_params(config, w.cohort),
+        demo=lambda w: mmparams.demo_params(config, w.cohort),
     log:
-        f"{RESULTS}/{{cohort}}/logs/demo_cohort.log",
+        L.log("demo_cohort"),
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/demo_cohort.tsv"
+        L.benchmark("demo_cohort")
     conda:
         "../../envs/cohort.yaml"
     script:
@@ -17,11 +17,11 @@ rule manifest:
     input:
         unpack(manifest_inputs),
     output:
-        **manifest_files("{cohort}"),
+        **L.manifest_files(),
     params:
-        cohort=lambda w: mmconfig.manifest_params(config, w.cohort),
+        cohort=lambda w: mmparams.manifest_params(config, w.cohort),
     log:
-        f"{RESULTS}/{{cohort}}/logs/manifest.log",
+        L.log("manifest"),
     conda:
         "../../envs/cohort.yaml"
     script:

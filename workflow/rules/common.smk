@@ -1,12 +1,16 @@
-# Config validation, wildcard constraints and input functions. No logic lives in
-# the rules: they pass parameters to the mmpipe library.
+# Config validation, wildcard constraints and input functions. No logic lives in the
+# rules: paths come from mmpipe.layout (the one owner of the results layout), parameter
+# sets from mmpipe.params (what each output depends on, canonical), settings from
+# mmpipe.config.
 import sys
 
 sys.path.insert(0, workflow.basedir)  # `mmpipe` importable without installation
 
 from mmpipe import config as mmconfig
-from mmpipe.bench.missingness import NEEDS_SPLIT
-from mmpipe.config import GPU_ENCODERS
+from mmpipe import params as mmparams
+from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
+from mmpipe.encoders.registry import get_encoder_type
+from mmpipe.layout import CohortLayout
 
 mmconfig.validate_config(config)
 
@@ -15,31 +19,35 @@ COHORTS = config["cohorts"]
 ENCODERS = config["encoders"]
 
 
+def layout(cohort):
+    return CohortLayout.of(RESULTS, cohort)
+
+
+# the rules' path patterns: the layout with wildcards
+L = layout("{cohort}")
+
+
 wildcard_constraints:
     cohort="[A-Za-z0-9_-]+",
     modality="[A-Za-z0-9_-]+",
     encoder="[A-Za-z0-9_-]+",
     shard=r"\d+",
+    feature_set="[A-Za-z0-9_-]+",
+    method="[A-Za-z0-9_-]+",
+    scenario="|".join(SCENARIOS),
+    rate=r"[0-9]+\.[0-9]+",
+    seed=r"\d+",
 
 
 def modality_kind(cohort, modality):
     return COHORTS[cohort]["modalities"][modality]["kind"]
 
 
-def manifest_files(cohort):
-    base = f"{RESULTS}/{cohort}"
-    return {
-        "manifest": f"{base}/manifest.parquet",
-        "meta": f"{base}/manifest.json",
-        "adapter_qc": f"{base}/qc/adapter.parquet",
-    }
-
-
 def manifest_inputs(wildcards):
     """Raw inputs the adapter reads: the generated demo cohort, or the user's CSV."""
     cohort = COHORTS[wildcards.cohort]
     if cohort["adapter"] == "demo":
-        return {"raw": f"{RESULTS}/{wildcards.cohort}/raw"}
+        return {"raw": layout(wildcards.cohort).raw()}
     if cohort["adapter"] == "csv":
         return {"csv": cohort["csv"]}
     return {}
@@ -47,34 +55,25 @@ def manifest_inputs(wildcards):
 
 def shard_dirs(cohort, modality):
     kind = modality_kind(cohort, modality)
-    if kind == "dicom":
-        n, sub = config["shards"]["dicom"], "volumes"
-    elif kind == "slide":
-        n, sub = config["shards"]["slide"], "tiles"
-    else:
-        return []
-    return [f"{RESULTS}/{cohort}/preprocess/{modality}/{sub}/shard{k}" for k in range(n)]
+    return layout(cohort).shards(modality, kind, config["shards"].get(kind, 0))
 
 
 def encode_inputs(wildcards):
-    inputs = manifest_files(wildcards.cohort)
-    shards = shard_dirs(wildcards.cohort, wildcards.modality)
+    w = wildcards
+    inputs = layout(w.cohort).manifest_files()
+    shards = shard_dirs(w.cohort, w.modality)
     if shards:
         inputs["shards"] = shards
-    if ENCODERS[wildcards.encoder]["type"] == "text":
-        inputs["prompts"] = (
-            f"{RESULTS}/{wildcards.cohort}/preprocess/{wildcards.modality}/prompts.parquet"
-        )
+    if ENCODERS[w.encoder]["type"] == "text":
+        inputs["prompts"] = layout(w.cohort).prompts(w.modality)
+    if ENCODERS[w.encoder].get("encoding_from"):  # a tabular encoding fitted on another cohort
+        inputs["encoding_from"] = ENCODERS[w.encoder]["encoding_from"]
     return inputs
-
-
-def store_path(cohort, modality, encoder):
-    return f"{RESULTS}/{cohort}/features/{modality}/{encoder}.zarr"
 
 
 def cohort_stores(cohort):
     return [
-        store_path(cohort, modality, encoder)
+        layout(cohort).store(modality, encoder)
         for modality, spec in COHORTS[cohort]["modalities"].items()
         for encoder in spec["encoders"]
     ]
@@ -89,34 +88,31 @@ def encode_priority(wildcards):
 
 
 def encoder_gpus(wildcards):
-    return 1 if ENCODERS[wildcards.encoder]["type"] in GPU_ENCODERS else 0
+    return 1 if get_encoder_type(ENCODERS[wildcards.encoder]["type"]).needs_gpu else 0
 
 
 def all_outputs():
+    """The default target: every cohort's stores, QC, every training output (each cell,
+    or each method's folder of cells under ``train_jobs: method``) and the report."""
     outputs = []
     for cohort in config["run_cohorts"]:
-        outputs += list(manifest_files(cohort).values())
+        lay = layout(cohort)
+        outputs += list(lay.manifest_files().values())
         outputs += cohort_stores(cohort)
-        outputs.append(f"{RESULTS}/{cohort}/qc.parquet")
+        outputs.append(lay.cohort_qc())
         if "benchmark" in COHORTS[cohort]:
-            outputs.append(f"{RESULTS}/{cohort}/report")
+            outputs += training_outputs(cohort)
+            outputs.append(lay.report())
     return outputs
-
-
-wildcard_constraints:
-    feature_set="[A-Za-z0-9_-]+",
-    method="[A-Za-z0-9_-]+",
-    scenario="natural|mcar|completeness|testmiss",
-    rate=r"[0-9.]+",
-    seed=r"\d+",
 
 
 def mask_inputs(wildcards):
     """The manifest; and the seed's split where the scenario acts on the test split only."""
     w = wildcards
-    inputs = dict(manifest_files(w.cohort))
+    lay = layout(w.cohort)
+    inputs = lay.manifest_files()
     if w.scenario in NEEDS_SPLIT:
-        inputs["split"] = f"{RESULTS}/{w.cohort}/splits/seed{w.seed}.parquet"
+        inputs["split"] = lay.split(w.seed)
     return inputs
 
 
@@ -133,21 +129,17 @@ def cell_list(w):
 
 
 def train_inputs(wildcards):
-    """The stores of the feature set, and the split of every seed and the mask of every
-    (cell, seed), cell by cell."""
+    """The stores of the feature set, the split of every seed and the mask of every
+    (cell, seed). The job finds each by its path in the layout, not by its position."""
     w = wildcards
-    bench = COHORTS[w.cohort]["benchmark"]
-    feature_set = bench["feature_sets"][w.feature_set]
+    lay = layout(w.cohort)
+    feature_set = COHORTS[w.cohort]["benchmark"]["feature_sets"][w.feature_set]
     seeds = cohort_seeds(w.cohort)
     return {
-        **manifest_files(w.cohort),
-        "stores": [store_path(w.cohort, m, e) for m, e in feature_set.items()],
-        "splits": [f"{RESULTS}/{w.cohort}/splits/seed{s}.parquet" for s in seeds],
-        "masks": [
-            f"{RESULTS}/{w.cohort}/masks/{cell}/seed{s}.parquet"
-            for cell in cell_list(w)
-            for s in seeds
-        ],
+        **lay.manifest_files(),
+        "stores": [lay.store(m, e) for m, e in feature_set.items()],
+        "splits": [lay.split(s) for s in seeds],
+        "masks": [lay.mask(*cell.rsplit("-", 1), s) for cell in cell_list(w) for s in seeds],
     }
 
 
@@ -159,10 +151,10 @@ def cohort_runs(cohort):
 
 
 def cohort_cells(cohort):
-    """Every ``runs/{feature set}/{method}/{scenario}-{rate}`` directory of the cohort's
-    benchmark; each holds one run per seed."""
+    """Every cell directory of the cohort's benchmark; each holds one run per seed."""
+    lay = layout(cohort)
     return [
-        f"{RESULTS}/{cohort}/runs/{fs}/{method}/{cell}"
+        lay.cell(fs, method, *cell.rsplit("-", 1))
         for fs, method in cohort_runs(cohort)
         for cell in mmconfig.run_cells(config, cohort, fs, method)
     ]
@@ -173,4 +165,4 @@ def training_outputs(cohort):
     (feature set, method) holding them (``train_jobs: method``)."""
     if mmconfig.benchmark_settings(config, cohort)["train_jobs"] == "cell":
         return cohort_cells(cohort)
-    return [f"{RESULTS}/{cohort}/runs/{fs}/{method}" for fs, method in cohort_runs(cohort)]
+    return [layout(cohort).method_runs(fs, method) for fs, method in cohort_runs(cohort)]

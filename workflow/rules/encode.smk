@@ -4,24 +4,25 @@
 # a GPU request. One thread per job: torch gains about 1.5x from a second CPU thread,
 # so on a CPU machine two encoders side by side finish sooner than one after the
 # other; give a lone long job more with `--set-threads encode=N` (the SLURM profile does).
+# The device and the batch size are read from the config by the job, not passed as
+# params: they change how the job runs, not the store it writes, so they rerun nothing.
 
 
 rule encode:
     input:
         unpack(encode_inputs),
     output:
-        directory(f"{RESULTS}/{{cohort}}/features/{{modality}}/{{encoder}}.zarr"),
+        directory(L.store("{modality}", "{encoder}")),
     params:
-        encoder=lambda w: mmconfig.encoder_params(config, w.cohort, w.modality, w.encoder),
-        device=config["device"],
+        encoder=lambda w: mmparams.encoder_params(config, w.cohort, w.modality, w.encoder),
     resources:
         gpu=encoder_gpus,
     threads: 1
     priority: encode_priority
     log:
-        f"{RESULTS}/{{cohort}}/logs/encode/{{modality}}-{{encoder}}.log",
+        L.log("encode", "{modality}-{encoder}"),
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/encode/{{modality}}-{{encoder}}.tsv"
+        L.benchmark("encode", "{modality}-{encoder}")
     conda:
         "../../envs/encode.yaml"
     script:

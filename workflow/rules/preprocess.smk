@@ -1,22 +1,22 @@
-# Per-shard preprocessing: a fixed number of jobs per modality whatever the cohort
-# size (see mmpipe/shards.py); on a cluster the shards run in parallel and `group:`
-# bundles them with nothing else. They run before other ready jobs (`priority`): each is
-# short and unlocks an encoder.
+# Per-shard preprocessing: a fixed number of jobs per modality whatever the cohort size
+# (see mmpipe/shards.py); on a cluster the shards run in parallel and `group:` bundles
+# them with nothing else. They run before other ready jobs (`priority`): each is short
+# and unlocks an encoder.
 
 
 rule dicom_to_nifti:
     input:
-        **manifest_files("{cohort}"),
+        **L.manifest_files(),
     output:
-        directory(f"{RESULTS}/{{cohort}}/preprocess/{{modality}}/volumes/shard{{shard}}"),
+        directory(L.shard("{modality}", "dicom", "{shard}")),
     params:
-        dicom=lambda w: mmconfig.dicom_params(config),
+        dicom=mmparams.dicom_params(config),
         n_shards=config["shards"]["dicom"],
     priority: 2
     log:
-        f"{RESULTS}/{{cohort}}/logs/dicom_to_nifti/{{modality}}-shard{{shard}}.log",
+        L.log("dicom_to_nifti", "{modality}-shard{shard}"),
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/dicom_to_nifti/{{modality}}-shard{{shard}}.tsv"
+        L.benchmark("dicom_to_nifti", "{modality}-shard{shard}")
     group:
         "preprocess"
     conda:
@@ -27,17 +27,17 @@ rule dicom_to_nifti:
 
 rule tile_slides:
     input:
-        **manifest_files("{cohort}"),
+        **L.manifest_files(),
     output:
-        directory(f"{RESULTS}/{{cohort}}/preprocess/{{modality}}/tiles/shard{{shard}}"),
+        directory(L.shard("{modality}", "slide", "{shard}")),
     params:
-        tiling=lambda w: mmconfig.tiling_params(config),
+        tiling=mmparams.tiling_params(config),
         n_shards=config["shards"]["slide"],
     priority: 2
     log:
-        f"{RESULTS}/{{cohort}}/logs/tile_slides/{{modality}}-shard{{shard}}.log",
+        L.log("tile_slides", "{modality}-shard{shard}"),
     benchmark:
-        f"{RESULTS}/{{cohort}}/benchmarks/tile_slides/{{modality}}-shard{{shard}}.tsv"
+        L.benchmark("tile_slides", "{modality}-shard{shard}")
     group:
         "preprocess"
     conda:
@@ -48,14 +48,14 @@ rule tile_slides:
 
 rule clinical_prompts:
     input:
-        **manifest_files("{cohort}"),
+        **L.manifest_files(),
     output:
-        f"{RESULTS}/{{cohort}}/preprocess/{{modality}}/prompts.parquet",
+        L.prompts("{modality}"),
     params:
-        prompt=lambda w: mmconfig.prompt_params(config, w.cohort, w.modality),
+        prompt=lambda w: mmparams.prompt_params(config, w.cohort, w.modality),
     priority: 2
     log:
-        f"{RESULTS}/{{cohort}}/logs/clinical_prompts/{{modality}}.log",
+        L.log("clinical_prompts", "{modality}"),
     conda:
         "../../envs/preprocess.yaml"
     script:

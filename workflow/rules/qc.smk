@@ -1,12 +1,12 @@
 rule cohort_qc:
     input:
-        adapter_qc=f"{RESULTS}/{{cohort}}/qc/adapter.parquet",
+        adapter_qc=L.adapter_qc(),
         stores=lambda w: cohort_stores(w.cohort),
     output:
-        qc=f"{RESULTS}/{{cohort}}/qc.parquet",
-        summary=f"{RESULTS}/{{cohort}}/stage1_summary.md",
+        qc=L.cohort_qc(),
+        summary=L.stage1_summary(),
     log:
-        f"{RESULTS}/{{cohort}}/logs/cohort_qc.log",
+        L.log("cohort_qc"),
     conda:
         "../../envs/cohort.yaml"
     script:

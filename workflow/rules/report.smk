@@ -3,20 +3,16 @@ rule benchmark_report:
         runs=lambda w: training_outputs(w.cohort),
     output:
         report(
-            directory(f"{RESULTS}/{{cohort}}/report"),
+            directory(L.report()),
             patterns=["{name}.png", "{name}.csv"],
             caption="../report/benchmark.rst",
             category="Benchmark",
             subcategory="{cohort}",
         ),
     params:
-        scenarios=lambda w: mmconfig.benchmark_settings(config, w.cohort)["scenarios"],
-        cells=lambda w: cohort_cells(w.cohort),
-        seeds=lambda w: cohort_seeds(w.cohort),
-        label=lambda w: mmconfig.benchmark_settings(config, w.cohort)["label"],
-        code=mmconfig.code_version("report"),
+        report=lambda w: mmparams.report_params(config, w.cohort),
     log:
-        f"{RESULTS}/{{cohort}}/logs/benchmark_report.log",
+        L.log("benchmark_report"),
     conda:
         "../../envs/bench.yaml"
     script:

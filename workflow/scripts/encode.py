@@ -6,6 +6,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from mmpipe.encode.run import encode_store  # noqa: E402
+from mmpipe.encoders.registry import execution_settings  # noqa: E402
 
 sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
@@ -14,7 +15,8 @@ encode_store(
     sm.wildcards.modality,
     sm.params.encoder,
     sm.output[0],
-    device=sm.params.device,
+    device=sm.config["device"],
+    settings=execution_settings(sm.config["encoders"][sm.wildcards.encoder]),
     shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
     prompts=sm.input.prompts if "prompts" in sm.input.keys() else None,
 )

@@ -1,0 +1,92 @@
+"""A run's ``model.pt``: what ``mmpipe predict`` needs to score new subjects, loaded
+without running any code from the file.
+
+The bundle holds plain data only (dicts, lists, strings, numbers and tensors), so it is
+read with ``torch.load(weights_only=True)``, which refuses a pickle that would run code.
+Non-neural methods store their fitted models as arrays too (``hgb``). Contents:
+
+- ``format``: :data:`FORMAT`; ``method``: the method's config; ``state``: its weights;
+- ``modalities``, ``shapes``, ``n_classes``, ``label``, ``label_values``;
+- ``normalizer``: the training split's normalisation (:class:`~mmpipe.bench.data.Normalizer`);
+- ``feature_set``: modality -> encoder; ``encodings``: modality -> the signature of the
+  store the run was trained on (:func:`mmpipe.store.encoding_signature`: encoder type,
+  weights, feature names and tabular encoding, preprocessing), so new stores made another
+  way are refused instead of silently scored;
+- ``meta``: cohort, feature set, method, scenario, rate.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmpipe.errors import MmpipeError
+
+FORMAT = 2
+MODEL_FILE = "model.pt"
+_REQUIRED = {"format": int, "method": dict, "state": dict, "modalities": list, "shapes": dict,
+             "n_classes": int, "label": str, "label_values": list, "normalizer": dict,
+             "feature_set": dict, "encodings": dict, "meta": dict}
+
+
+class ModelBundleError(MmpipeError):
+    """A run's model file is unsafe, malformed or from another version of mmpipe."""
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and arrays as Python values / tensors, which ``weights_only`` loads."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
+def save_bundle(path: str | Path, **contents: Any) -> None:
+    bundle = {"format": FORMAT, **contents}
+    missing = sorted(set(_REQUIRED) - set(bundle))
+    if missing:
+        raise ModelBundleError(f"{path}: a model bundle needs {missing}")
+    torch.save(_plain(bundle), path)
+
+
+def load_bundle(path: str | Path) -> dict[str, Any]:
+    """The bundle at ``path`` (a run directory or its ``model.pt``), checked."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise ModelBundleError(f"{path}: no model file (a run directory holds {MODEL_FILE})")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelBundleError(
+            f"{path}: refused: the file holds objects that would run code when loaded "
+            f"({str(err).splitlines()[0]}); mmpipe writes only plain data and tensors, so "
+            "this file was not written by mmpipe or was tampered with") from None
+    except Exception as err:  # truncated zip, not a torch file, ...
+        raise ModelBundleError(f"{path}: not a readable model file "
+                               f"({type(err).__name__}: {err})") from None
+    if not isinstance(bundle, dict):
+        raise ModelBundleError(f"{path}: a model bundle is a mapping, found "
+                               f"{type(bundle).__name__}")
+    if bundle.get("format") != FORMAT:
+        raise ModelBundleError(f"{path}: bundle format {bundle.get('format')!r}, this mmpipe "
+                               f"reads format {FORMAT}: retrain the run with this version")
+    problems = [f"{key!r} missing" if key not in bundle
+                else f"{key!r} is {type(bundle[key]).__name__}, not {kind.__name__}"
+                for key, kind in _REQUIRED.items()
+                if key not in bundle or not isinstance(bundle[key], kind)]
+    if not problems and set(bundle["modalities"]) != set(bundle["shapes"]):
+        problems.append("its modalities and shapes disagree")
+    if problems:
+        raise ModelBundleError(f"{path}: malformed model bundle: {'; '.join(problems)}")
+    return bundle

@@ -1,0 +1,166 @@
+"""The parameter set of every job: exactly what its output depends on, canonical.
+
+Snakemake reruns a job when the ``repr`` of one of its ``params`` changes. Each rule's
+params come from here and hold the settings its output depends on, nothing else (not
+the device, the thread count or the batch size, which must not change results), plus the
+key of the code that produces it (:mod:`mmpipe.codehash`: Snakemake's own code trigger
+does not see imported modules). Every mapping is canonical (keys sorted): reordering
+``config.yaml`` changes no output, so it reruns nothing. Lists keep their order where
+order means something (a table's fields are its columns); where it does not (a feature
+set's modalities, a scenario's rates), the code itself sorts, so results cannot depend
+on it either.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from mmpipe.codehash import code_key
+from mmpipe.config import benchmark_runs, benchmark_settings, cohort, modality, run_config
+from mmpipe.hashing import canonical, params_hash
+
+# bump when the layout of a feature store changes (mmpipe.store): every store is rebuilt
+STORE_FORMAT = 1
+
+
+# -- stage 1 -------------------------------------------------------------------------------
+
+def manifest_params(cfg: dict, cohort_name: str) -> dict:
+    """What the manifest depends on: the adapter and the modality layout, not the encoders."""
+    c = cohort(cfg, cohort_name)
+    mods = {m: {k: v for k, v in spec.items() if k in ("kind", "column", "fields", "non_numeric")}
+            for m, spec in c["modalities"].items()}
+    keep = {k: v for k, v in c.items() if k in ("adapter", "labels", "root", "csv", "subject_column")}
+    return canonical({**keep, "modalities": mods, "code": code_key("cohorts")})
+
+
+def demo_params(cfg: dict, cohort_name: str) -> dict:
+    return canonical({**cohort(cfg, cohort_name).get("demo", {}),
+                      "code": code_key("cohorts/demo")})
+
+
+def dicom_params(cfg: dict) -> dict:
+    return canonical({**cfg["preprocess"]["dicom"], "code": code_key("preprocess/dicom_shard")})
+
+
+def tiling_params(cfg: dict) -> dict:
+    return canonical({**cfg["preprocess"]["slide"], "code": code_key("preprocess/slide_shard")})
+
+
+def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
+    c = cohort(cfg, cohort_name)
+    mod = modality(cfg, cohort_name, modality_name)
+    return canonical({"fields": mod["fields"], "labels": c["labels"],
+                      "prompt": mod.get("prompt", {}), "code": code_key("preprocess/prompts")})
+
+
+@cache
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    from mmpipe.encoders.weights import sha256_file
+
+    return sha256_file(path)
+
+
+def weights_fingerprint(enc: dict) -> str | None:
+    """What identifies an encoder's weights: the configured SHA-256 (the job checks the
+    file against it), else the file's own SHA-256; ``missing`` for a path with no file
+    (the job then fails, saying so), None when no weights are configured. Moving the file
+    reruns nothing; replacing it reruns its stores."""
+    spec = enc.get("weights")
+    if not spec:
+        return None
+    if enc.get("sha256"):
+        return str(enc["sha256"]).lower()
+    if "://" in str(spec):
+        return str(spec)  # a URL names its content (torch hub files carry their hash)
+    path = Path(str(spec)).expanduser()
+    if not path.is_file():
+        return "missing"
+    st = os.stat(path)
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name: str) -> dict:
+    """Everything an encoding job's output depends on: the encoder's settings, its weights'
+    hash, its inputs' preprocessing and the key of its type's code (its network, its loop
+    and what they import), so editing one encoder reruns only that encoder's stores."""
+    from mmpipe.encoders.registry import EXECUTION_KEYS, get_encoder_type
+    from mmpipe.errors import ConfigError
+
+    mod = modality(cfg, cohort_name, modality_name)
+    if encoder_name not in mod["encoders"]:
+        raise ConfigError(f"modality {modality_name!r} of cohort {cohort_name!r} does not use "
+                          f"encoder {encoder_name!r}")
+    enc = cfg["encoders"][encoder_name]
+    etype = get_encoder_type(enc["type"])
+    params: dict[str, Any] = {
+        "encoder": encoder_name,
+        "config": {k: v for k, v in enc.items() if k not in EXECUTION_KEYS},
+        "weights": weights_fingerprint(enc),
+        "kind": mod["kind"],
+        "code": code_key(*etype.code_modules()),
+        "store_format": STORE_FORMAT,
+    }
+    if mod["kind"] == "dicom":
+        params["dicom"] = dicom_params(cfg)
+    if mod["kind"] == "slide":
+        params["tiling"] = tiling_params(cfg)
+    if mod["kind"] == "table":
+        params["fields"] = mod["fields"]
+        if enc["type"] == "text":
+            params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
+    return canonical(params)
+
+
+# -- stage 2 -------------------------------------------------------------------------------
+
+def split_params(cfg: dict, cohort_name: str) -> dict:
+    s = benchmark_settings(cfg, cohort_name)
+    return canonical({"ratios": s["ratios"], "label": s["label"],
+                      "code": code_key("bench/prepare")})
+
+
+def mask_params(cfg: dict, cohort_name: str, scenario: str) -> dict:
+    options = benchmark_settings(cfg, cohort_name)["scenario_options"].get(scenario, {})
+    return canonical({"options": options, "code": code_key("bench/prepare")})
+
+
+def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+    """What a training job depends on: its method's settings, its feature set, the
+    normalisation, the seeds, and the code of the benchmark and of the method's module
+    with what it imports (not of other methods)."""
+    from mmpipe.methods import METHODS
+
+    s = benchmark_settings(cfg, cohort_name)
+    mcfg = run_config(cfg, cohort_name, feature_set, method)
+    implementation = METHODS[mcfg["type"]]
+    # a method may override the cohort's feature normalisation (trees need none)
+    normalize = mcfg.get("normalize", s["normalize"])
+    return canonical({
+        "method": {k: v for k, v in mcfg.items() if k != "normalize"},
+        "implementation": implementation,
+        "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][feature_set],
+        "label": s["label"],
+        "normalize": normalize,
+        "evaluate_subsets": s["evaluate_subsets"],
+        "seeds": sorted(s["seeds"]),
+        "code": code_key("bench/run", implementation.split(":")[0]),
+    })
+
+
+def report_params(cfg: dict, cohort_name: str) -> dict:
+    """What the report depends on: every run's cells and parameters (hashed as each run
+    records them in its ``metrics.json``), so any change to a run reruns the report, and
+    the report refuses a run trained with other settings than the config's."""
+    from mmpipe.config import run_cells
+
+    s = benchmark_settings(cfg, cohort_name)
+    runs = {f"{r['feature_set']}/{r['method']}": {
+        "params_hash": params_hash(train_params(cfg, cohort_name, r["feature_set"], r["method"])),
+        "cells": run_cells(cfg, cohort_name, r["feature_set"], r["method"])}
+        for r in benchmark_runs(cfg, cohort_name)}
+    return canonical({"runs": runs, "scenarios": s["scenarios"], "seeds": sorted(s["seeds"]),
+                      "label": s["label"], "code": code_key("report/aggregate")})
