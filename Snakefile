@@ -23,6 +23,13 @@ include: "workflow/rules/bench.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    # what killed jobs of earlier runs left (temporary siblings of outputs) goes first
+    from mmpipe.fsutil import sweep_debris
+
+    sweep_debris(RESULTS)
+
+
 rule all:
     input:
         all_outputs(),

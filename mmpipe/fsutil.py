@@ -1,4 +1,9 @@
-"""Atomic writes: a killed job never leaves a half-written output that looks finished."""
+"""Atomic writes: a killed job never leaves a half-written output that looks finished.
+
+Every output is written into a temporary sibling ``{name}.tmp-{host}-{pid}`` and renamed
+into place only when complete. What a killed writer leaves is removed by the next writer
+of the same output, and by :func:`sweep_debris` when a workflow run starts.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import contextlib
 import glob
 import logging
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,19 +22,63 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 
-def tmp_sibling(path: Path) -> Path:
-    """A fresh temporary sibling of ``path``; leftovers of killed writers are removed.
+TMP_MARK = ".tmp-"
+# what tmp_sibling names (and, without the host, what older versions named)
+_TMP_NAME = re.compile(r"\.tmp-(?:.+-)?\d+$")
 
-    Only one job writes a given output at a time (Snakemake sees to that), so any
-    ``{name}.tmp-*`` beside it is debris of a killed run.
-    """
-    for stale in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
-        log.warning("removing %s, left by an interrupted run", stale)
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+def _writer_tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _is_debris(tmp: Path) -> bool:
+    """Whether a ``{name}.tmp-{host}-{pid}`` file or folder was left by a writer that is
+    gone. A writer on this host whose process still runs is not debris (two ``mmpipe``
+    commands writing one output); one of another host is, since Snakemake lets one job
+    at a time write an output (names without a host are from older versions: debris)."""
+    tag = tmp.name.rsplit(TMP_MARK, 1)[-1]
+    host, _, pid = tag.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def _remove(path: Path) -> None:
+    log.warning("removing %s, left by an interrupted run", path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def tmp_sibling(path: Path) -> Path:
+    """A fresh temporary sibling of ``path``; debris of killed writers is removed."""
+    for stale in path.parent.glob(f"{glob.escape(path.name)}{TMP_MARK}*"):
+        if _is_debris(stale):
+            _remove(stale)
+    return path.with_name(f"{path.name}{TMP_MARK}{_writer_tag()}")
+
+
+def sweep_debris(root: str | Path) -> list[Path]:
+    """Remove what killed writers left anywhere under ``root`` (the Snakefile does this
+    when a run starts): outputs that will not be written again keep no half-written
+    sibling, and no disk is lost to them. Live writers' files are left alone."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.rglob(f"*{TMP_MARK}*")
+             if _TMP_NAME.search(p.name) and _is_debris(p)]
+    # a killed writer's folder holds its own temporary files: remove the outermost only
+    found = [p for p in found if not any(q in p.parents for q in found)]
+    for p in found:
+        _remove(p)
+    return found
 
 
 @contextlib.contextmanager

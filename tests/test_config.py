@@ -142,3 +142,70 @@ def test_a_training_jobs_code_key_covers_the_method_modules_it_imports():
     assert "methods/mmare" not in module_closure(["bench/run", "methods/hypermm"])
     # the registry is no run's code: adding a method reruns nothing
     assert "methods" not in shaspec
+
+
+def test_the_schema_file_lists_what_the_registries_own():
+    """The validator takes its enums from the registries; the schema file lists them too
+    for its readers, and must not drift from them."""
+    from mmpipe.config import SCHEMA_PATH, registry_enums
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    for path, values in registry_enums().items():
+        node = schema
+        for key in path:
+            node = node[key]
+        assert sorted(node) == sorted(values), "/".join(path)
+
+
+def test_the_schema_lists_the_demo_generators_options():
+    import inspect
+
+    from mmpipe.cohorts.demo import generate_demo_cohort
+    from mmpipe.config import SCHEMA_PATH
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    listed = set(schema["$defs"]["cohort"]["properties"]["demo"]["properties"])
+    assert listed == set(inspect.signature(generate_demo_cohort).parameters) - {"out_dir"}
+
+
+def test_hyperparameter_names_read_from_the_source_match_the_classes():
+    """The DAG checks method settings without importing torch; the names it reads must be
+    the classes' own."""
+    from mmpipe.methods import METHODS, hyperparameter_names, method_class
+
+    for type_name in METHODS:
+        assert hyperparameter_names(type_name) == set(method_class(type_name).defaults), type_name
+
+
+def test_reordering_every_mapping_changes_no_parameter_set(raw_config):
+    """Key order means nothing in config.yaml: every job's params are the same."""
+    from mmpipe.config import benchmark_runs
+    from mmpipe.params import mask_params, prompt_params, report_params, split_params
+
+    def reverse(value):
+        if isinstance(value, dict):
+            return {k: reverse(value[k]) for k in reversed(list(value))}
+        return [reverse(v) for v in value] if isinstance(value, list) else value
+
+    a = validate_config(copy.deepcopy(raw_config))
+    b = validate_config(reverse(copy.deepcopy(raw_config)))
+    for cohort in ("demo", "mmist_ccrcc"):
+        assert repr(split_params(a, cohort)) == repr(split_params(b, cohort))
+        assert repr(report_params(a, cohort)) == repr(report_params(b, cohort))
+        for scenario in a["cohorts"][cohort]["benchmark"]["scenarios"]:
+            assert repr(mask_params(a, cohort, scenario)) == repr(mask_params(b, cohort, scenario))
+        for run in benchmark_runs(a, cohort):
+            fs, method = run["feature_set"], run["method"]
+            assert repr(train_params(a, cohort, fs, method)) == repr(
+                train_params(b, cohort, fs, method))
+            assert run_cells(a, cohort, fs, method) == run_cells(b, cohort, fs, method)
+        for modality, spec in a["cohorts"][cohort]["modalities"].items():
+            if spec["kind"] == "table":
+                assert repr(prompt_params(a, cohort, modality)) == repr(
+                    prompt_params(b, cohort, modality))
+            for enc in spec["encoders"]:
+                assert repr(encoder_params(a, cohort, modality, enc)) == repr(
+                    encoder_params(b, cohort, modality, enc))
+        assert repr(manifest_params(a, cohort)) == repr(manifest_params(b, cohort))
+    assert repr(dicom_params(a)) == repr(dicom_params(b))
+    assert repr(tiling_params(a)) == repr(tiling_params(b))

@@ -68,10 +68,13 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ModelBundleError(
-            f"{path}: refused: the file holds objects that would run code when loaded "
-            f"({str(err).splitlines()[0]}); mmpipe writes only plain data and tensors, so "
-            "this file was not written by mmpipe or was tampered with") from None
+        why = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        if "global" in why.lower():  # a class or function the file would call: code
+            raise ModelBundleError(
+                f"{path}: refused: the file holds objects that would run code when loaded "
+                f"({why}); mmpipe writes only plain data and tensors, so this file was not "
+                "written by mmpipe or was tampered with") from None
+        raise ModelBundleError(f"{path}: not a readable model file ({why})") from None
     except Exception as err:  # truncated zip, not a torch file, ...
         raise ModelBundleError(f"{path}: not a readable model file "
                                f"({type(err).__name__}: {err})") from None

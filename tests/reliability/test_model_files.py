@@ -1,0 +1,125 @@
+"""``mmpipe predict`` on model files and stores it must not trust: a model.pt crafted to
+run code, a malformed one, and stores made another way than the training stores (a
+tabular store fitted on another cohort: its columns mean something else)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmpipe.bench.bundle import FORMAT, load_bundle
+from mmpipe.bench.predict import predict_stores
+from mmpipe.bench.prepare import make_mask, make_split
+from mmpipe.bench.run import run_experiment
+from mmpipe.cli import main
+from mmpipe.errors import StoreError
+from tests.reliability.conftest import build, csv_cohort_config, encode, with_cohort, write_csv
+
+FIELDS = ["age", "site"]
+
+
+def _rows(n: int, sites: list[str], seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"id": f"p{seed}-{i:02d}", "y": int(i % 2), "age": int(40 + 30 * rng.random()
+                                                                  + 10 * (i % 2)),
+             "site": sites[i % len(sites)]} for i in range(n)]
+
+
+def _cohort(tmp_path, base, rows, **tabular):
+    csv = write_csv(tmp_path / "cohort.csv", rows)
+    mods = {"clinical": {"kind": "table", "fields": FIELDS, "encoders": ["tabular"]}}
+    cfg = with_cohort(base, csv_cohort_config(csv, mods))
+    cfg["encoders"]["tabular"].update(tabular)
+    layout = build(tmp_path, cfg)
+    return layout, encode(layout, cfg, "clinical", "tabular").path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, base_config):
+    """A deepsets run on a 40-subject tabular cohort from sites A and B."""
+    root = tmp_path_factory.mktemp("trained")
+    layout, store = _cohort(root, base_config, _rows(40, ["A", "B"], 0))
+    make_split(layout.root, "y", 0, (0.6, 0.2, 0.2), layout.split(0))
+    make_mask(layout.root, "natural", 0.0, 0, layout.mask("natural", 0.0, 0))
+    run = root / "run"
+    run_experiment(layout.root, {"clinical": "tabular"}, "y",
+                   {"type": "deepsets", "max_epochs": 3}, layout.split(0),
+                   layout.mask("natural", 0.0, 0), run, seed=0,
+                   meta={"cohort": "toy", "feature_set": "tab", "method": "deepsets",
+                         "scenario": "natural", "rate": 0.0})
+    return run, store
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _predict(run, store, out) -> int:
+    return main(["predict", str(run), "--store", f"clinical={store}", "--out", str(out)])
+
+
+def test_predict_scores_the_training_stores(trained, tmp_path):
+    run, store = trained
+    assert _predict(run, store, tmp_path / "scores.parquet") == 0
+    assert (tmp_path / "scores.parquet").is_file()
+
+
+def test_a_model_file_that_runs_code_is_refused(trained, tmp_path, capsys):
+    run, store = trained
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    bundle = load_bundle(run)
+    bundle["state"] = {"payload": _RunsCode(marker)}
+    torch.save(bundle, crafted / "model.pt")
+    assert _predict(crafted, store, tmp_path / "scores.parquet") == 1
+    assert "would run code" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "scores.parquet").exists()
+
+
+def test_a_malformed_model_file_is_a_named_error(trained, tmp_path, capsys):
+    run, store = trained
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    bundle = load_bundle(run)
+    del bundle["shapes"]
+    torch.save(bundle, bad / "model.pt")
+    assert _predict(bad, store, tmp_path / "s.parquet") == 1
+    assert "malformed model bundle: 'shapes' missing" in capsys.readouterr().err
+    # weights that do not fit the method: named too, not a KeyError from deep inside
+    bundle = {**load_bundle(run), "state": {"nonsense": torch.zeros(1)}}
+    assert bundle["format"] == FORMAT
+    torch.save(bundle, bad / "model.pt")
+    assert _predict(bad, store, tmp_path / "s.parquet") == 1
+    assert "do not fit method 'deepsets'" in capsys.readouterr().err
+
+
+def test_a_tabular_store_fitted_on_another_cohort_is_refused(trained, tmp_path,
+                                                            base_config):
+    run, _ = trained
+    # sites B and C: the one-hot columns mean other sites than in training
+    _, other = _cohort(tmp_path / "new", base_config, _rows(12, ["B", "C"], 1))
+    with pytest.raises(StoreError, match="made differently") as info:
+        predict_stores(run, {"clinical": other})
+    assert "feature_names" in str(info.value) and "encoding_from" in str(info.value)
+
+
+def test_a_store_encoded_with_the_training_encoding_is_scored_and_says_what_is_new(
+        trained, tmp_path, base_config):
+    run, store = trained
+    _, reused = _cohort(tmp_path / "new", base_config, _rows(12, ["B", "C"], 1),
+                        encoding_from=str(store))
+    scores = predict_stores(run, {"clinical": reused})
+    assert len(scores) == 12 and scores["score_1"].is_not_null().all()
+    from mmpipe.store import read_features
+
+    f = read_features(reused)
+    notes = dict(zip(f.subject_id, f.reason, strict=True))
+    unseen = [s for s, r in notes.items() if "'C'" in r]
+    assert len(unseen) == 6 and all("not seen when the encoding was fitted" in notes[s]
+                                    for s in unseen)

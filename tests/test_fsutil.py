@@ -1,0 +1,71 @@
+"""Atomic writes: killed writers leave nothing that looks finished, and their debris goes;
+live writers are left alone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mmpipe.fsutil import atomic_dir, atomic_file, sweep_debris, tmp_sibling
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_debris_of_a_dead_writer_is_removed_by_the_next(tmp_path):
+    out = tmp_path / "store.zarr"
+    dead = tmp_path / f"store.zarr.tmp-{socket.gethostname()}-{_dead_pid()}"
+    dead.mkdir()
+    (dead / "emb").write_text("half")
+    old_style = tmp_path / "store.zarr.tmp-12345"
+    old_style.mkdir()
+    tmp = tmp_sibling(out)
+    assert not dead.exists() and not old_style.exists()
+    assert tmp.name == f"store.zarr.tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def test_a_live_writer_on_this_host_is_left_alone(tmp_path):
+    """Two commands writing one output: the second must not delete the first one's work."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = tmp_path / f"out.tmp-{socket.gethostname()}-{sleeper.pid}"
+        live.mkdir()
+        tmp_sibling(tmp_path / "out")
+        assert live.exists()
+        assert sweep_debris(tmp_path) == [] and live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sweep_debris(tmp_path) == [live] and not live.exists()
+
+
+def test_sweep_removes_the_outermost_debris_only_and_nothing_else(tmp_path):
+    host = socket.gethostname()
+    cell = tmp_path / "runs" / "all" / f"mmare.tmp-{host}-{_dead_pid()}"
+    (cell / "natural-0.0" / "seed0.tmp-x-1").mkdir(parents=True)
+    keep = [tmp_path / "runs" / "all" / "deepsets" / "seed0" / "metrics.json",
+            tmp_path / "raw" / "wsi" / ".tmp-DEMO-001.tiff"]  # not a writer's sibling
+    for k in keep:
+        k.parent.mkdir(parents=True, exist_ok=True)
+        k.write_text("x")
+    assert sweep_debris(tmp_path) == [cell]
+    assert not cell.exists() and all(k.exists() for k in keep)
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, kind):
+    out = tmp_path / "out"
+    (out.write_text("old") if kind == "file" else (out.mkdir(), (out / "a").write_text("old")))
+    writer = atomic_file if kind == "file" else atomic_dir
+    with pytest.raises(OSError, match="No space left"), writer(out) as tmp:
+        (tmp if kind == "file" else tmp / "a").write_text("new, half")
+        raise OSError(28, "No space left on device")
+    assert (out.read_text() if kind == "file" else (out / "a").read_text()) == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
