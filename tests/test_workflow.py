@@ -8,72 +8,16 @@ reruns only the slide jobs.
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
 from mmpipe.store import FeatureStore
-from tests.conftest import REPO
+from tests.conftest import jobs_of, snakemake_in, write_demo_config
 
 pytestmark = pytest.mark.slow
-
-N_SUBJECTS = 16
-
-
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-def _jobs(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry-run."""
-    counts = {}
-    for line in dry_run_output.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-def _write_config(workdir: Path, mmare_overrides: dict | None = None, train_jobs: str = "cell",
-                  **slide_overrides) -> None:
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["cohorts"]["demo"]["demo"] = {"n_subjects": N_SUBJECTS, "seed": 3}
-    cfg["run_cohorts"] = ["demo"]
-    cfg["device"] = "cpu"
-    cfg["preprocess"]["slide"].update({"max_tiles": 8, **slide_overrides})
-    cfg["preprocess"]["dicom"]["min_slices"] = 4
-    # a small stage-2 grid, one seed: three methods under natural and MCAR 40 %, and BD
-    # under its own protocol (the clinical record missing at test: a mask built from the split)
-    cfg["cohorts"]["demo"]["benchmark"].update(
-        seeds=[0], default_scenarios=["natural", "mcar"], train_jobs=train_jobs,
-        scenarios={"natural": [0.0], "mcar": [0.4],
-                   "testmiss": {"rates": [0.5], "modality": "clinical"}},
-        runs={"mmare": ["all"], "deepsets": ["all"], "hgb": ["clinical_tabular"],
-              "bd": {"feature_sets": ["slide_clinical"], "scenarios": ["testmiss"]}})
-    for name in ("mmare", "deepsets", "bd"):
-        cfg["methods"][name]["max_epochs"] = 20
-    cfg["methods"]["mmare"].update(mmare_overrides or {})
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    _write_config(workdir)
-    run = _snakemake(workdir)
-    if run.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}"
-                         for p in (workdir / "results").rglob("*.log"))
-        pytest.fail(f"snakemake failed:\n{run.stderr[-6000:]}\n{logs}")
-    return workdir
 
 
 def test_every_modality_has_a_complete_store(demo_run):
@@ -115,10 +59,10 @@ def test_benchmark_report_and_runs(demo_run):
 def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path):
     workdir = tmp_path / "hp"
     shutil.copytree(demo_run, workdir, symlinks=True)
-    _write_config(workdir, mmare_overrides={"dropout": 0.2})
-    run = _snakemake(workdir, "-n")
+    write_demo_config(workdir, mmare_overrides={"dropout": 0.2})
+    run = snakemake_in(workdir, "-n")
     assert run.returncode == 0, run.stderr
-    jobs = _jobs(run.stdout)
+    jobs = jobs_of(run.stdout)
     assert set(jobs) == {"train", "benchmark_report", "all"}
     assert jobs["train"] == 2  # mmare × (natural, mcar 0.4), one seed
     outputs = [line.split("output:")[1].strip() for line in run.stdout.splitlines()
@@ -132,11 +76,11 @@ def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):
     workdir = tmp_path / "method"
     shutil.copytree(demo_run, workdir, symlinks=True)
     shutil.rmtree(workdir / "results" / "demo" / "runs")
-    _write_config(workdir, train_jobs="method")
-    dry = _snakemake(workdir, "-n")
+    write_demo_config(workdir, train_jobs="method")
+    dry = snakemake_in(workdir, "-n")
     assert dry.returncode == 0, dry.stderr
-    assert _jobs(dry.stdout) == {"train_method": 4, "benchmark_report": 1, "all": 1}
-    run = _snakemake(workdir)
+    assert jobs_of(dry.stdout) == {"train_method": 4, "benchmark_report": 1, "all": 1}
+    run = snakemake_in(workdir)
     assert run.returncode == 0, run.stderr[-4000:]
     results = workdir / "results" / "demo"
     cells = sorted(p.parent.parent.relative_to(results / "runs").as_posix()
@@ -147,28 +91,28 @@ def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):
     assert (results / "logs" / "train" / "all" / "mmare.log").is_file()
     assert "mmare" in (results / "report" / "results.md").read_text()
 
-    _write_config(workdir, mmare_overrides={"dropout": 0.2}, train_jobs="method")
-    dry = _snakemake(workdir, "-n")
+    write_demo_config(workdir, mmare_overrides={"dropout": 0.2}, train_jobs="method")
+    dry = snakemake_in(workdir, "-n")
     assert dry.returncode == 0, dry.stderr
-    assert _jobs(dry.stdout) == {"train_method": 1, "benchmark_report": 1, "all": 1}
+    assert jobs_of(dry.stdout) == {"train_method": 1, "benchmark_report": 1, "all": 1}
     outputs = [line.split("output:")[1].strip() for line in dry.stdout.splitlines()
                if line.strip().startswith("output:") and "/runs/" in line]
     assert [o.split("/runs/")[1] for o in outputs] == ["all/mmare"]
 
 
 def test_second_dry_run_has_nothing_to_do(demo_run):
-    run = _snakemake(demo_run, "-n")
+    run = snakemake_in(demo_run, "-n")
     assert run.returncode == 0, run.stderr
     assert "Nothing to be done" in run.stdout + run.stderr
 
 
-def test_tiling_change_reruns_only_slide_jobs(demo_run, tmp_path):
+def test_tiling_change_reruns_only_slidejobs_of(demo_run, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(demo_run, workdir, symlinks=True)
-    _write_config(workdir, max_tiles=5)
-    run = _snakemake(workdir, "-n")
+    write_demo_config(workdir, max_tiles=5)
+    run = snakemake_in(workdir, "-n")
     assert run.returncode == 0, run.stderr
-    jobs = _jobs(run.stdout)
+    jobs = jobs_of(run.stdout)
     assert jobs.get("tile_slides") == 2
     assert jobs.get("encode") == 1  # the clam_resnet50 store of the slides, nothing else
     # and what depends on that store: the runs whose feature set holds it, the report
@@ -178,56 +122,17 @@ def test_tiling_change_reruns_only_slide_jobs(demo_run, tmp_path):
     assert "wsi-clam_resnet50" in run.stdout or "features/wsi/clam_resnet50.zarr" in run.stdout
 
 
-def test_killed_encoding_job_leaves_no_store_and_reruns(demo_run, tmp_path):
-    """SIGKILL the slide encoding job while it writes: no store opens; a rerun completes."""
-    import os
-    import signal
-    import time
-
-    from mmpipe.errors import StoreError
-
-    workdir = tmp_path / "killed"
-    shutil.copytree(demo_run, workdir, symlinks=True)
-    target = "results/demo/features/wsi/clam_resnet50.zarr"
-    shutil.rmtree(workdir / target)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", target]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    store_dir = workdir / "results/demo/features/wsi"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and not list(store_dir.glob("clam_resnet50.zarr.tmp-*/emb")):
-            assert proc.poll() is None, "the job ended before it could be killed"
-            time.sleep(0.05)
-        time.sleep(0.5)  # let it write some rows
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert list(store_dir.glob("clam_resnet50.zarr.tmp-*")), "killed before writing began"
-    with pytest.raises(StoreError):
-        FeatureStore(workdir / target)
-    # what a user does after a kill: unlock the working directory, run again
-    assert _snakemake(workdir, "--unlock").returncode == 0
-    run = _snakemake(workdir, "--rerun-incomplete")
-    assert run.returncode == 0, run.stderr[-3000:]
-    store = FeatureStore(workdir / target)
-    reference = FeatureStore(demo_run / target)
-    assert store.present.tolist() == reference.present.tolist()
-    assert not list(store_dir.glob("clam_resnet50.zarr.tmp-*"))
-
-
 def test_dag_size_does_not_grow_with_the_cohort(tmp_path):
     """Shards are fixed: a 1,000-subject cohort dry-runs with as many jobs as a 10-subject one."""
     counts = []
     for n in (10, 1000):
         workdir = tmp_path / f"n{n}"
         workdir.mkdir()
-        _write_config(workdir)
+        write_demo_config(workdir)
         cfg = yaml.safe_load((workdir / "config.yaml").read_text())
         cfg["cohorts"]["demo"]["demo"]["n_subjects"] = n
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-        run = _snakemake(workdir, "-n")
+        run = snakemake_in(workdir, "-n")
         assert run.returncode == 0, run.stderr
-        counts.append(_jobs(run.stdout))
+        counts.append(jobs_of(run.stdout))
     assert counts[0] == counts[1]

@@ -1,6 +1,8 @@
 """Imported first by every rule script: makes `mmpipe` importable from the
-repository (conda envs do not install it) and sends logging to the rule's log."""
+repository (conda envs do not install it) and sends logging, and the error that stops
+a job, to the rule's log."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -9,5 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mmpipe.logs import setup_logging  # noqa: E402
 
 
+def _log_failure(kind, error, tb):
+    # the reason a job failed belongs in its log file, not only in Snakemake's output
+    logging.getLogger("mmpipe").critical("job failed", exc_info=(kind, error, tb))
+
+
 def start(snakemake):
     setup_logging(snakemake.log[0] if snakemake.log else None)
+    sys.excepthook = _log_failure
