@@ -1,4 +1,5 @@
-"""Classification metrics of one run (DESIGN.md, "Evaluation protocol").
+"""Classification metrics of one run, the same for every method (README: "What lands in
+``results/``").
 
 :func:`classification_metrics` returns, from the true classes and the predicted
 probabilities ``[N, C]`` (prediction = arg-max):

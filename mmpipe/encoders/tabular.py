@@ -9,7 +9,7 @@ categorical blanks are their own category. Sentinel codes such as MMIST's
 coded categoricals (AJCC stage codes) are one-hot through ``categorical``.
 
 Fit it on the training subjects only when the statistics must not see the test
-split (DESIGN: normalisation statistics from the training split only).
+split (stage 2 fits its normalisation on each training split only).
 
 A value the fitted encoding cannot place (a category not seen when fitting, which is
 encoded as all zeros; a text or NaN/inf in a numeric field, which is encoded as

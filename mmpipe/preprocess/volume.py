@@ -36,7 +36,7 @@ from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
-# Med3D as used on MMIST-ccRCC (DESIGN.md): MedicalNet's test-time processing
+# Med3D as used to make MMIST-ccRCC's released features: MedicalNet's test-time processing
 # (datasets/brains18.py: crop -> resize -> foreground z-score with noise) at 56x448x448.
 MEDICALNET_RECIPE: dict[str, Any] = {
     "orientation": "RAS",
