@@ -39,8 +39,8 @@ def _prepare(workdir: Path, n_subjects: int, cfg: dict) -> Path:
     from mmpipe.cohorts import build_manifest
     from mmpipe.cohorts.demo import generate_demo_cohort
     from mmpipe.cohorts.manifest import read_manifest
-    from mmpipe.params import dicom_params, prompt_params, tiling_params
     from mmpipe.fsutil import write_parquet
+    from mmpipe.params import dicom_params, prompt_params, tiling_params
     from mmpipe.preprocess.dicom_shard import convert_dicom_shard
     from mmpipe.preprocess.prompts import build_prompts
     from mmpipe.preprocess.slide_shard import tile_slide_shard
@@ -94,7 +94,7 @@ def main() -> None:
 
     from mmpipe.encode.run import encode_store
     from mmpipe.encoders.device import resolve_device
-    from mmpipe.encoders.registry import get_encoder_type
+    from mmpipe.encoders.registry import execution_settings, get_encoder_type
 
     cfg = load_config(REPO / "config.yaml")
     cfg["preprocess"]["dicom"]["min_slices"] = 4
@@ -121,7 +121,8 @@ def main() -> None:
         params = copy.deepcopy(encoder_params(cfg, "demo", modality, encoder))
         out = workdir / "stores" / f"{modality}-{encoder}.zarr"
         start = time.perf_counter()
-        encode_store(cohort_dir, modality, params, out, device=str(device), shard_dirs=shards,
+        encode_store(cohort_dir, modality, params, out, device=str(device),
+                     settings=execution_settings(cfg["encoders"][encoder]), shard_dirs=shards,
                      prompts=prompts)
         seconds = time.perf_counter() - start
         store = FeatureStore(out)
@@ -129,15 +130,16 @@ def main() -> None:
         if store.has_bag and params["config"]["type"] == "clam_resnet50":
             items = int(store.group["bag"]["emb"].shape[0])  # tiles
         etype = get_encoder_type(params["config"]["type"])
+        enc_cfg = {**params["config"], **execution_settings(cfg["encoders"][encoder])}
         bare, build = float("nan"), 0.0
         if etype.build is not None:
-            batch = int(params["config"].get("batch_size", 8))
+            batch = int(enc_cfg.get("batch_size", 8))
             if etype.name == "vgg11_slices":  # items are volumes of max_slices slices each
-                slices = params["config"]["transform"].get("max_slices") or 32
-                bare, build = _bare_forward(etype, params["config"], device, slices)
+                slices = enc_cfg["transform"].get("max_slices") or 32
+                bare, build = _bare_forward(etype, enc_cfg, device, slices)
                 bare /= slices
             else:
-                bare, build = _bare_forward(etype, params["config"], device, batch)
+                bare, build = _bare_forward(etype, enc_cfg, device, batch)
         rate = items / max(seconds - build, 1e-9)
         unit = {"clam_resnet50": "tile", "text": "prompt", "tabular": "row"}.get(etype.name,
                                                                                  "volume")

@@ -32,17 +32,18 @@ from mmpipe.bench.run import build_method
 from mmpipe.bench.splits import stratified_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, NotTrainable, fit, predict_proba
 from mmpipe.config import load_config
+from mmpipe.layout import CohortLayout
 
 REPO = Path(__file__).resolve().parents[1]
 MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (384, 1.0)}
 
 
 def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
-    cohort = REPO / "results" / "mmist_ccrcc"
+    cohort = CohortLayout.of(REPO / "results", "mmist_ccrcc")
     fs = {"ct": "precomputed", "mri": "precomputed", "wsi": "precomputed",
           "clinical": "text_minilm"}
-    if all((cohort / "features" / m / f"{e}.zarr").exists() for m, e in fs.items()):
-        data, _ = load_feature_set(cohort, fs, "vital_status_12")
+    if all(cohort.store(m, e).exists() for m, e in fs.items()):
+        data, _ = load_feature_set(cohort.root, fs, "vital_status_12")
         return data, "real MMIST-ccRCC stores"
     rng = np.random.default_rng(seed)
     n = 618

@@ -101,15 +101,14 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import readers_of
+    from mmpipe.encoders.registry import misplaced_settings, readers_of
 
     problems = _check_methods(cfg)
     encoders = cfg["encoders"]
     for ename, enc in encoders.items():
-        for key, etype in _TYPE_SETTINGS.items():
-            if enc.get(key) is not None and enc["type"] != etype:
-                problems.append(f"config.encoders.{ename}.{key}: only a {etype!r} encoder "
-                                f"reads it (this one is {enc['type']!r})")
+        for key in misplaced_settings(enc):
+            problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
+                            "not read it (another encoder type does)")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "
@@ -145,12 +144,6 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                     problems.append(f"{where}: the text encoder {ename!r} needs a 'prompt' block")
         problems += _check_benchmark(cfg, cname, cohort)
     return problems
-
-
-# encoder settings that only one encoder type reads
-_TYPE_SETTINGS = {"encoding_from": "tabular", "feature_shape": "precomputed",
-                  "categorical": "tabular", "missing_values": "tabular", "flatten": "precomputed",
-                  "key": "precomputed", "depth": "med3d"}
 
 
 def _check_methods(cfg: dict) -> list[str]:

@@ -52,6 +52,11 @@ def cell_name(scenario: str, rate: float | str) -> str:
     return f"{scenario}-{rate_tag(rate)}"
 
 
+def seed_name(seed: int | str) -> str:
+    """A run's folder inside its cell: ``seed{S}``."""
+    return f"seed{seed}"
+
+
 def parse_cell(name: str) -> tuple[str, float]:
     scenario, rate = name.rsplit("-", 1)
     return scenario, float(rate)
@@ -128,7 +133,7 @@ class CohortLayout:
 
     def run(self, feature_set: str, method: str, scenario: str, rate: float | str,
             seed: int | str) -> Path:
-        return self.cell(feature_set, method, scenario, rate) / f"seed{seed}"
+        return self.cell(feature_set, method, scenario, rate) / seed_name(seed)
 
     def report(self) -> Path:
         return self.root / "report"

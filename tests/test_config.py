@@ -209,3 +209,26 @@ def test_reordering_every_mapping_changes_no_parameter_set(raw_config):
         assert repr(manifest_params(a, cohort)) == repr(manifest_params(b, cohort))
     assert repr(dicom_params(a)) == repr(dicom_params(b))
     assert repr(tiling_params(a)) == repr(tiling_params(b))
+
+
+def test_the_weights_files_hash_is_the_key_not_its_path(raw_config, tmp_path):
+    import shutil
+
+    import torch
+
+    first = tmp_path / "a" / "w.pth"
+    first.parent.mkdir()
+    torch.save({"w": torch.zeros(2)}, first)
+    moved = tmp_path / "b" / "w.pth"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)
+
+    def key(path):
+        cfg = copy.deepcopy(raw_config)
+        cfg["encoders"]["med3d_demo"].update(weights=str(path), allow_random_init=False)
+        return encoder_params(validate_config(cfg), "demo", "ct", "med3d_demo")
+
+    assert key(first) == key(moved)
+    torch.save({"w": torch.ones(2)}, moved)
+    assert key(first) != key(moved)
+    assert key(tmp_path / "missing.pth")["weights"] == "missing"

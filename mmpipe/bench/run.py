@@ -25,7 +25,7 @@ from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
-from mmpipe.layout import CohortLayout, parse_cell
+from mmpipe.layout import CohortLayout, parse_cell, seed_name
 from mmpipe.methods import TRAINER_KEYS, method_class
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _train_cell(layout: CohortLayout, data: BenchData, dropped: list[dict], trai
     signature = params_hash(train)
     return [run_seed(data, dropped, train["feature_set"], train["label"], train["method"],
                      layout.split(seed), layout.mask(scenario, rate, seed),
-                     cell_dir / f"seed{seed}", seed=seed, meta=meta,
+                     cell_dir / seed_name(seed), seed=seed, meta=meta,
                      normalize=train["normalize"], evaluate_subsets=train["evaluate_subsets"],
                      device=device, train_hash=signature)
             for seed in sorted(train["seeds"])]

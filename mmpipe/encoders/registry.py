@@ -31,9 +31,10 @@ if TYPE_CHECKING:
     from mmpipe.encoders.weights import WeightsInfo
 
 MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the thesis, 4.2)
-# encoder settings that change how a job runs, not the embeddings it writes: they are
-# not part of a store's key (mmpipe.params), and the job reads them from the config
-EXECUTION_KEYS = ("batch_size", "loader_workers", "download")
+# encoder settings that change how or where a job runs, not the embeddings it writes:
+# they are not part of a store's key (mmpipe.params; the weights file's hash is, not its
+# path), and the job reads them from the config
+EXECUTION_KEYS = ("batch_size", "loader_workers", "download", "weights")
 
 
 def execution_settings(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,6 +57,9 @@ class EncoderType:
     feature_shape: Callable[[Mapping[str, Any]], tuple[int, ...] | None]
     build: Callable[[Mapping[str, Any], torch.device], tuple[nn.Module | object, WeightsInfo]] | None
     example_input: Callable[[Mapping[str, Any], int], torch.Tensor] | None = None
+    # config keys that only some types read (beside weights, batch size, ...): a type
+    # given a key it does not read is a config error
+    settings: tuple[str, ...] = ()
 
     def loop_module(self) -> ModuleType:
         return import_module(f"mmpipe.encode.{self.loop}")
@@ -124,18 +128,21 @@ ENCODER_TYPES: dict[str, EncoderType] = {
     t.name: t
     for t in (
         EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
-                    lambda cfg: (512, 7, 7), _build_vgg, _image_input),
+                    lambda cfg: (512, 7, 7), _build_vgg, _image_input,
+                    settings=("transform", "keep_bag")),
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
-                    _med3d_shape, _build_med3d, _med3d_input),
+                    _med3d_shape, _build_med3d, _med3d_input, settings=("transform", "depth")),
         EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
-                    lambda cfg: (1024,), _build_clam, _image_input),
+                    lambda cfg: (1024,), _build_clam, _image_input, settings=("keep_bag",)),
         EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
-                    _build_text),
+                    _build_text, settings=("model", "checkpoint", "projection", "max_length",
+                                           "pooling", "normalize")),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
-                    lambda cfg: None, None),
+                    lambda cfg: None, None,
+                    settings=("categorical", "missing_values", "encoding_from")),
         EncoderType("precomputed", ("features",), False, ("encoders/precomputed",), "features",
-                    lambda cfg: None, None),
+                    lambda cfg: None, None, settings=("flatten", "key", "feature_shape")),
     )
 }
 
@@ -150,3 +157,10 @@ def get_encoder_type(name: str) -> EncoderType:
 def readers_of(kind: str) -> list[str]:
     """The encoder types that can encode a modality of ``kind``."""
     return sorted(t.name for t in ENCODER_TYPES.values() if kind in t.reads)
+
+
+def misplaced_settings(encoder_cfg: Mapping[str, Any]) -> list[str]:
+    """Keys of an ``encoders:`` entry that only other types read."""
+    own = set(get_encoder_type(encoder_cfg["type"]).settings)
+    typed = {k for t in ENCODER_TYPES.values() for k in t.settings}
+    return sorted(k for k in encoder_cfg if k in typed - own and encoder_cfg[k] is not None)

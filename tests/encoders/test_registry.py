@@ -86,3 +86,13 @@ def test_importing_the_registry_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_type_specific_settings_are_schema_keys():
+    import yaml
+
+    from mmpipe.config import SCHEMA_PATH
+
+    keys = set(yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["encoder"]["properties"])
+    for etype in ENCODER_TYPES.values():
+        assert set(etype.settings) <= keys, etype.name

@@ -90,6 +90,7 @@ def encode(layout: CohortLayout, cfg: dict, modality: str, encoder: str) -> Feat
     """Preprocess and encode one modality into its store; returns the store."""
     from mmpipe.cohorts.manifest import read_manifest
     from mmpipe.encode.run import encode_store
+    from mmpipe.encoders.registry import execution_settings
     from mmpipe.fsutil import write_parquet
     from mmpipe.preprocess.prompts import build_prompts
 
@@ -102,7 +103,8 @@ def encode(layout: CohortLayout, cfg: dict, modality: str, encoder: str) -> Feat
                                 layout.prompts(modality))
     params = encoder_params(cfg, COHORT, modality, encoder)
     out = encode_store(layout.root, modality, params, layout.store(modality, encoder),
-                       device="cpu", shard_dirs=shards or None, prompts=prompts)
+                       device="cpu", settings=execution_settings(cfg["encoders"][encoder]),
+                       shard_dirs=shards or None, prompts=prompts)
     return FeatureStore(out)
 
 

@@ -42,7 +42,7 @@ TYPOS = {
     "encoder type": (lambda c: c["encoders"]["med3d_demo"].update(type="med3D"),
                      "config.encoders.med3d_demo.type: 'med3D' is not one of"),
     "encoder key of another type": (lambda c: c["encoders"]["med3d_demo"].update(flatten=True),
-                                    "config.encoders.med3d_demo.flatten: only a 'precomputed'"),
+                                    "config.encoders.med3d_demo.flatten: a 'med3d' encoder does not read it"),
     "transform key": (lambda c: c["encoders"]["med3d_demo"]["transform"].update(resise=[1, 1, 1]),
                       "config.encoders.med3d_demo.transform: Additional properties"),
     "method type": (lambda c: c["methods"]["mmare"].update(type="mmar"),

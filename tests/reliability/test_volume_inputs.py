@@ -117,7 +117,7 @@ def test_truncated_nifti_is_rejected(tmp_path, base_config, data_dir, baseline, 
         path.write_bytes(blob[: len(blob) // 2])
         expected = ("EOFError", "Compressed file ended before the end-of-stream marker")
     rows = _run_with(tmp_path, base_config, data_dir, path)
-    _check(rows, baseline, "bad", f"cannot read or preprocess {path}", *expected)
+    _check(rows, baseline, "bad", f"cannot read or preprocess: file {path}", *expected)
 
 
 def test_nifti_with_nan_voxels_is_rejected_at_load(tmp_path, base_config, data_dir, baseline):

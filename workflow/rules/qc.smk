@@ -5,6 +5,8 @@ rule cohort_qc:
     output:
         qc=L.cohort_qc(),
         summary=L.stage1_summary(),
+    params:
+        code=mmparams.code_key("report/stage1"),
     log:
         L.log("cohort_qc"),
     conda:
