@@ -43,11 +43,11 @@ def _layout(cfg: dict, cohort: str):
 
 
 def cmd_manifest(args) -> None:
-    from mmpipe.cohorts import build_manifest
+    from mmpipe.cohorts import adapter_config, build_manifest
 
     cfg = _config(args)
     layout = _layout(cfg, args.cohort)
-    cohort_cfg = dict(cfg["cohorts"][args.cohort])
+    cohort_cfg = adapter_config(cfg, args.cohort)
     if cohort_cfg["adapter"] == "demo":
         cohort_cfg["raw_dir"] = str(layout.raw())
     df = build_manifest(args.cohort, cohort_cfg, layout.root)

@@ -9,8 +9,14 @@ any change to the code does. Editing the text encoder reruns the text stores and
 the Med3D ones, because the Med3D loop never imports the text encoder.
 
 The registries (:data:`REGISTRIES`) are not part of any key and their imports are not
-followed: adding a method or an encoder type must not rerun every other job. A job's key
-names its own registry entry instead (its method module, its encoder type's modules).
+followed: adding a method, an encoder type or an adapter must not rerun every other job.
+A job's key names its own registry entry instead (its method module, its encoder type's
+modules, its adapter). Nor are the modules that only say where and how outputs are
+written (:data:`NOT_CONTENT`): a path that changes is a missing output, which Snakemake
+builds anyway, and the atomic rename changes no byte of what is written.
+
+Keys hash a version-neutral form of each syntax tree (fields a newer Python adds empty,
+such as ``type_params``, are left out), so a Python upgrade alone reruns nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-REGISTRIES = frozenset({"methods", "encoders/registry"})
+REGISTRIES = frozenset({"methods", "encoders/registry", "cohorts"})
+NOT_CONTENT = frozenset({"layout", "fsutil"})
 
 
 def _module_file(module: str) -> Path:
@@ -86,12 +93,13 @@ def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...]]:
 
 def module_closure(modules: Iterable[str]) -> list[str]:
     """``modules`` and every ``mmpipe`` module they import, transitively, as
-    ``encode/med3d``-style names (a package is named by its folder); registries left out."""
+    ``encode/med3d``-style names (a package is named by its folder); registries and
+    :data:`NOT_CONTENT` left out."""
     seen: set[str] = set()
     todo = [_name(_module_file(m)) for m in modules]
     while todo:
         mod = todo.pop()
-        if mod in seen or mod in REGISTRIES:
+        if mod in seen or mod in REGISTRIES or mod in NOT_CONTENT:
             continue
         path = _module_file(mod)
         if not path.exists():
@@ -113,10 +121,21 @@ class _StripDocstrings(ast.NodeTransformer):
     visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _strip
 
 
+def _neutral(node) -> object:
+    """A syntax tree as nested tuples of its node types and non-empty fields."""
+    if isinstance(node, ast.AST):
+        fields = tuple((name, _neutral(value)) for name, value in ast.iter_fields(node)
+                       if value not in (None, []) and name != "type_comment")
+        return (type(node).__name__, fields)
+    if isinstance(node, list):
+        return tuple(_neutral(v) for v in node)
+    return repr(node)
+
+
 @cache
 def _module_digest(path: Path) -> str:
     tree = _StripDocstrings().visit(ast.parse(path.read_text(), filename=str(path)))
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+    return hashlib.sha256(repr(_neutral(tree)).encode()).hexdigest()
 
 
 @cache

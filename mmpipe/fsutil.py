@@ -31,14 +31,17 @@ def _writer_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _is_debris(tmp: Path) -> bool:
+def _is_debris(tmp: Path, *, other_hosts: bool) -> bool:
     """Whether a ``{name}.tmp-{host}-{pid}`` file or folder was left by a writer that is
-    gone. A writer on this host whose process still runs is not debris (two ``mmpipe``
-    commands writing one output); one of another host is, since Snakemake lets one job
-    at a time write an output (names without a host are from older versions: debris)."""
+    gone: a writer of this host whose process no longer runs (names without a host are
+    from older versions, read as this host's). A writer of another host cannot be asked;
+    ``other_hosts`` says whether to count it as gone, which is true only for the next
+    writer of the same output (Snakemake lets one job at a time write an output)."""
     tag = tmp.name.rsplit(TMP_MARK, 1)[-1]
     host, _, pid = tag.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if host and host != socket.gethostname():
+        return other_hosts
+    if not pid.isdigit() or int(pid) == os.getpid():
         return True
     try:
         os.kill(int(pid), 0)
@@ -60,20 +63,22 @@ def _remove(path: Path) -> None:
 def tmp_sibling(path: Path) -> Path:
     """A fresh temporary sibling of ``path``; debris of killed writers is removed."""
     for stale in path.parent.glob(f"{glob.escape(path.name)}{TMP_MARK}*"):
-        if _is_debris(stale):
+        if _is_debris(stale, other_hosts=True):
             _remove(stale)
     return path.with_name(f"{path.name}{TMP_MARK}{_writer_tag()}")
 
 
 def sweep_debris(root: str | Path) -> list[Path]:
-    """Remove what killed writers left anywhere under ``root`` (the Snakefile does this
-    when a run starts): outputs that will not be written again keep no half-written
-    sibling, and no disk is lost to them. Live writers' files are left alone."""
+    """Remove what killed writers of this host left anywhere under ``root`` (the Snakefile
+    does this when a run with jobs to do starts), so outputs that will not be written
+    again keep no half-written sibling and no disk is lost to them. Live writers' files
+    are left alone, and so are other hosts' (a cluster job of a concurrent run may be
+    writing them; the next writer of the same output removes them if they are debris)."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = [p for p in root.rglob(f"*{TMP_MARK}*")
-             if _TMP_NAME.search(p.name) and _is_debris(p)]
+             if _TMP_NAME.search(p.name) and _is_debris(p, other_hosts=False)]
     # a killed writer's folder holds its own temporary files: remove the outermost only
     found = [p for p in found if not any(q in p.parents for q in found)]
     for p in found:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 
@@ -26,3 +29,31 @@ def params_hash(params: Any) -> str:
     """SHA-256 (hex) of a JSON-able parameter set; key order does not matter."""
     blob = json.dumps(canonical(params), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file, read in chunks so multi-GB checkpoints never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@cache
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def content_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder's files (names and contents, in name order);
+    computed once per process for a file that has not changed."""
+    path = Path(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f.relative_to(path).as_posix().encode())
+            digest.update(content_sha256(f).encode())
+        return digest.hexdigest()
+    st = os.stat(path)
+    return _cached_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)

@@ -32,7 +32,9 @@ MANIFEST_META = "manifest.json"
 ADAPTER_QC = "qc/adapter.parquet"
 SHARD_QC = "qc.parquet"          # inside a preprocessing shard folder
 SHARD_TILES = "tiles.parquet"    # inside a slide shard folder
-RUN_FILES = ("metrics.json", "predictions.parquet", "train.log", "model.pt")
+# the files of one run (a seed of a cell)
+METRICS, PREDICTIONS, TRAIN_LOG, MODEL = ("metrics.json", "predictions.parquet", "train.log",
+                                          "model.pt")
 
 # the preprocessing folder of each kind whose subjects are preprocessed in shards
 SHARD_KINDS = {"dicom": "volumes", "slide": "tiles"}
@@ -43,8 +45,12 @@ def _is_wildcard(value: object) -> bool:
 
 
 def rate_tag(rate: float | str) -> str:
-    """A scenario rate as it appears in paths: ``0.4`` -> ``"0.4"``, ``0`` -> ``"0.0"``."""
-    return str(rate) if _is_wildcard(rate) else repr(float(rate))
+    """A scenario rate as it appears in paths: ``0.4`` -> ``"0.4"``, ``0`` -> ``"0.0"``,
+    ``1e-5`` -> ``"0.00001"`` (digits and one point, as the ``rate`` wildcard expects)."""
+    if _is_wildcard(rate):
+        return str(rate)
+    text = f"{float(rate):.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def cell_name(scenario: str, rate: float | str) -> str:
@@ -118,10 +124,10 @@ class CohortLayout:
 
     # -- stage 2 ---------------------------------------------------------------------------
     def split(self, seed: int | str) -> Path:
-        return self.root / "splits" / f"seed{seed}.parquet"
+        return self.root / "splits" / f"{seed_name(seed)}.parquet"
 
     def mask(self, scenario: str, rate: float | str, seed: int | str) -> Path:
-        return self.root / "masks" / cell_name(scenario, rate) / f"seed{seed}.parquet"
+        return self.root / "masks" / cell_name(scenario, rate) / f"{seed_name(seed)}.parquet"
 
     def method_runs(self, feature_set: str, method: str) -> Path:
         """Every cell of one (feature set, method): a ``train_jobs: method`` job's output."""

@@ -13,28 +13,29 @@ on it either.
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from mmpipe.codehash import code_key
 from mmpipe.config import benchmark_runs, benchmark_settings, cohort, modality, run_config
-from mmpipe.hashing import canonical, params_hash
-
-# bump when the layout of a feature store changes (mmpipe.store): every store is rebuilt
-STORE_FORMAT = 1
-
+from mmpipe.hashing import canonical, content_sha256, params_hash
 
 # -- stage 1 -------------------------------------------------------------------------------
 
 def manifest_params(cfg: dict, cohort_name: str) -> dict:
-    """What the manifest depends on: the adapter and the modality layout, not the encoders."""
-    c = cohort(cfg, cohort_name)
-    mods = {m: {k: v for k, v in spec.items() if k in ("kind", "column", "fields", "non_numeric")}
+    """What the manifest depends on: the adapter, its code and the modality layout, not
+    the encoders (but the fields a tabular encoder reads as categories, which are never
+    read as numbers)."""
+    from mmpipe.cohorts import ADAPTERS, adapter_config
+
+    c = adapter_config(cfg, cohort_name)
+    mods = {m: {k: v for k, v in spec.items()
+                if k in ("kind", "column", "fields", "non_numeric", "categorical")}
             for m, spec in c["modalities"].items()}
     keep = {k: v for k, v in c.items() if k in ("adapter", "labels", "root", "csv", "subject_column")}
-    return canonical({**keep, "modalities": mods, "code": code_key("cohorts")})
+    adapter = ADAPTERS[c["adapter"]].__module__
+    return canonical({**keep, "modalities": mods,
+                      "code": code_key("cohorts/manifest", adapter)})
 
 
 def demo_params(cfg: dict, cohort_name: str) -> dict:
@@ -57,30 +58,18 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
                       "prompt": mod.get("prompt", {}), "code": code_key("preprocess/prompts")})
 
 
-@cache
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from mmpipe.encoders.weights import sha256_file
-
-    return sha256_file(path)
-
-
-def weights_fingerprint(enc: dict) -> str | None:
-    """What identifies an encoder's weights: the configured SHA-256 (the job checks the
-    file against it), else the file's own SHA-256; ``missing`` for a path with no file
-    (the job then fails, saying so), None when no weights are configured. Moving the file
-    reruns nothing; replacing it reruns its stores."""
-    spec = enc.get("weights")
-    if not spec:
-        return None
-    if enc.get("sha256"):
+def weights_fingerprint(enc: dict, key: str = "weights") -> str:
+    """What identifies an encoder's weight file or folder: for ``weights``, the configured
+    SHA-256 when given (the job checks the file against it), else the content's SHA-256;
+    ``missing`` for a path with nothing there (the job then fails, saying so). Moving the
+    file reruns nothing; replacing it reruns its stores."""
+    spec = str(enc[key])
+    if key == "weights" and enc.get("sha256"):
         return str(enc["sha256"]).lower()
-    if "://" in str(spec):
-        return str(spec)  # a URL names its content (torch hub files carry their hash)
-    path = Path(str(spec)).expanduser()
-    if not path.is_file():
-        return "missing"
-    st = os.stat(path)
-    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if "://" in spec:
+        return spec  # a URL names its content (torch hub files carry their hash)
+    path = Path(spec).expanduser()
+    return content_sha256(path) if path.exists() else "missing"
 
 
 def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name: str) -> dict:
@@ -96,13 +85,16 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
                           f"encoder {encoder_name!r}")
     enc = cfg["encoders"][encoder_name]
     etype = get_encoder_type(enc["type"])
+    weights = {k: weights_fingerprint(enc, k) for k in etype.weight_files if enc.get(k)}
     params: dict[str, Any] = {
         "encoder": encoder_name,
-        "config": {k: v for k, v in enc.items() if k not in EXECUTION_KEYS},
-        "weights": weights_fingerprint(enc),
+        "config": {k: v for k, v in enc.items()
+                   if k not in (*EXECUTION_KEYS, *etype.weight_files)},
+        # a network without weights runs random-init only where that is allowed
+        "weights": weights or ("random-init" if etype.needs_gpu and enc.get("allow_random_init")
+                               else None),
         "kind": mod["kind"],
         "code": code_key(*etype.code_modules()),
-        "store_format": STORE_FORMAT,
     }
     if mod["kind"] == "dicom":
         params["dicom"] = dicom_params(cfg)

@@ -22,6 +22,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+class RunsCode:
+    """What a crafted file carries: unpickling it calls ``open(marker, "w")``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data file not found: {path}")

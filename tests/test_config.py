@@ -216,6 +216,8 @@ def test_the_weights_files_hash_is_the_key_not_its_path(raw_config, tmp_path):
 
     import torch
 
+    from mmpipe.hashing import sha256_file
+
     first = tmp_path / "a" / "w.pth"
     first.parent.mkdir()
     torch.save({"w": torch.zeros(2)}, first)
@@ -223,12 +225,44 @@ def test_the_weights_files_hash_is_the_key_not_its_path(raw_config, tmp_path):
     moved.parent.mkdir()
     shutil.copy(first, moved)
 
-    def key(path):
+    def key(path, **more):
         cfg = copy.deepcopy(raw_config)
-        cfg["encoders"]["med3d_demo"].update(weights=str(path), allow_random_init=False)
+        cfg["encoders"]["med3d_demo"].update({"weights": str(path), "allow_random_init": False,
+                                              **more})
         return encoder_params(validate_config(cfg), "demo", "ct", "med3d_demo")
 
     assert key(first) == key(moved)
+    # how the file is checked, or whether random weights would be allowed without it, is
+    # not what the store holds
+    assert key(first) == key(first, sha256=sha256_file(first)) == key(
+        first, allow_random_init=True)
     torch.save({"w": torch.ones(2)}, moved)
     assert key(first) != key(moved)
-    assert key(tmp_path / "missing.pth")["weights"] == "missing"
+    assert key(tmp_path / "missing.pth")["weights"] == {"weights": "missing"}
+
+
+def test_a_text_encoders_checkpoint_and_projection_are_keyed_by_content(raw_config, tmp_path):
+    def key(folder):
+        cfg = copy.deepcopy(raw_config)
+        cfg["encoders"]["text_minilm"].update(checkpoint=str(folder))
+        return encoder_params(validate_config(cfg), "demo", "clinical", "text_minilm")
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights")
+        (tmp_path / name / "config.json").write_text("{}")
+    assert key(tmp_path / "a") == key(tmp_path / "b")
+    (tmp_path / "b" / "config.json").write_text('{"hidden_size": 8}')
+    assert key(tmp_path / "a") != key(tmp_path / "b")
+
+
+def test_the_manifest_never_reads_a_tabular_encoders_categories_as_numbers(raw_config):
+    from mmpipe.cohorts import adapter_config
+
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"]["categorical"] = ["stage", "not_a_field"]
+    cfg = validate_config(cfg)
+    assert adapter_config(cfg, "demo")["modalities"]["clinical"]["categorical"] == [
+        "stage"]
+    assert manifest_params(cfg, "demo") != manifest_params(validate_config(
+        copy.deepcopy(raw_config)), "demo")

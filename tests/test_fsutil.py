@@ -46,6 +46,16 @@ def test_a_live_writer_on_this_host_is_left_alone(tmp_path):
     assert sweep_debris(tmp_path) == [live] and not live.exists()
 
 
+def test_another_hosts_temporary_is_swept_by_its_outputs_next_writer_only(tmp_path):
+    """A cluster job of a concurrent run may be writing it; the next writer of the same
+    output knows it is not (Snakemake lets one job at a time write an output)."""
+    other = tmp_path / "out.tmp-node042-12345"
+    other.mkdir()
+    assert sweep_debris(tmp_path) == [] and other.exists()
+    tmp_sibling(tmp_path / "out")
+    assert not other.exists()
+
+
 def test_sweep_removes_the_outermost_debris_only_and_nothing_else(tmp_path):
     host = socket.gethostname()
     cell = tmp_path / "runs" / "all" / f"mmare.tmp-{host}-{_dead_pid()}"

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from mmpipe.errors import MmpipeError
+from mmpipe.layout import MODEL
 
 FORMAT = 2
-MODEL_FILE = "model.pt"
 _REQUIRED = {"format": int, "method": dict, "state": dict, "modalities": list, "shapes": dict,
              "n_classes": int, "label": str, "label_values": list, "normalizer": dict,
              "feature_set": dict, "encodings": dict, "meta": dict}
@@ -37,17 +37,21 @@ class ModelBundleError(MmpipeError):
     """A run's model file is unsafe, malformed or from another version of mmpipe."""
 
 
-def _plain(value: Any) -> Any:
-    """Numpy scalars and arrays as Python values / tensors, which ``weights_only`` loads."""
+def _plain(value: Any, where: str = "bundle") -> Any:
+    """Numpy scalars and arrays as Python values / tensors, which ``weights_only`` loads;
+    anything else is refused here, not later as a file that "would run code"."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
-    return value
+    if value is None or isinstance(value, str | int | float | bool | torch.Tensor):
+        return value
+    raise ModelBundleError(f"{where}: a model bundle holds plain data and tensors, not "
+                           f"{type(value).__name__}")
 
 
 def save_bundle(path: str | Path, **contents: Any) -> None:
@@ -62,13 +66,13 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
     """The bundle at ``path`` (a run directory or its ``model.pt``), checked."""
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_FILE
+        path = path / MODEL
     if not path.is_file():
-        raise ModelBundleError(f"{path}: no model file (a run directory holds {MODEL_FILE})")
+        raise ModelBundleError(f"{path}: no model file (a run directory holds {MODEL})")
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        why = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        why = (str(err).split("WeightsUnpickler error:")[-1].strip().splitlines() or ["?"])[0]
         if "global" in why.lower():  # a class or function the file would call: code
             raise ModelBundleError(
                 f"{path}: refused: the file holds objects that would run code when loaded "
@@ -88,8 +92,14 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
                 else f"{key!r} is {type(bundle[key]).__name__}, not {kind.__name__}"
                 for key, kind in _REQUIRED.items()
                 if key not in bundle or not isinstance(bundle[key], kind)]
-    if not problems and set(bundle["modalities"]) != set(bundle["shapes"]):
-        problems.append("its modalities and shapes disagree")
+    if not problems:
+        if set(bundle["modalities"]) != set(bundle["shapes"]):
+            problems.append("its modalities and shapes disagree")
+        if not all(isinstance(s, list) and all(isinstance(d, int) for d in s)
+                   for s in bundle["shapes"].values()):
+            problems.append("a shape is not a list of sizes")
+        if not isinstance(bundle["method"].get("type"), str):
+            problems.append("its method has no 'type'")
     if problems:
         raise ModelBundleError(f"{path}: malformed model bundle: {'; '.join(problems)}")
     return bundle

@@ -18,9 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    """(manifest, subject_id + one bool column per modality, modality names)."""
+    """(manifest, subject_id + one bool column per modality, modality names).
+
+    Modalities in name order, whatever order the config (and so the manifest) lists them
+    in: the split's strata and the masks' random draws follow this order, and a cohort
+    is the same cohort however its config is written."""
     manifest, meta = read_manifest(cohort_dir)
-    return manifest, modality_presence(manifest, meta), list(meta["modalities"])
+    modalities = sorted(meta["modalities"])
+    presence = modality_presence(manifest, meta).select("subject_id", *modalities)
+    return manifest, presence, modalities
 
 
 def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str | Path) -> pl.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from mmpipe.bench.bundle import MODEL_FILE, save_bundle
+from mmpipe.bench.bundle import save_bundle
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
 from mmpipe.bench.metrics import METRIC_KEYS, classification_metrics
 from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
@@ -25,7 +25,15 @@ from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
-from mmpipe.layout import CohortLayout, parse_cell, seed_name
+from mmpipe.layout import (
+    METRICS,
+    MODEL,
+    PREDICTIONS,
+    TRAIN_LOG,
+    CohortLayout,
+    parse_cell,
+    seed_name,
+)
 from mmpipe.methods import TRAINER_KEYS, method_class
 
 log = logging.getLogger(__name__)
@@ -172,14 +180,14 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     with atomic_dir(out_dir) as tmp:
         try:
             result = fit(method, train, val, {**TRAIN_DEFAULTS, **_train_cfg(method)}, seed,
-                         device, tmp / "train.log")
+                         device, tmp / TRAIN_LOG)
             trained = True
         except NotTrainable as err:
             # recorded, not hidden: the run exists, its metrics are NaN with the reason
             log.warning("%s not trained: %s", method_cfg["type"], err)
             notes.append(f"not trained: {err}; metrics are NaN, predictions are the "
                          "training prior")
-            (tmp / "train.log").write_text(f"not trained: {err}\n")
+            (tmp / TRAIN_LOG).write_text(f"not trained: {err}\n")
             result, trained = FitResult(), False
         start = time.perf_counter()
         frames, metrics = [], {}
@@ -221,10 +229,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "encoders": feature_set, "normalize": normalize, "device": str(device),
             "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
         }
-        pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / "predictions.parquet")
-        (tmp / "metrics.json").write_text(json.dumps(out, indent=2, default=float))
+        pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / PREDICTIONS)
+        (tmp / METRICS).write_text(json.dumps(out, indent=2, default=float))
         # neural and sklearn methods both expose state_dict()/load_state_dict() of plain data
-        save_bundle(tmp / MODEL_FILE, method=method_cfg, state=method.state_dict(),
+        save_bundle(tmp / MODEL, method=method_cfg, state=method.state_dict(),
                     modalities=data.modalities, shapes=data.shapes(), n_classes=data.n_classes,
                     label=label, label_values=list(data.label_values),
                     normalizer=normalizer.state_dict(), feature_set=feature_set,

@@ -21,6 +21,7 @@ import torch
 
 from mmpipe.bench.data import BenchData
 from mmpipe.bench.metrics import classification_metrics
+from mmpipe.methods import BATCH_KEYS, PHASE_KEYS
 from mmpipe.methods.base import FusionMethod, Phase
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience": 25,
                   "optimizer": "adam", "batch_size": 64, "sampler": "weighted",
                   "schedule": None, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1}
-
-
-# the settings a run records as what it ran with (FitResult.settings)
-_BATCH_KEYS = ("batch_size", "sampler", "class_weights", "noise_p", "noise_std")
-_PHASE_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "monitor", "schedule")
 
 
 class NotTrainable(Exception):
@@ -182,14 +178,14 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
         counts = np.bincount(train.y, minlength=method.n_classes).astype(float)
         class_weight = torch.as_tensor(counts.sum() / np.maximum(counts, 1) / len(counts),
                                        dtype=torch.float32, device=device)
-    result = FitResult(settings={k: cfg[k] for k in _BATCH_KEYS})
+    result = FitResult(settings={k: cfg[k] for k in BATCH_KEYS})
     result.settings["phases"] = []
     lines = []
     start = time.perf_counter()
     method.prepare(xt, pt, yt)
     for phase in method.phases(cfg):
         result.settings["phases"].append({"name": phase.name,
-                                          **{k: getattr(phase, k) for k in _PHASE_KEYS}})
+                                          **{k: getattr(phase, k) for k in PHASE_KEYS}})
         opt = _optimizer(phase, phase.parameters())
         sched = _scheduler(phase, opt)
         loss_fn = phase.loss or method.loss

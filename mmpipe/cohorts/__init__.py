@@ -9,6 +9,7 @@ returning an :class:`~mmpipe.cohorts.manifest.AdapterOutput`, registered in
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,24 @@ ADAPTERS: dict[str, Adapter] = {
     "csv": csv_adapter.adapt,
 }
 
-__all__ = ["ADAPTERS", "build_manifest", "modality_presence", "read_manifest", "read_qc"]
+__all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",
+           "read_qc"]
+
+
+def adapter_config(cfg: dict, cohort: str) -> dict:
+    """The cohort's config as its adapter sees it: each table modality also lists the
+    fields its tabular encoders read as categories (``categorical``), so the manifest
+    never blanks a category code such as stage "X" as a value that is not a number."""
+    if cohort not in cfg["cohorts"]:
+        raise ConfigError(f"unknown cohort {cohort!r} (known: {sorted(cfg['cohorts'])})")
+    c = copy.deepcopy(cfg["cohorts"][cohort])
+    for mod in c["modalities"].values():
+        if mod["kind"] == "table":
+            mod["categorical"] = sorted({f for e in mod["encoders"]
+                                         if cfg["encoders"][e]["type"] == "tabular"
+                                         for f in cfg["encoders"][e].get("categorical") or ()
+                                         if f in mod["fields"]})
+    return c
 
 
 def build_manifest(

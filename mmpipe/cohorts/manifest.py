@@ -75,6 +75,8 @@ class ModalitySpec:
     kind: str
     fields: tuple[str, ...] = ()
     non_numeric: str = "blank"     # table: a text in a numeric field -> "blank" | "error"
+    # table: fields read as categories (a tabular encoder's `categorical`), never as numbers
+    categorical: tuple[str, ...] = ()
 
     @property
     def is_table(self) -> bool:
@@ -114,7 +116,8 @@ def modality_specs(
                 raise ConfigError(f"modality {name!r}: non_numeric must be one of "
                                   f"{list(NON_NUMERIC_MODES)}, not {non_numeric!r}")
         specs[name] = ModalitySpec(name=name, kind=kind, fields=fields,
-                                   non_numeric=non_numeric)
+                                   non_numeric=non_numeric,
+                                   categorical=tuple(mcfg.get("categorical") or ()))
     return specs
 
 
@@ -285,13 +288,15 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
     """Table fields as the encoders need them, the same for every adapter.
 
     A blank or whitespace-only text cell becomes null. A text field where at least
-    :data:`NUMERIC_SHARE` of the non-blank values are numbers (:func:`parse_number`)
+    :data:`NUMERIC_SHARE` of the non-blank values are numbers (:func:`parse_number`), and
+    that no tabular encoder reads as categories (``categorical``),
     becomes numeric (Int64 when every number is an integer, else Float64), and a float
     field keeps only finite values; each value that is not a number becomes null and is
     returned, unless a modality listing the field says ``non_numeric: error``: then an
     :class:`InputError` names every such value.
     """
     modes: dict[str, str] = {}
+    categories = {f for spec in specs for f in spec.categorical}
     for spec in specs:
         for f in spec.fields if spec.is_table else ():
             modes[f] = "error" if "error" in (modes.get(f), spec.non_numeric) else "blank"
@@ -300,6 +305,8 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
     columns = []
     for name in modes:
         col = frame.get_column(name)
+        if name in categories:  # a code such as stage "X" is a category, not a bad number
+            continue
         if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
             col, bad = _clean_text_field(name, ids, col)
         elif col.dtype.is_float():
@@ -349,9 +356,10 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
         col, dtype = pl.col(label), frame.schema[label]
         if dtype.is_float():
             exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(label))
-        elif dtype == pl.Utf8:
+        elif dtype == pl.Utf8:  # "NaN" as text: what a float NaN becomes in a text column
             text = col.str.strip_chars()
-            exprs.append(pl.when(text == "").then(None).otherwise(text).alias(label))
+            blank = (text == "") | (text.str.to_lowercase() == "nan")
+            exprs.append(pl.when(blank).then(None).otherwise(text).alias(label))
     return frame.with_columns(exprs) if exprs else frame
 
 

@@ -3,9 +3,9 @@
 The cohort's feature shape (every stored embedding has it) comes from the encoder's
 ``feature_shape`` when the config gives one, else it is the most common shape among
 the files that load cleanly: one wrong file, first or not, is rejected on its own and
-never decides the shape for the others. A tie between shapes goes to the shape of the
-earliest subject (manifest order) among the tied ones, with a warning to set
-``feature_shape``.
+never decides the shape for the others. A tie between shapes stops the job with
+:class:`FeatureCohortError` asking for ``feature_shape``: no rule could tell the good
+files from the bad ones, and guessing would reject good subjects.
 
 Each file is read once when the shape is given; otherwise the shape scan keeps the
 arrays it loads, up to :data:`CACHE_BYTES` in all, for the write pass, and only files
@@ -61,22 +61,17 @@ def _config_shape(cfg: dict) -> tuple[int, ...] | None:
     return shape
 
 
-def _majority_shape(shapes: dict[str, tuple[int, ...]], order: list[str]
-                    ) -> tuple[tuple[int, ...], str]:
-    """Most common shape (ties: the earliest subject's among the tied) and how it was chosen."""
+def _majority_shape(shapes: dict[str, tuple[int, ...]], job) -> tuple[tuple[int, ...], str]:
+    """The most common shape and how it was chosen; a tie is an error."""
     counts = Counter(shapes.values())
     top = max(counts.values())
-    tied = {s for s, n in counts.items() if n == top}
-    earliest = next(sid for sid in order if shapes.get(sid) in tied)
-    shape = shapes[earliest]
-    how = f"most common shape: {top} of {len(shapes)} readable files"
+    tied = sorted(s for s, n in counts.items() if n == top)
     if len(tied) > 1:
-        how += (f", tied with {sorted(tied - {shape})}; the earliest subject's "
-                f"({earliest!r}) shape was taken")
-        log.warning("feature files: shapes %s are equally common (%d files each); using %s, "
-                    "the shape of the earliest subject %r; set the encoder's feature_shape "
-                    "to choose", sorted(tied), top, shape, earliest)
-    return shape, how
+        raise FeatureCohortError(
+            f"{job.modality} feature files: shapes {tied} are equally common ({top} files "
+            f"each), so nothing tells the right files from the wrong ones; set "
+            f"encoders.{job.cfg.get('name', '<name>')}.feature_shape to the right shape")
+    return tied[0], f"most common shape: {top} of {len(shapes)} readable files"
 
 
 def setup(job, items) -> None:
@@ -106,7 +101,7 @@ def setup(job, items) -> None:
         log.warning("%s: no readable feature file at all (%d with a path)", job.modality,
                     len(items))
         return
-    job.feature_shape, how = _majority_shape(shapes, [i.subject_id for i in items])
+    job.feature_shape, how = _majority_shape(shapes, job)
     job.attrs["feature_shape_source"] = how
     log.info("%s: feature shape %s (%s); %d of %d files kept in memory for writing",
              job.modality, job.feature_shape, how, len(arrays), len(items))

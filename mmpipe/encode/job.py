@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class EncodeJob:
     cfg: dict[str, Any]            # the encoder's config, with its ``name``
-    params: dict[str, Any]         # mmpipe.config.encoder_params of this job
+    params: dict[str, Any]         # mmpipe.params.encoder_params of this job
     modality: str
     device: Any                    # torch.device
     net: Any = None
@@ -87,7 +87,9 @@ class SubjectWriter:
 
 def build_network(job: EncodeJob) -> None:
     """The registry's network for ``job`` on the job's device (the builders return it
-    frozen, in eval mode)."""
+    frozen, in eval mode), and the feature shape the registry gives for its config."""
     from mmpipe.encoders.registry import get_encoder_type
 
-    job.net, job.weights = get_encoder_type(job.cfg["type"]).build(job.cfg, job.device)
+    etype = get_encoder_type(job.cfg["type"])
+    job.net, job.weights = etype.build(job.cfg, job.device)
+    job.feature_shape = etype.feature_shape(job.cfg)

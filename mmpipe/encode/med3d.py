@@ -9,11 +9,9 @@ from mmpipe.encode.volume import load_volumes, median_spacing_for
 
 
 def setup(job, items) -> None:
-    from mmpipe.encoders.med3d import feature_dim
     from mmpipe.preprocess.volume import build_volume_transform
 
     build_network(job)
-    job.feature_shape = (feature_dim(job.cfg),)
     recipe = job.cfg.get("transform", {})
     job.state = build_volume_transform(recipe, median_spacing=median_spacing_for(recipe, items))
 

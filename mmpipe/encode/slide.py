@@ -13,7 +13,6 @@ from mmpipe.errors import InputError
 
 def setup(job, items) -> None:
     build_network(job)
-    job.feature_shape = (1024,)
     if job.cfg.get("keep_bag", True):
         job.bag_item_shape, job.bag_coord_dim = job.feature_shape, 2
         job.bag_coords = "level-0 (x, y) of each tile"

@@ -9,7 +9,7 @@ _TEXT_CHUNK = 256  # prompts encoded per call: bounded memory whatever the cohor
 
 def setup(job, items) -> None:
     build_network(job)
-    job.feature_shape = (job.net.dim,)
+    job.feature_shape = (job.net.dim,)  # a projection's or checkpoint's width is in its file
 
 
 def run(job, items, writer, progress=None) -> None:

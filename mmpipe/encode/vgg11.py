@@ -14,7 +14,6 @@ def setup(job, items) -> None:
     from mmpipe.preprocess.volume import build_slice_transform
 
     build_network(job)
-    job.feature_shape = (512, 7, 7)
     if job.cfg.get("keep_bag", False):
         job.bag_item_shape, job.bag_coord_dim = job.feature_shape, 1
         job.bag_coords = "slice index after preprocessing"

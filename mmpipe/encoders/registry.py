@@ -31,14 +31,10 @@ if TYPE_CHECKING:
     from mmpipe.encoders.weights import WeightsInfo
 
 MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the thesis, 4.2)
-# encoder settings that change how or where a job runs, not the embeddings it writes:
-# they are not part of a store's key (mmpipe.params; the weights file's hash is, not its
-# path), and the job reads them from the config
-EXECUTION_KEYS = ("batch_size", "loader_workers", "download", "weights")
-
-
-def execution_settings(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: encoder_cfg[k] for k in EXECUTION_KEYS if k in encoder_cfg}
+# encoder settings that change how a job runs, not the embeddings it writes, and how it
+# finds and checks its weights (the weights' content is in the key: mmpipe.params); the
+# job reads them from the config, and they rerun nothing
+EXECUTION_KEYS = ("batch_size", "loader_workers", "download", "sha256", "allow_random_init")
 
 
 @dataclass(frozen=True)
@@ -57,15 +53,19 @@ class EncoderType:
     feature_shape: Callable[[Mapping[str, Any]], tuple[int, ...] | None]
     build: Callable[[Mapping[str, Any], torch.device], tuple[nn.Module | object, WeightsInfo]] | None
     example_input: Callable[[Mapping[str, Any], int], torch.Tensor] | None = None
-    # config keys that only some types read (beside weights, batch size, ...): a type
-    # given a key it does not read is a config error
+    # config keys that only some types read (beside batch size, ...): a type given a key
+    # it does not read is a config error
     settings: tuple[str, ...] = ()
+    # the settings among them that name weight files or folders: a store's key holds
+    # their content's hash, not their path
+    weight_files: tuple[str, ...] = ()
 
     def loop_module(self) -> ModuleType:
         return import_module(f"mmpipe.encode.{self.loop}")
 
     def code_modules(self) -> tuple[str, ...]:
-        return (*self.code, f"encode/{self.loop}")
+        """Its network, its loop and the job that runs every loop (encode/run)."""
+        return (*self.code, f"encode/{self.loop}", "encode/run")
 
 
 def _on(device, built):
@@ -129,14 +129,19 @@ ENCODER_TYPES: dict[str, EncoderType] = {
     for t in (
         EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
                     lambda cfg: (512, 7, 7), _build_vgg, _image_input,
-                    settings=("transform", "keep_bag")),
+                    settings=("weights", "sha256", "transform", "keep_bag"),
+                    weight_files=("weights",)),
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
-                    _med3d_shape, _build_med3d, _med3d_input, settings=("transform", "depth")),
+                    _med3d_shape, _build_med3d, _med3d_input,
+                    settings=("weights", "sha256", "transform", "depth"),
+                    weight_files=("weights",)),
         EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
-                    lambda cfg: (1024,), _build_clam, _image_input, settings=("keep_bag",)),
+                    lambda cfg: (1024,), _build_clam, _image_input,
+                    settings=("weights", "sha256", "keep_bag"), weight_files=("weights",)),
         EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
                     _build_text, settings=("model", "checkpoint", "projection", "max_length",
-                                           "pooling", "normalize")),
+                                           "pooling", "normalize"),
+                    weight_files=("checkpoint", "projection")),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
                     lambda cfg: None, None,
@@ -164,3 +169,10 @@ def misplaced_settings(encoder_cfg: Mapping[str, Any]) -> list[str]:
     own = set(get_encoder_type(encoder_cfg["type"]).settings)
     typed = {k for t in ENCODER_TYPES.values() for k in t.settings}
     return sorted(k for k in encoder_cfg if k in typed - own and encoder_cfg[k] is not None)
+
+
+def execution_settings(encoder_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What an encoding job reads from the config rather than from its key: how it runs,
+    and where its weights lie and how to check them."""
+    keys = (*EXECUTION_KEYS, *get_encoder_type(encoder_cfg["type"]).weight_files)
+    return {k: encoder_cfg[k] for k in keys if k in encoder_cfg}

@@ -12,9 +12,10 @@ Fit it on the training subjects only when the statistics must not see the test
 split (stage 2 fits its normalisation on each training split only).
 
 A value the fitted encoding cannot place (a category not seen when fitting, which is
-encoded as all zeros; a text or NaN/inf in a numeric field, which is encoded as
-blank) never vanishes: ``transform(df, unplaced=[])`` appends one :class:`Unplaced`
-per such value, and a warning is logged once per field.
+encoded as all zeros; a text or inf in a numeric field, which is encoded as blank) never
+vanishes: ``transform(df, unplaced=[])`` appends one :class:`Unplaced` per such value,
+and a warning is logged once per field. A float NaN is a blank, as in a CSV (the
+manifest records the NaN it blanks, so the pipeline never brings one here).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
+from mmpipe.cohorts.manifest import parse_number
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def _canon(value: Any) -> str | None:
 class Unplaced(NamedTuple):
     """A value of row ``row`` (0-based, in the transformed frame) that the encoding could
     not place: ``why`` is ``"unseen"`` (a category the fit never saw; all zeros) or
-    ``"not_a_number"`` (a numeric field's text, NaN or inf; encoded as blank)."""
+    ``"not_a_number"`` (a numeric field's text or inf; encoded as blank)."""
 
     row: int
     field: str
@@ -75,19 +77,10 @@ class Unplaced(NamedTuple):
 UNSEEN, NOT_A_NUMBER = "unseen", "not_a_number"
 
 
-def _number(value: str) -> float | None:
-    """A finite number, or None (as the manifest's rule: no NaN/inf, no "1_000")."""
-    if "_" in value:
-        return None
-    try:
-        x = float(value)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _number_or_none(value: str | None) -> float | None:
-    return None if value is None else _number(value)
+    """A finite number by the manifest's rule (no NaN/inf, no "1_000"), or None."""
+    number = None if value is None else parse_number(value)
+    return None if number is None else float(number)
 
 
 def _sort_key(cat: str) -> tuple[int, float, str]:
@@ -208,7 +201,7 @@ class TabularEncoding:
             field = col["field"]
             values = self._values(df, field)
             if col["kind"] == "numeric":
-                numbers = [None if v is None else _number(v) for v in values]
+                numbers = [_number_or_none(v) for v in values]
                 bad = [Unplaced(r, field, v, NOT_A_NUMBER) for r, (v, x) in
                        enumerate(zip(values, numbers, strict=True)) if v is not None and x is None]
                 missing = np.array([x is None for x in numbers], dtype=np.float32)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmpipe.encoders.weights import WeightsInfo, sha256_file
+from mmpipe.encoders.weights import WeightsInfo
 from mmpipe.errors import ConfigError, WeightsError
+from mmpipe.hashing import content_sha256
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +43,11 @@ BIOMEDBERT_CONTEXT = 256  # UniMedCLIP's text context length
 BIOMEDBERT_HF = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 
 
-@lru_cache(maxsize=8)
-def _cached_sha(path: str, size: int, mtime: float) -> str:
-    return sha256_file(path)
-
-
 def _weights_file(folder: Path) -> Path | None:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name
     return None
-
-
-def _file_sha(path: Path) -> str:
-    st = path.stat()
-    return _cached_sha(str(path), st.st_size, st.st_mtime)
 
 
 def _read_json(path: Path) -> Any:
@@ -208,8 +198,8 @@ class TextEncoder:
                                    f"the text model gives {hidden}-d")
             last = [m for m in self.projection.modules() if isinstance(m, nn.Linear)][-1]
             self.dim = int(last.out_features)
-            extra = {"projection": str(ppath), "projection_sha256": sha256_file(ppath)}
-        self.weights_info = WeightsInfo(source, _file_sha(wfile), False, extra or None)
+            extra = {"projection": str(ppath), "projection_sha256": content_sha256(ppath)}
+        self.weights_info = WeightsInfo(source, content_sha256(wfile), False, extra or None)
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":

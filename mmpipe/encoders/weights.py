@@ -13,7 +13,6 @@ same on every run and a rerun changes no downstream result.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from mmpipe.errors import WeightsError
+from mmpipe.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,6 @@ class WeightsInfo:
         for key, value in (self.extra or {}).items():
             attrs[f"weights_{key}"] = value
         return attrs
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file, read in chunks so multi-GB checkpoints never sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_url(spec: str) -> bool:

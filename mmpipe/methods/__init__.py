@@ -6,13 +6,17 @@ needed when it runs.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import import_module
 
 from mmpipe.errors import ConfigError
 
-# trainer settings a method's config may carry beside its own hyper-parameters
-TRAINER_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
-                "monitor", "batch_size", "sampler", "class_weights", "noise_p", "noise_std")
+# trainer settings a method's config may carry beside its own hyper-parameters: those of
+# each training phase (its optimiser and early stopping), and those of the batches
+PHASE_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
+              "monitor")
+BATCH_KEYS = ("batch_size", "sampler", "class_weights", "noise_p", "noise_std")
+TRAINER_KEYS = (*PHASE_KEYS, *BATCH_KEYS)
 # keys of a method's config that are not hyper-parameters of the method itself
 CONFIG_KEYS = ("type", "normalize")
 
@@ -95,7 +99,8 @@ def _dict_keys(module: str, node) -> set[str]:
 
     if isinstance(node, ast.Name):
         return _dict_keys(*_resolve(module, node.id))
-    if isinstance(node, ast.Attribute) and node.attr == "defaults":
+    if (isinstance(node, ast.Attribute) and node.attr == "defaults"
+            and isinstance(node.value, ast.Name)):
         return _class_defaults(*_resolve(module, node.value.id))
     if isinstance(node, ast.Dict):
         keys: set[str] = set()
@@ -127,6 +132,7 @@ def _class_defaults(module: str, cls) -> set[str]:
     return keys
 
 
+@cache
 def hyperparameter_names(type_name: str) -> frozenset[str]:
     """The names a method of ``type_name`` accepts as its own hyper-parameters."""
     if type_name not in METHODS:

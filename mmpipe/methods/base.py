@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.methods import TRAINER_KEYS
+from mmpipe.methods import PHASE_KEYS, TRAINER_KEYS
 
 
 @dataclass
@@ -106,8 +106,7 @@ def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple
 
 
 def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:
-    keys = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule", "monitor")
-    return {k: train_cfg[k] for k in keys if k in train_cfg}
+    return {k: train_cfg[k] for k in PHASE_KEYS if k in train_cfg}
 
 
 def masked_mean(stack: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import polars as pl
 
 from mmpipe.errors import StaleRunError
 from mmpipe.fsutil import atomic_dir, atomic_file
-from mmpipe.layout import CohortLayout, cell_name, parse_cell
+from mmpipe.layout import METRICS, PREDICTIONS, CohortLayout, cell_name, parse_cell
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
     rows = []
     for p in prediction_paths:
         p = Path(p)
-        side = p.with_name("metrics.json")
+        side = p.with_name(METRICS)
         ident = _identity(_read_json(side) if side.exists() else {}, p)
         df = pl.read_parquet(p).filter((pl.col("split") == split)
                                        & (pl.col("evaluation") == evaluation))
@@ -365,8 +365,8 @@ def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
             for seed in report["seeds"]:
                 run_dir = layout.run(feature_set, method, *parse_cell(cell), seed)
                 dirs.append(run_dir)
-                metrics = run_dir / "metrics.json"
-                if not metrics.is_file() or not (run_dir / "predictions.parquet").is_file():
+                metrics = run_dir / METRICS
+                if not metrics.is_file() or not (run_dir / PREDICTIONS).is_file():
                     problems.append(f"{run_dir}: no finished run here")
                 elif _read_json(metrics).get("params_hash") != run["params_hash"]:
                     problems.append(f"{run_dir}: trained with other settings than the config's")
@@ -387,8 +387,7 @@ def build_cohort_report(layout: CohortLayout, report: dict[str, Any],
 
     runs = cohort_runs(layout, report)
     with atomic_dir(out_dir) as tmp:
-        written = build_report([r / "metrics.json" for r in runs],
-                               [r / "predictions.parquet" for r in runs], tmp,
+        written = build_report([r / METRICS for r in runs], [r / PREDICTIONS for r in runs], tmp,
                                published=published_for(layout.cohort, report["label"]),
                                scenarios=report["scenarios"])
     return [Path(out_dir) / p.relative_to(tmp) for p in written]

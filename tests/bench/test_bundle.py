@@ -8,19 +8,13 @@ import pytest
 import torch
 
 from mmpipe.bench.bundle import FORMAT, ModelBundleError, load_bundle, save_bundle
+from tests.conftest import RunsCode
 
 GOOD = {"method": {"type": "deepsets"}, "state": {"w": torch.zeros(2)}, "modalities": ["a"],
         "shapes": {"a": [2]}, "n_classes": 2, "label": "y", "label_values": [0, 1],
         "normalizer": {"mode": "none", "shapes": {"a": [2]}, "stats": {}},
         "feature_set": {"a": "precomputed"}, "encodings": {"a": {}}, "meta": {}}
 
-
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):  # what a crafted file carries: a call made while unpickling
-        return (open, (str(self.marker), "w"))
 
 
 def test_a_bundle_round_trips_with_weights_only(tmp_path):
@@ -33,7 +27,7 @@ def test_a_bundle_round_trips_with_weights_only(tmp_path):
 
 def test_a_bundle_that_runs_code_on_loading_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({**GOOD, "format": FORMAT, "state": {"x": _RunsCode(marker)}},
+    torch.save({**GOOD, "format": FORMAT, "state": {"x": RunsCode(marker)}},
                tmp_path / "model.pt")
     with pytest.raises(ModelBundleError, match="would run code"):
         load_bundle(tmp_path)
@@ -69,4 +63,22 @@ def test_other_files_are_named_errors(tmp_path):
     # a plain pickle (not torch's zip format) is refused too
     (tmp_path / "model.pt").write_bytes(pickle.dumps(GOOD))
     with pytest.raises(ModelBundleError):
+        load_bundle(tmp_path)
+
+
+def test_what_a_bundle_cannot_hold_is_refused_when_saving(tmp_path):
+    from pathlib import Path
+
+    with pytest.raises(ModelBundleError, match=r"bundle.meta.where: .* not PosixPath"):
+        save_bundle(tmp_path / "model.pt", **{**GOOD, "meta": {"where": Path("/x")}})
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"method": {"lr": 1}}, "its method has no 'type'"),
+    ({"shapes": {"a": "2"}}, "a shape is not a list of sizes"),
+])
+def test_a_bundle_with_a_broken_method_or_shape_is_named(tmp_path, change, message):
+    torch.save({"format": FORMAT, **GOOD, **change}, tmp_path / "model.pt")
+    with pytest.raises(ModelBundleError, match=message):
         load_bundle(tmp_path)

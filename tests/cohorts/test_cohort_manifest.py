@@ -190,12 +190,13 @@ def test_build_manifest_rejects_an_unknown_adapter(tmp_path):
 # -- table values: blanks, and texts in a numeric field -------------------------------------
 
 def _table_output(ages: list, sexes: list | None = None, non_numeric: str = "blank",
-                  age_dtype=pl.Utf8) -> AdapterOutput:
+                  age_dtype=pl.Utf8, categorical: tuple[str, ...] = ()) -> AdapterOutput:
     n = len(ages)
     frame = pl.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "y": [1] * n,
                           "age": pl.Series(ages, dtype=age_dtype),
                           "sex": pl.Series(sexes or ["F"] * n, dtype=pl.Utf8)})
-    spec = ModalitySpec("clinical", "table", ("age", "sex"), non_numeric=non_numeric)
+    spec = ModalitySpec("clinical", "table", ("age", "sex"), non_numeric=non_numeric,
+                        categorical=categorical)
     return AdapterOutput(frame=frame, modalities={"clinical": spec}, labels=["y"],
                          source="cohort.csv")
 
@@ -234,6 +235,15 @@ def test_texts_in_a_mostly_numeric_field_become_blank_with_a_qc_row_each(caplog)
         [None if a in ("45y", "unknown") else a for a in ages]))
     assert clean.frame.equals(m.frame)
     assert clean.qc.filter(pl.col("status") == NON_NUMERIC).height == 0
+
+
+def test_a_field_read_as_categories_keeps_its_codes():
+    """A coded field (stage 1..4 and "X") that a tabular encoder reads as categories is not
+    a numeric field with a bad value: "X" stays a category."""
+    codes = ["1", "2", "X", "3", "4", "2", "1", "3"]
+    m = finalize_manifest("toy", "csv", _table_output(codes, categorical=("age",)))
+    assert m.frame["age"].to_list() == codes
+    assert m.qc.filter(pl.col("status") == NON_NUMERIC).height == 0
 
 
 def test_floats_and_a_subject_left_with_nothing():
@@ -286,3 +296,19 @@ def test_non_numeric_option_is_read_and_checked():
     with pytest.raises(ConfigError, match="non_numeric"):
         modality_specs({"modalities": {"clin": {"kind": "table", "fields": ["a"],
                                                 "non_numeric": "drop"}}})
+
+
+@pytest.mark.parametrize("labels, dtype", [(["low", "NaN", "high", " ", "nan"], pl.Utf8),
+                                           ([0.0, float("nan"), 1.0, None, float("inf")],
+                                            pl.Float64)])
+def test_a_nan_or_blank_label_is_a_missing_label(labels, dtype):
+    frame = pl.DataFrame({"subject_id": [f"s{i}" for i in range(5)],
+                          "y": pl.Series(labels, dtype=dtype),
+                          "age": pl.Series(["50"] * 5, dtype=pl.Utf8),
+                          "sex": pl.Series(["F"] * 5, dtype=pl.Utf8)})
+    spec = ModalitySpec("clinical", "table", ("age", "sex"))
+    m = finalize_manifest("toy", "csv", AdapterOutput(frame=frame, modalities={"clinical": spec},
+                                                      labels=["y"], source="cohort.csv"))
+    assert m.frame["y"].is_null().to_list() == [False, True, False, True, True]
+    missing = m.qc.filter(pl.col("status") == "absent").filter(pl.col("modality") == "label")
+    assert missing["subject_id"].to_list() == ["s1", "s3", "s4"]

@@ -131,19 +131,15 @@ def test_precomputed_cache_budget_rereads_only_readable_files(tmp_path, monkeypa
     assert reads == {"a": 1, "b": 2, "c": 1}
 
 
-def test_precomputed_tie_goes_to_the_earliest_subject(tmp_path, monkeypatch, caplog):
+def test_a_tie_between_feature_shapes_stops_the_job_asking_for_the_shape(tmp_path,
+                                                                          monkeypatch):
+    from mmpipe.encode.features import FeatureCohortError
+
     files = {"a": np.ones(5, np.float32), "b": np.ones(6, np.float32),
              "c": np.ones(6, np.float32), "d": np.ones(5, np.float32)}
-    with caplog.at_level("WARNING", logger="mmpipe.encode.features"):
-        job, writer, _ = _run_features(tmp_path, files, monkeypatch=monkeypatch)
-    assert job.feature_shape == (5,)
-    assert sorted(writer.written) == ["a", "d"]
-    assert "equally common" in caplog.text and "feature_shape" in caplog.text
-    # the tie is settled by the order of the subjects, not by the order of the shapes
-    files = {"b": files["b"], "a": files["a"], "c": files["c"], "d": files["d"]}
-    (tmp_path / "again").mkdir()
-    job, _, _ = _run_features(tmp_path / "again", files, monkeypatch=monkeypatch)
-    assert job.feature_shape == (6,)
+    with pytest.raises(FeatureCohortError, match="equally common") as info:
+        _run_features(tmp_path, files, monkeypatch=monkeypatch)
+    assert "feature_shape" in str(info.value)
 
 
 def test_precomputed_shape_from_config(tmp_path, monkeypatch):
@@ -170,11 +166,11 @@ def test_precomputed_fails_loudly_when_most_files_are_rejected(tmp_path, monkeyp
     from mmpipe.encode.features import FeatureCohortError
 
     files = {"a": np.ones(6, np.float32), "b": np.ones(5, np.float32),
-             "c": np.full(6, np.nan, np.float32), "d": b"junk"}
+             "c": np.full(6, np.nan, np.float32), "d": b"junk", "e": np.ones(6, np.float32)}
     with pytest.raises(FeatureCohortError) as info:
         _run_features(tmp_path, files, monkeypatch=monkeypatch)
     message = str(info.value)
-    assert message.startswith("3 of 4 subjects with a feat feature file were rejected")
+    assert message.startswith("3 of 5 subjects with a feat feature file were rejected")
     assert "1 wrong shape, 1 non-finite values, 1 unreadable" in message
     assert "b: feature shape (5,) differs" in message and "encoders.pre" in message
 

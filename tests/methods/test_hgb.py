@@ -167,3 +167,13 @@ def test_mmist_clinical_auc(shared_data):
         aucs.append(roc_auc_score(y[te], method.predict_proba(data.subset(te))[:, 1]))
     print(f"MMIST clinical HGB AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f}")
     assert np.mean(aucs) > 0.80, aucs
+
+
+def test_a_class_missing_from_training_gets_zero_and_the_others_scikit_learns_scores():
+    data = _bench(n=150, seed=2, n_classes=3)
+    train = data.subset(np.flatnonzero(data.y != 1))  # class 1 never seen in training
+    method = _fit(train, max_iter=20)
+    proba = method.predict_proba(data)
+    assert proba.shape == (150, 3) and (proba[:, 1] == 0).all()
+    expected = method.model.predict_proba(method.features(data))
+    np.testing.assert_allclose(proba[:, [0, 2]], expected, atol=1e-6)

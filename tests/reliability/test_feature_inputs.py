@@ -148,17 +148,17 @@ def test_pickled_object_array_is_refused_without_unpickling(tmp_path, base_confi
 
 def test_feature_shape_from_config_beats_the_files(tmp_path, base_config, data_dir, baseline):
     """Two (5,) files first, two good (6,) files after: a tie the files cannot settle
-    (the earliest subject's shape wins it); feature_shape: [6] in config settles it."""
+    stops the job, asking for the shape; feature_shape: [6] in config settles it."""
+    from mmpipe.encode.features import FeatureCohortError
+
     for sid in ("w1", "w2"):
         np.save(tmp_path / f"{sid}.npy", np.ones(DIM - 1, np.float32))
     bad = [("w1", tmp_path / "w1.npy"), ("w2", tmp_path / "w2.npy")]
     rows_cfg = _rows(data_dir, bad, first=True)
-    # without the config: a tie 2 x (5,) vs 2 x (6,) once g3 is left out, won by the
-    # earliest subject's shape (w1: (5,)), and the good subjects are rejected
-    tie, store = _encode(tmp_path / "tie", base_config, rows_cfg[:-1])
-    assert store.feature_shape == (DIM - 1,)
-    assert tie["g1"]["status"] == "rejected" and tie["w1"]["status"] == "ok"
-    assert "tied with [(6,)]" in store.attrs["feature_shape_source"]
+    # without the config: a tie 2 x (5,) vs 2 x (6,) once g3 is left out; guessing would
+    # reject good subjects, so the job stops
+    with pytest.raises(FeatureCohortError, match="equally common"):
+        _encode(tmp_path / "tie", base_config, rows_cfg[:-1])
 
     encoders = {**base_config["encoders"],
                 ENCODER: {**base_config["encoders"][ENCODER], "feature_shape": [DIM]}}
@@ -182,15 +182,16 @@ def test_most_subjects_rejected_fails_loudly(tmp_path, base_config, data_dir):
     # exactly half rejected (3 of 6): the store is written, the bad ones rejected
     rows, _ = _encode(tmp_path / "half", base_config, _rows(data_dir, bad))
     assert [rows[s]["status"] for s in ("b1", "b2", "b3")] == ["rejected"] * 3
-    # more than half (3 of 4): the job stops and writes no store
-    rows = _rows(data_dir, bad)[len(GOOD) - 1:]  # g3 and the three bad ones
+    # more than half (4 of 6): the job stops and writes no store
+    (tmp_path / "junk2.npy").write_bytes(b"not numpy either")
+    rows = _rows(data_dir, [*bad, ("b4", tmp_path / "junk2.npy")])[1:]  # g2, g3, four bad
     folder = tmp_path / "most"
     with pytest.raises(FeatureCohortError) as info:
         _encode(folder, base_config, rows)
     message = str(info.value)
-    assert "3 of 4 subjects with a feat feature file were rejected (more than 50%)" in message
+    assert "4 of 6 subjects with a feat feature file were rejected (more than 50%)" in message
     assert "1 wrong shape" in message and "1 non-finite values" in message
-    assert "1 unreadable" in message
+    assert "2 unreadable" in message
     assert "b1: feature shape (5,) differs from the cohort's (6,)" in message
     assert "encoders.precomputed" in message
     assert not list(folder.glob("results/*/features/feat/precomputed.zarr"))

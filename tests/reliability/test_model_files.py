@@ -14,6 +14,7 @@ from mmpipe.bench.prepare import make_mask, make_split
 from mmpipe.bench.run import run_experiment
 from mmpipe.cli import main
 from mmpipe.errors import StoreError
+from tests.conftest import RunsCode
 from tests.reliability.conftest import build, csv_cohort_config, encode, with_cohort, write_csv
 
 FIELDS = ["age", "site"]
@@ -51,13 +52,6 @@ def trained(tmp_path_factory, base_config):
     return run, store
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
 
 def _predict(run, store, out) -> int:
     return main(["predict", str(run), "--store", f"clinical={store}", "--out", str(out)])
@@ -75,7 +69,7 @@ def test_a_model_file_that_runs_code_is_refused(trained, tmp_path, capsys):
     crafted = tmp_path / "crafted"
     crafted.mkdir()
     bundle = load_bundle(run)
-    bundle["state"] = {"payload": _RunsCode(marker)}
+    bundle["state"] = {"payload": RunsCode(marker)}
     torch.save(bundle, crafted / "model.pt")
     assert _predict(crafted, store, tmp_path / "scores.parquet") == 1
     assert "would run code" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from mmpipe import config as mmconfig
 from mmpipe import params as mmparams
 from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
 from mmpipe.encoders.registry import get_encoder_type
-from mmpipe.layout import CohortLayout
+from mmpipe.layout import CohortLayout, cell_name, parse_cell
 
 mmconfig.validate_config(config)
 
@@ -124,7 +124,7 @@ def cell_list(w):
     """The ``{scenario}-{rate}`` cells a training job trains: its own under
     ``train_jobs: cell``, every cell of its (feature set, method) under ``method``."""
     if "scenario" in w.keys():
-        return [f"{w.scenario}-{w.rate}"]
+        return [cell_name(w.scenario, w.rate)]
     return mmconfig.run_cells(config, w.cohort, w.feature_set, w.method)
 
 
@@ -139,7 +139,7 @@ def train_inputs(wildcards):
         **lay.manifest_files(),
         "stores": [lay.store(m, e) for m, e in feature_set.items()],
         "splits": [lay.split(s) for s in seeds],
-        "masks": [lay.mask(*cell.rsplit("-", 1), s) for cell in cell_list(w) for s in seeds],
+        "masks": [lay.mask(*parse_cell(cell), s) for cell in cell_list(w) for s in seeds],
     }
 
 
@@ -154,7 +154,7 @@ def cohort_cells(cohort):
     """Every cell directory of the cohort's benchmark; each holds one run per seed."""
     lay = layout(cohort)
     return [
-        lay.cell(fs, method, *cell.rsplit("-", 1))
+        lay.cell(fs, method, *parse_cell(cell))
         for fs, method in cohort_runs(cohort)
         for cell in mmconfig.run_cells(config, cohort, fs, method)
     ]

@@ -3,10 +3,10 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
-from mmpipe.cohorts import build_manifest  # noqa: E402
+from mmpipe.cohorts import adapter_config, build_manifest  # noqa: E402
 
 sm = snakemake  # noqa: F821
-cohort_cfg = dict(sm.config["cohorts"][sm.wildcards.cohort])
+cohort_cfg = adapter_config(sm.config, sm.wildcards.cohort)
 if cohort_cfg["adapter"] == "demo":
     cohort_cfg["raw_dir"] = sm.input.raw
 build_manifest(sm.wildcards.cohort, cohort_cfg, Path(sm.output.manifest).parent)

@@ -1,0 +1,53 @@
+"""Splits and masks are properties of the cohort, not of how its config is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from mmpipe.bench.missingness import read_mask
+from mmpipe.bench.prepare import make_mask, make_split
+from mmpipe.config import validate_config
+from tests.conftest import REPO
+from tests.reliability.conftest import build, csv_cohort_config, with_cohort, write_csv
+
+
+@pytest.fixture(scope="module")
+def base():
+    return validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+
+
+def _layouts(tmp_path, base):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        row = {"id": f"s{i:02d}", "y": int(rng.random() < 0.4)}
+        for m in ("ct", "mri", "wsi"):
+            if rng.random() < 0.7 or m == "wsi":
+                np.save(tmp_path / f"{m}{i}.npy", np.ones(3, np.float32))
+                row[m] = str(tmp_path / f"{m}{i}.npy")
+        rows.append(row)
+    csv = write_csv(tmp_path / "c.csv", rows)
+    mods = {m: {"kind": "features", "column": m, "encoders": ["precomputed"]}
+            for m in ("ct", "mri", "wsi")}
+    forward = build(tmp_path / "a", with_cohort(base, csv_cohort_config(csv, mods)))
+    backward = build(tmp_path / "b", with_cohort(base, csv_cohort_config(
+        csv, dict(reversed(list(mods.items()))))))
+    return forward, backward
+
+
+def test_splits_and_masks_do_not_depend_on_the_config_order_of_modalities(tmp_path, base):
+    layouts = _layouts(tmp_path, base)
+    splits = [make_split(lay.root, "y", 3, (0.6, 0.2, 0.2), lay.split(3)) for lay in layouts]
+    assert splits[0].equals(splits[1])
+    for scenario, rate, options in (("mcar", 0.4, {}),
+                                    ("completeness", 0.5, {"modalities": ["wsi", "ct"]})):
+        masks = []
+        for lay in layouts:
+            make_mask(lay.root, scenario, rate, 3, lay.mask(scenario, rate, 3), options=options)
+            ids, mask, modalities = read_mask(lay.mask(scenario, rate, 3))
+            masks.append({m: mask[:, j] for j, m in enumerate(modalities)})
+        assert masks[0].keys() == masks[1].keys()
+        for m in masks[0]:
+            np.testing.assert_array_equal(masks[0][m], masks[1][m], err_msg=f"{scenario} {m}")
