@@ -12,8 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.io.dicom import (
@@ -25,11 +24,10 @@ from mmpipe.io.dicom import (
     select_series,
 )
 from tests.conftest import require
+from tests.dicom_files import AXIAL, STUDY, write_ct_slice
 
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run posterior, columns inferior: normal -x
 N = 16  # pixels per side
-STUDY = "1.2.826.0.1.3680043.8.498.1"
 
 
 # --------------------------------------------------------------------------- synthetic series
@@ -41,46 +39,7 @@ def hu_slice(value: int) -> np.ndarray:
     return (value + rows * 2 + cols).astype(np.int16)
 
 
-def write_slice(path: Path, *, series_uid: str, position, hu: np.ndarray, instance: int,
-                series_number: int = 3, description: str = "AX CT", orientation=AXIAL,
-                acquisition: int = 1, spacing=(0.7, 0.8), patient_id: str | None = "synthetic",
-                study_uid: str = STUDY) -> Path:
-    """One CT slice; ``patient_id=None`` leaves PatientID out."""
-    sop = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    if patient_id is not None:
-        ds.PatientID = patient_id
-    ds.Modality = "CT"
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = description
-    ds.InstanceNumber = instance
-    ds.AcquisitionNumber = acquisition
-    ds.ImagePositionPatient = [float(v) for v in position]
-    ds.ImageOrientationPatient = list(orientation)
-    ds.PixelSpacing = list(spacing)
-    ds.SliceThickness = 1.0
-    ds.Rows = ds.Columns = N
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
-    ds.PixelData = (hu.astype(np.int32) + 1024).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+write_slice = write_ct_slice
 
 
 def write_series(folder: Path, n: int = 8, spacing: float = 2.5, *, orientation=AXIAL,

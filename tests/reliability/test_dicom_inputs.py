@@ -18,9 +18,10 @@ import numpy as np
 import polars as pl
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 
 from mmpipe.layout import SHARD_QC
+from tests.dicom_files import write_ct_slice
 from tests.reliability.conftest import (
     build,
     by_subject,
@@ -53,42 +54,13 @@ def hu(subject: int, k: int) -> np.ndarray:
 def write_slice(path: Path, *, series_uid: str, k: int, pixels: np.ndarray, patient: str,
                 study_uid: str, series_number: int = 3, z0: float = 0.0,
                 frames: int = 1) -> Path:
-    """One CT slice (or ``frames`` frames at one position) written by pydicom."""
-    sop = f"{series_uid}.{k + 1}"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.PatientID = patient
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = "CT"
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = f"AX {series_number}"
-    ds.InstanceNumber = k + 1
-    ds.AcquisitionNumber = 1
-    ds.ImagePositionPatient = [0.0, 0.0, z0 + SPACING * k]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.SliceThickness = SPACING
-    ds.Rows = ds.Columns = N
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.PixelData = (pixels.astype(np.int32) + 1024).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """Slice ``k`` of an axial series (or ``frames`` frames at its position)."""
+    pixels = pixels.reshape(frames, -1, pixels.shape[-1]) if frames > 1 else pixels
+    return write_ct_slice(path, series_uid=series_uid, sop_uid=f"{series_uid}.{k + 1}",
+                          position=(0.0, 0.0, z0 + SPACING * k), hu=pixels, instance=k + 1,
+                          series_number=series_number, description=f"AX {series_number}",
+                          spacing=(0.5, 0.5), thickness=SPACING, patient_id=patient,
+                          study_uid=study_uid, frames=frames)
 
 
 def write_series(folder: Path, subject: int, *, series_number: int = 3, n: int = N_SLICES,
