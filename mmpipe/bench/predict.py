@@ -7,8 +7,8 @@ New subjects come as feature stores of any subset of those modalities; a modalit
 without a store counts as absent for everyone. A store made another way than the
 training store (another encoder or weights, other columns or another tabular encoding:
 its categories and scaling) is refused, since its numbers would mean something else to
-the model; a store whose inputs were preprocessed differently is scored with a warning
-that says what differs.
+the model; a store whose inputs were preprocessed differently is scored with a warning,
+logged and written in the scores' ``notes`` column, that says what differs.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def load_run(run_dir: str | Path):
     return method, bundle
 
 
-def check_encoding(modality: str, path, attrs: dict, trained: dict) -> None:
-    """Refuse a store whose features were made another way than the training store's."""
+def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
+    """Refuse a store whose features were made another way than the training store's;
+    returns a note ("" when none) when only its inputs' preprocessing differs."""
     new = encoding_signature(attrs)
     differ = [k for k in SIGNATURE_KEYS if (k in trained or k in new)
               and trained.get(k) != new.get(k)]
@@ -62,9 +63,12 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> None:
                          "same way (same encoder and weights; for a tabular store, "
                          "`encoding_from:` the training store) and predict again")
     soft = [k for k in PREPROCESSING_KEYS if trained.get(k) != new.get(k)]
-    if soft:
-        log.warning("%s: the %s inputs were preprocessed differently from the run's training "
-                    "inputs (%s differs): the scores may shift", path, modality, ", ".join(soft))
+    if not soft:
+        return ""
+    note = (f"{modality}: inputs preprocessed differently from the run's training inputs "
+            f"({', '.join(soft)} differs): the scores may shift")
+    log.warning("%s: %s", path, note)
+    return note
 
 
 def _short(value) -> str:
@@ -81,8 +85,8 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
     if unknown:
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
     feats = {m: read_features(p) for m, p in stores.items()}
-    for m, f in feats.items():
-        check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
+    notes = [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
+             for m, f in feats.items()]
     ids = None
     for m, f in feats.items():
         if ids is None:
@@ -109,8 +113,10 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
     keep = np.flatnonzero(present.any(axis=1))
     if len(keep):
         proba[keep] = predict_proba(method, data.subset(keep), device)
+    # the warning is also in the scores, where it cannot be missed with the file
     out = {"subject_id": ids.tolist(), "pattern": data.patterns(),
-           "no_input": (~present.any(axis=1)).tolist()}
+           "no_input": (~present.any(axis=1)).tolist(),
+           "notes": ["; ".join(n for n in notes if n)] * n}
     for c in range(bundle["n_classes"]):
         out[f"score_{c}"] = proba[:, c].tolist()
     return pl.DataFrame(out)

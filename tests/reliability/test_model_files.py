@@ -117,3 +117,21 @@ def test_a_store_encoded_with_the_training_encoding_is_scored_and_says_what_is_n
     unseen = [s for s, r in notes.items() if "'C'" in r]
     assert len(unseen) == 6 and all("not seen when the encoding was fitted" in notes[s]
                                     for s in unseen)
+
+
+def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trained,
+                                                                            tmp_path):
+    import shutil
+
+    import zarr
+
+    run, store = trained
+    copy = tmp_path / "other.zarr"
+    shutil.copytree(store, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    group.attrs["preprocessing_hash"] = "0" * 64
+    scores = predict_stores(run, {"clinical": copy})
+    assert scores["notes"].unique().to_list() == [
+        "clinical: inputs preprocessed differently from the run's training inputs "
+        "(preprocessing_hash differs): the scores may shift"]
+    assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
