@@ -91,6 +91,11 @@ def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...]]:
     return tree, deps
 
 
+def module_tree(module: str) -> ast.Module:
+    """The parsed source of an ``mmpipe`` module (parsed once per process; do not modify)."""
+    return _parsed(_module_file(module))[0]
+
+
 def module_closure(modules: Iterable[str]) -> list[str]:
     """``modules`` and every ``mmpipe`` module they import, transitively, as
     ``encode/med3d``-style names (a package is named by its folder); registries and

@@ -150,7 +150,8 @@ def _check_methods(cfg: dict) -> list[str]:
     """Every method instance's keys are its type's hyper-parameters, trainer settings or
     ``normalize``: a typo is found here, not in the training job after its old results
     were deleted."""
-    from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS, hyperparameter_names
+    from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
+    from mmpipe.methods.hparams import hyperparameter_names
 
     problems = []
     for name, mcfg in cfg.get("methods", {}).items():
@@ -318,23 +319,26 @@ def benchmark_runs(cfg: dict, cohort_name: str) -> list[dict]:
     return sorted(runs, key=lambda r: (r["feature_set"], r["method"]))
 
 
-def _run(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+def benchmark_run(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
+    """The entry of :func:`benchmark_runs` of one (feature set, method)."""
     for run in benchmark_runs(cfg, cohort_name):
         if run["feature_set"] == feature_set and run["method"] == method:
             return run
     raise ConfigError(f"cohort {cohort_name!r} has no run of {method!r} on {feature_set!r}")
 
 
-def run_config(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:
-    return _run(cfg, cohort_name, feature_set, method)["config"]
-
-
 def run_cells(cfg: dict, cohort_name: str, feature_set: str, method: str) -> list[str]:
     """The ``{scenario}-{rate}`` cells of one run, scenarios in the registry's order, rates
     ascending (the config's order means nothing)."""
+    return cells_of(benchmark_settings(cfg, cohort_name),
+                    benchmark_run(cfg, cohort_name, feature_set, method))
+
+
+def cells_of(settings: dict, run: dict) -> list[str]:
+    """The cells of ``run`` (an entry of :func:`benchmark_runs`) under ``settings``
+    (:func:`benchmark_settings`)."""
     from mmpipe.layout import cell_name
 
-    rates = benchmark_settings(cfg, cohort_name)["scenarios"]
-    wanted = set(_run(cfg, cohort_name, feature_set, method)["scenarios"])
-    return [cell_name(scenario, rate) for scenario in rates if scenario in wanted
+    rates = settings["scenarios"]
+    return [cell_name(scenario, rate) for scenario in rates if scenario in run["scenarios"]
             for rate in rates[scenario]]

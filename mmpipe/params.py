@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.codehash import code_key
-from mmpipe.config import benchmark_runs, benchmark_settings, cohort, modality, run_config
+from mmpipe.config import benchmark_runs, benchmark_settings, cohort, modality
 from mmpipe.hashing import canonical, content_sha256, params_hash
 
 # -- stage 1 -------------------------------------------------------------------------------
@@ -124,17 +124,23 @@ def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> 
     """What a training job depends on: its method's settings, its feature set, the
     normalisation, the seeds, and the code of the benchmark and of the method's module
     with what it imports (not of other methods)."""
+    from mmpipe.config import benchmark_run
+
+    return _train_params(cfg, cohort_name, benchmark_settings(cfg, cohort_name),
+                         benchmark_run(cfg, cohort_name, feature_set, method))
+
+
+def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
     from mmpipe.methods import METHODS
 
-    s = benchmark_settings(cfg, cohort_name)
-    mcfg = run_config(cfg, cohort_name, feature_set, method)
+    mcfg = run["config"]
     implementation = METHODS[mcfg["type"]]
     # a method may override the cohort's feature normalisation (trees need none)
     normalize = mcfg.get("normalize", s["normalize"])
     return canonical({
         "method": {k: v for k, v in mcfg.items() if k != "normalize"},
         "implementation": implementation,
-        "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][feature_set],
+        "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][run["feature_set"]],
         "label": s["label"],
         "normalize": normalize,
         "evaluate_subsets": s["evaluate_subsets"],
@@ -147,12 +153,12 @@ def report_params(cfg: dict, cohort_name: str) -> dict:
     """What the report depends on: every run's cells and parameters (hashed as each run
     records them in its ``metrics.json``), so any change to a run reruns the report, and
     the report refuses a run trained with other settings than the config's."""
-    from mmpipe.config import run_cells
+    from mmpipe.config import cells_of
 
     s = benchmark_settings(cfg, cohort_name)
     runs = {f"{r['feature_set']}/{r['method']}": {
-        "params_hash": params_hash(train_params(cfg, cohort_name, r["feature_set"], r["method"])),
-        "cells": run_cells(cfg, cohort_name, r["feature_set"], r["method"])}
+        "params_hash": params_hash(_train_params(cfg, cohort_name, s, r)),
+        "cells": cells_of(s, r)}
         for r in benchmark_runs(cfg, cohort_name)}
     return canonical({"runs": runs, "scenarios": s["scenarios"], "seeds": sorted(s["seeds"]),
                       "label": s["label"], "code": code_key("report/aggregate")})

@@ -171,7 +171,8 @@ def test_the_schema_lists_the_demo_generators_options():
 def test_hyperparameter_names_read_from_the_source_match_the_classes():
     """The DAG checks method settings without importing torch; the names it reads must be
     the classes' own."""
-    from mmpipe.methods import METHODS, hyperparameter_names, method_class
+    from mmpipe.methods import METHODS, method_class
+    from mmpipe.methods.hparams import hyperparameter_names
 
     for type_name in METHODS:
         assert hyperparameter_names(type_name) == set(method_class(type_name).defaults), type_name

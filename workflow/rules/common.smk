@@ -152,11 +152,14 @@ def cohort_runs(cohort):
 
 def cohort_cells(cohort):
     """Every cell directory of the cohort's benchmark; each holds one run per seed."""
+    if "benchmark" not in COHORTS[cohort]:
+        return []
     lay = layout(cohort)
+    settings = mmconfig.benchmark_settings(config, cohort)
     return [
-        lay.cell(fs, method, *parse_cell(cell))
-        for fs, method in cohort_runs(cohort)
-        for cell in mmconfig.run_cells(config, cohort, fs, method)
+        lay.cell(run["feature_set"], run["method"], *parse_cell(cell))
+        for run in mmconfig.benchmark_runs(config, cohort)
+        for cell in mmconfig.cells_of(settings, run)
     ]
 
 
