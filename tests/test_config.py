@@ -267,3 +267,49 @@ def test_the_manifest_never_reads_a_tabular_encoders_categories_as_numbers(raw_c
         "stage"]
     assert manifest_params(cfg, "demo") != manifest_params(validate_config(
         copy.deepcopy(raw_config)), "demo")
+
+
+def _csv_cohort(raw_config, **split):
+    """The config with a csv cohort ``mine`` (the demo's clinical table), and ``split``."""
+    cfg = copy.deepcopy(raw_config)
+    demo = cfg["cohorts"]["demo"]
+    cfg["cohorts"]["mine"] = {
+        "adapter": "csv", "csv": "c.csv", "subject_column": "id", "labels": demo["labels"],
+        "modalities": {"clinical": demo["modalities"]["clinical"]},
+        "benchmark": {"label": demo["labels"][0], "feature_sets": {"t": {"clinical": "tabular"}},
+                      "runs": {"hgb": ["t"]}}}
+    if split:
+        cfg["cohorts"]["mine"]["split"] = split
+    return validate_config(cfg)
+
+
+def test_the_cohorts_own_split_reruns_the_manifest_and_the_splits(raw_config):
+    from mmpipe.params import split_params
+
+    drawn = _csv_cohort(raw_config)
+    column = _csv_cohort(raw_config, column="Split")
+    other = _csv_cohort(raw_config, column="fold")
+    files = _csv_cohort(raw_config, files={"test": "test.txt"})
+    for params in (split_params, manifest_params):
+        keys = [params(c, "mine") for c in (drawn, column, other, files)]
+        assert len({repr(k) for k in keys}) == 4, params.__name__
+    # a cohort without its own split keeps the parameter set it had
+    assert "user_split" not in split_params(drawn, "mine")
+
+
+@pytest.mark.parametrize("split, message", [
+    ({"column": "Split", "files": {"test": "t.txt"}},
+     r"config.cohorts.mine.split: .* has too many properties"),
+    ({"files": {"train": "t.txt"}}, "'test' is a required property"),
+    ({"files": {"test": "t.txt", "holdout": "h.txt"}}, "'holdout' was unexpected"),
+])
+def test_a_split_is_a_column_or_files_with_a_test_part(raw_config, split, message):
+    with pytest.raises(ConfigError, match=message):
+        _csv_cohort(raw_config, **split)
+
+
+def test_only_the_csv_adapter_takes_a_split(raw_config):
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["split"] = {"column": "Split"}
+    with pytest.raises(ConfigError, match="demo.split: only the csv adapter"):
+        validate_config(cfg)

@@ -11,14 +11,14 @@ import numpy as np
 import polars as pl
 
 from mmpipe.bench.missingness import NEEDS_SPLIT, scenario_mask, write_mask
-from mmpipe.bench.splits import read_split, stratified_split, write_split
-from mmpipe.cohorts.manifest import modality_presence, read_manifest
+from mmpipe.bench.splits import DRAWN, read_split, stratified_split, user_split, write_split
+from mmpipe.cohorts.manifest import SPLIT, fixed_parts, modality_presence, read_manifest
 
 log = logging.getLogger(__name__)
 
 
-def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    """(manifest, subject_id + one bool column per modality, modality names).
+def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, dict, pl.DataFrame, list[str]]:
+    """(manifest, its JSON, subject_id + one bool column per modality, modality names).
 
     Modalities in name order, whatever order the config (and so the manifest) lists them
     in: the split's strata and the masks' random draws follow this order, and a cohort
@@ -26,12 +26,15 @@ def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     manifest, meta = read_manifest(cohort_dir)
     modalities = sorted(meta["modalities"])
     presence = modality_presence(manifest, meta).select("subject_id", *modalities)
-    return manifest, presence, modalities
+    return manifest, meta, presence, modalities
 
 
 def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str | Path) -> pl.DataFrame:
-    """Patient-level stratified split of the subjects that have ``label``."""
-    manifest, presence, modalities = _presence(Path(cohort_dir))
+    """Patient-level stratified split of the subjects that have ``label``; when the cohort
+    brings its own split (the manifest's ``split`` column), its test set (and val set,
+    when it names one) is kept for every seed. The file records which."""
+    manifest, meta, presence, modalities = _presence(Path(cohort_dir))
+    user = meta.get("split")
     has_label = manifest[label].is_not_null().to_numpy()
     if not has_label.all():
         log.warning("%d subjects without %r are left out of the split",
@@ -39,9 +42,14 @@ def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str |
     labelled = manifest.filter(has_label)
     patterns = ["+".join(m for m, p in zip(modalities, row, strict=True) if p)
                 for row in presence.filter(has_label).select(modalities).iter_rows()]
-    split = stratified_split(labelled["subject_id"].to_list(), labelled[label].to_numpy(),
-                             patterns, seed, ratios=tuple(ratios))
-    write_split(split, out)
+    ids, y = labelled["subject_id"].to_list(), labelled[label].to_numpy()
+    if user is None:
+        split = stratified_split(ids, y, patterns, seed, ratios=tuple(ratios))
+        write_split(split, out, source=DRAWN)
+        return split
+    parts = labelled[SPLIT].to_list()
+    split = user_split(ids, y, patterns, parts, seed, ratios=tuple(ratios))
+    write_split(split, out, source=user["source"], fixed=fixed_parts(parts))
     return split
 
 
@@ -52,7 +60,7 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     AND the scenario's removals); stage-2 runs AND it with their stores' presence.
     ``options`` are the scenario's config options; ``split_path`` the seed's split, for
     scenarios that act on the test split only."""
-    _, presence, modalities = _presence(Path(cohort_dir))
+    _, _, presence, modalities = _presence(Path(cohort_dir))
     present = presence.select(modalities).to_numpy().astype(bool)
     test = None
     if split_path is not None:

@@ -21,6 +21,13 @@ largest fractional remainders until every split reaches its total. Ties and the
 members of each stratum are ordered by a ``numpy`` Generator seeded with ``seed``, so a
 split is a pure function of (subjects, labels, patterns, seed, ratios): the same seed
 gives the same file, another seed another split, and the input order does not matter.
+
+A cohort may bring its own split (config ``split``, carried by the manifest's ``split``
+column): :func:`user_split` keeps its test set for every seed and draws train/val inside
+its training part the same way (val share ``ratios[1] / (ratios[0] + ratios[1])``), or
+keeps all three parts when the user's split names a validation part. Each split file
+records where it comes from in its parquet metadata (:func:`read_split_source`):
+``drawn``, ``column <name>`` or ``files``, and which parts are fixed.
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mmpipe.cohorts.manifest import SPLIT_PARTS, fixed_parts
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.fsutil import write_parquet
+from mmpipe.fsutil import atomic_file
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = SPLIT_PARTS  # the manifest's user split names the same parts
+DRAWN = "drawn"
+# parquet metadata keys of a split file: where the split comes from, what it fixes
+SOURCE_KEY, FIXED_KEY = "mmpipe:split_source", "mmpipe:split_fixed"
 DEFAULT_RATIOS = (0.6, 0.1, 0.3)
 FALLBACK = "*"
 _EPS = 1e-9
@@ -85,6 +96,15 @@ def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence
 
     Returns ``subject_id, split`` in the order of ``subject_ids``.
     """
+    ids, labels, pats = _check_subjects(subject_ids, y, patterns)
+    split = _draw(ids, labels, pats, seed, _check_ratios(ratios), min_per_stratum)
+    counts = {name: int((split == name).sum()) for name in SPLITS}
+    log.info("split seed %d: %s", seed, counts)
+    return _frame(ids, split)
+
+
+def _check_subjects(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str]
+                    ) -> tuple[list[str], list[str], list[str]]:
     ids = [str(s) for s in subject_ids]
     labels = [str(v) for v in np.asarray(y).tolist()]
     pats = [str(p) for p in patterns]
@@ -95,7 +115,18 @@ def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence
     if dup:
         raise InputError(f"duplicate subject_id(s) {dup[:10]}: splits are patient-level, "
                          "each patient must appear once")
-    r = _check_ratios(ratios)
+    return ids, labels, pats
+
+
+def _frame(ids: list[str], split: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"subject_id": ids, "split": split.tolist()},
+                        schema={"subject_id": pl.Utf8, "split": pl.Utf8})
+
+
+def _draw(ids: list[str], labels: list[str], pats: list[str], seed: int, r: np.ndarray,
+          min_per_stratum: int | None) -> np.ndarray:
+    """The split name of every subject, drawn with the (normalised) ratios ``r``; a zero
+    ratio gets no subject."""
     threshold = (int(min_per_stratum) if min_per_stratum is not None
                  else math.ceil(1 / r[r > 0].min() - 1e-9))
     keys = _strata(labels, pats, threshold)
@@ -136,16 +167,66 @@ def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence
         bounds = np.cumsum(alloc[s])
         for k, part in enumerate(np.split(idx, bounds[:-1])):
             split[part] = SPLITS[k]
+    log.info("split seed %d: %d subjects over %d strata", seed, len(ids), len(names))
+    return split
+
+
+def user_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str],
+               parts: Sequence[str | None], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS,
+               min_per_stratum: int | None = None) -> pl.DataFrame:
+    """The split of a cohort that brings its own (``parts``: each subject's part in it).
+
+    Its test subjects are the test set for every seed. When it names a validation part,
+    its train and val parts are kept as they are too (every seed, the same three parts);
+    otherwise its training part is split into train and val for ``seed`` as
+    :func:`stratified_split` splits a cohort (label x pattern strata), with the val share
+    ``ratios[1] / (ratios[0] + ratios[1])``. Returns ``subject_id, split`` in the order of
+    ``subject_ids``.
+    """
+    ids, labels, pats = _check_subjects(subject_ids, y, patterns)
+    given = [None if p is None else str(p) for p in parts]
+    if len(given) != len(ids):
+        raise ValueError(f"{len(ids)} subjects but {len(given)} parts")
+    none = [i for i, p in zip(ids, given, strict=True) if p is None]
+    if none:
+        raise InputError(f"subject(s) {none[:10]} are in no part of the cohort's split")
+    bad = sorted({p for p in given if p not in SPLITS})
+    if bad:
+        raise InputError(f"unknown split part(s) {bad} (known: {list(SPLITS)})")
+    for part in ("train", "test"):
+        if part not in given:
+            raise InputError(f"the cohort's split puts no labelled subject in {part!r}")
+    split = np.array(given, dtype=object)
+    if fixed_parts(given) != SPLITS:
+        r = _check_ratios(ratios)
+        inner = np.array([r[0], r[1], 0.0]) / (r[0] + r[1])
+        train = [i for i, p in enumerate(given) if p == "train"]
+        split[train] = _draw([ids[i] for i in train], [labels[i] for i in train],
+                             [pats[i] for i in train], seed, inner, min_per_stratum)
     counts = {name: int((split == name).sum()) for name in SPLITS}
-    log.info("split seed %d: %s over %d strata", seed, counts, len(names))
-    return pl.DataFrame({"subject_id": ids, "split": split.tolist()},
-                        schema={"subject_id": pl.Utf8, "split": pl.Utf8})
+    log.info("split seed %d: %s fixed by the cohort's split, %s", seed,
+             ", ".join(fixed_parts(given)), counts)
+    return _frame(ids, split)
 
 
-def write_split(df: pl.DataFrame, path: str | Path) -> Path:
-    """Write a split atomically (``subject_id, split``)."""
+def write_split(df: pl.DataFrame, path: str | Path, *, source: str = DRAWN,
+                fixed: Sequence[str] = ()) -> Path:
+    """Write a split atomically (``subject_id, split``), with where it comes from
+    (``drawn``, ``column <name>``, ``files``) and the parts it fixes for every seed in
+    the parquet metadata: the columns stay as stage 2 reads them."""
     _check_split_frame(df, path)
-    return write_parquet(df.select("subject_id", "split"), path)
+    with atomic_file(path) as tmp:
+        df.select("subject_id", "split").write_parquet(
+            tmp, metadata={SOURCE_KEY: source, FIXED_KEY: ",".join(fixed)})
+    return Path(path)
+
+
+def read_split_source(path: str | Path) -> dict[str, str | list[str]]:
+    """``{"source": ..., "fixed": [...]}`` of a split file (see :func:`write_split`)."""
+    meta = pl.read_parquet_metadata(path)
+    fixed = meta.get(FIXED_KEY, "")
+    # a file written before splits recorded their source was always drawn
+    return {"source": meta.get(SOURCE_KEY, DRAWN), "fixed": fixed.split(",") if fixed else []}
 
 
 def read_split(path: str | Path) -> pl.DataFrame:

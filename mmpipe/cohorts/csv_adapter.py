@@ -3,7 +3,14 @@
 Config keys: ``csv`` (path, relative to the workflow root), ``subject_column``,
 ``labels``, and ``modalities`` where path kinds name the ``column`` that holds the
 file (relative paths are resolved against the CSV's folder) and table kinds
-name their ``fields`` (no default: a table modality must list its fields).
+name their ``fields`` (no default: a table modality must list its fields); optionally
+``split``, the cohort's own split: ``{column: C}`` (a column of the CSV) or
+``{files: {test: ..., train: ..., val: ...}}`` (see
+:func:`mmpipe.cohorts.manifest.read_user_split`).
+
+Every CSV column the config does not name is listed in the adapter QC (one
+``column``/``unused`` row each), so a column such as a published ``split`` is never
+dropped without a word.
 
 The adapter checks that each path exists and has the shape its kind needs; it
 does not open the file. A failing path becomes a null path and a QC
@@ -27,6 +34,7 @@ from mmpipe.cohorts.manifest import (
     check_subject_ids,
     cohort_labels,
     modality_specs,
+    read_user_split,
 )
 from mmpipe.errors import ConfigError, InputError
 
@@ -104,18 +112,26 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                               "holding the path")
         path_cols[name] = column
 
-    # IDs and paths are text whatever they look like ("007" must stay "007")
-    text_cols = {subject_col, *path_cols.values()}
+    named = [subject_col, *labels, *path_cols.values(),
+             *(f for s in specs.values() for f in s.fields)]
+    split_col = (cohort_cfg.get("split") or {}).get("column")
+    if split_col in named:
+        raise ConfigError(f"split.column {split_col!r} is also the subject ID, a label, a "
+                          "path column or a table field; the split needs its own column")
+
+    # IDs, paths and split values are text whatever they look like ("007" stays "007")
+    text_cols = {subject_col, *path_cols.values(), *([split_col] if split_col else [])}
     frame = pl.read_csv(csv_path, infer_schema_length=None,
                         schema_overrides={c: pl.Utf8 for c in text_cols})
-    wanted = [subject_col, *labels, *path_cols.values(),
-              *(f for s in specs.values() for f in s.fields)]
+    wanted = [*named, *([split_col] if split_col else [])]
     missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
     if missing:
         raise ConfigError(f"{csv_path}: column(s) {missing} named in the config are not in "
                           f"the CSV (it has: {frame.columns})")
+    unused = [(str(csv_path), c) for c in frame.columns if c not in wanted]
     check_subject_ids(frame[subject_col], str(csv_path))
     frame = frame.with_columns(pl.col(subject_col).str.strip_chars().alias(SUBJECT))
+    split = read_user_split(cohort_cfg, frame, source=str(csv_path), base_dir=base_dir)
 
     qc: list[QCRecord] = []
     new_cols = []
@@ -125,4 +141,4 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         new_cols.append(pl.Series(specs[name].column, paths, dtype=pl.Utf8))
     frame = frame.with_columns(new_cols)
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
-                         source=str(csv_path))
+                         source=str(csv_path), split=split, unused_columns=unused)

@@ -9,13 +9,18 @@ every cohort obeys the same rules.
 Files under ``results/{cohort}/``:
 
 - ``manifest.parquet``: ``subject_id``, label column(s), ``{modality}_path`` for
-  every non-table modality, every table field under its own name, then the
-  adapter's extra (non-modality) columns.
+  every non-table modality, every table field under its own name, the
+  adapter's extra (non-modality) columns, then ``split`` when the cohort brings its own
+  split (see below).
 - ``manifest.json``: cohort, adapter, labels, modalities (kind and
   ``path_column`` or ``fields``), ``n_subjects``, ``extra_columns``, plus
-  ``n_excluded``, ``n_label_missing``, per-modality status ``counts`` and ``source``.
+  ``n_excluded``, ``n_label_missing``, per-modality status ``counts``, ``source``,
+  ``split`` (null, or where the user's split comes from and its part counts) and
+  ``unused_columns`` (columns of the source files that the config does not use).
 - ``qc/adapter.parquet``: subject_id, modality, stage ("adapter"), status, reason, path
-  (``mmpipe.qc.QC_SCHEMA``).
+  (``mmpipe.qc.QC_SCHEMA``). Rows about a whole file rather than one subject have
+  subject_id ``*``: one ``column``/``unused`` row per source column the config does not
+  use, and one ``split``/``fixed`` row saying which parts the user's split fixes.
 
 Table fields are cleaned here too (:func:`clean_table_fields`): a blank or
 whitespace-only cell is null, and a field whose non-blank values are mostly numbers
@@ -23,6 +28,14 @@ whitespace-only cell is null, and a field whose non-blank values are mostly numb
 number ("45y", "unknown", "nan", "inf") becomes null with a QC row of status
 ``non_numeric`` naming the subject, the field and the value, or, with the
 modality's ``non_numeric: error``, stops the build with an error naming them all.
+
+A cohort may bring the fixed split its published results use (config ``split``: a
+``column`` of the adapter's table, or ``files`` of subject IDs; :func:`read_user_split`).
+The manifest is the one table of the cohort's subjects, so it carries that split too, as
+the column ``split`` with one canonical part (train, val, test) per subject: the split
+job reads it there (:mod:`mmpipe.bench.prepare`) and no other step reads the user's
+files. A subject kept with a label but without a part stops the build (see
+:func:`finalize_manifest`).
 """
 
 from __future__ import annotations
@@ -60,6 +73,21 @@ LABEL_MISSING = "label missing"
 # blank; one row per value, next to the modality's present/absent row
 NON_NUMERIC = "non_numeric"
 NON_NUMERIC_MODES = ("blank", "error")
+# QC rows about a whole source file, not one subject: subject_id ALL_SUBJECTS
+ALL_SUBJECTS = "*"
+COLUMN_QC, UNUSED = "column", "unused"      # a source column the config does not use
+SPLIT_QC, FIXED = "split", "fixed"          # which parts the user's split fixes
+# QC "modality" values of rows that are not a modality: no modality may be named so
+RESERVED_MODALITIES = (ALL_MODALITIES, LABEL_QC, COLUMN_QC, SPLIT_QC)
+
+# the user's split: the manifest column, its canonical parts, the values accepted for
+# each (compared stripped and in lower case)
+SPLIT = "split"
+SPLIT_PARTS = ("train", "val", "test")
+SPLIT_VALUES = {"train": "train", "training": "train",
+                "val": "val", "valid": "val", "validation": "val",
+                "test": "test", "testing": "test"}
+SPLIT_FILE_PARTS = ("train", "val", "test")  # config split.files keys, test required
 
 
 def path_column(modality: str) -> str:
@@ -103,6 +131,9 @@ def modality_specs(
         raise ConfigError("cohort config has no 'modalities'")
     specs = {}
     for name, mcfg in mods.items():
+        if name in RESERVED_MODALITIES:
+            raise ConfigError(f"modality {name!r}: the name is reserved for QC rows that are "
+                              f"not a modality ({list(RESERVED_MODALITIES)}); rename it")
         kind = (mcfg or {}).get("kind")
         if kind not in KINDS:
             raise ConfigError(f"modality {name!r}: unknown kind {kind!r} (known: {list(KINDS)})")
@@ -139,6 +170,15 @@ class QCRecord:
     path: str | None = None
 
 
+@dataclass(frozen=True)
+class UserSplit:
+    """The split a cohort brings: each subject's canonical part, or None (no value)."""
+
+    parts: dict[str, str | None]
+    source: str   # as the split files record it: "column <name>" or "files"
+    where: str    # the column and its file, or the files, for messages and the QC row
+
+
 @dataclass
 class AdapterOutput:
     """What an adapter hands over: the raw per-subject frame and the QC it knows.
@@ -147,6 +187,8 @@ class AdapterOutput:
     the table fields and ``extra_columns``. ``qc`` needs entries only for path
     modalities whose path is null (absent or rejected, with the reason); every
     other (subject, modality) row is derived by :func:`finalize_manifest`.
+    ``split`` is the user's split (:func:`read_user_split`), ``unused_columns`` the
+    (file, column) pairs of the source files that the config does not use.
     """
 
     frame: pl.DataFrame
@@ -155,6 +197,8 @@ class AdapterOutput:
     qc: list[QCRecord] = field(default_factory=list)
     source: str = ""
     extra_columns: list[str] = field(default_factory=list)
+    split: UserSplit | None = None
+    unused_columns: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -187,6 +231,10 @@ def _check_columns(out: AdapterOutput) -> list[str]:
             claim(f, f"table field {f!r}")
     for col in out.extra_columns:
         claim(col, f"extra column {col!r}")
+    if out.split is not None and SPLIT in owners:
+        # the manifest's split column is added by finalize_manifest, not taken from the frame
+        raise ConfigError(f"column {SPLIT!r} would be both {owners[SPLIT]} and the cohort's "
+                          "own split (config 'split'); rename one")
     missing = [c for c in order if c not in out.frame.columns]
     if missing:
         raise ConfigError(
@@ -215,6 +263,103 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
             "(mmpipe never de-duplicates silently: fix the source)",
             path=source or None,
         )
+
+
+# -- the user's split ------------------------------------------------------------------------
+
+
+def _split_part(value: object) -> str | None:
+    """The canonical part of a split value, ``""`` for one not in :data:`SPLIT_VALUES`,
+    None for a blank cell."""
+    if value is None or not str(value).strip():
+        return None
+    return SPLIT_VALUES.get(str(value).strip().lower(), "")
+
+
+def _shown(items: list[str], n: int = 20) -> str:
+    return "; ".join(items[:n]) + (f" ... (+{len(items) - n})" if len(items) > n else "")
+
+
+def _read_id_file(path: Path) -> list[str]:
+    """Subject IDs of a split file: one per line; blank lines and ``#`` comments skipped."""
+    if not path.is_file():
+        raise InputError("split file not found", path=path)
+    ids = [line.strip() for line in path.read_text().splitlines()]
+    ids = [i for i in ids if i and not i.startswith("#")]
+    dup = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if dup:
+        raise InputError(f"subject(s) listed twice: {dup[:20]}", path=path)
+    if not ids:
+        raise InputError("split file lists no subject", path=path)
+    return ids
+
+
+def read_user_split(cohort_cfg: dict, frame: pl.DataFrame, *, source: str,
+                    base_dir: Path) -> UserSplit | None:
+    """The split the cohort's config names (``split``), for every subject of ``frame``
+    (``subject_id`` stripped), or None when it names none.
+
+    ``split: {column: C}``: column C of ``frame`` (read from ``source``) holds each
+    subject's part: a value of :data:`SPLIT_VALUES` in any case (``Train``, ``VALID``,
+    ``testing``), or blank for none; any other value is an :class:`InputError` naming
+    every such subject and value. ``split: {files: {test: F, train: F, val: F}}``: text
+    files (relative to ``base_dir``, the workflow root) of subject IDs, one per line;
+    ``test`` is required; without ``train``, every subject in no file is in the
+    training part. An ID not in the cohort, or in two files, is an :class:`InputError`.
+    """
+    spec = cohort_cfg.get("split")
+    if not spec:
+        return None
+    ids = frame[SUBJECT].to_list()
+    if ("column" in spec) == ("files" in spec):
+        raise ConfigError("split: give either 'column' (a column of the cohort table) or "
+                          f"'files' (subject ID lists), not {sorted(spec) or 'neither'}")
+    if "column" in spec:
+        column = spec["column"]
+        if column not in frame.columns:
+            raise ConfigError(f"split.column {column!r} is not a column of {source} "
+                              f"(it has: {frame.columns})")
+        values = frame[column].cast(pl.Utf8).to_list()
+        parts = {sid: _split_part(v) for sid, v in zip(ids, values, strict=True)}
+        bad = [f"subject {sid!r}: {v!r}" for sid, v in zip(ids, values, strict=True)
+               if parts[sid] == ""]
+        if bad:
+            raise InputError(
+                f"{len(bad)} value(s) of split column {column!r} are not a split part: "
+                f"{_shown(bad)}. Accepted, in any case: {', '.join(SPLIT_VALUES)}; or blank "
+                "for a subject in no part", path=source or None)
+        return UserSplit(parts, f"column {column}", f"column {column!r} of {source}")
+    files = spec["files"]
+    unknown_keys = sorted(set(files) - set(SPLIT_FILE_PARTS))
+    if unknown_keys or "test" not in files:
+        raise ConfigError(f"split.files: parts are {list(SPLIT_FILE_PARTS)} with 'test' "
+                          f"required, got {sorted(files)}")
+    cohort_ids = set(ids)
+    parts: dict[str, str | None] = dict.fromkeys(ids, None if "train" in files else "train")
+    listed: dict[str, str] = {}
+    for part in SPLIT_FILE_PARTS:
+        if part not in files:
+            continue
+        path = Path(files[part]).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        part_ids = _read_id_file(path)
+        unknown = [i for i in part_ids if i not in cohort_ids]
+        if unknown:
+            raise InputError(f"{len(unknown)} subject(s) of the {part} split file are not "
+                             f"in {source}: {unknown[:20]}", path=path)
+        twice = [f"subject {i!r}: {listed[i]} and {path}" for i in part_ids if i in listed]
+        if twice:
+            raise InputError(f"subject(s) in two split files: {_shown(twice)}", path=path)
+        for i in part_ids:
+            listed[i] = str(path)
+            parts[i] = part
+    where = ", ".join(f"{k}: {files[k]}" for k in SPLIT_FILE_PARTS if k in files)
+    return UserSplit(parts, "files", f"split files ({where})")
+
+
+def fixed_parts(parts: list[str | None]) -> tuple[str, ...]:
+    """What a user's split fixes: the test set, and train/val too once it names a val part."""
+    return SPLIT_PARTS if "val" in parts else ("test",)
 
 
 # -- table values ---------------------------------------------------------------------------
@@ -401,6 +546,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
     keep: list[bool] = []
     excluded: list[str] = []
     label_missing: list[str] = []
+    no_part: list[str] = []   # kept, labelled, and in no part of the user's split
     for row in rows:
         sid = row[SUBJECT]
         any_present = False
@@ -433,16 +579,51 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             qc.append(QCRecord(sid, ALL_MODALITIES, EXCLUDED, NO_MODALITY))
             continue
         missing = [lab for lab in out.labels if row[lab] is None]
+        if out.split is not None and len(missing) < len(out.labels) \
+                and out.split.parts.get(sid) is None:
+            no_part.append(sid)
         if missing:
             label_missing.append(sid)
             reason = LABEL_MISSING if len(out.labels) == 1 else f"{LABEL_MISSING}: {', '.join(missing)}"
             qc.append(QCRecord(sid, LABEL_QC, ABSENT, reason))
 
+    if no_part:
+        # An error, not a QC row: the user's split is the protocol published results are
+        # compared on; putting such a subject in training, or leaving it out, would
+        # silently change that protocol. The user says which part it belongs to, or
+        # blanks its label.
+        assert out.split is not None
+        raise InputError(
+            f"{len(no_part)} subject(s) with a label have no part in the cohort's split "
+            f"({out.split.where}): {_shown([repr(s) for s in no_part])}. Give each a part "
+            f"({', '.join(SPLIT_PARTS)}), or blank its label to leave it out",
+            path=out.source or None)
     if excluded:
         _warn_list(f"excluded from the manifest of {cohort!r} ({NO_MODALITY})", excluded)
     if label_missing:
         _warn_list(f"of {cohort!r} kept with a missing label", label_missing)
     frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
+    split_meta = None
+    if out.split is not None:
+        parts = [out.split.parts.get(sid) for sid in frame[SUBJECT].to_list()]
+        frame = frame.with_columns(pl.Series(SPLIT, parts, dtype=pl.Utf8))
+        fixed = fixed_parts(parts)
+        counts = {p: parts.count(p) for p in SPLIT_PARTS} | {"none": parts.count(None)}
+        split_meta = {"source": out.split.source, "where": out.split.where,
+                      "fixed": list(fixed), "counts": counts}
+        drawn = ("" if fixed == SPLIT_PARTS else
+                 "; train and val are drawn inside its training part for each seed")
+        qc.append(QCRecord(ALL_SUBJECTS, SPLIT_QC, FIXED,
+                           f"{', '.join(fixed)} fixed by the cohort's split "
+                           f"({out.split.where}) for every seed{drawn}"))
+        log.info("cohort %r: %s", cohort, qc[-1].reason)
+    for file, column in out.unused_columns:
+        qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, UNUSED,
+                           f"column {column!r} of {file} is not used by the config", file))
+    if out.unused_columns:
+        log.warning("cohort %r: %d column(s) of the source not used by the config: %s "
+                    "(see %s)", cohort, len(out.unused_columns),
+                    ", ".join(c for _, c in out.unused_columns), ADAPTER_QC)
 
     qc_df = qc_frame({SUBJECT: r.subject_id, "modality": r.modality, "stage": "adapter",
                       "status": r.status, "reason": r.reason, "path": r.path} for r in qc)
@@ -466,6 +647,8 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         "counts": counts,
         "non_numeric_blanked": dict(Counter(v.field for v in non_numeric)),
         "source": out.source,
+        "split": split_meta,
+        "unused_columns": [{"file": f, "column": c} for f, c in out.unused_columns],
     }
     return Manifest(frame=frame, qc=qc_df, meta=meta)
 
@@ -510,6 +693,8 @@ def manifest_columns(meta: dict) -> list[str]:
     for spec in meta["modalities"].values():
         cols.extend(f for f in spec.get("fields", []) if f not in cols)
     cols.extend(meta.get("extra_columns", []))
+    if meta.get("split"):
+        cols.append(SPLIT)
     return cols
 
 

@@ -51,3 +51,46 @@ def test_splits_and_masks_do_not_depend_on_the_config_order_of_modalities(tmp_pa
         assert masks[0].keys() == masks[1].keys()
         for m in masks[0]:
             np.testing.assert_array_equal(masks[0][m], masks[1][m], err_msg=f"{scenario} {m}")
+
+
+def _published(tmp_path, base, val: bool):
+    """A 60-subject cohort whose CSV carries the published split in column ``Split``."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(60):
+        np.save(tmp_path / f"f{i}.npy", np.ones(3, np.float32))
+        part = "Test" if i % 4 == 0 else ("Validation" if val and i % 4 == 1 else "Train")
+        rows.append({"id": f"s{i:02d}", "y": int(rng.random() < 0.4), "Split": part,
+                     "f": str(tmp_path / f"f{i}.npy")})
+    csv = write_csv(tmp_path / "c.csv", rows)
+    cohort = csv_cohort_config(csv, {"f": {"kind": "features", "column": "f",
+                                           "encoders": ["precomputed"]}})
+    cohort["split"] = {"column": "Split"}
+    return build(tmp_path, with_cohort(base, cohort)), rows
+
+
+def test_the_split_job_keeps_the_cohorts_test_set_for_every_seed(tmp_path, base):
+    from mmpipe.bench.splits import read_split_source
+
+    layout, rows = _published(tmp_path, base, val=False)
+    test = {r["id"] for r in rows if r["Split"] == "Test"}
+    splits = [make_split(layout.root, "y", s, (0.6, 0.1, 0.3), layout.split(s)) for s in (0, 1)]
+    for seed, df in enumerate(splits):
+        parts = dict(zip(df["subject_id"], df["split"], strict=True))
+        assert {s for s, p in parts.items() if p == "test"} == test
+        assert sum(p == "val" for p in parts.values()) == 6       # 45 training subjects, 6:1
+        assert read_split_source(layout.split(seed)) == {"source": "column Split",
+                                                         "fixed": ["test"]}
+    assert not splits[0].equals(splits[1])                        # train/val drawn per seed
+
+
+def test_the_split_job_keeps_all_three_parts_when_the_cohort_names_val(tmp_path, base):
+    from mmpipe.bench.splits import read_split_source
+
+    layout, rows = _published(tmp_path, base, val=True)
+    expected = {r["id"]: {"Test": "test", "Validation": "val", "Train": "train"}[r["Split"]]
+                for r in rows}
+    for seed in (0, 1):
+        df = make_split(layout.root, "y", seed, (0.6, 0.1, 0.3), layout.split(seed))
+        assert dict(zip(df["subject_id"], df["split"], strict=True)) == expected
+        assert read_split_source(layout.split(seed))["fixed"] == ["train", "val", "test"]

@@ -8,7 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mmpipe.bench.splits import read_split, stratified_split, write_split
+from mmpipe.bench.splits import (
+    read_split,
+    read_split_source,
+    stratified_split,
+    user_split,
+    write_split,
+)
 from mmpipe.errors import ConfigError, InputError
 
 
@@ -106,3 +112,67 @@ def test_write_read_round_trip(tmp_path):
     pl.DataFrame({"subject_id": ["a"], "split": ["holdout"]}).write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="holdout"):
         read_split(tmp_path / "bad.parquet")
+
+
+def _user_parts(ids, y, val=False):
+    """A published-style split: every third subject is test (and every tenth of the rest
+    val when ``val``)."""
+    parts = ["test" if i % 3 == 0 else "train" for i in range(len(ids))]
+    if val:
+        parts = ["val" if p == "train" and i % 10 == 1 else p for i, p in enumerate(parts)]
+    return parts
+
+
+def test_user_split_fixes_the_test_set_and_draws_train_val_per_seed():
+    ids, y, pats = _cohort()
+    parts = _user_parts(ids, y)
+    test = {s for s, p in zip(ids, parts, strict=True) if p == "test"}
+    splits = [_assignment(user_split(ids, y, pats, parts, seed=s)) for s in range(3)]
+    for a in splits:
+        assert {s for s, p in a.items() if p == "test"} == test       # the user's, every seed
+        train_part = [s for s in ids if s not in test]
+        # 6:1 of the training part: ratios (0.6, 0.1, 0.3) without the test share
+        assert Counter(a[s] for s in train_part) == {"train": 114, "val": 19}
+    vals = [{s for s, p in a.items() if p == "val"} for a in splits]
+    assert vals[0] != vals[1] and vals[1] != vals[2]                # drawn per seed
+    again = _assignment(user_split(ids, y, pats, parts, seed=1))
+    assert again == splits[1]
+
+
+def test_user_split_stratifies_its_training_part():
+    ids, y, pats = _cohort(n=400)
+    parts = _user_parts(ids, y)
+    split = _assignment(user_split(ids, y, pats, parts, seed=0))
+    for lab in range(3):
+        members = [s for s, v, p in zip(ids, y, parts, strict=True) if v == lab and p == "train"]
+        got = Counter(split[s] for s in members)
+        assert abs(got["val"] - len(members) / 7) <= 2.5, (lab, got)
+
+
+def test_a_user_split_naming_val_is_the_same_for_every_seed():
+    ids, y, pats = _cohort()
+    parts = _user_parts(ids, y, val=True)
+    for seed in range(3):
+        assert user_split(ids, y, pats, parts, seed=seed)["split"].to_list() == parts
+
+
+def test_a_user_split_needs_every_subject_in_a_train_and_test_part():
+    ids, y, pats = _cohort(n=20)
+    parts = _user_parts(ids, y)
+    with pytest.raises(InputError, match=r"'P0001'.*no part"):
+        user_split(ids, y, pats, [None if i == 1 else p for i, p in enumerate(parts)], seed=0)
+    with pytest.raises(InputError, match="no labelled subject in 'test'"):
+        user_split(ids, y, pats, ["train"] * len(ids), seed=0)
+    with pytest.raises(InputError, match="holdout"):
+        user_split(ids, y, pats, ["holdout", *parts[1:]], seed=0)
+
+
+def test_a_split_file_records_its_source(tmp_path):
+    ids, y, pats = _cohort(n=30)
+    parts = _user_parts(ids, y)
+    path = write_split(user_split(ids, y, pats, parts, seed=0), tmp_path / "seed0.parquet",
+                       source="column split", fixed=("test",))
+    assert read_split_source(path) == {"source": "column split", "fixed": ["test"]}
+    assert read_split(path).columns == ["subject_id", "split"]     # stage 2 reads it as before
+    drawn = write_split(stratified_split(ids, y, pats, seed=0), tmp_path / "seed1.parquet")
+    assert read_split_source(drawn) == {"source": "drawn", "fixed": []}

@@ -161,3 +161,131 @@ def test_non_numeric_error_stops_the_manifest(tmp_path):
                        base_dir=tmp_path)
     assert err.value.path == str(csv)
     assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+# -- the cohort's own split, unused columns -------------------------------------------------
+
+def _split_csv(tmp_path, splits, extra=()):
+    """A table-only cohort whose subject i has label i % 2 and split value splits[i]
+    (None: no label and no value), plus ``extra`` columns (value "x")."""
+    rows = [",".join([f"p{i}", "" if v is None else str(i % 2), str(40 + i),
+                      "" if v is None else v, *("x" for _ in extra)])
+            for i, v in enumerate(splits)]
+    path = tmp_path / "cohort.csv"
+    path.write_text(",".join(["patient_id", "response", "age", "fold", *extra]) + "\n"
+                    + "\n".join(rows) + "\n")
+    return path
+
+
+def _split_cfg(csv, split, fields=("age",)):
+    return {"adapter": "csv", "csv": str(csv), "subject_column": "patient_id",
+            "labels": ["response"], "split": split,
+            "modalities": {"clinical": {"kind": "table", "fields": list(fields),
+                                        "encoders": ["e"]}}}
+
+
+def test_the_split_column_reaches_the_manifest_in_canonical_parts(tmp_path):
+    csv = _split_csv(tmp_path, ["Train", " training", "VALID", "validation", "test",
+                                "Testing", "val", "TRAIN"])
+    out = tmp_path / "out"
+    df = build_manifest("mydata", _split_cfg(csv, {"column": "fold"}), out, base_dir=tmp_path)
+    assert df["split"].to_list() == ["train", "train", "val", "val", "test", "test", "val",
+                                     "train"]
+    _, meta = read_manifest(out)
+    assert meta["split"]["source"] == "column fold"
+    assert meta["split"]["fixed"] == ["train", "val", "test"]
+    assert meta["split"]["counts"] == {"train": 3, "val": 3, "test": 2, "none": 0}
+    row = read_qc(out).filter(pl.col("modality") == "split").row(0, named=True)
+    assert (row["subject_id"], row["status"]) == ("*", "fixed")
+    assert "'fold'" in row["reason"] and "every seed" in row["reason"]
+
+
+def test_bad_split_values_name_the_subject_and_the_value(tmp_path):
+    csv = _split_csv(tmp_path, ["train", "holdout", "test", "2"])
+    with pytest.raises(InputError, match=r"subject 'p1': 'holdout'; subject 'p3': '2'") as err:
+        build_manifest("mydata", _split_cfg(csv, {"column": "fold"}), tmp_path / "out",
+                       base_dir=tmp_path)
+    assert err.value.path == str(csv)
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_a_labelled_subject_without_a_split_value_is_an_error(tmp_path):
+    csv = _split_csv(tmp_path, ["train", "", "test", None])  # p3: no label, no part: fine
+    with pytest.raises(InputError, match=r"1 subject\(s\) with a label have no part.*'p1'"):
+        build_manifest("mydata", _split_cfg(csv, {"column": "fold"}), tmp_path / "out",
+                       base_dir=tmp_path)
+    csv = _split_csv(tmp_path, ["train", "train", "test", None])
+    df = build_manifest("mydata", _split_cfg(csv, {"column": "fold"}), tmp_path / "out",
+                        base_dir=tmp_path)
+    assert df["split"].to_list() == ["train", "train", "test", None]
+    assert read_manifest(tmp_path / "out")[1]["split"]["fixed"] == ["test"]
+
+
+def test_split_files_fix_test_and_optionally_train_and_val(tmp_path):
+    csv = _split_csv(tmp_path, ["x"] * 6)  # the fold column is not the split here
+    (tmp_path / "test.txt").write_text("# published test set\np4\n\np5\n")
+    cfg = _split_cfg(csv, {"files": {"test": "test.txt"}})
+    df = build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
+    assert df["split"].to_list() == ["train"] * 4 + ["test"] * 2  # the rest: training part
+    meta = read_manifest(tmp_path / "out")[1]
+    assert (meta["split"]["source"], meta["split"]["fixed"]) == ("files", ["test"])
+
+    (tmp_path / "train.txt").write_text("p0\np1\np2\n")
+    (tmp_path / "val.txt").write_text("p3\n")
+    cfg = _split_cfg(csv, {"files": {"test": "test.txt", "train": "train.txt",
+                                     "val": str(tmp_path / "val.txt")}})
+    df = build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
+    assert df["split"].to_list() == ["train"] * 3 + ["val"] + ["test"] * 2
+
+    (tmp_path / "val.txt").write_text("p3\np9\n")
+    with pytest.raises(InputError, match=r"val.txt.*not in .*cohort.csv: \['p9'\]"):
+        build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
+    (tmp_path / "val.txt").write_text("p3\np4\n")
+    with pytest.raises(InputError, match=r"subject 'p4': .*val.txt and .*test.txt"):
+        build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
+    (tmp_path / "val.txt").write_text("p3\n")
+    (tmp_path / "train.txt").write_text("p0\np1\n")  # p2 is labelled and in no file
+    with pytest.raises(InputError, match=r"no part.*'p2'"):
+        build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
+
+
+def test_unused_csv_columns_are_listed_in_the_adapter_qc(tmp_path):
+    csv = _split_csv(tmp_path, ["train", "test", "train"], extra=("site", "note"))
+    out = tmp_path / "out"
+    cfg = _split_cfg(csv, {})
+    del cfg["split"]
+    build_manifest("mydata", cfg, out, base_dir=tmp_path)
+    unused = read_qc(out).filter(pl.col("modality") == "column")
+    assert unused["status"].unique().to_list() == ["unused"]
+    assert unused["subject_id"].unique().to_list() == ["*"]
+    assert unused["path"].unique().to_list() == [str(csv)]
+    assert [r.split("'")[1] for r in unused["reason"]] == ["fold", "site", "note"]
+    assert all(str(csv) in r for r in unused["reason"])
+    assert read_manifest(out)[1]["unused_columns"][0] == {"file": str(csv), "column": "fold"}
+    # ... and reach the cohort QC table and the stage-1 summary
+    from mmpipe.layout import CohortLayout
+    from mmpipe.report.stage1 import write_cohort_qc
+
+    lay = CohortLayout(out)
+    write_cohort_qc(lay.adapter_qc(), [], lay.cohort_qc(), lay.stage1_summary())
+    assert f"| * | column | unused | column 'site' of {csv} " in lay.stage1_summary().read_text()
+    # once the config names the split column, it is used
+    build_manifest("mydata", _split_cfg(csv, {"column": "fold"}), out, base_dir=tmp_path)
+    unused = read_qc(out).filter(pl.col("modality") == "column")
+    assert [r.split("'")[1] for r in unused["reason"]] == ["site", "note"]
+
+
+def test_the_split_column_must_be_its_own_column(tmp_path):
+    csv = _split_csv(tmp_path, ["train", "test"])
+    with pytest.raises(ConfigError, match="'age' is also"):
+        build_manifest("mydata", _split_cfg(csv, {"column": "age"}), tmp_path / "out",
+                       base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"'nope'.*not in the CSV"):
+        build_manifest("mydata", _split_cfg(csv, {"column": "nope"}), tmp_path / "out",
+                       base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="'split' would be both table field"):
+        csv.write_text(csv.read_text().replace("fold", "split"))
+        (tmp_path / "t.txt").write_text("p1\n")
+        build_manifest("mydata", _split_cfg(csv, {"files": {"test": "t.txt"}},
+                                            fields=("age", "split")),
+                       tmp_path / "out", base_dir=tmp_path)

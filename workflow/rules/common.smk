@@ -44,12 +44,14 @@ def modality_kind(cohort, modality):
 
 
 def manifest_inputs(wildcards):
-    """Raw inputs the adapter reads: the generated demo cohort, or the user's CSV."""
+    """Raw inputs the adapter reads: the generated demo cohort, or the user's CSV (and
+    the split files of its own split, which the manifest carries)."""
     cohort = COHORTS[wildcards.cohort]
     if cohort["adapter"] == "demo":
         return {"raw": layout(wildcards.cohort).raw()}
     if cohort["adapter"] == "csv":
-        return {"csv": cohort["csv"]}
+        files = (cohort.get("split") or {}).get("files", {})
+        return {"csv": cohort["csv"], **{f"split_{part}": path for part, path in files.items()}}
     return {}
 
 
