@@ -177,3 +177,42 @@ def test_a_class_missing_from_training_gets_zero_and_the_others_scikit_learns_sc
     assert proba.shape == (150, 3) and (proba[:, 1] == 0).all()
     expected = method.model.predict_proba(method.features(data))
     np.testing.assert_allclose(proba[:, [0, 2]], expected, atol=1e-6)
+
+
+def test_a_small_cohort_is_not_predicted_as_a_constant():
+    """The demo's failure: with scikit-learn's 20 samples per leaf, 36 training subjects
+    allow no split (two leaves of 20), every tree is one leaf and every subject gets the
+    training prior (AUC 0.50). The size-aware leaf lets the trees split."""
+    train, test = _bench(n=36, seed=0, p_absent=0.2), _bench(n=100, seed=1)
+    method = _fit(train)
+    proba = method.predict_proba(test)[:, 1]
+    assert np.ptp(proba) > 0.5
+    assert (proba.round() == test.y).mean() > 0.8
+    assert method.model.min_samples_leaf == 3  # min(20, max(2, 36 // 10))
+    settings = method.fitted_settings()
+    assert settings["min_samples_leaf"] == 3
+    assert "n_train=36" in settings["min_samples_leaf_rule"]
+    # the cause, pinned: scikit-learn's default leaf size on the same cohort is a constant
+    constant = _fit(train, min_samples_leaf=20).predict_proba(test)[:, 1]
+    assert np.ptp(constant) == 0
+    assert _fit(train, min_samples_leaf=20).fitted_settings()["min_samples_leaf_rule"] == "fixed"
+
+
+@pytest.mark.parametrize(("n_train", "leaf"), [(10, 2), (36, 3), (199, 19), (200, 20),
+                                                (431, 20)])
+def test_the_auto_leaf_size_is_scikit_learns_default_from_200_subjects(n_train, leaf):
+    assert HistGradientBoosting.auto_min_samples_leaf(n_train) == leaf
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "small", True])
+def test_a_bad_leaf_size_is_a_config_error(bad):
+    from mmpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="min_samples_leaf"):
+        HistGradientBoosting(["clinical"], {"clinical": (4,)}, 2, min_samples_leaf=bad)
+
+
+def test_tuning_keys_name_real_hyper_parameters():
+    keys = HistGradientBoosting.tuning_keys
+    assert keys == {"lr": ("learning_rate",), "capacity": ("max_leaf_nodes",)}
+    assert all(k in HistGradientBoosting.defaults for names in keys.values() for k in names)
