@@ -120,6 +120,11 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                     problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
         if cohort["adapter"] == "mmist_ccrcc" and "root" not in cohort:
             problems.append(f"config.cohorts.{cname}: the mmist_ccrcc adapter needs 'root'")
+        if "split" in cohort and cohort["adapter"] != "csv":
+            # only the csv adapter reads it: elsewhere it would be ignored without a word
+            problems.append(f"config.cohorts.{cname}.split: only the csv adapter reads a "
+                            f"cohort's own split (this cohort's adapter is "
+                            f"{cohort['adapter']!r})")
         for mname, mod in cohort["modalities"].items():
             where = f"config.cohorts.{cname}.modalities.{mname}"
             if mod["kind"] == "table" and not mod.get("fields"):
@@ -272,6 +277,9 @@ def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
     overrides = {k: v for k, v in bench.items()
                  if k in ("seeds", "scenarios", "ratios", "normalize", "train_jobs")}
     settings = {**cfg["benchmark"], **overrides, "label": bench["label"]}
+    # a cohort's selection and tuning settings amend the global ones key by key
+    for key in ("selection", "tuning"):
+        settings[key] = {**cfg["benchmark"].get(key, {}), **bench.get(key, {})}
     # a scenario is given as its list of rates, or as {rates: [...], <its options>}; in the
     # registry's order with rates ascending, however the config orders them
     from mmpipe.bench.missingness import SCENARIOS

@@ -32,7 +32,9 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     mods = {m: {k: v for k, v in spec.items()
                 if k in ("kind", "column", "fields", "non_numeric", "categorical")}
             for m, spec in c["modalities"].items()}
-    keep = {k: v for k, v in c.items() if k in ("adapter", "labels", "root", "csv", "subject_column")}
+    # `split`: the manifest carries the cohort's own split (its files are the rule's inputs)
+    keep = {k: v for k, v in c.items()
+            if k in ("adapter", "labels", "root", "csv", "subject_column", "split")}
     adapter = ADAPTERS[c["adapter"]].__module__
     return canonical({**keep, "modalities": mods,
                       "code": code_key("cohorts/manifest", adapter)})
@@ -110,8 +112,13 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
 # -- stage 2 -------------------------------------------------------------------------------
 
 def split_params(cfg: dict, cohort_name: str) -> dict:
+    """The ratios, the label and the cohort's own split settings (``split``: a column or
+    files fixing the test set), when it has some: left out otherwise, so cohorts without
+    one keep their parameter set."""
     s = benchmark_settings(cfg, cohort_name)
+    user = cohort(cfg, cohort_name).get("split")
     return canonical({"ratios": s["ratios"], "label": s["label"],
+                      **({"user_split": user} if user else {}),
                       "code": code_key("bench/prepare")})
 
 
@@ -145,6 +152,8 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         "normalize": normalize,
         "evaluate_subsets": s["evaluate_subsets"],
         "seeds": sorted(s["seeds"]),
+        "selection": s["selection"],
+        "tuning": s["tuning"],
         "code": code_key("bench/run", implementation.split(":")[0]),
     })
 

@@ -71,6 +71,8 @@ def write_demo_config(workdir: Path, mmare_overrides: dict | None = None,
     # under its own protocol (the clinical record missing at test: a mask built from the split)
     cfg["cohorts"]["demo"]["benchmark"].update(
         seeds=[0], default_scenarios=["natural", "mcar"], train_jobs=train_jobs,
+        # two trials: the budget's machinery runs, at half the cost of the default four
+        tuning={"trials": 2},
         scenarios={"natural": [0.0], "mcar": [0.4],
                    "testmiss": {"rates": [0.5], "modality": "clinical"}},
         runs={"mmare": ["all"], "deepsets": ["all"], "hgb": ["clinical_tabular"],

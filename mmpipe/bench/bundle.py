@@ -5,7 +5,9 @@ The bundle holds plain data only (dicts, lists, strings, numbers and tensors), s
 read with ``torch.load(weights_only=True)``, which refuses a pickle that would run code.
 Non-neural methods store their fitted models as arrays too (``hgb``). Contents:
 
-- ``format``: :data:`FORMAT`; ``method``: the method's config; ``state``: its weights;
+- ``format``: :data:`FORMAT`; ``method``: the method's config with the hyper-parameters
+  the tuning chose; ``state``: its weights, or under cross-validation's fold ensemble
+  ``{"members": [...]}`` with ``ensemble``: the number of fold models;
 - ``modalities``, ``shapes``, ``n_classes``, ``label``, ``label_values``;
 - ``normalizer``: the training split's normalisation (:class:`~mmpipe.bench.data.Normalizer`);
 - ``feature_set``: modality -> encoder; ``encodings``: modality -> the signature of the

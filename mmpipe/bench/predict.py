@@ -21,6 +21,7 @@ import polars as pl
 
 from mmpipe.bench.bundle import ModelBundleError, load_bundle
 from mmpipe.bench.data import BenchData, Normalizer
+from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.errors import ConfigError, StoreError
 from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature, read_features
@@ -38,7 +39,12 @@ def load_run(run_dir: str | Path):
                          x={m: np.zeros((0, *shapes[m]), np.float32) for m in bundle["modalities"]},
                          present=np.zeros((0, len(shapes)), bool),
                          modalities=list(bundle["modalities"]), n_classes=bundle["n_classes"])
-    method = build_method(bundle["method"], template)
+    members = bundle.get("ensemble")
+    if members is not None and (not isinstance(members, int) or members < 1):
+        raise ModelBundleError(f"{run_dir}: 'ensemble' must be the number of fold models, "
+                               f"found {members!r}")
+    method = (FoldEnsemble([build_method(bundle["method"], template) for _ in range(members)])
+              if members else build_method(bundle["method"], template))
     try:
         method.load_state_dict(bundle["state"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:

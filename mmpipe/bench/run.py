@@ -19,10 +19,13 @@ import torch
 
 from mmpipe.bench.bundle import save_bundle
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
+from mmpipe.bench.flags import run_flags
 from mmpipe.bench.metrics import METRIC_KEYS, classification_metrics
 from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
+from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
 from mmpipe.bench.splits import read_split
-from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, fit, predict_proba
+from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
+from mmpipe.bench.tuning import Tuning
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
 from mmpipe.layout import (
@@ -34,7 +37,7 @@ from mmpipe.layout import (
     parse_cell,
     seed_name,
 )
-from mmpipe.methods import TRAINER_KEYS, method_class
+from mmpipe.methods import method_class
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,6 @@ def build_method(method_cfg: dict[str, Any], data: BenchData):
     cls = method_class(method_cfg["type"])
     hparams = {k: v for k, v in method_cfg.items() if k != "type"}
     return cls(data.modalities, data.shapes(), data.n_classes, **hparams)
-
-
-def _train_cfg(method) -> dict[str, Any]:
-    hp = getattr(method, "hparams", {})
-    return {k: hp[k] for k in TRAINER_KEYS if k in hp}
 
 
 def _predictions(data: BenchData, proba: np.ndarray, split: str, evaluation: str,
@@ -101,13 +99,15 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
                    method_cfg: dict[str, Any], split_path: str | Path, mask_path: str | Path,
                    out_dir: str | Path, *, seed: int, meta: dict[str, Any],
                    normalize: str = "zscore", evaluate_subsets: bool = True,
-                   device: str = "cpu") -> dict[str, Any]:
+                   device: str = "cpu", selection: dict[str, Any] | None = None,
+                   tuning: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate one run; writes metrics.json, predictions.parquet, train.log,
     model.pt into ``out_dir`` atomically and returns the metrics."""
     data, dropped = load_feature_set(Path(cohort_dir), feature_set, label)
     return run_seed(data, dropped, feature_set, label, method_cfg, split_path, mask_path,
                     out_dir, seed=seed, meta=meta, normalize=normalize,
-                    evaluate_subsets=evaluate_subsets, device=device)
+                    evaluate_subsets=evaluate_subsets, device=device, selection=selection,
+                    tuning=tuning)
 
 
 def run_cell(layout: CohortLayout, train: dict[str, Any], scenario: str, rate: float,
@@ -153,7 +153,8 @@ def _train_cell(layout: CohortLayout, data: BenchData, dropped: list[dict], trai
                      layout.split(seed), layout.mask(scenario, rate, seed),
                      cell_dir / seed_name(seed), seed=seed, meta=meta,
                      normalize=train["normalize"], evaluate_subsets=train["evaluate_subsets"],
-                     device=device, train_hash=signature)
+                     device=device, train_hash=signature, selection=train.get("selection"),
+                     tuning=train.get("tuning"))
             for seed in sorted(train["seeds"])]
 
 
@@ -161,8 +162,12 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
              method_cfg: dict[str, Any], split_path: str | Path, mask_path: str | Path,
              out_dir: str | Path, *, seed: int, meta: dict[str, Any], normalize: str = "zscore",
              evaluate_subsets: bool = True, device: str = "cpu",
-             train_hash: str | None = None) -> dict[str, Any]:
-    """One seed on already loaded features (see :func:`run_experiment`)."""
+             train_hash: str | None = None, selection: dict[str, Any] | None = None,
+             tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One seed on already loaded features (see :func:`run_experiment`): the tuning
+    budget spent and the model chosen on the training and validation splits
+    (:mod:`mmpipe.bench.selection`), then scored on the test split."""
+    selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
     data = _apply_mask(data, Path(mask_path))
     idx = _split_indices(data, Path(split_path))
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
@@ -172,15 +177,24 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     # on; at test time they get the training prior, flagged in the predictions
     train = train.subset(np.flatnonzero(train.present.any(axis=1)))
     val_keep = np.flatnonzero(val.present.any(axis=1))
-    normalizer = Normalizer(normalize).fit(train)
-    train, val, test = (normalizer.transform(d) for d in (train, val.subset(val_keep), test))
+    val = val.subset(val_keep)
+    # z-scores from the data the model is chosen on: the training split, or under
+    # cross-validation the whole training part (never the test split)
+    fitted_on = train if selection_cfg.strategy == "validation" else training_part(train, val)
+    normalizer = Normalizer(normalize).fit(fitted_on)
+    train, val, test = (normalizer.transform(d) for d in (train, val, test))
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
     prior = np.bincount(train.y, minlength=data.n_classes) / max(len(train.y), 1)
+    chosen: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         try:
-            result = fit(method, train, val, {**TRAIN_DEFAULTS, **_train_cfg(method)}, seed,
-                         device, tmp / TRAIN_LOG)
+            sel = select_model(lambda over: build_method({**method_cfg, **over}, data),
+                               method_class(method_cfg["type"]), method.hparams, TRAIN_DEFAULTS,
+                               train, val, seed=seed, device=device, selection=selection_cfg,
+                               tuning=tuning_cfg)
+            method, result, chosen = sel.method, sel.result, sel.overrides
+            (tmp / TRAIN_LOG).write_text(sel.log)
             trained = True
         except NotTrainable as err:
             # recorded, not hidden: the run exists, its metrics are NaN with the reason
@@ -188,14 +202,26 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             notes.append(f"not trained: {err}; metrics are NaN, predictions are the "
                          "training prior")
             (tmp / TRAIN_LOG).write_text(f"not trained: {err}\n")
-            result, trained = FitResult(), False
+            result, trained, sel = FitResult(), False, None
         start = time.perf_counter()
         frames, metrics = [], {}
-        for name, part in (("val", val), ("test", test)):
-            proba, no_input = _score(method if trained else None, part, prior, device)
-            metrics[name] = (classification_metrics(part.y, proba) if trained
-                             else _nan_metrics(len(part.y)))
-            frames.append(_predictions(part, proba, name, "scenario", no_input))
+        if sel is not None:  # the validation split's, or the out-of-fold predictions
+            val_part = val if sel.val_evaluation == "scenario" else training_part(train, val)
+            metrics["val"] = classification_metrics(sel.val_y, sel.val_proba)
+            frames.append(_predictions(val_part, sel.val_proba, "val", sel.val_evaluation,
+                                       np.zeros(len(val_part.y), bool)))
+        else:
+            metrics["val"] = _nan_metrics(len(val.y))
+            frames.append(_predictions(val, np.tile(prior, (len(val.y), 1)), "val", "scenario",
+                                       np.ones(len(val.y), bool)))
+        proba, no_input = _score(method if trained else None, test, prior, device)
+        metrics["test"] = (classification_metrics(test.y, proba) if trained
+                           else _nan_metrics(len(test.y)))
+        frames.append(_predictions(test, proba, "test", "scenario", no_input))
+        flags = run_flags(trained=trained, n_classes=data.n_classes,
+                          val_predicted=frames[0]["predicted"].to_numpy(),
+                          test_predicted=proba.argmax(1), best_epoch=result.best_epoch,
+                          epochs=result.epochs)
         subsets = []
         if trained and evaluate_subsets and len(data.modalities) > 1:
             for subset in modality_subsets(data.modalities):
@@ -216,12 +242,17 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             **meta, "seed": seed, "method_type": method_cfg["type"], "test": metrics["test"],
             "val": metrics["val"], "subsets": subsets,
             "trained": trained,
+            # a collapsed or untrained run, or one that kept its first epoch (bench/flags.py)
+            "flags": flags,
             "method_notes": method.report_notes() if hasattr(method, "report_notes") else [],
             "trainable_parameters": int(method.trainable_parameters()),
             "training_seconds": round(result.seconds, 3),
             "evaluation_seconds": round(time.perf_counter() - start, 3),
             "epochs": result.epochs, "best_epoch": result.best_epoch,
             "hparams": {**getattr(method, "hparams", {})},
+            # the tuning budget and model selection: every trial's validation score and
+            # the overrides the kept model trained with (in hparams too)
+            "selection": sel.record if sel is not None else None,
             # the settings fit() ran with: trainer defaults, the method's recipe and the
             # cohort's overrides merged, per phase
             "training": result.settings, "params_hash": train_hash,
@@ -232,7 +263,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / PREDICTIONS)
         (tmp / METRICS).write_text(json.dumps(out, indent=2, default=float))
         # neural and sklearn methods both expose state_dict()/load_state_dict() of plain data
-        save_bundle(tmp / MODEL, method=method_cfg, state=method.state_dict(),
+        ensemble = {"ensemble": len(method.members)} if isinstance(method, FoldEnsemble) else {}
+        save_bundle(tmp / MODEL, method={**method_cfg, **chosen}, state=method.state_dict(),
+                    **ensemble,
                     modalities=data.modalities, shapes=data.shapes(), n_classes=data.n_classes,
                     label=label, label_values=list(data.label_values),
                     normalizer=normalizer.state_dict(), feature_set=feature_set,

@@ -4,7 +4,10 @@ Method-specific behaviour comes in through the method: its phases (HyperMM train
 then ρ), its loss, the modalities it reads. The loop itself does what every paper of
 the seeds does: mini-batches with a class-balancing sampler, optional Gaussian noise
 on the present features, early stopping on a validation metric with the best
-checkpoint restored, deterministic seeds, a per-epoch log.
+checkpoint restored, deterministic seeds, a per-epoch log. Without a validation split
+(a refit on the whole training part after cross-validation chose the epochs,
+:mod:`mmpipe.bench.selection`) each phase runs a fixed number of epochs and keeps its
+last weights.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ log = logging.getLogger(__name__)
 
 TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience": 25,
                   "optimizer": "adam", "batch_size": 64, "sampler": "weighted",
-                  "schedule": None, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1}
+                  "schedule": None, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1,
+                  "monitor": "loss", "min_epochs": 0}
+LOG_HEADER = "phase\tepoch\ttrain_loss\tval_loss\tval_balanced_accuracy\tval_auc"
 
 
 class NotTrainable(Exception):
@@ -43,6 +48,7 @@ class FitResult:
     seconds: float = 0.0
     # what ran: the batch settings and each phase's optimiser and stopping settings
     settings: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)             # the per-epoch log
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -120,6 +126,9 @@ def _augment(x: dict[str, torch.Tensor], present: torch.Tensor, p: float, std: f
 @torch.no_grad()
 def predict_proba(method: FusionMethod, data: BenchData, device: torch.device | str = "cpu",
                   batch_size: int = 512) -> np.ndarray:
+    if getattr(method, "kind", "torch") == "ensemble":  # cross-validation's fold models
+        return np.mean([predict_proba(m, data, device, batch_size) for m in method.members],
+                       axis=0)
     if getattr(method, "kind", "torch") == "sklearn":
         return method.predict_proba(data)
     method.eval()
@@ -150,11 +159,17 @@ def _score(metrics: dict, monitor: str) -> float:
     return float("-inf") if value is None or np.isnan(value) else float(value)
 
 
-def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[str, Any],
-        seed: int, device: torch.device | str = "cpu", log_path: str | Path | None = None
-        ) -> FitResult:
-    """Train ``method`` phase by phase with early stopping on ``val``; best weights restored."""
+def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg: dict[str, Any],
+        seed: int, device: torch.device | str = "cpu", log_path: str | Path | None = None, *,
+        epochs: dict[str, int] | None = None) -> FitResult:
+    """Train ``method`` phase by phase with early stopping on ``val``; best weights restored.
+
+    ``val=None`` needs ``epochs`` (phase name -> epochs): each phase runs that many
+    epochs and keeps its last weights (a refit whose epochs cross-validation chose).
+    """
     cfg = {**TRAIN_DEFAULTS, **train_cfg}
+    if val is None and epochs is None:
+        raise ValueError("fit without a validation split needs the epochs of each phase")
     device = torch.device(device)
     gen = seed_everything(seed)
     if getattr(method, "kind", "torch") == "sklearn":
@@ -172,7 +187,8 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
                            f"classes {np.unique(train.y).tolist()}: need both classes")
     method.to(device)
     xt, pt, yt = _tensors(train, device)
-    xv, pv, yv = _tensors(val, device)
+    if val is not None:
+        xv, pv, yv = _tensors(val, device)
     class_weight = None
     if cfg["class_weights"]:
         counts = np.bincount(train.y, minlength=method.n_classes).astype(float)
@@ -184,12 +200,17 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
     start = time.perf_counter()
     method.prepare(xt, pt, yt)
     for phase in method.phases(cfg):
+        if epochs is not None:
+            phase.max_epochs = int(epochs[phase.name])
         result.settings["phases"].append({"name": phase.name,
                                           **{k: getattr(phase, k) for k in PHASE_KEYS}})
         opt = _optimizer(phase, phase.parameters())
         sched = _scheduler(phase, opt)
         loss_fn = phase.loss or method.loss
         best, best_state, best_epoch, waited = float("-inf"), None, 0, 0
+        # checkpoints (and stops) from this epoch on; a cap below it keeps the last epoch
+        eligible = min(int(phase.min_epochs), phase.max_epochs)
+        epoch = 0
         for epoch in range(1, phase.max_epochs + 1):
             method.train()
             order = _epoch_order(train.y, cfg["sampler"], gen)
@@ -208,11 +229,17 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
                 batches += 1
             if sched is not None:
                 sched.step()
+            if val is None:
+                lines.append(f"{phase.name}\t{epoch}\t{total / max(batches, 1):.5f}\tnan\tnan\tnan")
+                best_epoch = epoch
+                continue
             metrics = _validate(method, phase, val, xv, pv, yv, class_weight, device)
             score = _score(metrics, phase.monitor)
             lines.append(f"{phase.name}\t{epoch}\t{total / max(batches, 1):.5f}\t"
                          f"{metrics['loss']:.5f}\t{metrics['balanced_accuracy']:.4f}\t"
                          f"{metrics['auc']:.4f}")
+            if epoch < eligible:
+                continue
             if score > best:
                 best, best_epoch, waited = score, epoch, 0
                 best_state = copy.deepcopy(method.state_dict())
@@ -228,8 +255,8 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData, train_cfg: dict[
         log.info("%s phase %s: %d epochs, best %s %.4f at epoch %d", method.name, phase.name,
                  epoch, phase.monitor, best if phase.monitor != "loss" else -best, best_epoch)
     result.seconds = time.perf_counter() - start
+    result.lines = lines
     if log_path is not None:
-        Path(log_path).write_text("phase\tepoch\ttrain_loss\tval_loss\tval_balanced_accuracy\t"
-                                  "val_auc\n" + "\n".join(lines) + "\n")
+        Path(log_path).write_text(LOG_HEADER + "\n" + "\n".join(lines) + "\n")
     method.eval()
     return result

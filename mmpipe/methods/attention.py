@@ -113,6 +113,7 @@ class MaskedAttention(FusionMethod):
 
     name = "unilmmv"
     permutation_invariant = True   # modality embeddings keyed by name, attention over a set
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("width",)}
     defaults: ClassVar[dict[str, Any]] = {
         "width": 512,              # config.py attention.input_dim
         "depth": 6,                # attention.n_layers

@@ -25,8 +25,10 @@ class Phase:
     """One stage of training: which parameters move, with what optimiser settings.
 
     ``loss`` defaults to the method's :meth:`FusionMethod.loss`. ``monitor`` is the
-    validation quantity early stopping watches (``balanced_accuracy`` maximised, or
-    ``loss`` minimised, e.g. for a reconstruction pre-training phase).
+    validation quantity early stopping watches (``loss`` minimised, the default, or
+    ``balanced_accuracy`` / ``auc`` maximised). No checkpoint before epoch ``min_epochs``
+    is kept and no stop happens before it: on a validation split of a few dozen subjects
+    an epoch-1 checkpoint often wins by noise.
     """
 
     name: str
@@ -36,7 +38,8 @@ class Phase:
     max_epochs: int = 200
     patience: int = 25
     optimizer: str = "adam"  # adam | adamw | rmsprop | sgd
-    monitor: str = "balanced_accuracy"
+    monitor: str = "loss"
+    min_epochs: int = 0
     # "cosine": learning rate annealed to 0 over max_epochs (stepped once per epoch)
     schedule: str | None = None
     loss: Callable[..., torch.Tensor] | None = None
@@ -57,6 +60,10 @@ class FusionMethod(nn.Module):
     permutation_invariant: ClassVar[bool] = False
     # "complete": trains only on subjects with every modality (the Standard baseline)
     train_subset: ClassVar[str] = "all"
+    # the hyper-parameters the tuning budget scales (mmpipe.bench.tuning): "lr", the
+    # learning rate(s), and "capacity", the method's main width; every registered method
+    # names its capacity knob (a test checks it)
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",)}
 
     def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
                  **hparams: Any):

@@ -39,6 +39,7 @@ class DeepSets(FusionMethod):
 
     name = "deepsets"
     permutation_invariant = True
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("dim",)}
     defaults: ClassVar[dict[str, Any]] = {"dim": 256, "head": [128], "dropout": 0.3,
                                           **TRAIN_DEFAULTS}
 
@@ -68,6 +69,7 @@ class ZeroFillConcat(FusionMethod):
     """
 
     name = "concat_zero"
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {"hidden": [256, 128], "dropout": 0.3,
                                           "indicators": False, **TRAIN_DEFAULTS}
 
@@ -116,6 +118,7 @@ class LateFusion(FusionMethod):
 
     name = "late_fusion"
     permutation_invariant = True
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {"hidden": [256, 128], "dropout": 0.3,
                                           **TRAIN_DEFAULTS}
 
@@ -164,6 +167,7 @@ class SingleModality(FusionMethod):
     """
 
     name = "single"
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {"modality": None, "hidden": [256, 128],
                                           "dropout": 0.3, **TRAIN_DEFAULTS}
 

@@ -156,6 +156,7 @@ class _MissingModalityMethod(FusionMethod):
 
     subject_choices: ClassVar[tuple[str, ...]] = ("complete", "with_modality")
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("feat_dim",)}
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
         hp = self.hparams

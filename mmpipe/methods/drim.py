@@ -193,6 +193,7 @@ class DRIM(FusionMethod):
 
     name = "drim"
     permutation_invariant = True   # no positional embedding: attention over a set
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("dim",)}
     defaults: ClassVar[dict[str, Any]] = {
         "dim": 128,                   # general.dim
         "encoder_hidden": 256,        # MRIEmbeddingEncoder hidden width

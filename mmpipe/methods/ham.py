@@ -68,6 +68,7 @@ from mmpipe.methods.ham_recipe import HAM_TRAIN_DEFAULTS, TASK_LOSS_DEFAULTS, Ta
 class HAM(TaskLossMixin, FusionMethod):
     """Hypernetwork ``μ → θ_μ`` generating every weight of the task MLP (see module doc)."""
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("task_hidden",)}
     name: ClassVar[str] = "ham"
     defaults: ClassVar[dict[str, Any]] = {
         "hyper_hidden": [32, 8, 32],  # 4 linear layers, narrow bottleneck (widths ours)
@@ -193,6 +194,7 @@ class HAM(TaskLossMixin, FusionMethod):
 class ChannelDropout(TaskLossMixin, FusionMethod):
     """HAM's task network with learned weights and random modality dropout in training."""
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("task_hidden",)}
     name: ClassVar[str] = "modality_dropout"
     defaults: ClassVar[dict[str, Any]] = {
         "task_hidden": [32],      # the same task network as HAM

@@ -119,6 +119,7 @@ _TWO_STEP_DEFAULTS: dict[str, Any] = {
 class HyperMM(FusionMethod):
     """Two-step HyperMM: hypernetwork-conditioned φ, then set aggregation and ρ."""
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr", "phi_lr"), "capacity": ("rho_hidden",)}
     name: ClassVar[str] = "hypermm"
     permutation_invariant: ClassVar[bool] = True
     two_step: ClassVar[bool] = True
@@ -360,6 +361,7 @@ class HyperMMEndToEnd(HyperMM):
     cross-entropy on the aggregated prediction only (``lambda_rec=0``; a positive value
     adds the reconstruction MSE of the present inputs)."""
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("rho_hidden",)}
     name: ClassVar[str] = "hypermm_e2e"
     two_step: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {**_SHARED_DEFAULTS, "lambda_rec": 0.0}

@@ -159,6 +159,7 @@ class CPLinear(nn.Module):
 class LARGO(FusionMethod):
     """The 2^M − 1 dedicated subset models stored as CP-decomposed inner layers."""
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     name: ClassVar[str] = "largo"
     # a subset is a set of named modalities: relabelling the modality axis changes nothing
     # (reorder_modalities re-points the pattern → subset lookup)

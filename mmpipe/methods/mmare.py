@@ -66,6 +66,7 @@ class PairwiseFusion(nn.Module):
 
 class MMARE(FusionMethod):
     name = "mmare"
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("dim",)}
     defaults: ClassVar[dict[str, Any]] = {
         "dim": 512,                 # shared width D (4.2)
         "conditioning": True,       # missing-aware conditioning on/off (ablation 5.5)
@@ -80,7 +81,8 @@ class MMARE(FusionMethod):
         "optimizer": "adam",
         "batch_size": 64,
         "max_epochs": 200,
-        "patience": 25,             # early stopping on validation balanced accuracy
+        "patience": 25,             # early stopping on validation balanced accuracy (4.3)
+        "monitor": "balanced_accuracy",
         "sampler": "weighted",      # weighted | oversample
         "noise_p": 0.3,             # Gaussian noise augmentation probability (4.3)
         "noise_std": 0.1,           # not given by the thesis; the trainer's default

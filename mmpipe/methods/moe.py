@@ -83,6 +83,7 @@ class ModalityExperts(FusionMethod):
 
     name = "adacomed"
     permutation_invariant = True
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("dim",)}
     defaults: ClassVar[dict[str, Any]] = {
         "dim": 512,                     # official hidden_dim
         "fusion": "concat",             # concat (official expert input) | mean

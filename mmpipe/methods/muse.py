@@ -259,6 +259,7 @@ def supervised_contrastive(u: torch.Tensor, u_aug: torch.Tensor, y: torch.Tensor
 class MUSE(FusionMethod):
     name = "muse"
     permutation_invariant = True  # mean aggregation over modality nodes keyed by name
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {
         "hidden": 128,            # run.py --embedding_size
         "ffn_layers": 2,          # run.py --ffn_layers (FFNEncoder depth)

@@ -62,6 +62,7 @@ def _encoder(d_in: int, dim: int) -> nn.Sequential:
 class FeatImpute(TaskLossMixin, FusionMethod):
     """Shared + specific encoders, residual fusion, absent slots from a shared feature."""
 
+    tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("dim",)}
     name: ClassVar[str] = "featimpute"
     defaults: ClassVar[dict[str, Any]] = {
         "dim": 256,                 # official bottleneck width (256 channels)

@@ -1,0 +1,259 @@
+"""Model selection of one seed: the tuning trials, early stopping, and what is kept.
+
+Two strategies, chosen per cohort (``benchmark.selection``):
+
+- ``validation`` (default): each trial trains on the training split with early stopping
+  on the validation split; the trial with the best validation score is kept.
+- ``cv``: for small cohorts, where a validation split of a few dozen subjects makes
+  early stopping and the choice among trials noise. The training and validation splits
+  together (the *training part*; the test split is never read) are cut into ``folds``
+  stratified folds; each fold trains on the others with early stopping on itself, and a
+  trial is scored on its out-of-fold predictions. The chosen trial's final model is then
+  either ``refit``: trained once on the whole training part for the median of the
+  folds' best epochs (per phase), or ``ensemble``: the fold models themselves, their
+  probabilities averaged. Scikit-learn methods have no epochs to carry over, so under
+  ``cv`` they keep their fold ensemble whatever ``final`` says (recorded in the run).
+
+The validation metrics a run reports are those of the kept model on the validation
+split, or the out-of-fold metrics under ``cv``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmpipe.bench.data import BenchData
+from mmpipe.bench.trainer import LOG_HEADER, FitResult, NotTrainable, fit, predict_proba
+from mmpipe.bench.tuning import TrialRecord, Tuning, candidate_overrides, selection_score
+from mmpipe.methods import TRAINER_KEYS
+
+STRATEGIES = ("validation", "cv")
+FINALS = ("refit", "ensemble")
+
+
+@dataclass(frozen=True)
+class Selection:
+    strategy: str = "validation"
+    folds: int = 5
+    final: str = "refit"
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> Selection:
+        cfg = dict(cfg or {})
+        out = cls(strategy=str(cfg.get("strategy", "validation")),
+                  folds=int(cfg.get("folds", 5)), final=str(cfg.get("final", "refit")))
+        if out.strategy not in STRATEGIES or out.final not in FINALS or out.folds < 2:
+            raise ValueError(f"selection: strategy in {STRATEGIES}, final in {FINALS}, "
+                             f"folds >= 2, got {cfg}")
+        return out
+
+
+class FoldEnsemble:
+    """The fold models of cross-validation as one model: their probabilities averaged."""
+
+    kind = "ensemble"
+
+    def __init__(self, members: list):
+        self.members = list(members)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return getattr(self.members[0], "hparams", {})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state.get("members", [])) != len(self.members):
+            raise ValueError(f"an ensemble of {len(self.members)} models, the state holds "
+                             f"{len(state.get('members', []))}")
+        for m, s in zip(self.members, state["members"], strict=True):
+            m.load_state_dict(s)
+
+    def eval(self) -> FoldEnsemble:
+        for m in self.members:
+            if hasattr(m, "eval"):
+                m.eval()
+        return self
+
+    def trainable_parameters(self) -> int:
+        return int(sum(m.trainable_parameters() for m in self.members))
+
+    def report_notes(self) -> list[str]:
+        first = self.members[0]
+        return first.report_notes() if hasattr(first, "report_notes") else []
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index of each sample: each class shuffled and dealt round-robin, so every
+    fold holds each class in about the same share."""
+    rng = np.random.default_rng([seed, 7919])  # its own stream, apart from the split's
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        fold[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)  # the next class starts where this one left off
+    return fold
+
+
+@dataclass
+class Selected:
+    """What a seed keeps: the model, how it trained, and its validation predictions."""
+
+    method: Any
+    result: FitResult
+    val_y: np.ndarray
+    val_proba: np.ndarray
+    val_ids: np.ndarray
+    val_evaluation: str                     # "scenario" (the val split) | "out_of_fold"
+    overrides: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
+
+
+def training_part(train: BenchData, val: BenchData) -> BenchData:
+    """The training and validation splits as one set (cross-validation's pool)."""
+    return _merge(train, [train, val])
+
+
+def _merge(base: BenchData, parts: list[BenchData]) -> BenchData:
+    """The concatenation of ``parts`` (same modalities) as one BenchData."""
+    return BenchData(subject_id=np.concatenate([p.subject_id for p in parts]),
+                     y=np.concatenate([p.y for p in parts]),
+                     x={m: np.concatenate([p.x[m] for p in parts]) for m in base.modalities},
+                     present=np.concatenate([p.present for p in parts]),
+                     modalities=list(base.modalities), n_classes=base.n_classes,
+                     label_name=base.label_name, label_values=base.label_values,
+                     provenance=base.provenance)
+
+
+def _log(lines: list[str], trial: int, fold: str) -> list[str]:
+    return [f"{trial}\t{fold}\t{line}" for line in lines]
+
+
+def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
+                    cfg: dict[str, Any], seed: int, device) -> tuple[Any, FitResult, np.ndarray]:
+    torch.manual_seed(seed)
+    method = build()
+    result = fit(method, train, val, cfg, seed, device)
+    return method, result, predict_proba(method, val, device)
+
+
+def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
+            selection: Selection) -> tuple[list, list[FitResult], np.ndarray]:
+    folds = stratified_folds(pool.y, selection.folds, seed)
+    oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
+    members, results = [], []
+    for k in range(selection.folds):
+        held = np.flatnonzero(folds == k)
+        if not len(held):
+            continue
+        torch.manual_seed(seed)
+        method = build()
+        result = fit(method, pool.subset(np.flatnonzero(folds != k)), pool.subset(held), cfg,
+                     seed, device)
+        oof[held] = predict_proba(method, pool.subset(held), device)
+        members.append(method)
+        results.append(result)
+    return members, results, oof
+
+
+def _median_epochs(results: list[FitResult]) -> dict[str, int]:
+    phases = results[0].best_epoch
+    return {p: max(1, int(np.median([r.best_epoch[p] for r in results]))) for p in phases}
+
+
+def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
+                 trainer_defaults: dict[str, Any], train: BenchData, val: BenchData, *,
+                 seed: int, device, selection: Selection, tuning: Tuning) -> Selected:
+    """Spend the tuning budget on ``train``/``val`` (never the test split) and return the
+    chosen model. ``build(overrides)`` makes a fresh method with those hyper-parameters,
+    ``hparams`` are the method's settings without overrides (its class defaults and its
+    config, trainer keys included). Raises :class:`NotTrainable` when no trial could
+    train."""
+    candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
+    sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
+    pool = training_part(train, val) if selection.strategy == "cv" else None
+    trials: list[TrialRecord] = []
+    best: tuple[float, int] | None = None
+    kept: dict[str, Any] = {}
+    log_lines: list[str] = []
+    seconds = 0.0
+    for t, over in enumerate(candidates):
+        record = TrialRecord(over)
+        trials.append(record)
+
+        def make(over=over):
+            return build(over)
+
+        merged = {**hparams, **over}
+        cfg = {**trainer_defaults, **{k: merged[k] for k in TRAINER_KEYS if k in merged}}
+        try:
+            if selection.strategy == "validation":
+                method, result, proba = _fit_validation(make, train, val, cfg, seed, device)
+                y, members, results = val.y, None, [result]
+            else:
+                members, results, proba = _fit_cv(make, pool, cfg, seed, device, selection)
+                if not members:
+                    raise NotTrainable("no fold could train")
+                y, method, result = pool.y, None, results[0]
+        except NotTrainable as err:
+            record.error = str(err)
+            continue
+        for i, r in enumerate(results):
+            log_lines += _log(r.lines, t, str(i) if selection.strategy == "cv" else "-")
+            seconds += r.seconds
+        record.best_epoch = ({p: [r.best_epoch[p] for r in results] for p in result.best_epoch}
+                             if selection.strategy == "cv" else dict(result.best_epoch))
+        score = selection_score(y, proba, tuning.choose_by)
+        record.score = None if np.isnan(score) else score
+        rank = -np.inf if np.isnan(score) else score
+        if best is None or rank > best[0]:
+            best = (rank, t)
+            kept = {"method": method, "members": members, "results": results, "proba": proba,
+                    "cfg": cfg, "make": make}
+    if best is None:
+        raise NotTrainable("; ".join(sorted({r.error or "?" for r in trials})))
+    chosen = trials[best[1]].overrides
+    final = "validation"
+    if selection.strategy == "validation":
+        method, result = kept["method"], kept["results"][0]
+        val_y, val_ids, evaluation = val.y, val.subject_id, "scenario"
+    else:
+        val_y, val_ids, evaluation = pool.y, pool.subject_id, "out_of_fold"
+        results = kept["results"]
+        if selection.final == "refit" and not sklearn:
+            epochs = _median_epochs(results)
+            torch.manual_seed(seed)
+            method = kept["make"]()
+            result = fit(method, pool, None, kept["cfg"], seed, device, epochs=epochs)
+            log_lines += _log(result.lines, best[1], "refit")
+            seconds += result.seconds
+            result.best_epoch = {p: [r.best_epoch[p] for r in results] for p in epochs}
+            final = f"refit on the training part for the folds' median best epochs {epochs}"
+        else:
+            method = FoldEnsemble(kept["members"])
+            result = copy.copy(results[0])
+            result.epochs = {p: [r.epochs[p] for r in results] for p in results[0].epochs}
+            result.best_epoch = {p: [r.best_epoch[p] for r in results]
+                                 for p in results[0].best_epoch}
+            result.seconds = float(sum(r.seconds for r in results))
+            final = f"ensemble of the {len(kept['members'])} fold models"
+    record = {
+        "strategy": selection.strategy,
+        **({"folds": selection.folds, "final": final} if selection.strategy == "cv" else {}),
+        "budget": tuning.trials, "trials_run": len(candidates), "choose_by": tuning.choose_by,
+        "trials": [r.as_dict(tuning.choose_by) for r in trials],
+        "chosen": chosen, "seconds": round(seconds, 3),
+    }
+    header = "trial\tfold\t" + LOG_HEADER
+    return Selected(method=method, result=result, val_y=val_y, val_proba=kept["proba"],
+                    val_ids=val_ids, val_evaluation=evaluation, overrides=chosen,
+                    record=record, log=header + "\n" + "\n".join(log_lines) + "\n")

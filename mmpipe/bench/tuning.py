@@ -1,0 +1,131 @@
+"""An equal hyper-parameter budget for every method, spent on validation data only.
+
+Each method names the hyper-parameters that play two roles (``tuning_keys`` on its
+class): ``lr``, its learning rate(s), and ``capacity``, its main width (MMARE's shared
+dimension, an MLP's hidden widths, a transformer's width). A cohort's ``tuning`` settings
+give the budget, ``trials``, and the factors the defaults are scaled by:
+
+    tuning: {trials: 4, lr: [1, 3, 0.3], capacity: [1, 0.5, 2], choose_by: loss}
+
+The candidates are the grid of (lr factor, capacity factor) pairs. The first trial is
+always the method's own defaults (its paper's recipe, factors 1 and 1); the others are
+drawn from the rest of the grid with a fixed generator, so every method and every seed
+tries the same factor pairs. A method whose capacity (or learning rate) cannot be scaled
+(a scikit-learn baseline that picks its own regularisation on validation) has fewer
+distinct candidates: it runs those, and the run records how many.
+
+Each seed chooses among its trials by ``choose_by`` on its own validation predictions
+(or the out-of-fold predictions under cross-validation): ``loss`` is the cross-entropy
+of the predicted probabilities (lower is better), ``auc`` or ``balanced_accuracy`` the
+metric (higher is better); a tie keeps the earlier trial, so the paper's defaults win
+ties. The test split is never read.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmpipe.bench.metrics import classification_metrics
+
+CHOOSE_BY = ("loss", "auc", "balanced_accuracy")
+# the order of the grid's draw: fixed, so every method tries the same pairs
+_DRAW_SEED = 0
+
+
+@dataclass(frozen=True)
+class Tuning:
+    trials: int = 1
+    lr: tuple[float, ...] = (1.0,)
+    capacity: tuple[float, ...] = (1.0,)
+    choose_by: str = "loss"
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> Tuning:
+        cfg = dict(cfg or {})
+        out = cls(trials=int(cfg.get("trials", 1)),
+                  lr=tuple(float(f) for f in cfg.get("lr", (1.0,))),
+                  capacity=tuple(float(f) for f in cfg.get("capacity", (1.0,))),
+                  choose_by=str(cfg.get("choose_by", "loss")))
+        if out.trials < 1 or out.choose_by not in CHOOSE_BY or not out.lr or not out.capacity:
+            raise ValueError(f"tuning: trials >= 1, choose_by in {CHOOSE_BY} and non-empty "
+                             f"factor lists, got {cfg}")
+        if any(f <= 0 for f in (*out.lr, *out.capacity)):
+            raise ValueError(f"tuning: factors must be positive, got {cfg}")
+        return out
+
+    def factor_pairs(self) -> list[tuple[float, float]]:
+        """The (lr, capacity) factor pairs of the budget: (1, 1) first, then a fixed draw."""
+        grid = [p for p in itertools.product(self.lr, self.capacity) if p != (1.0, 1.0)]
+        order = np.random.default_rng(_DRAW_SEED).permutation(len(grid))
+        return [(1.0, 1.0)] + [grid[i] for i in order[: self.trials - 1]]
+
+
+def _scaled(value: Any, factor: float, integer: bool) -> Any:
+    if isinstance(value, list | tuple):
+        return [_scaled(v, factor, integer) for v in value]
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if integer or isinstance(value, int):
+        return max(1, int(round(value * factor)))
+    return float(value * factor)
+
+
+def _width_multiple(method_cls, hparams: dict[str, Any]) -> int:
+    """Widths a method splits into heads must stay divisible by the head count."""
+    heads = hparams.get("heads")
+    return int(heads) if getattr(method_cls, "tuning_keys", {}).get("capacity") == ("width",) \
+        and isinstance(heads, int) else 1
+
+
+def candidate_overrides(method_cls, hparams: dict[str, Any], trainer_defaults: dict[str, Any],
+                        tuning: Tuning) -> list[dict[str, Any]]:
+    """Distinct hyper-parameter overrides of the budget's trials, the defaults (``{}``)
+    first. ``hparams`` are the method's effective settings (class defaults and config)."""
+    keys = getattr(method_cls, "tuning_keys", {})
+    multiple = _width_multiple(method_cls, hparams)
+    out: list[dict[str, Any]] = []
+    for lr_f, cap_f in tuning.factor_pairs():
+        over: dict[str, Any] = {}
+        for key in keys.get("lr", ()):
+            base = hparams.get(key, trainer_defaults.get(key))
+            if base is not None and lr_f != 1.0:
+                over[key] = _scaled(base, lr_f, integer=False)
+        for key in keys.get("capacity", ()):
+            base = hparams.get(key)
+            if base is not None and cap_f != 1.0:
+                value = _scaled(base, cap_f, integer=True)
+                if multiple > 1:
+                    value = max(multiple, int(round(value / multiple)) * multiple)
+                if value != base:
+                    over[key] = value
+        if over not in out:
+            out.append(over)
+    return out
+
+
+def selection_score(y: np.ndarray, proba: np.ndarray, choose_by: str) -> float:
+    """Higher is better; NaN (e.g. AUC with one class) ranks last."""
+    if choose_by == "loss":
+        p = np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0)
+        return float(np.mean(np.log(p))) if len(y) else float("nan")
+    value = classification_metrics(y, proba)[choose_by]
+    return float(value)
+
+
+@dataclass
+class TrialRecord:
+    overrides: dict[str, Any]
+    score: float | None = None
+    best_epoch: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self, choose_by: str) -> dict[str, Any]:
+        score = self.score
+        if score is not None and choose_by == "loss":
+            score = -score  # recorded as the loss itself
+        return {"overrides": self.overrides, f"val_{choose_by}": score,
+                "best_epoch": self.best_epoch, **({"error": self.error} if self.error else {})}

@@ -1,0 +1,196 @@
+"""Model selection: early stopping from min_epochs, cross-validation on the training part
+(the test split never read), refit and fold ensemble, and the tuning budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mmpipe.bench.data import BenchData
+from mmpipe.bench.predict import predict_stores
+from mmpipe.bench.run import build_method, run_experiment
+from mmpipe.bench.selection import Selection, select_model, stratified_folds
+from mmpipe.bench.splits import read_split
+from mmpipe.bench.trainer import TRAIN_DEFAULTS, fit
+from mmpipe.bench.tuning import Tuning, candidate_overrides, selection_score
+from mmpipe.methods import METHODS, method_class
+from tests.bench.test_run import MODALITIES, cohort  # noqa: F401  (the module's fixture)
+
+
+def _data(n: int = 90, seed: int = 0, shift: float = 1.2) -> BenchData:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = {"a": (rng.normal(size=(n, 5)) + shift * y[:, None]).astype(np.float32),
+         "b": (rng.normal(size=(n, 3)) + shift * y[:, None]).astype(np.float32)}
+    present = np.ones((n, 2), bool)
+    present[rng.random(n) < 0.3, 1] = False
+    x["b"][~present[:, 1]] = 0
+    return BenchData(subject_id=np.array([f"s{i}" for i in range(n)]), y=y, x=x,
+                     present=present, modalities=["a", "b"], n_classes=2)
+
+
+def _select(method_cfg, train, val, selection=None, tuning=None, seed=0):
+    data = train
+    cls = method_class(method_cfg["type"])
+    hparams = build_method(method_cfg, data).hparams
+    return select_model(lambda over: build_method({**method_cfg, **over}, data), cls, hparams,
+                        TRAIN_DEFAULTS, train, val, seed=seed, device="cpu",
+                        selection=Selection.from_config(selection),
+                        tuning=Tuning.from_config(tuning))
+
+
+def test_stratified_folds_hold_each_class_evenly():
+    y = np.array([0] * 40 + [1] * 13)
+    folds = stratified_folds(y, 5, seed=3)
+    for k in range(5):
+        counts = np.bincount(y[folds == k], minlength=2)
+        assert 7 <= counts[0] <= 9 and 2 <= counts[1] <= 3
+    assert not np.array_equal(folds, stratified_folds(y, 5, seed=4))
+
+
+def test_no_checkpoint_before_min_epochs():
+    data = _data()
+    train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
+    method = build_method({"type": "concat_zero"}, data)
+    # a learning rate this high makes epoch 1 the best by the loss on most seeds
+    cfg = {**TRAIN_DEFAULTS, **method.hparams, "lr": 0.05, "max_epochs": 12, "patience": 2}
+    first = fit(method, train, val, {**cfg, "min_epochs": 0}, seed=0)
+    method = build_method({"type": "concat_zero"}, data)
+    later = fit(method, train, val, {**cfg, "min_epochs": 6}, seed=0)
+    assert later.best_epoch["train"] >= 6
+    assert later.epochs["train"] >= 6 + 2 - 1
+    assert first.settings["phases"][0]["min_epochs"] == 0
+    assert later.settings["phases"][0]["min_epochs"] == 6
+
+
+def test_fit_without_validation_runs_the_given_epochs():
+    data = _data()
+    method = build_method({"type": "deepsets"}, data)
+    result = fit(method, data, None, {**TRAIN_DEFAULTS, **method.hparams}, seed=0,
+                 epochs={"train": 4})
+    assert result.epochs == {"train": 4} and result.best_epoch == {"train": 4}
+    with pytest.raises(ValueError, match="epochs"):
+        fit(method, data, None, TRAIN_DEFAULTS, seed=0)
+
+
+def test_the_budget_is_the_same_pairs_for_every_method_and_defaults_come_first():
+    tuning = Tuning.from_config({"trials": 4, "lr": [1, 3, 0.3], "capacity": [1, 0.5, 2]})
+    pairs = tuning.factor_pairs()
+    assert pairs[0] == (1.0, 1.0) and len(pairs) == 4 == len(set(pairs))
+    mmare = candidate_overrides(method_class("mmare"), {"dim": 512, "lr": 1e-4}, TRAIN_DEFAULTS,
+                                tuning)
+    assert mmare[0] == {}
+    for (lr_f, cap_f), over in zip(pairs[1:], mmare[1:], strict=True):
+        assert over.get("lr", 1e-4) == pytest.approx(1e-4 * lr_f)
+        assert over.get("dim", 512) == round(512 * cap_f)
+    # list widths scale element-wise; a transformer's width stays a multiple of its heads
+    mlp = candidate_overrides(method_class("concat_zero"), {"hidden": [256, 128]},
+                              TRAIN_DEFAULTS, Tuning(trials=2, lr=(1.0,), capacity=(1.0, 0.5)))
+    assert mlp == [{}, {"hidden": [128, 64]}]
+    att = candidate_overrides(method_class("unilmmv"), {"width": 100, "heads": 8},
+                              TRAIN_DEFAULTS, Tuning(trials=2, lr=(1.0,), capacity=(1.0, 0.5)))
+    assert att[1]["width"] % 8 == 0
+
+
+def test_every_method_names_its_tuned_keys():
+    for name in METHODS:
+        cls = method_class(name)
+        keys = cls.tuning_keys
+        assert set(keys) <= {"lr", "capacity"}, name
+        for role in keys.values():
+            assert set(role) <= set(cls.defaults) | {"lr"}, (name, role)
+        if getattr(cls, "kind", "torch") != "sklearn":
+            assert keys.get("capacity"), f"{name} declares no capacity knob"
+
+
+def test_the_trial_with_the_better_validation_score_is_kept():
+    data = _data(shift=1.5)
+    train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
+    # lr factors far apart: a 1e-7 learning rate cannot leave its initial guess
+    sel = _select({"type": "concat_zero", "max_epochs": 15, "lr": 1e-2}, train, val,
+                  tuning={"trials": 2, "lr": [1, 1e-5], "capacity": [1]})
+    trials = sel.record["trials"]
+    assert [t["overrides"] for t in trials] == [{}, {"lr": pytest.approx(1e-7)}]
+    assert trials[0]["val_loss"] < trials[1]["val_loss"]
+    assert sel.overrides == {} and sel.record["chosen"] == {}
+    assert selection_score(val.y, sel.val_proba, "loss") == pytest.approx(-trials[0]["val_loss"])
+
+
+@pytest.mark.parametrize("final", ["refit", "ensemble"])
+def test_cv_scores_out_of_fold_on_the_training_part(final):
+    data = _data()
+    train, val = data.subset(np.arange(50)), data.subset(np.arange(50, 70))
+    sel = _select({"type": "deepsets", "max_epochs": 8, "patience": 3, "lr": 1e-3}, train, val,
+                  selection={"strategy": "cv", "folds": 3, "final": final})
+    assert sel.val_evaluation == "out_of_fold"
+    assert sorted(sel.val_ids) == sorted([*train.subject_id, *val.subject_id])
+    assert sel.record["strategy"] == "cv" and sel.record["folds"] == 3
+    assert len(sel.result.best_epoch["train"]) == 3   # one best epoch per fold
+    if final == "ensemble":
+        assert len(sel.method.members) == 3
+    else:
+        assert "median" in sel.record["final"]
+
+
+def _run(cohort_dir, root, out, selection, method=None):
+    method = method or {"type": "deepsets", "max_epochs": 10, "patience": 3, "lr": 1e-3}
+    meta = {"cohort": "toy", "feature_set": "all", "method": method["type"],
+            "scenario": "mcar", "rate": 0.4}
+    return run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y", method,
+                          root / "split.parquet", root / "mask.parquet", out, seed=0,
+                          meta=meta, selection=selection, evaluate_subsets=False,
+                          tuning={"trials": 2, "lr": [1, 3], "capacity": [1]})
+
+
+def test_cv_never_reads_the_test_split(cohort, tmp_path):  # noqa: F811
+    """Changing every test subject's features changes nothing the selection saw."""
+    root, cohort_dir = cohort
+    selection = {"strategy": "cv", "folds": 3, "final": "refit"}
+    first = _run(cohort_dir, root, tmp_path / "a", selection)
+    split = read_split(root / "split.parquet")
+    test_ids = set(split.filter(pl.col("split") == "test")["subject_id"])
+    # poison the test subjects' stored features in a copy of the cohort
+    import shutil
+
+    import zarr
+
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(cohort_dir, poisoned)
+    for m in MODALITIES:
+        group = zarr.open_group(str(poisoned / "features" / m / "precomputed.zarr"), mode="r+")
+        ids = [str(s) for s in group["subject_id"][:]]
+        emb = group["emb"][:]
+        rows = np.array([s in test_ids for s in ids])
+        emb[rows] = np.random.default_rng(1).normal(size=emb[rows].shape) * 50
+        group["emb"][:] = emb
+    second = _run(poisoned, root, tmp_path / "b", selection)
+    for run in (first, second):
+        run["selection"].pop("seconds")
+    assert first["selection"] == second["selection"]     # same trials, same scores, same pick
+    assert first["val"] == second["val"]                  # out-of-fold metrics unchanged
+    assert first["test"]["auc"] != second["test"]["auc"]  # the poison did reach the test split
+    preds = pl.read_parquet(tmp_path / "a" / "predictions.parquet")
+    oof = preds.filter(pl.col("evaluation") == "out_of_fold")
+    assert not set(oof["subject_id"]) & test_ids
+    assert set(oof["subject_id"]) == set(split["subject_id"]) - test_ids
+
+
+def test_a_fold_ensemble_is_saved_and_predicts_like_the_run(cohort, tmp_path):  # noqa: F811
+    root, cohort_dir = cohort
+    out = tmp_path / "run"
+    _run(cohort_dir, root, out, {"strategy": "cv", "folds": 3, "final": "ensemble"})
+    saved = json.loads((out / "metrics.json").read_text())
+    assert "ensemble of the 3 fold models" in saved["selection"]["final"]
+    stores = {m: cohort_dir / "features" / m / "precomputed.zarr" for m in MODALITIES}
+    scores = predict_stores(out, stores)
+    preds = pl.read_parquet(out / "predictions.parquet").filter(
+        (pl.col("split") == "test") & (pl.col("evaluation") == "scenario"))
+    # predict has every modality, the run's test subjects had the mask applied: compare on
+    # the subjects the mask left complete
+    full = preds.filter(pl.col("pattern") == "a+b+c")
+    mine = scores.join(full.select("subject_id", pl.col("score_1").alias("run")), on="subject_id")
+    assert len(mine) > 0
+    np.testing.assert_allclose(mine["score_1"], mine["run"], rtol=1e-4, atol=1e-5)
