@@ -11,10 +11,16 @@ probabilities ``[N, C]`` (prediction = arg-max):
   when every class occurs in ``y_true``; classes absent from ``y_true`` have no AUC and
   are left out of the average, with a note). Undefined with a single class in
   ``y_true``: NaN and a note, never an exception;
-- ``f1``, ``precision``, ``recall``: binary, scikit-learn's default
-  ``average="binary"`` with class 1 as the positive class; multi-class, macro average
-  over the classes occurring in ``y_true`` or the predictions (scikit-learn's default
-  label set); an undefined ratio (no predicted / no true positive) counts as 0;
+- ``f1_macro``, ``precision_macro``, ``recall_macro``: unweighted mean over the classes
+  occurring in ``y_true`` or the predictions (scikit-learn's ``average="macro"`` and its
+  default label set); ``f1_weighted``: the per-class F1 weighted by the class's support
+  in ``y_true`` (``average="weighted"``). An undefined ratio (no predicted / no true
+  positive) counts as 0;
+- binary only, ``f1_positive``, ``precision_positive``, ``recall_positive``: of class 1,
+  the positive class (scikit-learn's ``average="binary"``); the report names it by its
+  label value (``label_values[1]``). A multi-class run has no such keys: one class's F1
+  is no summary of a multi-class task, and a column named "class 1" that held a macro
+  average misled (see :func:`metric_keys`);
 - ``ece``: expected calibration error of the max probability (confidence) in 15
   equal-width bins, ``sum_b |B_b| / N * |acc(B_b) - conf(B_b)|`` (Guo et al. 2017);
 - ``n``: number of samples; ``notes``: list of strings saying why a value is NaN or
@@ -31,11 +37,27 @@ import numpy as np
 # sklearn.metrics (or scipy.stats) costs ~2 s per job, which dominated the demo grid's wall time. The
 # tests check the values against scikit-learn.
 
-# f1/precision/recall follow scikit-learn's binary default (class 1) for two classes;
-# f1_macro averages over classes, the "mF1" the MMARE thesis reports
-METRIC_KEYS = ("accuracy", "balanced_accuracy", "auc", "f1", "f1_macro", "precision", "recall",
-               "ece")
+# the keys of every run, whatever its class count; f1_macro is the "mF1" the MMARE thesis
+# reports
+COMMON_KEYS = ("accuracy", "balanced_accuracy", "auc", "f1_macro", "f1_weighted",
+               "precision_macro", "recall_macro", "ece")
+# binary runs only: class 1 (the second label value, sorted) as the positive class
+POSITIVE_KEYS = ("f1_positive", "precision_positive", "recall_positive")
+# every key a run may hold (binary runs hold all, multi-class runs COMMON_KEYS)
+METRIC_KEYS = (*COMMON_KEYS, *POSITIVE_KEYS)
 ECE_BINS = 15
+
+
+def metric_keys(n_classes: int) -> tuple[str, ...]:
+    """The metric keys of a run with ``n_classes`` classes."""
+    return METRIC_KEYS if n_classes == 2 else COMMON_KEYS
+
+
+def nan_metrics(n: int, n_classes: int, notes: list[str] | None = None) -> dict[str, Any]:
+    """The metrics of a run that has none (not trained, no samples): every key of its
+    class count NaN, ``notes`` saying why."""
+    return {**dict.fromkeys(metric_keys(n_classes), float("nan")), "n": int(n),
+            "notes": list(notes or [])}
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS
@@ -117,11 +139,9 @@ def classification_metrics(y_true, proba) -> dict[str, Any]:
     if not np.isfinite(proba).all():
         raise ValueError("proba holds non-finite values")
     notes: list[str] = []
-    out: dict[str, Any] = {"n": int(len(y_true))}
     if len(y_true) == 0:
-        out.update({k: float("nan") for k in METRIC_KEYS})
-        out["notes"] = ["no samples"]
-        return out
+        return nan_metrics(0, n_classes, ["no samples"])
+    out: dict[str, Any] = {"n": int(len(y_true))}
     pred = proba.argmax(axis=1)
     out["accuracy"] = float(np.mean(pred == y_true))
     present = np.unique(y_true)
@@ -130,13 +150,15 @@ def classification_metrics(y_true, proba) -> dict[str, Any]:
     # scikit-learn's label set for macro averages: classes in y_true or in the predictions
     labels = np.union1d(present, np.unique(pred))
     precision, recall, f1 = _prf(y_true, pred, labels)
+    support = np.array([np.sum(y_true == c) for c in labels], dtype=np.float64)
     out["f1_macro"] = float(f1.mean())
+    out["f1_weighted"] = float(np.sum(f1 * support) / support.sum())
+    out["precision_macro"] = float(precision.mean())
+    out["recall_macro"] = float(recall.mean())
     if n_classes == 2:  # scikit-learn's average="binary", positive class 1
         p1, r1, f11 = _prf(y_true, pred, np.array([1]))
-        out["precision"], out["recall"], out["f1"] = float(p1[0]), float(r1[0]), float(f11[0])
-    else:
-        out["precision"], out["recall"], out["f1"] = (float(precision.mean()),
-                                                      float(recall.mean()), float(f1.mean()))
+        out["precision_positive"], out["recall_positive"], out["f1_positive"] = (
+            float(p1[0]), float(r1[0]), float(f11[0]))
     out["ece"] = expected_calibration_error(y_true, proba)
     out["notes"] = notes
-    return {k: out[k] for k in (*METRIC_KEYS, "n", "notes")}
+    return {k: out[k] for k in (*metric_keys(n_classes), "n", "notes")}

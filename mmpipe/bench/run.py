@@ -20,7 +20,7 @@ import torch
 from mmpipe.bench.bundle import save_bundle
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
 from mmpipe.bench.flags import run_flags
-from mmpipe.bench.metrics import METRIC_KEYS, classification_metrics
+from mmpipe.bench.metrics import classification_metrics, nan_metrics
 from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
 from mmpipe.bench.splits import read_split
@@ -78,10 +78,6 @@ def _predictions(data: BenchData, proba: np.ndarray, split: str, evaluation: str
     cols["evaluation"] = [evaluation] * len(data.y)
     cols["no_input"] = no_input.tolist()
     return pl.DataFrame(cols)
-
-
-def _nan_metrics(n: int) -> dict[str, Any]:
-    return {**dict.fromkeys(METRIC_KEYS, float("nan")), "n": n, "notes": ["not trained"]}
 
 
 def _score(method, data: BenchData, prior: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
@@ -211,12 +207,12 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             frames.append(_predictions(val_part, sel.val_proba, "val", sel.val_evaluation,
                                        np.zeros(len(val_part.y), bool)))
         else:
-            metrics["val"] = _nan_metrics(len(val.y))
+            metrics["val"] = nan_metrics(len(val.y), data.n_classes, ["not trained"])
             frames.append(_predictions(val, np.tile(prior, (len(val.y), 1)), "val", "scenario",
                                        np.ones(len(val.y), bool)))
         proba, no_input = _score(method if trained else None, test, prior, device)
         metrics["test"] = (classification_metrics(test.y, proba) if trained
-                           else _nan_metrics(len(test.y)))
+                           else nan_metrics(len(test.y), data.n_classes, ["not trained"]))
         frames.append(_predictions(test, proba, "test", "scenario", no_input))
         flags = run_flags(trained=trained, n_classes=data.n_classes,
                           val_predicted=frames[0]["predicted"].to_numpy(),
@@ -239,7 +235,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             notes.append(f"{n_no_input} test subjects had no modality left under this scenario "
                          "and were scored with the training prior")
         out = {
-            **meta, "seed": seed, "method_type": method_cfg["type"], "test": metrics["test"],
+            **meta, "seed": seed, "method_type": method_cfg["type"],
+            # what the report needs to name the classes (the positive one of a binary task)
+            "label": label, "n_classes": data.n_classes,
+            "label_values": list(data.label_values), "test": metrics["test"],
             "val": metrics["val"], "subsets": subsets,
             "trained": trained,
             # a collapsed or untrained run, or one that kept its first epoch (bench/flags.py)

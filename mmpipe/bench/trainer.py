@@ -152,10 +152,15 @@ def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight,
     return metrics
 
 
+MONITORS = ("loss", "auc", "balanced_accuracy")
+
+
 def _score(metrics: dict, monitor: str) -> float:
     if monitor == "loss":
         return -metrics["loss"]
-    value = metrics.get(monitor, float("nan"))
+    if monitor not in MONITORS:  # an unknown name would score -inf and keep epoch 1 silently
+        raise ValueError(f"unknown monitor {monitor!r} (known: {MONITORS})")
+    value = metrics[monitor]
     return float("-inf") if value is None or np.isnan(value) else float(value)
 
 

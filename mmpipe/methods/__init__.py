@@ -13,7 +13,7 @@ from mmpipe.errors import ConfigError
 # trainer settings a method's config may carry beside its own hyper-parameters: those of
 # each training phase (its optimiser and early stopping), and those of the batches
 PHASE_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
-              "monitor")
+              "monitor", "min_epochs")
 BATCH_KEYS = ("batch_size", "sampler", "class_weights", "noise_p", "noise_std")
 TRAINER_KEYS = (*PHASE_KEYS, *BATCH_KEYS)
 # keys of a method's config that are not hyper-parameters of the method itself
@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {
     "late_fusion": "mmpipe.methods.baselines:LateFusion",
     "single": "mmpipe.methods.baselines:SingleModality",
     "hgb": "mmpipe.methods.hgb:HistGradientBoosting",
+    "logreg": "mmpipe.methods.logreg:LogisticRegression",
     # HAM ("No Modality Left Behind") and its comparators
     "ham": "mmpipe.methods.ham:HAM",
     "modality_dropout": "mmpipe.methods.ham:ChannelDropout",
@@ -44,6 +45,27 @@ METHODS: dict[str, str] = {
     "adacomed": "mmpipe.methods.moe:ModalityExperts",
     "mean_impute": "mmpipe.methods.imputation:MeanImpute",
     "knn_impute": "mmpipe.methods.imputation:KNNImpute",
+}
+
+# The report's grouping of method types (colours in the plots, comparisons in the summary):
+# each paper's method with the comparators it was published against; "simple fusion" the
+# plain fusion comparators; "baselines" the non-neural references every fusion method must
+# beat; "single modality" one modality alone. Every type in METHODS needs one (a test checks).
+BASELINE_FAMILY = "baselines"
+SINGLE_FAMILY = "single modality"
+FAMILIES: dict[str, str] = {
+    "mmare": "MMARE",
+    "hypermm": "HyperMM", "hypermm_e2e": "HyperMM",
+    "ham": "HAM & comparators", "modality_dropout": "HAM & comparators",
+    "featimpute": "HAM & comparators", "largo": "HAM & comparators",
+    "bd": "BD & comparators", "bd_filling": "BD & comparators", "ae_impute": "BD & comparators",
+    "unilmmv": "attention / graph", "muse": "attention / graph", "adacomed": "attention / graph",
+    "drim": "attention / graph",
+    "mean_impute": "imputation", "knn_impute": "imputation",
+    "concat_zero": "simple fusion", "deepsets": "simple fusion", "late_fusion": "simple fusion",
+    "standard": "simple fusion",
+    "logreg": BASELINE_FAMILY, "hgb": BASELINE_FAMILY,
+    "single": SINGLE_FAMILY,
 }
 
 

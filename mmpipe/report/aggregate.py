@@ -33,11 +33,22 @@ PROTOCOL_SCENARIOS = ("completeness", "testmiss")
 
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
-TABLE_METRICS = ("balanced_accuracy", "auc", "f1_macro", "f1", "accuracy", "ece")
+# the table's (and radar's) columns; a metric no run has (f1_positive of a multi-class task)
+# is left out, so the columns follow the class count
+TABLE_METRICS = ("balanced_accuracy", "auc", "f1_macro", "f1_weighted", "f1_positive",
+                 "accuracy", "ece")
 PLOT_METRICS = ("balanced_accuracy", "auc")
 PATTERN_METRICS = ("balanced_accuracy", "auc", "accuracy")
 NO_PATTERN = "none"  # subjects the scenario left without any modality (scored with the prior)
-_STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path")
+# per-run strings carried from the run to its summary row (the first of its seeds)
+_CARRIED = ("method_type", "family", "positive_label")
+_STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path",
+                   "family", "positive_label", "flags")
+# metrics.json written before weighted F1 (and before the per-class keys said which class
+# they were of) held "f1"/"precision"/"recall": class 1's for two classes, macro for more
+_LEGACY_BINARY = {"f1": "f1_positive", "precision": "precision_positive",
+                  "recall": "recall_positive"}
+_LEGACY_MULTICLASS = {"precision": "precision_macro", "recall": "recall_macro"}
 _RATE_DECIMALS = 6
 
 
@@ -82,6 +93,65 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())  # json accepts the NaN that json.dumps writes
 
 
+def _n_classes(m: dict[str, Any], path: Path) -> int | None:
+    """The run's class count: recorded in metrics.json, else the number of score columns of
+    the predictions beside it (runs written before metrics.json recorded it)."""
+    if m.get("n_classes"):
+        return int(m["n_classes"])
+    if m.get("label_values"):
+        return len(m["label_values"])
+    preds = path.with_name(PREDICTIONS)
+    if preds.is_file():
+        n = sum(c.startswith("score_") for c in pl.read_parquet_schema(preds))
+        return n or None
+    return None
+
+
+def _positive_label(m: dict[str, Any], n_classes: int | None) -> str | None:
+    """The label value of class 1 of a binary run, the class its ``*_positive`` metrics are
+    of; None when the run does not record its label values."""
+    values = m.get("label_values")
+    if n_classes == 2 and values and len(values) == 2:
+        return str(values[1])
+    return None
+
+
+def _metric_items(d: dict[str, Any], n_classes: int | None) -> dict[str, float | None]:
+    """A metrics dict of a run as numbers under today's keys (older keys renamed by class
+    count; dropped when the class count is unknown, as their meaning then is)."""
+    legacy = (_LEGACY_BINARY if n_classes == 2 else _LEGACY_MULTICLASS if n_classes else {})
+    out: dict[str, float | None] = {}
+    for k, v in d.items():
+        if k in ("notes", "modalities"):  # notes say why a value is NaN; kept in metrics.json
+            continue
+        if k in _LEGACY_BINARY:
+            if k not in legacy or legacy[k] in d:
+                continue   # f1 of a multi-class run was the macro F1, already there
+            k = legacy[k]
+        out["n_test" if k == "n" else k] = _num(v)
+    return out
+
+
+def run_flag_list(m: dict[str, Any], path: Path) -> list[dict[str, str]]:
+    """The flags of a run (:mod:`mmpipe.bench.flags`): those its metrics.json records, or,
+    for a run written before runs recorded them, worked out from its predictions and epochs."""
+    if "flags" in m:
+        return list(m["flags"] or [])
+    from mmpipe.bench.flags import run_flags
+
+    preds = path.with_name(PREDICTIONS)
+    predicted: dict[str, np.ndarray] = {"val": np.zeros(0, int), "test": np.zeros(0, int)}
+    n_classes = _n_classes(m, path) or 2
+    if preds.is_file():
+        df = pl.read_parquet(preds, columns=["split", "evaluation", "predicted"]).filter(
+            pl.col("evaluation") == "scenario")
+        for split in predicted:
+            predicted[split] = df.filter(pl.col("split") == split)["predicted"].to_numpy()
+    return run_flags(trained=bool(m.get("trained", True)), val_predicted=predicted["val"],
+                     test_predicted=predicted["test"], n_classes=n_classes,
+                     best_epoch=m.get("best_epoch") or {}, epochs=m.get("epochs") or {})
+
+
 def _frame(rows: list[dict[str, Any]], first: Sequence[str]) -> pl.DataFrame:
     """A frame from rows with possibly different keys: strings stay strings, the rest Float64."""
     columns: list[str] = list(first)
@@ -101,24 +171,34 @@ def _check_unique(df: pl.DataFrame, keys: Sequence[str], what: str) -> None:
 
 
 def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per run: identity, test metrics (plain names; ``n_test``), validation metrics
-    (``val_*``), ``trainable_parameters``, ``training_seconds`` and the file's ``path``."""
+    """One row per run: identity, ``family`` (:data:`mmpipe.methods.FAMILIES`), test
+    metrics (plain names; ``n_test``), validation metrics (``val_*``),
+    ``trainable_parameters``, ``training_seconds``, ``n_classes``, ``positive_label`` (the
+    label value the ``*_positive`` metrics are of), ``flags`` (names, ";"-joined),
+    ``collapsed`` (every test prediction one class) and the file's ``path``."""
+    from mmpipe.methods import FAMILIES
+
     rows = []
     for p in metrics_paths:
         p = Path(p)
         m = _read_json(p)
         row: dict[str, Any] = _identity(m, p)
-        for k, v in (m.get("test") or {}).items():
-            if k != "notes":  # why a value is NaN; kept in metrics.json
-                row["n_test" if k == "n" else k] = _num(v)
-        for k, v in (m.get("val") or {}).items():
-            if k != "notes":
-                row[f"val_{k}"] = _num(v)
+        row["family"] = FAMILIES.get(row["method_type"], "other")
+        n_classes = _n_classes(m, p)
+        row["n_classes"] = n_classes
+        row["positive_label"] = _positive_label(m, n_classes)
+        row.update(_metric_items(m.get("test") or {}, n_classes))
+        row.update({f"val_{k}": v for k, v in _metric_items(m.get("val") or {},
+                                                             n_classes).items()})
         for k in ("trainable_parameters", "training_seconds", "evaluation_seconds",
                   "n_train", "n_val"):
             if k in m:
                 row[k] = _num(m[k])
         row["trained"] = bool(m.get("trained", True))
+        flags = run_flag_list(m, p)
+        row["flags"] = ";".join(f["flag"] for f in flags) or None
+        # the report's numbers are the test split's: a run counts as collapsed by that one
+        row["collapsed"] = any(f["flag"] == "single_class_test" for f in flags)
         row["path"] = str(p)
         rows.append(row)
     if not rows:
@@ -135,12 +215,15 @@ def summarise(runs: pl.DataFrame, keys: Sequence[str] = SUMMARY_KEYS) -> pl.Data
     Missing values (e.g. an AUC undefined for one seed) are left out of that mean.
     """
     keys = list(keys)
-    skip = set(keys) | {"seed", "path"}
+    counted = {"trained": "n_trained", "collapsed": "n_collapsed"}
+    skip = set(keys) | {"seed", "path", "n_classes", *counted}
     values = [c for c, t in runs.schema.items() if c not in skip and t.is_numeric()]
-    extra = [pl.col(c).first() for c in ("method_type",) if c in runs.columns and c not in keys]
+    extra = [pl.col(c).drop_nulls().first() for c in _CARRIED
+             if c in runs.columns and c not in keys]
     aggs = [pl.len().alias("n_seeds"), *extra]
-    if "trained" in runs.columns:  # runs that could not train have NaN metrics
-        aggs.append(pl.col("trained").sum().cast(pl.Int64).alias("n_trained"))
+    # runs that could not train have NaN metrics; collapsed runs predict one class
+    aggs += [pl.col(c).sum().cast(pl.Int64).alias(name) for c, name in counted.items()
+             if c in runs.columns]
     for c in values:
         col = pl.col(c).fill_nan(None)
         aggs += [col.mean().alias(f"{c}_mean"), col.std(ddof=1).alias(f"{c}_std")]
@@ -155,13 +238,11 @@ def collect_subsets(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         p = Path(p)
         m = _read_json(p)
         ident = _identity(m, p)
+        n_classes = _n_classes(m, p) if m.get("subsets") else None
         for s in m.get("subsets") or []:
             mods = list(s.get("modalities") or [])
-            row = {**ident, "subset": "+".join(mods), "n_modalities": float(len(mods))}
-            for k, v in s.items():
-                if k not in ("modalities", "notes"):
-                    row["n_test" if k == "n" else k] = _num(v)
-            rows.append(row)
+            rows.append({**ident, "subset": "+".join(mods), "n_modalities": float(len(mods)),
+                         **_metric_items(s, n_classes)})
     first = (*ID_COLUMNS, "subset", "n_modalities")
     if not rows:
         return _frame([], first)
@@ -247,14 +328,32 @@ def group_tag(scenario: str, rate: float) -> str:
     return cell_name(scenario, rate)
 
 
+def collect_flags(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
+    """One row per (run, flag): identity, ``flag`` and ``reason`` (:mod:`mmpipe.bench.flags`)."""
+    rows = []
+    for p in metrics_paths:
+        p = Path(p)
+        m = _read_json(p)
+        ident = _identity(m, p)
+        rows += [{**ident, "flag": f["flag"], "reason": f["reason"]}
+                 for f in run_flag_list(m, p)]
+    schema = {c: (pl.Int64 if c == "seed" else pl.Float64 if c == "rate" else pl.String)
+              for c in (*ID_COLUMNS, "flag", "reason")}
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(
+        schema=schema)
+
+
 def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[str] = PLOT_METRICS,
                  with_predictions: bool = True) -> list[str]:
     """The file names :func:`build_report` writes for a benchmark's ``scenarios``
-    (config ``benchmark.scenarios``), so a workflow can declare them as outputs."""
+    (config ``benchmark.scenarios``) when every (scenario, rate) group has runs. A group
+    without runs gets no figure (rather than a picture saying "no runs"), so this is the
+    most the report directory holds; the workflow declares the directory, not the files."""
     groups = [(s, float(r)) for s, rates in scenarios.items() for r in rates]
     names = ["results.csv", "results.md", "results.tex", "runs.csv", "summary.csv",
              "subsets.csv"]
-    names += [f"metric_vs_rate_{m}.png" for m in plot_metrics]
+    # the plain metric-vs-rate figure is of MCAR (natural drawn at rate 0)
+    names += [f"metric_vs_rate_{m}.png" for m in plot_metrics if "mcar" in scenarios]
     names += [f"metric_vs_rate_{m}_{s}.png" for m in plot_metrics for s in scenarios
               if s in PROTOCOL_SCENARIOS]
     names += [f"radar_{group_tag(s, r)}.png" for s, r in groups if s in RADAR_SCENARIOS]
@@ -266,9 +365,15 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     return names
 
 
-def _append_notes(table_md: Path, metrics_paths: list[Path]) -> None:
-    """Add what the methods say about themselves (and runs that could not train) under
-    the Markdown table, so a deviation from a paper is never only in a log."""
+def _append_notes(table_md: Path, metrics_paths: list[Path],
+                  flags: pl.DataFrame | None = None, summary: pl.DataFrame | None = None
+                  ) -> None:
+    """Add the flagged runs (collapsed, first-epoch, not trained; per method and group)
+    and what the methods say about themselves under the Markdown table, so neither is
+    only in a log."""
+    from mmpipe.report.summary import flags_markdown
+
+    flag_lines = flags_markdown(flags, summary) if flags is not None and len(flags) else []
     notes: dict[str, set[str]] = {}
     for path in metrics_paths:
         m = json.loads(path.read_text())
@@ -280,10 +385,13 @@ def _append_notes(table_md: Path, metrics_paths: list[Path]) -> None:
             notes.setdefault(m.get("method", "?"), set()).add(
                 f"not trained in {m.get('scenario')} {m.get('rate')} seed {m.get('seed')}: "
                 + "; ".join(n for n in m.get("notes", []) if n.startswith("not trained")))
-    if not notes:
+    if not notes and not flag_lines:
         return
-    lines = ["", "## Notes", ""]
-    lines += [f"- **{method}**: {note}" for method in sorted(notes) for note in sorted(notes[method])]
+    lines = ["", *flag_lines] if flag_lines else []
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- **{method}**: {note}" for method in sorted(notes)
+                  for note in sorted(notes[method])]
     with atomic_file(table_md) as tmp:
         tmp.write_text(table_md.read_text() + "\n".join(lines) + "\n")
 
@@ -298,11 +406,13 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
 
     ``published``: a :class:`~mmpipe.report.published.PublishedFigures` shown beside ours.
     ``scenarios`` (scenario -> rates, as in the config) fixes which per-group figures are
-    drawn, so the file names are known in advance (:func:`report_files`); by default the
-    groups found in the runs. A group without runs gets a figure saying so.
+    drawn (:func:`report_files` names them); by default the groups found in the runs. A
+    group without runs gets no figure. ``results.md`` opens with a summary per scenario
+    (:mod:`mmpipe.report.summary`) on the first of ``table_metrics``.
     """
     from mmpipe.report import plots
     from mmpipe.report.stats import wilcoxon_vs_best
+    from mmpipe.report.summary import summary_markdown
     from mmpipe.report.tables import _scenario_key, write_tables
 
     out_dir = Path(out_dir)
@@ -310,6 +420,7 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     metrics_paths = [Path(p) for p in metrics_paths]
     prediction_paths = [Path(p) for p in prediction_paths]
     runs = collect_runs(metrics_paths)
+    flags = collect_flags(metrics_paths)
     summary = wilcoxon_vs_best(runs, summarise(runs), table_metrics)
     if scenarios is None:
         scenarios = {}
@@ -318,8 +429,10 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
             scenarios.setdefault(s, []).append(r)
     groups = [(s, float(r)) for s, rates in scenarios.items() for r in rates]
 
-    written = write_tables(summary, out_dir, published=published, metrics=table_metrics)
-    _append_notes(out_dir / "results.md", metrics_paths)
+    headline = summary_markdown(runs, summary, flags, metric=table_metrics[0])
+    written = write_tables(summary, out_dir, published=published, metrics=table_metrics,
+                           preamble=headline)
+    _append_notes(out_dir / "results.md", metrics_paths, flags, summary)
     written.append(_write_csv(runs, out_dir / "runs.csv"))
     written.append(_write_csv(summary, out_dir / "summary.csv"))
     subsets = collect_subsets(metrics_paths)
@@ -327,19 +440,23 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
                       if len(subsets) else subsets)
     written.append(_write_csv(subset_summary, out_dir / "subsets.csv"))
 
+    # a figure function returns None when its group has no runs: no placeholder picture
+    figures = []
     for m in plot_metrics:
-        written.append(plots.plot_metric_vs_rate(summary, m, out_dir / f"metric_vs_rate_{m}.png"))
+        if "mcar" in scenarios:
+            figures.append(plots.plot_metric_vs_rate(summary, m,
+                                                     out_dir / f"metric_vs_rate_{m}.png"))
         for s in scenarios:
             if s in PROTOCOL_SCENARIOS:
-                written.append(plots.plot_metric_vs_rate(
+                figures.append(plots.plot_metric_vs_rate(
                     summary, m, out_dir / f"metric_vs_rate_{m}_{s}.png", scenario=s))
     for s, r in groups:
         if s in RADAR_SCENARIOS:
-            written.append(plots.plot_radar(summary, r, table_metrics,
+            figures.append(plots.plot_radar(summary, r, table_metrics,
                                             out_dir / f"radar_{group_tag(s, r)}.png", scenario=s))
     params_group = ("natural", 0.0) if ("natural", 0.0) in groups else groups[0]
     for m in plot_metrics:
-        written.append(plots.plot_perf_vs_params(
+        figures.append(plots.plot_perf_vs_params(
             summary, m, out_dir / f"perf_vs_params_{m}.png", published=published,
             scenario=params_group[0], rate=params_group[1]))
     if prediction_paths:
@@ -347,9 +464,10 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
         written.append(_write_csv(patterns, out_dir / "patterns.csv"))
         for m in plot_metrics:
             for s, r in groups:
-                written.append(plots.plot_pattern_heatmap(
+                figures.append(plots.plot_pattern_heatmap(
                     patterns, m, out_dir / f"pattern_heatmap_{m}_{group_tag(s, r)}.png",
                     scenario=s, rate=r))
+    written += [f for f in figures if f is not None]
     log.info("report of %d runs written to %s (%d files)", len(runs), out_dir, len(written))
     return written
 

@@ -2,10 +2,15 @@
 trainable parameters, and a per-modality-pattern heat map.
 
 Each function draws from the tables of :mod:`mmpipe.report.aggregate`, writes a PNG (or
-SVG/PDF, by the suffix of ``out``) atomically and returns its path. Figures are built
-without pyplot (``matplotlib.figure.Figure`` renders with Agg), so no global backend or
-display is touched. When there is nothing to draw the figure says so in words, so a
-workflow's declared outputs always exist.
+SVG/PDF, by the suffix of ``out``) atomically and returns its path, or None when its
+group has no runs (no placeholder picture: the report lists what it drew). Figures are
+built without pyplot (``matplotlib.figure.Figure`` renders with Agg), so no global
+backend or display is touched.
+
+Legible with ~30 methods: a method's colour is its family (:data:`mmpipe.methods.FAMILIES`),
+its line style and marker tell the variants of a family apart; the baselines (logreg,
+hgb) are grey reference lines; the best few methods are named on the figure; crowded
+line plots are split into one panel per family, each with its own legend below it.
 """
 
 from __future__ import annotations
@@ -19,9 +24,26 @@ import numpy as np
 import polars as pl
 
 from mmpipe.fsutil import atomic_file
-from mmpipe.report.tables import LOWER_IS_BETTER, group_label, metric_label
+from mmpipe.report.tables import LOWER_IS_BETTER, group_label, metric_label, positive_label
 
 DPI = 150
+# families in the order panels and legends list them; "other": a type FAMILIES lacks
+FAMILY_ORDER = ("MMARE", "HyperMM", "HAM & comparators", "BD & comparators",
+                "attention / graph", "imputation", "simple fusion", "single modality",
+                "baselines", "other")
+# tab10 without its grey (kept for the baselines) and without red/green side by side
+_FAMILY_COLOURS = {"MMARE": "#d62728", "HyperMM": "#1f77b4", "HAM & comparators": "#2ca02c",
+                   "BD & comparators": "#9467bd", "attention / graph": "#ff7f0e",
+                   "imputation": "#8c564b", "simple fusion": "#17becf",
+                   "single modality": "#bcbd22", "baselines": "#555555", "other": "#e377c2"}
+_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# more lines than this in one panel and the line plot is split into a panel per family
+MAX_LINES_PER_PANEL = 8
+# the radar shows this many methods (the best by its first metric); the table has all
+RADAR_TOP = 8
+# how many of the best methods a figure names on itself
+TOP_LABELLED = 3
 
 
 def _figure(size: tuple[float, float]):
@@ -38,49 +60,80 @@ def _save(fig, out: str | Path) -> Path:
     return out
 
 
-def _empty(out: str | Path, title: str, message: str) -> Path:
-    fig = _figure((6, 3))
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
-    return _save(fig, out)
-
-
 def _series_labels(df: pl.DataFrame) -> pl.DataFrame:
     """A ``series`` column naming each line: the method, plus the feature set (and cohort)
-    when the table holds several."""
-    parts = [pl.col("method")]
+    when the table holds several; and ``family`` when the table lacks it."""
     extra = [c for c in ("feature_set", "cohort") if c in df.columns and df[c].n_unique() > 1]
     if not extra:
-        return df.with_columns(pl.col("method").alias("series"))
-    return df.with_columns(pl.concat_str([*parts, pl.lit(" ["),
-                                          pl.concat_str([pl.col(c) for c in extra],
-                                                        separator=", "),
-                                          pl.lit("]")]).alias("series"))
+        df = df.with_columns(pl.col("method").alias("series"))
+    else:
+        df = df.with_columns(pl.concat_str([pl.col("method"), pl.lit(" ["),
+                                            pl.concat_str([pl.col(c) for c in extra],
+                                                          separator=", "),
+                                            pl.lit("]")]).alias("series"))
+    if "family" not in df.columns:
+        from mmpipe.methods import FAMILIES
+
+        types = df["method_type"] if "method_type" in df.columns else df["method"]
+        df = df.with_columns(pl.Series("family", [FAMILIES.get(t, "other") for t in types],
+                                       dtype=pl.String))
+    return df.with_columns(pl.col("family").fill_null("other"))
 
 
-def _colours(series: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    names = sorted(set(series))
-    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {s: cmap(i % cmap.N) for i, s in enumerate(names)}
+def _family_key(family: str) -> int:
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
-_MARKERS = ("o", "s", "^", "D")
+def _styles(df: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per series: colour of its family, line style and marker of its rank in the family."""
+    fams = dict(df.select("series", "family").unique().iter_rows())
+    styles: dict[str, dict[str, Any]] = {}
+    for fam in sorted(set(fams.values()), key=_family_key):
+        members = sorted(s for s, f in fams.items() if f == fam)
+        for i, s in enumerate(members):
+            styles[s] = {"color": _FAMILY_COLOURS.get(fam, _FAMILY_COLOURS["other"]),
+                         "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+                         "marker": _MARKERS[i % len(_MARKERS)], "family": fam}
+    return styles
+
+
+def _ordered(styles: dict[str, dict[str, Any]]) -> list[str]:
+    """Series in family order, then by name: legends list a family together."""
+    return sorted(styles, key=lambda s: (_family_key(styles[s]["family"]), s))
 
 
 def _val(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _legend(ax, n: int) -> None:
-    if n > 6:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
-                  frameon=False)
-    else:
-        ax.legend(loc="best", fontsize="small")
+def _is_baseline(family: str) -> bool:
+    from mmpipe.methods import BASELINE_FAMILY
+
+    return family == BASELINE_FAMILY
+
+
+def _label_points(ax, items: list[tuple[float, float, str, Any]]) -> None:
+    """Name points ``(x, y, text, colour)`` just right of them, the labels pushed apart
+    vertically so that two close points' names do not print over each other."""
+    if not items:
+        return
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    gap = 0.045 * (hi - lo)
+    last = -math.inf
+    for x, y, text, colour in sorted(items, key=lambda t: t[1]):
+        yy = max(y, last + gap)
+        last = yy
+        ax.annotate(text, (x, yy), xytext=(6, 0), textcoords="offset points", va="center",
+                    fontsize="x-small", color=colour, fontweight="bold")
+
+
+def _top(scores: dict[str, float], metric: str, k: int) -> list[str]:
+    """The ``k`` best series by score (NaN last)."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    ranked = sorted((s for s, v in scores.items() if not math.isnan(v)),
+                    key=lambda s: sign * scores[s])
+    return ranked[:k]
 
 
 # x-axis label per scenario; natural missingness is drawn at 0 where it means "nothing removed"
@@ -91,139 +144,243 @@ _RATE_AXES = {
 }
 
 
+def _draw_line(ax, part: pl.DataFrame, metric: str, style: dict[str, Any], label: str,
+               band: bool = True) -> None:
+    col = f"{metric}_mean"
+    part = part.sort("x")
+    x = part["x"].to_numpy()
+    y = np.array([_val(v) for v in part[col]])
+    sd = np.nan_to_num(np.array([_val(v) for v in part[f"{metric}_std"]]))
+    ax.plot(x, y, color=style["color"], linestyle=style["linestyle"], marker=style["marker"],
+            markersize=4, linewidth=1.4, label=label)
+    if band and len(x) > 1:
+        ax.fill_between(x, y - sd, y + sd, color=style["color"], alpha=0.08, linewidth=0)
+    elif band:
+        ax.errorbar(x, y, yerr=sd, color=style["color"], capsize=3, linestyle="none")
+
+
+def _draw_reference(ax, part: pl.DataFrame, metric: str, style: dict[str, Any], label: str
+                    ) -> None:
+    """A baseline: a grey line without band or markers, behind the methods."""
+    part = part.sort("x")
+    ax.plot(part["x"].to_numpy(), [_val(v) for v in part[f"{metric}_mean"]],
+            color="#555555", linestyle=style["linestyle"], linewidth=1.2, zorder=1,
+            label=f"{label} (baseline)")
+
+
 def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
-                        scenario: str = "mcar") -> Path:
-    """One line per method of ``metric`` against the rate of ``scenario``, with a ±std band;
-    for MCAR and missing-at-test, natural missingness, when present, is drawn at rate 0."""
-    title = f"{metric_label(metric)} vs {scenario} rate (mean ± std over seeds)"
+                        scenario: str = "mcar") -> Path | None:
+    """``metric`` (mean ± std band over seeds) against the rate of ``scenario``, one line
+    per method; for MCAR and missing-at-test, natural missingness, when present, is drawn
+    at rate 0. Over :data:`MAX_LINES_PER_PANEL` methods, one panel per family, the
+    baselines repeated in every panel as grey reference lines. None when no run of
+    ``scenario`` has ``metric``."""
+    positive = positive_label(summary) if len(summary) else None
+    name = metric_label(metric, positive=positive)
+    title = f"{name} vs {scenario} rate (mean ± std over seeds)"
     axis, with_natural = _RATE_AXES.get(scenario, (f"{scenario} rate", False))
     col = f"{metric}_mean"
     shown = ["natural", scenario] if with_natural else [scenario]
-    df = summary.filter(pl.col("scenario").is_in(shown)) if len(summary) else summary
-    if len(df) and not (df["scenario"] == scenario).any():
-        df = df.head(0)
-    if not len(df) or col not in df.columns:
-        return _empty(out, title, f"no {scenario} runs with {metric}")
+    if not len(summary) or col not in summary.columns:
+        return None
+    df = summary.filter(pl.col("scenario").is_in(shown) & pl.col(col).is_not_null())
+    if not (df["scenario"] == scenario).any():
+        return None
     # only the methods run under this scenario
     ran = df.filter(pl.col("scenario") == scenario).select("feature_set", "method").unique()
     df = df.join(ran, on=["feature_set", "method"], how="semi")
     df = _series_labels(df).with_columns(
         pl.when(pl.col("scenario") == "natural").then(0.0).otherwise(pl.col("rate")).alias("x"))
-    series = sorted(df["series"].unique().to_list())
-    colours = _colours(series)
-    fig = _figure((7.5 if len(series) > 6 else 6.0, 4.2))
-    ax = fig.add_subplot()
-    for s in series:
-        part = df.filter(pl.col("series") == s).sort("x")
-        x = part["x"].to_numpy()
-        y = np.array([_val(v) for v in part[col]])
-        sd = np.nan_to_num(np.array([_val(v) for v in part[f"{metric}_std"]]))
-        ax.plot(x, y, marker="o", color=colours[s], label=s)
-        if len(x) > 1:
-            ax.fill_between(x, y - sd, y + sd, color=colours[s], alpha=0.15, linewidth=0)
-        else:
-            ax.errorbar(x, y, yerr=sd, color=colours[s], capsize=3)
+    styles = _styles(df)
+    series = _ordered(styles)
+    baselines = [s for s in series if _is_baseline(styles[s]["family"])]
+    methods = [s for s in series if s not in baselines]
+    families = sorted({styles[s]["family"] for s in methods}, key=_family_key)
+    panels = ([families] if len(methods) <= MAX_LINES_PER_PANEL or len(families) == 1
+              else [[f] for f in families])
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _figure((4.4 * ncols + (2.6 if len(panels) == 1 else 0.0), 3.6 * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+    # the best methods by their mean over the rates shown, named at the end of their line
+    means = {s: float(np.nanmean([_val(v) for v in df.filter(pl.col("series") == s)[col]]))
+             for s in methods}
+    top = _top(means, metric, TOP_LABELLED)
+    ends = []
+    for ax, fams in zip(axes, panels, strict=False):
+        for b in baselines:
+            _draw_reference(ax, df.filter(pl.col("series") == b), metric, styles[b], b)
+        for s in (m for m in methods if styles[m]["family"] in fams):
+            rank = f"#{top.index(s) + 1} " if s in top else ""
+            _draw_line(ax, df.filter(pl.col("series") == s), metric, styles[s], rank + s)
+            # one panel: the best named at their line's end too (the x margin leaves room);
+            # in a grid of panels the name would run into the next panel, the legend has it
+            if rank and len(panels) == 1:
+                last = df.filter(pl.col("series") == s).sort("x").tail(1)
+                ends.append((float(last["x"][0]), _val(last[col][0]), rank + s,
+                             styles[s]["color"]))
+        if len(panels) > 1:
+            ax.set_title(", ".join(fams), fontsize="medium", color=styles[next(
+                m for m in methods if styles[m]["family"] in fams)]["color"])
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.04 if len(panels) > 1 else 0.25)
+        # below the panel, outside the axes: never over the tick or axis labels
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="x-small",
+                  frameon=False, ncol=2 if len(panels) > 1 else 3)
+    if len(panels) == 1:
+        _label_points(axes[0], ends)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
     ticks = sorted(df["x"].unique().to_list())
     has_natural = (df["scenario"] == "natural").any()
-    ax.set_xticks(ticks, [("natural" if (t == 0 and has_natural) else f"{t * 100:g} %")
-                          for t in ticks])
-    ax.set_xlabel(axis + (" (0 = natural missingness)" if has_natural else ""))
-    ax.set_ylabel(metric_label(metric))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    _legend(ax, len(series))
+    for ax in axes[:len(panels)]:
+        ax.set_xticks(ticks, [("natural" if (t == 0 and has_natural) else f"{t * 100:g} %")
+                              for t in ticks])
+        ax.tick_params(labelbottom=True, labelsize="small")
+    fig.supxlabel(axis + (" (natural = natural missingness)" if has_natural else ""),
+                  fontsize="medium")
+    fig.supylabel(name)
+    sub = (f"one panel per family, baselines in grey in each; #1–#{len(top)}: the best "
+           "means over the rates" if len(panels) > 1
+           else f"#1–#{len(top)}: the best means over the rates")
+    fig.suptitle(title + "\n" + sub, fontsize="medium")
     return _save(fig, out)
 
 
 def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: str | Path, *,
-               scenario: str | None = None) -> Path:
-    """A radar chart of the methods over ``metrics`` at one missing rate (mean over seeds).
+               scenario: str | None = None, top: int = RADAR_TOP) -> Path | None:
+    """A radar chart of the methods over ``metrics`` at one missing rate (mean over seeds):
+    the ``top`` methods by the first metric, and every baseline (grey). None when the group
+    has no runs or fewer than three metrics have values.
 
     ``scenario`` defaults to natural for rate 0 and MCAR otherwise. Lower-is-better
-    metrics (ECE) are drawn as 1 − value so that outward is better on every axis.
+    metrics (ECE) are drawn as 1 − value so that outward is better on every axis. The
+    axes follow the class count: a metric no run has (per-class F1 of a multi-class task)
+    is no axis.
     """
+    from mmpipe.report.tables import present_metrics
+
     scenario = scenario or ("natural" if rate == 0 else "mcar")
-    title = f"{group_label(scenario, rate)}\nmethods over metrics (mean over seeds)"
-    metrics = [m for m in metrics if f"{m}_mean" in summary.columns]
-    df = summary.filter((pl.col("scenario") == scenario)
-                        & ((pl.col("rate") - rate).abs() < 1e-9)) if len(summary) else summary
+    if not len(summary):
+        return None
+    df = summary.filter((pl.col("scenario") == scenario) & ((pl.col("rate") - rate).abs() < 1e-9))
+    metrics = present_metrics(df, metrics) if len(df) else []
     if not len(df) or len(metrics) < 3:
-        return _empty(out, title, "no runs for this rate" if len(metrics) >= 3
-                      else "a radar needs at least three metrics")
+        return None
+    positive = positive_label(df)
     df = _series_labels(df)
-    series = sorted(df["series"].unique().to_list())
-    colours = _colours(series)
+    styles = _styles(df)
+    first = f"{metrics[0]}_mean"
+    scores = {r["series"]: _val(r[first]) for r in df.iter_rows(named=True)
+              if not _is_baseline(styles[r["series"]]["family"])}
+    shown = set(_top(scores, metrics[0], top))
+    shown |= {s for s in styles if _is_baseline(styles[s]["family"])}
+    n_methods = len(scores)
+    what = (f"the {min(top, n_methods)} best of {n_methods} methods by "
+            f"{metric_label(metrics[0], False).lower()} (all in results.md)"
+            if n_methods > top else "methods over metrics")
+    title = f"{group_label(scenario, rate)}\n{what}, mean over seeds"
     angles = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False)
-    fig = _figure((8.0 if len(series) > 6 else 6.5, 5.5))
+    fig = _figure((7.0, 7.6))
     ax = fig.add_subplot(projection="polar")
-    for row in df.sort("series").iter_rows(named=True):
+    closed = np.r_[angles, angles[:1]]
+    for s in (x for x in _ordered(styles) if x in shown):
+        row = df.filter(pl.col("series") == s).row(0, named=True)
         vals = []
         for m in metrics:
             v = _val(row[f"{m}_mean"])
             vals.append(1 - v if m in LOWER_IS_BETTER else v)
         vals = np.nan_to_num(np.array(vals))
-        closed = np.r_[angles, angles[:1]]
-        ax.plot(closed, np.r_[vals, vals[:1]], color=colours[row["series"]], marker="o",
-                markersize=3, label=row["series"])
-        ax.fill(closed, np.r_[vals, vals[:1]], color=colours[row["series"]], alpha=0.06)
+        st = styles[s]
+        base = _is_baseline(st["family"])
+        ax.plot(closed, np.r_[vals, vals[:1]], color=st["color"], linestyle=st["linestyle"],
+                marker=None if base else st["marker"], markersize=4, linewidth=1.3,
+                label=s + (" (baseline)" if base else ""), zorder=1 if base else 2)
     ax.set_xticks(angles, [(f"1 − {metric_label(m, False)}" if m in LOWER_IS_BETTER
-                            else metric_label(m)) for m in metrics])
+                            else metric_label(m, positive=positive)) for m in metrics],
+                  fontsize="small")
     ax.set_ylim(0, 1)
     ax.set_yticks([0.2, 0.4, 0.6, 0.8, 1.0])
     ax.tick_params(axis="y", labelsize="x-small")
-    ax.set_title(title, pad=18)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize="small", frameon=False)
+    ax.set_title(title, pad=22, fontsize="medium")
+    # below the chart: a radar has axis labels all round, and a legend beside it squeezes it
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize="small",
+              frameon=False, ncol=3)
     return _save(fig, out)
 
 
 def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
-                        published=None, scenario: str = "natural", rate: float = 0.0) -> Path:
+                        published=None, scenario: str = "natural", rate: float = 0.0
+                        ) -> Path | None:
     """``metric`` (mean ± std over seeds) against trainable parameters on a log axis, one
-    point per method for one (scenario, rate); published figures, when given, as stars."""
-    title = (f"{metric_label(metric)} vs trainable parameters — {group_label(scenario, rate)}")
+    point per method for one (scenario, rate), the best few named; baselines as grey
+    horizontal reference lines (gradient boosting has no trainable parameters); published
+    figures, when given, as stars. None when there is nothing to draw."""
+    positive = positive_label(summary) if len(summary) else None
+    name = metric_label(metric, positive=positive)
+    title = f"{name} vs trainable parameters — {group_label(scenario, rate)}"
     col = f"{metric}_mean"
     df = summary.filter((pl.col("scenario") == scenario)
                         & ((pl.col("rate") - rate).abs() < 1e-9)) if len(summary) else summary
+    if len(df) and col in df.columns:
+        df = df.filter(pl.col(col).is_not_null())
     pub_rows = [r for r in (published.rows if published is not None else [])
                 if r.metrics.get(metric) is not None and (r.trainable_parameters or 0) > 0]
     if (not len(df) or col not in df.columns) and not pub_rows:
-        return _empty(out, title, "no runs for this scenario")
+        return None
     n_series = len(df) + len(pub_rows)
-    # the legend lists every method: the figure grows with it rather than overflow
-    fig = _figure((9.5, max(5.0, 0.24 * n_series)))
+    ncol = 2 if n_series > 24 else 1
+    longest = max([len(str(v)) for v in df["method"]] + [10]) if len(df) else 10
+    if len(df) and "feature_set" in df.columns and df["feature_set"].n_unique() > 1:
+        longest += max(len(str(v)) for v in df["feature_set"]) + 3
+    # the legend lists every method: the figure grows with it (down and to the right)
+    # rather than squeeze the axes
+    fig = _figure((7.5 + ncol * (0.075 * longest + 0.6), max(5.5, 0.2 * n_series / ncol + 3)))
     ax = fig.add_subplot()
+    labels = []
     skipped = []
     if len(df) and col in df.columns:
         df = _series_labels(df)
-        colours = _colours(df["series"].to_list())
-        for i, row in enumerate(df.sort("series").iter_rows(named=True)):
-            n = row.get("trainable_parameters_mean")
-            if n is None or not n > 0 or row[col] is None:
-                skipped.append(row["series"])
+        styles = _styles(df)
+        rows = {r["series"]: r for r in df.iter_rows(named=True)}
+        points = {s: r for s, r in rows.items() if not _is_baseline(styles[s]["family"])}
+        top = _top({s: _val(r[col]) for s, r in points.items()
+                    if (r.get("trainable_parameters_mean") or 0) > 0}, metric, TOP_LABELLED)
+        for s in _ordered(styles):
+            row, st = rows[s], styles[s]
+            if _is_baseline(st["family"]):
+                ax.axhline(row[col], color="#555555", linestyle=st["linestyle"], linewidth=1.2,
+                           zorder=1, label=f"{s} (baseline, {row[col]:.3f})")
                 continue
-            ax.errorbar([n], [row[col]], yerr=[_val(row[f"{metric}_std"]) if row[
-                f"{metric}_std"] is not None else 0.0], capsize=3, markersize=6,
-                # colours repeat past 20 methods: the marker tells them apart
-                fmt=_MARKERS[(i // 20) % len(_MARKERS)],
-                color=colours[row["series"]], label=f"{row['series']} (ours)")
+            n = row.get("trainable_parameters_mean")
+            if n is None or not n > 0:
+                skipped.append(s)
+                continue
+            sd = row.get(f"{metric}_std")
+            ax.errorbar([n], [row[col]], yerr=[0.0 if sd is None else sd], capsize=3,
+                        markersize=6, fmt=st["marker"], color=st["color"], label=s)
+            if s in top:
+                labels.append((n, row[col], f"#{top.index(s) + 1} {s}", st["color"]))
     for i, r in enumerate(pub_rows):
         v = r.metrics[metric]
         ax.scatter([r.trainable_parameters], [v], marker="*", s=140, facecolors="white",
                    edgecolors="black", linewidths=1.0, zorder=3,
                    label=published.label if i == 0 else None)
         ax.annotate(r.method, (r.trainable_parameters, v), textcoords="offset points",
-                    xytext=(6, 4), fontsize="x-small")
+                    xytext=(6, -10), fontsize="x-small")
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.08)
+    _label_points(ax, labels)
     ax.set_xlabel("Trainable parameters (log scale)")
-    ax.set_ylabel(metric_label(metric) + " (mean ± std over seeds)")
+    ax.set_ylabel(name + " (mean ± std over seeds)")
     sub = title if published is None else title + f"\n★ = {published.label}"
     ax.set_title(sub, fontsize="medium")
     ax.grid(alpha=0.3, which="both")
     if skipped:
         ax.text(0.01, 0.01, "not shown (no trainable parameters): " + ", ".join(skipped),
                 transform=ax.transAxes, fontsize="x-small", va="bottom")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False,
+              ncol=ncol)
     return _save(fig, out)
 
 
@@ -232,10 +389,11 @@ def _pattern_sort_key(p: str) -> tuple:
 
 
 def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Path, *,
-                         scenario: str | None = None, rate: float | None = None) -> Path:
+                         scenario: str | None = None, rate: float | None = None) -> Path | None:
     """Methods × modality patterns of the test subjects, cells ``metric`` mean ± std over
     seeds; the column labels give the mean number of test subjects per seed with that
-    pattern. By default the natural scenario (or the first one in the table)."""
+    pattern. Rows by family (names in the family's colour). By default the natural
+    scenario (or the first one in the table); None when it has no test predictions."""
     col = f"{metric}_mean"
     df = pattern_table
     if len(df) and col in df.columns:
@@ -246,11 +404,13 @@ def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Pa
         if rate is not None:
             df = df.filter((pl.col("rate") - rate).abs() < 1e-9)
     where = group_label(scenario, rate) if scenario is not None else "no runs"
-    title = f"{metric_label(metric)} per modality pattern — {where} (test, mean over seeds)"
+    title = (f"{metric_label(metric, positive=positive_label(df) if len(df) else None)} per "
+             f"modality pattern\n{where} (test, mean ± std over seeds)")
     if not len(df) or col not in df.columns:
-        return _empty(out, title, "no test predictions for this scenario")
+        return None
     df = _series_labels(df)
-    series = sorted(df["series"].unique().to_list())
+    styles = _styles(df)
+    series = _ordered(styles)
     patterns = sorted(df["pattern"].unique().to_list(), key=_pattern_sort_key)
     grid = np.full((len(series), len(patterns)), np.nan)
     std = np.full_like(grid, np.nan)
@@ -282,8 +442,17 @@ def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Pa
     ax.set_xticks(range(len(patterns)), col_labels, rotation=45, ha="right",
                   rotation_mode="anchor", fontsize="small")
     ax.set_yticks(range(len(series)), series, fontsize="small")
+    for tick, s in zip(ax.get_yticklabels(), series, strict=True):
+        tick.set_color(styles[s]["color"])
+    # a thin rule between families
+    fams = [styles[s]["family"] for s in series]
+    for i in range(1, len(series)):
+        if fams[i] != fams[i - 1]:
+            ax.axhline(i - 0.5, color="white", linewidth=2)
     ax.set_xlabel("Modalities present (test subjects; n per seed)")
     ax.set_ylabel("Method")
     ax.set_title(title, fontsize="medium")
-    fig.colorbar(im, ax=ax, label=metric_label(metric))
+    # a colour bar as tall as 30 rows dwarfs the cells it explains
+    fig.colorbar(im, ax=ax, label=metric_label(metric), shrink=min(1.0, 8 / max(len(series), 1)),
+                 aspect=15)
     return _save(fig, out)

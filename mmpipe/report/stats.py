@@ -19,21 +19,26 @@ from scipy.stats import wilcoxon
 from mmpipe.report.tables import LOWER_IS_BETTER
 
 
-def min_wilcoxon_p(n: int) -> float:
-    """Smallest two-sided p of the exact signed-rank test with ``n`` non-zero pairs."""
-    return 2.0 / 2**n if n > 0 else 1.0
+def min_wilcoxon_p(n: int, alternative: str = "two-sided") -> float:
+    """Smallest p of the exact signed-rank test with ``n`` non-zero pairs: 2/2^n two-sided,
+    1/2^n one-sided (every pair in the tested direction)."""
+    if n <= 0:
+        return 1.0
+    return (2.0 if alternative == "two-sided" else 1.0) / 2**n
 
 
-def paired_p(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Two-sided exact Wilcoxon signed-rank p of paired samples (NaN pairs dropped);
-    1.0 when every pair is equal, None with fewer than two pairs."""
+def paired_p(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> float | None:
+    """Exact Wilcoxon signed-rank p of paired samples (NaN pairs dropped, zero differences
+    dropped too); ``alternative="greater"`` tests a > b. 1.0 when every pair is equal,
+    None with fewer than two pairs."""
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b = a[keep], b[keep]
     if len(a) < 2:
         return None
     if np.allclose(a, b, rtol=0, atol=1e-12):
         return 1.0
-    return float(wilcoxon(a, b, zero_method="wilcox", method="exact").pvalue)
+    return float(wilcoxon(a, b, zero_method="wilcox", method="exact",
+                          alternative=alternative).pvalue)
 
 
 def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequence[str],

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mmpipe.bench.metrics import METRIC_KEYS, classification_metrics, expected_calibration_error
+from mmpipe.bench.metrics import (
+    COMMON_KEYS,
+    METRIC_KEYS,
+    POSITIVE_KEYS,
+    classification_metrics,
+    expected_calibration_error,
+    metric_keys,
+    nan_metrics,
+)
 
 
 def _binary(p1):
@@ -25,9 +33,9 @@ def test_binary_by_hand():
     # positive scores 0.4, 0.8 vs negative 0.1, 0.6: 3 of 4 pairs ordered
     assert m["auc"] == pytest.approx(0.75)
     # class 1: TP 1 (0.8), FP 1 (0.6), FN 1 (0.4)
-    assert m["precision"] == pytest.approx(0.5)
-    assert m["recall"] == pytest.approx(0.5)
-    assert m["f1"] == pytest.approx(0.5)
+    assert m["precision_positive"] == pytest.approx(0.5)
+    assert m["recall_positive"] == pytest.approx(0.5)
+    assert m["f1_positive"] == pytest.approx(0.5)
     # confidences 0.9 (right), 0.6 (wrong), 0.6 (wrong), 0.8 (right) in three bins:
     # 1/4 |1 - 0.9| + 2/4 |0 - 0.6| + 1/4 |1 - 0.8|
     assert m["ece"] == pytest.approx(0.025 + 0.3 + 0.05)
@@ -36,9 +44,9 @@ def test_binary_by_hand():
 def test_binary_positive_class_is_one():
     # all predicted 1: precision of class 1 = 2/4, recall 1
     m = classification_metrics([0, 0, 1, 1], _binary([0.7, 0.6, 0.9, 0.8]))
-    assert m["precision"] == pytest.approx(0.5)
-    assert m["recall"] == pytest.approx(1.0)
-    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["precision_positive"] == pytest.approx(0.5)
+    assert m["recall_positive"] == pytest.approx(1.0)
+    assert m["f1_positive"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx(0.5)
 
 
@@ -52,9 +60,13 @@ def test_multiclass_by_hand():
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
     # per class precision 1, 1/2, 1; recall 1, 1, 1/2; F1 1, 2/3, 2/3 (macro)
-    assert m["precision"] == pytest.approx(2.5 / 3)
-    assert m["recall"] == pytest.approx(2.5 / 3)
-    assert m["f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert m["precision_macro"] == pytest.approx(2.5 / 3)
+    assert m["recall_macro"] == pytest.approx(2.5 / 3)
+    assert m["f1_macro"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    # supports 1, 1, 2: (1 + 2/3 + 2 * 2/3) / 4
+    assert m["f1_weighted"] == pytest.approx((1 + 2 / 3 + 4 / 3) / 4)
+    # no per-class keys for three classes: nothing a "class 1" column could mislabel
+    assert not set(POSITIVE_KEYS) & set(m)
     # one-vs-rest AUCs: class 0 1, class 1 2/3, class 2 (1 + 0.5 + 1 + 1) / 4
     assert m["auc"] == pytest.approx((1 + 2 / 3 + 0.875) / 3)
     assert m["auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
@@ -67,7 +79,7 @@ def test_auc_undefined_with_one_class_is_nan_with_a_note():
     assert math.isnan(m["auc"])
     assert any("auc undefined" in n for n in m["notes"])
     assert m["accuracy"] == pytest.approx(2 / 3)
-    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["recall_positive"] == pytest.approx(2 / 3)
 
 
 def test_multiclass_with_an_absent_class_averages_the_others():
@@ -82,6 +94,8 @@ def test_multiclass_with_an_absent_class_averages_the_others():
 def test_empty_and_invalid_inputs():
     m = classification_metrics(np.zeros(0, int), np.zeros((0, 2)))
     assert m["n"] == 0 and all(math.isnan(m[k]) for k in METRIC_KEYS)
+    m = classification_metrics(np.zeros(0, int), np.zeros((0, 3)))
+    assert set(m) == {*COMMON_KEYS, "n", "notes"} and m["notes"] == ["no samples"]
     with pytest.raises(ValueError):
         classification_metrics([0, 1], np.ones((3, 2)) / 2)
     with pytest.raises(ValueError):
@@ -96,24 +110,62 @@ def test_ece_perfect_and_worst():
     assert expected_calibration_error(y, _binary([0.7] * 10)) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("n_classes", [2, 3])
-def test_values_match_scikit_learn(n_classes):
-    from sklearn import metrics as skm
-
+def _sklearn_case(n_classes: int, n: int = 200, absent: int | None = None):
+    """Random scores with some signal and tied values; ``absent``: a class never predicted."""
     rng = np.random.default_rng(n_classes)
-    y = rng.integers(0, n_classes, 200)
-    proba = rng.dirichlet(np.ones(n_classes), 200)
-    proba[np.arange(200), y] += 0.3 * rng.random(200)   # some signal, some ties of scores
+    y = rng.integers(0, n_classes, n)
+    proba = rng.dirichlet(np.ones(n_classes), n)
+    proba[np.arange(n), y] += 0.3 * rng.random(n)   # some signal, some ties of scores
+    if absent is not None:
+        proba[:, absent] *= 0.01
     proba = np.round(proba / proba.sum(1, keepdims=True), 2)
     proba = proba / proba.sum(1, keepdims=True)
+    return y, proba
+
+
+@pytest.mark.parametrize(("n_classes", "absent"), [(2, None), (3, None), (5, None), (3, 1),
+                                                   (5, 4)])
+def test_values_match_scikit_learn(n_classes, absent):
+    from sklearn import metrics as skm
+
+    y, proba = _sklearn_case(n_classes, absent=absent)
     pred = proba.argmax(1)
+    if absent is not None:
+        assert absent not in pred and absent in y   # the case the test means to cover
     got = classification_metrics(y, proba)
-    avg = "binary" if n_classes == 2 else "macro"
+    assert set(got) == {*metric_keys(n_classes), "n", "notes"}
     auc = (skm.roc_auc_score(y, proba[:, 1]) if n_classes == 2
            else skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"))
     assert got["auc"] == pytest.approx(auc)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
-    assert got["f1"] == pytest.approx(skm.f1_score(y, pred, average=avg))
-    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
-    assert got["precision"] == pytest.approx(skm.precision_score(y, pred, average=avg))
-    assert got["recall"] == pytest.approx(skm.recall_score(y, pred, average=avg))
+    for avg in ("macro", "weighted"):
+        assert got[f"f1_{avg}"] == pytest.approx(
+            skm.f1_score(y, pred, average=avg, zero_division=0))
+    assert got["precision_macro"] == pytest.approx(
+        skm.precision_score(y, pred, average="macro", zero_division=0))
+    assert got["recall_macro"] == pytest.approx(
+        skm.recall_score(y, pred, average="macro", zero_division=0))
+    if n_classes == 2:
+        assert got["f1_positive"] == pytest.approx(skm.f1_score(y, pred))
+        assert got["precision_positive"] == pytest.approx(skm.precision_score(y, pred))
+        assert got["recall_positive"] == pytest.approx(skm.recall_score(y, pred))
+    else:
+        assert not set(POSITIVE_KEYS) & set(got)
+
+
+def test_weighted_differs_from_macro_on_imbalanced_classes():
+    # 8 of class 0 all right, 2 of class 1 both wrong: F1 1 (class 0... with 2 FP: 16/18), 0
+    y = [0] * 8 + [1] * 2
+    m = classification_metrics(y, _binary([0.1] * 10))
+    f1_0 = 2 * 0.8 * 1.0 / 1.8
+    assert m["f1_macro"] == pytest.approx(f1_0 / 2)
+    assert m["f1_weighted"] == pytest.approx(0.8 * f1_0)
+    assert m["f1_positive"] == 0.0
+
+
+def test_nan_metrics_follow_the_class_count():
+    assert set(nan_metrics(4, 2)) == {*METRIC_KEYS, "n", "notes"}
+    m = nan_metrics(4, 5, ["not trained"])
+    assert set(m) == {*COMMON_KEYS, "n", "notes"} and m["notes"] == ["not trained"]
+    assert m["n"] == 4 and all(math.isnan(m[k]) for k in COMMON_KEYS)

@@ -33,10 +33,22 @@ def bacc(method: str, rate: float, seed: int) -> float:
 
 def _metrics(method: str, rate: float, seed: int) -> dict:
     b = bacc(method, rate, seed)
-    return {"accuracy": b + 0.02, "balanced_accuracy": b, "auc": b + 0.05, "f1": b - 0.05,
-            "f1_macro": b - 0.04,
-            "precision": b, "recall": b, "ece": ECE[method] + 0.001 * seed, "n": 30,
+    return {"accuracy": b + 0.02, "balanced_accuracy": b, "auc": b + 0.05,
+            "f1_positive": b - 0.05, "f1_macro": b - 0.04, "f1_weighted": b - 0.03,
+            "precision_macro": b, "recall_macro": b, "precision_positive": b,
+            "recall_positive": b, "ece": ECE[method] + 0.001 * seed, "n": 30,
             "notes": ["as classification_metrics writes them"]}
+
+
+# concat_zero predicts one class on two seeds of natural missingness
+COLLAPSED = {("concat_zero", "natural", 0), ("concat_zero", "natural", 1)}
+
+
+def _flags(method: str, scenario: str, seed: int) -> list[dict]:
+    if (method, scenario, seed) in COLLAPSED:
+        return [{"flag": "single_class_test", "reason": "every test prediction (30 subjects) "
+                 "is class 0"}]
+    return []
 
 
 def _predictions(rng: np.random.Generator, n: int = 30) -> pl.DataFrame:
@@ -71,6 +83,9 @@ def write_fake_runs(root: Path, cohort: str = "demo", feature_set: str = "all"):
                                    {"modalities": ["ct", "wsi"], **m, "n": 10}],
                        "trainable_parameters": PARAMS[method],
                        "training_seconds": 1.0 + seed, "epochs": {"train": 10},
+                       "best_epoch": {"train": 4}, "n_classes": 2,
+                       "label_values": ["alive", "dead"],
+                       "flags": _flags(method, scenario, seed),
                        "hparams": {}, "n_train": 60, "n_val": 10, "n_test": 30, "notes": []}
                 (d / "metrics.json").write_text(json.dumps(out))
                 _predictions(rng).write_parquet(d / "predictions.parquet")
@@ -88,9 +103,14 @@ def test_collect_runs_one_row_per_run(fake_runs):
     runs = collect_runs(fake_runs[0])
     assert len(runs) == 3 * 4 * 3
     for c in ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed",
-              "balanced_accuracy", "auc", "f1", "ece", "n_test", "val_balanced_accuracy",
-              "trainable_parameters", "training_seconds"):
+              "balanced_accuracy", "auc", "f1_positive", "f1_weighted", "ece", "n_test",
+              "val_balanced_accuracy", "trainable_parameters", "training_seconds", "family",
+              "positive_label", "flags", "collapsed"):
         assert c in runs.columns, c
+    assert set(runs["family"]) == {"MMARE", "HyperMM", "simple fusion"}
+    assert set(runs["positive_label"]) == {"dead"}
+    assert runs.filter(pl.col("collapsed") > 0).select("method", "scenario", "seed").rows() == [
+        ("concat_zero", "natural", 0), ("concat_zero", "natural", 1)]
     row = runs.filter((pl.col("method") == "hypermm") & (pl.col("scenario") == "mcar")
                       & (pl.col("rate") == 0.4) & (pl.col("seed") == 2)).row(0, named=True)
     assert row["balanced_accuracy"] == pytest.approx(bacc("hypermm", 0.4, 2))
@@ -130,6 +150,52 @@ def test_summarise_mean_std_by_hand(fake_runs):
             assert r["training_seconds_mean"] == pytest.approx(2.0)
             assert r["trainable_parameters_mean"] == PARAMS[method]
             assert r["method_type"] == method
+
+
+def test_summarise_counts_collapsed_seeds(fake_runs):
+    summary = summarise(collect_runs(fake_runs[0]))
+    r = summary.filter((pl.col("method") == "concat_zero")
+                       & (pl.col("scenario") == "natural")).row(0, named=True)
+    assert r["n_collapsed"] == 2 and r["n_trained"] == 3 and r["family"] == "simple fusion"
+    assert summary["n_collapsed"].sum() == 2
+
+
+def _legacy_run(tmp_path, n_classes: int, predicted: list[int], epochs=None) -> Path:
+    """A run written before metrics.json had weighted F1, flags or the class count."""
+    d = tmp_path / "c" / "runs" / "fs" / "muse" / "natural-0.0" / "seed0"
+    d.mkdir(parents=True)
+    test = {"accuracy": 0.5, "balanced_accuracy": 0.5, "auc": 0.6, "f1": 0.4,
+            "f1_macro": 0.3, "precision": 0.2, "recall": 0.1, "ece": 0.1, "n": len(predicted)}
+    (d / "metrics.json").write_text(json.dumps({
+        "test": test, "val": test, "trained": True, "method_type": "muse",
+        "epochs": epochs or {"train": 5}, "best_epoch": {"train": 1}}))
+    n = len(predicted)
+    pl.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "split": ["test"] * n,
+                  "label": [i % n_classes for i in range(n)],
+                  **{f"score_{c}": [1.0 / n_classes] * n for c in range(n_classes)},
+                  "predicted": predicted, "pattern": ["ct"] * n,
+                  "evaluation": ["scenario"] * n, "no_input": [False] * n}
+                 ).write_parquet(d / "predictions.parquet")
+    return d / "metrics.json"
+
+
+def test_legacy_keys_are_renamed_by_class_count_and_flags_derived(tmp_path):
+    from mmpipe.report.aggregate import collect_flags
+
+    binary = collect_runs([_legacy_run(tmp_path / "b", 2, [0, 0, 0, 0])]).row(0, named=True)
+    assert (binary["f1_positive"], binary["precision_positive"], binary["recall_positive"]) == (
+        0.4, 0.2, 0.1)
+    assert "f1" not in binary and binary["positive_label"] is None   # no label values recorded
+    assert binary["flags"] == "single_class_test;first_epoch" and binary["collapsed"]
+    multi = collect_runs([_legacy_run(tmp_path / "m", 5, [0, 1, 2, 3])]).row(0, named=True)
+    # a multi-class run's "f1" was its macro F1: no per-class column comes of it
+    assert "f1_positive" not in multi and "f1" not in multi
+    assert (multi["precision_macro"], multi["recall_macro"], multi["f1_macro"]) == (0.2, 0.1, 0.3)
+    assert multi["flags"] == "first_epoch" and not multi["collapsed"]
+    flags = collect_flags([tmp_path / "m" / "c" / "runs" / "fs" / "muse" / "natural-0.0"
+                           / "seed0" / "metrics.json"])
+    assert flags.select("method", "flag").rows() == [("muse", "first_epoch")]
+    assert flags["reason"][0] == "phase 'train' kept its epoch-1 checkpoint of 5 epochs"
 
 
 def test_summarise_skips_missing_values():
@@ -199,7 +265,26 @@ def test_build_report_writes_declared_files(fake_runs, tmp_path):
     assert "pattern_heatmap_auc_mcar-0.4.png" in names and "radar_natural-0.0.png" in names
     for p in written:
         assert p.exists() and p.stat().st_size > 0, p
-    assert not list(out.glob("*.tmp-*"))
+    assert sorted(p.name for p in out.iterdir()) == names
+    md = (out / "results.md").read_text()
+    # the summary opens the report, natural first; the flagged runs follow the tables
+    assert md.index("## Summary") < md.index("**Natural missingness**") < md.index(
+        "**MCAR 40 % per modality**") < md.index("## Tables") < md.index("## Flagged runs")
+    assert ("- **concat_zero**, Natural missingness: collapsed to one class on 2 of 3 seeds "
+            "(seed 0, 1): every test prediction (30 subjects) is class 0") in md
+    assert "F1 (positive: dead)" in md
+
+
+def test_a_group_without_runs_gets_no_figure(fake_runs, tmp_path):
+    out = tmp_path / "report"
+    scenarios = {"natural": [0.0], "mcar": [0.4, 0.8], "testmiss": [0.5]}   # 0.8, testmiss: none
+    written = {p.name for p in build_report(*fake_runs, out, scenarios=scenarios,
+                                            plot_metrics=["auc"])}
+    assert written == {p.name for p in out.iterdir()}
+    assert written <= set(report_files(scenarios, plot_metrics=["auc"]))
+    missing = set(report_files(scenarios, plot_metrics=["auc"])) - written
+    assert missing == {"radar_mcar-0.8.png", "pattern_heatmap_auc_mcar-0.8.png",
+                       "metric_vs_rate_auc_testmiss.png", "pattern_heatmap_auc_testmiss-0.5.png"}
 
 
 def test_pattern_scores_match_scikit_learn():

@@ -40,8 +40,8 @@ def test_metric_vs_rate_svg(tables, tmp_path):
 
 def test_radar(tables, tmp_path):
     for rate in (0.0, 0.4):
-        _png(plots.plot_radar(tables[0], rate, ["balanced_accuracy", "auc", "f1", "accuracy",
-                                                 "ece"], tmp_path / f"radar-{rate}.png"))
+        _png(plots.plot_radar(tables[0], rate, ["balanced_accuracy", "auc", "f1_positive",
+                                                 "accuracy", "ece"], tmp_path / f"radar-{rate}.png"))
 
 
 def test_perf_vs_params(tables, tmp_path):
@@ -64,9 +64,13 @@ def test_pattern_heatmap(tables, tmp_path):
                                     rate=0.6))
 
 
-def test_placeholders_when_nothing_to_draw(tables, tmp_path):
+def test_nothing_to_draw_writes_nothing(tables, tmp_path):
+    # a group without runs gets no figure at all: no placeholder picture in the report
     empty = tables[0].clear()
-    for out in (plots.plot_metric_vs_rate(empty, "auc", tmp_path / "a.png"),
-                plots.plot_radar(tables[0], 0.9, ["auc", "f1", "ece"], tmp_path / "b.png"),
-                plots.plot_pattern_heatmap(tables[1].clear(), "auc", tmp_path / "c.png")):
-        _png(out, min_bytes=1_000)
+    assert plots.plot_metric_vs_rate(empty, "auc", tmp_path / "a.png") is None
+    assert plots.plot_metric_vs_rate(tables[0], "auc", tmp_path / "t.png",
+                                     scenario="testmiss") is None
+    assert plots.plot_radar(tables[0], 0.9, ["auc", "f1_macro", "ece"], tmp_path / "b.png") is None
+    assert plots.plot_pattern_heatmap(tables[1].clear(), "auc", tmp_path / "c.png") is None
+    assert plots.plot_perf_vs_params(empty, "auc", tmp_path / "d.png") is None
+    assert list(tmp_path.iterdir()) == []

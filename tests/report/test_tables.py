@@ -43,8 +43,9 @@ def test_markdown_cells_and_bold(summary):
     md = format_table(summary)["md"]
     block = _md_block(md, "Natural missingness")
     header = [c.strip() for c in block[0].strip("|").split("|")]
-    assert header == ["Method", "Balanced accuracy", "AUC", "Macro F1", "F1 (class 1)",
-                      "Accuracy", "ECE ↓",
+    # binary: the positive class named by its label value beside macro and weighted F1
+    assert header == ["Method", "Balanced accuracy", "AUC", "Macro F1", "Weighted F1",
+                      "F1 (positive: dead)", "Accuracy", "ECE ↓",
                       "Trainable parameters", "Seeds"]
     assert block[1].count("|") == len(header) + 1
     rows = _md_rows(block)
@@ -53,11 +54,11 @@ def test_markdown_cells_and_bold(summary):
     assert rows["mmare"][1] == "**0.810 ± 0.010**"
     assert rows["hypermm"][1] == "0.710 ± 0.010"
     # ECE: lower is better -> hypermm (0.051) bold, mmare not
-    assert rows["hypermm"][6] == "**0.051 ± 0.001**"
-    assert not rows["mmare"][6].startswith("**")
-    assert rows["mmare"][7] == "1.4M" and rows["concat_zero"][7] == "50.0k"
-    assert rows["mmare"][8] == "3"
-    assert sum(cell.startswith("**") for r in rows.values() for cell in r) == 6  # one bold cell per metric column
+    assert rows["hypermm"][7] == "**0.051 ± 0.001**"
+    assert not rows["mmare"][7].startswith("**")
+    assert rows["mmare"][8] == "1.4M" and rows["concat_zero"][8] == "50.0k"
+    assert rows["mmare"][9] == "3"
+    assert sum(cell.startswith("**") for r in rows.values() for cell in r) == 7  # one bold cell per metric column
 
 
 def test_one_block_per_scenario_and_rate(summary):
@@ -78,17 +79,17 @@ def test_csv(summary):
     assert r["balanced_accuracy"] == "0.690 ± 0.010"
     assert r["best"] == "ece" and r["trainable_parameters"] == 12_900_000
     assert df.filter(pl.col("method") == "mmare")["best"].to_list() == [
-        "balanced_accuracy;auc;f1_macro;f1;accuracy"] * 4
+        "balanced_accuracy;auc;f1_macro;f1_weighted;f1_positive;accuracy"] * 4
 
 
 def test_latex_structure(summary):
     tex = format_table(summary)["tex"]
     lines = tex.splitlines()
-    assert r"\begin{tabular}{lrrrrrrrr}" in lines and lines[-1] == r"\end{tabular}"
+    assert r"\begin{tabular}{lrrrrrrrrr}" in lines and lines[-1] == r"\end{tabular}"
     assert tex.count(r"\toprule") == 1 and tex.count(r"\bottomrule") == 1
-    assert tex.count(r"\multicolumn{9}{l}") == 4 and tex.count(r"\midrule") == 4
+    assert tex.count(r"\multicolumn{10}{l}") == 4 and tex.count(r"\midrule") == 4
     body = [line for line in lines if line.endswith(r"\\") and "&" in line]
-    assert all(line.count("&") == 8 for line in body)
+    assert all(line.count("&") == 9 for line in body)
     assert r"\textbf{0.810 $\pm$ 0.010}" in tex
     assert "concat\\_zero" in tex and "concat_zero" not in tex.replace("concat\\_zero", "")
     assert r"ECE $\downarrow$" in tex
@@ -102,8 +103,8 @@ def test_published_block(summary):
     assert md.index(f"## {LABEL}") > md.index("## MCAR 60 % per modality")
     rows = _md_rows(_md_block(md, LABEL))
     assert rows["DRIM"][1:4] == ["0.780", "0.799", "0.693"]    # no "±", never bold
-    assert rows["MMARE with clinical"][7] == "1.4M" and rows["HyperMM"][7] == "12.9M"
-    assert rows["DRIM"][5] == "–" and rows["DRIM"][8] == "–"   # accuracy/ECE not published
+    assert rows["MMARE with clinical"][8] == "1.4M" and rows["HyperMM"][8] == "12.9M"
+    assert rows["DRIM"][6] == "–" and rows["DRIM"][9] == "–"   # accuracy/ECE not published
     assert "MMARE without clinical ↔ ours: mmare [without_clinical]" in md
     # published rows do not steal "best": ours stay bold in their blocks
     assert _md_rows(_md_block(md, "Natural missingness"))["mmare"][1].startswith("**")
@@ -123,6 +124,23 @@ def test_feature_set_column_when_several(summary):
     block = _md_block(md, "Natural missingness")
     assert block[0].startswith("| Method | Feature set |")
     assert "| mmare | without_clinical | **0.910 ± 0.010** |" in md
+
+
+def test_multiclass_columns_have_no_per_class_f1(summary):
+    # a 5-class task: its runs hold no *_positive metrics, so no column claims a class
+    multi = summary.drop([c for c in summary.columns if "_positive" in c]).with_columns(
+        pl.lit(None, pl.String).alias("positive_label"))
+    md = format_table(multi)["md"]
+    header = _md_block(md, "Natural missingness")[0]
+    assert "Macro F1 | Weighted F1 | Accuracy" in header and "positive" not in md
+    # a metric every run left NaN (a not-trained multi-class run's f1_positive) is no column
+    nan_col = multi.with_columns(pl.lit(None, pl.Float64).alias("f1_positive_mean"))
+    assert "positive" not in format_table(nan_col)["md"]
+
+
+def test_preamble_opens_the_markdown(summary):
+    md = format_table(summary, title="Results: demo", preamble="## Summary\n\nbest: mmare")["md"]
+    assert md.startswith("# Results: demo\n\n## Summary\n\nbest: mmare\n\n## Tables\n")
 
 
 def test_write_tables_atomic(summary, tmp_path):

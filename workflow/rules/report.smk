@@ -4,7 +4,8 @@ rule benchmark_report:
     output:
         report(
             directory(L.report()),
-            patterns=["{name}.png", "{name}.csv"],
+            # results.md opens with the per-scenario summary: the page to read first
+            patterns=["{name}.md", "{name}.png", "{name}.csv"],
             caption="../report/benchmark.rst",
             category="Benchmark",
             subcategory="{cohort}",

@@ -1,0 +1,77 @@
+"""Flags of a run that finished but should not be read at face value.
+
+A method that predicts one class for every subject scores the chance level of balanced
+accuracy and an AUC that may still look fine; a method whose early stopping kept the
+first epoch learnt nothing its validation loss could see; a method that could not train
+has NaN metrics. Each of these is a property of the run, not of a table cell, so the run
+records it (``metrics.json``: ``"flags"``) and the report lists it with its reason.
+
+:func:`run_flags` returns a list of ``{"flag": name, "reason": text}``, empty when
+nothing is wrong. Flag names (:data:`FLAGS`):
+
+- ``not_trained``: training raised ``NotTrainable``; its metrics are NaN, its predictions
+  the training prior. No other flag is raised for such a run: the prior is one class by
+  construction, not a collapse;
+- ``single_class_test`` / ``single_class_val``: every prediction of that split is the
+  same class (with two or more subjects, and two or more classes in the task);
+- ``first_epoch``: a training phase with more than one epoch kept its epoch-1 checkpoint
+  (methods without epochs, e.g. gradient boosting, have no entry and are not flagged);
+  under cross-validation (a best epoch per fold) when any fold did, with the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+FLAGS = ("not_trained", "single_class_test", "single_class_val", "first_epoch")
+# flags that say the run's predictions carry no information about the subject
+COLLAPSE_FLAGS = frozenset({"single_class_test", "single_class_val"})
+
+
+def _single_class(split: str, predicted: np.ndarray, n_classes: int) -> dict[str, str] | None:
+    predicted = np.asarray(predicted).reshape(-1)
+    if len(predicted) < 2 or n_classes < 2:
+        return None
+    classes = np.unique(predicted)
+    if len(classes) != 1:
+        return None
+    return {"flag": f"single_class_{split}",
+            "reason": f"every {split} prediction ({len(predicted)} subjects) is class "
+                      f"{int(classes[0])}"}
+
+
+def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.ndarray,
+              n_classes: int, best_epoch: Mapping[str, int], epochs: Mapping[str, int]
+              ) -> list[dict[str, str]]:
+    """Flags of one run (see the module docstring).
+
+    ``val_predicted``/``test_predicted``: the arg-max class of each subject scored under
+    the scenario (subjects without any modality, scored with the prior, included: they
+    are part of what the method outputs). ``best_epoch``/``epochs``: per training phase,
+    the 1-based epoch whose checkpoint was kept and the epochs run (``FitResult``).
+    """
+    if not trained:
+        return [{"flag": "not_trained",
+                 "reason": "training failed (NotTrainable); metrics are NaN, predictions "
+                           "the training prior"}]
+    flags = [f for f in (_single_class("test", test_predicted, n_classes),
+                         _single_class("val", val_predicted, n_classes)) if f is not None]
+    for phase in sorted(best_epoch):
+        best, run = best_epoch[phase], epochs.get(phase)
+        if isinstance(best, list):  # cross-validation: one best epoch per fold
+            runs = run if isinstance(run, list) else [None] * len(best)
+            firsts = sum(int(b) == 1 and (r is None or int(r) > 1)
+                         for b, r in zip(best, runs, strict=True))
+            if firsts:
+                flags.append({"flag": "first_epoch",
+                              "reason": f"phase {phase!r} kept its epoch-1 checkpoint on "
+                                        f"{firsts} of {len(best)} folds"})
+            continue
+        # one epoch run: keeping it is no sign of anything
+        if best is not None and int(best) == 1 and run is not None and int(run) > 1:
+            flags.append({"flag": "first_epoch",
+                          "reason": f"phase {phase!r} kept its epoch-1 checkpoint of "
+                                    f"{int(run)} epochs"})
+    return flags

@@ -1,0 +1,275 @@
+"""The opening of ``results.md``: per (scenario, rate), natural first, in a few lines.
+
+For each group: the best method on the headline metric with its interval; whether the
+best *fusion* method beats the best single-modality run and each baseline; which runs
+collapsed, kept their first epoch or could not train. Method types are grouped by
+:data:`mmpipe.methods.FAMILIES`: ``baselines`` (logreg, hgb), ``single modality``
+(single), every other family is fusion.
+
+Statistics, stated in the text too:
+
+- interval: mean ± std over seeds (sample std, ddof=1) and a 95 % confidence interval of
+  the mean from the t distribution over seeds (seeds as independent replicates; it
+  ignores that they share a cohort);
+- comparison: exact Wilcoxon signed-rank test over seeds, paired by seed (two methods on
+  one seed share the split and the missingness mask), one-sided with the alternative fixed
+  in advance: "the best fusion method is better" (the claim the benchmark tests; one-sided
+  because a two-sided test over 5 seeds cannot go below p = 2/2^5 = 0.0625). With n seeds
+  the smallest one-sided p is 1/2^n (0.031 for 5 seeds: fusion ahead on every seed). When
+  the comparator has the higher mean the line says so first, the p (of "fusion better")
+  then being large. The best fusion method is picked on these same test runs, so the p
+  values are optimistic; they are not corrected for the ~25 methods tried.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from mmpipe.report.stats import min_wilcoxon_p, paired_p
+from mmpipe.report.tables import (
+    LOWER_IS_BETTER,
+    SIGNIFICANCE,
+    _scenario_key,
+    group_label,
+    metric_label,
+)
+
+# what a flag is called in a sentence, and in what order the summary names them
+FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed to one class",
+              "single_class_val": "predicted one class on validation",
+              "first_epoch": "kept its epoch-1 checkpoint"}
+# the same, after "N method(s)"
+_MILDER = {"single_class_val": "predicted one class on validation",
+           "first_epoch": "kept the epoch-1 checkpoint"}
+
+
+def _families():
+    from mmpipe.methods import BASELINE_FAMILY, SINGLE_FAMILY
+
+    return BASELINE_FAMILY, SINGLE_FAMILY
+
+
+def _labeller(summary: pl.DataFrame):
+    several = "feature_set" in summary.columns and summary["feature_set"].n_unique() > 1
+
+    def label(row: dict) -> str:
+        return f"{row['method']} [{row['feature_set']}]" if several else row["method"]
+    return label
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval of the mean of ``values`` (t distribution); None under 2 values."""
+    from scipy.stats import t
+
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) < 2:
+        return None
+    half = t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def _seed_values(runs: pl.DataFrame, row: dict, metric: str) -> dict[int, float]:
+    part = runs.filter((pl.col("feature_set") == row["feature_set"])
+                       & (pl.col("method") == row["method"])
+                       & (pl.col("scenario") == row["scenario"])
+                       & ((pl.col("rate") - row["rate"]).abs() < 1e-9))
+    if "cohort" in row and "cohort" in runs.columns:
+        part = part.filter(pl.col("cohort") == row["cohort"])
+    return {int(s): float(v) for s, v in part.select("seed", metric).iter_rows()
+            if v is not None and not math.isnan(v)}
+
+
+def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
+    """One line: the best fusion against ``other``, paired by seed."""
+    lower = metric in LOWER_IS_BETTER
+    a, b = _seed_values(runs, fusion, metric), _seed_values(runs, other, metric)
+    seeds = sorted(set(a) & set(b))
+    fa, fb = fusion[f"{metric}_mean"], other[f"{metric}_mean"]
+    fusion_ahead = (fa < fb) if lower else (fa > fb)
+    name_f, name_o = label(fusion), label(other)
+    diff = fa - fb
+    head = (f"best fusion **{name_f}** vs {role} **{name_o}** ({fb:.3f}): {diff:+.3f}"
+            if fusion_ahead or fa == fb else
+            f"**{role} {name_o} beats the best fusion** {name_f}: {fb:.3f} vs {fa:.3f}")
+    if len(seeds) < 2:
+        return head + f"; {len(seeds)} paired seed(s), no test"
+    x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+    if lower:  # "better" is lower: the test asks whether the fusion's negated value is higher
+        x, y = -x, -y
+    ahead = int(np.sum(x > y))
+    p = paired_p(x, y, alternative="greater")
+    verdict = ("significant" if p is not None and p < SIGNIFICANCE
+               else f"not significant at {SIGNIFICANCE:g}")
+    return (head + f"; {name_f} ahead on {ahead} of {len(seeds)} seeds, one-sided p "
+            f"(fusion better) = {p:.3g} ({verdict})")
+
+
+def _flag_counts(flags: pl.DataFrame, scenario: str, rate: float) -> dict[tuple, set[int]]:
+    """(method label parts, flag) -> seeds, for one group."""
+    out: dict[tuple, set[int]] = {}
+    if flags is None or not len(flags):
+        return out
+    part = flags.filter((pl.col("scenario") == scenario) & ((pl.col("rate") - rate).abs() < 1e-9))
+    for r in part.iter_rows(named=True):
+        out.setdefault((r["feature_set"], r["method"], r["flag"]), set()).add(int(r["seed"]))
+    return out
+
+
+def _flag_lines(counts: dict[tuple, set[int]], n_seeds: dict[tuple, int], several: bool
+                ) -> list[str]:
+    """The group's flags in at most three lines: who collapsed on the test split and who
+    could not train, by name and seed count (most seeds first); the milder flags counted."""
+    def who(flag: str) -> list[tuple[str, int, int]]:
+        out = []
+        for (fs, method, f), seeds in counts.items():
+            if f == flag:
+                out.append((f"{method} [{fs}]" if several else method, len(seeds),
+                            n_seeds.get((fs, method), len(seeds))))
+        return sorted(out, key=lambda x: (-x[1] / x[2], x[0]))
+
+    def names(entries: list[tuple[str, int, int]]) -> str:
+        by_count: dict[tuple[int, int], list[str]] = {}
+        for name, k, n in entries:
+            by_count.setdefault((k, n), []).append(name)
+        return "; ".join(f"{', '.join(ns)} ({k} of {n} seeds)" for (k, n), ns in by_count.items())
+
+    lines = []
+    if collapsed := who("single_class_test"):
+        lines.append(f"- collapsed to one class on the test split: {names(collapsed)}")
+    if failed := who("not_trained"):
+        lines.append(f"- could not train: {names(failed)}")
+    if not lines:
+        lines.append("- no run collapsed on the test split or failed to train")
+    milder = [(len(who(f)), words) for f, words in _MILDER.items()]
+    if any(n for n, _ in milder):
+        lines.append("- also flagged (see *Flagged runs*): " + ", ".join(
+            f"{n} method(s) {words} on some seed" for n, words in milder if n))
+    return lines
+
+
+def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFrame | None,
+                     metric: str = "balanced_accuracy") -> str:
+    """The ``## Summary`` section of ``results.md`` (see the module docstring)."""
+    baseline, single = _families()
+    col = f"{metric}_mean"
+    if col not in summary.columns or not len(summary):
+        return ""
+    label = _labeller(summary)
+    several = "feature_set" in summary.columns and summary["feature_set"].n_unique() > 1
+    lower = metric in LOWER_IS_BETTER
+    n_max = int(summary["n_seeds"].max())
+    name = metric_label(metric, arrow=False).lower()
+    lines = [f"## Summary: {name} on the test split", "",
+             f"Per scenario and rate: the best method by {name} (mean ± std over seeds, "
+             "sample std; 95 % CI: t interval of the mean over seeds); the best *fusion* "
+             "method (every family but the baselines and single modality) against the best "
+             "single-modality run and each baseline (logreg, hgb), by an exact Wilcoxon "
+             "signed-rank test over seeds, paired by seed (same split and mask), one-sided "
+             "with the alternative fixed in advance: the fusion method is better. With "
+             f"{n_max} seeds its smallest p is {min_wilcoxon_p(n_max, 'greater'):.3g} "
+             "(fusion ahead on every seed); a two-sided test could not go below "
+             f"{min_wilcoxon_p(n_max):.3g}. The best fusion method is chosen on these same "
+             "runs, so its p values are optimistic, and they are not corrected for the many "
+             "methods compared. Flags: see *Flagged runs* below the tables.", ""]
+    def best_of(rs):
+        return (min if lower else max)(rs, key=lambda x: x[col]) if rs else None
+
+    groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
+                    key=lambda g: (_scenario_key(g[0]), g[1]))
+    for scenario, rate in groups:
+        part = summary.filter((pl.col("scenario") == scenario)
+                              & ((pl.col("rate") - rate).abs() < 1e-9))
+        rows = [r for r in part.iter_rows(named=True)
+                if r.get(col) is not None and not math.isnan(r[col])]
+        counts = _flag_counts(flags, scenario, rate)
+        n_seeds = {(r["feature_set"], r["method"]): r["n_seeds"]
+                   for r in part.iter_rows(named=True)}
+        lines.append(f"**{group_label(scenario, rate)}**")
+        if not rows:
+            lines += [f"- no method has a {name} here (none trained)",
+                      *_flag_lines(counts, n_seeds, several), ""]
+            continue
+
+        # ranked: methods with a value on every seed they ran; a mean over the few seeds
+        # that trained is no fair contest, so such a method is only mentioned
+        complete = [r for r in rows if len(_seed_values(runs, r, metric)) == r["n_seeds"]]
+        best = best_of(complete or rows)
+        partial = best_of(rows)
+        fam = best.get("family") or "other"
+        ci = t_interval(list(_seed_values(runs, best, metric).values()))
+        std = best.get(f"{metric}_std")
+        interval = f"{best[col]:.3f}" + ("" if std is None or math.isnan(std) else f" ± {std:.3f}")
+        ci_text = f"95 % CI {ci[0]:.3f}–{ci[1]:.3f}, " if ci else ""
+        n_valued = len(_seed_values(runs, best, metric))
+        # a mean over fewer seeds than were run (the others could not train) says so
+        seeds_text = (f"{best['n_seeds']} seeds" if n_valued == best["n_seeds"]
+                      else f"{n_valued} of {best['n_seeds']} seeds with a value")
+        lead = f"- best: **{label(best)}** ({fam}), {interval} ({ci_text}{seeds_text})"
+        if fam == baseline:
+            lead += (f". **A simple baseline has the best mean here**: no fusion method "
+                     f"beats {label(best)} on average")
+        elif fam == single:
+            lead += (". **One modality alone has the best mean here**: no fusion method "
+                     "beats it on average")
+        if best.get("n_collapsed"):
+            lead += f"; it collapsed to one class on {best['n_collapsed']} seed(s)"
+        if partial is not best:
+            lead += (f" ({label(partial)} has a higher mean, {partial[col]:.3f}, over "
+                     f"{len(_seed_values(runs, partial, metric))} of {partial['n_seeds']} "
+                     "seeds only: the others have no value)")
+        lines.append(lead)
+        fusion = best_of([r for r in (complete or rows) if (r.get("family") or "other") not in
+                          (baseline, single)])
+        if fusion is None:
+            lines.append("- no fusion method ran here")
+        else:
+            singles = [r for r in (complete or rows) if r.get("family") == single]
+            if singles:
+                lines.append("- " + _compare(runs, metric, fusion, best_of(singles), label,
+                                             "best single modality"))
+            bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
+            for b in bases:
+                lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline"))
+            if not singles and not bases:
+                lines.append("- no single-modality or baseline run here to compare with")
+        lines += [*_flag_lines(counts, n_seeds, several), ""]
+    return "\n".join(lines)
+
+
+def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> list[str]:
+    """The ``## Flagged runs`` section: per method, group and flag, on how many of the
+    cell's seeds (``summary``'s ``n_seeds``) and why (the distinct reasons, the first two)."""
+    if flags is None or not len(flags):
+        return []
+    n_seeds = {}
+    if summary is not None and len(summary):
+        n_seeds = {(r["method"], r["feature_set"], r["scenario"], round(r["rate"], 6)):
+                   r["n_seeds"] for r in summary.iter_rows(named=True)}
+    several = flags["feature_set"].n_unique() > 1
+    lines = ["## Flagged runs", "",
+             "Runs to read with care: *collapsed* = every prediction of the split is one "
+             "class (chance-level balanced accuracy, whatever the AUC); *epoch-1 "
+             "checkpoint* = early stopping kept the first epoch; *not trained* = NaN "
+             "metrics, prior predictions. Counts are seeds of the cell.", ""]
+    order = {f: i for i, f in enumerate(FLAG_WORDS)}
+    keyed: dict[tuple, list[dict]] = {}
+    for r in flags.iter_rows(named=True):
+        keyed.setdefault((r["method"], r["feature_set"], r["scenario"], r["rate"], r["flag"]),
+                         []).append(r)
+    for (method, fs, scenario, rate, flag), rs in sorted(
+            keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], _scenario_key(kv[0][2]),
+                                           kv[0][3], order.get(kv[0][4], 99))):
+        seeds = sorted({int(r["seed"]) for r in rs})
+        reasons = list(dict.fromkeys(r["reason"] for r in rs))
+        more = f" (and {len(reasons) - 2} other wordings)" if len(reasons) > 2 else ""
+        name = f"{method} [{fs}]" if several else method
+        total = n_seeds.get((method, fs, scenario, round(rate, 6)))
+        of = f" of {total}" if total else ""
+        lines.append(f"- **{name}**, {group_label(scenario, rate)}: "
+                     f"{FLAG_WORDS.get(flag, flag)} on {len(seeds)}{of} seeds "
+                     f"(seed {', '.join(map(str, seeds))}): {'; '.join(reasons[:2])}{more}")
+    return lines + [""]

@@ -1,0 +1,134 @@
+"""The summary that opens results.md: best method, fusion vs single/baselines, flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import t, wilcoxon
+
+from mmpipe.report.aggregate import summarise
+from mmpipe.report.summary import flags_markdown, summary_markdown, t_interval
+
+SEEDS = range(5)
+# balanced accuracy per seed; natural: hgb (a baseline) best, mmare ahead of single_ct on
+# every seed; mcar 0.4: mmare best, ahead of hgb on 4 of 5 seeds only
+NATURAL = {"mmare": [0.80, 0.78, 0.82, 0.79, 0.81], "hgb": [0.85, 0.84, 0.86, 0.80, 0.83],
+           "logreg": [0.70, 0.71, 0.69, 0.72, 0.70], "single_ct": [0.60, 0.62, 0.61, 0.63, 0.60],
+           "muse": [0.50, 0.50, 0.50, 0.50, 0.66]}
+# standard trained on one seed only: its high mean is no contest
+MCAR = {"mmare": [0.75, 0.74, 0.76, 0.70, 0.77], "hgb": [0.70, 0.70, 0.72, 0.74, 0.73],
+        "muse": [0.50] * 5, "standard": [0.95, None, None, None, None]}
+TYPES = {"mmare": "mmare", "hgb": "hgb", "logreg": "logreg", "single_ct": "single",
+         "muse": "muse", "standard": "standard"}
+FAMILY = {"mmare": "MMARE", "hgb": "baselines", "logreg": "baselines",
+          "single_ct": "single modality", "muse": "attention / graph",
+          "standard": "simple fusion"}
+
+
+def _runs() -> pl.DataFrame:
+    rows = []
+    for scenario, rate, table in (("mcar", 0.4, MCAR), ("natural", 0.0, NATURAL)):
+        for method, vals in table.items():
+            for seed, v in zip(SEEDS, vals, strict=True):
+                rows.append({"cohort": "c", "feature_set": "all", "method": method,
+                             "method_type": TYPES[method], "family": FAMILY[method],
+                             "scenario": scenario, "rate": rate, "seed": seed,
+                             "balanced_accuracy": v, "trained": v is not None,
+                             "collapsed": method == "muse" and v == 0.5})
+    return pl.DataFrame(rows)
+
+
+def _flags() -> pl.DataFrame:
+    rows = [{"cohort": "c", "feature_set": "all", "method": "muse", "method_type": "muse",
+             "scenario": s, "rate": r, "seed": seed, "flag": "single_class_test",
+             "reason": "every test prediction (26 subjects) is class 0"}
+            for s, r, seeds in (("natural", 0.0, range(4)), ("mcar", 0.4, SEEDS))
+            for seed in seeds]
+    rows += [{**rows[0], "method": "standard", "method_type": "standard", "scenario": "mcar",
+              "rate": 0.4, "seed": seed, "flag": "not_trained", "reason": "training failed"}
+             for seed in range(1, 5)]
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def md() -> str:
+    runs = _runs()
+    return summary_markdown(runs, summarise(runs), _flags())
+
+
+def _section(md: str, heading: str) -> list[str]:
+    lines = md.splitlines()
+    start = lines.index(heading)
+    out = []
+    for line in lines[start + 1:]:
+        if not line.startswith("- "):
+            break
+        out.append(line)
+    return out
+
+
+def test_natural_comes_first_and_the_baseline_win_is_said_plainly(md):
+    assert md.index("**Natural missingness**") < md.index("**MCAR 40 % per modality**")
+    lines = _section(md, "**Natural missingness**")
+    hgb = np.array(NATURAL["hgb"])
+    lo, hi = t_interval(hgb)
+    assert lines[0] == (f"- best: **hgb** (baselines), {hgb.mean():.3f} ± {hgb.std(ddof=1):.3f} "
+                        f"(95 % CI {lo:.3f}–{hi:.3f}, 5 seeds). **A simple baseline has the "
+                        "best mean here**: no fusion method beats hgb on average")
+    line = next(x for x in lines if x.startswith("- **baseline hgb beats the best fusion**"))
+    # the alternative stays "fusion better": mmare ahead on no seed gives p = 1
+    p = wilcoxon(NATURAL["mmare"], NATURAL["hgb"], alternative="greater", method="exact").pvalue
+    assert line.endswith(f"mmare ahead on 0 of 5 seeds, one-sided p (fusion better) = {p:.3g} "
+                         "(not significant at 0.05)")
+    assert p == pytest.approx(1.0)
+
+
+def test_fusion_vs_single_one_sided_wilcoxon(md):
+    lines = _section(md, "**Natural missingness**")
+    single = next(line for line in lines if "best single modality" in line)
+    a, b = np.array(NATURAL["mmare"]), np.array(NATURAL["single_ct"])
+    p = wilcoxon(a, b, alternative="greater", method="exact").pvalue
+    assert p == pytest.approx(1 / 32)     # ahead on all 5 seeds: the smallest p there is
+    assert single == (f"- best fusion **mmare** vs best single modality **single_ct** "
+                      f"({b.mean():.3f}): {a.mean() - b.mean():+.3f}; mmare ahead on 5 of 5 "
+                      f"seeds, one-sided p (fusion better) = {p:.3g} (significant)")
+    # logreg: mmare ahead on every seed too
+    assert any("vs baseline **logreg**" in line and "(significant)" in line for line in lines)
+
+
+def test_mcar_fusion_best_but_not_significant(md):
+    lines = _section(md, "**MCAR 40 % per modality**")
+    assert lines[0].startswith("- best: **mmare** (MMARE), 0.744 ± 0.027")
+    assert lines[0].endswith("(standard has a higher mean, 0.950, over 1 of 5 seeds only: "
+                             "the others have no value)")
+    hgb = next(line for line in lines if "vs baseline **hgb**" in line)
+    p = wilcoxon(MCAR["mmare"], MCAR["hgb"], alternative="greater", method="exact").pvalue
+    assert (f"mmare ahead on 4 of 5 seeds, one-sided p (fusion better) = {p:.3g} "
+            "(not significant at 0.05)") in hgb
+    assert lines[-2:] == ["- collapsed to one class on the test split: muse (5 of 5 seeds)",
+                          "- could not train: standard (4 of 5 seeds)"]
+    natural = _section(md, "**Natural missingness**")
+    assert natural[-1] == "- collapsed to one class on the test split: muse (4 of 5 seeds)"
+    assert "no single-modality" not in md
+
+
+def test_flags_listed_with_their_reason():
+    runs = _runs()
+    lines = flags_markdown(_flags(), summarise(runs))
+    assert lines[0] == "## Flagged runs"
+    assert ("- **muse**, Natural missingness: collapsed to one class on 4 of 5 seeds "
+            "(seed 0, 1, 2, 3): every test prediction (26 subjects) is class 0") in lines
+    assert flags_markdown(_flags().clear()) == []
+
+
+def test_the_statistics_are_stated(md):
+    assert "one-sided" in md and "paired by seed" in md and "95 % CI" in md
+    assert "its smallest p is 0.0312" in md and "two-sided test could not go below 0.0625" in md
+
+
+def test_t_interval_by_hand():
+    v = [0.7, 0.8, 0.9]
+    half = t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
+    assert t_interval(v) == pytest.approx((0.8 - half, 0.8 + half))
+    assert t_interval([0.5]) is None
