@@ -7,10 +7,12 @@ give the budget, ``trials``, and the factors the defaults are scaled by:
 
     tuning: {trials: 4, lr: [1, 3, 0.3], capacity: [1, 0.5, 2], choose_by: loss}
 
-The candidates are the grid of (lr factor, capacity factor) pairs. The first trial is
-always the method's own defaults (its paper's recipe, factors 1 and 1); the others are
-drawn from the rest of the grid with a fixed generator, so every method and every seed
-tries the same factor pairs. A method whose capacity (or learning rate) cannot be scaled
+The candidates are the grid of (lr factor, capacity factor) pairs, in a fixed order: the
+method's own defaults first (its paper's recipe, factors 1 and 1), then one knob at a
+time, alternating (the listed lr factors and capacity factors in turn: lr × 3, capacity
+× 0.5, lr × 0.3, capacity × 2 with the defaults above), then the pairs that move both.
+``trials`` takes the head of that order, so a budget of 3 already moves each knob once,
+and every method and every seed tries the same factor pairs. A method whose capacity (or learning rate) cannot be scaled
 (a scikit-learn baseline that picks its own regularisation on validation) has fewer
 distinct candidates: it runs those, and the run records how many.
 
@@ -23,7 +25,6 @@ ties. The test split is never read.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,6 @@ import numpy as np
 from mmpipe.bench.metrics import classification_metrics
 
 CHOOSE_BY = ("loss", "auc", "balanced_accuracy")
-# the order of the grid's draw: fixed, so every method tries the same pairs
-_DRAW_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,15 @@ class Tuning:
         return out
 
     def factor_pairs(self) -> list[tuple[float, float]]:
-        """The (lr, capacity) factor pairs of the budget: (1, 1) first, then a fixed draw."""
-        grid = [p for p in itertools.product(self.lr, self.capacity) if p != (1.0, 1.0)]
-        order = np.random.default_rng(_DRAW_SEED).permutation(len(grid))
-        return [(1.0, 1.0)] + [grid[i] for i in order[: self.trials - 1]]
+        """The budget's (lr, capacity) factor pairs: (1, 1), one knob at a time, then both."""
+        lrs = [f for f in self.lr if f != 1.0]
+        caps = [f for f in self.capacity if f != 1.0]
+        order: list[tuple[float, float]] = [(1.0, 1.0)]
+        for i in range(max(len(lrs), len(caps))):
+            order += [(lrs[i], 1.0)] if i < len(lrs) else []
+            order += [(1.0, caps[i])] if i < len(caps) else []
+        order += [(lr, cap) for lr in lrs for cap in caps]
+        return order[: self.trials]
 
 
 def _scaled(value: Any, factor: float, integer: bool) -> Any:

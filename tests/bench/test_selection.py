@@ -79,7 +79,10 @@ def test_fit_without_validation_runs_the_given_epochs():
 def test_the_budget_is_the_same_pairs_for_every_method_and_defaults_come_first():
     tuning = Tuning.from_config({"trials": 4, "lr": [1, 3, 0.3], "capacity": [1, 0.5, 2]})
     pairs = tuning.factor_pairs()
-    assert pairs[0] == (1.0, 1.0) and len(pairs) == 4 == len(set(pairs))
+    # the defaults, then one knob at a time: each moves within a budget of three
+    assert pairs == [(1.0, 1.0), (3.0, 1.0), (1.0, 0.5), (0.3, 1.0)]
+    full = Tuning(trials=99, lr=(1, 3, 0.3), capacity=(1, 0.5, 2)).factor_pairs()
+    assert len(full) == 9 == len(set(full))
     mmare = candidate_overrides(method_class("mmare"), {"dim": 512, "lr": 1e-4}, TRAIN_DEFAULTS,
                                 tuning)
     assert mmare[0] == {}
