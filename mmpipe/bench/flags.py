@@ -14,7 +14,8 @@ nothing is wrong. Flag names (:data:`FLAGS`):
   construction, not a collapse;
 - ``single_class_test`` / ``single_class_val``: every prediction of that split is the
   same class (with two or more subjects, and two or more classes in the task);
-- ``first_epoch``: a training phase with more than one epoch kept its epoch-1 checkpoint
+- ``first_epoch``: a training phase that ran past it kept its first eligible checkpoint
+  (epoch 1, or ``min_epochs`` when a checkpoint may only come from that epoch on)
   (methods without epochs, e.g. gradient boosting, have no entry and are not flagged);
   under cross-validation (a best epoch per fold) when any fold did, with the count.
 """
@@ -43,15 +44,18 @@ def _single_class(split: str, predicted: np.ndarray, n_classes: int) -> dict[str
 
 
 def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.ndarray,
-              n_classes: int, best_epoch: Mapping[str, int], epochs: Mapping[str, int]
-              ) -> list[dict[str, str]]:
+              n_classes: int, best_epoch: Mapping[str, int], epochs: Mapping[str, int],
+              first_eligible: Mapping[str, int] | None = None) -> list[dict[str, str]]:
     """Flags of one run (see the module docstring).
 
     ``val_predicted``/``test_predicted``: the arg-max class of each subject scored under
     the scenario (subjects without any modality, scored with the prior, included: they
     are part of what the method outputs). ``best_epoch``/``epochs``: per training phase,
-    the 1-based epoch whose checkpoint was kept and the epochs run (``FitResult``).
+    the 1-based epoch whose checkpoint was kept and the epochs run (``FitResult``);
+    ``first_eligible``: per phase the first epoch a checkpoint could come from (``1``
+    unless ``min_epochs`` says later): keeping it is the same sign as keeping epoch 1.
     """
+    first_eligible = first_eligible or {}
     if not trained:
         return [{"flag": "not_trained",
                  "reason": "training failed (NotTrainable); metrics are NaN, predictions "
@@ -60,18 +64,20 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
                          _single_class("val", val_predicted, n_classes)) if f is not None]
     for phase in sorted(best_epoch):
         best, run = best_epoch[phase], epochs.get(phase)
+        first = int(first_eligible.get(phase, 1))
+        what = "epoch-1" if first == 1 else f"first eligible (epoch {first})"
         if isinstance(best, list):  # cross-validation: one best epoch per fold
             runs = run if isinstance(run, list) else [None] * len(best)
-            firsts = sum(int(b) == 1 and (r is None or int(r) > 1)
+            firsts = sum(int(b) == first and (r is None or int(r) > first)
                          for b, r in zip(best, runs, strict=True))
             if firsts:
                 flags.append({"flag": "first_epoch",
-                              "reason": f"phase {phase!r} kept its epoch-1 checkpoint on "
+                              "reason": f"phase {phase!r} kept its {what} checkpoint on "
                                         f"{firsts} of {len(best)} folds"})
             continue
-        # one epoch run: keeping it is no sign of anything
-        if best is not None and int(best) == 1 and run is not None and int(run) > 1:
+        # only that epoch run: keeping it is no sign of anything
+        if best is not None and int(best) == first and run is not None and int(run) > first:
             flags.append({"flag": "first_epoch",
-                          "reason": f"phase {phase!r} kept its epoch-1 checkpoint of "
+                          "reason": f"phase {phase!r} kept its {what} checkpoint of "
                                     f"{int(run)} epochs"})
     return flags

@@ -181,7 +181,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     train, val, test = (normalizer.transform(d) for d in (train, val, test))
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
-    prior = np.bincount(train.y, minlength=data.n_classes) / max(len(train.y), 1)
+    prior = np.bincount(fitted_on.y, minlength=data.n_classes) / max(len(fitted_on.y), 1)
     chosen: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         try:
@@ -217,7 +217,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         flags = run_flags(trained=trained, n_classes=data.n_classes,
                           val_predicted=frames[0]["predicted"].to_numpy(),
                           test_predicted=proba.argmax(1), best_epoch=result.best_epoch,
-                          epochs=result.epochs)
+                          epochs=result.epochs, first_eligible=result.first_eligible)
         subsets = []
         if trained and evaluate_subsets and len(data.modalities) > 1:
             for subset in modality_subsets(data.modalities):

@@ -39,6 +39,8 @@ FINALS = ("refit", "ensemble")
 
 @dataclass(frozen=True)
 class Selection:
+    """How a seed chooses its model; the defaults are the config schema's (a test checks)."""
+
     strategy: str = "validation"
     folds: int = 5
     final: str = "refit"
@@ -83,16 +85,23 @@ class FoldEnsemble:
         return self
 
     def trainable_parameters(self) -> int:
-        return int(sum(m.trainable_parameters() for m in self.members))
+        """One member's: the model's size (the run records that it is an ensemble)."""
+        return int(self.members[0].trainable_parameters())
 
     def report_notes(self) -> list[str]:
         first = self.members[0]
         return first.report_notes() if hasattr(first, "report_notes") else []
 
 
+def strata(data: BenchData) -> np.ndarray:
+    """Label × missingness pattern of each subject, the strata the splits use too."""
+    _, pattern = np.unique(data.present, axis=0, return_inverse=True)
+    return data.y * (int(pattern.max(initial=0)) + 1) + pattern.reshape(-1)
+
+
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold index of each sample: each class shuffled and dealt round-robin, so every
-    fold holds each class in about the same share."""
+    """Fold index of each sample: each stratum (a class, or :func:`strata`) shuffled and
+    dealt round-robin, so every fold holds each stratum in about the same share."""
     rng = np.random.default_rng([seed, 7919])  # its own stream, apart from the split's
     fold = np.empty(len(y), dtype=np.int64)
     offset = 0
@@ -148,7 +157,7 @@ def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
 
 def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
             selection: Selection) -> tuple[list, list[FitResult], np.ndarray]:
-    folds = stratified_folds(pool.y, selection.folds, seed)
+    folds = stratified_folds(strata(pool), selection.folds, seed)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
     members, results = [], []
     for k in range(selection.folds):
@@ -166,8 +175,11 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
 
 
 def _median_epochs(results: list[FitResult]) -> dict[str, int]:
+    """The folds' median best epoch per phase; a fold without an eligible checkpoint
+    (best epoch 0: it kept its last weights) counts with the epochs it ran."""
     phases = results[0].best_epoch
-    return {p: max(1, int(np.median([r.best_epoch[p] for r in results]))) for p in phases}
+    return {p: max(1, int(np.median([r.best_epoch[p] or r.epochs[p] for r in results])))
+            for p in phases}
 
 
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
@@ -207,6 +219,13 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         except NotTrainable as err:
             record.error = str(err)
             continue
+        except (ValueError, RuntimeError) as err:
+            # a scaled setting the method cannot build (LARGO's CP rank at half width) is
+            # a failed trial; the method's own defaults must build and train
+            if t == 0:
+                raise
+            record.error = f"{type(err).__name__}: {err}"
+            continue
         for i, r in enumerate(results):
             log_lines += _log(r.lines, t, str(i) if selection.strategy == "cv" else "-")
             seconds += r.seconds
@@ -236,6 +255,8 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             result = fit(method, pool, None, kept["cfg"], seed, device, epochs=epochs)
             log_lines += _log(result.lines, best[1], "refit")
             seconds += result.seconds
+            # per fold, as the ensemble: what the flags and the reader judge
+            result.epochs = {p: [r.epochs[p] for r in results] for p in epochs}
             result.best_epoch = {p: [r.best_epoch[p] for r in results] for p in epochs}
             final = f"refit on the training part for the folds' median best epochs {epochs}"
         else:
@@ -250,6 +271,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         "strategy": selection.strategy,
         **({"folds": selection.folds, "final": final} if selection.strategy == "cv" else {}),
         "budget": tuning.trials, "trials_run": len(candidates), "choose_by": tuning.choose_by,
+        "n_selection": int(len(val_y)),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],
         "chosen": chosen, "seconds": round(seconds, 3),
     }

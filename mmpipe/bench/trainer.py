@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class FitResult:
     epochs: dict[str, int] = field(default_factory=dict)        # epochs run per phase
     best_epoch: dict[str, int] = field(default_factory=dict)
     best_score: dict[str, float] = field(default_factory=dict)
+    # the first epoch a checkpoint could come from (max(1, min_epochs)), per phase
+    first_eligible: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     # what ran: the batch settings and each phase's optimiser and stopping settings
     settings: dict[str, Any] = field(default_factory=dict)
@@ -146,6 +149,9 @@ def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight,
     with torch.no_grad():
         loss_fn = phase.loss or method.loss
         loss, logits = loss_fn(x, present, y, class_weight)
+    if not bool(torch.isfinite(logits).all()):
+        raise NotTrainable(f"{method.name}: non-finite outputs on the validation split in "
+                           f"phase {phase.name!r} (lr {phase.lr:g})")
     proba = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     metrics = classification_metrics(val.y, proba)
     metrics["loss"] = float(loss)
@@ -205,18 +211,21 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
     start = time.perf_counter()
     method.prepare(xt, pt, yt)
     for phase in method.phases(cfg):
-        if epochs is not None:
-            phase.max_epochs = int(epochs[phase.name])
+        # a refit runs the epochs cross-validation chose under the schedule the folds ran
+        # (a cosine annealed over max_epochs), so it repeats what it copies
+        n_epochs = int(epochs[phase.name]) if epochs is not None else phase.max_epochs
         result.settings["phases"].append({"name": phase.name,
-                                          **{k: getattr(phase, k) for k in PHASE_KEYS}})
+                                          **{k: getattr(phase, k) for k in PHASE_KEYS},
+                                          **({"epochs": n_epochs} if epochs else {})})
         opt = _optimizer(phase, phase.parameters())
         sched = _scheduler(phase, opt)
         loss_fn = phase.loss or method.loss
         best, best_state, best_epoch, waited = float("-inf"), None, 0, 0
         # checkpoints (and stops) from this epoch on; a cap below it keeps the last epoch
-        eligible = min(int(phase.min_epochs), phase.max_epochs)
+        eligible = max(1, min(int(phase.min_epochs), phase.max_epochs))
+        result.first_eligible[phase.name] = eligible
         epoch = 0
-        for epoch in range(1, phase.max_epochs + 1):
+        for epoch in range(1, n_epochs + 1):
             method.train()
             order = _epoch_order(train.y, cfg["sampler"], gen)
             total, batches = 0.0, 0
@@ -227,10 +236,14 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
                 xb = _augment({m: v[idx] for m, v in xt.items()}, pt[idx], cfg["noise_p"],
                               cfg["noise_std"], gen)
                 loss, _ = loss_fn(xb, pt[idx], yt[idx], class_weight)
+                value = loss.item()
+                if not math.isfinite(value):  # diverged: a failed trial, not a crash
+                    raise NotTrainable(f"{method.name}: the training loss is {value} in "
+                                       f"phase {phase.name!r}, epoch {epoch} (lr {phase.lr:g})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += loss.item()
+                total += value
                 batches += 1
             if sched is not None:
                 sched.step()

@@ -31,24 +31,30 @@ from typing import Any
 import numpy as np
 
 from mmpipe.bench.metrics import classification_metrics
+from mmpipe.bench.trainer import MONITORS
 
-CHOOSE_BY = ("loss", "auc", "balanced_accuracy")
+# what a trial is judged by: the quantities early stopping can watch
+CHOOSE_BY = MONITORS
 
 
 @dataclass(frozen=True)
 class Tuning:
-    trials: int = 1
-    lr: tuple[float, ...] = (1.0,)
-    capacity: tuple[float, ...] = (1.0,)
+    """The budget; the defaults are the config schema's (a test checks they agree), so a
+    partial ``tuning:`` block keeps the documented values for the keys it leaves out."""
+
+    trials: int = 4
+    lr: tuple[float, ...] = (1.0, 3.0, 0.3)
+    capacity: tuple[float, ...] = (1.0, 0.5, 2.0)
     choose_by: str = "loss"
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> Tuning:
         cfg = dict(cfg or {})
-        out = cls(trials=int(cfg.get("trials", 1)),
-                  lr=tuple(float(f) for f in cfg.get("lr", (1.0,))),
-                  capacity=tuple(float(f) for f in cfg.get("capacity", (1.0,))),
-                  choose_by=str(cfg.get("choose_by", "loss")))
+        base = cls()
+        out = cls(trials=int(cfg.get("trials", base.trials)),
+                  lr=tuple(float(f) for f in cfg.get("lr", base.lr)),
+                  capacity=tuple(float(f) for f in cfg.get("capacity", base.capacity)),
+                  choose_by=str(cfg.get("choose_by", base.choose_by)))
         if out.trials < 1 or out.choose_by not in CHOOSE_BY or not out.lr or not out.capacity:
             raise ValueError(f"tuning: trials >= 1, choose_by in {CHOOSE_BY} and non-empty "
                              f"factor lists, got {cfg}")
@@ -69,11 +75,13 @@ class Tuning:
 
 
 def _scaled(value: Any, factor: float, integer: bool) -> Any:
+    """``value`` × ``factor``: a width (``integer``) rounds to at least 1, a learning rate
+    stays a float even when the config wrote it as an integer."""
     if isinstance(value, list | tuple):
         return [_scaled(v, factor, integer) for v in value]
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return value
-    if integer or isinstance(value, int):
+    if integer:
         return max(1, int(round(value * factor)))
     return float(value * factor)
 

@@ -47,28 +47,6 @@ METHODS: dict[str, str] = {
     "knn_impute": "mmpipe.methods.imputation:KNNImpute",
 }
 
-# The report's grouping of method types (colours in the plots, comparisons in the summary):
-# each paper's method with the comparators it was published against; "simple fusion" the
-# plain fusion comparators; "baselines" the non-neural references every fusion method must
-# beat; "single modality" one modality alone. Every type in METHODS needs one (a test checks).
-BASELINE_FAMILY = "baselines"
-SINGLE_FAMILY = "single modality"
-FAMILIES: dict[str, str] = {
-    "mmare": "MMARE",
-    "hypermm": "HyperMM", "hypermm_e2e": "HyperMM",
-    "ham": "HAM & comparators", "modality_dropout": "HAM & comparators",
-    "featimpute": "HAM & comparators", "largo": "HAM & comparators",
-    "bd": "BD & comparators", "bd_filling": "BD & comparators", "ae_impute": "BD & comparators",
-    "unilmmv": "attention / graph", "muse": "attention / graph", "adacomed": "attention / graph",
-    "drim": "attention / graph",
-    "mean_impute": "imputation", "knn_impute": "imputation",
-    "concat_zero": "simple fusion", "deepsets": "simple fusion", "late_fusion": "simple fusion",
-    "standard": "simple fusion",
-    "logreg": BASELINE_FAMILY, "hgb": BASELINE_FAMILY,
-    "single": SINGLE_FAMILY,
-}
-
-
 def method_class(type_name: str):
     try:
         target = METHODS[type_name]

@@ -3,9 +3,9 @@
 Each is a small MLP stack over the flattened per-modality features (a modality of shape
 ``[*s]`` is read as a ``[prod(s)]`` vector). Unless a config says otherwise they train
 with the same protocol as MMARE (lr 1e-4, weight decay 1e-4, batches of 64, weighted
-sampler, early stopping on validation balanced accuracy with patience 25, Gaussian
-noise with p = 0.3), so that a difference in results comes from the fusion, not from
-the training recipe.
+sampler, early stopping with patience 25, Gaussian noise with p = 0.3) except that early
+stopping watches the validation loss from epoch 5 on (``methods.blocks.TRAIN_DEFAULTS``),
+so that a difference in results comes from the fusion, not from the training recipe.
 
 - :class:`DeepSets` — per-modality encoders, mean over the present ones, MLP head.
 - :class:`ZeroFillConcat` — concatenation with absent modalities filled with zeros.

@@ -171,12 +171,12 @@ def _check_unique(df: pl.DataFrame, keys: Sequence[str], what: str) -> None:
 
 
 def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per run: identity, ``family`` (:data:`mmpipe.methods.FAMILIES`), test
+    """One row per run: identity, ``family`` (:data:`mmpipe.methods.families.FAMILIES`), test
     metrics (plain names; ``n_test``), validation metrics (``val_*``),
     ``trainable_parameters``, ``training_seconds``, ``n_classes``, ``positive_label`` (the
     label value the ``*_positive`` metrics are of), ``flags`` (names, ";"-joined),
     ``collapsed`` (every test prediction one class) and the file's ``path``."""
-    from mmpipe.methods import FAMILIES
+    from mmpipe.methods.families import FAMILIES
 
     rows = []
     for p in metrics_paths:

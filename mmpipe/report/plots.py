@@ -7,7 +7,7 @@ group has no runs (no placeholder picture: the report lists what it drew). Figur
 built without pyplot (``matplotlib.figure.Figure`` renders with Agg), so no global
 backend or display is touched.
 
-Legible with ~30 methods: a method's colour is its family (:data:`mmpipe.methods.FAMILIES`),
+Legible with ~30 methods: a method's colour is its family (:data:`mmpipe.methods.families.FAMILIES`),
 its line style and marker tell the variants of a family apart; the baselines (logreg,
 hgb) are grey reference lines; the best few methods are named on the figure; crowded
 line plots are split into one panel per family, each with its own legend below it.
@@ -24,13 +24,12 @@ import numpy as np
 import polars as pl
 
 from mmpipe.fsutil import atomic_file
+from mmpipe.methods import families
 from mmpipe.report.tables import LOWER_IS_BETTER, group_label, metric_label, positive_label
 
 DPI = 150
 # families in the order panels and legends list them; "other": a type FAMILIES lacks
-FAMILY_ORDER = ("MMARE", "HyperMM", "HAM & comparators", "BD & comparators",
-                "attention / graph", "imputation", "simple fusion", "single modality",
-                "baselines", "other")
+FAMILY_ORDER = (*families.FAMILY_ORDER, "other")
 # tab10 without its grey (kept for the baselines) and without red/green side by side
 _FAMILY_COLOURS = {"MMARE": "#d62728", "HyperMM": "#1f77b4", "HAM & comparators": "#2ca02c",
                    "BD & comparators": "#9467bd", "attention / graph": "#ff7f0e",
@@ -72,7 +71,7 @@ def _series_labels(df: pl.DataFrame) -> pl.DataFrame:
                                                           separator=", "),
                                             pl.lit("]")]).alias("series"))
     if "family" not in df.columns:
-        from mmpipe.methods import FAMILIES
+        from mmpipe.methods.families import FAMILIES
 
         types = df["method_type"] if "method_type" in df.columns else df["method"]
         df = df.with_columns(pl.Series("family", [FAMILIES.get(t, "other") for t in types],
@@ -107,7 +106,7 @@ def _val(v: Any) -> float:
 
 
 def _is_baseline(family: str) -> bool:
-    from mmpipe.methods import BASELINE_FAMILY
+    from mmpipe.methods.families import BASELINE_FAMILY
 
     return family == BASELINE_FAMILY
 

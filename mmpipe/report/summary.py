@@ -3,8 +3,8 @@
 For each group: the best method on the headline metric with its interval; whether the
 best *fusion* method beats the best single-modality run and each baseline; which runs
 collapsed, kept their first epoch or could not train. Method types are grouped by
-:data:`mmpipe.methods.FAMILIES`: ``baselines`` (logreg, hgb), ``single modality``
-(single), every other family is fusion.
+:data:`mmpipe.methods.families.FAMILIES`: ``baselines``, ``single modality``, every
+other family is fusion.
 
 Statistics, stated in the text too:
 
@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
 from mmpipe.report.stats import min_wilcoxon_p, paired_p
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
@@ -41,15 +42,13 @@ from mmpipe.report.tables import (
 # what a flag is called in a sentence, and in what order the summary names them
 FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed to one class",
               "single_class_val": "predicted one class on validation",
-              "first_epoch": "kept its epoch-1 checkpoint"}
+              "first_epoch": "kept its first eligible checkpoint"}
 # the same, after "N method(s)"
 _MILDER = {"single_class_val": "predicted one class on validation",
-           "first_epoch": "kept the epoch-1 checkpoint"}
+           "first_epoch": "kept the first eligible checkpoint"}
 
 
 def _families():
-    from mmpipe.methods import BASELINE_FAMILY, SINGLE_FAMILY
-
     return BASELINE_FAMILY, SINGLE_FAMILY
 
 
@@ -167,7 +166,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
              f"Per scenario and rate: the best method by {name} (mean ± std over seeds, "
              "sample std; 95 % CI: t interval of the mean over seeds); the best *fusion* "
              "method (every family but the baselines and single modality) against the best "
-             "single-modality run and each baseline (logreg, hgb), by an exact Wilcoxon "
+             f"single-modality run and each baseline ({', '.join(types_of(BASELINE_FAMILY))}), "
+             "by an exact Wilcoxon "
              "signed-rank test over seeds, paired by seed (same split and mask), one-sided "
              "with the alternative fixed in advance: the fusion method is better. With "
              f"{n_max} seeds its smallest p is {min_wilcoxon_p(n_max, 'greater'):.3g} "
@@ -252,8 +252,9 @@ def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> 
     several = flags["feature_set"].n_unique() > 1
     lines = ["## Flagged runs", "",
              "Runs to read with care: *collapsed* = every prediction of the split is one "
-             "class (chance-level balanced accuracy, whatever the AUC); *epoch-1 "
-             "checkpoint* = early stopping kept the first epoch; *not trained* = NaN "
+             "class (chance-level balanced accuracy, whatever the AUC); *first eligible "
+             "checkpoint* = early stopping kept the first epoch it could (epoch 1, or "
+             "`min_epochs`); *not trained* = NaN "
              "metrics, prior predictions. Counts are seeds of the cell.", ""]
     order = {f: i for i, f in enumerate(FLAG_WORDS)}
     keyed: dict[tuple, list[dict]] = {}

@@ -105,7 +105,7 @@ def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
     out = tmp_path / "run"
     metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
                              {"type": "standard"}, root / "split.parquet",
-                             tmp_path / "no_c.parquet", out, seed=0,
+                             tmp_path / "no_c.parquet", out, seed=0, tuning={"trials": 1},
                              meta={"cohort": "toy", "feature_set": "all", "method": "standard",
                                    "scenario": "mcar", "rate": 0.4})
     assert metrics["trained"] is False
@@ -132,7 +132,8 @@ def _fail_run_seed_when(monkeypatch, predicate) -> None:
 def _train(method: dict, seeds: list[int]) -> dict:
     """A training job's parameter set (mmpipe.params.train_params) for the toy cohort."""
     return {"method": method, "feature_set": {m: "precomputed" for m in MODALITIES},
-            "label": "y", "normalize": "zscore", "evaluate_subsets": True, "seeds": seeds}
+            "label": "y", "normalize": "zscore", "evaluate_subsets": True, "seeds": seeds,
+            "tuning": {"trials": 1}}
 
 
 def _layout_with(cohort_dir, tmp_path, cells: dict[str, dict], seeds) -> CohortLayout:

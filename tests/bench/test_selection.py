@@ -197,3 +197,30 @@ def test_a_fold_ensemble_is_saved_and_predicts_like_the_run(cohort, tmp_path):  
     mine = scores.join(full.select("subject_id", pl.col("score_1").alias("run")), on="subject_id")
     assert len(mine) > 0
     np.testing.assert_allclose(mine["score_1"], mine["run"], rtol=1e-4, atol=1e-5)
+
+
+def test_the_dataclass_defaults_are_the_schema_defaults():
+    """A partial `tuning:` block keeps the documented values of the keys it leaves out."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    bench = schema["$defs"]["benchmark"]["properties"]
+    assert Tuning.from_config(bench["tuning"]["default"]) == Tuning()
+    assert Selection.from_config(bench["selection"]["default"]) == Selection()
+    assert Tuning.from_config({"trials": 8}).lr == Tuning().lr
+
+
+def test_a_trial_that_cannot_build_or_diverges_is_recorded_not_fatal():
+    data = _data(n=60)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
+    # plain SGD at lr x 1e12 diverges: the trial fails with its reason, the defaults stay
+    sel = _select({"type": "concat_zero", "max_epochs": 4, "lr": 1e-3, "optimizer": "sgd"},
+                  train, val, tuning={"trials": 2, "lr": [1, 1e12], "capacity": [1]})
+    assert sel.overrides == {}
+    assert "error" in sel.record["trials"][1] and sel.record["trials"][0].get("error") is None
+    # the defaults themselves must build: an error there is not hidden
+    with pytest.raises(RuntimeError, match="negative dimension"):
+        _select({"type": "concat_zero", "max_epochs": 2, "hidden": [-4]}, train, val,
+                tuning={"trials": 1})

@@ -46,7 +46,7 @@ def trained(tmp_path_factory, base_config):
     run = root / "run"
     run_experiment(layout.root, {"clinical": "tabular"}, "y",
                    {"type": "deepsets", "max_epochs": 3}, layout.split(0),
-                   layout.mask("natural", 0.0, 0), run, seed=0,
+                   layout.mask("natural", 0.0, 0), run, seed=0, tuning={"trials": 1},
                    meta={"cohort": "toy", "feature_set": "tab", "method": "deepsets",
                          "scenario": "natural", "rate": 0.0})
     return run, store

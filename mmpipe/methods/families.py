@@ -1,0 +1,42 @@
+"""The report's grouping of method types: colours in the plots, comparisons in the summary.
+
+Each paper's method sits with the comparators it was published against; "simple
+fusion" holds the plain fusion comparators; "baselines" the non-neural references every
+fusion method must beat; "single modality" one modality alone. Every type in
+:data:`mmpipe.methods.METHODS` needs a family (a test checks). A module of its own, not
+the method registry: the report's code key covers it, so regrouping reruns the report.
+"""
+
+from __future__ import annotations
+
+BASELINE_FAMILY = "baselines"
+SINGLE_FAMILY = "single modality"
+FAMILIES: dict[str, str] = {
+    "mmare": "MMARE",
+    "hypermm": "HyperMM", "hypermm_e2e": "HyperMM",
+    "ham": "HAM & comparators", "modality_dropout": "HAM & comparators",
+    "featimpute": "HAM & comparators", "largo": "HAM & comparators",
+    "bd": "BD & comparators", "bd_filling": "BD & comparators", "ae_impute": "BD & comparators",
+    "unilmmv": "attention / graph", "muse": "attention / graph", "adacomed": "attention / graph",
+    "drim": "attention / graph",
+    "mean_impute": "imputation", "knn_impute": "imputation",
+    "concat_zero": "simple fusion", "deepsets": "simple fusion", "late_fusion": "simple fusion",
+    "standard": "simple fusion",
+    "logreg": BASELINE_FAMILY, "hgb": BASELINE_FAMILY,
+    "single": SINGLE_FAMILY,
+}
+
+# the order panels, legends and the summary list families in
+FAMILY_ORDER = ("MMARE", "HyperMM", "HAM & comparators", "BD & comparators",
+                "attention / graph", "imputation", "simple fusion", SINGLE_FAMILY,
+                BASELINE_FAMILY)
+
+
+def family_of(method_type: str) -> str:
+    """The family of a method type; "other" for a type the mapping lacks."""
+    return FAMILIES.get(method_type, "other")
+
+
+def types_of(family: str) -> list[str]:
+    """The method types of a family, in the mapping's order."""
+    return [t for t, f in FAMILIES.items() if f == family]
