@@ -328,17 +328,40 @@ def group_tag(scenario: str, rate: float) -> str:
     return cell_name(scenario, rate)
 
 
+def training_effort(m: dict[str, Any]) -> str | None:
+    """How much a run trained, from its ``metrics.json``: optimiser steps (epochs ×
+    batches of its training split, per phase) with batch size and learning rate(s), so a
+    collapsed run says whether it could have learnt anything (MUSE's official lr 1e-4 and
+    batch 256 make about a hundred steps on a few hundred subjects)."""
+    training, epochs, n = m.get("training") or {}, m.get("epochs") or {}, m.get("n_train")
+    phases = training.get("phases") or []
+    batch = training.get("batch_size")
+    if not phases or not batch or not n:
+        return None
+    steps, lrs = 0, []
+    for ph in phases:
+        run = epochs.get(ph.get("name"))
+        run = max(run) if isinstance(run, list) else run  # cross-validation: per fold
+        if run is None:
+            return None
+        steps += int(run) * math.ceil(int(n) / int(batch))
+        lrs.append(f"{ph.get('lr'):g}" if isinstance(ph.get("lr"), int | float) else "?")
+    return f"{steps} optimiser steps (batch {batch}, lr {'/'.join(dict.fromkeys(lrs))})"
+
+
 def collect_flags(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per (run, flag): identity, ``flag`` and ``reason`` (:mod:`mmpipe.bench.flags`)."""
+    """One row per (run, flag): identity, ``flag``, ``reason`` (:mod:`mmpipe.bench.flags`)
+    and ``effort`` (:func:`training_effort`)."""
     rows = []
     for p in metrics_paths:
         p = Path(p)
         m = _read_json(p)
         ident = _identity(m, p)
-        rows += [{**ident, "flag": f["flag"], "reason": f["reason"]}
+        effort = training_effort(m)
+        rows += [{**ident, "flag": f["flag"], "reason": f["reason"], "effort": effort}
                  for f in run_flag_list(m, p)]
     schema = {c: (pl.Int64 if c == "seed" else pl.Float64 if c == "rate" else pl.String)
-              for c in (*ID_COLUMNS, "flag", "reason")}
+              for c in (*ID_COLUMNS, "flag", "reason", "effort")}
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(
         schema=schema)
 

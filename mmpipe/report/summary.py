@@ -270,7 +270,15 @@ def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> 
         name = f"{method} [{fs}]" if several else method
         total = n_seeds.get((method, fs, scenario, round(rate, 6)))
         of = f" of {total}" if total else ""
+        # why a run collapsed or stopped at once: how much it trained
+        efforts = sorted({r["effort"] for r in rs if r.get("effort")},
+                         key=lambda e: int(e.split()[0]))
+        effort = ""
+        if efforts and flag != "not_trained":
+            effort = (f"; trained {efforts[0]}" if len(efforts) == 1 else
+                      f"; trained {efforts[0]} … {efforts[-1]}")
         lines.append(f"- **{name}**, {group_label(scenario, rate)}: "
                      f"{FLAG_WORDS.get(flag, flag)} on {len(seeds)}{of} seeds "
-                     f"(seed {', '.join(map(str, seeds))}): {'; '.join(reasons[:2])}{more}")
+                     f"(seed {', '.join(map(str, seeds))}): {'; '.join(reasons[:2])}{more}"
+                     f"{effort}")
     return lines + [""]

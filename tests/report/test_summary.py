@@ -132,3 +132,18 @@ def test_t_interval_by_hand():
     half = t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
     assert t_interval(v) == pytest.approx((0.8 - half, 0.8 + half))
     assert t_interval([0.5]) is None
+
+
+def test_a_collapsed_run_says_how_much_it_trained():
+    """MUSE's official lr 1e-4 and batch 256 give about a hundred optimiser steps on a few
+    hundred subjects: the report states it beside the collapse."""
+    from mmpipe.report.aggregate import training_effort
+
+    m = {"n_train": 430, "epochs": {"train": 25},
+         "training": {"batch_size": 256, "phases": [{"name": "train", "lr": 1e-4}]}}
+    assert training_effort(m) == "50 optimiser steps (batch 256, lr 0.0001)"
+    two = {"n_train": 100, "epochs": {"phi": [3, 5], "rho": 4},
+           "training": {"batch_size": 64, "phases": [{"name": "phi", "lr": 1e-4},
+                                                     {"name": "rho", "lr": 1e-3}]}}
+    assert training_effort(two) == "18 optimiser steps (batch 64, lr 0.0001/0.001)"
+    assert training_effort({"n_train": 10, "training": {}}) is None   # sklearn: no epochs
