@@ -94,14 +94,16 @@ def test_batch_size_and_device_rerun_nothing(raw_config):
 
 def test_run_cells_follow_the_cohort_scenarios_and_each_runs_own(raw_config):
     cfg = validate_config(copy.deepcopy(raw_config))
-    # default_scenarios: natural and every MCAR rate, scenarios in the registry's order
-    assert run_cells(cfg, "demo", "all", "mmare") == [
-        "natural-0.0", "mcar-0.2", "mcar-0.4", "mcar-0.6"]
-    # a run naming its scenarios: BD's protocol
+    # runs naming their scenarios, in the registry's order: MMARE under natural and MCAR,
+    # BD's protocol
+    assert run_cells(cfg, "demo", "all", "mmare") == ["natural-0.0", "mcar-0.4"]
     assert run_cells(cfg, "demo", "slide_clinical", "bd") == [
         "natural-0.0", "testmiss-0.5", "testmiss-0.8"]
-    # `single` without a modality: one run per modality of the feature set
-    assert run_cells(cfg, "demo", "all", "single_wsi") == run_cells(cfg, "demo", "all", "mmare")
+    # `single` without a modality: one run per modality of the feature set, under the
+    # cohort's default_scenarios
+    assert run_cells(cfg, "demo", "all", "single_wsi") == run_cells(cfg, "demo", "all",
+                                                                     "deepsets")
+    assert run_cells(cfg, "demo", "all", "deepsets") == ["natural-0.0"]
     with pytest.raises(ConfigError, match="no run of 'bd' on 'all'"):
         run_cells(cfg, "demo", "all", "bd")
 

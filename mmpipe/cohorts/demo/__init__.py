@@ -6,11 +6,19 @@ missing slice, corrupt slides, a second "scout" series, blank labels and
 fields) and a label that no single modality predicts well but that fusion can:
 
     z ~ N(0, 1)                    latent risk
-    label = 1[z + N(0, 0.35) > t]  t = the cohort's 63rd percentile: 37 % positives
-    each modality sees z + N(0, sigma_m) through its own image feature:
+    label = 1[z + N(0, 0.25) > t]  t = the cohort's 63rd percentile: 37 % positives
+    each modality sees z + N(0, sigma_m) through its own image property:
       mri_t1: lesion size         mri_t2: lesion brightness
-      ct:     lesion HU contrast  wsi:    nuclei density and haematoxylin tint
+      ct:     lesion enhancement  wsi:    nuclei density and haematoxylin tint
       clinical: age and stage (two independent noisy readings)
+
+The demo's image encoders run with random weights (nothing can be downloaded), so each
+property is one a frozen random network's pooled features keep: it changes a large
+share of every image (a lesion running the slab's length, so each axial slice shows
+it; a tint and a nuclei density over all of a slide's tissue), and it is relative to the
+tissue around it, so a per-volume normalisation does not erase it.
+``benchmarks/demo_signal.py`` measures the signal at each step, from the latent readings
+to the trained methods; ``measure`` reads each property back from the pixels.
 
 Every random draw comes from ``numpy.random.default_rng([seed, purpose, ...])``,
 so the same arguments give byte-identical files; a rerun also removes the demo
@@ -132,12 +140,16 @@ def _readme(summary: dict[str, Any]) -> str:
         "",
         f"Label: latent risk z ~ N(0,1); label = 1 for the {POSITIVE_SHARE:.0%} of subjects "
         f"with the highest z + N(0, {LABEL_NOISE}).",
-        "Each modality sees z + N(0, sigma) through one image feature:",
-        f"  mri_t1    lesion size (bright T1 lesion in a kidney)   sigma {sig['mri_t1']}",
-        f"  mri_t2    lesion brightness                            sigma {sig['mri_t2']}",
-        f"  ct        lesion enhancement (HU)                      sigma {sig['ct']}",
-        f"  wsi       nuclei density and haematoxylin tint         sigma {sig['wsi']}",
-        f"  clinical  age and stage (two independent readings)     sigma {sig['age']}",
+        "Each modality sees z + N(0, sigma) through one image property:",
+        f"  mri_t1    lesion size (bright T1 lesion of the kidney)    sigma {sig['mri_t1']}",
+        f"  mri_t2    lesion brightness, relative to the kidney's     sigma {sig['mri_t2']}",
+        f"  ct        lesion enhancement (HU)                         sigma {sig['ct']}",
+        f"  wsi       nuclei density and haematoxylin tint            sigma {sig['wsi']}",
+        f"  clinical  age and stage (two independent readings)        sigma {sig['age']}",
+        "The kidneys and the lesion run the length of the volume, so every axial slice",
+        "shows the lesion; each property changes a large share of the image and is relative",
+        "to the tissue around it: a frozen random-init encoder's pooled features keep it,",
+        "and a per-volume z-score or min-max does not erase it (scanner gain varies).",
         "",
         "Layout:",
         "  labels.csv          subject_id,label (blank = label missing)",
@@ -165,8 +177,8 @@ def generate_demo_cohort(
     out_dir: Path,
     n_subjects: int = 60,
     seed: int = 7,
-    volume_shape: tuple[int, int, int] = (24, 64, 64),
-    slide_size: tuple[int, int] = (2048, 3072),
+    volume_shape: tuple[int, int, int] = (16, 64, 64),
+    slide_size: tuple[int, int] = (512, 768),
     slide_mpp: float = 0.5,
     missing: dict[str, float] | None = None,
     second_series_share: float = 0.2,

@@ -1,4 +1,12 @@
-"""H&E-like slide rendering, and the truncated bytes of a corrupt slide."""
+"""H&E-like slide rendering, and the truncated bytes of a corrupt slide.
+
+A slide carries the reading through its nuclei density and the haematoxylin tint of all
+its tissue: properties of every tissue tile, so the few tiles the tiler keeps all show
+them, and colour and texture statistics are what a frozen random-init CNN's pooled
+features keep best. The demo's slides are small (512 x 768 px: three to five tissue tiles),
+because the random-init CLAM encoder costs the most per subject on a CPU and more tiles
+of the same tissue add no signal.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ def render_slide(size: tuple[int, int], channel: float, rng: np.random.Generator
     field = np.zeros((lh, lw), np.float32)
     for _ in range(int(rng.integers(2, 5))):
         cy, cx = rng.uniform(0.25, 0.75) * lh, rng.uniform(0.2, 0.8) * lw
-        sy, sx = rng.uniform(0.1, 0.2) * lh, rng.uniform(0.08, 0.16) * lw
+        sy, sx = rng.uniform(0.16, 0.26) * lh, rng.uniform(0.14, 0.22) * lw
         field += np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2) / 2)
     field += 0.35 * gaussian_filter(rng.standard_normal((lh, lw)).astype(np.float32), 2.0)
     shade = gaussian_filter(rng.standard_normal((lh, lw)).astype(np.float32), 3.0)

@@ -1,0 +1,206 @@
+"""Where the demo's planted signal lives: its AUC at every step from the latent model to
+the trained methods, so a change that loses it shows at the step that lost it.
+
+Run after the demo (``snakemake --cores 2``, default config):
+
+    python benchmarks/demo_signal.py [--results results/demo] [--config config.yaml]
+
+Steps, each as the AUC of the label on the labelled subjects that have the modality:
+
+1. latent: the generator's own reading of the risk for the modality (``summary.json``).
+2. image: the image property that carries it, measured back from the raw files
+   (T1 lesion volume, T2 lesion brightness, CT lesion enhancement, slide nuclei and tint;
+   clinical: age and stage from the table).
+3. store: a cross-validated linear probe (z-scored ridge-penalised logistic regression,
+   5 folds, 3 repeats) on each encoder store, and the share of the latent reading a
+   cross-validated linear map of the features recovers (R²): a store can keep the
+   reading (high R²) and still lose the label to its dimension.
+4. trained: the test AUC of every trained run (mean ± std over seeds) under natural
+   missingness, from the report's ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
+def _probe(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean AUC of out-of-fold logistic-regression scores over 3 repeated 5-fold splits."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=5000))
+    folds = min(5, int(np.bincount(y).min()))
+    return float(np.mean([
+        _auc(y, cross_val_predict(clf, x, y, method="predict_proba",
+                                  cv=StratifiedKFold(folds, shuffle=True, random_state=r))[:, 1])
+        for r in range(3)]))
+
+
+def _recovered(x: np.ndarray, reading: np.ndarray) -> float:
+    """Cross-validated R² of the latent reading from the features (ridge, z-scored)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13)))
+    return float(cross_val_score(model, x, reading, cv=5, scoring="r2").mean())
+
+
+# -- step 2: the image property, read back from the files ------------------------------------
+
+
+def _nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))
+                      .get_fdata(), dtype=np.float32)
+
+
+def _ct_volume(folder: Path) -> np.ndarray:
+    import pydicom
+
+    slices = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
+    main = max({s.SeriesInstanceUID for s in slices},
+               key=lambda uid: sum(s.SeriesInstanceUID == uid for s in slices))
+    return np.stack([s.pixel_array.astype(np.float32) * float(s.RescaleSlope)
+                     + float(s.RescaleIntercept) for s in slices
+                     if s.SeriesInstanceUID == main])
+
+
+def image_property(modality: str, raw: Path, sid: str) -> float:
+    """The property the generator planted the reading in (see mmpipe.cohorts.demo)."""
+    from mmpipe.cohorts.demo import measure
+
+    if modality in ("mri_t1", "mri_t2"):
+        return measure.mri_property(modality, _nifti(raw / modality / f"{sid}.nii.gz"))
+    if modality == "ct":
+        return measure.ct_property(_ct_volume(raw / "ct" / sid))
+    import tifffile
+
+    return measure.slide_property(tifffile.imread(raw / "wsi" / f"{sid}.tiff", level=0))
+
+
+def _clinical_property(raw: Path, ids: list[str]) -> np.ndarray:
+    """Age plus the stage's rank, from the table (a blank field counts as the median)."""
+    rows = {r["subject_id"]: r for r in csv.DictReader((raw / "clinical.csv").open())}
+    age = np.array([float(rows[s]["age"]) if rows[s]["age"] else np.nan for s in ids])
+    stage = np.array([("I", "II", "III", "IV").index(rows[s]["stage"]) if rows[s]["stage"]
+                      else np.nan for s in ids])
+    age = (age - np.nanmean(age)) / np.nanstd(age)
+    stage = (stage - np.nanmean(stage)) / np.nanstd(stage)
+    return np.nan_to_num(age) + np.nan_to_num(stage)
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", type=Path, default=REPO / "results" / "demo")
+    ap.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    args = ap.parse_args(argv)
+
+    import torch
+    import yaml
+
+    from mmpipe.cohorts.demo import latent_model
+    from mmpipe.store import read_features
+
+    raw = args.results / "raw"
+    if not (raw / "summary.json").is_file() or not (args.results / "features").is_dir():
+        print(f"{args.results}: no demo results; run `snakemake --cores 2` first",
+              file=sys.stderr)
+        return 2
+    summary = json.loads((raw / "summary.json").read_text())
+    cfg = yaml.safe_load(args.config.read_text())
+    demo_cfg = cfg["cohorts"]["demo"]
+    bench = demo_cfg.get("benchmark", {})
+    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
+          f"{os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__}")
+    print(f"demo: {json.dumps(summary['params'])}")
+    print(f"seeds: {bench.get('seeds', cfg['benchmark']['seeds'])}; "
+          f"ratios: {bench.get('ratios', cfg['benchmark']['ratios'])}; "
+          f"normalize: {bench.get('normalize', cfg['benchmark']['normalize'])}")
+    subjects = {s["subject_id"]: s for s in summary["subjects"]}
+
+    def labelled(ids) -> tuple[list[int], np.ndarray]:
+        keep = [i for i, sid in enumerate(ids) if subjects[sid]["label"] is not None]
+        return keep, np.array([subjects[ids[i]]["label"] for i in keep])
+
+    print("\n1-2. latent reading and image property (AUC of the label)")
+    print(f"  {'modality':10s} {'n':>4s} {'latent':>7s} {'image':>7s}")
+    all_ids = list(subjects)
+    keep, y = labelled(all_ids)
+    params = summary["params"]
+    # z itself is not written anywhere: the generator's latent model recomputes it
+    z = latent_model(params["n_subjects"], params["seed"])["z"]
+    age, stage = (np.array([subjects[all_ids[i]]["channels"][k] for i in keep])
+                  for k in ("age", "stage"))
+    print(f"  {'z (risk)':10s} {len(keep):4d} {_auc(y, z[keep]):7.3f} {'-':>7s}")
+    print(f"  {'clinical':10s} {len(keep):4d} {_auc(y, age + stage):7.3f} "
+          f"{_auc(y, _clinical_property(raw, [all_ids[i] for i in keep])):7.3f}")
+    for m in ("mri_t1", "mri_t2", "ct", "wsi"):
+        ids = [sid for sid in all_ids if subjects[sid]["present"][m]
+               and subjects[sid]["label"] is not None
+               and not (m == "ct" and subjects[sid]["corrupt_ct"])
+               and not (m == "wsi" and subjects[sid]["corrupt_slide"])]
+        yy = np.array([subjects[s]["label"] for s in ids])
+        reading = np.array([subjects[s]["channels"][m] for s in ids])
+        prop = np.array([image_property(m, raw, s) for s in ids])
+        print(f"  {m:10s} {len(ids):4d} {_auc(yy, reading):7.3f} {_auc(yy, prop):7.3f}",
+              flush=True)
+
+    print("\n3. encoder stores: linear probe AUC (5-fold CV) and R² of the latent reading")
+    print(f"  {'store':28s} {'n':>4s} {'dim':>6s} {'probe':>7s} {'R²':>6s} {'weights':>12s}")
+    for path in sorted((args.results / "features").glob("*/*.zarr")):
+        f = read_features(path)
+        modality = path.parent.name
+        rows = [i for i in range(len(f.subject_id)) if f.present[i]]
+        keep, yy = labelled([f.subject_id[i] for i in rows])
+        rows = [rows[i] for i in keep]
+        x = f.emb[rows].reshape(len(rows), -1)
+        key = "age" if modality == "clinical" else modality
+        reading = np.array([subjects[f.subject_id[i]]["channels"][key] for i in rows])
+        if modality == "clinical":  # the table holds two readings: predict their sum
+            reading = reading + np.array([subjects[f.subject_id[i]]["channels"]["stage"]
+                                          for i in rows])
+        print(f"  {modality + '/' + path.stem:28s} {len(rows):4d} {x.shape[1]:6d} "
+              f"{_probe(x, yy):7.3f} {_recovered(x, reading):6.3f} "
+              f"{f.attrs.get('weights_source', '-'):>12s}", flush=True)
+
+    print("\n4. trained methods: test AUC under natural missingness (mean ± std over seeds)")
+    table = args.results / "report" / "summary.csv"
+    if not table.is_file():
+        print(f"  {table} not found: the report has not been built")
+        return 0
+    rows = [r for r in csv.DictReader(table.open()) if r["scenario"] == "natural"]
+    rows.sort(key=lambda r: (r["feature_set"], -float(r["auc_mean"])))
+    for r in rows:
+        print(f"  {r['feature_set']:18s} {r['method']:28s} {float(r['auc_mean']):.3f} ± "
+              f"{float(r['auc_std']):.3f}  ({r['n_seeds']} seeds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
