@@ -125,6 +125,7 @@ class Selected:
     overrides: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
     log: str = ""
+    seconds: float = 0.0                    # every trial, fold and refit
 
 
 def training_part(train: BenchData, val: BenchData) -> BenchData:
@@ -273,9 +274,10 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         "budget": tuning.trials, "trials_run": len(candidates), "choose_by": tuning.choose_by,
         "n_selection": int(len(val_y)),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],
-        "chosen": chosen, "seconds": round(seconds, 3),
+        "chosen": chosen,
     }
     header = "trial\tfold\t" + LOG_HEADER
     return Selected(method=method, result=result, val_y=val_y, val_proba=kept["proba"],
                     val_ids=val_ids, val_evaluation=evaluation, overrides=chosen,
-                    record=record, log=header + "\n" + "\n".join(log_lines) + "\n")
+                    record=record, log=header + "\n" + "\n".join(log_lines) + "\n",
+                    seconds=seconds)

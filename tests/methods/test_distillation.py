@@ -253,8 +253,9 @@ def test_phases(shapes, batch):
     torch.testing.assert_close(logits, model(x, present))
     ae = build(AutoEncoderImpute, shapes)
     rec, cls = ae.phases({})
+    # the classifier phase watches the project's default monitor, the validation loss
     assert (rec.name, rec.monitor, cls.name, cls.monitor) == (
-        "ae", "loss", "classifier", "balanced_accuracy")
+        "ae", "loss", "classifier", "loss")
     assert {id(p) for p in rec.parameters()} == {id(p) for p in ae.generator.parameters()}
     assert {id(p) for p in cls.parameters()} == {id(p) for p in ae.multi.parameters()}
     assert [p.name for p in build(AutoEncoderImpute, shapes,
