@@ -83,7 +83,7 @@ def _scaled(value: Any, factor: float, integer: bool) -> Any:
         return value
     if integer:
         return max(1, int(round(value * factor)))
-    return float(value * factor)
+    return float(f"{value * factor:.12g}")  # 3e-4 as written, not 0.00030000000000000003
 
 
 def _width_multiple(method_cls, hparams: dict[str, Any]) -> int:
