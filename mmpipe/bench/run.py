@@ -202,10 +202,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         start = time.perf_counter()
         frames, metrics = [], {}
         if sel is not None:  # the validation split's, or the out-of-fold predictions
-            val_part = val if sel.val_evaluation == "scenario" else training_part(train, val)
             metrics["val"] = classification_metrics(sel.val_y, sel.val_proba)
-            frames.append(_predictions(val_part, sel.val_proba, "val", sel.val_evaluation,
-                                       np.zeros(len(val_part.y), bool)))
+            frames.append(_predictions(sel.val_part, sel.val_proba, "val", sel.val_evaluation,
+                                       np.zeros(len(sel.val_part), bool)))
         else:
             metrics["val"] = nan_metrics(len(val.y), data.n_classes, ["not trained"])
             frames.append(_predictions(val, np.tile(prior, (len(val.y), 1)), "val", "scenario",

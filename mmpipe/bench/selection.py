@@ -122,6 +122,7 @@ class Selected:
     val_proba: np.ndarray
     val_ids: np.ndarray
     val_evaluation: str                     # "scenario" (the val split) | "out_of_fold"
+    val_part: BenchData                     # the subjects of val_proba, in its order
     overrides: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
     log: str = ""
@@ -130,18 +131,14 @@ class Selected:
 
 def training_part(train: BenchData, val: BenchData) -> BenchData:
     """The training and validation splits as one set (cross-validation's pool)."""
-    return _merge(train, [train, val])
-
-
-def _merge(base: BenchData, parts: list[BenchData]) -> BenchData:
-    """The concatenation of ``parts`` (same modalities) as one BenchData."""
+    parts = (train, val)
     return BenchData(subject_id=np.concatenate([p.subject_id for p in parts]),
                      y=np.concatenate([p.y for p in parts]),
-                     x={m: np.concatenate([p.x[m] for p in parts]) for m in base.modalities},
+                     x={m: np.concatenate([p.x[m] for p in parts]) for m in train.modalities},
                      present=np.concatenate([p.present for p in parts]),
-                     modalities=list(base.modalities), n_classes=base.n_classes,
-                     label_name=base.label_name, label_values=base.label_values,
-                     provenance=base.provenance)
+                     modalities=list(train.modalities), n_classes=train.n_classes,
+                     label_name=train.label_name, label_values=train.label_values,
+                     provenance=train.provenance)
 
 
 def _log(lines: list[str], trial: int, fold: str) -> list[str]:
@@ -245,9 +242,9 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
     final = "validation"
     if selection.strategy == "validation":
         method, result = kept["method"], kept["results"][0]
-        val_y, val_ids, evaluation = val.y, val.subject_id, "scenario"
+        val_part, evaluation = val, "scenario"
     else:
-        val_y, val_ids, evaluation = pool.y, pool.subject_id, "out_of_fold"
+        val_part, evaluation = pool, "out_of_fold"
         results = kept["results"]
         if selection.final == "refit" and not sklearn:
             epochs = _median_epochs(results)
@@ -272,12 +269,13 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         "strategy": selection.strategy,
         **({"folds": selection.folds, "final": final} if selection.strategy == "cv" else {}),
         "budget": tuning.trials, "trials_run": len(candidates), "choose_by": tuning.choose_by,
-        "n_selection": int(len(val_y)),  # subjects the choice was judged on
+        "n_selection": len(val_part),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],
         "chosen": chosen,
     }
     header = "trial\tfold\t" + LOG_HEADER
-    return Selected(method=method, result=result, val_y=val_y, val_proba=kept["proba"],
-                    val_ids=val_ids, val_evaluation=evaluation, overrides=chosen,
+    return Selected(method=method, result=result, val_y=val_part.y, val_proba=kept["proba"],
+                    val_ids=val_part.subject_id, val_evaluation=evaluation,
+                    val_part=val_part, overrides=chosen,
                     record=record, log=header + "\n" + "\n".join(log_lines) + "\n",
                     seconds=seconds)

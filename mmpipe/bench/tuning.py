@@ -86,11 +86,10 @@ def _scaled(value: Any, factor: float, integer: bool) -> Any:
     return float(f"{value * factor:.12g}")  # 3e-4 as written, not 0.00030000000000000003
 
 
-def _width_multiple(method_cls, hparams: dict[str, Any]) -> int:
-    """Widths a method splits into heads must stay divisible by the head count."""
+def _width_multiple(keys: dict[str, tuple[str, ...]], hparams: dict[str, Any]) -> int:
+    """A transformer's width, split into its heads, must stay divisible by the head count."""
     heads = hparams.get("heads")
-    return int(heads) if getattr(method_cls, "tuning_keys", {}).get("capacity") == ("width",) \
-        and isinstance(heads, int) else 1
+    return heads if keys.get("capacity") == ("width",) and isinstance(heads, int) else 1
 
 
 def candidate_overrides(method_cls, hparams: dict[str, Any], trainer_defaults: dict[str, Any],
@@ -98,7 +97,7 @@ def candidate_overrides(method_cls, hparams: dict[str, Any], trainer_defaults: d
     """Distinct hyper-parameter overrides of the budget's trials, the defaults (``{}``)
     first. ``hparams`` are the method's effective settings (class defaults and config)."""
     keys = getattr(method_cls, "tuning_keys", {})
-    multiple = _width_multiple(method_cls, hparams)
+    multiple = _width_multiple(keys, hparams)
     out: list[dict[str, Any]] = []
     for lr_f, cap_f in tuning.factor_pairs():
         over: dict[str, Any] = {}
