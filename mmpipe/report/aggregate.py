@@ -349,19 +349,30 @@ def training_effort(m: dict[str, Any]) -> str | None:
     return f"{steps} optimiser steps (batch {batch}, lr {'/'.join(dict.fromkeys(lrs))})"
 
 
+def _flag_auc(m: dict[str, Any], flag: str) -> float | None:
+    """The AUC of the split a flag is about (``single_class_val``: validation, any other:
+    test), which tells a collapse whose scores still rank the subjects from one whose
+    scores carry nothing."""
+    split = "val" if flag == "single_class_val" else "test"
+    auc = (m.get(split) or {}).get("auc")
+    return float(auc) if isinstance(auc, int | float) and math.isfinite(auc) else None
+
+
 def collect_flags(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per (run, flag): identity, ``flag``, ``reason`` (:mod:`mmpipe.bench.flags`)
-    and ``effort`` (:func:`training_effort`)."""
+    """One row per (run, flag): identity, ``flag``, ``reason`` (:mod:`mmpipe.bench.flags`),
+    ``effort`` (:func:`training_effort`) and ``auc`` (:func:`_flag_auc`)."""
     rows = []
     for p in metrics_paths:
         p = Path(p)
         m = _read_json(p)
         ident = _identity(m, p)
         effort = training_effort(m)
-        rows += [{**ident, "flag": f["flag"], "reason": f["reason"], "effort": effort}
+        rows += [{**ident, "flag": f["flag"], "reason": f["reason"], "effort": effort,
+                  "auc": _flag_auc(m, f["flag"])}
                  for f in run_flag_list(m, p)]
-    schema = {c: (pl.Int64 if c == "seed" else pl.Float64 if c == "rate" else pl.String)
-              for c in (*ID_COLUMNS, "flag", "reason", "effort")}
+    schema = {c: (pl.Int64 if c == "seed" else pl.Float64 if c in ("rate", "auc")
+                  else pl.String)
+              for c in (*ID_COLUMNS, "flag", "reason", "effort", "auc")}
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(
         schema=schema)
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from mmpipe.bench.flags import COLLAPSE_FLAGS
 from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
 from mmpipe.report.stats import min_wilcoxon_p, paired_p
 from mmpipe.report.tables import (
@@ -43,6 +44,10 @@ from mmpipe.report.tables import (
 FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed to one class",
               "single_class_val": "predicted one class on validation",
               "first_epoch": "kept its first eligible checkpoint"}
+# a collapsed run whose scores reach this AUC still ranks the subjects (chance is 0.5;
+# on the test splits of a few dozen subjects the benchmarks run, an AUC below 0.6 is
+# within a couple of standard errors of it)
+RANKS_AUC = 0.6
 # the same, after "N method(s)"
 _MILDER = {"single_class_val": "predicted one class on validation",
            "first_epoch": "kept the first eligible checkpoint"}
@@ -240,6 +245,23 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     return "\n".join(lines)
 
 
+def _collapse_diagnosis(rows: list[dict]) -> str:
+    """Why a run predicted one class, read from its AUC on that split: scores that still
+    rank the subjects (AUC >= :data:`RANKS_AUC`) mean the decision threshold collapsed
+    (an under-trained or prior-dominated head: its AUC can be read, its balanced accuracy
+    and F1 cannot); scores near chance mean it learnt nothing the split can see."""
+    aucs = [r["auc"] for r in rows if r.get("auc") is not None]
+    if not aucs:
+        return ""
+    auc = float(np.mean(aucs))
+    if auc >= RANKS_AUC:
+        return (f"; its scores still rank the subjects (AUC {auc:.2f} on these seeds): the "
+                "class threshold collapsed, not the ranking, so read its AUC, not its "
+                "balanced accuracy or F1")
+    return (f"; its scores do not rank the subjects either (AUC {auc:.2f} on these seeds): "
+            "it learnt nothing this split can see")
+
+
 def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> list[str]:
     """The ``## Flagged runs`` section: per method, group and flag, on how many of the
     cell's seeds (``summary``'s ``n_seeds``) and why (the distinct reasons, the first two)."""
@@ -277,8 +299,9 @@ def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> 
         if efforts and flag != "not_trained":
             effort = (f"; trained {efforts[0]}" if len(efforts) == 1 else
                       f"; trained {efforts[0]} … {efforts[-1]}")
+        why = _collapse_diagnosis(rs) if flag in COLLAPSE_FLAGS else ""
         lines.append(f"- **{name}**, {group_label(scenario, rate)}: "
                      f"{FLAG_WORDS.get(flag, flag)} on {len(seeds)}{of} seeds "
                      f"(seed {', '.join(map(str, seeds))}): {'; '.join(reasons[:2])}{more}"
-                     f"{effort}")
+                     f"{why}{effort}")
     return lines + [""]

@@ -196,6 +196,8 @@ def test_legacy_keys_are_renamed_by_class_count_and_flags_derived(tmp_path):
                            / "seed0" / "metrics.json"])
     assert flags.select("method", "flag").rows() == [("muse", "first_epoch")]
     assert flags["reason"][0] == "phase 'train' kept its epoch-1 checkpoint of 5 epochs"
+    # the AUC of the flagged split, for the report's diagnosis of a collapse
+    assert flags["auc"].to_list() == [0.6]
 
 
 def test_summarise_skips_missing_values():

@@ -42,7 +42,8 @@ def _runs() -> pl.DataFrame:
 def _flags() -> pl.DataFrame:
     rows = [{"cohort": "c", "feature_set": "all", "method": "muse", "method_type": "muse",
              "scenario": s, "rate": r, "seed": seed, "flag": "single_class_test",
-             "reason": "every test prediction (26 subjects) is class 0"}
+             "reason": "every test prediction (26 subjects) is class 0",
+             "auc": 0.74 if s == "natural" else 0.52}
             for s, r, seeds in (("natural", 0.0, range(4)), ("mcar", 0.4, SEEDS))
             for seed in seeds]
     rows += [{**rows[0], "method": "standard", "method_type": "standard", "scenario": "mcar",
@@ -118,8 +119,26 @@ def test_flags_listed_with_their_reason():
     lines = flags_markdown(_flags(), summarise(runs))
     assert lines[0] == "## Flagged runs"
     assert ("- **muse**, Natural missingness: collapsed to one class on 4 of 5 seeds "
-            "(seed 0, 1, 2, 3): every test prediction (26 subjects) is class 0") in lines
+            "(seed 0, 1, 2, 3): every test prediction (26 subjects) is class 0") in [
+        line.split("; ")[0] for line in lines]
     assert flags_markdown(_flags().clear()) == []
+
+
+def test_a_collapse_says_whether_the_scores_still_rank():
+    """Why a run predicted one class: scores that still rank the subjects (a collapsed
+    threshold) or scores at chance (nothing learnt), from the AUC of the flagged seeds."""
+    lines = flags_markdown(_flags(), summarise(_runs()))
+    natural = next(line for line in lines if "Natural missingness" in line)
+    assert natural.endswith("; its scores still rank the subjects (AUC 0.74 on these seeds): "
+                            "the class threshold collapsed, not the ranking, so read its AUC, "
+                            "not its balanced accuracy or F1")
+    mcar = next(line for line in lines if "muse**, MCAR" in line)
+    assert mcar.endswith("; its scores do not rank the subjects either (AUC 0.52 on these "
+                         "seeds): it learnt nothing this split can see")
+    untrained = next(line for line in lines if "standard" in line)
+    assert "rank" not in untrained          # not a collapse: no diagnosis
+    no_auc = flags_markdown(_flags().with_columns(pl.lit(None, pl.Float64).alias("auc")))
+    assert not any("rank" in line for line in no_auc)
 
 
 def test_the_statistics_are_stated(md):
