@@ -68,13 +68,26 @@ def _tensors(data: BenchData, device: torch.device) -> tuple[dict[str, torch.Ten
     return x, present, y
 
 
+def adam_implementation(params: list[torch.nn.Parameter]) -> dict[str, bool]:
+    """``fused=True`` for Adam and AdamW when every parameter is a float tensor on the
+    CPU or a CUDA device: one kernel per step instead of a Python loop of elementwise ops
+    per tensor. Same update rule; on a CPU core it steps a 67M-parameter hypernetwork
+    layer (HyperMM's block path) about 10x faster, the difference between an
+    optimiser-bound and a matmul-bound run (``benchmarks/``)."""
+    fusable = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                                   for p in params)
+    return {"fused": True} if fusable else {}
+
+
 def _optimizer(phase: Phase, params) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     kind = phase.optimizer.lower()
     if kind == "adam":
-        return torch.optim.Adam(params, lr=phase.lr, weight_decay=phase.weight_decay)
+        return torch.optim.Adam(params, lr=phase.lr, weight_decay=phase.weight_decay,
+                                **adam_implementation(params))
     if kind == "adamw":
-        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay,
+                                 **adam_implementation(params))
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
     if kind == "sgd":

@@ -63,6 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmpipe.bench.trainer import adam_implementation
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
 from mmpipe.methods.blocks import flat_dim, flat_zero_filled
 
@@ -330,9 +331,11 @@ class DRIM(FusionMethod):
     def discriminator_step(self, pairs) -> float:
         """One AdamW step of the discriminators (their own optimiser, official settings)."""
         if self._disc_optimizer is None:
+            params = list(self.discriminators.parameters())
             self._disc_optimizer = torch.optim.AdamW(
-                self.discriminators.parameters(), lr=float(self.hparams["disc_lr"]),
-                weight_decay=float(self.hparams["disc_weight_decay"]))
+                params, lr=float(self.hparams["disc_lr"]),
+                weight_decay=float(self.hparams["disc_weight_decay"]),
+                **adam_implementation(params))
         loss = self.discriminator_loss(pairs)
         self._disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
