@@ -64,7 +64,7 @@ def test_tiling_change_touches_only_slide_jobs(raw_config):
     assert tiling_params(before) != tiling_params(after)
     assert dicom_params(before) == dicom_params(after)
     assert manifest_params(before, "demo") == manifest_params(after, "demo")
-    for mod, enc in [("ct", "med3d_demo"), ("mri_t2", "vgg11_slices"), ("clinical", "tabular")]:
+    for mod, enc in [("ct", "med3d_demo"), ("ct", "vgg11_slices"), ("clinical", "tabular")]:
         assert encoder_params(before, "demo", mod, enc) == encoder_params(after, "demo", mod, enc)
     assert (encoder_params(before, "demo", "wsi", "clam_resnet50")
             != encoder_params(after, "demo", "wsi", "clam_resnet50"))
