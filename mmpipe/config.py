@@ -118,8 +118,11 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             for key in ("csv", "subject_column"):
                 if key not in cohort:
                     problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
-        if cohort["adapter"] == "mmist_ccrcc" and "root" not in cohort:
-            problems.append(f"config.cohorts.{cname}: the mmist_ccrcc adapter needs 'root'")
+        if cohort["adapter"] in ("mmist_ccrcc", "ixi") and "root" not in cohort:
+            problems.append(f"config.cohorts.{cname}: the {cohort['adapter']} adapter needs "
+                            "'root'")
+        if "ixi" in cohort and cohort["adapter"] != "ixi":
+            problems.append(f"config.cohorts.{cname}.ixi: only the ixi adapter reads it")
         if "split" in cohort and cohort["adapter"] != "csv":
             # only the csv adapter reads it: elsewhere it would be ignored without a word
             problems.append(f"config.cohorts.{cname}.split: only the csv adapter reads a "

@@ -314,3 +314,17 @@ def test_only_the_csv_adapter_takes_a_split(raw_config):
     cfg["cohorts"]["demo"]["split"] = {"column": "Split"}
     with pytest.raises(ConfigError, match="demo.split: only the csv adapter"):
         validate_config(cfg)
+
+
+def test_the_ixi_adapter_needs_its_root_and_alone_reads_its_options(raw_config):
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["brains"] = {"adapter": "ixi", "labels": ["sex"],
+                                "modalities": {"t1": {"kind": "volume",
+                                                      "encoders": ["med3d_demo"]}}}
+    with pytest.raises(ConfigError, match="the ixi adapter needs 'root'"):
+        validate_config(copy.deepcopy(cfg))
+    cfg["cohorts"]["brains"]["root"] = "data/IXI"
+    validate_config(copy.deepcopy(cfg))
+    cfg["cohorts"]["demo"]["ixi"] = {"age_bins": [20, 40]}
+    with pytest.raises(ConfigError, match="demo.ixi: only the ixi adapter reads it"):
+        validate_config(cfg)

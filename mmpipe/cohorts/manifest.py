@@ -199,6 +199,10 @@ class AdapterOutput:
     extra_columns: list[str] = field(default_factory=list)
     split: UserSplit | None = None
     unused_columns: list[tuple[str, str]] = field(default_factory=list)
+    # QC rows that are not one subject's modality status: a source file skipped
+    # (subject ALL_SUBJECTS), spreadsheet rows merged or in conflict, why a label is
+    # blank (modality LABEL_QC); written to the QC table as they are
+    source_qc: list[QCRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -617,6 +621,12 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
                            f"{', '.join(fixed)} fixed by the cohort's split "
                            f"({out.split.where}) for every seed{drawn}"))
         log.info("cohort %r: %s", cohort, qc[-1].reason)
+    for rec in out.source_qc:
+        if rec.subject_id != ALL_SUBJECTS and rec.subject_id not in subjects:
+            raise ValueError(f"adapter source QC record for unknown subject {rec.subject_id}")
+        if rec.modality not in out.modalities and rec.modality != LABEL_QC:
+            raise ValueError(f"adapter source QC record for unknown modality {rec.modality}")
+    qc += out.source_qc
     for file, column in out.unused_columns:
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, UNUSED,
                            f"column {column!r} of {file} is not used by the config", file))

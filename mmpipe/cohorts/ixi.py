@@ -1,0 +1,308 @@
+"""The ``ixi`` adapter: the IXI brain MRI dataset as downloaded (brain-development.org).
+
+Layout under ``root``, each tar extracted into a folder of its own name:
+
+- ``IXI-T1/``, ``IXI-T2/``, ``IXI-PD/``, ``IXI-MRA/``: one NIfTI per subject and sequence,
+  named ``IXI<ID>-<Site>-<n>-<SEQ>.nii.gz`` (``IXI002-Guys-0828-T1.nii.gz``; sites Guys,
+  HH, IOP). A modality is named after its sequence: ``t1``, ``t2``, ``pd``, ``mra``, all
+  of kind ``volume``. Natural missingness is what exists: a subject without a file in a
+  folder has that modality absent.
+- ``IXI.xls``: the demographics, sheet ``Table``: ``IXI_ID``, ``SEX_ID (1=m, 2=f)``,
+  ``HEIGHT``, ``WEIGHT``, ``ETHNIC_ID``, ``MARITAL_ID``, ``OCCUPATION_ID``,
+  ``QUALIFICATION_ID``, ``DOB``, ``DATE_AVAILABLE``, ``STUDY_DATE``, ``AGE`` (years,
+  fractional). Its columns can also be fields of a ``table`` modality.
+
+Labels (config ``labels``): ``sex`` (``male`` / ``female`` from ``SEX_ID``) and
+``age_group``, the bin of ``AGE`` among the edges ``ixi.age_bins`` (left-closed, e.g.
+``[20, 40, 60, 90]`` gives ``20-40``, ``40-60``, ``60-90``; an age outside them has no
+group and a QC row says so). The MMARE thesis's age bins are not published with it, so
+no bins are assumed: a config that asks for ``age_group`` names its edges.
+
+What the release is known to contain, and what the adapter does with it:
+
+- In the spreadsheet 0 means "not recorded" in the coded columns, height, weight and
+  age; it becomes blank.
+- Some IDs have two rows, usually a full row and a copy with zeros. Rows that agree on
+  every recorded value are merged (a QC row names the subject); rows that disagree on
+  a column the config reads blank that value for the subject, with a QC row naming the
+  values, rather than picking one.
+- Subjects with images and no spreadsheet row are kept with blank labels (the manifest
+  keeps them as unlabelled); rows without any image of a configured sequence are
+  excluded by the manifest (no modality).
+- A file of a sequence folder whose name does not follow the pattern, or that names
+  another sequence, is skipped with a QC row naming it; two files of one subject and
+  sequence reject that modality for the subject, naming both, instead of choosing.
+
+Skull stripping and the other preprocessing of the thesis are not done here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    ALL_SUBJECTS,
+    LABEL_QC,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    cohort_labels,
+    modality_specs,
+)
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+SPREADSHEET = "IXI.xls"
+SHEET = "Table"
+ID_COLUMN = "IXI_ID"
+SEX_COLUMN = "SEX_ID (1=m, 2=f)"
+AGE_COLUMN = "AGE"
+SEX_VALUES = {1: "male", 2: "female"}
+# columns where 0 means "not recorded" (the release's convention)
+ZERO_IS_BLANK = (SEX_COLUMN, "HEIGHT", "WEIGHT", "ETHNIC_ID", "MARITAL_ID", "OCCUPATION_ID",
+                 "QUALIFICATION_ID", AGE_COLUMN)
+SEQUENCES = {"t1": "T1", "t2": "T2", "pd": "PD", "mra": "MRA"}
+DERIVED_LABELS = ("sex", "age_group")
+FILE_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<seq>[A-Z0-9]+)"
+                          r"\.nii(\.gz)?$")
+# QC statuses of rows about the source, not about one subject's modality
+SKIPPED, MERGED, CONFLICT = "skipped", "merged", "conflict"
+
+
+def subject_id(number: int | str) -> str:
+    """``IXI002``: the ID as the file names spell it (three digits at least)."""
+    return f"IXI{int(number):03d}"
+
+
+def folder_of(sequence: str) -> str:
+    return f"IXI-{SEQUENCES[sequence]}"
+
+
+def _blank(value: Any, column: str) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if column in ZERO_IS_BLANK and isinstance(value, int | float) and value == 0:
+        return None
+    return value
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """The rows of sheet ``Table`` as dicts (header row first; numbers as floats, blanks
+    and the release's zeros as None). Dates stay as the spreadsheet stores them."""
+    if not path.is_file():
+        raise InputError("IXI demographics spreadsheet not found", path=path)
+    import xlrd  # the .xls (BIFF) reader; only this adapter needs it
+
+    try:
+        book = xlrd.open_workbook(str(path), on_demand=True)
+    except xlrd.XLRDError as e:
+        raise InputError(f"not a readable .xls workbook: {e}", path=path) from e
+    if SHEET not in book.sheet_names():
+        raise InputError(f"no sheet {SHEET!r} (sheets: {book.sheet_names()})", path=path)
+    sheet = book.sheet_by_name(SHEET)
+    if sheet.nrows == 0:
+        raise InputError(f"sheet {SHEET!r} is empty", path=path)
+    header = [str(c.value).strip() for c in sheet.row(0)]
+    missing = [c for c in (ID_COLUMN, SEX_COLUMN, AGE_COLUMN) if c not in header]
+    if missing:
+        raise InputError(f"sheet {SHEET!r} lacks column(s) {missing} (has {header})", path=path)
+    rows = []
+    for r in range(1, sheet.nrows):
+        values = [c.value for c in sheet.row(r)]
+        rows.append({h: _blank(v, h) for h, v in zip(header, values, strict=False)})
+    return rows
+
+
+def _merge_rows(rows: list[dict[str, Any]], used: list[str], path: Path
+                ) -> tuple[dict[str, dict[str, Any]], list[QCRecord]]:
+    """One record per subject. Duplicate rows that agree on every recorded value are
+    merged; a used column they disagree on becomes blank for that subject."""
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i, row in enumerate(rows, start=2):  # spreadsheet row numbers, header is row 1
+        raw = row.get(ID_COLUMN)
+        if raw is None:
+            continue  # an empty line
+        try:
+            sid = subject_id(int(float(raw)))
+        except ValueError as e:
+            raise InputError(f"row {i}: {ID_COLUMN} {raw!r} is not a number", path=path) from e
+        by_id[sid].append(row)
+    merged: dict[str, dict[str, Any]] = {}
+    qc: list[QCRecord] = []
+    for sid, group in by_id.items():
+        record: dict[str, Any] = {}
+        conflicts: dict[str, list[Any]] = {}
+        for column in dict.fromkeys(c for row in group for c in row):
+            values = list(dict.fromkeys(row.get(column) for row in group
+                                        if row.get(column) is not None))
+            if len(values) > 1:
+                conflicts[column] = values
+            record[column] = values[0] if len(values) == 1 else None
+        if len(group) > 1:
+            read = {c: v for c, v in conflicts.items() if c in used}
+            if read:
+                what = "; ".join(f"{c}: {' vs '.join(map(_text, v))}" for c, v in read.items())
+                qc.append(QCRecord(sid, LABEL_QC, CONFLICT,
+                                   f"{len(group)} rows in {SPREADSHEET} disagree ({what}): "
+                                   "left blank", str(path)))
+            else:
+                qc.append(QCRecord(sid, LABEL_QC, MERGED,
+                                   f"{len(group)} rows in {SPREADSHEET} merged (they agree "
+                                   "on every value the config reads)", str(path)))
+        merged[sid] = record
+    return merged, qc
+
+
+def age_group(age: float | None, edges: list[float]) -> str | None:
+    """The ``lo-hi`` bin (left-closed) of ``age`` among ``edges``; None outside them."""
+    if age is None:
+        return None
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        if lo <= age < hi:
+            return f"{lo:g}-{hi:g}"
+    return None
+
+
+def scan_images(root: Path, sequences: list[str]
+                ) -> tuple[dict[str, dict[str, list[Path]]], dict[str, str], list[QCRecord]]:
+    """Per sequence, each subject's files; each subject's site; QC rows of skipped files."""
+    found: dict[str, dict[str, list[Path]]] = {s: defaultdict(list) for s in sequences}
+    sites: dict[str, str] = {}
+    qc: list[QCRecord] = []
+    for seq in sequences:
+        folder = root / folder_of(seq)
+        if not folder.is_dir():
+            raise InputError(f"folder {folder.name}/ of modality {seq!r} not found (extract "
+                             f"{folder.name}.tar into it)", path=folder)
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            m = FILE_PATTERN.match(path.name)
+            if m is None:
+                qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED,
+                                   "name does not follow IXI<ID>-<Site>-<n>-<SEQ>.nii.gz",
+                                   str(path)))
+                continue
+            if m["seq"] != SEQUENCES[seq]:
+                qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED,
+                                   f"a {m['seq']} file in {folder.name}/", str(path)))
+                continue
+            sid = subject_id(m["id"])
+            found[seq][sid].append(path)
+            sites.setdefault(sid, m["site"])
+    return found, sites, qc
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    if "root" not in cohort_cfg:
+        raise ConfigError("the ixi adapter needs 'root' (the folder holding IXI-T1/, ... "
+                          "and IXI.xls)")
+    root = Path(cohort_cfg["root"]).expanduser()
+    root = (root if root.is_absolute() else base_dir / root).resolve()
+    if not root.is_dir():
+        raise InputError("IXI root folder not found", path=root)
+    labels = cohort_labels(cohort_cfg)
+    unknown = [lab for lab in labels if lab not in DERIVED_LABELS]
+    if unknown:
+        raise ConfigError(f"ixi labels {unknown}: the adapter derives {list(DERIVED_LABELS)}")
+    edges = [float(e) for e in (cohort_cfg.get("ixi") or {}).get("age_bins") or []]
+    if "age_group" in labels and (len(edges) < 2 or edges != sorted(set(edges))):
+        raise ConfigError("ixi label 'age_group' needs ixi.age_bins: two or more increasing "
+                          "ages (years), the left-closed bin edges")
+    specs = modality_specs(cohort_cfg)
+    sequences = []
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        if name not in SEQUENCES:
+            raise ConfigError(f"ixi has no modality {name!r} (the sequences: "
+                              f"{sorted(SEQUENCES)}; tables from {SPREADSHEET})")
+        if spec.kind != "volume":
+            raise ConfigError(f"ixi provides {name!r} as kind 'volume', not {spec.kind!r}")
+        sequences.append(name)
+
+    sheet_path = root / SPREADSHEET
+    rows = read_table(sheet_path)
+    fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
+    absent_fields = [f for f in fields if rows and f not in rows[0]]
+    if absent_fields:
+        raise ConfigError(f"{sheet_path}: column(s) {absent_fields} not in sheet {SHEET!r}")
+    used = [SEX_COLUMN, AGE_COLUMN, *fields]
+    table, sheet_qc = _merge_rows(rows, used, sheet_path)
+    found, sites, file_qc = scan_images(root, sequences)
+
+    ids = sorted(set(table) | {sid for seq in found.values() for sid in seq})
+    frame: dict[str, list[Any]] = {SUBJECT: ids, "site": [sites.get(s) for s in ids]}
+    qc: list[QCRecord] = []
+    label_qc: list[QCRecord] = []
+    for seq in sequences:
+        paths: list[str | None] = []
+        for sid in ids:
+            files = found[seq].get(sid, [])
+            if len(files) == 1:
+                paths.append(str(files[0]))
+                continue
+            paths.append(None)
+            if not files:
+                qc.append(QCRecord(sid, seq, ABSENT, f"no file in {folder_of(seq)}/"))
+            else:
+                qc.append(QCRecord(sid, seq, REJECTED,
+                                   f"{len(files)} files in {folder_of(seq)}/: "
+                                   + ", ".join(f.name for f in files)))
+        frame[specs[seq].column] = paths
+    no_row = [sid for sid in ids if sid not in table]
+    if no_row:
+        log.warning("ixi: %d subject(s) with images have no row in %s (labels blank): %s",
+                    len(no_row), SPREADSHEET, no_row[:10])
+    if "sex" in labels:
+        frame["sex"] = [SEX_VALUES.get(_code(table.get(s, {}).get(SEX_COLUMN))) for s in ids]
+    if "age_group" in labels:
+        frame["age_group"] = []
+        for sid in ids:
+            age = table.get(sid, {}).get(AGE_COLUMN)
+            group = age_group(float(age), edges) if isinstance(age, int | float) else None
+            if age is not None and group is None:
+                label_qc.append(QCRecord(sid, LABEL_QC, ABSENT,
+                                   f"age {age} is outside ixi.age_bins {edges}"))
+            frame["age_group"].append(group)
+    for f in fields:
+        frame[f] = [table.get(s, {}).get(f) for s in ids]
+    for sid in ids:
+        unknown_sex = table.get(sid, {}).get(SEX_COLUMN)
+        if "sex" in labels and unknown_sex is not None and _code(unknown_sex) not in SEX_VALUES:
+            label_qc.append(QCRecord(sid, LABEL_QC, ABSENT,
+                               f"{SEX_COLUMN} value {unknown_sex!r} is not 1 or 2"))
+    read_columns = {ID_COLUMN, *used}
+    header = list(rows[0]) if rows else []
+    return AdapterOutput(
+        frame=pl.DataFrame(frame, strict=False),
+        modalities=specs,
+        labels=labels,
+        qc=qc,
+        source=str(sheet_path),
+        extra_columns=["site"],
+        unused_columns=[(SPREADSHEET, c) for c in header if c not in read_columns],
+        source_qc=[*sheet_qc, *label_qc, *file_qc],
+    )
+
+
+def _text(value: Any) -> str:
+    """A spreadsheet value as the sheet shows it: xlrd reads every number as a float."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _code(value: Any) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None

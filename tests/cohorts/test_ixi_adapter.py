@@ -1,0 +1,125 @@
+"""The ixi adapter on a miniature IXI download (real names, NIfTI-1 gz, Excel 97 IXI.xls)
+with the release's oddities planted by :func:`mmpipe.cohorts.demo.ixi.write_ixi`."""
+
+import copy
+
+import nibabel as nib
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, read_qc
+from mmpipe.cohorts.demo.ixi import write_ixi
+from mmpipe.cohorts.ixi import age_group
+from mmpipe.errors import ConfigError, InputError
+
+
+def _cfg(root, **over):
+    cfg = {"adapter": "ixi", "root": str(root), "labels": ["sex", "age_group"],
+           "ixi": {"age_bins": [20, 40, 60, 90]},
+           "modalities": {seq: {"kind": "volume", "encoders": ["med3d_demo"]}
+                          for seq in ("t1", "t2", "pd", "mra")}
+           | {"demographics": {"kind": "table", "encoders": ["tabular"],
+                               "fields": ["HEIGHT", "WEIGHT"]}}}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def ixi(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ixi")
+    plan = write_ixi(root, n_subjects=10, seed=3)
+    manifest = build_manifest("ixi", _cfg(root), root / "out", base_dir=root)
+    return root, plan, manifest, read_qc(root / "out")
+
+
+def _row(manifest, sid):
+    return manifest.filter(pl.col("subject_id") == sid).row(0, named=True)
+
+
+def test_layout_is_read_with_its_natural_missingness(ixi):
+    root, plan, manifest, _ = ixi
+    # a row without images stays through its demographics (a table modality)
+    assert set(manifest["subject_id"]) == set(plan.subjects)
+    kept = set(plan.subjects) - {plan.no_image}
+    for seq in ("t1", "t2", "pd", "mra"):
+        for sid in kept - {plan.two_t1_files}:
+            path = _row(manifest, sid)[f"{seq}_path"]
+            if sid in plan.files[seq]:
+                assert path.endswith(plan.files[seq][sid])
+                assert nib.load(path).shape == (32, 32, 12)   # NIfTI (x, y, z)
+            else:
+                assert path is None
+    ok = next(s for s in kept if s not in (plan.conflicting_rows, plan.no_row, plan.no_age))
+    row = _row(manifest, ok)
+    assert row["sex"] == plan.sex[ok]
+    assert row["age_group"] == age_group(plan.age[ok], [20, 40, 60, 90])
+    assert row["site"] in ("Guys", "HH", "IOP") and row["HEIGHT"] is not None
+
+
+def test_duplicate_rows_merged_or_blanked_never_chosen(ixi):
+    _, plan, manifest, qc = ixi
+    merged = qc.filter((pl.col("subject_id") == plan.merged_rows) & (pl.col("status") == "merged"))
+    assert merged.height == 1 and "2 rows in IXI.xls merged" in merged["reason"][0]
+    assert _row(manifest, plan.merged_rows)["sex"] == plan.sex[plan.merged_rows]
+    conflict = qc.filter(pl.col("status") == "conflict")
+    assert conflict["subject_id"].to_list() == [plan.conflicting_rows]
+    assert any(f"SEX_ID (1=m, 2=f): {a} vs {b}" in conflict["reason"][0]
+               for a, b in (("1", "2"), ("2", "1")))
+    assert _row(manifest, plan.conflicting_rows)["sex"] is None
+
+
+def test_missing_rows_ages_and_images_are_recorded(ixi):
+    _, plan, manifest, qc = ixi
+    assert _row(manifest, plan.no_row)["sex"] is None          # images, no row: unlabelled
+    assert _row(manifest, plan.no_age)["age_group"] is None
+    assert _row(manifest, plan.no_age)["sex"] == plan.sex[plan.no_age]
+    assert all(_row(manifest, plan.no_image)[f"{q}_path"] is None
+               for q in ("t1", "t2", "pd", "mra"))
+
+
+def test_a_row_without_images_or_table_is_excluded(ixi, tmp_path):
+    root, plan, _, _ = ixi
+    cfg = _cfg(root)
+    del cfg["modalities"]["demographics"]
+    manifest = build_manifest("ixi", cfg, tmp_path, base_dir=root)
+    assert plan.no_image not in manifest["subject_id"].to_list()
+    qc = read_qc(tmp_path)
+    excluded = qc.filter((pl.col("subject_id") == plan.no_image) & (pl.col("status") == "excluded"))
+    assert excluded.height == 1
+
+
+def test_odd_files_are_skipped_or_rejected_by_name(ixi):
+    _, plan, manifest, qc = ixi
+    skipped = qc.filter(pl.col("status") == "skipped")
+    assert sorted(skipped["path"].to_list()) == sorted(plan.stray_files)
+    assert any("a T2 file in IXI-T1/" in r for r in skipped["reason"])
+    two = qc.filter((pl.col("subject_id") == plan.two_t1_files) & (pl.col("modality") == "t1"))
+    assert two["status"].to_list() == ["rejected"] and "2 files in IXI-T1/" in two["reason"][0]
+    assert _row(manifest, plan.two_t1_files)["t1_path"] is None
+    unused = set(qc.filter(pl.col("status") == "unused")["reason"].to_list())
+    assert any("'DOB'" in r for r in unused) and not any("'HEIGHT'" in r for r in unused)
+
+
+def test_config_and_layout_errors_name_what_is_wrong(ixi, tmp_path):
+    root, _, _, _ = ixi
+    with pytest.raises(ConfigError, match="age_bins"):
+        build_manifest("ixi", _cfg(root, ixi={}), tmp_path / "a", base_dir=root)
+    with pytest.raises(ConfigError, match="derives"):
+        build_manifest("ixi", _cfg(root, labels=["diagnosis"]), tmp_path / "b", base_dir=root)
+    bad = _cfg(root)
+    bad["modalities"] = {"flair": {"kind": "volume", "encoders": []}}
+    with pytest.raises(ConfigError, match="no modality 'flair'"):
+        build_manifest("ixi", bad, tmp_path / "c", base_dir=root)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "IXI.xls").write_text("IXI_ID,AGE\n2,30\n")   # a CSV renamed .xls
+    with pytest.raises(InputError, match="not a readable .xls"):
+        build_manifest("ixi", _cfg(tmp_path / "r"), tmp_path / "d", base_dir=root)
+    only_xls = copy.deepcopy(_cfg(tmp_path / "r"))
+    (tmp_path / "r" / "IXI.xls").write_bytes((root / "IXI.xls").read_bytes())
+    with pytest.raises(InputError, match="IXI-T1/ of modality 't1' not found"):
+        build_manifest("ixi", only_xls, tmp_path / "e", base_dir=root)
+
+
+def test_age_bins_are_left_closed():
+    assert age_group(40.0, [20, 40, 60]) == "40-60"
+    assert age_group(19.9, [20, 40, 60]) is None and age_group(60.0, [20, 40, 60]) is None
