@@ -71,9 +71,10 @@ def _tensors(data: BenchData, device: torch.device) -> tuple[dict[str, torch.Ten
 def adam_implementation(params: list[torch.nn.Parameter]) -> dict[str, bool]:
     """``fused=True`` for Adam and AdamW when every parameter is a float tensor on the
     CPU or a CUDA device: one kernel per step instead of a Python loop of elementwise ops
-    per tensor. Same update rule; on a CPU core it steps a 67M-parameter hypernetwork
-    layer (HyperMM's block path) about 10x faster, the difference between an
-    optimiser-bound and a matmul-bound run (``benchmarks/``)."""
+    per tensor. Same update rule (a test compares the two). Measured on one CPU core with
+    torch 2.13: a step of a 67M-parameter layer (HyperMM's hypernetwork on VGG11 blocks)
+    0.56 s per-tensor, 0.05 s fused; the demo's ``hypermm_blocks`` job went from 72 s to
+    57 s, its results unchanged to three decimals."""
     fusable = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
                                    for p in params)
     return {"fused": True} if fusable else {}
