@@ -272,11 +272,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             age = table.get(sid, {}).get(AGE_COLUMN)
             group = age_group(float(age), edges) if isinstance(age, int | float) else None
             if age is not None and group is None:
-                label_qc.append(QCRecord(sid, LABEL_QC, ABSENT,
-                                   f"age {age} is outside ixi.age_bins {edges}"))
+                why = (f"{AGE_COLUMN} value {age!r} is not a number"
+                       if not isinstance(age, int | float)
+                       else f"age {_text(age)} is outside ixi.age_bins {edges}")
+                label_qc.append(QCRecord(sid, LABEL_QC, ABSENT, why))
             frame["age_group"].append(group)
     for f in fields:
-        frame[f] = [table.get(s, {}).get(f) for s in ids]
+        frame[f] = _field_column([table.get(s, {}).get(f) for s in ids])
     for sid in ids:
         unknown_sex = table.get(sid, {}).get(SEX_COLUMN)
         if "sex" in labels and unknown_sex is not None and _code(unknown_sex) not in SEX_VALUES:
@@ -285,7 +287,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     read_columns = {ID_COLUMN, *used}
     header = list(rows[0]) if rows else []
     return AdapterOutput(
-        frame=pl.DataFrame(frame, strict=False),
+        frame=pl.DataFrame(frame),
         modalities=specs,
         labels=labels,
         qc=qc,
@@ -294,6 +296,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         unused_columns=[(SPREADSHEET, c) for c in header if c not in read_columns],
         source_qc=[*sheet_qc, *label_qc, *file_qc],
     )
+
+
+def _field_column(values: list[Any]) -> list[Any]:
+    """A table field as one type: numbers when every value is one, else text (so the
+    manifest's check of texts in numeric fields sees each one instead of a silent cast)."""
+    if all(v is None or isinstance(v, int | float) for v in values):
+        return [None if v is None else float(v) for v in values]
+    return [None if v is None else _text(v) for v in values]
 
 
 def _text(value: Any) -> str:

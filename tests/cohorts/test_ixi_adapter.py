@@ -123,3 +123,41 @@ def test_config_and_layout_errors_name_what_is_wrong(ixi, tmp_path):
 def test_age_bins_are_left_closed():
     assert age_group(40.0, [20, 40, 60]) == "40-60"
     assert age_group(19.9, [20, 40, 60]) is None and age_group(60.0, [20, 40, 60]) is None
+
+
+def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
+    """Texts in a numeric column reach the manifest's non-numeric check (never a silent
+    cast); an age that is no number and a sex code that is neither 1 nor 2 blank the
+    label with a QC row."""
+    import xlwt
+
+    root, plan, _, _ = ixi
+    (tmp_path / "IXI-T1").mkdir()
+    rows = [(2, 1, 180.0, 45.5), (3, "m", "175 cm", "unknown"), (4, 2, 165.0, 101.0),
+            (5, 1, 170.0, 33.0), (6, 2, 160.0, 52.0)]
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Table")
+    for c, name in enumerate(("IXI_ID", "SEX_ID (1=m, 2=f)", "HEIGHT", "AGE")):
+        sheet.write(0, c, name)
+    t1 = next(iter(plan.files["t1"].values()))
+    for r, row in enumerate(rows, start=1):
+        for c, v in enumerate(row):
+            sheet.write(r, c, v)
+        (tmp_path / "IXI-T1" / f"IXI{row[0]:03d}-Guys-0001-T1.nii.gz").write_bytes(
+            (root / "IXI-T1" / t1).read_bytes())
+    book.save(str(tmp_path / "IXI.xls"))
+    cfg = _cfg(tmp_path)
+    cfg["modalities"] = {"t1": {"kind": "volume", "encoders": []},
+                         "demographics": {"kind": "table", "encoders": [], "fields": ["HEIGHT"]}}
+    manifest = build_manifest("ixi", cfg, tmp_path / "out", base_dir=tmp_path)
+    qc = read_qc(tmp_path / "out")
+    odd = _row(manifest, "IXI003")
+    assert odd["sex"] is None and odd["age_group"] is None and odd["HEIGHT"] is None
+    reasons = qc.filter(pl.col("subject_id") == "IXI003")["reason"].to_list()
+    assert "SEX_ID (1=m, 2=f) value 'm' is not 1 or 2" in reasons
+    assert "AGE value 'unknown' is not a number" in reasons
+    assert any("'175 cm'" in r for r in reasons)                 # the manifest's non_numeric row
+    assert _row(manifest, "IXI004")["age_group"] is None        # 101 is past the last edge
+    assert "age 101 is outside ixi.age_bins [20.0, 40.0, 60.0, 90.0]" in \
+        qc.filter(pl.col("subject_id") == "IXI004")["reason"].to_list()
+    assert _row(manifest, "IXI002")["HEIGHT"] == 180.0
