@@ -56,6 +56,8 @@ from mmpipe.cohorts.manifest import (
     AdapterOutput,
     QCRecord,
     cohort_labels,
+    dataset_root,
+    layout_modalities,
     modality_specs,
 )
 from mmpipe.errors import ConfigError, InputError
@@ -204,13 +206,7 @@ def scan_images(root: Path, sequences: list[str]
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    if "root" not in cohort_cfg:
-        raise ConfigError("the ixi adapter needs 'root' (the folder holding IXI-T1/, ... "
-                          "and IXI.xls)")
-    root = Path(cohort_cfg["root"]).expanduser()
-    root = (root if root.is_absolute() else base_dir / root).resolve()
-    if not root.is_dir():
-        raise InputError("IXI root folder not found", path=root)
+    root = dataset_root(cohort_cfg, base_dir, "ixi", "IXI-T1/, IXI-T2/, ... and IXI.xls")
     labels = cohort_labels(cohort_cfg)
     unknown = [lab for lab in labels if lab not in DERIVED_LABELS]
     if unknown:
@@ -220,16 +216,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError("ixi label 'age_group' needs ixi.age_bins: two or more increasing "
                           "ages (years), the left-closed bin edges")
     specs = modality_specs(cohort_cfg)
-    sequences = []
-    for name, spec in specs.items():
-        if spec.is_table:
-            continue
-        if name not in SEQUENCES:
-            raise ConfigError(f"ixi has no modality {name!r} (the sequences: "
-                              f"{sorted(SEQUENCES)}; tables from {SPREADSHEET})")
-        if spec.kind != "volume":
-            raise ConfigError(f"ixi provides {name!r} as kind 'volume', not {spec.kind!r}")
-        sequences.append(name)
+    sequences = layout_modalities(specs, "ixi", SEQUENCES, "volume", SPREADSHEET)
 
     sheet_path = root / SPREADSHEET
     rows = read_table(sheet_path)

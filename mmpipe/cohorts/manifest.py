@@ -45,6 +45,7 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,37 @@ def modality_specs(
                                    non_numeric=non_numeric,
                                    categorical=tuple(mcfg.get("categorical") or ()))
     return specs
+
+
+def dataset_root(cohort_cfg: dict, base_dir: Path, adapter: str, holds: str) -> Path:
+    """The ``root`` folder of a dataset adapter, resolved against ``base_dir``; ``holds``
+    says what the folder holds, for the errors."""
+    if "root" not in cohort_cfg:
+        raise ConfigError(f"the {adapter} adapter needs 'root' ({holds})")
+    root = Path(cohort_cfg["root"]).expanduser()
+    root = (root if root.is_absolute() else base_dir / root).resolve()
+    if not root.is_dir():
+        raise InputError(f"{adapter} root folder not found ({holds})", path=root)
+    return root
+
+
+def layout_modalities(specs: dict[str, ModalitySpec], adapter: str, known: Iterable[str],
+                      kind: str, tables_from: str) -> list[str]:
+    """The path modalities of a dataset adapter whose layout names them: each must be
+    one of ``known`` and of ``kind`` (tables come from ``tables_from``)."""
+    known = sorted(known)
+    names = []
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        if name not in known:
+            raise ConfigError(f"{adapter} has no modality {name!r} (known: {known} as "
+                              f"{kind}, tables from {tables_from})")
+        if spec.kind != kind:
+            raise ConfigError(f"{adapter} provides {name!r} as kind {kind!r}, not "
+                              f"{spec.kind!r}")
+        names.append(name)
+    return names
 
 
 def cohort_labels(cohort_cfg: dict) -> list[str]:

@@ -36,6 +36,8 @@ from mmpipe.cohorts.manifest import (
     QCRecord,
     check_subject_ids,
     cohort_labels,
+    dataset_root,
+    layout_modalities,
     modality_specs,
 )
 from mmpipe.errors import ConfigError, InputError
@@ -147,24 +149,11 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    if "root" not in cohort_cfg:
-        raise ConfigError("the mmist_ccrcc adapter needs 'root' (the MMIST-ccRCC folder)")
-    root = Path(cohort_cfg["root"]).expanduser()
-    root = (root if root.is_absolute() else base_dir / root).resolve()
-    if not root.is_dir():
-        raise InputError("MMIST-ccRCC root folder not found (see ../shared/data/README.md)",
-                         path=root)
+    root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc",
+                        "the MMIST-ccRCC release, see ../shared/data/README.md")
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
-    for name, spec in specs.items():
-        if spec.is_table:
-            continue
-        if name not in SOURCES:
-            raise ConfigError(f"mmist_ccrcc has no modality {name!r} (known: "
-                              f"{sorted(SOURCES)} as features, tables from {CLINICAL_CSV})")
-        if spec.kind != "features":
-            raise ConfigError(f"mmist_ccrcc provides {name!r} as kind 'features', "
-                              f"not {spec.kind!r}")
+    layout_modalities(specs, "mmist_ccrcc", SOURCES, "features", CLINICAL_CSV)
 
     clinical = read_clinical(root)
     wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
