@@ -227,6 +227,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                      f"{len(_seed_values(runs, partial, metric))} of {partial['n_seeds']} "
                      "seeds only: the others have no value)")
         lines.append(lead)
+        auc_best = _auc_leader(complete or rows, metric)
+        if auc_best is not None and auc_best is not best:
+            afam = auc_best.get("family") or "other"
+            kind = {baseline: "a simple baseline", single: "one modality alone"}.get(afam)
+            lines.append(f"- by AUC the best is **{label(auc_best)}** ({afam}), "
+                         f"{auc_best['auc_mean']:.3f}"
+                         + (f": **by AUC {kind} has the best mean here**" if kind else ""))
         fusion = best_of([r for r in (complete or rows) if (r.get("family") or "other") not in
                           (baseline, single)])
         if fusion is None:
@@ -243,6 +250,15 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 lines.append("- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
     return "\n".join(lines)
+
+
+def _auc_leader(rows: list[dict], metric: str) -> dict | None:
+    """The row with the best mean AUC, when the headline metric is another one: a
+    ranking metric can crown a baseline that the thresholded headline does not."""
+    if metric == "auc":
+        return None
+    valued = [r for r in rows if r.get("auc_mean") is not None and not math.isnan(r["auc_mean"])]
+    return max(valued, key=lambda r: r["auc_mean"]) if valued else None
 
 
 def _collapse_diagnosis(rows: list[dict]) -> str:

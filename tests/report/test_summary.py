@@ -166,3 +166,16 @@ def test_a_collapsed_run_says_how_much_it_trained():
                                                      {"name": "rho", "lr": 1e-3}]}}
     assert training_effort(two) == "18 optimiser steps (batch 64, lr 0.0001/0.001)"
     assert training_effort({"n_train": 10, "training": {}}) is None   # sklearn: no epochs
+
+
+def test_the_summary_names_the_auc_leader_when_it_differs():
+    """A thresholded headline metric can hide a baseline that ranks the subjects best:
+    the summary says so in a line of its own."""
+    runs = _runs().with_columns(
+        pl.when((pl.col("method") == "hgb") & (pl.col("scenario") == "mcar")).then(0.95)
+        .otherwise(pl.col("balanced_accuracy") + 0.05).alias("auc"))
+    md = summary_markdown(runs, summarise(runs), _flags())
+    mcar = _section(md, "**MCAR 40 % per modality**")
+    assert mcar[1] == ("- by AUC the best is **hgb** (baselines), 0.950: **by AUC a simple "
+                       "baseline has the best mean here**")
+    assert not any(line.startswith("- by AUC") for line in _section(md, "**Natural missingness**"))
