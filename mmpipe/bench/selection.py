@@ -118,15 +118,21 @@ class Selected:
 
     method: Any
     result: FitResult
-    val_y: np.ndarray
     val_proba: np.ndarray
-    val_ids: np.ndarray
     val_evaluation: str                     # "scenario" (the val split) | "out_of_fold"
     val_part: BenchData                     # the subjects of val_proba, in its order
     overrides: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     seconds: float = 0.0                    # every trial, fold and refit
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.val_part.y
+
+    @property
+    def val_ids(self) -> np.ndarray:
+        return self.val_part.subject_id
 
 
 def training_part(train: BenchData, val: BenchData) -> BenchData:
@@ -274,8 +280,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         "chosen": chosen,
     }
     header = "trial\tfold\t" + LOG_HEADER
-    return Selected(method=method, result=result, val_y=val_part.y, val_proba=kept["proba"],
-                    val_ids=val_part.subject_id, val_evaluation=evaluation,
-                    val_part=val_part, overrides=chosen,
+    return Selected(method=method, result=result, val_proba=kept["proba"],
+                    val_evaluation=evaluation, val_part=val_part, overrides=chosen,
                     record=record, log=header + "\n" + "\n".join(log_lines) + "\n",
                     seconds=seconds)

@@ -252,7 +252,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         log.warning("ixi: %d subject(s) with images have no row in %s (labels blank): %s",
                     len(no_row), SPREADSHEET, no_row[:10])
     if "sex" in labels:
-        frame["sex"] = [SEX_VALUES.get(_code(table.get(s, {}).get(SEX_COLUMN))) for s in ids]
+        frame["sex"] = []
+        for sid in ids:
+            code = table.get(sid, {}).get(SEX_COLUMN)
+            if code is not None and _code(code) not in SEX_VALUES:
+                label_qc.append(QCRecord(sid, LABEL_QC, ABSENT,
+                                         f"{SEX_COLUMN} value {code!r} is not 1 or 2"))
+            frame["sex"].append(SEX_VALUES.get(_code(code)))
     if "age_group" in labels:
         frame["age_group"] = []
         for sid in ids:
@@ -266,11 +272,6 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             frame["age_group"].append(group)
     for f in fields:
         frame[f] = _field_column([table.get(s, {}).get(f) for s in ids])
-    for sid in ids:
-        unknown_sex = table.get(sid, {}).get(SEX_COLUMN)
-        if "sex" in labels and unknown_sex is not None and _code(unknown_sex) not in SEX_VALUES:
-            label_qc.append(QCRecord(sid, LABEL_QC, ABSENT,
-                               f"{SEX_COLUMN} value {unknown_sex!r} is not 1 or 2"))
     read_columns = {ID_COLUMN, *used}
     header = list(rows[0]) if rows else []
     return AdapterOutput(
