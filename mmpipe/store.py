@@ -81,8 +81,9 @@ class FeatureStoreWriter:
     """Write one feature store atomically.
 
     Use as a context manager; on an exception the temporary store is removed and
-    nothing appears at ``path``. Rows are written one subject at a time, so the
-    cohort never has to fit in memory.
+    nothing appears at ``path``. Subjects are written one at a time and reach the disk a
+    whole chunk at a time (each chunk encoded once), so the cohort never has to fit in
+    memory when subjects come in manifest order.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class FeatureStoreWriter:
         bag_item_shape: Sequence[int] | None = None,
         bag_coord_dim: int = 0,
         rows_per_chunk: int | None = None,
+        bag_rows_per_chunk: int = 4096,
     ):
         self.path = Path(path)
         ids = [str(s) for s in subject_ids]
@@ -125,17 +127,20 @@ class FeatureStoreWriter:
             dtype="float32",
             fill_value=np.nan,
         )
+        self._rows = _RowBuffer(self.emb, n)
         self._bag = None
         if bag_item_shape is not None:
             bag = self.group.create_group("bag")
             item = tuple(int(d) for d in bag_item_shape)
             self._bag = {
-                "emb": bag.create_array("emb", shape=(0, *item), chunks=(4096, *item),
-                                        dtype="float32"),
+                "emb": _AppendBuffer(bag.create_array(
+                    "emb", shape=(0, *item), chunks=(bag_rows_per_chunk, *item),
+                    dtype="float32")),
                 "offsets": np.zeros(n + 1, dtype=np.int64),
                 "counts": np.zeros(n, dtype=np.int64),
-                "coords": (bag.create_array("coords", shape=(0, bag_coord_dim),
-                                            chunks=(65536, max(bag_coord_dim, 1)), dtype="int64")
+                "coords": (_AppendBuffer(bag.create_array(
+                    "coords", shape=(0, bag_coord_dim),
+                    chunks=(16 * bag_rows_per_chunk, max(bag_coord_dim, 1)), dtype="int64"))
                            if bag_coord_dim else None),
                 "group": bag,
             }
@@ -163,7 +168,7 @@ class FeatureStoreWriter:
                              f"{emb.shape}, store expects {self.feature_shape}")
         if not np.all(np.isfinite(emb)):
             raise StoreError(f"{self.path}: subject {subject_id!r} has non-finite embedding values")
-        self.emb[i] = emb
+        self._rows.put(i, emb)
         if self._bag is not None:
             if bag is None:
                 raise StoreError(f"{self.path}: subject {subject_id!r} written without its bag")
@@ -176,12 +181,12 @@ class FeatureStoreWriter:
         b = self._bag
         if b["counts"][i] or (self._present[i + 1:].any()):
             raise StoreError(f"{self.path}: bags must be written once each, in subject order")
-        b["emb"].append(bag, axis=0)
+        b["emb"].append(bag)
         if b["coords"] is not None:
             if coords is None or len(coords) != len(bag):
                 raise StoreError(f"{self.path}: subject {self.subject_ids[i]!r}: "
                                  "bag coordinates missing or of the wrong length")
-            b["coords"].append(np.asarray(coords, dtype=np.int64).reshape(len(bag), -1), axis=0)
+            b["coords"].append(np.asarray(coords, dtype=np.int64).reshape(len(bag), -1))
         b["counts"][i] = len(bag)
 
     def mark(self, subject_id: str, status: str, reason: str) -> None:
@@ -193,6 +198,7 @@ class FeatureStoreWriter:
             raise StoreError(f"{self.path}: subject {subject_id!r} already has an embedding")
         self._status[i] = status
         self._reason[i] = reason or status
+        self._rows.settle(i)
 
     def note(self, subject_id: str, text: str) -> None:
         """Attach a note to a stored subject (its ``reason`` while its status is ok)."""
@@ -205,6 +211,11 @@ class FeatureStoreWriter:
         """Write the index arrays and provenance, then rename the store into place."""
         g = self.group
         n = len(self.subject_ids)
+        self._rows.flush()
+        if self._bag is not None:
+            for buffer in (self._bag["emb"], self._bag["coords"]):
+                if buffer is not None:
+                    buffer.flush()
         for name, values, dtype in (("present", self._present, bool),
                                     ("status", self._status, str),
                                     ("reason", self._reason, str)):
@@ -243,6 +254,83 @@ class FeatureStoreWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or not self._closed:
             self.abort()
+
+
+class _RowBuffer:
+    """Rows of an array held until every row of their chunk is written or marked, then
+    written as one chunk. Zarr re-encodes a whole chunk on every write into it, so row by
+    row a 16 MB chunk was compressed once per subject (quadratic in the cohort size)."""
+
+    def __init__(self, array: zarr.Array, n: int):
+        self.array = array
+        self.rows = array.chunks[0]
+        self.blocks: dict[int, np.ndarray] = {}
+        self.settled = np.zeros(n, dtype=bool)
+        self.open = np.bincount(np.arange(n) // self.rows,
+                                minlength=-(-n // self.rows)) if n else np.zeros(0, int)
+
+    def put(self, i: int, row: np.ndarray) -> None:
+        c = i // self.rows
+        if self.settled[i] and c not in self.blocks:  # rewritten after its chunk went out
+            self.array[i] = row
+            return
+        block = self.blocks.get(c)
+        if block is None:
+            lo, hi = c * self.rows, min((c + 1) * self.rows, len(self.settled))
+            block = self.blocks[c] = np.full((hi - lo, *row.shape), np.nan, dtype=row.dtype)
+        block[i - c * self.rows] = row
+        self.settle(i)
+
+    def settle(self, i: int) -> None:
+        """Row ``i`` gets no (further) value: write its chunk once all its rows are settled."""
+        if self.settled[i]:
+            return
+        self.settled[i] = True
+        c = i // self.rows
+        self.open[c] -= 1
+        if not self.open[c]:
+            self._write(c)
+
+    def _write(self, c: int) -> None:
+        block = self.blocks.pop(c, None)
+        if block is not None:  # a chunk of marked rows only stays the fill value
+            self.array[c * self.rows:c * self.rows + len(block)] = block
+
+    def flush(self) -> None:
+        for c in list(self.blocks):
+            self._write(c)
+
+
+class _AppendBuffer:
+    """Rows appended to a growing array, written a whole chunk at a time (an append
+    straight into Zarr re-encodes the array's last chunk every time)."""
+
+    def __init__(self, array: zarr.Array):
+        self.array = array
+        self.rows = array.chunks[0]
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        self.pending.append(rows)
+        self.n_pending += len(rows)
+        if self.n_pending >= self.rows:
+            self._write(whole_chunks_only=True)
+
+    def flush(self) -> None:
+        self._write(whole_chunks_only=False)
+
+    def _write(self, whole_chunks_only: bool) -> None:
+        if not self.pending:
+            return
+        data = np.concatenate(self.pending)
+        n = (len(data) // self.rows) * self.rows if whole_chunks_only else len(data)
+        start = self.array.shape[0]  # a multiple of the chunk rows until the last write
+        self.array.resize((start + n, *self.array.shape[1:]))
+        self.array[start:start + n] = data[:n]
+        rest = data[n:]
+        self.pending = [rest] if len(rest) else []
+        self.n_pending = len(rest)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -140,3 +140,57 @@ def test_killed_writer_leaves_no_store_that_opens(tmp_path):
     _write(path)
     assert FeatureStore(path).attrs["complete"] and time.time() - start < 30
     assert not list(tmp_path.glob("killed.zarr.tmp-*")), "debris of the killed run is cleaned"
+
+
+def test_rows_and_bags_reach_zarr_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """Zarr re-encodes a whole chunk per write into it: writing row by row compressed a
+    16 MB chunk once per subject. Each chunk must be written once, whatever the order of
+    writes and marks, and read back the same."""
+    writes = []
+    original = zarr.Array.__setitem__
+
+    def counting(self, key, value):
+        writes.append(self.path)
+        return original(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", counting)
+    ids = [f"s{i}" for i in range(10)]
+    rng = np.random.default_rng(0)
+    rows = {s: rng.normal(size=3).astype(np.float32) for s in ids}
+    bags = {s: rng.normal(size=(i % 4 + 1, 2)).astype(np.float32) for i, s in enumerate(ids)}
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ids, (3,), {}, rows_per_chunk=4, bag_item_shape=(2,),
+                            bag_coord_dim=1, bag_rows_per_chunk=4) as w:
+        for s in ids:  # bags go in subject order; s3 and s7 are marked
+            if s in ("s3", "s7"):
+                w.mark(s, "rejected", "unreadable")
+                continue
+            w.write(s, rows[s], bag=bags[s], coords=np.arange(len(bags[s]))[:, None])
+        w.commit()
+    emb_writes = writes.count("emb")
+    assert emb_writes == 3, f"{emb_writes} writes into 'emb' for 3 chunks"
+    bag_rows = sum(len(bags[s]) for s in ids if s not in ("s3", "s7"))
+    assert writes.count("bag/emb") <= -(-bag_rows // 4)
+    f = read_features(path)
+    for i, s in enumerate(ids):
+        if s in ("s3", "s7"):
+            assert np.isnan(f.emb[i]).all() and f.status[i] == "rejected"
+        else:
+            np.testing.assert_array_equal(f.emb[i], rows[s])
+            emb, coords = FeatureStore(path).bag(s)
+            np.testing.assert_array_equal(emb, bags[s])
+            assert coords[:, 0].tolist() == list(range(len(bags[s])))
+
+
+def test_out_of_order_writes_and_a_late_rewrite_land_in_their_rows(tmp_path):
+    path = tmp_path / "s.zarr"
+    ids = [f"s{i}" for i in range(7)]
+    with FeatureStoreWriter(path, ids, (2,), {}, rows_per_chunk=3) as w:
+        for i in (6, 0, 4, 2, 1, 5):
+            w.write(ids[i], np.full(2, i))
+        w.write("s0", np.full(2, 10))  # its chunk is already on disk
+        w.commit()
+    f = read_features(path)
+    assert f.emb[:, 0].tolist()[:3] == [10, 1, 2]
+    assert np.isnan(f.emb[3]).all() and f.status[3] == "absent"
+    assert f.emb[4:, 0].tolist() == [4, 5, 6]
