@@ -118,11 +118,13 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             for key in ("csv", "subject_column"):
                 if key not in cohort:
                     problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
-        if cohort["adapter"] in ("mmist_ccrcc", "ixi") and "root" not in cohort:
+        if cohort["adapter"] in ("mmist_ccrcc", "ixi", "brats") and "root" not in cohort:
             problems.append(f"config.cohorts.{cname}: the {cohort['adapter']} adapter needs "
                             "'root'")
-        if "ixi" in cohort and cohort["adapter"] != "ixi":
-            problems.append(f"config.cohorts.{cname}.ixi: only the ixi adapter reads it")
+        for options in ("ixi", "brats"):  # an adapter's own options block
+            if options in cohort and cohort["adapter"] != options:
+                problems.append(f"config.cohorts.{cname}.{options}: only the {options} "
+                                "adapter reads it")
         if "split" in cohort and cohort["adapter"] != "csv":
             # only the csv adapter reads it: elsewhere it would be ignored without a word
             problems.append(f"config.cohorts.{cname}.split: only the csv adapter reads a "

@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 import yaml
 
+from mmpipe.cohorts.demo.brats import write_brats
 from mmpipe.cohorts.demo.ixi import write_ixi
+from mmpipe.store import read_features
 from tests.conftest import REPO, snakemake_in
 
 pytestmark = pytest.mark.slow
@@ -48,3 +50,37 @@ def test_ixi_experiment_runs_from_the_download_layout(tmp_path):
     assert "mmare" in report and "logreg" in report
     qc = pl.read_parquet(results / "qc" / "adapter.parquet")
     assert {"skipped", "merged", "conflict"} <= set(qc["status"])
+
+
+def test_ham_brats_experiment_runs_from_the_download_layout(tmp_path):
+    plan = write_brats(tmp_path / "BraTS", n_cases=36, seed=5)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    exp = yaml.safe_load((REPO / "experiments" / "ham_brats.yaml").read_text())
+    # the VGG11 ImageNet weights cannot be downloaded here: random-init stands in
+    exp["encoders"]["vgg11_tumour_slice"]["allow_random_init"] = True
+    exp["device"] = "cpu"
+    brats = exp["cohorts"]["brats"]
+    brats["root"] = str(tmp_path / "BraTS")
+    # two of the four sequences keep the test short (each is one encoding job)
+    for seq in ("t1", "t2"):
+        del brats["modalities"][seq], brats["benchmark"]["feature_sets"]["mri"][seq]
+    brats["benchmark"].update(seeds=[0], ratios=[0.6, 0.2, 0.2], tuning={"trials": 1},
+                              scenarios={"natural": [0.0]}, default_scenarios=["natural"],
+                              runs={"ham": ["mri"], "logreg": ["mri"]})
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    run = snakemake_in(tmp_path, "--configfile", str(tmp_path / "experiment.yaml"))
+    if run.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
+                         for p in (tmp_path / "results").rglob("*.log"))
+        pytest.fail(f"snakemake failed:\n{run.stderr[-4000:]}\n{logs}")
+    results = tmp_path / "results" / "brats"
+    store = read_features(results / "features" / "flair" / "vgg11_tumour_slice.zarr")
+    assert store.emb.shape[1:] == (512,)   # pooling: mean
+    status = dict(zip(store.subject_id, store.status, strict=True))
+    # the case whose segmentation is misnamed has no mask: rejected, the others encoded
+    assert status[plan.misnamed_seg] == "rejected"
+    reason = dict(zip(store.subject_id, store.reason, strict=True))[plan.misnamed_seg]
+    assert "no mask file" in reason
+    assert sum(s == "ok" for s in status.values()) >= len(plan.cases) - 2
+    report = (results / "report" / "results.md").read_text()
+    assert "ham" in report and "logreg" in report

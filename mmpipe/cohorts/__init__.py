@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts import csv_adapter, demo_adapter, ixi, mmist
+from mmpipe.cohorts import brats, csv_adapter, demo_adapter, ixi, mmist
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
     finalize_manifest,
@@ -36,6 +36,7 @@ ADAPTERS: dict[str, Adapter] = {
     "mmist_ccrcc": mmist.adapt,
     "csv": csv_adapter.adapt,
     "ixi": ixi.adapt,
+    "brats": brats.adapt,
 }
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",

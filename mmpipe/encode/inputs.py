@@ -17,6 +17,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import read_manifest
 from mmpipe.errors import StoreError
 from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
+from mmpipe.preprocess.masks import MaskedVolume, mask_column
 
 
 @dataclass
@@ -24,7 +25,7 @@ class SubjectInput:
     subject_id: str
     status: str          # "ok" when ``source`` holds an input, else "absent" | "rejected"
     reason: str = ""     # why not ok; for an ok input, a note from preprocessing (or "")
-    source: Any = None   # path, (slide path, tiles frame), prompt text or table row
+    source: Any = None   # path, MaskedVolume, (slide path, tiles frame), prompt or table row
 
 
 def _adapter_status(cohort_dir: Path, modality: str) -> dict[str, tuple[str, str]]:
@@ -87,6 +88,12 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
     if kind == "table":
         return _table_inputs(manifest, cohort_dir, modality, prompts, fields or [])
     inputs = _base_inputs(manifest, cohort_dir, modality, f"{modality}_path")
+    if kind == "volume" and mask_column(modality) in manifest.columns:
+        # the subject's mask rides with its volume (mmpipe.preprocess.masks)
+        masks = dict(zip(manifest["subject_id"], manifest[mask_column(modality)], strict=True))
+        for item in inputs:
+            if item.status == "ok":
+                item.source = MaskedVolume(str(item.source), masks[item.subject_id])
     if kind == "dicom":
         ok = _merge_shard_qc(inputs, [Path(d) for d in shard_dirs or []], modality)
         for item in inputs:

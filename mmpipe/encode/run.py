@@ -9,6 +9,7 @@ input or embedding is unusable is rejected with the reason; the others are writt
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -58,6 +59,20 @@ def _log_summary(inputs: list[SubjectInput], modality: str) -> None:
     for item in inputs:
         counts[item.status] = counts.get(item.status, 0) + 1
     log.info("%s: %d subjects, inputs %s", modality, len(inputs), counts)
+
+
+def skip_transformers_import(encoder_type: str) -> None:
+    """In a process that encodes one store with a type that does not use transformers,
+    make ``import transformers`` fail: ``import monai`` imports every MONAI submodule, and
+    its transformer networks (transchex) import transformers, about 4 s of an encode
+    job's start-up. MONAI's optional import then records the package as missing and goes
+    on; code that does need it fails with an ImportError, never silently. Only for a
+    process that ends with the job (the ``encode`` rule, ``mmpipe encode``), before
+    anything imports MONAI: it changes the process's imports for good."""
+    from mmpipe.encoders.registry import get_encoder_type
+
+    if not get_encoder_type(encoder_type).uses_transformers and "transformers" not in sys.modules:
+        sys.modules["transformers"] = None  # type: ignore[assignment]
 
 
 def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str | Path, *,

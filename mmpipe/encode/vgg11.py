@@ -1,5 +1,8 @@
 """VGG11 slices over a cohort (HyperMM): a (512, 7, 7) block per volume, the element-wise
-max over its slices; optionally the per-slice blocks as the store's bag."""
+max over its slices; optionally the per-slice blocks as the store's bag. ``pooling:
+mean`` stores the spatial mean of the block instead, (512,): what a method that flattens
+its inputs can afford (HAM's hypernetwork generates every weight of its task network, so
+four flattened blocks would be 100 352 inputs and 3.2 M generated weights)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,15 @@ import torch
 
 from mmpipe.encode.job import build_network
 from mmpipe.encode.volume import load_volumes, median_spacing_for
+from mmpipe.errors import ConfigError
 
 
 def setup(job, items) -> None:
     from mmpipe.preprocess.volume import build_slice_transform
 
+    if job.cfg.get("pooling") not in (None, "mean"):
+        raise ConfigError(f"encoder {job.cfg.get('name')!r}: vgg11_slices pooling is 'mean' "
+                          f"(the block's spatial mean) or null, not {job.cfg['pooling']!r}")
     build_network(job)
     if job.cfg.get("keep_bag", False):
         job.bag_item_shape, job.bag_coord_dim = job.feature_shape, 1
@@ -36,6 +43,8 @@ def run(job, items, writer, progress=None) -> None:
             per_slice = torch.cat(blocks).numpy()
             # HyperMM: one block per volume, the element-wise max over its slices
             emb = per_slice.max(axis=0)
+            if job.cfg.get("pooling") == "mean":
+                emb, per_slice = emb.mean(axis=(1, 2)), per_slice.mean(axis=(2, 3))
             if job.bag_item_shape is not None:
                 coords = np.arange(len(per_slice), dtype=np.int64)[:, None]
                 writer.write(sid, emb, bag=per_slice, coords=coords)

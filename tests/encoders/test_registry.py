@@ -48,6 +48,7 @@ def test_each_types_code_key_covers_its_own_encoder_and_no_other():
 
 def test_shapes_and_inputs():
     assert get_encoder_type("vgg11_slices").feature_shape({}) == (512, 7, 7)
+    assert get_encoder_type("vgg11_slices").feature_shape({"pooling": "mean"}) == (512,)
     assert get_encoder_type("med3d").feature_shape({"depth": 50}) == (2048,)
     assert get_encoder_type("med3d").feature_shape({"depth": 18}) == (512,)
     assert get_encoder_type("clam_resnet50").feature_shape({}) == (1024,)

@@ -1,0 +1,86 @@
+"""Segmentation masks beside volumes, and the two preprocessing steps that read them.
+
+A volume modality ``m`` may bring one mask per subject: the manifest column
+``m_mask_path`` (:func:`mask_column`), filled by the cohort's adapter (BraTS: each
+case's ``_seg`` file for every sequence). A mask lies on the voxel grid of its volume
+(same shape, same affine, checked on loading); any voxel above 0 counts, so a label map
+(BraTS: 1, 2, 4) is its union. Two keys of an encoder's ``transform`` use it:
+
+- ``roi_crop: {margin: N}``: crop the volume to the bounding box of the mask plus ``N``
+  voxels on each side (clipped to the volume), after orientation and resampling, before
+  the intensity steps: an organ crop from masks the user has (the MMARE thesis crops CT
+  to the kidneys, from TotalSegmentator masks).
+- ``slice_select``: keep one axial slice (slice recipe only): ``largest_mask``, the slice
+  with the most mask voxels (HAM on BraTS: "the axial slice with the largest tumour
+  area", then scaled to [0, 1] as the recipe's intensity step does per image), or an
+  integer, that slice index of the oriented volume (no mask needed).
+
+A subject whose recipe needs a mask and that has none, whose mask does not match its
+volume, or whose mask is empty is rejected with the reason; the other subjects go on.
+Importing this module does not import torch or MONAI (adapters name the column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mmpipe.errors import ConfigError
+
+LARGEST_MASK = "largest_mask"
+MASK_KEYS = ("roi_crop", "slice_select")
+
+
+def mask_column(modality: str) -> str:
+    """The manifest column of ``modality``'s mask files."""
+    return f"{modality}_mask_path"
+
+
+@dataclass(frozen=True)
+class MaskedVolume:
+    """A volume file and its mask file (None: the subject has none)."""
+
+    image: str
+    mask: str | None
+
+    def __str__(self) -> str:  # messages about the input name the volume
+        return self.image
+
+
+@dataclass(frozen=True)
+class MaskSteps:
+    """What a recipe asks of the mask: a crop margin (voxels) and a slice choice."""
+
+    roi_margin: int | None = None
+    slice_select: str | int | None = None
+
+    @property
+    def needs_mask(self) -> bool:
+        return self.roi_margin is not None or self.slice_select == LARGEST_MASK
+
+    @property
+    def active(self) -> bool:
+        return self.roi_margin is not None or self.slice_select is not None
+
+
+def mask_steps(recipe: dict[str, Any], what: str, *, slices: bool) -> MaskSteps:
+    """The recipe's ``roi_crop`` and ``slice_select``, checked."""
+    margin = None
+    crop = recipe.get("roi_crop")
+    if crop is not None:
+        if not isinstance(crop, dict) or set(crop) - {"margin"}:
+            raise ConfigError(f"{what} transform: roi_crop is {{margin: N}} (voxels), got {crop!r}")
+        margin = crop.get("margin", 0)
+        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+            raise ConfigError(f"{what} transform: roi_crop.margin must be a whole number of "
+                              f"voxels >= 0, got {margin!r}")
+    choice = recipe.get("slice_select")
+    if choice is not None:
+        if not slices:
+            raise ConfigError(f"{what} transform: slice_select applies to slice encoders "
+                              "(vgg11_slices), not to a 3-D volume encoder")
+        if choice != LARGEST_MASK and (isinstance(choice, bool) or not isinstance(choice, int)
+                                       or choice < 0):
+            raise ConfigError(f"{what} transform: slice_select is {LARGEST_MASK!r} or a slice "
+                              f"index >= 0, got {choice!r}")
+    return MaskSteps(margin, choice)

@@ -1,0 +1,111 @@
+"""The brats adapter on miniature BraTS downloads (2020 and 2019 layouts, NIfTI-1 gz,
+the survival CSVs) with the releases' oddities planted by
+:func:`mmpipe.cohorts.demo.brats.write_brats`."""
+
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, read_qc
+from mmpipe.cohorts.brats import survival_class
+from mmpipe.cohorts.demo.brats import write_brats
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.masks import mask_column
+
+SEQS = ("t1", "t1ce", "t2", "flair")
+
+
+def _cfg(root, **over):
+    cfg = {"adapter": "brats", "root": str(root), "labels": ["survival_class"],
+           "modalities": {seq: {"kind": "volume", "encoders": ["vgg11_slices"]} for seq in SEQS}
+           | {"clinical": {"kind": "table", "encoders": ["tabular"], "fields": ["Age"]}}}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module", params=["2020", "2019"])
+def brats(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"brats{request.param}")
+    plan = write_brats(root, n_cases=10, seed=2, release=request.param)
+    manifest = build_manifest("brats", _cfg(root), root / "out", base_dir=root)
+    return root, plan, manifest, read_qc(root / "out")
+
+
+def _row(manifest, case):
+    return manifest.filter(pl.col("subject_id") == case).row(0, named=True)
+
+
+def test_cases_sequences_and_masks_are_read_from_the_layout(brats):
+    _, plan, manifest, qc = brats
+    assert set(manifest["subject_id"]) == set(plan.cases)
+    ok = plan.cases[0]
+    row = _row(manifest, ok)
+    for seq in SEQS:
+        assert row[f"{seq}_path"].endswith(f"{ok}_{seq}.nii.gz")
+        assert row[mask_column(seq)].endswith(f"{ok}_seg.nii.gz")
+    assert _row(manifest, plan.no_t2)["t2_path"] is None
+    assert qc.filter((pl.col("subject_id") == plan.no_t2) & (pl.col("modality") == "t2")
+                     )["status"].to_list() == ["absent"]
+    if plan.release == "2019":
+        assert {row["grade"] for row in manifest.iter_rows(named=True)} == {"HGG", "LGG"}
+
+
+def test_two_files_of_a_sequence_reject_it_naming_both(brats):
+    _, plan, manifest, qc = brats
+    case = plan.two_t1_files
+    assert _row(manifest, case)["t1_path"] is None
+    reason = qc.filter((pl.col("subject_id") == case) & (pl.col("modality") == "t1")
+                       )["reason"].item()
+    assert f"{case}_t1.nii.gz" in reason and f"{case}_t1.nii," in reason + ","
+
+
+def test_a_misnamed_segmentation_is_skipped_with_a_qc_row_and_leaves_no_mask(brats):
+    _, plan, manifest, qc = brats
+    case = plan.misnamed_seg
+    assert _row(manifest, case)[mask_column("t1")] is None
+    skipped = qc.filter((pl.col("subject_id") == case) & (pl.col("status") == "skipped"))
+    assert skipped["path"].str.ends_with("W39_1998.09.19_Segm.nii").all()
+    assert sorted(skipped["modality"]) == sorted(SEQS)
+
+
+def test_survival_classes_and_the_release_oddities(brats):
+    _, plan, manifest, qc = brats
+    labelled = {r["subject_id"]: r["survival_class"] for r in manifest.iter_rows(named=True)}
+    why = {r["subject_id"]: r["reason"] for r in
+           qc.filter(pl.col("modality") == "label").iter_rows(named=True)}
+    # censored before the long edge: unknown, said; censored past it: long
+    assert labelled[plan.censored_unknown] is None
+    assert "censored at 361 days" in why[plan.censored_unknown]
+    assert labelled[plan.censored_long] == "long"
+    assert labelled[plan.not_a_number] is None and "'NA'" in why[plan.not_a_number]
+    assert labelled[plan.no_row] is None
+    assert any(f"survival row of {plan.row_without_case} skipped: no case folder" in r
+               for r in qc.filter(pl.col("subject_id") == "*")["reason"].to_list())
+    for case, days in plan.survival_days.items():
+        if days.isdigit() and labelled.get(case) is not None:
+            assert labelled[case] == survival_class(days, (300.0, 450.0))[0]
+
+
+def test_class_edges_follow_the_config_and_both_ends_are_mid():
+    assert survival_class("299", (300, 450)) == ("short", None)
+    assert survival_class("300", (300, 450)) == ("mid", None)
+    assert survival_class("450", (300, 450)) == ("mid", None)
+    assert survival_class("451", (300, 450)) == ("long", None)
+    assert survival_class("451", (500, 600))[0] == "short"
+    assert survival_class("-3", (300, 450))[0] is None
+
+
+def test_config_errors_name_what_to_fix(tmp_path):
+    plan_root = tmp_path / "b"
+    write_brats(plan_root, n_cases=8, seed=0)
+    with pytest.raises(ConfigError, match="derives \\['survival_class'\\]"):
+        build_manifest("b", _cfg(plan_root, labels=["grade"]), tmp_path / "o1", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="survival_days must be increasing"):
+        build_manifest("b", _cfg(plan_root, brats={"survival_days": [450, 300]}),
+                       tmp_path / "o2", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="no modality 'seg'"):
+        build_manifest("b", _cfg(plan_root, modalities={"seg": {"kind": "volume",
+                                                                "encoders": ["med3d_demo"]}}),
+                       tmp_path / "o3", base_dir=tmp_path)
+    (plan_root / "survival_info.csv").unlink()
+    with pytest.raises(InputError, match="2021 ships no survival data"):
+        build_manifest("b", _cfg(plan_root), tmp_path / "o4", base_dir=tmp_path)

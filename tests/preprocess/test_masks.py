@@ -1,0 +1,117 @@
+"""Masks beside volumes: the ROI crop and the largest-mask slice (HAM on BraTS), and the
+subjects they reject (no mask, a mask on another grid, an empty mask)."""
+
+from __future__ import annotations
+
+import pickle
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mmpipe.cohorts.demo.brats import write_brats
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.masks import MaskedVolume, mask_steps
+from mmpipe.preprocess.volume import build_slice_transform, build_volume_transform
+
+
+def _nifti(path, data, affine=None):
+    nib.save(nib.Nifti1Image(np.asarray(data), np.diag([1.0, 1.0, 1.0, 1.0])
+                             if affine is None else affine), str(path))
+    return str(path)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """A (x, y, z) = (20, 24, 10) volume of random intensities and a box mask at
+    x 5..8, y 10..15, z 3..6 whose largest axial area is at z = 4."""
+    volume = np.random.default_rng(0).uniform(0, 1000, (20, 24, 10)).astype(np.float32)
+    mask = np.zeros((20, 24, 10), dtype=np.uint8)
+    mask[5:9, 10:16, 3:7] = 2
+    mask[4:10, 9:17, 4] = 4   # a wider slice: the largest area
+    return (_nifti(tmp_path / "v.nii.gz", volume), _nifti(tmp_path / "m.nii.gz", mask),
+            volume)
+
+
+def test_roi_crop_keeps_the_mask_box_plus_margin_clipped_to_the_volume(pair):
+    image, mask, volume = pair
+    out = build_volume_transform({"orientation": None, "roi_crop": {"margin": 2},
+                                  "normalize": None})(MaskedVolume(image, mask))
+    # the box is x 4..9, y 9..16, z 3..6; plus 2 voxels: x 2..11, y 7..18, z 1..8
+    np.testing.assert_array_equal(out[0].numpy(),
+                                  volume[2:12, 7:19, 1:9].transpose(2, 1, 0))
+    wide = build_volume_transform({"orientation": None, "roi_crop": {"margin": 50},
+                                   "normalize": None})(MaskedVolume(image, mask))
+    assert tuple(wide.shape) == (1, 10, 24, 20)   # clipped: the whole volume
+
+
+def test_largest_mask_slice_is_the_axial_slice_scaled_to_unit_range(pair):
+    image, mask, volume = pair
+    recipe = {"orientation": None, "slice_select": "largest_mask"}
+    out = build_slice_transform(recipe)(MaskedVolume(image, mask))
+    assert tuple(out.shape) == (1, 3, 224, 224)
+    # the same slice through the plain recipe: slice index 4 of the whole volume, alone
+    plain = build_slice_transform({"orientation": None, "slice_select": 4})(image)
+    torch.testing.assert_close(out, plain)
+    other = build_slice_transform({"orientation": None, "slice_select": 3})(image)
+    assert not torch.allclose(out, other)
+
+
+def test_brats_miniature_largest_tumour_slice(tmp_path):
+    plan = write_brats(tmp_path, n_cases=8, seed=4)
+    case = plan.cases[0]
+    folder = tmp_path / case
+    source = MaskedVolume(str(folder / f"{case}_flair.nii.gz"), str(folder / f"{case}_seg.nii.gz"))
+    chosen = build_slice_transform({"slice_select": "largest_mask"})(source)
+    expected = build_slice_transform({"slice_select": plan.tumour_slice[case]})(source.image)
+    torch.testing.assert_close(chosen, expected)
+
+
+@pytest.mark.parametrize("bad", ["no mask", "other grid", "other affine", "empty"])
+def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_path, bad):
+    image, mask, _ = pair
+    if bad == "no mask":
+        source, match = MaskedVolume(image, None), "has no mask file"
+    elif bad == "other grid":
+        source = MaskedVolume(image, _nifti(tmp_path / "small.nii.gz", np.ones((20, 24, 9))))
+        match = "not the same voxel grid"
+    elif bad == "other affine":
+        shifted = np.diag([1.0, 1.0, 1.0, 1.0])
+        shifted[0, 3] = 5.0
+        source = MaskedVolume(image, _nifti(tmp_path / "moved.nii.gz", np.ones((20, 24, 10)),
+                                            shifted))
+        match = "affine differs"
+    else:
+        source = MaskedVolume(image, _nifti(tmp_path / "zero.nii.gz", np.zeros((20, 24, 10))))
+        match = "mask is empty"
+    transform = build_slice_transform({"orientation": None, "slice_select": "largest_mask"})
+    with pytest.raises(InputError, match=match):
+        transform(source)
+    if bad == "no mask":  # a plain path is a subject without a mask too
+        with pytest.raises(InputError, match="has no mask file"):
+            transform(image)
+
+
+def test_a_fixed_slice_outside_the_volume_is_an_input_error(pair):
+    image, _, _ = pair
+    with pytest.raises(InputError, match="outside the volume's 10 axial slices"):
+        build_slice_transform({"orientation": None, "slice_select": 10})(image)
+
+
+def test_recipe_errors_are_config_errors():
+    with pytest.raises(ConfigError, match="slice encoders"):
+        build_volume_transform({"slice_select": "largest_mask"})
+    for bad in ({"roi_crop": {"margin": -1}}, {"roi_crop": {"pad": 3}},
+                {"slice_select": "biggest"}, {"slice_select": -2}):
+        with pytest.raises(ConfigError):
+            mask_steps(bad, "slice", slices=True)
+
+
+def test_mask_transforms_pickle_for_dataloader_workers(pair):
+    image, mask, _ = pair
+    transform = build_slice_transform({"orientation": None, "roi_crop": {"margin": 1},
+                                       "slice_select": "largest_mask"})
+    again = pickle.loads(pickle.dumps(transform))
+    torch.testing.assert_close(again(MaskedVolume(image, mask)),
+                               transform(MaskedVolume(image, mask)))
