@@ -118,7 +118,7 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             for key in ("csv", "subject_column"):
                 if key not in cohort:
                     problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
-        if cohort["adapter"] in ("mmist_ccrcc", "ixi", "brats") and "root" not in cohort:
+        if cohort["adapter"] in ("mmist_ccrcc", "ixi", "brats", "breakhis") and "root" not in cohort:
             problems.append(f"config.cohorts.{cname}: the {cohort['adapter']} adapter needs "
                             "'root'")
         for options in ("ixi", "brats"):  # an adapter's own options block

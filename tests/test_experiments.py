@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mmpipe.cohorts.demo.brats import write_brats
+from mmpipe.cohorts.demo.breakhis import write_breakhis
 from mmpipe.cohorts.demo.ixi import write_ixi
 from mmpipe.store import read_features
 from tests.conftest import REPO, snakemake_in
@@ -84,3 +85,37 @@ def test_ham_brats_experiment_runs_from_the_download_layout(tmp_path):
     assert sum(s == "ok" for s in status.values()) >= len(plan.cases) - 2
     report = (results / "report" / "results.md").read_text()
     assert "ham" in report and "logreg" in report
+
+
+def test_hypermm_breakhis_experiment_runs_from_the_download_layout(tmp_path):
+    plan = write_breakhis(tmp_path / "BreaKHis_v1", patients_per_type=3, seed=2,
+                          images_per_set=2)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    exp = yaml.safe_load((REPO / "experiments" / "hypermm_breakhis.yaml").read_text())
+    exp["encoders"]["vgg11_fields"]["allow_random_init"] = True  # no weights here
+    exp["device"] = "cpu"
+    cohort = exp["cohorts"]["breakhis"]
+    cohort["root"] = str(tmp_path / "BreaKHis_v1")
+    # two of the four magnifications keep the test short (each is one encoding job)
+    for mag in ("mag100", "mag400"):
+        del cohort["modalities"][mag], cohort["benchmark"]["feature_sets"]["magnifications"][mag]
+    cohort["benchmark"].update(seeds=[0], tuning={"trials": 1}, scenarios={"natural": [0.0]},
+                               default_scenarios=["natural"],
+                               runs={"hypermm": ["magnifications"], "logreg": ["magnifications"]})
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    run = snakemake_in(tmp_path, "--configfile", str(tmp_path / "experiment.yaml"))
+    if run.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
+                         for p in (tmp_path / "results").rglob("*.log"))
+        pytest.fail(f"snakemake failed:\n{run.stderr[-4000:]}\n{logs}")
+    results = tmp_path / "results" / "breakhis"
+    store = read_features(results / "features" / "mag40" / "vgg11_fields.zarr")
+    assert store.emb.shape[1:] == (512, 7, 7)
+    reason = dict(zip(store.subject_id, store.reason, strict=True))
+    status = dict(zip(store.subject_id, store.status, strict=True))
+    # the truncated field is left out of its set, named; the set is still encoded
+    assert status[plan.truncated_png] == "ok"
+    assert "1 of 2 image(s) left out" in reason[plan.truncated_png]
+    assert status[plan.misplaced_100x] == "rejected"
+    report = (results / "report" / "results.md").read_text()
+    assert "hypermm" in report and "logreg" in report

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts import brats, csv_adapter, demo_adapter, ixi, mmist
+from mmpipe.cohorts import brats, breakhis, csv_adapter, demo_adapter, ixi, mmist
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
     finalize_manifest,
@@ -37,6 +37,7 @@ ADAPTERS: dict[str, Adapter] = {
     "csv": csv_adapter.adapt,
     "ixi": ixi.adapt,
     "brats": brats.adapt,
+    "breakhis": breakhis.adapt,
 }
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",

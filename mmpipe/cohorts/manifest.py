@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 SUBJECT = "subject_id"
 
-PATH_KINDS = ("volume", "dicom", "slide", "features")
+PATH_KINDS = ("volume", "dicom", "slide", "image", "features")
 TABLE_KIND = "table"
 KINDS = (*PATH_KINDS, TABLE_KIND)
 

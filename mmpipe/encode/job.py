@@ -63,8 +63,9 @@ class SubjectWriter:
     def mark(self, subject_id: str, status: str, reason: str) -> None:
         self.writer.mark(subject_id, status, reason)
 
-    def write(self, subject_id: str, emb, bag=None, coords=None) -> bool:
-        """Store one subject; returns False when it was rejected instead."""
+    def write(self, subject_id: str, emb, bag=None, coords=None, note: str = "") -> bool:
+        """Store one subject; returns False when it was rejected instead. ``note`` (inputs
+        the loop left out) joins the earlier stages' note in the store's ``reason``."""
         emb = np.asarray(emb, dtype=np.float32)
         problem = None
         if emb.shape != self.feature_shape:
@@ -80,8 +81,9 @@ class SubjectWriter:
             self.reject(subject_id, problem)
             return False
         self.writer.write(subject_id, emb, bag=bag, coords=coords)
-        if self.notes.get(subject_id):
-            self.writer.note(subject_id, self.notes[subject_id])
+        text = "; ".join(t for t in (self.notes.get(subject_id), note) if t)
+        if text:
+            self.writer.note(subject_id, text)
         return True
 
 

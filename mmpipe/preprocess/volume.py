@@ -34,7 +34,7 @@ from monai.data import ImageReader
 from monai.transforms import Transform
 
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
     "max_slices": None,
     "min_foreground": None,
 }
-SLICE_RESIZE = 256  # torchvision Resize(256): the shorter side
-SLICE_CROP = 224  # torchvision CenterCrop(224)
 
 _VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize",
                 "roi_crop"}
@@ -342,36 +340,6 @@ class VolumeToSlices(Transform):
             pick = np.unique(np.round(np.linspace(0, len(keep) - 1, self.max_slices)).astype(int))
             keep = keep[torch.as_tensor(pick)]
         return slices[keep]
-
-
-class ImageNetSlices(Transform):
-    """Grey slices ``[S, 1, H, W]`` in [0, 1] -> ``[S, 3, 224, 224]`` ImageNet-normalised.
-
-    torchvision's ImageNet evaluation recipe, without torchvision: Resize(256) on
-    the shorter side (long side ``int(256 * long / short)``, bilinear with
-    antialiasing as torchvision does on tensors), CenterCrop(224) and
-    Normalize(mean, std); grey is replicated to three channels.
-    """
-
-    def __init__(self, resize: int = SLICE_RESIZE, crop: int = SLICE_CROP):
-        self.resize = resize
-        self.crop = crop
-
-    def __call__(self, slices):
-        x = torch.as_tensor(slices, dtype=torch.float32)
-        h, w = x.shape[-2:]
-        short, long = (h, w) if h <= w else (w, h)
-        new_long = int(self.resize * long / short)
-        size = (self.resize, new_long) if h <= w else (new_long, self.resize)
-        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                                            antialias=True)
-        top = int(round((size[0] - self.crop) / 2.0))
-        left = int(round((size[1] - self.crop) / 2.0))
-        x = x[..., top:top + self.crop, left:left + self.crop]
-        x = x.expand(-1, 3, -1, -1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous()
 
 
 # --------------------------------------------------------------------------- recipes

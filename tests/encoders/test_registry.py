@@ -12,7 +12,7 @@ from mmpipe.errors import ConfigError
 
 def test_unknown_type_names_the_known_ones():
     assert set(ENCODER_TYPES) == {"vgg11_slices", "med3d", "clam_resnet50", "text", "tabular",
-                                  "precomputed"}
+                                  "precomputed", "vgg11_images", "resnet50_images"}
     with pytest.raises(ConfigError, match="clam_resnet50"):
         get_encoder_type("resnet")
 
@@ -30,19 +30,24 @@ def test_which_types_read_which_kinds():
     assert readers_of("slide") == ["clam_resnet50"]
     assert readers_of("table") == ["tabular", "text"]
     assert readers_of("features") == ["precomputed"]
+    assert readers_of("image") == ["resnet50_images", "vgg11_images"]
 
 
 def test_each_types_code_key_covers_its_own_encoder_and_no_other():
     """Editing the text encoder reruns the text stores only; the shared volume
     preprocessing reruns both volume encoders and not the slide encoder."""
-    own = {"med3d": "encoders/med3d", "vgg11_slices": "encoders/vgg11",
-           "clam_resnet50": "encoders/clam", "text": "encoders/text",
-           "tabular": "encoders/tabular", "precomputed": "encoders/precomputed"}
+    # a network shared by a volume (or slide) type and its 2-D image type reruns both
+    own = {"encoders/med3d": {"med3d"}, "encoders/vgg11": {"vgg11_slices", "vgg11_images"},
+           "encoders/clam": {"clam_resnet50", "resnet50_images"}, "encoders/text": {"text"},
+           "encoders/tabular": {"tabular"}, "encoders/precomputed": {"precomputed"},
+           "preprocess/volume": {"vgg11_slices", "med3d"},
+           "preprocess/images": {"vgg11_images", "resnet50_images"},
+           # med3d through preprocess/volume, which holds the slice recipe beside its own
+           "preprocess/imagenet_recipe": {"vgg11_slices", "vgg11_images", "resnet50_images",
+                                          "med3d"}}
     closures = {t.name: set(module_closure(t.code_modules())) for t in ENCODER_TYPES.values()}
-    for name, module in own.items():
-        assert [t for t, c in closures.items() if module in c] == [name]
-    assert [t for t, c in closures.items() if "preprocess/volume" in c] == ["vgg11_slices",
-                                                                           "med3d"]
+    for module, types in own.items():
+        assert {t for t, c in closures.items() if module in c} == types, module
     assert "encoders/registry" not in set().union(*closures.values())
 
 

@@ -13,9 +13,8 @@ import SimpleITK as sitk
 import torch
 
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmpipe.preprocess.volume import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MEDICALNET_RECIPE,
     VGG_SLICE_RECIPE,
     ForegroundZScoreWithNoise,

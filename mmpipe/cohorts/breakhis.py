@@ -1,0 +1,173 @@
+"""The ``breakhis`` adapter: BreakHis (breast cancer histopathology) as downloaded.
+
+Layout under ``root`` (the extracted ``BreaKHis_v1/``; its ``histology_slides/breast/``
+is found below it)::
+
+    histology_slides/breast/{benign,malignant}/SOB/<type>/SOB_<B|M>_<T>_<patient>/<mag>X/
+        SOB_<B|M>_<T>-<patient>-<mag>-<n>.png        (700 x 460 RGB PNG)
+
+with the tumour types ``adenosis``, ``fibroadenoma``, ``phyllodes_tumor``,
+``tubular_adenoma`` (benign) and ``ductal_carcinoma``, ``lobular_carcinoma``,
+``mucinous_carcinoma``, ``papillary_carcinoma`` (malignant), and the magnifications
+40, 100, 200 and 400. As in HyperMM, the four magnifications are the modalities
+(``mag40``, ``mag100``, ``mag200``, ``mag400``, kind ``image``): a subject is a patient,
+each modality the folder of the patient's fields at that magnification (a set, pooled by
+the encoder), so splits are at the patient level. Natural missingness: a magnification
+folder that is absent or holds no image.
+
+Labels (config ``labels``): ``malignant`` (``benign`` / ``malignant``, from the folder)
+and ``tumour_type`` (the type folder). What the adapter does with what it finds:
+
+- A patient under two type folders (the same patient ID twice) gets no label where the
+  two disagree (a QC row names both folders) and no images: the sets cannot be told
+  apart, so each modality is rejected naming both folders.
+- A folder of one magnification holding an image named for another (``-100-`` in
+  ``40X/``) rejects that modality for the patient, naming the file, rather than mixing
+  magnifications; files that are not images are not read.
+- A patient folder whose name does not follow ``SOB_<B|M>_<T>_<patient>``, or whose
+  class letter disagrees with its benign/malignant folder, is skipped with a QC row.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    ALL_SUBJECTS,
+    LABEL_QC,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    cohort_labels,
+    dataset_root,
+    layout_modalities,
+    modality_specs,
+)
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.io.images import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+TYPES = {"benign": ("adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma"),
+         "malignant": ("ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma",
+                       "papillary_carcinoma")}
+MAGNIFICATIONS = {"mag40": 40, "mag100": 100, "mag200": 200, "mag400": 400}
+LABELS = ("malignant", "tumour_type")
+PATIENT_FOLDER = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)_(?P<patient>.+)$")
+IMAGE_NAME = re.compile(r"^SOB_[BM]_[A-Z]+-(?P<patient>.+)-(?P<mag>\d+)-(?P<n>\d+)\.[A-Za-z]+$")
+SKIPPED, CONFLICT = "skipped", "conflict"
+
+
+def breast_folder(root: Path) -> Path:
+    """``histology_slides/breast`` under ``root`` (or ``root`` itself)."""
+    for candidate in (root / "histology_slides" / "breast", root / "breast", root):
+        if (candidate / "benign").is_dir() or (candidate / "malignant").is_dir():
+            return candidate
+    raise InputError("no histology_slides/breast/{benign,malignant}/ here", path=root)
+
+
+def find_patients(breast: Path) -> tuple[dict[str, list[tuple[str, str, Path]]], list[QCRecord]]:
+    """Patient ID -> [(class, type, folder)] (two entries: the ID is under two types),
+    and QC rows of the folders skipped."""
+    found: dict[str, list[tuple[str, str, Path]]] = defaultdict(list)
+    qc = []
+    for cls, types in TYPES.items():
+        for tumour in types:
+            folder = breast / cls / "SOB" / tumour
+            if not folder.is_dir():
+                continue
+            for patient_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+                m = PATIENT_FOLDER.match(patient_dir.name)
+                if m is None or m["cls"] != cls[0].upper():
+                    why = ("does not follow SOB_<B|M>_<T>_<patient>" if m is None else
+                           f"class letter {m['cls']} in the {cls}/ folder")
+                    qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED,
+                                       f"patient folder {patient_dir.name} skipped: its name {why}",
+                                       str(patient_dir)))
+                    continue
+                found[m["patient"]].append((cls, tumour, patient_dir))
+    if not found:
+        raise InputError("no patient folder under {benign,malignant}/SOB/<type>/", path=breast)
+    return found, qc
+
+
+def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QCRecord | None]:
+    """(the folder of the set, or None with the QC row saying why)."""
+    mag = MAGNIFICATIONS[modality]
+    folder = patient_dir / f"{mag}X"
+    if not folder.is_dir():
+        return None, QCRecord("", modality, ABSENT, f"no {mag}X/ folder")
+    images = sorted(p for p in folder.iterdir() if p.is_file()
+                    and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        return None, QCRecord("", modality, ABSENT, f"{mag}X/ holds no image")
+    other = [p.name for p in images
+             if (m := IMAGE_NAME.match(p.name)) is not None and int(m["mag"]) != mag]
+    if other:
+        return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds image(s) of another "
+                              f"magnification: {', '.join(other[:5])}", str(folder))
+    return str(folder), None
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    root = dataset_root(cohort_cfg, base_dir, "breakhis",
+                        "BreaKHis_v1/, holding histology_slides/breast/")
+    labels = cohort_labels(cohort_cfg)
+    unknown = [lab for lab in labels if lab not in LABELS]
+    if unknown:
+        raise ConfigError(f"breakhis labels {unknown}: the adapter derives {list(LABELS)}")
+    specs = modality_specs(cohort_cfg)
+    mags = layout_modalities(specs, "breakhis", MAGNIFICATIONS, "image", "no table")
+    if any(s.is_table for s in specs.values()):
+        raise ConfigError("breakhis ships no table: its modalities are the magnifications")
+    patients, source_qc = find_patients(breast_folder(root))
+    ids = sorted(patients)
+    frame: dict[str, list[Any]] = {SUBJECT: ids}
+    qc: list[QCRecord] = []
+    label_values: dict[str, list[Any]] = {"malignant": [], "tumour_type": []}
+    for sid in ids:
+        entries = patients[sid]
+        classes = {cls for cls, _, _ in entries}
+        types = {tumour for _, tumour, _ in entries}
+        label_values["malignant"].append(classes.pop() if len(classes) == 1 else None)
+        label_values["tumour_type"].append(types.pop() if len(types) == 1 else None)
+        if len(entries) > 1:
+            where = ", ".join(str(d) for _, _, d in entries)
+            source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT, f"patient {sid} is in "
+                                      f"{len(entries)} folders ({where}): a label they "
+                                      "disagree on is left blank"))
+    for mod in mags:
+        paths: list[str | None] = []
+        for sid in ids:
+            entries = patients[sid]
+            if len(entries) > 1:
+                paths.append(None)
+                qc.append(QCRecord(sid, mod, REJECTED, "the patient is in "
+                                   f"{len(entries)} folders: "
+                                   + ", ".join(d.name for _, _, d in entries)))
+                continue
+            path, rec = _magnification_set(entries[0][2], mod)
+            paths.append(path)
+            if rec is not None:
+                rec.subject_id = sid
+                qc.append(rec)
+        frame[specs[mod].column] = paths
+    for lab in labels:
+        frame[lab] = label_values[lab]
+    log.info("breakhis: %d patients", len(ids))
+    return AdapterOutput(
+        frame=pl.DataFrame(frame, schema_overrides={lab: pl.Utf8 for lab in labels}),
+        modalities=specs,
+        labels=labels,
+        qc=qc,
+        source=str(root),
+        source_qc=source_qc,
+    )

@@ -1,0 +1,85 @@
+"""2-D images (microscopy fields, photographs, exported slices): a subject's set, read.
+
+A modality of kind ``image`` gives each subject one path: an image file, or a folder
+whose image files (by suffix, sorted by name; subfolders are not read) are the
+subject's set, as BreakHis keeps a patient's fields of one magnification. PNG, JPEG
+and BMP are read with Pillow, TIFF with tifffile (a multi-page TIFF's first page). Every
+image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel dropped,
+16-bit scaled to 8 bits by its maximum value. A file that cannot be read is an
+:class:`InputError` naming it and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mmpipe.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def image_files(path: str | Path) -> list[Path]:
+    """The images of one subject: ``path`` itself, or the image files of the folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError("image file or folder not found", path=path)
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)  # a planar TIFF (channels first)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(f"not a 2-D grey or colour image: array of shape {a.shape}", path=path)
+    if a.shape[-1] in (2, 4):  # grey or colour with alpha: the alpha is dropped
+        a = a[..., :-1]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype.kind == "b":
+        return np.ascontiguousarray(a.astype(np.uint8) * 255)
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError("image holds NaN or inf values", path=path)
+    top = a.max()
+    if a.min() < 0 or top <= 0:
+        raise InputError(f"image values {a.min():g}..{top:g}: not a non-negative image",
+                         path=path)
+    return np.ascontiguousarray(np.rint(a / top * 255.0).astype(np.uint8))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image file as RGB ``uint8 [H, W, 3]``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"not an image file ({', '.join(IMAGE_SUFFIXES)})", path=path)
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                array = tif.pages[0].asarray()
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img.load()
+                if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                    img = img.convert("RGB")
+                array = np.asarray(img)
+    except InputError:
+        raise
+    except Exception as err:  # Pillow and tifffile raise many types for a broken file
+        raise InputError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
+    if min(array.shape[:2]) < 1:
+        raise InputError(f"empty image of shape {array.shape}", path=path)
+    return _to_rgb8(array, path)

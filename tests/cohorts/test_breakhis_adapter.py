@@ -1,0 +1,89 @@
+"""The breakhis adapter on a miniature BreakHis download (the real folder and file names,
+RGB PNG fields) with oddities planted by :func:`mmpipe.cohorts.demo.breakhis.write_breakhis`."""
+
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, read_qc
+from mmpipe.cohorts.demo.breakhis import write_breakhis
+from mmpipe.errors import ConfigError
+
+MAGS = ("mag40", "mag100", "mag200", "mag400")
+
+
+def _cfg(root, **over):
+    cfg = {"adapter": "breakhis", "root": str(root), "labels": ["malignant", "tumour_type"],
+           "modalities": {m: {"kind": "image", "encoders": ["vgg11_images"]} for m in MAGS}}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def breakhis(tmp_path_factory):
+    root = tmp_path_factory.mktemp("BreaKHis_v1")
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    return plan, manifest, read_qc(root / "out")
+
+
+def _row(manifest, sid):
+    return manifest.filter(pl.col("subject_id") == sid).row(0, named=True)
+
+
+def _qc(qc, sid, modality):
+    return qc.filter((pl.col("subject_id") == sid) & (pl.col("modality") == modality))
+
+
+def test_patients_are_subjects_with_a_set_per_magnification(breakhis):
+    plan, manifest, _ = breakhis
+    # the patient under two type folders has no set left: the manifest excludes it
+    assert set(manifest["subject_id"]) == set(plan.patients) - {plan.two_types}
+    ok = next(p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                    plan.misplaced_100x, plan.two_types))
+    row = _row(manifest, ok)
+    cls, tumour = plan.patients[ok]
+    assert (row["malignant"], row["tumour_type"]) == (cls, tumour)
+    for mag in MAGS:
+        assert row[f"{mag}_path"].endswith(f"{mag[3:]}X")
+
+
+def test_natural_missingness_and_the_planted_oddities(breakhis):
+    plan, manifest, qc = breakhis
+    assert _row(manifest, plan.no_400x)["mag400_path"] is None
+    assert "no 400X/ folder" in _qc(qc, plan.no_400x, "mag400")["reason"].item()
+    assert _row(manifest, plan.empty_200x)["mag200_path"] is None
+    assert "holds no image" in _qc(qc, plan.empty_200x, "mag200")["reason"].item()
+    # a 100X field in the 40X folder: the set is rejected, not mixed
+    misplaced = _qc(qc, plan.misplaced_100x, "mag40")
+    assert misplaced["status"].item() == "rejected"
+    assert "-100-001.png" in misplaced["reason"].item()
+    assert _row(manifest, plan.misplaced_100x)["mag100_path"] is not None
+
+
+def test_a_patient_under_two_types_loses_its_sets_and_says_why(breakhis):
+    plan, manifest, qc = breakhis
+    assert plan.two_types not in manifest["subject_id"].to_list()
+    for mag in MAGS:
+        rejected = _qc(qc, plan.two_types, mag)
+        assert rejected["status"].item() == "rejected"
+        assert "2 folders" in rejected["reason"].item()
+    conflict = qc.filter(pl.col("status") == "conflict")
+    assert conflict["subject_id"].to_list() == [plan.two_types]
+    assert "left blank" in conflict["reason"].item()
+
+
+def test_a_folder_off_the_naming_is_skipped_with_a_qc_row(breakhis):
+    plan, _, qc = breakhis
+    skipped = qc.filter(pl.col("status") == "skipped")
+    assert skipped["path"].to_list() == [plan.bad_folder]
+
+
+def test_config_errors(tmp_path):
+    write_breakhis(tmp_path / "b", patients_per_type=2, seed=0, images_per_set=2)
+    with pytest.raises(ConfigError, match="derives"):
+        build_manifest("b", _cfg(tmp_path / "b", labels=["grade"]), tmp_path / "o",
+                       base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="kind 'image'"):
+        build_manifest("b", _cfg(tmp_path / "b", modalities={
+            "mag40": {"kind": "slide", "encoders": ["clam_resnet50"]}}), tmp_path / "o2",
+            base_dir=tmp_path)

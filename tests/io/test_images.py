@@ -1,0 +1,40 @@
+"""2-D images read as RGB uint8 whatever their file: grey, alpha, 16-bit, TIFF; a broken
+file is an InputError naming it."""
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from mmpipe.errors import InputError
+from mmpipe.io.images import image_files, read_image
+
+
+def test_formats_become_rgb_uint8(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full((9, 7), 255, np.uint8)])).save(tmp_path / "rgba.png")
+    tifffile.imwrite(tmp_path / "b.tif", rgb)
+    tifffile.imwrite(tmp_path / "deep.tiff", (rgb[..., 0].astype(np.uint16) * 200))
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgb)
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgb)
+    np.testing.assert_array_equal(read_image(tmp_path / "b.tif"), rgb)
+    grey = read_image(tmp_path / "grey.png")
+    assert grey.shape == (9, 7, 3) and (grey[..., 0] == grey[..., 2]).all()
+    deep = read_image(tmp_path / "deep.tiff")
+    assert deep.dtype == np.uint8 and deep.max() == 255
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.name for p in image_files(tmp_path)] == ["a.png", "b.tif", "deep.tiff",
+                                                       "grey.png", "rgba.png"]
+
+
+def test_broken_and_missing_files_name_themselves(tmp_path):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "x.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "x.png").read_bytes()[:40])
+    with pytest.raises(InputError, match="cut.png.*cannot read the image"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(InputError, match="not found"):
+        image_files(tmp_path / "nope")
+    with pytest.raises(InputError, match="not an image file"):
+        read_image(tmp_path / "x.txt")
