@@ -27,6 +27,17 @@ def _swap(node, old: str, new: str):
     return new if node == old else node
 
 
+def _run(tmp_path, exp: dict) -> None:
+    """Run the workflow on ``config.yaml`` with ``exp`` laid over it (as users do with
+    ``--configfile``); a failure shows the jobs' logs."""
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    run = snakemake_in(tmp_path, "--configfile", str(tmp_path / "experiment.yaml"))
+    if run.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
+                         for p in (tmp_path / "results").rglob("*.log"))
+        pytest.fail(f"snakemake failed:\n{run.stderr[-4000:]}\n{logs}")
+
+
 def test_ixi_experiment_runs_from_the_download_layout(tmp_path):
     plan = write_ixi(tmp_path / "IXI", n_subjects=24, seed=1)
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
@@ -38,12 +49,7 @@ def test_ixi_experiment_runs_from_the_download_layout(tmp_path):
     ixi["root"] = str(tmp_path / "IXI")
     ixi["benchmark"].update(seeds=[0], default_scenarios=["natural"], tuning={"trials": 1},
                             runs={"mmare": ["mri"], "logreg": ["mri"]})
-    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
-    run = snakemake_in(tmp_path, "--configfile", str(tmp_path / "experiment.yaml"))
-    if run.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
-                         for p in (tmp_path / "results").rglob("*.log"))
-        pytest.fail(f"snakemake failed:\n{run.stderr[-4000:]}\n{logs}")
+    _run(tmp_path, exp)
     results = tmp_path / "results" / "ixi"
     manifest = pl.read_parquet(results / "manifest.parquet")
     assert set(manifest["subject_id"]) == set(plan.subjects)
@@ -68,12 +74,7 @@ def test_ham_brats_experiment_runs_from_the_download_layout(tmp_path):
     brats["benchmark"].update(seeds=[0], ratios=[0.6, 0.2, 0.2], tuning={"trials": 1},
                               scenarios={"natural": [0.0]}, default_scenarios=["natural"],
                               runs={"ham": ["mri"], "logreg": ["mri"]})
-    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
-    run = snakemake_in(tmp_path, "--configfile", str(tmp_path / "experiment.yaml"))
-    if run.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
-                         for p in (tmp_path / "results").rglob("*.log"))
-        pytest.fail(f"snakemake failed:\n{run.stderr[-4000:]}\n{logs}")
+    _run(tmp_path, exp)
     results = tmp_path / "results" / "brats"
     store = read_features(results / "features" / "flair" / "vgg11_tumour_slice.zarr")
     assert store.emb.shape[1:] == (512,)   # pooling: mean
@@ -102,12 +103,7 @@ def test_hypermm_breakhis_experiment_runs_from_the_download_layout(tmp_path):
     cohort["benchmark"].update(seeds=[0], tuning={"trials": 1}, scenarios={"natural": [0.0]},
                                default_scenarios=["natural"],
                                runs={"hypermm": ["magnifications"], "logreg": ["magnifications"]})
-    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
-    run = snakemake_in(tmp_path, "--configfile", str(tmp_path / "experiment.yaml"))
-    if run.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
-                         for p in (tmp_path / "results").rglob("*.log"))
-        pytest.fail(f"snakemake failed:\n{run.stderr[-4000:]}\n{logs}")
+    _run(tmp_path, exp)
     results = tmp_path / "results" / "breakhis"
     store = read_features(results / "features" / "mag40" / "vgg11_fields.zarr")
     assert store.emb.shape[1:] == (512, 7, 7)
