@@ -118,10 +118,11 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             for key in ("csv", "subject_column"):
                 if key not in cohort:
                     problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
-        if cohort["adapter"] in ("mmist_ccrcc", "ixi", "brats", "breakhis") and "root" not in cohort:
+        if cohort["adapter"] in ("mmist_ccrcc", "ixi", "brats", "breakhis", "bcnb") \
+                and "root" not in cohort:
             problems.append(f"config.cohorts.{cname}: the {cohort['adapter']} adapter needs "
                             "'root'")
-        for options in ("ixi", "brats"):  # an adapter's own options block
+        for options in ("ixi", "brats", "bcnb"):  # an adapter's own options block
             if options in cohort and cohort["adapter"] != options:
                 problems.append(f"config.cohorts.{cname}.{options}: only the {options} "
                                 "adapter reads it")

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
+from mmpipe.cohorts.demo.bcnb import write_bcnb
 from mmpipe.cohorts.demo.brats import write_brats
 from mmpipe.cohorts.demo.breakhis import write_breakhis
 from mmpipe.cohorts.demo.ixi import write_ixi
@@ -115,3 +116,29 @@ def test_hypermm_breakhis_experiment_runs_from_the_download_layout(tmp_path):
     assert status[plan.misplaced_100x] == "rejected"
     report = (results / "report" / "results.md").read_text()
     assert "hypermm" in report and "logreg" in report
+
+
+def test_bd_bcnb_experiment_runs_from_the_download_layout(tmp_path):
+    plan = write_bcnb(tmp_path / "BCNB", n_patients=30, seed=4)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    exp = yaml.safe_load((REPO / "experiments" / "bd_bcnb.yaml").read_text())
+    exp["device"] = "cpu"
+    exp["encoders"] = {"clam_resnet50": {"allow_random_init": True}}  # no weights here
+    cohort = exp["cohorts"]["bcnb"]
+    cohort["root"] = str(tmp_path / "BCNB")
+    cohort["benchmark"].update(seeds=[0], tuning={"trials": 1},
+                               scenarios={"natural": [0.0],
+                                          "testmiss": {"rates": [1.0], "modality": "clinical"}},
+                               runs={"bd": ["slide_clinical"], "logreg": {
+                                   "feature_sets": ["slide_clinical"], "scenarios": ["natural"]}})
+    _run(tmp_path, exp)
+    results = tmp_path / "results" / "bcnb"
+    store = read_features(results / "features" / "wsi" / "clam_resnet50.zarr")
+    status = dict(zip(store.subject_id, store.status, strict=True))
+    reason = dict(zip(store.subject_id, store.reason, strict=True))
+    # the truncated JPEG is rejected with the reason; the plain JPEGs are tiled and encoded
+    assert status[plan.truncated_slide] == "rejected"
+    assert "plain image" in reason[plan.truncated_slide]
+    assert sum(s == "ok" for s in status.values()) == len(plan.patients) - 2
+    report = (results / "report" / "results.md").read_text()
+    assert "bd" in report and "logreg" in report

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts import brats, breakhis, csv_adapter, demo_adapter, ixi, mmist
+from mmpipe.cohorts import bcnb, brats, breakhis, csv_adapter, demo_adapter, ixi, mmist
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
     finalize_manifest,
@@ -38,6 +38,7 @@ ADAPTERS: dict[str, Adapter] = {
     "ixi": ixi.adapt,
     "brats": brats.adapt,
     "breakhis": breakhis.adapt,
+    "bcnb": bcnb.adapt,
 }
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",

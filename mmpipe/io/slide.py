@@ -218,6 +218,44 @@ def _content_hint(path: Path) -> str:
     return ""
 
 
+PLAIN_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+PLAIN_IMAGE = "plain image (no pyramid)"
+
+
+class _PlainImageHandle:
+    """A large JPEG, PNG or flat TIFF that OpenSlide cannot open (BCNB ships its slides so),
+    read whole with Pillow behind OpenSlide's handle API: one level, ``read_region``
+    returning RGBA with transparent pixels outside the image, as OpenSlide does. The
+    decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels). Such
+    files carry no trusted resolution, so the slide's mpp comes from the config."""
+
+    def __init__(self, path: Path):
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # a slide is a "decompression bomb" by Pillow's measure
+        with Image.open(path) as img:
+            self._image = img.convert("RGB")
+        w, h = self._image.size
+        self.level_count = 1
+        self.level_dimensions = ((w, h),)
+        self.level_downsamples = (1.0,)
+        self.properties = {"mmpipe.reader": PLAIN_IMAGE}
+
+    def read_region(self, location, level, size):
+        from PIL import Image
+
+        (x, y), (w, h) = location, size
+        out = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        iw, ih = self._image.size
+        box = (max(x, 0), max(y, 0), min(x + w, iw), min(y + h, ih))
+        if box[0] < box[2] and box[1] < box[3]:
+            out.paste(self._image.crop(box).convert("RGBA"), (box[0] - x, box[1] - y))
+        return out
+
+    def close(self) -> None:
+        self._image = None
+
+
 def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide:
     """Open a whole-slide image and find its level-0 microns per pixel.
 
@@ -225,7 +263,9 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
     the TIFF resolution tags (centimetre or inch units only), ``mpp_when_missing``
     (logged as a warning, since a wrong value silently changes the tile scale).
     Without any of them, or when OpenSlide cannot read the file, raise
-    :class:`~mmpipe.errors.SlideError` naming the file and why.
+    :class:`~mmpipe.errors.SlideError` naming the file and why. A JPEG, PNG or TIFF
+    that OpenSlide cannot open is read as a plain image without a pyramid
+    (:class:`_PlainImageHandle`, logged), at the ``mpp_when_missing`` resolution.
     """
     path = Path(path)
     openslide = _openslide()
@@ -237,7 +277,15 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
     except (openslide.OpenSlideError, OSError) as err:
         # OpenSlideUnsupportedFormatError subclasses OpenSlideError in openslide-python>=1.2.
         reason = (str(err) or type(err).__name__) + _content_hint(path)
-        raise SlideError(reason=f"OpenSlide cannot open it: {reason}", path=path) from err
+        if path.suffix.lower() not in PLAIN_IMAGE_SUFFIXES:
+            raise SlideError(reason=f"OpenSlide cannot open it: {reason}", path=path) from err
+        try:
+            handle = _PlainImageHandle(path)
+        except Exception as plain_err:  # Pillow raises many types for a broken file
+            raise SlideError(reason=f"OpenSlide cannot open it ({reason}), nor can it be "
+                                    f"read as a plain image ({type(plain_err).__name__}: "
+                                    f"{plain_err})", path=path) from plain_err
+        log.info("slide %s: OpenSlide cannot open it; read as a %s", path, PLAIN_IMAGE)
     try:
         props = dict(handle.properties)
         mpp = _mpp_from_properties(props, path)

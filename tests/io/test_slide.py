@@ -199,3 +199,36 @@ def test_bad_mpp_when_missing(tmp_path):
     path = _plain_tiff(tmp_path / "none.tiff", (1, 1), "NONE")
     with pytest.raises(SlideError, match="positive"):
         open_slide(path, mpp_when_missing=-1.0)
+
+
+def _plain(tmp_path, name, rgb):
+    from PIL import Image
+
+    Image.fromarray(rgb).save(tmp_path / name, **({"quality": 95} if name.endswith(".jpg") else {}))
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["core.jpg", "core.png", "flat.tif"])
+def test_a_plain_image_slide_opens_at_the_configured_resolution(tmp_path, name):
+    """BCNB ships its slides as large JPEGs: OpenSlide cannot open them, so they are read
+    as one level at the resolution the config gives, and refused without one."""
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    path = _plain(tmp_path, name, rgb)
+    with pytest.raises(SlideError, match="no microns-per-pixel"):
+        open_slide(path)
+    with open_slide(path, mpp_when_missing=0.5) as slide:
+        assert slide.level_dimensions == ((90, 60),) and slide.mpp == 0.5
+        assert slide.mpp_source == "config mpp_when_missing"
+        region = slide.read_region((80, 50), 0, (20, 20))
+        exact = name != "core.jpg"
+        if exact:
+            np.testing.assert_array_equal(region[:10, :10], rgb[50:, 80:])
+        assert (region[10:, :] == 255).all() and (region[:, 10:] == 255).all()  # outside: white
+
+
+def test_a_broken_plain_image_names_both_readers(tmp_path):
+    path = _plain(tmp_path, "core.jpg", np.zeros((40, 40, 3), np.uint8))
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(SlideError, match="OpenSlide cannot open it.*nor can it be read as a "
+                                         "plain image"):
+        open_slide(path, mpp_when_missing=0.5)

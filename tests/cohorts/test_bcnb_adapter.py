@@ -1,0 +1,73 @@
+"""The bcnb adapter on a miniature BCNB download (plain JPEG slides, the .xlsx clinical
+table, the release's split files) with oddities planted by
+:func:`mmpipe.cohorts.demo.bcnb.write_bcnb`."""
+
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, read_qc
+from mmpipe.cohorts.demo.bcnb import write_bcnb
+from mmpipe.errors import ConfigError
+
+FIELDS = ["Age(years)", "Tumour Size(cm)", "ER", "PR", "HER2", "Ki67"]
+
+
+def _cfg(root, **over):
+    cfg = {"adapter": "bcnb", "root": str(root), "labels": ["aln_metastasis", "aln_status"],
+           "modalities": {"wsi": {"kind": "slide", "encoders": ["clam_resnet50"]},
+                          "clinical": {"kind": "table", "encoders": ["tabular"],
+                                       "fields": FIELDS}}}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bcnb(tmp_path_factory):
+    root = tmp_path_factory.mktemp("BCNB")
+    plan = write_bcnb(root, n_patients=12, seed=3)
+    manifest = build_manifest("bcnb", _cfg(root), root / "out", base_dir=root)
+    return root, plan, manifest, read_qc(root / "out")
+
+
+def _row(manifest, sid):
+    return manifest.filter(pl.col("subject_id") == sid).row(0, named=True)
+
+
+def test_slides_labels_fields_and_the_release_split(bcnb):
+    _, plan, manifest, _ = bcnb
+    assert set(manifest["subject_id"]) == set(plan.patients)
+    for sid in plan.patients:
+        row = _row(manifest, sid)
+        assert row["aln_status"] == plan.aln[sid]
+        if plan.aln[sid] is not None:
+            assert row["aln_metastasis"] == ("negative" if plan.aln[sid] == "N0" else "positive")
+            assert row["split"] == plan.split[sid]
+    ok = _row(manifest, plan.patients[0])
+    assert ok["wsi_path"].endswith("WSIs/1.jpg") and ok["Age(years)"] is not None
+
+
+def test_oddities_are_kept_or_skipped_with_a_reason(bcnb):
+    _, plan, manifest, qc = bcnb
+    assert _row(manifest, plan.no_slide)["wsi_path"] is None  # its clinical record stays
+    assert _row(manifest, plan.no_row)["aln_status"] is None
+    why = {r["subject_id"]: r["reason"]
+           for r in qc.filter(pl.col("modality") == "label").iter_rows(named=True)}
+    assert "'N1' is not one of" in why[plan.bad_aln]
+    assert "no row in patient-clinical-data.xlsx" in why[plan.no_row]
+    skipped = qc.filter(pl.col("status") == "skipped")
+    assert skipped["path"].to_list() == [plan.stray_file]
+
+
+def test_a_field_that_gives_the_label_away_is_refused(bcnb):
+    root, _, _, _ = bcnb
+    cfg = _cfg(root)
+    cfg["modalities"]["clinical"]["fields"] = ["Age(years)", "Number of lymph node metastases"]
+    with pytest.raises(ConfigError, match="cannot be inputs"):
+        build_manifest("bcnb", cfg, root / "o2", base_dir=root)
+
+
+def test_splits_drawn_per_seed_when_asked(bcnb):
+    root, plan, _, _ = bcnb
+    manifest = build_manifest("bcnb", _cfg(root, bcnb={"split": "none"}), root / "o3",
+                              base_dir=root)
+    assert "split" not in manifest.columns and len(manifest) == len(plan.patients)
