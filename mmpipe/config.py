@@ -100,6 +100,12 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _adapters() -> list[str]:
+    from mmpipe.cohorts import ADAPTERS
+
+    return list(ADAPTERS)
+
+
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
     from mmpipe.encoders.registry import misplaced_settings, readers_of
 
@@ -118,11 +124,12 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             for key in ("csv", "subject_column"):
                 if key not in cohort:
                     problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
-        if cohort["adapter"] in ("mmist_ccrcc", "ixi", "brats", "breakhis", "bcnb") \
-                and "root" not in cohort:
+        # every dataset adapter reads a download under 'root'; its own options, if any,
+        # sit in a block named after it (the demo generator's too)
+        if cohort["adapter"] not in ("csv", "demo") and "root" not in cohort:
             problems.append(f"config.cohorts.{cname}: the {cohort['adapter']} adapter needs "
                             "'root'")
-        for options in ("ixi", "brats", "bcnb"):  # an adapter's own options block
+        for options in sorted(set(_adapters()) - {"csv", "demo"}):
             if options in cohort and cohort["adapter"] != options:
                 problems.append(f"config.cohorts.{cname}.{options}: only the {options} "
                                 "adapter reads it")

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
+from mmpipe.cohorts.demo.adni import write_adni
 from mmpipe.cohorts.demo.bcnb import write_bcnb
 from mmpipe.cohorts.demo.brats import write_brats
 from mmpipe.cohorts.demo.breakhis import write_breakhis
@@ -142,3 +143,26 @@ def test_bd_bcnb_experiment_runs_from_the_download_layout(tmp_path):
     assert sum(s == "ok" for s in status.values()) == len(plan.patients) - 2
     report = (results / "report" / "results.md").read_text()
     assert "bd" in report and "logreg" in report
+
+
+def test_hypermm_adni_experiment_runs_from_the_download_layout(tmp_path):
+    plan = write_adni(tmp_path / "ADNI_download", n_subjects=27, seed=6)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    exp = yaml.safe_load((REPO / "experiments" / "hypermm_adni.yaml").read_text())
+    enc = exp["encoders"]["vgg11_volume_slices"]
+    enc["allow_random_init"] = True  # no weights here
+    enc["transform"]["max_slices"] = 2  # a short test
+    exp["device"] = "cpu"
+    cohort = exp["cohorts"]["adni"]
+    cohort["root"] = str(tmp_path / "ADNI_download")
+    cohort["benchmark"].update(seeds=[0], tuning={"trials": 1}, scenarios={"natural": [0.0]},
+                               default_scenarios=["natural"],
+                               runs={"hypermm": ["mri_pet"], "logreg": ["mri_pet"]})
+    _run(tmp_path, exp)
+    results = tmp_path / "results" / "adni"
+    manifest = pl.read_parquet(results / "manifest.parquet")
+    assert plan.pet_only_at_m12 in manifest["subject_id"].to_list()
+    assert read_features(results / "features" / "pet" / "vgg11_volume_slices.zarr"
+                         ).emb.shape[1:] == (512, 7, 7)
+    report = (results / "report" / "results.md").read_text()
+    assert "hypermm" in report and "logreg" in report

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts import bcnb, brats, breakhis, csv_adapter, demo_adapter, ixi, mmist
+from mmpipe.cohorts import adni, bcnb, brats, breakhis, csv_adapter, demo_adapter, ixi, mmist
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
     finalize_manifest,
@@ -39,6 +39,7 @@ ADAPTERS: dict[str, Adapter] = {
     "brats": brats.adapt,
     "breakhis": breakhis.adapt,
     "bcnb": bcnb.adapt,
+    "adni": adni.adapt,
 }
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",

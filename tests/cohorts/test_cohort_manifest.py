@@ -184,7 +184,8 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypat
 def test_build_manifest_rejects_an_unknown_adapter(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown adapter 'nope'.*csv.*demo.*mmist_ccrcc"):
         build_manifest("x", {"adapter": "nope"}, tmp_path)
-    assert set(ADAPTERS) == {"demo", "mmist_ccrcc", "csv", "ixi", "brats", "breakhis", "bcnb"}
+    assert set(ADAPTERS) == {"demo", "mmist_ccrcc", "csv", "ixi", "brats", "breakhis", "bcnb",
+                            "adni"}
 
 
 # -- table values: blanks, and texts in a numeric field -------------------------------------

@@ -1,0 +1,235 @@
+"""The ``adni`` adapter: ADNI-style MRI and PET as LONI IDA downloads them, with ADNIMERGE.
+
+Layout under ``root``:
+
+- ``ADNI/<PTID>/<series description>/<YYYY-MM-DD_HH_MM_SS.0>/<image ID>/*.nii(.gz)``:
+  one NIfTI per scan (LONI's NIfTI download; ``PTID`` as ``002_S_0295``). A scan belongs
+  to the modality whose ``adni.series`` regular expression matches its series
+  description folder (default: ``mri`` for MPRAGE, ``pet`` for FDG / co-registered PET);
+  other series are not read.
+- ``ADNIMERGE.csv`` (or ``adni.table``): one row per subject and visit, ``PTID``,
+  ``VISCODE``, ``EXAMDATE`` (``YYYY-MM-DD``), ``DX`` (``CN``, ``MCI``, ``Dementia``) and
+  the rest (``AGE``, ``PTGENDER``, ``MMSE``, ... can be fields of a ``table`` modality).
+
+One visit per subject, by the rule ``adni.visit``: ``baseline`` (the ``bl`` visit, the
+default) or ``first_with_all`` (the earliest visit with a diagnosis at which every
+configured imaging modality has a scan). A scan belongs to a visit when its date is
+within ``adni.max_days`` (default 90) of the visit's ``EXAMDATE``; of several, the
+closest (two equally close reject the modality, naming both). Natural missingness is a
+modality without a scan at the chosen visit.
+
+Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
+blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
+QC row. Files that do not sit at the layout's depth are skipped with a QC row; a scan
+folder with several NIfTI files is rejected, naming them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    ALL_SUBJECTS,
+    LABEL_QC,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    cohort_labels,
+    dataset_root,
+    modality_specs,
+)
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+TABLE = "ADNIMERGE.csv"
+DEFAULT_SERIES = {"mri": r"(?i)mp-?rage", "pet": r"(?i)fdg|coreg"}
+LABELS = ("diagnosis", "ad_vs_cn")
+DIAGNOSES = ("CN", "MCI", "Dementia")
+VISITS = ("baseline", "first_with_all")
+DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2})_\d{2}_\d{2}_\d{2}(\.\d+)?$")
+NIFTI = (".nii", ".nii.gz")
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Scan:
+    modality: str
+    date: dt.date
+    files: tuple[Path, ...]
+    folder: Path
+
+
+def _date(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(text).strip()[:10])
+    except ValueError:
+        return None
+
+
+def scan_images(images: Path, series: dict[str, re.Pattern[str]]
+                ) -> tuple[dict[str, list[Scan]], list[QCRecord]]:
+    """Every scan of a configured modality, by PTID; QC rows of what is skipped."""
+    scans: dict[str, list[Scan]] = defaultdict(list)
+    qc: list[QCRecord] = []
+    for subject in sorted(p for p in images.iterdir() if p.is_dir()):
+        for description in sorted(p for p in subject.iterdir() if p.is_dir()):
+            modality = next((m for m, rx in series.items() if rx.search(description.name)), None)
+            if modality is None:
+                continue
+            for date_dir in sorted(p for p in description.iterdir() if p.is_dir()):
+                m = DATE_FOLDER.match(date_dir.name)
+                if m is None:
+                    qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "not a "
+                                       "YYYY-MM-DD_HH_MM_SS.0 scan-date folder", str(date_dir)))
+                    continue
+                for image_dir in sorted(p for p in date_dir.iterdir() if p.is_dir()):
+                    files = tuple(sorted(p for p in image_dir.iterdir()
+                                         if p.is_file() and p.name.endswith(NIFTI)))
+                    if files:
+                        scans[subject.name].append(Scan(modality, _date(m.group(1)), files,
+                                                        image_dir))
+    return scans, qc
+
+
+def _visits(table: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in table.iter_rows(named=True):
+        if row["PTID"]:
+            by_subject[row["PTID"].strip()].append(row)
+    for rows in by_subject.values():
+        rows.sort(key=lambda r: (_date(r["EXAMDATE"]) or dt.date.max))
+    return by_subject
+
+
+def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int
+           ) -> tuple[Scan | None, str]:
+    """The scan of ``modality`` closest to the visit within ``max_days``; or why none."""
+    if visit_date is None:
+        return None, "the visit has no EXAMDATE"
+    near = sorted(((abs((s.date - visit_date).days), s) for s in scans
+                   if s.modality == modality and abs((s.date - visit_date).days) <= max_days),
+                  key=lambda t: t[0])
+    if not near:
+        return None, f"no {modality} scan within {max_days} days of the visit ({visit_date})"
+    if len(near) > 1 and near[0][0] == near[1][0]:
+        return None, (f"two {modality} scans {near[0][0]} days from the visit: "
+                      f"{near[0][1].folder} and {near[1][1].folder}")
+    return near[0][1], ""
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    root = dataset_root(cohort_cfg, base_dir, "adni", f"ADNI/ and {TABLE}")
+    cfg = cohort_cfg.get("adni") or {}
+    labels = cohort_labels(cohort_cfg)
+    unknown = [lab for lab in labels if lab not in LABELS]
+    if unknown:
+        raise ConfigError(f"adni labels {unknown}: the adapter derives {list(LABELS)}")
+    visit_rule = cfg.get("visit", "baseline")
+    if visit_rule not in VISITS:
+        raise ConfigError(f"adni.visit is one of {list(VISITS)}, not {visit_rule!r}")
+    max_days = int(cfg.get("max_days", 90))
+    specs = modality_specs(cohort_cfg)
+    imaging = [m for m, s in specs.items() if not s.is_table]
+    patterns = {**DEFAULT_SERIES, **(cfg.get("series") or {})}
+    for m in imaging:
+        if specs[m].kind != "volume":
+            raise ConfigError(f"adni provides {m!r} as kind 'volume', not {specs[m].kind!r}")
+        if m not in patterns:
+            raise ConfigError(f"adni modality {m!r}: give the regular expression of its series "
+                              "descriptions in adni.series")
+    try:
+        series = {m: re.compile(patterns[m]) for m in imaging}
+    except re.error as e:
+        raise ConfigError(f"adni.series: not a regular expression: {e}") from e
+
+    table_path = Path(cfg.get("table") or root / TABLE)
+    table_path = table_path if table_path.is_absolute() else base_dir / table_path
+    if not table_path.is_file():
+        raise InputError("ADNIMERGE table not found", path=table_path)
+    table = pl.read_csv(table_path, infer_schema=False)
+    need = ["PTID", "VISCODE", "EXAMDATE", "DX"]
+    fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
+    absent = [c for c in need if c not in table.columns]
+    if absent:
+        raise InputError(f"lacks column(s) {absent} (has {table.columns[:20]}...)",
+                         path=table_path)
+    absent = [f for f in fields if f not in table.columns]
+    if absent:
+        raise ConfigError(f"{table_path}: column(s) {absent} not in the table")
+    images = root / "ADNI"
+    if not images.is_dir():
+        raise InputError("folder ADNI/ (LONI's download) not found", path=images)
+    scans, source_qc = scan_images(images, series)
+    visits = _visits(table)
+
+    ids = sorted(set(visits) | set(scans))
+    frame: dict[str, list[Any]] = {SUBJECT: ids, "viscode": [], "examdate": []}
+    columns: dict[str, list[Any]] = {specs[m].column: [] for m in imaging}
+    qc: list[QCRecord] = []
+    diagnosis: list[str | None] = []
+    chosen_rows: list[dict[str, Any]] = []
+    for sid in ids:
+        rows, own = visits.get(sid, []), scans.get(sid, [])
+        if visit_rule == "baseline":
+            row = next((r for r in rows if (r["VISCODE"] or "").strip() == "bl"), None)
+        else:
+            row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
+                        and all(_match(_date(r["EXAMDATE"]), own, m, max_days)[0]
+                                for m in imaging)), None)
+        chosen_rows.append(row or {})
+        frame["viscode"].append((row or {}).get("VISCODE"))
+        frame["examdate"].append((row or {}).get("EXAMDATE"))
+        if row is None:
+            why = ("no baseline (bl) row in ADNIMERGE" if visit_rule == "baseline" else
+                   "no visit with a diagnosis and a scan of every modality")
+            source_qc.append(QCRecord(sid, LABEL_QC, ABSENT, why, str(table_path)))
+            diagnosis.append(None)
+            for m in imaging:
+                columns[specs[m].column].append(None)
+                qc.append(QCRecord(sid, m, ABSENT, why))
+            continue
+        dx = (row["DX"] or "").strip()
+        if dx not in DIAGNOSES:
+            source_qc.append(QCRecord(sid, LABEL_QC, ABSENT, f"DX {row['DX']!r} at visit "
+                                      f"{row['VISCODE']}: not one of {list(DIAGNOSES)}",
+                                      str(table_path)))
+        diagnosis.append(dx if dx in DIAGNOSES else None)
+        for m in imaging:
+            scan, why = _match(_date(row["EXAMDATE"]), own, m, max_days)
+            if scan is not None and len(scan.files) > 1:
+                scan, why = None, (f"{len(scan.files)} NIfTI files in {scan.folder}: "
+                                   + ", ".join(f.name for f in scan.files))
+                qc.append(QCRecord(sid, m, REJECTED, why))
+            elif scan is None:
+                qc.append(QCRecord(sid, m, REJECTED if why.startswith("two") else ABSENT, why))
+            columns[specs[m].column].append(str(scan.files[0]) if scan is not None else None)
+    frame.update(columns)
+    if "diagnosis" in labels:
+        frame["diagnosis"] = diagnosis
+    if "ad_vs_cn" in labels:
+        frame["ad_vs_cn"] = [{"Dementia": "AD", "CN": "CN"}.get(d) if d else None
+                             for d in diagnosis]
+    for f in fields:
+        frame[f] = [r.get(f) for r in chosen_rows]
+    return AdapterOutput(
+        frame=pl.DataFrame(frame, schema_overrides={c: pl.Utf8 for c in frame if c != SUBJECT}),
+        modalities=specs,
+        labels=labels,
+        qc=qc,
+        source=str(table_path),
+        extra_columns=["viscode", "examdate"],
+        unused_columns=[(table_path.name, c) for c in table.columns
+                        if c not in {*need, *fields}],
+        source_qc=source_qc,
+    )
