@@ -110,6 +110,10 @@ class CohortLayout:
             return []
         return [self.shard(modality, kind, k) for k in range(n_shards)]
 
+    def masks(self, modality: str) -> Path:
+        """A volume modality's TotalSegmentator masks (``segment`` rule)."""
+        return self.root / "preprocess" / modality / "masks"
+
     def prompts(self, modality: str) -> Path:
         return self.root / "preprocess" / modality / "prompts.parquet"
 

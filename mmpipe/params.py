@@ -53,6 +53,15 @@ def tiling_params(cfg: dict) -> dict:
     return canonical({**cfg["preprocess"]["slide"], "code": code_key("preprocess/slide_shard")})
 
 
+def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
+    """What a modality's TotalSegmentator masks depend on: the organs and the model. The
+    weights folder and the device change where and how it runs (they rerun nothing)."""
+    mask = modality(cfg, cohort_name, modality_name)["mask"]
+    return canonical({"roi_subset": list(mask["roi_subset"]),
+                      "fast": bool(cfg["preprocess"]["totalsegmentator"].get("fast", True)),
+                      "code": code_key("preprocess/segment")})
+
+
 def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     c = cohort(cfg, cohort_name)
     mod = modality(cfg, cohort_name, modality_name)

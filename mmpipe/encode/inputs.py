@@ -17,7 +17,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import read_manifest
 from mmpipe.errors import StoreError
 from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
-from mmpipe.preprocess.masks import MaskedVolume, mask_column
+from mmpipe.preprocess.masks import MaskedVolume, mask_column, read_masks
 
 
 @dataclass
@@ -81,19 +81,31 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
 def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
                   shard_dirs: list[str | Path] | None = None,
                   prompts: str | Path | None = None,
-                  fields: list[str] | None = None) -> list[SubjectInput]:
-    """Inputs of one modality for every manifest subject, in manifest order."""
+                  fields: list[str] | None = None,
+                  masks: str | Path | None = None) -> list[SubjectInput]:
+    """Inputs of one modality for every manifest subject, in manifest order. ``masks``:
+    a ``segment`` job's output, the subjects' masks instead of the manifest's column."""
     cohort_dir = Path(cohort_dir)
     manifest, _meta = read_manifest(cohort_dir)
     if kind == "table":
         return _table_inputs(manifest, cohort_dir, modality, prompts, fields or [])
     inputs = _base_inputs(manifest, cohort_dir, modality, f"{modality}_path")
-    if kind == "volume" and mask_column(modality) in manifest.columns:
-        # the subject's mask rides with its volume (mmpipe.preprocess.masks)
-        masks = dict(zip(manifest["subject_id"], manifest[mask_column(modality)], strict=True))
+    if kind == "volume" and masks is not None:
+        made = read_masks(masks)
         for item in inputs:
             if item.status == "ok":
-                item.source = MaskedVolume(str(item.source), masks[item.subject_id])
+                mask, why = made.get(item.subject_id, (None, "no segmentation record"))
+                if mask is None:
+                    item.status, item.reason, item.source = "rejected", why, None
+                else:
+                    item.source = MaskedVolume(str(item.source), mask)
+    elif kind == "volume" and mask_column(modality) in manifest.columns:
+        # the subject's mask rides with its volume (mmpipe.preprocess.masks)
+        masks_of = dict(zip(manifest["subject_id"], manifest[mask_column(modality)],
+                            strict=True))
+        for item in inputs:
+            if item.status == "ok":
+                item.source = MaskedVolume(str(item.source), masks_of[item.subject_id])
     if kind == "dicom":
         ok = _merge_shard_qc(inputs, [Path(d) for d in shard_dirs or []], modality)
         for item in inputs:

@@ -77,7 +77,8 @@ def skip_transformers_import(encoder_type: str) -> None:
 
 def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str | Path, *,
                  device: str = "auto", settings: dict | None = None,
-                 shard_dirs: list | None = None, prompts: str | Path | None = None) -> Path:
+                 shard_dirs: list | None = None, prompts: str | Path | None = None,
+                 masks: str | Path | None = None) -> Path:
     """Write the store of ``modality`` encoded as ``params`` says
     (:func:`mmpipe.params.encoder_params`); ``settings`` are the encoder's execution
     settings (batch size, loader workers: :func:`mmpipe.encoders.registry.execution_settings`),
@@ -90,7 +91,7 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
     cfg = {**params["config"], **(settings or {}), "name": params["encoder"]}
     etype = get_encoder_type(cfg["type"])
     inputs = gather_inputs(cohort_dir, modality, params["kind"], shard_dirs=shard_dirs,
-                           prompts=prompts, fields=params.get("fields"))
+                           prompts=prompts, fields=params.get("fields"), masks=masks)
     _log_summary(inputs, modality)
     ready = [i for i in inputs if i.status == "ok"]
     job = EncodeJob(cfg=cfg, params=params, modality=modality, device=resolve_device(device))

@@ -15,6 +15,9 @@ case's ``_seg`` file for every sequence). A mask lies on the voxel grid of its v
   area", then scaled to [0, 1] as the recipe's intensity step does per image), or an
   integer, that slice index of the oriented volume (no mask needed).
 
+Masks may also come from TotalSegmentator (:mod:`mmpipe.preprocess.segment`, the
+``segment`` rule): then :func:`read_masks` gives them instead of the manifest column.
+
 A subject whose recipe needs a mask and that has none, whose mask does not match its
 volume, or whose mask is empty is rejected with the reason; the other subjects go on.
 Importing this module does not import torch or MONAI (adapters name the column).
@@ -23,12 +26,14 @@ Importing this module does not import torch or MONAI (adapters name the column).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mmpipe.errors import ConfigError
 
 LARGEST_MASK = "largest_mask"
 MASK_KEYS = ("roi_crop", "slice_select")
+MASKS_TABLE = "masks.parquet"  # a segment job's list of its masks (mmpipe.preprocess.segment)
 
 
 def mask_column(modality: str) -> str:
@@ -84,3 +89,13 @@ def mask_steps(recipe: dict[str, Any], what: str, *, slices: bool) -> MaskSteps:
             raise ConfigError(f"{what} transform: slice_select is {LARGEST_MASK!r} or a slice "
                               f"index >= 0, got {choice!r}")
     return MaskSteps(margin, choice)
+
+
+def read_masks(masks_dir: str | Path) -> dict[str, tuple[str | None, str]]:
+    """``subject -> (mask path or None, why none)`` of a ``segment`` job's output."""
+    import polars as pl
+
+    masks_dir = Path(masks_dir)
+    table = pl.read_parquet(masks_dir / MASKS_TABLE)
+    return {r["subject_id"]: (str(masks_dir / r["mask"]) if r["mask"] else None, r["reason"])
+            for r in table.iter_rows(named=True)}

@@ -60,3 +60,26 @@ rule clinical_prompts:
         "../../envs/preprocess.yaml"
     script:
         "../scripts/clinical_prompts.py"
+
+
+# TotalSegmentator masks of a volume modality whose config asks for them (`mask: {from:
+# totalsegmentator}`): one job per modality, on the GPU when the machine has one; the
+# encoders read them for `roi_crop` (mmpipe/preprocess/segment.py).
+rule segment:
+    input:
+        **L.manifest_files(),
+    output:
+        directory(L.masks("{modality}")),
+    params:
+        segment=lambda w: mmparams.segment_params(config, w.cohort, w.modality),
+    resources:
+        gpu=1,
+    priority: 2
+    log:
+        L.log("segment", "{modality}"),
+    benchmark:
+        L.benchmark("segment", "{modality}")
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../scripts/segment.py"

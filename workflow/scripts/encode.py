@@ -20,4 +20,5 @@ encode_store(
     settings=execution_settings(sm.config["encoders"][sm.wildcards.encoder]),
     shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
     prompts=sm.input.prompts if "prompts" in sm.input.keys() else None,
+    masks=sm.input.masks if "masks" in sm.input.keys() else None,
 )

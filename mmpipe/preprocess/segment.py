@@ -1,0 +1,154 @@
+"""Organ masks from TotalSegmentator, cached per subject, for the ROI crop.
+
+A volume modality may ask for masks made here instead of masks an adapter reads
+(``cohorts.<c>.modalities.<m>.mask: {from: totalsegmentator, roi_subset: [...]}``): the
+``segment`` rule runs TotalSegmentator (Wasserthal et al., 2023; its Python API
+``totalsegmentator.python_api.totalsegmentator``, ``roi_subset`` to predict only the
+organs asked for, ``fast`` for its 3 mm model on a CPU) on each subject's volume and
+keeps the union of the organs as one mask on the volume's voxel grid
+(``preprocess/<m>/masks/<subject>.nii.gz``, listed in ``masks.parquet``). The encoders
+then read it as the subject's mask (:mod:`mmpipe.preprocess.masks`): ``roi_crop``
+crops to it (the MMARE thesis crops CT to the kidneys so).
+
+TotalSegmentator's weights are never downloaded here: ``preprocess.totalsegmentator.weights``
+names the folder holding them (what TotalSegmentator calls ``TOTALSEG_WEIGHTS_PATH``:
+the ``Dataset...`` folders its ``totalseg_download_weights`` writes, by default under
+``~/.totalsegmentator/nnunet/results``); without them the job stops at once, naming the
+folder. A subject whose segmentation fails, or finds none of the organs, gets no mask
+and the reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.masks import MASKS_TABLE
+
+log = logging.getLogger(__name__)
+
+# the fast (3 mm) and full-resolution models of the `total` task
+WEIGHT_FOLDERS = ("Dataset297_TotalSegmentator_total_3mm_1559subj",
+                  "Dataset291_TotalSegmentator_part1_organs_1559subj")
+
+Segmenter = Callable[[Path, Path], list[Path]]
+
+
+def check_weights(folder: str | Path | None, fast: bool) -> Path:
+    """The weights folder, or a :class:`ConfigError` naming the folder and how to fill it."""
+    if not folder:
+        raise ConfigError("TotalSegmentator masks need preprocess.totalsegmentator.weights: "
+                          "the folder of its weights (TOTALSEG_WEIGHTS_PATH); they are never "
+                          "downloaded by mmpipe")
+    folder = Path(folder).expanduser()
+    needed = WEIGHT_FOLDERS[0] if fast else WEIGHT_FOLDERS[1]
+    if not (folder / needed).is_dir():
+        raise ConfigError(
+            f"TotalSegmentator weights not found: {folder} has no {needed}/ "
+            f"({'fast' if fast else 'full-resolution'} model of the 'total' task). On a "
+            "machine with internet run `totalseg_download_weights -t total"
+            f"{'_fast' if fast else ''}` and copy its nnunet/results folder to {folder}")
+    return folder
+
+
+def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str]) -> Segmenter:
+    """The segmenter calling TotalSegmentator's Python API with ``settings``
+    (``weights``, ``fast``, ``device``); checked before any subject is read."""
+    fast = bool(settings.get("fast", True))
+    weights = check_weights(settings.get("weights"), fast)
+    os.environ["TOTALSEG_WEIGHTS_PATH"] = str(weights)  # read by TotalSegmentator's config
+    try:
+        from totalsegmentator.python_api import totalsegmentator
+    except ImportError as err:
+        raise ConfigError("TotalSegmentator masks need the TotalSegmentator package "
+                          f"(`pip install TotalSegmentator`): {err}") from err
+
+    def segment(volume: Path, out_dir: Path) -> list[Path]:
+        totalsegmentator(str(volume), str(out_dir), roi_subset=list(roi_subset), fast=fast,
+                         device=str(settings.get("device", "cpu")), quiet=True)
+        return [out_dir / f"{organ}.nii.gz" for organ in roi_subset]
+
+    return segment
+
+
+def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
+    """Write the union of the organ masks on the volume's grid; returns its voxel count."""
+    import nibabel as nib
+
+    ref = nib.load(str(volume))
+    union = np.zeros(ref.shape[:3], dtype=np.uint8)
+    for path in organ_files:
+        if not path.is_file():
+            raise InputError("the segmenter wrote no mask of this organ", path=path)
+        organ = nib.load(str(path))
+        if organ.shape[:3] != union.shape or not np.allclose(organ.affine, ref.affine,
+                                                             atol=1e-3):
+            raise InputError(f"mask on another grid than the volume {volume}", path=path)
+        union |= (np.asanyarray(organ.dataobj) > 0).astype(np.uint8)
+    img = nib.Nifti1Image(union, ref.affine)
+    img.set_qform(ref.affine, code=1)
+    img.set_sform(ref.affine, code=1)
+    nib.save(img, str(out))
+    return int(union.sum())
+
+
+def segment_cohort(cohort_dir: str | Path, modality: str, settings: dict[str, Any],
+                   roi_subset: list[str], out_dir: str | Path) -> pl.DataFrame:
+    """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes."""
+    from mmpipe.cohorts.manifest import path_column, read_manifest
+
+    segmenter = totalsegmentator_segmenter(settings, roi_subset)  # fails before any work
+    manifest, _ = read_manifest(cohort_dir)
+    volumes = dict(zip(manifest["subject_id"], manifest[path_column(modality)], strict=True))
+    return segment_modality(volumes, out_dir, segmenter)
+
+
+def segment_modality(volumes: dict[str, str | None], out_dir: str | Path,
+                     segmenter: Segmenter) -> pl.DataFrame:
+    """A mask per subject with a volume (``subject -> path``, None: no volume) into
+    ``out_dir``, written atomically, and ``masks.parquet`` saying for each subject its
+    mask or why none."""
+    from mmpipe.fsutil import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        return _segment_into(volumes, Path(tmp), segmenter)
+
+
+def _segment_into(volumes: dict[str, str | None], out_dir: Path,
+                  segmenter: Segmenter) -> pl.DataFrame:
+    rows = []
+    for sid, path in volumes.items():
+        if path is None:
+            rows.append({"subject_id": sid, "mask": None, "status": "absent",
+                         "reason": "no volume"})
+            continue
+        target = out_dir / f"{sid}.nii.gz"
+        try:
+            with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+                organs = segmenter(Path(path), Path(tmp))
+                voxels = union_mask(organs, Path(path), target)
+        except Exception as err:  # one subject's failure is its own, whatever raised it
+            reason = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            log.warning("no mask for subject %r: %s", sid, reason)
+            target.unlink(missing_ok=True)
+            rows.append({"subject_id": sid, "mask": None, "status": "rejected",
+                         "reason": f"segmentation failed: {reason}"})
+            continue
+        if voxels == 0:
+            target.unlink()
+            rows.append({"subject_id": sid, "mask": None, "status": "rejected",
+                         "reason": "segmentation found none of the organs asked for"})
+        else:
+            rows.append({"subject_id": sid, "mask": target.name, "status": "ok", "reason": ""})
+    table = pl.DataFrame(rows, schema={"subject_id": pl.Utf8, "mask": pl.Utf8,
+                                       "status": pl.Utf8, "reason": pl.Utf8})
+    table.write_parquet(out_dir / MASKS_TABLE)
+    return table

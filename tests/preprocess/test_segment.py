@@ -1,0 +1,112 @@
+"""TotalSegmentator masks: the missing-weights error names the folder, the masks a
+segmenter writes become one union mask per subject on the volume's grid (a failing
+subject gets the reason, the others their masks), the encoders read them for the ROI
+crop, and the workflow runs the segment rule before the encoders of that modality."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from mmpipe.errors import ConfigError
+from mmpipe.preprocess.masks import MASKS_TABLE, MaskedVolume, read_masks
+from mmpipe.preprocess.segment import (
+    WEIGHT_FOLDERS,
+    check_weights,
+    segment_modality,
+    totalsegmentator_segmenter,
+)
+from mmpipe.preprocess.volume import build_volume_transform
+from tests.conftest import REPO, jobs_of, snakemake_in
+
+
+def _nifti(path, data):
+    nib.save(nib.Nifti1Image(np.asarray(data), np.diag([1.5, 1.5, 3.0, 1.0])), str(path))
+    return path
+
+
+def test_missing_weights_name_the_folder(tmp_path):
+    with pytest.raises(ConfigError, match="preprocess.totalsegmentator.weights"):
+        check_weights(None, fast=True)
+    with pytest.raises(ConfigError, match=f"{tmp_path}.*has no {WEIGHT_FOLDERS[0]}"):
+        totalsegmentator_segmenter({"weights": str(tmp_path), "fast": True}, ["kidney_left"])
+    (tmp_path / WEIGHT_FOLDERS[1]).mkdir()
+    assert check_weights(tmp_path, fast=False) == tmp_path
+
+
+def _fake_segmenter(volume, out_dir):
+    """Writes each organ TotalSegmentator would: two boxes on the volume's grid; a
+    volume named 'broken' fails, one named 'empty' has no organ."""
+    img = nib.load(str(volume))
+    if "broken" in volume.name:
+        raise RuntimeError("nnU-Net crashed")
+    files = []
+    for organ, (lo, hi) in {"kidney_left": (2, 5), "kidney_right": (9, 12)}.items():
+        data = np.zeros(img.shape, np.uint8)
+        if "empty" not in volume.name:
+            data[lo:hi, 3:7, 1:4] = 1
+        files.append(_nifti(out_dir / f"{organ}.nii.gz", data))
+    return files
+
+
+def test_union_masks_per_subject_and_reasons(tmp_path):
+    rng = np.random.default_rng(0)
+    vols = {name: _nifti(tmp_path / f"{name}.nii.gz", rng.uniform(0, 100, (16, 10, 6)))
+            for name in ("ok", "broken", "empty")}
+    out = tmp_path / "masks"
+    table = segment_modality({"s1": str(vols["ok"]), "s2": str(vols["broken"]),
+                              "s3": str(vols["empty"]), "s4": None}, out, _fake_segmenter)
+    assert table["status"].to_list() == ["ok", "rejected", "rejected", "absent"]
+    masks = read_masks(out)
+    assert "nnU-Net crashed" in masks["s2"][1] and "none of the organs" in masks["s3"][1]
+    union = np.asanyarray(nib.load(masks["s1"][0]).dataobj)
+    assert union.sum() == 2 * 3 * 4 * 3 and union[2:5].any() and union[9:12].any()
+    assert sorted(p.name for p in out.iterdir()) == [MASKS_TABLE, "s1.nii.gz"]
+    # the encoders crop to it: both kidneys' box plus the margin
+    crop = build_volume_transform({"orientation": None, "roi_crop": {"margin": 1},
+                                   "normalize": None})(MaskedVolume(str(vols["ok"]), masks["s1"][0]))
+    assert tuple(crop.shape) == (1, 5, 6, 12)  # z 0..4, y 2..7, x 1..12
+
+
+def test_the_segment_rule_runs_before_that_modalitys_encoders(tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
+    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path / "weights")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake_in(tmp_path, "-n", "results/demo/features/mri_t1/med3d_demo.zarr",
+                       "results/demo/features/mri_t2/med3d_demo.zarr")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert jobs_of(run.stdout)["segment"] == 1
+    assert "results/demo/preprocess/mri_t1/masks" in run.stdout
+    assert "preprocess/mri_t2/masks" not in run.stdout
+    bad = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    bad["cohorts"]["demo"]["modalities"]["wsi"]["mask"] = {"from": "totalsegmentator",
+                                                          "roi_subset": ["kidney_left"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
+    run = snakemake_in(tmp_path, "-n")
+    assert run.returncode != 0
+    assert "masks are made for volume modalities" in run.stdout + run.stderr
+
+
+def test_a_failed_segmentation_rejects_the_subject_at_encoding(tmp_path):
+    from mmpipe.encode.inputs import gather_inputs
+
+    rng = np.random.default_rng(1)
+    cohort = tmp_path / "cohort"
+    (cohort / "qc").mkdir(parents=True)
+    vols = {s: _nifti(tmp_path / f"{s}.nii.gz", rng.uniform(0, 9, (16, 10, 6)))
+            for s in ("a", "broken")}
+    pl.DataFrame({"subject_id": ["a", "broken"], "ct_path": [str(v) for v in vols.values()],
+                  "label": ["x", "y"]}).write_parquet(cohort / "manifest.parquet")
+    (cohort / "manifest.json").write_text(
+        '{"cohort": "c", "labels": ["label"], "n_subjects": 2, "extra_columns": [], '
+        '"modalities": {"ct": {"kind": "volume", "path_column": "ct_path"}}}')
+    segment_modality({"a": str(vols["a"]), "broken": str(vols["broken"])}, tmp_path / "m",
+                     _fake_segmenter)
+    items = {i.subject_id: i for i in gather_inputs(cohort, "ct", "volume", masks=tmp_path / "m")}
+    assert isinstance(items["a"].source, MaskedVolume) and items["a"].source.mask.endswith("a.nii.gz")
+    assert items["broken"].status == "rejected" and "nnU-Net crashed" in items["broken"].reason

@@ -1,0 +1,11 @@
+import _bootstrap
+
+_bootstrap.start(snakemake)  # noqa: F821
+from pathlib import Path  # noqa: E402
+
+from mmpipe.preprocess.segment import segment_cohort  # noqa: E402
+
+sm = snakemake  # noqa: F821
+segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality,
+               sm.config["preprocess"]["totalsegmentator"], sm.params.segment["roi_subset"],
+               sm.output[0])
