@@ -59,6 +59,15 @@ def check_path(path: Path, kind: str) -> str | None:
         if not any(p.is_file() for p in path.iterdir()):
             return "empty directory"
         return None
+    if kind == "image":  # an image file, or a folder of them (the subject's set)
+        from mmpipe.io.images import IMAGE_SUFFIXES, image_files
+
+        if path.is_dir():
+            return None if image_files(path) else "no image file in the folder"
+        if not path.name.lower().endswith(IMAGE_SUFFIXES):
+            return (f"unexpected extension for kind 'image' (expected one of "
+                    f"{', '.join(IMAGE_SUFFIXES)}, or a folder of such files)")
+        return None
     if path.is_dir():
         return f"is a directory, expected a {kind} file"
     allowed = EXTENSIONS[kind]

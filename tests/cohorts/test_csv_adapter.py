@@ -289,3 +289,15 @@ def test_the_split_column_must_be_its_own_column(tmp_path):
         build_manifest("mydata", _split_cfg(csv, {"files": {"test": "t.txt"}},
                                             fields=("age", "split")),
                        tmp_path / "out", base_dir=tmp_path)
+
+
+def test_check_path_of_an_image_set(tmp_path):
+    """A 2-D image modality takes an image file or a folder holding at least one."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "set" / "a.PNG").write_bytes(b"\x89PNG")
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert check_path(tmp_path / "set", "image") is None
+    assert check_path(tmp_path / "set" / "a.PNG", "image") is None
+    assert check_path(tmp_path / "empty", "image") == "no image file in the folder"
+    assert "unexpected extension" in check_path(tmp_path / "empty" / "notes.txt", "image")

@@ -53,17 +53,32 @@ def _slide(path: Path, seed: int) -> Path:
                                 tile=128, n_levels=2, compression="deflate")
 
 
+def _image(path: Path, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, size=(40, 60, 3)).astype(np.uint8)
+    rgb[10:30, 15:45] = (180 - 30 * seed, 60, 140)
+    path.mkdir(parents=True, exist_ok=True)
+    for n in range(2):  # a set of two fields
+        Image.fromarray(np.roll(rgb, 7 * n, axis=1)).save(path / f"field{n}.png")
+    return path
+
+
 def _config(data: Path) -> dict:
     from mmpipe.config import validate_config
     from tests.conftest import REPO
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    rows = ["id,y,mri,slide,feat,age,site"]
+    rows = ["id,y,mri,slide,feat,img,age,site"]
     for k in range(2):
         _volume(data / f"v{k}.nii.gz", k)
         _slide(data / f"s{k}.tiff", k)
+        _image(data / f"i{k}", k)
         np.save(data / f"f{k}.npy", np.arange(6, dtype=np.float32) * (k + 1))
-        rows.append(f"g{k},{k},v{k}.nii.gz,s{k}.tiff,f{k}.npy,{50 + 9 * k},{'AB'[k]}")
+        rows.append(f"g{k},{k},v{k}.nii.gz,s{k}.tiff,f{k}.npy,i{k},{50 + 9 * k},{'AB'[k]}")
+    for etype in ("vgg11_images", "resnet50_images"):
+        cfg["encoders"][etype] = {"type": etype, "weights": None, "allow_random_init": True}
     (data / "cohort.csv").write_text("\n".join(rows) + "\n")
     cfg["encoders"]["med3d_demo"]["transform"]["resize"] = [8, 16, 16]
     cfg["encoders"]["med3d_demo"]["depth"] = 10
@@ -78,6 +93,8 @@ def _config(data: Path) -> dict:
                                                                      "vgg11_slices"]},
             "wsi": {"kind": "slide", "column": "slide", "encoders": ["clam_resnet50"]},
             "feat": {"kind": "features", "column": "feat", "encoders": ["precomputed"]},
+            "img": {"kind": "image", "column": "img",
+                    "encoders": ["vgg11_images", "resnet50_images"]},
             "clinical": {"kind": "table", "fields": ["age", "site"],
                          "encoders": ["tabular", "text_minilm"],
                          "prompt": {"header": "Record.", "phrases": {"age": "Age {value}."}}}}}}
@@ -87,7 +104,8 @@ def _config(data: Path) -> dict:
 
 STORES = {"med3d": ("mri", "med3d_demo"), "vgg11_slices": ("mri", "vgg11_slices"),
           "clam_resnet50": ("wsi", "clam_resnet50"), "text": ("clinical", "text_minilm"),
-          "tabular": ("clinical", "tabular"), "precomputed": ("feat", "precomputed")}
+          "tabular": ("clinical", "tabular"), "precomputed": ("feat", "precomputed"),
+          "vgg11_images": ("img", "vgg11_images"), "resnet50_images": ("img", "resnet50_images")}
 
 
 def _fingerprint(emb: np.ndarray) -> dict:
