@@ -140,9 +140,9 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                             f"{cohort['adapter']!r})")
         for mname, mod in cohort["modalities"].items():
             where = f"config.cohorts.{cname}.modalities.{mname}"
-            if mod.get("mask") and mod["kind"] != "volume":
+            if mod.get("mask") and mod["kind"] not in ("volume", "dicom"):
                 problems.append(f"{where}.mask: TotalSegmentator masks are made for volume "
-                                f"modalities, not {mod['kind']!r}")
+                                f"and dicom modalities, not {mod['kind']!r}")
             if mod["kind"] == "table" and not mod.get("fields"):
                 problems.append(f"{where}: a table modality needs 'fields'")
             if cohort["adapter"] == "csv" and mod["kind"] != "table" and "column" not in mod:

@@ -14,6 +14,7 @@ from mmpipe.cohorts.demo.bcnb import write_bcnb
 from mmpipe.cohorts.demo.brats import write_brats
 from mmpipe.cohorts.demo.breakhis import write_breakhis
 from mmpipe.cohorts.demo.ixi import write_ixi
+from mmpipe.cohorts.demo.mmist_raw import write_mmist_raw
 from mmpipe.store import read_features
 from tests.conftest import REPO, snakemake_in
 
@@ -166,3 +167,29 @@ def test_hypermm_adni_experiment_runs_from_the_download_layout(tmp_path):
                          ).emb.shape[1:] == (512, 7, 7)
     report = (results / "report" / "results.md").read_text()
     assert "hypermm" in report and "logreg" in report
+
+
+def test_mmare_mmist_raw_experiment_runs_from_the_download_layout(tmp_path):
+    """From DICOM series and slides to a report. TotalSegmentator and MedicalNet's weights
+    cannot be installed here: the CT is encoded whole by the demo's random-init Med3D."""
+    plan = write_mmist_raw(tmp_path / "MMIST", n_cases=24, seed=3)
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    exp = yaml.safe_load((REPO / "experiments" / "mmare_mmist_raw.yaml").read_text())
+    exp = _swap(_swap(exp, "med3d_kidney_ct", "med3d_demo"), "med3d_resnet18", "med3d_demo")
+    del exp["encoders"]
+    exp["device"] = "cpu"
+    exp["preprocess"] = {"slide": {"tile_size": 128, "max_tiles": 4}}
+    cohort = exp["cohorts"]["mmist_raw"]
+    cohort["root"] = str(tmp_path / "MMIST")
+    del cohort["modalities"]["ct"]["mask"]
+    cohort["benchmark"].update(seeds=[0], tuning={"trials": 1}, ratios=[0.6, 0.2, 0.2],
+                               normalize="zscore",
+                               runs={"mmare": ["with_clinical"], "logreg": ["with_clinical"]})
+    _run(tmp_path, exp)
+    results = tmp_path / "results" / "mmist_raw"
+    ct = read_features(results / "features" / "ct" / "med3d_demo.zarr")
+    status = dict(zip(ct.subject_id, ct.status, strict=True))
+    assert status[plan.missing_ct_series] == "rejected"
+    assert sum(s == "ok" for s in status.values()) == len(plan.ct) - 1
+    report = (results / "report" / "results.md").read_text()
+    assert "mmare" in report and "logreg" in report

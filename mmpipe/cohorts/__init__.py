@@ -16,7 +16,17 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts import adni, bcnb, brats, breakhis, csv_adapter, demo_adapter, ixi, mmist
+from mmpipe.cohorts import (
+    adni,
+    bcnb,
+    brats,
+    breakhis,
+    csv_adapter,
+    demo_adapter,
+    ixi,
+    mmist,
+    mmist_raw,
+)
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
     finalize_manifest,
@@ -40,6 +50,7 @@ ADAPTERS: dict[str, Adapter] = {
     "breakhis": breakhis.adapt,
     "bcnb": bcnb.adapt,
     "adni": adni.adapt,
+    "mmist_ccrcc_raw": mmist_raw.adapt,
 }
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",

@@ -90,16 +90,7 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
     if kind == "table":
         return _table_inputs(manifest, cohort_dir, modality, prompts, fields or [])
     inputs = _base_inputs(manifest, cohort_dir, modality, f"{modality}_path")
-    if kind == "volume" and masks is not None:
-        made = read_masks(masks)
-        for item in inputs:
-            if item.status == "ok":
-                mask, why = made.get(item.subject_id, (None, "no segmentation record"))
-                if mask is None:
-                    item.status, item.reason, item.source = "rejected", why, None
-                else:
-                    item.source = MaskedVolume(str(item.source), mask)
-    elif kind == "volume" and mask_column(modality) in manifest.columns:
+    if kind == "volume" and masks is None and mask_column(modality) in manifest.columns:
         # the subject's mask rides with its volume (mmpipe.preprocess.masks)
         masks_of = dict(zip(manifest["subject_id"], manifest[mask_column(modality)],
                             strict=True))
@@ -112,7 +103,17 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
             if item.status == "ok":
                 row = ok[item.subject_id]
                 item.source = str(row["_dir"] / row["volume"])
-    elif kind == "slide":
+    if kind in ("volume", "dicom") and masks is not None:
+        # a segment job's masks, on the grid of the volume the encoder reads
+        made = read_masks(masks)
+        for item in inputs:
+            if item.status == "ok":
+                mask, why = made.get(item.subject_id, (None, "no segmentation record"))
+                if mask is None:
+                    item.status, item.reason, item.source = "rejected", why, None
+                else:
+                    item.source = MaskedVolume(str(item.source), mask)
+    if kind == "slide":
         shard_dirs = [Path(d) for d in shard_dirs or []]
         ok = _merge_shard_qc(inputs, shard_dirs, modality)
         tiles = [pl.read_parquet(d / SHARD_TILES) for d in shard_dirs]

@@ -100,14 +100,17 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
     return int(union.sum())
 
 
-def segment_cohort(cohort_dir: str | Path, modality: str, settings: dict[str, Any],
-                   roi_subset: list[str], out_dir: str | Path) -> pl.DataFrame:
-    """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes."""
-    from mmpipe.cohorts.manifest import path_column, read_manifest
+def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: dict[str, Any],
+                   roi_subset: list[str], out_dir: str | Path,
+                   shard_dirs: list[str | Path] | None = None) -> pl.DataFrame:
+    """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes (a
+    ``dicom`` modality's volumes are its shards' NIfTI conversions, on whose grid the
+    encoders read them)."""
+    from mmpipe.encode.inputs import gather_inputs
 
     segmenter = totalsegmentator_segmenter(settings, roi_subset)  # fails before any work
-    manifest, _ = read_manifest(cohort_dir)
-    volumes = dict(zip(manifest["subject_id"], manifest[path_column(modality)], strict=True))
+    inputs = gather_inputs(cohort_dir, modality, kind, shard_dirs=shard_dirs)
+    volumes = {i.subject_id: str(i.source) if i.status == "ok" else None for i in inputs}
     return segment_modality(volumes, out_dir, segmenter)
 
 

@@ -185,7 +185,7 @@ def test_build_manifest_rejects_an_unknown_adapter(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown adapter 'nope'.*csv.*demo.*mmist_ccrcc"):
         build_manifest("x", {"adapter": "nope"}, tmp_path)
     assert set(ADAPTERS) == {"demo", "mmist_ccrcc", "csv", "ixi", "brats", "breakhis", "bcnb",
-                            "adni"}
+                            "adni", "mmist_ccrcc_raw"}
 
 
 # -- table values: blanks, and texts in a numeric field -------------------------------------

@@ -73,23 +73,28 @@ def test_union_masks_per_subject_and_reasons(tmp_path):
 
 def test_the_segment_rule_runs_before_that_modalitys_encoders(tmp_path):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
-        "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
+    for mod in ("mri_t1", "ct"):  # a volume and a dicom modality
+        cfg["cohorts"]["demo"]["modalities"][mod]["mask"] = {
+            "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
     cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path / "weights")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    run = snakemake_in(tmp_path, "-n", "results/demo/features/mri_t1/med3d_demo.zarr",
-                       "results/demo/features/mri_t2/med3d_demo.zarr")
+    run = snakemake_in(tmp_path, "-n", "-p", "results/demo/features/mri_t1/med3d_demo.zarr",
+                       "results/demo/features/mri_t2/med3d_demo.zarr",
+                       "results/demo/features/ct/med3d_demo.zarr")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert jobs_of(run.stdout)["segment"] == 1
+    assert jobs_of(run.stdout)["segment"] == 2
     assert "results/demo/preprocess/mri_t1/masks" in run.stdout
     assert "preprocess/mri_t2/masks" not in run.stdout
+    # the CT's masks are made on its DICOM series' NIfTI conversions: after the shards
+    ct_job = run.stdout.split("output: results/demo/preprocess/ct/masks")[0].rsplit("rule segment", 1)[1]
+    assert "preprocess/ct/volumes/shard0" in ct_job
     bad = yaml.safe_load((tmp_path / "config.yaml").read_text())
     bad["cohorts"]["demo"]["modalities"]["wsi"]["mask"] = {"from": "totalsegmentator",
                                                           "roi_subset": ["kidney_left"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
     run = snakemake_in(tmp_path, "-n")
     assert run.returncode != 0
-    assert "masks are made for volume modalities" in run.stdout + run.stderr
+    assert "masks are made for volume and dicom modalities" in run.stdout + run.stderr
 
 
 def test_a_failed_segmentation_rejects_the_subject_at_encoding(tmp_path):

@@ -76,6 +76,15 @@ def encode_inputs(wildcards):
     return inputs
 
 
+def segment_inputs(wildcards):
+    """The manifest, and a dicom modality's shards (masks are made on their NIfTI)."""
+    inputs = layout(wildcards.cohort).manifest_files()
+    shards = shard_dirs(wildcards.cohort, wildcards.modality)
+    if shards:
+        inputs["shards"] = shards
+    return inputs
+
+
 def cohort_stores(cohort):
     return [
         layout(cohort).store(modality, encoder)

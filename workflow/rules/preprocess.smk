@@ -62,16 +62,17 @@ rule clinical_prompts:
         "../scripts/clinical_prompts.py"
 
 
-# TotalSegmentator masks of a volume modality whose config asks for them (`mask: {from:
+# TotalSegmentator masks of a volume or dicom modality whose config asks for them (`mask: {from:
 # totalsegmentator}`): one job per modality, on the GPU when the machine has one; the
 # encoders read them for `roi_crop` (mmpipe/preprocess/segment.py).
 rule segment:
     input:
-        **L.manifest_files(),
+        unpack(segment_inputs),
     output:
         directory(L.masks("{modality}")),
     params:
         segment=lambda w: mmparams.segment_params(config, w.cohort, w.modality),
+        kind=lambda w: COHORTS[w.cohort]["modalities"][w.modality]["kind"],
     resources:
         gpu=1,
     priority: 2

@@ -6,6 +6,7 @@ from pathlib import Path  # noqa: E402
 from mmpipe.preprocess.segment import segment_cohort  # noqa: E402
 
 sm = snakemake  # noqa: F821
-segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality,
+segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.kind,
                sm.config["preprocess"]["totalsegmentator"], sm.params.segment["roi_subset"],
-               sm.output[0])
+               sm.output[0],
+               shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None)

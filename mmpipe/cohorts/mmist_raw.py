@@ -1,0 +1,140 @@
+"""The ``mmist_ccrcc_raw`` adapter: MMIST-ccRCC from its raw images, to rebuild the
+features the release ships (:mod:`mmpipe.cohorts.mmist` reads those).
+
+Layout under ``root``: the release's tables (``clinical+genomic_split.csv``,
+``CT_patientfiles.csv``, ``MRI_patientfiles.csv``, ``WSI_patientfiles.csv``, as in
+:mod:`mmpipe.cohorts.mmist`) beside the images as their archives download them:
+
+- CT and MRI (kind ``dicom``): the DICOM series folders of TCIA's NBIA Data Retriever
+  (descriptive names), ``Radiology-TCGA/TCGA-KIRC/<case>/<MM-DD-YYYY-...-study>/<n.000000-series>/``
+  and ``Radiology-CPTAC/CPTAC-CCRCC/<case>/...``. The series used per patient is the
+  thesis's choice, ``chosen_exam`` of ``CT_patientfiles.csv`` / ``MRI_patientfiles.csv``
+  (a path below ``root``); the DICOM reader then checks it is one series
+  (``preprocess.dicom``).
+- WSI (kind ``slide``): the TCGA-KIRC (GDC) and CPTAC-CCRCC (TCIA) slides anywhere under
+  ``mmist_ccrcc_raw.slides`` (default ``Pathology/``). ``WSI_patientfiles.csv`` names each
+  patient's slide by its feature file, ``<slide>.npz``; the slide is ``<slide>.svs`` (or
+  another slide format), or GDC's ``<slide>.<file UUID>.svs``. Two files for one slide
+  reject the modality, naming both.
+
+The clinical and genomic tables, the labels and the authors' split (column
+``authors_split``) are read as :mod:`mmpipe.cohorts.mmist` reads them. The thesis's
+preprocessing is the experiment's (``experiments/mmare_mmist_raw.yaml``): CT window
+[-79, 304] HU, a kidney crop from TotalSegmentator masks, MedicalNet's recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from mmpipe.cohorts.manifest import (
+    ABSENT,
+    REJECTED,
+    SUBJECT,
+    AdapterOutput,
+    QCRecord,
+    check_subject_ids,
+    cohort_labels,
+    dataset_root,
+    modality_specs,
+)
+from mmpipe.cohorts.mmist import (
+    AUTHORS_SPLIT,
+    CLINICAL_CSV,
+    DEFAULT_FIELDS,
+    ID_COLUMN,
+    SOURCES,
+    SPLIT_COLUMN,
+    _read_csv,
+    read_clinical,
+)
+from mmpipe.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+KINDS = {"ct": "dicom", "mri": "dicom", "wsi": "slide"}
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn")
+
+
+def slide_index(folder: Path) -> dict[str, list[Path]]:
+    """Slide files under ``folder`` by the name the release's table gives them: the file
+    name without its suffix, and without GDC's ``.<uuid>`` before it."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if not (path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES):
+            continue
+        stem = path.name[: -len(path.suffix)].split(".")[0]
+        found.setdefault(stem, []).append(path)
+    return found
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc_raw",
+                        "the MMIST-ccRCC tables beside Radiology-TCGA/, Radiology-CPTAC/, "
+                        "Pathology/")
+    cfg = cohort_cfg.get("mmist_ccrcc_raw") or {}
+    labels = cohort_labels(cohort_cfg)
+    specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        if name not in KINDS:
+            raise ConfigError(f"mmist_ccrcc_raw has no modality {name!r} (known: "
+                              f"{sorted(KINDS)}, tables from {CLINICAL_CSV})")
+        if spec.kind != KINDS[name]:
+            raise ConfigError(f"mmist_ccrcc_raw provides {name!r} as kind {KINDS[name]!r}, "
+                              f"not {spec.kind!r}")
+    clinical = read_clinical(root)
+    wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
+    missing = [c for c in dict.fromkeys(wanted) if c not in clinical.columns]
+    if missing:
+        raise ConfigError(f"{root / CLINICAL_CSV}: column(s) {missing} not found")
+    frame = clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
+    ids = frame[SUBJECT].to_list()
+    slides = None
+    if "wsi" in specs:
+        folder = root / cfg.get("slides", "Pathology")
+        if not folder.is_dir():
+            raise InputError("slide folder not found (mmist_ccrcc_raw.slides)", path=folder)
+        slides = slide_index(folder)
+
+    qc: list[QCRecord] = []
+    for name, spec in specs.items():
+        if spec.is_table:
+            continue
+        table_path = root / SOURCES[name].chosen
+        chosen = _read_csv(table_path, [ID_COLUMN, "chosen_exam"])
+        check_subject_ids(chosen[ID_COLUMN], str(table_path))
+        exam = dict(zip(chosen[ID_COLUMN], chosen["chosen_exam"], strict=True))
+        paths: list[str | None] = []
+        for sid in ids:
+            path, status, why = _resolve(name, exam.get(sid), root, slides)
+            paths.append(path)
+            if path is None:
+                qc.append(QCRecord(sid, name, status, why, exam.get(sid)))
+        frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
+    return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
+                         source=str(root / CLINICAL_CSV), extra_columns=[AUTHORS_SPLIT])
+
+
+def _resolve(modality: str, exam: str | None, root: Path,
+             slides: dict[str, list[Path]] | None) -> tuple[str | None, str, str]:
+    """(path, QC status, reason) of one patient's chosen exam."""
+    if exam is None or not exam.strip():
+        return None, ABSENT, f"no {modality} exam for this patient"
+    exam = exam.strip()
+    if modality == "wsi":
+        stem = exam.removesuffix(".npz")
+        found = (slides or {}).get(stem, [])
+        if not found:
+            return None, REJECTED, f"no slide file {stem}.* under the slide folder"
+        if len(found) > 1:
+            return None, REJECTED, "two files of the slide: " + ", ".join(str(p) for p in found)
+        return str(found[0]), "", ""
+    folder = root / exam.lstrip("/")
+    if not folder.is_dir():
+        return None, REJECTED, "the chosen series folder is not in the download"
+    return str(folder), "", ""

@@ -1,0 +1,63 @@
+"""The mmist_ccrcc_raw adapter on a miniature of MMIST-ccRCC's raw images (NBIA's DICOM
+folders, GDC- and TCIA-named slides) beside the release's tables."""
+
+import polars as pl
+import pytest
+
+from mmpipe.cohorts import build_manifest, read_qc
+from mmpipe.cohorts.demo.mmist_raw import write_mmist_raw
+from mmpipe.errors import ConfigError
+
+
+def _cfg(root, **over):
+    cfg = {"adapter": "mmist_ccrcc_raw", "root": str(root), "labels": ["vital_status_12"],
+           "modalities": {"ct": {"kind": "dicom", "encoders": ["med3d_demo"]},
+                          "mri": {"kind": "dicom", "encoders": ["med3d_demo"]},
+                          "wsi": {"kind": "slide", "encoders": ["clam_resnet50"]},
+                          "clinical": {"kind": "table", "encoders": ["tabular"]}}}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mmist_raw")
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    return root, plan, manifest, read_qc(root / "out")
+
+
+def _row(manifest, case):
+    return manifest.filter(pl.col("subject_id") == case).row(0, named=True)
+
+
+def test_the_chosen_series_and_slides_are_found(raw):
+    root, plan, manifest, _ = raw
+    assert set(manifest["subject_id"]) == set(plan.cases)
+    for case, exam in plan.ct.items():
+        if case != plan.missing_ct_series:
+            assert _row(manifest, case)["ct_path"] == str(root / exam.lstrip("/"))
+    for case in plan.mri:
+        assert _row(manifest, case)["mri_path"] is not None
+    tcga = next(c for c in plan.cases if c.startswith("TCGA") and c != plan.slide_twice)
+    assert "-01Z-00-DX1." in _row(manifest, tcga)["wsi_path"]  # GDC's name with its UUID
+    assert _row(manifest, plan.cases[0])["authors_split"] in ("train", "test")
+
+
+def test_a_missing_series_and_a_slide_twice_are_rejected_with_the_reason(raw):
+    _, plan, manifest, qc = raw
+    def why(case, mod):
+        return qc.filter((pl.col("subject_id") == case) & (pl.col("modality") == mod)
+                         )["reason"].item()
+    assert _row(manifest, plan.missing_ct_series)["ct_path"] is None
+    assert "not in the download" in why(plan.missing_ct_series, "ct")
+    assert _row(manifest, plan.slide_twice)["wsi_path"] is None
+    assert "two files of the slide" in why(plan.slide_twice, "wsi")
+
+
+def test_kinds_are_the_layouts(raw):
+    root, _, _, _ = raw
+    cfg = _cfg(root)
+    cfg["modalities"]["ct"]["kind"] = "volume"
+    with pytest.raises(ConfigError, match="as kind 'dicom'"):
+        build_manifest("m", cfg, root / "o2", base_dir=root)
