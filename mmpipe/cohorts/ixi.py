@@ -33,7 +33,13 @@ What the release is known to contain, and what the adapter does with it:
   another sequence, is skipped with a QC row naming it; two files of one subject and
   sequence reject that modality for the subject, naming both, instead of choosing.
 
-Skull stripping and the other preprocessing of the thesis are not done here.
+Skull stripping (the thesis does it) uses brain masks the user made with a stripping tool
+(HD-BET, SynthStrip, ...): ``ixi.brain_masks`` names their folder, holding for each
+volume ``<its name without .nii.gz>_mask.nii.gz`` (HD-BET's naming), and each sequence's
+mask column (``<seq>_mask_path``, :mod:`mmpipe.preprocess.masks`) points at them; an
+encoder's ``transform: {mask_out: true}`` then strips the skull, and a volume without
+its mask is rejected by that encoder, never encoded unstripped. Without ``brain_masks``
+the volumes are encoded whole (the experiment config says so).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
 )
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.masks import mask_column
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +225,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     specs = modality_specs(cohort_cfg)
     sequences = layout_modalities(specs, "ixi", SEQUENCES, "volume", SPREADSHEET)
 
+    brain_masks = (cohort_cfg.get("ixi") or {}).get("brain_masks")
+    mask_dir = None
+    if brain_masks:
+        mask_dir = Path(brain_masks).expanduser()
+        mask_dir = mask_dir if mask_dir.is_absolute() else root / mask_dir
+        if not mask_dir.is_dir():
+            raise InputError("ixi.brain_masks: folder not found", path=mask_dir)
     sheet_path = root / SPREADSHEET
     rows = read_table(sheet_path)
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
@@ -247,6 +261,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    f"{len(files)} files in {folder_of(seq)}/: "
                                    + ", ".join(f.name for f in files)))
         frame[specs[seq].column] = paths
+        if mask_dir is not None:
+            frame[mask_column(seq)] = [_brain_mask(mask_dir, p) for p in paths]
     no_row = [sid for sid in ids if sid not in table]
     if no_row:
         log.warning("ixi: %d subject(s) with images have no row in %s (labels blank): %s",
@@ -280,10 +296,19 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         labels=labels,
         qc=qc,
         source=str(sheet_path),
-        extra_columns=["site"],
+        extra_columns=["site", *((mask_column(s) for s in sequences) if mask_dir else ())],
         unused_columns=[(SPREADSHEET, c) for c in header if c not in read_columns],
         source_qc=[*sheet_qc, *label_qc, *file_qc],
     )
+
+
+def _brain_mask(mask_dir: Path, volume: str | None) -> str | None:
+    """The brain mask of one volume (HD-BET's ``<name>_mask.nii.gz``), None without one."""
+    if volume is None:
+        return None
+    name = Path(volume).name.removesuffix(".gz").removesuffix(".nii")
+    mask = mask_dir / f"{name}_mask.nii.gz"
+    return str(mask) if mask.is_file() else None
 
 
 def _field_column(values: list[Any]) -> list[Any]:

@@ -10,6 +10,9 @@ case's ``_seg`` file for every sequence). A mask lies on the voxel grid of its v
   voxels on each side (clipped to the volume), after orientation and resampling, before
   the intensity steps: an organ crop from masks the user has (the MMARE thesis crops CT
   to the kidneys, from TotalSegmentator masks).
+- ``mask_out: true``: voxels outside the mask become the volume's minimum (its
+  background): skull stripping with a brain mask (IXI: ``ixi.brain_masks``), before the
+  crop and the intensity steps.
 - ``slice_select``: keep one axial slice (slice recipe only): ``largest_mask``, the slice
   with the most mask voxels (HAM on BraTS: "the axial slice with the largest tumour
   area", then scaled to [0, 1] as the recipe's intensity step does per image), or an
@@ -32,7 +35,7 @@ from typing import Any
 from mmpipe.errors import ConfigError
 
 LARGEST_MASK = "largest_mask"
-MASK_KEYS = ("roi_crop", "slice_select")
+MASK_KEYS = ("roi_crop", "slice_select", "mask_out")
 MASKS_TABLE = "masks.parquet"  # a segment job's list of its masks (mmpipe.preprocess.segment)
 
 
@@ -58,14 +61,15 @@ class MaskSteps:
 
     roi_margin: int | None = None
     slice_select: str | int | None = None
+    mask_out: bool = False
 
     @property
     def needs_mask(self) -> bool:
-        return self.roi_margin is not None or self.slice_select == LARGEST_MASK
+        return self.roi_margin is not None or self.slice_select == LARGEST_MASK or self.mask_out
 
     @property
     def active(self) -> bool:
-        return self.roi_margin is not None or self.slice_select is not None
+        return self.needs_mask or self.slice_select is not None
 
 
 def mask_steps(recipe: dict[str, Any], what: str, *, slices: bool) -> MaskSteps:
@@ -88,7 +92,10 @@ def mask_steps(recipe: dict[str, Any], what: str, *, slices: bool) -> MaskSteps:
                                        or choice < 0):
             raise ConfigError(f"{what} transform: slice_select is {LARGEST_MASK!r} or a slice "
                               f"index >= 0, got {choice!r}")
-    return MaskSteps(margin, choice)
+    mask_out = recipe.get("mask_out", False)
+    if not isinstance(mask_out, bool):
+        raise ConfigError(f"{what} transform: mask_out is true or false, got {mask_out!r}")
+    return MaskSteps(margin, choice, mask_out)
 
 
 def read_masks(masks_dir: str | Path) -> dict[str, tuple[str | None, str]]:

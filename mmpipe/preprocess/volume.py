@@ -11,6 +11,7 @@ Two recipes, both built from the per-encoder ``transform`` block of the config::
     max_slices: null | int           # slice recipe: evenly spaced subset of slices
     min_foreground: null | float     # slice recipe: skip slices with less foreground
     roi_crop: null | {margin: N}     # crop to the subject's mask + N voxels (masks.py)
+    mask_out: bool                   # outside the subject's mask -> background (masks.py)
     slice_select: null | largest_mask | int   # slice recipe: one axial slice (masks.py)
 
 Axis convention. MONAI loads a volume channel-first in the file's voxel order,
@@ -61,9 +62,9 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
 }
 
 _VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize",
-                "roi_crop"}
+                "roi_crop", "mask_out"}
 _SLICE_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "max_slices",
-               "min_foreground", "roi_crop", "slice_select"}
+               "min_foreground", "roi_crop", "slice_select", "mask_out"}
 _NORMALIZE = ("zscore", "foreground_zscore_noise", "minmax", None)
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -193,8 +194,9 @@ class LoadVolume(Transform):
 
 class ApplyMask(Transform):
     """``(2, X, Y, Z)`` volume and mask (or ``(1, X, Y, Z)`` for a fixed slice) -> the
-    volume ``(1, X', Y', Z')`` cropped to the mask's bounding box plus the margin, and/or
-    reduced to one axial (Z) slice; the mask channel is dropped. The mask went through
+    volume ``(1, X', Y', Z')`` with the outside of the mask set to its minimum, cropped to
+    the mask's bounding box plus the margin, and/or reduced to one axial (Z) slice; the
+    mask channel is dropped. The mask went through
     the interpolating resampling with the volume, so a voxel is in it from 0.5 up."""
 
     def __init__(self, steps: MaskSteps):
@@ -209,6 +211,8 @@ class ApplyMask(Transform):
             if not bool(mask.any()):
                 raise ValueError("the mask is empty (no voxel above 0 after orientation "
                                  "and resampling)")
+        if self.steps.mask_out:  # skull stripping: outside the mask is background
+            image = torch.where(mask[None], image, image.min())
         if self.steps.roi_margin is not None:
             where = torch.nonzero(mask)
             shape = torch.tensor(mask.shape)

@@ -161,3 +161,29 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     assert "age 101 is outside ixi.age_bins [20.0, 40.0, 60.0, 90.0]" in \
         qc.filter(pl.col("subject_id") == "IXI004")["reason"].to_list()
     assert _row(manifest, "IXI002")["HEIGHT"] == 180.0
+
+
+def test_brain_masks_become_each_sequences_mask_column(tmp_path):
+    """Skull stripping reads the user's brain masks (HD-BET naming); a volume without
+    one gets no mask, which a mask_out encoder then rejects."""
+    import shutil
+
+    root = tmp_path / "IXI"
+    plan = write_ixi(root, n_subjects=8, seed=5)
+    masks = root / "masks"
+    masks.mkdir()
+    with_mask = [sid for sid, name in plan.files["t1"].items()][:2]
+    for sid in with_mask:
+        name = plan.files["t1"][sid].removesuffix(".nii.gz")
+        shutil.copy(root / "IXI-T1" / plan.files["t1"][sid], masks / f"{name}_mask.nii.gz")
+    manifest = build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40, 60, 90],
+                                                      "brain_masks": "masks"}),
+                              tmp_path / "out", base_dir=tmp_path)
+    got = {r["subject_id"]: r["t1_mask_path"] for r in manifest.iter_rows(named=True)}
+    for sid in with_mask:
+        assert got[sid].endswith("_mask.nii.gz")
+    assert sum(v is not None for v in got.values()) == len(with_mask)
+    assert manifest["t2_mask_path"].null_count() == len(manifest)
+    with pytest.raises(InputError, match="brain_masks: folder not found"):
+        build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40], "brain_masks": "nope"}),
+                       tmp_path / "o2", base_dir=tmp_path)

@@ -115,3 +115,17 @@ def test_mask_transforms_pickle_for_dataloader_workers(pair):
     again = pickle.loads(pickle.dumps(transform))
     torch.testing.assert_close(again(MaskedVolume(image, mask)),
                                transform(MaskedVolume(image, mask)))
+
+
+def test_mask_out_strips_what_lies_outside_the_mask(pair):
+    """Skull stripping with a brain mask: outside it, the volume's minimum."""
+    image, mask, volume = pair
+    out = build_volume_transform({"orientation": None, "mask_out": True, "normalize": None}
+                                 )(MaskedVolume(image, mask))[0].numpy().transpose(2, 1, 0)
+    inside = np.zeros(volume.shape, bool)
+    inside[5:9, 10:16, 3:7] = True
+    inside[4:10, 9:17, 4] = True
+    np.testing.assert_array_equal(out[inside], volume[inside])
+    assert (out[~inside] == volume.min()).all()
+    with pytest.raises(InputError, match="has no mask file"):
+        build_volume_transform({"orientation": None, "mask_out": True})(image)
