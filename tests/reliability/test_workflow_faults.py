@@ -174,8 +174,10 @@ def test_editing_the_text_encoder_reruns_only_text_stores_and_what_reads_them(de
     jobs = jobs_of(run.stdout)
     assert set(jobs) == {"encode", "cohort_qc", "train", "benchmark_report", "all"}, jobs
     assert jobs["encode"] == 1 and "features/clinical/text_minilm.zarr" in run.stdout
-    # mmare and deepsets on "all" (natural, mcar) and bd on slide + clinical; not hgb
-    assert jobs["train"] == 5
+    # bd on slide + clinical text; not mmare and deepsets on "all" (its clinical record is
+    # the tabular encoding), not hgb
+    assert jobs["train"] == 1 and "runs/slide_clinical/bd" in run.stdout
+    assert "output: results/demo/runs/all" not in run.stdout
     # a comment or a docstring is not code: editing one reruns nothing
     text.write_text(text.read_text().replace("\n\nUNUSED_BUT_CODE = 1\n", "\n# a comment\n"))
     run = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
