@@ -30,6 +30,13 @@ def _swap(node, old: str, new: str):
     return new if node == old else node
 
 
+def _experiment(tmp_path, name: str) -> dict:
+    """``experiments/<name>`` to lay over a copy of ``config.yaml`` in ``tmp_path``, on
+    the CPU."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return {**yaml.safe_load((REPO / "experiments" / name).read_text()), "device": "cpu"}
+
+
 def _run(tmp_path, exp: dict) -> None:
     """Run the workflow on ``config.yaml`` with ``exp`` laid over it (as users do with
     ``--configfile``); a failure shows the jobs' logs."""
@@ -43,11 +50,9 @@ def _run(tmp_path, exp: dict) -> None:
 
 def test_ixi_experiment_runs_from_the_download_layout(tmp_path):
     plan = write_ixi(tmp_path / "IXI", n_subjects=24, seed=1)
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    exp = yaml.safe_load((REPO / "experiments" / "ixi_mmare.yaml").read_text())
+    exp = _experiment(tmp_path, "ixi_mmare.yaml")
     # MedicalNet weights cannot be downloaded here: the demo's random-init Med3D stands in
     exp = _swap(exp, "med3d_resnet18", "med3d_demo")
-    exp["device"] = "cpu"
     ixi = exp["cohorts"]["ixi"]
     ixi["root"] = str(tmp_path / "IXI")
     ixi["benchmark"].update(seeds=[0], default_scenarios=["natural"], tuning={"trials": 1},
@@ -64,11 +69,9 @@ def test_ixi_experiment_runs_from_the_download_layout(tmp_path):
 
 def test_ham_brats_experiment_runs_from_the_download_layout(tmp_path):
     plan = write_brats(tmp_path / "BraTS", n_cases=36, seed=5)
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    exp = yaml.safe_load((REPO / "experiments" / "ham_brats.yaml").read_text())
+    exp = _experiment(tmp_path, "ham_brats.yaml")
     # the VGG11 ImageNet weights cannot be downloaded here: random-init stands in
     exp["encoders"]["vgg11_tumour_slice"]["allow_random_init"] = True
-    exp["device"] = "cpu"
     brats = exp["cohorts"]["brats"]
     brats["root"] = str(tmp_path / "BraTS")
     # two of the four sequences keep the test short (each is one encoding job)
@@ -94,10 +97,8 @@ def test_ham_brats_experiment_runs_from_the_download_layout(tmp_path):
 def test_hypermm_breakhis_experiment_runs_from_the_download_layout(tmp_path):
     plan = write_breakhis(tmp_path / "BreaKHis_v1", patients_per_type=3, seed=2,
                           images_per_set=2)
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    exp = yaml.safe_load((REPO / "experiments" / "hypermm_breakhis.yaml").read_text())
+    exp = _experiment(tmp_path, "hypermm_breakhis.yaml")
     exp["encoders"]["vgg11_fields"]["allow_random_init"] = True  # no weights here
-    exp["device"] = "cpu"
     cohort = exp["cohorts"]["breakhis"]
     cohort["root"] = str(tmp_path / "BreaKHis_v1")
     # two of the four magnifications keep the test short (each is one encoding job)
@@ -122,9 +123,7 @@ def test_hypermm_breakhis_experiment_runs_from_the_download_layout(tmp_path):
 
 def test_bd_bcnb_experiment_runs_from_the_download_layout(tmp_path):
     plan = write_bcnb(tmp_path / "BCNB", n_patients=30, seed=4)
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    exp = yaml.safe_load((REPO / "experiments" / "bd_bcnb.yaml").read_text())
-    exp["device"] = "cpu"
+    exp = _experiment(tmp_path, "bd_bcnb.yaml")
     exp["encoders"] = {"clam_resnet50": {"allow_random_init": True}}  # no weights here
     cohort = exp["cohorts"]["bcnb"]
     cohort["root"] = str(tmp_path / "BCNB")
@@ -148,12 +147,10 @@ def test_bd_bcnb_experiment_runs_from_the_download_layout(tmp_path):
 
 def test_hypermm_adni_experiment_runs_from_the_download_layout(tmp_path):
     plan = write_adni(tmp_path / "ADNI_download", n_subjects=27, seed=6)
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    exp = yaml.safe_load((REPO / "experiments" / "hypermm_adni.yaml").read_text())
+    exp = _experiment(tmp_path, "hypermm_adni.yaml")
     enc = exp["encoders"]["vgg11_volume_slices"]
     enc["allow_random_init"] = True  # no weights here
     enc["transform"]["max_slices"] = 2  # a short test
-    exp["device"] = "cpu"
     cohort = exp["cohorts"]["adni"]
     cohort["root"] = str(tmp_path / "ADNI_download")
     cohort["benchmark"].update(seeds=[0], tuning={"trials": 1}, scenarios={"natural": [0.0]},
@@ -173,11 +170,9 @@ def test_mmare_mmist_raw_experiment_runs_from_the_download_layout(tmp_path):
     """From DICOM series and slides to a report. TotalSegmentator and MedicalNet's weights
     cannot be installed here: the CT is encoded whole by the demo's random-init Med3D."""
     plan = write_mmist_raw(tmp_path / "MMIST", n_cases=24, seed=3)
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    exp = yaml.safe_load((REPO / "experiments" / "mmare_mmist_raw.yaml").read_text())
+    exp = _experiment(tmp_path, "mmare_mmist_raw.yaml")
     exp = _swap(_swap(exp, "med3d_kidney_ct", "med3d_demo"), "med3d_resnet18", "med3d_demo")
     del exp["encoders"]
-    exp["device"] = "cpu"
     exp["preprocess"] = {"slide": {"tile_size": 128, "max_tiles": 4}}
     cohort = exp["cohorts"]["mmist_raw"]
     cohort["root"] = str(tmp_path / "MMIST")

@@ -105,12 +105,19 @@ def read_clinical(root: Path) -> pl.DataFrame:
     return df.with_columns(pl.col(c).cast(pl.Int64) for c in ints)
 
 
+def read_chosen(root: Path, modality: str) -> pl.DataFrame:
+    """The release's choice of one exam per patient (case_id, chosen_exam), checked: the
+    thesis's rule, which the raw-image adapter (mmpipe.cohorts.mmist_raw) follows too."""
+    chosen_path = root / SOURCES[modality].chosen
+    chosen = _read_csv(chosen_path, [ID_COLUMN, "chosen_exam"])
+    check_subject_ids(chosen[ID_COLUMN], str(chosen_path))
+    return chosen
+
+
 def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     """case_id, chosen_exam, file (the mapped feature path, str) or reason (why none)."""
     src = SOURCES[modality]
-    chosen_path = root / src.chosen
-    chosen = _read_csv(chosen_path, [ID_COLUMN, "chosen_exam"])
-    check_subject_ids(chosen[ID_COLUMN], str(chosen_path))
+    chosen = read_chosen(root, modality)
     folder = root / src.folder
     if src.series is None:
         return chosen.with_columns(

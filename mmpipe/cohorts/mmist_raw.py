@@ -36,7 +36,6 @@ from mmpipe.cohorts.manifest import (
     SUBJECT,
     AdapterOutput,
     QCRecord,
-    check_subject_ids,
     cohort_labels,
     dataset_root,
     modality_specs,
@@ -46,9 +45,8 @@ from mmpipe.cohorts.mmist import (
     CLINICAL_CSV,
     DEFAULT_FIELDS,
     ID_COLUMN,
-    SOURCES,
     SPLIT_COLUMN,
-    _read_csv,
+    read_chosen,
     read_clinical,
 )
 from mmpipe.errors import ConfigError, InputError
@@ -105,9 +103,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     for name, spec in specs.items():
         if spec.is_table:
             continue
-        table_path = root / SOURCES[name].chosen
-        chosen = _read_csv(table_path, [ID_COLUMN, "chosen_exam"])
-        check_subject_ids(chosen[ID_COLUMN], str(table_path))
+        chosen = read_chosen(root, name)
         exam = dict(zip(chosen[ID_COLUMN], chosen["chosen_exam"], strict=True))
         paths: list[str | None] = []
         for sid in ids:

@@ -19,10 +19,10 @@ from mmpipe.errors import ConfigError, InputError
 def setup(job, items) -> None:
     from mmpipe.preprocess.images import ImageTransform
 
-    if job.cfg.get("pooling") not in (None, "mean") or (
-            job.cfg.get("pooling") and job.cfg["type"] != "vgg11_images"):
-        raise ConfigError(f"encoder {job.cfg.get('name')!r}: pooling 'mean' (the block's "
-                          "spatial mean) is a vgg11_images setting")
+    # only vgg11_images reads `pooling` (the config's check refuses it elsewhere)
+    if job.cfg.get("pooling") not in (None, "mean"):
+        raise ConfigError(f"encoder {job.cfg.get('name')!r}: pooling is 'mean' (the block's "
+                          f"spatial mean) or null, not {job.cfg['pooling']!r}")
     max_images = job.cfg.get("max_images")
     if max_images is not None and int(max_images) < 1:
         raise ConfigError(f"encoder {job.cfg.get('name')!r}: max_images must be >= 1")

@@ -232,9 +232,14 @@ class _PlainImageHandle:
     def __init__(self, path: Path):
         from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = None  # a slide is a "decompression bomb" by Pillow's measure
-        with Image.open(path) as img:
-            self._image = img.convert("RGB")
+        # a slide is a "decompression bomb" by Pillow's measure: lift its limit for this
+        # file only, not for every image the process reads afterwards
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as img:
+                self._image = img.convert("RGB")
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
         w, h = self._image.size
         self.level_count = 1
         self.level_dimensions = ((w, h),)
