@@ -1,13 +1,23 @@
 """CLAM slide encoding: ResNet50-trunc features of every kept tile (the bag, with
 level-0 coordinates) and their mean as the slide embedding (CLAM's
-``extract_features_fp.py`` keeps the bag; MMIST averages it)."""
+``extract_features_fp.py`` keeps the bag; MMIST averages it).
+
+Batches of ``batch_size`` tiles span slide boundaries, so slides of a few tiles still
+fill the network's batch. They are read and normalised by ``loader_workers`` threads
+(:func:`mmpipe.encode.prefetch.read_ahead`) while the network encodes the batches before
+them. The batches do not depend on the number of readers, so neither do the features.
+"""
 
 from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mmpipe.encode.job import build_network
+from mmpipe.encode.prefetch import read_ahead
 from mmpipe.errors import InputError
 
 
@@ -18,27 +28,116 @@ def setup(job, items) -> None:
         job.bag_coords = "level-0 (x, y) of each tile"
 
 
+@dataclass
+class _Segment:
+    """Tiles ``start:stop`` of one slide, within a batch."""
+    subject: int                    # index into the items
+    grid: object                    # the slide's TileGrid
+    start: int
+    stop: int
+
+    @property
+    def last(self) -> bool:
+        return self.stop == len(self.grid)
+
+
+class _OpenSlides:
+    """Each slide opened once, by whichever reader thread gets to it first, and closed
+    when its last batch was encoded (OpenSlide handles are safe to share between
+    threads)."""
+
+    def __init__(self, mpp_when_missing):
+        self.mpp_when_missing = mpp_when_missing
+        self.handles: dict[int, object] = {}
+        self.lock = threading.Lock()
+
+    def get(self, k: int, path):
+        from mmpipe.io.slide import open_slide
+
+        with self.lock:
+            if k not in self.handles:
+                self.handles[k] = open_slide(path, mpp_when_missing=self.mpp_when_missing)
+            return self.handles[k]
+
+    def close(self, k: int) -> None:
+        with self.lock:
+            handle = self.handles.pop(k, None)
+        if handle is not None:
+            handle.close()
+
+    def close_all(self) -> None:
+        for k in list(self.handles):
+            self.close(k)
+
+
+def _batches(items, batch_size: int):
+    """Batches of ``batch_size`` tiles (the last one may be short), filled across slide
+    boundaries: a slide of three tiles does not make the network run a batch of three."""
+    from mmpipe.preprocess.tiling import TileGrid
+
+    batch, room = [], batch_size
+    for k, item in enumerate(items):
+        grid = TileGrid.from_frame(item.source[1])
+        start = 0
+        while start < len(grid):
+            stop = min(start + room, len(grid))
+            batch.append(_Segment(k, grid, start, stop))
+            room -= stop - start
+            start = stop
+            if room == 0:
+                yield batch
+                batch, room = [], batch_size
+    if batch:
+        yield batch
+
+
 def run(job, items, writer, progress=None) -> None:
     from mmpipe.encoders.clam import imagenet_tensor
-    from mmpipe.io.slide import open_slide
-    from mmpipe.preprocess.tiling import TileGrid, iter_tile_batches
+    from mmpipe.preprocess.tiling import read_tiles
 
     batch_size = int(job.cfg.get("batch_size", 32))
-    mpp_when_missing = job.params.get("tiling", {}).get("mpp_when_missing")
-    for item in items:
-        path, frame = item.source
-        try:
-            grid = TileGrid.from_frame(frame)
-            feats = []
-            with open_slide(path, mpp_when_missing=mpp_when_missing) as slide:
-                for _idx, tiles in iter_tile_batches(slide, grid, batch_size):
-                    x = imagenet_tensor(tiles).to(job.device)
-                    with torch.inference_mode():
-                        feats.append(job.net(x).float().cpu().numpy())
-        except InputError as err:
-            writer.reject(item.subject_id, err.reason)
-        else:
-            bag = np.concatenate(feats)
-            writer.write(item.subject_id, bag.mean(axis=0), bag=bag, coords=grid.coords)
-        if progress is not None:
-            progress.update(1)
+    workers = int(job.cfg.get("loader_workers", 0))
+    slides = _OpenSlides(job.params.get("tiling", {}).get("mpp_when_missing"))
+
+    def read(batch: list[_Segment]):
+        """(the batch, its readable tiles normalised, per segment the reason its read
+        failed or None)."""
+        tiles, errors = [], []
+        for seg in batch:
+            try:
+                slide = slides.get(seg.subject, items[seg.subject].source[0])
+                tiles.append(read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop)))
+                errors.append(None)
+            except InputError as err:
+                errors.append(err.reason)
+        x = imagenet_tensor(np.concatenate(tiles)) if tiles else None
+        return batch, x, errors
+
+    feats: dict[int, list[np.ndarray]] = {}
+    failed: set[int] = set()
+    try:
+        for batch, x, errors in read_ahead(read, _batches(items, batch_size), workers):
+            out = None
+            if x is not None:
+                with torch.inference_mode():
+                    out = job.net(x.to(job.device)).float().cpu().numpy()
+            at = 0
+            for seg, error in zip(batch, errors, strict=True):
+                k = seg.subject
+                if error is None:
+                    feats.setdefault(k, []).append(out[at:at + seg.stop - seg.start])
+                    at += seg.stop - seg.start
+                elif k not in failed:
+                    failed.add(k)
+                    writer.reject(items[k].subject_id, error)
+                if seg.last:
+                    slides.close(k)
+                    parts = feats.pop(k, [])
+                    if k not in failed:
+                        bag = np.concatenate(parts)
+                        writer.write(items[k].subject_id, bag.mean(axis=0), bag=bag,
+                                     coords=seg.grid.coords)
+                    if progress is not None:
+                        progress.update(1)
+    finally:
+        slides.close_all()

@@ -28,27 +28,49 @@ def setup(job, items) -> None:
     job.state = build_slice_transform(recipe, median_spacing=median_spacing_for(recipe, items))
 
 
+def _write(job, writer, sid: str, per_slice: np.ndarray) -> None:
+    # HyperMM: one block per volume, the element-wise max over its slices
+    emb = per_slice.max(axis=0)
+    if job.cfg.get("pooling") == "mean":
+        emb, per_slice = emb.mean(axis=(1, 2)), per_slice.mean(axis=(2, 3))
+    if job.bag_item_shape is not None:
+        coords = np.arange(len(per_slice), dtype=np.int64)[:, None]
+        writer.write(sid, emb, bag=per_slice, coords=coords)
+    else:
+        writer.write(sid, emb)
+
+
 def run(job, items, writer, progress=None) -> None:
+    """Slices of consecutive volumes share the network's batches (``batch_size`` slices),
+    so a recipe of one slice per volume (HAM's) still runs full batches; which volumes
+    share a batch does not depend on the loader workers."""
     batch_size = int(job.cfg.get("batch_size", 16))
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        slices = torch.cat([t for _, t in pending])
+        blocks = []
+        with torch.inference_mode():
+            for start in range(0, len(slices), batch_size):
+                chunk = slices[start:start + batch_size].to(job.device)
+                blocks.append(job.net(chunk).float().cpu())
+        per_slice = torch.cat(blocks).numpy()
+        at = 0
+        for sid, t in pending:
+            _write(job, writer, sid, per_slice[at:at + len(t)])
+            at += len(t)
+        pending.clear()
+
     for sid, slices, error in load_volumes(items, job.state,
                                            int(job.cfg.get("loader_workers", 0))):
         if error:
             writer.reject(sid, error)
         else:
-            blocks = []
-            with torch.inference_mode():
-                for start in range(0, len(slices), batch_size):
-                    chunk = slices[start:start + batch_size].to(job.device)
-                    blocks.append(job.net(chunk).float().cpu())
-            per_slice = torch.cat(blocks).numpy()
-            # HyperMM: one block per volume, the element-wise max over its slices
-            emb = per_slice.max(axis=0)
-            if job.cfg.get("pooling") == "mean":
-                emb, per_slice = emb.mean(axis=(1, 2)), per_slice.mean(axis=(2, 3))
-            if job.bag_item_shape is not None:
-                coords = np.arange(len(per_slice), dtype=np.int64)[:, None]
-                writer.write(sid, emb, bag=per_slice, coords=coords)
-            else:
-                writer.write(sid, emb)
+            pending.append((sid, slices))
+            if sum(len(t) for _, t in pending) >= batch_size:
+                flush()
         if progress is not None:
             progress.update(1)
+    flush()

@@ -1,0 +1,44 @@
+"""Reading ahead of the network: ``fn(item)`` for a stream of items, computed by worker
+threads while the caller runs the forward pass on earlier results, in order, with at
+most a bounded number of results waiting (memory stays at ``depth`` batches however
+long the cohort).
+
+Threads, not processes, for the slide loop: OpenSlide, libtiff and Pillow decode
+outside the GIL, so threads read tiles in parallel, and an open slide handle is shared
+without pickling it. The volume loops use DataLoader worker processes instead (MONAI's
+transforms hold the GIL).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def read_ahead(fn: Callable[[T], R], items: Iterable[T], workers: int,
+               depth: int | None = None) -> Iterator[R]:
+    """``fn(item)`` for each item, in the items' order. ``workers`` 0 computes each
+    result when it is asked for (no thread); otherwise ``workers`` threads keep up to
+    ``depth`` (default ``2 × workers``) results ready. An exception raised by ``fn``
+    reaches the caller at that item's turn; a caller that stops early cancels what was
+    not started."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    depth = max(int(depth or 2 * workers), 1)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmpipe-read")
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

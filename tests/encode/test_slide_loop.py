@@ -1,0 +1,102 @@
+"""The slide loop reads tiles ahead of the network in threads: the features must not
+depend on the number of readers, and a slide that breaks after tiling is rejected alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("openslide")
+
+from mmpipe.encode import slide as slide_loop  # noqa: E402
+from mmpipe.encode.inputs import SubjectInput  # noqa: E402
+from mmpipe.encode.job import EncodeJob  # noqa: E402
+from mmpipe.encode.prefetch import read_ahead  # noqa: E402
+from mmpipe.io.slide import open_slide  # noqa: E402
+from mmpipe.io.tiff_writer import write_pyramidal_tiff  # noqa: E402
+from mmpipe.preprocess.tiling import TilingParams, tile_grid  # noqa: E402
+
+
+class _Writer:
+    def __init__(self):
+        self.rows, self.rejected = {}, {}
+
+    def write(self, sid, emb, bag=None, coords=None):
+        self.rows[sid] = (np.asarray(emb), np.asarray(bag), np.asarray(coords))
+
+    def reject(self, sid, reason):
+        self.rejected[sid] = reason
+
+
+def _slide(path, seed):
+    rng = np.random.default_rng(seed)
+    rgb = np.full((384, 384, 3), 243, np.uint8)
+    rgb[64:352, 48:336] = rng.integers(80, 200, size=(288, 288, 3), dtype=np.uint8)
+    return write_pyramidal_tiff(path, rgb, mpp=0.5, tile=128, n_levels=2,
+                                compression="deflate")
+
+
+@pytest.fixture
+def slides(tmp_path):
+    params = TilingParams(target_mpp=0.5, tile_size=64, max_tiles=5, min_tissue_fraction=0.5,
+                          mask_max_size=384, mpp_when_missing=None, seed=0)
+    items = []
+    for k in range(4):
+        path = _slide(tmp_path / f"s{k}.tiff", k)
+        with open_slide(path) as s:
+            grid = tile_grid(s, params)
+        items.append(SubjectInput(f"s{k}", "ok", "", (path, grid.to_frame(f"s{k}"))))
+    return items
+
+
+def _encode(items, workers):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 7, stride=4), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten()).eval()
+    job = EncodeJob(cfg={"batch_size": 2, "loader_workers": workers}, params={}, modality="wsi",
+                    device=torch.device("cpu"), net=net)
+    writer = _Writer()
+    slide_loop.run(job, items, writer)
+    return writer
+
+
+def test_features_do_not_depend_on_the_number_of_readers(slides):
+    one, three = _encode(slides, 0), _encode(slides, 3)
+    assert sorted(one.rows) == [f"s{k}" for k in range(4)] and not one.rejected
+    for sid, (emb, bag, coords) in one.rows.items():
+        assert len(bag) == 5 and np.array_equal(coords, three.rows[sid][2])
+        np.testing.assert_array_equal(bag, three.rows[sid][1])
+        np.testing.assert_array_equal(emb, three.rows[sid][0])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_slide_broken_after_tiling_is_rejected_and_the_others_written(slides, workers):
+    path = slides[1].source[0]
+    path.write_bytes(path.read_bytes()[:200])
+    out = _encode(slides, workers)
+    assert sorted(out.rows) == ["s0", "s2", "s3"]
+    assert list(out.rejected) == ["s1"] and str(path) in out.rejected["s1"]
+
+
+def test_read_ahead_keeps_order_bounds_the_queue_and_raises_in_turn():
+    started, lock = [], threading.Lock()
+
+    def slow(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.01 * (5 - i % 5))  # later items finish first
+        if i == 7:
+            raise ValueError("item 7")
+        return i * i
+
+    out = read_ahead(slow, range(20), workers=3, depth=4)
+    got = [next(out) for _ in range(7)]
+    assert got == [i * i for i in range(7)]
+    assert max(started) <= 7 + 4  # never more than `depth` results ahead of the caller
+    with pytest.raises(ValueError, match="item 7"):
+        next(out)
+    assert list(read_ahead(lambda i: -i, range(5), workers=0)) == [0, -1, -2, -3, -4]
