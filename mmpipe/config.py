@@ -291,7 +291,8 @@ def benchmark_settings(cfg: dict, cohort_name: str) -> dict:
     if not bench:
         raise ConfigError(f"cohort {cohort_name!r} has no 'benchmark' section")
     overrides = {k: v for k, v in bench.items()
-                 if k in ("seeds", "scenarios", "ratios", "normalize", "train_jobs")}
+                 if k in ("seeds", "scenarios", "ratios", "normalize", "keep_models",
+                          "train_jobs")}
     settings = {**cfg["benchmark"], **overrides, "label": bench["label"]}
     # a cohort's selection and tuning settings amend the global ones key by key
     for key in ("selection", "tuning"):

@@ -161,6 +161,7 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         "normalize": normalize,
         "evaluate_subsets": s["evaluate_subsets"],
         "seeds": sorted(s["seeds"]),
+        "keep_models": s["keep_models"],
         "selection": s["selection"],
         "tuning": s["tuning"],
         "code": code_key("bench/run", implementation.split(":")[0]),

@@ -145,13 +145,39 @@ def _train_cell(layout: CohortLayout, data: BenchData, dropped: list[dict], trai
                 scenario: str, rate: float, cell_dir: Path, *, meta: dict[str, Any],
                 device: str) -> list[dict[str, Any]]:
     signature = params_hash(train)
-    return [run_seed(data, dropped, train["feature_set"], train["label"], train["method"],
-                     layout.split(seed), layout.mask(scenario, rate, seed),
-                     cell_dir / seed_name(seed), seed=seed, meta=meta,
-                     normalize=train["normalize"], evaluate_subsets=train["evaluate_subsets"],
-                     device=device, train_hash=signature, selection=train.get("selection"),
-                     tuning=train.get("tuning"))
-            for seed in sorted(train["seeds"])]
+    keep = train.get("keep_models", "all")
+    results = [run_seed(data, dropped, train["feature_set"], train["label"], train["method"],
+                        layout.split(seed), layout.mask(scenario, rate, seed),
+                        cell_dir / seed_name(seed), seed=seed, meta=meta,
+                        normalize=train["normalize"],
+                        evaluate_subsets=train["evaluate_subsets"], device=device,
+                        train_hash=signature, selection=train.get("selection"),
+                        tuning=train.get("tuning"), keep_model=keep != "none")
+               for seed in sorted(train["seeds"])]
+    if keep == "best":
+        _keep_best_model(cell_dir, results)
+    return results
+
+
+def best_validation_seed(results: list[dict[str, Any]]) -> int | None:
+    """The trained seed with the highest validation AUC (the lowest seed on a tie); the
+    test split plays no part. None when no seed trained."""
+    scored = [(r["val"]["auc"], -r["seed"]) for r in results
+              if r["trained"] and r["val"]["auc"] is not None and np.isfinite(r["val"]["auc"])]
+    return -max(scored)[1] if scored else None
+
+
+def _keep_best_model(cell_dir: Path, results: list[dict[str, Any]]) -> None:
+    """``keep_models: best``: only the best validation seed's ``model.pt`` stays; every
+    seed's ``metrics.json`` says which seed holds the cell's weights."""
+    best = best_validation_seed(results)
+    for r in results:
+        run_dir = cell_dir / seed_name(r["seed"])
+        if r["seed"] != best:
+            (run_dir / MODEL).unlink(missing_ok=True)
+        r["model"] = MODEL if r["seed"] == best else None
+        r["model_seed"] = best
+        (run_dir / METRICS).write_text(json.dumps(r, indent=2, default=float))
 
 
 def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,
@@ -159,10 +185,11 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
              out_dir: str | Path, *, seed: int, meta: dict[str, Any], normalize: str = "zscore",
              evaluate_subsets: bool = True, device: str = "cpu",
              train_hash: str | None = None, selection: dict[str, Any] | None = None,
-             tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+             tuning: dict[str, Any] | None = None, keep_model: bool = True) -> dict[str, Any]:
     """One seed on already loaded features (see :func:`run_experiment`): the tuning
     budget spent and the model chosen on the training and validation splits
-    (:mod:`mmpipe.bench.selection`), then scored on the test split."""
+    (:mod:`mmpipe.bench.selection`), then scored on the test split. ``keep_model``
+    False writes no ``model.pt`` (``benchmark.keep_models: none``)."""
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
     data = _apply_mask(data, Path(mask_path))
     idx = _split_indices(data, Path(split_path))
@@ -258,17 +285,20 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "feature_set": meta.get("feature_set"),
             "encoders": feature_set, "normalize": normalize, "device": str(device),
             "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
+            # the run's weights file in its folder, or None (benchmark.keep_models)
+            "model": MODEL if keep_model else None,
         }
         pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / PREDICTIONS)
         (tmp / METRICS).write_text(json.dumps(out, indent=2, default=float))
         # neural and sklearn methods both expose state_dict()/load_state_dict() of plain data
         ensemble = {"ensemble": len(method.members)} if isinstance(method, FoldEnsemble) else {}
-        save_bundle(tmp / MODEL, method={**method_cfg, **chosen}, state=method.state_dict(),
-                    **ensemble,
-                    modalities=data.modalities, shapes=data.shapes(), n_classes=data.n_classes,
-                    label=label, label_values=list(data.label_values),
-                    normalizer=normalizer.state_dict(), feature_set=feature_set,
-                    encodings=data.provenance, meta=meta)
+        if keep_model:
+            save_bundle(tmp / MODEL, method={**method_cfg, **chosen},
+                        state=method.state_dict(), **ensemble, modalities=data.modalities,
+                        shapes=data.shapes(), n_classes=data.n_classes, label=label,
+                        label_values=list(data.label_values),
+                        normalizer=normalizer.state_dict(), feature_set=feature_set,
+                        encodings=data.provenance, meta=meta)
     log.info("%s on %s (%s %.1f, seed %d): test balanced accuracy %.3f, AUC %.3f",
              method_cfg["type"], meta.get("feature_set"), meta.get("scenario"),
              meta.get("rate", 0.0), seed, metrics["test"]["balanced_accuracy"],

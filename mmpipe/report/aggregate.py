@@ -399,18 +399,37 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     return names
 
 
+def _weights_line(kept: list[Path], runs: int) -> str:
+    """Where the runs' ``model.pt`` files are (``benchmark.keep_models``), for ``mmpipe
+    predict``."""
+    if not kept:
+        return (f"No run kept its weights (`benchmark.keep_models: none`): the {runs} runs "
+                "left metrics and predictions only.")
+    where = "runs/<feature set>/<method>/<scenario>-<rate>/seed<S>/model.pt"
+    if len(kept) == runs:
+        return (f"Every run's weights are kept (`benchmark.keep_models: all`), {len(kept)} "
+                f"files: `{where}` beside each run's metrics, for `mmpipe predict`.")
+    return (f"{len(kept)} of {runs} runs kept their weights (`benchmark.keep_models: best`: "
+            "in each cell the seed with the best validation AUC, named by `model_seed` in "
+            f"every run's metrics.json): `{where}`.")
+
+
 def _append_notes(table_md: Path, metrics_paths: list[Path],
                   flags: pl.DataFrame | None = None, summary: pl.DataFrame | None = None
                   ) -> None:
-    """Add the flagged runs (collapsed, first-epoch, not trained; per method and group)
-    and what the methods say about themselves under the Markdown table, so neither is
-    only in a log."""
+    """Add the flagged runs (collapsed, first-epoch, not trained; per method and group),
+    where the runs' weights are, and what the methods say about themselves under the
+    Markdown table, so none of it is only in a log."""
     from mmpipe.report.summary import flags_markdown
 
     flag_lines = flags_markdown(flags, summary) if flags is not None and len(flags) else []
     notes: dict[str, set[str]] = {}
+    kept, runs = [], 0
     for path in metrics_paths:
         m = json.loads(path.read_text())
+        runs += 1
+        if m.get("model"):
+            kept.append(path.parent / m["model"])
         for note in m.get("method_notes", []):
             # the row already names the method: drop a note's own "type: " prefix
             note = note.removeprefix(f"{m.get('method_type')}: ")
@@ -419,9 +438,8 @@ def _append_notes(table_md: Path, metrics_paths: list[Path],
             notes.setdefault(m.get("method", "?"), set()).add(
                 f"not trained in {m.get('scenario')} {m.get('rate')} seed {m.get('seed')}: "
                 + "; ".join(n for n in m.get("notes", []) if n.startswith("not trained")))
-    if not notes and not flag_lines:
-        return
     lines = ["", *flag_lines] if flag_lines else []
+    lines += ["", "## Model weights", "", _weights_line(kept, runs)]
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- **{method}**: {note}" for method in sorted(notes)

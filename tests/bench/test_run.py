@@ -207,3 +207,30 @@ def test_a_method_job_trains_every_cell_and_appears_whole_or_not_at_all(cohort, 
     with pytest.raises(RuntimeError, match="boom"):
         run_cells(layout, train, ["natural-0.0", "mcar-0.4"], tmp_path / "m2", meta=meta)
     assert not [p for p in tmp_path.iterdir() if "m2" in p.name]
+
+
+@pytest.mark.parametrize("keep", ["all", "best", "none"])
+def test_keep_models_keeps_every_seed_the_best_validation_seed_or_none(cohort, tmp_path, keep):
+    root, cohort_dir = cohort
+    layout = _layout_with(cohort_dir, tmp_path, {"natural-0.0": {}}, (0, 1, 2))
+    train = {**_train({"type": "concat_zero", "max_epochs": 5}, [0, 1, 2]), "keep_models": keep}
+    cell = tmp_path / "cell"
+    results = run_cell(layout, train, "natural", 0.0, cell,
+                       meta={"cohort": "toy", "feature_set": "all", "method": "concat_zero"})
+    kept = sorted(p.parent.name for p in cell.glob("seed*/model.pt"))
+    saved = {r["seed"]: json.loads((cell / f"seed{r['seed']}" / "metrics.json").read_text())
+             for r in results}
+    if keep == "all":
+        assert kept == ["seed0", "seed1", "seed2"]
+        assert all(m["model"] == "model.pt" for m in saved.values())
+    elif keep == "none":
+        assert kept == [] and all(m["model"] is None for m in saved.values())
+    else:
+        val_auc = {s: m["val"]["auc"] for s, m in saved.items()}
+        best = max(sorted(val_auc), key=lambda s: val_auc[s])  # the lowest seed on a tie
+        assert kept == [f"seed{best}"]
+        assert {s: m["model"] for s, m in saved.items()} == {
+            s: "model.pt" if s == best else None for s in saved}
+        assert all(m["model_seed"] == best for m in saved.values())
+        # the test split plays no part: a seed with a better test AUC is not kept for it
+        assert saved[best]["val"]["auc"] == max(val_auc.values())

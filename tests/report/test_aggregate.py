@@ -86,7 +86,9 @@ def write_fake_runs(root: Path, cohort: str = "demo", feature_set: str = "all"):
                        "best_epoch": {"train": 4}, "n_classes": 2,
                        "label_values": ["alive", "dead"],
                        "flags": _flags(method, scenario, seed),
-                       "hparams": {}, "n_train": 60, "n_val": 10, "n_test": 30, "notes": []}
+                       "hparams": {}, "n_train": 60, "n_val": 10, "n_test": 30, "notes": [],
+                       # keep_models: best, seed 1 of each cell holding the weights
+                       "model": "model.pt" if seed == 1 else None, "model_seed": 1}
                 (d / "metrics.json").write_text(json.dumps(out))
                 _predictions(rng).write_parquet(d / "predictions.parquet")
                 metrics_paths.append(d / "metrics.json")
@@ -275,6 +277,10 @@ def test_build_report_writes_declared_files(fake_runs, tmp_path):
     assert ("- **concat_zero**, Natural missingness: collapsed to one class on 2 of 3 seeds "
             "(seed 0, 1): every test prediction (30 subjects) is class 0") in md
     assert "F1 (positive: dead)" in md
+    # where the weights are, as the runs recorded it
+    runs = len(fake_runs[0])
+    assert (f"## Model weights\n\n{runs // 3} of {runs} runs kept their weights "
+            "(`benchmark.keep_models: best`") in md
 
 
 def test_a_group_without_runs_gets_no_figure(fake_runs, tmp_path):
