@@ -55,12 +55,12 @@ def cmd_manifest(args) -> None:
 
 
 def cmd_encode(args) -> None:
-    from mmpipe.encode.run import encode_store, skip_transformers_import
+    from mmpipe.encode.run import encode_store, skip_unused_imports
     from mmpipe.encoders.registry import execution_settings
     from mmpipe.params import encoder_params
 
     cfg = _config(args)
-    skip_transformers_import(cfg["encoders"][args.encoder]["type"])  # a command's own process
+    skip_unused_imports(cfg["encoders"][args.encoder]["type"])  # a command's own process
     layout = _layout(cfg, args.cohort)
     params = encoder_params(cfg, args.cohort, args.modality, args.encoder)
     kind = params["kind"]

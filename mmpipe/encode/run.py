@@ -61,18 +61,27 @@ def _log_summary(inputs: list[SubjectInput], modality: str) -> None:
     log.info("%s: %d subjects, inputs %s", modality, len(inputs), counts)
 
 
-def skip_transformers_import(encoder_type: str) -> None:
-    """In a process that encodes one store with a type that does not use transformers,
-    make ``import transformers`` fail: ``import monai`` imports every MONAI submodule, and
-    its transformer networks (transchex) import transformers, about 4 s of an encode
-    job's start-up. MONAI's optional import then records the package as missing and goes
-    on; code that does need it fails with an ImportError, never silently. Only for a
-    process that ends with the job (the ``encode`` rule, ``mmpipe encode``), before
-    anything imports MONAI: it changes the process's imports for good."""
+# what MONAI imports (``import monai`` imports every submodule, each optional dependency
+# it finds) and an encoding job never uses: plotting (monai.visualize, jupyter_utils)
+NEVER_IN_AN_ENCODING_JOB = ("matplotlib",)
+
+
+def skip_unused_imports(encoder_type: str) -> None:
+    """In a process that encodes one store, make ``import`` fail for what MONAI would
+    import and the job never uses: transformers (about 4 s: MONAI's transchex imports it)
+    unless the encoder type uses it, and matplotlib (about 0.5 s). MONAI's optional
+    import then records the package as missing and goes on; code that does need it fails
+    with an ImportError, never silently. Only for a process that ends with the job (the
+    ``encode`` rule, ``mmpipe encode``), before anything imports MONAI: it changes the
+    process's imports for good."""
     from mmpipe.encoders.registry import get_encoder_type
 
-    if not get_encoder_type(encoder_type).uses_transformers and "transformers" not in sys.modules:
-        sys.modules["transformers"] = None  # type: ignore[assignment]
+    unused = list(NEVER_IN_AN_ENCODING_JOB)
+    if not get_encoder_type(encoder_type).uses_transformers:
+        unused.append("transformers")
+    for name in unused:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
 
 
 def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str | Path, *,

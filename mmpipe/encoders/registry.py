@@ -60,7 +60,7 @@ class EncoderType:
     # their content's hash, not their path
     weight_files: tuple[str, ...] = ()
     # imports Hugging Face transformers (the text encoder); the others' jobs keep MONAI
-    # from importing it (mmpipe.encode.run.skip_transformers_import)
+    # from importing it (mmpipe.encode.run.skip_unused_imports)
     uses_transformers: bool = False
 
     def loop_module(self) -> ModuleType:

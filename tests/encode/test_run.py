@@ -226,23 +226,29 @@ def test_mmist_ccrcc_stores_match_the_release(tmp_path, cfg, shared_data):
 
 SKIP_IN_A_CHILD = """
 import sys
-from mmpipe.encode.run import skip_transformers_import
-skip_transformers_import(sys.argv[1])
+from mmpipe.encode.run import skip_unused_imports
+skip_unused_imports(sys.argv[1])
 import monai.networks.nets  # MONAI imports every submodule; transchex wants transformers
 print("transformers" in sys.modules and sys.modules["transformers"] is not None)
+print(sys.modules.get("matplotlib", "absent") is None)
 try:
     import transformers  # noqa: F401
 except ImportError:
     print("refused")
+try:
+    import matplotlib.pyplot  # noqa: F401
+except ImportError:
+    print("no-plotting")
 """
 
 
 @pytest.mark.parametrize("encoder_type,loaded", [("med3d", "False"), ("text", "True")])
-def test_image_encoder_jobs_start_without_transformers(encoder_type, loaded):
+def test_encoding_jobs_start_without_what_they_never_use(encoder_type, loaded):
     """An image encoder's job does not pay for transformers (about 4 s of its start-up,
-    imported by MONAI's transchex); code that needs it fails loudly, and the text
-    encoder keeps it."""
+    imported by MONAI's transchex), and no encoding job for matplotlib; code that needs
+    them fails loudly, and the text encoder keeps transformers."""
     out = subprocess.run([sys.executable, "-c", SKIP_IN_A_CHILD, encoder_type],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == loaded
+    assert out[1] == "True" and "no-plotting" in out  # MONAI went on without it
     assert ("refused" in out) == (loaded == "False")
