@@ -25,6 +25,7 @@ import torch
 
 from mmpipe.bench.data import BenchData
 from mmpipe.bench.metrics import classification_metrics
+from mmpipe.bench.optim import CosineSchedule, FusedAdam, adam
 from mmpipe.methods import BATCH_KEYS, PHASE_KEYS
 from mmpipe.methods.base import FusionMethod, Phase
 
@@ -68,27 +69,14 @@ def _tensors(data: BenchData, device: torch.device) -> tuple[dict[str, torch.Ten
     return x, present, y
 
 
-def adam_implementation(params: list[torch.nn.Parameter]) -> dict[str, bool]:
-    """``fused=True`` for Adam and AdamW when every parameter is a float tensor on the
-    CPU or a CUDA device: one kernel per step instead of a Python loop of elementwise ops
-    per tensor. Same update rule (a test compares the two). Measured on one CPU core with
-    torch 2.13: a step of a 67M-parameter layer (HyperMM's hypernetwork on VGG11 blocks)
-    0.56 s per-tensor, 0.05 s fused; the demo's ``hypermm_blocks`` job went from 72 s to
-    57 s, its results unchanged to three decimals."""
-    fusable = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
-                                   for p in params)
-    return {"fused": True} if fusable else {}
-
-
-def _optimizer(phase: Phase, params) -> torch.optim.Optimizer:
+def _optimizer(phase: Phase, params):
+    """Adam and AdamW through :class:`~mmpipe.bench.optim.FusedAdam` (torch's fused kernel,
+    without torch.optim's start-up and per-step Python); RMSprop and SGD from torch.optim."""
     params = [p for p in params if p.requires_grad]
     kind = phase.optimizer.lower()
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=phase.lr, weight_decay=phase.weight_decay,
-                                **adam_implementation(params))
-    if kind == "adamw":
-        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay,
-                                 **adam_implementation(params))
+    if kind in ("adam", "adamw"):
+        return adam(params, lr=phase.lr, weight_decay=phase.weight_decay,
+                    decoupled=kind == "adamw")
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
     if kind == "sgd":
@@ -96,10 +84,12 @@ def _optimizer(phase: Phase, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {phase.optimizer!r}")
 
 
-def _scheduler(phase: Phase, opt: torch.optim.Optimizer):
+def _scheduler(phase: Phase, opt):
     if phase.schedule is None:
         return None
     if phase.schedule == "cosine":
+        if isinstance(opt, FusedAdam):
+            return CosineSchedule(opt, max(phase.max_epochs, 1))
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(phase.max_epochs, 1))
     raise ValueError(f"unknown schedule {phase.schedule!r} (cosine | null)")
 

@@ -63,7 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.bench.trainer import adam_implementation
+from mmpipe.bench.optim import adam
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
 from mmpipe.methods.blocks import flat_dim, flat_zero_filled
 
@@ -244,7 +244,7 @@ class DRIM(FusionMethod):
         self.head = nn.Linear(dim, self.n_classes)
         self.discriminators = nn.ModuleDict({
             m: discriminator(dim, int(hp["disc_hidden"]), dropout) for m in self.modalities})
-        self._disc_optimizer: torch.optim.Optimizer | None = None
+        self._disc_optimizer = None  # mmpipe.bench.optim.adam, made at the first step
 
     # -- forward ---------------------------------------------------------------------------
     def embed(self, x, present) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,10 +332,9 @@ class DRIM(FusionMethod):
         """One AdamW step of the discriminators (their own optimiser, official settings)."""
         if self._disc_optimizer is None:
             params = list(self.discriminators.parameters())
-            self._disc_optimizer = torch.optim.AdamW(
-                params, lr=float(self.hparams["disc_lr"]),
-                weight_decay=float(self.hparams["disc_weight_decay"]),
-                **adam_implementation(params))
+            self._disc_optimizer = adam(params, lr=float(self.hparams["disc_lr"]),
+                                        weight_decay=float(self.hparams["disc_weight_decay"]),
+                                        decoupled=True)
         loss = self.discriminator_loss(pairs)
         self._disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
