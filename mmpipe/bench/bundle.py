@@ -70,7 +70,9 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / MODEL
     if not path.is_file():
-        raise ModelBundleError(f"{path}: no model file (a run directory holds {MODEL})")
+        raise ModelBundleError(f"{path}: no model file (a run directory holds {MODEL} "
+                               "unless benchmark.keep_models was 'best' or 'none': its "
+                               "metrics.json names the seed that kept it, model_seed)")
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

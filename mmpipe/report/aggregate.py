@@ -399,17 +399,17 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     return names
 
 
-def _weights_line(kept: list[Path], runs: int) -> str:
+def _weights_line(kept: int, runs: int) -> str:
     """Where the runs' ``model.pt`` files are (``benchmark.keep_models``), for ``mmpipe
     predict``."""
     if not kept:
         return (f"No run kept its weights (`benchmark.keep_models: none`): the {runs} runs "
                 "left metrics and predictions only.")
     where = "runs/<feature set>/<method>/<scenario>-<rate>/seed<S>/model.pt"
-    if len(kept) == runs:
-        return (f"Every run's weights are kept (`benchmark.keep_models: all`), {len(kept)} "
+    if kept == runs:
+        return (f"Every run's weights are kept (`benchmark.keep_models: all`), {kept} "
                 f"files: `{where}` beside each run's metrics, for `mmpipe predict`.")
-    return (f"{len(kept)} of {runs} runs kept their weights (`benchmark.keep_models: best`: "
+    return (f"{kept} of {runs} runs kept their weights (`benchmark.keep_models: best`: "
             "in each cell the seed with the best validation AUC, named by `model_seed` in "
             f"every run's metrics.json): `{where}`.")
 
@@ -424,12 +424,11 @@ def _append_notes(table_md: Path, metrics_paths: list[Path],
 
     flag_lines = flags_markdown(flags, summary) if flags is not None and len(flags) else []
     notes: dict[str, set[str]] = {}
-    kept, runs = [], 0
+    kept = runs = 0
     for path in metrics_paths:
         m = json.loads(path.read_text())
         runs += 1
-        if m.get("model"):
-            kept.append(path.parent / m["model"])
+        kept += bool(m.get("model"))
         for note in m.get("method_notes", []):
             # the row already names the method: drop a note's own "type: " prefix
             note = note.removeprefix(f"{m.get('method_type')}: ")
