@@ -1,50 +1,53 @@
-"""Training seconds per run of every method on MMIST-sized data, and the wall time of
-the default stage-2 grid.
+"""Every method's training against the machine's matmul rate, and the disk a run leaves.
 
-1. Per method: one run (default hyper-parameters, one seed, natural missingness) on
-   MMIST-ccRCC-sized features: the real stores when `results/mmist_ccrcc` holds them,
-   otherwise synthetic features of the same size and availability (618 subjects; CT 512-d
-   for 39 %, MRI 512-d for 8 %, WSI 1024-d and clinical 384-d for all). Prints training
-   seconds, epochs and trainable parameters.
-2. With --grid: the wall time of `snakemake --cores N` over the demo's whole stage-2 grid
-   (every split, mask, training job and the report), stage 1 already built.
+Per method: one training run (default hyper-parameters, seed 0, natural missingness, one
+thread as the ``train`` rule runs) on MMIST-ccRCC-sized features: the real stores when
+``results/mmist_ccrcc`` holds them, otherwise synthetic features of the same size and
+availability (618 subjects; CT 512-d for 39 %, MRI 512-d for 8 %, WSI 1024-d and the
+clinical table for all). Printed: CPU-seconds of the run, its FLOPs (every forward,
+backward and validation pass of that run, counted by ``torch.utils.flop_counter`` in a
+second, identical run), the achieved fraction of the one-thread matmul rate, where the
+CPU went when that fraction is under half (``torch.profiler`` self time of matmul
+operators and of the others over the run's first epochs; the rest is Python), and the
+size of its ``model.pt``. Rows print as each method finishes.
 
-    python benchmarks/training_time.py [--methods mmare deepsets] [--grid --cores 2]
+    python benchmarks/training_time.py [--methods mmare deepsets] [--rate GFLOPS]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
-import subprocess
-import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
+from mmpipe.bench.bundle import save_bundle
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
-from mmpipe.bench.metrics import classification_metrics
 from mmpipe.bench.run import build_method
 from mmpipe.bench.splits import stratified_split
-from mmpipe.bench.trainer import TRAIN_DEFAULTS, NotTrainable, fit, predict_proba
+from mmpipe.bench.trainer import TRAIN_DEFAULTS, NotTrainable, fit
 from mmpipe.config import load_config
 from mmpipe.layout import CohortLayout
 
 REPO = Path(__file__).resolve().parents[1]
-MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (384, 1.0)}
+MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (49, 1.0)}
+# the grid's feature set most MMIST-ccRCC cells train on
+FEATURE_SET = {"ct": "precomputed", "mri": "precomputed", "wsi": "precomputed",
+               "clinical": "tabular"}
 
 
 def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
     cohort = CohortLayout.of(REPO / "results", "mmist_ccrcc")
-    fs = {"ct": "precomputed", "mri": "precomputed", "wsi": "precomputed",
-          "clinical": "text_minilm"}
-    if all(cohort.store(m, e).exists() for m, e in fs.items()):
-        data, _ = load_feature_set(cohort.root, fs, "vital_status_12")
-        return data, "real MMIST-ccRCC stores"
+    if all(cohort.store(m, e).exists() for m, e in FEATURE_SET.items()):
+        data, _ = load_feature_set(cohort.root, FEATURE_SET, "vital_status_12")
+        return data, "real MMIST-ccRCC stores (results/mmist_ccrcc)"
     rng = np.random.default_rng(seed)
     n = 618
     y = (rng.random(n) < 75 / 618).astype(np.int64) ^ 1
@@ -55,59 +58,198 @@ def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
                      present=present, modalities=list(MMIST), n_classes=2), "synthetic, MMIST-sized"
 
 
-def time_methods(names: list[str] | None) -> None:
-    cfg = load_config(REPO / "config.yaml")
-    data, source = mmist_sized()
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+              "aten::mkldnn_convolution", "aten::convolution_backward",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+PROFILED_EPOCHS = 10  # of each phase: the steady state, at bounded profiler memory
+
+
+def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
+                ) -> tuple[float, float, list[tuple[str, float]]]:
+    """Shares of CPU inside matmul operators, inside every other ATen operator (self
+    time, ``torch.profiler``) and the two largest of those, over the first epochs of the
+    same run; the rest is Python."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        cpu = time.process_time()
+        _fit(mcfg, data, train, val, {"max_epochs": PROFILED_EPOCHS, "patience": 10**6})
+        cpu = time.process_time() - cpu
+    matmul, others = 0.0, {}
+    for event in prof.key_averages():
+        if event.key in MATMUL_OPS:
+            matmul += event.self_cpu_time_total / 1e6
+        elif event.key.startswith("aten::"):
+            others[event.key.removeprefix("aten::")] = event.self_cpu_time_total / 1e6 / cpu
+    top = sorted(others.items(), key=lambda kv: -kv[1])[:2]
+    return matmul / cpu, sum(others.values()), top
+
+
+@dataclass
+class MethodFigures:
+    name: str
+    parameters: int
+    epochs: str
+    cpu_seconds: float
+    wall_seconds: float
+    flops: float | None        # None: not a torch method
+    matmul_share: float | None  # of the profiled run's CPU: matmul operators
+    other_share: float | None   # every other ATen operator (the rest is Python)
+    top_others: list[tuple[str, float]]  # the two largest of those, with their shares
+    model_bytes: int
+    note: str = ""
+
+    def fraction(self, rate_gflops: float) -> float | None:
+        if self.flops is None or self.cpu_seconds <= 0:
+            return None
+        return self.flops / (self.cpu_seconds * rate_gflops * 1e9)
+
+    def why(self, rate_gflops: float) -> str:
+        """Why a run stays under half the matmul rate, from its own counts."""
+        if self.note:
+            return self.note
+        frac = self.fraction(rate_gflops)
+        if frac is None:
+            return "not torch: a scikit-learn fit, FLOPs not counted"
+        if frac >= 0.5:
+            return ""
+        python = max(0.0, 1 - self.matmul_share - self.other_share)
+        top = ", ".join(f"{name} {share:.0%}" for name, share in self.top_others)
+        return (f"CPU: matmul {self.matmul_share:.0%}, other operators "
+                f"{self.other_share:.0%} ({top}), Python {python:.0%}")
+
+
+def _splits(data: BenchData):
     split = stratified_split(data.subject_id.tolist(), data.y, data.patterns(), 0)["split"]
     split = np.asarray(split.to_list())
     train, val, test = (data.subset(np.flatnonzero(split == k)) for k in ("train", "val", "test"))
-    norm = Normalizer("zscore").fit(train)
-    train, val, test = (norm.transform(d) for d in (train, val, test))
-    print(f"data: {source}; {len(train.y)}/{len(val.y)}/{len(test.y)} train/val/test")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, cpu")
-    print(f"{'method':28s} {'train s':>8s} {'epochs':>14s} {'params':>10s} {'test AUC':>8s}")
-    methods = {k: v for k, v in cfg["methods"].items() if names is None or k in names}
+    norm = Normalizer("l2").fit(train)
+    return tuple(norm.transform(d) for d in (train, val, test))
+
+
+def _fit(mcfg: dict, data: BenchData, train: BenchData, val: BenchData,
+         overrides: dict | None = None):
+    torch.manual_seed(0)  # as run_seed: the initial weights too, so both runs are one run
+    method = build_method(mcfg, data)
+    train_cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in getattr(method, "hparams", {}).items()
+                                      if k in TRAIN_DEFAULTS}, **(overrides or {})}
+    return method, fit(method, train, val, train_cfg, seed=0)
+
+
+def method_figures(methods: dict[str, dict], data: BenchData, rate: float
+                   ) -> list[MethodFigures]:
+    """One run of each method, timed; then the same run again under the FLOP counter and
+    the operator timer. Each row is printed as it is measured."""
+    train, val, _ = _splits(data)
+    # the first optimiser of a process imports torch._dynamo: a job's start-up (timed in
+    # the start-up table), not any method's training
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    print(METHOD_HEADER, flush=True)
+    rows = []
     for name, mcfg in methods.items():
-        if mcfg["type"] == "single" and "modality" not in mcfg:
-            mcfg = {**mcfg, "modality": "wsi"}
-            name = f"{name}_wsi"
         mcfg = {k: v for k, v in mcfg.items() if k != "normalize"}
-        method = build_method(mcfg, data)
-        train_cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in getattr(method, "hparams", {}).items()
-                                          if k in TRAIN_DEFAULTS}}
-        start = time.perf_counter()
+        if mcfg["type"] == "single" and "modality" not in mcfg:
+            mcfg, name = {**mcfg, "modality": "wsi"}, f"{name}_wsi"
+        cpu, wall = time.process_time(), time.perf_counter()
         try:
-            result = fit(method, train, val, train_cfg, seed=0)
+            method, result = _fit(mcfg, data, train, val)
         except NotTrainable as err:
-            print(f"{name:28s} not trainable on this feature set: {err}")
+            rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, [], 0,
+                                      f"not trainable here: {err}"))
+            print_method(rows[-1], rate)
             continue
-        seconds = time.perf_counter() - start
-        auc = classification_metrics(test.y, predict_proba(method, test))["auc"]
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        flops = matmul = other = None
+        top: list[tuple[str, float]] = []
+        if getattr(method, "kind", "torch") == "torch":
+            counter = FlopCounterMode(display=False)
+            with counter:
+                _, again = _fit(mcfg, data, train, val)
+            if again.epochs != result.epochs:
+                raise RuntimeError(f"{name}: the counted run ran {again.epochs} epochs, the "
+                                   f"timed one {result.epochs}: training is not deterministic")
+            flops = float(counter.get_total_flops())
+            matmul, other, top = _cpu_shares(mcfg, data, train, val)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            save_bundle(path, method=mcfg, state=method.state_dict(), modalities=data.modalities,
+                        shapes=data.shapes(), n_classes=data.n_classes, label="y",
+                        label_values=[0, 1], normalizer={}, feature_set={}, encodings={},
+                        meta={})
+            size = path.stat().st_size
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"
-        print(f"{name:28s} {seconds:8.1f} {epochs:>14s} {method.trainable_parameters():10d} "
-              f"{auc:8.3f}")
+        rows.append(MethodFigures(name, int(method.trainable_parameters()), epochs, cpu, wall,
+                                  flops, matmul, other, top, size))
+        print_method(rows[-1], rate)
+    return rows
 
 
-def time_grid(cores: int) -> None:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--forcerun", "split",
-           "mask", "--until", "benchmark_report", "--quiet", "rules"]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True)
-    print(f"default stage-2 grid of the demo config: {time.perf_counter() - start:.0f} s wall "
-          f"on {cores} cores (splits, masks, every training job, the report)")
+METHOD_HEADER = (f"{'method':28s} {'params':>9s} {'epochs':>9s} {'CPU s':>7s} {'GFLOP':>8s} "
+                 f"{'GFLOP/s':>8s} {'of rate':>7s} {'model.pt':>9s}  why under 50 %")
+
+
+def print_method(r: MethodFigures, rate: float) -> None:
+    frac = r.fraction(rate)
+    gflop = f"{r.flops / 1e9:8.2f}" if r.flops is not None else f"{'-':>8s}"
+    achieved = (f"{r.flops / 1e9 / r.cpu_seconds:8.2f}" if r.flops is not None
+                and r.cpu_seconds else f"{'-':>8s}")
+    share = f"{frac:7.1%}" if frac is not None else f"{'-':>7s}"
+    print(f"{r.name:28s} {r.parameters:9d} {r.epochs:>9s} {r.cpu_seconds:7.1f} {gflop} "
+          f"{achieved} {share} {r.model_bytes / 1e6:8.2f}M  {r.why(rate)}", flush=True)
+
+
+def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
+               cohort: str = "mmist_ccrcc") -> None:
+    """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
+    FLOP bound (the grid's FLOPs at the one-thread matmul rate). An estimate: every fit of a
+    method is taken as its one run above (seed 0, the feature set above, every single-
+    modality run as ``single_wsi``), times cells x seeds x tuning trials."""
+    from mmpipe.config import benchmark_runs, benchmark_settings, cells_of
+
+    settings = benchmark_settings(cfg, cohort)
+    fits_per_cell = len(settings["seeds"]) * int(settings["tuning"]["trials"])
+    by_name = {r.name: r for r in rows}
+    cpu = bound = other_cpu = 0.0
+    missing = set()
+    for run in benchmark_runs(cfg, cohort):
+        name = "single_wsi" if run["config"]["type"] == "single" else run["method"]
+        row = by_name.get(name)
+        if row is None:
+            missing.add(name)
+            continue
+        fits = len(cells_of(settings, run)) * fits_per_cell
+        if row.flops is None:
+            other_cpu += fits * row.cpu_seconds
+        else:
+            cpu += fits * row.cpu_seconds
+            bound += fits * row.flops / (rate * 1e9)
+    print(f"grid of {cohort} ({len(settings['seeds'])} seeds x {settings['tuning']['trials']} "
+          f"trials a cell), estimated from the runs above: torch methods {cpu:.0f} CPU-s "
+          f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x); "
+          f"scikit-learn methods {other_cpu:.0f} CPU-s"
+          + (f"; not measured: {sorted(missing)}" if missing else ""))
 
 
 def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from machine import describe, matmul_gflops
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="*", default=None)
-    parser.add_argument("--grid", action="store_true")
-    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="one-thread matmul GFLOP/s (measured when not given)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    time_methods(args.methods)
-    if args.grid:
-        time_grid(args.cores)
+    torch.set_num_threads(1)  # as the train rule runs (threads: 1)
+    rate = args.rate or matmul_gflops(1)
+    cfg = load_config(REPO / "config.yaml")
+    data, source = mmist_sized()
+    print(describe())
+    print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s")
+    methods = {k: v for k, v in cfg["methods"].items() if args.methods is None or k in args.methods}
+    rows = method_figures(methods, data, rate)
+    print_grid(rows, cfg, rate)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""Every stage against its physical limit, in one table: the machine, its matmul rate,
+each encoder's pipeline next to its bare forward (and a throttled reader), each job's
+start-up, and each method's training FLOPs, CPU-seconds, share of the matmul rate and
+disk, with the MMIST-ccRCC grid's estimate.
+
+    python benchmarks/limits.py [--subjects 64] [--methods mmare deepsets] [--skip methods]
+
+Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
+``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
+(``--subjects``), stage 2 on MMIST-ccRCC's stores when ``results/mmist_ccrcc`` holds
+them, else on synthetic features of its size. Figures are one run each: on a shared
+machine read the ratios, not the absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads this once
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from encoder_throughput import add_stage1_arguments  # noqa: E402
+from machine import describe, matmul_gflops  # noqa: E402
+
+from mmpipe.config import load_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("encoders", "startup", "methods")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stage1_arguments(parser)
+    parser.add_argument("--methods", nargs="*", default=None, help="default: every method")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    start = time.perf_counter()
+
+    from mmpipe.encoders.device import resolve_device
+
+    device = resolve_device(args.device)
+    print(f"# mmpipe limits: {describe()}")
+    threads = os.cpu_count() or 1
+    rate1 = matmul_gflops(1)
+    print(f"float32 matmul (1024²): {rate1:.1f} GFLOP/s on 1 thread, "
+          f"{matmul_gflops(threads):.1f} on {threads}"
+          + (f"; {matmul_gflops(1, device='cuda') / 1e3:.1f} TFLOP/s on {device}"
+             if device.type == "cuda" else ""))
+    cfg = load_config(REPO / "config.yaml")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mmpipe-limits-"))
+
+    if "encoders" not in args.skip or "startup" not in args.skip:
+        from encoder_throughput import prepare_demo, print_encoders, print_throttled
+
+        workdir, cohort_dir = prepare_demo(cfg, args.subjects, workdir)
+    if "encoders" not in args.skip:
+        torch.set_num_threads(args.threads)
+        print(f"\n## Stage 1: encoders on the demo cohort ({args.subjects} subjects), "
+              f"device {device}, {torch.get_num_threads()} torch thread(s) as the encode "
+              "rule, loader workers as configured")
+        print_encoders(cfg, cohort_dir, workdir, device)
+        print_throttled(cfg, cohort_dir, workdir, device)
+    if "startup" not in args.skip:
+        from startup import print_startup
+
+        print("\n## Job start-up (process start to the job's first subject or epoch)")
+        print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir)
+    if "methods" not in args.skip:
+        from training_time import method_figures, mmist_sized, print_grid
+
+        torch.set_num_threads(1)  # as the train rule runs (threads: 1)
+        data, source = mmist_sized()
+        print(f"\n## Stage 2: one training run per method ({source}; one thread, "
+              f"against {rate1:.1f} GFLOP/s)")
+        methods = {k: v for k, v in cfg["methods"].items()
+                   if args.methods is None or k in args.methods}
+        print_grid(method_figures(methods, data, rate1), cfg, rate1)
+    print(f"\n(benchmark took {time.perf_counter() - start:.0f} s; work files in {workdir})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Job start-up of the ``encode`` and ``train`` rules: from the process's start to the
+moment the job begins its work, per encoder type and for a neural training job.
+
+Each measurement runs the rule's own script (``workflow/scripts/encode.py``,
+``train.py``) in a fresh Python process, as Snakemake's ``script:`` does (its preamble
+imports ``snakemake.script``), with the ``snakemake`` object the rule would pass. The
+child stops at the first subject an encoding loop is given (after the imports, the
+manifest, the inputs, the network and its weights) or at a training job's first epoch
+(after its stores, split, mask, model and optimiser): what every job pays before any
+work. The median of three runs.
+
+    python benchmarks/startup.py [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+READY = "mmpipe-startup-ready"
+
+
+class _Named(dict):
+    """Snakemake's named lists as the scripts use them: ``.name``, ``[0]``, ``keys()``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as err:
+            raise AttributeError(name) from err
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+def _child(spec_path: str) -> None:
+    """Run one rule script until its work begins, then print the marker and exit."""
+    import runpy
+
+    import snakemake.script  # noqa: F401  (Snakemake's script preamble imports it)
+
+    spec = json.loads(Path(spec_path).read_text())
+
+    def ready(*_args, **_kwargs):
+        print(READY, flush=True)
+        os._exit(0)
+
+    if spec["rule"] == "encode":
+        import mmpipe.encode.job
+
+        mmpipe.encode.job.SubjectWriter.__init__ = ready  # made just before the loop runs
+    else:
+        import mmpipe.bench.trainer
+
+        mmpipe.bench.trainer._epoch_order = ready          # the first epoch's batches
+    sm = type("Snakemake", (), {})()
+    for key in ("input", "params", "wildcards"):
+        setattr(sm, key, _Named(spec[key]))
+    sm.output, sm.log, sm.threads, sm.config = [spec["output"]], [], 1, spec["config"]
+    script = REPO / "workflow" / "scripts" / f"{spec['rule']}.py"
+    sys.path.insert(0, str(script.parent))
+    runpy.run_path(str(script), init_globals={"snakemake": sm}, run_name="__main__")
+    raise SystemExit(f"{script} finished without reaching its work")
+
+
+def time_to_ready(spec: dict, workdir: Path, repeats: int = 3) -> float:
+    """Median seconds from starting the child to its marker."""
+    path = workdir / f"startup-{spec['rule']}-{spec['wildcards'].get('encoder', 'train')}.json"
+    path.write_text(json.dumps(spec, default=str))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", str(path)], cwd=REPO,
+                              capture_output=True, text=True,
+                              env={**os.environ, "TQDM_DISABLE": "1"})
+        took = time.perf_counter() - start
+        if READY not in proc.stdout:
+            raise RuntimeError(f"{spec['rule']} start-up probe failed:\n{proc.stderr[-3000:]}")
+        times.append(took)
+    return statistics.median(times)
+
+
+def encode_specs(cfg: dict, cohort_dir: Path, workdir: Path) -> list[tuple[str, dict]]:
+    """One encoding job per encoder type of the demo cohort."""
+    from mmpipe.encoders.registry import get_encoder_type
+    from mmpipe.params import encoder_params
+
+    specs, seen = [], set()
+    for modality, mcfg in cfg["cohorts"]["demo"]["modalities"].items():
+        for encoder in mcfg["encoders"]:
+            etype = get_encoder_type(cfg["encoders"][encoder]["type"]).name
+            if etype in seen:
+                continue
+            seen.add(etype)
+            inputs = {"manifest": str(cohort_dir / "manifest.parquet")}
+            if mcfg["kind"] in ("dicom", "slide"):
+                inputs["shards"] = [str(cohort_dir / "pre" / modality)]
+            if etype == "text":
+                inputs["prompts"] = str(cohort_dir / "pre" / "prompts.parquet")
+            specs.append((f"encode {modality}/{encoder} ({etype})", {
+                "rule": "encode", "input": inputs,
+                "params": {"encoder": encoder_params(cfg, "demo", modality, encoder)},
+                "wildcards": {"cohort": "demo", "modality": modality, "encoder": encoder},
+                "output": str(workdir / "startup" / f"{modality}-{encoder}.zarr"),
+                "config": cfg}))
+    return specs
+
+
+def train_spec(cfg: dict, cohort_dir: Path, method: str = "mmare") -> tuple[str, dict]:
+    """A neural training job (one cell) on the demo's tabular clinical store."""
+    from mmpipe.bench.prepare import make_mask, make_split
+    from mmpipe.encode.run import encode_store
+    from mmpipe.layout import CohortLayout
+    from mmpipe.params import encoder_params
+
+    layout = CohortLayout(cohort_dir)
+    store = layout.store("clinical", "tabular")
+    if not store.exists():
+        encode_store(cohort_dir, "clinical", encoder_params(cfg, "demo", "clinical", "tabular"),
+                     store, device="cpu")
+    make_split(cohort_dir, "label", 0, (0.6, 0.1, 0.3), layout.split(0))
+    make_mask(cohort_dir, "natural", 0.0, 0, layout.mask("natural", 0.0, 0))
+    train = {"method": {"type": method}, "feature_set": {"clinical": "tabular"},
+             "label": "label", "normalize": "zscore", "evaluate_subsets": True, "seeds": [0],
+             "tuning": {"trials": 1}, "keep_models": "all"}
+    return f"train {method} (one cell)", {
+        "rule": "train", "input": {"manifest": str(layout.manifest())},
+        "params": {"train": train},
+        "wildcards": {"cohort": "demo", "feature_set": "clinical", "method": method,
+                      "scenario": "natural", "rate": "0.0"},
+        "output": str(cohort_dir / "startup-train-cell"), "config": cfg}
+
+
+def print_startup(cfg: dict, cohort_dir: Path, workdir: Path, limit: float = 3.0) -> None:
+    print(f"{'job':48s} {'start-up s':>10s}  (limit {limit:.0f} s)")
+    for name, spec in [*encode_specs(cfg, cohort_dir, workdir), train_spec(cfg, cohort_dir)]:
+        seconds = time_to_ready(spec, workdir)
+        print(f"{name:48s} {seconds:10.2f}  {'' if seconds <= limit else 'over the limit'}",
+              flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        _child(sys.argv[2])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--subjects", type=int, default=8)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from encoder_throughput import prepare_demo
+
+    from mmpipe.config import load_config
+
+    cfg = load_config(REPO / "config.yaml")
+    cfg["device"] = "cpu"
+    workdir, cohort_dir = prepare_demo(cfg, args.subjects,
+                                       Path(args.workdir) if args.workdir else
+                                       Path(tempfile.mkdtemp(prefix="mmpipe-startup-")))
+    print_startup(cfg, cohort_dir, workdir)
+
+
+if __name__ == "__main__":
+    main()
