@@ -4,7 +4,7 @@ Per method: one training run (default hyper-parameters, seed 0, natural missingn
 thread as the ``train`` rule runs) on MMIST-ccRCC-sized features: the real stores when
 ``results/mmist_ccrcc`` holds them, otherwise synthetic features of the same size and
 availability (618 subjects; CT 512-d for 39 %, MRI 512-d for 8 %, WSI 1024-d and the
-clinical table for all). Printed: CPU-seconds of the run, its FLOPs (every forward,
+tabular clinical record, 28-d, for all). Printed: CPU-seconds of the run, its FLOPs (every forward,
 backward and validation pass of that run, counted by ``torch.utils.flop_counter`` in a
 second, identical run), the achieved fraction of the one-thread matmul rate, where the
 CPU went when that fraction is under half (``torch.profiler`` self time of matmul
@@ -37,7 +37,7 @@ from mmpipe.config import load_config
 from mmpipe.layout import CohortLayout
 
 REPO = Path(__file__).resolve().parents[1]
-MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (49, 1.0)}
+MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (28, 1.0)}
 # the grid's feature set most MMIST-ccRCC cells train on
 FEATURE_SET = {"ct": "precomputed", "mri": "precomputed", "wsi": "precomputed",
                "clinical": "tabular"}
