@@ -118,7 +118,8 @@ def demo_jobs(cfg: dict, cohort_dir: Path) -> list[tuple[str, str, list | None, 
     jobs = []
     for modality, mcfg in cfg["cohorts"]["demo"]["modalities"].items():
         for encoder in mcfg["encoders"]:
-            shards = [cohort_dir / f"pre/{modality}"] if mcfg["kind"] in ("dicom", "slide") else None
+            shards = ([cohort_dir / f"pre/{modality}"] if mcfg["kind"] in ("dicom", "slide")
+                      else None)
             prompts = (cohort_dir / "pre/prompts.parquet"
                        if cfg["encoders"][encoder]["type"] == "text" else None)
             jobs.append((modality, encoder, shards, prompts))
