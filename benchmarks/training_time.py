@@ -6,10 +6,11 @@ thread as the ``train`` rule runs) on MMIST-ccRCC-sized features: the real store
 availability (618 subjects; CT 512-d for 39 %, MRI 512-d for 8 %, WSI 1024-d and the
 tabular clinical record, 28-d, for all). Printed: CPU-seconds of the run, its FLOPs
 (every forward, backward and validation pass of that run, counted by
-``torch.utils.flop_counter`` in a second, identical run), the achieved fraction of the one-thread matmul rate, where the
-CPU went when that fraction is under half (``torch.profiler`` self time of matmul
-operators and of the others over the run's first epochs; the rest is Python), and the
-size of its ``model.pt``. Rows print as each method finishes.
+``torch.utils.flop_counter`` in a second, identical run), the achieved fraction of the
+one-thread matmul rate, where the CPU went when that fraction is under half
+(``torch.profiler`` self time of matmul operators and of the others over the run's
+first epochs; the rest is Python), and the size of its ``model.pt``. Rows print as each
+method finishes.
 
     python benchmarks/training_time.py [--methods mmare deepsets] [--rate GFLOPS]
 """
