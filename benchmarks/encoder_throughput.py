@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import os
 import platform
@@ -77,15 +78,13 @@ def _timed(fn, seconds: float = 2.0) -> float:
 
 
 def _bare_forward(etype, enc_cfg: dict, device: torch.device, batch: int,
-                  texts: list[str] | None = None):
-    """(items/s of the bare forward, seconds to build the network with its weights).
+                  texts: list[str] | None = None) -> float:
+    """Items/s of the bare forward.
 
     The text encoder's bare forward is its transformer, pooling and normalisation on the
     job's own prompts, tokenised beforehand in its batches; an image network's is one
     batch of the configured input size."""
-    start = time.perf_counter()
     net, _ = etype.build(enc_cfg, device)
-    build = time.perf_counter() - start
     if etype.name == "text":
         batches = [net.tokenizer(texts[s:s + net.batch_size], padding=True, truncation=True,
                                  max_length=net.max_length, return_tensors="pt").to(device)
@@ -97,7 +96,7 @@ def _bare_forward(etype, enc_cfg: dict, device: torch.device, batch: int,
                     emb = net._pool(net.model(**tok).last_hidden_state, tok["attention_mask"])
                     torch.nn.functional.normalize(emb, p=2, dim=1).cpu()
 
-        return len(texts) / _timed(forward), build
+        return len(texts) / _timed(forward)
     net = net.to(device).eval()
     x = etype.example_input(enc_cfg, batch).to(device)
 
@@ -107,7 +106,7 @@ def _bare_forward(etype, enc_cfg: dict, device: torch.device, batch: int,
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return batch / _timed(forward), build
+    return batch / _timed(forward)
 
 
 UNITS = {"clam_resnet50": "tile", "text": "prompt", "tabular": "row"}
@@ -126,36 +125,54 @@ def demo_jobs(cfg: dict, cohort_dir: Path) -> list[tuple[str, str, list | None, 
     return jobs
 
 
+def _timing_build(etype, spent: list[float]):
+    """The registry entry with its ``build`` timed into ``spent``."""
+    def build(cfg, device):
+        start = time.perf_counter()
+        try:
+            return etype.build(cfg, device)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    return dataclasses.replace(etype, build=build)
+
+
 def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrides=None
-                ) -> tuple[int, float, float, float]:
-    """(items, pipeline items/s, bare items/s, build s) of one encoding job."""
+                ) -> tuple[int, float, float]:
+    """(items, pipeline items/s, bare items/s) of one encoding job. The job's own network
+    build (weights loading, random init) is left out of its time: it is start-up, in the
+    start-up table."""
     from mmpipe.encode.run import encode_store
-    from mmpipe.encoders.registry import execution_settings, get_encoder_type
+    from mmpipe.encoders import registry
 
     modality, encoder, shards, prompts = job
     params = copy.deepcopy(encoder_params(cfg, "demo", modality, encoder))
-    settings = {**execution_settings(cfg["encoders"][encoder]), **(overrides or {})}
+    settings = {**registry.execution_settings(cfg["encoders"][encoder]), **(overrides or {})}
     out = workdir / "stores" / f"{modality}-{encoder}-{len(list(workdir.glob('stores/*')))}.zarr"
-    etype = get_encoder_type(params["config"]["type"])
+    key = params["config"]["type"]
+    etype = registry.get_encoder_type(key)
     enc_cfg = {**params["config"], **settings}
-    bare, build = float("nan"), 0.0
+    bare, built = float("nan"), []
     if etype.build is not None:
         batch = int(enc_cfg.get("batch_size", 8))
         texts = (pl.read_parquet(prompts)["prompt"].drop_nulls().to_list()
                  if etype.name == "text" else None)
-        bare, build = _bare_forward(etype, enc_cfg, device, batch, texts)
+        bare = _bare_forward(etype, enc_cfg, device, batch, texts)
         if etype.name == "vgg11_slices":  # items are volumes of max_slices slices each
             bare /= enc_cfg["transform"].get("max_slices") or 32
-    start = time.perf_counter()
-    encode_store(cohort_dir, modality, params, out, device=str(device), settings=settings,
-                 shard_dirs=shards, prompts=prompts)
-    seconds = time.perf_counter() - start
+        registry.ENCODER_TYPES[key] = _timing_build(etype, built)
+    try:
+        start = time.perf_counter()
+        encode_store(cohort_dir, modality, params, out, device=str(device), settings=settings,
+                     shard_dirs=shards, prompts=prompts)
+        seconds = time.perf_counter() - start - sum(built)
+    finally:
+        registry.ENCODER_TYPES[key] = etype
     store = FeatureStore(out)
     items = int(store.attrs["n_present"])
     if store.has_bag and etype.name == "clam_resnet50":
         items = int(store.group["bag"]["emb"].shape[0])  # tiles
-    # the job builds its network too: that start-up is in the start-up table, not here
-    return items, items / max(seconds - build, 1e-9), bare, build
+    return items, items / seconds, bare
 
 
 def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device) -> None:
@@ -167,7 +184,7 @@ def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device) -> None:
           f"{'bare/s':>9s} {'pipeline÷bare':>13s}")
     for job in demo_jobs(cfg, cohort_dir):
         modality, encoder = job[:2]
-        items, rate, bare, _ = encode_rate(cfg, cohort_dir, workdir, device, job)
+        items, rate, bare = encode_rate(cfg, cohort_dir, workdir, device, job)
         unit = UNITS.get(get_encoder_type(cfg["encoders"][encoder]["type"]).name, "volume")
         ratio = f"{rate / bare:13.2f}" if bare == bare else f"{'-':>13s}"
         bare_s = f"{bare:9.2f}" if bare == bare else f"{'no network':>9s}"
@@ -194,7 +211,7 @@ def print_throttled(cfg: dict, cohort_dir: Path, workdir: Path, device,
                  for w in workers}
     finally:
         tiling.read_tiles = read_tiles
-    _, _, bare, _ = rates[workers[0]]
+    bare = rates[workers[0]][2]
     print(f"throttled reader ({delay * 1e3:.0f} ms per tile read), {job[0]}/{job[1]}: "
           + ", ".join(f"{w} reader thread(s) {r[1]:.1f} tiles/s ({r[1] / bare:.2f} of bare)"
                       for w, r in rates.items()))

@@ -3,9 +3,10 @@ level-0 coordinates) and their mean as the slide embedding (CLAM's
 ``extract_features_fp.py`` keeps the bag; MMIST averages it).
 
 Batches of ``batch_size`` tiles span slide boundaries, so slides of a few tiles still
-fill the network's batch. They are read and normalised by ``loader_workers`` threads
-(:func:`mmpipe.encode.prefetch.read_ahead`) while the network encodes the batches before
-them. The batches do not depend on the number of readers, so neither do the features.
+fill the network's batch. ``loader_workers`` threads read and normalise them
+(:func:`mmpipe.encode.prefetch.read_ahead`), each batch cut into one piece per reader,
+while the network encodes the batches before them. The batches do not depend on the
+number of readers, so neither do the features.
 """
 
 from __future__ import annotations
@@ -91,53 +92,71 @@ def _batches(items, batch_size: int):
         yield batch
 
 
+def _pieces(batches, chunk: int):
+    """Each batch cut into reads of at most ``chunk`` tiles, as (segment, closes the
+    batch): reader threads read the pieces of one batch in parallel."""
+    for batch in batches:
+        pieces = [_Segment(seg.subject, seg.grid, start, min(start + chunk, seg.stop))
+                  for seg in batch for start in range(seg.start, seg.stop, chunk)]
+        for i, piece in enumerate(pieces):
+            yield piece, i == len(pieces) - 1
+
+
 def run(job, items, writer, progress=None) -> None:
     from mmpipe.encoders.clam import imagenet_tensor
     from mmpipe.preprocess.tiling import read_tiles
 
     batch_size = int(job.cfg.get("batch_size", 32))
     workers = int(job.cfg.get("loader_workers", 0))
+    chunk = -(-batch_size // workers) if workers else batch_size  # a batch over the readers
     slides = _OpenSlides(job.params.get("tiling", {}).get("mpp_when_missing"))
 
-    def read(batch: list[_Segment]):
-        """(the batch, its readable tiles normalised, per segment the reason its read
-        failed or None)."""
-        tiles, errors = [], []
-        for seg in batch:
-            try:
-                slide = slides.get(seg.subject, items[seg.subject].source[0])
-                tiles.append(read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop)))
-                errors.append(None)
-            except InputError as err:
-                errors.append(err.reason)
-        x = imagenet_tensor(np.concatenate(tiles)) if tiles else None
-        return batch, x, errors
+    def read(piece):
+        """(the piece, closes its batch, its tiles normalised or None, why not or None)."""
+        seg, closes = piece
+        try:
+            slide = slides.get(seg.subject, items[seg.subject].source[0])
+            tiles = read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop))
+            return seg, closes, imagenet_tensor(tiles), None
+        except InputError as err:
+            return seg, closes, None, err.reason
 
     feats: dict[int, list[np.ndarray]] = {}
     failed: set[int] = set()
+    batch: list = []
+
+    def encode_batch():
+        ready = [x for _, x, _ in batch if x is not None]
+        out = None
+        if ready:
+            with torch.inference_mode():
+                out = job.net(torch.cat(ready).to(job.device)).float().cpu().numpy()
+        at = 0
+        for seg, x, error in batch:
+            k = seg.subject
+            if error is None:
+                feats.setdefault(k, []).append(out[at:at + len(x)])
+                at += len(x)
+            elif k not in failed:
+                failed.add(k)
+                writer.reject(items[k].subject_id, error)
+            if seg.last:
+                slides.close(k)
+                parts = feats.pop(k, [])
+                if k not in failed:
+                    bag = np.concatenate(parts)
+                    writer.write(items[k].subject_id, bag.mean(axis=0), bag=bag,
+                                 coords=seg.grid.coords)
+                if progress is not None:
+                    progress.update(1)
+        batch.clear()
+
     try:
-        for batch, x, errors in read_ahead(read, _batches(items, batch_size), workers):
-            out = None
-            if x is not None:
-                with torch.inference_mode():
-                    out = job.net(x.to(job.device)).float().cpu().numpy()
-            at = 0
-            for seg, error in zip(batch, errors, strict=True):
-                k = seg.subject
-                if error is None:
-                    feats.setdefault(k, []).append(out[at:at + seg.stop - seg.start])
-                    at += seg.stop - seg.start
-                elif k not in failed:
-                    failed.add(k)
-                    writer.reject(items[k].subject_id, error)
-                if seg.last:
-                    slides.close(k)
-                    parts = feats.pop(k, [])
-                    if k not in failed:
-                        bag = np.concatenate(parts)
-                        writer.write(items[k].subject_id, bag.mean(axis=0), bag=bag,
-                                     coords=seg.grid.coords)
-                    if progress is not None:
-                        progress.update(1)
+        pieces = _pieces(_batches(items, batch_size), chunk)
+        for seg, closes, x, error in read_ahead(read, pieces, workers,
+                                                depth=2 * max(workers, 1)):
+            batch.append((seg, x, error))
+            if closes:
+                encode_batch()
     finally:
         slides.close_all()
