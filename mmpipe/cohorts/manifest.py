@@ -45,7 +45,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,19 +166,22 @@ def dataset_root(cohort_cfg: dict, base_dir: Path, adapter: str, holds: str) -> 
 
 
 def layout_modalities(specs: dict[str, ModalitySpec], adapter: str, known: Iterable[str],
-                      kind: str, tables_from: str) -> list[str]:
+                      kind: str | Mapping[str, str], tables_from: str) -> list[str]:
     """The path modalities of a dataset adapter whose layout names them: each must be
-    one of ``known`` and of ``kind`` (tables come from ``tables_from``)."""
+    one of ``known`` and of ``kind``, or of its own kind when ``kind`` maps each name to
+    one (tables come from ``tables_from``)."""
     known = sorted(known)
+    kinds = kind if isinstance(kind, Mapping) else dict.fromkeys(known, kind)
     names = []
     for name, spec in specs.items():
         if spec.is_table:
             continue
         if name not in known:
+            described = kind if isinstance(kind, str) else dict(sorted(kinds.items()))
             raise ConfigError(f"{adapter} has no modality {name!r} (known: {known} as "
-                              f"{kind}, tables from {tables_from})")
-        if spec.kind != kind:
-            raise ConfigError(f"{adapter} provides {name!r} as kind {kind!r}, not "
+                              f"{described}, tables from {tables_from})")
+        if spec.kind != kinds[name]:
+            raise ConfigError(f"{adapter} provides {name!r} as kind {kinds[name]!r}, not "
                               f"{spec.kind!r}")
         names.append(name)
     return names

@@ -155,6 +155,19 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     ).select(ID_COLUMN, "chosen_exam", "file", "reason")
 
 
+def clinical_frame(root: Path, labels: list[str], specs: dict) -> pl.DataFrame:
+    """The release's clinical table, checked to hold the labels and every table field the
+    config asks for, its columns named as the manifest names them (subject, the
+    authors' split)."""
+    clinical = read_clinical(root)
+    wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
+    missing = [c for c in dict.fromkeys(wanted) if c not in clinical.columns]
+    if missing:
+        raise ConfigError(f"{root / CLINICAL_CSV}: column(s) {missing} not found "
+                          f"(it has: {clinical.columns})")
+    return clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
+
+
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc",
                         "the MMIST-ccRCC release, see ../shared/data/README.md")
@@ -162,13 +175,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
     layout_modalities(specs, "mmist_ccrcc", SOURCES, "features", CLINICAL_CSV)
 
-    clinical = read_clinical(root)
-    wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
-    missing = [c for c in dict.fromkeys(wanted) if c not in clinical.columns]
-    if missing:
-        raise ConfigError(f"{root / CLINICAL_CSV}: column(s) {missing} not found "
-                          f"(it has: {clinical.columns})")
-    frame = clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
+    frame = clinical_frame(root, labels, specs)
     ids = frame[SUBJECT].to_list()
     cohort_ids = set(ids)
 

@@ -38,6 +38,7 @@ from mmpipe.cohorts.manifest import (
     QCRecord,
     cohort_labels,
     dataset_root,
+    layout_modalities,
     modality_specs,
 )
 from mmpipe.cohorts.mmist import (
@@ -45,11 +46,10 @@ from mmpipe.cohorts.mmist import (
     CLINICAL_CSV,
     DEFAULT_FIELDS,
     ID_COLUMN,
-    SPLIT_COLUMN,
+    clinical_frame,
     read_chosen,
-    read_clinical,
 )
-from mmpipe.errors import ConfigError, InputError
+from mmpipe.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +76,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     cfg = cohort_cfg.get("mmist_ccrcc_raw") or {}
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
-    for name, spec in specs.items():
-        if spec.is_table:
-            continue
-        if name not in KINDS:
-            raise ConfigError(f"mmist_ccrcc_raw has no modality {name!r} (known: "
-                              f"{sorted(KINDS)}, tables from {CLINICAL_CSV})")
-        if spec.kind != KINDS[name]:
-            raise ConfigError(f"mmist_ccrcc_raw provides {name!r} as kind {KINDS[name]!r}, "
-                              f"not {spec.kind!r}")
-    clinical = read_clinical(root)
-    wanted = [*labels, *(f for s in specs.values() for f in s.fields)]
-    missing = [c for c in dict.fromkeys(wanted) if c not in clinical.columns]
-    if missing:
-        raise ConfigError(f"{root / CLINICAL_CSV}: column(s) {missing} not found")
-    frame = clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
+    layout_modalities(specs, "mmist_ccrcc_raw", KINDS, KINDS, CLINICAL_CSV)
+    frame = clinical_frame(root, labels, specs)
     ids = frame[SUBJECT].to_list()
     slides = None
     if "wsi" in specs:
