@@ -231,6 +231,8 @@ skip_unused_imports(sys.argv[1])
 import monai.networks.nets  # MONAI imports every submodule; transchex wants transformers
 print("transformers" in sys.modules and sys.modules["transformers"] is not None)
 print(sys.modules.get("matplotlib", "absent") is None)
+print(all(sys.modules.get(n, "absent") is None for n in ("scipy.stats", "sklearn", "skimage")))
+print(sys.modules.get("huggingface_hub", "absent") is None)
 try:
     import transformers  # noqa: F401
 except ImportError:
@@ -245,10 +247,13 @@ except ImportError:
 @pytest.mark.parametrize("encoder_type,loaded", [("med3d", "False"), ("text", "True")])
 def test_encoding_jobs_start_without_what_they_never_use(encoder_type, loaded):
     """An image encoder's job does not pay for transformers (about 4 s of its start-up,
-    imported by MONAI's transchex), and no encoding job for matplotlib; code that needs
-    them fails loudly, and the text encoder keeps transformers."""
+    imported by MONAI's transchex) or the hub client, and no encoding job for matplotlib,
+    scipy.stats, scikit-image or scikit-learn; code that needs them fails loudly, and the
+    text encoder keeps transformers and its hub client."""
     out = subprocess.run([sys.executable, "-c", SKIP_IN_A_CHILD, encoder_type],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == loaded
     assert out[1] == "True" and "no-plotting" in out  # MONAI went on without it
+    assert out[2] == "True"
+    assert out[3] == str(loaded == "False")
     assert ("refused" in out) == (loaded == "False")
