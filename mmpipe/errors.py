@@ -51,6 +51,12 @@ class SlideError(InputError):
     """A whole-slide image cannot be opened, has no tissue or lacks its resolution."""
 
 
+class MixedTileFeaturesError(InputError):
+    """The tile feature files of one modality were made differently (another feature
+    encoder, dimension, patch size or magnification): their features do not share one
+    space, so no store is written rather than one that silently mixes them."""
+
+
 class WeightsError(MmpipeError):
     """Encoder weights are missing, unreadable or do not match their checksum."""
 

@@ -45,7 +45,8 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "volume": (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"),
     "slide": (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
               ".svslide"),
-    "features": (".npy", ".npz", ".pt", ".pth"),
+    # .h5: tile features of CLAM, TRIDENT or STAMP (the tile_features encoder)
+    "features": (".npy", ".npz", ".pt", ".pth", ".h5"),
 }
 
 

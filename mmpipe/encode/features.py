@@ -107,7 +107,10 @@ def setup(job, items) -> None:
              job.modality, job.feature_shape, how, len(arrays), len(items))
 
 
-def _fail_if_most_rejected(job, n_items: int, rejected: dict[str, str]) -> None:
+def fail_if_most_rejected(job, n_items: int, rejected: dict[str, str],
+                          settings: str = "key, flatten and feature_shape") -> None:
+    """Stop the job when more than half of the subjects with a file were rejected;
+    ``settings`` are the encoder settings the message asks the user to check."""
     if not n_items or len(rejected) <= MAX_REJECTED_SHARE * n_items:
         return
     kinds = Counter(_reason_kind(r) for r in rejected.values())
@@ -118,14 +121,16 @@ def _fail_if_most_rejected(job, n_items: int, rejected: dict[str, str]) -> None:
         + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
         + f". Cohort feature shape {job.feature_shape} "
         f"({job.attrs.get('feature_shape_source', '?')}). Examples: {examples}. "
-        f"Check the files and the encoder's key, flatten and feature_shape "
+        f"Check the files and the encoder's {settings} "
         f"(encoders.{job.cfg.get('name', '<name>')}).")
 
 
 def _reason_kind(reason: str) -> str:
     """A short category of a rejection reason, for the summary of a failed job."""
     for needle, kind in (("differs from the cohort", "wrong shape"),
-                         ("non-finite", "non-finite values"), ("features are empty", "empty"),
+                         ("non-finite", "non-finite values"), ("zero tiles", "zero tiles"),
+                         ("features are empty", "empty"), ("not an HDF5", "not HDF5"),
+                         ("is missing", "missing dataset"),
                          ("pickled object array", "pickled objects"),
                          ("not found", "file not found"), ("cannot read", "unreadable")):
         if needle in reason:
@@ -157,4 +162,4 @@ def run(job, items, writer, progress=None) -> None:
                 rejected[sid] = "rejected by the store writer"
         if progress is not None:
             progress.update(1)
-    _fail_if_most_rejected(job, len(items), rejected)
+    fail_if_most_rejected(job, len(items), rejected)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _NO_NETWORK = {
     "precomputed": "pre-extracted features, imported as they are",
+    "tile_features": "pre-extracted tile features (CLAM, TRIDENT or STAMP), imported as they are",
     "tabular": "none: tabular encoding, no network",
 }
 

@@ -172,6 +172,9 @@ ENCODER_TYPES: dict[str, EncoderType] = {
                     settings=("categorical", "missing_values", "encoding_from")),
         EncoderType("precomputed", ("features",), False, ("encoders/precomputed",), "features",
                     lambda cfg: None, None, settings=("flatten", "key", "feature_shape")),
+        # per-tile slide features of CLAM, TRIDENT or STAMP: bag, coordinates, mean
+        EncoderType("tile_features", ("features",), False, ("encoders/tile_features",),
+                    "tile_features", lambda cfg: None, None, settings=("feature_encoder",)),
     )
 }
 

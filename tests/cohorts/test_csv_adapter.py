@@ -121,7 +121,7 @@ def test_config_errors_name_what_is_wrong(cohort):
 @pytest.mark.parametrize(("name", "kind", "ok"), [
     ("a.nii.gz", "volume", True), ("a.mha", "volume", True), ("a.tif", "volume", False),
     ("a.ndpi", "slide", True), ("a.MRXS", "slide", True), ("a.npy", "slide", False),
-    ("a.pth", "features", True), ("a.csv", "features", False),
+    ("a.pth", "features", True), ("a.h5", "features", True), ("a.csv", "features", False),
 ])
 def test_check_path_extensions(tmp_path, name, kind, ok):
     p = tmp_path / name

@@ -70,13 +70,17 @@ def _config(data: Path) -> dict:
     from tests.conftest import REPO
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    rows = ["id,y,mri,slide,feat,img,age,site"]
+    from tests.tile_feature_files import write_trident
+
+    rows = ["id,y,mri,slide,feat,img,tiles,age,site"]
     for k in range(2):
         _volume(data / f"v{k}.nii.gz", k)
         _slide(data / f"s{k}.tiff", k)
         _image(data / f"i{k}", k)
         np.save(data / f"f{k}.npy", np.arange(6, dtype=np.float32) * (k + 1))
-        rows.append(f"g{k},{k},v{k}.nii.gz,s{k}.tiff,f{k}.npy,i{k},{50 + 9 * k},{'AB'[k]}")
+        tiles = write_trident(data, f"t{k}", np.arange(12, dtype=np.float32).reshape(3, 4) - k)
+        rows.append(f"g{k},{k},v{k}.nii.gz,s{k}.tiff,f{k}.npy,i{k},{tiles.relative_to(data)},"
+                    f"{50 + 9 * k},{'AB'[k]}")
     for etype in ("vgg11_images", "resnet50_images"):
         cfg["encoders"][etype] = {"type": etype, "weights": None, "allow_random_init": True}
     (data / "cohort.csv").write_text("\n".join(rows) + "\n")
@@ -93,6 +97,7 @@ def _config(data: Path) -> dict:
                                                                      "vgg11_slices"]},
             "wsi": {"kind": "slide", "column": "slide", "encoders": ["clam_resnet50"]},
             "feat": {"kind": "features", "column": "feat", "encoders": ["precomputed"]},
+            "tiles": {"kind": "features", "column": "tiles", "encoders": ["tile_features"]},
             "img": {"kind": "image", "column": "img",
                     "encoders": ["vgg11_images", "resnet50_images"]},
             "clinical": {"kind": "table", "fields": ["age", "site"],
@@ -105,7 +110,8 @@ def _config(data: Path) -> dict:
 STORES = {"med3d": ("mri", "med3d_demo"), "vgg11_slices": ("mri", "vgg11_slices"),
           "clam_resnet50": ("wsi", "clam_resnet50"), "text": ("clinical", "text_minilm"),
           "tabular": ("clinical", "tabular"), "precomputed": ("feat", "precomputed"),
-          "vgg11_images": ("img", "vgg11_images"), "resnet50_images": ("img", "resnet50_images")}
+          "vgg11_images": ("img", "vgg11_images"), "resnet50_images": ("img", "resnet50_images"),
+          "tile_features": ("tiles", "tile_features")}
 
 
 def _fingerprint(emb: np.ndarray) -> dict:

@@ -12,7 +12,8 @@ from mmpipe.errors import ConfigError
 
 def test_unknown_type_names_the_known_ones():
     assert set(ENCODER_TYPES) == {"vgg11_slices", "med3d", "clam_resnet50", "text", "tabular",
-                                  "precomputed", "vgg11_images", "resnet50_images"}
+                                  "precomputed", "vgg11_images", "resnet50_images",
+                                  "tile_features"}
     with pytest.raises(ConfigError, match="clam_resnet50"):
         get_encoder_type("resnet")
 
@@ -29,7 +30,7 @@ def test_which_types_read_which_kinds():
     assert readers_of("dicom") == readers_of("volume") == ["med3d", "vgg11_slices"]
     assert readers_of("slide") == ["clam_resnet50"]
     assert readers_of("table") == ["tabular", "text"]
-    assert readers_of("features") == ["precomputed"]
+    assert readers_of("features") == ["precomputed", "tile_features"]
     assert readers_of("image") == ["resnet50_images", "vgg11_images"]
 
 
@@ -39,7 +40,11 @@ def test_each_types_code_key_covers_its_own_encoder_and_no_other():
     # a network shared by a volume (or slide) type and its 2-D image type reruns both
     own = {"encoders/med3d": {"med3d"}, "encoders/vgg11": {"vgg11_slices", "vgg11_images"},
            "encoders/clam": {"clam_resnet50", "resnet50_images"}, "encoders/text": {"text"},
-           "encoders/tabular": {"tabular"}, "encoders/precomputed": {"precomputed"},
+           "encoders/tabular": {"tabular"},
+           # tile_features reads CLAM's .pt files and counts rejections with precomputed's code
+           "encoders/precomputed": {"precomputed", "tile_features"},
+           "encode/features": {"precomputed", "tile_features"},
+           "encoders/tile_features": {"tile_features"},
            "preprocess/volume": {"vgg11_slices", "med3d"},
            "preprocess/images": {"vgg11_images", "resnet50_images"},
            # med3d through preprocess/volume, which holds the slice recipe beside its own
@@ -60,6 +65,7 @@ def test_shapes_and_inputs():
     assert get_encoder_type("text").feature_shape({"model": "minilm"}) == (384,)
     assert get_encoder_type("tabular").feature_shape({}) is None
     assert get_encoder_type("precomputed").build is None
+    assert get_encoder_type("tile_features").feature_shape({}) is None
     med = get_encoder_type("med3d").example_input
     assert med({"transform": {"resize": [8, 16, 24]}}, 2).shape == (2, 1, 8, 16, 24)
     assert med({"transform": {"resize": None}}, 1).shape == (1, 1, 56, 448, 448)
