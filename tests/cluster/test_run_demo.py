@@ -1,0 +1,88 @@
+"""The SLURM check's reading of sacct (tests/cluster/run_demo.py), on rows shaped as the
+real run's: a check that passed on anything would prove nothing about the cluster run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster.run_demo import PROFILE, _minutes, check_sacct, rule_of
+from tests.conftest import write_demo_config
+
+
+@pytest.fixture(scope="module")
+def profile() -> dict:
+    return yaml.safe_load((PROFILE / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> dict:
+    workdir: Path = tmp_path_factory.mktemp("demo")
+    write_demo_config(workdir)
+    return yaml.safe_load((workdir / "config.yaml").read_text())
+
+
+def _row(jobid, comment, partition="cpu", cpus=1, mem="8000M", limit="01:00:00",
+         tres="billing=1,cpu=1,mem=8000M,node=1", state="COMPLETED"):
+    return {"JobID": str(jobid), "JobName": "run", "Partition": partition,
+            "AllocCPUS": str(cpus), "ReqMem": mem, "Timelimit": limit, "ReqTRES": tres,
+            "State": state, "ElapsedRaw": "5", "Comment": comment}
+
+
+def _good_run() -> list[dict]:
+    """The shape of the real run: a group job, a network and a tabular encoder, a train
+    job cancelled and resubmitted."""
+    return [
+        _row(1, "rule_manifest_wildcards_demo"),
+        _row(2, "rule_preprocess_dicom_to_nifti_tile_slides", cpus=4, mem="32000M"),
+        _row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "gpu", 8, "32000M",
+             "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
+        _row(4, "rule_encode_wildcards_demo_clinical_tabular", "gpu", 8, "32000M",
+             "04:00:00", "billing=8,cpu=8,mem=32000M,node=1"),
+        _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", state="CANCELLED by 0"),
+        _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0"),
+    ]
+
+
+CANCELLED = ("5", "rule_train_wildcards_demo_all_mmare_natural_0.0")
+
+
+def test_the_real_runs_shape_passes(profile, config):
+    assert check_sacct(_good_run(), profile, config, {"preprocess"}, CANCELLED) == []
+
+
+@pytest.mark.parametrize("index,change,expected", [
+    (2, {"Partition": "cpu"}, "partition 'cpu', the profile asks 'gpu'"),
+    (2, {"ReqTRES": "billing=8,cpu=8,mem=32000M,node=1"}, "gpu False, the profile asks True"),
+    (3, {"ReqTRES": "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"},
+     "gpu True, the profile asks False"),
+    (0, {"AllocCPUS": "2"}, "cpus 2, the profile asks 1"),
+    (0, {"ReqMem": "4000M"}, "mem_mb 4000, the profile asks 8000"),
+    (0, {"Timelimit": "00:30:00"}, "runtime 30, the profile asks 60"),
+    (5, {"State": "FAILED"}, "did not complete"),
+])
+def test_a_job_that_differs_from_the_profile_fails(profile, config, index, change, expected):
+    rows = _good_run()
+    rows[index] = {**rows[index], **change}
+    failures = check_sacct(rows, profile, config, {"preprocess"}, CANCELLED)
+    assert any(expected in f for f in failures), failures
+
+
+def test_shards_outside_a_group_and_an_unretried_cancel_fail(profile, config):
+    rows = [r for r in _good_run() if r["JobID"] not in ("2", "6")]
+    rows.append(_row(7, "rule_dicom_to_nifti_wildcards_demo_ct_0"))
+    failures = " | ".join(check_sacct(rows, profile, config, {"preprocess"}, CANCELLED))
+    assert "dicom_to_nifti ran as its own SLURM jobs" in failures
+    assert "no group job" in failures
+    assert "no later job completed after the cancel" in failures
+    assert "no train job was seen" in " ".join(
+        check_sacct(_good_run(), profile, config, {"preprocess"}, None))
+
+
+def test_comments_and_time_limits_are_read_as_sacct_writes_them():
+    assert rule_of("rule_encode_wildcards_demo_ct_vgg11_slices") == ("encode",
+                                                                      "demo_ct_vgg11_slices")
+    assert rule_of("rule_benchmark_report") == ("benchmark_report", "")
+    assert _minutes("04:00:00") == 240 and _minutes("1-00:00:00") == 1440
