@@ -31,6 +31,6 @@ onstart:
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

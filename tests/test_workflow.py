@@ -56,6 +56,17 @@ def test_benchmark_report_and_runs(demo_run):
     assert (results / "report" / "perf_vs_params_auc.png").stat().st_size > 0
 
 
+def test_snakemake_report_holds_both_stages_with_their_captions(demo_run, tmp_path):
+    """`snakemake --report` (README) builds; the stage-1 summary and the benchmark
+    report are in it with their captions (workflow/report/*.rst)."""
+    report = tmp_path / "report.html"
+    run = snakemake_in(demo_run, "--report", str(report))
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = report.read_text()
+    assert "one row per feature store" in html            # stage1.rst
+    assert "Missing-modality benchmark of cohort" in html  # benchmark.rst
+
+
 def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path):
     workdir = tmp_path / "hp"
     shutil.copytree(demo_run, workdir, symlinks=True)

@@ -11,13 +11,13 @@ rule split:
         **L.manifest_files(),
     output:
         L.split("{seed}"),
-    params:
-        split=lambda w: mmparams.split_params(config, w.cohort),
-    priority: 1  # short, and every training job waits on it
     log:
         L.log("split", "seed{seed}"),
+    priority: 1  # short, and every training job waits on it
     conda:
         "../../envs/bench.yaml"
+    params:
+        split=lambda w: mmparams.split_params(config, w.cohort),
     script:
         "../scripts/split.py"
 
@@ -27,13 +27,13 @@ rule mask:
         unpack(mask_inputs),
     output:
         L.mask("{scenario}", "{rate}", "{seed}"),
-    params:
-        mask=lambda w: mmparams.mask_params(config, w.cohort, w.scenario),
-    priority: 1  # short, and every training job waits on it
     log:
         L.log("mask", "{scenario}-{rate}-seed{seed}"),
+    priority: 1  # short, and every training job waits on it
     conda:
         "../../envs/bench.yaml"
+    params:
+        mask=lambda w: mmparams.mask_params(config, w.cohort, w.scenario),
     script:
         "../scripts/mask.py"
 
@@ -43,16 +43,16 @@ rule train:
         unpack(train_inputs),
     output:
         directory(L.cell("{feature_set}", "{method}", "{scenario}", "{rate}")),
-    params:
-        train=lambda w: mmparams.train_params(config, w.cohort, w.feature_set, w.method),
-        cells=cell_list,
-    threads: 1
     log:
         L.log("train", "{feature_set}/{method}/{scenario}-{rate}"),
     benchmark:
         L.benchmark("train", "{feature_set}/{method}/{scenario}-{rate}")
     conda:
         "../../envs/bench.yaml"
+    threads: 1
+    params:
+        train=lambda w: mmparams.train_params(config, w.cohort, w.feature_set, w.method),
+        cells=cell_list,
     script:
         "../scripts/train.py"
 

@@ -1,14 +1,14 @@
 rule demo_cohort:
     output:
         directory(L.raw()),
-    params:
-        demo=lambda w: mmparams.demo_params(config, w.cohort),
     log:
         L.log("demo_cohort"),
     benchmark:
         L.benchmark("demo_cohort")
     conda:
         "../../envs/cohort.yaml"
+    params:
+        demo=lambda w: mmparams.demo_params(config, w.cohort),
     script:
         "../scripts/demo_cohort.py"
 
@@ -18,11 +18,11 @@ rule manifest:
         unpack(manifest_inputs),
     output:
         **L.manifest_files(),
-    params:
-        cohort=lambda w: mmparams.manifest_params(config, w.cohort),
     log:
         L.log("manifest"),
     conda:
         "../../envs/cohort.yaml"
+    params:
+        cohort=lambda w: mmparams.manifest_params(config, w.cohort),
     script:
         "../scripts/manifest.py"

@@ -68,8 +68,8 @@ def encode_inputs(wildcards):
         inputs["shards"] = shards
     if ENCODERS[w.encoder]["type"] == "text":
         inputs["prompts"] = layout(w.cohort).prompts(w.modality)
-    if (COHORTS[w.cohort]["modalities"][w.modality].get("mask") or {}).get("from") == \
-            "totalsegmentator":
+    mask = COHORTS[w.cohort]["modalities"][w.modality].get("mask") or {}
+    if mask.get("from") == "totalsegmentator":
         inputs["masks"] = layout(w.cohort).masks(w.modality)
     if ENCODERS[w.encoder].get("encoding_from"):  # a tabular encoding fitted on another cohort
         inputs["encoding_from"] = ENCODERS[w.encoder]["encoding_from"]

@@ -13,17 +13,17 @@ rule encode:
         unpack(encode_inputs),
     output:
         directory(L.store("{modality}", "{encoder}")),
-    params:
-        encoder=lambda w: mmparams.encoder_params(config, w.cohort, w.modality, w.encoder),
-    resources:
-        gpu=encoder_gpus,
-    threads: 1
-    priority: encode_priority
     log:
         L.log("encode", "{modality}-{encoder}"),
     benchmark:
         L.benchmark("encode", "{modality}-{encoder}")
+    priority: encode_priority
     conda:
         "../../envs/encode.yaml"
+    threads: 1
+    resources:
+        gpu=encoder_gpus,
+    params:
+        encoder=lambda w: mmparams.encoder_params(config, w.cohort, w.modality, w.encoder),
     script:
         "../scripts/encode.py"

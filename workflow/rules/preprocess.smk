@@ -9,18 +9,18 @@ rule dicom_to_nifti:
         **L.manifest_files(),
     output:
         directory(L.shard("{modality}", "dicom", "{shard}")),
-    params:
-        dicom=mmparams.dicom_params(config),
-        n_shards=config["shards"]["dicom"],
-    priority: 2
     log:
         L.log("dicom_to_nifti", "{modality}-shard{shard}"),
     benchmark:
         L.benchmark("dicom_to_nifti", "{modality}-shard{shard}")
+    priority: 2
     group:
         "preprocess"
     conda:
         "../../envs/preprocess.yaml"
+    params:
+        dicom=mmparams.dicom_params(config),
+        n_shards=config["shards"]["dicom"],
     script:
         "../scripts/dicom_to_nifti.py"
 
@@ -30,18 +30,18 @@ rule tile_slides:
         **L.manifest_files(),
     output:
         directory(L.shard("{modality}", "slide", "{shard}")),
-    params:
-        tiling=mmparams.tiling_params(config),
-        n_shards=config["shards"]["slide"],
-    priority: 2
     log:
         L.log("tile_slides", "{modality}-shard{shard}"),
     benchmark:
         L.benchmark("tile_slides", "{modality}-shard{shard}")
+    priority: 2
     group:
         "preprocess"
     conda:
         "../../envs/preprocess.yaml"
+    params:
+        tiling=mmparams.tiling_params(config),
+        n_shards=config["shards"]["slide"],
     script:
         "../scripts/tile_slides.py"
 
@@ -51,13 +51,13 @@ rule clinical_prompts:
         **L.manifest_files(),
     output:
         L.prompts("{modality}"),
-    params:
-        prompt=lambda w: mmparams.prompt_params(config, w.cohort, w.modality),
-    priority: 2
     log:
         L.log("clinical_prompts", "{modality}"),
+    priority: 2
     conda:
         "../../envs/preprocess.yaml"
+    params:
+        prompt=lambda w: mmparams.prompt_params(config, w.cohort, w.modality),
     script:
         "../scripts/clinical_prompts.py"
 
@@ -70,17 +70,17 @@ rule segment:
         unpack(segment_inputs),
     output:
         directory(L.masks("{modality}")),
-    params:
-        segment=lambda w: mmparams.segment_params(config, w.cohort, w.modality),
-        kind=lambda w: COHORTS[w.cohort]["modalities"][w.modality]["kind"],
-    resources:
-        gpu=1,
-    priority: 2
     log:
         L.log("segment", "{modality}"),
     benchmark:
         L.benchmark("segment", "{modality}")
+    priority: 2
     conda:
         "../../envs/preprocess.yaml"
+    resources:
+        gpu=1,
+    params:
+        segment=lambda w: mmparams.segment_params(config, w.cohort, w.modality),
+        kind=lambda w: COHORTS[w.cohort]["modalities"][w.modality]["kind"],
     script:
         "../scripts/segment.py"

@@ -10,11 +10,11 @@ rule benchmark_report:
             category="Benchmark",
             subcategory="{cohort}",
         ),
-    params:
-        report=lambda w: mmparams.report_params(config, w.cohort),
     log:
         L.log("benchmark_report"),
     conda:
         "../../envs/bench.yaml"
+    params:
+        report=lambda w: mmparams.report_params(config, w.cohort),
     script:
         "../scripts/benchmark_report.py"
