@@ -1,14 +1,15 @@
 """Tile features someone already extracted with CLAM, TRIDENT or STAMP (``tile_features``).
 
 ``setup`` reads every file's header (:func:`mmpipe.encoders.tile_features.inspect_tile_file`)
-and checks that the readable files agree on how their features were made: the layout,
-feature encoder, feature dimension, patch size, magnification and coordinate unit, each
-compared among the files that record it. Files that disagree are not a few bad files but
-two extractions in one modality, whose features do not share one space: the job stops
-with :class:`~mmpipe.errors.MixedTileFeaturesError`, naming each differing value with an
-example subject and file, and writes nothing. The agreed values go into the store's
-``tile_features`` attribute (part of its encoding signature: a model trained on one
-feature encoder's tiles refuses another's).
+and checks that the readable files agree on how their features were made: each key of
+:data:`~mmpipe.encoders.tile_features.PROVENANCE_KEYS` (the layout, feature encoder,
+feature dimension, patch size, patch level, magnification, overlap, patch size in µm,
+µm per pixel and coordinate unit), compared among the files that record it. Files that
+disagree are not a few bad files but two extractions in one modality, whose features do
+not share one space: the job stops with :class:`~mmpipe.errors.MixedTileFeaturesError`,
+naming each differing value with an example subject and file, and writes nothing. The
+agreed values go into the store's ``tile_features`` attribute (part of its encoding
+signature: a model trained on one feature encoder's tiles refuses another's).
 
 ``run`` writes each subject's tiles as its bag (``bag/emb``, ``bag/coords``) and their
 mean as its embedding, as the CLAM slide encoder does (:mod:`mmpipe.encode.slide`). A

@@ -31,8 +31,12 @@ with ``trident/IO.py`` ``save_h5`` and ``coords_to_h5`` (a91fa84); KatherLab/STA
     vector, not tile features, and are refused.
 
 Only h5py reads the HDF5 files and ``torch.load(weights_only=True)`` the ``.pt`` files
-(:func:`mmpipe.encoders.precomputed.load_feature_file`): nothing in a data file is run.
-Every failure is an :class:`InputError` that names the file and the reason.
+(:func:`mmpipe.encoders.precomputed.load_feature_file`): nothing in a data file is run,
+and nothing in one makes the job read another file: ``features``/``feats``/``coords``
+that are links, keep their data in external files or are virtual datasets are refused
+(the tools write plain datasets). Every failure, h5py's and numpy's own errors on a
+malformed file included, is an :class:`InputError` that names the file and the reason,
+so one bad file rejects its subject and never stops the others.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ STAMP_V1_PIXELS = "pixels of the 224-px tiles (STAMP v1 file: no unit recorded)"
 # on each key they record (None: not recorded)
 PROVENANCE_KEYS = ("layout", "feature_encoder", "feature_dim", "patch_size", "patch_level",
                    "magnification", "overlap", "patch_size_um", "mpp", "coords_unit")
+# the datasets the layouts read
+DATASETS = ("features", "feats", "coords")
+# what h5py, numpy and torch raise on a malformed file (a dangling link, a bad attribute,
+# a group where a dataset belongs): turned into an InputError that names the file
+_READ_ERRORS = (ValueError, TypeError, KeyError, OSError)
 
 
 @dataclass
@@ -72,15 +81,59 @@ class TileFile:
     encoder_source: str | None = None
 
 
-def _plain(value: Any) -> Any:
-    """An attribute as a plain hashable value; TRIDENT writes None as the text 'None'."""
-    if isinstance(value, bytes):
-        value = value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        value = tuple(value.tolist())
+def _decoded(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _plain(value: Any, name: str, path: Path) -> Any:
+    """An attribute as a plain hashable value (the files of a store are compared on them):
+    a scalar or a flat tuple; TRIDENT writes None as the text 'None'. An array of more
+    than one axis, or anything else unhashable, is no patch size or encoder name: refused."""
+    if isinstance(value, h5py.Empty):  # an attribute without a value records nothing
+        return None
+    if isinstance(value, np.ndarray) and value.ndim > 1:
+        raise InputError(f"the attribute {name!r} is an array of shape {value.shape}, "
+                         "expected a single value or a flat list", path)
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    value = tuple(map(_decoded, value)) if isinstance(value, list) else _decoded(value)
+    try:
+        hash(value)
+    except TypeError:
+        raise InputError(f"the attribute {name!r} holds {type(value).__name__} "
+                         f"{str(value)[:60]!r}, expected a single value or a flat list",
+                         path) from None
     return None if value in ("None", "") else value
+
+
+def _refuse_links(f: h5py.File, path: Path) -> None:
+    """The tools write their datasets into the file itself. A link to another file, or a
+    soft link (whose path may pass through one), would make the job read a file the
+    config never named: refused before anything follows it."""
+    for name in DATASETS:
+        link = f.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise InputError(f"{name!r} is an external link to {link.path!r} in file "
+                             f"{link.filename!r}: a feature file must hold its own data",
+                             path)
+        if isinstance(link, h5py.SoftLink):
+            raise InputError(f"{name!r} is a soft link to {link.path!r}: a feature file "
+                             "must hold its own data as plain datasets", path)
+
+
+def _in_file(ds: Any, name: str, path: Path) -> h5py.Dataset:
+    """A dataset whose values are stored in this file: external raw storage and virtual
+    datasets (data mapped from other files) are refused, as links are."""
+    if not isinstance(ds, h5py.Dataset):  # a group, or a file changed since its header
+        raise InputError(f"{name!r} is not a dataset", path)
+    if ds.is_virtual:
+        raise InputError(f"{name!r} is a virtual dataset (its data mapped from other "
+                         "datasets or files): a feature file must hold its own data", path)
+    if ds.external:
+        files = [_decoded(e[0]) for e in ds.external]
+        raise InputError(f"{name!r} keeps its data in external file(s) {files}: a feature "
+                         "file must hold its own data", path)
+    return ds
 
 
 def _dataset(f: h5py.File, name: str, path: Path, what: str) -> h5py.Dataset:
@@ -89,6 +142,7 @@ def _dataset(f: h5py.File, name: str, path: Path, what: str) -> h5py.Dataset:
         found = "is not a dataset" if obj is not None else "is missing"
         raise InputError(f"the {what} dataset {name!r} {found} (the file holds "
                          f"{sorted(f.keys())})", path)
+    _in_file(obj, name, path)
     if obj.dtype.kind not in "biuf":
         raise InputError(f"{name!r} has non-numeric dtype {obj.dtype}", path)
     return obj
@@ -96,14 +150,18 @@ def _dataset(f: h5py.File, name: str, path: Path, what: str) -> h5py.Dataset:
 
 def _check_shapes(features: tuple[int, ...], coords: tuple[int, ...] | None,
                   path: Path, name: str = "features") -> None:
-    """One row per tile: [N, D] features, N > 0, and [N, 2] coordinates when given."""
-    if not features or features[0] == 0 or 0 in features:
+    """One row per tile: [N, D] features, N > 0 and D > 0, and [N, 2] coordinates when
+    given. ``name`` is the features' dataset name (``feats`` in STAMP files)."""
+    if features and features[0] == 0:
         raise InputError(f"the file holds zero tiles ({name} of shape {features}): the tool "
                          "found no tissue tile in this slide", path)
     if len(features) != 2:
         hint = (": one vector is a slide-level embedding (TRIDENT slide_features_*, STAMP "
                 "slide/patient encodings), not tile features") if len(features) == 1 else ""
         raise InputError(f"{name} of shape {features}, expected [tiles, features]{hint}", path)
+    if features[1] == 0:
+        raise InputError(f"{name} of shape {features}: {features[0]} tiles with zero feature "
+                         "columns each (no feature vector was written)", path)
     if coords is None:
         return
     if len(coords) != 2 or coords[1] != 2:
@@ -128,24 +186,36 @@ def _detect_layout(f: h5py.File, path: Path) -> str:
     return "trident" if marks & {"savetodir", "encoder", "target_magnification"} else "clam"
 
 
-def _clam_attrs(coords: h5py.Dataset) -> dict[str, Any]:
+def _clam_attrs(coords: h5py.Dataset, path: Path) -> dict[str, Any]:
     # the patching attributes, where a file carries them (CLAM create_patches_fp.py:
     # wsi_core/WholeSlideImage.py process_contour)
     a = coords.attrs
-    return {"patch_size": _plain(a.get("patch_size")), "patch_level": _plain(a.get("patch_level")),
-            "coords_unit": LEVEL0_PIXELS}
+    return {key: _plain(a.get(key), key, path) for key in ("patch_size", "patch_level")} | {
+        "coords_unit": LEVEL0_PIXELS}
 
 
 def _trident_attrs(f: h5py.File, path: Path) -> tuple[dict[str, Any], str | None]:
     # features attrs: WSI.extract_features; coords attrs: trident/IO.py coords_to_h5
     a = f["coords"].attrs if isinstance(f.get("coords"), h5py.Dataset) else {}
-    encoder, source = _plain(f["features"].attrs.get("encoder")), "file"
+    encoder, source = _plain(f["features"].attrs.get("encoder"), "encoder", path), "file"
     if encoder is None and path.parent.name.startswith("features_"):
         encoder, source = path.parent.name.removeprefix("features_"), "folder name"
-    return ({"feature_encoder": encoder, "patch_size": _plain(a.get("patch_size")),
-             "magnification": _plain(a.get("target_magnification")),
-             "overlap": _plain(a.get("overlap")), "coords_unit": LEVEL0_PIXELS},
+    return ({"feature_encoder": encoder,
+             "patch_size": _plain(a.get("patch_size"), "patch_size", path),
+             "magnification": _plain(a.get("target_magnification"), "target_magnification",
+                                     path),
+             "overlap": _plain(a.get("overlap"), "overlap", path), "coords_unit": LEVEL0_PIXELS},
             source if encoder is not None else None)
+
+
+def _size(a: h5py.AttributeManager, key: str, path: Path) -> float | int | None:
+    """A STAMP tile size attribute: a positive number (µm per pixel is computed from two)."""
+    value = _plain(a.get(key), key, path)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not np.isfinite(value) or value <= 0):
+        raise InputError(f"the STAMP attribute {key!r} is {value!r}, expected a positive "
+                         "number", path)
+    return value
 
 
 def _stamp_attrs(f: h5py.File, path: Path) -> dict[str, Any]:
@@ -153,17 +223,18 @@ def _stamp_attrs(f: h5py.File, path: Path) -> dict[str, Any]:
     # it pairs with, src/stamp/modeling/data.py get_coords, takes tile_size + unit "um"
     # as the 2.0 spelling of tile_size_um
     a = f.attrs
-    feat_type = _plain(a.get("feat_type"))
+    feat_type = _plain(a.get("feat_type"), "feat_type", path)
     if feat_type not in (None, "tile"):
         raise InputError(f"a STAMP {feat_type}-level encoding (feat_type {feat_type!r}), not "
                          "tile features", path)
-    unit = _plain(a.get("unit"))
-    size_um = _plain(a.get("tile_size_um", a.get("tile_size") if unit == "um" else None))
-    size_px = _plain(a.get("tile_size_px"))
+    unit = _plain(a.get("unit"), "unit", path)
     if unit not in (None, "um"):
         raise InputError(f"STAMP coordinates in unit {unit!r}; mmpipe knows 'um'", path)
-    mpp = round(float(size_um) / float(size_px), 4) if size_um and size_px else None
-    return {"feature_encoder": _plain(a.get("extractor")), "patch_size": size_px,
+    size_um = _size(a, "tile_size" if unit == "um" and "tile_size_um" not in a
+                    else "tile_size_um", path)
+    size_px = _size(a, "tile_size_px", path)
+    mpp = round(size_um / size_px, 4) if size_um and size_px else None
+    return {"feature_encoder": _plain(a.get("extractor"), "extractor", path), "patch_size": size_px,
             "patch_size_um": size_um, "mpp": mpp,
             "coords_unit": MICROMETRES if unit == "um" else STAMP_V1_PIXELS}
 
@@ -173,9 +244,15 @@ def _open(path: Path) -> h5py.File:
         raise InputError("not an HDF5 file (no HDF5 signature): expected a CLAM, TRIDENT or "
                          "STAMP feature .h5", path)
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as err:  # truncated, or damaged past its signature
         raise InputError(f"cannot read the HDF5 file: {err}", path) from err
+    try:
+        _refuse_links(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _inspect_h5(path: Path) -> TileFile:
@@ -191,7 +268,7 @@ def _inspect_h5(path: Path) -> TileFile:
         coords = _dataset(f, "coords", path, "tile coordinates")
         _check_shapes(feats.shape, coords.shape, path, FEATURES[layout])
         if layout == "clam":
-            prov = _clam_attrs(coords)
+            prov = _clam_attrs(coords, path)
         prov.update(layout=layout, feature_dim=int(feats.shape[1]))
         return TileFile(path, int(feats.shape[0]), path, prov, source)
 
@@ -208,8 +285,11 @@ def _read_pt(path: Path) -> np.ndarray:
     try:
         return load_feature_file(path, flatten=False)
     except InputError as err:
-        if "features are empty" in err.reason:
+        if "features are empty (shape (0" in err.reason:
             raise InputError(f"the file holds zero tiles ({err.reason})", path) from None
+        if "features are empty" in err.reason:  # [N, 0]: tiles, but no feature columns
+            raise InputError(f"the tensor has zero feature columns ({err.reason})",
+                             path) from None
         raise
 
 
@@ -223,10 +303,12 @@ def _inspect_pt(path: Path) -> TileFile:
             with _open(sibling) as f:
                 coords = _dataset(f, "coords", sibling, "tile coordinates")
                 _check_shapes(shape, coords.shape, path, "the .pt tensor")
-                prov = _clam_attrs(coords)
-        except InputError as err:
+                prov = _clam_attrs(coords, sibling)
+        except (InputError, *_READ_ERRORS) as err:
+            reason = (err.reason if isinstance(err, InputError)
+                      else f"{type(err).__name__}: {err}")
             raise InputError(f"its CLAM h5 sibling {sibling} (the tile coordinates): "
-                             f"{err.reason}", path) from None
+                             f"{reason}", path) from None
         coords_file = sibling
     else:
         _check_shapes(shape, None, path, "the .pt tensor")
@@ -245,7 +327,11 @@ def inspect_tile_file(path: str | Path, feature_encoder: str | None = None) -> T
                          f"{list(SUFFIXES)})", path)
     if not path.is_file():
         raise InputError("feature file not found", path)
-    tf = _inspect_h5(path) if suffix == ".h5" else _inspect_pt(path)
+    try:
+        tf = _inspect_h5(path) if suffix == ".h5" else _inspect_pt(path)
+    except _READ_ERRORS as err:  # h5py's or numpy's own error on a malformed file
+        raise InputError(f"cannot read the file's header: {type(err).__name__}: {err}",
+                         path) from err
     recorded = tf.provenance.get("feature_encoder")
     if recorded is None and feature_encoder:
         tf.provenance["feature_encoder"], tf.encoder_source = feature_encoder, "config"
@@ -263,31 +349,46 @@ def _finite(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
     return arr
 
 
+def _positions(coords: np.ndarray, path: Path) -> np.ndarray:
+    """Coordinates as int64, rounded. A negative one is no position on the slide, and one
+    past the int64 range would be cast to INT64_MIN without a word: both refused."""
+    coords = np.rint(_finite(coords, "coords", path))
+    if negative := int((coords < 0).sum()):
+        raise InputError(f"coords hold {negative} negative value(s) (smallest "
+                         f"{coords.min():g}): tile positions on a slide are not negative", path)
+    if huge := int((coords >= 2.0 ** 63).sum()):
+        raise InputError(f"coords hold {huge} value(s) past the int64 range (largest "
+                         f"{coords.max():g}): not tile positions", path)
+    return coords.astype(np.int64)
+
+
 def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's features (float32 [N, D]) and tile coordinates (int64 [N, 2] in
     ``coords_unit``; micrometres rounded to whole ones), or None without coordinates."""
     path = tf.path
-    layout = tf.provenance["layout"]
+    pt = path.suffix.lower() == ".pt"
+    name = "the .pt tensor" if pt else FEATURES[tf.provenance["layout"]]
+    coords = None
     try:
-        if path.suffix.lower() == ".pt":
+        if pt:
             feats = _read_pt(path)
-            coords = None
         else:
             with _open(path) as f:
-                feats = _finite(np.asarray(f[FEATURES[layout]][()], dtype=np.float32),
-                                "features", path)
-                coords = f["coords"][()]
+                feats = _finite(np.asarray(_in_file(f[name], name, path)[()],
+                                           dtype=np.float32), "features", path)
+                coords = _in_file(f["coords"], "coords", path)[()]
         if tf.coords_file is not None and coords is None:
             with _open(tf.coords_file) as f:
-                coords = f["coords"][()]
-    except (OSError, KeyError) as err:  # changed or damaged since its header was read
+                coords = _in_file(f["coords"], "coords", tf.coords_file)[()]
+        if coords is not None:
+            coords = np.asarray(coords, dtype=np.float64)
+    except _READ_ERRORS as err:  # changed or damaged since its header was read
         raise InputError(f"cannot read the features: {type(err).__name__}: {err}",
                          path) from err
-    _check_shapes(feats.shape, None if coords is None else coords.shape, path)
+    _check_shapes(feats.shape, None if coords is None else coords.shape, path, name)
     if feats.shape != (tf.n_tiles, tf.provenance["feature_dim"]):
-        raise InputError(f"features of shape {feats.shape}, its header said "
+        raise InputError(f"{name} of shape {feats.shape}, its header said "
                          f"({tf.n_tiles}, {tf.provenance['feature_dim']})", path)
     if coords is not None:
-        coords = np.rint(_finite(np.asarray(coords, dtype=np.float64), "coords", path))
-        coords = coords.astype(np.int64)
+        coords = _positions(coords, path)
     return np.ascontiguousarray(feats), coords

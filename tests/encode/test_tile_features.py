@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 
@@ -90,6 +91,9 @@ def test_stores_hold_each_tools_bag_coordinates_and_mean(cohort):
             np.testing.assert_allclose(feats, bags[m][sid], atol=2e-3)  # STAMP: float16
             np.testing.assert_allclose(emb, feats.mean(axis=0), rtol=1e-5)
             assert len(coords) == len(feats)
+            if m == "clam":  # .pt subjects (odd) too: their coordinates are the h5's
+                with h5py.File(layout.root.parents[1] / "clam" / "h5_files" / f"{sid}.h5") as h5:
+                    np.testing.assert_array_equal(coords, h5["coords"][()])
     reasons = {m: dict(zip(*(lambda f: (f.subject_id, f.reason))(
         FeatureStore(layout.store(m, e)).to_numpy()), strict=True)) for m, e in ENCODERS.items()}
     assert "h5_files/s00.h5: features hold 1 non-finite value" in reasons["clam"]["s00"]
@@ -208,6 +212,28 @@ def test_pt_files_without_coordinates(tmp_path):
     job, writer = _run({"d": paths["d"]})
     assert job.bag_coord_dim == 0 and job.bag_coords.startswith("none")
     assert writer.written["d"][2] is None
+
+
+def test_malformed_files_reject_their_subject_and_not_the_job(tmp_path):
+    """h5py's and numpy's own errors on a malformed file (a non-numeric STAMP tile size, a
+    2x2 attribute, a link to a missing file) reject that subject; the others are written."""
+    paths = {s: write_trident(tmp_path, s, _feats()) for s in "abcd"}
+    paths["e"] = write_stamp(tmp_path, "e", _feats())
+    with h5py.File(paths["e"], "a") as f:
+        f.attrs["tile_size_um"] = "256um"
+    paths["f"] = write_trident(tmp_path / "f", "f", _feats())
+    with h5py.File(paths["f"], "a") as f:
+        f["coords"].attrs["patch_size"] = np.full((2, 2), 256)
+    paths["g"] = tmp_path / "g.h5"
+    with h5py.File(paths["g"], "w") as f:
+        f["features"] = h5py.ExternalLink("missing.h5", "/features")
+        f["coords"] = grid(3, 1)
+    job, writer = _run(paths)
+    assert sorted(writer.written) == ["a", "b", "c", "d"]
+    assert job.attrs["tile_features"]["patch_size"] == 256
+    assert "'tile_size_um' is '256um'" in writer.rejected["e"]
+    assert "'patch_size' is an array of shape (2, 2)" in writer.rejected["f"]
+    assert f"{paths['g']}: 'features' is an external link" in writer.rejected["g"]
 
 
 def test_most_files_rejected_stops_the_job(tmp_path):

@@ -16,6 +16,7 @@ from mmpipe.encoders.tile_features import (
     read_tile_features,
 )
 from mmpipe.errors import InputError
+from tests.conftest import RunsCode
 from tests.tile_feature_files import grid, write_clam, write_stamp, write_trident
 
 FEATS = np.arange(24, dtype=np.float32).reshape(6, 4) / 10
@@ -122,6 +123,50 @@ def _pt(path, value):
     return path
 
 
+def _trident_attr(path, **attrs):
+    """A TRIDENT file, attributes of its coords replaced."""
+    src = _trident_dataset(path)
+    with h5py.File(src, "a") as f:
+        f["coords"].attrs.update(attrs)
+    return src
+
+
+def _unreadable_attr(path):
+    """A TRIDENT file whose coords' patch_size has an HDF5 time type, which h5py cannot read
+    (TypeError): the reader's own error, rejected at the boundary."""
+    src = _trident_dataset(path)
+    with h5py.File(src, "a") as f:
+        del f["coords"].attrs["patch_size"]
+        h5py.h5a.create(f["coords"].id, b"patch_size", h5py.h5t.UNIX_D32LE,
+                        h5py.h5s.create(h5py.h5s.SCALAR))
+    return src
+
+
+def _elsewhere(path):
+    """A file beside the feature file, with the features a link would lead to."""
+    return _h5(path.parent / "elsewhere.h5", features=FEATS, coords=grid(6, 1))
+
+
+def _external_storage(path):
+    raw = path.parent / "features.raw"
+    raw.write_bytes(FEATS.tobytes())
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", FEATS.shape, np.float32,
+                         external=[(str(raw), 0, FEATS.nbytes)])
+        f["coords"] = grid(6, 1)
+    return path
+
+
+def _virtual(path):
+    source = _elsewhere(path)
+    layout = h5py.VirtualLayout(FEATS.shape, np.float32)
+    layout[:] = h5py.VirtualSource(source, "features", FEATS.shape)
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("features", layout)
+        f["coords"] = grid(6, 1)
+    return path
+
+
 BAD_FILES = {
     "not_hdf5": (lambda p: (p.write_bytes(b"CLAM? no." * 20), p)[1], "not an HDF5 file"),
     "truncated": (_truncated, "cannot read the HDF5 file"),
@@ -148,7 +193,40 @@ BAD_FILES = {
     "stamp_slide_encoding": (lambda p: _stamp_attr(p, feat_type="slide"),
                              "a STAMP slide-level encoding"),
     "stamp_unit": (lambda p: _stamp_attr(p, unit="mm"), "unit 'mm'"),
+    "zero_columns": (lambda p: _h5(p, features=np.empty((3, 0), np.float32), coords=grid(3, 1)),
+                     r"features of shape \(3, 0\): 3 tiles with zero feature columns"),
+    "stamp_size_not_a_number": (lambda p: _stamp_attr(p, tile_size_um="256um"),
+                                "the STAMP attribute 'tile_size_um' is '256um', expected a "
+                                "positive number"),
+    "stamp_size_nan": (lambda p: _stamp_attr(p, tile_size_px=np.nan),
+                       "'tile_size_px' is nan, expected a positive number"),
+    "attribute_2d": (lambda p: _trident_attr(p, patch_size=np.full((2, 2), 256)),
+                     r"the attribute 'patch_size' is an array of shape \(2, 2\)"),
+    "attribute_unreadable": (_unreadable_attr, "cannot read the file's header: TypeError: No "
+                             "NumPy equivalent for TypeTimeID"),
+    "features_external_link_missing": (
+        lambda p: _h5(p, features=h5py.ExternalLink("missing.h5", "/features"),
+                      coords=grid(6, 1)),
+        "'features' is an external link to '/features' in file 'missing.h5'"),
+    "features_external_link": (
+        lambda p: _h5(p, features=h5py.ExternalLink(str(_elsewhere(p)), "/features"),
+                      coords=grid(6, 1)),
+        "'features' is an external link .* a feature file must hold its own data"),
+    "coords_soft_link": (lambda p: _h5(p, features=FEATS, xy=grid(6, 1),
+                                       coords=h5py.SoftLink("/xy")),
+                         "'coords' is a soft link to '/xy'"),
+    "features_external_storage": (_external_storage,
+                                  r"'features' keeps its data in external file\(s\) "
+                                  r"\[.*features.raw'\]"),
+    "features_virtual": (_virtual, "'features' is a virtual dataset"),
+    "coords_past_int64": (lambda p: _h5(p, features=FEATS, coords=np.full((6, 2), 1e30)),
+                          r"coords hold 12 value\(s\) past the int64 range \(largest 1e\+30\)"),
+    "coords_negative": (lambda p: _h5(p, features=FEATS, coords=grid(6, 1) - 1),
+                        r"coords hold 6 negative value\(s\) \(smallest -1\)"),
     "pt_zero_tiles": (lambda p: _pt(p.with_suffix(".pt"), torch.zeros(0, 4)), "zero tiles"),
+    "pt_zero_columns": (lambda p: _pt(p.with_suffix(".pt"), torch.zeros(3, 0)),
+                        r"the tensor has zero feature columns \(features are empty "
+                        r"\(shape \(3, 0\)\)\)"),
     "pt_one_vector": (lambda p: _pt(p.with_suffix(".pt"), torch.ones(4)),
                       "slide-level embedding"),
     "pt_nan": (lambda p: _pt(p.with_suffix(".pt"), torch.full((3, 4), float("nan"))),
@@ -194,21 +272,20 @@ def test_a_pt_whose_h5_sibling_does_not_match_names_both(tmp_path):
     with pytest.raises(InputError, match="h5 sibling .*not an HDF5 file") as err:
         inspect_tile_file(pt)
     assert err.value.path == str(pt)
+    _h5(h5, coords=h5py.ExternalLink("missing.h5", "/coords"))
+    with pytest.raises(InputError, match="h5 sibling .*'coords' is an external link") as err:
+        inspect_tile_file(pt)
+    assert err.value.path == str(pt)
 
 
 def test_pickles_in_a_pt_file_are_refused_without_running_them(tmp_path):
-    import os
-
-    class Trap:  # unpickling it would create the folder
-        def __reduce__(self):
-            return os.mkdir, (str(tmp_path / "sprung"),)
-
+    marker = tmp_path / "sprung"  # unpickling RunsCode would create it
     path = tmp_path / "pt_files" / "s.pt"
     path.parent.mkdir()
-    torch.save({"features": torch.ones(2, 4), "trap": Trap()}, path)
+    torch.save({"features": torch.ones(2, 4), "trap": RunsCode(marker)}, path)
     with pytest.raises(InputError, match="cannot read features"):
         inspect_tile_file(path)
-    assert not (tmp_path / "sprung").exists()
+    assert not marker.exists()
 
 
 def test_a_file_changed_after_its_header_was_read(tmp_path):
@@ -223,3 +300,20 @@ def test_a_file_changed_after_its_header_was_read(tmp_path):
     with pytest.raises(InputError, match="cannot read the features: KeyError") as err:
         read_tile_features(tf)
     assert err.value.path == str(path)
+    with h5py.File(path, "w") as f:
+        f.create_group("features")
+        f["coords"] = grid(6, 1)
+    with pytest.raises(InputError, match="'features' is not a dataset"):
+        read_tile_features(tf)
+    # a link that appears in between is refused as it is at the header
+    _h5(path, features=h5py.ExternalLink(str(_elsewhere(path)), "/features"), coords=grid(6, 1))
+    with pytest.raises(InputError, match="'features' is an external link"):
+        read_tile_features(tf)
+
+
+def test_a_stamp_file_emptied_after_its_header_was_read_names_feats(tmp_path):
+    path = write_stamp(tmp_path, "s", FEATS)
+    tf = inspect_tile_file(path)
+    _h5(path, feats=np.empty((0, 4), np.float16), coords=np.empty((0, 2), np.float32))
+    with pytest.raises(InputError, match=r"zero tiles \(feats of shape \(0, 4\)\)"):
+        read_tile_features(tf)
