@@ -9,14 +9,19 @@ small stage-2 grid the workflow tests run) twice: locally with ``--cores 2``, an
 ``train`` job is killed with ``scancel``; the profile's ``retries`` must resubmit it.
 Then it checks, from ``sacct``:
 
-- every job of the run went through SLURM, with the partition, CPUs, memory, runtime
-  limit and GPU request the profile asks for that rule (``set-resources``,
-  ``default-resources``, ``set-threads``; CPUs are the job's threads);
-- the per-shard preprocessing jobs (``group: preprocess``) ran as group jobs, not one
-  SLURM job each;
+- every job the dry run plans went through SLURM (one SLURM job per job of each rule, the
+  grouped rules as group jobs; only ``all`` runs in the Snakemake process), with the
+  partition, CPUs, memory, runtime limit and GPU request the profile asks for that rule
+  (``set-resources``, ``default-resources``, ``set-threads``; CPUs are the job's threads);
+- the per-shard preprocessing jobs (``group: preprocess``) ran as group jobs of up to
+  ``group-components`` shards, asking for their shards' CPUs and memory together;
 - the cancelled job shows as CANCELLED and its rule and wildcards completed in a later job;
 
-and that every store and every run's predictions and metrics equal the local run's.
+and that the two results trees hold the same stores, predictions and metrics files, and
+every array of every store (bags included), every run's predictions and test metrics are
+equal. The test cluster has no default partition, so a job the profile gave no partition
+would not be accepted.
+
 Prints the sacct rows, the timings and each check; exits 1 when a check fails. Needs the
 ``slurm`` extra (``pip install -e ".[slurm]"``). Not part of ``.ci/run``: it needs root
 for the cluster and takes minutes.
@@ -41,7 +46,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import write_demo_config  # noqa: E402
+from tests.conftest import jobs_of, write_demo_config  # noqa: E402
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SACCT_FIELDS = ("JobID", "JobName", "Partition", "AllocCPUS", "ReqMem", "Timelimit",
@@ -120,33 +125,43 @@ def rule_of(comment: str) -> tuple[str, str]:
     return name, wildcards
 
 
-def is_group(name: str, groups: set[str]) -> bool:
-    """A group job's comment names the group and its rules: ``rule_<group>_<rule>_...``."""
-    return any(name == g or name.startswith(f"{g}_") for g in groups)
+def group_of(name: str, groups: dict[str, str]) -> str | None:
+    """The group a job's comment names: a group job's is ``rule_<group>_<rule>_<rule>...``
+    (as the plugin wrote it on the real run)."""
+    return next((g for g in set(groups.values()) if name == g or name.startswith(f"{g}_")),
+                None)
 
 
-def check_sacct(rows: list[dict], profile: dict, config: dict, groups: set[str],
+def check_sacct(rows: list[dict], profile: dict, config: dict, planned: dict[str, int],
                 cancelled: tuple[str, str] | None) -> list[str]:
-    """The profile's requests against what SLURM ran; the failures, as sentences."""
+    """The profile's requests against what SLURM ran; the failures, as sentences.
+
+    ``planned`` is the run's jobs per rule (Snakemake's job stats). A group job is asked
+    for what its components need together: their threads and memory summed (they run side
+    by side), the rules' time limit."""
     failures = []
+    groups = profile.get("groups", {})
     for row in rows:
         rule, wildcards = rule_of(row["Comment"])
-        want = expected(rule, profile)
         got = {"partition": row["Partition"], "cpus": int(row["AllocCPUS"]),
                "mem_mb": int(row["ReqMem"].rstrip("M")) if row["ReqMem"].endswith("M")
                else row["ReqMem"], "runtime": _minutes(row["Timelimit"]),
                "gpu": "gres/gpu=1" in row["ReqTRES"]}
-        want["gpu"] = asks_for_gpu(rule, wildcards, config)
-        if is_group(rule, groups):
-            # a group job: SLURM is asked for what its components need together
-            want = {"partition": want["partition"], "gpu": False}
+        group = group_of(rule, groups)
+        if group:
+            members = [r for r, g in groups.items() if g == group and r in rule]
+            n = min(sum(planned.get(r, 0) for r in members),
+                    profile.get("group-components", {}).get(group, 1))
+            one = expected(members[0], profile)
+            want = {"partition": one["partition"], "cpus": n * one["cpus"],
+                    "mem_mb": n * one["mem_mb"], "runtime": one["runtime"], "gpu": False}
+        else:
+            want = {**expected(rule, profile), "gpu": asks_for_gpu(rule, wildcards, config)}
         for key, value in want.items():
-            if key == "mem_mb" and isinstance(got[key], int) and got[key] >= value:
-                continue  # the plugin may add a small margin (array payloads)
             if got[key] != value:
                 failures.append(f"job {row['JobID']} ({row['Comment']}): {key} {got[key]!r}, "
                                 f"the profile asks {value!r}")
-    states = {}
+    states: dict[str, list[tuple[str, str]]] = {}
     for row in rows:
         states.setdefault(row["Comment"], []).append((row["JobID"], row["State"]))
     for comment, seen in states.items():
@@ -161,41 +176,65 @@ def check_sacct(rows: list[dict], profile: dict, config: dict, groups: set[str],
             failures.append(f"cancelled job {jobid} is not CANCELLED in sacct: {seen}")
         if not any(s == "COMPLETED" and int(j) > int(jobid) for j, s in seen):
             failures.append(f"{comment}: no later job completed after the cancel: {seen}")
-    rules = {rule_of(r["Comment"])[0] for r in rows}
-    for shard_rule in ("dicom_to_nifti", "tile_slides"):
-        if shard_rule in rules:
-            failures.append(f"{shard_rule} ran as its own SLURM jobs, not in a group job")
-    if not any(is_group(rule, groups) for rule in rules):
-        failures.append(f"no group job ({sorted(groups)}) in sacct")
+    # every planned job ran in SLURM: the grouped rules as group jobs, the others one each
+    # (`all` only collects the targets and runs in the Snakemake process)
+    rules = [rule_of(comment)[0] for comment in states]
+    for rule in set(groups) & set(rules):
+        failures.append(f"{rule} ran as its own SLURM jobs, not in a group job")
+    for group in set(groups.values()):
+        members = sum(n for r, n in planned.items() if groups.get(r) == group)
+        size = profile.get("group-components", {}).get(group, 1)
+        want, got = -(-members // size), sum(group_of(r, groups) == group for r in rules)
+        if got != want:
+            failures.append(f"group {group}: {got} SLURM job(s) for {members} planned jobs, "
+                            f"expected {want} ({size} a job)")
+    for rule, n in planned.items():
+        if rule != "all" and rule not in groups and rules.count(rule) != n:
+            failures.append(f"rule {rule}: {rules.count(rule)} job(s) in SLURM, {n} planned")
     return failures
 
 
-def compare_results(local: Path, slurm: Path) -> tuple[list[str], int]:
-    """Stores and runs of the two results trees: (differences, files compared)."""
+def compare_results(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]]:
+    """Every store (every array in it, bags included), every run's predictions and test
+    metrics of the two results trees: (differences, how many of each were compared). A
+    file in one tree only is a difference."""
+    import warnings
+
     import polars as pl
     import zarr
 
-    diffs, n = [], 0
-    for store in sorted((local / "results").rglob("*.zarr")):
-        other = slurm / store.relative_to(local)
-        a, b = zarr.open_group(store, mode="r"), zarr.open_group(other, mode="r")
-        for name in ("emb", "present", "subject_id"):
-            n += 1
-            if not np.array_equal(np.asarray(a[name][:]), np.asarray(b[name][:]),
-                                  equal_nan=name == "emb"):
-                diffs.append(f"{store.relative_to(local)}/{name} differs")
-    for pred in sorted((local / "results").rglob("predictions*.parquet")):
-        n += 1
-        other = slurm / pred.relative_to(local)
-        if not pl.read_parquet(pred).equals(pl.read_parquet(other)):
-            diffs.append(f"{pred.relative_to(local)} differs")
-    for metrics in sorted((local / "results").rglob("metrics.json")):
-        n += 1
-        mine = json.loads(metrics.read_text()).get("test")
-        theirs = json.loads((slurm / metrics.relative_to(local)).read_text()).get("test")
-        if mine != theirs:
-            diffs.append(f"{metrics.relative_to(local)}: test metrics differ")
-    return diffs, n
+    # Snakemake's marker in a directory output is no Zarr node: zarr warns, rightly
+    warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+
+    def files(root: Path, pattern: str) -> set[Path]:
+        return {p.relative_to(root) for p in (root / "results").rglob(pattern)}
+
+    diffs, counts = [], {}
+    for what, pattern in (("stores", "*.zarr"), ("predictions", "predictions*.parquet"),
+                          ("metrics", "metrics.json")):
+        mine, theirs = files(local, pattern), files(slurm, pattern)
+        diffs += [f"{rel}: only in the local run" for rel in sorted(mine - theirs)]
+        diffs += [f"{rel}: only in the SLURM run" for rel in sorted(theirs - mine)]
+        counts[what] = len(mine & theirs)
+        for rel in sorted(mine & theirs):
+            if what == "stores":
+                a, b = zarr.open_group(local / rel, mode="r"), zarr.open_group(slurm / rel,
+                                                                                mode="r")
+                names = sorted(name for name, _ in a.arrays()) + [
+                    f"bag/{name}" for name, _ in (a["bag"].arrays() if "bag" in a else [])]
+                for name in names:
+                    x, y = np.asarray(a[name][:]), np.asarray(b[name][:])
+                    if x.shape != y.shape or not np.array_equal(
+                            x, y, equal_nan=x.dtype.kind == "f"):
+                        diffs.append(f"{rel}/{name} differs")
+            elif what == "predictions":
+                if not pl.read_parquet(local / rel).equals(pl.read_parquet(slurm / rel)):
+                    diffs.append(f"{rel} differs")
+            elif (json.loads((local / rel).read_text()).get("test")
+                  != json.loads((slurm / rel).read_text()).get("test")):
+                diffs.append(f"{rel}: test metrics differ")
+    diffs += [f"no {what} to compare" for what, n in counts.items() if n == 0]
+    return diffs, counts
 
 
 def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
@@ -232,6 +271,9 @@ def main() -> int:
     if rc:
         return 1
 
+    dry = snakemake(slurm, "-n", "--cores", "1").communicate()[0]
+    planned = jobs_of(dry)
+    print(f"planned: {sum(planned.values())} jobs {planned}", flush=True)
     since = dt.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     start = time.monotonic()
     proc = snakemake(slurm, "--profile", str(PROFILE),
@@ -249,12 +291,15 @@ def main() -> int:
     print()
     if rc:
         return 1
-    groups = set(profile.get("groups", {}).values())
     config = yaml.safe_load((slurm / "config.yaml").read_text())
-    failures = check_sacct(rows, profile, config, groups, canceller.cancelled)
-    diffs, n = compare_results(local, slurm)
-    print(f"{len(rows)} SLURM jobs; {n} stores/predictions/metrics compared with the local "
-          f"run, {len(diffs)} differ")
+    failures = check_sacct(rows, profile, config, planned, canceller.cancelled)
+    local_rules = {line.split()[1].rstrip(":") for line in
+                   (root / "slurm.log").read_text().splitlines() if line.startswith("localrule ")}
+    if local_rules - {"all"}:
+        failures.append(f"rules run in the Snakemake process, not in SLURM: {local_rules}")
+    diffs, counts = compare_results(local, slurm)
+    print(f"{len(rows)} SLURM jobs; compared with the local run: "
+          + ", ".join(f"{n} {what}" for what, n in counts.items()) + f"; {len(diffs)} differ")
     for line in failures + diffs:
         print("FAIL:", line)
     if not failures and not diffs:

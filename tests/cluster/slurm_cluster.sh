@@ -80,7 +80,8 @@ ReturnToService=2
 MinJobAge=300
 SlurmdParameters=config_overrides
 NodeName=$NODE CPUs=8 RealMemory=64000 Gres=gpu:1 State=UNKNOWN
-PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# no default partition: a job the profile gives no partition is refused, not placed
+PartitionName=cpu Nodes=$NODE MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP
 EOF
     cat >/etc/slurm/gres.conf <<EOF

@@ -1,5 +1,6 @@
-"""The SLURM check's reading of sacct (tests/cluster/run_demo.py), on rows shaped as the
-real run's: a check that passed on anything would prove nothing about the cluster run."""
+"""The SLURM check's reading of sacct (tests/cluster/run_demo.py), on rows copied from
+the real run's sacct (comments as the plugin wrote them, a group job's included): a
+check that passed on anything would prove nothing about the cluster run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.run_demo import PROFILE, _minutes, check_sacct, rule_of
+from tests.cluster.run_demo import PROFILE, _minutes, check_sacct, compare_results, rule_of
 from tests.conftest import write_demo_config
 
 
@@ -32,11 +33,12 @@ def _row(jobid, comment, partition="cpu", cpus=1, mem="8000M", limit="01:00:00",
 
 
 def _good_run() -> list[dict]:
-    """The shape of the real run: a group job, a network and a tabular encoder, a train
-    job cancelled and resubmitted."""
+    """The shape of the real run: a group job of four shards, a network and a tabular
+    encoder, a train job cancelled and resubmitted."""
     return [
         _row(1, "rule_manifest_wildcards_demo"),
-        _row(2, "rule_preprocess_dicom_to_nifti_tile_slides", cpus=4, mem="32000M"),
+        _row(2, "rule_preprocess_dicom_to_nifti_tile_slides", cpus=4, mem="32000M",
+             tres="billing=4,cpu=4,mem=32000M,node=1"),
         _row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "gpu", 8, "32000M",
              "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
         _row(4, "rule_encode_wildcards_demo_clinical_tabular", "gpu", 8, "32000M",
@@ -46,11 +48,13 @@ def _good_run() -> list[dict]:
     ]
 
 
+PLANNED = {"manifest": 1, "dicom_to_nifti": 2, "tile_slides": 2, "encode": 2, "train": 1,
+           "all": 1}
 CANCELLED = ("5", "rule_train_wildcards_demo_all_mmare_natural_0.0")
 
 
 def test_the_real_runs_shape_passes(profile, config):
-    assert check_sacct(_good_run(), profile, config, {"preprocess"}, CANCELLED) == []
+    assert check_sacct(_good_run(), profile, config, PLANNED, CANCELLED) == []
 
 
 @pytest.mark.parametrize("index,change,expected", [
@@ -60,25 +64,48 @@ def test_the_real_runs_shape_passes(profile, config):
      "gpu True, the profile asks False"),
     (0, {"AllocCPUS": "2"}, "cpus 2, the profile asks 1"),
     (0, {"ReqMem": "4000M"}, "mem_mb 4000, the profile asks 8000"),
+    (0, {"ReqMem": "64000M"}, "mem_mb 64000, the profile asks 8000"),  # no --mem: the node
+    (1, {"AllocCPUS": "1"}, "cpus 1, the profile asks 4"),  # a group job: its shards' CPUs
+    (1, {"ReqMem": "8000M"}, "mem_mb 8000, the profile asks 32000"),
     (0, {"Timelimit": "00:30:00"}, "runtime 30, the profile asks 60"),
     (5, {"State": "FAILED"}, "did not complete"),
 ])
 def test_a_job_that_differs_from_the_profile_fails(profile, config, index, change, expected):
     rows = _good_run()
     rows[index] = {**rows[index], **change}
-    failures = check_sacct(rows, profile, config, {"preprocess"}, CANCELLED)
+    failures = check_sacct(rows, profile, config, PLANNED, CANCELLED)
     assert any(expected in f for f in failures), failures
 
 
-def test_shards_outside_a_group_and_an_unretried_cancel_fail(profile, config):
-    rows = [r for r in _good_run() if r["JobID"] not in ("2", "6")]
+def test_shards_outside_a_group_a_missing_job_and_an_unretried_cancel_fail(profile, config):
+    rows = [r for r in _good_run() if r["JobID"] not in ("2", "4", "6")]
     rows.append(_row(7, "rule_dicom_to_nifti_wildcards_demo_ct_0"))
-    failures = " | ".join(check_sacct(rows, profile, config, {"preprocess"}, CANCELLED))
+    failures = " | ".join(check_sacct(rows, profile, config, PLANNED, CANCELLED))
     assert "dicom_to_nifti ran as its own SLURM jobs" in failures
-    assert "no group job" in failures
+    assert "group preprocess: 0 SLURM job(s) for 4 planned jobs, expected 1" in failures
+    assert "rule encode: 1 job(s) in SLURM, 2 planned" in failures
     assert "no later job completed after the cancel" in failures
     assert "no train job was seen" in " ".join(
-        check_sacct(_good_run(), profile, config, {"preprocess"}, None))
+        check_sacct(_good_run(), profile, config, PLANNED, None))
+
+
+def test_results_that_differ_or_are_missing_are_reported(tmp_path):
+    import numpy as np
+    import zarr
+
+    trees = []
+    for name, value in (("local", 1.0), ("slurm", 2.0)):
+        root = tmp_path / name / "results" / "demo"
+        store = zarr.open_group(root / "features" / "ct" / "med3d.zarr", mode="w")
+        store.create_array("emb", data=np.zeros((2, 3), dtype="float32"))
+        bag = store.create_group("bag")
+        bag.create_array("emb", data=np.full((4, 3), value, dtype="float32"))
+        trees.append(tmp_path / name)
+    (trees[0] / "results" / "demo" / "metrics.json").write_text('{"test": {"auc": 0.5}}')
+    diffs, counts = compare_results(*trees)
+    assert "results/demo/features/ct/med3d.zarr/bag/emb differs" in diffs
+    assert "results/demo/metrics.json: only in the local run" in diffs
+    assert "no predictions to compare" in diffs and counts["stores"] == 1
 
 
 def test_comments_and_time_limits_are_read_as_sacct_writes_them():
