@@ -86,14 +86,14 @@ def _bare_forward(etype, enc_cfg: dict, device: torch.device, batch: int,
     batch of the configured input size."""
     net, _ = etype.build(enc_cfg, device)
     if etype.name == "text":
-        batches = [net.tokenizer(texts[s:s + net.batch_size], padding=True, truncation=True,
-                                 max_length=net.max_length, return_tensors="pt").to(device)
+        batches = [[t.to(device) for t in net.tokenizer(texts[s:s + net.batch_size],
+                                                        net.max_length)[:2]]
                    for s in range(0, len(texts), net.batch_size)]
 
         def forward():
             with torch.inference_mode():
-                for tok in batches:
-                    emb = net._pool(net.model(**tok).last_hidden_state, tok["attention_mask"])
+                for ids, mask in batches:
+                    emb = net._pool(net.model(ids, mask), mask)
                     torch.nn.functional.normalize(emb, p=2, dim=1).cpu()
 
         return len(texts) / _timed(forward)

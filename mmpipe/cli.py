@@ -60,7 +60,7 @@ def cmd_encode(args) -> None:
     from mmpipe.params import encoder_params
 
     cfg = _config(args)
-    skip_unused_imports(cfg["encoders"][args.encoder]["type"])  # a command's own process
+    skip_unused_imports()  # a command's own process
     layout = _layout(cfg, args.cohort)
     params = encoder_params(cfg, args.cohort, args.modality, args.encoder)
     kind = params["kind"]

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "absent", "rejected")
 _VERSIONED_PACKAGES = ("mmpipe", "torch", "monai", "numpy", "zarr", "SimpleITK", "openslide-python",
-                       "transformers")
+                       "tokenizers", "safetensors")
 
 
 # what makes two stores' features comparable: the same encoder, weights and columns

@@ -63,30 +63,24 @@ def _log_summary(inputs: list[SubjectInput], modality: str) -> None:
 
 
 # what MONAI imports (``import monai`` imports every submodule, each optional dependency
-# it finds) and an encoding job never uses, about 1.5 s of its start-up together:
-# plotting (monai.visualize), signal processing and statistics (monai.transforms'
-# ultrasound map, monai.metrics), scikit-image and scikit-learn (monai.metrics)
-NEVER_IN_AN_ENCODING_JOB = ("matplotlib", "scipy.signal", "scipy.stats", "skimage", "sklearn")
-# what only an encoder that loads a transformers model uses: transformers itself (MONAI's
-# transchex imports it, about 4 s) and the hub client MONAI's ResNet imports for
-# downloads (mmpipe loads weights from a path, never from a hub)
-ONLY_WITH_TRANSFORMERS = ("transformers", "huggingface_hub", "requests")
+# it finds) and an encoding job never uses, about 5 s of its start-up together:
+# Hugging Face transformers (MONAI's transchex; the text encoder runs its BERT without it,
+# mmpipe.encoders.bert), the hub client MONAI's ResNet imports for downloads (mmpipe
+# loads weights from a path, never from a hub), plotting (monai.visualize), signal
+# processing and statistics (monai.transforms' ultrasound map, monai.metrics),
+# scikit-image and scikit-learn (monai.metrics)
+NEVER_IN_AN_ENCODING_JOB = ("transformers", "huggingface_hub", "requests", "matplotlib",
+                            "scipy.signal", "scipy.stats", "skimage", "sklearn")
 
 
-def skip_unused_imports(encoder_type: str) -> None:
+def skip_unused_imports() -> None:
     """In a process that encodes one store, make ``import`` fail for what MONAI would
-    import and the job never uses (:data:`NEVER_IN_AN_ENCODING_JOB`, and
-    :data:`ONLY_WITH_TRANSFORMERS` unless the encoder type uses transformers). MONAI's
-    optional import then records the package as missing and goes on; code that does need
-    it fails with an ImportError, never silently. Only for a process that ends with the
-    job (the ``encode`` rule, ``mmpipe encode``), before anything imports MONAI: it
-    changes the process's imports for good."""
-    from mmpipe.encoders.registry import get_encoder_type
-
-    unused = list(NEVER_IN_AN_ENCODING_JOB)
-    if not get_encoder_type(encoder_type).uses_transformers:
-        unused += ONLY_WITH_TRANSFORMERS
-    for name in unused:
+    import and the job never uses (:data:`NEVER_IN_AN_ENCODING_JOB`). MONAI's optional
+    import then records the package as missing and goes on; code that does need it fails
+    with an ImportError, never silently. Only for a process that ends with the job (the
+    ``encode`` rule, ``mmpipe encode``), before anything imports MONAI: it changes the
+    process's imports for good."""
+    for name in NEVER_IN_AN_ENCODING_JOB:
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]
 

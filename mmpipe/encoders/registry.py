@@ -59,9 +59,6 @@ class EncoderType:
     # the settings among them that name weight files or folders: a store's key holds
     # their content's hash, not their path
     weight_files: tuple[str, ...] = ()
-    # imports Hugging Face transformers (the text encoder); the others' jobs keep MONAI
-    # from importing it (mmpipe.encode.run.skip_unused_imports)
-    uses_transformers: bool = False
 
     def loop_module(self) -> ModuleType:
         return import_module(f"mmpipe.encode.{self.loop}")
@@ -165,7 +162,7 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
                     _build_text, settings=("model", "checkpoint", "projection", "max_length",
                                            "pooling", "normalize"),
-                    weight_files=("checkpoint", "projection"), uses_transformers=True),
+                    weight_files=("checkpoint", "projection")),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
                     lambda cfg: None, None,

@@ -124,8 +124,7 @@ class TextEncoder:
                  pooling: str | None = None, max_length: int = 256, batch_size: int = 32,
                  device: str | torch.device = "cpu", normalize: bool | None = None,
                  projection: str | Path | None = None) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
+        from mmpipe.encoders.bert import BertTokenizer, load_bert
         from mmpipe.encoders.device import resolve_device
 
         if model not in MODELS:
@@ -167,16 +166,10 @@ class TextEncoder:
         self.normalize = bool(normalize if normalize is not None else
                               (recipe["normalize"] if recipe["normalize"] is not None else default_normalize))
 
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:
-            raise WeightsError(f"text encoder {model}: cannot load {folder}: {exc}") from exc
-        self.model.eval().to(self.device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.tokenizer = BertTokenizer(folder)
+        self.model = load_bert(folder, wfile).to(self.device)
 
-        limits = [int(max_length), int(self.model.config.max_position_embeddings)]
+        limits = [int(max_length), self.model.config.max_position_embeddings]
         if recipe["max_seq_length"]:
             limits.append(int(recipe["max_seq_length"]))
         if model_limit:
@@ -187,7 +180,7 @@ class TextEncoder:
                         model, max_length, self.max_length)
 
         self.projection: nn.Module | None = None
-        hidden = int(self.model.config.hidden_size)
+        hidden = self.model.config.hidden_size
         self.dim = hidden
         if projection:
             ppath = Path(projection).expanduser()
@@ -216,13 +209,10 @@ class TextEncoder:
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = texts[start:start + self.batch_size]
-                lengths = [len(ids) for ids in self.tokenizer(batch, truncation=False,
-                                                              verbose=False)["input_ids"]]
-                self.n_truncated += sum(n > self.max_length for n in lengths)
-                tok = self.tokenizer(batch, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**tok).last_hidden_state
-                emb = self._pool(hidden, tok["attention_mask"])
+                ids, mask, n_truncated = self.tokenizer(batch, self.max_length)
+                self.n_truncated += n_truncated
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                emb = self._pool(self.model(ids, mask), mask)
                 if self.projection is not None:
                     emb = self.projection(emb)
                 if self.normalize:

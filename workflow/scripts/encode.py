@@ -9,7 +9,7 @@ from mmpipe.encode.run import encode_store, skip_unused_imports  # noqa: E402
 from mmpipe.encoders.registry import execution_settings  # noqa: E402
 
 sm = snakemake  # noqa: F821
-skip_unused_imports(sm.config["encoders"][sm.wildcards.encoder]["type"])
+skip_unused_imports()
 torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 encode_store(
     Path(sm.input.manifest).parent,

