@@ -35,6 +35,17 @@ _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 # keys a BERT checkpoint may hold that the encoder does not use (see the module docstring)
 _UNUSED_PREFIXES = ("cls.", "pooler.")
 _UNUSED_KEYS = ("embeddings.position_ids",)
+_LEGACY_NAMES = ((".LayerNorm.gamma", ".LayerNorm.weight"), (".LayerNorm.beta", ".LayerNorm.bias"))
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot read it: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
 
 
 @dataclass(frozen=True)
@@ -52,10 +63,7 @@ class BertConfig:
     @classmethod
     def from_folder(cls, folder: Path) -> BertConfig:
         path = folder / "config.json"
-        try:
-            cfg = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise WeightsError(f"{path}: cannot read the model configuration: {exc}") from exc
+        cfg = _read_json_object(path)
         if cfg.get("model_type") != "bert":
             raise WeightsError(f"{path}: model_type {cfg.get('model_type')!r}; the text encoder "
                                "runs BERT checkpoints (model_type 'bert')")
@@ -65,17 +73,23 @@ class BertConfig:
         act = cfg.get("hidden_act", "gelu")
         if act not in _ACTIVATIONS:
             raise WeightsError(f"{path}: hidden_act {act!r} is not one of {sorted(_ACTIVATIONS)}")
-        try:
-            return cls(vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["hidden_size"]),
-                       num_hidden_layers=int(cfg["num_hidden_layers"]),
-                       num_attention_heads=int(cfg["num_attention_heads"]),
-                       intermediate_size=int(cfg["intermediate_size"]),
-                       max_position_embeddings=int(cfg["max_position_embeddings"]),
-                       type_vocab_size=int(cfg.get("type_vocab_size", 2)),
-                       layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
-                       gelu_approximate=_ACTIVATIONS[act])
-        except KeyError as exc:
-            raise WeightsError(f"{path}: {exc.args[0]} missing from the model configuration") from exc
+        sizes = {}
+        for key, default in (("vocab_size", None), ("hidden_size", None),
+                             ("num_hidden_layers", None), ("num_attention_heads", None),
+                             ("intermediate_size", None), ("max_position_embeddings", None),
+                             ("type_vocab_size", 2)):
+            value = cfg.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise WeightsError(f"{path}: {key} must be a positive integer, found {value!r}"
+                                   + (" (missing)" if key not in cfg else ""))
+            sizes[key] = value
+        if sizes["hidden_size"] % sizes["num_attention_heads"]:
+            raise WeightsError(f"{path}: hidden_size {sizes['hidden_size']} is not a multiple of "
+                               f"num_attention_heads {sizes['num_attention_heads']}")
+        eps = cfg.get("layer_norm_eps", 1e-12)
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
+            raise WeightsError(f"{path}: layer_norm_eps must be a positive number, found {eps!r}")
+        return cls(**sizes, layer_norm_eps=float(eps), gelu_approximate=_ACTIVATIONS[act])
 
 
 class _Embeddings(nn.Module):
@@ -97,9 +111,6 @@ class _Embeddings(nn.Module):
 class _SelfAttention(nn.Module):
     def __init__(self, c: BertConfig) -> None:
         super().__init__()
-        if c.hidden_size % c.num_attention_heads:
-            raise WeightsError(f"hidden_size {c.hidden_size} is not a multiple of "
-                               f"num_attention_heads {c.num_attention_heads}")
         self.heads = c.num_attention_heads
         self.query = nn.Linear(c.hidden_size, c.hidden_size)
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
@@ -207,7 +218,15 @@ def load_bert(folder: Path, weights: Path) -> Bert:
     net = Bert(BertConfig.from_folder(folder))
     state = {}
     for key, value in _read_weights(weights).items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{weights}: not a state_dict (entry {key!r} of type "
+                               f"{type(value).__name__})")
         key = key.removeprefix("bert.")
+        # the LayerNorm names of files written before transformers 2 (gamma, beta), which
+        # transformers still renames when it loads them
+        for old, new in _LEGACY_NAMES:
+            if key.endswith(old):
+                key = key[:-len(old)] + new
         if key.startswith(_UNUSED_PREFIXES) or key in _UNUSED_KEYS:
             continue
         state[key] = value
@@ -222,20 +241,32 @@ def load_bert(folder: Path, weights: Path) -> Bert:
 class BertTokenizer:
     """WordPiece tokenisation of single texts: ``[CLS] text [SEP]``, truncated to
     ``max_length`` tokens as transformers' tokenizer truncates (the text's tokens cut, the
-    closing ``[SEP]`` kept), padded to the longest text of the batch."""
+    closing ``[SEP]`` kept), padded to the longest text of the batch.
+
+    From the folder's ``tokenizer.json`` (a fast tokenizer's full recipe: normaliser,
+    pre-tokeniser, vocabulary, added tokens, template), else from ``vocab.txt`` and
+    ``tokenizer_config.json`` (a slow tokenizer's folder, BiomedBERT's layout). What
+    transformers would read differently is refused, not guessed: a ``tokenizer.json``
+    whose lowercasing contradicts ``tokenizer_config.json``'s ``do_lower_case``, or whose
+    template does not frame a text as ``[CLS] ... [SEP]``; a slow tokenizer's tokens added
+    beyond ``vocab.txt`` (save the tokenizer with transformers to get its
+    ``tokenizer.json``)."""
 
     def __init__(self, folder: Path) -> None:
         from tokenizers import Tokenizer
 
-        # a fast tokenizer's full recipe (normaliser, pre-tokeniser, vocabulary, template),
-        # else a slow tokenizer's vocabulary
         path = next((folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()),
                     None)
         if path is None:
             raise WeightsError(f"{folder}: no tokenizer.json or vocab.txt")
+        config_path = folder / "tokenizer_config.json"
+        config = _read_json_object(config_path) if config_path.is_file() else {}
         try:
-            self._tok = (Tokenizer.from_file(str(path)) if path.name == "tokenizer.json"
-                         else _from_vocab(folder))
+            if path.name == "tokenizer.json":
+                self._tok = Tokenizer.from_file(str(path))
+                _check_lowercasing(path, self._tok, config)
+            else:
+                self._tok = _from_vocab(path, config)
         except WeightsError:
             raise
         except Exception as exc:
@@ -244,10 +275,15 @@ class BertTokenizer:
         # transformers' tokenizer ignores it per call, so does this one
         self._tok.no_truncation()
         self._tok.no_padding()
-        ids = {t: self._tok.token_to_id(t) for t in ("[SEP]", "[PAD]")}
+        ids = {t: self._tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
         if None in ids.values():
-            raise WeightsError(f"{folder}: the tokenizer has no {[t for t, i in ids.items() if i is None]}")
+            raise WeightsError(f"{path}: the tokenizer has no "
+                               f"{[t for t, i in ids.items() if i is None]}")
         self.sep_id, self.pad_id = ids["[SEP]"], ids["[PAD]"]
+        framed = self._tok.encode("").ids
+        if framed != [ids["[CLS]"], ids["[SEP]"]]:
+            raise WeightsError(f"{path}: the tokenizer frames an empty text as {framed}, not "
+                               "[CLS] [SEP]; the text encoder needs BERT's single-text template")
 
     def __call__(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``(input_ids, attention_mask, n_truncated)`` for ``texts``."""
@@ -263,18 +299,38 @@ class BertTokenizer:
         return ids, mask, n_truncated
 
 
-def _from_vocab(folder: Path) -> Any:
-    """A BERT WordPiece tokenizer from ``vocab.txt`` and ``tokenizer_config.json`` (a slow
-    tokenizer's folder), built as transformers converts a slow BertTokenizer to a fast one."""
+def _check_lowercasing(path: Path, tok: Any, config: dict[str, Any]) -> None:
+    if "do_lower_case" not in config:
+        return
+    normalizer = json.loads(tok.to_str()).get("normalizer") or {}
+    if normalizer.get("type") == "BertNormalizer" and \
+            bool(normalizer.get("lowercase")) != bool(config["do_lower_case"]):
+        raise WeightsError(f"{path}: lowercases {bool(normalizer.get('lowercase'))}, "
+                           f"tokenizer_config.json's do_lower_case says {config['do_lower_case']}; "
+                           "make them agree")
+
+
+def _from_vocab(vocab: Path, config: dict[str, Any]) -> Any:
+    """A BERT WordPiece tokenizer from ``vocab.txt`` and ``tokenizer_config.json``, built
+    as transformers converts a slow BertTokenizer to a fast one."""
     from tokenizers.implementations import BertWordPieceTokenizer
 
-    cfg_path = folder / "tokenizer_config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    except ValueError as exc:
-        raise WeightsError(f"{cfg_path}: {exc}") from exc
-    lowercase = bool(cfg.get("do_lower_case", True))
-    return BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lowercase,
-                                  strip_accents=cfg.get("strip_accents"),
-                                  handle_chinese_chars=bool(cfg.get("tokenize_chinese_chars", True)),
+    folder = vocab.parent
+    n_vocab = sum(1 for _ in vocab.open(encoding="utf-8"))
+    added = [t.get("content") for i, t in (config.get("added_tokens_decoder") or {}).items()
+             if not str(i).isdigit() or int(i) >= n_vocab]
+    if (folder / "added_tokens.json").is_file():
+        added += list(_read_json_object(folder / "added_tokens.json"))
+    smap_path = folder / "special_tokens_map.json"
+    smap = _read_json_object(smap_path) if smap_path.is_file() else {}
+    added += list(smap.get("additional_special_tokens") or [])
+    added += list(config.get("additional_special_tokens") or [])
+    if added:
+        raise WeightsError(f"{folder}: the tokenizer adds tokens beyond vocab.txt "
+                           f"({sorted(map(str, added))[:5]}); save it with transformers "
+                           "(tokenizer.save_pretrained) so its tokenizer.json holds them")
+    return BertWordPieceTokenizer(str(vocab), lowercase=bool(config.get("do_lower_case", True)),
+                                  strip_accents=config.get("strip_accents"),
+                                  handle_chinese_chars=bool(config.get("tokenize_chinese_chars",
+                                                                       True)),
                                   clean_text=True)

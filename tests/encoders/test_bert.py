@@ -46,15 +46,21 @@ def test_minilm_matches_transformers():
         assert _same_hidden(net(ids, mask), ref_hidden, mask)
 
 
-def _pretraining_folder(tmp_path):
+def _pretraining_folder(tmp_path, names=("tokenizer_config.json", "special_tokens_map.json"),
+                        legacy=False):
     """BiomedBERT's layout: a slow tokenizer (vocab.txt, no tokenizer.json) and a
-    BertForMaskedLM pytorch_model.bin (``bert.`` prefix, the MLM head, position_ids)."""
+    BertForMaskedLM pytorch_model.bin (``bert.`` prefix, the MLM head, position_ids);
+    ``legacy``: the LayerNorm parameters named gamma and beta, as files written before
+    transformers 2 name them."""
     src = _minilm()
-    for name in ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+    for name in ("config.json", "vocab.txt", *names):
         shutil.copy(src / name, tmp_path / name)
     from safetensors.torch import load_file
 
     state = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
+    if legacy:
+        state = {k.replace("LayerNorm.weight", "LayerNorm.gamma")
+                  .replace("LayerNorm.bias", "LayerNorm.beta"): v for k, v in state.items()}
     hidden = state["bert.embeddings.word_embeddings.weight"].shape
     state["cls.predictions.bias"] = torch.zeros(hidden[0])
     state["cls.predictions.transform.dense.weight"] = torch.zeros(hidden[1], hidden[1])
@@ -62,8 +68,12 @@ def _pretraining_folder(tmp_path):
     return tmp_path
 
 
-def test_a_masked_lm_checkpoint_with_a_vocab_file(tmp_path):
-    folder = _pretraining_folder(tmp_path)
+@pytest.mark.parametrize("names,legacy", [(("tokenizer_config.json",), False),
+                                          ((), False), ((), True)])
+def test_a_masked_lm_checkpoint_with_a_vocab_file(tmp_path, names, legacy):
+    """With and without tokenizer_config.json (the hub's BiomedBERT folder has none), and
+    with the LayerNorm names of old files."""
+    folder = _pretraining_folder(tmp_path, names, legacy)
     tok, net = BertTokenizer(folder), load_bert(folder, folder / "pytorch_model.bin")
     ids, mask, _ = tok(TEXTS, 64)
     ref_ids, ref_mask, ref_hidden = _reference(folder, TEXTS, 64)
@@ -74,7 +84,7 @@ def test_a_masked_lm_checkpoint_with_a_vocab_file(tmp_path):
 
 
 def test_the_tanh_gelu_of_a_saved_model(tmp_path):
-    """A BERT saved by transformers (safetensors) with the tanh GELU and two segments."""
+    """A BERT saved by transformers (safetensors) with the tanh GELU."""
     src = _minilm()
     cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, intermediate_size=64,
@@ -110,12 +120,53 @@ def test_weights_load_strictly(tmp_path):
 @pytest.mark.parametrize("change,message", [({"model_type": "roberta"}, "model_type"),
                                             ({"hidden_act": "relu"}, "hidden_act"),
                                             ({"position_embedding_type": "relative_key"},
-                                             "position_embedding_type")])
+                                             "position_embedding_type"),
+                                            ({"hidden_size": None}, "hidden_size must be"),
+                                            ({"num_attention_heads": 7}, "not a multiple"),
+                                            ({"layer_norm_eps": "small"}, "layer_norm_eps")])
 def test_unsupported_configurations_are_refused(tmp_path, change, message):
     cfg = json.loads((_minilm() / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
     with pytest.raises(WeightsError, match=message):
         load_bert(tmp_path, _minilm() / "model.safetensors")
+
+
+def test_a_configuration_that_is_not_an_object(tmp_path):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(WeightsError, match="config.json: expected a JSON object"):
+        load_bert(tmp_path, _minilm() / "model.safetensors")
+
+
+def test_tokens_added_to_a_vocab_file_are_refused(tmp_path):
+    """transformers keeps them whole; a vocab.txt tokenizer would split them."""
+    folder = _pretraining_folder(tmp_path)
+    (folder / "added_tokens.json").write_text('{"egfr<60": 30522}')
+    with pytest.raises(WeightsError, match="adds tokens beyond vocab.txt"):
+        BertTokenizer(folder)
+    (folder / "added_tokens.json").unlink()
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["added_tokens_decoder"] = {"0": {"content": "[PAD]", "special": True},
+                                   "30522": {"content": "mmol/L", "special": False}}
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match="mmol/L"):
+        BertTokenizer(folder)
+    del cfg["added_tokens_decoder"]["30522"]  # the special tokens of vocab.txt are fine
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    BertTokenizer(folder)
+
+
+def test_a_tokenizer_file_transformers_would_read_otherwise_is_refused(tmp_path):
+    src = _minilm()
+    tok = json.loads((src / "tokenizer.json").read_text())
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tok))
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    with pytest.raises(WeightsError, match="do_lower_case"):
+        BertTokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    BertTokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(json.dumps({**tok, "post_processor": None}))
+    with pytest.raises(WeightsError, match=r"not \[CLS\] \[SEP\]"):
+        BertTokenizer(tmp_path)
 
 
 def test_a_folder_without_a_readable_tokenizer(tmp_path):
