@@ -11,8 +11,10 @@ checks the outputs against ``transformers.BertModel`` and its fast tokenizer.
 What a checkpoint may hold beyond the encoder is named, not guessed: the ``bert.``
 prefix and the pre-training heads (``cls.*``) of a ``BertForMaskedLM`` /
 ``BertForPreTraining`` file (BiomedBERT ships one), the pooler (the text encoder pools
-itself) and the ``position_ids`` buffer of older files. Every other key, and every
-missing one, is a :class:`~mmpipe.errors.WeightsError` naming the file.
+itself) and the ``position_ids`` buffer of older files; the ``LayerNorm.gamma`` /
+``beta`` names of files written before transformers 2 are renamed, as transformers
+renames them. Every other key, and every missing one, is a
+:class:`~mmpipe.errors.WeightsError` naming the file.
 """
 
 from __future__ import annotations

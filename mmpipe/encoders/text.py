@@ -17,6 +17,9 @@ Two models, both read from local files only (nothing is ever downloaded):
   prefix is stripped, so a state_dict filtered from the full UniMedCLIP checkpoint
   works too. Without a projection the 768-d CLS embedding is returned. Output is
   L2-normalised, as CLIP's ``encode_text(normalize=True)``.
+
+Both are BERTs, run by :mod:`mmpipe.encoders.bert` (torch and ``tokenizers``, without
+importing ``transformers``).
 """
 
 from __future__ import annotations
