@@ -51,9 +51,11 @@ _VERSIONED_PACKAGES = ("mmpipe", "torch", "monai", "numpy", "zarr", "SimpleITK",
 
 # what makes two stores' features comparable: the same encoder, weights and columns
 # (SIGNATURE_KEYS), made from inputs preprocessed the same way (PREPROCESSING_KEYS)
-# (tile_features: the tool, feature encoder and patch geometry of imported tile features)
+# (tile_features: the tool, feature encoder and patch geometry of imported tile features;
+# precision: a network's forward under autocast, recorded only when not float32)
 SIGNATURE_KEYS = ("encoder_type", "weights_sha256", "weights_random_init", "weights_init_seed",
-                  "feature_shape", "feature_names", "tabular_encoding", "tile_features")
+                  "feature_shape", "feature_names", "tabular_encoding", "tile_features",
+                  "precision")
 PREPROCESSING_KEYS = ("preprocessing_hash",)
 
 

@@ -43,6 +43,10 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c.update(run_cohorts=["missing"]), "unknown cohort 'missing'"),
     (lambda c: c["preprocess"]["slide"].update(target_mpp=-1), "target_mpp"),
     (lambda c: c.update(colour="blue"), "Additional properties"),
+    (lambda c: c["encoders"]["med3d_demo"].update(precision="int8"),
+     "med3d_demo.precision: 'int8' is not one of"),
+    (lambda c: c["encoders"]["tabular"].update(precision="bfloat16"),
+     "tabular.precision: a 'tabular' encoder does not read it"),
 ])
 def test_invalid_configs_name_the_key(raw_config, mutate, message):
     cfg = copy.deepcopy(raw_config)

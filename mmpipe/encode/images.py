@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmpipe.encode.job import build_network
+from mmpipe.encode.job import build_network, forward
 from mmpipe.errors import ConfigError, InputError
 
 
@@ -72,11 +72,8 @@ def _encode_set(job, subject_id: str, files: list, writer, batch_size: int) -> N
         writer.reject(subject_id, f"none of its {len(files)} image(s) could be read: "
                       + "; ".join(problems[:5]))
         return
-    feats = []
-    with torch.inference_mode():
-        for start in range(0, len(tensors), batch_size):
-            x = torch.stack(tensors[start:start + batch_size]).to(job.device)
-            feats.append(job.net(x).float().cpu())
+    feats = [forward(job, torch.stack(tensors[start:start + batch_size]))
+             for start in range(0, len(tensors), batch_size)]
     per_image = torch.cat(feats).numpy()
     emb = per_image.max(axis=0)  # HyperMM max-pools a set
     if job.cfg.get("pooling") == "mean":

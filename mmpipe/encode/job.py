@@ -89,9 +89,42 @@ class SubjectWriter:
 
 def build_network(job: EncodeJob) -> None:
     """The registry's network for ``job`` on the job's device (the builders return it
-    frozen, in eval mode), and the feature shape the registry gives for its config."""
+    frozen, in eval mode), and the feature shape the registry gives for its config.
+    A ``precision`` other than float32 is recorded in the store's attributes (and so in
+    its encoding signature: its features are not float32 features)."""
     from mmpipe.encoders.registry import get_encoder_type
 
     etype = get_encoder_type(job.cfg["type"])
     job.net, job.weights = etype.build(job.cfg, job.device)
     job.feature_shape = etype.feature_shape(job.cfg)
+    if job.cfg.get("precision", "float32") != "float32":
+        job.attrs["precision"] = job.cfg["precision"]
+
+
+def autocast(job: EncodeJob):
+    """The context the job's forward passes run in: inference mode, and autocast to the
+    encoder's ``precision`` when it is not float32 (on CUDA, and on the CPU where torch
+    supports it)."""
+    import contextlib
+
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    precision = job.cfg.get("precision", "float32")
+    if precision != "float32":
+        stack.enter_context(torch.autocast(job.device.type, dtype=getattr(torch, precision)))
+    return stack
+
+
+def forward(job: EncodeJob, x):
+    """The network on one batch ``x`` (on the CPU), run under :func:`autocast`, returned
+    as float32 on the CPU. On CUDA the batch is staged in page-locked memory (torch's
+    caching host allocator) and copied without blocking, so the host queues the forward's
+    kernels behind the copy instead of waiting for it."""
+    if job.device.type == "cuda":
+        x = x.pin_memory().to(job.device, non_blocking=True)
+    else:
+        x = x.to(job.device)
+    with autocast(job):
+        return job.net(x).float().cpu()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmpipe.encode.job import build_network
+from mmpipe.encode.job import build_network, forward
 from mmpipe.encode.volume import load_volumes, median_spacing_for
 
 
@@ -23,9 +23,7 @@ def run(job, items, writer, progress=None) -> None:
     def flush():
         if not pending:
             return
-        x = torch.stack([t for _, t in pending]).to(job.device)
-        with torch.inference_mode():
-            out = job.net(x).float().cpu().numpy()
+        out = forward(job, torch.stack([t for _, t in pending])).numpy()
         for (sid, _), emb in zip(pending, out, strict=True):
             writer.write(sid, emb)
         pending.clear()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mmpipe.encode.job import build_network
+from mmpipe.encode.job import build_network, forward
 from mmpipe.encode.prefetch import read_ahead
 from mmpipe.errors import InputError
 
@@ -129,8 +129,7 @@ def run(job, items, writer, progress=None) -> None:
         ready = [x for _, x, _ in batch if x is not None]
         out = None
         if ready:
-            with torch.inference_mode():
-                out = job.net(torch.cat(ready).to(job.device)).float().cpu().numpy()
+            out = forward(job, torch.cat(ready)).numpy()
         at = 0
         for seg, x, error in batch:
             k = seg.subject

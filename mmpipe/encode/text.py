@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmpipe.encode.job import build_network
+from mmpipe.encode.job import autocast, build_network
 
 _TEXT_CHUNK = 256  # prompts encoded per call: bounded memory whatever the cohort size
 
@@ -15,7 +15,8 @@ def setup(job, items) -> None:
 def run(job, items, writer, progress=None) -> None:
     for start in range(0, len(items), _TEXT_CHUNK):
         chunk = items[start:start + _TEXT_CHUNK]
-        embs = job.net.encode([i.source for i in chunk])
+        with autocast(job):
+            embs = job.net.encode([i.source for i in chunk])
         for item, emb in zip(chunk, embs, strict=True):
             writer.write(item.subject_id, emb)
         if progress is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmpipe.encode.job import build_network
+from mmpipe.encode.job import build_network, forward
 from mmpipe.encode.volume import load_volumes, median_spacing_for
 from mmpipe.errors import ConfigError
 
@@ -51,11 +51,8 @@ def run(job, items, writer, progress=None) -> None:
         if not pending:
             return
         slices = torch.cat([t for _, t in pending])
-        blocks = []
-        with torch.inference_mode():
-            for start in range(0, len(slices), batch_size):
-                chunk = slices[start:start + batch_size].to(job.device)
-                blocks.append(job.net(chunk).float().cpu())
+        blocks = [forward(job, slices[start:start + batch_size])
+                  for start in range(0, len(slices), batch_size)]
         per_slice = torch.cat(blocks).numpy()
         at = 0
         for sid, t in pending:

@@ -1,11 +1,15 @@
-"""The store as an encoding loop sees it: one bad embedding rejects one subject."""
+"""What an encoding loop works with: the store as it sees it (one bad embedding rejects
+one subject), and the forward pass at the encoder's precision."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
+from torch import nn
 
-from mmpipe.encode.job import SubjectWriter
-from mmpipe.store import FeatureStoreWriter, read_features
+from mmpipe.encode.job import EncodeJob, SubjectWriter, build_network, forward
+from mmpipe.store import FeatureStoreWriter, encoding_signature, read_features
 
 
 def test_a_non_finite_or_misshapen_embedding_rejects_its_subject_only(tmp_path):
@@ -27,3 +31,39 @@ def test_a_non_finite_or_misshapen_embedding_rejects_its_subject_only(tmp_path):
     assert "shape (4,)" in rows["shape"][1]
     np.testing.assert_array_equal(f.emb[0], np.ones(3))
     assert np.isnan(f.emb[1]).all() and not f.present[1]
+
+
+def _job(precision=None, device="cpu"):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 16))
+    cfg = {"type": "vgg11_slices"} if precision is None else {"type": "vgg11_slices",
+                                                              "precision": precision}
+    return EncodeJob(cfg=cfg, params={}, modality="ct", device=torch.device(device),
+                     net=net.eval().to(device))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_forward_at_the_encoders_precision(device):
+    """float32 by default; bfloat16 under autocast: float32 out, close, not the same."""
+    x = torch.randn(4, 3, 16, 16)
+    ref = forward(_job(device=device), x)
+    low = forward(_job("bfloat16", device), x)
+    assert ref.dtype == low.dtype == torch.float32 and ref.device.type == "cpu"
+    with torch.inference_mode():
+        assert torch.equal(ref, _job().net(x))
+    assert not torch.equal(ref, low)
+    assert torch.allclose(ref, low, rtol=0.05, atol=0.05)
+
+
+def test_a_lower_precision_is_in_the_stores_signature():
+    cfg = {"type": "med3d", "depth": 10, "allow_random_init": True,
+           "transform": {"resize": [8, 16, 16]}}
+    plain = EncodeJob(cfg=dict(cfg), params={}, modality="ct", device=torch.device("cpu"))
+    low = EncodeJob(cfg={**cfg, "precision": "bfloat16"}, params={}, modality="ct",
+                    device=torch.device("cpu"))
+    for job in (plain, low):
+        build_network(job)
+    assert "precision" not in plain.attrs and low.attrs["precision"] == "bfloat16"
+    assert encoding_signature(low.attrs) == {"precision": "bfloat16"}
+    assert encoding_signature(plain.attrs) == {}
