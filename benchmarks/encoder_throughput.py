@@ -83,15 +83,19 @@ def _bare_forward(etype, enc_cfg: dict, device: torch.device, batch: int,
 
     The text encoder's bare forward is its transformer, pooling and normalisation on the
     job's own prompts, tokenised beforehand in its batches; an image network's is one
-    batch of the configured input size."""
+    batch of the configured input size, already on the device. Both at the encoder's
+    ``precision``, as the job runs them."""
+    from mmpipe.encode.job import EncodeJob, autocast
+
     net, _ = etype.build(enc_cfg, device)
+    job = EncodeJob(cfg=enc_cfg, params={}, modality="", device=device, net=net)
     if etype.name == "text":
         batches = [[t.to(device) for t in net.tokenizer(texts[s:s + net.batch_size],
                                                         net.max_length)[:2]]
                    for s in range(0, len(texts), net.batch_size)]
 
         def forward():
-            with torch.inference_mode():
+            with autocast(job):
                 for ids, mask in batches:
                     emb = net._pool(net.model(ids, mask), mask)
                     torch.nn.functional.normalize(emb, p=2, dim=1).cpu()
@@ -101,7 +105,7 @@ def _bare_forward(etype, enc_cfg: dict, device: torch.device, batch: int,
     x = etype.example_input(enc_cfg, batch).to(device)
 
     def forward():
-        with torch.inference_mode():
+        with autocast(job):
             net(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
