@@ -43,10 +43,15 @@ def require(path: Path) -> Path:
 N_SUBJECTS = 16
 
 
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """This repository's workflow run in ``workdir``, by the interpreter of the tests."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(workdir), *args]
+
+
 def snakemake_in(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(snakemake_cmd(workdir, "--cores", "2", *args), capture_output=True,
+                          text=True, timeout=900)
 
 
 def jobs_of(dry_run_output: str) -> dict[str, int]:

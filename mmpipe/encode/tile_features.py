@@ -114,8 +114,7 @@ def run(job, items, writer, progress=None) -> None:
             writer.reject(sid, str(err))
             rejected[sid] = str(err)
         else:
-            if not writer.write(sid, feats.mean(axis=0), bag=feats,
-                                coords=coords if job.bag_coord_dim else None):
+            if not writer.write(sid, feats.mean(axis=0), bag=feats, coords=coords):
                 rejected[sid] = "rejected by the store writer"
         if progress is not None:
             progress.update(1)

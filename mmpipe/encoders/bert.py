@@ -318,7 +318,12 @@ def _from_vocab(vocab: Path, config: dict[str, Any]) -> Any:
     from tokenizers.implementations import BertWordPieceTokenizer
 
     folder = vocab.parent
-    n_vocab = sum(1 for _ in vocab.open(encoding="utf-8"))
+    tok = BertWordPieceTokenizer(str(vocab), lowercase=bool(config.get("do_lower_case", True)),
+                                 strip_accents=config.get("strip_accents"),
+                                 handle_chinese_chars=bool(config.get("tokenize_chinese_chars",
+                                                                      True)),
+                                 clean_text=True)
+    n_vocab = tok.get_vocab_size(with_added_tokens=False)
     added = [t.get("content") for i, t in (config.get("added_tokens_decoder") or {}).items()
              if not str(i).isdigit() or int(i) >= n_vocab]
     if (folder / "added_tokens.json").is_file():
@@ -331,8 +336,4 @@ def _from_vocab(vocab: Path, config: dict[str, Any]) -> Any:
         raise WeightsError(f"{folder}: the tokenizer adds tokens beyond vocab.txt "
                            f"({sorted(map(str, added))[:5]}); save it with transformers "
                            "(tokenizer.save_pretrained) so its tokenizer.json holds them")
-    return BertWordPieceTokenizer(str(vocab), lowercase=bool(config.get("do_lower_case", True)),
-                                  strip_accents=config.get("strip_accents"),
-                                  handle_chinese_chars=bool(config.get("tokenize_chinese_chars",
-                                                                       True)),
-                                  clean_text=True)
+    return tok

@@ -35,6 +35,8 @@ MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the the
 # finds and checks its weights (the weights' content is in the key: mmpipe.params); the
 # job reads them from the config, and they rerun nothing
 EXECUTION_KEYS = ("batch_size", "loader_workers", "download", "sha256", "allow_random_init")
+# what every type with a network reads (mmpipe.encode.job.forward): the forward's precision
+NETWORK_SETTINGS = ("precision",)
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,16 @@ class EncoderType:
     build: Callable[[Mapping[str, Any], torch.device], tuple[nn.Module | object, WeightsInfo]] | None
     example_input: Callable[[Mapping[str, Any], int], torch.Tensor] | None = None
     # config keys that only some types read (beside batch size, ...): a type given a key
-    # it does not read is a config error
+    # it does not read is a config error; a type with a network also reads
+    # NETWORK_SETTINGS (see read_settings)
     settings: tuple[str, ...] = ()
     # the settings among them that name weight files or folders: a store's key holds
     # their content's hash, not their path
     weight_files: tuple[str, ...] = ()
+
+    def read_settings(self) -> tuple[str, ...]:
+        """Every type-specific key it reads: its own, and those of every network."""
+        return (*self.settings, *NETWORK_SETTINGS) if self.build is not None else self.settings
 
     def loop_module(self) -> ModuleType:
         return import_module(f"mmpipe.encode.{self.loop}")
@@ -141,29 +148,27 @@ ENCODER_TYPES: dict[str, EncoderType] = {
     for t in (
         EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
                     _vgg_shape, _build_vgg, _image_input,
-                    settings=("weights", "sha256", "transform", "keep_bag", "pooling", "precision"),
+                    settings=("weights", "sha256", "transform", "keep_bag", "pooling"),
                     weight_files=("weights",)),
         # 2-D image sets (kind image): the same networks and weight files, one image at a time
         EncoderType("vgg11_images", ("image",), True, ("encoders/vgg11",), "images",
                     _vgg_shape, _build_vgg, _image_input,
-                    settings=("weights", "sha256", "keep_bag", "pooling", "max_images",
-                              "precision"),
+                    settings=("weights", "sha256", "keep_bag", "pooling", "max_images"),
                     weight_files=("weights",)),
         EncoderType("resnet50_images", ("image",), True, ("encoders/clam",), "images",
                     lambda cfg: (1024,), _build_clam, _image_input,
-                    settings=("weights", "sha256", "keep_bag", "max_images", "precision"),
+                    settings=("weights", "sha256", "keep_bag", "max_images"),
                     weight_files=("weights",)),
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
                     _med3d_shape, _build_med3d, _med3d_input,
-                    settings=("weights", "sha256", "transform", "depth", "precision"),
+                    settings=("weights", "sha256", "transform", "depth"),
                     weight_files=("weights",)),
         EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
                     lambda cfg: (1024,), _build_clam, _image_input,
-                    settings=("weights", "sha256", "keep_bag", "precision"),
-                    weight_files=("weights",)),
+                    settings=("weights", "sha256", "keep_bag"), weight_files=("weights",)),
         EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
                     _build_text, settings=("model", "checkpoint", "projection", "max_length",
-                                           "pooling", "normalize", "precision"),
+                                           "pooling", "normalize"),
                     weight_files=("checkpoint", "projection")),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
@@ -192,8 +197,8 @@ def readers_of(kind: str) -> list[str]:
 
 def misplaced_settings(encoder_cfg: Mapping[str, Any]) -> list[str]:
     """Keys of an ``encoders:`` entry that only other types read."""
-    own = set(get_encoder_type(encoder_cfg["type"]).settings)
-    typed = {k for t in ENCODER_TYPES.values() for k in t.settings}
+    own = set(get_encoder_type(encoder_cfg["type"]).read_settings())
+    typed = {k for t in ENCODER_TYPES.values() for k in t.read_settings()}
     return sorted(k for k in encoder_cfg if k in typed - own and encoder_cfg[k] is not None)
 
 

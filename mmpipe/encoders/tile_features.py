@@ -372,14 +372,14 @@ def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         if pt:
             feats = _read_pt(path)
+            if tf.coords_file is not None:  # CLAM's h5_files/<slide>.h5 beside pt_files/
+                with _open(tf.coords_file) as f:
+                    coords = _in_file(f["coords"], "coords", tf.coords_file)[()]
         else:
             with _open(path) as f:
                 feats = _finite(np.asarray(_in_file(f[name], name, path)[()],
                                            dtype=np.float32), "features", path)
                 coords = _in_file(f["coords"], "coords", path)[()]
-        if tf.coords_file is not None and coords is None:
-            with _open(tf.coords_file) as f:
-                coords = _in_file(f["coords"], "coords", tf.coords_file)[()]
         if coords is not None:
             coords = np.asarray(coords, dtype=np.float64)
     except _READ_ERRORS as err:  # changed or damaged since its header was read

@@ -46,7 +46,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import jobs_of, write_demo_config  # noqa: E402
+from tests.conftest import jobs_of, snakemake_cmd, write_demo_config  # noqa: E402
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SACCT_FIELDS = ("JobID", "JobName", "Partition", "AllocCPUS", "ReqMem", "Timelimit",
@@ -54,10 +54,8 @@ SACCT_FIELDS = ("JobID", "JobName", "Partition", "AllocCPUS", "ReqMem", "Timelim
 
 
 def snakemake(workdir: Path, *args: str, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **popen)
+    return subprocess.Popen(snakemake_cmd(workdir, *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def run_to_end(proc: subprocess.Popen, log: Path) -> int:

@@ -107,4 +107,4 @@ def test_type_specific_settings_are_schema_keys():
 
     keys = set(yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["encoder"]["properties"])
     for etype in ENCODER_TYPES.values():
-        assert set(etype.settings) <= keys, etype.name
+        assert set(etype.read_settings()) <= keys, etype.name
