@@ -1,4 +1,4 @@
-"""The trainer's Adam and AdamW, and their cosine schedule, without ``torch.optim``.
+"""The trainer's Adam, AdamW and RMSprop, and their cosine schedule, without ``torch.optim``.
 
 :class:`FusedAdam` makes the update ``torch.optim.Adam(fused=True)`` (and ``AdamW``)
 makes: the same fused kernels (``torch._fused_adam_``, ``torch._fused_adamw_``) called
@@ -12,6 +12,12 @@ not ``torch.optim`` itself, measured with torch 2.13 on one CPU core:
   ``train`` rule pays once per job;
 - its ``step`` goes through Python wrappers (profiling hooks, dynamo graph breaks, the
   grouping of tensors) costing about 0.3 ms a step, a tenth of a small method's step.
+
+:class:`FusedRMSprop` makes ``torch.optim.RMSprop``'s update (no momentum, not centred:
+HAM's recipe) with the same fused Adam kernel, up to float rounding: torch has no fused
+RMSprop, and its per-tensor update (six passes over every parameter, a new tensor for
+the square root) was a fifth of a ShaSpec-style run's CPU and the most of HAM's
+"other operators" (``benchmarks/training_time.py``).
 
 :class:`CosineSchedule` repeats ``torch.optim.lr_scheduler.CosineAnnealingLR``'s
 recursive form (not its closed form), so its learning rates are the same floats.
@@ -74,11 +80,11 @@ class FusedAdam:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError("Adam does not support sparse gradients")
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state.get(p)
             if state is None:
                 state = self.state[p] = {
-                    "step": torch.zeros((), dtype=torch.float32, device=p.device),
+                    "step": self._new_step(p),
                     "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                     "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
             lists = groups.setdefault((p.device, p.dtype), ([], [], [], [], []))
@@ -87,14 +93,56 @@ class FusedAdam:
                 target.append(value)
         kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         for params, grads, exp_avgs, exp_avg_sqs, steps in groups.values():
-            torch._foreach_add_(steps, 1)
+            self._advance(steps)
             kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=self.lr,
                    beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay,
                    eps=self.eps, maximize=False, grad_scale=None, found_inf=None)
 
+    def _new_step(self, p: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float32, device=p.device)
+
+    def _advance(self, steps: list[torch.Tensor]) -> None:
+        torch._foreach_add_(steps, 1)
+
+
+# Adam's second bias correction 1 - beta2**step is 1.0 in double for every beta2 in [0, 1)
+# at this step (pow underflows to 0), so the kernel divides by sqrt(1) and adds eps as
+# RMSprop does; the kernel only reads the step, FusedRMSprop never advances it.
+_PAST_BIAS_CORRECTION = 1e30
+
+
+class FusedRMSprop(FusedAdam):
+    """RMSprop (``alpha``, ``eps``, L2 ``weight_decay`` added to the gradient, no momentum,
+    not centred) as Adam with beta1 = 0 (the first moment is the gradient, its bias
+    correction 1) and beta2 = ``alpha`` at a step past the second bias correction:
+    ``p -= lr * g / (sqrt(v) + eps)``, ``v = alpha * v + (1 - alpha) * g * g``, torch's
+    RMSprop update; equal to ``torch.optim.RMSprop`` to float rounding (the kernel
+    multiplies by the learning rate before dividing), ``tests/bench/test_optim.py``."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"RMSprop's alpha must be in [0, 1), got {alpha}")
+        if 1.0 - alpha ** _PAST_BIAS_CORRECTION != 1.0:
+            raise ValueError(f"RMSprop's alpha {alpha} keeps a bias correction")
+        super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled=False,
+                         betas=(0.0, alpha), eps=eps)
+
+    def _new_step(self, p: torch.Tensor) -> torch.Tensor:
+        return torch.full((), _PAST_BIAS_CORRECTION, dtype=torch.float32, device=p.device)
+
+    def _advance(self, steps: list[torch.Tensor]) -> None:
+        pass
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [{"params": self.params, "lr": self.lr, "weight_decay": self.weight_decay,
+                 "alpha": self.betas[1], "eps": self.eps}]
+
 
 class CosineSchedule:
-    """``CosineAnnealingLR(optimizer, T_max, eta_min=0)`` for a :class:`FusedAdam`: each
+    """``CosineAnnealingLR(optimizer, T_max, eta_min=0)`` for a :class:`FusedAdam` (or
+    :class:`FusedRMSprop`): each
     ``step()`` (once per epoch) sets the optimiser's next learning rate."""
 
     def __init__(self, optimizer: FusedAdam, t_max: int, eta_min: float = 0.0):

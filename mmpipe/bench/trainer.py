@@ -25,7 +25,7 @@ import torch
 
 from mmpipe.bench.data import BenchData
 from mmpipe.bench.metrics import classification_metrics
-from mmpipe.bench.optim import CosineSchedule, FusedAdam, adam
+from mmpipe.bench.optim import CosineSchedule, FusedAdam, FusedRMSprop, adam, fusable
 from mmpipe.methods import BATCH_KEYS, PHASE_KEYS
 from mmpipe.methods.base import FusionMethod, Phase
 
@@ -70,14 +70,18 @@ def _tensors(data: BenchData, device: torch.device) -> tuple[dict[str, torch.Ten
 
 
 def _optimizer(phase: Phase, params):
-    """Adam and AdamW through :class:`~mmpipe.bench.optim.FusedAdam` (torch's fused kernel,
-    without torch.optim's start-up and per-step Python); RMSprop and SGD from torch.optim."""
+    """Adam, AdamW and RMSprop through :class:`~mmpipe.bench.optim.FusedAdam` and
+    :class:`~mmpipe.bench.optim.FusedRMSprop` (torch's fused Adam kernel, without
+    torch.optim's start-up and per-step Python); SGD, and parameters the kernel cannot
+    take, from torch.optim."""
     params = [p for p in params if p.requires_grad]
     kind = phase.optimizer.lower()
     if kind in ("adam", "adamw"):
         return adam(params, lr=phase.lr, weight_decay=phase.weight_decay,
                     decoupled=kind == "adamw")
     if kind == "rmsprop":
+        if fusable(params):
+            return FusedRMSprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
         return torch.optim.RMSprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=phase.lr, weight_decay=phase.weight_decay, momentum=0.9)

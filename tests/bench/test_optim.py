@@ -1,5 +1,6 @@
-"""The trainer's Adam and AdamW make torch.optim's fused update bit for bit, its cosine
-schedule gives torch's learning rates, and a training job never imports torch._dynamo."""
+"""The trainer's Adam and AdamW make torch.optim's fused update bit for bit, its RMSprop
+torch.optim's RMSprop to float rounding, its cosine schedule gives torch's learning rates,
+and a training job never imports torch._dynamo."""
 
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmpipe.bench.optim import CosineSchedule, FusedAdam, adam
+from mmpipe.bench.optim import CosineSchedule, FusedAdam, FusedRMSprop, adam
 from mmpipe.bench.trainer import _optimizer, _scheduler
 from mmpipe.methods.base import Phase
 
@@ -52,6 +53,28 @@ def test_fused_adam_is_torch_fused_adam_bit_for_bit(decoupled, schedule):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("schedule", [False, True])
+def test_fused_rmsprop_is_torch_rmsprop_to_rounding(weight_decay, schedule):
+    ours, our_lrs = _train(lambda ps: FusedRMSprop(ps, lr=1e-2, weight_decay=weight_decay),
+                           schedule)
+    theirs, their_lrs = _train(lambda ps: torch.optim.RMSprop(ps, lr=1e-2,
+                                                              weight_decay=weight_decay),
+                               schedule)
+    assert our_lrs == their_lrs
+    for a, b in zip(ours, theirs, strict=True):
+        # the kernel computes (lr * g) / avg, torch lr * (g / avg): an ulp per step
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # the layer that sat out steps moved as torch's did: skipped steps are not updates
+    assert not torch.equal(ours[-1], _net()[3].weight.detach())
+
+
+@pytest.mark.parametrize("alpha", [1.0, -0.1])
+def test_fused_rmsprop_refuses_an_alpha_outside_0_1(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        FusedRMSprop(list(nn.Linear(2, 2).parameters()), lr=1e-3, alpha=alpha)
+
+
 def test_the_trainer_takes_fused_adam_and_torch_for_what_it_cannot_take():
     net = nn.Linear(4, 2)
     for kind, decoupled in (("adam", False), ("adamw", True)):
@@ -60,6 +83,8 @@ def test_the_trainer_takes_fused_adam_and_torch_for_what_it_cannot_take():
         assert isinstance(opt, FusedAdam) and opt.decoupled is decoupled
         assert isinstance(_scheduler(Phase("train", net.parameters, schedule="cosine"), opt),
                           CosineSchedule)
+    assert isinstance(_optimizer(Phase("train", net.parameters, optimizer="rmsprop"),
+                                 net.parameters()), FusedRMSprop)
     assert isinstance(_optimizer(Phase("train", net.parameters, optimizer="sgd"),
                                  net.parameters()), torch.optim.SGD)
     meta = nn.Parameter(torch.zeros(3, device="meta"))
@@ -76,9 +101,9 @@ rng = np.random.default_rng(0)
 data = BenchData(subject_id=np.array([f"s{i}" for i in range(40)]), y=rng.integers(0, 2, 40),
                  x={m: rng.normal(size=(40, 6)).astype(np.float32) for m in "ab"},
                  present=np.ones((40, 2), bool), modalities=["a", "b"], n_classes=2)
-for kind in ("deepsets", "drim"):
+for kind, optimizer in (("deepsets", "rmsprop"), ("deepsets", "adam"), ("drim", "adamw")):
     method = method_class(kind)(["a", "b"], {"a": (6,), "b": (6,)}, 2)
-    fit(method, data, data, {"max_epochs": 2, "optimizer": "adamw", "schedule": "cosine"},
+    fit(method, data, data, {"max_epochs": 2, "optimizer": optimizer, "schedule": "cosine"},
         seed=0)
 print("drim-discriminators-stepped" if method._disc_optimizer is not None else "no-step")
 print("dynamo" if "torch._dynamo" in sys.modules else "no-dynamo")
