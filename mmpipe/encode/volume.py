@@ -1,46 +1,38 @@
-"""What the volume loops share (Med3D, VGG11 slices): volumes read and transformed in
-DataLoader workers (``loader_workers``) while the network runs, and the cohort's median
-spacing. A volume that fails to load or transform is rejected with the reason and the
-others go on."""
+"""What the volume loops share (Med3D, VGG11 slices): volumes read and transformed by
+``loader_workers`` reader threads (:func:`mmpipe.encode.prefetch.read_ahead`) while the
+network runs, and the cohort's median spacing. A volume that fails to load or transform
+is rejected with the reason and the others go on."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+from functools import partial
 
+import torch
+
+from mmpipe.encode.prefetch import read_ahead
 from mmpipe.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class _VolumeDataset(Dataset):
-    def __init__(self, items, transform):
-        self.items = items
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        item = self.items[i]
-        try:
-            return item.subject_id, self.transform(item.source), None
-        except InputError as err:  # its message names the file already
-            return item.subject_id, None, f"cannot read or preprocess: {err}"
-        except Exception as err:  # any reader/transform failure rejects this subject only
-            return item.subject_id, None, (f"cannot read or preprocess {item.source}: "
-                                           f"{type(err).__name__}: {err}")
+def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
+    try:
+        return item.subject_id, transform(item.source), None
+    except InputError as err:  # its message names the file already
+        return item.subject_id, None, f"cannot read or preprocess: {err}"
+    except Exception as err:  # any reader/transform failure rejects this subject only
+        return item.subject_id, None, (f"cannot read or preprocess {item.source}: "
+                                       f"{type(err).__name__}: {err}")
 
 
 def load_volumes(items, transform, workers: int
                  ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
-    """(subject, tensor or None, error or None) per item, in order."""
-    loader = DataLoader(_VolumeDataset(items, transform), batch_size=None, shuffle=False,
-                        num_workers=workers)
-    yield from loader
+    """(subject, tensor or None, error or None) per item, in order; ``workers`` threads
+    read ahead (0: each volume read when the loop asks for it)."""
+    yield from read_ahead(partial(_load, transform=transform), items, workers)
 
 
 def median_spacing_for(recipe: dict, items):

@@ -245,7 +245,8 @@ class ToDepthFirst(Transform):
 
 
 class _Above:
-    """Picklable foreground selector for CropForeground (DataLoader workers pickle it)."""
+    """Foreground selector for CropForeground; a class, not a lambda, so that a transform
+    pickles (a user's DataLoader worker process receives it pickled)."""
 
     def __init__(self, threshold: float):
         self.threshold = threshold

@@ -108,7 +108,7 @@ def test_recipe_errors_are_config_errors():
             mask_steps(bad, "slice", slices=True)
 
 
-def test_mask_transforms_pickle_for_dataloader_workers(pair):
+def test_mask_transforms_pickle(pair):
     image, mask, _ = pair
     transform = build_slice_transform({"orientation": None, "roi_crop": {"margin": 1},
                                        "slice_select": "largest_mask"})

@@ -280,7 +280,7 @@ def test_non_finite_voxels_are_refused_at_load(tmp_path):
             transform(huge)
 
 
-def test_transforms_pickle_for_dataloader_workers(blob):
+def test_transforms_pickle(blob):
     transform = build_volume_transform({**MEDICALNET_RECIPE, "resize": [4, 8, 8]})
     clone = pickle.loads(pickle.dumps(transform))
     torch.testing.assert_close(clone(blob), transform(blob))
