@@ -68,9 +68,10 @@ def _log_summary(inputs: list[SubjectInput], modality: str) -> None:
 # mmpipe.encoders.bert), the hub client MONAI's ResNet imports for downloads (mmpipe
 # loads weights from a path, never from a hub), plotting (monai.visualize), signal
 # processing and statistics (monai.transforms' ultrasound map, monai.metrics),
-# scikit-image and scikit-learn (monai.metrics)
+# scikit-image and scikit-learn (monai.metrics), pandas (monai.utils.profiling's tables,
+# 0.3 s; mmpipe reads its tables with polars)
 NEVER_IN_AN_ENCODING_JOB = ("transformers", "huggingface_hub", "requests", "matplotlib",
-                            "scipy.signal", "scipy.stats", "skimage", "sklearn")
+                            "pandas", "scipy.signal", "scipy.stats", "skimage", "sklearn")
 
 
 def skip_unused_imports() -> None:

@@ -20,14 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmpipe.encoders.weights import (
-    WeightsInfo,
-    encoder_name,
-    freeze,
-    load_strict,
-    resolve_state_dict,
-    seeded_init,
-)
+from mmpipe.encoders.weights import WeightsInfo, build_pretrained, encoder_name, freeze
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -64,13 +57,10 @@ class ResNet50Trunc(nn.Module):
 def build_clam_resnet50(cfg: Mapping[str, Any]) -> tuple[ResNet50Trunc, WeightsInfo]:
     """Frozen CLAM ResNet50-trunc with the torchvision ImageNet V1 weights (or loud random init)."""
     name = encoder_name(cfg, "clam_resnet50")
-    with seeded_init():  # random-init stores must not change between runs
-        module = ResNet50Trunc()
-    sd, info = resolve_state_dict(
-        cfg, encoder=name, expected_file=WEIGHTS_FILE,
-        how_to_get=f"torchvision ImageNet ResNet50 IMAGENET1K_V1 weights, {WEIGHTS_URL}")
-    if sd is not None:
-        load_strict(module, sd, drop_prefixes=("fc.", "layer4."), encoder=name)
+    module, info = build_pretrained(
+        ResNet50Trunc, cfg, encoder=name, expected_file=WEIGHTS_FILE,
+        how_to_get=f"torchvision ImageNet ResNet50 IMAGENET1K_V1 weights, {WEIGHTS_URL}",
+        drop_prefixes=("fc.", "layer4."))
     return freeze(module), info
 
 

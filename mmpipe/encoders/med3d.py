@@ -26,14 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmpipe.encoders.weights import (
-    WeightsInfo,
-    encoder_name,
-    freeze,
-    load_strict,
-    resolve_state_dict,
-    seeded_init,
-)
+from mmpipe.encoders.weights import WeightsInfo, build_pretrained, encoder_name, freeze
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,15 +102,13 @@ def build_med3d(cfg: Mapping[str, Any]) -> tuple[nn.Module, WeightsInfo]:
     """Frozen Med3D: (B, 1, D, H, W) → global average of layer4 → (B, 512) (2048 for depth 50)."""
     depth = _check_depth(cfg)
     name = encoder_name(cfg, "med3d")
-    with seeded_init():  # random-init stores must not change between runs
-        net = build_med3d_network(depth)
-    sd, info = resolve_state_dict(
-        cfg, encoder=name, expected_file=weights_file(depth),
+    # MedicalNet's names equal MONAI's once "module." is stripped; conv_seg is the seg head
+    net, info = build_pretrained(
+        lambda: build_med3d_network(depth), cfg, encoder=name,
+        expected_file=weights_file(depth),
         how_to_get=f"MedicalNet pretrained resnet{depth}, {MEDICALNET_URL} (README links) or "
-                   f"https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}")
-    if sd is not None:
-        # MedicalNet's names equal MONAI's once "module." is stripped; conv_seg is the seg head
-        load_strict(net, sd, drop_prefixes=("conv_seg.",), encoder=name)
+                   f"https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}",
+        drop_prefixes=("conv_seg.",))
     return freeze(net), info
 
 

@@ -17,14 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmpipe.encoders.weights import (
-    WeightsInfo,
-    encoder_name,
-    freeze,
-    load_strict,
-    resolve_state_dict,
-    seeded_init,
-)
+from mmpipe.encoders.weights import WeightsInfo, build_pretrained, encoder_name, freeze
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +55,8 @@ class VGG11Features(nn.Module):
 def build_vgg11_slices(cfg: Mapping[str, Any]) -> tuple[VGG11Features, WeightsInfo]:
     """Frozen VGG11 trunk with the torchvision ImageNet weights (or loud random init)."""
     name = encoder_name(cfg, "vgg11_slices")
-    with seeded_init():  # random-init stores must not change between runs
-        module = VGG11Features()
-    sd, info = resolve_state_dict(cfg, encoder=name, expected_file=WEIGHTS_FILE,
-                                  how_to_get=f"torchvision ImageNet VGG11 weights, {WEIGHTS_URL}")
-    if sd is not None:
-        load_strict(module, sd, drop_prefixes=("classifier.",), encoder=name)
+    module, info = build_pretrained(
+        VGG11Features, cfg, encoder=name, expected_file=WEIGHTS_FILE,
+        how_to_get=f"torchvision ImageNet VGG11 weights, {WEIGHTS_URL}",
+        drop_prefixes=("classifier.",))
     return freeze(module), info

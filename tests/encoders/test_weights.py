@@ -11,6 +11,7 @@ from torch import nn
 
 from mmpipe.encoders.weights import (
     WeightsInfo,
+    build_pretrained,
     load_strict,
     resolve_state_dict,
     sha256_file,
@@ -156,3 +157,55 @@ def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
     torch.save({k: v for k, v in src.state_dict().items() if "num_batches_tracked" not in k}, p)
     sd, _ = resolve_state_dict({"weights": str(p)}, **ARGS)
     load_strict(Toy(), sd, encoder="toy")
+
+
+# --------------------------------------------------------------------------- build_pretrained
+
+
+def test_build_pretrained_loads_into_a_network_built_without_its_random_init(tmp_path):
+    src = Toy()
+    sd = src.state_dict()
+    del sd["body.1.num_batches_tracked"]  # an old checkpoint: load_strict lets it lack this
+    p = tmp_path / "ckpt.pth"
+    torch.save(sd, p)
+    built_on = []
+
+    def factory():
+        toy = Toy()
+        built_on.append(next(toy.parameters()).device.type)
+        return toy
+
+    net, info = build_pretrained(factory, {"weights": str(p)}, **ARGS)
+    assert built_on == ["meta"] and not info.random_init
+    for k, v in src.state_dict().items():
+        expected = torch.zeros_like(v) if k.endswith("num_batches_tracked") else v
+        assert torch.equal(net.state_dict()[k], expected), k
+    with pytest.raises(WeightsError, match="do not match"):
+        build_pretrained(lambda: nn.Linear(2, 3), {"weights": str(p)}, **ARGS)
+
+
+class WithTable(Toy):
+    """A buffer no checkpoint carries: it must come from the network's own init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.full((64,), 7.0), persistent=False)
+
+
+def test_build_pretrained_initialises_a_network_with_a_non_persistent_buffer(tmp_path):
+    src = WithTable()
+    p = tmp_path / "ckpt.pth"
+    torch.save(src.state_dict(), p)
+    net, _ = build_pretrained(WithTable, {"weights": str(p)}, **ARGS)
+    assert torch.equal(net.table, torch.full((64,), 7.0))
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v)
+
+
+def test_build_pretrained_without_weights_is_the_seeded_random_init(caplog):
+    with caplog.at_level(logging.WARNING):
+        a, info = build_pretrained(Toy, {"allow_random_init": True}, **ARGS)
+        b, _ = build_pretrained(Toy, {"allow_random_init": True}, **ARGS)
+    assert info.random_init and "RANDOM WEIGHTS" in caplog.text
+    for k, v in a.state_dict().items():
+        assert torch.equal(b.state_dict()[k], v)
