@@ -135,7 +135,7 @@ def _with_weights_file(params: dict, workdir: Path, encoder: str) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         net, _ = get_encoder_type(params["config"]["type"]).build(
             {**params["config"], "allow_random_init": True}, torch.device("cpu"))
-        torch.save(getattr(net, "net", net).state_dict(), path)
+        torch.save(net.state_dict(), path)
     return {**params, "config": {**params["config"], "weights": str(path)}}
 
 
