@@ -121,10 +121,8 @@ class FusedRMSprop(FusedAdam):
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0):
-        if not 0.0 <= alpha < 1.0:
+        if not 0.0 <= alpha < 1.0:  # inside [0, 1), alpha ** 1e30 is 0.0 in double
             raise ValueError(f"RMSprop's alpha must be in [0, 1), got {alpha}")
-        if 1.0 - alpha ** _PAST_BIAS_CORRECTION != 1.0:
-            raise ValueError(f"RMSprop's alpha {alpha} keeps a bias correction")
         super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled=False,
                          betas=(0.0, alpha), eps=eps)
 

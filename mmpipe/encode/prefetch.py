@@ -9,7 +9,9 @@ handle is shared without pickling it. The volume loops: a volume's read and MONA
 transforms (4 ms at the demo's Med3D input, against about 30 ms of forward) hold the GIL
 for little of the forward's time, and a thread starts at once where a DataLoader worker
 process took about 0.3 s of every job (``benchmarks/encoder_throughput.py``). Several
-threads call one transform: the inference transforms keep no state between calls.
+threads call one transform: the inference transforms keep no state between calls. The
+readers' torch operators (MONAI's resampling) use the job's intra-op threads as the
+forward does, so a job given N threads may run up to 2N on its N cores while both work.
 """
 
 from __future__ import annotations
