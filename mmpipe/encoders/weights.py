@@ -216,7 +216,8 @@ def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *
     Buffers start at zero, then the load overwrites them (a batch norm's
     ``num_batches_tracked``, which :func:`load_strict` lets an old checkpoint lack, stays
     0 as in a fresh network). A network holding a buffer that no checkpoint carries (a
-    non-persistent one) is built and initialised as usual instead: nothing is left
+    non-persistent one) or a tensor as a plain attribute (which ``to_empty`` leaves on the
+    meta device) is built and initialised as usual instead: nothing is left
     uninitialised."""
     sd, info = resolve_state_dict(cfg, encoder=encoder, expected_file=expected_file,
                                   how_to_get=how_to_get)
@@ -225,7 +226,9 @@ def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *
             return factory(), info
     with torch.device("meta"):
         module = factory()
-    if {name for name, _ in module.named_buffers()} - set(module.state_dict()):
+    if ({name for name, _ in module.named_buffers()} - set(module.state_dict())
+            or any(isinstance(value, torch.Tensor) for m in module.modules()
+                   for value in vars(m).values())):
         with seeded_init():
             module = factory()
     else:

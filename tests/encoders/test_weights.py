@@ -192,12 +192,22 @@ class WithTable(Toy):
         self.register_buffer("table", torch.full((64,), 7.0), persistent=False)
 
 
-def test_build_pretrained_initialises_a_network_with_a_non_persistent_buffer(tmp_path):
-    src = WithTable()
+class WithPlainTensor(Toy):
+    """A tensor kept as a plain attribute: to_empty would leave it on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.full((3,), 2.0)
+
+
+@pytest.mark.parametrize("factory, name", [(WithTable, "table"), (WithPlainTensor, "scale")])
+def test_build_pretrained_initialises_a_network_with_state_no_checkpoint_holds(
+        tmp_path, factory, name):
+    src = factory()
     p = tmp_path / "ckpt.pth"
     torch.save(src.state_dict(), p)
-    net, _ = build_pretrained(WithTable, {"weights": str(p)}, **ARGS)
-    assert torch.equal(net.table, torch.full((64,), 7.0))
+    net, _ = build_pretrained(factory, {"weights": str(p)}, **ARGS)
+    assert torch.equal(getattr(net, name), getattr(src, name))
     for k, v in src.state_dict().items():
         assert torch.equal(net.state_dict()[k], v)
 
