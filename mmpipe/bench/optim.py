@@ -48,6 +48,14 @@ def adam(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0,
     return cls(params, lr=lr, weight_decay=weight_decay)
 
 
+def rmsprop(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0):
+    """A :class:`FusedRMSprop`, or torch.optim's RMSprop for parameters the fused kernel
+    cannot take."""
+    if fusable(params):
+        return FusedRMSprop(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+
+
 class FusedAdam:
     """Adam (L2 weight decay added to the gradient) or, ``decoupled``, AdamW."""
 

@@ -25,7 +25,7 @@ import torch
 
 from mmpipe.bench.data import BenchData
 from mmpipe.bench.metrics import classification_metrics
-from mmpipe.bench.optim import CosineSchedule, FusedAdam, FusedRMSprop, adam, fusable
+from mmpipe.bench.optim import CosineSchedule, FusedAdam, adam, rmsprop
 from mmpipe.methods import BATCH_KEYS, PHASE_KEYS
 from mmpipe.methods.base import FusionMethod, Phase
 
@@ -80,9 +80,7 @@ def _optimizer(phase: Phase, params):
         return adam(params, lr=phase.lr, weight_decay=phase.weight_decay,
                     decoupled=kind == "adamw")
     if kind == "rmsprop":
-        if fusable(params):
-            return FusedRMSprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
-        return torch.optim.RMSprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
+        return rmsprop(params, lr=phase.lr, weight_decay=phase.weight_decay)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=phase.lr, weight_decay=phase.weight_decay, momentum=0.9)
     raise ValueError(f"unknown optimizer {phase.optimizer!r}")

@@ -204,6 +204,15 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     return module
 
 
+def _checkpoint_holds_all_state(module: nn.Module) -> bool:
+    """No non-persistent buffer and no tensor kept as a plain attribute: state that a
+    checkpoint does not carry and ``to_empty`` would leave uninitialised or on meta."""
+    unsaved = {name for name, _ in module.named_buffers()} - set(module.state_dict())
+    plain = any(isinstance(value, torch.Tensor) for m in module.modules()
+                for value in vars(m).values())
+    return not unsaved and not plain
+
+
 def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *,
                      encoder: str, expected_file: str, how_to_get: str,
                      drop_prefixes: Iterable[str] = ()) -> tuple[nn.Module, WeightsInfo]:
@@ -226,15 +235,13 @@ def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *
             return factory(), info
     with torch.device("meta"):
         module = factory()
-    if ({name for name, _ in module.named_buffers()} - set(module.state_dict())
-            or any(isinstance(value, torch.Tensor) for m in module.modules()
-                   for value in vars(m).values())):
-        with seeded_init():
-            module = factory()
-    else:
+    if _checkpoint_holds_all_state(module):
         module = module.to_empty(device="cpu")
         for buffer in module.buffers():
             buffer.zero_()
+    else:
+        with seeded_init():
+            module = factory()
     return load_strict(module, sd, drop_prefixes=drop_prefixes, encoder=encoder), info
 
 
