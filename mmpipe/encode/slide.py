@@ -71,33 +71,42 @@ class _OpenSlides:
             self.close(k)
 
 
+def _fill(segments, size: int):
+    """Groups of at most ``size`` tiles, in order, from a stream of segments: a segment
+    longer than the room left is split across groups."""
+    group, room = [], size
+    for seg in segments:
+        start = seg.start
+        while start < seg.stop:
+            stop = min(start + room, seg.stop)
+            group.append(_Segment(seg.subject, seg.grid, start, stop))
+            room -= stop - start
+            start = stop
+            if room == 0:
+                yield group
+                group, room = [], size
+    if group:
+        yield group
+
+
 def _batches(items, batch_size: int):
     """Batches of ``batch_size`` tiles (the last one may be short), filled across slide
     boundaries: a slide of three tiles does not make the network run a batch of three."""
     from mmpipe.preprocess.tiling import TileGrid
 
-    batch, room = [], batch_size
-    for k, item in enumerate(items):
-        grid = TileGrid.from_frame(item.source[1])
-        start = 0
-        while start < len(grid):
-            stop = min(start + room, len(grid))
-            batch.append(_Segment(k, grid, start, stop))
-            room -= stop - start
-            start = stop
-            if room == 0:
-                yield batch
-                batch, room = [], batch_size
-    if batch:
-        yield batch
+    slides = (_Segment(k, grid, 0, len(grid))
+              for k, grid in ((k, TileGrid.from_frame(item.source[1]))
+                              for k, item in enumerate(items)))
+    yield from _fill(slides, batch_size)
 
 
 def _pieces(batches, chunk: int):
-    """Each batch cut into reads of at most ``chunk`` tiles, as (segment, closes the
-    batch): reader threads read the pieces of one batch in parallel."""
+    """Each batch cut into reads of at most ``chunk`` tiles, as (segments, closes the
+    batch). A read may span slides, so a batch is at most ``batch_size / chunk`` reads
+    (one per reader) however few tiles its slides have, and a read-ahead depth counted
+    in reads is counted in whole batches."""
     for batch in batches:
-        pieces = [_Segment(seg.subject, seg.grid, start, min(start + chunk, seg.stop))
-                  for seg in batch for start in range(seg.start, seg.stop, chunk)]
+        pieces = list(_fill(batch, chunk))
         for i, piece in enumerate(pieces):
             yield piece, i == len(pieces) - 1
 
@@ -111,15 +120,18 @@ def run(job, items, writer, progress=None) -> None:
     chunk = -(-batch_size // workers) if workers else batch_size  # a batch over the readers
     slides = _OpenSlides(job.params.get("tiling", {}).get("mpp_when_missing"))
 
-    def read(piece):
-        """(the piece, closes its batch, its tiles normalised or None, why not or None)."""
-        seg, closes = piece
+    def read_segment(seg):
+        """(the segment, its tiles normalised or None, why not or None)."""
         try:
             slide = slides.get(seg.subject, items[seg.subject].source[0])
             tiles = read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop))
-            return seg, closes, imagenet_tensor(tiles), None
+            return seg, imagenet_tensor(tiles), None
         except InputError as err:
-            return seg, closes, None, err.reason
+            return seg, None, err.reason
+
+    def read(piece):
+        segments, closes = piece
+        return [read_segment(seg) for seg in segments], closes
 
     feats: dict[int, list[np.ndarray]] = {}
     failed: set[int] = set()
@@ -152,9 +164,8 @@ def run(job, items, writer, progress=None) -> None:
 
     try:
         pieces = _pieces(_batches(items, batch_size), chunk)
-        for seg, closes, x, error in read_ahead(read, pieces, workers,
-                                                depth=2 * max(workers, 1)):
-            batch.append((seg, x, error))
+        for read_out, closes in read_ahead(read, pieces, workers, depth=2 * max(workers, 1)):
+            batch.extend(read_out)
             if closes:
                 encode_batch()
     finally:

@@ -82,6 +82,32 @@ def test_a_slide_broken_after_tiling_is_rejected_and_the_others_written(slides, 
     assert list(out.rejected) == ["s1"] and str(path) in out.rejected["s1"]
 
 
+def _tiles(segments):
+    return [(seg.subject, i) for seg in segments for i in range(seg.start, seg.stop)]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_batch_of_small_slides_is_one_read_per_reader(workers):
+    # slides of one to three tiles (small biopsies, strict tissue filters): a read per
+    # slide made a batch many reads, and the read-ahead depth (counted in reads) then
+    # held less than the next batch, so the network waited on the reads
+    lengths = [1, 3, 1, 2, 1, 1, 2, 3, 1, 1, 1, 2]
+    segments = [slide_loop._Segment(k, list(range(n)), 0, n) for k, n in enumerate(lengths)]
+    batch_size = 8
+    chunk = -(-batch_size // workers)
+    batches = list(slide_loop._fill(segments, batch_size))
+    pieces = list(slide_loop._pieces(batches, chunk))
+    assert _tiles(p for piece, _ in pieces for p in piece) == _tiles(segments)
+    closes = [i for i, (_, last) in enumerate(pieces) if last]
+    assert len(closes) == len(batches)
+    starts = [0] + [i + 1 for i in closes[:-1]]
+    for batch, start, stop in zip(batches, starts, closes, strict=True):
+        reads = [piece for piece, _ in pieces[start:stop + 1]]
+        assert len(reads) <= workers
+        assert all(len(_tiles(r)) <= chunk for r in reads)
+        assert _tiles(seg for r in reads for seg in r) == _tiles(batch)
+
+
 def test_read_ahead_keeps_order_bounds_the_queue_and_raises_in_turn():
     started, lock = [], threading.Lock()
 
