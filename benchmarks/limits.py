@@ -8,8 +8,9 @@ disk, with the MMIST-ccRCC grid's estimate.
 Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
 ``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
 (``--subjects``), stage 2 on MMIST-ccRCC's stores when ``results/mmist_ccrcc`` holds
-them, else on synthetic features of its size. Figures are one run each: on a shared
-machine read the ratios, not the absolute rates.
+them, else on synthetic features of its size. Figures are one run each (an encoding job:
+the fastest of ``--repeats`` runs): on a shared machine read the ratios, not the absolute
+rates.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
         print(f"\n## Stage 1: encoders on the demo cohort ({args.subjects} subjects), "
               f"device {device}, {torch.get_num_threads()} torch thread(s) as the encode "
               "rule, loader workers as configured")
-        print_encoders(cfg, cohort_dir, workdir, device)
+        print_encoders(cfg, cohort_dir, workdir, device, args.repeats)
         print_throttled(cfg, cohort_dir, workdir, device)
     if "startup" not in args.skip:
         from startup import print_startup

@@ -203,13 +203,19 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
     FLOP bound (the grid's FLOPs at the one-thread matmul rate). An estimate: every fit of a
     method is taken as its one run above (seed 0, the feature set above, every single-
-    modality run as ``single_wsi``), times cells x seeds x tuning trials."""
+    modality run as ``single_wsi``), times cells x seeds x tuning trials. Its CPU-seconds
+    are then split as each method's profiled run splits (matmul operators, the other
+    operators, Python): the matmul operators' share against the bound is how near the
+    matmuls themselves run to the rate at these models' shapes, and what the other two
+    take is the most any scheme that keeps each method's arithmetic (stacked seeds
+    included) could remove."""
     from mmpipe.config import benchmark_runs, benchmark_settings, cells_of
 
     settings = benchmark_settings(cfg, cohort)
     fits_per_cell = len(settings["seeds"]) * int(settings["tuning"]["trials"])
     by_name = {r.name: r for r in rows}
     cpu = bound = other_cpu = 0.0
+    split = {"matmul": 0.0, "other operators": 0.0, "Python": 0.0}
     missing = set()
     for run in benchmark_runs(cfg, cohort):
         name = "single_wsi" if run["config"]["type"] == "single" else run["method"]
@@ -223,11 +229,18 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
         else:
             cpu += fits * row.cpu_seconds
             bound += fits * row.flops / (rate * 1e9)
+            matmul, other = row.matmul_share or 0.0, row.other_share or 0.0
+            split["matmul"] += fits * row.cpu_seconds * matmul
+            split["other operators"] += fits * row.cpu_seconds * other
+            split["Python"] += fits * row.cpu_seconds * max(0.0, 1 - matmul - other)
     print(f"grid of {cohort} ({len(settings['seeds'])} seeds x {settings['tuning']['trials']} "
           f"trials a cell), estimated from the runs above: torch methods {cpu:.0f} CPU-s "
           f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x); "
           f"scikit-learn methods {other_cpu:.0f} CPU-s"
           + (f"; not measured: {sorted(missing)}" if missing else ""))
+    print("  of the torch methods' CPU-s, by their profiled runs: "
+          + ", ".join(f"{k} {v:.0f} ({v / max(bound, 1e-9):.2f}x the bound)"
+                      for k, v in split.items()))
 
 
 def main() -> None:
