@@ -45,20 +45,32 @@ class _Segment:
 class _OpenSlides:
     """Each slide opened once, by whichever reader thread gets to it first, and closed
     when its last batch was encoded (OpenSlide handles are safe to share between
-    threads)."""
+    threads). Different slides open in parallel: a read of small slides opens several,
+    and opening (the TIFF's directories, the properties) would otherwise queue every
+    reader behind one."""
 
     def __init__(self, mpp_when_missing):
         self.mpp_when_missing = mpp_when_missing
         self.handles: dict[int, object] = {}
-        self.lock = threading.Lock()
+        self.opening: dict[int, threading.Lock] = {}  # one per slide being opened
+        self.lock = threading.Lock()                   # guards the two dicts
 
     def get(self, k: int, path):
         from mmpipe.io.slide import open_slide
 
         with self.lock:
-            if k not in self.handles:
-                self.handles[k] = open_slide(path, mpp_when_missing=self.mpp_when_missing)
-            return self.handles[k]
+            if k in self.handles:
+                return self.handles[k]
+            opening = self.opening.setdefault(k, threading.Lock())
+        with opening:
+            with self.lock:
+                if k in self.handles:  # another reader opened it while this one waited
+                    return self.handles[k]
+            handle = open_slide(path, mpp_when_missing=self.mpp_when_missing)
+            with self.lock:
+                self.handles[k] = handle
+                self.opening.pop(k, None)
+            return handle
 
     def close(self, k: int) -> None:
         with self.lock:
@@ -102,9 +114,9 @@ def _batches(items, batch_size: int):
 
 def _pieces(batches, chunk: int):
     """Each batch cut into reads of at most ``chunk`` tiles, as (segments, closes the
-    batch). A read may span slides, so a batch is at most ``batch_size / chunk`` reads
-    (one per reader) however few tiles its slides have, and a read-ahead depth counted
-    in reads is counted in whole batches."""
+    batch). A read may span slides, so a batch is at most ``ceil(batch_size / chunk)``
+    reads (no more than the readers) however few tiles its slides have, and a read-ahead
+    of ``2 × readers`` reads holds at least two batches."""
     for batch in batches:
         pieces = list(_fill(batch, chunk))
         for i, piece in enumerate(pieces):

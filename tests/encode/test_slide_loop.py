@@ -53,19 +53,21 @@ def slides(tmp_path):
     return items
 
 
-def _encode(items, workers):
+def _encode(items, workers, batch_size=2):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 7, stride=4), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten()).eval()
-    job = EncodeJob(cfg={"batch_size": 2, "loader_workers": workers}, params={}, modality="wsi",
-                    device=torch.device("cpu"), net=net)
+    job = EncodeJob(cfg={"batch_size": batch_size, "loader_workers": workers}, params={},
+                    modality="wsi", device=torch.device("cpu"), net=net)
     writer = _Writer()
     slide_loop.run(job, items, writer)
     return writer
 
 
-def test_features_do_not_depend_on_the_number_of_readers(slides):
-    one, three = _encode(slides, 0), _encode(slides, 3)
+# batches of 4 tiles over 2 readers: reads of 2 tiles, some spanning two slides
+@pytest.mark.parametrize("batch_size, workers", [(2, 3), (4, 2)])
+def test_features_do_not_depend_on_the_number_of_readers(slides, batch_size, workers):
+    one, three = _encode(slides, 0), _encode(slides, workers, batch_size)
     assert sorted(one.rows) == [f"s{k}" for k in range(4)] and not one.rejected
     for sid, (emb, bag, coords) in one.rows.items():
         assert len(bag) == 5 and np.array_equal(coords, three.rows[sid][2])
@@ -73,11 +75,13 @@ def test_features_do_not_depend_on_the_number_of_readers(slides):
         np.testing.assert_array_equal(emb, three.rows[sid][0])
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_slide_broken_after_tiling_is_rejected_and_the_others_written(slides, workers):
+@pytest.mark.parametrize("batch_size, workers", [(2, 0), (2, 2), (4, 2)])
+def test_a_slide_broken_after_tiling_is_rejected_and_the_others_written(slides, batch_size,
+                                                                        workers):
+    # (4, 2): s0's last tile and the broken s1's first share one read
     path = slides[1].source[0]
     path.write_bytes(path.read_bytes()[:200])
-    out = _encode(slides, workers)
+    out = _encode(slides, workers, batch_size)
     assert sorted(out.rows) == ["s0", "s2", "s3"]
     assert list(out.rejected) == ["s1"] and str(path) in out.rejected["s1"]
 
@@ -106,6 +110,38 @@ def test_a_batch_of_small_slides_is_one_read_per_reader(workers):
         assert len(reads) <= workers
         assert all(len(_tiles(r)) <= chunk for r in reads)
         assert _tiles(seg for r in reads for seg in r) == _tiles(batch)
+
+
+def test_readers_open_different_slides_at_once_and_one_slide_once(monkeypatch):
+    import mmpipe.io.slide
+
+    both_opening = threading.Barrier(2, timeout=5)
+    opened, lock = [], threading.Lock()
+
+    def open_slide(path, mpp_when_missing=None):
+        with lock:
+            opened.append(path)
+        if path != "same":
+            both_opening.wait()  # breaks (an error) unless the other slide opens meanwhile
+        time.sleep(0.05)
+        return object()
+
+    monkeypatch.setattr(mmpipe.io.slide, "open_slide", open_slide)
+    slides = slide_loop._OpenSlides(None)
+    got = {}
+
+    def get(key, k, path):
+        got[key] = slides.get(k, path)
+
+    threads = [threading.Thread(target=get, args=(key, k, path))
+               for key, k, path in [("a", 0, "a.svs"), ("b", 1, "b.svs"),
+                                    ("same1", 2, "same"), ("same2", 2, "same")]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == ["a", "b", "same1", "same2"] and not both_opening.broken
+    assert opened.count("same") == 1 and got["same1"] is got["same2"]
 
 
 def test_read_ahead_keeps_order_bounds_the_queue_and_raises_in_turn():
