@@ -8,7 +8,8 @@ For every (modality, encoder) of the demo cohort, this script
    keeping the fastest of ``--repeats`` runs (as the bare forward keeps its fastest).
 pipeline÷bare is the share of the network's pace the job keeps (the limit is 1).
 Then the slide job again with every tile read slowed down, with 0, 2 and 4 reader
-threads (``loader_workers``): overlapping reads with the forward recovers the pace.
+threads (``loader_workers``), one run each: overlapping reads with the forward recovers
+the pace.
 
 Items: volumes for med3d and vgg11_slices, tiles for clam_resnet50, prompts for text,
 rows for tabular. Usage:
@@ -206,7 +207,8 @@ def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: 
 def print_throttled(cfg: dict, cohort_dir: Path, workdir: Path, device,
                     delay: float = 0.05, workers: tuple[int, ...] = (0, 2, 4)) -> None:
     """The slide job when every tile read waits ``delay`` seconds (a slow network file
-    system, a remote object store): reader threads recover the throughput."""
+    system, a remote object store), one run per number of reader threads: the readers
+    recover the throughput."""
     import mmpipe.preprocess.tiling as tiling
 
     read_tiles = tiling.read_tiles
@@ -223,7 +225,7 @@ def print_throttled(cfg: dict, cohort_dir: Path, workdir: Path, device,
                  for w in workers}
     finally:
         tiling.read_tiles = read_tiles
-    bare = max(r[2] for r in rates.values())  # the best bare of the three: the pace to recover
+    bare = max(r[2] for r in rates.values())  # the best bare of its runs: the pace to recover
     print(f"throttled reader ({delay * 1e3:.0f} ms per tile read), {job[0]}/{job[1]}: "
           + ", ".join(f"{w} reader thread(s) {r[1]:.1f} tiles/s ({r[1] / bare:.2f} of bare)"
                       for w, r in rates.items()))
@@ -240,6 +242,13 @@ def prepare_demo(cfg: dict, n_subjects: int, workdir: Path | None) -> tuple[Path
     return workdir, cohort_dir
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
     """The options this script shares with ``limits.py``."""
     parser.add_argument("--subjects", type=int, default=64, help="demo cohort size")
@@ -247,8 +256,9 @@ def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of an encoding job (the encode rule's default: 1)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each encoding job; the fastest is kept")
+    parser.add_argument("--repeats", type=_positive, default=3,
+                        help="runs of each encoding job, the fastest kept (limits.py: also "
+                             "of each start-up probe, the median kept)")
 
 
 def main() -> None:

@@ -3,13 +3,15 @@ each encoder's pipeline next to its bare forward (and a throttled reader), each 
 start-up, and each method's training FLOPs, CPU-seconds, share of the matmul rate and
 disk, with the MMIST-ccRCC grid's estimate.
 
-    python benchmarks/limits.py [--subjects 64] [--methods mmare deepsets] [--skip methods]
+    python benchmarks/limits.py [--subjects 64] [--repeats 3] [--methods mmare deepsets]
+                                [--skip methods]
 
 Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
 ``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
 (``--subjects``), stage 2 on MMIST-ccRCC's stores when ``results/mmist_ccrcc`` holds
-them, else on synthetic features of its size. Figures are one run each (an encoding job:
-the fastest of ``--repeats`` runs): on a shared machine read the ratios, not the absolute
+them, else on synthetic features of its size. An encoding job is the fastest of
+``--repeats`` runs, a start-up the median of as many; the throttled reader and each
+method's training are one run each: on a shared machine read the ratios, not the absolute
 rates.
 """
 
@@ -74,7 +76,7 @@ def main() -> None:
         from startup import print_startup
 
         print("\n## Job start-up (process start to the job's first subject or epoch)")
-        print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir)
+        print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir, repeats=args.repeats)
     if "methods" not in args.skip:
         from training_time import method_figures, mmist_sized, print_grid
 
