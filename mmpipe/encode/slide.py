@@ -106,10 +106,12 @@ def _batches(items, batch_size: int):
     boundaries: a slide of three tiles does not make the network run a batch of three."""
     from mmpipe.preprocess.tiling import TileGrid
 
-    slides = (_Segment(k, grid, 0, len(grid))
-              for k, grid in ((k, TileGrid.from_frame(item.source[1]))
-                              for k, item in enumerate(items)))
-    yield from _fill(slides, batch_size)
+    def whole_slides():
+        for k, item in enumerate(items):
+            grid = TileGrid.from_frame(item.source[1])
+            yield _Segment(k, grid, 0, len(grid))
+
+    yield from _fill(whole_slides(), batch_size)
 
 
 def _pieces(batches, chunk: int):
