@@ -126,13 +126,12 @@ def encode_specs(cfg: dict, cohort_dir: Path, workdir: Path) -> list[tuple[str, 
 def _with_weights_file(params: dict, workdir: Path, encoder: str) -> dict:
     """``params`` with ``weights`` naming a file that holds the encoder's network's weights
     (its seeded random init, saved once): the path a run with official weights takes."""
-    import hashlib
-
     import torch
 
     from mmpipe.encoders.registry import get_encoder_type
+    from mmpipe.hashing import params_hash
 
-    key = hashlib.sha256(json.dumps(params["config"], sort_keys=True).encode()).hexdigest()
+    key = params_hash(params["config"])
     path = workdir / "weights" / f"{encoder}-{key[:12]}.pt"  # a reused workdir, a new depth
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,7 @@ def run(job, items, writer, progress=None) -> None:
 
     try:
         pieces = _pieces(_batches(items, batch_size), chunk)
-        for read_out, closes in read_ahead(read, pieces, workers, depth=2 * max(workers, 1)):
+        for read_out, closes in read_ahead(read, pieces, workers):  # two batches ahead
             batch.extend(read_out)
             if closes:
                 encode_batch()
