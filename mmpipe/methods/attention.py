@@ -57,7 +57,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.blocks import flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import Dropout, flat_dim, flat_zero_filled, mlp_head
 
 DROPOUT_SCOPES = ("subject", "batch")
 
@@ -72,8 +72,8 @@ class MaskedSelfAttention(nn.Module):
         self.heads = heads
         self.c_attn = nn.Linear(width, 3 * width, bias=bias)
         self.c_proj = nn.Linear(width, width, bias=bias)
-        self.attn_dropout = nn.Dropout(dropout)
-        self.resid_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` [B, N, W], ``mask`` [B, N] bool → (output [B, N, W], weights [B, h, N, N])."""
@@ -100,7 +100,7 @@ class MaskedBlock(nn.Module):
         self.ln2 = nn.LayerNorm(width, bias=bias)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width, bias=bias), nn.GELU(),
                                  nn.Linear(mlp_ratio * width, width, bias=bias),
-                                 nn.Dropout(dropout))
+                                 Dropout(dropout))
 
     def forward(self, x, mask):
         update, att = self.attn(self.ln1(x), mask)

@@ -77,7 +77,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import TRAIN_DEFAULTS, Dropout, flat_dim, flat_zero_filled, mlp_head
 
 # official models.py: attention aggregator width L = 256 (its fc1: Linear-Dropout()-ReLU),
 # clinical projection / prompt of 5 × expand_times 10 = 50, classifier Linear(L+50, 64)
@@ -138,7 +138,7 @@ class Branch(nn.Module):
                  prompt_dim: int, hidden: list[int], n_classes: int):
         super().__init__()
         self.encoders = nn.ModuleDict({
-            m: nn.Sequential(nn.Linear(d, feat_dim), nn.Dropout(dropout), nn.ReLU())
+            m: nn.Sequential(nn.Linear(d, feat_dim), Dropout(dropout), nn.ReLU())
             for m, d in others.items()})
         self.slot = slot
         self.classifier = mlp_head(len(others) * feat_dim + prompt_dim, hidden, n_classes, 0.0)

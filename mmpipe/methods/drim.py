@@ -65,7 +65,7 @@ from torch.nn import functional as F
 
 from mmpipe.bench.optim import adam
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.blocks import flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import Dropout, flat_dim, flat_zero_filled
 
 SOFTMAX_VARIANTS = ("official", "exact")
 
@@ -127,9 +127,9 @@ class QuietAttention(nn.Module):
         self.heads, self.scale, self.softmax = heads, dim_head ** -0.5, softmax
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.to_out = (nn.Identity() if heads == 1 and dim_head == dim
-                       else nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout)))
+                       else nn.Sequential(nn.Linear(inner, dim), Dropout(dropout)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` [B, N, D], ``mask`` [B, N] → (update [B, N, D], weights [B, h, N, N])."""
@@ -156,7 +156,7 @@ class MaskedAttentionFusion(nn.Module):
         self.layers = nn.ModuleList()
         for _ in range(depth):
             ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.GELU(),
-                               nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+                               Dropout(dropout), nn.Linear(mlp_dim, dim), Dropout(dropout))
             self.layers.append(nn.ModuleList(
                 [QuietAttention(dim, heads, dim_head, dropout, softmax), ff]))
         self.norm = nn.LayerNorm(dim)
@@ -178,14 +178,14 @@ class MaskedAttentionFusion(nn.Module):
 
 def embedding_encoder(d_in: int, hidden: int, dim: int, dropout: float) -> nn.Sequential:
     """``drim/mri/models.py`` ``MRIEmbeddingEncoder``: the official encoder of an embedding."""
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.Dropout(dropout), nn.GELU(),
+    return nn.Sequential(nn.Linear(d_in, hidden), Dropout(dropout), nn.GELU(),
                          nn.Linear(hidden, dim))
 
 
 def discriminator(dim: int, hidden: int, dropout: float) -> nn.Sequential:
     """``drim/models.py`` ``Discriminator`` on ``[shared, unique]`` (2·dim) → one logit."""
-    return nn.Sequential(nn.Linear(2 * dim, hidden), nn.Dropout(dropout), nn.GELU(),
-                         nn.Linear(hidden, 2 * dim), nn.Dropout(dropout), nn.GELU(),
+    return nn.Sequential(nn.Linear(2 * dim, hidden), Dropout(dropout), nn.GELU(),
+                         nn.Linear(hidden, 2 * dim), Dropout(dropout), nn.GELU(),
                          nn.Linear(2 * dim, 1))
 
 

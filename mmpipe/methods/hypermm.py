@@ -83,7 +83,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, masked_mean, phase_settings
-from mmpipe.methods.blocks import check_choice
+from mmpipe.methods.blocks import Dropout, check_choice
 
 PHI_MODULES = ("embedding", "hypernet", "adapters")
 AUX_MODULES = ("decoder", "classifier")  # trained in phase φ only, unused at inference
@@ -183,10 +183,10 @@ class HyperMM(FusionMethod):
                            if self.two_step else None)
         hidden = int(hp["rho_hidden"])
         if hp["rho_layers"] == 2:  # official HyperMMNet.rho
-            self.rho = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(), nn.Dropout(hp["dropout"]),
+            self.rho = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(), Dropout(hp["dropout"]),
                                      nn.Linear(hidden, self.n_classes))
         else:  # the paper's three linear layers (widths ours)
-            self.rho = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(), nn.Dropout(hp["dropout"]),
+            self.rho = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(), Dropout(hp["dropout"]),
                                      nn.Linear(hidden, hidden // 2), nn.ReLU(),
                                      nn.Linear(hidden // 2, self.n_classes))
         self._phi_frozen = False

@@ -79,6 +79,7 @@ from torch.nn import functional as F
 from mmpipe.methods.base import FusionMethod
 from mmpipe.methods.blocks import (
     TRAIN_DEFAULTS,
+    Dropout,
     check_choice,
     flat_dim,
     flat_zero_filled,
@@ -219,7 +220,7 @@ class LARGO(FusionMethod):
         for k in range(s):  # each head initialised like its own nn.Linear(H, C)
             nn.init.kaiming_uniform_(self.head_weight[k], a=math.sqrt(5))
         nn.init.uniform_(self.head_bias, -1 / math.sqrt(h), 1 / math.sqrt(h))
-        self.dropout = nn.Dropout(float(hp["dropout"]))
+        self.dropout = Dropout(float(hp["dropout"]))
 
     # ------------------------------------------------------------ subsets and routing
     def _lookup(self) -> torch.Tensor:
@@ -321,10 +322,10 @@ class LARGO(FusionMethod):
                 strict=True))
             w = torch.cat([blocks[m] for m in names], dim=1)
         layers: list[nn.Module] = [_linear(w, self.stem_bias[row]), nn.ReLU(),
-                                   nn.Dropout(self.dropout.p)]
+                                   Dropout(self.dropout.p)]
         for layer in self.inner:
             layers += [_linear(layer.weights()[row], layer.bias[row]), nn.ReLU(),
-                       nn.Dropout(self.dropout.p)]
+                       Dropout(self.dropout.p)]
         layers.append(_linear(self.head_weight[row], self.head_bias[row]))
         return nn.Sequential(*layers).to(w.device)
 

@@ -65,7 +65,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import check_choice, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import Dropout, check_choice, flat_dim, flat_zero_filled, mlp_head
 
 MAX_EXPERTS = 64
 
@@ -130,7 +130,7 @@ class ModalityExperts(FusionMethod):
         self.combo_index = [[self.canonical.index(m) for m in c] for c in self.combos]
         self.encoders = nn.ModuleDict({m: nn.Linear(flat_dim(self.shapes[m]), dim)
                                        for m in self.modalities})
-        self.drop = nn.Dropout(float(hp["dropout"]))
+        self.drop = Dropout(float(hp["dropout"]))
         concat = hp["fusion"] == "concat"
         self.experts = nn.ModuleList([mlp_head(len(c) * dim if concat else dim, [dim],
                                                self.n_classes, 0.0)

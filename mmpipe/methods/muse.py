@@ -89,7 +89,7 @@ from torch.nn import functional as F
 from torch_geometric.nn import MessagePassing
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.blocks import flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import Dropout, dropout, flat_dim, flat_zero_filled
 
 EVAL_GRAPHS = ("reference", "single", "batch")
 
@@ -119,11 +119,11 @@ class FFNEncoder(nn.Module):
 
     def __init__(self, d_in: int, hidden: int, layers: int, dropout: float):
         super().__init__()
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = Dropout(dropout)
         widths = [d_in] + [hidden] * (layers - 2)  # fc1, then the middle layers
         self.linears = nn.ModuleList(nn.Linear(w, hidden) for w in widths)
         self.norms = nn.ModuleList(MaskedBatchNorm1d(hidden) for _ in range(layers - 1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(hidden, hidden)     # FFNEncoder.fc2
         self.mapper = nn.Linear(hidden, hidden)  # x*_mapper of the backbone
 
@@ -177,7 +177,7 @@ class EdgeGNN(nn.Module):
         for layer, conv in enumerate(self.convs):
             x = conv(x, edge_index, edge_attr)
             if layer < len(self.edge_updates):
-                x = F.dropout(x, p=self.dropout, training=self.training)
+                x = dropout(x, self.dropout, self.training)
                 src, dst = edge_index
                 edge_attr = self.edge_updates[layer](torch.cat([x[src], x[dst], edge_attr], -1))
         return x
@@ -304,11 +304,11 @@ class MUSE(FusionMethod):
         self.encoders = nn.ModuleDict({
             m: FFNEncoder(flat_dim(self.shapes[m]), hidden, int(hp["ffn_layers"]), dropout)
             for m in self.modalities})
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding_dropout = Dropout(dropout)
         self.modality_nodes = nn.Parameter(torch.randn(len(self.modalities), hidden))
         self.gnn = EdgeGNN(hidden, int(hp["gnn_layers"]), dropout, bool(hp["gnn_normalize"]))
         self.projection = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
-        self.classifier = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        self.classifier = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout),
                                         nn.Linear(hidden, self.n_classes))
         # the training split, for the "reference" evaluation graph (filled by prepare)
         width = sum(flat_dim(self.shapes[m]) for m in self.modalities)
