@@ -121,14 +121,19 @@ def _epoch_order(y: np.ndarray, sampler: str, gen: torch.Generator) -> torch.Ten
 
 def _augment(x: dict[str, torch.Tensor], present: torch.Tensor, p: float, std: float,
              gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Gaussian noise on present features of a random share ``p`` of the batch (MMARE 4.3)."""
+    """Gaussian noise on present features of a random share ``p`` of the batch (MMARE 4.3).
+
+    Noise is drawn for the rows it is added to only: drawing it for the whole batch and
+    keeping the 30 % it hits spent up to a fifth of a small method's training in ``randn``.
+    """
     if p <= 0:
         return x
     out = {}
     for j, (m, v) in enumerate(x.items()):
         hit = (torch.rand(v.shape[0], generator=gen) < p).to(v.device) & present[:, j]
-        noise = torch.randn(v.shape, generator=gen).to(v.device) * std
-        out[m] = v + noise * hit.view(-1, *([1] * (v.dim() - 1))).to(v.dtype)
+        rows = hit.nonzero().squeeze(1)
+        noise = torch.randn((len(rows), *v.shape[1:]), generator=gen).mul_(std)
+        out[m] = v.index_add(0, rows, noise.to(v.device, v.dtype))
     return out
 
 
