@@ -49,15 +49,14 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     others scaled by ``1 / (1 - p)``; on CPU its mask comes from 16 random bits an element.
 
     Every method drops out through this function (or :class:`Dropout`), because torch's CPU
-    kernel (``bernoulli_``) draws each mask element with its own call to the generator: 4-8
-    ns an element on the development machine, so the mask of a 64×512 activation cost more
-    than that batch's 512×512 matmul, and dropout took up to 13 % of a method's training
-    (``benchmarks/training_time.py``). Here one 64-bit draw gives four elements, which
-    takes the whole dropout to under half of ``F.dropout``'s time, forward and backward.
-    torch also draws other masks on Intel CPUs with MKL (a vectorised generator seeded from
-    its own); these are the same on every CPU for a seed. ``p`` is rounded to a multiple of
-    2^-16 (at most 8e-6 off) and the scale follows the rounded ``p``, so the expectation is
-    kept exactly. On CUDA, where ``F.dropout`` is one fused kernel, it is ``F.dropout``.
+    kernel (``bernoulli_``) draws each mask element with its own call to the generator,
+    about 8 ns an element on the development machine: the mask of a 64×512 activation cost
+    more than that batch's 512×512 matmul, and dropout took up to 13 % of a method's
+    training (``benchmarks/training_time.py``). Here one 64-bit draw gives four elements,
+    which takes the whole dropout to under half of ``F.dropout``'s time, forward and
+    backward. ``p`` is rounded to a multiple of 2^-16 (at most 8e-6 off) and the scale
+    follows the rounded ``p``, so the expectation is kept exactly. On CUDA, where
+    ``F.dropout`` is one fused kernel, it is ``F.dropout``.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
