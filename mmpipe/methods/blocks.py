@@ -53,7 +53,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     about 8 ns an element on the development machine: the mask of a 64×512 activation cost
     more than that batch's 512×512 matmul, and dropout took up to 13 % of a method's
     training (``benchmarks/training_time.py``). Here one 64-bit draw gives four elements,
-    which takes the whole dropout to under half of ``F.dropout``'s time, forward and
+    which takes the whole dropout to about half of ``F.dropout``'s time, forward and
     backward. ``p`` is rounded to a multiple of 2^-16 (at most 8e-6 off) and the scale
     follows the rounded ``p``, so the expectation is kept exactly. On CUDA, where
     ``F.dropout`` is one fused kernel, it is ``F.dropout``.
