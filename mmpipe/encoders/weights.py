@@ -233,16 +233,24 @@ def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *
     if sd is None:
         with seeded_init():  # random-init stores must not change between runs
             return factory(), info
+    return load_strict(for_strict_load(factory), sd, drop_prefixes=drop_prefixes,
+                       encoder=encoder), info
+
+
+def for_strict_load(factory: Callable[[], nn.Module]) -> nn.Module:
+    """``factory()``'s network, for a strict load to overwrite every parameter: built on
+    the meta device with its storage allocated uninitialised and its buffers at zero, so
+    no random init is drawn and thrown away; built and seeded as usual when it holds state
+    no checkpoint carries (see :func:`build_pretrained`)."""
     with torch.device("meta"):
         module = factory()
     if _checkpoint_holds_all_state(module):
         module = module.to_empty(device="cpu")
         for buffer in module.buffers():
             buffer.zero_()
-    else:
-        with seeded_init():
-            module = factory()
-    return load_strict(module, sd, drop_prefixes=drop_prefixes, encoder=encoder), info
+        return module
+    with seeded_init():
+        return factory()
 
 
 def encoder_name(cfg: Mapping[str, Any], default: str) -> str:
