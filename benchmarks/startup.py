@@ -115,11 +115,16 @@ def encode_specs(cfg: dict, cohort_dir: Path, workdir: Path) -> list[tuple[str, 
                 variants = [(", random init", params),
                             (", weights file", _with_weights_file(params, workdir, encoder))]
             for label, variant in variants:
+                # the rule's job reads where the weights lie from the config's encoder
+                # entry (execution_settings), the params carry them in its key
+                job_cfg = {**cfg, "encoders": {
+                    **cfg["encoders"], encoder: {**cfg["encoders"][encoder],
+                                                 "weights": variant["config"].get("weights")}}}
                 specs.append((f"encode {modality}/{encoder} ({etype}{label})", {
                     "rule": "encode", "input": inputs, "params": {"encoder": variant},
                     "wildcards": {"cohort": "demo", "modality": modality, "encoder": encoder},
                     "output": str(workdir / "startup" / f"{modality}-{encoder}.zarr"),
-                    "config": cfg}))
+                    "config": job_cfg}))
     return specs
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch import nn
 
 from mmpipe.errors import WeightsError
@@ -237,12 +238,31 @@ def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *
                        encoder=encoder), info
 
 
+class _NoInitOnMeta(TorchFunctionMode):
+    """A network's init functions (``torch.nn.init``, a tensor's ``normal_`` and
+    ``uniform_``) return a meta tensor untouched: it has no data to fill, and torch's meta
+    kernel of ``normal_`` (``nn.Embedding``'s init, the Kaiming-normal init of every
+    convolution) is a Python reference whose first call imports ``torch._dynamo``, 1.8 s
+    of an encoding job's start-up here."""
+
+    DRAWS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.DRAWS or getattr(func, "__module__", None) == "torch.nn.init":
+            # torch.nn.init hands its tensor over by keyword
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(target, torch.Tensor) and target.device.type == "meta":
+                return target
+        return func(*args, **kwargs)
+
+
 def for_strict_load(factory: Callable[[], nn.Module]) -> nn.Module:
     """``factory()``'s network, for a strict load to overwrite every parameter: built on
     the meta device with its storage allocated uninitialised and its buffers at zero, so
     no random init is drawn and thrown away; built and seeded as usual when it holds state
     no checkpoint carries (see :func:`build_pretrained`)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _NoInitOnMeta():
         module = factory()
     if _checkpoint_holds_all_state(module):
         module = module.to_empty(device="cpu")
