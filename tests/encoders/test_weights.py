@@ -184,6 +184,28 @@ def test_build_pretrained_loads_into_a_network_built_without_its_random_init(tmp
         build_pretrained(lambda: nn.Linear(2, 3), {"weights": str(p)}, **ARGS)
 
 
+def test_building_for_a_strict_load_imports_no_compiler(tmp_path):
+    """On the meta device torch's ``normal_`` (an Embedding's init, a convolution's
+    Kaiming-normal init) and ``empty_like`` (``to_empty``) are Python references that
+    import ``torch._dynamo`` and torch's symbolic shapes on first use, about 2.3 s of an
+    encoding job's start-up: the build skips the init and allocates with ``empty``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from mmpipe.encoders.weights import for_strict_load\n"
+        "net = for_strict_load(lambda: nn.Sequential(nn.Embedding(10, 4), nn.Conv2d(1, 2, 3),"
+        " nn.Linear(2, 3)))\n"
+        "assert all(p.device.type == 'cpu' for p in net.parameters())\n"
+        "print([m for m in ('torch._dynamo', 'torch.fx.experimental.symbolic_shapes')"
+        " if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 class WithTable(Toy):
     """A buffer no checkpoint carries: it must come from the network's own init."""
 
