@@ -146,7 +146,7 @@ class KNNImpute(MeanImpute):
         self.register_buffer("scale", torch.ones(total))
         # the bank standardised as a query is, and each row's squared norm, per modality:
         # fixed once the bank is, so derived after prepare() and after a load instead of in
-        # every batch's distances (a third of a training run's time); not saved
+        # every batch's distances (about 8 % of a training run); not saved
         for j, width in enumerate(self.widths):
             self.register_buffer(f"bank_standard_{j}", torch.zeros(0, width), persistent=False)
             self.register_buffer(f"bank_sqnorm_{j}", torch.zeros(0), persistent=False)

@@ -184,7 +184,7 @@ def test_build_pretrained_loads_into_a_network_built_without_its_random_init(tmp
         build_pretrained(lambda: nn.Linear(2, 3), {"weights": str(p)}, **ARGS)
 
 
-def test_building_for_a_strict_load_imports_no_compiler(tmp_path):
+def test_building_for_a_strict_load_imports_no_compiler():
     """On the meta device torch's ``normal_`` (an Embedding's init, a convolution's
     Kaiming-normal init) and ``empty_like`` (``to_empty``) are Python references that
     import ``torch._dynamo`` and torch's symbolic shapes on first use, about 2.3 s of an
