@@ -242,8 +242,8 @@ print("modules-ok")
 if sys.argv[1] == "text":  # its BERT and tokenizer load and run under the block
     from mmpipe.encoders.text import TextEncoder
     print("encoded", TextEncoder().encode(["Age 61 years."]).shape)
-for name in ("sklearn", "scipy.stats", "huggingface_hub", "pandas", "monai.losses",
-             "monai.apps.pathology"):
+for name in ("sklearn", "scipy.stats", "scipy.ndimage", "huggingface_hub", "pandas",
+             "monai.losses", "monai.apps.pathology"):
     try:
         importlib.import_module(name)
     except ImportError:
@@ -263,8 +263,8 @@ except ImportError:
 def test_encoding_jobs_start_without_what_they_never_use(encoder_type):
     """No encoding job pays for transformers (about 4 s of its start-up, imported by
     MONAI's transchex; the text encoder runs its BERT without it), the hub client,
-    matplotlib, scipy.stats, scikit-image, scikit-learn, pandas or MONAI's training and
-    application packages; the type's own code imports without them, and code that needs
+    matplotlib, scipy.stats, scipy.ndimage, scikit-image, scikit-learn, pandas or MONAI's
+    training and application packages; the type's own code imports without them, and code that needs
     them fails loudly."""
     out = subprocess.run([sys.executable, "-c", SKIP_IN_A_CHILD, encoder_type],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -272,6 +272,7 @@ def test_encoding_jobs_start_without_what_they_never_use(encoder_type):
     assert out[1] == "True" and "no-plotting" in out  # MONAI went on without it
     assert "modules-ok" in out
     assert ("encoded" in out) == (encoder_type == "text")
-    assert {"refused:sklearn", "refused:scipy.stats", "refused:huggingface_hub",
+    assert {"refused:sklearn", "refused:scipy.stats", "refused:scipy.ndimage",
+            "refused:huggingface_hub",
             "refused:pandas", "refused:monai.losses", "refused:monai.apps.pathology",
             "refused"} <= set(out)
