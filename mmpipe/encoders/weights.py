@@ -251,7 +251,7 @@ class _NoInitOnMeta(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in self.DRAWS or getattr(func, "__module__", None) == "torch.nn.init":
             # torch.nn.init hands its tensor over by keyword
-            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            target = args[0] if args else kwargs.get("tensor")
             if isinstance(target, torch.Tensor) and target.device.type == "meta":
                 return target
         return func(*args, **kwargs)
