@@ -23,6 +23,7 @@ from mmpipe.bench.flags import run_flags
 from mmpipe.bench.metrics import classification_metrics, nan_metrics
 from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
+from mmpipe.bench.shared_fits import SharedFits, fit_key
 from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
@@ -34,6 +35,7 @@ from mmpipe.layout import (
     PREDICTIONS,
     TRAIN_LOG,
     CohortLayout,
+    cell_name,
     parse_cell,
     seed_name,
 )
@@ -119,9 +121,8 @@ def run_cell(layout: CohortLayout, train: dict[str, Any], scenario: str, rate: f
     """
     data, dropped = load_feature_set(layout.root, train["feature_set"], train["label"])
     with atomic_dir(out_dir) as tmp:
-        return _train_cell(layout, data, dropped, train, scenario, rate, tmp,
-                           meta={**meta, "scenario": scenario, "rate": float(rate)},
-                           device=device)
+        return _train_cells(layout, data, dropped, train, {cell_name(scenario, rate): tmp},
+                            meta=meta, device=device)[cell_name(scenario, rate)]
 
 
 def run_cells(layout: CohortLayout, train: dict[str, Any], cells: list[str],
@@ -129,33 +130,38 @@ def run_cells(layout: CohortLayout, train: dict[str, Any], cells: list[str],
               ) -> dict[str, list[dict[str, Any]]]:
     """Every ``{scenario}-{rate}`` cell of ``cells`` into ``out_dir/{cell}/seed{S}/``, the
     features loaded once (a ``train_jobs: method`` job); ``out_dir`` appears whole or not
-    at all."""
+    at all. Cells whose seeds train on the same data (``testmiss`` and ``natural``) train
+    each seed once (:mod:`mmpipe.bench.shared_fits`)."""
     data, dropped = load_feature_set(layout.root, train["feature_set"], train["label"])
     with atomic_dir(out_dir) as tmp:
-        results = {}
-        for cell in cells:
-            scenario, rate = parse_cell(cell)
-            results[cell] = _train_cell(layout, data, dropped, train, scenario, rate, tmp / cell,
-                                        meta={**meta, "scenario": scenario, "rate": rate},
-                                        device=device)
-        return results
+        return _train_cells(layout, data, dropped, train, {cell: tmp / cell for cell in cells},
+                            meta=meta, device=device)
 
 
-def _train_cell(layout: CohortLayout, data: BenchData, dropped: list[dict], train: dict[str, Any],
-                scenario: str, rate: float, cell_dir: Path, *, meta: dict[str, Any],
-                device: str) -> list[dict[str, Any]]:
+def _train_cells(layout: CohortLayout, data: BenchData, dropped: list[dict],
+                 train: dict[str, Any], cell_dirs: dict[str, Path], *, meta: dict[str, Any],
+                 device: str) -> dict[str, list[dict[str, Any]]]:
+    """Seed by seed, every cell: a seed's fits are shared between its cells and dropped
+    before the next seed, so the job holds at most one model per cell."""
     signature = params_hash(train)
     keep = train.get("keep_models", "all")
-    results = [run_seed(data, dropped, train["feature_set"], train["label"], train["method"],
-                        layout.split(seed), layout.mask(scenario, rate, seed),
-                        cell_dir / seed_name(seed), seed=seed, meta=meta,
-                        normalize=train["normalize"],
-                        evaluate_subsets=train["evaluate_subsets"], device=device,
-                        train_hash=signature, selection=train.get("selection"),
-                        tuning=train.get("tuning"), keep_model=keep != "none")
-               for seed in sorted(train["seeds"])]
+    results: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cell_dirs}
+    for seed in sorted(train["seeds"]):
+        fits = SharedFits()
+        for cell, cell_dir in cell_dirs.items():
+            scenario, rate = parse_cell(cell)
+            results[cell].append(run_seed(
+                data, dropped, train["feature_set"], train["label"], train["method"],
+                layout.split(seed), layout.mask(scenario, rate, seed),
+                cell_dir / seed_name(seed), seed=seed,
+                meta={**meta, "scenario": scenario, "rate": float(rate)},
+                normalize=train["normalize"], evaluate_subsets=train["evaluate_subsets"],
+                device=device, train_hash=signature, selection=train.get("selection"),
+                tuning=train.get("tuning"), keep_model=keep != "none",
+                fits=fits, cell=cell))
     if keep == "best":
-        _keep_best_model(cell_dir, results)
+        for cell, cell_dir in cell_dirs.items():
+            _keep_best_model(cell_dir, results[cell])
     return results
 
 
@@ -185,11 +191,14 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
              out_dir: str | Path, *, seed: int, meta: dict[str, Any], normalize: str = "zscore",
              evaluate_subsets: bool = True, device: str = "cpu",
              train_hash: str | None = None, selection: dict[str, Any] | None = None,
-             tuning: dict[str, Any] | None = None, keep_model: bool = True) -> dict[str, Any]:
+             tuning: dict[str, Any] | None = None, keep_model: bool = True,
+             fits: SharedFits | None = None, cell: str | None = None) -> dict[str, Any]:
     """One seed on already loaded features (see :func:`run_experiment`): the tuning
     budget spent and the model chosen on the training and validation splits
     (:mod:`mmpipe.bench.selection`), then scored on the test split. ``keep_model``
-    False writes no ``model.pt`` (``benchmark.keep_models: none``)."""
+    False writes no ``model.pt`` (``benchmark.keep_models: none``). With ``fits``, the
+    fits of the job's other cells (``cell`` names this one): a cell of the same seed that
+    trained on these very data lends its model instead of training it again."""
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
     data = _apply_mask(data, Path(mask_path))
     idx = _split_indices(data, Path(split_path))
@@ -211,11 +220,25 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     prior = np.bincount(fitted_on.y, minlength=data.n_classes) / max(len(fitted_on.y), 1)
     chosen: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
+        def select():
+            return select_model(lambda over: build_method({**method_cfg, **over}, data),
+                                method_class(method_cfg["type"]), method.hparams,
+                                TRAIN_DEFAULTS, train, val, seed=seed, device=device,
+                                selection=selection_cfg, tuning=tuning_cfg)
+
+        shared_with = None
         try:
-            sel = select_model(lambda over: build_method({**method_cfg, **over}, data),
-                               method_class(method_cfg["type"]), method.hparams, TRAIN_DEFAULTS,
-                               train, val, seed=seed, device=device, selection=selection_cfg,
-                               tuning=tuning_cfg)
+            if fits is None:
+                sel = select()
+            else:
+                key = fit_key(seed, {"method": method_cfg, "selection": selection,
+                                     "tuning": tuning, "normalize": normalize,
+                                     "device": str(device)}, train, val)
+                sel, shared_with = fits.select(key, cell, select)
+            if shared_with is not None:
+                notes.append(f"trained once with cell {shared_with}: this cell's training "
+                             "and validation data are that cell's (its scenario masks the "
+                             "test split only), so its model is that cell's")
             method, result, chosen = sel.method, sel.result, sel.overrides
             (tmp / TRAIN_LOG).write_text(sel.log)
             trained = True
@@ -271,8 +294,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "flags": flags,
             "method_notes": method.report_notes() if hasattr(method, "report_notes") else [],
             "trainable_parameters": int(method.trainable_parameters()),
-            # the whole tuning budget's, every trial (and fold) included
+            # the whole tuning budget's, every trial (and fold) included; spent once, in
+            # the cell named by training_shared_with when that is not None
             "training_seconds": round(sel.seconds if sel is not None else result.seconds, 3),
+            "training_shared_with": shared_with,
             "evaluation_seconds": round(time.perf_counter() - start, 3),
             "epochs": result.epochs, "best_epoch": result.best_epoch,
             "hparams": {**getattr(method, "hparams", {})},

@@ -234,3 +234,37 @@ def test_keep_models_keeps_every_seed_the_best_validation_seed_or_none(cohort, t
         assert all(m["model_seed"] == best for m in saved.values())
         # the test split plays no part: a seed with a better test AUC is not kept for it
         assert saved[best]["val"]["auc"] == max(val_auc.values())
+
+
+def test_cells_that_train_on_the_same_data_train_once(cohort, tmp_path, monkeypatch):
+    """`testmiss` masks the test split only: in a method job its cell lends the natural
+    cell's fit, with the metrics of a cell trained on its own; `mcar` trains its own."""
+    import mmpipe.bench.run as run_mod
+
+    root, cohort_dir = cohort
+    cells = {"natural-0.0": {}, "testmiss-0.5": {"modality": "b"}, "mcar-0.4": {}}
+    layout = _layout_with(cohort_dir, tmp_path, cells, (0, 1))
+    train = _train({"type": "concat_zero", "max_epochs": 5}, [0, 1])
+    meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero"}
+    fitted = []
+    real = run_mod.select_model
+    monkeypatch.setattr(run_mod, "select_model",
+                        lambda *a, **k: fitted.append(k["seed"]) or real(*a, **k))
+    out = tmp_path / "concat_zero"
+    results = run_cells(layout, train, list(cells), out, meta=meta)
+    assert sorted(fitted) == [0, 0, 1, 1]  # natural and mcar, each seed; testmiss lends
+    for r in results["testmiss-0.5"]:
+        assert r["training_shared_with"] == "natural-0.0"
+        assert any("trained once with cell natural-0.0" in n for n in r["notes"])
+    assert all(r["training_shared_with"] is None
+               for cell in ("natural-0.0", "mcar-0.4") for r in results[cell])
+
+    alone = run_cell(layout, train, "testmiss", 0.5, tmp_path / "alone", meta=meta)
+    assert len(fitted) == 6
+    for shared, own in zip(results["testmiss-0.5"], alone, strict=True):
+        assert shared["test"] == own["test"] and shared["val"] == own["val"]
+        assert shared["subsets"] == own["subsets"] and shared["epochs"] == own["epochs"]
+    for seed in (0, 1):
+        a = pl.read_parquet(out / "testmiss-0.5" / f"seed{seed}" / "predictions.parquet")
+        b = pl.read_parquet(tmp_path / "alone" / f"seed{seed}" / "predictions.parquet")
+        assert a.equals(b)
