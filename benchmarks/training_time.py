@@ -227,19 +227,34 @@ def print_method(r: MethodFigures, rate: float) -> None:
           f"{achieved} {share} {r.model_bytes / 1e6:8.2f}M  {r.why(rate)}", flush=True)
 
 
+def training_cells(settings: dict, run: dict) -> list[str]:
+    """The cells of ``run`` that train: under ``train_jobs: method`` a cell of a
+    test-split-only scenario reuses the natural cell's fits when the job has that cell
+    (:mod:`mmpipe.bench.shared_fits`)."""
+    from mmpipe.bench.missingness import TEST_SPLIT_ONLY
+    from mmpipe.config import cells_of
+    from mmpipe.layout import cell_name, parse_cell
+
+    cells = cells_of(settings, run)
+    if settings["train_jobs"] != "method" or cell_name("natural", 0.0) not in cells:
+        return cells
+    return [c for c in cells if parse_cell(c)[0] not in TEST_SPLIT_ONLY]
+
+
 def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
                cohort: str = "mmist_ccrcc") -> None:
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
     FLOP bound (the grid's FLOPs at the one-thread matmul rate). An estimate: every fit of a
     method is taken as its one run above (seed 0, the feature set above, every single-
-    modality run as ``single_wsi``), times cells x seeds x tuning trials. Its CPU-seconds
+    modality run as ``single_wsi``), times the cells that train (:func:`training_cells`) x
+    seeds x tuning trials. Its CPU-seconds
     are then split as each method's first epochs split (matmul operators, the other
     operators, Python): the matmul operators' part against the bound is how near the
     matmuls themselves run to the rate at these models' shapes; the other operators are
     the recipes' own work (dropout, noise, the optimiser, normalisation); the Python is
     the most that a scheme keeping each method's arithmetic (stacked seeds included)
     could remove."""
-    from mmpipe.config import benchmark_runs, benchmark_settings, cells_of
+    from mmpipe.config import benchmark_runs, benchmark_settings
 
     settings = benchmark_settings(cfg, cohort)
     fits_per_cell = len(settings["seeds"]) * int(settings["tuning"]["trials"])
@@ -253,7 +268,7 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
         if row is None:
             missing.add(name)
             continue
-        fits = len(cells_of(settings, run)) * fits_per_cell
+        fits = len(training_cells(settings, run)) * fits_per_cell
         if row.flops is None:
             other_cpu += fits * row.cpu_seconds
         else:

@@ -211,6 +211,9 @@ SCENARIO_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # scenarios whose mask depends on the seed's split
 NEEDS_SPLIT = ("testmiss",)
+# scenarios that leave the training and validation splits as ``natural`` leaves them:
+# their cells train the natural cell's model (mmpipe.bench.shared_fits)
+TEST_SPLIT_ONLY = ("testmiss",)
 
 
 def scenario_mask(present: np.ndarray, scenario: str, rate: float, seed: int,

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from mmpipe.bench.missingness import (
+    SCENARIO_OPTIONS,
+    SCENARIOS,
+    TEST_SPLIT_ONLY,
     align_mask,
     max_mcar_rate,
     mcar_mask,
@@ -153,6 +156,22 @@ def test_testmiss_removes_the_modality_from_that_share_of_test_subjects_only():
         removed = (has & ~mask[:, 1]).sum()
         assert removed == round(rate * has.sum())
         assert mask.any(axis=1).all()
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_test_split_only_names_the_scenarios_that_leave_training_as_natural(scenario):
+    """What shared fits rely on: a scenario declared test-split-only leaves every
+    non-test row as ``natural`` does; the others change some at a non-zero rate."""
+    present = _present(300)
+    test = np.zeros(len(present), dtype=bool)
+    test[::3] = True
+    options = {"modality": "b"} if "modality" in SCENARIO_OPTIONS[scenario] else {}
+    natural = scenario_mask(present, "natural", 0.0, 0, cohort_modalities=MODS, test=test)
+    rate = 0.5 if scenario != "natural" else 0.0
+    mask = scenario_mask(present, scenario, rate, 0, cohort_modalities=MODS, test=test,
+                         **options)
+    same = bool((mask[~test] == natural[~test]).all())
+    assert same == (scenario in TEST_SPLIT_ONLY or scenario == "natural")
 
 
 def test_testmiss_keeps_a_subject_s_only_modality(caplog):
