@@ -242,7 +242,8 @@ print("modules-ok")
 if sys.argv[1] == "text":  # its BERT and tokenizer load and run under the block
     from mmpipe.encoders.text import TextEncoder
     print("encoded", TextEncoder().encode(["Age 61 years."]).shape)
-for name in ("sklearn", "scipy.stats", "scipy.ndimage", "huggingface_hub", "pandas",
+for name in ("sklearn", "scipy.stats", "scipy.ndimage", "scipy.sparse", "huggingface_hub",
+             "pandas",
              "monai.losses", "monai.apps.pathology"):
     try:
         importlib.import_module(name)
@@ -263,7 +264,7 @@ except ImportError:
 def test_encoding_jobs_start_without_what_they_never_use(encoder_type):
     """No encoding job pays for transformers (about 4 s of its start-up, imported by
     MONAI's transchex; the text encoder runs its BERT without it), the hub client,
-    matplotlib, scipy.stats, scipy.ndimage, scikit-image, scikit-learn, pandas or MONAI's
+    matplotlib, scipy.stats, scipy.ndimage, scipy.sparse, scikit-image, scikit-learn, pandas or MONAI's
     training and application packages; the type's own code imports without them, and code that needs
     them fails loudly."""
     out = subprocess.run([sys.executable, "-c", SKIP_IN_A_CHILD, encoder_type],
@@ -273,6 +274,6 @@ def test_encoding_jobs_start_without_what_they_never_use(encoder_type):
     assert "modules-ok" in out
     assert ("encoded" in out) == (encoder_type == "text")
     assert {"refused:sklearn", "refused:scipy.stats", "refused:scipy.ndimage",
-            "refused:huggingface_hub",
+            "refused:scipy.sparse", "refused:huggingface_hub",
             "refused:pandas", "refused:monai.losses", "refused:monai.apps.pathology",
             "refused"} <= set(out)
