@@ -237,8 +237,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                 sel, shared_with = fits.select(key, cell, select)
             if shared_with is not None:
                 notes.append(f"trained once with cell {shared_with}: this cell's training "
-                             "and validation data are that cell's (its scenario masks the "
-                             "test split only), so its model is that cell's")
+                             "and validation data are that cell's (as a scenario that masks "
+                             "the test split only leaves them), so its model is that cell's")
             method, result, chosen = sel.method, sel.result, sel.overrides
             (tmp / TRAIN_LOG).write_text(sel.log)
             trained = True
