@@ -1,7 +1,7 @@
 """Reading ahead of the network: ``fn(item)`` for a stream of items, computed by worker
 threads while the caller runs the forward pass on earlier results, in order, with at
-most a bounded number of results waiting (memory stays at ``depth`` batches however
-long the cohort).
+most ``depth`` results waiting (a volume each in the volume loops, a batch's share of
+tiles in the slide loop), so memory stays bounded however long the cohort.
 
 Threads, not processes, for every image loop. The slide loop: OpenSlide, libtiff and
 Pillow decode outside the GIL, so threads read tiles in parallel, and an open slide
