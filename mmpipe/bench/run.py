@@ -142,19 +142,20 @@ def _train_cells(layout: CohortLayout, data: BenchData, dropped: list[dict],
                  train: dict[str, Any], cell_dirs: dict[str, Path], *, meta: dict[str, Any],
                  device: str) -> dict[str, list[dict[str, Any]]]:
     """Seed by seed, every cell: a seed's fits are shared between its cells and dropped
-    before the next seed, so the job holds at most one model per cell."""
+    before the next seed, so the job holds at most one model per cell. A one-cell job
+    has nothing to share and hashes no data for it."""
     signature = params_hash(train)
     keep = train.get("keep_models", "all")
     results: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cell_dirs}
     for seed in sorted(train["seeds"]):
-        fits = SharedFits()
+        fits = SharedFits() if len(cell_dirs) > 1 else None
         for cell, cell_dir in cell_dirs.items():
             scenario, rate = parse_cell(cell)
             results[cell].append(run_seed(
                 data, dropped, train["feature_set"], train["label"], train["method"],
                 layout.split(seed), layout.mask(scenario, rate, seed),
                 cell_dir / seed_name(seed), seed=seed,
-                meta={**meta, "scenario": scenario, "rate": float(rate)},
+                meta={**meta, "scenario": scenario, "rate": rate},
                 normalize=train["normalize"], evaluate_subsets=train["evaluate_subsets"],
                 device=device, train_hash=signature, selection=train.get("selection"),
                 tuning=train.get("tuning"), keep_model=keep != "none",
