@@ -257,6 +257,7 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                method.after_step()
                 total += value
                 batches += 1
             if sched is not None:

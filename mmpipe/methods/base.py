@@ -86,6 +86,12 @@ class FusionMethod(nn.Module):
         for what a method derives from the training data itself (imputation means, a
         neighbour bank). Store it in buffers so it is saved with the model."""
 
+    def after_step(self) -> None:
+        """Called by the trainer after each training batch's optimiser step, for a method
+        that moves parameters of its own outside the trainer's optimiser (DRIM's
+        discriminators): doing it here, after ``backward``, leaves the batch's graph intact
+        without copying those parameters."""
+
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         """One phase over every parameter, with the trainer settings of the config."""
         return [Phase("train", self.parameters, **phase_settings(train_cfg))]

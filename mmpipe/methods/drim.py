@@ -38,12 +38,14 @@ Architecture (dimensions are the defaults, ``configs/multimodal.yaml``):
 The adversarial min-max in one training loop: the discriminators are *not* in the
 trainer's optimiser (:meth:`DRIM.phases` hands it every other parameter). Each training
 call of :meth:`DRIM.loss` (module in train mode, gradients enabled) returns the encoders'
-loss computed with a detached snapshot of the current discriminators, then updates the
-discriminators on the detached pairs with their own AdamW (lr 1e-3, weight decay 3e-4,
-``disentangled.dsm_lr``/``dsm_wd``). That is the official order (encoders step with the
-pre-update discriminator, then the discriminators step on the same batch's embeddings);
-the snapshot keeps the discriminator step from invalidating the encoders' graph before
-the trainer calls ``backward``. Validation (eval mode, no grad) never updates them.
+loss computed through detached views of the current discriminators and keeps the batch's
+pairs; after the trainer's backward and optimiser step, :meth:`DRIM.after_step` updates
+the discriminators on those detached pairs with their own AdamW (lr 1e-3, weight decay
+3e-4, ``disentangled.dsm_lr``/``dsm_wd``). That is the official order (encoders step with
+the pre-update discriminator, then the discriminators step on the same batch's
+embeddings). Neither backward nor the optimiser step draws random numbers, so the
+discriminators' dropout draws keep their place in the random stream. Validation (eval
+mode, no grad) never updates them.
 
 Adapted to this benchmark (see :meth:`DRIM.report_notes`): cached vectors (flattened) for
 every modality with the official embedding-encoder; cross-entropy on classes instead of
@@ -245,6 +247,7 @@ class DRIM(FusionMethod):
         self.discriminators = nn.ModuleDict({
             m: discriminator(dim, int(hp["disc_hidden"]), dropout) for m in self.modalities})
         self._disc_optimizer = None  # mmpipe.bench.optim.adam, made at the first step
+        self._pending_pairs = None   # the last training batch's pairs, for after_step
 
     # -- forward ---------------------------------------------------------------------------
     def embed(self, x, present) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,14 +288,17 @@ class DRIM(FusionMethod):
         return pairs
 
     def _unique_loss(self, pairs) -> torch.Tensor:
-        """Encoders' side: ``Σ_m BCE(D_m(joint), 1)`` with a detached copy of each D_m (the
-        discriminator step changes D_m in place before this loss is backpropagated)."""
+        """Encoders' side: ``Σ_m BCE(D_m(joint), 1)`` through detached views of each D_m's
+        parameters: the gradient reaches the encoders only. No copy: the discriminators
+        step after backward (:meth:`after_step`), so the views hold the weights the loss
+        was computed with when backward reads them (the fused optimiser kernels do not
+        bump version counters, so autograd would not notice an earlier step)."""
         ref = next(self.head.parameters())
         total = ref.new_zeros(())
         for m, (joint, _) in pairs.items():
             disc = self.discriminators[m]
             if torch.is_grad_enabled():
-                frozen = {name: p.detach().clone() for name, p in disc.named_parameters()}
+                frozen = {name: p.detach() for name, p in disc.named_parameters()}
                 logits = torch.func.functional_call(disc, frozen, (joint,))
             else:  # validation: no backward, no copy needed
                 logits = disc(joint)
@@ -313,9 +319,19 @@ class DRIM(FusionMethod):
         terms = self.loss_terms(x, present, y, class_weight)
         total = (terms["task"] + float(self.hparams["shared_weight"]) * terms["shared"]
                  + float(self.hparams["unique_weight"]) * terms["unique"])
-        if self.training and torch.is_grad_enabled() and terms["pairs"]:
-            self.discriminator_step(terms["pairs"])
+        if self.training and torch.is_grad_enabled():
+            if self._pending_pairs:  # a loop without the hook would never train them
+                raise RuntimeError("drim: a training loss before the previous batch's "
+                                   "after_step(): the discriminators' step was skipped")
+            self._pending_pairs = terms["pairs"]
         return total, terms["logits"]
+
+    def after_step(self) -> None:
+        """The discriminators' step on the last training batch's pairs (official order:
+        after the encoders' step, on the same batch's embeddings)."""
+        pairs, self._pending_pairs = self._pending_pairs, None
+        if pairs:
+            self.discriminator_step(pairs)
 
     def discriminator_loss(self, pairs) -> torch.Tensor:
         """``drim/losses.py`` ``DiscriminatorLoss``: marginals → 1, joint → 0, on detached pairs."""

@@ -214,14 +214,64 @@ def test_discriminators_step_only_in_training(shapes, batch):
         model.loss(x, present, y)                # train mode but no grad: still no step
     after = list(model.discriminators.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    loss, _ = model.loss(x, present, y)          # a training call steps them
-    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    loss.backward()                              # the encoders' graph survived the step
+    loss, _ = model.loss(x, present, y)          # a training call keeps its pairs
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    loss.backward()
     assert all(p.grad is None for p in model.discriminators.parameters())
+    model.after_step()                           # and the trainer's after_step steps them
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    stepped = [p.detach().clone() for p in after]
+    model.after_step()                           # once: the pairs are spent
+    assert all(torch.equal(a, b) for a, b in zip(stepped, after, strict=True))
+    model.loss(x, present, y)
+    with pytest.raises(RuntimeError, match="after_step"):
+        model.loss(x, present, y)                # a loop that skips the step is caught
     trained = {id(p) for p in model.phases({})[0].parameters()}
     assert not trained & {id(p) for p in model.discriminators.parameters()}
     assert len(trained) == len(list(model.parameters())) - len(
         list(model.discriminators.parameters()))
+
+
+class _StepInsideLoss(DRIM):
+    """The order this module used before the trainer's ``after_step``: the discriminator
+    step inside ``loss``, the encoders' loss through a copy of the discriminators."""
+
+    def _unique_loss(self, pairs):
+        total = next(self.head.parameters()).new_zeros(())
+        for m, (joint, _) in pairs.items():
+            disc = self.discriminators[m]
+            frozen = {name: p.detach().clone() for name, p in disc.named_parameters()}
+            logits = (torch.func.functional_call(disc, frozen, (joint,))
+                      if torch.is_grad_enabled() else disc(joint))
+            total = total + F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return total
+
+    def loss(self, x, present, y, class_weight=None):
+        total, logits = super().loss(x, present, y, class_weight)
+        super().after_step()
+        return total, logits
+
+    def after_step(self):
+        pass
+
+
+def test_discriminator_step_after_backward_trains_as_the_step_inside_the_loss(
+        shapes, bench_draws):
+    """Moving the discriminators' step after the trainer's backward (no copy of their
+    weights) keeps every weight bit for bit: same arithmetic, same random stream."""
+    from mmpipe.bench.trainer import fit
+
+    train, val = bench_draws(shapes, n=60, n_classes=2, p_present=0.6, means_seed=3)
+    cfg = {"optimizer": "adamw", "lr": 1e-3, "max_epochs": 3, "patience": 3,
+           "batch_size": 24, "noise_p": 0.0}
+    states = []
+    for cls in (DRIM, _StepInsideLoss):
+        torch.manual_seed(0)
+        model = cls(list(shapes), shapes, 2, **SMALL)
+        fit(model, train, None, cfg, seed=0, epochs={"train": 3})
+        states.append(model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_discriminators_learn_to_separate_dependent_pairs():
