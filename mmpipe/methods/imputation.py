@@ -231,7 +231,10 @@ class KNNImpute(MeanImpute):
             idx, valid = self._neighbours(dist, j)
             w = valid.to(b.dtype)
             count = w.sum(1, keepdim=True)
-            knn = (bank[j][idx] * w.unsqueeze(-1)).sum(1) / count.clamp_min(1.0)
+            # index_select, not bank[j][idx]: the same rows without torch's general
+            # indexing, which was 8 % of this method's training
+            rows = bank[j].index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
+            knn = (rows * w.unsqueeze(-1)).sum(1) / count.clamp_min(1.0)
             # no training subject shares a modality with this one: the training mean
             fill = torch.where(count > 0, knn, means[j].expand_as(b))
             out.append(torch.where(present[:, j].unsqueeze(-1), b, fill))
