@@ -4,9 +4,11 @@ For every (modality, encoder) of the demo cohort, this script
 1. times the bare network forward on a batch of the job's input size and batch size (the
    text encoder: on the job's own prompts, tokenised beforehand);
 2. runs the real encoding job (`mmpipe.encode.run.encode_store`: reading, preprocessing,
-   forward, store writing) over a generated demo cohort and counts items per second,
-   keeping the fastest of ``--repeats`` runs (as the bare forward keeps its fastest).
-pipeline÷bare is the share of the network's pace the job keeps (the limit is 1).
+   forward, store writing) over a generated demo cohort and counts items per second.
+Both are measured ``--repeats`` times, each job run right after its own bare timing.
+pipeline÷bare is the share of the network's pace the job keeps (the limit is 1): the
+median over those runs of each job against the bare forward timed just before it, so
+that a host whose speed drifts between runs moves both sides of a ratio together.
 Then the slide job again with every tile read slowed down, with 0, 2 and 4 reader
 threads (``loader_workers``), one run each: overlapping reads with the forward recovers
 the pace.
@@ -25,6 +27,7 @@ import dataclasses
 import logging
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -183,14 +186,18 @@ def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrid
 
 def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: int = 3
                    ) -> None:
-    """Each job run ``repeats`` times and its fastest run kept, as the bare forward keeps
-    its fastest batch: on a shared host whose speed drifts, one run against a best-of
-    would measure the drift as pipeline overhead."""
+    """Each job run ``repeats`` times, each run against the bare forward timed just
+    before it (its fastest batch). The ratio printed is the median of those paired
+    ratios: the best job of a few runs against the best of every bare timing (a dozen
+    for the text encoder) measured the host's drift between runs as pipeline overhead
+    on a host whose pace moves by 15 % within a minute. The rates printed are the
+    fastest of the runs."""
     from mmpipe.encoders.registry import get_encoder_type
 
     print("pipeline = the real encoding job (read, preprocess, forward, write the store), "
-          f"network build excluded, fastest of {repeats} runs; bare = forward only, same "
-          "input size and batch, fastest batch")
+          f"network build excluded; bare = forward only, same input size and batch, fastest "
+          f"batch; rates: the fastest of {repeats} runs; ratio: the median of the {repeats} "
+          "runs' pipeline against the bare timed just before it")
     print(f"{'modality/encoder':28s} {'items':>6s} {'item':>7s} {'pipeline/s':>11s} "
           f"{'bare/s':>9s} {'pipeline÷bare':>13s}")
     for job in demo_jobs(cfg, cohort_dir):
@@ -199,7 +206,8 @@ def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: 
         items = runs[0][0]
         rate, bare = max(r[1] for r in runs), max(r[2] for r in runs)
         unit = UNITS.get(get_encoder_type(cfg["encoders"][encoder]["type"]).name, "volume")
-        ratio = f"{rate / bare:13.2f}" if bare == bare else f"{'-':>13s}"
+        paired = statistics.median(r[1] / r[2] for r in runs)
+        ratio = f"{paired:13.2f}" if bare == bare else f"{'-':>13s}"
         bare_s = f"{bare:9.2f}" if bare == bare else f"{'no network':>9s}"
         print(f"{modality + '/' + encoder:28s} {items:6d} {unit:>7s} {rate:11.2f} {bare_s} {ratio}")
 
@@ -257,8 +265,9 @@ def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of an encoding job (the encode rule's default: 1)")
     parser.add_argument("--repeats", type=_positive, default=3,
-                        help="runs of each encoding job, the fastest kept (limits.py: also "
-                             "of each start-up probe, the median kept)")
+                        help="runs of each encoding job, each against its own bare timing, the "
+                             "median ratio kept (limits.py: also of each start-up probe, "
+                             "the median kept)")
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ disk, with the MMIST-ccRCC grid's estimate.
 Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
 ``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
 (``--subjects``), stage 2 on MMIST-ccRCC's stores when ``results/mmist_ccrcc`` holds
-them, else on synthetic features of its size. An encoding job is the fastest of
-``--repeats`` runs, a start-up the median of as many; the throttled reader and each
+them, else on synthetic features of its size. An encoding job runs ``--repeats`` times,
+its ratio the median of each run against the bare forward timed just before it; a
+start-up is the median of as many; the throttled reader and each
 method's training are one run each: on a shared machine read the ratios, not the absolute
 rates.
 """
