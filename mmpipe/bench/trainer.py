@@ -1,7 +1,8 @@
 """One training loop for every neural method.
 
 Method-specific behaviour comes in through the method: its phases (HyperMM trains φ
-then ρ), its loss, the modalities it reads. The loop itself does what every paper of
+then ρ), its loss, the modalities it reads, and ``after_step`` for parameters it moves
+itself after each batch (DRIM's discriminators). The loop itself does what every paper of
 the seeds does: mini-batches with a class-balancing sampler, optional Gaussian noise
 on the present features, early stopping on a validation metric with the best
 checkpoint restored, deterministic seeds, a per-epoch log. Without a validation split

@@ -261,7 +261,7 @@ def test_discriminator_step_after_backward_trains_as_the_step_inside_the_loss(
     weights) keeps every weight bit for bit: same arithmetic, same random stream."""
     from mmpipe.bench.trainer import fit
 
-    train, val = bench_draws(shapes, n=60, n_classes=2, p_present=0.6, means_seed=3)
+    train, _ = bench_draws(shapes, n=60, n_classes=2, p_present=0.6, means_seed=3)
     cfg = {"optimizer": "adamw", "lr": 1e-3, "max_epochs": 3, "patience": 3,
            "batch_size": 24, "noise_p": 0.0}
     states = []
