@@ -300,7 +300,7 @@ class DRIM(FusionMethod):
             if torch.is_grad_enabled():
                 frozen = {name: p.detach() for name, p in disc.named_parameters()}
                 logits = torch.func.functional_call(disc, frozen, (joint,))
-            else:  # validation: no backward, no copy needed
+            else:  # validation: no backward to keep away from the discriminators
                 logits = disc(joint)
             total = total + F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         return total

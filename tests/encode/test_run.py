@@ -243,8 +243,7 @@ if sys.argv[1] == "text":  # its BERT and tokenizer load and run under the block
     from mmpipe.encoders.text import TextEncoder
     print("encoded", TextEncoder().encode(["Age 61 years."]).shape)
 for name in ("sklearn", "scipy.stats", "scipy.ndimage", "scipy.sparse", "huggingface_hub",
-             "pandas",
-             "monai.losses", "monai.apps.pathology"):
+             "pandas", "monai.losses", "monai.apps.pathology"):
     try:
         importlib.import_module(name)
     except ImportError:
@@ -264,9 +263,9 @@ except ImportError:
 def test_encoding_jobs_start_without_what_they_never_use(encoder_type):
     """No encoding job pays for transformers (about 4 s of its start-up, imported by
     MONAI's transchex; the text encoder runs its BERT without it), the hub client,
-    matplotlib, scipy.stats, scipy.ndimage, scipy.sparse, scikit-image, scikit-learn, pandas or MONAI's
-    training and application packages; the type's own code imports without them, and code that needs
-    them fails loudly."""
+    matplotlib, scipy.stats, scipy.ndimage, scipy.sparse, scikit-image, scikit-learn,
+    pandas or MONAI's training and application packages; the type's own code imports
+    without them, and code that needs them fails loudly."""
     out = subprocess.run([sys.executable, "-c", SKIP_IN_A_CHILD, encoder_type],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False"
