@@ -32,7 +32,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from encoder_throughput import add_stage1_arguments  # noqa: E402
-from machine import describe, matmul_gflops  # noqa: E402
+from machine import (  # noqa: E402
+    describe,
+    describe_bandwidth,
+    elementwise_bandwidth,
+    matmul_gflops,
+)
 
 from mmpipe.config import load_config  # noqa: E402
 
@@ -83,11 +88,13 @@ def main() -> None:
 
         torch.set_num_threads(1)  # as the train rule runs (threads: 1)
         data, source = mmist_sized()
+        bandwidth = elementwise_bandwidth()
         print(f"\n## Stage 2: one training run per method ({source}; one thread, "
-              f"against {rate1:.1f} GFLOP/s)")
+              f"against {rate1:.1f} GFLOP/s and, for the other operators, an elementwise "
+              f"bandwidth by working set of {describe_bandwidth(bandwidth)})")
         methods = {k: v for k, v in cfg["methods"].items()
                    if args.methods is None or k in args.methods}
-        print_grid(method_figures(methods, data, rate1), cfg, rate1)
+        print_grid(method_figures(methods, data, rate1, bandwidth), cfg, rate1)
     print(f"\n(benchmark took {time.perf_counter() - start:.0f} s; work files in {workdir})")
 
 

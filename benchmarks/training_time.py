@@ -7,7 +7,10 @@ availability (618 subjects; CT 512-d for 39 %, MRI 512-d for 8 %, WSI 1024-d and
 tabular clinical record, 28-d, for all). Printed: CPU-seconds of the run, its FLOPs
 (every forward, backward and validation pass of that run, counted by
 ``torch.utils.flop_counter`` in a second, identical run), the achieved fraction of the
-one-thread matmul rate, where the CPU went when that fraction is under half (the time
+one-thread matmul rate, the run's floor (each matrix product at the best rate its own
+shape reaches here alone, every other operator's bytes at the measured bandwidth,
+counted in the same second run: ``operator_floor.py``) and the share of the CPU-seconds
+it is, where the CPU went when the matmul fraction is under half (the time
 inside matmul operators and inside the others, over the run's first epochs, each ATen
 operator timed by a dispatch mode, against the time of the same epochs run plainly; the
 rest is Python and autograd's bookkeeping), and the size of its ``model.pt``. Rows print
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from operator_floor import MATMUL_OPS, FloorCounter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -60,10 +64,6 @@ def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
                      present=present, modalities=list(MMIST), n_classes=2), "synthetic, MMIST-sized"
 
 
-MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::convolution",
-              "aten::mkldnn_convolution", "aten::convolution_backward",
-              "aten::_scaled_dot_product_flash_attention_for_cpu",
-              "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
 SPLIT_EPOCHS = 10  # of each phase: the steady state
 SPLIT_RUNS = 2     # of each kind (plain, operators timed), alternating; the fastest kept
 
@@ -121,6 +121,8 @@ class MethodFigures:
     cpu_seconds: float
     wall_seconds: float
     flops: float | None        # None: not a torch method
+    floor_seconds: float | None  # the least time its operators take (operator_floor.py)
+    floor_memory_seconds: float | None  # of which the operators that only move memory
     matmul_share: float | None  # of the split runs' time: matmul operators
     other_share: float | None   # every other ATen operator (the rest is Python)
     top_others: list[tuple[str, float]]  # the two largest of those, with their shares
@@ -164,11 +166,14 @@ def _fit(mcfg: dict, data: BenchData, train: BenchData, val: BenchData,
     return method, fit(method, train, val, train_cfg, seed=0)
 
 
-def method_figures(methods: dict[str, dict], data: BenchData, rate: float
-                   ) -> list[MethodFigures]:
-    """One run of each method, timed; then the same run again under the FLOP counter,
-    and its first epochs plainly and under the operator timer. Each row is printed as it
-    is measured."""
+def method_figures(methods: dict[str, dict], data: BenchData, rate: float,
+                   bandwidth: list[tuple[int, float]]) -> list[MethodFigures]:
+    """One run of each method, timed; then the same run again under the FLOP counter and
+    the floor's (``bandwidth``: :func:`machine.elementwise_bandwidth`), and its first
+    epochs plainly and under the operator timer. Each row is printed as it is measured."""
+    from machine import traffic_seconds
+
+    seconds_of = traffic_seconds(bandwidth)
     train, val, _ = _splits(data)
     # the first optimiser of a process imports torch._dynamo: a job's start-up (timed in
     # the start-up table), not any method's training
@@ -183,21 +188,22 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float
         try:
             method, result = _fit(mcfg, data, train, val)
         except NotTrainable as err:
-            rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, [], 0,
-                                      f"not trainable here: {err}"))
+            rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, None, None,
+                                      [], 0, f"not trainable here: {err}"))
             print_method(rows[-1], rate)
             continue
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        flops = matmul = other = None
+        flops = floor = floor_memory = matmul = other = None
         top: list[tuple[str, float]] = []
         if getattr(method, "kind", "torch") == "torch":
-            counter = FlopCounterMode(display=False)
-            with counter:
+            counter, floor_counter = FlopCounterMode(display=False), FloorCounter(seconds_of, rate)
+            with counter, floor_counter:
                 _, again = _fit(mcfg, data, train, val)
             if again.epochs != result.epochs:
                 raise RuntimeError(f"{name}: the counted run ran {again.epochs} epochs, the "
                                    f"timed one {result.epochs}: training is not deterministic")
             flops = float(counter.get_total_flops())
+            floor, floor_memory = floor_counter.seconds(flops), floor_counter.memory_seconds
             matmul, other, top = _cpu_shares(mcfg, data, train, val)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
@@ -208,13 +214,14 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float
             size = path.stat().st_size
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"
         rows.append(MethodFigures(name, int(method.trainable_parameters()), epochs, cpu, wall,
-                                  flops, matmul, other, top, size))
+                                  flops, floor, floor_memory, matmul, other, top, size))
         print_method(rows[-1], rate)
     return rows
 
 
 METHOD_HEADER = (f"{'method':28s} {'params':>9s} {'epochs':>9s} {'CPU s':>7s} {'GFLOP':>8s} "
-                 f"{'GFLOP/s':>8s} {'of rate':>7s} {'model.pt':>9s}  why under 50 %")
+                 f"{'GFLOP/s':>8s} {'of rate':>7s} {'floor s':>7s} {'of floor':>8s} "
+                 f"{'model.pt':>9s}  why under 50 %")
 
 
 def print_method(r: MethodFigures, rate: float) -> None:
@@ -223,8 +230,12 @@ def print_method(r: MethodFigures, rate: float) -> None:
     achieved = (f"{r.flops / 1e9 / r.cpu_seconds:8.2f}" if r.flops is not None
                 and r.cpu_seconds else f"{'-':>8s}")
     share = f"{frac:7.1%}" if frac is not None else f"{'-':>7s}"
+    floor = r.floor_seconds
+    floor_s, of_floor = ((f"{floor:7.1f}", f"{floor / r.cpu_seconds:8.1%}")
+                         if floor is not None and r.cpu_seconds else (f"{'-':>7s}", f"{'-':>8s}"))
     print(f"{r.name:28s} {r.parameters:9d} {r.epochs:>9s} {r.cpu_seconds:7.1f} {gflop} "
-          f"{achieved} {share} {r.model_bytes / 1e6:8.2f}M  {r.why(rate)}", flush=True)
+          f"{achieved} {share} {floor_s} {of_floor} {r.model_bytes / 1e6:8.2f}M  "
+          f"{r.why(rate)}", flush=True)
 
 
 def training_cells(settings: dict, run: dict) -> list[str]:
@@ -244,7 +255,8 @@ def training_cells(settings: dict, run: dict) -> list[str]:
 def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
                cohort: str = "mmist_ccrcc") -> None:
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
-    FLOP bound (the grid's FLOPs at the one-thread matmul rate). An estimate: every fit of a
+    FLOP bound (the grid's FLOPs at the one-thread matmul rate) and against the floor that
+    adds the other operators' memory traffic. An estimate: every fit of a
     method is taken as its one run above (seed 0, the feature set above, every single-
     modality run as ``single_wsi``), times the cells that train (:func:`training_cells`) x
     seeds x tuning trials. Its CPU-seconds
@@ -259,7 +271,7 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
     settings = benchmark_settings(cfg, cohort)
     fits_per_cell = len(settings["seeds"]) * int(settings["tuning"]["trials"])
     by_name = {r.name: r for r in rows}
-    cpu = bound = other_cpu = 0.0
+    cpu = bound = floor = floor_memory = other_cpu = 0.0
     split = {"matmul": 0.0, "other operators": 0.0, "Python": 0.0}
     missing = set()
     for run in benchmark_runs(cfg, cohort):
@@ -274,6 +286,8 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
         else:
             cpu += fits * row.cpu_seconds
             bound += fits * row.flops / (rate * 1e9)
+            floor += fits * row.floor_seconds
+            floor_memory += fits * row.floor_memory_seconds
             matmul, other = row.matmul_share or 0.0, row.other_share or 0.0
             if matmul + other > 1:  # timing noise: the parts still add up to the CPU
                 matmul, other = matmul / (matmul + other), other / (matmul + other)
@@ -285,8 +299,15 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
           f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x); "
           f"scikit-learn methods {other_cpu:.0f} CPU-s"
           + (f"; not measured: {sorted(missing)}" if missing else ""))
+    print(f"  against its operators' floor (each product at its own shape's best rate, the "
+          f"other operators' bytes at the measured bandwidth: operator_floor.py) of "
+          f"{floor:.0f} s ({cpu / max(floor, 1e-9):.2f}x)")
+    against = {"matmul": ("the products' floor", floor - floor_memory),
+               "other operators": ("their memory floor", floor_memory)}
     print("  of the torch methods' CPU-s, split as their first epochs split: "
-          + ", ".join(f"{k} {v:.0f} ({v / max(bound, 1e-9):.2f}x the bound)"
+          + ", ".join(f"{k} {v:.0f} ({v / max(bound, 1e-9):.2f}x the bound"
+                      + (f", {v / max(against[k][1], 1e-9):.2f}x {against[k][0]}"
+                         if k in against else "") + ")"
                       for k, v in split.items()))
 
 
@@ -294,7 +315,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from machine import describe, matmul_gflops
+    from machine import describe, describe_bandwidth, elementwise_bandwidth, matmul_gflops
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="*", default=None)
@@ -304,12 +325,14 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # as the train rule runs (threads: 1)
     rate = args.rate or matmul_gflops(1)
+    bandwidth = elementwise_bandwidth()
     cfg = load_config(REPO / "config.yaml")
     data, source = mmist_sized()
     print(describe())
-    print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s")
+    print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s; elementwise "
+          f"bandwidth by working set {describe_bandwidth(bandwidth)}")
     methods = {k: v for k, v in cfg["methods"].items() if args.methods is None or k in args.methods}
-    rows = method_figures(methods, data, rate)
+    rows = method_figures(methods, data, rate, bandwidth)
     print_grid(rows, cfg, rate)
 
 
