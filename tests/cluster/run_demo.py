@@ -12,7 +12,9 @@ Then it checks, from ``sacct``:
 - every job the dry run plans went through SLURM (one SLURM job per job of each rule, the
   grouped rules as group jobs; only ``all`` runs in the Snakemake process), with the
   partition, CPUs, memory, runtime limit and GPU request the profile asks for that rule
-  (``set-resources``, ``default-resources``, ``set-threads``; CPUs are the job's threads);
+  (``set-resources``, ``default-resources``, ``set-threads``; CPUs are the job's threads;
+  the partition with GPUs from the profile's partition file for a job that asks for a GPU,
+  the one without for every other job, tabular encoders included);
 - the per-shard preprocessing jobs (``group: preprocess``) ran as group jobs of up to
   ``group-components`` shards, asking for their shards' CPUs and memory together;
 - the cancelled job shows as CANCELLED and its rule and wildcards completed in a later job;
@@ -106,13 +108,24 @@ def _minutes(timelimit: str) -> int:
     return int(days or 0) * 1440 + h * 60 + m + (s > 0)
 
 
-def expected(rule: str, profile: dict) -> dict:
-    """What the profile asks SLURM for a job of ``rule``."""
+def partitions(profile: dict) -> dict[str, dict]:
+    """The profile's partition file (``slurm-partition-config``, beside its config)."""
+    path = PROFILE / profile["slurm-partition-config"]
+    return yaml.safe_load(path.read_text())["partitions"]
+
+
+def expected(rule: str, profile: dict, gpu: bool = False) -> dict:
+    """What the profile asks SLURM for a job of ``rule`` (``gpu``: whether the job asks
+    for one). The partition is the rule's ``slurm_partition`` when the profile sets one,
+    else the partition file's with GPUs for a GPU job and without for the others (the
+    file names one of each, so the plugin's choice is that one)."""
     res = {**profile.get("default-resources", {}),
            **profile.get("set-resources", {}).get(rule, {})}
     threads = profile.get("set-threads", {}).get(rule, 1)
-    return {"partition": res.get("slurm_partition"),
-            "cpus": res.get("cpus_per_task", threads),
+    partition = res.get("slurm_partition") or next(
+        name for name, limits in partitions(profile).items()
+        if (limits.get("max_gpu", 0) > 0) == gpu)
+    return {"partition": partition, "cpus": res.get("cpus_per_task", threads),
             "mem_mb": res.get("mem_mb"), "runtime": res.get("runtime")}
 
 
@@ -154,7 +167,8 @@ def check_sacct(rows: list[dict], profile: dict, config: dict, planned: dict[str
             want = {"partition": one["partition"], "cpus": n * one["cpus"],
                     "mem_mb": n * one["mem_mb"], "runtime": one["runtime"], "gpu": False}
         else:
-            want = {**expected(rule, profile), "gpu": asks_for_gpu(rule, wildcards, config)}
+            gpu = asks_for_gpu(rule, wildcards, config)
+            want = {**expected(rule, profile, gpu), "gpu": gpu}
         for key, value in want.items():
             if got[key] != value:
                 failures.append(f"job {row['JobID']} ({row['Comment']}): {key} {got[key]!r}, "
@@ -236,10 +250,13 @@ def compare_results(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]
 
 
 def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
-    """Whether the rule asks for a GPU: an encode job whose encoder type runs a network
-    (the registry's ``needs_gpu``, as the rule's ``encoder_gpus``)."""
+    """Whether the job asks for a GPU: every ``segment`` job, and an encode job whose
+    encoder type runs a network (the registry's ``needs_gpu``, as the rule's
+    ``encoder_gpus``)."""
     from mmpipe.encoders.registry import get_encoder_type
 
+    if rule == "segment":
+        return True
     if rule != "encode":
         return False
     # the plugin joins the wildcard values with "_" (cohort, modality, encoder): the

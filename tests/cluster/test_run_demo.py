@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.run_demo import PROFILE, _minutes, check_sacct, compare_results, rule_of
+from tests.cluster.run_demo import (
+    PROFILE,
+    _minutes,
+    check_sacct,
+    compare_results,
+    partitions,
+    rule_of,
+)
 from tests.conftest import write_demo_config
 
 
@@ -41,7 +48,7 @@ def _good_run() -> list[dict]:
              tres="billing=4,cpu=4,mem=32000M,node=1"),
         _row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "gpu", 8, "32000M",
              "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
-        _row(4, "rule_encode_wildcards_demo_clinical_tabular", "gpu", 8, "32000M",
+        _row(4, "rule_encode_wildcards_demo_clinical_tabular", "cpu", 8, "32000M",
              "04:00:00", "billing=8,cpu=8,mem=32000M,node=1"),
         _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", state="CANCELLED by 0"),
         _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0"),
@@ -59,6 +66,8 @@ def test_the_real_runs_shape_passes(profile, config):
 
 @pytest.mark.parametrize("index,change,expected", [
     (2, {"Partition": "cpu"}, "partition 'cpu', the profile asks 'gpu'"),
+    # an encoder that runs no network holds no GPU node
+    (3, {"Partition": "gpu"}, "partition 'gpu', the profile asks 'cpu'"),
     (2, {"ReqTRES": "billing=8,cpu=8,mem=32000M,node=1"}, "gpu False, the profile asks True"),
     (3, {"ReqTRES": "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"},
      "gpu True, the profile asks False"),
@@ -75,6 +84,15 @@ def test_a_job_that_differs_from_the_profile_fails(profile, config, index, chang
     rows[index] = {**rows[index], **change}
     failures = check_sacct(rows, profile, config, PLANNED, CANCELLED)
     assert any(expected in f for f in failures), failures
+
+
+def test_the_gpu_request_chooses_the_partition(profile):
+    """A ``slurm_partition`` in the profile's resources would override the plugin's
+    choice from the partition file, and send tabular encoders to GPU nodes again."""
+    assert "slurm_partition" not in profile.get("default-resources", {})
+    assert not any("slurm_partition" in res for res in profile.get("set-resources", {}).values())
+    gpus = sorted(limits.get("max_gpu", 0) > 0 for limits in partitions(profile).values())
+    assert gpus == [False, True]
 
 
 def test_shards_outside_a_group_a_missing_job_and_an_unretried_cancel_fail(profile, config):
