@@ -1,7 +1,7 @@
 """Every stage against its physical limit, in one table: the machine, its matmul rate,
 each encoder's pipeline next to its bare forward (and a throttled reader), each job's
-start-up, and each method's training FLOPs, CPU-seconds, share of the matmul rate and
-disk, with the MMIST-ccRCC grid's estimate.
+start-up, and each method's training FLOPs, CPU-seconds, share of the matmul rate, its
+operators' floor (``operator_floor.py``) and disk, with the MMIST-ccRCC grid's estimate.
 
     python benchmarks/limits.py [--subjects 64] [--repeats 3] [--methods mmare deepsets]
                                 [--skip methods]

@@ -35,7 +35,7 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::co
 PRODUCTS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1),
             "aten::baddbmm": (1, 2)}
 
-Layout = tuple[tuple[int, ...], tuple[int, ...]]  # a tensor's shape and strides
+Layout = tuple[tuple[int, ...], tuple[int, ...], torch.dtype]  # shape, strides, dtype
 ProductKey = tuple[str, tuple[Layout, ...]]
 
 
@@ -56,12 +56,13 @@ _BARE: dict[ProductKey, float] = {}
 
 
 def bare_matmul_gflops(key: ProductKey, seconds: float = 0.05) -> float:
-    """Best-of rate (GFLOP/s) of one product alone on operands of the key's shapes and
-    strides, on the current thread count; measured once per key in a process."""
+    """Best-of rate (GFLOP/s) of one product alone on operands of the key's shapes,
+    strides and dtypes, on the current thread count; measured once per key in a process."""
     if key not in _BARE:
         name, layouts = key
         func = getattr(torch.ops.aten, name.removeprefix("aten::")).default
-        operands = [torch.empty_strided(shape, strides).normal_() for shape, strides in layouts]
+        operands = [torch.empty_strided(shape, strides, dtype=dtype).normal_()
+                    for shape, strides, dtype in layouts]
         for _ in range(2):
             func(*operands)
         best, spent, calls = float("inf"), 0.0, 0
@@ -91,7 +92,7 @@ class FloorCounter(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         name = func._schema.name
         if name in PRODUCTS and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
-            key = (name, tuple((tuple(a.shape), tuple(a.stride())) for a in args))
+            key = (name, tuple((tuple(a.shape), tuple(a.stride()), a.dtype) for a in args))
             self.products[key] = self.products.get(key, 0) + 1
         # convolutions and fused attention count by their FLOPs (seconds); an empty
         # tensor is allocated, not written

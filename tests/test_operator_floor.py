@@ -91,7 +91,7 @@ def test_seconds_adds_products_at_their_rate_the_rest_at_the_matmul_rate(monkeyp
 
 
 def test_a_product_is_timed_alone_at_its_shape():
-    key = ("aten::mm", (((32, 64), (64, 1)), ((64, 16), (1, 64))))
+    key = ("aten::mm", (((32, 64), (64, 1), torch.float32), ((64, 16), (1, 64), torch.float32)))
     rate = operator_floor.bare_matmul_gflops(key, seconds=0.01)
     assert 0 < rate < 1e4
     assert operator_floor._BARE[key] == rate  # measured once a process
