@@ -255,8 +255,8 @@ def training_cells(settings: dict, run: dict) -> list[str]:
 def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
                cohort: str = "mmist_ccrcc") -> None:
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
-    FLOP bound (the grid's FLOPs at the one-thread matmul rate) and against the floor that
-    adds the other operators' memory traffic. An estimate: every fit of a
+    FLOP bound (the grid's FLOPs at the one-thread matmul rate) and against its operators'
+    floor (:mod:`operator_floor`). An estimate: every fit of a
     method is taken as its one run above (seed 0, the feature set above, every single-
     modality run as ``single_wsi``), times the cells that train (:func:`training_cells`) x
     seeds x tuning trials. Its CPU-seconds
