@@ -11,6 +11,7 @@ worse, store NaNs. Nothing is ever unpickled: ``.npy``/``.npz`` are read with
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +48,61 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
         return np.asarray(data[name])
 
 
-def _read_torch(path: Path, key: str | None) -> np.ndarray:
+def _torch_array(path: Path, key: str | None, mmap: bool = False) -> Any:
+    """The file's tensor (or the dict's ``key``), loaded with ``weights_only``; ``mmap``
+    maps its storage instead of reading it."""
     import torch
 
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    obj: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if isinstance(obj, dict):
         tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor | np.ndarray)}
         if key is None and "features" in tensors:
             key = "features"
         obj = tensors[_pick(sorted(tensors), key, path)]
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.numpy()
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, torch.Tensor | np.ndarray):
         return obj
     raise InputError(f"expected a tensor or a dict of tensors, found {type(obj).__name__}", path)
+
+
+def _read_torch(path: Path, key: str | None) -> np.ndarray:
+    obj = _torch_array(path, key)
+    if isinstance(obj, np.ndarray):
+        return obj
+    return obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.numpy()
+
+
+def _dtype_kind(obj: Any) -> str:
+    """numpy's kind of the dtype :func:`_read_torch` would return for ``obj``."""
+    import torch
+
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.kind
+    if obj.is_floating_point():
+        return "f"  # read as float32
+    try:
+        return torch.empty(0, dtype=obj.dtype).numpy().dtype.kind
+    except TypeError:  # no numpy dtype (e.g. quantised): _read_torch could not read it
+        return "?"
+
+
+def torch_feature_shape(path: str | Path, key: str | None = None) -> tuple[int, ...]:
+    """The shape of a ``.pt`` file's features without reading their values: a zip-format
+    file (``torch.save``'s since torch 1.6) is memory-mapped, so only its header and
+    pickle are read; an older file is read whole. Refused as :func:`load_feature_file`
+    refuses it, except for the values (non-finite ones are found when the features are
+    read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("feature file not found", path)
+    try:
+        obj = _torch_array(path, key, mmap=zipfile.is_zipfile(path))
+    except InputError:
+        raise
+    except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
+        raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
+    if _dtype_kind(obj) not in "biuf":
+        raise InputError(f"features have non-numeric dtype {obj.dtype}", path)
+    return tuple(int(n) for n in obj.shape)
 
 
 def _value_error_reason(exc: ValueError, path: Path) -> str:

@@ -278,23 +278,12 @@ def _clam_sibling(path: Path) -> Path:
     return path.parent.parent / "h5_files" / f"{path.stem}.h5"
 
 
-def _read_pt(path: Path) -> np.ndarray:
-    from mmpipe.encoders.precomputed import load_feature_file
-
-    # torch.load(weights_only=True); empty, non-numeric and non-finite tensors refused
-    try:
-        return load_feature_file(path, flatten=False)
-    except InputError as err:
-        if "features are empty (shape (0" in err.reason:
-            raise InputError(f"the file holds zero tiles ({err.reason})", path) from None
-        if "features are empty" in err.reason:  # [N, 0]: tiles, but no feature columns
-            raise InputError(f"the tensor has zero feature columns ({err.reason})",
-                             path) from None
-        raise
-
-
 def _inspect_pt(path: Path) -> TileFile:
-    shape = _read_pt(path).shape
+    from mmpipe.encoders.precomputed import torch_feature_shape
+
+    # the header only (the storage is mapped, not read): the values are read, and their
+    # non-finite ones refused, with the features (read_tile_features), as an HDF5 file's
+    shape = torch_feature_shape(path)
     sibling = _clam_sibling(path)
     prov: dict[str, Any] = {"coords_unit": None}
     coords_file = None
@@ -318,8 +307,9 @@ def _inspect_pt(path: Path) -> TileFile:
 
 def inspect_tile_file(path: str | Path, feature_encoder: str | None = None) -> TileFile:
     """Layout, tile count, feature dimension and provenance of one feature file, from its
-    header (a ``.pt`` file is read whole). ``feature_encoder`` (the config's) names the
-    encoder of a file that records none; a file that records another one is refused."""
+    header (a ``.pt`` file's storage is mapped, not read, when it is in torch's zip
+    format). ``feature_encoder`` (the config's) names the encoder of a file that records
+    none; a file that records another one is refused."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -365,13 +355,16 @@ def _positions(coords: np.ndarray, path: Path) -> np.ndarray:
 def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's features (float32 [N, D]) and tile coordinates (int64 [N, 2] in
     ``coords_unit``; micrometres rounded to whole ones), or None without coordinates."""
+    from mmpipe.encoders.precomputed import load_feature_file
+
     path = tf.path
     pt = path.suffix.lower() == ".pt"
     name = "the .pt tensor" if pt else FEATURES[tf.provenance["layout"]]
     coords = None
     try:
         if pt:
-            feats = _read_pt(path)
+            # torch.load(weights_only=True); non-numeric and non-finite tensors refused
+            feats = load_feature_file(path, flatten=False)
             if tf.coords_file is not None:  # CLAM's h5_files/<slide>.h5 beside pt_files/
                 with _open(tf.coords_file) as f:
                     coords = _in_file(f["coords"], "coords", tf.coords_file)[()]

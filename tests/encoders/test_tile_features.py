@@ -225,8 +225,8 @@ BAD_FILES = {
                         r"coords hold 6 negative value\(s\) \(smallest -1\)"),
     "pt_zero_tiles": (lambda p: _pt(p.with_suffix(".pt"), torch.zeros(0, 4)), "zero tiles"),
     "pt_zero_columns": (lambda p: _pt(p.with_suffix(".pt"), torch.zeros(3, 0)),
-                        r"the tensor has zero feature columns \(features are empty "
-                        r"\(shape \(3, 0\)\)\)"),
+                        r"the .pt tensor of shape \(3, 0\): 3 tiles with zero feature "
+                        r"columns each"),
     "pt_one_vector": (lambda p: _pt(p.with_suffix(".pt"), torch.ones(4)),
                       "slide-level embedding"),
     "pt_nan": (lambda p: _pt(p.with_suffix(".pt"), torch.full((3, 4), float("nan"))),
@@ -276,6 +276,35 @@ def test_a_pt_whose_h5_sibling_does_not_match_names_both(tmp_path):
     with pytest.raises(InputError, match="h5 sibling .*'coords' is an external link") as err:
         inspect_tile_file(pt)
     assert err.value.path == str(pt)
+
+
+def test_a_pt_files_values_are_read_once(tmp_path, monkeypatch):
+    """The job reads every file's header before the loop reads the features; a .pt
+    file's header is read with its storage mapped, so its values (tens of MB a slide in
+    a CLAM cohort) are read once, by the loop."""
+    _, pt = write_clam(tmp_path, "s", FEATS)
+    loads, load = [], torch.load
+
+    def recording_load(*args, **kwargs):
+        loads.append(kwargs.get("mmap", False))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    tf = inspect_tile_file(pt)
+    assert loads == [True]
+    feats, coords = read_tile_features(tf)
+    assert loads == [True, False]
+    np.testing.assert_array_equal(feats, FEATS)
+    assert coords.shape == (6, 2)
+
+
+def test_a_pt_file_in_the_legacy_format_is_read_whole(tmp_path):
+    """torch.save's format before torch 1.6 cannot be mapped: its header is the whole file."""
+    _, pt = write_clam(tmp_path, "s", FEATS)
+    torch.save(torch.from_numpy(FEATS), pt, _use_new_zipfile_serialization=False)
+    tf = inspect_tile_file(pt)
+    assert (tf.n_tiles, tf.provenance["feature_dim"]) == FEATS.shape
+    np.testing.assert_array_equal(read_tile_features(tf)[0], FEATS)
 
 
 def test_pickles_in_a_pt_file_are_refused_without_running_them(tmp_path):
