@@ -96,13 +96,14 @@ def elementwise_bandwidth(sizes: tuple[int, ...] = BANDWIDTH_SIZES,
 
 def traffic_seconds(curve: list[tuple[int, float]]) -> Callable[[int], float]:
     """``bytes -> seconds``: the least time moving that many bytes takes, at the best
-    rate the curve measured for a working set at least as large (a smaller working set
-    has the caches' best). A floor, not a model: it leaves out each call's fixed cost."""
+    rate the curve measured for any working set at least as large as the largest
+    measured size not above it (below the smallest, the best of all). A floor, not a
+    model: it leaves out each call's fixed cost."""
     sizes = [size for size, _ in curve]
     best_from = [max(rate for _, rate in curve[i:]) for i in range(len(curve))]
 
     def seconds(n_bytes: int) -> float:
-        i = min(bisect.bisect_left(sizes, n_bytes), len(sizes) - 1)
+        i = max(bisect.bisect_right(sizes, n_bytes) - 1, 0)
         return n_bytes / (best_from[i] * 1e9)
 
     return seconds

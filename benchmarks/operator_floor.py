@@ -6,10 +6,12 @@ operator while the run goes (:class:`FloorCounter`):
   repeated calls: :func:`bare_matmul_gflops`). A product of 64 rows does not reach the
   1024×1024 product's rate on any BLAS; this is the rate it does reach;
 - any other operator: the bytes it must move at the least (its tensor arguments read
-  once, its outputs that are not arguments written once; a view moves nothing) at the
-  machine's measured elementwise bandwidth for a working set of that size
-  (:func:`machine.traffic_seconds`);
-- convolutions and fused attention: their FLOPs at the 1024×1024 product's rate.
+  once, the arguments it writes and its new outputs written once; a gather reads from
+  its source no more than it outputs; a view, an allocation and a ``*_like``/``new_*``
+  factory's arguments move nothing) at the machine's measured elementwise bandwidth for
+  a working set of that size (:func:`machine.traffic_seconds`);
+- convolutions (any arithmetic the FLOP counter counts beyond the products): their
+  FLOPs at the 1024×1024 product's rate.
 
 Everything a run spends beyond the floor is fixed cost per call (dispatch, allocation,
 autograd's bookkeeping, Python), products that run below their own best, and traffic
@@ -39,10 +41,24 @@ Layout = tuple[tuple[int, ...], tuple[int, ...], torch.dtype]  # shape, strides,
 ProductKey = tuple[str, tuple[Layout, ...]]
 
 
+# operators that read from their first tensor argument only the rows they output
+GATHERS = {"aten::index", "aten::index_select", "aten::embedding", "aten::gather",
+           "aten::take", "aten::nll_loss_forward"}
+
+
 def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes one read or write of ``t`` moves at the least: its elements, or its storage
-    when that is smaller (an expanded tensor repeats elements)."""
-    return min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+    """Bytes one read or write of ``t`` moves at the least: its distinct elements (an
+    axis of stride 0 repeats them), and no more than its storage."""
+    distinct = 1
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        if stride != 0:
+            distinct *= size
+    return min(distinct * t.element_size(), t.untyped_storage().nbytes())
+
+
+def _strided_tensors(tree) -> list[torch.Tensor]:
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor)
+            and leaf.layout == torch.strided and leaf.device.type == "cpu"]
 
 
 def product_flops(name: str, layouts: tuple[Layout, ...]) -> int:
@@ -61,7 +77,10 @@ def bare_matmul_gflops(key: ProductKey, seconds: float = 0.05) -> float:
     if key not in _BARE:
         name, layouts = key
         func = getattr(torch.ops.aten, name.removeprefix("aten::")).default
-        operands = [torch.empty_strided(shape, strides, dtype=dtype).normal_()
+        # random values laid out as the run's operands, stride-0 axes included
+        operands = [torch.randn(1 + sum((n - 1) * st for n, st in zip(shape, strides,
+                                                                       strict=True)))
+                    .to(dtype).as_strided(shape, strides)
                     for shape, strides, dtype in layouts]
         for _ in range(2):
             func(*operands)
@@ -91,18 +110,40 @@ class FloorCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func._schema.name
-        if name in PRODUCTS and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
+        if (name in PRODUCTS and not kwargs
+                and len(_strided_tensors(args)) == len(args)):
             key = (name, tuple((tuple(a.shape), tuple(a.stride()), a.dtype) for a in args))
             self.products[key] = self.products.get(key, 0) + 1
-        # convolutions and fused attention count by their FLOPs (seconds); an empty
-        # tensor is allocated, not written
-        elif name not in MATMUL_OPS and not func.is_view and not name.startswith("aten::empty"):
-            seen: set[tuple[int, int]] = set()
-            for leaf in tree_leaves((args, kwargs or {})) + tree_leaves(out):
-                if isinstance(leaf, torch.Tensor) and leaf.device.type == "cpu":
-                    seen.add((leaf.data_ptr(), tensor_bytes(leaf)))
-            self.memory_seconds += self.traffic_seconds(sum(n for _, n in seen))
+        elif name not in MATMUL_OPS and not func.is_view and "empty" not in name:
+            self.memory_seconds += self.traffic_seconds(self._bytes(func, name, args,
+                                                                    kwargs or {}, out))
         return out
+
+    @staticmethod
+    def _bytes(func, name: str, args, kwargs, out) -> int:
+        """Reads of the arguments, writes of the written arguments and new outputs."""
+        inputs = _strided_tensors((args, kwargs))
+        storages = {t.untyped_storage().data_ptr() for t in inputs}
+        new = [t for t in _strided_tensors(out)
+               if t.untyped_storage().data_ptr() not in storages]
+        if not new and _strided_tensors(out) and not func._schema.is_mutable:
+            return 0  # a view under another name (_unsafe_view, alias): nothing moves
+        if name.endswith("_like") or name.startswith("aten::new_"):
+            inputs = []  # a factory reads its argument's shape, not its values
+        reads = {(t.data_ptr(), tensor_bytes(t)) for t in inputs}
+        if name in GATHERS and inputs:
+            source, produced = inputs[0], sum(tensor_bytes(t) for t in new)
+            reads.discard((source.data_ptr(), tensor_bytes(source)))
+            reads.add((source.data_ptr(), min(tensor_bytes(source), produced)))
+        written = {(t.data_ptr(), tensor_bytes(t)) for arg, value in
+                   zip(func._schema.arguments, args, strict=False)
+                   if arg.alias_info is not None and arg.alias_info.is_write
+                   # the fused optimisers' schemas mark the gradients written: only an
+                   # unscaling (grad_scale) writes them
+                   and not (arg.name == "grads" and kwargs.get("grad_scale") is None)
+                   for t in _strided_tensors(value)}
+        written |= {(t.data_ptr(), tensor_bytes(t)) for t in new}
+        return sum(n for _, n in reads) + sum(n for _, n in written)
 
     def seconds(self, run_flops: float) -> float:
         products = sum(calls * product_flops(*key) for key, calls in self.products.items())

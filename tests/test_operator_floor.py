@@ -62,11 +62,42 @@ def test_other_operators_are_charged_their_bytes_once():
         c = a + b            # two reads, one write
     assert floor.memory_seconds == pytest.approx(seconds_of(3 * MIB))
     with floor:
-        c.add_(a)            # in place: the written tensor is an argument, counted once
+        c.add_(a)            # in place: two reads and the write back, as ``torch.add``
         c.view(-1, 4).t()    # views move nothing
         torch.empty(MIB)     # an allocation writes nothing
         a * a                # one tensor read twice is one read
-    assert floor.memory_seconds == pytest.approx(seconds_of(3 * MIB + 2 * MIB + 2 * MIB))
+    assert floor.memory_seconds == pytest.approx(seconds_of(3 * MIB + 3 * MIB + 2 * MIB))
+
+
+def test_renamed_views_factories_and_gathers_are_not_charged_what_they_do_not_move():
+    seconds_of = _flat_bandwidth()
+    x, w = torch.randn(4, 64, 256), torch.randn(256, 256)
+    floor = FloorCounter(seconds_of, rate_gflops=100.0)
+    with floor:
+        x @ w                     # a 3-D @ 2-D: mm and an _unsafe_view of its result
+    assert floor.memory_seconds == 0.0
+    with floor:
+        torch.zeros_like(w)       # writes its output, reads nothing of w
+    assert floor.memory_seconds == pytest.approx(seconds_of(256 * 256 * 4))
+    big, rows = torch.randn(1000, 256), torch.tensor([1, 5, 7])
+    floor = FloorCounter(seconds_of, rate_gflops=100.0)
+    with floor:
+        big[rows]                 # reads 3 rows of the source, not all 1000
+    assert floor.memory_seconds == pytest.approx(seconds_of(2 * 3 * 256 * 4 + 3 * 8))
+
+
+def test_the_fused_adam_step_reads_four_arrays_and_writes_three():
+    params = [torch.nn.Parameter(torch.randn(MIB // 4))]
+    params[0].grad = torch.randn(MIB // 4)
+    opt = torch.optim.Adam(params, fused=True)
+    opt.step()  # the state exists
+    seconds_of = _flat_bandwidth()
+    floor = FloorCounter(seconds_of, rate_gflops=100.0)
+    with floor:
+        opt.step()
+    adam = seconds_of(7 * MIB)
+    # the step counter's own small operators come on top
+    assert adam <= floor.memory_seconds < adam * 1.01
 
 
 def test_an_expanded_tensor_moves_its_storage_not_its_elements():
@@ -95,3 +126,24 @@ def test_a_product_is_timed_alone_at_its_shape():
     rate = operator_floor.bare_matmul_gflops(key, seconds=0.01)
     assert 0 < rate < 1e4
     assert operator_floor._BARE[key] == rate  # measured once a process
+
+
+def test_products_of_expanded_operands_are_timed_too():
+    """``lin(x).sum().backward()`` multiplies an expanded gradient (strides 0, 0)."""
+    lin, x = torch.nn.Linear(64, 32), torch.randn(16, 64)
+    floor = FloorCounter(_flat_bandwidth(), rate_gflops=100.0)
+    with floor:
+        lin(x).sum().backward()
+    assert any(0 in layout[1] for key in floor.products for layout in key[1])
+    assert floor.seconds(0.0) > 0
+
+
+def test_a_working_set_between_measured_sizes_takes_the_faster_rate():
+    """The floor is a lower bound: 17 MiB is priced at the 16 MiB size's rate (cache),
+    not at the 64 MiB one's (DRAM)."""
+    from machine import traffic_seconds
+
+    seconds = traffic_seconds([(16 * MIB, 80.0), (64 * MIB, 25.0)])
+    assert seconds(17 * MIB) == pytest.approx(17 * MIB / 80e9)
+    assert seconds(64 * MIB) == pytest.approx(64 * MIB / 25e9)
+    assert seconds(1024) == pytest.approx(1024 / 80e9)

@@ -11,7 +11,6 @@ worse, store NaNs. Nothing is ever unpickled: ``.npy``/``.npz`` are read with
 from __future__ import annotations
 
 import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +87,21 @@ def _dtype_kind(obj: Any) -> str:
 def torch_feature_shape(path: str | Path, key: str | None = None) -> tuple[int, ...]:
     """The shape of a ``.pt`` file's features without reading their values: a zip-format
     file (``torch.save``'s since torch 1.6) is memory-mapped, so only its header and
-    pickle are read; an older file is read whole. Refused as :func:`load_feature_file`
-    refuses it, except for the values (non-finite ones are found when the features are
-    read)."""
+    pickle are read; an older file, or one the filesystem cannot map, is read whole.
+    Refused as :func:`load_feature_file` refuses it, except for the values (non-finite
+    ones are found when the features are read)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("feature file not found", path)
     try:
-        obj = _torch_array(path, key, mmap=zipfile.is_zipfile(path))
+        with open(path, "rb") as fh:
+            zip_format = fh.read(4) == b"PK\x03\x04"  # as torch.serialization tells it
+        try:
+            obj = _torch_array(path, key, mmap=zip_format)
+        except RuntimeError:
+            if not zip_format:
+                raise
+            obj = _torch_array(path, key)  # the same tensor, read instead of mapped
     except InputError:
         raise
     except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...

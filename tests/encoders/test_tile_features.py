@@ -298,13 +298,21 @@ def test_a_pt_files_values_are_read_once(tmp_path, monkeypatch):
     assert coords.shape == (6, 2)
 
 
-def test_a_pt_file_in_the_legacy_format_is_read_whole(tmp_path):
-    """torch.save's format before torch 1.6 cannot be mapped: its header is the whole file."""
-    _, pt = write_clam(tmp_path, "s", FEATS)
-    torch.save(torch.from_numpy(FEATS), pt, _use_new_zipfile_serialization=False)
+@pytest.mark.parametrize("values", ["plain", "zip_end_record_inside"])
+def test_a_pt_file_in_the_legacy_format_is_read_whole(tmp_path, values):
+    """torch.save's format before torch 1.6 cannot be mapped: its header is the whole
+    file. Told by the file's first bytes, as torch tells it: a legacy file whose values
+    happen to hold a zip end record (which ``zipfile.is_zipfile`` looks for at the end)
+    is read whole too."""
+    feats = FEATS
+    if values == "zip_end_record_inside":  # PK\x05\x06 + 18 bytes: an empty zip's end
+        feats = np.frombuffer(b"PK\x05\x06" + bytes(20), dtype=np.float32).reshape(6, 1)
+        feats = np.repeat(feats, 4, axis=1).copy()
+    _, pt = write_clam(tmp_path, "s", feats)
+    torch.save(torch.from_numpy(feats), pt, _use_new_zipfile_serialization=False)
     tf = inspect_tile_file(pt)
-    assert (tf.n_tiles, tf.provenance["feature_dim"]) == FEATS.shape
-    np.testing.assert_array_equal(read_tile_features(tf)[0], FEATS)
+    assert (tf.n_tiles, tf.provenance["feature_dim"]) == feats.shape
+    np.testing.assert_array_equal(read_tile_features(tf)[0], feats)
 
 
 def test_pickles_in_a_pt_file_are_refused_without_running_them(tmp_path):
