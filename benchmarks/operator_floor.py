@@ -124,9 +124,9 @@ class FloorCounter(TorchDispatchMode):
         """Reads of the arguments, writes of the written arguments and new outputs."""
         inputs = _strided_tensors((args, kwargs))
         storages = {t.untyped_storage().data_ptr() for t in inputs}
-        new = [t for t in _strided_tensors(out)
-               if t.untyped_storage().data_ptr() not in storages]
-        if not new and _strided_tensors(out) and not func._schema.is_mutable:
+        outputs = _strided_tensors(out)
+        new = [t for t in outputs if t.untyped_storage().data_ptr() not in storages]
+        if not new and outputs and not func._schema.is_mutable:
             return 0  # a view under another name (_unsafe_view, alias): nothing moves
         if name.endswith("_like") or name.startswith("aten::new_"):
             inputs = []  # a factory reads its argument's shape, not its values
