@@ -11,6 +11,8 @@ worse, store NaNs. Nothing is ever unpickled: ``.npy``/``.npz`` are read with
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +95,7 @@ def torch_feature_shape(path: str | Path, key: str | None = None) -> tuple[int, 
     path = Path(path)
     if not path.is_file():
         raise InputError("feature file not found", path)
-    try:
+    with _read_errors(path):
         with open(path, "rb") as fh:
             zip_format = fh.read(4) == b"PK\x03\x04"  # as torch.serialization tells it
         try:
@@ -102,13 +104,22 @@ def torch_feature_shape(path: str | Path, key: str | None = None) -> tuple[int, 
             if not zip_format:
                 raise
             obj = _torch_array(path, key)  # the same tensor, read instead of mapped
-    except InputError:
-        raise
-    except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
-        raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
     if _dtype_kind(obj) not in "biuf":
         raise InputError(f"features have non-numeric dtype {obj.dtype}", path)
     return tuple(int(n) for n in obj.shape)
+
+
+@contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """A reader's failure as the :class:`InputError` naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(_value_error_reason(exc, path), path) from exc
+    except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
+        raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
 
 
 def _value_error_reason(exc: ValueError, path: Path) -> str:
@@ -139,19 +150,13 @@ def load_feature_file(path: str | Path, key: str | None = None, flatten: bool = 
         raise InputError(f"unsupported feature file type {suffix!r} (use one of {list(SUFFIXES)})", path)
     if not path.is_file():
         raise InputError("feature file not found", path)
-    try:
+    with _read_errors(path):
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         elif suffix == ".npz":
             arr = _read_npz(path, key)
         else:
             arr = _read_torch(path, key)
-    except InputError:
-        raise
-    except ValueError as exc:
-        raise InputError(_value_error_reason(exc, path), path) from exc
-    except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
-        raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
 
     arr = np.asarray(arr)
     if arr.dtype.kind not in "biuf":
