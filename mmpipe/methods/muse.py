@@ -80,7 +80,10 @@ exists only in training.
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -143,6 +146,7 @@ class EdgeSAGEConv(MessagePassing):
 
     def __init__(self, channels: int, edge_channels: int, normalize: bool = False):
         super().__init__(aggr="mean")
+        _remove_rendered_propagate(type(self))
         self.normalize = normalize
         self.message_lin = nn.Linear(channels + edge_channels, channels)
         self.update_lin = nn.Linear(2 * channels, channels)
@@ -157,6 +161,21 @@ class EdgeSAGEConv(MessagePassing):
     def update(self, aggr_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.update_lin(torch.cat([aggr_out, x], dim=-1)))
         return F.normalize(out, p=2, dim=-1) if self.normalize else out
+
+
+def _remove_rendered_propagate(cls: type) -> None:
+    """Delete the ``propagate`` module PyG rendered for ``cls`` into the temporary folder.
+
+    At a class's first instance PyG (``torch_geometric.template.module_from_template``)
+    writes its jinja-rendered ``propagate`` to a ``NamedTemporaryFile(delete=False)``,
+    imports it and never removes it: every process that built a MUSE model left one
+    ``mmpipe.methods.muse_EdgeSAGEConv_propagate_*.py`` in /tmp. The module is in memory
+    from then on (``sys.modules``), so its file is not needed; only a file in the
+    temporary folder is removed, once."""
+    module = sys.modules.get(f"{cls.__module__}_{cls.__name__}_propagate")
+    path = Path(getattr(module, "__file__", None) or "")
+    if path.name and path.parent == Path(tempfile.gettempdir()):
+        path.unlink(missing_ok=True)
 
 
 class EdgeGNN(nn.Module):

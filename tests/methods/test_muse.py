@@ -4,6 +4,10 @@ training."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -329,3 +333,17 @@ def test_short_fit_learns(shapes, separable, bench_data):
                              "batch_size": 32}, seed=0)
     proba = predict_proba(method, val)
     assert classification_metrics(val.y, proba)["balanced_accuracy"] > 0.7
+
+
+def test_the_rendered_propagate_module_is_not_left_in_the_temporary_folder(tmp_path):
+    """PyG writes EdgeSAGEConv's rendered ``propagate`` to a temporary file at the first
+    instance and never removes it: one file a process in /tmp, for ever."""
+    code = ("import sys; from mmpipe.methods.muse import EdgeSAGEConv; EdgeSAGEConv(4, 2); "
+            "EdgeSAGEConv(4, 2); "
+            "print(sys.modules['mmpipe.methods.muse_EdgeSAGEConv_propagate'].__file__)")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(tmp_path)},
+                          capture_output=True, text=True, check=True)
+    rendered = Path(done.stdout.strip())
+    assert rendered.parent == tmp_path  # PyG did render it there ...
+    assert not rendered.exists()        # ... and it is gone
+    assert not list(tmp_path.glob("*_propagate_*.py"))
