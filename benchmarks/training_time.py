@@ -7,7 +7,8 @@ availability (618 subjects; CT 512-d for 39 %, MRI 512-d for 8 %, WSI 1024-d and
 tabular clinical record, 28-d, for all). Printed: CPU-seconds of the run, its FLOPs
 (every forward, backward and validation pass of that run, counted by
 ``torch.utils.flop_counter`` in a second, identical run), the achieved fraction of the
-one-thread matmul rate, the run's floor (each matrix product at the best rate its own
+one-thread matmul rate (timed right after the run, so that the host's drift moves a run
+and its bound together; ``--rate`` fixes it), the run's floor (each matrix product at the best rate its own
 shape reaches here alone, every other operator's bytes at the measured bandwidth,
 counted in the same second run: ``operator_floor.py``) and the share of the CPU-seconds
 it is, where the CPU went when the matmul fraction is under half (the time
@@ -66,6 +67,7 @@ def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
 
 SPLIT_EPOCHS = 10  # of each phase: the steady state
 SPLIT_RUNS = 2     # of each kind (plain, operators timed), alternating; the fastest kept
+RATE_SECONDS = 1.0  # of 1024x1024 products timed after each method's run, the best kept
 
 
 class _OperatorTimer(TorchDispatchMode):
@@ -127,18 +129,28 @@ class MethodFigures:
     other_share: float | None   # every other ATen operator (the rest is Python)
     top_others: list[tuple[str, float]]  # the two largest of those, with their shares
     model_bytes: int
+    # the one-thread 1024x1024 matmul rate (GFLOP/s) this run is held against: measured
+    # right after it (or given), so a host whose pace drifts during the benchmark moves
+    # the run's time and its bound together
+    rate_gflops: float | None = None
     note: str = ""
 
-    def fraction(self, rate_gflops: float) -> float | None:
-        if self.flops is None or self.cpu_seconds <= 0:
+    def fraction(self) -> float | None:
+        if self.flops is None or self.cpu_seconds <= 0 or not self.rate_gflops:
             return None
-        return self.flops / (self.cpu_seconds * rate_gflops * 1e9)
+        return self.flops / (self.cpu_seconds * self.rate_gflops * 1e9)
 
-    def why(self, rate_gflops: float) -> str:
+    def bound_seconds(self) -> float | None:
+        """The run's FLOPs at its matmul rate: the FLOP bound of one fit."""
+        if self.flops is None or not self.rate_gflops:
+            return None
+        return self.flops / (self.rate_gflops * 1e9)
+
+    def why(self) -> str:
         """Why a run stays under half the matmul rate, from its own counts."""
         if self.note:
             return self.note
-        frac = self.fraction(rate_gflops)
+        frac = self.fraction()
         if frac is None:
             return "not torch: a scikit-learn fit, FLOPs not counted"
         if frac >= 0.5:
@@ -166,12 +178,15 @@ def _fit(mcfg: dict, data: BenchData, train: BenchData, val: BenchData,
     return method, fit(method, train, val, train_cfg, seed=0)
 
 
-def method_figures(methods: dict[str, dict], data: BenchData, rate: float,
+def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None,
                    bandwidth: list[tuple[int, float]]) -> list[MethodFigures]:
-    """One run of each method, timed; then the same run again under the FLOP counter and
-    the floor's (``bandwidth``: :func:`machine.elementwise_bandwidth`), and its first
-    epochs plainly and under the operator timer. Each row is printed as it is measured."""
-    from machine import traffic_seconds
+    """One run of each method, timed; then the one-thread matmul rate (``rate`` when
+    given, else measured there and then: a bound taken from one timing at the start moved
+    the grid's ratio by a fifth as the host's pace drifted); then the same run again under
+    the FLOP counter and the floor's (``bandwidth``: :func:`machine.elementwise_bandwidth`),
+    and its first epochs plainly and under the operator timer. Each row is printed as it
+    is measured."""
+    from machine import matmul_gflops, traffic_seconds
 
     seconds_of = traffic_seconds(bandwidth)
     train, val, _ = _splits(data)
@@ -189,14 +204,16 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float,
             method, result = _fit(mcfg, data, train, val)
         except NotTrainable as err:
             rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, None, None,
-                                      [], 0, f"not trainable here: {err}"))
-            print_method(rows[-1], rate)
+                                      [], 0, note=f"not trainable here: {err}"))
+            print_method(rows[-1])
             continue
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        flops = floor = floor_memory = matmul = other = None
+        flops = floor = floor_memory = matmul = other = run_rate = None
         top: list[tuple[str, float]] = []
         if getattr(method, "kind", "torch") == "torch":
-            counter, floor_counter = FlopCounterMode(display=False), FloorCounter(seconds_of, rate)
+            run_rate = rate or matmul_gflops(1, seconds=RATE_SECONDS)
+            counter = FlopCounterMode(display=False)
+            floor_counter = FloorCounter(seconds_of, run_rate)
             with counter, floor_counter:
                 _, again = _fit(mcfg, data, train, val)
             if again.epochs != result.epochs:
@@ -214,18 +231,20 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float,
             size = path.stat().st_size
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"
         rows.append(MethodFigures(name, int(method.trainable_parameters()), epochs, cpu, wall,
-                                  flops, floor, floor_memory, matmul, other, top, size))
-        print_method(rows[-1], rate)
+                                  flops, floor, floor_memory, matmul, other, top, size,
+                                  run_rate))
+        print_method(rows[-1])
     return rows
 
 
 METHOD_HEADER = (f"{'method':28s} {'params':>9s} {'epochs':>9s} {'CPU s':>7s} {'GFLOP':>8s} "
-                 f"{'GFLOP/s':>8s} {'of rate':>7s} {'floor s':>7s} {'of floor':>8s} "
-                 f"{'model.pt':>9s}  why under 50 %")
+                 f"{'GFLOP/s':>8s} {'rate':>6s} {'of rate':>7s} {'floor s':>7s} "
+                 f"{'of floor':>8s} {'model.pt':>9s}  why under 50 %")
 
 
-def print_method(r: MethodFigures, rate: float) -> None:
-    frac = r.fraction(rate)
+def print_method(r: MethodFigures) -> None:
+    frac = r.fraction()
+    rate = f"{r.rate_gflops:6.1f}" if r.rate_gflops else f"{'-':>6s}"
     gflop = f"{r.flops / 1e9:8.2f}" if r.flops is not None else f"{'-':>8s}"
     achieved = (f"{r.flops / 1e9 / r.cpu_seconds:8.2f}" if r.flops is not None
                 and r.cpu_seconds else f"{'-':>8s}")
@@ -234,8 +253,8 @@ def print_method(r: MethodFigures, rate: float) -> None:
     floor_s, of_floor = ((f"{floor:7.1f}", f"{floor / r.cpu_seconds:8.1%}")
                          if floor is not None and r.cpu_seconds else (f"{'-':>7s}", f"{'-':>8s}"))
     print(f"{r.name:28s} {r.parameters:9d} {r.epochs:>9s} {r.cpu_seconds:7.1f} {gflop} "
-          f"{achieved} {share} {floor_s} {of_floor} {r.model_bytes / 1e6:8.2f}M  "
-          f"{r.why(rate)}", flush=True)
+          f"{achieved} {rate} {share} {floor_s} {of_floor} {r.model_bytes / 1e6:8.2f}M  "
+          f"{r.why()}", flush=True)
 
 
 def training_cells(settings: dict, run: dict) -> list[str]:
@@ -252,11 +271,10 @@ def training_cells(settings: dict, run: dict) -> list[str]:
     return [c for c in cells if parse_cell(c)[0] not in TEST_SPLIT_ONLY]
 
 
-def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
-               cohort: str = "mmist_ccrcc") -> None:
+def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc") -> None:
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
-    FLOP bound (the grid's FLOPs at the one-thread matmul rate) and against its operators'
-    floor (:mod:`operator_floor`). An estimate: every fit of a
+    FLOP bound (each method's FLOPs at the one-thread matmul rate measured after its run)
+    and against its operators' floor (:mod:`operator_floor`). An estimate: every fit of a
     method is taken as its one run above (seed 0, the feature set above, every single-
     modality run as ``single_wsi``), times the cells that train (:func:`training_cells`) x
     seeds x tuning trials. Its CPU-seconds
@@ -285,7 +303,7 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
             other_cpu += fits * row.cpu_seconds
         else:
             cpu += fits * row.cpu_seconds
-            bound += fits * row.flops / (rate * 1e9)
+            bound += fits * row.bound_seconds()
             floor += fits * row.floor_seconds
             floor_memory += fits * row.floor_memory_seconds
             matmul, other = row.matmul_share or 0.0, row.other_share or 0.0
@@ -294,9 +312,13 @@ def print_grid(rows: list[MethodFigures], cfg: dict, rate: float,
             split["matmul"] += fits * row.cpu_seconds * matmul
             split["other operators"] += fits * row.cpu_seconds * other
             split["Python"] += fits * row.cpu_seconds * max(0.0, 1 - matmul - other)
+    rates = [r.rate_gflops for r in rows if r.rate_gflops]
+    rate_range = (f"{min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates and max(rates) > min(rates)
+                  else f"{rates[0]:.0f} GFLOP/s" if rates else "no rate")
     print(f"grid of {cohort} ({len(settings['seeds'])} seeds x {settings['tuning']['trials']} "
           f"trials a cell), estimated from the runs above: torch methods {cpu:.0f} CPU-s "
-          f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x); "
+          f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x; each "
+          f"method's FLOPs at its rate, {rate_range}); "
           f"scikit-learn methods {other_cpu:.0f} CPU-s"
           + (f"; not measured: {sorted(missing)}" if missing else ""))
     print(f"  against its operators' floor (each product at its own shape's best rate, the "
@@ -324,16 +346,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # as the train rule runs (threads: 1)
-    rate = args.rate or matmul_gflops(1)
+    rate = args.rate or matmul_gflops(1)  # the start's, printed; each run measures its own
     bandwidth = elementwise_bandwidth()
     cfg = load_config(REPO / "config.yaml")
     data, source = mmist_sized()
     print(describe())
-    print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s; elementwise "
+    print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s "
+          f"{'(given)' if args.rate else 'at the start, each method against the rate timed after its run'}; elementwise "
           f"bandwidth by working set {describe_bandwidth(bandwidth)}")
     methods = {k: v for k, v in cfg["methods"].items() if args.methods is None or k in args.methods}
-    rows = method_figures(methods, data, rate, bandwidth)
-    print_grid(rows, cfg, rate)
+    rows = method_figures(methods, data, args.rate, bandwidth)
+    print_grid(rows, cfg)
 
 
 if __name__ == "__main__":
