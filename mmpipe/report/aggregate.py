@@ -288,12 +288,17 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
     With ``per_run`` one row per run and pattern (``n`` subjects); otherwise mean and std
     over seeds per (cohort, feature_set, method, scenario, rate, pattern), ``n`` being the
     mean number of subjects per run with that pattern and ``n_runs`` the runs that had it.
+    A run that could not train (``trained`` false: its predictions are the training
+    prior's, one class) scores NaN, as in :func:`collect_runs`, so the means over seeds
+    are those of the trained runs, as in the main tables.
     """
     rows = []
     for p in prediction_paths:
         p = Path(p)
         side = p.with_name(METRICS)
-        ident = _identity(_read_json(side) if side.exists() else {}, p)
+        metrics = _read_json(side) if side.exists() else {}
+        ident = _identity(metrics, p)
+        trained = bool(metrics.get("trained", True))
         df = pl.read_parquet(p).filter((pl.col("split") == split)
                                        & (pl.col("evaluation") == evaluation))
         if not len(df):
@@ -305,6 +310,8 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
             y = g["label"].to_numpy()
             scores = _pattern_scores(y, g["predicted"].to_numpy(),
                                      g.select(score_cols).to_numpy())
+            if not trained:
+                scores = dict.fromkeys(scores, float("nan"))
             rows.append({**ident, "pattern": pattern, "n": float(len(g)), **scores})
     first = (*ID_COLUMNS, "pattern", "n")
     if not rows:

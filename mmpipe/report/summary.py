@@ -93,12 +93,15 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
     a, b = _seed_values(runs, fusion, metric), _seed_values(runs, other, metric)
     seeds = sorted(set(a) & set(b))
     fa, fb = fusion[f"{metric}_mean"], other[f"{metric}_mean"]
-    fusion_ahead = (fa < fb) if lower else (fa > fb)
+    # decided at the printed precision, as the tables bold: 0.7498 against 0.7502 is a tie
+    shown_f, shown_o = round(fa, 3), round(fb, 3)
     name_f, name_o = label(fusion), label(other)
-    diff = fa - fb
-    head = (f"best fusion **{name_f}** vs {role} **{name_o}** ({fb:.3f}): {diff:+.3f}"
-            if fusion_ahead or fa == fb else
-            f"**{role} {name_o} beats the best fusion** {name_f}: {fb:.3f} vs {fa:.3f}")
+    if shown_f == shown_o:
+        head = f"best fusion **{name_f}** and {role} **{name_o}** level at {fb:.3f}"
+    elif (shown_f < shown_o) if lower else (shown_f > shown_o):
+        head = f"best fusion **{name_f}** vs {role} **{name_o}** ({fb:.3f}): {shown_f - shown_o:+.3f}"
+    else:
+        head = f"**{role} {name_o} beats the best fusion** {name_f}: {fb:.3f} vs {fa:.3f}"
     if len(seeds) < 2:
         return head + f"; {len(seeds)} paired seed(s), no test"
     x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])

@@ -248,6 +248,26 @@ def test_pattern_metrics_by_hand(fake_runs):
     assert one["auc_std"] == pytest.approx(seeds.std(ddof=1))
 
 
+def test_pattern_metrics_leave_out_runs_that_did_not_train(fake_runs):
+    """A run that could not train predicts the training prior (one class): the main tables
+    give it NaN metrics, so the pattern tables must not average its chance-level scores."""
+    path = next(p for p in fake_runs[1] if "mmare" in str(p) and "natural" in str(p))
+    side = path.with_name("metrics.json")
+    m = json.loads(side.read_text())
+    side.write_text(json.dumps({**m, "trained": False}))
+    per_run = pattern_metrics(fake_runs[1], per_run=True)
+    seed = m["seed"]
+    mine = per_run.filter((pl.col("method") == "mmare") & (pl.col("scenario") == "natural"))
+    untrained = mine.filter(pl.col("seed") == seed)
+    assert len(untrained) == 3 and untrained["balanced_accuracy"].is_nan().all()
+    agg = pattern_metrics(fake_runs[1]).filter(
+        (pl.col("method") == "mmare") & (pl.col("scenario") == "natural")
+        & (pl.col("pattern") == "wsi")).row(0, named=True)
+    trained = mine.filter((pl.col("seed") != seed) & (pl.col("pattern") == "wsi"))
+    assert agg["n_runs"] == 3  # the run is counted, its scores are not
+    assert agg["balanced_accuracy_mean"] == pytest.approx(trained["balanced_accuracy"].mean())
+
+
 def test_published_table_5_6():
     pub = published_for("mmist_ccrcc", "vital_status_12")
     assert pub is MMIST_VITAL12_TABLE_5_6 and published_for("demo") is None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import polars as pl
 import pytest
-from scipy.stats import wilcoxon
+from scipy.stats import rankdata, wilcoxon
 
 from mmpipe.report.aggregate import summarise
 from mmpipe.report.stats import min_wilcoxon_p, paired_p, wilcoxon_vs_best
@@ -32,6 +34,51 @@ def test_paired_p_matches_scipy_and_handles_ties_and_few_pairs():
     assert paired_p(a, a.copy()) == 1.0
     assert paired_p(np.array([0.5, np.nan]), np.array([0.4, 0.3])) is None
     assert min_wilcoxon_p(3) == 0.25 and min_wilcoxon_p(5) == 0.0625
+
+
+def _enumerated_p(d: np.ndarray, alternative: str) -> float:
+    """The signed-rank p by listing every sign pattern of the average ranks."""
+    d = d[d != 0]
+    ranks = rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    sums = np.array([ranks[np.array(signs)].sum()
+                     for signs in itertools.product((False, True), repeat=len(d))])
+    ge, le = np.mean(sums >= observed - 1e-9), np.mean(sums <= observed + 1e-9)
+    return {"greater": ge, "less": le, "two-sided": min(1.0, 2 * min(ge, le))}[alternative]
+
+
+def test_paired_p_matches_scipy_without_ties():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 6, 9):
+        a, b = rng.random(n), rng.random(n)
+        for alternative in ("two-sided", "greater", "less"):
+            assert paired_p(a, b, alternative) == pytest.approx(
+                wilcoxon(a, b, method="exact", alternative=alternative).pvalue, abs=1e-12)
+
+
+def test_tied_differences_share_their_rank_whatever_the_float_noise():
+    """Six seeds, the same differences (+0.10, four +0.05, one -0.05) on different
+    accuracies: as floats the 0.05s differ in their last bits, which ranked them by noise
+    (scipy's exact p moved from 0.031 to 0.156 with the accuracies, and ignores ties)."""
+    d = np.array([0.10, 0.05, 0.05, 0.05, 0.05, -0.05])
+    ps = set()
+    for base in ([0.7, 0.45, 0.5, 0.65, 0.75, 0.65], [0.5, 0.45, 0.55, 0.6, 0.45, 0.7],
+                 [0.6, 0.55, 0.65, 0.5, 0.7, 0.75]):
+        a = np.array(base)
+        b = a - d
+        assert len(set(np.abs(a - b))) > 2  # the noise is there
+        ps.add(paired_p(a, b, "greater"))
+        assert paired_p(a, b) == pytest.approx(_enumerated_p(d, "two-sided"))
+    assert len(ps) == 1 and ps.pop() == pytest.approx(6 / 64)
+    assert 6 / 64 == pytest.approx(_enumerated_p(d, "greater"))
+    rng = np.random.default_rng(1)
+    for _ in range(30):  # steps of 1/20, as a balanced accuracy on a small split
+        d = rng.integers(-3, 4, size=int(rng.integers(2, 9))) / 20
+        if not d.any():
+            continue
+        for alternative in ("two-sided", "greater", "less"):
+            assert paired_p(d + 0.3, np.full(len(d), 0.3), alternative) == pytest.approx(
+                _enumerated_p(d, alternative))
 
 
 def test_consistently_worse_method_is_flagged_only_with_enough_seeds():

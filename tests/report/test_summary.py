@@ -179,3 +179,18 @@ def test_the_summary_names_the_auc_leader_when_it_differs():
     assert mcar[1] == ("- by AUC the best is **hgb** (baselines), 0.950: **by AUC a simple "
                        "baseline has the best mean here**")
     assert not any(line.startswith("- by AUC") for line in _section(md, "**Natural missingness**"))
+
+
+def test_means_equal_at_the_printed_precision_are_level_not_a_win():
+    """0.7498 against 0.7502 prints as 0.750 against 0.750 and the table bolds both: the
+    summary must not say that one beats the other."""
+    rows = [{"cohort": "c", "feature_set": "all", "method": method, "method_type": TYPES[method],
+             "family": FAMILY[method], "scenario": "natural", "rate": 0.0, "seed": seed,
+             "balanced_accuracy": value + 0.0001 * (seed - 2), "trained": True,
+             "collapsed": False}
+            for method, value in (("mmare", 0.7498), ("hgb", 0.7502)) for seed in SEEDS]
+    runs = pl.DataFrame(rows)
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    line = next(x for x in lines if "hgb" in x and "mmare" in x and "p (fusion" in x)
+    assert line.startswith("- best fusion **mmare** and baseline **hgb** level at 0.750")
+    assert "beats" not in line
