@@ -22,19 +22,25 @@ from mmpipe.hashing import canonical, content_sha256, params_hash
 
 # -- stage 1 -------------------------------------------------------------------------------
 
+# a cohort's keys the manifest does not read: stage 2's settings, and the demo generator's
+# (the demo rule's; its files are the manifest's inputs). Every other key is the adapter's
+# (its root, table, split, labels and its own option block: ixi.age_bins, adni.visit, ...)
+NOT_READ_BY_THE_MANIFEST = ("modalities", "benchmark", "demo")
+
+
 def manifest_params(cfg: dict, cohort_name: str) -> dict:
-    """What the manifest depends on: the adapter, its code and the modality layout, not
-    the encoders (but the fields a tabular encoder reads as categories, which are never
-    read as numbers)."""
+    """What the manifest depends on: the adapter, its options, its code and the modality
+    layout, not the encoders (but the fields a tabular encoder reads as categories, which
+    are never read as numbers)."""
     from mmpipe.cohorts import ADAPTERS, adapter_config
 
     c = adapter_config(cfg, cohort_name)
     mods = {m: {k: v for k, v in spec.items()
                 if k in ("kind", "column", "fields", "non_numeric", "categorical")}
             for m, spec in c["modalities"].items()}
-    # `split`: the manifest carries the cohort's own split (its files are the rule's inputs)
-    keep = {k: v for k, v in c.items()
-            if k in ("adapter", "labels", "root", "csv", "subject_column", "split")}
+    # a key left out here would leave the manifest, and every label and split after it,
+    # stale when it changes: what is not read is named, the rest is kept
+    keep = {k: v for k, v in c.items() if k not in NOT_READ_BY_THE_MANIFEST}
     adapter = ADAPTERS[c["adapter"]].__module__
     return canonical({**keep, "modalities": mods,
                       "code": code_key("cohorts/manifest", adapter)})

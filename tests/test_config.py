@@ -74,6 +74,34 @@ def test_tiling_change_touches_only_slide_jobs(raw_config):
             != encoder_params(after, "demo", "wsi", "clam_resnet50"))
 
 
+@pytest.mark.parametrize("block, option, before, after", [
+    ("ixi", "age_bins", [20, 40, 60], [20, 50, 60]),
+    ("ixi", "brain_masks", "masks/a", "masks/b"),
+    ("brats", "survival_days", [300, 450], [280, 450]),
+    ("adni", "visit", "baseline", "first_with_all"),
+    ("adni", "max_days", 90, 180),
+    ("bcnb", "split", "official", "none"),
+])
+def test_an_adapter_option_rebuilds_the_manifest(raw_config, block, option, before, after):
+    """Label bins, visit choice, split mode: the manifest's labels and split change, so
+    it and everything after it must rerun (these were left out of its key)."""
+    valid = validate_config(copy.deepcopy(raw_config))
+
+    def params(value):  # the demo cohort read by that adapter, with the option set
+        cfg = copy.deepcopy(valid)
+        cfg["cohorts"]["demo"].update({"adapter": block, block: {option: value}})
+        return manifest_params(cfg, "demo")
+
+    assert params(before) != params(after)
+
+
+def test_stage_2_settings_do_not_rebuild_the_manifest(raw_config):
+    before = validate_config(copy.deepcopy(raw_config))
+    after = copy.deepcopy(raw_config)
+    after["cohorts"]["demo"]["benchmark"]["seeds"] = [7]
+    assert manifest_params(before, "demo") == manifest_params(validate_config(after), "demo")
+
+
 def test_encoder_change_does_not_rebuild_the_manifest(raw_config):
     before = validate_config(copy.deepcopy(raw_config))
     after = copy.deepcopy(raw_config)
