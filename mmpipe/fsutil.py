@@ -86,6 +86,25 @@ def sweep_debris(root: str | Path) -> list[Path]:
     return found
 
 
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``path``.
+
+    An existing ``path`` is renamed aside (a ``.old.tmp-`` sibling, debris for the sweep
+    if the job dies) before the new one takes its place, and removed last. Removing it in
+    place first let a kill part-way through leave a folder whose top-level files outlived
+    its data: ``rmtree`` reaches a store's chunks before its root ``zarr.json``, whose
+    ``complete`` flag then vouched for chunks that were gone."""
+    old = None
+    if path.exists():
+        old = path.with_name(f"{path.name}.old{TMP_MARK}{_writer_tag()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it onto ``path`` on success only."""
@@ -98,9 +117,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    replace_dir(tmp, path)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import numpy as np
 import zarr
 
 from mmpipe.errors import StoreError
-from mmpipe.fsutil import tmp_sibling
+from mmpipe.fsutil import replace_dir, tmp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +238,7 @@ class FeatureStoreWriter:
         g.attrs.update(_jsonable(attrs))
         # the flag goes last: a store without it was not finished
         g.attrs["complete"] = True
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self._tmp, self.path)
+        replace_dir(self._tmp, self.path)
         self._closed = True
         log.info("wrote %s: %d/%d subjects present", self.path, attrs["n_present"], n)
         return self.path

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +195,34 @@ def test_out_of_order_writes_and_a_late_rewrite_land_in_their_rows(tmp_path):
     assert f.emb[:, 0].tolist()[:3] == [10, 1, 2]
     assert np.isnan(f.emb[3]).all() and f.status[3] == "absent"
     assert f.emb[4:, 0].tolist() == [4, 5, 6]
+
+
+def test_a_kill_while_a_rerun_replaces_the_store_leaves_no_complete_store_without_data(
+        tmp_path, monkeypatch):
+    """The old store used to be removed in place before the new one was renamed in: a kill
+    part-way through that removal (chunks gone, root ``zarr.json`` with ``complete`` not
+    yet) left a store that opened as complete with NaN rows for present subjects."""
+    import shutil
+
+    path = tmp_path / "s.zarr"
+    _write(path)
+    real_rmtree = shutil.rmtree
+
+    def killed_while_removing(target, *args, **kwargs):
+        target = Path(target)
+        if target == path or ".old.tmp-" in target.name:  # the old store, where it lies
+            for chunk in [p for p in target.rglob("*") if p.is_file() and p.name != "zarr.json"]:
+                chunk.unlink()  # rmtree reaches the chunks before the root zarr.json
+            raise KeyboardInterrupt("killed")
+        return real_rmtree(target, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_while_removing)
+    with pytest.raises(KeyboardInterrupt):
+        with FeatureStoreWriter(path, ["a", "b"], (4,), {"encoder": "test"}) as w:
+            w.write("a", np.full(4, 2.0))
+            w.write("b", np.full(4, 3.0))
+            w.commit()
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    f = read_features(path)  # the new store, whole
+    assert f.attrs["complete"] and f.present.all()
+    np.testing.assert_array_equal(f.emb, [[2.0] * 4, [3.0] * 4])
