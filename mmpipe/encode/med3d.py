@@ -33,6 +33,10 @@ def run(job, items, writer, progress=None) -> None:
         if error:
             writer.reject(sid, error)
         else:
+            # a batch holds volumes of one shape: without a resize (`resize: null`) sizes
+            # differ, and stacking them failed the whole job, not one subject
+            if pending and pending[0][1].shape != tensor.shape:
+                flush()
             pending.append((sid, tensor))
             if len(pending) == batch_size:
                 flush()

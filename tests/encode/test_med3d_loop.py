@@ -1,0 +1,51 @@
+"""The Med3D loop batches consecutive volumes: volumes of different sizes (no resize in
+the recipe) must each be encoded, whatever the batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmpipe.encode import med3d
+from mmpipe.encode.inputs import SubjectInput
+from mmpipe.encode.job import EncodeJob
+
+# native sizes, as `resize: null` leaves them; two runs of equal sizes and a lone one
+SHAPES = {"s0": (8, 16, 16), "s1": (8, 16, 16), "s2": (9, 16, 16), "s3": (9, 16, 16),
+          "s4": (8, 16, 16)}
+
+
+class _Writer:
+    def __init__(self):
+        self.rows, self.rejected = {}, {}
+
+    def write(self, sid, emb, bag=None, coords=None):
+        self.rows[sid] = np.asarray(emb)
+
+    def reject(self, sid, reason):
+        self.rejected[sid] = reason
+
+
+def _volume(sid: str) -> torch.Tensor:
+    seed = int(sid[1:])
+    return torch.from_numpy(np.random.default_rng(seed).random((1, *SHAPES[sid]),
+                                                                dtype=np.float32))
+
+
+def _encode(batch_size: int) -> _Writer:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten()).eval()
+    job = EncodeJob(cfg={"batch_size": batch_size, "loader_workers": 0}, params={},
+                    modality="ct", device=torch.device("cpu"), net=net, state=_volume)
+    writer = _Writer()
+    med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], writer)
+    return writer
+
+
+def test_volumes_of_different_sizes_are_each_encoded_in_any_batch_size():
+    alone, batched = _encode(1), _encode(8)
+    assert not batched.rejected and list(batched.rows) == list(SHAPES)
+    for sid, emb in alone.rows.items():
+        assert emb.shape == (4,)
+        np.testing.assert_allclose(batched.rows[sid], emb, rtol=1e-5, atol=1e-6)
