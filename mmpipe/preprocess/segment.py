@@ -6,7 +6,8 @@ A volume modality may ask for masks made here instead of masks an adapter reads
 ``totalsegmentator.python_api.totalsegmentator``, ``roi_subset`` to predict only the
 organs asked for, ``fast`` for its 3 mm model on a CPU) on each subject's volume and
 keeps the union of the organs as one mask on the volume's voxel grid
-(``preprocess/<m>/masks/<subject>.nii.gz``, listed in ``masks.parquet``). The encoders
+(``preprocess/<m>/masks/<subject>.nii.gz``, the subject's ID made a safe file name as
+for the DICOM shards, listed in ``masks.parquet``). The encoders
 then read it as the subject's mask (:mod:`mmpipe.preprocess.masks`): ``roi_crop``
 crops to it (the MMARE thesis crops CT to the kidneys so).
 
@@ -32,6 +33,7 @@ import polars as pl
 
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import MASKS_TABLE
+from mmpipe.shards import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,9 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
             rows.append({"subject_id": sid, "mask": None, "status": "absent",
                          "reason": "no volume"})
             continue
-        target = out_dir / f"{sid}.nii.gz"
+        # an ID is not a file name: "site2/P7" named a folder that does not exist (the
+        # subject lost its mask under a misleading reason) and "../x" one outside out_dir
+        target = out_dir / f"{safe_name(sid)}.nii.gz"
         try:
             with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
                 organs = segmenter(Path(path), Path(tmp))

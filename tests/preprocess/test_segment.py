@@ -5,6 +5,8 @@ crop, and the workflow runs the segment rule before the encoders of that modalit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import polars as pl
@@ -69,6 +71,20 @@ def test_union_masks_per_subject_and_reasons(tmp_path):
     crop = build_volume_transform({"orientation": None, "roi_crop": {"margin": 1},
                                    "normalize": None})(MaskedVolume(str(vols["ok"]), masks["s1"][0]))
     assert tuple(crop.shape) == (1, 5, 6, 12)  # z 0..4, y 2..7, x 1..12
+
+
+def test_a_subject_id_that_is_no_file_name_keeps_its_mask_inside_the_folder(tmp_path):
+    vol = _nifti(tmp_path / "ok.nii.gz", np.random.default_rng(0).uniform(0, 100, (16, 10, 6)))
+    out = tmp_path / "sub" / "masks"
+    ids = ("site2/P7", "../x", "plain")
+    table = segment_modality({sid: str(vol) for sid in ids}, out, _fake_segmenter)
+    assert table["status"].to_list() == ["ok"] * 3
+    masks = read_masks(out)
+    for sid in ids:
+        path = Path(masks[sid][0])
+        assert path.parent == out and path.is_file()
+    assert len({masks[sid][0] for sid in ids}) == 3
+    assert not (tmp_path / "sub" / "x.nii.gz").exists()
 
 
 def test_the_segment_rule_runs_before_that_modalitys_encoders(tmp_path):
