@@ -63,14 +63,12 @@ def cmd_encode(args) -> None:
     skip_unused_imports()  # a command's own process
     layout = _layout(cfg, args.cohort)
     params = encoder_params(cfg, args.cohort, args.modality, args.encoder)
-    kind = params["kind"]
-    shard_dirs = layout.shards(args.modality, kind, cfg["shards"].get(kind, 0)) or None
-    prompts = (layout.prompts(args.modality)
-               if cfg["encoders"][args.encoder]["type"] == "text" else None)
+    inputs = layout.encode_inputs(cfg, args.modality, args.encoder)
     out = layout.store(args.modality, args.encoder)
     encode_store(layout.root, args.modality, params, out, device=cfg["device"],
-                 settings=execution_settings(cfg["encoders"][args.encoder]), shard_dirs=shard_dirs,
-                 prompts=prompts)
+                 settings=execution_settings(cfg["encoders"][args.encoder]),
+                 shard_dirs=inputs.get("shards"), prompts=inputs.get("prompts"),
+                 masks=inputs.get("masks"))
     print(out)
 
 

@@ -120,6 +120,26 @@ class CohortLayout:
     def store(self, modality: str, encoder: str) -> Path:
         return self.root / "features" / modality / f"{encoder}.zarr"
 
+    def encode_inputs(self, cfg: dict, modality: str, encoder: str) -> dict[str, Path | list[Path]]:
+        """What the job writing ``store(modality, encoder)`` reads, by name: the manifest
+        files, the modality's preprocessing shards, a text encoder's prompts, the
+        TotalSegmentator masks the modality asks for, and the file a tabular encoding
+        was fitted on elsewhere. The ``encode`` rule's inputs and ``mmpipe encode``'s
+        (which left the masks out, so every subject of a masked modality was rejected)."""
+        spec = cfg["cohorts"][self.cohort]["modalities"][modality]
+        enc = cfg["encoders"][encoder]
+        inputs: dict[str, Path | list[Path]] = dict(self.manifest_files())
+        shards = self.shards(modality, spec["kind"], cfg["shards"].get(spec["kind"], 0))
+        if shards:
+            inputs["shards"] = shards
+        if enc["type"] == "text":
+            inputs["prompts"] = self.prompts(modality)
+        if (spec.get("mask") or {}).get("from") == "totalsegmentator":
+            inputs["masks"] = self.masks(modality)
+        if enc.get("encoding_from"):
+            inputs["encoding_from"] = Path(enc["encoding_from"])
+        return inputs
+
     def cohort_qc(self) -> Path:
         return self.root / "qc.parquet"
 

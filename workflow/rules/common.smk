@@ -62,18 +62,7 @@ def shard_dirs(cohort, modality):
 
 def encode_inputs(wildcards):
     w = wildcards
-    inputs = layout(w.cohort).manifest_files()
-    shards = shard_dirs(w.cohort, w.modality)
-    if shards:
-        inputs["shards"] = shards
-    if ENCODERS[w.encoder]["type"] == "text":
-        inputs["prompts"] = layout(w.cohort).prompts(w.modality)
-    mask = COHORTS[w.cohort]["modalities"][w.modality].get("mask") or {}
-    if mask.get("from") == "totalsegmentator":
-        inputs["masks"] = layout(w.cohort).masks(w.modality)
-    if ENCODERS[w.encoder].get("encoding_from"):  # a tabular encoding fitted on another cohort
-        inputs["encoding_from"] = ENCODERS[w.encoder]["encoding_from"]
-    return inputs
+    return layout(w.cohort).encode_inputs(config, w.modality, w.encoder)
 
 
 def segment_inputs(wildcards):

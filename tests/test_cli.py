@@ -1,0 +1,32 @@
+"""The ``mmpipe`` commands: ``encode`` reads what the ``encode`` rule reads."""
+
+from __future__ import annotations
+
+import yaml
+
+from mmpipe import cli
+from mmpipe.encode import run as encode_run
+from tests.conftest import REPO
+
+
+def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
+    """A modality masked by TotalSegmentator: without its masks every subject of the
+    store was rejected ("no mask file"), and the complete store looked up to date."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path / "weights")}
+    cfg["results"] = str(tmp_path / "results")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    calls = []
+    monkeypatch.setattr(encode_run, "encode_store",
+                        lambda *args, **kwargs: calls.append((args, kwargs)))
+    for modality, encoder in (("mri_t1", "med3d_demo"), ("clinical", "text_minilm")):
+        assert cli.main(["encode", "--config", str(config), "--cohort", "demo",
+                         "--modality", modality, "--encoder", encoder]) == 0
+    (_, masked), (_, text) = (kwargs for kwargs in calls)
+    cohort = tmp_path / "results" / "demo"
+    assert masked["masks"] == cohort / "preprocess" / "mri_t1" / "masks"
+    assert masked["prompts"] is None and text["masks"] is None
+    assert text["prompts"] == cohort / "preprocess" / "clinical" / "prompts.parquet"
