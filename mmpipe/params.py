@@ -60,11 +60,19 @@ def tiling_params(cfg: dict) -> dict:
 
 
 def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
-    """What a modality's TotalSegmentator masks depend on: the organs and the model. The
-    weights folder and the device change where and how it runs (they rerun nothing)."""
+    """What a modality's TotalSegmentator masks depend on: the organs, the model and the
+    content of its weights (the one ``Dataset...`` folder the model reads: replacing the
+    weights reruns the masks, moving them does not); the device changes how it runs."""
+    from mmpipe.preprocess.segment import WEIGHT_FOLDERS
+
     mask = modality(cfg, cohort_name, modality_name)["mask"]
-    return canonical({"roi_subset": list(mask["roi_subset"]),
-                      "fast": bool(cfg["preprocess"]["totalsegmentator"].get("fast", True)),
+    settings = cfg["preprocess"]["totalsegmentator"]
+    fast = bool(settings.get("fast", True))
+    folder = settings.get("weights")
+    model = Path(folder).expanduser() / WEIGHT_FOLDERS[0 if fast else 1] if folder else None
+    return canonical({"roi_subset": list(mask["roi_subset"]), "fast": fast,
+                      # "missing": the job then fails, naming the folder (check_weights)
+                      "weights": content_sha256(model) if model and model.is_dir() else "missing",
                       "code": code_key("preprocess/segment")})
 
 

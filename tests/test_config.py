@@ -360,3 +360,28 @@ def test_the_ixi_adapter_needs_its_root_and_alone_reads_its_options(raw_config):
     cfg["cohorts"]["demo"]["ixi"] = {"age_bins": [20, 40]}
     with pytest.raises(ConfigError, match="demo.ixi: only the ixi adapter reads it"):
         validate_config(cfg)
+
+
+def test_replacing_the_totalsegmentator_weights_reruns_the_masks(raw_config, tmp_path):
+    """The masks were keyed on the organs and the model only: other weights in the folder
+    left them as they were."""
+    from mmpipe.params import segment_params
+    from mmpipe.preprocess.segment import WEIGHT_FOLDERS
+
+    def params(folder):
+        cfg = copy.deepcopy(raw_config)
+        cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+            "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+        cfg["preprocess"]["totalsegmentator"] = {"weights": str(folder), "fast": True}
+        return segment_params(validate_config(cfg), "demo", "mri_t1")
+
+    model = tmp_path / "a" / WEIGHT_FOLDERS[0] / "fold_0"
+    model.mkdir(parents=True)
+    (model / "checkpoint_final.pth").write_bytes(b"first weights")
+    first = params(tmp_path / "a")
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert params(tmp_path / "b") == first                    # moved: nothing reruns
+    (tmp_path / "b" / WEIGHT_FOLDERS[0] / "fold_0" / "checkpoint_final.pth").write_bytes(
+        b"other weights")
+    assert params(tmp_path / "b") != first                    # replaced: the masks rerun
+    assert params(tmp_path / "nowhere")["weights"] == "missing"
