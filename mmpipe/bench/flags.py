@@ -17,7 +17,11 @@ nothing is wrong. Flag names (:data:`FLAGS`):
 - ``first_epoch``: a training phase that ran past it kept its first eligible checkpoint
   (epoch 1, or ``min_epochs`` when a checkpoint may only come from that epoch on)
   (methods without epochs, e.g. gradient boosting, have no entry and are not flagged);
-  under cross-validation (a best epoch per fold) when any fold did, with the count.
+  under cross-validation (a best epoch per fold) when any fold did, with the count;
+- ``no_checkpoint``: a phase whose early stopping never scored a checkpoint (best epoch 0:
+  the monitored metric undefined at every epoch, e.g. an AUC on a validation split or
+  fold of one class), so the phase stopped after its patience and kept its last weights,
+  a fixed epoch count that nothing chose; under cross-validation when any fold did.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FLAGS = ("not_trained", "single_class_test", "single_class_val", "first_epoch")
+FLAGS = ("not_trained", "single_class_test", "single_class_val", "first_epoch",
+         "no_checkpoint")
 # flags that say the run's predictions carry no information about the subject
 COLLAPSE_FLAGS = frozenset({"single_class_test", "single_class_val"})
 
@@ -66,6 +71,14 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
         best, run = best_epoch[phase], epochs.get(phase)
         first = int(first_eligible.get(phase, 1))
         what = "epoch-1" if first == 1 else f"first eligible (epoch {first})"
+        unscored = (sum(int(b) == 0 for b in best) if isinstance(best, list)
+                    else int(best is not None and int(best) == 0))
+        if unscored:
+            where = f" on {unscored} of {len(best)} folds" if isinstance(best, list) else ""
+            flags.append({"flag": "no_checkpoint",
+                          "reason": f"phase {phase!r} never scored a checkpoint{where} (the "
+                                    "monitored metric undefined at every epoch, e.g. an AUC "
+                                    "on one class): it kept its last weights"})
         if isinstance(best, list):  # cross-validation: one best epoch per fold
             runs = run if isinstance(run, list) else [None] * len(best)
             firsts = sum(int(b) == first and (r is None or int(r) > first)

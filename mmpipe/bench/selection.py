@@ -266,6 +266,11 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         else:
             method = FoldEnsemble(kept["members"])
             result = copy.copy(results[0])
+            # the members' own settings where they differ (a scikit-learn fold chooses
+            # its regularisation on its own held-out fold)
+            settings = [r.settings for r in results]
+            if any(s != settings[0] for s in settings):
+                result.settings = {"folds": settings}
             result.epochs = {p: [r.epochs[p] for r in results] for p in results[0].epochs}
             result.best_epoch = {p: [r.best_epoch[p] for r in results]
                                  for p in results[0].best_epoch}
@@ -273,7 +278,9 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             final = f"ensemble of the {len(kept['members'])} fold models"
     record = {
         "strategy": selection.strategy,
-        **({"folds": selection.folds, "final": final} if selection.strategy == "cv" else {}),
+        # folds_trained: the folds that held subjects of the training part (and trained)
+        **({"folds": selection.folds, "folds_trained": len(kept["results"]), "final": final}
+           if selection.strategy == "cv" else {}),
         "budget": tuning.trials, "trials_run": len(candidates), "choose_by": tuning.choose_by,
         "n_selection": len(val_part),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],

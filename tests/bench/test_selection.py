@@ -222,3 +222,41 @@ def test_a_trial_that_cannot_build_or_diverges_is_recorded_not_fatal():
     with pytest.raises(RuntimeError, match="negative dimension"):
         _select({"type": "concat_zero", "max_epochs": 2, "hidden": [-4]}, train, val,
                 tuning={"trials": 1})
+
+
+def test_an_auc_that_is_never_defined_scores_no_checkpoint_and_is_flagged():
+    """A validation split of one class under ``monitor: auc``: every epoch scores -inf, so
+    early stopping keeps no checkpoint and stops after its patience with the last weights
+    (best epoch 0), which nothing flagged."""
+    from mmpipe.bench.flags import run_flags
+
+    data = _data()
+    val = data.subset(np.flatnonzero(data.y == 1)[:20])
+    train = data.subset(np.setdiff1d(np.arange(len(data.y)), np.flatnonzero(data.y == 1)[:20]))
+    method = build_method({"type": "concat_zero"}, data)
+    cfg = {**TRAIN_DEFAULTS, **method.hparams, "monitor": "auc", "max_epochs": 40,
+           "patience": 3, "min_epochs": 0}
+    result = fit(method, train, val, cfg, seed=0)
+    assert result.best_epoch == {"train": 0} and result.epochs == {"train": 3}
+    mixed = np.array([0, 1, 0, 1])
+    flags = run_flags(trained=True, val_predicted=mixed, test_predicted=mixed, n_classes=2,
+                      best_epoch=result.best_epoch, epochs=result.epochs)
+    assert [f["flag"] for f in flags] == ["no_checkpoint"]
+    folds = run_flags(trained=True, val_predicted=mixed, test_predicted=mixed, n_classes=2,
+                      best_epoch={"train": [0, 5, 7]}, epochs={"train": [3, 9, 11]})
+    assert [f["flag"] for f in folds] == ["no_checkpoint"]
+    assert "1 of 3 folds" in folds[0]["reason"]
+
+
+def test_a_fold_ensemble_records_each_folds_fitted_settings():
+    """Each fold of a scikit-learn method picks its own regularisation on its held-out
+    fold; the run recorded fold 0's as if every member had it."""
+    data = _data(n=120, shift=0.4)
+    train, val = data.subset(np.arange(90)), data.subset(np.arange(90, 120))
+    sel = _select({"type": "logreg"}, train, val,
+                  selection={"strategy": "cv", "folds": 4, "final": "ensemble"})
+    members = [m.fitted_settings() for m in sel.method.members]
+    settings = sel.result.settings
+    assert len({m["C"] for m in members}) > 1  # the folds chose differently here
+    assert settings == {"folds": [{"estimator": m} for m in members]}
+    assert sel.record["folds_trained"] == len(sel.method.members) == 4
