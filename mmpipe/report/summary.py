@@ -219,7 +219,19 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         seeds_text = (f"{best['n_seeds']} seeds" if n_valued == best["n_seeds"]
                       else f"{n_valued} of {best['n_seeds']} seeds with a value")
         lead = f"- best: **{label(best)}** ({fam}), {interval} ({ci_text}{seeds_text})"
-        if fam == baseline:
+        # level at the printed precision, as the tables bold them: no win to claim
+        level = [r for r in complete or rows
+                 if r is not best and round(r[col], 3) == round(best[col], 3)]
+        fusion_level = [r for r in level if (r.get("family") or "other") not in
+                        (baseline, single)]
+        if level:
+            lead += f"; level at {best[col]:.3f} with " + ", ".join(
+                f"**{label(r)}**" for r in level)
+        if fam in (baseline, single) and fusion_level:
+            lead += (". **The best fusion is level with "
+                     f"{'a simple baseline' if fam == baseline else 'one modality alone'} "
+                     "here**, not ahead")
+        elif fam == baseline:
             lead += (f". **A simple baseline has the best mean here**: no fusion method "
                      f"beats {label(best)} on average")
         elif fam == single:

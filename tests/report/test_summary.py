@@ -194,3 +194,7 @@ def test_means_equal_at_the_printed_precision_are_level_not_a_win():
     line = next(x for x in lines if "hgb" in x and "mmare" in x and "p (fusion" in x)
     assert line.startswith("- best fusion **mmare** and baseline **hgb** level at 0.750")
     assert "beats" not in line
+    assert lines[0].startswith("- best: **hgb** (baselines), 0.750")
+    assert "level at 0.750 with **mmare**" in lines[0]
+    assert "**The best fusion is level with a simple baseline here**" in lines[0]
+    assert "has the best mean" not in lines[0]
