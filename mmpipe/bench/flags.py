@@ -18,10 +18,10 @@ nothing is wrong. Flag names (:data:`FLAGS`):
   (epoch 1, or ``min_epochs`` when a checkpoint may only come from that epoch on)
   (methods without epochs, e.g. gradient boosting, have no entry and are not flagged);
   under cross-validation (a best epoch per fold) when any fold did, with the count;
-- ``no_checkpoint``: a phase whose early stopping never scored a checkpoint (best epoch 0:
+- ``no_checkpoint``: a phase that ran epochs but never scored a checkpoint (best epoch 0:
   the monitored metric undefined at every epoch, e.g. an AUC on a validation split or
-  fold of one class), so the phase stopped after its patience and kept its last weights,
-  a fixed epoch count that nothing chose; under cross-validation when any fold did.
+  fold of one class), so it kept its last weights after its patience or its last epoch,
+  an epoch count that no validation chose; under cross-validation when any fold did.
 """
 
 from __future__ import annotations
@@ -71,8 +71,14 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
         best, run = best_epoch[phase], epochs.get(phase)
         first = int(first_eligible.get(phase, 1))
         what = "epoch-1" if first == 1 else f"first eligible (epoch {first})"
-        unscored = (sum(int(b) == 0 for b in best) if isinstance(best, list)
-                    else int(best is not None and int(best) == 0))
+        # a phase set to run no epoch (HyperMM's phi_max_epochs: 0) has nothing to score
+        if isinstance(best, list):
+            runs = run if isinstance(run, list) else [run] * len(best)
+            unscored = sum(int(b) == 0 and (r is None or int(r) > 0)
+                           for b, r in zip(best, runs, strict=True))
+        else:
+            unscored = int(best is not None and int(best) == 0
+                           and (run is None or int(run) > 0))
         if unscored:
             where = f" on {unscored} of {len(best)} folds" if isinstance(best, list) else ""
             flags.append({"flag": "no_checkpoint",

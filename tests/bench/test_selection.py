@@ -246,6 +246,9 @@ def test_an_auc_that_is_never_defined_scores_no_checkpoint_and_is_flagged():
                       best_epoch={"train": [0, 5, 7]}, epochs={"train": [3, 9, 11]})
     assert [f["flag"] for f in folds] == ["no_checkpoint"]
     assert "1 of 3 folds" in folds[0]["reason"]
+    # a phase set to run no epoch scored nothing because it ran nothing
+    assert run_flags(trained=True, val_predicted=mixed, test_predicted=mixed, n_classes=2,
+                     best_epoch={"phi": 0, "rho": 4}, epochs={"phi": 0, "rho": 9}) == []
 
 
 def test_a_fold_ensemble_records_each_folds_fitted_settings():
