@@ -61,18 +61,18 @@ def tiling_params(cfg: dict) -> dict:
 
 def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     """What a modality's TotalSegmentator masks depend on: the organs, the model and the
-    content of its weights (the one ``Dataset...`` folder the model reads: replacing the
+    content of its weights (the ``Dataset...`` folders of the model: replacing the
     weights reruns the masks, moving them does not); the device changes how it runs."""
-    from mmpipe.preprocess.segment import WEIGHT_FOLDERS
+    from mmpipe.preprocess.segment import model_folders
 
     mask = modality(cfg, cohort_name, modality_name)["mask"]
     settings = cfg["preprocess"]["totalsegmentator"]
     fast = bool(settings.get("fast", True))
     folder = settings.get("weights")
-    model = Path(folder).expanduser() / WEIGHT_FOLDERS[0 if fast else 1] if folder else None
+    models = model_folders(Path(folder).expanduser(), fast) if folder else []
     return canonical({"roi_subset": list(mask["roi_subset"]), "fast": fast,
                       # "missing": the job then fails, naming the folder (check_weights)
-                      "weights": content_sha256(model) if model and model.is_dir() else "missing",
+                      "weights": {m.name: content_sha256(m) for m in models} or "missing",
                       "code": code_key("preprocess/segment")})
 
 

@@ -385,3 +385,23 @@ def test_replacing_the_totalsegmentator_weights_reruns_the_masks(raw_config, tmp
         b"other weights")
     assert params(tmp_path / "b") != first                    # replaced: the masks rerun
     assert params(tmp_path / "nowhere")["weights"] == "missing"
+
+
+def test_every_part_of_the_full_totalsegmentator_model_keys_the_masks(raw_config, tmp_path):
+    """Without ``fast`` the 'total' task runs five part models (291-295), each chosen by
+    the organs asked for: replacing any of them reruns the masks."""
+    from mmpipe.params import segment_params
+
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["vertebrae_L1"]}
+    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path), "fast": False}
+    cfg = validate_config(cfg)
+    for part in ("Dataset291_TotalSegmentator_part1_organs_1559subj",
+                 "Dataset292_TotalSegmentator_part2_vertebrae_1532subj"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "plans.json").write_text(part)
+    first = segment_params(cfg, "demo", "mri_t1")
+    (tmp_path / "Dataset292_TotalSegmentator_part2_vertebrae_1532subj" / "plans.json"
+     ).write_text("other weights")
+    assert segment_params(cfg, "demo", "mri_t1") != first

@@ -41,7 +41,19 @@ log = logging.getLogger(__name__)
 WEIGHT_FOLDERS = ("Dataset297_TotalSegmentator_total_3mm_1559subj",
                   "Dataset291_TotalSegmentator_part1_organs_1559subj")
 
+# the full-resolution 'total' task runs five models, one a part of the body (organs,
+# vertebrae, cardiac, muscles, ribs), each picked by roi_subset: all five are its weights
+FULL_MODEL_PARTS = "Dataset29[1-5]_TotalSegmentator_part*"
+
 Segmenter = Callable[[Path, Path], list[Path]]
+
+
+def model_folders(folder: Path, fast: bool) -> list[Path]:
+    """The ``Dataset...`` folders of ``folder`` the 'total' task reads: the 3 mm model's,
+    or the five parts of the full-resolution model that are there."""
+    if fast:
+        return [p for p in (folder / WEIGHT_FOLDERS[0],) if p.is_dir()]
+    return sorted(p for p in folder.glob(FULL_MODEL_PARTS) if p.is_dir())
 
 
 def check_weights(folder: str | Path | None, fast: bool) -> Path:
