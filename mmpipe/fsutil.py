@@ -61,10 +61,13 @@ def _remove(path: Path) -> None:
 
 
 def tmp_sibling(path: Path) -> Path:
-    """A fresh temporary sibling of ``path``; debris of killed writers is removed."""
-    for stale in path.parent.glob(f"{glob.escape(path.name)}{TMP_MARK}*"):
-        if _is_debris(stale, other_hosts=True):
-            _remove(stale)
+    """A fresh temporary sibling of ``path``; debris of killed writers is removed (their
+    temporary folders, and the old output a replacement had renamed aside)."""
+    name = glob.escape(path.name)
+    for pattern in (f"{name}{TMP_MARK}*", f"{name}.old{TMP_MARK}*"):
+        for stale in path.parent.glob(pattern):
+            if _is_debris(stale, other_hosts=True):
+                _remove(stale)
     return path.with_name(f"{path.name}{TMP_MARK}{_writer_tag()}")
 
 

@@ -51,9 +51,12 @@ def test_another_hosts_temporary_is_swept_by_its_outputs_next_writer_only(tmp_pa
     output knows it is not (Snakemake lets one job at a time write an output)."""
     other = tmp_path / "out.tmp-node042-12345"
     other.mkdir()
-    assert sweep_debris(tmp_path) == [] and other.exists()
+    # the old output a replacement on that host had renamed aside when it was killed
+    old = tmp_path / "out.old.tmp-node042-12345"
+    old.mkdir()
+    assert sweep_debris(tmp_path) == [] and other.exists() and old.exists()
     tmp_sibling(tmp_path / "out")
-    assert not other.exists()
+    assert not other.exists() and not old.exists()
 
 
 def test_sweep_removes_the_outermost_debris_only_and_nothing_else(tmp_path):
