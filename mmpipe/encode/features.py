@@ -155,8 +155,8 @@ def run(job, items, writer, progress=None) -> None:
                 raise InputError(f"feature shape {arr.shape} differs from the cohort's "
                                  f"{writer.feature_shape} ({how})", path=item.source)
         except InputError as err:
-            writer.reject(sid, err.reason)
-            rejected[sid] = err.reason
+            writer.reject(sid, str(err))
+            rejected[sid] = str(err)
         else:
             if not writer.write(sid, np.asarray(arr)):
                 rejected[sid] = "rejected by the store writer"

@@ -49,7 +49,7 @@ def run(job, items, writer, progress=None) -> None:
         try:
             files = _pick(image_files(item.source), max_images)
         except InputError as err:
-            writer.reject(item.subject_id, err.reason)
+            writer.reject(item.subject_id, str(err))
             files = None
         if files is not None:
             _encode_set(job, item.subject_id, files, writer, batch_size)

@@ -141,7 +141,7 @@ def run(job, items, writer, progress=None) -> None:
             tiles = read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop))
             return seg, imagenet_tensor(tiles), None
         except InputError as err:
-            return seg, None, err.reason
+            return seg, None, str(err)
 
     def read(piece):
         segments, closes = piece

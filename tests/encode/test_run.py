@@ -117,8 +117,9 @@ def test_precomputed_shape_is_the_majority_and_each_file_is_read_once(tmp_path, 
     assert job.feature_shape == (6,)
     assert job.attrs["feature_shape_source"] == "most common shape: 3 of 4 readable files"
     assert sorted(writer.written) == ["b", "c", "e"]
-    assert writer.rejected["a"].startswith("feature shape (5,) differs from the cohort's (6,)")
-    assert writer.rejected["d"].startswith("cannot read features")
+    assert writer.rejected["a"].startswith(f"file {tmp_path / 'a.npy'}: feature shape (5,) "
+                                           "differs from the cohort's (6,)")
+    assert writer.rejected["d"].startswith(f"file {tmp_path / 'd.npy'}: cannot read features")
     assert reads == dict.fromkeys(files, 1)
     assert job.state["arrays"] == {} and job.state["errors"] == {}  # nothing kept after run
 
@@ -154,7 +155,8 @@ def test_precomputed_shape_from_config(tmp_path, monkeypatch):
                                        monkeypatch=monkeypatch)
     assert job.feature_shape == (6,) and sorted(writer.written) == ["b", "d"]
     assert job.attrs["feature_shape_source"] == "config feature_shape"
-    assert writer.rejected["a"] == ("feature shape (5,) differs from the cohort's (6,) "
+    assert writer.rejected["a"] == (f"file {tmp_path / 'a.npy'}: "
+                                    "feature shape (5,) differs from the cohort's (6,) "
                                     "(config feature_shape)")
     assert reads == dict.fromkeys(files, 1)
     with pytest.raises(ConfigError, match="singleton axes"):
@@ -174,7 +176,8 @@ def test_precomputed_fails_loudly_when_most_files_are_rejected(tmp_path, monkeyp
     message = str(info.value)
     assert message.startswith("3 of 5 subjects with a feat feature file were rejected")
     assert "1 wrong shape, 1 non-finite values, 1 unreadable" in message
-    assert "b: feature shape (5,) differs" in message and "encoders.pre" in message
+    assert f"b: file {tmp_path / 'b.npy'}: feature shape (5,) differs" in message
+    assert "encoders.pre" in message
 
 
 def test_tabular_store_marks_subjects_without_fields_absent(tmp_path, cfg):

@@ -91,6 +91,8 @@ def test_wrong_shape_is_rejected_even_as_the_first_subject(tmp_path, base_config
     assert store.feature_shape == (DIM,)
     _assert_rejected(rows, "bad", f"feature shape ({DIM - 1},) differs from the cohort's "
                                   f"({DIM},)", "most common shape: 3 of 4 readable files")
+    # which file, not only which subject: the store's reason (and the QC) name it
+    assert f"file {tmp_path / 'wrong.npy'}" in rows["bad"]["reason"]
     _assert_good_unchanged(rows, baseline)
     assert store.attrs["feature_shape_source"] == "most common shape: 3 of 4 readable files"
 
@@ -192,6 +194,7 @@ def test_most_subjects_rejected_fails_loudly(tmp_path, base_config, data_dir):
     assert "4 of 6 subjects with a feat feature file were rejected (more than 50%)" in message
     assert "1 wrong shape" in message and "1 non-finite values" in message
     assert "2 unreadable" in message
-    assert "b1: feature shape (5,) differs from the cohort's (6,)" in message
+    assert (f"b1: file {tmp_path / 'short.npy'}: feature shape (5,) differs from the "
+            "cohort's (6,)") in message
     assert "encoders.precomputed" in message
     assert not list(folder.glob("results/*/features/feat/precomputed.zarr"))
