@@ -22,6 +22,9 @@ def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(encode_run, "encode_store",
                         lambda *args, **kwargs: calls.append((args, kwargs)))
+    # a command's own process blocks modules it never uses (pandas among them): not here,
+    # in the test session's process
+    monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
     for modality, encoder in (("mri_t1", "med3d_demo"), ("clinical", "text_minilm")):
         assert cli.main(["encode", "--config", str(config), "--cohort", "demo",
                          "--modality", modality, "--encoder", encoder]) == 0
