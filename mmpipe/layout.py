@@ -110,6 +110,12 @@ class CohortLayout:
             return []
         return [self.shard(modality, kind, k) for k in range(n_shards)]
 
+    def modality_shards(self, cfg: dict, modality: str) -> list[Path]:
+        """The shard folders of one of this cohort's modalities, as many as the config's
+        ``shards`` gives its kind."""
+        kind = cfg["cohorts"][self.cohort]["modalities"][modality]["kind"]
+        return self.shards(modality, kind, cfg["shards"].get(kind, 0))
+
     def masks(self, modality: str) -> Path:
         """A volume modality's TotalSegmentator masks (``segment`` rule)."""
         return self.root / "preprocess" / modality / "masks"
@@ -129,7 +135,7 @@ class CohortLayout:
         spec = cfg["cohorts"][self.cohort]["modalities"][modality]
         enc = cfg["encoders"][encoder]
         inputs: dict[str, Path | list[Path]] = dict(self.manifest_files())
-        shards = self.shards(modality, spec["kind"], cfg["shards"].get(spec["kind"], 0))
+        shards = self.modality_shards(cfg, modality)
         if shards:
             inputs["shards"] = shards
         if enc["type"] == "text":

@@ -69,34 +69,30 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
                          _single_class("val", val_predicted, n_classes)) if f is not None]
     for phase in sorted(best_epoch):
         best, run = best_epoch[phase], epochs.get(phase)
+        if best is None:
+            continue
         first = int(first_eligible.get(phase, 1))
         what = "epoch-1" if first == 1 else f"first eligible (epoch {first})"
+        folds = isinstance(best, list)  # cross-validation: one best epoch per fold
+        # (best epoch, epochs run) of each fold, or of the one fit; a fold's count may be
+        # unknown (None), the one fit's must be known for its first epoch to mean anything
+        fits = (list(zip(best, run if isinstance(run, list) else [None] * len(best),
+                         strict=True)) if folds else [(best, run)])
+        where = f" on {{}} of {len(best)} folds" if folds else ""
         # a phase set to run no epoch (HyperMM's phi_max_epochs: 0) has nothing to score
-        if isinstance(best, list):
-            runs = run if isinstance(run, list) else [run] * len(best)
-            unscored = sum(int(b) == 0 and (r is None or int(r) > 0)
-                           for b, r in zip(best, runs, strict=True))
-        else:
-            unscored = int(best is not None and int(best) == 0
-                           and (run is None or int(run) > 0))
+        unscored = sum(int(b) == 0 and (r is None or int(r) > 0) for b, r in fits)
         if unscored:
-            where = f" on {unscored} of {len(best)} folds" if isinstance(best, list) else ""
             flags.append({"flag": "no_checkpoint",
-                          "reason": f"phase {phase!r} never scored a checkpoint{where} (the "
-                                    "monitored metric undefined at every epoch, e.g. an AUC "
-                                    "on one class): it kept its last weights"})
-        if isinstance(best, list):  # cross-validation: one best epoch per fold
-            runs = run if isinstance(run, list) else [None] * len(best)
-            firsts = sum(int(b) == first and (r is None or int(r) > first)
-                         for b, r in zip(best, runs, strict=True))
-            if firsts:
-                flags.append({"flag": "first_epoch",
-                              "reason": f"phase {phase!r} kept its {what} checkpoint on "
-                                        f"{firsts} of {len(best)} folds"})
-            continue
+                          "reason": f"phase {phase!r} never scored a checkpoint"
+                                    f"{where.format(unscored)} (the monitored metric "
+                                    "undefined at every epoch, e.g. an AUC on one class): "
+                                    "it kept its last weights"})
         # only that epoch run: keeping it is no sign of anything
-        if best is not None and int(best) == first and run is not None and int(run) > first:
+        firsts = sum(int(b) == first and (folds if r is None else int(r) > first)
+                     for b, r in fits)
+        if firsts:
             flags.append({"flag": "first_epoch",
-                          "reason": f"phase {phase!r} kept its {what} checkpoint of "
-                                    f"{int(run)} epochs"})
+                          "reason": f"phase {phase!r} kept its {what} checkpoint"
+                                    + (where.format(firsts) if folds
+                                       else f" of {int(run)} epochs")})
     return flags

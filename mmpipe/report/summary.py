@@ -55,6 +55,12 @@ _MILDER = {"single_class_val": "predicted one class on validation",
            "no_checkpoint": "never scored a checkpoint"}
 
 
+def _shown(mean: float) -> float:
+    """A mean as the summary prints it (3 decimals): claims are decided on these, as the
+    tables bold, so 0.7498 against 0.7502 is level, not a win."""
+    return round(mean, 3)
+
+
 def _families():
     return BASELINE_FAMILY, SINGLE_FAMILY
 
@@ -95,8 +101,7 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
     a, b = _seed_values(runs, fusion, metric), _seed_values(runs, other, metric)
     seeds = sorted(set(a) & set(b))
     fa, fb = fusion[f"{metric}_mean"], other[f"{metric}_mean"]
-    # decided at the printed precision, as the tables bold: 0.7498 against 0.7502 is a tie
-    shown_f, shown_o = round(fa, 3), round(fb, 3)
+    shown_f, shown_o = _shown(fa), _shown(fb)
     name_f, name_o = label(fusion), label(other)
     if shown_f == shown_o:
         head = f"best fusion **{name_f}** and {role} **{name_o}** level at {fb:.3f}"
@@ -219,9 +224,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         seeds_text = (f"{best['n_seeds']} seeds" if n_valued == best["n_seeds"]
                       else f"{n_valued} of {best['n_seeds']} seeds with a value")
         lead = f"- best: **{label(best)}** ({fam}), {interval} ({ci_text}{seeds_text})"
-        # level at the printed precision, as the tables bold them: no win to claim
         level = [r for r in complete or rows
-                 if r is not best and round(r[col], 3) == round(best[col], 3)]
+                 if r is not best and _shown(r[col]) == _shown(best[col])]
         fusion_level = [r for r in level if (r.get("family") or "other") not in
                         (baseline, single)]
         if level:

@@ -39,10 +39,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def modality_kind(cohort, modality):
-    return COHORTS[cohort]["modalities"][modality]["kind"]
-
-
 def manifest_inputs(wildcards):
     """Raw inputs the adapter reads: the generated demo cohort, or the user's CSV (and
     the split files of its own split, which the manifest carries)."""
@@ -55,11 +51,6 @@ def manifest_inputs(wildcards):
     return {}
 
 
-def shard_dirs(cohort, modality):
-    kind = modality_kind(cohort, modality)
-    return layout(cohort).shards(modality, kind, config["shards"].get(kind, 0))
-
-
 def encode_inputs(wildcards):
     w = wildcards
     return layout(w.cohort).encode_inputs(config, w.modality, w.encoder)
@@ -68,7 +59,7 @@ def encode_inputs(wildcards):
 def segment_inputs(wildcards):
     """The manifest, and a dicom modality's shards (masks are made on their NIfTI)."""
     inputs = layout(wildcards.cohort).manifest_files()
-    shards = shard_dirs(wildcards.cohort, wildcards.modality)
+    shards = layout(wildcards.cohort).modality_shards(config, wildcards.modality)
     if shards:
         inputs["shards"] = shards
     return inputs
