@@ -7,7 +7,8 @@ Non-neural methods store their fitted models as arrays too (``hgb``). Contents:
 
 - ``format``: :data:`FORMAT`; ``method``: the method's config with the hyper-parameters
   the tuning chose; ``state``: its weights, or under cross-validation's fold ensemble
-  ``{"members": [...]}`` with ``ensemble``: the number of fold models;
+  ``{"members": [...], "normalizers": [...]}`` (each fold model's weights and the
+  normaliser of its training folds) with ``ensemble``: the number of fold models;
 - ``modalities``, ``shapes``, ``n_classes``, ``label``, ``label_values``;
 - ``normalizer``: the training split's normalisation (:class:`~mmpipe.bench.data.Normalizer`);
 - ``feature_set``: modality -> encoder; ``encodings``: modality -> the signature of the

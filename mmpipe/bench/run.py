@@ -212,7 +212,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     val_keep = np.flatnonzero(val.present.any(axis=1))
     val = val.subset(val_keep)
     # z-scores from the data the model is chosen on: the training split, or under
-    # cross-validation the whole training part (never the test split)
+    # cross-validation the whole training part (never the test split), which each fold
+    # then re-standardises on its own training folds (selection._fit_cv)
     fitted_on = train if selection_cfg.strategy == "validation" else training_part(train, val)
     normalizer = Normalizer(normalize).fit(fitted_on)
     train, val, test = (normalizer.transform(d) for d in (train, val, test))
@@ -225,7 +226,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             return select_model(lambda over: build_method({**method_cfg, **over}, data),
                                 method_class(method_cfg["type"]), method.hparams,
                                 TRAIN_DEFAULTS, train, val, seed=seed, device=device,
-                                selection=selection_cfg, tuning=tuning_cfg)
+                                selection=selection_cfg, tuning=tuning_cfg,
+                                normalize=normalize)
 
         shared_with = None
         try:

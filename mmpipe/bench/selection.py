@@ -13,6 +13,10 @@ Two strategies, chosen per cohort (``benchmark.selection``):
   folds' best epochs (per phase), or ``ensemble``: the fold models themselves, their
   probabilities averaged. Scikit-learn methods have no epochs to carry over, so under
   ``cv`` they keep their fold ensemble whatever ``final`` says (recorded in the run).
+  Under z-scores each fold re-standardises with its training folds' statistics (a
+  normaliser fitted after the training part's: z-scoring is affine, so the two compose to
+  the training folds' own z-score), so a held-out fold never shapes its own features; a
+  fold ensemble keeps each member's normaliser with it.
 
 The validation metrics a run reports are those of the kept model on the validation
 split, or the out-of-fold metrics under ``cv``.
@@ -28,13 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmpipe.bench.data import BenchData
+from mmpipe.bench.data import BenchData, Normalizer
 from mmpipe.bench.trainer import LOG_HEADER, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.bench.tuning import TrialRecord, Tuning, candidate_overrides, selection_score
 from mmpipe.methods import TRAINER_KEYS
 
 STRATEGIES = ("validation", "cv")
 FINALS = ("refit", "ensemble")
+# the normalisations with statistics fitted on training subjects (Normalizer.fit)
+FITTED_NORMALIZATIONS = ("zscore",)
 
 
 @dataclass(frozen=True)
@@ -57,26 +63,46 @@ class Selection:
 
 
 class FoldEnsemble:
-    """The fold models of cross-validation as one model: their probabilities averaged."""
+    """The fold models of cross-validation as one model: their probabilities averaged.
+    ``normalizers``: each member's fold normaliser (:func:`_fit_cv`), applied to the
+    run-normalised inputs before that member scores them; None where a member takes them
+    as they are (normalisation without statistics, or a model from before fold
+    normalisers, which trained on the run's)."""
 
     kind = "ensemble"
 
-    def __init__(self, members: list):
+    def __init__(self, members: list, normalizers: list[Normalizer | None] | None = None):
         self.members = list(members)
+        self.normalizers = list(normalizers) if normalizers else [None] * len(self.members)
+        if len(self.normalizers) != len(self.members):
+            raise ValueError(f"{len(self.members)} fold models, {len(self.normalizers)} "
+                             "normalisers")
+
+    def member_inputs(self, data: BenchData):
+        """(member, the data as that member was trained to read it) for each fold model."""
+        for member, norm in zip(self.members, self.normalizers, strict=True):
+            yield member, (data if norm is None else norm.transform(data))
 
     @property
     def hparams(self) -> dict[str, Any]:
         return getattr(self.members[0], "hparams", {})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"members": [m.state_dict() for m in self.members]}
+        return {"members": [m.state_dict() for m in self.members],
+                "normalizers": [None if n is None else n.state_dict()
+                                for n in self.normalizers]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state.get("members", [])) != len(self.members):
             raise ValueError(f"an ensemble of {len(self.members)} models, the state holds "
                              f"{len(state.get('members', []))}")
+        norms = state.get("normalizers", [None] * len(self.members))
+        if len(norms) != len(self.members):
+            raise ValueError(f"an ensemble of {len(self.members)} models, the state holds "
+                             f"{len(norms)} normalisers")
         for m, s in zip(self.members, state["members"], strict=True):
             m.load_state_dict(s)
+        self.normalizers = [None if n is None else Normalizer.from_state(n) for n in norms]
 
     def eval(self) -> FoldEnsemble:
         for m in self.members:
@@ -160,22 +186,31 @@ def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
 
 
 def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
-            selection: Selection) -> tuple[list, list[FitResult], np.ndarray]:
+            selection: Selection, normalize: str = "none"
+            ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray]:
+    """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
+    its fit, and the out-of-fold probabilities. ``pool`` is normalised with the whole
+    training part's statistics; a fold's normaliser is fitted on its training folds of
+    ``pool`` alone, so the held-out fold's features do not depend on the held-out fold."""
     folds = stratified_folds(strata(pool), selection.folds, seed)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
-    members, results = [], []
+    members, norms, results = [], [], []
     for k in range(selection.folds):
         held = np.flatnonzero(folds == k)
         if not len(held):
             continue
+        fit_part, held_part = pool.subset(np.flatnonzero(folds != k)), pool.subset(held)
+        norm = Normalizer(normalize).fit(fit_part) if normalize in FITTED_NORMALIZATIONS else None
+        if norm is not None:
+            fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
         torch.manual_seed(seed)
         method = build()
-        result = fit(method, pool.subset(np.flatnonzero(folds != k)), pool.subset(held), cfg,
-                     seed, device)
-        oof[held] = predict_proba(method, pool.subset(held), device)
+        result = fit(method, fit_part, held_part, cfg, seed, device)
+        oof[held] = predict_proba(method, held_part, device)
         members.append(method)
+        norms.append(norm)
         results.append(result)
-    return members, results, oof
+    return members, norms, results, oof
 
 
 def _median_epochs(results: list[FitResult]) -> dict[str, int]:
@@ -188,12 +223,15 @@ def _median_epochs(results: list[FitResult]) -> dict[str, int]:
 
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
                  trainer_defaults: dict[str, Any], train: BenchData, val: BenchData, *,
-                 seed: int, device, selection: Selection, tuning: Tuning) -> Selected:
+                 seed: int, device, selection: Selection, tuning: Tuning,
+                 normalize: str = "none") -> Selected:
     """Spend the tuning budget on ``train``/``val`` (never the test split) and return the
     chosen model. ``build(overrides)`` makes a fresh method with those hyper-parameters,
     ``hparams`` are the method's settings without overrides (its class defaults and its
-    config, trainer keys included). Raises :class:`NotTrainable` when no trial could
-    train."""
+    config, trainer keys included). ``train``/``val`` come normalised with ``normalize``
+    (:class:`~mmpipe.bench.data.Normalizer`; fitted on ``train``, or on both under
+    ``cv``, whose folds then re-standardise). Raises :class:`NotTrainable` when no trial
+    could train."""
     candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
     sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
     pool = training_part(train, val) if selection.strategy == "cv" else None
@@ -214,9 +252,10 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         try:
             if selection.strategy == "validation":
                 method, result, proba = _fit_validation(make, train, val, cfg, seed, device)
-                y, members, results = val.y, None, [result]
+                y, members, norms, results = val.y, None, None, [result]
             else:
-                members, results, proba = _fit_cv(make, pool, cfg, seed, device, selection)
+                members, norms, results, proba = _fit_cv(make, pool, cfg, seed, device,
+                                                         selection, normalize)
                 if not members:
                     raise NotTrainable("no fold could train")
                 y, method, result = pool.y, None, results[0]
@@ -240,8 +279,8 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         rank = -np.inf if np.isnan(score) else score
         if best is None or rank > best[0]:
             best = (rank, t)
-            kept = {"method": method, "members": members, "results": results, "proba": proba,
-                    "cfg": cfg, "make": make}
+            kept = {"method": method, "members": members, "norms": norms, "results": results,
+                    "proba": proba, "cfg": cfg, "make": make}
     if best is None:
         raise NotTrainable("; ".join(sorted({r.error or "?" for r in trials})))
     chosen = trials[best[1]].overrides
@@ -264,7 +303,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             result.best_epoch = {p: [r.best_epoch[p] for r in results] for p in epochs}
             final = f"refit on the training part for the folds' median best epochs {epochs}"
         else:
-            method = FoldEnsemble(kept["members"])
+            method = FoldEnsemble(kept["members"], kept["norms"])
             result = copy.copy(results[0])
             # the members' own settings where they differ (a scikit-learn fold chooses
             # its regularisation on its own held-out fold)
@@ -275,7 +314,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             result.best_epoch = {p: [r.best_epoch[p] for r in results]
                                  for p in results[0].best_epoch}
             result.seconds = float(sum(r.seconds for r in results))
-            final = f"ensemble of the {len(kept['members'])} fold models"
+            final = f"ensemble of the {len(method.members)} fold models"
     record = {
         "strategy": selection.strategy,
         # folds_trained: the folds that held subjects of the training part (and trained)

@@ -142,8 +142,8 @@ def _augment(x: dict[str, torch.Tensor], present: torch.Tensor, p: float, std: f
 def predict_proba(method: FusionMethod, data: BenchData, device: torch.device | str = "cpu",
                   batch_size: int = 512) -> np.ndarray:
     if getattr(method, "kind", "torch") == "ensemble":  # cross-validation's fold models
-        return np.mean([predict_proba(m, data, device, batch_size) for m in method.members],
-                       axis=0)
+        return np.mean([predict_proba(m, part, device, batch_size)
+                        for m, part in method.member_inputs(data)], axis=0)
     if getattr(method, "kind", "torch") == "sklearn":
         return method.predict_proba(data)
     method.eval()

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mmpipe.bench.data import BenchData
+from mmpipe.bench.data import BenchData, Normalizer
 from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.run import build_method, run_experiment
-from mmpipe.bench.selection import Selection, select_model, stratified_folds
+from mmpipe.bench.selection import Selection, select_model, strata, stratified_folds, training_part
 from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, fit
 from mmpipe.bench.tuning import Tuning, candidate_overrides, selection_score
@@ -32,14 +32,14 @@ def _data(n: int = 90, seed: int = 0, shift: float = 1.2) -> BenchData:
                      present=present, modalities=["a", "b"], n_classes=2)
 
 
-def _select(method_cfg, train, val, selection=None, tuning=None, seed=0):
+def _select(method_cfg, train, val, selection=None, tuning=None, seed=0, normalize="none"):
     data = train
     cls = method_class(method_cfg["type"])
     hparams = build_method(method_cfg, data).hparams
     return select_model(lambda over: build_method({**method_cfg, **over}, data), cls, hparams,
                         TRAIN_DEFAULTS, train, val, seed=seed, device="cpu",
                         selection=Selection.from_config(selection),
-                        tuning=Tuning.from_config(tuning))
+                        tuning=Tuning.from_config(tuning), normalize=normalize)
 
 
 def test_stratified_folds_hold_each_class_evenly():
@@ -263,3 +263,34 @@ def test_a_fold_ensemble_records_each_folds_fitted_settings():
     assert len({m["C"] for m in members}) > 1  # the folds chose differently here
     assert settings == {"folds": [{"estimator": m} for m in members]}
     assert sel.record["folds_trained"] == len(sel.method.members) == 4
+
+
+
+def test_a_held_out_fold_is_standardised_without_itself():
+    """Under cv with z-scores, a fold's held-out subjects are scored by a model whose
+    normalisation saw only its training folds: moving one held-out subject's features far
+    away leaves the other subjects of its fold scored as before (with the training part's
+    z-scores alone, the outlier shifted every feature its fold-mates were scaled by)."""
+    data = _data(n=60, seed=2)
+    train, val = data.subset(np.arange(45)), data.subset(np.arange(45, 60))
+    method = {"type": "deepsets", "max_epochs": 4, "patience": 2, "lr": 1e-3}
+
+    def out_of_fold(train):
+        # as run_seed: the training part's z-scores, then the selection
+        norm = Normalizer("zscore").fit(training_part(train, val))
+        sel = _select(method, norm.transform(train), norm.transform(val),
+                      selection={"strategy": "cv", "folds": 3, "final": "ensemble"},
+                      tuning={"trials": 1}, normalize="zscore")
+        return dict(zip(sel.val_ids, sel.val_proba[:, 1], strict=True))
+
+    first = out_of_fold(train)
+    moved = train.subset(np.arange(len(train.y)))  # a copy
+    moved.x["a"][0] += 40.0
+    second = out_of_fold(moved)
+    pool = training_part(train, val)
+    folds = stratified_folds(strata(pool), 3, seed=0)
+    mates = pool.subject_id[(folds == folds[0]) & (pool.subject_id != train.subject_id[0])]
+    assert len(mates) >= 10
+    np.testing.assert_allclose([second[s] for s in mates], [first[s] for s in mates],
+                               rtol=0, atol=1e-5)
+    assert abs(second[train.subject_id[0]] - first[train.subject_id[0]]) > 1e-3
