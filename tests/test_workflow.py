@@ -8,6 +8,7 @@ reruns only the slide jobs.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import polars as pl
@@ -147,3 +148,25 @@ def test_dag_size_does_not_grow_with_the_cohort(tmp_path):
         assert run.returncode == 0, run.stderr
         counts.append(jobs_of(run.stdout))
     assert counts[0] == counts[1]
+
+
+def test_each_store_is_encoded_by_the_rule_of_its_encoders_kind(tmp_path):
+    """The encode rules' wildcard constraints come from the encoder registry: a network
+    encoder's store in ``encode`` (one GPU, the profile's CPUs and memory), every other in
+    ``encode_cpu``; each store has exactly one of them."""
+    from mmpipe.encoders.registry import get_encoder_type
+
+    write_demo_config(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    run = snakemake_in(tmp_path, "-n")
+    assert run.returncode == 0, run.stderr
+    rule_of = {}
+    for block in run.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        out = re.search(r"output: \S+/features/\w+/([\w-]+)\.zarr", block)
+        if rule.startswith("encode"):
+            rule_of[out.group(1)] = rule
+    assert set(rule_of.values()) == {"encode", "encode_cpu"}
+    for encoder, rule in rule_of.items():
+        network = get_encoder_type(cfg["encoders"][encoder]["type"]).needs_gpu
+        assert rule == ("encode" if network else "encode_cpu"), encoder

@@ -6,8 +6,9 @@ embeddings (the key that decides when a store is rebuilt), the loop that encodes
 cohort (``mmpipe.encode.<loop>``), the shape of one subject's feature, how to build the
 frozen network with its weights provenance, and a batch of the network's input size
 for the bare-forward benchmark. The config schema's ``type`` enum, the modality-kind
-check and the ``encode`` rule's GPU request all derive from this table (a test checks
-that the schema file agrees).
+check and the encoding rules' wildcard constraints (``encode``, with a GPU request, for
+a type that runs a network; ``encode_cpu`` for the others) all derive from this table
+(tests check that the schema file and the rules agree).
 
 Importing this module does not import torch: the Snakefile consults it while it builds
 the DAG. ``build(cfg, device)`` accepts an optional ``cfg["name"]`` (the key under

@@ -14,7 +14,7 @@ Then it checks, from ``sacct``:
   partition, CPUs, memory, runtime limit and GPU request the profile asks for that rule
   (``set-resources``, ``default-resources``, ``set-threads``; CPUs are the job's threads;
   the partition with GPUs from the profile's partition file for a job that asks for a GPU,
-  the one without for every other job, tabular encoders included);
+  the one without for every other job, ``encode_cpu``'s tabular stores included);
 - the per-shard preprocessing jobs (``group: preprocess``) ran as group jobs of up to
   ``group-components`` shards, asking for their shards' CPUs and memory together;
 - the cancelled job shows as CANCELLED and its rule and wildcards completed in a later job;
@@ -250,14 +250,15 @@ def compare_results(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]
 
 
 def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
-    """Whether the job asks for a GPU: every ``segment`` job, and an encode job whose
-    encoder type runs a network (the registry's ``needs_gpu``, as the rule's
-    ``encoder_gpus``)."""
+    """Whether the job should ask for a GPU: every ``segment`` job, and an encoding job
+    whose encoder type runs a network (the registry's ``needs_gpu``, which the workflow
+    turns into ``encode``'s wildcard constraint: a store of the other kind in that rule
+    would hold a GPU node, and the check says so)."""
     from mmpipe.encoders.registry import get_encoder_type
 
     if rule == "segment":
         return True
-    if rule != "encode":
+    if rule not in ("encode", "encode_cpu"):
         return False
     # the plugin joins the wildcard values with "_" (cohort, modality, encoder): the
     # encoder is the longest configured name the string ends with

@@ -48,15 +48,14 @@ def _good_run() -> list[dict]:
              tres="billing=4,cpu=4,mem=32000M,node=1"),
         _row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "gpu", 8, "32000M",
              "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
-        _row(4, "rule_encode_wildcards_demo_clinical_tabular", "cpu", 8, "32000M",
-             "04:00:00", "billing=8,cpu=8,mem=32000M,node=1"),
+        _row(4, "rule_encode_cpu_wildcards_demo_clinical_tabular"),
         _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", state="CANCELLED by 0"),
         _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0"),
     ]
 
 
-PLANNED = {"manifest": 1, "dicom_to_nifti": 2, "tile_slides": 2, "encode": 2, "train": 1,
-           "all": 1}
+PLANNED = {"manifest": 1, "dicom_to_nifti": 2, "tile_slides": 2, "encode": 1,
+           "encode_cpu": 1, "train": 1, "all": 1}
 CANCELLED = ("5", "rule_train_wildcards_demo_all_mmare_natural_0.0")
 
 
@@ -69,8 +68,11 @@ def test_the_real_runs_shape_passes(profile, config):
     # an encoder that runs no network holds no GPU node
     (3, {"Partition": "gpu"}, "partition 'gpu', the profile asks 'cpu'"),
     (2, {"ReqTRES": "billing=8,cpu=8,mem=32000M,node=1"}, "gpu False, the profile asks True"),
-    (3, {"ReqTRES": "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"},
+    (3, {"ReqTRES": "billing=1,cpu=1,gres/gpu=1,mem=8000M,node=1"},
      "gpu True, the profile asks False"),
+    # a table reader sized as a network encoder
+    (3, {"AllocCPUS": "8"}, "cpus 8, the profile asks 1"),
+    (3, {"ReqMem": "32000M"}, "mem_mb 32000, the profile asks 8000"),
     (0, {"AllocCPUS": "2"}, "cpus 2, the profile asks 1"),
     (0, {"ReqMem": "4000M"}, "mem_mb 4000, the profile asks 8000"),
     (0, {"ReqMem": "64000M"}, "mem_mb 64000, the profile asks 8000"),  # no --mem: the node
@@ -101,7 +103,7 @@ def test_shards_outside_a_group_a_missing_job_and_an_unretried_cancel_fail(profi
     failures = " | ".join(check_sacct(rows, profile, config, PLANNED, CANCELLED))
     assert "dicom_to_nifti ran as its own SLURM jobs" in failures
     assert "group preprocess: 0 SLURM job(s) for 4 planned jobs, expected 1" in failures
-    assert "rule encode: 1 job(s) in SLURM, 2 planned" in failures
+    assert "rule encode_cpu: 0 job(s) in SLURM, 1 planned" in failures
     assert "no later job completed after the cancel" in failures
     assert "no train job was seen" in " ".join(
         check_sacct(_good_run(), profile, config, PLANNED, None))

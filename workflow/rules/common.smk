@@ -2,6 +2,7 @@
 # rules: paths come from mmpipe.layout (the one owner of the results layout), parameter
 # sets from mmpipe.params (what each output depends on, canonical), settings from
 # mmpipe.config.
+import re
 import sys
 
 sys.path.insert(0, workflow.basedir)  # `mmpipe` importable without installation
@@ -81,8 +82,13 @@ def encode_priority(wildcards):
     return 1 if (wildcards.modality, wildcards.encoder) in used else 0
 
 
-def encoder_gpus(wildcards):
-    return 1 if get_encoder_type(ENCODERS[wildcards.encoder]["type"]).needs_gpu else 0
+def encoder_names(network):
+    """The ``encoder`` wildcard of ``encode`` (``network``: the config's encoders whose
+    type runs a network, the registry's ``needs_gpu``) or of ``encode_cpu`` (the others),
+    so each store has one rule and a profile sizes the two kinds apart."""
+    names = [re.escape(n) for n, e in ENCODERS.items()
+             if get_encoder_type(e["type"]).needs_gpu == network]
+    return "|".join(names) or "(?!)"  # an empty kind matches nothing
 
 
 def all_outputs():
