@@ -42,14 +42,30 @@ from mmpipe.layout import (
 from mmpipe.methods import method_class
 
 log = logging.getLogger(__name__)
+# the draw that gives an emptied subject one modality back (_apply_mask), apart from the
+# split's and the masks' streams
+_KEEP_ONE_STREAM = 0x0E1E
 
 
-def _apply_mask(data: BenchData, mask_path: Path) -> BenchData:
+def _apply_mask(data: BenchData, mask_path: Path, seed: int) -> tuple[BenchData, int]:
+    """The scenario's mask on this feature set's presence, and how many subjects it would
+    have emptied. A mask keeps one modality per subject over the cohort's modalities (the
+    manifest's presence); a run sees only its feature set's, as its stores hold them, so a
+    subject can keep an entry outside the feature set, or one its store rejected, and lose
+    all it has here. Such a subject gets back one of the entries the mask took from it,
+    at random on the seed's own stream (as ``mcar_mask`` gives one back; under
+    ``testmiss`` this is its protocol's "the only modality stays"); every method of the
+    feature set sees the same result."""
     ids, mask, modalities = read_mask(mask_path)
     order = {s: i for i, s in enumerate(ids)}
     rows = np.array([order[s] for s in data.subject_id])
     cols = [modalities.index(m) for m in data.modalities]
-    return data.with_present(data.present & mask[np.ix_(rows, cols)])
+    masked = data.present & mask[np.ix_(rows, cols)]
+    emptied = np.flatnonzero(data.present.any(axis=1) & ~masked.any(axis=1))
+    rng = np.random.default_rng([_KEEP_ONE_STREAM, int(seed)])
+    for row in emptied:
+        masked[row, rng.choice(np.flatnonzero(data.present[row]))] = True
+    return data.with_present(masked), len(emptied)
 
 
 def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
@@ -201,12 +217,15 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     fits of the job's other cells (``cell`` names this one): a cell of the same seed that
     trained on these very data lends its model instead of training it again."""
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
-    data = _apply_mask(data, Path(mask_path))
+    data, kept_one = _apply_mask(data, Path(mask_path), seed)
     idx = _split_indices(data, Path(split_path))
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
     notes = [f"{len(dropped)} subjects dropped before splitting: "
              f"{sorted({d['reason'] for d in dropped})}"] if dropped else []
-    # subjects the scenario left without any modality of this feature set cannot be trained
+    if kept_one:
+        notes.append(f"{kept_one} subjects the scenario's mask would have left without any "
+                     "modality of this feature set kept one of theirs at random")
+    # subjects without any modality of this feature set in its stores cannot be trained
     # on; at test time they get the training prior, flagged in the predictions
     train = train.subset(np.flatnonzero(train.present.any(axis=1)))
     val_keep = np.flatnonzero(val.present.any(axis=1))

@@ -215,10 +215,11 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
 
 def _median_epochs(results: list[FitResult]) -> dict[str, int]:
     """The folds' median best epoch per phase; a fold without an eligible checkpoint
-    (best epoch 0: it kept its last weights) counts with the epochs it ran."""
-    phases = results[0].best_epoch
-    return {p: max(1, int(np.median([r.best_epoch[p] or r.epochs[p] for r in results])))
-            for p in phases}
+    (best epoch 0: it kept its last weights) counts with the epochs it ran. A phase no
+    fold ran (``max_epochs: 0``, HyperMM's ``phi_max_epochs: 0``) stays unrun."""
+    return {p: (0 if all(r.epochs[p] == 0 for r in results) else
+                max(1, int(np.median([r.best_epoch[p] or r.epochs[p] for r in results]))))
+            for p in results[0].best_epoch}
 
 
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],

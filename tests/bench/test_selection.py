@@ -294,3 +294,14 @@ def test_a_held_out_fold_is_standardised_without_itself():
     np.testing.assert_allclose([second[s] for s in mates], [first[s] for s in mates],
                                rtol=0, atol=1e-5)
     assert abs(second[train.subject_id[0]] - first[train.subject_id[0]]) > 1e-3
+
+
+def test_a_phase_no_fold_ran_stays_unrun_in_the_refit():
+    """HyperMM's ``phi_max_epochs: 0`` under cv: the refit ran one epoch of the phase the
+    folds (whose out-of-fold score chose the trial) never ran."""
+    from mmpipe.bench.selection import _median_epochs
+    from mmpipe.bench.trainer import FitResult
+
+    folds = [FitResult(epochs={"phi": 0, "rho": e}, best_epoch={"phi": 0, "rho": b})
+             for e, b in ((9, 4), (7, 0), (8, 5))]
+    assert _median_epochs(folds) == {"phi": 0, "rho": 5}
