@@ -5,8 +5,10 @@ Layout under ``root``:
 - ``ADNI/<PTID>/<series description>/<YYYY-MM-DD_HH_MM_SS.0>/<image ID>/*.nii(.gz)``:
   one NIfTI per scan (LONI's NIfTI download; ``PTID`` as ``002_S_0295``). A scan belongs
   to the modality whose ``adni.series`` regular expression matches its series
-  description folder (default: ``mri`` for MPRAGE, ``pet`` for FDG / co-registered PET);
-  other series are not read.
+  description folder (default: ``mri`` for MPRAGE, ``pet`` for FDG: a description that
+  names FDG or starts with LONI's co-registration stages, ``Co-registered...`` /
+  ``Coreg,...``, which amyloid and tau PET prefix with their tracer, ``AV45_Coreg...``,
+  so they are not read as FDG); other series are not read.
 - ``ADNIMERGE.csv`` (or ``adni.table``): one row per subject and visit, ``PTID``,
   ``VISCODE``, ``EXAMDATE`` (``YYYY-MM-DD``), ``DX`` (``CN``, ``MCI``, ``Dementia``) and
   the rest (``AGE``, ``PTGENDER``, ``MMSE``, ... can be fields of a ``table`` modality).
@@ -15,13 +17,20 @@ One visit per subject, by the rule ``adni.visit``: ``baseline`` (the ``bl`` visi
 default) or ``first_with_all`` (the earliest visit with a diagnosis at which every
 configured imaging modality has a scan). A scan belongs to a visit when its date is
 within ``adni.max_days`` (default 90) of the visit's ``EXAMDATE``; of several, the
-closest (two equally close reject the modality, naming both). Natural missingness is a
-modality without a scan at the chosen visit.
+closest by date. Scans of one day (ADNI's MPRAGE and the back-to-back MPRAGE_Repeat):
+the first acquired, by the time in the date folder. Two equally close scans on different
+days, or two of the same time (one scan in two processing stages: narrow
+``adni.series`` to one), reject the modality, naming both. Natural missingness is a
+modality without a scan at the chosen visit. The subjects are those with a scan of a
+configured imaging modality (ADNIMERGE lists everyone in the study, not what was
+downloaded); a ``table`` modality's fields (never ``DX`` or ``DX_bl``, which the labels
+are) come from the chosen visit's row.
 
 Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
 blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
-QC row. Files that do not sit at the layout's depth are skipped with a QC row; a scan
-folder with several NIfTI files is rejected, naming them.
+QC row. Files that do not sit at the layout's depth, and date folders that are not a
+date, are skipped with a QC row; a scan folder with several NIfTI files is rejected,
+naming them.
 """
 
 from __future__ import annotations
@@ -47,17 +56,20 @@ from mmpipe.cohorts.manifest import (
     cohort_labels,
     dataset_root,
     modality_specs,
+    refuse_label_sources,
 )
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 TABLE = "ADNIMERGE.csv"
-DEFAULT_SERIES = {"mri": r"(?i)mp-?rage", "pet": r"(?i)fdg|coreg"}
+DEFAULT_SERIES = {"mri": r"(?i)mp-?rage", "pet": r"(?i)fdg|^co-?reg"}
+# the table columns the labels are read from: never inputs
+LABEL_SOURCES = {"diagnosis": ("DX", "DX_bl"), "ad_vs_cn": ("DX", "DX_bl")}
 LABELS = ("diagnosis", "ad_vs_cn")
 DIAGNOSES = ("CN", "MCI", "Dementia")
 VISITS = ("baseline", "first_with_all")
-DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2})_\d{2}_\d{2}_\d{2}(\.\d+)?$")
+DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
 SKIPPED = "skipped"
 
@@ -65,9 +77,13 @@ SKIPPED = "skipped"
 @dataclass(frozen=True)
 class Scan:
     modality: str
-    date: dt.date
+    taken: dt.datetime  # the acquisition date and time of its date folder
     files: tuple[Path, ...]
     folder: Path
+
+    @property
+    def date(self) -> dt.date:
+        return self.taken.date()
 
 
 def _date(text: str) -> dt.date | None:
@@ -89,7 +105,11 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                 continue
             for date_dir in sorted(p for p in description.iterdir() if p.is_dir()):
                 m = DATE_FOLDER.match(date_dir.name)
-                if m is None:
+                try:
+                    taken = dt.datetime.strptime(m.group(1), "%Y-%m-%d_%H_%M_%S") if m else None
+                except ValueError:  # the right shape, not a date (2006-02-30)
+                    taken = None
+                if taken is None:
                     qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "not a "
                                        "YYYY-MM-DD_HH_MM_SS.0 scan-date folder", str(date_dir)))
                     continue
@@ -97,8 +117,7 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     files = tuple(sorted(p for p in image_dir.iterdir()
                                          if p.is_file() and p.name.endswith(NIFTI)))
                     if files:
-                        scans[subject.name].append(Scan(modality, _date(m.group(1)), files,
-                                                        image_dir))
+                        scans[subject.name].append(Scan(modality, taken, files, image_dir))
     return scans, qc
 
 
@@ -119,13 +138,17 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
         return None, "the visit has no EXAMDATE"
     near = sorted(((abs((s.date - visit_date).days), s) for s in scans
                    if s.modality == modality and abs((s.date - visit_date).days) <= max_days),
-                  key=lambda t: t[0])
+                  key=lambda t: (t[0], t[1].taken))
     if not near:
         return None, f"no {modality} scan within {max_days} days of the visit ({visit_date})"
-    if len(near) > 1 and near[0][0] == near[1][0]:
+    closest = [s for days, s in near if days == near[0][0]]
+    # one day's scans: the first acquired; two days as close, or two scans of one time
+    # (a scan in two processing stages), are not ours to choose between
+    if len(closest) > 1 and (closest[1].date != closest[0].date
+                             or closest[1].taken == closest[0].taken):
         return None, (f"two {modality} scans {near[0][0]} days from the visit: "
-                      f"{near[0][1].folder} and {near[1][1].folder}")
-    return near[0][1], ""
+                      f"{closest[0].folder} and {closest[1].folder}")
+    return closest[0], ""
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
@@ -140,6 +163,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError(f"adni.visit is one of {list(VISITS)}, not {visit_rule!r}")
     max_days = int(cfg.get("max_days", 90))
     specs = modality_specs(cohort_cfg)
+    refuse_label_sources("adni", specs, labels, LABEL_SOURCES)
     imaging = [m for m, s in specs.items() if not s.is_table]
     patterns = {**DEFAULT_SERIES, **(cfg.get("series") or {})}
     for m in imaging:
@@ -173,7 +197,12 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     scans, source_qc = scan_images(images, series)
     visits = _visits(table)
 
-    ids = sorted(set(visits) | set(scans))
+    # ADNIMERGE lists the whole study: the cohort is what was downloaded
+    ids = sorted(scans) if imaging else sorted(visits)
+    not_downloaded = len(set(visits) - set(ids))
+    if not_downloaded:
+        log.info("adni: %d ADNIMERGE subject(s) have no scan of %s in %s; not in the cohort",
+                 not_downloaded, imaging, images)
     frame: dict[str, list[Any]] = {SUBJECT: ids, "viscode": [], "examdate": []}
     columns: dict[str, list[Any]] = {specs[m].column: [] for m in imaging}
     qc: list[QCRecord] = []

@@ -194,6 +194,18 @@ def cohort_labels(cohort_cfg: dict) -> list[str]:
     return labels
 
 
+def refuse_label_sources(adapter: str, specs: dict[str, ModalitySpec], labels: list[str],
+                         sources: dict[str, Iterable[str]]) -> None:
+    """A table field the adapter derives a configured label from (``sources``: label ->
+    its columns) would hand the model its answer: a config error, not an input."""
+    fields = {f for s in specs.values() for f in s.fields}
+    leaking = sorted({(f, lab) for lab in labels for f in sources.get(lab, ()) if f in fields})
+    if leaking:
+        raise ConfigError(f"{adapter}: " + ", ".join(f"field {f!r} is what label {lab!r} is "
+                                                     "derived from" for f, lab in leaking)
+                          + ": it cannot be an input")
+
+
 @dataclass
 class QCRecord:
     """Why one (subject, modality) is what it is."""

@@ -82,3 +82,63 @@ def test_config_errors(adni):
     cfg["modalities"]["tau"] = {"kind": "volume", "encoders": ["med3d_demo"]}
     with pytest.raises(ConfigError, match="adni.series"):
         build_manifest("adni", cfg, root / "o5", base_dir=root)
+
+
+def test_a_real_download_s_series_and_dates(tmp_path):
+    """What LONI downloads hold beside the miniature: amyloid PET whose processing stages
+    are named as FDG's with the tracer before them (read as FDG by the old default), FDG's
+    own "Co-registered" stages, ADNI's back-to-back MPRAGE_Repeat (the same day: the old
+    day-level tie rejected most sessions' MRI), one scan in two processing stages, a date
+    folder that is not a date (crashed the cohort), and ADNIMERGE rows of subjects
+    nobody downloaded (table-only subjects, with a table modality)."""
+    import datetime as dt
+
+    import numpy as np
+
+    from mmpipe.cohorts.demo.adni import _write_scan
+
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=2)
+    vol = np.ones((4, 6, 6), np.int16)
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    bl = {r["PTID"]: dt.datetime.fromisoformat(r["EXAMDATE"])
+          for r in table.filter(pl.col("VISCODE") == "bl").iter_rows(named=True)}
+    amyloid, repeat, stages, bad_date = (plan.subjects[5], plan.subjects[6],
+                                         plan.subjects[7], plan.subjects[0])
+    # amyloid: the subject's FDG removed, an AV45 stage 1 day from the visit instead
+    import shutil
+    shutil.rmtree(root / "ADNI" / amyloid / "Coreg,_Avg,_Standardized_Image_and_Voxel_Size")
+    _write_scan(root, amyloid, "AV45_Coreg,_Avg,_Std_Img_and_Vox_Siz,_Uniform_Resolution",
+                bl[amyloid] + dt.timedelta(days=1, hours=10), 90001, vol)
+    # repeat: MPRAGE at 08:20 and MPRAGE_Repeat at 08:27 of one day, 1 day from the visit
+    for series, minute, image in (("MPRAGE_Repeat", 27, 90002), ("MPRAGE", 20, 90003)):
+        _write_scan(root, repeat, series, bl[repeat] + dt.timedelta(days=1, hours=8,
+                                                                    minutes=minute), image, vol)
+    # stages: its PET also as FDG's "Co-registered,_Averaged" at the same time
+    pet = next((root / "ADNI" / stages / "Coreg,_Avg,_Standardized_Image_and_Voxel_Size").iterdir())
+    when = dt.datetime.strptime(pet.name[:19], "%Y-%m-%d_%H_%M_%S")
+    _write_scan(root, stages, "Co-registered,_Averaged", when, 90004, vol)
+    (root / "ADNI" / bad_date / "MPRAGE" / "2006-02-30_08_20_30.0" / "I1").mkdir(parents=True)
+    (root / "ADNI" / bad_date / "MPRAGE" / "2006-02-30_08_20_30.0" / "I1" / "x.nii").write_bytes(b"")
+    with (root / "ADNIMERGE.csv").open("a") as f:
+        f.write("999,941_S_9999,bl,2011-01-01,CN,70,Male,29\n")
+
+    manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    assert _row(manifest, amyloid)["pet_path"] is None
+    assert "no pet scan within 90 days" in _reason(qc, amyloid, "pet")
+    assert "/MPRAGE/" in _row(manifest, repeat)["mri_path"]           # the first of the day
+    assert _row(manifest, stages)["pet_path"] is None
+    assert "two pet scans" in _reason(qc, stages, "pet")
+    skipped = qc.filter(pl.col("reason").str.contains("scan-date folder"))
+    assert "2006-02-30_08_20_30.0" in skipped["path"].item()
+    assert _row(manifest, bad_date)["mri_path"] is not None           # its real scan stays
+    assert "941_S_9999" not in manifest["subject_id"].to_list()
+
+
+def test_the_diagnosis_columns_are_not_inputs(adni):
+    root, _, _, _ = adni
+    cfg = _cfg(root)
+    cfg["modalities"]["clinical"]["fields"] = ["AGE", "DX_bl"]
+    with pytest.raises(ConfigError, match="'DX_bl' is what label 'diagnosis' is derived"):
+        build_manifest("adni", cfg, root / "o6", base_dir=root)
