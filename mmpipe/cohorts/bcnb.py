@@ -41,6 +41,7 @@ from mmpipe.cohorts.manifest import (
     ABSENT,
     ALL_SUBJECTS,
     LABEL_QC,
+    REJECTED,
     SUBJECT,
     AdapterOutput,
     QCRecord,
@@ -49,6 +50,7 @@ from mmpipe.cohorts.manifest import (
     dataset_root,
     layout_modalities,
     modality_specs,
+    refuse_label_sources,
 )
 from mmpipe.errors import ConfigError, InputError
 
@@ -148,11 +150,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError(f"bcnb labels {unknown}: the adapter derives {list(LABELS)}")
     specs = modality_specs(cohort_cfg)
     layout_modalities(specs, "bcnb", ("wsi",), "slide", SPREADSHEET)
+    # both labels are the lymph-node status; the count of metastases determines it too
+    refuse_label_sources("bcnb", specs, labels, {lab: (ALN_COLUMN, *LEAKS) for lab in LABELS})
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
-    leaking = [f for f in fields if f in LEAKS or f == ALN_COLUMN]
-    if leaking:
-        raise ConfigError(f"bcnb: field(s) {leaking} determine the lymph-node status the "
-                          "labels are: they cannot be inputs")
     sheet = root / SPREADSHEET
     header, table = read_clinical(sheet)
     absent = [f for f in fields if f not in header]
@@ -160,24 +160,34 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError(f"{sheet}: column(s) {absent} not in the spreadsheet (has {header})")
 
     slides: dict[str, Path] = {}
+    rejected: dict[str, str] = {}
     source_qc: list[QCRecord] = []
     wsi_dir = root / "WSIs"
     if "wsi" in specs:
         if not wsi_dir.is_dir():
             raise InputError("folder WSIs/ not found", path=wsi_dir)
+        named: dict[str, list[Path]] = {}
         for path in sorted(p for p in wsi_dir.iterdir() if p.is_file()):
             m = SLIDE_NAME.match(path.name)
             if m is not None:
-                slides[str(int(m["id"]))] = path
+                named.setdefault(str(int(m["id"])), []).append(path)
             elif path.suffix.lower() != ".json":  # the tumour annotations are not read
                 source_qc.append(QCRecord(ALL_SUBJECTS, "wsi", SKIPPED,
                                           "not a <number>.jpg slide", str(path)))
-    ids = sorted(set(table) | set(slides), key=lambda s: (len(s), s))
+        for sid, paths in named.items():
+            if len(paths) == 1:
+                slides[sid] = paths[0]
+            else:  # 1.jpg and 01.jpg: one patient's two files, not ours to choose
+                rejected[sid] = (f"{len(paths)} slides of patient {sid}: "
+                                 + ", ".join(q.name for q in paths))
+    ids = sorted(set(table) | set(slides) | set(rejected), key=lambda s: (len(s), s))
     frame: dict[str, list[Any]] = {SUBJECT: ids}
     qc: list[QCRecord] = []
     if "wsi" in specs:
         frame[specs["wsi"].column] = [str(slides[s]) if s in slides else None for s in ids]
-        qc += [QCRecord(s, "wsi", ABSENT, f"no WSIs/{s}.jpg") for s in ids if s not in slides]
+        qc += [QCRecord(s, "wsi", REJECTED, rejected[s]) if s in rejected
+               else QCRecord(s, "wsi", ABSENT, f"no WSIs/{s}.jpg")
+               for s in ids if s not in slides]
     status, metastasis = [], []
     for sid in ids:
         value = _text(table.get(sid, {}).get(ALN_COLUMN))

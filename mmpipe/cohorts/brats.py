@@ -63,6 +63,7 @@ from mmpipe.cohorts.manifest import (
     dataset_root,
     layout_modalities,
     modality_specs,
+    refuse_label_sources,
 )
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import mask_column
@@ -205,6 +206,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     edges = _survival_edges(cfg)
     specs = modality_specs(cohort_cfg)
     sequences = layout_modalities(specs, "brats", SEQUENCES, "volume", "the survival CSV")
+    refuse_label_sources("brats", specs, labels, {LABEL: SURVIVAL_COLUMNS})
 
     survival_path = _survival_path(root, cfg, base_dir)
     if survival_path is None:

@@ -27,8 +27,11 @@ What the release is known to contain, and what the adapter does with it:
   a column the config reads blank that value for the subject, with a QC row naming the
   values, rather than picking one.
 - Subjects with images and no spreadsheet row are kept with blank labels (the manifest
-  keeps them as unlabelled); rows without any image of a configured sequence are
-  excluded by the manifest (no modality).
+  keeps them as unlabelled). A row without any image of a configured sequence is a
+  subject of the release too: with a ``table`` modality it is kept as a table-only
+  subject (a missingness pattern of the cohort), without one the manifest excludes it
+  (no modality). ``SEX_ID`` (for ``sex``) and ``AGE`` / ``DOB`` (for ``age_group``)
+  cannot be fields.
 - A file of a sequence folder whose name does not follow the pattern, or that names
   another sequence, is skipped with a QC row naming it; two files of one subject and
   sequence reject that modality for the subject, naming both, instead of choosing.
@@ -65,6 +68,7 @@ from mmpipe.cohorts.manifest import (
     dataset_root,
     layout_modalities,
     modality_specs,
+    refuse_label_sources,
 )
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import mask_column
@@ -224,6 +228,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                           "ages (years), the left-closed bin edges")
     specs = modality_specs(cohort_cfg)
     sequences = layout_modalities(specs, "ixi", SEQUENCES, "volume", SPREADSHEET)
+    # AGE is computed from DOB and STUDY_DATE: the date of birth gives the age away too
+    refuse_label_sources("ixi", specs, labels, {"sex": (SEX_COLUMN,),
+                                                "age_group": (AGE_COLUMN, "DOB")})
 
     brain_masks = (cohort_cfg.get("ixi") or {}).get("brain_masks")
     mask_dir = None

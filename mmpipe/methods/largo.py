@@ -121,7 +121,8 @@ def matched_rank(in_dims: list[int], hidden: int, n_layers: int, n_classes: int,
             f"largo: no CP rank fits the budget of one dedicated model ({base['dedicated']} "
             f"parameters): stems, heads and per-subset biases alone take {base['largo']} "
             f"(stem={stem!r}, hidden={hidden}, {2 ** len(in_dims) - 1} subsets). Use a larger "
-            f"'hidden', stem='modality', or set 'rank' explicitly.")
+            f"'hidden'{', stem=' + repr('modality') if stem != 'modality' else ''} or set "
+            "'rank' explicitly.")
     return int(rank)
 
 

@@ -7,8 +7,9 @@ Follows the MMARE thesis (Pedro, ch. 4.2) as specified in the project issue:
 2. **Missing-aware conditioning** (4.2): from the binary missingness vector ``m``
    (``[M]``, 1 = modality missing) two linear maps give ``γ = s·g(m)`` and
    ``β = s·h(m)`` (``s = 0.05``), and each *present* modality's embedding becomes
-   ``LN(e + γ⊙e + β)``. Absent modalities are never adapted nor conditioned: their
-   rows are not even passed through the adapters.
+   ``LN(e + γ⊙e + β)``. Absent modalities take no part: their rows go through the
+   adapters as zeros (the whole batch at once) and their embeddings are zeroed after
+   the conditioning, so their values reach neither the output nor a gradient.
 3. **Pairwise fusion** (4.2): ``h`` starts as the first present embedding and folds in
    the next present one with ``h ← LN(h + MLP(h ⊕ e_next))``; one MLP (2D→D→D, ReLU,
    Kaiming init) shared by every step. The order of the present modalities is shuffled

@@ -62,7 +62,8 @@ def test_a_field_that_gives_the_label_away_is_refused(bcnb):
     root, _, _, _ = bcnb
     cfg = _cfg(root)
     cfg["modalities"]["clinical"]["fields"] = ["Age(years)", "Number of lymph node metastases"]
-    with pytest.raises(ConfigError, match="cannot be inputs"):
+    with pytest.raises(ConfigError, match="'Number of lymph node metastases' is what label "
+                       "'aln_status' is derived from: it cannot be an input"):
         build_manifest("bcnb", cfg, root / "o2", base_dir=root)
 
 
@@ -71,3 +72,20 @@ def test_splits_drawn_per_seed_when_asked(bcnb):
     manifest = build_manifest("bcnb", _cfg(root, bcnb={"split": "none"}), root / "o3",
                               base_dir=root)
     assert "split" not in manifest.columns and len(manifest) == len(plan.patients)
+
+
+def test_two_files_of_one_slide_number_are_rejected_not_chosen(bcnb, tmp_path):
+    """``1.jpg`` and ``01.jpg`` are one patient's: the later replaced the earlier."""
+    import shutil
+
+    root, _, manifest, _ = bcnb
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
+    sid = manifest.filter(pl.col("wsi_path").is_not_null())["subject_id"][0]
+    shutil.copy(copy / "WSIs" / f"{sid}.jpg", copy / "WSIs" / f"0{sid}.jpg")
+    out = build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
+    assert _row(out, sid)["wsi_path"] is None
+    qc = read_qc(copy / "out")
+    why = qc.filter((pl.col("subject_id") == sid) & (pl.col("modality") == "wsi"))
+    assert why["status"].to_list() == ["rejected"]
+    assert f"0{sid}.jpg" in why["reason"][0] and f" {sid}.jpg" in why["reason"][0]

@@ -109,3 +109,12 @@ def test_config_errors_name_what_to_fix(tmp_path):
     (plan_root / "survival_info.csv").unlink()
     with pytest.raises(InputError, match="2021 ships no survival data"):
         build_manifest("b", _cfg(plan_root), tmp_path / "o4", base_dir=tmp_path)
+
+
+def test_the_survival_days_are_not_an_input(brats, tmp_path):
+    root = brats[0]
+    cfg = _cfg(root)
+    survival = "Survival_days" if (root / "survival_info.csv").is_file() else "Survival"
+    cfg["modalities"]["clinical"]["fields"] = ["Age", survival]
+    with pytest.raises(ConfigError, match=f"'{survival}' is what label 'survival_class'"):
+        build_manifest("brats", cfg, tmp_path, base_dir=root)

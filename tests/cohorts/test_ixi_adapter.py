@@ -2,6 +2,7 @@
 with the release's oddities planted by :func:`mmpipe.cohorts.demo.ixi.write_ixi`."""
 
 import copy
+import re
 
 import nibabel as nib
 import polars as pl
@@ -187,3 +188,13 @@ def test_brain_masks_become_each_sequences_mask_column(tmp_path):
     with pytest.raises(InputError, match="brain_masks: folder not found"):
         build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40], "brain_masks": "nope"}),
                        tmp_path / "o2", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("field,label", [("SEX_ID (1=m, 2=f)", "sex"), ("AGE", "age_group"),
+                                         ("DOB", "age_group")])
+def test_a_column_a_label_is_derived_from_is_not_an_input(ixi, tmp_path, field, label):
+    root, _, _, _ = ixi
+    cfg = _cfg(root)
+    cfg["modalities"]["demographics"]["fields"] = ["HEIGHT", field]
+    with pytest.raises(ConfigError, match=f"field '{re.escape(field)}' is what label '{label}'"):
+        build_manifest("ixi", cfg, tmp_path, base_dir=root)
