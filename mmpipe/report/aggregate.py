@@ -274,8 +274,12 @@ def _macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
 
 
 def _pattern_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    # balanced accuracy: mean recall over the classes present in y (scikit-learn's definition)
-    bacc = float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+    # balanced accuracy: mean recall over the classes present in y (scikit-learn's
+    # definition), NaN with one class present (as the AUC): a pattern whose few subjects
+    # are all one class would otherwise score 1.0 for a model that predicts one class
+    classes = np.unique(y)
+    bacc = (float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+            if len(classes) > 1 else float("nan"))
     return {"balanced_accuracy": bacc, "auc": _macro_auc(y, proba),
             "accuracy": float(np.mean(y == pred))}
 
@@ -496,6 +500,12 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     subsets = collect_subsets(metrics_paths)
     subset_summary = (summarise(subsets, keys=(*SUMMARY_KEYS, "subset", "n_modalities"))
                       if len(subsets) else subsets)
+    if len(subset_summary):
+        # n_seeds there counts the trained runs (an untrained run scores no subset): the
+        # cell's runs beside it, as patterns.csv's n_runs and the tables' "k/n" seeds
+        subset_summary = subset_summary.join(
+            summary.select(*SUMMARY_KEYS, pl.col("n_seeds").alias("n_runs")),
+            on=list(SUMMARY_KEYS), how="left")
     written.append(_write_csv(subset_summary, out_dir / "subsets.csv"))
 
     # a figure function returns None when its group has no runs: no placeholder picture

@@ -289,7 +289,10 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
         for m in metrics:
             v = _val(row[f"{m}_mean"])
             vals.append(1 - v if m in LOWER_IS_BETTER else v)
-        vals = np.nan_to_num(np.array(vals))
+        vals = np.array(vals, dtype=float)
+        if np.isnan(vals).all():  # never trained here: no polygon at 0, which reads as worst
+            continue
+        # a metric without a value is a gap in the line, not a point at 0
         st = styles[s]
         base = _is_baseline(st["family"])
         ax.plot(closed, np.r_[vals, vals[:1]], color=st["color"], linestyle=st["linestyle"],

@@ -75,7 +75,10 @@ def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequenc
                      row: Sequence[str] = ("feature_set", "method")) -> pl.DataFrame:
     """``summary`` with ``{metric}_p``: the p of each row against the best mean of its
     group on that metric, paired by seed (null for the best row itself and where fewer
-    than two seeds pair), and ``{metric}_best_row`` true on the best row."""
+    than two seeds pair), ``{metric}_complete``: the row has a value on every seed it
+    ran, and ``{metric}_best_row`` true on the best row. The best is chosen among the
+    complete rows (any row when none is): a mean over the few seeds that trained is no
+    fair contest, and the summary ranks the same way."""
     group = [c for c in group if c in summary.columns]
     row = [c for c in row if c in summary.columns]
     keys = group + row
@@ -87,13 +90,21 @@ def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequenc
             col = f"{m}_mean"
             ps: list[float | None] = [None] * len(part)
             best_flags = [False] * len(part)
+            complete = [False] * len(part)
             if col in part.columns:
                 means = np.array([np.nan if v is None else v for v in part[col].to_list()],
                                  dtype=float)
-                if not np.isnan(means).all():
-                    b = int(np.nanargmin(means) if m in LOWER_IS_BETTER else np.nanargmax(means))
+                ids = part.select(keys).rows()
+                n_runs = part["n_seeds"].to_list() if "n_seeds" in part.columns else None
+                for i, key in enumerate(ids):
+                    vals = by_seed[m].get(key, {})
+                    valued = sum(not math.isnan(v) for v in vals.values())
+                    complete[i] = bool(valued) and valued == (n_runs[i] if n_runs else len(vals))
+                ranked = np.where(complete, means, np.nan) if any(complete) else means
+                if not np.isnan(ranked).all():
+                    b = int(np.nanargmin(ranked) if m in LOWER_IS_BETTER
+                            else np.nanargmax(ranked))
                     best_flags[b] = True
-                    ids = part.select(keys).rows()
                     best_vals = by_seed[m].get(ids[b], {})
                     for i in range(len(part)):
                         if i == b or math.isnan(means[i]):
@@ -103,6 +114,7 @@ def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequenc
                         ps[i] = paired_p(np.array([vals[s] for s in seeds]),
                                          np.array([best_vals[s] for s in seeds]))
             extra[f"{m}_p"] = ps
+            extra[f"{m}_complete"] = complete
             extra[f"{m}_best_row"] = best_flags
         out.append(part.with_columns(
             [pl.Series(k, v, dtype=pl.Float64 if k.endswith("_p") else pl.Boolean)

@@ -100,15 +100,23 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
     lower = metric in LOWER_IS_BETTER
     a, b = _seed_values(runs, fusion, metric), _seed_values(runs, other, metric)
     seeds = sorted(set(a) & set(b))
-    fa, fb = fusion[f"{metric}_mean"], other[f"{metric}_mean"]
-    shown_f, shown_o = _shown(fa), _shown(fb)
     name_f, name_o = label(fusion), label(other)
+    if not seeds:
+        return f"{role} **{name_o}**: no seed where it and {name_f} both have a value"
+    # the claim on the seeds both have a value on: two means over different seeds would
+    # compare splits, not methods
+    fa, fb = float(np.mean([a[s] for s in seeds])), float(np.mean([b[s] for s in seeds]))
+    shown_f, shown_o = _shown(fa), _shown(fb)
+    over = ("" if len(seeds) == len(a) == len(b) else
+            f" (means over the {len(seeds)} seeds both have a value on)")
     if shown_f == shown_o:
-        head = f"best fusion **{name_f}** and {role} **{name_o}** level at {fb:.3f}"
+        head = f"best fusion **{name_f}** and {role} **{name_o}** level at {fb:.3f}{over}"
     elif (shown_f < shown_o) if lower else (shown_f > shown_o):
-        head = f"best fusion **{name_f}** vs {role} **{name_o}** ({fb:.3f}): {shown_f - shown_o:+.3f}"
+        head = (f"best fusion **{name_f}** vs {role} **{name_o}** ({fb:.3f}): "
+                f"{shown_f - shown_o:+.3f}{over}")
     else:
-        head = f"**{role} {name_o} beats the best fusion** {name_f}: {fb:.3f} vs {fa:.3f}"
+        head = (f"**{role} {name_o} beats the best fusion** {name_f}: {fb:.3f} vs "
+                f"{fa:.3f}{over}")
     if len(seeds) < 2:
         return head + f"; {len(seeds)} paired seed(s), no test"
     x, y = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
@@ -226,14 +234,16 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         lead = f"- best: **{label(best)}** ({fam}), {interval} ({ci_text}{seeds_text})"
         level = [r for r in complete or rows
                  if r is not best and _shown(r[col]) == _shown(best[col])]
-        fusion_level = [r for r in level if (r.get("family") or "other") not in
-                        (baseline, single)]
+        # who leads, whatever order the tie came in: a fusion method and a simple run
+        # level at the printed precision is "not ahead", whichever is named first
+        leaders = {(r.get("family") or "other") for r in (best, *level)}
+        simple_leaders = leaders & {baseline, single}
         if level:
             lead += f"; level at {best[col]:.3f} with " + ", ".join(
                 f"**{label(r)}**" for r in level)
-        if fam in (baseline, single) and fusion_level:
+        if simple_leaders and leaders - {baseline, single}:
             lead += (". **The best fusion is level with "
-                     f"{'a simple baseline' if fam == baseline else 'one modality alone'} "
+                     f"{'a simple baseline' if baseline in simple_leaders else 'one modality alone'} "
                      "here**, not ahead")
         elif fam == baseline:
             lead += (f". **A simple baseline has the best mean here**: no fusion method "
@@ -260,7 +270,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         if fusion is None:
             lines.append("- no fusion method ran here")
         else:
-            singles = [r for r in (complete or rows) if r.get("family") == single]
+            # every single-modality run, whole or not: leaving out the strongest because
+            # one seed failed would favour fusion (the comparison is paired by seed)
+            singles = [r for r in rows if r.get("family") == single]
             if singles:
                 lines.append("- " + _compare(runs, metric, fusion, best_of(singles), label,
                                              "best single modality"))

@@ -329,5 +329,30 @@ def test_pattern_scores_match_scikit_learn():
     assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
     assert got["auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr",
                                                      average="macro"))
+    # a pattern whose subjects are all one class: a model predicting that class for
+    # everyone would score a balanced accuracy of 1.0 (the mean recall of one class)
     one_class = _pattern_scores(np.zeros(4, int), np.zeros(4, int), np.eye(2)[[0, 0, 1, 0]])
-    assert one_class["balanced_accuracy"] == 1.0 and np.isnan(one_class["auc"])
+    assert np.isnan(one_class["balanced_accuracy"]) and np.isnan(one_class["auc"])
+    assert one_class["accuracy"] == 1.0
+
+
+def test_subsets_csv_says_how_many_runs_its_means_leave_out(fake_runs, tmp_path):
+    """An untrained run scores no modality subset: subsets.csv's n_seeds counted only the
+    trained ones, with nothing to say that the cell ran more (the tables say "2/3")."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(fake_runs[0][0].parents[5], root)
+    metrics = sorted(root.rglob("metrics.json"))
+    first = json.loads(metrics[0].read_text())
+    first.update(trained=False, subsets=[])
+    metrics[0].write_text(json.dumps(first))
+    out = tmp_path / "report"
+    build_report(metrics, sorted(root.rglob("predictions.parquet")), out,
+                 scenarios={"natural": [0.0]}, plot_metrics=["auc"])
+    subsets = pl.read_csv(out / "subsets.csv")
+    cell = subsets.filter((pl.col("method") == first["method"])
+                          & (pl.col("scenario") == first["scenario"])
+                          & ((pl.col("rate") - first["rate"]).abs() < 1e-9))
+    assert cell["n_seeds"].to_list() == [2, 2] and cell["n_runs"].to_list() == [3, 3]
+    assert set(subsets["n_runs"]) == {3}

@@ -74,3 +74,26 @@ def test_nothing_to_draw_writes_nothing(tables, tmp_path):
     assert plots.plot_pattern_heatmap(tables[1].clear(), "auc", tmp_path / "c.png") is None
     assert plots.plot_perf_vs_params(empty, "auc", tmp_path / "d.png") is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_radar_leaves_out_a_method_without_values(tables, tmp_path, monkeypatch):
+    """A baseline that never trained in the group was drawn as a polygon at 0 on every
+    axis (its NaN means as zeros), which reads as the worst method."""
+    summary = tables[0]
+    natural = summary.filter((pl.col("scenario") == "natural") & (pl.col("method") == "mmare"))
+    means = [c for c in summary.columns if c.endswith("_mean") or c.endswith("_std")]
+    untrained = natural.with_columns(pl.lit("hgb").alias("method"),
+                                     pl.lit("hgb").alias("method_type"),
+                                     *[pl.lit(None, dtype=pl.Float64).alias(c) for c in means])
+    if "family" in summary.columns:
+        untrained = untrained.with_columns(pl.lit("baselines").alias("family"))
+    seen = {}
+
+    def keep(fig, out):
+        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_radar(pl.concat([summary, untrained], how="diagonal_relaxed"), 0.0,
+                     ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
+    assert seen["labels"] and not any(label.startswith("hgb") for label in seen["labels"])

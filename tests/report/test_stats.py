@@ -96,3 +96,22 @@ def test_consistently_worse_method_is_flagged_only_with_enough_seeds():
         assert ("†" in worse_line) is flagged
         csv = format_table(summary, metrics=["auc"])["csv"]
         assert "auc_p_vs_best" in csv.splitlines()[0]
+
+
+def test_a_row_with_untrained_seeds_is_neither_the_best_nor_the_reference():
+    """A method that trained on one seed of five has a mean over that seed only: it was
+    bold and the row every † was measured against (so the others' p were empty)."""
+    runs = _runs(5)
+    lucky = runs.filter(pl.col("method") == "worse").with_columns(
+        pl.lit("lucky").alias("method"),
+        pl.when(pl.col("seed") == 0).then(0.99).otherwise(None).alias("auc"))
+    runs = pl.concat([runs, lucky])
+    summary = wilcoxon_vs_best(runs, summarise(runs), ["auc"])
+    by = {r["method"]: r for r in summary.iter_rows(named=True)}
+    assert not by["lucky"]["auc_complete"] and by["best"]["auc_complete"]
+    assert by["best"]["auc_best_row"] and not by["lucky"]["auc_best_row"]
+    assert by["worse"]["auc_p"] == pytest.approx(min_wilcoxon_p(5))  # against "best"
+    md = format_table(summary, metrics=["auc"])["md"]
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines()
+            if line.startswith("| ")}
+    assert "**" in rows["best"] and "**" not in rows["lucky"]

@@ -20,9 +20,11 @@ NATURAL = {"mmare": [0.80, 0.78, 0.82, 0.79, 0.81], "hgb": [0.85, 0.84, 0.86, 0.
 MCAR = {"mmare": [0.75, 0.74, 0.76, 0.70, 0.77], "hgb": [0.70, 0.70, 0.72, 0.74, 0.73],
         "muse": [0.50] * 5, "standard": [0.95, None, None, None, None]}
 TYPES = {"mmare": "mmare", "hgb": "hgb", "logreg": "logreg", "single_ct": "single",
+         "single_cli": "single",
          "muse": "muse", "standard": "standard"}
 FAMILY = {"mmare": "MMARE", "hgb": "baselines", "logreg": "baselines",
-          "single_ct": "single modality", "muse": "attention / graph",
+          "single_ct": "single modality", "single_cli": "single modality",
+          "muse": "attention / graph",
           "standard": "simple fusion"}
 
 
@@ -198,3 +200,43 @@ def test_means_equal_at_the_printed_precision_are_level_not_a_win():
     assert "level at 0.750 with **mmare**" in lines[0]
     assert "**The best fusion is level with a simple baseline here**" in lines[0]
     assert "has the best mean" not in lines[0]
+
+
+def _table_runs(table: dict[str, list], scenario: str = "natural", rate: float = 0.0):
+    return pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": method,
+                          "method_type": TYPES[method], "family": FAMILY[method],
+                          "scenario": scenario, "rate": rate, "seed": seed,
+                          "balanced_accuracy": v, "trained": v is not None, "collapsed": False}
+                         for method, vals in table.items()
+                         for seed, v in zip(SEEDS, vals, strict=True)])
+
+
+def test_a_tie_with_a_baseline_is_said_whichever_is_named_first():
+    """0.7502 for the fusion and 0.7498 for the baseline print alike: the statement that
+    the best fusion is not ahead came only when the baseline was the one ranked first."""
+    runs = _table_runs({"mmare": [0.7502 + 0.0001 * (s - 2) for s in SEEDS],
+                        "hgb": [0.7498 + 0.0001 * (s - 2) for s in SEEDS]})
+    lead = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")[0]
+    assert lead.startswith("- best: **mmare**") and "level at 0.750 with **hgb**" in lead
+    assert "**The best fusion is level with a simple baseline here**" in lead
+
+
+def test_a_baseline_that_trained_on_some_seeds_is_compared_on_the_shared_seeds():
+    """hgb's mean over its two trained seeds against mmare's over all five said "hgb beats
+    the best fusion", while mmare was ahead on both seeds they share."""
+    runs = _table_runs({"mmare": [0.60, 0.62, 0.80, 0.82, 0.61],
+                        "hgb": [None, None, 0.79, 0.81, None]})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    line = next(x for x in lines if "baseline **hgb**" in x or "baseline hgb" in x)
+    assert "beats" not in line
+    assert line.startswith("- best fusion **mmare** vs baseline **hgb** (0.800): +0.010 "
+                           "(means over the 2 seeds both have a value on)")
+
+
+def test_the_strongest_single_modality_run_is_the_comparator_even_if_a_seed_failed():
+    runs = _table_runs({"mmare": [0.70, 0.71, 0.69, 0.72, 0.70],
+                        "single_ct": [0.60, 0.62, 0.61, 0.63, 0.60],
+                        "single_cli": [0.80, 0.81, 0.82, 0.80, None]})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    line = next(x for x in lines if "best single modality" in x)
+    assert line.startswith("- **best single modality single_cli beats the best fusion** mmare")
