@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 ORIENTATION_TOL = 1e-4  # direction cosines: two slices with a larger difference are not one stack
 POSITION_TOL = 1e-3  # mm along the normal: closer positions are the same slice (4-D, repeats)
 SHEAR_TOL = 1e-2  # in-plane drift per slice / slice spacing: more means gantry tilt or a sheared stack
+# a step between slices off the median step (or off a whole number of missing slices) by more
+# than this fraction of it: 5 % passes position jitter (~1e-3 mm on 0.5 mm+ slices) and
+# catches mixed steps (2 mm then 1 mm), which a uniform spacing would put in the wrong place
+STEP_TOL = 0.05
 RULES = ("most_slices", "first", "description:<regex>", "uid:<SeriesInstanceUID>")
 NOTE_FILES = 3  # skipped files named in a QC note; the summary lists them all
 
@@ -93,6 +97,8 @@ class SeriesInfo:
     # path -> (short reason, full reason). They stay in `files` when they hold a position,
     # so that a missing slice is a named file rather than an unexplained gap or a lost end.
     unreadable: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # distinct (RescaleSlope, RescaleIntercept) of the series' files
+    rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
     @property
     def n_slices(self) -> int:
@@ -186,6 +192,7 @@ class _Header:
     thickness: float | None
     patient_id: str | None
     study_uid: str | None
+    rescale: tuple[float, float] = (1.0, 0.0)  # (RescaleSlope, RescaleIntercept)
     unreadable: tuple[str, str] | None = None  # (short, full) when the pixel data is not there
 
 
@@ -204,15 +211,19 @@ def _floats(value, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+def _syntax(ds):
+    return getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+
+
 def _pixel_element_header(ds) -> int:
     """Bytes of the PixelData element's tag, VR and length, which precede the pixels."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = _syntax(ds)
     return 8 if syntax is not None and syntax.is_implicit_VR else 12
 
 
 def _expected_pixel_bytes(ds) -> int | None:
     """Bytes of native (uncompressed) pixel data the header announces; None if compressed."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = _syntax(ds)
     if syntax is None or syntax.is_compressed:
         return None
     bits = int(ds.get("BitsAllocated", 16) or 16)
@@ -272,13 +283,19 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
     # pydicom stops before the element's tag: a file cut by a few bytes still has that many
     # more than its pixels
     remaining -= _pixel_element_header(ds)
+    # pydicom inflates a deflated file whole on opening, so its position says nothing about
+    # the pixels left; a cut one fails to inflate above (skipped, named) instead
+    syntax = _syntax(ds)
+    counted = syntax is None or not syntax.is_deflated
     unreadable = None
-    if remaining <= 0:
+    if counted and remaining <= 0:
         unreadable = ("no pixel data", "no pixel data (the file ends before the pixels)")
-    elif expected is not None and remaining < expected:
+    elif counted and expected is not None and remaining < expected:
         unreadable = ("truncated pixel data",
                       f"truncated pixel data ({remaining} bytes left, {expected} expected)")
     spacing = _floats(ds.get("PixelSpacing"), 2)
+    slope = (_floats([ds.get("RescaleSlope")], 1) or (1.0,))[0]
+    intercept = (_floats([ds.get("RescaleIntercept")], 1) or (0.0,))[0]
     return _Header(
         path=path,
         series_uid=uid,
@@ -296,6 +313,7 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
         thickness=(_floats([ds.get("SliceThickness")], 1) or (None,))[0],
         patient_id=_text_or_none(ds.get("PatientID")),
         study_uid=_text_or_none(ds.get("StudyInstanceUID")),
+        rescale=(slope, intercept),
         unreadable=unreadable,
     ), unreadable
 
@@ -341,8 +359,14 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     if no_geometry:
         defects.append(f"{len(no_geometry)} of {n_total} files lack ImagePositionPatient/"
                        "ImageOrientationPatient (not a cross-sectional image)")
+    # SimpleITK refuses such a spacing with a RuntimeError that names no file
+    bad_spacing = {h.pixel_spacing for h in headers if h.pixel_spacing is not None
+                   and not all(np.isfinite(v) and v > 0 for v in h.pixel_spacing)}
     if any(h.pixel_spacing is None for h in headers):
         defects.append("no PixelSpacing")
+    elif bad_spacing:
+        shown = ", ".join("\\".join(f"{v:g}" for v in sp) for sp in sorted(bad_spacing))
+        defects.append(f"PixelSpacing {shown} is not a positive distance")
     elif len({np.round(h.pixel_spacing, 4).tobytes() for h in headers}) > 1:
         defects.append("mixed pixel spacing")
     orientation = first.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -374,6 +398,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         patient_ids=patient_ids,
         study_uids=study_uids,
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
+        rescales=tuple(sorted({h.rescale for h in headers})),
     )
     if defects:
         return info  # ordering along a normal means nothing without one geometry
@@ -421,7 +446,28 @@ def check_series(info: SeriesInfo, min_slices: int = 3, max_gap_factor: float = 
                     f"gap of {steps[worst]:.3g} mm between slices at {along[worst]:.4g} and "
                     f"{along[worst + 1]:.4g} mm along the normal (median spacing "
                     f"{info.slice_spacing:.3g} mm; {n_gaps} gap(s) > {max_gap_factor} x median)")
+            uneven = _uneven_steps(steps, info.slice_spacing, max_gap_factor)
+            if len(uneven):
+                shown = ", ".join(f"{steps[i]:.4g} mm after {along[i]:.4g} mm"
+                                  for i in uneven[:NOTE_FILES])
+                more = f", and {len(uneven) - NOTE_FILES} more" if len(uneven) > NOTE_FILES else ""
+                problems.append(
+                    f"uneven slice steps: {len(uneven)} of {len(steps)} steps along the normal "
+                    f"are off the median spacing {info.slice_spacing:.4g} mm by more than "
+                    f"{STEP_TOL:.0%} ({shown}{more}); one spacing would misplace the slices")
     return "; ".join(problems) or None
+
+
+def _uneven_steps(steps: np.ndarray, spacing: float, max_gap_factor: float) -> np.ndarray:
+    """Indices of the steps that are neither the median spacing nor a gap.
+
+    A step of a whole number of spacings is missing slices: judged as a gap by
+    ``max_gap_factor`` (which may let it through), not here.
+    """
+    ratio = steps / spacing
+    whole = np.maximum(np.rint(ratio), 1.0)
+    off = np.abs(ratio - whole) > STEP_TOL * whole
+    return np.flatnonzero(off & (ratio <= max_gap_factor))
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -615,7 +661,8 @@ def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices:
     normal); origin = first position, direction = (row, column, normal) cosines,
     spacing = (column spacing, row spacing, measured slice spacing), all in
     DICOM's LPS frame as SimpleITK expects. Rescale slope/intercept are applied
-    by the reader, so CT comes out in HU.
+    by the reader, so CT comes out in HU; a series whose files differ in them is
+    read as float32, each slice with its own.
     """
     image, info, _ = _read(Path(folder), rule, min_slices, max_gap_factor)
     return image, info
@@ -643,14 +690,17 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
                  len(others))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in info.files])
+    if len(info.rescales) > 1:
+        # the reader takes the pixel type from the first file: a later slice whose own
+        # slope/intercept gives values outside it (-24 HU in uint16) would wrap
+        reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()
+        if image.GetDimension() == 2:
+            image = sitk.JoinSeries(image)
     except RuntimeError as err:
-        msg = str(err).strip().splitlines()
-        raise _folder_error(f"SimpleITK cannot read {info.label()}: {msg[-1] if msg else err}",
+        raise _folder_error(f"SimpleITK cannot read {info.label()}: {_sitk_message(err)}",
                             scan, folder) from err
-    if image.GetDimension() == 2:
-        image = sitk.JoinSeries(image)
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetSize()[2] != info.n_slices:
         raise _folder_error(f"SimpleITK read {image.GetSize()} x "
                             f"{image.GetNumberOfComponentsPerPixel()} components from "
@@ -663,12 +713,22 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
                     folder, slice_spacing)
     row, col = np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:])
     direction = np.column_stack([row, col, info.normal])
-    image.SetOrigin(tuple(float(v) for v in info.positions[0]))
-    # PixelSpacing is (distance between rows, between columns): x (along a row) comes second
-    image.SetSpacing((float(info.pixel_spacing[1]), float(info.pixel_spacing[0]),
-                      float(slice_spacing)))
-    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    try:
+        image.SetOrigin(tuple(float(v) for v in info.positions[0]))
+        # PixelSpacing is (distance between rows, between columns): x (along a row) comes second
+        image.SetSpacing((float(info.pixel_spacing[1]), float(info.pixel_spacing[0]),
+                          float(slice_spacing)))
+        image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    except RuntimeError as err:  # e.g. a SliceThickness of a single slice that is <= 0
+        raise _folder_error(f"SimpleITK refuses the geometry of {info.label()}: "
+                            f"{_sitk_message(err)}", scan, folder) from err
     return image, info, scan
+
+
+def _sitk_message(err: RuntimeError) -> str:
+    """The last line of a SimpleITK error (the lines before it are its C++ source)."""
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else type(err).__name__
 
 
 def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_slices",
@@ -698,7 +758,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     try:
         sitk.WriteImage(image, str(tmp), useCompression=suffix == ".nii.gz")
         os.replace(tmp, out_path)
-    except BaseException:
+    except BaseException:  # a write that fails (disk full) fails the job: no subject's fault
         tmp.unlink(missing_ok=True)
         raise
     skipped = scan.all_skipped()

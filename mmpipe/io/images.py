@@ -5,8 +5,9 @@ whose image files (by suffix, sorted by name; subfolders are not read) are the
 subject's set, as BreakHis keeps a patient's fields of one magnification. PNG, JPEG
 and BMP are read with Pillow, TIFF with tifffile (a multi-page TIFF's first page). Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel dropped,
-16-bit scaled to 8 bits by its maximum value. A file that cannot be read is an
-:class:`InputError` naming it and why.
+16-bit scaled to 8 bits by its maximum value. An image is turned upright by its EXIF
+Orientation, and a MINISWHITE TIFF inverted, as viewers show them. A file that cannot
+be read is an :class:`InputError` naming it and why.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.rint(a / top * 255.0).astype(np.uint8))
 
 
+def _white_is_zero(array: np.ndarray, bits: int, path: Path) -> np.ndarray:
+    """A MINISWHITE page as the usual black-is-zero grey, as viewers show it."""
+    if array.dtype.kind == "b":
+        return ~array
+    if array.dtype.kind != "u":
+        # a signed or float sample has no agreed white: guessing one would scale it silently
+        raise InputError(f"MINISWHITE TIFF with {array.dtype} samples: no defined inversion",
+                         path=path)
+    # white is the top of the stored bits (4095 for 12-bit in uint16), not of the dtype
+    return ((1 << bits) - 1 - array).astype(array.dtype)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as RGB ``uint8 [H, W, 3]``."""
     path = Path(path)
@@ -67,12 +80,17 @@ def read_image(path: str | Path) -> np.ndarray:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                array = tif.pages[0].asarray()
+                page = tif.pages[0]
+                array = page.asarray()
+                if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+                    array = _white_is_zero(array, page.bitspersample, path)
         else:
-            from PIL import Image
+            from PIL import Image, ImageOps
 
             with Image.open(path) as img:
                 img.load()
+                # a camera stores its sensor's rows and says in EXIF how to turn them upright
+                ImageOps.exif_transpose(img, in_place=True)
                 if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
                     img = img.convert("RGB")
                 array = np.asarray(img)

@@ -230,13 +230,15 @@ class _PlainImageHandle:
     files carry no trusted resolution, so the slide's mpp comes from the config."""
 
     def __init__(self, path: Path):
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         # a slide is a "decompression bomb" by Pillow's measure: lift its limit for this
         # file only, not for every image the process reads afterwards
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(path) as img:
+                # a photographed slide may be stored sideways with an EXIF Orientation
+                ImageOps.exif_transpose(img, in_place=True)
                 self._image = img.convert("RGB")
         finally:
             Image.MAX_IMAGE_PIXELS = limit

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.io.dicom import (
@@ -104,6 +104,39 @@ def test_sagittal_series_is_ordered_along_its_normal(tmp_path):
     point = np.asarray(image.TransformIndexToPhysicalPoint((5, 9, 2)))
     expected = info.positions[2] + 5 * 0.8 * np.asarray(SAGITTAL[:3]) + 9 * 0.7 * np.asarray(SAGITTAL[3:])
     np.testing.assert_allclose(point, expected, atol=1e-6)
+
+
+def test_slices_with_their_own_rescale_keep_their_hu(tmp_path):
+    # slice 0 stored as HU with intercept 0, the others as HU + 1024 with intercept -1024:
+    # read in slice 0's unsigned pixel type, their negative HU would wrap (-24 -> 65512)
+    uid = generate_uid()
+    hus = [hu_slice(v) for v in (1000, -24, -500, -1000)]
+    paths = [write_slice(tmp_path / f"s{k}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                         hu=hu, instance=k + 1) for k, hu in enumerate(hus)]
+    ds = pydicom.dcmread(paths[0])
+    ds.RescaleIntercept = 0
+    ds.PixelData = hus[0].astype(np.uint16).tobytes()
+    ds.save_as(paths[0])
+    image, info = read_dicom_series(tmp_path)
+    assert info.rescales == ((1.0, -1024.0), (1.0, 0.0))
+    arr = sitk.GetArrayFromImage(image)
+    for k, hu in enumerate(hus):
+        np.testing.assert_array_equal(arr[k], hu)
+        np.testing.assert_array_equal(arr[k], hu_of(info.files[k]))
+
+
+def test_deflated_series_converts(tmp_path):
+    _, paths = write_series(tmp_path / "dcm", n=6)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert summary["n_slices"] == 6 and summary["skipped"] == [] and summary["note"] == ""
+    image, info = read_dicom_series(tmp_path / "dcm")
+    arr = sitk.GetArrayFromImage(image)
+    for k in range(6):
+        np.testing.assert_array_equal(arr[k], hu_slice(100 * k))
 
 
 # --------------------------------------------------------------------------- duplicates, time points
@@ -232,6 +265,52 @@ def test_gap_threshold_is_configurable(tmp_path):
     assert "gap" in info.problem
     image, info = read_dicom_series(tmp_path, max_gap_factor=2.5)
     assert image.GetSize()[2] == 7 and info.slice_spacing == pytest.approx(2.5)
+
+
+def write_at(folder: Path, z: list[float]) -> Path:
+    """An axial series with slices at these positions along the normal (mm)."""
+    uid = generate_uid()
+    for k, zk in enumerate(z):
+        write_slice(folder / f"IM{k}.dcm", series_uid=uid, position=(-10.0, -20.0, zk),
+                    hu=hu_slice(100 * k), instance=k + 1)
+    return folder
+
+
+def test_uneven_slice_steps_are_rejected_and_jitter_is_not(tmp_path):
+    # 2 mm steps, then two 1 mm steps: no gap, but one 2 mm spacing would put the last
+    # slice at 24 mm instead of 22 mm
+    folder = write_at(tmp_path / "uneven", [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 21, 22])
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(folder)
+    assert err.value.path == str(folder)
+    assert ("uneven slice steps: 2 of 12 steps along the normal are off the median spacing "
+            "2 mm by more than 5% (1 mm after 20 mm, 1 mm after 21 mm)") in err.value.reason
+    assert "gap" not in err.value.reason
+    # a step 30 % long is no missing slice either: uneven, under the gap threshold
+    (info,) = scan_dicom_folder(write_at(tmp_path / "long", [0, 2, 4, 6.6, 8.6, 10.6]))
+    assert info.problem.startswith("uneven slice steps: 1 of 5") and "2.6 mm after 4 mm" in info.problem
+    # position jitter of real scanners (~1e-3 mm) is one spacing
+    z = 2.5 * np.arange(10) + np.random.default_rng(0).uniform(-1e-3, 1e-3, 10)
+    image, _ = read_dicom_series(write_at(tmp_path / "jitter", list(z)))
+    assert image.GetSize()[2] == 10 and image.GetSpacing()[2] == pytest.approx(2.5, abs=2e-3)
+
+
+def test_non_positive_spacing_is_a_series_defect_naming_the_folder(tmp_path):
+    uid = generate_uid()
+    for k in range(6):
+        write_slice(tmp_path / "zero" / f"IM{k}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                    hu=hu_slice(0), instance=k + 1, spacing=(0, 0))
+    with pytest.raises(DicomSeriesError) as err:
+        dicom_to_nifti(tmp_path / "zero", tmp_path / "zero.nii.gz")
+    assert err.value.path == str(tmp_path / "zero")
+    assert "PixelSpacing 0\\0 is not a positive distance" in err.value.reason
+    # a single slice takes its z spacing from SliceThickness: SimpleITK refuses a negative
+    # one, and the refusal is the folder's rejection, not a RuntimeError naming nothing
+    write_slice(tmp_path / "one" / "IM0.dcm", series_uid=generate_uid(), position=(0, 0, 0),
+                hu=hu_slice(0), instance=1, thickness=-2.0)
+    with pytest.raises(DicomSeriesError, match="SimpleITK refuses the geometry") as err:
+        read_dicom_series(tmp_path / "one", min_slices=1)
+    assert err.value.path == str(tmp_path / "one")
 
 
 def test_mixed_orientation_and_too_few_slices_are_reported(tmp_path):

@@ -38,3 +38,31 @@ def test_broken_and_missing_files_name_themselves(tmp_path):
         image_files(tmp_path / "nope")
     with pytest.raises(InputError, match="not an image file"):
         read_image(tmp_path / "x.txt")
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.png"])
+def test_exif_orientation_is_applied(tmp_path, name):
+    # a camera's sensor rows: 24 x 40, with Orientation 6 (turn 90 degrees clockwise to view)
+    stored = np.zeros((24, 40, 3), np.uint8)
+    stored[:, :16] = 255  # the left columns become the top rows once upright
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / name, exif=exif)
+    upright = read_image(tmp_path / name)
+    assert upright.shape == (40, 24, 3)
+    diff = np.abs(upright.astype(int) - np.rot90(stored, k=-1))
+    assert diff.max() == 0 if name.endswith(".png") else diff.mean() < 3  # JPEG is lossy
+
+
+def test_miniswhite_tiff_reads_as_displayed(tmp_path):
+    stored = np.zeros((8, 8), np.uint8)
+    stored[:, :4] = 200
+    tifffile.imwrite(tmp_path / "mw.tif", stored, photometric="miniswhite")
+    with Image.open(tmp_path / "mw.tif") as img:
+        shown = np.asarray(img.convert("L"))
+    np.testing.assert_array_equal(shown[:, :5], [[55, 55, 55, 55, 255]] * 8)
+    np.testing.assert_array_equal(read_image(tmp_path / "mw.tif"), np.dstack([shown] * 3))
+    tifffile.imwrite(tmp_path / "float.tif", stored.astype(np.float32), photometric="miniswhite")
+    with pytest.raises(InputError, match="float.tif.*MINISWHITE TIFF with float32 samples"):
+        read_image(tmp_path / "float.tif")

@@ -232,3 +232,18 @@ def test_a_broken_plain_image_names_both_readers(tmp_path):
     with pytest.raises(SlideError, match="OpenSlide cannot open it.*nor can it be read as a "
                                          "plain image"):
         open_slide(path, mpp_when_missing=0.5)
+
+
+def test_a_plain_image_slide_is_turned_upright_by_its_exif_orientation(tmp_path):
+    from PIL import Image
+
+    stored = np.full((60, 90, 3), 255, np.uint8)
+    stored[:, :30] = (200, 90, 170)  # the left columns become the top rows once upright
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    img.save(tmp_path / "photo.png", exif=exif)
+    with open_slide(tmp_path / "photo.png", mpp_when_missing=0.5) as slide:
+        assert slide.level_dimensions == ((60, 90),)
+        region = slide.read_region((0, 0), 0, (60, 90))
+    np.testing.assert_array_equal(region, np.rot90(stored, k=-1))

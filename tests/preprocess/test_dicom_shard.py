@@ -1,0 +1,41 @@
+"""A shard of DICOM folders: a bad folder is one rejected QC row, the others convert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.uid import generate_uid
+
+from mmpipe.cohorts import build_manifest
+from mmpipe.preprocess.dicom_shard import convert_dicom_shard
+from tests.dicom_files import write_ct_slice
+
+
+def write_series(folder: Path, pixel_spacing) -> Path:
+    uid = generate_uid()
+    for k in range(4):
+        write_ct_slice(folder / f"IM{k}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                       hu=np.full((8, 8), 10 * k, np.int16), instance=k + 1,
+                       spacing=pixel_spacing)
+    return folder
+
+
+def test_zero_pixel_spacing_rejects_its_subject_only(tmp_path):
+    # SimpleITK refuses a zero spacing with a RuntimeError: it must not take the shard down
+    write_series(tmp_path / "dcm" / "good", (0.7, 0.8))
+    bad = write_series(tmp_path / "dcm" / "zero", (0, 0))
+    (tmp_path / "cohort.csv").write_text("id,ct,y\ngood,dcm/good,0\nzero,dcm/zero,1\n")
+    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
+              "labels": ["y"], "modalities": {"ct": {"kind": "dicom", "column": "ct"}}}
+    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+
+    qc = convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in qc.to_dicts()}
+    assert rows["good"]["status"] == "ok"
+    volume = nib.load(tmp_path / "out" / rows["good"]["volume"])
+    assert volume.shape == (8, 8, 4)
+    assert rows["zero"]["status"] == "rejected" and rows["zero"]["volume"] is None
+    assert rows["zero"]["path"] == str(bad)
+    assert "PixelSpacing 0\\0 is not a positive distance" in rows["zero"]["reason"]
