@@ -218,14 +218,39 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
     return data, dropped
 
 
+def blank_columns(provenance: dict[str, Any]) -> list[tuple[int, int]]:
+    """(value column, its blank indicator) of each numeric field of a tabular store
+    (:mod:`mmpipe.encoders.tabular`: a numeric field is its value then ``{field}=missing``,
+    a categorical one a column per category then its blank category); [] for any other
+    store. Stage 1 standardised and imputed a blank at the whole cohort's mean, which
+    the test subjects shape: the z-score here imputes again from the training rows."""
+    encoding = provenance.get("tabular_encoding")
+    if not encoding:
+        return []
+    pairs, offset = [], 0
+    for col in encoding["columns"]:
+        if col["kind"] == "numeric":
+            pairs.append((offset, offset + 1))
+            offset += 2
+        else:
+            offset += len(col["categories"]) + 1
+    return pairs
+
+
 class Normalizer:
     """Per-modality feature normalisation, fitted on training subjects only.
 
     - ``"zscore"``: per feature element (the feature dims flattened), mean and standard
-      deviation over the *present* rows of the data given to :meth:`fit`; the standard
-      deviation is floored at 1e-6 so constant features do not blow up.
+      deviation over the *present* rows of the data given to :meth:`fit`; a feature
+      constant there (standard deviation under 1e-6) is only centred, so a value seen
+      only in validation or test (a category no training subject has) stays a unit step
+      instead of a million. A tabular store's numeric fields (:func:`blank_columns`)
+      take their statistics from the training rows with a value, their blanks are set to
+      the training mean (0) and their blank indicators stay 0/1: no statistic of the
+      stage-1 encoding, fitted on the whole cohort, reaches the features.
     - ``"l2"``: each feature vector (last axis) scaled to unit L2 norm; nothing to fit.
-    - ``"none"``: identity.
+    - ``"none"``: identity (a tabular store then keeps stage 1's cohort-wide scaling and
+      blank imputation: label-free, but not fitted on training subjects only).
 
     Absent rows stay exactly zero after :meth:`transform`.
     """
@@ -238,21 +263,33 @@ class Normalizer:
         self.mode = mode
         self.stats: dict[str, dict[str, np.ndarray]] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
+        # modality -> (value column, blank indicator) pairs (blank_columns)
+        self.blanks: dict[str, list[tuple[int, int]]] = {}
         self.fitted = False
 
     def fit(self, data: BenchData) -> Normalizer:
-        self.stats, self.shapes = {}, data.shapes()
+        self.stats, self.shapes, self.blanks = {}, data.shapes(), {}
         if self.mode == "zscore":
             for j, m in enumerate(data.modalities):
                 width = int(np.prod(self.shapes[m], dtype=np.int64))
                 rows = data.x[m][data.present[:, j]].reshape(-1, width)
+                pairs = blank_columns(data.provenance.get(m, {}))
                 if len(rows) == 0:
                     log.warning("normaliser: no training subject has %s; its features are "
                                 "left unscaled", m)
                     mean, std = np.zeros(width), np.ones(width)
                 else:
                     rows = rows.astype(np.float64)
-                    mean, std = rows.mean(axis=0), np.maximum(rows.std(axis=0), STD_FLOOR)
+                    mean, std = rows.mean(axis=0), rows.std(axis=0)
+                    for value, blank in pairs:
+                        known = rows[:, blank] < 0.5
+                        if known.any():
+                            mean[value], std[value] = (rows[known, value].mean(),
+                                                       rows[known, value].std())
+                        mean[blank], std[blank] = 0.0, 1.0  # an indicator stays 0/1
+                    std = np.where(std < STD_FLOOR, 1.0, std)
+                if pairs:
+                    self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
         self.fitted = True
         return self
@@ -272,6 +309,9 @@ class Normalizer:
             if self.mode == "zscore":
                 s = self.stats[m]
                 flat = (v.reshape(len(v), -1) - s["mean"]) / s["std"]
+                for value, blank in self.blanks.get(m, []):
+                    flat[:, value] = np.where(v.reshape(len(v), -1)[:, blank] > 0.5, 0.0,
+                                              flat[:, value])
                 v = flat.reshape(v.shape)
             elif self.mode == "l2":
                 norm = np.linalg.norm(v, axis=-1, keepdims=True) if v.ndim > 1 else np.abs(v)
@@ -289,6 +329,7 @@ class Normalizer:
             "mode": self.mode,
             "shapes": {m: list(s) for m, s in self.shapes.items()},
             "stats": {m: {k: v.tolist() for k, v in st.items()} for m, st in self.stats.items()},
+            "blanks": {m: [list(p) for p in pairs] for m, pairs in self.blanks.items()},
         }
 
     @classmethod
@@ -297,5 +338,8 @@ class Normalizer:
         norm.shapes = {m: tuple(int(d) for d in s) for m, s in state["shapes"].items()}
         norm.stats = {m: {k: np.asarray(v, dtype=np.float32) for k, v in st.items()}
                       for m, st in state.get("stats", {}).items()}
+        # absent from a model saved before blanks were re-imputed (it trained without)
+        norm.blanks = {m: [(int(a), int(b)) for a, b in pairs]
+                       for m, pairs in state.get("blanks", {}).items()}
         norm.fitted = True
         return norm

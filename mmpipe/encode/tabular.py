@@ -61,9 +61,12 @@ def setup(job, items) -> None:
     """Fit the encoding on the subjects that have the table, or read it from the store
     named by the encoder's ``encoding_from``.
 
-    Standardisation here uses the whole cohort (stage 1 knows no split); stage 2
-    refits its normalisation on each training split, so no test statistic leaks
-    into a model. The encoding, fitted or reused, goes into the store's attributes.
+    Standardisation and blank imputation here use the whole cohort (stage 1 knows no
+    split); stage 2's z-score (``benchmark.normalize: zscore``, the default) refits
+    both on each training split (:class:`~mmpipe.bench.data.Normalizer`), so no test
+    statistic reaches a model's features. Under ``l2`` or ``none`` the cohort-wide
+    scaling stays: label-free, but fitted with the test subjects. The encoding, fitted
+    or reused, goes into the store's attributes.
     """
     from mmpipe.encoders.tabular import TabularEncoding
 

@@ -157,3 +157,45 @@ def test_subset_and_with_present():
     assert (masked.x["b"] == 0).all()
     np.testing.assert_array_equal(masked.x["a"], data.x["a"])
     assert (data.x["b"] != 0).any()  # the original is untouched
+
+
+def _tabular(ages: list, stages: list) -> BenchData:
+    """Clinical rows through the stage-1 tabular encoding, fitted on every subject (as
+    the encode job does: it knows no split), as the stage-2 data carries them."""
+    from mmpipe.encoders.tabular import TabularEncoding
+    from mmpipe.store import encoding_signature
+
+    frame = pl.DataFrame({"age": ages, "stage": stages}, strict=False)
+    encoding = TabularEncoding(["age", "stage"], categorical=["stage"]).fit(frame)
+    x = encoding.transform(frame)
+    n = len(ages)
+    return BenchData(subject_id=np.array([f"s{i}" for i in range(n)]),
+                     y=np.arange(n) % 2, x={"clin": x}, present=np.ones((n, 1), bool),
+                     modalities=["clin"], n_classes=2,
+                     provenance={"clin": encoding_signature(
+                         {"encoder_type": "tabular", "tabular_encoding": encoding.to_dict()})})
+
+
+def test_tabular_features_of_training_subjects_do_not_move_with_the_test_subjects():
+    """Stage 1 standardises and imputes blanks with the whole cohort's statistics; the
+    z-score fitted on the training subjects must leave no trace of the test ones: a blank
+    training age sat at the cohort mean, and a stage only a test subject has became 1e6
+    (a training column of zeros divided by the floor of its standard deviation)."""
+    train = [40.0, 50.0, None, 60.0, 70.0, None]
+    stages = ["I", "II", "I", "II", "I", "II"]
+    first = _tabular([*train, 20.0, 25.0], [*stages, "IV", "I"])
+    second = _tabular([*train, 90.0, 95.0], [*stages, "II", "IV"])
+    out = []
+    for data in (first, second):
+        tr, te = data.subset(np.arange(6)), data.subset([6, 7])
+        norm = Normalizer("zscore").fit(tr)
+        out.append((norm.transform(tr).x["clin"], norm.transform(te).x["clin"], norm))
+    np.testing.assert_allclose(out[0][0], out[1][0], atol=1e-6)   # training rows alike
+    ages = out[0][0][:, 0]
+    assert ages[[2, 5]].tolist() == [0.0, 0.0]                      # blanks: the training mean
+    assert ages[[0, 1, 3, 4]].mean() == pytest.approx(0, abs=1e-6)
+    assert set(np.unique(out[0][0][:, 1])) == {0.0, 1.0}            # the blank indicator
+    assert np.abs(out[1][1]).max() < 10                             # the unseen stage IV
+    restored = Normalizer.from_state(json.loads(json.dumps(out[0][2].state_dict())))
+    te = first.subset([6, 7])
+    np.testing.assert_array_equal(restored.transform(te).x["clin"], out[0][1])
