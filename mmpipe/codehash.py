@@ -8,12 +8,16 @@ syntax trees without docstrings: reformatting, comments and docstrings rerun not
 any change to the code does. Editing the text encoder reruns the text stores and not
 the Med3D ones, because the Med3D loop never imports the text encoder.
 
-The registries (:data:`REGISTRIES`) are not part of any key and their imports are not
-followed: adding a method, an encoder type or an adapter must not rerun every other job.
-A job's key names its own registry entry instead (its method module, its encoder type's
-modules, its adapter). Nor are the modules that only say where and how outputs are
-written (:data:`NOT_CONTENT`): a path that changes is a missing output, which Snakemake
-builds anyway, and the atomic rename changes no byte of what is written.
+The registries (:data:`REGISTRIES`) are not keyed whole: adding a method, an encoder
+type or an adapter must not rerun every other job. What a job reads from one is keyed
+by name instead: the definitions a keyed module imports from a registry (the trainer's
+``PHASE_KEYS``, ``build_manifest``) and what they refer to within it, transitively; and
+the job's own entry of a registry table, named as ``"encoders/registry:ENCODER_TYPES[med3d]"``
+(its builder, shape function and the helpers they call). A table itself
+(:data:`REGISTRY_TABLES`) is followed only through the entry a job names. Nor are the
+modules that only say where and how outputs are written (:data:`NOT_CONTENT`): a path
+that changes is a missing output, which Snakemake builds anyway, and the atomic rename
+changes no byte of what is written.
 
 Keys hash a version-neutral form of each syntax tree (fields a newer Python adds empty,
 such as ``type_params``, are left out), so a Python upgrade alone reruns nothing.
@@ -22,6 +26,7 @@ such as ``type_params``, are left out), so a Python upgrade alone reruns nothing
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 from collections.abc import Iterable
 from functools import cache
@@ -29,6 +34,9 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REGISTRIES = frozenset({"methods", "encoders/registry", "cohorts"})
+# each registry's table of entries: never keyed whole (an added entry reruns nothing)
+REGISTRY_TABLES = {"methods": "METHODS", "encoders/registry": "ENCODER_TYPES",
+                   "cohorts": "ADAPTERS"}
 NOT_CONTENT = frozenset({"layout", "fsutil"})
 
 
@@ -53,8 +61,10 @@ def _is_type_checking(node: ast.AST) -> bool:
         or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
 
 
-def _imports(tree: ast.AST, package: str) -> list[str]:
-    """``mmpipe`` modules imported anywhere in ``tree`` outside TYPE_CHECKING blocks."""
+def _imports(tree: ast.AST, package: str, names: list[tuple[str, str]] | None = None
+             ) -> list[str]:
+    """``mmpipe`` modules imported anywhere in ``tree`` outside TYPE_CHECKING blocks;
+    ``names`` (when given) collects ``(module, name)`` of each ``from module import name``."""
     found: list[str] = []
 
     def visit(node: ast.AST) -> None:
@@ -74,6 +84,8 @@ def _imports(tree: ast.AST, package: str) -> list[str]:
                     sub = f"{base}.{alias.name}"
                     if _module_file(sub).exists():
                         found.append(sub)
+                    elif names is not None:
+                        names.append((base, alias.name))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -81,14 +93,91 @@ def _imports(tree: ast.AST, package: str) -> list[str]:
     return found
 
 
-@cache
-def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+def _package(path: Path) -> str:
     name = _name(path)
-    package = name if path.name == "__init__.py" else name.rpartition("/")[0]
-    deps = tuple(sorted({_name(_module_file(m)) for m in _imports(tree, package)
+    return name if path.name == "__init__.py" else name.rpartition("/")[0]
+
+
+@cache
+def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The module's tree, the modules it imports, and the (registry, name) pairs it
+    imports from a registry."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[tuple[str, str]] = []
+    deps = tuple(sorted({_name(_module_file(m)) for m in _imports(tree, _package(path), names)
                          if _module_file(m).exists()}))
-    return tree, deps
+    from_registries = tuple(sorted({(_name(_module_file(m)), n) for m, n in names
+                                    if _name(_module_file(m)) in REGISTRIES}))
+    return tree, deps, from_registries
+
+
+def _top_level(tree: ast.Module) -> dict[str, ast.AST]:
+    """A module's top-level definitions by the names they bind (imports included)."""
+    out: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                for n in ast.walk(target):
+                    if isinstance(n, ast.Name):
+                        out[n.id] = node
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            for alias in node.names:
+                out[(alias.asname or alias.name).split(".")[0]] = node
+    return out
+
+
+def _entry(tree: ast.Module, table: str, key: str) -> ast.AST:
+    """The entry ``key`` of a registry table: a dict literal's value, or the call in the
+    table whose first argument is ``key`` (``EncoderType("med3d", ...)``)."""
+    node = _top_level(tree).get(table)
+    for n in ast.walk(node) if node is not None else ():
+        if isinstance(n, ast.Dict):
+            for k, v in zip(n.keys, n.values, strict=True):
+                if isinstance(k, ast.Constant) and k.value == key:
+                    return v
+        if (isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant)
+                and n.args[0].value == key):
+            return n
+    raise KeyError(f"no entry {key!r} in {table}")
+
+
+def _registry_part(registry: str, roots: list[ast.AST]) -> tuple[list[ast.AST], set[str]]:
+    """The definitions of ``registry`` that ``roots`` refer to, transitively (its table
+    left out), and the mmpipe modules they import."""
+    path = _module_file(registry)
+    tree = _parsed(path)[0]
+    defs, table = _top_level(tree), REGISTRY_TABLES.get(registry)
+    kept: list[ast.AST] = []
+    imported: list[str] = []
+    todo, seen = list(roots), set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        kept.append(node)
+        for n in ast.walk(node):
+            if not isinstance(n, ast.Name) or n.id not in defs or n.id == table:
+                continue
+            if isinstance(defs[n.id], ast.Import | ast.ImportFrom):
+                # a name the registry imports: keyed by its module, not the import line
+                imported += _imports(ast.Module(body=[_only(defs[n.id], n.id)],
+                                                type_ignores=[]), _package(path))
+            else:
+                todo.append(defs[n.id])
+    modules = {_name(_module_file(m)) for m in
+               [*imported, *(m for node in kept for m in _imports(node, _package(path)))]
+               if _module_file(m).exists()}
+    return sorted(kept, key=lambda n: (n.lineno, n.col_offset)), modules - {registry}
+
+
+def _only(node: ast.Import | ast.ImportFrom, name: str) -> ast.AST:
+    """The import statement ``node`` narrowed to the alias that binds ``name``."""
+    narrowed = copy.copy(node)
+    narrowed.names = [a for a in node.names if (a.asname or a.name).split(".")[0] == name]
+    return narrowed
 
 
 def module_tree(module: str) -> ast.Module:
@@ -96,22 +185,64 @@ def module_tree(module: str) -> ast.Module:
     return _parsed(_module_file(module))[0]
 
 
+def _closure(specs: Iterable[str]) -> tuple[list[str], dict[str, list[ast.AST]]]:
+    """The modules of :func:`module_closure` and, per registry, the definitions read."""
+    seen: set[str] = set()
+    wanted: dict[str, list[ast.AST]] = {}
+    todo = []
+    for spec in specs:
+        module, _, entry = spec.partition(":")
+        name = _name(_module_file(module))
+        if entry:  # "encoders/registry:ENCODER_TYPES[med3d]", "cohorts:build_manifest"
+            table, _, key = entry.partition("[")
+            tree = _parsed(_module_file(name))[0]
+            if key:
+                wanted.setdefault(name, []).append(_entry(tree, table, key.removesuffix("]")))
+            elif table in _top_level(tree):
+                wanted.setdefault(name, []).append(_top_level(tree)[table])
+            else:
+                raise KeyError(f"no {table!r} in mmpipe module {name!r}")
+        else:
+            todo.append(name)
+    done: dict[str, int] = {}
+    while todo or any(len(v) != done.get(k) for k, v in wanted.items()):
+        while todo:
+            mod = todo.pop()
+            if mod in seen or mod in REGISTRIES or mod in NOT_CONTENT:
+                continue
+            path = _module_file(mod)
+            if not path.exists():
+                raise FileNotFoundError(f"no mmpipe module {mod!r} ({path})")
+            seen.add(mod)
+            tree, deps, from_registries = _parsed(path)
+            todo.extend(deps)
+            for registry, n in from_registries:
+                definition = _top_level(_parsed(_module_file(registry))[0]).get(n)
+                if definition is None or n == REGISTRY_TABLES.get(registry):
+                    continue
+                if isinstance(definition, ast.Import | ast.ImportFrom):
+                    # a name the registry re-exports (``from mmpipe.cohorts import
+                    # read_manifest``): the module that defines it
+                    todo.extend(_name(_module_file(m)) for m in _imports(
+                        ast.Module(body=[_only(definition, n)], type_ignores=[]),
+                        _package(_module_file(registry))) if _module_file(m).exists())
+                else:
+                    wanted.setdefault(registry, []).append(definition)
+        for registry, roots in list(wanted.items()):
+            if done.get(registry) != len(roots):
+                done[registry] = len(roots)
+                todo.extend(_registry_part(registry, roots)[1])
+    parts = {registry: _registry_part(registry, roots)[0] for registry, roots in wanted.items()}
+    return sorted(seen), parts
+
+
 def module_closure(modules: Iterable[str]) -> list[str]:
     """``modules`` and every ``mmpipe`` module they import, transitively, as
     ``encode/med3d``-style names (a package is named by its folder); registries and
-    :data:`NOT_CONTENT` left out."""
-    seen: set[str] = set()
-    todo = [_name(_module_file(m)) for m in modules]
-    while todo:
-        mod = todo.pop()
-        if mod in seen or mod in REGISTRIES or mod in NOT_CONTENT:
-            continue
-        path = _module_file(mod)
-        if not path.exists():
-            raise FileNotFoundError(f"no mmpipe module {mod!r} ({path})")
-        seen.add(mod)
-        todo.extend(_parsed(path)[1])
-    return sorted(seen)
+    :data:`NOT_CONTENT` left out (what is read from a registry is keyed by name:
+    :func:`code_key`). A ``"registry:TABLE[entry]"`` spec adds the modules its entry
+    imports."""
+    return _closure(modules)[0]
 
 
 class _StripDocstrings(ast.NodeTransformer):
@@ -145,9 +276,16 @@ def _module_digest(path: Path) -> str:
 
 @cache
 def code_key(*modules: str) -> str:
-    """SHA-256 (12 hex) of ``modules`` and everything they import within ``mmpipe``."""
+    """SHA-256 (12 hex) of ``modules`` and everything they import within ``mmpipe``,
+    with the registry definitions they read (and ``"registry:TABLE[entry]"`` specs)."""
     digest = hashlib.sha256()
-    for mod in module_closure(modules):
+    closure, parts = _closure(modules)
+    for mod in closure:
         digest.update(mod.encode())
         digest.update(_module_digest(_module_file(mod)).encode())
+    for registry in sorted(parts):
+        digest.update(registry.encode())
+        for node in parts[registry]:
+            stripped = _StripDocstrings().visit(copy.deepcopy(node))
+            digest.update(repr(_neutral(stripped)).encode())
     return digest.hexdigest()[:12]

@@ -43,7 +43,7 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     keep = {k: v for k, v in c.items() if k not in NOT_READ_BY_THE_MANIFEST}
     adapter = ADAPTERS[c["adapter"]].__module__
     return canonical({**keep, "modalities": mods,
-                      "code": code_key("cohorts/manifest", adapter)})
+                      "code": code_key("cohorts/manifest", adapter, "cohorts:build_manifest")})
 
 
 def demo_params(cfg: dict, cohort_name: str) -> dict:
@@ -119,7 +119,8 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
         "weights": weights or ("random-init" if etype.needs_gpu and enc.get("allow_random_init")
                                else None),
         "kind": mod["kind"],
-        "code": code_key(*etype.code_modules()),
+        # its modules, and its own registry entry (builder, feature shape, helpers)
+        "code": code_key(*etype.code_modules(), f"encoders/registry:ENCODER_TYPES[{etype.name}]"),
     }
     if mod["kind"] == "dicom":
         params["dicom"] = dicom_params(cfg)
