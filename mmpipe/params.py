@@ -128,6 +128,13 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
         params["tiling"] = tiling_params(cfg)
     if mod["kind"] == "table":
         params["fields"] = mod["fields"]
+        if enc["type"] == "tabular":
+            from mmpipe.encoders.tabular import TabularEncoding
+
+            # as the encoding reads them: sets, whose order reruns nothing
+            canon = TabularEncoding.from_config(enc, mod["fields"])
+            params["config"].update(categorical=canon.categorical,
+                                    missing_values=canon.missing_values)
         if enc["type"] == "text":
             params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
     return canonical(params)
@@ -147,7 +154,9 @@ def split_params(cfg: dict, cohort_name: str) -> dict:
 
 
 def mask_params(cfg: dict, cohort_name: str, scenario: str) -> dict:
-    options = benchmark_settings(cfg, cohort_name)["scenario_options"].get(scenario, {})
+    options = dict(benchmark_settings(cfg, cohort_name)["scenario_options"].get(scenario, {}))
+    if isinstance(options.get("modalities"), list):  # a set to the scenarios (completeness)
+        options["modalities"] = sorted(options["modalities"])
     return canonical({"options": options, "code": code_key("bench/prepare")})
 
 
@@ -162,14 +171,18 @@ def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> 
 
 
 def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
-    from mmpipe.methods import METHODS
+    from mmpipe.methods import METHODS, TRAINER_KEYS
+    from mmpipe.methods.hparams import method_kind
 
     mcfg = run["config"]
     implementation = METHODS[mcfg["type"]]
     # a method may override the cohort's feature normalisation (trees need none)
     normalize = mcfg.get("normalize", s["normalize"])
+    # a scikit-learn method runs no trainer: the cohort's trainer settings, merged into
+    # every method's config, mean nothing to it and rerun nothing
+    ignored = {"normalize", *(TRAINER_KEYS if method_kind(mcfg["type"]) == "sklearn" else ())}
     return canonical({
-        "method": {k: v for k, v in mcfg.items() if k != "normalize"},
+        "method": {k: v for k, v in mcfg.items() if k not in ignored},
         "implementation": implementation,
         "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][run["feature_set"]],
         "label": s["label"],

@@ -14,6 +14,7 @@ from mmpipe.params import (
     dicom_params,
     encoder_params,
     manifest_params,
+    mask_params,
     tiling_params,
     train_params,
 )
@@ -211,6 +212,33 @@ def test_hyperparameter_names_read_from_the_source_match_the_classes():
         assert hyperparameter_names(type_name) == set(method_class(type_name).defaults), type_name
 
 
+def test_a_methods_kind_read_from_the_source_matches_the_class():
+    from mmpipe.methods import METHODS, method_class
+    from mmpipe.methods.hparams import method_kind
+
+    for type_name in METHODS:
+        assert method_kind(type_name) == getattr(method_class(type_name), "kind", "torch")
+    assert method_kind("hgb") == method_kind("logreg") == "sklearn"
+
+
+def test_trainer_settings_rerun_no_scikit_learn_run(raw_config):
+    """The cohort's trainer settings go into every method's config; hgb and logreg run no
+    trainer, so a changed patience reran them for nothing."""
+    import copy
+
+    from mmpipe.config import benchmark_runs
+    from mmpipe.params import train_params
+
+    base = validate_config(copy.deepcopy(raw_config))
+    changed = copy.deepcopy(base)
+    trainer = changed["cohorts"]["demo"]["benchmark"].setdefault("trainer", {})
+    trainer["patience"] = int(trainer.get("patience", 10)) + 7
+    for run in benchmark_runs(base, "demo"):
+        args = ("demo", run["feature_set"], run["method"])
+        same = train_params(base, *args) == train_params(changed, *args)
+        assert same == (run["config"]["type"] in ("hgb", "logreg")), run["method"]
+
+
 def test_reordering_every_mapping_changes_no_parameter_set(raw_config):
     """Key order means nothing in config.yaml: every job's params are the same."""
     from mmpipe.config import benchmark_runs
@@ -243,6 +271,24 @@ def test_reordering_every_mapping_changes_no_parameter_set(raw_config):
         assert repr(manifest_params(a, cohort)) == repr(manifest_params(b, cohort))
     assert repr(dicom_params(a)) == repr(dicom_params(b))
     assert repr(tiling_params(a)) == repr(tiling_params(b))
+
+
+def test_lists_read_as_sets_rerun_nothing_when_reordered(raw_config):
+    """The tabular encoder's categorical fields and blank codes, and completeness's
+    modalities, are sets to the code that reads them: their order reran the stores or
+    masks (a list is otherwise an order: fields, seeds' cells, ratios)."""
+    a = validate_config(copy.deepcopy(raw_config))
+    a["encoders"]["tabular"].update(categorical=["smoking", "site"], missing_values=["-1", "x"])
+    a["cohorts"]["demo"]["benchmark"]["scenarios"]["completeness"] = {
+        "rates": [0.5], "modalities": ["ct", "wsi"]}
+    b = copy.deepcopy(a)
+    b["encoders"]["tabular"].update(categorical=["site", "smoking"], missing_values=["x", "-1"])
+    b["cohorts"]["demo"]["benchmark"]["scenarios"]["completeness"]["modalities"] = ["wsi", "ct"]
+    a, b = validate_config(a), validate_config(b)
+    assert repr(encoder_params(a, "demo", "clinical", "tabular")) == repr(
+        encoder_params(b, "demo", "clinical", "tabular"))
+    assert repr(mask_params(a, "demo", "completeness")) == repr(
+        mask_params(b, "demo", "completeness"))
 
 
 def test_the_weights_files_hash_is_the_key_not_its_path(raw_config, tmp_path):

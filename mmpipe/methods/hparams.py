@@ -1,4 +1,4 @@
-"""A method type's hyper-parameter names, read from its source without importing it.
+"""A method type's hyper-parameter names and kind, read from its source without importing it.
 
 The Snakefile checks every method's settings while it builds the DAG, where importing
 the method modules (torch, torch-geometric: about 4 s) for each run of snakemake would
@@ -77,3 +77,31 @@ def hyperparameter_names(type_name: str) -> frozenset[str]:
         raise ConfigError(f"unknown method type {type_name!r} (known: {sorted(METHODS)})")
     module, cls = METHODS[type_name].split(":")
     return frozenset(_class_defaults(*_resolve(module, cls)))
+
+
+def _class_kind(module: str, cls) -> str | None:
+    for node in cls.body:
+        target = (node.target if isinstance(node, ast.AnnAssign)
+                  else node.targets[0] if isinstance(node, ast.Assign) else None)
+        if (isinstance(target, ast.Name) and target.id == "kind"
+                and isinstance(node.value, ast.Constant)):
+            return node.value.value
+    for base in cls.bases:
+        if isinstance(base, ast.Name):
+            try:
+                found_module, found = _resolve(module, base.id)
+            except LookupError:
+                continue
+            if isinstance(found, ast.ClassDef) and (kind := _class_kind(found_module, found)):
+                return kind
+    return None
+
+
+@cache
+def method_kind(type_name: str) -> str:
+    """``"sklearn"`` for a method the trainer does not train (its ``fit`` is called and
+    trainer settings mean nothing to it), else ``"torch"``: the class's ``kind``."""
+    if type_name not in METHODS:
+        raise ConfigError(f"unknown method type {type_name!r} (known: {sorted(METHODS)})")
+    module, cls = METHODS[type_name].split(":")
+    return _class_kind(*_resolve(module, cls)) or "torch"
