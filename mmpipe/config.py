@@ -91,6 +91,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` listing every problem with the key it is under.
     """
+    _registry_defaults(cfg)
     errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     problems = [f"{_where(e)}: {e.message}" for e in errors]
     if not problems:
@@ -100,6 +101,19 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _registry_defaults(cfg: dict[str, Any]) -> None:
+    """An encoder entry without a setting its type gives a default (its published input
+    recipe: MedicalNet's for Med3D) gets it here, before the schema's own defaults, so
+    the store's key and attributes hold what runs."""
+    from mmpipe.encoders.registry import ENCODER_TYPES
+
+    for enc in (cfg.get("encoders") or {}).values():
+        etype = ENCODER_TYPES.get(enc.get("type")) if isinstance(enc, dict) else None
+        for key, value in (etype.default_settings.items() if etype else ()):
+            if key not in enc:
+                enc[key] = copy.deepcopy(value)
+
+
 def _adapters() -> list[str]:
     from mmpipe.cohorts import ADAPTERS
 
@@ -107,7 +121,7 @@ def _adapters() -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import misplaced_settings, readers_of
+    from mmpipe.encoders.registry import get_encoder_type, misplaced_settings, readers_of
 
     problems = _check_methods(cfg)
     encoders = cfg["encoders"]
@@ -115,6 +129,14 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
         for key in misplaced_settings(enc):
             problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
                             "not read it (another encoder type does)")
+        etype = get_encoder_type(enc["type"])
+        unstated = [k for k in etype.transform_keys if k not in (enc.get("transform") or {})]
+        if unstated:
+            recipe = etype.default_settings.get("transform", {})
+            problems.append(
+                f"config.encoders.{ename}.transform: a {enc['type']!r} transform states "
+                + ", ".join(f"{k!r} (its published recipe: {recipe.get(k)!r})" for k in unstated)
+                + "; null skips a step, leaving out the whole transform takes the recipe")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "

@@ -451,3 +451,21 @@ def test_every_part_of_the_full_totalsegmentator_model_keys_the_masks(raw_config
     (tmp_path / "Dataset292_TotalSegmentator_part2_vertebrae_1532subj" / "plans.json"
      ).write_text("other weights")
     assert segment_params(cfg, "demo", "mri_t1") != first
+
+
+def test_a_volume_encoder_without_a_transform_takes_its_published_recipe(raw_config):
+    """A med3d entry without ``transform`` ran MedicalNet on raw intensities at the file's
+    size and orientation; one with a partial transform silently left out the z-score."""
+    from mmpipe.encoders.registry import MEDICALNET_RECIPE, VGG_SLICE_RECIPE
+
+    cfg = copy.deepcopy(raw_config)
+    for name in ("med3d_resnet18", "vgg11_slices"):
+        del cfg["encoders"][name]["transform"]
+    cfg = validate_config(cfg)
+    assert cfg["encoders"]["med3d_resnet18"]["transform"] == MEDICALNET_RECIPE
+    assert cfg["encoders"]["vgg11_slices"]["transform"] == VGG_SLICE_RECIPE
+    partial = copy.deepcopy(raw_config)
+    partial["encoders"]["med3d_resnet18"]["transform"] = {"resize": [56, 448, 448]}
+    with pytest.raises(ConfigError, match=r"med3d_resnet18.transform: a 'med3d' transform "
+                       r"states 'normalize' \(its published recipe: 'foreground_zscore_noise'\)"):
+        validate_config(partial)

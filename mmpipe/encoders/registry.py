@@ -18,7 +18,7 @@ the DAG. ``build(cfg, device)`` accepts an optional ``cfg["name"]`` (the key und
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,28 @@ if TYPE_CHECKING:
     from mmpipe.encoders.weights import WeightsInfo
 
 MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the thesis, 4.2)
+# An encoder's published input recipe, its ``transform`` when the config gives none
+# (EncoderType.default_settings). Med3D as used to make MMIST-ccRCC's released features:
+# MedicalNet's test-time processing (datasets/brains18.py: crop -> resize -> foreground
+# z-score with noise) at 56x448x448.
+MEDICALNET_RECIPE: dict[str, Any] = {
+    "orientation": "RAS",
+    "spacing": None,
+    "crop_foreground": True,
+    "hu_window": None,
+    "normalize": "foreground_zscore_noise",
+    "resize": list(MED3D_DEFAULT_RESIZE),
+}
+# VGG11 on axial slices (HyperMM): the slice geometry and intensities are fixed by the
+# ImageNet recipe (resize 256, centre crop 224, ImageNet mean/std), not by the config.
+VGG_SLICE_RECIPE: dict[str, Any] = {
+    "orientation": "RAS",
+    "spacing": None,
+    "crop_foreground": False,
+    "hu_window": None,
+    "max_slices": None,
+    "min_foreground": None,
+}
 # encoder settings that change how a job runs, not the embeddings it writes, and how it
 # finds and checks its weights (the weights' content is in the key: mmpipe.params); the
 # job reads them from the config, and they rerun nothing
@@ -63,6 +85,12 @@ class EncoderType:
     # the settings among them that name weight files or folders: a store's key holds
     # their content's hash, not their path
     weight_files: tuple[str, ...] = ()
+    # settings a config entry without them gets (validate_config), so the store's key and
+    # attributes hold what ran: a network's published input recipe
+    default_settings: Mapping[str, Any] = field(default_factory=dict)
+    # keys a ``transform`` given in the config must state (null skips a step): a partial
+    # recipe would silently drop the step the weights expect
+    transform_keys: tuple[str, ...] = ()
 
     def read_settings(self) -> tuple[str, ...]:
         """Every type-specific key it reads: its own, and those of every network."""
@@ -150,7 +178,7 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
                     _vgg_shape, _build_vgg, _image_input,
                     settings=("weights", "sha256", "transform", "keep_bag", "pooling"),
-                    weight_files=("weights",)),
+                    weight_files=("weights",), default_settings={"transform": VGG_SLICE_RECIPE}),
         # 2-D image sets (kind image): the same networks and weight files, one image at a time
         EncoderType("vgg11_images", ("image",), True, ("encoders/vgg11",), "images",
                     _vgg_shape, _build_vgg, _image_input,
@@ -163,7 +191,8 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
                     _med3d_shape, _build_med3d, _med3d_input,
                     settings=("weights", "sha256", "transform", "depth"),
-                    weight_files=("weights",)),
+                    weight_files=("weights",), default_settings={"transform": MEDICALNET_RECIPE},
+                    transform_keys=("normalize", "resize")),
         EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
                     lambda cfg: (1024,), _build_clam, _image_input,
                     settings=("weights", "sha256", "keep_bag"), weight_files=("weights",)),

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,27 +38,6 @@ from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
 
 log = logging.getLogger(__name__)
-
-# Med3D as used to make MMIST-ccRCC's released features: MedicalNet's test-time processing
-# (datasets/brains18.py: crop -> resize -> foreground z-score with noise) at 56x448x448.
-MEDICALNET_RECIPE: dict[str, Any] = {
-    "orientation": "RAS",
-    "spacing": None,
-    "crop_foreground": True,
-    "hu_window": None,
-    "normalize": "foreground_zscore_noise",
-    "resize": [56, 448, 448],
-}
-# VGG11 on axial slices (HyperMM): the slice geometry and intensities are fixed by the
-# ImageNet recipe (resize 256, centre crop 224, ImageNet mean/std), not by the config.
-VGG_SLICE_RECIPE: dict[str, Any] = {
-    "orientation": "RAS",
-    "spacing": None,
-    "crop_foreground": False,
-    "hu_window": None,
-    "max_slices": None,
-    "min_foreground": None,
-}
 
 _VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize",
                 "roi_crop", "mask_out"}

@@ -12,11 +12,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from mmpipe.encoders.registry import MEDICALNET_RECIPE, VGG_SLICE_RECIPE
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmpipe.preprocess.volume import (
-    MEDICALNET_RECIPE,
-    VGG_SLICE_RECIPE,
     ForegroundZScoreWithNoise,
     build_slice_transform,
     build_volume_transform,
