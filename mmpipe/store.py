@@ -53,8 +53,8 @@ _VERSIONED_PACKAGES = ("mmpipe", "torch", "monai", "numpy", "zarr", "SimpleITK",
 # (tile_features: the tool, feature encoder and patch geometry of imported tile features;
 # precision: a network's forward under autocast, recorded only when not float32)
 SIGNATURE_KEYS = ("encoder_type", "weights_sha256", "weights_random_init", "weights_init_seed",
-                  "feature_shape", "feature_names", "tabular_encoding", "tile_features",
-                  "precision")
+                  "weights_projection_sha256", "feature_shape", "feature_names",
+                  "tabular_encoding", "tile_features", "precision", "embedding_settings")
 PREPROCESSING_KEYS = ("preprocessing_hash",)
 
 

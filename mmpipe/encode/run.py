@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from mmpipe.encode.inputs import SubjectInput, gather_inputs
 from mmpipe.encode.job import EncodeJob, SubjectWriter
+from mmpipe.encoders.registry import get_encoder_type
 from mmpipe.hashing import params_hash
 from mmpipe.store import FeatureStoreWriter
 
@@ -46,6 +47,8 @@ def _attrs(cohort: str, job: EncodeJob) -> dict:
         **(job.weights.to_attrs() if job.weights is not None else {}),
         "preprocessing": preprocessing,
         "preprocessing_hash": params_hash(preprocessing),
+        "embedding_settings": get_encoder_type(params["config"]["type"]).embedding_settings(
+            params["config"]),
         "code_version": params.get("code"),
         "device": str(job.device),
         **job.attrs,
@@ -107,7 +110,6 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
     settings (batch size, loader workers: :func:`mmpipe.encoders.registry.execution_settings`),
     which change how the job runs, not what it writes."""
     from mmpipe.encoders.device import resolve_device
-    from mmpipe.encoders.registry import get_encoder_type
 
     cohort_dir = Path(cohort_dir)
     # the entry name lets weight errors say which `encoders.<name>` to edit

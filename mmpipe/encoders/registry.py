@@ -96,6 +96,16 @@ class EncoderType:
         """Every type-specific key it reads: its own, and those of every network."""
         return (*self.settings, *NETWORK_SETTINGS) if self.build is not None else self.settings
 
+    def embedding_settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of ``cfg`` that change what an embedding means (the text
+        encoder's pooling and length, an image set's cap, a precomputed key): a store
+        made with others holds other features. Weight files are signed by their content,
+        the transform by the preprocessing hash, a fitted tabular encoding whole (its
+        categories and blank codes with it), and a bag changes no embedding."""
+        skip = {*self.weight_files, "sha256", "keep_bag", "transform", "encoding_from",
+                "categorical", "missing_values"}
+        return {k: cfg.get(k) for k in self.settings if k not in skip}
+
     def loop_module(self) -> ModuleType:
         return import_module(f"mmpipe.encode.{self.loop}")
 

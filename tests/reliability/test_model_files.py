@@ -135,3 +135,32 @@ def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trai
         "clinical: inputs preprocessed differently from the run's training inputs "
         "(preprocessing_hash differs): the scores may shift"]
     assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
+
+
+def test_a_store_whose_embedding_settings_differ_is_refused(trained, tmp_path):
+    """The text encoder's pooling, its length or projection, an image set's cap: a store
+    made with other settings holds other features, and was scored without a word."""
+    import shutil
+
+    import zarr
+
+    run, store = trained
+    copy = tmp_path / "other.zarr"
+    shutil.copytree(store, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    assert group.attrs["embedding_settings"] == {}       # a tabular store: its encoding signs
+    group.attrs["embedding_settings"] = {"pooling": "mean", "max_length": 128}
+    with pytest.raises(StoreError, match="embedding_settings: trained on {}"):
+        predict_stores(run, {"clinical": copy})
+
+
+def test_the_embedding_settings_are_a_types_own_minus_files_and_bags():
+    from mmpipe.encoders.registry import get_encoder_type
+
+    text = {"type": "text", "model": "biomedbert", "checkpoint": "/w/ckpt", "projection": "/p",
+            "max_length": 256, "pooling": "cls", "normalize": True}
+    assert get_encoder_type("text").embedding_settings(text) == {
+        "model": "biomedbert", "max_length": 256, "pooling": "cls", "normalize": True}
+    images = {"type": "vgg11_images", "weights": "/w", "keep_bag": True, "max_images": 8}
+    assert get_encoder_type("vgg11_images").embedding_settings(images) == {
+        "pooling": None, "max_images": 8}
