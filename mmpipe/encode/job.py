@@ -95,10 +95,24 @@ def build_network(job: EncodeJob) -> None:
     from mmpipe.encoders.registry import get_encoder_type
 
     etype = get_encoder_type(job.cfg["type"])
+    exact_float32(job.device, job.cfg.get("precision", "float32"))
     job.net, job.weights = etype.build(job.cfg, job.device)
     job.feature_shape = etype.feature_shape(job.cfg)
     if job.cfg.get("precision", "float32") != "float32":
         job.attrs["precision"] = job.cfg["precision"]
+
+
+def exact_float32(device, precision: str) -> None:
+    """A float32 encoder on CUDA computes in float32: torch lets cuDNN convolutions (and,
+    where set, matmuls) run in TF32 by default on Ampere and later, a ~1e-3 relative
+    error that the store would not record and that a CPU run of the same store does not
+    have. The encode job's process runs one store, so the flags are set for it."""
+    if device.type != "cuda" or precision != "float32":
+        return
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def autocast(job: EncodeJob):

@@ -67,3 +67,21 @@ def test_a_lower_precision_is_in_the_stores_signature():
     assert "precision" not in plain.attrs and low.attrs["precision"] == "bfloat16"
     assert encoding_signature(low.attrs) == {"precision": "bfloat16"}
     assert encoding_signature(plain.attrs) == {}
+
+
+def test_a_float32_encoder_on_cuda_turns_tf32_off():
+    """cuDNN's TF32 convolutions are torch's default: a float32 store from a GPU differed
+    from the CPU's by ~1e-3 and recorded nothing."""
+    from mmpipe.encode.job import exact_float32
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        exact_float32(torch.device("cpu"), "float32")
+        exact_float32(torch.device("cuda"), "bfloat16")
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+        exact_float32(torch.device("cuda"), "float32")
+        assert not cudnn.allow_tf32 and not matmul.allow_tf32
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
