@@ -271,9 +271,11 @@ class _RowBuffer:
 
     def put(self, i: int, row: np.ndarray) -> None:
         c = i // self.rows
-        if self.settled[i] and c not in self.blocks:  # rewritten after its chunk went out
-            self.array[i] = row
+        if self.settled[i] and not self.open[c] and c not in self.blocks:
+            self.array[i] = row  # rewritten after its chunk went out
             return
+        # a row marked first and written now, while its chunk is still open, goes into the
+        # chunk's block: written to the array alone, the block would cover it with NaN
         block = self.blocks.get(c)
         if block is None:
             lo, hi = c * self.rows, min((c + 1) * self.rows, len(self.settled))

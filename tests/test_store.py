@@ -226,3 +226,19 @@ def test_a_kill_while_a_rerun_replaces_the_store_leaves_no_complete_store_withou
     f = read_features(path)  # the new store, whole
     assert f.attrs["complete"] and f.present.all()
     np.testing.assert_array_equal(f.emb, [[2.0] * 4, [3.0] * 4])
+
+
+def test_a_subject_marked_then_written_keeps_its_row(tmp_path):
+    """mark() then write() of one subject, its chunk still open: the row went straight to
+    the array, and the chunk's block, made later for its neighbours, covered it with NaN
+    while the store said the subject was present."""
+    path = tmp_path / "mw.zarr"
+    with FeatureStoreWriter(path, ["a", "b", "c", "d"], (2,), {}, rows_per_chunk=4) as w:
+        w.mark("a", "rejected", "first attempt failed")
+        w.write("a", np.array([1.0, 2.0]))
+        for s in "bcd":
+            w.write(s, np.array([3.0, 4.0]))
+        w.commit()
+    f = read_features(path)
+    assert f.present.tolist() == [True] * 4
+    assert f.emb[0].tolist() == [1.0, 2.0]
