@@ -17,7 +17,12 @@ def run(job, items, writer, progress=None) -> None:
         chunk = items[start:start + _TEXT_CHUNK]
         with autocast(job):
             embs = job.net.encode([i.source for i in chunk])
-        for item, emb in zip(chunk, embs, strict=True):
-            writer.write(item.subject_id, emb)
+        cut = set(job.net.truncated)
+        for k, (item, emb) in enumerate(zip(chunk, embs, strict=True)):
+            # a prompt past the encoder's length lost its end (the fields last in the
+            # prompt): said on the subject, not only counted in the log
+            writer.write(item.subject_id, emb, note=(
+                f"prompt longer than {job.net.max_length} tokens: its end was not encoded"
+                if k in cut else ""))
         if progress is not None:
             progress.update(len(chunk))

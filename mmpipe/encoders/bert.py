@@ -291,10 +291,12 @@ class BertTokenizer:
             raise WeightsError(f"{path}: the tokenizer frames an empty text as {framed}, not "
                                "[CLS] [SEP]; the text encoder needs BERT's single-text template")
 
-    def __call__(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """``(input_ids, attention_mask, n_truncated)`` for ``texts``."""
+    def __call__(self, texts: list[str], max_length: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+        """``(input_ids, attention_mask, truncated)`` for ``texts``; ``truncated[i]``: text
+        ``i`` was longer than ``max_length`` tokens and lost its end."""
         rows = [e.ids for e in self._tok.encode_batch(texts)]
-        n_truncated = sum(len(r) > max_length for r in rows)
+        truncated = [len(r) > max_length for r in rows]
         rows = [r if len(r) <= max_length else [*r[:max_length - 1], self.sep_id] for r in rows]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -302,7 +304,7 @@ class BertTokenizer:
         for i, r in enumerate(rows):
             ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
             mask[i, :len(r)] = 1
-        return ids, mask, n_truncated
+        return ids, mask, truncated
 
 
 def _check_lowercasing(path: Path, tok: Any, config: dict[str, Any]) -> None:

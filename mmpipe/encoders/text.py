@@ -135,7 +135,8 @@ class TextEncoder:
         self.model_name = model
         self.batch_size = int(batch_size)
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
-        self.n_truncated = 0
+        # indices of the texts of the last encode() that lost their end to max_length
+        self.truncated: list[int] = []
         extra: dict[str, Any] = {}
 
         if model == "minilm":
@@ -205,15 +206,16 @@ class TextEncoder:
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings ``float32 [len(texts), dim]``; over-long texts are truncated (counted)."""
+        """Embeddings ``float32 [len(texts), dim]``; over-long texts are truncated (their
+        indices in :attr:`truncated`)."""
         texts = [str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        self.n_truncated = 0
+        self.truncated = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = texts[start:start + self.batch_size]
-                ids, mask, n_truncated = self.tokenizer(batch, self.max_length)
-                self.n_truncated += n_truncated
+                ids, mask, cut = self.tokenizer(batch, self.max_length)
+                self.truncated += [start + i for i, c in enumerate(cut) if c]
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 emb = self._pool(self.model(ids, mask), mask)
                 if self.projection is not None:
@@ -221,10 +223,15 @@ class TextEncoder:
                 if self.normalize:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=1)
                 out[start:start + len(batch)] = emb.float().cpu().numpy()
-        if self.n_truncated:
+        if self.truncated:
             log.warning("text encoder %s: %d of %d texts were longer than %d tokens and were "
-                        "truncated", self.model_name, self.n_truncated, len(texts), self.max_length)
+                        "truncated", self.model_name, len(self.truncated), len(texts),
+                        self.max_length)
         return out
+
+    @property
+    def n_truncated(self) -> int:
+        return len(self.truncated)
 
 
 def build_text_encoder(cfg: dict[str, Any], device: torch.device | str = "cpu") -> TextEncoder:

@@ -67,6 +67,7 @@ def test_truncation_is_counted_and_logged(minilm, caplog):
     with caplog.at_level(logging.WARNING):
         emb = minilm.encode([long, "short", long])
     assert minilm.n_truncated == 2 and emb.shape == (3, 384)
+    assert minilm.truncated == [0, 2]          # batch 2: the third text in the second batch
     assert "2 of 3 texts" in caplog.text
     minilm.encode(["short"])
     assert minilm.n_truncated == 0

@@ -1,0 +1,30 @@
+"""The text loop: a prompt cut to the encoder's length says so on its subject."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmpipe.encode import text
+from mmpipe.encode.inputs import SubjectInput
+from mmpipe.encode.job import EncodeJob, SubjectWriter
+from mmpipe.store import FeatureStoreWriter, read_features
+
+
+def test_a_truncated_prompt_is_noted_on_its_subject(tmp_path):
+    """Two prompts that differ past the 256th token (stage I vs IV) got one embedding and
+    an empty reason: only a count in the log said that anything was cut."""
+    long = "Clinical record. " + "Renal carcinoma history. " * 120
+    items = [SubjectInput("p1", "ok", source=long + "Stage I."),
+             SubjectInput("p2", "ok", source="Stage II.")]
+    job = EncodeJob(cfg={"type": "text", "model": "minilm", "batch_size": 2}, params={},
+                    modality="clinical", device=torch.device("cpu"))
+    text.setup(job, items)
+    path = tmp_path / "t.zarr"
+    with FeatureStoreWriter(path, ["p1", "p2"], job.feature_shape, {}) as w:
+        text.run(job, items, SubjectWriter(w))
+        w.commit()
+    f = read_features(path)
+    reasons = dict(zip(f.subject_id, f.reason, strict=True))
+    assert reasons["p1"] == "prompt longer than 256 tokens: its end was not encoded"
+    assert reasons["p2"] == "" and np.all(f.present)
