@@ -98,7 +98,7 @@ class FeatureStoreWriter:
         bag_item_shape: Sequence[int] | None = None,
         bag_coord_dim: int = 0,
         rows_per_chunk: int | None = None,
-        bag_rows_per_chunk: int = 4096,
+        bag_rows_per_chunk: int | None = None,
     ):
         self.path = Path(path)
         ids = [str(s) for s in subject_ids]
@@ -134,6 +134,11 @@ class FeatureStoreWriter:
         if bag_item_shape is not None:
             bag = self.group.create_group("bag")
             item = tuple(int(d) for d in bag_item_shape)
+            if bag_rows_per_chunk is None:
+                # ~16 MB too: 4096 CLAM tiles of 1024, 167 VGG blocks of 512x7x7 (4096 of
+                # those made 411 MB chunks, read whole for one subject's 1 MB bag)
+                per_item = int(np.prod(item)) or 1
+                bag_rows_per_chunk = max(1, min(4096, (4 * 1024 * 1024) // per_item))
             self._bag = {
                 "emb": _AppendBuffer(bag.create_array(
                     "emb", shape=(0, *item), chunks=(bag_rows_per_chunk, *item),
