@@ -2,7 +2,8 @@
 
 Snakemake reruns a job when the ``repr`` of one of its ``params`` changes. Each rule's
 params come from here and hold the settings its output depends on, nothing else (not
-the device, the thread count or the batch size, which must not change results), plus the
+the device, the thread count or an encoder's batch size, which must not change results;
+a training batch size is a setting of the method's recipe and is kept), plus the
 key of the code that produces it (:mod:`mmpipe.codehash`: Snakemake's own code trigger
 does not see imported modules). Every mapping is canonical (keys sorted): reordering
 ``config.yaml`` changes no output, so it reruns nothing. Lists keep their order where

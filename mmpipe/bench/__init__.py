@@ -4,8 +4,9 @@
   :class:`~mmpipe.bench.data.BenchData`; normalisation fitted on the training split.
 - :mod:`mmpipe.bench.splits`: patient-level stratified train/val/test splits, one file
   per cohort and seed.
-- :mod:`mmpipe.bench.missingness`: missingness scenarios (natural, MCAR) as masks, one
-  file per scenario, rate and seed; modality subsets for subset evaluation.
+- :mod:`mmpipe.bench.missingness`: missingness scenarios (natural, MCAR, HAM's
+  completeness, BD's test-time missingness) as masks, one file per scenario, rate and
+  seed; modality subsets for subset evaluation.
 - :mod:`mmpipe.bench.metrics`: the per-run classification metrics.
 - :mod:`mmpipe.bench.trainer`: the training loop shared by every neural method.
 """

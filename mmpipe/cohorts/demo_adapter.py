@@ -1,7 +1,7 @@
 """The ``demo`` adapter: the layout :func:`mmpipe.cohorts.demo.generate_demo_cohort` writes.
 
-``raw_dir`` (config key, relative to the workflow root; default
-``results/{cohort}/raw``, i.e. ``out_dir / "raw"``) holds ``labels.csv``,
+``raw_dir`` (set by the workflow and the CLI, not a config key: ``results/{cohort}/raw``,
+i.e. ``out_dir / "raw"``) holds ``labels.csv``,
 ``clinical.csv`` and one folder per imaging modality. Each modality is found
 by kind under the folder of its own name:
 
@@ -9,7 +9,7 @@ by kind under the folder of its own name:
 - dicom    -> ``{name}/{subject}/`` (a folder holding files)
 - slide    -> ``{name}/{subject}.tiff``
 - features -> ``{name}/{subject}.npz`` (or ``.npy``, ``.pt``)
-- table    -> the ``fields`` of ``clinical.csv`` (default: all its columns but the ID)
+- table    -> the ``fields`` of ``clinical.csv`` (the config names them)
 
 Only existence is checked: opening the images, and rejecting the corrupt ones
 the generator plants, is preprocessing's job (it records its own QC).

@@ -81,7 +81,9 @@ SOURCES: dict[str, SeriesSource] = {
 
 def _read_csv(path: Path, columns: list[str]) -> pl.DataFrame:
     if not path.is_file():
-        raise InputError("MMIST-ccRCC file not found (see ../shared/data/README.md)", path=path)
+        raise InputError("MMIST-ccRCC file not found: cohorts.<name>.root must hold the "
+                         "release's clinical+genomic_split.csv, patient-file CSVs and Features/ "
+                         "(README, MMIST-ccRCC)", path=path)
     df = pl.read_csv(path, infer_schema_length=None,
                      schema_overrides={c: pl.Utf8 for c in columns})
     missing = [c for c in columns if c not in df.columns]
@@ -170,7 +172,8 @@ def clinical_frame(root: Path, labels: list[str], specs: dict) -> pl.DataFrame:
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc",
-                        "the MMIST-ccRCC release, see ../shared/data/README.md")
+                        "the MMIST-ccRCC release (Multi-Modal-IST datasets/ccRCC; README, "
+                        "MMIST-ccRCC)")
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
     layout_modalities(specs, "mmist_ccrcc", SOURCES, "features", CLINICAL_CSV)

@@ -1,6 +1,6 @@
 """VGG11 convolutional trunk, the slice encoder of HyperMM.
 
-HyperMM (Cremonesi et al., 2024, sec. 3) encodes each 2D slice of a volume with
+HyperMM (Chaptoukaev et al., 2024, sec. 3) encodes each 2D slice of a volume with
 an ImageNet-pretrained VGG11 and keeps the last feature map, (512, 7, 7) per
 224-px slice; the volume's block is the max over slices (done by the caller).
 torchvision cannot be installed here, so the network is rebuilt with torchvision's

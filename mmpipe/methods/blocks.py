@@ -1,6 +1,6 @@
 """Building blocks several methods share, and the project's training protocol.
 
-Kept apart from any one method so that a job's code hash (``mmpipe.config.train_params``)
+Kept apart from any one method so that a job's code hash (``mmpipe.params.train_params``)
 can cover what a method really uses without tying it to another method's module.
 """
 

@@ -49,8 +49,8 @@ class PublishedFigures:
 
 
 # MMARE thesis, Table 5.6: MMIST-ccRCC, 12-month vital status, the authors' own
-# train/val/test split of 431/62/124 patients, one run (values as transcribed in
-# ../shared/data/README.md). "mF1" is the macro F1, our `f1_macro`.
+# train/val/test split of 431/62/124 patients, one run (values as the thesis's table
+# prints them). "mF1" is the macro F1, our `f1_macro`.
 MMIST_VITAL12_TABLE_5_6 = PublishedFigures(
     label="published (MMARE thesis Table 5.6, single split)",
     source=("MMARE thesis, Table 5.6: MMIST-ccRCC 12-month vital status (vital_status_12), "
