@@ -102,16 +102,19 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _registry_defaults(cfg: dict[str, Any]) -> None:
-    """An encoder entry without a setting its type gives a default (its published input
-    recipe: MedicalNet's for Med3D) gets it here, before the schema's own defaults, so
-    the store's key and attributes hold what runs."""
+    """An encoder entry gets the settings its type gives a default (its published input
+    recipe: MedicalNet's for Med3D) where it states none, key by key inside a mapping (a
+    transform that states only ``resize`` keeps the recipe's crop and z-score), before
+    the schema's own defaults, so the store's key and attributes hold what runs."""
     from mmpipe.encoders.registry import ENCODER_TYPES
 
     for enc in (cfg.get("encoders") or {}).values():
         etype = ENCODER_TYPES.get(enc.get("type")) if isinstance(enc, dict) else None
         for key, value in (etype.default_settings.items() if etype else ()):
-            if key not in enc:
+            if key not in enc or enc[key] is None:
                 enc[key] = copy.deepcopy(value)
+            elif isinstance(value, dict) and isinstance(enc[key], dict):
+                enc[key] = {**copy.deepcopy(value), **enc[key]}
 
 
 def _adapters() -> list[str]:
@@ -121,7 +124,7 @@ def _adapters() -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import get_encoder_type, misplaced_settings, readers_of
+    from mmpipe.encoders.registry import misplaced_settings, readers_of
 
     problems = _check_methods(cfg)
     encoders = cfg["encoders"]
@@ -129,14 +132,6 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
         for key in misplaced_settings(enc):
             problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
                             "not read it (another encoder type does)")
-        etype = get_encoder_type(enc["type"])
-        unstated = [k for k in etype.transform_keys if k not in (enc.get("transform") or {})]
-        if unstated:
-            recipe = etype.default_settings.get("transform", {})
-            problems.append(
-                f"config.encoders.{ename}.transform: a {enc['type']!r} transform states "
-                + ", ".join(f"{k!r} (its published recipe: {recipe.get(k)!r})" for k in unstated)
-                + "; null skips a step, leaving out the whole transform takes the recipe")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "
@@ -196,6 +191,14 @@ def _check_methods(cfg: dict) -> list[str]:
     from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
     from mmpipe.methods.hparams import hyperparameter_names
 
+    import jsonschema
+
+    # a method's trainer settings and normalisation take the values the cohort-level ones
+    # take ("10" for max_epochs failed inside the training job, after its old results
+    # were deleted)
+    defs = _schema()["$defs"]["cohort_benchmark"]["properties"]
+    checked = {"type": "object", "properties": {**defs["trainer"]["properties"],
+                                                "normalize": defs["normalize"]}}
     problems = []
     for name, mcfg in cfg.get("methods", {}).items():
         known = hyperparameter_names(mcfg["type"]) | set(TRAINER_KEYS) | set(CONFIG_KEYS)
@@ -204,6 +207,9 @@ def _check_methods(cfg: dict) -> list[str]:
             problems.append(f"config.methods.{name}: unknown hyper-parameter(s) {unknown} of "
                             f"method type {mcfg['type']!r} (it takes "
                             f"{sorted(known - set(CONFIG_KEYS))})")
+        for err in jsonschema.Draft202012Validator(checked).iter_errors(mcfg):
+            key = ".".join(str(k) for k in err.absolute_path)
+            problems.append(f"config.methods.{name}.{key}: {err.message}")
     return problems
 
 

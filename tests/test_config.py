@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -465,7 +466,32 @@ def test_a_volume_encoder_without_a_transform_takes_its_published_recipe(raw_con
     assert cfg["encoders"]["med3d_resnet18"]["transform"] == MEDICALNET_RECIPE
     assert cfg["encoders"]["vgg11_slices"]["transform"] == VGG_SLICE_RECIPE
     partial = copy.deepcopy(raw_config)
-    partial["encoders"]["med3d_resnet18"]["transform"] = {"resize": [56, 448, 448]}
-    with pytest.raises(ConfigError, match=r"med3d_resnet18.transform: a 'med3d' transform "
-                       r"states 'normalize' \(its published recipe: 'foreground_zscore_noise'\)"):
-        validate_config(partial)
+    partial["encoders"]["med3d_resnet18"]["transform"] = {"resize": [28, 224, 224],
+                                                          "normalize": None}
+    transform = validate_config(partial)["encoders"]["med3d_resnet18"]["transform"]
+    # what it states wins (null skips a step); the rest is the recipe's, the schema's own
+    # defaults (crop_foreground: false) included
+    assert transform == {**MEDICALNET_RECIPE, "resize": [28, 224, 224], "normalize": None}
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("max_epochs", "10", "'10' is not of type 'integer'"),
+    ("normalize", "zcore", "'zcore' is not one of"),
+    ("lr", -1, "-1 is less than or equal to the minimum of 0"),
+])
+def test_a_methods_trainer_settings_and_normalisation_are_checked(raw_config, key, value,
+                                                                  message):
+    """Names were checked, values not: a string max_epochs or a misspelt normalisation
+    failed inside the training job."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"]["mmare"][key] = value
+    with pytest.raises(ConfigError, match=f"config.methods.mmare.{key}: {re.escape(message)}"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("seeds", [[-1, 0], [0, 0]])
+def test_seeds_are_distinct_and_not_negative(raw_config, seeds):
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["benchmark"]["seeds"] = seeds
+    with pytest.raises(ConfigError, match="seeds"):
+        validate_config(cfg)

@@ -85,12 +85,10 @@ class EncoderType:
     # the settings among them that name weight files or folders: a store's key holds
     # their content's hash, not their path
     weight_files: tuple[str, ...] = ()
-    # settings a config entry without them gets (validate_config), so the store's key and
-    # attributes hold what ran: a network's published input recipe
+    # settings a config entry without them gets, key by key inside a mapping
+    # (validate_config), so the store's key and attributes hold what ran: a network's
+    # published input recipe
     default_settings: Mapping[str, Any] = field(default_factory=dict)
-    # keys a ``transform`` given in the config must state (null skips a step): a partial
-    # recipe would silently drop the step the weights expect
-    transform_keys: tuple[str, ...] = ()
 
     def read_settings(self) -> tuple[str, ...]:
         """Every type-specific key it reads: its own, and those of every network."""
@@ -201,8 +199,7 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
                     _med3d_shape, _build_med3d, _med3d_input,
                     settings=("weights", "sha256", "transform", "depth"),
-                    weight_files=("weights",), default_settings={"transform": MEDICALNET_RECIPE},
-                    transform_keys=("normalize", "resize")),
+                    weight_files=("weights",), default_settings={"transform": MEDICALNET_RECIPE}),
         EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
                     lambda cfg: (1024,), _build_clam, _image_input,
                     settings=("weights", "sha256", "keep_bag"), weight_files=("weights",)),
