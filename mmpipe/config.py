@@ -188,10 +188,10 @@ def _check_methods(cfg: dict) -> list[str]:
     """Every method instance's keys are its type's hyper-parameters, trainer settings or
     ``normalize``: a typo is found here, not in the training job after its old results
     were deleted."""
+    import jsonschema
+
     from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
     from mmpipe.methods.hparams import hyperparameter_names
-
-    import jsonschema
 
     # a method's trainer settings and normalisation take the values the cohort-level ones
     # take ("10" for max_epochs failed inside the training job, after its old results
