@@ -51,6 +51,8 @@ class SubjectWriter:
     def __init__(self, writer, notes: dict[str, str] | None = None):
         self.writer = writer
         self.notes = notes or {}
+        self.written = 0
+        self.rejected: dict[str, str] = {}  # subject -> why, for the job's own summary
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -58,6 +60,7 @@ class SubjectWriter:
 
     def reject(self, subject_id: str, reason: str) -> None:
         log.warning("rejected subject %r: %s", subject_id, reason)
+        self.rejected[subject_id] = reason
         self.writer.mark(subject_id, "rejected", reason)
 
     def mark(self, subject_id: str, status: str, reason: str) -> None:
@@ -81,6 +84,7 @@ class SubjectWriter:
             self.reject(subject_id, problem)
             return False
         self.writer.write(subject_id, emb, bag=bag, coords=coords)
+        self.written += 1
         text = "; ".join(t for t in (self.notes.get(subject_id), note) if t)
         if text:
             self.writer.note(subject_id, text)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from mmpipe.encode.inputs import SubjectInput, gather_inputs
 from mmpipe.encode.job import EncodeJob, SubjectWriter
 from mmpipe.encoders.registry import get_encoder_type
+from mmpipe.errors import InputError
 from mmpipe.hashing import params_hash
 from mmpipe.store import FeatureStoreWriter
 
@@ -138,5 +139,11 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
+        if ready and not writer.written:
+            # every input failed: a cause they share (a missing library, a device error, a
+            # wrong setting), not each subject's; a store of rejections would look finished
+            shown = "; ".join(f"{s}: {r}" for s, r in list(writer.rejected.items())[:3])
+            raise InputError(f"{modality}/{params['encoder']}: all {len(ready)} subjects with "
+                             f"an input were rejected, so no store is written ({shown})")
         store.commit()
     return Path(out)

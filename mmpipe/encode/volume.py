@@ -22,6 +22,8 @@ def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
         return item.subject_id, transform(item.source), None
     except InputError as err:  # its message names the file already
         return item.subject_id, None, f"cannot read or preprocess: {err}"
+    except MemoryError:  # the machine's, not the subject's: the job fails and can be rerun
+        raise
     except Exception as err:  # any reader/transform failure rejects this subject only
         return item.subject_id, None, (f"cannot read or preprocess {item.source}: "
                                        f"{type(err).__name__}: {err}")

@@ -141,7 +141,7 @@ def segment_modality(volumes: dict[str, str | None], out_dir: str | Path,
 
 def _segment_into(volumes: dict[str, str | None], out_dir: Path,
                   segmenter: Segmenter) -> pl.DataFrame:
-    rows = []
+    rows, failed = [], 0
     for sid, path in volumes.items():
         if path is None:
             rows.append({"subject_id": sid, "mask": None, "status": "absent",
@@ -154,7 +154,10 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
             with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
                 organs = segmenter(Path(path), Path(tmp))
                 voxels = union_mask(organs, Path(path), target)
+        except MemoryError:  # the machine's, not the subject's
+            raise
         except Exception as err:  # one subject's failure is its own, whatever raised it
+            failed += 1
             reason = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
             log.warning("no mask for subject %r: %s", sid, reason)
             target.unlink(missing_ok=True)
@@ -169,5 +172,13 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
             rows.append({"subject_id": sid, "mask": target.name, "status": "ok", "reason": ""})
     table = pl.DataFrame(rows, schema={"subject_id": pl.Utf8, "mask": pl.Utf8,
                                        "status": pl.Utf8, "reason": pl.Utf8})
+    n_volumes = sum(p is not None for p in volumes.values())
+    if n_volumes and failed == n_volumes:
+        # every subject raised: a cause they share (no CUDA device, a missing model), not
+        # each one's; masks of rejections only would look finished to every masked store
+        shown = "; ".join(f"{r['subject_id']}: {r['reason']}" for r in rows
+                          if r["status"] == "rejected")[:600]
+        raise InputError(f"segmentation failed for all {n_volumes} subjects with a volume, "
+                         f"so no masks are written ({shown})")
     table.write_parquet(out_dir / MASKS_TABLE)
     return table

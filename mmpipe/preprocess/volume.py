@@ -401,7 +401,7 @@ class VolumeTransform:
             out = self.compose(path if isinstance(path, MaskedVolume) else str(path))
         except Exception as err:
             cause = _root_cause(err)
-            if isinstance(cause, InputError):
+            if isinstance(cause, InputError | MemoryError):  # a MemoryError is the machine's
                 raise cause from None
             raise InputError(f"{type(cause).__name__}: {cause}", path=path) from err
         out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)

@@ -279,3 +279,25 @@ def test_encoding_jobs_start_without_what_they_never_use(encoder_type):
             "refused:scipy.sparse", "refused:huggingface_hub",
             "refused:pandas", "refused:monai.losses", "refused:monai.apps.pathology",
             "refused"} <= set(out)
+
+
+def test_a_job_whose_every_subject_is_rejected_writes_no_store(tmp_path, cfg, monkeypatch):
+    """A cause every subject shares (a library that fails, a wrong setting) rejected them
+    one by one into a store that looked finished."""
+    from mmpipe.encode import tabular
+    from mmpipe.errors import InputError
+
+    cohort_dir, cohort_cfg = _features_cohort(tmp_path)
+    full = {**cfg, "cohorts": {**cfg["cohorts"], "toy": cohort_cfg}}
+    params = encoder_params(full, "toy", "clinical", "tabular")
+
+    def reject_all(job, items, writer, progress=None):
+        for item in items:
+            writer.reject(item.subject_id, "ImportError: libfoo.so")
+
+    monkeypatch.setattr(tabular, "run", reject_all)
+    out = tmp_path / "tab.zarr"
+    with pytest.raises(InputError, match=r"clinical/tabular: all 5 subjects with an input "
+                       r"were rejected.*libfoo"):
+        encode_store(cohort_dir, "clinical", params, out, device="cpu")
+    assert not out.exists()

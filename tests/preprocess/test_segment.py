@@ -131,3 +131,21 @@ def test_a_failed_segmentation_rejects_the_subject_at_encoding(tmp_path):
     items = {i.subject_id: i for i in gather_inputs(cohort, "ct", "volume", masks=tmp_path / "m")}
     assert isinstance(items["a"].source, MaskedVolume) and items["a"].source.mask.endswith("a.nii.gz")
     assert items["broken"].status == "rejected" and "nnU-Net crashed" in items["broken"].reason
+
+
+def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
+    """No CUDA device, a missing model: every subject raised, masks.parquet said each was
+    rejected, and every masked store downstream was rejections that looked up to date."""
+    from mmpipe.errors import InputError
+
+    vol = _nifti(tmp_path / "broken.nii.gz", np.zeros((16, 10, 6)))
+    out = tmp_path / "masks"
+    with pytest.raises(InputError, match="segmentation failed for all 2 subjects"):
+        segment_modality({"s1": str(vol), "s2": str(vol), "s3": None}, out, _fake_segmenter)
+    assert not out.exists()
+
+    def out_of_memory(volume, out_dir):
+        raise MemoryError
+
+    with pytest.raises(MemoryError):
+        segment_modality({"s1": str(vol)}, tmp_path / "m2", out_of_memory)
