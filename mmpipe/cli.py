@@ -16,9 +16,18 @@ from mmpipe.logs import setup_logging
 
 
 def _config(args):
-    from mmpipe.config import load_config
+    """The config as the workflow reads it: ``config.yaml`` (the Snakefile's
+    ``configfile:``, from the working directory when there) with each ``--config``
+    laid over it in order, as Snakemake lays ``--configfile`` files."""
+    from mmpipe.config import load_config_layers
 
-    return load_config(args.config)
+    base = Path("config.yaml")
+    given = [Path(p) for p in (args.config or [])]
+    layers = ([base] if base.is_file() else []) + [
+        p for p in given if not (base.is_file() and p.resolve() == base.resolve())]
+    if not layers:
+        layers = [base]  # not found: the error names it
+    return load_config_layers(layers)
 
 
 def cmd_demo(args) -> None:
@@ -30,7 +39,7 @@ def cmd_demo(args) -> None:
 
 def cmd_check_config(args) -> None:
     cfg = _config(args)
-    print(f"{args.config}: valid; cohorts {sorted(cfg['cohorts'])}, "
+    print(f"{' + '.join(args.config or ['config.yaml'])}: valid; cohorts {sorted(cfg['cohorts'])}, "
           f"encoders {sorted(cfg['encoders'])}, default run {cfg['run_cohorts']}")
 
 
@@ -102,6 +111,10 @@ def cmd_predict(args) -> None:
     print(f"{args.out}: {len(table)} subjects scored, {int(table['no_input'].sum())} without input")
 
 
+CONFIG_HELP = ("a config laid over ./config.yaml, as snakemake --configfile (repeat to lay "
+               "several in order)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -116,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_ in (("check-config", cmd_check_config, "validate a config file"),
                               ("manifest", cmd_manifest, "build a cohort's manifest")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", default="config.yaml")
+        p.add_argument("--config", action="append", metavar="FILE", help=CONFIG_HELP)
         if name == "manifest":
             p.add_argument("--cohort", required=True)
         p.set_defaults(func=func)
 
     p = sub.add_parser("encode", help="encode one modality into a feature store "
                                       "(its preprocessing must exist)")
-    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--config", action="append", metavar="FILE", help=CONFIG_HELP)
     p.add_argument("--cohort", required=True)
     p.add_argument("--modality", required=True)
     p.add_argument("--encoder", required=True)

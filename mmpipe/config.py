@@ -277,16 +277,32 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
 
 
 def load_config(path: str | Path = "config.yaml", overrides: dict | None = None) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh) or {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a config is a mapping of keys, not {type(cfg).__name__}")
+    cfg = _read_yaml(Path(path))
     if overrides:
         _deep_update(cfg, overrides)
     return validate_config(cfg)
+
+
+def load_config_layers(paths: list[str | Path]) -> dict[str, Any]:
+    """The files laid over each other in order (mappings merged key by key, as Snakemake
+    merges ``--configfile`` files over the Snakefile's ``configfile:``), validated."""
+    cfg: dict[str, Any] = {}
+    for path in paths:
+        _deep_update(cfg, _read_yaml(Path(path)))
+    return validate_config(cfg)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, not {type(cfg).__name__}")
+    return cfg
 
 
 def _deep_update(base: dict, new: dict) -> None:

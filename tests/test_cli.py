@@ -33,3 +33,22 @@ def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
     assert masked["masks"] == cohort / "preprocess" / "mri_t1" / "masks"
     assert masked["prompts"] is None and text["masks"] is None
     assert text["prompts"] == cohort / "preprocess" / "clinical" / "prompts.parquet"
+
+
+def test_a_config_is_laid_over_config_yaml_as_snakemake_lays_it(monkeypatch, tmp_path, capsys):
+    """The experiments are `--configfile` layers over config.yaml: the workflow ran them,
+    while every command read the file alone and refused it ("'encoders' is a required
+    property")."""
+    monkeypatch.chdir(REPO)
+    for experiment in sorted((REPO / "experiments").glob("*.yaml")):
+        assert cli.main(["check-config", "--config", str(experiment)]) == 0, experiment
+    # a layer's value wins; the rest is config.yaml's
+    layer = tmp_path / "layer.yaml"
+    layer.write_text(yaml.safe_dump({"results": str(tmp_path / "elsewhere")}))
+    cfg = cli._config(cli.build_parser().parse_args(["check-config", "--config", str(layer)]))
+    assert cfg["results"] == str(tmp_path / "elsewhere") and "demo" in cfg["cohorts"]
+    # malformed YAML is a named error, not a traceback
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cohorts: [unclosed\n")
+    assert cli.main(["check-config", "--config", str(bad)]) == 1
+    assert f"{bad}: not valid YAML" in capsys.readouterr().err
