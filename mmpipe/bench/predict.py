@@ -77,6 +77,19 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     return note
 
 
+def _modality_note(modality: str, path, attrs: dict) -> str:
+    """A store made for another modality than the one it is scored as (``ct=`` given an
+    MRI store of the same encoder): kept in the scores' notes, since a new cohort may
+    name its modalities otherwise."""
+    made_for = attrs.get("modality")
+    if made_for is None or made_for == modality:
+        return ""
+    note = (f"{modality}: scored with a store made for modality {made_for!r} ({path}): check "
+            f"that it holds the run's {modality} inputs")
+    log.warning("%s", note)
+    return note
+
+
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -93,6 +106,7 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
     feats = {m: read_features(p) for m, p in stores.items()}
     notes = [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
              for m, f in feats.items()]
+    notes += [_modality_note(m, stores[m], f.attrs) for m, f in feats.items()]
     ids = None
     for m, f in feats.items():
         if ids is None:

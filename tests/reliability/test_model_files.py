@@ -164,3 +164,18 @@ def test_the_embedding_settings_are_a_types_own_minus_files_and_bags():
     images = {"type": "vgg11_images", "weights": "/w", "keep_bag": True, "max_images": 8}
     assert get_encoder_type("vgg11_images").embedding_settings(images) == {
         "pooling": None, "max_images": 8}
+
+
+def test_a_store_of_another_modality_is_scored_with_a_note(trained, tmp_path):
+    """`--store ct=<the MRI store>`: same encoder, same signature, scored without a word."""
+    import shutil
+
+    import zarr
+
+    run, store = trained
+    copy = tmp_path / "mri.zarr"
+    shutil.copytree(store, copy)
+    zarr.open_group(str(copy), mode="r+").attrs["modality"] = "mri"
+    notes = predict_stores(run, {"clinical": copy})["notes"].unique().to_list()
+    assert len(notes) == 1 and "made for modality 'mri'" in notes[0]
+    assert "clinical inputs" in notes[0]
