@@ -181,6 +181,47 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                 if etype == "text" and "prompt" not in mod:
                     problems.append(f"{where}: the text encoder {ename!r} needs a 'prompt' block")
         problems += _check_benchmark(cfg, cname, cohort)
+    problems += _check_table_settings(cfg)
+    return problems
+
+
+def _check_table_settings(cfg: dict) -> list[str]:
+    """Names in a table's settings are its fields: a typo was silently ignored (a prompt
+    phrase of "Age" for the field "age", ``missing_values: {agee: [-1]}`` fitting -1 as
+    an age)."""
+    problems = []
+    fields_of: dict[str, set[str]] = {}  # encoder -> the fields of the modalities it reads
+    for cname, cohort in cfg.get("cohorts", {}).items():
+        for mname, mod in cohort.get("modalities", {}).items():
+            if mod.get("kind") != "table":
+                continue
+            fields = set(mod.get("fields") or ())
+            for ename in mod.get("encoders", []):
+                fields_of.setdefault(ename, set()).update(fields)
+            for field, phrase in ((mod.get("prompt") or {}).get("phrases") or {}).items():
+                try:  # as the prompt builder fills it: only {field} and {value}
+                    phrase.format(field=field, value="")
+                except (KeyError, IndexError, ValueError) as err:
+                    problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt.phrases."
+                                    f"{field}: {phrase!r} takes only {{field}} and {{value}} "
+                                    f"({type(err).__name__}: {err})")
+            for block in ("phrases", "value_maps"):
+                unknown = sorted(set((mod.get("prompt") or {}).get(block) or {}) - fields)
+                if unknown:
+                    problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt.{block}: "
+                                    f"{unknown} are not fields of the modality "
+                                    f"({sorted(fields)})")
+    for ename, enc in cfg.get("encoders", {}).items():
+        if enc.get("type") != "tabular" or ename not in fields_of:
+            continue
+        missing = enc.get("missing_values")
+        named = {"categorical": set(enc.get("categorical") or ()),
+                 "missing_values": set(missing) if isinstance(missing, dict) else set()}
+        for key, names in named.items():
+            unknown = sorted(names - fields_of[ename])
+            if unknown:
+                problems.append(f"config.encoders.{ename}.{key}: {unknown} are fields of no "
+                                f"table modality it encodes ({sorted(fields_of[ename])})")
     return problems
 
 

@@ -341,7 +341,8 @@ def test_the_manifest_never_reads_a_tabular_encoders_categories_as_numbers(raw_c
     from mmpipe.cohorts import adapter_config
 
     cfg = copy.deepcopy(raw_config)
-    cfg["encoders"]["tabular"]["categorical"] = ["stage", "not_a_field"]
+    # "grade" is a field of MMIST-ccRCC's table, which the same entry encodes
+    cfg["encoders"]["tabular"]["categorical"] = ["stage", "grade"]
     cfg = validate_config(cfg)
     assert adapter_config(cfg, "demo")["modalities"]["clinical"]["categorical"] == [
         "stage"]
@@ -495,3 +496,33 @@ def test_seeds_are_distinct_and_not_negative(raw_config, seeds):
     cfg["cohorts"]["demo"]["benchmark"]["seeds"] = seeds
     with pytest.raises(ConfigError, match="seeds"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["prompt"].setdefault(
+        "phrases", {}).update(Age="Age {value}."),
+     "prompt.phrases: ['Age'] are not fields of the modality"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["prompt"].setdefault(
+        "phrases", {}).update(age="Age {value} {unit}."),
+     "prompt.phrases.age: 'Age {value} {unit}.' takes only {field} and {value}"),
+    (lambda c: c["encoders"]["tabular"].update(missing_values={"agee": [-1]}),
+     "config.encoders.tabular.missing_values: ['agee'] are fields of no table modality"),
+    (lambda c: c["encoders"]["tabular"].update(categorical=["stag"]),
+     "config.encoders.tabular.categorical: ['stag'] are fields of no table modality"),
+])
+def test_names_in_a_tables_settings_are_its_fields(raw_config, edit, message):
+    cfg = copy.deepcopy(raw_config)
+    edit(cfg)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_a_shared_tabular_entry_reads_the_categories_of_each_modalitys_fields(raw_config):
+    """MMIST-ccRCC's clinical and genomic records share one tabular entry: a category of
+    the clinical fields made the genomic store's key (and job) fail."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"]["categorical"] = ["grade"]
+    cfg = validate_config(cfg)
+    genomic = encoder_params(cfg, "mmist_ccrcc", "genomics", "tabular")
+    clinical = encoder_params(cfg, "mmist_ccrcc", "clinical", "tabular")
+    assert genomic["config"]["categorical"] == [] and clinical["config"]["categorical"] == ["grade"]

@@ -118,9 +118,15 @@ class TabularEncoding:
     # -- configuration and state ---------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], fields: Sequence[str]) -> TabularEncoding:
-        """From an ``encoders:`` entry of type ``tabular`` and the modality's fields."""
-        return cls(fields, categorical=cfg.get("categorical") or (),
-                   missing_values=cfg.get("missing_values"))
+        """From an ``encoders:`` entry of type ``tabular`` and the modality's fields. One
+        entry may serve several table modalities (MMIST-ccRCC's clinical and genomic
+        records): its ``categorical`` fields and per-field ``missing_values`` are read for
+        the fields this modality has (the config check refuses a name no modality has)."""
+        missing = cfg.get("missing_values")
+        if isinstance(missing, Mapping):
+            missing = {f: v for f, v in missing.items() if f in fields}
+        return cls(fields, categorical=[f for f in cfg.get("categorical") or () if f in fields],
+                   missing_values=missing)
 
     def _sentinels(self, field: str) -> set[str]:
         if isinstance(self.missing_values, dict):
