@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts.demo import CLINICAL_CSV, LABELS_CSV
+from mmpipe.cohorts.demo import CLINICAL_CSV, LABELS_CSV, SUMMARY_JSON
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
@@ -82,6 +82,10 @@ def _find(folder: Path, sid: str, kind: str) -> tuple[str | None, QCRecord | Non
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     root = raw_dir(cohort_cfg, out_dir, base_dir)
+    if (root / LABELS_CSV).is_file() and not (root / SUMMARY_JSON).is_file():
+        raise InputError(f"the demo cohort here is incomplete: its generation was interrupted "
+                         f"before {SUMMARY_JSON} (files of two generations may lie side by "
+                         "side); generate it again", path=root)
     labels = cohort_labels(cohort_cfg)
     labels_df = _read_table(root / LABELS_CSV)
     clinical = _read_table(root / CLINICAL_CSV)

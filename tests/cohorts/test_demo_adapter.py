@@ -99,3 +99,24 @@ def test_errors_say_what_to_do(generated, tmp_path):
     bad["modalities"]["clinical"]["fields"] = ["age", "weight"]
     with pytest.raises(ConfigError, match="weight"):
         build_manifest("demo", bad, out)
+
+
+def test_a_generation_killed_midway_is_refused_not_read(tmp_path, monkeypatch):
+    """Regenerating with another seed and killing it part-way left new images beside the
+    old labels.csv and summary.json, and the manifest read the mix."""
+    from mmpipe.cohorts import demo as demo_module
+
+    raw = tmp_path / "demo" / "raw"
+    generate_demo_cohort(raw, n_subjects=8, seed=5, volume_shape=(8, 16, 16),
+                         slide_size=(256, 384))
+    build_manifest("demo", _cfg(), raw.parent)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_module, "render_ct", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate_demo_cohort(raw, n_subjects=8, seed=6, volume_shape=(8, 16, 16),
+                             slide_size=(256, 384))
+    with pytest.raises(InputError, match="incomplete: its generation was interrupted"):
+        build_manifest("demo", _cfg(), raw.parent)

@@ -216,6 +216,9 @@ def generate_demo_cohort(
     plan = plan_cohort(n_subjects, seed, rates, second_series_share, n_corrupt_ct,
                        n_corrupt_slides)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # summary.json says the folder is whole: gone while files of another generation may
+    # lie beside the old ones (a killed run), written back last
+    (out_dir / SUMMARY_JSON).unlink(missing_ok=True)
     for m in IMAGING:
         (out_dir / m).mkdir(exist_ok=True)
     compression = _slide_compression() if any(s.present["wsi"] for s in plan.subjects) else ""
@@ -280,8 +283,8 @@ def generate_demo_cohort(
         "subjects": [asdict(s) for s in plan.subjects],
         "slide_compression": compression,
     }
-    _write_if_changed(out_dir / SUMMARY_JSON, (json.dumps(summary, indent=1) + "\n").encode())
     _write_if_changed(out_dir / README, _readme(summary).encode())
+    _write_if_changed(out_dir / SUMMARY_JSON, (json.dumps(summary, indent=1) + "\n").encode())
 
     files = [p for p in out_dir.rglob("*") if p.is_file()]
     summary["out_dir"] = str(out_dir)
