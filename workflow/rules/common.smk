@@ -86,8 +86,11 @@ def encoder_names(network):
     """The ``encoder`` wildcard of ``encode`` (``network``: the config's encoders whose
     type runs a network, the registry's ``needs_gpu``) or of ``encode_cpu`` (the others),
     so each store has one rule and a profile sizes the two kinds apart."""
-    names = [re.escape(n) for n, e in ENCODERS.items()
-             if get_encoder_type(e["type"]).needs_gpu == network]
+    names = [
+        re.escape(n)
+        for n, e in ENCODERS.items()
+        if get_encoder_type(e["type"]).needs_gpu == network
+    ]
     return "|".join(names) or "(?!)"  # an empty kind matches nothing
 
 
