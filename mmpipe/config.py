@@ -108,8 +108,10 @@ def _registry_defaults(cfg: dict[str, Any]) -> None:
     the schema's own defaults, so the store's key and attributes hold what runs."""
     from mmpipe.encoders.registry import ENCODER_TYPES
 
-    for enc in (cfg.get("encoders") or {}).values():
-        etype = ENCODER_TYPES.get(enc.get("type")) if isinstance(enc, dict) else None
+    encoders = cfg.get("encoders")
+    for enc in encoders.values() if isinstance(encoders, dict) else ():  # else the schema says
+        kind = enc.get("type") if isinstance(enc, dict) else None
+        etype = ENCODER_TYPES.get(kind) if isinstance(kind, str) else None
         for key, value in (etype.default_settings.items() if etype else ()):
             if key not in enc or enc[key] is None:
                 enc[key] = copy.deepcopy(value)

@@ -132,10 +132,11 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
         if enc["type"] == "tabular":
             from mmpipe.encoders.tabular import TabularEncoding
 
-            # as the encoding reads them: sets, whose order reruns nothing
+            # as the encoding reads them: sets, whose order reruns nothing; only what the
+            # entry states (an `encoding_from` entry leaves them to the stored encoding)
             canon = TabularEncoding.from_config(enc, mod["fields"])
-            params["config"].update(categorical=canon.categorical,
-                                    missing_values=canon.missing_values)
+            params["config"].update({k: getattr(canon, k) for k in
+                                     ("categorical", "missing_values") if enc.get(k) is not None})
         if enc["type"] == "text":
             params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
     return canonical(params)

@@ -526,3 +526,19 @@ def test_a_shared_tabular_entry_reads_the_categories_of_each_modalitys_fields(ra
     genomic = encoder_params(cfg, "mmist_ccrcc", "genomics", "tabular")
     clinical = encoder_params(cfg, "mmist_ccrcc", "clinical", "tabular")
     assert genomic["config"]["categorical"] == [] and clinical["config"]["categorical"] == ["grade"]
+
+
+def test_a_tabular_entry_that_reuses_an_encoding_states_no_categories(raw_config):
+    """An `encoding_from` entry leaves its categories to the stored encoding: the key put
+    [] in its config, which the job then compared with the stored encoding's and refused."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"] = {"type": "tabular", "encoding_from": "elsewhere.zarr"}
+    config = encoder_params(validate_config(cfg), "demo", "clinical", "tabular")["config"]
+    assert "categorical" not in config and "missing_values" not in config
+
+
+def test_a_list_of_encoders_is_a_config_error_not_a_crash(raw_config):
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"] = [cfg["encoders"]["tabular"]]
+    with pytest.raises(ConfigError, match="encoders"):
+        validate_config(cfg)

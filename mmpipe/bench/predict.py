@@ -55,10 +55,31 @@ def load_run(run_dir: str | Path):
     return method, bundle
 
 
+# signature keys a model saved before them lacks (mmpipe.store.SIGNATURE_KEYS)
+LATER_SIGNATURE_KEYS = ("embedding_settings", "weights_projection_sha256")
+
+
 def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     """Refuse a store whose features were made another way than the training store's;
     returns a note ("" when none) when only its inputs' preprocessing differs."""
     new = encoding_signature(attrs)
+    # recorded since this version: a model saved before has none, and a setting left
+    # unstated on one side may be the other's default, so only two stated values that
+    # differ refuse the store; the rest is a note
+    unsure = []
+    for key in LATER_SIGNATURE_KEYS:
+        mine, theirs = trained.get(key), new.get(key)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            both = set(mine) & set(theirs)
+            if any(mine[k] != theirs[k] for k in both if mine[k] is not None
+                   and theirs[k] is not None):
+                continue  # a stated difference: refused below
+            if mine != theirs:
+                unsure.append(key)
+            trained, new = {**trained, key: None}, {**new, key: None}
+        elif (mine is None) != (theirs is None):
+            unsure.append(key)
+            trained, new = {**trained, key: None}, {**new, key: None}
     differ = [k for k in SIGNATURE_KEYS if (k in trained or k in new)
               and trained.get(k) != new.get(k)]
     if differ:
@@ -69,10 +90,14 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
                          "same way (same encoder and weights; for a tabular store, "
                          "`encoding_from:` the training store) and predict again")
     soft = [k for k in PREPROCESSING_KEYS if trained.get(k) != new.get(k)]
-    if not soft:
+    if not soft and not unsure:
         return ""
-    note = (f"{modality}: inputs preprocessed differently from the run's training inputs "
-            f"({', '.join(soft)} differs): the scores may shift")
+    note = "; ".join(
+        ([f"{modality}: inputs preprocessed differently from the run's training inputs "
+          f"({', '.join(soft)} differs): the scores may shift"] if soft else [])
+        + ([f"{modality}: {', '.join(unsure)} unrecorded for the run or unstated on one side "
+            "(defaults may differ): check that the store was made with the run's settings"]
+           if unsure else []))
     log.warning("%s: %s", path, note)
     return note
 

@@ -42,30 +42,31 @@ from mmpipe.layout import (
 from mmpipe.methods import method_class
 
 log = logging.getLogger(__name__)
-# the draw that gives an emptied subject one modality back (_apply_mask), apart from the
-# split's and the masks' streams
-_KEEP_ONE_STREAM = 0x0E1E
+# scenarios whose protocol keeps a subject's only modality among the run's own: BD's
+# test-time missingness ("subjects for whom it is the only modality keep it")
+_ONLY_MODALITY_STAYS = ("testmiss",)
 
 
-def _apply_mask(data: BenchData, mask_path: Path, seed: int) -> tuple[BenchData, int]:
-    """The scenario's mask on this feature set's presence, and how many subjects it would
-    have emptied. A mask keeps one modality per subject over the cohort's modalities (the
-    manifest's presence); a run sees only its feature set's, as its stores hold them, so a
-    subject can keep an entry outside the feature set, or one its store rejected, and lose
-    all it has here. Such a subject gets back one of the entries the mask took from it,
-    at random on the seed's own stream (as ``mcar_mask`` gives one back; under
-    ``testmiss`` this is its protocol's "the only modality stays"); every method of the
-    feature set sees the same result."""
+def _apply_mask(data: BenchData, mask_path: Path, scenario: str) -> tuple[BenchData, int]:
+    """The scenario's mask on this feature set's presence, and how many subjects the mask
+    would leave without any of its modalities that keep their only one. A mask is drawn
+    over the cohort's modalities; under ``testmiss`` the protocol's "the only modality
+    stays" holds among the run's modalities as its stores hold them (a subject without
+    the slide in a slide+clinical run keeps its clinical record, whatever else it has
+    outside the feature set). Under MCAR and completeness a run of fewer modalities loses
+    what the mask takes, as every other run of the cell: a CT-only model cannot score a
+    subject whose CT was masked, and gets the prior there, counted in the run's notes."""
     ids, mask, modalities = read_mask(mask_path)
     order = {s: i for i, s in enumerate(ids)}
     rows = np.array([order[s] for s in data.subject_id])
     cols = [modalities.index(m) for m in data.modalities]
     masked = data.present & mask[np.ix_(rows, cols)]
-    emptied = np.flatnonzero(data.present.any(axis=1) & ~masked.any(axis=1))
-    rng = np.random.default_rng([_KEEP_ONE_STREAM, int(seed)])
-    for row in emptied:
-        masked[row, rng.choice(np.flatnonzero(data.present[row]))] = True
-    return data.with_present(masked), len(emptied)
+    if scenario not in _ONLY_MODALITY_STAYS:
+        return data.with_present(masked), 0
+    alone = np.flatnonzero(data.present.sum(axis=1) == 1)
+    kept = alone[~masked[alone].any(axis=1)]
+    masked[kept] = data.present[kept]
+    return data.with_present(masked), len(kept)
 
 
 def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
@@ -217,14 +218,15 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     fits of the job's other cells (``cell`` names this one): a cell of the same seed that
     trained on these very data lends its model instead of training it again."""
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
-    data, kept_one = _apply_mask(data, Path(mask_path), seed)
+    data, kept_one = _apply_mask(data, Path(mask_path), meta.get("scenario", ""))
     idx = _split_indices(data, Path(split_path))
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
     notes = [f"{len(dropped)} subjects dropped before splitting: "
              f"{sorted({d['reason'] for d in dropped})}"] if dropped else []
     if kept_one:
-        notes.append(f"{kept_one} subjects the scenario's mask would have left without any "
-                     "modality of this feature set kept one of theirs at random")
+        notes.append(f"{kept_one} subjects kept their only modality of this feature set "
+                     "(the protocol keeps it; the mask, drawn over the cohort's modalities, "
+                     "had taken it)")
     # subjects without any modality of this feature set in its stores cannot be trained
     # on; at test time they get the training prior, flagged in the predictions
     train = train.subset(np.flatnonzero(train.present.any(axis=1)))

@@ -144,7 +144,7 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
     closest = [s for days, s in near if days == near[0][0]]
     # one day's scans: the first acquired; two days as close, or two scans of one time
     # (a scan in two processing stages), are not ours to choose between
-    if len(closest) > 1 and (closest[1].date != closest[0].date
+    if len(closest) > 1 and (len({s.date for s in closest}) > 1
                              or closest[1].taken == closest[0].taken):
         return None, (f"two {modality} scans {near[0][0]} days from the visit: "
                       f"{closest[0].folder} and {closest[1].folder}")

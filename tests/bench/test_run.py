@@ -270,28 +270,28 @@ def test_cells_that_train_on_the_same_data_train_once(cohort, tmp_path, monkeypa
         assert a.equals(b)
 
 
-def test_a_mask_never_empties_a_subject_within_the_feature_set(tmp_path):
-    """Masks keep one modality per subject over the cohort's modalities; a run of feature
-    set {a, b} must not see a subject left with nothing because it kept c, or kept b in
-    the manifest while b's store rejected it."""
+
+def test_testmiss_keeps_a_subjects_only_modality_among_the_runs_and_mcar_does_not(tmp_path):
+    """BD's protocol keeps the modality a test subject has alone; its mask judged "alone"
+    over the cohort's modalities, so a subject with CT outside a slide+clinical run lost
+    its clinical record there and was scored with the prior. MCAR applies as drawn: a
+    run of fewer modalities must lose what the mask takes, like every run of the cell."""
     from mmpipe.bench.data import BenchData
     from mmpipe.bench.missingness import write_mask
     from mmpipe.bench.run import _apply_mask
 
-    ids = np.array(["s0", "s1", "s2", "s3"])
-    cohort_mask = np.array([[False, True, True],    # s0 lost a, keeps b (rejected by b's store)
-                            [False, False, True],   # s1 lost a and b, kept c
-                            [True, False, True],    # s2 keeps a
-                            [False, True, False]])  # s3: natural presence has no a
+    ids = np.array(["s0", "s1", "s2"])
+    cohort_mask = np.array([[True, False, True],    # s0: lost b (clinical), kept c (CT)
+                            [True, False, True],    # s1: lost b, has a too
+                            [True, True, True]])
     path = write_mask(ids, cohort_mask, ["a", "b", "c"], tmp_path / "mask.parquet")
-    present = np.array([[True, False], [True, True], [True, True], [False, True]])
-    data = BenchData(subject_id=ids, y=np.zeros(4, dtype=np.int64),
-                     x={"a": np.ones((4, 2), np.float32), "b": np.ones((4, 3), np.float32)},
+    present = np.array([[False, True], [True, True], [True, True]])   # run: a, b
+    data = BenchData(subject_id=ids, y=np.zeros(3, dtype=np.int64),
+                     x={"a": np.ones((3, 2), np.float32), "b": np.ones((3, 3), np.float32)},
                      present=present, modalities=["a", "b"], n_classes=2)
-    masked, kept_one = _apply_mask(data, path, seed=0)
-    assert kept_one == 2 and masked.present.any(axis=1).all()
-    assert masked.present[0].tolist() == [True, False]           # its only entry here
-    assert masked.present[1].sum() == 1                          # one of the two it had
-    assert masked.present[2:].tolist() == [[True, False], [False, True]]  # as the mask says
-    again, _ = _apply_mask(data, path, seed=0)
-    assert np.array_equal(again.present, masked.present)         # every method alike
+    masked, kept = _apply_mask(data, path, "testmiss")
+    assert kept == 1 and masked.present.tolist() == [[False, True], [True, False],
+                                                     [True, True]]
+    masked, kept = _apply_mask(data, path, "mcar")
+    assert kept == 0 and masked.present.tolist() == [[False, False], [True, False],
+                                                     [True, True]]

@@ -142,3 +142,20 @@ def test_the_diagnosis_columns_are_not_inputs(adni):
     cfg["modalities"]["clinical"]["fields"] = ["AGE", "DX_bl"]
     with pytest.raises(ConfigError, match="'DX_bl' is what label 'diagnosis' is derived"):
         build_manifest("adni", cfg, root / "o6", base_dir=root)
+
+
+def test_two_days_as_close_are_a_tie_whatever_one_day_holds():
+    """MPRAGE and its repeat on day -1 and one scan on day +1: the sort by time put both of
+    day -1 first and the tie between the days went unseen."""
+    import datetime as dt
+    from pathlib import Path
+
+    from mmpipe.cohorts.adni import Scan, _match
+
+    visit = dt.date(2010, 5, 2)
+    scans = [Scan("mri", dt.datetime(2010, 5, 1, 8, 20), (Path("a.nii"),), Path("A")),
+             Scan("mri", dt.datetime(2010, 5, 1, 8, 27), (Path("b.nii"),), Path("B")),
+             Scan("mri", dt.datetime(2010, 5, 3, 9, 0), (Path("c.nii"),), Path("C"))]
+    scan, why = _match(visit, scans, "mri", 90)
+    assert scan is None and why.startswith("two mri scans 1 days from the visit")
+    assert _match(visit, scans[:2], "mri", 90)[0].folder == Path("A")

@@ -137,21 +137,22 @@ def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trai
     assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
 
 
-def test_a_store_whose_embedding_settings_differ_is_refused(trained, tmp_path):
+def test_a_store_whose_embedding_settings_differ_is_refused(trained):
     """The text encoder's pooling, its length or projection, an image set's cap: a store
     made with other settings holds other features, and was scored without a word."""
-    import shutil
+    from mmpipe.bench.predict import check_encoding
+    from mmpipe.store import FeatureStore
 
-    import zarr
-
-    run, store = trained
-    copy = tmp_path / "other.zarr"
-    shutil.copytree(store, copy)
-    group = zarr.open_group(str(copy), mode="r+")
-    assert group.attrs["embedding_settings"] == {}       # a tabular store: its encoding signs
-    group.attrs["embedding_settings"] = {"pooling": "mean", "max_length": 128}
-    with pytest.raises(StoreError, match="embedding_settings: trained on {}"):
-        predict_stores(run, {"clinical": copy})
+    _, store = trained
+    assert FeatureStore(store).attrs["embedding_settings"] == {}  # tabular: its encoding signs
+    trained_sig = {"encoder_type": "text", "embedding_settings": {"pooling": "cls",
+                                                                  "max_length": 256}}
+    other = {"encoder_type": "text", "embedding_settings": {"pooling": "mean",
+                                                            "max_length": 256}}
+    with pytest.raises(StoreError, match="embedding_settings: trained on"):
+        check_encoding("clinical", "x.zarr", other, trained_sig)
+    assert check_encoding("clinical", "x.zarr", {**other, "embedding_settings": {
+        "pooling": "cls", "max_length": 256}}, trained_sig) == ""
 
 
 def test_the_embedding_settings_are_a_types_own_minus_files_and_bags():
@@ -179,3 +180,19 @@ def test_a_store_of_another_modality_is_scored_with_a_note(trained, tmp_path):
     notes = predict_stores(run, {"clinical": copy})["notes"].unique().to_list()
     assert len(notes) == 1 and "made for modality 'mri'" in notes[0]
     assert "clinical inputs" in notes[0]
+
+
+def test_a_store_with_settings_the_run_did_not_record_is_scored_with_a_note(trained,
+                                                                           tmp_path):
+    """A model saved before the embedding settings were signed, or a setting stated on one
+    side and left to its default on the other: scored, with a note, not refused."""
+    import shutil
+
+    import zarr
+
+    run, store = trained
+    copy = tmp_path / "stated.zarr"
+    shutil.copytree(store, copy)
+    zarr.open_group(str(copy), mode="r+").attrs["embedding_settings"] = {"max_length": 256}
+    notes = predict_stores(run, {"clinical": copy})["notes"].unique().to_list()
+    assert len(notes) == 1 and "embedding_settings unrecorded for the run" in notes[0]
