@@ -256,6 +256,7 @@ class Normalizer:
     """
 
     MODES = ("zscore", "l2", "none")
+    FITTED = ("zscore",)  # the modes whose statistics fit() takes from training subjects
 
     def __init__(self, mode: str = "zscore"):
         if mode not in self.MODES:
@@ -266,6 +267,10 @@ class Normalizer:
         # modality -> (value column, blank indicator) pairs (blank_columns)
         self.blanks: dict[str, list[tuple[int, int]]] = {}
         self.fitted = False
+
+    @property
+    def fits(self) -> bool:
+        return self.mode in self.FITTED
 
     def fit(self, data: BenchData) -> Normalizer:
         self.stats, self.shapes, self.blanks = {}, data.shapes(), {}

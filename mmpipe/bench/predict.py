@@ -59,6 +59,14 @@ def load_run(run_dir: str | Path):
 LATER_SIGNATURE_KEYS = ("embedding_settings", "weights_projection_sha256")
 
 
+def _unstated_only(mine, theirs) -> bool:
+    """Two recordings that differ only where one side states nothing."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return mine != theirs and all(mine[k] == theirs[k] for k in set(mine) & set(theirs)
+                                      if mine[k] is not None and theirs[k] is not None)
+    return (mine is None) != (theirs is None)
+
+
 def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     """Refuse a store whose features were made another way than the training store's;
     returns a note ("" when none) when only its inputs' preprocessing differs."""
@@ -66,21 +74,8 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     # recorded since this version: a model saved before has none, and a setting left
     # unstated on one side may be the other's default, so only two stated values that
     # differ refuse the store; the rest is a note
-    unsure = []
-    for key in LATER_SIGNATURE_KEYS:
-        mine, theirs = trained.get(key), new.get(key)
-        if isinstance(mine, dict) and isinstance(theirs, dict):
-            both = set(mine) & set(theirs)
-            if any(mine[k] != theirs[k] for k in both if mine[k] is not None
-                   and theirs[k] is not None):
-                continue  # a stated difference: refused below
-            if mine != theirs:
-                unsure.append(key)
-            trained, new = {**trained, key: None}, {**new, key: None}
-        elif (mine is None) != (theirs is None):
-            unsure.append(key)
-            trained, new = {**trained, key: None}, {**new, key: None}
-    differ = [k for k in SIGNATURE_KEYS if (k in trained or k in new)
+    unsure = [k for k in LATER_SIGNATURE_KEYS if _unstated_only(trained.get(k), new.get(k))]
+    differ = [k for k in SIGNATURE_KEYS if k not in unsure and (k in trained or k in new)
               and trained.get(k) != new.get(k)]
     if differ:
         shown = "; ".join(f"{k}: trained on {_short(trained.get(k))}, store has "

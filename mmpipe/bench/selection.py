@@ -39,8 +39,6 @@ from mmpipe.methods import TRAINER_KEYS
 
 STRATEGIES = ("validation", "cv")
 FINALS = ("refit", "ensemble")
-# the normalisations with statistics fitted on training subjects (Normalizer.fit)
-FITTED_NORMALIZATIONS = ("zscore",)
 
 
 @dataclass(frozen=True)
@@ -200,9 +198,12 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
         if not len(held):
             continue
         fit_part, held_part = pool.subset(np.flatnonzero(folds != k)), pool.subset(held)
-        norm = Normalizer(normalize).fit(fit_part) if normalize in FITTED_NORMALIZATIONS else None
-        if norm is not None:
+        norm = Normalizer(normalize)
+        if norm.fits:
+            norm.fit(fit_part)
             fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
+        else:
+            norm = None
         torch.manual_seed(seed)
         method = build()
         result = fit(method, fit_part, held_part, cfg, seed, device)
