@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def canonical(value: Any) -> Any:
@@ -40,14 +43,65 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# Weight files and TotalSegmentator's model folders are hashed while Snakemake builds the
+# DAG, in every invocation and, under a cluster executor, in every job's own invocation:
+# GBs read again each time. A file's digest is therefore also kept on disk, keyed by what
+# changes whenever its content can have changed (path, inode, size, mtime and ctime:
+# ctime cannot be set back by a user, so a file rewritten in place, even to the same size
+# and mtime, misses). Small files are quicker to read than to look up.
+_DISK_CACHE_MIN_BYTES = 1 << 20
+
+
+def hash_cache_dir() -> Path:
+    """Where file digests are kept between processes: ``$MMPIPE_HASH_CACHE``, else
+    ``$XDG_CACHE_HOME/mmpipe/sha256``, else ``~/.cache/mmpipe/sha256``."""
+    if os.environ.get("MMPIPE_HASH_CACHE"):
+        return Path(os.environ["MMPIPE_HASH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mmpipe" / "sha256"
+
+
+def _identity(path: Path) -> tuple:
+    st = os.stat(path)
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _from_disk(key: str) -> str | None:
+    try:
+        value = (hash_cache_dir() / key).read_text().strip()
+    except OSError:
+        return None
+    # an entry cut short or written by something else is not a digest: hash again
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
+
+
+def _to_disk(key: str, digest: str) -> None:
+    folder = hash_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(digest)
+        os.replace(tmp, folder / key)  # concurrent jobs write the same value: last one wins
+    except OSError as err:  # a cache that cannot be written costs time, never a result
+        log.debug("file digest not cached in %s: %s", folder, err)
+
+
 @cache
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
+def _cached_sha256(identity: tuple) -> str:
+    path, size = identity[0], identity[3]
+    if size < _DISK_CACHE_MIN_BYTES:
+        return sha256_file(path)
+    key = hashlib.sha256("\0".join(map(str, identity)).encode()).hexdigest()
+    if (digest := _from_disk(key)) is None:
+        digest = sha256_file(path)
+        _to_disk(key, digest)
+    return digest
 
 
 def content_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder's files (names and contents, in name order);
-    computed once per process for a file that has not changed."""
+    """SHA-256 of a file, or of a folder's files (names and contents, in name order). A
+    file is read once while it does not change: per process, and for files of 1 MiB or
+    more across processes (:func:`hash_cache_dir`)."""
     path = Path(path)
     if path.is_dir():
         digest = hashlib.sha256()
@@ -55,5 +109,4 @@ def content_sha256(path: str | Path) -> str:
             digest.update(f.relative_to(path).as_posix().encode())
             digest.update(content_sha256(f).encode())
         return digest.hexdigest()
-    st = os.stat(path)
-    return _cached_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return _cached_sha256(_identity(path.resolve()))

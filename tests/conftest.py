@@ -22,6 +22,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hash_cache(tmp_path_factory):
+    """File digests the tests compute (and the workflows they run) are cached in a folder
+    of the session, not in the user's ``~/.cache``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMPIPE_HASH_CACHE", str(tmp_path_factory.mktemp("sha256_cache")))
+        yield
+
+
 class RunsCode:
     """What a crafted file carries: unpickling it calls ``open(marker, "w")``."""
 

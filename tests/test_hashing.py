@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from mmpipe.hashing import canonical, params_hash
+import os
+
+import pytest
+
+from mmpipe import hashing
+from mmpipe.hashing import canonical, content_sha256, params_hash, sha256_file
 
 
 def test_params_hash_ignores_key_order_at_every_depth():
@@ -20,3 +25,72 @@ def test_canonical_repr_is_the_same_for_reordered_mappings():
     one = canonical({"b": 1, "a": {"d": (1, 2), "c": None}})
     two = canonical({"a": {"c": None, "d": [1, 2]}, "b": 1})
     assert repr(one) == repr(two)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(folder))
+    hashing._cached_sha256.cache_clear()
+    yield folder
+    hashing._cached_sha256.cache_clear()
+
+
+def _big_file(path, fill=b"a"):
+    path.write_bytes(fill * (hashing._DISK_CACHE_MIN_BYTES + 10))
+    return path
+
+
+def _no_reading(monkeypatch):
+    """A later process: nothing in memory, and reading the file fails the test."""
+    hashing._cached_sha256.cache_clear()
+
+    def read(path, *args, **kwargs):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(hashing, "sha256_file", read)
+
+
+def test_a_large_files_digest_is_read_once_across_processes(tmp_path, cache_dir, monkeypatch):
+    (tmp_path / "model").mkdir()
+    weights = _big_file(tmp_path / "model" / "weights.pth")
+    first, folder = content_sha256(weights), content_sha256(tmp_path / "model")
+    assert first == sha256_file(weights)
+    _no_reading(monkeypatch)
+    assert content_sha256(weights) == first
+    assert content_sha256(tmp_path / "model") == folder
+
+
+def test_a_file_rewritten_to_the_same_size_and_mtime_is_hashed_again(tmp_path, cache_dir):
+    weights = _big_file(tmp_path / "weights.pth")
+    first = content_sha256(weights)
+    st = os.stat(weights)
+    with open(weights, "r+b") as fh:  # in place: same inode and size
+        fh.write(b"b")
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime
+    hashing._cached_sha256.cache_clear()
+    assert content_sha256(weights) == sha256_file(weights) != first
+
+
+def test_a_damaged_cache_entry_is_not_taken_for_a_digest(tmp_path, cache_dir):
+    weights = _big_file(tmp_path / "weights.pth")
+    good = content_sha256(weights)
+    (entry,) = cache_dir.iterdir()
+    entry.write_text(good[:20])  # a write cut short
+    hashing._cached_sha256.cache_clear()
+    assert content_sha256(weights) == good
+
+
+def test_small_files_are_not_cached_and_an_unwritable_cache_costs_nothing(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(blocker / "sha256"))
+    hashing._cached_sha256.cache_clear()
+    weights = _big_file(tmp_path / "weights.pth")
+    assert content_sha256(weights) == sha256_file(weights)
+    small = tmp_path / "plans.json"
+    small.write_text("{}")
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(tmp_path / "cache"))
+    assert content_sha256(small) == sha256_file(small)
+    assert not (tmp_path / "cache").exists()
+    hashing._cached_sha256.cache_clear()
