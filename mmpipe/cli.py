@@ -31,9 +31,31 @@ def _config(args):
 
 
 def cmd_demo(args) -> None:
+    """The demo cohort the workflow's ``demo_cohort`` rule would write: the settings of
+    the config's ``cohorts.<cohort>.demo`` block (``--n-subjects``/``--seed`` over them),
+    into the cohort's raw folder unless ``out`` is given. Without a config (none given,
+    no ``config.yaml`` here) the generator's own defaults, said so."""
     from mmpipe.cohorts.demo import generate_demo_cohort
 
-    summary = generate_demo_cohort(Path(args.out), n_subjects=args.n_subjects, seed=args.seed)
+    if args.config or Path("config.yaml").is_file():
+        cfg = _config(args)
+        from mmpipe.errors import ConfigError
+        from mmpipe.params import demo_params
+
+        if _cohort_adapter(cfg, args.cohort) != "demo":
+            raise ConfigError(f"cohort {args.cohort!r} is not a demo cohort (adapter "
+                              f"{_cohort_adapter(cfg, args.cohort)!r})")
+        options = {k: v for k, v in demo_params(cfg, args.cohort).items() if k != "code"}
+        out = Path(args.out) if args.out else _layout(cfg, args.cohort).raw()
+        source = f"cohorts.{args.cohort}.demo of {' + '.join(args.config or ['config.yaml'])}"
+    elif args.out:
+        options, out, source = {}, Path(args.out), "the generator's defaults (no config)"
+    else:
+        raise SystemExit("mmpipe demo: no config.yaml here and no --config: give OUT")
+    options.update({k: v for k, v in (("n_subjects", args.n_subjects), ("seed", args.seed))
+                    if v is not None})
+    print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
+    summary = generate_demo_cohort(out, **options)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -41,6 +63,12 @@ def cmd_check_config(args) -> None:
     cfg = _config(args)
     print(f"{' + '.join(args.config or ['config.yaml'])}: valid; cohorts {sorted(cfg['cohorts'])}, "
           f"encoders {sorted(cfg['encoders'])}, default run {cfg['run_cohorts']}")
+
+
+def _cohort_adapter(cfg: dict, cohort: str) -> str:
+    from mmpipe.config import cohort as cohort_config
+
+    return cohort_config(cfg, cohort)["adapter"]
 
 
 def _layout(cfg: dict, cohort: str):
@@ -120,10 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="write the synthetic demo cohort")
-    p.add_argument("out")
-    p.add_argument("--n-subjects", type=int, default=60)
-    p.add_argument("--seed", type=int, default=7)
+    p = sub.add_parser("demo", help="write the synthetic demo cohort (the config's demo "
+                       "settings, into the cohort's raw folder unless OUT is given)")
+    p.add_argument("out", nargs="?")
+    p.add_argument("--config", action="append", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--cohort", default="demo")
+    p.add_argument("--n-subjects", type=int, help="over the config's")
+    p.add_argument("--seed", type=int, help="over the config's")
     p.set_defaults(func=cmd_demo)
 
     for name, func, help_ in (("check-config", cmd_check_config, "validate a config file"),

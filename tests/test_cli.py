@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import yaml
 
 from mmpipe import cli
@@ -52,3 +55,25 @@ def test_a_config_is_laid_over_config_yaml_as_snakemake_lays_it(monkeypatch, tmp
     bad.write_text("cohorts: [unclosed\n")
     assert cli.main(["check-config", "--config", str(bad)]) == 1
     assert f"{bad}: not valid YAML" in capsys.readouterr().err
+
+
+def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_path, monkeypatch,
+                                                                         capsys):
+    """``mmpipe demo`` with a config makes what the ``demo_cohort`` rule makes: the config's
+    settings (the flags over them), into the cohort's raw folder."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["cohorts"]["demo"]["demo"].update({"n_subjects": 9, "seed": 5,
+                                           "volume_shape": [8, 16, 16], "slide_size": [256, 256]})
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: only the given one
+    assert cli.main(["demo", "--config", str(config), "--seed", "6"]) == 0
+    raw = tmp_path / "results" / "demo" / "raw"
+    made = json.loads((raw / "summary.json").read_text())["params"]
+    assert made["n_subjects"] == 9 and made["seed"] == 6 and made["volume_shape"] == [8, 16, 16]
+    assert "cohorts.demo.demo of" in capsys.readouterr().err
+    assert cli.main(["demo", "--config", str(config), "--cohort", "mmist_ccrcc"]) == 1
+    assert "not a demo cohort" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="give OUT"):
+        cli.main(["demo"])
