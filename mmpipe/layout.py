@@ -126,15 +126,18 @@ class CohortLayout:
     def store(self, modality: str, encoder: str) -> Path:
         return self.root / "features" / modality / f"{encoder}.zarr"
 
-    def encode_inputs(self, cfg: dict, modality: str, encoder: str) -> dict[str, Path | list[Path]]:
+    def encode_inputs(self, cfg: dict, modality: str, encoder: str, *, manifest: bool = True
+                      ) -> dict[str, Path | list[Path]]:
         """What the job writing ``store(modality, encoder)`` reads, by name: the manifest
         files, the modality's preprocessing shards, a text encoder's prompts, the
         TotalSegmentator masks the modality asks for, and the file a tabular encoding
         was fitted on elsewhere. The ``encode`` rule's inputs and ``mmpipe encode``'s
-        (which left the masks out, so every subject of a masked modality was rejected)."""
+        (which left the masks out, so every subject of a masked modality was rejected).
+        ``manifest=False``: without the manifest files (the rule adds them itself, after
+        the manifest checkpoint)."""
         spec = cfg["cohorts"][self.cohort]["modalities"][modality]
         enc = cfg["encoders"][encoder]
-        inputs: dict[str, Path | list[Path]] = dict(self.manifest_files())
+        inputs: dict[str, Path | list[Path]] = {} if not manifest else dict(self.manifest_files())
         shards = self.modality_shards(cfg, modality)
         if shards:
             inputs["shards"] = shards

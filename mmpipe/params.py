@@ -47,6 +47,18 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
                       "code": code_key("cohorts/manifest", adapter, "cohorts:build_manifest")})
 
 
+def manifest_view(cfg: dict, cohort_name: str, modality_name: str) -> str:
+    """What a modality's stage-1 jobs (shards, prompts, masks, stores) read of the
+    manifest: the digest of its view (:func:`mmpipe.cohorts.manifest.modality_view_digest`).
+    Those rules read the manifest as ``ancient`` after the ``manifest`` checkpoint, so
+    this, not the manifest's mtime, reruns them."""
+    from mmpipe.cohorts.manifest import modality_view_digest
+    from mmpipe.layout import CohortLayout
+
+    return modality_view_digest(CohortLayout.of(cfg["results"], cohort_name).root,
+                                modality_name)
+
+
 def demo_params(cfg: dict, cohort_name: str) -> dict:
     return canonical({**cohort(cfg, cohort_name).get("demo", {}),
                       "code": code_key("cohorts/demo")})

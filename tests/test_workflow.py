@@ -82,6 +82,34 @@ def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path)
     assert len(outputs) == 2 and all("/runs/all/mmare/" in o for o in outputs), outputs
 
 
+def test_a_clinical_field_change_reencodes_no_image(tmp_path):
+    """The manifest holds the table's fields, so dropping one rebuilds it; the stage-1
+    jobs of the other modalities read their part of it by digest and stay (they all
+    reran on the manifest's new mtime: 28 of 29 jobs). Its own stage 1, not a copy of
+    ``demo_run``: a copy's manifest names files at other paths, which reruns them all."""
+    workdir = tmp_path
+    write_demo_config(workdir)
+    first = snakemake_in(workdir, "results/demo/qc.parquet")
+    assert first.returncode == 0, first.stderr[-3000:]
+    config = workdir / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    clinical = cfg["cohorts"]["demo"]["modalities"]["clinical"]
+    clinical["fields"].remove("site")
+    del clinical["prompt"]["phrases"]["site"]
+    config.write_text(yaml.safe_dump(cfg))
+    run = snakemake_in(workdir, "results/demo/qc.parquet")  # stage 1 only
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",
+                     run.stdout + run.stderr, flags=re.M)
+    jobs = {(rule, re.sub(r"cohort=demo,? ?", "", wc)) for rule, wc in ran}
+    assert jobs == {("manifest", ""), ("clinical_prompts", "modality=clinical"),
+                    ("encode", "modality=clinical, encoder=text_minilm"),
+                    ("encode_cpu", "modality=clinical, encoder=tabular"),
+                    ("cohort_qc", "")}, jobs
+    again = snakemake_in(workdir, "-n", "results/demo/qc.parquet")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):
     """`train_jobs: method` (the demo's): one job per (feature set, method), the same
     runs on disk, and a changed MMARE hyper-parameter reruns MMARE's one job."""

@@ -40,6 +40,8 @@ files. A subject kept with a label but without a part stops the build (see
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -787,6 +789,39 @@ def modality_presence(df: pl.DataFrame, meta: dict) -> pl.DataFrame:
             exprs.append(pl.any_horizontal([pl.col(f).is_not_null() for f in spec["fields"]])
                          .alias(name))
     return df.select(pl.col(SUBJECT), *exprs)
+
+
+def modality_view_digest(out_dir: str | Path, modality: str) -> str:
+    """SHA-256 of what a modality's stage-1 jobs read from the manifest files: every
+    subject in order (a store holds a row per subject), the modality's own columns (its
+    path or its fields), the adapter's extra columns, its entry in the JSON and its
+    adapter QC rows. The stage-1 rules carry it as a parameter and read the manifest as
+    ``ancient``: a manifest rebuilt for a label or another modality's fields reruns none
+    of this modality's preprocessing and encoding, and one whose rows for it differ reruns
+    them all. ``"not built"`` while there is no manifest (the rules wait for it)."""
+    layout = CohortLayout(Path(out_dir))
+    files = (layout.manifest(), layout.manifest_meta(), layout.adapter_qc())
+    try:
+        stamp = tuple((st.st_size, st.st_mtime_ns) for st in (f.stat() for f in files))
+    except FileNotFoundError:
+        return "not built"
+    return _view_digest(str(layout.root), modality, stamp)
+
+
+@functools.cache
+def _view_digest(root: str, modality: str, stamp: tuple) -> str:
+    df, meta = read_manifest(root)
+    spec = meta["modalities"].get(modality)
+    if spec is None:
+        return "not in the manifest"
+    own = [spec["path_column"]] if "path_column" in spec else list(spec.get("fields", []))
+    extra = [c for c in meta.get("extra_columns", []) if c not in own]
+    rows = df.select(SUBJECT, *own, *extra).rows()
+    qc = read_qc(root).filter(pl.col("modality") == modality)
+    qc_rows = qc.select(SUBJECT, "status", "reason", "path").rows()
+    blob = json.dumps({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
+                       "qc": qc_rows}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def read_qc(out_dir: str | Path) -> pl.DataFrame:

@@ -17,6 +17,7 @@ from mmpipe.cohorts.manifest import (
     finalize_manifest,
     modality_presence,
     modality_specs,
+    modality_view_digest,
     parse_number,
     read_manifest,
     read_qc,
@@ -313,3 +314,37 @@ def test_a_nan_or_blank_label_is_a_missing_label(labels, dtype):
     assert m.frame["y"].is_null().to_list() == [False, True, False, True, True]
     missing = m.qc.filter(pl.col("status") == "absent").filter(pl.col("modality") == "label")
     assert missing["subject_id"].to_list() == ["s1", "s3", "s4"]
+
+
+def _view(tmp_path, rows, qc=None, labels_to=None):
+    out = _output(rows, qc=qc)
+    if labels_to is not None:
+        out.frame = out.frame.with_columns(pl.Series("y", labels_to))
+    folder = tmp_path / f"build{len(list(tmp_path.iterdir()))}"
+    write_manifest(finalize_manifest("toy", "csv", out), folder)
+    return {m: modality_view_digest(folder, m) for m in SPECS}
+
+
+def test_a_modalitys_view_changes_only_with_what_its_jobs_read(tmp_path):
+    """The stage-1 jobs of a modality rerun on this digest, not on the manifest's mtime:
+    a label or another modality's fields leave it; its rows, its QC and the subjects
+    (a store has a row for every subject) change it."""
+    rows = [_row("a", y=0, ct="/x/a", age=50), _row("b", wsi="/x/b.svs", sex="M"),
+            _row("c", ct="/x/c", wsi="/x/c.svs")]
+    base = _view(tmp_path, rows)
+    assert len(set(base.values())) == 3
+    assert modality_view_digest(tmp_path / "nothing", "ct") == "not built"
+    # labels and the table's values: the image modalities' views stay
+    relabelled = _view(tmp_path, rows, labels_to=[1, 0, 0])
+    assert relabelled == base
+    new_age = [{**rows[0], "age": 51}, *rows[1:]]
+    aged = _view(tmp_path, new_age)
+    assert aged["ct"] == base["ct"] and aged["wsi"] == base["wsi"]
+    assert aged["clinical"] != base["clinical"]
+    # a path of the modality, its adapter QC, the subject list
+    moved = _view(tmp_path, [rows[0], rows[1], {**rows[2], "ct_path": "/y/c"}])
+    assert moved["ct"] != base["ct"] and moved["wsi"] == base["wsi"]
+    rejected = _view(tmp_path, rows, qc=[QCRecord("b", "ct", "rejected", "unreadable", "/x/b")])
+    assert rejected["ct"] != base["ct"] and rejected["wsi"] == base["wsi"]
+    fewer = _view(tmp_path, rows[:2])
+    assert fewer["ct"] != base["ct"] and fewer["wsi"] != base["wsi"]

@@ -52,18 +52,32 @@ def manifest_inputs(wildcards):
     return {}
 
 
+def modality_manifest(wildcards):
+    """The manifest files as a modality's stage-1 jobs (shards, prompts, masks, stores)
+    read them: once the ``manifest`` checkpoint is done, as ``ancient``. Their
+    ``manifest`` parameter (``mmparams.manifest_view``, the digest of the modality's
+    rows, QC and spec) reruns them, not the manifest's mtime: a manifest rebuilt for a
+    label or another modality's fields leaves every image store as it is. Only this input
+    waits for the checkpoint, so a dry run still plans every job."""
+    checkpoints.manifest.get(cohort=wildcards.cohort)
+    return {k: ancient(v) for k, v in layout(wildcards.cohort).manifest_files().items()}
+
+
+def manifest_view(wildcards):
+    return mmparams.manifest_view(config, wildcards.cohort, wildcards.modality)
+
+
 def encode_inputs(wildcards):
+    """The store's inputs other than the manifest (``modality_manifest``)."""
     w = wildcards
-    return layout(w.cohort).encode_inputs(config, w.modality, w.encoder)
+    return layout(w.cohort).encode_inputs(config, w.modality, w.encoder, manifest=False)
 
 
 def segment_inputs(wildcards):
-    """The manifest, and a dicom modality's shards (masks are made on their NIfTI)."""
-    inputs = layout(wildcards.cohort).manifest_files()
+    """A dicom modality's shards (masks are made on their NIfTI); the manifest comes
+    from ``modality_manifest``."""
     shards = layout(wildcards.cohort).modality_shards(config, wildcards.modality)
-    if shards:
-        inputs["shards"] = shards
-    return inputs
+    return {"shards": shards} if shards else {}
 
 
 def cohort_stores(cohort):

@@ -13,6 +13,7 @@
 
 rule encode:
     input:
+        unpack(modality_manifest),
         unpack(encode_inputs),
     output:
         directory(L.store("{modality}", "{encoder}")),
@@ -30,6 +31,7 @@ rule encode:
         gpu=1,
     params:
         encoder=lambda w: mmparams.encoder_params(config, w.cohort, w.modality, w.encoder),
+        manifest=manifest_view,
     script:
         "../scripts/encode.py"
 

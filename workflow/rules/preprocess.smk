@@ -6,7 +6,7 @@
 
 rule dicom_to_nifti:
     input:
-        **L.manifest_files(),
+        unpack(modality_manifest),
     output:
         directory(L.shard("{modality}", "dicom", "{shard}")),
     log:
@@ -21,13 +21,14 @@ rule dicom_to_nifti:
     params:
         dicom=mmparams.dicom_params(config),
         n_shards=config["shards"]["dicom"],
+        manifest=manifest_view,
     script:
         "../scripts/dicom_to_nifti.py"
 
 
 rule tile_slides:
     input:
-        **L.manifest_files(),
+        unpack(modality_manifest),
     output:
         directory(L.shard("{modality}", "slide", "{shard}")),
     log:
@@ -42,13 +43,14 @@ rule tile_slides:
     params:
         tiling=mmparams.tiling_params(config),
         n_shards=config["shards"]["slide"],
+        manifest=manifest_view,
     script:
         "../scripts/tile_slides.py"
 
 
 rule clinical_prompts:
     input:
-        **L.manifest_files(),
+        unpack(modality_manifest),
     output:
         L.prompts("{modality}"),
     log:
@@ -58,6 +60,7 @@ rule clinical_prompts:
         "../../envs/preprocess.yaml"
     params:
         prompt=lambda w: mmparams.prompt_params(config, w.cohort, w.modality),
+        manifest=manifest_view,
     script:
         "../scripts/clinical_prompts.py"
 
@@ -67,6 +70,7 @@ rule clinical_prompts:
 # encoders read them for `roi_crop` (mmpipe/preprocess/segment.py).
 rule segment:
     input:
+        unpack(modality_manifest),
         unpack(segment_inputs),
     output:
         directory(L.masks("{modality}")),
@@ -82,5 +86,6 @@ rule segment:
     params:
         segment=lambda w: mmparams.segment_params(config, w.cohort, w.modality),
         kind=lambda w: COHORTS[w.cohort]["modalities"][w.modality]["kind"],
+        manifest=manifest_view,
     script:
         "../scripts/segment.py"
