@@ -57,6 +57,20 @@ def test_invalid_configs_name_the_key(raw_config, mutate, message):
         validate_config(cfg)
 
 
+@pytest.mark.parametrize("width, message", [(0, None), (1, None), (5, None),
+                                            (4, "median_blur must be 0, 1 or odd"),
+                                            (-1, "median_blur")])
+def test_median_blur_takes_what_the_tiler_takes(raw_config, width, message):
+    """0 and 1 both mean no filter to the tiler; the schema refused 0."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["preprocess"]["slide"]["median_blur"] = width
+    if message is None:
+        validate_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match=message):
+            validate_config(cfg)
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
