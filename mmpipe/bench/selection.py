@@ -316,6 +316,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             result.best_epoch = {p: [r.best_epoch[p] for r in results]
                                  for p in results[0].best_epoch}
             result.seconds = float(sum(r.seconds for r in results))
+            result.n_fit = max(r.n_fit for r in results)  # the largest member's folds
             final = f"ensemble of the {len(method.members)} fold models"
     record = {
         "strategy": selection.strategy,

@@ -54,6 +54,9 @@ class FitResult:
     # what ran: the batch settings and each phase's optimiser and stopping settings
     settings: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)             # the per-epoch log
+    # subjects the fit trained on: the split given, less those a complete-case method
+    # leaves out
+    n_fit: int = 0
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -199,7 +202,7 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         start = time.perf_counter()
         method.fit(train, val, seed)
         return FitResult(seconds=time.perf_counter() - start,
-                         settings={"estimator": method.fitted_settings()})
+                         settings={"estimator": method.fitted_settings()}, n_fit=len(train.y))
     if method.train_subset == "complete":
         keep = train.present.all(axis=1)
         log.info("%s trains on the %d of %d subjects with every modality", method.name,
@@ -217,7 +220,7 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         counts = np.bincount(train.y, minlength=method.n_classes).astype(float)
         class_weight = torch.as_tensor(counts.sum() / np.maximum(counts, 1) / len(counts),
                                        dtype=torch.float32, device=device)
-    result = FitResult(settings={k: cfg[k] for k in BATCH_KEYS})
+    result = FitResult(settings={k: cfg[k] for k in BATCH_KEYS}, n_fit=len(train.y))
     result.settings["phases"] = []
     lines = []
     start = time.perf_counter()

@@ -191,7 +191,7 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         row.update({f"val_{k}": v for k, v in _metric_items(m.get("val") or {},
                                                              n_classes).items()})
         for k in ("trainable_parameters", "training_seconds", "evaluation_seconds",
-                  "n_train", "n_val"):
+                  "n_train", "n_val", "n_fit"):
             if k in m:
                 row[k] = _num(m[k])
         row["trained"] = bool(m.get("trained", True))
@@ -341,10 +341,13 @@ def group_tag(scenario: str, rate: float) -> str:
 
 def training_effort(m: dict[str, Any]) -> str | None:
     """How much a run trained, from its ``metrics.json``: optimiser steps (epochs ×
-    batches of its training split, per phase) with batch size and learning rate(s), so a
+    batches of the subjects it trained on, per phase) with batch size and learning rate(s), so a
     collapsed run says whether it could have learnt anything (MUSE's official lr 1e-4 and
     batch 256 make about a hundred steps on a few hundred subjects)."""
-    training, epochs, n = m.get("training") or {}, m.get("epochs") or {}, m.get("n_train")
+    # the subjects the model trained on (a cv refit: the whole training part); runs
+    # written before n_fit was recorded give their training split
+    n = m.get("n_fit") or m.get("n_train")
+    training, epochs = m.get("training") or {}, m.get("epochs") or {}
     phases = training.get("phases") or []
     batch = training.get("batch_size")
     if not phases or not batch or not n:

@@ -305,3 +305,23 @@ def test_a_phase_no_fold_ran_stays_unrun_in_the_refit():
     folds = [FitResult(epochs={"phi": 0, "rho": e}, best_epoch={"phi": 0, "rho": b})
              for e, b in ((9, 4), (7, 0), (8, 5))]
     assert _median_epochs(folds) == {"phi": 0, "rho": 5}
+
+
+def test_each_run_says_how_many_subjects_its_model_trained_on():
+    """``n_train`` is the training split; the kept model trained on the training part
+    under a cv refit, on a member's folds in an ensemble, on the complete cases for a
+    complete-case method (the report's optimiser steps counted the split for all)."""
+    data = _data(n=90)
+    train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
+    method = {"type": "deepsets", "max_epochs": 3, "patience": 2}
+    one = {"trials": 1}
+    assert _select(method, train, val, tuning=one).result.n_fit == 60
+    refit = _select(method, train, val, tuning=one,
+                    selection={"strategy": "cv", "folds": 3, "final": "refit"})
+    assert refit.result.n_fit == 90
+    ensemble = _select(method, train, val, tuning=one,
+                       selection={"strategy": "cv", "folds": 3, "final": "ensemble"})
+    assert ensemble.result.n_fit == 60  # 90 in 3 stratified folds of 30
+    complete = _select({"type": "standard", "max_epochs": 3, "patience": 2}, train, val,
+                       tuning=one)
+    assert complete.result.n_fit == int(train.present.all(axis=1).sum()) < 60

@@ -168,6 +168,9 @@ def test_a_collapsed_run_says_how_much_it_trained():
                                                      {"name": "rho", "lr": 1e-3}]}}
     assert training_effort(two) == "18 optimiser steps (batch 64, lr 0.0001/0.001)"
     assert training_effort({"n_train": 10, "training": {}}) is None   # sklearn: no epochs
+    # the subjects the model trained on, not the split: a cv refit's training part
+    refit = {**m, "n_train": 300, "n_fit": 430}
+    assert training_effort(refit) == "50 optimiser steps (batch 256, lr 0.0001)"
 
 
 def test_the_summary_names_the_auc_leader_when_it_differs():
