@@ -82,7 +82,14 @@ def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path)
     assert len(outputs) == 2 and all("/runs/all/mmare/" in o for o in outputs), outputs
 
 
-def test_a_clinical_field_change_reencodes_no_image(tmp_path):
+def _jobs_ran(run) -> set[tuple[str, str]]:
+    """(rule, wildcards without the cohort) of every job a snakemake run ran."""
+    ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",
+                     run.stdout + run.stderr, flags=re.M)
+    return {(rule, re.sub(r"cohort=demo,? ?", "", wc)) for rule, wc in ran}
+
+
+def test_stage_1_reruns_follow_what_each_modality_reads(tmp_path):
     """The manifest holds the table's fields, so dropping one rebuilds it; the stage-1
     jobs of the other modalities read their part of it by digest and stay (they all
     reran on the manifest's new mtime: 28 of 29 jobs). Its own stage 1, not a copy of
@@ -99,15 +106,25 @@ def test_a_clinical_field_change_reencodes_no_image(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     run = snakemake_in(workdir, "results/demo/qc.parquet")  # stage 1 only
     assert run.returncode == 0, run.stderr[-3000:]
-    ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",
-                     run.stdout + run.stderr, flags=re.M)
-    jobs = {(rule, re.sub(r"cohort=demo,? ?", "", wc)) for rule, wc in ran}
+    jobs = _jobs_ran(run)
     assert jobs == {("manifest", ""), ("clinical_prompts", "modality=clinical"),
                     ("encode", "modality=clinical, encoder=text_minilm"),
                     ("encode_cpu", "modality=clinical, encoder=tabular"),
                     ("cohort_qc", "")}, jobs
     again = snakemake_in(workdir, "-n", "results/demo/qc.parquet")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the demo regenerated with slides of another size under the same names: the
+    # manifest's rows are the same, the files are not, and the slide jobs rerun (they
+    # kept the old slides' features when the digest held the rows alone). Snakemake
+    # empties the demo's folder before its job, so every image is new and reruns too.
+    cfg["cohorts"]["demo"]["demo"]["slide_size"] = [512, 640]
+    config.write_text(yaml.safe_dump(cfg))
+    run = snakemake_in(workdir, "results/demo/qc.parquet")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = _jobs_ran(run)
+    assert {j for j in jobs if "wsi" in j[1]} == {
+        ("tile_slides", "modality=wsi, shard=0"), ("tile_slides", "modality=wsi, shard=1"),
+        ("encode", "modality=wsi, encoder=clam_resnet50")}, jobs
 
 
 def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):

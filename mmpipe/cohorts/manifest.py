@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -792,24 +793,53 @@ def modality_presence(df: pl.DataFrame, meta: dict) -> pl.DataFrame:
 
 
 def modality_view_digest(out_dir: str | Path, modality: str) -> str:
-    """SHA-256 of what a modality's stage-1 jobs read from the manifest files: every
+    """SHA-256 of what a modality's stage-1 jobs read through the manifest files: every
     subject in order (a store holds a row per subject), the modality's own columns (its
-    path or its fields), the adapter's extra columns, its entry in the JSON and its
-    adapter QC rows. The stage-1 rules carry it as a parameter and read the manifest as
-    ``ancient``: a manifest rebuilt for a label or another modality's fields reruns none
-    of this modality's preprocessing and encoding, and one whose rows for it differ reruns
-    them all. ``"not built"`` while there is no manifest (the rules wait for it)."""
+    path or its fields), the adapter's extra columns, its entry in the JSON, its adapter
+    QC rows, and the size and mtime of each file its paths name (of a folder: the mtime of
+    it and of each folder under it, which an added, removed, renamed or atomically
+    replaced file changes). The stage-1 rules carry it as a parameter and read the
+    manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
+    reruns none of this modality's preprocessing and encoding, while new rows for it, or
+    a regenerated demo image under the same name, rerun them. ``"not built"`` while there
+    is no manifest; ``"unreadable"`` for a manifest a killed build left (the rules wait
+    for the manifest job, which rebuilds it, and are then judged on the new one)."""
     layout = CohortLayout(Path(out_dir))
     files = (layout.manifest(), layout.manifest_meta(), layout.adapter_qc())
     try:
         stamp = tuple((st.st_size, st.st_mtime_ns) for st in (f.stat() for f in files))
     except FileNotFoundError:
         return "not built"
-    return _view_digest(str(layout.root), modality, stamp)
+    try:
+        return _view_digest(str(layout.root), modality, stamp)
+    except (InputError, OSError, KeyError, ValueError, pl.exceptions.PolarsError) as err:
+        # Snakemake evaluates a rule's parameters while planning, before the manifest
+        # job it waits for has run: raising here would stop the run that repairs it
+        log.debug("manifest of %s not readable while planning: %s", layout.root, err)
+        return "unreadable"
 
 
+def _file_stamp(path: str | None) -> Any:
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        if not p.is_dir():
+            st = p.stat()
+            return [st.st_size, st.st_mtime_ns]
+        # os.walk reads the entries' types without a stat each: one stat per folder
+        return sorted([os.path.relpath(d, p), os.stat(d).st_mtime_ns]
+                      for d, _, _ in os.walk(p))
+    except OSError:
+        return "missing"  # the job says which subject and file
+
+
+# Once per planning process and manifest (its files' stamps are the key): raw files a
+# run regenerates (the demo) come with a rebuilt manifest, read again after it
 @functools.cache
 def _view_digest(root: str, modality: str, stamp: tuple) -> str:
+    from mmpipe.preprocess.masks import mask_column
+
     df, meta = read_manifest(root)
     spec = meta["modalities"].get(modality)
     if spec is None:
@@ -817,10 +847,13 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     own = [spec["path_column"]] if "path_column" in spec else list(spec.get("fields", []))
     extra = [c for c in meta.get("extra_columns", []) if c not in own]
     rows = df.select(SUBJECT, *own, *extra).rows()
+    paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
+    files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
     qc = read_qc(root).filter(pl.col("modality") == modality)
     qc_rows = qc.select(SUBJECT, "status", "reason", "path").rows()
     blob = json.dumps({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
-                       "qc": qc_rows}, sort_keys=True, default=str, separators=(",", ":"))
+                       "qc": qc_rows, "files": files},
+                      sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -348,3 +348,46 @@ def test_a_modalitys_view_changes_only_with_what_its_jobs_read(tmp_path):
     assert rejected["ct"] != base["ct"] and rejected["wsi"] == base["wsi"]
     fewer = _view(tmp_path, rows[:2])
     assert fewer["ct"] != base["ct"] and fewer["wsi"] != base["wsi"]
+
+
+def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):
+    """A regenerated demo rewrites images under the same names: the manifest's rows stay,
+    the files' stamps do not. A DICOM folder is judged by its folders' mtimes, which a
+    file atomically replaced in it, at any depth, changes."""
+    import os
+
+    from mmpipe.cohorts import manifest
+    from mmpipe.fsutil import atomic_file
+
+    def views():  # each in a new planning process (one process computes a view once)
+        manifest._view_digest.cache_clear()
+        return {m: modality_view_digest(out, m) for m in SPECS}
+
+    series = tmp_path / "raw" / "ct" / "a" / "series1"
+    series.mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"one")
+    slide = tmp_path / "raw" / "b.svs"
+    slide.write_bytes(b"slide")
+    rows = [_row("a", ct=str(series.parent), age=50), _row("b", wsi=str(slide), sex="M")]
+    out = tmp_path / "results"
+    write_manifest(finalize_manifest("toy", "csv", _output(rows)), out)
+    base = views()
+    with atomic_file(series / "1.dcm") as tmp:  # a new file renamed over the old one
+        tmp.write_bytes(b"two")
+    after_ct = views()
+    assert after_ct["ct"] != base["ct"]
+    assert after_ct["wsi"] == base["wsi"] and after_ct["clinical"] == base["clinical"]
+    st = slide.stat()
+    os.utime(slide, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    after_wsi = views()
+    assert after_wsi["wsi"] != after_ct["wsi"] and after_wsi["ct"] == after_ct["ct"]
+
+
+def test_a_manifest_a_killed_build_left_does_not_stop_planning(tmp_path):
+    """Snakemake evaluates the stage-1 parameters before the manifest job that repairs
+    the files has run: an error there stopped every run until the files were removed."""
+    write_manifest(finalize_manifest("toy", "csv", _output([_row("a", age=1)])), tmp_path)
+    meta = json.loads((tmp_path / "manifest.json").read_text())
+    meta["n_subjects"] = 3  # the JSON of a newer build, the parquet of the older
+    (tmp_path / "manifest.json").write_text(json.dumps(meta))
+    assert modality_view_digest(tmp_path, "ct") == "unreadable"
