@@ -31,29 +31,36 @@ def _config(args):
 
 
 def cmd_demo(args) -> None:
-    """The demo cohort the workflow's ``demo_cohort`` rule would write: the settings of
-    the config's ``cohorts.<cohort>.demo`` block (``--n-subjects``/``--seed`` over them),
-    into the cohort's raw folder unless ``out`` is given. Without a config (none given,
-    no ``config.yaml`` here) the generator's own defaults, said so."""
+    """The demo cohort the workflow's ``demo_cohort`` rule writes: the settings of the
+    config's ``cohorts.<cohort>.demo`` block, into the cohort's raw folder. With ``OUT``,
+    anywhere, and ``--n-subjects``/``--seed`` may change the settings (never in the
+    workflow's folder, whose record would then disagree with its files); the generator's
+    own defaults there when the config has no demo cohort (said so)."""
     from mmpipe.cohorts.demo import generate_demo_cohort
+    from mmpipe.errors import ConfigError
 
-    if args.config or Path("config.yaml").is_file():
-        cfg = _config(args)
-        from mmpipe.errors import ConfigError
+    flags = {k: v for k, v in (("n_subjects", args.n_subjects), ("seed", args.seed))
+             if v is not None}
+    if flags and not args.out:
+        raise ConfigError("--n-subjects and --seed change the demo: give OUT, or set them in "
+                          "the config's demo block for the workflow's own folder")
+    cohort = args.cohort or "demo"
+    cfg = _config(args) if args.config or Path("config.yaml").is_file() else None
+    demo = cfg is not None and cohort in cfg["cohorts"] and _cohort_adapter(cfg, cohort) == "demo"
+    if demo:
         from mmpipe.params import demo_params
 
-        if _cohort_adapter(cfg, args.cohort) != "demo":
-            raise ConfigError(f"cohort {args.cohort!r} is not a demo cohort (adapter "
-                              f"{_cohort_adapter(cfg, args.cohort)!r})")
-        options = {k: v for k, v in demo_params(cfg, args.cohort).items() if k != "code"}
-        out = Path(args.out) if args.out else _layout(cfg, args.cohort).raw()
-        source = f"cohorts.{args.cohort}.demo of {' + '.join(args.config or ['config.yaml'])}"
-    elif args.out:
-        options, out, source = {}, Path(args.out), "the generator's defaults (no config)"
+        options = {k: v for k, v in demo_params(cfg, cohort).items() if k != "code"}
+        out = Path(args.out) if args.out else _layout(cfg, cohort).raw()
+        source = f"cohorts.{cohort}.demo of {' + '.join(args.config or ['config.yaml'])}"
+    elif args.out and not args.cohort:
+        options, out = {}, Path(args.out)
+        source = "the generator's defaults (no demo cohort in a config here)"
+    elif cfg is None:
+        raise ConfigError("no config.yaml here and no --config: give OUT")
     else:
-        raise SystemExit("mmpipe demo: no config.yaml here and no --config: give OUT")
-    options.update({k: v for k, v in (("n_subjects", args.n_subjects), ("seed", args.seed))
-                    if v is not None})
+        raise ConfigError(f"cohort {cohort!r} is not a demo cohort of the config")
+    options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     summary = generate_demo_cohort(out, **options)
     print(json.dumps(summary, indent=2, default=str))
@@ -152,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "settings, into the cohort's raw folder unless OUT is given)")
     p.add_argument("out", nargs="?")
     p.add_argument("--config", action="append", metavar="FILE", help=CONFIG_HELP)
-    p.add_argument("--cohort", default="demo")
-    p.add_argument("--n-subjects", type=int, help="over the config's")
-    p.add_argument("--seed", type=int, help="over the config's")
+    p.add_argument("--cohort", help="the config's demo cohort (default: demo)")
+    p.add_argument("--n-subjects", type=int, help="over the config's (with OUT only)")
+    p.add_argument("--seed", type=int, help="over the config's (with OUT only)")
     p.set_defaults(func=cmd_demo)
 
     for name, func, help_ in (("check-config", cmd_check_config, "validate a config file"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from mmpipe import cli
@@ -60,7 +59,8 @@ def test_a_config_is_laid_over_config_yaml_as_snakemake_lays_it(monkeypatch, tmp
 def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_path, monkeypatch,
                                                                          capsys):
     """``mmpipe demo`` with a config makes what the ``demo_cohort`` rule makes: the config's
-    settings (the flags over them), into the cohort's raw folder."""
+    settings, into the cohort's raw folder; flags change them only into another folder
+    (the workflow's record of its folder would disagree with the files)."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["results"] = str(tmp_path / "results")
     cfg["cohorts"]["demo"]["demo"].update({"n_subjects": 9, "seed": 5,
@@ -68,12 +68,22 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)  # no config.yaml here: only the given one
-    assert cli.main(["demo", "--config", str(config), "--seed", "6"]) == 0
-    raw = tmp_path / "results" / "demo" / "raw"
-    made = json.loads((raw / "summary.json").read_text())["params"]
-    assert made["n_subjects"] == 9 and made["seed"] == 6 and made["volume_shape"] == [8, 16, 16]
+    assert cli.main(["demo", "--config", str(config)]) == 0
+    made = json.loads((tmp_path / "results/demo/raw/summary.json").read_text())["params"]
+    assert made["n_subjects"] == 9 and made["seed"] == 5 and made["volume_shape"] == [8, 16, 16]
     assert "cohorts.demo.demo of" in capsys.readouterr().err
+    assert cli.main(["demo", "--config", str(config), "--seed", "6"]) == 1
+    assert "give OUT" in capsys.readouterr().err
+    assert cli.main(["demo", "--config", str(config), "--seed", "6", "elsewhere"]) == 0
+    made = json.loads((tmp_path / "elsewhere/summary.json").read_text())["params"]
+    assert made["seed"] == 6 and made["n_subjects"] == 9
     assert cli.main(["demo", "--config", str(config), "--cohort", "mmist_ccrcc"]) == 1
     assert "not a demo cohort" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="give OUT"):
-        cli.main(["demo"])
+    assert cli.main(["demo"]) == 1  # no config here, no OUT
+    # a project whose config has no demo cohort: OUT gets the generator's defaults
+    del cfg["cohorts"]["demo"]
+    cfg["run_cohorts"] = ["mmist_ccrcc"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["demo", "--n-subjects", "4", "plain"]) == 0
+    assert "generator's defaults" in capsys.readouterr().err
+    assert json.loads((tmp_path / "plain/summary.json").read_text())["params"]["n_subjects"] == 4
