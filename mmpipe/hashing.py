@@ -12,9 +12,12 @@ import hashlib
 import json
 import logging
 import os
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from mmpipe.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +89,21 @@ def _to_disk(key: str, digest: str) -> None:
         log.debug("file digest not cached in %s: %s", folder, err)
 
 
+# A file modified less than this before it was read may still change within its mtime's
+# resolution without a new identity (git's "racy clean"): its digest is not kept on disk
+_SETTLED_NS = 2_000_000_000
+
+
 @cache
 def _cached_sha256(identity: tuple) -> str:
-    path, size = identity[0], identity[3]
+    path, size, mtime_ns = identity[0], identity[3], identity[4]
     if size < _DISK_CACHE_MIN_BYTES:
         return sha256_file(path)
     key = hashlib.sha256("\0".join(map(str, identity)).encode()).hexdigest()
     if (digest := _from_disk(key)) is None:
         digest = sha256_file(path)
-        _to_disk(key, digest)
+        if _identity(Path(path)) == identity and time.time_ns() - mtime_ns > _SETTLED_NS:
+            _to_disk(key, digest)
     return digest
 
 
@@ -109,4 +118,13 @@ def content_sha256(path: str | Path) -> str:
             digest.update(f.relative_to(path).as_posix().encode())
             digest.update(content_sha256(f).encode())
         return digest.hexdigest()
-    return _cached_sha256(_identity(path.resolve()))
+    resolved = path.resolve()
+    for _ in range(3):
+        identity = _identity(resolved)
+        digest = _cached_sha256(identity)
+        if _identity(resolved) == identity:
+            return digest
+        # written to while read: that digest is cached under an identity the file no
+        # longer has, so it is never served; read it again
+    raise InputError("the file kept changing while it was hashed (still being written?)",
+                     path=resolved)

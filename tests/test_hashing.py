@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -36,8 +37,10 @@ def cache_dir(tmp_path, monkeypatch):
     hashing._cached_sha256.cache_clear()
 
 
-def _big_file(path, fill=b"a"):
+def _big_file(path, fill=b"a", age_s=60):
     path.write_bytes(fill * (hashing._DISK_CACHE_MIN_BYTES + 10))
+    then = time.time_ns() - age_s * 10**9
+    os.utime(path, ns=(then, then))
     return path
 
 
@@ -94,3 +97,29 @@ def test_small_files_are_not_cached_and_an_unwritable_cache_costs_nothing(tmp_pa
     assert content_sha256(small) == sha256_file(small)
     assert not (tmp_path / "cache").exists()
     hashing._cached_sha256.cache_clear()
+
+
+def test_a_file_written_moments_ago_or_while_read_is_not_cached(tmp_path, cache_dir,
+                                                                monkeypatch):
+    """A file modified within the mtime's resolution may change again without a new
+    identity (git's racy clean): its digest stays out of the disk cache. One written to
+    while it is hashed is read again."""
+    fresh = _big_file(tmp_path / "downloading.pth", age_s=0)
+    assert content_sha256(fresh) == sha256_file(fresh)
+    assert not cache_dir.exists() or not any(cache_dir.iterdir())
+
+    weights = _big_file(tmp_path / "weights.pth")
+    reads = []
+    real = hashing.sha256_file
+
+    def read_while_written(path, *args):
+        reads.append(path)
+        if len(reads) == 1:  # the writer appends while the first read runs
+            with open(path, "ab") as fh:
+                fh.write(b"more")
+        return real(path, *args)
+
+    hashing._cached_sha256.cache_clear()
+    monkeypatch.setattr(hashing, "sha256_file", read_while_written)
+    assert content_sha256(weights) == real(weights)  # the whole file, read again
+    assert len(reads) == 2
