@@ -334,10 +334,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "feature_set": meta.get("feature_set"),
             "encoders": feature_set, "normalize": normalize, "device": str(device),
             "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
-            # subjects the kept model trained on: the training part under a cv refit, the
+            # subjects training iterated over: the training part under a cv refit, the
             # largest member's folds for an ensemble, the complete cases of a method that
-            # trains on them; 0 when nothing trained
-            "n_fit": result.n_fit,
+            # trains on them; None when nothing trained
+            "n_fit": result.n_fit if trained else None,
             # the run's weights file in its folder, or None (benchmark.keep_models)
             "model": MODEL if keep_model else None,
         }

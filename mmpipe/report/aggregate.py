@@ -354,8 +354,10 @@ def training_effort(m: dict[str, Any]) -> str | None:
         return None
     steps, lrs = 0, []
     for ph in phases:
-        run = epochs.get(ph.get("name"))
-        run = max(run) if isinstance(run, list) else run  # cross-validation: per fold
+        # a cv refit ran the epochs its phase records; else the epochs run (per fold
+        # under cv: the most)
+        run = ph.get("epochs", epochs.get(ph.get("name")))
+        run = max(run) if isinstance(run, list) else run
         if run is None:
             return None
         steps += int(run) * math.ceil(int(n) / int(batch))

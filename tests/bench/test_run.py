@@ -108,7 +108,7 @@ def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
                              tmp_path / "no_c.parquet", out, seed=0, tuning={"trials": 1},
                              meta={"cohort": "toy", "feature_set": "all", "method": "standard",
                                    "scenario": "mcar", "rate": 0.4})
-    assert metrics["trained"] is False
+    assert metrics["trained"] is False and metrics["n_fit"] is None  # no 0 in a mean
     assert np.isnan(metrics["test"]["auc"])
     assert any("not trained" in n for n in metrics["notes"])
     preds = pl.read_parquet(out / "predictions.parquet")

@@ -169,7 +169,9 @@ def test_a_collapsed_run_says_how_much_it_trained():
     assert training_effort(two) == "18 optimiser steps (batch 64, lr 0.0001/0.001)"
     assert training_effort({"n_train": 10, "training": {}}) is None   # sklearn: no epochs
     # the subjects the model trained on, not the split: a cv refit's training part
-    refit = {**m, "n_train": 300, "n_fit": 430}
+    refit = {**m, "n_train": 300, "n_fit": 430, "epochs": {"train": [40, 25, 30]},
+             "training": {"batch_size": 256,
+                          "phases": [{"name": "train", "lr": 1e-4, "epochs": 25}]}}
     assert training_effort(refit) == "50 optimiser steps (batch 256, lr 0.0001)"
 
 
