@@ -56,7 +56,7 @@ def modality_manifest(wildcards):
     """The manifest files as a modality's stage-1 jobs (shards, prompts, masks, stores)
     read them: once the ``manifest`` checkpoint is done, as ``ancient``. Their
     ``manifest`` parameter (``mmparams.manifest_view``, the digest of the modality's
-    rows, QC and spec) reruns them, not the manifest's mtime: a manifest rebuilt for a
+    rows, QC, spec and the stamps of its files) reruns them, not the manifest's mtime: a manifest rebuilt for a
     label or another modality's fields leaves every image store as it is. Only this input
     waits for the checkpoint, so a dry run still plans every job."""
     checkpoints.manifest.get(cohort=wildcards.cohort)
