@@ -125,10 +125,22 @@ def _adapters() -> list[str]:
     return list(ADAPTERS)
 
 
+def _check_tiling(slide: dict[str, Any]) -> list[str]:
+    """What the tiler refuses beyond the schema (an even ``median_blur``), before any job."""
+    from mmpipe.preprocess.slide_shard import tiling_params_from
+
+    try:
+        tiling_params_from(slide)
+    except ConfigError as err:
+        return [f"config.{err}"]
+    return []
+
+
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
     from mmpipe.encoders.registry import misplaced_settings, readers_of
 
     problems = _check_methods(cfg)
+    problems += _check_tiling(cfg["preprocess"]["slide"])
     encoders = cfg["encoders"]
     for ename, enc in encoders.items():
         for key in misplaced_settings(enc):
