@@ -46,11 +46,9 @@ def cmd_demo(args) -> None:
                           "the config's demo block for the workflow's own folder")
     cohort = args.cohort or "demo"
     cfg = _config(args) if args.config or Path("config.yaml").is_file() else None
-    demo = cfg is not None and cohort in cfg["cohorts"] and _cohort_adapter(cfg, cohort) == "demo"
-    if demo:
-        from mmpipe.params import demo_params
-
-        options = {k: v for k, v in demo_params(cfg, cohort).items() if k != "code"}
+    spec = cfg["cohorts"].get(cohort, {}) if cfg is not None else {}
+    if spec.get("adapter") == "demo":
+        options = dict(spec.get("demo") or {})  # what the demo_cohort rule passes
         out = Path(args.out) if args.out else _layout(cfg, cohort).raw()
         source = f"cohorts.{cohort}.demo of {' + '.join(args.config or ['config.yaml'])}"
     elif args.out and not args.cohort:
@@ -70,12 +68,6 @@ def cmd_check_config(args) -> None:
     cfg = _config(args)
     print(f"{' + '.join(args.config or ['config.yaml'])}: valid; cohorts {sorted(cfg['cohorts'])}, "
           f"encoders {sorted(cfg['encoders'])}, default run {cfg['run_cohorts']}")
-
-
-def _cohort_adapter(cfg: dict, cohort: str) -> str:
-    from mmpipe.config import cohort as cohort_config
-
-    return cohort_config(cfg, cohort)["adapter"]
 
 
 def _layout(cfg: dict, cohort: str):

@@ -137,7 +137,7 @@ class CohortLayout:
         the manifest checkpoint)."""
         spec = cfg["cohorts"][self.cohort]["modalities"][modality]
         enc = cfg["encoders"][encoder]
-        inputs: dict[str, Path | list[Path]] = {} if not manifest else dict(self.manifest_files())
+        inputs: dict[str, Path | list[Path]] = dict(self.manifest_files()) if manifest else {}
         shards = self.modality_shards(cfg, modality)
         if shards:
             inputs["shards"] = shards

@@ -58,6 +58,7 @@ import polars as pl
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import atomic_file, write_parquet
 from mmpipe.layout import ADAPTER_QC, CohortLayout
+from mmpipe.preprocess.masks import mask_column
 from mmpipe.qc import qc_frame
 
 log = logging.getLogger(__name__)
@@ -838,8 +839,6 @@ def _file_stamp(path: str | None) -> Any:
 # run regenerates (the demo) come with a rebuilt manifest, read again after it
 @functools.cache
 def _view_digest(root: str, modality: str, stamp: tuple) -> str:
-    from mmpipe.preprocess.masks import mask_column
-
     df, meta = read_manifest(root)
     spec = meta["modalities"].get(modality)
     if spec is None:
