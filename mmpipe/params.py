@@ -59,6 +59,18 @@ def manifest_view(cfg: dict, cohort_name: str, modality_name: str) -> str:
                                 modality_name)
 
 
+def benchmark_view(cfg: dict, cohort_name: str) -> str:
+    """What the stage-2 jobs (splits, masks, training) read of the manifest: the digest
+    of its subjects, the benchmark's label, the cohort's split and which modalities each
+    subject has (:func:`mmpipe.cohorts.manifest.benchmark_view_digest`). Read as
+    ``ancient``, like the stage-1 rules' :func:`manifest_view`."""
+    from mmpipe.cohorts.manifest import benchmark_view_digest
+    from mmpipe.layout import CohortLayout
+
+    return benchmark_view_digest(CohortLayout.of(cfg["results"], cohort_name).root,
+                                 benchmark_settings(cfg, cohort_name)["label"])
+
+
 def demo_params(cfg: dict, cohort_name: str) -> dict:
     return canonical({**cohort(cfg, cohort_name).get("demo", {}),
                       "code": code_key("cohorts/demo")})

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import yaml
 
+from mmpipe.layout import CohortLayout
 from mmpipe.store import FeatureStore
 from tests.conftest import jobs_of, snakemake_in, write_demo_config
 
@@ -89,14 +90,19 @@ def _jobs_ran(run) -> set[tuple[str, str]]:
     return {(rule, re.sub(r"cohort=demo,? ?", "", wc)) for rule, wc in ran}
 
 
-def test_stage_1_reruns_follow_what_each_modality_reads(tmp_path):
+def test_reruns_follow_what_each_job_reads_of_the_manifest(tmp_path):
     """The manifest holds the table's fields, so dropping one rebuilds it; the stage-1
     jobs of the other modalities read their part of it by digest and stay (they all
-    reran on the manifest's new mtime: 28 of 29 jobs). Its own stage 1, not a copy of
-    ``demo_run``: a copy's manifest names files at other paths, which reruns them all."""
+    reran on the manifest's new mtime: 28 of 29 jobs), and so do the split and the masks,
+    which read its subjects, label, split and modality presence (they reran, and with
+    them every training job). Its own workflow, not a copy of ``demo_run``: a copy's
+    manifest names files at other paths, which reruns every stage-1 job."""
     workdir = tmp_path
     write_demo_config(workdir)
-    first = snakemake_in(workdir, "results/demo/qc.parquet")
+    lay = CohortLayout.of("results", "demo")
+    qc, wsi = str(lay.cohort_qc()), str(lay.store("wsi", "clam_resnet50"))
+    hgb = str(lay.cell("clinical_tabular", "hgb", "natural", 0.0))  # its split and mask
+    first = snakemake_in(workdir, qc, hgb)
     assert first.returncode == 0, first.stderr[-3000:]
     config = workdir / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
@@ -104,27 +110,31 @@ def test_stage_1_reruns_follow_what_each_modality_reads(tmp_path):
     clinical["fields"].remove("site")
     del clinical["prompt"]["phrases"]["site"]
     config.write_text(yaml.safe_dump(cfg))
-    run = snakemake_in(workdir, "results/demo/qc.parquet")  # stage 1 only
+    run = snakemake_in(workdir, qc, hgb)
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = _jobs_ran(run)
     assert jobs == {("manifest", ""), ("clinical_prompts", "modality=clinical"),
                     ("encode", "modality=clinical, encoder=text_minilm"),
                     ("encode_cpu", "modality=clinical, encoder=tabular"),
-                    ("cohort_qc", "")}, jobs
-    again = snakemake_in(workdir, "-n", "results/demo/qc.parquet")
+                    ("cohort_qc", ""),
+                    ("train", "feature_set=clinical_tabular, method=hgb, scenario=natural, "
+                              "rate=0.0")}, jobs
+    again = snakemake_in(workdir, "-n", qc, hgb)
     assert "Nothing to be done" in again.stdout + again.stderr
     # the demo regenerated with slides of another size under the same names: the
     # manifest's rows are the same, the files are not, and the slide jobs rerun (they
     # kept the old slides' features when the digest held the rows alone). Snakemake
-    # empties the demo's folder before its job, so every image is new and reruns too.
+    # empties the demo's folder before its job, so every image reruns (only the slides'
+    # store is asked for here); no modality comes or goes, so no split, mask or training
     cfg["cohorts"]["demo"]["demo"]["slide_size"] = [512, 640]
     config.write_text(yaml.safe_dump(cfg))
-    run = snakemake_in(workdir, "results/demo/qc.parquet")
+    run = snakemake_in(workdir, wsi, hgb)
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = _jobs_ran(run)
-    assert {j for j in jobs if "wsi" in j[1]} == {
-        ("tile_slides", "modality=wsi, shard=0"), ("tile_slides", "modality=wsi, shard=1"),
-        ("encode", "modality=wsi, encoder=clam_resnet50")}, jobs
+    assert jobs == {("demo_cohort", ""), ("manifest", ""),
+                    ("tile_slides", "modality=wsi, shard=0"),
+                    ("tile_slides", "modality=wsi, shard=1"),
+                    ("encode", "modality=wsi, encoder=clam_resnet50")}, jobs
 
 
 def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):

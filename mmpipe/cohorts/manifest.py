@@ -48,7 +48,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -802,9 +802,27 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     replaced file changes). The stage-1 rules carry it as a parameter and read the
     manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
     reruns none of this modality's preprocessing and encoding, while new rows for it, or
-    a regenerated demo image under the same name, rerun them. ``"not built"`` while there
-    is no manifest; ``"unreadable"`` for a manifest a killed build left (the rules wait
-    for the manifest job, which rebuilds it, and are then judged on the new one)."""
+    a regenerated demo image under the same name, rerun them. See :func:`_planned_digest`
+    for ``"not built"`` and ``"unreadable"``."""
+    return _planned_digest(out_dir, _view_digest, modality)
+
+
+def benchmark_view_digest(out_dir: str | Path, label: str) -> str:
+    """SHA-256 of what the stage-2 jobs (splits, masks, training) read through the
+    manifest files: every subject in order, the benchmark's ``label``, the cohort's own
+    split (its column and source) and which modalities each subject has (its modality
+    names in name order, as :mod:`mmpipe.bench.prepare` reads them). Carried as a
+    parameter like :func:`modality_view_digest`: a manifest rebuilt for a clinical field
+    or a regenerated image under the same name redraws no split and no mask, and reruns
+    only the training jobs whose stores changed."""
+    return _planned_digest(out_dir, _benchmark_view, label)
+
+
+def _planned_digest(out_dir: str | Path, view: Callable[..., str], *args: str) -> str:
+    """``view(root, *args, stamp)`` of the manifest files in ``out_dir``. ``"not built"``
+    while there is no manifest; ``"unreadable"`` for a manifest a killed build left (the
+    rules wait for the manifest job, which rebuilds it, and are then judged on the new
+    one)."""
     layout = CohortLayout(Path(out_dir))
     files = (layout.manifest(), layout.manifest_meta(), layout.adapter_qc())
     try:
@@ -812,12 +830,17 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     except FileNotFoundError:
         return "not built"
     try:
-        return _view_digest(str(layout.root), modality, stamp)
+        return view(str(layout.root), *args, stamp)
     except (InputError, OSError, KeyError, ValueError, pl.exceptions.PolarsError) as err:
         # Snakemake evaluates a rule's parameters while planning, before the manifest
         # job it waits for has run: raising here would stop the run that repairs it
         log.debug("manifest of %s not readable while planning: %s", layout.root, err)
         return "unreadable"
+
+
+def _digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _file_stamp(path: str | None) -> Any:
@@ -850,10 +873,20 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
     qc = read_qc(root).filter(pl.col("modality") == modality)
     qc_rows = qc.select(SUBJECT, "status", "reason", "path").rows()
-    blob = json.dumps({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
-                       "qc": qc_rows, "files": files},
-                      sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return _digest({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
+                    "qc": qc_rows, "files": files})
+
+
+@functools.cache
+def _benchmark_view(root: str, label: str, stamp: tuple) -> str:
+    df, meta = read_manifest(root)
+    if label not in df.columns:
+        return "label not in the manifest"  # the job says so, with the manifest's labels
+    modalities = sorted(meta["modalities"])
+    columns = [SUBJECT, label, *([SPLIT] if SPLIT in df.columns else [])]
+    return _digest({"columns": columns, "rows": df.select(columns).rows(),
+                    "split": meta.get("split"), "modalities": modalities,
+                    "presence": modality_presence(df, meta).select(modalities).rows()})
 
 
 def read_qc(out_dir: str | Path) -> pl.DataFrame:

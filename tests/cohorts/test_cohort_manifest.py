@@ -14,6 +14,8 @@ from mmpipe.cohorts.manifest import (
     AdapterOutput,
     ModalitySpec,
     QCRecord,
+    UserSplit,
+    benchmark_view_digest,
     finalize_manifest,
     modality_presence,
     modality_specs,
@@ -381,6 +383,37 @@ def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):
     os.utime(slide, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     after_wsi = views()
     assert after_wsi["wsi"] != after_ct["wsi"] and after_wsi["ct"] == after_ct["ct"]
+
+
+def test_the_benchmarks_view_changes_only_with_what_splits_masks_and_training_read(
+        tmp_path):
+    """Splits, masks and training jobs rerun on this digest: the subjects, the label, the
+    cohort's split and which modalities each subject has. A table value, an image path
+    or an adapter QC row (a subject's modality neither gained nor lost) leave it."""
+    def view(rows, qc=None, labels_to=None, split=None):
+        out = _output(rows, qc=qc, split=split)
+        if labels_to is not None:
+            out.frame = out.frame.with_columns(pl.Series("y", labels_to))
+        folder = tmp_path / f"build{len(list(tmp_path.iterdir()))}"
+        write_manifest(finalize_manifest("toy", "csv", out), folder)
+        return benchmark_view_digest(folder, "y")
+
+    rows = [_row("a", y=0, ct="/x/a", age=50), _row("b", wsi="/x/b.svs", sex="M"),
+            _row("c", ct="/x/c", wsi="/x/c.svs")]
+    base = view(rows)
+    assert benchmark_view_digest(tmp_path / "nothing", "y") == "not built"
+    assert view([{**rows[0], "age": 51}, *rows[1:]]) == base
+    assert view([rows[0], rows[1], {**rows[2], "ct_path": "/y/c"}]) == base
+    assert view(rows, qc=[QCRecord("b", "ct", "rejected", "unreadable", "/x/b")]) == base
+    assert view(rows, labels_to=[1, 0, 0]) != base
+    assert view([rows[0], rows[1], {**rows[2], "ct_path": None}]) != base  # c lost its CT
+    assert view([*rows[:2], {**rows[2], "age": 40}]) != base  # c gained its table
+    assert view(rows[:2]) != base
+    parts = {"a": "train", "b": "train", "c": "test"}
+    own = view(rows, split=UserSplit(parts, "column split", "split in cohort.csv"))
+    assert own != base
+    assert view(rows, split=UserSplit({**parts, "b": "test"}, "column split",
+                                      "split in cohort.csv")) != own
 
 
 def test_a_manifest_a_killed_build_left_does_not_stop_planning(tmp_path):

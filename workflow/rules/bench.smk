@@ -3,12 +3,14 @@
 # in one process (a run trains in seconds; a job's start-up costs as much). Under
 # `train_jobs: method` one job per (feature set, method) trains all of its cells, same
 # layout on disk. A job's params hold exactly its method's settings, so changing one
-# method's hyper-parameter reruns only its jobs.
+# method's hyper-parameter reruns only its jobs. They read the manifest's subjects, label,
+# split and modality presence (`benchmark_view`), so a rebuild for a clinical field redraws
+# no split and no mask.
 
 
 rule split:
     input:
-        **L.manifest_files(),
+        unpack(checkpointed_manifest),
     output:
         L.split("{seed}"),
     log:
@@ -18,12 +20,14 @@ rule split:
         "../../envs/bench.yaml"
     params:
         split=lambda w: mmparams.split_params(config, w.cohort),
+        manifest=benchmark_view,
     script:
         "../scripts/split.py"
 
 
 rule mask:
     input:
+        unpack(checkpointed_manifest),
         unpack(mask_inputs),
     output:
         L.mask("{scenario}", "{rate}", "{seed}"),
@@ -34,12 +38,14 @@ rule mask:
         "../../envs/bench.yaml"
     params:
         mask=lambda w: mmparams.mask_params(config, w.cohort, w.scenario),
+        manifest=benchmark_view,
     script:
         "../scripts/mask.py"
 
 
 rule train:
     input:
+        unpack(checkpointed_manifest),
         unpack(train_inputs),
     output:
         directory(L.cell("{feature_set}", "{method}", "{scenario}", "{rate}")),
@@ -53,6 +59,7 @@ rule train:
     params:
         train=lambda w: mmparams.train_params(config, w.cohort, w.feature_set, w.method),
         cells=cell_list,
+        manifest=benchmark_view,
     script:
         "../scripts/train.py"
 

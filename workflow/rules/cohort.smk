@@ -13,8 +13,9 @@ rule demo_cohort:
         "../scripts/demo_cohort.py"
 
 
-# A checkpoint: the stage-1 jobs read it as `ancient` and are rerun by the digest of their
-# modality's part of it (`modality_manifest` in common.smk), known once it is written.
+# A checkpoint: the jobs after it read it as `ancient` and are rerun by the digest of the
+# part they read (a modality's, or the benchmark's: `checkpointed_manifest` in
+# common.smk), known once it is written.
 checkpoint manifest:
     input:
         unpack(manifest_inputs),

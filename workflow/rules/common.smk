@@ -52,30 +52,37 @@ def manifest_inputs(wildcards):
     return {}
 
 
-def modality_manifest(wildcards):
-    """The manifest files as a modality's stage-1 jobs (shards, prompts, masks, stores)
-    read them: once the ``manifest`` checkpoint is done, as ``ancient``. Their
-    ``manifest`` parameter (``mmparams.manifest_view``, the digest of the modality's
-    rows, QC, spec and the stamps of its files) reruns them, not the manifest's mtime: a manifest rebuilt for a
-    label or another modality's fields leaves every image store as it is. Only this input
-    waits for the checkpoint, so a dry run still plans every job."""
+def checkpointed_manifest(wildcards):
+    """The manifest files as the jobs that read part of them (shards, prompts, masks,
+    stores; splits, scenario masks, training) take them: once the ``manifest`` checkpoint
+    is done, as ``ancient``. Their ``manifest`` parameter, the digest of the part they
+    read (``manifest_view``, ``benchmark_view``), reruns them, not the manifest's mtime:
+    a manifest rebuilt for a label or a modality's fields leaves every image store and
+    every split as it is. Only this input waits for the checkpoint, so a dry run still
+    plans every job."""
     checkpoints.manifest.get(cohort=wildcards.cohort)
     return {k: ancient(v) for k, v in layout(wildcards.cohort).manifest_files().items()}
 
 
 def manifest_view(wildcards):
+    """A modality's rows, QC, spec and the stamps of its files."""
     return mmparams.manifest_view(config, wildcards.cohort, wildcards.modality)
 
 
+def benchmark_view(wildcards):
+    """The subjects, the label, the split and each subject's modalities."""
+    return mmparams.benchmark_view(config, wildcards.cohort)
+
+
 def encode_inputs(wildcards):
-    """The store's inputs other than the manifest (``modality_manifest``)."""
+    """The store's inputs other than the manifest (``checkpointed_manifest``)."""
     w = wildcards
     return layout(w.cohort).encode_inputs(config, w.modality, w.encoder, manifest=False)
 
 
 def segment_inputs(wildcards):
     """A dicom modality's shards (masks are made on their NIfTI); the manifest comes
-    from ``modality_manifest``."""
+    from ``checkpointed_manifest``."""
     shards = layout(wildcards.cohort).modality_shards(config, wildcards.modality)
     return {"shards": shards} if shards else {}
 
@@ -124,13 +131,10 @@ def all_outputs():
 
 
 def mask_inputs(wildcards):
-    """The manifest; and the seed's split where the scenario acts on the test split only."""
+    """The seed's split where the scenario acts on the test split only (the manifest
+    comes from ``checkpointed_manifest``)."""
     w = wildcards
-    lay = layout(w.cohort)
-    inputs = lay.manifest_files()
-    if w.scenario in NEEDS_SPLIT:
-        inputs["split"] = lay.split(w.seed)
-    return inputs
+    return {"split": layout(w.cohort).split(w.seed)} if w.scenario in NEEDS_SPLIT else {}
 
 
 def cohort_seeds(cohort):
@@ -147,13 +151,13 @@ def cell_list(w):
 
 def train_inputs(wildcards):
     """The stores of the feature set, the split of every seed and the mask of every
-    (cell, seed). The job finds each by its path in the layout, not by its position."""
+    (cell, seed); the manifest comes from ``checkpointed_manifest``. The job finds each by
+    its path in the layout, not by its position."""
     w = wildcards
     lay = layout(w.cohort)
     feature_set = COHORTS[w.cohort]["benchmark"]["feature_sets"][w.feature_set]
     seeds = cohort_seeds(w.cohort)
     return {
-        **lay.manifest_files(),
         "stores": [lay.store(m, e) for m, e in feature_set.items()],
         "splits": [lay.split(s) for s in seeds],
         "masks": [lay.mask(*parse_cell(cell), s) for cell in cell_list(w) for s in seeds],

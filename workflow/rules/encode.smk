@@ -13,7 +13,7 @@
 
 rule encode:
     input:
-        unpack(modality_manifest),
+        unpack(checkpointed_manifest),
         unpack(encode_inputs),
     output:
         directory(L.store("{modality}", "{encoder}")),

@@ -6,7 +6,7 @@
 
 rule dicom_to_nifti:
     input:
-        unpack(modality_manifest),
+        unpack(checkpointed_manifest),
     output:
         directory(L.shard("{modality}", "dicom", "{shard}")),
     log:
@@ -28,7 +28,7 @@ rule dicom_to_nifti:
 
 rule tile_slides:
     input:
-        unpack(modality_manifest),
+        unpack(checkpointed_manifest),
     output:
         directory(L.shard("{modality}", "slide", "{shard}")),
     log:
@@ -50,7 +50,7 @@ rule tile_slides:
 
 rule clinical_prompts:
     input:
-        unpack(modality_manifest),
+        unpack(checkpointed_manifest),
     output:
         L.prompts("{modality}"),
     log:
@@ -70,7 +70,7 @@ rule clinical_prompts:
 # encoders read them for `roi_crop` (mmpipe/preprocess/segment.py).
 rule segment:
     input:
-        unpack(modality_manifest),
+        unpack(checkpointed_manifest),
         unpack(segment_inputs),
     output:
         directory(L.masks("{modality}")),
