@@ -70,7 +70,7 @@ def test_a_killed_encoding_job_leaves_no_store_and_reruns(demo_run, tmp_path):
         FeatureStore(workdir / target)
     # what a user does after a kill: unlock the working directory, run again
     assert snakemake_in(workdir, "--unlock").returncode == 0
-    run = snakemake_in(workdir, "--rerun-incomplete")
+    run = snakemake_in(workdir, "--rerun-incomplete", target)  # not the runs that read it
     assert run.returncode == 0, run.stderr[-3000:]
     assert FeatureStore(workdir / target).present.tolist() == FeatureStore(
         demo_run / target).present.tolist()
@@ -124,7 +124,7 @@ def test_a_stale_run_cannot_enter_the_report(demo_run, tmp_path):
 def test_two_runs_in_one_directory(demo_run, tmp_path):
     """A second run while the first one works is refused; the first one finishes."""
     workdir = _copy(demo_run, tmp_path, "concurrent")
-    write_demo_config(workdir, mmare_overrides={"max_epochs": 800, "patience": 800})
+    write_demo_config(workdir, mmare_overrides={"max_epochs": 400, "patience": 400})
     # without the demo's cohort-wide patience (10), which stops MMARE within seconds
     # whatever its own, the first run trains long enough for the second to meet its lock
     # on a loaded machine too; a first run that reached its report meanwhile failed the
