@@ -125,7 +125,8 @@ def test_reruns_follow_what_each_job_reads_of_the_manifest(tmp_path):
     # manifest's rows are the same, the files are not, and the slide jobs rerun (they
     # kept the old slides' features when the digest held the rows alone). Snakemake
     # empties the demo's folder before its job, so every image reruns (only the slides'
-    # store is asked for here); no modality comes or goes, so no split, mask or training
+    # store is asked for here); no modality comes or goes, so no split or mask is redrawn
+    # and the runs on the clinical table alone stay
     cfg["cohorts"]["demo"]["demo"]["slide_size"] = [512, 640]
     config.write_text(yaml.safe_dump(cfg))
     run = snakemake_in(workdir, wsi, hgb)

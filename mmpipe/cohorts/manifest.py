@@ -884,8 +884,10 @@ def _benchmark_view(root: str, label: str, stamp: tuple) -> str:
         return "label not in the manifest"  # the job says so, with the manifest's labels
     modalities = sorted(meta["modalities"])
     columns = [SUBJECT, label, *([SPLIT] if SPLIT in df.columns else [])]
+    # of the split's record, what a split file holds: not ``where`` (the CSV's path)
+    source = (meta.get("split") or {}).get("source")
     return _digest({"columns": columns, "rows": df.select(columns).rows(),
-                    "split": meta.get("split"), "modalities": modalities,
+                    "split_source": source, "modalities": modalities,
                     "presence": modality_presence(df, meta).select(modalities).rows()})
 
 

@@ -410,10 +410,12 @@ def test_the_benchmarks_view_changes_only_with_what_splits_masks_and_training_re
     assert view([*rows[:2], {**rows[2], "age": 40}]) != base  # c gained its table
     assert view(rows[:2]) != base
     parts = {"a": "train", "b": "train", "c": "test"}
-    own = view(rows, split=UserSplit(parts, "column split", "split in cohort.csv"))
+    own = view(rows, split=UserSplit(parts, "column split", "split in /data/cohort.csv"))
     assert own != base
     assert view(rows, split=UserSplit({**parts, "b": "test"}, "column split",
-                                      "split in cohort.csv")) != own
+                                      "split in /data/cohort.csv")) != own
+    # the CSV moved or renamed: the same parts, a split file records nothing else
+    assert view(rows, split=UserSplit(parts, "column split", "split in /new/c.csv")) == own
 
 
 def test_a_manifest_a_killed_build_left_does_not_stop_planning(tmp_path):

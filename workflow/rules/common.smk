@@ -57,9 +57,10 @@ def checkpointed_manifest(wildcards):
     stores; splits, scenario masks, training) take them: once the ``manifest`` checkpoint
     is done, as ``ancient``. Their ``manifest`` parameter, the digest of the part they
     read (``manifest_view``, ``benchmark_view``), reruns them, not the manifest's mtime:
-    a manifest rebuilt for a label or a modality's fields leaves every image store and
-    every split as it is. Only this input waits for the checkpoint, so a dry run still
-    plans every job."""
+    a manifest rebuilt for the table's fields leaves every image store, and every split
+    and mask unless a subject's record comes or goes; one for the benchmark's label
+    redraws the splits and reruns no store. Only this input waits for the checkpoint, so
+    a dry run still plans every job."""
     checkpoints.manifest.get(cohort=wildcards.cohort)
     return {k: ancient(v) for k, v in layout(wildcards.cohort).manifest_files().items()}
 
