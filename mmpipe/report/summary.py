@@ -258,15 +258,28 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                      f"{len(_seed_values(runs, partial, metric))} of {partial['n_seeds']} "
                      "seeds only: the others have no value)")
         lines.append(lead)
-        auc_best = _auc_leader(complete or rows, metric)
-        if auc_best is not None and auc_best is not best:
-            afam = auc_best.get("family") or "other"
-            kind = {baseline: "a simple baseline", single: "one modality alone"}.get(afam)
-            lines.append(f"- by AUC the best is **{label(auc_best)}** ({afam}), "
-                         f"{auc_best['auc_mean']:.3f}"
-                         + (f": **by AUC {kind} has the best mean here**" if kind else ""))
-        fusion = best_of([r for r in (complete or rows) if (r.get("family") or "other") not in
-                          (baseline, single)])
+        auc_leaders = _auc_leaders(runs, rows, metric)
+        if auc_leaders and auc_leaders != [best]:
+            top = auc_leaders[0]
+            fams = [r.get("family") or "other" for r in auc_leaders]
+            simple = [f for f in fams if f in (baseline, single)]
+            kind = {baseline: "a simple baseline", single: "one modality alone"}.get(
+                baseline if baseline in simple else single)
+            line = (f"- by AUC the best is **{label(top)}** ({fams[0]}), "
+                    f"{top['auc_mean']:.3f}")
+            if len(auc_leaders) > 1:
+                line += "; level with " + ", ".join(
+                    f"**{label(r)}** ({f})" for r, f in zip(auc_leaders[1:], fams[1:],
+                                                            strict=True))
+            if simple and len(simple) < len(fams):
+                line += f": **by AUC the best fusion is level with {kind} here**, not ahead"
+            elif simple:
+                line += f": **by AUC {kind} has the best mean here**"
+            lines.append(line)
+        # the fusion compared: the best with a value on every seed, else the best with
+        # any (the comparisons pair seeds): "none ran" only when none has a value
+        fusions = [r for r in rows if (r.get("family") or "other") not in (baseline, single)]
+        fusion = best_of([r for r in fusions if any(r is c for c in complete)] or fusions)
         if fusion is None:
             lines.append("- no fusion method ran here")
         else:
@@ -285,13 +298,17 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     return "\n".join(lines)
 
 
-def _auc_leader(rows: list[dict], metric: str) -> dict | None:
-    """The row with the best mean AUC, when the headline metric is another one: a
-    ranking metric can crown a baseline that the thresholded headline does not."""
+def _auc_leaders(runs: pl.DataFrame, rows: list[dict], metric: str) -> list[dict]:
+    """The rows with the best mean AUC at the printed precision, the highest first, when
+    the headline metric is another one: a ranking metric can crown a baseline that the
+    thresholded headline does not. Ranked among rows with an AUC on every seed they ran
+    (as the headline), else among those with one; a tie is named, not decided by name."""
     if metric == "auc":
-        return None
+        return []
     valued = [r for r in rows if r.get("auc_mean") is not None and not math.isnan(r["auc_mean"])]
-    return max(valued, key=lambda r: r["auc_mean"]) if valued else None
+    whole = [r for r in valued if len(_seed_values(runs, r, "auc")) == r["n_seeds"]]
+    pool = sorted(whole or valued, key=lambda r: -r["auc_mean"])
+    return [r for r in pool if _shown(r["auc_mean"]) == _shown(pool[0]["auc_mean"])] if pool else []
 
 
 def _collapse_diagnosis(rows: list[dict]) -> str:

@@ -245,3 +245,31 @@ def test_the_strongest_single_modality_run_is_the_comparator_even_if_a_seed_fail
     lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
     line = next(x for x in lines if "best single modality" in x)
     assert line.startswith("- **best single modality single_cli beats the best fusion** mmare")
+
+
+def test_a_fusion_method_short_of_a_seed_is_still_compared():
+    """Every fusion method missing one seed and the baselines whole: the summary said "no
+    fusion method ran here" and compared nothing, while mmare led hgb on every seed they
+    share."""
+    runs = _table_runs({"mmare": [0.82, 0.81, 0.80, 0.83, None],
+                        "muse": [0.70, None, 0.71, 0.72, 0.70],
+                        "hgb": [0.70, 0.71, 0.72, 0.70, 0.71]})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert not any("no fusion method ran" in x for x in lines), lines
+    line = next(x for x in lines if "baseline **hgb**" in x)
+    assert line.startswith("- best fusion **mmare** vs baseline **hgb**"), line
+    assert "4 seeds both have a value on" in line
+
+
+def test_an_auc_tie_names_every_leader_not_the_first_by_name():
+    """hgb and mmare at the same mean AUC: the line crowned hgb alone ("a simple baseline
+    has the best mean") because it sorted first; with the names swapped the tie went
+    unsaid."""
+    runs = _table_runs({"mmare": [0.80, 0.78, 0.82, 0.79, 0.81],
+                        "hgb": [0.70, 0.71, 0.72, 0.70, 0.71]})
+    runs = runs.with_columns(pl.lit(0.7).alias("auc"))
+    auc = next(x for x in _section(summary_markdown(runs, summarise(runs), None),
+                                   "**Natural missingness**") if x.startswith("- by AUC"))
+    assert "**mmare**" in auc and "**hgb**" in auc, auc
+    assert "by AUC the best fusion is level with a simple baseline here" in auc
+    assert "has the best mean" not in auc
