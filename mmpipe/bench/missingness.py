@@ -248,18 +248,21 @@ def subset_mask(present: np.ndarray, modalities: Sequence[str], subset: Sequence
 
 
 def align_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequence[str],
-               to_subjects: Sequence[str], to_modalities: Sequence[str]) -> np.ndarray:
-    """Rows and columns of a cohort-wide mask for the subjects and modalities of some data."""
+               to_subjects: Sequence[str], to_modalities: Sequence[str],
+               path: str | Path | None = None) -> np.ndarray:
+    """Rows and columns of a cohort-wide mask for the subjects and modalities of some data;
+    ``path``, the mask file, is named when it does not cover them."""
     ids = [str(s) for s in subject_ids]
     row = {s: i for i, s in enumerate(ids)}
     col = {m: j for j, m in enumerate(modalities)}
-    missing = [s for s in to_subjects if str(s) not in row]
+    missing = [str(s) for s in to_subjects if str(s) not in row]
     if missing:
         raise InputError(f"mask lacks {len(missing)} subject(s) {missing[:5]}; the mask file "
-                         "is from another build of the cohort: rebuild it")
+                         "is from another build of the cohort: rebuild it", path=path)
     lacking = [m for m in to_modalities if m not in col]
     if lacking:
-        raise ConfigError(f"mask lacks modalities {lacking} (has {list(modalities)})")
+        raise ConfigError(f"mask {path or ''} lacks modalities {lacking} (has "
+                          f"{list(modalities)}): rebuild it from the current manifest")
     rows = np.array([row[str(s)] for s in to_subjects], dtype=np.int64)
     cols = np.array([col[m] for m in to_modalities], dtype=np.int64)
     return np.asarray(mask, dtype=bool)[np.ix_(rows, cols)]

@@ -21,7 +21,7 @@ from mmpipe.bench.bundle import save_bundle
 from mmpipe.bench.data import BenchData, Normalizer, load_feature_set
 from mmpipe.bench.flags import run_flags
 from mmpipe.bench.metrics import classification_metrics, nan_metrics
-from mmpipe.bench.missingness import modality_subsets, read_mask, subset_mask
+from mmpipe.bench.missingness import align_mask, modality_subsets, read_mask, subset_mask
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
 from mmpipe.bench.shared_fits import SharedFits, fit_key
 from mmpipe.bench.splits import read_split
@@ -57,10 +57,8 @@ def _apply_mask(data: BenchData, mask_path: Path, scenario: str) -> tuple[BenchD
     what the mask takes, as every other run of the cell: a CT-only model cannot score a
     subject whose CT was masked, and gets the prior there, counted in the run's notes."""
     ids, mask, modalities = read_mask(mask_path)
-    order = {s: i for i, s in enumerate(ids)}
-    rows = np.array([order[s] for s in data.subject_id])
-    cols = [modalities.index(m) for m in data.modalities]
-    masked = data.present & mask[np.ix_(rows, cols)]
+    masked = data.present & align_mask(ids, mask, modalities, data.subject_id.tolist(),
+                                       data.modalities, path=mask_path)
     if scenario not in _ONLY_MODALITY_STAYS:
         return data.with_present(masked), 0
     alone = np.flatnonzero(data.present.sum(axis=1) == 1)

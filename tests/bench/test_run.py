@@ -295,3 +295,23 @@ def test_testmiss_keeps_a_subjects_only_modality_among_the_runs_and_mcar_does_no
     masked, kept = _apply_mask(data, path, "mcar")
     assert kept == 0 and masked.present.tolist() == [[False, False], [True, False],
                                                      [True, True]]
+
+
+def test_a_mask_from_another_build_names_its_file(tmp_path):
+    """A mask without one of the run's subjects or modalities failed with a bare
+    ``KeyError: 's2'`` / ``ValueError: 'b' is not in list``."""
+    from mmpipe.bench.data import BenchData
+    from mmpipe.bench.missingness import write_mask
+    from mmpipe.bench.run import _apply_mask
+    from mmpipe.errors import ConfigError, InputError
+
+    ids = np.array(["s0", "s1", "s2"])
+    data = BenchData(subject_id=ids, y=np.zeros(3, dtype=np.int64),
+                     x={"a": np.ones((3, 2), np.float32), "b": np.ones((3, 3), np.float32)},
+                     present=np.ones((3, 2), bool), modalities=["a", "b"], n_classes=2)
+    short = write_mask(ids[:2], np.ones((2, 2), bool), ["a", "b"], tmp_path / "short.parquet")
+    with pytest.raises(InputError, match=r"short\.parquet.*lacks 1 subject\(s\) \['s2'\]"):
+        _apply_mask(data, short, "mcar")
+    narrow = write_mask(ids, np.ones((3, 1), bool), ["a"], tmp_path / "narrow.parquet")
+    with pytest.raises(ConfigError, match=r"narrow\.parquet lacks modalities \['b'\]"):
+        _apply_mask(data, narrow, "mcar")
