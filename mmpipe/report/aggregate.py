@@ -212,7 +212,8 @@ def summarise(runs: pl.DataFrame, keys: Sequence[str] = SUMMARY_KEYS) -> pl.Data
     """Mean and std over seeds of every numeric column, per ``keys``, with ``n_seeds``.
 
     Columns ``{name}_mean`` and ``{name}_std`` (sample std, ddof=1; null with one seed).
-    Missing values (e.g. an AUC undefined for one seed) are left out of that mean.
+    Missing values (e.g. an AUC undefined for one seed) are left out of that mean; a
+    table metric's ``{name}_n`` counts the seeds its mean is over.
     """
     keys = list(keys)
     counted = {"trained": "n_trained", "collapsed": "n_collapsed"}
@@ -227,6 +228,8 @@ def summarise(runs: pl.DataFrame, keys: Sequence[str] = SUMMARY_KEYS) -> pl.Data
     for c in values:
         col = pl.col(c).fill_nan(None)
         aggs += [col.mean().alias(f"{c}_mean"), col.std(ddof=1).alias(f"{c}_std")]
+        if c in TABLE_METRICS:
+            aggs.append(col.count().cast(pl.Int64).alias(f"{c}_n"))
     return runs.group_by(keys, maintain_order=True).agg(aggs).sort(keys)
 
 

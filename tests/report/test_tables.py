@@ -155,3 +155,22 @@ def test_format_params():
     assert [format_params(v) for v in (None, float("nan"), 0, 512, 1_400_000, 16_900_000)] == [
         "–", "–", "0", "512", "1.4M", "16.9M"]
     assert re.fullmatch(r"\\_a\\&b\\%", tex_escape("_a&b%"))
+
+
+def test_a_mean_over_fewer_seeds_than_trained_says_how_many():
+    """AUC undefined on one seed's test split (one class there): the Seeds column read 3
+    and the AUC cell gave no sign that its mean is over 2."""
+    runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": method,
+                          "method_type": method, "scenario": "natural", "rate": 0.0,
+                          "seed": seed, "balanced_accuracy": 0.7 + 0.01 * seed + bonus,
+                          "auc": None if seed == 0 else 0.8 + 0.01 * seed + bonus,
+                          "trained": True}
+                         for method, bonus in (("mmare", 0.05), ("hgb", 0.0))
+                         for seed in range(3)])
+    tables = format_table(summarise(runs), metrics=("balanced_accuracy", "auc"))
+    rows = _md_rows(_md_block(tables["md"], "Natural missingness"))
+    # no row has every seed of AUC: the best of them is bold, and says it is over 2
+    assert rows["mmare"][1:] == ["**0.760 ± 0.010**", "**0.865 ± 0.007 [2]**", "–", "3"], rows
+    assert rows["hgb"][2] == "0.815 ± 0.007 [2]"
+    assert "[k] after a mean: over k seeds only" in tables["md"]
+    assert "0.865 ± 0.007 [2]" in tables["csv"] and "[2]" in tables["tex"]
