@@ -180,10 +180,14 @@ def split_params(cfg: dict, cohort_name: str) -> dict:
 
 
 def mask_params(cfg: dict, cohort_name: str, scenario: str) -> dict:
-    options = dict(benchmark_settings(cfg, cohort_name)["scenario_options"].get(scenario, {}))
+    """The scenario's options and the benchmark's label (a rate is met on the subjects
+    that have it)."""
+    s = benchmark_settings(cfg, cohort_name)
+    options = dict(s["scenario_options"].get(scenario, {}))
     if isinstance(options.get("modalities"), list):  # a set to the scenarios (completeness)
         options["modalities"] = sorted(options["modalities"])
-    return canonical({"options": options, "code": code_key("bench/prepare")})
+    return canonical({"options": options, "label": s["label"],
+                      "code": code_key("bench/prepare")})
 
 
 def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> dict:

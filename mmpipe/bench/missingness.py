@@ -58,15 +58,28 @@ def _check_present(present: np.ndarray) -> np.ndarray:
     return present
 
 
-def _mcar_at(present: np.ndarray, u: np.ndarray, p: float) -> tuple[np.ndarray, int]:
+def _mcar_at(present: np.ndarray, u: np.ndarray, p: float, scored: np.ndarray
+             ) -> tuple[np.ndarray, int]:
     """Drop present entries with ``u < p``; a subject left with nothing gets back its
-    dropped entry with the largest ``u``. Returns the mask and the number removed."""
+    dropped entry with the largest ``u``. Returns the mask and the number removed from
+    the ``scored`` rows."""
     mask = present & (u >= p)
     emptied = np.flatnonzero(present.any(axis=1) & ~mask.any(axis=1))
     if len(emptied):
         cols = np.argmax(np.where(present[emptied], u[emptied], -1.0), axis=1)
         mask[emptied, cols] = True
-    return mask, int(present.sum() - mask.sum())
+    return mask, int(present[scored].sum() - mask[scored].sum())
+
+
+def _scored_rows(present: np.ndarray, scored: np.ndarray | None) -> np.ndarray:
+    """The rows a rate is met on: the subjects the benchmark scores (those with its
+    label), every row when not given."""
+    if scored is None:
+        return np.ones(len(present), dtype=bool)
+    scored = np.asarray(scored, dtype=bool)
+    if scored.shape != (len(present),):
+        raise ValueError(f"scored rows have shape {scored.shape}, presence {present.shape}")
+    return scored
 
 
 def max_mcar_rate(present: np.ndarray) -> float:
@@ -75,8 +88,8 @@ def max_mcar_rate(present: np.ndarray) -> float:
     return float((k[k > 0] - 1).sum() / k.sum()) if k.sum() else 0.0
 
 
-def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = True, **_
-              ) -> np.ndarray:
+def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = True,
+              scored: np.ndarray | None = None, **_) -> np.ndarray:
     """Drop present entries completely at random, never emptying a subject.
 
     One uniform draw ``u`` per (subject, modality) entry: a present entry is dropped when
@@ -93,6 +106,11 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
     of removed present entries equal ``rate`` to within one entry. Rates above
     :func:`max_mcar_rate` cannot be met (single-modality subjects lose nothing): all
     subjects then keep exactly one modality and a warning gives the realised rate.
+    ``scored`` (bool per row) names the subjects the rate is met on, the ones the
+    benchmark scores: subjects without the label are in no split, and counting their
+    entries put the share removed from the scored ones off the rate (0.27 for 0.2 with
+    as many unlabelled single-modality subjects as labelled ones). They are masked with
+    the same threshold.
 
     Masks of one seed are nested: a higher rate removes a superset of the entries a
     lower rate removes.
@@ -101,26 +119,28 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
     if not 0 <= rate < 1:
         raise ConfigError(f"MCAR rate must be in [0, 1), got {rate}")
     u = np.random.default_rng([_MCAR_STREAM, int(seed)]).random(present.shape)
-    n_present = int(present.sum())
+    scored = _scored_rows(present, scored)
+    n_present = int(present[scored].sum())
     if not calibrate or n_present == 0 or rate == 0:
         p = float(rate)
     else:
         target = rate * n_present
         lo, hi = 0.0, 1.0 + 1e-12
-        if _mcar_at(present, u, hi)[1] < target:
+        if _mcar_at(present, u, hi, scored)[1] < target:
             log.warning("MCAR rate %.3f is not reachable while keeping one modality per "
                         "subject; at most %.3f of the present entries can be removed", rate,
-                        max_mcar_rate(present))
+                        max_mcar_rate(present[scored]))
             lo = hi
         while hi - lo > 1e-12:  # share(lo) < target <= share(hi)
             mid = (lo + hi) / 2
-            if _mcar_at(present, u, mid)[1] < target:
+            if _mcar_at(present, u, mid, scored)[1] < target:
                 lo = mid
             else:
                 hi = mid
-        below, above = _mcar_at(present, u, lo)[1], _mcar_at(present, u, hi)[1]
+        below = _mcar_at(present, u, lo, scored)[1]
+        above = _mcar_at(present, u, hi, scored)[1]
         p = lo if target - below < above - target else hi
-    mask, removed = _mcar_at(present, u, p)
+    mask, removed = _mcar_at(present, u, p, scored)
     log.info("MCAR rate %.2f seed %d: threshold %.4f, %.4f of %d present entries removed",
              rate, seed, p, removed / max(n_present, 1), n_present)
     return mask
@@ -144,8 +164,10 @@ def _columns(modalities: Sequence[str], names: Sequence[str] | None, scenario: s
 def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
                       cohort_modalities: Sequence[str],
                       modalities: Sequence[str] | None = None,
-                      drop: str = "one", **_) -> np.ndarray:
-    """HAM's completeness level: ``complete`` is the share of subjects left complete."""
+                      drop: str = "one", scored: np.ndarray | None = None,
+                      **_) -> np.ndarray:
+    """HAM's completeness level: ``complete`` is the share of subjects left complete,
+    among the ``scored`` ones (see :func:`mcar_mask`; the others are left as they are)."""
     present = _check_present(present)
     if not 0 < complete <= 1:
         raise ConfigError(f"completeness: the share of complete subjects must be in (0, 1], "
@@ -156,7 +178,7 @@ def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
     if len(cols) < 2:
         raise ConfigError("completeness needs at least two modalities to make subjects incomplete")
     rng = np.random.default_rng([_COMPLETENESS_STREAM, int(seed)])
-    eligible = np.flatnonzero(present[:, cols].all(axis=1))
+    eligible = np.flatnonzero(present[:, cols].all(axis=1) & _scored_rows(present, scored))
     n_drop = int(round((1 - complete) * len(eligible)))
     mask = present.copy()
     for row in rng.permutation(eligible)[:n_drop]:

@@ -55,12 +55,14 @@ def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str |
 
 def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
               out: str | Path, options: dict | None = None,
-              split_path: str | Path | None = None) -> np.ndarray:
+              split_path: str | Path | None = None, label: str | None = None) -> np.ndarray:
     """The scenario's presence mask over every cohort modality (natural availability
     AND the scenario's removals); stage-2 runs AND it with their stores' presence.
     ``options`` are the scenario's config options; ``split_path`` the seed's split, for
-    scenarios that act on the test split only."""
-    _, _, presence, modalities = _presence(Path(cohort_dir))
+    scenarios that act on the test split only; ``label`` the benchmark's label: a rate
+    is met on the subjects that have it (the others are in no split)."""
+    manifest, _, presence, modalities = _presence(Path(cohort_dir))
+    scored = None if label is None else manifest[label].is_not_null().to_numpy()
     present = presence.select(modalities).to_numpy().astype(bool)
     test = None
     if split_path is not None:
@@ -70,6 +72,6 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     elif scenario in NEEDS_SPLIT:
         raise ValueError(f"scenario {scenario!r} needs the seed's split")
     mask = scenario_mask(present, scenario, rate, seed, cohort_modalities=modalities,
-                         test=test, **(options or {}))
+                         test=test, scored=scored, **(options or {}))
     write_mask(presence["subject_id"].to_list(), mask, modalities, out)
     return mask

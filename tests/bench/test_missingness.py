@@ -132,6 +132,31 @@ def test_completeness_keeps_the_share_of_complete_subjects(complete, drop):
     assert mask.any(axis=1).all()
 
 
+def test_rates_are_met_on_the_subjects_the_benchmark_scores():
+    """Subjects without the label are in no split: MCAR counted their entries (here one
+    modality each, which MCAR never takes), so the share removed from the labelled ones
+    was 0.27 for 0.2; completeness counted them among the complete subjects."""
+    labelled = _present(n=300, seed=4)
+    unlabelled = np.zeros((300, 3), dtype=bool)
+    unlabelled[:, 0] = True
+    present = np.vstack([labelled, unlabelled])
+    scored = np.arange(600) < 300
+    for rate in (0.2, 0.4):
+        mask = mcar_mask(present, rate, 0, scored=scored)
+        removed = labelled.sum() - mask[:300].sum()
+        assert abs(removed - rate * labelled.sum()) <= 1
+        assert (mask[300:] == unlabelled).all()
+        # counted over every row, the labelled subjects lost more than the rate
+        over_all = labelled.sum() - mcar_mask(present, rate, 0)[:300].sum()
+        assert over_all > (rate + 0.04) * labelled.sum()
+    complete = np.vstack([labelled, np.ones((300, 3), dtype=bool)])
+    mask = scenario_mask(complete, "completeness", 0.5, 3, cohort_modalities=MODS,
+                         scored=scored)
+    was = labelled.all(axis=1)
+    assert abs(mask[:300][was].all(axis=1).mean() - 0.5) <= 1 / was.sum()
+    assert mask[300:].all()
+
+
 def test_completeness_over_named_modalities_only_touches_those():
     present = np.ones((100, 3), dtype=bool)
     mask = scenario_mask(present, "completeness", 0.5, 0, cohort_modalities=MODS, modalities=["a", "c"])

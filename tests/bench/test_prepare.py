@@ -94,3 +94,25 @@ def test_the_split_job_keeps_all_three_parts_when_the_cohort_names_val(tmp_path,
         df = make_split(layout.root, "y", seed, (0.6, 0.1, 0.3), layout.split(seed))
         assert dict(zip(df["subject_id"], df["split"], strict=True)) == expected
         assert read_split_source(layout.split(seed))["fixed"] == ["train", "val", "test"]
+
+
+def test_a_masks_rate_is_met_on_the_subjects_with_the_label(tmp_path, base):
+    """The mask rule passes the benchmark's label: the 20 subjects with a blank one, each
+    with a slide only (which MCAR never takes), moved the share removed from the others
+    off the rate."""
+    rows = []
+    for i in range(60):
+        row = {"id": f"s{i:02d}", "y": None if i >= 40 else i % 2}
+        for m in ("ct", "wsi") if i < 40 else ("wsi",):
+            np.save(tmp_path / f"{m}{i}.npy", np.ones(3, np.float32))
+            row[m] = str(tmp_path / f"{m}{i}.npy")
+        rows.append(row)
+    mods = {m: {"kind": "features", "column": m, "encoders": ["precomputed"]}
+            for m in ("ct", "wsi")}
+    lay = build(tmp_path / "c", with_cohort(base, csv_cohort_config(
+        write_csv(tmp_path / "c.csv", rows), mods)))
+    for label, expected in (("y", 0.4 * 80), (None, 0.4 * 100)):
+        out = tmp_path / f"mask-{label}.parquet"
+        make_mask(lay.root, "mcar", 0.4, 0, out, label=label)
+        _, mask, _ = read_mask(out)
+        assert abs((80 - mask[:40].sum()) - expected) <= 1, label
