@@ -283,8 +283,9 @@ def align_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequenc
                          "is from another build of the cohort: rebuild it", path=path)
     lacking = [m for m in to_modalities if m not in col]
     if lacking:
-        raise ConfigError(f"mask {path or ''} lacks modalities {lacking} (has "
-                          f"{list(modalities)}): rebuild it from the current manifest")
+        raise InputError(f"mask lacks modalities {lacking} (has {list(modalities)}); the "
+                         "mask file is from another build of the cohort: rebuild it",
+                         path=path)
     rows = np.array([row[str(s)] for s in to_subjects], dtype=np.int64)
     cols = np.array([col[m] for m in to_modalities], dtype=np.int64)
     return np.asarray(mask, dtype=bool)[np.ix_(rows, cols)]

@@ -245,12 +245,17 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             lead += (". **The best fusion is level with "
                      f"{'a simple baseline' if baseline in simple_leaders else 'one modality alone'} "
                      "here**, not ahead")
-        elif fam == baseline:
-            lead += (f". **A simple baseline has the best mean here**: no fusion method "
-                     f"beats {label(best)} on average")
-        elif fam == single:
-            lead += (". **One modality alone has the best mean here**: no fusion method "
-                     "beats it on average")
+        elif fam in (baseline, single):
+            # a fusion method ahead over some seeds only is compared below, on the seeds
+            # it shares with this one: "no fusion method beats it" would contradict that
+            which = ("no fusion method with a value on every seed" if any(
+                r[col] != best[col] and best_of([r, best]) is r
+                for r in rows if (r.get("family") or "other") not in (baseline, single))
+                else "no fusion method")
+            lead += (f". **A simple baseline has the best mean here**: {which} beats "
+                     f"{label(best)} on average" if fam == baseline else
+                     f". **One modality alone has the best mean here**: {which} beats it "
+                     "on average")
         if best.get("n_collapsed"):
             lead += f"; it collapsed to one class on {best['n_collapsed']} seed(s)"
         if partial is not best:
@@ -259,7 +264,11 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                      "seeds only: the others have no value)")
         lines.append(lead)
         auc_leaders = _auc_leaders(runs, rows, metric)
-        if auc_leaders and auc_leaders != [best]:
+        # a higher mean AUC over some seeds only is mentioned, as the headline's is
+        ahead = (_auc_leaders(runs, rows, metric, whole_only=False) or [None])[0]
+        if ahead is not None and _shown(ahead["auc_mean"]) == _shown(auc_leaders[0]["auc_mean"]):
+            ahead = None
+        if auc_leaders and (auc_leaders != [best] or ahead is not None):
             top = auc_leaders[0]
             fams = [r.get("family") or "other" for r in auc_leaders]
             simple = [f for f in fams if f in (baseline, single)]
@@ -272,9 +281,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                     f"**{label(r)}** ({f})" for r, f in zip(auc_leaders[1:], fams[1:],
                                                             strict=True))
             if simple and len(simple) < len(fams):
-                line += f": **by AUC the best fusion is level with {kind} here**, not ahead"
+                line += f": **by AUC the fusion leader is level with {kind} here**, not ahead"
             elif simple:
                 line += f": **by AUC {kind} has the best mean here**"
+            if ahead is not None:
+                line += (f" ({label(ahead)} has a higher mean AUC, {ahead['auc_mean']:.3f}, "
+                         f"over {len(_seed_values(runs, ahead, 'auc'))} of "
+                         f"{ahead['n_seeds']} seeds only: the others have no value)")
             lines.append(line)
         # the fusion compared: the best with a value on every seed, else the best with
         # any (the comparisons pair seeds): "none ran" only when none has a value
@@ -298,15 +311,18 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     return "\n".join(lines)
 
 
-def _auc_leaders(runs: pl.DataFrame, rows: list[dict], metric: str) -> list[dict]:
+def _auc_leaders(runs: pl.DataFrame, rows: list[dict], metric: str, *,
+                 whole_only: bool = True) -> list[dict]:
     """The rows with the best mean AUC at the printed precision, the highest first, when
     the headline metric is another one: a ranking metric can crown a baseline that the
     thresholded headline does not. Ranked among rows with an AUC on every seed they ran
-    (as the headline), else among those with one; a tie is named, not decided by name."""
+    (as the headline), else among those with one; a tie is named, not decided by name.
+    ``whole_only=False`` ranks every row with a value."""
     if metric == "auc":
         return []
     valued = [r for r in rows if r.get("auc_mean") is not None and not math.isnan(r["auc_mean"])]
-    whole = [r for r in valued if len(_seed_values(runs, r, "auc")) == r["n_seeds"]]
+    whole = [r for r in valued if whole_only
+             and len(_seed_values(runs, r, "auc")) == r["n_seeds"]]
     pool = sorted(whole or valued, key=lambda r: -r["auc_mean"])
     return [r for r in pool if _shown(r["auc_mean"]) == _shown(pool[0]["auc_mean"])] if pool else []
 

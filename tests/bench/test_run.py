@@ -303,7 +303,7 @@ def test_a_mask_from_another_build_names_its_file(tmp_path):
     from mmpipe.bench.data import BenchData
     from mmpipe.bench.missingness import write_mask
     from mmpipe.bench.run import _apply_mask
-    from mmpipe.errors import ConfigError, InputError
+    from mmpipe.errors import InputError
 
     ids = np.array(["s0", "s1", "s2"])
     data = BenchData(subject_id=ids, y=np.zeros(3, dtype=np.int64),
@@ -313,5 +313,5 @@ def test_a_mask_from_another_build_names_its_file(tmp_path):
     with pytest.raises(InputError, match=r"short\.parquet.*lacks 1 subject\(s\) \['s2'\]"):
         _apply_mask(data, short, "mcar")
     narrow = write_mask(ids, np.ones((3, 1), bool), ["a"], tmp_path / "narrow.parquet")
-    with pytest.raises(ConfigError, match=r"narrow\.parquet lacks modalities \['b'\]"):
+    with pytest.raises(InputError, match=r"narrow\.parquet: mask lacks modalities \['b'\]"):
         _apply_mask(data, narrow, "mcar")
