@@ -71,7 +71,14 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
         test = np.array([where.get(s) == "test" for s in presence["subject_id"]], dtype=bool)
     elif scenario in NEEDS_SPLIT:
         raise ValueError(f"scenario {scenario!r} needs the seed's split")
-    mask = scenario_mask(present, scenario, rate, seed, cohort_modalities=modalities,
-                         test=test, scored=scored, **(options or {}))
+    # drawn in subject-ID order, as the split is: a reordered source table (or a subject
+    # added in the middle) must not redraw every subject's mask
+    ids = presence["subject_id"].cast(str).to_list()
+    order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+    drawn = scenario_mask(present[order], scenario, rate, seed, cohort_modalities=modalities,
+                          test=None if test is None else test[order],
+                          scored=None if scored is None else scored[order], **(options or {}))
+    mask = np.empty_like(drawn)
+    mask[order] = drawn
     write_mask(presence["subject_id"].to_list(), mask, modalities, out)
     return mask

@@ -116,3 +116,29 @@ def test_a_masks_rate_is_met_on_the_subjects_with_the_label(tmp_path, base):
         make_mask(lay.root, "mcar", 0.4, 0, out, label=label)
         _, mask, _ = read_mask(out)
         assert abs((80 - mask[:40].sum()) - expected) <= 1, label
+
+
+def test_masks_do_not_depend_on_the_order_of_the_source_rows(tmp_path, base):
+    """MCAR and completeness drew one value per manifest row: the same cohort from a CSV
+    sorted otherwise gave its subjects other masks."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(60):
+        row = {"id": f"s{i:02d}", "y": i % 2}
+        for m in ("ct", "mri", "wsi"):
+            if rng.random() < 0.75 or m == "wsi":
+                np.save(tmp_path / f"{m}{i}.npy", np.ones(3, np.float32))
+                row[m] = str(tmp_path / f"{m}{i}.npy")
+        rows.append(row)
+    mods = {m: {"kind": "features", "column": m, "encoders": ["precomputed"]}
+            for m in ("ct", "mri", "wsi")}
+    lays = [build(tmp_path / name, with_cohort(base, csv_cohort_config(
+        write_csv(tmp_path / f"{name}.csv", order), mods)))
+        for name, order in (("asc", rows), ("desc", rows[::-1]))]
+    for scenario, rate in (("mcar", 0.4), ("completeness", 0.5)):
+        by_subject = []
+        for lay in lays:
+            make_mask(lay.root, scenario, rate, 3, lay.mask(scenario, rate, 3), label="y")
+            ids, mask, _ = read_mask(lay.mask(scenario, rate, 3))
+            by_subject.append(dict(zip(ids, map(tuple, mask), strict=True)))
+        assert by_subject[0] == by_subject[1], scenario
