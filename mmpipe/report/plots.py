@@ -127,12 +127,26 @@ def _label_points(ax, items: list[tuple[float, float, str, Any]]) -> None:
                     fontsize="x-small", color=colour, fontweight="bold")
 
 
-def _top(scores: dict[str, float], metric: str, k: int) -> list[str]:
-    """The ``k`` best series by score (NaN last)."""
+def _top(scores: dict[str, float], metric: str, k: int, whole: set[str] | None = None
+         ) -> list[str]:
+    """The ``k`` best series by score (NaN last), ranked as the tables bold: among the
+    ``whole`` series (a value on every seed) when one of them has a score."""
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-    ranked = sorted((s for s, v in scores.items() if not math.isnan(v)),
-                    key=lambda s: sign * scores[s])
-    return ranked[:k]
+    valued = [s for s, v in scores.items() if not math.isnan(v)]
+    if whole is not None and any(s in whole for s in valued):
+        valued = [s for s in valued if s in whole]
+    return sorted(valued, key=lambda s: sign * scores[s])[:k]
+
+
+def _whole(df: pl.DataFrame, metric: str) -> set[str] | None:
+    """The series with a value of ``metric`` on every seed in every row of ``df`` (the
+    ``{metric}_complete`` column of :func:`mmpipe.report.stats.wilcoxon_vs_best`); None
+    when the summary does not say."""
+    col = f"{metric}_complete"
+    if col not in df.columns:
+        return None
+    incomplete = set(df.filter(~pl.col(col).fill_null(False))["series"].to_list())
+    return set(df["series"].to_list()) - incomplete
 
 
 # x-axis label per scenario; natural missingness is drawn at 0 where it means "nothing removed"
@@ -204,7 +218,7 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     # the best methods by their mean over the rates shown, named at the end of their line
     means = {s: float(np.nanmean([_val(v) for v in df.filter(pl.col("series") == s)[col]]))
              for s in methods}
-    top = _top(means, metric, TOP_LABELLED)
+    top = _top(means, metric, TOP_LABELLED, _whole(df, metric))
     ends = []
     for ax, fams in zip(axes, panels, strict=False):
         for b in baselines:
@@ -272,7 +286,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     first = f"{metrics[0]}_mean"
     scores = {r["series"]: _val(r[first]) for r in df.iter_rows(named=True)
               if not _is_baseline(styles[r["series"]]["family"])}
-    shown = set(_top(scores, metrics[0], top))
+    shown = set(_top(scores, metrics[0], top, _whole(df, metrics[0])))
     shown |= {s for s in styles if _is_baseline(styles[s]["family"])}
     n_methods = len(scores)
     what = (f"the {min(top, n_methods)} best of {n_methods} methods by "
@@ -347,7 +361,8 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
         rows = {r["series"]: r for r in df.iter_rows(named=True)}
         points = {s: r for s, r in rows.items() if not _is_baseline(styles[s]["family"])}
         top = _top({s: _val(r[col]) for s, r in points.items()
-                    if (r.get("trainable_parameters_mean") or 0) > 0}, metric, TOP_LABELLED)
+                    if (r.get("trainable_parameters_mean") or 0) > 0}, metric, TOP_LABELLED,
+                   _whole(df, metric))
         for s in _ordered(styles):
             row, st = rows[s], styles[s]
             if _is_baseline(st["family"]):

@@ -97,3 +97,30 @@ def test_radar_leaves_out_a_method_without_values(tables, tmp_path, monkeypatch)
     plots.plot_radar(pl.concat([summary, untrained], how="diagonal_relaxed"), 0.0,
                      ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
     assert seen["labels"] and not any(label.startswith("hgb") for label in seen["labels"])
+
+
+def test_the_figures_rank_as_the_tables_bold(tmp_path, monkeypatch):
+    """mmare's mean over 4 of its 5 seeds was labelled "#1" in the figure while the table
+    bolded muse, the best with a value on every seed."""
+    from mmpipe.report.stats import wilcoxon_vs_best
+
+    values = {"mmare": [0.82, 0.81, 0.80, 0.83, None], "muse": [0.75, 0.76, 0.74, 0.75, 0.76],
+              "deepsets": [0.70, 0.71, 0.69, 0.70, 0.72]}
+    runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
+                          "family": "fusion", "scenario": "natural", "rate": 0.0, "seed": s,
+                          "balanced_accuracy": v, "trainable_parameters": 1000.0 * (i + 1),
+                          "trained": True}
+                         for i, (m, vals) in enumerate(values.items())
+                         for s, v in enumerate(vals)])
+    summary = wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"])
+    seen = {}
+
+    def keep(fig, out):
+        seen["texts"] = [t.get_text() for ax in fig.axes for t in ax.texts]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_perf_vs_params(summary, "balanced_accuracy", tmp_path / "p.png")
+    ranks = {t.split(" ", 1)[0]: t.split(" ", 1)[1] for t in seen["texts"] if t.startswith("#")}
+    assert ranks["#1"].startswith("muse") and ranks["#2"].startswith("deepsets"), seen["texts"]
+    assert not any(t.startswith("mmare") for t in ranks.values())
