@@ -80,5 +80,5 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
                           scored=None if scored is None else scored[order], **(options or {}))
     mask = np.empty_like(drawn)
     mask[order] = drawn
-    write_mask(presence["subject_id"].to_list(), mask, modalities, out)
+    write_mask(ids, mask, modalities, out)
     return mask

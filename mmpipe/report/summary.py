@@ -263,9 +263,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                      f"{len(_seed_values(runs, partial, metric))} of {partial['n_seeds']} "
                      "seeds only: the others have no value)")
         lines.append(lead)
-        auc_leaders = _auc_leaders(runs, rows, metric)
+        auc_leaders = _auc_leaders(rows, metric)
         # a higher mean AUC over some seeds only is mentioned, as the headline's is
-        ahead = (_auc_leaders(runs, rows, metric, whole_only=False) or [None])[0]
+        ahead = (_auc_leaders(rows, metric, whole_only=False) or [None])[0]
         if ahead is not None and _shown(ahead["auc_mean"]) == _shown(auc_leaders[0]["auc_mean"]):
             ahead = None
         if auc_leaders and (auc_leaders != [best] or ahead is not None):
@@ -286,7 +286,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 line += f": **by AUC {kind} has the best mean here**"
             if ahead is not None:
                 line += (f" ({label(ahead)} has a higher mean AUC, {ahead['auc_mean']:.3f}, "
-                         f"over {len(_seed_values(runs, ahead, 'auc'))} of "
+                         f"over {ahead['auc_n']} of "
                          f"{ahead['n_seeds']} seeds only: the others have no value)")
             lines.append(line)
         # the fusion compared: the best with a value on every seed, else the best with
@@ -311,7 +311,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     return "\n".join(lines)
 
 
-def _auc_leaders(runs: pl.DataFrame, rows: list[dict], metric: str, *,
+def _auc_leaders(rows: list[dict], metric: str, *,
                  whole_only: bool = True) -> list[dict]:
     """The rows with the best mean AUC at the printed precision, the highest first, when
     the headline metric is another one: a ranking metric can crown a baseline that the
@@ -321,8 +321,7 @@ def _auc_leaders(runs: pl.DataFrame, rows: list[dict], metric: str, *,
     if metric == "auc":
         return []
     valued = [r for r in rows if r.get("auc_mean") is not None and not math.isnan(r["auc_mean"])]
-    whole = [r for r in valued if whole_only
-             and len(_seed_values(runs, r, "auc")) == r["n_seeds"]]
+    whole = [r for r in valued if whole_only and r["auc_n"] == r["n_seeds"]]
     pool = sorted(whole or valued, key=lambda r: -r["auc_mean"])
     return [r for r in pool if _shown(r["auc_mean"]) == _shown(pool[0]["auc_mean"])] if pool else []
 
