@@ -194,6 +194,9 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
                   "n_train", "n_val", "n_fit"):
             if k in m:
                 row[k] = _num(m[k])
+        removed = m.get("removed_by_scenario") or {}
+        row["removed_share"] = _num(removed.get("share"))
+        row["max_mcar_share"] = _num(removed.get("max_mcar_share"))
         row["trained"] = bool(m.get("trained", True))
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None

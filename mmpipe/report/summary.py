@@ -49,6 +49,10 @@ FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed 
 # on the test splits of a few dozen subjects the benchmarks run, an AUC below 0.6 is
 # within a couple of standard errors of it)
 RANKS_AUC = 0.6
+# an MCAR group whose runs lost a mean share of their present entries this far from its
+# rate says so (a rate is met to within one entry on the labelled subjects; a feature set
+# of some of the cohort's modalities draws a little either side of it)
+MCAR_SHARE_TOLERANCE = 0.02
 # the same, after "N method(s)"
 _MILDER = {"single_class_val": "predicted one class on validation",
            "first_epoch": "kept the first eligible checkpoint",
@@ -212,6 +216,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         n_seeds = {(r["feature_set"], r["method"]): r["n_seeds"]
                    for r in part.iter_rows(named=True)}
         lines.append(f"**{group_label(scenario, rate)}**")
+        if scenario == "mcar" and (short := _mcar_short(runs, rate)):
+            lines.append(short)
         if not rows:
             lines += [f"- no method has a {name} here (none trained)",
                       *_flag_lines(counts, n_seeds, several), ""]
@@ -309,6 +315,33 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 lines.append("- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
     return "\n".join(lines)
+
+
+def _mcar_short(runs: pl.DataFrame, rate: float) -> str:
+    """A line when the MCAR group's runs lost a share of their present entries other than
+    its rate (mean off by more than :data:`MCAR_SHARE_TOLERANCE`): a rate above what the
+    cohort can lose while every subject keeps a modality is met as far as it can be."""
+    if "removed_share" not in runs.columns:
+        return ""
+    part = runs.filter((pl.col("scenario") == "mcar") & ((pl.col("rate") - rate).abs() < 1e-9)
+                       & pl.col("removed_share").is_not_null())
+    if not len(part):
+        return ""
+    share, lo, hi = (float(part["removed_share"].mean()), float(part["removed_share"].min()),
+                     float(part["removed_share"].max()))
+    if abs(share - rate) <= MCAR_SHARE_TOLERANCE:
+        return ""
+    def pct(x: float) -> str:
+        return f"{x * 100:.0f} %"
+
+    spread = "" if hi - lo < 0.005 else f" ({pct(lo)}–{pct(hi)} across runs)"
+    line = (f"- **the masks removed {pct(share)} of the runs' present entries, not "
+            f"{pct(rate)}**{spread}")
+    cap = part["max_mcar_share"].drop_nulls()
+    if share < rate and len(cap) and abs(share - float(cap.mean())) <= MCAR_SHARE_TOLERANCE:
+        line += (": the most that can go while every subject keeps one modality, so this "
+                 f"group is MCAR {pct(share)}, not the {pct(rate)} asked")
+    return line
 
 
 def _auc_leaders(rows: list[dict], metric: str, *,

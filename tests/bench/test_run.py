@@ -18,6 +18,7 @@ from mmpipe.encode.run import encode_store
 from mmpipe.hashing import params_hash
 from mmpipe.layout import CohortLayout, parse_cell
 from mmpipe.params import encoder_params
+from mmpipe.report.aggregate import collect_runs
 from tests.conftest import REPO
 
 MODALITIES = {"a": 6, "b": 4, "c": 5}
@@ -315,3 +316,31 @@ def test_a_mask_from_another_build_names_its_file(tmp_path):
     narrow = write_mask(ids, np.ones((3, 1), bool), ["a"], tmp_path / "narrow.parquet")
     with pytest.raises(InputError, match=r"narrow\.parquet: mask lacks modalities \['b'\]"):
         _apply_mask(data, narrow, "mcar")
+
+
+def test_a_run_records_what_the_scenario_removed(cohort, tmp_path):
+    """An MCAR rate above what the cohort can lose while every subject keeps a modality
+    was met as far as it could be, with a warning in the mask job's log only: the run
+    records the share it lost (which the report compares with the rate)."""
+    from mmpipe.bench.missingness import max_mcar_rate
+
+    root, cohort_dir = cohort
+    feature_set = {m: "precomputed" for m in MODALITIES}
+    method = {"type": "logreg"}
+    shares = {}
+    for rate in (0.4, 0.9):
+        mask = make_mask(cohort_dir, "mcar", rate, 0, tmp_path / f"mask{rate}.parquet")
+        meta = {"cohort": "toy", "feature_set": "all", "method": "logreg",
+                "scenario": "mcar", "rate": rate}
+        out = run_experiment(cohort_dir, feature_set, "y", method, root / "split.parquet",
+                             tmp_path / f"mask{rate}.parquet", tmp_path / f"run{rate}", seed=0,
+                             meta=meta)["removed_by_scenario"]
+        natural = make_mask(cohort_dir, "natural", 0.0, 0, tmp_path / "natural.parquet")
+        assert out["present"] == natural.sum() and out["removed"] == (natural & ~mask).sum()
+        assert out["max_mcar_share"] == pytest.approx(max_mcar_rate(natural))
+        shares[rate] = out["share"]
+    assert shares[0.4] == pytest.approx(0.4, abs=1 / out["present"])
+    assert shares[0.9] == pytest.approx(out["max_mcar_share"]) and shares[0.9] < 0.7
+    runs = collect_runs([tmp_path / f"run{r}" / "metrics.json" for r in (0.4, 0.9)])
+    assert runs["removed_share"].to_list() == pytest.approx([shares[0.4], shares[0.9]])
+    assert runs["max_mcar_share"].to_list() == pytest.approx([out["max_mcar_share"]] * 2)
