@@ -33,6 +33,7 @@ from mmpipe.bench.shared_fits import SharedFits, fit_key
 from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
+from mmpipe.cohorts.manifest import benchmark_view_digest
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
 from mmpipe.layout import (
@@ -176,6 +177,9 @@ def _train_cells(layout: CohortLayout, data: BenchData, dropped: list[dict],
     before the next seed, so the job holds at most one model per cell. A one-cell job
     has nothing to share and hashes no data for it."""
     signature = params_hash(train)
+    # what of the manifest these runs read: the report refuses runs of another build
+    # (``--rerun-triggers mtime`` reruns no training job for new subjects or labels)
+    meta = {**meta, "benchmark_view": benchmark_view_digest(layout.root, train["label"])}
     keep = train.get("keep_models", "all")
     results: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cell_dirs}
     for seed in sorted(train["seeds"]):

@@ -554,7 +554,12 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
 def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
     """Every run directory the report params (:func:`mmpipe.params.report_params`) name,
     checked: each must hold a finished run trained with the settings the config asks for
-    (the ``params_hash`` its ``metrics.json`` records), or the report is refused."""
+    (the ``params_hash`` its ``metrics.json`` records) on the cohort's subjects, label and
+    modality presence as the manifest holds them now (its ``benchmark_view``; a run
+    written before runs recorded it is not checked for this), or the report is refused."""
+    from mmpipe.cohorts.manifest import benchmark_view_digest
+
+    view = benchmark_view_digest(layout.root, report["label"])
     dirs, problems = [], []
     for key, run in report["runs"].items():
         feature_set, method = key.split("/")
@@ -565,8 +570,11 @@ def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
                 metrics = run_dir / METRICS
                 if not metrics.is_file() or not (run_dir / PREDICTIONS).is_file():
                     problems.append(f"{run_dir}: no finished run here")
-                elif _read_json(metrics).get("params_hash") != run["params_hash"]:
+                elif (m := _read_json(metrics)).get("params_hash") != run["params_hash"]:
                     problems.append(f"{run_dir}: trained with other settings than the config's")
+                elif m.get("benchmark_view", view) != view:
+                    problems.append(f"{run_dir}: trained on another build of the cohort (its "
+                                    "subjects, labels or modalities have changed since)")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")

@@ -356,3 +356,50 @@ def test_subsets_csv_says_how_many_runs_its_means_leave_out(fake_runs, tmp_path)
                           & ((pl.col("rate") - first["rate"]).abs() < 1e-9))
     assert cell["n_seeds"].to_list() == [2, 2] and cell["n_runs"].to_list() == [3, 3]
     assert set(subsets["n_runs"]) == {3}
+
+
+def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path, monkeypatch):
+    """Under ``--rerun-triggers mtime`` no training job reruns for a subject added to the
+    cohort: the report took such runs, trained without it, as current (it compared the
+    training settings only)."""
+    from mmpipe.bench.run import _train_cells
+    from mmpipe.cohorts import build_manifest
+    from mmpipe.errors import StaleRunError
+    from mmpipe.layout import CohortLayout
+    from mmpipe.report.aggregate import cohort_runs
+
+    def build(n: int) -> CohortLayout:
+        rows = ["id,y,a"]
+        for i in range(n):
+            np.save(tmp_path / f"a{i}.npy", np.full(3, i, np.float32))
+            rows.append(f"s{i},{i % 2},a{i}.npy")
+        (tmp_path / "cohort.csv").write_text("\n".join(rows) + "\n")
+        cfg = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
+               "labels": ["y"], "modalities": {"a": {"kind": "features", "column": "a",
+                                                     "encoders": ["precomputed"]}}}
+        build_manifest("toy", cfg, tmp_path / "toy")
+        return CohortLayout(tmp_path / "toy")
+
+    layout = build(8)
+    # what a training job records: its meta, as _train_cells passes it to each seed
+    recorded = {}
+
+    def fake_seed(*args, meta, **kwargs):
+        recorded.update(meta)
+        return {}
+
+    monkeypatch.setattr("mmpipe.bench.run.run_seed", fake_seed)
+    _train_cells(layout, None, [], {"seeds": [0], "label": "y", "feature_set": {}, "method": {},
+                                    "normalize": "zscore", "evaluate_subsets": False},
+                 {"natural-0.0": tmp_path / "cell"}, meta={}, device="cpu")
+    run_dir = layout.run("all", "logreg", "natural", 0.0, 0)
+    run_dir.mkdir(parents=True)
+    (run_dir / "predictions.parquet").write_bytes(b"")
+    (run_dir / "metrics.json").write_text(json.dumps(
+        {"params_hash": "h", "benchmark_view": recorded["benchmark_view"]}))
+    report = {"runs": {"all/logreg": {"params_hash": "h", "cells": ["natural-0.0"]}},
+              "seeds": [0], "label": "y"}
+    assert cohort_runs(layout, report) == [run_dir]
+    build(9)   # a subject added, the manifest rebuilt; the run left as it was
+    with pytest.raises(StaleRunError, match="trained on another build of the cohort"):
+        cohort_runs(layout, report)
