@@ -58,6 +58,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     refuse_label_sources,
 )
+from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     table_path = table_path if table_path.is_absolute() else base_dir / table_path
     if not table_path.is_file():
         raise InputError("ADNIMERGE table not found", path=table_path)
-    table = pl.read_csv(table_path, infer_schema=False)
+    table = read_source_csv(table_path, all_text=True)
     need = ["PTID", "VISCODE", "EXAMDATE", "DX"]
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
     absent = [c for c in need if c not in table.columns]

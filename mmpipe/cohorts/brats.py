@@ -65,6 +65,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     refuse_label_sources,
 )
+from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import mask_column
 
@@ -170,10 +171,7 @@ def read_survival(path: Path) -> tuple[pl.DataFrame, str, str]:
     """The survival CSV as text columns, with its ID and survival column names."""
     if not path.is_file():
         raise InputError("BraTS survival CSV not found", path=path)
-    try:
-        table = pl.read_csv(path, infer_schema=False)
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as e:
-        raise InputError(f"not a readable CSV: {e}", path=path) from e
+    table = read_source_csv(path, all_text=True)
     id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
     surv_col = next((c for c in SURVIVAL_COLUMNS if c in table.columns), None)
     if id_col is None or surv_col is None:

@@ -36,6 +36,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     read_user_split,
 )
+from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 def check_path(path: Path, kind: str) -> str | None:
     """Why ``path`` cannot be a ``kind`` input, or None when it looks right."""
     if not path.exists():
-        return "file not found"
+        return ("a symbolic link to nothing (broken, or a loop)" if path.is_symlink()
+                else "file not found")
     if kind == "dicom":
         if not path.is_dir():
             return "not a directory (a dicom modality is a folder of DICOM files)"
@@ -90,7 +92,10 @@ def resolve_paths(
             continue
         p = Path(str(raw).strip()).expanduser()
         p = Path(os.path.abspath(p if p.is_absolute() else root / p))
-        reason = check_path(p, kind)
+        try:
+            reason = check_path(p, kind)
+        except OSError as e:  # a name too long, a folder it may not list: this subject's
+            reason = f"cannot be read: {e.strerror or e}"
         if reason is None:
             paths.append(str(p))
         else:
@@ -131,8 +136,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
     # IDs, paths and split values are text whatever they look like ("007" stays "007")
     text_cols = {subject_col, *path_cols.values(), *([split_col] if split_col else [])}
-    frame = pl.read_csv(csv_path, infer_schema_length=None,
-                        schema_overrides={c: pl.Utf8 for c in text_cols})
+    frame = read_source_csv(csv_path, text_columns=text_cols)
     wanted = [*named, *([split_col] if split_col else [])]
     missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
     if missing:

@@ -33,6 +33,7 @@ from mmpipe.cohorts.manifest import (
     cohort_labels,
     modality_specs,
 )
+from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _read_table(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise InputError("demo cohort not generated here (run `mmpipe demo` or the demo rule "
                          "first)", path=path)
-    df = pl.read_csv(path, infer_schema_length=None, schema_overrides={SUBJECT: pl.Utf8})
+    df = read_source_csv(path, text_columns=[SUBJECT])
     if SUBJECT not in df.columns:
         raise InputError(f"no {SUBJECT!r} column (has {df.columns})", path=path)
     check_subject_ids(df[SUBJECT], str(path))

@@ -318,6 +318,19 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
             "(mmpipe never de-duplicates silently: fix the source)",
             path=source or None,
         )
+    # "P1" and "p1" are one patient typed twice far more often than two patients: as two
+    # subjects they could sit in the training and the test split at once
+    by_fold: dict[str, list[str]] = {}
+    for s in ids.to_list():
+        by_fold.setdefault(s.casefold(), []).append(s)
+    clash = [names for names in by_fold.values() if len(names) > 1]
+    if clash:
+        shown = "; ".join(" / ".join(map(repr, names)) for names in clash[:20])
+        raise InputError(
+            f"subject_id(s) that differ only in case: {shown}; one subject must have one "
+            "ID (fix the source, or make the IDs differ in more than case)",
+            path=source or None,
+        )
 
 
 # -- the user's split ------------------------------------------------------------------------
@@ -547,20 +560,44 @@ def _warn_list(what: str, ids: list[str]) -> None:
     log.warning("%d subject(s) %s: %s", len(ids), what, shown)
 
 
+# label texts that mean "no label" (the spreadsheet and R/pandas missing markers), in
+# lower case; not "none" or "-", which can be classes (a grade "none", a status "-")
+MISSING_LABEL_TEXTS = ("", "nan", "na", "n/a", "#n/a", "null", "<na>")
+
+
 def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
-    """A label that is NaN, inf or blank text is a missing label (null), so every later
-    step (the QC row below, the split, training) sees it as missing: a CSV reader turns
-    the text "NaN" into a float NaN, which is not null."""
+    """A label that is NaN, inf, blank or a missing marker (:data:`MISSING_LABEL_TEXTS`)
+    is a missing label (null), so every later step (the QC row below, the split,
+    training) sees it as missing: a CSV reader turns the text "NaN" into a float NaN,
+    which is not null, and left "NA" as text, which became a class of its own. A text
+    label whose values are mostly numbers is warned about, naming the others."""
     exprs = []
     for label in labels:
         col, dtype = pl.col(label), frame.schema[label]
         if dtype.is_float():
             exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(label))
-        elif dtype == pl.Utf8:  # "NaN" as text: what a float NaN becomes in a text column
+        elif dtype == pl.Utf8:
             text = col.str.strip_chars()
-            blank = (text == "") | (text.str.to_lowercase() == "nan")
+            blank = text.str.to_lowercase().is_in(list(MISSING_LABEL_TEXTS))
             exprs.append(pl.when(blank).then(None).otherwise(text).alias(label))
-    return frame.with_columns(exprs) if exprs else frame
+    before = frame
+    frame = frame.with_columns(exprs) if exprs else frame
+    for label in labels:
+        if frame.schema[label] != pl.Utf8:
+            continue
+        values = frame[label].drop_nulls().unique().to_list()
+        texts = sorted(v for v in values if parse_number(v) is None)
+        if not texts and frame[label].null_count() > before[label].null_count():
+            # numbers once "NA" is blanked: the column a blank cell would have given
+            numbers = [parse_number(v) for v in values]
+            kind = pl.Int64 if all(isinstance(n, int) for n in numbers) else pl.Float64
+            frame = frame.with_columns(pl.col(label).cast(kind))
+            continue
+        if texts and len(texts) < len(values) - len(texts):
+            log.warning("label %r: values %s are classes of their own beside the numbers %s; "
+                        "blank them if they mean 'unknown'", label, texts[:10],
+                        sorted(v for v in values if v not in texts)[:10])
+    return frame
 
 
 def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest:
@@ -816,6 +853,19 @@ def benchmark_view_digest(out_dir: str | Path, label: str) -> str:
     or a regenerated image under the same name redraws no split and no mask, and reruns
     only the training jobs whose stores changed."""
     return _planned_digest(out_dir, _benchmark_view, label)
+
+
+def built_benchmark_view(out_dir: str | Path, label: str) -> str:
+    """:func:`benchmark_view_digest` for a job that runs after the manifest (training,
+    the report): where planning defers (no manifest, an unreadable one, a label it lacks)
+    this raises :class:`InputError` naming the manifest, instead of a placeholder that
+    would compare unequal to every run's."""
+    digest = benchmark_view_digest(out_dir, label)
+    if digest in ("not built", "unreadable", "label not in the manifest"):
+        raise InputError(f"{digest} ({label!r} is the benchmark's label): rebuild the "
+                         "manifest (the manifest rule)",
+                         path=CohortLayout(Path(out_dir)).manifest())
+    return digest
 
 
 def _planned_digest(out_dir: str | Path, view: Callable[..., str], *args: str) -> str:

@@ -40,6 +40,7 @@ from mmpipe.cohorts.manifest import (
     layout_modalities,
     modality_specs,
 )
+from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,13 @@ def _read_csv(path: Path, columns: list[str]) -> pl.DataFrame:
         raise InputError("MMIST-ccRCC file not found: cohorts.<name>.root must hold the "
                          "release's clinical+genomic_split.csv, patient-file CSVs and Features/ "
                          "(README, MMIST-ccRCC)", path=path)
-    df = pl.read_csv(path, infer_schema_length=None,
-                     schema_overrides={c: pl.Utf8 for c in columns})
+    df = read_source_csv(path, text_columns=columns)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InputError(f"column(s) {missing} not found (has {df.columns})", path=path)
-    return df
+    # IDs as the manifest holds them (stripped): a QC row or a file keyed by "B " would
+    # match no subject
+    return df.with_columns(pl.col(ID_COLUMN).str.strip_chars())
 
 
 def read_clinical(root: Path) -> pl.DataFrame:
@@ -195,7 +197,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         paths: list[str | None] = []
         for sid in ids:
             row = by_id.get(sid)
-            if row is None:
+            # a patient listed with a blank chosen_exam has no exam either (as in
+            # mmist_raw): it was rejected with no reason, or as "not listed"
+            if row is None or not (row["chosen_exam"] or "").strip():
                 paths.append(None)
                 qc.append(QCRecord(sid, name, ABSENT, f"no {name} exam for this patient"))
             elif row["file"] is None:

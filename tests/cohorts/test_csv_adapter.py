@@ -301,3 +301,60 @@ def test_check_path_of_an_image_set(tmp_path):
     assert check_path(tmp_path / "set" / "a.PNG", "image") is None
     assert check_path(tmp_path / "empty", "image") == "no image file in the folder"
     assert "unexpected extension" in check_path(tmp_path / "empty" / "notes.txt", "image")
+
+
+def test_missing_label_markers_are_missing_labels_not_classes(cohort, caplog):
+    """A label cell "NA" (R's, pandas' and spreadsheets' missing marker) became a class of
+    its own beside 0 and 1: a three-class benchmark without a word."""
+    csv = cohort / "data" / "cohort.csv"
+    text = csv.read_text()
+    csv.write_text(text.replace("p2,0,", "p2,NA,").replace("p3,,", "p3,n/a ,"))
+    df = build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+    assert df["response"].to_list() == [1, None, None]      # numbers, as with blank cells
+    qc = read_qc(cohort / "out")
+    missing = qc.filter(pl.col("modality") == "label")["subject_id"].to_list()
+    assert sorted(missing) == ["p2", "p3"]
+    # a text among numbers that is not a marker stays a class, and is warned about
+    csv.write_text(text.replace("p2,0,", "p2,unknown,").replace("007,1,", "007,0,")
+                   .replace("p4,1,", "p4,1,").replace("p3,,", "p3,1,"))
+    df = build_manifest("mydata", _cfg(), cohort / "out2", base_dir=cohort)
+    assert sorted(df["response"].to_list()) == ["0", "1", "unknown"]
+    assert "values ['unknown'] are classes of their own" in caplog.text
+
+
+def test_ids_that_differ_only_in_case_are_an_error(cohort):
+    csv = cohort / "data" / "cohort.csv"
+    csv.write_text(csv.read_text().replace("p3,", "P2,"))
+    with pytest.raises(InputError, match=r"differ only in case: 'p2' / 'P2'"):
+        build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"", "the file is empty"),
+    (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n",
+     "no data rows under the header"),
+    (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
+     b"p1,1,,,,,50,M,extra,fields\n", "not a readable CSV"),
+    (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
+     b"p\xe9,1,,,,,50,M\n", r"not a readable CSV: .*\(save it as UTF-8\)"),
+])
+def test_an_unreadable_csv_names_the_file(cohort, content, why):
+    """polars' errors named no file; a header without rows built a manifest of nobody."""
+    csv = cohort / "data" / "cohort.csv"
+    csv.write_bytes(content)
+    with pytest.raises(InputError, match=rf"cohort\.csv: {why}"):
+        build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+
+
+def test_a_path_that_cannot_be_checked_is_that_subjects_rejection(cohort):
+    """A 300-character file name stopped the whole build with a bare ``OSError``; a
+    symbolic link that loops was "file not found"."""
+    (cohort / "data" / "loop.nii.gz").symlink_to(cohort / "data" / "loop.nii.gz")
+    csv = cohort / "data" / "cohort.csv"
+    csv.write_text(csv.read_text().replace("mri/p1.nii.gz,", "loop.nii.gz,", 1)
+                   .replace("mri/p2.png", "x" * 300 + ".nii.gz"))
+    build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+    qc = {(r["subject_id"], r["modality"]): r for r in read_qc(cohort / "out").iter_rows(named=True)}
+    assert qc[("007", "mri")]["reason"] == "a symbolic link to nothing (broken, or a loop)"
+    assert qc[("p2", "mri")]["status"] == "rejected"
+    assert qc[("p2", "mri")]["reason"].startswith("cannot be read: File name too long")

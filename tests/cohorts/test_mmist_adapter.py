@@ -120,3 +120,33 @@ def test_unknown_modality_and_missing_root(fake_root, tmp_path):
         build_manifest("fake", cfg, tmp_path / "out")
     with pytest.raises(InputError, match="root folder not found"):
         build_manifest("fake", _cfg(tmp_path / "nowhere"), tmp_path / "out")
+
+
+def test_a_spaced_case_id_or_a_blank_exam_is_that_patients_not_the_cohorts(fake_root, tmp_path):
+    """``B `` in the clinical table stopped the whole build with a bare
+    ``adapter QC record for unknown subject/modality ('B ', 'ct')``; a WSI listed with a
+    blank chosen_exam was rejected with no reason."""
+    clinical = fake_root / "clinical+genomic_split.csv"
+    clinical.write_text(clinical.read_text().replace("\nB,", "\nB ,"))
+    wsi = fake_root / "WSI_patientfiles.csv"
+    wsi.write_text(wsi.read_text().replace("C,C-1.npz", "C,"))
+    ct = fake_root / "CT_patientfiles.csv"
+    ct.write_text(ct.read_text().replace("\nB,", "\n B,"))
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["B"]["ct_path"].endswith("CT Features/B-2.npz")
+    assert rows["B"]["wsi_path"].endswith("WSI Features/B-7.npz")
+    qc = {(r["subject_id"], r["modality"]): r for r in
+          read_qc(tmp_path / "out").iter_rows(named=True)}
+    assert (qc[("C", "wsi")]["status"], qc[("C", "wsi")]["reason"]) == (
+        "absent", "no wsi exam for this patient")
+
+
+def test_an_unreadable_table_names_its_file(fake_root, tmp_path):
+    from mmpipe.errors import InputError
+
+    clinical = fake_root / "clinical+genomic_split.csv"
+    clinical.write_bytes(clinical.read_bytes().replace(b"A,1,", b"\xc4,1,"))
+    with pytest.raises(InputError, match=r"clinical\+genomic_split\.csv: not a readable "
+                                         r"CSV: .*utf-8.*\(save it as UTF-8\)"):
+        build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
