@@ -137,7 +137,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def write_parquet(df: pl.DataFrame, path: str | Path) -> Path:
+def write_parquet(df: pl.DataFrame, path: str | Path,
+                  metadata: dict[str, str] | None = None) -> Path:
     with atomic_file(path) as tmp:
-        df.write_parquet(tmp)
+        df.write_parquet(tmp, metadata=metadata)
     return Path(path)

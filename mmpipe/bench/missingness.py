@@ -30,9 +30,11 @@ modality subset of the test set (:func:`modality_subsets`, :func:`subset_mask`).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -48,6 +50,8 @@ DEFAULT_MCAR_RATES = (0.2, 0.4, 0.6)
 _MCAR_STREAM = 0x3CA4
 _COMPLETENESS_STREAM = 0x4A11
 _TESTMISS_STREAM = 0x7E57
+# parquet metadata key of a mask file's removal record
+RECORD_KEY = "mmpipe.removed"
 
 
 def _check_present(present: np.ndarray) -> np.ndarray:
@@ -291,9 +295,23 @@ def align_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequenc
     return np.asarray(mask, dtype=bool)[np.ix_(rows, cols)]
 
 
+def removal_record(present: np.ndarray, mask: np.ndarray, scored: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """What a mask took from the ``scored`` subjects (every row when None) over the
+    cohort's modalities: their present entries, how many it removed, the share, and the
+    largest share MCAR can remove while each keeps a modality (:func:`max_mcar_rate`)."""
+    present, mask = _check_present(present), _check_present(mask)
+    rows = _scored_rows(present, scored)
+    n, kept = int(present[rows].sum()), int((present & mask)[rows].sum())
+    return {"present": n, "removed": n - kept, "share": (n - kept) / n if n else None,
+            "max_mcar_share": max_mcar_rate(present[rows])}
+
+
 def write_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequence[str],
-               path: str | Path) -> Path:
-    """Write ``subject_id`` plus one bool column per modality, atomically."""
+               path: str | Path, record: dict[str, Any] | None = None) -> Path:
+    """Write ``subject_id`` plus one bool column per modality, atomically; ``record``
+    (:func:`removal_record`) goes into the parquet metadata, the columns staying as
+    stage 2 reads them."""
     mask = _check_present(mask)
     mods = list(modalities)
     if SUBJECT in mods or len(set(mods)) != len(mods):
@@ -304,7 +322,15 @@ def write_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequenc
     df = pl.DataFrame({SUBJECT: [str(s) for s in subject_ids],
                        **{m: mask[:, j] for j, m in enumerate(mods)}},
                       schema={SUBJECT: pl.Utf8, **{m: pl.Boolean for m in mods}})
-    return write_parquet(df, path)
+    metadata = None if record is None else {RECORD_KEY: json.dumps(record)}
+    return write_parquet(df, path, metadata=metadata)
+
+
+def read_removal_record(path: str | Path) -> dict[str, Any] | None:
+    """The :func:`removal_record` of a mask file; None for a file written before masks
+    recorded it."""
+    text = pl.read_parquet_metadata(path).get(RECORD_KEY)
+    return None if text is None else json.loads(text)
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

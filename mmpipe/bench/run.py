@@ -23,9 +23,9 @@ from mmpipe.bench.flags import run_flags
 from mmpipe.bench.metrics import classification_metrics, nan_metrics
 from mmpipe.bench.missingness import (
     align_mask,
-    max_mcar_rate,
     modality_subsets,
     read_mask,
+    read_removal_record,
     subset_mask,
 )
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
@@ -33,7 +33,7 @@ from mmpipe.bench.shared_fits import SharedFits, fit_key
 from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
-from mmpipe.cohorts.manifest import benchmark_view_digest
+from mmpipe.cohorts.manifest import built_benchmark_view
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
 from mmpipe.layout import (
@@ -72,16 +72,6 @@ def _apply_mask(data: BenchData, mask_path: Path, scenario: str) -> tuple[BenchD
     kept = alone[~masked[alone].any(axis=1)]
     masked[kept] = data.present[kept]
     return data.with_present(masked), len(kept)
-
-
-def removed_by_scenario(natural: np.ndarray, masked: np.ndarray) -> dict[str, Any]:
-    """The present entries of a run's subjects (its feature set's modalities, as its
-    stores hold them), how many the scenario removed, their share, and the largest share
-    MCAR could remove from them while every subject keeps a modality."""
-    present, kept = int(natural.sum()), int((natural & masked).sum())
-    return {"present": present, "removed": present - kept,
-            "share": (present - kept) / present if present else None,
-            "max_mcar_share": max_mcar_rate(natural)}
 
 
 def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
@@ -179,7 +169,7 @@ def _train_cells(layout: CohortLayout, data: BenchData, dropped: list[dict],
     signature = params_hash(train)
     # what of the manifest these runs read: the report refuses runs of another build
     # (``--rerun-triggers mtime`` reruns no training job for new subjects or labels)
-    meta = {**meta, "benchmark_view": benchmark_view_digest(layout.root, train["label"])}
+    meta = {**meta, "benchmark_view": built_benchmark_view(layout.root, train["label"])}
     keep = train.get("keep_models", "all")
     results: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cell_dirs}
     for seed in sorted(train["seeds"]):
@@ -236,9 +226,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     fits of the job's other cells (``cell`` names this one): a cell of the same seed that
     trained on these very data lends its model instead of training it again."""
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
-    natural = data.present
     data, kept_one = _apply_mask(data, Path(mask_path), meta.get("scenario", ""))
-    removed = removed_by_scenario(natural, data.present)
     idx = _split_indices(data, Path(split_path))
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
     notes = [f"{len(dropped)} subjects dropped before splitting: "
@@ -354,9 +342,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "feature_set": meta.get("feature_set"),
             "encoders": feature_set, "normalize": normalize, "device": str(device),
             "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
-            # what the scenario took from this run's subjects (every split): an MCAR rate
-            # the cohort cannot meet is met as far as it can, and the report says so
-            "removed_by_scenario": removed,
+            # what the cell's mask took from the labelled subjects over the cohort's
+            # modalities: an MCAR rate the cohort cannot meet is met as far as it can be,
+            # and the report says so
+            "scenario_mask": read_removal_record(mask_path),
             # subjects training iterated over: the training part under a cv refit, the
             # largest member's folds for an ensemble, the complete cases of a method that
             # trains on them; None when nothing trained

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 RADAR_SCENARIOS = ("natural", "mcar")
 PROTOCOL_SCENARIOS = ("completeness", "testmiss")
 
+# a run's cell mask (``scenario_mask`` in metrics.json): what it removed from the
+# labelled subjects, in runs.csv, not averaged in summary.csv (a cell's, not a method's)
+MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_share")
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
 # the table's (and radar's) columns; a metric no run has (f1_positive of a multi-class task)
@@ -194,9 +197,9 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
                   "n_train", "n_val", "n_fit"):
             if k in m:
                 row[k] = _num(m[k])
-        removed = m.get("removed_by_scenario") or {}
-        row["removed_share"] = _num(removed.get("share"))
-        row["max_mcar_share"] = _num(removed.get("max_mcar_share"))
+        removed = m.get("scenario_mask") or {}
+        for k in MASK_COLUMNS:
+            row[k] = _num(removed.get(k.removeprefix("mask_")))
         row["trained"] = bool(m.get("trained", True))
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None
@@ -220,7 +223,7 @@ def summarise(runs: pl.DataFrame, keys: Sequence[str] = SUMMARY_KEYS) -> pl.Data
     """
     keys = list(keys)
     counted = {"trained": "n_trained", "collapsed": "n_collapsed"}
-    skip = set(keys) | {"seed", "path", "n_classes", *counted}
+    skip = set(keys) | {"seed", "path", "n_classes", *counted, *MASK_COLUMNS}
     values = [c for c, t in runs.schema.items() if c not in skip and t.is_numeric()]
     extra = [pl.col(c).drop_nulls().first() for c in _CARRIED
              if c in runs.columns and c not in keys]
@@ -557,10 +560,10 @@ def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
     (the ``params_hash`` its ``metrics.json`` records) on the cohort's subjects, label and
     modality presence as the manifest holds them now (its ``benchmark_view``; a run
     written before runs recorded it is not checked for this), or the report is refused."""
-    from mmpipe.cohorts.manifest import benchmark_view_digest
+    from mmpipe.cohorts.manifest import built_benchmark_view
 
-    view = benchmark_view_digest(layout.root, report["label"])
-    dirs, problems = [], []
+    view = built_benchmark_view(layout.root, report["label"])
+    dirs, problems, other_build = [], [], False
     for key, run in report["runs"].items():
         feature_set, method = key.split("/")
         for cell in run["cells"]:
@@ -573,14 +576,20 @@ def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
                 elif (m := _read_json(metrics)).get("params_hash") != run["params_hash"]:
                     problems.append(f"{run_dir}: trained with other settings than the config's")
                 elif m.get("benchmark_view", view) != view:
+                    other_build = True
                     problems.append(f"{run_dir}: trained on another build of the cohort (its "
-                                    "subjects, labels or modalities have changed since)")
+                                    "subjects, label, split or modalities have changed since)")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")
+        # retraining alone would reuse the old splits and masks, which lack what changed
+        fix = ("Run again without --rerun-triggers mtime (the default triggers redraw the "
+               "splits and masks of a changed cohort and retrain its runs), or with "
+               "--forcerun split mask" if other_build else
+               "Rerun their training jobs (snakemake --forcerun train train_method, or "
+               "delete them and run again)")
         raise StaleRunError(f"{len(problems)} of {len(dirs)} runs cannot enter the report: "
-                            f"{shown}. Rerun their training jobs (snakemake --forcerun train "
-                            "train_method, or delete them and run again)")
+                            f"{shown}. {fix}")
     return dirs
 
 

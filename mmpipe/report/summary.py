@@ -49,10 +49,6 @@ FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed 
 # on the test splits of a few dozen subjects the benchmarks run, an AUC below 0.6 is
 # within a couple of standard errors of it)
 RANKS_AUC = 0.6
-# an MCAR group whose runs lost a mean share of their present entries this far from its
-# rate says so (a rate is met to within one entry on the labelled subjects; a feature set
-# of some of the cohort's modalities draws a little either side of it)
-MCAR_SHARE_TOLERANCE = 0.02
 # the same, after "N method(s)"
 _MILDER = {"single_class_val": "predicted one class on validation",
            "first_epoch": "kept the first eligible checkpoint",
@@ -318,27 +314,31 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
 
 
 def _mcar_short(runs: pl.DataFrame, rate: float) -> str:
-    """A line when the MCAR group's runs lost a share of their present entries other than
-    its rate (mean off by more than :data:`MCAR_SHARE_TOLERANCE`): a rate above what the
-    cohort can lose while every subject keeps a modality is met as far as it can be."""
-    if "removed_share" not in runs.columns:
+    """A line when the masks of an MCAR group removed another share of the labelled
+    subjects' present entries than its rate (a seed's mask off by more than one entry,
+    the precision it is met to): a rate above what the cohort can lose while every
+    subject keeps a modality is met as far as it can be. The masks are the cell's, over
+    the cohort's modalities, whatever each run's feature set."""
+    if "mask_share" not in runs.columns:
         return ""
-    part = runs.filter((pl.col("scenario") == "mcar") & ((pl.col("rate") - rate).abs() < 1e-9)
-                       & pl.col("removed_share").is_not_null())
-    if not len(part):
+    masks = (runs.filter((pl.col("scenario") == "mcar") & ((pl.col("rate") - rate).abs() < 1e-9)
+                         & pl.col("mask_share").is_not_null() & (pl.col("mask_present") > 0))
+             .unique("seed").sort("seed"))
+    off = masks.filter((pl.col("mask_share") - rate).abs() > 1 / pl.col("mask_present") + 1e-9)
+    if not len(off):
         return ""
-    share, lo, hi = (float(part["removed_share"].mean()), float(part["removed_share"].min()),
-                     float(part["removed_share"].max()))
-    if abs(share - rate) <= MCAR_SHARE_TOLERANCE:
-        return ""
+
     def pct(x: float) -> str:
         return f"{x * 100:.0f} %"
 
-    spread = "" if hi - lo < 0.005 else f" ({pct(lo)}–{pct(hi)} across runs)"
-    line = (f"- **the masks removed {pct(share)} of the runs' present entries, not "
-            f"{pct(rate)}**{spread}")
-    cap = part["max_mcar_share"].drop_nulls()
-    if share < rate and len(cap) and abs(share - float(cap.mean())) <= MCAR_SHARE_TOLERANCE:
+    shares = masks["mask_share"]
+    share, lo, hi = float(shares.mean()), float(shares.min()), float(shares.max())
+    spread = "" if pct(lo) == pct(hi) else f" ({pct(lo)}–{pct(hi)} across seeds)"
+    line = (f"- **the masks removed {pct(share)} of the labelled subjects' present entries, "
+            f"not {pct(rate)}**{spread}")
+    capped = ((pl.col("mask_share") - pl.col("mask_max_mcar_share")).abs()
+              <= 1 / pl.col("mask_present") + 1e-9)
+    if masks.filter(capped).height == masks.height and share < rate:
         line += (": the most that can go while every subject keeps one modality, so this "
                  f"group is MCAR {pct(share)}, not the {pct(rate)} asked")
     return line

@@ -13,12 +13,13 @@ from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.prepare import make_mask, make_split
 from mmpipe.bench.run import run_cell, run_cells, run_experiment
 from mmpipe.cohorts import build_manifest
+from mmpipe.cohorts.manifest import benchmark_view_digest
 from mmpipe.config import load_config
 from mmpipe.encode.run import encode_store
 from mmpipe.hashing import params_hash
 from mmpipe.layout import CohortLayout, parse_cell
 from mmpipe.params import encoder_params
-from mmpipe.report.aggregate import collect_runs
+from mmpipe.report.aggregate import collect_runs, summarise
 from tests.conftest import REPO
 
 MODALITIES = {"a": 6, "b": 4, "c": 5}
@@ -166,6 +167,8 @@ def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_pa
     # each run records the hash of the settings it was trained with, and what fit ran
     saved = json.loads((cell / "seed0" / "metrics.json").read_text())
     assert saved["params_hash"] == params_hash(train)
+    # ...and the manifest's view it read, which the report checks against the manifest
+    assert saved["benchmark_view"] == benchmark_view_digest(layout.root, "y")
     assert saved["training"]["phases"][0]["max_epochs"] == 5
     assert saved["training"]["batch_size"] == results[0]["training"]["batch_size"]
     # the test-time scenario removed "b" from test subjects only
@@ -318,29 +321,34 @@ def test_a_mask_from_another_build_names_its_file(tmp_path):
         _apply_mask(data, narrow, "mcar")
 
 
-def test_a_run_records_what_the_scenario_removed(cohort, tmp_path):
+def test_a_run_records_what_its_mask_removed(cohort, tmp_path):
     """An MCAR rate above what the cohort can lose while every subject keeps a modality
-    was met as far as it could be, with a warning in the mask job's log only: the run
-    records the share it lost (which the report compares with the rate)."""
-    from mmpipe.bench.missingness import max_mcar_rate
+    was met as far as it could be, with a warning in the mask job's log only: the mask
+    records what it removed from the labelled subjects, and each run of its cell carries
+    that record to the report."""
+    from mmpipe.bench.missingness import max_mcar_rate, read_removal_record
 
     root, cohort_dir = cohort
-    feature_set = {m: "precomputed" for m in MODALITIES}
-    method = {"type": "logreg"}
-    shares = {}
+    natural = make_mask(cohort_dir, "natural", 0.0, 0, tmp_path / "natural.parquet")
+    records = {}
     for rate in (0.4, 0.9):
         mask = make_mask(cohort_dir, "mcar", rate, 0, tmp_path / f"mask{rate}.parquet")
-        meta = {"cohort": "toy", "feature_set": "all", "method": "logreg",
+        record = read_removal_record(tmp_path / f"mask{rate}.parquet")
+        assert record["present"] == natural.sum()
+        assert record["removed"] == (natural & ~mask).sum()
+        assert record["max_mcar_share"] == pytest.approx(max_mcar_rate(natural))
+        meta = {"cohort": "toy", "feature_set": "a_only", "method": "logreg",
                 "scenario": "mcar", "rate": rate}
-        out = run_experiment(cohort_dir, feature_set, "y", method, root / "split.parquet",
-                             tmp_path / f"mask{rate}.parquet", tmp_path / f"run{rate}", seed=0,
-                             meta=meta)["removed_by_scenario"]
-        natural = make_mask(cohort_dir, "natural", 0.0, 0, tmp_path / "natural.parquet")
-        assert out["present"] == natural.sum() and out["removed"] == (natural & ~mask).sum()
-        assert out["max_mcar_share"] == pytest.approx(max_mcar_rate(natural))
-        shares[rate] = out["share"]
-    assert shares[0.4] == pytest.approx(0.4, abs=1 / out["present"])
-    assert shares[0.9] == pytest.approx(out["max_mcar_share"]) and shares[0.9] < 0.7
+        # a run of one modality carries its cell's record, not its own modality's share
+        out = run_experiment(cohort_dir, {"a": "precomputed"}, "y", {"type": "logreg"},
+                             root / "split.parquet", tmp_path / f"mask{rate}.parquet",
+                             tmp_path / f"run{rate}", seed=0, meta=meta)
+        assert out["scenario_mask"] == record
+        records[rate] = record
+    assert records[0.4]["share"] == pytest.approx(0.4, abs=1 / records[0.4]["present"])
+    assert records[0.9]["share"] == pytest.approx(records[0.9]["max_mcar_share"])
+    assert records[0.9]["share"] < 0.7
     runs = collect_runs([tmp_path / f"run{r}" / "metrics.json" for r in (0.4, 0.9)])
-    assert runs["removed_share"].to_list() == pytest.approx([shares[0.4], shares[0.9]])
-    assert runs["max_mcar_share"].to_list() == pytest.approx([out["max_mcar_share"]] * 2)
+    assert runs["mask_share"].to_list() == pytest.approx([records[r]["share"]
+                                                          for r in (0.4, 0.9)])
+    assert "mask_share_mean" not in summarise(runs).columns   # a cell's, not a method's

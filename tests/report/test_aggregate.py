@@ -358,13 +358,13 @@ def test_subsets_csv_says_how_many_runs_its_means_leave_out(fake_runs, tmp_path)
     assert set(subsets["n_runs"]) == {3}
 
 
-def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path, monkeypatch):
+def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path):
     """Under ``--rerun-triggers mtime`` no training job reruns for a subject added to the
     cohort: the report took such runs, trained without it, as current (it compared the
     training settings only)."""
-    from mmpipe.bench.run import _train_cells
     from mmpipe.cohorts import build_manifest
-    from mmpipe.errors import StaleRunError
+    from mmpipe.cohorts.manifest import built_benchmark_view
+    from mmpipe.errors import InputError, StaleRunError
     from mmpipe.layout import CohortLayout
     from mmpipe.report.aggregate import cohort_runs
 
@@ -381,25 +381,19 @@ def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path, 
         return CohortLayout(tmp_path / "toy")
 
     layout = build(8)
-    # what a training job records: its meta, as _train_cells passes it to each seed
-    recorded = {}
-
-    def fake_seed(*args, meta, **kwargs):
-        recorded.update(meta)
-        return {}
-
-    monkeypatch.setattr("mmpipe.bench.run.run_seed", fake_seed)
-    _train_cells(layout, None, [], {"seeds": [0], "label": "y", "feature_set": {}, "method": {},
-                                    "normalize": "zscore", "evaluate_subsets": False},
-                 {"natural-0.0": tmp_path / "cell"}, meta={}, device="cpu")
     run_dir = layout.run("all", "logreg", "natural", 0.0, 0)
     run_dir.mkdir(parents=True)
     (run_dir / "predictions.parquet").write_bytes(b"")
+    # as a training job records it (tests/bench/test_run.py checks that it does)
     (run_dir / "metrics.json").write_text(json.dumps(
-        {"params_hash": "h", "benchmark_view": recorded["benchmark_view"]}))
+        {"params_hash": "h", "benchmark_view": built_benchmark_view(layout.root, "y")}))
     report = {"runs": {"all/logreg": {"params_hash": "h", "cells": ["natural-0.0"]}},
               "seeds": [0], "label": "y"}
     assert cohort_runs(layout, report) == [run_dir]
     build(9)   # a subject added, the manifest rebuilt; the run left as it was
-    with pytest.raises(StaleRunError, match="trained on another build of the cohort"):
+    with pytest.raises(StaleRunError, match=r"trained on another build of the cohort.*"
+                                            r"--forcerun split mask"):
         cohort_runs(layout, report)
+    # a manifest that cannot be read is said, not taken for another build
+    with pytest.raises(InputError, match=r"manifest\.parquet: label not in the manifest"):
+        cohort_runs(layout, {**report, "label": "z"})

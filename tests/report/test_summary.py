@@ -293,26 +293,26 @@ def test_the_auc_line_names_a_higher_auc_over_some_seeds_only():
 
 def test_an_mcar_rate_the_cohort_cannot_lose_is_said():
     """MCAR 0.6 on subjects of two modalities each can remove half of their entries (each
-    keeps one); the summary printed "MCAR 60 %" over runs that lost 50 %."""
-    runs = _runs().with_columns(pl.lit(0.5).alias("removed_share"),
-                                pl.lit(0.5).alias("max_mcar_share"))
+    keeps one); the summary printed "MCAR 60 %" over runs whose masks removed 50 %."""
+    runs = _runs().with_columns(mask_share=pl.lit(0.5), mask_max_mcar_share=pl.lit(0.5),
+                                mask_present=pl.lit(200.0))
     runs = pl.concat([runs.filter(pl.col("scenario") == "natural"),
                       runs.filter(pl.col("scenario") == "mcar").with_columns(
                           rate=pl.lit(0.6))])
     md = summary_markdown(runs, summarise(runs), _flags())
     lines = _section(md, "**MCAR 60 % per modality**")
-    assert lines[0] == ("- **the masks removed 50 % of the runs' present entries, not 60 %**: "
-                        "the most that can go while every subject keeps one modality, so this "
-                        "group is MCAR 50 %, not the 60 % asked")
-    # a rate met (to within the tolerance) gets no line, nor does natural
-    met = runs.with_columns(removed_share=pl.when(pl.col("scenario") == "mcar")
-                            .then(pl.lit(0.61)).otherwise(0.0))
+    assert lines[0] == ("- **the masks removed 50 % of the labelled subjects' present entries, "
+                        "not 60 %**: the most that can go while every subject keeps one "
+                        "modality, so this group is MCAR 50 %, not the 60 % asked")
+    # a rate met to within one entry gets no line, nor does natural
+    met = runs.with_columns(mask_share=pl.when(pl.col("scenario") == "mcar")
+                            .then(pl.lit(0.605)).otherwise(0.0))
     md = summary_markdown(met, summarise(met), _flags())
     assert "the masks removed" not in md
-    # off for another reason (a feature set of some modalities): the figures, no cause
-    off = runs.with_columns(removed_share=pl.when(pl.col("seed") % 2 == 0).then(0.4).otherwise(0.45),
-                            max_mcar_share=pl.lit(0.7))
+    # off for another reason than the cap: the figures, no cause
+    off = runs.with_columns(mask_share=pl.when(pl.col("seed") % 2 == 0).then(0.4)
+                            .otherwise(0.45), mask_max_mcar_share=pl.lit(0.7))
     lines = _section(summary_markdown(off, summarise(off), _flags()),
                      "**MCAR 60 % per modality**")
-    assert lines[0] == ("- **the masks removed 42 % of the runs' present entries, not 60 %** "
-                        "(40 %–45 % across runs)")
+    assert lines[0] == ("- **the masks removed 42 % of the labelled subjects' present entries, "
+                        "not 60 %** (40 %–45 % across seeds)")
