@@ -20,8 +20,9 @@ chosen C and every grid point's validation log loss are in :meth:`fitted_setting
 falls back to scikit-learn's default C=1.0 and says so in the report notes.
 
 Multi-class labels get the multinomial (softmax) loss, which lbfgs minimises for three
-or more classes (scikit-learn's ``solver`` documentation). ``class_weight`` is None or
-``"balanced"`` (weights ``n_samples / (n_classes * bincount(y))``, as scikit-learn).
+or more classes (scikit-learn's ``solver`` documentation). ``class_weight`` is
+``"balanced"`` (the default, as most neural methods train on class-balanced batches:
+weights ``n_samples / (n_classes * bincount(y))``, as scikit-learn) or None.
 
 Tuning: :attr:`LogisticRegression.tuning_keys` is empty. The method has no learning rate
 and its one capacity knob, C, is already chosen on the validation split by the method
@@ -94,7 +95,12 @@ class LogisticRegression:
     tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
     defaults: ClassVar[dict[str, Any]] = {
         "C": "auto",                   # "auto": the validation log loss picks from C_GRID
-        "class_weight": None,          # None | "balanced"
+        # None | "balanced": balanced by default, as the neural methods train on
+        # class-balanced batches (the trainer's weighted sampler, or class weights; MUSE
+        # and AdaCoMed keep their code's plain batches): a baseline fitted to the class
+        # prior loses balanced accuracy, the headline metric, for its prior, not for how
+        # it reads the modalities
+        "class_weight": "balanced",
         "max_iter": 1000,              # lbfgs iterations (scikit-learn's 100 is often short)
         "tol": 1e-4,
     }
