@@ -250,7 +250,8 @@ class Normalizer:
       stage-1 encoding, fitted on the whole cohort, reaches the features.
     - ``"l2"``: each feature vector (last axis) scaled to unit L2 norm; nothing to fit.
     - ``"none"``: identity (a tabular store then keeps stage 1's cohort-wide scaling and
-      blank imputation: label-free, but not fitted on training subjects only).
+      blank imputation: label-free, but not fitted on training subjects only; HGB, the
+      method run so, reads such a blank as NaN).
 
     Absent rows stay exactly zero after :meth:`transform`.
     """

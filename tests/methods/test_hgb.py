@@ -216,3 +216,22 @@ def test_tuning_keys_name_real_hyper_parameters():
     keys = HistGradientBoosting.tuning_keys
     assert keys == {"lr": ("learning_rate",), "capacity": ("max_leaf_nodes",)}
     assert all(k in HistGradientBoosting.defaults for names in keys.values() for k in names)
+
+
+def test_a_tabular_blank_is_nan_not_the_cohorts_mean():
+    """Stage 1 filled a blank numeric field with the whole cohort's mean, test subjects
+    included; HGB runs without the z-score that refits it on the training split, so that
+    value (shaped by the test subjects) sat among the training values its splits cut."""
+    from mmpipe.bench.data import BenchData
+
+    encoding = {"columns": [{"kind": "numeric", "name": "age"},
+                            {"kind": "categorical", "name": "sex", "categories": ["F", "M"]}]}
+    # age, age=missing, sex=F, sex=M, sex=missing
+    x = np.array([[0.5, 0, 1, 0, 0], [0.13, 1, 0, 1, 0], [-0.2, 0, 0, 0, 1]], np.float32)
+    data = BenchData(np.array(["a", "b", "c"]), np.array([0, 1, 0]), {"clinical": x},
+                     np.ones((3, 1), bool), ["clinical"], 2,
+                     provenance={"clinical": {"tabular_encoding": encoding}})
+    feats = HistGradientBoosting(["clinical"], {"clinical": (5,)}, 2).features(data)
+    expected = x.copy()
+    expected[1, 0] = np.nan   # b's age; c's blank sex is a category of its own and stays
+    np.testing.assert_array_equal(feats, expected)
