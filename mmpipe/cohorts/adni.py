@@ -28,8 +28,8 @@ are) come from the chosen visit's row.
 
 Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
 blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
-QC row. Files that do not sit at the layout's depth, and date folders that are not a
-date, are skipped with a QC row; a scan folder with several NIfTI files is rejected,
+QC row. NIfTI files that do not sit at the layout's depth, image folders without one (a
+DICOM download) and date folders that are not a date are skipped with a QC row; a scan folder with several NIfTI files is rejected,
 naming them.
 """
 
@@ -73,6 +73,8 @@ VISITS = ("baseline", "first_with_all")
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
 SKIPPED = "skipped"
+_DEPTH = ("a NIfTI file outside an image-ID folder (the layout is "
+          "<PTID>/<series>/<date>/<image ID>/*.nii)")
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,24 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "not a "
                                        "YYYY-MM-DD_HH_MM_SS.0 scan-date folder", str(date_dir)))
                     continue
-                for image_dir in sorted(p for p in date_dir.iterdir() if p.is_dir()):
+                for image_dir in sorted(date_dir.iterdir()):
+                    if not image_dir.is_dir():
+                        if image_dir.name.endswith(NIFTI):
+                            qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH,
+                                               str(image_dir)))
+                        continue
                     files = tuple(sorted(p for p in image_dir.iterdir()
                                          if p.is_file() and p.name.endswith(NIFTI)))
                     if files:
                         scans[subject.name].append(Scan(modality, taken, files, image_dir))
+                    else:  # a DICOM download: without a row the scan vanished, and a
+                        # farther NIfTI of the visit was chosen in its place
+                        qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "no NIfTI file "
+                                           "in the image folder (the adapter reads LONI's "
+                                           "NIfTI download)", str(image_dir)))
+            qc += [QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH, str(p))
+                   for p in sorted(description.iterdir())
+                   if p.is_file() and p.name.endswith(NIFTI)]
     return scans, qc
 
 

@@ -1,6 +1,8 @@
 """The adni adapter on a miniature LONI download (NIfTI per scan in LONI's folders, an
 ADNIMERGE-like table) with oddities planted by :func:`mmpipe.cohorts.demo.adni.write_adni`."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -122,6 +124,12 @@ def test_a_real_download_s_series_and_dates(tmp_path):
     (root / "ADNI" / bad_date / "MPRAGE" / "2006-02-30_08_20_30.0" / "I1" / "x.nii").write_bytes(b"")
     with (root / "ADNIMERGE.csv").open("a") as f:
         f.write("999,941_S_9999,bl,2011-01-01,CN,70,Male,29\n")
+    # a scan downloaded as DICOM, and NIfTI files a level too high: skipped, said
+    mprage = next((root / "ADNI" / repeat / "MPRAGE").iterdir())
+    (mprage / "I77").mkdir()
+    (mprage / "I77" / "IM0001.dcm").write_bytes(b"")
+    (mprage / "stray.nii").write_bytes(b"")
+    (root / "ADNI" / repeat / "MPRAGE" / "notes.nii").write_bytes(b"")
 
     manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
     qc = read_qc(root / "out")
@@ -134,6 +142,11 @@ def test_a_real_download_s_series_and_dates(tmp_path):
     assert "2006-02-30_08_20_30.0" in skipped["path"].item()
     assert _row(manifest, bad_date)["mri_path"] is not None           # its real scan stays
     assert "941_S_9999" not in manifest["subject_id"].to_list()
+    skipped = {Path(r["path"]).name: r["reason"] for r in qc.filter(
+        pl.col("status") == "skipped").iter_rows(named=True)}
+    assert skipped["I77"].startswith("no NIfTI file in the image folder")
+    assert skipped["stray.nii"].startswith("a NIfTI file outside an image-ID folder")
+    assert skipped["notes.nii"] == skipped["stray.nii"]
 
 
 def test_the_diagnosis_columns_are_not_inputs(adni):
