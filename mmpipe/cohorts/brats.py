@@ -82,6 +82,7 @@ CLASSES = ("short", "mid", "long")
 DEFAULT_SURVIVAL_DAYS = (300.0, 450.0)
 CENSORED = re.compile(r"^ALIVE\s*\((\d+(?:\.\d+)?)\s*days?\s+later\)$", re.IGNORECASE)
 SKIPPED = "skipped"
+NIFTI = (".nii", ".nii.gz")
 
 
 def _file_pattern(case: str) -> re.Pattern[str]:
@@ -93,15 +94,20 @@ def _is_case(folder: Path) -> bool:
     return folder.is_dir() and any(pattern.match(p.name) for p in folder.iterdir())
 
 
-def find_cases(root: Path) -> list[tuple[str, Path, str | None]]:
+def find_cases(root: Path) -> tuple[list[tuple[str, Path, str | None]], list[Path]]:
     """(case, folder, grade) for every case folder under ``root`` or under its
-    ``HGG/`` / ``LGG/`` folders (2019), sorted by case."""
-    cases = []
+    ``HGG/`` / ``LGG/`` folders (2019), sorted by case; and the folders there that are
+    not a case (none of their files is named after the folder: a case folder renamed
+    ``<case> (1)`` by a second download, or one holding only DICOM)."""
+    cases, others = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name in GRADES:
-            cases += [(c.name, c, folder.name) for c in sorted(folder.iterdir()) if _is_case(c)]
+            for c in sorted(p for p in folder.iterdir() if p.is_dir()):
+                (cases.append((c.name, c, folder.name)) if _is_case(c) else others.append(c))
         elif _is_case(folder):
             cases.append((folder.name, folder, None))
+        elif any(p.name.endswith(NIFTI) for p in folder.iterdir() if p.is_file()):
+            others.append(folder)
     seen: dict[str, Path] = {}
     for case, folder, _ in cases:
         if case in seen:
@@ -111,7 +117,7 @@ def find_cases(root: Path) -> list[tuple[str, Path, str | None]]:
     if not cases:
         raise InputError("no BraTS case folder (<case>/<case>_t1.nii.gz, ...) here, nor "
                          "under HGG/ or LGG/", path=root)
-    return cases
+    return cases, others
 
 
 def scan_case(case: str, folder: Path, sequences: list[str]
@@ -219,11 +225,16 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                           f"(has {table.columns})")
     rows = {r[id_col]: r for r in table.iter_rows(named=True)}
 
-    cases = find_cases(root)
+    cases, others = find_cases(root)
     ids = [case for case, _, _ in cases]
     frame: dict[str, list[Any]] = {SUBJECT: ids, "grade": [g for _, _, g in cases]}
     qc: list[QCRecord] = []
-    source_qc: list[QCRecord] = []
+    # a folder that is not a case vanished without a word (its survival row, if any, was
+    # "no case folder"); one row per configured sequence, as a stray file's
+    source_qc: list[QCRecord] = [
+        QCRecord(ALL_SUBJECTS, seq, SKIPPED, f"folder {folder.name!r} skipped: not a case "
+                 f"(no file {folder.name}_<t1|t1ce|t2|flair|seg>.nii(.gz) in it)", str(folder))
+        for folder in others for seq in sequences]
     per_case = {}
     for case, folder, _ in cases:
         files, skipped = scan_case(case, folder, sequences)

@@ -118,3 +118,21 @@ def test_the_survival_days_are_not_an_input(brats, tmp_path):
     cfg["modalities"]["clinical"]["fields"] = ["Age", survival]
     with pytest.raises(ConfigError, match=f"'{survival}' is what label 'survival_class'"):
         build_manifest("brats", cfg, tmp_path, base_dir=root)
+
+
+@pytest.mark.parametrize("release", ["2020", "2019"])
+def test_a_folder_that_is_not_a_case_is_said(tmp_path, release):
+    """A case folder renamed by a second download (``<case> (1)``) vanished: no QC row,
+    at most a survival row's "no case folder"."""
+    import shutil
+
+    plan = write_brats(tmp_path, n_cases=8, seed=1, release=release)
+    case = plan.cases[0]
+    folder = next(p for p in tmp_path.rglob(case) if p.is_dir())
+    renamed = folder.with_name(f"{case} (1)")
+    shutil.move(folder, renamed)
+    manifest = build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    assert case not in manifest["subject_id"].to_list()
+    skipped = read_qc(tmp_path / "out").filter(pl.col("path") == str(renamed))
+    assert sorted(skipped["modality"]) == sorted(SEQS)
+    assert skipped["reason"][0].startswith(f"folder '{case} (1)' skipped: not a case")
