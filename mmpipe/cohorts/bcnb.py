@@ -77,6 +77,13 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
+def _patient_id(value: Any) -> str | None:
+    """A patient ID as the slides name it: a number without leading zeros (``001.jpg``
+    is patient 1), whether the cell holds the number 1 or the text "001"."""
+    text = _text(value)
+    return str(int(text)) if text is not None and text.isdigit() else text
+
+
 def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """The spreadsheet's header and its rows by patient ID (first sheet)."""
     if not path.is_file():
@@ -99,15 +106,21 @@ def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     if missing:
         raise InputError(f"lacks column(s) {missing} (has {header})", path=path)
     table: dict[str, dict[str, Any]] = {}
-    twice = []
-    for values in rows[1:]:
+    twice, nameless = [], []
+    for number, values in enumerate(rows[1:], start=2):
         row = dict(zip(header, values, strict=False))
-        sid = _text(row.get(ID_COLUMN))
+        sid = _patient_id(row.get(ID_COLUMN))
         if sid is None:
+            # an empty row is formatting; a row with values is a patient without an ID
+            if any(_text(v) is not None for v in values):
+                nameless.append(number)
             continue
         if sid in table:
             twice.append(sid)
         table[sid] = row
+    if nameless:
+        raise InputError(f"row(s) {nameless[:20]} of the first sheet hold values but no "
+                         f"{ID_COLUMN!r}: every patient's row needs its ID", path=path)
     if twice:
         raise InputError(f"patient ID(s) on two rows: {sorted(set(twice))[:20]}; each "
                          "patient must appear once (mmpipe never de-duplicates silently)",
@@ -125,8 +138,8 @@ def official_split(root: Path, ids: list[str]) -> UserSplit:
             raise InputError(f"split file {name} not found (bcnb.split: official reads "
                              f"{SPLIT_FOLDER}/; set it to none to draw splits)", path=path)
         for line in path.read_text().splitlines():
-            sid = line.strip()
-            if not sid:
+            sid = _patient_id(line)
+            if sid is None:
                 continue
             if sid not in known:
                 raise InputError(f"patient {sid!r} is in no slide and no spreadsheet row",

@@ -89,3 +89,34 @@ def test_two_files_of_one_slide_number_are_rejected_not_chosen(bcnb, tmp_path):
     why = qc.filter((pl.col("subject_id") == sid) & (pl.col("modality") == "wsi"))
     assert why["status"].to_list() == ["rejected"]
     assert f"0{sid}.jpg" in why["reason"][0] and f" {sid}.jpg" in why["reason"][0]
+
+
+def test_text_ids_with_zeros_meet_their_slides_and_a_row_without_an_id_is_said(bcnb,
+                                                                               tmp_path):
+    """A spreadsheet ID typed as text "001" became patient "001" beside slide 001.jpg's
+    patient "1" (two subjects, one with the table, one with the slide); a row with
+    values but no ID was dropped without a word."""
+    import shutil
+
+    import openpyxl
+
+    from mmpipe.cohorts.bcnb import SPREADSHEET
+    from mmpipe.errors import InputError
+
+    root, _, manifest, _ = bcnb
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
+    book = openpyxl.load_workbook(copy / SPREADSHEET)
+    sheet = book.worksheets[0]
+    first = sheet.cell(row=2, column=1)
+    sid = str(first.value)
+    first.value = sid.zfill(3)   # text
+    book.save(copy / SPREADSHEET)
+    out = build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
+    assert sorted(out["subject_id"]) == sorted(manifest["subject_id"])
+    row = _row(out, sid)
+    assert row["wsi_path"] is not None and row["Age(years)"] == _row(manifest, sid)["Age(years)"]
+    sheet.cell(row=2, column=1).value = None
+    book.save(copy / SPREADSHEET)
+    with pytest.raises(InputError, match=r"row\(s\) \[2\] of the first sheet hold values"):
+        build_manifest("bcnb", _cfg(copy), copy / "out2", base_dir=copy)
