@@ -143,17 +143,21 @@ def _merge_rows(rows: list[dict[str, Any]], used: list[str], path: Path
     """One record per subject. Duplicate rows that agree on every recorded value are
     merged; a used column they disagree on becomes blank for that subject."""
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    qc: list[QCRecord] = []
     for i, row in enumerate(rows, start=2):  # spreadsheet row numbers, header is row 1
         raw = row.get(ID_COLUMN)
         if raw is None:
-            continue  # an empty line
+            if any(v is not None for v in row.values()):  # values no subject can own
+                qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED,
+                                   f"row {i} of {SPREADSHEET} holds values but no {ID_COLUMN}: "
+                                   "skipped", str(path)))
+            continue  # else an empty line
         try:
             sid = subject_id(int(float(raw)))
         except ValueError as e:
             raise InputError(f"row {i}: {ID_COLUMN} {raw!r} is not a number", path=path) from e
         by_id[sid].append(row)
     merged: dict[str, dict[str, Any]] = {}
-    qc: list[QCRecord] = []
     for sid, group in by_id.items():
         record: dict[str, Any] = {}
         conflicts: dict[str, list[Any]] = {}
