@@ -273,7 +273,12 @@ class Normalizer:
     def fits(self) -> bool:
         return self.mode in self.FITTED
 
-    def fit(self, data: BenchData) -> Normalizer:
+    def fit(self, data: BenchData, within: Normalizer | None = None) -> Normalizer:
+        """Statistics of ``data``. ``within``: the normaliser ``data`` already went
+        through (a cross-validation fold's, inside the training part's z-scores): a
+        feature constant in ``data`` is then centred in ``within``'s input units, as a
+        fit on the raw features would centre it, instead of keeping ``within``'s scale,
+        which subjects outside ``data`` (the held-out fold) shaped."""
         self.stats, self.shapes, self.blanks = {}, data.shapes(), {}
         if self.mode == "zscore":
             for j, m in enumerate(data.modalities):
@@ -293,7 +298,9 @@ class Normalizer:
                             mean[value], std[value] = (rows[known, value].mean(),
                                                        rows[known, value].std())
                         mean[blank], std[blank] = 0.0, 1.0  # an indicator stays 0/1
-                    std = np.where(std < STD_FLOOR, 1.0, std)
+                    unit = (1.0 if within is None or m not in within.stats
+                            else 1.0 / within.stats[m]["std"].astype(np.float64))
+                    std = np.where(std < STD_FLOOR, unit, std)
                 if pairs:
                     self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}

@@ -256,7 +256,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                                 method_class(method_cfg["type"]), method.hparams,
                                 TRAIN_DEFAULTS, train, val, seed=seed, device=device,
                                 selection=selection_cfg, tuning=tuning_cfg,
-                                normalize=normalize)
+                                normalize=normalize, normalizer=normalizer)
 
         shared_with = None
         try:

@@ -32,14 +32,16 @@ def _data(n: int = 90, seed: int = 0, shift: float = 1.2) -> BenchData:
                      present=present, modalities=["a", "b"], n_classes=2)
 
 
-def _select(method_cfg, train, val, selection=None, tuning=None, seed=0, normalize="none"):
+def _select(method_cfg, train, val, selection=None, tuning=None, seed=0, normalize="none",
+            normalizer=None):
     data = train
     cls = method_class(method_cfg["type"])
     hparams = build_method(method_cfg, data).hparams
     return select_model(lambda over: build_method({**method_cfg, **over}, data), cls, hparams,
                         TRAIN_DEFAULTS, train, val, seed=seed, device="cpu",
                         selection=Selection.from_config(selection),
-                        tuning=Tuning.from_config(tuning), normalize=normalize)
+                        tuning=Tuning.from_config(tuning), normalize=normalize,
+                        normalizer=normalizer)
 
 
 def test_stratified_folds_hold_each_class_evenly():
@@ -294,6 +296,39 @@ def test_a_held_out_fold_is_standardised_without_itself():
     np.testing.assert_allclose([second[s] for s in mates], [first[s] for s in mates],
                                rtol=0, atol=1e-5)
     assert abs(second[train.subject_id[0]] - first[train.subject_id[0]]) > 1e-3
+
+
+def test_a_feature_constant_in_the_training_folds_is_not_scaled_by_the_held_out_fold():
+    """A category only some held-out subjects have is constant in the training folds: the
+    fold normaliser only centred it, leaving the training part's scale, which those very
+    held-out subjects set (1 became 5.9 for a category 3 of 100 subjects have, where a
+    fit on the training folds alone gives 1)."""
+    data = _data(n=60, seed=2)
+    train, val = data.subset(np.arange(45)), data.subset(np.arange(45, 60))
+    pool = training_part(train, val)
+    folds = stratified_folds(strata(pool), 3, seed=0)
+    held = np.flatnonzero(folds == 0)
+    rare = np.zeros(len(pool.y), np.float32)
+    rare[held[:3]] = 1.0                                 # only in fold 0, held out there
+    pool.x["a"][:, 0] = rare
+    within = Normalizer("zscore").fit(pool)
+    scaled = within.transform(pool)
+    fit_part = scaled.subset(np.flatnonzero(folds != 0))
+    fold = Normalizer("zscore").fit(fit_part, within=within)
+    got = fold.transform(scaled.subset(held)).x["a"][:3, 0]
+    alone = Normalizer("zscore").fit(pool.subset(np.flatnonzero(folds != 0)))
+    want = alone.transform(pool.subset(held)).x["a"][:3, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got, 1.0, rtol=1e-5)
+    # the selection gives its folds that normaliser (the first member is fold 0's)
+    n_train = len(train.y)
+    sel = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3},
+                  scaled.subset(np.arange(n_train)),
+                  scaled.subset(np.arange(n_train, len(pool.y))),
+                  selection={"strategy": "cv", "folds": 3, "final": "ensemble"},
+                  tuning={"trials": 1}, normalize="zscore", normalizer=within)
+    member = sel.method.normalizers[0].transform(scaled.subset(held))
+    np.testing.assert_allclose(member.x["a"][:3, 0], want, rtol=1e-5)
 
 
 def test_a_phase_no_fold_ran_stays_unrun_in_the_refit():
