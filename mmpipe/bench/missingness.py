@@ -295,16 +295,45 @@ def align_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequenc
     return np.asarray(mask, dtype=bool)[np.ix_(rows, cols)]
 
 
-def removal_record(present: np.ndarray, mask: np.ndarray, scored: np.ndarray | None = None
-                   ) -> dict[str, Any]:
+def realised_rate(scenario: str, present: np.ndarray, mask: np.ndarray, *,
+                  cohort_modalities: Sequence[str], scored: np.ndarray | None = None,
+                  test: np.ndarray | None = None, modalities: Sequence[str] | None = None,
+                  modality: str | None = None, **_) -> tuple[float | None, int] | None:
+    """The value a scenario's rate names, as ``mask`` realised it, and how many units it
+    is a share of (it is met to within one of them): MCAR's share of the ``scored``
+    subjects' present entries removed; completeness's share of the complete scored
+    subjects kept complete; testmiss's share of the test subjects having ``modality``
+    that lost it. None for ``natural``. MCAR and testmiss can fall short (a subject
+    keeps one modality); the report says so."""
+    rows = _scored_rows(present, scored)
+    if scenario == "mcar":
+        n = int(present[rows].sum())
+        met = n - int((present & mask)[rows].sum())
+    elif scenario == "completeness":
+        cols = _columns(cohort_modalities, modalities, scenario)
+        eligible = present[:, cols].all(axis=1) & rows
+        n, met = int(eligible.sum()), int((eligible & mask[:, cols].all(axis=1)).sum())
+    elif scenario == "testmiss" and test is not None and modality is not None:
+        (col,) = _columns(cohort_modalities, [modality], scenario)
+        has = np.asarray(test, dtype=bool) & present[:, col]
+        n, met = int(has.sum()), int((has & ~mask[:, col]).sum())
+    else:
+        return None
+    return (met / n if n else None), n
+
+
+def removal_record(present: np.ndarray, mask: np.ndarray, scored: np.ndarray | None = None,
+                   realised: tuple[float | None, int] | None = None) -> dict[str, Any]:
     """What a mask took from the ``scored`` subjects (every row when None) over the
-    cohort's modalities: their present entries, how many it removed, the share, and the
-    largest share MCAR can remove while each keeps a modality (:func:`max_mcar_rate`)."""
+    cohort's modalities: their present entries, how many it removed, the share, the
+    largest share MCAR can remove while each keeps a modality (:func:`max_mcar_rate`),
+    and the scenario's rate as realised (:func:`realised_rate`: ``rate``, of ``rate_of``)."""
     present, mask = _check_present(present), _check_present(mask)
     rows = _scored_rows(present, scored)
     n, kept = int(present[rows].sum()), int((present & mask)[rows].sum())
+    rate, rate_of = realised if realised is not None else (None, None)
     return {"present": n, "removed": n - kept, "share": (n - kept) / n if n else None,
-            "max_mcar_share": max_mcar_rate(present[rows])}
+            "max_mcar_share": max_mcar_rate(present[rows]), "rate": rate, "rate_of": rate_of}
 
 
 def write_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequence[str],

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mmpipe.bench.missingness import NEEDS_SPLIT, removal_record, scenario_mask, write_mask
+from mmpipe.bench.missingness import (
+    NEEDS_SPLIT,
+    realised_rate,
+    removal_record,
+    scenario_mask,
+    write_mask,
+)
 from mmpipe.bench.splits import DRAWN, read_split, stratified_split, user_split, write_split
 from mmpipe.cohorts.manifest import SPLIT, fixed_parts, modality_presence, read_manifest
 
@@ -80,5 +86,8 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
                           scored=None if scored is None else scored[order], **(options or {}))
     mask = np.empty_like(drawn)
     mask[order] = drawn
-    write_mask(ids, mask, modalities, out, record=removal_record(present, mask, scored))
+    realised = realised_rate(scenario, present, mask, cohort_modalities=modalities,
+                             scored=scored, test=test, **(options or {}))
+    write_mask(ids, mask, modalities, out,
+               record=removal_record(present, mask, scored, realised))
     return mask

@@ -33,7 +33,8 @@ PROTOCOL_SCENARIOS = ("completeness", "testmiss")
 
 # a run's cell mask (``scenario_mask`` in metrics.json): what it removed from the
 # labelled subjects, in runs.csv, not averaged in summary.csv (a cell's, not a method's)
-MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_share")
+MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_share",
+                "mask_rate", "mask_rate_of")
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
 # the table's (and radar's) columns; a metric no run has (f1_positive of a multi-class task)

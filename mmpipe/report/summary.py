@@ -212,7 +212,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         n_seeds = {(r["feature_set"], r["method"]): r["n_seeds"]
                    for r in part.iter_rows(named=True)}
         lines.append(f"**{group_label(scenario, rate)}**")
-        if scenario == "mcar" and (short := _mcar_short(runs, rate)):
+        if short := _rate_short(runs, scenario, rate):
             lines.append(short)
         if not rows:
             lines += [f"- no method has a {name} here (none trained)",
@@ -313,34 +313,42 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     return "\n".join(lines)
 
 
-def _mcar_short(runs: pl.DataFrame, rate: float) -> str:
-    """A line when the masks of an MCAR group removed another share of the labelled
-    subjects' present entries than its rate (a seed's mask off by more than one entry,
-    the precision it is met to): a rate above what the cohort can lose while every
-    subject keeps a modality is met as far as it can be. The masks are the cell's, over
-    the cohort's modalities, whatever each run's feature set."""
-    if "mask_share" not in runs.columns:
+def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:
+    """A line when the masks of a group realised another value of its rate than asked
+    (a seed's mask off by more than one unit, the precision a rate is met to; the masks'
+    ``rate`` and ``rate_of``, :func:`mmpipe.bench.missingness.realised_rate`): an MCAR
+    rate above what the cohort can lose while every subject keeps a modality, or a
+    test-time rate above the share of test subjects with another modality, is met as
+    far as it can be. The masks are the cell's, whatever each run's feature set."""
+    if "mask_rate" not in runs.columns:
         return ""
-    masks = (runs.filter((pl.col("scenario") == "mcar") & ((pl.col("rate") - rate).abs() < 1e-9)
-                         & pl.col("mask_share").is_not_null() & (pl.col("mask_present") > 0))
+    masks = (runs.filter((pl.col("scenario") == scenario)
+                         & ((pl.col("rate") - rate).abs() < 1e-9)
+                         & pl.col("mask_rate").is_not_null() & (pl.col("mask_rate_of") > 0))
              .unique("seed").sort("seed"))
-    off = masks.filter((pl.col("mask_share") - rate).abs() > 1 / pl.col("mask_present") + 1e-9)
+    off = masks.filter((pl.col("mask_rate") - rate).abs() > 1 / pl.col("mask_rate_of") + 1e-9)
     if not len(off):
         return ""
 
     def pct(x: float) -> str:
         return f"{x * 100:.0f} %"
 
-    shares = masks["mask_share"]
-    share, lo, hi = float(shares.mean()), float(shares.min()), float(shares.max())
+    realised = masks["mask_rate"]
+    mean, lo, hi = float(realised.mean()), float(realised.min()), float(realised.max())
     spread = "" if pct(lo) == pct(hi) else f" ({pct(lo)}–{pct(hi)} across seeds)"
-    line = (f"- **the masks removed {pct(share)} of the labelled subjects' present entries, "
-            f"not {pct(rate)}**{spread}")
-    capped = ((pl.col("mask_share") - pl.col("mask_max_mcar_share")).abs()
-              <= 1 / pl.col("mask_present") + 1e-9)
-    if masks.filter(capped).height == masks.height and share < rate:
+    what = {"mcar": "removed {} of the labelled subjects' present entries",
+            "completeness": "kept {} of the complete subjects complete",
+            "testmiss": "took the modality from {} of the test subjects having it"
+            }.get(scenario, "realised {}")
+    line = f"- **the masks {what.format(pct(mean))}, not {pct(rate)}**{spread}"
+    capped = ((pl.col("mask_rate") - pl.col("mask_max_mcar_share")).abs()
+              <= 1 / pl.col("mask_rate_of") + 1e-9)
+    if scenario == "mcar" and mean < rate and masks.filter(capped).height == masks.height:
         line += (": the most that can go while every subject keeps one modality, so this "
-                 f"group is MCAR {pct(share)}, not the {pct(rate)} asked")
+                 f"group is MCAR {pct(mean)}, not the {pct(rate)} asked")
+    elif scenario == "testmiss" and mean < rate:
+        line += (": the others have it as their only modality, which the protocol keeps, "
+                 f"so this group is {pct(mean)} missing at test time, not the {pct(rate)} asked")
     return line
 
 

@@ -211,3 +211,26 @@ def test_testmiss_keeps_a_subject_s_only_modality(caplog):
     with pytest.raises(ConfigError, match="modality"):
         scenario_mask(present, "testmiss", 0.5, 0, cohort_modalities=["x", "y"],
                       test=np.ones(10, dtype=bool))
+
+
+
+def test_the_realised_rate_of_each_scenario():
+    """What the report compares with a scenario's rate: testmiss falls short when test
+    subjects have the modality alone (the protocol keeps it), completeness meets its
+    share to a subject, MCAR is its share of present entries."""
+    from mmpipe.bench.missingness import completeness_mask, realised_rate, testmiss_mask
+
+    present = np.array([[1, 1], [1, 1], [1, 1], [0, 1], [0, 1], [1, 1]], bool)
+    test = np.array([1, 1, 1, 1, 1, 0], bool)
+    mods = ["a", "b"]
+    mask = testmiss_mask(present, 0.8, 0, cohort_modalities=mods, test=test, modality="b")
+    # 5 test subjects have b; 2 have it alone: at most 3 of 5 lose it
+    assert realised_rate("testmiss", present, mask, cohort_modalities=mods, test=test,
+                         modality="b") == (pytest.approx(3 / 5), 5)
+    mask = completeness_mask(present, 0.5, 0, cohort_modalities=mods)
+    assert realised_rate("completeness", present, mask, cohort_modalities=mods) == (
+        pytest.approx(2 / 4), 4)
+    mask = mcar_mask(present, 0.3, 0)
+    rate, n = realised_rate("mcar", present, mask, cohort_modalities=mods)
+    assert n == 10 and rate == pytest.approx((present & ~mask).sum() / 10)
+    assert realised_rate("natural", present, present, cohort_modalities=mods) is None

@@ -337,6 +337,7 @@ def test_a_run_records_what_its_mask_removed(cohort, tmp_path):
         assert record["present"] == natural.sum()
         assert record["removed"] == (natural & ~mask).sum()
         assert record["max_mcar_share"] == pytest.approx(max_mcar_rate(natural))
+        assert (record["rate"], record["rate_of"]) == (record["share"], record["present"])
         meta = {"cohort": "toy", "feature_set": "a_only", "method": "logreg",
                 "scenario": "mcar", "rate": rate}
         # a run of one modality carries its cell's record, not its own modality's share

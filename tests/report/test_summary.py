@@ -294,8 +294,8 @@ def test_the_auc_line_names_a_higher_auc_over_some_seeds_only():
 def test_an_mcar_rate_the_cohort_cannot_lose_is_said():
     """MCAR 0.6 on subjects of two modalities each can remove half of their entries (each
     keeps one); the summary printed "MCAR 60 %" over runs whose masks removed 50 %."""
-    runs = _runs().with_columns(mask_share=pl.lit(0.5), mask_max_mcar_share=pl.lit(0.5),
-                                mask_present=pl.lit(200.0))
+    runs = _runs().with_columns(mask_rate=pl.lit(0.5), mask_max_mcar_share=pl.lit(0.5),
+                                mask_rate_of=pl.lit(200.0))
     runs = pl.concat([runs.filter(pl.col("scenario") == "natural"),
                       runs.filter(pl.col("scenario") == "mcar").with_columns(
                           rate=pl.lit(0.6))])
@@ -305,14 +305,31 @@ def test_an_mcar_rate_the_cohort_cannot_lose_is_said():
                         "not 60 %**: the most that can go while every subject keeps one "
                         "modality, so this group is MCAR 50 %, not the 60 % asked")
     # a rate met to within one entry gets no line, nor does natural
-    met = runs.with_columns(mask_share=pl.when(pl.col("scenario") == "mcar")
-                            .then(pl.lit(0.605)).otherwise(0.0))
+    met = runs.with_columns(mask_rate=pl.when(pl.col("scenario") == "mcar")
+                            .then(pl.lit(0.605)).otherwise(None))
     md = summary_markdown(met, summarise(met), _flags())
     assert "the masks removed" not in md
     # off for another reason than the cap: the figures, no cause
-    off = runs.with_columns(mask_share=pl.when(pl.col("seed") % 2 == 0).then(0.4)
+    off = runs.with_columns(mask_rate=pl.when(pl.col("seed") % 2 == 0).then(0.4)
                             .otherwise(0.45), mask_max_mcar_share=pl.lit(0.7))
     lines = _section(summary_markdown(off, summarise(off), _flags()),
                      "**MCAR 60 % per modality**")
     assert lines[0] == ("- **the masks removed 42 % of the labelled subjects' present entries, "
                         "not 60 %** (40 %–45 % across seeds)")
+
+
+
+def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
+    """BD's protocol keeps a test subject's only modality: at 0.8 with a third of the test
+    subjects having the clinical record alone, the masks took it from 0.67 of them."""
+    runs = _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(20 / 30),
+        mask_rate_of=pl.lit(30.0), mask_max_mcar_share=pl.lit(0.4))
+    lines = _section(summary_markdown(runs, summarise(runs), _flags()),
+                     "**Missing at test time in 80 % of test subjects (BD)**")
+    assert lines[0] == ("- **the masks took the modality from 67 % of the test subjects "
+                        "having it, not 80 %**: the others have it as their only modality, "
+                        "which the protocol keeps, so this group is 67 % missing at test "
+                        "time, not the 80 % asked")
+    met = runs.with_columns(mask_rate=pl.lit(24 / 30))
+    assert "the masks took" not in summary_markdown(met, summarise(met), _flags())
