@@ -140,5 +140,5 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 def write_parquet(df: pl.DataFrame, path: str | Path,
                   metadata: dict[str, str] | None = None) -> Path:
     with atomic_file(path) as tmp:
-        df.write_parquet(tmp, metadata=metadata)
+        df.write_parquet(tmp, **({"metadata": metadata} if metadata else {}))
     return Path(path)

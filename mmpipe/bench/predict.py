@@ -146,8 +146,11 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
                             np.nan_to_num(feats[m].emb), 0).astype(np.float32)
         else:
             x[m] = np.zeros((n, *shape), np.float32)
+    # how each store was encoded, as in training: a method reads a tabular store's blank
+    # columns through it (hgb's blanks as NaN)
     data = BenchData(subject_id=ids, y=np.zeros(n, dtype=np.int64), x=x, present=present,
-                     modalities=modalities, n_classes=bundle["n_classes"])
+                     modalities=modalities, n_classes=bundle["n_classes"],
+                     provenance=dict(bundle.get("encodings") or {}))
     data = Normalizer.from_state(bundle["normalizer"]).transform(data)
     proba = np.full((n, bundle["n_classes"]), np.nan, dtype=np.float32)
     keep = np.flatnonzero(present.any(axis=1))

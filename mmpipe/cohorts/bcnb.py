@@ -84,8 +84,10 @@ def _patient_id(value: Any) -> str | None:
     return str(int(text)) if text is not None and text.isdigit() else text
 
 
-def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """The spreadsheet's header and its rows by patient ID (first sheet)."""
+def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]], list[int]]:
+    """The spreadsheet's header, its rows by patient ID (first sheet), and the numbers of
+    the rows that hold values but no ID (a note or a total below the table, or a
+    patient's row whose ID was deleted: no subject can own them)."""
     if not path.is_file():
         raise InputError("BCNB clinical spreadsheet not found", path=path)
     import openpyxl  # the .xlsx reader; only this adapter needs it
@@ -118,14 +120,11 @@ def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
         if sid in table:
             twice.append(sid)
         table[sid] = row
-    if nameless:
-        raise InputError(f"row(s) {nameless[:20]} of the first sheet hold values but no "
-                         f"{ID_COLUMN!r}: every patient's row needs its ID", path=path)
     if twice:
         raise InputError(f"patient ID(s) on two rows: {sorted(set(twice))[:20]}; each "
                          "patient must appear once (mmpipe never de-duplicates silently)",
                          path=path)
-    return header, table
+    return header, table, nameless
 
 
 def official_split(root: Path, ids: list[str]) -> UserSplit:
@@ -167,14 +166,16 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     refuse_label_sources("bcnb", specs, labels, {lab: (ALN_COLUMN, *LEAKS) for lab in LABELS})
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
     sheet = root / SPREADSHEET
-    header, table = read_clinical(sheet)
+    header, table, nameless = read_clinical(sheet)
     absent = [f for f in fields if f not in header]
     if absent:
         raise ConfigError(f"{sheet}: column(s) {absent} not in the spreadsheet (has {header})")
 
     slides: dict[str, Path] = {}
     rejected: dict[str, str] = {}
-    source_qc: list[QCRecord] = []
+    source_qc: list[QCRecord] = [
+        QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"row {number} of {SPREADSHEET} holds "
+                 f"values but no {ID_COLUMN!r}: skipped", str(sheet)) for number in nameless]
     wsi_dir = root / "WSIs"
     if "wsi" in specs:
         if not wsi_dir.is_dir():

@@ -98,7 +98,8 @@ def find_cases(root: Path) -> tuple[list[tuple[str, Path, str | None]], list[Pat
     """(case, folder, grade) for every case folder under ``root`` or under its
     ``HGG/`` / ``LGG/`` folders (2019), sorted by case; and the folders there that are
     not a case (none of their files is named after the folder: a case folder renamed
-    ``<case> (1)`` by a second download, or one holding only DICOM)."""
+    ``<case> (1)`` by a second download): every folder under ``HGG/`` and ``LGG/``, and
+    a folder under ``root`` that holds NIfTI files."""
     cases, others = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name in GRADES:

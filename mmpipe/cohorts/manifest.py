@@ -587,9 +587,11 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
             continue
         values = frame[label].drop_nulls().unique().to_list()
         texts = sorted(v for v in values if parse_number(v) is None)
-        if not texts and frame[label].null_count() > before[label].null_count():
+        numbers = [parse_number(v) for v in values]
+        if not texts and frame[label].null_count() > before[label].null_count() \
+                and all(str(n) == v for n, v in zip(numbers, values, strict=True)):
             # numbers once "NA" is blanked: the column a blank cell would have given
-            numbers = [parse_number(v) for v in values]
+            # (not "007" or "01", whose text is the class's name)
             kind = pl.Int64 if all(isinstance(n, int) for n in numbers) else pl.Float64
             frame = frame.with_columns(pl.col(label).cast(kind))
             continue

@@ -3,7 +3,8 @@
 polars' own errors for a file that is not UTF-8, a row with more fields than the header,
 an empty file or a path that cannot be opened name neither the file nor what to do, and
 a header without rows would build a manifest of no subjects. Every adapter reads its
-tables through :func:`read_source_csv`.
+CSV tables through :func:`read_source_csv` (BCNB's .xlsx and IXI's .xls have their own
+readers, which name the file too).
 """
 
 from __future__ import annotations

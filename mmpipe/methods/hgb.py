@@ -180,6 +180,7 @@ class HistGradientBoosting:
         self.model: HistGradientBoostingClassifier | None = None
         self.forest: TreeArrays | None = None
         self.leaf_rule: str | None = None  # how the fitted leaf size was chosen
+        self.blank_as_nan = True  # a tabular blank as NaN (:meth:`features`)
 
     @staticmethod
     def auto_min_samples_leaf(n_train: int) -> int:
@@ -197,7 +198,8 @@ class HistGradientBoosting:
         for m in self.modalities:
             col = data.modalities.index(m)
             v = np.asarray(data.x[m], dtype=np.float32).reshape(len(data.y), -1).copy()
-            for value, blank in blank_columns(data.provenance.get(m, {})):
+            for value, blank in (blank_columns(data.provenance.get(m, {}))
+                                 if self.blank_as_nan else ()):
                 v[v[:, blank] >= 0.5, value] = np.nan
             v[~np.asarray(data.present[:, col], dtype=bool)] = np.nan
             blocks.append(v)
@@ -245,8 +247,11 @@ class HistGradientBoosting:
         """Plain arrays and settings (no pickled estimator): see :class:`TreeArrays`."""
         if self.forest is None:
             raise RuntimeError(f"{self.name}: state_dict before fit")
-        return {"forest": self.forest.state(), "hparams": dict(self.hparams)}
+        return {"forest": self.forest.state(), "hparams": dict(self.hparams),
+                "blank_as_nan": self.blank_as_nan}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.forest = TreeArrays.from_state(state["forest"])
         self.hparams = {**self.hparams, **state.get("hparams", {})}
+        # a model saved before blanks were NaN trained on stage 1's filled value
+        self.blank_as_nan = bool(state.get("blank_as_nan", False))

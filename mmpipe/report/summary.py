@@ -330,11 +330,14 @@ def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:
     if not len(off):
         return ""
 
-    def pct(x: float) -> str:
-        return f"{x * 100:.0f} %"
-
     realised = masks["mask_rate"]
     mean, lo, hi = float(realised.mean()), float(realised.min()), float(realised.max())
+    # a decimal where whole percents would print "60 %, not 60 %"
+    digits = 1 if round(mean * 100) == round(rate * 100) else 0
+
+    def pct(x: float) -> str:
+        return f"{x * 100:.{digits}f} %"
+
     spread = "" if pct(lo) == pct(hi) else f" ({pct(lo)}–{pct(hi)} across seeds)"
     what = {"mcar": "removed {} of the labelled subjects' present entries",
             "completeness": "kept {} of the complete subjects complete",

@@ -95,14 +95,12 @@ def test_text_ids_with_zeros_meet_their_slides_and_a_row_without_an_id_is_said(b
                                                                                tmp_path):
     """A spreadsheet ID typed as text "001" became patient "001" beside slide 001.jpg's
     patient "1" (two subjects, one with the table, one with the slide); a row with
-    values but no ID was dropped without a word."""
+    values but no ID was dropped without a word (now a QC row, as IXI's)."""
     import shutil
 
     import openpyxl
 
     from mmpipe.cohorts.bcnb import SPREADSHEET
-    from mmpipe.errors import InputError
-
     root, _, manifest, _ = bcnb
     copy = tmp_path / "BCNB"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
@@ -118,5 +116,8 @@ def test_text_ids_with_zeros_meet_their_slides_and_a_row_without_an_id_is_said(b
     assert row["wsi_path"] is not None and row["Age(years)"] == _row(manifest, sid)["Age(years)"]
     sheet.cell(row=2, column=1).value = None
     book.save(copy / SPREADSHEET)
-    with pytest.raises(InputError, match=r"row\(s\) \[2\] of the first sheet hold values"):
-        build_manifest("bcnb", _cfg(copy), copy / "out2", base_dir=copy)
+    out = build_manifest("bcnb", _cfg(copy), copy / "out2", base_dir=copy)
+    qc = read_qc(copy / "out2").filter(pl.col("subject_id") == "*")
+    assert f"row 2 of {SPREADSHEET} holds values but no 'Patient ID': skipped" in \
+        qc["reason"].to_list()
+    assert _row(out, sid)["aln_status"] is None      # its slide stays, without the row

@@ -320,6 +320,10 @@ def test_missing_label_markers_are_missing_labels_not_classes(cohort, caplog):
     df = build_manifest("mydata", _cfg(), cohort / "out2", base_dir=cohort)
     assert sorted(df["response"].to_list()) == ["0", "1", "unknown"]
     assert "values ['unknown'] are classes of their own" in caplog.text
+    # numbers whose text is not the number's stay text: "01" and "1" are two classes
+    csv.write_text(text.replace("p2,0,", "p2,NA,").replace("007,1,", "007,01,"))
+    df = build_manifest("mydata", _cfg(), cohort / "out3", base_dir=cohort)
+    assert df["response"].to_list() == ["01", None, None]
 
 
 def test_ids_that_differ_only_in_case_are_an_error(cohort):

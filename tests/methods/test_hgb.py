@@ -231,7 +231,13 @@ def test_a_tabular_blank_is_nan_not_the_cohorts_mean():
     data = BenchData(np.array(["a", "b", "c"]), np.array([0, 1, 0]), {"clinical": x},
                      np.ones((3, 1), bool), ["clinical"], 2,
                      provenance={"clinical": {"tabular_encoding": encoding}})
-    feats = HistGradientBoosting(["clinical"], {"clinical": (5,)}, 2).features(data)
+    method = HistGradientBoosting(["clinical"], {"clinical": (5,)}, 2)
     expected = x.copy()
     expected[1, 0] = np.nan   # b's age; c's blank sex is a category of its own and stays
-    np.testing.assert_array_equal(feats, expected)
+    np.testing.assert_array_equal(method.features(data), expected)
+    # a model saved before blanks were NaN trained on the filled value, and still reads it
+    state = method.fit(data).state_dict()
+    assert state.pop("blank_as_nan") is True
+    old = HistGradientBoosting(["clinical"], {"clinical": (5,)}, 2)
+    old.load_state_dict(state)
+    np.testing.assert_array_equal(old.features(data), x)

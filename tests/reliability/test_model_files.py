@@ -196,3 +196,32 @@ def test_a_store_with_settings_the_run_did_not_record_is_scored_with_a_note(trai
     zarr.open_group(str(copy), mode="r+").attrs["embedding_settings"] = {"max_length": 256}
     notes = predict_stores(run, {"clinical": copy})["notes"].unique().to_list()
     assert len(notes) == 1 and "embedding_settings unrecorded for the run" in notes[0]
+
+
+def test_predict_scores_an_hgb_model_as_its_run_did_blanks_included(tmp_path, base_config):
+    """hgb reads a tabular blank as NaN; ``mmpipe predict`` built its data without the
+    stores' encodings, so a blank reached the trees as stage 1's filled value and the
+    scores of subjects with blanks differed from the run's (by up to 1.0)."""
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(120):   # class 1 above 35; blank ages all of class 0
+        age = int(20 + 60 * rng.random())
+        rows.append({"id": f"p{i:03d}", "y": 0 if i % 4 == 0 else int(age > 35),
+                     "age": None if i % 4 == 0 else age, "site": "AB"[i % 2]})
+    layout, store = _cohort(tmp_path, base_config, rows)
+    make_split(layout.root, "y", 0, (0.6, 0.2, 0.2), layout.split(0))
+    make_mask(layout.root, "natural", 0.0, 0, layout.mask("natural", 0.0, 0))
+    run = tmp_path / "run"
+    run_experiment(layout.root, {"clinical": "tabular"}, "y", {"type": "hgb"},
+                   layout.split(0), layout.mask("natural", 0.0, 0), run, seed=0,
+                   normalize="none", meta={"cohort": "toy", "feature_set": "tab",
+                                           "method": "hgb", "scenario": "natural",
+                                           "rate": 0.0})
+    ran = pl.read_parquet(run / "predictions.parquet").filter(
+        pl.col("evaluation") == "scenario")
+    scored = predict_stores(run, {"clinical": store}).join(ran, on="subject_id", suffix="_run")
+    blank_ids = {row["id"] for row in rows if row["age"] is None}
+    assert scored["subject_id"].is_in(list(blank_ids)).sum() >= 5
+    np.testing.assert_allclose(scored["score_1"], scored["score_1_run"], atol=1e-5)

@@ -333,3 +333,7 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
                         "time, not the 80 % asked")
     met = runs.with_columns(mask_rate=pl.lit(24 / 30))
     assert "the masks took" not in summary_markdown(met, summarise(met), _flags())
+    # short by more than one subject, level in whole percents: a decimal says it
+    near = runs.with_columns(mask_rate=pl.lit(797 / 1000), mask_rate_of=pl.lit(1000.0))
+    assert "from 79.7 % of the test subjects having it, not 80.0 %" in summary_markdown(
+        near, summarise(near), _flags())
