@@ -477,3 +477,13 @@ def test_optional_imports_are_still_imported():
             imported |= set(third_party_imports(rule_code(rule.directives["script"])))
     stale = sorted(set(OPTIONAL_IMPORTS) - imported)
     assert not stale, f"OPTIONAL_IMPORTS names modules no rule imports any more: {stale}"
+
+
+
+def test_an_env_with_tifffile_has_its_codecs():
+    """tifffile reads an LZW, JPEG or Deflate TIFF only with imagecodecs, which it imports
+    when it meets one (no import for the test above to see): the encode env rejected the
+    commonest TIFF exports under --sdm conda, where the test venv read them."""
+    lacking = [_rel(path) for path in env_files()
+               if "tifffile" in read_env(path).pins and "imagecodecs" not in read_env(path).pins]
+    assert not lacking, f"{lacking} pin tifffile without imagecodecs"
