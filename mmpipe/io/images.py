@@ -4,7 +4,8 @@ A modality of kind ``image`` gives each subject one path: an image file, or a fo
 whose image files (by suffix, sorted by name; subfolders are not read) are the
 subject's set, as BreakHis keeps a patient's fields of one magnification. PNG, JPEG
 and BMP are read with Pillow, TIFF with tifffile (a multi-page TIFF's first page). Every
-image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel dropped,
+image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
+on white (transparent is background, as in a slide),
 16-bit scaled to 8 bits by its maximum value. An image is turned upright by its EXIF
 Orientation, and a MINISWHITE TIFF inverted, as viewers show them. A file that cannot
 be read is an :class:`InputError` naming it and why.
@@ -39,8 +40,8 @@ def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
         raise InputError(f"not a 2-D grey or colour image: array of shape {a.shape}", path=path)
-    if a.shape[-1] in (2, 4):  # grey or colour with alpha: the alpha is dropped
-        a = a[..., :-1]
+    if a.shape[-1] in (2, 4):  # grey or colour with alpha
+        a = _on_white(a)
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     if a.dtype == np.uint8:
@@ -55,6 +56,24 @@ def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
         raise InputError(f"image values {a.min():g}..{top:g}: not a non-negative image",
                          path=path)
     return np.ascontiguousarray(np.rint(a / top * 255.0).astype(np.uint8))
+
+
+def _on_white(a: np.ndarray) -> np.ndarray:
+    """An image with alpha composited on white, as OpenSlide's transparent glass is read
+    (:func:`mmpipe.io.slide.rgba_to_rgb_on_white`): dropping the alpha left whatever the
+    transparent pixels held, black in most files, where the encoder sees background."""
+    colour, alpha = a[..., :-1], a[..., -1:]
+    if a.dtype.kind == "b":
+        return np.where(alpha, colour, True)
+    if a.dtype == np.uint8:
+        out = colour * (alpha / 255.0) + 255.0 * (1 - alpha / 255.0)
+        return np.rint(out).astype(np.uint8)
+    # deeper samples: white is the brightest colour value, which the scaling below maps
+    # to 255 (an alpha of unsigned samples spans the dtype, a float one 0..1)
+    frac = (alpha / np.iinfo(a.dtype).max if a.dtype.kind == "u"
+            else np.clip(alpha.astype(np.float64), 0.0, 1.0))
+    white = float(colour.max()) if colour.size else 1.0
+    return colour * frac + white * (1 - frac)
 
 
 def _white_is_zero(array: np.ndarray, bits: int, path: Path) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,23 @@ PLAIN_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 PLAIN_IMAGE = "plain image (no pyramid)"
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _rgb_on_white(img):
+    """A Pillow image as RGB, its transparent pixels white (glass, as OpenSlide's are
+    read): ``convert("RGB")`` drops the alpha, leaving what they hold, black in most
+    files."""
+    from PIL import Image
+
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    out = Image.new("RGB", rgba.size, (255, 255, 255))
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
+
+
 class _PlainImageHandle:
     """A large JPEG, PNG or flat TIFF that OpenSlide cannot open (BCNB ships its slides so),
     read whole with Pillow behind OpenSlide's handle API: one level, ``read_region``
@@ -233,15 +251,18 @@ class _PlainImageHandle:
         from PIL import Image, ImageOps
 
         # a slide is a "decompression bomb" by Pillow's measure: lift its limit for this
-        # file only, not for every image the process reads afterwards
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            with Image.open(path) as img:
-                # a photographed slide may be stored sideways with an EXIF Orientation
-                ImageOps.exif_transpose(img, in_place=True)
-                self._image = img.convert("RGB")
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
+        # file only, not for every image the process reads afterwards; the limit is
+        # Pillow's global, which reader threads opening slides at once would restore
+        # under each other: one plain slide decoded at a time (each holds ~2 GB too)
+        with _PILLOW_LIMIT:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as img:
+                    # a photographed slide may be stored sideways with an EXIF Orientation
+                    ImageOps.exif_transpose(img, in_place=True)
+                    self._image = _rgb_on_white(img)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
         w, h = self._image.size
         self.level_count = 1
         self.level_dimensions = ((w, h),)

@@ -66,3 +66,21 @@ def test_miniswhite_tiff_reads_as_displayed(tmp_path):
     tifffile.imwrite(tmp_path / "float.tif", stored.astype(np.float32), photometric="miniswhite")
     with pytest.raises(InputError, match="float.tif.*MINISWHITE TIFF with float32 samples"):
         read_image(tmp_path / "float.tif")
+
+
+
+def test_transparent_pixels_are_white_not_what_they_hold(tmp_path):
+    """An alpha channel was dropped: a transparent background (black underneath in most
+    files) reached the encoder as black, where a slide's transparent glass reads white."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[:2, :, :3], rgba[:2, :, 3] = (200, 40, 90), 255     # opaque tissue
+    rgba[2:, :, 3] = 0                                        # transparent, black beneath
+    rgba[3, 0] = (0, 0, 0, 128)                               # half transparent black
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert (image[:2] == (200, 40, 90)).all() and (image[2] == 255).all()
+    assert (image[3, 0] == 127).all()
+    deep = np.zeros((2, 2, 4), np.uint16)
+    deep[0, :, :3], deep[0, :, 3] = 4000, 65535
+    tifffile.imwrite(tmp_path / "deep.tif", deep)
+    assert (read_image(tmp_path / "deep.tif")[1] == 255).all()   # white, at 4000's level

@@ -247,3 +247,15 @@ def test_a_plain_image_slide_is_turned_upright_by_its_exif_orientation(tmp_path)
         assert slide.level_dimensions == ((60, 90),)
         region = slide.read_region((0, 0), 0, (60, 90))
     np.testing.assert_array_equal(region, np.rot90(stored, k=-1))
+
+
+
+def test_a_plain_image_slide_s_transparent_pixels_are_glass(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[:10, :, :3], rgba[:10, :, 3] = 120, 255
+    Image.fromarray(rgba).save(tmp_path / "core.png")
+    with open_slide(tmp_path / "core.png", mpp_when_missing=0.5) as slide:
+        region = slide.read_region((0, 0), 0, (30, 20))
+    assert (region[:10] == 120).all() and (region[10:] == 255).all()
