@@ -63,9 +63,9 @@ def _prepare(workdir: Path, n_subjects: int, cfg: dict) -> Path:
     build_manifest("demo", cohort_cfg, cohort_dir)
     convert_dicom_shard(cohort_dir, "ct", 0, 1, dicom_params(cfg), cohort_dir / "pre/ct")
     tile_slide_shard(cohort_dir, "wsi", 0, 1, tiling_params(cfg), cohort_dir / "pre/wsi")
-    manifest, _ = read_manifest(cohort_dir)
+    manifest, meta = read_manifest(cohort_dir)
     p = prompt_params(cfg, "demo", "clinical")
-    write_parquet(build_prompts(manifest, p["fields"], p["labels"], p["prompt"]),
+    write_parquet(build_prompts(manifest, p["fields"], meta["labels"], p["prompt"]),
                   cohort_dir / "pre/prompts.parquet")
     return cohort_dir
 

@@ -11,6 +11,7 @@ What each job's output depends on (its cache key) is built in :mod:`mmpipe.param
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,30 @@ def _check_tiling(slide: dict[str, Any]) -> list[str]:
     return []
 
 
+def _check_names(cfg: dict[str, Any]) -> list[str]:
+    """Names that become folders and wildcards (:data:`mmpipe.layout.NAME_PATTERN`): a
+    modality ``mri.t2`` passed here and failed in the DAG as a missing input."""
+    from mmpipe.layout import NAME_PATTERN
+
+    named = [("config.encoders", cfg["encoders"]), ("config.methods", cfg.get("methods", {})),
+             ("config.cohorts", cfg["cohorts"])]
+    for cname, cohort in cfg["cohorts"].items():
+        named.append((f"config.cohorts.{cname}.modalities", cohort["modalities"]))
+        bench = cohort.get("benchmark") or {}
+        named.append((f"config.cohorts.{cname}.benchmark.feature_sets",
+                      bench.get("feature_sets") or {}))
+    return [f"{where}: name {name!r} holds characters other than letters, digits, '_' and "
+            f"'-' (it names folders and the rules' wildcards)"
+            for where, mapping in named for name in mapping
+            if not re.fullmatch(NAME_PATTERN, str(name))]
+
+
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
     from mmpipe.encoders.registry import misplaced_settings, readers_of
 
+    problems = _check_names(cfg)
+    if problems:
+        return problems
     problems = _check_methods(cfg)
     problems += _check_tiling(cfg["preprocess"]["slide"])
     encoders = cfg["encoders"]

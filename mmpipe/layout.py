@@ -27,6 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# what a cohort, modality, encoder, feature set or method name may hold: each is a folder
+# name of the layout and a wildcard of the rules (workflow/rules/common.smk), checked in
+# the config (mmpipe.config) so that a dot fails there, naming the key, not in the DAG
+NAME_PATTERN = "[A-Za-z0-9_-]+"
 MANIFEST = "manifest.parquet"
 MANIFEST_META = "manifest.json"
 ADAPTER_QC = "qc/adapter.parquet"

@@ -95,17 +95,20 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     fast = bool(settings.get("fast", True))
     folder = settings.get("weights")
     models = model_folders(Path(folder).expanduser(), fast) if folder else []
-    return canonical({"roi_subset": list(mask["roi_subset"]), "fast": fast,
+    # a set to TotalSegmentator (the mask is their union): its order reruns nothing
+    return canonical({"roi_subset": sorted(mask["roi_subset"]), "fast": fast,
                       # "missing": the job then fails, naming the folder (check_weights)
                       "weights": {m.name: content_sha256(m) for m in models} or "missing",
                       "code": code_key("preprocess/segment")})
 
 
 def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
-    c = cohort(cfg, cohort_name)
+    """The fields and template of a clinical modality's prompts; not the cohort's labels
+    (the job checks the fields against the manifest's labels, as the config does): a
+    label added or reordered reran the prompts, the text stores and every run on them."""
     mod = modality(cfg, cohort_name, modality_name)
-    return canonical({"fields": mod["fields"], "labels": c["labels"],
-                      "prompt": mod.get("prompt", {}), "code": code_key("preprocess/prompts")})
+    return canonical({"fields": mod["fields"], "prompt": mod.get("prompt", {}),
+                      "code": code_key("preprocess/prompts")})
 
 
 def weights_fingerprint(enc: dict, key: str = "weights") -> str:

@@ -306,6 +306,26 @@ def test_lists_read_as_sets_rerun_nothing_when_reordered(raw_config):
         mask_params(b, "demo", "completeness"))
 
 
+def test_a_label_added_or_an_organ_list_reordered_reruns_no_stage_1_job(raw_config):
+    """A label added to a cohort reran its clinical prompts (and so the text stores and
+    every run on them), which only check their fields against the labels; reordering a
+    TotalSegmentator organ list (a union) reran the masks and every masked store."""
+    from mmpipe.params import prompt_params, segment_params
+
+    a = copy.deepcopy(raw_config)
+    a["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
+    b = copy.deepcopy(a)
+    b["cohorts"]["demo"]["labels"] = [*a["cohorts"]["demo"]["labels"], "label2"]
+    b["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["roi_subset"] = [
+        "kidney_right", "kidney_left"]
+    a, b = validate_config(a), validate_config(b)
+    assert repr(prompt_params(a, "demo", "clinical")) == repr(prompt_params(b, "demo",
+                                                                            "clinical"))
+    assert repr(segment_params(a, "demo", "mri_t1")) == repr(segment_params(b, "demo",
+                                                                           "mri_t1"))
+
+
 def test_the_weights_files_hash_is_the_key_not_its_path(raw_config, tmp_path):
     import shutil
 
@@ -556,3 +576,20 @@ def test_a_list_of_encoders_is_a_config_error_not_a_crash(raw_config):
     cfg["encoders"] = [cfg["encoders"]["tabular"]]
     with pytest.raises(ConfigError, match="encoders"):
         validate_config(cfg)
+
+
+def test_a_name_that_cannot_be_a_folder_and_wildcard_fails_in_the_config(raw_config):
+    """``mri.t2`` or ``mmare.v2`` passed validation and failed in the DAG as a missing
+    input with no cause given."""
+    cfg = copy.deepcopy(raw_config)
+    demo = cfg["cohorts"]["demo"]
+    demo["modalities"]["mri.t2"] = demo["modalities"].pop("mri_t2")
+    cfg["methods"]["mmare.v2"] = cfg["methods"]["mmare"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert "config.cohorts.demo.modalities: name 'mri.t2' holds characters" in str(err.value)
+    assert "config.methods: name 'mmare.v2'" in str(err.value)
+    # the rules' wildcards are the same pattern
+    from tests.conftest import REPO
+
+    assert "modality=NAME_PATTERN" in (REPO / "workflow/rules/common.smk").read_text()

@@ -226,3 +226,19 @@ def test_each_store_is_encoded_by_the_rule_of_its_encoders_kind(tmp_path):
     for encoder, rule in rule_of.items():
         network = get_encoder_type(cfg["encoders"][encoder]["type"]).needs_gpu
         assert rule == ("encode" if network else "encode_cpu"), encoder
+
+
+@pytest.mark.parametrize("device, gpus", [("cpu", 0), ("gpu", 1)])
+def test_the_segment_job_asks_for_a_gpu_only_to_run_on_one(tmp_path, device, gpus):
+    """The segment rule asked for gpu=1 whatever the device: on SLURM a CPU
+    TotalSegmentator run took a GPU-partition slot and left the GPU idle."""
+    write_demo_config(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+    cfg.setdefault("preprocess", {}).setdefault("totalsegmentator", {})["device"] = device
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake_in(tmp_path, "-n", "--until", "segment")
+    assert run.returncode == 0, run.stderr
+    block = run.stdout.split("\nrule segment:")[1].split("\n\n")[0]
+    assert re.search(rf"resources: .*\bgpu={gpus}\b", block), block

@@ -214,10 +214,10 @@ def test_mmist_ccrcc_stores_match_the_release(tmp_path, cfg, shared_data):
     from mmpipe.params import prompt_params
     from mmpipe.preprocess.prompts import build_prompts
 
-    manifest, _ = read_manifest(cohort_dir)
+    manifest, meta = read_manifest(cohort_dir)
     p = prompt_params(cfg, "mmist_ccrcc", "clinical")
     prompts = tmp_path / "prompts.parquet"
-    table = build_prompts(manifest, p["fields"], p["labels"], p["prompt"])
+    table = build_prompts(manifest, p["fields"], meta["labels"], p["prompt"])
     table.write_parquet(prompts)
     assert not any("vital" in t for t in table["prompt"].to_list())  # the label stays out
     params = encoder_params(cfg, "mmist_ccrcc", "clinical", "text_minilm")

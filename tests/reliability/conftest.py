@@ -97,10 +97,10 @@ def encode(layout: CohortLayout, cfg: dict, modality: str, encoder: str) -> Feat
     shards = preprocess(layout, cfg, modality)
     prompts = None
     if cfg["encoders"][encoder]["type"] == "text":
-        manifest, _ = read_manifest(layout.root)
+        manifest, meta = read_manifest(layout.root)
         p = prompt_params(cfg, COHORT, modality)
-        prompts = write_parquet(build_prompts(manifest, p["fields"], p["labels"], p["prompt"]),
-                                layout.prompts(modality))
+        prompts = write_parquet(build_prompts(manifest, p["fields"], meta["labels"],
+                                              p["prompt"]), layout.prompts(modality))
     params = encoder_params(cfg, COHORT, modality, encoder)
     out = encode_store(layout.root, modality, params, layout.store(modality, encoder),
                        device="cpu", settings=execution_settings(cfg["encoders"][encoder]),

@@ -11,7 +11,7 @@ from mmpipe import config as mmconfig
 from mmpipe import params as mmparams
 from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
 from mmpipe.encoders.registry import get_encoder_type
-from mmpipe.layout import CohortLayout, cell_name, parse_cell
+from mmpipe.layout import NAME_PATTERN, CohortLayout, cell_name, parse_cell
 
 mmconfig.validate_config(config)
 
@@ -29,12 +29,12 @@ L = layout("{cohort}")
 
 
 wildcard_constraints:
-    cohort="[A-Za-z0-9_-]+",
-    modality="[A-Za-z0-9_-]+",
-    encoder="[A-Za-z0-9_-]+",
+    cohort=NAME_PATTERN,
+    modality=NAME_PATTERN,
+    encoder=NAME_PATTERN,
     shard=r"\d+",
-    feature_set="[A-Za-z0-9_-]+",
-    method="[A-Za-z0-9_-]+",
+    feature_set=NAME_PATTERN,
+    method=NAME_PATTERN,
     scenario="|".join(SCENARIOS),
     rate=r"[0-9]+\.[0-9]+",
     seed=r"\d+",

@@ -66,8 +66,9 @@ rule clinical_prompts:
 
 
 # TotalSegmentator masks of a volume or dicom modality whose config asks for them (`mask: {from:
-# totalsegmentator}`): one job per modality, on the GPU when the machine has one; the
-# encoders read them for `roi_crop` (mmpipe/preprocess/segment.py).
+# totalsegmentator}`): one job per modality, on the device `preprocess.totalsegmentator.device`
+# names (a GPU slot only for `gpu`); the encoders read them for `roi_crop`
+# (mmpipe/preprocess/segment.py).
 rule segment:
     input:
         unpack(checkpointed_manifest),
@@ -82,7 +83,7 @@ rule segment:
     conda:
         "../../envs/preprocess.yaml"
     resources:
-        gpu=1,
+        gpu=lambda w: int(config["preprocess"]["totalsegmentator"]["device"] == "gpu"),
     params:
         segment=lambda w: mmparams.segment_params(config, w.cohort, w.modality),
         kind=lambda w: COHORTS[w.cohort]["modalities"][w.modality]["kind"],

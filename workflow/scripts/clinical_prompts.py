@@ -8,6 +8,6 @@ from mmpipe.fsutil import write_parquet  # noqa: E402
 from mmpipe.preprocess.prompts import build_prompts  # noqa: E402
 
 sm = snakemake  # noqa: F821
-manifest, _ = read_manifest(Path(sm.input.manifest).parent)
+manifest, meta = read_manifest(Path(sm.input.manifest).parent)
 p = sm.params.prompt
-write_parquet(build_prompts(manifest, p["fields"], p["labels"], p["prompt"]), sm.output[0])
+write_parquet(build_prompts(manifest, p["fields"], meta["labels"], p["prompt"]), sm.output[0])
