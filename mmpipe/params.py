@@ -204,6 +204,7 @@ def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> 
 
 
 def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
+    from mmpipe.bench.budget import Selection, Tuning
     from mmpipe.methods import METHODS, TRAINER_KEYS
     from mmpipe.methods.hparams import method_kind
 
@@ -223,8 +224,10 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         "evaluate_subsets": s["evaluate_subsets"],
         "seeds": sorted(s["seeds"]),
         "keep_models": s["keep_models"],
-        "selection": s["selection"],
-        "tuning": s["tuning"],
+        # as the run reads them: folds of a validation strategy, or a factor no trial
+        # reaches, reran every training job
+        "selection": Selection.from_config(s["selection"]).effective(),
+        "tuning": Tuning.from_config(s["tuning"]).effective(),
         "code": code_key("bench/run", implementation.split(":")[0]),
     })
 

@@ -254,6 +254,48 @@ def test_trainer_settings_rerun_no_scikit_learn_run(raw_config):
         assert same == (run["config"]["type"] in ("hgb", "logreg")), run["method"]
 
 
+def test_selection_and_tuning_settings_nothing_reads_rerun_nothing(raw_config):
+    """``selection.folds`` under the validation strategy, and a tuning factor past the
+    budget's trials, reran every training job of the cohort (the raw blocks were hashed);
+    a setting that is read still reruns them."""
+    from mmpipe.config import benchmark_runs
+
+    base = validate_config(copy.deepcopy(raw_config))
+    bench = base["cohorts"]["demo"]["benchmark"]
+    trials = int((bench.get("tuning") or {}).get("trials", 4))
+
+    def params_with(**change):
+        cfg = copy.deepcopy(base)
+        for key, value in change.items():
+            cfg["cohorts"]["demo"]["benchmark"][key] = {
+                **(cfg["cohorts"]["demo"]["benchmark"].get(key) or {}), **value}
+        run = benchmark_runs(cfg, "demo")[0]
+        return train_params(cfg, "demo", run["feature_set"], run["method"])
+
+    assert (base["cohorts"]["demo"]["benchmark"].get("selection") or {}).get(
+        "strategy", "validation") == "validation"
+    same = params_with()
+    assert params_with(selection={"folds": 9}) == same
+    unused = [2.0] * trials + [7.0]    # the last factor comes after every trial
+    assert params_with(tuning={"lr": [1.0, *unused]}) == params_with(
+        tuning={"lr": [1.0, *unused[:-1]]})
+    assert params_with(selection={"strategy": "cv"}) != same
+    assert params_with(tuning={"trials": trials + 1}) != same
+
+
+@pytest.mark.parametrize("trials", range(1, 12))
+def test_the_effective_tuning_spends_the_same_trials(trials):
+    """The training jobs run the effective settings: their trials are the raw ones'."""
+    from mmpipe.bench.budget import Tuning
+
+    for lr, capacity in (((1, 3, 0.3), (1, 0.5, 2)), ((3, 1, 3, 0.1), (0.5,)),
+                         ((1,), (2, 1, 0.25, 4)), ((1,), (1,))):
+        raw = Tuning.from_config({"trials": trials, "lr": lr, "capacity": capacity})
+        cut = Tuning.from_config(raw.effective())
+        assert cut.factor_pairs() == raw.factor_pairs(), (lr, capacity)
+        assert cut.effective() == raw.effective()
+
+
 def test_reordering_every_mapping_changes_no_parameter_set(raw_config):
     """Key order means nothing in config.yaml: every job's params are the same."""
     from mmpipe.config import benchmark_runs

@@ -32,32 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmpipe.bench.budget import Selection
 from mmpipe.bench.data import BenchData, Normalizer
 from mmpipe.bench.trainer import LOG_HEADER, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.bench.tuning import TrialRecord, Tuning, candidate_overrides, selection_score
 from mmpipe.methods import TRAINER_KEYS
-
-STRATEGIES = ("validation", "cv")
-FINALS = ("refit", "ensemble")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """How a seed chooses its model; the defaults are the config schema's (a test checks)."""
-
-    strategy: str = "validation"
-    folds: int = 5
-    final: str = "refit"
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> Selection:
-        cfg = dict(cfg or {})
-        out = cls(strategy=str(cfg.get("strategy", "validation")),
-                  folds=int(cfg.get("folds", 5)), final=str(cfg.get("final", "refit")))
-        if out.strategy not in STRATEGIES or out.final not in FINALS or out.folds < 2:
-            raise ValueError(f"selection: strategy in {STRATEGIES}, final in {FINALS}, "
-                             f"folds >= 2, got {cfg}")
-        return out
 
 
 class FoldEnsemble:

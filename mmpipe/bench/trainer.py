@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmpipe.bench.budget import MONITORS
 from mmpipe.bench.data import BenchData
 from mmpipe.bench.metrics import classification_metrics
 from mmpipe.bench.optim import CosineSchedule, FusedAdam, adam, rmsprop
@@ -171,9 +172,6 @@ def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight,
     metrics = classification_metrics(val.y, proba)
     metrics["loss"] = float(loss)
     return metrics
-
-
-MONITORS = ("loss", "auc", "balanced_accuracy")
 
 
 def _score(metrics: dict, monitor: str) -> float:

@@ -30,48 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from mmpipe.bench.budget import Tuning
 from mmpipe.bench.metrics import classification_metrics
-from mmpipe.bench.trainer import MONITORS
-
-# what a trial is judged by: the quantities early stopping can watch
-CHOOSE_BY = MONITORS
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """The budget; the defaults are the config schema's (a test checks they agree), so a
-    partial ``tuning:`` block keeps the documented values for the keys it leaves out."""
-
-    trials: int = 4
-    lr: tuple[float, ...] = (1.0, 3.0, 0.3)
-    capacity: tuple[float, ...] = (1.0, 0.5, 2.0)
-    choose_by: str = "loss"
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> Tuning:
-        cfg = dict(cfg or {})
-        base = cls()
-        out = cls(trials=int(cfg.get("trials", base.trials)),
-                  lr=tuple(float(f) for f in cfg.get("lr", base.lr)),
-                  capacity=tuple(float(f) for f in cfg.get("capacity", base.capacity)),
-                  choose_by=str(cfg.get("choose_by", base.choose_by)))
-        if out.trials < 1 or out.choose_by not in CHOOSE_BY or not out.lr or not out.capacity:
-            raise ValueError(f"tuning: trials >= 1, choose_by in {CHOOSE_BY} and non-empty "
-                             f"factor lists, got {cfg}")
-        if any(f <= 0 for f in (*out.lr, *out.capacity)):
-            raise ValueError(f"tuning: factors must be positive, got {cfg}")
-        return out
-
-    def factor_pairs(self) -> list[tuple[float, float]]:
-        """The budget's (lr, capacity) factor pairs: (1, 1), one knob at a time, then both."""
-        lrs = [f for f in self.lr if f != 1.0]
-        caps = [f for f in self.capacity if f != 1.0]
-        order: list[tuple[float, float]] = [(1.0, 1.0)]
-        for i in range(max(len(lrs), len(caps))):
-            order += [(lrs[i], 1.0)] if i < len(lrs) else []
-            order += [(1.0, caps[i])] if i < len(caps) else []
-        order += [(lr, cap) for lr in lrs for cap in caps]
-        return order[: self.trials]
 
 
 def _scaled(value: Any, factor: float, integer: bool) -> Any:
