@@ -32,7 +32,11 @@ def image_files(path: str | Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
+             alpha_max: float | None = None) -> np.ndarray:
+    """``alpha``: what the extra channel of a 2- or 4-channel image is: "straight" alpha
+    (PNG's, a TIFF's unassociated alpha), "premultiplied" (a TIFF's associated alpha),
+    or None (a TIFF's unspecified extra sample, e.g. RGBX: no opacity, dropped)."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)  # a planar TIFF (channels first)
@@ -40,8 +44,8 @@ def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
         raise InputError(f"not a 2-D grey or colour image: array of shape {a.shape}", path=path)
-    if a.shape[-1] in (2, 4):  # grey or colour with alpha
-        a = _on_white(a)
+    if a.shape[-1] in (2, 4):  # grey or colour with an extra channel
+        a = a[..., :-1] if alpha is None else _on_white(a, alpha, alpha_max, path)
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     if a.dtype == np.uint8:
@@ -58,22 +62,26 @@ def _to_rgb8(array: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.rint(a / top * 255.0).astype(np.uint8))
 
 
-def _on_white(a: np.ndarray) -> np.ndarray:
+def _on_white(a: np.ndarray, kind: str, alpha_max: float | None, path: Path) -> np.ndarray:
     """An image with alpha composited on white, as OpenSlide's transparent glass is read
     (:func:`mmpipe.io.slide.rgba_to_rgb_on_white`): dropping the alpha left whatever the
-    transparent pixels held, black in most files, where the encoder sees background."""
+    transparent pixels held, black in most files, where the encoder sees background.
+    ``alpha_max`` is the alpha's full opacity (a 12-bit alpha in uint16: 4095); by
+    default the dtype's (1 for floats)."""
     colour, alpha = a[..., :-1], a[..., -1:]
     if a.dtype.kind == "b":
         return np.where(alpha, colour, True)
-    if a.dtype == np.uint8:
-        out = colour * (alpha / 255.0) + 255.0 * (1 - alpha / 255.0)
-        return np.rint(out).astype(np.uint8)
-    # deeper samples: white is the brightest colour value, which the scaling below maps
-    # to 255 (an alpha of unsigned samples spans the dtype, a float one 0..1)
-    frac = (alpha / np.iinfo(a.dtype).max if a.dtype.kind == "u"
-            else np.clip(alpha.astype(np.float64), 0.0, 1.0))
-    white = float(colour.max()) if colour.size else 1.0
-    return colour * frac + white * (1 - frac)
+    if alpha_max is None:
+        alpha_max = float(np.iinfo(a.dtype).max) if a.dtype.kind in "ui" else 1.0
+    frac = np.clip(alpha.astype(np.float64) / alpha_max, 0.0, 1.0)
+    if not frac.any():
+        raise InputError("image is fully transparent", path=path)
+    # white: 255 for 8 bits, else the brightest visible colour value, which the scaling
+    # in _to_rgb8 maps to 255
+    white = 255.0 if a.dtype == np.uint8 else float(colour[(frac > 0)[..., 0]].max())
+    base = colour if kind == "premultiplied" else colour * frac
+    out = base + white * (1 - frac)
+    return np.rint(np.clip(out, 0, 255)).astype(np.uint8) if a.dtype == np.uint8 else out
 
 
 def _white_is_zero(array: np.ndarray, bits: int, path: Path) -> np.ndarray:
@@ -103,6 +111,14 @@ def read_image(path: str | Path) -> np.ndarray:
                 array = page.asarray()
                 if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
                     array = _white_is_zero(array, page.bitspersample, path)
+                if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
+                    raise InputError("CMYK TIFF: export it as RGB", path=path)
+                # ExtraSamples: 1 associated (premultiplied) alpha, 2 unassociated alpha,
+                # 0 or none an unspecified sample (RGBX), which is no opacity
+                extra = tuple(page.extrasamples or ())
+                alpha = {1: "premultiplied", 2: "straight"}.get(extra[-1] if extra else 0)
+                alpha_max = (float(2 ** page.bitspersample - 1)
+                             if array.dtype.kind == "u" else None)
         else:
             from PIL import Image, ImageOps
 
@@ -110,13 +126,16 @@ def read_image(path: str | Path) -> np.ndarray:
                 img.load()
                 # a camera stores its sensor's rows and says in EXIF how to turn them upright
                 ImageOps.exif_transpose(img, in_place=True)
-                if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                if img.mode == "PA" or "transparency" in img.info:
+                    img = img.convert("RGBA")  # a palette or colour key: an alpha here
+                elif img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
                     img = img.convert("RGB")
                 array = np.asarray(img)
+                alpha, alpha_max = "straight", None
     except InputError:
         raise
     except Exception as err:  # Pillow and tifffile raise many types for a broken file
         raise InputError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
     if min(array.shape[:2]) < 1:
         raise InputError(f"empty image of shape {array.shape}", path=path)
-    return _to_rgb8(array, path)
+    return _to_rgb8(array, path, alpha, alpha_max)

@@ -84,3 +84,32 @@ def test_transparent_pixels_are_white_not_what_they_hold(tmp_path):
     deep[0, :, :3], deep[0, :, 3] = 4000, 65535
     tifffile.imwrite(tmp_path / "deep.tif", deep)
     assert (read_image(tmp_path / "deep.tif")[1] == 255).all()   # white, at 4000's level
+
+
+
+def test_a_tiff_s_extra_sample_is_read_as_its_tag_says(tmp_path):
+    """Every 4th channel was taken for a straight 8- or 16-bit alpha: an RGBX TIFF whose
+    X is 0 came out white, a 12-bit alpha nearly transparent, premultiplied edges
+    darkened twice; a palette PNG's transparent index kept its colour (black)."""
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    x = np.dstack([rgb, np.zeros((2, 2), np.uint8)])
+    tifffile.imwrite(tmp_path / "rgbx.tif", x, photometric="rgb", extrasamples=["unspecified"])
+    np.testing.assert_array_equal(read_image(tmp_path / "rgbx.tif"), rgb)
+    half = np.dstack([rgb // 2, np.full((2, 2), 128, np.uint8)])   # 50 % of 100, premultiplied
+    tifffile.imwrite(tmp_path / "pre.tif", half, photometric="rgb", extrasamples=["assocalpha"])
+    assert (read_image(tmp_path / "pre.tif") == 50 + 127).all()
+    deep = np.zeros((2, 2, 4), np.uint16)
+    deep[..., :3], deep[..., 3] = 4000, 4095                      # 12-bit, opaque
+    deep[0, 0, :3] = 2000
+    tifffile.imwrite(tmp_path / "deep12.tif", deep, photometric="rgb", bitspersample=12,
+                     extrasamples=["unassalpha"])
+    assert tifffile.TiffFile(tmp_path / "deep12.tif").pages[0].bitspersample == 12
+    deep_read = read_image(tmp_path / "deep12.tif")
+    assert (deep_read[0, 0] == 128).all() and (deep_read[1, 1] == 255).all()
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([0, 0, 0, 200, 40, 90])
+    palette.putpixel((0, 0), 0)
+    palette.putpixel((1, 0), 1)
+    palette.save(tmp_path / "p.png", transparency=0)
+    image = read_image(tmp_path / "p.png")
+    assert (image[0, 0] == 255).all() and (image[0, 1] == (200, 40, 90)).all()
