@@ -585,14 +585,15 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
     for label in labels:
         if frame.schema[label] != pl.Utf8:
             continue
-        values = frame[label].drop_nulls().unique().to_list()
-        texts = sorted(v for v in values if parse_number(v) is None)
-        numbers = [parse_number(v) for v in values]
+        numbers = {v: parse_number(v) for v in frame[label].drop_nulls().unique().to_list()}
+        values = list(numbers)
+        texts = sorted(v for v, n in numbers.items() if n is None)
         if not texts and frame[label].null_count() > before[label].null_count() \
-                and all(str(n) == v for n, v in zip(numbers, values, strict=True)):
+                and all(str(n) == v for v, n in numbers.items()):
             # numbers once "NA" is blanked: the column a blank cell would have given
             # (not "007" or "01", whose text is the class's name)
-            kind = pl.Int64 if all(isinstance(n, int) for n in numbers) else pl.Float64
+            kind = (pl.Int64 if all(isinstance(n, int) for n in numbers.values())
+                    else pl.Float64)
             frame = frame.with_columns(pl.col(label).cast(kind))
             continue
         if texts and len(texts) < len(values) - len(texts):

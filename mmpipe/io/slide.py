@@ -234,10 +234,7 @@ def _rgb_on_white(img):
 
     if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
         return img.convert("RGB")
-    rgba = img.convert("RGBA")
-    out = Image.new("RGB", rgba.size, (255, 255, 255))
-    out.paste(rgba, mask=rgba.getchannel("A"))
-    return out
+    return Image.fromarray(rgba_to_rgb_on_white(np.asarray(img.convert("RGBA"))))
 
 
 class _PlainImageHandle:

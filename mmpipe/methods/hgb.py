@@ -155,12 +155,7 @@ class HistGradientBoosting:
         "l2_regularization": 0.0,
         "max_features": 1.0,
         "max_bins": 255,
-        # None | "balanced": balanced by default, as the neural methods train on
-        # class-balanced batches (the trainer's weighted sampler, or class weights; MUSE
-        # and AdaCoMed keep their code's plain batches): a baseline fitted to the class
-        # prior loses balanced accuracy, the headline metric, for its prior, not for how
-        # it reads the modalities
-        "class_weight": "balanced",
+        "class_weight": "balanced",    # None | "balanced": why balanced, see logreg's
         "early_stopping": False,       # True: scikit-learn's own, on a training fraction
         "validation_fraction": 0.1,
         "n_iter_no_change": 10,
