@@ -30,6 +30,12 @@ MPP_SOURCE_CONFIG = "config mpp_when_missing"
 # µm per ResolutionUnit for the TIFF units OpenSlide reports as `tiff.ResolutionUnit`.
 _MICRONS_PER_UNIT = {"centimeter": 1e4, "inch": 25400.0}
 
+# No slide scanner writes a level 0 coarser than this (a 1x objective's overview is ~10
+# um/px). A coarser resolution is a screen or print default some converter wrote into the
+# tags: 72, 96 or 300 dpi (353, 265, 85 um/px), or libvips' 1 px/mm (1000 um/px) when it
+# tiles a JPEG that had none, and it would silently set the tile scale.
+COARSEST_SCAN_MPP = 20.0
+
 # mpp-x and mpp-y of a scanner agree to well under a percent; more than this is worth a look.
 _MPP_XY_TOLERANCE = 0.01
 
@@ -287,6 +293,8 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
     The mpp comes from, in order: OpenSlide's ``openslide.mpp-x``/``-y`` (their mean),
     the TIFF resolution tags (centimetre or inch units only), ``mpp_when_missing``
     (logged as a warning, since a wrong value silently changes the tile scale).
+    A metadata resolution coarser than :data:`COARSEST_SCAN_MPP` is a converter's
+    screen or print default, not a scanner's, and counts as none (logged).
     Without any of them, or when OpenSlide cannot read the file, raise
     :class:`~mmpipe.errors.SlideError` naming the file and why. A JPEG, PNG or TIFF
     that OpenSlide cannot open is read as a plain image without a pyramid
@@ -317,6 +325,12 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         source = MPP_SOURCE_PROPERTY
         if mpp is None:
             mpp, source = _mpp_from_tiff_resolution(props), MPP_SOURCE_TIFF
+        placeholder = None
+        if mpp is not None and mpp > COARSEST_SCAN_MPP:
+            placeholder = (f"its metadata says {mpp:.4g} um/px ({25400 / mpp:.4g} dpi, from "
+                           f"{source}), a screen or print default, not a scanner's resolution")
+            log.warning("slide %s: %s; ignored", path, placeholder)
+            mpp = None
         if mpp is None and mpp_when_missing is not None:
             if not (math.isfinite(mpp_when_missing) and mpp_when_missing > 0):
                 raise SlideError(reason=f"mpp_when_missing must be a positive number, got "
@@ -325,8 +339,9 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
             log.warning("slide %s has no microns-per-pixel in its metadata; ASSUMING %.4g um/px "
                         "from config preprocess.slide.mpp_when_missing", path, mpp)
         if mpp is None:
-            raise SlideError(reason="no microns-per-pixel in the slide's metadata; set "
-                                    "preprocess.slide.mpp_when_missing in config", path=path)
+            missing = placeholder or "no microns-per-pixel in the slide's metadata"
+            raise SlideError(reason=f"{missing}; set preprocess.slide.mpp_when_missing in "
+                                    "config", path=path)
     except BaseException:
         handle.close()
         raise

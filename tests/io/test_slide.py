@@ -187,6 +187,23 @@ def test_resolution_without_unit_is_ignored(tmp_path):
         assert slide.mpp == 0.3 and slide.mpp_source == MPP_SOURCE_CONFIG
 
 
+@pytest.mark.parametrize(("resolution", "unit", "says"), [
+    ((72, 72), "INCH", "72 dpi"),  # a screen default
+    ((300, 300), "INCH", "300 dpi"),  # a print default
+    ((10, 10), "CENTIMETER", "1000 um/px"),  # libvips' 1 px/mm, tiling a JPEG without one
+])
+def test_a_placeholder_resolution_is_no_resolution(tmp_path, caplog, resolution, unit, says):
+    """A tiled TIFF made from a JPEG carries a converter's default resolution; read as
+    the slide's, it set hundreds of um a pixel instead of the configured one."""
+    path = _plain_tiff(tmp_path / "converted.tiff", resolution, unit)
+    with pytest.raises(SlideError, match=f"{says}.*mpp_when_missing"):
+        open_slide(path)
+    with caplog.at_level(logging.WARNING, logger="mmpipe.io.slide"):
+        with open_slide(path, mpp_when_missing=0.46) as slide:
+            assert slide.mpp == 0.46 and slide.mpp_source == MPP_SOURCE_CONFIG
+    assert any("not a scanner" in r.getMessage() for r in caplog.records)
+
+
 def test_anisotropic_mpp_is_averaged_with_a_warning(tmp_path, caplog):
     path = _plain_tiff(tmp_path / "aniso.tiff", (20000, 18000), "CENTIMETER")
     with caplog.at_level(logging.WARNING, logger="mmpipe.io.slide"):
