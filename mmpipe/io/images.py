@@ -7,17 +7,20 @@ and BMP are read with Pillow, TIFF with tifffile (a multi-page TIFF's first page
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
 on white (transparent is background, as in a slide),
 16-bit scaled to 8 bits by its maximum value. An image is turned upright by its EXIF
-Orientation, and a MINISWHITE TIFF inverted, as viewers show them. A file that cannot
+or TIFF Orientation, and a MINISWHITE TIFF inverted, as viewers show them. A file that cannot
 be read is an :class:`InputError` naming it and why.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from mmpipe.errors import InputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -119,6 +122,7 @@ def read_image(path: str | Path) -> np.ndarray:
                 alpha = {1: "premultiplied", 2: "straight"}.get(extra[-1] if extra else 0)
                 alpha_max = (float(2 ** page.bitspersample - 1)
                              if array.dtype.kind == "u" else None)
+                orientation = page.tags.valueof(274, 1)  # TIFF Orientation, EXIF's values
         else:
             from PIL import Image, ImageOps
 
@@ -131,11 +135,36 @@ def read_image(path: str | Path) -> np.ndarray:
                 elif img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
                     img = img.convert("RGB")
                 array = np.asarray(img)
-                alpha, alpha_max = "straight", None
+                alpha, alpha_max, orientation = "straight", None, 1
     except InputError:
         raise
     except Exception as err:  # Pillow and tifffile raise many types for a broken file
         raise InputError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
     if min(array.shape[:2]) < 1:
         raise InputError(f"empty image of shape {array.shape}", path=path)
-    return _to_rgb8(array, path, alpha, alpha_max)
+    return _upright(_to_rgb8(array, path, alpha, alpha_max), orientation, path)
+
+
+# TIFF Orientation (tag 274; EXIF took its values) -> the turn that shows the stored rows
+# upright, as Pillow's exif_transpose does for the other formats: 2 mirrored, 3 turned
+# 180 degrees, 4 flipped, 5 transposed, 6 turned 90 clockwise to show, 7 transversed,
+# 8 turned 90 counter-clockwise to show.
+_UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, k=-1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, k=1),
+}
+
+
+def _upright(rgb: np.ndarray, orientation, path: Path) -> np.ndarray:
+    turn = _UPRIGHT.get(orientation)
+    if turn is None:  # libtiff and Pillow read an undefined value as stored, and so do we
+        log.warning("%s: TIFF Orientation %r is not one of 1..8; read as stored", path,
+                    orientation)
+        return rgb
+    return np.ascontiguousarray(turn(rgb))

@@ -55,6 +55,23 @@ def test_exif_orientation_is_applied(tmp_path, name):
     assert diff.max() == 0 if name.endswith(".png") else diff.mean() < 3  # JPEG is lossy
 
 
+@pytest.mark.parametrize("orientation", range(1, 10))
+def test_a_tiff_s_orientation_tag_is_applied_as_pillow_applies_exif(tmp_path, caplog,
+                                                                    orientation):
+    """The TIFF Orientation tag was ignored: a field stored sideways reached the encoder
+    sideways (and mirrored for 2, 4, 5, 7); 9 is undefined, read as stored."""
+    stored = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "field.tif"
+    tifffile.imwrite(path, stored, photometric="rgb", extratags=[(274, "H", 1, orientation,
+                                                                  True)])
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        shown = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    np.testing.assert_array_equal(read_image(path), shown)
+    assert ("not one of 1..8" in caplog.text) == (orientation == 9)
+
+
 def test_miniswhite_tiff_reads_as_displayed(tmp_path):
     stored = np.zeros((8, 8), np.uint8)
     stored[:, :4] = 200
