@@ -232,26 +232,18 @@ PLAIN_IMAGE = "plain image (no pyramid)"
 _PILLOW_LIMIT = threading.Lock()
 
 
-def _rgb_on_white(img):
-    """A Pillow image as RGB, its transparent pixels white (glass, as OpenSlide's are
-    read): ``convert("RGB")`` drops the alpha, leaving what they hold, black in most
-    files."""
-    from PIL import Image
-
-    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
-        return img.convert("RGB")
-    return Image.fromarray(rgba_to_rgb_on_white(np.asarray(img.convert("RGBA"))))
-
-
 class _PlainImageHandle:
     """A large JPEG, PNG or flat TIFF that OpenSlide cannot open (BCNB ships its slides so),
-    read whole with Pillow behind OpenSlide's handle API: one level, ``read_region``
-    returning RGBA with transparent pixels outside the image, as OpenSlide does. The
-    decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels). Such
-    files carry no trusted resolution, so the slide's mpp comes from the config."""
+    read whole by :func:`mmpipe.io.images.read_image` (upright by its orientation, alpha on
+    white, 16 bits scaled, as any 2-D image) behind OpenSlide's handle API: one level,
+    ``read_region`` returning RGBA with transparent pixels outside the image, as OpenSlide
+    does. The decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels).
+    Such files carry no trusted resolution, so the slide's mpp comes from the config."""
 
     def __init__(self, path: Path):
-        from PIL import Image, ImageOps
+        from PIL import Image
+
+        from mmpipe.io.images import read_image
 
         # a slide is a "decompression bomb" by Pillow's measure: lift its limit for this
         # file only, not for every image the process reads afterwards; the limit is
@@ -260,31 +252,27 @@ class _PlainImageHandle:
         with _PILLOW_LIMIT:
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                with Image.open(path) as img:
-                    # a photographed slide may be stored sideways with an EXIF Orientation
-                    ImageOps.exif_transpose(img, in_place=True)
-                    self._image = _rgb_on_white(img)
+                self._rgb = read_image(path)
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
-        w, h = self._image.size
+        h, w = self._rgb.shape[:2]
         self.level_count = 1
         self.level_dimensions = ((w, h),)
         self.level_downsamples = (1.0,)
         self.properties = {"mmpipe.reader": PLAIN_IMAGE}
 
-    def read_region(self, location, level, size):
-        from PIL import Image
-
+    def read_region(self, location, level, size) -> np.ndarray:
         (x, y), (w, h) = location, size
-        out = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-        iw, ih = self._image.size
-        box = (max(x, 0), max(y, 0), min(x + w, iw), min(y + h, ih))
-        if box[0] < box[2] and box[1] < box[3]:
-            out.paste(self._image.crop(box).convert("RGBA"), (box[0] - x, box[1] - y))
+        out = np.zeros((h, w, 4), np.uint8)
+        ih, iw = self._rgb.shape[:2]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, iw), min(y + h, ih)
+        if x0 < x1 and y0 < y1:
+            out[y0 - y:y1 - y, x0 - x:x1 - x, :3] = self._rgb[y0:y1, x0:x1]
+            out[y0 - y:y1 - y, x0 - x:x1 - x, 3] = 255
         return out
 
     def close(self) -> None:
-        self._image = None
+        self._rgb = None
 
 
 def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide:

@@ -266,6 +266,25 @@ def test_a_plain_image_slide_is_turned_upright_by_its_exif_orientation(tmp_path)
     np.testing.assert_array_equal(region, np.rot90(stored, k=-1))
 
 
+def test_a_plain_image_slide_is_read_as_any_2d_image(tmp_path):
+    """A plain slide was read by Pillow's convert("RGB"), unlike every other 2-D image:
+    16-bit grey was clipped at 255 (all but the darkest pixels white) and a flat TIFF's
+    Orientation tag ignored. It now goes through mmpipe.io.images.read_image."""
+    from PIL import Image
+
+    grey = np.linspace(0, 4000, 40 * 60).reshape(40, 60).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "deep.png")  # a 16-bit PNG: mode I;16
+    stored = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "sideways.tif", stored, photometric="rgb",
+                     extratags=[(274, "H", 1, 6, True)])  # turn 90 degrees clockwise to view
+    with open_slide(tmp_path / "deep.png", mpp_when_missing=0.5) as slide:
+        region = slide.read_region((0, 0), 0, (60, 40))
+    np.testing.assert_array_equal(region[..., 0], np.rint(grey / 4000 * 255).astype(np.uint8))
+    with open_slide(tmp_path / "sideways.tif", mpp_when_missing=0.5) as slide:
+        assert slide.level_dimensions == ((40, 60),)
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (40, 60)),
+                                      np.rot90(stored, k=-1))
+
 
 def test_a_plain_image_slide_s_transparent_pixels_are_glass(tmp_path):
     from PIL import Image
