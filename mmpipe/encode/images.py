@@ -33,11 +33,13 @@ def setup(job, items) -> None:
     job.state = ImageTransform()
 
 
-def _pick(files: list, max_images: int | None) -> list:
+def _pick(files: list, max_images: int | None) -> list[tuple[int, object]]:
+    """(index in the whole set, file) of the images kept: the bag's coordinate is the
+    index among all the subject's files, not among those ``max_images`` kept."""
     if not max_images or len(files) <= max_images:
-        return files
+        return list(enumerate(files))
     keep = np.unique(np.round(np.linspace(0, len(files) - 1, max_images)).astype(int))
-    return [files[i] for i in keep]
+    return [(int(i), files[i]) for i in keep]
 
 
 def run(job, items, writer, progress=None) -> None:
@@ -57,12 +59,13 @@ def run(job, items, writer, progress=None) -> None:
             progress.update(1)
 
 
-def _encode_set(job, subject_id: str, files: list, writer, batch_size: int) -> None:
+def _encode_set(job, subject_id: str, files: list[tuple[int, object]], writer,
+                batch_size: int) -> None:
     if not files:
         writer.reject(subject_id, "no image file in the subject's folder")
         return
     tensors, kept, problems = [], [], []
-    for i, path in enumerate(files):
+    for i, path in files:
         try:
             tensors.append(job.state(path))
             kept.append(i)

@@ -1,0 +1,60 @@
+"""The 2-D image set loop: a set max-pooled over its images, each image's bag coordinate
+its index among all the subject's files in name order (also under ``max_images``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmpipe.encode import images as images_loop
+from mmpipe.encode.inputs import SubjectInput
+from mmpipe.encode.job import EncodeJob
+from mmpipe.errors import InputError
+
+
+class _ByName:
+    """A stand-in image transform: image ``k.png`` becomes a constant [3, 8, 8] of ``k``;
+    a file named ``broken`` cannot be read."""
+
+    def __call__(self, path):
+        if "broken" in path.name:
+            raise InputError("cannot read it", path=path)
+        return torch.full((3, 8, 8), float(path.stem.split("_")[0]))
+
+
+class _Writer:
+    def __init__(self):
+        self.rows, self.rejected = {}, {}
+
+    def write(self, sid, emb, bag=None, coords=None, note=""):
+        self.rows[sid] = (np.asarray(emb), bag, coords, note)
+
+    def reject(self, sid, reason):
+        self.rejected[sid] = reason
+
+
+def _run(source, max_images):
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    job = EncodeJob(cfg={"batch_size": 2, "max_images": max_images}, params={},
+                    modality="histology", device=torch.device("cpu"), net=net,
+                    state=_ByName())
+    job.bag_item_shape = (3,)
+    writer = _Writer()
+    images_loop.run(job, [SubjectInput("p1", "ok", "", source)], writer)
+    return writer
+
+
+def test_bag_coordinates_index_the_subject_s_files_not_the_images_kept(tmp_path):
+    """Under max_images the coordinates counted the kept images (0, 1, 2), though the
+    store declares them the index of the image in the subject's set."""
+    names = [f"{k}.png" for k in range(10)]
+    names[9] = "9_broken.png"
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    emb, bag, coords, note = _run(tmp_path, max_images=3).rows["p1"]
+    # files 0, 4 and 9 are picked (evenly spaced in name order); 9 cannot be read
+    assert coords[:, 0].tolist() == [0, 4]
+    assert bag[:, 0].tolist() == [0.0, 4.0] and emb.tolist() == [4.0] * 3
+    assert note.startswith("1 of 3 image(s) left out: 9_broken.png")
+    emb, bag, coords, _ = _run(tmp_path, max_images=None).rows["p1"]
+    assert coords[:, 0].tolist() == list(range(9)) and emb.tolist() == [8.0] * 3
