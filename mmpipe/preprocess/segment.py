@@ -73,9 +73,13 @@ def check_weights(folder: str | Path | None, fast: bool) -> Path:
     return folder
 
 
-def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str]) -> Segmenter:
+def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str],
+                               threads: int = 1) -> Segmenter:
     """The segmenter calling TotalSegmentator's Python API with ``settings``
-    (``weights``, ``fast``, ``device``); checked before any subject is read."""
+    (``weights``, ``fast``, ``device``); checked before any subject is read. ``threads``
+    (the job's CPUs) resample the volume; nnU-Net's own forward on ``cpu`` takes a thread
+    per CPU of the node whatever it is given (TotalSegmentator's nnunet.py), so a
+    cluster job on ``cpu`` should hold the node's CPUs or share them knowingly."""
     fast = bool(settings.get("fast", True))
     weights = check_weights(settings.get("weights"), fast)
     os.environ["TOTALSEG_WEIGHTS_PATH"] = str(weights)  # read by TotalSegmentator's config
@@ -87,7 +91,8 @@ def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str]) 
 
     def segment(volume: Path, out_dir: Path) -> list[Path]:
         totalsegmentator(str(volume), str(out_dir), roi_subset=list(roi_subset), fast=fast,
-                         device=str(settings.get("device", "cpu")), quiet=True)
+                         device=str(settings.get("device", "cpu")), quiet=True,
+                         nr_thr_resamp=int(threads))
         return [out_dir / f"{organ}.nii.gz" for organ in roi_subset]
 
     return segment
@@ -116,13 +121,14 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
 
 def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: dict[str, Any],
                    roi_subset: list[str], out_dir: str | Path,
-                   shard_dirs: list[str | Path] | None = None) -> pl.DataFrame:
+                   shard_dirs: list[str | Path] | None = None,
+                   threads: int = 1) -> pl.DataFrame:
     """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes (a
     ``dicom`` modality's volumes are its shards' NIfTI conversions, on whose grid the
     encoders read them)."""
     from mmpipe.encode.inputs import gather_inputs
 
-    segmenter = totalsegmentator_segmenter(settings, roi_subset)  # fails before any work
+    segmenter = totalsegmentator_segmenter(settings, roi_subset, threads)  # fails early
     inputs = gather_inputs(cohort_dir, modality, kind, shard_dirs=shard_dirs)
     volumes = {i.subject_id: str(i.source) if i.status == "ok" else None for i in inputs}
     return segment_modality(volumes, out_dir, segmenter)

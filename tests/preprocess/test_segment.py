@@ -5,6 +5,9 @@ crop, and the workflow runs the segment rule before the encoders of that modalit
 
 from __future__ import annotations
 
+import os
+import sys
+import types
 from pathlib import Path
 
 import nibabel as nib
@@ -37,6 +40,27 @@ def test_missing_weights_name_the_folder(tmp_path):
         totalsegmentator_segmenter({"weights": str(tmp_path), "fast": True}, ["kidney_left"])
     (tmp_path / WEIGHT_FOLDERS[1]).mkdir()
     assert check_weights(tmp_path, fast=False) == tmp_path
+
+
+def test_the_segmenter_calls_totalsegmentator_with_the_job_s_settings(tmp_path, monkeypatch):
+    """The job's threads reach TotalSegmentator's resampling (it ran one whatever the job
+    held); device, model and organs are those of the config."""
+    calls = []
+    api = types.ModuleType("totalsegmentator.python_api")
+    api.totalsegmentator = lambda *args, **kwargs: calls.append((args, kwargs))
+    monkeypatch.setitem(sys.modules, "totalsegmentator", types.ModuleType("totalsegmentator"))
+    monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", api)
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", "")  # restored after the test
+    (tmp_path / WEIGHT_FOLDERS[0]).mkdir()
+    segment = totalsegmentator_segmenter({"weights": str(tmp_path), "fast": True,
+                                          "device": "gpu"}, ["kidney_left"], threads=6)
+    assert segment(tmp_path / "ct.nii.gz", tmp_path / "out") == [
+        tmp_path / "out" / "kidney_left.nii.gz"]
+    (args, kwargs), = calls
+    assert args == (str(tmp_path / "ct.nii.gz"), str(tmp_path / "out"))
+    assert kwargs == {"roi_subset": ["kidney_left"], "fast": True, "device": "gpu",
+                      "quiet": True, "nr_thr_resamp": 6}
+    assert os.environ["TOTALSEG_WEIGHTS_PATH"] == str(tmp_path)
 
 
 def _fake_segmenter(volume, out_dir):

@@ -68,7 +68,8 @@ rule clinical_prompts:
 # TotalSegmentator masks of a volume or dicom modality whose config asks for them (`mask: {from:
 # totalsegmentator}`): one job per modality, on the device `preprocess.totalsegmentator.device`
 # names (a GPU slot only for `gpu`); the encoders read them for `roi_crop`
-# (mmpipe/preprocess/segment.py).
+# (mmpipe/preprocess/segment.py). Its threads resample the volumes; the SLURM profile
+# raises them with set-threads, as for the encoders.
 rule segment:
     input:
         unpack(checkpointed_manifest),
@@ -82,6 +83,7 @@ rule segment:
     priority: 2
     conda:
         "../../envs/preprocess.yaml"
+    threads: 1
     resources:
         gpu=lambda w: int(config["preprocess"]["totalsegmentator"]["device"] == "gpu"),
     params:

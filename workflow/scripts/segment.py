@@ -9,4 +9,5 @@ sm = snakemake  # noqa: F821
 segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.kind,
                sm.config["preprocess"]["totalsegmentator"], sm.params.segment["roi_subset"],
                sm.output[0],
-               shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None)
+               shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
+               threads=sm.threads)
