@@ -134,8 +134,11 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
                      ) -> tuple[BenchData, list[dict]]:
     """Load the stores of ``feature_set`` and the manifest label ``label``.
 
-    Returns the data and one record ``{"subject_id", "reason"}`` per subject left out:
-    a missing label, or none of this feature set's modalities present. Raises
+    Returns the data and one record ``{"subject_id", "reason"}`` per subject left out,
+    for a missing label. A subject without any of this feature set's modalities stays,
+    every entry absent: every feature set of a cohort holds the same labelled subjects,
+    so its runs are scored on the same test subjects as every other's (one with no input
+    gets the training prior there, :func:`mmpipe.bench.run.run_seed`). Raises
     :class:`StoreError` when the stores do not list the same subjects in the same order,
     or disagree with the manifest.
     """
@@ -178,10 +181,6 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
     for i, sid in enumerate(ids.tolist()):
         if _is_missing(labels[sid]):
             dropped.append({"subject_id": sid, "reason": f"{LABEL_MISSING} ({label})"})
-            keep[i] = False
-        elif not present[i].any():
-            dropped.append({"subject_id": sid,
-                            "reason": f"no modality of feature set {{{fs_name}}}"})
             keep[i] = False
     if dropped:
         shown = ", ".join(f"{d['subject_id']} ({d['reason']})" for d in dropped[:5])

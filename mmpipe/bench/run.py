@@ -2,7 +2,10 @@
 
 Everything a run needs comes from files shared by all methods (the feature stores,
 the split of this seed, the mask of this scenario, rate and seed), so every method
-is compared on the same subjects and the same missing entries.
+is compared on the same subjects and the same missing entries: every feature set of a
+cohort is scored on every labelled test subject of the split, one it has no input for
+(none of its modalities in the stores, or none left by the scenario) with the training
+prior, flagged ``no_input``.
 """
 
 from __future__ import annotations
@@ -235,8 +238,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         notes.append(f"{kept_one} subjects kept their only modality of this feature set "
                      "(the protocol keeps it; the mask, drawn over the cohort's modalities, "
                      "had taken it)")
-    # subjects without any modality of this feature set in its stores cannot be trained
-    # on; at test time they get the training prior, flagged in the predictions
+    # subjects without any modality of this feature set (in its stores, or left by the
+    # mask) cannot be trained on; at test time they get the training prior, flagged in
+    # the predictions, so every feature set is scored on the same test subjects
     train = train.subset(np.flatnonzero(train.present.any(axis=1)))
     val_keep = np.flatnonzero(val.present.any(axis=1))
     val = val.subset(val_keep)
@@ -313,8 +317,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                 frames.append(_predictions(part, proba, "test", "+".join(subset), no_input))
         n_no_input = int((~test.present.any(axis=1)).sum())
         if n_no_input:
-            notes.append(f"{n_no_input} test subjects had no modality left under this scenario "
-                         "and were scored with the training prior")
+            notes.append(f"{n_no_input} test subjects had no modality of this feature set "
+                         "(none in its stores, or none left under this scenario) and were "
+                         "scored with the training prior")
         out = {
             **meta, "seed": seed, "method_type": method_cfg["type"],
             # what the report needs to name the classes (the positive one of a binary task)

@@ -43,29 +43,33 @@ def _cohort(tmp_path, ids=IDS, wsi_ids=None):
 
 def test_load_feature_set_zeros_absent_and_records_drops(tmp_path):
     data, dropped = load_feature_set(_cohort(tmp_path), {"ct": "ctenc", "wsi": "wsienc"}, "grade")
-    assert data.subject_id.tolist() == ["p1", "p2", "p4", "p5"]
+    assert data.subject_id.tolist() == ["p1", "p2", "p4", "p5", "p6"]
     assert data.modalities == ["ct", "wsi"]
     assert data.label_name == "grade"
     assert data.label_values == ["high", "low"]       # sorted label values -> 0, 1
-    assert data.y.tolist() == [1, 0, 1, 0]
+    assert data.y.tolist() == [1, 0, 1, 0, 1]
     assert data.n_classes == 2
     assert data.shapes() == {"ct": (3,), "wsi": (2, 2)}
-    assert data.present.tolist() == [[True, False], [False, True], [True, True], [True, True]]
+    assert data.present.tolist() == [[True, False], [False, True], [True, True], [True, True],
+                                     [False, False]]
     assert data.x["ct"].dtype == np.float32 and not np.isnan(data.x["ct"]).any()
     np.testing.assert_array_equal(data.x["ct"][1], 0)  # absent: exact zeros, not NaN
     np.testing.assert_array_equal(data.x["wsi"][0], 0)
     np.testing.assert_array_equal(data.x["wsi"][2], np.full((2, 2), 40.0))
-    assert data.patterns() == ["ct", "wsi", "ct+wsi", "ct+wsi"]
-    reasons = {d["subject_id"]: d["reason"] for d in dropped}
-    assert set(reasons) == {"p3", "p6"}
-    assert reasons["p3"].startswith("label missing")
-    assert reasons["p6"].startswith("no modality of feature set")
+    assert data.patterns() == ["ct", "wsi", "ct+wsi", "ct+wsi", ""]
+    assert dropped == [{"subject_id": "p3", "reason": "label missing (grade)"}]
 
 
-def test_feature_set_with_one_modality_drops_subjects_without_it(tmp_path):
-    data, dropped = load_feature_set(_cohort(tmp_path), {"ct": "ctenc"}, "grade")
-    assert data.subject_id.tolist() == ["p1", "p4", "p5"]
-    assert {d["subject_id"] for d in dropped} == {"p2", "p3", "p6"}
+def test_every_feature_set_holds_the_same_labelled_subjects(tmp_path):
+    """A subject without the feature set's modalities stays, every entry absent: it was
+    dropped before splitting, so a CT-only run was scored on fewer test subjects than
+    the CT+WSI run it was paired with in the report."""
+    cohort = _cohort(tmp_path)
+    ct, dropped = load_feature_set(cohort, {"ct": "ctenc"}, "grade")
+    both, _ = load_feature_set(cohort, {"ct": "ctenc", "wsi": "wsienc"}, "grade")
+    assert ct.subject_id.tolist() == both.subject_id.tolist() == ["p1", "p2", "p4", "p5", "p6"]
+    assert ct.present[:, 0].tolist() == [True, False, True, True, False]
+    assert {d["subject_id"] for d in dropped} == {"p3"}
 
 
 def test_stores_in_different_order_are_refused(tmp_path):

@@ -353,3 +353,26 @@ def test_a_run_records_what_its_mask_removed(cohort, tmp_path):
     assert runs["mask_share"].to_list() == pytest.approx([records[r]["share"]
                                                           for r in (0.4, 0.9)])
     assert "mask_share_mean" not in summarise(runs).columns   # a cell's, not a method's
+
+
+def test_every_feature_set_is_scored_on_the_same_test_subjects(cohort, tmp_path):
+    """A subject without the feature set's modality was dropped before splitting, so a
+    b-only run was scored on fewer test subjects than the a+b+c run the report pairs it
+    with; now it is scored on all, those without b with the training prior."""
+    root, cohort_dir = cohort
+    make_mask(cohort_dir, "natural", 0.0, 0, tmp_path / "natural.parquet")
+    tested = {}
+    for name, feature_set in {"b_only": {"b": "precomputed"},
+                              "all": {m: "precomputed" for m in MODALITIES}}.items():
+        out = tmp_path / name
+        run_experiment(cohort_dir, feature_set, "y", {"type": "logreg"},
+                       root / "split.parquet", tmp_path / "natural.parquet", out, seed=0,
+                       meta={"cohort": "toy", "feature_set": name, "method": "logreg",
+                             "scenario": "natural", "rate": 0.0})
+        preds = pl.read_parquet(out / "predictions.parquet").filter(
+            (pl.col("split") == "test") & (pl.col("evaluation") == "scenario"))
+        tested[name] = preds
+    assert tested["b_only"]["subject_id"].to_list() == tested["all"]["subject_id"].to_list()
+    no_b = tested["b_only"].filter(pl.col("no_input"))
+    assert len(no_b) > 0 and set(no_b["pattern"]) == {""}
+    assert not tested["all"]["no_input"].any()

@@ -103,9 +103,10 @@ def test_missing_path_is_rejected_by_the_adapter(tmp_path, base_config, data_dir
     assert store_rows["bad"]["reason"] == "file not found"
     _assert_good_unchanged(store_rows, baseline)
     data, dropped = load_feature_set(layout.root, FEATURE_SET, "y")
-    assert dropped == [{"subject_id": "bad",
-                        "reason": f"no modality of feature set {{{MODALITY}: {ENCODER}}}"}]
-    _assert_training_unchanged(data, baseline)
+    # "bad" stays without input (scored with the training prior at test), the others as
+    # they were
+    assert dropped == [] and data.subject_id[~data.present.any(axis=1)].tolist() == ["bad"]
+    _assert_training_unchanged(data.subset(np.flatnonzero(data.present.any(axis=1))), baseline)
 
 
 def test_subject_whose_only_path_is_missing_is_excluded(tmp_path, base_config, data_dir,
