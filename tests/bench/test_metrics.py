@@ -80,6 +80,13 @@ def test_auc_undefined_with_one_class_is_nan_with_a_note():
     assert any("auc undefined" in n for n in m["notes"])
     assert m["accuracy"] == pytest.approx(2 / 3)
     assert m["recall_positive"] == pytest.approx(2 / 3)
+    # a model that predicts the one class there is not "balanced" or macro-perfect (1.0
+    # by scikit-learn's definitions)
+    m = classification_metrics([1, 1, 1], _binary([0.6, 0.7, 0.9]))
+    for key in ("balanced_accuracy", "f1_macro", "precision_macro", "recall_macro"):
+        assert math.isnan(m[key]), key
+    assert m["accuracy"] == 1.0
+    assert any("macro averages undefined" in n for n in m["notes"])
 
 
 def test_multiclass_with_an_absent_class_averages_the_others():
