@@ -196,14 +196,16 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     shown = ["natural", scenario] if with_natural else [scenario]
     if not len(summary) or col not in summary.columns:
         return None
-    df = summary.filter(pl.col("scenario").is_in(shown) & pl.col(col).is_not_null())
+    scoped = summary.filter(pl.col("scenario").is_in(shown))
+    df = scoped.filter(pl.col(col).is_not_null())
     if not (df["scenario"] == scenario).any():
         return None
     # only the methods run under this scenario
     ran = df.filter(pl.col("scenario") == scenario).select("feature_set", "method").unique()
-    df = df.join(ran, on=["feature_set", "method"], how="semi")
-    df = _series_labels(df).with_columns(
-        pl.when(pl.col("scenario") == "natural").then(0.0).otherwise(pl.col("rate")).alias("x"))
+    scoped = _series_labels(scoped.join(ran, on=["feature_set", "method"], how="semi")
+                            ).with_columns(pl.when(pl.col("scenario") == "natural").then(0.0)
+                                           .otherwise(pl.col("rate")).alias("x"))
+    df = scoped.filter(pl.col(col).is_not_null())
     styles = _styles(df)
     series = _ordered(styles)
     baselines = [s for s in series if _is_baseline(styles[s]["family"])]
@@ -218,7 +220,12 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     # the best methods by their mean over the rates shown, named at the end of their line
     means = {s: float(np.nanmean([_val(v) for v in df.filter(pl.col("series") == s)[col]]))
              for s in methods}
-    top = _top(means, metric, TOP_LABELLED, _whole(df, metric))
+    # ranked among the series with a value at every rate (a rate where one did not train
+    # is a row without a mean: its mean over the easier rates alone would rank it first)
+    xs = set(scoped["x"].to_list())
+    covered = {s for s in methods if set(df.filter(pl.col("series") == s)["x"]) == xs}
+    whole = _whole(scoped, metric)
+    top = _top(means, metric, TOP_LABELLED, covered if whole is None else whole & covered)
     ends = []
     for ax, fams in zip(axes, panels, strict=False):
         for b in baselines:

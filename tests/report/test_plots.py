@@ -124,3 +124,29 @@ def test_the_figures_rank_as_the_tables_bold(tmp_path, monkeypatch):
     ranks = {t.split(" ", 1)[0]: t.split(" ", 1)[1] for t in seen["texts"] if t.startswith("#")}
     assert ranks["#1"].startswith("muse") and ranks["#2"].startswith("deepsets"), seen["texts"]
     assert not any(t.startswith("mmare") for t in ranks.values())
+
+
+def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_path,
+                                                                          monkeypatch):
+    """B trained at MCAR 0.2 and 0.5 but on no seed at 0.8: its row there has no mean,
+    which was filtered out before the ranking, so its mean over the two easier rates
+    beat A's over all three and the legend called it "#1"."""
+    from mmpipe.report.stats import wilcoxon_vs_best
+
+    values = {"A": {0.2: 0.80, 0.5: 0.70, 0.8: 0.60}, "B": {0.2: 0.78, 0.5: 0.72, 0.8: None}}
+    runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
+                          "family": "fusion", "scenario": "mcar", "rate": r, "seed": s,
+                          "balanced_accuracy": None if v is None else v + 0.01 * s,
+                          "trained": v is not None}
+                         for m, by_rate in values.items() for r, v in by_rate.items()
+                         for s in range(3)])
+    summary = wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"])
+    seen = {}
+
+    def keep(fig, out):
+        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "m.png")
+    assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
