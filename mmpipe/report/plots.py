@@ -429,7 +429,8 @@ def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Pa
             df = df.filter((pl.col("rate") - rate).abs() < 1e-9)
     where = group_label(scenario, rate) if scenario is not None else "no runs"
     title = (f"{metric_label(metric, positive=positive_label(df) if len(df) else None)} per "
-             f"modality pattern\n{where} (test, mean ± std over seeds)")
+             f"modality pattern\n{where} (test, mean ± std over seeds; [k/N]: over k of "
+             "the N seeds)")
     if not len(df) or col not in df.columns:
         return None
     df = _series_labels(df)
@@ -438,10 +439,17 @@ def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Pa
     patterns = sorted(df["pattern"].unique().to_list(), key=_pattern_sort_key)
     grid = np.full((len(series), len(patterns)), np.nan)
     std = np.full_like(grid, np.nan)
+    # seeds a cell's mean is over, against the series' runs (the most runs any of its
+    # patterns occurs in): a pattern in one seed's test split, or with one class in the
+    # others, gave a bare "1.00" like a cell of every seed
+    over = np.zeros(grid.shape, dtype=int)
+    runs = {s: int(df.filter(pl.col("series") == s)["n_runs"].max() or 0)
+            if "n_runs" in df.columns else 0 for s in series}
     for r in df.iter_rows(named=True):
         i, j = series.index(r["series"]), patterns.index(r["pattern"])
         grid[i, j] = _val(r[col])
         std[i, j] = _val(r.get(f"{metric}_std"))
+        over[i, j] = int(r.get(f"{metric}_n") or 0)
     col_labels = []
     for p in patterns:
         ns = df.filter(pl.col("pattern") == p)["n"].drop_nulls().to_list()
@@ -461,6 +469,8 @@ def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Pa
                 text, colour = "–", "black"
             else:
                 text = f"{v:.2f}" + ("" if math.isnan(std[i, j]) else f"\n±{std[i, j]:.2f}")
+                if over[i, j] < runs[series[i]]:
+                    text += f"\n[{over[i, j]}/{runs[series[i]]}]"
                 colour = "white" if v < 0.6 else "black"
             ax.text(j, i, text, ha="center", va="center", fontsize="x-small", color=colour)
     ax.set_xticks(range(len(patterns)), col_labels, rotation=45, ha="right",

@@ -150,3 +150,28 @@ def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_pa
     monkeypatch.setattr(plots, "_save", keep)
     plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "m.png")
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
+
+
+def test_a_heatmap_cell_over_fewer_seeds_says_how_many(tmp_path, monkeypatch):
+    """A pattern in one seed's test split only printed a bare "0.80" like a cell over
+    every seed, under a title that says "mean ± std over seeds"."""
+    rows = [{"cohort": "c", "feature_set": "all", "method": "mmare", "method_type": "mmare",
+             "family": "fusion", "scenario": "natural", "rate": 0.0, "pattern": p,
+             "balanced_accuracy": v, "n": 4.0}
+            for p, values in {"ct+wsi": [0.70, 0.72, 0.74], "ct": [0.80]}.items()
+            for v in values]
+    table = summarise(pl.DataFrame(rows).with_columns(
+        pl.Series("seed", [0, 1, 2, 0])), keys=("cohort", "feature_set", "method",
+                                                "method_type", "family", "scenario", "rate",
+                                                "pattern"))
+    table = table.rename({"n_seeds": "n_runs", "n_mean": "n"})
+    seen = {}
+
+    def keep(fig, out):
+        seen["texts"] = [t.get_text() for t in fig.axes[0].texts]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_pattern_heatmap(table, "balanced_accuracy", tmp_path / "h.png")
+    assert "0.80\n[1/3]" in seen["texts"], seen["texts"]
+    assert "0.72\n±0.02" in seen["texts"]
