@@ -163,7 +163,7 @@ def predict_proba(method: FusionMethod, data: BenchData, device: torch.device | 
 def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight, device) -> dict:
     method.eval()
     with torch.no_grad():
-        loss_fn = phase.loss or method.loss
+        loss_fn = phase.loss or method.validation_loss
         loss, logits = loss_fn(x, present, y, class_weight)
     if not bool(torch.isfinite(logits).all()):
         raise NotTrainable(f"{method.name}: non-finite outputs on the validation split in "

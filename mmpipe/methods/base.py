@@ -81,6 +81,14 @@ class FusionMethod(nn.Module):
         logits = self(x, present)
         return F.cross_entropy(logits, y, weight=class_weight), logits
 
+    def validation_loss(self, x: dict[str, torch.Tensor], present: torch.Tensor,
+                        y: torch.Tensor, class_weight: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) early stopping watches under ``monitor: loss`` (a phase's own
+        ``loss`` takes precedence): the training loss by default; a method whose loss adds
+        auxiliary terms that move by themselves (an adversary's) may watch its task."""
+        return self.loss(x, present, y, class_weight)
+
     def prepare(self, x: dict[str, torch.Tensor], present: torch.Tensor, y: torch.Tensor) -> None:
         """Called once with the whole (normalised) training split before the first phase,
         for what a method derives from the training data itself (imputation means, a

@@ -51,9 +51,11 @@ Adapted to this benchmark (see :meth:`DRIM.report_notes`): cached vectors (flatt
 every modality with the official embedding-encoder; cross-entropy on classes instead of
 the logistic-hazard survival loss; training on every subject (the official multimodal
 scripts keep patients with at least two modalities); the trainer's cosine schedule
-anneals to 0 (official ``eta_min`` 5e-6) and its best-validation checkpoint is restored
-(the official code keeps the last epoch); the discriminators' optimiser state is not in
-the state_dict. Absent modalities are zero-filled by the method before their encoders
+anneals to 0 (official ``eta_min`` 5e-6) and its best-validation checkpoint is restored,
+judged on the validation task loss alone (the official code keeps the last epoch; the
+adversarial term moves with the discriminators and would pick the epoch); batches are
+shuffled without class balancing, as the official loader's; the discriminators'
+optimiser state is not in the state_dict. Absent modalities are zero-filled by the method before their encoders
 and masked out of every attention and loss term, so their values never reach the output.
 """
 
@@ -221,6 +223,10 @@ class DRIM(FusionMethod):
         "patience": 30,               # no early stopping in the official code
         "batch_size": 24,             # dataloader.batch_size
         "noise_p": 0.0,               # no feature-noise augmentation in the official code
+        # a plain shuffled loader (train_drimsurv.py): the benchmark's weighted sampler
+        # draws with replacement, and a patient twice in a batch is its own negative in
+        # the contrastive loss
+        "sampler": "none",
     }
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
@@ -326,6 +332,14 @@ class DRIM(FusionMethod):
             self._pending_pairs = terms["pairs"]
         return total, terms["logits"]
 
+    def validation_loss(self, x, present, y, class_weight=None):
+        """The task loss alone: the official code keeps the last epoch (trainers.py saves
+        after the loop); the benchmark's protocol keeps the best validation epoch, judged
+        on the task, since the adversarial term moves with the discriminators' steps and
+        outweighs it (patience = max_epochs: no early stop, as the official code)."""
+        terms = self.loss_terms(x, present, y, class_weight)
+        return terms["task"], terms["logits"]
+
     def after_step(self) -> None:
         """The discriminators' step on the last training batch's pairs (official order:
         after the encoders' step, on the same batch's embeddings)."""
@@ -377,5 +391,7 @@ class DRIM(FusionMethod):
             "their optimiser state is not checkpointed.",
             "drim: trained on every subject (official multimodal scripts keep patients "
             "with >= 2 modalities); cosine schedule to 0 (official eta_min 5e-6); the "
-            "best-validation checkpoint is kept (official: last epoch).",
+            "best-validation checkpoint by the task loss is kept (official: last "
+            "epoch); plain shuffled batches as the official loader (no class "
+            "balancing).",
         ]

@@ -68,6 +68,29 @@ def test_no_checkpoint_before_min_epochs():
     assert later.settings["phases"][0]["min_epochs"] == 6
 
 
+def test_early_stopping_on_the_loss_watches_the_method_s_validation_loss():
+    """DRIM's total loss adds an adversarial term that moves with its discriminators'
+    steps; early stopping watches what ``validation_loss`` returns (DRIM: its task)."""
+    import torch
+
+    data = _data()
+    train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
+    method = build_method({"type": "concat_zero"}, data)
+    calls = []
+
+    def watched(x, present, y, class_weight=None):
+        calls.append(len(y))
+        logits = method(x, present)
+        # a quantity that falls every epoch: the last epoch is the best by it
+        return torch.tensor(100.0 - len(calls)), logits
+
+    method.validation_loss = watched
+    cfg = {**TRAIN_DEFAULTS, **method.hparams, "max_epochs": 7, "patience": 2,
+           "min_epochs": 0}
+    result = fit(method, train, val, cfg, seed=0)
+    assert calls == [30] * 7 and result.best_epoch == {"train": 7}
+
+
 def test_fit_without_validation_runs_the_given_epochs():
     data = _data()
     method = build_method({"type": "deepsets"}, data)

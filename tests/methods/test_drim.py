@@ -30,6 +30,7 @@ def test_registry_and_official_defaults():
     assert (d["optimizer"], d["schedule"], d["lr"], d["weight_decay"]) == (
         "adamw", "cosine", 1e-3, 1e-2)
     assert (d["max_epochs"], d["batch_size"]) == (30, 24)
+    assert d["sampler"] == "none"    # train_drimsurv.py: a plain shuffled loader
     assert DRIM.permutation_invariant
 
 
@@ -173,6 +174,11 @@ def test_loss_is_task_plus_weighted_shared_and_unique(shapes, batch):
         torch.testing.assert_close(plain.loss(x, present, y)[0],
                                    F.cross_entropy(plain(x, present), y))
     assert set(terms["pairs"]) == set(shapes)    # every modality present twice or more
+    # early stopping watches the task: the auxiliary terms move with the discriminators
+    with torch.no_grad():
+        watched, watched_logits = model.validation_loss(x, present, y)
+    torch.testing.assert_close(watched, terms["task"])
+    torch.testing.assert_close(watched_logits, logits)
 
 
 def test_unique_loss_reaches_only_unique_encoders(shapes, batch):
