@@ -13,6 +13,8 @@ from torch.nn import functional as F
 from mmpipe.methods.blocks import TRAIN_DEFAULTS, check_choice
 
 # HAM's recipe (issue: RMSprop, weighted focal loss); the rest is the project protocol
+# (blocks.TRAIN_DEFAULTS), its Gaussian feature noise (noise_p 0.3) included: neither HAM's
+# paper nor ShaSpec's code augments features, so `noise_p: 0` is their literal setting
 HAM_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "optimizer": "rmsprop",
                                       "sampler": "none", "class_weights": True}
 TASK_LOSSES = ("focal", "ce")

@@ -21,6 +21,12 @@ Architecture on cached vectors (``d = dim``, 256 as the official bottleneck chan
   shared_ft[mode_split[0]]``), first in ``self.modalities`` order; ``missing_fill: mean``
   uses the mean of the present shared features (the official alternative, commented out
   in ``DualNet_SS.py``).
+- **random modality dropout in training** (``train_dropout: random``, the default; the
+  official ``run.sh`` trains its final model with ``--mode=random``, ``DualNet_SS.forward``):
+  each training subject keeps a random number (1 to all) of its present modalities, in a
+  random order whose first gives the absent slots their shared feature, so the
+  generation path learns on every subset; ``none`` trains on the presence as it is.
+  Validation and test use every present modality.
 - **head**: the ``M`` fused features are concatenated (official: channel concat before
   the decoder) → ``Linear(M·d, 256) → ReLU → Dropout → Linear(256, 128) → ReLU →
   Dropout → Linear(128, C)`` (an MLP instead of the segmentation decoder).
@@ -68,11 +74,12 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         "dim": 256,                 # official bottleneck width (256 channels)
         "adapter_dim": None,        # common width before the shared encoder (None = dim)
         "head": [256, 128],
-        "dropout": 0.3,
+        "dropout": 0.3,             # ours: the official decoder has none
         "lambda_shared": 0.1,       # official train_SS.py alpha
         "lambda_domain": 0.02,      # official train_SS.py beta
         "shared_pairs": "cyclic",   # cyclic (official SimShareAllPairs) | all
         "missing_fill": "first",    # first (official) | mean (official, commented out)
+        "train_dropout": "random",  # random (official --mode=random) | none
         **TASK_LOSS_DEFAULTS,
         **HAM_TRAIN_DEFAULTS,
     }
@@ -83,6 +90,7 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         hp = self.hparams
         check_choice(self.name, "shared_pairs", hp["shared_pairs"], ("cyclic", "all"))
         check_choice(self.name, "missing_fill", hp["missing_fill"], ("first", "mean"))
+        check_choice(self.name, "train_dropout", hp["train_dropout"], ("random", "none"))
         dim = int(hp["dim"])
         widths = {m: flat_dim(self.shapes[m]) for m in self.modalities}
         if len(set(widths.values())) == 1 and hp["adapter_dim"] is None:
@@ -117,15 +125,18 @@ class FeatImpute(TaskLossMixin, FusionMethod):
             spec.append(self.specific[m](v))
         return self.shared(torch.stack(shared_in, 1)), torch.stack(spec, 1)
 
-    def fuse(self, r: torch.Tensor, s: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    def fuse(self, r: torch.Tensor, s: torch.Tensor, present: torch.Tensor,
+             first: torch.Tensor | None = None) -> torch.Tensor:
         """Per-modality fused features [B, M, d]: ``r + P[r; s]`` where present, the
-        generated feature where absent, zeros for a subject without any modality."""
+        generated feature where absent, zeros for a subject without any modality.
+        ``first``: the present modality whose shared feature fills (default: the first
+        in ``self.modalities`` order)."""
         present = present.bool()
         fused = r + self.proj(torch.cat([r, s], dim=-1))
         if self.hparams["missing_fill"] == "mean":
             fill = masked_mean(r, present)
         else:  # argmax returns the first maximal index: the first present modality
-            first = present.int().argmax(1)
+            first = present.int().argmax(1) if first is None else first
             fill = r[torch.arange(r.shape[0], device=r.device), first]
         fill = torch.where(present.any(1, keepdim=True), fill, torch.zeros_like(fill))
         return torch.where(present.unsqueeze(-1), fused, fill.unsqueeze(1).expand_as(fused))
@@ -154,10 +165,25 @@ class FeatImpute(TaskLossMixin, FusionMethod):
             domain = r.new_zeros(())
         return shared, domain
 
+    def random_subsets(self, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ShaSpec's ``--mode=random`` per subject (``DualNet_SS.forward``: ``mode_num =
+        randint(1, 4)``, ``random.sample`` of the modalities, the fill from the first of
+        the sample): the kept modalities, a uniform number from 1 to the subject's
+        present count in a random order, and the first of that order."""
+        order = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0)
+        rank = order.argsort(1).argsort(1)  # each modality's place in the subject's order
+        counts = present.sum(1)
+        kept = (torch.rand(counts.shape, device=present.device) * counts).floor().long() + 1
+        return present & (rank < kept.unsqueeze(1)), order.argmin(1)
+
     def loss(self, x, present, y, class_weight=None):
         present = present.bool()
+        first = None
+        if (self.training and torch.is_grad_enabled()
+                and self.hparams["train_dropout"] == "random"):
+            present, first = self.random_subsets(present)
         r, s = self.encode(x, present)
-        logits = self.head(self.fuse(r, s, present).flatten(1))
+        logits = self.head(self.fuse(r, s, present, first).flatten(1))
         shared, domain = self.auxiliary_losses(r, s, present)
         total = (self.task_loss(logits, y, class_weight)
                  + float(self.hparams["lambda_shared"]) * shared
@@ -168,7 +194,11 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         notes = ["FeatImpute (ShaSpec-style) on vector features: MLP encoders and head instead "
                  "of 3D ResNet encoders and a segmentation decoder; shared-consistency and "
                  "domain losses computed on present modalities only; HAM's recipe (weighted "
-                 "focal loss, RMSprop) instead of ShaSpec's segmentation recipe"]
+                 "focal loss, RMSprop) instead of ShaSpec's segmentation recipe, with the "
+                 "benchmark protocol's Gaussian feature noise and head dropout 0.3"]
+        if self.hparams["train_dropout"] == "none":
+            notes.append("FeatImpute: trained without ShaSpec's random modality dropout "
+                         "(train_dropout: none; official: --mode=random)")
         if self.adapters is not None:
             notes.append("FeatImpute: per-modality linear adapters to a common width before "
                          "the shared encoder (modality widths differ)")

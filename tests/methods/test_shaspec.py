@@ -24,6 +24,7 @@ def test_registry_and_defaults():
     d = FeatImpute.defaults
     assert (d["lambda_shared"], d["lambda_domain"], d["dim"]) == (0.1, 0.02, 256)
     assert (d["shared_pairs"], d["missing_fill"]) == ("cyclic", "first")
+    assert d["train_dropout"] == "random"          # official run.sh: --mode=random
     assert (d["optimizer"], d["task_loss"], d["class_weights"]) == ("rmsprop", "focal", True)
     assert not FeatImpute.permutation_invariant
 
@@ -35,6 +36,8 @@ def test_bad_hparams_rejected(shapes):
         FeatImpute(list(shapes), shapes, 2, missing_fill="zeros")
     with pytest.raises(ValueError, match="shared_pairs"):
         FeatImpute(list(shapes), shapes, 2, shared_pairs="star")
+    with pytest.raises(ValueError, match="train_dropout"):
+        FeatImpute(list(shapes), shapes, 2, train_dropout="half")
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -140,6 +143,52 @@ def test_auxiliary_losses_and_their_weights(shapes, batch):
     lone[:, 0] = True
     shared, domain = model.auxiliary_losses(r, s, lone)
     assert shared == 0 and torch.isfinite(domain)
+
+
+def test_training_drops_a_random_subset_of_each_subject_s_modalities(shapes, batch):
+    """ShaSpec trains its final model with random modality dropout (official run.sh,
+    ``--mode=random``): it trained on the natural presence only, so the generation path
+    never learnt on most subsets. Each training subject keeps 1 to all of its present
+    modalities, uniformly many, and its slots are filled from a random kept one."""
+    x, present, y = batch
+    model = build(shapes, dropout=0.0)
+    seen = []
+    fuse = model.fuse
+
+    def spy(r, s, kept, first=None):
+        seen.append((kept.clone(), first))
+        return fuse(r, s, kept, first)
+
+    model.fuse = spy
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(200):
+        model.loss(x, present, y)
+    counts = present.sum(1)
+    sizes = {i: set() for i in range(len(y))}
+    fills = {i: set() for i in range(len(y))}
+    for kept, first in seen:
+        assert not (kept & ~present).any() and (kept.sum(1) >= counts.clamp(max=1)).all()
+        assert kept[torch.arange(len(y)), first][counts > 0].all()  # the fill is kept
+        for i in range(len(y)):
+            sizes[i].add(int(kept[i].sum()))
+            fills[i].add(int(first[i]))
+    for i in range(len(y)):
+        assert sizes[i] == set(range(1, int(counts[i]) + 1)) or counts[i] == 0
+        assert fills[i] == set(torch.nonzero(present[i]).flatten().tolist()) or counts[i] == 0
+    # evaluation sees every present modality; so does training with train_dropout: none
+    seen.clear()
+    model.eval()
+    with torch.no_grad():
+        model.loss(x, present, y)
+    assert torch.equal(seen[-1][0], present) and seen[-1][1] is None
+    plain = build(shapes, dropout=0.0, train_dropout="none").train()
+    plain_seen = []
+    plain_fuse = plain.fuse
+    plain.fuse = lambda r, s, kept, first=None: (plain_seen.append(kept.clone()),
+                                                 plain_fuse(r, s, kept, first))[1]
+    plain.loss(x, present, y)
+    assert torch.equal(plain_seen[0], present)
 
 
 def test_auxiliary_losses_ignore_absent_modalities(shapes, batch):
