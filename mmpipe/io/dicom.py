@@ -99,6 +99,8 @@ class SeriesInfo:
     unreadable: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
     # distinct (RescaleSlope, RescaleIntercept) of the series' files
     rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
+    # distinct (PixelRepresentation, BitsStored) of the series' files
+    storages: tuple[tuple[int, int], ...] = field(default=(), repr=False)
 
     @property
     def n_slices(self) -> int:
@@ -193,6 +195,7 @@ class _Header:
     patient_id: str | None
     study_uid: str | None
     rescale: tuple[float, float] = (1.0, 0.0)  # (RescaleSlope, RescaleIntercept)
+    storage: tuple[int, int] = (0, 16)  # (PixelRepresentation, BitsStored)
     unreadable: tuple[str, str] | None = None  # (short, full) when the pixel data is not there
 
 
@@ -314,6 +317,8 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
         patient_id=_text_or_none(ds.get("PatientID")),
         study_uid=_text_or_none(ds.get("StudyInstanceUID")),
         rescale=(slope, intercept),
+        storage=(_int_or_none(ds.get("PixelRepresentation")) or 0,
+                 _int_or_none(ds.get("BitsStored")) or 0),
         unreadable=unreadable,
     ), unreadable
 
@@ -399,6 +404,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         study_uids=study_uids,
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
         rescales=tuple(sorted({h.rescale for h in headers})),
+        storages=tuple(sorted({h.storage for h in headers})),
     )
     if defects:
         return info  # ordering along a normal means nothing without one geometry
@@ -661,8 +667,8 @@ def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices:
     normal); origin = first position, direction = (row, column, normal) cosines,
     spacing = (column spacing, row spacing, measured slice spacing), all in
     DICOM's LPS frame as SimpleITK expects. Rescale slope/intercept are applied
-    by the reader, so CT comes out in HU; a series whose files differ in them is
-    read as float32, each slice with its own.
+    by the reader, so CT comes out in HU; a series whose files differ in them, or in
+    PixelRepresentation or BitsStored, is read as float32, each slice with its own.
     """
     image, info, _ = _read(Path(folder), rule, min_slices, max_gap_factor)
     return image, info
@@ -690,9 +696,11 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
                  len(others))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in info.files])
-    if len(info.rescales) > 1:
+    if len(info.rescales) > 1 or len(info.storages) > 1:
         # the reader takes the pixel type from the first file: a later slice whose own
-        # slope/intercept gives values outside it (-24 HU in uint16) would wrap
+        # slope/intercept, PixelRepresentation or BitsStored (PS3.3 C.7.6.3.1) gives values
+        # outside it (-24 HU in uint16, a signed -999 or a 16-bit 40000 after 12-bit slices)
+        # would wrap; float32 holds every value of up to 24 stored bits exactly
         reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()

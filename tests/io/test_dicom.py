@@ -125,6 +125,44 @@ def test_slices_with_their_own_rescale_keep_their_hu(tmp_path):
         np.testing.assert_array_equal(arr[k], hu_of(info.files[k]))
 
 
+def test_slices_with_their_own_pixel_representation_or_bits_stored_keep_their_values(tmp_path):
+    # read in the first slice's integer type, a later slice stored otherwise would wrap:
+    # a signed -999 in slice 0's uint16 reads 64537, a 16-bit 40000 in 12-bit slices' int16
+    uid = generate_uid()
+    paths = [write_slice(tmp_path / "sign" / f"s{k}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                         hu=hu_slice(0), instance=k + 1) for k in range(4)]
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        ds.RescaleIntercept = 0
+        if k:
+            ds.PixelRepresentation = 1
+            ds.PixelData = np.full((N, N), -999 * k, np.int16).tobytes()
+        ds.save_as(path)
+    image, info = read_dicom_series(tmp_path / "sign")
+    assert info.storages == ((0, 16), (1, 16))
+    arr = sitk.GetArrayFromImage(image)
+    np.testing.assert_array_equal(arr[0], hu_slice(0) + 1024)
+    for k in range(1, 4):
+        np.testing.assert_array_equal(arr[k], np.full((N, N), -999 * k))
+
+    uid = generate_uid()
+    paths = [write_slice(tmp_path / "bits" / f"s{k}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                         hu=hu_slice(100 * k), instance=k + 1) for k in range(4)]
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        if k == 2:
+            ds.PixelData = np.full((N, N), 40000, np.uint16).tobytes()
+        else:
+            ds.BitsStored, ds.HighBit = 12, 11
+        ds.save_as(path)
+    image, info = read_dicom_series(tmp_path / "bits")
+    assert info.storages == ((0, 12), (0, 16))
+    arr = sitk.GetArrayFromImage(image)
+    np.testing.assert_array_equal(arr[2], np.full((N, N), 40000 - 1024))
+    for k in (0, 1, 3):
+        np.testing.assert_array_equal(arr[k], hu_slice(100 * k))
+
+
 def test_deflated_series_converts(tmp_path):
     _, paths = write_series(tmp_path / "dcm", n=6)
     for path in paths:
