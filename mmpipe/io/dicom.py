@@ -14,7 +14,9 @@ time point), stray files, a corrupt file. So reading is two steps:
 
 The geometry is ours, not the reader's: the slice spacing is the median distance
 between consecutive positions along the normal (never SliceThickness, which
-differs from it for overlapping or gapped acquisitions).
+differs from it for overlapping or gapped acquisitions). A missing slice that
+``max_gap_factor`` lets through is filled in on that grid by linear interpolation of
+its neighbours, and the note says where.
 
 Nothing is dropped without a trace. A file that is not a DICOM image (a ``.txt``,
 a DICOMDIR, random bytes) or whose pixel data is cut short is *skipped*: it is
@@ -101,6 +103,8 @@ class SeriesInfo:
     rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
     # distinct (PixelRepresentation, BitsStored) of the series' files
     storages: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    # positions (mm along the normal) of missing slices that the read filled in
+    interpolated: tuple[float, ...] = field(default=(), repr=False)
 
     @property
     def n_slices(self) -> int:
@@ -666,7 +670,8 @@ def read_dicom_series(folder: str | Path, rule: str = "most_slices", min_slices:
     Returns ``(image, info)``. The files are read in our order (along the slice
     normal); origin = first position, direction = (row, column, normal) cosines,
     spacing = (column spacing, row spacing, measured slice spacing), all in
-    DICOM's LPS frame as SimpleITK expects. Rescale slope/intercept are applied
+    DICOM's LPS frame as SimpleITK expects; a missing slice that ``max_gap_factor``
+    lets through is interpolated (``info.interpolated``). Rescale slope/intercept are applied
     by the reader, so CT comes out in HU; a series whose files differ in them, or in
     PixelRepresentation or BitsStored, is read as float32, each slice with its own.
     """
@@ -714,6 +719,7 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
                             f"{image.GetNumberOfComponentsPerPixel()} components from "
                             f"{info.label()}; expected one grey value per voxel and "
                             f"{info.n_slices} slices", scan, folder)
+    image = _fill_missing_slices(image, info)
     slice_spacing = info.slice_spacing
     if not np.isfinite(slice_spacing):
         slice_spacing = info.slice_thickness or 1.0
@@ -731,6 +737,42 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
         raise _folder_error(f"SimpleITK refuses the geometry of {info.label()}: "
                             f"{_sitk_message(err)}", scan, folder) from err
     return image, info, scan
+
+
+def _fill_missing_slices(image, info: SeriesInfo):
+    """``image`` on the series' regular grid: a slice missing there (a gap that
+    ``max_gap_factor`` lets through, always a whole number of spacings) is the linear
+    interpolation of its two neighbours, and ``info.interpolated`` says where.
+
+    One spacing over the slices as read would put every slice after the gap one
+    spacing too close to the first.
+    """
+    import SimpleITK as sitk
+
+    along = info.positions @ info.normal
+    if len(along) < 2:
+        return image
+    whole = np.maximum(np.rint(np.diff(along) / info.slice_spacing), 1).astype(int)
+    grid = np.concatenate([[0], np.cumsum(whole)])  # index of each read slice on the grid
+    if grid[-1] == len(along) - 1:
+        return image
+    arr = sitk.GetArrayFromImage(image)  # (z, y, x)
+    out = np.empty((grid[-1] + 1, *arr.shape[1:]), dtype=arr.dtype)
+    out[grid] = arr
+    missing = []
+    for k in np.flatnonzero(whole > 1):
+        a, b = grid[k], grid[k + 1]
+        for j in range(a + 1, b):
+            w = (j - a) / (b - a)
+            mixed = (1 - w) * arr[k].astype(np.float64) + w * arr[k + 1]
+            # a weighted mean of two values of the type fits it: an integer volume stays one
+            out[j] = np.rint(mixed) if np.issubdtype(arr.dtype, np.integer) else mixed
+            missing.append(float(along[0] + j * info.slice_spacing))
+    info.interpolated = tuple(missing)
+    log.warning("%s: %d slice(s) missing at %s mm along the normal; interpolated linearly "
+                "from the neighbours", info.label(), len(missing),
+                ", ".join(f"{z:.4g}" for z in missing))
+    return sitk.GetImageFromArray(out)
 
 
 def _sitk_message(err: RuntimeError) -> str:
@@ -776,6 +818,10 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         notes.append(f"series chosen by uid from a folder that mixes {_mix_text(mix)}")
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
+    if info.interpolated:
+        shown = ", ".join(f"{z:.4g}" for z in info.interpolated)
+        notes.append(f"{len(info.interpolated)} slice(s) missing at {shown} mm along the "
+                     "normal; interpolated from the neighbours")
     summary = {
         "series_uid": info.series_uid,
         "series_number": info.series_number,
@@ -785,6 +831,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         "n_slices": info.n_slices,
         "n_files_total": info.n_files_total,
         "n_duplicates_dropped": info.n_duplicates_dropped,
+        "interpolated_slices": list(info.interpolated),
         "spacing": [float(v) for v in image.GetSpacing()],
         "size": [int(v) for v in image.GetSize()],
         "origin": [float(v) for v in image.GetOrigin()],

@@ -297,12 +297,31 @@ def test_gap_rejection_names_the_unreadable_file_behind_it(tmp_path):
     assert err.value.detail["series"][0]["n_slices"] == 7
 
 
-def test_gap_threshold_is_configurable(tmp_path):
-    write_series(tmp_path, n=8, skip=(3,))
-    (info,) = scan_dicom_folder(tmp_path)
+def test_gap_threshold_is_configurable_and_a_tolerated_gap_is_interpolated(tmp_path):
+    """A gap that ``max_gap_factor`` lets through was read as 7 slices at one 2.5 mm
+    spacing, which put every slice after the gap 2.5 mm too low: the missing slice is
+    now interpolated on the true grid, and the note says so."""
+    write_series(tmp_path / "dcm", n=8, skip=(3,))
+    (info,) = scan_dicom_folder(tmp_path / "dcm")
     assert "gap" in info.problem
-    image, info = read_dicom_series(tmp_path, max_gap_factor=2.5)
-    assert image.GetSize()[2] == 7 and info.slice_spacing == pytest.approx(2.5)
+    image, info = read_dicom_series(tmp_path / "dcm", max_gap_factor=2.5)
+    assert image.GetSize()[2] == 8 and info.slice_spacing == pytest.approx(2.5)
+    assert info.n_slices == 7 and info.interpolated == pytest.approx((37.5,))
+    arr = sitk.GetArrayFromImage(image)
+    for k in range(8):  # every slice at its true z, the missing one between its neighbours
+        assert image.TransformIndexToPhysicalPoint((0, 0, k))[2] == pytest.approx(30 + 2.5 * k)
+        np.testing.assert_array_equal(arr[k], hu_slice(100 * k))
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz", max_gap_factor=2.5)
+    assert summary["note"] == ("converted; 1 slice(s) missing at 37.5 mm along the normal; "
+                               "interpolated from the neighbours")
+    assert summary["size"] == [N, N, 8] and summary["interpolated_slices"] == [37.5]
+    # two missing slices in a row: each its share of the two neighbours
+    write_series(tmp_path / "two", n=8, skip=(3, 4))
+    image, info = read_dicom_series(tmp_path / "two", max_gap_factor=3.5)
+    arr = sitk.GetArrayFromImage(image)
+    assert image.GetSize()[2] == 8 and info.interpolated == pytest.approx((37.5, 40.0))
+    np.testing.assert_array_equal(arr[3], np.rint((2 * hu_slice(200) + hu_slice(500)) / 3))
+    np.testing.assert_array_equal(arr[7], hu_slice(700))
 
 
 def write_at(folder: Path, z: list[float]) -> Path:
