@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 ORIENTATION_TOL = 1e-4  # direction cosines: two slices with a larger difference are not one stack
 POSITION_TOL = 1e-3  # mm along the normal: closer positions are the same slice (4-D, repeats)
+# direction cosines: |length - 1| and |row . column| above this are no orthonormal pair
+# (PS3.3 C.7.6.2.1.1); real headers write 6 or more digits, ~1e-6 off
+COSINE_TOL = 1e-3
 SHEAR_TOL = 1e-2  # in-plane drift per slice / slice spacing: more means gantry tilt or a sheared stack
 # a step between slices off the median step (or off a whole number of missing slices) by more
 # than this fraction of it: 5 % passes position jitter (~1e-3 mm on 0.5 mm+ slices) and
@@ -112,8 +115,11 @@ class SeriesInfo:
 
     @property
     def normal(self) -> np.ndarray:
+        # unit length, so that positions projected on it are mm: the cosines are only
+        # checked to COSINE_TOL
         row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
-        return np.cross(row, col)
+        normal = np.cross(row, col)
+        return normal / np.linalg.norm(normal)
 
     def label(self) -> str:
         """Short human description for logs and error messages."""
@@ -380,15 +386,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         defects.append("mixed pixel spacing")
     orientation = first.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     if not no_geometry:
-        ref = np.asarray(orientation)
-        distinct = [ref]
-        for h in headers[1:]:
-            o = np.asarray(h.orientation)
-            if not any(np.max(np.abs(o - d)) <= ORIENTATION_TOL for d in distinct):
-                distinct.append(o)
-        if len(distinct) > 1:
-            defects.append(f"mixed orientations ({len(distinct)} distinct "
-                           "ImageOrientationPatient in one series)")
+        defects += _geometry_defects(headers)
 
     info = SeriesInfo(
         series_uid=first.series_uid,
@@ -437,6 +435,50 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
                 f"slices are not stacked along their normal ({per_slice:.3g} mm in-plane shift "
                 "per slice: gantry tilt or a sheared series)")
     return info
+
+
+def _geometry_defects(headers: list[_Header]) -> list[str]:
+    """What is wrong with the positions and orientations of a series whose files all
+    have them: values that are not finite (named by file), more than one orientation,
+    direction cosines that are no orthonormal pair."""
+    defects = []
+    for key, attr in (("ImagePositionPatient", "position"),
+                      ("ImageOrientationPatient", "orientation")):
+        bad = [h for h in headers if not np.all(np.isfinite(getattr(h, attr)))]
+        if bad:
+            # a NaN sorts nowhere and spreads into the spacing: no slice can be placed
+            named = ", ".join(f"{h.path.name}: {_backslashed(getattr(h, attr))}"
+                              for h in bad[:NOTE_FILES])
+            more = f", and {len(bad) - NOTE_FILES} more" if len(bad) > NOTE_FILES else ""
+            defects.append(f"{key} is not finite in {len(bad)} of {len(headers)} files "
+                           f"({named}{more})")
+    if defects:
+        return defects
+    distinct = [np.asarray(headers[0].orientation)]
+    for h in headers[1:]:
+        o = np.asarray(h.orientation)
+        if not any(np.max(np.abs(o - d)) <= ORIENTATION_TOL for d in distinct):
+            distinct.append(o)
+    if len(distinct) > 1:
+        defects.append(f"mixed orientations ({len(distinct)} distinct "
+                       "ImageOrientationPatient in one series)")
+    for o in distinct:
+        # PS3.3 C.7.6.2.1.1: the row and column cosines are orthogonal unit vectors;
+        # otherwise the normal, the spacing along it and the shear test mean nothing
+        row, col = o[:3], o[3:]
+        lengths = np.linalg.norm(row), np.linalg.norm(col)
+        dot = float(np.dot(row, col))
+        if max(abs(lengths[0] - 1), abs(lengths[1] - 1), abs(dot)) > COSINE_TOL:
+            defects.append(f"ImageOrientationPatient {_backslashed(o)} is not two orthogonal "
+                           f"unit vectors (row length {lengths[0]:.4g}, column length "
+                           f"{lengths[1]:.4g}, row . column {dot:.3g}; tolerance {COSINE_TOL:g})")
+            break
+    return defects
+
+
+def _backslashed(values) -> str:
+    """Numbers as a DICOM multi-value shows them: 0\\0\\nan."""
+    return "\\".join(f"{float(v):g}" for v in values)
 
 
 def check_series(info: SeriesInfo, min_slices: int = 3, max_gap_factor: float = 1.5) -> str | None:
@@ -721,7 +763,7 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
                             f"{info.n_slices} slices", scan, folder)
     image = _fill_missing_slices(image, info)
     slice_spacing = info.slice_spacing
-    if not np.isfinite(slice_spacing):
+    if info.n_slices == 1:
         slice_spacing = info.slice_thickness or 1.0
         log.warning("%s: single-slice series; using SliceThickness %.3g mm as the z spacing",
                     folder, slice_spacing)

@@ -370,6 +370,47 @@ def test_non_positive_spacing_is_a_series_defect_naming_the_folder(tmp_path):
     assert err.value.path == str(tmp_path / "one")
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # nan, inf: the point
+def test_non_finite_geometry_is_a_defect_naming_the_file(tmp_path):
+    # a NaN position made the spacing NaN, and the reader silently took SliceThickness
+    _, paths = write_series(tmp_path / "ipp", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    ds = pydicom.dcmread(paths[2])
+    ds.ImagePositionPatient = ["-10", "-20", "nan"]
+    ds.save_as(paths[2])
+    with pytest.raises(DicomSeriesError) as err:
+        dicom_to_nifti(tmp_path / "ipp", tmp_path / "ipp.nii.gz")
+    assert "ImagePositionPatient is not finite in 1 of 6 files (IM2.dcm: -10\\-20\\nan)" in err.value.reason
+    # an infinite one was a "gap of inf mm", a NaN cosine "mixed orientations"
+    _, paths = write_series(tmp_path / "iop", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "inf"]
+        ds.save_as(path)
+    (info,) = scan_dicom_folder(tmp_path / "iop")
+    assert info.problem == ("ImageOrientationPatient is not finite in 6 of 6 files (IM0.dcm: "
+                            "1\\0\\0\\0\\1\\inf, IM1.dcm: 1\\0\\0\\0\\1\\inf, IM2.dcm: "
+                            "1\\0\\0\\0\\1\\inf, and 3 more)")
+
+
+def test_direction_cosines_must_be_orthogonal_unit_vectors(tmp_path):
+    # they were judged as a stack drifting off its normal: "gantry tilt or a sheared series"
+    for name, orientation, shown in (
+            ("long", (1.1, 0, 0, 0, 1, 0), "row length 1.1, column length 1, row . column 0"),
+            ("skew", (1, 0, 0, 0.02, 0.9998, 0), "row length 1, column length 1, row . column 0.02")):
+        write_series(tmp_path / name, n=6, orientation=orientation)
+        (info,) = scan_dicom_folder(tmp_path / name)
+        assert info.problem.startswith("ImageOrientationPatient ")
+        assert f"is not two orthogonal unit vectors ({shown}; tolerance 0.001)" in info.problem
+        assert "tilt" not in info.problem
+    # within the tolerance (cosines written with few digits) the series reads, and the
+    # normal is a unit vector: positions along it are mm
+    c = 0.7071
+    write_series(tmp_path / "oblique", n=6, spacing=2.0, orientation=(1, 0, 0, 0, c, -c))
+    image, info = read_dicom_series(tmp_path / "oblique")
+    assert np.linalg.norm(info.normal) == pytest.approx(1.0, abs=1e-12)
+    assert image.GetSpacing()[2] == pytest.approx(2.0 * np.sqrt(2) * c, abs=1e-9)
+
+
 def test_mixed_orientation_and_too_few_slices_are_reported(tmp_path):
     uid, _ = write_series(tmp_path / "a", n=6)
     write_slice(tmp_path / "a" / "tilted.dcm", series_uid=uid, position=(0, 0, 100),
