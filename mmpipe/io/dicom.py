@@ -6,7 +6,8 @@ time point), stray files, a corrupt file. So reading is two steps:
 
 1. :func:`scan_dicom_folder` reads headers only (pydicom, ``stop_before_pixels``),
    groups files by SeriesInstanceUID, orders each series along its slice normal,
-   drops repeated positions and records, per series, why it cannot be used
+   keeps one whole volume of a series whose positions repeat
+   (:mod:`mmpipe.io.dicom_repeats`) and records, per series, why it cannot be used
    (mixed orientations, a gap, too few slices, ...) without raising;
 2. :func:`select_series` picks one usable series by a rule, and
    :func:`read_dicom_series` reads exactly those files, in that order, with
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from mmpipe.errors import ConfigError, DicomSeriesError
+from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,8 @@ NOTE_FILES = 3  # skipped files named in a QC note; the summary lists them all
 class SeriesInfo:
     """One DICOM series as found on disk, ordered along its slice normal.
 
-    ``files`` and ``positions`` hold one file per distinct slice position
-    (duplicates dropped), including files whose pixel data cannot be read
+    ``files`` and ``positions`` hold one file per distinct slice position (of one
+    volume when positions repeat: ``repeats`` says which), including files whose pixel data cannot be read
     (``unreadable``); ``problem`` says why the series cannot be read as a 3-D volume
     under the scan's thresholds, or is ``None`` when it can.
     """
@@ -92,6 +94,7 @@ class SeriesInfo:
     n_files_total: int  # files of the series before dropping duplicated positions
     n_duplicates_dropped: int
     problem: str | None = None
+    repeats: str = ""  # which volume of a series with repeated positions was kept (note)
     # problems that no threshold can lift (mixed orientations, sizes, missing geometry)
     defects: list[str] = field(default_factory=list, repr=False)
     slice_thickness: float | None = field(default=None, repr=False)
@@ -207,6 +210,8 @@ class _Header:
     rescale: tuple[float, float] = (1.0, 0.0)  # (RescaleSlope, RescaleIntercept)
     storage: tuple[int, int] = (0, 16)  # (PixelRepresentation, BitsStored)
     unreadable: tuple[str, str] | None = None  # (short, full) when the pixel data is not there
+    sop_uid: str | None = None
+    volume_tags: dict[str, float | None] = field(default_factory=dict)  # VOLUME_TAGS' values
 
 
 def _int_or_none(value) -> int | None:
@@ -330,15 +335,9 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
         storage=(_int_or_none(ds.get("PixelRepresentation")) or 0,
                  _int_or_none(ds.get("BitsStored")) or 0),
         unreadable=unreadable,
+        sop_uid=_text_or_none(ds.get("SOPInstanceUID")),
+        volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
     ), unreadable
-
-
-def _time_key(h: _Header) -> tuple:
-    # the first time point of a 4-D series: lowest AcquisitionNumber, then InstanceNumber
-    # (TemporalPositionIdentifier is often absent or 0, e.g. GE EPI); missing numbers sort last;
-    # of two copies of one slice, the readable one
-    return (h.acquisition is None, h.acquisition or 0, h.instance is None, h.instance or 0,
-            h.unreadable is not None, str(h.path))
 
 
 def _distinct(values) -> tuple[str | None, ...]:
@@ -350,7 +349,8 @@ def _shown(value: str | None) -> str:
 
 
 def _analyse(headers: list[_Header]) -> SeriesInfo:
-    """Order one series along its normal, drop repeated positions, list its defects."""
+    """Order one series along its normal, keep one volume of repeated positions, list
+    its defects."""
     first = headers[0]
     n_total = len(headers)
     defects: list[str] = []
@@ -413,14 +413,12 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
 
     normal = info.normal
     along = np.array([np.dot(h.position, normal) for h in headers])
-    order = sorted(range(n_total), key=lambda i: (along[i], _time_key(headers[i])))
-    kept: list[int] = []
-    for i in order:
-        if kept and abs(along[i] - along[kept[-1]]) <= POSITION_TOL:
-            if _time_key(headers[i]) < _time_key(headers[kept[-1]]):
-                kept[-1] = i
-            continue
-        kept.append(i)
+    choice = one_volume(headers, _slots(along))
+    if choice.problem:
+        info.defects.append(choice.problem)
+        return info
+    kept = choice.kept
+    info.repeats = choice.note
     info.files = [headers[i].path for i in kept]
     info.positions = np.array([headers[i].position for i in kept], dtype=float)
     info.n_duplicates_dropped = n_total - len(kept)
@@ -435,6 +433,16 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
                 f"slices are not stacked along their normal ({per_slice:.3g} mm in-plane shift "
                 "per slice: gantry tilt or a sheared series)")
     return info
+
+
+def _slots(along: np.ndarray) -> list[int]:
+    """Index of each file's slice position along the normal: positions within
+    POSITION_TOL of the previous one are the same slice."""
+    order = np.argsort(along, kind="stable")
+    slots = [0] * len(along)
+    for prev, i in zip(order[:-1], order[1:], strict=True):
+        slots[i] = slots[prev] + (along[i] - along[prev] > POSITION_TOL)
+    return slots
 
 
 def _geometry_defects(headers: list[_Header]) -> list[str]:
@@ -733,10 +741,8 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
     except DicomSeriesError as err:
         named = tuple(getattr(err, "files", ()))
         raise _folder_error(err.reason, scan, folder, named) from None
-    if info.n_duplicates_dropped:
-        log.warning("%s: %s: dropped %d files at repeated slice positions (4-D series or "
-                    "duplicates), kept the first time point (lowest AcquisitionNumber, "
-                    "InstanceNumber)", folder, info.label(), info.n_duplicates_dropped)
+    if info.repeats:
+        log.warning("%s: %s: %s", folder, info.label(), info.repeats)
     others = [s for s in series if s.series_uid != info.series_uid]
     if others:
         log.info("%s: chose %s by rule %r over %d other series", folder, info.label(), rule,
@@ -860,6 +866,8 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         notes.append(f"series chosen by uid from a folder that mixes {_mix_text(mix)}")
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
+    if info.repeats:
+        notes.append(info.repeats)
     if info.interpolated:
         shown = ", ".join(f"{z:.4g}" for z in info.interpolated)
         notes.append(f"{len(info.interpolated)} slice(s) missing at {shown} mm along the "

@@ -180,22 +180,93 @@ def test_deflated_series_converts(tmp_path):
 # --------------------------------------------------------------------------- duplicates, time points
 
 
-def test_duplicate_position_keeps_the_first_time_point(tmp_path):
-    uid, paths = write_series(tmp_path, n=8)
+def test_repeated_positions_keep_one_whole_acquisition_and_say_so(tmp_path):
+    """Slice 4 of acquisition 0 used to win over acquisition 1's (lowest AcquisitionNumber
+    per position), building one volume out of two acquisitions with an empty note: now
+    the acquisitions are volumes, the one with every position is kept whole."""
+    uid, paths = write_series(tmp_path / "dcm", n=8)
     ds = pydicom.dcmread(paths[4])
-    # a second "time point" at slice 4 that comes first (lower AcquisitionNumber)
-    write_slice(tmp_path / "t0_slice4.dcm", series_uid=uid, position=ds.ImagePositionPatient,
-                hu=hu_slice(5000), instance=50, acquisition=0)
-    # and an exact repeat of slice 2 later in the acquisition
-    write_slice(tmp_path / "repeat_slice2.dcm", series_uid=uid,
+    write_slice(tmp_path / "dcm" / "t0_slice4.dcm", series_uid=uid,
+                position=ds.ImagePositionPatient, hu=hu_slice(5000), instance=50, acquisition=0)
+    write_slice(tmp_path / "dcm" / "repeat_slice2.dcm", series_uid=uid,
                 position=pydicom.dcmread(paths[2]).ImagePositionPatient, hu=hu_slice(-500),
                 instance=99, acquisition=2)
-    image, info = read_dicom_series(tmp_path)
+    image, info = read_dicom_series(tmp_path / "dcm")
     assert info.n_files_total == 10 and info.n_duplicates_dropped == 2 and info.n_slices == 8
     arr = sitk.GetArrayFromImage(image)
-    np.testing.assert_array_equal(arr[4], hu_slice(5000))  # acquisition 0 wins
-    np.testing.assert_array_equal(arr[2], hu_slice(200))  # the original, not the repeat
+    for k in range(8):
+        np.testing.assert_array_equal(arr[k], hu_slice(100 * k))  # acquisition 1, all of it
     assert image.GetSpacing()[2] == pytest.approx(2.5)
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert summary["note"] == (
+        "converted; repeated positions: kept AcquisitionNumber 1 of 3 volumes told apart by "
+        "AcquisitionNumber (the first with the most positions, 8; 1 before it had fewer); "
+        "dropped 2 files")
+
+
+def echo_series(folder: Path, echoes=(1, 2), n: int = 6, times=(None,)) -> str:
+    """Every position once per echo (and time point), echo e at time t holding HU
+    1000*e + 100*t + 10*k."""
+    uid = generate_uid()
+    instance = 0
+    for t in times:
+        for e in echoes:
+            for k in range(n):
+                instance += 1
+                path = write_slice(folder / f"IM{instance:03d}.dcm", series_uid=uid,
+                                   position=(0, 0, 2.0 * k), instance=instance,
+                                   hu=np.full((N, N), 1000 * e + 100 * (t or 0) + 10 * k))
+                ds = pydicom.dcmread(path)
+                ds.EchoNumbers, ds.EchoTime = e, 10.0 * e
+                if t is not None:
+                    ds.TemporalPositionIdentifier = t
+                ds.save_as(path)
+    return uid
+
+
+def test_multi_echo_and_dynamic_series_keep_the_first_echo_and_time_point(tmp_path):
+    # one file per position by InstanceNumber/AcquisitionNumber took echo 1 at some
+    # positions and echo 2 at others, with an empty note
+    echo_series(tmp_path / "echo", echoes=(2, 1))  # echo 2 written (and numbered) first
+    summary = dicom_to_nifti(tmp_path / "echo", tmp_path / "echo.nii.gz")
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "echo.nii.gz")))
+    np.testing.assert_array_equal(arr[:, 0, 0], 1000 + 10 * np.arange(6))
+    assert summary["n_duplicates_dropped"] == 6
+    assert summary["note"] == ("converted; repeated positions: kept EchoNumbers 1 of 2 volumes "
+                               "told apart by EchoNumbers (the first); dropped 6 files")
+    # echoes x time points: the first echo of the first time point
+    echo_series(tmp_path / "dyn", echoes=(1, 2), times=(3, 1, 2))
+    summary = dicom_to_nifti(tmp_path / "dyn", tmp_path / "dyn.nii.gz")
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "dyn.nii.gz")))
+    np.testing.assert_array_equal(arr[:, 0, 0], 1000 + 100 + 10 * np.arange(6))
+    assert summary["note"] == (
+        "converted; repeated positions: kept EchoNumbers 1, TemporalPositionIdentifier 1 of 6 "
+        "volumes told apart by EchoNumbers, TemporalPositionIdentifier (the first); "
+        "dropped 30 files")
+
+
+def test_repeated_positions_that_nothing_tells_apart_reject(tmp_path):
+    # two files at each of positions 0-5, same tags, numbered in turn (1, 2 at the first
+    # position, 3, 4 at the next): no block of InstanceNumbers is one volume, so which
+    # file goes with which is a guess
+    uid = generate_uid()
+    for k in range(6):
+        for copy in range(2):
+            write_slice(tmp_path / f"IM{k}_{copy}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                        hu=hu_slice(100 * k + copy), instance=2 * k + copy + 1)
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(tmp_path)
+    assert ("12 files at 6 repeated positions (e.g. IM0_0.dcm, IM0_1.dcm) that neither "
+            "EchoNumbers, EchoTime, TemporalPositionIdentifier, TriggerTime, AcquisitionNumber, "
+            "DiffusionBValue nor InstanceNumber order tells apart into volumes") in err.value.reason
+    # a copy of one image (same SOPInstanceUID) is no second volume: dropped, and said
+    shutil.rmtree(tmp_path)
+    _, paths = write_series(tmp_path, n=6)
+    shutil.copy(paths[3], tmp_path / "copy.dcm")
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "copy.nii.gz")
+    assert summary["n_slices"] == 6 and summary["n_duplicates_dropped"] == 1
+    assert summary["note"] == ("converted; dropped 1 copied file(s) (same SOPInstanceUID at "
+                               "one position)")
 
 
 # --------------------------------------------------------------------------- corrupt files, gaps
@@ -713,13 +784,24 @@ def test_ge_epi_nifti_matches_dcm2niix_in_world_space(shared_data, tmp_path):
     np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(ref0.dataobj))
 
 
-def test_positions_missing_at_the_first_time_point_come_from_the_next(shared_data, tmp_path):
+def test_positions_missing_at_the_first_time_point_reject(shared_data, tmp_path):
+    """This once filled the three positions missing at time point 0 from time point 1:
+    a volume of two time points with an empty note, and EPI's first time points are not
+    at steady state (brighter), so the seam shows. Only InstanceNumber relates these files
+    to time points; with 2 files at some positions and 3 at others, which file of a
+    position belongs to which time point is a guess: the folder is rejected."""
     folder = require(shared_data / "dicom" / "ge_mr_epi")
     files = sorted(folder.glob("*.dcm"))[:45]  # three time points
     for f in files[3:]:  # time point 0 lacks its first three slices
         shutil.copy(f, tmp_path / f.name)
-    image, info = read_dicom_series(tmp_path)
-    assert info.n_slices == 15 and info.n_files_total == 42
-    # the three positions missing at t0 are filled from t1 (lowest InstanceNumber left)
-    numbers = sorted(int(pydicom.dcmread(f).InstanceNumber) for f in info.files)
-    assert numbers == list(range(4, 19))
+    with pytest.raises(DicomSeriesError, match="42 files at 15 repeated positions .* nor "
+                       "InstanceNumber order tells apart into volumes"):
+        read_dicom_series(tmp_path)
+    # whole time points are told apart by InstanceNumber blocks: the first one is kept
+    for f in files[:3]:
+        shutil.copy(f, tmp_path / f.name)
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "epi3.nii.gz")
+    assert summary["n_slices"] == 15 and summary["n_duplicates_dropped"] == 30
+    assert summary["note"] == ("converted; repeated positions: kept InstanceNumber block 1 of 3 "
+                               "volumes told apart by InstanceNumber blocks (the first); "
+                               "dropped 30 files")

@@ -1,0 +1,151 @@
+"""One whole volume out of a DICOM series whose slice positions repeat.
+
+A multi-echo, multi-b-value or dynamic (4-D) series holds every position once per
+echo, b-value or time point. Keeping, at each position, whichever file sorts first
+builds a volume of slices from different echoes or time points. So the files are
+first told apart into volumes by the header attributes that say which volume a file
+belongs to, and one volume is kept whole:
+
+- copies of one image (same SOPInstanceUID at one position) are one file;
+- the volumes are the coarsest grouping by :data:`VOLUME_TAGS` (those that vary in
+  the series) in which no position repeats; failing that, InstanceNumber order when
+  it splits the files into blocks of one file per position (GE EPI numbers its time
+  points so and says nothing else);
+- the kept volume is the one with the most positions, ties to the first (lowest
+  echo, time point, b-value);
+- files that no such grouping tells apart are a defect: which of them belongs to
+  which volume would be a guess.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# DICOM keywords, in the order they are preferred when two groupings are as coarse:
+# PS3.3 C.8.3.1 MR Image (EchoNumbers, EchoTime, TemporalPositionIdentifier,
+# TriggerTime), C.7.6.1 General Image (AcquisitionNumber), C.8.13.5.9 MR Diffusion
+# (DiffusionBValue)
+VOLUME_TAGS = ("EchoNumbers", "EchoTime", "TemporalPositionIdentifier", "TriggerTime",
+               "AcquisitionNumber", "DiffusionBValue")
+
+
+class _File(Protocol):
+    path: Any
+    sop_uid: str | None
+    instance: int | None
+    unreadable: tuple[str, str] | None
+    volume_tags: dict[str, float | None]
+
+
+@dataclass
+class Choice:
+    """The files of the kept volume (indices into the headers) and what to say about it."""
+
+    kept: list[int]
+    note: str = ""  # for the QC note; "" when no position repeats
+    problem: str | None = None  # the repeats cannot be told apart into volumes
+
+
+def one_volume(files: list[_File], slots: list[int]) -> Choice:
+    """Keep one volume of ``files``; ``slots[i]`` is the position (index along the normal)
+    of file ``i``."""
+    kept, n_copies = _without_copies(files, slots)
+    notes = [f"dropped {n_copies} copied file(s) (same SOPInstanceUID at one position)"
+             ] if n_copies else []
+    if len({slots[i] for i in kept}) == len(kept):
+        return Choice(sorted(kept, key=lambda i: slots[i]), "; ".join(notes))
+    grouped = _by_tags(files, slots, kept) or _by_instance(files, slots, kept)
+    if grouped is None:
+        return Choice(kept, problem=_untold(files, slots, kept))
+    groups, told_by = grouped
+    n_positions = [len(g) for g in groups]
+    best = n_positions.index(max(n_positions))
+    which = "the first" if best == 0 else (f"the first with the most positions, "
+                                           f"{n_positions[best]}; {best} before it had fewer")
+    chosen = groups[best]
+    n_dropped = len(kept) - len(chosen)
+    notes.insert(0, f"repeated positions: kept {_label(files[chosen[0]], told_by, best)} of "
+                    f"{len(groups)} volumes told apart by {', '.join(told_by)} ({which}); "
+                    f"dropped {n_dropped} files")
+    return Choice(sorted(chosen, key=lambda i: slots[i]), "; ".join(notes))
+
+
+def _without_copies(files: list[_File], slots: list[int]) -> tuple[list[int], int]:
+    """Indices left when copies of one image are one file (the readable one), and how
+    many copies went."""
+    by_image: dict[tuple, list[int]] = defaultdict(list)
+    for i, f in enumerate(files):
+        by_image[(slots[i], f.sop_uid or f"#{i}")].append(i)
+    kept = [min(idx, key=lambda i: (files[i].unreadable is not None, str(files[i].path)))
+            for idx in by_image.values()]
+    return sorted(kept), len(files) - len(kept)
+
+
+def _by_tags(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] | None:
+    """The coarsest grouping by varying VOLUME_TAGS with no repeated position, as
+    (groups in tag order, tags), or None."""
+    varying = [t for t in VOLUME_TAGS if len({files[i].volume_tags.get(t) for i in kept}) > 1]
+    best = None
+    for r in range(1, len(varying) + 1):
+        for tags in itertools.combinations(varying, r):
+            groups: dict[tuple, list[int]] = defaultdict(list)
+            for i in kept:
+                groups[tuple(_sortable(files[i].volume_tags.get(t)) for t in tags)].append(i)
+            if all(len({slots[i] for i in g}) == len(g) for g in groups.values()):
+                # fewest groups: a tag that varies within a volume (a per-slice TriggerTime)
+                # splits it into pieces
+                if best is None or len(groups) < len(best[0]):
+                    best = (groups, tags)
+    if best is None:
+        return None
+    groups, tags = best
+    return [groups[k] for k in sorted(groups)], tags
+
+
+def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] | None:
+    """Volume k = the k-th file of every position by InstanceNumber, when every position
+    has as many files and the volumes' InstanceNumbers do not interleave; else None."""
+    at: dict[int, list[int]] = defaultdict(list)
+    for i in kept:
+        if files[i].instance is None:
+            return None
+        at[slots[i]].append(i)
+    if len({len(v) for v in at.values()}) != 1:
+        return None
+    ranked = [sorted(v, key=lambda i: files[i].instance) for v in at.values()]
+    groups = [list(g) for g in zip(*ranked, strict=True)]
+    spans = [(min(files[i].instance for i in g), max(files[i].instance for i in g))
+             for g in groups]
+    if any(a[1] >= b[0] for a, b in itertools.pairwise(spans)):
+        return None
+    return groups, ("InstanceNumber blocks",)
+
+
+def _sortable(value) -> tuple:
+    return (value is None, value or 0)
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "absent"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _label(file: _File, told_by: tuple[str, ...], index: int) -> str:
+    if told_by == ("InstanceNumber blocks",):
+        return f"InstanceNumber block {index + 1}"
+    return ", ".join(f"{t} {_shown(file.volume_tags.get(t))}" for t in told_by)
+
+
+def _untold(files, slots, kept) -> str:
+    at: dict[int, list[int]] = defaultdict(list)
+    for i in kept:
+        at[slots[i]].append(i)
+    repeated = [v for v in at.values() if len(v) > 1]
+    example = ", ".join(files[i].path.name for i in repeated[0][:3])
+    return (f"{sum(map(len, repeated))} files at {len(repeated)} repeated positions (e.g. "
+            f"{example}) that neither {', '.join(VOLUME_TAGS)} nor InstanceNumber order "
+            "tells apart into volumes; keeping one file per position would mix them")
