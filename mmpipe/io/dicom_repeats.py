@@ -94,6 +94,10 @@ def _by_tags(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] | No
             groups: dict[tuple, list[int]] = defaultdict(list)
             for i in kept:
                 groups[tuple(_sortable(files[i].volume_tags.get(t)) for t in tags)].append(i)
+            # a tag with one value per file (an AcquisitionNumber counting slices) makes
+            # volumes of one slice each: no grouping into volumes, whatever it repeats
+            if max(map(len, groups.values())) < 2:
+                continue
             if all(len({slots[i] for i in g}) == len(g) for g in groups.values()):
                 # fewest groups: a tag that varies within a volume (a per-slice TriggerTime)
                 # splits it into pieces

@@ -259,6 +259,17 @@ def test_repeated_positions_that_nothing_tells_apart_reject(tmp_path):
     assert ("12 files at 6 repeated positions (e.g. IM0_0.dcm, IM0_1.dcm) that neither "
             "EchoNumbers, EchoTime, TemporalPositionIdentifier, TriggerTime, AcquisitionNumber, "
             "DiffusionBValue nor InstanceNumber order tells apart into volumes") in err.value.reason
+    # an AcquisitionNumber of its own per file splits the files into one-slice "volumes":
+    # no grouping (it kept a volume of one slice, refused as too short)
+    shutil.rmtree(tmp_path)
+    uid = generate_uid()
+    for k in range(6):
+        for copy in range(2):
+            write_slice(tmp_path / f"IM{k}_{copy}.dcm", series_uid=uid, position=(0, 0, 2.0 * k),
+                        hu=hu_slice(100 * k + copy), instance=2 * k + copy + 1,
+                        acquisition=2 * k + copy + 1)
+    with pytest.raises(DicomSeriesError, match="tells apart into volumes"):
+        read_dicom_series(tmp_path)
     # a copy of one image (same SOPInstanceUID) is no second volume: dropped, and said
     shutil.rmtree(tmp_path)
     _, paths = write_series(tmp_path, n=6)
