@@ -384,6 +384,16 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         defects.append(f"PixelSpacing {shown} is not a positive distance")
     elif len({np.round(h.pixel_spacing, 4).tobytes() for h in headers}) > 1:
         defects.append("mixed pixel spacing")
+    # PS3.3 C.11.1.1.2: stored values map to output units as slope * value + intercept; a
+    # slope of 0 makes every voxel the intercept, a NaN one every voxel NaN
+    bad_rescale = [h for h in headers if not (np.isfinite(h.rescale[0]) and h.rescale[0] != 0
+                                              and np.isfinite(h.rescale[1]))]
+    if bad_rescale:
+        named = ", ".join(f"{h.path.name}: slope {h.rescale[0]:g}, intercept {h.rescale[1]:g}"
+                          for h in bad_rescale[:NOTE_FILES])
+        more = f", and {len(bad_rescale) - NOTE_FILES} more" if len(bad_rescale) > NOTE_FILES else ""
+        defects.append(f"RescaleSlope/RescaleIntercept give no values in {len(bad_rescale)} of "
+                       f"{n_total} files ({named}{more})")
     orientation = first.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     if not no_geometry:
         defects += _geometry_defects(headers)

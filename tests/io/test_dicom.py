@@ -816,3 +816,16 @@ def test_positions_missing_at_the_first_time_point_reject(shared_data, tmp_path)
     assert summary["note"] == ("converted; repeated positions: kept InstanceNumber block 1 of 3 "
                                "volumes told apart by InstanceNumber blocks (the first); "
                                "dropped 30 files")
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [("0", "-1024"), ("nan", "0"), ("1", "inf")])
+def test_a_rescale_that_gives_no_values_is_a_defect_naming_the_file(tmp_path, slope, intercept):
+    """A RescaleSlope of 0 converted to a volume of one value (the intercept), a NaN one
+    to a NaN volume, with status ok and an empty note."""
+    _, paths = write_series(tmp_path / "dcm", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    ds = pydicom.dcmread(paths[3])
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(paths[3])
+    (info,) = scan_dicom_folder(tmp_path / "dcm")
+    assert info.problem == (f"RescaleSlope/RescaleIntercept give no values in 1 of 6 files "
+                            f"(IM3.dcm: slope {float(slope):g}, intercept {float(intercept):g})")
