@@ -770,8 +770,8 @@ def _read(folder: Path, rule: str, min_slices: int, max_gap_factor: float):
         if image.GetDimension() == 2:
             image = sitk.JoinSeries(image)
     except RuntimeError as err:
-        raise _folder_error(f"SimpleITK cannot read {info.label()}: {_sitk_message(err)}",
-                            scan, folder) from err
+        raise _folder_error(f"SimpleITK cannot read {info.label()}: {_sitk_message(err)}"
+                            f"{_culprit(info.files)}", scan, folder) from err
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetSize()[2] != info.n_slices:
         raise _folder_error(f"SimpleITK read {image.GetSize()} x "
                             f"{image.GetNumberOfComponentsPerPixel()} components from "
@@ -831,6 +831,29 @@ def _fill_missing_slices(image, info: SeriesInfo):
                 "from the neighbours", info.label(), len(missing),
                 ", ".join(f"{z:.4g}" for z in missing))
     return sitk.GetImageFromArray(out)
+
+
+def _culprit(files: list[Path]) -> str:
+    """``"; first failing file: IM2.dcm (JPEG Baseline (Process 1)): ..."`` when one file of
+    a series that SimpleITK could not read fails on its own, else ``""``. A compressed
+    slice cut short, or a transfer syntax without a decoder, fails the series read with
+    a message that names neither the file nor the syntax (the truncation check above
+    counts native pixels only)."""
+    import pydicom
+    import SimpleITK as sitk
+
+    for path in files:
+        try:
+            sitk.ReadImage(str(path))
+        except RuntimeError as err:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                syntax = _syntax(ds)
+                shown = f" ({syntax.name}, {syntax})" if syntax is not None else ""
+            except Exception:  # the header read before; the culprit is named regardless
+                shown = ""
+            return f"; first failing file: {path.name}{shown}: {_sitk_message(err)}"
+    return ""
 
 
 def _sitk_message(err: RuntimeError) -> str:

@@ -829,3 +829,22 @@ def test_a_rescale_that_gives_no_values_is_a_defect_naming_the_file(tmp_path, sl
     (info,) = scan_dicom_folder(tmp_path / "dcm")
     assert info.problem == (f"RescaleSlope/RescaleIntercept give no values in 1 of 6 files "
                             f"(IM3.dcm: slope {float(slope):g}, intercept {float(intercept):g})")
+
+
+def test_a_compressed_slice_that_cannot_be_decoded_is_named_with_its_syntax(tmp_path):
+    """A compressed slice cut short failed the series read with SimpleITK's last line
+    ("Cannot read requested file"), naming neither the file nor the transfer syntax (the
+    truncation check counts native pixel bytes only)."""
+    from pydicom.uid import RLELossless
+
+    _, paths = write_series(tmp_path / "dcm", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(path)
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[:len(data) - 300])
+    with pytest.raises(DicomSeriesError) as err:
+        read_dicom_series(tmp_path / "dcm")
+    assert (f"; first failing file: IM2.dcm (RLE Lossless, {RLELossless}): "
+            in err.value.reason), err.value.reason
