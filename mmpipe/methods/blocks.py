@@ -105,3 +105,14 @@ def nonempty_subsets(n_modalities: int) -> torch.Tensor:
     bit pattern of ``s + 1`` (bit ``j`` = modality ``j``)."""
     codes = torch.arange(1, 2 ** n_modalities)
     return (codes.unsqueeze(1) >> torch.arange(n_modalities)) & 1 == 1
+
+
+def keep_random(present: torch.Tensor, keep_count: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of ``present`` [B, M] keeps ``keep_count[b]`` of its present modalities,
+    chosen uniformly at random (global torch RNG, drawn from shapes only, never values);
+    also returns each row's first modality of that random order, which is kept when
+    ``keep_count >= 1``. Modality dropout of MUSE's edge drop and ShaSpec's random mode."""
+    keys = torch.rand(present.shape, device=present.device) + (~present).float() * 2.0
+    rank = keys.argsort(dim=1).argsort(dim=1)  # random rank among the present ones first
+    return present & (rank < keep_count.unsqueeze(1)), keys.argmin(dim=1)

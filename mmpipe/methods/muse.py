@@ -92,7 +92,7 @@ from torch.nn import functional as F
 from torch_geometric.nn import MessagePassing
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.blocks import Dropout, dropout, flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import Dropout, dropout, flat_dim, flat_zero_filled, keep_random
 
 EVAL_GRAPHS = ("reference", "single", "batch")
 
@@ -252,9 +252,7 @@ def drop_edges(present: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     drop = (torch.rand(count.shape, device=present.device) < p) & (count >= 2)
     keep_count = 1 + (torch.rand(count.shape, device=present.device)
                       * (count - 1).clamp_min(0)).floor().long()
-    keys = torch.rand(present.shape, device=present.device) + (~present).float() * 2.0
-    rank = keys.argsort(dim=1).argsort(dim=1)  # random rank among the present ones first
-    kept = present & (rank < keep_count.unsqueeze(1))
+    kept, _ = keep_random(present, keep_count)
     return torch.where(drop.unsqueeze(1), kept, present)
 
 

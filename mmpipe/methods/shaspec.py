@@ -57,7 +57,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import check_choice, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import (
+    check_choice,
+    flat_dim,
+    flat_zero_filled,
+    keep_random,
+    mlp_head,
+)
 from mmpipe.methods.ham_recipe import HAM_TRAIN_DEFAULTS, TASK_LOSS_DEFAULTS, TaskLossMixin
 
 
@@ -170,11 +176,9 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         randint(1, 4)``, ``random.sample`` of the modalities, the fill from the first of
         the sample): the kept modalities, a uniform number from 1 to the subject's
         present count in a random order, and the first of that order."""
-        order = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0)
-        rank = order.argsort(1).argsort(1)  # each modality's place in the subject's order
         counts = present.sum(1)
         kept = (torch.rand(counts.shape, device=present.device) * counts).floor().long() + 1
-        return present & (rank < kept.unsqueeze(1)), order.argmin(1)
+        return keep_random(present, kept)
 
     def loss(self, x, present, y, class_weight=None):
         present = present.bool()
