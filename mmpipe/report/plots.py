@@ -222,9 +222,9 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
              for s in methods}
     # ranked among the series with a value at every rate (a rate where one did not train
     # is a row without a mean: its mean over the easier rates alone would rank it first)
-    xs = set(scoped["x"].to_list())
+    xs = set(df["x"].to_list())  # the rates where some series has a value
     covered = {s for s in methods if set(df.filter(pl.col("series") == s)["x"]) == xs}
-    whole = _whole(scoped, metric)
+    whole = _whole(scoped.filter(pl.col("x").is_in(sorted(xs))), metric)
     top = _top(means, metric, TOP_LABELLED, covered if whole is None else whole & covered)
     ends = []
     for ax, fams in zip(axes, panels, strict=False):

@@ -150,6 +150,18 @@ def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_pa
     monkeypatch.setattr(plots, "_save", keep)
     plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "m.png")
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
+    # a rate where no method trained is no rate to cover (every series missed it, and the
+    # ranking fell back to all of them)
+    values["A"][0.8], values["B"][0.5] = None, None
+    runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
+                          "family": "fusion", "scenario": "mcar", "rate": r, "seed": s,
+                          "balanced_accuracy": None if v is None else v + 0.01 * s,
+                          "trained": v is not None}
+                         for m, by_rate in values.items() for r, v in by_rate.items()
+                         for s in range(3)])
+    plots.plot_metric_vs_rate(wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"]),
+                              "balanced_accuracy", tmp_path / "m2.png")
+    assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
 
 
 def test_a_heatmap_cell_over_fewer_seeds_says_how_many(tmp_path, monkeypatch):
