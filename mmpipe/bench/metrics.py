@@ -11,9 +11,11 @@ probabilities ``[N, C]`` (prediction = arg-max):
   when every class occurs in ``y_true``; classes absent from ``y_true`` have no AUC and
   are left out of the average, with a note). Undefined with a single class in
   ``y_true``: NaN and a note, never an exception; so are ``balanced_accuracy`` and the
-  macro averages below, which then measure one class (scikit-learn gives a model that
-  predicts that class 1.0: a modality subset whose few test subjects share a class
-  would have entered the report's means as perfect);
+  F1, precision and recall values below, which then measure one class (scikit-learn
+  gives a model that predicts that class 1.0: a modality subset whose few test subjects
+  share a class would have entered the report's means as perfect). Early stopping on
+  balanced accuracy over a one-class validation split thus keeps no checkpoint (the
+  run is flagged ``no_checkpoint``);
 - ``f1_macro``, ``precision_macro``, ``recall_macro``: unweighted mean over the classes
   occurring in ``y_true`` or the predictions (scikit-learn's ``average="macro"`` and its
   default label set); ``f1_weighted``: the per-class F1 weighted by the class's support
@@ -164,9 +166,13 @@ def classification_metrics(y_true, proba) -> dict[str, Any]:
             float(p1[0]), float(r1[0]), float(f11[0]))
     out["ece"] = expected_calibration_error(y_true, proba)
     if len(present) < 2:
-        for key in ("balanced_accuracy", "f1_macro", "precision_macro", "recall_macro"):
-            out[key] = float("nan")
-        notes.append("balanced accuracy and macro averages undefined: only class(es) "
+        # one class scores a model that predicts it 1.0 (or 0.0 when the class is 0) on
+        # every ratio below: no reading of the other class enters any of them
+        for key in ("balanced_accuracy", "f1_macro", "precision_macro", "recall_macro",
+                    "f1_weighted", "precision_positive", "recall_positive", "f1_positive"):
+            if key in out:
+                out[key] = float("nan")
+        notes.append("balanced accuracy, F1, precision and recall undefined: only class(es) "
                      f"{present.tolist()} in y_true")
     out["notes"] = notes
     return {k: out[k] for k in (*metric_keys(n_classes), "n", "notes")}

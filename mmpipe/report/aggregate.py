@@ -43,7 +43,9 @@ TABLE_METRICS = ("balanced_accuracy", "auc", "f1_macro", "f1_weighted", "f1_posi
                  "accuracy", "ece")
 PLOT_METRICS = ("balanced_accuracy", "auc")
 PATTERN_METRICS = ("balanced_accuracy", "auc", "accuracy")
-NO_PATTERN = "none"  # subjects the scenario left without any modality (scored with the prior)
+# subjects without any modality of the run (none in its stores, or none left by the
+# scenario), scored with the training prior
+NO_PATTERN = "none"
 # per-run strings carried from the run to its summary row (the first of its seeds)
 _CARRIED = ("method_type", "family", "positive_label")
 _STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path",
@@ -259,39 +261,14 @@ def collect_subsets(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
     return _frame(rows, first).sort([*[c for c in ID_COLUMNS if c != "method_type"], "subset"])
 
 
-def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged: scikit-learn's value
-    without its per-call overhead (the pattern table makes thousands of small calls)."""
-    from scipy.stats import rankdata
+def _pattern_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """The pattern table's metrics, as a run's (:func:`classification_metrics`): NaN with
+    one class present, so a pattern whose few subjects are all one class does not score
+    1.0 for a model that predicts that class."""
+    from mmpipe.bench.metrics import classification_metrics
 
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if not n_pos or not n_neg:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    """Macro one-vs-rest AUC over the classes present in ``y`` (NaN with fewer than two);
-    equal to scikit-learn's macro OvR when every class is present."""
-    classes = np.unique(y)
-    if len(classes) < 2:
-        return float("nan")
-    if proba.shape[1] == 2:
-        return _binary_auc(y == 1, proba[:, 1])
-    return float(np.mean([_binary_auc(y == c, proba[:, c]) for c in classes]))
-
-
-def _pattern_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    # balanced accuracy: mean recall over the classes present in y (scikit-learn's
-    # definition), NaN with one class present (as the AUC): a pattern whose few subjects
-    # are all one class would otherwise score 1.0 for a model that predicts one class
-    classes = np.unique(y)
-    bacc = (float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
-            if len(classes) > 1 else float("nan"))
-    return {"balanced_accuracy": bacc, "auc": _macro_auc(y, proba),
-            "accuracy": float(np.mean(y == pred))}
+    scores = classification_metrics(y, proba)
+    return {k: scores[k] for k in PATTERN_METRICS}
 
 
 def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "test",
@@ -322,8 +299,7 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
         df = df.with_columns(pl.col("pattern").fill_null("").replace("", NO_PATTERN))
         for (pattern,), g in df.group_by(["pattern"], maintain_order=True):
             y = g["label"].to_numpy()
-            scores = _pattern_scores(y, g["predicted"].to_numpy(),
-                                     g.select(score_cols).to_numpy())
+            scores = _pattern_scores(y, g.select(score_cols).to_numpy())
             if not trained:
                 scores = dict.fromkeys(scores, float("nan"))
             rows.append({**ident, "pattern": pattern, "n": float(len(g)), **scores})

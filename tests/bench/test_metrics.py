@@ -79,14 +79,15 @@ def test_auc_undefined_with_one_class_is_nan_with_a_note():
     assert math.isnan(m["auc"])
     assert any("auc undefined" in n for n in m["notes"])
     assert m["accuracy"] == pytest.approx(2 / 3)
-    assert m["recall_positive"] == pytest.approx(2 / 3)
-    # a model that predicts the one class there is not "balanced" or macro-perfect (1.0
-    # by scikit-learn's definitions)
-    m = classification_metrics([1, 1, 1], _binary([0.6, 0.7, 0.9]))
-    for key in ("balanced_accuracy", "f1_macro", "precision_macro", "recall_macro"):
-        assert math.isnan(m[key]), key
-    assert m["accuracy"] == 1.0
-    assert any("macro averages undefined" in n for n in m["notes"])
+    # a model that predicts the one class there is not "balanced" or F1-perfect (1.0 by
+    # scikit-learn's definitions; 0.0 when that class is 0)
+    for y, scores in (([1, 1, 1], [0.6, 0.7, 0.9]), ([0, 0, 0], [0.1, 0.2, 0.3])):
+        m = classification_metrics(y, _binary(scores))
+        for key in ("balanced_accuracy", "f1_macro", "precision_macro", "recall_macro",
+                    "f1_weighted", "precision_positive", "recall_positive", "f1_positive"):
+            assert math.isnan(m[key]), key
+        assert m["accuracy"] == 1.0
+        assert any("F1, precision and recall undefined" in n for n in m["notes"])
 
 
 def test_multiclass_with_an_absent_class_averages_the_others():
