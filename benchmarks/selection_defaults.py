@@ -75,8 +75,8 @@ def main() -> None:
             aucs, baccs, first = [], [], 0
             for seed in range(args.seeds):
                 idx = _split_indices(data, layout.split(seed))
-                train, val = data.subset(idx["train"]), data.subset(idx["val"])
-                train = train.subset(np.flatnonzero(train.present.any(axis=1)))
+                # as run_seed: a subject without input is neither trained nor validated on
+                train, val = (data.subset(idx[k]).with_input() for k in ("train", "val"))
                 fold = stratified_folds(train.y, args.inner, seed)
                 inner_train, inner_val = (train.subset(np.flatnonzero(fold != 0)),
                                           train.subset(np.flatnonzero(fold == 0)))

@@ -164,7 +164,9 @@ class MethodFigures:
 def _splits(data: BenchData):
     split = stratified_split(data.subject_id.tolist(), data.y, data.patterns(), 0)["split"]
     split = np.asarray(split.to_list())
-    train, val, test = (data.subset(np.flatnonzero(split == k)) for k in ("train", "val", "test"))
+    # as run_seed: a subject without input is neither trained nor validated on
+    train, val, test = (data.subset(np.flatnonzero(split == k)).with_input()
+                        for k in ("train", "val", "test"))
     norm = Normalizer("l2").fit(train)
     return tuple(norm.transform(d) for d in (train, val, test))
 

@@ -81,6 +81,11 @@ class BenchData:
         """Feature shape of every modality (without the subject axis)."""
         return {m: tuple(self.x[m].shape[1:]) for m in self.modalities}
 
+    def with_input(self) -> BenchData:
+        """The subjects with at least one modality present: the only ones a model can be
+        trained, validated or scored on (the others get the training prior at test)."""
+        return self.subset(self.present.any(axis=1))
+
     def subset(self, idx) -> BenchData:
         """The subjects at ``idx`` (integer indices or a boolean mask), in that order."""
         idx = np.asarray(idx)

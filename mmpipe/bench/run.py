@@ -241,9 +241,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     # subjects without any modality of this feature set (in its stores, or left by the
     # mask) cannot be trained on; at test time they get the training prior, flagged in
     # the predictions, so every feature set is scored on the same test subjects
-    train = train.subset(np.flatnonzero(train.present.any(axis=1)))
-    val_keep = np.flatnonzero(val.present.any(axis=1))
-    val = val.subset(val_keep)
+    train, val = train.with_input(), val.with_input()
     # z-scores from the data the model is chosen on: the training split, or under
     # cross-validation the whole training part (never the test split), which each fold
     # then re-standardises on its own training folds (selection._fit_cv)
