@@ -49,20 +49,44 @@ def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
         raise InputError(f"not a 2-D grey or colour image: array of shape {a.shape}", path=path)
     if a.shape[-1] in (2, 4):  # grey or colour with an extra channel
         a = a[..., :-1] if alpha is None else _on_white(a, alpha, alpha_max, path)
+    if a.dtype.kind == "b":
+        a = a.astype(np.uint8) * np.uint8(255)
+    elif a.dtype != np.uint8:
+        a = _scaled_to_uint8(a, path)  # grey before it is repeated: a third of the work
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    if a.dtype.kind == "b":
-        return np.ascontiguousarray(a.astype(np.uint8) * 255)
-    a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)):
+    return np.ascontiguousarray(a)
+
+
+# rows scaled at a time: a plain-image slide of 16 bits is never whole in float64 (8 bytes
+# a value, 45 GB for 600 megapixels of colour), only this many of its rows
+_SCALED_ROWS = 512
+
+
+def _scaled_to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
+    """A 16-bit, integer or float image as 8 bits, scaled by its maximum value."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError("image holds NaN or inf values", path=path)
-    top = a.max()
-    if a.min() < 0 or top <= 0:
-        raise InputError(f"image values {a.min():g}..{top:g}: not a non-negative image",
+    low, top = a.min(), a.max()
+    if low < 0 or top <= 0:
+        raise InputError(f"image values {low:g}..{top:g}: not a non-negative image",
                          path=path)
-    return np.ascontiguousarray(np.rint(a / top * 255.0).astype(np.uint8))
+    out = np.empty(a.shape, np.uint8)
+    for r in range(0, a.shape[0], _SCALED_ROWS):
+        out[r:r + _SCALED_ROWS] = np.rint(a[r:r + _SCALED_ROWS] / float(top) * 255.0)
+    return out
+
+
+def composite_uint8_on_white(colour: np.ndarray, alpha: np.ndarray,
+                             premultiplied: bool = False) -> np.ndarray:
+    """8-bit colour (any number of channels) over white by an 8-bit alpha ``[..., 1]``,
+    in integers (2 bytes a value, where floats took 8): ``c·a/255 + 255 − a`` rounded,
+    or ``c + 255 − a`` for premultiplied colour."""
+    alpha = alpha.astype(np.uint16)
+    colour = colour.astype(np.uint16)
+    if premultiplied:
+        return np.minimum(colour + (255 - alpha), 255).astype(np.uint8)
+    return ((colour * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def _on_white(a: np.ndarray, kind: str, alpha_max: float | None, path: Path) -> np.ndarray:
@@ -74,6 +98,10 @@ def _on_white(a: np.ndarray, kind: str, alpha_max: float | None, path: Path) -> 
     colour, alpha = a[..., :-1], a[..., -1:]
     if a.dtype.kind == "b":
         return np.where(alpha, colour, True)
+    if a.dtype == np.uint8 and alpha_max in (None, 255.0):
+        if not alpha.any():
+            raise InputError("image is fully transparent", path=path)
+        return composite_uint8_on_white(colour, alpha, kind == "premultiplied")
     if alpha_max is None:
         alpha_max = float(np.iinfo(a.dtype).max) if a.dtype.kind in "ui" else 1.0
     frac = np.clip(alpha.astype(np.float64) / alpha_max, 0.0, 1.0)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mmpipe.errors import SlideError
+from mmpipe.io.images import composite_uint8_on_white
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,9 @@ def rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3|4) image, got shape {rgba.shape}")
     if rgba.shape[2] == 3:
         return np.ascontiguousarray(rgba, dtype=np.uint8)
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    if alpha.min() == 255:
+    if rgba[..., 3].min() == 255:
         return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
-    rgb = rgba[..., :3].astype(np.uint16)
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
+    return composite_uint8_on_white(rgba[..., :3], rgba[..., 3:4])
 
 
 class Slide:
@@ -237,7 +235,9 @@ class _PlainImageHandle:
     read whole by :func:`mmpipe.io.images.read_image` (upright by its orientation, alpha on
     white, 16 bits scaled, as any 2-D image) behind OpenSlide's handle API: one level,
     ``read_region`` returning RGBA with transparent pixels outside the image, as OpenSlide
-    does. The decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels).
+    does. The decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels);
+    decoding peaks near 6 bytes a pixel for RGB, 25 for 8-bit RGBA and 16 for 16-bit
+    colour (measured on 6 megapixels).
     Such files carry no trusted resolution, so the slide's mpp comes from the config."""
 
     def __init__(self, path: Path):
