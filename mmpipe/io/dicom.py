@@ -389,11 +389,10 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     bad_rescale = [h for h in headers if not (np.isfinite(h.rescale[0]) and h.rescale[0] != 0
                                               and np.isfinite(h.rescale[1]))]
     if bad_rescale:
-        named = ", ".join(f"{h.path.name}: slope {h.rescale[0]:g}, intercept {h.rescale[1]:g}"
-                          for h in bad_rescale[:NOTE_FILES])
-        more = f", and {len(bad_rescale) - NOTE_FILES} more" if len(bad_rescale) > NOTE_FILES else ""
+        named = _files_with(bad_rescale, lambda h: f"slope {h.rescale[0]:g}, intercept "
+                                                   f"{h.rescale[1]:g}")
         defects.append(f"RescaleSlope/RescaleIntercept give no values in {len(bad_rescale)} of "
-                       f"{n_total} files ({named}{more})")
+                       f"{n_total} files ({named})")
     orientation = first.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     if not no_geometry:
         defects += _geometry_defects(headers)
@@ -465,11 +464,9 @@ def _geometry_defects(headers: list[_Header]) -> list[str]:
         bad = [h for h in headers if not np.all(np.isfinite(getattr(h, attr)))]
         if bad:
             # a NaN sorts nowhere and spreads into the spacing: no slice can be placed
-            named = ", ".join(f"{h.path.name}: {_backslashed(getattr(h, attr))}"
-                              for h in bad[:NOTE_FILES])
-            more = f", and {len(bad) - NOTE_FILES} more" if len(bad) > NOTE_FILES else ""
+            named = _files_with(bad, lambda h, attr=attr: _backslashed(getattr(h, attr)))
             defects.append(f"{key} is not finite in {len(bad)} of {len(headers)} files "
-                           f"({named}{more})")
+                           f"({named})")
     if defects:
         return defects
     distinct = [np.asarray(headers[0].orientation)]
@@ -492,6 +489,13 @@ def _geometry_defects(headers: list[_Header]) -> list[str]:
                            f"{lengths[1]:.4g}, row . column {dot:.3g}; tolerance {COSINE_TOL:g})")
             break
     return defects
+
+
+def _files_with(headers: list[_Header], value) -> str:
+    """``"IM2.dcm: <value>, IM5.dcm: <value>, and 4 more"``: the first NOTE_FILES files."""
+    named = ", ".join(f"{h.path.name}: {value(h)}" for h in headers[:NOTE_FILES])
+    more = len(headers) - NOTE_FILES
+    return named + (f", and {more} more" if more > 0 else "")
 
 
 def _backslashed(values) -> str:

@@ -126,21 +126,24 @@ def test_the_figures_rank_as_the_tables_bold(tmp_path, monkeypatch):
     assert not any(t.startswith("mmare") for t in ranks.values())
 
 
-def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_path,
-                                                                          monkeypatch):
-    """B trained at MCAR 0.2 and 0.5 but on no seed at 0.8: its row there has no mean,
-    which was filtered out before the ranking, so its mean over the two easier rates
-    beat A's over all three and the legend called it "#1"."""
+def _rate_summary(values: dict[str, dict[float, float | None]]) -> pl.DataFrame:
+    """The summary of three seeds per method and MCAR rate (None: no seed trained)."""
     from mmpipe.report.stats import wilcoxon_vs_best
 
-    values = {"A": {0.2: 0.80, 0.5: 0.70, 0.8: 0.60}, "B": {0.2: 0.78, 0.5: 0.72, 0.8: None}}
     runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
                           "family": "fusion", "scenario": "mcar", "rate": r, "seed": s,
                           "balanced_accuracy": None if v is None else v + 0.01 * s,
                           "trained": v is not None}
                          for m, by_rate in values.items() for r, v in by_rate.items()
                          for s in range(3)])
-    summary = wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"])
+    return wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"])
+
+
+def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_path,
+                                                                          monkeypatch):
+    """B trained at MCAR 0.2 and 0.5 but on no seed at 0.8: its row there has no mean,
+    which was filtered out before the ranking, so its mean over the two easier rates
+    beat A's over all three and the legend called it "#1"."""
     seen = {}
 
     def keep(fig, out):
@@ -148,19 +151,13 @@ def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_pa
         return out
 
     monkeypatch.setattr(plots, "_save", keep)
-    plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "m.png")
+    values = {"A": {0.2: 0.80, 0.5: 0.70, 0.8: 0.60}, "B": {0.2: 0.78, 0.5: 0.72, 0.8: None}}
+    plots.plot_metric_vs_rate(_rate_summary(values), "balanced_accuracy", tmp_path / "m.png")
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
     # a rate where no method trained is no rate to cover (every series missed it, and the
     # ranking fell back to all of them)
     values["A"][0.8], values["B"][0.5] = None, None
-    runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
-                          "family": "fusion", "scenario": "mcar", "rate": r, "seed": s,
-                          "balanced_accuracy": None if v is None else v + 0.01 * s,
-                          "trained": v is not None}
-                         for m, by_rate in values.items() for r, v in by_rate.items()
-                         for s in range(3)])
-    plots.plot_metric_vs_rate(wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"]),
-                              "balanced_accuracy", tmp_path / "m2.png")
+    plots.plot_metric_vs_rate(_rate_summary(values), "balanced_accuracy", tmp_path / "m2.png")
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
 
 
