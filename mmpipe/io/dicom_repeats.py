@@ -11,10 +11,15 @@ belongs to, and one volume is kept whole:
   the series) in which no position repeats; failing that, InstanceNumber order when
   it splits the files into blocks of one file per position (GE EPI numbers its time
   points so and says nothing else);
+- a grouping counts only when its largest volume covers nearly every position
+  (:data:`WHOLE_SHARE`): volumes that lie side by side along the body (a step-and-shoot
+  CT's rotations, one AcquisitionNumber each) are one volume, not several;
 - the kept volume is the one with the most positions, ties to the first (lowest
   echo, time point, b-value);
-- files that no such grouping tells apart are a defect: which of them belongs to
-  which volume would be a guess.
+- repeats that no grouping tells apart at a minority of the positions (a re-sent slice,
+  rotations that share a boundary slice) keep one file per position, the lowest
+  AcquisitionNumber then InstanceNumber, as the note says; at most of the positions
+  they are a defect: which file belongs to which volume would be a guess.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from typing import Any, Protocol
 # (DiffusionBValue)
 VOLUME_TAGS = ("EchoNumbers", "EchoTime", "TemporalPositionIdentifier", "TriggerTime",
                "AcquisitionNumber", "DiffusionBValue")
+# share of the series' positions a grouping's largest volume must cover to be volumes
+# that repeat the stack (a DWI's b=0 volume may lack an end slice or two)
+WHOLE_SHARE = 0.9
 
 
 class _File(Protocol):
@@ -55,11 +63,12 @@ def one_volume(files: list[_File], slots: list[int]) -> Choice:
     kept, n_copies = _without_copies(files, slots)
     notes = [f"dropped {n_copies} copied file(s) (same SOPInstanceUID at one position)"
              ] if n_copies else []
-    if len({slots[i] for i in kept}) == len(kept):
+    n_positions = len({slots[i] for i in kept})
+    if n_positions == len(kept):
         return Choice(sorted(kept, key=lambda i: slots[i]), "; ".join(notes))
-    grouped = _by_tags(files, slots, kept) or _by_instance(files, slots, kept)
+    grouped = _by_tags(files, slots, kept, n_positions) or _by_instance(files, slots, kept)
     if grouped is None:
-        return Choice(kept, problem=_untold(files, slots, kept))
+        return _per_position(files, slots, kept, n_positions, notes)
     groups, told_by = grouped
     n_positions = [len(g) for g in groups]
     best = n_positions.index(max(n_positions))
@@ -84,9 +93,34 @@ def _without_copies(files: list[_File], slots: list[int]) -> tuple[list[int], in
     return sorted(kept), len(files) - len(kept)
 
 
-def _by_tags(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] | None:
-    """The coarsest grouping by varying VOLUME_TAGS with no repeated position, as
-    (groups in tag order, tags), or None."""
+def _per_position(files, slots, kept, n_positions: int, notes: list[str]) -> Choice:
+    """One file per position where the repeats are a minority of the positions; else a
+    defect."""
+    at: dict[int, list[int]] = defaultdict(list)
+    for i in kept:
+        at[slots[i]].append(i)
+    repeated = sum(len(v) > 1 for v in at.values())
+    if 2 * repeated >= n_positions:
+        return Choice(kept, problem=_untold(files, slots, kept))
+    chosen = [min(v, key=lambda i: _first_acquired(files[i])) for v in at.values()]
+    notes.insert(0, f"{repeated} of {n_positions} positions repeated with nothing telling "
+                    "volumes apart (a re-sent slice, acquisitions that share a boundary "
+                    "slice): kept the lowest AcquisitionNumber, then InstanceNumber, at "
+                    f"each; dropped {len(kept) - len(chosen)} files")
+    return Choice(sorted(chosen, key=lambda i: slots[i]), "; ".join(notes))
+
+
+def _first_acquired(file: _File) -> tuple:
+    acquisition = file.volume_tags.get("AcquisitionNumber")
+    return (*_sortable(acquisition), *_sortable(file.instance), file.unreadable is not None,
+            str(file.path))
+
+
+def _by_tags(files, slots, kept, n_positions: int
+             ) -> tuple[list[list[int]], tuple[str, ...]] | None:
+    """The coarsest grouping by varying VOLUME_TAGS with no repeated position and a
+    volume covering WHOLE_SHARE of the positions, as (groups in tag order, tags), or
+    None."""
     varying = [t for t in VOLUME_TAGS if len({files[i].volume_tags.get(t) for i in kept}) > 1]
     best = None
     for r in range(1, len(varying) + 1):
@@ -94,9 +128,9 @@ def _by_tags(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] | No
             groups: dict[tuple, list[int]] = defaultdict(list)
             for i in kept:
                 groups[tuple(_sortable(files[i].volume_tags.get(t)) for t in tags)].append(i)
-            # a tag with one value per file (an AcquisitionNumber counting slices) makes
-            # volumes of one slice each: no grouping into volumes, whatever it repeats
-            if max(map(len, groups.values())) < 2:
+            # volumes of a few slices each (an AcquisitionNumber counting slices or
+            # rotations, a TriggerTime per slice) are pieces of one stack, not repeats
+            if max(map(len, groups.values())) < WHOLE_SHARE * n_positions:
                 continue
             if all(len({slots[i] for i in g}) == len(g) for g in groups.values()):
                 # fewest groups: a tag that varies within a volume (a per-slice TriggerTime)
@@ -150,6 +184,7 @@ def _untold(files, slots, kept) -> str:
         at[slots[i]].append(i)
     repeated = [v for v in at.values() if len(v) > 1]
     example = ", ".join(files[i].path.name for i in repeated[0][:3])
-    return (f"{sum(map(len, repeated))} files at {len(repeated)} repeated positions (e.g. "
-            f"{example}) that neither {', '.join(VOLUME_TAGS)} nor InstanceNumber order "
-            "tells apart into volumes; keeping one file per position would mix them")
+    return (f"{sum(map(len, repeated))} files at {len(repeated)} of {len(at)} positions "
+            f"repeated (e.g. {example}), which neither {', '.join(VOLUME_TAGS)} nor "
+            "InstanceNumber order tells apart into volumes; keeping one file per position "
+            "would mix them")

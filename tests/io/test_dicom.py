@@ -204,6 +204,36 @@ def test_repeated_positions_keep_one_whole_acquisition_and_say_so(tmp_path):
         "dropped 2 files")
 
 
+def test_a_few_repeated_positions_keep_one_file_each_and_say_so(tmp_path):
+    """A step-and-shoot CT (one AcquisitionNumber per rotation of 4 slices, neighbouring
+    rotations sharing a boundary slice) was split into 4-slice "volumes" and cut to one
+    of them; a slice re-sent once rejected the whole series. A minority of repeated
+    positions keeps one file at each, the first acquired, and the note says so."""
+    uid = generate_uid()
+    for rotation in range(4):
+        for k in range(4):
+            z = 3 * rotation + k  # positions 0..12; 3, 6 and 9 twice
+            write_slice(tmp_path / "shots" / f"R{rotation}_{k}.dcm", series_uid=uid,
+                        position=(0, 0, 2.0 * z), hu=hu_slice(100 * z + rotation),
+                        instance=4 * rotation + k + 1, acquisition=rotation + 1)
+    image, info = read_dicom_series(tmp_path / "shots")
+    assert info.n_slices == 13 and info.n_duplicates_dropped == 3
+    arr = sitk.GetArrayFromImage(image)
+    for z in (3, 6, 9):  # the boundary slice of the earlier rotation
+        np.testing.assert_array_equal(arr[z], hu_slice(100 * z + z // 3 - 1))
+    assert info.repeats == ("3 of 13 positions repeated with nothing telling volumes apart "
+                            "(a re-sent slice, acquisitions that share a boundary slice): kept "
+                            "the lowest AcquisitionNumber, then InstanceNumber, at each; "
+                            "dropped 3 files")
+    _, paths = write_series(tmp_path / "resent", n=10)
+    write_slice(tmp_path / "resent" / "again.dcm", series_uid=pydicom.dcmread(paths[0])
+                .SeriesInstanceUID, position=pydicom.dcmread(paths[4]).ImagePositionPatient,
+                hu=hu_slice(-1), instance=11)
+    image, info = read_dicom_series(tmp_path / "resent")
+    assert info.n_slices == 10 and info.repeats.startswith("1 of 10 positions repeated")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[4], hu_slice(400))
+
+
 def echo_series(folder: Path, echoes=(1, 2), n: int = 6, times=(None,)) -> str:
     """Every position once per echo (and time point), echo e at time t holding HU
     1000*e + 100*t + 10*k."""
@@ -256,7 +286,7 @@ def test_repeated_positions_that_nothing_tells_apart_reject(tmp_path):
                         hu=hu_slice(100 * k + copy), instance=2 * k + copy + 1)
     with pytest.raises(DicomSeriesError) as err:
         read_dicom_series(tmp_path)
-    assert ("12 files at 6 repeated positions (e.g. IM0_0.dcm, IM0_1.dcm) that neither "
+    assert ("12 files at 6 of 6 positions repeated (e.g. IM0_0.dcm, IM0_1.dcm), which neither "
             "EchoNumbers, EchoTime, TemporalPositionIdentifier, TriggerTime, AcquisitionNumber, "
             "DiffusionBValue nor InstanceNumber order tells apart into volumes") in err.value.reason
     # an AcquisitionNumber of its own per file splits the files into one-slice "volumes":
@@ -805,7 +835,7 @@ def test_positions_missing_at_the_first_time_point_reject(shared_data, tmp_path)
     files = sorted(folder.glob("*.dcm"))[:45]  # three time points
     for f in files[3:]:  # time point 0 lacks its first three slices
         shutil.copy(f, tmp_path / f.name)
-    with pytest.raises(DicomSeriesError, match="42 files at 15 repeated positions .* nor "
+    with pytest.raises(DicomSeriesError, match="42 files at 15 of 15 positions repeated .* nor "
                        "InstanceNumber order tells apart into volumes"):
         read_dicom_series(tmp_path)
     # whole time points are told apart by InstanceNumber blocks: the first one is kept
