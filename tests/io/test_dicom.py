@@ -878,3 +878,50 @@ def test_a_compressed_slice_that_cannot_be_decoded_is_named_with_its_syntax(tmp_
         read_dicom_series(tmp_path / "dcm")
     assert (f"; first failing file: IM2.dcm (RLE Lossless, {RLELossless}): "
             in err.value.reason), err.value.reason
+
+
+def test_the_search_for_a_failing_file_is_bounded(tmp_path, monkeypatch):
+    """Reading a failed series' files one by one decodes each (40 ms an RLE slice): the
+    search stops after CULPRIT_SECONDS and says how far it got."""
+    from mmpipe.io import dicom
+
+    monkeypatch.setattr(dicom, "CULPRIT_SECONDS", 0.0)
+    _, paths = write_series(tmp_path, n=4)
+    assert dicom._culprit(paths) == "; no single file failed among the first 1 read alone"
+
+
+def test_a_gap_of_no_whole_number_of_spacings_is_uneven(tmp_path):
+    """The tolerance grew with the gap (5 % of each whole spacing): a step of 5.24
+    spacings passed as 5, and the four interpolated slices put every later slice 0.6 mm
+    off its position, with no message."""
+    uid = generate_uid()
+    for k, z in enumerate([0.0, 2.5, 5.0, 7.5, 7.5 + 5.24 * 2.5, 7.5 + 6.24 * 2.5,
+                           7.5 + 7.24 * 2.5, 7.5 + 8.24 * 2.5]):
+        write_slice(tmp_path / f"IM{k}.dcm", series_uid=uid, position=(0, 0, z),
+                    hu=hu_slice(100 * k), instance=k + 1)
+    (info,) = scan_dicom_folder(tmp_path, max_gap_factor=6)
+    assert "off the median spacing" in info.problem
+
+
+def test_a_rescale_of_a_volume_that_is_not_kept_does_not_matter(tmp_path):
+    """A RescaleSlope of 0 in a file of echo 2 rejected the series whose echo 1 is read
+    (and echo 2's own intercept made it float32)."""
+    echo_series(tmp_path, echoes=(1, 2))
+    for path in sorted(tmp_path.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        if int(ds.EchoNumbers) == 2:
+            ds.RescaleSlope, ds.RescaleIntercept = ("0" if ds.InstanceNumber == 9 else "1",
+                                                    "-500")
+            ds.save_as(path)
+    image, info = read_dicom_series(tmp_path)
+    assert info.problem is None and len(info.rescales) == 1
+    assert image.GetPixelID() != sitk.sitkFloat32
+
+
+def test_direction_cosines_within_tolerance_give_a_rotation(tmp_path):
+    """Cosines accepted within 1e-3 went into the image direction as written: the image
+    was scaled by 1.0009 and the NIfTI writer coerced the matrix."""
+    write_series(tmp_path, n=6, orientation=(1.0009, 0, 0, 0.0009, 1, 0))
+    image, _ = read_dicom_series(tmp_path)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-12)
