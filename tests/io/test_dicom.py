@@ -925,3 +925,46 @@ def test_direction_cosines_within_tolerance_give_a_rotation(tmp_path):
     image, _ = read_dicom_series(tmp_path)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+
+
+def _edited(folder: Path, n: int = 6, **kw) -> list[Path]:
+    _, paths = write_series(folder, n=n, names=[f"IM{k}.dcm" for k in range(n)], **kw)
+    return paths
+
+
+def test_each_series_defect_is_named(tmp_path):
+    """The defects _analyse rejects a series for, each with its reason (they had none of
+    their own tests)."""
+    def problem(name: str, edit) -> str:
+        paths = _edited(tmp_path / name)
+        ds = pydicom.dcmread(paths[2])
+        edit(ds)
+        ds.save_as(paths[2])
+        (info,) = scan_dicom_folder(tmp_path / name)
+        return info.problem or ""
+
+    def resize(ds):
+        ds.Rows, ds.Columns = N // 2, N // 2
+        ds.PixelData = np.zeros((N // 2, N // 2), np.uint16).tobytes()
+
+    assert problem("size", resize).startswith("mixed image sizes")
+    assert problem("nospacing", lambda ds: delattr(ds, "PixelSpacing")) == "no PixelSpacing"
+    assert problem("spacing", lambda ds: setattr(ds, "PixelSpacing", [0.5, 0.5])) == (
+        "mixed pixel spacing")
+    assert problem("zero", lambda ds: setattr(ds, "PixelSpacing", [0, 0.8])).startswith(
+        "PixelSpacing 0\\0.8 is not a positive distance")
+    assert problem("noipp", lambda ds: delattr(ds, "ImagePositionPatient")).startswith(
+        "1 of 6 files lack ImagePositionPatient/ImageOrientationPatient")
+
+
+def test_a_tilted_stack_is_rejected_as_such(tmp_path):
+    """Slices that drift in-plane along the stack (a gantry tilt of 15 degrees) cannot be
+    one volume on a grid along the normal."""
+    uid = generate_uid()
+    shift = np.tan(np.radians(15)) * 2.5
+    for k in range(6):
+        write_slice(tmp_path / f"IM{k}.dcm", series_uid=uid, position=(0, k * shift, 2.5 * k),
+                    hu=hu_slice(100 * k), instance=k + 1)
+    (info,) = scan_dicom_folder(tmp_path)
+    assert info.problem.startswith("slices are not stacked along their normal (0.67 mm "
+                                   "in-plane shift per slice: gantry tilt")
