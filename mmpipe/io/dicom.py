@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +108,9 @@ class SeriesInfo:
     # path -> (short reason, full reason). They stay in `files` when they hold a position,
     # so that a missing slice is a named file rather than an unexplained gap or a lost end.
     unreadable: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
-    # distinct (RescaleSlope, RescaleIntercept) of the series' files
+    # distinct (RescaleSlope, RescaleIntercept) of the files read (the kept volume's)
     rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
-    # distinct (PixelRepresentation, BitsStored) of the series' files
+    # distinct (PixelRepresentation, BitsStored) of the files read
     storages: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     # positions (mm along the normal) of missing slices that the read filled in
     interpolated: tuple[float, ...] = field(default=(), repr=False)
@@ -132,6 +133,14 @@ class SeriesInfo:
     @property
     def normal(self) -> np.ndarray:
         return self.axes()[2]
+
+    def interpolated_note(self) -> str:
+        """Where the read filled in missing slices, for the log and the QC note."""
+        if not self.interpolated:
+            return ""
+        shown = ", ".join(f"{z:.4g}" for z in self.interpolated)
+        return (f"{len(self.interpolated)} slice(s) missing at {shown} mm along the normal; "
+                "interpolated from the neighbours")
 
     def label(self) -> str:
         """Short human description for logs and error messages."""
@@ -209,7 +218,6 @@ class _Header:
     orientation: tuple[float, ...] | None
     pixel_spacing: tuple[float, float] | None
     size: tuple[int, int]
-    acquisition: int | None
     instance: int | None
     samples: int
     frames: int
@@ -333,7 +341,6 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         pixel_spacing=spacing,  # type: ignore[arg-type]
         size=(rows, cols),
-        acquisition=_int_or_none(ds.get("AcquisitionNumber")),
         instance=_int_or_none(ds.get("InstanceNumber")),
         samples=int(ds.get("SamplesPerPixel", 1) or 1),
         frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
@@ -414,8 +421,6 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         patient_ids=patient_ids,
         study_uids=study_uids,
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
-        rescales=tuple(sorted({h.rescale for h in headers})),
-        storages=tuple(sorted({h.storage for h in headers})),
     )
     if defects:
         return info  # ordering along a normal means nothing without one geometry
@@ -558,11 +563,17 @@ def _uneven_steps(steps: np.ndarray, spacing: float, max_gap_factor: float) -> n
     ``max_gap_factor`` (which may let it through), not here.
     """
     ratio = steps / spacing
-    whole = np.maximum(np.rint(ratio), 1.0)
+    whole = _whole_spacings(steps, spacing)
     # one tolerance for every step: slices go on a grid of one spacing, so a gap of 5.24
     # spacings would put every slice after it 0.24 spacings off
     off = np.abs(ratio - whole) > STEP_TOL
     return np.flatnonzero(off & (ratio <= max_gap_factor))
+
+
+def _whole_spacings(steps: np.ndarray, spacing: float) -> np.ndarray:
+    """How many spacings each step spans (at least 1): a gap of k spacings misses k - 1
+    slices."""
+    return np.maximum(np.rint(steps / spacing), 1).astype(int)
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -834,7 +845,7 @@ def _fill_missing_slices(image, info: SeriesInfo):
     along = info.positions @ info.normal
     if len(along) < 2:
         return image
-    whole = np.maximum(np.rint(np.diff(along) / info.slice_spacing), 1).astype(int)
+    whole = _whole_spacings(np.diff(along), info.slice_spacing)
     grid = np.concatenate([[0], np.cumsum(whole)])  # index of each read slice on the grid
     if grid[-1] == len(along) - 1:
         return image
@@ -851,9 +862,7 @@ def _fill_missing_slices(image, info: SeriesInfo):
             out[j] = np.rint(mixed) if np.issubdtype(arr.dtype, np.integer) else mixed
             missing.append(float(along[0] + j * info.slice_spacing))
     info.interpolated = tuple(missing)
-    log.warning("%s: %d slice(s) missing at %s mm along the normal; interpolated linearly "
-                "from the neighbours", info.label(), len(missing),
-                ", ".join(f"{z:.4g}" for z in missing))
+    log.warning("%s: %s", info.label(), info.interpolated_note())
     return sitk.GetImageFromArray(out)
 
 
@@ -863,8 +872,6 @@ def _culprit(files: list[Path]) -> str:
     slice cut short, or a transfer syntax without a decoder, fails the series read with
     a message that names neither the file nor the syntax (the truncation check above
     counts native pixels only)."""
-    import time
-
     import pydicom
     import SimpleITK as sitk
 
@@ -932,9 +939,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     if info.repeats:
         notes.append(info.repeats)
     if info.interpolated:
-        shown = ", ".join(f"{z:.4g}" for z in info.interpolated)
-        notes.append(f"{len(info.interpolated)} slice(s) missing at {shown} mm along the "
-                     "normal; interpolated from the neighbours")
+        notes.append(info.interpolated_note())
     summary = {
         "series_uid": info.series_uid,
         "series_number": info.series_number,

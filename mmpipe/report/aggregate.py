@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mmpipe.bench.metrics import classification_metrics
 from mmpipe.errors import StaleRunError
 from mmpipe.fsutil import atomic_dir, atomic_file
 from mmpipe.layout import METRICS, PREDICTIONS, CohortLayout, cell_name, parse_cell
@@ -265,8 +266,6 @@ def _pattern_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """The pattern table's metrics, as a run's (:func:`classification_metrics`): NaN with
     one class present, so a pattern whose few subjects are all one class does not score
     1.0 for a model that predicts that class."""
-    from mmpipe.bench.metrics import classification_metrics
-
     scores = classification_metrics(y, proba)
     return {k: scores[k] for k in PATTERN_METRICS}
 
