@@ -17,6 +17,7 @@ Items: volumes for med3d and vgg11_slices, tiles for clam_resnet50, prompts for 
 rows for tabular. Usage:
 
     python benchmarks/encoder_throughput.py [--subjects 64] [--repeats 3] [--workdir DIR]
+                                            [--precision bfloat16]
 """
 
 from __future__ import annotations
@@ -268,6 +269,20 @@ def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs of each encoding job, each against its own bare timing, the "
                              "median ratio kept (limits.py: also of each start-up probe, "
                              "the median kept)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="every network encoder's forward precision (default: as "
+                             "config.yaml sets it); mixed precision is meant for a GPU")
+
+
+def set_precision(cfg: dict, precision: str | None) -> None:
+    """Every encoder with a network runs at ``precision`` (None: as configured)."""
+    from mmpipe.encoders.registry import get_encoder_type
+
+    if precision is None:
+        return
+    for enc_cfg in cfg["encoders"].values():
+        if get_encoder_type(enc_cfg["type"]).build is not None:
+            enc_cfg["precision"] = precision
 
 
 def main() -> None:
@@ -280,12 +295,13 @@ def main() -> None:
     from mmpipe.encoders.device import resolve_device
 
     cfg = load_config(REPO / "config.yaml")
+    set_precision(cfg, args.precision)
     workdir, cohort_dir = prepare_demo(cfg, args.subjects, args.workdir)
     device = resolve_device(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} threads {torch.get_num_threads()}, device {device}")
     print(f"cohort: demo, {args.subjects} subjects; config.yaml encoders as configured "
-          "(batch size, loader workers)")
+          f"(batch size, loader workers), precision {args.precision or 'as configured'}")
     print_encoders(cfg, cohort_dir, workdir, device, args.repeats)
     print_throttled(cfg, cohort_dir, workdir, device)
 

@@ -4,7 +4,7 @@ start-up, and each method's training FLOPs, CPU-seconds, share of the matmul rat
 operators' floor (``operator_floor.py``) and disk, with the MMIST-ccRCC grid's estimate.
 
     python benchmarks/limits.py [--subjects 64] [--repeats 3] [--methods mmare deepsets]
-                                [--skip methods]
+                                [--skip methods] [--precision bfloat16]
 
 Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
 ``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
@@ -31,7 +31,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from encoder_throughput import add_stage1_arguments  # noqa: E402
+from encoder_throughput import add_stage1_arguments, set_precision  # noqa: E402
 from machine import (  # noqa: E402
     describe,
     describe_bandwidth,
@@ -65,6 +65,7 @@ def main() -> None:
           + (f"; {matmul_gflops(1, device='cuda') / 1e3:.1f} TFLOP/s on {device}"
              if device.type == "cuda" else ""))
     cfg = load_config(REPO / "config.yaml")
+    set_precision(cfg, args.precision)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mmpipe-limits-"))
 
     if "encoders" not in args.skip or "startup" not in args.skip:
@@ -75,7 +76,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print(f"\n## Stage 1: encoders on the demo cohort ({args.subjects} subjects), "
               f"device {device}, {torch.get_num_threads()} torch thread(s) as the encode "
-              "rule, loader workers as configured")
+              f"rule, loader workers as configured, precision "
+              f"{args.precision or 'as configured'}")
         print_encoders(cfg, cohort_dir, workdir, device, args.repeats)
         print_throttled(cfg, cohort_dir, workdir, device)
     if "startup" not in args.skip:
