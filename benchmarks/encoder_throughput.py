@@ -17,7 +17,7 @@ Items: volumes for med3d and vgg11_slices, tiles for clam_resnet50, prompts for 
 rows for tabular. Usage:
 
     python benchmarks/encoder_throughput.py [--subjects 64] [--repeats 3] [--workdir DIR]
-                                            [--precision bfloat16]
+                                            [--precision bfloat16] [--loader-workers 8]
 """
 
 from __future__ import annotations
@@ -185,14 +185,14 @@ def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrid
     return items, items / seconds, bare
 
 
-def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: int = 3
-                   ) -> None:
+def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: int = 3,
+                   loader_workers: int | None = None) -> None:
     """Each job run ``repeats`` times, each run against the bare forward timed just
     before it (its fastest batch). The ratio printed is the median of those paired
     ratios: the best job of a few runs against the best of every bare timing (a dozen
     for the text encoder) measured the host's drift between runs as pipeline overhead
     on a host whose pace moves by 15 % within a minute. The rates printed are the
-    fastest of the runs."""
+    fastest of the runs. ``loader_workers`` overrides every job's reader threads."""
     from mmpipe.encoders.registry import get_encoder_type
 
     print("pipeline = the real encoding job (read, preprocess, forward, write the store), "
@@ -203,7 +203,9 @@ def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: 
           f"{'bare/s':>9s} {'pipeline÷bare':>13s}")
     for job in demo_jobs(cfg, cohort_dir):
         modality, encoder = job[:2]
-        runs = [encode_rate(cfg, cohort_dir, workdir, device, job) for _ in range(repeats)]
+        overrides = None if loader_workers is None else {"loader_workers": loader_workers}
+        runs = [encode_rate(cfg, cohort_dir, workdir, device, job, overrides)
+                for _ in range(repeats)]
         items = runs[0][0]
         rate, bare = max(r[1] for r in runs), max(r[2] for r in runs)
         unit = UNITS.get(get_encoder_type(cfg["encoders"][encoder]["type"]).name, "volume")
@@ -269,9 +271,16 @@ def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs of each encoding job, each against its own bare timing, the "
                              "median ratio kept (limits.py: also of each start-up probe, "
                              "the median kept)")
+    parser.add_argument("--loader-workers", type=int, default=None,
+                        help="every image encoder's reader threads (default: as config.yaml "
+                             "sets them)")
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
                         help="every network encoder's forward precision (default: as "
                              "config.yaml sets it); mixed precision is meant for a GPU")
+
+
+def as_configured(value) -> str:
+    return "as configured" if value is None else str(value)
 
 
 def set_precision(cfg: dict, precision: str | None) -> None:
@@ -301,8 +310,9 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} threads {torch.get_num_threads()}, device {device}")
     print(f"cohort: demo, {args.subjects} subjects; config.yaml encoders as configured "
-          f"(batch size, loader workers), precision {args.precision or 'as configured'}")
-    print_encoders(cfg, cohort_dir, workdir, device, args.repeats)
+          f"(batch size), loader workers {as_configured(args.loader_workers)}, "
+          f"precision {as_configured(args.precision)}")
+    print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers)
     print_throttled(cfg, cohort_dir, workdir, device)
 
 

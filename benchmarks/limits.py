@@ -5,6 +5,7 @@ operators' floor (``operator_floor.py``) and disk, with the MMIST-ccRCC grid's e
 
     python benchmarks/limits.py [--subjects 64] [--repeats 3] [--methods mmare deepsets]
                                 [--skip methods] [--precision bfloat16]
+                                [--loader-workers 8] [--threads 8]
 
 Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
 ``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
@@ -31,7 +32,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from encoder_throughput import add_stage1_arguments, set_precision  # noqa: E402
+from encoder_throughput import (  # noqa: E402
+    add_stage1_arguments,
+    as_configured,
+    set_precision,
+)
 from machine import (  # noqa: E402
     describe,
     describe_bandwidth,
@@ -76,9 +81,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print(f"\n## Stage 1: encoders on the demo cohort ({args.subjects} subjects), "
               f"device {device}, {torch.get_num_threads()} torch thread(s) as the encode "
-              f"rule, loader workers as configured, precision "
-              f"{args.precision or 'as configured'}")
-        print_encoders(cfg, cohort_dir, workdir, device, args.repeats)
+              f"rule, loader workers {as_configured(args.loader_workers)}, precision "
+              f"{as_configured(args.precision)}")
+        print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers)
         print_throttled(cfg, cohort_dir, workdir, device)
     if "startup" not in args.skip:
         from startup import print_startup
