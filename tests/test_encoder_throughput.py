@@ -1,6 +1,6 @@
-"""``benchmarks/encoder_throughput.py --precision``: the GPU table's mixed-precision rows
-come from it, so it must reach every encoder that runs a network, and only those (an
-encoder without one has no forward to run at a precision)."""
+"""``benchmarks/encoder_throughput.py``, what its GPU table rests on: ``--precision``
+reaches every encoder that runs a network, and only those (an encoder without one has no
+forward to run at a precision), and the bare forward runs as the job runs it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_precision_reaches_every_network_encoder_and_no_other():
 
 def test_the_bare_forward_runs_under_the_jobs_float32_flags(monkeypatch):
     """On CUDA the job turns cuDNN's TF32 off for a float32 encoder; a bare forward timed
-    without that ran Med3D 2.5 times faster than the job could (an H200), so the bare
+    without that ran Med3D 2.4 to 2.8 times faster than the job could (an H200), so the bare
     network is built as the job builds it, flags included."""
     import torch
     from encoder_throughput import _bare_forward
