@@ -126,6 +126,24 @@ def _adapters() -> list[str]:
     return list(ADAPTERS)
 
 
+def _check_modality_keys(cname: str, cohort: dict[str, Any]) -> list[str]:
+    """Options keyed by modality name, which the schema cannot check: a misspelt key was
+    ignored without a word (ADNI's series patterns, the adapter's defaults used instead)
+    or failed only once the demo generator ran."""
+    from mmpipe.cohorts.demo.plan import IMAGING
+
+    where = f"config.cohorts.{cname}"
+    known = {
+        "adni.series": ((cohort.get("adni") or {}).get("series") or {},
+                        sorted(cohort["modalities"]), "this cohort's modalities"),
+        "demo.missing": ((cohort.get("demo") or {}).get("missing") or {},
+                         list(IMAGING), "the demo's imaging modalities"),
+    }
+    return [f"{where}.{block}.{key}: not one of {what} ({names})"
+            for block, (given, names, what) in known.items() for key in given
+            if key not in names]
+
+
 def _check_tiling(slide: dict[str, Any]) -> list[str]:
     """What the tiler refuses beyond the schema (an even ``median_blur``), before any job."""
     from mmpipe.preprocess.slide_shard import tiling_params_from
@@ -186,6 +204,7 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             if options in cohort and cohort["adapter"] != options:
                 problems.append(f"config.cohorts.{cname}.{options}: only the {options} "
                                 "adapter reads it")
+        problems += _check_modality_keys(cname, cohort)
         if "split" in cohort and cohort["adapter"] != "csv":
             # only the csv adapter reads it: elsewhere it would be ignored without a word
             problems.append(f"config.cohorts.{cname}.split: only the csv adapter reads a "

@@ -486,6 +486,28 @@ def test_the_ixi_adapter_needs_its_root_and_alone_reads_its_options(raw_config):
         validate_config(cfg)
 
 
+def test_a_misspelt_modality_key_in_an_adapter_option_is_an_error(raw_config):
+    """ADNI's series patterns and the demo's absence rates are keyed by modality, which
+    the schema leaves open: ``mrii`` was ignored (the default pattern used for ``mri``)
+    and ``ctt`` failed only when the demo generator ran."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["demo"] = {**cfg["cohorts"]["demo"].get("demo", {}),
+                                      "missing": {"ct": 0.3}}
+    validate_config(copy.deepcopy(cfg))
+    cfg["cohorts"]["demo"]["demo"]["missing"] = {"ctt": 0.3}
+    with pytest.raises(ConfigError, match=r"demo\.demo\.missing\.ctt: not one of the demo"):
+        validate_config(copy.deepcopy(cfg))
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["adni"] = {"adapter": "adni", "root": "data/ADNI", "labels": ["ad_vs_cn"],
+                              "modalities": {"mri": {"kind": "volume",
+                                                     "encoders": ["med3d_demo"]}},
+                              "adni": {"series": {"mri": "(?i)mprage"}}}
+    validate_config(copy.deepcopy(cfg))
+    cfg["cohorts"]["adni"]["adni"]["series"] = {"mrii": "(?i)mprage"}
+    with pytest.raises(ConfigError, match=r"adni\.adni\.series\.mrii: not one of this"):
+        validate_config(cfg)
+
+
 def test_replacing_the_totalsegmentator_weights_reruns_the_masks(raw_config, tmp_path):
     """The masks were keyed on the organs and the model only: other weights in the folder
     left them as they were."""
