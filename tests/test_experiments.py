@@ -16,7 +16,7 @@ from mmpipe.cohorts.demo.breakhis import write_breakhis
 from mmpipe.cohorts.demo.ixi import write_ixi
 from mmpipe.cohorts.demo.mmist_raw import write_mmist_raw
 from mmpipe.store import read_features
-from tests.conftest import REPO, snakemake_in
+from tests.conftest import REPO, jobs_of, snakemake_in
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,14 @@ def test_ixi_experiment_runs_from_the_download_layout(tmp_path):
     assert "mmare" in report and "logreg" in report
     qc = pl.read_parquet(results / "qc" / "adapter.parquet")
     assert {"skipped", "merged", "conflict"} <= set(qc["status"])
+    # the spreadsheet is the manifest's input: another version of it (labels fixed, rows
+    # added) rebuilds the manifest, where it used to rerun nothing and leave the runs on
+    # the old labels (Snakemake compares contents, so a touch alone reruns nothing)
+    write_ixi(tmp_path / "IXI-next", n_subjects=24, seed=2)
+    shutil.copyfile(tmp_path / "IXI-next" / "IXI.xls", tmp_path / "IXI" / "IXI.xls")
+    again = snakemake_in(tmp_path, "-n", "--configfile", str(tmp_path / "experiment.yaml"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "manifest" in jobs_of(again.stdout), again.stdout[-3000:]
 
 
 def test_ham_brats_experiment_runs_from_the_download_layout(tmp_path):

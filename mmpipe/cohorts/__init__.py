@@ -53,8 +53,49 @@ ADAPTERS: dict[str, Adapter] = {
     "mmist_ccrcc_raw": mmist_raw.adapt,
 }
 
+# The tables each dataset adapter reads under its ``root`` (:func:`source_tables`). A
+# table listed that an adapter's config leaves unread only rebuilds the manifest for
+# nothing: the jobs after it rerun on the digests of what they read, not on its mtime.
+_MMIST_TABLES = (mmist.CLINICAL_CSV, *sorted({name for src in mmist.SOURCES.values()
+                                              for name in (src.series, src.chosen) if name}))
+SOURCE_TABLES: dict[str, tuple[str, ...]] = {
+    "mmist_ccrcc": _MMIST_TABLES,
+    "mmist_ccrcc_raw": _MMIST_TABLES,
+    "ixi": (ixi.SPREADSHEET,),
+    "brats": brats.SURVIVAL_FILES,
+    "breakhis": (),  # labels and magnifications come from the folder names
+    "bcnb": (bcnb.SPREADSHEET,
+             *(f"{bcnb.SPLIT_FOLDER}/{name}" for name in bcnb.SPLIT_FILES.values())),
+    "adni": (adni.TABLE,),
+}
+# options naming a table outside ``root`` (``adni.table``, ``brats.survival_csv``)
+_TABLE_OPTIONS = ("table", "survival_csv")
+
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",
-           "read_qc"]
+           "read_qc", "source_tables"]
+
+
+def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
+    """The tables of a dataset adapter's download that exist now: the ``manifest`` job's
+    inputs, so that a table edited (a label fixed, a row added) rebuilds the manifest and,
+    through its digests, what reads the part that changed. A missing table is left to the
+    adapter, whose error says what the layout needs. Image folders are not listed: a
+    download added under ``root`` needs ``--forcerun manifest``. The ``csv`` and ``demo``
+    adapters' inputs are declared by the workflow itself."""
+    name = cohort_cfg["adapter"]
+    if name not in SOURCE_TABLES or "root" not in cohort_cfg:
+        return []
+    base_dir = Path.cwd() if base_dir is None else Path(base_dir)
+
+    def resolve(path: str | Path) -> Path:
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    root = resolve(cohort_cfg["root"])
+    options = cohort_cfg.get(name) or {}
+    paths = [root / table for table in SOURCE_TABLES[name]]
+    paths += [resolve(options[key]) for key in _TABLE_OPTIONS if options.get(key)]
+    return [path for path in paths if path.is_file()]
 
 
 def adapter_config(cfg: dict, cohort: str) -> dict:

@@ -8,6 +8,7 @@ import sys
 sys.path.insert(0, workflow.basedir)  # `mmpipe` importable without installation
 
 from mmpipe import config as mmconfig
+from mmpipe import cohorts as mmcohorts
 from mmpipe import params as mmparams
 from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
 from mmpipe.encoders.registry import get_encoder_type
@@ -41,15 +42,16 @@ wildcard_constraints:
 
 
 def manifest_inputs(wildcards):
-    """Raw inputs the adapter reads: the generated demo cohort, or the user's CSV (and
-    the split files of its own split, which the manifest carries)."""
+    """Raw inputs the adapter reads: the generated demo cohort, the user's CSV (and the
+    split files of its own split, which the manifest carries), or the tables of a
+    dataset's download (``mmpipe.cohorts.source_tables``)."""
     cohort = COHORTS[wildcards.cohort]
     if cohort["adapter"] == "demo":
         return {"raw": layout(wildcards.cohort).raw()}
     if cohort["adapter"] == "csv":
         files = (cohort.get("split") or {}).get("files", {})
         return {"csv": cohort["csv"], **{f"split_{part}": path for part, path in files.items()}}
-    return {}
+    return {f"table_{i}": str(p) for i, p in enumerate(mmcohorts.source_tables(cohort))}
 
 
 def checkpointed_manifest(wildcards):
