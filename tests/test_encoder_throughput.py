@@ -36,7 +36,6 @@ def test_the_bare_forward_runs_under_the_jobs_float32_flags(monkeypatch):
     from encoder_throughput import _bare_forward
 
     import mmpipe.encode.job as job
-    from mmpipe.encoders.registry import get_encoder_type
 
     calls = []
     real = job.exact_float32

@@ -29,6 +29,7 @@ from mmpipe.cohorts import (
 )
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
+    config_path,
     finalize_manifest,
     modality_presence,
     read_manifest,
@@ -86,15 +87,10 @@ def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
     if name not in SOURCE_TABLES or "root" not in cohort_cfg:
         return []
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
-
-    def resolve(path: str | Path) -> Path:
-        path = Path(path).expanduser()
-        return path if path.is_absolute() else base_dir / path
-
-    root = resolve(cohort_cfg["root"])
+    root = config_path(cohort_cfg["root"], base_dir)
     options = cohort_cfg.get(name) or {}
     paths = [root / table for table in SOURCE_TABLES[name]]
-    paths += [resolve(options[key]) for key in _TABLE_OPTIONS if options.get(key)]
+    paths += [config_path(options[key], base_dir) for key in _TABLE_OPTIONS if options.get(key)]
     return [path for path in paths if path.is_file()]
 
 

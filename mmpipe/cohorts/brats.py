@@ -60,6 +60,7 @@ from mmpipe.cohorts.manifest import (
     AdapterOutput,
     QCRecord,
     cohort_labels,
+    config_path,
     dataset_root,
     layout_modalities,
     modality_specs,
@@ -194,8 +195,7 @@ def read_survival(path: Path) -> tuple[pl.DataFrame, str, str]:
 
 def _survival_path(root: Path, cfg: dict, base_dir: Path) -> Path | None:
     if cfg.get("survival_csv"):
-        path = Path(cfg["survival_csv"]).expanduser()
-        return path if path.is_absolute() else base_dir / path
+        return config_path(cfg["survival_csv"], base_dir)
     found = [root / name for name in SURVIVAL_FILES if (root / name).is_file()]
     return found[0] if found else None
 

@@ -33,6 +33,7 @@ from mmpipe.cohorts.manifest import (
     QCRecord,
     check_subject_ids,
     cohort_labels,
+    config_path,
     modality_specs,
     read_user_split,
 )
@@ -110,8 +111,7 @@ def resolve_paths(
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     if "csv" not in cohort_cfg or "subject_column" not in cohort_cfg:
         raise ConfigError("the csv adapter needs 'csv' and 'subject_column'")
-    csv_path = Path(cohort_cfg["csv"]).expanduser()
-    csv_path = csv_path if csv_path.is_absolute() else base_dir / csv_path
+    csv_path = config_path(cohort_cfg["csv"], base_dir)
     if not csv_path.is_file():
         raise InputError("cohort CSV not found", path=csv_path)
     subject_col = cohort_cfg["subject_column"]

@@ -31,6 +31,7 @@ from mmpipe.cohorts.manifest import (
     QCRecord,
     check_subject_ids,
     cohort_labels,
+    config_path,
     modality_specs,
 )
 from mmpipe.cohorts.source_csv import read_source_csv
@@ -50,8 +51,7 @@ def raw_dir(cohort_cfg: dict, out_dir: Path, base_dir: Path) -> Path:
     given = cohort_cfg.get("raw_dir")
     if not given:
         return Path(out_dir) / "raw"
-    path = Path(given).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
+    return config_path(given, base_dir)
 
 
 def _read_table(path: Path) -> pl.DataFrame:

@@ -157,13 +157,19 @@ def modality_specs(
     return specs
 
 
+def config_path(value: str | Path, base_dir: Path) -> Path:
+    """A path the config gives: ``~`` expanded, a relative one taken from ``base_dir``
+    (the workflow root)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 def dataset_root(cohort_cfg: dict, base_dir: Path, adapter: str, holds: str) -> Path:
     """The ``root`` folder of a dataset adapter, resolved against ``base_dir``; ``holds``
     says what the folder holds, for the errors."""
     if "root" not in cohort_cfg:
         raise ConfigError(f"the {adapter} adapter needs 'root' ({holds})")
-    root = Path(cohort_cfg["root"]).expanduser()
-    root = (root if root.is_absolute() else base_dir / root).resolve()
+    root = config_path(cohort_cfg["root"], base_dir).resolve()
     if not root.is_dir():
         raise InputError(f"{adapter} root folder not found ({holds})", path=root)
     return root
@@ -408,8 +414,7 @@ def read_user_split(cohort_cfg: dict, frame: pl.DataFrame, *, source: str,
     for part in SPLIT_FILE_PARTS:
         if part not in files:
             continue
-        path = Path(files[part]).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+        path = config_path(files[part], base_dir)
         part_ids = _read_id_file(path)
         unknown = [i for i in part_ids if i not in cohort_ids]
         if unknown:
