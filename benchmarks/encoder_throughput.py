@@ -11,13 +11,16 @@ median over those runs of each job against the bare forward timed just before it
 that a host whose speed drifts between runs moves both sides of a ratio together.
 Then the slide job again with every tile read slowed down, with 0, 2 and 4 reader
 threads (``loader_workers``), one run each: overlapping reads with the forward recovers
-the pace.
+the pace. Last, the reader ceiling: the Med3D jobs with the forward replaced by zeros,
+with reader threads and reader processes (``loader_processes``), the pace a job can give
+a network as fast as a GPU's, and the CPU its process spends a volume.
 
 Items: volumes for med3d and vgg11_slices, tiles for clam_resnet50, prompts for text,
 rows for tabular. Usage:
 
     python benchmarks/encoder_throughput.py [--subjects 64] [--repeats 3] [--workdir DIR]
                                             [--precision bfloat16] [--loader-workers 8]
+                                            [--loader-processes]
 """
 
 from __future__ import annotations
@@ -156,6 +159,29 @@ def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrid
     """(items, pipeline items/s, bare items/s) of one encoding job. The job's own network
     build (weights loading, random init) is left out of its time: it is start-up, in the
     start-up table."""
+    from mmpipe.encoders import registry
+
+    modality, encoder, shards, prompts = job
+    params = encoder_params(cfg, "demo", modality, encoder)
+    etype = registry.get_encoder_type(params["config"]["type"])
+    enc_cfg = {**params["config"], **registry.execution_settings(cfg["encoders"][encoder]),
+               **(overrides or {})}
+    bare = float("nan")
+    if etype.build is not None:
+        batch = int(enc_cfg.get("batch_size", 8))
+        texts = (pl.read_parquet(prompts)["prompt"].drop_nulls().to_list()
+                 if etype.name == "text" else None)
+        bare = _bare_forward(etype, enc_cfg, device, batch, texts)
+        if etype.name == "vgg11_slices":  # items are volumes of max_slices slices each
+            bare /= enc_cfg["transform"].get("max_slices") or 32
+    items, seconds, _cpu = run_job(cfg, cohort_dir, workdir, device, job, overrides)
+    return items, items / seconds, bare
+
+
+def run_job(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrides=None
+            ) -> tuple[int, float, float]:
+    """(items, seconds, CPU seconds of the job's process: its threads, not its reader
+    processes) of one encoding job, the network's build left out of both."""
     from mmpipe.encode.run import encode_store
     from mmpipe.encoders import registry
 
@@ -165,38 +191,34 @@ def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrid
     out = workdir / "stores" / f"{modality}-{encoder}-{len(list(workdir.glob('stores/*')))}.zarr"
     key = params["config"]["type"]
     etype = registry.get_encoder_type(key)
-    enc_cfg = {**params["config"], **settings}
-    bare, built = float("nan"), []
+    built: list[float] = []
     if etype.build is not None:
-        batch = int(enc_cfg.get("batch_size", 8))
-        texts = (pl.read_parquet(prompts)["prompt"].drop_nulls().to_list()
-                 if etype.name == "text" else None)
-        bare = _bare_forward(etype, enc_cfg, device, batch, texts)
-        if etype.name == "vgg11_slices":  # items are volumes of max_slices slices each
-            bare /= enc_cfg["transform"].get("max_slices") or 32
         registry.ENCODER_TYPES[key] = _timing_build(etype, built)
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         encode_store(cohort_dir, modality, params, out, device=str(device), settings=settings,
                      shard_dirs=shards, prompts=prompts)
+        # the build runs on one thread: its time is CPU time of the process too
         seconds = time.perf_counter() - start - sum(built)
+        cpu = time.process_time() - cpu - sum(built)
     finally:
         registry.ENCODER_TYPES[key] = etype
     store = FeatureStore(out)
     items = int(store.attrs["n_present"])
     if store.has_bag and etype.name == "clam_resnet50":
         items = int(store.group["bag"]["emb"].shape[0])  # tiles
-    return items, items / seconds, bare
+    return items, seconds, cpu
 
 
 def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: int = 3,
-                   loader_workers: int | None = None) -> None:
+                   loader_workers: int | None = None, loader_processes: bool = False) -> None:
     """Each job run ``repeats`` times, each run against the bare forward timed just
     before it (its fastest batch). The ratio printed is the median of those paired
     ratios: the best job of a few runs against the best of every bare timing (a dozen
     for the text encoder) measured the host's drift between runs as pipeline overhead
     on a host whose pace moves by 15 % within a minute. The rates printed are the
-    fastest of the runs. ``loader_workers`` overrides every job's reader threads."""
+    fastest of the runs. ``loader_workers`` overrides every job's readers;
+    ``loader_processes`` makes them processes where the encoder can read in processes."""
     from mmpipe.encoders.registry import get_encoder_type
 
     print("pipeline = the real encoding job (read, preprocess, forward, write the store), "
@@ -207,7 +229,7 @@ def print_encoders(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: 
           f"{'bare/s':>9s} {'pipeline÷bare':>13s}")
     for job in demo_jobs(cfg, cohort_dir):
         modality, encoder = job[:2]
-        overrides = None if loader_workers is None else {"loader_workers": loader_workers}
+        overrides = reader_overrides(cfg, encoder, loader_workers, loader_processes)
         runs = [encode_rate(cfg, cohort_dir, workdir, device, job, overrides)
                 for _ in range(repeats)]
         items = runs[0][0]
@@ -246,6 +268,56 @@ def print_throttled(cfg: dict, cohort_dir: Path, workdir: Path, device,
                       for w, r in rates.items()))
 
 
+def reader_overrides(cfg: dict, encoder: str, loader_workers: int | None,
+                     loader_processes: bool) -> dict:
+    """The reader settings a benchmark imposes on one encoder (none: as configured)."""
+    from mmpipe.encoders.registry import READS_IN_PROCESSES
+
+    out: dict = {} if loader_workers is None else {"loader_workers": loader_workers}
+    if loader_processes and cfg["encoders"][encoder]["type"] in READS_IN_PROCESSES:
+        out["loader_processes"] = True
+    return out
+
+
+def print_reader_ceiling(cfg: dict, cohort_dir: Path, workdir: Path, device, repeats: int = 3
+                         ) -> None:
+    """The volume jobs' pace with the network's forward replaced by zeros: reading, MONAI
+    transforms, the store and the job's fixed costs, the most a job can give a network
+    that costs nothing (a GPU's, nearly), with reader threads and with reader processes;
+    and the CPU the job's process spends a volume (its threads, not its reader
+    processes), which bounds it however many cores its readers have: that Python runs
+    under one GIL. The fastest of ``repeats`` runs each."""
+    import mmpipe.encode.med3d as med3d_loop
+
+    def zeros(job, batch):
+        return torch.zeros(batch.shape[0], *job.feature_shape)
+
+    jobs = [j for j in demo_jobs(cfg, cohort_dir) if cfg["encoders"][j[1]]["type"] == "med3d"]
+    readers = [(0, False), (1, False), (2, False), (1, True), (2, True)]
+    if (os.cpu_count() or 1) > 2:
+        readers += [(os.cpu_count() // 2, False), (os.cpu_count() // 2, True)]
+    print("volume reader ceiling (the Med3D jobs with the forward replaced by zeros; "
+          "volumes/s, and the CPU ms a volume of the job's process, reader processes not "
+          f"counted; fastest of {repeats} runs):")
+    forward = med3d_loop.forward
+    med3d_loop.forward = zeros
+    try:
+        for job in jobs:
+            cells = []
+            for workers, processes in readers:
+                overrides = {"loader_workers": workers, "loader_processes": processes}
+                runs = [run_job(cfg, cohort_dir, workdir, device, job, overrides)
+                        for _ in range(repeats)]
+                items, seconds, cpu = min(runs, key=lambda r: r[1])
+                kind = "process" if processes else "thread"
+                cells.append(f"{workers} {kind}{'es' if processes and workers != 1 else ''}"
+                             f"{'s' if not processes and workers != 1 else ''} "
+                             f"{items / seconds:.0f}/s ({1e3 * cpu / items:.2f} ms)")
+            print(f"  {job[0]}/{job[1]} ({items} volumes): " + ", ".join(cells))
+    finally:
+        med3d_loop.forward = forward
+
+
 def prepare_demo(cfg: dict, n_subjects: int, workdir: Path | None) -> tuple[Path, Path]:
     cfg["preprocess"]["dicom"]["min_slices"] = 4
     workdir = Path(workdir or tempfile.mkdtemp(prefix="mmpipe-bench-"))
@@ -276,8 +348,10 @@ def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
                              "median ratio kept (limits.py: also of each start-up probe, "
                              "the median kept)")
     parser.add_argument("--loader-workers", type=int, default=None,
-                        help="every image encoder's reader threads (default: as config.yaml "
+                        help="every image encoder's readers (default: as config.yaml "
                              "sets them)")
+    parser.add_argument("--loader-processes", action="store_true",
+                        help="the volume encoders' readers are processes, not threads")
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
                         help="every network encoder's forward precision (default: as "
                              "config.yaml sets it); mixed precision is meant for a GPU")
@@ -314,10 +388,13 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} threads {torch.get_num_threads()}, device {device}")
     print(f"cohort: demo, {args.subjects} subjects; config.yaml encoders as configured "
-          f"(batch size), loader workers {as_configured(args.loader_workers)}, "
+          f"(batch size), loader workers {as_configured(args.loader_workers)}"
+          f"{' (processes for volumes)' if args.loader_processes else ''}, "
           f"precision {as_configured(args.precision)}")
-    print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers)
+    print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers,
+                   args.loader_processes)
     print_throttled(cfg, cohort_dir, workdir, device)
+    print_reader_ceiling(cfg, cohort_dir, workdir, device, args.repeats)
 
 
 if __name__ == "__main__":

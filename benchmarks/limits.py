@@ -74,17 +74,25 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mmpipe-limits-"))
 
     if "encoders" not in args.skip or "startup" not in args.skip:
-        from encoder_throughput import prepare_demo, print_encoders, print_throttled
+        from encoder_throughput import (
+            prepare_demo,
+            print_encoders,
+            print_reader_ceiling,
+            print_throttled,
+        )
 
         workdir, cohort_dir = prepare_demo(cfg, args.subjects, workdir)
     if "encoders" not in args.skip:
         torch.set_num_threads(args.threads)
         print(f"\n## Stage 1: encoders on the demo cohort ({args.subjects} subjects), "
               f"device {device}, {torch.get_num_threads()} torch thread(s) as the encode "
-              f"rule, loader workers {as_configured(args.loader_workers)}, precision "
+              f"rule, loader workers {as_configured(args.loader_workers)}"
+              f"{' (processes for volumes)' if args.loader_processes else ''}, precision "
               f"{as_configured(args.precision)}")
-        print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers)
+        print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers,
+                       args.loader_processes)
         print_throttled(cfg, cohort_dir, workdir, device)
+        print_reader_ceiling(cfg, cohort_dir, workdir, device, args.repeats)
     if "startup" not in args.skip:
         from startup import print_startup
 

@@ -174,7 +174,7 @@ def _check_names(cfg: dict[str, Any]) -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import misplaced_settings, readers_of
+    from mmpipe.encoders.registry import READS_IN_PROCESSES, misplaced_settings, readers_of
 
     problems = _check_names(cfg)
     if problems:
@@ -186,6 +186,10 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
         for key in misplaced_settings(enc):
             problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
                             "not read it (another encoder type does)")
+        if enc.get("loader_processes") and enc["type"] not in READS_IN_PROCESSES:
+            problems.append(f"config.encoders.{ename}.loader_processes: a {enc['type']!r} "
+                            "encoder reads with threads only (processes: "
+                            + ", ".join(sorted(READS_IN_PROCESSES)) + ")")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "

@@ -49,6 +49,9 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      "med3d_demo.precision: 'int8' is not one of"),
     (lambda c: c["encoders"]["tabular"].update(precision="bfloat16"),
      "tabular.precision: a 'tabular' encoder does not read it"),
+    (lambda c: c["encoders"]["clam_resnet50"].update(loader_processes=True),
+     r"clam_resnet50.loader_processes: a 'clam_resnet50' encoder reads with threads only "
+     r"\(processes: med3d, vgg11_slices\)"),
 ])
 def test_invalid_configs_name_the_key(raw_config, mutate, message):
     cfg = copy.deepcopy(raw_config)
@@ -130,10 +133,11 @@ def test_encoder_change_does_not_rebuild_the_manifest(raw_config):
 
 
 def test_batch_size_and_device_rerun_nothing(raw_config):
-    """How a job runs (batch size, loader workers, device) is not what it writes."""
+    """How a job runs (batch size, loader workers and processes, device) is not what it
+    writes."""
     before = validate_config(copy.deepcopy(raw_config))
     after = copy.deepcopy(raw_config)
-    after["encoders"]["med3d_demo"].update(batch_size=7, loader_workers=2)
+    after["encoders"]["med3d_demo"].update(batch_size=7, loader_workers=2, loader_processes=True)
     after["device"] = "cpu"
     after = validate_config(after)
     assert (encoder_params(before, "demo", "ct", "med3d_demo")

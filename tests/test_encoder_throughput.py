@@ -46,3 +46,17 @@ def test_the_bare_forward_runs_under_the_jobs_float32_flags(monkeypatch):
            "transform": {"resize": [8, 16, 16]}}
     rate = _bare_forward(get_encoder_type("med3d"), cfg, torch.device("cpu"), 1)
     assert rate > 0 and calls == [("cpu", "float32")]
+
+
+def test_reader_processes_reach_the_volume_encoders_only():
+    from encoder_throughput import reader_overrides
+
+    from mmpipe.encoders.registry import ENCODER_TYPES, READS_IN_PROCESSES
+
+    assert READS_IN_PROCESSES <= set(ENCODER_TYPES)
+    cfg = load_config(REPO / "config.yaml")
+    for name, enc in cfg["encoders"].items():
+        got = reader_overrides(cfg, name, 4, loader_processes=True)
+        processes = enc["type"] in READS_IN_PROCESSES
+        assert got == {"loader_workers": 4, **({"loader_processes": True} if processes else {})}
+        assert reader_overrides(cfg, name, None, loader_processes=False) == {}

@@ -28,8 +28,7 @@ def run(job, items, writer, progress=None) -> None:
             writer.write(sid, emb)
         pending.clear()
 
-    for sid, tensor, error in load_volumes(items, job.state,
-                                           int(job.cfg.get("loader_workers", 0))):
+    for sid, tensor, error in load_volumes(items, job.state, job.cfg):
         if error:
             writer.reject(sid, error)
         else:

@@ -12,6 +12,8 @@ process took about 0.3 s of every job (``benchmarks/encoder_throughput.py``). Se
 threads call one transform: the inference transforms keep no state between calls. The
 readers' torch operators (MONAI's resampling) use the job's intra-op threads as the
 forward does, so a job given N threads may run up to 2N on its N cores while both work.
+On a GPU node the volume loops can read in processes instead
+(:mod:`mmpipe.encode.reader_processes`): there each thread hands its item to a process.
 """
 
 from __future__ import annotations

@@ -60,8 +60,7 @@ def run(job, items, writer, progress=None) -> None:
             at += len(t)
         pending.clear()
 
-    for sid, slices, error in load_volumes(items, job.state,
-                                           int(job.cfg.get("loader_workers", 0))):
+    for sid, slices, error in load_volumes(items, job.state, job.cfg):
         if error:
             writer.reject(sid, error)
         else:

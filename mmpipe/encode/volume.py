@@ -1,6 +1,7 @@
 """What the volume loops share (Med3D, VGG11 slices): volumes read and transformed by
-``loader_workers`` reader threads (:func:`mmpipe.encode.prefetch.read_ahead`) while the
-network runs, and the cohort's median spacing. A volume that fails to load or transform
+``loader_workers`` reader threads (:func:`mmpipe.encode.prefetch.read_ahead`), or
+processes with ``loader_processes: true`` (:mod:`mmpipe.encode.reader_processes`), while
+the network runs, and the cohort's median spacing. A volume that fails to load or transform
 is rejected with the reason and the others go on."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from functools import partial
 import torch
 
 from mmpipe.encode.prefetch import read_ahead
+from mmpipe.encode.reader_processes import ReaderProcesses
 from mmpipe.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -29,11 +31,18 @@ def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
                                        f"{type(err).__name__}: {err}")
 
 
-def load_volumes(items, transform, workers: int
+def load_volumes(items, transform, cfg
                  ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
-    """(subject, tensor or None, error or None) per item, in order; ``workers`` threads
-    read ahead (0: each volume read when the loop asks for it)."""
-    yield from read_ahead(partial(_load, transform=transform), items, workers)
+    """(subject, tensor or None, error or None) per item, in order; the encoder ``cfg``'s
+    ``loader_workers`` threads, or processes with ``loader_processes``, read ahead (0:
+    each volume read when the loop asks for it)."""
+    load = partial(_load, transform=transform)
+    workers = int(cfg.get("loader_workers", 0))
+    if workers > 0 and cfg.get("loader_processes", False):
+        with ReaderProcesses(load, workers) as in_a_process:
+            yield from read_ahead(in_a_process, items, workers)
+    else:
+        yield from read_ahead(load, items, workers)
 
 
 def median_spacing_for(recipe: dict, items):

@@ -57,7 +57,8 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
 # encoder settings that change how a job runs, not the embeddings it writes, and how it
 # finds and checks its weights (the weights' content is in the key: mmpipe.params); the
 # job reads them from the config, and they rerun nothing
-EXECUTION_KEYS = ("batch_size", "loader_workers", "download", "sha256", "allow_random_init")
+EXECUTION_KEYS = ("batch_size", "loader_workers", "loader_processes", "download", "sha256",
+                  "allow_random_init")
 # what every type with a network reads (mmpipe.encode.job.forward): the forward's precision
 NETWORK_SETTINGS = ("precision",)
 
@@ -218,6 +219,14 @@ ENCODER_TYPES: dict[str, EncoderType] = {
                     "tile_features", lambda cfg: None, None, settings=("feature_encoder",)),
     )
 }
+
+
+# the types whose loop can read in worker processes (``loader_processes``): the volume
+# loops, whose reads hold the GIL; not the slide loop, whose decoding runs outside the GIL
+# and whose open slide does not pickle (mmpipe.encode.prefetch). A table beside
+# ENCODER_TYPES rather than a field of EncoderType: a field added to the class would
+# change every type's code key (mmpipe.codehash) and rebuild every store
+READS_IN_PROCESSES = frozenset({"med3d", "vgg11_slices"})
 
 
 def get_encoder_type(name: str) -> EncoderType:

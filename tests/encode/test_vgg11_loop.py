@@ -36,11 +36,12 @@ class _Writer:
         self.rejected[sid] = reason
 
 
-def _encode(batch_size, workers=0, keep_bag=True):
+def _encode(batch_size, workers=0, keep_bag=True, processes=False):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
                               torch.nn.AdaptiveMaxPool2d(7)).eval()
-    job = EncodeJob(cfg={"batch_size": batch_size, "loader_workers": workers}, params={},
+    job = EncodeJob(cfg={"batch_size": batch_size, "loader_workers": workers,
+                         "loader_processes": processes}, params={},
                     modality="mri", device=torch.device("cpu"), net=net, state=_Slices())
     if keep_bag:
         job.bag_item_shape = (8, 7, 7)
@@ -51,9 +52,10 @@ def _encode(batch_size, workers=0, keep_bag=True):
     return writer
 
 
-@pytest.mark.parametrize("batch_size, workers", [(4, 0), (16, 2)])
-def test_blocks_do_not_depend_on_the_batches_volumes_share(batch_size, workers):
-    alone, shared = _encode(1), _encode(batch_size, workers)
+@pytest.mark.parametrize("batch_size, workers, processes",
+                         [(4, 0, False), (16, 2, False), (16, 2, True)])
+def test_blocks_do_not_depend_on_the_batches_volumes_share(batch_size, workers, processes):
+    alone, shared = _encode(1), _encode(batch_size, workers, processes=processes)
     assert list(shared.rows) == ["v0", "v1", "v3", "v4", "v5"]
     assert list(shared.rejected) == ["v2"] and "vol-1.nii.gz" in shared.rejected["v2"]
     for sid, (emb, bag) in alone.rows.items():

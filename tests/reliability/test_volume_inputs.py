@@ -68,9 +68,9 @@ def _good_rows(data_dir: Path) -> list[dict]:
             for k, sid in enumerate(GOOD)]
 
 
-def _encode(folder: Path, base_config: dict, rows: list[dict]) -> dict:
+def _encode(folder: Path, base_config: dict, rows: list[dict], **settings) -> dict:
     encoders = {**base_config["encoders"]}
-    encoders[ENCODER] = {**encoders[ENCODER],
+    encoders[ENCODER] = {**encoders[ENCODER], **settings,
                          "transform": {**encoders[ENCODER]["transform"], "resize": RESIZE}}
     csv_path = write_csv(folder / "cohort.csv", rows)
     cfg = with_cohort(base_config, csv_cohort_config(csv_path, MODALITIES), encoders=encoders)
@@ -97,10 +97,11 @@ def _check(rows: dict, baseline: dict, bad: str, *needles: str) -> None:
         assert np.array_equal(rows[sid]["emb"], baseline[sid]["emb"]), sid
 
 
-def _run_with(tmp_path, base_config, data_dir, bad_path: Path, first: bool = False) -> dict:
+def _run_with(tmp_path, base_config, data_dir, bad_path: Path, first: bool = False,
+              **settings) -> dict:
     bad = {"id": "bad", "y": 1, "mri": str(bad_path)}
     good = _good_rows(data_dir)
-    return _encode(tmp_path, base_config, [bad, *good] if first else [*good, bad])
+    return _encode(tmp_path, base_config, [bad, *good] if first else [*good, bad], **settings)
 
 
 @pytest.mark.parametrize("variant", ["nii", "nii.gz"])
@@ -120,13 +121,17 @@ def test_truncated_nifti_is_rejected(tmp_path, base_config, data_dir, baseline, 
     _check(rows, baseline, "bad", f"cannot read or preprocess: file {path}", *expected)
 
 
-def test_nifti_with_nan_voxels_is_rejected_at_load(tmp_path, base_config, data_dir, baseline):
+@pytest.mark.parametrize("readers", ["threads", "processes"])
+def test_nifti_with_nan_voxels_is_rejected_at_load(tmp_path, base_config, data_dir, baseline,
+                                                   readers):
     arr = _blob(7)
     arr[:, :, 4] = np.nan  # one NaN slice: 12 x 14 voxels
     arr[5, 5, 5] = np.inf
     path = _save(tmp_path / "nan.nii.gz", arr)
-    # first in the cohort, so it would share Med3D's first batch if it reached the network
-    rows = _run_with(tmp_path, base_config, data_dir, path, first=True)
+    # first in the cohort, so it would share Med3D's first batch if it reached the network;
+    # read in processes, the rejection and the other rows are the same, bit for bit
+    rows = _run_with(tmp_path, base_config, data_dir, path, first=True, loader_workers=2,
+                     loader_processes=readers == "processes")
     n = SHAPE[0] * SHAPE[1] + 1
     _check(rows, baseline, "bad", str(path),
            f"{n} non-finite voxel(s) (NaN/inf) of {int(np.prod(SHAPE))}")

@@ -1,0 +1,103 @@
+"""Reading ahead in worker processes (``loader_processes``), as the volume loops do
+(``read_ahead`` over :class:`ReaderProcesses`): results in order, tensors back intact,
+``fn`` inherited rather than pickled, and a worker that dies fails the job naming a
+subject in flight; the workers do not outlive a killed job. The thread path's order and
+bound are tested in test_slide_loop.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from mmpipe.encode.inputs import SubjectInput
+from mmpipe.encode.prefetch import read_ahead
+from mmpipe.encode.reader_processes import ReaderDiedError, ReaderProcesses
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reader processes are forked on Linux")
+
+
+def test_processes_keep_order_return_tensors_and_raise_in_turn():
+    scale = torch.arange(4.0)
+
+    def fn(i):  # a closure: it reaches the workers by fork, it could not be pickled
+        time.sleep(0.01 * (5 - i % 5))  # later items finish first
+        if i == 7:
+            raise ValueError("item 7")
+        return i, os.getpid(), scale * i
+
+    with ReaderProcesses(fn, 2) as in_a_process:
+        out = read_ahead(in_a_process, range(12), workers=2, depth=3)
+        got = [next(out) for _ in range(7)]
+        assert [g[0] for g in got] == list(range(7))
+        assert all(torch.equal(t, scale * i) for i, _, t in got)
+        assert os.getpid() not in {g[1] for g in got}  # computed in the workers
+        with pytest.raises(ValueError, match="item 7"):
+            next(out)
+
+
+def test_a_worker_that_dies_fails_the_job_naming_a_subject_in_flight():
+    def fn(item):
+        if item.subject_id == "s2":
+            os.kill(os.getpid(), signal.SIGKILL)  # a reader crashing on this file
+        return item.subject_id
+
+    items = [SubjectInput(f"s{i}", "ok", "", f"/data/s{i}.nii.gz") for i in range(6)]
+    with ReaderProcesses(fn, 1) as in_a_process:
+        out = read_ahead(in_a_process, items, workers=1, depth=2)
+        assert [next(out), next(out)] == ["s0", "s1"]
+        with pytest.raises(ReaderDiedError, match=r"subject 's2' \(/data/s2.nii.gz\)") as err:
+            next(out)
+    assert "loader_processes: false" in str(err.value)
+
+
+def test_workers_die_with_a_killed_job(tmp_path):
+    pids = tmp_path / "pids"
+    script = textwrap.dedent(f"""
+        import os, time
+        from mmpipe.encode.prefetch import read_ahead
+        from mmpipe.encode.reader_processes import ReaderProcesses
+
+        def fn(i):
+            with open({str(pids)!r}, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            time.sleep(60)
+
+        with ReaderProcesses(fn, 2) as in_a_process:
+            for _ in read_ahead(in_a_process, range(4), workers=2):
+                pass
+    """)
+    job = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(_lines(pids)) < 2:
+        time.sleep(0.05)
+    workers = {int(p) for p in _lines(pids)}
+    assert len(workers) == 2
+    job.kill()  # as SLURM or a user's kill -9 ends a job: no clean-up runs
+    job.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    orphans = [p for p in workers if _alive(p)]
+    for pid in orphans:  # so that a failure leaves no process behind
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "reader processes outlived their job"
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
