@@ -10,12 +10,19 @@ GIL released, so ``workers`` threads keep ``workers`` processes busy.
 ``fn`` reaches each worker when it is forked, not pickled; each item is pickled to a
 worker, and a tensor comes back through shared memory (``torch.multiprocessing``), so
 the job's own process spends little a volume (its share is in the reader ceiling of
-``benchmarks/encoder_throughput.py``). A worker runs torch on one
-thread, as DataLoader's workers do (a forked child must not enter the parent's OpenMP
-pool), and dies with the job (``PR_SET_PDEATHSIG`` on Linux) rather than wait on its
-queue for ever once the job was killed. A worker that dies (a reader that crashed on a
-file, the kernel's out-of-memory killer) fails the job with :class:`ReaderDiedError`
-naming a subject in flight: nothing is written for the job, and a rerun starts clean.
+``benchmarks/encoder_throughput.py``). A worker runs torch on one thread, as
+DataLoader's workers do (a forked child must not enter the parent's OpenMP pool), and
+dies with the job (``PR_SET_PDEATHSIG`` on Linux) rather than wait on its queue for ever
+once the job was killed.
+
+A worker that dies takes the pool down with every item in flight. Each of those items is
+then read again alone, in a process of its own, and the pool is replaced for the items
+after them. An item whose lone reader crashes (a fatal signal such as SIGSEGV or
+SIGABRT: a reader library failing on that file) is the file's fault, and ``on_crash``
+turns it into a result, a rejection in the volume loops; without ``on_crash``, or when
+the lone reader is killed (SIGKILL: the kernel's out-of-memory killer, a user) or exits,
+the job fails with :class:`ReaderDiedError` naming the subject: a subject is never
+rejected for want of memory on one node.
 
 Forking a process that holds torch and MONAI costs tens of milliseconds a worker, more
 than processes save on a job of a few dozen small volumes; threads stay the default.
@@ -23,8 +30,11 @@ than processes save on a job of a few dozen small volumes; threads stay the defa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,36 +42,92 @@ from concurrent.futures.process import BrokenProcessPool
 from mmpipe.errors import MmpipeError
 
 _WORKER_FN: Callable | None = None  # a worker's ``fn``, set when it starts
+# signals by which a process ends when its own code fails: the file it read is at fault
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE,
+                           signal.SIGILL})
 
 
 class ReaderDiedError(MmpipeError):
-    """A reader process died (crashed or was killed) with subjects in flight."""
+    """A reader process died, not by a crash of its own, reading a subject alone."""
 
 
 class ReaderProcesses:
     """``fn`` run in ``workers`` forked processes: call the instance with an item, from
-    any thread, to get ``fn(item)``. A context manager: the workers stop on exit."""
+    any thread, to get ``fn(item)``; ``on_crash(item, reason)`` gives the result for an
+    item whose reader crashes on it. A context manager: the workers stop on exit."""
 
-    def __init__(self, fn: Callable, workers: int):
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_fork_context(),
-                                         initializer=_start_worker,
-                                         initargs=(fn, os.getpid()))
+    def __init__(self, fn: Callable, workers: int,
+                 on_crash: Callable[[object, str], object] | None = None):
+        self._fn, self._workers, self._on_crash = fn, workers, on_crash
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self._workers, mp_context=_fork_context(),
+                                   initializer=_start_worker, initargs=(self._fn, os.getpid()))
 
     def __call__(self, item):
+        pool = self._pool
         try:
-            return self._pool.submit(_call_worker_fn, item).result()
-        except BrokenProcessPool as err:
-            raise ReaderDiedError(
-                f"a reader process died (crashed, or killed by the system: out of memory?) "
-                f"while {_describe(item)} was in flight, maybe in that process; nothing was "
-                "written. Rerun with fewer loader_workers, or loader_processes: false to "
-                "read in the job's own process") from err
+            return pool.submit(_call_worker_fn, item).result()
+        except BrokenProcessPool:
+            with self._lock:  # the first thread to see it replaces the pool
+                if self._pool is pool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._new_pool()
+        return self._read_alone(item)
+
+    def _read_alone(self, item):
+        ctx = _fork_context()
+        here, there = ctx.Pipe()
+        proc = ctx.Process(target=_read_and_send, args=(self._fn, item, there, os.getpid()),
+                           daemon=True)
+        proc.start()
+        there.close()
+        try:
+            received = _receive(here, proc)
+            if received is not None:
+                with contextlib.suppress(OSError):  # the child may go: its memory is ours
+                    here.send(None)
+        finally:
+            proc.join()
+            here.close()
+        if received is not None:
+            ok, out = received
+            if not ok:
+                raise out
+            return out
+        code = proc.exitcode
+        how = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exit code {code}")
+        if code is not None and -code in CRASH_SIGNALS and self._on_crash is not None:
+            return self._on_crash(item, f"its reader crashed on it ({how}), read alone in a "
+                                        "process of its own")
+        raise ReaderDiedError(
+            f"{_describe(item)}: its reader process died ({how}), read alone in a process "
+            "of its own after the pool it was read in died. A kill (SIGKILL) is most often "
+            "the out-of-memory killer: give the job more memory, fewer loader_workers, or "
+            "loader_processes: false")
 
     def __enter__(self) -> ReaderProcesses:
         return self
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _receive(conn, proc):
+    """What ``proc`` sent on ``conn``, or None when it died first. Polled rather than
+    waited on for the end of the pipe: a process forked meanwhile by another thread may
+    hold a copy of the pipe's other end."""
+    while True:
+        if conn.poll(0.05):
+            try:
+                return conn.recv()
+            except EOFError:
+                return None
+        if not proc.is_alive() and not conn.poll(0):
+            return None
 
 
 def _describe(item) -> str:
@@ -84,7 +150,6 @@ def _start_worker(fn: Callable, parent: int) -> None:
     _WORKER_FN = fn
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
@@ -97,3 +162,13 @@ def _start_worker(fn: Callable, parent: int) -> None:
 
 def _call_worker_fn(item):
     return _WORKER_FN(item)
+
+
+def _read_and_send(fn: Callable, item, conn, parent: int) -> None:
+    _start_worker(fn, parent)
+    try:
+        out = (True, fn(item))
+    except Exception as err:  # MemoryError included: the job's to raise
+        out = (False, err)
+    conn.send(out)
+    conn.recv()  # wait until the job holds the result (a tensor's shared memory)

@@ -31,6 +31,10 @@ def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
                                        f"{type(err).__name__}: {err}")
 
 
+def _crashed(item, reason: str) -> tuple[str, None, str]:
+    return item.subject_id, None, f"cannot read or preprocess {item.source}: {reason}"
+
+
 def load_volumes(items, transform, cfg
                  ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
     """(subject, tensor or None, error or None) per item, in order; the encoder ``cfg``'s
@@ -39,7 +43,7 @@ def load_volumes(items, transform, cfg
     load = partial(_load, transform=transform)
     workers = int(cfg.get("loader_workers", 0))
     if workers > 0 and cfg.get("loader_processes", False):
-        with ReaderProcesses(load, workers) as in_a_process:
+        with ReaderProcesses(load, workers, on_crash=_crashed) as in_a_process:
             yield from read_ahead(in_a_process, items, workers)
     else:
         yield from read_ahead(load, items, workers)

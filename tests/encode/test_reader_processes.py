@@ -1,11 +1,13 @@
 """Reading ahead in worker processes (``loader_processes``), as the volume loops do
 (``read_ahead`` over :class:`ReaderProcesses`): results in order, tensors back intact,
-``fn`` inherited rather than pickled, and a worker that dies fails the job naming a
-subject in flight; the workers do not outlive a killed job. The thread path's order and
+``fn`` inherited rather than pickled; a subject whose reader crashes is rejected and the
+others are read, a reader killed on a subject alone fails the job naming it; the workers
+do not outlive a killed job. The thread path's order and
 bound are tested in test_slide_loop.py."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
@@ -43,19 +45,62 @@ def test_processes_keep_order_return_tensors_and_raise_in_turn():
             next(out)
 
 
-def test_a_worker_that_dies_fails_the_job_naming_a_subject_in_flight():
+def _dies_on(subject: str, sig: signal.Signals):
     def fn(item):
-        if item.subject_id == "s2":
-            os.kill(os.getpid(), signal.SIGKILL)  # a reader crashing on this file
-        return item.subject_id
+        if item.subject_id == subject:
+            faulthandler.disable()  # pytest's would print the crash's traceback
+            os.kill(os.getpid(), sig)
+        return item.subject_id, None, ""
+    return fn
 
-    items = [SubjectInput(f"s{i}", "ok", "", f"/data/s{i}.nii.gz") for i in range(6)]
-    with ReaderProcesses(fn, 1) as in_a_process:
-        out = read_ahead(in_a_process, items, workers=1, depth=2)
-        assert [next(out), next(out)] == ["s0", "s1"]
-        with pytest.raises(ReaderDiedError, match=r"subject 's2' \(/data/s2.nii.gz\)") as err:
+
+def _rejected(item, reason):
+    return item.subject_id, None, reason
+
+
+def _items(n: int = 6) -> list[SubjectInput]:
+    return [SubjectInput(f"s{i}", "ok", "", f"/data/s{i}.nii.gz") for i in range(n)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reader_that_crashes_on_a_file_rejects_that_subject_only(workers):
+    with ReaderProcesses(_dies_on("s2", signal.SIGSEGV), workers, on_crash=_rejected) as read:
+        got = list(read_ahead(read, _items(), workers=workers))
+    assert [g[0] for g in got] == [f"s{i}" for i in range(6)]
+    assert [g[2] for g in got if g[0] != "s2"] == [""] * 5  # read again, fine
+    assert "its reader crashed on it (signal SIGSEGV), read alone" in got[2][2]
+
+
+def test_a_reader_killed_reading_a_subject_alone_fails_the_job_naming_it():
+    # SIGKILL is how the out-of-memory killer ends a process: the node's fault, maybe,
+    # not the file's, so the subject is not rejected
+    with ReaderProcesses(_dies_on("s2", signal.SIGKILL), 2, on_crash=_rejected) as read:
+        out = read_ahead(read, _items(), workers=2)
+        assert [next(out)[0], next(out)[0]] == ["s0", "s1"]
+        with pytest.raises(ReaderDiedError, match=r"subject 's2' \(/data/s2.nii.gz\): its "
+                           r"reader process died \(signal SIGKILL\)") as err:
             next(out)
     assert "loader_processes: false" in str(err.value)
+
+
+def test_the_volume_loop_rejects_a_volume_its_reader_crashes_on():
+    from mmpipe.encode.volume import load_volumes
+
+    def transform(source):
+        if source.endswith("s3.nii.gz"):
+            faulthandler.disable()
+            os.abort()  # SIGABRT, as a C library's failed assertion
+        return torch.full((1, 2, 2, 2), float(source[-8]))
+
+    got = list(load_volumes(_items(), transform, {"loader_workers": 2,
+                                                  "loader_processes": True}))
+    assert [g[0] for g in got] == [f"s{i}" for i in range(6)]
+    sid, tensor, error = got[3]
+    assert tensor is None and error.startswith("cannot read or preprocess /data/s3.nii.gz: "
+                                               "its reader crashed on it (signal SIGABRT)")
+    for i, (_, t, e) in enumerate(got):
+        if i != 3:
+            assert e is None and torch.equal(t, torch.full((1, 2, 2, 2), float(i)))
 
 
 def test_workers_die_with_a_killed_job(tmp_path):
