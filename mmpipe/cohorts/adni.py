@@ -54,6 +54,7 @@ from mmpipe.cohorts.manifest import (
     AdapterOutput,
     QCRecord,
     cohort_labels,
+    config_path,
     dataset_root,
     modality_specs,
     refuse_label_sources,
@@ -193,8 +194,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     except re.error as e:
         raise ConfigError(f"adni.series: not a regular expression: {e}") from e
 
-    table_path = Path(cfg.get("table") or root / TABLE)
-    table_path = table_path if table_path.is_absolute() else base_dir / table_path
+    table_path = config_path(cfg["table"], base_dir) if cfg.get("table") else root / TABLE
     if not table_path.is_file():
         raise InputError("ADNIMERGE table not found", path=table_path)
     table = read_source_csv(table_path, all_text=True)

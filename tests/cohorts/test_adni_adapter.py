@@ -172,3 +172,19 @@ def test_two_days_as_close_are_a_tie_whatever_one_day_holds():
     scan, why = _match(visit, scans, "mri", 90)
     assert scan is None and why.startswith("two mri scans 1 days from the visit")
     assert _match(visit, scans[:2], "mri", 90)[0].folder == Path("A")
+
+
+def test_a_table_given_from_the_home_folder_is_found(adni, tmp_path, monkeypatch):
+    """``adni.table: ~/...`` is the user's home, as every path of the config, and as the
+    workflow declares the table an input of the manifest job (source_tables)."""
+    from mmpipe.cohorts import source_tables
+
+    root, _, manifest, _ = adni
+    home = tmp_path / "home"
+    (home / "tables").mkdir(parents=True)
+    (home / "tables" / "merge.csv").write_bytes((root / "ADNIMERGE.csv").read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    cfg = _cfg(root, adni={"table": "~/tables/merge.csv"})
+    assert home / "tables" / "merge.csv" in source_tables(cfg, root)
+    again = build_manifest("adni", cfg, tmp_path / "out", base_dir=root)
+    assert again.equals(manifest)
