@@ -12,8 +12,8 @@ worker, and a tensor comes back through shared memory (``torch.multiprocessing``
 the job's own process spends little a volume (its share is in the reader ceiling of
 ``benchmarks/encoder_throughput.py``). A worker runs torch on one thread, as
 DataLoader's workers do (a forked child must not enter the parent's OpenMP pool), and
-dies with the job (``PR_SET_PDEATHSIG`` on Linux) rather than wait on its queue for ever
-once the job was killed.
+ends within a second of the job (a thread watches its parent, as DataLoader's workers
+do) rather than wait on its queue for ever once the job was killed.
 
 A worker that dies takes the pool down with every item in flight. Each of those items is
 then read again alone, in a process of its own, and the pool is replaced for the items
@@ -35,6 +35,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 from mmpipe.errors import MmpipeError
 
 _WORKER_FN: Callable | None = None  # a worker's ``fn``, set when it starts
+WATCH_SECONDS = 0.5  # how often a worker checks that its job is alive
 # signals by which a process ends when its own code fails: the file it read is at fault
 CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE,
                            signal.SIGILL})
@@ -61,6 +63,10 @@ class ReaderProcesses:
         self._fn, self._workers, self._on_crash = fn, workers, on_crash
         self._lock = threading.Lock()
         self._pool = self._new_pool()
+        # fork the workers now, from this thread, not from the first of read_ahead's
+        # threads to submit: a child of a thread pool's thread tries to join that thread
+        # at its exit (concurrent.futures' exit hook) and ends with status 1
+        self._pool.submit(int).result()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self._workers, mp_context=_fork_context(),
@@ -148,16 +154,21 @@ def _fork_context():
 def _start_worker(fn: Callable, parent: int) -> None:
     global _WORKER_FN
     _WORKER_FN = fn
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # the job died before the line above
-            os._exit(1)
+    # not PR_SET_PDEATHSIG: it follows the thread that forked the worker (one of
+    # read_ahead's threads, which end before the pool does), not the job's process
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True,
+                     name="mmpipe-reader-watchdog").start()
     import torch
 
     torch.set_num_threads(1)
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker once the job that forked it is gone (its parent changes), as
+    DataLoader's workers watch theirs."""
+    while os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
 
 
 def _call_worker_fn(item):
