@@ -190,6 +190,10 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             problems.append(f"config.encoders.{ename}.loader_processes: a {enc['type']!r} "
                             "encoder reads with threads only (processes: "
                             + ", ".join(sorted(READS_IN_PROCESSES)) + ")")
+        elif enc.get("loader_processes") and not enc.get("loader_workers"):
+            problems.append(f"config.encoders.{ename}.loader_processes: true with "
+                            "loader_workers 0 would read in the job's own process; give "
+                            "loader_workers the number of reader processes")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "

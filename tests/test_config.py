@@ -52,6 +52,8 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["encoders"]["clam_resnet50"].update(loader_processes=True),
      r"clam_resnet50.loader_processes: a 'clam_resnet50' encoder reads with threads only "
      r"\(processes: med3d, vgg11_slices\)"),
+    (lambda c: c["encoders"]["med3d_demo"].update(loader_processes=True, loader_workers=0),
+     "med3d_demo.loader_processes: true with loader_workers 0"),
 ])
 def test_invalid_configs_name_the_key(raw_config, mutate, message):
     cfg = copy.deepcopy(raw_config)

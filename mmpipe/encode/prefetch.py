@@ -3,7 +3,7 @@ threads while the caller runs the forward pass on earlier results, in order, wit
 most ``depth`` results waiting (a volume each in the volume loops, a batch's share of
 tiles in the slide loop), so memory stays bounded however long the cohort.
 
-Threads, not processes, for every image loop. The slide loop: OpenSlide, libtiff and
+Threads by default, for every image loop. The slide loop: OpenSlide, libtiff and
 Pillow decode outside the GIL, so threads read tiles in parallel, and an open slide
 handle is shared without pickling it. The volume loops: a volume's read and MONAI
 transforms (4 ms at the demo's Med3D input, against about 30 ms of forward) hold the GIL

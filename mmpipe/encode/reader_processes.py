@@ -30,14 +30,13 @@ than processes save on a job of a few dozen small volumes; threads stay the defa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from mmpipe.errors import MmpipeError
@@ -50,7 +49,8 @@ CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal
 
 
 class ReaderDiedError(MmpipeError):
-    """A reader process died, not by a crash of its own, reading a subject alone."""
+    """A reader process died reading a subject alone: killed, or crashed where no
+    ``on_crash`` turns a crash into a result."""
 
 
 class ReaderProcesses:
@@ -75,12 +75,22 @@ class ReaderProcesses:
     def __call__(self, item):
         pool = self._pool
         try:
-            return pool.submit(_call_worker_fn, item).result()
-        except BrokenProcessPool:
-            with self._lock:  # the first thread to see it replaces the pool
-                if self._pool is pool:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = self._new_pool()
+            future = pool.submit(_call_worker_fn, item)
+            while True:
+                try:
+                    return future.result(timeout=WATCH_SECONDS)
+                except TimeoutError:
+                    # a pool that breaks may drop a request it never fails (Python 3.11's
+                    # terminate_broken clears its pending requests without the lock that
+                    # submit takes): such a request would be waited on for ever
+                    if self._pool is not pool or getattr(pool, "_broken", False):
+                        break
+        except (BrokenProcessPool, CancelledError):
+            pass
+        with self._lock:  # the first thread to see it replaces the pool
+            if self._pool is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
         return self._read_alone(item)
 
     def _read_alone(self, item):
@@ -92,10 +102,11 @@ class ReaderProcesses:
         there.close()
         try:
             received = _receive(here, proc)
-            if received is not None:
-                with contextlib.suppress(OSError):  # the child may go: its memory is ours
-                    here.send(None)
         finally:
+            # the child waits to be ended, so that a tensor's shared memory stays until
+            # this side holds it; ended too when receiving failed, or it would wait for ever
+            if proc.is_alive():
+                proc.kill()
             proc.join()
             here.close()
         if received is not None:
@@ -182,4 +193,4 @@ def _read_and_send(fn: Callable, item, conn, parent: int) -> None:
     except Exception as err:  # MemoryError included: the job's to raise
         out = (False, err)
     conn.send(out)
-    conn.recv()  # wait until the job holds the result (a tensor's shared memory)
+    conn.recv()  # wait to be ended: the job holds the result (a tensor's shared memory) then

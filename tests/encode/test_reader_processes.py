@@ -86,8 +86,12 @@ def test_a_reader_killed_reading_a_subject_alone_fails_the_job_naming_it():
 def test_the_volume_loop_rejects_a_volume_its_reader_crashes_on():
     from mmpipe.encode.volume import load_volumes
 
+    test = os.getpid()
+
     def transform(source):
         if source.endswith("s3.nii.gz"):
+            if os.getpid() == test:  # read here, not in a reader process
+                raise RuntimeError("read in the test's own process")
             faulthandler.disable()
             os.abort()  # SIGABRT, as a C library's failed assertion
         return torch.full((1, 2, 2, 2), float(source[-8]))
@@ -120,13 +124,15 @@ def test_workers_die_with_a_killed_job(tmp_path):
                 pass
     """)
     job = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(_lines(pids)) < 2:
-        time.sleep(0.05)
-    workers = {int(p) for p in _lines(pids)}
-    assert len(workers) == 2
-    job.kill()  # as SLURM or a user's kill -9 ends a job: no clean-up runs
-    job.wait()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_lines(pids)) < 2:
+            time.sleep(0.05)
+        workers = {int(p) for p in _lines(pids)}
+        assert len(workers) == 2
+    finally:
+        job.kill()  # as SLURM or a user's kill -9 ends a job: no clean-up runs
+        job.wait()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.05)

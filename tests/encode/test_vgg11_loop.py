@@ -54,8 +54,20 @@ def _encode(batch_size, workers=0, keep_bag=True, processes=False):
 
 @pytest.mark.parametrize("batch_size, workers, processes",
                          [(4, 0, False), (16, 2, False), (16, 2, True)])
-def test_blocks_do_not_depend_on_the_batches_volumes_share(batch_size, workers, processes):
+def test_blocks_do_not_depend_on_the_batches_volumes_share(batch_size, workers, processes,
+                                                          monkeypatch):
+    import mmpipe.encode.volume as volume
+
+    started = []
+
+    class Spy(volume.ReaderProcesses):
+        def __init__(self, *args, **kwargs):
+            started.append(args[1])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(volume, "ReaderProcesses", Spy)
     alone, shared = _encode(1), _encode(batch_size, workers, processes=processes)
+    assert started == ([workers] if processes else [])  # processes only when asked for
     assert list(shared.rows) == ["v0", "v1", "v3", "v4", "v5"]
     assert list(shared.rejected) == ["v2"] and "vol-1.nii.gz" in shared.rejected["v2"]
     for sid, (emb, bag) in alone.rows.items():
