@@ -152,3 +152,35 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+class _TwoArgumentError(Exception):
+    """Pickles, but does not unpickle (``__init__`` takes two arguments): the pool that
+    sends it back breaks, and the job's side of a lone read fails to receive it."""
+
+    def __init__(self, path, why):
+        super().__init__(f"{path}: {why}")
+
+
+def test_a_result_the_job_cannot_receive_fails_the_job_instead_of_hanging():
+    import threading
+
+    def fn(i):
+        if i == 2:
+            raise _TwoArgumentError("/x", "bad")
+        return i
+
+    outcome = []
+
+    def job():
+        try:
+            with ReaderProcesses(fn, 2) as read:
+                outcome.append(list(read_ahead(read, range(5), workers=2)))
+        except Exception as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the job waited for ever on its lone reader"
+    assert isinstance(outcome[0], TypeError), outcome
