@@ -309,10 +309,9 @@ def print_reader_ceiling(cfg: dict, cohort_dir: Path, workdir: Path, device, rep
                 runs = [run_job(cfg, cohort_dir, workdir, device, job, overrides)
                         for _ in range(repeats)]
                 items, seconds, cpu = min(runs, key=lambda r: r[1])
-                kind = "process" if processes else "thread"
-                cells.append(f"{workers} {kind}{'es' if processes and workers != 1 else ''}"
-                             f"{'s' if not processes and workers != 1 else ''} "
-                             f"{items / seconds:.0f}/s ({1e3 * cpu / items:.2f} ms)")
+                noun = ("process", "processes") if processes else ("thread", "threads")
+                cells.append(f"{workers} {noun[workers != 1]} {items / seconds:.0f}/s "
+                             f"({1e3 * cpu / items:.2f} ms)")
             print(f"  {job[0]}/{job[1]} ({items} volumes): " + ", ".join(cells))
     finally:
         med3d_loop.forward = forward
