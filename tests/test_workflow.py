@@ -242,3 +242,32 @@ def test_the_segment_job_asks_for_a_gpu_only_to_run_on_one(tmp_path, device, gpu
     assert run.returncode == 0, run.stderr
     block = run.stdout.split("\nrule segment:")[1].split("\n\n")[0]
     assert re.search(rf"resources: .*\bgpu={gpus}\b", block), block
+
+
+def test_a_csv_cohorts_files_under_home_are_the_manifest_jobs_inputs(tmp_path, monkeypatch):
+    """A csv cohort's table and split files given as ``~/...`` are read from the home
+    folder by the adapter (``config_path``), so the manifest job must take them from
+    there too: handed to Snakemake as written, ``~/cohort.csv`` was a missing input."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cohort.csv").write_text("id,label,age,sex,smoking,stage,site\n"
+                                      "A,0,61,F,never,II,1\nB,1,70,M,former,III,2\n")
+    (home / "test.txt").write_text("B\n")
+    monkeypatch.setenv("HOME", str(home))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    write_demo_config(workdir)
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    demo = cfg["cohorts"]["demo"]
+    cfg["cohorts"] = {"mine": {
+        "adapter": "csv", "csv": "~/cohort.csv", "subject_column": "id",
+        "labels": demo["labels"], "split": {"files": {"test": "~/test.txt"}},
+        "modalities": {"clinical": demo["modalities"]["clinical"]},
+        "benchmark": {"label": demo["labels"][0],
+                      "feature_sets": {"t": {"clinical": "tabular"}}, "runs": {"hgb": ["t"]}}}}
+    cfg["run_cohorts"] = ["mine"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = snakemake_in(workdir, "-n", "--until", "manifest")
+    assert run.returncode == 0, run.stderr
+    block = run.stdout.split("\ncheckpoint manifest:")[1].split("\n\n")[0]
+    assert f"input: {home / 'cohort.csv'}, {home / 'test.txt'}" in block, block

@@ -2,6 +2,7 @@
 # rules: paths come from mmpipe.layout (the one owner of the results layout), parameter
 # sets from mmpipe.params (what each output depends on, canonical), settings from
 # mmpipe.config.
+import os
 import re
 import sys
 
@@ -49,8 +50,11 @@ def manifest_inputs(wildcards):
     if cohort["adapter"] == "demo":
         return {"raw": layout(wildcards.cohort).raw()}
     if cohort["adapter"] == "csv":
-        files = (cohort.get("split") or {}).get("files", {})
-        return {"csv": cohort["csv"], **{f"split_{part}": path for part, path in files.items()}}
+        # `~` expanded as the adapter reads them (mmpipe.cohorts.manifest.config_path); any
+        # other path as written, so an existing workflow sees the same inputs
+        split_files = (cohort.get("split") or {}).get("files", {})
+        files = {"csv": cohort["csv"], **{f"split_{k}": p for k, p in split_files.items()}}
+        return {key: os.path.expanduser(path) for key, path in files.items()}
     return {f"table_{i}": str(p) for i, p in enumerate(mmcohorts.source_tables(cohort))}
 
 
