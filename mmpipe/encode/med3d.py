@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmpipe.encode.job import build_network, forward
-from mmpipe.encode.volume import load_volumes, median_spacing_for
+from mmpipe.encode.volume import batch_of, load_volumes, median_spacing_for
 
 
 def setup(job, items) -> None:
@@ -23,7 +23,7 @@ def run(job, items, writer, progress=None) -> None:
     def flush():
         if not pending:
             return
-        out = forward(job, torch.stack([t for _, t in pending])).numpy()
+        out = forward(job, batch_of([t for _, t in pending])).numpy()
         for (sid, _), emb in zip(pending, out, strict=True):
             writer.write(sid, emb)
         pending.clear()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mmpipe.encode.job import build_network, forward
-from mmpipe.encode.volume import load_volumes, median_spacing_for
+from mmpipe.encode.volume import batch_of, load_volumes, median_spacing_for
 from mmpipe.errors import ConfigError
 
 
@@ -50,7 +50,7 @@ def run(job, items, writer, progress=None) -> None:
     def flush():
         if not pending:
             return
-        slices = torch.cat([t for _, t in pending])
+        slices = batch_of([t for _, t in pending], join=torch.cat)
         blocks = [forward(job, slices[start:start + batch_size])
                   for start in range(0, len(slices), batch_size)]
         per_slice = torch.cat(blocks).numpy()

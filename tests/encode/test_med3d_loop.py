@@ -49,3 +49,22 @@ def test_volumes_of_different_sizes_are_each_encoded_in_any_batch_size():
     for sid, emb in alone.rows.items():
         assert emb.shape == (4,)
         np.testing.assert_allclose(batched.rows[sid], emb, rtol=1e-5, atol=1e-6)
+
+
+def test_at_batch_size_one_the_network_gets_the_readers_volume_without_a_copy():
+    """MedicalNet's recipe runs one volume a batch: the tensor the reader made is the
+    network's input (stacking it copied 45 MB a volume, half the job process's time)."""
+    volumes = {sid: _volume(sid) for sid in SHAPES}
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.data_ptr())
+            return x.mean(dim=(1, 2, 3, 4))[:, None].expand(-1, 4)
+
+    job = EncodeJob(cfg={"batch_size": 1, "loader_workers": 0}, params={}, modality="ct",
+                    device=torch.device("cpu"), net=Spy(), state=volumes.__getitem__)
+    writer = _Writer()
+    med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], writer)
+    assert list(writer.rows) == list(SHAPES)
+    assert seen == [volumes[sid].data_ptr() for sid in SHAPES]
