@@ -21,6 +21,7 @@ rows for tabular. Usage:
     python benchmarks/encoder_throughput.py [--subjects 64] [--repeats 3] [--workdir DIR]
                                             [--precision bfloat16] [--loader-workers 8]
                                             [--loader-processes]
+                                            [--volume-input med3d_resnet18]
 """
 
 from __future__ import annotations
@@ -354,6 +355,10 @@ def add_stage1_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
                         help="every network encoder's forward precision (default: as "
                              "config.yaml sets it); mixed precision is meant for a GPU")
+    parser.add_argument("--volume-input", metavar="ENCODER", default=None,
+                        help="the demo's encoders of ENCODER's type take its transform and "
+                             "batch size: med3d_resnet18 runs the Med3D jobs at MedicalNet's "
+                             "input, 56x448x448 (default: as config.yaml sets them)")
 
 
 def as_configured(value) -> str:
@@ -371,6 +376,27 @@ def set_precision(cfg: dict, precision: str | None) -> None:
             enc_cfg["precision"] = precision
 
 
+def set_volume_input(cfg: dict, encoder: str | None) -> None:
+    """Every encoder of the demo cohort of ``encoder``'s type takes its ``transform`` and
+    ``batch_size``, so that the demo's small volumes run through a real cohort's input
+    (None: as configured). The demo's own recipes are small to keep the demo fast on a
+    CPU; on a GPU the input size decides whether the readers or the network bound a job."""
+    if encoder is None:
+        return
+    source = cfg["encoders"].get(encoder)
+    if source is None or "transform" not in source:
+        raise SystemExit(f"--volume-input {encoder}: not an encoder of config.yaml with a "
+                         "volume transform")
+    demo = {e for m in cfg["cohorts"]["demo"]["modalities"].values() for e in m["encoders"]}
+    taking = [e for e in sorted(demo) if cfg["encoders"][e]["type"] == source["type"]]
+    if not taking:
+        raise SystemExit(f"--volume-input {encoder}: no encoder of the demo cohort is a "
+                         f"{source['type']}")
+    for name in taking:
+        cfg["encoders"][name].update(transform=copy.deepcopy(source["transform"]),
+                                     batch_size=source.get("batch_size", 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_stage1_arguments(parser)
@@ -382,6 +408,7 @@ def main() -> None:
 
     cfg = load_config(REPO / "config.yaml")
     set_precision(cfg, args.precision)
+    set_volume_input(cfg, args.volume_input)
     workdir, cohort_dir = prepare_demo(cfg, args.subjects, args.workdir)
     device = resolve_device(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -389,7 +416,8 @@ def main() -> None:
     print(f"cohort: demo, {args.subjects} subjects; config.yaml encoders as configured "
           f"(batch size), loader workers {as_configured(args.loader_workers)}"
           f"{' (processes for volumes)' if args.loader_processes else ''}, "
-          f"precision {as_configured(args.precision)}")
+          f"precision {as_configured(args.precision)}, volume input "
+          f"{as_configured(args.volume_input)}")
     print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers,
                    args.loader_processes)
     print_throttled(cfg, cohort_dir, workdir, device)

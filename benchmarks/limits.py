@@ -5,7 +5,8 @@ operators' floor (``operator_floor.py``) and disk, with the MMIST-ccRCC grid's e
 
     python benchmarks/limits.py [--subjects 64] [--repeats 3] [--methods mmare deepsets]
                                 [--skip methods] [--precision bfloat16]
-                                [--loader-workers 8] [--threads 8]
+                                [--loader-workers 8] [--loader-processes] [--threads 8]
+                                [--volume-input med3d_resnet18]
 
 Sections (each also runs alone): ``machine.py``, ``encoder_throughput.py``,
 ``startup.py``, ``training_time.py``. Stage 1 runs on the generated demo cohort
@@ -36,6 +37,7 @@ from encoder_throughput import (  # noqa: E402
     add_stage1_arguments,
     as_configured,
     set_precision,
+    set_volume_input,
 )
 from machine import (  # noqa: E402
     describe,
@@ -71,6 +73,7 @@ def main() -> None:
              if device.type == "cuda" else ""))
     cfg = load_config(REPO / "config.yaml")
     set_precision(cfg, args.precision)
+    set_volume_input(cfg, args.volume_input)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mmpipe-limits-"))
 
     if "encoders" not in args.skip or "startup" not in args.skip:
@@ -88,7 +91,7 @@ def main() -> None:
               f"device {device}, {torch.get_num_threads()} torch thread(s) as the encode "
               f"rule, loader workers {as_configured(args.loader_workers)}"
               f"{' (processes for volumes)' if args.loader_processes else ''}, precision "
-              f"{as_configured(args.precision)}")
+              f"{as_configured(args.precision)}, volume input {as_configured(args.volume_input)}")
         print_encoders(cfg, cohort_dir, workdir, device, args.repeats, args.loader_workers,
                        args.loader_processes)
         print_throttled(cfg, cohort_dir, workdir, device)

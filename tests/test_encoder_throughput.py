@@ -4,6 +4,7 @@ forward to run at a precision), and the bare forward runs as the job runs it."""
 
 from __future__ import annotations
 
+import copy
 import sys
 
 from mmpipe.config import load_config
@@ -60,3 +61,22 @@ def test_reader_processes_reach_the_volume_encoders_only():
         processes = enc["type"] in READS_IN_PROCESSES
         assert got == {"loader_workers": 4, **({"loader_processes": True} if processes else {})}
         assert reader_overrides(cfg, name, None, loader_processes=False) == {}
+
+
+def test_volume_input_gives_the_demos_encoders_of_its_type_its_transform_and_batch():
+    import pytest
+    from encoder_throughput import set_volume_input
+
+    cfg = load_config(REPO / "config.yaml")
+    before = copy.deepcopy(cfg)
+    set_volume_input(cfg, None)
+    assert cfg == before
+    set_volume_input(cfg, "med3d_resnet18")
+    real = before["encoders"]["med3d_resnet18"]
+    assert cfg["encoders"]["med3d_demo"]["transform"] == real["transform"]
+    assert cfg["encoders"]["med3d_demo"]["batch_size"] == real["batch_size"]
+    changed = {k for k in cfg["encoders"] if cfg["encoders"][k] != before["encoders"][k]}
+    assert changed == {"med3d_demo"}  # the demo's vgg11_slices, of another type, as it was
+    for wrong in ("tabular", "no_such_encoder"):
+        with pytest.raises(SystemExit, match=wrong):
+            set_volume_input(copy.deepcopy(before), wrong)
