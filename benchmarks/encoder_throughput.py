@@ -311,7 +311,7 @@ def print_reader_ceiling(cfg: dict, cohort_dir: Path, workdir: Path, device, rep
                         for _ in range(repeats)]
                 items, seconds, cpu = min(runs, key=lambda r: r[1])
                 noun = ("process", "processes") if processes else ("thread", "threads")
-                cells.append(f"{workers} {noun[workers != 1]} {items / seconds:.0f}/s "
+                cells.append(f"{workers} {noun[workers != 1]} {items / seconds:.1f}/s "
                              f"({1e3 * cpu / items:.2f} ms)")
             print(f"  {job[0]}/{job[1]} ({items} volumes): " + ", ".join(cells))
     finally:
