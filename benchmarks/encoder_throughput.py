@@ -393,8 +393,11 @@ def set_volume_input(cfg: dict, encoder: str | None) -> None:
         raise SystemExit(f"--volume-input {encoder}: no encoder of the demo cohort is a "
                          f"{source['type']}")
     for name in taking:
-        cfg["encoders"][name].update(transform=copy.deepcopy(source["transform"]),
-                                     batch_size=source.get("batch_size", 1))
+        cfg["encoders"][name]["transform"] = copy.deepcopy(source["transform"])
+        # a batch size left unset is the loop's own default, which differs by type
+        cfg["encoders"][name].pop("batch_size", None)
+        if "batch_size" in source:
+            cfg["encoders"][name]["batch_size"] = source["batch_size"]
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def run(job, items, writer, progress=None) -> None:
     def flush():
         if not pending:
             return
-        slices = batch_of([t for _, t in pending], join=torch.cat)
+        slices = batch_of([t for _, t in pending], stack=False)
         blocks = [forward(job, slices[start:start + batch_size])
                   for start in range(0, len(slices), batch_size)]
         per_slice = torch.cat(blocks).numpy()

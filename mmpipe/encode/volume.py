@@ -49,16 +49,17 @@ def load_volumes(items, transform, cfg
         yield from read_ahead(load, items, workers)
 
 
-def batch_of(tensors: list[torch.Tensor], join=torch.stack) -> torch.Tensor:
-    """The network's batch of ``tensors``, one item each (``join=torch.stack``) or several
-    along the first axis (``torch.cat``). A lone tensor is the batch itself, a view, not a
-    copy: at MedicalNet's input (a 56×448×448 volume of 45 MB, batch size 1) the copy
-    ``torch.stack`` made cost the job's process 27 ms of its 47 ms a volume on a CPU
-    core (reader processes reading), and on CUDA :func:`~mmpipe.encode.job.forward`
-    copies the batch once more into page-locked memory."""
+def batch_of(tensors: list[torch.Tensor], stack: bool = True) -> torch.Tensor:
+    """The network's batch of ``tensors``: stacked, one item each, or (``stack=False``)
+    joined along their first axis, the VGG11 loop's slices. A lone tensor makes the batch
+    without a copy (a view, or the tensor itself): at MedicalNet's input (a 56×448×448
+    volume of 45 MB, batch size 1) the copy ``torch.stack`` made cost the job's process
+    27 ms of its 47 ms a volume on a CPU core (reader processes reading), and on CUDA
+    :func:`~mmpipe.encode.job.forward` copies the batch once more into page-locked
+    memory."""
     if len(tensors) == 1:
-        return tensors[0].unsqueeze(0) if join is torch.stack else tensors[0]
-    return join(tensors)
+        return tensors[0].unsqueeze(0) if stack else tensors[0]
+    return torch.stack(tensors) if stack else torch.cat(tensors)
 
 
 def median_spacing_for(recipe: dict, items):

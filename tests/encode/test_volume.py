@@ -16,6 +16,6 @@ def test_a_lone_tensor_is_its_own_batch_and_several_are_joined():
     assert alone.shape == (1, 1, 4, 8, 8) and alone.data_ptr() == volume.data_ptr()
     assert torch.equal(batch_of([volume, other]), torch.stack([volume, other]))
     slices = torch.rand(3, 3, 8, 8)  # the VGG11 loop's slices of one volume
-    assert batch_of([slices], join=torch.cat).data_ptr() == slices.data_ptr()
-    assert torch.equal(batch_of([slices, slices[:2]], join=torch.cat),
+    assert batch_of([slices], stack=False).data_ptr() == slices.data_ptr()
+    assert torch.equal(batch_of([slices, slices[:2]], stack=False),
                        torch.cat([slices, slices[:2]]))
