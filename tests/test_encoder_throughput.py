@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import sys
 
+import pytest
+
 from mmpipe.config import load_config
 from mmpipe.encoders.registry import get_encoder_type
 from tests.conftest import REPO
@@ -64,7 +66,6 @@ def test_reader_processes_reach_the_volume_encoders_only():
 
 
 def test_volume_input_gives_the_demos_encoders_of_its_type_its_transform_and_batch():
-    import pytest
     from encoder_throughput import set_volume_input
 
     cfg = load_config(REPO / "config.yaml")
