@@ -162,11 +162,10 @@ def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrid
     start-up table."""
     from mmpipe.encoders import registry
 
-    modality, encoder, shards, prompts = job
-    params = encoder_params(cfg, "demo", modality, encoder)
+    prompts = job[3]
+    params, settings = job_config(cfg, job, overrides)
     etype = registry.get_encoder_type(params["config"]["type"])
-    enc_cfg = {**params["config"], **registry.execution_settings(cfg["encoders"][encoder]),
-               **(overrides or {})}
+    enc_cfg = {**params["config"], **settings}
     bare = float("nan")
     if etype.build is not None:
         batch = int(enc_cfg.get("batch_size", 8))
@@ -179,6 +178,17 @@ def encode_rate(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrid
     return items, items / seconds, bare
 
 
+def job_config(cfg: dict, job, overrides=None) -> tuple[dict, dict]:
+    """(params, execution settings) of one demo encoding job, ``overrides`` on top of the
+    configured settings."""
+    from mmpipe.encoders import registry
+
+    modality, encoder = job[:2]
+    params = copy.deepcopy(encoder_params(cfg, "demo", modality, encoder))
+    settings = {**registry.execution_settings(cfg["encoders"][encoder]), **(overrides or {})}
+    return params, settings
+
+
 def run_job(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrides=None
             ) -> tuple[int, float, float]:
     """(items, seconds, CPU seconds of the job's process: its threads, not its reader
@@ -187,8 +197,7 @@ def run_job(cfg: dict, cohort_dir: Path, workdir: Path, device, job, overrides=N
     from mmpipe.encoders import registry
 
     modality, encoder, shards, prompts = job
-    params = copy.deepcopy(encoder_params(cfg, "demo", modality, encoder))
-    settings = {**registry.execution_settings(cfg["encoders"][encoder]), **(overrides or {})}
+    params, settings = job_config(cfg, job, overrides)
     out = workdir / "stores" / f"{modality}-{encoder}-{len(list(workdir.glob('stores/*')))}.zarr"
     key = params["config"]["type"]
     etype = registry.get_encoder_type(key)

@@ -173,8 +173,23 @@ def _check_names(cfg: dict[str, Any]) -> list[str]:
             if not re.fullmatch(NAME_PATTERN, str(name))]
 
 
+def _check_reader_processes(ename: str, enc: dict) -> list[str]:
+    from mmpipe.encoders.registry import READS_IN_PROCESSES
+
+    if not enc.get("loader_processes"):
+        return []
+    if enc["type"] not in READS_IN_PROCESSES:
+        return [f"config.encoders.{ename}.loader_processes: a {enc['type']!r} encoder reads "
+                "with threads only (processes: " + ", ".join(sorted(READS_IN_PROCESSES)) + ")"]
+    if not enc.get("loader_workers"):
+        return [f"config.encoders.{ename}.loader_processes: true with loader_workers 0 would "
+                "read in the job's own process; give loader_workers the number of reader "
+                "processes"]
+    return []
+
+
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import READS_IN_PROCESSES, misplaced_settings, readers_of
+    from mmpipe.encoders.registry import misplaced_settings, readers_of
 
     problems = _check_names(cfg)
     if problems:
@@ -186,14 +201,7 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
         for key in misplaced_settings(enc):
             problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
                             "not read it (another encoder type does)")
-        if enc.get("loader_processes") and enc["type"] not in READS_IN_PROCESSES:
-            problems.append(f"config.encoders.{ename}.loader_processes: a {enc['type']!r} "
-                            "encoder reads with threads only (processes: "
-                            + ", ".join(sorted(READS_IN_PROCESSES)) + ")")
-        elif enc.get("loader_processes") and not enc.get("loader_workers"):
-            problems.append(f"config.encoders.{ename}.loader_processes: true with "
-                            "loader_workers 0 would read in the job's own process; give "
-                            "loader_workers the number of reader processes")
+        problems += _check_reader_processes(ename, enc)
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "
