@@ -27,6 +27,7 @@ rows for tabular. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -297,11 +298,6 @@ def print_reader_ceiling(cfg: dict, cohort_dir: Path, workdir: Path, device, rep
     and the CPU the job's process spends a volume (its threads, not its reader
     processes), which bounds it however many cores its readers have: that Python runs
     under one GIL. The fastest of ``repeats`` runs each."""
-    import mmpipe.encode.med3d as med3d_loop
-
-    def zeros(job, batch):
-        return torch.zeros(batch.shape[0], *job.feature_shape)
-
     jobs = [j for j in demo_jobs(cfg, cohort_dir) if cfg["encoders"][j[1]]["type"] == "med3d"]
     readers = [(0, False), (1, False), (2, False), (1, True), (2, True)]
     if (os.cpu_count() or 1) > 2:
@@ -309,9 +305,7 @@ def print_reader_ceiling(cfg: dict, cohort_dir: Path, workdir: Path, device, rep
     print("volume reader ceiling (the Med3D jobs with the forward replaced by zeros; "
           "volumes/s, and the CPU ms a volume of the job's process, reader processes not "
           f"counted; fastest of {repeats} runs):")
-    forward = med3d_loop.forward
-    med3d_loop.forward = zeros
-    try:
+    with forward_replaced_by_zeros():
         for job in jobs:
             cells = []
             for workers, processes in readers:
@@ -323,8 +317,24 @@ def print_reader_ceiling(cfg: dict, cohort_dir: Path, workdir: Path, device, rep
                 cells.append(f"{workers} {noun[workers != 1]} {items / seconds:.1f}/s "
                              f"({1e3 * cpu / items:.2f} ms)")
             print(f"  {job[0]}/{job[1]} ({items} volumes): " + ", ".join(cells))
+
+
+@contextlib.contextmanager
+def forward_replaced_by_zeros():
+    """The Med3D loop, while this lasts, with its network's forward replaced by zeros of
+    the feature shape (the reader ceiling's job)."""
+    import mmpipe.encode.med3d as med3d_loop
+
+    def zeros(job, batch):
+        out = torch.zeros(batch.shape[0], *job.feature_shape)
+        return lambda: out
+
+    queued = med3d_loop.forward_queued
+    med3d_loop.forward_queued = zeros
+    try:
+        yield
     finally:
-        med3d_loop.forward = forward
+        med3d_loop.forward_queued = queued
 
 
 def prepare_demo(cfg: dict, n_subjects: int, workdir: Path | None) -> tuple[Path, Path]:

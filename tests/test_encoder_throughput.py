@@ -7,15 +7,20 @@ from __future__ import annotations
 import copy
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from mmpipe.config import load_config
+from mmpipe.encode import med3d
+from mmpipe.encode.inputs import SubjectInput
+from mmpipe.encode.job import EncodeJob
 from mmpipe.encoders.registry import get_encoder_type
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from encoder_throughput import set_precision  # noqa: E402
+from encoder_throughput import forward_replaced_by_zeros, set_precision  # noqa: E402
 
 
 def test_precision_reaches_every_network_encoder_and_no_other():
@@ -35,7 +40,6 @@ def test_the_bare_forward_runs_under_the_jobs_float32_flags(monkeypatch):
     """On CUDA the job turns cuDNN's TF32 off for a float32 encoder; a bare forward timed
     without that ran Med3D 2.4 to 2.8 times faster than the job could (an H200), so the bare
     network is built as the job builds it, flags included."""
-    import torch
     from encoder_throughput import _bare_forward
 
     import mmpipe.encode.job as job
@@ -81,3 +85,27 @@ def test_volume_input_gives_the_demos_encoders_of_its_type_its_transform_and_bat
     for wrong in ("tabular", "no_such_encoder"):
         with pytest.raises(SystemExit, match=wrong):
             set_volume_input(copy.deepcopy(before), wrong)
+
+
+def test_the_reader_ceiling_runs_the_med3d_loop_without_its_network():
+    """The ceiling's jobs are the Med3D loop's own, with zeros where the forward was: the
+    network is never called, every volume is written, and the loop is whole after."""
+    class Unreachable(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("the network ran")
+
+    rows = {}
+
+    class Writer:
+        def write(self, sid, emb, bag=None, coords=None):
+            rows[sid] = np.asarray(emb)
+
+    job = EncodeJob(cfg={"batch_size": 2, "loader_workers": 0}, params={}, modality="ct",
+                    device=torch.device("cpu"), net=Unreachable(), feature_shape=(4,),
+                    state=lambda sid: torch.ones(1, 4, 4, 4))
+    items = [SubjectInput(sid, "ok", "", sid) for sid in ("a", "b", "c")]
+    with forward_replaced_by_zeros():
+        med3d.run(job, items, Writer())
+    assert list(rows) == ["a", "b", "c"] and all((r == 0).all() for r in rows.values())
+    with pytest.raises(AssertionError, match="the network ran"):
+        med3d.run(job, items, Writer())

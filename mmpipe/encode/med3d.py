@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mmpipe.encode.job import build_network, forward
+from mmpipe.encode.in_flight import InFlight, forward_queued
+from mmpipe.encode.job import build_network
 from mmpipe.encode.volume import batch_of, load_volumes, median_spacing_for
 
 
@@ -19,13 +20,17 @@ def setup(job, items) -> None:
 def run(job, items, writer, progress=None) -> None:
     batch_size = int(job.cfg.get("batch_size", 1))
     pending: list[tuple[str, torch.Tensor]] = []
+    in_flight = InFlight()
 
     def flush():
         if not pending:
             return
-        out = forward(job, batch_of([t for _, t in pending])).numpy()
-        for (sid, _), emb in zip(pending, out, strict=True):
-            writer.write(sid, emb)
+        subjects = [sid for sid, _ in pending]
+
+        def finish(out):
+            for sid, emb in zip(subjects, out.numpy(), strict=True):
+                writer.write(sid, emb)
+        in_flight.submit(forward_queued(job, batch_of([t for _, t in pending])), finish)
         pending.clear()
 
     for sid, tensor, error in load_volumes(items, job.state, job.cfg):
@@ -42,3 +47,4 @@ def run(job, items, writer, progress=None) -> None:
         if progress is not None:
             progress.update(1)
     flush()
+    in_flight.drain()

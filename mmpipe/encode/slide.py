@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mmpipe.encode.job import build_network, forward
+from mmpipe.encode.in_flight import InFlight, forward_queued
+from mmpipe.encode.job import build_network
 from mmpipe.encode.prefetch import read_ahead
 from mmpipe.errors import InputError
 
@@ -150,14 +151,21 @@ def run(job, items, writer, progress=None) -> None:
     feats: dict[int, list[np.ndarray]] = {}
     failed: set[int] = set()
     batch: list = []
+    in_flight = InFlight()
 
     def encode_batch():
         ready = [x for _, x, _ in batch if x is not None]
-        out = None
-        if ready:
-            out = forward(job, torch.cat(ready)).numpy()
+        result = forward_queued(job, torch.cat(ready)) if ready else lambda: None
+        this_batch = list(batch)
+        in_flight.submit(result, lambda out: finish(this_batch, out))
+        batch.clear()
+
+    def finish(read_out, out):
+        """The batch's tiles to their slides; a slide whose last tiles these are is
+        written (or rejected) and closed."""
+        out = None if out is None else out.numpy()
         at = 0
-        for seg, x, error in batch:
+        for seg, x, error in read_out:
             k = seg.subject
             if error is None:
                 feats.setdefault(k, []).append(out[at:at + len(x)])
@@ -174,7 +182,6 @@ def run(job, items, writer, progress=None) -> None:
                                  coords=seg.grid.coords)
                 if progress is not None:
                     progress.update(1)
-        batch.clear()
 
     try:
         pieces = _pieces(_batches(items, batch_size), chunk)
@@ -182,5 +189,6 @@ def run(job, items, writer, progress=None) -> None:
             batch.extend(read_out)
             if closes:
                 encode_batch()
+        in_flight.drain()
     finally:
         slides.close_all()

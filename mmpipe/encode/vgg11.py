@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmpipe.encode.job import build_network, forward
+from mmpipe.encode.in_flight import InFlight, forward_queued
+from mmpipe.encode.job import build_network
 from mmpipe.encode.volume import batch_of, load_volumes, median_spacing_for
 from mmpipe.errors import ConfigError
 
@@ -46,18 +47,22 @@ def run(job, items, writer, progress=None) -> None:
     share a batch does not depend on the loader workers."""
     batch_size = int(job.cfg.get("batch_size", 16))
     pending: list[tuple[str, torch.Tensor]] = []
+    in_flight = InFlight()
 
     def flush():
         if not pending:
             return
         slices = batch_of([t for _, t in pending], stack=False)
-        blocks = [forward(job, slices[start:start + batch_size])
+        blocks = [forward_queued(job, slices[start:start + batch_size])
                   for start in range(0, len(slices), batch_size)]
-        per_slice = torch.cat(blocks).numpy()
-        at = 0
-        for sid, t in pending:
-            _write(job, writer, sid, per_slice[at:at + len(t)])
-            at += len(t)
+        counts = [(sid, len(t)) for sid, t in pending]
+
+        def finish(per_slice):
+            at = 0
+            for sid, n in counts:
+                _write(job, writer, sid, per_slice[at:at + n])
+                at += n
+        in_flight.submit(lambda: torch.cat([block() for block in blocks]).numpy(), finish)
         pending.clear()
 
     for sid, slices, error in load_volumes(items, job.state, job.cfg):
@@ -70,3 +75,4 @@ def run(job, items, writer, progress=None) -> None:
         if progress is not None:
             progress.update(1)
     flush()
+    in_flight.drain()

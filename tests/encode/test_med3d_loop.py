@@ -68,3 +68,27 @@ def test_at_batch_size_one_the_network_gets_the_readers_volume_without_a_copy():
     med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], writer)
     assert list(writer.rows) == list(SHAPES)
     assert seen == [volumes[sid].data_ptr() for sid in SHAPES]
+
+
+def test_a_batch_is_written_once_the_next_batchs_forward_is_queued():
+    """On CUDA the host reads and writes while the device computes: the loop queues a
+    batch's forward before it writes the batch before it (waiting for each forward added
+    the forward's time to the host's), and writes every batch, the last one included."""
+    events = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            events.append(("forward", len(x)))
+            return x.mean(dim=(1, 2, 3, 4))[:, None].expand(-1, 4)
+
+    class Writer(_Writer):
+        def write(self, sid, emb, bag=None, coords=None):
+            events.append(("write", sid))
+            super().write(sid, emb)
+
+    job = EncodeJob(cfg={"batch_size": 2, "loader_workers": 0}, params={}, modality="ct",
+                    device=torch.device("cpu"), net=Spy(), state=_volume)
+    med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], Writer())
+    # batches: s0 s1 | s2 s3 (another size) | s4
+    assert events == [("forward", 2), ("forward", 2), ("write", "s0"), ("write", "s1"),
+                      ("forward", 1), ("write", "s2"), ("write", "s3"), ("write", "s4")]

@@ -162,3 +162,35 @@ def test_read_ahead_keeps_order_bounds_the_queue_and_raises_in_turn():
     with pytest.raises(ValueError, match="item 7"):
         next(out)
     assert list(read_ahead(lambda i: -i, range(5), workers=0)) == [0, -1, -2, -3, -4]
+
+
+def test_a_batch_is_finished_once_the_next_batchs_forward_is_queued(slides):
+    """As the volume loops: a batch's tiles reach their slides (and a slide whose last
+    tiles they are is written) after the next batch's forward is queued, so on CUDA the
+    host works while the device computes; the last batch is finished too."""
+    events = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            events.append(("forward", len(x)))
+            return x.mean(dim=(2, 3))
+
+    class Writer(_Writer):
+        def write(self, sid, emb, bag=None, coords=None):
+            events.append(("write", sid, len(bag)))
+
+    job = EncodeJob(cfg={"batch_size": 4, "loader_workers": 0}, params={}, modality="wsi",
+                    device=torch.device("cpu"), net=Spy())
+    slide_loop.run(job, slides, Writer())
+    tiles = [len(item.source[1]) for item in slides]
+    batches = [min(4, sum(tiles) - at) for at in range(0, sum(tiles), 4)]
+    forwards = [e for e in events if e[0] == "forward"]
+    assert forwards == [("forward", n) for n in batches]
+    assert [e[1:] for e in events if e[0] == "write"] == list(
+        zip([i.subject_id for i in slides], tiles, strict=True))
+    # a slide is written after the forward of the batch after the one with its last tile
+    for k, end in enumerate(np.cumsum(tiles)):
+        last_batch = (end - 1) // 4
+        written = events.index(("write", f"s{k}", tiles[k]))
+        queued = sum(e[0] == "forward" for e in events[:written])
+        assert queued == min(last_batch + 2, len(batches))

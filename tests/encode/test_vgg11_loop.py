@@ -75,3 +75,32 @@ def test_blocks_do_not_depend_on_the_batches_volumes_share(batch_size, workers, 
         np.testing.assert_allclose(shared.rows[sid][1], bag, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(emb, bag.max(axis=0))  # HyperMM's max over slices
         np.testing.assert_allclose(shared.rows[sid][0], emb, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_is_written_once_the_next_batchs_forward_is_queued():
+    """As the Med3D loop: a batch's blocks are written after the next batch's forwards
+    are queued (on CUDA the host works while the device computes), every batch in the
+    end, and a volume that cannot be read is rejected when it is read."""
+    events = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            events.append(("forward", len(x)))
+            return x[:, :1, :7, :7].expand(-1, 8, -1, -1)
+
+    class Writer(_Writer):
+        def write(self, sid, emb, bag=None, coords=None):
+            events.append(("write", sid))
+
+        def reject(self, sid, reason):
+            events.append(("reject", sid))
+
+    job = EncodeJob(cfg={"batch_size": 4, "loader_workers": 0}, params={}, modality="mri",
+                    device=torch.device("cpu"), net=Spy(), state=_Slices())
+    items = [SubjectInput(f"v{k}", "ok", "", (seed, n))
+             for k, (seed, n) in enumerate([(1, 3), (2, 1), (-1, 2), (4, 5), (5, 1)])]
+    vgg11_loop.run(job, items, Writer())
+    # slices: v0 v1 (4) | v3 (5: batches of 4 and 1) | v4
+    assert events == [("forward", 4), ("reject", "v2"), ("forward", 4), ("forward", 1),
+                      ("write", "v0"), ("write", "v1"), ("forward", 1), ("write", "v3"),
+                      ("write", "v4")]
