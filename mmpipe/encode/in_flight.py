@@ -24,25 +24,32 @@ def forward_queued(job, x) -> Callable[[], Any]:
 
     On CUDA the host returns once the kernels are queued: the batch is staged in
     page-locked memory and copied without blocking, the result is copied back the same way
-    behind the forward, and an event marks the end of that copy, which the result waits
-    for. The page-locked blocks come from torch's caching host allocator, which does not
-    hand a block out again before the copies queued on it are done."""
+    behind the forward, and an event on the job's device marks the end of that copy,
+    which the result waits for. The page-locked blocks come from torch's caching host
+    allocator, which does not hand a block out again before the copies queued on it are
+    done."""
     if job.device.type != "cuda":
         out = forward(job, x)
         return lambda: out
     import torch
 
-    x = x.pin_memory().to(job.device, non_blocking=True)
-    with autocast(job):
-        out = job.net(x).float()
-        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-        host.copy_(out, non_blocking=True)
-    copied = torch.cuda.Event()
-    copied.record()
+    # on the job's device: an event recorded on another device's stream (the current
+    # device, cuda:0, for a job on cuda:1) would be done at once, before the copy
+    with torch.cuda.device(job.device):
+        x = x.pin_memory().to(job.device, non_blocking=True)
+        with autocast(job):
+            out = job.net(x).float()
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
 
     def result():
         copied.synchronize()
-        return host
+        # a pageable copy (the embeddings, small beside the batch): the loops and the
+        # store keep views of a result for a while (a slide's bag until its last tile),
+        # which would hold page-locked memory the caching host allocator never gives back
+        return host.clone()
     return result
 
 
