@@ -184,3 +184,26 @@ def test_a_result_the_job_cannot_receive_fails_the_job_instead_of_hanging():
     thread.join(60)
     assert not thread.is_alive(), "the job waited for ever on its lone reader"
     assert isinstance(outcome[0], TypeError), outcome
+
+
+def test_a_request_a_breaking_pool_dropped_is_read_alone_not_waited_on_for_ever():
+    """Python 3.11's ``terminate_broken`` clears a broken pool's pending requests without
+    the lock ``submit`` takes, so a request submitted as the pool broke may never fail.
+    Its caller sees the pool broken within ``WATCH_SECONDS``, reads the item alone and
+    replaces the pool for the items after. Here the pool is broken by hand and its submit
+    returns a future that no one will ever complete: the race's outcome, made certain."""
+    import threading
+    from concurrent.futures import Future
+
+    with ReaderProcesses(lambda i: i * 10, 1) as read:
+        pool = read._pool
+        pool.submit = lambda *args, **kwargs: Future()  # dropped: never done, never failed
+        pool._broken = "a reader process terminated abruptly"
+        outcome = []
+        thread = threading.Thread(target=lambda: outcome.append(read(3)), daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "the job waited for ever on a dropped request"
+        assert outcome == [30]
+        assert read._pool is not pool
+        assert read(4) == 40  # the new pool reads
