@@ -4,9 +4,9 @@ forward, then finish the batch before it (write its subjects) while the device c
 :func:`~mmpipe.encode.job.forward` waits for its result, so a loop that called it added
 the forward's time to its own: on an H200 the Med3D demo job ran at the sum of the two
 (2.7–3.0 ms a volume of reading hand-off, loop and store, plus 2.1 ms of forward). With
-one batch in flight it is bound by the slower of the two. On the CPU the forward has run
-by the time :func:`forward_queued` returns, so only the order of the writes moves; the
-embeddings are the same bytes either way.
+one batch in flight it should be bound by the slower of the two (not yet measured on a
+GPU). The network runs the same operations either way; on the CPU the forward has run by
+the time :func:`forward_queued` returns, so only the order of the writes moves.
 """
 
 from __future__ import annotations
