@@ -65,9 +65,9 @@ class InFlight:
         self._last: tuple[Callable[[], Any], Callable[[Any], None]] | None = None
 
     def submit(self, result: Callable[[], Any], finish: Callable[[Any], None]) -> None:
-        last, self._last = self._last, (result, finish)
-        if last is not None:
-            last[1](last[0]())
+        # the new batch's forward was queued when its result was made, before this call
+        self.drain()
+        self._last = (result, finish)
 
     def drain(self) -> None:
         last, self._last = self._last, None
