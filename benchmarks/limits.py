@@ -102,9 +102,9 @@ def main() -> None:
         print("\n## Job start-up (process start to the job's first subject or epoch)")
         print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir, repeats=args.repeats)
     if "methods" not in args.skip:
-        from training_time import method_figures, mmist_sized, print_grid
+        from training_time import method_figures, mmist_sized, one_thread, print_grid
 
-        torch.set_num_threads(1)  # as the train rule runs (threads: 1)
+        one_thread()
         data, source = mmist_sized()
         bandwidth = elementwise_bandwidth()
         print(f"\n## Stage 2: one training run per method ({source}; one thread, "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -65,12 +66,27 @@ def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
                      present=present, modalities=list(MMIST), n_classes=2), "synthetic, MMIST-sized"
 
 
+def one_thread() -> None:
+    """Run as the ``train`` rule runs (``threads: 1``): torch on one thread, and every
+    OpenMP and BLAS pool at one thread too, as Snakemake's ``OMP_NUM_THREADS`` and BLAS
+    variables hold them in a job: the pools already loaded through threadpoolctl, those
+    loaded later (scikit-learn's, at a method's first fit) through the variables. Left at
+    the machine's cores, the logistic regression's fit read 4.8-5.2 CPU-s on the 2-core
+    VM, its threads' spinning included."""
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
 SPLIT_EPOCHS = 10  # of each phase: the steady state
 SPLIT_RUNS = 2     # of each kind (plain, operators timed), alternating; the fastest kept
 RATE_SECONDS = 1.0  # of 1024x1024 products timed after each method's run, the best kept
 
 
-class _OperatorTimer(TorchDispatchMode):
+class OperatorTimer(TorchDispatchMode):
     """Seconds inside each ATen operator (below autograd, so a composite such as
     ``linear`` counts as the ``addmm`` it runs). Where ``torch.profiler`` times a run it
     slows by recording every event, this adds a clock read around each operator. The
@@ -95,7 +111,7 @@ def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
     """Shares of the time of the run's first epochs spent inside matmul operators and
     inside every other ATen operator, with the two largest of those; the rest is Python
     (the methods', the trainer's, autograd's). The operators' seconds are from runs under
-    :class:`_OperatorTimer`, the whole from plain runs of the same epochs, the fastest of
+    :class:`OperatorTimer`, the whole from plain runs of the same epochs, the fastest of
     :data:`SPLIT_RUNS` each (one thread: its seconds are CPU-seconds)."""
     overrides = {"max_epochs": SPLIT_EPOCHS, "patience": 10**6}
     plain, timed = float("inf"), None
@@ -103,7 +119,7 @@ def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
         start = time.perf_counter()
         _fit(mcfg, data, train, val, overrides)
         plain = min(plain, time.perf_counter() - start)
-        timer = _OperatorTimer()
+        timer = OperatorTimer()
         with timer:
             _fit(mcfg, data, train, val, overrides)
         if timed is None or sum(timer.seconds.values()) < sum(timed.values()):
@@ -161,7 +177,7 @@ class MethodFigures:
                 f"{self.other_share:.0%} ({top}), Python {python:.0%}")
 
 
-def _splits(data: BenchData):
+def mmist_splits(data: BenchData):
     split = stratified_split(data.subject_id.tolist(), data.y, data.patterns(), 0)["split"]
     split = np.asarray(split.to_list())
     # as run_seed: a subject without input is neither trained nor validated on
@@ -180,6 +196,19 @@ def _fit(mcfg: dict, data: BenchData, train: BenchData, val: BenchData,
     return method, fit(method, train, val, train_cfg, seed=0)
 
 
+def run_configs(methods: dict[str, dict]) -> dict[str, dict]:
+    """Each configured method as one run takes it: without ``normalize`` (the trainer's
+    feature normalisation, not a method's hyper-parameter), and a single-modality method
+    without its modality as ``single_wsi``."""
+    out = {}
+    for name, mcfg in methods.items():
+        mcfg = {k: v for k, v in mcfg.items() if k != "normalize"}
+        if mcfg["type"] == "single" and "modality" not in mcfg:
+            mcfg, name = {**mcfg, "modality": "wsi"}, f"{name}_wsi"
+        out[name] = mcfg
+    return out
+
+
 def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None,
                    bandwidth: list[tuple[int, float]]) -> list[MethodFigures]:
     """One run of each method, timed; then the one-thread matmul rate (``rate`` when
@@ -191,16 +220,13 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
     from machine import matmul_gflops, traffic_seconds
 
     seconds_of = traffic_seconds(bandwidth)
-    train, val, _ = _splits(data)
+    train, val, _ = mmist_splits(data)
     # the first optimiser of a process imports torch._dynamo: a job's start-up (timed in
     # the start-up table), not any method's training
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     print(METHOD_HEADER, flush=True)
     rows = []
-    for name, mcfg in methods.items():
-        mcfg = {k: v for k, v in mcfg.items() if k != "normalize"}
-        if mcfg["type"] == "single" and "modality" not in mcfg:
-            mcfg, name = {**mcfg, "modality": "wsi"}, f"{name}_wsi"
+    for name, mcfg in run_configs(methods).items():
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             method, result = _fit(mcfg, data, train, val)
@@ -347,7 +373,7 @@ def main() -> None:
                         help="one-thread matmul GFLOP/s (measured when not given)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)  # as the train rule runs (threads: 1)
+    one_thread()
     rate = args.rate or matmul_gflops(1)  # the start's, printed; each run measures its own
     bandwidth = elementwise_bandwidth()
     cfg = load_config(REPO / "config.yaml")
