@@ -13,10 +13,13 @@ operator while the run goes (:class:`FloorCounter`):
 - convolutions (any arithmetic the FLOP counter counts beyond the products): their
   FLOPs at the 1024×1024 product's rate.
 
-Everything a run spends beyond the floor is fixed cost per call (dispatch, allocation,
-autograd's bookkeeping, Python), products that run below their own best, and traffic
-beyond one pass: what fewer, larger operators (fusion, seeds trained together) could
-remove, and no more.
+Everything a run spends beyond the floor is each call's fixed cost (dispatch,
+allocation, autograd's bookkeeping, Python), products that run below their own best,
+traffic beyond one pass, and kernels slower per element than the bandwidth allows
+(torch's CPU ``where`` with a broadcast mask, layer norm, a sum over rows:
+``stacked_seeds.py`` times them by rows). Fusing operators could remove the fixed cost
+and the extra traffic; stacking the seeds of a cell only the fixed cost, and
+``stacked_seeds.py`` measures what it adds.
 """
 
 from __future__ import annotations
