@@ -16,8 +16,8 @@ operator while the run goes (:class:`FloorCounter`):
 Everything a run spends beyond the floor is each call's fixed cost (dispatch,
 allocation, autograd's bookkeeping, Python), products that run below their own best,
 traffic beyond one pass, and kernels slower per element than the bandwidth allows
-(torch's CPU ``where`` with a broadcast mask, layer norm, a sum over rows:
-``stacked_seeds.py`` times them by rows). Fusing operators could remove the fixed cost
+(torch's CPU ``where``, layer norm, a sum over rows: ``stacked_seeds.py`` times them by
+rows). Fusing operators could remove the fixed cost
 and the extra traffic; stacking the seeds of a cell only the fixed cost, and
 ``stacked_seeds.py`` measures what it adds.
 """

@@ -7,47 +7,54 @@ CPU-seconds about twice its FLOP bound. If that excess were each call's fixed co
 (dispatch, allocation, Python), stacking the seeds of a cell, so that one call does the
 work of ten, would remove most of it. Two measurements test that:
 
-1. **Operator cost by rows.** The non-product operators the methods run most, on a
+1. **Operator cost by rows.** Six non-product operators the methods run, on a
    1024-wide float32 activation of 1 row (nearly all fixed cost), 64 rows (one batch)
    and 640 rows (ten seeds' batches stacked): microseconds a call, and the rate of the
    least traffic each must move against the elementwise bandwidth of ``machine.py``. A
    cost that grows with the rows is per-element work that stacking keeps.
 2. **Training steps.** ``--seeds`` models of a method, each with its own initial
-   weights and its own batches, take ``--steps`` optimiser steps one after another (the
-   trainer's way: its loss, ``backward``, the fused Adam) and then as one model with the
-   seeds' parameters stacked (``torch.func.stack_module_state``), the loss ``vmap``-ed
-   over them, one fused Adam over the stacked tensors. The two runs alternate,
-   ``--repeats`` times, the fastest of each kept; printed are their CPU-seconds, the
-   speed-up, and the seconds inside the products and inside the other operators (a
-   second pair of runs under ``training_time.OperatorTimer``). The first step's losses
-   of the two must agree (printed: their largest difference), so both time the same
-   work.
+   weights and its own batches, take ``--steps`` optimiser steps of the method's first
+   phase as the trainer takes them (its loss, ``backward``, the fused Adam, AdamW or
+   RMSprop at the phase's learning rate and weight decay over its parameters, batches of
+   the method's size; no class weights, as the trainer's default), the seeds in turn
+   at each step; and then as one model with the seeds' parameters stacked
+   (``torch.func.stack_module_state``), the loss ``vmap``-ed over them, one optimiser
+   over the stacked tensors. Both are run once untimed, then alternately ``--repeats``
+   times, the fastest of each kept; printed are their CPU-seconds, the speed-up, and the
+   seconds inside the products and inside the other operators (a further run of each
+   under ``training_time.OperatorTimer``, whose per-call overhead weighs more on the
+   run of more calls, the one-by-one run). The first step's losses of the two are
+   compared (printed: their largest difference, float rounding where the loss draws
+   nothing at random), so both are seen to time the same work.
 
 Dropout is off in both runs: the project's CPU dropout (``methods.blocks.dropout``)
 draws its mask in place into a fresh tensor, which ``vmap`` cannot give each seed its
-own draw of. A method whose forward ``vmap`` cannot trace (a Python branch on a batched
-value, as MMARE's pairwise fusion stopping once no sample has another modality) or
-that moves parameters itself after a step (DRIM's discriminators) is listed with the
-reason and not timed.
+own draw of. A method ``vmap`` cannot run (a Python branch on a batched value, as
+MMARE's pairwise fusion stopping once no sample has another modality), that moves
+parameters itself after a step (DRIM's discriminators) or that trains with SGD (not
+one fused kernel) is listed with the reason and not timed.
 
-    python benchmarks/stacked_seeds.py [--methods mmare_mean late_fusion] [--seeds 10]
+    python benchmarks/stacked_seeds.py [--methods mmare_mean single] [--seeds 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from machine import describe, elementwise_bandwidth, traffic_seconds
 from operator_floor import MATMUL_OPS
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
-from training_time import REPO, OperatorTimer, mmist_sized, mmist_splits, run_configs
+from training_time import REPO, OperatorTimer, mmist_sized, mmist_splits, one_thread, run_configs
 
 from mmpipe.bench.data import BenchData
-from mmpipe.bench.optim import adam
+from mmpipe.bench.optim import adam, rmsprop
 from mmpipe.bench.run import build_method
 from mmpipe.bench.trainer import TRAIN_DEFAULTS
 from mmpipe.config import load_config
@@ -56,6 +63,7 @@ from mmpipe.methods.base import FusionMethod
 
 WIDTH = 1024  # the widest modality (WSI features)
 ROWS = (1, 64, 640)
+FUSED = ("adam", "adamw", "rmsprop")  # the trainer's optimisers of one kernel each
 
 
 def _best_of(fn, calls: int = 500, repeats: int = 5) -> float:
@@ -86,10 +94,10 @@ def _operator_cases(n: int) -> dict[str, tuple]:
 
 
 def operator_costs(rows: tuple[int, ...] = ROWS) -> list[tuple[str, int, float, int]]:
-    """(operator, rows, seconds a call, bytes of its least traffic) for the non-product
-    operators the small methods spend most in (``training_time.py``'s split): masking
-    absent rows with ``torch.where``, the products and sums of elementwise arithmetic,
-    ReLU, layer norm and a sum over the batch (bias gradients)."""
+    """(operator, rows, seconds a call, bytes of its least traffic) for six non-product
+    operators the small methods run on every batch: masking absent rows with
+    ``torch.where``, elementwise products and sums, ReLU, layer norm and a sum over the
+    batch (bias gradients)."""
     return [(name, n, _best_of(fn), traffic) for n in rows
             for name, (fn, traffic) in _operator_cases(n).items()]
 
@@ -98,7 +106,7 @@ class _Loss(nn.Module):
     """A method's training loss as a module's forward, so that ``functional_call`` can
     run it on parameters other than the method's own."""
 
-    def __init__(self, method: FusionMethod, loss_fn):
+    def __init__(self, method: FusionMethod, loss_fn: Callable):
         super().__init__()
         self.method = method
         self.loss_fn = loss_fn  # the unbound loss of the method's first phase
@@ -106,6 +114,114 @@ class _Loss(nn.Module):
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor,
                 y: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(self.method, x, present, y, None)[0]
+
+
+@dataclass
+class Seeds:
+    """A method's seeds ready to train: one model each, and the settings of the method's
+    first phase as the trainer would run it."""
+    models: list[FusionMethod]
+    loss_fn: Callable        # unbound: (method, x, present, y, class_weight) -> (loss, logits)
+    trained: set[str]        # names of the parameters the phase's optimiser moves
+    lr: float
+    weight_decay: float
+    optimizer_kind: str      # the phase's: adam | adamw | rmsprop | sgd
+    batch_size: int
+    x: dict[str, torch.Tensor]
+    present: torch.Tensor
+    y: torch.Tensor
+
+    def optimizer(self, params: list[torch.Tensor]):
+        """The trainer's fused optimiser with the phase's settings (each is elementwise, so
+        one over stacked tensors steps each seed's slice as that seed's own would)."""
+        if self.optimizer_kind == "rmsprop":
+            return rmsprop(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_kind not in FUSED:
+            raise ValueError(f"{self.optimizer_kind}: not timed here (fused optimisers only)")
+        return adam(params, lr=self.lr, weight_decay=self.weight_decay,
+                    decoupled=self.optimizer_kind == "adamw")
+
+
+def _train_cfg(method: FusionMethod) -> dict:
+    # as the trainer reads a method's settings (training_time._fit)
+    return {**TRAIN_DEFAULTS, **{k: v for k, v in method.hparams.items() if k in TRAIN_DEFAULTS}}
+
+
+def _seeds(mcfg: dict, data: BenchData, train: BenchData, seeds: int) -> Seeds:
+    x = {m: torch.as_tensor(train.x[m], dtype=torch.float32) for m in train.modalities}
+    present = torch.as_tensor(train.present, dtype=torch.bool)
+    y = torch.as_tensor(train.y, dtype=torch.long)
+    models = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        method = build_method(mcfg, data)
+        for module in method.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        method.prepare(x, present, y)
+        method.train()
+        models.append(method)
+    cfg = _train_cfg(models[0])
+    phase = next(iter(models[0].phases(cfg)))
+    moved = {id(p) for p in phase.parameters()}
+    trained = {name for name, p in models[0].named_parameters() if id(p) in moved}
+    return Seeds(models, (phase.loss or models[0].loss).__func__, trained, phase.lr,
+                 phase.weight_decay, phase.optimizer.lower(),
+                 int(cfg["batch_size"]), x, present, y)
+
+
+def _sequential(seeds: Seeds, batches: torch.Tensor) -> list[float]:
+    """Each seed's step in turn, as the trainer takes one; returns the first step's
+    losses. ``batches`` is ``[steps, seeds, batch]``."""
+    opts = [seeds.optimizer([p for n, p in m.named_parameters() if n in seeds.trained])
+            for m in seeds.models]
+    first = []
+    for step in range(batches.shape[0]):
+        for seed, (method, opt) in enumerate(zip(seeds.models, opts, strict=True)):
+            idx = batches[step, seed]
+            loss, _ = seeds.loss_fn(method, {m: v.index_select(0, idx) for m, v in seeds.x.items()},
+                                    seeds.present.index_select(0, idx),
+                                    seeds.y.index_select(0, idx), None)
+            value = loss.item()
+            if step == 0:
+                first.append(value)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return first
+
+
+def _stacked(seeds: Seeds, batches: torch.Tensor) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """All seeds' steps at once: their parameters stacked, the loss ``vmap``-ed over them,
+    one optimiser over the stacked tensors (elementwise, so each seed's slice
+    steps as its own optimiser would step it). Returns the first step's losses and the
+    stacked parameters (``"method.<name>"`` -> ``[seeds, *shape]``)."""
+    wrappers = [_Loss(m, seeds.loss_fn) for m in seeds.models]
+    params, buffers = stack_module_state(wrappers)  # leaves, requires_grad as each parameter's
+    base = wrappers[0]  # its own tensors stand aside while functional_call runs
+
+    def one(p, b, xb, pb, yb):
+        return functional_call(base, (p, b), (xb, pb, yb))
+
+    losses_of = vmap(one, randomness="different")
+    opt = seeds.optimizer([p for k, p in params.items()
+                           if k.removeprefix("method.") in seeds.trained])
+    first = []
+    for step in range(batches.shape[0]):
+        idx = batches[step]  # [seeds, batch]
+        flat = idx.reshape(-1)
+        xb = {m: v.index_select(0, flat).view(*idx.shape, *v.shape[1:])
+              for m, v in seeds.x.items()}
+        losses = losses_of(params, buffers, xb,
+                           seeds.present.index_select(0, flat).view(*idx.shape, -1),
+                           seeds.y.index_select(0, flat).view(idx.shape))
+        values = losses.tolist()
+        if step == 0:
+            first = values
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the seeds' parameters are apart: each gets its own gradient
+        opt.step()
+    return first, params
 
 
 @dataclass
@@ -121,113 +237,52 @@ class StepFigures:
     skipped: str = ""
 
 
-def _models(mcfg: dict, data: BenchData, train: BenchData, seeds: int
-            ) -> tuple[list[FusionMethod], object, dict[str, torch.Tensor], torch.Tensor,
-                       torch.Tensor]:
-    x = {m: torch.as_tensor(train.x[m], dtype=torch.float32) for m in train.modalities}
-    present = torch.as_tensor(train.present, dtype=torch.bool)
-    y = torch.as_tensor(train.y, dtype=torch.long)
-    models = []
-    for seed in range(seeds):
-        torch.manual_seed(seed)
-        method = build_method(mcfg, data)
-        for module in method.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
-        method.prepare(x, present, y)
-        method.train()
-        models.append(method)
-    phase = next(iter(models[0].phases({**TRAIN_DEFAULTS, **models[0].hparams})))
-    loss_fn = (phase.loss or models[0].loss).__func__
-    return models, loss_fn, x, present, y
-
-
-def _sequential(models, loss_fn, x, present, y, batches, lr
-                ) -> tuple[list[float], list[FusionMethod]]:
-    opts = [adam([p for p in m.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-            for m in models]
-    first = []
-    for step in range(batches.shape[0]):
-        for seed, (method, opt) in enumerate(zip(models, opts, strict=True)):
-            idx = batches[step, seed]
-            loss, _ = loss_fn(method, {m: v.index_select(0, idx) for m, v in x.items()},
-                              present.index_select(0, idx), y.index_select(0, idx), None)
-            value = loss.item()
-            if step == 0:
-                first.append(value)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return first, models
-
-
-def _stacked(models, loss_fn, x, present, y, batches, lr
-             ) -> tuple[list[float], dict[str, torch.Tensor]]:
-    wrappers = [_Loss(m, loss_fn) for m in models]
-    params, buffers = stack_module_state(wrappers)
-    trains = {k: p.requires_grad for k, p in wrappers[0].named_parameters()}
-    params = {k: v.detach().requires_grad_(trains[k]) for k, v in params.items()}
-    base = wrappers[0]  # its own tensors stand aside while functional_call runs
-
-    def one(p, b, xb, pb, yb):
-        return functional_call(base, (p, b), (xb, pb, yb))
-
-    losses_of = vmap(one, randomness="different")
-    opt = adam([p for p in params.values() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    first = []
-    for step in range(batches.shape[0]):
-        idx = batches[step]  # [seeds, batch]
-        flat = idx.reshape(-1)
-        xb = {m: v.index_select(0, flat).view(*idx.shape, *v.shape[1:]) for m, v in x.items()}
-        losses = losses_of(params, buffers, xb, present.index_select(0, flat).view(*idx.shape, -1),
-                           y.index_select(0, flat).view(idx.shape))
-        values = losses.tolist()
-        if step == 0:
-            first = values
-        opt.zero_grad(set_to_none=True)
-        losses.sum().backward()  # the seeds' parameters are apart: each gets its own gradient
-        opt.step()
-    return first, params  # params: "method.<name>" -> [seeds, *shape]
-
-
 def method_configs(methods: dict[str, dict], names: list[str] | None) -> dict[str, dict]:
-    """The runs of ``training_time.run_configs`` named in ``names`` (all when None)."""
-    runs = run_configs(methods)
-    if names is not None and (unknown := set(names) - set(runs)):
-        raise SystemExit(f"unknown method(s) {sorted(unknown)}; known: {sorted(runs)}")
-    return {k: v for k, v in runs.items() if names is None or k in names}
+    """The runs of ``training_time.run_configs`` named in ``names`` (all when None), by
+    the run's name (``single_wsi``) or the configured one (``single``)."""
+    runs = {}
+    for key, mcfg in methods.items():
+        for name, run in run_configs({key: mcfg}).items():
+            if names is None or name in names or key in names:
+                runs[name] = run
+    known = set(methods) | set(run_configs(methods))
+    if names is not None and (unknown := set(names) - known):
+        raise SystemExit(f"unknown method(s) {sorted(unknown)}; known: {sorted(known)}")
+    return runs
 
 
 def step_figures(name: str, mcfg: dict, data: BenchData, train: BenchData, seeds: int,
-                 steps: int, repeats: int, batch: int = 64) -> StepFigures:
+                 steps: int, repeats: int) -> StepFigures:
     figures = StepFigures(name)
-    if getattr(method_class(mcfg["type"]), "kind", "torch") != "torch":
+    cls = method_class(mcfg["type"])
+    if getattr(cls, "kind", "torch") != "torch":
         figures.skipped = "not torch: a scikit-learn fit"
         return figures
-    models, loss_fn, x, present, y = _models(mcfg, data, train, seeds)
-    if type(models[0]).after_step is not FusionMethod.after_step:
+    if cls.after_step is not FusionMethod.after_step:
         figures.skipped = "moves parameters itself after each step (after_step)"
         return figures
-    gen = torch.Generator().manual_seed(0)
-    batches = torch.randint(len(train.y), (steps, seeds, batch), generator=gen)
-    lr = float(models[0].hparams.get("lr", TRAIN_DEFAULTS["lr"]))
+    setup = _seeds(mcfg, data, train, 1)
+    if setup.optimizer_kind not in FUSED:
+        figures.skipped = f"trains with {setup.optimizer_kind}, not timed (fused optimisers only)"
+        return figures
+    batches = torch.randint(len(train.y), (steps, seeds, setup.batch_size),
+                            generator=torch.Generator().manual_seed(0))
 
     def run(kind, timer=None):
-        fresh, _, _, _, _ = _models(mcfg, data, train, seeds)
+        fresh = _seeds(mcfg, data, train, seeds)
         start = time.process_time()
-        if timer is None:
-            first, _ = kind(fresh, loss_fn, x, present, y, batches, lr)
-        else:
-            with timer:
-                first, _ = kind(fresh, loss_fn, x, present, y, batches, lr)
+        with timer or contextlib.nullcontext():
+            out = kind(fresh, batches)
+        first = out[0] if kind is _stacked else out
         return time.process_time() - start, first
 
-    try:
-        run(_stacked)  # a first call traces; it also finds a method vmap cannot run
-    except Exception as exc:  # noqa: BLE001 - reported as the row's reason, not raised
+    try:  # warms both up; finds a method vmap cannot run
+        run(_stacked)
+    except RuntimeError as exc:  # vmap's refusals (and torch's missing batching rules)
         reason = str(exc).splitlines()[0].split(". ")[0]  # torch's advice after it is vmap's
-        figures.skipped = f"vmap cannot run it: {type(exc).__name__}: {reason}"
+        figures.skipped = f"vmap cannot run it: {reason}"
         return figures
+    run(_sequential)
     figures.sequential_s = figures.stacked_s = float("inf")
     for _ in range(repeats):
         took, first_seq = run(_sequential)
@@ -246,8 +301,6 @@ def step_figures(name: str, mcfg: dict, data: BenchData, train: BenchData, seeds
 
 
 def main() -> None:
-    from machine import describe, elementwise_bandwidth, traffic_seconds
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="*", default=None,
                         help="names in config.yaml's methods (default: all)")
@@ -256,7 +309,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)
+    one_thread()
     print(describe())
     seconds_of = traffic_seconds(elementwise_bandwidth())
     print(f"\noperators on a [rows, {WIDTH}] float32 activation, one thread")
@@ -268,12 +321,12 @@ def main() -> None:
     data, source = mmist_sized()
     train, _, _ = mmist_splits(data)
     print(f"\ntraining steps: {source}, {len(train.y)} training subjects; {args.seeds} seeds x "
-          f"{args.steps} steps of 64 rows, dropout off; CPU-seconds, fastest of {args.repeats}")
+          f"{args.steps} steps of each method's batch size, dropout off; CPU-seconds, fastest "
+          f"of {args.repeats}")
     print(f"{'method':28}{'one by one':>11}{'stacked':>9}{'speed-up':>10}"
           f"{'products':>17}{'other ops':>17}{'1st loss diff':>15}")
     for name, mcfg in method_configs(cfg["methods"], args.methods).items():
-        f = step_figures(name, mcfg, data, train, args.seeds, args.steps,
-                         args.repeats)
+        f = step_figures(name, mcfg, data, train, args.seeds, args.steps, args.repeats)
         if f.skipped:
             print(f"{name:28}not timed: {f.skipped}")
             continue

@@ -70,9 +70,10 @@ def one_thread() -> None:
     """Run as the ``train`` rule runs (``threads: 1``): torch on one thread, and every
     OpenMP and BLAS pool at one thread too, as Snakemake's ``OMP_NUM_THREADS`` and BLAS
     variables hold them in a job: the pools already loaded through threadpoolctl, those
-    loaded later (scikit-learn's, at a method's first fit) through the variables. Left at
-    the machine's cores, the logistic regression's fit read 4.8-5.2 CPU-s on the 2-core
-    VM, its threads' spinning included."""
+    loaded later (scikit-learn's, at a method's first fit) through the variables. Run
+    alone on the 2-core VM, the logistic regression's fit read 4.8-5.2 CPU-s with the
+    pools at two threads, their spinning included, and 1.3-1.7 at one (most of it the
+    first import of scikit-learn's modules; 0.1 after another fit paid it)."""
     from threadpoolctl import threadpool_limits
 
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from stacked_seeds import _models, _sequential, _stacked, step_figures  # noqa: E402
+from stacked_seeds import _seeds, _sequential, _stacked, step_figures  # noqa: E402
 
 
 def _tiny() -> BenchData:
@@ -31,21 +31,25 @@ def _tiny() -> BenchData:
                      modalities=["ct", "clinical"], n_classes=2)
 
 
-def test_the_stacked_run_trains_each_seed_as_its_own_run_does():
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop"])
+def test_the_stacked_run_trains_each_seed_as_its_own_run_does(optimizer):
     data = _tiny()
-    mcfg = {"type": "concat_zero"}
-    seeds = 3
-    batches = torch.randint(len(data.y), (4, seeds, 16), generator=torch.Generator().manual_seed(1))
-    models, loss_fn, x, present, y = _models(mcfg, data, data, seeds)
-    first_seq, trained = _sequential(models, loss_fn, x, present, y, batches, lr=1e-3)
-    models, _, _, _, _ = _models(mcfg, data, data, seeds)
-    first_stacked, stacked = _stacked(models, loss_fn, x, present, y, batches, lr=1e-3)
+    mcfg = {"type": "concat_zero", "lr": 1e-3, "optimizer": optimizer}
+    n_seeds = 3
+    batches = torch.randint(len(data.y), (4, n_seeds, 16),
+                            generator=torch.Generator().manual_seed(1))
+    seeds = _seeds(mcfg, data, data, n_seeds)
+    first_seq = _sequential(seeds, batches)
+    first_stacked, stacked = _stacked(_seeds(mcfg, data, data, n_seeds), batches)
     assert first_stacked == pytest.approx(first_seq, abs=1e-6)
-    assert len(set(first_seq)) == seeds  # each seed its own initial weights and batch
-    for seed, method in enumerate(trained):
+    assert len(set(first_seq)) == n_seeds  # each seed its own initial weights and batch
+    assert seeds.trained and seeds.lr == 1e-3 and seeds.optimizer_kind == optimizer
+    for seed, method in enumerate(seeds.models):
         for name, param in method.named_parameters():
+            # bmm and mm round apart, which RMSprop's division by a small running
+            # average can lift to 1e-6; a step of another batch or setting moves by ~lr
             torch.testing.assert_close(stacked[f"method.{name}"][seed].detach(), param.detach(),
-                                       rtol=1e-5, atol=1e-6)
+                                       rtol=1e-4, atol=1e-5)
 
 
 def test_a_method_vmap_cannot_trace_is_reported_not_timed():
