@@ -17,9 +17,8 @@ Everything a run spends beyond the floor is each call's fixed cost (dispatch,
 allocation, autograd's bookkeeping, Python), products that run below their own best,
 traffic beyond one pass, and kernels slower per element than the bandwidth allows
 (torch's CPU ``where``, layer norm, a sum over rows: ``stacked_seeds.py`` times them by
-rows). Fusing operators could remove the fixed cost
-and the extra traffic; stacking the seeds of a cell only the fixed cost, and
-``stacked_seeds.py`` measures what it adds.
+rows). Fusing operators could remove the fixed cost and the extra traffic; stacking the
+seeds of a cell only the fixed cost, and ``stacked_seeds.py`` measures what it adds.
 """
 
 from __future__ import annotations
