@@ -30,6 +30,22 @@ onstart:
     sweep_debris(RESULTS)
 
 
+onerror:
+    # Snakemake removed the outputs of the jobs it reran, not the report built from them
+    import sys
+    from mmpipe.report.stale import mark_stale_report
+
+    for cohort in config["run_cohorts"]:
+        if "benchmark" in COHORTS[cohort]:
+            missing = mark_stale_report(layout(cohort).report(), training_outputs(cohort))
+            if missing:
+                print(
+                    f"{layout(cohort).report()} is marked stale (STALE.md): "
+                    f"{len(missing)} of the runs it was built from are not on disk",
+                    file=sys.stderr,
+                )
+
+
 rule all:
     default_target: True
     input:

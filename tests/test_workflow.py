@@ -83,6 +83,27 @@ def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path)
     assert len(outputs) == 2 and all("/runs/all/mmare/" in o for o in outputs), outputs
 
 
+def test_a_failed_rerun_marks_the_report_it_leaves_stale(demo_run, tmp_path):
+    """A training job whose rerun fails has lost its old output (Snakemake removes it),
+    so the report left from the run before no longer describes the runs on disk: the
+    failed run marks it, and the next good run rebuilds it without the marks."""
+    workdir = tmp_path / "stale"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    report = workdir / "results" / "demo" / "report"
+    assert not (report / "STALE.md").exists()
+    write_demo_config(workdir, mmare_overrides={"head": [-1]})  # MMARE cannot build it
+    run = snakemake_in(workdir)
+    assert run.returncode != 0
+    assert "is marked stale (STALE.md)" in run.stderr
+    assert "/runs/all/mmare/" in (report / "STALE.md").read_text()
+    assert (report / "results.md").read_text().startswith("**Stale report.**")
+    write_demo_config(workdir)
+    run = snakemake_in(workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert not (report / "STALE.md").exists()
+    assert (report / "results.md").read_text().startswith("# Results: demo")
+
+
 def _jobs_ran(run) -> set[tuple[str, str]]:
     """(rule, wildcards without the cohort) of every job a snakemake run ran."""
     ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",
