@@ -37,10 +37,11 @@ onerror:
 
     for cohort in config["run_cohorts"]:
         if "benchmark" in COHORTS[cohort]:
-            missing = mark_stale_report(layout(cohort).report(), training_outputs(cohort))
+            report = layout(cohort).report()
+            missing = mark_stale_report(report, training_outputs(cohort))
             if missing:
                 print(
-                    f"{layout(cohort).report()} is marked stale (STALE.md): "
+                    f"{report} is marked stale (STALE.md): "
                     f"{len(missing)} of the runs it was built from are not on disk",
                     file=sys.stderr,
                 )

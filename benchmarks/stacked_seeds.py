@@ -51,12 +51,19 @@ from machine import describe, elementwise_bandwidth, traffic_seconds
 from operator_floor import MATMUL_OPS
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
-from training_time import REPO, OperatorTimer, mmist_sized, mmist_splits, one_thread, run_configs
+from training_time import (
+    REPO,
+    OperatorTimer,
+    mmist_sized,
+    mmist_splits,
+    one_thread,
+    run_configs,
+    train_settings,
+)
 
 from mmpipe.bench.data import BenchData
 from mmpipe.bench.optim import adam, rmsprop
 from mmpipe.bench.run import build_method
-from mmpipe.bench.trainer import TRAIN_DEFAULTS
 from mmpipe.config import load_config
 from mmpipe.methods import method_class
 from mmpipe.methods.base import FusionMethod
@@ -142,11 +149,6 @@ class Seeds:
                     decoupled=self.optimizer_kind == "adamw")
 
 
-def _train_cfg(method: FusionMethod) -> dict:
-    # as the trainer reads a method's settings (training_time._fit)
-    return {**TRAIN_DEFAULTS, **{k: v for k, v in method.hparams.items() if k in TRAIN_DEFAULTS}}
-
-
 def _seeds(mcfg: dict, data: BenchData, train: BenchData, seeds: int) -> Seeds:
     x = {m: torch.as_tensor(train.x[m], dtype=torch.float32) for m in train.modalities}
     present = torch.as_tensor(train.present, dtype=torch.bool)
@@ -161,7 +163,7 @@ def _seeds(mcfg: dict, data: BenchData, train: BenchData, seeds: int) -> Seeds:
         method.prepare(x, present, y)
         method.train()
         models.append(method)
-    cfg = _train_cfg(models[0])
+    cfg = train_settings(models[0])
     phase = next(iter(models[0].phases(cfg)))
     moved = {id(p) for p in phase.parameters()}
     trained = {name for name, p in models[0].named_parameters() if id(p) in moved}

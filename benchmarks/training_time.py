@@ -188,13 +188,18 @@ def mmist_splits(data: BenchData):
     return tuple(norm.transform(d) for d in (train, val, test))
 
 
+def train_settings(method) -> dict:
+    """The trainer's settings for ``method``: its defaults, then the method's own."""
+    return {**TRAIN_DEFAULTS, **{k: v for k, v in getattr(method, "hparams", {}).items()
+                                 if k in TRAIN_DEFAULTS}}
+
+
 def _fit(mcfg: dict, data: BenchData, train: BenchData, val: BenchData,
          overrides: dict | None = None):
     torch.manual_seed(0)  # as run_seed: the initial weights too, so both runs are one run
     method = build_method(mcfg, data)
-    train_cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in getattr(method, "hparams", {}).items()
-                                      if k in TRAIN_DEFAULTS}, **(overrides or {})}
-    return method, fit(method, train, val, train_cfg, seed=0)
+    return method, fit(method, train, val, {**train_settings(method), **(overrides or {})},
+                       seed=0)
 
 
 def run_configs(methods: dict[str, dict]) -> dict[str, dict]:
