@@ -108,9 +108,9 @@ class OperatorTimer(TorchDispatchMode):
 
 
 def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
-                ) -> tuple[float, float, list[tuple[str, float]]]:
+                ) -> tuple[float, float, dict[str, float]]:
     """Shares of the time of the run's first epochs spent inside matmul operators and
-    inside every other ATen operator, with the two largest of those; the rest is Python
+    inside every other ATen operator, with each of those apart; the rest is Python
     (the methods', the trainer's, autograd's). The operators' seconds are from runs under
     :class:`OperatorTimer`, the whole from plain runs of the same epochs, the fastest of
     :data:`SPLIT_RUNS` each (one thread: its seconds are CPU-seconds)."""
@@ -128,8 +128,7 @@ def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
     matmul = sum(v for k, v in timed.items() if k in MATMUL_OPS) / plain
     others = {k.removeprefix("aten::"): v / plain for k, v in timed.items()
               if k not in MATMUL_OPS}
-    top = sorted(others.items(), key=lambda kv: -kv[1])[:2]
-    return matmul, sum(others.values()), top
+    return matmul, sum(others.values()), others
 
 
 @dataclass
@@ -144,7 +143,7 @@ class MethodFigures:
     floor_memory_seconds: float | None  # of which the operators that only move memory
     matmul_share: float | None  # of the split runs' time: matmul operators
     other_share: float | None   # every other ATen operator (the rest is Python)
-    top_others: list[tuple[str, float]]  # the two largest of those, with their shares
+    other_shares: dict[str, float]  # each of those apart, by operator
     model_bytes: int
     # the one-thread 1024x1024 matmul rate (GFLOP/s) this run is held against: measured
     # right after it (or given), so a host whose pace drifts during the benchmark moves
@@ -173,7 +172,8 @@ class MethodFigures:
         if frac >= 0.5:
             return ""
         python = max(0.0, 1 - self.matmul_share - self.other_share)
-        top = ", ".join(f"{name} {share:.0%}" for name, share in self.top_others)
+        top = ", ".join(f"{name} {share:.0%}" for name, share
+                        in sorted(self.other_shares.items(), key=lambda kv: -kv[1])[:2])
         return (f"CPU: matmul {self.matmul_share:.0%}, other operators "
                 f"{self.other_share:.0%} ({top}), Python {python:.0%}")
 
@@ -238,12 +238,12 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
             method, result = _fit(mcfg, data, train, val)
         except NotTrainable as err:
             rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, None, None,
-                                      [], 0, note=f"not trainable here: {err}"))
+                                      {}, 0, note=f"not trainable here: {err}"))
             print_method(rows[-1])
             continue
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         flops = floor = floor_memory = matmul = other = run_rate = None
-        top: list[tuple[str, float]] = []
+        others: dict[str, float] = {}
         if getattr(method, "kind", "torch") == "torch":
             run_rate = rate or matmul_gflops(1, seconds=RATE_SECONDS)
             counter = FlopCounterMode(display=False)
@@ -255,7 +255,7 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
                                    f"timed one {result.epochs}: training is not deterministic")
             flops = float(counter.get_total_flops())
             floor, floor_memory = floor_counter.seconds(flops), floor_counter.memory_seconds
-            matmul, other, top = _cpu_shares(mcfg, data, train, val)
+            matmul, other, others = _cpu_shares(mcfg, data, train, val)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             save_bundle(path, method=mcfg, state=method.state_dict(), modalities=data.modalities,
@@ -265,7 +265,7 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
             size = path.stat().st_size
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"
         rows.append(MethodFigures(name, int(method.trainable_parameters()), epochs, cpu, wall,
-                                  flops, floor, floor_memory, matmul, other, top, size,
+                                  flops, floor, floor_memory, matmul, other, others, size,
                                   run_rate))
         print_method(rows[-1])
     return rows
@@ -317,7 +317,8 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
     matmuls themselves run to the rate at these models' shapes; the other operators are
     the recipes' own work (dropout, noise, the optimiser, normalisation); the Python is
     the most that a scheme keeping each method's arithmetic (stacked seeds included)
-    could remove."""
+    could remove; the largest of the other operators over the grid, split the same way,
+    say whether any one of them is worth a change of its own."""
     from mmpipe.config import benchmark_runs, benchmark_settings
 
     settings = benchmark_settings(cfg, cohort)
@@ -325,6 +326,7 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
     by_name = {r.name: r for r in rows}
     cpu = bound = floor = floor_memory = other_cpu = 0.0
     split = {"matmul": 0.0, "other operators": 0.0, "Python": 0.0}
+    by_operator: dict[str, float] = {}
     missing = set()
     for run in benchmark_runs(cfg, cohort):
         name = "single_wsi" if run["config"]["type"] == "single" else run["method"]
@@ -346,6 +348,9 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
             split["matmul"] += fits * row.cpu_seconds * matmul
             split["other operators"] += fits * row.cpu_seconds * other
             split["Python"] += fits * row.cpu_seconds * max(0.0, 1 - matmul - other)
+            scale = other / row.other_share if row.other_share else 0.0  # as renormalised
+            for op, share in row.other_shares.items():
+                by_operator[op] = by_operator.get(op, 0.0) + fits * row.cpu_seconds * share * scale
     rates = [r.rate_gflops for r in rows if r.rate_gflops]
     rate_range = (f"{min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates and max(rates) > min(rates)
                   else f"{rates[0]:.0f} GFLOP/s" if rates else "no rate")
@@ -365,6 +370,9 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
                       + (f", {v / max(against[k][1], 1e-9):.2f}x {against[k][0]}"
                          if k in against else "") + ")"
                       for k, v in split.items()))
+    largest = sorted(by_operator.items(), key=lambda kv: -kv[1])[:6]
+    print("  the largest other operators over the grid: "
+          + ", ".join(f"{op} {v:.0f} ({v / max(cpu, 1e-9):.1%})" for op, v in largest))
 
 
 def main() -> None:
