@@ -298,12 +298,12 @@ def _check_table_settings(cfg: dict) -> list[str]:
 
 def _check_methods(cfg: dict) -> list[str]:
     """Every method instance's keys are its type's hyper-parameters, trainer settings or
-    ``normalize``: a typo is found here, not in the training job after its old results
-    were deleted."""
+    ``normalize``, and their values of the kind each takes: a typo or a width of -1 is
+    found here, not in the training job after its old results were deleted."""
     import jsonschema
 
     from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
-    from mmpipe.methods.hparams import hyperparameter_names
+    from mmpipe.methods.hparams import hyperparameter_names, hyperparameter_schemas
 
     # a method's trainer settings and normalisation take the values the cohort-level ones
     # take ("10" for max_epochs failed inside the training job, after its old results
@@ -319,6 +319,10 @@ def _check_methods(cfg: dict) -> list[str]:
             problems.append(f"config.methods.{name}: unknown hyper-parameter(s) {unknown} of "
                             f"method type {mcfg['type']!r} (it takes "
                             f"{sorted(known - set(CONFIG_KEYS))})")
+        for key, schema in hyperparameter_schemas(mcfg["type"]).items():
+            if key in mcfg and not jsonschema.Draft202012Validator(schema).is_valid(mcfg[key]):
+                problems.append(f"config.methods.{name}.{key}: {mcfg[key]!r} is not "
+                                f"{schema['description']}")
         for err in jsonschema.Draft202012Validator(checked).iter_errors(mcfg):
             key = ".".join(str(k) for k in err.absolute_path)
             problems.append(f"config.methods.{name}.{key}: {err.message}")

@@ -91,7 +91,8 @@ def test_a_failed_rerun_marks_the_report_it_leaves_stale(demo_run, tmp_path):
     shutil.copytree(demo_run, workdir, symlinks=True)
     report = workdir / "results" / "demo" / "report"
     assert not (report / "STALE.md").exists()
-    write_demo_config(workdir, mmare_overrides={"head": [-1]})  # MMARE cannot build it
+    # a valid width no machine holds (2 PB of weights): the job fails when it builds MMARE
+    write_demo_config(workdir, mmare_overrides={"head": [2 ** 40]})
     run = snakemake_in(workdir)
     assert run.returncode != 0
     assert "is marked stale (STALE.md)" in run.stderr

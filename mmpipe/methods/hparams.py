@@ -1,10 +1,19 @@
-"""A method type's hyper-parameter names and kind, read from its source without importing it.
+"""A method type's hyper-parameters (names, the values they take) and kind, read from its
+source without importing it.
 
 The Snakefile checks every method's settings while it builds the DAG, where importing
 the method modules (torch, torch-geometric: about 4 s) for each run of snakemake would
 cost more than the check. The names come from each class's ``defaults`` literal,
 followed through ``**NAME`` / ``**Class.defaults`` splats and base classes; a test
 checks that they equal the imported classes' ``defaults`` for every registered type.
+
+The values a hyper-parameter takes are checked there too (:func:`hyperparameter_schema`):
+a width of -1 or a dropout of 1.5 otherwise passed the DAG and failed in the training
+job, after Snakemake had removed that job's old results. One name is one concept across
+methods (``dropout`` is a probability wherever it appears), so :data:`VALUES` holds a
+JSON schema per name, and the default's own type narrows it per method (``hidden`` is a
+width in one method and a list of widths in another). Which of several words a string
+setting takes is checked by the method when it is built.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from functools import cache
 
 from mmpipe.codehash import module_tree
 from mmpipe.errors import ConfigError
-from mmpipe.methods import METHODS
+from mmpipe.methods import METHODS, TRAINER_KEYS
 
 
 def _resolve(module: str, name: str):
@@ -36,27 +45,28 @@ def _resolve(module: str, name: str):
     raise LookupError(f"{name!r} is not defined at module level of {module}")
 
 
-def _dict_keys(module: str, node) -> set[str]:
+def _dict_items(module: str, node) -> dict[str, ast.expr]:
+    """The keys of a dict literal (splats followed) with their value expressions."""
     if isinstance(node, ast.Name):
-        return _dict_keys(*_resolve(module, node.id))
+        return _dict_items(*_resolve(module, node.id))
     if (isinstance(node, ast.Attribute) and node.attr == "defaults"
             and isinstance(node.value, ast.Name)):
         return _class_defaults(*_resolve(module, node.value.id))
     if isinstance(node, ast.Dict):
-        keys: set[str] = set()
+        items: dict[str, ast.expr] = {}
         for k, v in zip(node.keys, node.values, strict=True):
-            keys |= _dict_keys(module, v) if k is None else {k.value}
-        return keys
+            items.update(_dict_items(module, v) if k is None else {k.value: v})
+        return items
     raise LookupError(f"{module}: cannot read dict keys from {ast.dump(node)[:80]}")
 
 
-def _class_defaults(module: str, cls) -> set[str]:
+def _class_defaults(module: str, cls) -> dict[str, ast.expr]:
     for node in cls.body:
         target = (node.target if isinstance(node, ast.AnnAssign)
                   else node.targets[0] if isinstance(node, ast.Assign) else None)
         if isinstance(target, ast.Name) and target.id == "defaults" and node.value is not None:
-            return _dict_keys(module, node.value)
-    keys: set[str] = set()
+            return _dict_items(module, node.value)
+    keys: dict[str, ast.expr] = {}
     for base in cls.bases:  # inherited defaults: the first base that has them (MRO order)
         if isinstance(base, ast.Name):
             try:
@@ -71,12 +81,124 @@ def _class_defaults(module: str, cls) -> set[str]:
 
 
 @cache
-def hyperparameter_names(type_name: str) -> frozenset[str]:
-    """The names a method of ``type_name`` accepts as its own hyper-parameters."""
+def _defaults(type_name: str) -> dict[str, ast.expr]:
     if type_name not in METHODS:
         raise ConfigError(f"unknown method type {type_name!r} (known: {sorted(METHODS)})")
     module, cls = METHODS[type_name].split(":")
-    return frozenset(_class_defaults(*_resolve(module, cls)))
+    return _class_defaults(*_resolve(module, cls))
+
+
+def hyperparameter_names(type_name: str) -> frozenset[str]:
+    """The names a method of ``type_name`` accepts as its own hyper-parameters."""
+    return frozenset(_defaults(type_name))
+
+
+def _kind(description: str, **schema) -> dict:
+    return {**schema, "description": description}
+
+
+_POSITIVE_INT = _kind("a positive integer", type="integer", minimum=1)
+_COUNT = _kind("an integer >= 0", type="integer", minimum=0)
+_WIDTHS = _kind("a list of positive integers", type="array", items=_POSITIVE_INT)
+_PROBABILITY = _kind("a number in [0, 1]", type="number", minimum=0, maximum=1)
+_POSITIVE = _kind("a positive number", type="number", exclusiveMinimum=0)
+_NON_NEGATIVE = _kind("a number >= 0", type="number", minimum=0)
+_BOOLEAN = _kind("a boolean (true or false)", type="boolean")
+_WORD = _kind("a string", type="string")  # which words: the method's own check when built
+_NULL = _kind("null", type="null")
+_AUTO = _kind("'auto'", const="auto")
+
+
+def _or(*schemas: dict) -> dict:
+    return _kind(" or ".join(s["description"] for s in schemas), anyOf=list(schemas))
+
+
+def _each(schema: dict, *names: str) -> dict[str, dict]:
+    return dict.fromkeys(names, schema)
+
+
+VALUES: dict[str, dict] = {
+    # layer widths and sizes, and counts of things that must exist (a layer of no unit)
+    **_each(_POSITIVE_INT, "cls_hidden", "depth", "dim", "dim_head", "disc_hidden", "emb_dim",
+            "encoder_hidden", "feat_dim", "gnn_layers", "heads", "k", "max_iter", "mlp_dim",
+            "n_it", "n_iter_no_change", "phi_max_epochs", "prompt_dim", "prompt_hidden",
+            "rho_hidden", "width"),
+    # which counts a method takes past these (MUSE's two layers or more): its own check
+    **_each(_COUNT, "ffn_layers", "n_layers", "rho_layers"),
+    **_each(_WIDTHS, "ae_hidden", "classifier_hidden", "task_hidden"),
+    # a width in some methods, a list of widths in others: the default says which
+    **_each(_or(_POSITIVE_INT, _WIDTHS), "head", "hidden", "hyper_hidden"),
+    **_each(_PROBABILITY, "dropout", "edge_drop_p", "modality_dropout", "p_drop"),
+    **_each(_POSITIVE, "disc_lr", "learning_rate", "mlp_ratio", "tau", "temperature"),
+    **_each(_NON_NEGATIVE, "cond_scale", "disc_weight_decay", "focal_gamma",
+            "l2_regularization", "lambda_domain", "lambda_full", "lambda_m", "lambda_rec",
+            "lambda_s", "lambda_shared", "shared_weight", "sup_weight", "tol", "unique_weight",
+            "unsup_weight"),
+    **_each(_BOOLEAN, "bias", "conditioning", "early_stopping", "gnn_normalize", "indicators",
+            "mu_sampling", "pretrain_multi", "shuffle_order", "standardize"),
+    **_each(_WORD, "ae_training", "aggregation", "dropout_scope", "eval_graph", "fill",
+            "fusion", "gate_features", "hyper_init", "kd_form", "missing_fill", "mix",
+            "phi_monitor", "pool", "quiet_softmax", "shared_pairs", "stem", "task_loss",
+            "train_dropout", "train_subjects"),
+    # which modality: config._MODALITY_SETTINGS checks it against the feature sets
+    **_each(_or(_NULL, _WORD), "class_weight", "missing_modality", "modality"),
+    **_each(_or(_NULL, _POSITIVE_INT), "adapter_dim", "max_combination_size", "max_depth",
+            "phi_dim", "phi_patience", "rank"),
+    "phi_lr": _or(_NULL, _POSITIVE),
+    # scikit-learn's own ranges (HistGradientBoostingClassifier, LogisticRegression)
+    "C": _or(_AUTO, _POSITIVE),
+    "min_samples_leaf": _or(_AUTO, _POSITIVE_INT),
+    "max_bins": _kind("an integer in [2, 255]", type="integer", minimum=2, maximum=255),
+    "max_features": _kind("a number in (0, 1]", type="number", exclusiveMinimum=0, maximum=1),
+    "max_leaf_nodes": _or(_NULL, _kind("an integer >= 2", type="integer", minimum=2)),
+    "validation_fraction": _or(_NULL, _kind("a number in (0, 1)", type="number",
+                                            exclusiveMinimum=0, exclusiveMaximum=1),
+                               _POSITIVE_INT),
+}
+
+# a default of this Python type narrows the name's values to this JSON type (a string
+# default does not: "auto" stands beside numbers; None stands for "not set")
+_TYPE_OF_DEFAULT = {bool: "boolean", int: "integer", float: "number", list: "array"}
+
+
+def _narrow(schema: dict, json_type: str) -> dict | None:
+    """``schema`` for values of ``json_type`` only (null kept where it is allowed: it
+    means "not set"); None when it allows none of them."""
+    if "anyOf" in schema:
+        kept = [n for b in schema["anyOf"] if (n := _narrow(b, json_type)) is not None]
+        return None if not kept else kept[0] if len(kept) == 1 else _or(*kept)
+    own = schema.get("type")
+    if own == "null" or own == json_type or (own, json_type) == ("integer", "number"):
+        return schema
+    if (own, json_type) == ("number", "integer"):  # an integer default: 2.5 would be cut to 2
+        return {**schema, "type": "integer",
+                "description": schema["description"].replace("number", "integer")
+                                                    .replace("a integer", "an integer")}
+    return None
+
+
+@cache
+def hyperparameter_schemas(type_name: str) -> dict[str, dict]:
+    """The JSON schema of the values of each of ``type_name``'s own hyper-parameters
+    (its ``description`` says them in words): the name's :data:`VALUES`, narrowed to its
+    default's type. A name without an entry, or whose default its entry refuses, is a
+    :class:`LookupError` (a test checks every registered type)."""
+    schemas = {}
+    for name, node in _defaults(type_name).items():
+        if name in TRAINER_KEYS:  # the trainer's settings: config's schema checks them
+            continue
+        if name not in VALUES:
+            raise LookupError(f"{type_name}: hyper-parameter {name!r} has no entry in VALUES")
+        try:
+            default = ast.literal_eval(node)
+        except ValueError:  # not a literal: the name's values alone
+            default = None
+        json_type = _TYPE_OF_DEFAULT.get(type(default))
+        schemas[name] = _narrow(VALUES[name], json_type) if json_type else VALUES[name]
+        if schemas[name] is None:
+            raise LookupError(f"{type_name}: the default of {name!r}, {default!r}, is none of "
+                              f"{VALUES[name]['description']}")
+    return schemas
 
 
 def _class_kind(module: str, cls) -> str | None:

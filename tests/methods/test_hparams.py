@@ -1,0 +1,74 @@
+"""The values a method's hyper-parameters take, checked while the DAG is built: a bad one
+is refused there, naming the method, the setting and what it takes, instead of failing
+the training job after Snakemake removed that job's old results."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonschema
+import pytest
+import yaml
+
+from mmpipe.config import validate_config
+from mmpipe.errors import ConfigError
+from mmpipe.methods import METHODS, TRAINER_KEYS, method_class
+from mmpipe.methods.hparams import VALUES, hyperparameter_schemas
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def raw_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("type_name", sorted(METHODS))
+def test_every_hyper_parameter_has_values_its_default_is_among(type_name):
+    """A method's new hyper-parameter needs its entry in VALUES (one name, one kind of
+    value across methods), and the imported class's defaults pass their own check."""
+    schemas = hyperparameter_schemas(type_name)
+    own = set(method_class(type_name).defaults) - set(TRAINER_KEYS)
+    assert set(schemas) == own
+    for name, value in method_class(type_name).defaults.items():
+        if name in schemas:
+            assert jsonschema.Draft202012Validator(schemas[name]).is_valid(value), (name, value)
+
+
+def test_no_entry_is_left_over():
+    used = set().union(*(hyperparameter_schemas(t) for t in METHODS))
+    assert set(VALUES) == used
+
+
+@pytest.mark.parametrize("method, setting, value, says", [
+    ("mmare", "head", [-1], "a list of positive integers"),  # built, then the job failed
+    ("mmare", "head", 128, "a list of positive integers"),   # a width where widths go
+    ("mmare", "dim", 0, "a positive integer"),
+    ("mmare", "dropout", 1.5, "a number in [0, 1]"),
+    ("mmare", "conditioning", "no", "a boolean"),
+    ("unilmmv", "mlp_ratio", 2.5, "a positive integer"),    # the model cut it to 2
+    ("drim", "depth", 0, "a positive integer"),
+    ("muse", "edge_drop_p", -0.1, "a number in [0, 1]"),
+    ("logreg", "C", -1, "'auto' or a positive number"),
+    ("hgb", "max_bins", 300, "an integer in [2, 255]"),
+    ("hgb", "validation_fraction", 0, "null or a number in (0, 1) or a positive integer"),
+    ("hgb", "max_depth", 0, "null or a positive integer"),
+])
+def test_a_bad_value_is_refused_naming_what_it_takes(raw_config, method, setting, value, says):
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"][method][setting] = value
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert f"config.methods.{method}.{setting}: {value!r} is not {says}" in str(err.value)
+
+
+@pytest.mark.parametrize("method, setting, value", [
+    ("hgb", "max_depth", None),            # null: not set, where the setting allows it
+    ("hgb", "validation_fraction", 20),    # scikit-learn's absolute count
+    ("hgb", "max_features", 1),            # an integer where a number goes
+    ("logreg", "C", 0.5),
+    ("mmare", "head", []),                 # no hidden layer
+])
+def test_a_good_value_passes(raw_config, method, setting, value):
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"][method][setting] = value
+    validate_config(cfg)
