@@ -43,6 +43,7 @@ from mmpipe.bench.splits import stratified_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, NotTrainable, fit
 from mmpipe.config import load_config
 from mmpipe.layout import CohortLayout
+from mmpipe.methods import method_class
 
 REPO = Path(__file__).resolve().parents[1]
 MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (28, 1.0)}
@@ -227,12 +228,16 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
 
     seconds_of = traffic_seconds(bandwidth)
     train, val, _ = mmist_splits(data)
-    # the first optimiser of a process imports torch._dynamo: a job's start-up (timed in
-    # the start-up table), not any method's training
+    # the first optimiser of a process imports torch._dynamo, and a method's module its
+    # libraries (scikit-learn: about 1.2 s, which the grid multiplied by every fit): a
+    # job's start-up (timed in the start-up table), not any method's training
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    configs = run_configs(methods)
+    for mcfg in configs.values():
+        method_class(mcfg["type"])
     print(METHOD_HEADER, flush=True)
     rows = []
-    for name, mcfg in run_configs(methods).items():
+    for name, mcfg in configs.items():
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             method, result = _fit(mcfg, data, train, val)
