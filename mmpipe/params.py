@@ -33,7 +33,7 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     """What the manifest depends on: the adapter, its options, its code and the modality
     layout, not the encoders (but the fields a tabular encoder reads as categories, which
     are never read as numbers)."""
-    from mmpipe.cohorts import ADAPTERS, adapter_config
+    from mmpipe.cohorts import ADAPTERS, adapter_config, download_listing
 
     c = adapter_config(cfg, cohort_name)
     mods = {m: {k: v for k, v in spec.items()
@@ -43,7 +43,12 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     # stale when it changes: what is not read is named, the rest is kept
     keep = {k: v for k, v in c.items() if k not in NOT_READ_BY_THE_MANIFEST}
     adapter = ADAPTERS[c["adapter"]].__module__
+    # a dataset's image folders: what a download adds rebuilds the manifest (only where
+    # there is one to walk, so that the demo's and a CSV cohort's parameters stay as
+    # they were)
+    download = download_listing(c, skip=[cfg["results"]])
     return canonical({**keep, "modalities": mods,
+                      **({"download": download} if download is not None else {}),
                       "code": code_key("cohorts/manifest", adapter, "cohorts:build_manifest")})
 
 

@@ -10,8 +10,10 @@ returning an :class:`~mmpipe.cohorts.manifest.AdapterOutput`, registered in
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -72,17 +74,18 @@ SOURCE_TABLES: dict[str, tuple[str, ...]] = {
 # options naming a table outside ``root`` (``adni.table``, ``brats.survival_csv``)
 _TABLE_OPTIONS = ("table", "survival_csv")
 
-__all__ = ["ADAPTERS", "adapter_config", "build_manifest", "modality_presence", "read_manifest",
-           "read_qc", "source_tables"]
+__all__ = ["ADAPTERS", "adapter_config", "build_manifest", "download_listing",
+           "modality_presence", "read_manifest", "read_qc", "source_tables"]
 
 
 def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
     """The tables of a dataset adapter's download that exist now: the ``manifest`` job's
     inputs, so that a table edited (a label fixed, a row added) rebuilds the manifest and,
     through its digests, what reads the part that changed. A missing table is left to the
-    adapter, whose error says what the layout needs. Image folders are not listed: a
-    download added under ``root`` needs ``--forcerun manifest``. The ``csv`` and ``demo``
-    adapters' inputs are declared by the workflow itself."""
+    adapter, whose error says what the layout needs. Image folders are not inputs (a
+    slide or a DICOM series is no table to compare): :func:`download_listing` sees what
+    is added to them. The ``csv`` and ``demo`` adapters' inputs are declared by the
+    workflow itself."""
     name = cohort_cfg["adapter"]
     if name not in SOURCE_TABLES or "root" not in cohort_cfg:
         return []
@@ -92,6 +95,46 @@ def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
     paths = [root / table for table in SOURCE_TABLES[name]]
     paths += [config_path(options[key], base_dir) for key in _TABLE_OPTIONS if options.get(key)]
     return [path for path in paths if path.is_file()]
+
+
+def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
+                     skip: Iterable[str | Path] = ()) -> str | None:
+    """SHA-256 of the names of every file and folder under a dataset adapter's ``root``
+    (None for the ``csv`` and ``demo`` adapters, whose inputs say it all): a parameter of
+    the ``manifest`` job, so that a download added (new subjects, a modality fetched
+    later, BreakHis's folders that hold its labels) rebuilds the manifest, and the jobs
+    after it rerun by the digests of what changed for them. Names only, not times: a
+    download copied to another disk rebuilds nothing here (a file replaced under its name
+    reruns the jobs that read it by its own stamp). Hidden entries (``.DS_Store``, a
+    ``.snakemake`` folder) and the folders in ``skip`` (the workflow's results, when they
+    lie under ``root``) are left out; symlinked folders are followed once each. One walk
+    of the download each time Snakemake plans, as the stage-1 jobs' file stamps walk
+    every DICOM folder of the manifest."""
+    name = cohort_cfg["adapter"]
+    if name not in SOURCE_TABLES or "root" not in cohort_cfg:
+        return None
+    base_dir = Path.cwd() if base_dir is None else Path(base_dir)
+    root = config_path(cohort_cfg["root"], base_dir)
+    if not root.is_dir():
+        return "missing"  # the adapter's error says what the layout needs
+    left_out = {os.path.realpath(config_path(str(p), base_dir)) for p in skip}
+    seen = {os.path.realpath(root)}
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        listed, descend = [], []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if d.startswith(".") or real in left_out:
+                continue
+            listed.append(f"{d}/")
+            if real not in seen:
+                seen.add(real)
+                descend.append(d)
+        dirs[:] = descend  # os.walk goes into these only, in this order
+        rel = Path(folder).relative_to(root).as_posix()
+        for entry in (*listed, *sorted(f for f in files if not f.startswith("."))):
+            digest.update(f"{rel}/{entry}\0".encode())
+    return digest.hexdigest()
 
 
 def adapter_config(cfg: dict, cohort: str) -> dict:

@@ -27,3 +27,84 @@ def test_the_tables_that_exist_under_root_and_the_ones_options_name(tmp_path):
     assert source_tables({"adapter": "bcnb", "root": str(tmp_path / "BCNB")}) == [
         tmp_path / "BCNB" / "dataset-splitting" / "test_id.txt"]
     assert source_tables({"adapter": "csv", "csv": "x.csv"}, tmp_path) == []
+
+
+def test_a_download_added_under_root_changes_its_listing(tmp_path):
+    """BreakHis takes its labels from its folders, and every dataset adapter its images:
+    new subjects or a modality fetched later under ``root`` left the manifest, and all
+    after it, as they were until ``--forcerun manifest``."""
+    from mmpipe.cohorts import download_listing
+
+    root = tmp_path / "IXI"
+    (root / "IXI-T1").mkdir(parents=True)
+    (root / "IXI-T1" / "IXI002-Guys-0828-T1.nii.gz").write_bytes(b"t1")
+    cohort = {"adapter": "ixi", "root": "IXI"}
+    first = download_listing(cohort, tmp_path)
+    assert first == download_listing(cohort, tmp_path)
+    (root / "IXI-T2").mkdir()  # a modality fetched later: its folder, then its files
+    assert download_listing(cohort, tmp_path) != first
+    (root / "IXI-T2" / "IXI002-Guys-0828-T2.nii.gz").write_bytes(b"t2")
+    second = download_listing(cohort, tmp_path)
+    assert second != first
+    (root / "IXI-T2" / "IXI002-Guys-0828-T2.nii.gz").rename(root / "IXI-T2" / "renamed.nii.gz")
+    assert download_listing(cohort, tmp_path) != second
+    (root / "IXI-T2" / "renamed.nii.gz").rename(root / "IXI-T2" / "IXI002-Guys-0828-T2.nii.gz")
+    assert download_listing(cohort, tmp_path) == second
+
+
+def test_what_is_no_download_leaves_the_listing(tmp_path):
+    """Times (a copy to another disk), hidden entries (``.DS_Store``, ``.snakemake``), the
+    workflow's own results under ``root`` (each job would rebuild the manifest) and a
+    symlink back into the tree (walked once) change nothing."""
+    import os
+
+    from mmpipe.cohorts import download_listing
+
+    root = tmp_path / "BreaKHis_v1" / "histology_slides"
+    (root / "benign").mkdir(parents=True)
+    (root / "benign" / "SOB_B_A-14-22549AB-40-001.png").write_bytes(b"png")
+    cohort = {"adapter": "breakhis", "root": str(tmp_path / "BreaKHis_v1")}
+    first = download_listing(cohort, tmp_path, skip=[tmp_path / "BreaKHis_v1" / "results"])
+    os.utime(root / "benign" / "SOB_B_A-14-22549AB-40-001.png", (0, 0))
+    (root / ".DS_Store").write_bytes(b"finder")
+    (tmp_path / "BreaKHis_v1" / ".snakemake" / "metadata").mkdir(parents=True)
+    (tmp_path / "BreaKHis_v1" / ".snakemake" / "metadata" / "x").write_text("{}")
+    (tmp_path / "BreaKHis_v1" / "results" / "breakhis").mkdir(parents=True)
+    (tmp_path / "BreaKHis_v1" / "results" / "breakhis" / "manifest.parquet").write_bytes(b"")
+    assert download_listing(cohort, tmp_path,
+                            skip=[tmp_path / "BreaKHis_v1" / "results"]) == first
+    (root / "benign" / "back").symlink_to(root)
+    looped = download_listing(cohort, tmp_path, skip=[tmp_path / "BreaKHis_v1" / "results"])
+    assert looped != first  # a new entry, walked no further than the tree itself
+
+
+def test_only_a_dataset_download_is_listed(tmp_path):
+    from mmpipe.cohorts import download_listing
+
+    assert download_listing({"adapter": "csv", "csv": "x.csv"}, tmp_path) is None
+    assert download_listing({"adapter": "demo"}, tmp_path) is None
+    assert download_listing({"adapter": "ixi", "root": "nowhere"}, tmp_path) == "missing"
+
+
+def test_the_manifest_job_reruns_for_a_download_added(tmp_path, monkeypatch):
+    """Its parameters carry the listing (Snakemake's params trigger reruns it); the demo's
+    and a CSV cohort's parameters are as they were."""
+    import copy
+
+    import yaml
+
+    from mmpipe.config import validate_config
+    from mmpipe.params import manifest_params
+    from tests.conftest import REPO
+
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["cohorts"]["brains"] = {"adapter": "ixi", "root": "data/IXI", "labels": ["sex"],
+                                "modalities": {"t1": {"kind": "volume",
+                                                      "encoders": ["med3d_demo"]}}}
+    cfg = validate_config(copy.deepcopy(raw))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "IXI" / "IXI-T1").mkdir(parents=True)
+    before = manifest_params(cfg, "brains")
+    (tmp_path / "data" / "IXI" / "IXI-T1" / "IXI012-HH-1211-T1.nii.gz").write_bytes(b"t1")
+    assert manifest_params(cfg, "brains") != before
+    assert "download" not in manifest_params(cfg, "demo")
