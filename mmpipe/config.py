@@ -94,7 +94,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     _registry_defaults(cfg)
     errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    problems = [f"{_where(e)}: {e.message}" for e in errors]
+    problems = [f"{_where(e)}: {e.message}{_yaml_number_hint(e.instance)}" for e in errors]
     if not problems:
         problems = _cross_check(cfg)
     if problems:
@@ -303,14 +303,16 @@ def _check_methods(cfg: dict) -> list[str]:
     import jsonschema
 
     from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
-    from mmpipe.methods.hparams import hyperparameter_names, hyperparameter_schemas
+    from mmpipe.methods.hparams import hyperparameter_names, hyperparameter_schemas, is_valid
 
     # a method's trainer settings and normalisation take the values the cohort-level ones
     # take ("10" for max_epochs failed inside the training job, after its old results
-    # were deleted)
-    defs = _schema()["$defs"]["cohort_benchmark"]["properties"]
-    checked = {"type": "object", "properties": {**defs["trainer"]["properties"],
-                                                "normalize": defs["normalize"]}}
+    # were deleted), and those a method alone sets theirs
+    defs = _schema()["$defs"]
+    bench = defs["cohort_benchmark"]["properties"]
+    checked = {"type": "object", "properties": {**bench["trainer"]["properties"],
+                                                **defs["method_trainer"]["properties"],
+                                                "normalize": bench["normalize"]}}
     problems = []
     for name, mcfg in cfg.get("methods", {}).items():
         known = hyperparameter_names(mcfg["type"]) | set(TRAINER_KEYS) | set(CONFIG_KEYS)
@@ -320,13 +322,27 @@ def _check_methods(cfg: dict) -> list[str]:
                             f"method type {mcfg['type']!r} (it takes "
                             f"{sorted(known - set(CONFIG_KEYS))})")
         for key, schema in hyperparameter_schemas(mcfg["type"]).items():
-            if key in mcfg and not jsonschema.Draft202012Validator(schema).is_valid(mcfg[key]):
+            if key in mcfg and not is_valid(schema, mcfg[key]):
                 problems.append(f"config.methods.{name}.{key}: {mcfg[key]!r} is not "
-                                f"{schema['description']}")
+                                f"{schema['description']}{_yaml_number_hint(mcfg[key])}")
         for err in jsonschema.Draft202012Validator(checked).iter_errors(mcfg):
             key = ".".join(str(k) for k in err.absolute_path)
-            problems.append(f"config.methods.{name}.{key}: {err.message}")
+            problems.append(f"config.methods.{name}.{key}: {err.message}"
+                            f"{_yaml_number_hint(err.instance)}")
     return problems
+
+
+def _yaml_number_hint(value: Any) -> str:
+    """PyYAML (YAML 1.1) reads ``1e-3``, without a dot, as a string: said where a value
+    refused is such a string (a number was meant)."""
+    if not isinstance(value, str) or "e" not in value.lower() or "." in value:
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    mantissa, exponent = value.lower().split("e", 1)
+    return f" (YAML reads {value} as a string: write {mantissa}.0e{exponent})"
 
 
 # method settings that name a modality of the feature sets the method runs on

@@ -663,3 +663,54 @@ def test_a_name_that_cannot_be_a_folder_and_wildcard_fails_in_the_config(raw_con
     from tests.conftest import REPO
 
     assert "modality=NAME_PATTERN" in (REPO / "workflow/rules/common.smk").read_text()
+
+
+@pytest.mark.parametrize("setting, good, bad", [
+    ("optimizer", ["adam", "adamw", "rmsprop", "sgd", "Adam"], ["adm", "lbfgs"]),
+    ("schedule", ["cosine", None], ["cos", "step"]),
+    ("sampler", ["weighted", "oversample", "none"], ["weightd", None]),
+])
+def test_a_methods_trainer_words_are_the_trainers(raw_config, setting, good, bad):
+    """The schema's ``method_trainer`` words and the trainer's: each word the config takes
+    builds (an optimiser, a schedule, an epoch's order), each it refuses the trainer
+    refuses too, so the check cannot drift from what runs."""
+    import numpy as np
+    import torch
+
+    from mmpipe.bench import trainer
+    from mmpipe.methods.base import Phase
+
+    def runs(word) -> bool:
+        phase = Phase("p", lambda: [], **{setting: word}) if setting != "sampler" else None
+        try:
+            if setting == "optimizer":
+                trainer._optimizer(phase, [torch.nn.Parameter(torch.zeros(2))])
+            elif setting == "schedule":
+                opt = trainer._optimizer(Phase("p", lambda: []),
+                                         [torch.nn.Parameter(torch.zeros(2))])
+                trainer._scheduler(Phase("p", lambda: [], schedule=word), opt)
+            else:
+                trainer._epoch_order(np.array([0, 1, 1]), word, torch.Generator())
+        except (ValueError, AttributeError):
+            return False
+        return True
+
+    for word in good + bad:
+        cfg = copy.deepcopy(raw_config)
+        cfg["methods"]["mmare"][setting] = word
+        try:
+            validate_config(cfg)
+            accepted = True
+        except ConfigError as err:
+            assert f"config.methods.mmare.{setting}" in str(err)
+            accepted = False
+        assert accepted == (word in good) == runs(word), word
+
+
+@pytest.mark.parametrize("setting, value", [("noise_p", 1.5), ("noise_std", -0.1),
+                                            ("class_weights", "yes")])
+def test_a_methods_trainer_numbers_are_checked(raw_config, setting, value):
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"]["mmare"][setting] = value
+    with pytest.raises(ConfigError, match=f"config.methods.mmare.{setting}"):
+        validate_config(cfg)

@@ -7,19 +7,23 @@ cost more than the check. The names come from each class's ``defaults`` literal,
 followed through ``**NAME`` / ``**Class.defaults`` splats and base classes; a test
 checks that they equal the imported classes' ``defaults`` for every registered type.
 
-The values a hyper-parameter takes are checked there too (:func:`hyperparameter_schema`):
+The values a hyper-parameter takes are checked there too (:func:`hyperparameter_schemas`,
+:func:`is_valid`):
 a width of -1 or a dropout of 1.5 otherwise passed the DAG and failed in the training
 job, after Snakemake had removed that job's old results. One name is one concept across
 methods (``dropout`` is a probability wherever it appears), so :data:`VALUES` holds a
 JSON schema per name, and the default's own type narrows it per method (``hidden`` is a
 width in one method and a list of widths in another). Which of several words a string
-setting takes is checked by the method when it is built.
+setting takes is checked by the method when it is built, and a bound that one method
+alone sets (MUSE's two layers or more) too.
 """
 
 from __future__ import annotations
 
 import ast
 from functools import cache
+
+import jsonschema
 
 from mmpipe.codehash import module_tree
 from mmpipe.errors import ConfigError
@@ -66,7 +70,7 @@ def _class_defaults(module: str, cls) -> dict[str, ast.expr]:
                   else node.targets[0] if isinstance(node, ast.Assign) else None)
         if isinstance(target, ast.Name) and target.id == "defaults" and node.value is not None:
             return _dict_items(module, node.value)
-    keys: dict[str, ast.expr] = {}
+    items: dict[str, ast.expr] = {}
     for base in cls.bases:  # inherited defaults: the first base that has them (MRO order)
         if isinstance(base, ast.Name):
             try:
@@ -74,10 +78,10 @@ def _class_defaults(module: str, cls) -> dict[str, ast.expr]:
             except LookupError:  # nn.Module & co: outside mmpipe, no defaults
                 continue
             if isinstance(found, ast.ClassDef):
-                keys = _class_defaults(found_module, found)
-                if keys:
-                    return keys
-    return keys
+                items = _class_defaults(found_module, found)
+                if items:
+                    return items
+    return items
 
 
 @cache
@@ -98,9 +102,10 @@ def _kind(description: str, **schema) -> dict:
 
 
 _POSITIVE_INT = _kind("a positive integer", type="integer", minimum=1)
-_COUNT = _kind("an integer >= 0", type="integer", minimum=0)
 _WIDTHS = _kind("a list of positive integers", type="array", items=_POSITIVE_INT)
 _PROBABILITY = _kind("a number in [0, 1]", type="number", minimum=0, maximum=1)
+# a share of the subjects' modalities dropped: all of them would leave nothing to learn
+_DROP_SHARE = _kind("a number in [0, 1)", type="number", minimum=0, exclusiveMaximum=1)
 _POSITIVE = _kind("a positive number", type="number", exclusiveMinimum=0)
 _NON_NEGATIVE = _kind("a number >= 0", type="number", minimum=0)
 _BOOLEAN = _kind("a boolean (true or false)", type="boolean")
@@ -118,18 +123,19 @@ def _each(schema: dict, *names: str) -> dict[str, dict]:
 
 
 VALUES: dict[str, dict] = {
-    # layer widths and sizes, and counts of things that must exist (a layer of no unit)
+    # widths, sizes and counts of things that must exist (a layer of no unit)
     **_each(_POSITIVE_INT, "cls_hidden", "depth", "dim", "dim_head", "disc_hidden", "emb_dim",
-            "encoder_hidden", "feat_dim", "gnn_layers", "heads", "k", "max_iter", "mlp_dim",
-            "n_it", "n_iter_no_change", "phi_max_epochs", "prompt_dim", "prompt_hidden",
-            "rho_hidden", "width"),
-    # which counts a method takes past these (MUSE's two layers or more): its own check
-    **_each(_COUNT, "ffn_layers", "n_layers", "rho_layers"),
-    **_each(_WIDTHS, "ae_hidden", "classifier_hidden", "task_hidden"),
-    # a width in some methods, a list of widths in others: the default says which
-    **_each(_or(_POSITIVE_INT, _WIDTHS), "head", "hidden", "hyper_hidden"),
-    **_each(_PROBABILITY, "dropout", "edge_drop_p", "modality_dropout", "p_drop"),
-    **_each(_POSITIVE, "disc_lr", "learning_rate", "mlp_ratio", "tau", "temperature"),
+            "encoder_hidden", "feat_dim", "ffn_layers", "gnn_layers", "heads", "k", "max_iter",
+            "mlp_dim", "mlp_ratio", "n_it", "n_iter_no_change", "n_layers", "phi_max_epochs",
+            "prompt_dim", "prompt_hidden", "rho_hidden", "rho_layers", "width"),
+    **_each(_WIDTHS, "ae_hidden", "classifier_hidden", "head", "task_hidden"),
+    # a width in one method, a list of widths in another: the default says which
+    "hidden": _or(_POSITIVE_INT, _WIDTHS),
+    "hyper_hidden": _or(_POSITIVE_INT, _kind("a non-empty list of positive integers",
+                                             type="array", items=_POSITIVE_INT, minItems=1)),
+    **_each(_PROBABILITY, "dropout", "edge_drop_p"),
+    **_each(_DROP_SHARE, "modality_dropout", "p_drop"),
+    **_each(_POSITIVE, "disc_lr", "learning_rate", "tau", "temperature"),
     **_each(_NON_NEGATIVE, "cond_scale", "disc_weight_decay", "focal_gamma",
             "l2_regularization", "lambda_domain", "lambda_full", "lambda_m", "lambda_rec",
             "lambda_s", "lambda_shared", "shared_weight", "sup_weight", "tol", "unique_weight",
@@ -140,18 +146,21 @@ VALUES: dict[str, dict] = {
             "fusion", "gate_features", "hyper_init", "kd_form", "missing_fill", "mix",
             "phi_monitor", "pool", "quiet_softmax", "shared_pairs", "stem", "task_loss",
             "train_dropout", "train_subjects"),
-    # which modality: config._MODALITY_SETTINGS checks it against the feature sets
-    **_each(_or(_NULL, _WORD), "class_weight", "missing_modality", "modality"),
+    # a modality: config._MODALITY_SETTINGS checks it against the method's feature sets
+    **_each(_or(_NULL, _WORD), "missing_modality", "modality"),
     **_each(_or(_NULL, _POSITIVE_INT), "adapter_dim", "max_combination_size", "max_depth",
             "phi_dim", "phi_patience", "rank"),
     "phi_lr": _or(_NULL, _POSITIVE),
-    # scikit-learn's own ranges (HistGradientBoostingClassifier, LogisticRegression)
+    # scikit-learn's own ranges (HistGradientBoostingClassifier, LogisticRegression), as
+    # far as hgb.py and logreg.py pass them on
     "C": _or(_AUTO, _POSITIVE),
+    "class_weight": _or(_NULL, _kind("'balanced'", const="balanced")),
     "min_samples_leaf": _or(_AUTO, _POSITIVE_INT),
     "max_bins": _kind("an integer in [2, 255]", type="integer", minimum=2, maximum=255),
-    "max_features": _kind("a number in (0, 1]", type="number", exclusiveMinimum=0, maximum=1),
+    "max_features": _kind("a decimal number in (0, 1] (1.0, not 1)", type="number",
+                          exclusiveMinimum=0, maximum=1, **{"not": {"type": "integer"}}),
     "max_leaf_nodes": _or(_NULL, _kind("an integer >= 2", type="integer", minimum=2)),
-    "validation_fraction": _or(_NULL, _kind("a number in (0, 1)", type="number",
+    "validation_fraction": _or(_NULL, _kind("a decimal number in (0, 1)", type="number",
                                             exclusiveMinimum=0, exclusiveMaximum=1),
                                _POSITIVE_INT),
 }
@@ -162,19 +171,28 @@ _TYPE_OF_DEFAULT = {bool: "boolean", int: "integer", float: "number", list: "arr
 
 
 def _narrow(schema: dict, json_type: str) -> dict | None:
-    """``schema`` for values of ``json_type`` only (null kept where it is allowed: it
-    means "not set"); None when it allows none of them."""
+    """``schema`` for values of ``json_type`` only (null and a constant word kept where
+    they are allowed: "not set", "auto"); None when it allows none of them."""
     if "anyOf" in schema:
         kept = [n for b in schema["anyOf"] if (n := _narrow(b, json_type)) is not None]
         return None if not kept else kept[0] if len(kept) == 1 else _or(*kept)
     own = schema.get("type")
-    if own == "null" or own == json_type or (own, json_type) == ("integer", "number"):
+    if own in (None, "null", json_type) or (own, json_type) == ("integer", "number"):
         return schema
-    if (own, json_type) == ("number", "integer"):  # an integer default: 2.5 would be cut to 2
-        return {**schema, "type": "integer",
-                "description": schema["description"].replace("number", "integer")
-                                                    .replace("a integer", "an integer")}
     return None
+
+
+# JSON Schema counts 5.0 as an integer; a method given it fails (an nn.Linear width) or
+# scikit-learn refuses it: an integer here is a YAML integer
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)))
+
+
+def is_valid(schema: dict, value) -> bool:
+    """Whether ``value`` (as YAML read it) is one of ``schema``'s."""
+    return _Validator(schema).is_valid(value)
 
 
 @cache
@@ -185,7 +203,7 @@ def hyperparameter_schemas(type_name: str) -> dict[str, dict]:
     :class:`LookupError` (a test checks every registered type)."""
     schemas = {}
     for name, node in _defaults(type_name).items():
-        if name in TRAINER_KEYS:  # the trainer's settings: config's schema checks them
+        if name in TRAINER_KEYS:  # the trainer's settings: config._check_methods checks them
             continue
         if name not in VALUES:
             raise LookupError(f"{type_name}: hyper-parameter {name!r} has no entry in VALUES")

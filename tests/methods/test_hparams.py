@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import copy
 
-import jsonschema
 import pytest
 import yaml
 
 from mmpipe.config import validate_config
 from mmpipe.errors import ConfigError
 from mmpipe.methods import METHODS, TRAINER_KEYS, method_class
-from mmpipe.methods.hparams import VALUES, hyperparameter_schemas
+from mmpipe.methods.hparams import VALUES, hyperparameter_schemas, is_valid
 from tests.conftest import REPO
 
 
@@ -31,7 +30,7 @@ def test_every_hyper_parameter_has_values_its_default_is_among(type_name):
     assert set(schemas) == own
     for name, value in method_class(type_name).defaults.items():
         if name in schemas:
-            assert jsonschema.Draft202012Validator(schemas[name]).is_valid(value), (name, value)
+            assert is_valid(schemas[name], value), (name, value)
 
 
 def test_no_entry_is_left_over():
@@ -50,8 +49,16 @@ def test_no_entry_is_left_over():
     ("muse", "edge_drop_p", -0.1, "a number in [0, 1]"),
     ("logreg", "C", -1, "'auto' or a positive number"),
     ("hgb", "max_bins", 300, "an integer in [2, 255]"),
-    ("hgb", "validation_fraction", 0, "null or a number in (0, 1) or a positive integer"),
+    ("hgb", "validation_fraction", 0, "null or a decimal number in (0, 1) or a positive integer"),
     ("hgb", "max_depth", 0, "null or a positive integer"),
+    ("hypermm", "emb_dim", 5.0, "a positive integer"),        # JSON Schema's integer; nn fails
+    ("hgb", "max_features", 1, "a decimal number in (0, 1]"),  # scikit-learn refuses an int
+    ("hgb", "validation_fraction", 1.0, "null or a decimal number in (0, 1) or a positive"),
+    ("logreg", "class_weight", "None", "null or 'balanced'"),  # the word, not YAML's null
+    ("muse", "ffn_layers", 0, "a positive integer"),
+    ("ham", "hyper_hidden", [], "a non-empty list of positive integers"),
+    ("modality_dropout", "p_drop", 1.0, "a number in [0, 1)"),
+    ("drim", "disc_lr", "1e-3", "a positive number (YAML reads 1e-3 as a string: write 1.0e-3)"),
 ])
 def test_a_bad_value_is_refused_naming_what_it_takes(raw_config, method, setting, value, says):
     cfg = copy.deepcopy(raw_config)
@@ -64,7 +71,10 @@ def test_a_bad_value_is_refused_naming_what_it_takes(raw_config, method, setting
 @pytest.mark.parametrize("method, setting, value", [
     ("hgb", "max_depth", None),            # null: not set, where the setting allows it
     ("hgb", "validation_fraction", 20),    # scikit-learn's absolute count
-    ("hgb", "max_features", 1),            # an integer where a number goes
+    ("hgb", "max_features", 0.5),
+    ("drim", "disc_lr", 1.0e-3),
+    ("ham", "hyper_hidden", [16]),
+    ("hypermm", "hyper_hidden", 16),       # a width here, a list of widths in HAM
     ("logreg", "C", 0.5),
     ("mmare", "head", []),                 # no hidden layer
 ])
