@@ -8,14 +8,13 @@ followed through ``**NAME`` / ``**Class.defaults`` splats and base classes; a te
 checks that they equal the imported classes' ``defaults`` for every registered type.
 
 The values a hyper-parameter takes are checked there too (:func:`hyperparameter_schemas`,
-:func:`is_valid`):
-a width of -1 or a dropout of 1.5 otherwise passed the DAG and failed in the training
-job, after Snakemake had removed that job's old results. One name is one concept across
-methods (``dropout`` is a probability wherever it appears), so :data:`VALUES` holds a
-JSON schema per name, and the default's own type narrows it per method (``hidden`` is a
-width in one method and a list of widths in another). Which of several words a string
-setting takes is checked by the method when it is built, and a bound that one method
-alone sets (MUSE's two layers or more) too.
+:func:`is_valid`): a width of -1 or a dropout of 1.5 otherwise passed the DAG and failed
+in the training job, after Snakemake had removed that job's old results. One name is one
+concept across methods (``dropout`` is a probability wherever it appears), so
+:data:`VALUES` holds a JSON schema per name, and the default's own type narrows it per
+method (``hidden`` is a width in one method and a list of widths in another). Which of
+several words a string setting takes is checked by the method when it is built, and so
+is a bound that one method alone sets (MUSE's two layers or more).
 """
 
 from __future__ import annotations
