@@ -73,6 +73,12 @@ SOURCE_TABLES: dict[str, tuple[str, ...]] = {
 }
 # options naming a table outside ``root`` (``adni.table``, ``brats.survival_csv``)
 _TABLE_OPTIONS = ("table", "survival_csv")
+# options naming a folder of files an adapter takes, relative to ``root`` or anywhere
+# (``ixi.brain_masks``, ``mmist_ccrcc_raw.slides``): listed with the download
+_FOLDER_OPTIONS = ("brain_masks", "slides")
+# files the OS or an editor leaves beside a download (Excel's lock file while a table is
+# open): no download, listed or not
+_NOT_DOWNLOADS = ("Thumbs.db", "desktop.ini")
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "download_listing",
            "modality_presence", "read_manifest", "read_qc", "source_tables"]
@@ -105,11 +111,13 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     later, BreakHis's folders that hold its labels) rebuilds the manifest, and the jobs
     after it rerun by the digests of what changed for them. Names only, not times: a
     download copied to another disk rebuilds nothing here (a file replaced under its name
-    reruns the jobs that read it by its own stamp). Hidden entries (``.DS_Store``, a
-    ``.snakemake`` folder) and the folders in ``skip`` (the workflow's results, when they
-    lie under ``root``) are left out; symlinked folders are followed once each. One walk
-    of the download each time Snakemake plans, as the stage-1 jobs' file stamps walk
-    every DICOM folder of the manifest."""
+    reruns the jobs that read it by its own stamp). The folders an adapter option names
+    outside ``root`` (IXI's brain masks) are listed too. Hidden entries (``.DS_Store``, a
+    ``.snakemake`` folder), the OS's and editors' files (``Thumbs.db``, Excel's ``~$``
+    lock files) and the folders in ``skip`` (the workflow's results, when they lie under
+    ``root``) are left out; symlinked folders are followed once each. One walk of the
+    download each time Snakemake plans, as the stage-1 jobs' file stamps walk every
+    DICOM folder of the manifest."""
     name = cohort_cfg["adapter"]
     if name not in SOURCE_TABLES or "root" not in cohort_cfg:
         return None
@@ -117,24 +125,43 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     root = config_path(cohort_cfg["root"], base_dir)
     if not root.is_dir():
         return "missing"  # the adapter's error says what the layout needs
+    options = cohort_cfg.get(name) or {}
+    # an option's absolute path replaces root; by its key, so that a download moved with
+    # its workflow lists the same
+    folders = {"root": root, **{key: root / Path(options[key]).expanduser()
+                                for key in _FOLDER_OPTIONS if options.get(key)}}
     left_out = {os.path.realpath(config_path(str(p), base_dir)) for p in skip}
-    seen = {os.path.realpath(root)}
+    seen: set[str] = set()
     digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for key, top in folders.items():
+        if os.path.realpath(top) in seen:
+            continue  # a folder option inside root: listed with it
+        seen.add(os.path.realpath(top))
+        digest.update(f"{key}:\0".encode())
+        _list_folder(top, left_out, seen, digest)
+    return digest.hexdigest()
+
+
+def _listed(name: str) -> bool:
+    return not name.startswith((".", "~$")) and name not in _NOT_DOWNLOADS
+
+
+def _list_folder(top: Path, left_out: set[str], seen: set[str], digest) -> None:
+    for folder, dirs, files in os.walk(top, followlinks=True):
         listed, descend = [], []
         for d in sorted(dirs):
             real = os.path.realpath(os.path.join(folder, d))
-            if d.startswith(".") or real in left_out:
+            if not _listed(d) or real in left_out:
                 continue
             listed.append(f"{d}/")
-            if real not in seen:
+            if real not in seen:  # a symlink to a folder listed already: its name only
                 seen.add(real)
                 descend.append(d)
         dirs[:] = descend  # os.walk goes into these only, in this order
-        rel = Path(folder).relative_to(root).as_posix()
-        for entry in (*listed, *sorted(f for f in files if not f.startswith("."))):
-            digest.update(f"{rel}/{entry}\0".encode())
-    return digest.hexdigest()
+        rel = os.path.relpath(folder, top)
+        for entry in (*listed, *sorted(f for f in files if _listed(f))):
+            # os.fsencode: a file name that is not UTF-8 comes back as the bytes it was
+            digest.update(os.fsencode(os.path.join(rel, entry)) + b"\0")
 
 
 def adapter_config(cfg: dict, cohort: str) -> dict:

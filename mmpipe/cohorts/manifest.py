@@ -929,7 +929,11 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     rows = df.select(SUBJECT, *own, *extra).rows()
     paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
-    qc = read_qc(root).filter(pl.col("modality") == modality)
+    # not the whole-cohort rows, which no store reads: a stray file in a download's folder
+    # (a "skipped" row, there as soon as the listing rebuilds the manifest) reruns none of
+    # the modality's jobs
+    qc = read_qc(root).filter((pl.col("modality") == modality)
+                              & (pl.col(SUBJECT) != ALL_SUBJECTS))
     qc_rows = qc.select(SUBJECT, "status", "reason", "path").rows()
     return _digest({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
                     "qc": qc_rows, "files": files})

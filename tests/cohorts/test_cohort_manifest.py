@@ -10,6 +10,7 @@ import pytest
 
 from mmpipe.cohorts import ADAPTERS, build_manifest
 from mmpipe.cohorts.manifest import (
+    ALL_SUBJECTS,
     NON_NUMERIC,
     AdapterOutput,
     ModalitySpec,
@@ -318,8 +319,8 @@ def test_a_nan_or_blank_label_is_a_missing_label(labels, dtype):
     assert missing["subject_id"].to_list() == ["s1", "s3", "s4"]
 
 
-def _view(tmp_path, rows, qc=None, labels_to=None):
-    out = _output(rows, qc=qc)
+def _view(tmp_path, rows, qc=None, labels_to=None, source_qc=()):
+    out = _output(rows, qc=qc, source_qc=list(source_qc))
     if labels_to is not None:
         out.frame = out.frame.with_columns(pl.Series("y", labels_to))
     folder = tmp_path / f"build{len(list(tmp_path.iterdir()))}"
@@ -350,6 +351,12 @@ def test_a_modalitys_view_changes_only_with_what_its_jobs_read(tmp_path):
     assert rejected["ct"] != base["ct"] and rejected["wsi"] == base["wsi"]
     fewer = _view(tmp_path, rows[:2])
     assert fewer["ct"] != base["ct"] and fewer["wsi"] != base["wsi"]
+    # a stray file in the download (a whole-cohort "skipped" row): no store reads it (a
+    # new file under root rebuilds the manifest, and a desktop.ini reran the modality's
+    # stores and runs)
+    stray = _view(tmp_path, rows, source_qc=[
+        QCRecord(ALL_SUBJECTS, "ct", "skipped", "not an image name", "/x/desktop.ini")])
+    assert stray == base
 
 
 def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):

@@ -108,3 +108,56 @@ def test_the_manifest_job_reruns_for_a_download_added(tmp_path, monkeypatch):
     (tmp_path / "data" / "IXI" / "IXI-T1" / "IXI012-HH-1211-T1.nii.gz").write_bytes(b"t1")
     assert manifest_params(cfg, "brains") != before
     assert "download" not in manifest_params(cfg, "demo")
+
+
+def test_a_symlink_to_a_listed_folder_lists_as_its_name_only(tmp_path):
+    """Followed once: a link back into the tree lists as an empty folder of that name
+    would (walking it again looped; two links across took minutes)."""
+    from mmpipe.cohorts import download_listing
+
+    def listing(make_back):
+        root = tmp_path / make_back.__name__
+        (root / "benign").mkdir(parents=True)
+        (root / "benign" / "a.png").write_bytes(b"png")
+        make_back(root / "benign" / "back", root)
+        return download_listing({"adapter": "breakhis", "root": str(root)})
+
+    def link(path, root):
+        path.symlink_to(root)
+
+    def folder(path, root):
+        path.mkdir()
+
+    assert listing(link) == listing(folder)
+
+
+def test_editors_files_and_names_that_are_not_utf8(tmp_path):
+    """Thumbs.db, desktop.ini and Excel's lock file beside an open table are no
+    download; a name that is not UTF-8 is listed by its bytes (it stopped the planning)."""
+    import os
+
+    from mmpipe.cohorts import download_listing
+
+    root = tmp_path / "IXI"
+    (root / "IXI-T1").mkdir(parents=True)
+    cohort = {"adapter": "ixi", "root": "IXI"}
+    first = download_listing(cohort, tmp_path)
+    for junk in ("Thumbs.db", "desktop.ini", "~$IXI.xls"):
+        (root / "IXI-T1" / junk).write_bytes(b"")
+    assert download_listing(cohort, tmp_path) == first
+    (root / os.fsdecode(b"caf\xe9.nii.gz")).write_bytes(b"latin-1 name")
+    assert download_listing(cohort, tmp_path) not in (first, None)
+
+
+def test_a_folder_an_option_names_outside_root_is_listed(tmp_path):
+    """IXI's brain masks often lie beside the download: a mask added there reruns the
+    manifest, which then holds it."""
+    from mmpipe.cohorts import download_listing
+
+    (tmp_path / "IXI").mkdir()
+    masks = tmp_path / "hdbet"
+    masks.mkdir()
+    cohort = {"adapter": "ixi", "root": "IXI", "ixi": {"brain_masks": str(masks)}}
+    first = download_listing(cohort, tmp_path)
+    (masks / "IXI002-Guys-0828-T1_mask.nii.gz").write_bytes(b"mask")
+    assert download_listing(cohort, tmp_path) != first
