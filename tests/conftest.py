@@ -73,6 +73,13 @@ def jobs_of(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
+@pytest.fixture(scope="module")
+def raw_config() -> dict:
+    """The repository's ``config.yaml`` as YAML reads it, before validation (deep-copy it
+    before changing it: one module shares it)."""
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
 def write_demo_config(workdir: Path, mmare_overrides: dict | None = None,
                       train_jobs: str = "cell", **slide_overrides) -> None:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -22,11 +22,6 @@ from mmpipe.params import (
 from tests.conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def raw_config() -> dict:
-    return yaml.safe_load((REPO / "config.yaml").read_text())
-
-
 def test_default_config_is_valid_and_gets_defaults(raw_config):
     cfg = validate_config(copy.deepcopy(raw_config))
     assert cfg["run_cohorts"] == ["demo"]
@@ -660,7 +655,6 @@ def test_a_name_that_cannot_be_a_folder_and_wildcard_fails_in_the_config(raw_con
     assert "config.cohorts.demo.modalities: name 'mri.t2' holds characters" in str(err.value)
     assert "config.methods: name 'mmare.v2'" in str(err.value)
     # the rules' wildcards are the same pattern
-    from tests.conftest import REPO
 
     assert "modality=NAME_PATTERN" in (REPO / "workflow/rules/common.smk").read_text()
 

@@ -92,15 +92,22 @@ def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
     slide or a DICOM series is no table to compare): :func:`download_listing` sees what
     is added to them. The ``csv`` and ``demo`` adapters' inputs are declared by the
     workflow itself."""
-    name = cohort_cfg["adapter"]
-    if name not in SOURCE_TABLES or "root" not in cohort_cfg:
-        return []
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
-    root = config_path(cohort_cfg["root"], base_dir)
+    root = _dataset_root(cohort_cfg, base_dir)
+    if root is None:
+        return []
+    name = cohort_cfg["adapter"]
     options = cohort_cfg.get(name) or {}
     paths = [root / table for table in SOURCE_TABLES[name]]
     paths += [config_path(options[key], base_dir) for key in _TABLE_OPTIONS if options.get(key)]
     return [path for path in paths if path.is_file()]
+
+
+def _dataset_root(cohort_cfg: dict, base_dir: Path) -> Path | None:
+    """A dataset adapter's download folder; None for the ``csv`` and ``demo`` adapters."""
+    if cohort_cfg["adapter"] not in SOURCE_TABLES or "root" not in cohort_cfg:
+        return None
+    return config_path(cohort_cfg["root"], base_dir)
 
 
 def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
@@ -118,14 +125,13 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     ``root``) are left out; symlinked folders are followed once each. One walk of the
     download each time Snakemake plans, as the stage-1 jobs' file stamps walk every
     DICOM folder of the manifest."""
-    name = cohort_cfg["adapter"]
-    if name not in SOURCE_TABLES or "root" not in cohort_cfg:
-        return None
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
-    root = config_path(cohort_cfg["root"], base_dir)
+    root = _dataset_root(cohort_cfg, base_dir)
+    if root is None:
+        return None
     if not root.is_dir():
         return "missing"  # the adapter's error says what the layout needs
-    options = cohort_cfg.get(name) or {}
+    options = cohort_cfg.get(cohort_cfg["adapter"]) or {}
     # an option's absolute path replaces root; by its key, so that a download moved with
     # its workflow lists the same
     folders = {"root": root, **{key: root / Path(options[key]).expanduser()
@@ -134,9 +140,10 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     seen: set[str] = set()
     digest = hashlib.sha256()
     for key, top in folders.items():
-        if os.path.realpath(top) in seen:
+        real = os.path.realpath(top)
+        if real in seen:
             continue  # a folder option inside root: listed with it
-        seen.add(os.path.realpath(top))
+        seen.add(real)
         digest.update(f"{key}:\0".encode())
         _list_folder(top, left_out, seen, digest)
     return digest.hexdigest()

@@ -7,18 +7,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
 from mmpipe.config import validate_config
 from mmpipe.errors import ConfigError
 from mmpipe.methods import METHODS, TRAINER_KEYS, method_class
 from mmpipe.methods.hparams import VALUES, hyperparameter_schemas, is_valid
-from tests.conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def raw_config() -> dict:
-    return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
 @pytest.mark.parametrize("type_name", sorted(METHODS))
