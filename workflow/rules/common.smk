@@ -191,6 +191,15 @@ def cohort_cells(cohort):
     ]
 
 
+def report_inputs(wildcards):
+    """The cohort's training outputs, planned again once the ``manifest`` checkpoint is
+    done: a rebuilt manifest reruns no training job whose view of it is unchanged, and
+    without the wait the report, planned while those jobs still looked due, reran with
+    them gone (a stray file in a download reran it)."""
+    checkpoints.manifest.get(cohort=wildcards.cohort)
+    return training_outputs(wildcards.cohort)
+
+
 def training_outputs(cohort):
     """What the cohort's training jobs write: its cells, or one directory per
     (feature set, method) holding them (``train_jobs: method``)."""

@@ -1,6 +1,6 @@
 rule benchmark_report:
     input:
-        runs=lambda w: training_outputs(w.cohort),
+        runs=report_inputs,
     output:
         report(
             directory(L.report()),
