@@ -11,6 +11,7 @@ What each job's output depends on (its cache key) is built in :mod:`mmpipe.param
 from __future__ import annotations
 
 import copy
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -57,10 +58,35 @@ def _schema() -> dict:
     return schema
 
 
-def _validator():
+def _is_integer(_checker, value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(_checker, value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def yaml_validator(schema: dict | None = None):
+    """A JSON Schema validator (of ``schema``; the config's when None) whose types are
+    the config's YAML values: an integer is a YAML integer (JSON Schema counts 5.0 as
+    one; ``range`` and ``nn.Linear`` refuse it in the job), and a number is finite (YAML
+    reads ``.nan`` and ``.inf`` as floats; NaN passes every bound, as it compares false,
+    and no setting takes either)."""
+    return _yaml_types()(schema) if schema is not None else _validator(_yaml_types())
+
+
+@cache
+def _yaml_types():
     import jsonschema
 
     base = jsonschema.Draft202012Validator
+    return jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}))
+
+
+def _validator(base):
+    import jsonschema
+
     defs = _schema()["$defs"]
 
     def default_of(sub: dict):
@@ -93,7 +119,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     Raises :class:`ConfigError` listing every problem with the key it is under.
     """
     _registry_defaults(cfg)
-    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(yaml_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     problems = [f"{_where(e)}: {e.message}{_yaml_number_hint(e.instance)}" for e in errors]
     if not problems:
         problems = _cross_check(cfg)
@@ -300,8 +326,6 @@ def _check_methods(cfg: dict) -> list[str]:
     """Every method instance's keys are its type's hyper-parameters, trainer settings or
     ``normalize``, and their values of the kind each takes: a typo or a width of -1 is
     found here, not in the training job after its old results were deleted."""
-    import jsonschema
-
     from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
     from mmpipe.methods.hparams import hyperparameter_names, hyperparameter_schemas, is_valid
 
@@ -325,7 +349,7 @@ def _check_methods(cfg: dict) -> list[str]:
             if key in mcfg and not is_valid(schema, mcfg[key]):
                 problems.append(f"config.methods.{name}.{key}: {mcfg[key]!r} is not "
                                 f"{schema['description']}{_yaml_number_hint(mcfg[key])}")
-        for err in jsonschema.Draft202012Validator(checked).iter_errors(mcfg):
+        for err in yaml_validator(checked).iter_errors(mcfg):
             key = ".".join(str(k) for k in err.absolute_path)
             problems.append(f"config.methods.{name}.{key}: {err.message}"
                             f"{_yaml_number_hint(err.instance)}")
@@ -334,7 +358,10 @@ def _check_methods(cfg: dict) -> list[str]:
 
 def _yaml_number_hint(value: Any) -> str:
     """PyYAML (YAML 1.1) reads ``1e-3``, without a dot, as a string: said where a value
-    refused is such a string (a number was meant)."""
+    refused is such a string (a number was meant); and why ``.nan`` or ``.inf``, floats
+    to YAML, are refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return " (a setting takes a finite number, not .nan or .inf)"
     if not isinstance(value, str) or "e" not in value.lower() or "." in value:
         return ""
     try:

@@ -49,6 +49,16 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"\(processes: med3d, vgg11_slices\)"),
     (lambda c: c["encoders"]["med3d_demo"].update(loader_processes=True, loader_workers=0),
      "med3d_demo.loader_processes: true with loader_workers 0"),
+    # YAML's .nan passes every bound (it compares false) and .inf every lower bound
+    (lambda c: c["preprocess"]["slide"].update(target_mpp=float("nan")),
+     r"target_mpp: nan .*finite number, not \.nan or \.inf"),
+    (lambda c: c["methods"]["mmare"].update(lr=float("inf")), r"mmare.lr: inf .*finite"),
+    (lambda c: c["methods"]["mmare"].update(dropout=float("nan")), r"mmare.dropout: nan"),
+    # JSON Schema counts 5.0 as an integer: the job's range(max_epochs) refused it
+    (lambda c: c["methods"]["mmare"].update(max_epochs=5.0),
+     r"mmare.max_epochs: 5.0 is not of type 'integer'"),
+    (lambda c: c["cohorts"]["demo"]["benchmark"].update(seeds=[0.0]),
+     r"benchmark.seeds.0: 0.0 is not of type 'integer'"),
 ])
 def test_invalid_configs_name_the_key(raw_config, mutate, message):
     cfg = copy.deepcopy(raw_config)

@@ -22,9 +22,8 @@ from __future__ import annotations
 import ast
 from functools import cache
 
-import jsonschema
-
 from mmpipe.codehash import module_tree
+from mmpipe.config import yaml_validator
 from mmpipe.errors import ConfigError
 from mmpipe.methods import METHODS, TRAINER_KEYS
 
@@ -181,17 +180,9 @@ def _narrow(schema: dict, json_type: str) -> dict | None:
     return None
 
 
-# JSON Schema counts 5.0 as an integer; a method given it fails (an nn.Linear width) or
-# scikit-learn refuses it: an integer here is a YAML integer
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)))
-
-
 def is_valid(schema: dict, value) -> bool:
     """Whether ``value`` (as YAML read it) is one of ``schema``'s."""
-    return _Validator(schema).is_valid(value)
+    return yaml_validator(schema).is_valid(value)
 
 
 @cache

@@ -48,6 +48,8 @@ def test_no_entry_is_left_over():
     ("hgb", "max_features", 1, "a decimal number in (0, 1]"),  # scikit-learn refuses an int
     ("hgb", "validation_fraction", 1.0, "null or a decimal number in (0, 1) or a positive"),
     ("logreg", "class_weight", "None", "null or 'balanced'"),  # the word, not YAML's null
+    ("logreg", "C", float("inf"), "'auto' or a positive number"),  # logreg refused it built
+    ("mmare", "dropout", float("nan"), "a number in"),  # NaN compares false with every bound
     ("muse", "ffn_layers", 0, "a positive integer"),
     ("ham", "hyper_hidden", [], "a non-empty list of positive integers"),
     ("modality_dropout", "p_drop", 1.0, "a number in [0, 1)"),
