@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -125,6 +126,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         problems = _cross_check(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    # `~` as the adapters read their paths (cohorts.manifest.config_path): Snakemake
+    # would make a folder named `~` in the working directory
+    cfg["results"] = os.path.expanduser(cfg["results"])
     return cfg
 
 

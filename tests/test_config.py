@@ -81,6 +81,14 @@ def test_median_blur_takes_what_the_tiler_takes(raw_config, width, message):
             validate_config(cfg)
 
 
+def test_results_under_home_are_there_not_in_a_folder_named_tilde(raw_config, monkeypatch,
+                                                                   tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = validate_config({**copy.deepcopy(raw_config), "results": "~/mmpipe"})
+    assert cfg["results"] == str(tmp_path / "mmpipe")
+    assert validate_config(copy.deepcopy(raw_config))["results"] == "results"
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
