@@ -54,7 +54,7 @@ def _prepare(workdir: Path, n_subjects: int, cfg: dict) -> Path:
     """Demo cohort + manifest + preprocessing (not timed)."""
     from mmpipe.cohorts import build_manifest
     from mmpipe.cohorts.demo import generate_demo_cohort
-    from mmpipe.cohorts.manifest import read_manifest
+    from mmpipe.cohorts.manifest_files import read_manifest
     from mmpipe.fsutil import write_parquet
     from mmpipe.params import dicom_params, prompt_params, tiling_params
     from mmpipe.preprocess.dicom_shard import convert_dicom_shard

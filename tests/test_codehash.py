@@ -43,11 +43,13 @@ CLAM = ("encoders/clam", "encode/slide", "encode/run",
         "encoders/registry:ENCODER_TYPES[clam_resnet50]")
 MED3D = ("encoders/med3d", "encode/med3d", "encode/run", "encoders/registry:ENCODER_TYPES[med3d]")
 MANIFEST = ("cohorts/manifest", "mmpipe.cohorts.mmist", "cohorts:build_manifest")
+DEMO = ("cohorts/demo",)
 
 
 def _keys():
     return {name: codehash.code_key(*specs) for name, specs in
-            (("train", TRAIN), ("clam", CLAM), ("med3d", MED3D), ("manifest", MANIFEST))}
+            (("train", TRAIN), ("clam", CLAM), ("med3d", MED3D), ("manifest", MANIFEST),
+             ("demo", DEMO))}
 
 
 @pytest.mark.parametrize("module,old,new,rerun", [
@@ -64,6 +66,14 @@ def _keys():
     # what writes every manifest (was in no key)
     ("cohorts/__init__.py", "out = ADAPTERS[name](cohort_cfg, out_dir=out_dir, base_dir=base_dir)",
      "out = ADAPTERS[name](dict(cohort_cfg), out_dir=out_dir, base_dir=base_dir)", {"manifest"}),
+    # how the manifest is built: the manifest alone (every store and run, and the demo
+    # generator, reran on any edit of the builder while they read it through its module)
+    ("cohorts/manifest.py", "NUMERIC_SHARE = 0.75", "NUMERIC_SHARE = 0.8", {"manifest"}),
+    # how its files are read: every job that reads them
+    ("cohorts/manifest_files.py", "if df[SUBJECT].null_count() or", "if False or",
+     {"train", "clam", "med3d", "manifest"}),
+    # what a run records of the manifest: the runs, no store and not the manifest
+    ("cohorts/manifest_views.py", "& (pl.col(SUBJECT) != ALL_SUBJECTS))", ")", {"train"}),
 ])
 def test_what_a_job_reads_from_a_registry_is_in_its_key(package, module, old, new, rerun):
     before = _keys()
@@ -92,4 +102,4 @@ def test_a_name_a_registry_re_exports_is_followed_to_its_module():
     names: list = []
     codehash._imports(tree, "bench", names)
     assert ("mmpipe.cohorts", "read_manifest") in names
-    assert "cohorts/manifest" in codehash.module_closure(["bench/prepare"])
+    assert "cohorts/manifest_files" in codehash.module_closure(["mmpipe.cohorts:read_manifest"])

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mmpipe.cohorts.manifest import SUBJECT, read_manifest
+from mmpipe.cohorts.manifest_files import SUBJECT, read_manifest
 from mmpipe.errors import ConfigError, StoreError
 from mmpipe.layout import CohortLayout
 from mmpipe.store import encoding_signature, read_features

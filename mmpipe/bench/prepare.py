@@ -18,7 +18,7 @@ from mmpipe.bench.missingness import (
     write_mask,
 )
 from mmpipe.bench.splits import DRAWN, read_split, stratified_split, user_split, write_split
-from mmpipe.cohorts.manifest import SPLIT, fixed_parts, modality_presence, read_manifest
+from mmpipe.cohorts.manifest_files import SPLIT, fixed_parts, modality_presence, read_manifest
 
 log = logging.getLogger(__name__)
 

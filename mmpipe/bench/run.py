@@ -36,7 +36,7 @@ from mmpipe.bench.shared_fits import SharedFits, fit_key
 from mmpipe.bench.splits import read_split
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
-from mmpipe.cohorts.manifest import built_benchmark_view
+from mmpipe.cohorts.manifest_views import built_benchmark_view
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
 from mmpipe.layout import (

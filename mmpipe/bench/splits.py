@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mmpipe.cohorts.manifest import SPLIT_PARTS, fixed_parts
+from mmpipe.cohorts.manifest_files import SPLIT_PARTS, fixed_parts
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import atomic_file
 

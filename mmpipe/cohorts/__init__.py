@@ -29,15 +29,8 @@ from mmpipe.cohorts import (
     mmist,
     mmist_raw,
 )
-from mmpipe.cohorts.manifest import (
-    AdapterOutput,
-    config_path,
-    finalize_manifest,
-    modality_presence,
-    read_manifest,
-    read_qc,
-    write_manifest,
-)
+from mmpipe.cohorts.manifest import AdapterOutput, config_path, finalize_manifest
+from mmpipe.cohorts.manifest_files import modality_presence, read_manifest, read_qc, write_manifest
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)

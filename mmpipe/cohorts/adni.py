@@ -47,10 +47,8 @@ import polars as pl
 
 from mmpipe.cohorts.manifest import (
     ABSENT,
-    ALL_SUBJECTS,
     LABEL_QC,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -59,6 +57,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     refuse_label_sources,
 )
+from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 

@@ -39,10 +39,8 @@ import polars as pl
 
 from mmpipe.cohorts.manifest import (
     ABSENT,
-    ALL_SUBJECTS,
     LABEL_QC,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     UserSplit,
@@ -52,6 +50,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     refuse_label_sources,
 )
+from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)

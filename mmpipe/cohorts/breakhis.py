@@ -40,10 +40,8 @@ import polars as pl
 
 from mmpipe.cohorts.manifest import (
     ABSENT,
-    ALL_SUBJECTS,
     LABEL_QC,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -51,6 +49,7 @@ from mmpipe.cohorts.manifest import (
     layout_modalities,
     modality_specs,
 )
+from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.io.images import IMAGE_SUFFIXES
 

@@ -28,7 +28,6 @@ import polars as pl
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     check_subject_ids,
@@ -37,6 +36,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     read_user_split,
 )
+from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 

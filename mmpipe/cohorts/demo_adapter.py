@@ -26,7 +26,6 @@ from mmpipe.cohorts.demo import CLINICAL_CSV, LABELS_CSV, SUMMARY_JSON
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     check_subject_ids,
@@ -34,6 +33,7 @@ from mmpipe.cohorts.manifest import (
     config_path,
     modality_specs,
 )
+from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 

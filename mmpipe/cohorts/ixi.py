@@ -58,10 +58,8 @@ import polars as pl
 
 from mmpipe.cohorts.manifest import (
     ABSENT,
-    ALL_SUBJECTS,
     LABEL_QC,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -70,6 +68,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
     refuse_label_sources,
 )
+from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import mask_column
 

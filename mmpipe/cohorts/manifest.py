@@ -6,21 +6,8 @@ non-empty subject IDs, a QC row for every (subject, modality), exclusion of
 subjects with nothing to learn from, atomic files) is enforced here, once, so
 every cohort obeys the same rules.
 
-Files under ``results/{cohort}/``:
-
-- ``manifest.parquet``: ``subject_id``, label column(s), ``{modality}_path`` for
-  every non-table modality, every table field under its own name, the
-  adapter's extra (non-modality) columns, then ``split`` when the cohort brings its own
-  split (see below).
-- ``manifest.json``: cohort, adapter, labels, modalities (kind and
-  ``path_column`` or ``fields``), ``n_subjects``, ``extra_columns``, plus
-  ``n_excluded``, ``n_label_missing``, per-modality status ``counts``, ``source``,
-  ``split`` (null, or where the user's split comes from and its part counts) and
-  ``unused_columns`` (columns of the source files that the config does not use).
-- ``qc/adapter.parquet``: subject_id, modality, stage ("adapter"), status, reason, path
-  (``mmpipe.qc.QC_SCHEMA``). Rows about a whole file rather than one subject have
-  subject_id ``*``: one ``column``/``unused`` row per source column the config does not
-  use, and one ``split``/``fixed`` row saying which parts the user's split fixes.
+Files under ``results/{cohort}/``: :mod:`mmpipe.cohorts.manifest_files`, which writes and
+reads them.
 
 Table fields are cleaned here too (:func:`clean_table_fields`): a blank or
 whitespace-only cell is null, and a field whose non-blank values are mostly numbers
@@ -40,30 +27,30 @@ files. A subject kept with a label but without a part stops the build (see
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import math
-import os
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from mmpipe.cohorts.manifest_files import (
+    ALL_SUBJECTS,
+    NON_NUMERIC,
+    SPLIT,
+    SPLIT_PARTS,
+    SUBJECT,
+    fixed_parts,
+)
+from mmpipe.cohorts.numbers import parse_number
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.fsutil import atomic_file, write_parquet
-from mmpipe.layout import ADAPTER_QC, CohortLayout
-from mmpipe.preprocess.masks import mask_column
+from mmpipe.layout import ADAPTER_QC
 from mmpipe.qc import qc_frame
 
 log = logging.getLogger(__name__)
-
-SUBJECT = "subject_id"
 
 PATH_KINDS = ("volume", "dicom", "slide", "image", "features")
 TABLE_KIND = "table"
@@ -74,21 +61,13 @@ ALL_MODALITIES = "*"
 LABEL_QC = "label"
 NO_MODALITY = "no modality available"
 LABEL_MISSING = "label missing"
-# QC status of a table value that was not a number in a numeric field and was set to
-# blank; one row per value, next to the modality's present/absent row
-NON_NUMERIC = "non_numeric"
 NON_NUMERIC_MODES = ("blank", "error")
-# QC rows about a whole source file, not one subject: subject_id ALL_SUBJECTS
-ALL_SUBJECTS = "*"
 COLUMN_QC, UNUSED = "column", "unused"      # a source column the config does not use
 SPLIT_QC, FIXED = "split", "fixed"          # which parts the user's split fixes
 # QC "modality" values of rows that are not a modality: no modality may be named so
 RESERVED_MODALITIES = (ALL_MODALITIES, LABEL_QC, COLUMN_QC, SPLIT_QC)
 
-# the user's split: the manifest column, its canonical parts, the values accepted for
-# each (compared stripped and in lower case)
-SPLIT = "split"
-SPLIT_PARTS = ("train", "val", "test")
+# the values accepted for each part of the user's split (compared stripped, lower case)
 SPLIT_VALUES = {"train": "train", "training": "train",
                 "val": "val", "valid": "val", "validation": "val",
                 "test": "test", "testing": "test"}
@@ -430,21 +409,8 @@ def read_user_split(cohort_cfg: dict, frame: pl.DataFrame, *, source: str,
     return UserSplit(parts, "files", f"split files ({where})")
 
 
-def fixed_parts(parts: list[str | None]) -> tuple[str, ...]:
-    """What a user's split fixes: the test set, and train/val too once it names a val part."""
-    return SPLIT_PARTS if "val" in parts else ("test",)
-
-
 # -- table values ---------------------------------------------------------------------------
 
-# A number, once surrounding whitespace is stripped: an optional sign, digits with an
-# optional decimal point (or a leading point), an optional exponent ("1e3", "2.5E-1").
-# Not numbers: "nan", "inf", "infinity" (in any case, and NaN/inf floats: no encoder can
-# use them), a decimal comma or thousands separator ("1,5", "1,000"), "1_000", hex,
-# units ("45y"), comparisons ("<5"), and anything else.
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_INT64_MAX = 2**63 - 1
 # a text field is numeric when at least this share of its non-blank values are numbers
 NUMERIC_SHARE = 0.75
 
@@ -461,23 +427,6 @@ class NonNumericValue:
     def reason(self) -> str:
         return (f"field {self.field!r}: value {self.value!r} is not a number (the field is "
                 "numeric); set to blank")
-
-
-def parse_number(text: str) -> int | float | None:
-    """``text`` as an int (within int64) or a finite float, or None when it is not a
-    number by the rule above."""
-    text = text.strip()
-    if not _NUMBER.fullmatch(text):
-        return None
-    if _INTEGER.fullmatch(text):
-        n = int(text)
-        if abs(n) <= _INT64_MAX:
-            return n
-    try:
-        x = float(text)
-    except OverflowError:
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _clean_text_field(name: str, ids: list[str], col: pl.Series
@@ -757,204 +706,3 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         "unused_columns": [{"file": f, "column": c} for f, c in out.unused_columns],
     }
     return Manifest(frame=frame, qc=qc_df, meta=meta)
-
-
-# -- atomic files ---------------------------------------------------------------------------
-
-
-# The temporary sibling of mmpipe.fsutil is renamed into place only on success: a killed
-# job leaves at most a ``*.tmp-<pid>`` file, never a half-written output a later step trusts.
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_manifest(manifest: Manifest, out_dir: str | Path) -> None:
-    """Write QC, JSON, then the parquet last: a manifest.parquet on disk implies the rest."""
-    layout = CohortLayout(Path(out_dir))
-    write_parquet(manifest.qc, layout.adapter_qc())
-    atomic_write_json(manifest.meta, layout.manifest_meta())
-    write_parquet(manifest.frame, layout.manifest())
-
-
-# -- reading --------------------------------------------------------------------------------
-
-
-def manifest_columns(meta: dict) -> list[str]:
-    """Every column the manifest must hold according to its JSON."""
-    cols = [SUBJECT, *meta["labels"]]
-    for spec in meta["modalities"].values():
-        if "path_column" in spec:
-            cols.append(spec["path_column"])
-    for spec in meta["modalities"].values():
-        cols.extend(f for f in spec.get("fields", []) if f not in cols)
-    cols.extend(meta.get("extra_columns", []))
-    if meta.get("split"):
-        cols.append(SPLIT)
-    return cols
-
-
-def read_manifest(out_dir: str | Path) -> tuple[pl.DataFrame, dict]:
-    """Read ``out_dir/manifest.parquet`` and its JSON, checking that they agree."""
-    layout = CohortLayout(Path(out_dir))
-    pq, js = layout.manifest(), layout.manifest_meta()
-    for p in (pq, js):
-        if not p.exists():
-            raise InputError("manifest not found; build it first (mmpipe manifest / the "
-                             "manifest rule)", path=p)
-    df = pl.read_parquet(pq)
-    meta = json.loads(js.read_text())
-    missing = [c for c in manifest_columns(meta) if c not in df.columns]
-    if missing:
-        raise InputError(f"manifest lacks column(s) {missing} that {js.name} declares",
-                         path=pq)
-    if df[SUBJECT].null_count() or df[SUBJECT].n_unique() != df.height:
-        raise InputError("subject_id must be unique and non-null", path=pq)
-    if meta.get("n_subjects") != df.height:
-        raise InputError(f"{js.name} says {meta.get('n_subjects')} subjects, the parquet "
-                         f"holds {df.height}: files from two different builds", path=pq)
-    return df, meta
-
-
-def modality_presence(df: pl.DataFrame, meta: dict) -> pl.DataFrame:
-    """subject_id and one bool column per modality (path non-null, or any field non-null)."""
-    exprs = []
-    for name, spec in meta["modalities"].items():
-        if "path_column" in spec:
-            exprs.append(pl.col(spec["path_column"]).is_not_null().alias(name))
-        else:
-            exprs.append(pl.any_horizontal([pl.col(f).is_not_null() for f in spec["fields"]])
-                         .alias(name))
-    return df.select(pl.col(SUBJECT), *exprs)
-
-
-def modality_view_digest(out_dir: str | Path, modality: str) -> str:
-    """SHA-256 of what a modality's stage-1 jobs read through the manifest files: every
-    subject in order (a store holds a row per subject), the modality's own columns (its
-    path or its fields), the adapter's extra columns, its entry in the JSON, its adapter
-    QC rows, and the size and mtime of each file its paths name (of a folder: the mtime of
-    it and of each folder under it, which an added, removed, renamed or atomically
-    replaced file changes). The stage-1 rules carry it as a parameter and read the
-    manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
-    reruns none of this modality's preprocessing and encoding, while new rows for it, or
-    a regenerated demo image under the same name, rerun them. See :func:`_planned_digest`
-    for ``"not built"`` and ``"unreadable"``."""
-    return _planned_digest(out_dir, _view_digest, modality)
-
-
-def benchmark_view_digest(out_dir: str | Path, label: str) -> str:
-    """SHA-256 of what the stage-2 jobs (splits, masks, training) read through the
-    manifest files: every subject in order, the benchmark's ``label``, the cohort's own
-    split (its column and source) and which modalities each subject has (its modality
-    names in name order, as :mod:`mmpipe.bench.prepare` reads them). Carried as a
-    parameter like :func:`modality_view_digest`: a manifest rebuilt for a clinical field
-    or a regenerated image under the same name redraws no split and no mask, and reruns
-    only the training jobs whose stores changed."""
-    return _planned_digest(out_dir, _benchmark_view, label)
-
-
-def built_benchmark_view(out_dir: str | Path, label: str) -> str:
-    """:func:`benchmark_view_digest` for a job that runs after the manifest (training,
-    the report): where planning defers (no manifest, an unreadable one, a label it lacks)
-    this raises :class:`InputError` naming the manifest, instead of a placeholder that
-    would compare unequal to every run's."""
-    digest = benchmark_view_digest(out_dir, label)
-    if digest in ("not built", "unreadable", "label not in the manifest"):
-        raise InputError(f"{digest} ({label!r} is the benchmark's label): rebuild the "
-                         "manifest (the manifest rule)",
-                         path=CohortLayout(Path(out_dir)).manifest())
-    return digest
-
-
-def _planned_digest(out_dir: str | Path, view: Callable[..., str], *args: str) -> str:
-    """``view(root, *args, stamp)`` of the manifest files in ``out_dir``. ``"not built"``
-    while there is no manifest; ``"unreadable"`` for a manifest a killed build left (the
-    rules wait for the manifest job, which rebuilds it, and are then judged on the new
-    one)."""
-    layout = CohortLayout(Path(out_dir))
-    files = (layout.manifest(), layout.manifest_meta(), layout.adapter_qc())
-    try:
-        stamp = tuple((st.st_size, st.st_mtime_ns) for st in (f.stat() for f in files))
-    except FileNotFoundError:
-        return "not built"
-    try:
-        return view(str(layout.root), *args, stamp)
-    except (InputError, OSError, KeyError, ValueError, pl.exceptions.PolarsError) as err:
-        # Snakemake evaluates a rule's parameters while planning, before the manifest
-        # job it waits for has run: raising here would stop the run that repairs it
-        log.debug("manifest of %s not readable while planning: %s", layout.root, err)
-        return "unreadable"
-
-
-def _digest(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _file_stamp(path: str | None) -> Any:
-    if path is None:
-        return None
-    p = Path(path)
-    try:
-        if not p.is_dir():
-            st = p.stat()
-            return [st.st_size, st.st_mtime_ns]
-        # os.walk reads the entries' types without a stat each: one stat per folder
-        return sorted([os.path.relpath(d, p), os.stat(d).st_mtime_ns]
-                      for d, _, _ in os.walk(p))
-    except OSError:
-        return "missing"  # the job says which subject and file
-
-
-# Once per planning process and manifest (its files' stamps are the key): raw files a
-# run regenerates (the demo) come with a rebuilt manifest, read again after it
-@functools.cache
-def _view_digest(root: str, modality: str, stamp: tuple) -> str:
-    df, meta = read_manifest(root)
-    spec = meta["modalities"].get(modality)
-    if spec is None:
-        return "not in the manifest"
-    own = [spec["path_column"]] if "path_column" in spec else list(spec.get("fields", []))
-    extra = [c for c in meta.get("extra_columns", []) if c not in own]
-    rows = df.select(SUBJECT, *own, *extra).rows()
-    paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
-    files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
-    # not the whole-cohort rows, which no store reads: a stray file in a download's folder
-    # (a "skipped" row, there as soon as the listing rebuilds the manifest) reruns none of
-    # the modality's jobs
-    qc = read_qc(root).filter((pl.col("modality") == modality)
-                              & (pl.col(SUBJECT) != ALL_SUBJECTS))
-    qc_rows = qc.select(SUBJECT, "status", "reason", "path").rows()
-    return _digest({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
-                    "qc": qc_rows, "files": files})
-
-
-@functools.cache
-def _benchmark_view(root: str, label: str, stamp: tuple) -> str:
-    df, meta = read_manifest(root)
-    if label not in df.columns:
-        return "label not in the manifest"  # the job says so, with the manifest's labels
-    modalities = sorted(meta["modalities"])
-    columns = [SUBJECT, label, *([SPLIT] if SPLIT in df.columns else [])]
-    # of the split's record, what a split file holds: not ``where`` (the CSV's path)
-    source = (meta.get("split") or {}).get("source")
-    return _digest({"columns": columns, "rows": df.select(columns).rows(),
-                    "split_source": source, "modalities": modalities,
-                    "presence": modality_presence(df, meta).select(modalities).rows()})
-
-
-def read_qc(out_dir: str | Path) -> pl.DataFrame:
-    path = CohortLayout(Path(out_dir)).adapter_qc()
-    if not path.exists():
-        raise InputError("adapter QC not found; build the manifest first", path=path)
-    return pl.read_parquet(path)

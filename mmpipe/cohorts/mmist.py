@@ -31,7 +31,6 @@ import polars as pl
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     check_subject_ids,
@@ -40,6 +39,7 @@ from mmpipe.cohorts.manifest import (
     layout_modalities,
     modality_specs,
 )
+from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 

@@ -33,7 +33,6 @@ import polars as pl
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
-    SUBJECT,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -41,6 +40,7 @@ from mmpipe.cohorts.manifest import (
     layout_modalities,
     modality_specs,
 )
+from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.mmist import (
     AUTHORS_SPLIT,
     CLINICAL_CSV,

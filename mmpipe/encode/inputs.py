@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from mmpipe.cohorts.manifest import read_manifest
+from mmpipe.cohorts.manifest_files import read_manifest
 from mmpipe.errors import StoreError
 from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
 from mmpipe.preprocess.masks import MaskedVolume, mask_column, read_masks

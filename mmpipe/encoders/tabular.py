@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from mmpipe.cohorts.manifest import parse_number
+from mmpipe.cohorts.numbers import parse_number
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)

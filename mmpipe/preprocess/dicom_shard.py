@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts.manifest import read_manifest
+from mmpipe.cohorts.manifest_files import read_manifest
 from mmpipe.errors import InputError
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC

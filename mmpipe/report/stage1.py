@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts.manifest import NON_NUMERIC
+from mmpipe.cohorts.manifest_files import NON_NUMERIC
 from mmpipe.fsutil import atomic_file, write_parquet
 from mmpipe.store import FeatureStore
 

@@ -10,22 +10,23 @@ import pytest
 
 from mmpipe.cohorts import ADAPTERS, build_manifest
 from mmpipe.cohorts.manifest import (
-    ALL_SUBJECTS,
-    NON_NUMERIC,
     AdapterOutput,
     ModalitySpec,
     QCRecord,
     UserSplit,
-    benchmark_view_digest,
     finalize_manifest,
-    modality_presence,
     modality_specs,
-    modality_view_digest,
-    parse_number,
+)
+from mmpipe.cohorts.manifest_files import (
+    ALL_SUBJECTS,
+    NON_NUMERIC,
+    modality_presence,
     read_manifest,
     read_qc,
     write_manifest,
 )
+from mmpipe.cohorts.manifest_views import benchmark_view_digest, modality_view_digest
+from mmpipe.cohorts.numbers import parse_number
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import write_parquet
 
@@ -365,11 +366,11 @@ def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):
     file atomically replaced in it, at any depth, changes."""
     import os
 
-    from mmpipe.cohorts import manifest
+    from mmpipe.cohorts import manifest_views
     from mmpipe.fsutil import atomic_file
 
     def views():  # each in a new planning process (one process computes a view once)
-        manifest._view_digest.cache_clear()
+        manifest_views._view_digest.cache_clear()
         return {m: modality_view_digest(out, m) for m in SPECS}
 
     series = tmp_path / "raw" / "ct" / "a" / "series1"

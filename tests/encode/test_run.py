@@ -210,7 +210,7 @@ def test_mmist_ccrcc_stores_match_the_release(tmp_path, cfg, shared_data):
         assert store.present.sum() == present
         assert store.feature_shape == (dim,)
     # the clinical text store, on the prompts the workflow would build
-    from mmpipe.cohorts.manifest import read_manifest
+    from mmpipe.cohorts.manifest_files import read_manifest
     from mmpipe.params import prompt_params
     from mmpipe.preprocess.prompts import build_prompts
 

@@ -88,7 +88,7 @@ def preprocess(layout: CohortLayout, cfg: dict, modality: str) -> list[Path]:
 
 def encode(layout: CohortLayout, cfg: dict, modality: str, encoder: str) -> FeatureStore:
     """Preprocess and encode one modality into its store; returns the store."""
-    from mmpipe.cohorts.manifest import read_manifest
+    from mmpipe.cohorts.manifest_files import read_manifest
     from mmpipe.encode.run import encode_store
     from mmpipe.encoders.registry import execution_settings
     from mmpipe.fsutil import write_parquet

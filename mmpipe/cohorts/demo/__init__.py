@@ -98,7 +98,7 @@ def _csv_bytes(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
-    from mmpipe.cohorts.manifest import atomic_write_bytes
+    from mmpipe.fsutil import atomic_write_bytes
 
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return  # identical: keep the file (and its mtime, so nothing downstream reruns)
