@@ -10,9 +10,10 @@ Files under ``results/{cohort}/``: :mod:`mmpipe.cohorts.manifest_files`, which w
 reads them.
 
 Table fields are cleaned here too (:func:`clean_table_fields`): a blank or
-whitespace-only cell is null, and a field whose non-blank values are mostly numbers
+whitespace-only cell, or a missing marker ("NA", "nan": :data:`MISSING_TEXTS`), is null,
+and a field whose non-blank values are mostly numbers
 (:data:`NUMERIC_SHARE`) is made numeric. Each value of such a field that is not a
-number ("45y", "unknown", "nan", "inf") becomes null with a QC row of status
+number ("45y", "unknown", "inf") becomes null with a QC row of status
 ``non_numeric`` naming the subject, the field and the value, or, with the
 modality's ``non_numeric: error``, stops the build with an error naming them all.
 
@@ -429,10 +430,18 @@ class NonNumericValue:
                 "numeric); set to blank")
 
 
+# texts that mean "no value" in a label or a table field (the spreadsheet and R/pandas
+# missing markers: R's write.csv writes NA), in lower case; not "none" or "-", which can
+# be classes (a grade "none", a status "-")
+MISSING_TEXTS = ("", "nan", "na", "n/a", "#n/a", "null", "<na>")
+
+
 def _clean_text_field(name: str, ids: list[str], col: pl.Series
                       ) -> tuple[pl.Series, list[NonNumericValue]]:
     raw = col.cast(pl.Utf8).to_list()
-    text = [None if v is None or not v.strip() else v for v in raw]
+    # a missing marker is a blank cell: counted as a text, "NA" kept a field that is
+    # mostly missing as text, its numbers read as categories and "NA" as one of them
+    text = [None if v is None or v.strip().lower() in MISSING_TEXTS else v for v in raw]
     nonblank = [v for v in text if v is not None]
     parsed = [None if v is None else parse_number(v) for v in text]
     n_numbers = sum(p is not None for p in parsed)
@@ -454,7 +463,8 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
                        ) -> tuple[pl.DataFrame, list[NonNumericValue]]:
     """Table fields as the encoders need them, the same for every adapter.
 
-    A blank or whitespace-only text cell becomes null. A text field where at least
+    A blank or whitespace-only text cell, or a missing marker (:data:`MISSING_TEXTS`),
+    becomes null. A text field where at least
     :data:`NUMERIC_SHARE` of the non-blank values are numbers (:func:`parse_number`), and
     that no tabular encoder reads as categories (``categorical``),
     becomes numeric (Int64 when every number is an integer, else Float64), and a float
@@ -514,13 +524,8 @@ def _warn_list(what: str, ids: list[str]) -> None:
     log.warning("%d subject(s) %s: %s", len(ids), what, shown)
 
 
-# label texts that mean "no label" (the spreadsheet and R/pandas missing markers), in
-# lower case; not "none" or "-", which can be classes (a grade "none", a status "-")
-MISSING_LABEL_TEXTS = ("", "nan", "na", "n/a", "#n/a", "null", "<na>")
-
-
 def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
-    """A label that is NaN, inf, blank or a missing marker (:data:`MISSING_LABEL_TEXTS`)
+    """A label that is NaN, inf, blank or a missing marker (:data:`MISSING_TEXTS`)
     is a missing label (null), so every later step (the QC row below, the split,
     training) sees it as missing: a CSV reader turns the text "NaN" into a float NaN,
     which is not null, and left "NA" as text, which became a class of its own. A text
@@ -532,7 +537,7 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
             exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(label))
         elif dtype == pl.Utf8:
             text = col.str.strip_chars()
-            blank = text.str.to_lowercase().is_in(list(MISSING_LABEL_TEXTS))
+            blank = text.str.to_lowercase().is_in(list(MISSING_TEXTS))
             exprs.append(pl.when(blank).then(None).otherwise(text).alias(label))
     before = frame
     frame = frame.with_columns(exprs) if exprs else frame
