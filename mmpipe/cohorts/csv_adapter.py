@@ -60,8 +60,10 @@ def check_path(path: Path, kind: str) -> str | None:
     if kind == "dicom":
         if not path.is_dir():
             return "not a directory (a dicom modality is a folder of DICOM files)"
-        if not any(p.is_file() for p in path.iterdir()):
-            return "empty directory"
+        # a PACS or NBIA export nests its series (P1/STUDY/SERIES/IM*.dcm), and the
+        # series reader searches the folder's whole tree
+        if not any(files for _, _, files in os.walk(path)):
+            return "no file in the folder or its subfolders"
         return None
     if kind == "image":  # an image file, or a folder of them (the subject's set)
         from mmpipe.io.images import IMAGE_SUFFIXES, image_files
@@ -78,6 +80,25 @@ def check_path(path: Path, kind: str) -> str | None:
     if not path.name.lower().endswith(allowed):
         return f"unexpected extension for kind {kind!r} (expected one of {', '.join(allowed)})"
     return None
+
+
+def _reject_shared_files(ids: list[str], paths: list[str | None], modality: str,
+                         qc: list[QCRecord]) -> None:
+    """Subjects whose ``modality`` is one file (a copy-paste error in the table, or two
+    links to it) lose it, each with a QC row naming the others: the same image under two
+    subjects can land in both training and test."""
+    by_file: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        if p is not None:
+            by_file.setdefault(os.path.realpath(p), []).append(i)
+    for indices in by_file.values():
+        if len(indices) < 2:
+            continue
+        for i in indices:
+            others = [ids[j] for j in indices if j != i]
+            qc.append(QCRecord(ids[i], modality, REJECTED,
+                               f"the same file as subject(s) {others}", paths[i]))
+            paths[i] = None
 
 
 def resolve_paths(
@@ -102,6 +123,7 @@ def resolve_paths(
         else:
             paths.append(None)
             qc.append(QCRecord(sid, modality, REJECTED, reason, str(p)))
+    _reject_shared_files(frame[SUBJECT].to_list(), paths, modality, qc)
     rejected = sum(r.status == REJECTED for r in qc)
     if rejected:
         log.warning("%s: %d %s path(s) rejected (missing or wrong kind)", modality, rejected, kind)

@@ -78,7 +78,7 @@ def test_paths_are_resolved_and_checked_by_kind(cohort):
     assert reasons[("p2", "emb")] == ("rejected", "is a directory, expected a features file")
     assert reasons[("p3", "ct")][1].startswith("not a directory")
     assert reasons[("p3", "wsi")] == ("absent", "no path in column 'slide_path'")
-    assert reasons[("p4", "ct")] == ("rejected", "empty directory")
+    assert reasons[("p4", "ct")] == ("rejected", "no file in the folder or its subfolders")
     assert reasons[("p4", "*")] == ("excluded", "no modality available")
     assert reasons[("p3", "label")] == ("absent", "label missing")
     rejected_path = qc.filter((pl.col("subject_id") == "p2") & (pl.col("modality") == "ct"))
@@ -87,6 +87,37 @@ def test_paths_are_resolved_and_checked_by_kind(cohort):
     df2, meta = read_manifest(out)
     assert meta["adapter"] == "csv" and meta["n_excluded"] == 1
     assert meta["modalities"]["emb"] == {"kind": "features", "path_column": "emb_path"}
+
+
+def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_s(tmp_path):
+    """A PACS export nests its series under the subject's folder (it was "empty"); one
+    file under two subjects (a copy-paste error, spelled two ways) was two subjects'
+    image, in training and test alike."""
+    data = tmp_path / "data"
+    (data / "ct" / "p1" / "STUDY1" / "SERIES3").mkdir(parents=True)
+    (data / "ct" / "p1" / "STUDY1" / "SERIES3" / "IM1.dcm").write_bytes(b"x")
+    (data / "mri").mkdir()
+    for name in ("a.nii.gz", "c.nii.gz"):
+        (data / "mri" / name).write_bytes(b"x")
+    (data / "cohort.csv").write_text(
+        "patient_id,response,ct_dir,mri_file,age\n"
+        "p1,1,ct/p1,mri/a.nii.gz,50\n"
+        "p2,0,,./mri/../mri/a.nii.gz,51\n"
+        "p3,1,,mri/c.nii.gz,52\n")
+    cfg = _cfg(modalities={
+        "ct": {"kind": "dicom", "column": "ct_dir", "encoders": ["e"]},
+        "mri": {"kind": "volume", "column": "mri_file", "encoders": ["e"]},
+        "clinical": {"kind": "table", "fields": ["age"], "encoders": ["e"]}})
+    out = tmp_path / "results" / "c"
+    df = build_manifest("c", cfg, out, base_dir=tmp_path)
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["p1"]["ct_path"] == str(data / "ct" / "p1")
+    assert rows["p1"]["mri_path"] is None and rows["p2"]["mri_path"] is None
+    assert rows["p3"]["mri_path"] == str(data / "mri" / "c.nii.gz")
+    reasons = {(r["subject_id"], r["modality"]): (r["status"], r["reason"])
+               for r in read_qc(out).iter_rows(named=True)}
+    assert reasons[("p1", "mri")] == ("rejected", "the same file as subject(s) ['p2']")
+    assert reasons[("p2", "mri")] == ("rejected", "the same file as subject(s) ['p1']")
 
 
 def test_duplicate_ids_are_an_error(cohort):
