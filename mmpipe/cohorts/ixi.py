@@ -119,20 +119,22 @@ def read_table(path: Path) -> list[dict[str, Any]]:
 
     try:
         book = xlrd.open_workbook(str(path), on_demand=True)
-    except xlrd.XLRDError as e:
-        raise InputError(f"not a readable .xls workbook: {e}", path=path) from e
-    if SHEET not in book.sheet_names():
-        raise InputError(f"no sheet {SHEET!r} (sheets: {book.sheet_names()})", path=path)
-    sheet = book.sheet_by_name(SHEET)
-    if sheet.nrows == 0:
+        names = book.sheet_names()
+        cells = ([[c.value for c in row] for row in book.sheet_by_name(SHEET).get_rows()]
+                 if SHEET in names else None)
+    except Exception as e:  # a truncated file: xlrd raises IndexError, struct.error, ...
+        raise InputError(f"not a readable .xls workbook ({type(e).__name__}: {e}); a "
+                         "download cut short?", path=path) from e
+    if cells is None:
+        raise InputError(f"no sheet {SHEET!r} (sheets: {names})", path=path)
+    if not cells:
         raise InputError(f"sheet {SHEET!r} is empty", path=path)
-    header = [str(c.value).strip() for c in sheet.row(0)]
+    header = [str(v).strip() for v in cells[0]]
     missing = [c for c in (ID_COLUMN, SEX_COLUMN, AGE_COLUMN) if c not in header]
     if missing:
         raise InputError(f"sheet {SHEET!r} lacks column(s) {missing} (has {header})", path=path)
     rows = []
-    for r in range(1, sheet.nrows):
-        values = [c.value for c in sheet.row(r)]
+    for values in cells[1:]:
         rows.append({h: _blank(v, h) for h, v in zip(header, values, strict=False)})
     return rows
 

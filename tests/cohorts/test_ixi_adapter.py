@@ -115,6 +115,12 @@ def test_config_and_layout_errors_name_what_is_wrong(ixi, tmp_path):
     (tmp_path / "r" / "IXI.xls").write_text("IXI_ID,AGE\n2,30\n")   # a CSV renamed .xls
     with pytest.raises(InputError, match="not a readable .xls"):
         build_manifest("ixi", _cfg(tmp_path / "r"), tmp_path / "d", base_dir=root)
+    # a download cut short: xlrd's IndexError or struct.error named no file
+    for size in (100, len((root / "IXI.xls").read_bytes()) // 2):
+        (tmp_path / "r" / "IXI.xls").write_bytes((root / "IXI.xls").read_bytes()[:size])
+        with pytest.raises(InputError, match="not a readable .xls workbook") as err:
+            build_manifest("ixi", _cfg(tmp_path / "r"), tmp_path / "d", base_dir=root)
+        assert err.value.path == str(tmp_path / "r" / "IXI.xls")
     only_xls = copy.deepcopy(_cfg(tmp_path / "r"))
     (tmp_path / "r" / "IXI.xls").write_bytes((root / "IXI.xls").read_bytes())
     with pytest.raises(InputError, match="IXI-T1/ of modality 't1' not found"):
