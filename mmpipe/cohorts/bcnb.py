@@ -135,7 +135,7 @@ def official_split(root: Path, ids: list[str]) -> UserSplit:
         if not path.is_file():
             raise InputError(f"split file {name} not found (bcnb.split: official reads "
                              f"{SPLIT_FOLDER}/; set it to none to draw splits)", path=path)
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8-sig").splitlines():  # a BOM is no ID
             sid = _patient_id(line)
             if sid is None:
                 continue

@@ -338,7 +338,8 @@ def _read_id_file(path: Path) -> list[str]:
     """Subject IDs of a split file: one per line; blank lines and ``#`` comments skipped."""
     if not path.is_file():
         raise InputError("split file not found", path=path)
-    ids = [line.strip() for line in path.read_text().splitlines()]
+    # utf-8-sig: Notepad's byte-order mark, as the CSVs take it (it made "\ufeffp1")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     ids = [i for i in ids if i and not i.startswith("#")]
     dup = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dup:

@@ -121,3 +121,18 @@ def test_text_ids_with_zeros_meet_their_slides_and_a_row_without_an_id_is_said(b
     assert f"row 2 of {SPREADSHEET} holds values but no 'Patient ID': skipped" in \
         qc["reason"].to_list()
     assert _row(out, sid)["aln_status"] is None      # its slide stays, without the row
+
+
+def test_a_split_file_saved_with_a_byte_order_mark_reads_its_first_id(bcnb, tmp_path):
+    """Notepad's byte-order mark made the first ID "\ufeff1", which no patient has."""
+    import shutil
+
+    from mmpipe.cohorts.bcnb import SPLIT_FILES, SPLIT_FOLDER
+
+    root, plan, manifest, _ = bcnb
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out"))
+    test_ids = copy / SPLIT_FOLDER / SPLIT_FILES["test"]
+    test_ids.write_text(test_ids.read_text(), encoding="utf-8-sig")
+    again = build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
+    assert again["split"].to_list() == manifest["split"].to_list()

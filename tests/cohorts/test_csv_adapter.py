@@ -254,7 +254,9 @@ def test_a_labelled_subject_without_a_split_value_is_an_error(tmp_path):
 
 def test_split_files_fix_test_and_optionally_train_and_val(tmp_path):
     csv = _split_csv(tmp_path, ["x"] * 6)  # the fold column is not the split here
-    (tmp_path / "test.txt").write_text("# published test set\np4\n\np5\n")
+    # saved by Notepad: a byte-order mark before p4 (read as "\ufeffp4", not in the CSV)
+    (tmp_path / "test.txt").write_text("p4\n\np5\n# published test set\n",
+                                       encoding="utf-8-sig")
     cfg = _split_cfg(csv, {"files": {"test": "test.txt"}})
     df = build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
     assert df["split"].to_list() == ["train"] * 4 + ["test"] * 2  # the rest: training part
