@@ -525,12 +525,13 @@ def _warn_list(what: str, ids: list[str]) -> None:
     log.warning("%d subject(s) %s: %s", len(ids), what, shown)
 
 
-def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
+def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> pl.DataFrame:
     """A label that is NaN, inf, blank or a missing marker (:data:`MISSING_TEXTS`)
     is a missing label (null), so every later step (the QC row below, the split,
     training) sees it as missing: a CSV reader turns the text "NaN" into a float NaN,
     which is not null, and left "NA" as text, which became a class of its own. A text
-    label whose values are mostly numbers is warned about, naming the others."""
+    label whose values are mostly numbers is warned about, naming the others; text
+    labels that differ only in case ("Yes", "yes") are an :class:`InputError`."""
     exprs = []
     for label in labels:
         col, dtype = pl.col(label), frame.schema[label]
@@ -545,8 +546,16 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
     for label in labels:
         if frame.schema[label] != pl.Utf8:
             continue
-        numbers = {v: parse_number(v) for v in frame[label].drop_nulls().unique().to_list()}
-        values = list(numbers)
+        values = sorted(frame[label].drop_nulls().unique().to_list())
+        by_case: dict[str, list[str]] = {}
+        for v in values:
+            by_case.setdefault(v.casefold(), []).append(v)
+        twins = [spellings for spellings in by_case.values() if len(spellings) > 1]
+        if twins:  # "Yes" and "yes" were two classes, as IDs differing in case were two subjects
+            raise InputError(f"label {label!r}: values that differ only in case would be "
+                             f"classes of their own: {twins[:10]}; write each class one way "
+                             "in the source", path=source or None)
+        numbers = {v: parse_number(v) for v in values}
         texts = sorted(v for v, n in numbers.items() if n is None)
         if not texts and frame[label].null_count() > before[label].null_count() \
                 and all(str(n) == v for v, n in numbers.items()):
@@ -570,7 +579,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         pl.col(SUBJECT).cast(pl.Utf8).str.strip_chars()
     )
     check_subject_ids(frame[SUBJECT], out.source)
-    frame = _blank_labels(frame, out.labels)
+    frame = _blank_labels(frame, out.labels, out.source)
     frame, non_numeric = clean_table_fields(frame, list(out.modalities.values()), out.source)
     blanked: dict[str, list[NonNumericValue]] = {}
     for v in non_numeric:

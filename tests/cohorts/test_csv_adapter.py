@@ -357,6 +357,13 @@ def test_missing_label_markers_are_missing_labels_not_classes(cohort, caplog):
     csv.write_text(text.replace("p2,0,", "p2,NA,").replace("007,1,", "007,01,"))
     df = build_manifest("mydata", _cfg(), cohort / "out3", base_dir=cohort)
     assert df["response"].to_list() == ["01", None, None]
+    # "Yes" and "yes" were two classes without a word
+    csv.write_text(text.replace("007,1,", "007,Yes,").replace("p2,0,", "p2,no,")
+                   .replace("p3,,", "p3,yes ,"))
+    with pytest.raises(InputError, match=r"label 'response': .*differ only in case.*"
+                                         r"\[\['Yes', 'yes'\]\]") as err:
+        build_manifest("mydata", _cfg(), cohort / "out4", base_dir=cohort)
+    assert err.value.path == str(csv)
 
 
 def test_ids_that_differ_only_in_case_are_an_error(cohort):
