@@ -354,13 +354,13 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             # trains on them; None when nothing trained
             "n_fit": result.n_fit if trained else None,
             # the run's weights file in its folder, or None (benchmark.keep_models)
-            "model": MODEL if keep_model else None,
+            "model": MODEL if keep_model and trained else None,
         }
         pl.concat(frames, how="vertical_relaxed").write_parquet(tmp / PREDICTIONS)
         (tmp / METRICS).write_text(json.dumps(out, indent=2, default=float))
         # neural and sklearn methods both expose state_dict()/load_state_dict() of plain data
         ensemble = {"ensemble": len(method.members)} if isinstance(method, FoldEnsemble) else {}
-        if keep_model:
+        if keep_model and trained:  # an untrained method has no weights to keep
             save_bundle(tmp / MODEL, method={**method_cfg, **chosen},
                         state=method.state_dict(), **ensemble, modalities=data.modalities,
                         shapes=data.shapes(), n_classes=data.n_classes, label=label,

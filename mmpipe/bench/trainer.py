@@ -183,6 +183,12 @@ def _score(metrics: dict, monitor: str) -> float:
     return float("-inf") if value is None or np.isnan(value) else float(value)
 
 
+def _need_both_classes(method: FusionMethod, train: BenchData) -> None:
+    if len(np.unique(train.y)) < 2:
+        raise NotTrainable(f"{len(train.y)} training subject(s) usable by {method.name}, "
+                           f"classes {np.unique(train.y).tolist()}: need both classes")
+
+
 def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg: dict[str, Any],
         seed: int, device: torch.device | str = "cpu", log_path: str | Path | None = None, *,
         epochs: dict[str, int] | None = None) -> FitResult:
@@ -197,6 +203,9 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
     device = torch.device(device)
     gen = seed_everything(seed)
     if getattr(method, "kind", "torch") == "sklearn":
+        # hgb fitted one class without a word and failed in predict_proba, which stopped
+        # the job and lost the cell's other seeds
+        _need_both_classes(method, train)
         start = time.perf_counter()
         method.fit(train, val, seed)
         return FitResult(seconds=time.perf_counter() - start,
@@ -206,9 +215,7 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         log.info("%s trains on the %d of %d subjects with every modality", method.name,
                  int(keep.sum()), len(keep))
         train = train.subset(np.flatnonzero(keep))
-    if len(np.unique(train.y)) < 2:
-        raise NotTrainable(f"{len(train.y)} training subject(s) usable by {method.name}, "
-                           f"classes {np.unique(train.y).tolist()}: need both classes")
+    _need_both_classes(method, train)
     method.to(device)
     xt, pt, yt = _tensors(train, device)
     if val is not None:

@@ -117,6 +117,34 @@ def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
     assert preds["no_input"].all() and (out / "train.log").read_text().startswith("not trained")
 
 
+@pytest.mark.parametrize("method", [{"type": "logreg"}, {"type": "hgb", "max_iter": 5},
+                                    {"type": "deepsets", "max_epochs": 2}])
+def test_a_training_part_of_one_class_is_not_trained_for_any_kind_of_method(cohort, tmp_path,
+                                                                            method):
+    """No class-1 training subject keeps an input: hgb fitted the one class and failed
+    in predict_proba, logreg refused but its weights were saved, and either stopped
+    the job (the cell's other seeds lost)."""
+    from mmpipe.bench.missingness import read_mask, write_mask
+    from mmpipe.bench.splits import read_split
+    from mmpipe.cohorts.manifest_files import read_manifest
+
+    root, cohort_dir = cohort
+    ids, mask, modalities = read_mask(root / "mask.parquet")
+    split = dict(read_split(root / "split.parquet").select("subject_id", "split").iter_rows())
+    label = dict(read_manifest(cohort_dir)[0].select("subject_id", "y").iter_rows())
+    mask[[split[i] == "train" and label[i] == 1 for i in ids]] = False
+    write_mask(ids, mask, modalities, tmp_path / "one_class.parquet")
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y", method,
+                             root / "split.parquet", tmp_path / "one_class.parquet", out,
+                             seed=0, tuning={"trials": 1},
+                             meta={"cohort": "toy", "feature_set": "all",
+                                   "method": method["type"], "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"] is False and np.isnan(metrics["test"]["auc"])
+    assert any("need both classes" in n for n in metrics["notes"]), metrics["notes"]
+    assert metrics["model"] is None and not (out / "model.pt").exists()
+
+
 def _fail_run_seed_when(monkeypatch, predicate) -> None:
     """Make the seeds whose keyword arguments match ``predicate`` fail."""
     import mmpipe.bench.run as run_mod
