@@ -323,17 +323,21 @@ def realised_rate(scenario: str, present: np.ndarray, mask: np.ndarray, *,
 
 
 def removal_record(present: np.ndarray, mask: np.ndarray, scored: np.ndarray | None = None,
-                   realised: tuple[float | None, int] | None = None) -> dict[str, Any]:
+                   realised: tuple[float | None, int] | None = None,
+                   options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a mask took from the ``scored`` subjects (every row when None) over the
     cohort's modalities: their present entries, how many it removed, the share, the
     largest share MCAR can remove while each keeps a modality (:func:`max_mcar_rate`),
-    and the scenario's rate as realised (:func:`realised_rate`: ``rate``, of ``rate_of``)."""
+    the scenario's rate as realised (:func:`realised_rate`: ``rate``, of ``rate_of``),
+    and the scenario's ``options`` it was drawn with (testmiss's ``modality``), with
+    which a run measures the rate on its own feature set."""
     present, mask = _check_present(present), _check_present(mask)
     rows = _scored_rows(present, scored)
     n, kept = int(present[rows].sum()), int((present & mask)[rows].sum())
     rate, rate_of = realised if realised is not None else (None, None)
     return {"present": n, "removed": n - kept, "share": (n - kept) / n if n else None,
-            "max_mcar_share": max_mcar_rate(present[rows]), "rate": rate, "rate_of": rate_of}
+            "max_mcar_share": max_mcar_rate(present[rows]), "rate": rate, "rate_of": rate_of,
+            "options": dict(options or {})}
 
 
 def write_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequence[str],

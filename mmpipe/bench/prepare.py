@@ -89,5 +89,5 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     realised = realised_rate(scenario, present, mask, cohort_modalities=modalities,
                              scored=scored, test=test, **(options or {}))
     write_mask(ids, mask, modalities, out,
-               record=removal_record(present, mask, scored, realised))
+               record=removal_record(present, mask, scored, realised, options))
     return mask

@@ -29,6 +29,7 @@ from mmpipe.bench.missingness import (
     modality_subsets,
     read_mask,
     read_removal_record,
+    realised_rate,
     subset_mask,
 )
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
@@ -75,6 +76,29 @@ def _apply_mask(data: BenchData, mask_path: Path, scenario: str) -> tuple[BenchD
     kept = alone[~masked[alone].any(axis=1)]
     masked[kept] = data.present[kept]
     return data.with_present(masked), len(kept)
+
+
+def _rate_on_feature_set(stored: BenchData, masked: BenchData, test_rows: np.ndarray,
+                         scenario: str, record: dict[str, Any] | None
+                         ) -> dict[str, Any] | None:
+    """The scenario's rate as the run's own feature set met it (the cell's mask record
+    says it over the cohort's modalities): under ``testmiss`` the share of the run's test
+    subjects having the modality that lost it, fewer where it is their only modality of
+    the feature set (a slide+clinical run keeps the clinical record of every test
+    subject without a slide); under MCAR the share of the run's present entries removed,
+    more in a narrower feature set, whose subjects the cohort-wide mask kept whole by a
+    modality outside it. None for the other scenarios, or a feature set without the
+    modality the scenario takes."""
+    if scenario not in ("mcar", "testmiss"):
+        return None
+    modality = ((record or {}).get("options") or {}).get("modality")
+    if scenario == "testmiss" and modality not in stored.modalities:
+        return None
+    test = np.zeros(len(stored.y), dtype=bool)
+    test[test_rows] = True
+    rate, of = realised_rate(scenario, stored.present, masked.present,
+                             cohort_modalities=stored.modalities, test=test, modality=modality)
+    return {"rate": rate, "rate_of": of}
 
 
 def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
@@ -229,8 +253,12 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     fits of the job's other cells (``cell`` names this one): a cell of the same seed that
     trained on these very data lends its model instead of training it again."""
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
+    stored = data
     data, kept_one = _apply_mask(data, Path(mask_path), meta.get("scenario", ""))
     idx = _split_indices(data, Path(split_path))
+    mask_record = read_removal_record(mask_path)
+    run_rate = _rate_on_feature_set(stored, data, idx["test"], meta.get("scenario", ""),
+                                    mask_record)
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
     notes = [f"{len(dropped)} subjects dropped before splitting: "
              f"{sorted({d['reason'] for d in dropped})}"] if dropped else []
@@ -348,7 +376,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             # what the cell's mask took from the labelled subjects over the cohort's
             # modalities: an MCAR rate the cohort cannot meet is met as far as it can be,
             # and the report says so
-            "scenario_mask": read_removal_record(mask_path),
+            "scenario_mask": mask_record,
+            # the same rate as this run's feature set met it (_rate_on_feature_set)
+            "scenario_feature_set": run_rate,
             # subjects training iterated over: the training part under a cv refit, the
             # largest member's folds for an ensemble, the complete cases of a method that
             # trains on them; None when nothing trained

@@ -36,6 +36,9 @@ PROTOCOL_SCENARIOS = ("completeness", "testmiss")
 # labelled subjects, in runs.csv, not averaged in summary.csv (a cell's, not a method's)
 MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_share",
                 "mask_rate", "mask_rate_of")
+# the scenario's rate as the run's own feature set met it (``scenario_feature_set``):
+# a testmiss modality stays with a subject whose only modality of the feature set it is
+FEATURE_SET_RATE_COLUMNS = ("feature_set_rate", "feature_set_rate_of")
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
 # the table's (and radar's) columns; a metric no run has (f1_positive of a multi-class task)
@@ -204,6 +207,9 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         removed = m.get("scenario_mask") or {}
         for k in MASK_COLUMNS:
             row[k] = _num(removed.get(k.removeprefix("mask_")))
+        own = m.get("scenario_feature_set") or {}
+        for k in FEATURE_SET_RATE_COLUMNS:
+            row[k] = _num(own.get(k.removeprefix("feature_set_")))
         row["trained"] = bool(m.get("trained", True))
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None
@@ -227,7 +233,8 @@ def summarise(runs: pl.DataFrame, keys: Sequence[str] = SUMMARY_KEYS) -> pl.Data
     """
     keys = list(keys)
     counted = {"trained": "n_trained", "collapsed": "n_collapsed"}
-    skip = set(keys) | {"seed", "path", "n_classes", *counted, *MASK_COLUMNS}
+    skip = set(keys) | {"seed", "path", "n_classes", *counted, *MASK_COLUMNS,
+                        *FEATURE_SET_RATE_COLUMNS}
     values = [c for c, t in runs.schema.items() if c not in skip and t.is_numeric()]
     extra = [pl.col(c).drop_nulls().first() for c in _CARRIED
              if c in runs.columns and c not in keys]

@@ -329,6 +329,35 @@ def test_testmiss_keeps_a_subjects_only_modality_among_the_runs_and_mcar_does_no
                                                      [True, True]]
 
 
+def test_a_run_records_the_test_time_rate_its_own_feature_set_met(tmp_path):
+    """The cell's mask says its rate over the cohort's modalities; a run that gives a
+    subject its only modality back met a lower one, which the run now records."""
+    from mmpipe.bench.data import BenchData
+    from mmpipe.bench.missingness import read_removal_record, write_mask
+    from mmpipe.bench.run import _apply_mask, _rate_on_feature_set
+
+    ids = np.array(["s0", "s1", "s2", "s3"])
+    cohort_mask = np.array([[True, False, True],    # s0: b taken, kept c outside the run
+                            [True, False, True],    # s1: b taken, keeps a in the run
+                            [True, True, True],     # s2: b kept
+                            [True, False, True]])   # s3: not a test subject
+    path = write_mask(ids, cohort_mask, ["a", "b", "c"], tmp_path / "mask.parquet",
+                      record={"options": {"modality": "b"}})
+    present = np.array([[False, True], [True, True], [True, True], [True, True]])
+    data = BenchData(subject_id=ids, y=np.zeros(4, dtype=np.int64),
+                     x={"a": np.ones((4, 2), np.float32), "b": np.ones((4, 3), np.float32)},
+                     present=present, modalities=["a", "b"], n_classes=2)
+    masked, _ = _apply_mask(data, path, "testmiss")
+    test = np.array([0, 1, 2])
+    own = _rate_on_feature_set(data, masked, test, "testmiss", read_removal_record(path))
+    assert own == {"rate": 1 / 3, "rate_of": 3}    # s1 of s0, s1, s2; s0 kept its only one
+    only_a = BenchData(subject_id=ids, y=data.y, x={"a": data.x["a"]},
+                       present=present[:, :1], modalities=["a"], n_classes=2)
+    assert _rate_on_feature_set(only_a, only_a, test, "testmiss",
+                                read_removal_record(path)) is None  # b is not in the run
+    assert _rate_on_feature_set(data, masked, test, "natural", None) is None
+
+
 def test_a_mask_from_another_build_names_its_file(tmp_path):
     """A mask without one of the run's subjects or modalities failed with a bare
     ``KeyError: 's2'`` / ``ValueError: 'b' is not in list``."""
@@ -373,6 +402,11 @@ def test_a_run_records_what_its_mask_removed(cohort, tmp_path):
                              root / "split.parquet", tmp_path / f"mask{rate}.parquet",
                              tmp_path / f"run{rate}", seed=0, meta=meta)
         assert out["scenario_mask"] == record
+        # and its own: the share of its present entries of "a" the mask took
+        kept_a = (natural & mask)[:, 0]
+        assert out["scenario_feature_set"]["rate_of"] == natural[:, 0].sum()
+        assert out["scenario_feature_set"]["rate"] == pytest.approx(
+            1 - kept_a.sum() / natural[:, 0].sum())
         records[rate] = record
     assert records[0.4]["share"] == pytest.approx(0.4, abs=1 / records[0.4]["present"])
     assert records[0.9]["share"] == pytest.approx(records[0.9]["max_mcar_share"])
@@ -381,6 +415,8 @@ def test_a_run_records_what_its_mask_removed(cohort, tmp_path):
     assert runs["mask_share"].to_list() == pytest.approx([records[r]["share"]
                                                           for r in (0.4, 0.9)])
     assert "mask_share_mean" not in summarise(runs).columns   # a cell's, not a method's
+    assert runs["feature_set_rate_of"].to_list() == [natural[:, 0].sum()] * 2
+    assert "feature_set_rate_mean" not in summarise(runs).columns
 
 
 def test_every_feature_set_is_scored_on_the_same_test_subjects(cohort, tmp_path):

@@ -356,3 +356,24 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
     near = runs.with_columns(mask_rate=pl.lit(797 / 1000), mask_rate_of=pl.lit(1000.0))
     assert "from 79.7 % of the test subjects having it, not 80.0 %" in summary_markdown(
         near, summarise(near), _flags())
+
+
+def test_a_feature_set_that_kept_the_modality_more_often_is_named():
+    """The cell's masks met 80 % over the cohort's modalities, so no line was printed,
+    while a slide+clinical row gave the clinical record back to every test subject
+    without a slide and lost it from 62 % of them under the "80 %" title."""
+    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(24 / 30),
+        mask_rate_of=pl.lit(30.0), mask_max_mcar_share=pl.lit(0.4),
+        feature_set_rate=pl.lit(24 / 30), feature_set_rate_of=pl.lit(30.0))
+    narrow = base.with_columns(feature_set=pl.lit("slide_clinical"),
+                               feature_set_rate=pl.when(pl.col("seed") % 2 == 0)
+                               .then(16 / 26).otherwise(17 / 26),
+                               feature_set_rate_of=pl.lit(26.0))
+    runs = pl.concat([base, narrow])
+    lines = _section(summary_markdown(runs, summarise(runs), _flags()),
+                     "**Missing at test time in 80 % of test subjects (BD)**")
+    named = [x for x in lines if "of its test subjects having it" in x]
+    assert named == ["- **slide_clinical: the modality was taken from 63.1 % of its test "
+                     "subjects having it, not 80 %**: the others have it as their only "
+                     "modality of this feature set, which the protocol keeps"], lines
