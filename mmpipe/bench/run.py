@@ -34,7 +34,7 @@ from mmpipe.bench.missingness import (
 )
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
 from mmpipe.bench.shared_fits import SharedFits, fit_key
-from mmpipe.bench.splits import read_split
+from mmpipe.bench.splits import read_split, read_split_source
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
 from mmpipe.cohorts.manifest_views import built_benchmark_view
@@ -373,6 +373,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "feature_set": meta.get("feature_set"),
             "encoders": feature_set, "normalize": normalize, "device": str(device),
             "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y), "notes": notes,
+            # drawn per seed, or the cohort's own (which parts it fixes): with all three
+            # fixed, seeds differ by initialisation alone, and the report says so
+            "split": read_split_source(split_path),
             # what the cell's mask took from the labelled subjects over the cohort's
             # modalities: an MCAR rate the cohort cannot meet is met as far as it can be,
             # and the report says so

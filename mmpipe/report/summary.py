@@ -96,6 +96,15 @@ def _seed_values(runs: pl.DataFrame, row: dict, metric: str) -> dict[int, float]
             if v is not None and not math.isnan(v)}
 
 
+def _one_split(runs: pl.DataFrame) -> bool:
+    """Whether every run's seed trained, validated and tested on the cohort's own split
+    (``split_fixed``: train, val and test): its seeds then differ by initialisation only."""
+    if "split_fixed" not in runs.columns or not len(runs):
+        return False
+    return all(set(str(v or "").split(",")) >= {"train", "val", "test"}
+               for v in runs["split_fixed"].to_list())
+
+
 def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
     """One line: the best fusion against ``other``, paired by seed."""
     lower = metric in LOWER_IS_BETTER
@@ -132,6 +141,8 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
     p = paired_p(x, y, alternative="greater")
     significant = p is not None and p < SIGNIFICANCE
     verdict = ("significant" if significant else f"not significant at {SIGNIFICANCE:g}")
+    if _one_split(runs):  # the seeds redrew no subject: the test is of initialisations
+        verdict += " over initialisations on one split"
     if other_ahead:
         verdict += (f": {name_o} beats the best fusion" if significant
                     else ": not shown to beat the best fusion")
@@ -209,6 +220,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
              "chosen on these same runs, so their means, intervals and p values are "
              "optimistic, and the p values are not corrected for the many methods compared. "
              "Flags: see *Flagged runs* below the tables.", ""]
+    if _one_split(runs):
+        lines += [
+            "**One split for every seed.** The cohort's own split fixes its training, "
+            "validation and test subjects, so the seeds differ by initialisation (and "
+            "sampling) alone: the spreads, intervals and p values below say how stable "
+            "each method is on these subjects, not how it would fare on another draw of "
+            "the cohort, and a deterministic method (logreg, hgb) has no spread.", ""]
     def best_of(rs):
         return (min if lower else max)(rs, key=lambda x: x[col]) if rs else None
 

@@ -73,6 +73,7 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
     assert saved["test"]["auc"] > 0.7          # the signal is strong: a run that learns nothing fails
     assert len(saved["subsets"]) == 7          # every non-empty subset of 3 modalities
     assert saved["trainable_parameters"] > 0
+    assert saved["split"] == {"source": "drawn", "fixed": []}  # the report reads it
     preds = pl.read_parquet(out / "predictions.parquet")
     test = preds.filter((pl.col("split") == "test") & (pl.col("evaluation") == "scenario"))
     assert len(test) == metrics["n_test"]

@@ -377,3 +377,23 @@ def test_a_feature_set_that_kept_the_modality_more_often_is_named():
     assert named == ["- **slide_clinical: the modality was taken from 63.1 % of its test "
                      "subjects having it, not 80 %**: the others have it as their only "
                      "modality of this feature set, which the protocol keeps"], lines
+
+
+def test_seeds_on_the_cohorts_own_split_are_said_to_differ_by_initialisation_only():
+    """BCNB's official split fixes train, val and test for every seed: the summary called
+    a fusion ahead of logreg on its 5 initialisations "significant" as if each seed had
+    drawn a new split, and logreg's "± 0.000" went unexplained."""
+    runs = _runs()
+    plain = summary_markdown(runs, summarise(runs), _flags())
+    assert "One split for every seed" not in plain
+    assert "over initialisations" not in plain
+    fixed = runs.with_columns(split_fixed=pl.lit("train,val,test"))
+    md = summary_markdown(fixed, summarise(fixed), _flags())
+    assert "**One split for every seed.**" in md
+    verdicts = [x for x in md.splitlines() if "one-sided p" in x]
+    assert verdicts and all("over initialisations on one split" in x for x in verdicts)
+    # a split that fixes the test part only redraws train and val per seed
+    test_only = runs.with_columns(split_fixed=pl.lit("test"))
+    assert "One split for every seed" not in summary_markdown(test_only, summarise(test_only),
+                                                             _flags())
+
