@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience": 25,
                   "optimizer": "adam", "batch_size": 64, "sampler": "weighted",
-                  "schedule": None, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1,
+                  "schedule": None, "eta_min": 0.0, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1,
                   "monitor": "loss", "min_epochs": 0}
 LOG_HEADER = "phase\tepoch\ttrain_loss\tval_loss\tval_balanced_accuracy\tval_auc"
 
@@ -95,9 +95,11 @@ def _scheduler(phase: Phase, opt):
     if phase.schedule is None:
         return None
     if phase.schedule == "cosine":
+        t_max = max(phase.max_epochs, 1)
         if isinstance(opt, FusedAdam):
-            return CosineSchedule(opt, max(phase.max_epochs, 1))
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(phase.max_epochs, 1))
+            return CosineSchedule(opt, t_max, eta_min=phase.eta_min)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max,
+                                                          eta_min=phase.eta_min)
     raise ValueError(f"unknown schedule {phase.schedule!r} (cosine | null)")
 
 

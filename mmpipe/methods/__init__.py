@@ -13,7 +13,7 @@ from mmpipe.errors import ConfigError
 # trainer settings a method's config may carry beside its own hyper-parameters: those of
 # each training phase (its optimiser and early stopping), and those of the batches
 PHASE_KEYS = ("lr", "weight_decay", "max_epochs", "patience", "optimizer", "schedule",
-              "monitor", "min_epochs")
+              "eta_min", "monitor", "min_epochs")
 BATCH_KEYS = ("batch_size", "sampler", "class_weights", "noise_p", "noise_std")
 TRAINER_KEYS = (*PHASE_KEYS, *BATCH_KEYS)
 # keys of a method's config that are not hyper-parameters of the method itself

@@ -40,8 +40,9 @@ class Phase:
     optimizer: str = "adam"  # adam | adamw | rmsprop | sgd
     monitor: str = "loss"
     min_epochs: int = 0
-    # "cosine": learning rate annealed to 0 over max_epochs (stepped once per epoch)
+    # "cosine": learning rate annealed to eta_min over max_epochs (stepped once per epoch)
     schedule: str | None = None
+    eta_min: float = 0.0
     loss: Callable[..., torch.Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -51,7 +51,7 @@ Adapted to this benchmark (see :meth:`DRIM.report_notes`): cached vectors (flatt
 every modality with the official embedding-encoder; cross-entropy on classes instead of
 the logistic-hazard survival loss; training on every subject (the official multimodal
 scripts keep patients with at least two modalities); the trainer's cosine schedule
-anneals to 0 (official ``eta_min`` 5e-6) and its best-validation checkpoint is restored,
+anneals to the official ``eta_min`` (5e-6, ``configs/multimodal.yaml``) and its best-validation checkpoint is restored,
 judged on the validation task loss alone (the official code keeps the last epoch; the
 adversarial term moves with the discriminators and would pick the epoch); batches are
 shuffled without class balancing, as the official loader's; the discriminators'
@@ -218,7 +218,8 @@ class DRIM(FusionMethod):
         "optimizer": "adamw",
         "lr": 1e-3,
         "weight_decay": 1e-2,
-        "schedule": "cosine",         # CosineAnnealingLR(T_max=epochs); official eta_min 5e-6
+        "schedule": "cosine",         # CosineAnnealingLR(T_max=epochs, eta_min=5e-6):
+        "eta_min": 5e-6,              # configs/multimodal.yaml scheduler
         "max_epochs": 30,             # general.epochs
         "patience": 30,               # no early stopping in the official code
         "batch_size": 24,             # dataloader.batch_size
@@ -390,7 +391,7 @@ class DRIM(FusionMethod):
             "(official order: encoders step against the pre-update discriminators); "
             "their optimiser state is not checkpointed.",
             "drim: trained on every subject (official multimodal scripts keep patients "
-            "with >= 2 modalities); cosine schedule to 0 (official eta_min 5e-6); the "
+            "with >= 2 modalities); the "
             "best-validation checkpoint by the task loss is kept (official: last "
             "epoch); plain shuffled batches as the official loader (no class "
             "balancing).",

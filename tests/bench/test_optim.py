@@ -69,6 +69,30 @@ def test_fused_rmsprop_is_torch_rmsprop_to_rounding(weight_decay, schedule):
     assert not torch.equal(ours[-1], _net()[3].weight.detach())
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_cosine_schedule_ends_at_eta_min_as_torchs(optimizer):
+    """DRIM's official scheduler anneals to eta_min 5e-6 (configs/multimodal.yaml); the
+    trainer's cosine ended at 0 whatever the recipe said."""
+    lrs = {}
+    for eta_min in (0.0, 5e-6):
+        net = nn.Linear(4, 2)
+        phase = Phase("train", net.parameters, optimizer=optimizer, lr=1e-3,
+                      schedule="cosine", eta_min=eta_min, max_epochs=30)
+        opt = _optimizer(phase, net.parameters())
+        sched = _scheduler(phase, opt)
+        ref = torch.optim.lr_scheduler.CosineAnnealingLR(
+            torch.optim.SGD(nn.Linear(4, 2).parameters(), lr=1e-3), T_max=30, eta_min=eta_min)
+        ours, theirs = [], []
+        for _ in range(30):
+            sched.step()
+            ref.step()
+            ours.append(opt.param_groups[0]["lr"])
+            theirs.append(ref.get_last_lr()[0])
+        assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+        lrs[eta_min] = ours[-1]
+    assert lrs[0.0] == pytest.approx(0.0, abs=1e-15) and lrs[5e-6] == pytest.approx(5e-6)
+
+
 @pytest.mark.parametrize("alpha", [1.0, -0.1])
 def test_fused_rmsprop_refuses_an_alpha_outside_0_1(alpha):
     with pytest.raises(ValueError, match="alpha"):
