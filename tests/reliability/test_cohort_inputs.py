@@ -36,6 +36,9 @@ def data_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("features")
     for k, sid in enumerate(GOOD):
         np.save(folder / f"{sid}.npy", np.linspace(k, k + 1, DIM, dtype=np.float32))
+    # the features of the subjects added to the good ones (a file two subjects name is
+    # neither's: mmpipe.cohorts.csv_adapter)
+    np.save(folder / "extra.npy", np.linspace(9, 10, DIM, dtype=np.float32))
     return folder
 
 
@@ -144,7 +147,7 @@ def test_subject_without_any_modality_is_excluded(tmp_path, base_config, data_di
 
 def test_blank_label_is_kept_out_of_split_and_training(tmp_path, base_config, data_dir,
                                                        baseline):
-    rows = [*_good_rows(data_dir), {"id": "nolabel", "y": None, "feat": str(data_dir / "g1.npy")}]
+    rows = [*_good_rows(data_dir), {"id": "nolabel", "y": None, "feat": str(data_dir / "extra.npy")}]
     layout, store_rows = _encode(tmp_path, base_config, rows)
     qc = _adapter_qc(layout).filter(pl.col("subject_id") == "nolabel")
     assert ("label", "absent", "label missing") in qc.select("modality", "status",
@@ -160,7 +163,7 @@ def test_blank_label_is_kept_out_of_split_and_training(tmp_path, base_config, da
 
 def test_nan_label_is_kept_out_of_training(tmp_path, base_config, data_dir, baseline):
     rows = [*_good_rows(data_dir), {"id": "nanlabel", "y": "NaN",
-                                    "feat": str(data_dir / "g1.npy")}]
+                                    "feat": str(data_dir / "extra.npy")}]
     layout, store_rows = _encode(tmp_path, base_config, rows)
     _assert_good_unchanged(store_rows, baseline)
     data, dropped = load_feature_set(layout.root, FEATURE_SET, "y")
@@ -170,7 +173,7 @@ def test_nan_label_is_kept_out_of_training(tmp_path, base_config, data_dir, base
 
 def test_nan_label_is_kept_out_of_the_split(tmp_path, base_config, data_dir):
     rows = [*_good_rows(data_dir), {"id": "nanlabel", "y": "NaN",
-                                    "feat": str(data_dir / "g1.npy")}]
+                                    "feat": str(data_dir / "extra.npy")}]
     layout, _ = _build(tmp_path, base_config, rows)
     qc = _adapter_qc(layout).filter(pl.col("subject_id") == "nanlabel")
     split = make_split(layout.root, "y", 0, RATIOS, tmp_path / "split.parquet")
@@ -181,7 +184,7 @@ def test_nan_label_is_kept_out_of_the_split(tmp_path, base_config, data_dir):
 
 def test_single_class_label_is_a_config_error(tmp_path, base_config, data_dir):
     rows = [{**r, "y": 1} for r in _good_rows(data_dir)]
-    rows.append({"id": "nolabel", "y": None, "feat": str(data_dir / "g1.npy")})
+    rows.append({"id": "nolabel", "y": None, "feat": str(data_dir / "extra.npy")})
     layout, _ = _encode(tmp_path, base_config, rows)
     with pytest.raises(ConfigError) as info:
         load_feature_set(layout.root, FEATURE_SET, "y")

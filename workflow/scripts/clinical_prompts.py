@@ -3,7 +3,7 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
-from mmpipe.cohorts.manifest import read_manifest  # noqa: E402
+from mmpipe.cohorts.manifest_files import read_manifest  # noqa: E402
 from mmpipe.fsutil import write_parquet  # noqa: E402
 from mmpipe.preprocess.prompts import build_prompts  # noqa: E402
 
