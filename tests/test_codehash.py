@@ -94,8 +94,8 @@ def test_a_new_registry_entry_reruns_nothing(package):
 
 
 def test_a_name_a_registry_re_exports_is_followed_to_its_module():
-    """``from mmpipe.cohorts import read_manifest`` reads cohorts/manifest.py, which the
-    key must cover although the registry itself is not followed."""
+    """``from mmpipe.cohorts import read_manifest`` reads cohorts/manifest_files.py, which
+    the key must cover although the registry itself is not followed."""
     import ast
 
     tree = ast.parse("from mmpipe.cohorts import read_manifest\n")

@@ -52,6 +52,10 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _raise(err: OSError) -> None:
+    raise err  # os.walk skips a folder it cannot list: this subject's "cannot be read"
+
+
 def check_path(path: Path, kind: str) -> str | None:
     """Why ``path`` cannot be a ``kind`` input, or None when it looks right."""
     if not path.exists():
@@ -62,7 +66,7 @@ def check_path(path: Path, kind: str) -> str | None:
             return "not a directory (a dicom modality is a folder of DICOM files)"
         # a PACS or NBIA export nests its series (P1/STUDY/SERIES/IM*.dcm), and the
         # series reader searches the folder's whole tree
-        if not any(files for _, _, files in os.walk(path)):
+        if not any(files for _, _, files in os.walk(path, onerror=_raise)):
             return "no file in the folder or its subfolders"
         return None
     if kind == "image":  # an image file, or a folder of them (the subject's set)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from mmpipe.errors import InputError
-from mmpipe.fsutil import atomic_write_json, write_parquet
+from mmpipe.fsutil import atomic_write_text, write_parquet
 from mmpipe.layout import CohortLayout
 
 if TYPE_CHECKING:
@@ -57,7 +57,9 @@ def write_manifest(manifest: Manifest, out_dir: str | Path) -> None:
     """Write QC, JSON, then the parquet last: a manifest.parquet on disk implies the rest."""
     layout = CohortLayout(Path(out_dir))
     write_parquet(manifest.qc, layout.adapter_qc())
-    atomic_write_json(manifest.meta, layout.manifest_meta())
+    # the JSON's bytes are decided here, in the readers' key (mmpipe.fsutil, which only
+    # places files, is in none)
+    atomic_write_text(layout.manifest_meta(), json.dumps(manifest.meta, indent=2) + "\n")
     write_parquet(manifest.frame, layout.manifest())
 
 

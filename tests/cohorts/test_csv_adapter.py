@@ -120,6 +120,26 @@ def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_
     assert reasons[("p2", "mri")] == ("rejected", "the same file as subject(s) ['p1']")
 
 
+def test_a_dicom_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_path,
+                                                                         monkeypatch):
+    """os.walk skips a folder it cannot list: the subject read as "no file" instead of
+    the folder's own error (root lists every folder, so the error is planted)."""
+    import os
+
+    from mmpipe.cohorts import csv_adapter
+
+    (tmp_path / "p1" / "STUDY").mkdir(parents=True)
+
+    def walk(top, onerror=None, **kw):
+        if onerror is not None:
+            onerror(PermissionError(13, "Permission denied", str(top)))
+        return iter(())
+
+    monkeypatch.setattr(os, "walk", walk)
+    with pytest.raises(PermissionError):
+        csv_adapter.check_path(tmp_path / "p1", "dicom")
+
+
 def test_duplicate_ids_are_an_error(cohort):
     csv = cohort / "data" / "cohort.csv"
     lines = csv.read_text().splitlines()

@@ -377,6 +377,16 @@ def test_a_feature_set_that_kept_the_modality_more_often_is_named():
     assert named == ["- **slide_clinical: the modality was taken from 63.1 % of its test "
                      "subjects having it, not 80 %**: the others have it as their only "
                      "modality of this feature set, which the protocol keeps"], lines
+    # above the rate (a store short of subjects), or as short as the cell's masks, which
+    # their own line names: no feature-set line
+    for above in (0.9, 0.8):
+        odd = pl.concat([base, narrow.with_columns(feature_set_rate=pl.lit(above))])
+        assert "of its test subjects having it" not in summary_markdown(
+            odd, summarise(odd), _flags())
+    short = pl.concat([base, base.with_columns(feature_set=pl.lit("slide_clinical"))]
+                      ).with_columns(mask_rate=pl.lit(20 / 30), feature_set_rate=pl.lit(20 / 30))
+    md = summary_markdown(short, summarise(short), _flags())
+    assert "the masks took the modality" in md and "of its test subjects having it" not in md
 
 
 def test_seeds_on_the_cohorts_own_split_are_said_to_differ_by_initialisation_only():

@@ -65,8 +65,9 @@ def checkpointed_manifest(wildcards):
     read (``manifest_view``, ``benchmark_view``), reruns them, not the manifest's mtime:
     a manifest rebuilt for the table's fields leaves every image store, and every split
     and mask unless a subject's record comes or goes; one for the benchmark's label
-    redraws the splits and reruns no store. Only this input waits for the checkpoint, so
-    a dry run still plans every job."""
+    redraws the splits and reruns no store. Only this input (and the report's,
+    ``report_inputs``) waits for the checkpoint, and the default target names every
+    job's output, so a dry run still plans every job."""
     checkpoints.manifest.get(cohort=wildcards.cohort)
     return {k: ancient(v) for k, v in layout(wildcards.cohort).manifest_files().items()}
 
