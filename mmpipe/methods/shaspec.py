@@ -115,6 +115,8 @@ class FeatImpute(TaskLossMixin, FusionMethod):
 
     def pairs(self) -> list[tuple[int, int]]:
         n_mod = len(self.modalities)
+        # the official cycle is written for BraTS's four sequences; over two modalities it
+        # would visit the one pair twice (doubling L_shared's weight): counted once here
         if self.hparams["shared_pairs"] == "all" or n_mod == 2:
             return list(itertools.combinations(range(n_mod), 2))
         return [(j, (j + 1) % n_mod) for j in range(n_mod)]
