@@ -34,15 +34,15 @@ from mmpipe.bench.budget import Tuning
 from mmpipe.bench.metrics import classification_metrics
 
 
-def _scaled(value: Any, factor: float, integer: bool) -> Any:
-    """``value`` × ``factor``: a width (``integer``) rounds to at least 1, a learning rate
-    stays a float even when the config wrote it as an integer."""
+def _scaled(value: Any, factor: float, integer: bool, floor: int = 1) -> Any:
+    """``value`` × ``factor``: a width (``integer``) rounds to at least ``floor``, a
+    learning rate stays a float even when the config wrote it as an integer."""
     if isinstance(value, list | tuple):
-        return [_scaled(v, factor, integer) for v in value]
+        return [_scaled(v, factor, integer, floor) for v in value]
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return value
     if integer:
-        return max(1, int(round(value * factor)))
+        return max(floor, int(round(value * factor)))
     return float(f"{value * factor:.12g}")  # 3e-4 as written, not 0.00030000000000000003
 
 
@@ -58,6 +58,9 @@ def candidate_overrides(method_cls, hparams: dict[str, Any], trainer_defaults: d
     first. ``hparams`` are the method's effective settings (class defaults and config)."""
     keys = getattr(method_cls, "tuning_keys", {})
     multiple = _width_multiple(keys, hparams)
+    # the least capacity the method takes (hgb's trees need two leaves): a trial below
+    # it failed, recorded, and spent a trial of the budget
+    floor = getattr(method_cls, "capacity_floor", 1)
     out: list[dict[str, Any]] = []
     for lr_f, cap_f in tuning.factor_pairs():
         over: dict[str, Any] = {}
@@ -68,7 +71,7 @@ def candidate_overrides(method_cls, hparams: dict[str, Any], trainer_defaults: d
         for key in keys.get("capacity", ()):
             base = hparams.get(key)
             if base is not None and cap_f != 1.0:
-                value = _scaled(base, cap_f, integer=True)
+                value = _scaled(base, cap_f, integer=True, floor=floor)
                 if multiple > 1:
                     value = max(multiple, int(round(value / multiple)) * multiple)
                 if value != base:

@@ -146,6 +146,7 @@ class HistGradientBoosting:
     # the hyper-parameters a tuning budget scales: the boosting step and the tree size
     tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {
         "lr": ("learning_rate",), "capacity": ("max_leaf_nodes",)}
+    capacity_floor: ClassVar[int] = 2  # scikit-learn: max_leaf_nodes >= 2
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.1,
         "max_iter": 100,

@@ -121,6 +121,13 @@ def test_the_budget_is_the_same_pairs_for_every_method_and_defaults_come_first()
     att = candidate_overrides(method_class("unilmmv"), {"width": 100, "heads": 8},
                               TRAIN_DEFAULTS, Tuning(trials=2, lr=(1.0,), capacity=(1.0, 0.5)))
     assert att[1]["width"] % 8 == 0
+    # a capacity halved below what the method takes: hgb's trees need two leaves (its
+    # max_leaf_nodes 1 failed the trial); at the floor already, no second trial
+    hgb = candidate_overrides(method_class("hgb"), {"max_leaf_nodes": 3}, TRAIN_DEFAULTS,
+                              Tuning(trials=2, lr=(1.0,), capacity=(1.0, 0.5)))
+    assert hgb == [{}, {"max_leaf_nodes": 2}]
+    assert candidate_overrides(method_class("hgb"), {"max_leaf_nodes": 2}, TRAIN_DEFAULTS,
+                               Tuning(trials=2, lr=(1.0,), capacity=(1.0, 0.25))) == [{}]
 
 
 def test_every_method_names_its_tuned_keys():
