@@ -86,8 +86,8 @@ def _rate_on_feature_set(stored: BenchData, masked: BenchData, test_rows: np.nda
     subjects having the modality that lost it, fewer where it is their only modality of
     the feature set (a slide+clinical run keeps the clinical record of every test
     subject without a slide); under MCAR the share of the run's present entries removed,
-    more in a narrower feature set, whose subjects the cohort-wide mask kept whole by a
-    modality outside it. None for the other scenarios, or a feature set without the
+    more in a narrower feature set (the cohort-wide mask keeps each subject one modality,
+    which may lie outside it). None for the other scenarios, or a feature set without the
     modality the scenario takes."""
     if scenario not in ("mcar", "testmiss"):
         return None

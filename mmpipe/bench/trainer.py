@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 TRAIN_DEFAULTS = {"lr": 1e-4, "weight_decay": 1e-4, "max_epochs": 200, "patience": 25,
                   "optimizer": "adam", "batch_size": 64, "sampler": "weighted",
-                  "schedule": None, "eta_min": 0.0, "class_weights": False, "noise_p": 0.0, "noise_std": 0.1,
-                  "monitor": "loss", "min_epochs": 0}
+                  "schedule": None, "eta_min": 0.0, "class_weights": False, "noise_p": 0.0,
+                  "noise_std": 0.1, "monitor": "loss", "min_epochs": 0}
 LOG_HEADER = "phase\tepoch\ttrain_loss\tval_loss\tval_balanced_accuracy\tval_auc"
 
 
