@@ -14,7 +14,7 @@ import torch
 
 from mmpipe.encode.prefetch import read_ahead
 from mmpipe.encode.reader_processes import ReaderProcesses
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
         return item.subject_id, transform(item.source), None
     except InputError as err:  # its message names the file already
         return item.subject_id, None, f"cannot read or preprocess: {err}"
-    except MemoryError:  # the machine's, not the subject's: the job fails and can be rerun
-        raise
     except Exception as err:  # any reader/transform failure rejects this subject only
+        if out_of_memory(err):  # the machine's, not the subject's: the job fails, reruns
+            raise
         return item.subject_id, None, (f"cannot read or preprocess {item.source}: "
                                        f"{type(err).__name__}: {err}")
 

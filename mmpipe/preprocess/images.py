@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, Transform
 
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, out_of_memory
 from mmpipe.io.images import read_image
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 
@@ -41,6 +41,8 @@ class ImageTransform:
         except InputError:
             raise
         except Exception as err:
+            if out_of_memory(err):  # the machine's, not the image's
+                raise
             cause = err.__cause__ if isinstance(err.__cause__, InputError) else None
             if cause is not None:
                 raise cause from None

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mmpipe.errors import ConfigError, InputError
+from mmpipe.errors import ConfigError, InputError, out_of_memory
 from mmpipe.preprocess.masks import MASKS_TABLE
 from mmpipe.shards import safe_name
 
@@ -160,9 +160,9 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
             with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
                 organs = segmenter(Path(path), Path(tmp))
                 voxels = union_mask(organs, Path(path), target)
-        except MemoryError:  # the machine's, not the subject's
-            raise
         except Exception as err:  # one subject's failure is its own, whatever raised it
+            if out_of_memory(err):  # the machine's (TotalSegmentator on a small GPU)
+                raise
             failed += 1
             reason = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
             log.warning("no mask for subject %r: %s", sid, reason)

@@ -33,7 +33,7 @@ import torch
 from monai.data import ImageReader
 from monai.transforms import Transform
 
-from mmpipe.errors import ConfigError, InputError
+from mmpipe.errors import ConfigError, InputError, out_of_memory
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
 
@@ -253,6 +253,18 @@ class CropForegroundAbove(Transform):
         return CropForeground(select_fn=_Above(level), margin=0, allow_smaller=True)(img)
 
 
+class RejectConstant(Transform):
+    """A volume of one intensity everywhere (a blank series, a failed export) holds no
+    image: an error naming the file. Scaled to [0, 1] it was all zeros, which an encoder
+    stored as an "ok" row, while the MedicalNet recipe's crop refused the same file."""
+
+    def __call__(self, img):
+        flat = img.reshape(-1)
+        if flat.numel() and bool((flat == flat[0]).all()):
+            raise ValueError(f"one intensity ({float(flat[0]):g}) everywhere: no image")
+        return img
+
+
 class ForegroundZScoreWithNoise(Transform):
     """MedicalNet's intensity normalisation (``__itensity_normalize_one_volume__``).
 
@@ -401,7 +413,7 @@ class VolumeTransform:
             out = self.compose(path if isinstance(path, MaskedVolume) else str(path))
         except Exception as err:
             cause = _root_cause(err)
-            if isinstance(cause, InputError | MemoryError):  # a MemoryError is the machine's
+            if isinstance(cause, InputError) or out_of_memory(cause):  # OOM: the machine's
                 raise cause from None
             raise InputError(f"{type(cause).__name__}: {cause}", path=path) from err
         out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
@@ -436,6 +448,7 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
                    *_spatial_steps(recipe, median_spacing, what)]
     if masks.active:
         steps.append(ApplyMask(masks))
+    steps.append(RejectConstant())
     steps += _intensity_window(recipe)
     if recipe.get("crop_foreground"):
         steps.append(CropForegroundAbove(0.0 if recipe.get("hu_window") else None))
@@ -482,6 +495,7 @@ def build_slice_transform(recipe: dict,
                    *_spatial_steps(recipe, median_spacing, what)]
     if masks.active:
         steps.append(ApplyMask(masks))
+    steps.append(RejectConstant())
     window = _intensity_window(recipe)
     steps.extend(window or [ScaleIntensity(minv=0.0, maxv=1.0)])
     if recipe.get("crop_foreground"):

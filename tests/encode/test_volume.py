@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmpipe.encode.volume import batch_of
@@ -19,3 +20,34 @@ def test_a_lone_tensor_is_its_own_batch_and_several_are_joined():
     assert batch_of([slices], stack=False).data_ptr() == slices.data_ptr()
     assert torch.equal(batch_of([slices, slices[:2]], stack=False),
                        torch.cat([slices, slices[:2]]))
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+                 "memory: you tried to allocate 46116860184273879040 bytes"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    MemoryError(),
+])
+def test_running_out_of_memory_fails_the_job_and_rejects_no_subject(error):
+    """torch's allocators raise RuntimeError, not MemoryError: a volume resampled past the
+    node's memory was rejected, so which subjects a store held depended on the node, and
+    the store looked finished."""
+    from types import SimpleNamespace
+
+    from mmpipe.encode.volume import load_volumes
+
+    def transform(source):
+        if source == "big.nii.gz":
+            raise error
+        return torch.zeros(1, 2, 2, 2)
+
+    items = [SimpleNamespace(subject_id=s, source=f"{s}.nii.gz") for s in ("ok", "big")]
+    out = load_volumes(items, transform, {"loader_workers": 0})
+    assert next(out)[0] == "ok"
+    with pytest.raises(type(error)):
+        next(out)
+    # any other failure is the subject's own
+    bad = [SimpleNamespace(subject_id="x", source="big.nii.gz")]
+    got = list(load_volumes(bad, lambda s: (_ for _ in ()).throw(RuntimeError("bad header")),
+                            {"loader_workers": 0}))
+    assert got[0][1] is None and "RuntimeError: bad header" in got[0][2]

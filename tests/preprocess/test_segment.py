@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import polars as pl
 import pytest
+import torch
 import yaml
 
 from mmpipe.errors import ConfigError
@@ -173,3 +174,12 @@ def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
 
     with pytest.raises(MemoryError):
         segment_modality({"s1": str(vol)}, tmp_path / "m2", out_of_memory)
+
+    # TotalSegmentator short of GPU memory: torch raises a RuntimeError, which rejected
+    # the subject's mask (and then the subject) on a small GPU
+    def cuda_out_of_memory(volume, out_dir):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        segment_modality({"s1": str(vol), "s2": str(vol)}, tmp_path / "m3", cuda_out_of_memory)
+    assert not (tmp_path / "m3").exists()

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from mmpipe.encoders.registry import MEDICALNET_RECIPE, VGG_SLICE_RECIPE
-from mmpipe.errors import ConfigError, InputError
+from mmpipe.errors import ConfigError, InputError, out_of_memory
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmpipe.preprocess.volume import (
     ForegroundZScoreWithNoise,
@@ -134,7 +134,9 @@ def test_foreground_zscore_refuses_an_empty_volume(tmp_path):
     with pytest.raises(ValueError, match="no foreground"):
         ForegroundZScoreWithNoise()(torch.full((1, 3, 4, 4), -1000.0))
     path = tmp_path / "air.nii.gz"
-    nib.save(nib.Nifti1Image(np.full((4, 4, 3), -1000, np.int16), np.eye(4)), path)
+    air = np.full((4, 4, 3), -1000, np.int16)
+    air[0] = -900  # not one intensity (RejectConstant's), but nothing above 0
+    nib.save(nib.Nifti1Image(air, np.eye(4)), path)
     with pytest.raises(InputError, match="no foreground") as err:
         build_volume_transform({**PLAIN, "normalize": "foreground_zscore_noise"})(path)
     assert err.value.path == str(path)
@@ -298,7 +300,8 @@ def test_cohort_median_spacing_in_ras_axis_order(tmp_path, blob):
     # a volume stored with its voxel axes as (z, x, y): spacing (5, 2, 1.5) per voxel axis
     perm = np.zeros((4, 4))
     perm[2, 0], perm[0, 1], perm[1, 2], perm[3, 3] = 5.0, 2.0, 1.5, 1.0
-    nib.save(nib.Nifti1Image(np.zeros((3, 4, 5), np.float32), perm), tmp_path / "zxy.nii.gz")
+    nib.save(nib.Nifti1Image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), perm),
+             tmp_path / "zxy.nii.gz")
     paths.append(tmp_path / "zxy.nii.gz")
     (tmp_path / "broken.nii.gz").write_bytes(b"junk")
     paths.append(tmp_path / "broken.nii.gz")
@@ -330,3 +333,36 @@ def test_anatomical_volume_through_both_recipes(anatomical):
     assert slices.shape == (4, 3, 224, 224)
     assert float(slices.min()) >= (0 - max(IMAGENET_MEAN)) / min(IMAGENET_STD) - 1e-4
     assert float(slices.max()) <= (1 - min(IMAGENET_MEAN)) / min(IMAGENET_STD) + 1e-4
+
+
+@pytest.mark.parametrize("transform_cls", ["volume", "image"])
+def test_a_transform_out_of_memory_is_the_machines_not_the_files(transform_cls, tmp_path):
+    """MONAI wraps a transform's failure; torch's CPU allocator raises RuntimeError, which
+    became an InputError naming the file, and so the subject's rejection."""
+    from mmpipe.preprocess.images import ImageTransform
+    from mmpipe.preprocess.volume import VolumeTransform
+
+    def allocate(_):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                           "allocate 46116860184273879040 bytes")
+
+    if transform_cls == "volume":
+        transform = VolumeTransform([allocate], {})
+    else:
+        transform = ImageTransform()
+        transform.compose.transforms = (allocate,)
+    with pytest.raises(RuntimeError) as err:  # the allocator's, or MONAI's wrapping it
+        transform(tmp_path / "x.nii.gz")
+    assert out_of_memory(err.value) and not isinstance(err.value, InputError)
+
+
+@pytest.mark.parametrize("build", ["volume", "slices"])
+def test_a_volume_of_one_intensity_is_rejected_by_every_recipe(build, tmp_path):
+    """A blank series scaled to [0, 1] was zeros, encoded by VGG11 and stored "ok", while
+    the MedicalNet recipe's crop rejected the same file."""
+    path = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 6), np.float32), np.eye(4)), str(path))
+    transform = (build_volume_transform(MEDICALNET_RECIPE) if build == "volume"
+                 else build_slice_transform(VGG_SLICE_RECIPE))
+    with pytest.raises(InputError, match="one intensity"):
+        transform(path)
