@@ -33,9 +33,12 @@ if TYPE_CHECKING:
 
 MED3D_DEFAULT_RESIZE = (56, 448, 448)  # MMIST-ccRCC's MedicalNet input (the thesis, 4.2)
 # An encoder's published input recipe, its ``transform`` when the config gives none
-# (EncoderType.default_settings). Med3D as used to make MMIST-ccRCC's released features:
-# MedicalNet's test-time processing (datasets/brains18.py: crop -> resize -> foreground
-# z-score with noise) at 56x448x448.
+# (EncoderType.default_settings). Med3D as the config's MMIST-ccRCC entry states it: crop
+# to the foreground, resize to 56x448x448, foreground z-score with noise. In MedicalNet's
+# datasets/brains18.py the test-time processing (__testing_data_process__) is resize ->
+# normalise only; the crop is its training-time __drop_invalid_range__ (background =
+# voxel [0,0,0], last index excluded; here: the volume's minimum, every index). For
+# MedicalNet's inference recipe exactly, set crop_foreground: false.
 MEDICALNET_RECIPE: dict[str, Any] = {
     "orientation": "RAS",
     "spacing": None,

@@ -428,7 +428,8 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
     """Volume recipe -> callable ``path -> float32 [1, D, H, W]`` (depth = z first).
 
     Order: load -> orientation -> spacing -> ``roi_crop`` -> HU window -> crop foreground ->
-    depth-first -> resize -> normalise (MedicalNet: crop, resize, then normalise).
+    depth-first -> resize -> normalise (MedicalNet trains on crop, resize, normalise and
+    infers on resize, normalise).
     With ``foreground_zscore_noise`` the resize is nearest-neighbour as MedicalNet's
     ``ndimage.zoom(order=0)`` (torch's sampling grid, so not bit-identical to
     scipy's): interpolation would smear the exact-zero background the noise fill
