@@ -42,7 +42,8 @@ onerror:
             if missing:
                 print(
                     f"{report} is marked stale (STALE.md): "
-                    f"{len(missing)} of the runs it was built from are not on disk",
+                    f"{len(missing)} of the runs it was built from are not on disk "
+                    "or were trained after it",
                     file=sys.stderr,
                 )
 

@@ -24,24 +24,44 @@ _BANNER = "**Stale report.**"
 
 def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path]) -> list[str]:
     """Mark ``report_dir`` stale when some of ``runs`` (the training outputs the report
-    is built from) are not on disk; return those (empty: the report is left as it is)."""
+    is built from) are not on disk, or were written after it (a run trained again, then
+    another job failed before the report was rebuilt); return those (empty: the report
+    is left as it is). A report marked before gets the banner of now, not a second one."""
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return []
     missing = [str(run) for run in runs if not Path(run).exists()]
-    if not missing:
+    built = _built_at(report_dir)
+    newer = [str(run) for run in runs if built is not None and Path(run).exists()
+             and Path(run).stat().st_mtime > built]
+    if not missing and not newer:
         return []
-    note = (f"{_BANNER} {len(missing)} of the {len(runs)} training runs this report is "
-            f"built from are not on disk (first: `{missing[0]}`): a later run of the "
-            f"workflow failed before it rebuilt the report, so its figures describe runs "
-            f"that are gone or older than the config. Run the workflow again to rebuild "
-            f"it.\n")
+    found = []
+    if missing:
+        found.append(f"{len(missing)} of the {len(runs)} training runs this report is built "
+                     f"from are not on disk (first: `{missing[0]}`)")
+    if newer:
+        found.append(f"{len(newer)} of them were trained again after it (first: "
+                     f"`{newer[0]}`)")
+    note = (f"{_BANNER} {'; '.join(found)}: a later run of the workflow failed before it "
+            f"rebuilt the report, so its figures describe runs that are gone, older than "
+            f"the config or trained again since. Run the workflow again to rebuild it.\n")
+    listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
+                     for title, rs in (("Missing", missing), ("Trained again", newer)) if rs)
     with atomic_file(report_dir / STALE_FILE) as tmp:
-        tmp.write_text(note + "\nMissing:\n\n" + "".join(f"- `{m}`\n" for m in missing))
+        tmp.write_text(note + listed)
     results = report_dir / "results.md"
     if results.is_file():
         text = results.read_text()
-        if not text.startswith(_BANNER):
-            with atomic_file(results) as tmp:
-                tmp.write_text(note + "\n" + text)
-    return missing
+        if text.startswith(_BANNER):  # marked by an earlier failed run: today's counts
+            text = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+        with atomic_file(results) as tmp:
+            tmp.write_text(note + "\n" + text)
+    return missing + newer
+
+
+def _built_at(report_dir: Path) -> float | None:
+    """When the report was built: its ``runs.csv``, which marking never rewrites (it
+    rewrites ``results.md``); None for a folder without one."""
+    runs_csv = report_dir / "runs.csv"
+    return runs_csv.stat().st_mtime if runs_csv.is_file() else None

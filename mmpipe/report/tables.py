@@ -134,7 +134,10 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
                 mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
                 bold = (mean is not None and m in best and id(r) in contenders[m]
                         and round(mean, decimals) == best[m])
-                cells[m] = (mean, std, bold, r.get(f"{m}_p"))
+                # a row level with the best at the printed precision is bold, not also
+                # "different from the best" (the † test's reference is one row, on
+                # unrounded means): the summary calls them level
+                cells[m] = (mean, std, bold, None if bold else r.get(f"{m}_p"))
             out_rows.append({"labels": {c: r[c] for c in labels}, "cells": cells,
                              "short": {m: _short(r, m) for m in metrics},
                              "params": r.get("trainable_parameters_mean"),

@@ -35,3 +35,29 @@ def test_a_report_with_a_run_gone_is_marked_once(tmp_path):
     assert results.count("**Stale report.**") == 1
     assert results.endswith("# Results: demo\n")
     assert str(runs[1]) in (report / STALE_FILE).read_text()
+
+
+def test_a_report_older_than_a_run_is_marked_and_its_banner_follows(tmp_path):
+    """A run trained again with new settings, then another job failed before the report
+    was rebuilt: every run was on disk, so the report of the old run stood unmarked; and
+    a banner written once kept its first count."""
+    import os
+
+    report, runs = _report(tmp_path)
+    (report / "runs.csv").write_text("method\n")
+    built = (report / "runs.csv").stat().st_mtime
+    for run in runs:
+        os.utime(run, (built - 60, built - 60))
+    assert mark_stale_report(report, runs) == []          # built after its runs
+    os.utime(runs[0], (built + 60, built + 60))           # trained again since
+    assert mark_stale_report(report, runs) == [str(runs[0])]
+    results = (report / "results.md").read_text()
+    assert results.startswith("**Stale report.** 1 of them were trained again after it")
+    assert "Trained again:" in (report / STALE_FILE).read_text()
+    runs[1].rmdir()                                       # and a later failure loses one
+    assert mark_stale_report(report, runs) == [str(runs[1]), str(runs[0])]
+    results = (report / "results.md").read_text()
+    assert results.count("**Stale report.**") == 1
+    assert results.startswith("**Stale report.** 1 of the 2 training runs this report is "
+                              "built from are not on disk")
+    assert results.endswith("# Results: demo\n")

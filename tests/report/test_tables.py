@@ -174,3 +174,20 @@ def test_a_mean_over_fewer_seeds_than_trained_says_how_many():
     assert rows["hgb"][2] == "0.815 ± 0.007 [2]"
     assert "[k] after a mean: over k seeds only" in tables["md"]
     assert "0.865 ± 0.007 [2]" in tables["csv"] and "[2]" in tables["tex"]
+
+
+def test_a_row_level_with_the_best_is_bold_and_carries_no_dagger(summary):
+    """The † test's reference is one row on unrounded means: a row level with it at the
+    printed precision (0.8104 beside 0.810) was bold and "different from the best" at once."""
+    natural = (pl.col("scenario") == "natural") & (pl.col("method") == "hypermm")
+    level = summary.with_columns(
+        balanced_accuracy_mean=pl.when(natural).then(0.8096)
+        .otherwise(pl.col("balanced_accuracy_mean")),
+        balanced_accuracy_p=pl.when(natural).then(0.01).otherwise(None))
+    rows = _md_rows(_md_block(format_table(level)["md"], "Natural missingness"))
+    assert rows["hypermm"][1] == "**0.810 ± 0.010**" and rows["mmare"][1].startswith("**0.810")
+    # a row below the best keeps its dagger
+    below = level.with_columns(balanced_accuracy_mean=pl.when(natural).then(0.71)
+                               .otherwise(pl.col("balanced_accuracy_mean")))
+    rows = _md_rows(_md_block(format_table(below)["md"], "Natural missingness"))
+    assert rows["hypermm"][1] == "0.710 ± 0.010†"
