@@ -109,9 +109,9 @@ class OperatorTimer(TorchDispatchMode):
 
 
 def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
-                ) -> tuple[float, float, dict[str, float]]:
+                ) -> tuple[float, dict[str, float]]:
     """Shares of the time of the run's first epochs spent inside matmul operators and
-    inside every other ATen operator, with each of those apart; the rest is Python
+    inside each other ATen operator; the rest is Python
     (the methods', the trainer's, autograd's). The operators' seconds are from runs under
     :class:`OperatorTimer`, the whole from plain runs of the same epochs, the fastest of
     :data:`SPLIT_RUNS` each (one thread: its seconds are CPU-seconds)."""
@@ -129,7 +129,7 @@ def _cpu_shares(mcfg: dict, data: BenchData, train: BenchData, val: BenchData
     matmul = sum(v for k, v in timed.items() if k in MATMUL_OPS) / plain
     others = {k.removeprefix("aten::"): v / plain for k, v in timed.items()
               if k not in MATMUL_OPS}
-    return matmul, sum(others.values()), others
+    return matmul, others
 
 
 @dataclass
@@ -143,14 +143,18 @@ class MethodFigures:
     floor_seconds: float | None  # the least time its operators take (operator_floor.py)
     floor_memory_seconds: float | None  # of which the operators that only move memory
     matmul_share: float | None  # of the split runs' time: matmul operators
-    other_share: float | None   # every other ATen operator (the rest is Python)
-    other_shares: dict[str, float]  # each of those apart, by operator
+    other_shares: dict[str, float]  # every other ATen operator, by operator
     model_bytes: int
     # the one-thread 1024x1024 matmul rate (GFLOP/s) this run is held against: measured
     # right after it (or given), so a host whose pace drifts during the benchmark moves
     # the run's time and its bound together
     rate_gflops: float | None = None
     note: str = ""
+
+    @property
+    def other_share(self) -> float | None:
+        """Every ATen operator but the matmul ones (the rest is Python); None: not split."""
+        return None if self.matmul_share is None else sum(self.other_shares.values())
 
     def fraction(self) -> float | None:
         if self.flops is None or self.cpu_seconds <= 0 or not self.rate_gflops:
@@ -242,12 +246,12 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
         try:
             method, result = _fit(mcfg, data, train, val)
         except NotTrainable as err:
-            rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, None, None,
+            rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, None,
                                       {}, 0, note=f"not trainable here: {err}"))
             print_method(rows[-1])
             continue
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        flops = floor = floor_memory = matmul = other = run_rate = None
+        flops = floor = floor_memory = matmul = run_rate = None
         others: dict[str, float] = {}
         if getattr(method, "kind", "torch") == "torch":
             run_rate = rate or matmul_gflops(1, seconds=RATE_SECONDS)
@@ -260,7 +264,7 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
                                    f"timed one {result.epochs}: training is not deterministic")
             flops = float(counter.get_total_flops())
             floor, floor_memory = floor_counter.seconds(flops), floor_counter.memory_seconds
-            matmul, other, others = _cpu_shares(mcfg, data, train, val)
+            matmul, others = _cpu_shares(mcfg, data, train, val)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             save_bundle(path, method=mcfg, state=method.state_dict(), modalities=data.modalities,
@@ -270,7 +274,7 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
             size = path.stat().st_size
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"
         rows.append(MethodFigures(name, int(method.trainable_parameters()), epochs, cpu, wall,
-                                  flops, floor, floor_memory, matmul, other, others, size,
+                                  flops, floor, floor_memory, matmul, others, size,
                                   run_rate))
         print_method(rows[-1])
     return rows

@@ -67,13 +67,12 @@ def _is_number(_checker, value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def yaml_validator(schema: dict | None = None):
-    """A JSON Schema validator (of ``schema``; the config's when None) whose types are
-    the config's YAML values: an integer is a YAML integer (JSON Schema counts 5.0 as
+def yaml_validator(schema: dict):
+    """A JSON Schema validator of ``schema`` whose types are the config's YAML values: an integer is a YAML integer (JSON Schema counts 5.0 as
     one; ``range`` and ``nn.Linear`` refuse it in the job), and a number is finite (YAML
     reads ``.nan`` and ``.inf`` as floats; NaN passes every bound, as it compares false,
     and no setting takes either)."""
-    return _yaml_types()(schema) if schema is not None else _validator(_yaml_types())
+    return _yaml_types()(schema)
 
 
 @cache
@@ -85,9 +84,12 @@ def _yaml_types():
         {"integer": _is_integer, "number": _is_number}))
 
 
-def _validator(base):
+def _validator():
+    """The config's validator: YAML's types (:func:`yaml_validator`), schema defaults
+    filled in as it validates."""
     import jsonschema
 
+    base = _yaml_types()
     defs = _schema()["$defs"]
 
     def default_of(sub: dict):
@@ -120,7 +122,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     Raises :class:`ConfigError` listing every problem with the key it is under.
     """
     _registry_defaults(cfg)
-    errors = sorted(yaml_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     problems = [f"{_where(e)}: {e.message}{_yaml_number_hint(e.instance)}" for e in errors]
     if not problems:
         problems = _cross_check(cfg)

@@ -86,7 +86,7 @@ def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
     is added to them. The ``csv`` and ``demo`` adapters' inputs are declared by the
     workflow itself."""
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
-    root = _dataset_root(cohort_cfg, base_dir)
+    root = _download_root(cohort_cfg, base_dir)
     if root is None:
         return []
     name = cohort_cfg["adapter"]
@@ -96,7 +96,7 @@ def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
     return [path for path in paths if path.is_file()]
 
 
-def _dataset_root(cohort_cfg: dict, base_dir: Path) -> Path | None:
+def _download_root(cohort_cfg: dict, base_dir: Path) -> Path | None:
     """A dataset adapter's download folder; None for the ``csv`` and ``demo`` adapters."""
     if cohort_cfg["adapter"] not in SOURCE_TABLES or "root" not in cohort_cfg:
         return None
@@ -119,7 +119,7 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     download each time Snakemake plans, as the stage-1 jobs' file stamps walk every
     DICOM folder of the manifest."""
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
-    root = _dataset_root(cohort_cfg, base_dir)
+    root = _download_root(cohort_cfg, base_dir)
     if root is None:
         return None
     if not root.is_dir():

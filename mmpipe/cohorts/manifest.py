@@ -285,6 +285,14 @@ def _check_columns(out: AdapterOutput) -> list[str]:
     return order
 
 
+def _case_twins(values: Iterable[str]) -> list[list[str]]:
+    """The groups of ``values`` that differ only in case, each in the order given."""
+    by_fold: dict[str, list[str]] = {}
+    for v in values:
+        by_fold.setdefault(v.casefold(), []).append(v)
+    return [spellings for spellings in by_fold.values() if len(spellings) > 1]
+
+
 def check_subject_ids(ids: pl.Series, source: str) -> None:
     """Raise :class:`InputError` naming empty rows or duplicated IDs (never de-duplicate)."""
     ids = ids.cast(pl.Utf8).str.strip_chars()
@@ -306,10 +314,7 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
         )
     # "P1" and "p1" are one patient typed twice far more often than two patients: as two
     # subjects they could sit in the training and the test split at once
-    by_fold: dict[str, list[str]] = {}
-    for s in ids.to_list():
-        by_fold.setdefault(s.casefold(), []).append(s)
-    clash = [names for names in by_fold.values() if len(names) > 1]
+    clash = _case_twins(ids.to_list())
     if clash:
         shown = "; ".join(" / ".join(map(repr, names)) for names in clash[:20])
         raise InputError(
@@ -547,10 +552,7 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
         if frame.schema[label] != pl.Utf8:
             continue
         values = sorted(frame[label].drop_nulls().unique().to_list())
-        by_case: dict[str, list[str]] = {}
-        for v in values:
-            by_case.setdefault(v.casefold(), []).append(v)
-        twins = [spellings for spellings in by_case.values() if len(spellings) > 1]
+        twins = _case_twins(values)
         if twins:  # "Yes" and "yes" were two classes, as IDs differing in case were two subjects
             raise InputError(f"label {label!r}: values that differ only in case would be "
                              f"classes of their own: {twins[:10]}; write each class one way "

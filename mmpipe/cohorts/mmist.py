@@ -100,17 +100,15 @@ def read_clinical(root: Path) -> pl.DataFrame:
     df = _read_csv(path, [ID_COLUMN, SPLIT_COLUMN])
     check_subject_ids(df[ID_COLUMN], str(path))
     numeric = [c for c, t in df.schema.items() if t.is_numeric()]
-    df = df.with_columns(
-        pl.when(pl.col(c) == UNKNOWN).then(None).otherwise(pl.col(c)).alias(c) for c in numeric
-    )
     # a column holding one text cell (an "NA" in a re-saved file) is read as text: its
     # "-1" is the same unknown, which stayed a value (a third class of a label)
     text = [c for c, t in df.schema.items()
             if t == pl.Utf8 and c not in (ID_COLUMN, SPLIT_COLUMN)]
-    df = df.with_columns(
-        pl.when(pl.col(c).str.strip_chars().cast(pl.Float64, strict=False) == UNKNOWN)
-        .then(None).otherwise(pl.col(c)).alias(c) for c in text
-    )
+    unknown = {**{c: pl.col(c) == UNKNOWN for c in numeric},
+               **{c: pl.col(c).str.strip_chars().cast(pl.Float64, strict=False) == UNKNOWN
+                  for c in text}}
+    df = df.with_columns(pl.when(is_unknown).then(None).otherwise(pl.col(c)).alias(c)
+                         for c, is_unknown in unknown.items())
     # codes such as age_diag are stored as 6.0 because of blanks; they are bins, not reals
     ints = [c for c in numeric if df[c].dtype.is_float()
             and (df[c].drop_nulls() == df[c].drop_nulls().round()).all()]

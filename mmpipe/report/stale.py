@@ -30,10 +30,16 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path]) -> lis
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return []
-    missing = [str(run) for run in runs if not Path(run).exists()]
     built = _built_at(report_dir)
-    newer = [str(run) for run in runs if built is not None and Path(run).exists()
-             and Path(run).stat().st_mtime > built]
+    missing, newer = [], []
+    for run in runs:
+        try:
+            written = Path(run).stat().st_mtime
+        except FileNotFoundError:
+            missing.append(str(run))
+            continue
+        if built is not None and written > built:
+            newer.append(str(run))
     if not missing and not newer:
         return []
     found = []

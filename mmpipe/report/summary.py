@@ -96,6 +96,11 @@ def _seed_values(runs: pl.DataFrame, row: dict, metric: str) -> dict[int, float]
             if v is not None and not math.isnan(v)}
 
 
+def _in_group(scenario: str, rate: float) -> pl.Expr:
+    """The rows of one (scenario, rate) group (rates compared to rounding)."""
+    return (pl.col("scenario") == scenario) & ((pl.col("rate") - rate).abs() < 1e-9)
+
+
 def _one_split(runs: pl.DataFrame) -> bool:
     """Whether every run's seed trained, validated and tested on the cohort's own split
     (``split_fixed``: train, val and test): its seeds then differ by initialisation only."""
@@ -105,7 +110,8 @@ def _one_split(runs: pl.DataFrame) -> bool:
                for v in runs["split_fixed"].to_list())
 
 
-def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
+def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
+             one_split: bool = False) -> str:
     """One line: the best fusion against ``other``, paired by seed."""
     lower = metric in LOWER_IS_BETTER
     a, b = _seed_values(runs, fusion, metric), _seed_values(runs, other, metric)
@@ -141,7 +147,7 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str) -> str:
     p = paired_p(x, y, alternative="greater")
     significant = p is not None and p < SIGNIFICANCE
     verdict = ("significant" if significant else f"not significant at {SIGNIFICANCE:g}")
-    if _one_split(runs):  # the seeds redrew no subject: the test is of initialisations
+    if one_split:  # the seeds redrew no subject: the test is of initialisations
         verdict += " over initialisations on one split"
     if other_ahead:
         verdict += (f": {name_o} beats the best fusion" if significant
@@ -155,7 +161,7 @@ def _flag_counts(flags: pl.DataFrame, scenario: str, rate: float) -> dict[tuple,
     out: dict[tuple, set[int]] = {}
     if flags is None or not len(flags):
         return out
-    part = flags.filter((pl.col("scenario") == scenario) & ((pl.col("rate") - rate).abs() < 1e-9))
+    part = flags.filter(_in_group(scenario, rate))
     for r in part.iter_rows(named=True):
         out.setdefault((r["feature_set"], r["method"], r["flag"]), set()).add(int(r["seed"]))
     return out
@@ -220,7 +226,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
              "chosen on these same runs, so their means, intervals and p values are "
              "optimistic, and the p values are not corrected for the many methods compared. "
              "Flags: see *Flagged runs* below the tables.", ""]
-    if _one_split(runs):
+    one_split = _one_split(runs)
+    if one_split:
         lines += [
             "**One split for every seed.** The cohort's own split fixes its training, "
             "validation and test subjects, so the seeds differ by initialisation and "
@@ -233,8 +240,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
                     key=lambda g: (_scenario_key(g[0]), g[1]))
     for scenario, rate in groups:
-        part = summary.filter((pl.col("scenario") == scenario)
-                              & ((pl.col("rate") - rate).abs() < 1e-9))
+        part = summary.filter(_in_group(scenario, rate))
         rows = [r for r in part.iter_rows(named=True)
                 if r.get(col) is not None and not math.isnan(r[col])]
         counts = _flag_counts(flags, scenario, rate)
@@ -333,10 +339,11 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             singles = [r for r in rows if r.get("family") == single]
             if singles:
                 lines.append("- " + _compare(runs, metric, fusion, best_of(singles), label,
-                                             "best single modality"))
+                                             "best single modality", one_split))
             bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
             for b in bases:
-                lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline"))
+                lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline",
+                                             one_split))
             if not singles and not bases:
                 lines.append("- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
@@ -352,9 +359,7 @@ def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:
     far as it can be. The masks are the cell's, whatever each run's feature set."""
     if "mask_rate" not in runs.columns:
         return ""
-    masks = (runs.filter((pl.col("scenario") == scenario)
-                         & ((pl.col("rate") - rate).abs() < 1e-9)
-                         & pl.col("mask_rate").is_not_null() & (pl.col("mask_rate_of") > 0))
+    masks = (runs.filter(_in_group(scenario, rate) & pl.col("mask_rate").is_not_null() & (pl.col("mask_rate_of") > 0))
              .unique("seed").sort("seed"))
     off = masks.filter((pl.col("mask_rate") - rate).abs() > 1 / pl.col("mask_rate_of") + 1e-9)
     if not len(off):
@@ -394,9 +399,7 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
     feature set shares on a seed."""
     if scenario != "testmiss" or "feature_set_rate" not in runs.columns:
         return []
-    own = (runs.filter((pl.col("scenario") == scenario)
-                       & ((pl.col("rate") - rate).abs() < 1e-9)
-                       & pl.col("feature_set_rate").is_not_null()
+    own = (runs.filter(_in_group(scenario, rate) & pl.col("feature_set_rate").is_not_null()
                        & (pl.col("feature_set_rate_of") > 0))
            .unique(["feature_set", "seed"]))
     lines = []
