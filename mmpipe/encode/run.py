@@ -139,11 +139,13 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
-        if ready and not writer.written:
+        if writer.rejected and not writer.written:
             # every input failed: a cause they share (a missing library, a device error, a
-            # wrong setting), not each subject's; a store of rejections would look finished
+            # wrong setting), not each subject's; a store of rejections would look finished.
+            # (Inputs the loop found empty, a table of missing_values codes, are absent.)
             shown = "; ".join(f"{s}: {r}" for s, r in list(writer.rejected.items())[:3])
-            raise InputError(f"{modality}/{params['encoder']}: all {len(ready)} subjects with "
-                             f"an input were rejected, so no store is written ({shown})")
+            raise InputError(f"{modality}/{params['encoder']}: all {len(ready)} "
+                             f"subjects with an input were rejected or empty, so no store is "
+                             f"written ({shown})")
         store.commit()
     return Path(out)

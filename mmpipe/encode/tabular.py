@@ -83,18 +83,36 @@ def setup(job, items) -> None:
     notes: dict[str, list[str]] = {}
     for u in unplaced:
         notes.setdefault(items[u.row].subject_id, []).append(u.describe())
-    job.state = (matrix, {sid: NOTE_PREFIX + "; ".join(n) for sid, n in notes.items()})
+    no_value = encoding.all_missing(frame) if items else []
+    job.state = (matrix, {sid: NOTE_PREFIX + "; ".join(n) for sid, n in notes.items()},
+                 no_value, _sentinel_text(encoding))
     job.feature_shape = (encoding.n_features,)
     job.attrs = {"tabular_encoding": encoding.to_dict(),
                  "feature_names": list(encoding.feature_names),
                  "tabular_encoding_from": str(source) if source else None}
 
 
+def _sentinel_text(encoding) -> str:
+    missing = encoding.missing_values
+    if isinstance(missing, dict):
+        return "; ".join(f"{f}: {', '.join(v)}" for f, v in missing.items() if v)
+    return ", ".join(missing)
+
+
 def run(job, items, writer, progress=None) -> None:
-    matrix, notes = job.state
+    """Store each subject's row. A subject whose every field is one of the encoder's
+    ``missing_values`` is absent, as the manifest makes a subject whose every field is
+    blank: it holds no value, and stage 2 then sees the modality missing, not a row of
+    "missing" indicators that a method would read as a present table."""
+    matrix, notes, no_value, sentinels = job.state
     for sid, note in notes.items():
         writer.notes[sid] = "; ".join(t for t in (writer.notes.get(sid), note) if t)
-    for item, row in zip(items, matrix if matrix is not None else [], strict=True):
-        writer.write(item.subject_id, row)
+    for item, row, empty in zip(items, matrix if matrix is not None else [], no_value,
+                                strict=True):
+        if empty:
+            writer.mark(item.subject_id, "absent",
+                        f"every field is blank or a missing_values code ({sentinels})")
+        else:
+            writer.write(item.subject_id, row)
     if progress is not None:
         progress.update(len(items))

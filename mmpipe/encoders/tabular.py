@@ -142,6 +142,16 @@ class TabularEncoding:
             out.append(None if c is None or c in sentinels else c)
         return out
 
+    def all_missing(self, df: pl.DataFrame) -> list[bool]:
+        """Per row of ``df``: every field blank or one of its ``missing_values``. The
+        manifest counts a table present when one field is not blank; a row of sentinels
+        only ("-1" = unknown everywhere) holds no value either."""
+        self._check_fields(df)
+        rows = [True] * df.height
+        for field in self.fields:
+            rows = [r and v is None for r, v in zip(rows, self._values(df, field), strict=True)]
+        return rows
+
     def _check_fields(self, df: pl.DataFrame) -> None:
         missing = [f for f in self.fields if f not in df.columns]
         if missing:

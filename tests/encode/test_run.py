@@ -192,6 +192,41 @@ def test_tabular_store_marks_subjects_without_fields_absent(tmp_path, cfg):
     assert "tabular_encoding" in store.attrs
 
 
+def _coded_table_store(tmp_path, cfg, rows: str):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cohort.csv").write_text("id,y,age,sex\n" + rows)
+    cohort_cfg = {"adapter": "csv", "csv": str(data / "cohort.csv"), "subject_column": "id",
+                  "labels": ["y"], "modalities": {
+                      "clinical": {"kind": "table", "fields": ["age", "sex"],
+                                   "encoders": ["tabular"]}}}
+    out = tmp_path / "results" / "toy"
+    build_manifest("toy", cohort_cfg, out, base_dir=tmp_path)
+    full = {**cfg, "cohorts": {"toy": cohort_cfg},
+            "encoders": {**cfg["encoders"],
+                         "tabular": {**cfg["encoders"]["tabular"], "missing_values": [-1]}}}
+    params = encoder_params(full, "toy", "clinical", "tabular")
+    return FeatureStore(encode_store(out, "clinical", params, tmp_path / "tab.zarr",
+                                     device="cpu")).to_numpy()
+
+
+def test_a_table_of_missing_value_codes_only_is_absent(tmp_path, cfg):
+    """A subject whose every field is a ``missing_values`` code (-1 = unknown) holds no
+    value, as a subject of blanks does; it was stored present, as a row of "missing"
+    indicators a method reads as a table."""
+    f = _coded_table_store(tmp_path, cfg, "a,1,60,F\nb,0,-1,-1\nc,1,-1,M\nd,0,,-1\n")
+    assert f.status.tolist() == ["ok", "absent", "ok", "absent"]
+    assert "missing_values" in f.reason[1] and "-1" in f.reason[1]
+    assert np.isnan(f.emb[[1, 3]]).all() and np.isfinite(f.emb[[0, 2]]).all()
+
+
+def test_a_cohort_of_coded_tables_only_is_a_store_of_absent_subjects(tmp_path, cfg):
+    """No subject with a value is a modality nobody has (a store of absent subjects, as
+    for a cohort without the table), not "every subject rejected"."""
+    f = _coded_table_store(tmp_path, cfg, "a,1,-1,-1\nb,0,-1,\n")
+    assert f.status.tolist() == ["absent", "absent"]
+
+
 def test_mmist_ccrcc_stores_match_the_release(tmp_path, cfg, shared_data):
     """Acceptance: 618 subjects, CT 239, MRI 52, dims 512/512/1024, a clinical text store."""
     root = shared_data / "mmist-ccrcc"
