@@ -72,8 +72,11 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
                   for r in rejected.sort(["modality", "subject_id"]).iter_rows(named=True)]
     if blanked is not None and len(blanked):
         n_subjects = blanked["subject_id"].n_unique()
-        # a field two table modalities share has a row in each: count each value once
-        n_values = blanked.unique(["subject_id", "reason"]).height
+        # a field two table modalities share has a row in each: one line per value, which
+        # names every modality that holds it
+        blanked = (blanked.group_by(["subject_id", "reason"], maintain_order=True)
+                   .agg(pl.col("modality").unique(maintain_order=True).str.join(", ")))
+        n_values = blanked.height
         lines += ["", "## Clinical values set to blank", "",
                   f"{n_values} value(s) of {n_subjects} subject(s) were not numbers in a "
                   "numeric table field and were set to blank (the subject keeps its other "
