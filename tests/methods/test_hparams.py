@@ -26,6 +26,27 @@ def test_every_hyper_parameter_has_values_its_default_is_among(type_name):
             assert is_valid(schemas[name], value), (name, value)
 
 
+def _least(schema: dict) -> int | None:
+    """The least integer ``schema`` takes (a list of widths: the least width)."""
+    if "anyOf" in schema:
+        found = [m for b in schema["anyOf"] if (m := _least(b)) is not None]
+        return min(found) if found else None
+    if schema.get("type") == "array":
+        return _least(schema["items"])
+    return schema.get("minimum") if schema.get("type") == "integer" else None
+
+
+@pytest.mark.parametrize("type_name", sorted(METHODS))
+def test_tuning_scales_capacity_down_to_the_least_value_the_method_takes(type_name):
+    """Tuning's floor for a scaled capacity (``capacity_floor``, hgb's two leaves) is the
+    least value the setting's own check takes: a floor below it spends a trial on a
+    setting the method refuses, a floor above it leaves out a value it takes."""
+    cls = method_class(type_name)
+    schemas = hyperparameter_schemas(type_name)
+    for key in getattr(cls, "tuning_keys", {}).get("capacity", ()):
+        assert _least(schemas[key]) == getattr(cls, "capacity_floor", 1), key
+
+
 def test_no_entry_is_left_over():
     used = set().union(*(hyperparameter_schemas(t) for t in METHODS))
     assert set(VALUES) == used
