@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -286,10 +287,12 @@ def _check_columns(out: AdapterOutput) -> list[str]:
 
 
 def _case_twins(values: Iterable[str]) -> list[list[str]]:
-    """The groups of ``values`` that differ only in case, each in the order given."""
+    """The groups of ``values`` that differ only in case or in the Unicode form of their
+    accents, each in the order given. ("José" as macOS names a file, e with a combining
+    accent, and as a table typed elsewhere writes it, one character, are two strings.)"""
     by_fold: dict[str, list[str]] = {}
     for v in values:
-        by_fold.setdefault(v.casefold(), []).append(v)
+        by_fold.setdefault(unicodedata.normalize("NFC", v).casefold(), []).append(v)
     return [spellings for spellings in by_fold.values() if len(spellings) > 1]
 
 
@@ -318,8 +321,9 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
     if clash:
         shown = "; ".join(" / ".join(map(repr, names)) for names in clash[:20])
         raise InputError(
-            f"subject_id(s) that differ only in case: {shown}; one subject must have one "
-            "ID (fix the source, or make the IDs differ in more than case)",
+            f"subject_id(s) that differ only in case or in how an accent is encoded "
+            f"(Unicode NFC/NFD): {shown}; one subject must have one ID (fix the source, or "
+            "make the IDs differ in more than that)",
             path=source or None,
         )
 
@@ -554,7 +558,8 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
         values = sorted(frame[label].drop_nulls().unique().to_list())
         twins = _case_twins(values)
         if twins:  # "Yes" and "yes" were two classes, as IDs differing in case were two subjects
-            raise InputError(f"label {label!r}: values that differ only in case would be "
+            raise InputError(f"label {label!r}: values that differ only in case (or in "
+                             "how an accent is encoded) would be "
                              f"classes of their own: {twins[:10]}; write each class one way "
                              "in the source", path=source or None)
         numbers = {v: parse_number(v) for v in values}

@@ -389,8 +389,20 @@ def test_missing_label_markers_are_missing_labels_not_classes(cohort, caplog):
 def test_ids_that_differ_only_in_case_are_an_error(cohort):
     csv = cohort / "data" / "cohort.csv"
     csv.write_text(csv.read_text().replace("p3,", "P2,"))
-    with pytest.raises(InputError, match=r"differ only in case: 'p2' / 'P2'"):
+    with pytest.raises(InputError, match=r"differ only in case.*: 'p2' / 'P2'"):
         build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+
+
+def test_ids_that_differ_only_in_unicode_form_are_an_error(cohort):
+    """An ID with an accent written as one character (NFC, as most tables type it) and as
+    a letter plus a combining accent (NFD, as macOS names files) were two subjects."""
+    nfc, nfd = "jos\u00e9", "jose\u0301"
+    csv = cohort / "data" / "cohort.csv"
+    csv.write_text(csv.read_text().replace("p2,", f"{nfc},").replace("p3,", f"{nfd},"),
+                   encoding="utf-8")
+    with pytest.raises(InputError, match=r"how an accent is encoded") as err:
+        build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+    assert repr(nfc) in str(err.value) and repr(nfd) in str(err.value)
 
 
 @pytest.mark.parametrize("content, why", [
