@@ -17,12 +17,27 @@ import polars as pl
 from mmpipe.errors import InputError
 
 
+def _refuse_wide_encoding(path: Path) -> None:
+    """polars reads a UTF-16 file (Excel's "Unicode Text", PowerShell's default) without
+    an error, as columns named "\ufffd\ufffdi\x00d\x00" of values with NULs: no ID or field
+    would match."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return  # polars' own error below names the file
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        raise InputError("the file is UTF-16 (or holds NUL bytes), not UTF-8 text: save it "
+                         "as UTF-8 CSV", path=path)
+
+
 def read_source_csv(path: str | Path, *, text_columns: Iterable[str] = (),
                     all_text: bool = False) -> pl.DataFrame:
     """The CSV at ``path``; ``text_columns`` (or every column with ``all_text``) kept as
     text whatever they look like (an ID "007" stays "007"). Raises :class:`InputError`
     naming the file when it cannot be read as UTF-8 CSV or holds no data row."""
     path = Path(path)
+    _refuse_wide_encoding(path)
     try:
         if all_text:
             df = pl.read_csv(path, infer_schema=False)

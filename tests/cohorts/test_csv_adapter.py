@@ -413,6 +413,10 @@ def test_ids_that_differ_only_in_unicode_form_are_an_error(cohort):
      b"p1,1,,,,,50,M,extra,fields\n", "not a readable CSV"),
     (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
      b"p\xe9,1,,,,,50,M\n", r"not a readable CSV: .*\(save it as UTF-8\)"),
+    # Excel's "Unicode Text" and PowerShell write UTF-16, which polars read as garbage
+    ("patient_id,response,age\r\np1,1,50\r\n".encode("utf-16"),
+     "the file is UTF-16 .* save it as UTF-8 CSV"),
+    ("patient_id,response,age\np1,1,50\n".encode("utf-16-le"), "the file is UTF-16"),
 ])
 def test_an_unreadable_csv_names_the_file(cohort, content, why):
     """polars' errors named no file; a header without rows built a manifest of nobody."""
