@@ -136,8 +136,11 @@ VALUES: dict[str, dict] = {
     **_each(_POSITIVE, "disc_lr", "learning_rate", "tau", "temperature"),
     **_each(_NON_NEGATIVE, "cond_scale", "disc_weight_decay", "focal_gamma",
             "l2_regularization", "lambda_domain", "lambda_full", "lambda_m", "lambda_rec",
-            "lambda_s", "lambda_shared", "shared_weight", "sup_weight", "tol", "unique_weight",
+            "lambda_s", "lambda_shared", "shared_weight", "sup_weight", "unique_weight",
             "unsup_weight"),
+    # scikit-learn takes a tolerance of 0 (never stop on it); logreg refuses it when built,
+    # which was in the training job: one kind of value for both
+    "tol": _POSITIVE,
     **_each(_BOOLEAN, "bias", "conditioning", "early_stopping", "gnn_normalize", "indicators",
             "mu_sampling", "pretrain_multi", "shuffle_order", "standardize"),
     **_each(_WORD, "ae_training", "aggregation", "dropout_scope", "eval_graph", "fill",

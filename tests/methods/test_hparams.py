@@ -70,6 +70,7 @@ def test_no_entry_is_left_over():
     ("hgb", "validation_fraction", 1.0, "null or a decimal number in (0, 1) or a positive"),
     ("logreg", "class_weight", "None", "null or 'balanced'"),  # the word, not YAML's null
     ("logreg", "C", float("inf"), "'auto' or a positive number"),  # logreg refused it built
+    ("logreg", "tol", 0, "a positive number"),   # logreg refused it built, in the job
     ("mmare", "dropout", float("nan"), "a number in"),  # NaN compares false with every bound
     ("muse", "ffn_layers", 0, "a positive integer"),
     ("ham", "hyper_hidden", [], "a non-empty list of positive integers"),
