@@ -16,8 +16,16 @@ Architecture (defaults from ``config.py`` ``attention``):
 3. attention follows the outer product of the token mask (``MaskedSelfAttention``): a
    token attends only to present tokens, the summary token is always present, so a
    subject without any modality reads its summary token alone (finite output);
-4. final LayerNorm, then the head reads the summary token (Linear(width, C), or an MLP
-   with ``head`` hidden widths).
+4. final LayerNorm on the summary token (``MaskedAtten.forward`` returns it), then the
+   longitudinal decoder (``network/model.py`` ``TransDecoder``, the official
+   ``classifier``) at one time point: a learned position embedding, ``decoder_depth=6``
+   blocks (``attention.n_layers``; causal attention over one token is its value and
+   output projections) and a bias-free Linear(width, C) on the decoder's output *before*
+   its final LayerNorm (``TransDecoder.forward`` returns ``self.fc(x)``; the norm feeds
+   only the returned features, so it is omitted). ``decoder_depth: 0`` puts the head on
+   the summary token instead (versions before this one did; the decoder's 18.9 M
+   parameters at width 512 are as many as the attention blocks'). ``head`` hidden widths
+   make the head an MLP.
 
 **Modality dropout** (``MaskedAtten.forward``, ``input_drop=0.5``): in training, present
 modalities are masked out at random. ``dropout_scope="subject"`` (default, the project
@@ -31,8 +39,8 @@ only on the presence mask, never on feature values.
 Adapted to cached features (see :meth:`MaskedAttention.report_notes`): the official
 image (ResNet-18, 512-d) and tabular (SAINT) encoders are fine-tuned end to end; here
 every modality gets a learned Linear projection to the common width instead. The
-longitudinal part (a causal transformer over time points, ``TransDecoder``) reduces to
-one time point, so the head is a Linear on the summary token. The learned
+longitudinal decoder runs over the one time point a cohort has, as the official code
+runs it whatever the number of visits. The learned
 ``empty_emb`` of missing images is masked out of attention in the official code and
 therefore omitted; absent tokens are zero. Training: AdamW with weight decay 1e-3 and
 balanced class weights as in ``run.py``; the official OneCycle schedule and gradient
@@ -43,7 +51,8 @@ setting makes only ~60 optimiser steps and undertrains (synthetic 300-subject ch
 with the MMIST widths: validation-selected test AUC 0.62 with the official setting,
 0.69 with these). The official 30 epochs are kept, with the best validation epoch
 restored (``patience`` 30: no early stopping); 200 epochs with early stopping cost
-about 8 minutes per MMIST-ccRCC run on 2 CPU cores for this 20 M-parameter model.
+about 8 minutes per MMIST-ccRCC run on 2 CPU cores for this model without its decoder
+(20 M parameters).
 All are configurable (``lr``, ``batch_size``, ``max_epochs``, ``patience``).
 """
 
@@ -123,7 +132,8 @@ class MaskedAttention(FusionMethod):
         "bias": False,             # attention.bias
         "modality_dropout": 0.5,   # attention.input_drop (unified model)
         "dropout_scope": "subject",  # subject (spec, never empties) | batch (official)
-        "head": [],                # hidden widths of the head on the summary token
+        "decoder_depth": 6,        # TransDecoder blocks (attention.n_layers); 0: none
+        "head": [],                # hidden widths of the head (MLP) before the class Linear
         # trainer settings: AdamW, weight decay and balanced class weights of run.py;
         # lr and batches of the MMARE protocol, the official 30 epochs (module docstring)
         "optimizer": "adamw",
@@ -160,8 +170,21 @@ class MaskedAttention(FusionMethod):
             MaskedBlock(width, int(hp["heads"]), int(hp["mlp_ratio"]), float(hp["dropout"]), bias)
             for _ in range(depth)])
         self.norm = nn.LayerNorm(width, bias=bias)
-        self.head = mlp_head(width, list(hp["head"]), self.n_classes, float(hp["dropout"]))
+        decoder_depth = int(hp["decoder_depth"])
+        if decoder_depth < 0:
+            raise ValueError(f"unilmmv: decoder_depth must be >= 0, got {decoder_depth}")
+        # TransDecoder at one time point: position 0's embedding and the blocks, whose
+        # causal attention over one token is the masked block's with the token present
+        self.decoder_position = nn.Parameter(torch.zeros(width)) if decoder_depth else None
+        self.decoder = nn.ModuleList([
+            MaskedBlock(width, int(hp["heads"]), int(hp["mlp_ratio"]), float(hp["dropout"]), bias)
+            for _ in range(decoder_depth)])
+        if decoder_depth and not hp["head"]:
+            self.head = nn.Sequential(nn.Linear(width, self.n_classes, bias=bias))  # TransDecoder.fc
+        else:
+            self.head = mlp_head(width, list(hp["head"]), self.n_classes, float(hp["dropout"]))
         self._init_attention(depth)
+        self._init_decoder(decoder_depth)
 
     def _init_attention(self, depth: int) -> None:
         """GPT-2 init of ``MaskedAtten``: N(0, 0.02), residual projections N(0, 0.02/√(2L))."""
@@ -176,6 +199,21 @@ class MaskedAttention(FusionMethod):
         nn.init.normal_(self.summary, mean=0.0, std=0.02)
         for p in self.modality_embeddings.values():
             nn.init.normal_(p, mean=0.0, std=0.02)
+
+    def _init_decoder(self, depth: int) -> None:
+        """GPT-2 init of ``TransDecoder``, its ``fc`` included (when it is the head)."""
+        if not depth:
+            return
+        modules = [*self.decoder.modules(), *(self.head if len(self.head) == 1 else ())]
+        for module in modules:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for block in self.decoder:
+            for layer in (block.attn.c_proj, block.mlp[2]):
+                nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * depth))
+        nn.init.normal_(self.decoder_position, mean=0.0, std=0.02)
 
     def modality_dropout(self, present: torch.Tensor) -> torch.Tensor:
         """Modalities the attention may read [B, M]: ``present`` minus the training dropout."""
@@ -210,18 +248,31 @@ class MaskedAttention(FusionMethod):
             maps.append(att)
         return self.norm(seq[:, 0]), maps
 
+    def classify(self, summary: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C] from the normalised summary token [B, width]: the decoder at one
+        time point (when ``decoder_depth`` > 0), then the head."""
+        if self.decoder_position is None:
+            return self.head(summary)
+        seq = (summary + self.decoder_position).unsqueeze(1)
+        one = seq.new_ones(seq.shape[0], 1, dtype=torch.bool)
+        for block in self.decoder:
+            seq, _ = block(seq, one)
+        return self.head(seq[:, 0])  # before the decoder's norm, as TransDecoder.fc reads it
+
     def forward(self, x, present):
-        return self.head(self.encode(x, present)[0])
+        return self.classify(self.encode(x, present)[0])
 
     def report_notes(self) -> list[str]:
         notes = [
             "unilmmv: cached features through a learned Linear projection per modality "
-            "(official: fine-tuned ResNet-18 / SAINT encoders); one time point, so a Linear "
-            "head on the summary token replaces the longitudinal decoder.",
+            "(official: fine-tuned ResNet-18 / SAINT encoders).",
             "unilmmv: AdamW (wd 1e-3), balanced class weights and 30 epochs as official, but "
             "lr 1e-4, batches of 64 and a cosine schedule (best validation epoch kept) "
             "instead of OneCycle at lr 1e-5, batch 256 and gradient clipping.",
         ]
+        if self.decoder_position is None:
+            notes.append("unilmmv: decoder_depth 0: a head on the summary token replaces the "
+                         "official longitudinal decoder.")
         if self.hparams["dropout_scope"] == "subject":
             notes.append("unilmmv: modality dropout drawn per subject and never empties a "
                          "subject (official: one draw per modality for the whole batch).")

@@ -149,6 +149,7 @@ VALUES: dict[str, dict] = {
             "train_dropout", "train_subjects"),
     # a modality: config._MODALITY_SETTINGS checks it against the method's feature sets
     **_each(_or(_NULL, _WORD), "missing_modality", "modality"),
+    "decoder_depth": _kind("an integer >= 0", type="integer", minimum=0),
     **_each(_or(_NULL, _POSITIVE_INT), "adapter_dim", "max_combination_size", "max_depth",
             "phi_dim", "phi_patience", "rank"),
     "phi_lr": _or(_NULL, _POSITIVE),

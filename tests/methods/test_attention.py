@@ -11,7 +11,7 @@ from mmpipe.methods import method_class
 from mmpipe.methods.attention import MaskedAttention
 
 N_CLASSES = 3
-SMALL = {"width": 16, "depth": 2, "heads": 4}
+SMALL = {"width": 16, "depth": 2, "heads": 4, "decoder_depth": 2}
 
 
 def build(shapes, n_classes=N_CLASSES, **hp):
@@ -24,6 +24,7 @@ def test_registry_and_official_defaults():
     d = MaskedAttention.defaults
     assert (d["width"], d["depth"], d["heads"], d["mlp_ratio"]) == (512, 6, 8, 4)
     assert (d["dropout"], d["bias"], d["modality_dropout"]) == (0.1, False, 0.5)
+    assert d["decoder_depth"] == 6   # TransDecoder: attention.n_layers
     assert (d["optimizer"], d["weight_decay"], d["class_weights"]) == ("adamw", 1e-3, True)
     assert MaskedAttention.permutation_invariant
 
@@ -50,7 +51,7 @@ def test_output_shape_and_no_modality_row(shapes, batch, assert_no_modality_rows
         seq, only = model.summary, torch.ones(1, 1, dtype=torch.bool)
         for block in model.blocks:
             seq, _ = block(seq, only)
-        alone = model.head(model.norm(seq[:, 0]))
+        alone = model.classify(model.norm(seq[:, 0]))
     torch.testing.assert_close(out[:1], alone)
 
 
@@ -165,6 +166,31 @@ def test_dropped_modality_behaves_as_absent(shapes, batch):
     torch.testing.assert_close(out, expected)
 
 
+def test_the_decoder_is_the_official_one_at_one_time_point(shapes, batch):
+    """``TransDecoder`` over one visit: position 0 added, each block's causal attention over
+    the one token is ``c_proj(v)`` (softmax of one score), and ``fc`` reads the blocks'
+    output before the final norm. Written out here with the official layers' arithmetic."""
+    x, present, _ = batch
+    model = build(shapes)
+    with torch.no_grad():
+        h = model.encode(x, present)[0] + model.decoder_position
+        for block in model.decoder:
+            attn = block.attn
+            v = attn.c_attn(block.ln1(h)).split(h.shape[-1], dim=-1)[2]
+            h = h + attn.c_proj(v)
+            h = h + block.mlp(block.ln2(h))
+        expected = F.linear(h, model.head[0].weight)  # fc: bias=False (attention.bias)
+        torch.testing.assert_close(model(x, present), expected)
+    assert model.head[0].bias is None and len(model.decoder) == 2
+    # decoder_depth 0: the head on the summary token, as before this version
+    flat = build(shapes, decoder_depth=0)
+    assert flat.decoder_position is None and len(flat.decoder) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(flat(x, present), flat.head(flat.encode(x, present)[0]))
+    with pytest.raises(ValueError, match="decoder_depth"):
+        build(shapes, decoder_depth=-1)
+
+
 def test_gpt2_init():
     shapes = {"a": (8,), "b": (8,)}
     torch.manual_seed(0)
@@ -174,6 +200,11 @@ def test_gpt2_init():
     assert abs(float(block.attn.c_attn.weight.detach().std()) - 0.02) < 2e-3
     for layer in (block.attn.c_proj, block.mlp[2]):
         assert abs(float(layer.weight.detach().std()) - 0.02 / np.sqrt(8)) < 1e-3
+    # the decoder's blocks and fc as TransDecoder._init_weights (6 layers by default)
+    block = model.decoder[0]
+    assert abs(float(block.mlp[0].weight.detach().std()) - 0.02) < 2e-3
+    assert abs(float(block.attn.c_proj.weight.detach().std()) - 0.02 / np.sqrt(12)) < 1e-3
+    assert abs(float(model.head[0].weight.detach().std()) - 0.02) < 5e-3
 
 
 def test_fit_with_the_shared_trainer(shapes, tmp_path, bench_draws, fit_and_score):
