@@ -57,7 +57,10 @@ Choices where the paper/code leave room (all hyper-parameters below):
 - optimiser settings are the official ``train+test.py`` defaults: Adam, lr 1e-4 for both
   steps, weight decay 5e-4, 50 pre-training epochs, 100 main epochs, patience 10. The
   official batch size of one subject is replaced by the trainer's mini-batches and its
-  ReduceLROnPlateau scheduler is not reproduced.
+  ReduceLROnPlateau scheduler is not reproduced. Batches are drawn as the official
+  loader shuffles, without class balancing, and the loss weighs the classes equally
+  (``sampler: none``, ``class_weights: false``; before this version the trainer's
+  class-balancing sampler was left on).
 
 Freezing φ for phase ρ (what the shared trainer relies on): the ``parameters`` callable of
 the ρ phase, called once when the trainer builds that phase's optimiser, sets
@@ -105,6 +108,10 @@ _SHARED_DEFAULTS: dict[str, Any] = {
     "weight_decay": 5e-4,
     "max_epochs": 100,
     "patience": 10,
+    # train+test.py: DataLoader(shuffle=True) and an unweighted BCEWithLogitsLoss; the
+    # trainer's default class-balancing sampler had resampled both phases
+    "sampler": "none",
+    "class_weights": False,
 }
 # the two-step variant's phase φ (pre-training with the reconstruction loss)
 _TWO_STEP_DEFAULTS: dict[str, Any] = {

@@ -33,6 +33,10 @@ def test_registry():
     assert method_class("hypermm") is HyperMM
     assert method_class("hypermm_e2e") is HyperMMEndToEnd
     assert HyperMM.permutation_invariant and HyperMMEndToEnd.permutation_invariant
+    # train+test.py: shuffled single-subject batches and an unweighted BCE, in both
+    # variants; the trainer's default would resample the classes to balance
+    for cls in (HyperMM, HyperMMEndToEnd):
+        assert (cls.defaults["sampler"], cls.defaults["class_weights"]) == ("none", False)
 
 
 @pytest.mark.parametrize("shapes", [BLOCKS, SAME, {"ct": (16,), "mri": (12,), "wsi": (24,)}],
