@@ -68,14 +68,18 @@ cannot reach any output. Missing labels (MUSE trains on unlabelled patients thro
 unsupervised term) are out of scope: every training subject of the benchmark is labelled,
 so the supervised terms use the whole batch.
 
-Trainer settings are the official ``run.py`` defaults (ADNI): Adam, lr 1e-4, weight decay 0,
-batch size 256, 100 epochs, shuffled batches without class balancing, no feature noise;
+Trainer settings are the official ``run.py`` defaults (ADNI) of the code released with the
+paper (commit ``951686a``, May 2024): Adam, lr 1e-4, weight decay 0, batch size 256, 100
+epochs, shuffled batches without class balancing, no feature noise;
 the official code trains all 100 epochs and keeps the checkpoint of the best validation
 AUC (``--monitor auc_macro_ovo`` for ADNI), which ``patience = 100`` and ``monitor = "auc"``
 reproduce (the trainer's AUC is the binary AUC, or the one-vs-rest macro average for more
 classes, not the one-vs-one macro). The validation loss logged by the trainer (eval
 mode) is the head's cross-entropy only: the contrastive terms need the dropped view, which
-exists only in training.
+exists only in training. The official repository's later commit ``cdec2ac`` ("update
+config version", March 2025) sets ``--batch_size 512`` and ``--lr 2e-4``, and its
+evaluation batches follow ``batch_size``; ``batch_size: 512`` and ``lr: 2.0e-4`` in the
+method's config run that version (evaluation here does not batch: ``eval_graph``).
 """
 
 from __future__ import annotations
@@ -288,7 +292,7 @@ class MUSE(FusionMethod):
         "unsup_weight": 0.5,      # MML.forward: 0.5 * unsup + 0.5 * sup + cls
         "sup_weight": 0.5,
         "eval_graph": "reference",  # reference | single | batch (official, batch-dependent)
-        # trainer settings: official run.py defaults
+        # trainer settings: official run.py defaults at 951686a (module docstring)
         "lr": 1e-4,
         "weight_decay": 0.0,
         "optimizer": "adam",
