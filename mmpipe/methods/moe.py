@@ -10,7 +10,9 @@ here, generalised from the official two modalities to any number ``M``:
 
 1. **Encoders**: each modality's flattened vector ``[D_m]`` → ``Linear(D_m, d)`` (the
    official ``img_proj``/``text_proj``: a plain linear projection to ``hidden_dim``,
-   ``d = 512``), then dropout (0.1, the official block's dropout).
+   ``d = 512``), then dropout (0.1, the official block's rate; the official block drops
+   its attention and mixture branches before their residual sums, which are not built
+   here, see 4).
 2. **Experts**: one per non-empty modality combination ``S`` (official: "image only",
    "text only", "image+text"; here ``2^M − 1``, or only the combinations of at most
    ``max_combination_size`` modalities; more than 64 experts is an error). Expert ``S``
@@ -24,10 +26,15 @@ here, generalised from the official two modalities to any number ``M``:
    the presence vector only). An expert is *available* for a subject only if every
    modality of its combination is present; unavailable experts get gate logit −∞, so
    their softmax weight is exactly 0 and the available ones sum to 1.
-4. **Output**: ``mix="logits"`` (default): ``Σ_e g_e · logits_e``; the official mixture
-   sums the experts' outputs before a linear task head, and mixing before a linear map
-   equals mixing its outputs. ``mix="probs"``: ``log Σ_e g_e · softmax(logits_e)``, the
-   classic mixture-of-experts likelihood (Jacobs et al. 1991).
+4. **Output**: ``mix="logits"`` (default): ``Σ_e g_e · logits_e``. ``mix="probs"``:
+   ``log Σ_e g_e · softmax(logits_e)``, the classic mixture-of-experts likelihood (Jacobs
+   et al. 1991). Both are ours: the official experts output ``2·d`` features
+   (``MixtureOfModalityExperts(hidden_dim, 2*hidden_dim)``), whose gated sum is added to
+   the block's input and layer-normalised (``MultimodalMoETransformerBlock.forward``),
+   then read by the small model's MLP classifier (``small_model.py``
+   ``SimpleClassifier``). Without the small model and the attention (below) that path has
+   no classifier to end in, so each expert here ends in the classes itself; this is a
+   deviation, not an equivalent form.
 
 Everything that depends on modality identity is keyed by modality *name*: experts by
 the sorted tuple of their modalities' names, and the concatenations (expert inputs,
@@ -213,5 +220,8 @@ class ModalityExperts(FusionMethod):
             "AdaCoMed: the official block's self-attention (across the subjects of a batch) "
             "and its residual+LayerNorm are left out; the gate masks experts whose modalities "
             "are not all present (ours: the official data set is complete)",
+            "AdaCoMed: each expert ends in class logits, mixed by the gate (official: the "
+            "experts' 2·d features, added to the block's input and layer-normalised, feed "
+            "the small model's MLP classifier)",
             "AdaCoMed: cross-entropy instead of the official BCEWithLogitsLoss (multi-label VQA)",
         ]
