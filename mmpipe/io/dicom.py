@@ -104,10 +104,13 @@ class SeriesInfo:
     # distinct values over the series' files; None = absent (see the module docstring)
     patient_ids: tuple[str | None, ...] = field(default=(), repr=False)
     study_uids: tuple[str | None, ...] = field(default=(), repr=False)
-    # files of this series whose header reads but whose pixel data does not:
+    # files of this series whose pixel data (or, `header_broken`, header) cannot be read:
     # path -> (short reason, full reason). They stay in `files` when they hold a position,
     # so that a missing slice is a named file rather than an unexplained gap or a lost end.
     unreadable: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # files of this series (by their SeriesInstanceUID) whose image header cannot be read:
+    # no position places them, so a volume read without them could lack any slice
+    header_broken: list[Path] = field(default_factory=list, repr=False)
     # distinct (RescaleSlope, RescaleIntercept) of the files read (the kept volume's)
     rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
     # distinct (PixelRepresentation, BitsStored) of the files read
@@ -272,11 +275,24 @@ def _text_or_none(value) -> str | None:
     return text or None
 
 
-def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
-    """Header of one file, or (None, (short, full) reason it is skipped).
+def _is_image_storage(ds) -> bool:
+    """Whether the file's SOP class is an image's (CT/MR/PET/... Image Storage), by name."""
+    from pydicom.uid import UID
+
+    try:
+        return "Image Storage" in UID(str(ds.get("SOPClassUID", "") or "")).name
+    except Exception:  # a damaged element reads as no class
+        return False
+
+
+def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None, str | None]:
+    """Header of one file, or (None, (short, full) reason it is skipped, series UID).
 
     An image header whose pixel data is missing or cut short is returned with
     ``unreadable`` set: it still tells which series and position the file was meant for.
+    An image of a known series whose header cannot be read (a file cut inside it, a
+    damaged element; pydicom converts an element when it is first read) comes back as
+    (None, reason, its SeriesInstanceUID): it belongs to that series at an unknown place.
     """
     import warnings
 
@@ -301,20 +317,32 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
             remaining = os.fstat(fh.fileno()).st_size - fh.tell()
     except Exception as err:  # pydicom raises many types on garbage; all mean "not readable"
         return None, ("not a readable DICOM file",
-                      f"not a readable DICOM file ({type(err).__name__}: {err})")
+                      f"not a readable DICOM file ({type(err).__name__}: {err})"), None
+    not_image = (("not a DICOM file", "not a DICOM file (no DICOM preamble, and no image "
+                  "header when parsed without one)") if forced else
+                 ("not a DICOM image", "not a DICOM image (no SeriesInstanceUID/Rows/"
+                  "Columns, e.g. a DICOMDIR or report)"))
     try:
         uid = str(ds.SeriesInstanceUID)
-        rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception:
-        if forced:
-            return None, ("not a DICOM file", "not a DICOM file (no DICOM preamble, and no "
-                          "image header when parsed without one)")
-        return None, ("not a DICOM image", "not a DICOM image (no SeriesInstanceUID/Rows/"
-                      "Columns, e.g. a DICOMDIR or report)")
+        return None, not_image, None
     try:
-        expected = _expected_pixel_bytes(ds)
+        rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception as err:
-        return None, ("unreadable image header", f"unreadable image header ({err})")
+        if forced or not _is_image_storage(ds):
+            return None, not_image, None
+        # an image's header that ends before Rows/Columns: a file cut short
+        return None, ("unreadable image header", "unreadable image header (no Rows/Columns "
+                      f"in an image file: cut short? {type(err).__name__}: {err})"), uid
+    try:
+        return _header(path, ds, uid, rows, cols, remaining)
+    except Exception as err:  # a damaged element, converted on first read
+        return None, ("unreadable image header",
+                      f"unreadable image header ({type(err).__name__}: {err})"), uid
+
+
+def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int):
+    expected = _expected_pixel_bytes(ds)
     # pydicom stops before the element's tag: a file cut by a few bytes still has that many
     # more than its pixels
     remaining -= _pixel_element_header(ds)
@@ -353,7 +381,7 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None]:
         unreadable=unreadable,
         sop_uid=_text_or_none(ds.get("SOPInstanceUID")),
         volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
-    ), unreadable
+    ), unreadable, None
 
 
 def _distinct(values) -> tuple[str | None, ...]:
@@ -624,14 +652,17 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
     files = _candidate_files(folder)
     groups: dict[str, list[_Header]] = defaultdict(list)
     skipped: list[SkippedFile] = []
+    broken: dict[str, list[SkippedFile]] = defaultdict(list)  # by the series they name
     for path in files:
-        header, why = _read_header(path)
+        header, why, broken_of = _read_header(path)
         if why is not None:
             log.warning("skipping %s: %s", path, why[1])
         if header is None:
-            skipped.append(SkippedFile(path, *why))  # type: ignore[misc]
+            (broken[broken_of] if broken_of else skipped).append(
+                SkippedFile(path, *why))  # type: ignore[misc]
             continue
         groups[header.series_uid].append(header)
+    skipped += [f for uid, fs in broken.items() if uid not in groups for f in fs]
     if not groups:
         reason = f"no DICOM series found: {len(files)} files, none a DICOM image"
         if skipped:
@@ -643,6 +674,9 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
     series = []
     for headers in groups.values():
         info = _analyse(headers)
+        for f in broken.get(info.series_uid, ()):
+            info.unreadable[f.path] = (f.reason, f.detail)
+            info.header_broken.append(f.path)
         info.problem = check_series(info, min_slices, max_gap_factor)
         series.append(info)
     series.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
@@ -747,7 +781,7 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
         chosen = min(usable, key=_number_key)
     else:
         chosen = min(usable, key=lambda s: (-s.n_slices, *_number_key(s)))
-    broken = [f for f in chosen.files if f in chosen.unreadable]
+    broken = [f for f in chosen.files if f in chosen.unreadable] + chosen.header_broken
     if broken:
         named = "; ".join(f"{f.name}: {chosen.unreadable[f][1]}" for f in broken[:NOTE_FILES])
         more = f"; and {len(broken) - NOTE_FILES} more" if len(broken) > NOTE_FILES else ""
@@ -940,6 +974,8 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         notes.append(info.repeats)
     if info.interpolated:
         notes.append(info.interpolated_note())
+    if info.n_slices == 1 and not info.slice_thickness:
+        notes.append("one slice without SliceThickness: its z spacing of 1 mm is assumed")
     summary = {
         "series_uid": info.series_uid,
         "series_number": info.series_number,

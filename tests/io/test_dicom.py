@@ -386,6 +386,47 @@ def test_truncated_last_slice_rejects_instead_of_losing_it(tmp_path):
     assert not (tmp_path.parent / f"{tmp_path.name}.nii.gz").exists()
 
 
+@pytest.mark.parametrize("damage", ["cut inside the header", "an element's VR damaged"])
+def test_a_slice_whose_header_cannot_be_read_rejects_its_series(tmp_path, damage):
+    """A file cut between SeriesInstanceUID and Rows was skipped as "not a DICOM image" and
+    the volume converted one slice short, "ok"; a damaged element (pydicom converts it on
+    first read) raised out of the reader and took the whole shard of subjects with it."""
+    _, paths = write_series(tmp_path, n=6)
+    raw = paths[5].read_bytes()
+    if damage == "cut inside the header":
+        paths[5].write_bytes(raw[:raw.find(b"\x28\x00\x10\x00")])   # before (0028,0010) Rows
+    else:
+        at = raw.find(b"\x10\x00\x20\x00LO")                        # (0010,0020) PatientID
+        paths[5].write_bytes(raw[:at + 4] + b"Lv" + raw[at + 6:])
+    out = tmp_path.parent / f"{tmp_path.name}.nii.gz"
+    with pytest.raises(DicomSeriesError,
+                       match=f"incomplete.*{paths[5].name}: unreadable image header"):
+        dicom_to_nifti(tmp_path, out)
+    assert not out.exists()
+
+
+def test_a_report_in_the_series_folder_is_still_only_skipped(tmp_path):
+    """A structured report shares the study's series UIDs but is no image: skipped."""
+    _, paths = write_series(tmp_path, n=6)
+    ds = pydicom.dcmread(paths[0])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"   # Basic Text SR Storage
+    for keyword in ("Rows", "Columns", "PixelData"):
+        delattr(ds, keyword)
+    ds.save_as(tmp_path / "report.dcm")
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "out.nii.gz")
+    assert summary["n_slices"] == 6 and "report.dcm (not a DICOM image)" in summary["note"]
+
+
+def test_a_single_slice_without_thickness_says_its_z_spacing_is_assumed(tmp_path):
+    """The 1 mm went to the log only; the subject's note said nothing."""
+    _, paths = write_series(tmp_path, n=1)
+    ds = pydicom.dcmread(paths[0])
+    del ds.SliceThickness
+    ds.save_as(paths[0])
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "one.nii.gz", min_slices=1)
+    assert "z spacing of 1 mm is assumed" in summary["note"]
+
+
 def test_unreadable_slice_of_another_series_is_only_noted(tmp_path):
     write_series(tmp_path / "dcm", n=8, series_number=3)
     _, thin = write_series(tmp_path / "dcm", n=3, series_number=9, description="scout",
