@@ -308,7 +308,13 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
                                     f"{plain_err})", path=path) from plain_err
         log.info("slide %s: OpenSlide cannot open it; read as a %s", path, PLAIN_IMAGE)
     try:
-        props = dict(handle.properties)
+        try:
+            props = dict(handle.properties)
+        except (KeyError, UnicodeDecodeError, openslide.OpenSlideError) as err:
+            # openslide-python decodes every property name as UTF-8: one Latin-1 byte in
+            # an Aperio description's key raised a bare KeyError
+            raise SlideError(reason=f"its metadata cannot be read ({type(err).__name__}: "
+                                    f"{err})", path=path) from err
         mpp = _mpp_from_properties(props, path)
         source = MPP_SOURCE_PROPERTY
         if mpp is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, out_of_memory
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC
 from mmpipe.qc import qc_frame
@@ -53,7 +53,14 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                 summary = dicom_to_nifti(folder, out, rule=params.get("series_select", "most_slices"),
                                          min_slices=params.get("min_slices", 3),
                                          max_gap_factor=params.get("max_gap_factor", 1.5))
-            except InputError as err:
+            except Exception as err:
+                # one folder's failure, named or not (a reader's bare error on a damaged
+                # file), is its subject's rejection; the shard's other subjects go on
+                if out_of_memory(err):  # the machine's: the job fails, a rerun can succeed
+                    raise
+                if not isinstance(err, InputError):
+                    err = InputError(f"cannot convert: {type(err).__name__}: {err}",
+                                     path=folder)
                 err.for_subject(sid)
                 log.warning("rejected %s", err)
                 detail = getattr(err, "detail", None)

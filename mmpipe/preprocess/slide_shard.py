@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, out_of_memory
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC, SHARD_TILES
 from mmpipe.qc import qc_frame
@@ -36,7 +36,7 @@ def tiling_params_from(params: dict):
 
 def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards: int,
                      params: dict, out_dir: str | Path) -> pl.DataFrame:
-    from mmpipe.io.slide import open_slide
+    from mmpipe.io.slide import MPP_SOURCE_CONFIG, open_slide
     from mmpipe.preprocess.tiling import tile_grid
 
     tiling = tiling_params_from(params)
@@ -53,7 +53,13 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                 grid = tile_grid(slide, tiling)
                 detail = {"n_tiles": len(grid.coords), "level": grid.level, "mpp": slide.mpp,
                           "mpp_source": slide.mpp_source, "read_size": grid.read_size}
-        except InputError as err:
+        except Exception as err:
+            # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged
+            # file), is its subject's rejection; the shard's other slides go on
+            if out_of_memory(err):  # the machine's: the job fails, a rerun can succeed
+                raise
+            if not isinstance(err, InputError):
+                err = InputError(f"cannot tile: {type(err).__name__}: {err}", path=path)
             err.for_subject(sid)
             log.warning("rejected %s", err)
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
@@ -61,8 +67,12 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                          "n_tiles": 0, "detail": None})
             continue
         frames.append(grid.to_frame(sid))
+        # a resolution the config assumed is worth the subject's note, as a DICOM note is
+        note = (f"tiled at an assumed {detail['mpp']:.4g} um/px "
+                "(preprocess.slide.mpp_when_missing): none in the slide's metadata"
+                if detail["mpp_source"] == MPP_SOURCE_CONFIG else "")
         rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
-                     "status": "ok", "reason": "", "path": str(path),
+                     "status": "ok", "reason": note, "path": str(path),
                      "n_tiles": detail["n_tiles"], "detail": json.dumps(detail, default=str)})
     qc = qc_frame(rows, extra={"n_tiles": pl.Int64, "detail": pl.String})
     with atomic_dir(out_dir) as tmp:

@@ -179,6 +179,19 @@ def test_mpp_fallback_order(tmp_path, monkeypatch, props, mpp):
     assert handles[-1].closed
 
 
+def test_a_property_name_that_is_not_utf8_is_the_slides_rejection(tmp_path):
+    """openslide-python decodes every property name as UTF-8: one Latin-1 byte in a key of
+    an Aperio description raised a bare KeyError, which no shard caught."""
+    rgb = np.full((512, 512, 3), 200, np.uint8)
+    description = (b"Aperio Image Library v10.0.51\r\n512x512 [0,0 512x512] (256x256) "
+                   b"JPEG/RGB Q=30|AppMag = 20|MPP = 0.5|Sc\xb5nScope ID = SS1234")
+    path = tmp_path / "latin1.svs"
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256), compression="zlib",
+                     description=description, metadata=None)
+    with pytest.raises(SlideError, match=r"latin1\.svs: its metadata cannot be read"):
+        open_slide(path)
+
+
 def test_resolution_without_unit_is_ignored(tmp_path):
     path = _plain_tiff(tmp_path / "none.tiff", (1, 1), "NONE")
     with pytest.raises(SlideError, match="microns-per-pixel"):

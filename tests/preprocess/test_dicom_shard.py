@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from pydicom.uid import generate_uid
 
 from mmpipe.cohorts import build_manifest
@@ -39,3 +40,36 @@ def test_zero_pixel_spacing_rejects_its_subject_only(tmp_path):
     assert rows["zero"]["status"] == "rejected" and rows["zero"]["volume"] is None
     assert rows["zero"]["path"] == str(bad)
     assert "PixelSpacing 0\\0 is not a positive distance" in rows["zero"]["reason"]
+
+
+def test_an_unexpected_error_rejects_its_subject_only(tmp_path, monkeypatch):
+    """A reader's bare error (pydicom's NotImplementedError on a damaged element, before
+    the reader caught it) took the whole shard down: no output, every subject lost."""
+    from mmpipe.io import dicom
+
+    write_series(tmp_path / "dcm" / "good", (0.7, 0.8))
+    write_series(tmp_path / "dcm" / "odd", (0.7, 0.8))
+    (tmp_path / "cohort.csv").write_text("id,ct,y\ngood,dcm/good,0\nodd,dcm/odd,1\n")
+    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
+              "labels": ["y"], "modalities": {"ct": {"kind": "dicom", "column": "ct"}}}
+    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    convert = dicom.dicom_to_nifti
+
+    def fails_on_odd(folder, *args, **kwargs):
+        if Path(folder).name == "odd":
+            raise NotImplementedError("Unknown Value Representation 'Lv' in tag (0010,0020)")
+        return convert(folder, *args, **kwargs)
+
+    monkeypatch.setattr(dicom, "dicom_to_nifti", fails_on_odd)
+    qc = convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in qc.to_dicts()}
+    assert rows["good"]["status"] == "ok"
+    assert rows["odd"]["status"] == "rejected"
+    assert "cannot convert: NotImplementedError: Unknown Value Representation" in \
+        rows["odd"]["reason"]
+
+    def out_of_memory(folder, *args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(dicom, "dicom_to_nifti", out_of_memory)  # the machine's: the job fails
+    with pytest.raises(MemoryError):
+        convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out2")

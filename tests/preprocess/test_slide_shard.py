@@ -1,0 +1,61 @@
+"""A shard of slides: a slide that fails in any way is one rejected QC row, the others
+are tiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openslide")
+
+from mmpipe.cohorts import build_manifest  # noqa: E402
+from mmpipe.io.tiff_writer import write_pyramidal_tiff  # noqa: E402
+from mmpipe.preprocess.slide_shard import tile_slide_shard  # noqa: E402
+
+
+def test_an_unexpected_error_rejects_its_slide_only(tmp_path, monkeypatch):
+    """OpenSlide's bare KeyError on a property name (before the reader caught it) took the
+    whole shard down: no output, every slide lost."""
+    from mmpipe.io import slide
+
+    rgb = np.full((1024, 1024, 3), 255, np.uint8)
+    rgb[:768, :768] = (200, 90, 170)   # tissue in 9 of 16 tiles
+    for name in ("good", "odd"):
+        write_pyramidal_tiff(tmp_path / f"{name}.tiff", rgb, mpp=0.5, n_levels=2)
+    (tmp_path / "cohort.csv").write_text("id,wsi,y\ngood,good.tiff,0\nodd,odd.tiff,1\n")
+    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
+              "labels": ["y"], "modalities": {"wsi": {"kind": "slide", "column": "wsi"}}}
+    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    open_slide = slide.open_slide
+
+    def fails_on_odd(path, *args, **kwargs):
+        if "odd" in str(path):
+            raise KeyError("ScanScope ID")
+        return open_slide(path, *args, **kwargs)
+
+    monkeypatch.setattr(slide, "open_slide", fails_on_odd)
+    qc = tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1, {}, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in qc.to_dicts()}
+    assert rows["good"]["status"] == "ok" and rows["good"]["n_tiles"] > 0
+    assert rows["odd"]["status"] == "rejected"
+    assert "cannot tile: KeyError: 'ScanScope ID'" in rows["odd"]["reason"]
+
+
+def test_a_resolution_the_config_assumed_is_the_slides_note(tmp_path):
+    """The assumed microns-per-pixel was only in the shard's detail, which nothing reads."""
+    import tifffile
+
+    rgb = np.full((1024, 1024, 3), 255, np.uint8)
+    rgb[:768, :768] = (200, 90, 170)
+    tifffile.imwrite(tmp_path / "nompp.tiff", rgb, photometric="rgb", tile=(256, 256),
+                     compression="zlib", metadata=None)
+    (tmp_path / "cohort.csv").write_text("id,wsi,y\ns,nompp.tiff,0\n")
+    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
+              "labels": ["y"], "modalities": {"wsi": {"kind": "slide", "column": "wsi"}}}
+    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    qc = tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1,
+                          {"mpp_when_missing": 0.5}, tmp_path / "out")
+    (row,) = qc.to_dicts()
+    assert row["status"] == "ok"
+    assert row["reason"] == ("tiled at an assumed 0.5 um/px (preprocess.slide.mpp_when_missing): "
+                             "none in the slide's metadata")
