@@ -193,7 +193,7 @@ def test_training_reduces_the_loss(name, cls, hp, shapes, separable, train_steps
 
 
 # plain shuffled batches and an unweighted loss, as their official code trains
-PRIOR_BY_PAPER = ("muse", "adacomed", "drim")
+PRIOR_BY_PAPER = ("muse", "adacomed", "drim", "hypermm", "hypermm_e2e")
 
 
 def test_every_method_trains_on_balanced_classes_by_default():
