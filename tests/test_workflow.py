@@ -266,6 +266,27 @@ def test_the_segment_job_asks_for_a_gpu_only_to_run_on_one(tmp_path, device, gpu
     assert re.search(rf"resources: .*\bgpu={gpus}\b", block), block
 
 
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_a_training_job_asks_for_a_gpu_only_when_the_config_names_cuda(tmp_path, device):
+    """With ``device: cuda`` no training job asked for a GPU: on a SLURM profile each went
+    to the CPU partition and stopped there (no CUDA). A scikit-learn baseline never asks."""
+    write_demo_config(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["device"] = device
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # the training jobs follow the manifest checkpoint: build it, then plan the rest
+    assert snakemake_in(tmp_path, "--until", "manifest").returncode == 0
+    run = snakemake_in(tmp_path, "-n")
+    assert run.returncode == 0, run.stderr
+    gpus = {}
+    for block in re.split(r"\nrule train(?:_method)?:", run.stdout)[1:]:
+        method = re.search(r"wildcards: .*\bmethod=(\w+)", block).group(1)
+        gpus.setdefault(method, set()).add(int(re.search(r"resources: .*\bgpu=(\d)",
+                                                         block).group(1)))
+    assert gpus.pop("hgb") == {0}
+    assert gpus and all(g == {int(device == "cuda")} for g in gpus.values()), gpus
+
+
 def test_a_csv_cohorts_files_under_home_are_the_manifest_jobs_inputs(tmp_path, monkeypatch):
     """A csv cohort's table and split files given as ``~/...`` are read from the home
     folder by the adapter (``config_path``), so the manifest job must take them from

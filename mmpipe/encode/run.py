@@ -120,7 +120,10 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                            prompts=prompts, fields=params.get("fields"), masks=masks)
     _log_summary(inputs, modality)
     ready = [i for i in inputs if i.status == "ok"]
-    job = EncodeJob(cfg=cfg, params=params, modality=modality, device=resolve_device(device))
+    # a type that runs no network (tables, imported features) never needs the config's
+    # GPU: under `device: cuda` its job, on a CPU node, stopped with "CUDA not available"
+    job = EncodeJob(cfg=cfg, params=params, modality=modality,
+                    device=resolve_device(device if etype.needs_gpu else "cpu"))
     loop = etype.loop_module()
     loop.setup(job, ready)
     attrs = {**_attrs(cohort_dir.name, job), "run_settings": dict(settings or {})}

@@ -192,6 +192,17 @@ def test_tabular_store_marks_subjects_without_fields_absent(tmp_path, cfg):
     assert "tabular_encoding" in store.attrs
 
 
+def test_a_type_without_a_network_runs_on_the_cpu_whatever_the_device(tmp_path, cfg):
+    """Under ``device: cuda`` the tabular job (``encode_cpu``, a CPU node on SLURM)
+    stopped with "CUDA is not available"; it needs no device at all."""
+    cohort_dir, cohort_cfg = _features_cohort(tmp_path)
+    params = encoder_params({**cfg, "cohorts": {"toy": cohort_cfg}}, "toy", "clinical",
+                            "tabular")
+    store = FeatureStore(encode_store(cohort_dir, "clinical", params, tmp_path / "tab.zarr",
+                                      device="cuda"))
+    assert store.attrs["device"] == "cpu"
+
+
 def _coded_table_store(tmp_path, cfg, rows: str):
     data = tmp_path / "data"
     data.mkdir()

@@ -56,6 +56,10 @@ rule train:
     conda:
         "../../envs/bench.yaml"
     threads: 1
+    # a GPU slot only when the config names CUDA: `device: cuda` on a SLURM profile sent
+    # every training job to the CPU partition, where it stopped (no CUDA there)
+    resources:
+        gpu=train_gpus,
     params:
         train=lambda w: mmparams.train_params(config, w.cohort, w.feature_set, w.method),
         cells=cell_list,

@@ -123,6 +123,17 @@ def encoder_names(network):
     return "|".join(names) or "(?!)"  # an empty kind matches nothing
 
 
+def train_gpus(wildcards):
+    """A training job's GPU slot: one when the config names CUDA (``device: cuda``) and
+    the method trains with torch; a scikit-learn baseline never uses it. Under ``auto``
+    a job uses a GPU where its node has one, and asks for none."""
+    from mmpipe.methods.hparams import method_kind
+
+    cuda = str(config["device"]).strip().lower().startswith("cuda")
+    torch_method = method_kind(config["methods"][wildcards.method]["type"]) == "torch"
+    return int(cuda and torch_method)
+
+
 def all_outputs():
     """The default target: every cohort's stores, QC, every training output (each cell,
     or each method's folder of cells under ``train_jobs: method``) and the report."""

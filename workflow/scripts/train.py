@@ -13,7 +13,10 @@ sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 w = sm.wildcards
 layout = CohortLayout(Path(sm.input.manifest).parent)
-kwargs = {"device": str(resolve_device(sm.config["device"])),
+device = sm.config["device"]
+if str(device).strip().lower().startswith("cuda") and not getattr(sm.resources, "gpu", 0):
+    device = "cpu"  # given no GPU slot (a scikit-learn baseline: train_gpus in common.smk)
+kwargs = {"device": str(resolve_device(device)),
           "meta": {"cohort": w.cohort, "feature_set": w.feature_set, "method": w.method}}
 if "scenario" in w.keys():  # train_jobs: cell
     run_cell(layout, sm.params.train, w.scenario, float(w.rate), sm.output[0], **kwargs)
