@@ -113,7 +113,7 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     label added or reordered reran the prompts, the text stores and every run on them."""
     mod = modality(cfg, cohort_name, modality_name)
     return canonical({"fields": mod["fields"], "prompt": mod.get("prompt", {}),
-                      "code": code_key("preprocess/prompts")})
+                      "code": code_key("preprocess/prompts", "cohorts/manifest_files")})
 
 
 def weights_fingerprint(enc: dict, key: str = "weights") -> str:

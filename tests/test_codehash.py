@@ -3,6 +3,8 @@ edited, while a new registry entry reruns nothing."""
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 
 import pytest
@@ -103,3 +105,100 @@ def test_a_name_a_registry_re_exports_is_followed_to_its_module():
     codehash._imports(tree, "bench", names)
     assert ("mmpipe.cohorts", "read_manifest") in names
     assert "cohorts/manifest_files" in codehash.module_closure(["mmpipe.cohorts:read_manifest"])
+
+
+# -- every rule script's imports are in its rule's code key --------------------------------
+
+SCRIPTS = codehash.PACKAGE_ROOT.parent / "workflow" / "scripts"
+# modules that decide where and how a job runs, never what it writes (the device; the
+# logging a job sets up): the rules leave them out of every key on purpose
+HOW_A_JOB_RUNS = {"encoders/device", "logs"}
+
+
+def _script_specs(script: str) -> list[str]:
+    """What a rule script imports from mmpipe: ``module:name`` for a registry package
+    (what is read from it is keyed by name), the module otherwise."""
+    specs = []
+    for node in ast.walk(ast.parse((SCRIPTS / script).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmpipe"):
+            module = node.module.removeprefix("mmpipe.").replace(".", "/")
+            if module in codehash.REGISTRIES:
+                specs += [f"{node.module}:{a.name}" for a in node.names]
+            else:
+                specs.append(module)
+    return specs
+
+
+def _keyed_specs(monkeypatch, *calls) -> list[str]:
+    """The specs every ``code_key`` of these params calls hashes (a rule's params)."""
+    from mmpipe import params
+
+    seen: list[str] = []
+    real = params.code_key
+
+    def recording(*specs):
+        seen.extend(specs)
+        return real(*specs)
+
+    monkeypatch.setattr(params, "code_key", recording)
+    for call in calls:
+        call()
+    return seen
+
+
+def _rule_code(rules_file: str, script: str) -> list[str]:
+    """The literal ``code=mmparams.code_key(...)`` of the rule that runs ``script``."""
+    text = (SCRIPTS.parent / "rules" / rules_file).read_text()
+    rule = next(r for r in text.split("\nrule ") if f"scripts/{script}" in r)
+    return ast.literal_eval("[" + re.search(r"code=mmparams\.code_key\((.*?)\)", rule)
+                            .group(1) + "]")
+
+
+@pytest.fixture(scope="module")
+def demo_config():
+    from mmpipe.config import load_config
+
+    cfg = load_config(codehash.PACKAGE_ROOT.parent / "config.yaml")
+    demo = cfg["cohorts"]["demo"]
+    demo["modalities"]["ct"]["mask"] = {"from": "totalsegmentator", "roi_subset": ["liver"]}
+    return cfg
+
+
+def _rule_calls(cfg, script):
+    from mmpipe import params as p
+
+    first = next(iter(cfg["cohorts"]["demo"]["benchmark"]["runs"]))
+    feature_set = cfg["cohorts"]["demo"]["benchmark"]["runs"][first]["feature_sets"][0]
+    encoders = [(m, e) for m, spec in cfg["cohorts"]["demo"]["modalities"].items()
+                for e in spec.get("encoders", [])]
+    return {
+        "manifest.py": [[lambda: p.manifest_params(cfg, "demo")]],
+        "demo_cohort.py": [[lambda: p.demo_params(cfg, "demo")]],
+        "dicom_to_nifti.py": [[lambda: p.dicom_params(cfg)]],
+        "tile_slides.py": [[lambda: p.tiling_params(cfg)]],
+        "segment.py": [[lambda: p.segment_params(cfg, "demo", "ct")]],
+        "clinical_prompts.py": [[lambda: p.prompt_params(cfg, "demo", "clinical")]],
+        "encode.py": [[lambda m=m, e=e: p.encoder_params(cfg, "demo", m, e),
+                       lambda m=m: p.manifest_view(cfg, "demo", m)] for m, e in encoders],
+        "split.py": [[lambda: p.split_params(cfg, "demo"), lambda: p.benchmark_view(cfg, "demo")]],
+        "mask.py": [[lambda: p.mask_params(cfg, "demo", "natural"),
+                     lambda: p.benchmark_view(cfg, "demo")]],
+        "train.py": [[lambda: p.train_params(cfg, "demo", feature_set, first),
+                      lambda: p.benchmark_view(cfg, "demo")]],
+        "benchmark_report.py": [[lambda: p.report_params(cfg, "demo")]],
+    }[script]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.py")
+                                          if not p.name.startswith("_")))
+def test_what_a_rule_script_imports_is_in_its_rules_code_key(script, demo_config,
+                                                             monkeypatch):
+    """An edit of a module a job runs must rerun the job: the clinical prompts read the
+    manifest through ``manifest_files``, which their key left out."""
+    wanted = set(codehash.module_closure(_script_specs(script))) - HOW_A_JOB_RUNS
+    if script == "cohort_qc.py":
+        keyed = [_rule_code("qc.smk", script)]
+    else:
+        keyed = [_keyed_specs(monkeypatch, *calls) for calls in _rule_calls(demo_config, script)]
+    for specs in keyed:
+        assert not wanted - set(codehash.module_closure(specs)), (script, specs)
