@@ -22,8 +22,10 @@ Architecture on cached vectors (``d = dim``, 256 as the official bottleneck chan
   uses the mean of the present shared features (the official alternative, commented out
   in ``DualNet_SS.py``).
 - **random modality dropout in training** (``train_dropout: random``, the default; the
-  official ``run.sh`` trains its final model with ``--mode=random``, ``DualNet_SS.forward``):
-  each training subject keeps a random number (1 to all) of its present modalities, in a
+  official ``run.sh`` trains its final model with ``--mode=random``, ``DualNet_SS.forward``,
+  but in two stages: 80k steps with every modality, then 180k steps of random mode
+  fine-tuned from that checkpoint; here random mode runs from the first epoch, one
+  stage, under the shared trainer's early stopping): each training subject keeps a random number (1 to all) of its present modalities, in a
   random order whose first gives the absent slots their shared feature, so the
   generation path learns on every subset; ``none`` trains on the presence as it is.
   Validation and test use every present modality.
@@ -38,8 +40,10 @@ all`` takes every pair), and ``L_domain`` the cross-entropy of a linear domain c
 ``Linear(d, M)`` predicting which modality a specific feature came from
 (``dom_classifier``, ``DomainClsLoss``). Adapted to naturally incomplete subjects: a pair
 counts only on subjects where both modalities are present and the domain loss only on
-present modalities (the official code trains on complete BraTS cases, where every
-modality is present).
+present modalities. This is ours: in random mode the official code computes both losses
+over every slot, the zeroed images of dropped modalities included (``train_SS.py``
+``term_shared``, ``term_spec``), which on cached features would pull the shared and
+specific features of absent modalities, zero vectors here, towards the present ones.
 
 Task loss and training recipe: HAM's (weighted focal loss, RMSprop; see
 :mod:`mmpipe.methods.ham`) so that all of HAM's comparators share one recipe; ShaSpec's
