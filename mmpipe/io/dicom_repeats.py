@@ -144,21 +144,34 @@ def _by_tags(files, slots, kept, n_positions: int
 
 
 def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] | None:
-    """Volume k = the k-th file of every position by InstanceNumber, when every position
-    has as many files and the volumes' InstanceNumbers do not interleave; else None."""
+    """Volume k = the k-th file of every position by InstanceNumber, when the volumes'
+    InstanceNumbers do not interleave; else None.
+
+    Positions may hold fewer files than others only when they lack the last volumes (a
+    scan stopped before its last time point ended): then each volume must also number
+    its slices in one direction along the stack, which a volume pieced together from two
+    time points (files missing at the first one) does not."""
     at: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         if files[i].instance is None:
             return None
         at[slots[i]].append(i)
-    if len({len(v) for v in at.values()}) != 1:
-        return None
-    ranked = [sorted(v, key=lambda i: files[i].instance) for v in at.values()]
-    groups = [list(g) for g in zip(*ranked, strict=True)]
+    ranked = [sorted(at[p], key=lambda i: files[i].instance) for p in sorted(at)]
+    depth = max(map(len, ranked))
+    groups = [[r[k] for r in ranked if len(r) > k] for k in range(depth)]  # position order
     spans = [(min(files[i].instance for i in g), max(files[i].instance for i in g))
              for g in groups]
     if any(a[1] >= b[0] for a, b in itertools.pairwise(spans)):
         return None
+    if len({len(r) for r in ranked}) > 1:
+        # only the last volume may lack positions, and only where most positions repeat
+        # (a slice re-sent at a few is one file per position's case, _per_position)
+        if any(len(g) < len(ranked) for g in groups[:-1]) or 2 * len(groups[1]) < len(ranked):
+            return None
+        steps = {d > 0 for g in groups
+                 for d in (files[j].instance - files[i].instance for i, j in itertools.pairwise(g))}
+        if len(steps) != 1:
+            return None
     return groups, ("InstanceNumber blocks",)
 
 
