@@ -130,3 +130,24 @@ def test_a_tiff_s_extra_sample_is_read_as_its_tag_says(tmp_path):
     palette.save(tmp_path / "p.png", transparency=0)
     image = read_image(tmp_path / "p.png")
     assert (image[0, 0] == 255).all() and (image[0, 1] == (200, 40, 90)).all()
+
+
+@pytest.mark.parametrize("write, says", [
+    # CMYK is print's colour model: read as RGB it would be four channels of nonsense
+    (lambda p: tifffile.imwrite(p, np.zeros((8, 8, 4), np.uint8), photometric="separated"),
+     "CMYK TIFF: export it as RGB"),
+    # a float image with a NaN: scaled by its maximum, every pixel would be NaN
+    (lambda p: tifffile.imwrite(p, np.array([[0.5, np.nan], [1.0, 0.2]], np.float32)),
+     "image holds NaN or inf values"),
+    # a signed image below zero has no agreed scaling to 8 bits
+    (lambda p: tifffile.imwrite(p, np.array([[-3, 5], [2, 1]], np.int16)),
+     "not a non-negative image"),
+    # nothing visible: composited on white, every pixel would be white background
+    (lambda p: Image.fromarray(np.zeros((6, 6, 4), np.uint8)).save(p),
+     "image is fully transparent"),
+])
+def test_an_image_without_readable_pixels_is_refused_naming_why(tmp_path, write, says):
+    path = tmp_path / ("x.png" if "transparent" in says else "x.tif")
+    write(path)
+    with pytest.raises(InputError, match=rf"x\.(png|tif).*{says}"):
+        read_image(path)

@@ -32,3 +32,6 @@ def test_build_prompts_refuses_label_fields_and_unknown_columns():
         build_prompts(m, ["age", "label"], ["label"], PROMPT)
     with pytest.raises(ConfigError, match="not manifest columns"):
         build_prompts(m, ["weight"], ["label"], PROMPT)
+    # a mode of neither kind rendered as "omit" would hide the typo
+    with pytest.raises(ConfigError, match="prompt.missing must be 'omit' or 'explicit', not 'skip'"):
+        build_prompts(m, ["age"], ["label"], {**PROMPT, "missing": "skip"})
