@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mmpipe.errors import SlideError
+from mmpipe.errors import InputError, SlideError
 from mmpipe.io.images import composite_uint8_on_white
 
 log = logging.getLogger(__name__)
@@ -303,9 +303,12 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         try:
             handle = _PlainImageHandle(path)
         except Exception as plain_err:  # Pillow raises many types for a broken file
+            # an InputError names the file again: its reason alone (the slide's error names
+            # the file once, and a QC reason then holds no absolute path)
+            why = (plain_err.reason if isinstance(plain_err, InputError)
+                   else f"{type(plain_err).__name__}: {plain_err}")
             raise SlideError(reason=f"OpenSlide cannot open it ({reason}), nor can it be "
-                                    f"read as a plain image ({type(plain_err).__name__}: "
-                                    f"{plain_err})", path=path) from plain_err
+                                    f"read as a plain image ({why})", path=path) from plain_err
         log.info("slide %s: OpenSlide cannot open it; read as a %s", path, PLAIN_IMAGE)
     try:
         try:

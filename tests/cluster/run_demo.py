@@ -114,11 +114,19 @@ def partitions(profile: dict) -> dict[str, dict]:
     return yaml.safe_load(path.read_text())["partitions"]
 
 
-def expected(rule: str, profile: dict, gpu: bool = False) -> dict:
+def _resource(value, attempt: int):
+    """A profile's resource as Snakemake reads it: a number, or an expression of
+    ``attempt`` (``8000 * attempt``)."""
+    return eval(value, {"__builtins__": {}}, {"attempt": attempt}) if isinstance(
+        value, str) else value
+
+
+def expected(rule: str, profile: dict, gpu: bool = False, attempt: int = 1) -> dict:
     """What the profile asks SLURM for a job of ``rule`` (``gpu``: whether the job asks
-    for one). The partition is the rule's ``slurm_partition`` when the profile sets one,
-    else the partition file's with GPUs for a GPU job and without for the others (the
-    file names one of each, so the plugin's choice is that one)."""
+    for one) at its ``attempt`` (2 for a retry). The partition is the rule's
+    ``slurm_partition`` when the profile sets one, else the partition file's with GPUs
+    for a GPU job and without for the others (the file names one of each, so the
+    plugin's choice is that one)."""
     res = {**profile.get("default-resources", {}),
            **profile.get("set-resources", {}).get(rule, {})}
     threads = profile.get("set-threads", {}).get(rule, 1)
@@ -126,7 +134,8 @@ def expected(rule: str, profile: dict, gpu: bool = False) -> dict:
         name for name, limits in partitions(profile).items()
         if (limits.get("max_gpu", 0) > 0) == gpu)
     return {"partition": partition, "cpus": res.get("cpus_per_task", threads),
-            "mem_mb": res.get("mem_mb"), "runtime": res.get("runtime")}
+            "mem_mb": _resource(res.get("mem_mb"), attempt),
+            "runtime": _resource(res.get("runtime"), attempt)}
 
 
 def rule_of(comment: str) -> tuple[str, str]:
@@ -152,8 +161,11 @@ def check_sacct(rows: list[dict], profile: dict, config: dict, planned: dict[str
     by side), the rules' time limit."""
     failures = []
     groups = profile.get("groups", {})
-    for row in rows:
+    attempts: dict[str, int] = {}
+    for row in sorted(rows, key=lambda r: int(r["JobID"])):
         rule, wildcards = rule_of(row["Comment"])
+        # a job's n-th submission (SLURM job ids grow) is Snakemake's attempt n
+        attempt = attempts[row["Comment"]] = attempts.get(row["Comment"], 0) + 1
         got = {"partition": row["Partition"], "cpus": int(row["AllocCPUS"]),
                "mem_mb": int(row["ReqMem"].rstrip("M")) if row["ReqMem"].endswith("M")
                else row["ReqMem"], "runtime": _minutes(row["Timelimit"]),
@@ -163,12 +175,12 @@ def check_sacct(rows: list[dict], profile: dict, config: dict, planned: dict[str
             members = [r for r, g in groups.items() if g == group and r in rule]
             n = min(sum(planned.get(r, 0) for r in members),
                     profile.get("group-components", {}).get(group, 1))
-            one = expected(members[0], profile)
+            one = expected(members[0], profile, attempt=attempt)
             want = {"partition": one["partition"], "cpus": n * one["cpus"],
                     "mem_mb": n * one["mem_mb"], "runtime": one["runtime"], "gpu": False}
         else:
             gpu = asks_for_gpu(rule, wildcards, config)
-            want = {**expected(rule, profile, gpu), "gpu": gpu}
+            want = {**expected(rule, profile, gpu, attempt), "gpu": gpu}
         for key, value in want.items():
             if got[key] != value:
                 failures.append(f"job {row['JobID']} ({row['Comment']}): {key} {got[key]!r}, "

@@ -50,7 +50,9 @@ def _good_run() -> list[dict]:
              "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
         _row(4, "rule_encode_cpu_wildcards_demo_clinical_tabular"),
         _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", state="CANCELLED by 0"),
-        _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0"),
+        # the retry: Snakemake's attempt 2, twice the time and memory
+        _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0", mem="16000M",
+             limit="02:00:00", tres="billing=1,cpu=1,mem=16000M,node=1"),
     ]
 
 
@@ -80,6 +82,9 @@ def test_the_real_runs_shape_passes(profile, config):
     (1, {"ReqMem": "8000M"}, "mem_mb 8000, the profile asks 32000"),
     (0, {"Timelimit": "00:30:00"}, "runtime 30, the profile asks 60"),
     (5, {"State": "FAILED"}, "did not complete"),
+    # a retry with the limits that stopped the first submission fails the same way
+    (5, {"ReqMem": "8000M", "Timelimit": "01:00:00"}, "mem_mb 8000, the profile asks 16000"),
+    (5, {"Timelimit": "01:00:00"}, "runtime 60, the profile asks 120"),
 ])
 def test_a_job_that_differs_from_the_profile_fails(profile, config, index, change, expected):
     rows = _good_run()
