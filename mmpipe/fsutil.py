@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 TMP_MARK = ".tmp-"
-# what tmp_sibling names (and, without the host, what older versions named)
-_TMP_NAME = re.compile(r"\.tmp-(?:.+-)?\d+$")
+# what tmp_sibling names (and, without the host, what older versions named), and
+# tmp_keeping_suffix's names, whose suffix a writer that picks its format by it needs last
+_KEPT_SUFFIX = re.compile(r"\.nii(?:\.gz)?$")
+_TMP_NAME = re.compile(r"\.tmp-(?:.+-)?\d+(?:\.nii(?:\.gz)?)?$")
 
 
 def _writer_tag() -> str:
@@ -37,7 +39,7 @@ def _is_debris(tmp: Path, *, other_hosts: bool) -> bool:
     from older versions, read as this host's). A writer of another host cannot be asked;
     ``other_hosts`` says whether to count it as gone, which is true only for the next
     writer of the same output (Snakemake lets one job at a time write an output)."""
-    tag = tmp.name.rsplit(TMP_MARK, 1)[-1]
+    tag = _KEPT_SUFFIX.sub("", tmp.name.rsplit(TMP_MARK, 1)[-1])
     host, _, pid = tag.rpartition("-")
     if host and host != socket.gethostname():
         return other_hosts
@@ -69,6 +71,15 @@ def tmp_sibling(path: Path) -> Path:
             if _is_debris(stale, other_hosts=True):
                 _remove(stale)
     return path.with_name(f"{path.name}{TMP_MARK}{_writer_tag()}")
+
+
+def tmp_keeping_suffix(path: Path, suffix: str) -> Path:
+    """A temporary sibling ``.{stem}.tmp-{host}-{pid}{suffix}`` of ``path`` (which ends in
+    ``suffix``, ``.nii.gz`` or ``.nii``), for a writer that picks its format by the name's
+    end (SimpleITK); the sweep knows it as debris once its writer is gone."""
+    if not _KEPT_SUFFIX.fullmatch(suffix) or not path.name.endswith(suffix):
+        raise ValueError(f"{path}: a kept suffix is .nii or .nii.gz, got {suffix!r}")
+    return path.with_name(f".{path.name[:-len(suffix)]}{TMP_MARK}{_writer_tag()}{suffix}")
 
 
 def sweep_debris(root: str | Path) -> list[Path]:

@@ -82,3 +82,25 @@ def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, kind):
         raise OSError(28, "No space left on device")
     assert (out.read_text() if kind == "file" else (out / "a").read_text()) == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_temporary_that_keeps_its_suffix_is_debris_once_its_writer_is_gone(tmp_path):
+    """dicom_to_nifti's temporary ends in .nii.gz (SimpleITK picks its writer by it): the
+    sweep's pattern ended in the pid and never saw it, so a killed conversion left it."""
+    from mmpipe.fsutil import tmp_keeping_suffix
+
+    mine = tmp_keeping_suffix(tmp_path / "p1.nii.gz", ".nii.gz")
+    assert mine.name.startswith(".p1.tmp-") and mine.name.endswith(".nii.gz")
+    host = socket.gethostname()
+    dead = tmp_path / f".p2.tmp-{host}-{_dead_pid()}.nii.gz"
+    dead.write_text("half")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        live = tmp_path / f".p3.tmp-{host}-{sleeper.pid}.nii"  # a writer still at work
+        live.write_text("writing")
+        assert sweep_debris(tmp_path) == [dead]
+        assert live.exists() and not dead.exists()
+    finally:
+        sleeper.kill()
+    with pytest.raises(ValueError, match="kept suffix"):
+        tmp_keeping_suffix(tmp_path / "x.zarr", ".zarr")

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from mmpipe.errors import ConfigError, DicomSeriesError
+from mmpipe.fsutil import tmp_keeping_suffix
 from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
 
 log = logging.getLogger(__name__)
@@ -956,7 +957,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         raise ValueError(f"{out_path}: expected a .nii.gz or .nii output path")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # the suffix stays last: SimpleITK picks the writer from it
-    tmp = out_path.with_name(f".{out_path.name[:-len(suffix)]}.tmp-{os.getpid()}{suffix}")
+    tmp = tmp_keeping_suffix(out_path, suffix)
     try:
         sitk.WriteImage(image, str(tmp), useCompression=suffix == ".nii.gz")
         os.replace(tmp, out_path)
