@@ -389,6 +389,32 @@ def test_a_feature_set_that_kept_the_modality_more_often_is_named():
     assert "the masks took the modality" in md and "of its test subjects having it" not in md
 
 
+def test_a_feature_set_that_lost_more_than_the_mcar_rate_on_every_seed_is_named():
+    """A narrower feature set loses more than the MCAR rate (the masks keep each subject
+    one of the cohort's modalities, which can lie outside it): runs recorded it, the
+    summary said nothing. A difference of either sign across seeds is chance: no line."""
+    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        mask_rate=0.4 + 0.01 * (pl.col("seed") % 3 - 1), mask_rate_of=pl.lit(600.0),
+        mask_max_mcar_share=pl.lit(0.7))
+    base = base.with_columns(feature_set_rate=pl.col("mask_rate"),
+                             feature_set_rate_of=pl.lit(600.0))
+    narrow = base.with_columns(feature_set=pl.lit("imaging"),
+                               feature_set_rate=pl.col("mask_rate") + 0.04,
+                               feature_set_rate_of=pl.lit(400.0))
+    noisy = base.with_columns(feature_set=pl.lit("tables"),
+                              feature_set_rate=pl.col("mask_rate")
+                              + pl.when(pl.col("seed") % 2 == 0).then(0.02).otherwise(-0.02))
+    runs = pl.concat([base, narrow, noisy])
+    md = summary_markdown(runs, summarise(runs), _flags())
+    named = [x for x in md.splitlines() if "MCAR removed" in x]
+    n = runs["seed"].n_unique()
+    mean = float(base.unique("seed")["mask_rate"].mean()) * 100
+    assert named == [f"- **imaging: MCAR removed {mean + 4:.1f} % of its present entries, not "
+                     f"the masks' {mean:.1f} %** (above on each of its {n} seeds): the masks "
+                     "keep every subject one modality of the cohort's, which can lie outside "
+                     "this feature set"], named
+
+
 def test_seeds_on_the_cohorts_own_split_are_said_to_differ_by_initialisation_only():
     """BCNB's official split fixes train, val and test for every seed: the summary called
     a fusion ahead of logreg on its 5 initialisations "significant" as if each seed had
