@@ -53,6 +53,7 @@ class SubjectWriter:
         self.notes = notes or {}
         self.written = 0
         self.rejected: dict[str, str] = {}  # subject -> why, for the job's own summary
+        self.absent = 0  # subjects the loop found without a value (a table of codes)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -65,6 +66,7 @@ class SubjectWriter:
 
     def mark(self, subject_id: str, status: str, reason: str) -> None:
         self.writer.mark(subject_id, status, reason)
+        self.absent += status == "absent"
 
     def write(self, subject_id: str, emb, bag=None, coords=None, note: str = "") -> bool:
         """Store one subject; returns False when it was rejected instead. ``note`` (inputs

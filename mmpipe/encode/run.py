@@ -142,7 +142,7 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
-        if writer.rejected and not writer.written:
+        if ready and not writer.written and not writer.absent:
             # every input failed: a cause they share (a missing library, a device error, a
             # wrong setting), not each subject's; a store of rejections would look finished.
             # (Inputs the loop found empty, a table of missing_values codes, are absent.)

@@ -26,9 +26,9 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
-from mmpipe.errors import InputError, out_of_memory
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC
+from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard, safe_name
 
@@ -45,6 +45,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
     folders = dict(zip(have["subject_id"], have[col], strict=True))
     subjects = in_shard(folders, shard, n_shards)
     rows = []
+    failures: list[tuple[str, Exception]] = []
     with atomic_dir(out_dir) as tmp:
         for sid in subjects:
             folder = folders[sid]
@@ -53,14 +54,13 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                 summary = dicom_to_nifti(folder, out, rule=params.get("series_select", "most_slices"),
                                          min_slices=params.get("min_slices", 3),
                                          max_gap_factor=params.get("max_gap_factor", 1.5))
-            except Exception as err:
+            except Exception as raised:
                 # one folder's failure, named or not (a reader's bare error on a damaged
-                # file), is its subject's rejection; the shard's other subjects go on
-                if out_of_memory(err):  # the machine's: the job fails, a rerun can succeed
+                # file), is its subject's rejection; a cause they share fails the job
+                if shared_cause(raised):
                     raise
-                if not isinstance(err, InputError):
-                    err = InputError(f"cannot convert: {type(err).__name__}: {err}",
-                                     path=folder)
+                failures.append((sid, raised))
+                err = as_subject_error(raised, "convert", folder)
                 err.for_subject(sid)
                 log.warning("rejected %s", err)
                 detail = getattr(err, "detail", None)
@@ -74,6 +74,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                          "status": "ok", "reason": summary["note"], "path": str(folder),
                          "volume": out.name, "detail": json.dumps(summary, default=str)})
+        check_not_all_unnamed(failures, len(subjects), "convert")
         qc = qc_frame(rows, extra={"volume": pl.String, "detail": pl.String})
         qc.write_parquet(tmp / SHARD_QC)
     n_bad = (qc["status"] == "rejected").sum()

@@ -18,9 +18,9 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
-from mmpipe.errors import InputError, out_of_memory
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC, SHARD_TILES
+from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard
 
@@ -46,6 +46,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
     paths = dict(zip(have["subject_id"], have[col], strict=True))
     subjects = in_shard(paths, shard, n_shards)
     rows, frames = [], []
+    failures: list[tuple[str, Exception]] = []
     for sid in subjects:
         path = paths[sid]
         try:
@@ -53,13 +54,13 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                 grid = tile_grid(slide, tiling)
                 detail = {"n_tiles": len(grid.coords), "level": grid.level, "mpp": slide.mpp,
                           "mpp_source": slide.mpp_source, "read_size": grid.read_size}
-        except Exception as err:
+        except Exception as raised:
             # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged
-            # file), is its subject's rejection; the shard's other slides go on
-            if out_of_memory(err):  # the machine's: the job fails, a rerun can succeed
+            # file), is its subject's rejection; a cause they share fails the job
+            if shared_cause(raised):
                 raise
-            if not isinstance(err, InputError):
-                err = InputError(f"cannot tile: {type(err).__name__}: {err}", path=path)
+            failures.append((sid, raised))
+            err = as_subject_error(raised, "tile", path)
             err.for_subject(sid)
             log.warning("rejected %s", err)
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
@@ -74,6 +75,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
         rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                      "status": "ok", "reason": note, "path": str(path),
                      "n_tiles": detail["n_tiles"], "detail": json.dumps(detail, default=str)})
+    check_not_all_unnamed(failures, len(subjects), "tile")
     qc = qc_frame(rows, extra={"n_tiles": pl.Int64, "detail": pl.String})
     with atomic_dir(out_dir) as tmp:
         tiles = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()

@@ -347,3 +347,8 @@ def test_a_job_whose_every_subject_is_rejected_writes_no_store(tmp_path, cfg, mo
                        r"were rejected.*libfoo"):
         encode_store(cohort_dir, "clinical", params, out, device="cpu")
     assert not out.exists()
+    # a loop that stores nothing and says nothing (a bug, a silent skip) is no store
+    monkeypatch.setattr(tabular, "run", lambda job, items, writer, progress=None: None)
+    with pytest.raises(InputError, match=r"all 5 subjects with an input were rejected or empty"):
+        encode_store(cohort_dir, "clinical", params, out, device="cpu")
+    assert not out.exists()

@@ -68,8 +68,31 @@ def test_an_unexpected_error_rejects_its_subject_only(tmp_path, monkeypatch):
     assert "cannot convert: NotImplementedError: Unknown Value Representation" in \
         rows["odd"]["reason"]
 
-    def out_of_memory(folder, *args, **kwargs):
-        raise MemoryError
-    monkeypatch.setattr(dicom, "dicom_to_nifti", out_of_memory)  # the machine's: the job fails
-    with pytest.raises(MemoryError):
-        convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out2")
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),                                               # the machine's
+    ModuleNotFoundError("No module named 'SimpleITK'"),          # the install's
+    OSError(28, "No space left on device"),                      # the disk's
+    NotImplementedError("Unknown Value Representation 'Lv'"),    # every folder alike
+], ids=["memory", "import", "disk", "every-subject"])
+def test_a_cause_every_subject_shares_fails_the_job(tmp_path, monkeypatch, error):
+    """Rejected one by one, a missing library or a full disk left a shard that looked
+    finished with every subject rejected, which nothing reran."""
+    from mmpipe.io import dicom
+
+    for name in ("a", "b"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    (tmp_path / "cohort.csv").write_text("id,ct,y\na,dcm/a,0\nb,dcm/b,1\n")
+    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
+              "labels": ["y"], "modalities": {"ct": {"kind": "dicom", "column": "ct"}}}
+    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+
+    def fails(folder, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(dicom, "dicom_to_nifti", fails)
+    with pytest.raises(type(error) if not isinstance(error, NotImplementedError)
+                       else RuntimeError):
+        convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -39,6 +39,11 @@ def test_an_unexpected_error_rejects_its_slide_only(tmp_path, monkeypatch):
     assert rows["good"]["status"] == "ok" and rows["good"]["n_tiles"] > 0
     assert rows["odd"]["status"] == "rejected"
     assert "cannot tile: KeyError: 'ScanScope ID'" in rows["odd"]["reason"]
+    # every slide failing so is a cause they share: the job fails, writing nothing
+    monkeypatch.setattr(slide, "open_slide", lambda *a, **k: fails_on_odd(tmp_path / "odd"))
+    with pytest.raises(RuntimeError, match="every one of the shard's 2 subjects failed"):
+        tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1, {}, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_a_resolution_the_config_assumed_is_the_slides_note(tmp_path):
