@@ -277,11 +277,14 @@ def _text_or_none(value) -> str | None:
 
 
 def _is_image_storage(ds) -> bool:
-    """Whether the file's SOP class is an image's (CT/MR/PET/... Image Storage), by name."""
+    """Whether the file's SOP class is an image's (CT/MR/PET/... Image Storage), by name:
+    the dataset's, or where it has none, its file meta's."""
     from pydicom.uid import UID
 
     try:
-        return "Image Storage" in UID(str(ds.get("SOPClassUID", "") or "")).name
+        sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get(
+            "MediaStorageSOPClassUID")
+        return "Image Storage" in UID(str(sop or "")).name
     except Exception:  # a damaged element reads as no class
         return False
 
@@ -294,6 +297,8 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None, st
     An image of a known series whose header cannot be read (a file cut inside it, a
     damaged element; pydicom converts an element when it is first read) comes back as
     (None, reason, its SeriesInstanceUID): it belongs to that series at an unknown place.
+    A file cut before its SeriesInstanceUID says of no series whether it was a slice or a
+    copy: it is skipped, and the conversion's note names it.
     """
     import warnings
 
@@ -326,11 +331,13 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None, st
     try:
         uid = str(ds.SeriesInstanceUID)
     except Exception:
+        # nothing says of which series it was, a slice or a copy (cut before its series:
+        # skipped, and the conversion's note names it)
         return None, not_image, None
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception as err:
-        if forced or not _is_image_storage(ds):
+        if not _is_image_storage(ds):
             return None, not_image, None
         # an image's header that ends before Rows/Columns: a file cut short
         return None, ("unreadable image header", "unreadable image header (no Rows/Columns "
@@ -663,7 +670,13 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
                 SkippedFile(path, *why))  # type: ignore[misc]
             continue
         groups[header.series_uid].append(header)
-    skipped += [f for uid, fs in broken.items() if uid not in groups for f in fs]
+    for uid in [u for u in broken if u not in groups]:
+        # a UID cut short with its file is the start of its series' one
+        owners = [g for g in groups if g.startswith(uid)]
+        if len(owners) == 1:
+            broken[owners[0]] += broken.pop(uid)
+        else:
+            skipped += broken.pop(uid)
     if not groups:
         reason = f"no DICOM series found: {len(files)} files, none a DICOM image"
         if skipped:

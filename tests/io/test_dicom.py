@@ -386,7 +386,8 @@ def test_truncated_last_slice_rejects_instead_of_losing_it(tmp_path):
     assert not (tmp_path.parent / f"{tmp_path.name}.nii.gz").exists()
 
 
-@pytest.mark.parametrize("damage", ["cut inside the header", "an element's VR damaged"])
+@pytest.mark.parametrize("damage", ["cut inside the header", "cut inside its series UID",
+                                    "an element's VR damaged"])
 def test_a_slice_whose_header_cannot_be_read_rejects_its_series(tmp_path, damage):
     """A file cut between SeriesInstanceUID and Rows was skipped as "not a DICOM image" and
     the volume converted one slice short, "ok"; a damaged element (pydicom converts it on
@@ -395,6 +396,8 @@ def test_a_slice_whose_header_cannot_be_read_rejects_its_series(tmp_path, damage
     raw = paths[5].read_bytes()
     if damage == "cut inside the header":
         paths[5].write_bytes(raw[:raw.find(b"\x28\x00\x10\x00")])   # before (0028,0010) Rows
+    elif damage == "cut inside its series UID":   # 12 bytes into (0020,000E)'s value
+        paths[5].write_bytes(raw[:raw.find(b"\x20\x00\x0e\x00") + 8 + 12])
     else:
         at = raw.find(b"\x10\x00\x20\x00LO")                        # (0010,0020) PatientID
         paths[5].write_bytes(raw[:at + 4] + b"Lv" + raw[at + 6:])
