@@ -147,10 +147,11 @@ def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] 
     """Volume k = the k-th file of every position by InstanceNumber, when the volumes'
     InstanceNumbers do not interleave; else None.
 
-    Positions may hold fewer files than others only when they lack the last volumes (a
+    Positions may hold fewer files than others only when they lack the last volume (a
     scan stopped before its last time point ended): then each volume must also number
-    its slices in one direction along the stack, which a volume pieced together from two
-    time points (files missing at the first one) does not."""
+    its slices in one direction along the stack and without a gap, which a volume pieced
+    together from two time points (files missing at the first one, or a run of files
+    lost across a time point's end) does not."""
     at: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         if files[i].instance is None:
@@ -170,7 +171,10 @@ def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] 
             return None
         steps = {d > 0 for g in groups
                  for d in (files[j].instance - files[i].instance for i, j in itertools.pairwise(g))}
-        if len(steps) != 1:
+        # and numbers them without a gap: a block pieced from the start of one time point
+        # and the end of the next (the files between them lost) has one
+        gapless = all(hi - lo + 1 == len(g) for g, (lo, hi) in zip(groups, spans, strict=True))
+        if len(steps) != 1 or not gapless:
             return None
     return groups, ("InstanceNumber blocks",)
 

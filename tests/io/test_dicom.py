@@ -912,6 +912,31 @@ def test_a_scan_stopped_in_its_last_time_point_keeps_the_first(shared_data, tmp_
         read_dicom_series(tmp_path)
 
 
+def test_a_block_pieced_from_two_time_points_is_no_volume(tmp_path):
+    """10 positions, 3 time points numbered in turn (InstanceNumber 10·t + p + 1), the scan
+    stopped after 6 slices of the third: its first block is kept. With instances 7-16 lost
+    as well, the first "block" was time point 1 at positions 0-5 and time point 2 at 6-9,
+    in one direction and not overlapping the next: it was kept as a volume."""
+    uid = generate_uid()
+
+    def write(folder, lost=()):
+        for t in range(3):
+            for p in range(10 if t < 2 else 6):
+                instance = 10 * t + p + 1
+                if instance not in lost:
+                    write_slice(folder / f"IM{instance:03d}.dcm", series_uid=uid,
+                                position=(0, 0, 2.0 * p), hu=hu_slice(100 * t + p),
+                                instance=instance)
+    write(tmp_path / "stopped")
+    image, info = read_dicom_series(tmp_path / "stopped")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[:, 0, 0],
+                                  hu_slice(0)[0, 0] + np.arange(10))   # time point 0 whole
+    assert info.repeats.startswith("repeated positions: kept InstanceNumber block 1 of 3")
+    write(tmp_path / "pieced", lost=range(7, 17))
+    with pytest.raises(DicomSeriesError, match="InstanceNumber order tells apart"):
+        read_dicom_series(tmp_path / "pieced")
+
+
 @pytest.mark.parametrize(("slope", "intercept"), [("0", "-1024"), ("nan", "0"), ("1", "inf")])
 def test_a_rescale_that_gives_no_values_is_a_defect_naming_the_file(tmp_path, slope, intercept):
     """A RescaleSlope of 0 converted to a volume of one value (the intercept), a NaN one
