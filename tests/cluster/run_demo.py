@@ -164,8 +164,11 @@ def check_sacct(rows: list[dict], profile: dict, config: dict, planned: dict[str
     attempts: dict[str, int] = {}
     for row in sorted(rows, key=lambda r: int(r["JobID"])):
         rule, wildcards = rule_of(row["Comment"])
-        # a job's n-th submission (SLURM job ids grow) is Snakemake's attempt n
+        # a job's n-th submission (SLURM job ids grow) is Snakemake's attempt n; group jobs
+        # share one comment, so each is read as a first attempt (none is cancelled)
         attempt = attempts[row["Comment"]] = attempts.get(row["Comment"], 0) + 1
+        if group_of(rule, groups):
+            attempt = 1
         got = {"partition": row["Partition"], "cpus": int(row["AllocCPUS"]),
                "mem_mb": int(row["ReqMem"].rstrip("M")) if row["ReqMem"].endswith("M")
                else row["ReqMem"], "runtime": _minutes(row["Timelimit"]),
@@ -262,14 +265,22 @@ def compare_results(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]
 
 
 def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
-    """Whether the job should ask for a GPU: every ``segment`` job, and an encoding job
+    """Whether the job should ask for a GPU: every ``segment`` job, an encoding job
     whose encoder type runs a network (the registry's ``needs_gpu``, which the workflow
     turns into ``encode``'s wildcard constraint: a store of the other kind in that rule
-    would hold a GPU node, and the check says so)."""
+    would hold a GPU node, and the check says so), and a training job of a torch method
+    under ``device: cuda``."""
     from mmpipe.encoders.registry import get_encoder_type
 
     if rule == "segment":
         return True
+    if rule in ("train", "train_method"):  # common.smk train_gpus
+        from mmpipe.methods.hparams import method_kind
+
+        method = max((name for name in config["methods"]
+                      if f"_{name}_" in f"_{wildcards}_"), key=len)
+        return (str(config["device"]).strip().lower().startswith("cuda")
+                and method_kind(config["methods"][method]["type"]) == "torch")
     if rule not in ("encode", "encode_cpu"):
         return False
     # the plugin joins the wildcard values with "_" (cohort, modality, encoder): the

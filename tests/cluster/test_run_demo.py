@@ -138,3 +138,17 @@ def test_comments_and_time_limits_are_read_as_sacct_writes_them():
                                                                       "demo_ct_vgg11_slices")
     assert rule_of("rule_benchmark_report") == ("benchmark_report", "")
     assert _minutes("04:00:00") == 240 and _minutes("1-00:00:00") == 1440
+
+
+def test_a_training_job_asks_for_a_gpu_only_under_cuda(profile, config):
+    """``device: cuda`` gives a torch method's training job a GPU (common.smk
+    train_gpus); the check expected none for every training job."""
+    row = _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0", "gpu",
+               tres="billing=1,cpu=1,gres/gpu=1,mem=8000M,node=1")
+    rows = [*_good_run()[:4], row]
+    planned = {**PLANNED, "train": 1}
+    cuda = {**config, "device": "cuda"}
+    failures = " | ".join(check_sacct(rows, profile, cuda, planned, None))
+    assert "rule_train" not in failures, failures
+    failures = " | ".join(check_sacct(rows, profile, config, planned, None))
+    assert "gpu True, the profile asks False" in failures
