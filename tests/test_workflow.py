@@ -273,6 +273,9 @@ def test_a_training_job_asks_for_a_gpu_only_when_the_config_names_cuda(tmp_path,
     write_demo_config(tmp_path)
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     cfg["device"] = device
+    # a `single` run expands into single_<modality> runs, which no methods entry names
+    cfg["cohorts"]["demo"]["benchmark"]["runs"]["single"] = {"feature_sets": ["all"],
+                                                             "scenarios": ["natural"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     # the training jobs follow the manifest checkpoint: build it, then plan the rest
     assert snakemake_in(tmp_path, "--until", "manifest").returncode == 0
@@ -284,6 +287,7 @@ def test_a_training_job_asks_for_a_gpu_only_when_the_config_names_cuda(tmp_path,
         gpus.setdefault(method, set()).add(int(re.search(r"resources: .*\bgpu=(\d)",
                                                          block).group(1)))
     assert gpus.pop("hgb") == {0}
+    assert any(m.startswith("single_") for m in gpus), gpus
     assert gpus and all(g == {int(device == "cuda")} for g in gpus.values()), gpus
 
 

@@ -130,8 +130,11 @@ def train_gpus(wildcards):
     from mmpipe.methods.hparams import method_kind
 
     cuda = str(config["device"]).strip().lower().startswith("cuda")
-    torch_method = method_kind(config["methods"][wildcards.method]["type"]) == "torch"
-    return int(cuda and torch_method)
+    # the run's own method config: single-modality runs (single_<modality>) are no entry
+    # of config["methods"]
+    run = mmconfig.benchmark_run(config, wildcards.cohort, wildcards.feature_set,
+                                 wildcards.method)
+    return int(cuda and method_kind(run["config"]["type"]) == "torch")
 
 
 def all_outputs():
