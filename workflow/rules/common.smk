@@ -132,8 +132,7 @@ def train_gpus(wildcards):
     cuda = str(config["device"]).strip().lower().startswith("cuda")
     # the run's own method config: single-modality runs (single_<modality>) are no entry
     # of config["methods"]
-    run = mmconfig.benchmark_run(config, wildcards.cohort, wildcards.feature_set,
-                                 wildcards.method)
+    run = mmconfig.benchmark_run(config, wildcards.cohort, wildcards.feature_set, wildcards.method)
     return int(cuda and method_kind(run["config"]["type"]) == "torch")
 
 
