@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import logging
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from mmpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 _SPEC = re.compile(r"^(auto|cpu|cuda(?::(\d+))?)$")
 
 
+def names_cuda(spec: str | None) -> bool:
+    """Whether the config's ``device`` asks for CUDA by name (``cuda``, ``cuda:N``): the
+    jobs that would run a network then ask the scheduler for a GPU (``auto`` asks none)."""
+    return str(spec or "auto").strip().lower().startswith("cuda")
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """``auto`` → ``cuda`` when available else ``cpu``; ``cpu``; ``cuda`` / ``cuda:N`` checked."""
+    import torch  # here: the workflow's planning reads names_cuda, and imports no torch
+
     spec = (spec or "auto").strip().lower()
     m = _SPEC.match(spec)
     if m is None:

@@ -117,6 +117,20 @@ class MaskedBlock(nn.Module):
         return x + self.mlp(self.ln2(x)), att
 
 
+def _gpt2_init(modules, blocks: nn.ModuleList) -> None:
+    """GPT-2 init, as the official ``_init_weights`` and its residual scaling: every Linear
+    of ``modules`` N(0, 0.02) with a zero bias, then each block's residual projections (the
+    official "c_proj" of attention and MLP) N(0, 0.02/√(2L)) for ``L`` blocks."""
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    for block in blocks:
+        for layer in (block.attn.c_proj, block.mlp[2]):
+            nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * len(blocks)))
+
+
 class MaskedAttention(FusionMethod):
     """Summary token + modality tokens through a masked transformer; see the module doc."""
 
@@ -183,36 +197,22 @@ class MaskedAttention(FusionMethod):
             self.head = nn.Sequential(nn.Linear(width, self.n_classes, bias=bias))  # TransDecoder.fc
         else:
             self.head = mlp_head(width, list(hp["head"]), self.n_classes, float(hp["dropout"]))
-        self._init_attention(depth)
-        self._init_decoder(decoder_depth)
+        self._init_attention()
+        self._init_decoder()
 
-    def _init_attention(self, depth: int) -> None:
+    def _init_attention(self) -> None:
         """GPT-2 init of ``MaskedAtten``: N(0, 0.02), residual projections N(0, 0.02/√(2L))."""
-        for module in self.blocks.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for block in self.blocks:  # the official "c_proj" layers of attention and MLP
-            for layer in (block.attn.c_proj, block.mlp[2]):
-                nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * depth))
+        _gpt2_init(self.blocks.modules(), self.blocks)
         nn.init.normal_(self.summary, mean=0.0, std=0.02)
         for p in self.modality_embeddings.values():
             nn.init.normal_(p, mean=0.0, std=0.02)
 
-    def _init_decoder(self, depth: int) -> None:
+    def _init_decoder(self) -> None:
         """GPT-2 init of ``TransDecoder``, its ``fc`` included (when it is the head)."""
-        if not depth:
+        if not len(self.decoder):
             return
-        modules = [*self.decoder.modules(), *(self.head if len(self.head) == 1 else ())]
-        for module in modules:
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for block in self.decoder:
-            for layer in (block.attn.c_proj, block.mlp[2]):
-                nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * depth))
+        _gpt2_init([*self.decoder.modules(), *(self.head if len(self.head) == 1 else ())],
+                   self.decoder)
         nn.init.normal_(self.decoder_position, mean=0.0, std=0.02)
 
     def modality_dropout(self, present: torch.Tensor) -> torch.Tensor:

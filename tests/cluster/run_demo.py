@@ -275,11 +275,12 @@ def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
     if rule == "segment":
         return True
     if rule in ("train", "train_method"):  # common.smk train_gpus
+        from mmpipe.encoders.device import names_cuda
         from mmpipe.methods.hparams import method_kind
 
         method = max((name for name in config["methods"]
                       if f"_{name}_" in f"_{wildcards}_"), key=len)
-        return (str(config["device"]).strip().lower().startswith("cuda")
+        return (names_cuda(config["device"])
                 and method_kind(config["methods"][method]["type"]) == "torch")
     if rule not in ("encode", "encode_cpu"):
         return False

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from mmpipe.cohorts import build_manifest
 from mmpipe.preprocess.dicom_shard import convert_dicom_shard
 from tests.dicom_files import write_ct_slice
+from tests.preprocess.conftest import one_modality_cohort
 
 
 def write_series(folder: Path, pixel_spacing) -> Path:
@@ -27,10 +27,7 @@ def test_zero_pixel_spacing_rejects_its_subject_only(tmp_path):
     # SimpleITK refuses a zero spacing with a RuntimeError: it must not take the shard down
     write_series(tmp_path / "dcm" / "good", (0.7, 0.8))
     bad = write_series(tmp_path / "dcm" / "zero", (0, 0))
-    (tmp_path / "cohort.csv").write_text("id,ct,y\ngood,dcm/good,0\nzero,dcm/zero,1\n")
-    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
-              "labels": ["y"], "modalities": {"ct": {"kind": "dicom", "column": "ct"}}}
-    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    one_modality_cohort(tmp_path, "dicom", {"good": "dcm/good", "zero": "dcm/zero"})
 
     qc = convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
     rows = {r["subject_id"]: r for r in qc.to_dicts()}
@@ -49,10 +46,7 @@ def test_an_unexpected_error_rejects_its_subject_only(tmp_path, monkeypatch):
 
     write_series(tmp_path / "dcm" / "good", (0.7, 0.8))
     write_series(tmp_path / "dcm" / "odd", (0.7, 0.8))
-    (tmp_path / "cohort.csv").write_text("id,ct,y\ngood,dcm/good,0\nodd,dcm/odd,1\n")
-    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
-              "labels": ["y"], "modalities": {"ct": {"kind": "dicom", "column": "ct"}}}
-    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    one_modality_cohort(tmp_path, "dicom", {"good": "dcm/good", "odd": "dcm/odd"})
     convert = dicom.dicom_to_nifti
 
     def fails_on_odd(folder, *args, **kwargs):
@@ -83,10 +77,7 @@ def test_a_cause_every_subject_shares_fails_the_job(tmp_path, monkeypatch, error
 
     for name in ("a", "b"):
         write_series(tmp_path / "dcm" / name, (0.7, 0.8))
-    (tmp_path / "cohort.csv").write_text("id,ct,y\na,dcm/a,0\nb,dcm/b,1\n")
-    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
-              "labels": ["y"], "modalities": {"ct": {"kind": "dicom", "column": "ct"}}}
-    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
 
     def fails(folder, *args, **kwargs):
         raise error

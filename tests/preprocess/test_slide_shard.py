@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("openslide")
 
-from mmpipe.cohorts import build_manifest  # noqa: E402
 from mmpipe.io.tiff_writer import write_pyramidal_tiff  # noqa: E402
 from mmpipe.preprocess.slide_shard import tile_slide_shard  # noqa: E402
+from tests.preprocess.conftest import one_modality_cohort  # noqa: E402
 
 
 def test_an_unexpected_error_rejects_its_slide_only(tmp_path, monkeypatch):
@@ -22,10 +22,7 @@ def test_an_unexpected_error_rejects_its_slide_only(tmp_path, monkeypatch):
     rgb[:768, :768] = (200, 90, 170)   # tissue in 9 of 16 tiles
     for name in ("good", "odd"):
         write_pyramidal_tiff(tmp_path / f"{name}.tiff", rgb, mpp=0.5, n_levels=2)
-    (tmp_path / "cohort.csv").write_text("id,wsi,y\ngood,good.tiff,0\nodd,odd.tiff,1\n")
-    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
-              "labels": ["y"], "modalities": {"wsi": {"kind": "slide", "column": "wsi"}}}
-    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    one_modality_cohort(tmp_path, "slide", {"good": "good.tiff", "odd": "odd.tiff"})
     open_slide = slide.open_slide
 
     def fails_on_odd(path, *args, **kwargs):
@@ -54,10 +51,7 @@ def test_a_resolution_the_config_assumed_is_the_slides_note(tmp_path):
     rgb[:768, :768] = (200, 90, 170)
     tifffile.imwrite(tmp_path / "nompp.tiff", rgb, photometric="rgb", tile=(256, 256),
                      compression="zlib", metadata=None)
-    (tmp_path / "cohort.csv").write_text("id,wsi,y\ns,nompp.tiff,0\n")
-    cohort = {"adapter": "csv", "csv": str(tmp_path / "cohort.csv"), "subject_column": "id",
-              "labels": ["y"], "modalities": {"wsi": {"kind": "slide", "column": "wsi"}}}
-    build_manifest("toy", cohort, tmp_path / "results" / "toy", base_dir=tmp_path)
+    one_modality_cohort(tmp_path, "slide", {"s": "nompp.tiff"})
     qc = tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1,
                           {"mpp_when_missing": 0.5}, tmp_path / "out")
     (row,) = qc.to_dicts()

@@ -12,6 +12,7 @@ from mmpipe import config as mmconfig
 from mmpipe import cohorts as mmcohorts
 from mmpipe import params as mmparams
 from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
+from mmpipe.encoders.device import names_cuda
 from mmpipe.encoders.registry import get_encoder_type
 from mmpipe.layout import NAME_PATTERN, CohortLayout, cell_name, parse_cell
 
@@ -129,7 +130,7 @@ def train_gpus(wildcards):
     a job uses a GPU where its node has one, and asks for none."""
     from mmpipe.methods.hparams import method_kind
 
-    cuda = str(config["device"]).strip().lower().startswith("cuda")
+    cuda = names_cuda(config["device"])
     # the run's own method config: single-modality runs (single_<modality>) are no entry
     # of config["methods"]
     run = mmconfig.benchmark_run(config, wildcards.cohort, wildcards.feature_set, wildcards.method)

@@ -6,7 +6,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from mmpipe.bench.run import run_cell, run_cells  # noqa: E402
-from mmpipe.encoders.device import resolve_device  # noqa: E402
+from mmpipe.encoders.device import names_cuda, resolve_device  # noqa: E402
 from mmpipe.layout import CohortLayout  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -14,7 +14,7 @@ torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the co
 w = sm.wildcards
 layout = CohortLayout(Path(sm.input.manifest).parent)
 device = sm.config["device"]
-if str(device).strip().lower().startswith("cuda") and not getattr(sm.resources, "gpu", 0):
+if names_cuda(device) and not getattr(sm.resources, "gpu", 0):
     device = "cpu"  # given no GPU slot (a scikit-learn baseline: train_gpus in common.smk)
 kwargs = {"device": str(resolve_device(device)),
           "meta": {"cohort": w.cohort, "feature_set": w.feature_set, "method": w.method}}
