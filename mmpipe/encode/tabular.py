@@ -10,6 +10,7 @@ per field.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import polars as pl
 
 from mmpipe.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
 
 NOTE_PREFIX = "tabular: "
 
@@ -114,5 +117,10 @@ def run(job, items, writer, progress=None) -> None:
                         f"every field is blank or a missing_values code ({sentinels})")
         else:
             writer.write(item.subject_id, row)
+    if any(no_value):
+        empty = [i.subject_id for i, e in zip(items, no_value, strict=True) if e]
+        log.warning("%d subject(s) with every table field a missing_values code (%s) stored "
+                    "as absent: %s", len(empty), sentinels,
+                    ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""))
     if progress is not None:
         progress.update(len(items))

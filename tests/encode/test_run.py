@@ -3,6 +3,7 @@ status, and nothing is lost or silently dropped."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -221,11 +222,14 @@ def _coded_table_store(tmp_path, cfg, rows: str):
                                      device="cpu")).to_numpy()
 
 
-def test_a_table_of_missing_value_codes_only_is_absent(tmp_path, cfg):
+def test_a_table_of_missing_value_codes_only_is_absent(tmp_path, cfg, caplog):
     """A subject whose every field is a ``missing_values`` code (-1 = unknown) holds no
     value, as a subject of blanks does; it was stored present, as a row of "missing"
     indicators a method reads as a table."""
-    f = _coded_table_store(tmp_path, cfg, "a,1,60,F\nb,0,-1,-1\nc,1,-1,M\nd,0,,-1\n")
+    with caplog.at_level(logging.WARNING, logger="mmpipe"):
+        f = _coded_table_store(tmp_path, cfg, "a,1,60,F\nb,0,-1,-1\nc,1,-1,M\nd,0,,-1\n")
+    assert "2 subject(s) with every table field a missing_values code (-1) stored as " \
+        "absent: b, d" in caplog.text
     assert f.status.tolist() == ["ok", "absent", "ok", "absent"]
     assert "missing_values" in f.reason[1] and "-1" in f.reason[1]
     assert np.isnan(f.emb[[1, 3]]).all() and np.isfinite(f.emb[[0, 2]]).all()
