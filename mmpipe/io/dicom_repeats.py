@@ -151,7 +151,8 @@ def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] 
     scan stopped before its last time point ended): then each volume must also number
     its slices in one direction along the stack and without a gap, which a volume pieced
     together from two time points (files missing at the first one, or a run of files
-    lost across a time point's end) does not."""
+    lost across a time point's end) does not. Where every position is as deep, a block
+    with a gap in its numbers is such a piece when the other blocks have none."""
     at: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         if files[i].instance is None:
@@ -164,7 +165,15 @@ def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] 
              for g in groups]
     if any(a[1] >= b[0] for a, b in itertools.pairwise(spans)):
         return None
-    if len({len(r) for r in ranked}) > 1:
+    gapless = [hi - lo + 1 == len(g) for g, (lo, hi) in zip(groups, spans, strict=True)]
+    if len({len(r) for r in ranked}) == 1:
+        # every position as deep: a run of lost files exactly one volume long, across a
+        # time point's end, leaves that too, and a block pieced from two time points. A
+        # scanner that numbers its series without gaps (the other blocks show it) leaves
+        # a gap in that block only; one that skips numbers leaves gaps in every block
+        if any(gapless) and not all(gapless):
+            return None
+    else:
         # only the last volume may lack positions, and only where most positions repeat
         # (a slice re-sent at a few is one file per position's case, _per_position)
         if any(len(g) < len(ranked) for g in groups[:-1]) or 2 * len(groups[1]) < len(ranked):
@@ -173,8 +182,7 @@ def _by_instance(files, slots, kept) -> tuple[list[list[int]], tuple[str, ...]] 
                  for d in (files[j].instance - files[i].instance for i, j in itertools.pairwise(g))}
         # and numbers them without a gap: a block pieced from the start of one time point
         # and the end of the next (the files between them lost) has one
-        gapless = all(hi - lo + 1 == len(g) for g, (lo, hi) in zip(groups, spans, strict=True))
-        if len(steps) != 1 or not gapless:
+        if len(steps) != 1 or not all(gapless):
             return None
     return groups, ("InstanceNumber blocks",)
 

@@ -916,12 +916,14 @@ def test_a_block_pieced_from_two_time_points_is_no_volume(tmp_path):
     """10 positions, 3 time points numbered in turn (InstanceNumber 10·t + p + 1), the scan
     stopped after 6 slices of the third: its first block is kept. With instances 7-16 lost
     as well, the first "block" was time point 1 at positions 0-5 and time point 2 at 6-9,
-    in one direction and not overlapping the next: it was kept as a volume."""
+    in one direction and not overlapping the next: it was kept as a volume. So was it when
+    the run lost was exactly one time point long (instances 6-15 of three whole time
+    points), which leaves every position two files deep."""
     uid = generate_uid()
 
-    def write(folder, lost=()):
+    def write(folder, lost=(), last=6):
         for t in range(3):
-            for p in range(10 if t < 2 else 6):
+            for p in range(10 if t < 2 else last):
                 instance = 10 * t + p + 1
                 if instance not in lost:
                     write_slice(folder / f"IM{instance:03d}.dcm", series_uid=uid,
@@ -935,6 +937,19 @@ def test_a_block_pieced_from_two_time_points_is_no_volume(tmp_path):
     write(tmp_path / "pieced", lost=range(7, 17))
     with pytest.raises(DicomSeriesError, match="InstanceNumber order tells apart"):
         read_dicom_series(tmp_path / "pieced")
+    write(tmp_path / "one_lost", lost=range(6, 16), last=10)
+    with pytest.raises(DicomSeriesError, match="InstanceNumber order tells apart"):
+        read_dicom_series(tmp_path / "one_lost")
+    # a scanner that numbers every other instance (gaps in every block) is not that
+    for t in range(3):
+        for p in range(10):
+            write_slice(tmp_path / "odd" / f"IM{t}_{p}.dcm", series_uid=uid,
+                        position=(0, 0, 2.0 * p), hu=hu_slice(100 * t + p),
+                        instance=2 * (10 * t + p) + 1)
+    image, info = read_dicom_series(tmp_path / "odd")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[:, 0, 0],
+                                  hu_slice(0)[0, 0] + np.arange(10))
+    assert info.repeats.startswith("repeated positions: kept InstanceNumber block 1 of 3")
 
 
 @pytest.mark.parametrize(("slope", "intercept"), [("0", "-1024"), ("nan", "0"), ("1", "inf")])
