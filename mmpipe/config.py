@@ -308,8 +308,11 @@ def _check_table_settings(cfg: dict) -> list[str]:
                     problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt.phrases."
                                     f"{field}: {phrase!r} takes only {{field}} and {{value}} "
                                     f"({type(err).__name__}: {err})")
-            for block in ("phrases", "value_maps"):
-                unknown = sorted(set((mod.get("prompt") or {}).get(block) or {}) - fields)
+            problems += _check_prompt_codes(cfg, f"config.cohorts.{cname}.modalities.{mname}",
+                                            mod, fields)
+            for block in ("phrases", "value_maps", "missing_values"):
+                named = (mod.get("prompt") or {}).get(block) or {}
+                unknown = sorted(set(named if isinstance(named, dict) else ()) - fields)
                 if unknown:
                     problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt.{block}: "
                                     f"{unknown} are not fields of the modality "
@@ -325,6 +328,32 @@ def _check_table_settings(cfg: dict) -> list[str]:
             if unknown:
                 problems.append(f"config.encoders.{ename}.{key}: {unknown} are fields of no "
                                 f"table modality it encodes ({sorted(fields_of[ename])})")
+    return problems
+
+
+def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> list[str]:
+    """A table modality that a text and a tabular encoder both read must treat the same
+    codes as blank in both: else a subject whose every field is ``-1`` is absent from the
+    tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
+    cells train and test on different subjects."""
+    from mmpipe.preprocess.prompts import missing_codes
+
+    encoders = [cfg.get("encoders", {}).get(e) or {} for e in mod.get("encoders", [])]
+    if not any(e.get("type") == "text" for e in encoders):
+        return []
+    prompt = mod.get("prompt") or {}
+    problems = []
+    for enc_name, enc in zip(mod.get("encoders", []), encoders, strict=True):
+        if enc.get("type") != "tabular":
+            continue
+        differ = {f: (sorted(missing_codes(enc, f)), sorted(missing_codes(prompt, f)))
+                  for f in sorted(fields)
+                  if missing_codes(enc, f) != missing_codes(prompt, f)}
+        if differ:
+            shown = "; ".join(f"{f}: {a} against {b}" for f, (a, b) in differ.items())
+            problems.append(f"{where}.prompt.missing_values: the tabular encoder {enc_name!r} "
+                            f"treats other codes as blank than the prompt does ({shown}); "
+                            "give the prompt the same missing_values")
     return problems
 
 

@@ -112,7 +112,14 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     (the job checks the fields against the manifest's labels, as the config does): a
     label added or reordered reran the prompts, the text stores and every run on them."""
     mod = modality(cfg, cohort_name, modality_name)
-    return canonical({"fields": mod["fields"], "prompt": mod.get("prompt", {}),
+    prompt = dict(mod.get("prompt", {}))
+    if "missing_values" in prompt:
+        from mmpipe.preprocess.prompts import missing_codes
+
+        # per field, as the prompts read them: sets, whose order or form reruns nothing
+        prompt["missing_values"] = {f: sorted(codes) for f in mod["fields"]
+                                    if (codes := missing_codes(prompt, f))}
+    return canonical({"fields": mod["fields"], "prompt": prompt,
                       "code": code_key("preprocess/prompts", "cohorts/manifest_files")})
 
 

@@ -357,12 +357,18 @@ def test_lists_read_as_sets_rerun_nothing_when_reordered(raw_config):
     a["encoders"]["tabular"].update(categorical=["smoking", "site"], missing_values=["-1", "x"])
     a["cohorts"]["demo"]["benchmark"]["scenarios"]["completeness"] = {
         "rates": [0.5], "modalities": ["ct", "wsi"]}
+    del a["cohorts"]["mmist_ccrcc"]
+    a["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["missing_values"] = ["-1", "x"]
     b = copy.deepcopy(a)
     b["encoders"]["tabular"].update(categorical=["site", "smoking"], missing_values=["x", "-1"])
     b["cohorts"]["demo"]["benchmark"]["scenarios"]["completeness"]["modalities"] = ["wsi", "ct"]
+    # the same codes for every field, as a list or field by field
+    b["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["missing_values"] = {
+        f: ["x", -1] for f in b["cohorts"]["demo"]["modalities"]["clinical"]["fields"]}
     a, b = validate_config(a), validate_config(b)
-    assert repr(encoder_params(a, "demo", "clinical", "tabular")) == repr(
-        encoder_params(b, "demo", "clinical", "tabular"))
+    for encoder in ("tabular", "text_minilm"):
+        assert repr(encoder_params(a, "demo", "clinical", encoder)) == repr(
+            encoder_params(b, "demo", "clinical", encoder))
     assert repr(mask_params(a, "demo", "completeness")) == repr(
         mask_params(b, "demo", "completeness"))
 
@@ -626,12 +632,31 @@ def test_seeds_are_distinct_and_not_negative(raw_config, seeds):
      "config.encoders.tabular.missing_values: ['agee'] are fields of no table modality"),
     (lambda c: c["encoders"]["tabular"].update(categorical=["stag"]),
      "config.encoders.tabular.categorical: ['stag'] are fields of no table modality"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["prompt"].update(
+        missing_values={"agee": [-1]}),
+     "prompt.missing_values: ['agee'] are not fields of the modality"),
 ])
 def test_names_in_a_tables_settings_are_its_fields(raw_config, edit, message):
     cfg = copy.deepcopy(raw_config)
     edit(cfg)
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(cfg)
+
+
+def test_a_table_read_as_text_and_as_a_table_has_the_same_missing_codes(raw_config):
+    """A tabular encoder's `missing_values: [-1]` made a subject of -1s absent from its
+    store while the prompts wrote the -1s out, so the text store held it present and the
+    two encodings' cells trained on different subjects."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"]["missing_values"] = {"age": [-1], "stage": ["-1", "x"]}
+    with pytest.raises(ConfigError, match=re.escape(
+            "config.cohorts.demo.modalities.clinical.prompt.missing_values: the tabular "
+            "encoder 'tabular' treats other codes as blank than the prompt does (age: ['-1'] "
+            "against []; stage: ['-1', 'x'] against [])")):
+        validate_config(cfg)
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["missing_values"] = {
+        "age": [-1.0], "stage": ["x", -1]}
+    validate_config(cfg)
 
 
 def test_a_shared_tabular_entry_reads_the_categories_of_each_modalitys_fields(raw_config):

@@ -3,7 +3,11 @@
 The prompt is a header followed by one phrase per field, in the configured field
 order. A blank field is left out (``missing: omit``) or written with
 ``missing_text`` (``missing: explicit``); the two modes are what the literature on
-prompting tabular data compares. The task label is never part of a prompt.
+prompting tabular data compares. A value among the prompt's ``missing_values`` (codes
+such as MMIST's ``-1`` = unknown, for every field or per field, matched as the tabular
+encoding matches its own) is blank too, so a subject whose every field is blank or
+coded has no prompt and is absent from the text store, as it is from the tabular one.
+The task label is never part of a prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from mmpipe.encoders.tabular import _canon
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,8 +42,21 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def missing_codes(prompt: Mapping[str, Any], field: str) -> set[str]:
+    """The canonical ``missing_values`` codes of ``field`` in a prompt block."""
+    codes = prompt.get("missing_values") or []
+    if isinstance(codes, Mapping):
+        codes = codes.get(field) or []
+    return {c for c in map(_canon, codes) if c is not None}
+
+
+def _is_missing(value: Any, codes: set[str]) -> bool:
+    return _is_blank(value) or (bool(codes) and _canon(value) in codes)
+
+
 def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any]) -> str | None:
-    """One subject's prompt, or None when every field is blank (no clinical data)."""
+    """One subject's prompt, or None when every field is blank or a ``missing_values``
+    code (no clinical data)."""
     phrases = prompt.get("phrases", {})
     value_maps = prompt.get("value_maps", {})
     mode = prompt.get("missing", "omit")
@@ -48,7 +66,7 @@ def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping
     for field in fields:
         value = row.get(field)
         template = phrases.get(field, DEFAULT_PHRASE)
-        if _is_blank(value):
+        if _is_missing(value, missing_codes(prompt, field)):
             if mode == "explicit":
                 parts.append(template.format(field=field, value=missing_text))
             continue
@@ -75,14 +93,16 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
     mode = prompt.get("missing", "omit")
     if mode not in ("omit", "explicit"):
         raise ConfigError(f"prompt.missing must be 'omit' or 'explicit', not {mode!r}")
+    codes = {f: missing_codes(prompt, f) for f in fields}
     rows = []
     for row in manifest.select(["subject_id", *fields]).iter_rows(named=True):
         text = render_prompt(row, fields, prompt)
-        n = sum(not _is_blank(row[f]) for f in fields)
+        n = sum(not _is_missing(row[f], codes[f]) for f in fields)
         rows.append({"subject_id": row["subject_id"], "prompt": text, "n_fields": n})
     out = pl.DataFrame(rows, schema={"subject_id": pl.String, "prompt": pl.String,
                                      "n_fields": pl.Int64}, orient="row")
     n_none = out["prompt"].null_count()
     if n_none:
-        log.warning("%d subjects have no clinical field at all: no prompt (recorded as absent)", n_none)
+        log.warning("%d subjects have no clinical field other than blanks and missing_values "
+                    "codes: no prompt (recorded as absent)", n_none)
     return out

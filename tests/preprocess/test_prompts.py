@@ -35,3 +35,21 @@ def test_build_prompts_refuses_label_fields_and_unknown_columns():
     # a mode of neither kind rendered as "omit" would hide the typo
     with pytest.raises(ConfigError, match="prompt.missing must be 'omit' or 'explicit', not 'skip'"):
         build_prompts(m, ["age"], ["label"], {**PROMPT, "missing": "skip"})
+
+
+def test_missing_values_codes_are_blank_and_a_row_of_codes_has_no_prompt():
+    """A -1 = unknown code was rendered ("Age -1."): a subject whose every field was -1
+    had a prompt of codes and was present in the text store, while the tabular store,
+    told the same code, held it absent."""
+    coded = {**PROMPT, "missing_values": {"age": [-1], "sex": ["-1"]}}
+    m = pl.DataFrame({"subject_id": ["a", "b", "c"], "age": [-1.0, 50.0, -1.0],
+                      "sex": [-1, -1, 1]})
+    out = build_prompts(m, ["age", "sex"], [], coded)
+    assert out["prompt"].to_list() == [None, "Record. Age 50.", "Record. Sex: male."]
+    assert out["n_fields"].to_list() == [0, 1, 1]
+    explicit = {**coded, "missing": "explicit"}
+    assert render_prompt({"age": -1, "sex": 0}, ["age", "sex"], explicit) == (
+        "Record. Age unknown. Sex: female.")
+    # a code for every field
+    assert render_prompt({"age": -1, "sex": -1}, ["age", "sex"],
+                         {**PROMPT, "missing_values": [-1]}) is None
