@@ -21,7 +21,10 @@ nothing is wrong. Flag names (:data:`FLAGS`):
 - ``no_checkpoint``: a phase that ran epochs but never scored a checkpoint (best epoch 0:
   the monitored metric undefined at every epoch, e.g. an AUC on a validation split or
   fold of one class), so it kept its last weights after its patience or its last epoch,
-  an epoch count that no validation chose; under cross-validation when any fold did.
+  an epoch count that no validation chose; under cross-validation when any fold did;
+- ``diverged``: a phase's training loss or validation outputs became NaN or infinite
+  after a checkpoint, which it kept (as early stopping keeps it against any later
+  epoch); one that diverged before any checkpoint did not train (``not_trained``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 
 FLAGS = ("not_trained", "single_class_test", "single_class_val", "first_epoch",
-         "no_checkpoint")
+         "no_checkpoint", "diverged")
 # flags that say the run's predictions carry no information about the subject
 COLLAPSE_FLAGS = frozenset({"single_class_test", "single_class_val"})
 
@@ -50,7 +53,9 @@ def _single_class(split: str, predicted: np.ndarray, n_classes: int) -> dict[str
 
 def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.ndarray,
               n_classes: int, best_epoch: Mapping[str, int], epochs: Mapping[str, int],
-              first_eligible: Mapping[str, int] | None = None) -> list[dict[str, str]]:
+              first_eligible: Mapping[str, int] | None = None,
+              diverged: Mapping[str, int | list[int | None]] | None = None
+              ) -> list[dict[str, str]]:
     """Flags of one run (see the module docstring).
 
     ``val_predicted``/``test_predicted``: the arg-max class of each subject scored under
@@ -59,6 +64,8 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
     the 1-based epoch whose checkpoint was kept and the epochs run (``FitResult``);
     ``first_eligible``: per phase the first epoch a checkpoint could come from (``1``
     unless ``min_epochs`` says later): keeping it is the same sign as keeping epoch 1.
+    ``diverged``: per phase that diverged, its epoch (per fold under cross-validation,
+    None for a fold that did not).
     """
     first_eligible = first_eligible or {}
     if not trained:
@@ -95,4 +102,12 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
                           "reason": f"phase {phase!r} kept its {what} checkpoint"
                                     + (where.format(firsts) if folds
                                        else f" of {int(run)} epochs")})
+    for phase, at in sorted((diverged or {}).items()):
+        folds = [a for a in at if a is not None] if isinstance(at, list) else [at]
+        where = f" on {len(folds)} of {len(at)} folds" if isinstance(at, list) else ""
+        flags.append({"flag": "diverged",
+                      "reason": f"phase {phase!r} diverged{where} (a non-finite training "
+                                f"loss or validation output, at epoch "
+                                f"{', '.join(map(str, folds))}) and kept its checkpoint "
+                                "of an earlier epoch"})
     return flags

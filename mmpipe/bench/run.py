@@ -328,7 +328,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         flags = run_flags(trained=trained, n_classes=data.n_classes,
                           val_predicted=frames[0]["predicted"].to_numpy(),
                           test_predicted=proba.argmax(1), best_epoch=result.best_epoch,
-                          epochs=result.epochs, first_eligible=result.first_eligible)
+                          epochs=result.epochs, first_eligible=result.first_eligible,
+                          diverged=result.diverged)
         subsets = []
         if trained and evaluate_subsets and len(data.modalities) > 1:
             for subset in modality_subsets(data.modalities):

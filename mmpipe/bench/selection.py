@@ -195,6 +195,12 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
     return members, norms, results, oof
 
 
+def _fold_divergence(results: list) -> dict[str, list[int | None]]:
+    """Per phase any fold diverged in, each fold's epoch of it (None: it did not)."""
+    phases = sorted({p for r in results for p in r.diverged})
+    return {p: [r.diverged.get(p) for r in results] for p in phases}
+
+
 def _median_epochs(results: list[FitResult]) -> dict[str, int]:
     """The folds' median best epoch per phase; a fold without an eligible checkpoint
     (best epoch 0: it kept its last weights) counts with the epochs it ran. A phase no
@@ -285,6 +291,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             # per fold, as the ensemble: what the flags and the reader judge
             result.epochs = {p: [r.epochs[p] for r in results] for p in epochs}
             result.best_epoch = {p: [r.best_epoch[p] for r in results] for p in epochs}
+            result.diverged = _fold_divergence(results)
             final = f"refit on the training part for the folds' median best epochs {epochs}"
         else:
             method = FoldEnsemble(kept["members"], kept["norms"])
@@ -297,6 +304,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             result.epochs = {p: [r.epochs[p] for r in results] for p in results[0].epochs}
             result.best_epoch = {p: [r.best_epoch[p] for r in results]
                                  for p in results[0].best_epoch}
+            result.diverged = _fold_divergence(results)
             result.seconds = float(sum(r.seconds for r in results))
             result.n_fit = max(r.n_fit for r in results)  # the largest member's folds
             final = f"ensemble of the {len(method.members)} fold models"

@@ -44,6 +44,10 @@ class NotTrainable(Exception):
     """The method cannot be trained on this split (e.g. no complete-case subject)."""
 
 
+class NonFiniteOutputs(Exception):
+    """The model's outputs on the validation split hold NaN or inf: it diverged."""
+
+
 @dataclass
 class FitResult:
     epochs: dict[str, int] = field(default_factory=dict)        # epochs run per phase
@@ -51,6 +55,8 @@ class FitResult:
     best_score: dict[str, float] = field(default_factory=dict)
     # the first epoch a checkpoint could come from (max(1, min_epochs)), per phase
     first_eligible: dict[str, int] = field(default_factory=dict)
+    # per phase that diverged (a non-finite loss or validation output), the epoch it did
+    diverged: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     # what ran: the batch settings and each phase's optimiser and stopping settings
     settings: dict[str, Any] = field(default_factory=dict)
@@ -168,8 +174,7 @@ def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight,
         loss_fn = phase.loss or method.validation_loss
         loss, logits = loss_fn(x, present, y, class_weight)
     if not bool(torch.isfinite(logits).all()):
-        raise NotTrainable(f"{method.name}: non-finite outputs on the validation split in "
-                           f"phase {phase.name!r} (lr {phase.lr:g})")
+        raise NonFiniteOutputs
     proba = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     metrics = classification_metrics(val.y, proba)
     metrics["loss"] = float(loss)
@@ -246,7 +251,7 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         # checkpoints (and stops) from this epoch on; a cap below it keeps the last epoch
         eligible = max(1, min(int(phase.min_epochs), phase.max_epochs))
         result.first_eligible[phase.name] = eligible
-        epoch = 0
+        epoch, diverged = 0, None
         for epoch in range(1, n_epochs + 1):
             method.train()
             order = _epoch_order(train.y, cfg["sampler"], gen)
@@ -262,22 +267,36 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
                               cfg["noise_p"], cfg["noise_std"], gen)
                 loss, _ = loss_fn(xb, pb, yt.index_select(0, idx), class_weight)
                 value = loss.item()
-                if not math.isfinite(value):  # diverged: a failed trial, not a crash
-                    raise NotTrainable(f"{method.name}: the training loss is {value} in "
-                                       f"phase {phase.name!r}, epoch {epoch} (lr {phase.lr:g})")
+                if not math.isfinite(value):
+                    diverged = f"the training loss is {value}"
+                    break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 method.after_step()
                 total += value
                 batches += 1
+            if diverged is None and val is not None:
+                try:
+                    metrics = _validate(method, phase, val, xv, pv, yv, class_weight, device)
+                except NonFiniteOutputs:
+                    diverged = "its outputs on the validation split are not finite"
+            if diverged is not None:
+                # a checkpoint taken before it stands (as early stopping keeps it against
+                # any later epoch); with none, a failed trial, not a crash
+                if best_state is None:
+                    raise NotTrainable(f"{method.name}: {diverged} in phase {phase.name!r}, "
+                                       f"epoch {epoch} (lr {phase.lr:g})")
+                log.warning("%s phase %s diverged at epoch %d (%s): kept its checkpoint of "
+                            "epoch %d", method.name, phase.name, epoch, diverged, best_epoch)
+                result.diverged[phase.name] = epoch
+                break
             if sched is not None:
                 sched.step()
             if val is None:
                 lines.append(f"{phase.name}\t{epoch}\t{total / max(batches, 1):.5f}\tnan\tnan\tnan")
                 best_epoch = epoch
                 continue
-            metrics = _validate(method, phase, val, xv, pv, yv, class_weight, device)
             score = _score(metrics, phase.monitor)
             lines.append(f"{phase.name}\t{epoch}\t{total / max(batches, 1):.5f}\t"
                          f"{metrics['loss']:.5f}\t{metrics['balanced_accuracy']:.4f}\t"

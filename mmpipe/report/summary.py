@@ -45,7 +45,8 @@ from mmpipe.report.tables import (
 FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed to one class",
               "single_class_val": "predicted one class on validation",
               "first_epoch": "kept its first eligible checkpoint",
-              "no_checkpoint": "never scored a checkpoint"}
+              "no_checkpoint": "never scored a checkpoint",
+              "diverged": "diverged and kept an earlier checkpoint"}
 # a collapsed run whose scores reach this AUC still ranks the subjects (chance is 0.5;
 # on the test splits of a few dozen subjects the benchmarks run, an AUC below 0.6 is
 # within a couple of standard errors of it)
@@ -53,7 +54,8 @@ RANKS_AUC = 0.6
 # the same, after "N method(s)"
 _MILDER = {"single_class_val": "predicted one class on validation",
            "first_epoch": "kept the first eligible checkpoint",
-           "no_checkpoint": "never scored a checkpoint"}
+           "no_checkpoint": "never scored a checkpoint",
+           "diverged": "diverged and kept an earlier checkpoint"}
 
 
 def _shown(mean: float) -> float:

@@ -57,3 +57,13 @@ def test_cross_validation_flags_the_folds_that_kept_epoch_one():
     assert "2 of 3 folds" in flags[0]["reason"]
     assert run_flags(trained=True, val_predicted=mixed, test_predicted=mixed, n_classes=2,
                      best_epoch={"train": [4, 7, 9]}, epochs={"train": 12}) == []
+
+
+def test_a_phase_that_diverged_after_a_checkpoint_is_flagged_per_fit_and_per_fold():
+    flags = _flags(diverged={"train": 9})
+    assert [f["flag"] for f in flags] == ["diverged"]
+    assert flags[0]["reason"] == ("phase 'train' diverged (a non-finite training loss or "
+                                  "validation output, at epoch 9) and kept its checkpoint "
+                                  "of an earlier epoch")
+    folds = _flags(diverged={"train": [None, 12, 4]})
+    assert "diverged on 2 of 3 folds" in folds[0]["reason"] and "epoch 12, 4" in folds[0]["reason"]

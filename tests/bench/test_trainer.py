@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from mmpipe.bench.trainer import _augment
+from mmpipe.bench.run import build_method
+from mmpipe.bench.trainer import NotTrainable, _augment, fit, predict_proba
 
 
 def test_noise_lands_on_present_features_of_a_share_p_of_the_rows_only():
@@ -31,3 +34,53 @@ def test_noise_follows_the_generator_and_leaves_the_input_alone():
     b = _augment(x, present, 0.3, 0.1, torch.Generator().manual_seed(4))
     assert torch.equal(a["a"], b["a"]) and torch.equal(x["a"], before)
     assert _augment(x, present, 0.0, 0.1, torch.Generator()) is x
+
+
+def _diverging(after_calls: int):
+    """concat_zero whose training loss turns inf after ``after_calls`` training batches."""
+    from tests.bench.test_selection import _data
+
+    data = _data(n=60)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
+    torch.manual_seed(0)  # the same initial weights each call
+    method = build_method({"type": "concat_zero"}, train)
+    loss, calls = method.loss, [0]
+
+    def diverging_loss(*args):
+        value, logits = loss(*args)
+        if not method.training:  # the validation loss may call it too
+            return value, logits
+        calls[0] += 1
+        return (value * float("inf") if calls[0] > after_calls else value), logits
+
+    method.loss = diverging_loss
+    return method, train, val
+
+
+def test_a_phase_that_diverges_after_a_checkpoint_keeps_it():
+    """A non-finite loss failed the whole trial even when early stopping held a checkpoint
+    of an earlier epoch: with one trial (or every trial so) the seed was not trained and
+    left out of the method's mean."""
+    cfg = {"max_epochs": 30, "patience": 100, "min_epochs": 1}
+    method, train, val = _diverging(after_calls=5)
+    result = fit(method, train, val, cfg, seed=0)
+    at = result.diverged["train"]
+    assert result.epochs["train"] == at and 1 <= result.best_epoch["train"] < at
+    # the weights kept are those of a run stopped before that epoch
+    clean, *_ = _diverging(after_calls=10**9)
+    reference = fit(clean, train, val, {**cfg, "max_epochs": at - 1}, seed=0)
+    assert reference.best_epoch == result.best_epoch
+    np.testing.assert_array_equal(predict_proba(method, val), predict_proba(clean, val))
+    # diverged before any checkpoint: the trial fails, as before
+    method, train, val = _diverging(after_calls=0)
+    with pytest.raises(NotTrainable, match="the training loss is inf in phase 'train', epoch 1"):
+        fit(method, train, val, cfg, seed=0)
+
+
+def test_cross_validation_records_the_folds_that_diverged():
+    from mmpipe.bench.selection import _fold_divergence
+    from mmpipe.bench.trainer import FitResult
+
+    folds = [FitResult(), FitResult(diverged={"train": 7}), FitResult()]
+    assert _fold_divergence(folds) == {"train": [None, 7, None]}
+    assert _fold_divergence([FitResult(), FitResult()]) == {}
