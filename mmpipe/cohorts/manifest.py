@@ -446,12 +446,17 @@ class NonNumericValue:
 MISSING_TEXTS = ("", "nan", "na", "n/a", "#n/a", "null", "<na>")
 
 
+def _without_markers(col: pl.Series) -> list[str | None]:
+    """A text column's cells, a missing marker or whitespace as None."""
+    return [None if v is None or v.strip().lower() in MISSING_TEXTS else v
+            for v in col.cast(pl.Utf8).to_list()]
+
+
 def _clean_text_field(name: str, ids: list[str], col: pl.Series
                       ) -> tuple[pl.Series, list[NonNumericValue]]:
-    raw = col.cast(pl.Utf8).to_list()
     # a missing marker is a blank cell: counted as a text, "NA" kept a field that is
     # mostly missing as text, its numbers read as categories and "NA" as one of them
-    text = [None if v is None or v.strip().lower() in MISSING_TEXTS else v for v in raw]
+    text = _without_markers(col)
     nonblank = [v for v in text if v is not None]
     parsed = [None if v is None else parse_number(v) for v in text]
     n_numbers = sum(p is not None for p in parsed)
@@ -493,6 +498,9 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
     for name in modes:
         col = frame.get_column(name)
         if name in categories:  # a code such as stage "X" is a category, not a bad number
+            if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
+                # but "NA" is no category: it made a row of markers a present table
+                columns.append(pl.Series(name, _without_markers(col), dtype=pl.Utf8))
             continue
         if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
             col, bad = _clean_text_field(name, ids, col)

@@ -265,6 +265,19 @@ def test_a_field_read_as_categories_keeps_its_codes():
     assert m.qc.filter(pl.col("status") == NON_NUMERIC).height == 0
 
 
+def test_a_field_read_as_categories_has_no_missing_marker_category():
+    """The categorical fields skipped the cleaning, missing markers included: "NA" was a
+    category, and a subject whose every field was "NA" had a present table."""
+    codes = ["1", "NA", "X", " n/a ", "", "2"]
+    m = finalize_manifest("toy", "csv", _table_output(
+        codes, sexes=["F", "M", "F", "NA", "NA", "M"], categorical=("age", "sex")))
+    assert m.frame["age"].to_list() == ["1", None, "X", "2"]
+    assert m.frame["sex"].to_list() == ["F", "M", "F", "M"]
+    # s3 and s4 had markers only: no table, so nothing to learn from
+    assert "s3" not in m.frame["subject_id"].to_list()
+    assert "s4" not in m.frame["subject_id"].to_list()
+
+
 def test_floats_and_a_subject_left_with_nothing():
     m = finalize_manifest("toy", "csv", _table_output(
         ["1.5", "2", "3e1", "4", "?"], sexes=["F", "M", "F", "M", ""]))
