@@ -111,8 +111,9 @@ def _blank(value: Any, column: str) -> Any:
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """The rows of sheet ``Table`` as dicts (header row first; numbers as floats, blanks
-    and the release's zeros as None). Dates stay as the spreadsheet stores them."""
+    """The rows of sheet ``Table`` as dicts (header row first; numbers as floats, blanks,
+    error cells and the release's zeros as None). Dates stay as the spreadsheet stores
+    them."""
     if not path.is_file():
         raise InputError("IXI demographics spreadsheet not found", path=path)
     import xlrd  # the .xls (BIFF) reader; only this adapter needs it
@@ -120,7 +121,9 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     try:
         book = xlrd.open_workbook(str(path), on_demand=True)
         names = book.sheet_names()
-        cells = ([[c.value for c in row] for row in book.sheet_by_name(SHEET).get_rows()]
+        # an error cell (#N/A, #VALUE!) holds its error code as its value: 42 read as an age
+        cells = ([[None if c.ctype == xlrd.XL_CELL_ERROR else c.value for c in row]
+                  for row in book.sheet_by_name(SHEET).get_rows()]
                  if SHEET in names else None)
     except Exception as e:  # a truncated file: xlrd raises IndexError, struct.error, ...
         raise InputError(f"not a readable .xls workbook ({type(e).__name__}: {e}); a "

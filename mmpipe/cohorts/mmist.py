@@ -143,7 +143,10 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     exact = chosen.join(series, left_on=[ID_COLUMN, "chosen_exam"],
                         right_on=[ID_COLUMN, "File"], how="left")
     if exact.height != chosen.height:
-        raise InputError("a patient lists the same series twice in File", path=series_path)
+        twice = (exact.group_by([ID_COLUMN, "chosen_exam"]).len().filter(pl.col("len") > 1)
+                 .sort(ID_COLUMN).head(5).iter_rows())
+        raise InputError("a patient lists the same series twice in File: "
+                         + ", ".join(f"{p} {f}" for p, f, _ in twice), path=series_path)
     unmatched = exact.filter(pl.col("k").is_null())[ID_COLUMN].to_list()
     if unmatched:
         # the release spells both columns identically; whitespace drift is the one

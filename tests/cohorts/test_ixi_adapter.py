@@ -208,3 +208,23 @@ def test_a_column_a_label_is_derived_from_is_not_an_input(ixi, tmp_path, field, 
     cfg["modalities"]["demographics"]["fields"] = ["HEIGHT", field]
     with pytest.raises(ConfigError, match=f"field '{re.escape(field)}' is what label '{label}'"):
         build_manifest("ixi", cfg, tmp_path, base_dir=root)
+
+
+def test_an_error_cell_is_a_blank_not_its_error_code(tmp_path):
+    """xlrd gives an error cell (#N/A, #VALUE!) its code as its value: 42 and 15 were read
+    as an age and a height."""
+    import xlwt
+
+    from mmpipe.cohorts.ixi import AGE_COLUMN, ID_COLUMN, SEX_COLUMN, read_table
+
+    book = xlwt.Workbook()
+    table = book.add_sheet("Table")
+    for c, name in enumerate([ID_COLUMN, SEX_COLUMN, AGE_COLUMN, "HEIGHT"]):
+        table.write(0, c, name)
+    table.write(1, 0, 2)
+    table.write(1, 1, 1)
+    table.row(1).set_cell_error(2, "#N/A!")   # xlwt's spelling of #N/A (code 42)
+    table.row(1).set_cell_error(3, 15)        # another error code
+    book.save(str(tmp_path / "IXI.xls"))
+    (row,) = read_table(tmp_path / "IXI.xls")
+    assert row[AGE_COLUMN] is None and row["HEIGHT"] is None and row[ID_COLUMN] == 2.0

@@ -168,3 +168,12 @@ def test_an_unreadable_table_names_its_file(fake_root, tmp_path):
     with pytest.raises(InputError, match=r"clinical\+genomic_split\.csv: not a readable "
                                          r"CSV: .*utf-8.*\(save it as UTF-8\)"):
         build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+
+
+def test_a_chosen_series_listed_twice_names_the_patient_and_the_series(fake_root, tmp_path):
+    from mmpipe.errors import InputError
+
+    listing = fake_root / "patients_with_labels_CT_final.csv"
+    listing.write_text(listing.read_text() + "C,/r/C/ex1\n")
+    with pytest.raises(InputError, match="lists the same series twice in File: C /r/C/ex1"):
+        build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
