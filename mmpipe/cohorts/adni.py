@@ -98,11 +98,24 @@ def _date(text: str) -> dt.date | None:
 
 def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                 ) -> tuple[dict[str, list[Scan]], list[QCRecord]]:
-    """Every scan of a configured modality, by PTID; QC rows of what is skipped."""
+    """Every scan of a configured modality, by PTID; QC rows of what is skipped (a subject
+    folder none of whose series a pattern matches among them: a T1 named otherwise, as
+    ADNI1's standardised ``MPR__GradWarp__B1_Correction__N3__Scaled`` or GE's
+    ``IR-FSPGR``, left the subject out of the cohort with nothing said)."""
     scans: dict[str, list[Scan]] = defaultdict(list)
     qc: list[QCRecord] = []
+    unmatched: list[str] = []
     for subject in sorted(p for p in images.iterdir() if p.is_dir()):
-        for description in sorted(p for p in subject.iterdir() if p.is_dir()):
+        descriptions = sorted(p for p in subject.iterdir() if p.is_dir())
+        if descriptions and not any(rx.search(d.name) for d in descriptions
+                                    for rx in series.values()):
+            unmatched.append(subject.name)
+            qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"subject folder "
+                               f"{subject.name} skipped: none of its series ("
+                               + ", ".join(d.name for d in descriptions[:5])
+                               + (", ..." if len(descriptions) > 5 else "")
+                               + ") matches a pattern of adni.series", str(subject)))
+        for description in descriptions:
             modality = next((m for m, rx in series.items() if rx.search(description.name)), None)
             if modality is None:
                 continue
@@ -134,6 +147,10 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
             qc += [QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH, str(p))
                    for p in sorted(description.iterdir())
                    if p.is_file() and p.name.endswith(NIFTI)]
+    if unmatched:
+        log.warning("adni: %d downloaded subject folder(s) hold no series that adni.series "
+                    "matches, and are not in the cohort: %s", len(unmatched),
+                    ", ".join(unmatched[:10]) + (" ..." if len(unmatched) > 10 else ""))
     return scans, qc
 
 

@@ -188,3 +188,30 @@ def test_a_table_given_from_the_home_folder_is_found(adni, tmp_path, monkeypatch
     assert home / "tables" / "merge.csv" in source_tables(cfg, root)
     again = build_manifest("adni", cfg, tmp_path / "out", base_dir=root)
     assert again.equals(manifest)
+
+
+def test_a_downloaded_subject_none_of_whose_series_matches_is_named(tmp_path, caplog):
+    """ADNI1's standardised T1 (MPR__GradWarp__B1_Correction__N3__Scaled) or GE's
+    IR-FSPGR matches no default pattern: the subject left the cohort with an info line
+    that counted it among the study's never-downloaded subjects."""
+    import logging
+
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=2)
+    gone = plan.subjects[3]
+    renamed = {"MPRAGE": "MPR__GradWarp__B1_Correction__N3__Scaled",
+               "Coreg,_Avg,_Standardized_Image_and_Voxel_Size": "Sag_IR-FSPGR"}
+    for old, new in renamed.items():
+        (root / "ADNI" / gone / old).rename(root / "ADNI" / gone / new)
+    series = ", ".join(sorted(p.name for p in (root / "ADNI" / gone).iterdir()))
+    with caplog.at_level(logging.WARNING):
+        manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    assert gone not in manifest["subject_id"].to_list()
+    (row,) = read_qc(root / "out").filter(pl.col("path") == str(root / "ADNI" / gone)
+                                          ).iter_rows(named=True)
+    assert row["status"] == "skipped"
+    assert row["reason"] == (f"subject folder {gone} skipped: none of its series "
+                             f"({series}) matches a pattern of adni.series")
+    assert "MPR__GradWarp" in series
+    assert "1 downloaded subject folder(s) hold no series that adni.series matches" \
+        in caplog.text and gone in caplog.text
