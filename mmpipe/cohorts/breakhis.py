@@ -24,8 +24,15 @@ and ``tumour_type`` (the type folder). What the adapter does with what it finds:
 - A folder of one magnification holding an image named for another (``-100-`` in
   ``40X/``) rejects that modality for the patient, naming the file, rather than mixing
   magnifications; files that are not images are not read.
+- A folder holding an image named for another patient, class or tumour type rejects
+  that modality for the patient, naming the file.
 - A patient folder whose name does not follow ``SOB_<B|M>_<T>_<patient>``, or whose
   class letter disagrees with its benign/malignant folder, is skipped with a QC row.
+- Patient IDs that differ only in letters after the number (``14-22549AB``,
+  ``14-22549CD``, ``14-22549G``: a dozen or so of the release's folders share an
+  accession number with another) stay separate subjects, as the dataset's 82 patients
+  are its folders; each gets a QC row (``shared_accession``) and the build a warning, since they
+  may be one patient's tissue that a split puts on both sides.
 """
 
 from __future__ import annotations
@@ -61,8 +68,11 @@ TYPES = {"benign": ("adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_aden
 MAGNIFICATIONS = {"mag40": 40, "mag100": 100, "mag200": 200, "mag400": 400}
 LABELS = ("malignant", "tumour_type")
 PATIENT_FOLDER = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)_(?P<patient>.+)$")
-IMAGE_NAME = re.compile(r"^SOB_[BM]_[A-Z]+-(?P<patient>.+)-(?P<mag>\d+)-(?P<n>\d+)\.[A-Za-z]+$")
-SKIPPED, CONFLICT = "skipped", "conflict"
+IMAGE_NAME = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)-(?P<patient>.+)-(?P<mag>\d+)-"
+                        r"(?P<n>\d+)\.[A-Za-z]+$")
+# a patient ID's letters after its number (14-22549AB, 14-22549CD, 14-22549G)
+ACCESSION = re.compile(r"^(?P<number>.*?\d)[A-Z]*$")
+SKIPPED, CONFLICT, SHARED_ACCESSION = "skipped", "conflict", "shared_accession"
 
 
 def breast_folder(root: Path) -> Path:
@@ -113,7 +123,38 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     if other:
         return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds image(s) of another "
                               f"magnification: {', '.join(other[:5])}", str(folder))
+    # a field named for another patient, class or tumour type was pooled into this set
+    own = PATIENT_FOLDER.match(patient_dir.name)
+    foreign = [p.name for p in images if (m := IMAGE_NAME.match(p.name)) is not None
+               and (m["patient"], m["cls"], m["type"]) != (own["patient"], own["cls"],
+                                                           own["type"])]
+    if foreign:
+        return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds image(s) named for "
+                              f"another patient or tumour type: {', '.join(foreign[:5])}",
+                              str(folder))
     return str(folder), None
+
+
+def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]) -> list[QCRecord]:
+    """QC rows of the patient folders whose IDs differ only in the letters after the
+    number (14-22549AB, 14-22549CD): each stays its own subject, as the dataset counts
+    its 82 patients, but may be one patient's tissue, which the splits can then put in
+    both train and test; said, with a warning."""
+    by_number: dict[str, list[str]] = defaultdict(list)
+    for pid in patients:
+        m = ACCESSION.match(pid)
+        by_number[m["number"] if m else pid].append(pid)
+    shared = {n: sorted(ids) for n, ids in by_number.items() if len(ids) > 1}
+    if shared:
+        log.warning("breakhis: %d accession number(s) name several patient folders (%s): "
+                    "each folder is a subject, as BreakHis counts its patients; they may "
+                    "be one patient's tissue in different splits", len(shared),
+                    "; ".join(f"{n}: {', '.join(ids)}" for n, ids in sorted(shared.items())))
+    return [QCRecord(pid, LABEL_QC, SHARED_ACCESSION,
+                     f"patient {pid} shares accession number {n} with "
+                     f"{', '.join(i for i in ids if i != pid)}: a subject of its own (as "
+                     "BreakHis counts patients), possibly the same patient's tissue")
+            for n, ids in sorted(shared.items()) for pid in ids]
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
@@ -143,6 +184,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT, f"patient {sid} is in "
                                       f"{len(entries)} folders ({where}): a label they "
                                       "disagree on is left blank"))
+    source_qc += _shared_accessions(patients)
     for mod in mags:
         paths: list[str | None] = []
         for sid in ids:

@@ -87,3 +87,46 @@ def test_config_errors(tmp_path):
         build_manifest("b", _cfg(tmp_path / "b", modalities={
             "mag40": {"kind": "slide", "encoders": ["clam_resnet50"]}}), tmp_path / "o2",
             base_dir=tmp_path)
+
+
+def test_folders_of_one_accession_number_are_said_and_a_foreign_field_rejects(tmp_path,
+                                                                               caplog):
+    """BreakHis's 14-22549AB, 14-22549CD and 14-22549G (one accession number, three
+    folders) were three subjects with nothing said, though they may be one patient's
+    tissue on both sides of a split; and a field named for another patient was pooled
+    into the set of the folder it lay in."""
+    import logging
+    import shutil
+
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    ok = [p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                plan.misplaced_100x, plan.two_types,
+                                                plan.truncated_png)]
+    base, other = ok[0], ok[1]
+    cls, tumour = plan.patients[base]
+    folder = next((root / "histology_slides" / "breast" / cls / "SOB" / tumour).glob(
+        f"*_{base}"))
+    for letters in ("AB", "CD"):  # its fields named as BreakHis names them: -14-22549AB-
+        copy = folder.with_name(folder.name + letters)
+        shutil.copytree(folder, copy)
+        for png in copy.glob("*/*.png"):
+            png.rename(png.with_name(png.name.replace(f"-{base}-", f"-{base}{letters}-")))
+    other_cls, other_tumour = plan.patients[other]
+    stray = next((root / "histology_slides" / "breast" / other_cls / "SOB" / other_tumour
+                  ).glob(f"*_{other}/200X/*.png"))
+    shutil.copy(stray, folder / "200X" / stray.name)
+    with caplog.at_level(logging.WARNING):
+        manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    shared = qc.filter(pl.col("status") == "shared_accession")
+    assert sorted(shared["subject_id"]) == sorted([base, base + "AB", base + "CD"])
+    assert f"shares accession number {base} with {base}AB, {base}CD" in _qc(
+        qc, base, "label").filter(pl.col("status") == "shared_accession")["reason"].item()
+    assert "1 accession number(s) name several patient folders" in caplog.text
+    assert {base, base + "AB", base + "CD"} <= set(manifest["subject_id"])
+    foreign = _qc(qc, base, "mag200")
+    assert foreign["status"].item() == "rejected"
+    assert f"named for another patient or tumour type: {stray.name}" in foreign["reason"].item()
+    assert _row(manifest, base)["mag200_path"] is None
+    assert _row(manifest, base + "AB")["mag200_path"] is not None
