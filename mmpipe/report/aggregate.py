@@ -445,7 +445,8 @@ def _append_notes(table_md: Path, metrics_paths: list[Path],
             notes.setdefault(m.get("method", "?"), set()).add(note)
         if m.get("trained") is False:
             notes.setdefault(m.get("method", "?"), set()).add(
-                f"not trained in {m.get('scenario')} {m.get('rate')} seed {m.get('seed')}: "
+                f"not trained on {m.get('feature_set')} in {m.get('scenario')} "
+                f"{m.get('rate')} seed {m.get('seed')}: "
                 + "; ".join(n for n in m.get("notes", []) if n.startswith("not trained")))
     lines = ["", *flag_lines] if flag_lines else []
     lines += ["", "## Model weights", "", _weights_line(kept, runs)]

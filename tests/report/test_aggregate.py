@@ -356,6 +356,9 @@ def test_subsets_csv_says_how_many_runs_its_means_leave_out(fake_runs, tmp_path)
                           & ((pl.col("rate") - first["rate"]).abs() < 1e-9))
     assert cell["n_seeds"].to_list() == [2, 2] and cell["n_runs"].to_list() == [3, 3]
     assert set(subsets["n_runs"]) == {3}
+    # the note names the run's feature set, which a method may be trained on several of
+    assert (f"not trained on {first['feature_set']} in {first['scenario']} {first['rate']} "
+            f"seed {first['seed']}") in (out / "results.md").read_text()
 
 
 def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path):

@@ -457,3 +457,13 @@ def test_the_fusion_compared_is_chosen_on_validation_not_on_the_test_runs():
     assert ("- the fusion compared below is **mmare**, the best on these test runs (no "
             "validation balanced accuracy to choose by), so its p values are optimistic"
             in md)
+
+
+def test_a_flag_of_one_feature_set_names_it_when_the_tables_show_several():
+    """Whether to name the feature set was judged from the flags alone: when only
+    muse [all] collapsed, the section said "muse", which the tables show on two feature
+    sets, so the collapse read as the other row's too."""
+    runs = pl.concat([_runs(), _runs().with_columns(pl.lit("other").alias("feature_set"))])
+    lines = flags_markdown(_flags(), summarise(runs))
+    assert any(line.startswith("- **muse [all]**, Natural missingness: collapsed")
+               for line in lines), lines
