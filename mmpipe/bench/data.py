@@ -241,6 +241,18 @@ def blank_columns(provenance: dict[str, Any]) -> list[tuple[int, int]]:
     return pairs
 
 
+def _blank_value_stats(rows: np.ndarray, pairs: list[tuple[int, int]], mean: np.ndarray,
+                       std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``mean`` and ``std`` with each numeric field's value column's statistics over the
+    rows where it has a value, and its blank indicator left as it is (0 and 1)."""
+    for value, blank in pairs:
+        known = rows[:, blank] < 0.5
+        if known.any():
+            mean[value], std[value] = rows[known, value].mean(), rows[known, value].std()
+        mean[blank], std[blank] = 0.0, 1.0
+    return mean, std
+
+
 class Normalizer:
     """Per-modality feature normalisation, fitted on training subjects only.
 
@@ -252,7 +264,11 @@ class Normalizer:
       take their statistics from the training rows with a value, their blanks are set to
       the training mean (0) and their blank indicators stay 0/1: no statistic of the
       stage-1 encoding, fitted on the whole cohort, reaches the features.
-    - ``"l2"``: each feature vector (last axis) scaled to unit L2 norm; nothing to fit.
+    - ``"l2"``: each feature vector (last axis) scaled to unit L2 norm. A tabular store's
+      numeric fields are first standardised and their blanks imputed from the training
+      rows, as the z-score does them: scaled as stored, its vectors carried stage 1's
+      cohort-wide statistics, which the test subjects shape, into every training
+      subject's features.
     - ``"none"``: identity (a tabular store then keeps stage 1's cohort-wide scaling and
       blank imputation: label-free, but not fitted on training subjects only; HGB, the
       method run so, reads such a blank as NaN).
@@ -295,19 +311,24 @@ class Normalizer:
                     mean, std = np.zeros(width), np.ones(width)
                 else:
                     rows = rows.astype(np.float64)
-                    mean, std = rows.mean(axis=0), rows.std(axis=0)
-                    for value, blank in pairs:
-                        known = rows[:, blank] < 0.5
-                        if known.any():
-                            mean[value], std[value] = (rows[known, value].mean(),
-                                                       rows[known, value].std())
-                        mean[blank], std[blank] = 0.0, 1.0  # an indicator stays 0/1
+                    mean, std = _blank_value_stats(rows, pairs, rows.mean(axis=0),
+                                                   rows.std(axis=0))
                     unit = (1.0 if within is None or m not in within.stats
                             else 1.0 / within.stats[m]["std"].astype(np.float64))
                     std = np.where(std < STD_FLOOR, unit, std)
                 if pairs:
                     self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+        elif self.mode == "l2":
+            for j, m in enumerate(data.modalities):
+                if not (pairs := blank_columns(data.provenance.get(m, {}))):
+                    continue
+                width = int(np.prod(self.shapes[m], dtype=np.int64))
+                rows = data.x[m][data.present[:, j]].reshape(-1, width).astype(np.float64)
+                mean, std = _blank_value_stats(rows, pairs, np.zeros(width), np.ones(width))
+                self.blanks[m] = pairs
+                self.stats[m] = {"mean": mean.astype(np.float32),
+                                 "std": np.where(std < STD_FLOOR, 1.0, std).astype(np.float32)}
         self.fitted = True
         return self
 
@@ -323,14 +344,14 @@ class Normalizer:
             if tuple(v.shape[1:]) != tuple(self.shapes[m]):
                 raise StoreError(f"{m}: features of shape {v.shape[1:]}, the normaliser was "
                                  f"fitted on {self.shapes[m]}")
-            if self.mode == "zscore":
+            if m in self.stats:  # the z-score, or l2's tabular fields
                 s = self.stats[m]
                 flat = (v.reshape(len(v), -1) - s["mean"]) / s["std"]
                 for value, blank in self.blanks.get(m, []):
                     flat[:, value] = np.where(v.reshape(len(v), -1)[:, blank] > 0.5, 0.0,
                                               flat[:, value])
                 v = flat.reshape(v.shape)
-            elif self.mode == "l2":
+            if self.mode == "l2":
                 norm = np.linalg.norm(v, axis=-1, keepdims=True) if v.ndim > 1 else np.abs(v)
                 v = v / np.maximum(norm, L2_FLOOR)
             mask = data.present[:, j].reshape(-1, *([1] * (v.ndim - 1)))

@@ -203,3 +203,21 @@ def test_tabular_features_of_training_subjects_do_not_move_with_the_test_subject
     restored = Normalizer.from_state(json.loads(json.dumps(out[0][2].state_dict())))
     te = first.subset([6, 7])
     np.testing.assert_array_equal(restored.transform(te).x["clin"], out[0][1])
+
+
+def test_l2_features_of_training_subjects_do_not_move_with_the_test_subjects():
+    """l2 scaled a tabular store as stored, in stage 1's cohort-wide standardisation: the
+    training subjects' features moved by up to 2 when only the test subjects' ages did
+    (MMIST-ccRCC normalises with l2)."""
+    train = [40.0, 50.0, None, 60.0, 70.0, None]
+    stages = ["I", "II", "I", "II", "I", "II"]
+    out = []
+    for test_ages in ([20.0, 25.0], [90.0, 95.0]):
+        data = _tabular([*train, *test_ages], [*stages, "II", "I"])
+        tr = data.subset(np.arange(6))
+        norm = Normalizer("l2").fit(tr)
+        out.append((norm.transform(tr).x["clin"], norm, tr))
+    np.testing.assert_allclose(out[0][0], out[1][0], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[0][0], axis=1), 1.0, atol=1e-6)
+    restored = Normalizer.from_state(json.loads(json.dumps(out[0][1].state_dict())))
+    np.testing.assert_array_equal(restored.transform(out[0][2]).x["clin"], out[0][0])
