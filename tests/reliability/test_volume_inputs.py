@@ -130,8 +130,8 @@ def test_nifti_with_nan_voxels_is_rejected_at_load(tmp_path, base_config, data_d
     path = _save(tmp_path / "nan.nii.gz", arr)
     # first in the cohort, so it would share Med3D's first batch if it reached the network;
     # read in processes, the rejection and the other rows are the same, bit for bit (a
-    # volume this small is normalised on one thread either way: README, "Volume readers
-    # in processes")
+    # volume this small is normalised on one thread either way: benchmarks/README.md,
+    # "Volume readers in processes")
     rows = _run_with(tmp_path, base_config, data_dir, path, first=True, loader_workers=2,
                      loader_processes=readers == "processes")
     n = SHAPE[0] * SHAPE[1] + 1
