@@ -254,8 +254,10 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             continue
         except (ValueError, RuntimeError) as err:
             # a scaled setting the method cannot build (LARGO's CP rank at half width) is
-            # a failed trial; the method's own defaults must build and train
-            if t == 0:
+            # a failed trial; the method's own defaults must build and train. Memory the
+            # device lacks is the machine's, not the setting's: as a failed trial it left
+            # the method fewer trials on a smaller GPU than on a larger one
+            if t == 0 or isinstance(err, torch.OutOfMemoryError):
                 raise
             record.error = f"{type(err).__name__}: {err}"
             continue

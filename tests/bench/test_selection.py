@@ -390,3 +390,25 @@ def test_each_run_says_how_many_subjects_its_model_trained_on():
     complete = _select({"type": "standard", "max_epochs": 3, "patience": 2}, train, val,
                        tuning=one)
     assert complete.result.n_fit == int(train.present.all(axis=1).sum()) < 60
+
+
+def test_a_trial_out_of_device_memory_fails_the_job_not_the_trial():
+    """A trial that ran out of GPU memory was a failed trial like a setting that cannot
+    build: the method then had fewer trials on a smaller GPU than on a larger one."""
+    import torch
+
+    data = _data(n=60)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
+    cfg = {"type": "concat_zero", "max_epochs": 2}
+
+    def build(over):
+        if over:  # any trial but the defaults
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return build_method({**cfg, **over}, train)
+
+    with pytest.raises(torch.OutOfMemoryError, match="CUDA out of memory"):
+        select_model(build, method_class("concat_zero"), build_method(cfg, train).hparams,
+                     TRAIN_DEFAULTS, train, val, seed=0, device="cpu",
+                     selection=Selection.from_config(None),
+                     tuning=Tuning.from_config({"trials": 2}), normalize="none",
+                     normalizer=None)
