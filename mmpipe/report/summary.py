@@ -107,6 +107,14 @@ def _in_group(scenario: str, rate: float) -> pl.Expr:
     return (pl.col("scenario") == scenario) & ((pl.col("rate") - rate).abs() < 1e-9)
 
 
+def _fixed_test(runs: pl.DataFrame) -> bool:
+    """Whether every run tested on the cohort's own fixed test part (``split_fixed``
+    holds ``test``): its seeds then score the same test subjects."""
+    if "split_fixed" not in runs.columns or not len(runs):
+        return False
+    return all("test" in str(v or "").split(",") for v in runs["split_fixed"].to_list())
+
+
 def _one_split(runs: pl.DataFrame) -> bool:
     """Whether every run's seed trained, validated and tested on the cohort's own split
     (``split_fixed``: train, val and test): its seeds then differ by initialisation only."""
@@ -241,6 +249,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "sampling (and, under cross-validation, folds) alone: the spreads, intervals and p values below say how stable "
             "each method is on these subjects, not how it would fare on another draw of "
             "the cohort, and a deterministic method (logreg, hgb) has no spread.", ""]
+    elif _fixed_test(runs):
+        lines += [
+            "**One test set for every seed.** The cohort's own split fixes its test "
+            "subjects; the seeds redraw training and validation only. The spreads, "
+            "intervals and p values below leave out how much another test sample of the "
+            "cohort would move the scores, which on a test set of this size may be larger "
+            "than the spread over seeds.", ""]
     def best_of(rs, key=col):
         return (min if lower else max)(rs, key=lambda x: x[key]) if rs else None
 

@@ -430,8 +430,11 @@ def test_seeds_on_the_cohorts_own_split_are_said_to_differ_by_initialisation_onl
     assert verdicts and all("over initialisations on one split" in x for x in verdicts)
     # a split that fixes the test part only redraws train and val per seed
     test_only = runs.with_columns(split_fixed=pl.lit("test"))
-    assert "One split for every seed" not in summary_markdown(test_only, summarise(test_only),
-                                                             _flags())
+    md = summary_markdown(test_only, summarise(test_only), _flags())
+    assert "One split for every seed" not in md
+    # but every seed scores the same test subjects, which the intervals cannot see
+    assert "**One test set for every seed.**" in md
+    assert "One test set" not in plain
 
 
 
