@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,21 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
+def usable_rows(features, path) -> np.ndarray:
+    """A store's present rows whose features are all finite. The writer refuses NaN and
+    inf; a present row of them (a store written another way) is absent, with a warning
+    naming the subjects, in training and in ``mmpipe predict`` alike (predict scored one
+    as input, its NaN as 0 and its inf as 3.4e38)."""
+    n = len(features.subject_id)
+    finite = (np.isfinite(features.emb.reshape(n, -1)).all(axis=1) if n
+              else np.ones(0, dtype=bool))
+    bad = features.present & ~finite
+    if bad.any():
+        log.warning("%s: %d present subject(s) with NaN or inf features, read as absent: %s",
+                    path, int(bad.sum()), ", ".join(features.subject_id[bad][:10].tolist()))
+    return features.present & finite
+
+
 def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label: str
                      ) -> tuple[BenchData, list[dict]]:
     """Load the stores of ``feature_set`` and the manifest label ``label``.
@@ -160,6 +176,10 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
     feats = [read_features(p) for p in paths]
 
     ids = feats[0].subject_id
+    twice = sorted(s for s, k in Counter(ids.tolist()).items() if k > 1)
+    if twice:  # the writer refuses them; a store written another way was read twice over
+        raise StoreError(f"feature store {paths[0]} lists subject(s) {twice[:5]} more than "
+                         "once: rebuild it")
     for p, f in zip(paths[1:], feats[1:], strict=True):
         if len(f.subject_id) != len(ids) or (f.subject_id != ids).any():
             raise StoreError(f"feature stores {paths[0]} and {p} do not list the same subjects "
@@ -176,9 +196,8 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
 
     labels = dict(zip(manifest_ids, df[label].to_list(), strict=True))
     present = np.zeros((len(ids), len(modalities)), dtype=bool)
-    for j, f in enumerate(feats):
-        finite = np.isfinite(f.emb.reshape(len(ids), -1)).all(axis=1) if len(ids) else f.present
-        present[:, j] = f.present & finite
+    for j, (p, f) in enumerate(zip(paths, feats, strict=True)):
+        present[:, j] = usable_rows(f, p)
 
     dropped: list[dict] = []
     keep = np.ones(len(ids), dtype=bool)

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from mmpipe.bench.bundle import ModelBundleError, load_bundle
-from mmpipe.bench.data import BenchData, Normalizer
+from mmpipe.bench.data import BenchData, Normalizer, usable_rows
 from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.errors import ConfigError, StoreError
@@ -141,8 +141,8 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
             if feats[m].emb.shape[1:] != shape:
                 raise StoreError(f"{m}: features of shape {feats[m].emb.shape[1:]}, the run "
                                  f"expects {shape}")
-            present[:, j] = feats[m].present
-            x[m] = np.where(feats[m].present.reshape(-1, *[1] * len(shape)),
+            present[:, j] = usable_rows(feats[m], stores[m])
+            x[m] = np.where(present[:, j].reshape(-1, *[1] * len(shape)),
                             np.nan_to_num(feats[m].emb), 0).astype(np.float32)
         else:
             x[m] = np.zeros((n, *shape), np.float32)

@@ -221,3 +221,16 @@ def test_l2_features_of_training_subjects_do_not_move_with_the_test_subjects():
     np.testing.assert_allclose(np.linalg.norm(out[0][0], axis=1), 1.0, atol=1e-6)
     restored = Normalizer.from_state(json.loads(json.dumps(out[0][1].state_dict())))
     np.testing.assert_array_equal(restored.transform(out[0][2]).x["clin"], out[0][0])
+
+
+def test_a_store_listing_a_subject_twice_is_refused(tmp_path):
+    """The store was checked against the manifest as a set: a second row of a subject
+    (a store the writer, which refuses it, did not write) trained and scored it twice."""
+    import zarr
+
+    cohort = _cohort(tmp_path)
+    store = CohortLayout(cohort).store("ct", "ctenc")
+    ids = zarr.open_group(store, mode="r+")["subject_id"]
+    ids[1] = "p1"
+    with pytest.raises(StoreError, match=r"lists subject\(s\) \['p1'\] more than once"):
+        load_feature_set(cohort, {"ct": "ctenc"}, "grade")

@@ -441,3 +441,33 @@ def test_every_feature_set_is_scored_on_the_same_test_subjects(cohort, tmp_path)
     no_b = tested["b_only"].filter(pl.col("no_input"))
     assert len(no_b) > 0 and set(no_b["pattern"]) == {""}
     assert not tested["all"]["no_input"].any()
+
+
+def test_a_store_row_of_nan_or_inf_is_absent_in_training_and_in_predict(cohort, tmp_path,
+                                                                        caplog):
+    """Training read a present row of NaN or inf as absent with nothing said; `mmpipe
+    predict` scored it as input (NaN as 0, inf as 3.4e38: a saturated score)."""
+    import logging
+    import shutil
+
+    import zarr
+
+    root, cohort_dir = cohort
+    out = tmp_path / "run"
+    run_experiment(cohort_dir, {"a": "precomputed"}, "y", {"type": "concat_zero",
+                   "max_epochs": 2}, root / "split.parquet", root / "mask.parquet", out,
+                   seed=0, tuning={"trials": 1},
+                   meta={"cohort": "toy", "feature_set": "a", "method": "concat_zero",
+                         "scenario": "mcar", "rate": 0.4})
+    store = tmp_path / "a.zarr"
+    shutil.copytree(cohort_dir / "features" / "a" / "precomputed.zarr", store)
+    group = zarr.open_group(store, mode="r+")
+    present = np.flatnonzero(group["present"][:])[:2]
+    emb = group["emb"][:]
+    emb[present[0]], emb[present[1]] = np.nan, np.inf
+    group["emb"][:] = emb
+    with caplog.at_level(logging.WARNING):
+        scored = predict_stores(out, {"a": store})
+    assert scored["no_input"].to_list()[present[0]] and scored["no_input"].to_list()[present[1]]
+    assert scored["score_1"].is_nan().to_list()[present[1]]
+    assert "2 present subject(s) with NaN or inf features, read as absent" in caplog.text
