@@ -342,19 +342,24 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     if not any(e.get("type") == "text" for e in encoders):
         return []
     prompt = mod.get("prompt") or {}
-    problems = []
+    # an `encoding_from` entry takes its codes from the stored encoding, which the config
+    # cannot see; of several tabular encodings (compared with each other), the prompt
+    # must agree with one
+    differences = []
     for enc_name, enc in zip(mod.get("encoders", []), encoders, strict=True):
-        if enc.get("type") != "tabular":
+        if enc.get("type") != "tabular" or enc.get("encoding_from"):
             continue
         differ = {f: (sorted(missing_codes(enc, f)), sorted(missing_codes(prompt, f)))
                   for f in sorted(fields)
                   if missing_codes(enc, f) != missing_codes(prompt, f)}
-        if differ:
-            shown = "; ".join(f"{f}: {a} against {b}" for f, (a, b) in differ.items())
-            problems.append(f"{where}.prompt.missing_values: the tabular encoder {enc_name!r} "
-                            f"treats other codes as blank than the prompt does ({shown}); "
-                            "give the prompt the same missing_values")
-    return problems
+        if not differ:
+            return []
+        differences.append(f"the tabular encoder {enc_name!r}: " + "; ".join(
+            f"{f}: {a} against {b}" for f, (a, b) in differ.items()))
+    if not differences:
+        return []
+    return [f"{where}.prompt.missing_values: the prompt treats other codes as blank than "
+            f"{' and '.join(differences)}; give the prompt the same missing_values"]
 
 
 def _check_methods(cfg: dict) -> list[str]:

@@ -650,12 +650,22 @@ def test_a_table_read_as_text_and_as_a_table_has_the_same_missing_codes(raw_conf
     cfg = copy.deepcopy(raw_config)
     cfg["encoders"]["tabular"]["missing_values"] = {"age": [-1], "stage": ["-1", "x"]}
     with pytest.raises(ConfigError, match=re.escape(
-            "config.cohorts.demo.modalities.clinical.prompt.missing_values: the tabular "
-            "encoder 'tabular' treats other codes as blank than the prompt does (age: ['-1'] "
-            "against []; stage: ['-1', 'x'] against [])")):
+            "config.cohorts.demo.modalities.clinical.prompt.missing_values: the prompt "
+            "treats other codes as blank than the tabular encoder 'tabular': age: ['-1'] "
+            "against []; stage: ['-1', 'x'] against []")):
         validate_config(cfg)
     cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["missing_values"] = {
         "age": [-1.0], "stage": ["x", -1]}
+    validate_config(cfg)
+    # a second tabular encoding without codes (compared with the first): the prompt
+    # agrees with one of them
+    cfg["encoders"]["tabular_raw"] = {"type": "tabular"}
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["encoders"].append("tabular_raw")
+    validate_config(cfg)
+    # an encoding reused from a store states no codes here: nothing to compare with
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"] = {"type": "tabular", "encoding_from": "elsewhere.zarr"}
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["missing_values"] = [-1]
     validate_config(cfg)
 
 

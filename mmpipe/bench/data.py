@@ -287,7 +287,9 @@ class Normalizer:
       numeric fields are first standardised and their blanks imputed from the training
       rows, as the z-score does them: scaled as stored, its vectors carried stage 1's
       cohort-wide statistics, which the test subjects shape, into every training
-      subject's features.
+      subject's features. Under cross-validation these statistics are the training
+      part's (train + val) for every fold: a held-out fold shapes its training folds'
+      tabular features, which the z-score refits per fold; the test split never does.
     - ``"none"``: identity (a tabular store then keeps stage 1's cohort-wide scaling and
       blank imputation: label-free, but not fitted on training subjects only; HGB, the
       method run so, reads such a blank as NaN).

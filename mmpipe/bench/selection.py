@@ -36,6 +36,7 @@ from mmpipe.bench.budget import Selection
 from mmpipe.bench.data import BenchData, Normalizer
 from mmpipe.bench.trainer import LOG_HEADER, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.bench.tuning import TrialRecord, Tuning, candidate_overrides, selection_score
+from mmpipe.errors import out_of_memory
 from mmpipe.methods import TRAINER_KEYS
 
 
@@ -248,6 +249,12 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
                                                          selection, normalize, normalizer)
                 if not members:
                     raise NotTrainable("no fold could train")
+                diverged = [k for k, r in enumerate(results) if r.diverged]
+                if diverged and selection.final == "refit":
+                    # the refit has no validation split to keep a checkpoint from: where
+                    # a fold diverged, it would diverge with nothing to fall back on
+                    raise NotTrainable(f"fold(s) {diverged} diverged, and a refit without "
+                                       "a validation split keeps no checkpoint")
                 y, method, result = pool.y, None, results[0]
         except NotTrainable as err:
             record.error = str(err)
@@ -257,7 +264,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             # a failed trial; the method's own defaults must build and train. Memory the
             # device lacks is the machine's, not the setting's: as a failed trial it left
             # the method fewer trials on a smaller GPU than on a larger one
-            if t == 0 or isinstance(err, torch.OutOfMemoryError):
+            if t == 0 or out_of_memory(err):
                 raise
             record.error = f"{type(err).__name__}: {err}"
             continue

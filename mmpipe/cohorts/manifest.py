@@ -501,6 +501,8 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
             if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
                 # but "NA" is no category: it made a row of markers a present table
                 columns.append(pl.Series(name, _without_markers(col), dtype=pl.Utf8))
+            elif col.dtype.is_float():  # nor a NaN (a pandas-written 1.0,NaN,2.0)
+                columns.append(col.fill_nan(None))
             continue
         if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
             col, bad = _clean_text_field(name, ids, col)

@@ -1,7 +1,8 @@
 """Clinical table rows → text prompts for a clinical text encoder.
 
 The prompt is a header followed by one phrase per field, in the configured field
-order. A blank field is left out (``missing: omit``) or written with
+order. A blank field (empty, NaN, or the text "missing", as the tabular encoding reads
+it) is left out (``missing: omit``) or written with
 ``missing_text`` (``missing: explicit``); the two modes are what the literature on
 prompting tabular data compares. A value among the prompt's ``missing_values`` (codes
 such as MMIST's ``-1`` = unknown, for every field or per field, matched as the tabular
@@ -13,7 +14,6 @@ The task label is never part of a prompt.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,14 +25,6 @@ from mmpipe.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_PHRASE = "{field}: {value}."
-
-
-def _is_blank(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
 
 
 def _format(value: Any) -> str:
@@ -51,7 +43,10 @@ def missing_codes(prompt: Mapping[str, Any], field: str) -> set[str]:
 
 
 def _is_missing(value: Any, codes: set[str]) -> bool:
-    return _is_blank(value) or (bool(codes) and _canon(value) in codes)
+    """Blank as the tabular encoding reads a value (None, NaN, whitespace, the text
+    "missing") or one of ``codes``."""
+    canonical = _canon(value)
+    return canonical is None or canonical in codes
 
 
 def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any]) -> str | None:

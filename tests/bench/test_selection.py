@@ -392,9 +392,14 @@ def test_each_run_says_how_many_subjects_its_model_trained_on():
     assert complete.result.n_fit == int(train.present.all(axis=1).sum()) < 60
 
 
-def test_a_trial_out_of_device_memory_fails_the_job_not_the_trial():
-    """A trial that ran out of GPU memory was a failed trial like a setting that cannot
-    build: the method then had fewer trials on a smaller GPU than on a larger one."""
+@pytest.mark.parametrize("error", [
+    "torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')",
+    "RuntimeError('[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can\\'t "
+    "allocate memory: you tried to allocate 4294967296 bytes')"])
+def test_a_trial_out_of_memory_fails_the_job_not_the_trial(error):
+    """A trial that ran out of GPU (or CPU) memory was a failed trial like a setting that
+    cannot build: the method then had fewer trials on a smaller machine than on a larger
+    one."""
     import torch
 
     data = _data(n=60)
@@ -403,12 +408,54 @@ def test_a_trial_out_of_device_memory_fails_the_job_not_the_trial():
 
     def build(over):
         if over:  # any trial but the defaults
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise eval(error, {"torch": torch})
         return build_method({**cfg, **over}, train)
 
-    with pytest.raises(torch.OutOfMemoryError, match="CUDA out of memory"):
+    with pytest.raises((torch.OutOfMemoryError, RuntimeError), match="memory"):
         select_model(build, method_class("concat_zero"), build_method(cfg, train).hparams,
                      TRAIN_DEFAULTS, train, val, seed=0, device="cpu",
                      selection=Selection.from_config(None),
                      tuning=Tuning.from_config({"trials": 2}), normalize="none",
                      normalizer=None)
+
+
+def test_a_refit_is_not_chosen_where_its_folds_diverged():
+    """A fold that diverged after a checkpoint keeps it; but a refit runs without a
+    validation split and keeps none, so choosing that setting made the refit diverge and
+    the seed untrained. Under `final: refit` such a trial fails; the others are chosen."""
+    import torch
+
+
+    data = _data(n=60)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
+    cfg = {"type": "concat_zero", "max_epochs": 6, "min_epochs": 1}
+
+    def build(over):
+        method = build_method({**cfg, **over}, train)
+        if not over:  # the defaults: their loss turns inf after a few training batches
+            loss, calls = method.loss, [0]
+
+            def diverging(*args):
+                value, logits = loss(*args)
+                if method.training:
+                    calls[0] += 1
+                    if calls[0] > 2:
+                        value = value * float("inf")
+                return value, logits
+
+            method.loss = diverging
+        return method
+
+    def select(final):
+        return select_model(build, method_class("concat_zero"),
+                            build_method(cfg, train).hparams, TRAIN_DEFAULTS, train, val,
+                            seed=0, device="cpu",
+                            selection=Selection.from_config({"strategy": "cv", "folds": 3,
+                                                             "final": final}),
+                            tuning=Tuning.from_config({"trials": 2}), normalize="none",
+                            normalizer=None)
+
+    refit = select("refit")
+    assert "diverged, and a refit without a validation split" in refit.record["trials"][0]["error"]
+    assert refit.overrides != {}
+    assert torch.isfinite(torch.as_tensor(refit.record["trials"][1]["val_loss"]))

@@ -276,6 +276,11 @@ def test_a_field_read_as_categories_has_no_missing_marker_category():
     # s3 and s4 had markers only: no table, so nothing to learn from
     assert "s3" not in m.frame["subject_id"].to_list()
     assert "s4" not in m.frame["subject_id"].to_list()
+    # a pandas-written column of codes (1.0, NaN, 2.0) is read as floats: NaN is no code
+    m = finalize_manifest("toy", "csv", _table_output(
+        [1.0, float("nan"), 2.0], sexes=["F", "NA", "M"], age_dtype=pl.Float64,
+        categorical=("age", "sex")))
+    assert m.frame["subject_id"].to_list() == ["s0", "s2"]
 
 
 def test_floats_and_a_subject_left_with_nothing():

@@ -53,3 +53,12 @@ def test_missing_values_codes_are_blank_and_a_row_of_codes_has_no_prompt():
     # a code for every field
     assert render_prompt({"age": -1, "sex": -1}, ["age", "sex"],
                          {**PROMPT, "missing_values": [-1]}) is None
+
+
+def test_the_text_missing_is_blank_as_the_tabular_encoding_reads_it():
+    """The tabular encoding reads "missing" (any case) as blank; the prompts wrote
+    "smoking: missing." and kept a subject of such values present."""
+    m = pl.DataFrame({"subject_id": ["a", "b"], "age": ["Missing", "50"],
+                      "sex": ["missing", None]})
+    out = build_prompts(m, ["age", "sex"], [], PROMPT)
+    assert out["prompt"].to_list() == [None, "Record. Age 50."]

@@ -455,6 +455,13 @@ def test_the_fusion_compared_is_chosen_on_validation_not_on_the_test_runs():
     assert any(line.startswith("- **baseline hgb ahead of the fusion** muse")
                for line in lines), lines
     assert not any("**mmare**" in line and "vs baseline" in line for line in lines)
+    # a fusion without a validation value (an AUC undefined on a one-class split) is not
+    # chosen, and does not send the whole group back to the test means
+    partial = runs.with_columns(pl.when(pl.col("method") == "mmare").then(None)
+                                .otherwise(pl.col("val_balanced_accuracy"))
+                                .alias("val_balanced_accuracy"))
+    assert "the fusion compared below is **muse**, the best fusion by validation" in \
+        summary_markdown(partial, summarise(partial), None)
     # no validation value: the best on test, said to be optimistic
     md = summary_markdown(_runs(), summarise(_runs()), _flags())
     assert ("- the fusion compared below is **mmare**, the best on these test runs (no "
