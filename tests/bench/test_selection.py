@@ -425,7 +425,6 @@ def test_a_refit_is_not_chosen_where_its_folds_diverged():
     the seed untrained. Under `final: refit` such a trial fails; the others are chosen."""
     import torch
 
-
     data = _data(n=60)
     train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
     cfg = {"type": "concat_zero", "max_epochs": 6, "min_epochs": 1}
