@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, out_of_memory
+from mmpipe.io.declared_size import beyond_file
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,14 @@ def _read_errors(path: Path) -> Iterator[None]:
     except ValueError as exc:
         raise InputError(_value_error_reason(exc, path), path) from exc
     except Exception as exc:  # truncated zip, bad header, unpickling errors of torch.load ...
+        if out_of_memory(exc):
+            # the machine's, which fails the job so that a larger node reruns it, unless
+            # the file cannot hold what its header asks for (numpy says how much)
+            declared = getattr(exc, "_total_size", None)
+            why = beyond_file(int(declared), path) if declared is not None else None
+            if why is None:
+                raise
+            raise InputError(f"cannot read features: {why}", path) from exc
         raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
 
 

@@ -34,6 +34,7 @@ from monai.data import ImageReader
 from monai.transforms import Transform
 
 from mmpipe.errors import ConfigError, InputError, out_of_memory
+from mmpipe.io.declared_size import beyond_file
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
 
@@ -149,8 +150,16 @@ class LoadVolume(Transform):
         name = str(path)
         if not Path(name).is_file():
             raise InputError("volume file not found", path=path)
-        reader = NibabelReader() if name.endswith(_NIFTI_SUFFIXES) else SimpleITKReader()
-        array, meta = reader.get_data(reader.read(name))
+        nifti = name.endswith(_NIFTI_SUFFIXES)
+        reader = NibabelReader() if nifti else SimpleITKReader()
+        read = reader.read(name)
+        if nifti:  # the header is read; the voxels are not until get_data
+            header = read.header
+            declared = int(np.prod(header.get_data_shape(), dtype=np.float64)
+                           * header.get_data_dtype().itemsize)
+            if why := beyond_file(declared, name):
+                raise InputError(f"shape {tuple(header.get_data_shape())}: {why}", path=path)
+        array, meta = reader.get_data(read)
         with np.errstate(over="ignore"):  # values beyond float32 become inf: counted below
             array = np.asarray(array, dtype=np.float32)
         if array.ndim < 3:

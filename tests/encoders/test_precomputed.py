@@ -131,3 +131,25 @@ def test_mmist_files(shared_data):
     if not wsi:
         pytest.skip("no WSI features")
     assert load_feature_file(wsi[0]).shape == (1024,)
+
+
+def test_a_header_declaring_more_than_the_file_holds_is_the_files_error(tmp_path):
+    """A .npy whose header declares a huge shape made numpy ask for terabytes: a
+    MemoryError, which read as the machine's and failed the job instead of naming the
+    file. A real shortage of memory still fails the job."""
+    np.save(tmp_path / "ok.npy", np.zeros((4, 4), np.float32))
+    blob = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "huge.npy").write_bytes(blob.replace(b"(4, 4)", b"(99999999, 9999)"))
+    with pytest.raises(InputError, match="its header declares 3999599960004 bytes of data, "
+                       "and the file holds"):
+        load_feature_file(tmp_path / "huge.npy")
+    # memory short for a file that can hold what it declares: the machine's
+    import unittest.mock
+
+    try:  # numpy's, with its size (numpy._core from numpy 2)
+        from numpy._core._exceptions import _ArrayMemoryError
+    except ImportError:
+        from numpy.core._exceptions import _ArrayMemoryError
+    short = _ArrayMemoryError((4, 4), np.dtype(np.float32))
+    with unittest.mock.patch("numpy.load", side_effect=short), pytest.raises(MemoryError):
+        load_feature_file(tmp_path / "ok.npy")

@@ -8,6 +8,7 @@ store rows with those of a cohort of the good subjects alone.
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def test_truncated_nifti_is_rejected(tmp_path, base_config, data_dir, baseline, 
     if variant == "nii":
         blob = source.read_bytes()
         path.write_bytes(blob[: len(blob) // 2])
-        expected = ("OSError", "could the file be damaged")
+        # its header declares more voxels than the file holds: said before reading them
+        expected = ("its header declares", f"the file holds {len(blob) // 2} bytes")
     else:
         _save(tmp_path / "whole.nii.gz", _blob(5))
         blob = (tmp_path / "whole.nii.gz").read_bytes()
@@ -119,6 +121,27 @@ def test_truncated_nifti_is_rejected(tmp_path, base_config, data_dir, baseline, 
         expected = ("EOFError", "Compressed file ended before the end-of-stream marker")
     rows = _run_with(tmp_path, base_config, data_dir, path)
     _check(rows, baseline, "bad", f"cannot read or preprocess: file {path}", *expected)
+
+
+@pytest.mark.parametrize("variant", ["nii", "nii.gz"])
+def test_a_header_declaring_terabytes_rejects_its_subject_not_the_job(
+        tmp_path, base_config, data_dir, baseline, variant):
+    """A damaged header's dimensions (30000 cubed) made nibabel ask for 108 TB before it
+    read a voxel: the MemoryError read as the machine's, which failed the job (and its
+    retries with more memory) with an empty message naming no subject."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((30000, 30000, 30000))
+    header.set_data_dtype(np.float32)
+    path = tmp_path / f"huge.{variant}"
+    nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).to_filename(path)
+    opener = gzip.open if variant == "nii.gz" else open
+    with opener(path, "rb") as fh:
+        blob = fh.read()
+    with opener(path, "wb") as fh:
+        fh.write(header.binaryblock + blob[len(header.binaryblock):])
+    rows = _run_with(tmp_path, base_config, data_dir, path)
+    _check(rows, baseline, "bad", "shape (30000, 30000, 30000): its header declares "
+           "108000000000000 bytes of data")
 
 
 @pytest.mark.parametrize("readers", ["threads", "processes"])
