@@ -14,7 +14,7 @@ def setup(job, items) -> None:
 
     build_network(job)
     recipe = job.cfg.get("transform", {})
-    job.state = build_volume_transform(recipe, median_spacing=median_spacing_for(recipe, items))
+    job.state = build_volume_transform(recipe, median_spacing=median_spacing_for(job, recipe, items))
 
 
 def run(job, items, writer, progress=None) -> None:

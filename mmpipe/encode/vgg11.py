@@ -26,7 +26,7 @@ def setup(job, items) -> None:
         job.bag_item_shape, job.bag_coord_dim = job.feature_shape, 1
         job.bag_coords = "slice index after preprocessing"
     recipe = job.cfg.get("transform", {})
-    job.state = build_slice_transform(recipe, median_spacing=median_spacing_for(recipe, items))
+    job.state = build_slice_transform(recipe, median_spacing=median_spacing_for(job, recipe, items))
 
 
 def _write(job, writer, sid: str, per_slice: np.ndarray) -> None:

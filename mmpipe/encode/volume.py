@@ -62,7 +62,10 @@ def batch_of(tensors: list[torch.Tensor], stack: bool = True) -> torch.Tensor:
     return torch.stack(tensors) if stack else torch.cat(tensors)
 
 
-def median_spacing_for(recipe: dict, items):
+def median_spacing_for(job, recipe: dict, items):
+    """The cohort's median spacing under ``spacing: median``, recorded in the job's store
+    attributes (its preprocessing): the recipe says only "median", so two cohorts
+    resampled to different grids read as made alike, and `mmpipe predict` said nothing."""
     if recipe.get("spacing") != "median":
         return None
     from mmpipe.preprocess.volume import cohort_median_spacing
@@ -71,5 +74,6 @@ def median_spacing_for(recipe: dict, items):
     spacing = cohort_median_spacing([i.source for i in items],
                                     orientation=recipe.get("orientation"))
     log.info("median spacing of %d volumes: %s", len(items), spacing)
+    job.attrs["median_spacing"] = [float(s) for s in spacing] if spacing is not None else None
     return spacing
 

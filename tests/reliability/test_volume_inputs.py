@@ -183,3 +183,29 @@ def test_4d_nifti_is_rejected(tmp_path, base_config, data_dir, baseline, variant
     rows = _run_with(tmp_path, base_config, data_dir, path)
     _check(rows, baseline, "bad", str(path), f"got array shape {shape} (channel first)",
            "a 4-D or multi-channel file")
+
+
+def test_the_median_spacing_a_store_was_resampled_to_is_in_its_preprocessing(
+        tmp_path, base_config, data_dir):
+    """`spacing: median` recorded only "median": two cohorts resampled to different grids
+    had the same preprocessing hash, and `mmpipe predict` said nothing."""
+    from mmpipe.store import read_features
+
+    encoders = {**base_config["encoders"]}
+    encoders[ENCODER] = {**encoders[ENCODER], "transform": {
+        **encoders[ENCODER]["transform"], "resize": RESIZE, "spacing": "median"}}
+    coarse = np.diag([3.0, 3.0, 6.0, 1.0])
+    stored = []
+    for name, extra in (("fine", []), ("coarse", [2, 3])):
+        rows = _good_rows(data_dir)
+        for k in extra:  # two more volumes on a coarser grid move the median
+            path = tmp_path / f"coarse{k}.nii.gz"
+            nib.save(nib.Nifti1Image(_blob(k), coarse), path)
+            rows.append({"id": f"coarse{k}", "y": k % 2, "mri": str(path)})
+        cfg = with_cohort(base_config, csv_cohort_config(
+            write_csv(tmp_path / name / "cohort.csv", rows), MODALITIES), encoders=encoders)
+        stored.append(read_features(encode(build(tmp_path / name, cfg), cfg, MODALITY,
+                                           ENCODER).path).attrs)
+    spacings = [a["preprocessing"]["median_spacing"] for a in stored]
+    assert spacings[0] != spacings[1] and len(spacings[0]) == 3
+    assert stored[0]["preprocessing_hash"] != stored[1]["preprocessing_hash"]
