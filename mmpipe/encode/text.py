@@ -8,8 +8,18 @@ _TEXT_CHUNK = 256  # prompts encoded per call: bounded memory whatever the cohor
 
 
 def setup(job, items) -> None:
+    from mmpipe.encoders.registry import get_encoder_type
+
     build_network(job)
     job.feature_shape = (job.net.dim,)  # a projection's or checkpoint's width is in its file
+    # the settings that ran: the config leaves pooling and normalisation to the model's
+    # sentence-transformers files, and the length is capped by the model's, so a store
+    # of CLS pooling, unnormalised, read as one of mean pooling (and a config's 1024 as
+    # the 256 tokens encoded) to `mmpipe predict`
+    job.attrs["embedding_settings"] = {
+        **get_encoder_type("text").embedding_settings(job.params.get("config") or job.cfg),
+        "pooling": job.net.pooling, "normalize": job.net.normalize,
+        "max_length": job.net.max_length}
 
 
 def run(job, items, writer, progress=None) -> None:

@@ -28,3 +28,16 @@ def test_a_truncated_prompt_is_noted_on_its_subject(tmp_path):
     reasons = dict(zip(f.subject_id, f.reason, strict=True))
     assert reasons["p1"] == "prompt longer than 256 tokens: its end was not encoded"
     assert reasons["p2"] == "" and np.all(f.present)
+
+
+def test_the_store_records_the_settings_that_ran_not_the_configs():
+    """The config's pooling and normalisation (unset: the model's sentence-transformers
+    files decide) and its length (capped at the model's) were recorded as given: a store
+    of CLS pooling, unnormalised, read as made like one of mean pooling."""
+    cfg = {"type": "text", "model": "minilm", "max_length": 1024}
+    job = EncodeJob(cfg=cfg, params={"config": cfg}, modality="clinical",
+                    device=torch.device("cpu"))
+    text.setup(job, [])
+    assert job.attrs["embedding_settings"] == {
+        "model": "minilm", "max_length": 256,
+        "pooling": "mean", "normalize": True}
