@@ -98,6 +98,17 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _under_root(root: str | None, path: str | None) -> str | None:
+    """``path`` relative to the dataset's ``root`` when it lies under it, else as is."""
+    if path is None or not root:
+        return path
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def _file_stamp(path: str | None) -> Any:
     if path is None:
         return None
@@ -123,15 +134,24 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
         return "not in the manifest"
     own = [spec["path_column"]] if "path_column" in spec else list(spec.get("fields", []))
     extra = [c for c in meta.get("extra_columns", []) if c not in own]
-    rows = df.select(SUBJECT, *own, *extra).rows()
     paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
+    # where the dataset lies is no part of what a job reads from it: a download moved or
+    # copied with its times (mv, cp -a, rsync -a) reruns nothing after the manifest
+    under = functools.partial(_under_root, meta.get("source"))
+    rows = df.select(SUBJECT, *own, *extra).with_columns(
+        pl.col(c).map_elements(under, return_dtype=pl.String) for c in own + extra
+        if c in paths).rows()
     # not the whole-cohort rows, which no store reads: a stray file in a download's folder
     # (a "skipped" row, there as soon as the listing rebuilds the manifest) reruns none of
     # the modality's jobs
     qc = read_qc(root).filter((pl.col("modality") == modality)
                               & (pl.col(SUBJECT) != ALL_SUBJECTS))
-    qc_rows = qc.select(SUBJECT, "status", "reason", "path").rows()
+    root = meta.get("source")
+    qc_rows = [(sid, status, reason.replace(root.rstrip(os.sep) + os.sep, "") if root and
+                reason else reason, under(path))
+               for sid, status, reason, path in qc.select(SUBJECT, "status", "reason",
+                                                          "path").rows()]
     return _digest({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
                     "qc": qc_rows, "files": files})
 

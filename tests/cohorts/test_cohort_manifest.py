@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -465,3 +466,54 @@ def test_a_manifest_a_killed_build_left_does_not_stop_planning(tmp_path):
     meta["n_subjects"] = 3  # the JSON of a newer build, the parquet of the older
     (tmp_path / "manifest.json").write_text(json.dumps(meta))
     assert modality_view_digest(tmp_path, "ct") == "unreadable"
+
+
+def test_a_download_moved_with_its_times_keeps_every_modalitys_view(tmp_path):
+    """The views hashed the files' absolute paths: a dataset moved or copied with its
+    times (mv, cp -a), or a project moved with its demo, reran every preprocessing and
+    encoding job (and they failed where the old paths were gone)."""
+    import shutil
+
+    def build(root, out):
+        rows = [_row("a", ct=str(root / "ct" / "a"), age=50),
+                _row("b", wsi=str(root / "b.svs"), sex="M")]
+        qc = [QCRecord("b", "ct", "rejected", f"cannot read {root / 'ct' / 'b'}: cut short",
+                       str(root / "ct" / "b"))]
+        output = AdapterOutput(frame=pl.DataFrame(rows, schema=_output([]).frame.schema),
+                               modalities=SPECS, labels=["y"], qc=qc, source=str(root))
+        write_manifest(finalize_manifest("toy", "csv", output), out)
+        return {m: modality_view_digest(out, m) for m in SPECS}
+
+    first = tmp_path / "disk1" / "data"
+    (first / "ct" / "a").mkdir(parents=True)
+    (first / "ct" / "a" / "IM1.dcm").write_bytes(b"slice")
+    (first / "b.svs").write_bytes(b"slide")
+    before = build(first, tmp_path / "out1")
+    moved = tmp_path / "disk2" / "copy"
+    shutil.copytree(first, moved)  # copy2: the files' times come with them
+    assert build(moved, tmp_path / "out2") == before
+    (moved / "b.svs").write_bytes(b"other")  # a file replaced in the copy still counts
+    assert build(moved, tmp_path / "out3")["wsi"] != before["wsi"]
+
+
+def test_a_relative_root_moved_with_the_project_rebuilds_the_manifest(tmp_path, monkeypatch,
+                                                                      raw_config):
+    """The manifest holds absolute paths: the project moved (the demo's raw files, a
+    ../shared root) left them pointing where nothing is, and nothing rebuilt it."""
+    from mmpipe.config import validate_config
+    from mmpipe.params import manifest_params
+
+    cfg = validate_config(raw_config)
+    monkeypatch.chdir(tmp_path)
+    here = manifest_params(cfg, "demo")
+    (tmp_path / "moved").mkdir()
+    monkeypatch.chdir(tmp_path / "moved")
+    assert manifest_params(cfg, "demo") != here
+    # an absolute root names its files wherever the project is
+    (tmp_path / "mmist").mkdir()
+    absolute = copy.deepcopy(raw_config)
+    absolute["cohorts"]["mmist_ccrcc"]["root"] = str(tmp_path / "mmist")
+    cfg = validate_config(absolute)
+    elsewhere = manifest_params(cfg, "mmist_ccrcc")
+    monkeypatch.chdir(tmp_path)
+    assert manifest_params(cfg, "mmist_ccrcc") == elsewhere
