@@ -761,3 +761,16 @@ def test_a_methods_trainer_numbers_are_checked(raw_config, setting, value):
     cfg["methods"]["mmare"][setting] = value
     with pytest.raises(ConfigError, match=f"config.methods.mmare.{setting}"):
         validate_config(cfg)
+
+
+def test_two_runs_of_one_name_on_a_feature_set_are_refused(raw_config):
+    """`single` runs are named {method}_{modality}: a method named single_clinical on the
+    same feature set shared its folder, was trained as the `single` run and reported as
+    the other, whose hash then refused every run."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"]["single_clinical"] = {"type": "logreg"}
+    cfg["cohorts"]["demo"]["benchmark"]["runs"]["single_clinical"] = ["all"]
+    with pytest.raises(ConfigError, match=re.escape(
+            "config.cohorts.demo.benchmark.runs: 'single_clinical' on feature set 'all' is "
+            "the run of 'single' and of 'single_clinical': rename one")):
+        validate_config(cfg)
