@@ -31,21 +31,16 @@ onstart:
 
 
 onerror:
-    # Snakemake removed the outputs of the jobs it reran, not the report built from them
-    import sys
-    from mmpipe.report.stale import mark_stale_report
+    from mmpipe.report.stale import FAILED
 
-    for cohort in config["run_cohorts"]:
-        if "benchmark" in COHORTS[cohort]:
-            report = layout(cohort).report()
-            missing = mark_stale_report(report, training_outputs(cohort))
-            if missing:
-                print(
-                    f"{report} is marked stale (STALE.md): "
-                    f"{len(missing)} of the runs it was built from are not on disk "
-                    "or were trained after it",
-                    file=sys.stderr,
-                )
+    mark_stale_reports(FAILED)
+
+
+onsuccess:
+    # a target or --until short of the report: its runs were retrained, it was not
+    from mmpipe.report.stale import NOT_REBUILT
+
+    mark_stale_reports(NOT_REBUILT)
 
 
 rule all:

@@ -105,6 +105,21 @@ def test_a_failed_rerun_marks_the_report_it_leaves_stale(demo_run, tmp_path):
     assert (report / "results.md").read_text().startswith("# Results: demo")
 
 
+def test_a_retrain_that_stops_short_of_the_report_marks_it_stale(demo_run, tmp_path):
+    """A run that succeeds short of the report (a target, --until, --omit-from) after a
+    change retrained runs the report still described as they were: only a failed run
+    marked it."""
+    workdir = tmp_path / "short"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    report = workdir / "results" / "demo" / "report"
+    write_demo_config(workdir, mmare_overrides={"dropout": 0.2})
+    run = snakemake_in(workdir, "--omit-from", "benchmark_report")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "is marked stale (STALE.md)" in run.stderr
+    stale = (report / "STALE.md").read_text()
+    assert "did not rebuild the report" in stale and "/runs/all/mmare/" in stale
+
+
 def _jobs_ran(run) -> set[tuple[str, str]]:
     """(rule, wildcards without the cohort) of every job a snakemake run ran."""
     ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",

@@ -3,8 +3,9 @@
 Snakemake removes the outputs of a job it reruns, not what an earlier run built from
 them: when a training job's rerun fails (after a change of its settings, say),
 ``results/<cohort>/report/`` still holds the report of the runs before, one of which is
-gone, and nothing in it says so. The Snakefile's ``onerror`` handler calls
-:func:`mark_stale_report` for each cohort it trains: a report some of whose training
+gone, and nothing in it says so; nor does a run that retrains and stops short of the
+report (a target, ``--until``). The Snakefile's ``onerror`` and ``onsuccess`` handlers
+call :func:`mark_stale_report` for each cohort it trains: a report some of whose training
 outputs are missing gets a ``STALE.md`` naming them, and its ``results.md``, the page
 read first, opens with the same warning. The next run that rebuilds the report replaces
 the whole folder, marks included. Kept apart from the report's own modules, so that
@@ -22,7 +23,13 @@ STALE_FILE = "STALE.md"
 _BANNER = "**Stale report.**"
 
 
-def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path]) -> list[str]:
+FAILED = "a later run of the workflow failed before it rebuilt the report"
+NOT_REBUILT = ("a later run of the workflow (a target, `--until` or `--omit-from` short of "
+               "the report) trained again and did not rebuild the report")
+
+
+def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
+                      cause: str = FAILED) -> list[str]:
     """Mark ``report_dir`` stale when some of ``runs`` (the training outputs the report
     is built from) are not on disk, or were written after it (a run trained again, then
     another job failed before the report was rebuilt); return those (empty: the report
@@ -49,9 +56,9 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path]) -> lis
     if newer:
         found.append(f"{len(newer)} of them were trained again after it (first: "
                      f"`{newer[0]}`)")
-    note = (f"{_BANNER} {'; '.join(found)}: a later run of the workflow failed before it "
-            f"rebuilt the report, so its figures describe runs that are gone, older than "
-            f"the config or trained again since. Run the workflow again to rebuild it.\n")
+    note = (f"{_BANNER} {'; '.join(found)}: {cause}, so its figures describe runs that are "
+            f"gone, older than the config or trained again since. Run the workflow again to "
+            f"rebuild it.\n")
     listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
                      for title, rs in (("Missing", missing), ("Trained again", newer)) if rs)
     with atomic_file(report_dir / STALE_FILE) as tmp:

@@ -221,3 +221,21 @@ def training_outputs(cohort):
     if mmconfig.benchmark_settings(config, cohort)["train_jobs"] == "cell":
         return cohort_cells(cohort)
     return [layout(cohort).method_runs(fs, method) for fs, method in cohort_runs(cohort)]
+
+
+def mark_stale_reports(cause):
+    # Snakemake removes the outputs of the jobs it reruns, not the report built from them
+    import sys
+    from mmpipe.report.stale import mark_stale_report
+
+    for cohort in config["run_cohorts"]:
+        if "benchmark" in COHORTS[cohort]:
+            report_dir = layout(cohort).report()
+            missing = mark_stale_report(report_dir, training_outputs(cohort), cause)
+            if missing:
+                print(
+                    f"{report_dir} is marked stale (STALE.md): "
+                    f"{len(missing)} of the runs it was built from are not on disk "
+                    "or were trained after it",
+                    file=sys.stderr,
+                )
