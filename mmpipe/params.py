@@ -47,14 +47,7 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     # there is one to walk, so that the demo's and a CSV cohort's parameters stay as
     # they were)
     download = download_listing(c, skip=[cfg["results"]])
-    # the manifest holds its files' absolute paths: a relative root (the demo's raw files
-    # under results/, MMIST-ccRCC's ../shared) moved with the project rebuilds it, where
-    # its old paths would read as missing and rerun, and fail, every job that reads them
-    # (the jobs after it compare paths under the root: mmpipe.cohorts.manifest_views)
-    root = c.get("root")
-    moved = ({} if root is not None and Path(str(root)).expanduser().is_absolute()
-             else {"working_directory": str(Path.cwd())})
-    return canonical({**keep, "modalities": mods, **moved,
+    return canonical({**keep, "modalities": mods,
                       **({"download": download} if download is not None else {}),
                       "code": code_key("cohorts/manifest", adapter, "cohorts:build_manifest")})
 

@@ -24,7 +24,8 @@ def test_debris_of_a_dead_writer_is_removed_by_the_next(tmp_path):
     dead = tmp_path / f"store.zarr.tmp-{socket.gethostname()}-{_dead_pid()}"
     dead.mkdir()
     (dead / "emb").write_text("half")
-    old_style = tmp_path / "store.zarr.tmp-12345"
+    # an old-style name (no host) of a pid that is gone: 12345 was live on a busy machine
+    old_style = tmp_path / f"store.zarr.tmp-{_dead_pid()}"
     old_style.mkdir()
     tmp = tmp_sibling(out)
     assert not dead.exists() and not old_style.exists()

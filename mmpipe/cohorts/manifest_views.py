@@ -138,7 +138,8 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
     # where the dataset lies is no part of what a job reads from it: a download moved or
     # copied with its times (mv, cp -a, rsync -a) reruns nothing after the manifest
-    under = functools.partial(_under_root, meta.get("source"))
+    source = meta.get("source")  # the dataset's root
+    under = functools.partial(_under_root, source)
     rows = df.select(SUBJECT, *own, *extra).with_columns(
         pl.col(c).map_elements(under, return_dtype=pl.String) for c in own + extra
         if c in paths).rows()
@@ -147,9 +148,8 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     # the modality's jobs
     qc = read_qc(root).filter((pl.col("modality") == modality)
                               & (pl.col(SUBJECT) != ALL_SUBJECTS))
-    root = meta.get("source")
-    qc_rows = [(sid, status, reason.replace(root.rstrip(os.sep) + os.sep, "") if root and
-                reason else reason, under(path))
+    qc_rows = [(sid, status, reason.replace(source.rstrip(os.sep) + os.sep, "") if source
+                and reason else reason, under(path))
                for sid, status, reason, path in qc.select(SUBJECT, "status", "reason",
                                                           "path").rows()]
     return _digest({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 
@@ -494,26 +493,3 @@ def test_a_download_moved_with_its_times_keeps_every_modalitys_view(tmp_path):
     assert build(moved, tmp_path / "out2") == before
     (moved / "b.svs").write_bytes(b"other")  # a file replaced in the copy still counts
     assert build(moved, tmp_path / "out3")["wsi"] != before["wsi"]
-
-
-def test_a_relative_root_moved_with_the_project_rebuilds_the_manifest(tmp_path, monkeypatch,
-                                                                      raw_config):
-    """The manifest holds absolute paths: the project moved (the demo's raw files, a
-    ../shared root) left them pointing where nothing is, and nothing rebuilt it."""
-    from mmpipe.config import validate_config
-    from mmpipe.params import manifest_params
-
-    cfg = validate_config(raw_config)
-    monkeypatch.chdir(tmp_path)
-    here = manifest_params(cfg, "demo")
-    (tmp_path / "moved").mkdir()
-    monkeypatch.chdir(tmp_path / "moved")
-    assert manifest_params(cfg, "demo") != here
-    # an absolute root names its files wherever the project is
-    (tmp_path / "mmist").mkdir()
-    absolute = copy.deepcopy(raw_config)
-    absolute["cohorts"]["mmist_ccrcc"]["root"] = str(tmp_path / "mmist")
-    cfg = validate_config(absolute)
-    elsewhere = manifest_params(cfg, "mmist_ccrcc")
-    monkeypatch.chdir(tmp_path)
-    assert manifest_params(cfg, "mmist_ccrcc") == elsewhere
