@@ -462,15 +462,15 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
     # a `single` method's runs are named {method}_{modality}: a method of that name run
     # on the same feature set wrote to the same folder, trained as the first of the two
     # and reported as the other
-    named: dict[tuple[str, str], list[str]] = {}
+    run_names: dict[tuple[str, str], list[str]] = {}
     for method, entry in bench["runs"].items():
         mcfg = methods.get(method) or {}
         for fs in run_entry(entry, [])[0]:
             mods = (bench["feature_sets"].get(fs) or {}) if (
                 mcfg.get("type") == "single" and "modality" not in mcfg) else {}
             for run in ([f"{method}_{m}" for m in mods] or [method]):
-                named.setdefault((fs, run), []).append(method)
-    for (fs, run), sources in sorted(named.items()):
+                run_names.setdefault((fs, run), []).append(method)
+    for (fs, run), sources in sorted(run_names.items()):
         if len(sources) > 1:
             problems.append(f"{where}.runs: {run!r} on feature set {fs!r} is the run of "
                             f"{' and of '.join(repr(s) for s in sources)}: rename one")
