@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -440,6 +441,30 @@ class NonNumericValue:
                 "numeric); set to blank")
 
 
+# a number as another locale's spreadsheet or a unit writes it (1,5; 52%; 52 %), which
+# parse_number does not read
+_WRITTEN_NUMBER = re.compile(r"[+-]?(\d+(,\d+)?|\d*\.\d+)\s*%|[+-]?\d+,\d+")
+NUMBERS_AS_TEXT = "numbers_as_text"
+
+
+@dataclass(frozen=True)
+class NumbersAsText:
+    """A table field kept as text whose values are mostly numbers written with a comma
+    or a percent sign: each value became a category of its own, with nothing said."""
+
+    field: str
+    n: int
+    of: int
+    examples: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return (f"field {self.field!r}: {self.n} of {self.of} values are numbers written "
+                f"with a comma or a percent sign ({', '.join(map(repr, self.examples))}): "
+                "kept as text, one category per value; write them as plain numbers (1.5, "
+                "52) for the field to be read as numbers")
+
+
 # texts that mean "no value" in a label or a table field (the spreadsheet and R/pandas
 # missing markers: R's write.csv writes NA), in lower case; not "none" or "-", which can
 # be classes (a grade "none", a status "-")
@@ -453,7 +478,7 @@ def _without_markers(col: pl.Series) -> list[str | None]:
 
 
 def _clean_text_field(name: str, ids: list[str], col: pl.Series
-                      ) -> tuple[pl.Series, list[NonNumericValue]]:
+                      ) -> tuple[pl.Series, list[NonNumericValue], NumbersAsText | None]:
     # a missing marker is a blank cell: counted as a text, "NA" kept a field that is
     # mostly missing as text, its numbers read as categories and "NA" as one of them
     text = _without_markers(col)
@@ -465,17 +490,21 @@ def _clean_text_field(name: str, ids: list[str], col: pl.Series
             log.warning("table field %r: %d of %d non-blank values are numbers (under %d%%): "
                         "kept as text (categories)", name, n_numbers, len(nonblank),
                         round(100 * NUMERIC_SHARE))
-        return pl.Series(name, text, dtype=pl.Utf8), []
+        written = [v.strip() for v in nonblank if _WRITTEN_NUMBER.fullmatch(v.strip())]
+        as_text = (NumbersAsText(name, len(written), len(nonblank), tuple(written[:3]))
+                   if written and n_numbers + len(written) >= NUMERIC_SHARE * len(nonblank)
+                   else None)
+        return pl.Series(name, text, dtype=pl.Utf8), [], as_text
     bad = [NonNumericValue(sid, name, v.strip())
            for sid, v, p in zip(ids, text, parsed, strict=True) if v is not None and p is None]
     if all(isinstance(p, int) for p in parsed if p is not None):
-        return pl.Series(name, parsed, dtype=pl.Int64), bad
+        return pl.Series(name, parsed, dtype=pl.Int64), bad, None
     return pl.Series(name, [None if p is None else float(p) for p in parsed],
-                     dtype=pl.Float64), bad
+                     dtype=pl.Float64), bad, None
 
 
 def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: str = ""
-                       ) -> tuple[pl.DataFrame, list[NonNumericValue]]:
+                       ) -> tuple[pl.DataFrame, list[NonNumericValue], list[NumbersAsText]]:
     """Table fields as the encoders need them, the same for every adapter.
 
     A blank or whitespace-only text cell, or a missing marker (:data:`MISSING_TEXTS`),
@@ -485,7 +514,9 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
     becomes numeric (Int64 when every number is an integer, else Float64), and a float
     field keeps only finite values; each value that is not a number becomes null and is
     returned, unless a modality listing the field says ``non_numeric: error``: then an
-    :class:`InputError` names every such value.
+    :class:`InputError` names every such value. A field kept as text whose values are
+    mostly numbers written with a comma or a percent sign is returned too
+    (:class:`NumbersAsText`), for a QC row and a warning.
     """
     modes: dict[str, str] = {}
     categories = {f for spec in specs for f in spec.categorical}
@@ -494,6 +525,7 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
             modes[f] = "error" if "error" in (modes.get(f), spec.non_numeric) else "blank"
     ids = frame[SUBJECT].to_list()
     found: list[NonNumericValue] = []
+    as_texts: list[NumbersAsText] = []
     columns = []
     for name in modes:
         col = frame.get_column(name)
@@ -505,7 +537,9 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
                 columns.append(col.fill_nan(None))
             continue
         if col.dtype in (pl.Utf8, pl.Categorical, pl.Enum):
-            col, bad = _clean_text_field(name, ids, col)
+            col, bad, as_text = _clean_text_field(name, ids, col)
+            if as_text is not None:
+                as_texts.append(as_text)
         elif col.dtype.is_float():
             values = col.to_list()
             bad = [NonNumericValue(sid, name, str(v)) for sid, v in zip(ids, values, strict=True)
@@ -536,7 +570,7 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
                     "(%s); see %s", name, len(values),
                     ", ".join(f"{v.subject_id}: {v.value!r}" for v in values[:5])
                     + (" ..." if len(values) > 5 else ""), ADAPTER_QC)
-    return frame, found
+    return frame, found, as_texts
 
 
 def _warn_list(what: str, ids: list[str]) -> None:
@@ -597,7 +631,8 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
     )
     check_subject_ids(frame[SUBJECT], out.source)
     frame = _blank_labels(frame, out.labels, out.source)
-    frame, non_numeric = clean_table_fields(frame, list(out.modalities.values()), out.source)
+    frame, non_numeric, as_text = clean_table_fields(frame, list(out.modalities.values()),
+                                                     out.source)
     blanked: dict[str, list[NonNumericValue]] = {}
     for v in non_numeric:
         blanked.setdefault(v.subject_id, []).append(v)
@@ -704,6 +739,10 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         if rec.modality not in out.modalities and rec.modality != LABEL_QC:
             raise ValueError(f"adapter source QC record for unknown modality {rec.modality}")
     qc += out.source_qc
+    for field_as_text in as_text:
+        qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, NUMBERS_AS_TEXT, field_as_text.reason,
+                           out.source))
+        log.warning("cohort %r: %s", cohort, field_as_text.reason)
     for file, column in out.unused_columns:
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, UNUSED,
                            f"column {column!r} of {file} is not used by the config", file))

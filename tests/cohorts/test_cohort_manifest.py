@@ -493,3 +493,21 @@ def test_a_download_moved_with_its_times_keeps_every_modalitys_view(tmp_path):
     assert build(moved, tmp_path / "out2") == before
     (moved / "b.svs").write_bytes(b"other")  # a file replaced in the copy still counts
     assert build(moved, tmp_path / "out3")["wsi"] != before["wsi"]
+
+
+@pytest.mark.parametrize("ages", [["1,5", "2,3", "0,7", "4,1"], ["52%", "10 %", "7%", ""]])
+def test_numbers_written_with_a_comma_or_percent_are_said(ages, caplog):
+    """A field of decimal commas ('1,5', as another locale's spreadsheet writes it) or
+    percentages parsed as no number: it stayed text, each value a category of its own,
+    with no warning and no QC row."""
+    with caplog.at_level(logging.WARNING):
+        m = finalize_manifest("toy", "csv", _table_output(ages))
+    assert m.frame.schema["age"] == pl.Utf8
+    (row,) = m.qc.filter(pl.col("status") == "numbers_as_text").iter_rows(named=True)
+    assert row["modality"] == "column" and row["reason"].startswith(
+        f"field 'age': {sum(bool(a) for a in ages)} of {sum(bool(a) for a in ages)} values "
+        "are numbers written with a comma or a percent sign")
+    assert "numbers written with a comma" in caplog.text
+    # a field of words is no such field
+    words = finalize_manifest("toy", "csv", _table_output(["low", "high", "1,5", "low"]))
+    assert words.qc.filter(pl.col("status") == "numbers_as_text").height == 0
