@@ -342,6 +342,7 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     if not any(e.get("type") == "text" for e in encoders):
         return []
     prompt = mod.get("prompt") or {}
+    prompt_codes = {f: sorted(missing_codes(prompt, f)) for f in sorted(fields)}
     # an `encoding_from` entry takes its codes from the stored encoding, which the config
     # cannot see; of several tabular encodings (compared with each other), the prompt
     # must agree with one
@@ -349,9 +350,8 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     for enc_name, enc in zip(mod.get("encoders", []), encoders, strict=True):
         if enc.get("type") != "tabular" or enc.get("encoding_from"):
             continue
-        differ = {f: (sorted(missing_codes(enc, f)), sorted(missing_codes(prompt, f)))
-                  for f in sorted(fields)
-                  if missing_codes(enc, f) != missing_codes(prompt, f)}
+        own = {f: sorted(missing_codes(enc, f)) for f in prompt_codes}
+        differ = {f: (own[f], prompt_codes[f]) for f in prompt_codes if own[f] != prompt_codes[f]}
         if not differ:
             return []
         differences.append(f"the tabular encoder {enc_name!r}: " + "; ".join(

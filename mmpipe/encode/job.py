@@ -32,6 +32,9 @@ class EncodeJob:
     bag_coord_dim: int = 0
     bag_coords: str = ""           # what a bag coordinate means, for the store attributes
     attrs: dict[str, Any] = field(default_factory=dict)   # extra store attributes
+    # what setup derived from the cohort that the embeddings depend on (spacing: median's
+    # spacing), added to the store's preprocessing and its hash
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     state: Any = None              # what setup prepared for run (a transform, fitted values)
 
 

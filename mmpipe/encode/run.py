@@ -35,8 +35,7 @@ def _attrs(cohort: str, job: EncodeJob) -> dict:
     params = job.params
     preprocessing = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields") if k in params}
     preprocessing["transform"] = params["config"].get("transform")
-    if "median_spacing" in job.attrs:  # what `spacing: median` came to on this cohort
-        preprocessing["median_spacing"] = job.attrs["median_spacing"]
+    preprocessing.update(job.preprocessing)
     attrs = {
         "cohort": cohort,
         "modality": job.modality,

@@ -74,6 +74,6 @@ def median_spacing_for(job, recipe: dict, items):
     spacing = cohort_median_spacing([i.source for i in items],
                                     orientation=recipe.get("orientation"))
     log.info("median spacing of %d volumes: %s", len(items), spacing)
-    job.attrs["median_spacing"] = [float(s) for s in spacing] if spacing is not None else None
+    job.preprocessing["median_spacing"] = [float(s) for s in spacing]
     return spacing
 

@@ -38,7 +38,7 @@ MISSING = "missing"
 _VERSION = 1
 
 
-def _canon(value: Any) -> str | None:
+def canonical_value(value: Any) -> str | None:
     """A value as a category string; None for blank. Integral floats lose their ``.0``
     so ``2``, ``2.0`` and ``"2"`` are the same category (CSV readers disagree on them)."""
     if value is None:
@@ -55,6 +55,11 @@ def _canon(value: Any) -> str | None:
         return str(int(value))
     text = str(value).strip()
     return text if text and text.lower() != MISSING else None
+
+
+def canonical_codes(codes: Iterable[Any]) -> list[str]:
+    """``missing_values`` codes as :func:`canonical_value` reads values, sorted."""
+    return sorted({c for c in map(canonical_value, codes) if c is not None})
 
 
 class Unplaced(NamedTuple):
@@ -108,10 +113,9 @@ class TabularEncoding:
         if missing_values is None:
             self.missing_values = []
         elif isinstance(missing_values, Mapping):
-            self.missing_values = {str(f): sorted({c for c in map(_canon, v) if c is not None})
-                                   for f, v in missing_values.items()}
+            self.missing_values = {str(f): canonical_codes(v) for f, v in missing_values.items()}
         else:
-            self.missing_values = sorted({c for c in map(_canon, missing_values) if c is not None})
+            self.missing_values = canonical_codes(missing_values)
         self.columns: list[dict[str, Any]] | None = None
         self._warned: set[str] = set()
 
@@ -138,7 +142,7 @@ class TabularEncoding:
         sentinels = self._sentinels(field)
         out = []
         for v in df.get_column(field).to_list():
-            c = _canon(v)
+            c = canonical_value(v)
             out.append(None if c is None or c in sentinels else c)
         return out
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from mmpipe.encoders.tabular import _canon
+from mmpipe.encoders.tabular import canonical_codes, canonical_value
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,25 @@ def missing_codes(prompt: Mapping[str, Any], field: str) -> set[str]:
     codes = prompt.get("missing_values") or []
     if isinstance(codes, Mapping):
         codes = codes.get(field) or []
-    return {c for c in map(_canon, codes) if c is not None}
+    return set(canonical_codes(codes))
 
 
 def _is_missing(value: Any, codes: set[str]) -> bool:
     """Blank as the tabular encoding reads a value (None, NaN, whitespace, the text
     "missing") or one of ``codes``."""
-    canonical = _canon(value)
+    canonical = canonical_value(value)
     return canonical is None or canonical in codes
 
 
 def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any]) -> str | None:
     """One subject's prompt, or None when every field is blank or a ``missing_values``
     code (no clinical data)."""
+    return _render(row, fields, prompt, {f: missing_codes(prompt, f) for f in fields})[0]
+
+
+def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any],
+            codes: Mapping[str, set[str]]) -> tuple[str | None, int]:
+    """(the prompt or None, the number of fields with a value), ``codes`` per field."""
     phrases = prompt.get("phrases", {})
     value_maps = prompt.get("value_maps", {})
     mode = prompt.get("missing", "omit")
@@ -61,7 +67,7 @@ def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping
     for field in fields:
         value = row.get(field)
         template = phrases.get(field, DEFAULT_PHRASE)
-        if _is_missing(value, missing_codes(prompt, field)):
+        if _is_missing(value, codes[field]):
             if mode == "explicit":
                 parts.append(template.format(field=field, value=missing_text))
             continue
@@ -69,9 +75,7 @@ def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping
         mapping = value_maps.get(field, {})
         shown = mapping.get(_format(value), mapping.get(value, _format(value)))
         parts.append(template.format(field=field, value=shown))
-    if n_present == 0:
-        return None
-    return " ".join(parts)
+    return (" ".join(parts) if n_present else None), n_present
 
 
 def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequence[str],
@@ -91,8 +95,7 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
     codes = {f: missing_codes(prompt, f) for f in fields}
     rows = []
     for row in manifest.select(["subject_id", *fields]).iter_rows(named=True):
-        text = render_prompt(row, fields, prompt)
-        n = sum(not _is_missing(row[f], codes[f]) for f in fields)
+        text, n = _render(row, fields, prompt, codes)
         rows.append({"subject_id": row["subject_id"], "prompt": text, "n_fields": n})
     out = pl.DataFrame(rows, schema={"subject_id": pl.String, "prompt": pl.String,
                                      "n_fields": pl.Int64}, orient="row")
