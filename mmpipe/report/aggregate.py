@@ -53,7 +53,7 @@ NO_PATTERN = "none"
 # per-run strings carried from the run to its summary row (the first of its seeds)
 _CARRIED = ("method_type", "family", "positive_label")
 _STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path",
-                   "family", "positive_label", "flags", "split_fixed")
+                   "family", "positive_label", "flags", "split_fixed", "device")
 # metrics.json written before weighted F1 (and before the per-class keys said which class
 # they were of) held "f1"/"precision"/"recall": class 1's for two classes, macro for more
 _LEGACY_BINARY = {"f1": "f1_positive", "precision": "precision_positive",
@@ -213,6 +213,8 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         row["trained"] = bool(m.get("trained", True))
         # the parts of the cohort's own split the run's seed did not draw ("" when none)
         row["split_fixed"] = ",".join((m.get("split") or {}).get("fixed") or [])
+        # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so
+        row["device"] = str(m.get("device") or "").split(":")[0] or None
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None
         # the report's numbers are the test split's: a run counts as collapsed by that one

@@ -115,6 +115,41 @@ def _fixed_test(runs: pl.DataFrame) -> bool:
     return all("test" in str(v or "").split(",") for v in runs["split_fixed"].to_list())
 
 
+def _device_lines(runs: pl.DataFrame) -> list[str]:
+    """A caveat when the runs trained on more than one kind of device (``device``: cpu,
+    cuda). The device is not part of what a training job's output depends on, so
+    changing ``device`` (or ``auto`` finding a GPU on another node) reruns nothing, and
+    the seeds a later run adds or retrains land beside those trained before: the same
+    seed gives other numbers on a GPU than on the CPU (other kernels, other rounding),
+    so such a report could not be reproduced on either device without saying so."""
+    if "device" not in runs.columns:
+        return []
+    counts = (runs.drop_nulls("device").group_by("device").len().sort("device")
+              .iter_rows())
+    counts = list(counts)
+    if len(counts) < 2:
+        return []
+    keys = [c for c in ("cohort", "feature_set", "method", "scenario", "rate")
+            if c in runs.columns]
+    mixed = (runs.drop_nulls("device").group_by(keys, maintain_order=True)
+             .agg(pl.col("device").n_unique().alias("n")).filter(pl.col("n") > 1)
+             .sort(keys))
+    several = "feature_set" in runs.columns and runs["feature_set"].n_unique() > 1
+    named = [r["method"] + (f" [{r['feature_set']}]" if several else "")
+             + f" ({group_label(r['scenario'], r['rate'])})"
+             for r in mixed.iter_rows(named=True)]
+    line = ("**Trained on more than one kind of device** ("
+            + ", ".join(f"{d}: {n} runs" for d, n in counts)
+            + "). A seed trained on a GPU does not give the numbers it gives on the CPU, "
+            "and changing the device reruns nothing, so these runs reproduce only on the "
+            "device each ran on (`device` in its metrics.json).")
+    if named:
+        shown = ", ".join(named[:8]) + (f" and {len(named) - 8} more" if len(named) > 8
+                                         else "")
+        line += f" Seeds of one run that trained on different devices: {shown}."
+    return [line, ""]
+
+
 def _one_split(runs: pl.DataFrame) -> bool:
     """Whether every run's seed trained, validated and tested on the cohort's own split
     (``split_fixed``: train, val and test): its seeds then differ by initialisation only."""
@@ -257,6 +292,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "intervals and p values below leave out how much another test sample of the "
             "cohort would move the scores, which on a test set of this size may be larger "
             "than the spread over seeds.", ""]
+    lines += _device_lines(runs)
+
     def best_of(rs, key=col):
         return (min if lower else max)(rs, key=lambda x: x[key]) if rs else None
 

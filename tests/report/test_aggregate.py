@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,14 @@ def test_collect_runs_one_row_per_run(fake_runs):
                       & (pl.col("rate") == 0.4) & (pl.col("seed") == 2)).row(0, named=True)
     assert row["balanced_accuracy"] == pytest.approx(bacc("hypermm", 0.4, 2))
     assert row["trainable_parameters"] == PARAMS["hypermm"]
+
+
+def test_collect_runs_reads_the_kind_of_device_each_run_trained_on(fake_runs):
+    first = json.loads(fake_runs[0][0].read_text())
+    fake_runs[0][0].write_text(json.dumps({**first, "device": "cuda:1"}))
+    fake_runs[0][1].write_text(json.dumps({**first, "seed": 1, "device": "cpu"}))
+    devices = collect_runs(fake_runs[0])["device"].to_list()
+    assert Counter(devices) == {"cpu": 1, "cuda": 1, None: len(devices) - 2}
 
 
 def test_collect_runs_refuses_duplicates(fake_runs):

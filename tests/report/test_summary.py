@@ -477,3 +477,22 @@ def test_a_flag_of_one_feature_set_names_it_when_the_tables_show_several():
     lines = flags_markdown(_flags(), summarise(runs))
     assert any(line.startswith("- **muse [all]**, Natural missingness: collapsed")
                for line in lines), lines
+
+
+def test_runs_trained_on_more_than_one_kind_of_device_are_said_to():
+    """``device`` reruns nothing, so seeds retrained on a GPU node landed beside CPU-trained
+    ones and the report read as one reproducible run."""
+    runs = _runs()
+    plain = summary_markdown(runs.with_columns(device=pl.lit("cpu")),
+                             summarise(runs), _flags())
+    assert "more than one kind of device" not in plain
+    # mmare's seeds 3 and 4 of the natural cell retrained on a GPU
+    mixed = runs.with_columns(device=pl.when((pl.col("method") == "mmare")
+                                             & (pl.col("scenario") == "natural")
+                                             & (pl.col("seed") >= 3))
+                              .then(pl.lit("cuda")).otherwise(pl.lit("cpu")))
+    md = summary_markdown(mixed, summarise(mixed), _flags())
+    [line] = [x for x in md.splitlines() if "more than one kind of device" in x]
+    n = len(runs)
+    assert f"(cpu: {n - 2} runs, cuda: 2 runs)" in line
+    assert line.endswith("different devices: mmare (Natural missingness).")
