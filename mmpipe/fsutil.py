@@ -114,7 +114,12 @@ def replace_dir(tmp: Path, path: Path) -> None:
         if old.exists():
             shutil.rmtree(old)
         os.replace(path, old)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:  # the old output goes back: a failed rename loses nothing
+            os.replace(old, path)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -128,10 +133,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_dir(tmp, path)
 
 
 @contextlib.contextmanager
@@ -142,10 +147,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     tmp = tmp_sibling(path)
     try:
         yield tmp
+        os.replace(tmp, path)  # inside: a rename that fails (onto a folder) leaves no debris
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path,

@@ -85,6 +85,36 @@ def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, kind):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_a_file_that_cannot_take_its_place_leaves_no_temporary(tmp_path):
+    """`mmpipe predict --out` naming a folder: the rename failed outside the cleanup and
+    left the temporary beside it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(IsADirectoryError), atomic_file(out) as tmp:
+        tmp.write_text("scores")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_folder_that_cannot_take_its_place_puts_the_old_one_back(tmp_path, monkeypatch):
+    import mmpipe.fsutil as fsutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("old")
+    real = os.replace
+
+    def failing(src, dst):
+        if os.path.basename(src).startswith("out.tmp-"):  # the finished folder onto its place
+            raise PermissionError(13, "Permission denied")
+        real(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", failing)
+    with pytest.raises(PermissionError), atomic_dir(out) as tmp:
+        (tmp / "a").write_text("new")
+    assert (out / "a").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_a_temporary_that_keeps_its_suffix_is_debris_once_its_writer_is_gone(tmp_path):
     """dicom_to_nifti's temporary ends in .nii.gz (SimpleITK picks its writer by it): the
     sweep's pattern ended in the pid and never saw it, so a killed conversion left it."""
