@@ -124,7 +124,8 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from mmpipe.bench.predict import predict_stores
+    from mmpipe.bench.predict import class_labels, load_run, score_stores
+    from mmpipe.encoders.device import resolve_device
     from mmpipe.fsutil import write_parquet
 
     stores = {}
@@ -132,10 +133,20 @@ def cmd_predict(args) -> None:
         modality, sep, path = spec.partition("=")
         if not sep:
             raise MmpipeError(f"--store takes MODALITY=PATH, not {spec!r}")
+        if modality in stores:  # the last one given was scored, without a word
+            raise MmpipeError(f"--store gives modality {modality!r} twice ({stores[modality]} "
+                              f"and {path}): give one store a modality")
         stores[modality] = path
-    table = predict_stores(args.run, stores, device=args.device)
-    write_parquet(table, args.out)
-    print(f"{args.out}: {len(table)} subjects scored, {int(table['no_input'].sum())} without input")
+    device = resolve_device(args.device)
+    method, bundle = load_run(args.run, device)
+    table = score_stores(method, bundle, stores, device)
+    classes = class_labels(bundle)
+    # which class each score_k is, in the file too (a parquet reader shows its metadata)
+    write_parquet(table, args.out, metadata={"mmpipe.label": str(bundle.get("label")),
+                                             "mmpipe.score_classes": json.dumps(classes)})
+    print(f"{args.out}: {len(table)} subjects scored, {int(table['no_input'].sum())} without "
+          f"input; " + ", ".join(f"score_{k} = P({bundle.get('label')} = {v})"
+                                 for k, v in enumerate(classes)))
 
 
 CONFIG_HELP = ("a config laid over ./config.yaml, as snakemake --configfile (repeat to lay "

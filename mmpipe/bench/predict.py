@@ -14,23 +14,26 @@ logged and written in the scores' ``notes`` column, that says what differs.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from mmpipe.bench.bundle import ModelBundleError, load_bundle
 from mmpipe.bench.data import BenchData, Normalizer, usable_rows
 from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
+from mmpipe.encoders.device import resolve_device
 from mmpipe.errors import ConfigError, StoreError
 from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature, read_features
 
 log = logging.getLogger(__name__)
 
 
-def load_run(run_dir: str | Path):
-    """(method ready for inference, the saved bundle) of a run directory."""
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
+    """(method ready for inference on ``device``, the saved bundle) of a run directory."""
     from mmpipe.bench.run import build_method
 
     bundle = load_bundle(run_dir)
@@ -52,11 +55,20 @@ def load_run(run_dir: str | Path):
                                f"{bundle['method'].get('type')!r}: {err}") from None
     if hasattr(method, "eval"):
         method.eval()
+    # the weights load on the CPU; the inputs go to ``device`` (predict_proba), and a
+    # network left behind failed on a GPU with a bare device mismatch
+    for member in getattr(method, "members", [method]):
+        if getattr(member, "kind", "torch") == "torch":
+            member.to(device)
     return method, bundle
 
 
 # signature keys a model saved before them lacks (mmpipe.store.SIGNATURE_KEYS)
 LATER_SIGNATURE_KEYS = ("embedding_settings", "weights_projection_sha256")
+# stated, when absent, by a side that records embedding_settings (they entered the
+# signature together, and every store since records its embedding settings): then a
+# missing hash is a store made without a projection, not a hash left unrecorded
+_ABSENT_MEANS_NONE = {"weights_projection_sha256": "embedding_settings"}
 
 
 def _unstated_only(mine, theirs) -> bool:
@@ -74,7 +86,9 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     # recorded since this version: a model saved before has none, and a setting left
     # unstated on one side may be the other's default, so only two stated values that
     # differ refuse the store; the rest is a note
-    unsure = [k for k in LATER_SIGNATURE_KEYS if _unstated_only(trained.get(k), new.get(k))]
+    unsure = [k for k in LATER_SIGNATURE_KEYS if _unstated_only(trained.get(k), new.get(k))
+              and not (k in _ABSENT_MEANS_NONE and _ABSENT_MEANS_NONE[k] in trained
+                       and _ABSENT_MEANS_NONE[k] in new)]
     differ = [k for k in SIGNATURE_KEYS if k not in unsure and (k in trained or k in new)
               and trained.get(k) != new.get(k)]
     if differ:
@@ -118,8 +132,23 @@ def _short(value) -> str:
 def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
                    device: str = "cpu") -> pl.DataFrame:
     """Scores of every subject found in ``stores`` (modality -> store path)."""
-    method, bundle = load_run(run_dir)
+    device = resolve_device(device)
+    return score_stores(*load_run(run_dir, device), stores, device)
+
+
+def class_labels(bundle: dict) -> list[str]:
+    """The label value each ``score_k`` column is the probability of, in column order."""
+    values = bundle.get("label_values") or range(bundle["n_classes"])
+    return [str(v) for v in values]
+
+
+def score_stores(method, bundle: dict, stores: dict[str, str | Path],
+                 device: torch.device) -> pl.DataFrame:
+    """:func:`predict_stores` with the run loaded (:func:`load_run`, on ``device``)."""
     modalities = list(bundle["modalities"])
+    if not stores:
+        raise ConfigError("give a feature store of at least one of the run's modalities "
+                          f"{modalities}")
     unknown = sorted(set(stores) - set(modalities))
     if unknown:
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
@@ -127,12 +156,7 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
     notes = [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
              for m, f in feats.items()]
     notes += [_modality_note(m, stores[m], f.attrs) for m, f in feats.items()]
-    ids = None
-    for m, f in feats.items():
-        if ids is None:
-            ids = f.subject_id
-        elif f.subject_id.tolist() != ids.tolist():
-            raise StoreError(f"stores disagree on their subjects ({m}); give stores of one cohort")
+    ids = _subjects(feats, stores)
     n = len(ids)
     x, present = {}, np.zeros((n, len(modalities)), bool)
     for j, m in enumerate(modalities):
@@ -162,4 +186,27 @@ def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
            "notes": ["; ".join(n for n in notes if n)] * n}
     for c in range(bundle["n_classes"]):
         out[f"score_{c}"] = proba[:, c].tolist()
-    return pl.DataFrame(out)
+    # the class index, as a run's predictions.parquet has it (class_labels names it)
+    out["predicted"] = [None if np.isnan(p).any() else int(p.argmax()) for p in proba]
+    return pl.DataFrame(out, schema_overrides={"predicted": pl.Int64})
+
+
+def _subjects(feats: dict, stores: dict[str, str | Path]) -> np.ndarray:
+    """The subjects every store lists, in one order, each once; the stores named where
+    they are not (the training loader's check, with the paths the user gave)."""
+    (first, f0), *rest = feats.items()
+    ids = f0.subject_id
+    twice = sorted(s for s, k in Counter(ids.tolist()).items() if k > 1)
+    if twice:
+        raise StoreError(f"{stores[first]}: lists subject(s) {twice[:5]} more than once; "
+                         "rebuild the store")
+    for m, f in rest:
+        if len(f.subject_id) != len(ids) or (f.subject_id != ids).any():
+            where = (f"{len(ids)} vs {len(f.subject_id)} subjects"
+                     if len(f.subject_id) != len(ids) else
+                     f"row {(i := int(np.flatnonzero(f.subject_id != ids)[0]))}: "
+                     f"'{ids[i]}' vs '{f.subject_id[i]}'")
+            raise StoreError(f"the {first} store {stores[first]} and the {m} store "
+                             f"{stores[m]} do not list the same subjects in the same "
+                             f"order ({where}); give stores encoded from one manifest")
+    return ids

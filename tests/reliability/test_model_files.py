@@ -57,10 +57,80 @@ def _predict(run, store, out) -> int:
     return main(["predict", str(run), "--store", f"clinical={store}", "--out", str(out)])
 
 
-def test_predict_scores_the_training_stores(trained, tmp_path):
+def test_predict_scores_the_training_stores(trained, tmp_path, capsys):
+    """The command's scores are the run's own test scores, and say which class each is."""
+    import json
+
+    import polars as pl
+    import pyarrow.parquet as pq
+
     run, store = trained
     assert _predict(run, store, tmp_path / "scores.parquet") == 0
-    assert (tmp_path / "scores.parquet").is_file()
+    scores = pl.read_parquet(tmp_path / "scores.parquet")
+    own = pl.read_parquet(run / "predictions.parquet").filter(
+        (pl.col("split") == "test") & (pl.col("evaluation") == "scenario"))
+    joined = own.join(scores, on="subject_id", suffix="_new")
+    assert len(joined) == len(own) > 0
+    assert np.allclose(joined["score_1"], joined["score_1_new"], atol=1e-6)
+    assert (joined["predicted"] == joined["predicted_new"]).all()
+    assert "score_0 = P(y = 0), score_1 = P(y = 1)" in capsys.readouterr().out
+    meta = pq.read_metadata(tmp_path / "scores.parquet").metadata
+    assert json.loads(meta[b"mmpipe.score_classes"]) == ["0", "1"]
+
+
+def test_a_modality_given_twice_is_refused(trained, tmp_path, capsys):
+    """The last store given was scored and the first dropped, without a word."""
+    run, store = trained
+    assert main(["predict", str(run), "--store", f"clinical={store}", "--store",
+                 f"clinical={store}", "--out", str(tmp_path / "s.parquet")]) == 1
+    assert "gives modality 'clinical' twice" in capsys.readouterr().err
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_the_run_is_loaded_onto_the_device_it_scores_on(trained):
+    """The inputs went to ``--device`` and the network stayed on the CPU: any GPU failed
+    with a bare device mismatch. (The meta device stands in for one here.)"""
+    from mmpipe.bench.predict import load_run
+
+    run, _ = trained
+    method, _ = load_run(run, torch.device("meta"))
+    assert {p.device.type for p in method.parameters()} == {"meta"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_predict_on_cuda_scores_as_on_the_cpu(trained):
+    run, store = trained
+    cpu = predict_stores(run, {"clinical": store}, device="cpu")
+    cuda = predict_stores(run, {"clinical": store}, device="cuda")
+    assert np.allclose(cpu["score_1"], cuda["score_1"], atol=1e-5)
+
+
+def test_a_store_listing_a_subject_twice_or_other_subjects_is_named(trained, tmp_path):
+    import shutil
+
+    import zarr
+
+    from mmpipe.bench.predict import score_stores
+
+    run, store = trained
+    twice = tmp_path / "twice.zarr"
+    shutil.copytree(store, twice)
+    group = zarr.open_group(str(twice), mode="r+")
+    ids = group["subject_id"][:]
+    ids[1] = ids[0]
+    group["subject_id"][:] = ids
+    with pytest.raises(StoreError, match=r"twice.zarr: lists subject\(s\) \['p0-00'\] more"):
+        predict_stores(run, {"clinical": twice})
+    from mmpipe.bench.predict import load_run
+
+    # two modalities' stores of other subjects name both stores and the first difference
+    method, bundle = load_run(run)
+    bundle = {**bundle, "modalities": ["clinical", "other"],
+              "shapes": {**bundle["shapes"], "other": bundle["shapes"]["clinical"]},
+              "encodings": {**bundle["encodings"], "other": bundle["encodings"]["clinical"]}}
+    with pytest.raises(StoreError, match=r"row 1: 'p0-01' vs 'p0-00'") as info:
+        score_stores(method, bundle, {"clinical": store, "other": twice}, torch.device("cpu"))
+    assert str(store) in str(info.value) and str(twice) in str(info.value)
 
 
 def test_a_model_file_that_runs_code_is_refused(trained, tmp_path, capsys):
@@ -109,7 +179,9 @@ def test_a_store_encoded_with_the_training_encoding_is_scored_and_says_what_is_n
     _, reused = _cohort(tmp_path / "new", base_config, _rows(12, ["B", "C"], 1),
                         encoding_from=str(store))
     scores = predict_stores(run, {"clinical": reused})
-    assert len(scores) == 12 and scores["score_1"].is_not_null().all()
+    # NaN is not null in polars: a subject scored NaN has no input
+    assert len(scores) == 12 and not scores["no_input"].any()
+    assert scores["score_1"].is_not_nan().all()
     from mmpipe.store import read_features
 
     f = read_features(reused)
@@ -151,6 +223,17 @@ def test_a_store_whose_embedding_settings_differ_is_refused(trained):
                                                             "max_length": 256}}
     with pytest.raises(StoreError, match="embedding_settings: trained on"):
         check_encoding("clinical", "x.zarr", other, trained_sig)
+    # with a projection and without: both record their settings, so the hash's absence is
+    # a store made without the projection, not a hash left unrecorded (it was a note)
+    projected = {**trained_sig, "weights_projection_sha256": "ab" * 32}
+    with pytest.raises(StoreError, match="weights_projection_sha256: trained on 'abab"):
+        check_encoding("clinical", "x.zarr", trained_sig, projected)
+    with pytest.raises(StoreError, match="weights_projection_sha256: trained on None"):
+        check_encoding("clinical", "x.zarr", projected, trained_sig)
+    # a model saved before the settings were signed records neither: a note
+    older = {k: v for k, v in projected.items() if k != "embedding_settings"}
+    note = check_encoding("clinical", "x.zarr", trained_sig, older)
+    assert "embedding_settings, weights_projection_sha256 unrecorded" in note
     assert check_encoding("clinical", "x.zarr", {**other, "embedding_settings": {
         "pooling": "cls", "max_length": 256}}, trained_sig) == ""
 
