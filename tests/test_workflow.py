@@ -265,6 +265,26 @@ def test_each_store_is_encoded_by_the_rule_of_its_encoders_kind(tmp_path):
         assert rule == ("encode" if network else "encode_cpu"), encoder
 
 
+@pytest.mark.parametrize("device", ["cpu", "auto", "cuda"])
+def test_a_network_encoder_asks_for_a_gpu_unless_the_config_runs_on_the_cpu(tmp_path, device):
+    """``encode`` asked for gpu=1 under ``device: cpu`` too: on SLURM each network
+    encoder went to the GPU partition and left its GPU idle (and a cluster without one
+    could not place it); locally the gpu resource ran them one at a time."""
+    write_demo_config(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["device"] = device
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake_in(tmp_path, "-n")
+    assert run.returncode == 0, run.stderr
+    gpus = {}
+    for job in re.split(r"\n\[[^\]]+\]", run.stdout):  # a job's lines follow its time
+        rule = re.search(r"^(?:local)?rule (\w+):", job, re.M)
+        if rule and rule.group(1).startswith("encode"):
+            gpus.setdefault(rule.group(1), set()).add(
+                int(re.search(r"resources: .*\bgpu=(\d)", job).group(1)))
+    assert gpus == {"encode": {int(device != "cpu")}, "encode_cpu": {0}}, gpus
+
+
 @pytest.mark.parametrize("device, gpus", [("cpu", 0), ("gpu", 1)])
 def test_the_segment_job_asks_for_a_gpu_only_to_run_on_one(tmp_path, device, gpus):
     """The segment rule asked for gpu=1 whatever the device: on SLURM a CPU

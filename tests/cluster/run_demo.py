@@ -4,7 +4,7 @@
     python tests/cluster/run_demo.py [--workdir DIR]
 
 Runs the workflow's test demo (``tests.conftest.write_demo_config``: 16 subjects, the
-small stage-2 grid the workflow tests run) twice: locally with ``--cores 2``, and through
+small stage-2 grid the workflow tests run; ``device: auto``) twice: locally with ``--cores 2``, and through
 ``snakemake --profile workflow/profiles/slurm``. While the SLURM run goes, one running
 ``train`` job is killed with ``scancel``; the profile's ``retries`` must resubmit it.
 Then it checks, from ``sacct``:
@@ -264,18 +264,30 @@ def compare_results(local: Path, slurm: Path) -> tuple[list[str], dict[str, int]
     return diffs, counts
 
 
+def write_cluster_config(workdir: Path) -> None:
+    """The test demo's config with ``device: auto`` (the test demo's is ``cpu``): network
+    encoders then ask for the GPU the test cluster's gres offers (on /dev/null: torch
+    finds no CUDA and runs on the CPU, as the local run does), so the GPU partition is
+    exercised; under ``cpu`` nothing would ask for one."""
+    write_demo_config(workdir)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    (workdir / "config.yaml").write_text(yaml.safe_dump({**config, "device": "auto"}))
+
+
 def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
-    """Whether the job should ask for a GPU: every ``segment`` job, an encoding job
-    whose encoder type runs a network (the registry's ``needs_gpu``, which the workflow
-    turns into ``encode``'s wildcard constraint: a store of the other kind in that rule
-    would hold a GPU node, and the check says so), and a training job of a torch method
-    under ``device: cuda``."""
+    """Whether the job should ask for a GPU: a ``segment`` job whose TotalSegmentator
+    runs on one, an encoding job whose encoder type runs a network (the registry's
+    ``needs_gpu``, which the workflow turns into ``encode``'s wildcard constraint: a
+    store of the other kind in that rule would hold a GPU node, and the check says so)
+    unless the config runs on the CPU, and a training job of a torch method under
+    ``device: cuda``."""
+    from mmpipe.encoders.device import names_cuda
     from mmpipe.encoders.registry import get_encoder_type
 
-    if rule == "segment":
-        return True
+    if rule == "segment":  # preprocess.smk
+        return ((config.get("preprocess") or {}).get("totalsegmentator") or {}).get(
+            "device", "cpu") == "gpu"
     if rule in ("train", "train_method"):  # common.smk train_gpus
-        from mmpipe.encoders.device import names_cuda
         from mmpipe.methods.hparams import method_kind
 
         method = max((name for name in config["methods"]
@@ -288,7 +300,9 @@ def asks_for_gpu(rule: str, wildcards: str, config: dict) -> bool:
     # encoder is the longest configured name the string ends with
     encoder = max((name for name in config["encoders"] if wildcards.endswith(f"_{name}")),
                   key=len)
-    return get_encoder_type(config["encoders"][encoder]["type"]).needs_gpu
+    # common.smk encode_gpus
+    return (get_encoder_type(config["encoders"][encoder]["type"]).needs_gpu
+            and str(config["device"]).strip().lower() != "cpu")
 
 
 def main() -> int:
@@ -302,7 +316,7 @@ def main() -> int:
     # finished local run of an earlier call is reused (Snakemake finds nothing to do)
     for workdir in (local, slurm):
         workdir.mkdir(parents=True, exist_ok=True)
-        write_demo_config(workdir)
+        write_cluster_config(workdir)
 
     start = time.monotonic()
     rc = run_to_end(snakemake(local, "--cores", "2"), root / "local.log")

@@ -12,12 +12,13 @@ import yaml
 from tests.cluster.run_demo import (
     PROFILE,
     _minutes,
+    asks_for_gpu,
     check_sacct,
     compare_results,
     partitions,
     rule_of,
+    write_cluster_config,
 )
-from tests.conftest import write_demo_config
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def profile() -> dict:
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> dict:
     workdir: Path = tmp_path_factory.mktemp("demo")
-    write_demo_config(workdir)
+    write_cluster_config(workdir)
     return yaml.safe_load((workdir / "config.yaml").read_text())
 
 
@@ -152,3 +153,23 @@ def test_a_training_job_asks_for_a_gpu_only_under_cuda(profile, config):
     assert "rule_train" not in failures, failures
     failures = " | ".join(check_sacct(rows, profile, config, planned, None))
     assert "gpu True, the profile asks False" in failures
+
+
+def test_a_network_encoder_asks_for_no_gpu_under_device_cpu(profile, config):
+    """``encode`` asks for a GPU unless the config runs on the CPU (common.smk
+    encode_gpus): under ``cpu`` a GPU-partition encoder is a failure, not the norm."""
+    on_cpu = {**config, "device": "cpu"}
+    failures = " | ".join(check_sacct(_good_run(), profile, on_cpu, PLANNED, CANCELLED))
+    assert "gpu True, the profile asks False" in failures, failures
+    moved = [_row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "cpu", 8, "32000M",
+                  "04:00:00", "billing=8,cpu=8,mem=32000M,node=1")]
+    rows = [*_good_run()[:2], *moved, *_good_run()[3:]]
+    assert check_sacct(rows, profile, on_cpu, PLANNED, CANCELLED) == []
+
+
+def test_a_segment_job_asks_for_a_gpu_only_to_run_on_one(config):
+    wildcards = "demo_ct"
+    assert not asks_for_gpu("segment", wildcards, config)
+    on_gpu = {**config, "preprocess": {**config.get("preprocess", {}),
+                                       "totalsegmentator": {"device": "gpu"}}}
+    assert asks_for_gpu("segment", wildcards, on_gpu)

@@ -124,6 +124,13 @@ def encoder_names(network):
     return "|".join(names) or "(?!)"  # an empty kind matches nothing
 
 
+def encode_gpus(wildcards):
+    """A network encoder's GPU slot: one unless the config runs on the CPU (``device:
+    cpu``), where the job held a GPU it never used, and a cluster without a GPU
+    partition could not place it. Under ``auto`` it asks, so a profile sends it to a GPU."""
+    return int(str(config["device"]).strip().lower() != "cpu")
+
+
 def train_gpus(wildcards):
     """A training job's GPU slot: one when the config names CUDA (``device: cuda``) and
     the method trains with torch; a scikit-learn baseline never uses it. Under ``auto``

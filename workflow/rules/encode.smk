@@ -1,6 +1,6 @@
 # One job per (cohort, modality, encoder) store, in one of two rules by the encoder's
 # type (the registry's needs_gpu): `encode` for a type that runs a network, which asks
-# for one GPU, and `encode_cpu` for the others (tabular encoding, precomputed and tile
+# for one GPU (none under `device: cpu`), and `encode_cpu` for the others (tabular encoding, precomputed and tile
 # features), so a cluster profile gives the networks their GPU, CPUs and memory and the
 # table readers a plain CPU slot. Locally, `--resources gpu=N` lets at most N network
 # encoders share the machine's GPUs (without it the gpu resource is not limited). One
@@ -28,7 +28,7 @@ rule encode:
         "../../envs/encode.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=encode_gpus,
     params:
         encoder=lambda w: mmparams.encoder_params(config, w.cohort, w.modality, w.encoder),
         manifest=manifest_view,
