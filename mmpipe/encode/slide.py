@@ -20,7 +20,7 @@ import torch
 from mmpipe.encode.in_flight import InFlight, forward_queued
 from mmpipe.encode.job import build_network
 from mmpipe.encode.prefetch import read_ahead
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, out_of_memory
 
 
 def setup(job, items) -> None:
@@ -142,6 +142,11 @@ def run(job, items, writer, progress=None) -> None:
             tiles = read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop))
             return seg, imagenet_tensor(tiles), None
         except InputError as err:
+            # a slide decoded whole (a plain image) can exhaust the memory: the machine's
+            # failure, not the slide's, fails the job (as the volume loop's), where a
+            # rejection would have stood in a store that looks finished
+            if out_of_memory(err):
+                raise
             return seg, None, str(err)
 
     def read(piece):

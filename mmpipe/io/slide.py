@@ -228,6 +228,59 @@ PLAIN_IMAGE = "plain image (no pyramid)"
 
 
 _PILLOW_LIMIT = threading.Lock()
+# tifffile's TIFF ResolutionUnit codes, as OpenSlide names them in ``tiff.ResolutionUnit``
+_TIFF_UNITS = {2: "inch", 3: "centimeter"}
+
+
+class _TiffErrors(logging.Handler):
+    """The errors tifffile logs instead of raising (a page offset past the file's end)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _tiff_properties(path: Path) -> dict[str, str]:
+    """A TIFF that OpenSlide refused, before it is read as a plain image: its first page's
+    resolution tags as OpenSlide names them, so the slide keeps its own scale rather than
+    the config's ``mpp_when_missing``; and a refusal when its directories place a page or
+    its data past the file's end. A truncated pyramidal TIFF decoded from its intact first
+    page and was tiled at the assumed scale, the truncation unsaid. Called under
+    ``_PILLOW_LIMIT``: the log handler that hears tifffile sees one file at a time."""
+    import tifffile
+
+    size = path.stat().st_size
+    heard = _TiffErrors()
+    tifffile_log = logging.getLogger("tifffile")
+    tifffile_log.addHandler(heard)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            for k, page in enumerate(pages):
+                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts,
+                                              strict=True) if n]
+                if ends and max(ends) > size:
+                    raise SlideError(reason=f"truncated: its page {k} holds data up to byte "
+                                            f"{max(ends)} of a {size}-byte file", path=path)
+            if heard.messages:
+                raise SlideError(reason=f"damaged: {heard.messages[0]} in a {size}-byte file",
+                                 path=path)
+            tags = pages[0].tags
+            unit, xres = tags.get("ResolutionUnit"), tags.get("XResolution")
+    except tifffile.TiffFileError:
+        return {}  # not a TIFF tifffile reads: Pillow's reading says what it is
+    finally:
+        tifffile_log.removeHandler(heard)
+    props = {}
+    if unit is not None and int(unit.value) in _TIFF_UNITS and xres is not None:
+        num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
+        if den:
+            props = {"tiff.ResolutionUnit": _TIFF_UNITS[int(unit.value)],
+                     "tiff.XResolution": repr(num / den)}
+    return props
 
 
 class _PlainImageHandle:
@@ -238,7 +291,8 @@ class _PlainImageHandle:
     does. The decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels);
     decoding peaks near 6 bytes a pixel for RGB, 25 for 8-bit RGBA and 16 for 16-bit
     colour (measured on 6 megapixels).
-    Such files carry no trusted resolution, so the slide's mpp comes from the config."""
+    A JPEG or PNG carries no trusted resolution, so its mpp comes from the config; a
+    TIFF's own resolution tags count as OpenSlide's would (:func:`_tiff_properties`)."""
 
     def __init__(self, path: Path):
         from PIL import Image
@@ -250,6 +304,8 @@ class _PlainImageHandle:
         # Pillow's global, which reader threads opening slides at once would restore
         # under each other: one plain slide decoded at a time (each holds ~2 GB too)
         with _PILLOW_LIMIT:
+            tiff = (_tiff_properties(path) if path.suffix.lower() in (".tif", ".tiff")
+                    else {})
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
                 self._rgb = read_image(path)
@@ -259,7 +315,7 @@ class _PlainImageHandle:
         self.level_count = 1
         self.level_dimensions = ((w, h),)
         self.level_downsamples = (1.0,)
-        self.properties = {"mmpipe.reader": PLAIN_IMAGE}
+        self.properties = {"mmpipe.reader": PLAIN_IMAGE, **tiff}
 
     def read_region(self, location, level, size) -> np.ndarray:
         (x, y), (w, h) = location, size
@@ -275,12 +331,33 @@ class _PlainImageHandle:
         self._rgb = None
 
 
+# how far an assumed level-0 resolution may lie from the one the slide's stated objective
+# power implies (10 / power um/px: 0.25 at 40x, 0.5 at 20x; scanners differ by ~10 %)
+OBJECTIVE_POWER_TOLERANCE = 1.5
+
+
+def _check_objective_power(props: dict[str, str], mpp: float, path: Path) -> None:
+    """Refuse an assumed mpp that the slide's own objective power contradicts: a 40x slide
+    without a resolution, in a cohort assumed to be scanned at 20x (0.5 um/px), was tiled
+    at twice its field of view."""
+    power = _positive_float(props.get("openslide.objective-power"))
+    if power is None:
+        return
+    implied = 10.0 / power
+    if not 1 / OBJECTIVE_POWER_TOLERANCE <= mpp / implied <= OBJECTIVE_POWER_TOLERANCE:
+        raise SlideError(reason=f"its metadata states a {power:g}x objective (about "
+                                f"{implied:.2g} um/px at level 0), which the config's "
+                                f"mpp_when_missing of {mpp:g} um/px contradicts: set it to "
+                                "this cohort's scan resolution", path=path)
+
+
 def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide:
     """Open a whole-slide image and find its level-0 microns per pixel.
 
     The mpp comes from, in order: OpenSlide's ``openslide.mpp-x``/``-y`` (their mean),
     the TIFF resolution tags (centimetre or inch units only), ``mpp_when_missing``
-    (logged as a warning, since a wrong value silently changes the tile scale).
+    (logged as a warning, since a wrong value silently changes the tile scale; refused
+    when the slide's stated objective power contradicts it, :func:`_check_objective_power`).
     A metadata resolution coarser than :data:`COARSEST_SCAN_MPP` is a converter's
     screen or print default, not a scanner's, and counts as none (logged).
     Without any of them, or when OpenSlide cannot read the file, raise
@@ -333,6 +410,7 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
                 raise SlideError(reason=f"mpp_when_missing must be a positive number, got "
                                         f"{mpp_when_missing!r}", path=path)
             mpp, source = float(mpp_when_missing), MPP_SOURCE_CONFIG
+            _check_objective_power(props, mpp, path)
             log.warning("slide %s has no microns-per-pixel in its metadata; ASSUMING %.4g um/px "
                         "from config preprocess.slide.mpp_when_missing", path, mpp)
         if mpp is None:

@@ -200,6 +200,12 @@ def _reduced_level_image(slide: Slide, level: int, factor: int) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
+# OpenCV's RGB2HSV for 8 bits (imgproc/src/color_hsv.simd.hpp): S = (diff * sdiv[max] +
+# 2^11) >> 12, sdiv[v] = round(255 * 2^12 / v) (cvRound: half to even, as np.round)
+_OPENCV_SATURATION_DIVISORS = np.concatenate(
+    [[0], np.round((255 << 12) / np.arange(1, 256))]).astype(np.int64)
+
+
 def saturation_mask(rgb: np.ndarray, params: TilingParams) -> tuple[np.ndarray, float]:
     """Tissue pixels of an RGB image and the saturation threshold used.
 
@@ -212,9 +218,11 @@ def saturation_mask(rgb: np.ndarray, params: TilingParams) -> tuple[np.ndarray, 
     rgb = np.asarray(rgb, dtype=np.uint8)
     hi = rgb.max(axis=2)
     lo = rgb.min(axis=2)
-    # OpenCV's S = 255 * (max - min) / max, 0 on black.
-    sat = np.zeros(hi.shape, dtype=np.uint8)
-    np.divide(255 * (hi.astype(np.uint16) - lo), hi, out=sat, where=hi > 0, casting="unsafe")
+    # OpenCV's S = 255 * (max - min) / max, 0 on black, in its own fixed point
+    # (_OPENCV_SATURATION_DIVISORS): a plain cast truncated, (100, 91, 95) gave 22 where
+    # OpenCV gives 23, and 15,778 of the 32,895 (max, min) pairs differed
+    diff = hi.astype(np.int64) - lo
+    sat = ((diff * _OPENCV_SATURATION_DIVISORS[hi] + (1 << 11)) >> 12).astype(np.uint8)
     if params.median_blur > 1:
         sat = rank.median(sat, footprint=np.ones((params.median_blur,) * 2, dtype=bool))
     if params.saturation_threshold is not None:

@@ -194,3 +194,25 @@ def test_a_batch_is_finished_once_the_next_batchs_forward_is_queued(slides):
         written = events.index(("write", f"s{k}", tiles[k]))
         queued = sum(e[0] == "forward" for e in events[:written])
         assert queued == min(last_batch + 2, len(batches))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_running_out_of_memory_reading_a_slide_fails_the_job(slides, monkeypatch, workers):
+    """A plain-image slide decoded whole hit a MemoryError, which open_slide reports as a
+    SlideError: the subject was rejected for good in a store that looked finished."""
+    import mmpipe.preprocess.tiling as tiling
+    from mmpipe.errors import SlideError
+
+    real = tiling.read_tiles
+
+    def read_tiles(slide, grid, index):
+        if slide.path.name == "s1.tiff":
+            try:
+                raise MemoryError("simulated")
+            except MemoryError as err:
+                raise SlideError(reason=f"cannot be decoded ({err})", path=slide.path) from err
+        return real(slide, grid, index)
+
+    monkeypatch.setattr(tiling, "read_tiles", read_tiles)
+    with pytest.raises(SlideError, match="simulated"):
+        _encode(slides, workers)

@@ -192,6 +192,26 @@ def test_a_property_name_that_is_not_utf8_is_the_slides_rejection(tmp_path):
         open_slide(path)
 
 
+@pytest.mark.parametrize("assumed, refused", [(0.5, True), (0.25, False), (0.3, False)])
+def test_an_assumed_mpp_the_slides_objective_power_contradicts_is_refused(tmp_path, assumed,
+                                                                           refused):
+    """An Aperio slide that says AppMag = 40 and no MPP was tiled at a cohort's assumed
+    0.5 um/px (20x): twice its field of view, with only the usual warning."""
+    rgb = np.full((512, 512, 3), 200, np.uint8)
+    description = (b"Aperio Image Library v10.0.51\r\n512x512 [0,0 512x512] (256x256) "
+                   b"JPEG/RGB Q=30|AppMag = 40|ScanScope ID = SS1234")
+    path = tmp_path / "forty.svs"
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256), compression="zlib",
+                     description=description, metadata=None)
+    if refused:
+        with pytest.raises(SlideError, match=r"states a 40x objective \(about 0.25 um/px.*"
+                                             r"mpp_when_missing of 0.5 um/px contradicts"):
+            open_slide(path, mpp_when_missing=assumed)
+        return
+    with open_slide(path, mpp_when_missing=assumed) as slide:
+        assert slide.mpp == assumed and slide.mpp_source == MPP_SOURCE_CONFIG
+
+
 def test_resolution_without_unit_is_ignored(tmp_path):
     path = _plain_tiff(tmp_path / "none.tiff", (1, 1), "NONE")
     with pytest.raises(SlideError, match="microns-per-pixel"):
@@ -265,6 +285,34 @@ def test_a_broken_plain_image_names_both_readers(tmp_path):
     # the file is named once, by the error, not again inside its reason: a QC reason with
     # an absolute path differed between two runs of one cohort in two folders
     assert str(tmp_path) not in err.value.reason and "cannot read the image" in err.value.reason
+
+
+def test_a_flat_tiff_read_as_a_plain_image_keeps_its_own_resolution(tmp_path):
+    """OpenSlide refuses a striped TIFF; read as a plain image, its resolution tags were
+    dropped and the config's mpp_when_missing assumed in their place."""
+    import tifffile
+
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, rgb, resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
+    with open_slide(path, mpp_when_missing=0.5) as slide:
+        assert slide.properties["mmpipe.reader"] == "plain image (no pyramid)"
+        assert slide.mpp == pytest.approx(0.25) and slide.mpp_source == "tiff resolution"
+
+
+@pytest.mark.parametrize("kept, page", [(0.9, 1), (0.5, 0)])
+def test_a_truncated_pyramidal_tiff_is_refused_not_read_from_its_first_page(tmp_path, kept,
+                                                                             page):
+    """Cut short, a scanner's TIFF is refused by OpenSlide, and its intact first page
+    decoded as a plain image: it was tiled at the config's assumed mpp, the truncation
+    unsaid (and without mpp_when_missing refused for a resolution it has)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    path = write_pyramidal_tiff(tmp_path / "cut.tif", rgb, mpp=0.25, tile=128, n_levels=2,
+                                compression="none")
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * kept)])
+    with pytest.raises(SlideError, match=rf"truncated: its page {page} holds data up to "
+                                         rf"byte \d+ of a {path.stat().st_size}-byte file"):
+        open_slide(path, mpp_when_missing=0.5)
 
 
 def test_a_plain_image_slide_is_turned_upright_by_its_exif_orientation(tmp_path):

@@ -110,6 +110,9 @@ def test_read_level_and_read_size_follow_target_mpp(blob_slide):
         coarse = tile_grid(slide, fast(target_mpp=1.0, tile_size=32))
         fine = tile_grid(slide, fast(target_mpp=0.3, tile_size=64, max_tiles=4))
         almost = tile_grid(slide, fast(target_mpp=0.998, tile_size=32, max_tiles=4))
+        # at 256 px the 1 % tolerance rounds the read to 255 px (256 * 0.995 / 1.0)
+        clamped = tile_grid(slide, fast(target_mpp=0.995, tile_size=256, max_tiles=1,
+                                        min_tissue_fraction=0.1))
         tiles = read_tiles(slide, fine)
         with pytest.raises(SlideError, match="coarser than target_mpp"):
             tile_grid(slide, fast(target_mpp=0.2))
@@ -119,6 +122,7 @@ def test_read_level_and_read_size_follow_target_mpp(blob_slide):
     assert tiles.shape == (4, 64, 64, 3)
     # Within the 1 % tolerance the coarser level is used, never enlarged below tile_size.
     assert (almost.level, almost.read_size) == (2, 32)
+    assert (clamped.level, clamped.read_size) == (2, 256)
 
 
 def test_white_slide_has_no_tissue(tmp_path):
@@ -251,3 +255,46 @@ def test_broken_slide(shared_data):
     with pytest.raises(SlideError) as info:
         open_slide(path)
     assert info.value.path == str(path) and info.value.reason
+
+
+# (max, min, OpenCV's S) for 8-bit RGB: cv2.cvtColor(..., COLOR_RGB2HSV)[..., 1], read from
+# opencv-python 4 for pixels where a truncated 255 * (max - min) / max is one level lower
+OPENCV_SATURATION = [(100, 91, 23), (234, 183, 56), (98, 52, 120), (71, 53, 65),
+                     (188, 110, 106), (155, 55, 165), (147, 85, 108), (83, 75, 25),
+                     (206, 59, 182)]
+
+
+def test_the_saturation_is_opencvs_as_clam_thresholds_it():
+    """CLAM thresholds OpenCV's HSV saturation; a cast truncated it, so a pixel one level
+    above the threshold by OpenCV's rounding was background here."""
+    from mmpipe.preprocess.tiling import saturation_mask
+
+    for hi, lo, s in OPENCV_SATURATION:
+        rgb = np.array([[[hi, lo, (hi + lo) // 2]]], np.uint8)
+        at = TilingParams(saturation_threshold=s - 1, median_blur=1)
+        above = TilingParams(saturation_threshold=s, median_blur=1)
+        assert saturation_mask(rgb, at)[0].all(), (hi, lo, s)
+        assert not saturation_mask(rgb, above)[0].any(), (hi, lo, s)
+
+
+def test_the_mask_drops_near_white_near_black_and_lone_pixels_and_floors_otsu():
+    """Each of the mask's rules on its own (a change to any one passed every test):
+    saturated but near-white glare and near-black pen or dust are not tissue; the median
+    blur removes a lone saturated pixel; Otsu on a pale, nearly grey field is floored at
+    MIN_OTSU_SATURATION instead of splitting its noise into tissue."""
+    from mmpipe.preprocess.tiling import MIN_OTSU_SATURATION, saturation_mask
+
+    fixed = TilingParams(saturation_threshold=8, median_blur=1)
+    rgb = np.array([[[255, 225, 225], [30, 0, 0], [200, 60, 120]]], np.uint8)
+    assert saturation_mask(rgb, fixed)[0].tolist() == [[False, False, True]]
+
+    field = np.full((9, 9, 3), 240, np.uint8)
+    field[4, 4] = (200, 60, 120)
+    assert saturation_mask(field, fixed)[0].sum() == 1
+    assert saturation_mask(field, TilingParams(saturation_threshold=8, median_blur=3))[0].sum() == 0
+
+    rng = np.random.default_rng(0)
+    pale = np.full((32, 32, 3), 200, np.uint8)
+    pale[..., 0] += rng.integers(0, 5, (32, 32), dtype=np.uint8)  # S of 0-6
+    mask, threshold = saturation_mask(pale, TilingParams(median_blur=1))
+    assert threshold == MIN_OTSU_SATURATION and not mask.any()
