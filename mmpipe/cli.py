@@ -91,10 +91,17 @@ def cmd_manifest(args) -> None:
 
 
 def cmd_encode(args) -> None:
+    import torch
+
     from mmpipe.encode.run import encode_store, skip_unused_imports
     from mmpipe.encoders.registry import execution_settings
     from mmpipe.params import encoder_params
 
+    if args.threads < 1:
+        raise MmpipeError(f"--threads must be at least 1, not {args.threads}")
+    # torch splits reductions by its thread count, so a store encoded on all the cores
+    # differed by float rounding from the workflow's, encoded on the rule's one thread
+    torch.set_num_threads(args.threads)
     cfg = _config(args)
     skip_unused_imports()  # a command's own process
     layout = _layout(cfg, args.cohort)
@@ -181,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", required=True)
     p.add_argument("--modality", required=True)
     p.add_argument("--encoder", required=True)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1, as the encode rule runs: a store of "
+                        "the same bytes as the workflow's)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("predict", help="score subjects with a trained run (any modality subset)")

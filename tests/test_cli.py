@@ -31,6 +31,14 @@ def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
         assert cli.main(["encode", "--config", str(config), "--cohort", "demo",
                          "--modality", modality, "--encoder", encoder]) == 0
     (_, masked), (_, text) = (kwargs for kwargs in calls)
+    # one torch thread, as the rule runs (a store of the machine's every core differed
+    # by float rounding from the workflow's), unless asked
+    threads = []
+    monkeypatch.setattr("torch.set_num_threads", threads.append)
+    for extra in ([], ["--threads", "4"]):
+        assert cli.main(["encode", "--config", str(config), "--cohort", "demo",
+                         "--modality", "clinical", "--encoder", "text_minilm", *extra]) == 0
+    assert threads == [1, 4]
     cohort = tmp_path / "results" / "demo"
     assert masked["masks"] == cohort / "preprocess" / "mri_t1" / "masks"
     assert masked["prompts"] is None and text["masks"] is None
