@@ -183,8 +183,9 @@ class ApplyMask(Transform):
     """``(2, X, Y, Z)`` volume and mask (or ``(1, X, Y, Z)`` for a fixed slice) -> the
     volume ``(1, X', Y', Z')`` with the outside of the mask set to its minimum, cropped to
     the mask's bounding box plus the margin, and/or reduced to one axial (Z) slice; the
-    mask channel is dropped. The mask went through
-    the interpolating resampling with the volume, so a voxel is in it from 0.5 up."""
+    mask channel is dropped. The mask is resampled nearest (:class:`ResampleVolume`), so
+    it holds 0 and 1; an integer ``slice_select`` indexes the oriented volume's slices,
+    the box of ``roi_crop`` or not."""
 
     def __init__(self, steps: MaskSteps):
         self.steps = steps
@@ -200,6 +201,17 @@ class ApplyMask(Transform):
                                  "and resampling)")
         if self.steps.mask_out:  # skull stripping: outside the mask is background
             image = torch.where(mask[None], image, image.min())
+        choice = self.steps.slice_select
+        if choice is not None and choice != LARGEST_MASK:
+            # the oriented volume's slice (masks.py), chosen before roi_crop's box, which
+            # made it an index into the box and refused one outside it
+            if not 0 <= choice < image.shape[-1]:
+                raise ValueError(f"slice_select {choice} is outside the volume's "
+                                 f"{image.shape[-1]} axial slices")
+            image = image[..., choice:choice + 1]
+            mask = None if mask is None else mask[..., choice:choice + 1]
+            if mask is not None and not bool(mask.any()):
+                raise ValueError(f"the mask is empty on slice_select's slice {choice}")
         if self.steps.roi_margin is not None:
             where = torch.nonzero(mask)
             shape = torch.tensor(mask.shape)
@@ -207,15 +219,9 @@ class ApplyMask(Transform):
             hi = torch.minimum(where.max(dim=0).values + 1 + self.steps.roi_margin, shape)
             box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
             image, mask = image[(slice(None), *box)], mask[box]
-        choice = self.steps.slice_select
         if choice == LARGEST_MASK:
             z = int(mask.sum(dim=(0, 1)).argmax())  # the first of equal areas
             image = image[..., z:z + 1]
-        elif choice is not None:
-            if not 0 <= choice < image.shape[-1]:
-                raise ValueError(f"slice_select {choice} is outside the volume's "
-                                 f"{image.shape[-1]} axial slices")
-            image = image[..., choice:choice + 1]
         return image.contiguous()
 
 
@@ -265,11 +271,19 @@ class CropForegroundAbove(Transform):
 class RejectConstant(Transform):
     """A volume of one intensity everywhere (a blank series, a failed export) holds no
     image: an error naming the file. Scaled to [0, 1] it was all zeros, which an encoder
-    stored as an "ok" row, while the MedicalNet recipe's crop refused the same file."""
+    stored as an "ok" row, while the MedicalNet recipe's crop refused the same file.
+    ``after`` names the step it follows when that step made it so: an HU window whose
+    range no voxel falls inside (a padding value and one other value beyond it)."""
+
+    def __init__(self, after: str | None = None):
+        self.after = after
 
     def __call__(self, img):
         flat = img.reshape(-1)
         if flat.numel() and bool((flat == flat[0]).all()):
+            if self.after:
+                raise ValueError(f"one intensity everywhere after {self.after}: no voxel "
+                                 "inside it, no image")
             raise ValueError(f"one intensity ({float(flat[0]):g}) everywhere: no image")
         return img
 
@@ -367,9 +381,47 @@ def _check_recipe(recipe: dict, allowed: set[str], ignored: set[str], what: str)
     return recipe
 
 
+# voxels a resampled volume may have (4 GB at float32): a header whose voxel sizes are
+# in the wrong unit asked the resampling for tens of GB, which failed as the machine
+# running out of memory and so failed the job, and every rerun, for every subject
+MAX_RESAMPLED_VOXELS = 10**9
+
+
+class ResampleVolume(Transform):
+    """MONAI's ``Spacing`` to ``pixdim``: the volume (channel 0) bilinear, and a mask
+    (channel 1, with ``roi_crop`` or ``slice_select``) nearest, as a label is resampled;
+    resampled with the volume, a one-voxel structure fell to 0.34 and left the mask.
+    A volume the resampling would make larger than :data:`MAX_RESAMPLED_VOXELS` is the
+    subject's error, said before anything is allocated."""
+
+    def __init__(self, pixdim: Sequence[float]):
+        from monai.transforms import Spacing
+
+        self.pixdim = [float(v) for v in pixdim]
+        self.image = Spacing(pixdim=self.pixdim, mode="bilinear", dtype=np.float32)
+        self.mask = Spacing(pixdim=self.pixdim, mode="nearest", dtype=np.float32)
+
+    def __call__(self, img):
+        from monai.data import MetaTensor
+
+        spacing = np.sqrt((np.asarray(img.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+        shape = np.asarray(img.shape[1:], dtype=np.float64)
+        voxels = float(np.prod(np.ceil(shape * spacing / np.asarray(self.pixdim))))
+        if voxels > MAX_RESAMPLED_VOXELS:
+            raise InputError(f"resampled to {self.pixdim} mm its {tuple(img.shape[1:])} "
+                             f"voxels of {tuple(round(float(v), 4) for v in spacing)} mm "
+                             f"would be {voxels:.3g} voxels (at most "
+                             f"{MAX_RESAMPLED_VOXELS:.0e}): check the header's voxel sizes",
+                             path=img.meta.get("filename_or_obj"))
+        if img.shape[0] == 1:
+            return self.image(img)
+        image, mask = self.image(img[:1]), self.mask(img[1:])
+        return MetaTensor(torch.cat([image.as_tensor(), mask.as_tensor()]), meta=image.meta)
+
+
 def _spatial_steps(recipe: dict, median_spacing, what: str) -> list:
     """Orientation and resampling (they need the affine, so they come first)."""
-    from monai.transforms import Orientation, Spacing
+    from monai.transforms import Orientation
 
     steps: list = []
     if recipe.get("orientation"):
@@ -387,7 +439,7 @@ def _spatial_steps(recipe: dict, median_spacing, what: str) -> list:
         if len(pixdim) != 3 or min(pixdim) <= 0:
             raise ConfigError(f"{what} transform: spacing must be 3 positive numbers (mm), "
                               f"got {spacing!r}")
-        steps.append(Spacing(pixdim=pixdim, mode="bilinear", dtype=np.float32))
+        steps.append(ResampleVolume(pixdim))
     return steps
 
 
@@ -398,7 +450,8 @@ def _intensity_window(recipe: dict) -> list:
     if window is None:
         return []
     lo, hi = float(window[0]), float(window[1])
-    return [ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+    return [ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),
+            RejectConstant(after=f"the HU window [{lo:g}, {hi:g}]")]
 
 
 def _root_cause(err: BaseException) -> BaseException:

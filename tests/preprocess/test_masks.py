@@ -129,3 +129,31 @@ def test_mask_out_strips_what_lies_outside_the_mask(pair):
     assert (out[~inside] == volume.min()).all()
     with pytest.raises(InputError, match="has no mask file"):
         build_volume_transform({"orientation": None, "mask_out": True})(image)
+
+
+def test_a_mask_is_resampled_as_a_label_and_keeps_a_one_voxel_structure(tmp_path):
+    """Resampled with its volume (bilinear), a one-voxel mask fell to 0.34 at 0.7 mm and
+    the subject was rejected as having an empty mask; a thin line vanished from the crop."""
+    volume = np.random.default_rng(0).uniform(0, 1000, (12, 12, 12)).astype(np.float32)
+    mask = np.zeros((12, 12, 12), np.uint8)
+    mask[6, 6, 6] = 1
+    image, m = _nifti(tmp_path / "v.nii.gz", volume), _nifti(tmp_path / "m.nii.gz", mask)
+    recipe = {"orientation": None, "spacing": [0.7, 0.7, 0.7], "roi_crop": {"margin": 0},
+              "normalize": None}
+    out = build_volume_transform(recipe)(MaskedVolume(image, m))
+    # nearest: the voxel's 1 mm becomes one or two 0.7 mm voxels a side, never none
+    assert 1 <= min(out.shape[1:]) and max(out.shape[1:]) <= 2, out.shape
+
+
+def test_a_fixed_slice_is_the_oriented_volumes_whatever_the_crop(pair):
+    """With roi_crop, slice_select: 0 gave the crop box's first slice (z = 3 here), and
+    an index past the box was "outside the volume"."""
+    image, mask, volume = pair
+    recipe = {"orientation": None, "roi_crop": {"margin": 0}, "slice_select": 4}
+    out = build_slice_transform(recipe)(MaskedVolume(image, mask))
+    # slice z = 4 of the volume, cropped to the mask's box on that slice (x 4..9, y 9..16)
+    crop = build_slice_transform({"orientation": None, "slice_select": 0})(
+        _nifti(image.replace("v.nii", "crop.nii"), volume[4:10, 9:17, 4:5]))
+    torch.testing.assert_close(out, crop)
+    with pytest.raises(InputError, match="the mask is empty on slice_select's slice 0"):
+        build_slice_transform({**recipe, "slice_select": 0})(MaskedVolume(image, mask))

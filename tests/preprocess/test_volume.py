@@ -366,3 +366,29 @@ def test_a_volume_of_one_intensity_is_rejected_by_every_recipe(build, tmp_path):
                  else build_slice_transform(VGG_SLICE_RECIPE))
     with pytest.raises(InputError, match="one intensity"):
         transform(path)
+
+
+@pytest.mark.parametrize("build", ["volume", "slices"])
+def test_a_volume_the_hu_window_leaves_blank_is_rejected(build, tmp_path):
+    """Padding at -3024 HU and a block at -2048: two values, both below the window, so
+    the check before it passed, and the windowed volume was all zeros, stored "ok"."""
+    hu = np.full((12, 10, 6), -3024, np.int16)
+    hu[3:8, 3:7, 2:4] = -2048
+    path = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(path))
+    window = {"hu_window": [-1000, 400]}
+    transform = (build_volume_transform({**PLAIN, **window, "normalize": "zscore"})
+                 if build == "volume" else build_slice_transform({**PLAIN, **window}))
+    with pytest.raises(InputError, match=r"after the HU window \[-1000, 400\]"):
+        transform(path)
+
+
+def test_a_header_whose_resampling_would_not_fit_is_the_subjects_error(tmp_path):
+    """Voxel sizes in the wrong unit (40 mm) asked the resampling for 30 GB: the
+    allocation failed as the machine's, which failed the job for every subject."""
+    path = tmp_path / "cm.nii.gz"
+    data = np.random.default_rng(0).uniform(0, 1, (32, 32, 32)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([40.0, 40.0, 40.0, 1.0])), str(path))
+    with pytest.raises(InputError, match=r"would be 2\.1e\+09 voxels") as err:
+        build_volume_transform({**PLAIN, "spacing": [1, 1, 1]})(path)
+    assert not out_of_memory(err.value) and str(path) in str(err.value)
