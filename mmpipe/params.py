@@ -95,16 +95,21 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     weights reruns the masks, moving them does not); the device changes how it runs."""
     from mmpipe.preprocess.segment import model_folders
 
-    mask = modality(cfg, cohort_name, modality_name)["mask"]
-    settings = cfg["preprocess"]["totalsegmentator"]
-    fast = bool(settings.get("fast", True))
-    folder = settings.get("weights")
-    models = model_folders(Path(folder).expanduser(), fast) if folder else []
-    # a set to TotalSegmentator (the mask is their union): its order reruns nothing
-    return canonical({"roi_subset": sorted(mask["roi_subset"]), "fast": fast,
+    organs = _segment_organs(cfg, cohort_name, modality_name)
+    folder = cfg["preprocess"]["totalsegmentator"].get("weights")
+    models = model_folders(Path(folder).expanduser(), organs["fast"]) if folder else []
+    return canonical({**organs,
                       # "missing": the job then fails, naming the folder (check_weights)
                       "weights": {m.name: content_sha256(m) for m in models} or "missing",
                       "code": code_key("preprocess/segment")})
+
+
+def _segment_organs(cfg: dict, cohort_name: str, modality_name: str) -> dict:
+    """The organs of a modality's TotalSegmentator masks and its model (``fast``)."""
+    mask = modality(cfg, cohort_name, modality_name)["mask"]
+    settings = (cfg.get("preprocess") or {}).get("totalsegmentator") or {}
+    # a set to TotalSegmentator (the mask is their union): its order reruns nothing
+    return {"roi_subset": sorted(mask["roi_subset"]), "fast": bool(settings.get("fast", True))}
 
 
 def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
@@ -162,6 +167,16 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
         # its modules, and its own registry entry (builder, feature shape, helpers)
         "code": code_key(*etype.code_modules(), f"encoders/registry:ENCODER_TYPES[{etype.name}]"),
     }
+    from mmpipe.preprocess.masks import mask_steps
+
+    # the config check has vetted the recipe; slices=True accepts every mask key
+    reads_mask = mask_steps(enc.get("transform") or {}, "", slices=True).needs_mask
+    if reads_mask and (mod.get("mask") or {}).get("from") == "totalsegmentator":
+        # the organs and the model of the masks its transform crops or blanks by: a
+        # kidney crop and a liver crop are other features, which the store's preprocessing
+        # must tell apart (mmpipe predict); the masks' own rerun comes with them as input
+        params["mask"] = {"from": "totalsegmentator",
+                          **_segment_organs(cfg, cohort_name, modality_name)}
     if mod["kind"] == "dicom":
         params["dicom"] = dicom_params(cfg)
     if mod["kind"] == "slide":

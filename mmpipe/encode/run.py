@@ -33,7 +33,8 @@ _NO_NETWORK = {
 
 def _attrs(cohort: str, job: EncodeJob) -> dict:
     params = job.params
-    preprocessing = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields") if k in params}
+    preprocessing = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields", "mask")
+                     if k in params}
     preprocessing["transform"] = params["config"].get("transform")
     preprocessing.update(job.preprocessing)
     attrs = {

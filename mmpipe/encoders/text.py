@@ -9,13 +9,14 @@ Two models, both read from local files only (nothing is ever downloaded):
   ``sentence_bert_config.json`` (``max_seq_length`` 256). 384-d.
 - ``biomedbert``: UniMedCLIP's text tower (Khattak et al., 2024; an open_clip
   ``HFTextEncoder`` over ``microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract``
-  with ``pooler_type="cls_pooler"``, ``proj_type="mlp"``, context 256). Give the
+  with ``pooler_type="cls_last_hidden_state_pooler"``, the last layer's CLS state, not
+  BERT's pooler; ``proj_type="mlp"``, context 256). Give the
   Hugging Face folder as ``checkpoint``; give the projection as ``projection``, a
-  torch file holding open_clip's ``text.proj`` state_dict: either the MLP
+  torch file holding open_clip's projection state_dict: either the MLP
   ``0.weight`` [(768+512)//2, 768] and ``2.weight`` [512, 640] (no biases; GELU
-  between them) or a linear ``weight`` [512, 768]; a ``text.proj.`` or ``proj.``
-  prefix is stripped, so a state_dict filtered from the full UniMedCLIP checkpoint
-  works too. Without a projection the 768-d CLS embedding is returned. Output is
+  between them) or a linear ``weight`` [512, 768]; a file of the whole UniMedCLIP
+  checkpoint works too (its ``text_encoder.proj.`` keys are taken; ``text.proj.``
+  and ``proj.`` as well, and a ``module.`` prefix is stripped). Without a projection the 768-d CLS embedding is returned. Output is
   L2-normalised, as CLIP's ``encode_text(normalize=True)``.
 
 Both are BERTs, run by :mod:`mmpipe.encoders.bert` (torch and ``tokenizers``, without
@@ -83,6 +84,10 @@ def _sentence_transformers_recipe(folder: Path) -> dict[str, Any]:
     return recipe
 
 
+# where a checkpoint of the whole CLIP model keeps the text projection
+_PROJECTION_PREFIXES = ("text_encoder.proj.", "text.proj.", "proj.")
+
+
 def _load_projection(path: Path) -> nn.Module:
     """open_clip's text projection (MLP ``0/2.weight`` or linear ``weight``, no biases)."""
     if not path.is_file():
@@ -94,15 +99,13 @@ def _load_projection(path: Path) -> nn.Module:
         raise WeightsError(f"{path}: cannot read the text projection: {exc}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    sd = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        for prefix in ("module.", "text.proj.", "proj."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        if k.count(".") <= 1:
-            sd[k] = v
+    tensors = {k.removeprefix("module."): v for k, v in obj.items()
+               if isinstance(v, torch.Tensor)}
+    # the projection's own keys in a checkpoint of the whole model (UniMedCLIP's tower
+    # is its `text_encoder`: official src/open_clip/model.py), else the file's every key
+    under = {k[len(p):]: v for k, v in tensors.items() for p in _PROJECTION_PREFIXES
+             if k.startswith(p)}
+    sd = under or tensors
     if set(sd) == {"0.weight", "2.weight"}:
         w0, w2 = sd["0.weight"], sd["2.weight"]
         proj: nn.Module = nn.Sequential(nn.Linear(w0.shape[1], w0.shape[0], bias=False), nn.GELU(),

@@ -356,3 +356,41 @@ def test_a_job_whose_every_subject_is_rejected_writes_no_store(tmp_path, cfg, mo
     with pytest.raises(InputError, match=r"all 5 subjects with an input were rejected or empty"):
         encode_store(cohort_dir, "clinical", params, out, device="cpu")
     assert not out.exists()
+
+
+def test_a_stores_preprocessing_names_the_organs_its_transform_crops_to():
+    """A kidney crop and a liver crop from TotalSegmentator masks made stores whose
+    preprocessing (and so its hash) was the same: mmpipe predict scored one as the
+    other without a note."""
+    import copy
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    base["encoders"]["med3d_demo"]["transform"] = {"roi_crop": {"margin": 2}}
+
+    def params(organs, transform=True):
+        cfg = copy.deepcopy(base)
+        cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+            "from": "totalsegmentator", "roi_subset": organs}
+        if not transform:
+            cfg["encoders"]["med3d_demo"].pop("transform")
+        return encoder_params(cfg, "demo", "mri_t1", "med3d_demo")
+
+    kidneys = params(["kidney_right", "kidney_left"])
+    assert kidneys["mask"] == {"from": "totalsegmentator", "fast": True,
+                               "roi_subset": ["kidney_left", "kidney_right"]}
+    assert params(["liver"])["mask"]["roi_subset"] == ["liver"]
+    assert "mask" not in params(["liver"], transform=False)  # a transform reading none
+    # the store's preprocessing, and so its hash, holds them
+    from mmpipe.encode.job import EncodeJob
+    from mmpipe.encode.run import _attrs
+
+    def attrs(p):
+        return _attrs("demo", EncodeJob(cfg={}, params=p, modality="mri_t1", device="cpu"))
+
+    kidney, liver = attrs(kidneys), attrs(params(["liver"]))
+    assert kidney["preprocessing"]["mask"]["roi_subset"] == ["kidney_left", "kidney_right"]
+    assert kidney["preprocessing_hash"] != liver["preprocessing_hash"]

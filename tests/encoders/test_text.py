@@ -103,6 +103,21 @@ def test_projection_loading(tmp_path):
     torch.save({"foo.weight": torch.zeros(2, 2)}, p)
     with pytest.raises(WeightsError, match="0.weight"):
         _load_projection(p)
+    # the whole UniMedCLIP checkpoint: its tower is `text_encoder` (official
+    # src/open_clip/model.py), beside the logit scale and the vision tower
+    whole = {"state_dict": {**{f"module.text_encoder.proj.{k}": v
+                               for k, v in mlp.state_dict().items()},
+                            "module.logit_scale": torch.ones(()),
+                            "module.visual.proj": torch.zeros(4, 4),
+                            "module.text_encoder.transformer.pooler.dense.weight":
+                                torch.zeros(2, 2)}}
+    torch.save(whole, p)
+    with torch.inference_mode():
+        assert torch.allclose(_load_projection(p)(x), mlp(x))
+    # a projection with a key it does not hold (a bias) is refused, not trimmed
+    torch.save({**mlp.state_dict(), "0.bias": torch.zeros(640)}, p)
+    with pytest.raises(WeightsError, match="0.bias"):
+        _load_projection(p)
 
 
 def test_cls_pooling_on_a_local_bert_folder(tmp_path):
