@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import types
 from pathlib import Path
@@ -232,15 +233,20 @@ _PILLOW_LIMIT = threading.Lock()
 _TIFF_UNITS = {2: "inch", 3: "centimeter"}
 
 
-class _TiffErrors(logging.Handler):
-    """The errors tifffile logs instead of raising (a page offset past the file's end)."""
+class _PageOffsets(logging.Handler):
+    """The page offsets tifffile logs as invalid instead of raising: one past the file's
+    end is a directory chain cut short (other errors it logs, such as a private tag it
+    cannot decode, leave a readable image and are not heard)."""
+
+    _OFFSET = re.compile(r"invalid page offset (\d+)")
 
     def __init__(self):
         super().__init__(logging.ERROR)
-        self.messages: list[str] = []
+        self.offsets: list[int] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        if found := self._OFFSET.search(record.getMessage()):
+            self.offsets.append(int(found.group(1)))
 
 
 def _tiff_properties(path: Path) -> dict[str, str]:
@@ -253,7 +259,7 @@ def _tiff_properties(path: Path) -> dict[str, str]:
     import tifffile
 
     size = path.stat().st_size
-    heard = _TiffErrors()
+    heard = _PageOffsets()
     tifffile_log = logging.getLogger("tifffile")
     tifffile_log.addHandler(heard)
     try:
@@ -265,9 +271,9 @@ def _tiff_properties(path: Path) -> dict[str, str]:
                 if ends and max(ends) > size:
                     raise SlideError(reason=f"truncated: its page {k} holds data up to byte "
                                             f"{max(ends)} of a {size}-byte file", path=path)
-            if heard.messages:
-                raise SlideError(reason=f"damaged: {heard.messages[0]} in a {size}-byte file",
-                                 path=path)
+            if past := [o for o in heard.offsets if o >= size]:
+                raise SlideError(reason=f"truncated: its directory chain points to byte "
+                                        f"{past[0]} of a {size}-byte file", path=path)
             tags = pages[0].tags
             unit, xres = tags.get("ResolutionUnit"), tags.get("XResolution")
     except tifffile.TiffFileError:

@@ -403,10 +403,15 @@ class ResampleVolume(Transform):
 
     def __call__(self, img):
         from monai.data import MetaTensor
+        from monai.data.utils import compute_shape_offset, to_affine_nd, zoom_affine
 
-        spacing = np.sqrt((np.asarray(img.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-        shape = np.asarray(img.shape[1:], dtype=np.float64)
-        voxels = float(np.prod(np.ceil(shape * spacing / np.asarray(self.pixdim))))
+        # the output shape as Spacing computes it (from the grid's corners: a sheared
+        # affine makes it larger than the voxel sizes alone say)
+        affine = to_affine_nd(3, np.asarray(img.affine, dtype=np.float64))
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        shape, _ = compute_shape_offset(img.shape[1:], affine, zoom_affine(
+            affine, self.pixdim, diagonal=self.image.diagonal), self.image.scale_extent)
+        voxels = float(np.prod(np.asarray(shape, dtype=np.float64)))
         if voxels > MAX_RESAMPLED_VOXELS:
             raise InputError(f"resampled to {self.pixdim} mm its {tuple(img.shape[1:])} "
                              f"voxels of {tuple(round(float(v), 4) for v in spacing)} mm "

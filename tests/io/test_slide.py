@@ -315,6 +315,51 @@ def test_a_truncated_pyramidal_tiff_is_refused_not_read_from_its_first_page(tmp_
         open_slide(path, mpp_when_missing=0.5)
 
 
+def _first_ifd(data: bytes) -> tuple[int, int]:
+    """(offset, entry count) of a little-endian classic TIFF's first directory."""
+    import struct
+
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    return ifd, struct.unpack_from("<H", data, ifd)[0]
+
+
+def test_a_flat_tiff_whose_directory_chain_runs_past_its_end_is_refused(tmp_path):
+    """Its first page decodes, but the file was cut after it: the next directory it
+    points to is past the end."""
+    import struct
+
+    import tifffile
+
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.zeros((30, 40, 3), np.uint8) + 90)
+    data = bytearray(path.read_bytes())
+    ifd, n = _first_ifd(data)
+    struct.pack_into("<I", data, ifd + 2 + 12 * n, len(data) + 4096)
+    path.write_bytes(bytes(data))
+    with pytest.raises(SlideError, match=rf"directory chain points to byte {len(data) + 4096} "
+                                         rf"of a {len(data)}-byte file"):
+        open_slide(path, mpp_when_missing=0.5)
+
+
+def test_a_flat_tiff_with_a_tag_tifffile_cannot_decode_still_opens(tmp_path):
+    """tifffile logs a private tag of an unknown type and skips it; the image reads."""
+    import struct
+
+    import tifffile
+
+    path = tmp_path / "tag.tif"
+    tifffile.imwrite(path, np.zeros((30, 40, 3), np.uint8) + 90,
+                     extratags=[(65000, "s", 0, "private", True)])
+    data = bytearray(path.read_bytes())
+    ifd, n = _first_ifd(data)
+    for k in range(n):
+        if struct.unpack_from("<H", data, ifd + 2 + 12 * k)[0] == 65000:
+            struct.pack_into("<H", data, ifd + 2 + 12 * k + 2, 99)
+    path.write_bytes(bytes(data))
+    with open_slide(path, mpp_when_missing=0.5) as slide:
+        assert slide.level_dimensions == ((40, 30),)
+
+
 def test_a_plain_image_slide_is_turned_upright_by_its_exif_orientation(tmp_path):
     from PIL import Image
 

@@ -389,6 +389,25 @@ def test_a_header_whose_resampling_would_not_fit_is_the_subjects_error(tmp_path)
     path = tmp_path / "cm.nii.gz"
     data = np.random.default_rng(0).uniform(0, 1, (32, 32, 32)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, np.diag([40.0, 40.0, 40.0, 1.0])), str(path))
-    with pytest.raises(InputError, match=r"would be 2\.1e\+09 voxels") as err:
+    with pytest.raises(InputError, match=r"would be 1\.91e\+09 voxels") as err:
         build_volume_transform({**PLAIN, "spacing": [1, 1, 1]})(path)
     assert not out_of_memory(err.value) and str(path) in str(err.value)
+
+
+def test_the_resampling_bound_counts_the_voxels_spacing_makes_of_a_sheared_grid(tmp_path,
+                                                                               monkeypatch):
+    """Voxel sizes alone put this sheared grid at 20,592 voxels at 1 mm; Spacing makes
+    23,800 of it, so a volume near the bound slipped past it."""
+    import mmpipe.preprocess.volume as volume
+
+    affine = np.diag([1.3, 0.9, 2.0, 1.0])
+    affine[0, 1] = 0.4
+    path = tmp_path / "sheared.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).uniform(0, 1, (20, 22, 18))
+                             .astype(np.float32), affine), str(path))
+    recipe = {"orientation": "LPS", "spacing": [1, 1, 1], "normalize": None}
+    monkeypatch.setattr(volume, "MAX_RESAMPLED_VOXELS", 23800)
+    assert np.prod(build_volume_transform(recipe)(path).shape) == 23800
+    monkeypatch.setattr(volume, "MAX_RESAMPLED_VOXELS", 23799)
+    with pytest.raises(InputError, match="would be 2.38e\\+04 voxels"):
+        build_volume_transform(recipe)(path)
