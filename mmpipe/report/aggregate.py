@@ -274,9 +274,12 @@ def collect_subsets(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
 
 
 def _pattern_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """The pattern table's metrics, as a run's (:func:`classification_metrics`): NaN with
-    one class present, so a pattern whose few subjects are all one class does not score
-    1.0 for a model that predicts that class."""
+    """The pattern table's metrics, as a run's (:func:`classification_metrics`): every
+    one NaN with one class present, so a pattern whose few subjects are all one class does
+    not score 1.0 for a model that predicts that class (accuracy, which a run's metrics
+    keep defined, stayed at it)."""
+    if len(np.unique(y)) < 2:
+        return {k: float("nan") for k in PATTERN_METRICS}
     scores = classification_metrics(y, proba)
     return {k: scores[k] for k in PATTERN_METRICS}
 
@@ -411,19 +414,27 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     return names
 
 
-def _weights_line(kept: int, runs: int) -> str:
-    """Where the runs' ``model.pt`` files are (``benchmark.keep_models``), for ``mmpipe
-    predict``."""
+def _weights_line(kept: int, runs: int, trained: int, best: bool) -> str:
+    """Where the runs' ``model.pt`` files are, for ``mmpipe predict``, and the
+    ``benchmark.keep_models`` setting that left them: ``best`` when the runs name a
+    ``model_seed`` (only it writes one), else ``all`` or ``none`` by whether the trained
+    runs kept theirs (a run that did not train keeps none under any setting, so counting
+    files alone called ``all`` with an untrained run ``best``, and ``best`` with one seed
+    ``all``)."""
+    where = "runs/<feature set>/<method>/<scenario>-<rate>/seed<S>/model.pt"
+    untrained = (f"; the {runs - trained} run(s) that did not train have none"
+                 if trained < runs else "")
+    if best:
+        return (f"{kept} of {runs} runs kept their weights (`benchmark.keep_models: best`: "
+                "in each cell the seed with the best validation AUC, named by `model_seed` "
+                f"in every run's metrics.json): `{where}`.")
+    if not trained:
+        return f"No run trained, so none kept weights: the {runs} runs left metrics only."
     if not kept:
         return (f"No run kept its weights (`benchmark.keep_models: none`): the {runs} runs "
                 "left metrics and predictions only.")
-    where = "runs/<feature set>/<method>/<scenario>-<rate>/seed<S>/model.pt"
-    if kept == runs:
-        return (f"Every run's weights are kept (`benchmark.keep_models: all`), {kept} "
-                f"files: `{where}` beside each run's metrics, for `mmpipe predict`.")
-    return (f"{kept} of {runs} runs kept their weights (`benchmark.keep_models: best`: "
-            "in each cell the seed with the best validation AUC, named by `model_seed` in "
-            f"every run's metrics.json): `{where}`.")
+    return (f"Every trained run's weights are kept (`benchmark.keep_models: all`), {kept} "
+            f"files: `{where}` beside each run's metrics, for `mmpipe predict`{untrained}.")
 
 
 def _append_notes(table_md: Path, metrics_paths: list[Path],
@@ -436,11 +447,14 @@ def _append_notes(table_md: Path, metrics_paths: list[Path],
 
     flag_lines = flags_markdown(flags, summary) if flags is not None and len(flags) else []
     notes: dict[str, set[str]] = {}
-    kept = runs = 0
+    kept = runs = trained = 0
+    best = False
     for path in metrics_paths:
         m = json.loads(path.read_text())
         runs += 1
         kept += bool(m.get("model"))
+        trained += m.get("trained") is not False
+        best |= "model_seed" in m
         for note in m.get("method_notes", []):
             # the row already names the method: drop a note's own "type: " prefix
             note = note.removeprefix(f"{m.get('method_type')}: ")
@@ -451,7 +465,7 @@ def _append_notes(table_md: Path, metrics_paths: list[Path],
                 f"{m.get('rate')} seed {m.get('seed')}: "
                 + "; ".join(n for n in m.get("notes", []) if n.startswith("not trained")))
     lines = ["", *flag_lines] if flag_lines else []
-    lines += ["", "## Model weights", "", _weights_line(kept, runs)]
+    lines += ["", "## Model weights", "", _weights_line(kept, runs, trained, best)]
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- **{method}**: {note}" for method in sorted(notes)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mmpipe.cohorts.manifest import ABSENT, PRESENT
 from mmpipe.cohorts.manifest_files import NON_NUMERIC
 from mmpipe.fsutil import atomic_file, write_parquet
 from mmpipe.store import FeatureStore
@@ -65,11 +66,15 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
                   + " were computed with randomly initialised encoders (`allow_random_init`). "
                   "Their features are not pretrained; point `encoders.<name>.weights` at the "
                   "official files for real features."]
-    rejected = qc.filter(pl.col("status") == "rejected").unique(["subject_id", "modality"])
+    # per encoder: two encoders of one modality can reject a subject for their own reasons
+    rejected = (qc.filter(pl.col("status") == "rejected")
+                .unique(["subject_id", "modality", "encoder", "reason"])
+                .sort(["modality", "subject_id", "encoder"], nulls_last=True))
     if len(rejected):
-        lines += ["", "## Rejected inputs", "", "| subject | modality | reason |", "|---|---|---|"]
-        lines += [f"| {r['subject_id']} | {r['modality']} | {r['reason']} |"
-                  for r in rejected.sort(["modality", "subject_id"]).iter_rows(named=True)]
+        lines += ["", "## Rejected inputs", "", "| subject | modality | encoder | reason |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['subject_id']} | {r['modality']} | {r['encoder'] or ''} | "
+                  f"{r['reason']} |" for r in rejected.iter_rows(named=True)]
     if blanked is not None and len(blanked):
         n_subjects = blanked["subject_id"].n_unique()
         # a field two table modalities share has a row in each: one line per value, which
@@ -99,11 +104,18 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
     frames = [store_qc(s) for s in stores]
     qc = pl.concat(frames) if frames else pl.DataFrame()
     adapter = pl.read_parquet(adapter_qc)
-    modalities = {s.attrs.get("modality") for s in stores}
     cols = ["subject_id", "modality", "status", "reason"]
     non_numeric = pl.col("status") == NON_NUMERIC
-    extra = adapter.filter(~pl.col("modality").is_in(list(modalities)) & ~non_numeric
-                           ).select(cols)
+    # a store's ok and absent rows say what the adapter's present and absent rows of its
+    # subjects say; every other adapter row (a file skipped, a whole-cohort record, a
+    # subject the store does not list) is the adapter's alone: dropping every row of an
+    # encoded modality lost them from qc.parquet and the summary
+    carried = (qc.select("subject_id", "modality").unique() if qc.width else
+               pl.DataFrame(schema={"subject_id": pl.String, "modality": pl.String}))
+    said = adapter.filter(pl.col("status").is_in([PRESENT, ABSENT])).join(
+        carried, on=["subject_id", "modality"], how="semi")
+    extra = (adapter.filter(~non_numeric)
+             .join(said.select(cols), on=cols, how="anti", nulls_equal=True).select(cols))
     blanked = adapter.filter(non_numeric).select(cols)
     added = pl.concat([extra, blanked])
     if len(added):

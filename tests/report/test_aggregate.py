@@ -339,10 +339,10 @@ def test_pattern_scores_match_scikit_learn():
     assert got["auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr",
                                                      average="macro"))
     # a pattern whose subjects are all one class: a model predicting that class for
-    # everyone would score a balanced accuracy of 1.0 (the mean recall of one class)
+    # everyone would score a balanced accuracy (the mean recall of one class) and an
+    # accuracy of 1.0
     one_class = _pattern_scores(np.zeros(4, int), np.eye(2)[[0, 0, 1, 0]])
-    assert np.isnan(one_class["balanced_accuracy"]) and np.isnan(one_class["auc"])
-    assert one_class["accuracy"] == 0.75   # the scores' arg-max: 3 of the 4 are class 0
+    assert all(np.isnan(v) for v in one_class.values())
 
 
 def test_subsets_csv_says_how_many_runs_its_means_leave_out(fake_runs, tmp_path):
@@ -409,3 +409,24 @@ def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path):
     # a manifest that cannot be read is said, not taken for another build
     with pytest.raises(InputError, match=r"manifest\.parquet: label not in the manifest"):
         cohort_runs(layout, {**report, "label": "z"})
+
+
+def test_the_weights_line_names_the_setting_the_runs_were_kept_by():
+    """Counted from model.pt files alone, keep_models: all with an untrained run read as
+    best, and best with one seed as all."""
+    from mmpipe.report.aggregate import _weights_line
+
+    assert "keep_models: all" in _weights_line(33, 36, 33, best=False)
+    assert "the 3 run(s) that did not train have none" in _weights_line(33, 36, 33, False)
+    assert "keep_models: best" in _weights_line(4, 4, 4, best=True)
+    assert "keep_models: none" in _weights_line(0, 4, 4, best=False)
+    assert _weights_line(0, 3, 0, best=False).startswith("No run trained")
+
+
+def test_a_pattern_of_one_class_scores_nan_on_every_metric(tmp_path):
+    """Accuracy stayed 1.0 where balanced accuracy and AUC were NaN: the inflated score
+    the NaN was meant to prevent."""
+    from mmpipe.report.aggregate import PATTERN_METRICS, _pattern_scores
+
+    scores = _pattern_scores(np.array([1, 1, 1]), np.array([[0.2, 0.8]] * 3))
+    assert set(scores) == set(PATTERN_METRICS) and all(np.isnan(v) for v in scores.values())

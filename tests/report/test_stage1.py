@@ -23,3 +23,54 @@ def test_a_blanked_value_of_a_field_two_tables_share_is_listed_once(tmp_path):
     assert summary.count(reason) == 1
     assert f"| s1 | clinical, genomic | {reason} |" in summary
     assert qc.height == 3   # the QC table keeps a row per modality
+
+
+def _store(path, encoder, rejected_reason):
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    with FeatureStoreWriter(path, ["s1", "s2", "s3"], (2,),
+                            {"modality": "ct", "encoder": encoder}) as w:
+        w.write("s1", np.zeros(2))
+        w.mark("s2", "rejected", rejected_reason)
+        w.mark("s3", "absent", "no file")
+        w.commit()
+    return path
+
+
+def test_the_adapters_own_rows_of_an_encoded_modality_are_kept(tmp_path):
+    """Every adapter row of a modality with a store was dropped as the store's: a folder
+    the adapter skipped, a whole-cohort record, were in neither qc.parquet nor the
+    summary. A store's ok and absent rows still stand for the adapter's present and
+    absent ones."""
+    rows = [{"subject_id": "s1", "modality": "ct", "stage": "adapter", "status": "present",
+             "reason": ""},
+            {"subject_id": "s3", "modality": "ct", "stage": "adapter", "status": "absent",
+             "reason": "no file"},
+            {"subject_id": "*", "modality": "ct", "stage": "adapter", "status": "skipped",
+             "reason": "folder 'junk' skipped: not a case"},
+            {"subject_id": "s1", "modality": "ct", "stage": "adapter", "status": "skipped",
+             "reason": "file 'notes.txt' skipped"}]
+    qc_frame(rows).write_parquet(tmp_path / "adapter_qc.parquet")
+    store = _store(tmp_path / "ct.zarr", "med3d", "corrupt series")
+    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", [store], tmp_path / "qc.parquet",
+                         tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    skipped = qc.filter(qc["status"] == "skipped")["reason"].to_list()
+    assert sorted(skipped) == ["file 'notes.txt' skipped", "folder 'junk' skipped: not a case"]
+    assert "| * | ct | skipped | folder 'junk' skipped: not a case |" in summary
+    assert qc.height == 3 + 2   # the store's three rows and the adapter's two of its own
+
+
+def test_each_encoders_rejection_of_a_subject_is_listed(tmp_path):
+    """Two encoders of one modality rejecting a subject for their own reasons: one row
+    was kept, picked at random, and the table did not say which encoder it was."""
+    qc_frame([]).write_parquet(tmp_path / "adapter_qc.parquet")
+    stores = [_store(tmp_path / "a.zarr", "med3d", "embedding holds NaN"),
+              _store(tmp_path / "b.zarr", "vgg11_slices", "embedding of shape (3,) not (512,)")]
+    write_cohort_qc(tmp_path / "adapter_qc.parquet", stores, tmp_path / "qc.parquet",
+                    tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| s2 | ct | med3d | embedding holds NaN |" in summary
+    assert "| s2 | ct | vgg11_slices | embedding of shape (3,) not (512,) |" in summary
