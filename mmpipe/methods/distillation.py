@@ -320,8 +320,10 @@ class BidirectionalDistillation(_MissingModalityMethod):
 
 class Filling(_MissingModalityMethod):
     """The paper's "Filling": the multi-modal branch alone, with the missing modality filled
-    in where absent: ``fill: zero`` (default) or ``fill: mean`` (the training mean of the
-    subjects having it, computed in :meth:`prepare`). ``train_subjects: all`` also trains it
+    in where absent: ``fill: zero`` (default) or ``fill: mean`` (its mean over the subjects
+    the method trains on that have it, computed in :meth:`prepare`: under ``complete`` the
+    complete subjects, those the paper trains on, not every training subject that has the
+    modality). ``train_subjects: all`` also trains it
     on the filled-in subjects; ``complete`` (default) follows the paper, whose training set
     has every modality, so that filling happens at test only."""
 

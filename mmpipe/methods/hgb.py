@@ -212,7 +212,13 @@ class HistGradientBoosting:
         else:
             self.leaf_rule = "fixed"
         self.model = HistGradientBoostingClassifier(**settings, random_state=int(seed))
-        self.model.fit(self.features(train), np.asarray(train.y))
+        x = self.features(train)
+        # a column blank for every training subject (a field none has, a modality no
+        # training subject has): scikit-learn's binning failed on it with a bare
+        # ValueError, which stopped the job; a constant takes no split, as NaN would
+        # give none, so the trees and every prediction are those it would have made
+        x[:, np.isnan(x).all(axis=0)] = 0.0
+        self.model.fit(x, np.asarray(train.y))
         self.forest = TreeArrays.from_sklearn(self.model)
         return self
 

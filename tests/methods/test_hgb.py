@@ -241,3 +241,25 @@ def test_a_tabular_blank_is_nan_not_the_cohorts_mean():
     old = HistGradientBoosting(["clinical"], {"clinical": (5,)}, 2)
     old.load_state_dict(state)
     np.testing.assert_array_equal(old.features(data), x)
+
+
+def test_a_modality_no_training_subject_has_trains_and_predicts_as_without_it():
+    """Its columns were NaN for every training row: scikit-learn's binning failed with a
+    bare ValueError, which stopped the job instead of recording the seed."""
+    data = _bench()
+    data.present[:, 1] = False
+    method = _fit(data)
+    without = _fit(BenchData(subject_id=data.subject_id, y=data.y,
+                             x={m: v for m, v in data.x.items() if m != data.modalities[1]},
+                             present=np.delete(data.present, 1, axis=1),
+                             modalities=[m for i, m in enumerate(data.modalities) if i != 1],
+                             n_classes=data.n_classes))
+    later = _bench(seed=1)  # subjects that do have it: the trees never split on it
+    np.testing.assert_allclose(
+        method.predict_proba(later),
+        without.predict_proba(BenchData(
+            subject_id=later.subject_id, y=later.y,
+            x={m: v for m, v in later.x.items() if m != later.modalities[1]},
+            present=np.delete(later.present, 1, axis=1),
+            modalities=[m for i, m in enumerate(later.modalities) if i != 1],
+            n_classes=later.n_classes)), atol=1e-6)
