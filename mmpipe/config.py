@@ -121,6 +121,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` listing every problem with the key it is under.
     """
+    _refuse_shared_mappings(cfg)
     _registry_defaults(cfg)
     errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     problems = [f"{_where(e)}: {e.message}{_yaml_number_hint(e.instance)}" for e in errors]
@@ -132,6 +133,28 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     # would make a folder named `~` in the working directory
     cfg["results"] = os.path.expanduser(cfg["results"])
     return cfg
+
+
+def _refuse_shared_mappings(cfg: Any) -> None:
+    """Refuse one mapping under two keys: a YAML anchor and its alias (``&x`` ... ``*x``)
+    load as one object, which Snakemake's ``--configfile``/``--config`` merge (and the
+    commands') then edits in place, so a layer setting one run's scenarios set every run
+    sharing the anchor's, silently. (A shared list is harmless: a merge replaces it.)"""
+    seen: dict[int, str] = {}
+
+    def walk(node: Any, where: str) -> None:
+        if not isinstance(node, dict | list):
+            return
+        if isinstance(node, dict) and id(node) in seen:
+            raise ConfigError(f"{where} and {seen[id(node)]} are one YAML mapping (an anchor "
+                              "and its alias): a config layer or --config merged into one "
+                              "edits both; write each out in full")
+        if isinstance(node, dict):
+            seen[id(node)] = where
+        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            walk(value, f"{where}.{key}" if where else str(key))
+
+    walk(cfg, "")
 
 
 def _registry_defaults(cfg: dict[str, Any]) -> None:

@@ -457,7 +457,7 @@ def _csv_cohort(raw_config, **split):
     demo = cfg["cohorts"]["demo"]
     cfg["cohorts"]["mine"] = {
         "adapter": "csv", "csv": "c.csv", "subject_column": "id", "labels": demo["labels"],
-        "modalities": {"clinical": demo["modalities"]["clinical"]},
+        "modalities": {"clinical": copy.deepcopy(demo["modalities"]["clinical"])},
         "benchmark": {"label": demo["labels"][0], "feature_sets": {"t": {"clinical": "tabular"}},
                       "runs": {"hgb": ["t"]}}}
     if split:
@@ -702,7 +702,7 @@ def test_a_name_that_cannot_be_a_folder_and_wildcard_fails_in_the_config(raw_con
     cfg = copy.deepcopy(raw_config)
     demo = cfg["cohorts"]["demo"]
     demo["modalities"]["mri.t2"] = demo["modalities"].pop("mri_t2")
-    cfg["methods"]["mmare.v2"] = cfg["methods"]["mmare"]
+    cfg["methods"]["mmare.v2"] = copy.deepcopy(cfg["methods"]["mmare"])
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     assert "config.cohorts.demo.modalities: name 'mri.t2' holds characters" in str(err.value)
@@ -774,3 +774,23 @@ def test_two_runs_of_one_name_on_a_feature_set_are_refused(raw_config):
             "config.cohorts.demo.benchmark.runs: 'single_clinical' on feature set 'all' is "
             "the run of 'single' and of 'single_clinical': rename one")):
         validate_config(cfg)
+
+
+def test_a_mapping_two_keys_share_through_a_yaml_anchor_is_refused(tmp_path):
+    """config.yaml gave several runs one mapping through anchors (&with_mcar ...
+    *with_mcar); a layer setting mmare's scenarios edited that mapping in place, so
+    late_fusion's changed with it, and the config was valid."""
+    text = """
+runs:
+  mmare: &with_mcar {feature_sets: [all], scenarios: [natural, mcar]}
+  late_fusion: *with_mcar
+"""
+    shared = yaml.safe_load(text)
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["cohorts"]["demo"]["benchmark"]["runs"].update(shared["runs"])
+    with pytest.raises(ConfigError, match=r"runs\.late_fusion and cohorts\.demo\.benchmark"
+                                          r"\.runs\.mmare are one YAML mapping"):
+        validate_config(cfg)
+    # the shipped configs write each out
+    for path in (REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))):
+        assert not re.search(r"(^|\s)[&*]\w", path.read_text(), re.M), path

@@ -213,8 +213,11 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         row["trained"] = bool(m.get("trained", True))
         # the parts of the cohort's own split the run's seed did not draw ("" when none)
         row["split_fixed"] = ",".join((m.get("split") or {}).get("fixed") or [])
-        # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so
-        row["device"] = str(m.get("device") or "").split(":")[0] or None
+        # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so.
+        # None for a scikit-learn fit (its training records the estimator): it runs on the
+        # CPU under any device, recorded as such, and gives the same numbers on any
+        sklearn = "estimator" in (m.get("training") or {})
+        row["device"] = None if sklearn else str(m.get("device") or "").split(":")[0] or None
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None
         # the report's numbers are the test split's: a run counts as collapsed by that one

@@ -35,9 +35,7 @@ import numpy as np
 import polars as pl
 
 from mmpipe.bench.flags import COLLAPSE_FLAGS
-from mmpipe.errors import ConfigError
 from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
-from mmpipe.methods.hparams import method_kind
 from mmpipe.report.stats import min_wilcoxon_p, paired_p
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
@@ -117,15 +115,6 @@ def _fixed_test(runs: pl.DataFrame) -> bool:
     return all("test" in str(v or "").split(",") for v in runs["split_fixed"].to_list())
 
 
-def _trains_with_torch(method_type: str | None) -> bool:
-    """Whether a method type trains with torch (a type this version does not know, from
-    older runs, counts as one)."""
-    try:
-        return method_kind(str(method_type)) == "torch"
-    except ConfigError:
-        return True
-
-
 def _device_lines(runs: pl.DataFrame) -> list[str]:
     """A caveat when the runs trained on more than one kind of device (``device``: cpu,
     cuda). The device is not part of what a training job's output depends on, so
@@ -135,13 +124,7 @@ def _device_lines(runs: pl.DataFrame) -> list[str]:
     so such a report could not be reproduced on either device without saying so."""
     if "device" not in runs.columns:
         return []
-    # the scikit-learn baselines run on the CPU under any device (and record it), and
-    # give the same numbers on any: only the torch methods' runs can differ
-    if "method_type" in runs.columns:
-        torch_types = [t for t in runs["method_type"].unique().to_list()
-                       if _trains_with_torch(t)]
-        runs = runs.filter(pl.col("method_type").is_in(torch_types))
-    runs = runs.drop_nulls("device")
+    runs = runs.drop_nulls("device")  # a scikit-learn fit's is null (collect_runs)
     counts = list(runs.group_by("device").len().sort("device").iter_rows())
     if len(counts) < 2:
         return []

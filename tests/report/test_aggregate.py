@@ -124,6 +124,9 @@ def test_collect_runs_reads_the_kind_of_device_each_run_trained_on(fake_runs):
     first = json.loads(fake_runs[0][0].read_text())
     fake_runs[0][0].write_text(json.dumps({**first, "device": "cuda:1"}))
     fake_runs[0][1].write_text(json.dumps({**first, "seed": 1, "device": "cpu"}))
+    # under device: cuda a scikit-learn fit runs and records cpu; the same numbers on any
+    fake_runs[0][2].write_text(json.dumps({**first, "seed": 2, "device": "cpu",
+                                           "training": {"estimator": {"C": 1.0}}}))
     devices = collect_runs(fake_runs[0])["device"].to_list()
     assert Counter(devices) == {"cpu": 1, "cuda": 1, None: len(devices) - 2}
 
