@@ -222,10 +222,27 @@ def _check_names(cfg: dict[str, Any]) -> list[str]:
         bench = cohort.get("benchmark") or {}
         named.append((f"config.cohorts.{cname}.benchmark.feature_sets",
                       bench.get("feature_sets") or {}))
-    return [f"{where}: name {name!r} holds characters other than letters, digits, '_' and "
-            f"'-' (it names folders and the rules' wildcards)"
-            for where, mapping in named for name in mapping
-            if not re.fullmatch(NAME_PATTERN, str(name))]
+    from mmpipe.cohorts.manifest import RESERVED_MODALITIES
+
+    problems = [f"{where}: name {name!r} holds characters other than letters, digits, '_' "
+                f"and '-' (it names folders and the rules' wildcards)"
+                for where, mapping in named for name in mapping
+                if not re.fullmatch(NAME_PATTERN, str(name))]
+    # the manifest job refused them, after the config had passed
+    problems += [f"config.cohorts.{cname}.modalities: {name!r} names a QC record, not a "
+                 f"modality ({list(RESERVED_MODALITIES)}); rename it"
+                 for cname, cohort in cfg["cohorts"].items()
+                 for name in cohort["modalities"] if name in RESERVED_MODALITIES]
+    return problems
+
+
+def _check_ratios(cname: str, ratios: list[float]) -> list[str]:
+    """The split's shares sum to 1, as the split job (mmpipe.bench.splits) requires: found
+    here, not in stage 2 after every store was encoded (the schema bounds each share)."""
+    if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
+        return [f"config.cohorts.{cname}: benchmark.ratios {list(ratios)} (train, val, "
+                f"test) sum to {sum(ratios):g}, not 1"]
+    return []
 
 
 def _check_reader_processes(ename: str, enc: dict) -> list[str]:
@@ -276,6 +293,8 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                 problems.append(f"config.cohorts.{cname}.{options}: only the {options} "
                                 "adapter reads it")
         problems += _check_modality_keys(cname, cohort)
+        if "benchmark" in cohort:
+            problems += _check_ratios(cname, benchmark_settings(cfg, cname)["ratios"])
         if "split" in cohort and cohort["adapter"] != "csv":
             # only the csv adapter reads it: elsewhere it would be ignored without a word
             problems.append(f"config.cohorts.{cname}.split: only the csv adapter reads a "
@@ -390,7 +409,12 @@ def _check_methods(cfg: dict) -> list[str]:
     ``normalize``, and their values of the kind each takes: a typo or a width of -1 is
     found here, not in the training job after its old results were deleted."""
     from mmpipe.methods import CONFIG_KEYS, TRAINER_KEYS
-    from mmpipe.methods.hparams import hyperparameter_names, hyperparameter_schemas, is_valid
+    from mmpipe.methods.hparams import (
+        hyperparameter_names,
+        hyperparameter_schemas,
+        is_valid,
+        method_kind,
+    )
 
     # a method's trainer settings and normalisation take the values the cohort-level ones
     # take ("10" for max_epochs failed inside the training job, after its old results
@@ -408,6 +432,12 @@ def _check_methods(cfg: dict) -> list[str]:
             problems.append(f"config.methods.{name}: unknown hyper-parameter(s) {unknown} of "
                             f"method type {mcfg['type']!r} (it takes "
                             f"{sorted(known - set(CONFIG_KEYS))})")
+        if method_kind(mcfg["type"]) == "sklearn" and (ignored := sorted(
+                set(mcfg) & set(TRAINER_KEYS) - set(hyperparameter_names(mcfg["type"])))):
+            # accepted and dropped: hgb's learning rate is learning_rate, not lr
+            problems.append(f"config.methods.{name}: {ignored} are trainer settings; a "
+                            f"scikit-learn method ({mcfg['type']!r}) runs no trainer (it "
+                            f"takes {sorted(hyperparameter_names(mcfg['type']))})")
         for key, schema in hyperparameter_schemas(mcfg["type"]).items():
             if key in mcfg and not is_valid(schema, mcfg[key]):
                 problems.append(f"config.methods.{name}.{key}: {mcfg[key]!r} is not "

@@ -59,6 +59,16 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"mmare.max_epochs: 5.0 is not of type 'integer'"),
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(seeds=[0.0]),
      r"benchmark.seeds.0: 0.0 is not of type 'integer'"),
+    # found by the split job, in stage 2, after every store was encoded
+    (lambda c: c["cohorts"]["demo"]["benchmark"].update(ratios=[0.6, 0.6, 0.6]),
+     r"demo: benchmark.ratios \[0.6, 0.6, 0.6\] \(train, val, test\) sum to 1.8, not 1"),
+    # refused by the manifest job, after the config had passed
+    (lambda c: c["cohorts"]["demo"]["modalities"].update(
+        label=c["cohorts"]["demo"]["modalities"].pop("mri_t2")),
+     r"demo.modalities: 'label' names a QC record, not a modality"),
+    # accepted and dropped: hgb's learning rate is learning_rate
+    (lambda c: c["methods"]["hgb"].update(lr=0.5, max_epochs=3),
+     r"methods.hgb: \['lr', 'max_epochs'\] are trainer settings; a scikit-learn method"),
 ])
 def test_invalid_configs_name_the_key(raw_config, mutate, message):
     cfg = copy.deepcopy(raw_config)
