@@ -179,15 +179,20 @@ def test_mpp_fallback_order(tmp_path, monkeypatch, props, mpp):
     assert handles[-1].closed
 
 
+def _aperio(path, fields: bytes):
+    """A 512-px tiled SVS whose Aperio description holds ``fields``."""
+    description = (b"Aperio Image Library v10.0.51\r\n512x512 [0,0 512x512] (256x256) "
+                   b"JPEG/RGB Q=30|" + fields)
+    tifffile.imwrite(path, np.full((512, 512, 3), 200, np.uint8), photometric="rgb",
+                     tile=(256, 256), compression="zlib", description=description,
+                     metadata=None)
+    return path
+
+
 def test_a_property_name_that_is_not_utf8_is_the_slides_rejection(tmp_path):
     """openslide-python decodes every property name as UTF-8: one Latin-1 byte in a key of
     an Aperio description raised a bare KeyError, which no shard caught."""
-    rgb = np.full((512, 512, 3), 200, np.uint8)
-    description = (b"Aperio Image Library v10.0.51\r\n512x512 [0,0 512x512] (256x256) "
-                   b"JPEG/RGB Q=30|AppMag = 20|MPP = 0.5|Sc\xb5nScope ID = SS1234")
-    path = tmp_path / "latin1.svs"
-    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256), compression="zlib",
-                     description=description, metadata=None)
+    path = _aperio(tmp_path / "latin1.svs", b"AppMag = 20|MPP = 0.5|Sc\xb5nScope ID = SS1234")
     with pytest.raises(SlideError, match=r"latin1\.svs: its metadata cannot be read"):
         open_slide(path)
 
@@ -197,12 +202,7 @@ def test_an_assumed_mpp_the_slides_objective_power_contradicts_is_refused(tmp_pa
                                                                            refused):
     """An Aperio slide that says AppMag = 40 and no MPP was tiled at a cohort's assumed
     0.5 um/px (20x): twice its field of view, with only the usual warning."""
-    rgb = np.full((512, 512, 3), 200, np.uint8)
-    description = (b"Aperio Image Library v10.0.51\r\n512x512 [0,0 512x512] (256x256) "
-                   b"JPEG/RGB Q=30|AppMag = 40|ScanScope ID = SS1234")
-    path = tmp_path / "forty.svs"
-    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256), compression="zlib",
-                     description=description, metadata=None)
+    path = _aperio(tmp_path / "forty.svs", b"AppMag = 40|ScanScope ID = SS1234")
     if refused:
         with pytest.raises(SlideError, match=r"states a 40x objective \(about 0.25 um/px.*"
                                              r"mpp_when_missing of 0.5 um/px contradicts"):
