@@ -116,6 +116,23 @@ def _where(error) -> str:
     return "config." + ".".join(str(p) for p in error.absolute_path) if error.absolute_path else "config"
 
 
+def _explain(error) -> list:
+    """A ``oneOf``/``anyOf`` error as the errors of the alternatives whose type the value
+    has (a run given as a mapping: the mapping form's), so the message names the
+    misspelt key or the bad value; it said only that the value "is not valid under any
+    of the given schemas". The error itself when no alternative has the value's type."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return [error]
+    by_branch: dict[Any, list] = {}
+    for sub in error.context:
+        by_branch.setdefault(sub.schema_path[0], []).append(sub)
+    fitting = [subs for subs in by_branch.values()
+               if not any(s.validator == "type" and not s.relative_path for s in subs)]
+    if not fitting:
+        return [error]
+    return [x for subs in fitting for s in subs for x in _explain(s)]
+
+
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate ``cfg`` in place (filling defaults) and return it.
 
@@ -123,7 +140,8 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     _refuse_shared_mappings(cfg)
     _registry_defaults(cfg)
-    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted((x for e in _validator().iter_errors(cfg) for x in _explain(e)),
+                    key=lambda e: [str(p) for p in e.absolute_path])
     problems = [f"{_where(e)}: {e.message}{_yaml_number_hint(e.instance)}" for e in errors]
     if not problems:
         problems = _cross_check(cfg)

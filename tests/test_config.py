@@ -59,6 +59,14 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"mmare.max_epochs: 5.0 is not of type 'integer'"),
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(seeds=[0.0]),
      r"benchmark.seeds.0: 0.0 is not of type 'integer'"),
+    # a value of several forms (a run: a list or a mapping) said only that it was "not
+    # valid under any of the given schemas", without naming the misspelt key or value
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["runs"].update(
+        mmare={"feature_sets": ["all"], "scenario": ["natural"]}),
+     r"runs.mmare: Additional properties are not allowed \('scenario' was unexpected\)"),
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(mcar=[1.5, -0.1]),
+     r"scenarios.mcar.0: 1.5 is greater than the maximum of 1\n.*scenarios.mcar.1: -0.1 "
+     r"is less than the minimum of 0"),
     # found by the split job, in stage 2, after every store was encoded
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(ratios=[0.6, 0.6, 0.6]),
      r"demo: benchmark.ratios \[0.6, 0.6, 0.6\] \(train, val, test\) sum to 1.8, not 1"),
