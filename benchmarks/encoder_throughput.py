@@ -281,11 +281,14 @@ def print_throttled(cfg: dict, cohort_dir: Path, workdir: Path, device,
 
 def reader_overrides(cfg: dict, encoder: str, loader_workers: int | None,
                      loader_processes: bool) -> dict:
-    """The reader settings a benchmark imposes on one encoder (none: as configured)."""
-    from mmpipe.encoders.registry import READS_IN_PROCESSES
+    """The reader settings a benchmark imposes on one encoder (none: as configured, and
+    for a type that reads nothing ahead, whose config refuses them)."""
+    from mmpipe.encoders.registry import READS_AHEAD, READS_IN_PROCESSES
 
-    out: dict = {} if loader_workers is None else {"loader_workers": loader_workers}
-    if loader_processes and cfg["encoders"][encoder]["type"] in READS_IN_PROCESSES:
+    kind = cfg["encoders"][encoder]["type"]
+    out: dict = ({} if loader_workers is None or kind not in READS_AHEAD
+                 else {"loader_workers": loader_workers})
+    if loader_processes and kind in READS_IN_PROCESSES:
         out["loader_processes"] = True
     return out
 

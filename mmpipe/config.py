@@ -264,8 +264,12 @@ def _check_ratios(cname: str, ratios: list[float]) -> list[str]:
 
 
 def _check_reader_processes(ename: str, enc: dict) -> list[str]:
-    from mmpipe.encoders.registry import READS_IN_PROCESSES
+    from mmpipe.encoders.registry import READS_AHEAD, READS_IN_PROCESSES
 
+    if enc.get("loader_workers") and enc["type"] not in READS_AHEAD:
+        # accepted and ignored: the type's loop reads in the job's own thread
+        return [f"config.encoders.{ename}.loader_workers: a {enc['type']!r} encoder reads "
+                "no inputs ahead (readers: " + ", ".join(sorted(READS_AHEAD)) + ")"]
     if not enc.get("loader_processes"):
         return []
     if enc["type"] not in READS_IN_PROCESSES:
@@ -558,6 +562,12 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
         unused = set(options) - {"rates"} - set(SCENARIO_OPTIONS.get(name, ()))
         if unused:
             problems.append(f"{where}.scenarios.{name}: options {sorted(unused)} do not apply")
+        rates = options.get("rates", []) if isinstance(spec, dict) else spec
+        if name == "natural" and any(float(r) != 0.0 for r in rates):
+            # natural_mask ignores the rate: a cell natural-0.5 trained the natural cell's
+            # data again under another name
+            problems.append(f"{where}.scenarios.natural: rates {list(rates)}: natural "
+                            "missingness has no rate (give [0.0])")
     return problems
 
 

@@ -47,6 +47,9 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["encoders"]["clam_resnet50"].update(loader_processes=True),
      r"clam_resnet50.loader_processes: a 'clam_resnet50' encoder reads with threads only "
      r"\(processes: med3d, vgg11_slices\)"),
+    (lambda c: c["encoders"]["text_minilm"].update(loader_workers=4),
+     r"text_minilm.loader_workers: a 'text' encoder reads no inputs ahead \(readers: "
+     r"clam_resnet50, med3d, vgg11_slices\)"),
     (lambda c: c["encoders"]["med3d_demo"].update(loader_processes=True, loader_workers=0),
      "med3d_demo.loader_processes: true with loader_workers 0"),
     # YAML's .nan passes every bound (it compares false) and .inf every lower bound
@@ -67,6 +70,9 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(mcar=[1.5, -0.1]),
      r"scenarios.mcar.0: 1.5 is greater than the maximum of 1\n.*scenarios.mcar.1: -0.1 "
      r"is less than the minimum of 0"),
+    # natural_mask ignores the rate: natural-0.5 trained the natural cell again
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(natural=[0.0, 0.5]),
+     r"scenarios.natural: rates \[0.0, 0.5\]: natural missingness has no rate"),
     # found by the split job, in stage 2, after every store was encoded
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(ratios=[0.6, 0.6, 0.6]),
      r"demo: benchmark.ratios \[0.6, 0.6, 0.6\] \(train, val, test\) sum to 1.8, not 1"),

@@ -58,14 +58,15 @@ def test_the_bare_forward_runs_under_the_jobs_float32_flags(monkeypatch):
 def test_reader_processes_reach_the_volume_encoders_only():
     from encoder_throughput import reader_overrides
 
-    from mmpipe.encoders.registry import ENCODER_TYPES, READS_IN_PROCESSES
+    from mmpipe.encoders.registry import ENCODER_TYPES, READS_AHEAD, READS_IN_PROCESSES
 
-    assert READS_IN_PROCESSES <= set(ENCODER_TYPES)
+    assert READS_IN_PROCESSES <= READS_AHEAD <= set(ENCODER_TYPES)
     cfg = load_config(REPO / "config.yaml")
     for name, enc in cfg["encoders"].items():
         got = reader_overrides(cfg, name, 4, loader_processes=True)
         processes = enc["type"] in READS_IN_PROCESSES
-        assert got == {"loader_workers": 4, **({"loader_processes": True} if processes else {})}
+        workers = {"loader_workers": 4} if enc["type"] in READS_AHEAD else {}
+        assert got == {**workers, **({"loader_processes": True} if processes else {})}
         assert reader_overrides(cfg, name, None, loader_processes=False) == {}
 
 

@@ -243,6 +243,8 @@ ENCODER_TYPES: dict[str, EncoderType] = {
 # ENCODER_TYPES rather than a field of EncoderType: a field added to the class would
 # change every type's code key (mmpipe.codehash) and rebuild every store
 READS_IN_PROCESSES = frozenset({"med3d", "vgg11_slices"})
+# the types whose loops read ahead with ``loader_workers`` (mmpipe.encode.volume, slide)
+READS_AHEAD = READS_IN_PROCESSES | {"clam_resnet50"}
 
 
 def get_encoder_type(name: str) -> EncoderType:
