@@ -283,7 +283,7 @@ def _check_reader_processes(ename: str, enc: dict) -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import misplaced_settings, readers_of
+    from mmpipe.encoders.registry import get_encoder_type, misplaced_settings, readers_of
 
     problems = _check_names(cfg)
     if problems:
@@ -295,6 +295,10 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
         for key in misplaced_settings(enc):
             problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
                             "not read it (another encoder type does)")
+        for key, words in get_encoder_type(enc["type"]).words.items():
+            if enc.get(key) is not None and enc[key] not in words:
+                problems.append(f"config.encoders.{ename}.{key}: {enc[key]!r} is not one of "
+                                f"{list(words)} (a {enc['type']!r} encoder)")
         problems += _check_reader_processes(ename, enc)
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:

