@@ -161,15 +161,18 @@ def _refuse_shared_mappings(cfg: Any) -> None:
     seen: dict[int, str] = {}
 
     def walk(node: Any, where: str) -> None:
-        if not isinstance(node, dict | list):
-            return
-        if isinstance(node, dict) and id(node) in seen:
-            raise ConfigError(f"{where} and {seen[id(node)]} are one YAML mapping (an anchor "
-                              "and its alias): a config layer or --config merged into one "
-                              "edits both; write each out in full")
         if isinstance(node, dict):
+            if id(node) in seen:
+                raise ConfigError(f"{where} and {seen[id(node)]} are one YAML mapping (an "
+                                  "anchor and its alias): a config layer or --config merged "
+                                  "into one edits both; write each out in full")
             seen[id(node)] = where
-        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            return
+        for key, value in items:
             walk(value, f"{where}.{key}" if where else str(key))
 
     walk(cfg, "")
@@ -263,7 +266,9 @@ def _check_ratios(cname: str, ratios: list[float]) -> list[str]:
     return []
 
 
-def _check_reader_processes(ename: str, enc: dict) -> list[str]:
+def _check_readers(ename: str, enc: dict) -> list[str]:
+    """Reader settings (``loader_workers``, ``loader_processes``) on a type whose loop
+    reads ahead as they ask."""
     from mmpipe.encoders.registry import READS_AHEAD, READS_IN_PROCESSES
 
     if enc.get("loader_workers") and enc["type"] not in READS_AHEAD:
@@ -299,7 +304,7 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             if enc.get(key) is not None and enc[key] not in words:
                 problems.append(f"config.encoders.{ename}.{key}: {enc[key]!r} is not one of "
                                 f"{list(words)} (a {enc['type']!r} encoder)")
-        problems += _check_reader_processes(ename, enc)
+        problems += _check_readers(ename, enc)
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "

