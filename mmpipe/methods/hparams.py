@@ -13,8 +13,10 @@ in the training job, after Snakemake had removed that job's old results. One nam
 concept across methods (``dropout`` is a probability wherever it appears), so
 :data:`VALUES` holds a JSON schema per name, and the default's own type narrows it per
 method (``hidden`` is a width in one method and a list of widths in another). Which of
-several words a string setting takes is checked by the method when it is built, and so
-is a bound that one method alone sets (MUSE's two layers or more).
+a few values a setting takes (``fusion: pairwise | mean``) is the method's own, in
+:data:`CHOICES`: the method also checks them when built, and a test builds every method
+with each of them and with one more, so that the two lists agree. A bound that one
+method alone sets (MUSE's two layers or more) is checked when the method is built.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ _DROP_SHARE = _kind("a number in [0, 1)", type="number", minimum=0, exclusiveMax
 _POSITIVE = _kind("a positive number", type="number", exclusiveMinimum=0)
 _NON_NEGATIVE = _kind("a number >= 0", type="number", minimum=0)
 _BOOLEAN = _kind("a boolean (true or false)", type="boolean")
-_WORD = _kind("a string", type="string")  # which words: the method's own check when built
+_WORD = _kind("a string", type="string")  # which words: CHOICES, per method
 _NULL = _kind("null", type="null")
 _AUTO = _kind("'auto'", const="auto")
 
@@ -167,6 +169,40 @@ VALUES: dict[str, dict] = {
                                _POSITIVE_INT),
 }
 
+# The few values a setting takes, per method type. The method module checks them when
+# built; it keeps its own list because it is in its training jobs' code key, which this
+# module is not (so adding a word here reruns nothing). A word outside these otherwise
+# passed the DAG and failed in the training job (``fusion: meann``), after Snakemake had
+# removed that job's old results. tests/methods/test_hparams.py holds the two in step.
+_HYPERMM_CHOICES = {"aggregation": ("mean", "sum", "max"), "rho_layers": (2, 3),
+                    "pool": ("flatten", "gap"), "hyper_init": ("scaled", "default")}
+_DISTILLATION_SUBJECTS = ("complete", "with_modality")
+_IMPUTING_SUBJECTS = ("complete", "with_modality", "all")
+_FEATIMPUTE_CHOICES = {"shared_pairs": ("cyclic", "all"), "missing_fill": ("first", "mean"),
+                       "train_dropout": ("random", "none")}
+CHOICES: dict[str, dict[str, tuple]] = {
+    "adacomed": {"fusion": ("concat", "mean"), "gate_features": ("concat", "mean", "none"),
+                 "mix": ("logits", "probs")},
+    "ae_impute": {"train_subjects": _IMPUTING_SUBJECTS, "ae_training": ("pretrain", "joint")},
+    "bd": {"train_subjects": _DISTILLATION_SUBJECTS, "kd_form": ("standard", "official")},
+    "bd_filling": {"train_subjects": _IMPUTING_SUBJECTS, "fill": ("zero", "mean")},
+    "drim": {"quiet_softmax": ("official", "exact")},
+    "featimpute": {**_FEATIMPUTE_CHOICES, "task_loss": ("focal", "ce")},
+    "ham": {"hyper_init": ("scaled", "default"), "task_loss": ("focal", "ce")},
+    "hypermm": {**_HYPERMM_CHOICES, "phi_monitor": ("loss", "balanced_accuracy", "auc")},
+    "hypermm_e2e": _HYPERMM_CHOICES,
+    "largo": {"stem": ("modality", "subset")},
+    "mmare": {"fusion": ("pairwise", "mean")},
+    "modality_dropout": {"task_loss": ("focal", "ce")},
+    "muse": {"eval_graph": ("reference", "single", "batch")},
+    "unilmmv": {"dropout_scope": ("subject", "batch")},
+}
+
+
+def _one_of(values: tuple) -> dict:
+    return _kind("one of " + ", ".join(repr(v) for v in values), enum=list(values))
+
+
 # a default of this Python type narrows the name's values to this JSON type (a string
 # default does not: "auto" stands beside numbers; None stands for "not set")
 _TYPE_OF_DEFAULT = {bool: "boolean", int: "integer", float: "number", list: "array"}
@@ -207,6 +243,8 @@ def hyperparameter_schemas(type_name: str) -> dict[str, dict]:
             default = None
         json_type = _TYPE_OF_DEFAULT.get(type(default))
         schemas[name] = _narrow(VALUES[name], json_type) if json_type else VALUES[name]
+        if schemas[name] is not None and name in CHOICES.get(type_name, {}):
+            schemas[name] = _one_of(CHOICES[type_name][name])
         if schemas[name] is None:
             raise LookupError(f"{type_name}: the default of {name!r}, {default!r}, is none of "
                               f"{VALUES[name]['description']}")

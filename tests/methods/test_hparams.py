@@ -11,7 +11,7 @@ import pytest
 from mmpipe.config import validate_config
 from mmpipe.errors import ConfigError
 from mmpipe.methods import METHODS, TRAINER_KEYS, method_class
-from mmpipe.methods.hparams import VALUES, hyperparameter_schemas, is_valid
+from mmpipe.methods.hparams import CHOICES, VALUES, hyperparameter_schemas, is_valid
 
 
 @pytest.mark.parametrize("type_name", sorted(METHODS))
@@ -76,6 +76,9 @@ def test_no_entry_is_left_over():
     ("ham", "hyper_hidden", [], "a non-empty list of positive integers"),
     ("modality_dropout", "p_drop", 1.0, "a number in [0, 1)"),
     ("drim", "disc_lr", "1e-3", "a positive number (YAML reads 1e-3 as a string: write 1.0e-3)"),
+    ("mmare", "fusion", "meann", "one of 'pairwise', 'mean'"),  # the job failed, built
+    ("drim", "quiet_softmax", "Official", "one of 'official', 'exact'"),
+    ("hypermm", "rho_layers", 4, "one of 2, 3"),
 ])
 def test_a_bad_value_is_refused_naming_what_it_takes(raw_config, method, setting, value, says):
     cfg = copy.deepcopy(raw_config)
@@ -99,3 +102,38 @@ def test_a_good_value_passes(raw_config, method, setting, value):
     cfg = copy.deepcopy(raw_config)
     cfg["methods"][method][setting] = value
     validate_config(cfg)
+
+
+# a method of these types needs a setting besides the one tried, to be built at all
+_REQUIRED = dict.fromkeys(("bd", "bd_filling", "ae_impute"), {"missing_modality": "b"})
+_CHOICE_CASES = [(t, name, values) for t, named in sorted(CHOICES.items())
+                 for name, values in named.items()]
+
+
+@pytest.mark.parametrize("type_name, setting, values", _CHOICE_CASES)
+def test_the_choices_checked_in_the_dag_are_the_ones_the_method_builds_with(
+        type_name, setting, values):
+    """CHOICES (the DAG's check) and the method's own check when built hold one list: each
+    value builds, and one more is refused by the method too."""
+    shapes = {"a": (8,), "b": (8,)}
+    build = method_class(type_name)
+    for value in values:
+        build(list(shapes), shapes, 2, **_REQUIRED.get(type_name, {}), **{setting: value})
+    other = "not_a_choice" if isinstance(values[0], str) else max(values) + 1
+    with pytest.raises(ValueError, match=setting):
+        build(list(shapes), shapes, 2, **_REQUIRED.get(type_name, {}), **{setting: other})
+
+
+@pytest.mark.parametrize("type_name", sorted(METHODS))
+def test_every_word_setting_says_which_words(type_name):
+    """A new setting that takes a word has its words in CHOICES, or a misspelt one passes
+    the DAG and fails in the training job (a modality is checked against the feature
+    sets instead)."""
+    for name, schema in hyperparameter_schemas(type_name).items():
+        if schema.get("type") == "string" and name not in ("modality", "missing_modality"):
+            pytest.fail(f"{type_name}.{name} takes any string: give its words in CHOICES")
+
+
+def test_every_choice_is_a_setting_of_its_method():
+    for type_name, named in CHOICES.items():
+        assert set(named) <= set(hyperparameter_schemas(type_name)), type_name
