@@ -90,12 +90,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     labels = cohort_labels(cohort_cfg)
     labels_df = _read_table(root / LABELS_CSV)
     clinical = _read_table(root / CLINICAL_CSV)
-    clinical_fields = tuple(c for c in clinical.columns if c != SUBJECT)
-    specs = modality_specs(
-        cohort_cfg,
-        {n: clinical_fields for n, m in cohort_cfg.get("modalities", {}).items()
-         if (m or {}).get("kind") == "table"},
-    )
+    specs = modality_specs(cohort_cfg)
     overlap = (set(labels_df.columns) & set(clinical.columns)) - {SUBJECT}
     if overlap:
         raise InputError(f"columns {sorted(overlap)} are in both {LABELS_CSV} and "

@@ -108,11 +108,10 @@ class ModalitySpec:
         return {"kind": self.kind, "path_column": self.column}
 
 
-def modality_specs(
-    cohort_cfg: dict, default_fields: dict[str, tuple[str, ...]] | None = None
-) -> dict[str, ModalitySpec]:
-    """Read the cohort's ``modalities`` block; ``default_fields`` fills table fields
-    the config leaves out (an adapter's documented defaults)."""
+def modality_specs(cohort_cfg: dict) -> dict[str, ModalitySpec]:
+    """Read the cohort's ``modalities`` block. A table's ``fields`` are the config's own,
+    as the config check requires: no adapter fills them, so the fields a tabular encoder
+    or a prompt names are the ones the manifest carries."""
     mods = cohort_cfg.get("modalities") or {}
     if not mods:
         raise ConfigError("cohort config has no 'modalities'")
@@ -127,7 +126,7 @@ def modality_specs(
         fields: tuple[str, ...] = ()
         non_numeric = mcfg.get("non_numeric") or "blank"
         if kind == TABLE_KIND:
-            fields = tuple(mcfg.get("fields") or (default_fields or {}).get(name, ()))
+            fields = tuple(mcfg.get("fields") or ())
             if not fields:
                 raise ConfigError(f"modality {name!r}: a table modality needs 'fields'")
             if non_numeric not in NON_NUMERIC_MODES:

@@ -14,10 +14,13 @@ Layout (Mota et al., DCAMI @ CVPR 2024, arXiv 2405.01658; the dataset site's
 - WSI: ``WSI_patientfiles.csv`` maps each patient to ``Features/WSI Features/<chosen_exam>``
   (that folder also holds slides of patients outside the cohort: only the mapping counts).
 
-Feature modalities are known by name: ``ct``, ``mri``, ``wsi``. Table defaults
-when the config omits ``fields``: ``clinical`` -> :data:`CLINICAL_FIELDS`,
-``genomics`` -> :data:`GENOMIC_FIELDS`. The authors' split is kept as the
-non-modality column ``authors_split``.
+Feature modalities are known by name: ``ct``, ``mri``, ``wsi``. A table modality reads
+the columns its config ``fields`` name: the release's clinical fields are ``gender``,
+``age_diag``, ``grade``, ``cancer_history``, the AJCC codes (``ajcc_path_tumor_pt``,
+``ajcc_path_nodes_pn``, ``ajcc_clin_metastasis_cm``, ``ajcc_path_metastasis_pm``,
+``ajcc_path_tumor_stage``) and one-hot race columns (``race_Asian``, ...), its genomic
+ones ``VHL_mutation``, ``PBMR1_mutation`` and ``TTN_mutation`` (``config.yaml`` lists
+them all). The authors' split is kept as the non-modality column ``authors_split``.
 """
 
 from __future__ import annotations
@@ -51,15 +54,6 @@ SPLIT_COLUMN = "Split"
 AUTHORS_SPLIT = "authors_split"
 UNKNOWN = -1
 
-CLINICAL_FIELDS: tuple[str, ...] = (
-    "gender", "age_diag", "grade", "cancer_history",
-    "ajcc_path_tumor_pt", "ajcc_path_nodes_pn", "ajcc_clin_metastasis_cm",
-    "ajcc_path_metastasis_pm", "ajcc_path_tumor_stage",
-    "race_Asian", "race_Black or African American", "race_Hispanic or Latino",
-    "race_White", "race_other",
-)
-GENOMIC_FIELDS: tuple[str, ...] = ("VHL_mutation", "PBMR1_mutation", "TTN_mutation")
-DEFAULT_FIELDS = {"clinical": CLINICAL_FIELDS, "genomics": GENOMIC_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -186,7 +180,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                         "the MMIST-ccRCC release (Multi-Modal-IST datasets/ccRCC; README, "
                         "MMIST-ccRCC)")
     labels = cohort_labels(cohort_cfg)
-    specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
+    specs = modality_specs(cohort_cfg)
     layout_modalities(specs, "mmist_ccrcc", SOURCES, "features", CLINICAL_CSV)
 
     frame = clinical_frame(root, labels, specs)

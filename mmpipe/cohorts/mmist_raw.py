@@ -44,7 +44,6 @@ from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.mmist import (
     AUTHORS_SPLIT,
     CLINICAL_CSV,
-    DEFAULT_FIELDS,
     ID_COLUMN,
     clinical_frame,
     read_chosen,
@@ -75,7 +74,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                         "Pathology/")
     cfg = cohort_cfg.get("mmist_ccrcc_raw") or {}
     labels = cohort_labels(cohort_cfg)
-    specs = modality_specs(cohort_cfg, DEFAULT_FIELDS)
+    specs = modality_specs(cohort_cfg)
     layout_modalities(specs, "mmist_ccrcc_raw", KINDS, KINDS, CLINICAL_CSV)
     frame = clinical_frame(root, labels, specs)
     ids = frame[SUBJECT].to_list()

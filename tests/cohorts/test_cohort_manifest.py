@@ -135,7 +135,7 @@ def test_modality_specs_need_fields_for_tables_and_known_kinds():
         modality_specs({"modalities": {"clin": {"kind": "table"}}})
     with pytest.raises(ConfigError, match="unknown kind"):
         modality_specs({"modalities": {"x": {"kind": "video"}}})
-    specs = modality_specs({"modalities": {"clin": {"kind": "table"}}}, {"clin": ("a", "b")})
+    specs = modality_specs({"modalities": {"clin": {"kind": "table", "fields": ["a", "b"]}}})
     assert specs["clin"].fields == ("a", "b")
 
 

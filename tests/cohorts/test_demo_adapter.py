@@ -67,15 +67,25 @@ def test_manifest_of_the_generated_cohort(generated):
     assert json.loads((out / "manifest.json").read_text())["adapter"] == "demo"
 
 
-def test_raw_dir_option_and_default_fields(generated, tmp_path):
+def test_raw_dir_option(generated, tmp_path):
     out, _ = generated
     cfg = _cfg(raw_dir="elsewhere/raw")
-    del cfg["modalities"]["clinical"]["fields"]  # default: every clinical.csv column
     shutil.copytree(out / "raw", tmp_path / "elsewhere" / "raw")
     df = build_manifest("demo", cfg, tmp_path / "res", base_dir=tmp_path)
     assert df["mri_t1_path"].drop_nulls()[0].startswith(str(tmp_path / "elsewhere" / "raw"))
     _, meta = read_manifest(tmp_path / "res")
     assert meta["modalities"]["clinical"]["fields"] == FIELDS
+
+
+def test_a_table_without_fields_is_refused_as_the_config_check_refuses_it(generated):
+    """The adapter filled every clinical.csv column where the config check refuses a table
+    without ``fields``: the manifest carried fields no tabular encoder or prompt the check
+    saw had named. The config alone names a table's fields."""
+    out, _ = generated
+    cfg = _cfg()
+    del cfg["modalities"]["clinical"]["fields"]
+    with pytest.raises(ConfigError, match="'clinical': a table modality needs 'fields'"):
+        build_manifest("demo", cfg, out)
 
 
 def test_empty_dicom_folder_is_rejected_and_files_must_exist(generated, tmp_path):

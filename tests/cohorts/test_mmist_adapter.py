@@ -7,7 +7,13 @@ import polars as pl
 import pytest
 
 from mmpipe.cohorts import build_manifest, modality_presence, read_manifest, read_qc
-from mmpipe.cohorts.mmist import CLINICAL_FIELDS, GENOMIC_FIELDS
+
+# the release's input fields, as config.yaml names them
+CLINICAL_FIELDS = ("gender", "age_diag", "grade", "cancer_history", "ajcc_path_tumor_pt",
+                   "ajcc_path_nodes_pn", "ajcc_clin_metastasis_cm", "ajcc_path_metastasis_pm",
+                   "ajcc_path_tumor_stage", "race_Asian", "race_Black or African American",
+                   "race_Hispanic or Latino", "race_White", "race_other")
+GENOMIC_FIELDS = ("VHL_mutation", "PBMR1_mutation", "TTN_mutation")
 
 FEATURES = {"ct": {"kind": "features", "encoders": ["precomputed"]},
             "mri": {"kind": "features", "encoders": ["precomputed"]},
@@ -16,9 +22,11 @@ FEATURES = {"ct": {"kind": "features", "encoders": ["precomputed"]},
 
 def _cfg(root, tables=True):
     mods = dict(FEATURES)
-    if tables:  # no 'fields': the adapter's documented defaults apply
-        mods["clinical"] = {"kind": "table", "encoders": ["tabular"]}
-        mods["genomics"] = {"kind": "table", "encoders": ["tabular"]}
+    if tables:
+        mods["clinical"] = {"kind": "table", "encoders": ["tabular"],
+                            "fields": list(CLINICAL_FIELDS)}
+        mods["genomics"] = {"kind": "table", "encoders": ["tabular"],
+                            "fields": list(GENOMIC_FIELDS)}
     return {"adapter": "mmist_ccrcc", "root": str(root), "labels": ["vital_status_12"],
             "modalities": mods}
 

@@ -14,7 +14,8 @@ def _cfg(root, **over):
            "modalities": {"ct": {"kind": "dicom", "encoders": ["med3d_demo"]},
                           "mri": {"kind": "dicom", "encoders": ["med3d_demo"]},
                           "wsi": {"kind": "slide", "encoders": ["clam_resnet50"]},
-                          "clinical": {"kind": "table", "encoders": ["tabular"]}}}
+                          "clinical": {"kind": "table", "encoders": ["tabular"],
+                                       "fields": ["gender", "age_diag", "grade"]}}}
     cfg.update(over)
     return cfg
 
