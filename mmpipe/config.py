@@ -288,7 +288,12 @@ def _check_readers(ename: str, enc: dict) -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.encoders.registry import get_encoder_type, misplaced_settings, readers_of
+    from mmpipe.encoders.registry import (
+        TRANSFORM_KEYS,
+        get_encoder_type,
+        misplaced_settings,
+        readers_of,
+    )
 
     problems = _check_names(cfg)
     if problems:
@@ -304,6 +309,14 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             if enc.get(key) is not None and enc[key] not in words:
                 problems.append(f"config.encoders.{ename}.{key}: {enc[key]!r} is not one of "
                                 f"{list(words)} (a {enc['type']!r} encoder)")
+        transform = enc.get("transform")
+        if isinstance(transform, dict) and enc["type"] in TRANSFORM_KEYS:
+            for key in sorted(set(transform) - TRANSFORM_KEYS[enc["type"]]):
+                if transform[key] is not None:  # null: not set, as the recipe reads it
+                    problems.append(
+                        f"config.encoders.{ename}.transform.{key}: a {enc['type']!r} "
+                        f"encoder's transform does not read it (it reads "
+                        f"{sorted(TRANSFORM_KEYS[enc['type']])})")
         problems += _check_readers(ename, enc)
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:

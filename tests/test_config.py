@@ -52,6 +52,11 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"vgg11_slices.pooling: 'cls' is not one of \['mean'\] \(a 'vgg11_slices' encoder\)"),
     (lambda c: c["encoders"]["text_minilm"].update(model="MiniLM"),
      r"text_minilm.model: 'MiniLM' is not one of \['minilm', 'biomedbert'\]"),
+    # a key of the other recipe: logged as ignored in the job, and keyed (a rerun for nothing)
+    (lambda c: c["encoders"]["med3d_demo"]["transform"].update(max_slices=8),
+     r"med3d_demo.transform.max_slices: a 'med3d' encoder's transform does not read it"),
+    (lambda c: c["encoders"]["vgg11_slices"]["transform"].update(resize=[8, 64, 64]),
+     r"vgg11_slices.transform.resize: a 'vgg11_slices' encoder's transform does not read"),
     (lambda c: c["encoders"]["text_minilm"].update(loader_workers=4),
      r"text_minilm.loader_workers: a 'text' encoder reads no inputs ahead \(readers: "
      r"clam_resnet50, med3d, vgg11_slices\)"),

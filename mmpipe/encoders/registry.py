@@ -57,6 +57,18 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
     "max_slices": None,
     "min_foreground": None,
 }
+# The ``transform`` keys each type's recipe reads (mmpipe.preprocess.volume builds the
+# recipes; a test holds these equal to its own sets). A key of the other recipe
+# (``max_slices`` on Med3D, ``resize`` on VGG11 slices) was accepted, logged as ignored in
+# the encoding job and keyed, so setting it reran the stores and changed nothing. Not read
+# by any entry, so it is in no store's code key.
+TRANSFORM_KEYS: dict[str, frozenset[str]] = {
+    "med3d": frozenset({"orientation", "spacing", "crop_foreground", "hu_window", "normalize",
+                        "resize", "roi_crop", "mask_out"}),
+    "vgg11_slices": frozenset({"orientation", "spacing", "crop_foreground", "hu_window",
+                               "max_slices", "min_foreground", "roi_crop", "slice_select",
+                               "mask_out"}),
+}
 # encoder settings that change how a job runs, not the embeddings it writes, and how it
 # finds and checks its weights (the weights' content is in the key: mmpipe.params); the
 # job reads them from the config, and they rerun nothing

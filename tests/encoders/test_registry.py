@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmpipe.codehash import module_closure
-from mmpipe.encoders.registry import ENCODER_TYPES, get_encoder_type, readers_of
+from mmpipe.encoders.registry import ENCODER_TYPES, TRANSFORM_KEYS, get_encoder_type, readers_of
 from mmpipe.errors import ConfigError
 
 
@@ -108,3 +108,13 @@ def test_type_specific_settings_are_schema_keys():
     keys = set(yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["encoder"]["properties"])
     for etype in ENCODER_TYPES.values():
         assert set(etype.read_settings()) <= keys, etype.name
+
+
+def test_the_transform_keys_the_config_checks_are_the_ones_each_recipe_reads():
+    """The config refuses a transform key outside TRANSFORM_KEYS; the recipes in
+    preprocess/volume.py, which import MONAI, hold their own sets."""
+    from mmpipe.preprocess import volume
+
+    assert TRANSFORM_KEYS == {"med3d": volume._VOLUME_KEYS, "vgg11_slices": volume._SLICE_KEYS}
+    assert {n for n, t in ENCODER_TYPES.items() if "transform" in t.settings} == set(
+        TRANSFORM_KEYS)
