@@ -65,6 +65,7 @@ POSITION_TOL = 1e-3  # mm along the normal: closer positions are the same slice 
 # direction cosines: |length - 1| and |row . column| above this are no orthonormal pair
 # (PS3.3 C.7.6.2.1.1); real headers write 6 or more digits, ~1e-6 off
 COSINE_TOL = 1e-3
+IN_PLANE_TOL = 0.5  # pixels: a slice further off the first slice's axis is misplaced
 SHEAR_TOL = 1e-2  # in-plane drift per slice / slice spacing: more means gantry tilt or a sheared stack
 # a step between slices off the median step (or off a whole number of missing slices) by more
 # than this fraction of it: 5 % passes position jitter (~1e-3 mm on 0.5 mm+ slices) and
@@ -233,6 +234,7 @@ class _Header:
     unreadable: tuple[str, str] | None = None  # (short, full) when the pixel data is not there
     sop_uid: str | None = None
     volume_tags: dict[str, float | None] = field(default_factory=dict)  # VOLUME_TAGS' values
+    photometric: str | None = None  # PhotometricInterpretation
 
 
 def _int_or_none(value) -> int | None:
@@ -389,6 +391,7 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int):
         unreadable=unreadable,
         sop_uid=_text_or_none(ds.get("SOPInstanceUID")),
         volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
+        photometric=_text_or_none(ds.get("PhotometricInterpretation")),
     ), unreadable, None
 
 
@@ -408,9 +411,22 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     defects: list[str] = []
     sizes = Counter(h.size for h in headers)
     if len(sizes) > 1:
-        defects.append(f"mixed image sizes {sorted(sizes)}")
+        usual = sizes.most_common(1)[0][0]
+        odd = [h for h in headers if h.size != usual]
+        defects.append(f"mixed image sizes {sorted(sizes)} ({_files_with(odd, _size)})")
     if any(h.samples != 1 for h in headers):
-        defects.append(f"not grey-level (SamplesPerPixel={max(h.samples for h in headers)})")
+        colour = [h for h in headers if h.samples != 1]
+        defects.append(f"not grey-level (SamplesPerPixel={max(h.samples for h in headers)}; "
+                       f"{_files_with(colour, lambda h: h.samples)})")
+    inverted = [h for h in headers if h.photometric == "MONOCHROME1"]
+    if inverted:
+        # PS3.3 C.7.6.3.1.2: MONOCHROME1 says how to display the stored values; the rescale
+        # applies to them as they are. SimpleITK's GDCM reader inverts them before the
+        # rescale: a stored 5 with intercept -1024 read as 64506, not -1019
+        defects.append(f"MONOCHROME1 (inverted grey scale) pixel data in {len(inverted)} of "
+                       f"{n_total} files ({_files_with(inverted, lambda h: h.photometric)}), "
+                       "which the reader would invert before the rescale; convert the "
+                       "series to MONOCHROME2")
     if any(h.frames > 1 for h in headers):
         defects.append("multi-frame (enhanced) DICOM files are not supported; "
                        "convert them with dcm2niix first")
@@ -424,8 +440,10 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
                        f"{', '.join(map(_shown, study_uids))})")
     no_geometry = [h for h in headers if h.position is None or h.orientation is None]
     if no_geometry:
+        named = _files_with(no_geometry, lambda h: "no position" if h.position is None
+                            else "no orientation")
         defects.append(f"{len(no_geometry)} of {n_total} files lack ImagePositionPatient/"
-                       "ImageOrientationPatient (not a cross-sectional image)")
+                       f"ImageOrientationPatient (not a cross-sectional image; {named})")
     # SimpleITK refuses such a spacing with a RuntimeError that names no file
     bad_spacing = {h.pixel_spacing for h in headers if h.pixel_spacing is not None
                    and not all(np.isfinite(v) and v > 0 for v in h.pixel_spacing)}
@@ -482,13 +500,22 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     steps = np.diff(along[kept])
     if len(steps):
         info.slice_spacing = float(np.median(steps))
-        drift = info.positions[-1] - info.positions[0]
-        in_plane = drift - np.dot(drift, normal) * normal
-        per_slice = np.linalg.norm(in_plane) / len(steps)
+        offsets = info.positions - info.positions[0]
+        in_plane = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
+        per_slice = in_plane[-1] / len(steps)
+        # the volume puts every slice on the first one's axis: a drift that is small per
+        # slice (a 0.5 degree tilt) adds up over hundreds of slices, and a slice moved
+        # in-plane between aligned first and last ones has no drift at all
+        worst = int(np.argmax(in_plane))
         if per_slice > SHEAR_TOL * info.slice_spacing:
             info.defects.append(
                 f"slices are not stacked along their normal ({per_slice:.3g} mm in-plane shift "
                 "per slice: gantry tilt or a sheared series)")
+        elif in_plane[worst] > IN_PLANE_TOL * min(info.pixel_spacing):
+            info.defects.append(
+                f"slices are not stacked along their normal ({info.files[worst].name} lies "
+                f"{in_plane[worst]:.3g} mm in-plane from the first slice's axis, more than "
+                f"{IN_PLANE_TOL:g} pixel: gantry tilt or slices of another stack)")
     return info
 
 
@@ -556,6 +583,10 @@ def _files_with(headers: list[_Header], value) -> str:
     named = ", ".join(f"{h.path.name}: {value(h)}" for h in headers[:NOTE_FILES])
     more = len(headers) - NOTE_FILES
     return named + (f", and {more} more" if more > 0 else "")
+
+
+def _size(h: _Header) -> str:
+    return f"{h.size[0]}x{h.size[1]}"
 
 
 def _backslashed(values) -> str:

@@ -1051,14 +1051,55 @@ def test_each_series_defect_is_named(tmp_path):
         ds.Rows, ds.Columns = N // 2, N // 2
         ds.PixelData = np.zeros((N // 2, N // 2), np.uint16).tobytes()
 
-    assert problem("size", resize).startswith("mixed image sizes")
+    # the odd file is named: one of six slices of another size rejected the subject
+    assert problem("size", resize) == "mixed image sizes [(8, 8), (16, 16)] (IM2.dcm: 8x8)"
     assert problem("nospacing", lambda ds: delattr(ds, "PixelSpacing")) == "no PixelSpacing"
     assert problem("spacing", lambda ds: setattr(ds, "PixelSpacing", [0.5, 0.5])) == (
         "mixed pixel spacing")
     assert problem("zero", lambda ds: setattr(ds, "PixelSpacing", [0, 0.8])).startswith(
         "PixelSpacing 0\\0.8 is not a positive distance")
     assert problem("noipp", lambda ds: delattr(ds, "ImagePositionPatient")).startswith(
-        "1 of 6 files lack ImagePositionPatient/ImageOrientationPatient")
+        "1 of 6 files lack ImagePositionPatient/ImageOrientationPatient (not a "
+        "cross-sectional image; IM2.dcm: no position)")
+
+
+def test_an_inverted_grey_scale_is_refused_naming_its_files(tmp_path):
+    """MONOCHROME1 says how to display the stored values; the rescale applies to them as
+    stored. SimpleITK's GDCM reader inverted them first: a stored 5 with intercept -1024
+    read as 64506 HU, and one such slice among MONOCHROME2 ones passed unnoticed."""
+    paths = _edited(tmp_path)
+    ds = pydicom.dcmread(paths[3])
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(paths[3])
+    (info,) = scan_dicom_folder(tmp_path)
+    assert info.problem.startswith("MONOCHROME1 (inverted grey scale) pixel data in 1 of 6 "
+                                   "files (IM3.dcm: MONOCHROME1)")
+
+
+def test_a_small_tilt_over_many_slices_is_rejected(tmp_path):
+    """A 0.5 degree tilt drifts 0.009 mm a slice of 1 mm, under the per-slice test, but its
+    last of 120 slices lies 1.04 mm (1.5 pixels) off the axis every slice is put on."""
+    uid = generate_uid()
+    shift = np.tan(np.radians(0.5))
+    for k in range(120):
+        write_slice(tmp_path / f"IM{k:03d}.dcm", series_uid=uid, position=(0, k * shift, k),
+                    hu=hu_slice(0), instance=k + 1)
+    (info,) = scan_dicom_folder(tmp_path)
+    assert info.problem.startswith("slices are not stacked along their normal (IM119.dcm lies "
+                                   "1.04 mm in-plane from the first slice's axis, more than "
+                                   "0.5 pixel")
+
+
+def test_a_slice_moved_in_plane_between_aligned_ones_is_rejected(tmp_path):
+    """First and last slices aligned, the middle one 20 mm aside: no drift end to end."""
+    paths = _edited(tmp_path)
+    ds = pydicom.dcmread(paths[3])
+    ds.ImagePositionPatient = [float(ds.ImagePositionPatient[0]) + 20,
+                               *map(float, ds.ImagePositionPatient[1:])]
+    ds.save_as(paths[3])
+    (info,) = scan_dicom_folder(tmp_path)
+    assert info.problem.startswith("slices are not stacked along their normal (IM3.dcm lies "
+                                   "20 mm in-plane")
 
 
 def test_a_tilted_stack_is_rejected_as_such(tmp_path):
