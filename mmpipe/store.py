@@ -188,12 +188,23 @@ class FeatureStoreWriter:
         b = self._bag
         if b["counts"][i] or (self._present[i + 1:].any()):
             raise StoreError(f"{self.path}: bags must be written once each, in subject order")
+        # checked before anything is appended: Zarr broadcast a (2, 1) bag into items of
+        # (4,), and a bag appended before its coordinates were refused shifted every later
+        # bag against the offsets
+        item = b["emb"].array.shape[1:]
+        if bag.shape[1:] != item:
+            raise StoreError(f"{self.path}: subject {self.subject_ids[i]!r}: bag items of "
+                             f"shape {bag.shape[1:]}, the store holds {item}")
+        if b["coords"] is not None:
+            dim = b["coords"].array.shape[1]
+            coords = None if coords is None else np.asarray(coords, dtype=np.int64)
+            if coords is None or coords.size != len(bag) * dim:
+                raise StoreError(f"{self.path}: subject {self.subject_ids[i]!r}: bag "
+                                 f"coordinates missing or not {len(bag)} x {dim}")
+            coords = coords.reshape(len(bag), dim)
         b["emb"].append(bag)
         if b["coords"] is not None:
-            if coords is None or len(coords) != len(bag):
-                raise StoreError(f"{self.path}: subject {self.subject_ids[i]!r}: "
-                                 "bag coordinates missing or of the wrong length")
-            b["coords"].append(np.asarray(coords, dtype=np.int64).reshape(len(bag), -1))
+            b["coords"].append(coords)
         b["counts"][i] = len(bag)
 
     def mark(self, subject_id: str, status: str, reason: str) -> None:

@@ -74,6 +74,27 @@ def test_bags_are_sliced_per_subject(tmp_path):
     assert store.bag("b")[0].shape == (0, 3)
 
 
+@pytest.mark.parametrize("bag, coords, says", [
+    (np.full((2, 1), 7.0), [[0, 0], [1, 1]], r"bag items of shape \(1,\), the store holds \(3,\)"),
+    (np.zeros((2, 3)), [[0, 0]], "bag coordinates missing or not 2 x 2"),
+    (np.zeros((2, 3)), [0, 1], "bag coordinates missing or not 2 x 2"),
+    (np.zeros((2, 3)), None, "bag coordinates missing"),
+])
+def test_a_bag_of_the_wrong_shape_is_refused_before_anything_is_appended(
+        tmp_path, bag, coords, says):
+    """Zarr broadcast a (2, 1) bag into items of (3,) and stored [[7, 7, 7], [7, 7, 7]];
+    a bag appended before its coordinates were refused shifted every later bag."""
+    path = tmp_path / "bag.zarr"
+    with FeatureStoreWriter(path, ["a", "b"], (3,), {}, bag_item_shape=(3,),
+                            bag_coord_dim=2) as w:
+        with pytest.raises(StoreError, match=says):
+            w.write("a", np.zeros(3), bag=bag, coords=coords)
+        w.write("b", np.ones(3), bag=np.ones((1, 3)), coords=[[5, 6]])
+        w.commit()
+    emb, got = FeatureStore(path).bag("b")
+    assert emb.tolist() == [[1, 1, 1]] and got.tolist() == [[5, 6]]
+
+
 @pytest.mark.parametrize("bad", [np.zeros(3), np.array([0, 1, np.nan, 2])])
 def test_wrong_shape_or_nonfinite_is_refused(tmp_path, bad):
     with FeatureStoreWriter(tmp_path / "s.zarr", ["a"], (4,), {}) as w, \

@@ -36,6 +36,9 @@ class EncodeJob:
     # spacing), added to the store's preprocessing and its hash
     preprocessing: dict[str, Any] = field(default_factory=dict)
     state: Any = None              # what setup prepared for run (a transform, fitted values)
+    # subjects with an input that an earlier stage rejected (the adapter: a file not
+    # found; a shard: an unreadable series), with why: they count among the rejected
+    rejected_before: dict[str, str] = field(default_factory=dict)
 
 
 def _non_finite(arr: np.ndarray) -> int:

@@ -125,7 +125,9 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
     # a type that runs no network (tables, imported features) never needs the config's
     # GPU: under `device: cuda` its job, on a CPU node, stopped with "CUDA not available"
     job = EncodeJob(cfg=cfg, params=params, modality=modality,
-                    device=resolve_device(device if etype.needs_gpu else "cpu"))
+                    device=resolve_device(device if etype.needs_gpu else "cpu"),
+                    rejected_before={i.subject_id: i.reason for i in inputs
+                                     if i.status == "rejected"})
     loop = etype.loop_module()
     loop.setup(job, ready)
     attrs = {**_attrs(cohort_dir.name, job), "run_settings": dict(settings or {})}
@@ -144,12 +146,16 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
-        if ready and not writer.written and not writer.absent:
+        with_input = len(ready) + len(job.rejected_before)
+        if with_input and not writer.written and not writer.absent:
             # every input failed: a cause they share (a missing library, a device error, a
-            # wrong setting), not each subject's; a store of rejections would look finished.
-            # (Inputs the loop found empty, a table of missing_values codes, are absent.)
-            shown = "; ".join(f"{s}: {r}" for s, r in list(writer.rejected.items())[:3])
-            raise InputError(f"{modality}/{params['encoder']}: all {len(ready)} "
+            # wrong setting or folder), not each subject's; a store of rejections would look
+            # finished. Rejections before the loop count (every path in a wrong folder: the
+            # adapter's "file not found"). Inputs the loop found empty, a table of
+            # missing_values codes, are absent.
+            rejected = {**job.rejected_before, **writer.rejected}
+            shown = "; ".join(f"{s}: {r}" for s, r in list(rejected.items())[:3])
+            raise InputError(f"{modality}/{params['encoder']}: all {with_input} "
                              f"subjects with an input were rejected or empty, so no store is "
                              f"written ({shown})")
         store.commit()

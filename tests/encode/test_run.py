@@ -13,7 +13,9 @@ import pytest
 
 from mmpipe.cohorts import build_manifest
 from mmpipe.config import load_config
+from mmpipe.encode.features import FeatureCohortError
 from mmpipe.encode.run import encode_store
+from mmpipe.errors import InputError
 from mmpipe.params import encoder_params
 from mmpipe.store import FeatureStore
 from tests.conftest import REPO
@@ -24,15 +26,20 @@ def cfg():
     return load_config(REPO / "config.yaml")
 
 
-def _features_cohort(tmp_path):
+def _features_cohort(tmp_path, folder=""):
+    """A csv cohort of feature files beside its table; ``folder`` puts every path in a
+    folder that does not exist, as a wrong folder in the config does."""
     data = tmp_path / "data"
     data.mkdir()
     np.save(data / "a.npy", np.arange(6, dtype=np.float32).reshape(1, 6, 1))
     np.save(data / "c.npy", np.ones(6, dtype=np.float32))
+    np.save(data / "g.npy", np.ones(6, dtype=np.float32))
     np.save(data / "wrong.npy", np.ones(5, dtype=np.float32))
     (data / "broken.npy").write_bytes(b"not numpy")
-    rows = ["id,y,feat,age,sex", "a,1,a.npy,60,F", "b,0,,70,M", "c,1,c.npy,,",
-            "d,0,wrong.npy,55,F", "e,1,broken.npy,50,M", "f,0,missing.npy,40,"]
+    p = f"{folder}/" if folder else ""
+    rows = ["id,y,feat,age,sex", f"a,1,{p}a.npy,60,F", "b,0,,70,M", f"c,1,{p}c.npy,,",
+            f"d,0,{p}wrong.npy,55,F", f"e,1,{p}broken.npy,50,M", f"f,0,{p}missing.npy,40,",
+            f"g,1,{p}g.npy,45,F"]
     (data / "cohort.csv").write_text("\n".join(rows) + "\n")
     cohort_cfg = {"adapter": "csv", "csv": str(data / "cohort.csv"), "subject_column": "id",
                   "labels": ["y"], "modalities": {
@@ -54,11 +61,56 @@ def test_precomputed_store_records_every_subject(tmp_path, cfg):
     status = dict(zip(f.subject_id, f.status, strict=True))
     reason = dict(zip(f.subject_id, f.reason, strict=True))
     assert status == {"a": "ok", "b": "absent", "c": "ok", "d": "rejected", "e": "rejected",
-                      "f": "rejected"}
+                      "f": "rejected", "g": "ok"}
     assert "shape (5,)" in reason["d"]
     assert reason["f"]  # the adapter's "file not found" travels into the store
     np.testing.assert_array_equal(f.emb[0], np.arange(6))  # (1, 6, 1) flattened
     assert store.attrs["weights_source"].startswith("pre-extracted")
+
+
+@pytest.mark.parametrize("folder", ["nowhere", "moved/features"])
+def test_a_wrong_folder_fails_the_job_instead_of_writing_a_store_of_rejections(
+        tmp_path, cfg, folder):
+    """Every path in a folder that is not there: the adapter rejects each subject ("file
+    not found") before the loop, which then had nothing to count, and a store of five
+    rejections was written, finished, for stage 2 to read as a modality nobody has (c,
+    with no other modality, leaves the manifest)."""
+    cohort_dir, cohort_cfg = _features_cohort(tmp_path, folder)
+    cfg = {**cfg, "cohorts": {"toy": cohort_cfg}}
+    params = encoder_params(cfg, "toy", "feat", "precomputed")
+    with pytest.raises(FeatureCohortError, match=r"5 of 5 subjects with a feat feature file "
+                                                 r"were rejected .*: 5 file not found"):
+        encode_store(cohort_dir, "feat", params, tmp_path / "feat.zarr", device="cpu")
+    assert not (tmp_path / "feat.zarr").exists()
+
+
+def test_rejections_before_the_loop_count_in_every_loop(tmp_path, cfg, monkeypatch):
+    """Whatever the loop checks itself, a job whose every subject with an input was
+    rejected, before the loop or in it, writes no store."""
+    from mmpipe.encode import features
+
+    cohort_dir, cohort_cfg = _features_cohort(tmp_path, "nowhere")
+    params = encoder_params({**cfg, "cohorts": {"toy": cohort_cfg}}, "toy", "feat",
+                            "precomputed")
+    monkeypatch.setattr(features, "run", lambda job, items, writer, progress=None: None)
+    with pytest.raises(InputError, match=r"feat/precomputed: all 5 subjects with an input "
+                                         r"were rejected or empty.*a: file not found"):
+        encode_store(cohort_dir, "feat", params, tmp_path / "feat.zarr", device="cpu")
+    assert not (tmp_path / "feat.zarr").exists()
+
+
+def test_most_paths_in_a_wrong_folder_fail_the_job(tmp_path, cfg):
+    """Four of six files not found, one unreadable, one read: more than half rejected,
+    counting those the adapter rejected, stops the job as the README says."""
+    cohort_dir, cohort_cfg = _features_cohort(tmp_path)
+    for name in ("a.npy", "c.npy", "g.npy"):
+        (tmp_path / "data" / name).unlink()
+    build_manifest("toy", cohort_cfg, cohort_dir, base_dir=tmp_path)
+    cfg = {**cfg, "cohorts": {"toy": cohort_cfg}}
+    params = encoder_params(cfg, "toy", "feat", "precomputed")
+    with pytest.raises(FeatureCohortError, match=r"4 of 5 subjects with a feat feature file "
+                                                 r"were rejected .*: 3 file not found, 1 unre"):
+        encode_store(cohort_dir, "feat", params, tmp_path / "feat.zarr", device="cpu")
 
 
 # -- the precomputed loop's cohort shape (mmpipe.encode.features) -------------------------
@@ -188,7 +240,7 @@ def test_tabular_store_marks_subjects_without_fields_absent(tmp_path, cfg):
     store = FeatureStore(encode_store(cohort_dir, "clinical", params, tmp_path / "tab.zarr",
                                       device="cpu"))
     f = store.to_numpy()
-    assert f.status.tolist() == ["ok", "ok", "absent", "ok", "ok", "ok"]
+    assert f.status.tolist() == ["ok", "ok", "absent", "ok", "ok", "ok", "ok"]
     assert store.attrs["feature_names"] and len(store.attrs["feature_names"]) == f.emb.shape[1]
     assert "tabular_encoding" in store.attrs
 
@@ -347,13 +399,13 @@ def test_a_job_whose_every_subject_is_rejected_writes_no_store(tmp_path, cfg, mo
 
     monkeypatch.setattr(tabular, "run", reject_all)
     out = tmp_path / "tab.zarr"
-    with pytest.raises(InputError, match=r"clinical/tabular: all 5 subjects with an input "
+    with pytest.raises(InputError, match=r"clinical/tabular: all 6 subjects with an input "
                        r"were rejected.*libfoo"):
         encode_store(cohort_dir, "clinical", params, out, device="cpu")
     assert not out.exists()
     # a loop that stores nothing and says nothing (a bug, a silent skip) is no store
     monkeypatch.setattr(tabular, "run", lambda job, items, writer, progress=None: None)
-    with pytest.raises(InputError, match=r"all 5 subjects with an input were rejected or empty"):
+    with pytest.raises(InputError, match=r"all 6 subjects with an input were rejected or empty"):
         encode_store(cohort_dir, "clinical", params, out, device="cpu")
     assert not out.exists()
 
