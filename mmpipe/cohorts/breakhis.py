@@ -88,11 +88,23 @@ def find_patients(breast: Path) -> tuple[dict[str, list[tuple[str, str, Path]]],
     and QC rows of the folders skipped."""
     found: dict[str, list[tuple[str, str, Path]]] = defaultdict(list)
     qc = []
+    # the release holds both classes and all eight types: one missing (an extraction cut
+    # short, a folder renamed) made a one-class task or lost a type without a word
+    missing = [f"{cls}/SOB/{tumour}" for cls, types in TYPES.items() for tumour in types
+               if not (breast / cls / "SOB" / tumour).is_dir()]
+    if missing:
+        present = sorted(f"{p.parent.parent.name}/SOB/{p.name}"
+                         for cls in TYPES for p in (breast / cls / "SOB").glob("*")
+                         if p.is_dir())
+        unknown = [p for p in present if p not in
+                   {f"{c}/SOB/{t}" for c, types in TYPES.items() for t in types}]
+        raise InputError(f"tumour type folder(s) {missing} missing: BreakHis has "
+                         f"{sum(map(len, TYPES.values()))} (an extraction cut short?)"
+                         + (f"; folders of no known type: {unknown}" if unknown else ""),
+                         path=breast)
     for cls, types in TYPES.items():
         for tumour in types:
             folder = breast / cls / "SOB" / tumour
-            if not folder.is_dir():
-                continue
             for patient_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
                 m = PATIENT_FOLDER.match(patient_dir.name)
                 if m is None or m["cls"] != cls[0].upper():

@@ -1,12 +1,14 @@
 """The breakhis adapter on a miniature BreakHis download (the real folder and file names,
 RGB PNG fields) with oddities planted by :func:`mmpipe.cohorts.demo.breakhis.write_breakhis`."""
 
+import shutil
+
 import polars as pl
 import pytest
 
 from mmpipe.cohorts import build_manifest, read_qc
 from mmpipe.cohorts.demo.breakhis import write_breakhis
-from mmpipe.errors import ConfigError
+from mmpipe.errors import ConfigError, InputError
 
 MAGS = ("mag40", "mag100", "mag200", "mag400")
 
@@ -130,3 +132,22 @@ def test_folders_of_one_accession_number_are_said_and_a_foreign_field_rejects(tm
     assert f"named for another patient or tumour type: {stray.name}" in foreign["reason"].item()
     assert _row(manifest, base)["mag200_path"] is None
     assert _row(manifest, base + "AB")["mag200_path"] is not None
+
+
+@pytest.mark.parametrize("remove, rename, says", [
+    ("malignant", None, r"missing: BreakHis has 8"),
+    (None, ("benign/SOB/phyllodes_tumor", "benign/SOB/phyllodes_tumour"),
+     r"\['benign/SOB/phyllodes_tumor'\] missing.*folders of no known type: "
+     r"\['benign/SOB/phyllodes_tumour'\]"),
+])
+def test_a_class_or_type_folder_missing_is_an_error(tmp_path, remove, rename, says):
+    """Without malignant/ the task had one class, and a type folder misspelt lost that type,
+    both without a QC row or a warning."""
+    write_breakhis(tmp_path, patients_per_type=2, seed=1, images_per_set=2)
+    breast = tmp_path / "histology_slides" / "breast"
+    if remove:
+        shutil.rmtree(breast / remove)
+    if rename:
+        (breast / rename[0]).rename(breast / rename[1])
+    with pytest.raises(InputError, match=says):
+        build_manifest("breakhis", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
