@@ -124,11 +124,19 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     chosen = read_chosen(root, modality)
     folder = root / src.folder
     if src.series is None:
+        # a file name in the folder: a path in it ("/tmp/x.npz", "../x.npz") named a file
+        # outside the download, which was read as the patient's features
+        def file_of(name: str) -> dict[str, str | None]:
+            name = name.strip()
+            if Path(name).name != name or name in ("", ".", ".."):
+                return {"file": None, "reason": f"chosen_exam {name!r} is not a file name "
+                                                f"in {src.folder}"}
+            return {"file": str(folder / name), "reason": None}
+
         return chosen.with_columns(
-            pl.col("chosen_exam").map_elements(lambda n: str(folder / n), return_dtype=pl.Utf8)
-            .alias("file"),
-            pl.lit(None, dtype=pl.Utf8).alias("reason"),
-        )
+            pl.col("chosen_exam").map_elements(
+                file_of, return_dtype=pl.Struct({"file": pl.Utf8, "reason": pl.Utf8}))
+            .alias("_mapped")).unnest("_mapped")
     series_path = root / src.series
     series = _read_csv(series_path, [ID_COLUMN, "File"])
     series = series.with_columns(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mmpipe.cohorts.csv_adapter import check_path
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
@@ -96,10 +97,19 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             path, status, why = _resolve(name, exam.get(sid), root, slides)
             paths.append(path)
             if path is None:
-                qc.append(QCRecord(sid, name, status, why, exam.get(sid)))
+                qc.append(QCRecord(sid, name, status, why, _where(name, exam.get(sid), root)))
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(root / CLINICAL_CSV), extra_columns=[AUTHORS_SPLIT])
+
+
+def _where(modality: str, exam: str | None, root: Path) -> str | None:
+    """The QC row's path of a chosen exam: its folder under the download (the table's
+    ``/Radiology-...`` read as a path was one at the filesystem's root), or the slide's
+    name as the table gives it."""
+    if exam is None or not exam.strip() or modality == "wsi":
+        return exam
+    return str(root / exam.strip().lstrip("/"))
 
 
 def _resolve(modality: str, exam: str | None, root: Path,
@@ -117,6 +127,11 @@ def _resolve(modality: str, exam: str | None, root: Path,
             return None, REJECTED, "two files of the slide: " + ", ".join(str(p) for p in found)
         return str(found[0]), "", ""
     folder = root / exam.lstrip("/")
+    if not folder.resolve().is_relative_to(root.resolve()):
+        return None, REJECTED, f"the chosen series {exam!r} leads outside the download"
     if not folder.is_dir():
         return None, REJECTED, "the chosen series folder is not in the download"
+    # an empty folder counts as no series, as the csv adapter's dicom check says
+    if (why := check_path(folder, "dicom")) is not None:
+        return None, REJECTED, f"the chosen series folder: {why}"
     return str(folder), "", ""

@@ -185,3 +185,20 @@ def test_a_chosen_series_listed_twice_names_the_patient_and_the_series(fake_root
     listing.write_text(listing.read_text() + "C,/r/C/ex1\n")
     with pytest.raises(InputError, match="lists the same series twice in File: C /r/C/ex1"):
         build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+
+
+@pytest.mark.parametrize("exam", ["/tmp/outside.npz", "../WSI Features/A-1.npz", "sub/A-1.npz"])
+def test_a_slide_feature_named_by_a_path_is_rejected_not_read(fake_root, tmp_path, exam):
+    """chosen_exam names a file in Features/WSI Features: an absolute path replaced the
+    folder (Path / "/tmp/x"), and the file outside the download was read as A's."""
+    (fake_root / "WSI_patientfiles.csv").write_text(
+        f"case_id,chosen_exam\nA,{exam}\nB, B-7.npz\nC,C-1.npz\n")
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert "A" not in rows  # no other modality left: out of the manifest
+    # a name spaced in the table is the file it names, as a CT's is
+    assert rows["B"]["wsi_path"].endswith("WSI Features/B-7.npz")
+    qc = read_qc(tmp_path / "out").filter((pl.col("subject_id") == "A")
+                                          & (pl.col("modality") == "wsi"))
+    assert qc["reason"].item() == (f"chosen_exam {exam!r} is not a file name in "
+                                   "Features/WSI Features")

@@ -62,3 +62,28 @@ def test_kinds_are_the_layouts(raw):
     cfg["modalities"]["ct"]["kind"] = "volume"
     with pytest.raises(ConfigError, match="as kind 'dicom'"):
         build_manifest("m", cfg, root / "o2", base_dir=root)
+
+
+def test_a_series_outside_the_download_or_empty_is_rejected(tmp_path):
+    """A chosen series led outside the root ('/../../etc' only lost its first slash), and an
+    empty series folder counted as present; the QC path is the folder under the root."""
+    root = tmp_path / "raw"
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    cases = [c for c in plan.ct if c != plan.missing_ct_series]
+    outside, empty = cases[:2]
+    table = root / "CT_patientfiles.csv"
+    text = table.read_text()
+    text = text.replace(plan.ct[outside], "/../../etc")
+    empty_exam = "/Radiology-TCGA/empty_series"
+    (root / empty_exam.lstrip("/")).mkdir(parents=True)
+    table.write_text(text.replace(plan.ct[empty], empty_exam))
+    manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out").filter(pl.col("modality") == "ct")
+    def row(case):
+        return qc.filter(pl.col("subject_id") == case).row(0, named=True)
+    assert _row(manifest, outside)["ct_path"] is None
+    assert row(outside)["reason"] == "the chosen series '/../../etc' leads outside the download"
+    assert _row(manifest, empty)["ct_path"] is None
+    assert row(empty)["reason"] == ("the chosen series folder: no file in the folder or its "
+                                    "subfolders")
+    assert row(empty)["path"] == str(root / "Radiology-TCGA" / "empty_series")
