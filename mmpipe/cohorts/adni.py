@@ -289,6 +289,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         labels=labels,
         qc=qc,
         source=str(table_path),
+        root=str(root),
         extra_columns=["viscode", "examdate"],
         unused_columns=[(table_path.name, c) for c in table.columns
                         if c not in {*need, *fields}],

@@ -225,6 +225,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         labels=labels,
         qc=qc,
         source=str(sheet),
+        root=str(root),
         split=split,
         unused_columns=[(SPREADSHEET, c) for c in header
                         if c not in {ID_COLUMN, ALN_COLUMN, *fields}],

@@ -285,6 +285,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         labels=labels,
         qc=qc,
         source=str(survival_path),
+        root=str(root),
         extra_columns=["grade", *(mask_column(s) for s in sequences)],
         unused_columns=[(survival_path.name, c) for c in table.columns if c not in read_columns],
         source_qc=source_qc,

@@ -181,4 +181,5 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         new_cols.append(pl.Series(specs[name].column, paths, dtype=pl.Utf8))
     frame = frame.with_columns(new_cols)
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
-                         source=str(csv_path), split=split, unused_columns=unused)
+                         source=str(csv_path), root=str(csv_path.parent), split=split,
+                         unused_columns=unused)

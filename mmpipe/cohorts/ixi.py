@@ -311,6 +311,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         labels=labels,
         qc=qc,
         source=str(sheet_path),
+        root=str(root),
         extra_columns=["site", *((mask_column(s) for s in sequences) if mask_dir else ())],
         unused_columns=[(SPREADSHEET, c) for c in header if c not in read_columns],
         source_qc=[*sheet_qc, *label_qc, *file_qc],

@@ -234,6 +234,9 @@ class AdapterOutput:
     labels: list[str]
     qc: list[QCRecord] = field(default_factory=list)
     source: str = ""
+    # the folder the dataset's files lie under (the manifest views name paths relative to
+    # it, so a download moved with its times reruns nothing); ``source`` when empty
+    root: str = ""
     extra_columns: list[str] = field(default_factory=list)
     split: UserSplit | None = None
     unused_columns: list[tuple[str, str]] = field(default_factory=list)
@@ -772,6 +775,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         "counts": counts,
         "non_numeric_blanked": dict(Counter(v.field for v in non_numeric)),
         "source": out.source,
+        "root": out.root or out.source,
         "split": split_meta,
         "unused_columns": [{"file": f, "column": c} for f, c in out.unused_columns],
     }

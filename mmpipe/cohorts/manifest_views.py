@@ -138,7 +138,8 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
     # where the dataset lies is no part of what a job reads from it: a download moved or
     # copied with its times (mv, cp -a, rsync -a) reruns nothing after the manifest
-    source = meta.get("source")  # the dataset's root
+    # the dataset's root (a manifest before it had one: the source, a table file for most)
+    source = meta.get("root") or meta.get("source")
     under = functools.partial(_under_root, source)
     rows = df.select(SUBJECT, *own, *extra).with_columns(
         pl.col(c).map_elements(under, return_dtype=pl.String) for c in own + extra

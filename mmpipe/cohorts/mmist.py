@@ -228,4 +228,5 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                         "not listed); see the adapter QC", name, rejected)
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
-                         source=str(root / CLINICAL_CSV), extra_columns=[AUTHORS_SPLIT])
+                         source=str(root / CLINICAL_CSV), root=str(root),
+                         extra_columns=[AUTHORS_SPLIT])

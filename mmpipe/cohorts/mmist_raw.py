@@ -100,7 +100,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 qc.append(QCRecord(sid, name, status, why, _where(name, exam.get(sid), root)))
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
-                         source=str(root / CLINICAL_CSV), extra_columns=[AUTHORS_SPLIT])
+                         source=str(root / CLINICAL_CSV), root=str(root),
+                         extra_columns=[AUTHORS_SPLIT])
 
 
 def _where(modality: str, exam: str | None, root: Path) -> str | None:

@@ -202,3 +202,21 @@ def test_a_slide_feature_named_by_a_path_is_rejected_not_read(fake_root, tmp_pat
                                           & (pl.col("modality") == "wsi"))
     assert qc["reason"].item() == (f"chosen_exam {exam!r} is not a file name in "
                                    "Features/WSI Features")
+
+
+def test_the_release_moved_with_its_times_keeps_every_modalitys_view(fake_root, tmp_path):
+    """The views made paths relative to the manifest's source, which for this adapter (and
+    six others) is a table file, not the dataset's folder: a download moved with its times
+    reran every stage-1 job of the cohort."""
+    import shutil
+
+    from mmpipe.cohorts.manifest_views import modality_view_digest
+
+    def views(root, out):
+        build_manifest("fake", _cfg(root, tables=False), out)
+        return {m: modality_view_digest(out, m) for m in FEATURES}
+
+    before = views(fake_root, tmp_path / "out1")
+    moved = tmp_path / "elsewhere" / "mmist"
+    shutil.copytree(fake_root, moved)  # copy2: the files' times come with them
+    assert views(moved, tmp_path / "out2") == before
