@@ -127,6 +127,20 @@ def _white_is_zero(array: np.ndarray, bits: int, path: Path) -> np.ndarray:
     return ((1 << bits) - 1 - array).astype(array.dtype)
 
 
+def _palette_rgb(indices: np.ndarray, colormap: np.ndarray | None, path: Path) -> np.ndarray:
+    """A palette TIFF's colours: ``asarray`` gives the indices, which were read as grey
+    levels (red, green, blue, white as 0, 1, 2, 3: near black). The map is 16-bit; a map
+    of values below 256 is an 8-bit one written as is (libtiff reads it so too), and a
+    16-bit one keeps its high byte, as Pillow reads it."""
+    if colormap is None or colormap.ndim != 2 or colormap.shape[0] != 3:
+        raise InputError("palette TIFF without a ColorMap of three channels", path=path)
+    if indices.ndim != 2 or int(indices.max(initial=0)) >= colormap.shape[1]:
+        raise InputError(f"palette TIFF whose indices go past its {colormap.shape[1]}-entry "
+                         "ColorMap", path=path)
+    cmap = colormap if int(colormap.max()) < 256 else colormap >> 8
+    return np.moveaxis(cmap[:, indices], 0, -1).astype(np.uint8)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as RGB ``uint8 [H, W, 3]``."""
     path = Path(path)
@@ -144,6 +158,8 @@ def read_image(path: str | Path) -> np.ndarray:
                     array = _white_is_zero(array, page.bitspersample, path)
                 if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
                     raise InputError("CMYK TIFF: export it as RGB", path=path)
+                if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
+                    array = _palette_rgb(array, page.colormap, path)
                 # ExtraSamples: 1 associated (premultiplied) alpha, 2 unassociated alpha,
                 # 0 or none an unspecified sample (RGBX), which is no opacity
                 extra = tuple(page.extrasamples or ())

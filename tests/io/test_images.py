@@ -72,6 +72,25 @@ def test_a_tiff_s_orientation_tag_is_applied_as_pillow_applies_exif(tmp_path, ca
     assert ("not one of 1..8" in caplog.text) == (orientation == 9)
 
 
+def test_a_palette_tiff_reads_as_its_colours(tmp_path):
+    """The colour map was not applied: red, green, blue and white read as grey levels 0, 1,
+    2, 3 (near black). Pillow's palette TIFF (an 8-bit map written as 16-bit) and one with
+    a full 16-bit map read as Pillow reads them."""
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
+    indices = np.tile(np.arange(4, dtype=np.uint8), (3, 2))
+    img = Image.fromarray(indices, mode="P")
+    img.putpalette(colours.ravel().tolist())
+    img.save(tmp_path / "pil.tif")
+    with Image.open(tmp_path / "pil.tif") as back:
+        shown = np.asarray(back.convert("RGB"))
+    np.testing.assert_array_equal(shown, colours[indices])
+    np.testing.assert_array_equal(read_image(tmp_path / "pil.tif"), shown)
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[:, :4] = colours.T.astype(np.uint16) * 257  # 255 -> 65535
+    tifffile.imwrite(tmp_path / "deep.tif", indices, photometric="palette", colormap=cmap)
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.tif"), colours[indices])
+
+
 def test_miniswhite_tiff_reads_as_displayed(tmp_path):
     stored = np.zeros((8, 8), np.uint8)
     stored[:, :4] = 200
