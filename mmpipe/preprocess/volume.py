@@ -150,7 +150,7 @@ class LoadVolume(Transform):
         name = str(path)
         if not Path(name).is_file():
             raise InputError("volume file not found", path=path)
-        nifti = name.endswith(_NIFTI_SUFFIXES)
+        nifti = name.lower().endswith(_NIFTI_SUFFIXES)  # IMAGE.NII.GZ is NIfTI too
         reader = NibabelReader() if nifti else SimpleITKReader()
         read = reader.read(name)
         if nifti:  # the header is read; the voxels are not until get_data
@@ -581,6 +581,25 @@ def build_slice_transform(recipe: dict,
 _AXIS_OF_CODE = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
 
 
+def _nifti_affine(path: str | Path) -> np.ndarray | None:
+    """The voxel-to-world affine MONAI's NibabelReader gives the volume (its header
+    corrected as that reader corrects it), or None, with a warning, when unreadable."""
+    import nibabel as nib
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    try:
+        image = correct_nifti_header_if_necessary(nib.load(str(path)))
+        affine = np.asarray(image.affine, dtype=float)
+    except Exception as err:  # nibabel raises many types for a broken header
+        log.warning("median spacing: skipping unreadable %s (%s: %s)", path,
+                    type(err).__name__, err)
+        return None
+    if len(image.shape) < 3:
+        log.warning("median spacing: skipping %s (%d-D, not a volume)", path, len(image.shape))
+        return None
+    return affine
+
+
 def cohort_median_spacing(paths: Sequence[str | Path],
                           orientation: str | None = "RAS") -> tuple[float, float, float]:
     """Median voxel spacing (mm) over volumes, reading headers only.
@@ -599,6 +618,20 @@ def cohort_median_spacing(paths: Sequence[str | Path],
             raise ConfigError(f"orientation {orientation!r} is not three axis codes like 'RAS'")
     spacings = []
     for path in paths:
+        if str(path).lower().endswith(_NIFTI_SUFFIXES):
+            # as the volume is loaded (NibabelReader): nibabel's affine, the sform when its
+            # code is set, where SimpleITK takes the qform under sform code 2; a header
+            # whose two disagree had its median taken over the wrong axes
+            affine = _nifti_affine(path)
+            if affine is None:
+                continue
+            spacing = np.linalg.norm(affine[:3, :3], axis=0)
+            if orientation is not None:
+                world = np.empty(3)
+                world[io_orientation(affine)[:, 0].astype(int)] = spacing
+                spacing = np.array([world[_AXIS_OF_CODE[c]] for c in codes])
+            spacings.append(spacing)
+            continue
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from monai.transforms import Orientation
 
 from mmpipe.encoders.registry import MEDICALNET_RECIPE, VGG_SLICE_RECIPE
 from mmpipe.errors import ConfigError, InputError, out_of_memory
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmpipe.preprocess.volume import (
     ForegroundZScoreWithNoise,
+    LoadVolume,
     build_slice_transform,
     build_volume_transform,
     cohort_median_spacing,
@@ -314,6 +316,27 @@ def test_cohort_median_spacing_in_ras_axis_order(tmp_path, blob):
     assert out.shape == (1, 3, 5, 4)  # [z, y, x] = stored (axis 0, axis 2, axis 1)
     with pytest.raises(InputError):
         cohort_median_spacing([tmp_path / "broken.nii.gz"])
+
+
+def test_median_spacing_reads_the_affine_the_volume_is_loaded_with(tmp_path):
+    """A qform and a permuted sform of code 2 (aligned to another scan) with the voxel
+    sizes of both: SimpleITK read the qform, MONAI's loader the sform, and ``spacing:
+    median`` resampled along the wrong axes. Where the voxel sizes match the qform alone,
+    the loader corrects the header to it, and so does the median. An upper-case name is
+    NIfTI too."""
+    sform = np.zeros((4, 4))
+    sform[2, 0], sform[0, 1], sform[1, 2], sform[3, 3] = 5.0, 2.0, 1.5, 1.0
+    cases = {"both.nii.gz": (5.0, 2.0, 1.5), "QFORM.NII.GZ": (2.0, 3.0, 4.0)}
+    for name, qform_zooms in cases.items():
+        image = nib.Nifti1Image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), None)
+        image.set_qform(np.diag([*qform_zooms, 1.0]), code=1)
+        image.set_sform(sform, code=2)
+        nib.save(image, tmp_path / name)
+        loaded = Orientation(axcodes="RAS")(LoadVolume()(tmp_path / name))
+        seen = np.linalg.norm(np.asarray(loaded.affine)[:3, :3], axis=0)
+        assert cohort_median_spacing([tmp_path / name]) == pytest.approx(seen), name
+    assert seen == pytest.approx((2.0, 3.0, 4.0))  # the qform, as the loader corrected it
+    assert cohort_median_spacing([tmp_path / "both.nii.gz"]) == pytest.approx((2.0, 1.5, 5.0))
 
 
 # --------------------------------------------------------------------------- real volume
