@@ -269,6 +269,14 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     # subjects without any modality of this feature set (in its stores, or left by the
     # mask) cannot be trained on; at test time they get the training prior, flagged in
     # the predictions, so every feature set is scored on the same test subjects
+    for key, part in (("train", train), ("val", val)):
+        none = ~part.present.any(axis=1)
+        if none.any():
+            by_mask = int((none & stored.present[idx[key]].any(axis=1)).sum())
+            notes.append(
+                f"{int(none.sum())} {key} subjects had no modality of this feature set and "
+                f"were left out ({by_mask} of them left without one by the scenario's mask, "
+                "which is drawn on the manifest's presence, not on what the stores hold)")
     train, val = train.with_input(), val.with_input()
     # z-scores from the data the model is chosen on: the training split, or under
     # cross-validation the whole training part (never the test split), which each fold

@@ -471,3 +471,27 @@ def test_a_store_row_of_nan_or_inf_is_absent_in_training_and_in_predict(cohort, 
     assert scored["no_input"].to_list()[present[0]] and scored["no_input"].to_list()[present[1]]
     assert scored["score_1"].is_nan().to_list()[present[1]]
     assert "2 present subject(s) with NaN or inf features, read as absent" in caplog.text
+
+
+def test_training_subjects_left_without_input_are_counted(cohort, tmp_path):
+    """Training and validation subjects with no modality of the run (none in the stores, or
+    none left by a mask drawn on the manifest's presence) were left out without a word;
+    only the test subjects were counted."""
+
+    root, cohort_dir = cohort
+    out = tmp_path / "b_only"
+    run_experiment(cohort_dir, {"b": "precomputed"}, "y", {"type": "logreg"},
+                   root / "split.parquet", root / "mask.parquet", out, seed=0,
+                   meta={"cohort": "toy", "feature_set": "b_only", "method": "logreg",
+                         "scenario": "mcar", "rate": 0.4})
+    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    counted = {}
+    for part in ("train", "val"):
+        (note,) = [n for n in notes if n.split(" ", 2)[1:2] == [part]]
+        n_none, rest = note.split(f" {part} subjects had no modality of this feature set "
+                                  "and were left out (")
+        counted[part] = (int(n_none), int(rest.split(" ")[0]))
+    # b is missing for about 30 % of subjects and the mask takes 40 % of what is left
+    assert all(total > by_mask > 0 for total, by_mask in counted.values()), counted
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] + counted["train"][0] == 48  # the split's 60 % of 80
