@@ -77,8 +77,9 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
         test = np.array([where.get(s) == "test" for s in presence["subject_id"]], dtype=bool)
     elif scenario in NEEDS_SPLIT:
         raise ValueError(f"scenario {scenario!r} needs the seed's split")
-    # drawn in subject-ID order, as the split is: a reordered source table (or a subject
-    # added in the middle) must not redraw every subject's mask
+    # drawn in subject-ID order, as the split is: a reordered source table must not redraw
+    # any subject's mask (a subject added redraws the masks of the subjects after it in
+    # that order, as it redraws the split)
     ids = presence["subject_id"].cast(str).to_list()
     order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
     drawn = scenario_mask(present[order], scenario, rate, seed, cohort_modalities=modalities,
