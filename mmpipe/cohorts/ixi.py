@@ -69,6 +69,7 @@ from mmpipe.cohorts.manifest import (
     refuse_label_sources,
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
+from mmpipe.cohorts.numbers import parse_number
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import mask_column
 
@@ -294,6 +295,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         frame["age_group"] = []
         for sid in ids:
             age = table.get(sid, {}).get(AGE_COLUMN)
+            if isinstance(age, str):  # a cell typed as text ('45.2', ' 61 '), as SEX may be
+                age = parse_number(age) if parse_number(age) is not None else age
             group = age_group(float(age), edges) if isinstance(age, int | float) else None
             if age is not None and group is None:
                 why = (f"{AGE_COLUMN} value {age!r} is not a number"

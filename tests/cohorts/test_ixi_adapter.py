@@ -141,7 +141,7 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     root, plan, _, _ = ixi
     (tmp_path / "IXI-T1").mkdir()
     rows = [(2, 1, 180.0, 45.5), (3, "m", "175 cm", "unknown"), (4, 2, 165.0, 101.0),
-            (5, 1, 170.0, 33.0), (6, 2, 160.0, 52.0), ("", 1, 150.0, 40.0)]
+            (5, 1, 170.0, " 33 "), (6, "2", 160.0, "52.5"), ("", 1, 150.0, 40.0)]
     book = xlwt.Workbook()
     sheet = book.add_sheet("Table")
     for c, name in enumerate(("IXI_ID", "SEX_ID (1=m, 2=f)", "HEIGHT", "AGE")):
@@ -169,6 +169,10 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     assert "age 101 is outside ixi.age_bins [20.0, 40.0, 60.0, 90.0]" in \
         qc.filter(pl.col("subject_id") == "IXI004")["reason"].to_list()
     assert _row(manifest, "IXI002")["HEIGHT"] == 180.0
+    # an age typed as text is the number it says, as a sex code typed as text is
+    assert _row(manifest, "IXI005")["age_group"] == "20-40"
+    assert _row(manifest, "IXI006")["age_group"] == "40-60"
+    assert _row(manifest, "IXI006")["sex"] == "female"
     # a row with values and no ID was dropped as an empty line
     assert "row 7 of IXI.xls holds values but no IXI_ID: skipped" in \
         qc.filter(pl.col("subject_id") == "*")["reason"].to_list()
