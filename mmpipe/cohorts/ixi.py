@@ -295,8 +295,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         frame["age_group"] = []
         for sid in ids:
             age = table.get(sid, {}).get(AGE_COLUMN)
-            if isinstance(age, str):  # a cell typed as text ('45.2', ' 61 '), as SEX may be
-                age = parse_number(age) if parse_number(age) is not None else age
+            # a cell typed as text ('45.2', ' 61 '), as a SEX_ID may be
+            if isinstance(age, str) and (number := parse_number(age)) is not None:
+                age = number
             group = age_group(float(age), edges) if isinstance(age, int | float) else None
             if age is not None and group is None:
                 why = (f"{AGE_COLUMN} value {age!r} is not a number"
