@@ -36,6 +36,7 @@ MANIFEST_META = "manifest.json"
 ADAPTER_QC = "qc/adapter.parquet"
 SHARD_QC = "qc.parquet"          # inside a preprocessing shard folder
 SHARD_TILES = "tiles.parquet"    # inside a slide shard folder
+SHARD_SETTINGS = "settings.json"  # inside a preprocessing shard folder: what made it
 # the files of one run (a seed of a cell)
 METRICS, PREDICTIONS, TRAIN_LOG, MODEL = ("metrics.json", "predictions.parquet", "train.log",
                                           "model.pt")

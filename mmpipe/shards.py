@@ -9,8 +9,13 @@ shards in parallel. A subject keeps its shard when others are added or removed.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mmpipe.errors import StoreError
+from mmpipe.layout import SHARD_SETTINGS
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -36,3 +41,27 @@ def safe_name(subject_id: str) -> str:
     if clean == sid and clean not in (".", ".."):
         return clean
     return f"{clean}-{hashlib.sha1(sid.encode()).hexdigest()[:8]}"
+
+
+def write_shard_settings(folder: Path, params: Mapping) -> None:
+    """Record in a preprocessing shard the settings and code key that made it."""
+    (Path(folder) / SHARD_SETTINGS).write_text(json.dumps(params, sort_keys=True, default=str))
+
+
+def check_shard_settings(folders: Iterable[Path], expected: Mapping, what: str) -> None:
+    """Refuse shards made with other settings than ``expected`` (what the store records
+    as its preprocessing). Snakemake reruns a shard whose settings changed; ``mmpipe
+    encode`` reads the shards as they lie, and labelled tiles of ``max_tiles: 2`` with
+    the config's 4."""
+    want = json.loads(json.dumps(expected, sort_keys=True, default=str))
+    for folder in folders:
+        path = Path(folder) / SHARD_SETTINGS
+        if not path.is_file():
+            raise StoreError(f"{folder}: the shard records no {what} settings (made by an "
+                             "older mmpipe): rerun its preprocessing")
+        made = json.loads(path.read_text())
+        if made != want:
+            key = next(k for k in sorted(set(made) | set(want)) if made.get(k) != want.get(k))
+            raise StoreError(f"{folder}: the shard was made with other {what} settings than "
+                             f"the config's ({key}: {made.get(key)!r} there, "
+                             f"{want.get(key)!r} now): rerun its preprocessing")

@@ -18,6 +18,7 @@ from mmpipe.cohorts.manifest_files import read_manifest
 from mmpipe.errors import StoreError
 from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
 from mmpipe.preprocess.masks import MaskedVolume, mask_column, read_masks
+from mmpipe.shards import check_shard_settings
 
 
 @dataclass
@@ -80,11 +81,14 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
 
 def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
                   shard_dirs: list[str | Path] | None = None,
+                  shard_settings: dict | None = None,
                   prompts: str | Path | None = None,
                   fields: list[str] | None = None,
                   masks: str | Path | None = None) -> list[SubjectInput]:
     """Inputs of one modality for every manifest subject, in manifest order. ``masks``:
-    a ``segment`` job's output, the subjects' masks instead of the manifest's column."""
+    a ``segment`` job's output, the subjects' masks instead of the manifest's column.
+    ``shard_settings``: the DICOM or tiling settings the store records, which every
+    shard must have been made with."""
     cohort_dir = Path(cohort_dir)
     manifest, _meta = read_manifest(cohort_dir)
     if kind == "table":
@@ -97,6 +101,9 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
         for item in inputs:
             if item.status == "ok":
                 item.source = MaskedVolume(str(item.source), masks_of[item.subject_id])
+    if kind in ("dicom", "slide") and shard_settings is not None:
+        check_shard_settings([Path(d) for d in shard_dirs or []], shard_settings,
+                             "DICOM" if kind == "dicom" else "tiling")
     if kind == "dicom":
         ok = _merge_shard_qc(inputs, [Path(d) for d in shard_dirs or []], modality)
         for item in inputs:

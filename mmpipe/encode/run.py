@@ -119,6 +119,7 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
     cfg = {**params["config"], **(settings or {}), "name": params["encoder"]}
     etype = get_encoder_type(cfg["type"])
     inputs = gather_inputs(cohort_dir, modality, params["kind"], shard_dirs=shard_dirs,
+                           shard_settings=params.get("dicom") or params.get("tiling"),
                            prompts=prompts, fields=params.get("fields"), masks=masks)
     _log_summary(inputs, modality)
     ready = [i for i in inputs if i.status == "ok"]

@@ -30,7 +30,7 @@ from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC
 from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause
 from mmpipe.qc import qc_frame
-from mmpipe.shards import in_shard, safe_name
+from mmpipe.shards import in_shard, safe_name, write_shard_settings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
         check_not_all_unnamed(failures, len(subjects), "convert")
         qc = qc_frame(rows, extra={"volume": pl.String, "detail": pl.String})
         qc.write_parquet(tmp / SHARD_QC)
+        write_shard_settings(tmp, params)
     n_bad = (qc["status"] == "rejected").sum()
     log.info("DICOM shard %d/%d of %s: %d converted, %d rejected", shard, n_shards, modality,
              len(qc) - n_bad, n_bad)

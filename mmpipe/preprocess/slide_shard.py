@@ -22,7 +22,7 @@ from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC, SHARD_TILES
 from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause
 from mmpipe.qc import qc_frame
-from mmpipe.shards import in_shard
+from mmpipe.shards import in_shard, write_shard_settings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
         tiles = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         tiles.write_parquet(tmp / SHARD_TILES)
         qc.write_parquet(tmp / SHARD_QC)
+        write_shard_settings(tmp, params)
     log.info("slide shard %d/%d of %s: %d tiled, %d rejected, %d tiles", shard, n_shards,
              modality, len(frames), len(rows) - len(frames), sum(len(f) for f in frames))
     return qc

@@ -9,6 +9,7 @@ and skipped cleanly without them. Every test compares the good subjects' store r
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -207,3 +208,28 @@ def test_png_renamed_svs_is_rejected(tmp_path, base_config, data_dir, baseline):
     _assert_rejected(rows, qc, "bad", path, "OpenSlide cannot open it",
                      "the file is a PNG image, not a whole-slide image")
     _assert_good_unchanged(rows, store, baseline)
+
+
+def test_shards_tiled_with_other_settings_are_refused(tmp_path, base_config, data_dir):
+    """``mmpipe encode`` after a config edit read the shards as they lay: tiles of
+    ``max_tiles: 2`` were stored under a preprocessing that said 4."""
+    from mmpipe.encode.run import encode_store
+    from mmpipe.encoders.registry import execution_settings
+    from mmpipe.errors import StoreError
+    from mmpipe.params import encoder_params
+    from tests.reliability.conftest import COHORT, preprocess
+
+    cfg = _config(base_config, write_csv(tmp_path / "cohort.csv", _good_rows(data_dir)), None)
+    layout = build(tmp_path, cfg)
+    shards = preprocess(layout, cfg, MODALITY)
+    edited = copy.deepcopy(cfg)
+    edited["preprocess"]["slide"]["max_tiles"] = 4
+    params = encoder_params(edited, COHORT, MODALITY, ENCODER)
+    settings = execution_settings(cfg["encoders"][ENCODER])
+    with pytest.raises(StoreError, match=r"made with other tiling settings than the config's "
+                                         r"\(max_tiles: 2 there, 4 now\)"):
+        encode_store(layout.root, MODALITY, params, tmp_path / "s.zarr", device="cpu",
+                     settings=settings, shard_dirs=shards)
+    # the settings they were made with read them
+    encode_store(layout.root, MODALITY, encoder_params(cfg, COHORT, MODALITY, ENCODER),
+                 tmp_path / "s.zarr", device="cpu", settings=settings, shard_dirs=shards)
