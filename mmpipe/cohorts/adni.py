@@ -49,6 +49,7 @@ from mmpipe.cohorts.manifest import (
     ABSENT,
     LABEL_QC,
     REJECTED,
+    SKIPPED,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -72,7 +73,6 @@ DIAGNOSES = ("CN", "MCI", "Dementia")
 VISITS = ("baseline", "first_with_all")
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
-SKIPPED = "skipped"
 _DEPTH = ("a NIfTI file outside an image-ID folder (the layout is "
           "<PTID>/<series>/<date>/<image ID>/*.nii)")
 

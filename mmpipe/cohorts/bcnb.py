@@ -41,6 +41,7 @@ from mmpipe.cohorts.manifest import (
     ABSENT,
     LABEL_QC,
     REJECTED,
+    SKIPPED,
     AdapterOutput,
     QCRecord,
     UserSplit,
@@ -64,7 +65,6 @@ LEAKS = ("Number of lymph node metastases",)
 ALN_VALUES = ("N0", "N+(1-2)", "N+(>2)")
 LABELS = ("aln_status", "aln_metastasis")
 SLIDE_NAME = re.compile(r"^(?P<id>\d+)\.(jpe?g)$", re.IGNORECASE)
-SKIPPED = "skipped"
 
 
 def _text(value: Any) -> str | None:

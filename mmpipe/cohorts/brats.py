@@ -55,6 +55,7 @@ from mmpipe.cohorts.manifest import (
     ABSENT,
     LABEL_QC,
     REJECTED,
+    SKIPPED,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -81,7 +82,6 @@ LABEL = "survival_class"
 CLASSES = ("short", "mid", "long")
 DEFAULT_SURVIVAL_DAYS = (300.0, 450.0)
 CENSORED = re.compile(r"^ALIVE\s*\((\d+(?:\.\d+)?)\s*days?\s+later\)$", re.IGNORECASE)
-SKIPPED = "skipped"
 NIFTI = (".nii", ".nii.gz")
 
 

@@ -49,6 +49,7 @@ from mmpipe.cohorts.manifest import (
     ABSENT,
     LABEL_QC,
     REJECTED,
+    SKIPPED,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -72,7 +73,7 @@ IMAGE_NAME = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)-(?P<patient>.+)-(?
                         r"(?P<n>\d+)\.[A-Za-z]+$")
 # a patient ID's letters after its number (14-22549AB, 14-22549CD, 14-22549G)
 ACCESSION = re.compile(r"^(?P<number>.*?\d)[A-Z]*$")
-SKIPPED, CONFLICT, SHARED_ACCESSION = "skipped", "conflict", "shared_accession"
+CONFLICT, SHARED_ACCESSION = "conflict", "shared_accession"
 
 
 def breast_folder(root: Path) -> Path:

@@ -60,6 +60,7 @@ from mmpipe.cohorts.manifest import (
     ABSENT,
     LABEL_QC,
     REJECTED,
+    SKIPPED,
     AdapterOutput,
     QCRecord,
     cohort_labels,
@@ -89,7 +90,7 @@ DERIVED_LABELS = ("sex", "age_group")
 FILE_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<seq>[A-Z0-9]+)"
                           r"\.nii(\.gz)?$")
 # QC statuses of rows about the source, not about one subject's modality
-SKIPPED, MERGED, CONFLICT = "skipped", "merged", "conflict"
+MERGED, CONFLICT = "merged", "conflict"
 
 
 def subject_id(number: int | str) -> str:

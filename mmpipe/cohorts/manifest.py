@@ -60,6 +60,7 @@ TABLE_KIND = "table"
 KINDS = (*PATH_KINDS, TABLE_KIND)
 
 PRESENT, ABSENT, REJECTED, EXCLUDED = "present", "absent", "rejected", "excluded"
+SKIPPED = "skipped"  # a source file, folder or row an adapter did not use (whole-cohort QC)
 ALL_MODALITIES = "*"
 LABEL_QC = "label"
 NO_MODALITY = "no modality available"

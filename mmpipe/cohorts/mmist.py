@@ -34,6 +34,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
+    SKIPPED,
     AdapterOutput,
     QCRecord,
     check_subject_ids,
@@ -42,7 +43,7 @@ from mmpipe.cohorts.manifest import (
     layout_modalities,
     modality_specs,
 )
-from mmpipe.cohorts.manifest_files import SUBJECT
+from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
@@ -157,8 +158,9 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
             series.with_columns(pl.col("File").str.strip_chars().alias("_key")),
             on=[ID_COLUMN, "_key"], how="left")
         exact = exact.drop("k").join(stripped.select(ID_COLUMN, "k"), on=ID_COLUMN, how="left")
-        log.warning("%s: %d chosen_exam value(s) matched File only after stripping "
-                    "whitespace", modality, len(unmatched) - exact["k"].null_count())
+        if recovered := len(unmatched) - exact["k"].null_count():
+            log.warning("%s: %d chosen_exam value(s) matched File only after stripping "
+                        "whitespace", modality, recovered)
     return exact.with_columns(
         pl.when(pl.col("k").is_null()).then(None)
         .otherwise(pl.lit(str(folder) + "/") + pl.col(ID_COLUMN) + "-"
@@ -196,14 +198,21 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     cohort_ids = set(ids)
 
     qc: list[QCRecord] = []
+    source_qc: list[QCRecord] = []
     for name, spec in specs.items():
         if spec.is_table:
             continue
         mapped = chosen_files(root, name)
         outside = sorted(set(mapped[ID_COLUMN].to_list()) - cohort_ids)
         if outside:
+            # a patient of the table spelt otherwise here (c3l-00766): its exam counts for
+            # nobody, and the patient reads "no exam"; the QC says which rows went unused
             log.warning("%s: %d patient(s) in %s are not in %s and are ignored: %s", name,
                         len(outside), SOURCES[name].chosen, CLINICAL_CSV, outside[:10])
+            source_qc += [QCRecord(ALL_SUBJECTS, name, SKIPPED,
+                                   f"{SOURCES[name].chosen} lists patient {pid!r}, who is not "
+                                   f"in {CLINICAL_CSV}: its exam is used for nobody",
+                                   str(root / SOURCES[name].chosen)) for pid in outside]
         by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
         paths: list[str | None] = []
         for sid in ids:
@@ -229,4 +238,4 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(root / CLINICAL_CSV), root=str(root),
-                         extra_columns=[AUTHORS_SPLIT])
+                         extra_columns=[AUTHORS_SPLIT], source_qc=source_qc)

@@ -220,3 +220,17 @@ def test_the_release_moved_with_its_times_keeps_every_modalitys_view(fake_root, 
     moved = tmp_path / "elsewhere" / "mmist"
     shutil.copytree(fake_root, moved)  # copy2: the files' times come with them
     assert views(moved, tmp_path / "out2") == before
+
+
+def test_a_patient_spelt_otherwise_in_a_patient_file_is_a_qc_row(fake_root, tmp_path, caplog):
+    """B's CT row written 'b': B read "no ct exam" and the orphan row was only in the log,
+    beside a warning that "0" values matched after stripping."""
+    (fake_root / "CT_patientfiles.csv").write_text(
+        "case_id,chosen_exam\nb,/r/B/ex2\nC,/r/C/ex1\n")
+    build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    skipped = read_qc(tmp_path / "out").filter((pl.col("subject_id") == "*")
+                                               & (pl.col("modality") == "ct"))
+    assert skipped["status"].to_list() == ["skipped"]
+    assert skipped["reason"].item() == ("CT_patientfiles.csv lists patient 'b', who is not in "
+                                        "clinical+genomic_split.csv: its exam is used for nobody")
+    assert "matched File only after stripping" not in caplog.text
