@@ -125,11 +125,30 @@ class BenchData:
                 for row in self.present]
 
 
+def common_subjects(stores: dict[str, tuple[str | Path, Any]]) -> np.ndarray:
+    """The subjects every store lists, in one order, each once. ``stores``: modality ->
+    (its path, its features). Training and ``mmpipe predict`` both read stores this way:
+    a :class:`StoreError` names the stores and the first difference."""
+    (first, (path0, f0)), *rest = stores.items()
+    ids = f0.subject_id
+    twice = sorted(s for s, k in Counter(ids.tolist()).items() if k > 1)
+    if twice:  # the writer refuses them; a store written another way was read twice over
+        raise StoreError(f"the {first} store {path0} lists subject(s) {twice[:5]} more than "
+                         "once: rebuild it")
+    for m, (path, f) in rest:
+        if len(f.subject_id) != len(ids) or (f.subject_id != ids).any():
+            raise StoreError(f"the {first} store {path0} and the {m} store {path} do not list "
+                             f"the same subjects in the same order "
+                             f"({_first_difference(ids, f.subject_id)}): encode them from "
+                             "one manifest")
+    return ids
+
+
 def _first_difference(a: np.ndarray, b: np.ndarray) -> str:
     if len(a) != len(b):
         return f"{len(a)} vs {len(b)} subjects"
     i = int(np.flatnonzero(a != b)[0])
-    return f"row {i}: {a[i]!r} vs {b[i]!r}"
+    return f"row {i}: '{a[i]}' vs '{b[i]}'"  # not numpy's repr, np.str_('...')
 
 
 def _is_missing(value: Any) -> bool:
@@ -175,16 +194,7 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
     paths = [CohortLayout(cohort_dir).store(m, feature_set[m]) for m in modalities]
     feats = [read_features(p) for p in paths]
 
-    ids = feats[0].subject_id
-    twice = sorted(s for s, k in Counter(ids.tolist()).items() if k > 1)
-    if twice:  # the writer refuses them; a store written another way was read twice over
-        raise StoreError(f"feature store {paths[0]} lists subject(s) {twice[:5]} more than "
-                         "once: rebuild it")
-    for p, f in zip(paths[1:], feats[1:], strict=True):
-        if len(f.subject_id) != len(ids) or (f.subject_id != ids).any():
-            raise StoreError(f"feature stores {paths[0]} and {p} do not list the same subjects "
-                             f"in the same order ({_first_difference(ids, f.subject_id)}); "
-                             "rebuild them from the same manifest")
+    ids = common_subjects({m: (p, f) for m, p, f in zip(modalities, paths, feats, strict=True)})
     manifest_ids = df[SUBJECT].cast(str).to_list()
     only_store = sorted(set(ids.tolist()) - set(manifest_ids))
     only_manifest = sorted(set(manifest_ids) - set(ids.tolist()))

@@ -14,7 +14,6 @@ logged and written in the scores' ``notes`` column, that says what differs.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import polars as pl
 import torch
 
 from mmpipe.bench.bundle import ModelBundleError, load_bundle
-from mmpipe.bench.data import BenchData, Normalizer, usable_rows
+from mmpipe.bench.data import BenchData, Normalizer, common_subjects, usable_rows
 from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.encoders.device import resolve_device
@@ -156,7 +155,7 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     notes = [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
              for m, f in feats.items()]
     notes += [_modality_note(m, stores[m], f.attrs) for m, f in feats.items()]
-    ids = _subjects(feats, stores)
+    ids = common_subjects({m: (stores[m], f) for m, f in feats.items()})
     n = len(ids)
     x, present = {}, np.zeros((n, len(modalities)), bool)
     for j, m in enumerate(modalities):
@@ -189,24 +188,3 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     # the class index, as a run's predictions.parquet has it (class_labels names it)
     out["predicted"] = [None if np.isnan(p).any() else int(p.argmax()) for p in proba]
     return pl.DataFrame(out, schema_overrides={"predicted": pl.Int64})
-
-
-def _subjects(feats: dict, stores: dict[str, str | Path]) -> np.ndarray:
-    """The subjects every store lists, in one order, each once; the stores named where
-    they are not (the training loader's check, with the paths the user gave)."""
-    (first, f0), *rest = feats.items()
-    ids = f0.subject_id
-    twice = sorted(s for s, k in Counter(ids.tolist()).items() if k > 1)
-    if twice:
-        raise StoreError(f"{stores[first]}: lists subject(s) {twice[:5]} more than once; "
-                         "rebuild the store")
-    for m, f in rest:
-        if len(f.subject_id) != len(ids) or (f.subject_id != ids).any():
-            where = (f"{len(ids)} vs {len(f.subject_id)} subjects"
-                     if len(f.subject_id) != len(ids) else
-                     f"row {(i := int(np.flatnonzero(f.subject_id != ids)[0]))}: "
-                     f"'{ids[i]}' vs '{f.subject_id[i]}'")
-            raise StoreError(f"the {first} store {stores[first]} and the {m} store "
-                             f"{stores[m]} do not list the same subjects in the same "
-                             f"order ({where}); give stores encoded from one manifest")
-    return ids

@@ -119,7 +119,8 @@ def test_a_store_listing_a_subject_twice_or_other_subjects_is_named(trained, tmp
     ids = group["subject_id"][:]
     ids[1] = ids[0]
     group["subject_id"][:] = ids
-    with pytest.raises(StoreError, match=r"twice.zarr: lists subject\(s\) \['p0-00'\] more"):
+    with pytest.raises(StoreError,
+                       match=r"clinical store .*twice.zarr lists subject\(s\) \[.p0-00.\] more"):
         predict_stores(run, {"clinical": twice})
     from mmpipe.bench.predict import load_run
 
