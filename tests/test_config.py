@@ -334,6 +334,9 @@ def test_selection_and_tuning_settings_nothing_reads_rerun_nothing(raw_config):
         tuning={"lr": [1.0, *unused[:-1]]})
     assert params_with(selection={"strategy": "cv"}) != same
     assert params_with(tuning={"trials": trials + 1}) != same
+    # one trial is chosen by nothing
+    assert params_with(tuning={"trials": 1, "choose_by": "auc"}) == params_with(
+        tuning={"trials": 1, "choose_by": "loss"})
 
 
 @pytest.mark.parametrize("trials", range(1, 12))

@@ -86,8 +86,10 @@ class Tuning:
                 n_cap, count = i + 1, count + 1
         if count < self.trials:                        # the trials reach the pairs of both
             n_lr, n_cap = len(lrs), len(caps)
+        # one trial is chosen by nothing: its choose_by reran every training job
+        chosen_by = {"choose_by": self.choose_by} if self.trials > 1 else {}
         return {"trials": self.trials, "lr": [1.0, *lrs[:n_lr]],
-                "capacity": [1.0, *caps[:n_cap]], "choose_by": self.choose_by}
+                "capacity": [1.0, *caps[:n_cap]], **chosen_by}
 
     def factor_pairs(self) -> list[tuple[float, float]]:
         """The budget's (lr, capacity) factor pairs: (1, 1), one knob at a time, then both."""
