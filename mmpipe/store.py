@@ -198,10 +198,10 @@ class FeatureStoreWriter:
         if b["coords"] is not None:
             dim = b["coords"].array.shape[1]
             coords = None if coords is None else np.asarray(coords, dtype=np.int64)
-            if coords is None or coords.size != len(bag) * dim:
+            # the shape itself: a transposed (dim, n) array of the right size was scrambled
+            if coords is None or coords.shape != (len(bag), dim):
                 raise StoreError(f"{self.path}: subject {self.subject_ids[i]!r}: bag "
                                  f"coordinates missing or not {len(bag)} x {dim}")
-            coords = coords.reshape(len(bag), dim)
         b["emb"].append(bag)
         if b["coords"] is not None:
             b["coords"].append(coords)

@@ -78,6 +78,7 @@ def test_bags_are_sliced_per_subject(tmp_path):
     (np.full((2, 1), 7.0), [[0, 0], [1, 1]], r"bag items of shape \(1,\), the store holds \(3,\)"),
     (np.zeros((2, 3)), [[0, 0]], "bag coordinates missing or not 2 x 2"),
     (np.zeros((2, 3)), [0, 1], "bag coordinates missing or not 2 x 2"),
+    (np.zeros((3, 3)), [[0, 1, 2], [3, 4, 5]], "bag coordinates missing or not 3 x 2"),
     (np.zeros((2, 3)), None, "bag coordinates missing"),
 ])
 def test_a_bag_of_the_wrong_shape_is_refused_before_anything_is_appended(

@@ -276,7 +276,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             notes.append(
                 f"{int(none.sum())} {key} subjects had no modality of this feature set and "
                 f"were left out ({by_mask} of them left without one by the scenario's mask, "
-                "which is drawn on the manifest's presence, not on what the stores hold)")
+                "which keeps a modality among the cohort's as the manifest lists them, not "
+                "among this feature set's or those the stores hold)")
     train, val = train.with_input(), val.with_input()
     # z-scores from the data the model is chosen on: the training split, or under
     # cross-validation the whole training part (never the test split), which each fold

@@ -19,8 +19,8 @@ largest-remainder rounding of ``N * ratios``; each stratum gets the floor of its
 proportional share, and the leftover subjects go to the (stratum, split) pairs with the
 largest fractional remainders until every split reaches its total. A label with at
 least as many subjects as there are parts then has one in each (a subject moved from the
-part holding most of it; a part's total may move by one), so validation and test can
-score it; a rarer label is said in a warning. Ties and the
+part holding most of it, so a part's total moves by one for each label it lacked), so
+validation and test can score it; a rarer label is said in a warning. Ties and the
 members of each stratum are ordered by a ``numpy`` Generator seeded with ``seed``, so a
 split is a pure function of (subjects, labels, patterns, seed, ratios): the same seed
 gives the same file, another seed another split, and the input order does not matter.
@@ -182,7 +182,8 @@ def _every_label_in_every_part(alloc: np.ndarray, stratum_labels: list[str], r: 
     most of that label (its largest stratum there): placed by rounding alone, 6 positives
     in 100 left validation without one in 4 seeds of 5, so its AUC was NaN and early
     stopping and the trial choice had nothing to go by. A label with fewer subjects than
-    parts leaves a part without it, said in a warning. A totals' count moves by one."""
+    parts leaves a part without it, said in a warning. A part's total moves by one for each
+    label it lacked."""
     parts = [k for k in range(3) if r[k] > 0]
     for label in sorted(set(stratum_labels)):
         rows = [s for s, lab in enumerate(stratum_labels) if lab == label]

@@ -26,6 +26,7 @@ preprocessing is the experiment's (``experiments/mmare_mmist_raw.yaml``): CT win
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import polars as pl
@@ -128,7 +129,9 @@ def _resolve(modality: str, exam: str | None, root: Path,
             return None, REJECTED, "two files of the slide: " + ", ".join(str(p) for p in found)
         return str(found[0]), "", ""
     folder = root / exam.lstrip("/")
-    if not folder.resolve().is_relative_to(root.resolve()):
+    # by the path as written ('..' steps): a Radiology-* folder linked in from another
+    # disk is the download's own
+    if not Path(os.path.normpath(folder)).is_relative_to(os.path.normpath(root)):
         return None, REJECTED, f"the chosen series {exam!r} leads outside the download"
     if not folder.is_dir():
         return None, REJECTED, "the chosen series folder is not in the download"

@@ -110,11 +110,11 @@ def setup(job, items) -> None:
 def fail_if_most_rejected(job, n_items: int, rejected: dict[str, str],
                           settings: str = "key, flatten and feature_shape") -> None:
     """Stop the job when more than half of the subjects with a file were rejected, here
-    (``n_items`` read, ``rejected``) or before (``job.rejected_before``: a path the adapter
-    found no file at, as a wrong folder leaves every path); ``settings`` are the encoder
+    (``n_items`` read, ``rejected``) or by the adapter (``job.rejected_paths``: a path with
+    no file at it, as a wrong folder leaves every path); ``settings`` are the encoder
     settings the message asks the user to check."""
-    rejected = {**job.rejected_before, **rejected}
-    n_items += len(job.rejected_before)
+    rejected = {**job.rejected_paths, **rejected}
+    n_items += len(job.rejected_paths)
     if not n_items or len(rejected) <= MAX_REJECTED_SHARE * n_items:
         return
     kinds = Counter(_reason_kind(r) for r in rejected.values())

@@ -27,6 +27,10 @@ class SubjectInput:
     status: str          # "ok" when ``source`` holds an input, else "absent" | "rejected"
     reason: str = ""     # why not ok; for an ok input, a note from preprocessing (or "")
     source: Any = None   # path, MaskedVolume, (slide path, tiles frame), prompt or table row
+    # rejected by the adapter, for its path (not found, not a folder): a wrong folder in
+    # the config rejects every subject so, where a preprocessing stage rejects each
+    # subject for a defect of its own
+    path_rejected: bool = False
 
 
 def _adapter_status(cohort_dir: Path, modality: str) -> dict[str, tuple[str, str]]:
@@ -47,7 +51,8 @@ def _base_inputs(manifest: pl.DataFrame, cohort_dir: Path, modality: str,
         status, reason = adapter.get(sid, ("present", ""))
         if path_column and path is None:
             if status == "rejected":
-                out.append(SubjectInput(sid, "rejected", reason or "rejected by the adapter"))
+                out.append(SubjectInput(sid, "rejected", reason or "rejected by the adapter",
+                                        path_rejected=True))
             else:
                 out.append(SubjectInput(sid, "absent", reason or f"no {modality} for this subject"))
         else:

@@ -36,9 +36,11 @@ class EncodeJob:
     # spacing), added to the store's preprocessing and its hash
     preprocessing: dict[str, Any] = field(default_factory=dict)
     state: Any = None              # what setup prepared for run (a transform, fitted values)
-    # subjects with an input that an earlier stage rejected (the adapter: a file not
-    # found; a shard: an unreadable series), with why: they count among the rejected
-    rejected_before: dict[str, str] = field(default_factory=dict)
+    # subjects whose path the adapter rejected (a file not found), with why: they count
+    # among the rejected, since a wrong folder rejects every one of them so; a subject a
+    # preprocessing stage rejected (a DICOM series too short) was rejected for its own
+    # defect, and does not
+    rejected_paths: dict[str, str] = field(default_factory=dict)
 
 
 def _non_finite(arr: np.ndarray) -> int:

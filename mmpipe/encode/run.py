@@ -127,8 +127,8 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
     # GPU: under `device: cuda` its job, on a CPU node, stopped with "CUDA not available"
     job = EncodeJob(cfg=cfg, params=params, modality=modality,
                     device=resolve_device(device if etype.needs_gpu else "cpu"),
-                    rejected_before={i.subject_id: i.reason for i in inputs
-                                     if i.status == "rejected"})
+                    rejected_paths={i.subject_id: i.reason for i in inputs
+                                    if i.status == "rejected" and i.path_rejected})
     loop = etype.loop_module()
     loop.setup(job, ready)
     attrs = {**_attrs(cohort_dir.name, job), "run_settings": dict(settings or {})}
@@ -147,14 +147,15 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
-        with_input = len(ready) + len(job.rejected_before)
+        with_input = len(ready) + len(job.rejected_paths)
         if with_input and not writer.written and not writer.absent:
             # every input failed: a cause they share (a missing library, a device error, a
             # wrong setting or folder), not each subject's; a store of rejections would look
-            # finished. Rejections before the loop count (every path in a wrong folder: the
-            # adapter's "file not found"). Inputs the loop found empty, a table of
-            # missing_values codes, are absent.
-            rejected = {**job.rejected_before, **writer.rejected}
+            # finished. The adapter's rejected paths count (every path in a wrong folder:
+            # "file not found"); a preprocessing stage's rejections, each subject's own
+            # defect, do not. Inputs the loop found empty, a table of missing_values codes,
+            # are absent.
+            rejected = {**job.rejected_paths, **writer.rejected}
             shown = "; ".join(f"{s}: {r}" for s, r in list(rejected.items())[:3])
             raise InputError(f"{modality}/{params['encoder']}: all {with_input} "
                              f"subjects with an input were rejected or empty, so no store is "

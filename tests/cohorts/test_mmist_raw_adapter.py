@@ -87,3 +87,19 @@ def test_a_series_outside_the_download_or_empty_is_rejected(tmp_path):
     assert row(empty)["reason"] == ("the chosen series folder: no file in the folder or its "
                                     "subfolders")
     assert row(empty)["path"] == str(root / "Radiology-TCGA" / "empty_series")
+
+
+def test_a_series_folder_linked_in_from_another_disk_is_the_downloads(tmp_path):
+    """'Outside the download' is by the path as written: resolving links refused every
+    series of a download whose Radiology-* folders link to another disk."""
+    root = tmp_path / "raw"
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    for folder in root.glob("Radiology-*"):
+        moved = tmp_path / "other_disk" / folder.name
+        moved.parent.mkdir(exist_ok=True)
+        folder.rename(moved)
+        folder.symlink_to(moved, target_is_directory=True)
+    manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    for case, exam in plan.ct.items():
+        if case != plan.missing_ct_series:
+            assert _row(manifest, case)["ct_path"] == str(root / exam.lstrip("/"))

@@ -275,3 +275,20 @@ def test_junk_files_beside_a_good_series_are_noted(tmp_path, base_config, baseli
     assert [(f["file"], f["reason"]) for f in detail(row)["skipped"]] == [
         ("DICOMDIR", "not a DICOM image"), ("notes.txt", "not a DICOM file")]
     np.testing.assert_array_equal(result.volumes[BAD][0], expected_volume(9, range(N_SLICES)))
+
+
+def test_every_series_rejected_for_its_own_defect_still_makes_a_store(tmp_path, base_config):
+    """Each subject's series too short: rejected in the shard, each with its reason. The
+    encoding job writes the store of those rejections; only paths the adapter rejects
+    all (a wrong folder) stop it."""
+    rows = []
+    for k, sid in enumerate(("s1", "s2")):
+        write_series(tmp_path / "dicom" / sid, k, n=2)  # min_slices is 3
+        rows.append({"id": sid, "y": k, "ct": f"dicom/{sid}"})
+    cfg = with_cohort(base_config, csv_cohort_config(write_csv(tmp_path / "cohort.csv", rows),
+                                                     MODALITIES),
+                      preprocess=PREPROCESS, shards={"dicom": 1})
+    store = encode(build(tmp_path, cfg), cfg, "ct", "med3d_demo")
+    f = store.to_numpy()
+    assert f.status.tolist() == ["rejected", "rejected"]
+    assert all("2 slices" in r or "too few" in r for r in f.reason), f.reason
