@@ -256,13 +256,15 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
     # a scikit-learn method runs no trainer: the cohort's trainer settings, merged into
     # every method's config, mean nothing to it and rerun nothing
     ignored = {"normalize", *(TRAINER_KEYS if method_kind(mcfg["type"]) == "sklearn" else ())}
+    feature_set = cohort(cfg, cohort_name)["benchmark"]["feature_sets"][run["feature_set"]]
     return canonical({
         "method": {k: v for k, v in mcfg.items() if k not in ignored},
         "implementation": implementation,
-        "feature_set": cohort(cfg, cohort_name)["benchmark"]["feature_sets"][run["feature_set"]],
+        "feature_set": feature_set,
         "label": s["label"],
         "normalize": normalize,
-        "evaluate_subsets": s["evaluate_subsets"],
+        # a feature set of one modality has no subset to score: the setting reran its jobs
+        "evaluate_subsets": bool(s["evaluate_subsets"]) and len(feature_set) > 1,
         "seeds": sorted(s["seeds"]),
         "keep_models": s["keep_models"],
         # as the run reads them: folds of a validation strategy, or a factor no trial

@@ -831,3 +831,22 @@ runs:
     # the shipped configs write each out
     for path in (REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))):
         assert not re.search(r"(^|\s)[&*]\w", path.read_text(), re.M), path
+
+
+def test_evaluate_subsets_reruns_only_feature_sets_with_subsets(raw_config):
+    """A feature set of one modality has no subset to score: turning evaluate_subsets off
+    reran its training jobs for the same files."""
+    from mmpipe.config import benchmark_runs
+
+    base = validate_config(copy.deepcopy(raw_config))
+    off = copy.deepcopy(raw_config)
+    off["benchmark"]["evaluate_subsets"] = not base["benchmark"]["evaluate_subsets"]
+    off = validate_config(off)
+    sets = base["cohorts"]["demo"]["benchmark"]["feature_sets"]
+    seen = set()
+    for run in benchmark_runs(base, "demo"):
+        args = ("demo", run["feature_set"], run["method"])
+        one = len(sets[run["feature_set"]]) == 1
+        assert (train_params(base, *args) == train_params(off, *args)) == one, args
+        seen.add(one)
+    assert seen == {True, False}
