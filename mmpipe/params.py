@@ -255,7 +255,11 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
     normalize = mcfg.get("normalize", s["normalize"])
     # a scikit-learn method runs no trainer: the cohort's trainer settings, merged into
     # every method's config, mean nothing to it and rerun nothing
-    ignored = {"normalize", *(TRAINER_KEYS if method_kind(mcfg["type"]) == "sklearn" else ())}
+    sklearn = method_kind(mcfg["type"]) == "sklearn"
+    ignored = {"normalize", *(TRAINER_KEYS if sklearn else ())}
+    selection = Selection.from_config(s["selection"]).effective()
+    if sklearn:  # no epochs to refit with: its fold ensemble under cv whatever `final` says
+        selection.pop("final", None)
     feature_set = cohort(cfg, cohort_name)["benchmark"]["feature_sets"][run["feature_set"]]
     return canonical({
         "method": {k: v for k, v in mcfg.items() if k not in ignored},
@@ -269,7 +273,7 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         "keep_models": s["keep_models"],
         # as the run reads them: folds of a validation strategy, or a factor no trial
         # reaches, reran every training job
-        "selection": Selection.from_config(s["selection"]).effective(),
+        "selection": selection,
         "tuning": Tuning.from_config(s["tuning"]).effective(),
         "code": code_key("bench/run", implementation.split(":")[0]),
     })

@@ -333,6 +333,14 @@ def test_selection_and_tuning_settings_nothing_reads_rerun_nothing(raw_config):
     assert params_with(tuning={"lr": [1.0, *unused]}) == params_with(
         tuning={"lr": [1.0, *unused[:-1]]})
     assert params_with(selection={"strategy": "cv"}) != same
+    # a scikit-learn method keeps its fold ensemble under cv: `final` reruns only the others
+    for run in benchmark_runs(base, "demo"):
+        cv = [copy.deepcopy(base) for _ in range(2)]
+        for cfg, final in zip(cv, ("refit", "ensemble"), strict=True):
+            cfg["cohorts"]["demo"]["benchmark"]["selection"] = {"strategy": "cv",
+                                                                 "final": final}
+        a, b = (train_params(c, "demo", run["feature_set"], run["method"]) for c in cv)
+        assert (a == b) == (run["config"]["type"] in ("hgb", "logreg")), run["method"]
     assert params_with(tuning={"trials": trials + 1}) != same
     # one trial is chosen by nothing
     assert params_with(tuning={"trials": 1, "choose_by": "auc"}) == params_with(
