@@ -247,7 +247,7 @@ def train_params(cfg: dict, cohort_name: str, feature_set: str, method: str) -> 
 def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
     from mmpipe.bench.budget import Selection, Tuning
     from mmpipe.methods import METHODS, TRAINER_KEYS
-    from mmpipe.methods.hparams import method_kind
+    from mmpipe.methods.hparams import method_kind, tuning_knobs
 
     mcfg = run["config"]
     implementation = METHODS[mcfg["type"]]
@@ -260,6 +260,10 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
     selection = Selection.from_config(s["selection"]).effective()
     if sklearn:  # no epochs to refit with: its fold ensemble under cv whatever `final` says
         selection.pop("final", None)
+    # a method with no knob to turn (logreg) runs one trial under any budget: the budget
+    # reran it for the same files
+    tuning = (Tuning.from_config(s["tuning"]) if tuning_knobs(mcfg["type"])
+              else Tuning(trials=1)).effective()
     feature_set = cohort(cfg, cohort_name)["benchmark"]["feature_sets"][run["feature_set"]]
     return canonical({
         "method": {k: v for k, v in mcfg.items() if k not in ignored},
@@ -274,7 +278,7 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         # as the run reads them: folds of a validation strategy, or a factor no trial
         # reaches, reran every training job
         "selection": selection,
-        "tuning": Tuning.from_config(s["tuning"]).effective(),
+        "tuning": tuning,
         "code": code_key("bench/run", implementation.split(":")[0]),
     })
 

@@ -333,6 +333,13 @@ def test_selection_and_tuning_settings_nothing_reads_rerun_nothing(raw_config):
     assert params_with(tuning={"lr": [1.0, *unused]}) == params_with(
         tuning={"lr": [1.0, *unused[:-1]]})
     assert params_with(selection={"strategy": "cv"}) != same
+    # logreg has no knob to tune: the budget reruns only the others
+    for run in benchmark_runs(base, "demo"):
+        budgets = [copy.deepcopy(base) for _ in range(2)]
+        for cfg, n in zip(budgets, (1, 3), strict=True):
+            cfg["cohorts"]["demo"]["benchmark"]["tuning"] = {"trials": n}
+        a, b = (train_params(c, "demo", run["feature_set"], run["method"]) for c in budgets)
+        assert (a == b) == (run["config"]["type"] == "logreg"), run["method"]
     # a scikit-learn method keeps its fold ensemble under cv: `final` reruns only the others
     for run in benchmark_runs(base, "demo"):
         cv = [copy.deepcopy(base) for _ in range(2)]

@@ -251,29 +251,49 @@ def hyperparameter_schemas(type_name: str) -> dict[str, dict]:
     return schemas
 
 
-def _class_kind(module: str, cls) -> str | None:
+_UNSET = object()
+
+
+def _class_literal(module: str, cls, name: str):
+    """The literal a class (or the first base in MRO order that has one) assigns to
+    ``name``, or ``_UNSET``."""
     for node in cls.body:
         target = (node.target if isinstance(node, ast.AnnAssign)
                   else node.targets[0] if isinstance(node, ast.Assign) else None)
-        if (isinstance(target, ast.Name) and target.id == "kind"
-                and isinstance(node.value, ast.Constant)):
-            return node.value.value
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
+            return ast.literal_eval(node.value)
     for base in cls.bases:
         if isinstance(base, ast.Name):
             try:
                 found_module, found = _resolve(module, base.id)
             except LookupError:
                 continue
-            if isinstance(found, ast.ClassDef) and (kind := _class_kind(found_module, found)):
-                return kind
-    return None
+            if isinstance(found, ast.ClassDef):
+                value = _class_literal(found_module, found, name)
+                if value is not _UNSET:
+                    return value
+    return _UNSET
+
+
+def _class_of(type_name: str) -> tuple[str, ast.ClassDef]:
+    if type_name not in METHODS:
+        raise ConfigError(f"unknown method type {type_name!r} (known: {sorted(METHODS)})")
+    module, cls = METHODS[type_name].split(":")
+    return _resolve(module, cls)
 
 
 @cache
 def method_kind(type_name: str) -> str:
     """``"sklearn"`` for a method the trainer does not train (its ``fit`` is called and
     trainer settings mean nothing to it), else ``"torch"``: the class's ``kind``."""
-    if type_name not in METHODS:
-        raise ConfigError(f"unknown method type {type_name!r} (known: {sorted(METHODS)})")
-    module, cls = METHODS[type_name].split(":")
-    return _class_kind(*_resolve(module, cls)) or "torch"
+    kind = _class_literal(*_class_of(type_name), "kind")
+    return "torch" if kind is _UNSET else kind
+
+
+@cache
+def tuning_knobs(type_name: str) -> frozenset[str]:
+    """The knobs the tuning budget turns on a method (``lr``, ``capacity``): the keys of
+    its class's ``tuning_keys``. A method with none (logreg) runs one trial whatever the
+    budget says."""
+    keys = _class_literal(*_class_of(type_name), "tuning_keys")
+    return frozenset() if keys is _UNSET else frozenset(keys)

@@ -47,6 +47,15 @@ def test_tuning_scales_capacity_down_to_the_least_value_the_method_takes(type_na
         assert _least(schemas[key]) == getattr(cls, "capacity_floor", 1), key
 
 
+@pytest.mark.parametrize("type_name", sorted(METHODS))
+def test_the_kind_and_tuning_knobs_read_from_source_are_the_classes(type_name):
+    from mmpipe.methods.hparams import method_kind, tuning_knobs
+
+    cls = method_class(type_name)
+    assert method_kind(type_name) == getattr(cls, "kind", "torch")
+    assert tuning_knobs(type_name) == set(getattr(cls, "tuning_keys", {}))
+
+
 def test_no_entry_is_left_over():
     used = set().union(*(hyperparameter_schemas(t) for t in METHODS))
     assert set(VALUES) == used
