@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from mmpipe.cohorts.numbers import parse_number
-from mmpipe.errors import ConfigError
+from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ def canonical_value(value: Any) -> str | None:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     text = str(value).strip()
+    # text that is a number is that number: "2.0" in a column of text (it holds an "X")
+    # and 2.0 in a column of numbers are one category, and "-1.0" is the code -1
+    if (number := parse_number(text)) is not None:
+        return canonical_value(float(number) if isinstance(number, float) else int(number))
     return text if text and text.lower() != MISSING else None
 
 
@@ -90,10 +94,10 @@ def _number_or_none(value: str | None) -> float | None:
 
 
 def _sort_key(cat: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(cat), cat)
-    except ValueError:
-        return (1, 0.0, cat)
+    """Numbers first, by value (by the manifest's rule: "-nan" is text, whose float() NaN
+    key left the column order to the set's hash order), then text."""
+    number = parse_number(cat)
+    return (1, 0.0, cat) if number is None else (0, float(number), cat)
 
 
 class TabularEncoding:
@@ -173,9 +177,18 @@ class TabularEncoding:
             if numeric:
                 x = np.array([v for v in map(_number_or_none, values) if v is not None],
                              dtype=np.float64)
-                mean = float(x.mean()) if x.size else 0.0
-                std = float(x.std()) if x.size else 0.0
-                if not math.isfinite(std) or std == 0.0:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    mean = float(x.mean()) if x.size else 0.0
+                    std = float(x.std()) if x.size else 0.0
+                if not (math.isfinite(mean) and math.isfinite(std)):
+                    # a value near float64's limit (1e308, a unit or a code gone wrong)
+                    # overflowed the moments: every subject's feature became inf, and each
+                    # was rejected as non-finite without the value being named
+                    raise InputError(f"tabular field {field!r}: a value of "
+                                     f"{float(np.abs(x).max()):.3g} overflows its mean or "
+                                     "spread; correct it in the source table or list it in "
+                                     "missing_values")
+                if std == 0.0:
                     std = 1.0
                 columns.append({"field": field, "kind": "numeric", "mean": mean, "std": std})
             else:

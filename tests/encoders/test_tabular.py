@@ -256,3 +256,40 @@ def test_encoding_from_errors_name_the_problem(df, tmp_path):
     text = _store(tmp_path / "text.zarr", None)
     with pytest.raises(ConfigError, match="holds no tabular encoding.*'text'"):
         loop.setup(_job({"encoding_from": str(text)}), items)
+
+
+def test_number_text_in_a_category_field_is_the_number():
+    """A category field read as text (it holds an "X") kept "2.0" apart from the 2.0 a
+    numeric column gives, so a reused encoding placed none of them; "-1.0" escaped the
+    code -1 and became a category."""
+    fitted = TabularEncoding(["stage"], categorical=["stage"], missing_values=[-1]).fit(
+        pl.DataFrame({"stage": [1.0, 2.0, 3.0, None]}))
+    unplaced = []
+    x = fitted.transform(pl.DataFrame({"stage": ["2.0", " 3 ", "-1.0", "X"]}), unplaced)
+    assert fitted.feature_names == ["stage=1", "stage=2", "stage=3", "stage=missing"]
+    assert x.tolist() == [[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+    assert [(u.value, u.why) for u in unplaced] == [("X", "unseen")]
+
+
+def test_category_order_is_the_same_whatever_the_hash_seed():
+    """'-nan' (text the manifest's missing markers miss) sorted by a NaN key, so the
+    column order followed the set's hash order from one process to the next."""
+    import subprocess
+    import sys
+
+    code = ("import polars as pl; from mmpipe.encoders.tabular import TabularEncoding; "
+            "print(TabularEncoding(['s'], categorical=['s']).fit(pl.DataFrame("
+            "{'s': ['b', '-nan', 'a', '2', 'c', '10']})).feature_names)")
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)},
+                             check=True).stdout for seed in range(6)}
+    assert orders == {"['s=2', 's=10', 's=-nan', 's=a', 's=b', 's=c', 's=missing']\n"}
+
+
+def test_a_value_that_overflows_the_moments_is_named():
+    """1e200 beside 1 and 2: the spread overflowed, every subject's feature was inf and
+    each was rejected as non-finite, the value never named."""
+    from mmpipe.errors import InputError
+
+    with pytest.raises(InputError, match=r"tabular field 'age': a value of 1e\+200 overflows"):
+        TabularEncoding(["age"]).fit(pl.DataFrame({"age": [1e200, 1.0, 2.0]}))
