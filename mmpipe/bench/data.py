@@ -286,10 +286,12 @@ class Normalizer:
     """Per-modality feature normalisation, fitted on training subjects only.
 
     - ``"zscore"``: per feature element (the feature dims flattened), mean and standard
-      deviation over the *present* rows of the data given to :meth:`fit`; a feature
-      constant there (standard deviation under 1e-6) is only centred, so a value seen
-      only in validation or test (a category no training subject has) stays a unit step
-      instead of a million. A tabular store's numeric fields (:func:`blank_columns`)
+      deviation over the *present* rows of the data given to :meth:`fit`. A feature
+      constant there (standard deviation under 1e-6) is zero everywhere: a model saw it
+      only as zero, so its weight never trained, and a value it takes only in validation
+      or test (a category no training subject has, a field blank only there) added that
+      weight's random initial value to those subjects' scores. A tabular store's numeric
+      fields (:func:`blank_columns`)
       take their statistics from the training rows with a value, their blanks are set to
       the training mean (0) and their blank indicators stay 0/1: no statistic of the
       stage-1 encoding, fitted on the whole cohort, reaches the features.
@@ -297,9 +299,11 @@ class Normalizer:
       numeric fields are first standardised and their blanks imputed from the training
       rows, as the z-score does them: scaled as stored, its vectors carried stage 1's
       cohort-wide statistics, which the test subjects shape, into every training
-      subject's features. Under cross-validation these statistics are the training
-      part's (train + val) for every fold: a held-out fold shapes its training folds'
-      tabular features, which the z-score refits per fold; the test split never does.
+      subject's features; and its columns constant on the training rows (a category only
+      test subjects have) are zero, as the z-score's are. Under cross-validation these
+      statistics are the training part's (train + val) for every fold: a held-out fold
+      shapes its training folds' tabular features, which the z-score refits per fold; the
+      test split never does.
     - ``"none"``: identity (a tabular store then keeps stage 1's cohort-wide scaling and
       blank imputation: label-free, but not fitted on training subjects only; HGB, the
       method run so, reads such a blank as NaN).
@@ -324,12 +328,8 @@ class Normalizer:
     def fits(self) -> bool:
         return self.mode in self.FITTED
 
-    def fit(self, data: BenchData, within: Normalizer | None = None) -> Normalizer:
-        """Statistics of ``data``. ``within``: the normaliser ``data`` already went
-        through (a cross-validation fold's, inside the training part's z-scores): a
-        feature constant in ``data`` is then centred in ``within``'s input units, as a
-        fit on the raw features would centre it, instead of keeping ``within``'s scale,
-        which subjects outside ``data`` (the held-out fold) shaped."""
+    def fit(self, data: BenchData) -> Normalizer:
+        """Statistics of ``data``; ``keep`` is 0 for a feature constant on it."""
         self.stats, self.shapes, self.blanks = {}, data.shapes(), {}
         if self.mode == "zscore":
             for j, m in enumerate(data.modalities):
@@ -339,17 +339,17 @@ class Normalizer:
                 if len(rows) == 0:
                     log.warning("normaliser: no training subject has %s; its features are "
                                 "left unscaled", m)
-                    mean, std = np.zeros(width), np.ones(width)
+                    mean, std, keep = np.zeros(width), np.ones(width), np.ones(width)
                 else:
                     rows = rows.astype(np.float64)
+                    keep = (rows.std(axis=0) >= STD_FLOOR).astype(np.float64)
                     mean, std = _blank_value_stats(rows, pairs, rows.mean(axis=0),
                                                    rows.std(axis=0))
-                    unit = (1.0 if within is None or m not in within.stats
-                            else 1.0 / within.stats[m]["std"].astype(np.float64))
-                    std = np.where(std < STD_FLOOR, unit, std)
+                    std = np.where(std < STD_FLOOR, 1.0, std)
                 if pairs:
                     self.blanks[m] = pairs
-                self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+                self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
+                                 "keep": keep.astype(np.float32)}
         elif self.mode == "l2":
             for j, m in enumerate(data.modalities):
                 if not (pairs := blank_columns(data.provenance.get(m, {}))):
@@ -357,9 +357,11 @@ class Normalizer:
                 width = int(np.prod(self.shapes[m], dtype=np.int64))
                 rows = data.x[m][data.present[:, j]].reshape(-1, width).astype(np.float64)
                 mean, std = _blank_value_stats(rows, pairs, np.zeros(width), np.ones(width))
+                keep = (rows.std(axis=0) >= STD_FLOOR if len(rows) else np.ones(width, bool))
                 self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32),
-                                 "std": np.where(std < STD_FLOOR, 1.0, std).astype(np.float32)}
+                                 "std": np.where(std < STD_FLOOR, 1.0, std).astype(np.float32),
+                                 "keep": keep.astype(np.float32)}
         self.fitted = True
         return self
 
@@ -378,6 +380,8 @@ class Normalizer:
             if m in self.stats:  # the z-score, or l2's tabular fields
                 s = self.stats[m]
                 flat = (v.reshape(len(v), -1) - s["mean"]) / s["std"]
+                if "keep" in s:  # absent from a model saved before constant features were
+                    flat = flat * s["keep"]  # zeroed (it trained with them centred)
                 for value, blank in self.blanks.get(m, []):
                     flat[:, value] = np.where(v.reshape(len(v), -1)[:, blank] > 0.5, 0.0,
                                               flat[:, value])

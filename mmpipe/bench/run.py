@@ -295,7 +295,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                                 method_class(method_cfg["type"]), method.hparams,
                                 TRAIN_DEFAULTS, train, val, seed=seed, device=device,
                                 selection=selection_cfg, tuning=tuning_cfg,
-                                normalize=normalize, normalizer=normalizer)
+                                normalize=normalize)
 
         shared_with = None
         try:

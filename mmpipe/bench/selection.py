@@ -164,14 +164,13 @@ def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
 
 
 def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
-            selection: Selection, normalize: str = "none",
-            normalizer: Normalizer | None = None
+            selection: Selection, normalize: str = "none"
             ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray]:
     """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
     its fit, and the out-of-fold probabilities. ``pool`` is normalised with the whole
-    training part's statistics (``normalizer``); a fold's normaliser is fitted on its
-    training folds of ``pool`` alone, within ``normalizer`` (:meth:`Normalizer.fit`), so
-    the held-out fold's features do not depend on the held-out fold."""
+    training part's statistics; a fold's normaliser is fitted on its
+    training folds of ``pool`` alone (:meth:`Normalizer.fit`), so the held-out fold's
+    features do not depend on the held-out fold."""
     folds = stratified_folds(strata(pool), selection.folds, seed)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
     members, norms, results = [], [], []
@@ -182,7 +181,7 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
         fit_part, held_part = pool.subset(np.flatnonzero(folds != k)), pool.subset(held)
         norm = Normalizer(normalize)
         if norm.fits:
-            norm.fit(fit_part, within=normalizer)
+            norm.fit(fit_part)
             fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
         else:
             norm = None
@@ -214,15 +213,14 @@ def _median_epochs(results: list[FitResult]) -> dict[str, int]:
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
                  trainer_defaults: dict[str, Any], train: BenchData, val: BenchData, *,
                  seed: int, device, selection: Selection, tuning: Tuning,
-                 normalize: str = "none", normalizer: Normalizer | None = None) -> Selected:
+                 normalize: str = "none") -> Selected:
     """Spend the tuning budget on ``train``/``val`` (never the test split) and return the
     chosen model. ``build(overrides)`` makes a fresh method with those hyper-parameters,
     ``hparams`` are the method's settings without overrides (its class defaults and its
     config, trainer keys included). ``train``/``val`` come normalised with ``normalize``
     (:class:`~mmpipe.bench.data.Normalizer`; fitted on ``train``, or on both under
-    ``cv``, whose folds then re-standardise within ``normalizer``, the one that made
-    them). Raises :class:`NotTrainable` when no trial
-    could train."""
+    ``cv``, whose folds then re-standardise on their training folds). Raises
+    :class:`NotTrainable` when no trial could train."""
     candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
     sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
     pool = training_part(train, val) if selection.strategy == "cv" else None
@@ -246,7 +244,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
                 y, members, norms, results = val.y, None, None, [result]
             else:
                 members, norms, results, proba = _fit_cv(make, pool, cfg, seed, device,
-                                                         selection, normalize, normalizer)
+                                                         selection, normalize)
                 if not members:
                     raise NotTrainable("no fold could train")
                 diverged = [k for k, r in enumerate(results) if r.diverged]

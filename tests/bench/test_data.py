@@ -223,6 +223,30 @@ def test_l2_features_of_training_subjects_do_not_move_with_the_test_subjects():
     np.testing.assert_array_equal(restored.transform(out[0][2]).x["clin"], out[0][0])
 
 
+@pytest.mark.parametrize("mode", ["zscore", "l2"])
+def test_a_category_only_test_subjects_have_is_zero(mode):
+    """Stage IV only in the test split: its one-hot column is zero in training, so a model's
+    weight for it never trained, and at test it added that weight's random initial value
+    to the subject's score (under l2 the column was not even refitted). Likewise the
+    blank indicator of a field no training subject leaves blank."""
+    train_ages = [40.0, 50.0, 45.0, 60.0, 70.0, 55.0]
+    data = _tabular([*train_ages, None, 30.0], ["I", "II", "I", "II", "I", "II", "IV", "I"])
+    tr, te = data.subset(np.arange(6)), data.subset([6, 7])
+    norm = Normalizer(mode).fit(tr)
+    names = ["age", "age=missing", "stage=I", "stage=II", "stage=IV", "stage=missing"]
+    out = dict(zip(names, norm.transform(te).x["clin"].T, strict=True))
+    assert out["stage=IV"].tolist() == [0.0, 0.0]
+    assert out["age=missing"].tolist() == [0.0, 0.0]
+    assert out["stage=I"][1] != 0.0                      # a category training subjects have
+    restored = Normalizer.from_state(json.loads(json.dumps(norm.state_dict())))
+    np.testing.assert_array_equal(restored.transform(te).x["clin"], norm.transform(te).x["clin"])
+    # a model saved before: its normaliser has no `keep`, and transforms as it trained
+    old = norm.state_dict()
+    for stats in old["stats"].values():
+        stats.pop("keep")
+    assert Normalizer.from_state(old).transform(te).x["clin"][0, names.index("stage=IV")] != 0
+
+
 def test_a_store_listing_a_subject_twice_is_refused(tmp_path):
     """The store was checked against the manifest as a set: a second row of a subject
     (a store the writer, which refuses it, did not write) trained and scored it twice."""

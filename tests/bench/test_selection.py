@@ -32,16 +32,14 @@ def _data(n: int = 90, seed: int = 0, shift: float = 1.2) -> BenchData:
                      present=present, modalities=["a", "b"], n_classes=2)
 
 
-def _select(method_cfg, train, val, selection=None, tuning=None, seed=0, normalize="none",
-            normalizer=None):
+def _select(method_cfg, train, val, selection=None, tuning=None, seed=0, normalize="none"):
     data = train
     cls = method_class(method_cfg["type"])
     hparams = build_method(method_cfg, data).hparams
     return select_model(lambda over: build_method({**method_cfg, **over}, data), cls, hparams,
                         TRAIN_DEFAULTS, train, val, seed=seed, device="cpu",
                         selection=Selection.from_config(selection),
-                        tuning=Tuning.from_config(tuning), normalize=normalize,
-                        normalizer=normalizer)
+                        tuning=Tuning.from_config(tuning), normalize=normalize)
 
 
 def test_stratified_folds_hold_each_class_evenly():
@@ -328,11 +326,11 @@ def test_a_held_out_fold_is_standardised_without_itself():
     assert abs(second[train.subject_id[0]] - first[train.subject_id[0]]) > 1e-3
 
 
-def test_a_feature_constant_in_the_training_folds_is_not_scaled_by_the_held_out_fold():
+def test_a_feature_constant_in_the_training_folds_is_zero_for_the_held_out_fold():
     """A category only some held-out subjects have is constant in the training folds: the
-    fold normaliser only centred it, leaving the training part's scale, which those very
-    held-out subjects set (1 became 5.9 for a category 3 of 100 subjects have, where a
-    fit on the training folds alone gives 1)."""
+    fold model's weight for it never trained, so it is zero for the held-out subjects as
+    for the training folds (it was 1, or 5.9 in the training part's scale, which those
+    very held-out subjects set, before the fold normaliser refitted)."""
     data = _data(n=60, seed=2)
     train, val = data.subset(np.arange(45)), data.subset(np.arange(45, 60))
     pool = training_part(train, val)
@@ -344,21 +342,21 @@ def test_a_feature_constant_in_the_training_folds_is_not_scaled_by_the_held_out_
     within = Normalizer("zscore").fit(pool)
     scaled = within.transform(pool)
     fit_part = scaled.subset(np.flatnonzero(folds != 0))
-    fold = Normalizer("zscore").fit(fit_part, within=within)
+    fold = Normalizer("zscore").fit(fit_part)
     got = fold.transform(scaled.subset(held)).x["a"][:3, 0]
     alone = Normalizer("zscore").fit(pool.subset(np.flatnonzero(folds != 0)))
     want = alone.transform(pool.subset(held)).x["a"][:3, 0]
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-    np.testing.assert_allclose(got, 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(got, 0.0)
+    np.testing.assert_array_equal(want, 0.0)
     # the selection gives its folds that normaliser (the first member is fold 0's)
     n_train = len(train.y)
     sel = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3},
                   scaled.subset(np.arange(n_train)),
                   scaled.subset(np.arange(n_train, len(pool.y))),
                   selection={"strategy": "cv", "folds": 3, "final": "ensemble"},
-                  tuning={"trials": 1}, normalize="zscore", normalizer=within)
+                  tuning={"trials": 1}, normalize="zscore")
     member = sel.method.normalizers[0].transform(scaled.subset(held))
-    np.testing.assert_allclose(member.x["a"][:3, 0], want, rtol=1e-5)
+    np.testing.assert_array_equal(member.x["a"][:3, 0], 0.0)
 
 
 def test_a_phase_no_fold_ran_stays_unrun_in_the_refit():
@@ -415,8 +413,7 @@ def test_a_trial_out_of_memory_fails_the_job_not_the_trial(error):
         select_model(build, method_class("concat_zero"), build_method(cfg, train).hparams,
                      TRAIN_DEFAULTS, train, val, seed=0, device="cpu",
                      selection=Selection.from_config(None),
-                     tuning=Tuning.from_config({"trials": 2}), normalize="none",
-                     normalizer=None)
+                     tuning=Tuning.from_config({"trials": 2}), normalize="none")
 
 
 def test_a_refit_is_not_chosen_where_its_folds_diverged():
@@ -451,8 +448,7 @@ def test_a_refit_is_not_chosen_where_its_folds_diverged():
                             seed=0, device="cpu",
                             selection=Selection.from_config({"strategy": "cv", "folds": 3,
                                                              "final": final}),
-                            tuning=Tuning.from_config({"trials": 2}), normalize="none",
-                            normalizer=None)
+                            tuning=Tuning.from_config({"trials": 2}), normalize="none")
 
     refit = select("refit")
     assert "diverged, and a refit without a validation split" in refit.record["trials"][0]["error"]
