@@ -320,7 +320,9 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         # folds_trained: the folds that held subjects of the training part (and trained)
         **({"folds": selection.folds, "folds_trained": len(kept["results"]), "final": final}
            if selection.strategy == "cv" else {}),
-        "budget": tuning.trials, "trials_run": len(candidates), "choose_by": tuning.choose_by,
+        # one candidate is chosen by nothing (and its training settings leave choose_by out)
+        "budget": tuning.trials, "trials_run": len(candidates),
+        "choose_by": tuning.choose_by if len(candidates) > 1 else None,
         "n_selection": len(val_part),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],
         "chosen": chosen,

@@ -85,6 +85,20 @@ def _identity_from_path(path: Path) -> dict[str, Any]:
     return ident
 
 
+def _sklearn_run(method_type: str, metrics: dict[str, Any]) -> bool:
+    """Whether a run is a scikit-learn fit: by its type's kind, or by its record (the
+    estimator, or under cv each fold's: a fold ensemble's record is per fold, which the
+    report took for a CPU-trained network)."""
+    from mmpipe.methods import METHODS
+    from mmpipe.methods.hparams import method_kind
+
+    if method_type in METHODS and method_kind(method_type) == "sklearn":
+        return True
+    training = metrics.get("training") or {}
+    return "estimator" in training or any(
+        "estimator" in (fold or {}) for fold in training.get("folds") or [])
+
+
 def _identity(metrics: dict[str, Any], path: Path) -> dict[str, Any]:
     from_path = _identity_from_path(path)
     ident = {k: metrics.get(k, from_path.get(k)) for k in ID_COLUMNS}
@@ -214,10 +228,10 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         # the parts of the cohort's own split the run's seed did not draw ("" when none)
         row["split_fixed"] = ",".join((m.get("split") or {}).get("fixed") or [])
         # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so.
-        # None for a scikit-learn fit (its training records the estimator): it runs on the
-        # CPU under any device, recorded as such, and gives the same numbers on any
-        sklearn = "estimator" in (m.get("training") or {})
-        row["device"] = None if sklearn else str(m.get("device") or "").split(":")[0] or None
+        # None for a scikit-learn fit: it runs on the CPU under any device, recorded as
+        # such, and gives the same numbers on any
+        row["device"] = (None if _sklearn_run(row["method_type"], m) else
+                         str(m.get("device") or "").split(":")[0] or None)
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None
         # the report's numbers are the test split's: a run counts as collapsed by that one

@@ -454,3 +454,15 @@ def test_a_refit_is_not_chosen_where_its_folds_diverged():
     assert "diverged, and a refit without a validation split" in refit.record["trials"][0]["error"]
     assert refit.overrides != {}
     assert torch.isfinite(torch.as_tensor(refit.record["trials"][1]["val_loss"]))
+
+
+def test_one_candidate_records_no_choice():
+    """One trial is chosen by nothing: its training settings leave choose_by out, and the
+    record said "loss" whatever the config said."""
+    data = _data(n=40, seed=3)
+    train, val = data.subset(np.arange(30)), data.subset(np.arange(30, 40))
+    one = _select({"type": "logreg"}, train, val, tuning={"trials": 4, "choose_by": "auc"})
+    assert one.record["trials_run"] == 1 and one.record["choose_by"] is None
+    two = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train, val,
+                  tuning={"trials": 2, "choose_by": "auc"})
+    assert two.record["trials_run"] == 2 and two.record["choose_by"] == "auc"
