@@ -79,6 +79,7 @@ def setup(job, items) -> None:
     source = job.cfg.get("encoding_from")
     if source:
         encoding = load_encoding(source, fields, job.cfg)
+        _check_categories_kept(encoding, frame, job.cfg)
     else:
         encoding = TabularEncoding.from_config(job.cfg, fields).fit(frame)
     unplaced = []
@@ -93,6 +94,26 @@ def setup(job, items) -> None:
     job.attrs = {"tabular_encoding": encoding.to_dict(),
                  "feature_names": list(encoding.feature_names),
                  "tabular_encoding_from": str(source) if source else None}
+
+
+def _check_categories_kept(encoding, frame: pl.DataFrame, cfg: Mapping[str, Any]) -> None:
+    """A field the reused encoding has categories for that are not numbers must reach it
+    as text: the manifest reads a field as numbers unless a tabular encoder of the
+    modality lists it in ``categorical``, and blanks the values that are not (stage 'X'
+    became 'missing', with no note on the subject)."""
+    from mmpipe.cohorts.numbers import parse_number
+
+    for col in encoding.columns:
+        if col["kind"] != "categorical" or not frame.schema[col["field"]].is_numeric():
+            continue
+        words = [c for c in col["categories"] if parse_number(c) is None]
+        if words:
+            raise ConfigError(
+                f"encoders.{cfg.get('name', '<tabular>')}: {col['field']!r} is a category "
+                f"field of the reused encoding, with categories {words} that are not "
+                "numbers, but the manifest read it as numbers and blanks such values; set "
+                f"encoders.{cfg.get('name', '<tabular>')}.categorical to the reused "
+                f"encoding's {encoding.categorical}, which the manifest reads too")
 
 
 def _sentinel_text(encoding) -> str:

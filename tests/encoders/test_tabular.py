@@ -293,3 +293,22 @@ def test_a_value_that_overflows_the_moments_is_named():
 
     with pytest.raises(InputError, match=r"tabular field 'age': a value of 1e\+200 overflows"):
         TabularEncoding(["age"]).fit(pl.DataFrame({"age": [1e200, 1.0, 2.0]}))
+
+
+def test_encoding_from_refuses_a_category_field_the_manifest_read_as_numbers(tmp_path):
+    """The training cohort's stage was I..X-like codes 1, 2, 3, X, a category field; a new
+    cohort reusing the encoding without listing it in `categorical` had its manifest read
+    stage as numbers and blank 'X', stored as 'missing' with no note."""
+    from mmpipe.encode import tabular as loop
+
+    fitted = TabularEncoding(["stage"], categorical=["stage"]).fit(
+        pl.DataFrame({"stage": ["1", "2", "3", "X"]}))
+    src = _store(tmp_path / "train.zarr", fitted)
+    as_numbers = _items([("n1", {"stage": 2}), ("n2", {"stage": None})])
+    with pytest.raises(ConfigError, match=r"'stage' is a category field of the reused "
+                                          r"encoding, with categories \['X'\] that are not"):
+        loop.setup(_job({"encoding_from": str(src)}, ["stage"]), as_numbers)
+    # as text, as the manifest keeps a field an encoder lists in `categorical`
+    job = _job({"encoding_from": str(src)}, ["stage"])
+    loop.setup(job, _items([("n1", {"stage": "X"}), ("n2", {"stage": "2"})]))
+    assert job.state[0][:, :4].tolist() == [[0, 0, 0, 1], [0, 1, 0, 0]]
