@@ -270,6 +270,22 @@ def blank_columns(provenance: dict[str, Any]) -> list[tuple[int, int]]:
     return pairs
 
 
+def _constant_columns_kept(rows: np.ndarray, pairs: list[tuple[int, int]],
+                           modality: str) -> np.ndarray:
+    """1 for a column that varies over the training rows, 0 for one that does not (its
+    weight never trained). A numeric field's value column varies by its values alone:
+    blanks hold stage 1's imputed value, which the normaliser replaces by the mean."""
+    keep = rows.std(axis=0) >= STD_FLOOR
+    for value, blank in pairs:
+        known = rows[:, blank] < 0.5
+        keep[value] = bool(known.any()) and rows[known, value].std() >= STD_FLOOR
+    if not keep.any():
+        log.warning("normaliser: every feature of %s is constant over the training subjects "
+                    "(%d have it): the model reads it as present or absent only", modality,
+                    len(rows))
+    return keep.astype(np.float32)
+
+
 def _blank_value_stats(rows: np.ndarray, pairs: list[tuple[int, int]], mean: np.ndarray,
                        std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``mean`` and ``std`` with each numeric field's value column's statistics over the
@@ -290,7 +306,10 @@ class Normalizer:
       constant there (standard deviation under 1e-6) is zero everywhere: a model saw it
       only as zero, so its weight never trained, and a value it takes only in validation
       or test (a category no training subject has, a field blank only there) added that
-      weight's random initial value to those subjects' scores. A tabular store's numeric
+      weight's random initial value to those subjects' scores. (HyperMM's convolution
+      shares its weights over a block's positions, so a position constant in training
+      has trained weights; it is zeroed all the same, as training saw it.) A tabular
+      store's numeric
       fields (:func:`blank_columns`)
       take their statistics from the training rows with a value, their blanks are set to
       the training mean (0) and their blank indicators stay 0/1: no statistic of the
@@ -342,7 +361,7 @@ class Normalizer:
                     mean, std, keep = np.zeros(width), np.ones(width), np.ones(width)
                 else:
                     rows = rows.astype(np.float64)
-                    keep = (rows.std(axis=0) >= STD_FLOOR).astype(np.float64)
+                    keep = _constant_columns_kept(rows, pairs, m)
                     mean, std = _blank_value_stats(rows, pairs, rows.mean(axis=0),
                                                    rows.std(axis=0))
                     std = np.where(std < STD_FLOOR, 1.0, std)
@@ -352,12 +371,15 @@ class Normalizer:
                                  "keep": keep.astype(np.float32)}
         elif self.mode == "l2":
             for j, m in enumerate(data.modalities):
-                if not (pairs := blank_columns(data.provenance.get(m, {}))):
+                # a tabular store, numeric fields or not: a category's column too
+                if not data.provenance.get(m, {}).get("tabular_encoding"):
                     continue
+                pairs = blank_columns(data.provenance[m])
                 width = int(np.prod(self.shapes[m], dtype=np.int64))
                 rows = data.x[m][data.present[:, j]].reshape(-1, width).astype(np.float64)
                 mean, std = _blank_value_stats(rows, pairs, np.zeros(width), np.ones(width))
-                keep = (rows.std(axis=0) >= STD_FLOOR if len(rows) else np.ones(width, bool))
+                keep = (_constant_columns_kept(rows, pairs, m) if len(rows)
+                        else np.ones(width, np.float32))
                 self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32),
                                  "std": np.where(std < STD_FLOOR, 1.0, std).astype(np.float32),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -55,9 +56,11 @@ def canonical_value(value: Any) -> str | None:
         return str(int(value))
     text = str(value).strip()
     # text that is a number is that number: "2.0" in a column of text (it holds an "X")
-    # and 2.0 in a column of numbers are one category, and "-1.0" is the code -1
+    # and 2.0 in a column of numbers are one category, and "-1.0" is the code -1; an
+    # integer beyond int64, which parse_number gives as a float, keeps its own digits
     if (number := parse_number(text)) is not None:
-        return canonical_value(float(number) if isinstance(number, float) else int(number))
+        return (canonical_value(number) if isinstance(number, int) or
+                not _INTEGER_TEXT.fullmatch(text) else str(int(text)))
     return text if text and text.lower() != MISSING else None
 
 
@@ -85,6 +88,7 @@ class Unplaced(NamedTuple):
 
 
 UNSEEN, NOT_A_NUMBER = "unseen", "not_a_number"
+_INTEGER_TEXT = re.compile(r"[+-]?\d+")
 
 
 def _number_or_none(value: str | None) -> float | None:
@@ -296,4 +300,15 @@ class TabularEncoding:
         enc.columns = [dict(c) for c in state["columns"]]
         if [c["field"] for c in enc.columns] != enc.fields:
             raise ConfigError("tabular encoding state: columns do not match fields")
+        for col in enc.columns:
+            if col["kind"] != "categorical":
+                continue
+            # an encoding stored before number text was read as its number ('01' stayed
+            # '01'): its categories as values are read now, so its own values place
+            names = [canonical_value(c) for c in col["categories"]]
+            if len(set(names)) != len(names) or None in names:
+                raise ConfigError(f"tabular encoding state: the categories of "
+                                  f"{col['field']!r} {col['categories']} are one value as "
+                                  "numbers; encode the store it comes from again")
+            col["categories"] = names
         return enc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import polars as pl
@@ -245,6 +246,36 @@ def test_a_category_only_test_subjects_have_is_zero(mode):
     for stats in old["stats"].values():
         stats.pop("keep")
     assert Normalizer.from_state(old).transform(te).x["clin"][0, names.index("stage=IV")] != 0
+
+
+@pytest.mark.parametrize("mode", ["zscore", "l2"])
+def test_a_field_whose_training_values_are_one_value_is_zero(mode, caplog):
+    """Training ages all 50 or blank: the z-score saw a constant column, but its blanks
+    held stage 1's imputed value, so the column was kept and test ages 80 and 90 reached
+    an untrained weight. And under l2 a store of category fields alone was not refitted,
+    its stage IV (only at test) kept."""
+    data = _tabular([50.0, None, 50.0, None, 50.0, 50.0, 80.0, 90.0],
+                    ["I", "II", "I", "II", "I", "II", "IV", "I"])
+    tr, te = data.subset(np.arange(6)), data.subset([6, 7])
+    assert Normalizer(mode).fit(tr).transform(te).x["clin"][:, 0].tolist() == [0.0, 0.0]
+    from mmpipe.encoders.tabular import TabularEncoding
+    from mmpipe.store import encoding_signature
+
+    frame = pl.DataFrame({"stage": ["I", "II", "I", "II", "IV"]})
+    enc = TabularEncoding(["stage"], categorical=["stage"]).fit(frame)
+    cats = BenchData(subject_id=np.array([f"s{i}" for i in range(5)]), y=np.arange(5) % 2,
+                     x={"clin": enc.transform(frame)}, present=np.ones((5, 1), bool),
+                     modalities=["clin"], n_classes=2,
+                     provenance={"clin": encoding_signature(
+                         {"encoder_type": "tabular", "tabular_encoding": enc.to_dict()})})
+    norm = Normalizer(mode).fit(cats.subset(np.arange(4)))
+    assert enc.feature_names[2] == "stage=IV"
+    assert norm.transform(cats.subset([4])).x["clin"][0, 2] == 0.0
+    # one training subject with the modality: every feature constant, said
+    with caplog.at_level(logging.WARNING):
+        Normalizer(mode).fit(cats.subset([0]))
+    assert "every feature of clin is constant over the training subjects (1 have it)" in (
+        caplog.text)
 
 
 def test_a_store_listing_a_subject_twice_is_refused(tmp_path):

@@ -312,3 +312,27 @@ def test_encoding_from_refuses_a_category_field_the_manifest_read_as_numbers(tmp
     job = _job({"encoding_from": str(src)}, ["stage"])
     loop.setup(job, _items([("n1", {"stage": "X"}), ("n2", {"stage": "2"})]))
     assert job.state[0][:, :4].tolist() == [[0, 0, 0, 1], [0, 1, 0, 0]]
+
+
+def test_integer_text_beyond_int64_keeps_its_digits():
+    """Read through a float, two 20-digit codes became one category, 12345678901234567168,
+    a value neither had."""
+    from mmpipe.encoders.tabular import canonical_value
+
+    assert canonical_value("12345678901234567890") == "12345678901234567890"
+    assert canonical_value("12345678901234567891") == "12345678901234567891"
+    assert canonical_value(" 007 ") == "7" and canonical_value("2.50") == "2.5"
+
+
+def test_an_encoding_stored_before_number_text_was_read_places_its_own_values():
+    """Categories '01' and '02', stored as written by an earlier version: read as the
+    numbers they are now, its own values came back unseen (all zeros)."""
+    state = TabularEncoding(["site"], categorical=["site"]).fit(
+        pl.DataFrame({"site": ["A", "B"]})).to_dict()
+    state["columns"][0]["categories"] = ["01", "02", "X"]
+    old = TabularEncoding.from_dict(state)
+    assert old.transform(pl.DataFrame({"site": ["01", "02", "X"]})).tolist() == [
+        [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    state["columns"][0]["categories"] = ["1", "01"]
+    with pytest.raises(ConfigError, match=r"categories of 'site' \['1', '01'\] are one value"):
+        TabularEncoding.from_dict(state)

@@ -135,6 +135,10 @@ def test_collect_runs_reads_the_kind_of_device_each_run_trained_on(fake_runs):
             **first, "seed": 2, "device": "cpu", "method_type": method_type,
             "training": {"folds": [{"estimator": {"C": 1.0}}, {"estimator": {"C": 0.1}}]}}))
         assert collect_runs(fake_runs[0])["device"].to_list().count(None) == len(devices) - 2
+    # by its kind alone, whatever its record holds
+    fake_runs[0][2].write_text(json.dumps({**first, "seed": 2, "device": "cpu",
+                                           "method_type": "hgb", "training": {}}))
+    assert collect_runs(fake_runs[0])["device"].to_list().count(None) == len(devices) - 2
 
 
 def test_collect_runs_refuses_duplicates(fake_runs):
