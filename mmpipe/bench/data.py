@@ -309,11 +309,10 @@ class Normalizer:
       weight's random initial value to those subjects' scores. (HyperMM's convolution
       shares its weights over a block's positions, so a position constant in training
       has trained weights; it is zeroed all the same, as training saw it.) A tabular
-      store's numeric
-      fields (:func:`blank_columns`)
-      take their statistics from the training rows with a value, their blanks are set to
-      the training mean (0) and their blank indicators stay 0/1: no statistic of the
-      stage-1 encoding, fitted on the whole cohort, reaches the features.
+      store's numeric fields (:func:`blank_columns`) take their statistics from the
+      training rows with a value, their blanks are set to the training mean (0) and their
+      blank indicators stay 0/1: no statistic of the stage-1 encoding, fitted on the whole
+      cohort, reaches the features.
     - ``"l2"``: each feature vector (last axis) scaled to unit L2 norm. A tabular store's
       numeric fields are first standardised and their blanks imputed from the training
       rows, as the z-score does them: scaled as stored, its vectors carried stage 1's

@@ -168,9 +168,9 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
             ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray]:
     """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
     its fit, and the out-of-fold probabilities. ``pool`` is normalised with the whole
-    training part's statistics; a fold's normaliser is fitted on its
-    training folds of ``pool`` alone (:meth:`Normalizer.fit`), so the held-out fold's
-    features do not depend on the held-out fold."""
+    training part's statistics; a fold's normaliser is fitted on its training folds of
+    ``pool`` alone (:meth:`Normalizer.fit`), so the held-out fold's features do not
+    depend on the held-out fold."""
     folds = stratified_folds(strata(pool), selection.folds, seed)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
     members, norms, results = [], [], []
