@@ -255,8 +255,10 @@ _UNSET = object()
 
 
 def _class_literal(module: str, cls, name: str):
-    """The literal a class (or the first base in MRO order that has one) assigns to
-    ``name``, or ``_UNSET``."""
+    """The literal a class assigns to ``name`` (else its bases', depth first, which is
+    Python's order for the project's single-inheritance methods), or ``_UNSET``; a
+    value that is not a literal is a ValueError, which the tests of every registered
+    type would show."""
     for node in cls.body:
         target = (node.target if isinstance(node, ast.AnnAssign)
                   else node.targets[0] if isinstance(node, ast.Assign) else None)
