@@ -85,15 +85,11 @@ def _identity_from_path(path: Path) -> dict[str, Any]:
     return ident
 
 
-def _sklearn_run(method_type: str, metrics: dict[str, Any]) -> bool:
-    """Whether a run is a scikit-learn fit: by its type's kind, or by its record (the
-    estimator, or under cv each fold's: a fold ensemble's record is per fold, which the
-    report took for a CPU-trained network)."""
-    from mmpipe.methods import METHODS
-    from mmpipe.methods.hparams import method_kind
-
-    if method_type in METHODS and method_kind(method_type) == "sklearn":
-        return True
+def _sklearn_run(metrics: dict[str, Any]) -> bool:
+    """Whether a run is a scikit-learn fit, by its record: the estimator, or under cv each
+    fold's (a fold ensemble's record is per fold, which the report took for a CPU-trained
+    network). Not by its type's kind: reading the method registry would put every
+    method's imports in the report's environment."""
     training = metrics.get("training") or {}
     return "estimator" in training or any(
         "estimator" in (fold or {}) for fold in training.get("folds") or [])
@@ -230,7 +226,7 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so.
         # None for a scikit-learn fit: it runs on the CPU under any device, recorded as
         # such, and gives the same numbers on any
-        row["device"] = (None if _sklearn_run(row["method_type"], m) else
+        row["device"] = (None if _sklearn_run(m) else
                          str(m.get("device") or "").split(":")[0] or None)
         flags = run_flag_list(m, p)
         row["flags"] = ";".join(f["flag"] for f in flags) or None

@@ -129,15 +129,10 @@ def test_collect_runs_reads_the_kind_of_device_each_run_trained_on(fake_runs):
                                            "training": {"estimator": {"C": 1.0}}}))
     devices = collect_runs(fake_runs[0])["device"].to_list()
     assert Counter(devices) == {"cpu": 1, "cuda": 1, None: len(devices) - 2}
-    # a scikit-learn fold ensemble under cv records its estimators per fold: by its kind
-    for method_type in ("logreg", "retired_sklearn_type"):
-        fake_runs[0][2].write_text(json.dumps({
-            **first, "seed": 2, "device": "cpu", "method_type": method_type,
-            "training": {"folds": [{"estimator": {"C": 1.0}}, {"estimator": {"C": 0.1}}]}}))
-        assert collect_runs(fake_runs[0])["device"].to_list().count(None) == len(devices) - 2
-    # by its kind alone, whatever its record holds
-    fake_runs[0][2].write_text(json.dumps({**first, "seed": 2, "device": "cpu",
-                                           "method_type": "hgb", "training": {}}))
+    # a scikit-learn fold ensemble under cv records its estimators per fold
+    fake_runs[0][2].write_text(json.dumps({
+        **first, "seed": 2, "device": "cpu", "method_type": "logreg",
+        "training": {"folds": [{"estimator": {"C": 1.0}}, {"estimator": {"C": 0.1}}]}}))
     assert collect_runs(fake_runs[0])["device"].to_list().count(None) == len(devices) - 2
 
 
