@@ -430,8 +430,8 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     prompt = mod.get("prompt") or {}
     prompt_codes = {f: sorted(missing_codes(prompt, f)) for f in sorted(fields)}
     # an `encoding_from` entry takes its codes from the stored encoding, which the config
-    # cannot see; of several tabular encodings (compared with each other), the prompt
-    # must agree with one
+    # cannot see: its encoding job compares them (encode/tabular.py); of several tabular
+    # encodings (compared with each other), the prompt must agree with one
     differences = []
     for enc_name, enc in zip(mod.get("encoders", []), encoders, strict=True):
         if enc.get("type") != "tabular" or enc.get("encoding_from"):

@@ -80,6 +80,7 @@ def setup(job, items) -> None:
     if source:
         encoding = load_encoding(source, fields, job.cfg)
         _check_categories_kept(encoding, frame, job.cfg)
+        _check_prompt_codes(encoding, job.params.get("prompt_missing_values"), job.cfg)
     else:
         encoding = TabularEncoding.from_config(job.cfg, fields).fit(frame)
     unplaced = []
@@ -114,6 +115,29 @@ def _check_categories_kept(encoding, frame: pl.DataFrame, cfg: Mapping[str, Any]
                 "numbers, but the manifest read it as numbers and blanks such values; set "
                 f"encoders.{cfg.get('name', '<tabular>')}.categorical to the reused "
                 f"encoding's {encoding.categorical}, which the manifest reads too")
+
+
+def _check_prompt_codes(encoding, prompt_codes: Mapping[str, list] | None,
+                        cfg: Mapping[str, Any]) -> None:
+    """The reused encoding's blank codes against the prompts' of a text encoder of the same
+    modality: where they differ, a subject whose every field is ``-1`` is absent from the
+    tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
+    cells train and test on different subjects. The config check compares the codes of an
+    encoding fitted here; a reused one's are in its store."""
+    from mmpipe.preprocess.prompts import missing_codes
+
+    if prompt_codes is None:
+        return
+    stored = {"missing_values": encoding.missing_values}
+    differ = {f: (sorted(missing_codes(stored, f)), sorted(codes))
+              for f, codes in prompt_codes.items()
+              if sorted(missing_codes(stored, f)) != sorted(codes)}
+    if differ:
+        raise ConfigError(
+            f"encoders.{cfg.get('name', '<tabular>')}: the encoding it reuses treats other "
+            "codes as blank than the modality's prompt (" + "; ".join(
+                f"{f}: {a} against {b}" for f, (a, b) in differ.items())
+            + "); give the prompt the reused encoding's missing_values")
 
 
 def _sentinel_text(encoding) -> str:

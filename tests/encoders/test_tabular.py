@@ -336,3 +336,35 @@ def test_an_encoding_stored_before_number_text_was_read_places_its_own_values():
     state["columns"][0]["categories"] = ["1", "01"]
     with pytest.raises(ConfigError, match=r"categories of 'site' \['1', '01'\] are one value"):
         TabularEncoding.from_dict(state)
+
+
+def test_a_reused_encoding_must_blank_the_codes_the_prompt_blanks(tmp_path, raw_config):
+    """The config check compares the prompt's blank codes with a tabular encoding fitted
+    here, not with a reused one's, stored elsewhere: a subject whose every field is -1
+    was absent from the tabular store and present in the text one ("Age -1. Stage -1.")."""
+    import copy
+
+    from mmpipe.config import validate_config
+    from mmpipe.encode import tabular as loop
+    from mmpipe.params import encoder_params
+
+    fitted = TabularEncoding(["age", "sex"], missing_values=[-1]).fit(
+        pl.DataFrame({"age": [40, 50, -1], "sex": ["F", "M", "F"]}))
+    src = _store(tmp_path / "train.zarr", fitted)
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"] = {"type": "tabular", "encoding_from": str(src)}
+    clinical = cfg["cohorts"]["demo"]["modalities"]["clinical"]
+    clinical["fields"] = ["age", "sex"]
+    clinical["prompt"] = {"header": "Record.", "missing": "omit"}
+    cfg = validate_config(cfg)
+    params = encoder_params(cfg, "demo", "clinical", "tabular")
+    assert params["prompt_missing_values"] == {"age": [], "sex": []}
+    job = _job({"encoding_from": str(src)})
+    job.params = params
+    items = _items([("n1", {"age": -1, "sex": "F"})])
+    with pytest.raises(ConfigError, match=r"age: \['-1'\] against \[\]; sex: \['-1'\] against "
+                                          r"\[\]\); give the prompt the reused encoding's"):
+        loop.setup(job, items)
+    clinical["prompt"]["missing_values"] = [-1]
+    job.params = encoder_params(cfg, "demo", "clinical", "tabular")
+    loop.setup(job, items)
