@@ -422,7 +422,7 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     codes as blank in both: else a subject whose every field is ``-1`` is absent from the
     tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
     cells train and test on different subjects."""
-    from mmpipe.preprocess.prompts import missing_codes
+    from mmpipe.preprocess.prompts import blank_code_differences, missing_codes
 
     encoders = [cfg.get("encoders", {}).get(e) or {} for e in mod.get("encoders", [])]
     if not any(e.get("type") == "text" for e in encoders):
@@ -436,12 +436,10 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     for enc_name, enc in zip(mod.get("encoders", []), encoders, strict=True):
         if enc.get("type") != "tabular" or enc.get("encoding_from"):
             continue
-        own = {f: sorted(missing_codes(enc, f)) for f in prompt_codes}
-        differ = {f: (own[f], prompt_codes[f]) for f in prompt_codes if own[f] != prompt_codes[f]}
+        differ = blank_code_differences(enc, prompt_codes)
         if not differ:
             return []
-        differences.append(f"the tabular encoder {enc_name!r}: " + "; ".join(
-            f"{f}: {a} against {b}" for f, (a, b) in differ.items()))
+        differences.append(f"the tabular encoder {enc_name!r}: {differ}")
     if not differences:
         return []
     return [f"{where}.prompt.missing_values: the prompt treats other codes as blank than "

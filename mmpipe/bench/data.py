@@ -270,12 +270,13 @@ def blank_columns(provenance: dict[str, Any]) -> list[tuple[int, int]]:
     return pairs
 
 
-def _constant_columns_kept(rows: np.ndarray, pairs: list[tuple[int, int]],
+def _constant_columns_kept(rows: np.ndarray, std: np.ndarray, pairs: list[tuple[int, int]],
                            modality: str) -> np.ndarray:
     """1 for a column that varies over the training rows, 0 for one that does not (its
     weight never trained). A numeric field's value column varies by its values alone:
-    blanks hold stage 1's imputed value, which the normaliser replaces by the mean."""
-    keep = rows.std(axis=0) >= STD_FLOOR
+    blanks hold stage 1's imputed value, which the normaliser replaces by the mean.
+    ``std``: the rows' standard deviation per column."""
+    keep = std >= STD_FLOOR
     for value, blank in pairs:
         known = rows[:, blank] < 0.5
         keep[value] = bool(known.any()) and rows[known, value].std() >= STD_FLOOR
@@ -360,9 +361,10 @@ class Normalizer:
                     mean, std, keep = np.zeros(width), np.ones(width), np.ones(width)
                 else:
                     rows = rows.astype(np.float64)
-                    keep = _constant_columns_kept(rows, pairs, m)
+                    spread = rows.std(axis=0)
+                    keep = _constant_columns_kept(rows, spread, pairs, m)
                     mean, std = _blank_value_stats(rows, pairs, rows.mean(axis=0),
-                                                   rows.std(axis=0))
+                                                   spread)
                     std = np.where(std < STD_FLOOR, 1.0, std)
                 if pairs:
                     self.blanks[m] = pairs
@@ -377,7 +379,7 @@ class Normalizer:
                 width = int(np.prod(self.shapes[m], dtype=np.int64))
                 rows = data.x[m][data.present[:, j]].reshape(-1, width).astype(np.float64)
                 mean, std = _blank_value_stats(rows, pairs, np.zeros(width), np.ones(width))
-                keep = (_constant_columns_kept(rows, pairs, m) if len(rows)
+                keep = (_constant_columns_kept(rows, rows.std(axis=0), pairs, m) if len(rows)
                         else np.ones(width, np.float32))
                 self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32),

@@ -128,7 +128,7 @@ def _resolve(modality: str, exam: str | None, root: Path,
         if len(found) > 1:
             return None, REJECTED, "two files of the slide: " + ", ".join(str(p) for p in found)
         return str(found[0]), "", ""
-    folder = root / exam.lstrip("/")
+    folder = Path(_where(modality, exam, root))
     # by the path as written ('..' steps): a Radiology-* folder linked in from another
     # disk is the download's own
     if not Path(os.path.normpath(folder)).is_relative_to(os.path.normpath(root)):

@@ -17,6 +17,12 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _INT64_MAX = 2**63 - 1
 
 
+def is_integer_text(text: str) -> bool:
+    """Whether ``text`` is written as an integer (of any size: beyond int64,
+    :func:`parse_number` gives it as a float)."""
+    return bool(_INTEGER.fullmatch(text.strip()))
+
+
 def parse_number(text: str) -> int | float | None:
     """``text`` as an int (within int64) or a finite float, or None when it is not a
     number by the rule above."""

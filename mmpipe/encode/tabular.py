@@ -124,20 +124,16 @@ def _check_prompt_codes(encoding, prompt_codes: Mapping[str, list] | None,
     tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
     cells train and test on different subjects. The config check compares the codes of an
     encoding fitted here; a reused one's are in its store."""
-    from mmpipe.preprocess.prompts import missing_codes
+    from mmpipe.preprocess.prompts import blank_code_differences
 
     if prompt_codes is None:
         return
-    stored = {"missing_values": encoding.missing_values}
-    differ = {f: (sorted(missing_codes(stored, f)), sorted(codes))
-              for f, codes in prompt_codes.items()
-              if sorted(missing_codes(stored, f)) != sorted(codes)}
+    differ = blank_code_differences({"missing_values": encoding.missing_values}, prompt_codes)
     if differ:
         raise ConfigError(
             f"encoders.{cfg.get('name', '<tabular>')}: the encoding it reuses treats other "
-            "codes as blank than the modality's prompt (" + "; ".join(
-                f"{f}: {a} against {b}" for f, (a, b) in differ.items())
-            + "); give the prompt the reused encoding's missing_values")
+            f"codes as blank than the modality's prompt ({differ}); give the prompt the "
+            "reused encoding's missing_values")
 
 
 def _sentinel_text(encoding) -> str:

@@ -58,10 +58,9 @@ VGG_SLICE_RECIPE: dict[str, Any] = {
     "min_foreground": None,
 }
 # The ``transform`` keys each type's recipe reads (mmpipe.preprocess.volume builds the
-# recipes; a test holds these equal to its own sets). A key of the other recipe
+# recipes from them, the config check refuses others). A key of the other recipe
 # (``max_slices`` on Med3D, ``resize`` on VGG11 slices) was accepted, logged as ignored in
-# the encoding job and keyed, so setting it reran the stores and changed nothing. Not read
-# by any entry, so it is in no store's code key.
+# the encoding job and keyed, so setting it reran the stores and changed nothing.
 TRANSFORM_KEYS: dict[str, frozenset[str]] = {
     "med3d": frozenset({"orientation", "spacing", "crop_foreground", "hu_window", "normalize",
                         "resize", "roi_crop", "mask_out"}),

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 
-from mmpipe.cohorts.numbers import parse_number
+from mmpipe.cohorts.numbers import is_integer_text, parse_number
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ def canonical_value(value: Any) -> str | None:
     # integer beyond int64, which parse_number gives as a float, keeps its own digits
     if (number := parse_number(text)) is not None:
         return (canonical_value(number) if isinstance(number, int) or
-                not _INTEGER_TEXT.fullmatch(text) else str(int(text)))
+                not is_integer_text(text) else str(int(text)))
     return text if text and text.lower() != MISSING else None
 
 
@@ -88,7 +87,6 @@ class Unplaced(NamedTuple):
 
 
 UNSEEN, NOT_A_NUMBER = "unseen", "not_a_number"
-_INTEGER_TEXT = re.compile(r"[+-]?\d+")
 
 
 def _number_or_none(value: str | None) -> float | None:

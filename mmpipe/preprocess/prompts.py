@@ -42,6 +42,17 @@ def missing_codes(prompt: Mapping[str, Any], field: str) -> set[str]:
     return set(canonical_codes(codes))
 
 
+def blank_code_differences(encoding: Mapping[str, Any], prompt_codes: Mapping[str, Any]
+                           ) -> str | None:
+    """Where a tabular encoding (a block with ``missing_values``: an encoder's config or a
+    stored encoding's) treats other codes as blank than the prompts (``prompt_codes``:
+    field -> codes), said per field as "field: [its] against [the prompt's]"; None where
+    they agree."""
+    differ = [(f, own, sorted(codes)) for f, codes in prompt_codes.items()
+              if (own := sorted(missing_codes(encoding, f))) != sorted(codes)]
+    return "; ".join(f"{f}: {own} against {codes}" for f, own, codes in differ) or None
+
+
 def _is_missing(value: Any, codes: set[str]) -> bool:
     """Blank as the tabular encoding reads a value (None, NaN, whitespace, the text
     "missing") or one of ``codes``."""

@@ -33,6 +33,7 @@ import torch
 from monai.data import ImageReader
 from monai.transforms import Transform
 
+from mmpipe.encoders.registry import TRANSFORM_KEYS
 from mmpipe.errors import ConfigError, InputError, out_of_memory
 from mmpipe.io.declared_size import beyond_file
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
@@ -40,10 +41,9 @@ from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_
 
 log = logging.getLogger(__name__)
 
-_VOLUME_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "normalize", "resize",
-                "roi_crop", "mask_out"}
-_SLICE_KEYS = {"orientation", "spacing", "crop_foreground", "hu_window", "max_slices",
-               "min_foreground", "roi_crop", "slice_select", "mask_out"}
+# the keys each recipe reads, as the registry declares them (the config check reads them)
+_VOLUME_KEYS = set(TRANSFORM_KEYS["med3d"])
+_SLICE_KEYS = set(TRANSFORM_KEYS["vgg11_slices"])
 _NORMALIZE = ("zscore", "foreground_zscore_noise", "minmax", None)
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

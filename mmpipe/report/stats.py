@@ -46,13 +46,27 @@ def paired_p(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> fl
     than two pairs."""
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    tails = paired_tails(a, b)
+    if tails is None:
+        return None
+    greater, less = tails
+    if alternative == "greater":
+        return greater
+    if alternative == "less":
+        return less
+    return min(1.0, 2 * min(greater, less))
+
+
+def paired_tails(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
+    """Both one-sided p of :func:`paired_p`, ``(a > b, a < b)``, from one count of the
+    sign patterns."""
     keep = ~(np.isnan(a) | np.isnan(b))
     if int(keep.sum()) < 2:
         return None
     d = np.round(a[keep] - b[keep], DECIMALS)
     d = d[d != 0]
     if not len(d):
-        return 1.0
+        return 1.0, 1.0
     # average ranks are multiples of 1/2: doubled, every sum of them is an integer
     ranks = np.rint(2 * rankdata(np.abs(d))).astype(int)
     observed = int(ranks[d > 0].sum())
@@ -63,11 +77,7 @@ def paired_p(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> fl
     patterns = 2 ** len(d)
     greater = sum(counts[observed:]) / patterns   # P(T+ >= observed)
     less = sum(counts[:observed + 1]) / patterns  # P(T+ <= observed)
-    if alternative == "greater":
-        return greater
-    if alternative == "less":
-        return less
-    return min(1.0, 2 * min(greater, less))
+    return greater, less
 
 
 def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequence[str],

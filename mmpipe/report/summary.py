@@ -38,7 +38,7 @@ import polars as pl
 
 from mmpipe.bench.flags import COLLAPSE_FLAGS
 from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
-from mmpipe.report.stats import min_wilcoxon_p, paired_p
+from mmpipe.report.stats import min_wilcoxon_p, paired_tails
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
     SIGNIFICANCE,
@@ -192,9 +192,9 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
     # (ahead on 11 of 12 seeds by a little, behind by much on one): no side is called then
     leader, (x, y) = (name_o, (y, x)) if other_ahead else (name_f, (x, y))
     ahead = int(np.sum(x > y))
-    greater, less = paired_p(x, y, alternative="greater"), paired_p(x, y, alternative="less")
-    p = None if greater is None else min(1.0, 2 * min(greater, less))
-    significant = p is not None and p < SIGNIFICANCE and greater <= less
+    tails = paired_tails(x, y)
+    p = None if tails is None else min(1.0, 2 * min(tails))
+    significant = p is not None and p < SIGNIFICANCE and tails[0] <= tails[1]
     if significant:
         verdict = "significant"
     elif p is not None and p < SIGNIFICANCE:
