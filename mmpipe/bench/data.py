@@ -416,6 +416,16 @@ class Normalizer:
             x[m] = np.where(mask, v, 0).astype(np.float32)
         return dataclasses.replace(data, x=x, label_values=list(data.label_values))
 
+    def zeroed(self) -> dict[str, tuple[int, int]]:
+        """Modality -> (features zeroed as constant over the fitted subjects, its features),
+        for each modality with one such feature."""
+        out = {}
+        for m, s in self.stats.items():
+            n = int((s.get("keep", np.ones(1)) == 0).sum())
+            if n:
+                out[m] = (n, int(s["keep"].size))
+        return out
+
     def fit_transform(self, data: BenchData) -> BenchData:
         return self.fit(data).transform(data)
 

@@ -239,6 +239,28 @@ def _keep_best_model(cell_dir: Path, results: list[dict[str, Any]]) -> None:
         (run_dir / METRICS).write_text(json.dumps(r, indent=2, default=float))
 
 
+def _zeroed_note(normalizer: Normalizer) -> list[str]:
+    zeroed = normalizer.zeroed()
+    if not zeroed:
+        return []
+    return ["features constant over the subjects the normaliser was fitted on are zero for "
+            "every subject (no weight trains on them): "
+            + ", ".join(f"{m} {n} of {width}" for m, (n, width) in zeroed.items())]
+
+
+def _absent_label_notes(data: BenchData, parts: list[tuple[str, BenchData]],
+                        test: BenchData) -> list[str]:
+    """A label without a subject in a part (too rare for the split to give each part one,
+    or left without input by the mask): that part's AUC and early stopping cannot see it."""
+    notes = []
+    for name, part in [*parts, ("test", test)]:
+        absent = [data.label_values[c] if c < len(data.label_values) else c
+                  for c in range(data.n_classes) if not (part.y == c).any()]
+        if absent:
+            notes.append(f"no {name} subject has label {', '.join(map(str, absent))}")
+    return notes
+
+
 def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], label: str,
              method_cfg: dict[str, Any], split_path: str | Path, mask_path: str | Path,
              out_dir: str | Path, *, seed: int, meta: dict[str, Any], normalize: str = "zscore",
@@ -285,6 +307,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     fitted_on = train if selection_cfg.strategy == "validation" else training_part(train, val)
     normalizer = Normalizer(normalize).fit(fitted_on)
     train, val, test = (normalizer.transform(d) for d in (train, val, test))
+    notes += _zeroed_note(normalizer) + _absent_label_notes(
+        data, [("training", train), ("validation", val)]
+        if selection_cfg.strategy == "validation" else [("training", fitted_on)], test)
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
     prior = np.bincount(fitted_on.y, minlength=data.n_classes) / max(len(fitted_on.y), 1)

@@ -20,7 +20,8 @@ proportional share, and the leftover subjects go to the (stratum, split) pairs w
 largest fractional remainders until every split reaches its total. A label with at
 least as many subjects as there are parts then has one in each (a subject moved from the
 part holding most of it, so a part's total moves by one for each label it lacked), so
-validation and test can score it; a rarer label is said in a warning. Ties and the
+validation and test can score it; a rarer label is said in a warning, and each run's
+notes name the part that lacks it. Ties and the
 members of each stratum are ordered by a ``numpy`` Generator seeded with ``seed``, so a
 split is a pure function of (subjects, labels, patterns, seed, ratios): the same seed
 gives the same file, another seed another split, and the input order does not matter.

@@ -27,7 +27,12 @@ MODALITIES = {"a": 6, "b": 4, "c": 5}
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
+    return _cohort(tmp_path_factory.mktemp("bench"))
+
+
+def _cohort(root, constant_a0: bool = False):
+    """80 subjects, label ``y``, modalities ``a`` (always there), ``b`` and ``c``; with
+    ``constant_a0`` the first feature of ``a`` is 1 for every subject."""
     rng = np.random.default_rng(0)
     n = 80
     y = rng.integers(0, 2, n)
@@ -38,7 +43,10 @@ def cohort(tmp_path_factory):
             if rng.random() < 0.3 and m != "a":   # natural missingness; "a" always there
                 cells.append("")
                 continue
-            np.save(root / f"{m}{i}.npy", (rng.normal(size=d) + 1.5 * y[i]).astype(np.float32))
+            x = rng.normal(size=d) + 1.5 * y[i]
+            if constant_a0 and m == "a":
+                x[0] = 1.0
+            np.save(root / f"{m}{i}.npy", x.astype(np.float32))
             cells.append(f"{m}{i}.npy")
         rows.append(f"s{i:03d},{y[i]}," + ",".join(cells))
     (root / "cohort.csv").write_text("\n".join(rows) + "\n")
@@ -495,3 +503,44 @@ def test_training_subjects_left_without_input_are_counted(cohort, tmp_path):
     assert all(total > by_mask > 0 for total, by_mask in counted.values()), counted
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] + counted["train"][0] == 48  # the split's 60 % of 80
+
+
+@pytest.mark.parametrize("normalize", ["zscore", "none"])
+def test_features_zeroed_as_constant_are_counted(tmp_path, normalize):
+    """A feature constant over the training subjects is zeroed for every subject (its
+    weight never trains); only a modality zeroed whole was said, and only in the log."""
+    (tmp_path / "const").mkdir()
+    root, cohort_dir = _cohort(tmp_path / "const", constant_a0=True)
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "logreg"}, root / "split.parquet", root / "mask.parquet",
+                             out, seed=0, normalize=normalize,
+                             meta={"cohort": "toy", "feature_set": "all", "method": "logreg",
+                                   "scenario": "mcar", "rate": 0.4})
+    zeroed = [n for n in metrics["notes"] if "zero for every subject" in n]
+    assert zeroed == ([] if normalize == "none" else [
+        "features constant over the subjects the normaliser was fitted on are zero for every "
+        "subject (no weight trains on them): a 1 of 6"])
+
+
+def test_a_label_without_a_subject_in_a_part_is_noted(cohort, tmp_path):
+    """A label the validation split lacks (too rare for the split to give each part one,
+    or taken by the mask) leaves its AUC NaN and early stopping blind; it was said only
+    in the split job's log, if at all."""
+    from mmpipe.bench.missingness import read_mask, write_mask
+    from mmpipe.bench.splits import read_split
+    from mmpipe.cohorts.manifest_files import read_manifest
+
+    root, cohort_dir = cohort
+    ids, mask, modalities = read_mask(root / "mask.parquet")
+    split = dict(read_split(root / "split.parquet").select("subject_id", "split").iter_rows())
+    label = dict(read_manifest(cohort_dir)[0].select("subject_id", "y").iter_rows())
+    mask[[split[i] == "val" and label[i] == 1 for i in ids]] = False
+    write_mask(ids, mask, modalities, tmp_path / "no_val_1.parquet")
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "logreg"}, root / "split.parquet",
+                             tmp_path / "no_val_1.parquet", tmp_path / "run", seed=0,
+                             meta={"cohort": "toy", "feature_set": "all", "method": "logreg",
+                                   "scenario": "mcar", "rate": 0.4})
+    assert [n for n in metrics["notes"] if n.startswith("no ")] == [
+        "no validation subject has label 1"]
