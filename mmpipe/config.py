@@ -378,6 +378,8 @@ def _check_table_settings(cfg: dict) -> list[str]:
     """Names in a table's settings are its fields: a typo was silently ignored (a prompt
     phrase of "Age" for the field "age", ``missing_values: {agee: [-1]}`` fitting -1 as
     an age)."""
+    from mmpipe.preprocess.prompts import value_map_collisions
+
     problems = []
     fields_of: dict[str, set[str]] = {}  # encoder -> the fields of the modalities it reads
     for cname, cohort in cfg.get("cohorts", {}).items():
@@ -396,6 +398,11 @@ def _check_table_settings(cfg: dict) -> list[str]:
                                     f"({type(err).__name__}: {err})")
             problems += _check_prompt_codes(cfg, f"config.cohorts.{cname}.modalities.{mname}",
                                             mod, fields)
+            for field, mapping in ((mod.get("prompt") or {}).get("value_maps") or {}).items():
+                for keys in value_map_collisions(mapping or {}):
+                    problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt."
+                                    f"value_maps.{field}: keys {keys} are one value (the "
+                                    "tabular encoding's one category); keep one")
             for block in ("phrases", "value_maps", "missing_values"):
                 named = (mod.get("prompt") or {}).get(block) or {}
                 unknown = sorted(set(named if isinstance(named, dict) else ()) - fields)

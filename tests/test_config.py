@@ -687,6 +687,9 @@ def test_seeds_are_distinct_and_not_negative(raw_config, seeds):
     (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["prompt"].update(
         missing_values={"agee": [-1]}),
      "prompt.missing_values: ['agee'] are not fields of the modality"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["prompt"].update(
+        value_maps={"stage": {2: "II", "2.0": "two"}}),
+     "prompt.value_maps.stage: keys [2, '2.0'] are one value"),
 ])
 def test_names_in_a_tables_settings_are_its_fields(raw_config, edit, message):
     cfg = copy.deepcopy(raw_config)

@@ -53,6 +53,22 @@ def blank_code_differences(encoding: Mapping[str, Any], prompt_codes: Mapping[st
     return "; ".join(f"{f}: {own} against {codes}" for f, own, codes in differ) or None
 
 
+def value_map(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    """A field's ``value_maps`` keyed as :func:`canonical_value` reads values, so a key
+    ``2`` (YAML's integer or its text) maps 2, 2.0 and the text "2.0", as the tabular
+    encoding makes them one category. Keys that are one value with different texts
+    (``2`` and ``"2.0"`` mapped apart) are a config error (:func:`value_map_collisions`)."""
+    return {canonical_value(k): v for k, v in mapping.items()}
+
+
+def value_map_collisions(mapping: Mapping[Any, Any]) -> list[list[Any]]:
+    """Groups of ``value_maps`` keys that name one value (and so one category)."""
+    groups: dict[str | None, list[Any]] = {}
+    for k in mapping:
+        groups.setdefault(canonical_value(k), []).append(k)
+    return [keys for keys in groups.values() if len(keys) > 1]
+
+
 def _is_missing(value: Any, codes: set[str]) -> bool:
     """Blank as the tabular encoding reads a value (None, NaN, whitespace, the text
     "missing") or one of ``codes``."""
@@ -83,8 +99,8 @@ def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, 
                 parts.append(template.format(field=field, value=missing_text))
             continue
         n_present += 1
-        mapping = value_maps.get(field, {})
-        shown = mapping.get(_format(value), mapping.get(value, _format(value)))
+        shown = value_map(value_maps.get(field) or {}).get(canonical_value(value),
+                                                           _format(value))
         parts.append(template.format(field=field, value=shown))
     return (" ".join(parts) if n_present else None), n_present
 

@@ -22,6 +22,15 @@ def test_value_maps_and_no_field_at_all():
     assert render_prompt({"age": None, "sex": None}, ["age", "sex"], PROMPT) is None
 
 
+@pytest.mark.parametrize("value", [1, 1.0, "1", "1.0", " 1 "])
+def test_a_value_map_maps_every_text_of_its_value(value):
+    """A key "1" mapped 1 and 1.0 but not the text "1.0" (a column holding an "X" is read
+    as text), which the tabular encoding reads as the category 1."""
+    assert render_prompt({"sex": value}, ["sex"], PROMPT) == "Record. Sex: male."
+    assert render_prompt({"sex": value}, ["sex"], {**PROMPT, "value_maps": {"sex": {
+        1: "male"}}}) == "Record. Sex: male."
+
+
 def test_build_prompts_refuses_label_fields_and_unknown_columns():
     m = pl.DataFrame({"subject_id": ["a", "b"], "age": [50, None], "sex": [None, None],
                       "label": [0, 1]})
