@@ -19,11 +19,12 @@ NATURAL = {"mmare": [0.80, 0.78, 0.82, 0.79, 0.81], "hgb": [0.85, 0.84, 0.86, 0.
 # standard trained on one seed only: its high mean is no contest
 MCAR = {"mmare": [0.75, 0.74, 0.76, 0.70, 0.77], "hgb": [0.70, 0.70, 0.72, 0.74, 0.73],
         "muse": [0.50] * 5, "standard": [0.95, None, None, None, None]}
-TYPES = {"mmare": "mmare", "hgb": "hgb", "logreg": "logreg", "single_ct": "single",
-         "single_cli": "single",
+TYPES = {"mmare": "mmare", "featimpute": "featimpute", "hgb": "hgb", "logreg": "logreg", "single_ct": "single",
+         "single_cli": "single", "single_ct2": "single",
          "muse": "muse", "standard": "standard"}
-FAMILY = {"mmare": "MMARE", "hgb": "baselines", "logreg": "baselines",
+FAMILY = {"mmare": "MMARE", "featimpute": "imputation", "hgb": "baselines", "logreg": "baselines",
           "single_ct": "single modality", "single_cli": "single modality",
+          "single_ct2": "single modality",
           "muse": "attention / graph",
           "standard": "simple fusion"}
 
@@ -143,11 +144,11 @@ def test_a_baseline_ahead_within_noise_is_not_said_to_beat_the_fusion():
 
 def test_fusion_vs_single_two_sided_wilcoxon(md):
     lines = _section(md, "**Natural missingness**")
-    single = next(line for line in lines if "best single modality" in line)
+    single = next(line for line in lines if "single modality best" in line)
     a, b = np.array(NATURAL["mmare"]), np.array(NATURAL["single_ct"])
     p = wilcoxon(a, b, method="exact").pvalue
     assert p == pytest.approx(2 / 32)     # ahead on all 5 seeds: the smallest p there is
-    assert single == (f"- fusion **mmare** vs best single modality **single_ct** "
+    assert single == (f"- fusion **mmare** vs single modality best on test **single_ct** "
                       f"({b.mean():.3f}): {a.mean() - b.mean():+.3f}; mmare ahead on 5 of 5 "
                       f"seeds, two-sided p = {p:.3g} (not significant at 0.05)")
 
@@ -293,13 +294,38 @@ def test_a_baseline_that_trained_on_some_seeds_is_compared_on_the_shared_seeds()
                            "(means over the 2 seeds both have a value on)")
 
 
-def test_the_strongest_single_modality_run_is_the_comparator_even_if_a_seed_failed():
+def test_a_partial_run_level_with_the_best_is_not_said_to_be_higher():
+    """featimpute over 2 of 4 seeds and mmare over all at the same mean: "featimpute has
+    a higher mean, 0.750" (the partial best was told apart by identity, not by value)."""
+    runs = _table_runs({"mmare": [0.75] * 5, "featimpute": [0.80, 0.70, None, None, None]})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert lines[0].startswith("- best: **mmare**") and "higher mean" not in lines[0], lines[0]
+
+
+def test_the_single_modality_compared_is_chosen_on_validation_among_whole_runs():
+    """The comparator was the single modality best on the test runs it is compared on,
+    partial runs included: a modality that trained on one seed of five (0.9 there) hid
+    the whole one ahead of the fusion on every seed, and the best of several on test was
+    "ahead of the fusion" three times as often as one fixed modality under no
+    difference."""
+    runs = _table_runs({"mmare": [0.70, 0.71, 0.69, 0.72, 0.70],
+                        "single_ct": [0.80, 0.81, 0.82, 0.80, 0.83],
+                        "single_cli": [0.90, None, None, None, None]})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    line = next(x for x in lines if "single modality best" in x)
+    assert line.startswith("- **single modality best on test single_ct ahead of the "
+                           "fusion** mmare: 0.812 vs 0.704; single_ct ahead on 5 of 5 seeds")
+    # validation chooses among the whole runs: single_ct2 is best on test, single_ct on
+    # validation
     runs = _table_runs({"mmare": [0.70, 0.71, 0.69, 0.72, 0.70],
                         "single_ct": [0.60, 0.62, 0.61, 0.63, 0.60],
-                        "single_cli": [0.80, 0.81, 0.82, 0.80, None]})
+                        "single_ct2": [0.80, 0.81, 0.82, 0.80, 0.83]})
+    runs = runs.with_columns(pl.when(pl.col("method") == "single_ct").then(0.9)
+                             .otherwise(0.6).alias("val_balanced_accuracy"))
     lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
-    line = next(x for x in lines if "best single modality" in x)
-    assert line.startswith("- **best single modality single_cli ahead of the fusion** mmare")
+    line = next(x for x in lines if "single modality best" in x)
+    assert line.startswith("- fusion **mmare** vs single modality best on validation "
+                           "**single_ct** (0.612)"), line
 
 
 def test_a_fusion_method_short_of_a_seed_is_still_compared():
@@ -388,8 +414,15 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
     assert "the masks took" not in summary_markdown(met, summarise(met), _flags())
     # short by more than one subject, level in whole percents: a decimal says it
     near = runs.with_columns(mask_rate=pl.lit(797 / 1000), mask_rate_of=pl.lit(1000.0))
-    assert "from 79.7 % of the test subjects having it, not 80.0 %" in summary_markdown(
+    assert "from 79.7 % of the test subjects having it, not 80 %" in summary_markdown(
         near, summarise(near), _flags())
+    # the rate asked reads as the heading prints it: 12.5 % was "not 12 %" under it
+    eighth = runs.with_columns(rate=pl.lit(0.125), mask_rate=pl.lit(1 / 30))
+    lines = _section(summary_markdown(eighth, summarise(eighth), _flags()),
+                     "**Missing at test time in 12.5 % of test subjects (BD)**")
+    assert lines[0].startswith("- **the masks took the modality from 3 % of the test "
+                               "subjects having it, not 12.5 %**"), lines[0]
+    assert lines[0].endswith("missing at test time, not the 12.5 % asked")
 
 
 def test_a_feature_set_that_kept_the_modality_more_often_is_named():
