@@ -184,3 +184,33 @@ def test_a_heatmap_cell_over_fewer_seeds_says_how_many(tmp_path, monkeypatch):
     plots.plot_pattern_heatmap(table, "balanced_accuracy", tmp_path / "h.png")
     assert "0.80\n[1/3]" in seen["texts"], seen["texts"]
     assert "0.72\n±0.02" in seen["texts"]
+
+
+def test_the_radar_draws_a_method_short_of_a_seed_after_the_whole_ones(tmp_path,
+                                                                      monkeypatch):
+    """With any method whole, every method short of a seed was left off the radar, even
+    with fewer methods than it draws, under a title saying "methods over metrics"."""
+    from mmpipe.report.stats import wilcoxon_vs_best
+
+    metrics = ["balanced_accuracy", "auc", "accuracy"]
+    values = {"mmare": [0.82, 0.81, 0.80, 0.83, None], "muse": [0.75, 0.76, 0.74, 0.75, 0.76],
+              "deepsets": [0.70, 0.71, 0.69, 0.70, 0.72]}
+    runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
+                          "family": "fusion", "scenario": "natural", "rate": 0.0, "seed": s,
+                          **{k: v for k in metrics}, "trained": v is not None}
+                         for m, vals in values.items() for s, v in enumerate(vals)])
+    summary = wilcoxon_vs_best(runs, summarise(runs), metrics)
+    seen = {}
+
+    def keep(fig, out):
+        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        seen["title"] = fig.axes[0].get_title()
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_radar(summary, 0.0, metrics, tmp_path / "r.png")
+    assert sorted(seen["labels"]) == ["deepsets", "mmare (not every seed)", "muse"]
+    # room for two: the whole ones, ranked as the tables bold
+    plots.plot_radar(summary, 0.0, metrics, tmp_path / "r2.png", top=2)
+    assert sorted(seen["labels"]) == ["deepsets", "muse"], seen
+    assert "the 2 best of 3 methods" in seen["title"]
