@@ -54,7 +54,8 @@ reconstruct it (MSE) where present.
 
 **Adaptations to cached vector features and to our scenarios** (also in
 :meth:`report_notes`): modalities are flattened vectors; an absent *other* modality is
-zero-filled (``torch.where``) in every branch and in the generator; the branch choice
+zero-filled (``torch.where``) in every branch and in the generator, and its block of
+encoded features is left out of the feature losses; the branch choice
 depends only on ``missing_modality``. ``train_subjects`` chooses who trains: ``complete``
 (default, the paper's protocol: every modality present), ``with_modality`` (everyone
 having ``missing_modality``, the others zero-filled), and for the comparators also
@@ -106,9 +107,14 @@ def _masked_ce(logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
     return kept.sum() / w.sum().clamp_min(1e-12)
 
 
-def _row_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-row mean squared error [B] of [B, D] tensors."""
-    return (a - b).pow(2).mean(-1)
+def _row_mse(a: torch.Tensor, b: torch.Tensor, cols: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """Per-row mean squared error [B] of [B, D] tensors; with ``cols`` [B, D] (bool), over
+    each row's columns where it is true."""
+    if cols is None:
+        return (a - b).pow(2).mean(-1)
+    sq = torch.where(cols, (a - b).pow(2), torch.zeros((), dtype=a.dtype, device=a.device))
+    return sq.sum(-1) / cols.sum(-1).clamp_min(1).to(a.dtype)
 
 
 class Prompt(nn.Module):
@@ -204,6 +210,23 @@ class _MissingModalityMethod(FusionMethod):
             return torch.ones(present.shape[0], dtype=torch.bool, device=present.device)
         return self.has_missing(present)
 
+    def encoded_columns(self, present: torch.Tensor, extra: int = 0) -> torch.Tensor | None:
+        """[B, K·feat_dim + extra] bool: the columns of the encoded others ``f`` (then
+        ``extra`` more, always true) whose modality the row has; None under
+        ``train_subjects: complete``, where every row has every modality. An absent
+        modality's block is its encoder's output on the zero fill: a feature loss over it
+        would pull that encoder's bias towards the other branch's."""
+        if self.hparams["train_subjects"] == "complete":
+            return None
+        width = int(self.hparams["feat_dim"])
+        present = present.bool()
+        blocks = [present[:, self.modalities.index(m)].unsqueeze(-1).expand(-1, width)
+                  for m in self.other_dims]
+        if extra:
+            blocks.append(torch.ones(present.shape[0], extra, dtype=torch.bool,
+                                     device=present.device))
+        return torch.cat(blocks, dim=-1)
+
     def prepare(self, x, present, y) -> None:
         rows = self.training_rows(present)
         if len(torch.unique(y[rows])) < 2:
@@ -280,8 +303,10 @@ class BidirectionalDistillation(_MissingModalityMethod):
         return {
             "ce_multi": _masked_ce(z_m, y, rows, class_weight),
             "ce_single": _masked_ce(z_s, y, rows, class_weight),
-            "feat_to_multi": _row_mean(_row_mse(f_m, f_s.detach()), rows),
-            "feat_to_single": _row_mean(_row_mse(fused_s, fused_m), rows),
+            "feat_to_multi": _row_mean(_row_mse(f_m, f_s.detach(),
+                                                self.encoded_columns(present)), rows),
+            "feat_to_single": _row_mean(_row_mse(
+                fused_s, fused_m, self.encoded_columns(present, p.shape[-1])), rows),
             "kl_to_single": _row_mean(self._kl(z_s, z_m), rows),
             "logits": torch.where(self.has_missing(present).unsqueeze(-1), z_m, z_s),
         }

@@ -352,3 +352,32 @@ def test_report_notes_name_the_adaptations(cls, shapes):
     assert notes and all(isinstance(n, str) for n in notes)
     assert any(MISS in n and "zero-filled" in n for n in notes)
     assert any("train_subjects='complete'" in n for n in notes)
+
+
+def test_an_absent_other_modality_is_left_out_of_the_feature_losses(shapes, batch):
+    """Under train_subjects: with_modality a training row can lack another modality,
+    whose block of encoded features is its encoder's output on the zero fill: the
+    feature losses pulled that encoder's bias towards the other branch's from such rows."""
+    x, present, y = batch
+    other = next(m for m in shapes if m != MISS)
+    j = list(shapes).index(other)
+    lacking = present.clone()
+    lacking[:, j] = False
+    lacking[:, list(shapes).index(MISS)] = True
+    model = build(BidirectionalDistillation, shapes, train_subjects="with_modality")
+    g = _grads(model, "feat_to_multi", x, lacking, y)
+    assert not g[f"multi.encoders.{other}.0.bias"]
+    assert any(v for n, v in g.items() if n.startswith("multi.encoders."))
+    # the mean over the blocks a row has: by hand on the original batch
+    terms = model.loss_terms(x, present, y)
+    (_, f_m, c_m), (_, f_s, p) = model.branches(x, present)
+    width = model.hparams["feat_dim"]
+    rows = present[:, list(shapes).index(MISS)]
+    cols = torch.cat([present[:, list(shapes).index(m)].unsqueeze(-1).expand(-1, width)
+                      for m in model.other_dims], dim=-1)
+    by_hand = [((f_m - f_s)[i][cols[i]].pow(2).mean()) for i in range(len(y)) if rows[i]]
+    torch.testing.assert_close(terms["feat_to_multi"], torch.stack(by_hand).mean())
+    fused = torch.cat([f_s, p], -1) - torch.cat([f_m, c_m], -1)
+    keep = torch.cat([cols, torch.ones_like(p, dtype=torch.bool)], -1)
+    by_hand = [fused[i][keep[i]].pow(2).mean() for i in range(len(y)) if rows[i]]
+    torch.testing.assert_close(terms["feat_to_single"], torch.stack(by_hand).mean())
