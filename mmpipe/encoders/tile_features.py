@@ -63,8 +63,9 @@ PROVENANCE_KEYS = ("layout", "feature_encoder", "feature_dim", "patch_size", "pa
 # the datasets the layouts read
 DATASETS = ("features", "feats", "coords")
 # what h5py, numpy and torch raise on a malformed file (a dangling link, a bad attribute,
-# a group where a dataset belongs): turned into an InputError that names the file
-_READ_ERRORS = (ValueError, TypeError, KeyError, OSError)
+# a group where a dataset belongs, a damaged object header: h5py's RuntimeError "addr
+# overflow"): turned into an InputError that names the file
+_READ_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError)
 
 
 @dataclass

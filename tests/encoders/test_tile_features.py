@@ -92,6 +92,16 @@ def _h5(path, **datasets):
     return path
 
 
+def _damaged_header(path):
+    """One byte of the superblock's addresses flipped: h5py raises RuntimeError ("addr
+    overflow"), not OSError, which stopped the whole store job unnamed."""
+    _h5(path, features=np.ones((6, 4), np.float32), coords=grid(6, 1))
+    data = bytearray(path.read_bytes())
+    data[16] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _truncated(path):
     _h5(path, features=np.ones((50, 64), np.float32), coords=grid(50, 1))
     path.write_bytes(path.read_bytes()[:3000])
@@ -234,6 +244,8 @@ BAD_FILES = {
     "suffix": (lambda p: (p.with_suffix(".npy").write_bytes(b"x"), p.with_suffix(".npy"))[1],
                "unsupported tile feature file type '.npy'"),
     "missing": (lambda p: p, "feature file not found"),
+    "damaged_header": (_damaged_header, "cannot read the file's header: RuntimeError: "
+                       "Unable to synchronously check link existence"),
 }
 
 
