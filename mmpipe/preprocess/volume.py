@@ -130,7 +130,13 @@ class LoadVolume(Transform):
         if mask_path is None:
             raise InputError("the transform reads a mask (roi_crop or slice_select: "
                              "largest_mask) and this subject has no mask file", path=image_path)
-        mask = self._load(mask_path)
+        try:
+            mask = self._load(mask_path)
+        except Exception as err:  # the reader's own error: the mask's file, not the volume's
+            if isinstance(err, InputError) or out_of_memory(err):
+                raise
+            raise InputError(f"cannot read the mask: {type(err).__name__}: {err}",
+                             path=mask_path) from err
         if tuple(mask.shape) != tuple(image.shape):
             raise InputError(f"mask of shape {tuple(mask.shape[1:])} on a volume of shape "
                              f"{tuple(image.shape[1:])} ({image_path}): not the same voxel grid",

@@ -1,9 +1,11 @@
 """Masks beside volumes: the ROI crop and the largest-mask slice (HAM on BraTS), and the
-subjects they reject (no mask, a mask on another grid, an empty mask)."""
+subjects they reject (no mask, an unreadable mask, a mask on another grid, an empty
+mask)."""
 
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -68,10 +70,17 @@ def test_brats_miniature_largest_tumour_slice(tmp_path):
     torch.testing.assert_close(chosen, expected)
 
 
-@pytest.mark.parametrize("bad", ["no mask", "other grid", "other affine", "empty"])
+@pytest.mark.parametrize("bad", ["no mask", "other grid", "other affine", "empty",
+                                 "truncated"])
 def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_path, bad):
     image, mask, _ = pair
-    if bad == "no mask":
+    expected_path = None
+    if bad == "truncated":  # the reader's own error named the volume's file
+        cut = tmp_path / "cut.nii.gz"
+        whole = Path(mask).read_bytes()
+        cut.write_bytes(whole[:len(whole) // 2])
+        source, match, expected_path = MaskedVolume(image, str(cut)), "cannot read the mask", cut
+    elif bad == "no mask":
         source, match = MaskedVolume(image, None), "has no mask file"
     elif bad == "other grid":
         source = MaskedVolume(image, _nifti(tmp_path / "small.nii.gz", np.ones((20, 24, 9))))
@@ -86,8 +95,10 @@ def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_p
         source = MaskedVolume(image, _nifti(tmp_path / "zero.nii.gz", np.zeros((20, 24, 10))))
         match = "mask is empty"
     transform = build_slice_transform({"orientation": None, "slice_select": "largest_mask"})
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(InputError, match=match) as err:
         transform(source)
+    if expected_path is not None:
+        assert err.value.path == str(expected_path)
     if bad == "no mask":  # a plain path is a subject without a mask too
         with pytest.raises(InputError, match="has no mask file"):
             transform(image)
