@@ -77,6 +77,12 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
             raise StoreError(f"subject {item.subject_id!r} has a {modality} input but no "
                              f"preprocessing record in {len(shard_dirs)} shard(s): "
                              "the shards do not match the manifest; rerun preprocessing")
+        if row.get("path") is not None and row["path"] != str(item.source):
+            # a shard of the file the manifest named before (a hand-run encode after the
+            # manifest changed): its tiles or volume are that file's
+            raise StoreError(f"subject {item.subject_id!r}: its {modality} shard was made "
+                             f"from {row['path']}, the manifest now names {item.source}: "
+                             "the shards do not match the manifest; rerun preprocessing")
         if row["status"] != "ok":
             item.status, item.reason, item.source = "rejected", row["reason"], None
         else:  # a note on a usable input (files skipped in its folder) rides along

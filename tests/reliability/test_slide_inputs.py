@@ -233,3 +233,28 @@ def test_shards_tiled_with_other_settings_are_refused(tmp_path, base_config, dat
     # the settings they were made with read them
     encode_store(layout.root, MODALITY, encoder_params(cfg, COHORT, MODALITY, ENCODER),
                  tmp_path / "s.zarr", device="cpu", settings=settings, shard_dirs=shards)
+
+
+def test_shards_of_another_slide_than_the_manifest_names_are_refused(tmp_path, base_config,
+                                                                     data_dir):
+    """Tiled, then the manifest pointed s2 at another slide, then encoded by hand without
+    tiling again: s2 was stored ok with its old slide's tiles and features."""
+    from mmpipe.encode.run import encode_store
+    from mmpipe.encoders.registry import execution_settings
+    from mmpipe.errors import StoreError
+    from mmpipe.params import encoder_params
+    from tests.reliability.conftest import COHORT, preprocess
+
+    cfg = _config(base_config, write_csv(tmp_path / "cohort.csv", _good_rows(data_dir)), None)
+    layout = build(tmp_path, cfg)
+    shards = preprocess(layout, cfg, MODALITY)
+    moved = _slide(tmp_path / "other.tiff", _tissue(2))
+    rows = [{**r, "slide": str(moved)} if r["id"] == "s2" else r for r in _good_rows(data_dir)]
+    write_csv(tmp_path / "cohort.csv", rows)
+    build(tmp_path, cfg)
+    with pytest.raises(StoreError, match=f"subject 's2': its wsi shard was made from "
+                                         f".*s2.tiff, the manifest now names {moved}"):
+        encode_store(layout.root, MODALITY, encoder_params(cfg, COHORT, MODALITY, ENCODER),
+                     layout.store(MODALITY, ENCODER), device="cpu",
+                     settings=execution_settings(cfg["encoders"][ENCODER]), shard_dirs=shards)
+    assert not layout.store(MODALITY, ENCODER).exists()
