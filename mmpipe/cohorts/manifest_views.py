@@ -109,6 +109,13 @@ def _under_root(root: str | None, path: str | None) -> str | None:
     return path if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
+def path_under_root(meta: dict, path: str | None) -> str | None:
+    """A manifest path as it lies in its dataset: relative to the manifest's ``root`` (a
+    manifest before it had one: its source) when under it, else as is. A dataset moved
+    with its files keeps these."""
+    return _under_root(meta.get("root") or meta.get("source"), path)
+
+
 def _file_stamp(path: str | None) -> Any:
     if path is None:
         return None

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
+from mmpipe.cohorts.manifest_views import path_under_root
 from mmpipe.errors import StoreError
 from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
 from mmpipe.preprocess.masks import MaskedVolume, mask_column, read_masks
@@ -60,8 +61,8 @@ def _base_inputs(manifest: pl.DataFrame, cohort_dir: Path, modality: str,
     return out
 
 
-def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality: str
-                    ) -> dict[str, dict]:
+def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality: str,
+                    meta: dict) -> dict[str, dict]:
     """Apply the preprocessing verdicts of every shard; returns the ok rows by subject."""
     frames = [pl.read_parquet(Path(d) / SHARD_QC) for d in shard_dirs]
     qc = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
@@ -77,9 +78,13 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
             raise StoreError(f"subject {item.subject_id!r} has a {modality} input but no "
                              f"preprocessing record in {len(shard_dirs)} shard(s): "
                              "the shards do not match the manifest; rerun preprocessing")
-        if row.get("path") is not None and row["path"] != str(item.source):
-            # a shard of the file the manifest named before (a hand-run encode after the
-            # manifest changed): its tiles or volume are that file's
+        # a shard of another file than the manifest names now (a hand-run encode after
+        # the manifest changed) holds that file's tiles or volume; the same file in a
+        # dataset moved since (which reruns no shard) is the same path under the root
+        under = row.get("path_under_root")  # None in a shard made before it was recorded
+        made, now = ((under, path_under_root(meta, str(item.source))) if under is not None
+                     else (row.get("path"), str(item.source)))
+        if made is not None and made != now:
             raise StoreError(f"subject {item.subject_id!r}: its {modality} shard was made "
                              f"from {row['path']}, the manifest now names {item.source}: "
                              "the shards do not match the manifest; rerun preprocessing")
@@ -101,7 +106,7 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
     ``shard_settings``: the DICOM or tiling settings the store records, which every
     shard must have been made with."""
     cohort_dir = Path(cohort_dir)
-    manifest, _meta = read_manifest(cohort_dir)
+    manifest, meta = read_manifest(cohort_dir)
     if kind == "table":
         return _table_inputs(manifest, cohort_dir, modality, prompts, fields or [])
     inputs = _base_inputs(manifest, cohort_dir, modality, f"{modality}_path")
@@ -116,7 +121,7 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
         check_shard_settings([Path(d) for d in shard_dirs or []], shard_settings,
                              "DICOM" if kind == "dicom" else "tiling")
     if kind == "dicom":
-        ok = _merge_shard_qc(inputs, [Path(d) for d in shard_dirs or []], modality)
+        ok = _merge_shard_qc(inputs, [Path(d) for d in shard_dirs or []], modality, meta)
         for item in inputs:
             if item.status == "ok":
                 row = ok[item.subject_id]
@@ -133,14 +138,15 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
                     item.source = MaskedVolume(str(item.source), mask)
     if kind == "slide":
         shard_dirs = [Path(d) for d in shard_dirs or []]
-        ok = _merge_shard_qc(inputs, shard_dirs, modality)
+        ok = _merge_shard_qc(inputs, shard_dirs, modality, meta)
         tiles = [pl.read_parquet(d / SHARD_TILES) for d in shard_dirs]
         tiles = pl.concat([t for t in tiles if len(t)], how="vertical_relaxed") if any(
             len(t) for t in tiles) else None
         for item in inputs:
             if item.status == "ok":
                 grid = tiles.filter(pl.col("subject_id") == item.subject_id)
-                item.source = (ok[item.subject_id]["path"], grid)
+                # the manifest's path: the shard's is where the dataset lay when tiled
+                item.source = (str(item.source), grid)
     return inputs
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
+from mmpipe.cohorts.manifest_views import path_under_root
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC
 from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause
@@ -39,7 +40,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                         params: dict, out_dir: str | Path) -> pl.DataFrame:
     from mmpipe.io.dicom import dicom_to_nifti
 
-    manifest, _ = read_manifest(cohort_dir)
+    manifest, meta = read_manifest(cohort_dir)
     col = f"{modality}_path"
     have = manifest.filter(pl.col(col).is_not_null())
     folders = dict(zip(have["subject_id"], have[col], strict=True))
@@ -66,6 +67,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                 detail = getattr(err, "detail", None)
                 rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                              "status": "rejected", "reason": err.reason, "path": str(folder),
+                             "path_under_root": path_under_root(meta, str(folder)),
                              "volume": None,
                              "detail": json.dumps(detail, default=str) if detail else None})
                 continue
@@ -73,9 +75,11 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                 log.warning("subject %r, file %s: %s", sid, folder, summary["note"])
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                          "status": "ok", "reason": summary["note"], "path": str(folder),
+                         "path_under_root": path_under_root(meta, str(folder)),
                          "volume": out.name, "detail": json.dumps(summary, default=str)})
         check_not_all_unnamed(failures, len(subjects), "convert")
-        qc = qc_frame(rows, extra={"volume": pl.String, "detail": pl.String})
+        qc = qc_frame(rows, extra={"path_under_root": pl.String, "volume": pl.String,
+                                   "detail": pl.String})
         qc.write_parquet(tmp / SHARD_QC)
         write_shard_settings(tmp, params)
     n_bad = (qc["status"] == "rejected").sum()

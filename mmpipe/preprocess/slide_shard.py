@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import read_manifest
+from mmpipe.cohorts.manifest_views import path_under_root
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC, SHARD_TILES
 from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause
@@ -40,7 +41,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
     from mmpipe.preprocess.tiling import tile_grid
 
     tiling = tiling_params_from(params)
-    manifest, _ = read_manifest(cohort_dir)
+    manifest, meta = read_manifest(cohort_dir)
     col = f"{modality}_path"
     have = manifest.filter(pl.col(col).is_not_null())
     paths = dict(zip(have["subject_id"], have[col], strict=True))
@@ -65,6 +66,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
             log.warning("rejected %s", err)
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                          "status": "rejected", "reason": err.reason, "path": str(path),
+                         "path_under_root": path_under_root(meta, str(path)),
                          "n_tiles": 0, "detail": None})
             continue
         frames.append(grid.to_frame(sid))
@@ -74,9 +76,11 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                 if detail["mpp_source"] == MPP_SOURCE_CONFIG else "")
         rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                      "status": "ok", "reason": note, "path": str(path),
+                     "path_under_root": path_under_root(meta, str(path)),
                      "n_tiles": detail["n_tiles"], "detail": json.dumps(detail, default=str)})
     check_not_all_unnamed(failures, len(subjects), "tile")
-    qc = qc_frame(rows, extra={"n_tiles": pl.Int64, "detail": pl.String})
+    qc = qc_frame(rows, extra={"path_under_root": pl.String, "n_tiles": pl.Int64,
+                               "detail": pl.String})
     with atomic_dir(out_dir) as tmp:
         tiles = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         tiles.write_parquet(tmp / SHARD_TILES)

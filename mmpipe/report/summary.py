@@ -406,7 +406,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                          f"over {ahead['auc_n']} of "
                          f"{ahead['n_seeds']} seeds only: the others have no value)")
             lines.append(line)
-        def whole_first(rs):
+        def whole_first(rs, complete=complete):
             """The rows with a value on every seed, else every row (the comparisons pair
             seeds): a mean over the one seed that trained is no fair pick."""
             return [r for r in rs if any(r is c for c in complete)] or rs

@@ -292,3 +292,26 @@ def test_every_series_rejected_for_its_own_defect_still_makes_a_store(tmp_path, 
     f = store.to_numpy()
     assert f.status.tolist() == ["rejected", "rejected"]
     assert all("2 slices" in r or "too few" in r for r in f.reason), f.reason
+
+
+def test_a_dataset_moved_after_conversion_keeps_its_shard(tmp_path, base_config):
+    """A move reruns no conversion shard; the encoder checks that each shard is of the
+    file the manifest names, as it lies under the dataset's root."""
+    from mmpipe.encode.inputs import gather_inputs
+    from tests.reliability.conftest import COHORT
+
+    rows = []
+    for k, sid in enumerate(GOOD):
+        write_series(tmp_path / "download" / "dicom" / sid, k)
+        rows.append({"id": sid, "y": k % 2, "ct": f"dicom/{sid}"})
+    cfg = with_cohort(base_config, csv_cohort_config(
+        write_csv(tmp_path / "download" / "cohort.csv", rows), MODALITIES),
+        preprocess=PREPROCESS, shards={"dicom": 1})
+    layout = build(tmp_path, cfg)
+    (shard,) = preprocess(layout, cfg, "ct")
+    (tmp_path / "download").rename(tmp_path / "moved")
+    cfg["cohorts"][COHORT]["csv"] = str(tmp_path / "moved" / "cohort.csv")
+    build(tmp_path, cfg)
+    items = gather_inputs(layout.root, "ct", "dicom", shard_dirs=[shard])
+    assert [(i.subject_id, i.status) for i in items] == [(sid, "ok") for sid in GOOD]
+    assert all(str(i.source).startswith(str(shard)) for i in items)

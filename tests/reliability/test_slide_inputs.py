@@ -258,3 +258,35 @@ def test_shards_of_another_slide_than_the_manifest_names_are_refused(tmp_path, b
                      layout.store(MODALITY, ENCODER), device="cpu",
                      settings=execution_settings(cfg["encoders"][ENCODER]), shard_dirs=shards)
     assert not layout.store(MODALITY, ENCODER).exists()
+
+
+def test_a_dataset_moved_after_tiling_is_read_where_it_lies_now(tmp_path, base_config,
+                                                                data_dir):
+    """A move reruns no tiling shard (the README's promise), and the encoder opened each
+    slide at the path the shard recorded: the old copy's slides while it stood, a store
+    of rejections once it was gone."""
+    import shutil
+
+    from mmpipe.encode.run import encode_store
+    from mmpipe.encoders.registry import execution_settings
+    from mmpipe.params import encoder_params
+    from tests.reliability.conftest import COHORT, preprocess
+
+    old = tmp_path / "download"
+    old.mkdir()
+    for sid in GOOD:
+        shutil.copy(data_dir / f"{sid}.tiff", old / f"{sid}.tiff")
+    rows = [{**r, "slide": f"{r['id']}.tiff"} for r in _good_rows(data_dir)]  # relative
+    cfg = _config(base_config, write_csv(old / "cohort.csv", rows), None)
+    layout = build(tmp_path, cfg)
+    shards = preprocess(layout, cfg, MODALITY)
+    new = tmp_path / "moved"
+    old.rename(new)
+    cfg["cohorts"][COHORT]["csv"] = str(new / "cohort.csv")
+    build(tmp_path, cfg)
+    out = encode_store(layout.root, MODALITY, encoder_params(cfg, COHORT, MODALITY, ENCODER),
+                       layout.store(MODALITY, ENCODER), device="cpu",
+                       settings=execution_settings(cfg["encoders"][ENCODER]),
+                       shard_dirs=shards)
+    rows = by_subject(out)
+    assert all(rows[sid]["status"] == "ok" for sid in GOOD), rows
