@@ -175,6 +175,18 @@ class CohortLayout:
         """One cell: a ``train_jobs: cell`` job's output, one ``seed{S}`` run per seed."""
         return self.method_runs(feature_set, method) / cell_name(scenario, rate)
 
+    def train_job_done(self, feature_set: str, method: str, scenario: str | None = None,
+                       rate: float | str | None = None) -> Path:
+        """The flag a training job leaves beside its runs: of a cell's job, or with no
+        ``scenario`` of a (feature set, method)'s. Snakemake reruns a job on a changed
+        setting only for outputs it has a record of, and after ``train_jobs`` switched,
+        the runs the other mode's jobs wrote had none: the flag is missing then, so each
+        job of the new mode runs once and keeps its record."""
+        folder = self.root / "train_jobs" / feature_set
+        if scenario is None:
+            return folder / f"{method}.done"
+        return folder / method / f"{cell_name(scenario, rate)}.done"
+
     def run(self, feature_set: str, method: str, scenario: str, rate: float | str,
             seed: int | str) -> Path:
         return self.cell(feature_set, method, scenario, rate) / seed_name(seed)

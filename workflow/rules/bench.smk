@@ -49,6 +49,7 @@ rule train:
         unpack(train_inputs),
     output:
         directory(L.cell("{feature_set}", "{method}", "{scenario}", "{rate}")),
+        touch(L.train_job_done("{feature_set}", "{method}", "{scenario}", "{rate}")),
     log:
         L.log("train", "{feature_set}/{method}/{scenario}-{rate}"),
     benchmark:
@@ -71,6 +72,7 @@ rule train:
 use rule train as train_method with:
     output:
         directory(L.method_runs("{feature_set}", "{method}")),
+        touch(L.train_job_done("{feature_set}", "{method}")),
     log:
         L.log("train", "{feature_set}/{method}"),
     benchmark:
