@@ -202,7 +202,21 @@ def test_method_jobs_train_every_cell_and_rerun_per_method(demo_run, tmp_path):
     assert jobs_of(dry.stdout) == {"train_method": 1, "benchmark_report": 1, "all": 1}
     outputs = [line.split("output:")[1].strip() for line in dry.stdout.splitlines()
                if line.strip().startswith("output:") and "/runs/" in line]
-    assert [o.split("/runs/")[1] for o in outputs] == ["all/mmare"]
+    assert [o.split("/runs/")[1] for o in outputs] == [
+        "all/mmare, results/demo/train_jobs/all/mmare.done"]
+
+
+def test_a_switch_of_train_jobs_runs_the_new_modes_jobs_once(demo_run, tmp_path):
+    """The runs of `train_jobs: cell` jobs were taken as the method jobs' outputs, of
+    which Snakemake had no record: only the report reran, and no later setting or code
+    change ever retrained them (the report refused them, and the next plan was the
+    report again)."""
+    workdir = tmp_path / "switched"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    write_demo_config(workdir, train_jobs="method")
+    dry = snakemake_in(workdir, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert jobs_of(dry.stdout) == {"train_method": 4, "benchmark_report": 1, "all": 1}
 
 
 def test_second_dry_run_has_nothing_to_do(demo_run):

@@ -230,6 +230,22 @@ def training_outputs(cohort):
     return [layout(cohort).method_runs(fs, method) for fs, method in cohort_runs(cohort)]
 
 
+def report_job_flags(wildcards):
+    """The flags of the cohort's training jobs (``CohortLayout.train_job_done``): Snakemake
+    checks a job's outputs only as far as they are asked for, so the runs alone, there
+    from the other ``train_jobs`` mode, would not run a job whose flag is missing."""
+    checkpoints.manifest.get(cohort=wildcards.cohort)
+    cohort, lay = wildcards.cohort, layout(wildcards.cohort)
+    settings = mmconfig.benchmark_settings(config, cohort)
+    if settings["train_jobs"] == "method":
+        return [lay.train_job_done(fs, method) for fs, method in cohort_runs(cohort)]
+    return [
+        lay.train_job_done(run["feature_set"], run["method"], *parse_cell(cell))
+        for run in mmconfig.benchmark_runs(config, cohort)
+        for cell in mmconfig.cells_of(settings, run)
+    ]
+
+
 def mark_stale_reports(cause):
     # Snakemake removes the outputs of the jobs it reruns, not the report built from them
     import sys

@@ -1,6 +1,7 @@
 rule benchmark_report:
     input:
         runs=report_inputs,
+        jobs=report_job_flags,
     output:
         report(
             directory(L.report()),
