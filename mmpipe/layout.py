@@ -135,11 +135,14 @@ class CohortLayout:
                       ) -> dict[str, Path | list[Path]]:
         """What the job writing ``store(modality, encoder)`` reads, by name: the manifest
         files, the modality's preprocessing shards, a text encoder's prompts, the
-        TotalSegmentator masks the modality asks for, and the file a tabular encoding
+        TotalSegmentator masks the modality asks for where the encoder's transform reads
+        them, and the file a tabular encoding
         was fitted on elsewhere. The ``encode`` rule's inputs and ``mmpipe encode``'s
         (which left the masks out, so every subject of a masked modality was rejected).
         ``manifest=False``: without the manifest files (the rule adds them itself, after
         the manifest checkpoint)."""
+        from mmpipe.preprocess.masks import reads_segmented_masks
+
         spec = cfg["cohorts"][self.cohort]["modalities"][modality]
         enc = cfg["encoders"][encoder]
         inputs: dict[str, Path | list[Path]] = dict(self.manifest_files()) if manifest else {}
@@ -148,7 +151,7 @@ class CohortLayout:
             inputs["shards"] = shards
         if enc["type"] == "text":
             inputs["prompts"] = self.prompts(modality)
-        if (spec.get("mask") or {}).get("from") == "totalsegmentator":
+        if reads_segmented_masks(enc, spec):
             inputs["masks"] = self.masks(modality)
         if enc.get("encoding_from"):
             inputs["encoding_from"] = Path(enc["encoding_from"])

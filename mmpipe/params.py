@@ -181,11 +181,9 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
         # its modules, and its own registry entry (builder, feature shape, helpers)
         "code": code_key(*etype.code_modules(), f"encoders/registry:ENCODER_TYPES[{etype.name}]"),
     }
-    from mmpipe.preprocess.masks import mask_steps
+    from mmpipe.preprocess.masks import reads_segmented_masks
 
-    # the config check has vetted the recipe; slices=True accepts every mask key
-    reads_mask = mask_steps(enc.get("transform") or {}, "", slices=True).needs_mask
-    if reads_mask and (mod.get("mask") or {}).get("from") == "totalsegmentator":
+    if reads_segmented_masks(enc, mod):
         # the organs and the model of the masks its transform crops or blanks by: a
         # kidney crop and a liver crop are other features, which the store's preprocessing
         # must tell apart (mmpipe predict); the masks' own rerun comes with them as input

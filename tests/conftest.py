@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -78,6 +79,20 @@ def raw_config() -> dict:
     """The repository's ``config.yaml`` as YAML reads it, before validation (deep-copy it
     before changing it: one module shares it)."""
     return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def mask_mri_t1_by_totalsegmentator(cfg: dict, weights: Path | None = None) -> dict:
+    """The demo's T1 masked by TotalSegmentator's left kidney and encoded by ``med3d_roi``
+    (``med3d_demo`` cropped to the mask) beside its other encoders, which read no mask."""
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+    roi = copy.deepcopy(cfg["encoders"]["med3d_demo"])
+    roi["transform"] = {**(roi.get("transform") or {}), "roi_crop": {"margin": 2}}
+    cfg["encoders"]["med3d_roi"] = roi
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["encoders"].append("med3d_roi")
+    if weights is not None:
+        cfg["preprocess"]["totalsegmentator"] = {"weights": str(weights)}
+    return cfg
 
 
 def write_demo_config(workdir: Path, mmare_overrides: dict | None = None,

@@ -8,16 +8,14 @@ import yaml
 
 from mmpipe import cli
 from mmpipe.encode import run as encode_run
-from tests.conftest import REPO
+from tests.conftest import REPO, mask_mri_t1_by_totalsegmentator
 
 
 def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
     """A modality masked by TotalSegmentator: without its masks every subject of the
     store was rejected ("no mask file"), and the complete store looked up to date."""
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
-        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
-    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path / "weights")}
+    cfg = mask_mri_t1_by_totalsegmentator(yaml.safe_load((REPO / "config.yaml").read_text()),
+                                          tmp_path / "weights")
     cfg["results"] = str(tmp_path / "results")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -27,10 +25,14 @@ def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
     # a command's own process blocks modules it never uses (pandas among them): not here,
     # in the test session's process
     monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
-    for modality, encoder in (("mri_t1", "med3d_demo"), ("clinical", "text_minilm")):
+    for modality, encoder in (("mri_t1", "med3d_roi"), ("clinical", "text_minilm"),
+                              ("mri_t1", "med3d_demo")):
         assert cli.main(["encode", "--config", str(config), "--cohort", "demo",
                          "--modality", modality, "--encoder", encoder]) == 0
-    (_, masked), (_, text) = (kwargs for kwargs in calls)
+    (_, masked), (_, text), (_, unmasked) = (kwargs for kwargs in calls)
+    # an encoder that reads no mask is not given them: it rejected every subject without
+    # one, and reran whenever the masks did
+    assert unmasked["masks"] is None
     # one torch thread, as the rule runs (a store of the machine's every core differed
     # by float rounding from the workflow's), unless asked
     threads = []

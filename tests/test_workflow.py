@@ -17,7 +17,12 @@ import yaml
 
 from mmpipe.layout import CohortLayout
 from mmpipe.store import FeatureStore
-from tests.conftest import jobs_of, snakemake_in, write_demo_config
+from tests.conftest import (
+    jobs_of,
+    mask_mri_t1_by_totalsegmentator,
+    snakemake_in,
+    write_demo_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -304,9 +309,7 @@ def test_the_segment_job_asks_for_a_gpu_only_to_run_on_one(tmp_path, device, gpu
     """The segment rule asked for gpu=1 whatever the device: on SLURM a CPU
     TotalSegmentator run took a GPU-partition slot and left the GPU idle."""
     write_demo_config(tmp_path)
-    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
-        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+    cfg = mask_mri_t1_by_totalsegmentator(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     cfg.setdefault("preprocess", {}).setdefault("totalsegmentator", {})["device"] = device
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     run = snakemake_in(tmp_path, "-n", "--until", "segment")

@@ -25,6 +25,7 @@ only the jobs whose part of it changed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,3 +117,21 @@ def read_qc(out_dir: str | Path) -> pl.DataFrame:
     if not path.exists():
         raise InputError("adapter QC not found; build the manifest first", path=path)
     return pl.read_parquet(path)
+
+
+def under_root(root: str | None, path: str | None) -> str | None:
+    """``path`` relative to the dataset's ``root`` when it lies under it, else as is."""
+    if path is None or not root:
+        return path
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+def path_under_root(meta: dict, path: str | None) -> str | None:
+    """A manifest path as it lies in its dataset: relative to the manifest's ``root`` (a
+    manifest before it had one: its source) when under it, else as is. A dataset moved
+    with its files keeps these."""
+    return under_root(meta.get("root") or meta.get("source"), path)

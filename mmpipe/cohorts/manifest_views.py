@@ -27,6 +27,7 @@ from mmpipe.cohorts.manifest_files import (
     modality_presence,
     read_manifest,
     read_qc,
+    under_root,
 )
 from mmpipe.errors import InputError
 from mmpipe.layout import CohortLayout
@@ -98,24 +99,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _under_root(root: str | None, path: str | None) -> str | None:
-    """``path`` relative to the dataset's ``root`` when it lies under it, else as is."""
-    if path is None or not root:
-        return path
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:  # another drive (Windows)
-        return path
-    return path if rel == ".." or rel.startswith(".." + os.sep) else rel
-
-
-def path_under_root(meta: dict, path: str | None) -> str | None:
-    """A manifest path as it lies in its dataset: relative to the manifest's ``root`` (a
-    manifest before it had one: its source) when under it, else as is. A dataset moved
-    with its files keeps these."""
-    return _under_root(meta.get("root") or meta.get("source"), path)
-
-
 def _file_stamp(path: str | None) -> Any:
     if path is None:
         return None
@@ -147,7 +130,7 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     # copied with its times (mv, cp -a, rsync -a) reruns nothing after the manifest
     # the dataset's root (a manifest before it had one: the source, a table file for most)
     source = meta.get("root") or meta.get("source")
-    under = functools.partial(_under_root, source)
+    under = functools.partial(under_root, source)
     rows = df.select(SUBJECT, *own, *extra).with_columns(
         pl.col(c).map_elements(under, return_dtype=pl.String) for c in own + extra
         if c in paths).rows()

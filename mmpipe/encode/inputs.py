@@ -14,8 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from mmpipe.cohorts.manifest_files import read_manifest
-from mmpipe.cohorts.manifest_views import path_under_root
+from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
 from mmpipe.errors import StoreError
 from mmpipe.layout import SHARD_QC, SHARD_TILES, CohortLayout
 from mmpipe.preprocess.masks import MaskedVolume, mask_column, read_masks

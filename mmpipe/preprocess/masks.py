@@ -98,6 +98,16 @@ def mask_steps(recipe: dict[str, Any], what: str, *, slices: bool) -> MaskSteps:
     return MaskSteps(margin, choice, mask_out)
 
 
+def reads_segmented_masks(encoder_cfg: dict[str, Any], modality_cfg: dict[str, Any]) -> bool:
+    """Whether an encoder's transform reads the masks a segment job makes for the
+    modality (``mask: {from: totalsegmentator}``): its inputs and its key hold them then,
+    and only then (an encoder that reads none rejected every subject without a mask). The
+    config check has vetted the recipe; ``slices=True`` accepts every mask key."""
+    if (modality_cfg.get("mask") or {}).get("from") != "totalsegmentator":
+        return False
+    return mask_steps(encoder_cfg.get("transform") or {}, "", slices=True).needs_mask
+
+
 def read_masks(masks_dir: str | Path) -> dict[str, tuple[str | None, str]]:
     """``subject -> (mask path or None, why none)`` of a ``segment`` job's output."""
     import polars as pl

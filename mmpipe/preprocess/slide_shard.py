@@ -17,8 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts.manifest_files import read_manifest
-from mmpipe.cohorts.manifest_views import path_under_root
+from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC, SHARD_TILES
 from mmpipe.preprocess.shard_errors import as_subject_error, check_not_all_unnamed, shared_cause

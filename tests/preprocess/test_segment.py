@@ -114,18 +114,24 @@ def test_a_subject_id_that_is_no_file_name_keeps_its_mask_inside_the_folder(tmp_
 
 def test_the_segment_rule_runs_before_that_modalitys_encoders(tmp_path):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["encoders"]["med3d_roi"] = {**cfg["encoders"]["med3d_demo"], "transform": {
+        **cfg["encoders"]["med3d_demo"]["transform"], "roi_crop": {"margin": 2}}}
     for mod in ("mri_t1", "ct"):  # a volume and a dicom modality
         cfg["cohorts"]["demo"]["modalities"][mod]["mask"] = {
             "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
+        cfg["cohorts"]["demo"]["modalities"][mod]["encoders"].append("med3d_roi")
     cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path / "weights")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    run = snakemake_in(tmp_path, "-n", "-p", "results/demo/features/mri_t1/med3d_demo.zarr",
+    run = snakemake_in(tmp_path, "-n", "-p", "results/demo/features/mri_t1/med3d_roi.zarr",
                        "results/demo/features/mri_t2/med3d_demo.zarr",
-                       "results/demo/features/ct/med3d_demo.zarr")
+                       "results/demo/features/ct/med3d_roi.zarr")
     assert run.returncode == 0, run.stderr[-3000:]
     assert jobs_of(run.stdout)["segment"] == 2
     assert "results/demo/preprocess/mri_t1/masks" in run.stdout
     assert "preprocess/mri_t2/masks" not in run.stdout
+    # an encoder of a masked modality that reads no mask waits for no segmentation
+    alone = snakemake_in(tmp_path, "-n", "results/demo/features/mri_t1/med3d_demo.zarr")
+    assert alone.returncode == 0 and "segment" not in jobs_of(alone.stdout), alone.stdout
     # the CT's masks are made on its DICOM series' NIfTI conversions: after the shards
     ct_job = run.stdout.split("output: results/demo/preprocess/ct/masks")[0].rsplit("rule segment", 1)[1]
     assert "preprocess/ct/volumes/shard0" in ct_job
