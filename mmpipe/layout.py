@@ -136,9 +136,9 @@ class CohortLayout:
         """What the job writing ``store(modality, encoder)`` reads, by name: the manifest
         files, the modality's preprocessing shards, a text encoder's prompts, the
         TotalSegmentator masks the modality asks for where the encoder's transform reads
-        them, and the file a tabular encoding
-        was fitted on elsewhere. The ``encode`` rule's inputs and ``mmpipe encode``'s
-        (which left the masks out, so every subject of a masked modality was rejected).
+        them, and the file a tabular encoding was fitted on elsewhere. The ``encode``
+        rule's inputs and ``mmpipe encode``'s (which left the masks out, so every subject
+        of a masked modality was rejected).
         ``manifest=False``: without the manifest files (the rule adds them itself, after
         the manifest checkpoint)."""
         from mmpipe.preprocess.masks import reads_segmented_masks

@@ -26,9 +26,9 @@ Statistics, stated in the text too:
   methods, not 5 %. The single modality it is compared with is chosen the same way,
   among the single-modality runs with a value on every seed (all of them when none
   has): the best of several on test was "ahead of the fusion" about three times as
-  often as one fixed modality. The best method of the opening line is still the best on test, so
-  its mean and interval are optimistic; the p values are not corrected for the
-  comparators.
+  often as one fixed modality. The best method of the opening line is still the best
+  on test, so its mean and interval are optimistic; the p values are not corrected for
+  the comparators.
 """
 
 from __future__ import annotations
