@@ -126,13 +126,9 @@ def test_a_run_that_cannot_train_is_recorded_not_lost(cohort, tmp_path):
     assert preds["no_input"].all() and (out / "train.log").read_text().startswith("not trained")
 
 
-@pytest.mark.parametrize("method", [{"type": "logreg"}, {"type": "hgb", "max_iter": 5},
-                                    {"type": "deepsets", "max_epochs": 2}])
-def test_a_training_part_of_one_class_is_not_trained_for_any_kind_of_method(cohort, tmp_path,
-                                                                            method):
-    """No class-1 training subject keeps an input: hgb fitted the one class and failed
-    in predict_proba, logreg refused but its weights were saved, and either stopped
-    the job (the cell's other seeds lost)."""
+def _mask_out(cohort, part: str, label_value: int, out):
+    """The cohort's mask with every modality taken from the ``part`` subjects of label
+    ``label_value``, written to ``out``."""
     from mmpipe.bench.missingness import read_mask, write_mask
     from mmpipe.bench.splits import read_split
     from mmpipe.cohorts.manifest_files import read_manifest
@@ -141,8 +137,20 @@ def test_a_training_part_of_one_class_is_not_trained_for_any_kind_of_method(coho
     ids, mask, modalities = read_mask(root / "mask.parquet")
     split = dict(read_split(root / "split.parquet").select("subject_id", "split").iter_rows())
     label = dict(read_manifest(cohort_dir)[0].select("subject_id", "y").iter_rows())
-    mask[[split[i] == "train" and label[i] == 1 for i in ids]] = False
-    write_mask(ids, mask, modalities, tmp_path / "one_class.parquet")
+    mask[[split[i] == part and label[i] == label_value for i in ids]] = False
+    write_mask(ids, mask, modalities, out)
+    return out
+
+
+@pytest.mark.parametrize("method", [{"type": "logreg"}, {"type": "hgb", "max_iter": 5},
+                                    {"type": "deepsets", "max_epochs": 2}])
+def test_a_training_part_of_one_class_is_not_trained_for_any_kind_of_method(cohort, tmp_path,
+                                                                            method):
+    """No class-1 training subject keeps an input: hgb fitted the one class and failed
+    in predict_proba, logreg refused but its weights were saved, and either stopped
+    the job (the cell's other seeds lost)."""
+    root, cohort_dir = cohort
+    _mask_out(cohort, "train", 1, tmp_path / "one_class.parquet")
     out = tmp_path / "run"
     metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y", method,
                              root / "split.parquet", tmp_path / "one_class.parquet", out,
@@ -527,16 +535,8 @@ def test_a_label_without_a_subject_in_a_part_is_noted(cohort, tmp_path):
     """A label the validation split lacks (too rare for the split to give each part one,
     or taken by the mask) leaves its AUC NaN and early stopping blind; it was said only
     in the split job's log, if at all."""
-    from mmpipe.bench.missingness import read_mask, write_mask
-    from mmpipe.bench.splits import read_split
-    from mmpipe.cohorts.manifest_files import read_manifest
-
     root, cohort_dir = cohort
-    ids, mask, modalities = read_mask(root / "mask.parquet")
-    split = dict(read_split(root / "split.parquet").select("subject_id", "split").iter_rows())
-    label = dict(read_manifest(cohort_dir)[0].select("subject_id", "y").iter_rows())
-    mask[[split[i] == "val" and label[i] == 1 for i in ids]] = False
-    write_mask(ids, mask, modalities, tmp_path / "no_val_1.parquet")
+    _mask_out(cohort, "val", 1, tmp_path / "no_val_1.parquet")
     metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
                              {"type": "logreg"}, root / "split.parquet",
                              tmp_path / "no_val_1.parquet", tmp_path / "run", seed=0,
