@@ -366,3 +366,22 @@ def test_a_stamp_file_emptied_after_its_header_was_read_names_feats(tmp_path):
     _h5(path, feats=np.empty((0, 4), np.float16), coords=np.empty((0, 2), np.float32))
     with pytest.raises(InputError, match=r"zero tiles \(feats of shape \(0, 4\)\)"):
         read_tile_features(tf)
+
+
+def test_running_out_of_memory_fails_the_job_not_the_subject(tmp_path, monkeypatch):
+    """torch's CPU allocator raises a RuntimeError, which a damaged file's h5py error
+    also is: caught as the file's fault, a slide too large for the node was stored as
+    rejected in a store that looked complete."""
+    import mmpipe.encoders.tile_features as tile_features
+
+    path = _h5(tmp_path / "s.h5", features=FEATS, coords=grid(6, 1))
+    tf = inspect_tile_file(path)
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 1099511627776 bytes")
+
+    monkeypatch.setattr(tile_features, "_open", no_memory)
+    for call in (lambda: inspect_tile_file(path), lambda: read_tile_features(tf)):
+        with pytest.raises(RuntimeError, match="can't allocate memory"):
+            call()
