@@ -185,10 +185,13 @@ class CohortLayout:
         setting only for outputs it has a record of, and after ``train_jobs`` switched,
         the runs the other mode's jobs wrote had none: the flag is missing then, so each
         job of the new mode runs once and keeps its record."""
-        folder = self.root / "train_jobs" / feature_set
         if scenario is None:
-            return folder / f"{method}.done"
-        return folder / method / f"{cell_name(scenario, rate)}.done"
+            return self.root / "train_jobs" / feature_set / f"{method}.done"
+        return self.cell_job_flags(feature_set, method) / f"{cell_name(scenario, rate)}.done"
+
+    def cell_job_flags(self, feature_set: str, method: str) -> Path:
+        """The folder of a (feature set, method)'s cell jobs' flags (``train_job_done``)."""
+        return self.root / "train_jobs" / feature_set / method
 
     def run(self, feature_set: str, method: str, scenario: str, rate: float | str,
             seed: int | str) -> Path:

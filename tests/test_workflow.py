@@ -222,6 +222,17 @@ def test_a_switch_of_train_jobs_runs_the_new_modes_jobs_once(demo_run, tmp_path)
     dry = snakemake_in(workdir, "-n")
     assert dry.returncode == 0, dry.stderr
     assert jobs_of(dry.stdout) == {"train_method": 4, "benchmark_report": 1, "all": 1}
+    # a setting changed in the other mode and restored on the way back: the cell jobs'
+    # flags and records were of the runs before the method jobs rewrote them, so only the
+    # report was planned, and it refused MMARE's runs (trained with the changed setting)
+    write_demo_config(workdir, mmare_overrides={"dropout": 0.2}, train_jobs="method")
+    run = snakemake_in(workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    write_demo_config(workdir)
+    dry = snakemake_in(workdir, "-n")
+    assert dry.returncode == 0, dry.stderr
+    # every cell: the method jobs rewrote them all
+    assert jobs_of(dry.stdout) == {"train": 7, "benchmark_report": 1, "all": 1}
 
 
 def test_second_dry_run_has_nothing_to_do(demo_run):

@@ -5,7 +5,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from mmpipe.bench.run import run_cell, run_cells  # noqa: E402
+from mmpipe.bench.run import forget_other_mode, run_cell, run_cells  # noqa: E402
 from mmpipe.encoders.device import names_cuda, resolve_device  # noqa: E402
 from mmpipe.layout import CohortLayout  # noqa: E402
 
@@ -18,6 +18,7 @@ if names_cuda(device) and not getattr(sm.resources, "gpu", 0):
     device = "cpu"  # given no GPU slot (a scikit-learn baseline: train_gpus in common.smk)
 kwargs = {"device": str(resolve_device(device)),
           "meta": {"cohort": w.cohort, "feature_set": w.feature_set, "method": w.method}}
+forget_other_mode(layout, w.feature_set, w.method, cell_job="scenario" in w.keys())
 if "scenario" in w.keys():  # train_jobs: cell
     run_cell(layout, sm.params.train, w.scenario, float(w.rate), sm.output[0], **kwargs)
 else:  # train_jobs: method
