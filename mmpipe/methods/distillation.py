@@ -55,7 +55,8 @@ reconstruct it (MSE) where present.
 **Adaptations to cached vector features and to our scenarios** (also in
 :meth:`report_notes`): modalities are flattened vectors; an absent *other* modality is
 zero-filled (``torch.where``) in every branch and in the generator, and its block of
-encoded features is left out of the feature losses; the branch choice
+encoded features is left out of the feature losses (a row with no other modality out of
+the multi-modal branch's feature term); the branch choice
 depends only on ``missing_modality``. ``train_subjects`` chooses who trains: ``complete``
 (default, the paper's protocol: every modality present), ``with_modality`` (everyone
 having ``missing_modality``, the others zero-filled), and for the comparators also
@@ -297,14 +298,17 @@ class BidirectionalDistillation(_MissingModalityMethod):
     def loss_terms(self, x, present, y, class_weight=None) -> dict[str, torch.Tensor]:
         """The unweighted terms of the loss, each averaged over the training rows."""
         rows = self.training_rows(present)
+        cols = self.encoded_columns(present)
         (z_m, f_m, c_m), (z_s, f_s, p) = self.branches(x, present)
         fused_s = torch.cat([f_s.detach(), p], dim=-1)       # only the prompt learns from it
         fused_m = torch.cat([f_m, c_m], dim=-1).detach()
         return {
             "ce_multi": _masked_ce(z_m, y, rows, class_weight),
             "ce_single": _masked_ce(z_s, y, rows, class_weight),
-            "feat_to_multi": _row_mean(_row_mse(f_m, f_s.detach(),
-                                                self.encoded_columns(present)), rows),
+            # a row without any other modality has no feature to match: out of the mean,
+            # which it would otherwise dilute
+            "feat_to_multi": _row_mean(_row_mse(f_m, f_s.detach(), cols),
+                                       rows if cols is None else rows & cols.any(-1)),
             "feat_to_single": _row_mean(_row_mse(
                 fused_s, fused_m, self.encoded_columns(present, p.shape[-1])), rows),
             "kl_to_single": _row_mean(self._kl(z_s, z_m), rows),
@@ -340,6 +344,9 @@ class BidirectionalDistillation(_MissingModalityMethod):
             f"KL form {hp['kd_form']!r}; the multi-modal branch"
             + (" is pre-trained alone, then" if hp["pretrain_multi"] else "")
             + " trains jointly at the single-modal branch's learning rate (official: 1/100).",
+            *(["bd: an absent other modality's block of encoded features is left out of the "
+               "feature losses, and a row with no other modality out of the multi-modal "
+               "branch's feature term."] if hp["train_subjects"] != "complete" else []),
         ]
 
 

@@ -375,8 +375,16 @@ def test_an_absent_other_modality_is_left_out_of_the_feature_losses(shapes, batc
     rows = present[:, list(shapes).index(MISS)]
     cols = torch.cat([present[:, list(shapes).index(m)].unsqueeze(-1).expand(-1, width)
                       for m in model.other_dims], dim=-1)
-    by_hand = [((f_m - f_s)[i][cols[i]].pow(2).mean()) for i in range(len(y)) if rows[i]]
+    by_hand = [((f_m - f_s)[i][cols[i]].pow(2).mean()) for i in range(len(y))
+               if rows[i] and cols[i].any()]
     torch.testing.assert_close(terms["feat_to_multi"], torch.stack(by_hand).mean())
+    # rows with no other modality have no feature to match: they do not dilute the mean
+    only = torch.zeros_like(present)
+    only[:, list(shapes).index(MISS)] = True
+    doubled = ({m: torch.cat([v, v]) for m, v in x.items()}, torch.cat([present, only]),
+               torch.cat([y, y]))
+    torch.testing.assert_close(model.loss_terms(*doubled)["feat_to_multi"],
+                               terms["feat_to_multi"])
     fused = torch.cat([f_s, p], -1) - torch.cat([f_m, c_m], -1)
     keep = torch.cat([cols, torch.ones_like(p, dtype=torch.bool)], -1)
     by_hand = [fused[i][keep[i]].pow(2).mean() for i in range(len(y)) if rows[i]]
