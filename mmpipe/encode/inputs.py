@@ -64,7 +64,8 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
                     meta: dict) -> dict[str, dict]:
     """Apply the preprocessing verdicts of every shard; returns the ok rows by subject."""
     frames = [pl.read_parquet(Path(d) / SHARD_QC) for d in shard_dirs]
-    qc = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    # diagonal: a shard made before a column was recorded beside one made after
+    qc = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     rows = {r["subject_id"]: {**r, "_dir": None} for r in qc.iter_rows(named=True)} if len(qc) else {}
     for d, frame in zip(shard_dirs, frames, strict=True):
         for sid in frame["subject_id"]:
@@ -83,7 +84,8 @@ def _merge_shard_qc(inputs: list[SubjectInput], shard_dirs: list[Path], modality
         under = row.get("path_under_root")  # None in a shard made before it was recorded
         made, now = ((under, path_under_root(meta, str(item.source))) if under is not None
                      else (row.get("path"), str(item.source)))
-        if made is not None and made != now:
+        # (as written then or now: a CSV moved beside files that stayed is the same file)
+        if made is not None and made != now and row.get("path") != str(item.source):
             raise StoreError(f"subject {item.subject_id!r}: its {modality} shard was made "
                              f"from {row['path']}, the manifest now names {item.source}: "
                              "the shards do not match the manifest; rerun preprocessing")

@@ -1,7 +1,8 @@
 """The opening of ``results.md``: per (scenario, rate), natural first, in a few lines.
 
 For each group: the best method on the headline metric with its interval; whether the
-*fusion* method best on validation beats the best single-modality run and each baseline;
+*fusion* method best on validation beats the single-modality run best on validation and
+each baseline;
 which runs collapsed, kept their first epoch or could not train. Method types are grouped by
 :data:`mmpipe.methods.families.FAMILIES`: ``baselines``, ``single modality``, every
 other family is fusion.
@@ -273,8 +274,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
              f"Per scenario and rate: the best method by {name} (mean ± std over seeds, "
              "sample std; 95 % CI: t interval of the mean over seeds); the *fusion* method "
              "best on validation (every family but the baselines and single modality) "
-             "against the best "
-             f"single-modality run and each baseline ({', '.join(types_of(BASELINE_FAMILY))}), "
+             "against the single-modality run best on validation "
+             f"and each baseline ({', '.join(types_of(BASELINE_FAMILY))}), "
              "by an exact Wilcoxon "
              "signed-rank test over seeds, paired by seed (same split and mask), two-sided: a "
              "significant result says the side ahead is better, the fusion or the "

@@ -290,3 +290,33 @@ def test_a_dataset_moved_after_tiling_is_read_where_it_lies_now(tmp_path, base_c
                        shard_dirs=shards)
     rows = by_subject(out)
     assert all(rows[sid]["status"] == "ok" for sid in GOOD), rows
+
+
+def test_a_table_moved_beside_slides_that_stayed_keeps_its_shards(tmp_path, base_config,
+                                                                  data_dir):
+    """The CSV moved, its absolute slide paths did not: the root the paths were read
+    under moved, so the shard's path under it (relative) and the manifest's (absolute
+    now) differed, and a shard of the same slide was refused naming one path twice."""
+    import shutil
+
+    from mmpipe.encode.run import encode_store
+    from mmpipe.encoders.registry import execution_settings
+    from mmpipe.params import encoder_params
+    from tests.reliability.conftest import COHORT, preprocess
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for sid in GOOD:
+        shutil.copy(data_dir / f"{sid}.tiff", slides / f"{sid}.tiff")
+    rows = [{**r, "slide": str(slides / f"{r['id']}.tiff")} for r in _good_rows(data_dir)]
+    cfg = _config(base_config, write_csv(slides / "cohort.csv", rows), None)
+    layout = build(tmp_path, cfg)  # the CSV beside the slides: their root
+    shards = preprocess(layout, cfg, MODALITY)
+    (slides / "cohort.csv").rename(write_csv(tmp_path / "tables" / "cohort.csv", rows))
+    cfg["cohorts"][COHORT]["csv"] = str(tmp_path / "tables" / "cohort.csv")
+    build(tmp_path, cfg)
+    out = encode_store(layout.root, MODALITY, encoder_params(cfg, COHORT, MODALITY, ENCODER),
+                       layout.store(MODALITY, ENCODER), device="cpu",
+                       settings=execution_settings(cfg["encoders"][ENCODER]),
+                       shard_dirs=shards)
+    assert all(row["status"] == "ok" for row in by_subject(out).values())
