@@ -24,6 +24,7 @@ their patterns with the same functions the library uses for concrete paths.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +193,18 @@ class CohortLayout:
     def cell_job_flags(self, feature_set: str, method: str) -> Path:
         """The folder of a (feature set, method)'s cell jobs' flags (``train_job_done``)."""
         return self.root / "train_jobs" / feature_set / method
+
+    def forget_other_train_mode(self, feature_set: str, method: str, *, cell_job: bool
+                                ) -> None:
+        """Remove the flags of the other ``train_jobs`` mode's jobs over the runs a
+        training job is about to rewrite: their records were of the runs before, and after
+        a switch back, a setting changed and restored in between left those jobs looking
+        done on runs trained with the change. A training job calls it first, before its
+        imports, since Snakemake has already removed its runs."""
+        if cell_job:
+            self.train_job_done(feature_set, method).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.cell_job_flags(feature_set, method), ignore_errors=True)
 
     def run(self, feature_set: str, method: str, scenario: str, rate: float | str,
             seed: int | str) -> Path:

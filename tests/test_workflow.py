@@ -233,6 +233,23 @@ def test_a_switch_of_train_jobs_runs_the_new_modes_jobs_once(demo_run, tmp_path)
     assert dry.returncode == 0, dry.stderr
     # every cell: the method jobs rewrote them all
     assert jobs_of(dry.stdout) == {"train": 7, "benchmark_report": 1, "all": 1}
+    # the cell jobs run short of the report, which stays the method mode's (built on the
+    # default settings): back there, the method jobs' flags (removed by the cell jobs)
+    # were asked for by that report alone, which had nothing to rebuild, so nothing ran
+    # on the cell jobs' runs
+    write_demo_config(workdir, train_jobs="method")
+    assert snakemake_in(workdir).returncode == 0
+    write_demo_config(workdir)
+    cells = sorted(str(p.relative_to(workdir)).replace("/runs/", "/train_jobs/") + ".done"
+                   for p in (workdir / "results" / "demo" / "runs").glob("*/*/*")
+                   if p.is_dir())  # the cell jobs' flags: their runs are there already
+    run = snakemake_in(workdir, *cells)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert len(cells) == 7 and not (workdir / "results/demo/train_jobs/all/mmare.done").exists()
+    write_demo_config(workdir, train_jobs="method")
+    dry = snakemake_in(workdir, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert jobs_of(dry.stdout) == {"train_method": 4, "benchmark_report": 1, "all": 1}
 
 
 def test_second_dry_run_has_nothing_to_do(demo_run):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -156,18 +155,6 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
                     out_dir, seed=seed, meta=meta, normalize=normalize,
                     evaluate_subsets=evaluate_subsets, device=device, selection=selection,
                     tuning=tuning)
-
-
-def forget_other_mode(layout: CohortLayout, feature_set: str, method: str, *,
-                      cell_job: bool) -> None:
-    """Remove the flags of the other ``train_jobs`` mode's jobs over the runs a training
-    job is about to rewrite (:meth:`CohortLayout.train_job_done`). Their records were of
-    the runs before: after a switch back, a setting changed and restored in between left
-    those jobs looking done on runs trained with the changed setting."""
-    if cell_job:
-        layout.train_job_done(feature_set, method).unlink(missing_ok=True)
-    else:
-        shutil.rmtree(layout.cell_job_flags(feature_set, method), ignore_errors=True)
 
 
 def run_cell(layout: CohortLayout, train: dict[str, Any], scenario: str, rate: float,

@@ -146,7 +146,8 @@ def train_gpus(wildcards):
 
 def all_outputs():
     """The default target: every cohort's stores, QC, every training output (each cell,
-    or each method's folder of cells under ``train_jobs: method``) and the report."""
+    or each method's folder of cells under ``train_jobs: method``) and its job's flag,
+    and the report."""
     outputs = []
     for cohort in config["run_cohorts"]:
         lay = layout(cohort)
@@ -154,7 +155,7 @@ def all_outputs():
         outputs += cohort_stores(cohort)
         outputs.append(lay.cohort_qc())
         if "benchmark" in COHORTS[cohort]:
-            outputs += training_outputs(cohort)
+            outputs += training_outputs(cohort) + training_job_flags(cohort)
             outputs.append(lay.report())
     return outputs
 
@@ -230,12 +231,13 @@ def training_outputs(cohort):
     return [layout(cohort).method_runs(fs, method) for fs, method in cohort_runs(cohort)]
 
 
-def report_job_flags(wildcards):
-    """The flags of the cohort's training jobs (``CohortLayout.train_job_done``): Snakemake
-    checks a job's outputs only as far as they are asked for, so the runs alone, there
-    from the other ``train_jobs`` mode, would not run a job whose flag is missing."""
-    checkpoints.manifest.get(cohort=wildcards.cohort)
-    cohort, lay = wildcards.cohort, layout(wildcards.cohort)
+def training_job_flags(cohort):
+    """The flags of the cohort's training jobs (``CohortLayout.train_job_done``):
+    Snakemake checks a job's outputs only as far as they are asked for, so the runs
+    alone, there from the other ``train_jobs`` mode, would not run a job whose flag is
+    missing. The default target asks for them too: asked for by the report alone, they
+    were looked at only when the report had to be rebuilt."""
+    lay = layout(cohort)
     settings = mmconfig.benchmark_settings(config, cohort)
     if settings["train_jobs"] == "method":
         return [lay.train_job_done(fs, method) for fs, method in cohort_runs(cohort)]
@@ -244,6 +246,11 @@ def report_job_flags(wildcards):
         for run in mmconfig.benchmark_runs(config, cohort)
         for cell in mmconfig.cells_of(settings, run)
     ]
+
+
+def report_job_flags(wildcards):
+    checkpoints.manifest.get(cohort=wildcards.cohort)
+    return training_job_flags(wildcards.cohort)
 
 
 def mark_stale_reports(cause):

@@ -3,22 +3,25 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
-from mmpipe.bench.run import forget_other_mode, run_cell, run_cells  # noqa: E402
-from mmpipe.encoders.device import names_cuda, resolve_device  # noqa: E402
 from mmpipe.layout import CohortLayout  # noqa: E402
 
 sm = snakemake  # noqa: F821
-torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 w = sm.wildcards
 layout = CohortLayout(Path(sm.input.manifest).parent)
+# first: Snakemake has removed this job's runs, which the other mode's flags still cover
+layout.forget_other_train_mode(w.feature_set, w.method, cell_job="scenario" in w.keys())
+
+import torch  # noqa: E402
+
+from mmpipe.bench.run import run_cell, run_cells  # noqa: E402
+from mmpipe.encoders.device import names_cuda, resolve_device  # noqa: E402
+
+torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 device = sm.config["device"]
 if names_cuda(device) and not getattr(sm.resources, "gpu", 0):
     device = "cpu"  # given no GPU slot (a scikit-learn baseline: train_gpus in common.smk)
 kwargs = {"device": str(resolve_device(device)),
           "meta": {"cohort": w.cohort, "feature_set": w.feature_set, "method": w.method}}
-forget_other_mode(layout, w.feature_set, w.method, cell_job="scenario" in w.keys())
 if "scenario" in w.keys():  # train_jobs: cell
     run_cell(layout, sm.params.train, w.scenario, float(w.rate), sm.output[0], **kwargs)
 else:  # train_jobs: method
