@@ -74,15 +74,18 @@ def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` is the machine running out of memory, which fails the job (a rerun
     on a larger node succeeds) instead of rejecting the subject: Python's
     :class:`MemoryError`, torch's ``OutOfMemoryError`` (CUDA) and its CPU allocator's
-    ``RuntimeError`` ("can't allocate memory"), also as the cause of another (MONAI wraps
+    ``RuntimeError`` ("can't allocate memory"), SimpleITK's ``RuntimeError`` ("Failed to
+    allocate memory for image."), also as the cause of another (MONAI wraps
     a transform's failure). Read by name and message: no torch import."""
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError":
             return True
         text = str(seen)
-        if isinstance(seen, RuntimeError) and ("can't allocate memory" in text
-                                               or "out of memory" in text.lower()):
+        # SimpleITK's (ITK's image buffer): "Failed to allocate memory for image."
+        if isinstance(seen, RuntimeError) and any(
+                words in text.lower() for words in ("can't allocate memory", "out of memory",
+                                                   "failed to allocate memory")):
             return True
         seen = seen.__cause__
     return False

@@ -27,6 +27,10 @@ def test_a_lone_tensor_is_its_own_batch_and_several_are_joined():
                  "memory: you tried to allocate 46116860184273879040 bytes"),
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     MemoryError(),
+    # SimpleITK's (an .mha or .nrrd volume, a DICOM series): read as the file's fault
+    RuntimeError("Exception thrown in SimpleITK ImageSeriesReader_Execute: /work/ITK/"
+                 "Modules/Core/Common/include/itkImportImageContainer.hxx:179:\nFailed to "
+                 "allocate memory for image."),
 ])
 def test_running_out_of_memory_fails_the_job_and_rejects_no_subject(error):
     """torch's allocators raise RuntimeError, not MemoryError: a volume resampled past the
