@@ -429,13 +429,13 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     codes as blank in both: else a subject whose every field is ``-1`` is absent from the
     tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
     cells train and test on different subjects."""
-    from mmpipe.preprocess.prompts import blank_code_differences, missing_codes
+    from mmpipe.preprocess.prompts import blank_code_differences, prompt_blank_codes
 
     encoders = [cfg.get("encoders", {}).get(e) or {} for e in mod.get("encoders", [])]
     if not any(e.get("type") == "text" for e in encoders):
         return []
     prompt = mod.get("prompt") or {}
-    prompt_codes = {f: sorted(missing_codes(prompt, f)) for f in sorted(fields)}
+    prompt_codes = prompt_blank_codes(prompt, sorted(fields))
     # an `encoding_from` entry takes its codes from the stored encoding, which the config
     # cannot see: its encoding job compares them (encode/tabular.py); of several tabular
     # encodings (compared with each other), the prompt must agree with one

@@ -203,14 +203,14 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
             canon = TabularEncoding.from_config(enc, mod["fields"])
             params["config"].update({k: getattr(canon, k) for k in
                                      ("categorical", "missing_values") if enc.get(k) is not None})
-            texts = [e for e in mod["encoders"] if cfg["encoders"][e]["type"] == "text"]
-            if enc.get("encoding_from") and texts:
+            if enc.get("encoding_from") and any(cfg["encoders"][e]["type"] == "text"
+                                                for e in mod["encoders"]):
                 # the prompts' blank codes, which a reused encoding's must equal (the
                 # config check sees the codes of an encoding fitted here, not those stored)
-                from mmpipe.preprocess.prompts import missing_codes
+                from mmpipe.preprocess.prompts import prompt_blank_codes
 
-                params["prompt_missing_values"] = {
-                    f: sorted(missing_codes(mod.get("prompt") or {}, f)) for f in mod["fields"]}
+                params["prompt_missing_values"] = prompt_blank_codes(mod.get("prompt") or {},
+                                                                     mod["fields"])
         if enc["type"] == "text":
             params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
     return canonical(params)

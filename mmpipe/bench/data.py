@@ -358,7 +358,8 @@ class Normalizer:
                 if len(rows) == 0:
                     log.warning("normaliser: no training subject has %s; its features are "
                                 "left unscaled", m)
-                    mean, std, keep = np.zeros(width), np.ones(width), np.ones(width)
+                    mean, std = np.zeros(width), np.ones(width)
+                    keep = np.ones(width, np.float32)
                 else:
                     rows = rows.astype(np.float64)
                     spread = rows.std(axis=0)
@@ -369,7 +370,7 @@ class Normalizer:
                 if pairs:
                     self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
-                                 "keep": keep.astype(np.float32)}
+                                 "keep": keep}
         elif self.mode == "l2":
             for j, m in enumerate(data.modalities):
                 # a tabular store, numeric fields or not: a category's column too
@@ -384,7 +385,7 @@ class Normalizer:
                 self.blanks[m] = pairs
                 self.stats[m] = {"mean": mean.astype(np.float32),
                                  "std": np.where(std < STD_FLOOR, 1.0, std).astype(np.float32),
-                                 "keep": keep.astype(np.float32)}
+                                 "keep": keep}
         self.fitted = True
         return self
 
@@ -419,12 +420,8 @@ class Normalizer:
     def zeroed(self) -> dict[str, tuple[int, int]]:
         """Modality -> (features zeroed as constant over the fitted subjects, its features),
         for each modality with one such feature."""
-        out = {}
-        for m, s in self.stats.items():
-            n = int((s.get("keep", np.ones(1)) == 0).sum())
-            if n:
-                out[m] = (n, int(s["keep"].size))
-        return out
+        return {m: (n, int(s["keep"].size)) for m, s in self.stats.items()
+                if "keep" in s and (n := int((s["keep"] == 0).sum()))}
 
     def fit_transform(self, data: BenchData) -> BenchData:
         return self.fit(data).transform(data)

@@ -139,7 +139,7 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
                     item.source = MaskedVolume(str(item.source), mask)
     if kind == "slide":
         shard_dirs = [Path(d) for d in shard_dirs or []]
-        ok = _merge_shard_qc(inputs, shard_dirs, modality, meta)
+        _merge_shard_qc(inputs, shard_dirs, modality, meta)
         tiles = [pl.read_parquet(d / SHARD_TILES) for d in shard_dirs]
         tiles = pl.concat([t for t in tiles if len(t)], how="vertical_relaxed") if any(
             len(t) for t in tiles) else None

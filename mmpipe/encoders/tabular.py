@@ -58,8 +58,7 @@ def canonical_value(value: Any) -> str | None:
     # and 2.0 in a column of numbers are one category, and "-1.0" is the code -1; an
     # integer beyond int64, which parse_number gives as a float, keeps its own digits
     if (number := parse_number(text)) is not None:
-        return (canonical_value(number) if isinstance(number, int) or
-                not is_integer_text(text) else str(int(text)))
+        return canonical_value(int(text) if is_integer_text(text) else number)
     return text if text and text.lower() != MISSING else None
 
 

@@ -211,9 +211,9 @@ class _MissingModalityMethod(FusionMethod):
             return torch.ones(present.shape[0], dtype=torch.bool, device=present.device)
         return self.has_missing(present)
 
-    def encoded_columns(self, present: torch.Tensor, extra: int = 0) -> torch.Tensor | None:
-        """[B, K·feat_dim + extra] bool: the columns of the encoded others ``f`` (then
-        ``extra`` more, always true) whose modality the row has; None under
+    def encoded_columns(self, present: torch.Tensor) -> torch.Tensor | None:
+        """[B, K·feat_dim] bool: the columns of the encoded others ``f`` whose modality the
+        row has; None under
         ``train_subjects: complete``, where every row has every modality. An absent
         modality's block is its encoder's output on the zero fill: a feature loss over it
         would pull that encoder's bias towards the other branch's."""
@@ -221,12 +221,8 @@ class _MissingModalityMethod(FusionMethod):
             return None
         width = int(self.hparams["feat_dim"])
         present = present.bool()
-        blocks = [present[:, self.modalities.index(m)].unsqueeze(-1).expand(-1, width)
-                  for m in self.other_dims]
-        if extra:
-            blocks.append(torch.ones(present.shape[0], extra, dtype=torch.bool,
-                                     device=present.device))
-        return torch.cat(blocks, dim=-1)
+        return torch.cat([present[:, self.modalities.index(m)].unsqueeze(-1).expand(-1, width)
+                          for m in self.other_dims], dim=-1)
 
     def prepare(self, x, present, y) -> None:
         rows = self.training_rows(present)
@@ -309,8 +305,10 @@ class BidirectionalDistillation(_MissingModalityMethod):
             # which it would otherwise dilute
             "feat_to_multi": _row_mean(_row_mse(f_m, f_s.detach(), cols),
                                        rows if cols is None else rows & cols.any(-1)),
-            "feat_to_single": _row_mean(_row_mse(
-                fused_s, fused_m, self.encoded_columns(present, p.shape[-1])), rows),
+            "feat_to_single": _row_mean(_row_mse(  # the prompt's columns always count
+                fused_s, fused_m,
+                None if cols is None else torch.cat([cols, cols.new_ones(p.shape)], dim=-1)),
+                rows),
             "kl_to_single": _row_mean(self._kl(z_s, z_m), rows),
             "logits": torch.where(self.has_missing(present).unsqueeze(-1), z_m, z_s),
         }

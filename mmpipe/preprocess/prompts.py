@@ -42,6 +42,12 @@ def missing_codes(prompt: Mapping[str, Any], field: str) -> set[str]:
     return set(canonical_codes(codes))
 
 
+def prompt_blank_codes(prompt: Mapping[str, Any], fields: Sequence[str]) -> dict[str, list[str]]:
+    """Each field's blank codes in a prompt block, sorted: what a reused tabular
+    encoding's must equal (:func:`blank_code_differences`)."""
+    return {f: sorted(missing_codes(prompt, f)) for f in fields}
+
+
 def blank_code_differences(encoding: Mapping[str, Any], prompt_codes: Mapping[str, Any]
                            ) -> str | None:
     """Where a tabular encoding (a block with ``missing_values``: an encoder's config or a
@@ -79,14 +85,21 @@ def _is_missing(value: Any, codes: set[str]) -> bool:
 def render_prompt(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any]) -> str | None:
     """One subject's prompt, or None when every field is blank or a ``missing_values``
     code (no clinical data)."""
-    return _render(row, fields, prompt, {f: missing_codes(prompt, f) for f in fields})[0]
+    return _render(row, fields, prompt, _field_rules(prompt, fields))[0]
+
+
+def _field_rules(prompt: Mapping[str, Any], fields: Sequence[str]
+                 ) -> dict[str, tuple[set[str], dict[str, Any]]]:
+    """Per field, once for every subject: its blank codes and its :func:`value_map`."""
+    value_maps = prompt.get("value_maps") or {}
+    return {f: (missing_codes(prompt, f), value_map(value_maps.get(f) or {})) for f in fields}
 
 
 def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any],
-            codes: Mapping[str, set[str]]) -> tuple[str | None, int]:
-    """(the prompt or None, the number of fields with a value), ``codes`` per field."""
+            rules: Mapping[str, tuple[set[str], dict[str, Any]]]) -> tuple[str | None, int]:
+    """(the prompt or None, the number of fields with a value), ``rules`` per field
+    (:func:`_field_rules`)."""
     phrases = prompt.get("phrases", {})
-    value_maps = prompt.get("value_maps", {})
     mode = prompt.get("missing", "omit")
     missing_text = prompt.get("missing_text", "unknown")
     parts = [prompt["header"]] if prompt.get("header") else []
@@ -94,13 +107,13 @@ def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, 
     for field in fields:
         value = row.get(field)
         template = phrases.get(field, DEFAULT_PHRASE)
-        if _is_missing(value, codes[field]):
+        codes, mapping = rules[field]
+        if _is_missing(value, codes):
             if mode == "explicit":
                 parts.append(template.format(field=field, value=missing_text))
             continue
         n_present += 1
-        shown = value_map(value_maps.get(field) or {}).get(canonical_value(value),
-                                                           _format(value))
+        shown = mapping.get(canonical_value(value), _format(value))
         parts.append(template.format(field=field, value=shown))
     return (" ".join(parts) if n_present else None), n_present
 
@@ -119,10 +132,10 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
     mode = prompt.get("missing", "omit")
     if mode not in ("omit", "explicit"):
         raise ConfigError(f"prompt.missing must be 'omit' or 'explicit', not {mode!r}")
-    codes = {f: missing_codes(prompt, f) for f in fields}
+    rules = _field_rules(prompt, fields)
     rows = []
     for row in manifest.select(["subject_id", *fields]).iter_rows(named=True):
-        text, n = _render(row, fields, prompt, codes)
+        text, n = _render(row, fields, prompt, rules)
         rows.append({"subject_id": row["subject_id"], "prompt": text, "n_fields": n})
     out = pl.DataFrame(rows, schema={"subject_id": pl.String, "prompt": pl.String,
                                      "n_fields": pl.Int64}, orient="row")

@@ -54,7 +54,12 @@ def paired_p(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> fl
         return greater
     if alternative == "less":
         return less
-    return min(1.0, 2 * min(greater, less))
+    return two_sided(tails)
+
+
+def two_sided(tails: tuple[float, float]) -> float:
+    """The two-sided p of :func:`paired_tails`' one-sided pair."""
+    return min(1.0, 2 * min(tails))
 
 
 def paired_tails(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:

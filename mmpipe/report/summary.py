@@ -42,7 +42,7 @@ import polars as pl
 
 from mmpipe.bench.flags import COLLAPSE_FLAGS
 from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
-from mmpipe.report.stats import min_wilcoxon_p, paired_tails
+from mmpipe.report.stats import min_wilcoxon_p, paired_tails, two_sided
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
     SIGNIFICANCE,
@@ -197,7 +197,7 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
     leader, (x, y) = (name_o, (y, x)) if other_ahead else (name_f, (x, y))
     ahead = int(np.sum(x > y))
     tails = paired_tails(x, y)
-    p = None if tails is None else min(1.0, 2 * min(tails))
+    p = None if tails is None else two_sided(tails)
     significant = p is not None and p < SIGNIFICANCE and tails[0] <= tails[1]
     if significant:
         verdict = "significant"
@@ -407,14 +407,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                          f"over {ahead['auc_n']} of "
                          f"{ahead['n_seeds']} seeds only: the others have no value)")
             lines.append(line)
-        def whole_first(rs, complete=complete):
-            """The rows with a value on every seed, else every row (the comparisons pair
-            seeds): a mean over the one seed that trained is no fair pick."""
-            return [r for r in rs if any(r is c for c in complete)] or rs
-
         # the fusion compared: "none ran" only when none has a value
         fusions = [r for r in rows if (r.get("family") or "other") not in (baseline, single)]
-        pool = whole_first(fusions)
+        pool = _whole_first(fusions, complete)
         fusion = best_on_validation(pool)
         if fusion is not None:
             lines.append(f"- the fusion compared below is **{label(fusion)}**, the best fusion "
@@ -432,7 +427,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # the single modality is chosen as the fusion is, on validation: the best of
             # several on the test runs it is compared on was "ahead of the fusion" three
             # times as often as one fixed modality under no difference
-            singles = whole_first([r for r in rows if r.get("family") == single])
+            singles = _whole_first([r for r in rows if r.get("family") == single], complete)
             if singles:
                 chosen = best_on_validation(singles)
                 role = "single modality best on validation"
@@ -448,6 +443,12 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 lines.append("- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
     return "\n".join(lines)
+
+
+def _whole_first(rows: list[dict], complete: list[dict]) -> list[dict]:
+    """The rows with a value on every seed (``complete``), else every row (the comparisons
+    pair seeds): a mean over the one seed that trained is no fair pick."""
+    return [r for r in rows if any(r is c for c in complete)] or rows
 
 
 def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:

@@ -201,17 +201,22 @@ def cohort_runs(cohort):
     return [(r["feature_set"], r["method"]) for r in mmconfig.benchmark_runs(config, cohort)]
 
 
+def cohort_cell_keys(cohort):
+    """(feature set, method, scenario, rate) of every cell of the cohort's benchmark."""
+    settings = mmconfig.benchmark_settings(config, cohort)
+    return [
+        (run["feature_set"], run["method"], *parse_cell(cell))
+        for run in mmconfig.benchmark_runs(config, cohort)
+        for cell in mmconfig.cells_of(settings, run)
+    ]
+
+
 def cohort_cells(cohort):
     """Every cell directory of the cohort's benchmark; each holds one run per seed."""
     if "benchmark" not in COHORTS[cohort]:
         return []
     lay = layout(cohort)
-    settings = mmconfig.benchmark_settings(config, cohort)
-    return [
-        lay.cell(run["feature_set"], run["method"], *parse_cell(cell))
-        for run in mmconfig.benchmark_runs(config, cohort)
-        for cell in mmconfig.cells_of(settings, run)
-    ]
+    return [lay.cell(*key) for key in cohort_cell_keys(cohort)]
 
 
 def report_inputs(wildcards):
@@ -238,14 +243,9 @@ def training_job_flags(cohort):
     missing. The default target asks for them too: asked for by the report alone, they
     were looked at only when the report had to be rebuilt."""
     lay = layout(cohort)
-    settings = mmconfig.benchmark_settings(config, cohort)
-    if settings["train_jobs"] == "method":
+    if mmconfig.benchmark_settings(config, cohort)["train_jobs"] == "method":
         return [lay.train_job_done(fs, method) for fs, method in cohort_runs(cohort)]
-    return [
-        lay.train_job_done(run["feature_set"], run["method"], *parse_cell(cell))
-        for run in mmconfig.benchmark_runs(config, cohort)
-        for cell in mmconfig.cells_of(settings, run)
-    ]
+    return [lay.train_job_done(*key) for key in cohort_cell_keys(cohort)]
 
 
 def report_job_flags(wildcards):
