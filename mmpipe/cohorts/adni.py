@@ -28,7 +28,9 @@ are) come from the chosen visit's row.
 
 Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
 blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
-QC row. NIfTI files that do not sit at the layout's depth, image folders without one (a
+QC row. Rows of one subject and visit are one visit where they agree on what is read
+(``EXAMDATE``, ``DX``, the fields); where they disagree and the rule chooses that visit,
+the subject has no label and no scan, with a ``conflict`` QC row naming the columns. NIfTI files that do not sit at the layout's depth, image folders without one (a
 DICOM download) and date folders that are not a date are skipped with a QC row; a scan folder with several NIfTI files is rejected,
 naming them.
 """
@@ -70,6 +72,8 @@ DEFAULT_SERIES = {"mri": r"(?i)mp-?rage", "pet": r"(?i)fdg|^co-?reg"}
 LABEL_SOURCES = {"diagnosis": ("DX", "DX_bl"), "ad_vs_cn": ("DX", "DX_bl")}
 LABELS = ("diagnosis", "ad_vs_cn")
 DIAGNOSES = ("CN", "MCI", "Dementia")
+CONFLICT = "conflict"
+_CONFLICT = "_conflict"  # a visit's row key: why its rows disagree
 VISITS = ("baseline", "first_with_all")
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
@@ -135,8 +139,10 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                             qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH,
                                                str(image_dir)))
                         continue
-                    files = tuple(sorted(p for p in image_dir.iterdir()
-                                         if p.is_file() and p.name.endswith(NIFTI)))
+                    # not macOS's "._" metadata beside a copied file
+                    files = tuple(sorted(p for p in image_dir.iterdir() if p.is_file()
+                                         and p.name.endswith(NIFTI)
+                                         and not p.name.startswith(".")))
                     if files:
                         scans[subject.name].append(Scan(modality, taken, files, image_dir))
                     else:  # a DICOM download: without a row the scan vanished, and a
@@ -154,11 +160,21 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
     return scans, qc
 
 
-def _visits(table: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
-    by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _visits(table: pl.DataFrame, read: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """PTID -> its visits' rows, by date. Rows of one (PTID, VISCODE) that agree on the
+    columns ``read`` are one visit; where they disagree the visit's row carries
+    ``_CONFLICT`` (which columns), so a rule that chooses it says so instead of taking
+    whichever row came first."""
+    by_visit: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in table.iter_rows(named=True):
         if row["PTID"]:
-            by_subject[row["PTID"].strip()].append(row)
+            by_visit[(row["PTID"].strip(), (row["VISCODE"] or "").strip())].append(row)
+    by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (ptid, _), rows in by_visit.items():
+        differ = [c for c in read if len({(r[c] or "").strip() for r in rows}) > 1]
+        by_subject[ptid].append({**rows[0], _CONFLICT: (
+            f"{len(rows)} ADNIMERGE rows list visit {rows[0]['VISCODE']} and disagree on "
+            f"{', '.join(differ)}")} if differ else rows[0])
     for rows in by_subject.values():
         rows.sort(key=lambda r: (_date(r["EXAMDATE"]) or dt.date.max))
     return by_subject
@@ -227,7 +243,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     if not images.is_dir():
         raise InputError("folder ADNI/ (LONI's download) not found", path=images)
     scans, source_qc = scan_images(images, series)
-    visits = _visits(table)
+    visits = _visits(table, ["EXAMDATE", "DX", *fields])
 
     # ADNIMERGE lists the whole study: the cohort is what was downloaded
     ids = sorted(scans) if imaging else sorted(visits)
@@ -248,13 +264,18 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
                         and all(_match(_date(r["EXAMDATE"]), own, m, max_days)[0]
                                 for m in imaging)), None)
+        conflict = (row or {}).get(_CONFLICT)
+        if conflict:
+            why, row = conflict, None
         chosen_rows.append(row or {})
         frame["viscode"].append((row or {}).get("VISCODE"))
         frame["examdate"].append((row or {}).get("EXAMDATE"))
         if row is None:
-            why = ("no baseline (bl) row in ADNIMERGE" if visit_rule == "baseline" else
-                   "no visit with a diagnosis and a scan of every modality")
-            source_qc.append(QCRecord(sid, LABEL_QC, ABSENT, why, str(table_path)))
+            if not conflict:
+                why = ("no baseline (bl) row in ADNIMERGE" if visit_rule == "baseline" else
+                       "no visit with a diagnosis and a scan of every modality")
+            source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT if conflict else ABSENT, why,
+                                      str(table_path)))
             diagnosis.append(None)
             for m in imaging:
                 columns[specs[m].column].append(None)

@@ -44,6 +44,7 @@ What the releases are known to contain, and what the adapter does with it:
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -156,7 +157,7 @@ def survival_class(value: Any, edges: tuple[float, float]) -> tuple[str | None, 
             return "long", None
         return None, (f"survival {text!r}: censored at {alive:g} days, not past the long "
                       f"edge ({edges[1]:g} days), so its class is unknown")
-    if days != days or days < 0:
+    if not math.isfinite(days) or days < 0:  # float() reads "inf" and "1e999" too
         return None, f"survival {text!r} is not a number of days"
     if days < edges[0]:
         return "short", None

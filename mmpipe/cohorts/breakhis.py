@@ -26,8 +26,13 @@ and ``tumour_type`` (the type folder). What the adapter does with what it finds:
   magnifications; files that are not images are not read.
 - A folder holding an image named for another patient, class or tumour type rejects
   that modality for the patient, naming the file.
+- A folder holding an image whose name does not follow the release's
+  ``SOB_<B|M>_<T>-<patient>-<mag>-<n>`` (a copy, ``-001 (1).png``) rejects that modality
+  for the patient, naming the file: it would be pooled as a field of its own. Hidden
+  files (macOS's ``._`` metadata) are not images.
 - A patient folder whose name does not follow ``SOB_<B|M>_<T>_<patient>``, or whose
-  class letter disagrees with its benign/malignant folder, is skipped with a QC row.
+  class letter or type code disagrees with its benign/malignant or type folder, is
+  skipped with a QC row.
 - Patient IDs that differ only in letters after the number (``14-22549AB``,
   ``14-22549CD``, ``14-22549G``: a dozen or so of the release's folders share an
   accession number with another) stay separate subjects, as the dataset's 82 patients
@@ -59,13 +64,17 @@ from mmpipe.cohorts.manifest import (
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.io.images import IMAGE_SUFFIXES
+from mmpipe.io.images import image_files
 
 log = logging.getLogger(__name__)
 
 TYPES = {"benign": ("adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma"),
          "malignant": ("ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma",
                        "papillary_carcinoma")}
+# the type code in the folder and file names (the release's README)
+TYPE_CODES = {"adenosis": "A", "fibroadenoma": "F", "phyllodes_tumor": "PT",
+              "tubular_adenoma": "TA", "ductal_carcinoma": "DC", "lobular_carcinoma": "LC",
+              "mucinous_carcinoma": "MC", "papillary_carcinoma": "PC"}
 MAGNIFICATIONS = {"mag40": 40, "mag100": 100, "mag200": 200, "mag400": 400}
 LABELS = ("malignant", "tumour_type")
 PATIENT_FOLDER = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)_(?P<patient>.+)$")
@@ -108,9 +117,12 @@ def find_patients(breast: Path) -> tuple[dict[str, list[tuple[str, str, Path]]],
             folder = breast / cls / "SOB" / tumour
             for patient_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
                 m = PATIENT_FOLDER.match(patient_dir.name)
-                if m is None or m["cls"] != cls[0].upper():
-                    why = ("does not follow SOB_<B|M>_<T>_<patient>" if m is None else
-                           f"class letter {m['cls']} in the {cls}/ folder")
+                why = ("does not follow SOB_<B|M>_<T>_<patient>" if m is None else
+                       f"class letter {m['cls']} in the {cls}/ folder"
+                       if m["cls"] != cls[0].upper() else
+                       f"type code {m['type']} in the {tumour}/ folder (whose code is "
+                       f"{TYPE_CODES[tumour]})" if m["type"] != TYPE_CODES[tumour] else None)
+                if why is not None:
                     qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED,
                                        f"patient folder {patient_dir.name} skipped: its name {why}",
                                        str(patient_dir)))
@@ -127,10 +139,15 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     folder = patient_dir / f"{mag}X"
     if not folder.is_dir():
         return None, QCRecord("", modality, ABSENT, f"no {mag}X/ folder")
-    images = sorted(p for p in folder.iterdir() if p.is_file()
-                    and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(folder)
     if not images:
         return None, QCRecord("", modality, ABSENT, f"{mag}X/ holds no image")
+    # a copy ("-001 (1).png") or a renamed field would be pooled as another field
+    unnamed = [p.name for p in images if IMAGE_NAME.match(p.name) is None]
+    if unnamed:
+        return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds image(s) not named "
+                              "SOB_<B|M>_<T>-<patient>-<mag>-<n>: "
+                              f"{', '.join(unnamed[:5])}", str(folder))
     other = [p.name for p in images
              if (m := IMAGE_NAME.match(p.name)) is not None and int(m["mag"]) != mag]
     if other:

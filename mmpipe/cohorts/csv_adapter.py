@@ -86,25 +86,6 @@ def check_path(path: Path, kind: str) -> str | None:
     return None
 
 
-def _reject_shared_files(ids: list[str], paths: list[str | None], modality: str,
-                         qc: list[QCRecord]) -> None:
-    """Subjects whose ``modality`` is one file (a copy-paste error in the table, or two
-    links to it) lose it, each with a QC row naming the others: the same image under two
-    subjects can land in both training and test."""
-    by_file: dict[str, list[int]] = {}
-    for i, p in enumerate(paths):
-        if p is not None:
-            by_file.setdefault(os.path.realpath(p), []).append(i)
-    for indices in by_file.values():
-        if len(indices) < 2:
-            continue
-        for i in indices:
-            others = [ids[j] for j in indices if j != i]
-            qc.append(QCRecord(ids[i], modality, REJECTED,
-                               f"the same file as subject(s) {others}", paths[i]))
-            paths[i] = None
-
-
 def resolve_paths(
     frame: pl.DataFrame, modality: str, kind: str, column: str, root: Path
 ) -> tuple[list[str | None], list[QCRecord]]:
@@ -127,7 +108,6 @@ def resolve_paths(
         else:
             paths.append(None)
             qc.append(QCRecord(sid, modality, REJECTED, reason, str(p)))
-    _reject_shared_files(frame[SUBJECT].to_list(), paths, modality, qc)
     rejected = sum(r.status == REJECTED for r in qc)
     if rejected:
         log.warning("%s: %d %s path(s) rejected (missing or wrong kind)", modality, rejected, kind)

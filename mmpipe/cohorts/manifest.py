@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import unicodedata
 from collections import Counter
@@ -626,6 +627,32 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
     return frame
 
 
+def _reject_shared_files(frame: pl.DataFrame, specs: list[ModalitySpec]
+                         ) -> tuple[pl.DataFrame, list[QCRecord]]:
+    """Subjects whose modality is one file or folder (a copy-paste error in a table, two
+    links to one file, a release's list naming one exam for two patients) lose it, each
+    with a QC row naming the others: the same image under two subjects can land in both
+    training and test, under two labels."""
+    ids = frame[SUBJECT].to_list()
+    qc: list[QCRecord] = []
+    for spec in specs:
+        paths = frame[spec.column].to_list()
+        by_file: dict[str, list[int]] = {}
+        for i, p in enumerate(paths):
+            if p is not None:
+                by_file.setdefault(os.path.realpath(p), []).append(i)
+        shared = [indices for indices in by_file.values() if len(indices) > 1]
+        for indices in shared:
+            for i in indices:
+                others = [ids[j] for j in indices if j != i]
+                qc.append(QCRecord(ids[i], spec.name, REJECTED,
+                                   f"the same file as subject(s) {others}", paths[i]))
+                paths[i] = None
+        if shared:
+            frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
+    return frame, qc
+
+
 def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest:
     """Enforce the contract on an adapter's output and derive the full QC table."""
     columns = _check_columns(out)
@@ -649,6 +676,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             .alias(s.column)
             for s in path_specs
         )
+    frame, shared = _reject_shared_files(frame, path_specs)
 
     given: dict[tuple[str, str], QCRecord] = {}
     subjects = set(frame[SUBJECT].to_list())
@@ -659,6 +687,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         if key in given:
             raise ValueError(f"adapter gave two QC records for {key}")
         given[key] = rec
+    given.update({(rec.subject_id, rec.modality): rec for rec in shared})
 
     rows = frame.to_dicts()
     qc: list[QCRecord] = []

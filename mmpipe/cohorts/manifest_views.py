@@ -123,7 +123,10 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     if spec is None:
         return "not in the manifest"
     own = [spec["path_column"]] if "path_column" in spec else list(spec.get("fields", []))
-    extra = [c for c in meta.get("extra_columns", []) if c not in own]
+    # not another modality's mask (BraTS's and IXI's extra columns): its path, absolute,
+    # reran this modality's jobs when the download moved, and whenever that mask changed
+    others = {mask_column(m) for m in meta["modalities"] if m != modality}
+    extra = [c for c in meta.get("extra_columns", []) if c not in own and c not in others]
     paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
     # where the dataset lies is no part of what a job reads from it: a download moved or

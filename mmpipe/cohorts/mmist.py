@@ -185,6 +185,14 @@ def clinical_frame(root: Path, labels: list[str], specs: dict) -> pl.DataFrame:
     return clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why a mapped feature file cannot be read, or None."""
+    try:
+        return None if path.is_file() else "mapped feature file not found"
+    except OSError as e:  # a name too long: this patient's, not the cohort's
+        return f"mapped feature file cannot be read: {e.strerror or e}"
+
+
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc",
                         "the MMIST-ccRCC release (Multi-Modal-IST datasets/ccRCC; README, "
@@ -225,10 +233,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             elif row["file"] is None:
                 paths.append(None)
                 qc.append(QCRecord(sid, name, REJECTED, row["reason"]))
-            elif not Path(row["file"]).is_file():
+            elif (why := _not_a_file(Path(row["file"]))) is not None:
                 paths.append(None)
-                qc.append(QCRecord(sid, name, REJECTED, "mapped feature file not found",
-                                   row["file"]))
+                qc.append(QCRecord(sid, name, REJECTED, why, row["file"]))
             else:
                 paths.append(row["file"])
         rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)

@@ -133,9 +133,13 @@ def _resolve(modality: str, exam: str | None, root: Path,
     # disk is the download's own
     if not Path(os.path.normpath(folder)).is_relative_to(os.path.normpath(root)):
         return None, REJECTED, f"the chosen series {exam!r} leads outside the download"
-    if not folder.is_dir():
-        return None, REJECTED, "the chosen series folder is not in the download"
-    # an empty folder counts as no series, as the csv adapter's dicom check says
-    if (why := check_path(folder, "dicom")) is not None:
+    try:
+        if not folder.is_dir():
+            return None, REJECTED, "the chosen series folder is not in the download"
+        # an empty folder counts as no series, as the csv adapter's dicom check says
+        why = check_path(folder, "dicom")
+    except OSError as e:  # a name too long: this patient's, not the cohort's
+        why = f"cannot be read: {e.strerror or e}"
+    if why is not None:
         return None, REJECTED, f"the chosen series folder: {why}"
     return str(folder), "", ""

@@ -1,7 +1,8 @@
 """2-D images (microscopy fields, photographs, exported slices): a subject's set, read.
 
 A modality of kind ``image`` gives each subject one path: an image file, or a folder
-whose image files (by suffix, sorted by name; subfolders are not read) are the
+whose image files (by suffix, sorted by name; subfolders and hidden files are not read:
+macOS leaves a ``._<name>.png`` of metadata beside each file it copies) are the
 subject's set, as BreakHis keeps a patient's fields of one magnification. PNG, JPEG
 and BMP are read with Pillow, TIFF with tifffile (a multi-page TIFF's first page). Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
@@ -26,13 +27,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def image_files(path: str | Path) -> list[Path]:
-    """The images of one subject: ``path`` itself, or the image files of the folder."""
+    """The images of one subject: ``path`` itself, or the image files of the folder (not
+    its hidden files: a ``._`` file is macOS metadata, not an image)."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise InputError("image file or folder not found", path=path)
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",

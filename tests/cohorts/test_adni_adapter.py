@@ -215,3 +215,33 @@ def test_a_downloaded_subject_none_of_whose_series_matches_is_named(tmp_path, ca
     assert "MPR__GradWarp" in series
     assert "1 downloaded subject folder(s) hold no series that adni.series matches" \
         in caplog.text and gone in caplog.text
+
+
+def test_a_visit_listed_twice_and_macos_metadata_beside_a_scan(tmp_path):
+    """Two ADNIMERGE rows of one subject's baseline, the first Dementia and the second CN,
+    gave the subject the first row's diagnosis without a word; rows that agree are one
+    visit. A macOS "._" file beside an MPRAGE NIfTI rejected the scan as "2 NIfTI
+    files"."""
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=9, seed=1)
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    conflicted, repeated = plan.subjects[0], plan.subjects[1]
+    bl = (pl.col("VISCODE") == "bl")
+    first = table.filter((pl.col("PTID") == conflicted) & bl).with_columns(
+        DX=pl.lit("Dementia" if plan.diagnosis_bl[conflicted] != "Dementia" else "CN"))
+    again = table.filter((pl.col("PTID") == repeated) & bl)
+    pl.concat([first, table, again]).write_csv(root / "ADNIMERGE.csv")
+    mris = [p for p in (root / "ADNI" / repeated).rglob("*.nii*") if "MPRAGE" in str(p)]
+    for mri in mris:
+        (mri.parent / f"._{mri.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    # no label, no scan and no field of the visit: nothing left of the subject
+    assert conflicted not in manifest["subject_id"].to_list()
+    assert "disagree on DX" in _reason(qc, conflicted, "mri")
+    label = qc.filter((pl.col("subject_id") == conflicted) & (pl.col("modality") == "label"))
+    assert label["status"].item() == "conflict"
+    assert "2 ADNIMERGE rows list visit bl and disagree on DX" in label["reason"].item()
+    same = _row(manifest, repeated)
+    assert same["diagnosis"] == plan.diagnosis_bl[repeated]
+    assert same["mri_path"] in map(str, mris)

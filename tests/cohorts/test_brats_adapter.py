@@ -92,6 +92,10 @@ def test_class_edges_follow_the_config_and_both_ends_are_mid():
     assert survival_class("451", (300, 450)) == ("long", None)
     assert survival_class("451", (500, 600))[0] == "short"
     assert survival_class("-3", (300, 450))[0] is None
+    # float() reads these as numbers of days: they were the class "long"
+    for text in ("inf", "Infinity", "1e999"):
+        assert survival_class(text, (300, 450)) == (
+            None, f"survival {text!r} is not a number of days")
 
 
 def test_config_errors_name_what_to_fix(tmp_path):
@@ -136,3 +140,21 @@ def test_a_folder_that_is_not_a_case_is_said(tmp_path, release):
     skipped = read_qc(tmp_path / "out").filter(pl.col("path") == str(renamed))
     assert sorted(skipped["modality"]) == sorted(SEQS)
     assert skipped["reason"][0].startswith(f"folder '{case} (1)' skipped: not a case")
+
+
+def test_a_moved_download_keeps_every_sequences_view(tmp_path):
+    """Every sequence's view held the other sequences' mask paths, absolute: a download
+    moved with its times (cp -a) reran every sequence's stage-1 jobs, and a new mask of
+    one sequence reran the others'."""
+    import shutil
+
+    from mmpipe.cohorts.manifest_views import modality_view_digest
+
+    def views(root, out):
+        build_manifest("brats", _cfg(root), out, base_dir=root)
+        return {seq: modality_view_digest(out, seq) for seq in SEQS}
+
+    write_brats(tmp_path / "a" / "data", n_cases=8, seed=1, release="2020")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # copy2: the files' times come along
+    assert views(tmp_path / "b" / "data", tmp_path / "out_b") == \
+        views(tmp_path / "a" / "data", tmp_path / "out_a")

@@ -151,3 +151,39 @@ def test_a_class_or_type_folder_missing_is_an_error(tmp_path, remove, rename, sa
         (breast / rename[0]).rename(breast / rename[1])
     with pytest.raises(InputError, match=says):
         build_manifest("breakhis", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+
+
+def test_a_type_code_off_its_folder_a_copy_and_macos_metadata(tmp_path):
+    """A ductal carcinoma patient's folder moved under lobular_carcinoma/ was labelled
+    lobular with nothing said; a copy "-001 (1).png" was pooled as a field of its own; a
+    macOS "._" file was an image, so an empty magnification folder holding one was
+    recorded as present."""
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    breast = root / "histology_slides" / "breast"
+    ok = [p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                plan.misplaced_100x, plan.two_types,
+                                                plan.truncated_png)]
+    ductal = next(p for p in ok if plan.patients[p] == ("malignant", "ductal_carcinoma"))
+    moved = next((breast / "malignant" / "SOB" / "ductal_carcinoma").glob(f"*_{ductal}"))
+    moved.rename(breast / "malignant" / "SOB" / "lobular_carcinoma" / moved.name)
+    copied = next(p for p in ok if p != ductal)
+    cls, tumour = plan.patients[copied]
+    field = sorted((breast / cls / "SOB" / tumour).glob(f"*_{copied}/40X/*.png"))[0]
+    shutil.copy(field, field.with_name(field.stem + " (1).png"))
+    empty = next((breast / plan.patients[plan.empty_200x][0] / "SOB"
+                  / plan.patients[plan.empty_200x][1]).glob(f"*_{plan.empty_200x}/200X"))
+    (empty / f"._{field.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    assert ductal not in manifest["subject_id"].to_list()
+    skipped = qc.filter(pl.col("status") == "skipped")
+    assert any("type code DC in the lobular_carcinoma/ folder" in r
+               for r in skipped["reason"])
+    copy = _qc(qc, copied, "mag40")
+    assert copy["status"].item() == "rejected"
+    assert f"not named SOB_<B|M>_<T>-<patient>-<mag>-<n>: {field.stem} (1).png" in \
+        copy["reason"].item()
+    assert _row(manifest, copied)["mag40_path"] is None
+    assert _row(manifest, plan.empty_200x)["mag200_path"] is None
+    assert _qc(qc, plan.empty_200x, "mag200")["reason"].item() == "200X/ holds no image"

@@ -234,3 +234,20 @@ def test_a_patient_spelt_otherwise_in_a_patient_file_is_a_qc_row(fake_root, tmp_
     assert skipped["reason"].item() == ("CT_patientfiles.csv lists patient 'b', who is not in "
                                         "clinical+genomic_split.csv: its exam is used for nobody")
     assert "matched File only after stripping" not in caplog.text
+
+
+def test_one_file_under_two_patients_or_a_name_too_long_is_that_patients(fake_root, tmp_path):
+    """WSI_patientfiles.csv naming A's slide for B too gave both patients one file, under
+    two labels and possibly on both sides of a split; a name too long for the filesystem
+    stopped the whole cohort with ENAMETOOLONG."""
+    (fake_root / "WSI_patientfiles.csv").write_text(
+        f"case_id,chosen_exam\nA,A-1.npz\nB,A-1.npz\nC,{'C' * 300}.npz\n")
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert "A" not in rows and rows["B"]["wsi_path"] is None
+    qc = {(r["subject_id"], r["modality"]): r for r in
+          read_qc(tmp_path / "out").iter_rows(named=True)}
+    assert qc[("A", "wsi")]["reason"] == "the same file as subject(s) ['B']"
+    assert qc[("B", "wsi")]["reason"] == "the same file as subject(s) ['A']"
+    assert qc[("C", "wsi")]["status"] == "rejected"
+    assert "cannot be read: File name too long" in qc[("C", "wsi")]["reason"]

@@ -103,3 +103,24 @@ def test_a_series_folder_linked_in_from_another_disk_is_the_downloads(tmp_path):
     for case, exam in plan.ct.items():
         if case != plan.missing_ct_series:
             assert _row(manifest, case)["ct_path"] == str(root / exam.lstrip("/"))
+
+
+def test_one_series_under_two_cases_or_a_name_too_long_is_that_cases(tmp_path):
+    """CT_patientfiles.csv naming one case's series for another gave both the one series;
+    a series name too long for the filesystem stopped the whole cohort."""
+    root = tmp_path / "raw"
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    first, second, long = [c for c in plan.ct if c != plan.missing_ct_series][:3]
+    table = root / "CT_patientfiles.csv"
+    too_long = plan.ct[long].rsplit("/", 1)[0] + "/" + "s" * 300
+    table.write_text(table.read_text().replace(plan.ct[second], plan.ct[first])
+                     .replace(plan.ct[long], too_long))
+    manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out").filter(pl.col("modality") == "ct")
+    def reason(case):
+        return qc.filter(pl.col("subject_id") == case)["reason"].item()
+    for case, other in ((first, second), (second, first)):
+        assert _row(manifest, case)["ct_path"] is None
+        assert reason(case) == f"the same file as subject(s) ['{other}']"
+    assert _row(manifest, long)["ct_path"] is None
+    assert "cannot be read: File name too long" in reason(long)

@@ -25,6 +25,7 @@ def test_formats_become_rgb_uint8(tmp_path):
     deep = read_image(tmp_path / "deep.tiff")
     assert deep.dtype == np.uint8 and deep.max() == 255
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata, not an image
     assert [p.name for p in image_files(tmp_path)] == ["a.png", "b.tif", "deep.tiff",
                                                        "grey.png", "rgba.png"]
 
