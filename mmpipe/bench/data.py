@@ -327,7 +327,9 @@ class Normalizer:
       blank imputation: label-free, but not fitted on training subjects only; HGB, the
       method run so, reads such a blank as NaN).
 
-    Absent rows stay exactly zero after :meth:`transform`.
+    Absent rows stay exactly zero after :meth:`transform`, and a modality no subject
+    of the fit has (``unseen``: a cohort whose test subjects alone have it) is absent for
+    every subject transformed, in every mode: no weight of its encoder trained.
     """
 
     MODES = ("zscore", "l2", "none")
@@ -341,6 +343,8 @@ class Normalizer:
         self.shapes: dict[str, tuple[int, ...]] = {}
         # modality -> (value column, blank indicator) pairs (blank_columns)
         self.blanks: dict[str, list[tuple[int, int]]] = {}
+        # modalities no subject of the fit has: absent for every subject transformed
+        self.unseen: list[str] = []
         self.fitted = False
 
     @property
@@ -350,14 +354,16 @@ class Normalizer:
     def fit(self, data: BenchData) -> Normalizer:
         """Statistics of ``data``; ``keep`` is 0 for a feature constant on it."""
         self.stats, self.shapes, self.blanks = {}, data.shapes(), {}
+        self.unseen = [m for j, m in enumerate(data.modalities) if not data.present[:, j].any()]
+        if self.unseen:
+            log.warning("normaliser: no subject it is fitted on has %s; absent for every "
+                        "subject", ", ".join(self.unseen))
         if self.mode == "zscore":
             for j, m in enumerate(data.modalities):
                 width = int(np.prod(self.shapes[m], dtype=np.int64))
                 rows = data.x[m][data.present[:, j]].reshape(-1, width)
                 pairs = blank_columns(data.provenance.get(m, {}))
-                if len(rows) == 0:
-                    log.warning("normaliser: no training subject has %s; its features are "
-                                "left unscaled", m)
+                if len(rows) == 0:  # unseen: every subject's is zeroed by transform()
                     mean, std = np.zeros(width), np.ones(width)
                     keep = np.ones(width, np.float32)
                 else:
@@ -396,6 +402,9 @@ class Normalizer:
         if missing:
             raise ConfigError(f"normaliser was fitted without modalities {missing}")
         x = {}
+        # a modality no fitted subject has is absent for all: its encoder never trained,
+        # and its raw features went through those untrained weights into the scores
+        present = data.present & ~np.isin(data.modalities, self.unseen)
         for j, m in enumerate(data.modalities):
             v = data.x[m]
             if tuple(v.shape[1:]) != tuple(self.shapes[m]):
@@ -403,19 +412,21 @@ class Normalizer:
                                  f"fitted on {self.shapes[m]}")
             if m in self.stats:  # the z-score, or l2's tabular fields
                 s = self.stats[m]
-                flat = (v.reshape(len(v), -1) - s["mean"]) / s["std"]
+                width = int(np.prod(self.shapes[m], dtype=np.int64))  # a part may be empty
+                flat = (v.reshape(len(v), width) - s["mean"]) / s["std"]
                 if "keep" in s:  # absent from a model saved before constant features were
                     flat = flat * s["keep"]  # zeroed (it trained with them centred)
                 for value, blank in self.blanks.get(m, []):
-                    flat[:, value] = np.where(v.reshape(len(v), -1)[:, blank] > 0.5, 0.0,
+                    flat[:, value] = np.where(v.reshape(len(v), width)[:, blank] > 0.5, 0.0,
                                               flat[:, value])
                 v = flat.reshape(v.shape)
             if self.mode == "l2":
                 norm = np.linalg.norm(v, axis=-1, keepdims=True) if v.ndim > 1 else np.abs(v)
                 v = v / np.maximum(norm, L2_FLOOR)
-            mask = data.present[:, j].reshape(-1, *([1] * (v.ndim - 1)))
+            mask = present[:, j].reshape(-1, *([1] * (v.ndim - 1)))
             x[m] = np.where(mask, v, 0).astype(np.float32)
-        return dataclasses.replace(data, x=x, label_values=list(data.label_values))
+        return dataclasses.replace(data, x=x, present=present,
+                                   label_values=list(data.label_values))
 
     def zeroed(self) -> dict[str, tuple[int, int]]:
         """Modality -> (features zeroed as constant over the fitted subjects, its features),
@@ -433,6 +444,7 @@ class Normalizer:
             "shapes": {m: list(s) for m, s in self.shapes.items()},
             "stats": {m: {k: v.tolist() for k, v in st.items()} for m, st in self.stats.items()},
             "blanks": {m: [list(p) for p in pairs] for m, pairs in self.blanks.items()},
+            "unseen": list(self.unseen),
         }
 
     @classmethod
@@ -444,5 +456,6 @@ class Normalizer:
         # absent from a model saved before blanks were re-imputed (it trained without)
         norm.blanks = {m: [(int(a), int(b)) for a, b in pairs]
                        for m, pairs in state.get("blanks", {}).items()}
+        norm.unseen = list(state.get("unseen", []))  # absent before: none was
         norm.fitted = True
         return norm

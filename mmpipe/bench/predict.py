@@ -175,6 +175,7 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
                      modalities=modalities, n_classes=bundle["n_classes"],
                      provenance=dict(bundle.get("encodings") or {}))
     data = Normalizer.from_state(bundle["normalizer"]).transform(data)
+    present = data.present  # less a modality the model never trained on (its unseen)
     proba = np.full((n, bundle["n_classes"]), np.nan, dtype=np.float32)
     keep = np.flatnonzero(present.any(axis=1))
     if len(keep):

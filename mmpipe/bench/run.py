@@ -307,6 +307,13 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     fitted_on = train if selection_cfg.strategy == "validation" else training_part(train, val)
     normalizer = Normalizer(normalize).fit(fitted_on)
     train, val, test = (normalizer.transform(d) for d in (train, val, test))
+    if normalizer.unseen:
+        lost = int((~val.present.any(axis=1)).sum())
+        notes.append(f"no subject the model is fitted on has {', '.join(normalizer.unseen)}: "
+                     "absent for every subject (no weight of its encoder trains)"
+                     + (f"; {lost} validation subject(s) left without input were left out"
+                        if lost else ""))
+        val = val.with_input()
     notes += _zeroed_note(normalizer) + _absent_label_notes(
         data, [("training", train), ("validation", val)]
         if selection_cfg.strategy == "validation" else [("training", fitted_on)], test)
@@ -316,6 +323,12 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     chosen: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         def select():
+            # a part the mask or the feature set emptied: nothing to train or stop on
+            empty = [name for name, part in (("training", train), ("validation", val))
+                     if not len(part.y)
+                     and (name == "training" or selection_cfg.strategy == "validation")]
+            if empty:
+                raise NotTrainable(f"no {' or '.join(empty)} subject has an input")
             return select_model(lambda over: build_method({**method_cfg, **over}, data),
                                 method_class(method_cfg["type"]), method.hparams,
                                 TRAIN_DEFAULTS, train, val, seed=seed, device=device,

@@ -185,6 +185,13 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
             fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
         else:
             norm = None
+        # a modality none of the training folds has is absent in the held-out fold too
+        # (Normalizer.unseen): a subject left without input gets the folds' prior
+        scored = held_part.present.any(axis=1)
+        if not scored.all():
+            oof[held[~scored]] = np.bincount(fit_part.y, minlength=pool.n_classes) / len(
+                fit_part.y)
+            held, held_part = held[scored], held_part.subset(scored)
         torch.manual_seed(seed)
         method = build()
         result = fit(method, fit_part, held_part, cfg, seed, device)

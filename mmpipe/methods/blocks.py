@@ -36,7 +36,7 @@ def flat_zero_filled(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     ``torch.where`` rather than a product, so that even inf/NaN in an absent row cannot
     leak (0·inf is NaN).
     """
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.flatten(1) if x.ndim > 1 else x.reshape(-1, 1)  # reshape(0, -1) is ambiguous
     return torch.where(keep.bool().unsqueeze(-1), flat, torch.zeros((), dtype=flat.dtype,
                                                                       device=flat.device))
 

@@ -544,3 +544,67 @@ def test_a_label_without_a_subject_in_a_part_is_noted(cohort, tmp_path):
                                    "scenario": "mcar", "rate": 0.4})
     assert [n for n in metrics["notes"] if n.startswith("no ")] == [
         "no validation subject has label 1"]
+
+
+def _mask_parts(cohort, parts: tuple[str, ...], modalities: tuple[str, ...], out):
+    """The cohort's mask with ``modalities`` taken from every subject of ``parts``."""
+    from mmpipe.bench.missingness import read_mask, write_mask
+    from mmpipe.bench.splits import read_split
+
+    root, _ = cohort
+    ids, mask, names = read_mask(root / "mask.parquet")
+    split = dict(read_split(root / "split.parquet").select("subject_id", "split").iter_rows())
+    rows = np.array([split[i] in parts for i in ids])
+    for m in modalities:
+        mask[rows, names.index(m)] = False
+    write_mask(ids, mask, names, out)
+    return out
+
+
+@pytest.mark.parametrize("normalize", ["zscore", "l2"])
+def test_a_part_the_mask_empties_is_not_trained_or_pooled_under_cross_validation(
+        cohort, tmp_path, normalize):
+    """A validation split with no input left (a small cohort, a one-modality feature set,
+    MCAR) crashed the whole job on a reshape of zero rows, losing every seed of the cell;
+    under cross-validation, where validation is pooled with training, it is no loss."""
+    root, cohort_dir = cohort
+    mask = _mask_parts(cohort, ("val",), tuple(MODALITIES), tmp_path / "no_val.parquet")
+    meta = {"cohort": "toy", "feature_set": "all", "method": "deepsets", "scenario": "mcar",
+            "rate": 0.4}
+    for selection, trained in (({"strategy": "validation"}, False),
+                               ({"strategy": "cv", "folds": 3}, True)):
+        out = tmp_path / selection["strategy"]
+        metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                                 {"type": "deepsets", "max_epochs": 2},
+                                 root / "split.parquet", mask, out, seed=0,
+                                 normalize=normalize, selection=selection,
+                                 tuning={"trials": 1}, meta=meta)
+        assert metrics["trained"] is trained
+        if not trained:
+            assert "not trained: no validation subject has an input" in " ".join(
+                metrics["notes"])
+
+
+@pytest.mark.parametrize("selection", [{"strategy": "validation"}, {"strategy": "cv",
+                                                                    "folds": 3}])
+def test_a_modality_no_training_subject_has_is_absent_for_every_subject(cohort, tmp_path,
+                                                                         selection):
+    """A modality that only validation and test subjects have (a cohort's test period
+    that alone collected it) went, unscaled, through its encoder's untrained weights
+    into their scores: the scores moved with that modality alone."""
+    root, cohort_dir = cohort
+    parts = ("train",) if selection["strategy"] == "validation" else ("train", "val")
+    mask = _mask_parts(cohort, parts, ("c",), tmp_path / "no_train_c.parquet")
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "deepsets", "max_epochs": 5}, root / "split.parquet",
+                             mask, out, seed=0, selection=selection, tuning={"trials": 1},
+                             meta={"cohort": "toy", "feature_set": "all",
+                                   "method": "deepsets", "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"]
+    assert any(n.startswith("no subject the model is fitted on has c: absent for every "
+                            "subject") for n in metrics["notes"])
+    stores = {m: cohort_dir / "features" / m / "precomputed.zarr" for m in MODALITIES}
+    with_c = predict_stores(out, stores)
+    without_c = predict_stores(out, {m: s for m, s in stores.items() if m != "c"})
+    assert with_c["score_1"].to_list() == without_c["score_1"].to_list()

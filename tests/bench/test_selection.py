@@ -466,3 +466,68 @@ def test_one_candidate_records_no_choice():
     two = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train, val,
                   tuning={"trials": 2, "choose_by": "auc"})
     assert two.record["trials_run"] == 2 and two.record["choose_by"] == "auc"
+
+
+def test_a_fold_model_that_never_saw_a_modality_scores_no_subject_by_it():
+    """Under cross-validation a modality few subjects have can be absent from one fold's
+    training folds: that fold model reads it as absent (its normaliser's ``unseen``), so
+    a subject with that modality alone is scored by the fold models that trained on it,
+    and is never given to one as a row without input."""
+    from mmpipe.bench.selection import FoldEnsemble
+    from mmpipe.bench.trainer import predict_proba
+
+    class Member:
+        kind = "sklearn"
+
+        def __init__(self, value):
+            self.value = np.asarray(value, np.float32)
+
+        def predict_proba(self, data):
+            assert data.present.any(axis=1).all(), "a row without input"
+            return np.tile(self.value, (len(data.y), 1))
+
+    def part(present):
+        present = np.asarray(present, bool)
+        return BenchData(subject_id=np.array([f"s{i}" for i in range(len(present))]),
+                         y=np.zeros(len(present), np.int64),
+                         x={"a": np.ones((len(present), 2), np.float32),
+                            "c": np.ones((len(present), 3), np.float32)},
+                         present=present, modalities=["a", "c"], n_classes=2)
+
+    never_c = Normalizer("zscore").fit(part([[1, 0], [1, 0], [1, 0]]))
+    with_c = Normalizer("zscore").fit(part([[1, 1], [1, 0], [1, 1]]))
+    assert never_c.unseen == ["c"] and with_c.unseen == []
+    assert Normalizer.from_state(never_c.state_dict()).unseen == ["c"]
+    ensemble = FoldEnsemble([Member([0.2, 0.8]), Member([0.6, 0.4])], [never_c, with_c])
+    proba = predict_proba(ensemble, part([[1, 1], [0, 1]]), "cpu")
+    np.testing.assert_allclose(proba, [[0.4, 0.6], [0.6, 0.4]], rtol=1e-6)
+
+
+def test_a_held_out_subject_a_fold_model_cannot_read_gets_the_folds_prior():
+    """Its only modality absent from the fold's training folds, a held-out subject was
+    given to the fold model (early stopping and out-of-fold scores) as a row without
+    input."""
+    from mmpipe.bench.selection import _fit_cv
+
+    class Member:
+        kind = "sklearn"
+
+        def fit(self, train, val, seed):
+            assert val.present.any(axis=1).all(), "a row without input"
+
+        def fitted_settings(self):
+            return {}
+
+        def predict_proba(self, data):
+            assert data.present.any(axis=1).all(), "a row without input"
+            return np.tile([0.5, 0.5], (len(data.y), 1)).astype(np.float32)
+
+    pool = _data(n=30)
+    pool.present[0] = [False, True]  # s0 alone has b: no other fold trains on it
+    pool.present[1:, 1] = False
+    folds = stratified_folds(strata(pool), 3, 0)
+    members, norms, _, oof = _fit_cv(Member, pool, {}, 0, "cpu", Selection("cv", folds=3),
+                                     normalize="zscore")
+    others = pool.y[folds != folds[0]]
+    np.testing.assert_allclose(oof[0], np.bincount(others, minlength=2) / len(others))
+    assert norms[folds[0]].unseen == ["b"]
