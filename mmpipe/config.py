@@ -519,7 +519,13 @@ _MODALITY_SETTINGS = ("modality", "missing_modality")
 
 
 def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
-    from mmpipe.bench.missingness import SCENARIO_OPTIONS
+    from mmpipe.bench.missingness import (
+        RATE_RANGES,
+        SCENARIO_OPTIONS,
+        rate_problem,
+        scenario_columns,
+    )
+    from mmpipe.layout import rate_tag
 
     bench = cohort.get("benchmark")
     if not bench:
@@ -576,25 +582,33 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
         if len(sources) > 1:
             problems.append(f"{where}.runs: {run!r} on feature set {fs!r} is the run of "
                             f"{' and of '.join(repr(s) for s in sources)}: rename one")
+    # the cohort's own scenarios, or the global ones it inherits (named where they are)
+    swhere = (f"{where}.scenarios" if "scenarios" in bench
+              else f"config.benchmark.scenarios (cohort {cname})")
     for name, spec in scenarios.items():
         options = spec if isinstance(spec, dict) else {}
-        named = options.get("modalities", []) + ([options["modality"]] if "modality" in options
-                                                 else [])
-        for mod in named:
-            if mod not in cohort["modalities"]:
-                problems.append(f"{where}.scenarios.{name}: unknown modality {mod!r}")
         if name == "testmiss" and "modality" not in options:
-            problems.append(f"{where}.scenarios.testmiss: name the 'modality' that goes "
-                            "missing at test time")
+            problems.append(f"{swhere}.testmiss: name the 'modality' that goes missing at "
+                            "test time")
+        elif name in ("completeness", "testmiss"):
+            named = options.get("modalities") if name == "completeness" else [options["modality"]]
+            try:  # the mask job's own check: unknown, repeated, too few
+                scenario_columns(name, list(cohort["modalities"]), named)
+            except ConfigError as err:
+                problems.append(f"{swhere}.{name}: {err}")
         unused = set(options) - {"rates"} - set(SCENARIO_OPTIONS.get(name, ()))
         if unused:
-            problems.append(f"{where}.scenarios.{name}: options {sorted(unused)} do not apply")
+            problems.append(f"{swhere}.{name}: options {sorted(unused)} do not apply")
         rates = options.get("rates", []) if isinstance(spec, dict) else spec
-        if name == "natural" and any(float(r) != 0.0 for r in rates):
+        for rate in rates if name in RATE_RANGES else []:
             # natural_mask ignores the rate: a cell natural-0.5 trained the natural cell's
-            # data again under another name
-            problems.append(f"{where}.scenarios.natural: rates {list(rates)}: natural "
-                            "missingness has no rate (give [0.0])")
+            # data again under another name; the others' ranges failed in the mask job
+            if (why := rate_problem(name, float(rate))) is not None:
+                problems.append(f"{swhere}.{name}: rates {list(rates)}: {why}")
+            elif float(rate_tag(rate)) != float(rate):
+                # a cell's name holds 6 decimals: 0.4000001 was cell 0.4 twice, 1e-7 rate 0
+                problems.append(f"{swhere}.{name}: rate {rate} has more than 6 decimals "
+                                f"(its cells would be named {name}-{rate_tag(rate)})")
     return problems
 
 

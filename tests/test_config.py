@@ -83,6 +83,30 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     # natural_mask ignores the rate: natural-0.5 trained the natural cell again
     (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(natural=[0.0, 0.5]),
      r"scenarios.natural: rates \[0.0, 0.5\]: natural missingness has no rate"),
+    # refused by the mask job, in stage 2, after every store was encoded
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(mcar=[1.0]),
+     r"scenarios.mcar: rates \[1.0\]: mcar: the share of present entries removed must be "
+     r"in \[0, 1\), got 1.0"),
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(
+        completeness={"rates": [0.0]}),
+     r"scenarios.completeness: rates \[0.0\]: completeness: the share of complete "
+     r"subjects must be in \(0, 1\]"),
+    # [wsi, wsi] counted as two modalities, and the mask made only wsi missing
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(
+        completeness={"rates": [0.5], "modalities": ["wsi", "wsi"]}),
+     r"scenarios.completeness.modalities: \['wsi', 'wsi'\] has non-unique elements"),
+    # the field encoded twice (two columns of age), the prompt stating it twice
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"]["fields"].append(
+        c["cohorts"]["demo"]["modalities"]["clinical"]["fields"][0]),
+     r"demo.modalities.clinical.fields: .* has non-unique elements"),
+    # a cell's name holds 6 decimals: two rates were one cell, 1e-7 a cell of rate 0
+    (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(mcar=[0.4, 0.4000001]),
+     r"scenarios.mcar: rate 0.4000001 has more than 6 decimals \(its cells would be named "
+     r"mcar-0.4\)"),
+    # a scenario the cohort inherits is named where it is set
+    (lambda c: (c["cohorts"]["demo"]["benchmark"].pop("scenarios"),
+                c["benchmark"]["scenarios"].update(mcar=[1.0])),
+     r"config.benchmark.scenarios \(cohort demo\).mcar: rates \[1.0\]"),
     # found by the split job, in stage 2, after every store was encoded
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(ratios=[0.6, 0.6, 0.6]),
      r"demo: benchmark.ratios \[0.6, 0.6, 0.6\] \(train, val, test\) sum to 1.8, not 1"),

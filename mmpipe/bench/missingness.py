@@ -120,8 +120,8 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
     lower rate removes.
     """
     present = _check_present(present)
-    if not 0 <= rate < 1:
-        raise ConfigError(f"MCAR rate must be in [0, 1), got {rate}")
+    if (why := rate_problem("mcar", rate)) is not None:
+        raise ConfigError(why)
     u = np.random.default_rng([_MCAR_STREAM, int(seed)]).random(present.shape)
     scored = _scored_rows(present, scored)
     n_present = int(present[scored].sum())
@@ -150,19 +150,52 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
     return mask
 
 
-def natural_mask(present: np.ndarray, rate: float = 0.0, seed: int = 0, **_) -> np.ndarray:
-    """The natural availability, unchanged (``rate`` and ``seed`` are ignored)."""
-    return _check_present(present).copy()
+# the values each scenario's rate takes: (low, high, low included, high included)
+RATE_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "natural": (0.0, 0.0, True, True),     # no rate: natural missingness is the data's
+    "mcar": (0.0, 1.0, True, False),        # the share of present entries removed
+    "completeness": (0.0, 1.0, False, True),  # the share of subjects left complete
+    "testmiss": (0.0, 1.0, True, True),     # the share of test subjects losing the modality
+}
 
 
-def _columns(modalities: Sequence[str], names: Sequence[str] | None, scenario: str) -> list[int]:
-    mods = list(modalities)
+def rate_problem(scenario: str, rate: float) -> str | None:
+    """Why ``rate`` is not a rate of ``scenario`` (its :data:`RATE_RANGES`), or None."""
+    low, high, low_in, high_in = RATE_RANGES[scenario]
+    if (low < rate or (low_in and rate == low)) and (rate < high or (high_in and rate == high)):
+        return None
+    if scenario == "natural":
+        return "natural missingness has no rate (give [0.0])"
+    what = {"mcar": "the share of present entries removed",
+            "completeness": "the share of complete subjects",
+            "testmiss": "the share of test subjects losing the modality"}[scenario]
+    interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+    return f"{scenario}: {what} must be in {interval}, got {rate}"
+
+
+def scenario_columns(scenario: str, cohort_modalities: Sequence[str],
+                     names: Sequence[str] | None) -> list[int]:
+    """The columns a scenario's ``modalities`` (or ``modality``) option names, in cohort
+    order; a ConfigError for an unknown or repeated name, or a completeness scenario over
+    fewer than two modalities."""
+    mods = list(cohort_modalities)
     names = mods if names is None else list(names)
     unknown = [m for m in names if m not in mods]
     if unknown:
         raise ConfigError(f"{scenario}: unknown modalities {unknown} (cohort has {mods})")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:  # [wsi, wsi] passed as two modalities and made one incomplete
+        raise ConfigError(f"{scenario}: modalities {repeated} named twice")
+    if scenario == "completeness" and len(names) < 2:
+        raise ConfigError("completeness needs at least two modalities to make subjects "
+                          "incomplete")
     # in cohort order whatever the order of the names: the draws must not depend on it
     return sorted(mods.index(m) for m in names)
+
+
+def natural_mask(present: np.ndarray, rate: float = 0.0, seed: int = 0, **_) -> np.ndarray:
+    """The natural availability, unchanged (``rate`` and ``seed`` are ignored)."""
+    return _check_present(present).copy()
 
 
 def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
@@ -173,14 +206,11 @@ def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
     """HAM's completeness level: ``complete`` is the share of subjects left complete,
     among the ``scored`` ones (see :func:`mcar_mask`; the others are left as they are)."""
     present = _check_present(present)
-    if not 0 < complete <= 1:
-        raise ConfigError(f"completeness: the share of complete subjects must be in (0, 1], "
-                          f"got {complete}")
+    if (why := rate_problem("completeness", complete)) is not None:
+        raise ConfigError(why)
     if drop not in ("one", "many"):
         raise ConfigError(f"completeness: drop must be 'one' or 'many', got {drop!r}")
-    cols = _columns(cohort_modalities, modalities, "completeness")
-    if len(cols) < 2:
-        raise ConfigError("completeness needs at least two modalities to make subjects incomplete")
+    cols = scenario_columns("completeness", cohort_modalities, modalities)
     rng = np.random.default_rng([_COMPLETENESS_STREAM, int(seed)])
     eligible = np.flatnonzero(present[:, cols].all(axis=1) & _scored_rows(present, scored))
     n_drop = int(round((1 - complete) * len(eligible)))
@@ -204,9 +234,9 @@ def testmiss_mask(present: np.ndarray, rate: float, seed: int, *,
         raise ConfigError("testmiss needs the 'modality' that goes missing at test time")
     if test is None:
         raise ValueError("testmiss needs the test rows of the seed's split")
-    if not 0 <= rate <= 1:
-        raise ConfigError(f"testmiss: rate must be in [0, 1], got {rate}")
-    (col,) = _columns(cohort_modalities, [modality], "testmiss")
+    if (why := rate_problem("testmiss", rate)) is not None:
+        raise ConfigError(why)
+    (col,) = scenario_columns("testmiss", cohort_modalities, [modality])
     has = np.asarray(test, dtype=bool) & present[:, col]
     alone = has & (present.sum(axis=1) == 1)
     rows = np.flatnonzero(has & ~alone)
@@ -310,11 +340,11 @@ def realised_rate(scenario: str, present: np.ndarray, mask: np.ndarray, *,
         n = int(present[rows].sum())
         met = n - int((present & mask)[rows].sum())
     elif scenario == "completeness":
-        cols = _columns(cohort_modalities, modalities, scenario)
+        cols = scenario_columns(scenario, cohort_modalities, modalities)
         eligible = present[:, cols].all(axis=1) & rows
         n, met = int(eligible.sum()), int((eligible & mask[:, cols].all(axis=1)).sum())
     elif scenario == "testmiss" and test is not None and modality is not None:
-        (col,) = _columns(cohort_modalities, [modality], scenario)
+        (col,) = scenario_columns(scenario, cohort_modalities, [modality])
         has = np.asarray(test, dtype=bool) & present[:, col]
         n, met = int(has.sum()), int((has & ~mask[:, col]).sum())
     else:

@@ -234,3 +234,12 @@ def test_the_realised_rate_of_each_scenario():
     rate, n = realised_rate("mcar", present, mask, cohort_modalities=mods)
     assert n == 10 and rate == pytest.approx((present & ~mask).sum() / 10)
     assert realised_rate("natural", present, present, cohort_modalities=mods) is None
+
+
+def test_a_modality_named_twice_is_not_two():
+    """[wsi, wsi] passed completeness's check of two modalities, and only wsi went
+    missing."""
+    present = np.ones((10, 3), bool)
+    with pytest.raises(ConfigError, match=r"modalities \['c'\] named twice"):
+        scenario_mask(present, "completeness", 0.5, 0, cohort_modalities=["a", "b", "c"],
+                      modalities=["c", "c"])
