@@ -266,6 +266,27 @@ def _check_ratios(cname: str, ratios: list[float]) -> list[str]:
     return []
 
 
+# the pairs of MONAI's axis codes: an orientation takes one letter of each
+_AXES = ("LR", "AP", "IS")
+
+
+def _check_transform(where: str, transform: dict) -> list[str]:
+    """What the volume and slice recipes refuse beyond the schema (the recipes import
+    MONAI, too heavy for loading a config): found in the encode job, after the shards,
+    or, for an orientation, as every subject rejected."""
+    problems = []
+    window = transform.get("hu_window")
+    if window is not None and not float(window[0]) < float(window[1]):
+        problems.append(f"{where}.hu_window: {list(window)} is not [low, high] with low < high")
+    orientation = transform.get("orientation")
+    if orientation is not None and sorted(
+            next((i for i, pair in enumerate(_AXES) if c in pair), -1)
+            for c in str(orientation)) != [0, 1, 2]:
+        problems.append(f"{where}.orientation: {orientation!r} is not three axis codes, one "
+                        f"of each of {', '.join(_AXES)} (e.g. RAS, LPS)")
+    return problems
+
+
 def _check_readers(ename: str, enc: dict) -> list[str]:
     """Reader settings (``loader_workers``, ``loader_processes``) on a type whose loop
     reads ahead as they ask."""
@@ -318,6 +339,15 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                         f"encoder's transform does not read it (it reads "
                         f"{sorted(TRANSFORM_KEYS[enc['type']])})")
         problems += _check_readers(ename, enc)
+        if isinstance(transform, dict):
+            problems += _check_transform(f"config.encoders.{ename}.transform", transform)
+    series_select = cfg["preprocess"]["dicom"]["series_select"]
+    try:  # the DICOM shard's own parser: a bad regex rejected every series of every subject
+        from mmpipe.io.dicom import _parse_rule
+
+        _parse_rule(series_select)
+    except ConfigError as err:
+        problems.append(f"config.preprocess.dicom.series_select: {err}")
     for name in cfg.get("run_cohorts", []):
         if name not in cfg["cohorts"]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "
@@ -392,7 +422,7 @@ def _check_table_settings(cfg: dict) -> list[str]:
             for field, phrase in ((mod.get("prompt") or {}).get("phrases") or {}).items():
                 try:  # as the prompt builder fills it: only {field} and {value}
                     phrase.format(field=field, value="")
-                except (KeyError, IndexError, ValueError) as err:
+                except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
                     problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt.phrases."
                                     f"{field}: {phrase!r} takes only {{field}} and {{value}} "
                                     f"({type(err).__name__}: {err})")

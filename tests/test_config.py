@@ -107,6 +107,21 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: (c["cohorts"]["demo"]["benchmark"].pop("scenarios"),
                 c["benchmark"]["scenarios"].update(mcar=[1.0])),
      r"config.benchmark.scenarios \(cohort demo\).mcar: rates \[1.0\]"),
+    # refused by the encode job's transform after the shards, or every subject rejected
+    (lambda c: c["encoders"]["med3d_demo"]["transform"].update(hu_window=[400, -100]),
+     r"encoders.med3d_demo.transform.hu_window: \[400, -100\] is not \[low, high\]"),
+    (lambda c: c["encoders"]["med3d_demo"]["transform"].update(orientation="RRS"),
+     r"encoders.med3d_demo.transform.orientation: 'RRS' is not three axis codes"),
+    (lambda c: c["encoders"]["vgg11_slices"]["transform"].update(min_foreground=1.5),
+     r"vgg11_slices.transform.min_foreground: 1.5 is greater than the maximum of 1"),
+    (lambda c: c["preprocess"]["dicom"].update(series_select="description:[t1"),
+     r"preprocess.dicom.series_select: series selection rule 'description:\[t1': invalid "
+     r"regex"),
+    # a bare AttributeError from the config's loading
+    (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"].update(
+        prompt={"phrases": {"age": "Age {value} {field.x}"}}),
+     r"prompt.phrases.age: 'Age \{value\} \{field.x\}' takes only \{field\} and \{value\} "
+     r"\(AttributeError"),
     # found by the split job, in stage 2, after every store was encoded
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(ratios=[0.6, 0.6, 0.6]),
      r"demo: benchmark.ratios \[0.6, 0.6, 0.6\] \(train, val, test\) sum to 1.8, not 1"),
