@@ -266,6 +266,20 @@ def _check_ratios(cname: str, ratios: list[float]) -> list[str]:
     return []
 
 
+# a cohort's keys that one adapter alone reads; every dataset adapter (not csv or demo)
+# reads a download under 'root'
+_CSV_KEYS = ("csv", "subject_column")
+
+
+def _reads_masks(encoder: dict, modality: dict) -> bool:
+    from mmpipe.preprocess.masks import reads_segmented_masks
+
+    try:
+        return reads_segmented_masks(encoder, modality)
+    except ConfigError:  # a recipe the transform check names
+        return True
+
+
 # the pairs of MONAI's axis codes: an orientation takes one letter of each
 _AXES = ("LR", "AP", "IS")
 
@@ -362,10 +376,15 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
         if cohort["adapter"] not in ("csv", "demo") and "root" not in cohort:
             problems.append(f"config.cohorts.{cname}: the {cohort['adapter']} adapter needs "
                             "'root'")
-        for options in sorted(set(_adapters()) - {"csv", "demo"}):
+        for options in sorted(set(_adapters()) - {"csv"}):
             if options in cohort and cohort["adapter"] != options:
                 problems.append(f"config.cohorts.{cname}.{options}: only the {options} "
                                 "adapter reads it")
+        # keys of some adapters, accepted on another's cohort and never read
+        for key in [k for k in _CSV_KEYS if k in cohort and cohort["adapter"] != "csv"] + (
+                ["root"] if "root" in cohort and cohort["adapter"] in ("csv", "demo") else []):
+            problems.append(f"config.cohorts.{cname}.{key}: the {cohort['adapter']} adapter "
+                            "does not read it")
         problems += _check_modality_keys(cname, cohort)
         if "benchmark" in cohort:
             problems += _check_ratios(cname, benchmark_settings(cfg, cname)["ratios"])
@@ -379,6 +398,21 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             if mod.get("mask") and mod["kind"] not in ("volume", "dicom"):
                 problems.append(f"{where}.mask: TotalSegmentator masks are made for volume "
                                 f"and dicom modalities, not {mod['kind']!r}")
+            elif mod.get("mask") and not any(
+                    _reads_masks(encoders[e], mod) for e in mod["encoders"] if e in encoders):
+                # no segment job runs for it (preprocess.masks.reads_segmented_masks)
+                problems.append(f"{where}.mask: no encoder of the modality reads a mask (a "
+                                "transform's roi_crop or slice_select)")
+            for key in ("fields", "non_numeric", "prompt"):
+                if key in mod and mod["kind"] != "table":
+                    problems.append(f"{where}.{key}: only a table modality reads it (this "
+                                    f"one is {mod['kind']!r})")
+            if "column" in mod and cohort["adapter"] != "csv":
+                problems.append(f"{where}.column: only the csv adapter reads a modality's "
+                                f"column (this cohort's adapter is {cohort['adapter']!r})")
+            if "prompt" in mod and mod["kind"] == "table" and not any(
+                    encoders.get(e, {}).get("type") == "text" for e in mod["encoders"]):
+                problems.append(f"{where}.prompt: no text encoder of the modality reads it")
             if mod["kind"] == "table" and not mod.get("fields"):
                 problems.append(f"{where}: a table modality needs 'fields'")
             if cohort["adapter"] == "csv" and mod["kind"] != "table" and "column" not in mod:

@@ -117,6 +117,23 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["preprocess"]["dicom"].update(series_select="description:[t1"),
      r"preprocess.dicom.series_select: series selection rule 'description:\[t1': invalid "
      r"regex"),
+    # accepted and never read
+    (lambda c: c["cohorts"]["demo"]["modalities"]["mri_t1"].update(fields=["age"]),
+     r"demo.modalities.mri_t1.fields: only a table modality reads it \(this one is "
+     r"'volume'\)"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["mri_t1"].update(column="t1"),
+     r"demo.modalities.mri_t1.column: only the csv adapter reads a modality's column"),
+    (lambda c: c["cohorts"]["mmist_ccrcc"]["modalities"]["genomics"].update(
+        prompt={"phrases": {"VHL_mutation": "VHL {value}."}}),
+     r"mmist_ccrcc.modalities.genomics.prompt: no text encoder of the modality reads it"),
+    (lambda c: c["cohorts"]["demo"]["modalities"]["mri_t2"].update(
+        mask={"from": "totalsegmentator", "roi_subset": ["kidney_left"]}),
+     r"demo.modalities.mri_t2.mask: no encoder of the modality reads a mask"),
+    (lambda c: c["cohorts"]["demo"].update(csv="cohort.csv", root="data"),
+     r"cohorts.demo.csv: the demo adapter does not read it\n.*cohorts.demo.root: the demo "
+     r"adapter does not read it"),
+    (lambda c: c["cohorts"]["mmist_ccrcc"].update(demo={"n_subjects": 10}),
+     r"cohorts.mmist_ccrcc.demo: only the demo adapter reads it"),
     # a bare AttributeError from the config's loading
     (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"].update(
         prompt={"phrases": {"age": "Age {value} {field.x}"}}),
@@ -473,6 +490,7 @@ def test_a_label_added_or_an_organ_list_reordered_reruns_no_stage_1_job(raw_conf
     a = copy.deepcopy(raw_config)
     a["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
+    a["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
     b = copy.deepcopy(a)
     b["cohorts"]["demo"]["labels"] = [*a["cohorts"]["demo"]["labels"], "label2"]
     b["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["roi_subset"] = [
@@ -634,6 +652,7 @@ def test_replacing_the_totalsegmentator_weights_reruns_the_masks(raw_config, tmp
         cfg = copy.deepcopy(raw_config)
         cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
             "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+        cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
         cfg["preprocess"]["totalsegmentator"] = {"weights": str(folder), "fast": True}
         return segment_params(validate_config(cfg), "demo", "mri_t1")
 
@@ -657,6 +676,7 @@ def test_every_part_of_the_full_totalsegmentator_model_keys_the_masks(raw_config
     cfg = copy.deepcopy(raw_config)
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["vertebrae_L1"]}
+    cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
     cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path), "fast": False}
     cfg = validate_config(cfg)
     for part in ("Dataset291_TotalSegmentator_part1_organs_1559subj",
