@@ -150,6 +150,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     # `~` as the adapters read their paths (cohorts.manifest.config_path): Snakemake
     # would make a folder named `~` in the working directory
     cfg["results"] = os.path.expanduser(cfg["results"])
+    # the trainer reads an optimizer's name in any case: "Adam" and "adam" are one
+    # setting, and keyed as one (the training jobs' params hold the method's settings)
+    for mcfg in cfg.get("methods", {}).values():
+        if isinstance(mcfg.get("optimizer"), str):
+            mcfg["optimizer"] = mcfg["optimizer"].lower()
     return cfg
 
 

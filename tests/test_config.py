@@ -927,3 +927,22 @@ def test_evaluate_subsets_reruns_only_feature_sets_with_subsets(raw_config):
         assert (train_params(base, *args) == train_params(off, *args)) == one, args
         seen.add(one)
     assert seen == {True, False}
+
+
+def test_trials_beyond_the_factor_pairs_and_an_optimizers_case_rerun_nothing(raw_config):
+    """9 and 20 trials ran the same 9 pairs of the default factors, and "Adam" and "adam"
+    the same optimizer, but each pair was keyed apart: every training job reran."""
+    from mmpipe.bench.budget import Tuning
+    from mmpipe.config import benchmark_runs
+    from mmpipe.params import train_params
+
+    assert Tuning(trials=9).effective() == Tuning(trials=20).effective()
+    assert Tuning(trials=1, lr=(1.0,), capacity=(1.0,)).effective() == Tuning(
+        trials=4, lr=(1.0,), capacity=(1.0,)).effective()
+    configs = [copy.deepcopy(raw_config) for _ in range(2)]
+    for cfg, name in zip(configs, ("Adam", "adam"), strict=True):
+        cfg["methods"]["mmare"]["optimizer"] = name
+    a, b = (validate_config(c) for c in configs)
+    run = next(r for r in benchmark_runs(a, "demo") if r["method"] == "mmare")
+    assert train_params(a, "demo", run["feature_set"], "mmare") == train_params(
+        b, "demo", run["feature_set"], "mmare")

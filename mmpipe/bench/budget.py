@@ -86,9 +86,11 @@ class Tuning:
                 n_cap, count = i + 1, count + 1
         if count < self.trials:                        # the trials reach the pairs of both
             n_lr, n_cap = len(lrs), len(caps)
+        # trials beyond the budget's factor pairs run none more: 9 and 20 are one budget
+        trials = min(self.trials, (len(lrs) + 1) * (len(caps) + 1))
         # one trial is chosen by nothing: its choose_by reran every training job
-        chosen_by = {"choose_by": self.choose_by} if self.trials > 1 else {}
-        return {"trials": self.trials, "lr": [1.0, *lrs[:n_lr]],
+        chosen_by = {"choose_by": self.choose_by} if trials > 1 else {}
+        return {"trials": trials, "lr": [1.0, *lrs[:n_lr]],
                 "capacity": [1.0, *caps[:n_cap]], **chosen_by}
 
     def factor_pairs(self) -> list[tuple[float, float]]:
