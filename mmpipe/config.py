@@ -636,6 +636,14 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             if name not in scenarios:
                 problems.append(f"{where}.runs.{method}: scenario {name!r} is not among the "
                                 f"cohort's scenarios {sorted(scenarios)}")
+    from mmpipe.methods.hparams import method_problems
+
+    for run in benchmark_runs(cfg, cname) if not problems else []:
+        mods = sorted(bench["feature_sets"][run["feature_set"]])
+        for why in method_problems(run["config"]["type"], run["config"], mods):
+            problems.append(f"{where}.runs.{run['method']}: on feature set "
+                            f"{run['feature_set']!r} {mods}, method type "
+                            f"{run['config']['type']!r}: {why}")
     # a `single` method's runs are named {method}_{modality}: a method of that name run
     # on the same feature set wrote to the same folder, trained as the first of the two
     # and reported as the other

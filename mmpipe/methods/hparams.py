@@ -16,7 +16,10 @@ method (``hidden`` is a width in one method and a list of widths in another). Wh
 a few values a setting takes (``fusion: pairwise | mean``) is the method's own, in
 :data:`CHOICES`: the method also checks them when built, and a test builds every method
 with each of them and with one more, so that the two lists agree. A bound that one
-method alone sets (MUSE's two layers or more) is checked when the method is built.
+method alone sets (MUSE's two layers or more), or that reads another setting or the
+feature set (a width divisible by the heads; a modality besides the one that goes
+missing), is in :data:`RULES`, checked on each run's feature set, and again when the
+method is built.
 """
 
 from __future__ import annotations
@@ -197,6 +200,67 @@ CHOICES: dict[str, dict[str, tuple]] = {
     "muse": {"eval_graph": ("reference", "single", "batch")},
     "unilmmv": {"dropout_scope": ("subject", "batch")},
 }
+
+
+# The rules a method checks when built that read another setting or the feature set's
+# modalities, mirrored here as CHOICES are (the method keeps its own check, in its code
+# key): one broken failed in the training job, after stage 1 and after Snakemake had
+# removed the job's old results. tests/methods/test_hparams.py builds each method against
+# each rule, so that the two agree. Each rule: (settings with defaults, the feature set's
+# modalities) -> what is wrong, or None.
+def _needs_missing_modality(hp: dict, mods: list[str]) -> str | None:
+    if hp.get("missing_modality") is None:
+        return f"the hyper-parameter 'missing_modality' is required (one of {mods})"
+    return None if len(mods) >= 2 else (f"needs at least one modality besides "
+                                        f"{hp['missing_modality']!r}")
+
+
+def _two_modalities(hp: dict, mods: list[str]) -> str | None:
+    return None if len(mods) >= 2 else "needs at least two modalities"
+
+
+def _muse_ffn(hp: dict, mods: list[str]) -> str | None:
+    return (None if int(hp["ffn_layers"]) >= 2 else
+            f"ffn_layers must be >= 2 (official FFNEncoder), got {hp['ffn_layers']}")
+
+
+def _width_by_heads(hp: dict, mods: list[str]) -> str | None:
+    return (None if int(hp["width"]) % int(hp["heads"]) == 0 else
+            f"width {hp['width']} is not divisible by heads {hp['heads']}")
+
+
+def _combination_size(hp: dict, mods: list[str]) -> str | None:
+    size = hp.get("max_combination_size")
+    return (None if size is None or 1 <= int(size) <= len(mods) else
+            f"max_combination_size must lie in 1..{len(mods)} (or be null for every "
+            f"combination), got {size!r}")
+
+
+RULES: dict[str, tuple] = {
+    "bd": (_needs_missing_modality,), "bd_filling": (_needs_missing_modality,),
+    "ae_impute": (_needs_missing_modality,), "largo": (_two_modalities,),
+    "muse": (_muse_ffn,), "unilmmv": (_width_by_heads,), "adacomed": (_combination_size,),
+}
+
+
+def method_problems(type_name: str, settings: dict, modalities: list[str]) -> list[str]:
+    """What the method of ``type_name`` would refuse, built with ``settings`` on a feature
+    set of ``modalities`` (:data:`RULES`)."""
+    defaults = {}
+    for name, node in _defaults(type_name).items():
+        try:
+            defaults[name] = ast.literal_eval(node)
+        except ValueError:
+            defaults[name] = None
+    hp = {**defaults, **settings}
+    problems = []
+    for rule in RULES.get(type_name, ()):
+        try:
+            why = rule(hp, list(modalities))
+        except (TypeError, ValueError):  # a value of the wrong kind: its own check says so
+            continue
+        problems += [why] if why else []
+    return problems
 
 
 def _one_of(values: tuple) -> dict:

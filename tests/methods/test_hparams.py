@@ -5,6 +5,7 @@ the training job after Snakemake removed that job's old results."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -146,3 +147,52 @@ def test_every_word_setting_says_which_words(type_name):
 def test_every_choice_is_a_setting_of_its_method():
     for type_name, named in CHOICES.items():
         assert set(named) <= set(hyperparameter_schemas(type_name)), type_name
+
+
+_RULE_CASES = [
+    ("bd", ["a", "b"], {}, "'missing_modality' is required"),
+    ("bd_filling", ["b"], {"missing_modality": "b"}, "needs at least one modality besides"),
+    ("ae_impute", ["b"], {"missing_modality": "b"}, "needs at least one modality besides"),
+    ("largo", ["a"], {}, "needs at least two modalities"),
+    ("muse", ["a", "b"], {"ffn_layers": 1}, "ffn_layers must be >= 2"),
+    ("unilmmv", ["a", "b"], {"width": 30, "heads": 8}, "width 30 is not divisible by heads 8"),
+    ("adacomed", ["a", "b"], {"max_combination_size": 3},
+     r"max_combination_size must lie in 1..2"),
+]
+
+
+@pytest.mark.parametrize("type_name, modalities, settings, says", _RULE_CASES)
+def test_the_rules_checked_in_the_dag_are_the_ones_the_method_builds_with(
+        type_name, modalities, settings, says):
+    """RULES (the DAG's check of a setting against another or the feature set) and the
+    method's own check when built refuse the same settings: a width of 30 over 8 heads
+    passed the config and failed in the training job."""
+    from mmpipe.methods.hparams import RULES, method_problems
+
+    assert type_name in RULES
+    shapes = {m: (8,) for m in modalities}
+    with pytest.raises(ValueError, match=says):
+        method_class(type_name)(modalities, shapes, 2, **settings)
+    problems = method_problems(type_name, settings, modalities)
+    assert len(problems) == 1 and re.search(says, problems[0])
+    # and what builds passes
+    good = {"bd": {"missing_modality": "b"}, "muse": {"ffn_layers": 2},
+            "unilmmv": {"width": 32, "heads": 8}, "adacomed": {"max_combination_size": 2}}
+    mods = ["a", "b"]
+    fixed = {**settings, **good.get(type_name, {})}
+    method_class(type_name)(mods, {m: (8,) for m in mods}, 2, **fixed)
+    assert method_problems(type_name, fixed, mods) == []
+
+
+def test_a_rule_broken_on_a_feature_set_is_refused_naming_the_run(raw_config):
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"]["muse"]["ffn_layers"] = 1
+    cfg["cohorts"]["demo"]["benchmark"]["runs"]["largo"] = ["clinical_tabular"]
+    cfg["methods"].setdefault("largo", {"type": "largo"})
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert ("config.cohorts.demo.benchmark.runs.muse: on feature set 'all' ['clinical', "
+            "'ct', 'mri_t1', 'mri_t2', 'wsi'], method type 'muse': ffn_layers must be >= 2"
+            ) in str(err.value)
+    assert ("runs.largo: on feature set 'clinical_tabular' ['clinical'], method type "
+            "'largo': needs at least two modalities") in str(err.value)
