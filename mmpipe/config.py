@@ -273,7 +273,7 @@ def _check_ratios(cname: str, ratios: list[float]) -> list[str]:
 
 # a cohort's keys that one adapter alone reads; every dataset adapter (not csv or demo)
 # reads a download under 'root'
-_CSV_KEYS = ("csv", "subject_column")
+_CSV_KEYS = ("csv", "subject_column", "group_column")
 
 
 def _reads_masks(encoder: dict, modality: dict) -> bool:

@@ -129,9 +129,11 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["cohorts"]["demo"]["modalities"]["mri_t2"].update(
         mask={"from": "totalsegmentator", "roi_subset": ["kidney_left"]}),
      r"demo.modalities.mri_t2.mask: no encoder of the modality reads a mask"),
-    (lambda c: c["cohorts"]["demo"].update(csv="cohort.csv", root="data"),
-     r"cohorts.demo.csv: the demo adapter does not read it\n.*cohorts.demo.root: the demo "
-     r"adapter does not read it"),
+    (lambda c: c["cohorts"]["demo"].update(csv="cohort.csv", root="data",
+                                           group_column="patient"),
+     r"cohorts.demo.csv: the demo adapter does not read it\n.*cohorts.demo.group_column: "
+     r"the demo adapter does not read it\n.*cohorts.demo.root: the demo adapter does not "
+     r"read it"),
     (lambda c: c["cohorts"]["mmist_ccrcc"].update(demo={"n_subjects": 10}),
      r"cohorts.mmist_ccrcc.demo: only the demo adapter reads it"),
     # a bare AttributeError from the config's loading

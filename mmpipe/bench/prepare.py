@@ -19,6 +19,7 @@ from mmpipe.bench.missingness import (
 )
 from mmpipe.bench.splits import DRAWN, read_split, stratified_split, user_split, write_split
 from mmpipe.cohorts.manifest_files import SPLIT, fixed_parts, modality_presence, read_manifest
+from mmpipe.cohorts.split_groups import SPLIT_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, dict, pl.DataFrame, list[
 
 
 def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str | Path) -> pl.DataFrame:
-    """Patient-level stratified split of the subjects that have ``label``; when the cohort
-    brings its own split (the manifest's ``split`` column), its test set (and val set,
+    """Patient-level stratified split of the subjects that have ``label`` (a manifest's
+    ``split_group`` kept in one part); when the cohort brings its own split (the manifest's ``split`` column), its test set (and val set,
     when it names one) is kept for every seed. The file records which."""
     manifest, meta, presence, modalities = _presence(Path(cohort_dir))
     user = meta.get("split")
@@ -49,12 +50,13 @@ def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str |
     patterns = ["+".join(m for m, p in zip(modalities, row, strict=True) if p)
                 for row in presence.filter(has_label).select(modalities).iter_rows()]
     ids, y = labelled["subject_id"].to_list(), labelled[label].to_numpy()
+    groups = labelled[SPLIT_GROUP].to_list() if SPLIT_GROUP in labelled.columns else None
     if user is None:
-        split = stratified_split(ids, y, patterns, seed, ratios=tuple(ratios))
+        split = stratified_split(ids, y, patterns, seed, ratios=tuple(ratios), groups=groups)
         write_split(split, out, source=DRAWN)
         return split
     parts = labelled[SPLIT].to_list()
-    split = user_split(ids, y, patterns, parts, seed, ratios=tuple(ratios))
+    split = user_split(ids, y, patterns, parts, seed, ratios=tuple(ratios), groups=groups)
     write_split(split, out, source=user["source"], fixed=fixed_parts(parts))
     return split
 

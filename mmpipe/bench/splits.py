@@ -26,6 +26,10 @@ members of each stratum are ordered by a ``numpy`` Generator seeded with ``seed`
 split is a pure function of (subjects, labels, patterns, seed, ratios): the same seed
 gives the same file, another seed another split, and the input order does not matter.
 
+Subjects of one ``split_group`` (:mod:`mmpipe.cohorts.split_groups`: two rows of one
+patient) are kept in one part: a group drawn into several goes whole to the part holding
+most of it (:func:`keep_groups`), so the counts can move off the ratios by a group's size.
+
 A cohort may bring its own split (config ``split``, carried by the manifest's ``split``
 column): :func:`user_split` keeps its test set for every seed and draws train/val inside
 its training part the same way (val share ``ratios[1] / (ratios[0] + ratios[1])``), or
@@ -59,6 +63,7 @@ DEFAULT_RATIOS = (0.6, 0.1, 0.3)
 FALLBACK = "*"
 _EPS = 1e-9
 _STREAM = 0x5B117  # own random stream: split and mask draws of one seed are unrelated
+_GROUP_STREAM = 0x6A0C9  # a group's tie between parts, apart from the split's draws
 
 
 def _check_ratios(ratios: Sequence[float]) -> np.ndarray:
@@ -95,13 +100,16 @@ def _strata(y: list[str], patterns: list[str], threshold: int) -> list[str]:
 
 def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str], seed: int,
                      ratios: Sequence[float] = DEFAULT_RATIOS,
-                     min_per_stratum: int | None = None) -> pl.DataFrame:
-    """Assign every subject to ``train``, ``val`` or ``test`` (see the module docstring).
+                     min_per_stratum: int | None = None,
+                     groups: Sequence[str | None] | None = None) -> pl.DataFrame:
+    """Assign every subject to ``train``, ``val`` or ``test`` (see the module docstring);
+    the subjects of one of ``groups`` (None: its own) to one part (:func:`keep_groups`).
 
     Returns ``subject_id, split`` in the order of ``subject_ids``.
     """
     ids, labels, pats = _check_subjects(subject_ids, y, patterns)
     split = _draw(ids, labels, pats, seed, _check_ratios(ratios), min_per_stratum)
+    split = keep_groups(ids, split, groups, seed)
     counts = {name: int((split == name).sum()) for name in SPLITS}
     log.info("split seed %d: %s", seed, counts)
     return _frame(ids, split)
@@ -176,6 +184,45 @@ def _draw(ids: list[str], labels: list[str], pats: list[str], seed: int, r: np.n
     return split
 
 
+def keep_groups(ids: list[str], split: np.ndarray, groups: Sequence[str | None] | None,
+                seed: int, movable: np.ndarray | None = None) -> np.ndarray:
+    """``split`` with each group's subjects in one part: a group drawn into several parts
+    goes whole to the part holding most of it (a tie drawn with ``seed``). A group with
+    a subject not ``movable`` (default: all are; a user's fixed part) that lies in
+    several parts stays as placed, said in a warning. Without groups (or with none of
+    two subjects) the split is returned as drawn."""
+    if groups is None:
+        return split
+    members: dict[str, list[int]] = defaultdict(list)
+    for i in sorted(range(len(ids)), key=lambda i: ids[i]):
+        if groups[i] is not None and str(groups[i]).strip():
+            members[str(groups[i]).strip()].append(i)
+    movable = np.ones(len(ids), bool) if movable is None else movable
+    rng = np.random.default_rng([_GROUP_STREAM, int(seed)])
+    split = split.copy()
+    moved = 0
+    for name in sorted(members):
+        rows = members[name]
+        if len(rows) < 2 or len({split[i] for i in rows}) < 2:
+            continue
+        if not movable[rows].all():
+            log.warning("split seed %d: group %r lies in parts %s, as the cohort's own "
+                        "split places it; kept as given", seed, name,
+                        sorted({split[i] for i in rows}))
+            continue
+        held = Counter(split[i] for i in rows)
+        most = max(held.values())
+        tied = sorted(p for p, n in held.items() if n == most)
+        target = tied[0] if len(tied) == 1 else tied[int(rng.integers(len(tied)))]
+        for i in rows:
+            if split[i] != target:
+                split[i], moved = target, moved + 1
+    if moved:
+        log.info("split seed %d: %d subject(s) moved to keep their split group together",
+                 seed, moved)
+    return split
+
+
 def _every_label_in_every_part(alloc: np.ndarray, stratum_labels: list[str], r: np.ndarray,
                                seed: int) -> None:
     """Give each part with a positive ratio at least one subject of every label that has
@@ -205,7 +252,8 @@ def _every_label_in_every_part(alloc: np.ndarray, stratum_labels: list[str], r: 
 
 def user_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str],
                parts: Sequence[str | None], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS,
-               min_per_stratum: int | None = None) -> pl.DataFrame:
+               min_per_stratum: int | None = None,
+               groups: Sequence[str | None] | None = None) -> pl.DataFrame:
     """The split of a cohort that brings its own (``parts``: each subject's part in it).
 
     Its test subjects are the test set for every seed. When it names a validation part,
@@ -235,6 +283,9 @@ def user_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str],
         train = [i for i, p in enumerate(given) if p == "train"]
         split[train] = _draw([ids[i] for i in train], [labels[i] for i in train],
                              [pats[i] for i in train], seed, inner, min_per_stratum)
+    # a group moves inside the user's training part only; its fixed parts stay as given
+    split = keep_groups(ids, split, groups, seed, movable=np.array(
+        [p == "train" and "val" not in given for p in given], dtype=bool))
     counts = {name: int((split == name).sum()) for name in SPLITS}
     log.info("split seed %d: %s fixed by the cohort's split, %s", seed,
              ", ".join(fixed_parts(given)), counts)

@@ -36,8 +36,10 @@ and ``tumour_type`` (the type folder). What the adapter does with what it finds:
 - Patient IDs that differ only in letters after the number (``14-22549AB``,
   ``14-22549CD``, ``14-22549G``: a dozen or so of the release's folders share an
   accession number with another) stay separate subjects, as the dataset's 82 patients
-  are its folders; each gets a QC row (``shared_accession``) and the build a warning, since they
-  may be one patient's tissue that a split puts on both sides.
+  are its folders; each gets a QC row (``shared_accession``) and the build a warning,
+  and since they may be one patient's tissue, the accession number is their
+  ``split_group`` (:mod:`mmpipe.cohorts.split_groups`): every split keeps them in one
+  part.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
+from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.io.images import image_files
 
@@ -165,11 +168,12 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     return str(folder), None
 
 
-def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]) -> list[QCRecord]:
-    """QC rows of the patient folders whose IDs differ only in the letters after the
-    number (14-22549AB, 14-22549CD): each stays its own subject, as the dataset counts
-    its 82 patients, but may be one patient's tissue, which the splits can then put in
-    both train and test; said, with a warning."""
+def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]
+                       ) -> tuple[dict[str, str], list[QCRecord]]:
+    """The split group of each patient folder whose ID differs from another's only in the
+    letters after the number (14-22549AB, 14-22549CD: the accession number), and QC rows
+    saying so: each stays its own subject, as the dataset counts its 82 patients, but
+    may be one patient's tissue, so every split keeps them in one part."""
     by_number: dict[str, list[str]] = defaultdict(list)
     for pid in patients:
         m = ACCESSION.match(pid)
@@ -177,14 +181,16 @@ def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]) -> list
     shared = {n: sorted(ids) for n, ids in by_number.items() if len(ids) > 1}
     if shared:
         log.warning("breakhis: %d accession number(s) name several patient folders (%s): "
-                    "each folder is a subject, as BreakHis counts its patients; they may "
-                    "be one patient's tissue in different splits", len(shared),
+                    "each folder is a subject, as BreakHis counts its patients, kept in "
+                    "one part of every split", len(shared),
                     "; ".join(f"{n}: {', '.join(ids)}" for n, ids in sorted(shared.items())))
-    return [QCRecord(pid, LABEL_QC, SHARED_ACCESSION,
-                     f"patient {pid} shares accession number {n} with "
-                     f"{', '.join(i for i in ids if i != pid)}: a subject of its own (as "
-                     "BreakHis counts patients), possibly the same patient's tissue")
-            for n, ids in sorted(shared.items()) for pid in ids]
+    groups = {pid: n for n, ids in shared.items() for pid in ids}
+    return groups, [QCRecord(pid, LABEL_QC, SHARED_ACCESSION,
+                             f"patient {pid} shares accession number {n} with "
+                             f"{', '.join(i for i in ids if i != pid)}: a subject of its own "
+                             "(as BreakHis counts patients), possibly the same patient's "
+                             f"tissue, kept in one part of every split (split_group {n})")
+                    for n, ids in sorted(shared.items()) for pid in ids]
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
@@ -214,7 +220,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT, f"patient {sid} is in "
                                       f"{len(entries)} folders ({where}): a label they "
                                       "disagree on is left blank"))
-    source_qc += _shared_accessions(patients)
+    groups, shared = _shared_accessions(patients)
+    source_qc += shared
+    frame[SPLIT_GROUP] = [groups.get(sid) for sid in ids]
     for mod in mags:
         paths: list[str | None] = []
         for sid in ids:
@@ -235,10 +243,12 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         frame[lab] = label_values[lab]
     log.info("breakhis: %d patients", len(ids))
     return AdapterOutput(
-        frame=pl.DataFrame(frame, schema_overrides={lab: pl.Utf8 for lab in labels}),
+        frame=pl.DataFrame(frame, schema_overrides={lab: pl.Utf8 for lab in
+                                                    [*labels, SPLIT_GROUP]}),
         modalities=specs,
         labels=labels,
         qc=qc,
         source=str(root),
+        extra_columns=[SPLIT_GROUP],
         source_qc=source_qc,
     )

@@ -6,7 +6,9 @@ file (relative paths are resolved against the CSV's folder) and table kinds
 name their ``fields`` (no default: a table modality must list its fields); optionally
 ``split``, the cohort's own split: ``{column: C}`` (a column of the CSV) or
 ``{files: {test: ..., train: ..., val: ...}}`` (see
-:func:`mmpipe.cohorts.manifest.read_user_split`).
+:func:`mmpipe.cohorts.manifest.read_user_split`); and ``group_column``, a column naming
+each subject's patient where a patient has several subjects (two visits): the manifest's
+``split_group``, kept in one part of every split (:mod:`mmpipe.cohorts.split_groups`).
 
 Every CSV column the config does not name is listed in the adapter QC (one
 ``column``/``unused`` row each), so a column such as a published ``split`` is never
@@ -38,6 +40,7 @@ from mmpipe.cohorts.manifest import (
 )
 from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
+from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -140,10 +143,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError(f"split.column {split_col!r} is also the subject ID, a label, a "
                           "path column or a table field; the split needs its own column")
 
-    # IDs, paths and split values are text whatever they look like ("007" stays "007")
-    text_cols = {subject_col, *path_cols.values(), *([split_col] if split_col else [])}
+    # subjects that are one patient's rows (two visits), kept in one part of every split
+    group_col = cohort_cfg.get("group_column")
+    # IDs, paths, split and group values are text whatever they look like ("007" stays)
+    text_cols = {subject_col, *path_cols.values(), *([split_col] if split_col else []),
+                 *([group_col] if group_col else [])}
     frame = read_source_csv(csv_path, text_columns=text_cols)
-    wanted = [*named, *([split_col] if split_col else [])]
+    wanted = [*named, *([split_col] if split_col else []), *([group_col] if group_col else [])]
     missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
     if missing:
         raise ConfigError(f"{csv_path}: column(s) {missing} named in the config are not in "
@@ -160,6 +166,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         qc.extend(recs)
         new_cols.append(pl.Series(specs[name].column, paths, dtype=pl.Utf8))
     frame = frame.with_columns(new_cols)
+    if group_col:
+        frame = frame.with_columns(pl.col(group_col).str.strip_chars().alias(SPLIT_GROUP))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(csv_path), root=str(csv_path.parent), split=split,
+                         extra_columns=[SPLIT_GROUP] if group_col else [],
                          unused_columns=unused)

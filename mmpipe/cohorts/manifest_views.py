@@ -29,6 +29,7 @@ from mmpipe.cohorts.manifest_files import (
     read_qc,
     under_root,
 )
+from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import InputError
 from mmpipe.layout import CohortLayout
 from mmpipe.preprocess.masks import mask_column
@@ -54,7 +55,8 @@ def benchmark_view_digest(out_dir: str | Path, label: str) -> str:
     """SHA-256 of what the stage-2 jobs (splits, masks, training) read through the
     manifest files: every subject in order, the benchmark's ``label``, the cohort's own
     split (its column and source) and which modalities each subject has (its modality
-    names in name order, as :mod:`mmpipe.bench.prepare` reads them). Carried as a
+    names in name order, as :mod:`mmpipe.bench.prepare` reads them), and the subjects'
+    ``split_group`` where the adapter writes one. Carried as a
     parameter like :func:`modality_view_digest`: a manifest rebuilt for a clinical field
     or a regenerated image under the same name redraws no split and no mask, and reruns
     only the training jobs whose stores changed."""
@@ -125,7 +127,8 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     own = [spec["path_column"]] if "path_column" in spec else list(spec.get("fields", []))
     # not another modality's mask (BraTS's and IXI's extra columns): its path, absolute,
     # reran this modality's jobs when the download moved, and whenever that mask changed
-    others = {mask_column(m) for m in meta["modalities"] if m != modality}
+    # nor the split groups, which only the splits read
+    others = {mask_column(m) for m in meta["modalities"] if m != modality} | {SPLIT_GROUP}
     extra = [c for c in meta.get("extra_columns", []) if c not in own and c not in others]
     paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
@@ -156,7 +159,8 @@ def _benchmark_view(root: str, label: str, stamp: tuple) -> str:
     if label not in df.columns:
         return "label not in the manifest"  # the job says so, with the manifest's labels
     modalities = sorted(meta["modalities"])
-    columns = [SUBJECT, label, *([SPLIT] if SPLIT in df.columns else [])]
+    columns = [SUBJECT, label, *([SPLIT] if SPLIT in df.columns else []),
+               *([SPLIT_GROUP] if SPLIT_GROUP in df.columns else [])]
     # of the split's record, what a split file holds: not ``where`` (the CSV's path)
     source = (meta.get("split") or {}).get("source")
     return _digest({"columns": columns, "rows": df.select(columns).rows(),

@@ -198,3 +198,32 @@ def test_a_label_too_rare_for_every_part_is_said(caplog):
     missing = sorted({"train", "val", "test"} - set(split["split"][:2]))
     assert f"label '1' has 2 subject(s), fewer than the 3 parts: {', '.join(missing)}" in (
         caplog.text)
+
+
+def test_a_split_group_lands_in_one_part_and_no_group_changes_nothing(caplog):
+    """Two subjects of one patient (BreakHis's folders of one accession number, two
+    visits of a CSV cohort) were split like strangers: one patient's tissue in training
+    and in test."""
+    import logging
+
+    ids, y, pats = _cohort()
+    groups = [f"G{i // 3}" if i < 90 else None for i in range(len(ids))]  # 30 groups of 3
+    for seed in range(5):
+        plain = stratified_split(ids, y, pats, seed=seed)
+        grouped = _assignment(stratified_split(ids, y, pats, seed=seed, groups=groups))
+        for g in range(30):
+            assert len({grouped[ids[i]] for i in range(3 * g, 3 * g + 3)}) == 1, (seed, g)
+        # the subjects of no group stay where the draw put them; no group, no change
+        assert all(grouped[s] == p for s, p, g in zip(ids, plain["split"], groups,
+                                                      strict=True) if g is None)
+        assert stratified_split(ids, y, pats, seed=seed, groups=[None] * len(ids)).equals(plain)
+    # a user's fixed test part is not moved: a group across it is said and kept
+    parts = _user_parts(ids, y)
+    first_test = next(i for i, p in enumerate(parts) if p == "test")
+    first_train = next(i for i, p in enumerate(parts) if p == "train")
+    across = [None] * len(ids)
+    across[first_test] = across[first_train] = "P"
+    with caplog.at_level(logging.WARNING):
+        split = user_split(ids, y, pats, parts, seed=0, groups=across)
+    assert split["split"][first_test] == "test"
+    assert "group 'P' lies in parts" in caplog.text

@@ -127,6 +127,16 @@ def test_folders_of_one_accession_number_are_said_and_a_foreign_field_rejects(tm
         qc, base, "label").filter(pl.col("status") == "shared_accession")["reason"].item()
     assert "1 accession number(s) name several patient folders" in caplog.text
     assert {base, base + "AB", base + "CD"} <= set(manifest["subject_id"])
+    # one split group: every split keeps them in one part (they were split like strangers)
+    groups = dict(manifest.select("subject_id", "split_group").iter_rows())
+    assert {groups[s] for s in (base, base + "AB", base + "CD")} == {base}
+    assert sum(g is not None for g in groups.values()) == 3
+    from mmpipe.bench.prepare import make_split
+
+    for seed in range(4):
+        split = dict(make_split(root / "out", "malignant", seed, (0.6, 0.1, 0.3),
+                                tmp_path / f"split{seed}.parquet").iter_rows())
+        assert len({split[s] for s in (base, base + "AB", base + "CD")}) == 1
     foreign = _qc(qc, base, "mag200")
     assert foreign["status"].item() == "rejected"
     assert f"named for another patient or tumour type: {stray.name}" in foreign["reason"].item()

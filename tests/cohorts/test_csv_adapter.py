@@ -438,3 +438,29 @@ def test_a_path_that_cannot_be_checked_is_that_subjects_rejection(cohort):
     assert qc[("007", "mri")]["reason"] == "a symbolic link to nothing (broken, or a loop)"
     assert qc[("p2", "mri")]["status"] == "rejected"
     assert qc[("p2", "mri")]["reason"].startswith("cannot be read: File name too long")
+
+
+def test_a_group_column_keeps_a_patients_subjects_in_one_part(tmp_path):
+    """Two visits of one patient, two subjects of the CSV, were split like strangers; the
+    group column also keys the splits, not the stage-1 jobs."""
+    from mmpipe.bench.prepare import make_split
+    from mmpipe.cohorts.manifest_views import benchmark_view_digest, modality_view_digest
+
+    rows = [f"v{i},{i % 2},{40 + i},{'MF'[i % 2]},P{i // 2}" for i in range(60)]
+    csv = tmp_path / "visits.csv"
+    csv.write_text("visit_id,response,age,sex,patient\n" + "\n".join(rows) + "\n")
+    cfg = {**_table_cfg(csv), "subject_column": "visit_id", "group_column": "patient"}
+    df = build_manifest("visits", cfg, tmp_path / "out", base_dir=tmp_path)
+    assert df["split_group"].to_list() == [f"P{i // 2}" for i in range(60)]
+    assert read_qc(tmp_path / "out").filter(pl.col("status") == "unused").is_empty()
+    for seed in range(4):
+        split = make_split(tmp_path / "out", "response", seed, (0.6, 0.1, 0.3),
+                           tmp_path / "split.parquet")["split"].to_list()
+        assert all(split[2 * p] == split[2 * p + 1] for p in range(30)), seed
+    views = (benchmark_view_digest(tmp_path / "out", "response"),
+             modality_view_digest(tmp_path / "out", "clinical"))
+    csv.write_text("visit_id,response,age,sex,patient\n" + "\n".join(
+        f"v{i},{i % 2},{40 + i},{'MF'[i % 2]},Q{i // 3}" for i in range(60)) + "\n")
+    build_manifest("visits", cfg, tmp_path / "out", base_dir=tmp_path)
+    assert benchmark_view_digest(tmp_path / "out", "response") != views[0]
+    assert modality_view_digest(tmp_path / "out", "clinical") == views[1]

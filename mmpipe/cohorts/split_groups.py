@@ -1,0 +1,17 @@
+"""Subjects that every split keeps in one part: the manifest's ``split_group`` column.
+
+A subject is one row of the manifest, but two rows can be one patient's: BreakHis's
+folders ``14-22549AB`` and ``14-22549CD`` (one accession number), or a CSV cohort with
+two visits of a patient as two subjects. Splitting them apart puts a patient's tissue in
+training and in test, and the test score then measures recognition, not prediction. An
+adapter that knows such rows writes one group name to each of them in ``split_group``
+(a blank: the subject is its own group) and lists the column in the manifest's
+``extra_columns``; :func:`mmpipe.bench.splits.stratified_split` then draws as it does
+without groups and moves each group that landed in several parts whole into the part
+holding most of it. Cross-validation's folds inside the training part do not read the
+groups (a group may span folds; the test split never shares one with training).
+"""
+
+from __future__ import annotations
+
+SPLIT_GROUP = "split_group"
