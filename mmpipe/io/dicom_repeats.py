@@ -19,7 +19,9 @@ belongs to, and one volume is kept whole:
 - repeats that no grouping tells apart at a minority of the positions (a re-sent slice,
   rotations that share a boundary slice) keep one file per position, the lowest
   AcquisitionNumber then InstanceNumber, as the note says; at most of the positions
-  they are a defect: which file belongs to which volume would be a guess.
+  they are a defect: which file belongs to which volume would be a guess; and so are
+  pieces a tag tells apart that overlap at more than :data:`MAX_SHARED_POSITIONS`
+  positions (two acquisitions of one stretch, stitched, would change contrast halfway).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ VOLUME_TAGS = ("EchoNumbers", "EchoTime", "TemporalPositionIdentifier", "Trigger
 # share of the series' positions a grouping's largest volume must cover to be volumes
 # that repeat the stack (a DWI's b=0 volume may lack an end slice or two)
 WHOLE_SHARE = 0.9
+# positions two pieces of one stack may share and be stitched (a step-and-shoot CT's
+# rotations share a boundary slice or two); more is two scans of that stretch
+MAX_SHARED_POSITIONS = 2
 
 
 class _File(Protocol):
@@ -95,18 +100,33 @@ def _without_copies(files: list[_File], slots: list[int]) -> tuple[list[int], in
 
 def _per_position(files, slots, kept, n_positions: int, notes: list[str]) -> Choice:
     """One file per position where the repeats are a minority of the positions; else a
-    defect."""
+    defect. Pieces a tag tells apart (acquisitions along the body) are stitched only where
+    any two share at most :data:`MAX_SHARED_POSITIONS`: two acquisitions that overlap
+    further are two scans of that stretch, perhaps of two contrasts, and a volume of one
+    then the other would change contrast halfway."""
     at: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         at[slots[i]].append(i)
     repeated = sum(len(v) > 1 for v in at.values())
     if 2 * repeated >= n_positions:
         return Choice(kept, problem=_untold(files, slots, kept))
+    pieces = _by_tags(files, slots, kept, n_positions, whole=False)
+    told = "with nothing telling volumes apart (a re-sent slice)"
+    if pieces is not None:
+        groups, tags = pieces
+        shared = max(len({slots[i] for i in a} & {slots[i] for i in b})
+                     for a, b in itertools.combinations(groups, 2))
+        if shared > MAX_SHARED_POSITIONS:
+            return Choice(kept, problem=(
+                f"{len(groups)} pieces told apart by {', '.join(tags)} overlap at "
+                f"{repeated} of {n_positions} positions (two share {shared}): two scans of "
+                "that stretch, which one volume would stitch one after the other"))
+        told = (f"where {len(groups)} pieces told apart by {', '.join(tags)} meet (two "
+                f"share at most {shared})")
     chosen = [min(v, key=lambda i: _first_acquired(files[i])) for v in at.values()]
-    notes.insert(0, f"{repeated} of {n_positions} positions repeated with nothing telling "
-                    "volumes apart (a re-sent slice, acquisitions that share a boundary "
-                    "slice): kept the lowest AcquisitionNumber, then InstanceNumber, at "
-                    f"each; dropped {len(kept) - len(chosen)} files")
+    notes.insert(0, f"{repeated} of {n_positions} positions repeated {told}: kept the "
+                    "lowest AcquisitionNumber, then InstanceNumber, at each; dropped "
+                    f"{len(kept) - len(chosen)} files")
     return Choice(sorted(chosen, key=lambda i: slots[i]), "; ".join(notes))
 
 
@@ -116,11 +136,11 @@ def _first_acquired(file: _File) -> tuple:
             str(file.path))
 
 
-def _by_tags(files, slots, kept, n_positions: int
+def _by_tags(files, slots, kept, n_positions: int, whole: bool = True
              ) -> tuple[list[list[int]], tuple[str, ...]] | None:
-    """The coarsest grouping by varying VOLUME_TAGS with no repeated position and a
-    volume covering WHOLE_SHARE of the positions, as (groups in tag order, tags), or
-    None."""
+    """The coarsest grouping by varying VOLUME_TAGS with no repeated position and (with
+    ``whole``) a volume covering WHOLE_SHARE of the positions, as (groups in tag order,
+    tags), or None."""
     varying = [t for t in VOLUME_TAGS if len({files[i].volume_tags.get(t) for i in kept}) > 1]
     best = None
     for r in range(1, len(varying) + 1):
@@ -130,7 +150,7 @@ def _by_tags(files, slots, kept, n_positions: int
                 groups[tuple(_sortable(files[i].volume_tags.get(t)) for t in tags)].append(i)
             # volumes of a few slices each (an AcquisitionNumber counting slices or
             # rotations, a TriggerTime per slice) are pieces of one stack, not repeats
-            if max(map(len, groups.values())) < WHOLE_SHARE * n_positions:
+            if whole and max(map(len, groups.values())) < WHOLE_SHARE * n_positions:
                 continue
             if all(len({slots[i] for i in g}) == len(g) for g in groups.values()):
                 # fewest groups: a tag that varies within a volume (a per-slice TriggerTime)

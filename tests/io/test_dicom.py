@@ -221,10 +221,9 @@ def test_a_few_repeated_positions_keep_one_file_each_and_say_so(tmp_path):
     arr = sitk.GetArrayFromImage(image)
     for z in (3, 6, 9):  # the boundary slice of the earlier rotation
         np.testing.assert_array_equal(arr[z], hu_slice(100 * z + z // 3 - 1))
-    assert info.repeats == ("3 of 13 positions repeated with nothing telling volumes apart "
-                            "(a re-sent slice, acquisitions that share a boundary slice): kept "
-                            "the lowest AcquisitionNumber, then InstanceNumber, at each; "
-                            "dropped 3 files")
+    assert info.repeats == ("3 of 13 positions repeated where 4 pieces told apart by "
+                            "AcquisitionNumber meet (two share at most 1): kept the lowest "
+                            "AcquisitionNumber, then InstanceNumber, at each; dropped 3 files")
     _, paths = write_series(tmp_path / "resent", n=10)
     write_slice(tmp_path / "resent" / "again.dcm", series_uid=pydicom.dcmread(paths[0])
                 .SeriesInstanceUID, position=pydicom.dcmread(paths[4]).ImagePositionPatient,
@@ -232,6 +231,22 @@ def test_a_few_repeated_positions_keep_one_file_each_and_say_so(tmp_path):
     image, info = read_dicom_series(tmp_path / "resent")
     assert info.n_slices == 10 and info.repeats.startswith("1 of 10 positions repeated")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[4], hu_slice(400))
+
+
+def test_two_acquisitions_that_overlap_are_not_stitched_into_one_volume(tmp_path):
+    """Acquisition 1 over z 0-150 mm, acquisition 2 over 100-250 mm (21 positions shared):
+    stitched as "nothing telling volumes apart", the volume changed contrast at slice 61,
+    status ok."""
+    uid = generate_uid()
+    for acquisition, first in ((1, 0), (2, 40)):
+        for k in range(61):
+            z = first + k
+            write_slice(tmp_path / f"A{acquisition}_{k:03d}.dcm", series_uid=uid,
+                        position=(0, 0, 2.5 * z), hu=hu_slice(200 * (acquisition - 1)),
+                        instance=100 * acquisition + k, acquisition=acquisition)
+    with pytest.raises(DicomSeriesError, match="2 pieces told apart by AcquisitionNumber "
+                       "overlap at 21 of 101 positions"):
+        read_dicom_series(tmp_path)
 
 
 def echo_series(folder: Path, echoes=(1, 2), n: int = 6, times=(None,)) -> str:
@@ -406,6 +421,50 @@ def test_a_slice_whose_header_cannot_be_read_rejects_its_series(tmp_path, damage
                        match=f"incomplete.*{paths[5].name}: unreadable image header"):
         dicom_to_nifti(tmp_path, out)
     assert not out.exists()
+
+
+def test_a_broken_file_of_a_series_whose_uid_begins_anothers_is_not_that_series(tmp_path):
+    """A file of series …777.1, whole UID read but cut before Rows, joined series
+    …777.12 as an unreadable slice of it (its UID begins that one) and rejected a good
+    subject; only a file cut inside its UID is read as the start of another's."""
+    root = "1.2.826.0.1.3680043.8.498.777"
+    write_series(tmp_path, n=6, series_uid=root + ".12")
+    _, (stray,) = write_series(tmp_path, n=1, series_uid=root + ".1", names=["dose.dcm"])
+    raw = stray.read_bytes()
+    stray.write_bytes(raw[:raw.find(b"\x28\x00\x10\x00")])   # cut before (0028,0010) Rows
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "out.nii.gz")
+    assert summary["n_slices"] == 6
+    assert "dose.dcm (unreadable image header)" in summary["note"]
+
+
+def _series_at(folder: Path, zs) -> None:
+    uid = generate_uid()
+    for k, z in enumerate(zs):
+        write_slice(folder / f"s{k:03d}.dcm", series_uid=uid, position=(-10.0, -20.0, z),
+                    hu=hu_slice(10 * k), instance=k + 1)
+
+
+def test_steps_each_near_the_median_that_add_up_off_the_grid_reject_the_series(tmp_path):
+    """Two slice groups in one series, 2.5 mm then 2.62 mm steps: each step within 5 % of
+    the median, the volume on one 2.5 mm grid put the last slice 3.5 mm from its place,
+    status ok and no note."""
+    zs = [2.5 * k for k in range(31)] + [75.0 + 2.62 * k for k in range(1, 30)]
+    _series_at(tmp_path, zs)
+    with pytest.raises(DicomSeriesError, match="slices drift off one spacing: the slice at "
+                       r"\S+ mm along the normal lies \S+ mm from its place on a grid"):
+        read_dicom_series(tmp_path)
+
+
+def test_positions_written_to_two_decimals_lie_on_their_fitted_grid(tmp_path):
+    """0.625 mm slices whose positions are written to two decimals step 0.62 and 0.63 mm:
+    the median step (0.62 or 0.63) put the far slices millimetres off; the fitted
+    spacing is 0.625."""
+    zs = [round(0.625 * k, 2) for k in range(200)]
+    _series_at(tmp_path, zs)
+    image, info = read_dicom_series(tmp_path)
+    assert abs(image.GetSpacing()[2] - 0.625) < 1e-4
+    last = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))
+    assert abs(abs(last[2] - image.GetOrigin()[2]) - 0.625 * 199) < 0.01
 
 
 def test_a_report_in_the_series_folder_is_still_only_skipped(tmp_path):
