@@ -661,12 +661,20 @@ def test_replacing_the_totalsegmentator_weights_reruns_the_masks(raw_config, tmp
     model = tmp_path / "a" / WEIGHT_FOLDERS[0] / "fold_0"
     model.mkdir(parents=True)
     (model / "checkpoint_final.pth").write_bytes(b"first weights")
+    crop = tmp_path / "a" / WEIGHT_FOLDERS[2] / "fold_0"
+    crop.mkdir(parents=True)
+    (crop / "checkpoint_final.pth").write_bytes(b"crop weights")
     first = params(tmp_path / "a")
     (tmp_path / "a").rename(tmp_path / "b")
     assert params(tmp_path / "b") == first                    # moved: nothing reruns
     (tmp_path / "b" / WEIGHT_FOLDERS[0] / "fold_0" / "checkpoint_final.pth").write_bytes(
         b"other weights")
     assert params(tmp_path / "b") != first                    # replaced: the masks rerun
+    second = params(tmp_path / "b")
+    # the 6 mm model that crops to the organs first keys them too
+    (tmp_path / "b" / WEIGHT_FOLDERS[2] / "fold_0" / "checkpoint_final.pth").write_bytes(
+        b"other crop weights")
+    assert params(tmp_path / "b") != second
     assert params(tmp_path / "nowhere")["weights"] == "missing"
 
 

@@ -37,39 +37,49 @@ from mmpipe.shards import safe_name
 
 log = logging.getLogger(__name__)
 
-# the fast (3 mm) and full-resolution models of the `total` task
+# The nnU-Net datasets TotalSegmentator's Python API loads for the 'total' task with
+# roi_subset (wasserth/TotalSegmentator, totalsegmentator/python_api.py): the 3 mm model
+# (297), or the full-resolution model's five parts (291-295: organs, vertebrae, cardiac,
+# muscles, ribs; every part is fetched whatever the organs), and either way the 6 mm
+# model (298) that crops the volume to the organs asked for first. A dataset not in the
+# folder is downloaded by TotalSegmentator when it runs, which mmpipe never lets it do.
+CROP_MODEL = 298
+MODELS = {True: (297, CROP_MODEL), False: (291, 292, 293, 294, 295, CROP_MODEL)}
+# the names totalseg_download_weights gives them: Dataset297_TotalSegmentator_total_3mm_...
 WEIGHT_FOLDERS = ("Dataset297_TotalSegmentator_total_3mm_1559subj",
-                  "Dataset291_TotalSegmentator_part1_organs_1559subj")
-
-# the full-resolution 'total' task runs five models, one a part of the body (organs,
-# vertebrae, cardiac, muscles, ribs), each picked by roi_subset: all five are its weights
-FULL_MODEL_PARTS = "Dataset29[1-5]_TotalSegmentator_part*"
+                  "Dataset291_TotalSegmentator_part1_organs_1559subj",
+                  "Dataset298_TotalSegmentator_total_6mm_1559subj")
 
 Segmenter = Callable[[Path, Path], list[Path]]
 
 
+def _dataset(folder: Path, model: int) -> Path | None:
+    found = sorted(p for p in folder.glob(f"Dataset{model}_*") if p.is_dir())
+    return found[0] if found else None
+
+
 def model_folders(folder: Path, fast: bool) -> list[Path]:
-    """The ``Dataset...`` folders of ``folder`` the 'total' task reads: the 3 mm model's,
-    or the five parts of the full-resolution model that are there."""
-    if fast:
-        return [p for p in (folder / WEIGHT_FOLDERS[0],) if p.is_dir()]
-    return sorted(p for p in folder.glob(FULL_MODEL_PARTS) if p.is_dir())
+    """The ``Dataset...`` folders of ``folder`` TotalSegmentator reads for these masks
+    (:data:`MODELS`), those that are there."""
+    return [p for m in MODELS[fast] if (p := _dataset(folder, m)) is not None]
 
 
 def check_weights(folder: str | Path | None, fast: bool) -> Path:
-    """The weights folder, or a :class:`ConfigError` naming the folder and how to fill it."""
+    """The weights folder, or a :class:`ConfigError` naming the folder, the models it
+    lacks and how to fill it."""
     if not folder:
         raise ConfigError("TotalSegmentator masks need preprocess.totalsegmentator.weights: "
                           "the folder of its weights (TOTALSEG_WEIGHTS_PATH); they are never "
                           "downloaded by mmpipe")
     folder = Path(folder).expanduser()
-    needed = WEIGHT_FOLDERS[0] if fast else WEIGHT_FOLDERS[1]
-    if not (folder / needed).is_dir():
+    missing = [f"Dataset{m}_*" for m in MODELS[fast] if _dataset(folder, m) is None]
+    if missing:
         raise ConfigError(
-            f"TotalSegmentator weights not found: {folder} has no {needed}/ "
-            f"({'fast' if fast else 'full-resolution'} model of the 'total' task). On a "
-            "machine with internet run `totalseg_download_weights -t total"
-            f"{'_fast' if fast else ''}` and copy its nnunet/results folder to {folder}")
+            f"TotalSegmentator weights not found: {folder} has no {', '.join(missing)}/ "
+            f"(the {'fast' if fast else 'full-resolution'} model of the 'total' task and "
+            "the 6 mm model that crops to the organs). On a machine with internet run "
+            f"`totalseg_download_weights -t total{'_fast' if fast else ''}` and copy its "
+            f"nnunet/results folder to {folder}")
     return folder
 
 
@@ -96,6 +106,20 @@ def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str],
         return [out_dir / f"{organ}.nii.gz" for organ in roi_subset]
 
     return segment
+
+
+def _as_nifti(volume: Path, tmp: Path) -> Path:
+    """``volume`` itself when NIfTI; else (``.nrrd``, ``.mha``) a NIfTI copy in ``tmp``,
+    the same voxels and geometry (SimpleITK). TotalSegmentator reads any other name as a
+    DICOM folder, and the union below reads the volume's grid with nibabel."""
+    if volume.name.endswith((".nii", ".nii.gz")):
+        return volume
+    import SimpleITK as sitk
+
+    copy = tmp / "input" / "volume.nii.gz"
+    copy.parent.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(volume)), str(copy))
+    return copy
 
 
 def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
@@ -158,8 +182,9 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
         target = out_dir / f"{safe_name(sid)}.nii.gz"
         try:
             with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-                organs = segmenter(Path(path), Path(tmp))
-                voxels = union_mask(organs, Path(path), target)
+                volume = _as_nifti(Path(path), Path(tmp))
+                organs = segmenter(volume, Path(tmp))
+                voxels = union_mask(organs, volume, target)
         except Exception as err:  # one subject's failure is its own, whatever raised it
             if out_of_memory(err):  # the machine's (TotalSegmentator on a small GPU)
                 raise

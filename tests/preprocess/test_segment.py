@@ -37,9 +37,23 @@ def _nifti(path, data):
 def test_missing_weights_name_the_folder(tmp_path):
     with pytest.raises(ConfigError, match="preprocess.totalsegmentator.weights"):
         check_weights(None, fast=True)
-    with pytest.raises(ConfigError, match=f"{tmp_path}.*has no {WEIGHT_FOLDERS[0]}"):
+    with pytest.raises(ConfigError, match=f"{tmp_path} has no Dataset297_\\*, Dataset298_"):
         totalsegmentator_segmenter({"weights": str(tmp_path), "fast": True}, ["kidney_left"])
+    # TotalSegmentator crops to the organs with its 6 mm model (298) before either model,
+    # and the full-resolution model fetches its five parts whatever the organs: a folder
+    # without them passed the check, and TotalSegmentator downloaded them, or failed
+    # offline for every subject
+    (tmp_path / WEIGHT_FOLDERS[0]).mkdir()
+    with pytest.raises(ConfigError, match="has no Dataset298_"):
+        check_weights(tmp_path, fast=True)
+    (tmp_path / WEIGHT_FOLDERS[2]).mkdir()
+    assert check_weights(tmp_path, fast=True) == tmp_path
     (tmp_path / WEIGHT_FOLDERS[1]).mkdir()
+    with pytest.raises(ConfigError, match="has no Dataset292_.*Dataset295_"):
+        check_weights(tmp_path, fast=False)
+    for part in ("part2_vertebrae_1532subj", "part3_cardiac_1559subj",
+                 "part4_muscles_1559subj", "part5_ribs_1559subj"):
+        (tmp_path / f"Dataset29{part[4]}_TotalSegmentator_{part}").mkdir()
     assert check_weights(tmp_path, fast=False) == tmp_path
 
 
@@ -52,7 +66,8 @@ def test_the_segmenter_calls_totalsegmentator_with_the_job_s_settings(tmp_path, 
     monkeypatch.setitem(sys.modules, "totalsegmentator", types.ModuleType("totalsegmentator"))
     monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", api)
     monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", "")  # restored after the test
-    (tmp_path / WEIGHT_FOLDERS[0]).mkdir()
+    for name in (WEIGHT_FOLDERS[0], WEIGHT_FOLDERS[2]):
+        (tmp_path / name).mkdir()
     segment = totalsegmentator_segmenter({"weights": str(tmp_path), "fast": True,
                                           "device": "gpu"}, ["kidney_left"], threads=6)
     assert segment(tmp_path / "ct.nii.gz", tmp_path / "out") == [
@@ -75,7 +90,9 @@ def _fake_segmenter(volume, out_dir):
         data = np.zeros(img.shape, np.uint8)
         if "empty" not in volume.name:
             data[lo:hi, 3:7, 1:4] = 1
-        files.append(_nifti(out_dir / f"{organ}.nii.gz", data))
+        path = out_dir / f"{organ}.nii.gz"  # on the grid it read, as TotalSegmentator's
+        nib.save(nib.Nifti1Image(data, img.affine), str(path))
+        files.append(path)
     return files
 
 
@@ -96,6 +113,28 @@ def test_union_masks_per_subject_and_reasons(tmp_path):
     crop = build_volume_transform({"orientation": None, "roi_crop": {"margin": 1},
                                    "normalize": None})(MaskedVolume(str(vols["ok"]), masks["s1"][0]))
     assert tuple(crop.shape) == (1, 5, 6, 12)  # z 0..4, y 2..7, x 1..12
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_a_volume_stored_as_nrrd_or_mha_is_segmented_on_its_own_grid(tmp_path, suffix):
+    """TotalSegmentator reads a file that is not .nii(.gz) as a DICOM folder, and the union
+    read the volume with nibabel: every such subject was rejected ("Cannot work out file
+    type"). Segmented as a NIfTI copy, the mask lies on the volume's grid, as the crop
+    reads them."""
+    import SimpleITK as sitk
+
+    data = np.random.default_rng(0).uniform(0, 100, (6, 10, 16)).astype(np.float32)
+    image = sitk.GetImageFromArray(data)  # (z, y, x) -> x 16, y 10, z 6
+    image.SetSpacing((0.8, 0.9, 2.5))
+    image.SetOrigin((-12.0, 30.0, 7.5))
+    volume = tmp_path / f"ct{suffix}"
+    sitk.WriteImage(image, str(volume))
+    table = segment_modality({"s1": str(volume)}, tmp_path / "masks", _fake_segmenter)
+    assert table["status"].to_list() == ["ok"]
+    mask = read_masks(tmp_path / "masks")["s1"][0]
+    crop = build_volume_transform({"orientation": None, "roi_crop": {"margin": 0},
+                                   "normalize": None})(MaskedVolume(str(volume), mask))
+    assert crop.shape[0] == 1 and 0 < crop.numel() < data.size
 
 
 def test_a_subject_id_that_is_no_file_name_keeps_its_mask_inside_the_folder(tmp_path):
