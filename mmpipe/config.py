@@ -298,7 +298,7 @@ def _check_transform(where: str, transform: dict) -> list[str]:
     if window is not None and not float(window[0]) < float(window[1]):
         problems.append(f"{where}.hu_window: {list(window)} is not [low, high] with low < high")
     orientation = transform.get("orientation")
-    if orientation is not None and sorted(
+    if orientation and sorted(  # null or "": no reorientation, as the recipe reads it
             next((i for i, pair in enumerate(_AXES) if c in pair), -1)
             for c in str(orientation)) != [0, 1, 2]:
         problems.append(f"{where}.orientation: {orientation!r} is not three axis codes, one "
@@ -662,12 +662,16 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
     # the cohort's own scenarios, or the global ones it inherits (named where they are)
     swhere = (f"{where}.scenarios" if "scenarios" in bench
               else f"config.benchmark.scenarios (cohort {cname})")
+    # the scenarios some run of the cohort draws masks of: only theirs are checked
+    # against the cohort's modalities (an inherited one the cohort never runs is no matter)
+    drawn = {n for entry in bench["runs"].values()
+             for n in run_entry(entry, bench.get("default_scenarios", list(scenarios)))[1]}
     for name, spec in scenarios.items():
         options = spec if isinstance(spec, dict) else {}
         if name == "testmiss" and "modality" not in options:
             problems.append(f"{swhere}.testmiss: name the 'modality' that goes missing at "
                             "test time")
-        elif name in ("completeness", "testmiss"):
+        elif name in ("completeness", "testmiss") and name in drawn:
             named = options.get("modalities") if name == "completeness" else [options["modality"]]
             try:  # the mask job's own check: unknown, repeated, too few
                 scenario_columns(name, list(cohort["modalities"]), named)

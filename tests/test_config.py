@@ -956,3 +956,26 @@ def test_trials_beyond_the_factor_pairs_and_an_optimizers_case_rerun_nothing(raw
     run = next(r for r in benchmark_runs(a, "demo") if r["method"] == "mmare")
     assert train_params(a, "demo", run["feature_set"], "mmare") == train_params(
         b, "demo", run["feature_set"], "mmare")
+
+
+def test_an_inherited_scenario_a_cohort_never_runs_and_no_orientation_pass(raw_config):
+    """A one-modality cohort inheriting a completeness scenario it never runs was refused
+    for the scenario's two modalities; orientation "" (no reorientation, as null) was
+    refused as axis codes."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["benchmark"]["scenarios"]["completeness"] = {"rates": [0.5]}
+    one = copy.deepcopy(cfg["cohorts"]["demo"])
+    one["modalities"] = {"clinical": one["modalities"]["clinical"]}
+    bench = one["benchmark"]
+    bench.pop("scenarios")
+    bench["default_scenarios"] = ["natural"]
+    bench["feature_sets"] = {"clinical_tabular": {"clinical": "tabular"}}
+    bench["runs"] = {"logreg": ["clinical_tabular"]}
+    cfg["cohorts"]["one"] = one
+    cfg["encoders"]["med3d_demo"]["transform"]["orientation"] = ""
+    validate_config(cfg)
+    bench["runs"] = {"logreg": {"feature_sets": ["clinical_tabular"],
+                                "scenarios": ["completeness"]}}
+    with pytest.raises(ConfigError, match=r"config.benchmark.scenarios \(cohort one\)."
+                       "completeness: completeness needs at least two modalities"):
+        validate_config(cfg)

@@ -319,14 +319,18 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         if selection_cfg.strategy == "validation" else [("training", fitted_on)], test)
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
+    sklearn_kind = getattr(method, "kind", "torch") == "sklearn"
     prior = np.bincount(fitted_on.y, minlength=data.n_classes) / max(len(fitted_on.y), 1)
     chosen: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         def select():
-            # a part the mask or the feature set emptied: nothing to train or stop on
-            empty = [name for name, part in (("training", train), ("validation", val))
-                     if not len(part.y)
-                     and (name == "training" or selection_cfg.strategy == "validation")]
+            # a part the mask or the feature set emptied: nothing to train on, or for a
+            # network nothing to stop on (a scikit-learn method needs no validation)
+            if selection_cfg.strategy == "validation":
+                empty = [name for name, part in (("training", train), ("validation", val))
+                         if not len(part.y) and (name == "training" or not sklearn_kind)]
+            else:
+                empty = [] if len(fitted_on.y) else ["training or validation"]
             if empty:
                 raise NotTrainable(f"no {' or '.join(empty)} subject has an input")
             return select_model(lambda over: build_method({**method_cfg, **over}, data),

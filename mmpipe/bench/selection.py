@@ -184,7 +184,13 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
             norm.fit(fit_part)
             fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
         else:
-            norm = None
+            # no statistics to refit (l2 and none are per subject), but a modality the
+            # training folds lack is absent for the fold model all the same
+            norm = Normalizer("none").fit(fit_part)
+            if norm.unseen:
+                held_part = norm.transform(held_part)
+            else:
+                norm = None
         # a modality none of the training folds has is absent in the held-out fold too
         # (Normalizer.unseen): a subject left without input gets the folds' prior
         scored = held_part.present.any(axis=1)

@@ -154,19 +154,23 @@ def _augment(x: dict[str, torch.Tensor], present: torch.Tensor, p: float, std: f
 def predict_proba(method: FusionMethod, data: BenchData, device: torch.device | str = "cpu",
                   batch_size: int = 512) -> np.ndarray:
     if getattr(method, "kind", "torch") == "ensemble":  # cross-validation's fold models
-        members = list(method.member_inputs(data))
-        if all(part.present.any(axis=1).all() for _, part in members):
-            return np.mean([predict_proba(m, part, device, batch_size)
-                            for m, part in members], axis=0)
         # a fold model that never saw a modality reads it as absent (Normalizer.unseen):
         # a subject with that modality alone is scored by the fold models that can read it
+        scored = []  # (rows, probabilities): one member's input at a time in memory
+        for m, part in method.member_inputs(data):
+            rows = np.flatnonzero(part.present.any(axis=1))
+            if len(rows) == len(data.y):
+                scored.append((None, predict_proba(m, part, device, batch_size)))
+            elif len(rows):
+                scored.append((rows, predict_proba(m, part.subset(rows), device, batch_size)))
+        if all(rows is None for rows, _ in scored):
+            return np.mean([p for _, p in scored], axis=0)
         total = np.zeros((len(data.y), data.n_classes), dtype=np.float64)
         count = np.zeros(len(data.y), dtype=np.int64)
-        for m, part in members:
-            rows = np.flatnonzero(part.present.any(axis=1))
-            if len(rows):
-                total[rows] += predict_proba(m, part.subset(rows), device, batch_size)
-                count[rows] += 1
+        for rows, p in scored:
+            rows = np.arange(len(data.y)) if rows is None else rows
+            total[rows] += p
+            count[rows] += 1
         return (total / np.maximum(count, 1)[:, None]).astype(np.float32)
     if getattr(method, "kind", "torch") == "sklearn":
         return method.predict_proba(data)

@@ -28,11 +28,12 @@ are) come from the chosen visit's row.
 
 Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
 blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
-QC row. Rows of one subject and visit are one visit where they agree on what is read
-(``EXAMDATE``, ``DX``, the fields); where they disagree and the rule chooses that visit,
-the subject has no label and no scan, with a ``conflict`` QC row naming the columns. NIfTI files that do not sit at the layout's depth, image folders without one (a
-DICOM download) and date folders that are not a date are skipped with a QC row; a scan folder with several NIfTI files is rejected,
-naming them.
+QC row. Rows of one subject and ``VISCODE`` are one visit where they agree on what is
+read (``EXAMDATE``, ``DX``, the fields); where they disagree and the rule chooses that
+visit, the subject has no label and no scan, with a ``conflict`` QC row naming the
+columns. NIfTI files that do not sit at the layout's depth, image folders without one
+(a DICOM download) and date folders that are not a date are skipped with a QC row; a
+scan folder with several NIfTI files is rejected, naming them.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ LABEL_SOURCES = {"diagnosis": ("DX", "DX_bl"), "ad_vs_cn": ("DX", "DX_bl")}
 LABELS = ("diagnosis", "ad_vs_cn")
 DIAGNOSES = ("CN", "MCI", "Dementia")
 CONFLICT = "conflict"
-_CONFLICT = "_conflict"  # a visit's row key: why its rows disagree
 VISITS = ("baseline", "first_with_all")
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
@@ -160,24 +160,28 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
     return scans, qc
 
 
-def _visits(table: pl.DataFrame, read: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """PTID -> its visits' rows, by date. Rows of one (PTID, VISCODE) that agree on the
-    columns ``read`` are one visit; where they disagree the visit's row carries
-    ``_CONFLICT`` (which columns), so a rule that chooses it says so instead of taking
-    whichever row came first."""
-    by_visit: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+def _visits(table: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in table.iter_rows(named=True):
         if row["PTID"]:
-            by_visit[(row["PTID"].strip(), (row["VISCODE"] or "").strip())].append(row)
-    by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (ptid, _), rows in by_visit.items():
-        differ = [c for c in read if len({(r[c] or "").strip() for r in rows}) > 1]
-        by_subject[ptid].append({**rows[0], _CONFLICT: (
-            f"{len(rows)} ADNIMERGE rows list visit {rows[0]['VISCODE']} and disagree on "
-            f"{', '.join(differ)}")} if differ else rows[0])
+            by_subject[row["PTID"].strip()].append(row)
     for rows in by_subject.values():
         rows.sort(key=lambda r: (_date(r["EXAMDATE"]) or dt.date.max))
     return by_subject
+
+
+def _twins_disagree(row: dict[str, Any], rows: list[dict[str, Any]], read: list[str]
+                    ) -> str | None:
+    """Why the visit of ``row`` cannot be read: other rows of the subject list the same
+    ``VISCODE`` with other values of what is ``read``; None when none does (a blank
+    VISCODE names no visit to compare)."""
+    code = (row["VISCODE"] or "").strip()
+    if not code:
+        return None
+    twins = [r for r in rows if (r["VISCODE"] or "").strip() == code]
+    differ = [c for c in read if len({(r[c] or "").strip() for r in twins}) > 1]
+    return (f"{len(twins)} ADNIMERGE rows list visit {code} and disagree on "
+            f"{', '.join(differ)}") if differ else None
 
 
 def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int
@@ -243,7 +247,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     if not images.is_dir():
         raise InputError("folder ADNI/ (LONI's download) not found", path=images)
     scans, source_qc = scan_images(images, series)
-    visits = _visits(table, ["EXAMDATE", "DX", *fields])
+    visits = _visits(table)
+    read = ["EXAMDATE", "DX", *fields]
 
     # ADNIMERGE lists the whole study: the cohort is what was downloaded
     ids = sorted(scans) if imaging else sorted(visits)
@@ -264,7 +269,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
                         and all(_match(_date(r["EXAMDATE"]), own, m, max_days)[0]
                                 for m in imaging)), None)
-        conflict = (row or {}).get(_CONFLICT)
+        # rows of the chosen visit that agree are one visit; where they disagree, whichever
+        # came first in the table was taken without a word
+        conflict = _twins_disagree(row, rows, read) if row is not None else None
         if conflict:
             why, row = conflict, None
         chosen_rows.append(row or {})

@@ -571,15 +571,18 @@ def test_a_part_the_mask_empties_is_not_trained_or_pooled_under_cross_validation
     mask = _mask_parts(cohort, ("val",), tuple(MODALITIES), tmp_path / "no_val.parquet")
     meta = {"cohort": "toy", "feature_set": "all", "method": "deepsets", "scenario": "mcar",
             "rate": 0.4}
-    for selection, trained in (({"strategy": "validation"}, False),
-                               ({"strategy": "cv", "folds": 3}, True)):
-        out = tmp_path / selection["strategy"]
+    for method, selection, trained in (
+            ({"type": "deepsets", "max_epochs": 2}, {"strategy": "validation"}, False),
+            ({"type": "deepsets", "max_epochs": 2}, {"strategy": "cv", "folds": 3}, True),
+            # a scikit-learn method stops on nothing: it trains without validation
+            ({"type": "hgb", "max_iter": 5}, {"strategy": "validation"}, True),
+            ({"type": "logreg"}, {"strategy": "validation"}, True)):
+        out = tmp_path / f"{method['type']}_{selection['strategy']}"
         metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
-                                 {"type": "deepsets", "max_epochs": 2},
-                                 root / "split.parquet", mask, out, seed=0,
+                                 method, root / "split.parquet", mask, out, seed=0,
                                  normalize=normalize, selection=selection,
                                  tuning={"trials": 1}, meta=meta)
-        assert metrics["trained"] is trained
+        assert metrics["trained"] is trained, (method, selection)
         if not trained:
             assert "not trained: no validation subject has an input" in " ".join(
                 metrics["notes"])

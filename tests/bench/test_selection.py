@@ -503,7 +503,8 @@ def test_a_fold_model_that_never_saw_a_modality_scores_no_subject_by_it():
     np.testing.assert_allclose(proba, [[0.4, 0.6], [0.6, 0.4]], rtol=1e-6)
 
 
-def test_a_held_out_subject_a_fold_model_cannot_read_gets_the_folds_prior():
+@pytest.mark.parametrize("normalize", ["zscore", "l2", "none"])
+def test_a_held_out_subject_a_fold_model_cannot_read_gets_the_folds_prior(normalize):
     """Its only modality absent from the fold's training folds, a held-out subject was
     given to the fold model (early stopping and out-of-fold scores) as a row without
     input."""
@@ -527,7 +528,7 @@ def test_a_held_out_subject_a_fold_model_cannot_read_gets_the_folds_prior():
     pool.present[1:, 1] = False
     folds = stratified_folds(strata(pool), 3, 0)
     members, norms, _, oof = _fit_cv(Member, pool, {}, 0, "cpu", Selection("cv", folds=3),
-                                     normalize="zscore")
+                                     normalize=normalize)
     others = pool.y[folds != folds[0]]
     np.testing.assert_allclose(oof[0], np.bincount(others, minlength=2) / len(others))
     assert norms[folds[0]].unseen == ["b"]

@@ -41,8 +41,10 @@ GOOD = [
 
 def _config(base, tmp_path, rows, encoders=("tabular", "text_minilm"), **clinical):
     csv = write_csv(tmp_path / "cohort.csv", rows)
+    # a prompt where a text encoder reads it (the config refuses one that none reads)
     mods = {"clinical": {"kind": "table", "fields": FIELDS, "encoders": list(encoders),
-                         "prompt": PROMPT, **clinical}}
+                         **({"prompt": PROMPT} if "text_minilm" in encoders else {}),
+                         **clinical}}
     return with_cohort(base, csv_cohort_config(csv, mods))
 
 
