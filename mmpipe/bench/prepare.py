@@ -38,8 +38,9 @@ def _presence(cohort_dir: Path) -> tuple[pl.DataFrame, dict, pl.DataFrame, list[
 
 def make_split(cohort_dir: str | Path, label: str, seed: int, ratios, out: str | Path) -> pl.DataFrame:
     """Patient-level stratified split of the subjects that have ``label`` (a manifest's
-    ``split_group`` kept in one part); when the cohort brings its own split (the manifest's ``split`` column), its test set (and val set,
-    when it names one) is kept for every seed. The file records which."""
+    ``split_group`` kept in one part); when the cohort brings its own split (the
+    manifest's ``split`` column), its test set (and val set, when it names one) is kept
+    for every seed. The file records which."""
     manifest, meta, presence, modalities = _presence(Path(cohort_dir))
     user = meta.get("split")
     has_label = manifest[label].is_not_null().to_numpy()
