@@ -155,6 +155,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for mcfg in cfg.get("methods", {}).values():
         if isinstance(mcfg.get("optimizer"), str):
             mcfg["optimizer"] = mcfg["optimizer"].lower()
+    # orientation "" is no reorientation, as null: one spelling for the recipe and the
+    # cohort's median spacing (which refused "")
+    for enc in cfg["encoders"].values():
+        if isinstance(enc.get("transform"), dict) and enc["transform"].get("orientation") == "":
+            enc["transform"]["orientation"] = None
     return cfg
 
 

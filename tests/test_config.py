@@ -973,7 +973,8 @@ def test_an_inherited_scenario_a_cohort_never_runs_and_no_orientation_pass(raw_c
     bench["runs"] = {"logreg": ["clinical_tabular"]}
     cfg["cohorts"]["one"] = one
     cfg["encoders"]["med3d_demo"]["transform"]["orientation"] = ""
-    validate_config(cfg)
+    # one spelling of "no reorientation": the cohort's median spacing refused ""
+    assert validate_config(cfg)["encoders"]["med3d_demo"]["transform"]["orientation"] is None
     bench["runs"] = {"logreg": {"feature_sets": ["clinical_tabular"],
                                 "scenarios": ["completeness"]}}
     with pytest.raises(ConfigError, match=r"config.benchmark.scenarios \(cohort one\)."

@@ -27,8 +27,9 @@ split is a pure function of (subjects, labels, patterns, seed, ratios): the same
 gives the same file, another seed another split, and the input order does not matter.
 
 Subjects of one ``split_group`` (:mod:`mmpipe.cohorts.split_groups`: two rows of one
-patient) are kept in one part: a group drawn into several goes whole to the part holding
-most of it (:func:`keep_groups`), so the counts can move off the ratios by a group's size.
+patient) are drawn as one unit (:func:`_draw_units`), stratified by its members' most
+common label and pattern: the ratios, the strata and a label in every part then count
+units, so a part's subjects can move off the ratios by the groups' sizes.
 
 A cohort may bring its own split (config ``split``, carried by the manifest's ``split``
 column): :func:`user_split` keeps its test set for every seed and draws train/val inside
@@ -63,7 +64,6 @@ DEFAULT_RATIOS = (0.6, 0.1, 0.3)
 FALLBACK = "*"
 _EPS = 1e-9
 _STREAM = 0x5B117  # own random stream: split and mask draws of one seed are unrelated
-_GROUP_STREAM = 0x6A0C9  # a group's tie between parts, apart from the split's draws
 
 
 def _check_ratios(ratios: Sequence[float]) -> np.ndarray:
@@ -103,13 +103,12 @@ def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence
                      min_per_stratum: int | None = None,
                      groups: Sequence[str | None] | None = None) -> pl.DataFrame:
     """Assign every subject to ``train``, ``val`` or ``test`` (see the module docstring);
-    the subjects of one of ``groups`` (None: its own) to one part (:func:`keep_groups`).
+    the subjects of one of ``groups`` (None: its own) to one part (:func:`_draw_units`).
 
     Returns ``subject_id, split`` in the order of ``subject_ids``.
     """
     ids, labels, pats = _check_subjects(subject_ids, y, patterns)
-    split = _draw(ids, labels, pats, seed, _check_ratios(ratios), min_per_stratum)
-    split = keep_groups(ids, split, groups, seed)
+    split = _draw_units(ids, labels, pats, groups, seed, _check_ratios(ratios), min_per_stratum)
     counts = {name: int((split == name).sum()) for name in SPLITS}
     log.info("split seed %d: %s", seed, counts)
     return _frame(ids, split)
@@ -184,42 +183,34 @@ def _draw(ids: list[str], labels: list[str], pats: list[str], seed: int, r: np.n
     return split
 
 
-def keep_groups(ids: list[str], split: np.ndarray, groups: Sequence[str | None] | None,
-                seed: int, movable: np.ndarray | None = None) -> np.ndarray:
-    """``split`` with each group's subjects in one part: a group drawn into several parts
-    goes whole to the part holding most of it (a tie drawn with ``seed``). A group with
-    a subject not ``movable`` (default: all are; a user's fixed part) that lies in
-    several parts stays as placed, said in a warning. Without groups (or with none of
-    two subjects) the split is returned as drawn."""
-    if groups is None:
-        return split
+def _draw_units(ids: list[str], labels: list[str], pats: list[str],
+                groups: Sequence[str | None] | None, seed: int, r: np.ndarray,
+                min_per_stratum: int | None) -> np.ndarray:
+    """:func:`_draw` over units: each group's subjects one unit, the others their own.
+    A unit is named by its first subject ID and stratified by its members' most common
+    label and pattern (ties: the first by ID), so the ratios, the strata and a label in
+    every part hold over units; a cohort without groups draws exactly as :func:`_draw`."""
     members: dict[str, list[int]] = defaultdict(list)
     for i in sorted(range(len(ids)), key=lambda i: ids[i]):
-        if groups[i] is not None and str(groups[i]).strip():
-            members[str(groups[i]).strip()].append(i)
-    movable = np.ones(len(ids), bool) if movable is None else movable
-    rng = np.random.default_rng([_GROUP_STREAM, int(seed)])
-    split = split.copy()
-    moved = 0
-    for name in sorted(members):
-        rows = members[name]
-        if len(rows) < 2 or len({split[i] for i in rows}) < 2:
-            continue
-        if not movable[rows].all():
-            log.warning("split seed %d: group %r lies in parts %s, as the cohort's own "
-                        "split places it; kept as given", seed, name,
-                        sorted({split[i] for i in rows}))
-            continue
-        held = Counter(split[i] for i in rows)
-        most = max(held.values())
-        tied = sorted(p for p, n in held.items() if n == most)
-        target = tied[0] if len(tied) == 1 else tied[int(rng.integers(len(tied)))]
-        for i in rows:
-            if split[i] != target:
-                split[i], moved = target, moved + 1
-    if moved:
-        log.info("split seed %d: %d subject(s) moved to keep their split group together",
-                 seed, moved)
+        g = None if groups is None or groups[i] is None else str(groups[i]).strip()
+        members[f"group:{g}" if g else f"subject:{ids[i]}"].append(i)
+    units = list(members.values())
+    if all(len(u) == 1 for u in units):
+        return _draw(ids, labels, pats, seed, r, min_per_stratum)
+
+    def common(values: list[str]) -> str:
+        counts = Counter(values)
+        return max(values, key=lambda v: counts[v])  # the first of the most common
+
+    unit_split = _draw([ids[u[0]] for u in units], [common([labels[i] for i in u]) for u in units],
+                       [common([pats[i] for i in u]) for u in units], seed, r, min_per_stratum)
+    split = np.empty(len(ids), dtype=object)
+    for u, part in zip(units, unit_split, strict=True):
+        split[u] = part
+    mixed = sum(len({labels[i] for i in u}) > 1 for u in units)
+    log.info("split seed %d: %d subjects in %d split groups drawn as units (%d of mixed "
+             "labels)", seed, sum(len(u) for u in units if len(u) > 1),
+             sum(len(u) > 1 for u in units), mixed)
     return split
 
 
@@ -281,15 +272,28 @@ def user_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str],
         r = _check_ratios(ratios)
         inner = np.array([r[0], r[1], 0.0]) / (r[0] + r[1])
         train = [i for i, p in enumerate(given) if p == "train"]
-        split[train] = _draw([ids[i] for i in train], [labels[i] for i in train],
-                             [pats[i] for i in train], seed, inner, min_per_stratum)
-    # a group moves inside the user's training part only; its fixed parts stay as given
-    split = keep_groups(ids, split, groups, seed, movable=np.array(
-        [p == "train" and "val" not in given for p in given], dtype=bool))
+        split[train] = _draw_units([ids[i] for i in train], [labels[i] for i in train],
+                                   [pats[i] for i in train],
+                                   None if groups is None else [groups[i] for i in train],
+                                   seed, inner, min_per_stratum)
+    _warn_split_groups(ids, split, groups, seed)
     counts = {name: int((split == name).sum()) for name in SPLITS}
     log.info("split seed %d: %s fixed by the cohort's split, %s", seed,
              ", ".join(fixed_parts(given)), counts)
     return _frame(ids, split)
+
+
+def _warn_split_groups(ids: list[str], split: np.ndarray,
+                       groups: Sequence[str | None] | None, seed: int) -> None:
+    """A group the cohort's own split puts in two parts stays so (the user's parts are
+    kept as given), said in a warning."""
+    parts: dict[str, set[str]] = defaultdict(set)
+    for i in range(len(ids)):
+        if groups is not None and groups[i] is not None and str(groups[i]).strip():
+            parts[str(groups[i]).strip()].add(split[i])
+    for name in sorted(g for g, p in parts.items() if len(p) > 1):
+        log.warning("split seed %d: group %r lies in parts %s, as the cohort's own split "
+                    "places it; kept as given", seed, name, sorted(parts[name]))
 
 
 def write_split(df: pl.DataFrame, path: str | Path, *, source: str = DRAWN,

@@ -6,10 +6,9 @@ two visits of a patient as two subjects. Splitting them apart puts a patient's t
 training and in test, and the test score then measures recognition, not prediction. An
 adapter that knows such rows writes one group name to each of them in ``split_group``
 (a blank: the subject is its own group) and lists the column in the manifest's
-``extra_columns``; :func:`mmpipe.bench.splits.stratified_split` then draws as it does
-without groups and moves each group that landed in several parts whole into the part
-holding most of it. Cross-validation's folds inside the training part do not read the
-groups (a group may span folds; the test split never shares one with training).
+``extra_columns``; :func:`mmpipe.bench.splits.stratified_split` then draws each group
+as one unit. Cross-validation's folds inside the training part do not read the groups (a
+group may span folds; the test split never shares one with training).
 """
 
 from __future__ import annotations

@@ -20,14 +20,15 @@ belongs to, and one volume is kept whole:
   rotations that share a boundary slice) keep one file per position, the lowest
   AcquisitionNumber then InstanceNumber, as the note says; at most of the positions
   they are a defect: which file belongs to which volume would be a guess; and so are
-  pieces a tag tells apart that overlap at more than :data:`MAX_SHARED_POSITIONS`
-  positions (two acquisitions of one stretch, stitched, would change contrast halfway).
+  pieces a tag tells apart that overlap further than a seam (:data:`MAX_SHARED_POSITIONS`,
+  :data:`MAX_SHARED_SHARE`): two acquisitions of one stretch, stitched, would change
+  contrast halfway.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +44,9 @@ WHOLE_SHARE = 0.9
 # positions two pieces of one stack may share and be stitched (a step-and-shoot CT's
 # rotations share a boundary slice or two); more is two scans of that stretch
 MAX_SHARED_POSITIONS = 2
+# ... or this share of the smaller piece (a 3 mm table overlap at 0.625 mm is 5 slices of
+# a rotation's 64); more, as a third of it, is two scans of one stretch
+MAX_SHARED_SHARE = 0.25
 
 
 class _File(Protocol):
@@ -101,9 +105,10 @@ def _without_copies(files: list[_File], slots: list[int]) -> tuple[list[int], in
 def _per_position(files, slots, kept, n_positions: int, notes: list[str]) -> Choice:
     """One file per position where the repeats are a minority of the positions; else a
     defect. Pieces a tag tells apart (acquisitions along the body) are stitched only where
-    any two share at most :data:`MAX_SHARED_POSITIONS`: two acquisitions that overlap
-    further are two scans of that stretch, perhaps of two contrasts, and a volume of one
-    then the other would change contrast halfway."""
+    any two share at most :data:`MAX_SHARED_POSITIONS`, or :data:`MAX_SHARED_SHARE` of
+    the smaller: two acquisitions that overlap further are two scans of that stretch,
+    perhaps of two contrasts, and a volume of one then the other would change contrast
+    halfway."""
     at: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         at[slots[i]].append(i)
@@ -112,17 +117,27 @@ def _per_position(files, slots, kept, n_positions: int, notes: list[str]) -> Cho
         return Choice(kept, problem=_untold(files, slots, kept))
     pieces = _by_tags(files, slots, kept, n_positions, whole=False)
     told = "with nothing telling volumes apart (a re-sent slice)"
-    if pieces is not None:
+    # pieces of a slice or two each (a TriggerTime per slice) are no acquisitions
+    if pieces is not None and 2 * len(pieces[0]) <= n_positions:
         groups, tags = pieces
-        shared = max(len({slots[i] for i in a} & {slots[i] for i in b})
-                     for a, b in itertools.combinations(groups, 2))
-        if shared > MAX_SHARED_POSITIONS:
+        piece_of = {i: k for k, g in enumerate(groups) for i in g}
+        at_slot: dict[int, set[int]] = defaultdict(set)
+        for i in kept:
+            at_slot[slots[i]].add(piece_of[i])
+        shared = Counter(pair for held in at_slot.values() if len(held) > 1
+                         for pair in itertools.combinations(sorted(held), 2))
+        over = [(a, b, n) for (a, b), n in shared.items()
+                if n > max(MAX_SHARED_POSITIONS,
+                           MAX_SHARED_SHARE * min(len(groups[a]), len(groups[b])))]
+        if over:
+            a, b, n = max(over, key=lambda t: t[2])
             return Choice(kept, problem=(
                 f"{len(groups)} pieces told apart by {', '.join(tags)} overlap at "
-                f"{repeated} of {n_positions} positions (two share {shared}): two scans of "
-                "that stretch, which one volume would stitch one after the other"))
+                f"{repeated} of {n_positions} positions (two of {len(groups[a])} and "
+                f"{len(groups[b])} positions share {n}): two scans of that stretch, which "
+                "one volume would stitch one after the other"))
         told = (f"where {len(groups)} pieces told apart by {', '.join(tags)} meet (two "
-                f"share at most {shared})")
+                f"share at most {max(shared.values(), default=0)})")
     chosen = [min(v, key=lambda i: _first_acquired(files[i])) for v in at.values()]
     notes.insert(0, f"{repeated} of {n_positions} positions repeated {told}: kept the "
                     "lowest AcquisitionNumber, then InstanceNumber, at each; dropped "

@@ -25,6 +25,7 @@ method is built.
 from __future__ import annotations
 
 import ast
+import math
 from functools import cache
 
 from mmpipe.codehash import module_tree
@@ -229,11 +230,18 @@ def _width_by_heads(hp: dict, mods: list[str]) -> str | None:
             f"width {hp['width']} is not divisible by heads {hp['heads']}")
 
 
+_MAX_EXPERTS = 64  # methods/moe.py MAX_EXPERTS
+
+
 def _combination_size(hp: dict, mods: list[str]) -> str | None:
     size = hp.get("max_combination_size")
-    return (None if size is None or 1 <= int(size) <= len(mods) else
-            f"max_combination_size must lie in 1..{len(mods)} (or be null for every "
-            f"combination), got {size!r}")
+    if size is not None and not 1 <= int(size) <= len(mods):
+        return (f"max_combination_size must lie in 1..{len(mods)} (or be null for every "
+                f"combination), got {size!r}")
+    n_experts = sum(math.comb(len(mods), k) for k in range(1, int(size or len(mods)) + 1))
+    return None if n_experts <= _MAX_EXPERTS else (
+        f"{len(mods)} modalities give {n_experts} experts (more than {_MAX_EXPERTS}); set "
+        "max_combination_size to cap the size of the combinations")
 
 
 RULES: dict[str, tuple] = {

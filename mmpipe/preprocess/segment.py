@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -114,10 +115,17 @@ def _as_nifti(volume: Path, tmp: Path) -> Path:
     DICOM folder, and the union below reads the volume's grid with nibabel."""
     if volume.name.endswith((".nii", ".nii.gz")):
         return volume
+    (tmp / "input").mkdir()
+    if volume.name.lower().endswith((".nii", ".nii.gz")):
+        # NIFTI in capitals: the same bytes under the name TotalSegmentator reads as NIfTI
+        # (SimpleITK rewriting it would keep the qform where nibabel reads the sform)
+        copy = tmp / "input" / ("volume.nii.gz" if volume.name.lower().endswith(".gz")
+                                else "volume.nii")
+        shutil.copyfile(volume, copy)
+        return copy
     import SimpleITK as sitk
 
     copy = tmp / "input" / "volume.nii.gz"
-    copy.parent.mkdir()
     sitk.WriteImage(sitk.ReadImage(str(volume)), str(copy))
     return copy
 

@@ -203,20 +203,31 @@ def test_a_label_too_rare_for_every_part_is_said(caplog):
 def test_a_split_group_lands_in_one_part_and_no_group_changes_nothing(caplog):
     """Two subjects of one patient (BreakHis's folders of one accession number, two
     visits of a CSV cohort) were split like strangers: one patient's tissue in training
-    and in test."""
+    and in test. Drawn as units, groups keep the ratios and a label in every part (moved
+    after the draw, they emptied validation in small cohorts and pulled val and test
+    toward train)."""
     import logging
 
     ids, y, pats = _cohort()
     groups = [f"G{i // 3}" if i < 90 else None for i in range(len(ids))]  # 30 groups of 3
+    shares = Counter()
     for seed in range(5):
         plain = stratified_split(ids, y, pats, seed=seed)
         grouped = _assignment(stratified_split(ids, y, pats, seed=seed, groups=groups))
         for g in range(30):
             assert len({grouped[ids[i]] for i in range(3 * g, 3 * g + 3)}) == 1, (seed, g)
-        # the subjects of no group stay where the draw put them; no group, no change
-        assert all(grouped[s] == p for s, p, g in zip(ids, plain["split"], groups,
-                                                      strict=True) if g is None)
+        shares.update(grouped.values())
         assert stratified_split(ids, y, pats, seed=seed, groups=[None] * len(ids)).equals(plain)
+    # 140 units (30 groups, 110 subjects) at 6:1:3: a part's subjects near its ratio
+    assert abs(shares["val"] / 1000 - 0.1) < 0.03 and abs(shares["test"] / 1000 - 0.3) < 0.05
+    # ten patients of two visits, three of them positive: every part keeps both labels
+    small_ids = [f"v{i:02d}" for i in range(20)]
+    small_y = [1 if i < 6 else 0 for i in range(20)]
+    for seed in range(20):
+        split = _assignment(stratified_split(small_ids, small_y, ["a"] * 20, seed=seed,
+                                             groups=[f"g{i // 2}" for i in range(20)]))
+        for part in ("train", "val", "test"):
+            assert {small_y[i] for i, s in enumerate(small_ids) if split[s] == part} == {0, 1}
     # a user's fixed test part is not moved: a group across it is said and kept
     parts = _user_parts(ids, y)
     first_test = next(i for i, p in enumerate(parts) if p == "test")

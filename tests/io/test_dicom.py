@@ -249,6 +249,33 @@ def test_two_acquisitions_that_overlap_are_not_stitched_into_one_volume(tmp_path
         read_dicom_series(tmp_path)
 
 
+def test_rotations_that_overlap_by_a_few_slices_are_one_stack(tmp_path):
+    """A step-and-shoot CT whose 64-slice rotations overlap by 5 slices (a 3 mm table
+    overlap at 0.625 mm) is one stack, stitched with a note naming the tag; refusing
+    every overlap above two slices rejected it."""
+    uid = generate_uid()
+    for rotation in range(4):
+        for k in range(64):
+            z = 59 * rotation + k
+            write_slice(tmp_path / f"R{rotation}_{k:02d}.dcm", series_uid=uid,
+                        position=(0, 0, 0.625 * z), hu=hu_slice(z), acquisition=rotation + 1,
+                        instance=64 * rotation + k + 1)
+    image, info = read_dicom_series(tmp_path)
+    assert info.n_slices == 59 * 3 + 64 and info.n_duplicates_dropped == 15
+    assert "where 4 pieces told apart by AcquisitionNumber meet (two share at most 5)" in \
+        info.repeats
+
+
+def test_a_regular_series_keeps_its_written_spacing(tmp_path):
+    """Positions a micron off a 5 mm grid (as a real EPI writes them) gave a fitted
+    spacing of 5.00000055, where the median, 5.0, is the series' own: the written NIfTI
+    changed for nothing."""
+    zs = [5.0 * k + (1e-6 if k % 3 == 0 else 0.0) for k in range(30)]
+    _series_at(tmp_path, zs)
+    image, info = read_dicom_series(tmp_path)
+    assert info.slice_spacing == float(np.median(np.diff(zs)))
+
+
 def echo_series(folder: Path, echoes=(1, 2), n: int = 6, times=(None,)) -> str:
     """Every position once per echo (and time point), echo e at time t holding HU
     1000*e + 100*t + 10*k."""

@@ -158,6 +158,7 @@ _RULE_CASES = [
     ("unilmmv", ["a", "b"], {"width": 30, "heads": 8}, "width 30 is not divisible by heads 8"),
     ("adacomed", ["a", "b"], {"max_combination_size": 3},
      r"max_combination_size must lie in 1..2"),
+    ("adacomed", list("abcdefg"), {}, r"7 modalities give 127 experts"),
 ]
 
 
@@ -177,7 +178,7 @@ def test_the_rules_checked_in_the_dag_are_the_ones_the_method_builds_with(
     assert len(problems) == 1 and re.search(says, problems[0])
     # and what builds passes
     good = {"bd": {"missing_modality": "b"}, "muse": {"ffn_layers": 2},
-            "unilmmv": {"width": 32, "heads": 8}, "adacomed": {"max_combination_size": 2}}
+            "unilmmv": {"width": 32, "heads": 8}, "adacomed": {"max_combination_size": 1}}
     mods = ["a", "b"]
     fixed = {**settings, **good.get(type_name, {})}
     method_class(type_name)(mods, {m: (8,) for m in mods}, 2, **fixed)

@@ -137,6 +137,28 @@ def test_a_volume_stored_as_nrrd_or_mha_is_segmented_on_its_own_grid(tmp_path, s
     assert crop.shape[0] == 1 and 0 < crop.numel() < data.size
 
 
+def test_a_nifti_named_in_capitals_is_segmented_on_the_grid_its_readers_see(tmp_path):
+    """TotalSegmentator reads "CT.NII.GZ" as a DICOM folder; rewritten by SimpleITK, a
+    NIfTI whose sform and qform differ kept the qform, where nibabel and the encoders
+    read the sform: the mask lay on another grid. The same bytes under a lower-case name
+    keep it."""
+    data = np.random.default_rng(0).uniform(0, 100, (16, 10, 6)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0]))
+    sform = np.diag([1.5, 1.5, 3.0, 1.0])
+    sform[:3, 3] = (10.0, 20.0, 30.0)
+    img.set_sform(sform, code=2)
+    img.set_qform(np.diag([1.5, 1.5, 3.0, 1.0]), code=1)
+    volume = tmp_path / "CT.NII.GZ"
+    nib.save(img, str(volume))
+    table = segment_modality({"s1": str(volume)}, tmp_path / "masks", _fake_segmenter)
+    assert table["status"].to_list() == ["ok"]
+    mask = read_masks(tmp_path / "masks")["s1"][0]
+    np.testing.assert_allclose(nib.load(mask).affine, nib.load(str(volume)).affine)
+    crop = build_volume_transform({"orientation": None, "roi_crop": {"margin": 0},
+                                   "normalize": None})(MaskedVolume(str(volume), mask))
+    assert 0 < crop.numel() < data.size
+
+
 def test_a_subject_id_that_is_no_file_name_keeps_its_mask_inside_the_folder(tmp_path):
     vol = _nifti(tmp_path / "ok.nii.gz", np.random.default_rng(0).uniform(0, 100, (16, 10, 6)))
     out = tmp_path / "sub" / "masks"
