@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mmpipe.cohorts.manifest import ABSENT, PRESENT
+from mmpipe.cohorts.manifest import ABSENT, PRESENT, REJECTED
 from mmpipe.cohorts.manifest_files import NON_NUMERIC
 from mmpipe.fsutil import atomic_file, write_parquet
 from mmpipe.store import FeatureStore
@@ -106,13 +106,14 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
     adapter = pl.read_parquet(adapter_qc)
     cols = ["subject_id", "modality", "status", "reason"]
     non_numeric = pl.col("status") == NON_NUMERIC
-    # a store's ok and absent rows say what the adapter's present and absent rows of its
-    # subjects say; every other adapter row (a file skipped, a whole-cohort record, a
-    # subject the store does not list) is the adapter's alone: dropping every row of an
-    # encoded modality lost them from qc.parquet and the summary
+    # a store's ok, absent and rejected rows say what the adapter's present, absent and
+    # rejected rows of its subjects say (a rejected path is the store's rejection, same
+    # reason: kept too, it was counted once more than the stores); every other adapter
+    # row (a file skipped, a whole-cohort record, a subject the store does not list) is
+    # the adapter's alone: dropping every row of an encoded modality lost them
     carried = (qc.select("subject_id", "modality").unique() if qc.width else
                pl.DataFrame(schema={"subject_id": pl.String, "modality": pl.String}))
-    said = adapter.filter(pl.col("status").is_in([PRESENT, ABSENT])).join(
+    said = adapter.filter(pl.col("status").is_in([PRESENT, ABSENT, REJECTED])).join(
         carried, on=["subject_id", "modality"], how="semi")
     extra = (adapter.filter(~non_numeric)
              .join(said.select(cols), on=cols, how="anti", nulls_equal=True).select(cols))

@@ -74,3 +74,20 @@ def test_each_encoders_rejection_of_a_subject_is_listed(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| s2 | ct | med3d | embedding holds NaN |" in summary
     assert "| s2 | ct | vgg11_slices | embedding of shape (3,) not (512,) |" in summary
+
+
+def test_a_path_the_adapter_rejected_is_listed_once_per_store(tmp_path):
+    """An empty DICOM folder, rejected by the adapter and so by each store of the
+    modality with the same reason, was listed once more with no encoder, and again under
+    the other records."""
+    reason = "empty folder"
+    qc_frame([{"subject_id": "s2", "modality": "ct", "stage": "adapter",
+               "status": "rejected", "reason": reason}]).write_parquet(
+        tmp_path / "adapter_qc.parquet")
+    stores = [_store(tmp_path / "a.zarr", "med3d", reason),
+              _store(tmp_path / "b.zarr", "vgg11_slices", reason)]
+    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", stores, tmp_path / "qc.parquet",
+                         tmp_path / "summary.md")
+    rejected = qc.filter(qc["status"] == "rejected")
+    assert sorted(rejected["encoder"].to_list()) == ["med3d", "vgg11_slices"]
+    assert (tmp_path / "summary.md").read_text().count(f"| {reason} |") == 2
