@@ -37,9 +37,15 @@ _MICRONS_PER_UNIT = {"centimeter": 1e4, "inch": 25400.0}
 # tags: 72, 96 or 300 dpi (353, 265, 85 um/px), or libvips' 1 px/mm (1000 um/px) when it
 # tiles a JPEG that had none, and it would silently set the tile scale.
 COARSEST_SCAN_MPP = 20.0
+# ... nor finer than this (a 100x oil objective scans at about 0.1 um/px): a finer one is a
+# unit slipped (mm written as um, px/inch under a centimetre unit), which would tile a
+# field of view a hundredth of the intended one and read tiles of gigabytes
+FINEST_SCAN_MPP = 0.05
 
-# mpp-x and mpp-y of a scanner agree to well under a percent; more than this is worth a look.
+# mpp-x and mpp-y of a scanner agree to well under a percent; more than this is worth a
+# look, and more than the second is no scanner's square pixel: tiles would be stretched
 _MPP_XY_TOLERANCE = 0.01
+_MPP_XY_REFUSED = 0.15
 
 
 def _openslide() -> types.ModuleType:
@@ -173,6 +179,10 @@ def _mpp_from_properties(props: dict[str, str], path: Path) -> float | None:
         return None
     if mpp_x is None or mpp_y is None:
         return mpp_x if mpp_x is not None else mpp_y
+    if abs(mpp_x - mpp_y) > _MPP_XY_REFUSED * max(mpp_x, mpp_y):
+        raise SlideError(reason=f"its mpp-x {mpp_x:.5g} and mpp-y {mpp_y:.5g} differ by more "
+                                f"than {100 * _MPP_XY_REFUSED:.0f} %: square tiles of its pixels "
+                                "would cover a stretched field", path=path)
     if abs(mpp_x - mpp_y) > _MPP_XY_TOLERANCE * max(mpp_x, mpp_y):
         log.warning("slide %s: mpp-x %.5g and mpp-y %.5g differ by more than %.0f %%; "
                     "using their mean (tiles will be slightly anisotropic)",
@@ -365,7 +375,9 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
     (logged as a warning, since a wrong value silently changes the tile scale; refused
     when the slide's stated objective power contradicts it, :func:`_check_objective_power`).
     A metadata resolution coarser than :data:`COARSEST_SCAN_MPP` is a converter's
-    screen or print default, not a scanner's, and counts as none (logged).
+    screen or print default, not a scanner's, and one finer than
+    :data:`FINEST_SCAN_MPP` a unit slipped: either counts as none (logged). mpp-x and
+    mpp-y more than 15 % apart are refused.
     Without any of them, or when OpenSlide cannot read the file, raise
     :class:`~mmpipe.errors.SlideError` naming the file and why. A JPEG, PNG or TIFF
     that OpenSlide cannot open is read as a plain image without a pyramid
@@ -409,6 +421,11 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         if mpp is not None and mpp > COARSEST_SCAN_MPP:
             placeholder = (f"its metadata says {mpp:.4g} um/px ({25400 / mpp:.4g} dpi, from "
                            f"{source}), a screen or print default, not a scanner's resolution")
+            log.warning("slide %s: %s; ignored", path, placeholder)
+            mpp = None
+        elif mpp is not None and mpp < FINEST_SCAN_MPP:
+            placeholder = (f"its metadata says {mpp:.4g} um/px (from {source}), finer than "
+                           f"any scanner's ({FINEST_SCAN_MPP:g}): a unit slipped")
             log.warning("slide %s: %s; ignored", path, placeholder)
             mpp = None
         if mpp is None and mpp_when_missing is not None:

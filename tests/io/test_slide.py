@@ -224,6 +224,8 @@ def test_resolution_without_unit_is_ignored(tmp_path):
     ((72, 72), "INCH", "72 dpi"),  # a screen default
     ((300, 300), "INCH", "300 dpi"),  # a print default
     ((10, 10), "CENTIMETER", "1000 um/px"),  # libvips' 1 px/mm, tiling a JPEG without one
+    # a unit slipped: 0.0128 um/px tiled a field a hundredth of the intended one
+    ((781250, 781250), "CENTIMETER", "0.0128 um/px .*finer than any scanner"),
 ])
 def test_a_placeholder_resolution_is_no_resolution(tmp_path, caplog, resolution, unit, says):
     """A tiled TIFF made from a JPEG carries a converter's default resolution; read as
@@ -234,7 +236,8 @@ def test_a_placeholder_resolution_is_no_resolution(tmp_path, caplog, resolution,
     with caplog.at_level(logging.WARNING, logger="mmpipe.io.slide"):
         with open_slide(path, mpp_when_missing=0.46) as slide:
             assert slide.mpp == 0.46 and slide.mpp_source == MPP_SOURCE_CONFIG
-    assert any("not a scanner" in r.getMessage() for r in caplog.records)
+    assert any("not a scanner" in r.getMessage() or "unit slipped" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_anisotropic_mpp_is_averaged_with_a_warning(tmp_path, caplog):
@@ -243,6 +246,14 @@ def test_anisotropic_mpp_is_averaged_with_a_warning(tmp_path, caplog):
         with open_slide(path) as slide:
             assert slide.mpp == pytest.approx((0.5 + 1e4 / 18000) / 2)
     assert any("differ" in r.getMessage() for r in caplog.records)
+
+
+def test_mpp_x_and_y_far_apart_are_refused(tmp_path):
+    """0.25 and 0.5 um/px were averaged to 0.375, "slightly anisotropic": each tile
+    covered 85 x 171 um instead of 128 x 128."""
+    path = _plain_tiff(tmp_path / "stretched.tiff", (40000, 20000), "CENTIMETER")
+    with pytest.raises(SlideError, match="mpp-x 0.25 and mpp-y 0.5 differ by more than 15 %"):
+        open_slide(path)
 
 
 def test_bad_mpp_when_missing(tmp_path):
