@@ -58,9 +58,17 @@ def cmd_demo(args) -> None:
         raise ConfigError("no config.yaml here and no --config: give OUT")
     else:
         raise ConfigError(f"cohort {cohort!r} is not a demo cohort of the config")
+    if flags and cfg is not None and spec.get("adapter") == "demo" \
+            and out.resolve() == _layout(cfg, cohort).raw().resolve():
+        raise ConfigError(f"{out} is the workflow's own folder of cohort {cohort!r}: "
+                          "--n-subjects and --seed go to another OUT, or into the config's "
+                          "demo block")
     options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
-    summary = generate_demo_cohort(out, **options)
+    try:
+        summary = generate_demo_cohort(out, **options)
+    except ValueError as err:  # the generator's check of its settings (--n-subjects 0)
+        raise ConfigError(f"demo cohort: {err}") from None
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -108,11 +116,68 @@ def cmd_encode(args) -> None:
     params = encoder_params(cfg, args.cohort, args.modality, args.encoder)
     inputs = layout.encode_inputs(cfg, args.modality, args.encoder)
     out = layout.store(args.modality, args.encoder)
+    _check_inputs_made_for(cfg, args, inputs)
+    if not args.force:
+        _refuse_other_settings(out, params)
     encode_store(layout.root, args.modality, params, out, device=cfg["device"],
                  settings=execution_settings(cfg["encoders"][args.encoder]),
                  shard_dirs=inputs.get("shards"), prompts=inputs.get("prompts"),
                  masks=inputs.get("masks"))
     print(out)
+
+
+def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
+    """Refuse prompts or masks made with other settings (or another manifest) than this
+    config's: the workflow reruns their jobs on a change, a hand-run has none to rerun, and
+    its store would record settings its inputs were not made with."""
+    import polars as pl
+
+    from mmpipe.params import MADE_WITH_KEY, made_with, manifest_view, prompt_params, segment_params
+    from mmpipe.preprocess.masks import MASKS_TABLE
+
+    checks = []
+    if "prompts" in inputs:
+        checks.append((Path(inputs["prompts"]), "clinical_prompts",
+                       lambda: prompt_params(cfg, args.cohort, args.modality)))
+    if "masks" in inputs:
+        checks.append((Path(inputs["masks"]) / MASKS_TABLE, "segment",
+                       lambda: segment_params(cfg, args.cohort, args.modality)))
+    view = manifest_view(cfg, args.cohort, args.modality)
+    for path, rule, params in checks:
+        if not path.is_file():
+            raise MmpipeError(f"{path} is not built: run the {rule} rule first (snakemake "
+                              f"{path.parent if rule == 'segment' else path})")
+        made = pl.read_parquet_metadata(path).get(MADE_WITH_KEY)
+        if made != made_with(params(), view)[MADE_WITH_KEY]:
+            raise MmpipeError(f"{path} was made with other settings or another manifest than "
+                              f"this config's (or by an older mmpipe): rebuild it with the "
+                              f"{rule} rule (snakemake {path.parent if rule == 'segment' else path}"
+                              ") before encoding by hand")
+
+
+def _refuse_other_settings(out: Path, params: dict) -> None:
+    """Refuse to replace a finished store made with another encoder setting or
+    preprocessing than this config's: the workflow, whose record says the config's
+    settings, would take the replaced store as up to date (``--force`` replaces it)."""
+    from mmpipe.hashing import canonical
+    from mmpipe.store import FeatureStore
+
+    try:
+        attrs = FeatureStore(out).attrs
+    except Exception:  # none there, or none finished: nothing to replace
+        return
+    mine = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields", "mask") if k in params}
+    theirs = {k: v for k, v in (attrs.get("preprocessing") or {}).items() if k in mine}
+    differ = [name for name, a, b in (
+        ("encoder settings", attrs.get("encoder_config"), params["config"]),
+        ("preprocessing", theirs, mine),
+        ("transform", (attrs.get("preprocessing") or {}).get("transform"),
+         params["config"].get("transform"))) if canonical(a) != canonical(b)]
+    if differ:
+        raise MmpipeError(f"{out} is a finished store made with other {' and '.join(differ)} "
+                          "than this config's; replaced, the workflow would take it as its "
+                          "own and up to date. Encode with the workflow's config, or pass "
+                          "--force to replace it")
 
 
 def cmd_inspect(args) -> None:
@@ -191,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1, as the encode rule runs: a store of "
                         "the same bytes as the workflow's)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a finished store made with other settings")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("predict", help="score subjects with a trained run (any modality subset)")

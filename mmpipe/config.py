@@ -722,6 +722,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             cfg = yaml.safe_load(fh) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except OSError as err:  # a folder, a file it may not read
+        raise ConfigError(f"{path}: cannot read the config: {err.strerror or err}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config is a mapping of keys, not {type(cfg).__name__}")
     return cfg

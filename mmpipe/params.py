@@ -76,6 +76,18 @@ def benchmark_view(cfg: dict, cohort_name: str) -> str:
                                  benchmark_settings(cfg, cohort_name)["label"])
 
 
+# the parquet metadata key of what a modality's prompts or masks were made with
+MADE_WITH_KEY = "mmpipe:made_with"
+
+
+def made_with(params: dict, manifest_view: str) -> dict[str, str]:
+    """The parquet metadata a prompts or masks job writes: the hash of its params and of
+    the manifest view it read. The workflow reruns such a job when either changes; a
+    hand-run ``mmpipe encode`` compares it with its config's, so that it never encodes
+    prompts or masks made with other settings than the ones its store records."""
+    return {MADE_WITH_KEY: params_hash({"params": params, "manifest": manifest_view})}
+
+
 def demo_params(cfg: dict, cohort_name: str) -> dict:
     return canonical({**cohort(cfg, cohort_name).get("demo", {}),
                       "code": code_key("cohorts/demo")})

@@ -25,6 +25,8 @@ def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
     # a command's own process blocks modules it never uses (pandas among them): not here,
     # in the test session's process
     monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
+    # what the inputs were made with is checked below; none are built here
+    monkeypatch.setattr(cli, "_check_inputs_made_for", lambda *args: None)
     for modality, encoder in (("mri_t1", "med3d_roi"), ("clinical", "text_minilm"),
                               ("mri_t1", "med3d_demo")):
         assert cli.main(["encode", "--config", str(config), "--cohort", "demo",
@@ -84,12 +86,23 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     assert "cohorts.demo.demo of" in capsys.readouterr().err
     assert cli.main(["demo", "--config", str(config), "--seed", "6"]) == 1
     assert "give OUT" in capsys.readouterr().err
+    # the workflow's own folder named as OUT is still the workflow's own folder
+    assert cli.main(["demo", "--config", str(config), "--seed", "6",
+                     str(tmp_path / "results/demo/raw")]) == 1
+    assert "is the workflow's own folder" in capsys.readouterr().err
+    assert json.loads((tmp_path / "results/demo/raw/summary.json").read_text()
+                      )["params"]["seed"] == 5
     assert cli.main(["demo", "--config", str(config), "--seed", "6", "elsewhere"]) == 0
     made = json.loads((tmp_path / "elsewhere/summary.json").read_text())["params"]
     assert made["seed"] == 6 and made["n_subjects"] == 9
     assert cli.main(["demo", "--config", str(config), "--cohort", "mmist_ccrcc"]) == 1
     assert "not a demo cohort" in capsys.readouterr().err
     assert cli.main(["demo"]) == 1  # no config here, no OUT
+    # the generator's refusal, and a folder given as the config, are named errors
+    assert cli.main(["demo", "--n-subjects", "0", "zero"]) == 1
+    assert "demo cohort: n_subjects must be >= 1" in capsys.readouterr().err
+    assert cli.main(["check-config", "--config", str(tmp_path)]) == 1
+    assert "cannot read the config" in capsys.readouterr().err
     # a project whose config has no demo cohort: OUT gets the generator's defaults
     del cfg["cohorts"]["demo"]
     cfg["run_cohorts"] = ["mmist_ccrcc"]
@@ -97,3 +110,55 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     assert cli.main(["demo", "--n-subjects", "4", "plain"]) == 0
     assert "generator's defaults" in capsys.readouterr().err
     assert json.loads((tmp_path / "plain/summary.json").read_text())["params"]["n_subjects"] == 4
+
+
+def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A hand-run encode read prompts made with another template (the store recorded the
+    config's), and replaced a finished store made with other settings, which the
+    workflow then took as its own and up to date."""
+    import numpy as np
+    import polars as pl
+
+    from mmpipe.params import encoder_params, made_with, manifest_view, prompt_params
+    from mmpipe.store import FeatureStoreWriter
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    calls = []
+    monkeypatch.setattr(encode_run, "encode_store",
+                        lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
+    prompts = tmp_path / "results/demo/preprocess/clinical/prompts.parquet"
+    prompts.parent.mkdir(parents=True)
+    table = pl.DataFrame({"subject_id": ["s1"], "prompt": ["Clinical record. Age 50."]})
+    text = ["encode", "--config", str(config), "--cohort", "demo", "--modality", "clinical",
+            "--encoder", "text_minilm"]
+    assert cli.main(text) == 1  # a traceback (FileNotFoundError) before
+    assert "prompts.parquet is not built: run the clinical_prompts rule" in \
+        capsys.readouterr().err
+    table.write_parquet(prompts)  # made by hand, or by an older mmpipe: nothing recorded
+    assert cli.main(text) == 1
+    assert "prompts.parquet was made with other settings" in capsys.readouterr().err
+    loaded = cli._config(cli.build_parser().parse_args(["check-config", "--config",
+                                                        str(config)]))
+    table.write_parquet(prompts, metadata=made_with(
+        prompt_params(loaded, "demo", "clinical"), manifest_view(loaded, "demo", "clinical")))
+    assert cli.main(text) == 0 and len(calls) == 1
+    # a finished store of another transform is not replaced without --force
+    params = encoder_params(loaded, "demo", "mri_t1", "med3d_demo")
+    store = tmp_path / "results/demo/features/mri_t1/med3d_demo.zarr"
+    other = {**params["config"], "transform": {**params["config"]["transform"],
+                                               "resize": [4, 8, 8]}}
+    with FeatureStoreWriter(store, ["s1"], (2,), {"encoder_config": other, "preprocessing": {
+            "transform": other["transform"]}}) as w:
+        w.write("s1", np.zeros(2))
+        w.commit()
+    image = ["encode", "--config", str(config), "--cohort", "demo", "--modality", "mri_t1",
+             "--encoder", "med3d_demo"]
+    assert cli.main(image) == 1
+    assert "a finished store made with other encoder settings and transform" in \
+        capsys.readouterr().err
+    assert cli.main([*image, "--force"]) == 0 and len(calls) == 2

@@ -154,7 +154,7 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
 def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: dict[str, Any],
                    roi_subset: list[str], out_dir: str | Path,
                    shard_dirs: list[str | Path] | None = None,
-                   threads: int = 1) -> pl.DataFrame:
+                   threads: int = 1, metadata: dict[str, str] | None = None) -> pl.DataFrame:
     """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes (a
     ``dicom`` modality's volumes are its shards' NIfTI conversions, on whose grid the
     encoders read them)."""
@@ -163,22 +163,24 @@ def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: d
     segmenter = totalsegmentator_segmenter(settings, roi_subset, threads)  # fails early
     inputs = gather_inputs(cohort_dir, modality, kind, shard_dirs=shard_dirs)
     volumes = {i.subject_id: str(i.source) if i.status == "ok" else None for i in inputs}
-    return segment_modality(volumes, out_dir, segmenter)
+    return segment_modality(volumes, out_dir, segmenter, metadata)
 
 
 def segment_modality(volumes: dict[str, str | None], out_dir: str | Path,
-                     segmenter: Segmenter) -> pl.DataFrame:
+                     segmenter: Segmenter, metadata: dict[str, str] | None = None
+                     ) -> pl.DataFrame:
     """A mask per subject with a volume (``subject -> path``, None: no volume) into
     ``out_dir``, written atomically, and ``masks.parquet`` saying for each subject its
     mask or why none."""
     from mmpipe.fsutil import atomic_dir
 
     with atomic_dir(out_dir) as tmp:
-        return _segment_into(volumes, Path(tmp), segmenter)
+        return _segment_into(volumes, Path(tmp), segmenter, metadata)
 
 
 def _segment_into(volumes: dict[str, str | None], out_dir: Path,
-                  segmenter: Segmenter) -> pl.DataFrame:
+                  segmenter: Segmenter, metadata: dict[str, str] | None = None
+                  ) -> pl.DataFrame:
     rows, failed = [], 0
     for sid, path in volumes.items():
         if path is None:
@@ -219,5 +221,6 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
                           if r["status"] == "rejected")[:600]
         raise InputError(f"segmentation failed for all {n_volumes} subjects with a volume, "
                          f"so no masks are written ({shown})")
-    table.write_parquet(out_dir / MASKS_TABLE)
+    # what the masks were made with (mmpipe.params.made_with): a hand-run encode checks it
+    table.write_parquet(out_dir / MASKS_TABLE, **({"metadata": metadata} if metadata else {}))
     return table

@@ -3,6 +3,7 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
+from mmpipe.params import made_with  # noqa: E402
 from mmpipe.preprocess.segment import segment_cohort  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -10,4 +11,4 @@ segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.
                sm.config["preprocess"]["totalsegmentator"], sm.params.segment["roi_subset"],
                sm.output[0],
                shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
-               threads=sm.threads)
+               threads=sm.threads, metadata=made_with(sm.params.segment, sm.params.manifest))
