@@ -9,8 +9,9 @@ What OpenSlide's generic-TIFF driver needs (checked with openslide-bin 4.0.1):
   separate top-level pages (not SubIFDs); levels are sorted by size, and the pages
   after the first are marked reduced-resolution (``NewSubfileType = 1``) as the
   TIFF spec asks for overviews;
-- ``openslide.mpp-x``/``-y`` are derived from XResolution/YResolution only when
-  ResolutionUnit is centimetre, so the resolution is written in pixels per cm;
+- ``openslide.mpp-x``/``-y`` are derived from XResolution/YResolution when
+  ResolutionUnit is centimetre or inch (OpenSlide 4; not millimetre or micrometre),
+  so the resolution is written in pixels per cm;
 - the compression must be one its libtiff decodes: JPEG and deflate (zlib) are;
   tifffile encodes JPEG only through ``imagecodecs``, so without it we fall back
   to deflate, which tifffile encodes with the standard library.
