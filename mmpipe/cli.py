@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -58,9 +59,10 @@ def cmd_demo(args) -> None:
         raise ConfigError("no config.yaml here and no --config: give OUT")
     else:
         raise ConfigError(f"cohort {cohort!r} is not a demo cohort of the config")
-    if flags and cfg is not None and spec.get("adapter") == "demo" \
-            and out.resolve() == _layout(cfg, cohort).raw().resolve():
-        raise ConfigError(f"{out} is the workflow's own folder of cohort {cohort!r}: "
+    owners = [c for c, d in (cfg["cohorts"].items() if cfg is not None else ())
+              if d.get("adapter") == "demo" and out.resolve() == _layout(cfg, c).raw().resolve()]
+    if flags and owners:
+        raise ConfigError(f"{out} is the workflow's own folder of cohort {owners[0]!r}: "
                           "--n-subjects and --seed go to another OUT, or into the config's "
                           "demo block")
     options.update(flags)
@@ -148,11 +150,15 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
             raise MmpipeError(f"{path} is not built: run the {rule} rule first (snakemake "
                               f"{path.parent if rule == 'segment' else path})")
         made = pl.read_parquet_metadata(path).get(MADE_WITH_KEY)
+        target = path.parent if rule == "segment" else path
+        if made is None:  # the workflow has no changed setting to rerun it by
+            raise MmpipeError(f"{path} records nothing of what it was made with (an older "
+                              f"mmpipe): rebuild it with `snakemake --forcerun {rule} "
+                              f"{target}` before encoding by hand")
         if made != made_with(params(), view)[MADE_WITH_KEY]:
             raise MmpipeError(f"{path} was made with other settings or another manifest than "
-                              f"this config's (or by an older mmpipe): rebuild it with the "
-                              f"{rule} rule (snakemake {path.parent if rule == 'segment' else path}"
-                              ") before encoding by hand")
+                              f"this config's: rebuild it with the workflow on this config "
+                              f"(snakemake {target}) before encoding by hand")
 
 
 def _refuse_other_settings(out: Path, params: dict) -> None:
@@ -166,13 +172,26 @@ def _refuse_other_settings(out: Path, params: dict) -> None:
         attrs = FeatureStore(out).attrs
     except Exception:  # none there, or none finished: nothing to replace
         return
+
+    def settings(value):  # not the code keys: a new version is the workflow's to rerun
+        if isinstance(value, dict):
+            return {k: settings(v) for k, v in value.items() if k != "code"}
+        return value
+
+    made = attrs.get("preprocessing") if isinstance(attrs.get("preprocessing"), dict) else {}
     mine = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields", "mask") if k in params}
-    theirs = {k: v for k, v in (attrs.get("preprocessing") or {}).items() if k in mine}
+    theirs = {k: v for k, v in made.items() if k in mine}
+    weights = params.get("weights")
+    sha = weights.get("weights") if isinstance(weights, dict) else None
+    sha = sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None
     differ = [name for name, a, b in (
         ("encoder settings", attrs.get("encoder_config"), params["config"]),
-        ("preprocessing", theirs, mine),
-        ("transform", (attrs.get("preprocessing") or {}).get("transform"),
-         params["config"].get("transform"))) if canonical(a) != canonical(b)]
+        ("preprocessing", settings(theirs), settings(mine)),
+        ("transform", made.get("transform"), params["config"].get("transform")),
+        ("weights", bool(attrs.get("weights_random_init")), weights == "random-init"),
+        ("weights", attrs.get("weights_sha256") if sha and attrs.get("weights_sha256") else sha,
+         sha)) if canonical(a) != canonical(b)]
+    differ = list(dict.fromkeys(differ))
     if differ:
         raise MmpipeError(f"{out} is a finished store made with other {' and '.join(differ)} "
                           "than this config's; replaced, the workflow would take it as its "

@@ -141,9 +141,14 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
         capsys.readouterr().err
     table.write_parquet(prompts)  # made by hand, or by an older mmpipe: nothing recorded
     assert cli.main(text) == 1
-    assert "prompts.parquet was made with other settings" in capsys.readouterr().err
+    assert "records nothing of what it was made with (an older mmpipe): rebuild it with " \
+        "`snakemake --forcerun clinical_prompts" in capsys.readouterr().err
     loaded = cli._config(cli.build_parser().parse_args(["check-config", "--config",
                                                         str(config)]))
+    view = manifest_view(loaded, "demo", "clinical")
+    table.write_parquet(prompts, metadata=made_with({"header": "Another header."}, view))
+    assert cli.main(text) == 1
+    assert "prompts.parquet was made with other settings" in capsys.readouterr().err
     table.write_parquet(prompts, metadata=made_with(
         prompt_params(loaded, "demo", "clinical"), manifest_view(loaded, "demo", "clinical")))
     assert cli.main(text) == 0 and len(calls) == 1
@@ -162,3 +167,13 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
     assert "a finished store made with other encoder settings and transform" in \
         capsys.readouterr().err
     assert cli.main([*image, "--force"]) == 0 and len(calls) == 2
+    # the same settings, the workflow's own store: replaced without a word; pretrained
+    # weights where it was random-init: refused
+    for random_init, refused in ((True, False), (False, True)):
+        with FeatureStoreWriter(store, ["s1"], (2,), {
+                "encoder_config": params["config"], "weights_random_init": random_init,
+                "preprocessing": {"transform": params["config"]["transform"]}}) as w:
+            w.write("s1", np.zeros(2))
+            w.commit()
+        assert cli.main(image) == int(refused)
+        assert ("other weights" in capsys.readouterr().err) == refused

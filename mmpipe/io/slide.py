@@ -172,13 +172,19 @@ def _positive_float(value: str | None) -> float | None:
     return out if out is not None and math.isfinite(out) and out > 0 else None
 
 
-def _mpp_from_properties(props: dict[str, str], path: Path) -> float | None:
+def _mpp_from_properties(props: dict[str, str]) -> tuple[float, float] | None:
+    """(mpp-x, mpp-y) of OpenSlide's properties (one standing for both when the other is
+    missing), or None."""
     mpp_x = _positive_float(props.get("openslide.mpp-x"))
     mpp_y = _positive_float(props.get("openslide.mpp-y"))
     if mpp_x is None and mpp_y is None:
         return None
-    if mpp_x is None or mpp_y is None:
-        return mpp_x if mpp_x is not None else mpp_y
+    return (mpp_x or mpp_y, mpp_y or mpp_x)  # type: ignore[return-value]
+
+
+def _square_mpp(mpp_xy: tuple[float, float], path: Path) -> float:
+    """The mean of a kept mpp-x and mpp-y; refused when they are far apart."""
+    mpp_x, mpp_y = mpp_xy
     if abs(mpp_x - mpp_y) > _MPP_XY_REFUSED * max(mpp_x, mpp_y):
         raise SlideError(reason=f"its mpp-x {mpp_x:.5g} and mpp-y {mpp_y:.5g} differ by more "
                                 f"than {100 * _MPP_XY_REFUSED:.0f} %: square tiles of its pixels "
@@ -190,8 +196,10 @@ def _mpp_from_properties(props: dict[str, str], path: Path) -> float | None:
     return (mpp_x + mpp_y) / 2
 
 
-def _mpp_from_tiff_resolution(props: dict[str, str]) -> float | None:
-    """TIFF XResolution is pixels per ResolutionUnit; unit 'none' (or absent) carries no size.
+def _tiff_resolution_xy(props: dict[str, str]) -> tuple[float, float] | None:
+    """(mpp-x, mpp-y) of the TIFF tags: XResolution and YResolution are pixels per
+    ResolutionUnit (YResolution absent: XResolution's); unit 'none' (or absent) carries
+    no size.
 
     OpenSlide 4 already turns these tags into ``openslide.mpp-x`` for generic TIFFs;
     this catches vendor drivers that expose the tags but set no mpp.
@@ -200,7 +208,8 @@ def _mpp_from_tiff_resolution(props: dict[str, str]) -> float | None:
     xres = _positive_float(props.get("tiff.XResolution"))
     if unit not in _MICRONS_PER_UNIT or xres is None:
         return None
-    return _MICRONS_PER_UNIT[unit] / xres
+    yres = _positive_float(props.get("tiff.YResolution")) or xres
+    return _MICRONS_PER_UNIT[unit] / xres, _MICRONS_PER_UNIT[unit] / yres
 
 
 # What a file that OpenSlide refuses really holds, by its first bytes (its name may lie).
@@ -413,10 +422,13 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
             # an Aperio description's key raised a bare KeyError
             raise SlideError(reason=f"its metadata cannot be read ({type(err).__name__}: "
                                     f"{err})", path=path) from err
-        mpp = _mpp_from_properties(props, path)
+        mpp_xy = _mpp_from_properties(props)
         source = MPP_SOURCE_PROPERTY
-        if mpp is None:
-            mpp, source = _mpp_from_tiff_resolution(props), MPP_SOURCE_TIFF
+        if mpp_xy is None:
+            mpp_xy, source = _tiff_resolution_xy(props), MPP_SOURCE_TIFF
+        # the mean decides whether it is a scanner's at all; a placeholder's two axes (72 by
+        # 96 dpi) say nothing of the slide's pixels
+        mpp = None if mpp_xy is None else sum(mpp_xy) / 2
         placeholder = None
         if mpp is not None and mpp > COARSEST_SCAN_MPP:
             placeholder = (f"its metadata says {mpp:.4g} um/px ({25400 / mpp:.4g} dpi, from "
@@ -428,6 +440,8 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
                            f"any scanner's ({FINEST_SCAN_MPP:g}): a unit slipped")
             log.warning("slide %s: %s; ignored", path, placeholder)
             mpp = None
+        if mpp is not None:
+            mpp = _square_mpp(mpp_xy, path)
         if mpp is None and mpp_when_missing is not None:
             if not (math.isfinite(mpp_when_missing) and mpp_when_missing > 0):
                 raise SlideError(reason=f"mpp_when_missing must be a positive number, got "

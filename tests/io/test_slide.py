@@ -250,10 +250,14 @@ def test_anisotropic_mpp_is_averaged_with_a_warning(tmp_path, caplog):
 
 def test_mpp_x_and_y_far_apart_are_refused(tmp_path):
     """0.25 and 0.5 um/px were averaged to 0.375, "slightly anisotropic": each tile
-    covered 85 x 171 um instead of 128 x 128."""
+    covered 85 x 171 um instead of 128 x 128. A placeholder's two axes (72 by 96 dpi) are
+    no resolution, far apart or not: the configured one stands."""
     path = _plain_tiff(tmp_path / "stretched.tiff", (40000, 20000), "CENTIMETER")
     with pytest.raises(SlideError, match="mpp-x 0.25 and mpp-y 0.5 differ by more than 15 %"):
         open_slide(path)
+    screen = _plain_tiff(tmp_path / "screen.tiff", (72, 96), "INCH")
+    with open_slide(screen, mpp_when_missing=0.5) as slide:
+        assert slide.mpp == 0.5 and slide.mpp_source == MPP_SOURCE_CONFIG
 
 
 def test_bad_mpp_when_missing(tmp_path):
