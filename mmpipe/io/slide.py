@@ -37,10 +37,10 @@ _MICRONS_PER_UNIT = {"centimeter": 1e4, "inch": 25400.0}
 # tags: 72, 96 or 300 dpi (353, 265, 85 um/px), or libvips' 1 px/mm (1000 um/px) when it
 # tiles a JPEG that had none, and it would silently set the tile scale.
 COARSEST_SCAN_MPP = 20.0
-# ... nor finer than this (a 100x oil objective scans at about 0.1 um/px): a finer one is a
-# unit slipped (mm written as um, px/inch under a centimetre unit), which would tile a
+# ... nor finer than this (a 100x oil objective on a camera of 3.45 um pixels scans at
+# about 0.035 um/px): a finer one is a unit slipped (mm written as um), which would tile a
 # field of view a hundredth of the intended one and read tiles of gigabytes
-FINEST_SCAN_MPP = 0.05
+FINEST_SCAN_MPP = 0.02
 
 # mpp-x and mpp-y of a scanner agree to well under a percent; more than this is worth a
 # look, and more than the second is no scanner's square pixel: tiles would be stretched
