@@ -18,11 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmpipe.cohorts.breakhis import MAGNIFICATIONS, TYPES
-
-_CODES = {"adenosis": "A", "fibroadenoma": "F", "phyllodes_tumor": "PT",
-          "tubular_adenoma": "TA", "ductal_carcinoma": "DC", "lobular_carcinoma": "LC",
-          "mucinous_carcinoma": "MC", "papillary_carcinoma": "PC"}
+from mmpipe.cohorts.breakhis import MAGNIFICATIONS, TYPE_CODES, TYPES
 
 
 @dataclass
@@ -75,7 +71,7 @@ def write_breakhis(root: str | Path, patients_per_type: int = 2, seed: int = 0,
                 k += 1
                 pid = f"{14 + k % 3}-{1000 + 37 * k}"
                 plan.patients[pid] = (cls, tumour)
-                code = _CODES[tumour]
+                code = TYPE_CODES[tumour]
                 folder = breast / cls / "SOB" / tumour / f"SOB_{cls[0].upper()}_{code}_{pid}"
                 folders[pid] = (folder, cls, code)
     ids = list(plan.patients)
@@ -102,8 +98,8 @@ def write_breakhis(root: str | Path, patients_per_type: int = 2, seed: int = 0,
     # the same patient ID once more under another (malignant) type
     cls, tumour = plan.patients[plan.two_types]
     other = "lobular_carcinoma" if tumour != "lobular_carcinoma" else "ductal_carcinoma"
-    dup = breast / "malignant" / "SOB" / other / f"SOB_M_{_CODES[other]}_{plan.two_types}" / "40X"
-    _png(dup / f"SOB_M_{_CODES[other]}-{plan.two_types}-40-001.png", _field(rng, True))
+    dup = breast / "malignant" / "SOB" / other / f"SOB_M_{TYPE_CODES[other]}_{plan.two_types}" / "40X"
+    _png(dup / f"SOB_M_{TYPE_CODES[other]}-{plan.two_types}-40-001.png", _field(rng, True))
     # a patient folder that does not follow the naming
     bad = breast / "benign" / "SOB" / "adenosis" / "patient 7"
     _png(bad / "40X" / "field.png", _field(rng, False))
