@@ -11,11 +11,9 @@ from mmpipe.encode import run as encode_run
 from tests.conftest import REPO, mask_mri_t1_by_totalsegmentator
 
 
-def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
-    """A modality masked by TotalSegmentator: without its masks every subject of the
-    store was rejected ("no mask file"), and the complete store looked up to date."""
-    cfg = mask_mri_t1_by_totalsegmentator(yaml.safe_load((REPO / "config.yaml").read_text()),
-                                          tmp_path / "weights")
+def _encode_without_encoding(cfg: dict, tmp_path, monkeypatch):
+    """``cfg`` written with its results in ``tmp_path``, and ``encode_store`` recording
+    its calls instead of encoding: (the config file, the calls)."""
     cfg["results"] = str(tmp_path / "results")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -25,6 +23,15 @@ def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
     # a command's own process blocks modules it never uses (pandas among them): not here,
     # in the test session's process
     monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
+    return config, calls
+
+
+def test_encode_passes_the_inputs_the_rule_gives(tmp_path, monkeypatch):
+    """A modality masked by TotalSegmentator: without its masks every subject of the
+    store was rejected ("no mask file"), and the complete store looked up to date."""
+    cfg = mask_mri_t1_by_totalsegmentator(yaml.safe_load((REPO / "config.yaml").read_text()),
+                                          tmp_path / "weights")
+    config, calls = _encode_without_encoding(cfg, tmp_path, monkeypatch)
     # what the inputs were made with is checked below; none are built here
     monkeypatch.setattr(cli, "_check_inputs_made_for", lambda *args: None)
     for modality, encoder in (("mri_t1", "med3d_roi"), ("clinical", "text_minilm"),
@@ -123,14 +130,8 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
     from mmpipe.params import encoder_params, made_with, manifest_view, prompt_params
     from mmpipe.store import FeatureStoreWriter
 
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["results"] = str(tmp_path / "results")
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    calls = []
-    monkeypatch.setattr(encode_run, "encode_store",
-                        lambda *args, **kwargs: calls.append((args, kwargs)))
-    monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
+    config, calls = _encode_without_encoding(yaml.safe_load((REPO / "config.yaml").read_text()),
+                                             tmp_path, monkeypatch)
     prompts = tmp_path / "results/demo/preprocess/clinical/prompts.parquet"
     prompts.parent.mkdir(parents=True)
     table = pl.DataFrame({"subject_id": ["s1"], "prompt": ["Clinical record. Age 50."]})
