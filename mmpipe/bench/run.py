@@ -367,7 +367,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         if sel is not None:  # the validation split's, or the out-of-fold predictions
             metrics["val"] = classification_metrics(sel.val_y, sel.val_proba)
             frames.append(_predictions(sel.val_part, sel.val_proba, "val", sel.val_evaluation,
-                                       np.zeros(len(sel.val_part), bool)))
+                                       np.zeros(len(sel.val_part), bool)
+                                       if sel.val_no_input is None else sel.val_no_input))
         else:
             metrics["val"] = nan_metrics(len(val.y), data.n_classes, ["not trained"])
             frames.append(_predictions(val, np.tile(prior, (len(val.y), 1)), "val", "scenario",

@@ -126,6 +126,8 @@ class Selected:
     val_evaluation: str                     # "scenario" (the val split) | "out_of_fold"
     val_part: BenchData                     # the subjects of val_proba, in its order
     overrides: dict[str, Any]
+    # rows of val_proba that are the folds' prior: no fold model could read their input
+    val_no_input: np.ndarray | None = None
     record: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     seconds: float = 0.0                    # every trial, fold and refit
@@ -165,14 +167,16 @@ def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
 
 def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
             selection: Selection, normalize: str = "none"
-            ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray]:
+            ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray, np.ndarray]:
     """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
-    its fit, and the out-of-fold probabilities. ``pool`` is normalised with the whole
+    its fit, the out-of-fold probabilities, and the rows of them that are the training
+    folds' prior (no input the fold model can read). ``pool`` is normalised with the whole
     training part's statistics; a fold's normaliser is fitted on its training folds of
     ``pool`` alone (:meth:`Normalizer.fit`), so the held-out fold's features do not
     depend on the held-out fold."""
     folds = stratified_folds(strata(pool), selection.folds, seed)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
+    unscored = np.zeros(len(pool.y), dtype=bool)
     members, norms, results = [], [], []
     for k in range(selection.folds):
         held = np.flatnonzero(folds == k)
@@ -197,6 +201,7 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
         if not scored.all():
             oof[held[~scored]] = np.bincount(fit_part.y, minlength=pool.n_classes) / len(
                 fit_part.y)
+            unscored[held[~scored]] = True
             held, held_part = held[scored], held_part.subset(scored)
         torch.manual_seed(seed)
         method = build()
@@ -205,7 +210,7 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
         members.append(method)
         norms.append(norm)
         results.append(result)
-    return members, norms, results, oof
+    return members, norms, results, oof, unscored
 
 
 def _fold_divergence(results: list) -> dict[str, list[int | None]]:
@@ -255,9 +260,10 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             if selection.strategy == "validation":
                 method, result, proba = _fit_validation(make, train, val, cfg, seed, device)
                 y, members, norms, results = val.y, None, None, [result]
+                unscored = None
             else:
-                members, norms, results, proba = _fit_cv(make, pool, cfg, seed, device,
-                                                         selection, normalize)
+                members, norms, results, proba, unscored = _fit_cv(
+                    make, pool, cfg, seed, device, selection, normalize)
                 if not members:
                     raise NotTrainable("no fold could train")
                 diverged = [k for k, r in enumerate(results) if r.diverged]
@@ -290,7 +296,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         if best is None or rank > best[0]:
             best = (rank, t)
             kept = {"method": method, "members": members, "norms": norms, "results": results,
-                    "proba": proba, "cfg": cfg, "make": make}
+                    "proba": proba, "unscored": unscored, "cfg": cfg, "make": make}
     if best is None:
         raise NotTrainable("; ".join(sorted({r.error or "?" for r in trials})))
     chosen = trials[best[1]].overrides
@@ -343,5 +349,5 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
     header = "trial\tfold\t" + LOG_HEADER
     return Selected(method=method, result=result, val_proba=kept["proba"],
                     val_evaluation=evaluation, val_part=val_part, overrides=chosen,
-                    record=record, log=header + "\n" + "\n".join(log_lines) + "\n",
-                    seconds=seconds)
+                    val_no_input=kept["unscored"], record=record,
+                    log=header + "\n" + "\n".join(log_lines) + "\n", seconds=seconds)

@@ -527,8 +527,9 @@ def test_a_held_out_subject_a_fold_model_cannot_read_gets_the_folds_prior(normal
     pool.present[0] = [False, True]  # s0 alone has b: no other fold trains on it
     pool.present[1:, 1] = False
     folds = stratified_folds(strata(pool), 3, 0)
-    members, norms, _, oof = _fit_cv(Member, pool, {}, 0, "cpu", Selection("cv", folds=3),
-                                     normalize=normalize)
+    members, norms, _, oof, unscored = _fit_cv(Member, pool, {}, 0, "cpu",
+                                               Selection("cv", folds=3), normalize=normalize)
     others = pool.y[folds != folds[0]]
     np.testing.assert_allclose(oof[0], np.bincount(others, minlength=2) / len(others))
+    assert unscored.tolist() == [True] + [False] * 29  # flagged no_input in the predictions
     assert norms[folds[0]].unseen == ["b"]
