@@ -44,6 +44,8 @@ def matmul_gflops(threads: int, n: int = 1024, seconds: float = 2.0,
     on this machine, which every other figure is a fraction of."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the docstring's float32, not TF32
     try:
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
@@ -62,6 +64,7 @@ def matmul_gflops(threads: int, n: int = 1024, seconds: float = 2.0,
         return 2 * n**3 / best / 1e9
     finally:
         torch.set_num_threads(before)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 # bytes an elementwise operator touches: from inside the caches to well beyond them
