@@ -134,7 +134,8 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
     its store would record settings its inputs were not made with."""
     import polars as pl
 
-    from mmpipe.params import MADE_WITH_KEY, made_with, manifest_view, prompt_params, segment_params
+    from mmpipe.made_with import MADE_WITH_KEY, made_with
+    from mmpipe.params import manifest_view, prompt_params, segment_params
     from mmpipe.preprocess.masks import MASKS_TABLE
 
     checks = []

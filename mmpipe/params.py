@@ -76,18 +76,6 @@ def benchmark_view(cfg: dict, cohort_name: str) -> str:
                                  benchmark_settings(cfg, cohort_name)["label"])
 
 
-# the parquet metadata key of what a modality's prompts or masks were made with
-MADE_WITH_KEY = "mmpipe:made_with"
-
-
-def made_with(params: dict, manifest_view: str) -> dict[str, str]:
-    """The parquet metadata a prompts or masks job writes: the hash of its params and of
-    the manifest view it read. The workflow reruns such a job when either changes; a
-    hand-run ``mmpipe encode`` compares it with its config's, so that it never encodes
-    prompts or masks made with other settings than the ones its store records."""
-    return {MADE_WITH_KEY: params_hash({"params": params, "manifest": manifest_view})}
-
-
 def demo_params(cfg: dict, cohort_name: str) -> dict:
     return canonical({**cohort(cfg, cohort_name).get("demo", {}),
                       "code": code_key("cohorts/demo")})
@@ -113,7 +101,7 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     return canonical({**organs,
                       # "missing": the job then fails, naming the folder (check_weights)
                       "weights": {m.name: content_sha256(m) for m in models} or "missing",
-                      "code": code_key("preprocess/segment")})
+                      "code": code_key("preprocess/segment", "made_with")})
 
 
 def _segment_organs(cfg: dict, cohort_name: str, modality_name: str) -> dict:
@@ -137,7 +125,8 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
         prompt["missing_values"] = {f: sorted(codes) for f in mod["fields"]
                                     if (codes := missing_codes(prompt, f))}
     return canonical({"fields": mod["fields"], "prompt": prompt,
-                      "code": code_key("preprocess/prompts", "cohorts/manifest_files")})
+                      "code": code_key("preprocess/prompts", "cohorts/manifest_files",
+                                       "made_with")})
 
 
 def weights_fingerprint(enc: dict, key: str = "weights") -> str:

@@ -127,7 +127,8 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
     import numpy as np
     import polars as pl
 
-    from mmpipe.params import encoder_params, made_with, manifest_view, prompt_params
+    from mmpipe.made_with import made_with
+    from mmpipe.params import encoder_params, manifest_view, prompt_params
     from mmpipe.store import FeatureStoreWriter
 
     config, calls = _encode_without_encoding(yaml.safe_load((REPO / "config.yaml").read_text()),

@@ -221,6 +221,6 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
                           if r["status"] == "rejected")[:600]
         raise InputError(f"segmentation failed for all {n_volumes} subjects with a volume, "
                          f"so no masks are written ({shown})")
-    # what the masks were made with (mmpipe.params.made_with): a hand-run encode checks it
+    # what the masks were made with (mmpipe.made_with): a hand-run encode checks it
     table.write_parquet(out_dir / MASKS_TABLE, **({"metadata": metadata} if metadata else {}))
     return table

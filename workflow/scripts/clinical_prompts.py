@@ -5,7 +5,7 @@ from pathlib import Path  # noqa: E402
 
 from mmpipe.cohorts.manifest_files import read_manifest  # noqa: E402
 from mmpipe.fsutil import write_parquet  # noqa: E402
-from mmpipe.params import made_with  # noqa: E402
+from mmpipe.made_with import made_with  # noqa: E402
 from mmpipe.preprocess.prompts import build_prompts  # noqa: E402
 
 sm = snakemake  # noqa: F821

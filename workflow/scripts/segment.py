@@ -3,7 +3,7 @@ import _bootstrap
 _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
-from mmpipe.params import made_with  # noqa: E402
+from mmpipe.made_with import made_with  # noqa: E402
 from mmpipe.preprocess.segment import segment_cohort  # noqa: E402
 
 sm = snakemake  # noqa: F821
