@@ -147,11 +147,11 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
                        lambda: segment_params(cfg, args.cohort, args.modality)))
     view = manifest_view(cfg, args.cohort, args.modality)
     for path, rule, params in checks:
+        target = path.parent if rule == "segment" else path  # the rule's output
         if not path.is_file():
             raise MmpipeError(f"{path} is not built: run the {rule} rule first (snakemake "
-                              f"{path.parent if rule == 'segment' else path})")
+                              f"{target})")
         made = pl.read_parquet_metadata(path).get(MADE_WITH_KEY)
-        target = path.parent if rule == "segment" else path
         if made is None:  # the workflow has no changed setting to rerun it by
             raise MmpipeError(f"{path} records nothing of what it was made with (an older "
                               f"mmpipe): rebuild it with `snakemake --forcerun {rule} "
