@@ -183,16 +183,18 @@ def _refuse_other_settings(out: Path, params: dict) -> None:
     mine = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields", "mask") if k in params}
     theirs = {k: v for k, v in made.items() if k in mine}
     weights = params.get("weights")
+    # a weights file's fingerprint is its content's SHA-256 where it is a digest (not a
+    # URL), which the store records as weights_sha256
     sha = weights.get("weights") if isinstance(weights, dict) else None
-    sha = sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None
+    other_file = (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None
+                  and attrs.get("weights_sha256") not in (None, sha))
     differ = [name for name, a, b in (
         ("encoder settings", attrs.get("encoder_config"), params["config"]),
         ("preprocessing", settings(theirs), settings(mine)),
-        ("transform", made.get("transform"), params["config"].get("transform")),
-        ("weights", bool(attrs.get("weights_random_init")), weights == "random-init"),
-        ("weights", attrs.get("weights_sha256") if sha and attrs.get("weights_sha256") else sha,
-         sha)) if canonical(a) != canonical(b)]
-    differ = list(dict.fromkeys(differ))
+        ("transform", made.get("transform"), params["config"].get("transform")))
+        if canonical(a) != canonical(b)]
+    if other_file or bool(attrs.get("weights_random_init")) != (weights == "random-init"):
+        differ.append("weights")
     if differ:
         raise MmpipeError(f"{out} is a finished store made with other {' and '.join(differ)} "
                           "than this config's; replaced, the workflow would take it as its "

@@ -600,6 +600,7 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
         scenario_columns,
     )
     from mmpipe.layout import rate_tag
+    from mmpipe.methods.hparams import method_problems
 
     bench = cohort.get("benchmark")
     if not bench:
@@ -622,11 +623,15 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             problems.append(f"{where}.default_scenarios: {name!r} is not among the cohort's "
                             f"scenarios {sorted(scenarios)}")
     methods = cfg.get("methods", {})
+    # the scenarios some run of the cohort draws masks of: only theirs are checked
+    # against the cohort's modalities (an inherited one the cohort never runs is no matter)
+    drawn: set[str] = set()
     for method, entry in bench["runs"].items():
         if method not in methods:
             problems.append(f"{where}.runs: unknown method {method!r} "
                             f"(defined: {sorted(methods)})")
         sets, run_scenarios = run_entry(entry, bench.get("default_scenarios", list(scenarios)))
+        drawn.update(run_scenarios)
         for fs in sets:
             if fs not in bench["feature_sets"]:
                 problems.append(f"{where}.runs.{method}: unknown feature set {fs!r}")
@@ -641,8 +646,6 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             if name not in scenarios:
                 problems.append(f"{where}.runs.{method}: scenario {name!r} is not among the "
                                 f"cohort's scenarios {sorted(scenarios)}")
-    from mmpipe.methods.hparams import method_problems
-
     for run in benchmark_runs(cfg, cname) if not problems else []:
         mods = sorted(bench["feature_sets"][run["feature_set"]])
         for why in method_problems(run["config"]["type"], run["config"], mods):
@@ -667,10 +670,6 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
     # the cohort's own scenarios, or the global ones it inherits (named where they are)
     swhere = (f"{where}.scenarios" if "scenarios" in bench
               else f"config.benchmark.scenarios (cohort {cname})")
-    # the scenarios some run of the cohort draws masks of: only theirs are checked
-    # against the cohort's modalities (an inherited one the cohort never runs is no matter)
-    drawn = {n for entry in bench["runs"].values()
-             for n in run_entry(entry, bench.get("default_scenarios", list(scenarios)))[1]}
     for name, spec in scenarios.items():
         options = spec if isinstance(spec, dict) else {}
         if name == "testmiss" and "modality" not in options:

@@ -150,25 +150,23 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
     return mask
 
 
-# the values each scenario's rate takes: (low, high, low included, high included)
-RATE_RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "natural": (0.0, 0.0, True, True),     # no rate: natural missingness is the data's
-    "mcar": (0.0, 1.0, True, False),        # the share of present entries removed
-    "completeness": (0.0, 1.0, False, True),  # the share of subjects left complete
-    "testmiss": (0.0, 1.0, True, True),     # the share of test subjects losing the modality
+# the values each scenario's rate takes, (low, high, low included, high included), and
+# what the rate is
+RATE_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+    "natural": (0.0, 0.0, True, True, "no rate: natural missingness is the data's"),
+    "mcar": (0.0, 1.0, True, False, "the share of present entries removed"),
+    "completeness": (0.0, 1.0, False, True, "the share of complete subjects"),
+    "testmiss": (0.0, 1.0, True, True, "the share of test subjects losing the modality"),
 }
 
 
 def rate_problem(scenario: str, rate: float) -> str | None:
     """Why ``rate`` is not a rate of ``scenario`` (its :data:`RATE_RANGES`), or None."""
-    low, high, low_in, high_in = RATE_RANGES[scenario]
+    low, high, low_in, high_in, what = RATE_RANGES[scenario]
     if (low < rate or (low_in and rate == low)) and (rate < high or (high_in and rate == high)):
         return None
     if scenario == "natural":
         return "natural missingness has no rate (give [0.0])"
-    what = {"mcar": "the share of present entries removed",
-            "completeness": "the share of complete subjects",
-            "testmiss": "the share of test subjects losing the modality"}[scenario]
     interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
     return f"{scenario}: {what} must be in {interval}, got {rate}"
 
