@@ -74,10 +74,11 @@ def main() -> None:
             start = time.perf_counter()
             aucs, baccs, first = [], [], 0
             for seed in range(args.seeds):
-                idx = _split_indices(data, layout.split(seed))
+                idx, groups = _split_indices(data, layout.split(seed))
                 # as run_seed: a subject without input is neither trained nor validated on
                 train, val = (data.subset(idx[k]).with_input() for k in ("train", "val"))
-                fold = stratified_folds(train.y, args.inner, seed)
+                fold = stratified_folds(train.y, args.inner, seed,
+                                        [groups.get(s) for s in train.subject_id])
                 inner_train, inner_val = (train.subset(np.flatnonzero(fold != 0)),
                                           train.subset(np.flatnonzero(fold == 0)))
                 norm = Normalizer(args.normalize).fit(inner_train)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from mmpipe.bench.missingness import (
 )
 from mmpipe.bench.selection import FoldEnsemble, Selection, select_model, training_part
 from mmpipe.bench.shared_fits import SharedFits, fit_key
-from mmpipe.bench.splits import read_split, read_split_source
+from mmpipe.bench.splits import read_split, read_split_source, split_groups
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
 from mmpipe.cohorts.manifest_views import built_benchmark_view
@@ -101,7 +102,9 @@ def _rate_on_feature_set(stored: BenchData, masked: BenchData, test_rows: np.nda
     return {"rate": rate, "rate_of": of}
 
 
-def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
+def _split_indices(data: BenchData, split_path: Path
+                   ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Each part's rows of ``data``, and the split file's groups (subject_id -> group)."""
     split = read_split(split_path)
     where = dict(zip(split["subject_id"], split["split"], strict=True))
     missing = [s for s in data.subject_id if s not in where]
@@ -109,7 +112,8 @@ def _split_indices(data: BenchData, split_path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{len(missing)} subjects have features but no split in {split_path} "
                          f"(e.g. {missing[:3]}): rebuild the split")
     labels = np.array([where[s] for s in data.subject_id])
-    return {name: np.flatnonzero(labels == name) for name in ("train", "val", "test")}
+    return ({name: np.flatnonzero(labels == name) for name in ("train", "val", "test")},
+            split_groups(split))
 
 
 def build_method(method_cfg: dict[str, Any], data: BenchData):
@@ -277,7 +281,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     selection_cfg, tuning_cfg = Selection.from_config(selection), Tuning.from_config(tuning)
     stored = data
     data, kept_one = _apply_mask(data, Path(mask_path), meta.get("scenario", ""))
-    idx = _split_indices(data, Path(split_path))
+    idx, groups = _split_indices(data, Path(split_path))
     mask_record = read_removal_record(mask_path)
     run_rate = _rate_on_feature_set(stored, data, idx["test"], meta.get("scenario", ""),
                                     mask_record)
@@ -317,6 +321,12 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     notes += _zeroed_note(normalizer) + _absent_label_notes(
         data, [("training", train), ("validation", val)]
         if selection_cfg.strategy == "validation" else [("training", fitted_on)], test)
+    if selection_cfg.strategy == "cv":
+        sizes = Counter(groups[s] for s in fitted_on.subject_id if s in groups)
+        if any(n > 1 for n in sizes.values()):
+            notes.append(f"cross-validation keeps each of the training part's "
+                         f"{sum(n > 1 for n in sizes.values())} split groups of two or more "
+                         "subjects in one fold")
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
     sklearn_kind = getattr(method, "kind", "torch") == "sklearn"
@@ -337,7 +347,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                                 method_class(method_cfg["type"]), method.hparams,
                                 TRAIN_DEFAULTS, train, val, seed=seed, device=device,
                                 selection=selection_cfg, tuning=tuning_cfg,
-                                normalize=normalize)
+                                normalize=normalize, split_groups=groups)
 
         shared_with = None
         try:

@@ -7,7 +7,7 @@ Two strategies, chosen per cohort (``benchmark.selection``):
 - ``cv``: for small cohorts, where a validation split of a few dozen subjects makes
   early stopping and the choice among trials noise. The training and validation splits
   together (the *training part*; the test split is never read) are cut into ``folds``
-  stratified folds; each fold trains on the others with early stopping on itself, and a
+  stratified folds (each split group, two rows of one patient, in one fold); each fold trains on the others with early stopping on itself, and a
   trial is scored on its out-of-fold predictions. The chosen trial's final model is then
   either ``refit``: trained once on the whole training part for the median of the
   folds' best epochs (per phase), or ``ensemble``: the fold models themselves, their
@@ -25,7 +25,7 @@ split, or the out-of-fold metrics under ``cv``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ import torch
 
 from mmpipe.bench.budget import Selection
 from mmpipe.bench.data import BenchData, Normalizer
+from mmpipe.bench.splits import group_names
 from mmpipe.bench.trainer import LOG_HEADER, FitResult, NotTrainable, fit, predict_proba
 from mmpipe.bench.tuning import TrialRecord, Tuning, candidate_overrides, selection_score
 from mmpipe.errors import out_of_memory
@@ -103,9 +104,23 @@ def strata(data: BenchData) -> np.ndarray:
     return data.y * (int(pattern.max(initial=0)) + 1) + pattern.reshape(-1)
 
 
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+def stratified_folds(y: np.ndarray, k: int, seed: int,
+                     groups: Sequence[str | None] | None = None) -> np.ndarray:
     """Fold index of each sample: each stratum (a class, or :func:`strata`) shuffled and
-    dealt round-robin, so every fold holds each stratum in about the same share."""
+    dealt round-robin, so every fold holds each stratum in about the same share.
+
+    ``groups``: each sample's split group (None: its own). A group's samples share one
+    fold, dealt as one unit of its members' most common stratum (ties: the smallest), as
+    the splits draw them (:mod:`mmpipe.bench.splits`): two rows of one patient in the
+    training and the held-out folds would score a trial on a patient it trained on.
+    Without groups the folds are those of the samples alone."""
+    names = group_names(groups, len(y))
+    if any(names):
+        unit_of: dict[str, int] = {}
+        unit = np.array([unit_of.setdefault(f"group:{g}" if g else f"sample:{i}", len(unit_of))
+                         for i, g in enumerate(names)])
+        unit_y = np.array([np.bincount(y[unit == u]).argmax() for u in range(len(unit_of))])
+        return stratified_folds(unit_y, k, seed)[unit]
     rng = np.random.default_rng([seed, 7919])  # its own stream, apart from the split's
     fold = np.empty(len(y), dtype=np.int64)
     offset = 0
@@ -166,15 +181,18 @@ def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
 
 
 def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
-            selection: Selection, normalize: str = "none"
+            selection: Selection, normalize: str = "none",
+            split_groups: Mapping[str, str] | None = None
             ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray, np.ndarray]:
     """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
     its fit, the out-of-fold probabilities, and the rows of them that are the training
     folds' prior (no input the fold model can read). ``pool`` is normalised with the whole
     training part's statistics; a fold's normaliser is fitted on its training folds of
     ``pool`` alone (:meth:`Normalizer.fit`), so the held-out fold's features do not
-    depend on the held-out fold."""
-    folds = stratified_folds(strata(pool), selection.folds, seed)
+    depend on the held-out fold. A split group of ``split_groups`` (subject_id -> group)
+    lies in one fold."""
+    groups = ([split_groups.get(s) for s in pool.subject_id] if split_groups else None)
+    folds = stratified_folds(strata(pool), selection.folds, seed, groups)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
     unscored = np.zeros(len(pool.y), dtype=bool)
     members, norms, results = [], [], []
@@ -231,13 +249,15 @@ def _median_epochs(results: list[FitResult]) -> dict[str, int]:
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
                  trainer_defaults: dict[str, Any], train: BenchData, val: BenchData, *,
                  seed: int, device, selection: Selection, tuning: Tuning,
-                 normalize: str = "none") -> Selected:
+                 normalize: str = "none",
+                 split_groups: Mapping[str, str] | None = None) -> Selected:
     """Spend the tuning budget on ``train``/``val`` (never the test split) and return the
     chosen model. ``build(overrides)`` makes a fresh method with those hyper-parameters,
     ``hparams`` are the method's settings without overrides (its class defaults and its
     config, trainer keys included). ``train``/``val`` come normalised with ``normalize``
     (:class:`~mmpipe.bench.data.Normalizer`; fitted on ``train``, or on both under
-    ``cv``, whose folds then re-standardise on their training folds). Raises
+    ``cv``, whose folds then re-standardise on their training folds, and keep each of
+    ``split_groups``, subject_id -> group, in one fold). Raises
     :class:`NotTrainable` when no trial could train."""
     candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
     sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
@@ -263,7 +283,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
                 unscored = None
             else:
                 members, norms, results, proba, unscored = _fit_cv(
-                    make, pool, cfg, seed, device, selection, normalize)
+                    make, pool, cfg, seed, device, selection, normalize, split_groups)
                 if not members:
                     raise NotTrainable("no fold could train")
                 diverged = [k for k, r in enumerate(results) if r.diverged]

@@ -29,7 +29,9 @@ gives the same file, another seed another split, and the input order does not ma
 Subjects of one ``split_group`` (:mod:`mmpipe.cohorts.split_groups`: two rows of one
 patient) are drawn as one unit (:func:`_draw_units`), stratified by its members' most
 common label and pattern: the ratios, the strata and a label in every part then count
-units, so a part's subjects can move off the ratios by the groups' sizes.
+units, so a part's subjects can move off the ratios by the groups' sizes. The split file
+names each subject's group (a ``split_group`` column, only where the cohort has groups),
+so that cross-validation inside the training part keeps the groups whole too.
 
 A cohort may bring its own split (config ``split``, carried by the manifest's ``split``
 column): :func:`user_split` keeps its test set for every seed and draws train/val inside
@@ -51,6 +53,7 @@ import numpy as np
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import SPLIT_PARTS, fixed_parts
+from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import atomic_file
 
@@ -111,7 +114,7 @@ def stratified_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence
     split = _draw_units(ids, labels, pats, groups, seed, _check_ratios(ratios), min_per_stratum)
     counts = {name: int((split == name).sum()) for name in SPLITS}
     log.info("split seed %d: %s", seed, counts)
-    return _frame(ids, split)
+    return _frame(ids, split, groups)
 
 
 def _check_subjects(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str]
@@ -129,9 +132,28 @@ def _check_subjects(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[
     return ids, labels, pats
 
 
-def _frame(ids: list[str], split: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame({"subject_id": ids, "split": split.tolist()},
-                        schema={"subject_id": pl.Utf8, "split": pl.Utf8})
+def group_names(groups: Sequence[str | None] | None, n: int) -> list[str | None]:
+    """Each subject's split group as the splits read it: the name stripped, None where
+    the subject has none (no value, or a blank one)."""
+    if groups is None:
+        return [None] * n
+    names = [None if g is None else str(g).strip() or None for g in groups]
+    if len(names) != n:
+        raise ValueError(f"{n} subjects but {len(names)} split groups")
+    return names
+
+
+def _frame(ids: list[str], split: np.ndarray,
+           groups: Sequence[str | None] | None = None) -> pl.DataFrame:
+    """The split table; with a ``split_group`` column where the cohort has groups, so
+    that cross-validation inside the training part keeps them whole as well
+    (:func:`mmpipe.bench.selection.stratified_folds`)."""
+    cols = {"subject_id": ids, "split": split.tolist()}
+    schema = {"subject_id": pl.Utf8, "split": pl.Utf8}
+    names = group_names(groups, len(ids))
+    if any(names):
+        cols[SPLIT_GROUP], schema[SPLIT_GROUP] = names, pl.Utf8
+    return pl.DataFrame(cols, schema=schema)
 
 
 def _draw(ids: list[str], labels: list[str], pats: list[str], seed: int, r: np.ndarray,
@@ -190,10 +212,10 @@ def _draw_units(ids: list[str], labels: list[str], pats: list[str],
     A unit is named by its first subject ID and stratified by its members' most common
     label and pattern (ties: the first by ID), so the ratios, the strata and a label in
     every part hold over units; a cohort without groups draws exactly as :func:`_draw`."""
+    names = group_names(groups, len(ids))
     members: dict[str, list[int]] = defaultdict(list)
     for i in sorted(range(len(ids)), key=lambda i: ids[i]):
-        g = None if groups is None or groups[i] is None else str(groups[i]).strip()
-        members[f"group:{g}" if g else f"subject:{ids[i]}"].append(i)
+        members[f"group:{names[i]}" if names[i] else f"subject:{ids[i]}"].append(i)
     units = list(members.values())
     if all(len(u) == 1 for u in units):
         return _draw(ids, labels, pats, seed, r, min_per_stratum)
@@ -280,7 +302,7 @@ def user_split(subject_ids: Sequence[str], y: Sequence, patterns: Sequence[str],
     counts = {name: int((split == name).sum()) for name in SPLITS}
     log.info("split seed %d: %s fixed by the cohort's split, %s", seed,
              ", ".join(fixed_parts(given)), counts)
-    return _frame(ids, split)
+    return _frame(ids, split, groups)
 
 
 def _warn_split_groups(ids: list[str], split: np.ndarray,
@@ -288,9 +310,9 @@ def _warn_split_groups(ids: list[str], split: np.ndarray,
     """A group the cohort's own split puts in two parts stays so (the user's parts are
     kept as given), said in a warning."""
     parts: dict[str, set[str]] = defaultdict(set)
-    for i in range(len(ids)):
-        if groups is not None and groups[i] is not None and str(groups[i]).strip():
-            parts[str(groups[i]).strip()].add(split[i])
+    for i, name in enumerate(group_names(groups, len(ids))):
+        if name:
+            parts[name].add(split[i])
     for name in sorted(g for g, p in parts.items() if len(p) > 1):
         log.warning("split seed %d: group %r lies in parts %s, as the cohort's own split "
                     "places it; kept as given", seed, name, sorted(parts[name]))
@@ -298,12 +320,14 @@ def _warn_split_groups(ids: list[str], split: np.ndarray,
 
 def write_split(df: pl.DataFrame, path: str | Path, *, source: str = DRAWN,
                 fixed: Sequence[str] = ()) -> Path:
-    """Write a split atomically (``subject_id, split``), with where it comes from
-    (``drawn``, ``column <name>``, ``files``) and the parts it fixes for every seed in
-    the parquet metadata: the columns stay as stage 2 reads them."""
+    """Write a split atomically (``subject_id, split``, and ``split_group`` where the
+    cohort has groups), with where it comes from (``drawn``, ``column <name>``,
+    ``files``) and the parts it fixes for every seed in the parquet metadata: the
+    columns stay as stage 2 reads them."""
     _check_split_frame(df, path)
+    columns = ["subject_id", "split"] + [SPLIT_GROUP] * (SPLIT_GROUP in df.columns)
     with atomic_file(path) as tmp:
-        df.select("subject_id", "split").write_parquet(
+        df.select(columns).write_parquet(
             tmp, metadata={SOURCE_KEY: source, FIXED_KEY: ",".join(fixed)})
     return Path(path)
 
@@ -314,6 +338,13 @@ def read_split_source(path: str | Path) -> dict[str, str | list[str]]:
     fixed = meta.get(FIXED_KEY, "")
     # a file written before splits recorded their source was always drawn
     return {"source": meta.get(SOURCE_KEY, DRAWN), "fixed": fixed.split(",") if fixed else []}
+
+
+def split_groups(split: pl.DataFrame) -> dict[str, str]:
+    """subject_id -> split group of the subjects of a split table that have one."""
+    if SPLIT_GROUP not in split.columns:
+        return {}
+    return {s: g for s, g in zip(split["subject_id"], split[SPLIT_GROUP], strict=True) if g}
 
 
 def read_split(path: str | Path) -> pl.DataFrame:

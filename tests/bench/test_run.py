@@ -611,3 +611,36 @@ def test_a_modality_no_training_subject_has_is_absent_for_every_subject(cohort, 
     with_c = predict_stores(out, stores)
     without_c = predict_stores(out, {m: s for m, s in stores.items() if m != "c"})
     assert with_c["score_1"].to_list() == without_c["score_1"].to_list()
+
+
+def test_cross_validation_folds_keep_the_split_files_groups(cohort, tmp_path, monkeypatch):
+    """The split file's groups reach the folds of cross-validation (one patient's rows
+    in training and held-out folds scored a trial on a patient it trained on), and the
+    run says so."""
+    import mmpipe.bench.selection as selection
+
+    root, cohort_dir = cohort
+    split = pl.read_parquet(root / "split.parquet")
+    grouped = tmp_path / "split.parquet"
+    split.with_columns(split_group=pl.Series([f"p{i // 2}" for i in range(split.height)])
+                       ).write_parquet(grouped)
+    seen = []
+    real = selection._fit_cv
+
+    def spy(*args, **kwargs):
+        seen.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "_fit_cv", spy)
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "logreg"}, grouped, root / "mask.parquet",
+                             tmp_path / "run", seed=0, selection={"strategy": "cv", "folds": 3},
+                             tuning={"trials": 1},
+                             meta={"cohort": "toy", "feature_set": "all", "method": "logreg",
+                                   "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"]
+    assert seen and seen[0] == dict(zip(split["subject_id"],
+                                        [f"p{i // 2}" for i in range(split.height)],
+                                        strict=True))
+    assert any("cross-validation keeps each of the training part's" in n
+               for n in metrics["notes"])

@@ -51,6 +51,46 @@ def test_stratified_folds_hold_each_class_evenly():
     assert not np.array_equal(folds, stratified_folds(y, 5, seed=4))
 
 
+def test_a_split_group_lies_in_one_fold():
+    """Two rows of one patient (a split group) in the training and the held-out folds
+    scored a trial on a patient it had trained on."""
+    y = np.array([0, 1] * 30)
+    groups = [f"p{i // 3}" if i < 30 else None for i in range(60)]  # ten groups of three
+    folds = stratified_folds(y, 5, seed=1, groups=groups)
+    for g in {g for g in groups if g}:
+        assert len({folds[i] for i, h in enumerate(groups) if h == g}) == 1, g
+    assert len(set(folds.tolist())) == 5
+    # without groups, or with none of two or more, the folds are the samples' own
+    alone = stratified_folds(y, 5, seed=1)
+    np.testing.assert_array_equal(stratified_folds(y, 5, 1, [None] * 60), alone)
+    np.testing.assert_array_equal(stratified_folds(y, 5, 1, [f"s{i}" for i in range(60)]),
+                                  alone)
+
+
+def test_cross_validation_reads_the_split_groups():
+    from mmpipe.bench.selection import _fit_cv
+
+    class Member:
+        kind = "sklearn"
+        trained_on: list = []
+
+        def fit(self, train, val, seed):
+            Member.trained_on.append((set(train.subject_id), set(val.subject_id)))
+
+        def fitted_settings(self):
+            return {}
+
+        def predict_proba(self, data):
+            return np.tile([0.5, 0.5], (len(data.y), 1)).astype(np.float32)
+
+    pool = _data(n=30)
+    groups = {s: f"p{i // 2}" for i, s in enumerate(pool.subject_id)}  # pairs
+    _fit_cv(Member, pool, {}, 0, "cpu", Selection("cv", folds=3), split_groups=groups)
+    assert len(Member.trained_on) == 3
+    for fitted, held in Member.trained_on:
+        assert not {groups[s] for s in fitted} & {groups[s] for s in held}
+
+
 def test_no_checkpoint_before_min_epochs():
     data = _data()
     train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))

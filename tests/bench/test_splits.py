@@ -11,6 +11,7 @@ import pytest
 from mmpipe.bench.splits import (
     read_split,
     read_split_source,
+    split_groups,
     stratified_split,
     user_split,
     write_split,
@@ -238,3 +239,18 @@ def test_a_split_group_lands_in_one_part_and_no_group_changes_nothing(caplog):
         split = user_split(ids, y, pats, parts, seed=0, groups=across)
     assert split["split"][first_test] == "test"
     assert "group 'P' lies in parts" in caplog.text
+
+
+def test_the_split_file_carries_the_groups_to_the_training_part(tmp_path):
+    """Cross-validation inside the training part reads the groups from the split file;
+    a cohort without groups writes the two columns it always wrote."""
+    ids, y, pats = _cohort()
+    groups = [f" G{i // 3} " if i < 90 else "" for i in range(len(ids))]
+    path = write_split(stratified_split(ids, y, pats, seed=0, groups=groups),
+                       tmp_path / "split.parquet")
+    assert split_groups(read_split(path)) == {ids[i]: f"G{i // 3}" for i in range(90)}
+    split = user_split(ids, y, pats, _user_parts(ids, y), seed=0, groups=groups)
+    assert split_groups(split) == {ids[i]: f"G{i // 3}" for i in range(90)}
+    plain = write_split(stratified_split(ids, y, pats, seed=0), tmp_path / "plain.parquet")
+    assert read_split(plain).columns == ["subject_id", "split"]
+    assert split_groups(read_split(plain)) == {}
