@@ -55,6 +55,9 @@ def cmd_demo(args) -> None:
     elif args.out and not args.cohort:
         options, out = {}, Path(args.out)
         source = "the generator's defaults (no demo cohort in a config here)"
+    elif cfg is None and args.cohort:
+        raise ConfigError(f"--cohort {args.cohort} names a demo cohort of a config, and there "
+                          "is no config.yaml here and no --config")
     elif cfg is None:
         raise ConfigError("no config.yaml here and no --config: give OUT")
     else:
@@ -65,6 +68,8 @@ def cmd_demo(args) -> None:
         raise ConfigError(f"{out} is the workflow's own folder of cohort {owners[0]!r}: "
                           "--n-subjects and --seed go to another OUT, or into the config's "
                           "demo block")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file: the demo cohort is a folder")
     options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     try:
@@ -145,6 +150,11 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
     if "masks" in inputs:
         checks.append((Path(inputs["masks"]) / MASKS_TABLE, "segment",
                        lambda: segment_params(cfg, args.cohort, args.modality)))
+    missing = [d for d in inputs.get("shards", []) if not Path(d).is_dir()]
+    if missing:  # read as a shard from before shards recorded their settings
+        raise MmpipeError(f"{missing[0]} is not built ({len(missing)} of "
+                          f"{len(inputs['shards'])} shards missing): run its preprocessing "
+                          f"first (snakemake {missing[0]})")
     view = manifest_view(cfg, args.cohort, args.modality)
     for path, rule, params in checks:
         target = path.parent if rule == "segment" else path  # the rule's output
@@ -231,6 +241,8 @@ def cmd_predict(args) -> None:
             raise MmpipeError(f"--store gives modality {modality!r} twice ({stores[modality]} "
                               f"and {path}): give one store a modality")
         stores[modality] = path
+    if Path(args.out).is_dir():  # found only after the model had scored every subject
+        raise MmpipeError(f"--out {args.out} is a folder: give the parquet file to write")
     device = resolve_device(args.device)
     method, bundle = load_run(args.run, device)
     table = score_stores(method, bundle, stores, device)

@@ -105,6 +105,14 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     assert cli.main(["demo", "--config", str(config), "--cohort", "mmist_ccrcc"]) == 1
     assert "not a demo cohort" in capsys.readouterr().err
     assert cli.main(["demo"]) == 1  # no config here, no OUT
+    capsys.readouterr()
+    # OUT given, a cohort named and no config: the message had said "give OUT"
+    assert cli.main(["demo", "--cohort", "demo", "out"]) == 1
+    assert "--cohort demo names a demo cohort of a config, and there is no config.yaml" in \
+        capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")  # a traceback (FileExistsError) before
+    assert cli.main(["demo", "--config", str(config), "--seed", "6", "a_file"]) == 1
+    assert "a_file is a file: the demo cohort is a folder" in capsys.readouterr().err
     # the generator's refusal, and a folder given as the config, are named errors
     assert cli.main(["demo", "--n-subjects", "0", "zero"]) == 1
     assert "demo cohort: n_subjects must be >= 1" in capsys.readouterr().err
@@ -138,6 +146,11 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
     table = pl.DataFrame({"subject_id": ["s1"], "prompt": ["Clinical record. Age 50."]})
     text = ["encode", "--config", str(config), "--cohort", "demo", "--modality", "clinical",
             "--encoder", "text_minilm"]
+    ct = ["encode", "--config", str(config), "--cohort", "demo", "--modality", "ct",
+          "--encoder", "med3d_demo"]
+    assert cli.main(ct) == 1  # read as a shard "made by an older mmpipe" before
+    assert "ct/volumes/shard0 is not built (2 of 2 shards missing): run its preprocessing " \
+        "first (snakemake " in capsys.readouterr().err
     assert cli.main(text) == 1  # a traceback (FileNotFoundError) before
     assert "prompts.parquet is not built: run the clinical_prompts rule" in \
         capsys.readouterr().err

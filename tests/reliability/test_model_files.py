@@ -78,13 +78,17 @@ def test_predict_scores_the_training_stores(trained, tmp_path, capsys):
     assert json.loads(meta[b"mmpipe.score_classes"]) == ["0", "1"]
 
 
-def test_a_modality_given_twice_is_refused(trained, tmp_path, capsys):
+def test_a_modality_given_twice_or_a_folder_as_out_is_refused(trained, tmp_path, capsys):
     """The last store given was scored and the first dropped, without a word."""
     run, store = trained
     assert main(["predict", str(run), "--store", f"clinical={store}", "--store",
                  f"clinical={store}", "--out", str(tmp_path / "s.parquet")]) == 1
     assert "gives modality 'clinical' twice" in capsys.readouterr().err
     assert not (tmp_path / "s.parquet").exists()
+    # a folder as --out: a traceback (IsADirectoryError) after every subject was scored
+    assert _predict(run, store, tmp_path) == 1
+    assert f"--out {tmp_path} is a folder: give the parquet file to write" in \
+        capsys.readouterr().err
 
 
 def test_the_run_is_loaded_onto_the_device_it_scores_on(trained):
