@@ -94,13 +94,35 @@ def _layout(cfg: dict, cohort: str):
 
 
 def cmd_manifest(args) -> None:
+    """Build a cohort's manifest where the workflow's ``manifest`` checkpoint writes it. A
+    manifest there that this config would build otherwise (other adapter options, other
+    files) is not replaced without ``--force``: the checkpoint, whose record says its own
+    settings, would take the replaced manifest as up to date, and every job after it
+    would read it."""
+    import tempfile
+
     from mmpipe.cohorts import adapter_config, build_manifest
+    from mmpipe.cohorts.manifest_files import read_manifest
 
     cfg = _config(args)
     layout = _layout(cfg, args.cohort)
     cohort_cfg = adapter_config(cfg, args.cohort)
     if cohort_cfg["adapter"] == "demo":
         cohort_cfg["raw_dir"] = str(layout.raw())
+    if layout.manifest().is_file() and not args.force:
+        there, there_meta = read_manifest(layout.root)
+        layout.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
+            build_manifest(args.cohort, cohort_cfg, Path(tmp))
+            now, now_meta = read_manifest(tmp)
+        if now.equals(there) and now_meta == there_meta:
+            print(f"{layout.manifest()}: {len(now)} subjects, as it was")
+            return
+        raise MmpipeError(f"{layout.manifest()} differs from the manifest this config builds "
+                          f"({len(there)} subjects there, {len(now)} now): replaced, the "
+                          "workflow would take it as its own and up to date. Rebuild it with "
+                          "the workflow on this config (snakemake --forcerun manifest "
+                          f"{layout.manifest()}), or pass --force to replace it")
     df = build_manifest(args.cohort, cohort_cfg, layout.root)
     print(f"{layout.manifest()}: {len(df)} subjects")
 
@@ -279,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", action="append", metavar="FILE", help=CONFIG_HELP)
         if name == "manifest":
             p.add_argument("--cohort", required=True)
+            p.add_argument("--force", action="store_true",
+                           help="replace a manifest the config would build otherwise")
         p.set_defaults(func=func)
 
     p = sub.add_parser("encode", help="encode one modality into a feature store "

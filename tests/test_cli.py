@@ -75,6 +75,36 @@ def test_a_config_is_laid_over_config_yaml_as_snakemake_lays_it(monkeypatch, tmp
     assert f"{bad}: not valid YAML" in capsys.readouterr().err
 
 
+def test_a_hand_run_manifest_does_not_replace_one_built_otherwise(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A hand-run ``mmpipe manifest`` on another config replaced the workflow's manifest,
+    which the checkpoint (its record unchanged) then took as its own and up to date."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["cohorts"]["demo"]["demo"].update({"n_subjects": 6, "volume_shape": [8, 16, 16],
+                                           "slide_size": [256, 256]})
+    mine, other = tmp_path / "mine.yaml", tmp_path / "other.yaml"
+    mine.write_text(yaml.safe_dump(cfg))
+    fields = cfg["cohorts"]["demo"]["modalities"]["clinical"]["fields"]
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["fields"] = fields[:-1]
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["phrases"].pop(fields[-1])
+    other.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--config", str(mine)]) == 0
+    manifest = tmp_path / "results/demo/manifest.parquet"
+    assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
+    built = manifest.read_bytes()
+    assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
+    assert "6 subjects, as it was" in capsys.readouterr().out
+    assert cli.main(["manifest", "--config", str(other), "--cohort", "demo"]) == 1
+    assert "differs from the manifest this config builds (6 subjects there, 6 now)" in \
+        capsys.readouterr().err
+    assert manifest.read_bytes() == built
+    assert not list((tmp_path / "results/demo").glob(".manifest-*"))
+    assert cli.main(["manifest", "--config", str(other), "--cohort", "demo", "--force"]) == 0
+    assert manifest.read_bytes() != built
+
+
 def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_path, monkeypatch,
                                                                          capsys):
     """``mmpipe demo`` with a config makes what the ``demo_cohort`` rule makes: the config's
