@@ -151,8 +151,8 @@ def _whole(df: pl.DataFrame, metric: str) -> set[str] | None:
 
 # x-axis label per scenario; natural missingness is drawn at 0 where it means "nothing removed"
 _RATE_AXES = {
-    "mcar": ("MCAR missing rate per modality", True),
-    "testmiss": ("share of test subjects missing the modality (BD)", True),
+    "mcar": ("MCAR: share of present entries removed", True),
+    "testmiss": ("share of the test subjects with the modality that lose it (BD)", True),
     "completeness": ("share of complete subjects kept complete (HAM)", False),
 }
 
@@ -193,9 +193,13 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     title = f"{name} vs {scenario} rate (mean ± std over seeds)"
     axis, with_natural = _RATE_AXES.get(scenario, (f"{scenario} rate", False))
     col = f"{metric}_mean"
-    shown = ["natural", scenario] if with_natural else [scenario]
     if not len(summary) or col not in summary.columns:
         return None
+    # the scenario's own rate 0 is the point at 0; natural missingness drawn there too put
+    # two points at one x on every line
+    own_zero = ((pl.col("scenario") == scenario) & (pl.col("rate") == 0)).any()
+    shown = (["natural", scenario] if with_natural and not summary.select(own_zero).item()
+             else [scenario])
     scoped = summary.filter(pl.col("scenario").is_in(shown))
     df = scoped.filter(pl.col(col).is_not_null())
     if not (df["scenario"] == scenario).any():

@@ -42,7 +42,7 @@ import polars as pl
 
 from mmpipe.bench.flags import COLLAPSE_FLAGS
 from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
-from mmpipe.report.stats import min_wilcoxon_p, paired_tails, two_sided
+from mmpipe.report.stats import DECIMALS, min_wilcoxon_p, paired_tails, two_sided
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
     SIGNIFICANCE,
@@ -194,8 +194,11 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
     # two-sided, the side ahead named by the means: a one-sided test towards the side the
     # data put ahead doubles the false claims. The ranks can favour the side behind in mean
     # (ahead on 11 of 12 seeds by a little, behind by much on one): no side is called then
-    leader, (x, y) = (name_o, (y, x)) if other_ahead else (name_f, (x, y))
-    ahead = int(np.sum(x > y))
+    # level as shown: the side ahead in the unrounded mean leads the test
+    other_leads = other_ahead or (shown_f == shown_o and ((fb < fa) if lower else (fb > fa)))
+    leader, (x, y) = (name_o, (y, x)) if other_leads else (name_f, (x, y))
+    # a seed is ahead by more than float noise, as the test counts differences
+    ahead = int(np.sum(np.round(x - y, DECIMALS) > 0))
     tails = paired_tails(x, y)
     p = None if tails is None else two_sided(tails)
     significant = p is not None and p < SIGNIFICANCE and tails[0] <= tails[1]
@@ -208,7 +211,7 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
         verdict = f"not significant at {SIGNIFICANCE:g}"
     if one_split:  # the seeds redrew no subject: the test is of initialisations
         verdict += " over initialisations on one split"
-    if other_ahead:
+    if other_leads:
         verdict += (f": {name_o} beats the fusion" if significant
                     else ": not shown to beat the fusion")
     return (head + f"; {leader} ahead on {ahead} of {len(seeds)} seeds, two-sided p = "
@@ -331,7 +334,10 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             lines.append(short)
         lines += _feature_set_rate_lines(runs, scenario, rate)
         if not rows:
-            lines += [f"- no method has a {name} here (none trained)",
+            trained = sum(r.get("n_trained") or 0 for r in part.iter_rows(named=True))
+            why = ("none trained" if not trained else
+                   "undefined on every run that trained, e.g. a test split of one class")
+            lines += [f"- no method has a {name} here ({why})",
                       *_flag_lines(counts, n_seeds, several), ""]
             continue
 

@@ -55,11 +55,14 @@ def group_label(scenario: str, rate: float | None) -> str:
     if scenario == "natural":
         return "Natural missingness" if not rate else f"Natural + {rate:.0%} missing"
     if scenario == "mcar":
-        return f"MCAR {rate * 100:g} % per modality"
+        # the share of every present entry together: each modality loses its own share
+        # (a subject with one modality loses none), not this one (mcar_mask)
+        return f"MCAR: {rate * 100:g} % of present entries removed"
     if scenario == "completeness":
         return f"Completeness: {rate * 100:g} % of complete subjects kept complete (HAM)"
     if scenario == "testmiss":
-        return f"Missing at test time in {rate * 100:g} % of test subjects (BD)"
+        return (f"Missing at test time: {rate * 100:g} % of the test subjects with the "
+                "modality lose it (BD)")
     return scenario if rate is None else f"{scenario} {rate:g}"
 
 

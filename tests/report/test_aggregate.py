@@ -310,7 +310,7 @@ def test_build_report_writes_declared_files(fake_runs, tmp_path):
     md = (out / "results.md").read_text()
     # the summary opens the report, natural first; the flagged runs follow the tables
     assert md.index("## Summary") < md.index("**Natural missingness**") < md.index(
-        "**MCAR 40 % per modality**") < md.index("## Tables") < md.index("## Flagged runs")
+        "**MCAR: 40 % of present entries removed**") < md.index("## Tables") < md.index("## Flagged runs")
     assert ("- **concat_zero**, Natural missingness: collapsed to one class on 2 of 3 seeds "
             "(seed 0, 1): every test prediction (30 subjects) is class 0") in md
     assert "F1 (positive: dead)" in md

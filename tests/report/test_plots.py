@@ -161,6 +161,25 @@ def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_pa
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
 
 
+def test_a_rate_of_zero_is_not_drawn_twice_at_zero(tmp_path, monkeypatch):
+    """An MCAR rate of 0.0 beside natural missingness drew two points at x = 0 on every
+    line (natural missingness is drawn at 0 where nothing is removed)."""
+    drawn = []
+    monkeypatch.setattr(plots, "_draw_line",
+                        lambda ax, part, *args, **kwargs: drawn.append(sorted(part["x"])))
+    monkeypatch.setattr(plots, "_save", lambda fig, out: out)
+    summary = _rate_summary({"A": {0.0: 0.80, 0.4: 0.70}, "B": {0.0: 0.78, 0.4: 0.72}})
+    natural = summary.filter(pl.col("rate") == 0).with_columns(scenario=pl.lit("natural"))
+    plots.plot_metric_vs_rate(pl.concat([summary, natural]), "balanced_accuracy",
+                              tmp_path / "m.png")
+    assert sorted(drawn) == [[0.0, 0.4], [0.0, 0.4]], drawn
+    # without a rate of 0, natural missingness is the point at 0
+    drawn.clear()
+    plots.plot_metric_vs_rate(pl.concat([summary.filter(pl.col("rate") > 0), natural]),
+                              "balanced_accuracy", tmp_path / "n.png")
+    assert sorted(drawn) == [[0.0, 0.4], [0.0, 0.4]], drawn
+
+
 def test_a_heatmap_cell_over_fewer_seeds_says_how_many(tmp_path, monkeypatch):
     """A pattern in one seed's test split only printed a bare "0.80" like a cell over
     every seed, under a title that says "mean ± std over seeds"."""

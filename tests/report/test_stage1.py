@@ -91,3 +91,17 @@ def test_a_path_the_adapter_rejected_is_listed_once_per_store(tmp_path):
     rejected = qc.filter(qc["status"] == "rejected")
     assert sorted(rejected["encoder"].to_list()) == ["med3d", "vgg11_slices"]
     assert (tmp_path / "summary.md").read_text().count(f"| {reason} |") == 2
+
+
+def test_a_rejection_no_store_holds_is_listed_once(tmp_path):
+    """A path the adapter rejected for a subject no store lists (left out of the manifest
+    without another modality) was listed under Rejected inputs and Other records."""
+    reason = "not a DICOM series: 0 readable files"
+    qc_frame([{"subject_id": "s9", "modality": "ct", "stage": "adapter", "status": "rejected",
+               "reason": reason}]).write_parquet(tmp_path / "adapter_qc.parquet")
+    write_cohort_qc(tmp_path / "adapter_qc.parquet", [_store(tmp_path / "ct.zarr", "med3d",
+                                                             "corrupt series")],
+                    tmp_path / "qc.parquet", tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count(reason) == 1
+    assert f"| s9 | ct |  | {reason} |" in summary

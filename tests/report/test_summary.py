@@ -73,7 +73,7 @@ def _section(md: str, heading: str) -> list[str]:
 
 
 def test_natural_comes_first_and_the_baseline_win_is_said_plainly(md):
-    assert md.index("**Natural missingness**") < md.index("**MCAR 40 % per modality**")
+    assert md.index("**Natural missingness**") < md.index("**MCAR: 40 % of present entries removed**")
     lines = _section(md, "**Natural missingness**")
     hgb = np.array(NATURAL["hgb"])
     lo, hi = t_interval(hgb)
@@ -154,7 +154,7 @@ def test_fusion_vs_single_two_sided_wilcoxon(md):
 
 
 def test_mcar_fusion_best_but_not_significant(md):
-    lines = _section(md, "**MCAR 40 % per modality**")
+    lines = _section(md, "**MCAR: 40 % of present entries removed**")
     assert lines[0].startswith("- best: **mmare** (MMARE), 0.744 ± 0.027")
     assert lines[0].endswith("(standard has a higher mean, 0.950, over 1 of 5 seeds only: "
                              "the others have no value)")
@@ -236,7 +236,7 @@ def test_the_summary_names_the_auc_leader_when_it_differs():
         pl.when((pl.col("method") == "hgb") & (pl.col("scenario") == "mcar")).then(0.95)
         .otherwise(pl.col("balanced_accuracy") + 0.05).alias("auc"))
     md = summary_markdown(runs, summarise(runs), _flags())
-    mcar = _section(md, "**MCAR 40 % per modality**")
+    mcar = _section(md, "**MCAR: 40 % of present entries removed**")
     # standard's one trained seed is mentioned, not ranked, as in the headline
     assert mcar[1] == ("- by AUC the best is **hgb** (baselines), 0.950: **by AUC a simple "
                        "baseline has the best mean here** (standard has a higher mean AUC, "
@@ -379,7 +379,7 @@ def test_an_mcar_rate_the_cohort_cannot_lose_is_said():
                       runs.filter(pl.col("scenario") == "mcar").with_columns(
                           rate=pl.lit(0.6))])
     md = summary_markdown(runs, summarise(runs), _flags())
-    lines = _section(md, "**MCAR 60 % per modality**")
+    lines = _section(md, "**MCAR: 60 % of present entries removed**")
     assert lines[0] == ("- **the masks removed 50 % of the labelled subjects' present entries, "
                         "not 60 %**: the most that can go while every subject keeps one "
                         "modality, so this group is MCAR 50 %, not the 60 % asked")
@@ -392,7 +392,7 @@ def test_an_mcar_rate_the_cohort_cannot_lose_is_said():
     off = runs.with_columns(mask_rate=pl.when(pl.col("seed") % 2 == 0).then(0.4)
                             .otherwise(0.45), mask_max_mcar_share=pl.lit(0.7))
     lines = _section(summary_markdown(off, summarise(off), _flags()),
-                     "**MCAR 60 % per modality**")
+                     "**MCAR: 60 % of present entries removed**")
     assert lines[0] == ("- **the masks removed 42 % of the labelled subjects' present entries, "
                         "not 60 %** (40 %–45 % across seeds)")
 
@@ -405,7 +405,7 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
         scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(20 / 30),
         mask_rate_of=pl.lit(30.0), mask_max_mcar_share=pl.lit(0.4))
     lines = _section(summary_markdown(runs, summarise(runs), _flags()),
-                     "**Missing at test time in 80 % of test subjects (BD)**")
+                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
     assert lines[0] == ("- **the masks took the modality from 67 % of the test subjects "
                         "having it, not 80 %**: the others have it as their only modality, "
                         "which the protocol keeps, so this group is 67 % missing at test "
@@ -419,7 +419,7 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
     # the rate asked reads as the heading prints it: 12.5 % was "not 12 %" under it
     eighth = runs.with_columns(rate=pl.lit(0.125), mask_rate=pl.lit(1 / 30))
     lines = _section(summary_markdown(eighth, summarise(eighth), _flags()),
-                     "**Missing at test time in 12.5 % of test subjects (BD)**")
+                     "**Missing at test time: 12.5 % of the test subjects with the modality lose it (BD)**")
     assert lines[0].startswith("- **the masks took the modality from 3 % of the test "
                                "subjects having it, not 12.5 %**"), lines[0]
     assert lines[0].endswith("missing at test time, not the 12.5 % asked")
@@ -439,7 +439,7 @@ def test_a_feature_set_that_kept_the_modality_more_often_is_named():
                                feature_set_rate_of=pl.lit(26.0))
     runs = pl.concat([base, narrow])
     lines = _section(summary_markdown(runs, summarise(runs), _flags()),
-                     "**Missing at test time in 80 % of test subjects (BD)**")
+                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
     named = [x for x in lines if "of its test subjects having it" in x]
     assert named == ["- **slide_clinical: the modality was taken from 63.1 % of its test "
                      "subjects having it, not 80 %**: the others have it as their only "
@@ -583,3 +583,42 @@ def test_no_side_is_called_better_where_the_ranks_favour_the_side_behind():
     assert line.endswith("logreg ahead on 1 of 12 seeds, two-sided p = 0.0332 (the signed "
                          "ranks favour the side behind in mean: no side shown better at "
                          "0.05: not shown to beat the fusion)")
+
+
+def _two_methods(fusion: list[float], baseline: list[float]) -> list[str]:
+    """The summary's lines of MMARE against hgb on these per-seed values (all trained)."""
+    rows = [{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
+             "family": family, "scenario": "natural", "rate": 0.0, "seed": s,
+             "balanced_accuracy": v, "trained": True, "collapsed": False}
+            for m, family, vals in (("mmare", "MMARE", fusion), ("hgb", "baselines", baseline))
+            for s, v in enumerate(vals)]
+    runs = pl.DataFrame(rows)
+    return [line for line in summary_markdown(runs, summarise(runs), None).splitlines()
+            if line.startswith("- ")]
+
+
+def test_a_seed_ahead_by_float_noise_is_not_ahead():
+    """Values equal but for their last bits counted as "mmare ahead on 4 of 6 seeds"
+    where the test, which rounds them, saw every seed tied."""
+    base = [0.05, 0.15, 0.35, 0.45, 0.05, 0.15]
+    lines = _two_methods([1 - (1 - v) for v in base], base)
+    assert any("level at 0.200; mmare ahead on 0 of 6 seeds" in line for line in lines), lines
+
+
+def test_means_level_as_shown_are_led_by_the_side_ahead_unrounded():
+    """hgb ahead on every seed by less than the shown decimals: the line said the signed
+    ranks favoured "the side behind in mean", the fusion leading at 0 of 10 seeds."""
+    fusion = [0.70 + 0.01 * s for s in range(10)]
+    lines = _two_methods(fusion, [v + 0.00002 * (s + 1) for s, v in enumerate(fusion)])
+    line = next(line for line in lines if line.startswith("- fusion **mmare** and baseline"))
+    assert "level at 0.745; hgb ahead on 10 of 10 seeds" in line
+    assert "(significant: hgb beats the fusion)" in line
+
+
+def test_a_metric_undefined_on_runs_that_trained_is_not_called_untrained():
+    """A test split of one class leaves balanced accuracy undefined on every run: the
+    summary said "none trained" above "no run ... failed to train"."""
+    lines = _two_methods([float("nan")] * 3, [float("nan")] * 3)
+    assert "- no method has a balanced accuracy here (undefined on every run that trained, " \
+           "e.g. a test split of one class)" in lines
+    assert not any("none trained" in line for line in lines)

@@ -64,9 +64,9 @@ def test_markdown_cells_and_bold(summary):
 def test_one_block_per_scenario_and_rate(summary):
     md = format_table(summary)["md"]
     headings = [line for line in md.splitlines() if line.startswith("## ")]
-    assert headings == ["## Natural missingness", "## MCAR 20 % per modality",
-                        "## MCAR 40 % per modality", "## MCAR 60 % per modality"]
-    rows = _md_rows(_md_block(md, "MCAR 60 % per modality"))
+    assert headings == ["## Natural missingness", "## MCAR: 20 % of present entries removed",
+                        "## MCAR: 40 % of present entries removed", "## MCAR: 60 % of present entries removed"]
+    rows = _md_rows(_md_block(md, "MCAR: 60 % of present entries removed"))
     assert rows["mmare"][1] == "**0.750 ± 0.010**"     # 0.80 - 0.06 + 0.01
 
 
@@ -100,7 +100,7 @@ def test_published_block(summary):
     tables = format_table(summary, published=MMIST_VITAL12_TABLE_5_6)
     md = tables["md"]
     assert md.count(f"## {LABEL}") == 1
-    assert md.index(f"## {LABEL}") > md.index("## MCAR 60 % per modality")
+    assert md.index(f"## {LABEL}") > md.index("## MCAR: 60 % of present entries removed")
     rows = _md_rows(_md_block(md, LABEL))
     assert rows["DRIM"][1:4] == ["0.780", "0.799", "0.693"]    # no "±", never bold
     assert rows["MMARE with clinical"][8] == "1.4M" and rows["HyperMM"][8] == "12.9M"
