@@ -213,16 +213,18 @@ class _MissingModalityMethod(FusionMethod):
 
     def encoded_columns(self, present: torch.Tensor) -> torch.Tensor | None:
         """[B, K·feat_dim] bool: the columns of the encoded others ``f`` whose modality the
-        row has; None under
-        ``train_subjects: complete``, where every row has every modality. An absent
-        modality's block is its encoder's output on the zero fill: a feature loss over it
-        would pull that encoder's bias towards the other branch's."""
-        if self.hparams["train_subjects"] == "complete":
-            return None
+        row has; None for a training batch under ``train_subjects: complete``, where every
+        row has every modality. An absent modality's block is its encoder's output on the
+        zero fill: a feature loss over it would pull that encoder's bias towards the other
+        branch's, and the validation split, which no trainer filters, scored it in the
+        loss that early stopping reads."""
         width = int(self.hparams["feat_dim"])
         present = present.bool()
-        return torch.cat([present[:, self.modalities.index(m)].unsqueeze(-1).expand(-1, width)
+        cols = torch.cat([present[:, self.modalities.index(m)].unsqueeze(-1).expand(-1, width)
                           for m in self.other_dims], dim=-1)
+        if self.hparams["train_subjects"] == "complete" and bool(cols.all()):
+            return None
+        return cols
 
     def prepare(self, x, present, y) -> None:
         rows = self.training_rows(present)

@@ -389,3 +389,22 @@ def test_an_absent_other_modality_is_left_out_of_the_feature_losses(shapes, batc
     keep = torch.cat([cols, torch.ones_like(p, dtype=torch.bool)], -1)
     by_hand = [fused[i][keep[i]].pow(2).mean() for i in range(len(y)) if rows[i]]
     torch.testing.assert_close(terms["feat_to_single"], torch.stack(by_hand).mean())
+
+
+def test_the_validation_loss_under_complete_training_leaves_absent_blocks_out(shapes, batch):
+    """Under train_subjects: complete the trainer keeps complete training subjects, but the
+    validation split is not filtered: its feature terms, which early stopping reads,
+    compared the branches on the zero fill of an absent other modality."""
+    x, present, y = batch
+    present = present.clone()
+    present[:, list(shapes).index(MISS)] = True
+    present[: len(y) // 2, list(shapes).index(next(m for m in shapes if m != MISS))] = False
+    complete = build(BidirectionalDistillation, shapes)
+    assert complete.hparams["train_subjects"] == "complete"
+    masked = build(BidirectionalDistillation, shapes, train_subjects="with_modality")
+    with torch.no_grad():
+        got, want = complete.loss_terms(x, present, y), masked.loss_terms(x, present, y)
+    for term in ("feat_to_multi", "feat_to_single"):
+        torch.testing.assert_close(got[term], want[term])
+    # a complete (training) batch keeps the path it trained on
+    assert complete.encoded_columns(torch.ones_like(present)) is None
