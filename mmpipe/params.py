@@ -220,13 +220,12 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
 # -- stage 2 -------------------------------------------------------------------------------
 
 def split_params(cfg: dict, cohort_name: str) -> dict:
-    """The ratios, the label and the cohort's own split settings (``split``: a column or
-    files fixing the test set), when it has some: left out otherwise, so cohorts without
-    one keep their parameter set."""
+    """The ratios and the label. A cohort's own split (``split``: a column or files fixing
+    the test set) reaches the split job through the manifest, whose benchmark view
+    carries its parts and source: its config, file paths included, would retrain every
+    run when an identical split file moves."""
     s = benchmark_settings(cfg, cohort_name)
-    user = cohort(cfg, cohort_name).get("split")
     return canonical({"ratios": s["ratios"], "label": s["label"],
-                      **({"user_split": user} if user else {}),
                       "code": code_key("bench/prepare")})
 
 

@@ -8,6 +8,7 @@ reruns only the slide jobs.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -18,6 +19,7 @@ import yaml
 from mmpipe.layout import CohortLayout
 from mmpipe.store import FeatureStore
 from tests.conftest import (
+    REPO,
     jobs_of,
     mask_mri_t1_by_totalsegmentator,
     snakemake_in,
@@ -398,3 +400,52 @@ def test_a_csv_cohorts_files_under_home_are_the_manifest_jobs_inputs(tmp_path, m
     assert run.returncode == 0, run.stderr
     block = run.stdout.split("\ncheckpoint manifest:")[1].split("\n\n")[0]
     assert f"input: {home / 'cohort.csv'}, {home / 'test.txt'}" in block, block
+
+
+def test_no_two_jobs_share_a_log_or_a_benchmark_file(tmp_path):
+    """Names may hold a dash: modality ``clin`` with encoder ``x-tab`` and modality
+    ``clin-x`` with encoder ``tab`` wrote one log and one timing file, the second job's
+    over the first's."""
+    (tmp_path / "cohort.csv").write_text("id,label,age,stage\nA,0,61,2\nB,1,70,3\n"
+                                         "C,0,55,1\nD,1,66,3\n")
+    write_demo_config(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["encoders"].update({"x-tab": {"type": "tabular"}, "tab": {"type": "tabular"}})
+    cfg["cohorts"] = {"mine": {
+        "adapter": "csv", "csv": "cohort.csv", "subject_column": "id", "labels": ["label"],
+        "modalities": {"clin": {"kind": "table", "fields": ["age"], "encoders": ["x-tab"]},
+                       "clin-x": {"kind": "table", "fields": ["stage"], "encoders": ["tab"]}},
+        "benchmark": {"label": "label", "seeds": [0], "default_scenarios": ["natural"],
+                      "feature_sets": {"t": {"clin": "x-tab", "clin-x": "tab"}},
+                      "runs": {"hgb": ["t"]}}}}
+    cfg["run_cohorts"] = ["mine"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = snakemake_in(tmp_path, "-n")
+    assert run.returncode == 0, run.stderr
+    for what in ("log", "benchmark"):
+        paths = re.findall(rf"^\s+{what}: (\S+)$", run.stdout, flags=re.MULTILINE)
+        assert any("clin-x" in p for p in paths), run.stdout
+        assert len(paths) == len(set(paths)), sorted(paths)
+
+
+def test_a_rule_script_holds_the_tokenizers_pool_to_the_jobs_threads():
+    """Snakemake limits the OpenMP and BLAS pools to a job's threads; the text encoder's
+    tokenizers started one thread per core of the node in a ``threads: 1`` job."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'workflow/scripts')!r})\n"
+        "import _bootstrap\n"
+        "class Job:\n    log, threads = [], 1\n"
+        "_bootstrap.start(Job)\n"
+        "from tokenizers.implementations import BertWordPieceTokenizer\n"
+        "vocab = {'[PAD]': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, 'a': 4}\n"
+        "BertWordPieceTokenizer(vocab=vocab).encode_batch(['a a a'] * 1000)\n"
+        "print(os.environ['RAYON_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out[0] == "1"
+    assert int(out[1]) <= 2, out  # the interpreter's thread and one worker

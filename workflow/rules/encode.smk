@@ -18,9 +18,9 @@ rule encode:
     output:
         directory(L.store("{modality}", "{encoder}")),
     log:
-        L.log("encode", "{modality}-{encoder}"),
+        L.log("encode", "{modality}/{encoder}"),
     benchmark:
-        L.benchmark("encode", "{modality}-{encoder}")
+        L.benchmark("encode", "{modality}/{encoder}")
     wildcard_constraints:
         encoder=encoder_names(network=True),
     priority: encode_priority

@@ -3,6 +3,7 @@ repository (conda envs do not install it) and sends logging, and the error that 
 a job, to the rule's log."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,5 +18,9 @@ def _log_failure(kind, error, tb):
 
 
 def start(snakemake):
+    # Snakemake limits the OpenMP and BLAS pools to the job's threads, and the scripts
+    # torch's; a Rust library's own pool (the text encoder's tokenizers) took one thread
+    # per core of the node, whatever the job's threads
+    os.environ.setdefault("RAYON_NUM_THREADS", str(snakemake.threads))
     setup_logging(snakemake.log[0] if snakemake.log else None)
     sys.excepthook = _log_failure
