@@ -7,8 +7,9 @@ Two strategies, chosen per cohort (``benchmark.selection``):
 - ``cv``: for small cohorts, where a validation split of a few dozen subjects makes
   early stopping and the choice among trials noise. The training and validation splits
   together (the *training part*; the test split is never read) are cut into ``folds``
-  stratified folds (each split group, two rows of one patient, in one fold); each fold trains on the others with early stopping on itself, and a
-  trial is scored on its out-of-fold predictions. The chosen trial's final model is then
+  stratified folds (each split group, two rows of one patient, in one fold); each fold
+  trains on the others with early stopping on itself, and a trial is scored on its
+  out-of-fold predictions. The chosen trial's final model is then
   either ``refit``: trained once on the whole training part for the median of the
   folds' best epochs (per phase), or ``ensemble``: the fold models themselves, their
   probabilities averaged. Scikit-learn methods have no epochs to carry over, so under
