@@ -245,9 +245,13 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         xv, pv, yv = _tensors(val, device)
     class_weight = None
     if cfg["class_weights"]:
+        # n / (classes × n_c) over the classes the training split has; a class it lacks
+        # weighs nothing: at n / classes it could carry most of the validation loss that
+        # early stopping reads, on a class the model never saw
         counts = np.bincount(train.y, minlength=method.n_classes).astype(float)
-        class_weight = torch.as_tensor(counts.sum() / np.maximum(counts, 1) / len(counts),
-                                       dtype=torch.float32, device=device)
+        weight = counts.sum() / np.maximum(counts, 1) / int((counts > 0).sum())
+        weight[counts == 0] = 0.0
+        class_weight = torch.as_tensor(weight, dtype=torch.float32, device=device)
     result = FitResult(settings={k: cfg[k] for k in BATCH_KEYS}, n_fit=len(train.y))
     result.settings["phases"] = []
     lines = []
@@ -326,6 +330,12 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
                 waited += 1
                 if waited >= phase.patience:
                     break
+        if val is None and diverged is None and not all(
+                bool(torch.isfinite(p).all()) for p in method.parameters()):
+            # a refit has no validation split to catch a last step that left a finite loss
+            # but non-finite weights: its scores would have crashed the run
+            raise NotTrainable(f"{method.name}: its weights are not finite after phase "
+                               f"{phase.name!r}, epoch {epoch} (lr {phase.lr:g})")
         if best_state is not None:
             method.load_state_dict(best_state)
         result.epochs[phase.name] = epoch

@@ -84,3 +84,47 @@ def test_cross_validation_records_the_folds_that_diverged():
     folds = [FitResult(), FitResult(diverged={"train": 7}), FitResult()]
     assert _fold_divergence(folds) == {"train": [None, 7, None]}
     assert _fold_divergence([FitResult(), FitResult()]) == {}
+
+
+def test_a_refit_whose_last_step_leaves_non_finite_weights_is_not_trained():
+    """A refit has no validation split: a last step with a finite loss and a NaN gradient
+    returned NaN weights unflagged, and scoring them crashed the run."""
+    method, train, _ = _diverging(after_calls=10**9)
+    loss, calls = method.loss, [0]
+
+    def nan_gradient_on_the_last_step(x, present, y, class_weight=None):
+        value, logits = loss(x, present, y, class_weight)
+        if method.training:
+            calls[0] += 1
+            if calls[0] == 5:  # 40 subjects, one batch an epoch: epoch 5's step
+                # sqrt at 0: a finite loss whose gradient is 0 × inf
+                value = value + 0.0 * torch.sqrt(next(method.parameters()).sum() * 0.0)
+        return value, logits
+
+    method.loss = nan_gradient_on_the_last_step
+    with pytest.raises(NotTrainable, match="weights are not finite after phase 'train', "
+                                           "epoch 5"):
+        fit(method, train, None, {}, seed=0, epochs={"train": 5})
+
+
+def test_a_class_the_training_split_lacks_weighs_nothing():
+    """Weighted as if it had one subject, a class the training split lacks carried about
+    98 % of the validation loss early stopping reads; the classes it has keep their
+    weights n / (classes × n_c)."""
+    from mmpipe.bench.data import BenchData
+
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.integers(0, 2, 100), rng.integers(0, 3, 30)]
+    data = BenchData(subject_id=[str(i) for i in range(130)], y=y,
+                     x={"a": (rng.normal(size=(130, 5)) + y[:, None]).astype(np.float32)},
+                     present=np.ones((130, 1), bool), modalities=["a"], n_classes=3)
+    train, val = data.subset(np.arange(100)), data.subset(np.arange(100, 130))
+    method = build_method({"type": "concat_zero"}, train)
+    seen, loss = [], method.loss
+    method.loss = lambda x, p, yy, w=None: (seen.append(w), loss(x, p, yy, w))[1]
+    fit(method, train, val, {"class_weights": True, "max_epochs": 1}, seed=0)
+    counts = np.bincount(train.y, minlength=3)
+    assert counts[2] == 0
+    torch.testing.assert_close(seen[0], torch.tensor([100 / (2 * counts[0]),
+                                                      100 / (2 * counts[1]), 0.0],
+                                                     dtype=torch.float32))
