@@ -34,8 +34,11 @@ def image_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise InputError("image file or folder not found", path=path)
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                      and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as err:  # a folder one cannot list: its subject's, not the whole job's
+        raise InputError(f"cannot list the folder: {err.strerror or err}", path=path) from err
 
 
 def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
@@ -144,6 +147,10 @@ def _palette_rgb(indices: np.ndarray, colormap: np.ndarray | None, path: Path) -
     return np.moveaxis(cmap[:, indices], 0, -1).astype(np.uint8)
 
 
+# Pillow's grey modes wider than 8 bits (a 16-bit PNG opens as one of them)
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as RGB ``uint8 [H, W, 3]``."""
     path = Path(path)
@@ -177,12 +184,20 @@ def read_image(path: str | Path) -> np.ndarray:
                 img.load()
                 # a camera stores its sensor's rows and says in EXIF how to turn them upright
                 ImageOps.exif_transpose(img, in_place=True)
-                if img.mode == "PA" or "transparency" in img.info:
-                    img = img.convert("RGBA")  # a palette or colour key: an alpha here
-                elif img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-                    img = img.convert("RGB")
-                array = np.asarray(img)
                 alpha, alpha_max, orientation = "straight", None, 1
+                if img.mode in _WIDE_GREY and "transparency" in img.info:
+                    # Pillow's RGBA of a 16-bit grey clips every value above 255 (the
+                    # image turned white): the colour key becomes an alpha here, and the
+                    # grey keeps its bits
+                    grey = np.asarray(img)
+                    opaque = (grey != img.info["transparency"]).astype(grey.dtype)
+                    array, alpha_max = np.stack([grey, opaque], axis=-1), 1.0
+                else:
+                    if img.mode == "PA" or "transparency" in img.info:
+                        img = img.convert("RGBA")  # a palette or colour key: an alpha here
+                    elif img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                        img = img.convert("RGB")
+                    array = np.asarray(img)
     except InputError:
         raise
     except Exception as err:  # Pillow and tifffile raise many types for a broken file

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from mmpipe.cohorts.numbers import is_integer_text, parse_number
 from mmpipe.encoders.tabular import canonical_codes, canonical_value
 from mmpipe.errors import ConfigError
 
@@ -28,7 +29,13 @@ DEFAULT_PHRASE = "{field}: {value}."
 
 
 def _format(value: Any) -> str:
-    # 6.0 read from a CSV with blanks is the integer code 6
+    # 6.0 read from a CSV with blanks is the integer code 6, and so is the text "6.0" of a
+    # column that also holds text (the tabular encoding reads both as the category 6);
+    # an integer's own digits ("007") stay as written
+    if isinstance(value, str) and not is_integer_text(value):
+        number = parse_number(value)
+        if isinstance(number, float) and number.is_integer():
+            return str(int(number))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -278,18 +278,21 @@ class RejectConstant(Transform):
     """A volume of one intensity everywhere (a blank series, a failed export) holds no
     image: an error naming the file. Scaled to [0, 1] it was all zeros, which an encoder
     stored as an "ok" row, while the MedicalNet recipe's crop refused the same file.
-    ``after`` names the step it follows when that step made it so: an HU window whose
-    range no voxel falls inside (a padding value and one other value beyond it)."""
+    ``after`` names the step it follows when that step made it so, and ``why`` how: an
+    HU window whose range no voxel falls inside (a padding value and one other value
+    beyond it), or a foreground crop that leaves one intensity (the window's two ends,
+    a uniform block on a zero background), which z-scores and min-max scaling made zeros
+    as well."""
 
-    def __init__(self, after: str | None = None):
-        self.after = after
+    def __init__(self, after: str | None = None, why: str = ""):
+        self.after, self.why = after, why
 
     def __call__(self, img):
         flat = img.reshape(-1)
         if flat.numel() and bool((flat == flat[0]).all()):
             if self.after:
-                raise ValueError(f"one intensity everywhere after {self.after}: no voxel "
-                                 "inside it, no image")
+                raise ValueError(f"one intensity everywhere after {self.after}"
+                                 f"{': ' + self.why if self.why else ''}: no image")
             raise ValueError(f"one intensity ({float(flat[0]):g}) everywhere: no image")
         return img
 
@@ -462,7 +465,7 @@ def _intensity_window(recipe: dict) -> list:
         return []
     lo, hi = float(window[0]), float(window[1])
     return [ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),
-            RejectConstant(after=f"the HU window [{lo:g}, {hi:g}]")]
+            RejectConstant(after=f"the HU window [{lo:g}, {hi:g}]", why="no voxel inside it")]
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -525,7 +528,8 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
     steps.append(RejectConstant())
     steps += _intensity_window(recipe)
     if recipe.get("crop_foreground"):
-        steps.append(CropForegroundAbove(0.0 if recipe.get("hu_window") else None))
+        steps += [CropForegroundAbove(0.0 if recipe.get("hu_window") else None),
+                  RejectConstant(after="the foreground crop")]
     steps.append(ToDepthFirst())
     size = recipe.get("resize")
     if size is not None:
@@ -573,7 +577,7 @@ def build_slice_transform(recipe: dict,
     window = _intensity_window(recipe)
     steps.extend(window or [ScaleIntensity(minv=0.0, maxv=1.0)])
     if recipe.get("crop_foreground"):
-        steps.append(CropForegroundAbove(0.0))
+        steps += [CropForegroundAbove(0.0), RejectConstant(after="the foreground crop")]
     steps += [ToDepthFirst(),
               VolumeToSlices(min_foreground=None if min_foreground is None else float(min_foreground),
                              max_slices=None if max_slices is None else int(max_slices)),

@@ -58,3 +58,30 @@ def test_bag_coordinates_index_the_subject_s_files_not_the_images_kept(tmp_path)
     assert note.startswith("1 of 3 image(s) left out: 9_broken.png")
     emb, bag, coords, _ = _run(tmp_path, max_images=None).rows["p1"]
     assert coords[:, 0].tolist() == list(range(9)) and emb.tolist() == [8.0] * 3
+
+
+def test_a_folder_that_cannot_be_listed_rejects_its_subject_alone(tmp_path, monkeypatch):
+    """A folder the job could not list (permissions, a network share's I/O error) raised
+    a bare OSError that failed the job and lost the subjects encoded before it."""
+    from pathlib import Path
+
+    for subject in ("s0", "s1", "s2"):
+        (tmp_path / subject).mkdir()
+        (tmp_path / subject / "1.png").write_bytes(b"")
+    listed = Path.iterdir
+
+    def iterdir(self):  # root reads a `chmod 000` folder; the failure stands in for it
+        if self.name == "s1":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listed(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    job = EncodeJob(cfg={"batch_size": 2}, params={}, modality="histology",
+                    device=torch.device("cpu"), net=net, state=_ByName())
+    job.bag_item_shape = (3,)
+    writer = _Writer()
+    images_loop.run(job, [SubjectInput(s, "ok", "", str(tmp_path / s))
+                          for s in ("s0", "s1", "s2")], writer)
+    assert sorted(writer.rows) == ["s0", "s2"]
+    assert "cannot list the folder: Permission denied" in writer.rejected["s1"]

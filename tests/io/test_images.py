@@ -106,6 +106,18 @@ def test_miniswhite_tiff_reads_as_displayed(tmp_path):
 
 
 
+def test_a_16_bit_grey_png_with_a_colour_key_keeps_its_grey_levels(tmp_path):
+    """Pillow's RGBA of a 16-bit grey clips every value above 255: with a transparent
+    colour key the whole image came out white."""
+    grey = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "keyed.png", transparency=0)
+    Image.fromarray(grey).save(tmp_path / "plain.png")
+    keyed, plain = read_image(tmp_path / "keyed.png"), read_image(tmp_path / "plain.png")
+    assert keyed[0, 0].tolist() == [255, 255, 255]  # the key: transparent, on white
+    np.testing.assert_array_equal(keyed.reshape(-1, 3)[1:], plain.reshape(-1, 3)[1:])
+    assert len(np.unique(keyed.reshape(-1, 3)[1:, 0])) == 63  # one level a pixel
+
+
 def test_transparent_pixels_are_white_not_what_they_hold(tmp_path):
     """An alpha channel was dropped: a transparent background (black underneath in most
     files) reached the encoder as black, where a slide's transparent glass reads white."""

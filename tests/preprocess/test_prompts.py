@@ -31,6 +31,15 @@ def test_a_value_map_maps_every_text_of_its_value(value):
         1: "male"}}}) == "Record. Sex: male."
 
 
+@pytest.mark.parametrize("value, shown", [(6.0, "6"), ("6.0", "6"), (" 6.0 ", "6"),
+                                          ("6", "6"), ("007", "007"), ("2.5", "2.5"),
+                                          ("X", "X")])
+def test_a_text_column_shows_an_integral_number_as_the_numbers_column_does(value, shown):
+    """A column that also holds text keeps "6.0" as text: its prompt read "code: 6.0."
+    where a column of numbers read "code: 6." (the tabular encoding reads both as 6)."""
+    assert render_prompt({"code": value}, ["code"], PROMPT) == f"Record. code: {shown}."
+
+
 def test_build_prompts_refuses_label_fields_and_unknown_columns():
     m = pl.DataFrame({"subject_id": ["a", "b"], "age": [50, None], "sex": [None, None],
                       "label": [0, 1]})

@@ -406,6 +406,24 @@ def test_a_volume_the_hu_window_leaves_blank_is_rejected(build, tmp_path):
         transform(path)
 
 
+@pytest.mark.parametrize("build", ["volume", "slices"])
+@pytest.mark.parametrize("window", [None, [-100, 200]])
+def test_a_volume_the_foreground_crop_leaves_uniform_is_rejected(build, window, tmp_path):
+    """Air and dense tissue only, through a window that maps them to its two ends, or a
+    uniform block on a zero background: the crop kept one intensity, which z-scores and
+    min-max scaling made zeros (a blank slice for VGG11), stored "ok"."""
+    volume = np.full((32, 32, 32), -1000 if window else 0, np.int16)
+    volume[8:20, 10:22, 5:25] = 700 if window else 100
+    path = tmp_path / "uniform.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(path))
+    recipe = {**PLAIN, "crop_foreground": True, **({"hu_window": window} if window else {})}
+    transform = (build_volume_transform({**recipe, "normalize": "zscore"})
+                 if build == "volume" else build_slice_transform(recipe))
+    with pytest.raises(InputError, match="one intensity everywhere after the foreground "
+                                         "crop: no image"):
+        transform(path)
+
+
 def test_a_header_whose_resampling_would_not_fit_is_the_subjects_error(tmp_path):
     """Voxel sizes in the wrong unit (40 mm) asked the resampling for 30 GB: the
     allocation failed as the machine's, which failed the job for every subject."""
