@@ -145,7 +145,12 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
             len(t) for t in tiles) else None
         for item in inputs:
             if item.status == "ok":
-                grid = tiles.filter(pl.col("subject_id") == item.subject_id)
+                grid = (tiles.filter(pl.col("subject_id") == item.subject_id)
+                        if tiles is not None else None)
+                if grid is None or not len(grid):  # tiling rejects a slide without tissue
+                    raise StoreError(f"subject {item.subject_id!r}: its {modality} shard "
+                                     "records it ok but holds none of its tiles: the shards "
+                                     "do not match the manifest; rerun preprocessing")
                 # the manifest's path: the shard's is where the dataset lay when tiled
                 item.source = (str(item.source), grid)
     return inputs

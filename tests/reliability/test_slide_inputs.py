@@ -260,6 +260,26 @@ def test_shards_of_another_slide_than_the_manifest_names_are_refused(tmp_path, b
     assert not layout.store(MODALITY, ENCODER).exists()
 
 
+def test_a_shard_that_records_a_slide_ok_without_its_tiles_is_refused(tmp_path, base_config,
+                                                                      data_dir):
+    """A shard's QC row ok for a slide whose tile rows are gone (a hand-edited or
+    mismatched shard) stopped the job with a bare ValueError naming no subject."""
+    from mmpipe.encode.inputs import gather_inputs
+    from mmpipe.errors import StoreError
+    from mmpipe.layout import SHARD_TILES
+    from tests.reliability.conftest import preprocess
+
+    cfg = _config(base_config, write_csv(tmp_path / "cohort.csv", _good_rows(data_dir)), None)
+    layout = build(tmp_path, cfg)
+    shards = preprocess(layout, cfg, MODALITY)
+    for shard in shards:
+        tiles = pl.read_parquet(shard / SHARD_TILES)
+        tiles.filter(pl.col("subject_id") != "s2").write_parquet(shard / SHARD_TILES)
+    with pytest.raises(StoreError, match="subject 's2': its wsi shard records it ok but "
+                                         "holds none of its tiles"):
+        gather_inputs(layout.root, MODALITY, "slide", shard_dirs=shards)
+
+
 def test_a_dataset_moved_after_tiling_is_read_where_it_lies_now(tmp_path, base_config,
                                                                 data_dir):
     """A move reruns no tiling shard (the README's promise), and the encoder opened each
