@@ -111,12 +111,20 @@ def test_ct_series_headers(cohort):
     assert np.allclose(np.diff(sorted(z)), demo.CT_SLICE_THICKNESS)
     hu = ds.pixel_array.astype(int) + int(ds.RescaleIntercept)
     assert hu.min() >= -1024 and hu.max() > 100
+    # the CT Image IOD's type 2 attributes are in every real file, empty or not
+    for keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName",
+                    "PositionReferenceIndicator", "PatientPosition", "AcquisitionNumber"):
+        assert keyword in ds, keyword
 
     bad = s["corrupt_ct"][0]
     z_bad = sorted(float(pydicom.dcmread(f).ImagePositionPatient[2])
                    for f in (out / "ct" / bad).glob("*.dcm"))
     gaps = np.diff(z_bad)
     assert len(z_bad) == 11 and gaps.max() == pytest.approx(2 * demo.CT_SLICE_THICKNESS)
+    # the lost file leaves its number out, as it would from a real series
+    numbers = sorted(int(pydicom.dcmread(f).InstanceNumber) for f in (out / "ct" / bad).glob(
+        "*.dcm"))
+    assert len(numbers) == 11 and set(range(1, 13)) - set(numbers) == {12 - 12 // 2}
 
 
 def test_project_readers_accept_the_good_and_reject_the_planted(cohort):

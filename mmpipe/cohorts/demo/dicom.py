@@ -60,6 +60,11 @@ def ct_series_files(volume_hu: np.ndarray, sid: str, seed: int, rng: np.random.G
         ds.FrameOfReferenceUID = frame
         ds.PatientID = sid
         ds.PatientName = f"Demo^{sid}"
+        # type 2 attributes of the CT Image IOD: present in every real file, empty or not
+        ds.PatientBirthDate = ds.PatientSex = ds.ReferringPhysicianName = ""
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ds.AcquisitionNumber = 1
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
         ds.StudyTime = ds.SeriesTime = "120000"
         ds.StudyID = "1"
@@ -71,8 +76,8 @@ def ct_series_files(volume_hu: np.ndarray, sid: str, seed: int, rng: np.random.G
         ds.SeriesNumber = number
         ds.SeriesDescription = description
         # acquired head to feet: InstanceNumber grows as z falls, so sorting must use
-        # the position, not the number
-        ds.InstanceNumber = len(ks) - ks.index(k)
+        # the position, not the number; a file lost from the series leaves its number out
+        ds.InstanceNumber = (d - k) if tag == "main" else len(ks) - ks.index(k)
         ds.ImagePositionPatient = [round(x0, 3), round(y0, 3),
                                    round(z0 + k * CT_SLICE_THICKNESS, 3)]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

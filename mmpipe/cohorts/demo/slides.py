@@ -3,7 +3,8 @@
 A slide carries the reading through its nuclei density and the haematoxylin tint of all
 its tissue: properties of every tissue tile, so the few tiles the tiler keeps all show
 them, and colour and texture statistics are what a frozen random-init CNN's pooled
-features keep best. The demo's slides are small (512 x 768 px: three to five tissue tiles),
+features keep best. The demo's slides are small (512 x 768 px: one to five tissue tiles
+of the config's tiling, mostly two to four),
 because the random-init CLAM encoder costs the most per subject on a CPU and more tiles
 of the same tissue add no signal.
 """

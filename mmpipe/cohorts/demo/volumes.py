@@ -13,9 +13,14 @@ a large share of the image, in every slice. So the kidneys and the lesion run th
 length of the slab (elliptic cylinders along z): every axial slice shows the lesion's
 cross-section, and an encoder of a few slices (VGG11, HyperMM) sees the reading as
 well as one of the whole volume (Med3D). The lesion is large and its effects are
-strong for the same reason; the scanner gain (MRI) and the noise vary on purpose, and
-a per-volume normalisation (z-score, min-max) keeps all three properties because each
+strong for the same reason; the scanner gain (MRI, ±10 %) and the noise vary on purpose,
+and a per-volume normalisation (z-score, min-max) keeps all three properties because each
 is relative to the tissue around it.
+
+The MRI is not at the CT's physical scale: both render the same phantom grid, the CT at
+6 mm pixels (a 384 mm abdomen) and the MRI at :data:`MRI_SPACING` (a 64 mm field of view),
+so a resampling to a physical ``spacing`` sees a smaller body in the MRI, and
+``volume_shape`` sets the body's size in millimetres, not the resolution.
 """
 
 from __future__ import annotations
