@@ -101,7 +101,9 @@ def cmd_manifest(args) -> None:
     would read it."""
     import tempfile
 
-    from mmpipe.cohorts import adapter_config, build_manifest
+    import polars as pl
+
+    from mmpipe.cohorts import adapter_config, build_manifest, read_qc
     from mmpipe.cohorts.manifest_files import read_manifest
 
     cfg = _config(args)
@@ -109,13 +111,17 @@ def cmd_manifest(args) -> None:
     cohort_cfg = adapter_config(cfg, args.cohort)
     if cohort_cfg["adapter"] == "demo":
         cohort_cfg["raw_dir"] = str(layout.raw())
+    there = None
     if layout.manifest().is_file() and not args.force:
-        there, there_meta = read_manifest(layout.root)
-        layout.root.mkdir(parents=True, exist_ok=True)
+        try:
+            (there, there_meta), there_qc = read_manifest(layout.root), read_qc(layout.root)
+        except (MmpipeError, OSError, ValueError, pl.exceptions.PolarsError):
+            there = None  # a manifest a killed build left, or files of two builds: rebuilt
+    if there is not None:
         with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
             build_manifest(args.cohort, cohort_cfg, Path(tmp))
-            now, now_meta = read_manifest(tmp)
-        if now.equals(there) and now_meta == there_meta:
+            (now, now_meta), now_qc = read_manifest(tmp), read_qc(tmp)
+        if now.equals(there) and now_meta == there_meta and now_qc.equals(there_qc):
             print(f"{layout.manifest()}: {len(now)} subjects, as it was")
             return
         raise MmpipeError(f"{layout.manifest()} differs from the manifest this config builds "

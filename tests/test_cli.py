@@ -103,6 +103,10 @@ def test_a_hand_run_manifest_does_not_replace_one_built_otherwise(tmp_path, monk
     assert not list((tmp_path / "results/demo").glob(".manifest-*"))
     assert cli.main(["manifest", "--config", str(other), "--cohort", "demo", "--force"]) == 0
     assert manifest.read_bytes() != built
+    # a manifest a killed build left (its JSON gone) is rebuilt, as the workflow would
+    (tmp_path / "results/demo/manifest.json").unlink()
+    assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
+    assert manifest.read_bytes() == built
 
 
 def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_path, monkeypatch,

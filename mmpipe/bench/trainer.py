@@ -186,6 +186,10 @@ def predict_proba(method: FusionMethod, data: BenchData, device: torch.device | 
 
 def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight, device) -> dict:
     method.eval()
+    if class_weight is not None and not bool(class_weight[y].any()):
+        # every validation subject of a class the training split lacks (weight 0): the
+        # weighted mean is 0/0, and early stopping would keep no epoch
+        class_weight = None
     with torch.no_grad():
         loss_fn = phase.loss or method.validation_loss
         loss, logits = loss_fn(x, present, y, class_weight)
@@ -330,8 +334,9 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
                 waited += 1
                 if waited >= phase.patience:
                     break
-        if val is None and diverged is None and not all(
-                bool(torch.isfinite(p).all()) for p in method.parameters()):
+        if val is None and diverged is None and not all(  # batch norm's statistics too
+                bool(torch.isfinite(t).all()) for t in (*method.parameters(),
+                                                        *method.buffers())):
             # a refit has no validation split to catch a last step that left a finite loss
             # but non-finite weights: its scores would have crashed the run
             raise NotTrainable(f"{method.name}: its weights are not finite after phase "

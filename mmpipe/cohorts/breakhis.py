@@ -142,7 +142,10 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     folder = patient_dir / f"{mag}X"
     if not folder.is_dir():
         return None, QCRecord("", modality, ABSENT, f"no {mag}X/ folder")
-    images = image_files(folder)
+    try:
+        images = image_files(folder)
+    except InputError as err:  # a folder it may not list: this patient's set alone
+        return None, QCRecord("", modality, REJECTED, err.reason, str(folder))
     if not images:
         return None, QCRecord("", modality, ABSENT, f"{mag}X/ holds no image")
     # a copy ("-001 (1).png") or a renamed field would be pooled as another field

@@ -106,6 +106,8 @@ def resolve_paths(
             reason = check_path(p, kind)
         except OSError as e:  # a name too long, a folder it may not list: this subject's
             reason = f"cannot be read: {e.strerror or e}"
+        except InputError as e:  # the image reader's word for a folder it may not list
+            reason = e.reason
         if reason is None:
             paths.append(str(p))
         else:

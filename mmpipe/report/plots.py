@@ -195,12 +195,15 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     col = f"{metric}_mean"
     if not len(summary) or col not in summary.columns:
         return None
-    # the scenario's own rate 0 is the point at 0; natural missingness drawn there too put
-    # two points at one x on every line
-    own_zero = ((pl.col("scenario") == scenario) & (pl.col("rate") == 0)).any()
-    shown = (["natural", scenario] if with_natural and not summary.select(own_zero).item()
-             else [scenario])
-    scoped = summary.filter(pl.col("scenario").is_in(shown))
+    shown = ["natural", scenario] if with_natural else [scenario]
+    # a series' own point at rate 0 is its point at 0; natural missingness drawn there too
+    # put two points at one x on its line
+    own_zero = (summary.filter((pl.col("scenario") == scenario) & (pl.col("rate") == 0)
+                               & pl.col(col).is_not_null())
+                .select("feature_set", "method").unique())
+    scoped = summary.filter(pl.col("scenario").is_in(shown)).join(
+        own_zero.with_columns(pl.lit("natural").alias("scenario")),
+        on=["feature_set", "method", "scenario"], how="anti")
     df = scoped.filter(pl.col(col).is_not_null())
     if not (df["scenario"] == scenario).any():
         return None

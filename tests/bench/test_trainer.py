@@ -128,3 +128,21 @@ def test_a_class_the_training_split_lacks_weighs_nothing():
     torch.testing.assert_close(seen[0], torch.tensor([100 / (2 * counts[0]),
                                                       100 / (2 * counts[1]), 0.0],
                                                      dtype=torch.float32))
+
+
+def test_a_validation_split_of_classes_training_lacks_is_scored_unweighted():
+    """Every validation subject of a class the training split lacks (weight 0): the
+    weighted validation loss was 0/0, and early stopping kept no epoch."""
+    from mmpipe.bench.data import BenchData
+
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.integers(0, 2, 100), np.full(10, 2)]
+    data = BenchData(subject_id=[str(i) for i in range(110)], y=y,
+                     x={"a": (rng.normal(size=(110, 5)) + y[:, None]).astype(np.float32)},
+                     present=np.ones((110, 1), bool), modalities=["a"], n_classes=3)
+    train, val = data.subset(np.arange(100)), data.subset(np.arange(100, 110))
+    method = build_method({"type": "concat_zero"}, train)
+    result = fit(method, train, val, {"class_weights": True, "max_epochs": 3,
+                                      "monitor": "loss"}, seed=0)
+    assert result.best_epoch["train"] >= 1
+    assert all(np.isfinite(float(line.split("\t")[3])) for line in result.lines)

@@ -464,3 +464,29 @@ def test_a_group_column_keeps_a_patients_subjects_in_one_part(tmp_path):
     build_manifest("visits", cfg, tmp_path / "out", base_dir=tmp_path)
     assert benchmark_view_digest(tmp_path / "out", "response") != views[0]
     assert modality_view_digest(tmp_path / "out", "clinical") == views[1]
+
+
+def test_an_image_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_path,
+                                                                           monkeypatch):
+    """The image reader names a folder it may not list as an InputError, which the
+    adapter's check of the paths let through: the whole manifest stopped."""
+    from pathlib import Path
+
+    from mmpipe.cohorts.csv_adapter import resolve_paths
+
+    for name in ("ok", "sub"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").touch()
+    listed = Path.iterdir
+
+    def iterdir(self):  # root reads a `chmod 000` folder; the failure stands in for it
+        if self.name == "sub":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listed(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    frame = pl.DataFrame({"subject_id": ["A", "B"], "img": ["ok", "sub"]})
+    paths, qc = resolve_paths(frame, "img", "image", "img", tmp_path)
+    assert paths == [str(tmp_path / "ok"), None]
+    assert [(r.subject_id, r.status, r.reason) for r in qc] == [
+        ("B", "rejected", "cannot list the folder: Permission denied")]

@@ -173,6 +173,14 @@ def test_a_rate_of_zero_is_not_drawn_twice_at_zero(tmp_path, monkeypatch):
     plots.plot_metric_vs_rate(pl.concat([summary, natural]), "balanced_accuracy",
                               tmp_path / "m.png")
     assert sorted(drawn) == [[0.0, 0.4], [0.0, 0.4]], drawn
+    # a series without a value at its own rate 0 keeps natural missingness at 0
+    drawn.clear()
+    summary = _rate_summary({"A": {0.0: 0.80, 0.4: 0.70}, "B": {0.0: None, 0.4: 0.72}})
+    natural = summary.filter(pl.col("rate") == 0).with_columns(
+        scenario=pl.lit("natural"), balanced_accuracy_mean=pl.lit(0.75))
+    plots.plot_metric_vs_rate(pl.concat([summary, natural], how="diagonal_relaxed"),
+                              "balanced_accuracy", tmp_path / "o.png")
+    assert sorted(drawn) == [[0.0, 0.4], [0.0, 0.4]], drawn
     # without a rate of 0, natural missingness is the point at 0
     drawn.clear()
     plots.plot_metric_vs_rate(pl.concat([summary.filter(pl.col("rate") > 0), natural]),
