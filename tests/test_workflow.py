@@ -60,7 +60,7 @@ def test_benchmark_report_and_runs(demo_run):
     table = (results / "report" / "results.md").read_text()
     for method in ("mmare", "deepsets", "hgb", "bd"):
         assert method in table
-    assert "Missing at test time in 50 %" in table
+    assert "Missing at test time: 50 % of the test subjects with the modality lose it" in table
     assert (results / "report" / "metric_vs_rate_auc_testmiss.png").stat().st_size > 0
     assert (results / "report" / "perf_vs_params_auc.png").stat().st_size > 0
 
