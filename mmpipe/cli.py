@@ -113,22 +113,30 @@ def cmd_manifest(args) -> None:
         cohort_cfg["raw_dir"] = str(layout.raw())
     there = None
     if layout.manifest().is_file() and not args.force:
+        unreadable = (MmpipeError, OSError, ValueError, pl.exceptions.PolarsError)
         try:
-            (there, there_meta), there_qc = read_manifest(layout.root), read_qc(layout.root)
-        except (MmpipeError, OSError, ValueError, pl.exceptions.PolarsError):
+            there, there_meta = read_manifest(layout.root)
+        except unreadable:
             there = None  # a manifest a killed build left, or files of two builds: rebuilt
+        try:
+            there_qc = read_qc(layout.root)
+        except unreadable:
+            there_qc = None  # the manifest and its JSON decide
     if there is not None:
         with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
             build_manifest(args.cohort, cohort_cfg, Path(tmp))
             (now, now_meta), now_qc = read_manifest(tmp), read_qc(tmp)
-        if now.equals(there) and now_meta == there_meta and now_qc.equals(there_qc):
+        same = now.equals(there) and now_meta == there_meta
+        if same and there_qc is not None and now_qc.equals(there_qc):
             print(f"{layout.manifest()}: {len(now)} subjects, as it was")
             return
-        raise MmpipeError(f"{layout.manifest()} differs from the manifest this config builds "
-                          f"({len(there)} subjects there, {len(now)} now): replaced, the "
-                          "workflow would take it as its own and up to date. Rebuild it with "
-                          "the workflow on this config (snakemake --forcerun manifest "
-                          f"{layout.manifest()}), or pass --force to replace it")
+        if not same or there_qc is not None:  # the same manifest without its QC: rebuilt
+            raise MmpipeError(
+                f"{layout.manifest()} (or its adapter QC) differs from what this config "
+                f"builds ({len(there)} subjects there, {len(now)} now): replaced, the "
+                "workflow would take it as its own and up to date. Rebuild it with the "
+                f"workflow on this config (snakemake --forcerun manifest {layout.manifest()}),"
+                " or pass --force to replace it")
     df = build_manifest(args.cohort, cohort_cfg, layout.root)
     print(f"{layout.manifest()}: {len(df)} subjects")
 

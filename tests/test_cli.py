@@ -97,8 +97,8 @@ def test_a_hand_run_manifest_does_not_replace_one_built_otherwise(tmp_path, monk
     assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
     assert "6 subjects, as it was" in capsys.readouterr().out
     assert cli.main(["manifest", "--config", str(other), "--cohort", "demo"]) == 1
-    assert "differs from the manifest this config builds (6 subjects there, 6 now)" in \
-        capsys.readouterr().err
+    assert "(or its adapter QC) differs from what this config builds (6 subjects there, 6 " \
+        "now)" in capsys.readouterr().err
     assert manifest.read_bytes() == built
     assert not list((tmp_path / "results/demo").glob(".manifest-*"))
     assert cli.main(["manifest", "--config", str(other), "--cohort", "demo", "--force"]) == 0
@@ -107,6 +107,12 @@ def test_a_hand_run_manifest_does_not_replace_one_built_otherwise(tmp_path, monk
     (tmp_path / "results/demo/manifest.json").unlink()
     assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
     assert manifest.read_bytes() == built
+    # the same manifest without its adapter QC gets it back; another config's is refused
+    qc = tmp_path / "results/demo/qc/adapter.parquet"
+    qc.unlink()
+    assert cli.main(["manifest", "--config", str(other), "--cohort", "demo"]) == 1
+    assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
+    assert qc.is_file() and manifest.read_bytes() == built
 
 
 def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_path, monkeypatch,

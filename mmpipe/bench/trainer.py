@@ -186,13 +186,14 @@ def predict_proba(method: FusionMethod, data: BenchData, device: torch.device | 
 
 def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight, device) -> dict:
     method.eval()
-    if class_weight is not None and not bool(class_weight[y].any()):
-        # every validation subject of a class the training split lacks (weight 0): the
-        # weighted mean is 0/0, and early stopping would keep no epoch
-        class_weight = None
     with torch.no_grad():
         loss_fn = phase.loss or method.validation_loss
         loss, logits = loss_fn(x, present, y, class_weight)
+        if class_weight is not None and not bool(torch.isfinite(loss)):
+            # a term whose every subject is of a class the training split lacks (weight 0;
+            # late fusion's of a modality only they have) is 0/0: early stopping would
+            # keep no epoch, so the split is scored unweighted, every epoch alike
+            loss, logits = loss_fn(x, present, y, None)
     if not bool(torch.isfinite(logits).all()):
         raise NonFiniteOutputs
     proba = torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -42,12 +42,14 @@ def image_files(path: str | Path) -> list[Path]:
 
 
 def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
-             alpha_max: float | None = None) -> np.ndarray:
+             alpha_max: float | None = None, planar: bool = False) -> np.ndarray:
     """``alpha``: what the extra channel of a 2- or 4-channel image is: "straight" alpha
     (PNG's, a TIFF's unassociated alpha), "premultiplied" (a TIFF's associated alpha),
-    or None (a TIFF's unspecified extra sample, e.g. RGBX: no opacity, dropped)."""
+    or None (a TIFF's unspecified extra sample, e.g. RGBX: no opacity, dropped).
+    ``planar``: the array may be channels first (a TIFF's; Pillow's never is, and a grey
+    and alpha image 3 or 4 pixels tall read so came out transposed)."""
     a = np.asarray(array)
-    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+    if planar and a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)  # a planar TIFF (channels first)
     if a.ndim == 2:
         a = a[..., None]
@@ -204,7 +206,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
     if min(array.shape[:2]) < 1:
         raise InputError(f"empty image of shape {array.shape}", path=path)
-    return _upright(_to_rgb8(array, path, alpha, alpha_max), orientation, path)
+    return _upright(_to_rgb8(array, path, alpha, alpha_max, planar=suffix in (".tif", ".tiff")),
+                    orientation, path)
 
 
 # TIFF Orientation (tag 274; EXIF took its values) -> the turn that shows the stored rows

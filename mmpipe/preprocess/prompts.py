@@ -14,28 +14,28 @@ The task label is never part of a prompt.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
 
-from mmpipe.cohorts.numbers import is_integer_text, parse_number
 from mmpipe.encoders.tabular import canonical_codes, canonical_value
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PHRASE = "{field}: {value}."
+# an integer written with a zero fraction ("6.0", "6."), as a CSV column of text holds it
+_WHOLE_DECIMAL = re.compile(r"([+-]?\d+)\.0*")
 
 
 def _format(value: Any) -> str:
     # 6.0 read from a CSV with blanks is the integer code 6, and so is the text "6.0" of a
     # column that also holds text (the tabular encoding reads both as the category 6);
     # an integer's own digits ("007") stay as written
-    if isinstance(value, str) and not is_integer_text(value):
-        number = parse_number(value)
-        if isinstance(number, float) and number.is_integer():
-            return str(int(number))
+    if isinstance(value, str) and (whole := _WHOLE_DECIMAL.fullmatch(value.strip())):
+        return str(int(whole[1]))  # its own digits: no float between, no exponent
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -146,3 +146,20 @@ def test_a_validation_split_of_classes_training_lacks_is_scored_unweighted():
                                       "monitor": "loss"}, seed=0)
     assert result.best_epoch["train"] >= 1
     assert all(np.isfinite(float(line.split("\t")[3])) for line in result.lines)
+    # late fusion's term of a modality only such subjects have is 0/0 alone, though
+    # other validation subjects weigh
+    x = {"a": rng.normal(size=(54, 5)).astype(np.float32),
+         "b": rng.normal(size=(54, 3)).astype(np.float32)}
+    present = np.ones((54, 2), bool)
+    present[40:50, 1] = False
+    x["b"][~present[:, 1]] = 0
+    data = BenchData(subject_id=[f"s{i}" for i in range(54)],
+                     y=np.r_[np.tile([0, 1], 25), np.full(4, 2)], x=x, present=present,
+                     modalities=["a", "b"], n_classes=3)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 54))
+    torch.manual_seed(0)
+    method = build_method({"type": "late_fusion"}, train)
+    result = fit(method, train, val, {"class_weights": True, "max_epochs": 3,
+                                      "patience": 3}, seed=0)
+    assert result.best_epoch["train"] >= 1
+    assert all(np.isfinite(float(line.split("\t")[3])) for line in result.lines)

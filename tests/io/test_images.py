@@ -116,6 +116,12 @@ def test_a_16_bit_grey_png_with_a_colour_key_keeps_its_grey_levels(tmp_path):
     assert keyed[0, 0].tolist() == [255, 255, 255]  # the key: transparent, on white
     np.testing.assert_array_equal(keyed.reshape(-1, 3)[1:], plain.reshape(-1, 3)[1:])
     assert len(np.unique(keyed.reshape(-1, 3)[1:, 0])) == 63  # one level a pixel
+    # 4 pixels tall: its grey and alpha were taken for a planar TIFF's channels
+    short = (np.arange(24).reshape(4, 6) * 1000).astype(np.uint16)
+    Image.fromarray(short).save(tmp_path / "short.png", transparency=7000)
+    image = read_image(tmp_path / "short.png")
+    assert image.shape == (4, 6, 3)
+    assert image[1, 1].tolist() == [255] * 3 and image[0, 1].tolist() == [11] * 3
 
 
 def test_transparent_pixels_are_white_not_what_they_hold(tmp_path):

@@ -33,7 +33,9 @@ def test_a_value_map_maps_every_text_of_its_value(value):
 
 @pytest.mark.parametrize("value, shown", [(6.0, "6"), ("6.0", "6"), (" 6.0 ", "6"),
                                           ("6", "6"), ("007", "007"), ("2.5", "2.5"),
-                                          ("X", "X")])
+                                          ("X", "X"), ("6.", "6"), ("1e3", "1e3"),
+                                          ("12345678901234567890.0",
+                                           "12345678901234567890")])
 def test_a_text_column_shows_an_integral_number_as_the_numbers_column_does(value, shown):
     """A column that also holds text keeps "6.0" as text: its prompt read "code: 6.0."
     where a column of numbers read "code: 6." (the tabular encoding reads both as 6)."""
