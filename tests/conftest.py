@@ -53,6 +53,19 @@ def require(path: Path) -> Path:
 N_SUBJECTS = 16
 
 
+def deny_listing(monkeypatch, denied) -> None:
+    """``Path.iterdir`` raises PermissionError for the folders ``denied(path)`` picks:
+    these tests run as root, which lists a ``chmod 000`` folder, so this stands in."""
+    listed = Path.iterdir
+
+    def iterdir(self):
+        if denied(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return listed(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     """This repository's workflow run in ``workdir``, by the interpreter of the tests."""
     return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),

@@ -204,21 +204,15 @@ def test_a_magnification_folder_that_cannot_be_listed_rejects_that_set(tmp_path,
                                                                        monkeypatch):
     """A folder the build may not list (permissions, a network share's I/O error)
     stopped the whole manifest."""
-    from pathlib import Path
+    from tests.conftest import deny_listing
 
     root = tmp_path / "BreaKHis_v1"
     plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
     ok = next(p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
                                                     plan.misplaced_100x, plan.two_types,
                                                     plan.truncated_png))
-    listed = Path.iterdir
-
-    def iterdir(self):  # root reads a `chmod 000` folder; the failure stands in for it
-        if self.name == "40X" and self.parent.name.endswith(f"_{ok}"):
-            raise PermissionError(13, "Permission denied", str(self))
-        return listed(self)
-
-    monkeypatch.setattr(Path, "iterdir", iterdir)
+    deny_listing(monkeypatch, lambda folder: folder.name == "40X"
+                 and folder.parent.name.endswith(f"_{ok}"))
     manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
     qc = _qc(read_qc(root / "out"), ok, "mag40")
     assert qc["status"].item() == "rejected"

@@ -470,21 +470,13 @@ def test_an_image_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_pa
                                                                            monkeypatch):
     """The image reader names a folder it may not list as an InputError, which the
     adapter's check of the paths let through: the whole manifest stopped."""
-    from pathlib import Path
-
     from mmpipe.cohorts.csv_adapter import resolve_paths
+    from tests.conftest import deny_listing
 
     for name in ("ok", "sub"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "a.png").touch()
-    listed = Path.iterdir
-
-    def iterdir(self):  # root reads a `chmod 000` folder; the failure stands in for it
-        if self.name == "sub":
-            raise PermissionError(13, "Permission denied", str(self))
-        return listed(self)
-
-    monkeypatch.setattr(Path, "iterdir", iterdir)
+    deny_listing(monkeypatch, lambda folder: folder.name == "sub")
     frame = pl.DataFrame({"subject_id": ["A", "B"], "img": ["ok", "sub"]})
     paths, qc = resolve_paths(frame, "img", "image", "img", tmp_path)
     assert paths == [str(tmp_path / "ok"), None]

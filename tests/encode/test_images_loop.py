@@ -63,19 +63,12 @@ def test_bag_coordinates_index_the_subject_s_files_not_the_images_kept(tmp_path)
 def test_a_folder_that_cannot_be_listed_rejects_its_subject_alone(tmp_path, monkeypatch):
     """A folder the job could not list (permissions, a network share's I/O error) raised
     a bare OSError that failed the job and lost the subjects encoded before it."""
-    from pathlib import Path
+    from tests.conftest import deny_listing
 
     for subject in ("s0", "s1", "s2"):
         (tmp_path / subject).mkdir()
         (tmp_path / subject / "1.png").write_bytes(b"")
-    listed = Path.iterdir
-
-    def iterdir(self):  # root reads a `chmod 000` folder; the failure stands in for it
-        if self.name == "s1":
-            raise PermissionError(13, "Permission denied", str(self))
-        return listed(self)
-
-    monkeypatch.setattr(Path, "iterdir", iterdir)
+    deny_listing(monkeypatch, lambda folder: folder.name == "s1")
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
     job = EncodeJob(cfg={"batch_size": 2}, params={}, modality="histology",
                     device=torch.device("cpu"), net=net, state=_ByName())
