@@ -50,7 +50,9 @@ knee images, by lr 1e-4 and batches of 64: on a few hundred subjects the officia
 setting makes only ~60 optimiser steps and undertrains (synthetic 300-subject check
 with the MMIST widths: validation-selected test AUC 0.62 with the official setting,
 0.69 with these). The official 30 epochs are kept, with the best validation epoch
-restored (``patience`` 30: no early stopping); 200 epochs with early stopping cost
+restored (``patience`` 30: no early stopping), best by the trainer's default monitor, the
+validation loss (the official ``trainer.py`` keeps the best validation average precision,
+or balanced accuracy, which ``monitor: balanced_accuracy`` gives); 200 epochs with early stopping cost
 about 8 minutes per MMIST-ccRCC run on 2 CPU cores for this model without its decoder
 (20 M parameters).
 All are configurable (``lr``, ``batch_size``, ``max_epochs``, ``patience``).

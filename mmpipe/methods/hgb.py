@@ -5,7 +5,8 @@ present modalities' features side by side, and an absent modality's features are
 as is a tabular store's blank numeric value (stage 1 filled it with the whole cohort's
 mean, test subjects included), which the trees handle natively (at each split, missing
 values go to whichever child lowered the loss during training). Typically run on the clinical ``tabular`` store,
-where the issue reports an AUC of about 0.86 for 12-month vital status on MMIST-ccRCC.
+where this project's specification expects an AUC of about 0.86 for 12-month vital status
+on MMIST-ccRCC.
 
 Settings are scikit-learn's defaults (learning rate 0.1, 100 iterations, 31 leaves)
 except the leaf size, with a fixed number of iterations: ``early_stopping=False`` by

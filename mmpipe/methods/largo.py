@@ -30,7 +30,8 @@ reads only the present modalities (absent ones are replaced by zeros with ``torc
 before the stem, so their values never reach the output). A subject with no modality
 gets zero logits (uniform prediction).
 
-Training (spec of the issue: "loss on a sampled subset + loss on the full set"): per
+Training (this project's specification of LARGO: "loss on a sampled subset + loss on the
+full set"): per
 batch, each subject gets a random non-empty subset of ITS present modalities (uniform over
 the ``2^k − 1`` non-empty subsets of its ``k`` present ones; global torch RNG, training
 only, drawn from the presence mask alone) and is passed through that subset's model;
@@ -41,7 +42,7 @@ the loss is ``CE(full)`` alone (what the prediction is).
 
 Choices where the paper could not be checked or does not apply (all hyper-parameters):
 
-- ``stem``: the issue describes LARGO's stem (first layer) and head (last layer) as
+- ``stem``: this project's specification describes LARGO's stem (first layer) and head (last layer) as
   unshared, one per subset; the stored copy of the paper shows only its abstract and the
   caption of Fig. 1, so this could not be checked. In the paper's convolutional
   encoder-decoders (Fig. 1: convolutions and transposed convolutions) such layers are
@@ -52,10 +53,10 @@ Choices where the paper could not be checked or does not apply (all hyper-parame
   therefore shares the stem weights per modality — the stem of subset ``s`` is the linear
   map of the concatenated present modalities whose column block for modality ``m`` is
   shared by every subset containing ``m`` — with a per-subset stem bias. ``stem="subset"``
-  gives each subset its own ``Linear(Σ_{m∈s} D_m, H)`` as the issue describes; where that
+  gives each subset its own ``Linear(Σ_{m∈s} D_m, H)`` as the specification describes; where that
   exceeds the budget the automatic rank raises a ValueError, and ``rank`` must be set.
-- heads: one ``Linear(H, C)`` per subset (unshared), as in the issue.
-- initialisation: ``A`` = ones, so all subsets start from the same inner weights (issue);
+- heads: one ``Linear(H, C)`` per subset (unshared), as in the specification.
+- initialisation: ``A`` = ones, so all subsets start from the same inner weights (the specification);
   ``U``, ``V`` have unit-norm columns ("normalised atoms") scaled so that ``W_s`` has the
   variance of a Kaiming-normal init (``2 / in``); per-subset biases start at zero.
 - rank: ``rank: null`` = the largest ``R`` such that LARGO's parameter count is at most one
@@ -170,7 +171,7 @@ class LARGO(FusionMethod):
         "hidden": 256,          # width H of the stem output and inner layers (ours)
         "n_layers": 2,          # CP-decomposed inner layers H → H (ours)
         "rank": None,           # None: matched to one dedicated model's parameter count
-        "stem": "modality",     # modality (ours, default) | subset (unshared, as in the issue)
+        "stem": "modality",     # modality (ours, default) | subset (unshared, as specified)
         "dropout": 0.3,         # after every hidden activation (ours, as the baselines)
         "lambda_full": 1.0,     # weight of the full-set term (1:1)
         **TRAIN_DEFAULTS,       # MMARE protocol: the paper's recipe could not be used

@@ -10,9 +10,10 @@ here, generalised from the official two modalities to any number ``M``:
 
 1. **Encoders**: each modality's flattened vector ``[D_m]`` → ``Linear(D_m, d)`` (the
    official ``img_proj``/``text_proj``: a plain linear projection to ``hidden_dim``,
-   ``d = 512``), then dropout (0.1, the official block's rate; the official block drops
-   its attention and mixture branches before their residual sums, which are not built
-   here, see 4).
+   ``d = 512``), then dropout (0.1, the official block's rate, at a place that is ours:
+   the official block drops its attention and mixture outputs before their residual
+   sums, which are not built here, see 4, and not the projections the gate and the
+   experts read).
 2. **Experts**: one per non-empty modality combination ``S`` (official: "image only",
    "text only", "image+text"; here ``2^M − 1``, or only the combinations of at most
    ``max_combination_size`` modalities; more than 64 experts is an error). Expert ``S``
@@ -21,9 +22,10 @@ here, generalised from the official two modalities to any number ``M``:
    (official: the expert of a combination reads the concatenation) or ``in = d`` for
    ``fusion="mean"`` (mean of the encodings). It outputs class logits.
 3. **Gate**: ``Linear(g_in, E)`` over the presence vector ``[M]`` concatenated with the
-   zero-filled encodings (``gate_features="concat"``, the official gate input is the
-   concatenated features; ``"mean"``: their mean over the present modalities; ``"none"``:
-   the presence vector only). An expert is *available* for a subject only if every
+   zero-filled encodings (``gate_features="concat"``: the official gate input is the
+   concatenated features alone, ``model.py`` ``gate_input``; the presence vector in
+   front of them is ours, under every setting; ``"mean"``: their mean over the present
+   modalities; ``"none"``: the presence vector only). An expert is *available* for a subject only if every
    modality of its combination is present; unavailable experts get gate logit −∞, so
    their softmax weight is exactly 0 and the available ones sum to 1.
 4. **Output**: ``mix="logits"`` (default): ``Σ_e g_e · logits_e``. ``mix="probs"``:
@@ -55,7 +57,9 @@ availability mask is ours, for missing modalities. Cross-entropy replaces the of
 Training recipe from the official ``train.py``: Adam, lr 1e-4, no weight decay, batch
 128, 100 epochs, cosine annealing over the epochs, shuffled batches without class
 balancing, no early stopping (the best validation checkpoint is kept: ``patience`` =
-``max_epochs``), no feature noise.
+``max_epochs``), no feature noise. The checkpoint is the best by the trainer's default
+monitor, the validation loss; the official ``train.py`` keeps the best validation
+accuracy (``val_score > best_score``): ``monitor: balanced_accuracy`` is the nearest.
 
 A subject with no modality present has no available expert: its logits are 0 (uniform
 probabilities); the trainer flags such rows as ``no_input``.

@@ -136,7 +136,7 @@ GENOMIC = ["VHL_mutation", "PBMR1_mutation", "TTN_mutation"]
 
 
 def test_mmist_clinical_auc(shared_data):
-    """The issue's sanity check: HGB on MMIST-ccRCC's clinical table predicts 12-month
+    """The specification's sanity check: HGB on MMIST-ccRCC's clinical table predicts 12-month
     vital status with AUC about 0.86 over 10 stratified 80/20 splits (-1 = unknown → NaN;
     the genomic columns form a second modality, absent when all three are unknown)."""
     pl = pytest.importorskip("polars")
