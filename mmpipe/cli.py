@@ -96,9 +96,10 @@ def _layout(cfg: dict, cohort: str):
 def cmd_manifest(args) -> None:
     """Build a cohort's manifest where the workflow's ``manifest`` checkpoint writes it. A
     manifest there that this config would build otherwise (other adapter options, other
-    files) is not replaced without ``--force``: the checkpoint, whose record says its own
-    settings, would take the replaced manifest as up to date, and every job after it
-    would read it."""
+    files), or one that cannot be read to tell, is not replaced without ``--force``: the
+    checkpoint, whose record says its own settings, would take the replaced manifest as
+    up to date, and every job after it would read it. One that only lacks its adapter QC
+    is rebuilt when the rest is what this config builds."""
     import tempfile
 
     import polars as pl
@@ -113,11 +114,16 @@ def cmd_manifest(args) -> None:
         cohort_cfg["raw_dir"] = str(layout.raw())
     there = None
     if layout.manifest().is_file() and not args.force:
-        unreadable = (MmpipeError, OSError, ValueError, pl.exceptions.PolarsError)
+        unreadable = (MmpipeError, OSError, ValueError, KeyError, TypeError,
+                      pl.exceptions.PolarsError)
         try:
             there, there_meta = read_manifest(layout.root)
-        except unreadable:
-            there = None  # a manifest a killed build left, or files of two builds: rebuilt
+        except unreadable as err:  # a killed build's, or files of two builds
+            raise MmpipeError(
+                f"{layout.manifest()} is there but cannot be read ({type(err).__name__}: "
+                f"{err}), so it cannot be compared with what this config builds: rebuild "
+                f"it with the workflow (snakemake --forcerun manifest {layout.manifest()}), "
+                "or pass --force to replace it") from None
         try:
             there_qc = read_qc(layout.root)
         except unreadable:

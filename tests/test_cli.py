@@ -103,10 +103,16 @@ def test_a_hand_run_manifest_does_not_replace_one_built_otherwise(tmp_path, monk
     assert not list((tmp_path / "results/demo").glob(".manifest-*"))
     assert cli.main(["manifest", "--config", str(other), "--cohort", "demo", "--force"]) == 0
     assert manifest.read_bytes() != built
-    # a manifest a killed build left (its JSON gone) is rebuilt, as the workflow would
-    (tmp_path / "results/demo/manifest.json").unlink()
-    assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
-    assert manifest.read_bytes() == built
+    # a manifest a killed build left (its JSON gone, or not a manifest's) cannot be compared:
+    # a named error, not a traceback, and --force rebuilds it
+    for broken in ("gone", "{}", "[]"):
+        meta = tmp_path / "results/demo/manifest.json"
+        meta.unlink() if broken == "gone" else meta.write_text(broken)
+        assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 1
+        assert "is there but cannot be read" in capsys.readouterr().err
+        assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo",
+                         "--force"]) == 0
+        assert manifest.read_bytes() == built
     # the same manifest without its adapter QC gets it back; another config's is refused
     qc = tmp_path / "results/demo/qc/adapter.parquet"
     qc.unlink()

@@ -46,11 +46,12 @@ def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
     """``alpha``: what the extra channel of a 2- or 4-channel image is: "straight" alpha
     (PNG's, a TIFF's unassociated alpha), "premultiplied" (a TIFF's associated alpha),
     or None (a TIFF's unspecified extra sample, e.g. RGBX: no opacity, dropped).
-    ``planar``: the array may be channels first (a TIFF's; Pillow's never is, and a grey
-    and alpha image 3 or 4 pixels tall read so came out transposed)."""
+    ``planar``: the array is channels first (a TIFF whose PlanarConfiguration keeps each
+    sample in its own plane; guessed from the shape, an image 3 or 4 pixels tall was
+    taken for one and came out transposed)."""
     a = np.asarray(array)
-    if planar and a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
-        a = np.moveaxis(a, 0, -1)  # a planar TIFF (channels first)
+    if planar and a.ndim == 3:
+        a = np.moveaxis(a, 0, -1)
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
@@ -178,6 +179,8 @@ def read_image(path: str | Path) -> np.ndarray:
                 alpha = {1: "premultiplied", 2: "straight"}.get(extra[-1] if extra else 0)
                 alpha_max = (float(2 ** page.bitspersample - 1)
                              if array.dtype.kind == "u" else None)
+                planar = (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+                          and page.samplesperpixel > 1)
                 orientation = page.tags.valueof(274, 1)  # TIFF Orientation, EXIF's values
         else:
             from PIL import Image, ImageOps
@@ -186,7 +189,7 @@ def read_image(path: str | Path) -> np.ndarray:
                 img.load()
                 # a camera stores its sensor's rows and says in EXIF how to turn them upright
                 ImageOps.exif_transpose(img, in_place=True)
-                alpha, alpha_max, orientation = "straight", None, 1
+                alpha, alpha_max, orientation, planar = "straight", None, 1, False
                 if img.mode in _WIDE_GREY and "transparency" in img.info:
                     # Pillow's RGBA of a 16-bit grey clips every value above 255 (the
                     # image turned white): the colour key becomes an alpha here, and the
@@ -206,8 +209,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
     if min(array.shape[:2]) < 1:
         raise InputError(f"empty image of shape {array.shape}", path=path)
-    return _upright(_to_rgb8(array, path, alpha, alpha_max, planar=suffix in (".tif", ".tiff")),
-                    orientation, path)
+    return _upright(_to_rgb8(array, path, alpha, alpha_max, planar), orientation, path)
 
 
 # TIFF Orientation (tag 274; EXIF took its values) -> the turn that shows the stored rows

@@ -55,7 +55,8 @@ Choices where the paper/code leave room (all hyper-parameters below):
   epoch); phase ρ watches the trainer's default, the validation loss from epoch
   ``min_epochs`` on, 0 here (the official code stops on the validation loss and keeps
   the best validation AUC from epoch 5 on, ``train+test.py``: ``epoch >= 5``;
-  ``monitor: auc`` and ``min_epochs: 5`` give that).
+  ``monitor: auc`` and ``min_epochs: 5`` come nearest, though they also hold phase φ's
+  checkpoint back five epochs and stop on the AUC's patience, not the loss's).
 - optimiser settings are the official ``train+test.py`` defaults: Adam, lr 1e-4 for both
   steps, weight decay 5e-4, 50 pre-training epochs, 100 main epochs, patience 10. The
   official batch size of one subject is replaced by the trainer's mini-batches and its

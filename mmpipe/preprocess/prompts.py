@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PHRASE = "{field}: {value}."
 # an integer written with a zero fraction ("6.0", "6."), as a CSV column of text holds it
-_WHOLE_DECIMAL = re.compile(r"([+-]?\d+)\.0*")
+_WHOLE_DECIMAL = re.compile(r"\+?(-?[0-9]+)\.0*")
 
 
 def _format(value: Any) -> str:
@@ -35,7 +35,7 @@ def _format(value: Any) -> str:
     # column that also holds text (the tabular encoding reads both as the category 6);
     # an integer's own digits ("007") stay as written
     if isinstance(value, str) and (whole := _WHOLE_DECIMAL.fullmatch(value.strip())):
-        return str(int(whole[1]))  # its own digits: no float between, no exponent
+        return whole[1]  # its own digits: no float between, no exponent
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -124,6 +124,25 @@ def test_a_16_bit_grey_png_with_a_colour_key_keeps_its_grey_levels(tmp_path):
     assert image[1, 1].tolist() == [255] * 3 and image[0, 1].tolist() == [11] * 3
 
 
+def test_a_tiff_is_channels_first_only_when_its_planar_configuration_says_so(tmp_path):
+    """The layout was guessed from the shape: a grey and alpha TIFF 3 pixels tall came
+    out transposed, a separate-plane RGB 3 pixels wide was read as contiguous, and a
+    separate-plane grey and alpha was refused."""
+    grey_alpha = np.zeros((3, 10, 2), np.uint8)
+    grey_alpha[..., 0], grey_alpha[..., 1] = 100, 255
+    tifffile.imwrite(tmp_path / "ga.tif", grey_alpha, photometric="minisblack",
+                     extrasamples=["unassalpha"], planarconfig="contig")
+    assert read_image(tmp_path / "ga.tif").tolist() == [[[100] * 3] * 10] * 3
+    rgb = np.zeros((3, 5, 3), np.uint8)
+    rgb[0] = 200  # the red plane
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb", planarconfig="separate")
+    assert read_image(tmp_path / "rgb.tif").tolist() == [[[200, 0, 0]] * 3] * 5
+    planes = np.stack([np.full((6, 10), 80, np.uint8), np.full((6, 10), 255, np.uint8)])
+    tifffile.imwrite(tmp_path / "gap.tif", planes, photometric="minisblack",
+                     extrasamples=["unassalpha"], planarconfig="separate")
+    assert read_image(tmp_path / "gap.tif").tolist() == [[[80] * 3] * 10] * 6
+
+
 def test_transparent_pixels_are_white_not_what_they_hold(tmp_path):
     """An alpha channel was dropped: a transparent background (black underneath in most
     files) reached the encoder as black, where a slide's transparent glass reads white."""

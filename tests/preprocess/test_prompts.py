@@ -34,6 +34,7 @@ def test_a_value_map_maps_every_text_of_its_value(value):
 @pytest.mark.parametrize("value, shown", [(6.0, "6"), ("6.0", "6"), (" 6.0 ", "6"),
                                           ("6", "6"), ("007", "007"), ("2.5", "2.5"),
                                           ("X", "X"), ("6.", "6"), ("1e3", "1e3"),
+                                          ("+6.0", "6"), ("007.0", "007"),
                                           ("12345678901234567890.0",
                                            "12345678901234567890")])
 def test_a_text_column_shows_an_integral_number_as_the_numbers_column_does(value, shown):
