@@ -4,7 +4,7 @@ Each is a small MLP stack over the flattened per-modality features (a modality o
 ``[*s]`` is read as a ``[prod(s)]`` vector). Unless a config says otherwise they train
 with the same protocol as MMARE (lr 1e-4, weight decay 1e-4, batches of 64, weighted
 sampler, early stopping with patience 25, Gaussian noise with p = 0.3) except that early
-stopping watches the validation loss from epoch 5 on (``methods.blocks.TRAIN_DEFAULTS``),
+stopping watches the validation loss from epoch 5 on (``methods.blocks.PROTOCOL_RECIPE``),
 so that a difference in results comes from the fusion, not from the training recipe.
 
 - :class:`DeepSets` — per-modality encoders, mean over the present ones, MLP head.
@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import PROTOCOL_RECIPE, flat_dim, flat_zero_filled, mlp_head
 
 
 class DeepSets(FusionMethod):
@@ -41,7 +41,7 @@ class DeepSets(FusionMethod):
     permutation_invariant = True
     tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("dim",)}
     defaults: ClassVar[dict[str, Any]] = {"dim": 256, "head": [128], "dropout": 0.3,
-                                          **TRAIN_DEFAULTS}
+                                          **PROTOCOL_RECIPE}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
@@ -71,7 +71,7 @@ class ZeroFillConcat(FusionMethod):
     name = "concat_zero"
     tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {"hidden": [256, 128], "dropout": 0.3,
-                                          "indicators": False, **TRAIN_DEFAULTS}
+                                          "indicators": False, **PROTOCOL_RECIPE}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
@@ -102,7 +102,7 @@ class CompleteCaseStandard(ZeroFillConcat):
     name = "standard"
     train_subset = "complete"
     defaults: ClassVar[dict[str, Any]] = {"hidden": [256, 128], "dropout": 0.3,
-                                          **TRAIN_DEFAULTS}
+                                          **PROTOCOL_RECIPE}
 
 
 class LateFusion(FusionMethod):
@@ -120,7 +120,7 @@ class LateFusion(FusionMethod):
     permutation_invariant = True
     tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {"hidden": [256, 128], "dropout": 0.3,
-                                          **TRAIN_DEFAULTS}
+                                          **PROTOCOL_RECIPE}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
@@ -169,7 +169,7 @@ class SingleModality(FusionMethod):
     name = "single"
     tuning_keys: ClassVar[dict[str, tuple[str, ...]]] = {"lr": ("lr",), "capacity": ("hidden",)}
     defaults: ClassVar[dict[str, Any]] = {"modality": None, "hidden": [256, 128],
-                                          "dropout": 0.3, **TRAIN_DEFAULTS}
+                                          "dropout": 0.3, **PROTOCOL_RECIPE}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)

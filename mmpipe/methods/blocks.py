@@ -18,8 +18,10 @@ from torch.nn import functional as F
 # from epoch MIN_EPOCHS on, not the balanced accuracy: on validation splits of a few dozen
 # subjects the balanced accuracy moves in steps of several points and kept epoch-1
 # checkpoints (benchmarks/selection_defaults.py measures both). Read by the trainer from a
-# method's hparams.
-TRAIN_DEFAULTS: dict[str, Any] = {
+# method's hparams; a key a method leaves unset (one that follows its own paper's recipe)
+# takes the trainer's fallback (mmpipe.bench.trainer.TRAIN_DEFAULTS: no noise, no minimum
+# epoch), and each run records the settings that ran.
+PROTOCOL_RECIPE: dict[str, Any] = {
     "lr": 1e-4, "weight_decay": 1e-4, "optimizer": "adam", "batch_size": 64,
     "max_epochs": 200, "patience": 25, "sampler": "weighted", "noise_p": 0.3,
     "noise_std": 0.1, "monitor": "loss", "min_epochs": 5,

@@ -60,7 +60,7 @@ the multi-modal branch's feature term); the branch choice
 depends only on ``missing_modality``. ``train_subjects`` chooses who trains: ``complete``
 (default, the paper's protocol: every modality present), ``with_modality`` (everyone
 having ``missing_modality``, the others zero-filled), and for the comparators also
-``all``. The trainer settings are the benchmark's (``TRAIN_DEFAULTS``), not the official
+``all``. The trainer settings are the benchmark's (``PROTOCOL_RECIPE``), not the official
 batch-of-one SGD (lr 1e-4, momentum 0.3, weight decay 1e-3, cosine warm restarts) used to
 train a patch CNN end to end; the official optimiser of the multi-modal branch has a
 100× smaller learning rate and weight decay, which one optimiser over all parameters
@@ -79,7 +79,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, Dropout, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import PROTOCOL_RECIPE, Dropout, flat_dim, flat_zero_filled, mlp_head
 
 # official models.py: attention aggregator width L = 256 (its fc1: Linear-Dropout()-ReLU),
 # clinical projection / prompt of 5 × expand_times 10 = 50, classifier Linear(L+50, 64)
@@ -258,7 +258,7 @@ class BidirectionalDistillation(_MissingModalityMethod):
         "tau": 1.2,                 # distillation temperature
         "kd_form": "standard",      # standard | official (see the module docstring)
         "pretrain_multi": True,     # phase "multi" trains the multi-modal branch first
-        **TRAIN_DEFAULTS,
+        **PROTOCOL_RECIPE,
     }
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
@@ -361,7 +361,7 @@ class Filling(_MissingModalityMethod):
 
     name = "bd_filling"
     subject_choices = ("complete", "with_modality", "all")
-    defaults: ClassVar[dict[str, Any]] = {**BRANCH_DEFAULTS, "fill": "zero", **TRAIN_DEFAULTS}
+    defaults: ClassVar[dict[str, Any]] = {**BRANCH_DEFAULTS, "fill": "zero", **PROTOCOL_RECIPE}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
@@ -410,7 +410,7 @@ class AutoEncoderImpute(_MissingModalityMethod):
     subject_choices = ("complete", "with_modality", "all")
     defaults: ClassVar[dict[str, Any]] = {**BRANCH_DEFAULTS, "ae_hidden": [256],
                                           "ae_training": "pretrain", "lambda_rec": 1.0,
-                                          **TRAIN_DEFAULTS}
+                                          **PROTOCOL_RECIPE}
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)

@@ -27,7 +27,7 @@ The items above (4 linear layers, ReLU, bottleneck, ``n_it = 10``, weighted foca
 RMSprop) are this project's reading of the paper. The paper's numeric implementation
 details (layer widths, focal ``γ``, learning rate) could not be consulted here, so the
 widths are ours, ``γ = 2`` is the focal-loss default of Lin et al. (2017) and lr/weight
-decay/batches/early stopping follow the project protocol (``TRAIN_DEFAULTS``), its
+decay/batches/early stopping follow the project protocol (``PROTOCOL_RECIPE``), its
 feature noise included (``noise_p`` 0.3, ours: neither the paper nor ShaSpec adds
 noise). The class-balancing sampler is off (``sampler: none``) since the weighted loss
 already balances the classes.

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from mmpipe.methods.blocks import TRAIN_DEFAULTS, check_choice
+from mmpipe.methods.blocks import PROTOCOL_RECIPE, check_choice
 
 # HAM's recipe (issue: RMSprop, weighted focal loss); the rest is the project protocol
-# (blocks.TRAIN_DEFAULTS), its Gaussian feature noise (noise_p 0.3) included: neither HAM's
+# (blocks.PROTOCOL_RECIPE), its Gaussian feature noise (noise_p 0.3) included: neither HAM's
 # paper nor ShaSpec's code augments features, so `noise_p: 0` is their literal setting
-HAM_TRAIN_DEFAULTS: dict[str, Any] = {**TRAIN_DEFAULTS, "optimizer": "rmsprop",
+HAM_TRAIN_DEFAULTS: dict[str, Any] = {**PROTOCOL_RECIPE, "optimizer": "rmsprop",
                                       "sampler": "none", "class_weights": True}
 TASK_LOSSES = ("focal", "ce")
 TASK_LOSS_DEFAULTS: dict[str, Any] = {

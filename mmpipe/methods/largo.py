@@ -64,7 +64,7 @@ Choices where the paper could not be checked or does not apply (all hyper-parame
   :meth:`LARGO.dedicated_parameters` expose both counts.
 - ``hidden=256``, ``n_layers=2``, ``dropout=0.3``: ours (the paper's networks are
   convolutional segmentation networks). The training recipe is the project's MMARE
-  protocol (``TRAIN_DEFAULTS``): the paper's recipe is for segmentation networks and
+  protocol (``PROTOCOL_RECIPE``): the paper's recipe is for segmentation networks and
   could not be checked.
 """
 
@@ -79,7 +79,7 @@ from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
 from mmpipe.methods.blocks import (
-    TRAIN_DEFAULTS,
+    PROTOCOL_RECIPE,
     Dropout,
     check_choice,
     flat_dim,
@@ -174,7 +174,7 @@ class LARGO(FusionMethod):
         "stem": "modality",     # modality (ours, default) | subset (unshared, as specified)
         "dropout": 0.3,         # after every hidden activation (ours, as the baselines)
         "lambda_full": 1.0,     # weight of the full-set term (1:1)
-        **TRAIN_DEFAULTS,       # MMARE protocol: the paper's recipe could not be used
+        **PROTOCOL_RECIPE,       # MMARE protocol: the paper's recipe could not be used
     }
 
     def __init__(self, modalities: list[str], shapes: dict[str, tuple[int, ...]], n_classes: int,
