@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -106,6 +107,7 @@ def cmd_manifest(args) -> None:
 
     from mmpipe.cohorts import adapter_config, build_manifest, read_qc
     from mmpipe.cohorts.manifest_files import read_manifest
+    from mmpipe.layout import CohortLayout
 
     cfg = _config(args)
     layout = _layout(cfg, args.cohort)
@@ -132,17 +134,27 @@ def cmd_manifest(args) -> None:
         with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
             build_manifest(args.cohort, cohort_cfg, Path(tmp))
             (now, now_meta), now_qc = read_manifest(tmp), read_qc(tmp)
-        same = now.equals(there) and now_meta == there_meta
-        if same and there_qc is not None and now_qc.equals(there_qc):
-            print(f"{layout.manifest()}: {len(now)} subjects, as it was")
-            return
-        if not same or there_qc is not None:  # the same manifest without its QC: rebuilt
-            raise MmpipeError(
-                f"{layout.manifest()} (or its adapter QC) differs from what this config "
-                f"builds ({len(there)} subjects there, {len(now)} now): replaced, the "
-                "workflow would take it as its own and up to date. Rebuild it with the "
-                f"workflow on this config (snakemake --forcerun manifest {layout.manifest()}),"
-                " or pass --force to replace it")
+            same = now.equals(there) and now_meta == there_meta
+            if same and there_qc is not None and now_qc.equals(there_qc):
+                print(f"{layout.manifest()}: {len(now)} subjects, as it was")
+                return
+            if not same or there_qc is not None:
+                raise MmpipeError(
+                    f"{layout.manifest()} (or its adapter QC) differs from what this config "
+                    f"builds ({len(there)} subjects there, {len(now)} now): replaced, the "
+                    "workflow would take it as its own and up to date. Rebuild it with the "
+                    "workflow on this config (snakemake --forcerun manifest "
+                    f"{layout.manifest()}), or pass --force to replace it")
+            # the same manifest without its QC: this build's files take their places, the
+            # parquet last as write_manifest writes them, rather than the adapter run again
+            built = CohortLayout(Path(tmp))
+            layout.adapter_qc().parent.mkdir(parents=True, exist_ok=True)
+            for src, dst in ((built.adapter_qc(), layout.adapter_qc()),
+                             (built.manifest_meta(), layout.manifest_meta()),
+                             (built.manifest(), layout.manifest())):
+                os.replace(src, dst)
+        print(f"{layout.manifest()}: {len(now)} subjects")
+        return
     df = build_manifest(args.cohort, cohort_cfg, layout.root)
     print(f"{layout.manifest()}: {len(df)} subjects")
 

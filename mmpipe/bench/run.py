@@ -323,10 +323,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         if selection_cfg.strategy == "validation" else [("training", fitted_on)], test)
     if selection_cfg.strategy == "cv":
         sizes = Counter(groups[s] for s in fitted_on.subject_id if s in groups)
-        if any(n > 1 for n in sizes.values()):
-            notes.append(f"cross-validation keeps each of the training part's "
-                         f"{sum(n > 1 for n in sizes.values())} split groups of two or more "
-                         "subjects in one fold")
+        if kept := sum(n > 1 for n in sizes.values()):
+            notes.append(f"cross-validation keeps each of the training part's {kept} split "
+                         "groups of two or more subjects in one fold")
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
     sklearn_kind = getattr(method, "kind", "torch") == "sklearn"

@@ -120,8 +120,11 @@ def stratified_folds(y: np.ndarray, k: int, seed: int,
         unit_of: dict[str, int] = {}
         unit = np.array([unit_of.setdefault(f"group:{g}" if g else f"sample:{i}", len(unit_of))
                          for i, g in enumerate(names)])
-        unit_y = np.array([np.bincount(y[unit == u]).argmax() for u in range(len(unit_of))])
-        return stratified_folds(unit_y, k, seed)[unit]
+        # each unit's most common stratum: one pass over (unit, stratum) counts
+        pairs, counts = np.unique(np.stack([unit, y]), axis=1, return_counts=True)
+        order = np.lexsort((pairs[1], -counts, pairs[0]))  # per unit: most, then smallest
+        first = order[np.r_[True, np.diff(pairs[0][order]) != 0]]
+        return stratified_folds(pairs[1][first], k, seed)[unit]
     rng = np.random.default_rng([seed, 7919])  # its own stream, apart from the split's
     fold = np.empty(len(y), dtype=np.int64)
     offset = 0

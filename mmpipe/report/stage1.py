@@ -91,7 +91,7 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
         lines += [f"| {r['subject_id']} | {r['modality']} | {r['reason']} |"
                   for r in blanked.iter_rows(named=True)]
     # a rejection no store holds (its subject left the manifest) is under Rejected inputs
-    adapter_extra = adapter_extra.filter(pl.col("status") != "rejected")
+    adapter_extra = adapter_extra.filter(pl.col("status") != REJECTED)
     if len(adapter_extra):
         lines += ["", "## Other records", "", "| subject | what | status | reason |",
                   "|---|---|---|---|"]
