@@ -45,7 +45,8 @@ class NotTrainable(Exception):
 
 
 class NonFiniteOutputs(Exception):
-    """The model's outputs on the validation split hold NaN or inf: it diverged."""
+    """The model's outputs on the validation split, or its validation loss, hold NaN or
+    inf: it diverged. The message says which."""
 
 
 @dataclass
@@ -195,7 +196,11 @@ def _validate(method, phase: Phase, val: BenchData, x, present, y, class_weight,
             # keep no epoch, so the split is scored unweighted, every epoch alike
             loss, logits = loss_fn(x, present, y, None)
     if not bool(torch.isfinite(logits).all()):
-        raise NonFiniteOutputs
+        raise NonFiniteOutputs("its outputs on the validation split are not finite")
+    if not bool(torch.isfinite(loss)):
+        # finite logits, but a term of the loss (an auxiliary one) is not: under
+        # `monitor: loss` no epoch could checkpoint, and the phase ran on past it
+        raise NonFiniteOutputs(f"the validation loss is {float(loss)}")
     proba = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     metrics = classification_metrics(val.y, proba)
     metrics["loss"] = float(loss)
@@ -304,8 +309,8 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
             if diverged is None and val is not None:
                 try:
                     metrics = _validate(method, phase, val, xv, pv, yv, class_weight, device)
-                except NonFiniteOutputs:
-                    diverged = "its outputs on the validation split are not finite"
+                except NonFiniteOutputs as err:
+                    diverged = str(err)
             if diverged is not None:
                 # a checkpoint taken before it stands (as early stopping keeps it against
                 # any later epoch); with none, a failed trial, not a crash

@@ -163,3 +163,33 @@ def test_a_validation_split_of_classes_training_lacks_is_scored_unweighted():
                                       "patience": 3}, seed=0)
     assert result.best_epoch["train"] >= 1
     assert all(np.isfinite(float(line.split("\t")[3])) for line in result.lines)
+
+
+def _nan_validation_loss(after_calls: int):
+    """concat_zero whose validation loss turns NaN, its logits finite, after that many
+    validation passes."""
+    method, train, val = _diverging(after_calls=10**9)
+    loss, calls = method.validation_loss, [0]
+
+    def nan_after(x, present, y, class_weight=None):
+        value, logits = loss(x, present, y, class_weight)
+        calls[0] += 1
+        return (value * float("nan") if calls[0] > after_calls else value), logits
+
+    method.validation_loss = nan_after
+    return method, train, val
+
+
+def test_a_non_finite_validation_loss_with_finite_outputs_is_a_divergence():
+    """A validation loss of NaN beside finite logits (an auxiliary term gone bad) kept no
+    checkpoint under ``monitor: loss`` and let the phase run on: it is a divergence, as a
+    non-finite training loss is, and keeps the checkpoint taken before it."""
+    cfg = {"max_epochs": 30, "patience": 100, "min_epochs": 1, "monitor": "loss"}
+    method, train, val = _nan_validation_loss(after_calls=3)
+    result = fit(method, train, val, cfg, seed=0)
+    assert result.diverged == {"train": 4} and result.epochs["train"] == 4
+    assert 1 <= result.best_epoch["train"] <= 3
+    method, train, val = _nan_validation_loss(after_calls=0)
+    with pytest.raises(NotTrainable, match="the validation loss is nan in phase 'train', "
+                                           "epoch 1"):
+        fit(method, train, val, cfg, seed=0)
