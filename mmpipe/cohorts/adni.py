@@ -58,6 +58,7 @@ from mmpipe.cohorts.manifest import (
     cohort_labels,
     config_path,
     dataset_root,
+    folder_files,
     modality_specs,
     refuse_label_sources,
 )
@@ -140,9 +141,8 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                                                str(image_dir)))
                         continue
                     # not macOS's "._" metadata beside a copied file
-                    files = tuple(sorted(p for p in image_dir.iterdir() if p.is_file()
-                                         and p.name.endswith(NIFTI)
-                                         and not p.name.startswith(".")))
+                    files = tuple(p for p in folder_files(image_dir)
+                                  if p.name.endswith(NIFTI) and not p.name.startswith("."))
                     if files:
                         scans[subject.name].append(Scan(modality, taken, files, image_dir))
                     else:  # a DICOM download: without a row the scan vanished, and a

@@ -47,6 +47,7 @@ from mmpipe.cohorts.manifest import (
     UserSplit,
     cohort_labels,
     dataset_root,
+    folder_files,
     layout_modalities,
     modality_specs,
     refuse_label_sources,
@@ -180,7 +181,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         if not wsi_dir.is_dir():
             raise InputError("folder WSIs/ not found", path=wsi_dir)
         named: dict[str, list[Path]] = {}
-        for path in sorted(p for p in wsi_dir.iterdir() if p.is_file()):
+        for path in folder_files(wsi_dir):
             m = SLIDE_NAME.match(path.name)
             if m is not None:
                 named.setdefault(str(int(m["id"])), []).append(path)

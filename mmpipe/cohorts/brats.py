@@ -62,6 +62,7 @@ from mmpipe.cohorts.manifest import (
     cohort_labels,
     config_path,
     dataset_root,
+    folder_files,
     layout_modalities,
     modality_specs,
     refuse_label_sources,
@@ -130,7 +131,7 @@ def scan_case(case: str, folder: Path, sequences: list[str]
     pattern = _file_pattern(case)
     files: dict[str, list[Path]] = defaultdict(list)
     qc = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in folder_files(folder):
         m = pattern.match(path.name)
         if m is None:
             qc += [QCRecord(case, seq, SKIPPED, f"file {path.name} in the case folder skipped: "

@@ -65,6 +65,7 @@ from mmpipe.cohorts.manifest import (
     QCRecord,
     cohort_labels,
     dataset_root,
+    folder_files,
     layout_modalities,
     modality_specs,
     refuse_label_sources,
@@ -209,7 +210,7 @@ def scan_images(root: Path, sequences: list[str]
         if not folder.is_dir():
             raise InputError(f"folder {folder.name}/ of modality {seq!r} not found (extract "
                              f"{folder.name}.tar into it)", path=folder)
-        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        for path in folder_files(folder):
             m = FILE_PATTERN.match(path.name)
             if m is None:
                 qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED,

@@ -147,6 +147,24 @@ def config_path(value: str | Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
+# why a path a download lists cannot be read: its file was never fetched, or moved
+DANGLING_LINK = ("a symbolic link to nothing (a DataLad or git-annex file not fetched, or "
+                 "storage that moved)")
+
+
+def is_dangling_link(path: str | Path) -> bool:
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The files of a download's ``folder``, sorted, with its symbolic links that point
+    nowhere: that is how a DataLad or git-annex download lists a file it has not
+    fetched. Left out, such a file made its modality read as absent (to the benchmark,
+    missing by nature) where the download is unfinished; listed, the manifest rejects it
+    by name (:func:`finalize_manifest`)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() or is_dangling_link(p))
+
+
 def dataset_root(cohort_cfg: dict, base_dir: Path, adapter: str, holds: str) -> Path:
     """The ``root`` folder of a dataset adapter, resolved against ``base_dir``; ``holds``
     says what the folder holds, for the errors."""
@@ -627,6 +645,22 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
     return frame
 
 
+def _reject_dangling_links(frame: pl.DataFrame, specs: list[ModalitySpec]
+                           ) -> tuple[pl.DataFrame, list[QCRecord]]:
+    """Subjects whose modality's path is a symbolic link to nothing lose it, each with a
+    QC row saying so (:data:`DANGLING_LINK`)."""
+    qc: list[QCRecord] = []
+    for spec in specs:
+        paths = frame[spec.column].to_list()
+        dangling = [i for i, p in enumerate(paths) if p is not None and is_dangling_link(p)]
+        for i in dangling:
+            qc.append(QCRecord(frame[SUBJECT][i], spec.name, REJECTED, DANGLING_LINK, paths[i]))
+            paths[i] = None
+        if dangling:
+            frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
+    return frame, qc
+
+
 def _reject_shared_files(frame: pl.DataFrame, specs: list[ModalitySpec]
                          ) -> tuple[pl.DataFrame, list[QCRecord]]:
     """Subjects whose modality is one file or folder (a copy-paste error in a table, two
@@ -676,6 +710,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             .alias(s.column)
             for s in path_specs
         )
+    frame, dangling = _reject_dangling_links(frame, path_specs)
     frame, shared = _reject_shared_files(frame, path_specs)
 
     given: dict[tuple[str, str], QCRecord] = {}
@@ -687,7 +722,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         if key in given:
             raise ValueError(f"adapter gave two QC records for {key}")
         given[key] = rec
-    given.update({(rec.subject_id, rec.modality): rec for rec in shared})
+    given.update({(rec.subject_id, rec.modality): rec for rec in (*dangling, *shared)})
 
     rows = frame.to_dicts()
     qc: list[QCRecord] = []

@@ -24,6 +24,8 @@ from mmpipe.errors import InputError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_DANGLING = (": a symbolic link to nothing (a DataLad or git-annex file not fetched, or "
+             "storage that moved)")
 
 
 def image_files(path: str | Path) -> list[Path]:
@@ -33,12 +35,20 @@ def image_files(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise InputError("image file or folder not found", path=path)
+        raise InputError(f"image file or folder not found{_DANGLING if path.is_symlink() else ''}",
+                         path=path)
     try:
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                      and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in path.iterdir() if not p.name.startswith(".")
+                        and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     except OSError as err:  # a folder one cannot list: its subject's, not the whole job's
         raise InputError(f"cannot list the folder: {err.strerror or err}", path=path) from err
+    # a link to nothing (a DataLad or git-annex image not fetched): skipped, the set
+    # would have lost an image without a word
+    for p in images:
+        if not p.is_file():
+            raise InputError(f"image {p.name}: not a file{_DANGLING if p.is_symlink() else ''}",
+                             path=path)
+    return images
 
 
 def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
