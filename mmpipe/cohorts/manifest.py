@@ -50,6 +50,7 @@ from mmpipe.cohorts.manifest_files import (
     fixed_parts,
 )
 from mmpipe.cohorts.numbers import parse_number
+from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.layout import ADAPTER_QC
 from mmpipe.qc import qc_frame
@@ -347,6 +348,24 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
             f"subject_id(s) that differ only in case or in how an accent is encoded "
             f"(Unicode NFC/NFD): {shown}; one subject must have one ID (fix the source, or "
             "make the IDs differ in more than that)",
+            path=source or None,
+        )
+
+
+def check_split_groups(frame: pl.DataFrame, source: str) -> None:
+    """Raise :class:`InputError` naming ``split_group`` names that differ only in case or
+    accent encoding: "P0" and "p0" as two groups put one patient's two visits in the
+    training and the test split, the leak the groups are there to prevent."""
+    if SPLIT_GROUP not in frame.columns:
+        return
+    names = frame[SPLIT_GROUP].cast(pl.Utf8).drop_nulls().unique(maintain_order=True)
+    clash = _case_twins(names.to_list())
+    if clash:
+        shown = "; ".join(" / ".join(map(repr, names)) for names in clash[:20])
+        raise InputError(
+            f"split group name(s) that differ only in case or in how an accent is encoded "
+            f"(Unicode NFC/NFD): {shown}; one patient's group must have one name (fix the "
+            "source, or make the names differ in more than that)",
             path=source or None,
         )
 
@@ -694,6 +713,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         pl.col(SUBJECT).cast(pl.Utf8).str.strip_chars()
     )
     check_subject_ids(frame[SUBJECT], out.source)
+    check_split_groups(frame, out.source)
     frame = _blank_labels(frame, out.labels, out.source)
     frame, non_numeric, as_text = clean_table_fields(frame, list(out.modalities.values()),
                                                      out.source)

@@ -7,8 +7,10 @@ training and in test, and the test score then measures recognition, not predicti
 adapter that knows such rows writes one group name to each of them in ``split_group``
 (a blank: the subject is its own group) and lists the column in the manifest's
 ``extra_columns``; :func:`mmpipe.bench.splits.stratified_split` then draws each group
-as one unit. Cross-validation's folds inside the training part do not read the groups (a
-group may span folds; the test split never shares one with training).
+as one unit, and cross-validation's folds inside the training part keep each group in
+one fold (:func:`mmpipe.bench.selection.stratified_folds`). Group names that differ only
+in case ("P0", "p0") stop the manifest, as subject IDs that do
+(:func:`mmpipe.cohorts.manifest.check_split_groups`).
 """
 
 from __future__ import annotations

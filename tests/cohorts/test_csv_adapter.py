@@ -466,6 +466,20 @@ def test_a_group_column_keeps_a_patients_subjects_in_one_part(tmp_path):
     assert modality_view_digest(tmp_path / "out", "clinical") == views[1]
 
 
+def test_group_names_that_differ_only_in_case_stop_the_manifest(tmp_path):
+    """A second visit's patient typed "p0" beside "P0" made two groups, and the splits put
+    21 of 30 such patients in two parts: the leak the column is there to prevent. As for
+    subject IDs, the build stops naming them."""
+    rows = [f"v{i},{i % 2},{40 + i},{'MF'[i % 2]},{'Pp'[i % 2]}{i // 2}" for i in range(8)]
+    csv = tmp_path / "visits.csv"
+    csv.write_text("visit_id,response,age,sex,patient\n" + "\n".join(rows) + "\n")
+    cfg = {**_table_cfg(csv), "subject_column": "visit_id", "group_column": "patient"}
+    with pytest.raises(InputError, match=r"split group name\(s\) that differ only in case.*"
+                                         r"'P0' / 'p0'; 'P1' / 'p1'"):
+        build_manifest("visits", cfg, tmp_path / "out", base_dir=tmp_path)
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
 def test_an_image_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_path,
                                                                            monkeypatch):
     """The image reader names a folder it may not list as an InputError, which the
