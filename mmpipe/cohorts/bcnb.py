@@ -47,6 +47,7 @@ from mmpipe.cohorts.manifest import (
     UserSplit,
     cohort_labels,
     dataset_root,
+    flat_folder_qc,
     folder_files,
     layout_modalities,
     modality_specs,
@@ -181,7 +182,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         if not wsi_dir.is_dir():
             raise InputError("folder WSIs/ not found", path=wsi_dir)
         named: dict[str, list[Path]] = {}
-        for path in folder_files(wsi_dir):
+        files = folder_files(wsi_dir)
+        source_qc += flat_folder_qc(wsi_dir, "wsi", "<number>.jpg slide",
+                                    any(SLIDE_NAME.match(path.name) for path in files))
+        for path in files:
             m = SLIDE_NAME.match(path.name)
             if m is not None:
                 named.setdefault(str(int(m["id"])), []).append(path)

@@ -65,6 +65,7 @@ from mmpipe.cohorts.manifest import (
     QCRecord,
     cohort_labels,
     dataset_root,
+    flat_folder_qc,
     folder_files,
     layout_modalities,
     modality_specs,
@@ -210,7 +211,10 @@ def scan_images(root: Path, sequences: list[str]
         if not folder.is_dir():
             raise InputError(f"folder {folder.name}/ of modality {seq!r} not found (extract "
                              f"{folder.name}.tar into it)", path=folder)
-        for path in folder_files(folder):
+        files = folder_files(folder)
+        qc += flat_folder_qc(folder, seq, f"IXI<ID>-<Site>-<n>-{SEQUENCES[seq]}.nii.gz",
+                             any(FILE_PATTERN.match(path.name) for path in files))
+        for path in files:
             m = FILE_PATTERN.match(path.name)
             if m is None:
                 qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED,

@@ -166,6 +166,25 @@ def folder_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() or is_dangling_link(p))
 
 
+def flat_folder_qc(folder: Path, modality: str, expected: str, found: bool
+                   ) -> list[QCRecord]:
+    """For an adapter that reads the files directly in a download's ``folder``: the
+    skipped QC rows of the folders inside it. ``found``: whether any of its files is
+    ``expected`` (e.g. ``"IXI<ID>-<Site>-<n>-T2.nii.gz"``); when none is, raise
+    :class:`InputError` naming the folders inside: an archiver that extracts
+    ``IXI-T2.tar`` into ``IXI-T2/IXI-T2/`` had left the modality missing by nature for
+    every subject, without a word."""
+    inner = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not found:
+        raise InputError(f"folder {folder.name}/ of modality {modality!r} holds no {expected} "
+                         "file" + (f"; it holds the folder(s) {[p.name for p in inner]}: move "
+                                   f"their files up into {folder.name}/" if inner else ""),
+                         path=folder)
+    return [QCRecord(ALL_SUBJECTS, modality, SKIPPED, f"a folder in {folder.name}/ (its files "
+                     f"are not read: the adapter reads those in {folder.name}/ itself)", str(p))
+            for p in inner]
+
+
 def dataset_root(cohort_cfg: dict, base_dir: Path, adapter: str, holds: str) -> Path:
     """The ``root`` folder of a dataset adapter, resolved against ``base_dir``; ``holds``
     says what the folder holds, for the errors."""

@@ -136,3 +136,21 @@ def test_a_split_file_saved_with_a_byte_order_mark_reads_its_first_id(bcnb, tmp_
     test_ids.write_text(test_ids.read_text(), encoding="utf-8-sig")
     again = build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
     assert again["split"].to_list() == manifest["split"].to_list()
+
+
+def test_slides_extracted_one_folder_too_deep_are_named_not_missing(bcnb, tmp_path):
+    """WSIs/WSIs/1.jpg ... left every patient's slide absent without a word."""
+    import shutil
+
+    from mmpipe.errors import InputError
+
+    root, _, _, _ = bcnb
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
+    shutil.move(copy / "WSIs", tmp_path / "WSIs")
+    (copy / "WSIs").mkdir()
+    shutil.move(tmp_path / "WSIs", copy / "WSIs" / "WSIs")
+    with pytest.raises(InputError, match=r"folder WSIs/ of modality 'wsi' holds no "
+                                         r"<number>.jpg slide file; it holds the folder\(s\) "
+                                         r"\['WSIs'\]"):
+        build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)

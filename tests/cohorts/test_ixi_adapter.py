@@ -232,3 +232,28 @@ def test_an_error_cell_is_a_blank_not_its_error_code(tmp_path):
     book.save(str(tmp_path / "IXI.xls"))
     (row,) = read_table(tmp_path / "IXI.xls")
     assert row[AGE_COLUMN] is None and row["HEIGHT"] is None and row[ID_COLUMN] == 2.0
+
+
+def test_a_sequence_extracted_one_folder_too_deep_is_named_not_missing(ixi, tmp_path):
+    """An archiver that extracts IXI-T2.tar into IXI-T2/IXI-T2/ left T2 absent for every
+    subject, "missing by nature", without a word; a folder beside the files is a QC row."""
+    import shutil
+
+    root, _, _, _ = ixi
+    copy_root = tmp_path / "IXI"
+    shutil.copytree(root, copy_root, ignore=shutil.ignore_patterns("out"))
+    t2 = copy_root / "IXI-T2"
+    shutil.move(t2, tmp_path / "IXI-T2")
+    t2.mkdir()
+    shutil.move(tmp_path / "IXI-T2", t2 / "IXI-T2")
+    with pytest.raises(InputError, match=r"folder IXI-T2/ of modality 't2' holds no "
+                                         r"IXI<ID>-<Site>-<n>-T2.nii.gz file; it holds the "
+                                         r"folder\(s\) \['IXI-T2'\]") as err:
+        build_manifest("ixi", _cfg(copy_root), tmp_path / "a", base_dir=copy_root)
+    assert err.value.path == str(t2)
+    for p in (t2 / "IXI-T2").iterdir():  # the files moved up; an extra folder stays
+        shutil.move(p, t2 / p.name)
+    build_manifest("ixi", _cfg(copy_root), tmp_path / "b", base_dir=copy_root)
+    skipped = read_qc(tmp_path / "b").filter(pl.col("path") == str(t2 / "IXI-T2"))
+    assert skipped["status"].to_list() == ["skipped"]
+    assert skipped["reason"][0].startswith("a folder in IXI-T2/ (its files are not read")
