@@ -176,8 +176,11 @@ def _survival_edges(cfg: dict) -> tuple[float, float]:
     return lo, hi
 
 
-def read_survival(path: Path) -> tuple[pl.DataFrame, str, str]:
-    """The survival CSV as text columns, with its ID and survival column names."""
+def read_survival(path: Path) -> tuple[pl.DataFrame, str, str, list[int]]:
+    """The survival CSV as text columns, with its ID and survival column names, and the
+    numbers of the data rows (1-based, the header not counted) without a case ID that hold values (left out: no case
+    owns them). A row blank in every column (Excel's trailing ``,,,``) is left out
+    silently: kept, two of them had stopped the build as "case(s) listed twice: [None]"."""
     if not path.is_file():
         raise InputError("BraTS survival CSV not found", path=path)
     table = read_source_csv(path, all_text=True)
@@ -188,10 +191,14 @@ def read_survival(path: Path) -> tuple[pl.DataFrame, str, str]:
                          f"column (one of {list(SURVIVAL_COLUMNS)}); has {table.columns}",
                          path=path)
     table = table.with_columns(pl.col(id_col).str.strip_chars())
+    nameless = table[id_col].fill_null("") == ""
+    held = table.select(pl.any_horizontal(pl.all().str.strip_chars().fill_null("") != ""))
+    unowned = [i + 1 for i in (nameless & held.to_series()).arg_true().to_list()]
+    table = table.filter(~nameless)
     dup = table.filter(pl.col(id_col).is_duplicated())[id_col].unique().sort().to_list()
     if dup:
         raise InputError(f"case(s) listed twice: {dup[:20]}", path=path)
-    return table, id_col, surv_col
+    return table, id_col, surv_col, unowned
 
 
 def _survival_path(root: Path, cfg: dict, base_dir: Path) -> Path | None:
@@ -219,7 +226,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise InputError(f"no survival CSV ({' or '.join(SURVIVAL_FILES)}) in the root, and "
                          "brats.survival_csv names none: the survival label needs it (BraTS "
                          "2021 ships no survival data)", path=root)
-    table, id_col, surv_col = read_survival(survival_path)
+    table, id_col, surv_col, unowned = read_survival(survival_path)
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
     unknown = [f for f in fields if f not in table.columns]
     if unknown:
@@ -237,6 +244,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         QCRecord(ALL_SUBJECTS, seq, SKIPPED, f"folder {folder.name!r} skipped: not a case "
                  f"(no file {folder.name}_<t1|t1ce|t2|flair|seg>.nii(.gz) in it)", str(folder))
         for folder in others for seq in sequences]
+    source_qc += [QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"data row {row} of {survival_path.name} "
+                           "(the header not counted) holds values but no case ID: skipped", str(survival_path))
+                  for row in unowned]
     per_case = {}
     for case, folder, _ in cases:
         files, skipped = scan_case(case, folder, sequences)

@@ -158,3 +158,24 @@ def test_a_moved_download_keeps_every_sequences_view(tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")  # copy2: the files' times come along
     assert views(tmp_path / "b" / "data", tmp_path / "out_b") == \
         views(tmp_path / "a" / "data", tmp_path / "out_a")
+
+
+def test_blank_rows_of_the_survival_csv_are_left_out(tmp_path):
+    """Excel's trailing ``,,,`` rows: two stopped the build as "case(s) listed twice:
+    [None]", one read as "survival row of None skipped". A row without an ID that holds
+    values is a QC row naming its number."""
+    plan = write_brats(tmp_path, n_cases=8, seed=1)
+    csv = tmp_path / "survival_info.csv"
+    text = csv.read_text()
+    n_rows = len(text.strip().splitlines()) - 1
+    width = text.splitlines()[0].count(",")
+    csv.write_text(text.rstrip("\n") + "\n" + ("," * width + "\n") * 2
+                   + ",61," + "," * (width - 2) + "\n")
+    manifest = build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    assert set(manifest["subject_id"]) <= set(plan.cases)
+    qc = read_qc(tmp_path / "out")
+    assert not qc["reason"].str.contains("None").any()
+    said = qc.filter(pl.col("reason").str.contains("holds values but no case ID"))
+    assert said["reason"].to_list() == [f"data row {n_rows + 3} of survival_info.csv (the "
+                                        "header not counted) holds values but no case ID: "
+                                        "skipped"]
