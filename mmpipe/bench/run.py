@@ -222,24 +222,40 @@ def _train_cells(layout: CohortLayout, data: BenchData, dropped: list[dict],
     return results
 
 
-def best_validation_seed(results: list[dict[str, Any]]) -> int | None:
-    """The trained seed with the highest validation AUC (the lowest seed on a tie); the
-    test split plays no part. None when no seed trained."""
-    scored = [(r["val"]["auc"], -r["seed"]) for r in results
-              if r["trained"] and r["val"]["auc"] is not None and np.isfinite(r["val"]["auc"])]
-    return -max(scored)[1] if scored else None
+# what ``keep_models: best`` keeps a seed by, in turn: a validation split of one class
+# (a rare label, a mask that left a class without input) has no AUC on any seed, and
+# every seed's model.pt had been deleted with the runs trained
+KEEP_BY = ("auc", "balanced_accuracy")
+
+
+def best_validation_seed(results: list[dict[str, Any]]) -> tuple[int | None, str | None]:
+    """The trained seed with the highest validation AUC (the lowest seed on a tie), and
+    what chose it; where no seed has a finite one, by validation balanced accuracy, then
+    the lowest trained seed. The test split plays no part. (None, None) when no seed
+    trained."""
+    trained = [r for r in results if r["trained"]]
+    for metric in KEEP_BY:
+        scored = [(r["val"][metric], -r["seed"]) for r in trained
+                  if r["val"].get(metric) is not None and np.isfinite(r["val"][metric])]
+        if scored:
+            return -max(scored)[1], f"validation {metric}"
+    if trained:
+        return min(r["seed"] for r in trained), "the lowest trained seed (no validation " \
+            "metric is defined on any)"
+    return None, None
 
 
 def _keep_best_model(cell_dir: Path, results: list[dict[str, Any]]) -> None:
     """``keep_models: best``: only the best validation seed's ``model.pt`` stays; every
-    seed's ``metrics.json`` says which seed holds the cell's weights."""
-    best = best_validation_seed(results)
+    seed's ``metrics.json`` says which seed holds the cell's weights (``model_seed``) and
+    what chose it (``model_seed_by``)."""
+    best, by = best_validation_seed(results)
     for r in results:
         run_dir = cell_dir / seed_name(r["seed"])
         if r["seed"] != best:
             (run_dir / MODEL).unlink(missing_ok=True)
         r["model"] = MODEL if r["seed"] == best else None
-        r["model_seed"] = best
+        r["model_seed"], r["model_seed_by"] = best, by
         (run_dir / METRICS).write_text(json.dumps(r, indent=2, default=float))
 
 

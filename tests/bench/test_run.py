@@ -644,3 +644,26 @@ def test_cross_validation_folds_keep_the_split_files_groups(cohort, tmp_path, mo
                                         strict=True))
     assert any("cross-validation keeps each of the training part's" in n
                for n in metrics["notes"])
+
+
+def test_keep_models_best_keeps_a_model_when_no_seed_has_a_validation_auc(tmp_path):
+    """A validation split of one class has no AUC on any seed: every seed's model.pt was
+    deleted though every seed trained, and `mmpipe predict` had nothing to score with."""
+    from mmpipe.bench.run import _keep_best_model
+
+    nan = float("nan")
+    results = [{"seed": s, "trained": t, "val": {"auc": nan, "balanced_accuracy": b}}
+               for s, t, b in ((0, True, 0.5), (1, True, 0.75), (2, False, nan))]
+    for r in results:
+        (tmp_path / f"seed{r['seed']}").mkdir()
+        (tmp_path / f"seed{r['seed']}" / "model.pt").write_bytes(b"w")
+    _keep_best_model(tmp_path, results)
+    assert sorted(p.parent.name for p in tmp_path.glob("seed*/model.pt")) == ["seed1"]
+    saved = json.loads((tmp_path / "seed0" / "metrics.json").read_text())
+    assert (saved["model_seed"], saved["model_seed_by"]) == (1, "validation balanced_accuracy")
+    for r in results:
+        r["val"]["balanced_accuracy"] = nan
+    (tmp_path / "seed0" / "model.pt").write_bytes(b"w")
+    _keep_best_model(tmp_path, results)
+    assert sorted(p.parent.name for p in tmp_path.glob("seed*/model.pt")) == ["seed0"]
+    assert results[2]["model_seed_by"].startswith("the lowest trained seed")
