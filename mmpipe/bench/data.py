@@ -319,10 +319,10 @@ class Normalizer:
       rows, as the z-score does them: scaled as stored, its vectors carried stage 1's
       cohort-wide statistics, which the test subjects shape, into every training
       subject's features; and its columns constant on the training rows (a category only
-      test subjects have) are zero, as the z-score's are. Under cross-validation these
-      statistics are the training part's (train + val) for every fold: a held-out fold
-      shapes its training folds' tabular features, which the z-score refits per fold; the
-      test split never does.
+      test subjects have) are zero, as the z-score's are. The row scaling comes after
+      those statistics, so a cross-validation fold cannot refit them on this
+      normaliser's output as the z-score's folds do (:attr:`folds_refit_raw`): its own
+      normaliser is fitted on the raw training folds.
     - ``"none"``: identity (a tabular store then keeps stage 1's cohort-wide scaling and
       blank imputation: label-free, but not fitted on training subjects only; HGB, the
       method run so, reads such a blank as NaN).
@@ -350,6 +350,14 @@ class Normalizer:
     @property
     def fits(self) -> bool:
         return self.mode in self.FITTED
+
+    @property
+    def folds_refit_raw(self) -> bool:
+        """Whether a cross-validation fold fits its own normaliser on the raw features
+        (:func:`mmpipe.bench.selection._fit_cv`): a fitted ``l2`` with a tabular store's
+        statistics, which its row scaling follows. (The z-score's folds refit on its
+        output, to which they compose exactly.)"""
+        return self.mode not in self.FITTED and bool(self.stats)
 
     def fit(self, data: BenchData) -> Normalizer:
         """Statistics of ``data``; ``keep`` is 0 for a feature constant on it."""

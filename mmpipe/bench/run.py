@@ -326,6 +326,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     # then re-standardises on its own training folds (selection._fit_cv)
     fitted_on = train if selection_cfg.strategy == "validation" else training_part(train, val)
     normalizer = Normalizer(normalize).fit(fitted_on)
+    raw_pool, raw_test = fitted_on, test
     train, val, test = (normalizer.transform(d) for d in (train, val, test))
     if normalizer.unseen:
         lost = int((~val.present.any(axis=1)).sum())
@@ -334,6 +335,11 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                      + (f"; {lost} validation subject(s) left without input were left out"
                         if lost else ""))
         val = val.with_input()
+    # l2's tabular statistics do not compose with a fold's refit: the folds take the raw
+    # training part, row for row as the normalised one (less what `unseen` emptied)
+    raw_pool = (raw_pool.subset(np.flatnonzero(np.isin(
+        raw_pool.subject_id, np.concatenate([train.subject_id, val.subject_id]))))
+        if selection_cfg.strategy == "cv" and normalizer.folds_refit_raw else None)
     notes += _zeroed_note(normalizer) + _absent_label_notes(
         data, [("training", train), ("validation", val)]
         if selection_cfg.strategy == "validation" else [("training", fitted_on)], test)
@@ -362,7 +368,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                                 method_class(method_cfg["type"]), method.hparams,
                                 TRAIN_DEFAULTS, train, val, seed=seed, device=device,
                                 selection=selection_cfg, tuning=tuning_cfg,
-                                normalize=normalize, split_groups=groups)
+                                normalize=normalize, split_groups=groups,
+                                raw_pool=raw_pool)
 
         shared_with = None
         try:
@@ -378,6 +385,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                              "and validation data are that cell's (as a scenario that masks "
                              "the test split only leaves them), so its model is that cell's")
             method, result, chosen = sel.method, sel.result, sel.overrides
+            if sel.normalizer is not None:  # a fold ensemble whose members read raw features
+                normalizer = sel.normalizer
+                test = normalizer.transform(raw_test)
             (tmp / TRAIN_LOG).write_text(sel.log)
             trained = True
         except NotTrainable as err:

@@ -17,7 +17,10 @@ Two strategies, chosen per cohort (``benchmark.selection``):
   Under z-scores each fold re-standardises with its training folds' statistics (a
   normaliser fitted after the training part's: z-scoring is affine, so the two compose to
   the training folds' own z-score), so a held-out fold never shapes its own features; a
-  fold ensemble keeps each member's normaliser with it.
+  fold ensemble keeps each member's normaliser with it. Under ``l2`` with a tabular store
+  (whose statistics the row scaling follows, so they do not compose) each fold fits its
+  normaliser on the raw training folds; a fold ensemble's members then read raw
+  features, and the run's own normaliser becomes ``none`` (:attr:`Selected.normalizer`).
 
 The validation metrics a run reports are those of the kept model on the validation
 split, or the out-of-fold metrics under ``cv``.
@@ -150,6 +153,9 @@ class Selected:
     record: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     seconds: float = 0.0                    # every trial, fold and refit
+    # the normalisation the kept model reads, where it is not the run's (a fold ensemble
+    # whose members normalise raw features: Normalizer.folds_refit_raw)
+    normalizer: Normalizer | None = None
 
     @property
     def val_y(self) -> np.ndarray:
@@ -186,7 +192,7 @@ def _fit_validation(build: Callable[[], Any], train: BenchData, val: BenchData,
 
 def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed: int, device,
             selection: Selection, normalize: str = "none",
-            split_groups: Mapping[str, str] | None = None
+            split_groups: Mapping[str, str] | None = None, raw: BenchData | None = None
             ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray, np.ndarray]:
     """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
     its fit, the out-of-fold probabilities, and the rows of them that are the training
@@ -194,7 +200,10 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
     training part's statistics; a fold's normaliser is fitted on its training folds of
     ``pool`` alone (:meth:`Normalizer.fit`), so the held-out fold's features do not
     depend on the held-out fold. A split group of ``split_groups`` (subject_id -> group)
-    lies in one fold."""
+    lies in one fold. ``raw``: ``pool`` before the run's normalisation, row for row, where
+    that normalisation's statistics do not compose (:attr:`Normalizer.folds_refit_raw`):
+    each fold's normaliser is then fitted on the raw training folds and reads raw
+    features."""
     groups = ([split_groups.get(s) for s in pool.subject_id] if split_groups else None)
     folds = stratified_folds(strata(pool), selection.folds, seed, groups)
     oof = np.zeros((len(pool.y), pool.n_classes), dtype=np.float64)
@@ -206,7 +215,11 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
             continue
         fit_part, held_part = pool.subset(np.flatnonzero(folds != k)), pool.subset(held)
         norm = Normalizer(normalize)
-        if norm.fits:
+        if raw is not None:
+            norm.fit(raw.subset(np.flatnonzero(folds != k)))
+            fit_part = norm.transform(raw.subset(np.flatnonzero(folds != k)))
+            held_part = norm.transform(raw.subset(held))
+        elif norm.fits:
             norm.fit(fit_part)
             fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
         else:
@@ -254,18 +267,25 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
                  trainer_defaults: dict[str, Any], train: BenchData, val: BenchData, *,
                  seed: int, device, selection: Selection, tuning: Tuning,
                  normalize: str = "none",
-                 split_groups: Mapping[str, str] | None = None) -> Selected:
+                 split_groups: Mapping[str, str] | None = None,
+                 raw_pool: BenchData | None = None) -> Selected:
     """Spend the tuning budget on ``train``/``val`` (never the test split) and return the
     chosen model. ``build(overrides)`` makes a fresh method with those hyper-parameters,
     ``hparams`` are the method's settings without overrides (its class defaults and its
     config, trainer keys included). ``train``/``val`` come normalised with ``normalize``
     (:class:`~mmpipe.bench.data.Normalizer`; fitted on ``train``, or on both under
     ``cv``, whose folds then re-standardise on their training folds, and keep each of
-    ``split_groups``, subject_id -> group, in one fold). Raises
-    :class:`NotTrainable` when no trial could train."""
+    ``split_groups``, subject_id -> group, in one fold). ``raw_pool``: under ``cv``, the
+    training part before normalisation, row for row as ``train`` then ``val``, when the
+    folds fit their normalisers on raw features (:attr:`Normalizer.folds_refit_raw`).
+    Raises :class:`NotTrainable` when no trial could train."""
     candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
     sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
     pool = training_part(train, val) if selection.strategy == "cv" else None
+    if raw_pool is not None and (pool is None or not np.array_equal(raw_pool.subject_id,
+                                                                    pool.subject_id)):
+        raise ValueError("raw_pool is cross-validation's training part before "
+                         "normalisation, row for row")
     trials: list[TrialRecord] = []
     best: tuple[float, int] | None = None
     kept: dict[str, Any] = {}
@@ -287,7 +307,8 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
                 unscored = None
             else:
                 members, norms, results, proba, unscored = _fit_cv(
-                    make, pool, cfg, seed, device, selection, normalize, split_groups)
+                    make, pool, cfg, seed, device, selection, normalize, split_groups,
+                    raw_pool)
                 if not members:
                     raise NotTrainable("no fold could train")
                 diverged = [k for k, r in enumerate(results) if r.diverged]
@@ -325,6 +346,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         raise NotTrainable("; ".join(sorted({r.error or "?" for r in trials})))
     chosen = trials[best[1]].overrides
     final = "validation"
+    normalizer = None
     if selection.strategy == "validation":
         method, result = kept["method"], kept["results"][0]
         val_part, evaluation = val, "scenario"
@@ -345,6 +367,10 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             final = f"refit on the training part for the folds' median best epochs {epochs}"
         else:
             method = FoldEnsemble(kept["members"], kept["norms"])
+            if raw_pool is not None:
+                # its members normalise raw features: the run's normalisation only marks
+                # what no subject of the training part has absent, as theirs do
+                normalizer = Normalizer("none").fit(raw_pool)
             result = copy.copy(results[0])
             # the members' own settings where they differ (a scikit-learn fold chooses
             # its regularisation on its own held-out fold)
@@ -374,4 +400,5 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
     return Selected(method=method, result=result, val_proba=kept["proba"],
                     val_evaluation=evaluation, val_part=val_part, overrides=chosen,
                     val_no_input=kept["unscored"], record=record,
-                    log=header + "\n" + "\n".join(log_lines) + "\n", seconds=seconds)
+                    log=header + "\n" + "\n".join(log_lines) + "\n", seconds=seconds,
+                    normalizer=normalizer)

@@ -628,7 +628,7 @@ def test_cross_validation_folds_keep_the_split_files_groups(cohort, tmp_path, mo
     real = selection._fit_cv
 
     def spy(*args, **kwargs):
-        seen.append(args[-1])
+        seen.append(args[7])  # split_groups
         return real(*args, **kwargs)
 
     monkeypatch.setattr(selection, "_fit_cv", spy)
@@ -667,3 +667,117 @@ def test_keep_models_best_keeps_a_model_when_no_seed_has_a_validation_auc(tmp_pa
     _keep_best_model(tmp_path, results)
     assert sorted(p.parent.name for p in tmp_path.glob("seed*/model.pt")) == ["seed0"]
     assert results[2]["model_seed_by"].startswith("the lowest trained seed")
+
+
+def _clinical_cohort(root, moved_age: float | None = None):
+    """60 subjects: a clinical table (age, stage) through the stage-1 tabular encoder and
+    a feature modality ``a``; with ``moved_age`` subject s000's age is that."""
+    rng = np.random.default_rng(3)
+    n = 60
+    y = rng.integers(0, 2, n)
+    rows = ["id,y,age,stage,a"]
+    for i in range(n):
+        np.save(root / f"a{i}.npy", (rng.normal(size=4) + y[i]).astype(np.float32))
+        age = round(50 + 8 * y[i] + rng.normal() * 6, 1)
+        age = moved_age if i == 0 and moved_age is not None else age
+        rows.append(f"s{i:03d},{y[i]},{age},{'I II III'.split()[i % 3]},a{i}.npy")
+    (root / "cohort.csv").write_text("\n".join(rows) + "\n")
+    cohort_cfg = {"adapter": "csv", "csv": str(root / "cohort.csv"), "subject_column": "id",
+                  "labels": ["y"],
+                  "modalities": {"a": {"kind": "features", "column": "a",
+                                       "encoders": ["precomputed"]},
+                                 "clinical": {"kind": "table", "fields": ["age", "stage"],
+                                              "encoders": ["tabular"]}}}
+    cfg = load_config(REPO / "config.yaml")
+    cfg["cohorts"] = {"toy": cohort_cfg}
+    cfg["encoders"]["tabular"]["categorical"] = ["stage"]
+    cohort_dir = root / "results" / "toy"
+    build_manifest("toy", cohort_cfg, cohort_dir)
+    for m, e in (("a", "precomputed"), ("clinical", "tabular")):
+        encode_store(cohort_dir, m, encoder_params(cfg, "toy", m, e),
+                     cohort_dir / "features" / m / f"{e}.zarr", device="cpu")
+    make_split(cohort_dir, "y", 0, (0.6, 0.2, 0.2), root / "split.parquet")
+    make_mask(cohort_dir, "natural", 0.0, 0, root / "mask.parquet")
+    return cohort_dir
+
+
+@pytest.mark.parametrize("method,final", [({"type": "deepsets", "max_epochs": 6}, "refit"),
+                                          ({"type": "logreg"}, "ensemble")])
+def test_l2_cross_validation_folds_fit_their_tabular_statistics_without_the_held_out_fold(
+        tmp_path, monkeypatch, method, final):
+    """Under `l2` a tabular store's fields are standardised from training rows, then each
+    row scaled to unit norm. Under cv those statistics were the training part's for every
+    fold: one held-out subject's age moved its fold-mates' features (by 0.87 on unit
+    vectors) and their out-of-fold scores, which choose the trial. The folds now fit
+    their own on the raw training folds; a fold ensemble's members read raw features,
+    and `mmpipe predict` scores as the run did."""
+    import mmpipe.bench.selection as selection_mod
+
+    # folds dealt in the training part's order, which the out-of-fold rows keep
+    monkeypatch.setattr(selection_mod, "stratified_folds",
+                        lambda y, k, seed, groups=None: np.arange(len(y)) % k)
+    feature_set = {"a": "precomputed", "clinical": "tabular"}
+    scores = []
+    for name, age in (("base", None), ("moved", 500.0)):
+        root = tmp_path / name
+        root.mkdir()
+        cohort_dir = _clinical_cohort(root, age)
+        out = root / "run"
+        run_experiment(cohort_dir, feature_set, "y", method, root / "split.parquet",
+                       root / "mask.parquet", out, seed=0, normalize="l2",
+                       meta={"cohort": "toy", "feature_set": "fs", "method": method["type"],
+                             "scenario": "natural", "rate": 0.0},
+                       selection={"strategy": "cv", "folds": 3, "final": final},
+                       tuning={"trials": 1})
+        preds = pl.read_parquet(out / "predictions.parquet")
+        oof = preds.filter(pl.col("evaluation") == "out_of_fold")
+        scores.append(dict(zip(oof["subject_id"], oof["score_1"], strict=True)))
+        order = oof["subject_id"].to_list()
+        if final == "ensemble":
+            test = preds.filter((pl.col("split") == "test") & (pl.col("evaluation") == "scenario"))
+            scored = predict_stores(out, {m: cohort_dir / "features" / m / f"{e}.zarr"
+                                          for m, e in feature_set.items()})
+            again = dict(zip(scored["subject_id"], scored["score_1"], strict=True))
+            np.testing.assert_allclose([again[s] for s in test["subject_id"]],
+                                       test["score_1"].to_numpy(), rtol=0, atol=1e-5)
+    assert "s000" in order  # in the training part: its fold is its row's
+    mates = [s for i, s in enumerate(order) if i % 3 == order.index("s000") % 3 and s != "s000"]
+    assert len(mates) >= 10
+    np.testing.assert_allclose([scores[1][s] for s in mates], [scores[0][s] for s in mates],
+                               rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["validation", "cv"])
+def test_the_run_fits_its_normaliser_on_the_subjects_it_may_read(cohort, tmp_path, monkeypatch,
+                                                                 strategy):
+    """The training split under `validation`, the training part (train + val) under `cv`;
+    never a test subject. (A test that fitted two normalisers on the same training rows
+    could not fail: this one watches what the run hands to the normaliser.)"""
+    from mmpipe.bench.data import Normalizer
+
+    root, cohort_dir = cohort
+    fitted = []
+    real = Normalizer.fit
+
+    def spy(self, data):
+        fitted.append(set(data.subject_id.tolist()))
+        return real(self, data)
+
+    monkeypatch.setattr(Normalizer, "fit", spy)
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "concat_zero", "max_epochs": 2}, root / "split.parquet",
+                             root / "mask.parquet", tmp_path / "run", seed=0,
+                             selection={"strategy": strategy, "folds": 3},
+                             tuning={"trials": 1},
+                             meta={"cohort": "toy", "feature_set": "all", "method": "concat_zero",
+                                   "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"]
+    split = pl.read_parquet(root / "split.parquet")
+    train = set(split.filter(pl.col("split") == "train")["subject_id"].to_list())
+    val = set(split.filter(pl.col("split") == "val")["subject_id"].to_list())
+    run_level = fitted[0]
+    assert run_level <= (train if strategy == "validation" else train | val)
+    assert not run_level & set(split.filter(pl.col("split") == "test")["subject_id"].to_list())
+    assert len(run_level) > len(train) // 2
+    # the folds' own normalisers read no subject outside the training part either
+    assert all(f <= train | val for f in fitted)
