@@ -216,6 +216,18 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def bert_key(key: str) -> str | None:
+    """A checkpoint's key as :class:`Bert` names it, or None for a tensor it does not use
+    (the pre-training heads, the pooler, the position ids)."""
+    key = key.removeprefix("bert.")
+    # the LayerNorm names of files written before transformers 2 (gamma, beta), which
+    # transformers still renames when it loads them
+    for old, new in _LEGACY_NAMES:
+        if key.endswith(old):
+            key = key[:-len(old)] + new
+    return None if key.startswith(_UNUSED_PREFIXES) or key in _UNUSED_KEYS else key
+
+
 def load_bert(folder: Path, weights: Path) -> Bert:
     """The BERT of ``folder`` with the weights of ``weights`` loaded strictly (built
     without its random init, which the load would overwrite: about 0.2 s of a MiniLM
@@ -227,15 +239,9 @@ def load_bert(folder: Path, weights: Path) -> Bert:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise WeightsError(f"{weights}: not a state_dict (entry {key!r} of type "
                                f"{type(value).__name__})")
-        key = key.removeprefix("bert.")
-        # the LayerNorm names of files written before transformers 2 (gamma, beta), which
-        # transformers still renames when it loads them
-        for old, new in _LEGACY_NAMES:
-            if key.endswith(old):
-                key = key[:-len(old)] + new
-        if key.startswith(_UNUSED_PREFIXES) or key in _UNUSED_KEYS:
-            continue
-        state[key] = value
+        key = bert_key(key)
+        if key is not None:
+            state[key] = value
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -16,7 +16,8 @@ Two models, both read from local files only (nothing is ever downloaded):
   ``0.weight`` [(768+512)//2, 768] and ``2.weight`` [512, 640] (no biases; GELU
   between them) or a linear ``weight`` [512, 768]; a file of the whole UniMedCLIP
   checkpoint works too (its ``text_encoder.proj.`` keys are taken; ``text.proj.``
-  and ``proj.`` as well, and a ``module.`` prefix is stripped). Without a projection the 768-d CLS embedding is returned. Output is
+  and ``proj.`` as well, and a ``module.`` prefix is stripped), when the text tower it
+  also holds is the ``checkpoint``'s BERT, weight for weight (else refused). Without a projection the 768-d CLS embedding is returned. Output is
   L2-normalised, as CLIP's ``encode_text(normalize=True)``.
 
 Both are BERTs, run by :mod:`mmpipe.encoders.bert` (torch and ``tokenizers``, without
@@ -98,12 +99,13 @@ def _sentence_transformers_recipe(folder: Path) -> dict[str, Any]:
     return recipe
 
 
-# where a checkpoint of the whole CLIP model keeps the text projection
+# where a checkpoint of the whole CLIP model keeps the text projection, and its text tower
 _PROJECTION_PREFIXES = ("text_encoder.proj.", "text.proj.", "proj.")
+_TOWER_PREFIXES = ("text_encoder.transformer.", "text.transformer.")
 
 
-def _load_projection(path: Path) -> nn.Module:
-    """open_clip's text projection (MLP ``0/2.weight`` or linear ``weight``, no biases)."""
+def _projection_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a projection file (a ``state_dict`` entry's, ``module.`` stripped)."""
     if not path.is_file():
         raise WeightsError(f"text projection file not found: {path} (a torch file holding "
                            "UniMedCLIP's text.proj state_dict: 0.weight and 2.weight)")
@@ -116,8 +118,13 @@ def _load_projection(path: Path) -> nn.Module:
     if not isinstance(obj, dict):  # torch.save of a bare tensor or module list
         raise WeightsError(f"{path}: expected the text projection's state_dict (0.weight "
                            f"and 2.weight, or weight), found a {type(obj).__name__}")
-    tensors = {k.removeprefix("module."): v for k, v in obj.items()
-               if isinstance(v, torch.Tensor)}
+    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _load_projection(path: Path, tensors: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """open_clip's text projection (MLP ``0/2.weight`` or linear ``weight``, no biases);
+    ``tensors``: the file's, read already."""
+    tensors = _projection_tensors(path) if tensors is None else tensors
     # the projection's own keys in a checkpoint of the whole model (UniMedCLIP's tower
     # is its `text_encoder`: official src/open_clip/model.py), else the file's every key
     under = {k[len(p):]: v for k, v in tensors.items() for p in _PROJECTION_PREFIXES
@@ -138,6 +145,32 @@ def _load_projection(path: Path) -> nn.Module:
     except RuntimeError as exc:
         raise WeightsError(f"{path}: the text projection does not load: {exc}") from exc
     return proj.eval()
+
+
+def _check_tower(tensors: dict[str, torch.Tensor], model: nn.Module, path: Path,
+                 folder: Path) -> None:
+    """A projection file of the whole UniMedCLIP model also holds the text tower its
+    projection was trained with: refuse it beside a ``checkpoint`` BERT of other weights
+    (the base BiomedBERT, where UniMedCLIP's tower is fine-tuned), whose embeddings
+    through that projection belong to neither model."""
+    from mmpipe.encoders.bert import bert_key
+
+    tower = {bert_key(k[len(p):]): v for k, v in tensors.items() for p in _TOWER_PREFIXES
+             if k.startswith(p)}
+    tower.pop(None, None)
+    if not tower:
+        return
+    own = model.state_dict()
+    differ = sorted(k for k in set(tower) | set(own)
+                    if k not in tower or k not in own or tower[k].shape != own[k].shape
+                    or not torch.equal(tower[k].to(own[k].device, own[k].dtype), own[k]))
+    if differ:
+        raise WeightsError(
+            f"{path} holds the text tower its projection was trained with ({len(tower)} "
+            f"tensors under {'/'.join(_TOWER_PREFIXES)}), and {len(differ)} of them differ "
+            f"from the BERT of checkpoint {folder} (first: {differ[0]}): save that tower as a "
+            "Hugging Face folder and give it as checkpoint, so that the BERT and the "
+            "projection are one model's")
 
 
 class TextEncoder:
@@ -209,7 +242,9 @@ class TextEncoder:
         self.dim = hidden
         if projection:
             ppath = Path(projection).expanduser()
-            self.projection = _load_projection(ppath).to(self.device)
+            tensors = _projection_tensors(ppath)
+            _check_tower(tensors, self.model, ppath, folder)
+            self.projection = _load_projection(ppath, tensors).to(self.device)
             first = next(m for m in self.projection.modules() if isinstance(m, nn.Linear))
             if first.in_features != hidden:
                 raise WeightsError(f"{ppath}: projection expects {first.in_features}-d input, "

