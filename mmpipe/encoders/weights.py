@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from mmpipe.errors import WeightsError
+from mmpipe.fsutil import atomic_write_text
 from mmpipe.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,28 @@ def _hub_cached_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+# torch hub's convention: a file name's "-<hex>." is the start of its SHA-256
+_HUB_HASH = re.compile(r"-([a-f0-9]+)\.")
+# beside a file mmpipe downloaded into the hub cache: the URL it came from
+_SOURCE_SUFFIX = ".source-url"
+
+
+def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:
+    """The hub cache keys a file by its name alone, so another URL's file of that name (a
+    second host, a v2 folder) would be loaded and recorded as this URL's: refused when
+    the name's hash prefix or the URL mmpipe recorded on download says so."""
+    named = _HUB_HASH.search(cached.name)
+    if named and not sha.startswith(named.group(1)):
+        raise WeightsError(f"encoder {encoder}: the cached {cached} is not the file its name "
+                           f"promises (SHA-256 {sha[:12]}..., the name says {named.group(1)}): "
+                           "delete it and download again")
+    record = cached.with_name(cached.name + _SOURCE_SUFFIX)
+    if record.is_file() and (came := record.read_text().strip()) != url:
+        raise WeightsError(f"encoder {encoder}: the cached {cached} was downloaded from {came}, "
+                           f"not from {url} (the hub cache keys a file by its name): set "
+                           "encoders.<name>.weights to a local path, or move the cached file")
+
+
 def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: str,
                        how_to_get: str) -> tuple[dict[str, torch.Tensor] | None, WeightsInfo]:
     """Find, check and load the weights an encoder's config names.
@@ -135,6 +159,7 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
             cached = _hub_cached_file(spec)
             if cached.is_file():
                 sd, sha = _load_file(cached, expected_sha, f"encoder {encoder}: {cached} (cache of {spec})")
+                _check_cached(cached, spec, sha, encoder)
                 return sd, WeightsInfo(spec, sha, False)
             if cfg.get("download", False):
                 return _download(spec, expected_sha, encoder)
@@ -174,6 +199,7 @@ def _download(url: str, expected_sha: str | None, encoder: str) -> tuple[dict, W
     sha = sha256_file(cached) if cached.is_file() else None
     if sha is not None:
         _check_hash(sha, expected_sha, f"encoder {encoder}: {cached} (downloaded from {url})")
+        atomic_write_text(cached.with_name(cached.name + _SOURCE_SUFFIX), url + "\n")
     return _unwrap(obj, f"encoder {encoder}: {url}"), WeightsInfo(url, sha, False)
 
 

@@ -109,11 +109,31 @@ def test_url_without_download_is_refused(tmp_path, monkeypatch):
 def test_url_already_in_hub_cache_is_used_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
-    p = tmp_path / "checkpoints" / "toy-1234.pth"
+    p = tmp_path / "checkpoints" / "toy.pth"
     torch.save(Toy().state_dict(), p)
-    url = "https://example.org/w/toy-1234.pth"
-    sd, info = resolve_state_dict({"weights": url}, **ARGS)
-    assert sd is not None and info.source == url and info.sha256 == sha256_file(p)
+    named = p.with_name(f"toy-{sha256_file(p)[:8]}.pth")  # torch hub's hash-named file
+    named.write_bytes(p.read_bytes())
+    for name in (p.name, named.name):
+        url = f"https://example.org/w/{name}"
+        sd, info = resolve_state_dict({"weights": url}, **ARGS)
+        assert sd is not None and info.source == url and info.sha256 == sha256_file(p)
+
+
+def test_another_urls_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
+    """The hub cache keys a file by its name alone: a second host's (or a v2 folder's)
+    file of one name was loaded from the cache and recorded as the new URL's."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    p = tmp_path / "checkpoints" / "toy-1234abcd.pth"
+    torch.save(Toy().state_dict(), p)
+    with pytest.raises(WeightsError, match="is not the file its name promises"):
+        resolve_state_dict({"weights": "https://example.org/w/toy-1234abcd.pth"}, **ARGS)
+    p = p.rename(tmp_path / "checkpoints" / "toy.pth")
+    (tmp_path / "checkpoints" / "toy.pth.source-url").write_text("https://host-a.org/toy.pth\n")
+    assert resolve_state_dict({"weights": "https://host-a.org/toy.pth"}, **ARGS)[0] is not None
+    with pytest.raises(WeightsError, match="was downloaded from https://host-a.org/toy.pth, "
+                                           "not from https://host-b.org/v2/toy.pth"):
+        resolve_state_dict({"weights": "https://host-b.org/v2/toy.pth"}, **ARGS)
 
 
 def test_corrupt_file_is_a_weights_error(tmp_path):
@@ -241,3 +261,20 @@ def test_build_pretrained_without_weights_is_the_seeded_random_init(caplog):
     assert info.random_init and "RANDOM WEIGHTS" in caplog.text
     for k, v in a.state_dict().items():
         assert torch.equal(b.state_dict()[k], v)
+
+
+def test_a_download_records_its_url_beside_the_cached_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+
+    def fetched(url, **kwargs):  # what torch hub leaves: the file in its cache
+        torch.save(Toy().state_dict(), tmp_path / "checkpoints" / "toy.pth")
+        return torch.load(tmp_path / "checkpoints" / "toy.pth", weights_only=True)
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fetched)
+    url = "https://host-a.org/toy.pth"
+    sd, info = resolve_state_dict({"weights": url, "download": True}, **ARGS)
+    assert sd is not None and info.source == url
+    assert (tmp_path / "checkpoints" / "toy.pth.source-url").read_text() == url + "\n"
+    with pytest.raises(WeightsError, match="was downloaded from https://host-a.org/toy.pth"):
+        resolve_state_dict({"weights": "https://host-b.org/toy.pth"}, **ARGS)
