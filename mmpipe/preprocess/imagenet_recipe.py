@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import torch
 
+from mmpipe.errors import InputError
 from mmpipe.preprocess.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 SLICE_RESIZE = 256  # torchvision Resize(256): the shorter side
 SLICE_CROP = 224  # torchvision CenterCrop(224)
+# a side more than this many times the other: a strip, or a slice of a volume one voxel
+# thick (a localizer), which Resize(256) of its short side blows up (a 96-slice volume
+# 1 px thick to 96 × 256 × 24,576 values, 2.4 GB): such a subject took down its whole job
+# through the memory the machine lacked, rather than being rejected
+MAX_ASPECT = 16
 
 
 class ImageNetSlices:
@@ -32,6 +38,10 @@ class ImageNetSlices:
         x = torch.as_tensor(slices, dtype=torch.float32)
         h, w = x.shape[-2:]
         short, long = (h, w) if h <= w else (w, h)
+        if long > MAX_ASPECT * short:
+            raise InputError(f"an image of {h} x {w} px: its sides' ratio is beyond the "
+                             f"{MAX_ASPECT}:1 the ImageNet recipe takes (a strip, or a slice of "
+                             "a volume one voxel thick, not an image to resize and crop)")
         new_long = int(self.resize * long / short)
         size = (self.resize, new_long) if h <= w else (new_long, self.resize)
         x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False,

@@ -452,3 +452,19 @@ def test_the_resampling_bound_counts_the_voxels_spacing_makes_of_a_sheared_grid(
     monkeypatch.setattr(volume, "MAX_RESAMPLED_VOXELS", 23799)
     with pytest.raises(InputError, match="would be 2.38e\\+04 voxels"):
         build_volume_transform(recipe)(path)
+
+
+def test_a_volume_one_voxel_thick_is_rejected_by_the_slice_recipe(tmp_path):
+    """Resize(256) of a slice's short side blew a 1-voxel-thick volume (a localizer) up to
+    slices of 256 x 24,576: gigabytes, and the memory the machine lacked took down the
+    whole job rather than this subject."""
+    from mmpipe.preprocess.imagenet_recipe import MAX_ASPECT, ImageNetSlices
+
+    path = tmp_path / "localizer.nii.gz"
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.random((96, 1, 96)).astype(np.float32), np.eye(4)), str(path))
+    with pytest.raises(InputError, match=r"an image of 1 x 96 px: its sides' ratio is beyond "
+                                         r"the 16:1"):
+        build_slice_transform({**VGG_SLICE_RECIPE, "max_slices": 2})(path)
+    ok = ImageNetSlices()(torch.rand(1, 1, 10, 10 * MAX_ASPECT))  # the limit itself passes
+    assert ok.shape == (1, 3, 224, 224)
