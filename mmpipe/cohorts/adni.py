@@ -294,8 +294,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                       f"{row['VISCODE']}: not one of {list(DIAGNOSES)}",
                                       str(table_path)))
         diagnosis.append(dx if dx in DIAGNOSES else None)
+        when, written = _date(row["EXAMDATE"]), (row["EXAMDATE"] or "").strip()
         for m in imaging:
-            scan, why = _match(_date(row["EXAMDATE"]), own, m, max_days)
+            if when is None and written:  # "9/8/2005": a table a spreadsheet saved again
+                qc.append(QCRecord(sid, m, REJECTED, f"the visit's EXAMDATE {written!r} is "
+                                   "not a YYYY-MM-DD date, so no scan can be matched to it"))
+                columns[specs[m].column].append(None)
+                continue
+            scan, why = _match(when, own, m, max_days)
             if scan is not None and len(scan.files) > 1:
                 scan, why = None, (f"{len(scan.files)} NIfTI files in {scan.folder}: "
                                    + ", ".join(f.name for f in scan.files))

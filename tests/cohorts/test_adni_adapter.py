@@ -245,3 +245,23 @@ def test_a_visit_listed_twice_and_macos_metadata_beside_a_scan(tmp_path):
     same = _row(manifest, repeated)
     assert same["diagnosis"] == plan.diagnosis_bl[repeated]
     assert same["mri_path"] in map(str, mris)
+
+
+def test_an_examdate_not_written_as_an_iso_date_is_said(tmp_path):
+    """ADNIMERGE saved again by a spreadsheet writes 9/8/2005: every scan of the visit read
+    "the visit has no EXAMDATE" (absent), though the date is there in another form."""
+    plan = write_adni(tmp_path, n_subjects=8, seed=1)
+    table = pl.read_csv(tmp_path / "ADNIMERGE.csv", infer_schema=False)
+    sid = plan.subjects[0]
+    iso = table.filter((pl.col("PTID") == sid) & (pl.col("VISCODE") == "bl"))["EXAMDATE"][0]
+    y, m, d = iso[:10].split("-")
+    us = f"{int(m)}/{int(d)}/{y}"
+    table.with_columns(pl.when((pl.col("PTID") == sid) & (pl.col("VISCODE") == "bl"))
+                       .then(pl.lit(us)).otherwise(pl.col("EXAMDATE")).alias("EXAMDATE")
+                       ).write_csv(tmp_path / "ADNIMERGE.csv")
+    build_manifest("adni", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    why = read_qc(tmp_path / "out").filter((pl.col("subject_id") == sid)
+                                           & (pl.col("modality") == "mri"))
+    assert why["status"].to_list() == ["rejected"]
+    assert why["reason"][0] == (f"the visit's EXAMDATE {us!r} is not a YYYY-MM-DD date, so "
+                                "no scan can be matched to it")
