@@ -57,6 +57,7 @@ import numpy as np
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.fsutil import tmp_keeping_suffix
 from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
+from mmpipe.io.written import check_nifti_written
 
 log = logging.getLogger(__name__)
 
@@ -1043,6 +1044,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     tmp = tmp_keeping_suffix(out_path, suffix)
     try:
         sitk.WriteImage(image, str(tmp), useCompression=suffix == ".nii.gz")
+        check_nifti_written(tmp)  # the writer returns as usual from a short write
         os.replace(tmp, out_path)
     except BaseException:  # a write that fails (disk full) fails the job: no subject's fault
         tmp.unlink(missing_ok=True)

@@ -826,6 +826,33 @@ def test_dicom_to_nifti_is_atomic_and_summarised(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["subject.nii.gz"]
 
 
+@pytest.mark.parametrize("how", ["raises", "short"])
+def test_a_write_that_fails_leaves_nothing_and_fails_as_the_disks(tmp_path, monkeypatch, how):
+    """SimpleITK's NIfTI writer reports a full disk on stderr ("NWAD: wrote only 0 of ...
+    bytes") and returns: the truncated file was renamed into place and recorded "ok" (it
+    reads back through SimpleITK, its lost voxels zero). A writer that raises after
+    starting the file leaves nothing either (the earlier check failed before writing)."""
+    import errno
+
+    write_series(tmp_path / "dcm", n=8)
+    real = sitk.WriteImage
+
+    def writer(image, path, *args, **kwargs):
+        real(image, path, *args, **kwargs)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[:len(data) // 2])  # what a disk filling up leaves
+        if how == "raises":
+            raise RuntimeError("Exception thrown in SimpleITK WriteImage")
+
+    monkeypatch.setattr(sitk, "WriteImage", writer)
+    out = tmp_path / "out" / "subject.nii.gz"
+    with pytest.raises(RuntimeError if how == "raises" else OSError) as err:
+        dicom_to_nifti(tmp_path / "dcm", out)
+    if how == "short":
+        assert err.value.errno == errno.ENOSPC and "was not written whole" in str(err.value)
+    assert list(out.parent.iterdir()) == []
+
+
 def ras_affine(image: sitk.Image) -> np.ndarray:
     """NIfTI-style (RAS) affine of a SimpleITK (LPS) image, for the array transposed to x,y,z."""
     lps = np.eye(4)
