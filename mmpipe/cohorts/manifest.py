@@ -52,6 +52,7 @@ from mmpipe.cohorts.manifest_files import (
 from mmpipe.cohorts.numbers import parse_number
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.io.links import DANGLING_LINK, is_dangling_link
 from mmpipe.layout import ADAPTER_QC
 from mmpipe.qc import qc_frame
 
@@ -146,15 +147,6 @@ def config_path(value: str | Path, base_dir: Path) -> Path:
     (the workflow root)."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
-
-
-# why a path a download lists cannot be read: its file was never fetched, or moved
-DANGLING_LINK = ("a symbolic link to nothing (a DataLad or git-annex file not fetched, or "
-                 "storage that moved)")
-
-
-def is_dangling_link(path: str | Path) -> bool:
-    return os.path.islink(path) and not os.path.exists(path)
 
 
 def folder_files(folder: Path) -> list[Path]:

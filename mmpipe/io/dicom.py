@@ -57,6 +57,7 @@ import numpy as np
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.fsutil import tmp_keeping_suffix
 from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
+from mmpipe.io.links import DANGLING_LINK, is_dangling_link
 from mmpipe.io.written import check_nifti_written
 
 log = logging.getLogger(__name__)
@@ -330,6 +331,7 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
             # must hold the announced pixels, otherwise the file was truncated
             size = os.fstat(fh.fileno()).st_size
             remaining = size - fh.tell()
+            element = fh.read(12)  # the PixelData element's tag, VR and length
     except Exception as err:  # pydicom raises many types on garbage; all mean "not readable"
         return None, ("not a readable DICOM file",
                       f"not a readable DICOM file ({type(err).__name__}: {err})"), None
@@ -359,13 +361,33 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
         return None, ("unreadable image header", "unreadable image header (no Rows/Columns "
                       f"in an image file: cut short? {type(err).__name__}: {err})"), (uid, cut)
     try:
-        return _header(path, ds, uid, rows, cols, remaining)
+        return _header(path, ds, uid, rows, cols, remaining, element)
     except Exception as err:  # a damaged element, converted on first read
         return None, ("unreadable image header",
                       f"unreadable image header ({type(err).__name__}: {err})"), (uid, cut)
 
 
-def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int):
+def _declared_pixel_bytes(element: bytes, ds) -> int | None:
+    """The length the PixelData element declares (``element``: the file's bytes where
+    pydicom stopped, before the pixels), or None where it is not there to read (another
+    element, an undefined length: encapsulated)."""
+    import struct
+
+    syntax = _syntax(ds)
+    order = ">" if syntax is not None and not syntax.is_little_endian else "<"
+    if len(element) < 8 or struct.unpack(order + "HH", element[:4]) != (0x7FE0, 0x0010):
+        return None
+    if syntax is not None and syntax.is_implicit_VR:
+        length = struct.unpack(order + "I", element[4:8])[0]
+    elif element[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN") and len(element) == 12:
+        length = struct.unpack(order + "I", element[8:12])[0]
+    else:
+        return None
+    return None if length == 0xFFFFFFFF else length
+
+
+def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
+            element: bytes = b""):
     expected = _expected_pixel_bytes(ds)
     # pydicom stops before the element's tag: a file cut by a few bytes still has that many
     # more than its pixels
@@ -380,6 +402,14 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int):
     elif counted and expected is not None and remaining < expected:
         unreadable = ("truncated pixel data",
                       f"truncated pixel data ({remaining} bytes left, {expected} expected)")
+    elif (counted and expected is not None
+          and (declared := _declared_pixel_bytes(element, ds)) is not None
+          and declared != expected + expected % 2):
+        # an image of other dimensions under this header (4 x 4 announced, 8 x 8 stored):
+        # read as announced, its first pixels made an image that is none of the slice
+        unreadable = ("pixel data of another size",
+                      f"pixel data of {declared} bytes, where its header's rows, columns, "
+                      f"samples, frames and bits make {expected}")
     spacing = _floats(ds.get("PixelSpacing"), 2)
     slope = (_floats([ds.get("RescaleSlope")], 1) or (1.0,))[0]
     intercept = (_floats([ds.get("RescaleIntercept")], 1) or (0.0,))[0]
@@ -677,8 +707,11 @@ def _whole_spacings(steps: np.ndarray, spacing: float) -> np.ndarray:
     return np.maximum(np.rint(steps / spacing), 1).astype(int)
 
 
-def _candidate_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+def _candidate_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The folder tree's files, and its symbolic links to nothing (not hidden files)."""
+    entries = [p for p in folder.rglob("*") if not p.name.startswith(".")]
+    return (sorted(p for p in entries if p.is_file()),
+            sorted(p for p in entries if is_dangling_link(p)))
 
 
 def _skipped_text(skipped: list[SkippedFile], n_files: int, folder: Path) -> str:
@@ -722,7 +755,14 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
     if not folder.is_dir():
         raise DicomSeriesError("not a folder (a DICOM series is read from a folder of files)",
                                path=folder)
-    files = _candidate_files(folder)
+    files, dangling = _candidate_files(folder)
+    if dangling:
+        # files not fetched could be any series' slices: a volume read without them could
+        # lack its end slices with nothing to show (a gap at most, naming no file)
+        raise DicomSeriesError(
+            f"{len(dangling)} of the folder's files are {DANGLING_LINK}: "
+            + ", ".join(_relative(p, folder) for p in dangling[:NOTE_FILES])
+            + (", ..." if len(dangling) > NOTE_FILES else ""), path=folder)
     groups: dict[str, list[_Header]] = defaultdict(list)
     skipped: list[SkippedFile] = []
     broken: dict[str, list[SkippedFile]] = defaultdict(list)  # by the series they name

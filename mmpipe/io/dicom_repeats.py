@@ -140,14 +140,20 @@ def _per_position(files, slots, kept, n_positions: int, notes: list[str]) -> Cho
                 f"share at most {max(shared.values(), default=0)})")
     chosen = [min(v, key=lambda i: _first_acquired(files[i])) for v in at.values()]
     notes.insert(0, f"{repeated} of {n_positions} positions repeated {told}: kept the "
-                    "lowest AcquisitionNumber, then InstanceNumber, at each; dropped "
+                    "lowest AcquisitionNumber, then a readable file, then the lowest "
+                    "InstanceNumber, at each; dropped "
                     f"{len(kept) - len(chosen)} files")
     return Choice(sorted(chosen, key=lambda i: slots[i]), "; ".join(notes))
 
 
 def _first_acquired(file: _File) -> tuple:
+    """The order in which one position's files are kept: the first acquisition (another
+    one's slice would stitch two scans), then, within it, a readable file before an
+    unreadable one (a slice sent again under a new SOPInstanceUID and a higher
+    InstanceNumber beside a truncated first copy: the truncated copy had rejected the
+    subject), then the lowest InstanceNumber."""
     acquisition = file.volume_tags.get("AcquisitionNumber")
-    return (*_sortable(acquisition), *_sortable(file.instance), file.unreadable is not None,
+    return (*_sortable(acquisition), file.unreadable is not None, *_sortable(file.instance),
             str(file.path))
 
 

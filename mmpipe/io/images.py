@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from mmpipe.errors import InputError
+from mmpipe.io.links import DANGLING_LINK
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_DANGLING = (": a symbolic link to nothing (a DataLad or git-annex file not fetched, or "
-             "storage that moved)")
 
 
 def image_files(path: str | Path) -> list[Path]:
@@ -35,8 +34,8 @@ def image_files(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise InputError(f"image file or folder not found{_DANGLING if path.is_symlink() else ''}",
-                         path=path)
+        raise InputError("image file or folder not found"
+                         + (f": {DANGLING_LINK}" if path.is_symlink() else ""), path=path)
     try:
         images = sorted(p for p in path.iterdir() if not p.name.startswith(".")
                         and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
@@ -46,8 +45,8 @@ def image_files(path: str | Path) -> list[Path]:
     # would have lost an image without a word
     for p in images:
         if not p.is_file():
-            raise InputError(f"image {p.name}: not a file{_DANGLING if p.is_symlink() else ''}",
-                             path=path)
+            raise InputError(f"image {p.name}: not a file"
+                             + (f": {DANGLING_LINK}" if p.is_symlink() else ""), path=path)
     return images
 
 

@@ -223,7 +223,8 @@ def test_a_few_repeated_positions_keep_one_file_each_and_say_so(tmp_path):
         np.testing.assert_array_equal(arr[z], hu_slice(100 * z + z // 3 - 1))
     assert info.repeats == ("3 of 13 positions repeated where 4 pieces told apart by "
                             "AcquisitionNumber meet (two share at most 1): kept the lowest "
-                            "AcquisitionNumber, then InstanceNumber, at each; dropped 3 files")
+                            "AcquisitionNumber, then a readable file, then the lowest InstanceNumber, "
+                            "at each; dropped 3 files")
     _, paths = write_series(tmp_path / "resent", n=10)
     write_slice(tmp_path / "resent" / "again.dcm", series_uid=pydicom.dcmread(paths[0])
                 .SeriesInstanceUID, position=pydicom.dcmread(paths[4]).ImagePositionPatient,
@@ -427,6 +428,61 @@ def test_truncated_last_slice_rejects_instead_of_losing_it(tmp_path):
         dicom_to_nifti(tmp_path, tmp_path.parent / f"{tmp_path.name}.nii.gz")
     assert not (tmp_path.parent / f"{tmp_path.name}.nii.gz").exists()
 
+
+
+def test_a_truncated_slice_sent_again_whole_keeps_the_whole_copy(tmp_path):
+    """A slice cut short in transfer and sent again under a new SOPInstanceUID and a
+    higher InstanceNumber: the truncated first copy was kept (the lower InstanceNumber)
+    and rejected the subject. Within one acquisition a readable copy comes first."""
+    uid, paths = write_series(tmp_path / "dcm", n=8)
+    ds = pydicom.dcmread(paths[4])
+    paths[4].write_bytes(paths[4].read_bytes()[:-300])
+    write_slice(tmp_path / "dcm" / "IM4_resent.dcm", series_uid=uid,
+                position=ds.ImagePositionPatient, hu=hu_slice(400), instance=50,
+                acquisition=ds.get("AcquisitionNumber"))
+    image, info = read_dicom_series(tmp_path / "dcm")
+    assert info.n_slices == 8
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[4], hu_slice(400))
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert "then a readable file" in summary["note"]
+
+
+def test_a_slice_not_fetched_rejects_the_folder_naming_it(tmp_path):
+    """A DataLad or git-annex slice not fetched is a symbolic link to nothing, which the
+    listing (is_file) lost: the volume came out one end slice short, "ok", its note
+    empty."""
+    _, paths = write_series(tmp_path / "dcm", n=8)
+    paths[7].unlink()
+    paths[7].symlink_to("/nonexistent/.git/annex/objects/key")
+    with pytest.raises(DicomSeriesError, match=r"1 of the folder's files are a symbolic link "
+                                               rf"to nothing .*: {paths[7].name}"):
+        dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit"])
+def test_pixel_data_of_other_dimensions_than_its_header_rejects_naming_the_file(tmp_path,
+                                                                               syntax):
+    """A header announcing 8 x 8 over 16 x 16 stored pixels: only a file too short was
+    caught, and this one read as the first 64 values, an image that is none of the
+    slice, "ok". Trailing elements after the pixels stay legal."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    _, paths = write_series(tmp_path / "dcm", n=6)
+    ds = pydicom.dcmread(paths[3])
+    ds.PixelData = np.zeros((2 * N, 2 * N), np.uint16).tobytes()
+    if syntax == "implicit":
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(paths[3], implicit_vr=syntax == "implicit", little_endian=True)
+    with pytest.raises(DicomSeriesError, match=rf"{paths[3].name}: pixel data of "
+                                               rf"{8 * N * N} bytes, where its header's"):
+        read_dicom_series(tmp_path / "dcm")
+    # whole, with a trailing element after the pixels: read as before
+    uid, paths = write_series(tmp_path / "ok", n=6)
+    ds = pydicom.dcmread(paths[3])
+    ds.add_new(0xFFFCFFFC, "OB", b"\0\0")  # Data Set Trailing Padding
+    ds.save_as(paths[3])
+    assert read_dicom_series(tmp_path / "ok")[1].n_slices == 6
 
 @pytest.mark.parametrize("damage", ["cut inside the header", "cut inside its series UID",
                                     "an element's VR damaged"])
