@@ -2,7 +2,9 @@
 
 A run's ``model.pt`` (:mod:`mmpipe.bench.bundle`, loaded without unpickling anything)
 holds the method's config and weights, the modalities and feature shapes it was trained
-on, the training split's normalisation, and how each training store's features were made.
+on, the training split's normalisation (``none`` for a fold ensemble whose members
+normalise raw features, each with its own), and how each training store's features were
+made.
 New subjects come as feature stores of any subset of those modalities; a modality
 without a store counts as absent for everyone. A store made another way than the
 training store (another encoder or weights, other columns or another tabular encoding:

@@ -48,7 +48,9 @@ from mmpipe.methods import TRAINER_KEYS
 class FoldEnsemble:
     """The fold models of cross-validation as one model: their probabilities averaged.
     ``normalizers``: each member's fold normaliser (:func:`_fit_cv`), applied to the
-    run-normalised inputs before that member scores them; None where a member takes them
+    run-normalised inputs before that member scores them (the raw inputs, where the run's
+    normalisation is ``none`` because the folds fit theirs on raw features:
+    :attr:`Selected.normalizer`); None where a member takes them
     as they are (normalisation without statistics, or a model from before fold
     normalisers, which trained on the run's)."""
 
@@ -194,7 +196,8 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
             selection: Selection, normalize: str = "none",
             split_groups: Mapping[str, str] | None = None, raw: BenchData | None = None
             ) -> tuple[list, list[Normalizer | None], list[FitResult], np.ndarray, np.ndarray]:
-    """Each fold's model, its normaliser (None when ``normalize`` fits no statistics),
+    """Each fold's model, its normaliser (None when ``normalize`` fits no statistics and
+    ``raw`` is not given),
     its fit, the out-of-fold probabilities, and the rows of them that are the training
     folds' prior (no input the fold model can read). ``pool`` is normalised with the whole
     training part's statistics; a fold's normaliser is fitted on its training folds of

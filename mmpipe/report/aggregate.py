@@ -440,8 +440,9 @@ def _weights_line(kept: int, runs: int, trained: int, best: bool) -> str:
     if best:
         return (f"{kept} of {runs} runs kept their weights (`benchmark.keep_models: best`: "
                 "in each cell the seed with the best validation AUC, named by `model_seed` "
-                "in every run's metrics.json, and what chose it by `model_seed_by` where "
-                f"no seed had a validation AUC): `{where}`.")
+                "in every run's metrics.json, and what chose it by `model_seed_by`: where "
+                "no seed had a validation AUC, the validation balanced accuracy, then the "
+                f"lowest trained seed): `{where}`.")
     if not trained:
         return f"No run trained, so none kept weights: the {runs} runs left metrics only."
     if not kept:

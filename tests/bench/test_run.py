@@ -740,6 +740,18 @@ def test_l2_cross_validation_folds_fit_their_tabular_statistics_without_the_held
             again = dict(zip(scored["subject_id"], scored["score_1"], strict=True))
             np.testing.assert_allclose([again[s] for s in test["subject_id"]],
                                        test["score_1"].to_numpy(), rtol=0, atol=1e-5)
+            # the members read raw features: the run's own normalisation is none, and
+            # its test scores are the members' on raw features (not l2 then the folds')
+            from mmpipe.bench.data import load_feature_set
+            from mmpipe.bench.predict import load_run
+            from mmpipe.bench.trainer import predict_proba
+
+            model, bundle = load_run(out)
+            assert bundle["normalizer"]["mode"] == "none"
+            data, _ = load_feature_set(cohort_dir, feature_set, "y")
+            rows = [list(data.subject_id).index(s) for s in test["subject_id"]]
+            np.testing.assert_allclose(predict_proba(model, data.subset(rows))[:, 1],
+                                       test["score_1"].to_numpy(), rtol=0, atol=1e-6)
     assert "s000" in order  # in the training part: its fold is its row's
     mates = [s for i, s in enumerate(order) if i % 3 == order.index("s000") % 3 and s != "s000"]
     assert len(mates) >= 10
