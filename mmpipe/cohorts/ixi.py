@@ -74,6 +74,7 @@ from mmpipe.cohorts.manifest import (
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.cohorts.numbers import parse_number
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.io.links import is_dangling_link
 from mmpipe.preprocess.masks import mask_column
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,8 @@ def _brain_mask(mask_dir: Path, volume: str | None) -> str | None:
         return None
     name = Path(volume).name.removesuffix(".gz").removesuffix(".nii")
     mask = mask_dir / f"{name}_mask.nii.gz"
-    return str(mask) if mask.is_file() else None
+    # a link to nothing (a mask not fetched) is listed: the manifest says it is no mask
+    return str(mask) if mask.is_file() or is_dangling_link(mask) else None
 
 
 def _field_column(values: list[Any]) -> list[Any]:

@@ -54,6 +54,7 @@ from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.io.links import DANGLING_LINK, is_dangling_link
 from mmpipe.layout import ADAPTER_QC
+from mmpipe.preprocess.masks import mask_column
 from mmpipe.qc import qc_frame
 
 log = logging.getLogger(__name__)
@@ -691,6 +692,28 @@ def _reject_dangling_links(frame: pl.DataFrame, specs: list[ModalitySpec]
     return frame, qc
 
 
+def _drop_dangling_masks(frame: pl.DataFrame, specs: list[ModalitySpec]
+                         ) -> tuple[pl.DataFrame, list[QCRecord]]:
+    """A modality's mask (BraTS's segmentation, IXI's brain mask) that is a symbolic link
+    to nothing is no mask, with a skipped QC row naming it: listed, it had failed the
+    subject at encode time as "volume file not found", naming the volume's mask as if it
+    were the volume."""
+    qc: list[QCRecord] = []
+    for spec in specs:
+        column = mask_column(spec.name)
+        if column not in frame.columns:
+            continue
+        paths = frame[column].to_list()
+        dangling = [i for i, p in enumerate(paths) if p is not None and is_dangling_link(p)]
+        for i in dangling:
+            qc.append(QCRecord(frame[SUBJECT][i], spec.name, SKIPPED,
+                               f"its mask, {DANGLING_LINK}: no mask", paths[i]))
+            paths[i] = None
+        if dangling:
+            frame = frame.with_columns(pl.Series(column, paths, dtype=pl.Utf8))
+    return frame, qc
+
+
 def _reject_shared_files(frame: pl.DataFrame, specs: list[ModalitySpec]
                          ) -> tuple[pl.DataFrame, list[QCRecord]]:
     """Subjects whose modality is one file or folder (a copy-paste error in a table, two
@@ -742,6 +765,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             for s in path_specs
         )
     frame, dangling = _reject_dangling_links(frame, path_specs)
+    frame, unfetched_masks = _drop_dangling_masks(frame, path_specs)
     frame, shared = _reject_shared_files(frame, path_specs)
 
     given: dict[tuple[str, str], QCRecord] = {}
@@ -836,7 +860,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             raise ValueError(f"adapter source QC record for unknown subject {rec.subject_id}")
         if rec.modality not in out.modalities and rec.modality != LABEL_QC:
             raise ValueError(f"adapter source QC record for unknown modality {rec.modality}")
-    qc += out.source_qc
+    qc += out.source_qc + unfetched_masks
     for field_as_text in as_text:
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, NUMBERS_AS_TEXT, field_as_text.reason,
                            out.source))

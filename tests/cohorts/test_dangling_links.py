@@ -88,3 +88,37 @@ def test_an_image_set_with_a_file_not_fetched_is_refused_naming_it(tmp_path):
     assert image_files(folder / "a.png") == [folder / "a.png"]
     with pytest.raises(InputError, match="not found: a symbolic link to nothing"):
         image_files(folder / "b.png")
+
+
+def test_a_mask_not_fetched_is_no_mask_and_said(tmp_path):
+    """BraTS's segmentation listed as a link to nothing went into the mask column, and
+    the subject failed at encode time as "volume file not found"; IXI's brain mask was
+    dropped without a word. Both are now no mask, with a QC row naming the link."""
+    from mmpipe.cohorts.demo.brats import write_brats
+    from mmpipe.cohorts.demo.ixi import write_ixi
+
+    plan = write_brats(tmp_path / "brats", n_cases=8, seed=2)
+    case = plan.cases[0]
+    seg = next((tmp_path / "brats").rglob(f"{case}_seg.nii*"))
+    _unfetched(seg)
+    cfg = {"adapter": "brats", "root": str(tmp_path / "brats"), "labels": ["survival_class"],
+           "modalities": {"flair": {"kind": "volume"}}}
+    manifest = build_manifest("b", cfg, tmp_path / "o1", base_dir=tmp_path)
+    row = manifest.filter(pl.col("subject_id") == case)
+    assert row["flair_mask_path"][0] is None and row["flair_path"][0] is not None
+    said = read_qc(tmp_path / "o1").filter(pl.col("path") == str(seg))
+    assert said["status"].to_list() == ["skipped"]
+    assert said["reason"][0] == f"its mask, {DANGLING_LINK}: no mask"
+
+    plan = write_ixi(tmp_path / "ixi", n_subjects=8, seed=3)
+    sid, name = sorted(plan.files["t1"].items())[0]
+    masks = tmp_path / "ixi" / "masks"
+    masks.mkdir()
+    mask = masks / (name.removesuffix(".nii.gz") + "_mask.nii.gz")
+    mask.symlink_to("/nonexistent/.git/annex/objects/key")
+    cfg = {"adapter": "ixi", "root": str(tmp_path / "ixi"), "labels": ["sex"],
+           "ixi": {"brain_masks": "masks"}, "modalities": {"t1": {"kind": "volume"}}}
+    manifest = build_manifest("i", cfg, tmp_path / "o2", base_dir=tmp_path)
+    assert manifest.filter(pl.col("subject_id") == sid)["t1_mask_path"][0] is None
+    said = read_qc(tmp_path / "o2").filter(pl.col("path") == str(mask))
+    assert said["reason"].to_list() == [f"its mask, {DANGLING_LINK}: no mask"]
