@@ -121,17 +121,24 @@ _HUB_HASH = re.compile(r"-([a-f0-9]+)\.")
 _SOURCE_SUFFIX = ".source-url"
 
 
+def _without_query(url: str) -> str:
+    return urlparse(url)._replace(query="", fragment="").geturl()
+
+
 def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:
     """The hub cache keys a file by its name alone, so another URL's file of that name (a
     second host, a v2 folder) would be loaded and recorded as this URL's: refused when
-    the name's hash prefix or the URL mmpipe recorded on download says so."""
+    the name's hash prefix or the URL mmpipe recorded on download (its query aside: a
+    ``?download=1``) says so. Not called when the config pins the file's SHA-256, which
+    says it all."""
     named = _HUB_HASH.search(cached.name)
     if named and not sha.startswith(named.group(1)):
         raise WeightsError(f"encoder {encoder}: the cached {cached} is not the file its name "
                            f"promises (SHA-256 {sha[:12]}..., the name says {named.group(1)}): "
                            "delete it and download again")
     record = cached.with_name(cached.name + _SOURCE_SUFFIX)
-    if record.is_file() and (came := record.read_text().strip()) != url:
+    if record.is_file() and _without_query(came := record.read_text().strip()) != \
+            _without_query(url):
         raise WeightsError(f"encoder {encoder}: the cached {cached} was downloaded from {came}, "
                            f"not from {url} (the hub cache keys a file by its name): set "
                            "encoders.<name>.weights to a local path, or move the cached file")
@@ -159,7 +166,8 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
             cached = _hub_cached_file(spec)
             if cached.is_file():
                 sd, sha = _load_file(cached, expected_sha, f"encoder {encoder}: {cached} (cache of {spec})")
-                _check_cached(cached, spec, sha, encoder)
+                if not expected_sha:
+                    _check_cached(cached, spec, sha, encoder)
                 return sd, WeightsInfo(spec, sha, False)
             if cfg.get("download", False):
                 return _download(spec, expected_sha, encoder)

@@ -134,6 +134,11 @@ def test_another_urls_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="was downloaded from https://host-a.org/toy.pth, "
                                            "not from https://host-b.org/v2/toy.pth"):
         resolve_state_dict({"weights": "https://host-b.org/v2/toy.pth"}, **ARGS)
+    # its query aside, the same URL; and a pinned SHA-256 that matches says it all
+    assert resolve_state_dict({"weights": "https://host-a.org/toy.pth?download=1"},
+                              **ARGS)[0] is not None
+    pinned = {"weights": "https://host-b.org/v2/toy.pth", "sha256": sha256_file(p)}
+    assert resolve_state_dict(pinned, **ARGS)[0] is not None
 
 
 def test_corrupt_file_is_a_weights_error(tmp_path):
