@@ -147,6 +147,21 @@ def _load_projection(path: Path, tensors: dict[str, torch.Tensor] | None = None)
     return proj.eval()
 
 
+def _same_weights(tower: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether ``tower`` is the weight ``own`` (float32, as loaded), also where the folder
+    stored it in half precision: then ``own`` is exact in that precision, and ``tower``
+    rounded to it is ``own`` (an export of the same tower in float16 was refused)."""
+    if tower.shape != own.shape:
+        return False
+    tower = tower.to(own.device)
+    if torch.equal(tower.to(own.dtype), own):
+        return True
+    return own.is_floating_point() and any(
+        torch.equal(own.to(low).to(own.dtype), own)
+        and torch.equal(tower.to(low).to(own.dtype), own)
+        for low in (torch.float16, torch.bfloat16))
+
+
 def _check_tower(tensors: dict[str, torch.Tensor], model: nn.Module, path: Path,
                  folder: Path) -> None:
     """A projection file of the whole UniMedCLIP model also holds the text tower its
@@ -162,8 +177,7 @@ def _check_tower(tensors: dict[str, torch.Tensor], model: nn.Module, path: Path,
         return
     own = model.state_dict()
     differ = sorted(k for k in set(tower) | set(own)
-                    if k not in tower or k not in own or tower[k].shape != own[k].shape
-                    or not torch.equal(tower[k].to(own[k].device, own[k].dtype), own[k]))
+                    if k not in tower or k not in own or not _same_weights(tower[k], own[k]))
     if differ:
         raise WeightsError(
             f"{path} holds the text tower its projection was trained with ({len(tower)} "

@@ -178,6 +178,16 @@ def test_a_whole_model_file_whose_tower_is_not_the_checkpoints_bert_is_refused(t
                                            r"was trained with .* 1 of them differ from the "
                                            r"BERT of checkpoint .*encoder.layer.0.attention"):
         TextEncoder(model="biomedbert", checkpoint=tmp_path, projection=ppath)
+    # the same tower exported in float16 as the checkpoint: read; another one: refused
+    from safetensors.torch import save_file
+
+    save_file({k.removeprefix("module.text_encoder.transformer."): v.half()
+               for k, v in tower.items()}, str(tmp_path / "model.safetensors"))
+    save(tower)
+    assert TextEncoder(model="biomedbert", checkpoint=tmp_path, projection=ppath).dim == 512
+    save({**tower, key: tower[key] + 1e-2})
+    with pytest.raises(WeightsError, match="1 of them differ"):
+        TextEncoder(model="biomedbert", checkpoint=tmp_path, projection=ppath)
 
 
 def _minilm_copy(folder):
