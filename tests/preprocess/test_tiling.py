@@ -298,3 +298,30 @@ def test_the_mask_drops_near_white_near_black_and_lone_pixels_and_floors_otsu():
     pale[..., 0] += rng.integers(0, 5, (32, 32), dtype=np.uint8)  # S of 0-6
     mask, threshold = saturation_mask(pale, TilingParams(median_blur=1))
     assert threshold == MIN_OTSU_SATURATION and not mask.any()
+
+
+@pytest.mark.parametrize("frame", ["green marker", "noisy black border"])
+def test_pale_tissue_is_kept_beside_marker_or_a_black_border(tmp_path, frame):
+    """Otsu chose its threshold over every pixel: a green marker's strong saturation, or
+    a black border's meaningless one, raised it above pale tissue, which was lost while
+    the marker was tiled as tissue. Marker and border are not tissue, and the pale
+    tissue stays."""
+    rng = np.random.default_rng(3)
+    rgb = np.full((512, 768, 3), 243, np.int16)
+    tissue = np.zeros((512, 768), bool)
+    tissue[96:416, 64:448] = True
+    rgb[tissue] = (228, 196, 214)                      # pale eosin
+    if frame == "green marker":
+        rgb[:, 560:640] = (40, 150, 60)
+    else:
+        rgb[:, 576:] = rng.integers(0, 26, size=(512, 192, 3))
+    rgb = np.clip(rgb + rng.integers(-4, 5, size=rgb.shape), 0, 255).astype(np.uint8)
+    path = write_pyramidal_tiff(tmp_path / "slide.tiff", rgb, mpp=MPP, n_levels=2,
+                                compression="deflate")
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, TilingParams(mask_max_size=1536, tile_size=64,
+                                             max_tiles=1000))
+    step = round(grid.tile_size * grid.target_mpp / grid.mpp)
+    on_tissue = [tissue[y:y + step, x:x + step].mean() >= 0.5 for x, y in grid.coords]
+    assert all(on_tissue), "a tile off the tissue (marker or border)"
+    assert len(grid) >= 0.8 * tissue.sum() / step**2   # the pale tissue is found
