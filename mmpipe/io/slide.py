@@ -294,17 +294,24 @@ def _tiff_properties(path: Path) -> dict[str, str]:
                 raise SlideError(reason=f"truncated: its directory chain points to byte "
                                         f"{past[0]} of a {size}-byte file", path=path)
             tags = pages[0].tags
-            unit, xres = tags.get("ResolutionUnit"), tags.get("XResolution")
+            unit = tags.get("ResolutionUnit")
+            res = {axis: tags.get(f"{axis}Resolution") for axis in ("X", "Y")}
     except tifffile.TiffFileError:
         return {}  # not a TIFF tifffile reads: Pillow's reading says what it is
     finally:
         tifffile_log.removeHandler(heard)
     props = {}
-    if unit is not None and int(unit.value) in _TIFF_UNITS and xres is not None:
-        num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
-        if den:
-            props = {"tiff.ResolutionUnit": _TIFF_UNITS[int(unit.value)],
-                     "tiff.XResolution": repr(num / den)}
+    if unit is not None and int(unit.value) in _TIFF_UNITS and res["X"] is not None:
+        props["tiff.ResolutionUnit"] = _TIFF_UNITS[int(unit.value)]
+        # both axes: with YResolution left out, a 0.5 x 1.0 um/px image passed for square
+        # pixels, where one OpenSlide opens is refused (_square_mpp)
+        for axis, tag in res.items():
+            num, den = (tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
+                        ) if tag is not None else (0, 0)
+            if den:
+                props[f"tiff.{axis}Resolution"] = repr(num / den)
+        if "tiff.XResolution" not in props:
+            props = {}
     return props
 
 

@@ -35,10 +35,13 @@ def require(path):
     return path
 
 
-def _plain_tiff(path, resolution, unit):
+def _plain_tiff(path, resolution, unit, tiled=True):
+    """A TIFF OpenSlide opens (tiled), or one it refuses and mmpipe reads as a plain image
+    (stripped)."""
     rgb = np.full((256, 256, 3), 200, np.uint8)
-    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256), compression="zlib",
-                     resolution=resolution, resolutionunit=unit, metadata=None)
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(256, 256) if tiled else None,
+                     compression="zlib", resolution=resolution, resolutionunit=unit,
+                     metadata=None)
     return path
 
 
@@ -252,9 +255,15 @@ def test_mpp_x_and_y_far_apart_are_refused(tmp_path):
     """0.25 and 0.5 um/px were averaged to 0.375, "slightly anisotropic": each tile
     covered 85 x 171 um instead of 128 x 128. A placeholder's two axes (72 by 96 dpi) are
     no resolution, far apart or not: the configured one stands."""
-    path = _plain_tiff(tmp_path / "stretched.tiff", (40000, 20000), "CENTIMETER")
-    with pytest.raises(SlideError, match="mpp-x 0.25 and mpp-y 0.5 differ by more than 15 %"):
-        open_slide(path)
+    for tiled in (True, False):  # a stripped TIFF passed its XResolution alone
+        path = _plain_tiff(tmp_path / f"stretched{tiled}.tiff", (40000, 20000), "CENTIMETER",
+                           tiled)
+        with pytest.raises(SlideError, match="mpp-x 0.25 and mpp-y 0.5 differ by more "
+                                             "than 15 %"):
+            open_slide(path)
+    with open_slide(_plain_tiff(tmp_path / "square.tiff", (20000, 20000), "CENTIMETER",
+                                tiled=False)) as slide:
+        assert slide.mpp == pytest.approx(0.5)
     screen = _plain_tiff(tmp_path / "screen.tiff", (72, 96), "INCH")
     with open_slide(screen, mpp_when_missing=0.5) as slide:
         assert slide.mpp == 0.5 and slide.mpp_source == MPP_SOURCE_CONFIG
