@@ -84,15 +84,22 @@ def test_missing_codec_falls_back_to_deflate_loudly(tmp_path, monkeypatch, caplo
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A write that fails after its first page leaves no file under either name (the
+    failure used to come while building the pyramid, before the file was opened, so a
+    writer straight to the final name passed too)."""
     target = tmp_path / "s.tiff"
+    real, pages = tifffile.TiffWriter.write, []
 
-    def boom(rgb):
-        raise RuntimeError("killed mid-write")
+    def second_page_fails(self, *args, **kwargs):
+        pages.append(1)
+        if len(pages) == 2:
+            raise RuntimeError("killed mid-write")
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(tiff_writer, "_halve", boom)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(tifffile.TiffWriter, "write", second_page_fails)
+    with pytest.raises(RuntimeError, match="killed mid-write"):
         write_pyramidal_tiff(target, _image(), mpp=0.25, compression="deflate")
-    assert list(tmp_path.iterdir()) == []
+    assert len(pages) == 2 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kwargs", [
