@@ -17,7 +17,10 @@ the job's own entry of a registry table, named as ``"encoders/registry:ENCODER_T
 (:data:`REGISTRY_TABLES`) is followed only through the entry a job names. Nor are the
 modules that only say where and how outputs are written (:data:`NOT_CONTENT`): a path
 that changes is a missing output, which Snakemake builds anyway, and the atomic rename
-changes no byte of what is written.
+changes no byte of what is written. The constants a keyed module imports from them by
+name are keyed, though: the names of the files inside a folder output (``METRICS``,
+``SHARD_QC``) are no path Snakemake checks, so a renamed one reran nothing and the next
+report found no finished run.
 
 Keys hash a version-neutral form of each syntax tree (fields a newer Python adds empty,
 such as ``type_params``, are left out), so a Python upgrade alone reruns nothing.
@@ -107,7 +110,7 @@ def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...], tuple[tuple[str, s
     deps = tuple(sorted({_name(_module_file(m)) for m in _imports(tree, _package(path), names)
                          if _module_file(m).exists()}))
     from_registries = tuple(sorted({(_name(_module_file(m)), n) for m, n in names
-                                    if _name(_module_file(m)) in REGISTRIES}))
+                                    if _name(_module_file(m)) in REGISTRIES | NOT_CONTENT}))
     return tree, deps, from_registries
 
 
@@ -219,6 +222,10 @@ def _closure(specs: Iterable[str]) -> tuple[list[str], dict[str, list[ast.AST]]]
             for registry, n in from_registries:
                 definition = _top_level(_parsed(_module_file(registry))[0]).get(n)
                 if definition is None or n == REGISTRY_TABLES.get(registry):
+                    continue
+                if registry in NOT_CONTENT:  # its constants only: see the docstring
+                    if isinstance(definition, ast.Assign | ast.AnnAssign):
+                        wanted.setdefault(registry, []).append(definition)
                     continue
                 if isinstance(definition, ast.Import | ast.ImportFrom):
                     # a name the registry re-exports (``from mmpipe.cohorts import

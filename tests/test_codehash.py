@@ -76,6 +76,13 @@ def _keys():
      {"train", "clam", "med3d", "manifest"}),
     # what a run records of the manifest: the runs, no store and not the manifest
     ("cohorts/manifest_views.py", "& (pl.col(SUBJECT) != ALL_SUBJECTS))", ")", {"train"}),
+    # the name of a file inside a run's folder, which no Snakemake output names: a
+    # renamed one reran nothing, and the next report found no finished run
+    ("layout.py", '"metrics.json"', '"run_metrics.json"', {"train"}),
+    ("layout.py", 'SHARD_TILES = "tiles.parquet"', 'SHARD_TILES = "grid.parquet"',
+     {"clam", "med3d"}),
+    # where outputs lie (a path Snakemake checks): nothing
+    ("layout.py", 'return f"seed{seed}"', 'return "seed" + str(seed)', set()),
 ])
 def test_what_a_job_reads_from_a_registry_is_in_its_key(package, module, old, new, rerun):
     before = _keys()
