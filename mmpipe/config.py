@@ -150,6 +150,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     # `~` as the adapters read their paths (cohorts.manifest.config_path): Snakemake
     # would make a folder named `~` in the working directory
     cfg["results"] = os.path.expanduser(cfg["results"])
+    # and a tabular encoder's `encoding_from`, an input of its encode job: `~` stopped the
+    # whole DAG ("Using '~' in your paths is not allowed") after the config had passed
+    for enc in cfg["encoders"].values():
+        if isinstance(enc.get("encoding_from"), str):
+            enc["encoding_from"] = os.path.expanduser(enc["encoding_from"])
     # the trainer reads an optimizer's name in any case: "Adam" and "adam" are one
     # setting, and keyed as one (the training jobs' params hold the method's settings)
     for mcfg in cfg.get("methods", {}).values():

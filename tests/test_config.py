@@ -983,3 +983,17 @@ def test_an_inherited_scenario_a_cohort_never_runs_and_no_orientation_pass(raw_c
     with pytest.raises(ConfigError, match=r"config.benchmark.scenarios \(cohort one\)."
                        "completeness: completeness needs at least two modalities"):
         validate_config(cfg)
+
+
+def test_an_encoding_from_under_the_home_folder_is_expanded(raw_config, monkeypatch, tmp_path):
+    """`encoding_from: ~/...` passed the config, then stopped the whole DAG: Snakemake
+    refuses `~` in an input path."""
+    from mmpipe.layout import CohortLayout
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["tabular"] = {"type": "tabular", "encoding_from": "~/enc.zarr"}
+    cfg = validate_config(cfg)
+    assert cfg["encoders"]["tabular"]["encoding_from"] == str(tmp_path / "enc.zarr")
+    inputs = CohortLayout.of(cfg["results"], "demo").encode_inputs(cfg, "clinical", "tabular")
+    assert str(inputs["encoding_from"]) == str(tmp_path / "enc.zarr")
