@@ -385,6 +385,33 @@ class FeatureStore:
         for name in ("subject_id", "present", "status", "reason", "emb"):
             if name not in self.group:
                 raise StoreError(f"{self.path}: array {name!r} missing")
+        self._check_whole()
+
+    def _check_whole(self) -> None:
+        """The arrays as the writer left them, by what it recorded: a copy that lost a
+        chunk (an interrupted ``cp -r`` or rsync) reads it as its fill value, so a lost
+        ``present`` chunk opened as a store whose modality no subject has, silently."""
+        g, n = self.group, self.group["subject_id"].shape[0]
+        bad = [f"{a} of shape {g[a].shape}" for a in ("present", "status", "reason")
+               if g[a].shape != (n,)]
+        if g["emb"].shape != (n, *self.attrs.get("feature_shape", g["emb"].shape[1:])) \
+                or g["emb"].dtype != np.float32:
+            bad.append(f"emb of shape {g['emb'].shape} and type {g['emb'].dtype}")
+        if not bad:
+            present, status = self.present, _strings(g["status"][:])
+            counts = {s: int((status == s).sum()) for s in STATUSES}
+            recorded = self.attrs.get("status_counts")
+            if (n != self.attrs.get("n_subjects", n)
+                    or int(present.sum()) != self.attrs.get("n_present", int(present.sum()))
+                    or (recorded is not None and counts != recorded)
+                    or (present != (status == "ok")).any()):
+                bad.append(f"{int(present.sum())} present and statuses {counts}, where the "
+                           f"writer recorded {self.attrs.get('n_present')} present and "
+                           f"{recorded}")
+        if bad:
+            raise StoreError(f"{self.path}: its arrays disagree with its {n} subjects or "
+                             f"with what its writer recorded ({'; '.join(bad)}): a damaged "
+                             "copy (a chunk lost in transfer?); delete it and rerun")
 
     @property
     def subject_ids(self) -> np.ndarray:

@@ -277,3 +277,32 @@ def test_bag_chunks_are_sized_by_their_items(tmp_path):
             w.write("a", np.zeros(item, np.float32), bag=np.zeros((2, *item), np.float32))
             w.commit()
         assert zarr.open_group(str(path), mode="r")["bag/emb"].chunks[0] == rows
+
+
+@pytest.mark.parametrize("damage", ["present chunk lost", "emb of another length",
+                                    "emb of another type"])
+def test_a_store_whose_arrays_disagree_with_its_record_is_refused(tmp_path, damage):
+    """A copy that lost a chunk (an interrupted cp -r or rsync) reads it as its fill
+    value: a lost `present` chunk opened as a store whose modality no subject has, and
+    stage 2 trained without it, silently; arrays of another length were paired up row
+    by row."""
+    import shutil
+
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    _write(path)
+    assert FeatureStore(path).present.sum() > 0
+    if damage == "present chunk lost":
+        shutil.rmtree(path / "present" / "c")
+    else:
+        g = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        emb = np.asarray(g["emb"][:])
+        del g["emb"]
+        if damage == "emb of another length":
+            g.create_array("emb", data=np.concatenate([emb, emb]))
+        else:
+            g.create_array("emb", data=emb.astype(np.float64))
+    with pytest.raises(StoreError, match="disagree with its 3 subjects or with what its "
+                                         "writer recorded .* a damaged copy"):
+        FeatureStore(path)
