@@ -2,11 +2,8 @@
 
 A mapping's key order never means anything in a parameter set (the YAML a user reorders,
 a dict built in another order), so :func:`canonical` sorts keys recursively and
-:func:`params_hash` hashes that form. Nor does a whole number's spelling: YAML reads
-``1.0`` as a float and ``1`` as an int, and Snakemake compares the two as changed
-settings, so a ``C: 1.0`` written as ``C: 1`` retrained every run downstream; a float with
-no fraction is that int. Lists keep their order: where a list's order means nothing, the
-code that reads it sorts it.
+:func:`params_hash` hashes that form. Lists keep their order: where a list's order means
+nothing, the code that reads it sorts it.
 """
 
 from __future__ import annotations
@@ -25,22 +22,13 @@ from mmpipe.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def _whole(value: Any) -> Any:
-    """A float with no fraction as its int (within float's exact integers); else as is."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    return value
-
-
 def canonical(value: Any) -> Any:
-    """``value`` with every mapping's keys sorted, recursively (tuples become lists), and
-    each whole float, value or key, as its int."""
+    """``value`` with every mapping's keys sorted, recursively (tuples become lists)."""
     if isinstance(value, dict):
-        keys = {str(_whole(k)): k for k in value}
-        return {k: canonical(value[keys[k]]) for k in sorted(keys)}
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
         return [canonical(v) for v in value]
-    return _whole(value)
+    return value
 
 
 def params_hash(params: Any) -> str:
