@@ -278,6 +278,13 @@ def _expected_pixel_bytes(ds) -> int | None:
     return (n * bits + 7) // 8
 
 
+def _frame_bytes(ds) -> int:
+    """Bytes of one frame of native pixel data, as its header announces them."""
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    return (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * bits
+            + 7) // 8
+
+
 def _text_or_none(value) -> str | None:
     text = "" if value is None else str(value).strip()
     return text or None
@@ -404,12 +411,14 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
                       f"truncated pixel data ({remaining} bytes left, {expected} expected)")
     elif (counted and expected is not None
           and (declared := _declared_pixel_bytes(element, ds)) is not None
-          and declared != expected + expected % 2):
+          and not expected <= declared < expected + _frame_bytes(ds)):
         # an image of other dimensions under this header (4 x 4 announced, 8 x 8 stored):
-        # read as announced, its first pixels made an image that is none of the slice
+        # read as announced, its first pixels made an image that is none of the slice.
+        # Less than a frame more is padding (a pad byte, or what pydicom trims as excess)
         unreadable = ("pixel data of another size",
                       f"pixel data of {declared} bytes, where its header's rows, columns, "
-                      f"samples, frames and bits make {expected}")
+                      f"samples, frames and bits make {expected} (and a frame "
+                      f"{_frame_bytes(ds)})")
     spacing = _floats(ds.get("PixelSpacing"), 2)
     slope = (_floats([ds.get("RescaleSlope")], 1) or (1.0,))[0]
     intercept = (_floats([ds.get("RescaleIntercept")], 1) or (0.0,))[0]

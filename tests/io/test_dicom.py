@@ -484,6 +484,33 @@ def test_pixel_data_of_other_dimensions_than_its_header_rejects_naming_the_file(
     ds.save_as(paths[3])
     assert read_dicom_series(tmp_path / "ok")[1].n_slices == 6
 
+
+def test_padded_or_odd_length_pixel_data_is_read(tmp_path):
+    """Less than a frame more than the header's pixels is padding (pydicom trims it as
+    excess), and an odd length without its pad byte is the pixels themselves: both read
+    by pydicom and SimpleITK, and refused by the first form of the length check."""
+    import struct
+
+    _, paths = write_series(tmp_path / "padded", n=6)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PixelData = ds.PixelData + b"\0\0"
+        ds.save_as(path)
+    assert read_dicom_series(tmp_path / "padded")[1].n_slices == 6
+    _, paths = write_series(tmp_path / "odd", n=6)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.Rows = ds.Columns = 5
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelData = bytes(range(25))
+        ds.save_as(path)
+        raw = bytearray(path.read_bytes())
+        at = raw.rfind(b"\xe0\x7f\x10\x00")
+        raw[at + 8:at + 12] = struct.pack("<I", 25)  # the length as 25, the pad byte gone
+        path.write_bytes(bytes(raw[:-1]))
+    assert read_dicom_series(tmp_path / "odd")[1].n_slices == 6
+
 @pytest.mark.parametrize("damage", ["cut inside the header", "cut inside its series UID",
                                     "an element's VR damaged"])
 def test_a_slice_whose_header_cannot_be_read_rejects_its_series(tmp_path, damage):
