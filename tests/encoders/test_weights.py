@@ -134,9 +134,17 @@ def test_another_urls_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="was downloaded from https://host-a.org/toy.pth, "
                                            "not from https://host-b.org/v2/toy.pth"):
         resolve_state_dict({"weights": "https://host-b.org/v2/toy.pth"}, **ARGS)
-    # its query aside, the same URL; and a pinned SHA-256 that matches says it all
+    # its download-only query aside, the same URL; and a pinned SHA-256 that matches
+    # says it all
     assert resolve_state_dict({"weights": "https://host-a.org/toy.pth?download=1"},
                               **ARGS)[0] is not None
+    # a query that names the file (Google Drive's id=) is another file, in one cache name
+    (tmp_path / "checkpoints" / "uc").write_bytes(p.read_bytes())
+    (tmp_path / "checkpoints" / "uc.source-url").write_text(
+        "https://drive.google.com/uc?export=download&id=AAAA\n")
+    with pytest.raises(WeightsError, match="was downloaded from .*id=AAAA"):
+        resolve_state_dict({"weights": "https://drive.google.com/uc?export=download&id=BBBB"},
+                           **ARGS)
     pinned = {"weights": "https://host-b.org/v2/toy.pth", "sha256": sha256_file(p)}
     assert resolve_state_dict(pinned, **ARGS)[0] is not None
 
