@@ -18,7 +18,8 @@ Differences from CLAM, and why:
 - near-white (glass) and near-black (scanner borders, pen) pixels are removed
   from the mask, and an Otsu threshold below CLAM's fixed default (8) is raised
   to 8, so that JPEG noise on an almost empty slide is not called tissue;
-- green marker (hue 90-180 degrees, a colour no H&E stain takes) is not tissue, and Otsu
+- green marker (hue 90-180 degrees, a colour no H&E stain takes; ``exclude_green_marker:
+  false`` for a stain that colours tissue green) is not tissue, and Otsu
   chooses its threshold without near-black and marker pixels: with them, a marker's
   strong saturation (or a noisy black border's) raised the threshold above pale tissue,
   which was lost while the marker was tiled. Blue marker is not told apart: its hue
@@ -72,6 +73,9 @@ class TilingParams:
     to at most ``mask_max_size``; a slide smaller than that uses level 0 as it is.
     ``saturation_threshold`` None means Otsu (floored at :data:`MIN_OTSU_SATURATION`).
     ``seed`` drives the choice among tiles when there are more than ``max_tiles``.
+    ``exclude_green_marker``: green pixels (:data:`GREEN_PEN_HUE`) are marker ink, never
+    tissue; set it False for a stain that colours tissue green (a green IHC chromogen,
+    trichrome's light green).
     """
 
     target_mpp: float = 0.5
@@ -83,6 +87,7 @@ class TilingParams:
     median_blur: int = 7
     seed: int = 0
     mpp_when_missing: float | None = None
+    exclude_green_marker: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -236,7 +241,9 @@ def saturation_mask(rgb: np.ndarray, params: TilingParams) -> tuple[np.ndarray, 
     sat = ((diff * _OPENCV_SATURATION_DIVISORS[hi] + (1 << 11)) >> 12).astype(np.uint8)
     if params.median_blur > 1:
         sat = rank.median(sat, footprint=np.ones((params.median_blur,) * 2, dtype=bool))
-    candidate = (hi > NEAR_BLACK_MAX_CHANNEL) & ~_green_pen(rgb, diff)
+    candidate = hi > NEAR_BLACK_MAX_CHANNEL
+    if params.exclude_green_marker:
+        candidate &= ~_green_pen(rgb, diff)
     if params.saturation_threshold is not None:
         threshold = float(params.saturation_threshold)
     else:

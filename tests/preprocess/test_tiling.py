@@ -325,3 +325,16 @@ def test_pale_tissue_is_kept_beside_marker_or_a_black_border(tmp_path, frame):
     on_tissue = [tissue[y:y + step, x:x + step].mean() >= 0.5 for x, y in grid.coords]
     assert all(on_tissue), "a tile off the tissue (marker or border)"
     assert len(grid) >= 0.8 * tissue.sum() / step**2   # the pale tissue is found
+
+
+def test_green_stained_tissue_is_kept_when_the_marker_exclusion_is_off():
+    """A green IHC chromogen or trichrome's light green is tissue: the marker exclusion,
+    on by default, is a setting."""
+    from mmpipe.preprocess.tiling import saturation_mask
+
+    rgb = np.full((16, 16, 3), 243, np.uint8)
+    rgb[4:12, 4:12] = (70, 160, 90)
+    on = saturation_mask(rgb, TilingParams(median_blur=1, saturation_threshold=8))[0]
+    off = saturation_mask(rgb, TilingParams(median_blur=1, saturation_threshold=8,
+                                            exclude_green_marker=False))[0]
+    assert not on.any() and off[4:12, 4:12].all() and off.sum() == 64
