@@ -263,8 +263,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     chosen_rows: list[dict[str, Any]] = []
     for sid in ids:
         rows, own = visits.get(sid, []), scans.get(sid, [])
+        undated = None
         if visit_rule == "baseline":
             row = next((r for r in rows if (r["VISCODE"] or "").strip() == "bl"), None)
+        elif undated := next((r for r in rows if (r["EXAMDATE"] or "").strip()
+                              and _date(r["EXAMDATE"]) is None), None):
+            # which visit came first cannot be told: a later one would be taken in its place
+            row = None
         else:
             row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
                         and all(_match(_date(r["EXAMDATE"]), own, m, max_days)[0]
@@ -272,6 +277,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         # rows of the chosen visit that agree are one visit; where they disagree, whichever
         # came first in the table was taken without a word
         conflict = _twins_disagree(row, rows, read) if row is not None else None
+        if undated is not None:
+            conflict = (f"visit {undated['VISCODE']}'s EXAMDATE {undated['EXAMDATE'].strip()!r} "
+                        "is not a YYYY-MM-DD date, so the first visit with a diagnosis and a "
+                        "scan of every modality cannot be told")
         if conflict:
             why, row = conflict, None
         chosen_rows.append(row or {})
@@ -281,12 +290,12 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             if not conflict:
                 why = ("no baseline (bl) row in ADNIMERGE" if visit_rule == "baseline" else
                        "no visit with a diagnosis and a scan of every modality")
-            source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT if conflict else ABSENT, why,
-                                      str(table_path)))
+            source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT if conflict and undated is None
+                                      else ABSENT, why, str(table_path)))
             diagnosis.append(None)
             for m in imaging:
                 columns[specs[m].column].append(None)
-                qc.append(QCRecord(sid, m, ABSENT, why))
+                qc.append(QCRecord(sid, m, ABSENT if undated is None else REJECTED, why))
             continue
         dx = (row["DX"] or "").strip()
         if dx not in DIAGNOSES:

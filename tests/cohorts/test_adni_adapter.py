@@ -265,3 +265,12 @@ def test_an_examdate_not_written_as_an_iso_date_is_said(tmp_path):
     assert why["status"].to_list() == ["rejected"]
     assert why["reason"][0] == (f"the visit's EXAMDATE {us!r} is not a YYYY-MM-DD date, so "
                                 "no scan can be matched to it")
+    # the first visit with every modality: which came first cannot be told
+    build_manifest("adni", _cfg(tmp_path, adni={"visit": "first_with_all"}), tmp_path / "o2",
+                   base_dir=tmp_path)
+    why = read_qc(tmp_path / "o2").filter((pl.col("subject_id") == sid)
+                                          & (pl.col("modality") == "mri"))
+    assert why["status"].to_list() == ["rejected"]
+    assert why["reason"][0] == (f"visit bl's EXAMDATE {us!r} is not a YYYY-MM-DD date, so the "
+                                "first visit with a diagnosis and a scan of every modality "
+                                "cannot be told")
