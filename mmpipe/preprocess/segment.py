@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -32,8 +33,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mmpipe.errors import ConfigError, InputError, out_of_memory
+from mmpipe.errors import ConfigError, InputError
 from mmpipe.preprocess.masks import MASKS_TABLE
+from mmpipe.preprocess.shard_errors import shared_cause
 from mmpipe.shards import safe_name
 
 log = logging.getLogger(__name__)
@@ -110,24 +112,63 @@ def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str],
 
 
 def _as_nifti(volume: Path, tmp: Path) -> Path:
-    """``volume`` itself when NIfTI; else (``.nrrd``, ``.mha``) a NIfTI copy in ``tmp``,
-    the same voxels and geometry (SimpleITK). TotalSegmentator reads any other name as a
-    DICOM folder, and the union below reads the volume's grid with nibabel."""
-    if volume.name.endswith((".nii", ".nii.gz")):
+    """``volume`` itself when TotalSegmentator reads its name as NIfTI; else a NIfTI copy
+    in ``tmp``: the same bytes under such a name (``.NII.GZ``, or ``sub.01.nii.gz``,
+    whose extra dot TotalSegmentator's rule, ``suffix == ".nii" or suffixes == [".nii",
+    ".gz"]``, reads as a DICOM folder: a subject ID with a dot lost its mask), or the same
+    voxels and geometry through SimpleITK (``.nrrd``, ``.mha``). The union below reads the
+    volume's grid with nibabel. A header that declares more data than its file holds is
+    the subject's error, not a MemoryError that fails every subject's job."""
+    _check_declared_size(volume)
+    if volume.suffix == ".nii" or volume.suffixes == [".nii", ".gz"]:
         return volume
     (tmp / "input").mkdir()
     if volume.name.lower().endswith((".nii", ".nii.gz")):
-        # NIFTI in capitals: the same bytes under the name TotalSegmentator reads as NIfTI
-        # (SimpleITK rewriting it would keep the qform where nibabel reads the sform)
+        # the same bytes under the name TotalSegmentator reads as NIfTI (SimpleITK
+        # rewriting it would keep the qform where nibabel reads the sform)
         copy = tmp / "input" / ("volume.nii.gz" if volume.name.lower().endswith(".gz")
                                 else "volume.nii")
         shutil.copyfile(volume, copy)
         return copy
     import SimpleITK as sitk
 
+    from mmpipe.io.written import check_nifti_written
+
     copy = tmp / "input" / "volume.nii.gz"
     sitk.WriteImage(sitk.ReadImage(str(volume)), str(copy))
+    check_nifti_written(copy)  # the writer returns as usual from a short write
     return copy
+
+
+def _check_declared_size(volume: Path) -> None:
+    """Raise :class:`InputError` when ``volume``'s header declares more data than the
+    file can hold (:func:`mmpipe.io.declared_size.beyond_file`)."""
+    from mmpipe.io.declared_size import beyond_file
+
+    try:
+        if volume.name.lower().endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            header = nib.load(str(volume)).header
+            shape, itemsize = header.get_data_shape(), header.get_data_dtype().itemsize
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(volume))
+            reader.ReadImageInformation()
+            shape = reader.GetSize()
+            # "16-bit signed integer", "vector of 8-bit unsigned integer", "complex of ..."
+            kind = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+            bits = int(re.search(r"(\d+)-bit", kind).group(1))
+            itemsize = (bits // 8 * reader.GetNumberOfComponents()
+                        * (2 if kind.startswith("complex") else 1))
+    except Exception as err:  # a header no reader can parse: the subject's
+        raise InputError(f"cannot read the volume's header: {type(err).__name__}: {err}",
+                         path=volume) from err
+    declared = int(np.prod(shape, dtype=np.float64)) * int(itemsize)
+    if why := beyond_file(declared, volume):
+        raise InputError(f"shape {tuple(shape)}: {why}", path=volume)
 
 
 def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
@@ -144,9 +185,14 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
                                                              atol=1e-3):
             raise InputError(f"mask on another grid than the volume {volume}", path=path)
         union |= (np.asanyarray(organ.dataobj) > 0).astype(np.uint8)
-    img = nib.Nifti1Image(union, ref.affine)
-    img.set_qform(ref.affine, code=1)
-    img.set_sform(ref.affine, code=1)
+    # the volume's own header (its qform and sform, with their codes): a reader that
+    # reconciles the two (MONAI's, where the sform's scale disagrees with pixdim) then
+    # reads the mask on the volume's grid; written with one affine as both, the mask of
+    # such a volume was refused at encode time as "on another voxel grid"
+    header = ref.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    img = type(ref)(union, None, header)
     nib.save(img, str(out))
     return int(union.sum())
 
@@ -196,8 +242,8 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
                 organs = segmenter(volume, Path(tmp))
                 voxels = union_mask(organs, volume, target)
         except Exception as err:  # one subject's failure is its own, whatever raised it
-            if out_of_memory(err):  # the machine's (TotalSegmentator on a small GPU)
-                raise
+            if shared_cause(err):  # the machine's (TotalSegmentator on a small GPU, a full
+                raise               # disk) or the install's, not this subject's
             failed += 1
             reason = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
             log.warning("no mask for subject %r: %s", sid, reason)
@@ -214,13 +260,14 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
     table = pl.DataFrame(rows, schema={"subject_id": pl.Utf8, "mask": pl.Utf8,
                                        "status": pl.Utf8, "reason": pl.Utf8})
     n_volumes = sum(p is not None for p in volumes.values())
-    if n_volumes and failed == n_volumes:
-        # every subject raised: a cause they share (no CUDA device, a missing model), not
-        # each one's; masks of rejections only would look finished to every masked store
+    if n_volumes and not any(r["status"] == "ok" for r in rows):
+        # every subject raised, or found none of the organs: a cause they share (no CUDA
+        # device, a missing model, the organs of another body part or modality), not each
+        # one's; masks of rejections only would look finished to every masked store
         shown = "; ".join(f"{r['subject_id']}: {r['reason']}" for r in rows
                           if r["status"] == "rejected")[:600]
-        raise InputError(f"segmentation failed for all {n_volumes} subjects with a volume, "
-                         f"so no masks are written ({shown})")
+        raise InputError(f"segmentation gave no mask for any of the {n_volumes} subjects "
+                         f"with a volume ({failed} failed), so no masks are written ({shown})")
     # what the masks were made with (mmpipe.made_with): a hand-run encode checks it
     table.write_parquet(out_dir / MASKS_TABLE, **({"metadata": metadata} if metadata else {}))
     return table

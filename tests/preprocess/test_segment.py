@@ -232,9 +232,23 @@ def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
 
     vol = _nifti(tmp_path / "broken.nii.gz", np.zeros((16, 10, 6)))
     out = tmp_path / "masks"
-    with pytest.raises(InputError, match="segmentation failed for all 2 subjects"):
+    with pytest.raises(InputError, match=r"segmentation gave no mask for any of the 2 "
+                                         r"subjects with a volume \(2 failed\)"):
         segment_modality({"s1": str(vol), "s2": str(vol), "s3": None}, out, _fake_segmenter)
     assert not out.exists()
+    # none of the organs in any subject (the organs of another body part, MR through the
+    # CT model): a table of rejections only had been written, looking finished
+    empty = _nifti(tmp_path / "empty.nii.gz", np.zeros((16, 10, 6)))
+    with pytest.raises(InputError, match=r"no mask for any of the 2 subjects with a volume "
+                                         r"\(1 failed\).*found none of the organs"):
+        segment_modality({"s1": str(empty), "s2": str(vol)}, out, _fake_segmenter)
+    assert not out.exists()
+
+    def disk_full(volume, out_dir):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):  # the disk's: not each subject's rejection
+        segment_modality({"s1": str(empty)}, tmp_path / "m1", disk_full)
 
     def out_of_memory(volume, out_dir):
         raise MemoryError
@@ -250,3 +264,81 @@ def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
     with pytest.raises(torch.OutOfMemoryError):
         segment_modality({"s1": str(vol), "s2": str(vol)}, tmp_path / "m3", cuda_out_of_memory)
     assert not (tmp_path / "m3").exists()
+
+
+def test_a_volume_named_with_extra_dots_reaches_the_segmenter_as_nifti(tmp_path):
+    """TotalSegmentator reads a file as NIfTI when ``suffix == ".nii" or suffixes ==
+    [".nii", ".gz"]``, and anything else as a DICOM folder: a subject ID with a dot
+    (``sub.01.nii.gz``, a UID) lost its mask with a DICOM error."""
+    seen = []
+
+    def segmenter(volume, out_dir):
+        seen.append(volume)
+        assert volume.suffix == ".nii" or volume.suffixes == [".nii", ".gz"], volume.name
+        return _fake_segmenter(volume, out_dir)
+
+    vols = {sid: str(_nifti(tmp_path / f"{sid}.nii.gz", np.zeros((16, 10, 6))))
+            for sid in ("P7", "sub.01", "1.3.6.1.4")}
+    table = segment_modality(vols, tmp_path / "masks", segmenter)
+    assert table["status"].to_list() == ["ok"] * 3
+    assert seen[0] == Path(vols["P7"])  # passed as it is where its name reads as NIfTI
+
+
+def test_a_volume_whose_header_declares_more_than_its_file_is_that_subjects(tmp_path):
+    """A damaged header asked the reader for gigabytes: the MemoryError read as the
+    machine's and failed every subject's job, on every rerun."""
+    good = _nifti(tmp_path / "good.nii.gz", np.zeros((16, 10, 6)))
+    bad = tmp_path / "bad.nii"
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    img.header.set_data_shape((4000, 4000, 4000))
+    bad.write_bytes(img.header.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes())
+    table = segment_modality({"a": str(good), "b": str(bad)}, tmp_path / "masks",
+                             _fake_segmenter)
+    rows = {r["subject_id"]: r for r in table.to_dicts()}
+    assert rows["a"]["status"] == "ok" and rows["b"]["status"] == "rejected"
+    assert "its header declares" in rows["b"]["reason"]
+
+
+def test_the_mask_keeps_the_volume_s_header_so_it_reads_on_its_grid(tmp_path):
+    """A volume whose sform's scale disagrees with its pixdim and qform: MONAI's reader
+    reconciles them, and the mask, written with one affine as both forms, came out on
+    another grid ("mask affine differs"), after a costly segmentation."""
+    vol = tmp_path / "v.nii.gz"
+    img = nib.Nifti1Image(np.random.default_rng(0).random((16, 10, 6)).astype(np.float32),
+                          np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.set_qform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
+    img.header.set_zooms((1.0, 1.0, 1.0))
+    img.set_sform(np.diag([2.0, 2.0, 2.0, 1.0]), code=2)
+    nib.save(img, str(vol))
+    table = segment_modality({"s1": str(vol)}, tmp_path / "masks", _fake_segmenter)
+    assert table["status"].to_list() == ["ok"]
+    mask = nib.load(str(tmp_path / "masks" / "s1.nii.gz"))
+    ref = nib.load(str(vol))
+    np.testing.assert_array_equal(mask.get_qform(), ref.get_qform())
+    np.testing.assert_array_equal(mask.get_sform(), ref.get_sform())
+    assert mask.header["qform_code"] == ref.header["qform_code"]
+    assert mask.header["sform_code"] == ref.header["sform_code"]
+    recipe = {"orientation": None, "spacing": None, "crop_foreground": False,
+              "hu_window": None, "normalize": None, "resize": None, "roi_crop": {"margin": 0}}
+    out = build_volume_transform(recipe)(MaskedVolume(str(vol), str(tmp_path / "masks"
+                                                                    / "s1.nii.gz")))
+    assert out.ndim == 4
+
+
+def test_a_short_write_of_the_nifti_copy_fails_the_job(tmp_path, monkeypatch):
+    """An .nrrd volume is copied to NIfTI for TotalSegmentator: SimpleITK's writer reports
+    a full disk on stderr and returns, and the truncated copy was segmented."""
+    import SimpleITK as sitk
+
+    vol = tmp_path / "v.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 10, 16), np.float32)), str(vol))
+    real = sitk.WriteImage
+
+    def short(image, path, *args, **kwargs):
+        real(image, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+
+    monkeypatch.setattr(sitk, "WriteImage", short)
+    with pytest.raises(OSError, match="was not written whole"):
+        segment_modality({"s1": str(vol)}, tmp_path / "masks", _fake_segmenter)
+    assert not (tmp_path / "masks").exists()
