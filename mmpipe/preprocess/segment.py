@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -141,32 +140,24 @@ def _as_nifti(volume: Path, tmp: Path) -> Path:
 
 
 def _check_declared_size(volume: Path) -> None:
-    """Raise :class:`InputError` when ``volume``'s header declares more data than the
-    file can hold (:func:`mmpipe.io.declared_size.beyond_file`)."""
+    """Raise :class:`InputError` when a NIfTI ``volume``'s header declares more data than
+    the file can hold (:func:`mmpipe.io.declared_size.beyond_file`), as the encoders'
+    reader checks it. Other formats are left to SimpleITK's read: their data can lie in
+    another file (``.mhd`` and its ``.raw``) or be compressed inside them (a gzip
+    ``.nrrd``), which the header file's size says nothing of."""
+    if not volume.name.lower().endswith((".nii", ".nii.gz")):
+        return
+    import nibabel as nib
+
     from mmpipe.io.declared_size import beyond_file
 
     try:
-        if volume.name.lower().endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            header = nib.load(str(volume)).header
-            shape, itemsize = header.get_data_shape(), header.get_data_dtype().itemsize
-        else:
-            import SimpleITK as sitk
-
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(volume))
-            reader.ReadImageInformation()
-            shape = reader.GetSize()
-            # "16-bit signed integer", "vector of 8-bit unsigned integer", "complex of ..."
-            kind = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-            bits = int(re.search(r"(\d+)-bit", kind).group(1))
-            itemsize = (bits // 8 * reader.GetNumberOfComponents()
-                        * (2 if kind.startswith("complex") else 1))
-    except Exception as err:  # a header no reader can parse: the subject's
+        header = nib.load(str(volume)).header
+    except Exception as err:  # a header nibabel cannot parse: the subject's
         raise InputError(f"cannot read the volume's header: {type(err).__name__}: {err}",
                          path=volume) from err
-    declared = int(np.prod(shape, dtype=np.float64)) * int(itemsize)
+    shape = header.get_data_shape()
+    declared = int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
     if why := beyond_file(declared, volume):
         raise InputError(f"shape {tuple(shape)}: {why}", path=volume)
 
@@ -192,6 +183,7 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
     header = ref.header.copy()
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1, 0)
+    header.extensions.clear()  # the volume's metadata (a dcm2niix sidecar: patient fields)
     img = type(ref)(union, None, header)
     nib.save(img, str(out))
     return int(union.sum())

@@ -342,3 +342,28 @@ def test_a_short_write_of_the_nifti_copy_fails_the_job(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="was not written whole"):
         segment_modality({"s1": str(vol)}, tmp_path / "masks", _fake_segmenter)
     assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.parametrize("name", ["v.nrrd", "v.mha", "v.mhd"])
+def test_a_compressed_or_two_file_volume_is_segmented(tmp_path, name):
+    """Their data lie compressed in the file (a gzip .nrrd, Slicer's default) or in
+    another one (.mhd and its .raw): the header file's size says nothing of it, and a
+    check of it against the declared data had refused them."""
+    import SimpleITK as sitk
+
+    vol = tmp_path / name
+    image = sitk.GetImageFromArray(np.zeros((6, 10, 16), np.float32))
+    sitk.WriteImage(image, str(vol), useCompression=name != "v.mhd")
+    table = segment_modality({"s1": str(vol)}, tmp_path / "masks", _fake_segmenter)
+    assert table["status"].to_list() == ["ok"]
+
+
+def test_the_mask_leaves_the_volume_s_header_extensions_out(tmp_path):
+    """A volume's header extensions (a converter's sidecar metadata, patient fields
+    included) were copied into every mask."""
+    vol = tmp_path / "v.nii.gz"
+    img = nib.Nifti1Image(np.zeros((16, 10, 6), np.float32), np.eye(4))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b'{"PatientName": "DOE"}'))
+    nib.save(img, str(vol))
+    segment_modality({"s1": str(vol)}, tmp_path / "masks", _fake_segmenter)
+    assert len(nib.load(str(tmp_path / "masks" / "s1.nii.gz")).header.extensions) == 0
