@@ -278,11 +278,11 @@ def _expected_pixel_bytes(ds) -> int | None:
     return (n * bits + 7) // 8
 
 
-def _frame_bytes(ds) -> int:
-    """Bytes of one frame of native pixel data, as its header announces them."""
+def _row_bytes(ds) -> int:
+    """Bytes of one row of native pixel data as its header announces them (2 at least:
+    a pad byte after an odd length is padding whatever the row)."""
     bits = int(ds.get("BitsAllocated", 16) or 16)
-    return (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * bits
-            + 7) // 8
+    return max(2, (int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * bits + 7) // 8)
 
 
 def _text_or_none(value) -> str | None:
@@ -411,14 +411,14 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
                       f"truncated pixel data ({remaining} bytes left, {expected} expected)")
     elif (counted and expected is not None
           and (declared := _declared_pixel_bytes(element, ds)) is not None
-          and not expected <= declared < expected + _frame_bytes(ds)):
-        # an image of other dimensions under this header (4 x 4 announced, 8 x 8 stored):
-        # read as announced, its first pixels made an image that is none of the slice.
-        # Less than a frame more is padding (a pad byte, or what pydicom trims as excess)
+          and not expected <= declared < expected + _row_bytes(ds)):
+        # an image of other dimensions under this header (16 x 16 announced, 16 x 24
+        # stored): read as announced, its first pixels made an image that is none of the
+        # slice. Less than a row more is padding (a pad byte, what pydicom trims as excess)
         unreadable = ("pixel data of another size",
                       f"pixel data of {declared} bytes, where its header's rows, columns, "
-                      f"samples, frames and bits make {expected} (and a frame "
-                      f"{_frame_bytes(ds)})")
+                      f"samples, frames and bits make {expected} (a row "
+                      f"{_row_bytes(ds)})")
     spacing = _floats(ds.get("PixelSpacing"), 2)
     slope = (_floats([ds.get("RescaleSlope")], 1) or (1.0,))[0]
     intercept = (_floats([ds.get("RescaleIntercept")], 1) or (0.0,))[0]

@@ -460,22 +460,27 @@ def test_a_slice_not_fetched_rejects_the_folder_naming_it(tmp_path):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
-@pytest.mark.parametrize("syntax", ["explicit", "implicit"])
+@pytest.mark.parametrize("syntax,stored", [("explicit", (2 * N, 2 * N)),
+                                           ("implicit", (2 * N, 2 * N)),
+                                           ("explicit", (N, N + N // 2))])
 def test_pixel_data_of_other_dimensions_than_its_header_rejects_naming_the_file(tmp_path,
-                                                                               syntax):
-    """A header announcing 8 x 8 over 16 x 16 stored pixels: only a file too short was
-    caught, and this one read as the first 64 values, an image that is none of the
-    slice, "ok". Trailing elements after the pixels stay legal."""
+                                                                               syntax,
+                                                                               stored):
+    """A header announcing N x N over other stored pixels: only a file too short was
+    caught, and this one read as the first N x N values, an image that is none of the
+    slice, "ok" (1.5 times the pixels passed the first fix, which took a frame more for
+    padding). Trailing elements after the pixels stay legal."""
     from pydicom.uid import ImplicitVRLittleEndian
 
     _, paths = write_series(tmp_path / "dcm", n=6)
     ds = pydicom.dcmread(paths[3])
-    ds.PixelData = np.zeros((2 * N, 2 * N), np.uint16).tobytes()
+    ds.PixelData = np.zeros(stored, np.uint16).tobytes()
     if syntax == "implicit":
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     ds.save_as(paths[3], implicit_vr=syntax == "implicit", little_endian=True)
     with pytest.raises(DicomSeriesError, match=rf"{paths[3].name}: pixel data of "
-                                               rf"{8 * N * N} bytes, where its header's"):
+                                               rf"{2 * stored[0] * stored[1]} bytes, where "
+                                               "its header's"):
         read_dicom_series(tmp_path / "dcm")
     # whole, with a trailing element after the pixels: read as before
     uid, paths = write_series(tmp_path / "ok", n=6)
