@@ -279,8 +279,8 @@ def test_bag_chunks_are_sized_by_their_items(tmp_path):
         assert zarr.open_group(str(path), mode="r")["bag/emb"].chunks[0] == rows
 
 
-@pytest.mark.parametrize("damage", ["present chunk lost", "emb of another length",
-                                    "emb of another type"])
+@pytest.mark.parametrize("damage", ["present chunk lost", "emb chunk lost",
+                                    "emb of another length", "emb of another type"])
 def test_a_store_whose_arrays_disagree_with_its_record_is_refused(tmp_path, damage):
     """A copy that lost a chunk (an interrupted cp -r or rsync) reads it as its fill
     value: a lost `present` chunk opened as a store whose modality no subject has, and
@@ -295,6 +295,8 @@ def test_a_store_whose_arrays_disagree_with_its_record_is_refused(tmp_path, dama
     assert FeatureStore(path).present.sum() > 0
     if damage == "present chunk lost":
         shutil.rmtree(path / "present" / "c")
+    elif damage == "emb chunk lost":  # had opened, its subjects read as absent
+        shutil.rmtree(path / "emb" / "c")
     else:
         g = zarr.open_group(str(path), mode="r+", zarr_format=3)
         emb = np.asarray(g["emb"][:])
