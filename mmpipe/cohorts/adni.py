@@ -266,9 +266,11 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         undated = None
         if visit_rule == "baseline":
             row = next((r for r in rows if (r["VISCODE"] or "").strip() == "bl"), None)
-        elif undated := next((r for r in rows if (r["EXAMDATE"] or "").strip()
+        elif undated := next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
+                              and (r["EXAMDATE"] or "").strip()
                               and _date(r["EXAMDATE"]) is None), None):
-            # which visit came first cannot be told: a later one would be taken in its place
+            # which visit with a diagnosis came first cannot be told: a later one would be
+            # taken in its place (a row without one could never be chosen)
             row = None
         else:
             row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
