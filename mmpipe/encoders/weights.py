@@ -121,26 +121,32 @@ _HUB_HASH = re.compile(r"-([a-f0-9]+)\.")
 _SOURCE_SUFFIX = ".source-url"
 
 
-# query keys that only ask a host for the file as a download (Zenodo's ?download=1,
-# Dropbox's ?dl=1); others can name the file itself (Google Drive's ?id=...)
-_DOWNLOAD_ONLY_KEYS = frozenset({"download", "dl"})
+# query keys that name no file: a download request (Zenodo's ?download=1, Dropbox's
+# ?dl=1), or a signed URL's credentials and expiry, new each time one is issued (S3's
+# X-Amz-*, Google Cloud's X-Goog-*, Azure's SAS sig/se/st/sp/sv/sr/spr, CloudFront's
+# Signature/Expires/Key-Pair-Id). Others can name the file itself (Google Drive's ?id=)
+_NOT_THE_FILE = frozenset({"download", "dl", "sig", "se", "st", "sp", "sv", "sr", "spr",
+                           "signature", "expires", "key-pair-id", "policy", "token",
+                           "awsaccesskeyid"})
 
 
 def _without_query(url: str) -> str:
-    """``url`` without its fragment and its download-only query keys."""
+    """``url`` without its fragment and the query keys that name no file, the rest in
+    one order."""
     from urllib.parse import parse_qsl, urlencode
 
     parts = urlparse(url)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k not in _DOWNLOAD_ONLY_KEYS]
+    kept = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                  if k.lower() not in _NOT_THE_FILE
+                  and not k.lower().startswith(("x-amz-", "x-goog-")))
     return parts._replace(query=urlencode(kept), fragment="").geturl()
 
 
 def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:
     """The hub cache keys a file by its name alone, so another URL's file of that name (a
     second host, a v2 folder) would be loaded and recorded as this URL's: refused when
-    the name's hash prefix or the URL mmpipe recorded on download (its download-only
-    query keys aside: a ``?download=1``) says so. Not called when the config pins the file's SHA-256, which
+    the name's hash prefix or the URL mmpipe recorded on download (the query keys that
+    name no file aside: ``?download=1``, a signed URL's signature) says so. Not called when the config pins the file's SHA-256, which
     says it all."""
     named = _HUB_HASH.search(cached.name)
     if named and not sha.startswith(named.group(1)):

@@ -145,6 +145,14 @@ def test_another_urls_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="was downloaded from .*id=AAAA"):
         resolve_state_dict({"weights": "https://drive.google.com/uc?export=download&id=BBBB"},
                            **ARGS)
+    # the same file's keys in another order, or a signed URL issued again: the same file
+    assert resolve_state_dict({"weights": "https://drive.google.com/uc?id=AAAA&export="
+                                          "download"}, **ARGS)[0] is not None
+    (tmp_path / "checkpoints" / "m.pth").write_bytes(p.read_bytes())
+    (tmp_path / "checkpoints" / "m.pth.source-url").write_text(
+        "https://b.s3.amazonaws.com/m.pth?X-Amz-Date=1&X-Amz-Signature=aaa\n")
+    assert resolve_state_dict({"weights": "https://b.s3.amazonaws.com/m.pth?X-Amz-Date=2&"
+                                          "X-Amz-Signature=bbb"}, **ARGS)[0] is not None
     pinned = {"weights": "https://host-b.org/v2/toy.pth", "sha256": sha256_file(p)}
     assert resolve_state_dict(pinned, **ARGS)[0] is not None
 
