@@ -353,13 +353,21 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
         )
     # "P1" and "p1" are one patient typed twice far more often than two patients: as two
     # subjects they could sit in the training and the test split at once
-    clash = _case_twins(ids.to_list())
+    _refuse_case_twins(ids.to_list(), "subject_id(s)", "one subject must have one ID", "IDs",
+                       source)
+
+
+def _refuse_case_twins(values: Iterable[str], what: str, rule: str, plural: str,
+                       source: str) -> None:
+    """Raise :class:`InputError` naming the ``values`` that differ only in case or accent
+    encoding (:func:`_case_twins`)."""
+    clash = _case_twins(values)
     if clash:
         shown = "; ".join(" / ".join(map(repr, names)) for names in clash[:20])
         raise InputError(
-            f"subject_id(s) that differ only in case or in how an accent is encoded "
-            f"(Unicode NFC/NFD): {shown}; one subject must have one ID (fix the source, or "
-            "make the IDs differ in more than that)",
+            f"{what} that differ only in case or in how an accent is encoded (Unicode "
+            f"NFC/NFD): {shown}; {rule} (fix the source, or make the {plural} differ in more "
+            "than that)",
             path=source or None,
         )
 
@@ -371,15 +379,8 @@ def check_split_groups(frame: pl.DataFrame, source: str) -> None:
     if SPLIT_GROUP not in frame.columns:
         return
     names = frame[SPLIT_GROUP].cast(pl.Utf8).drop_nulls().unique(maintain_order=True)
-    clash = _case_twins(names.to_list())
-    if clash:
-        shown = "; ".join(" / ".join(map(repr, names)) for names in clash[:20])
-        raise InputError(
-            f"split group name(s) that differ only in case or in how an accent is encoded "
-            f"(Unicode NFC/NFD): {shown}; one patient's group must have one name (fix the "
-            "source, or make the names differ in more than that)",
-            path=source or None,
-        )
+    _refuse_case_twins(names.to_list(), "split group name(s)",
+                       "one patient's group must have one name", "names", source)
 
 
 # -- the user's split ------------------------------------------------------------------------
