@@ -292,11 +292,17 @@ def test_a_volume_whose_header_declares_more_than_its_file_is_that_subjects(tmp_
     img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
     img.header.set_data_shape((4000, 4000, 4000))
     bad.write_bytes(img.header.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes())
-    table = segment_modality({"a": str(good), "b": str(bad)}, tmp_path / "masks",
-                             _fake_segmenter)
+    import SimpleITK as sitk
+
+    mha = tmp_path / "bad.mha"  # raw data in its own file: its size says what it holds
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 10, 16), np.float32)), str(mha))
+    mha.write_bytes(mha.read_bytes().replace(b"DimSize = 16 10 6", b"DimSize = 4000 4000 4000"))
+    table = segment_modality({"a": str(good), "b": str(bad), "c": str(mha)},
+                             tmp_path / "masks", _fake_segmenter)
     rows = {r["subject_id"]: r for r in table.to_dicts()}
     assert rows["a"]["status"] == "ok" and rows["b"]["status"] == "rejected"
     assert "its header declares" in rows["b"]["reason"]
+    assert rows["c"]["status"] == "rejected" and "its header declares" in rows["c"]["reason"]
 
 
 def test_the_mask_keeps_the_volume_s_header_so_it_reads_on_its_grid(tmp_path):
