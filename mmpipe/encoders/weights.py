@@ -121,13 +121,33 @@ _HUB_HASH = re.compile(r"-([a-f0-9]+)\.")
 _SOURCE_SUFFIX = ".source-url"
 
 
-# query keys that name no file: a download request (Zenodo's ?download=1, Dropbox's
-# ?dl=1), or a signed URL's credentials and expiry, new each time one is issued (S3's
-# X-Amz-*, Google Cloud's X-Goog-*, Azure's SAS sig/se/st/sp/sv/sr/spr, CloudFront's
-# Signature/Expires/Key-Pair-Id). Others can name the file itself (Google Drive's ?id=)
-_NOT_THE_FILE = frozenset({"download", "dl", "sig", "se", "st", "sp", "sv", "sr", "spr",
-                           "signature", "expires", "key-pair-id", "policy", "token",
-                           "awsaccesskeyid"})
+# a signed URL's credentials and expiry, new each time one is issued (S3's X-Amz-*,
+# Google Cloud's X-Goog-*, Azure's SAS sig/se/st/sp/sv/sr/spr and its user-delegation
+# key's sk*, CloudFront's Signature/Expires/Key-Pair-Id/Policy): they name no file, and
+# provenance keeps them out (a store's attributes are no place for a credential)
+_CREDENTIAL_KEYS = frozenset({"sig", "se", "st", "sp", "sv", "sr", "spr", "skoid", "sktid",
+                              "skt", "ske", "sks", "skv", "signature", "expires",
+                              "key-pair-id", "policy", "token", "awsaccesskeyid"})
+# and a download request (Zenodo's ?download=1, Dropbox's ?dl=1); any other key can name
+# the file itself (Google Drive's ?id=)
+_DOWNLOAD_KEYS = frozenset({"download", "dl"})
+
+
+def _credential(key: str) -> bool:
+    key = key.lower()
+    return key in _CREDENTIAL_KEYS or key.startswith(("x-amz-", "x-goog-"))
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a signed URL's credentials and expiry (what mmpipe records)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    parts = urlparse(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if not _credential(k)]
+    return parts._replace(query=urlencode(kept)).geturl()
 
 
 def _without_query(url: str) -> str:
@@ -137,8 +157,7 @@ def _without_query(url: str) -> str:
 
     parts = urlparse(url)
     kept = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                  if k.lower() not in _NOT_THE_FILE
-                  and not k.lower().startswith(("x-amz-", "x-goog-")))
+                  if not _credential(k) and k.lower() not in _DOWNLOAD_KEYS)
     return parts._replace(query=urlencode(kept), fragment="").geturl()
 
 
@@ -182,14 +201,16 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
         if _is_url(spec):
             cached = _hub_cached_file(spec)
             if cached.is_file():
-                sd, sha = _load_file(cached, expected_sha, f"encoder {encoder}: {cached} (cache of {spec})")
+                sd, sha = _load_file(cached, expected_sha, f"encoder {encoder}: {cached} (cache of "
+                                                          f"{without_credentials(spec)})")
                 if not expected_sha:
                     _check_cached(cached, spec, sha, encoder)
-                return sd, WeightsInfo(spec, sha, False)
+                return sd, WeightsInfo(without_credentials(spec), sha, False)
             if cfg.get("download", False):
                 return _download(spec, expected_sha, encoder)
             raise WeightsError(
-                f"encoder {encoder}: weights URL {spec} is not in the torch hub cache "
+                f"encoder {encoder}: weights URL {without_credentials(spec)} is not in the "
+                f"torch hub cache "
                 f"({cached}) and download is false; set encoders.{encoder}.download: true "
                 f"or download {expected_file} ({how_to_get}) and set encoders.{encoder}.weights "
                 "to the local path")
@@ -214,18 +235,20 @@ def resolve_state_dict(cfg: Mapping[str, Any], *, encoder: str, expected_file: s
 
 
 def _download(url: str, expected_sha: str | None, encoder: str) -> tuple[dict, WeightsInfo]:
-    log.info("encoder %s: downloading weights from %s", encoder, url)
+    shown = without_credentials(url)
+    log.info("encoder %s: downloading weights from %s", encoder, shown)
     try:
         obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
                                                  check_hash=True, weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"encoder {encoder}: cannot download weights from {url}: {exc}") from exc
+        raise WeightsError(f"encoder {encoder}: cannot download weights from {shown}: "
+                           f"{exc}") from exc
     cached = _hub_cached_file(url)
     sha = sha256_file(cached) if cached.is_file() else None
     if sha is not None:
-        _check_hash(sha, expected_sha, f"encoder {encoder}: {cached} (downloaded from {url})")
-        atomic_write_text(cached.with_name(cached.name + _SOURCE_SUFFIX), url + "\n")
-    return _unwrap(obj, f"encoder {encoder}: {url}"), WeightsInfo(url, sha, False)
+        _check_hash(sha, expected_sha, f"encoder {encoder}: {cached} (downloaded from {shown})")
+        atomic_write_text(cached.with_name(cached.name + _SOURCE_SUFFIX), shown + "\n")
+    return _unwrap(obj, f"encoder {encoder}: {shown}"), WeightsInfo(shown, sha, False)
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *,

@@ -151,8 +151,13 @@ def test_another_urls_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
     (tmp_path / "checkpoints" / "m.pth").write_bytes(p.read_bytes())
     (tmp_path / "checkpoints" / "m.pth.source-url").write_text(
         "https://b.s3.amazonaws.com/m.pth?X-Amz-Date=1&X-Amz-Signature=aaa\n")
-    assert resolve_state_dict({"weights": "https://b.s3.amazonaws.com/m.pth?X-Amz-Date=2&"
-                                          "X-Amz-Signature=bbb"}, **ARGS)[0] is not None
+    sd, info = resolve_state_dict({"weights": "https://b.s3.amazonaws.com/m.pth?X-Amz-Date=2&"
+                                              "X-Amz-Signature=bbb"}, **ARGS)
+    assert sd is not None and info.source == "https://b.s3.amazonaws.com/m.pth"  # no credential
+    (tmp_path / "checkpoints" / "m.pth.source-url").write_text(
+        "https://a.blob.core.windows.net/c/m.pth?skt=1&ske=2&sig=aaa\n")  # Azure, user key
+    assert resolve_state_dict({"weights": "https://a.blob.core.windows.net/c/m.pth?skt=3&ske=4"
+                                          "&sig=bbb"}, **ARGS)[0] is not None
     pinned = {"weights": "https://host-b.org/v2/toy.pth", "sha256": sha256_file(p)}
     assert resolve_state_dict(pinned, **ARGS)[0] is not None
 
@@ -294,8 +299,9 @@ def test_a_download_records_its_url_beside_the_cached_file(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fetched)
     url = "https://host-a.org/toy.pth"
-    sd, info = resolve_state_dict({"weights": url, "download": True}, **ARGS)
-    assert sd is not None and info.source == url
+    sd, info = resolve_state_dict({"weights": url + "?X-Amz-Signature=s", "download": True},
+                                  **ARGS)
+    assert sd is not None and info.source == url  # what is recorded holds no credential
     assert (tmp_path / "checkpoints" / "toy.pth.source-url").read_text() == url + "\n"
     with pytest.raises(WeightsError, match="was downloaded from https://host-a.org/toy.pth"):
         resolve_state_dict({"weights": "https://host-b.org/toy.pth"}, **ARGS)
