@@ -178,9 +178,10 @@ def _survival_edges(cfg: dict) -> tuple[float, float]:
 
 def read_survival(path: Path) -> tuple[pl.DataFrame, str, str, list[int]]:
     """The survival CSV as text columns, with its ID and survival column names, and the
-    numbers of the data rows (1-based, the header not counted) without a case ID that hold values (left out: no case
-    owns them). A row blank in every column (Excel's trailing ``,,,``) is left out
-    silently: kept, two of them had stopped the build as "case(s) listed twice: [None]"."""
+    numbers of the data rows (1-based, the header not counted) without a case ID that
+    hold values (left out: no case owns them). A row blank in every column (Excel's
+    trailing ``,,,``) is left out silently: kept, two of them had stopped the build as
+    "case(s) listed twice: [None]"."""
     if not path.is_file():
         raise InputError("BraTS survival CSV not found", path=path)
     table = read_source_csv(path, all_text=True)
@@ -244,8 +245,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         QCRecord(ALL_SUBJECTS, seq, SKIPPED, f"folder {folder.name!r} skipped: not a case "
                  f"(no file {folder.name}_<t1|t1ce|t2|flair|seg>.nii(.gz) in it)", str(folder))
         for folder in others for seq in sequences]
-    source_qc += [QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"data row {row} of {survival_path.name} "
-                           "(the header not counted) holds values but no case ID: skipped", str(survival_path))
+    source_qc += [QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED,
+                           f"data row {row} of {survival_path.name} (the header not counted) "
+                           "holds values but no case ID: skipped", str(survival_path))
                   for row in unowned]
     per_case = {}
     for case, folder, _ in cases:

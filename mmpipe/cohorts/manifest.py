@@ -677,42 +677,38 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
     return frame
 
 
-def _reject_dangling_links(frame: pl.DataFrame, specs: list[ModalitySpec]
-                           ) -> tuple[pl.DataFrame, list[QCRecord]]:
-    """Subjects whose modality's path is a symbolic link to nothing lose it, each with a
-    QC row saying so (:data:`DANGLING_LINK`)."""
-    qc: list[QCRecord] = []
-    for spec in specs:
-        paths = frame[spec.column].to_list()
-        dangling = [i for i, p in enumerate(paths) if p is not None and is_dangling_link(p)]
-        for i in dangling:
-            qc.append(QCRecord(frame[SUBJECT][i], spec.name, REJECTED, DANGLING_LINK, paths[i]))
-            paths[i] = None
-        if dangling:
-            frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
-    return frame, qc
+def _unfetched(frame: pl.DataFrame, column: str
+               ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    """``frame`` with the paths of ``column`` that are symbolic links to nothing (files a
+    DataLad or git-annex download has not fetched) set to None, and the (subject, path)
+    of each."""
+    paths = frame[column].to_list()
+    hits = [(frame[SUBJECT][i], p) for i, p in enumerate(paths)
+            if p is not None and is_dangling_link(p)]
+    if hits:
+        gone = {p for _, p in hits}
+        frame = frame.with_columns(pl.Series(column, [None if p in gone else p for p in paths],
+                                             dtype=pl.Utf8))
+    return frame, hits
 
 
-def _drop_dangling_masks(frame: pl.DataFrame, specs: list[ModalitySpec]
-                         ) -> tuple[pl.DataFrame, list[QCRecord]]:
-    """A modality's mask (BraTS's segmentation, IXI's brain mask) that is a symbolic link
-    to nothing is no mask, with a skipped QC row naming it: listed, it had failed the
-    subject at encode time as "volume file not found", naming the volume's mask as if it
-    were the volume."""
-    qc: list[QCRecord] = []
+def _reject_unfetched(frame: pl.DataFrame, specs: list[ModalitySpec]
+                      ) -> tuple[pl.DataFrame, list[QCRecord], list[QCRecord]]:
+    """Subjects whose modality's path is a symbolic link to nothing lose it (rejected,
+    :data:`DANGLING_LINK`); a mask that is one (BraTS's segmentation, IXI's brain mask) is
+    no mask, with a skipped QC row: listed, it had failed the subject at encode time as
+    "volume file not found", naming the mask as if it were the volume. Returns the frame,
+    the modalities' rejections and the masks' rows."""
+    rejected: list[QCRecord] = []
+    masks: list[QCRecord] = []
     for spec in specs:
-        column = mask_column(spec.name)
-        if column not in frame.columns:
-            continue
-        paths = frame[column].to_list()
-        dangling = [i for i, p in enumerate(paths) if p is not None and is_dangling_link(p)]
-        for i in dangling:
-            qc.append(QCRecord(frame[SUBJECT][i], spec.name, SKIPPED,
-                               f"its mask, {DANGLING_LINK}: no mask", paths[i]))
-            paths[i] = None
-        if dangling:
-            frame = frame.with_columns(pl.Series(column, paths, dtype=pl.Utf8))
-    return frame, qc
+        frame, hits = _unfetched(frame, spec.column)
+        rejected += [QCRecord(sid, spec.name, REJECTED, DANGLING_LINK, p) for sid, p in hits]
+        if mask_column(spec.name) in frame.columns:
+            frame, hits = _unfetched(frame, mask_column(spec.name))
+            masks += [QCRecord(sid, spec.name, SKIPPED, f"its mask, {DANGLING_LINK}: no mask",
+                               p) for sid, p in hits]
+    return frame, rejected, masks
 
 
 def _reject_shared_files(frame: pl.DataFrame, specs: list[ModalitySpec]
@@ -765,8 +761,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             .alias(s.column)
             for s in path_specs
         )
-    frame, dangling = _reject_dangling_links(frame, path_specs)
-    frame, unfetched_masks = _drop_dangling_masks(frame, path_specs)
+    frame, dangling, unfetched_masks = _reject_unfetched(frame, path_specs)
     frame, shared = _reject_shared_files(frame, path_specs)
 
     given: dict[tuple[str, str], QCRecord] = {}

@@ -17,8 +17,9 @@ Two models, both read from local files only (nothing is ever downloaded):
   between them) or a linear ``weight`` [512, 768]; a file of the whole UniMedCLIP
   checkpoint works too (its ``text_encoder.proj.`` keys are taken; ``text.proj.``
   and ``proj.`` as well, and a ``module.`` prefix is stripped), when the text tower it
-  also holds is the ``checkpoint``'s BERT, weight for weight (else refused). Without a projection the 768-d CLS embedding is returned. Output is
-  L2-normalised, as CLIP's ``encode_text(normalize=True)``.
+  also holds is the ``checkpoint``'s BERT, weight for weight (else refused). Without a
+  projection the 768-d CLS embedding is returned. Output is L2-normalised, as CLIP's
+  ``encode_text(normalize=True)``.
 
 Both are BERTs, run by :mod:`mmpipe.encoders.bert` (torch and ``tokenizers``, without
 importing ``transformers``).

@@ -165,8 +165,8 @@ def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:
     """The hub cache keys a file by its name alone, so another URL's file of that name (a
     second host, a v2 folder) would be loaded and recorded as this URL's: refused when
     the name's hash prefix or the URL mmpipe recorded on download (the query keys that
-    name no file aside: ``?download=1``, a signed URL's signature) says so. Not called when the config pins the file's SHA-256, which
-    says it all."""
+    name no file aside: ``?download=1``, a signed URL's signature) says so. Not called
+    when the config pins the file's SHA-256, which says it all."""
     named = _HUB_HASH.search(cached.name)
     if named and not sha.startswith(named.group(1)):
         raise WeightsError(f"encoder {encoder}: the cached {cached} is not the file its name "

