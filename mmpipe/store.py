@@ -411,12 +411,12 @@ class FeatureStore:
             # the writer writes each chunk of rows that holds a present subject's: one
             # lost reads as NaN, and stage 2 dropped the modality of those subjects
             emb = g["emb"]
-            rows = np.flatnonzero(present) // max(emb.chunks[0], 1)
-            per_row_block = int(np.prod([-(-d // c) for d, c in
-                                         zip(emb.shape[1:], emb.chunks[1:], strict=True)]))
-            if emb.nchunks_initialized < len(np.unique(rows)) * per_row_block:
+            row_blocks = len(np.unique(np.flatnonzero(present) // max(emb.chunks[0], 1)))
+            needed = row_blocks * int(np.prod([-(-d // c) for d, c in
+                                               zip(emb.shape[1:], emb.chunks[1:], strict=True)]))
+            if emb.nchunks_initialized < needed:
                 bad.append(f"{emb.nchunks_initialized} chunks of emb where its present "
-                           f"subjects fill {len(np.unique(rows)) * per_row_block}")
+                           f"subjects fill {needed}")
         if bad:
             raise StoreError(f"{self.path}: its arrays disagree with its {n} subjects or "
                              f"with what its writer recorded ({'; '.join(bad)}): a damaged "

@@ -326,7 +326,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     # then re-standardises on its own training folds (selection._fit_cv)
     fitted_on = train if selection_cfg.strategy == "validation" else training_part(train, val)
     normalizer = Normalizer(normalize).fit(fitted_on)
-    raw_pool, raw_test = fitted_on, test
+    raw_test = test
     train, val, test = (normalizer.transform(d) for d in (train, val, test))
     if normalizer.unseen:
         lost = int((~val.present.any(axis=1)).sum())
@@ -337,8 +337,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         val = val.with_input()
     # l2's tabular statistics do not compose with a fold's refit: the folds take the raw
     # training part, row for row as the normalised one (less what `unseen` emptied)
-    raw_pool = (raw_pool.subset(np.flatnonzero(np.isin(
-        raw_pool.subject_id, np.concatenate([train.subject_id, val.subject_id]))))
+    raw_pool = (fitted_on.subset(np.flatnonzero(np.isin(
+        fitted_on.subject_id, np.concatenate([train.subject_id, val.subject_id]))))
         if selection_cfg.strategy == "cv" and normalizer.folds_refit_raw else None)
     notes += _zeroed_note(normalizer) + _absent_label_notes(
         data, [("training", train), ("validation", val)]

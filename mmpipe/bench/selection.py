@@ -216,13 +216,11 @@ def _fit_cv(build: Callable[[], Any], pool: BenchData, cfg: dict[str, Any], seed
         held = np.flatnonzero(folds == k)
         if not len(held):
             continue
-        fit_part, held_part = pool.subset(np.flatnonzero(folds != k)), pool.subset(held)
+        # the raw features where the fold's statistics do not compose with the run's
+        source = pool if raw is None else raw
+        fit_part, held_part = source.subset(np.flatnonzero(folds != k)), source.subset(held)
         norm = Normalizer(normalize)
-        if raw is not None:
-            norm.fit(raw.subset(np.flatnonzero(folds != k)))
-            fit_part = norm.transform(raw.subset(np.flatnonzero(folds != k)))
-            held_part = norm.transform(raw.subset(held))
-        elif norm.fits:
+        if raw is not None or norm.fits:
             norm.fit(fit_part)
             fit_part, held_part = norm.transform(fit_part), norm.transform(held_part)
         else:

@@ -138,27 +138,29 @@ def _credential(key: str) -> bool:
     return key in _CREDENTIAL_KEYS or key.startswith(("x-amz-", "x-goog-"))
 
 
+def _query_pairs(url: str) -> list[tuple[str, str]]:
+    """The query of ``url`` as (key, value) pairs, a signed URL's credentials left out."""
+    from urllib.parse import parse_qsl
+
+    return [(k, v) for k, v in parse_qsl(urlparse(url).query, keep_blank_values=True)
+            if not _credential(k)]
+
+
 def without_credentials(url: str) -> str:
     """``url`` without a signed URL's credentials and expiry (what mmpipe records)."""
-    from urllib.parse import parse_qsl, urlencode
+    from urllib.parse import urlencode
 
     parts = urlparse(url)
-    if not parts.query:
-        return url
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if not _credential(k)]
-    return parts._replace(query=urlencode(kept)).geturl()
+    return parts._replace(query=urlencode(_query_pairs(url))).geturl() if parts.query else url
 
 
 def _without_query(url: str) -> str:
     """``url`` without its fragment and the query keys that name no file, the rest in
     one order."""
-    from urllib.parse import parse_qsl, urlencode
+    from urllib.parse import urlencode
 
-    parts = urlparse(url)
-    kept = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                  if not _credential(k) and k.lower() not in _DOWNLOAD_KEYS)
-    return parts._replace(query=urlencode(kept), fragment="").geturl()
+    kept = sorted((k, v) for k, v in _query_pairs(url) if k.lower() not in _DOWNLOAD_KEYS)
+    return urlparse(url)._replace(query=urlencode(kept), fragment="").geturl()
 
 
 def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:

@@ -41,7 +41,7 @@ def image_files(path: str | Path) -> list[Path]:
                         and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     except OSError as err:  # a folder one cannot list: its subject's, not the whole job's
         raise InputError(f"cannot list the folder: {err.strerror or err}", path=path) from err
-    # a link to nothing (a DataLad or git-annex image not fetched): skipped, the set
+    # a link to nothing (a DataLad or git-annex image not fetched): left out, the set
     # would have lost an image without a word
     for p in images:
         if not p.is_file():

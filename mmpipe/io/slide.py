@@ -300,19 +300,19 @@ def _tiff_properties(path: Path) -> dict[str, str]:
         return {}  # not a TIFF tifffile reads: Pillow's reading says what it is
     finally:
         tifffile_log.removeHandler(heard)
-    props = {}
-    if unit is not None and int(unit.value) in _TIFF_UNITS and res["X"] is not None:
-        props["tiff.ResolutionUnit"] = _TIFF_UNITS[int(unit.value)]
-        # both axes: with YResolution left out, a 0.5 x 1.0 um/px image passed for square
-        # pixels, where one OpenSlide opens is refused (_square_mpp)
-        for axis, tag in res.items():
-            num, den = (tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
-                        ) if tag is not None else (0, 0)
-            if den:
-                props[f"tiff.{axis}Resolution"] = repr(num / den)
-        if "tiff.XResolution" not in props:
-            props = {}
-    return props
+    # both axes: with YResolution left out, a 0.5 x 1.0 um/px image passed for square
+    # pixels, where one OpenSlide opens is refused (_square_mpp)
+    values = {f"tiff.{axis}Resolution": v for axis, tag in res.items()
+              if tag is not None and (v := _rational(tag)) is not None}
+    if unit is None or int(unit.value) not in _TIFF_UNITS or "tiff.XResolution" not in values:
+        return {}
+    return {"tiff.ResolutionUnit": _TIFF_UNITS[int(unit.value)], **values}
+
+
+def _rational(tag) -> str | None:
+    """A TIFF RATIONAL tag's value as OpenSlide writes it, None for a zero denominator."""
+    num, den = tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
+    return repr(num / den) if den else None
 
 
 class _PlainImageHandle:
