@@ -487,3 +487,61 @@ def test_an_env_with_tifffile_has_its_codecs():
     lacking = [_rel(path) for path in env_files()
                if "tifffile" in read_env(path).pins and "imagecodecs" not in read_env(path).pins]
     assert not lacking, f"{lacking} pin tifffile without imagecodecs"
+
+
+CONSTRAINTS = REPO / "requirements" / "constraints.txt"
+
+
+def read_constraints(path: Path = CONSTRAINTS) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """``requirements/constraints.txt``: normalised name -> (name as written, version), and
+    the lines that are not one ``name==version`` pin."""
+    pins, problems = {}, []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        pin = _PIN.fullmatch(line)
+        if not pin or "[" in line:
+            problems.append(f"{_rel(path)}:{n}: {line!r} is not one `name==version` pin")
+        elif _norm(pin["name"]) in pins:
+            problems.append(f"{_rel(path)}:{n}: {pin['name']} is pinned twice")
+        else:
+            pins[_norm(pin["name"])] = (pin["name"], pin["version"])
+    return pins, problems
+
+
+def test_the_constraints_pin_every_env_pin_at_its_version():
+    """The venv the README installs and the conda envs a rule runs in hold one version of
+    each package: a PyPI release between two installs had given the tests dask 2026.11
+    while the envs pinned 2026.8."""
+    locked, problems = read_constraints()
+    for path in env_files():
+        for key, (written, version) in read_env(path).pins.items():
+            if key not in locked:
+                problems.append(f"{_rel(path)} pins {written}=={version}; "
+                                f"{_rel(CONSTRAINTS)} does not pin it")
+            elif locked[key][1] != version:
+                problems.append(f"{_rel(path)} pins {written}=={version}; "
+                                f"{_rel(CONSTRAINTS)} pins {locked[key][1]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_constraints_pin_every_dependency_of_the_test_install():
+    """Every requirement of ``pip install -e ".[test]"`` is pinned, so the README's install
+    is the one the suite passed with, whatever PyPI holds on the day."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    locked, problems = read_constraints()
+    for req in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", req).group(0)
+        if _norm(name) not in locked:
+            problems.append(f"pyproject.toml requires {req!r}; {_rel(CONSTRAINTS)} does not pin it")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_constraints_line_that_is_not_one_pin_is_named(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("# note\nnumpy==2.4.6  # why\ntorch>=2\nNumPy==2.4.6\n\n")
+    pins, problems = read_constraints(path)
+    assert pins == {"numpy": ("numpy", "2.4.6")}
+    assert problems == [f"{path}:3: 'torch>=2' is not one `name==version` pin",
+                        f"{path}:4: NumPy is pinned twice"]
