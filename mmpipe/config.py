@@ -482,6 +482,8 @@ def _check_table_settings(cfg: dict) -> list[str]:
                     problems.append(f"config.cohorts.{cname}.modalities.{mname}.prompt."
                                     f"value_maps.{field}: keys {keys} are one value (the "
                                     "tabular encoding's one category); keep one")
+            problems += _yaml_booleans(f"config.cohorts.{cname}.modalities.{mname}.prompt",
+                                       mod.get("prompt") or {})
             for block in ("phrases", "value_maps", "missing_values"):
                 named = (mod.get("prompt") or {}).get(block) or {}
                 unknown = sorted(set(named if isinstance(named, dict) else ()) - fields)
@@ -492,6 +494,7 @@ def _check_table_settings(cfg: dict) -> list[str]:
     for ename, enc in cfg.get("encoders", {}).items():
         if enc.get("type") != "tabular" or ename not in fields_of:
             continue
+        problems += _yaml_booleans(f"config.encoders.{ename}", enc)
         missing = enc.get("missing_values")
         named = {"categorical": set(enc.get("categorical") or ()),
                  "missing_values": set(missing) if isinstance(missing, dict) else set()}
@@ -500,6 +503,29 @@ def _check_table_settings(cfg: dict) -> list[str]:
             if unknown:
                 problems.append(f"config.encoders.{ename}.{key}: {unknown} are fields of no "
                                 f"table modality it encodes ({sorted(fields_of[ename])})")
+    return problems
+
+
+def _yaml_booleans(where: str, block: dict) -> list[str]:
+    """Table values written as YAML booleans: YAML reads an unquoted ``yes``, ``no``,
+    ``on`` or ``off`` as true or false, so ``value_maps: {smoker: {yes: smoker}}`` mapped
+    the value "true" and left the table's text "yes" unmapped, without a word. A boolean
+    cannot say which text was meant, so it is refused; the quoted text (``"true"`` for a
+    true/false column) matches what it names."""
+    problems = []
+    for field, mapping in (block.get("value_maps") or {}).items():
+        keys = [k for k in (mapping or {}) if isinstance(k, bool)]
+        if keys:
+            problems.append(f"{where}.value_maps.{field}: keys {keys} are YAML booleans (an "
+                            "unquoted yes/no/on/off/true/false); quote each as the table "
+                            "writes it ('yes': ...)")
+    missing = block.get("missing_values") or []
+    for field, codes in (missing.items() if isinstance(missing, dict) else [(None, missing)]):
+        booleans = [c for c in codes or () if isinstance(c, bool)]
+        if booleans:
+            problems.append(f"{where}.missing_values" + (f".{field}" if field else "")
+                            + f": codes {booleans} are YAML booleans (an unquoted "
+                            "yes/no/on/off/true/false); quote each as the table writes it")
     return problems
 
 

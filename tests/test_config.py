@@ -770,6 +770,33 @@ def test_names_in_a_tables_settings_are_its_fields(raw_config, edit, message):
         validate_config(cfg)
 
 
+@pytest.mark.parametrize("where,text,message", [
+    ("prompt", "value_maps: {stage: {yes: smoker, 'no': never}}",
+     "prompt.value_maps.stage: keys [True] are YAML booleans"),
+    ("prompt", "missing_values: {stage: [Off, -1]}",
+     "prompt.missing_values.stage: codes [False] are YAML"),
+    ("tabular", "missing_values: {stage: ['-1', no]}",
+     "config.encoders.tabular.missing_values.stage: codes [False] are YAML booleans"),
+])
+def test_a_table_value_written_as_a_yaml_boolean_is_refused(raw_config, where, text, message):
+    """YAML reads an unquoted yes/no/on/off as a boolean: `value_maps: {smoker: {yes: …}}`
+    mapped the value "true" and left every "yes" of the table unmapped, silently."""
+    def configured(text: str) -> dict:
+        cfg = copy.deepcopy(raw_config)
+        prompt = cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]
+        (prompt if where == "prompt" else cfg["encoders"]["tabular"]).update(yaml.safe_load(text))
+        if "missing_values" in text:  # both encodings given the codes: only booleans differ
+            for block in (prompt, cfg["encoders"]["tabular"]):
+                block["missing_values"] = yaml.safe_load(text)["missing_values"]
+        return cfg
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(configured(text))
+    # quoted, the same texts pass
+    validate_config(configured(text.replace("yes", "'yes'").replace(" no", " 'no'")
+                               .replace("Off", "'Off'")))
+
+
 def test_a_table_read_as_text_and_as_a_table_has_the_same_missing_codes(raw_config):
     """A tabular encoder's `missing_values: [-1]` made a subject of -1s absent from its
     store while the prompts wrote the -1s out, so the text store held it present and the
