@@ -36,6 +36,9 @@ POSITIVE_METRICS = {"f1_positive": "F1", "precision_positive": "Precision",
 SCENARIO_ORDER = ("natural", "mcar", "completeness", "testmiss")
 SIGNIFICANCE = 0.05
 DAGGER = "†"
+# the places a mean is printed with: means level at them are level (bold together, and
+# the summary's claims are decided on them)
+SHOWN_DECIMALS = 3
 OURS = "this benchmark"
 
 
@@ -137,10 +140,9 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
                 mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
                 bold = (mean is not None and m in best and id(r) in contenders[m]
                         and round(mean, decimals) == best[m])
-                # a row level with the best at the printed precision is bold, not also
-                # "different from the best" (the † test's reference is one row, on
-                # unrounded means): the summary calls them level
-                cells[m] = (mean, std, bold, None if bold else r.get(f"{m}_p"))
+                # a row level with the best at the printed precision is bold, one of the
+                # † test's references (stats.wilcoxon_vs_best), never marked different
+                cells[m] = (mean, std, bold, None if bold else r.get(f"{m}_p_holm"))
             out_rows.append({"labels": {c: r[c] for c in labels}, "cells": cells,
                              "short": {m: _short(r, m) for m in metrics},
                              "params": r.get("trainable_parameters_mean"),
@@ -209,13 +211,13 @@ def _csv(blocks, metrics, group, labels, decimals) -> str:
             rec.update({c: b["group"].get(c) for c in group})
             rec.update({c: r["labels"].get(c) for c in labels})
             rec.update({m: _cell(*r["cells"][m][:2], decimals) + _over(r, m) for m in metrics})
-            rec.update({f"{m}_p_vs_best": r["cells"][m][3] for m in metrics})
+            rec.update({f"{m}_p_vs_best_holm": r["cells"][m][3] for m in metrics})
             rec["trainable_parameters"] = r["params"]
             rec["n_seeds"] = r["n_seeds"]
             rec["best"] = ";".join(m for m in metrics if r["cells"][m][2]) or None
             rec["counterpart"] = r["counterpart"]
             records.append(rec)
-    pcols = [f"{m}_p_vs_best" for m in metrics]
+    pcols = [f"{m}_p_vs_best_holm" for m in metrics]
     cols = ["source", *group, *labels, *metrics, *pcols, "trainable_parameters", "n_seeds",
             "best", "counterpart"]
     schema = {c: (pl.Float64 if c in ("trainable_parameters", "rate", *pcols)
@@ -245,9 +247,15 @@ def _markdown(blocks, metrics, labels, decimals, title, positive=None, preamble=
               f"seed); [k] after a mean: over k seeds only, the metric being undefined on the "
               f"others (e.g. AUC on a test split of one class); {DAGGER} marks a mean that a "
               "two-sided Wilcoxon signed-rank test over the seeds (paired: same split and mask) finds "
-              f"different from the best (p < {SIGNIFICANCE:g}; p values in results.csv). With "
-              "n seeds the test cannot go below p = 2/2^n (0.25 for 3 seeds, 0.0625 for 5), "
-              "so few seeds show no difference.", ""]
+              f"different from the best (from every bold mean, where several are level), its p "
+              f"Holm-corrected over the block's rows below {SIGNIFICANCE:g} (the corrected p "
+              "in results.csv, `<metric>_p_vs_best_holm`; the raw one in summary.csv, "
+              "`<metric>_p`). The best is the best on these "
+              "test runs, so a † says a row is behind it, not that the best would win on "
+              "other data. With n seeds the test cannot go below p = 2/2^n (0.25 for 3 "
+              "seeds, 0.0625 for 5, 0.002 for 10), and the correction multiplies the smallest "
+              "p by the rows compared: a block of m rows shows no † unless (m − 1)·2/2^n < "
+              f"{SIGNIFICANCE:g}.", ""]
     for b in blocks:
         lines += [f"## {b['title']}", ""]
         pub = b.get("published")
@@ -321,7 +329,7 @@ def _latex(blocks, metrics, labels, decimals, title, positive=None) -> str:
 
 def format_table(summary: pl.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS,
                  group: Sequence[str] = ("scenario", "rate"), *, published=None,
-                 decimals: int = 3, method_order: Sequence[str] | None = None,
+                 decimals: int = SHOWN_DECIMALS, method_order: Sequence[str] | None = None,
                  title: str | None = None, preamble: str | None = None) -> dict[str, str]:
     """The summary (from :func:`mmpipe.report.aggregate.summarise`) as CSV, Markdown and
     LaTeX: ``{"csv": ..., "md": ..., "tex": ...}``.

@@ -183,7 +183,7 @@ def test_a_row_level_with_the_best_is_bold_and_carries_no_dagger(summary):
     level = summary.with_columns(
         balanced_accuracy_mean=pl.when(natural).then(0.8096)
         .otherwise(pl.col("balanced_accuracy_mean")),
-        balanced_accuracy_p=pl.when(natural).then(0.01).otherwise(None))
+        balanced_accuracy_p_holm=pl.when(natural).then(0.01).otherwise(None))
     rows = _md_rows(_md_block(format_table(level)["md"], "Natural missingness"))
     assert rows["hypermm"][1] == "**0.810 ± 0.010**" and rows["mmare"][1].startswith("**0.810")
     # a row below the best keeps its dagger
