@@ -45,6 +45,7 @@ from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
 from mmpipe.report.stats import DECIMALS, min_wilcoxon_p, paired_tails, two_sided
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
+    SHOWN_DECIMALS,
     SIGNIFICANCE,
     _scenario_key,
     group_label,
@@ -61,6 +62,8 @@ FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed 
 # on the test splits of a few dozen subjects the benchmarks run, an AUC below 0.6 is
 # within a couple of standard errors of it)
 RANKS_AUC = 0.6
+# the validation score that parts fusions level on the headline's validation mean
+VAL_AUC = "val_auc_mean"
 # the same, after "N method(s)"
 _MILDER = {"single_class_val": "predicted one class on validation",
            "first_epoch": "kept the first eligible checkpoint",
@@ -71,7 +74,7 @@ _MILDER = {"single_class_val": "predicted one class on validation",
 def _shown(mean: float) -> float:
     """A mean as the summary prints it (3 decimals): claims are decided on these, as the
     tables bold, so 0.7498 against 0.7502 is level, not a win."""
-    return round(mean, 3)
+    return round(mean, SHOWN_DECIMALS)
 
 
 def _families():
@@ -313,12 +316,34 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
 
     val_col = f"val_{col}"
 
-    def best_on_validation(rs):
-        """The best by validation mean among the rows that have one; None when none has
-        (a row without one, e.g. an AUC undefined on a one-class validation split, is
-        not chosen: a test-chosen fallback for the whole group would be worse)."""
-        scored = [r for r in rs if r.get(val_col) is not None and not math.isnan(r[val_col])]
-        return best_of(scored, val_col) if scored else None
+    def best_on_validation(rs) -> tuple[dict | None, str]:
+        """The best by validation mean among the rows that have one, and what the line
+        naming it adds about a tie; None when none has one (a row without one, e.g. an
+        AUC undefined on a one-class validation split, is not chosen: a test-chosen
+        fallback for the whole group would be worse). Small validation splits score in
+        steps, so rows level at the printed precision are common: the validation AUC
+        parts them, and where it cannot the tie is said, the row compared being the first
+        in the tables' order, so no reader takes that choice for validation's."""
+        scored = [r for r in rs if _valued(r.get(val_col))]
+        if not scored:
+            return None, ""
+        top = _shown(best_of(scored, val_col)[val_col])
+        tied = [r for r in scored if _shown(r[val_col]) == top]
+        if len(tied) == 1:
+            return tied[0], ""
+        by_auc = ([r for r in tied if _valued(r.get(VAL_AUC))] if val_col != VAL_AUC else [])
+        if by_auc:
+            auc = max(_shown(r[VAL_AUC]) for r in by_auc)
+            ahead = [r for r in by_auc if _shown(r[VAL_AUC]) == auc]
+            if len(ahead) == 1:
+                others = [r for r in tied if r is not ahead[0]]
+                return ahead[0], (f", level on it with {_names(others, label)}, ahead by "
+                                  f"validation AUC ({auc:.3f})")
+            tied = ahead
+        how = "and on validation AUC" if by_auc else "no validation AUC to part them"
+        return tied[0], (f", level on it with {_names(tied[1:], label)} ({how}): validation "
+                         "does not tell them apart, and the first in the tables' order is "
+                         "the one compared")
 
     groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
                     key=lambda g: (_scenario_key(g[0]), g[1]))
@@ -416,11 +441,11 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         # the fusion compared: "none ran" only when none has a value
         fusions = [r for r in rows if (r.get("family") or "other") not in (baseline, single)]
         pool = _whole_first(fusions, complete)
-        fusion = best_on_validation(pool)
+        fusion, tie = best_on_validation(pool)
         if fusion is not None:
             lines.append(f"- the fusion compared below is **{label(fusion)}**, the best fusion "
                          f"by validation {name} ({fusion[val_col]:.3f}; {fusion[col]:.3f} on "
-                         "test), so these test runs do not choose it")
+                         f"test){tie}, so these test runs do not choose it")
         else:
             fusion = best_of(pool)
             if fusion is not None:
@@ -435,12 +460,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # times as often as one fixed modality under no difference
             singles = _whole_first([r for r in rows if r.get("family") == single], complete)
             if singles:
-                chosen = best_on_validation(singles)
+                chosen, tie = best_on_validation(singles)
                 role = "single modality best on validation"
                 if chosen is None:
                     chosen, role = best_of(singles), "single modality best on test"
                 lines.append("- " + _compare(runs, metric, fusion, chosen, label, role,
-                                             one_split))
+                                             one_split)
+                             + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
             bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
             for b in bases:
                 lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline",
@@ -449,6 +475,14 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 lines.append("- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
     return "\n".join(lines)
+
+
+def _valued(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _names(rows: list[dict], label) -> str:
+    return ", ".join(f"**{label(r)}**" for r in rows)
 
 
 def _whole_first(rows: list[dict], complete: list[dict]) -> list[dict]:

@@ -536,6 +536,27 @@ def test_the_fusion_compared_is_chosen_on_validation_not_on_the_test_runs():
             in md)
 
 
+def test_fusions_level_on_validation_are_parted_by_validation_auc_not_by_name():
+    """Small validation splits score in steps: muse and mmare level at 0.700 on validation
+    balanced accuracy went to whichever came first in the rows' order, and whether "hgb
+    beats the fusion" followed the names. The validation AUC parts them; where it cannot
+    either, the line says the validation did not choose."""
+    runs = _runs().filter(pl.col("scenario") == "natural").with_columns(
+        pl.when(pl.col("method").is_in(["muse", "mmare"])).then(0.7).otherwise(0.6)
+        .alias("val_balanced_accuracy"),
+        pl.when(pl.col("method") == "muse").then(0.8).otherwise(0.75).alias("val_auc"))
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert ("- the fusion compared below is **muse**, the best fusion by validation balanced "
+            "accuracy (0.700; 0.532 on test), level on it with **mmare**, ahead by validation "
+            "AUC (0.800), so these test runs do not choose it") in lines, lines
+    level = runs.with_columns(pl.lit(0.75).alias("val_auc"))
+    lines = _section(summary_markdown(level, summarise(level), None), "**Natural missingness**")
+    assert ("- the fusion compared below is **mmare**, the best fusion by validation balanced "
+            "accuracy (0.700; 0.800 on test), level on it with **muse** (and on validation "
+            "AUC): validation does not tell them apart, and the first in the tables' order is "
+            "the one compared, so these test runs do not choose it") in lines, lines
+
+
 def test_a_flag_of_one_feature_set_names_it_when_the_tables_show_several():
     """Whether to name the feature set was judged from the flags alone: when only
     muse [all] collapsed, the section said "muse", which the tables show on two feature
