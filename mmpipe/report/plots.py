@@ -232,7 +232,10 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     xs = set(df["x"].to_list())  # the rates where some series has a value
     covered = {s for s in methods if set(df.filter(pl.col("series") == s)["x"]) == xs}
     whole = _whole(scoped.filter(pl.col("x").is_in(sorted(xs))), metric)
-    top = _top(means, metric, TOP_LABELLED, covered if whole is None else whole & covered)
+    # where no covered series has every seed, the covered ones still rank: dropping both
+    # let one that never trained at the hardest rate lead on the easier ones
+    top = _top(means, metric, TOP_LABELLED,
+               covered if whole is None else (whole & covered) or covered)
     ends = []
     for ax, fams in zip(axes, panels, strict=False):
         for b in baselines:

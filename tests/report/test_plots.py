@@ -126,16 +126,19 @@ def test_the_figures_rank_as_the_tables_bold(tmp_path, monkeypatch):
     assert not any(t.startswith("mmare") for t in ranks.values())
 
 
-def _rate_summary(values: dict[str, dict[float, float | None]]) -> pl.DataFrame:
-    """The summary of three seeds per method and MCAR rate (None: no seed trained)."""
+def _rate_summary(values: dict[str, dict[float, float | None]],
+                  no_value: tuple[str, float, int] | None = None) -> pl.DataFrame:
+    """The summary of three seeds per method and MCAR rate (None: no seed trained;
+    ``no_value``: the (method, rate, seed) that trained without a value)."""
     from mmpipe.report.stats import wilcoxon_vs_best
 
     runs = pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": m, "method_type": m,
                           "family": "fusion", "scenario": "mcar", "rate": r, "seed": s,
-                          "balanced_accuracy": None if v is None else v + 0.01 * s,
+                          "balanced_accuracy": (None if v is None or (m, r, s) == no_value
+                                                else v + 0.01 * s),
                           "trained": v is not None}
                          for m, by_rate in values.items() for r, v in by_rate.items()
-                         for s in range(3)])
+                         for s in range(3)], schema_overrides={"balanced_accuracy": pl.Float64})
     return wilcoxon_vs_best(runs, summarise(runs), ["balanced_accuracy"])
 
 
@@ -156,6 +159,11 @@ def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_pa
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
     # a rate where no method trained is no rate to cover (every series missed it, and the
     # ranking fell back to all of them)
+    # A short of a value on one seed at 0.2 (no series has every seed then): B, with no
+    # value at 0.8, still does not lead; the restriction to every rate had been dropped
+    plots.plot_metric_vs_rate(_rate_summary(values, no_value=("A", 0.2, 2)),
+                              "balanced_accuracy", tmp_path / "m3.png")
+    assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
     values["A"][0.8], values["B"][0.5] = None, None
     plots.plot_metric_vs_rate(_rate_summary(values), "balanced_accuracy", tmp_path / "m2.png")
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
