@@ -29,7 +29,11 @@ def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float,
     """Weighted focal loss ``−w_y (1 − p_y)^γ log p_y`` (Lin et al. 2017), averaged like
     ``F.cross_entropy`` (divided by the summed weights), so ``γ = 0`` is cross-entropy."""
     logp = F.log_softmax(logits, dim=-1).gather(1, y.unsqueeze(1)).squeeze(1)
-    per = -((1.0 - logp.exp()).clamp_min(0.0) ** gamma) * logp
+    # 1 − p is exactly 0 once a margin passes about 17 (float32): the power's derivative
+    # there is infinite for 0 < γ < 1 and times 0 gives NaN gradients from a finite loss;
+    # held at the smallest normal float instead, the derivative is finite and every other
+    # value keeps its bits
+    per = -((1.0 - logp.exp()).clamp_min(torch.finfo(logp.dtype).tiny) ** gamma) * logp
     if weight is None:
         return per.mean()
     w = weight[y]

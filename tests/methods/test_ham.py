@@ -208,6 +208,22 @@ def test_focal_loss():
         torch.testing.assert_close(loss, F.cross_entropy(logits, yy))
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 0.9, 2.0])
+def test_focal_loss_of_a_sure_prediction_has_finite_gradients(gamma):
+    """At a margin of 17 or more, 1 − p is exactly 0 in float32: with 0 < γ < 1 the
+    power's infinite derivative there times 0 gave NaN gradients from a finite loss, and
+    the optimiser wrote NaN into the weights."""
+    logits = torch.tensor([[20.0, 0.0], [0.5, 0.0]], requires_grad=True)
+    loss = focal_loss(logits, torch.tensor([0, 0]), gamma)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all(), logits.grad
+    assert logits.grad[0].abs().max() < 1e-6  # the sure row adds (almost) nothing
+    # the other row's gradient is the formula's, as before
+    p = torch.sigmoid(torch.tensor(0.5))
+    expected = (1 - p) ** gamma * (1 - gamma * p * torch.log(p) / (1 - p)) * (1 - p) / 2
+    torch.testing.assert_close(logits.grad[1, 1], expected)
+
+
 def test_channel_dropout_never_empties_a_subject(shapes, batch):
     _, present, _ = batch
     present = present.clone()
