@@ -136,6 +136,9 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"read it"),
     (lambda c: c["cohorts"]["mmist_ccrcc"].update(demo={"n_subjects": 10}),
      r"cohorts.mmist_ccrcc.demo: only the demo adapter reads it"),
+    # passed, and failed in the demo job as numpy's "expected non-negative integer"
+    (lambda c: c["cohorts"]["demo"].update(demo={"seed": -3}),
+     r"cohorts.demo.demo.seed: -3 is less than the minimum of 0"),
     # a bare AttributeError from the config's loading
     (lambda c: c["cohorts"]["demo"]["modalities"]["clinical"].update(
         prompt={"phrases": {"age": "Age {value} {field.x}"}}),
