@@ -71,6 +71,7 @@ def cmd_demo(args) -> None:
                           "demo block")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: the demo cohort is a folder")
+    _refuse_a_folder_of_other_files(out)
     options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     try:
@@ -78,6 +79,25 @@ def cmd_demo(args) -> None:
     except ValueError as err:  # the generator's check of its settings (--n-subjects 0)
         raise ConfigError(f"demo cohort: {err}") from None
     print(json.dumps(summary, indent=2, default=str))
+
+
+def _refuse_a_folder_of_other_files(out: Path) -> None:
+    """The generator replaces the demo's tables and removes files of its modality folders
+    that are not its own: given a folder of the user's, it had overwritten their
+    ``clinical.csv`` without a word. It writes into a new or empty folder, or over a demo
+    cohort (its ``summary.json``)."""
+    from mmpipe.cohorts.demo import SUMMARY_JSON
+    from mmpipe.errors import ConfigError
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        ours = "params" in json.loads((out / SUMMARY_JSON).read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise ConfigError(f"{out} holds files and no demo cohort ({SUMMARY_JSON}): the demo "
+                          "would overwrite or remove them; give a new or empty folder")
 
 
 def cmd_check_config(args) -> None:
@@ -297,6 +317,8 @@ def cmd_predict(args) -> None:
         stores[modality] = path
     if Path(args.out).is_dir():  # found only after the model had scored every subject
         raise MmpipeError(f"--out {args.out} is a folder: give the parquet file to write")
+    # and so is a folder that cannot be made (a file in its place, no permission)
+    Path(args.out).absolute().parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     method, bundle = load_run(args.run, device)
     table = score_stores(method, bundle, stores, device)
@@ -371,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except MmpipeError as err:
         print(f"mmpipe: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a path that cannot be read or written: the user's to fix
+        if args.verbose:
+            raise
+        print(f"mmpipe: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -238,3 +238,36 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
             w.commit()
         assert cli.main(image) == int(refused)
         assert ("other weights" in capsys.readouterr().err) == refused
+
+
+def test_demo_does_not_write_over_a_folder_of_other_files(tmp_path, monkeypatch, capsys):
+    """The generator replaces clinical.csv and README.txt and removes files of its
+    modality folders: a folder of the user's was overwritten, exit status 0."""
+    monkeypatch.chdir(tmp_path)  # no config.yaml: the generator's defaults
+    mine = tmp_path / "mydata"
+    (mine / "ct").mkdir(parents=True)
+    (mine / "clinical.csv").write_text("P1,50\n")
+    (mine / "ct" / "P1.nii.gz").write_bytes(b"scan")
+    assert cli.main(["demo", str(mine), "--n-subjects", "2"]) == 1
+    assert "holds files and no demo cohort (summary.json)" in capsys.readouterr().err
+    assert (mine / "clinical.csv").read_text() == "P1,50\n"
+    assert (mine / "ct" / "P1.nii.gz").read_bytes() == b"scan"
+
+
+def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, monkeypatch,
+                                                                   capsys):
+    """An OSError ended in a traceback; under predict, after every subject was scored."""
+    from mmpipe.bench import predict
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    assert cli.main(["demo", str(tmp_path / "a_file" / "sub"), "--n-subjects", "2"]) == 1
+    assert "mmpipe: error: NotADirectoryError" in capsys.readouterr().err
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the run was loaded before the output's folder was checked")
+
+    monkeypatch.setattr(predict, "load_run", no_scoring)
+    assert cli.main(["predict", str(tmp_path), "--store", "ct=x.zarr",
+                     "--out", str(tmp_path / "a_file" / "p.parquet")]) == 1
+    assert "mmpipe: error: FileExistsError" in capsys.readouterr().err
