@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -250,35 +249,14 @@ def _refuse_other_settings(out: Path, params: dict) -> None:
     """Refuse to replace a finished store made with another encoder setting or
     preprocessing than this config's: the workflow, whose record says the config's
     settings, would take the replaced store as up to date (``--force`` replaces it)."""
-    from mmpipe.hashing import canonical
+    from mmpipe.encode.made_with import settings_differences
     from mmpipe.store import FeatureStore
 
     try:
         attrs = FeatureStore(out).attrs
     except Exception:  # none there, or none finished: nothing to replace
         return
-
-    def settings(value):  # not the code keys: a new version is the workflow's to rerun
-        if isinstance(value, dict):
-            return {k: settings(v) for k, v in value.items() if k != "code"}
-        return value
-
-    made = attrs.get("preprocessing") if isinstance(attrs.get("preprocessing"), dict) else {}
-    mine = {k: params[k] for k in ("dicom", "tiling", "prompt", "fields", "mask") if k in params}
-    theirs = {k: v for k, v in made.items() if k in mine}
-    weights = params.get("weights")
-    # a weights file's fingerprint is its content's SHA-256 where it is a digest (not a
-    # URL), which the store records as weights_sha256
-    sha = weights.get("weights") if isinstance(weights, dict) else None
-    other_file = (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None
-                  and attrs.get("weights_sha256") not in (None, sha))
-    differ = [name for name, a, b in (
-        ("encoder settings", attrs.get("encoder_config"), params["config"]),
-        ("preprocessing", settings(theirs), settings(mine)),
-        ("transform", made.get("transform"), params["config"].get("transform")))
-        if canonical(a) != canonical(b)]
-    if other_file or bool(attrs.get("weights_random_init")) != (weights == "random-init"):
-        differ.append("weights")
+    differ = settings_differences(attrs, params)
     if differ:
         raise MmpipeError(f"{out} is a finished store made with other {' and '.join(differ)} "
                           "than this config's; replaced, the workflow would take it as its "

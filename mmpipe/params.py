@@ -217,6 +217,14 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
     return canonical(params)
 
 
+def store_params(cfg: dict, cohort_name: str, feature_set: str) -> dict:
+    """Each store of a feature set: modality -> its encoding job's params
+    (:func:`encoder_params`), which the training job compares with what the store
+    records (:func:`mmpipe.encode.made_with.check_stores`)."""
+    encoders = cohort(cfg, cohort_name)["benchmark"]["feature_sets"][feature_set]
+    return {m: encoder_params(cfg, cohort_name, m, e) for m, e in sorted(encoders.items())}
+
+
 # -- stage 2 -------------------------------------------------------------------------------
 
 def split_params(cfg: dict, cohort_name: str) -> dict:
@@ -285,7 +293,8 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         # reaches, reran every training job
         "selection": selection,
         "tuning": tuning,
-        "code": code_key("bench/run", implementation.split(":")[0]),
+        # the job refuses stores made otherwise than the config asks (train.py)
+        "code": code_key("bench/run", "encode/made_with", implementation.split(":")[0]),
     })
 
 

@@ -90,6 +90,24 @@ def test_changing_one_mmare_hyperparameter_reruns_only_mmare(demo_run, tmp_path)
     assert len(outputs) == 2 and all("/runs/all/mmare/" in o for o in outputs), outputs
 
 
+def test_training_refuses_a_store_made_with_other_settings_than_the_configs(demo_run,
+                                                                          tmp_path):
+    """A store Snakemake did not rerun after the config changed (encoded by hand with
+    `mmpipe encode`, copied, --touch; here --rerun-triggers mtime) was read by the
+    training as if made with the config's settings."""
+    workdir = tmp_path / "stale_store"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["encoders"]["tabular"]["categorical"] = ["sex"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = snakemake_in(workdir, "--rerun-triggers", "mtime", "--forcerun", "train",
+                       "--", "results/demo/runs/clinical_tabular/hgb/natural-0.0")
+    assert run.returncode != 0
+    log = CohortLayout(workdir / "results" / "demo").log("train", "clinical_tabular/hgb/natural-0.0")
+    assert re.search(r"clinical/tabular.zarr \(modality 'clinical'\) was encoded with other "
+                     r"encoder settings than the config's", log.read_text()), log.read_text()
+
+
 def test_a_failed_rerun_marks_the_report_it_leaves_stale(demo_run, tmp_path):
     """A training job whose rerun fails has lost its old output (Snakemake removes it),
     so the report left from the run before no longer describes the runs on disk: the

@@ -63,6 +63,7 @@ rule train:
         gpu=train_gpus,
     params:
         train=lambda w: mmparams.train_params(config, w.cohort, w.feature_set, w.method),
+        stores=lambda w: mmparams.store_params(config, w.cohort, w.feature_set),
         cells=cell_list,
         manifest=benchmark_view,
     script:

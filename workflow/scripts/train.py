@@ -11,6 +11,11 @@ layout = CohortLayout(Path(sm.input.manifest).parent)
 # first: Snakemake has removed this job's runs, which the other mode's flags still cover
 layout.forget_other_train_mode(w.feature_set, w.method, cell_job="scenario" in w.keys())
 
+from mmpipe.encode.made_with import check_stores  # noqa: E402
+
+# a store Snakemake did not write is not rerun when the config changes: refused here
+check_stores({m: (layout.store(m, p["encoder"]), p) for m, p in sm.params.stores.items()})
+
 import torch  # noqa: E402
 
 from mmpipe.bench.run import run_cell, run_cells  # noqa: E402
