@@ -56,6 +56,9 @@ class BenchData:
     label_values: list[Any] = field(default_factory=list)
     # modality -> how its store's features were made (mmpipe.store.encoding_signature)
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # modality -> the subjects its store holds as present with NaN or inf features, read
+    # as absent (:func:`usable_rows`): the run's notes name them
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.subject_id = np.asarray(self.subject_id, dtype=str)
@@ -159,7 +162,8 @@ def usable_rows(features, path) -> np.ndarray:
     """A store's present rows whose features are all finite. The writer refuses NaN and
     inf; a present row of them (a store written another way) is absent, with a warning
     naming the subjects, in training and in ``mmpipe predict`` alike (predict scored one
-    as input, its NaN as 0 and its inf as 3.4e38)."""
+    as input, its NaN as 0 and its inf as 3.4e38), and a training run's notes name them
+    (:attr:`BenchData.unreadable`)."""
     n = len(features.subject_id)
     finite = (np.isfinite(features.emb.reshape(n, -1)).all(axis=1) if n
               else np.ones(0, dtype=bool))
@@ -206,8 +210,11 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
 
     labels = dict(zip(manifest_ids, df[label].to_list(), strict=True))
     present = np.zeros((len(ids), len(modalities)), dtype=bool)
-    for j, (p, f) in enumerate(zip(paths, feats, strict=True)):
+    unreadable = {}
+    for j, (m, p, f) in enumerate(zip(modalities, paths, feats, strict=True)):
         present[:, j] = usable_rows(f, p)
+        if (bad := np.asarray(f.present, dtype=bool) & ~present[:, j]).any():
+            unreadable[m] = ids[bad].tolist()
 
     dropped: list[dict] = []
     keep = np.ones(len(ids), dtype=bool)
@@ -244,6 +251,8 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
         label_values=label_values,
         provenance={m: encoding_signature(f.attrs) for m, f in zip(modalities, feats,
                                                                    strict=True)},
+        unreadable={m: [s for s in sids if not _is_missing(labels[s])]  # the kept ones
+                    for m, sids in unreadable.items()},
     )
     log.info("%s: feature set {%s}, %d subjects, %d classes, presence %s", cohort_dir, fs_name,
              len(data), data.n_classes,

@@ -304,6 +304,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
     notes = [f"{len(dropped)} subjects dropped before splitting: "
              f"{sorted({d['reason'] for d in dropped})}"] if dropped else []
+    notes += [f"{modality}: {len(sids)} subject(s) the store holds as present have NaN or "
+              f"inf features (a store not written by mmpipe's writer, or damaged), read as "
+              f"absent: {', '.join(sids[:10])}{' ...' if len(sids) > 10 else ''}"
+              for modality, sids in sorted(data.unreadable.items()) if sids]
     if kept_one:
         notes.append(f"{kept_one} subjects kept their only modality of this feature set "
                      "(the protocol keeps it; the mask, drawn over the cohort's modalities, "

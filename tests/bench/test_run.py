@@ -489,6 +489,32 @@ def test_a_store_row_of_nan_or_inf_is_absent_in_training_and_in_predict(cohort, 
     assert "2 present subject(s) with NaN or inf features, read as absent" in caplog.text
 
 
+def test_a_store_row_of_nan_read_as_absent_is_named_in_the_runs_notes(cohort, tmp_path):
+    """A present row of NaN was read as absent with a log warning only: the run's record
+    said nothing of the subjects whose input it had set aside."""
+    import shutil
+
+    import zarr
+
+    root, cohort_dir = cohort
+    copy = tmp_path / "cohort"
+    shutil.copytree(cohort_dir, copy)
+    group = zarr.open_group(copy / "features" / "a" / "precomputed.zarr", mode="r+")
+    ids = group["subject_id"][:].tolist()
+    row = int(np.flatnonzero(group["present"][:])[0])
+    emb = group["emb"][:]
+    emb[row] = np.nan
+    group["emb"][:] = emb
+    out = tmp_path / "run"
+    metrics = run_experiment(copy, {"a": "precomputed"}, "y", {"type": "logreg"},
+                             root / "split.parquet", root / "mask.parquet", out, seed=0,
+                             meta={"cohort": "toy", "feature_set": "a", "method": "logreg",
+                                   "scenario": "mcar", "rate": 0.4})
+    assert any(note.startswith("a: 1 subject(s) the store holds as present have NaN or inf "
+                               "features") and note.endswith(f"read as absent: {ids[row]}")
+               for note in metrics["notes"]), metrics["notes"]
+
+
 def test_training_subjects_left_without_input_are_counted(cohort, tmp_path):
     """Training and validation subjects with no modality of the run (none in the stores, or
     none left by a mask drawn on the manifest's presence) were left out without a word;
