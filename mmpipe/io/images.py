@@ -86,9 +86,11 @@ def _scaled_to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError("image holds NaN or inf values", path=path)
     low, top = a.min(), a.max()
-    if low < 0 or top <= 0:
+    if low < 0:
         raise InputError(f"image values {low:g}..{top:g}: not a non-negative image",
                          path=path)
+    if top == 0:  # black, as the same image in 8 bits reads (it had been refused)
+        return np.zeros(a.shape, np.uint8)
     out = np.empty(a.shape, np.uint8)
     for r in range(0, a.shape[0], _SCALED_ROWS):
         out[r:r + _SCALED_ROWS] = np.rint(a[r:r + _SCALED_ROWS] / float(top) * 255.0)
@@ -180,14 +182,19 @@ def read_image(path: str | Path) -> np.ndarray:
                     array = _white_is_zero(array, page.bitspersample, path)
                 if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
                     raise InputError("CMYK TIFF: export it as RGB", path=path)
+                bits = page.bitspersample
                 if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
                     array = _palette_rgb(array, page.colormap, path)
+                elif array.dtype == np.uint8 and bits < 8:
+                    # samples of fewer bits come unpacked with their own range (0..15 for
+                    # 4 bits), which read as near black: full range, as libtiff shows them
+                    array = np.rint(array * (255.0 / ((1 << bits) - 1))).astype(np.uint8)
+                    bits = 8
                 # ExtraSamples: 1 associated (premultiplied) alpha, 2 unassociated alpha,
                 # 0 or none an unspecified sample (RGBX), which is no opacity
                 extra = tuple(page.extrasamples or ())
                 alpha = {1: "premultiplied", 2: "straight"}.get(extra[-1] if extra else 0)
-                alpha_max = (float(2 ** page.bitspersample - 1)
-                             if array.dtype.kind == "u" else None)
+                alpha_max = float(2 ** bits - 1) if array.dtype.kind == "u" else None
                 planar = (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
                           and page.samplesperpixel > 1)
                 orientation = page.tags.valueof(274, 1)  # TIFF Orientation, EXIF's values

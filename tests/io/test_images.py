@@ -208,3 +208,28 @@ def test_an_image_without_readable_pixels_is_refused_naming_why(tmp_path, write,
     write(path)
     with pytest.raises(InputError, match=rf"x\.(png|tif).*{says}"):
         read_image(path)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_tiff_of_fewer_than_8_bits_reads_at_full_range(tmp_path, bits):
+    """tifffile unpacks 4-bit samples into uint8 as 0..15, which read as near black: a
+    viewer (Pillow, libtiff) shows them over the full range."""
+    top = (1 << bits) - 1
+    grey = (np.arange(16, dtype=np.uint8) % (top + 1)).reshape(4, 4)
+    tifffile.imwrite(tmp_path / "g.tif", grey, bitspersample=bits, photometric="minisblack")
+    with Image.open(tmp_path / "g.tif") as img:
+        shown = np.asarray(img.convert("L"))
+    np.testing.assert_array_equal(shown, np.rint(grey * (255 / top)).astype(np.uint8))
+    np.testing.assert_array_equal(read_image(tmp_path / "g.tif"), np.dstack([shown] * 3))
+    # white is zero: inverted in its own bits, then the same range
+    tifffile.imwrite(tmp_path / "w.tif", grey, bitspersample=bits, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "w.tif")[..., 0], 255 - shown)
+
+
+def test_an_all_black_16_bit_image_is_black_not_refused(tmp_path):
+    """Refused as 'not a non-negative image' where the same image in 8 bits reads."""
+    Image.fromarray(np.zeros((6, 6), np.uint16)).save(tmp_path / "black.png")
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "black8.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "black.png"),
+                                  read_image(tmp_path / "black8.png"))
+    assert not read_image(tmp_path / "black.png").any()
