@@ -70,7 +70,7 @@ def cmd_demo(args) -> None:
                           "demo block")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: the demo cohort is a folder")
-    _refuse_a_folder_of_other_files(out)
+    _claim_a_folder_for_the_demo(out)
     options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     try:
@@ -80,23 +80,30 @@ def cmd_demo(args) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
-def _refuse_a_folder_of_other_files(out: Path) -> None:
+# what `mmpipe demo` leaves in its folder before the generator writes a file: a run
+# killed before the generator's summary.json is still the demo's to finish
+DEMO_MARK = ".mmpipe-demo"
+
+
+def _claim_a_folder_for_the_demo(out: Path) -> None:
     """The generator replaces the demo's tables and removes files of its modality folders
     that are not its own: given a folder of the user's, it had overwritten their
     ``clinical.csv`` without a word. It writes into a new or empty folder, or over a demo
-    cohort (its ``summary.json``)."""
+    cohort (its ``summary.json``, or the mark a killed ``mmpipe demo`` left)."""
     from mmpipe.cohorts.demo import SUMMARY_JSON
     from mmpipe.errors import ConfigError
 
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    try:
-        ours = "params" in json.loads((out / SUMMARY_JSON).read_text())
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if not ours:
-        raise ConfigError(f"{out} holds files and no demo cohort ({SUMMARY_JSON}): the demo "
-                          "would overwrite or remove them; give a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+        try:
+            ours = "params" in json.loads((out / SUMMARY_JSON).read_text())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"{out} holds files and no demo cohort ({SUMMARY_JSON}): the "
+                              "demo would overwrite or remove them; give a new or empty "
+                              "folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).touch()
 
 
 def cmd_check_config(args) -> None:

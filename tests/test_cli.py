@@ -252,6 +252,12 @@ def test_demo_does_not_write_over_a_folder_of_other_files(tmp_path, monkeypatch,
     assert "holds files and no demo cohort (summary.json)" in capsys.readouterr().err
     assert (mine / "clinical.csv").read_text() == "P1,50\n"
     assert (mine / "ct" / "P1.nii.gz").read_bytes() == b"scan"
+    # a run killed before the generator's summary.json is the demo's to finish
+    killed = tmp_path / "killed"
+    assert cli.main(["demo", str(killed), "--n-subjects", "2"]) == 0
+    (killed / "summary.json").unlink()
+    assert cli.main(["demo", str(killed), "--n-subjects", "2"]) == 0
+    assert (killed / "summary.json").is_file()
 
 
 def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, monkeypatch,
