@@ -133,9 +133,10 @@ def wilcoxon_vs_best(runs: pl.DataFrame, summary: pl.DataFrame, metrics: Sequenc
                     vals = by_seed[m].get(key, {})
                     valued = sum(not math.isnan(v) for v in vals.values())
                     complete[i] = bool(valued) and valued == (n_runs[i] if n_runs else len(vals))
+                # Python's rounding, as the tables bold (numpy's differs at half-way values)
                 ranked = np.array([round(v, SHOWN_DECIMALS) if not math.isnan(v) else v
                                    for v in (np.where(complete, means, np.nan)
-                                             if any(complete) else means)])
+                                             if any(complete) else means).tolist()])
                 if not np.isnan(ranked).all():
                     top = np.nanmin(ranked) if m in LOWER_IS_BETTER else np.nanmax(ranked)
                     bests = [int(b) for b in np.flatnonzero(ranked == top)]

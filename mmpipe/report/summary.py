@@ -323,12 +323,12 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         fallback for the whole group would be worse). Small validation splits score in
         steps, so rows level at the printed precision are common: the validation AUC
         parts them, and where it cannot the tie is said, the row compared being the first
-        in the tables' order, so no reader takes that choice for validation's."""
+        by name, so no reader takes that choice for validation's."""
         scored = [r for r in rs if _valued(r.get(val_col))]
         if not scored:
             return None, ""
         top = _shown(best_of(scored, val_col)[val_col])
-        tied = [r for r in scored if _shown(r[val_col]) == top]
+        tied = sorted((r for r in scored if _shown(r[val_col]) == top), key=label)
         if len(tied) == 1:
             return tied[0], ""
         by_auc = ([r for r in tied if _valued(r.get(VAL_AUC))] if val_col != VAL_AUC else [])
@@ -340,10 +340,11 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 return ahead[0], (f", level on it with {_names(others, label)}, ahead by "
                                   f"validation AUC ({auc:.3f})")
             tied = ahead
-        how = "and on validation AUC" if by_auc else "no validation AUC to part them"
+        how = ("and on validation AUC" if by_auc else "the headline is the AUC"
+               if val_col == VAL_AUC else "no validation AUC to part them")
         return tied[0], (f", level on it with {_names(tied[1:], label)} ({how}): validation "
-                         "does not tell them apart, and the first in the tables' order is "
-                         "the one compared")
+                         "does not tell them apart, and the first by name is the one "
+                         "compared")
 
     groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
                     key=lambda g: (_scenario_key(g[0]), g[1]))

@@ -169,3 +169,15 @@ def test_a_rows_dagger_does_not_depend_on_which_of_a_tied_best_is_named_first(na
     other_line = next(line for line in format_table(summary, metrics=["auc"])["md"]
                       .splitlines() if line.startswith(f"| {other}"))
     assert "†" not in other_line
+
+
+def test_the_best_rows_are_those_the_tables_bold_at_half_way_values():
+    """numpy's rounding of 0.6255 gives 0.626 where Python's (the tables') gives 0.625:
+    A was a best row, without a p, while the table bolded B alone."""
+    runs = _block({"A": [0.6255] * 5, "B": [0.6258] * 5})
+    summary = wilcoxon_vs_best(runs, summarise(runs), ["auc"])
+    by = {r["method"]: r for r in summary.iter_rows(named=True)}
+    assert by["B"]["auc_best_row"] and not by["A"]["auc_best_row"]
+    assert by["A"]["auc_p"] is not None
+    rows = {line.split("|")[1].strip(): line for line in _table_rows(summary)}
+    assert "**" in rows["B"] and "**" not in rows["A"]

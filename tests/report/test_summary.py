@@ -553,8 +553,27 @@ def test_fusions_level_on_validation_are_parted_by_validation_auc_not_by_name():
     lines = _section(summary_markdown(level, summarise(level), None), "**Natural missingness**")
     assert ("- the fusion compared below is **mmare**, the best fusion by validation balanced "
             "accuracy (0.700; 0.800 on test), level on it with **muse** (and on validation "
-            "AUC): validation does not tell them apart, and the first in the tables' order is "
-            "the one compared, so these test runs do not choose it") in lines, lines
+            "AUC): validation does not tell them apart, and the first by name is the one "
+            "compared, so these test runs do not choose it") in lines, lines
+
+
+def test_fusions_level_on_both_validation_scores_are_compared_first_by_name():
+    """The rows' order is feature set then method: muse [all] was compared before
+    mmare [ct] although the line said the first in the tables' order (mmare's)."""
+    rows = [{"cohort": "c", "feature_set": fs, "method": method, "method_type": method,
+             "family": fam, "scenario": "natural", "rate": 0.0, "seed": seed,
+             "balanced_accuracy": base + 0.01 * seed, "trained": True,
+             "val_balanced_accuracy": 0.7 if fam == "MMARE" or method == "muse" else 0.6,
+             "val_auc": 0.75}
+            for fs, method, fam, base in (("all", "muse", "attention / graph", 0.70),
+                                          ("ct", "mmare", "MMARE", 0.72),
+                                          ("ct", "hgb", "baselines", 0.71))
+            for seed in range(5)]
+    runs = pl.DataFrame(rows)
+    md = summary_markdown(runs, summarise(runs), None)
+    line = next(x for x in md.splitlines() if x.startswith("- the fusion compared below"))
+    assert line.startswith("- the fusion compared below is **mmare"), line
+    assert "level on it with **muse" in line and "the first by name is the one compared" in line
 
 
 def test_a_flag_of_one_feature_set_names_it_when_the_tables_show_several():
