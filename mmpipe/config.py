@@ -519,6 +519,11 @@ def _yaml_booleans(where: str, block: dict) -> list[str]:
             problems.append(f"{where}.value_maps.{field}: keys {keys} are YAML booleans (an "
                             "unquoted yes/no/on/off/true/false); quote each as the table "
                             "writes it ('yes': ...)")
+        texts = [v for v in (mapping or {}).values() if isinstance(v, bool)]
+        if texts:  # a prompt's text: "Smoker True." where "yes" was meant
+            problems.append(f"{where}.value_maps.{field}: values {texts} are YAML booleans "
+                            "(an unquoted yes/no/on/off/true/false); quote each as the prompt "
+                            "should write it")
     missing = block.get("missing_values") or []
     for field, codes in (missing.items() if isinstance(missing, dict) else [(None, missing)]):
         booleans = [c for c in codes or () if isinstance(c, bool)]

@@ -776,6 +776,8 @@ def test_names_in_a_tables_settings_are_its_fields(raw_config, edit, message):
 @pytest.mark.parametrize("where,text,message", [
     ("prompt", "value_maps: {stage: {yes: smoker, 'no': never}}",
      "prompt.value_maps.stage: keys [True] are YAML booleans"),
+    ("prompt", "value_maps: {stage: {'1': yes, '2': 'no'}}",
+     "prompt.value_maps.stage: values [True] are YAML booleans"),
     ("prompt", "missing_values: {stage: [Off, -1]}",
      "prompt.missing_values.stage: codes [False] are YAML"),
     ("tabular", "missing_values: {stage: ['-1', no]}",

@@ -7,7 +7,10 @@ changed, one copied from another project, or one marked done with ``snakemake --
 So the training job compares each store of its feature set with the settings the config
 asks of it (:func:`check_stores`), and ``mmpipe encode`` refuses to replace a store made
 with other settings (:func:`settings_differences`). The code keys are not compared: a
-new version is the workflow's to rerun.
+new version is the workflow's to rerun. Weights are compared where the store records
+their SHA-256 (an image encoder's weight file, against a configured digest or the file's
+content) and by random initialisation; a text encoder's checkpoint or projection, a
+weights package's version and a weights URL are not recorded in a form to compare.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from mmpipe.hashing import canonical
 PREPROCESSING_KEYS = ("dicom", "tiling", "prompt", "fields", "mask")
 
 
-def _without_code(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_code(v) for k, v in value.items() if k != "code"}
-    return value
+def _without_code(blocks: dict[str, Any]) -> dict[str, Any]:
+    """Each preprocessing block without its own code key (a field named ``code`` inside a
+    prompt's phrases is a setting)."""
+    return {name: ({k: v for k, v in block.items() if k != "code"}
+                   if isinstance(block, dict) else block) for name, block in blocks.items()}
 
 
 def settings_differences(attrs: dict[str, Any], params: dict[str, Any]) -> list[str]:

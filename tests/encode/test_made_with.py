@@ -66,3 +66,16 @@ def test_a_store_made_before_the_config_changed_is_refused_naming_it(encoded):
             rf"{layout.store('a', 'precomputed')} \(modality 'a'\) was encoded with other "
             r"encoder settings than the config's.*snakemake --forcerun encode")):
         check_stores(_stores(layout, changed))
+
+
+def test_a_setting_named_code_inside_a_block_is_compared():
+    """Only a block's own code key is a version: a clinical field named `code` has a
+    phrase that is a setting."""
+    params = {"config": {"type": "text"}, "weights": None,
+              "prompt": {"phrases": {"code": "Code {value}."}, "code": "v1"}, "code": "v1"}
+    attrs = {"encoder_config": {"type": "text"}, "weights_random_init": False,
+             "preprocessing": {"prompt": {"phrases": {"code": "ICD {value}."}, "code": "v0"},
+                               "transform": None}}
+    assert settings_differences(attrs, params) == ["preprocessing"]
+    attrs["preprocessing"]["prompt"]["phrases"]["code"] = "Code {value}."
+    assert settings_differences(attrs, params) == []
