@@ -102,7 +102,13 @@ def main() -> None:
         print("\n## Job start-up (process start to the job's first subject or epoch)")
         print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir, repeats=args.repeats)
     if "methods" not in args.skip:
-        from training_time import method_figures, mmist_sized, one_thread, print_grid
+        from training_time import (
+            grid_tuning,
+            method_figures,
+            mmist_sized,
+            one_thread,
+            print_grid,
+        )
 
         one_thread()
         data, source = mmist_sized()
@@ -113,7 +119,7 @@ def main() -> None:
               f"{describe_bandwidth(bandwidth)})")
         methods = {k: v for k, v in cfg["methods"].items()
                    if args.methods is None or k in args.methods}
-        print_grid(method_figures(methods, data, None, bandwidth), cfg)
+        print_grid(method_figures(methods, data, None, bandwidth, grid_tuning(cfg)), cfg)
     print(f"\n(benchmark took {time.perf_counter() - start:.0f} s; work files in {workdir})")
 
 

@@ -150,6 +150,15 @@ class MethodFigures:
     # the run's time and its bound together
     rate_gflops: float | None = None
     note: str = ""
+    # every trial of the tuning budget, the row's own (default) one included, summed: what
+    # one seed of one cell spends (the half-width trial costs a fraction of the default
+    # and runs further from the rate, so the default run charged for every trial made
+    # the grid's ratio look lower than it is)
+    trials: int = 1
+    trial_cpu_seconds: float = 0.0
+    trial_flops: float | None = None
+    trial_floor_seconds: float | None = None
+    trial_floor_memory_seconds: float | None = None
 
     @property
     def other_share(self) -> float | None:
@@ -166,6 +175,12 @@ class MethodFigures:
         if self.flops is None or not self.rate_gflops:
             return None
         return self.flops / (self.rate_gflops * 1e9)
+
+    def trial_bound_seconds(self) -> float | None:
+        """Every trial's FLOPs at the run's matmul rate: the bound of one seed's fits."""
+        if self.trial_flops is None or not self.rate_gflops:
+            return None
+        return self.trial_flops / (self.rate_gflops * 1e9)
 
     def why(self) -> str:
         """Why a run stays under half the matmul rate, from its own counts."""
@@ -214,26 +229,59 @@ def _fit(mcfg: dict, data: BenchData, train: BenchData, val: BenchData,
                        seed=0)
 
 
-def run_configs(methods: dict[str, dict]) -> dict[str, dict]:
+def run_configs(methods: dict[str, dict], modalities: list[str] | None = None
+                ) -> dict[str, dict]:
     """Each configured method as one run takes it: without ``normalize`` (the trainer's
     feature normalisation, not a method's hyper-parameter), and a single-modality method
-    without its modality as ``single_wsi``."""
+    without its modality as one run per modality of ``modalities`` (``single_ct``, ...,
+    as the grid names them), or as ``single_wsi`` alone when none are given."""
     out = {}
     for name, mcfg in methods.items():
         mcfg = {k: v for k, v in mcfg.items() if k != "normalize"}
         if mcfg["type"] == "single" and "modality" not in mcfg:
-            mcfg, name = {**mcfg, "modality": "wsi"}, f"{name}_wsi"
+            for m in modalities or ["wsi"]:
+                out[f"{name}_{m}"] = {**mcfg, "modality": m}
+            continue
         out[name] = mcfg
     return out
 
 
+def _other_trials(mcfg: dict, method, tuning) -> list[dict]:
+    """The budget's trials after the default one, as the training job draws them
+    (:func:`mmpipe.bench.tuning.candidate_overrides`); none for a method with no knob."""
+    from mmpipe.bench.tuning import candidate_overrides
+    from mmpipe.methods.hparams import tuning_knobs
+
+    if tuning is None or not tuning_knobs(mcfg["type"]):
+        return []
+    return candidate_overrides(method_class(mcfg["type"]), method.hparams, TRAIN_DEFAULTS,
+                               tuning)[1:]
+
+
+def _counted(name: str, mcfg: dict, parts: tuple, expected, seconds_of, rate: float
+             ) -> tuple[float, float, float]:
+    """FLOPs, operators' floor and its memory part of a rerun of a timed fit (``expected``:
+    the timed fit's result, whose epochs the rerun must repeat)."""
+    counter = FlopCounterMode(display=False)
+    floor_counter = FloorCounter(seconds_of, rate)
+    with counter, floor_counter:
+        _, again = _fit(mcfg, *parts)
+    if again.epochs != expected.epochs:
+        raise RuntimeError(f"{name}: the counted run ran {again.epochs} epochs, the timed one "
+                           f"{expected.epochs}: training is not deterministic")
+    total = float(counter.get_total_flops())
+    return total, floor_counter.seconds(total), floor_counter.memory_seconds
+
+
 def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None,
-                   bandwidth: list[tuple[int, float]]) -> list[MethodFigures]:
+                   bandwidth: list[tuple[int, float]], tuning=None) -> list[MethodFigures]:
     """One run of each method, timed; then the one-thread matmul rate (``rate`` when
     given, else measured there and then: a bound taken from one timing at the start moved
     the grid's ratio by a fifth as the host's pace drifted); then the same run again under
     the FLOP counter and the floor's (``bandwidth``: :func:`machine.elementwise_bandwidth`),
-    and its first epochs plainly and under the operator timer. Each row is printed as it
+    and its first epochs plainly and under the operator timer; then each other trial of
+    ``tuning`` (a :class:`mmpipe.bench.budget.Tuning`; none when None) timed and counted
+    the same way, for the grid (the row shows the default run). Each row is printed as it
     is measured."""
     from machine import matmul_gflops, traffic_seconds
 
@@ -243,7 +291,7 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
     # libraries (scikit-learn: about 1.2 s, which the grid multiplied by every fit): a
     # job's start-up (timed in the start-up table), not any method's training
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
-    configs = run_configs(methods)
+    configs = run_configs(methods, data.modalities)
     for mcfg in configs.values():
         method_class(mcfg["type"])
     print(METHOD_HEADER, flush=True)
@@ -260,18 +308,29 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         flops = floor = floor_memory = matmul = run_rate = None
         others: dict[str, float] = {}
-        if getattr(method, "kind", "torch") == "torch":
+        torch_kind = getattr(method, "kind", "torch") == "torch"
+
+        if torch_kind:
             run_rate = rate or matmul_gflops(1, seconds=RATE_SECONDS)
-            counter = FlopCounterMode(display=False)
-            floor_counter = FloorCounter(seconds_of, run_rate)
-            with counter, floor_counter:
-                _, again = _fit(mcfg, data, train, val)
-            if again.epochs != result.epochs:
-                raise RuntimeError(f"{name}: the counted run ran {again.epochs} epochs, the "
-                                   f"timed one {result.epochs}: training is not deterministic")
-            flops = float(counter.get_total_flops())
-            floor, floor_memory = floor_counter.seconds(flops), floor_counter.memory_seconds
+            flops, floor, floor_memory = _counted(name, mcfg, (data, train, val), result,
+                                                  seconds_of, run_rate)
             matmul, others = _cpu_shares(mcfg, data, train, val)
+        sums = [cpu, flops, floor, floor_memory]
+        overs = _other_trials(mcfg, method, tuning)
+        for over in overs:
+            trial_cfg = {**mcfg, **over}
+            start = time.process_time()
+            try:
+                _, trial = _fit(trial_cfg, data, train, val)
+            except (NotTrainable, ValueError, RuntimeError):
+                # a failed trial (a setting the method cannot build) spends what it ran
+                sums[0] += time.process_time() - start
+                continue
+            sums[0] += time.process_time() - start
+            if torch_kind:
+                for k, v in enumerate(_counted(name, trial_cfg, (data, train, val), trial,
+                                               seconds_of, run_rate), start=1):
+                    sums[k] += v
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             save_bundle(path, method=mcfg, state=method.state_dict(), modalities=data.modalities,
@@ -282,7 +341,9 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
         epochs = ",".join(str(e) for e in result.epochs.values()) or "-"
         rows.append(MethodFigures(name, int(method.trainable_parameters()), epochs, cpu, wall,
                                   flops, floor, floor_memory, matmul, others, size,
-                                  run_rate))
+                                  run_rate, trials=1 + len(overs), trial_cpu_seconds=sums[0],
+                                  trial_flops=sums[1], trial_floor_seconds=sums[2],
+                                  trial_floor_memory_seconds=sums[3]))
         print_method(rows[-1])
     return rows
 
@@ -321,15 +382,23 @@ def training_cells(settings: dict, run: dict) -> list[str]:
     return [c for c in cells if parse_cell(c)[0] not in TEST_SPLIT_ONLY]
 
 
+def grid_tuning(cfg: dict, cohort: str = "mmist_ccrcc"):
+    """The cohort's tuning budget, whose trials each seed of the grid runs."""
+    from mmpipe.bench.budget import Tuning
+    from mmpipe.config import benchmark_settings
+
+    return Tuning.from_config(benchmark_settings(cfg, cohort)["tuning"])
+
+
 def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc") -> None:
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
     FLOP bound (each method's FLOPs at the one-thread matmul rate measured after its run)
-    and against its operators' floor (:mod:`operator_floor`). An estimate: every fit of a
-    method is taken as its one run above (seed 0, the feature set above, every single-
-    modality run as ``single_wsi``; the hgb run on the clinical table alone, charged the
+    and against its operators' floor (:mod:`operator_floor`). An estimate: every seed of a
+    cell is taken as the method's trials above (seed 0, the feature set above, each of the
+    budget's trials timed and counted, one for a method with no knob to turn; a single-
+    modality run as its own modality's; the hgb run on the clinical table alone, charged the
     fit on every feature of ``with_clinical``, overstates the scikit-learn CPU-seconds),
-    times the cells that train (:func:`training_cells`) x seeds x tuning trials (one for a
-    method with no knob to turn). Its CPU-seconds
+    times the cells that train (:func:`training_cells`) x seeds. Its CPU-seconds
     are then split as each method's first epochs split (matmul operators, the other
     operators, Python): the matmul operators' part against the bound is how near the
     matmuls themselves run to the rate at these models' shapes; the other operators are
@@ -337,48 +406,46 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
     the most that a scheme keeping each method's arithmetic (stacked seeds included)
     could remove; the largest of the other operators over the grid, split the same way,
     say whether any one of them is worth a change of its own."""
-    from mmpipe.bench.budget import Tuning
     from mmpipe.config import benchmark_runs, benchmark_settings
-    from mmpipe.methods.hparams import tuning_knobs
 
     settings = benchmark_settings(cfg, cohort)
-    # the trials a run spends: the budget's (capped at its factor pairs), one for a method
-    # with no knob to turn (logreg), as the training job runs them
-    trials = Tuning.from_config(settings["tuning"]).effective()["trials"]
     by_name = {r.name: r for r in rows}
     cpu = bound = floor = floor_memory = other_cpu = 0.0
     split = {"matmul": 0.0, "other operators": 0.0, "Python": 0.0}
     by_operator: dict[str, float] = {}
     missing = set()
     for run in benchmark_runs(cfg, cohort):
-        name = "single_wsi" if run["config"]["type"] == "single" else run["method"]
-        row = by_name.get(name)
+        row = by_name.get(run["method"])
         if row is None:
-            missing.add(name)
+            missing.add(run["method"])
             continue
-        fits = (len(training_cells(settings, run)) * len(settings["seeds"])
-                * (trials if tuning_knobs(run["config"]["type"]) else 1))
+        seeds = len(training_cells(settings, run)) * len(settings["seeds"])
+        spent = seeds * row.trial_cpu_seconds  # every trial of every seed of every cell
         if row.flops is None:
-            other_cpu += fits * row.cpu_seconds
+            other_cpu += spent
         else:
-            cpu += fits * row.cpu_seconds
-            bound += fits * row.bound_seconds()
-            floor += fits * row.floor_seconds
-            floor_memory += fits * row.floor_memory_seconds
+            cpu += spent
+            bound += seeds * row.trial_bound_seconds()
+            floor += seeds * row.trial_floor_seconds
+            floor_memory += seeds * row.trial_floor_memory_seconds
+            # split as the default run's first epochs split: the other trials are the
+            # same recipe at another width or learning rate
             matmul, other = row.matmul_share or 0.0, row.other_share or 0.0
             if matmul + other > 1:  # timing noise: the parts still add up to the CPU
                 matmul, other = matmul / (matmul + other), other / (matmul + other)
-            split["matmul"] += fits * row.cpu_seconds * matmul
-            split["other operators"] += fits * row.cpu_seconds * other
-            split["Python"] += fits * row.cpu_seconds * max(0.0, 1 - matmul - other)
+            split["matmul"] += spent * matmul
+            split["other operators"] += spent * other
+            split["Python"] += spent * max(0.0, 1 - matmul - other)
             scale = other / row.other_share if row.other_share else 0.0  # as renormalised
             for op, share in row.other_shares.items():
-                by_operator[op] = by_operator.get(op, 0.0) + fits * row.cpu_seconds * share * scale
+                by_operator[op] = by_operator.get(op, 0.0) + spent * share * scale
     rates = [r.rate_gflops for r in rows if r.rate_gflops]
     rate_range = (f"{min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates and max(rates) > min(rates)
                   else f"{rates[0]:.0f} GFLOP/s" if rates else "no rate")
-    print(f"grid of {cohort} ({len(settings['seeds'])} seeds x {trials} "
-          f"trials a cell), estimated from the runs above: torch methods {cpu:.0f} CPU-s "
+    trials = sorted({r.trials for r in rows})
+    print(f"grid of {cohort} ({len(settings['seeds'])} seeds a cell, each method's "
+          f"{'-'.join(map(str, trials[::max(1, len(trials) - 1)]))} trials a seed timed), "
+          f"estimated from the runs above: torch methods {cpu:.0f} CPU-s "
           f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x; each "
           f"method's FLOPs at its rate, {rate_range}); "
           f"scikit-learn methods {other_cpu:.0f} CPU-s"
@@ -420,7 +487,7 @@ def main() -> None:
           f"{'(given)' if args.rate else 'at the start, each method against the rate timed after its run'}; elementwise "
           f"bandwidth by working set {describe_bandwidth(bandwidth)}")
     methods = {k: v for k, v in cfg["methods"].items() if args.methods is None or k in args.methods}
-    rows = method_figures(methods, data, args.rate, bandwidth)
+    rows = method_figures(methods, data, args.rate, bandwidth, grid_tuning(cfg))
     print_grid(rows, cfg)
 
 
