@@ -70,13 +70,17 @@ def cmd_demo(args) -> None:
                           "demo block")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: the demo cohort is a folder")
-    _claim_a_folder_for_the_demo(out)
+    fresh = _claim_a_folder_for_the_demo(out)
     options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     try:
         summary = generate_demo_cohort(out, **options)
     except ValueError as err:  # the generator's check of its settings (--n-subjects 0)
+        if fresh:  # it wrote nothing: the folder is not claimed for a later run
+            (out / DEMO_MARK).unlink(missing_ok=True)
         raise ConfigError(f"demo cohort: {err}") from None
+    # summary.json claims the folder now; a mark left would claim it after it was emptied
+    (out / DEMO_MARK).unlink(missing_ok=True)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -85,15 +89,17 @@ def cmd_demo(args) -> None:
 DEMO_MARK = ".mmpipe-demo"
 
 
-def _claim_a_folder_for_the_demo(out: Path) -> None:
+def _claim_a_folder_for_the_demo(out: Path) -> bool:
     """The generator replaces the demo's tables and removes files of its modality folders
     that are not its own: given a folder of the user's, it had overwritten their
     ``clinical.csv`` without a word. It writes into a new or empty folder, or over a demo
-    cohort (its ``summary.json``, or the mark a killed ``mmpipe demo`` left)."""
+    cohort (its ``summary.json``, or the mark a killed ``mmpipe demo`` left, which a
+    finished run removes). True when the folder was new or empty."""
     from mmpipe.cohorts.demo import SUMMARY_JSON
     from mmpipe.errors import ConfigError
 
-    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+    fresh = not out.is_dir() or not any(out.iterdir())
+    if not fresh and not (out / DEMO_MARK).is_file():
         try:
             ours = "params" in json.loads((out / SUMMARY_JSON).read_text())
         except (OSError, ValueError, TypeError):
@@ -104,6 +110,7 @@ def _claim_a_folder_for_the_demo(out: Path) -> None:
                               "folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARK).touch()
+    return fresh
 
 
 def cmd_check_config(args) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import yaml
 
@@ -255,9 +256,20 @@ def test_demo_does_not_write_over_a_folder_of_other_files(tmp_path, monkeypatch,
     # a run killed before the generator's summary.json is the demo's to finish
     killed = tmp_path / "killed"
     assert cli.main(["demo", str(killed), "--n-subjects", "2"]) == 0
-    (killed / "summary.json").unlink()
+    (killed / "summary.json").unlink()  # as a killed run leaves it: the mark, no summary
+    (killed / cli.DEMO_MARK).touch()
     assert cli.main(["demo", str(killed), "--n-subjects", "2"]) == 0
     assert (killed / "summary.json").is_file()
+    # a finished or refused run leaves no mark: emptied, or never written, the folder is
+    # the user's again
+    for name in [p.name for p in killed.iterdir()]:
+        shutil.rmtree(killed / name) if (killed / name).is_dir() else (killed / name).unlink()
+    refused = tmp_path / "refused"
+    assert cli.main(["demo", str(refused), "--n-subjects", "0"]) == 1
+    for folder in (killed, refused):
+        (folder / "clinical.csv").write_text("P1,50\n")
+        assert cli.main(["demo", str(folder), "--n-subjects", "2"]) == 1
+        assert (folder / "clinical.csv").read_text() == "P1,50\n"
 
 
 def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, monkeypatch,
