@@ -135,16 +135,25 @@ def _on_white(a: np.ndarray, kind: str, alpha_max: float | None, path: Path) -> 
     return np.rint(np.clip(out, 0, 255)).astype(np.uint8) if a.dtype == np.uint8 else out
 
 
-def _white_is_zero(array: np.ndarray, bits: int, path: Path) -> np.ndarray:
-    """A MINISWHITE page as the usual black-is-zero grey, as viewers show it."""
-    if array.dtype.kind == "b":
-        return ~array
-    if array.dtype.kind != "u":
+def _white_is_zero(array: np.ndarray, bits: int, path: Path, extra: int = 0,
+                   planar: bool = False) -> np.ndarray:
+    """A MINISWHITE page as the usual black-is-zero grey, as viewers show it. ``extra``
+    samples (an alpha) after the grey are opacity, not grey, and keep their values: an
+    opaque page had read as fully transparent. ``planar``: samples first."""
+    if array.dtype.kind != "b" and array.dtype.kind != "u":
         # a signed or float sample has no agreed white: guessing one would scale it silently
         raise InputError(f"MINISWHITE TIFF with {array.dtype} samples: no defined inversion",
                          path=path)
-    # white is the top of the stored bits (4095 for 12-bit in uint16), not of the dtype
-    return ((1 << bits) - 1 - array).astype(array.dtype)
+    out = array.copy()
+    grey = out
+    if extra and array.ndim == 3:
+        grey = out[:-extra] if planar else out[..., :-extra]
+    if array.dtype.kind == "b":
+        grey[...] = ~grey
+    else:
+        # white is the top of the stored bits (4095 for 12-bit in uint16), not of the dtype
+        grey[...] = ((1 << bits) - 1 - grey).astype(array.dtype)
+    return out
 
 
 def _palette_rgb(indices: np.ndarray, colormap: np.ndarray | None, path: Path) -> np.ndarray:
@@ -179,7 +188,9 @@ def read_image(path: str | Path) -> np.ndarray:
                 page = tif.pages[0]
                 array = page.asarray()
                 if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-                    array = _white_is_zero(array, page.bitspersample, path)
+                    array = _white_is_zero(
+                        array, page.bitspersample, path, len(page.extrasamples or ()),
+                        page.planarconfig == tifffile.PLANARCONFIG.SEPARATE)
                 if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
                     raise InputError("CMYK TIFF: export it as RGB", path=path)
                 bits = page.bitspersample

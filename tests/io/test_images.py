@@ -233,3 +233,15 @@ def test_an_all_black_16_bit_image_is_black_not_refused(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "black.png"),
                                   read_image(tmp_path / "black8.png"))
     assert not read_image(tmp_path / "black.png").any()
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_a_white_is_zero_tiff_keeps_its_alpha(tmp_path, planar):
+    """Every sample was inverted, the alpha too: an opaque grey+alpha page read as fully
+    transparent and was refused."""
+    grey = np.tile(np.array([0, 100, 255], np.uint8), (3, 1))
+    alpha = np.full_like(grey, 255)
+    data = np.stack([grey, alpha], axis=0 if planar else -1)
+    tifffile.imwrite(tmp_path / "mwa.tif", data, photometric="miniswhite", extrasamples=[2],
+                     planarconfig="separate" if planar else "contig")
+    np.testing.assert_array_equal(read_image(tmp_path / "mwa.tif")[..., 0], 255 - grey)
