@@ -15,7 +15,9 @@ it is, where the CPU went when the matmul fraction is under half (the time
 inside matmul operators and inside the others, over the run's first epochs, each ATen
 operator timed by a dispatch mode, against the time of the same epochs run plainly; the
 rest is Python and autograd's bookkeeping), and the size of its ``model.pt``. Rows print
-as each method finishes.
+as each method finishes. For the grid's estimate, each of the tuning budget's other
+trials (a learning rate or a width the training job also tries) is timed and counted
+the same way, and a single-modality method runs once per modality.
 
     python benchmarks/training_time.py [--methods mmare deepsets] [--rate GFLOPS]
 """
