@@ -317,6 +317,7 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
             flops, floor, floor_memory = _counted(name, mcfg, (data, train, val), result,
                                                   seconds_of, run_rate)
             matmul, others = _cpu_shares(mcfg, data, train, val)
+        # every trial summed: CPU-s, and for torch FLOPs, floor and its memory part
         sums = [cpu, flops, floor, floor_memory]
         overs = _other_trials(mcfg, method, tuning)
         for over in overs:
@@ -325,14 +326,12 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
             try:
                 _, trial = _fit(trial_cfg, data, train, val)
             except (NotTrainable, ValueError, RuntimeError):
-                # a failed trial (a setting the method cannot build) spends what it ran
-                sums[0] += time.process_time() - start
-                continue
+                trial = None  # a setting the method cannot build: it spends what it ran
             sums[0] += time.process_time() - start
-            if torch_kind:
-                for k, v in enumerate(_counted(name, trial_cfg, (data, train, val), trial,
-                                               seconds_of, run_rate), start=1):
-                    sums[k] += v
+            if torch_kind and trial is not None:
+                counts = _counted(name, trial_cfg, (data, train, val), trial, seconds_of,
+                                  run_rate)
+                sums[1:] = [a + b for a, b in zip(sums[1:], counts, strict=True)]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             save_bundle(path, method=mcfg, state=method.state_dict(), modalities=data.modalities,
@@ -444,9 +443,9 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
     rates = [r.rate_gflops for r in rows if r.rate_gflops]
     rate_range = (f"{min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates and max(rates) > min(rates)
                   else f"{rates[0]:.0f} GFLOP/s" if rates else "no rate")
-    trials = sorted({r.trials for r in rows})
+    least, most = min(r.trials for r in rows), max(r.trials for r in rows)
     print(f"grid of {cohort} ({len(settings['seeds'])} seeds a cell, each method's "
-          f"{'-'.join(map(str, trials[::max(1, len(trials) - 1)]))} trials a seed timed), "
+          f"{least if least == most else f'{least}-{most}'} trials a seed timed), "
           f"estimated from the runs above: torch methods {cpu:.0f} CPU-s "
           f"against a FLOP bound of {bound:.0f} s ({cpu / max(bound, 1e-9):.2f}x; each "
           f"method's FLOPs at its rate, {rate_range}); "

@@ -140,7 +140,7 @@ def _white_is_zero(array: np.ndarray, bits: int, path: Path, extra: int = 0,
     """A MINISWHITE page as the usual black-is-zero grey, as viewers show it. ``extra``
     samples (an alpha) after the grey are opacity, not grey, and keep their values: an
     opaque page had read as fully transparent. ``planar``: samples first."""
-    if array.dtype.kind != "b" and array.dtype.kind != "u":
+    if array.dtype.kind not in "bu":
         # a signed or float sample has no agreed white: guessing one would scale it silently
         raise InputError(f"MINISWHITE TIFF with {array.dtype} samples: no defined inversion",
                          path=path)
