@@ -309,15 +309,26 @@ def cmd_predict(args) -> None:
         stores[modality] = path
     if Path(args.out).is_dir():  # found only after the model had scored every subject
         raise MmpipeError(f"--out {args.out} is a folder: give the parquet file to write")
-    # and so is a folder that cannot be made (a file in its place, no permission)
-    Path(args.out).absolute().parent.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    method, bundle = load_run(args.run, device)
-    table = score_stores(method, bundle, stores, device)
-    classes = class_labels(bundle)
-    # which class each score_k is, in the file too (a parquet reader shows its metadata)
-    write_parquet(table, args.out, metadata={"mmpipe.label": str(bundle.get("label")),
-                                             "mmpipe.score_classes": json.dumps(classes)})
+    # and so is a folder that cannot be made (a file in its place, no permission); the
+    # folders made here go again if scoring fails, so a failed run leaves nothing behind
+    parent = Path(args.out).absolute().parent
+    made = [d for d in (parent, *parent.parents) if not d.exists()]
+    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        device = resolve_device(args.device)
+        method, bundle = load_run(args.run, device)
+        table = score_stores(method, bundle, stores, device)
+        classes = class_labels(bundle)
+        # which class each score_k is, in the file too (a parquet reader shows its metadata)
+        write_parquet(table, args.out, metadata={"mmpipe.label": str(bundle.get("label")),
+                                                 "mmpipe.score_classes": json.dumps(classes)})
+    except BaseException:
+        for folder in made:  # deepest first; one another process wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     print(f"{args.out}: {len(table)} subjects scored, {int(table['no_input'].sum())} without "
           f"input; " + ", ".join(f"score_{k} = P({bundle.get('label')} = {v})"
                                  for k, v in enumerate(classes)))

@@ -9,6 +9,7 @@ import yaml
 
 from mmpipe import cli
 from mmpipe.encode import run as encode_run
+from mmpipe.errors import MmpipeError
 from tests.conftest import REPO, mask_mri_t1_by_totalsegmentator
 
 
@@ -289,3 +290,18 @@ def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, mon
     assert cli.main(["predict", str(tmp_path), "--store", "ct=x.zarr",
                      "--out", str(tmp_path / "a_file" / "p.parquet")]) == 1
     assert "mmpipe: error: FileExistsError" in capsys.readouterr().err
+
+
+def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
+    """The output's folders were made before scoring and stayed, empty, when it failed."""
+    from mmpipe.bench import predict
+
+    def unreadable_run(*args, **kwargs):
+        raise MmpipeError("not a run folder")
+
+    monkeypatch.setattr(predict, "load_run", unreadable_run)
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "new" / "deeper" / "p.parquet"
+    assert cli.main(["predict", str(tmp_path), "--store", "ct=x.zarr", "--out", str(out)]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+    assert list((tmp_path / "kept").iterdir()) == []
