@@ -51,6 +51,7 @@ from mmpipe.cohorts.mmist import (
     read_chosen,
 )
 from mmpipe.errors import InputError
+from mmpipe.io.links import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,15 @@ def slide_index(folder: Path) -> dict[str, list[Path]]:
     """Slide files under ``folder`` by the name the release's table gives them: the file
     name without its suffix, and without GDC's ``.<uuid>`` before it."""
     found: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        if not (path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES):
+    # linked folders too: rglob went past them, and their slides read as missing. A slide
+    # not fetched (a link to nothing) is listed, and the manifest rejects it by name
+    try:
+        files, not_fetched = walk_files(folder)
+    except OSError as err:
+        raise InputError(f"cannot list a folder of the slides: {err.strerror or err}",
+                         path=err.filename or folder) from err
+    for path in sorted(files + not_fetched):
+        if path.suffix.lower() not in SLIDE_SUFFIXES:
             continue
         stem = path.name[: -len(path.suffix)].split(".")[0]
         found.setdefault(stem, []).append(path)

@@ -57,7 +57,7 @@ import numpy as np
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.fsutil import tmp_keeping_suffix
 from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
-from mmpipe.io.links import DANGLING_LINK, is_dangling_link
+from mmpipe.io.links import DANGLING_LINK, walk_files
 from mmpipe.io.written import check_nifti_written
 
 log = logging.getLogger(__name__)
@@ -717,10 +717,16 @@ def _whole_spacings(steps: np.ndarray, spacing: float) -> np.ndarray:
 
 
 def _candidate_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The folder tree's files, and its symbolic links to nothing (not hidden files)."""
-    entries = [p for p in folder.rglob("*") if not p.name.startswith(".")]
-    return (sorted(p for p in entries if p.is_file()),
-            sorted(p for p in entries if is_dangling_link(p)))
+    """The folder tree's files, linked subfolders included, and its symbolic links to
+    nothing (not hidden files). A subfolder that cannot be listed rejects the folder: a
+    series split over ``0001/`` and ``0002/`` read without one half came out short at one
+    end, "ok"."""
+    try:
+        return walk_files(folder, keep=lambda name: not name.startswith("."))
+    except OSError as err:
+        where = _relative(Path(err.filename), folder) if err.filename else folder
+        raise DicomSeriesError(f"cannot list {where}: {err.strerror or err}",
+                               path=folder) from err
 
 
 def _skipped_text(skipped: list[SkippedFile], n_files: int, folder: Path) -> str:

@@ -124,3 +124,30 @@ def test_one_series_under_two_cases_or_a_name_too_long_is_that_cases(tmp_path):
         assert reason(case) == f"the same file as subject(s) ['{other}']"
     assert _row(manifest, long)["ct_path"] is None
     assert "cannot be read: File name too long" in reason(long)
+
+
+def test_slides_in_a_linked_folder_are_found_and_one_not_fetched_is_named(tmp_path):
+    """rglob does not go into a linked folder: every slide kept on another disk and linked
+    in under Pathology/ read as "no slide file", and a slide not fetched (a link to
+    nothing, as DataLad leaves it) was rejected as if there were no such file."""
+    from mmpipe.cohorts.manifest import DANGLING_LINK
+
+    root = tmp_path / "raw"
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    tiffs = sorted((root / "Pathology").glob("*.tiff"))
+    other_disk = tmp_path / "other_disk" / "slides"
+    other_disk.mkdir(parents=True)
+    for tiff in tiffs:
+        tiff.rename(other_disk / tiff.name)
+    (root / "Pathology" / "TCGA-KIRC").symlink_to(other_disk, target_is_directory=True)
+    unfetched = next(t for t in sorted(other_disk.glob("*.tiff"))
+                     if not t.name.startswith(plan.slide_twice))
+    unfetched.unlink()
+    unfetched.symlink_to("/nonexistent/.git/annex/objects/key")
+    manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out").filter(pl.col("modality") == "wsi")
+    found = manifest["wsi_path"].drop_nulls().to_list()
+    assert len(found) == len(tiffs) - 3  # the one not fetched and the slide twice
+    assert all("/TCGA-KIRC/" in p for p in found)
+    gone = qc.filter(pl.col("path") == str(root / "Pathology" / "TCGA-KIRC" / unfetched.name))
+    assert gone["reason"].to_list() == [DANGLING_LINK]

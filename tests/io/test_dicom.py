@@ -460,6 +460,53 @@ def test_a_slice_not_fetched_rejects_the_folder_naming_it(tmp_path):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+def _split_with_a_linked_half(tmp_path: Path) -> Path:
+    """One 8-slice series over ``DICOM/0001`` and ``DICOM/0002``, the second half a link to
+    a folder kept elsewhere, as cohorts assembled from another store are."""
+    uid, paths = write_series(tmp_path / "whole", n=8)
+    for half, part in (("0001", paths[:4]), ("0002", paths[4:])):
+        (tmp_path / "store" / half).mkdir(parents=True)
+        for p in part:
+            p.rename(tmp_path / "store" / half / p.name)
+    (tmp_path / "subject" / "DICOM").mkdir(parents=True)
+    shutil.move(tmp_path / "store" / "0001", tmp_path / "subject" / "DICOM" / "0001")
+    (tmp_path / "subject" / "DICOM" / "0002").symlink_to(tmp_path / "store" / "0002",
+                                                         target_is_directory=True)
+    return tmp_path / "subject"
+
+
+def test_a_linked_subfolder_of_the_series_is_read(tmp_path):
+    """Path.rglob does not go into a linked folder: the volume came out 4 of its 8 slices,
+    one end cut off with no gap to show, "ok" and its note empty."""
+    subject = _split_with_a_linked_half(tmp_path)
+    image, info = read_dicom_series(subject)
+    assert info.n_slices == 8
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image)[7], hu_slice(700))
+    # a link back up the tree is walked once, not forever
+    (subject / "DICOM" / "0001" / "up").symlink_to(subject, target_is_directory=True)
+    assert read_dicom_series(subject)[1].n_slices == 8
+
+
+def test_a_subfolder_that_cannot_be_listed_rejects_the_folder_naming_it(tmp_path,
+                                                                        monkeypatch):
+    """rglob went past a folder it could not read without a word, and with it half the
+    series. (As root no mode stops a listing, so the refusal is the listing's own.)"""
+    import os
+
+    subject = _split_with_a_linked_half(tmp_path)
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if Path(path).name == "0002":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(DicomSeriesError, match=r"cannot list DICOM/0002: Permission denied"):
+        dicom_to_nifti(subject, tmp_path / "out.nii.gz")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 @pytest.mark.parametrize("syntax,stored", [("explicit", (2 * N, 2 * N)),
                                            ("implicit", (2 * N, 2 * N)),
                                            ("explicit", (N, N + N // 2))])
