@@ -42,6 +42,7 @@ from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.io.links import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,6 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _raise(err: OSError) -> None:
-    raise err  # os.walk skips a folder it cannot list: this subject's "cannot be read"
-
-
 def check_path(path: Path, kind: str) -> str | None:
     """Why ``path`` cannot be a ``kind`` input, or None when it looks right."""
     if not path.exists():
@@ -68,8 +65,9 @@ def check_path(path: Path, kind: str) -> str | None:
         if not path.is_dir():
             return "not a directory (a dicom modality is a folder of DICOM files)"
         # a PACS or NBIA export nests its series (P1/STUDY/SERIES/IM*.dcm), and the
-        # series reader searches the folder's whole tree
-        if not any(files for _, _, files in os.walk(path, onerror=_raise)):
+        # series reader searches the folder's whole tree, linked folders included (a
+        # series linked in from another store read as "no file")
+        if not any(walk_files(path)):
             return "no file in the folder or its subfolders"
         return None
     if kind == "image":  # an image file, or a folder of them (the subject's set)
@@ -100,10 +98,13 @@ def resolve_paths(
             paths.append(None)
             qc.append(QCRecord(sid, modality, ABSENT, f"no path in column {column!r}"))
             continue
-        p = Path(str(raw).strip()).expanduser()
-        p = Path(os.path.abspath(p if p.is_absolute() else root / p))
+        p = Path(str(raw).strip())
         try:
+            p = p.expanduser()  # "~nosuchuser/..." raised past every subject
+            p = Path(os.path.abspath(p if p.is_absolute() else root / p))
             reason = check_path(p, kind)
+        except RuntimeError as e:
+            reason = f"cannot be read: {e}"
         except OSError as e:  # a name too long, a folder it may not list: this subject's
             reason = f"cannot be read: {e.strerror or e}"
         except InputError as e:  # the image reader's word for a folder it may not list

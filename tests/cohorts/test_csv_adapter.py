@@ -427,17 +427,33 @@ def test_an_unreadable_csv_names_the_file(cohort, content, why):
 
 
 def test_a_path_that_cannot_be_checked_is_that_subjects_rejection(cohort):
-    """A 300-character file name stopped the whole build with a bare ``OSError``; a
-    symbolic link that loops was "file not found"."""
+    """A 300-character file name stopped the whole build with a bare ``OSError``, and so
+    did "~nosuchuser/..." with a ``RuntimeError``; a symbolic link that loops was "file not
+    found"."""
     (cohort / "data" / "loop.nii.gz").symlink_to(cohort / "data" / "loop.nii.gz")
     csv = cohort / "data" / "cohort.csv"
     csv.write_text(csv.read_text().replace("mri/p1.nii.gz,", "loop.nii.gz,", 1)
-                   .replace("mri/p2.png", "x" * 300 + ".nii.gz"))
+                   .replace("mri/p2.png", "x" * 300 + ".nii.gz")
+                   .replace("mri/p3.NRRD", "~nosuchuser_of_mmpipe/p3.nii.gz"))
     build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
     qc = {(r["subject_id"], r["modality"]): r for r in read_qc(cohort / "out").iter_rows(named=True)}
     assert qc[("007", "mri")]["reason"] == "a symbolic link to nothing (broken, or a loop)"
     assert qc[("p2", "mri")]["status"] == "rejected"
     assert qc[("p2", "mri")]["reason"].startswith("cannot be read: File name too long")
+    assert qc[("p3", "mri")]["status"] == "rejected"
+    assert qc[("p3", "mri")]["path"] == "~nosuchuser_of_mmpipe/p3.nii.gz"
+
+
+def test_a_dicom_folder_whose_series_is_linked_in_is_not_empty(cohort):
+    """The check that a DICOM folder holds a file did not go into linked folders: a series
+    linked in from another store was rejected as "no file in the folder"."""
+    kept = cohort / "store" / "series1"
+    kept.mkdir(parents=True)
+    (kept / "1.dcm").write_bytes(b"x")
+    (cohort / "data" / "ct" / "empty" / "series1").symlink_to(kept, target_is_directory=True)
+    df = build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+    assert df.filter(pl.col("subject_id") == "p4")["ct_path"].item() == str(
+        cohort / "data" / "ct" / "empty")
 
 
 def test_a_group_column_keeps_a_patients_subjects_in_one_part(tmp_path):
