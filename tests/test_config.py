@@ -90,7 +90,7 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(
         completeness={"rates": [0.0]}),
      r"scenarios.completeness: rates \[0.0\]: completeness: the share of complete "
-     r"subjects must be in \(0, 1\]"),
+     r"training subjects must be in \(0, 1\]"),
     # [wsi, wsi] counted as two modalities, and the mask made only wsi missing
     (lambda c: c["cohorts"]["demo"]["benchmark"]["scenarios"].update(
         completeness={"rates": [0.5], "modalities": ["wsi", "wsi"]}),

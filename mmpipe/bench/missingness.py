@@ -10,18 +10,24 @@ written once and read by every method, so all methods face the same missing entr
   modality per subject (MMARE thesis 5.3); rates 0.2 / 0.4 / 0.6 by default (config).
 
 - ``completeness`` (HAM, "No Modality Left Behind" 4.1): the value is the share of
-  subjects kept complete (1.0 / 0.75 / 0.5 / 0.25). Among the subjects that have every
-  modality of ``modalities`` (config; default all), exactly that share stays complete and
-  the others lose one of those modalities (``drop: one``, the paper's main setting) or
-  a uniform number 1..k−1 of them (``drop: many``), in train, val and test alike.
+  training subjects kept complete (1.0 / 0.75 / 0.5 / 0.25; the paper's "trained on a
+  dataset with 25 % completeness", 75 % of the training data missing modalities). Among
+  the training subjects that have every modality of ``modalities`` (config; default
+  all), exactly that share stays complete and the others lose one of those modalities
+  (``drop: one``, the paper's main setting) or a uniform number 1..k−1 of them (``drop:
+  many``); the validation split is drawn the same way on its own (model selection sees
+  data as incomplete as training's), and the test split is left as it is, so the subset
+  evaluation of HAM's table 2 takes every subset from the test subjects that have it.
+  (Until this version the level was drawn over train, val and test together: the test
+  split lost modalities too, and the training split met the level only on average.)
 - ``testmiss`` (bidirectional distillation's protocol): training and validation as they
   are; in the test split, exactly that share of the subjects having ``modality`` lose
   it (0 / 0.5 / 0.8 in the paper). Subjects for whom it is the only modality keep it
   (counted in the log).
 
 A scenario is a function ``(present, value, seed, **context) -> mask``; the context
-holds the cohort's column names (``cohort_modalities``), the ``test`` rows of the seed's
-split, and the scenario's options from the config.
+holds the cohort's column names (``cohort_modalities``), the seed's split (``parts``: each
+row's part, and its ``test`` rows), and the scenario's options from the config.
 
 Subset evaluation (HAM table 2): a trained model is also evaluated on every non-empty
 modality subset of the test set (:func:`modality_subsets`, :func:`subset_mask`).
@@ -155,7 +161,7 @@ def mcar_mask(present: np.ndarray, rate: float, seed: int, *, calibrate: bool = 
 RATE_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
     "natural": (0.0, 0.0, True, True, "no rate: natural missingness is the data's"),
     "mcar": (0.0, 1.0, True, False, "the share of present entries removed"),
-    "completeness": (0.0, 1.0, False, True, "the share of complete subjects"),
+    "completeness": (0.0, 1.0, False, True, "the share of complete training subjects"),
     "testmiss": (0.0, 1.0, True, True, "the share of test subjects losing the modality"),
 }
 
@@ -196,28 +202,40 @@ def natural_mask(present: np.ndarray, rate: float = 0.0, seed: int = 0, **_) -> 
     return _check_present(present).copy()
 
 
+# the parts of a split a completeness level is drawn in, each on its own
+COMPLETENESS_PARTS = ("train", "val")
+
+
 def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
                       cohort_modalities: Sequence[str],
+                      parts: np.ndarray | None = None,
                       modalities: Sequence[str] | None = None,
                       drop: str = "one", scored: np.ndarray | None = None,
                       **_) -> np.ndarray:
-    """HAM's completeness level: ``complete`` is the share of subjects left complete,
-    among the ``scored`` ones (see :func:`mcar_mask`; the others are left as they are)."""
+    """HAM's completeness level: ``complete`` is the share of the complete subjects left
+    complete in the training split, and in the validation split on its own, among the
+    ``scored`` ones (see :func:`mcar_mask`); the test split and the rows in no split are
+    left as they are. ``parts``: each row's part of the seed's split."""
     present = _check_present(present)
     if (why := rate_problem("completeness", complete)) is not None:
         raise ConfigError(why)
     if drop not in ("one", "many"):
         raise ConfigError(f"completeness: drop must be 'one' or 'many', got {drop!r}")
     cols = scenario_columns("completeness", cohort_modalities, modalities)
+    if parts is None:
+        raise ValueError("completeness needs each row's part of the seed's split")
+    parts = np.asarray(parts)
     rng = np.random.default_rng([_COMPLETENESS_STREAM, int(seed)])
-    eligible = np.flatnonzero(present[:, cols].all(axis=1) & _scored_rows(present, scored))
-    n_drop = int(round((1 - complete) * len(eligible)))
+    complete_rows = present[:, cols].all(axis=1) & _scored_rows(present, scored)
     mask = present.copy()
-    for row in rng.permutation(eligible)[:n_drop]:
-        k = 1 if drop == "one" else int(rng.integers(1, len(cols)))
-        mask[row, rng.choice(cols, size=k, replace=False)] = False
-    log.info("completeness %.2f seed %d: %d of %d complete subjects made incomplete (drop %s)",
-             complete, seed, n_drop, len(eligible), drop)
+    for part in COMPLETENESS_PARTS:
+        eligible = np.flatnonzero(complete_rows & (parts == part))
+        n_drop = int(round((1 - complete) * len(eligible)))
+        for row in rng.permutation(eligible)[:n_drop]:
+            k = 1 if drop == "one" else int(rng.integers(1, len(cols)))
+            mask[row, rng.choice(cols, size=k, replace=False)] = False
+        log.info("completeness %.2f seed %d: %d of %d complete %s subjects made incomplete "
+                 "(drop %s)", complete, seed, n_drop, len(eligible), part, drop)
     return mask
 
 
@@ -264,7 +282,7 @@ SCENARIO_OPTIONS: dict[str, tuple[str, ...]] = {
     "natural": (), "mcar": (), "completeness": ("modalities", "drop"), "testmiss": ("modality",),
 }
 # scenarios whose mask depends on the seed's split
-NEEDS_SPLIT = ("testmiss",)
+NEEDS_SPLIT = ("completeness", "testmiss")
 # scenarios that leave the training and validation splits as ``natural`` leaves them:
 # their cells train the natural cell's model (mmpipe.bench.shared_fits)
 TEST_SPLIT_ONLY = ("testmiss",)
@@ -325,21 +343,22 @@ def align_mask(subject_ids: Sequence[str], mask: np.ndarray, modalities: Sequenc
 
 def realised_rate(scenario: str, present: np.ndarray, mask: np.ndarray, *,
                   cohort_modalities: Sequence[str], scored: np.ndarray | None = None,
-                  test: np.ndarray | None = None, modalities: Sequence[str] | None = None,
+                  test: np.ndarray | None = None, parts: np.ndarray | None = None,
+                  modalities: Sequence[str] | None = None,
                   modality: str | None = None, **_) -> tuple[float | None, int] | None:
     """The value a scenario's rate names, as ``mask`` realised it, and how many units it
     is a share of (it is met to within one of them): MCAR's share of the ``scored``
     subjects' present entries removed; completeness's share of the complete scored
-    subjects kept complete; testmiss's share of the test subjects having ``modality``
-    that lost it. None for ``natural``. MCAR and testmiss can fall short (a subject
-    keeps one modality); the report says so."""
+    training subjects (``parts``) kept complete; testmiss's share of the test subjects
+    having ``modality`` that lost it. None for ``natural``. MCAR and testmiss can fall
+    short (a subject keeps one modality); the report says so."""
     rows = _scored_rows(present, scored)
     if scenario == "mcar":
         n = int(present[rows].sum())
         met = n - int((present & mask)[rows].sum())
-    elif scenario == "completeness":
+    elif scenario == "completeness" and parts is not None:
         cols = scenario_columns(scenario, cohort_modalities, modalities)
-        eligible = present[:, cols].all(axis=1) & rows
+        eligible = present[:, cols].all(axis=1) & rows & (np.asarray(parts) == "train")
         n, met = int(eligible.sum()), int((eligible & mask[:, cols].all(axis=1)).sum())
     elif scenario == "testmiss" and test is not None and modality is not None:
         (col,) = scenario_columns(scenario, cohort_modalities, [modality])

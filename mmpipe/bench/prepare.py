@@ -68,16 +68,17 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     """The scenario's presence mask over every cohort modality (natural availability
     AND the scenario's removals); stage-2 runs AND it with their stores' presence.
     ``options`` are the scenario's config options; ``split_path`` the seed's split, for
-    scenarios that act on the test split only; ``label`` the benchmark's label: a rate
+    scenarios that treat its parts apart (:data:`NEEDS_SPLIT`); ``label`` the benchmark's label: a rate
     is met on the subjects that have it (the others are in no split)."""
     manifest, _, presence, modalities = _presence(Path(cohort_dir))
     scored = None if label is None else manifest[label].is_not_null().to_numpy()
     present = presence.select(modalities).to_numpy().astype(bool)
-    test = None
+    test = parts = None
     if split_path is not None:
         split = read_split(split_path)
         where = dict(zip(split["subject_id"], split["split"], strict=True))
-        test = np.array([where.get(s) == "test" for s in presence["subject_id"]], dtype=bool)
+        parts = np.array([where.get(s) or "" for s in presence["subject_id"]])
+        test = parts == "test"
     elif scenario in NEEDS_SPLIT:
         raise ValueError(f"scenario {scenario!r} needs the seed's split")
     # drawn in subject-ID order, as the split is: a reordered source table must not redraw
@@ -87,11 +88,12 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
     drawn = scenario_mask(present[order], scenario, rate, seed, cohort_modalities=modalities,
                           test=None if test is None else test[order],
+                          parts=None if parts is None else parts[order],
                           scored=None if scored is None else scored[order], **(options or {}))
     mask = np.empty_like(drawn)
     mask[order] = drawn
     realised = realised_rate(scenario, present, mask, cohort_modalities=modalities,
-                             scored=scored, test=test, **(options or {}))
+                             scored=scored, test=test, parts=parts, **(options or {}))
     write_mask(ids, mask, modalities, out,
                record=removal_record(present, mask, scored, realised, options))
     return mask

@@ -153,7 +153,7 @@ def _whole(df: pl.DataFrame, metric: str) -> set[str] | None:
 _RATE_AXES = {
     "mcar": ("MCAR: share of present entries removed", True),
     "testmiss": ("share of the test subjects with the modality that lose it (BD)", True),
-    "completeness": ("share of complete subjects kept complete (HAM)", False),
+    "completeness": ("share of complete training subjects kept complete (HAM)", False),
 }
 
 

@@ -517,7 +517,7 @@ def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:
 
     spread = "" if pct(lo) == pct(hi) else f" ({pct(lo)}–{pct(hi)} across seeds)"
     what = {"mcar": "removed {} of the labelled subjects' present entries",
-            "completeness": "kept {} of the complete subjects complete",
+            "completeness": "kept {} of the complete training subjects complete",
             "testmiss": "took the modality from {} of the test subjects having it"
             }.get(scenario, "realised {}")
     # the rate asked as the group's heading prints it (tables.group_label)

@@ -62,7 +62,8 @@ def group_label(scenario: str, rate: float | None) -> str:
         # (a subject with one modality loses none), not this one (mcar_mask)
         return f"MCAR: {rate * 100:g} % of present entries removed"
     if scenario == "completeness":
-        return f"Completeness: {rate * 100:g} % of complete subjects kept complete (HAM)"
+        return (f"Completeness: {rate * 100:g} % of the complete training subjects kept "
+                "complete (HAM)")
     if scenario == "testmiss":
         return (f"Missing at test time: {rate * 100:g} % of the test subjects with the "
                 "modality lose it (BD)")

@@ -45,7 +45,8 @@ def test_splits_and_masks_do_not_depend_on_the_config_order_of_modalities(tmp_pa
                                     ("completeness", 0.5, {"modalities": ["wsi", "ct"]})):
         masks = []
         for lay in layouts:
-            make_mask(lay.root, scenario, rate, 3, lay.mask(scenario, rate, 3), options=options)
+            make_mask(lay.root, scenario, rate, 3, lay.mask(scenario, rate, 3), options=options,
+                      split_path=lay.split(3))
             ids, mask, modalities = read_mask(lay.mask(scenario, rate, 3))
             masks.append({m: mask[:, j] for j, m in enumerate(modalities)})
         assert masks[0].keys() == masks[1].keys()
@@ -135,10 +136,13 @@ def test_masks_do_not_depend_on_the_order_of_the_source_rows(tmp_path, base):
     lays = [build(tmp_path / name, with_cohort(base, csv_cohort_config(
         write_csv(tmp_path / f"{name}.csv", order), mods)))
         for name, order in (("asc", rows), ("desc", rows[::-1]))]
+    for lay in lays:
+        make_split(lay.root, "y", 3, (0.6, 0.2, 0.2), lay.split(3))
     for scenario, rate in (("mcar", 0.4), ("completeness", 0.5)):
         by_subject = []
         for lay in lays:
-            make_mask(lay.root, scenario, rate, 3, lay.mask(scenario, rate, 3), label="y")
+            make_mask(lay.root, scenario, rate, 3, lay.mask(scenario, rate, 3), label="y",
+                      split_path=lay.split(3))
             ids, mask, _ = read_mask(lay.mask(scenario, rate, 3))
             by_subject.append(dict(zip(ids, map(tuple, mask), strict=True)))
         assert by_subject[0] == by_subject[1], scenario
