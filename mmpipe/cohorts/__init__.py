@@ -72,6 +72,8 @@ _FOLDER_OPTIONS = ("brain_masks", "slides")
 # files the OS or an editor leaves beside a download (Excel's lock file while a table is
 # open): no download, listed or not
 _NOT_DOWNLOADS = ("Thumbs.db", "desktop.ini")
+# the listing's mark of a file that is a link to nothing (a download's file not fetched)
+_NOT_FETCHED = b"not fetched"
 
 __all__ = ["ADAPTERS", "adapter_config", "build_manifest", "download_listing",
            "modality_presence", "read_manifest", "read_qc", "source_tables"]
@@ -115,7 +117,9 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     outside ``root`` (IXI's brain masks) are listed too. Hidden entries (``.DS_Store``, a
     ``.snakemake`` folder), the OS's and editors' files (``Thumbs.db``, Excel's ``~$``
     lock files) and the folders in ``skip`` (the workflow's results, when they lie under
-    ``root``) are left out; symlinked folders are followed once each. One walk of the
+    ``root``) are left out; symlinked folders are followed once each. A file that is a
+    link to nothing (not fetched) is listed as such, so fetching it rebuilds the manifest
+    that rejected it. One walk of the
     download each time Snakemake plans, as the stage-1 jobs' file stamps walk every
     DICOM folder of the manifest."""
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
@@ -161,7 +165,12 @@ def _list_folder(top: Path, left_out: set[str], seen: set[str], digest) -> None:
         rel = os.path.relpath(folder, top)
         for entry in (*listed, *sorted(f for f in files if _listed(f))):
             # os.fsencode: a file name that is not UTF-8 comes back as the bytes it was
-            digest.update(os.fsencode(os.path.join(rel, entry)) + b"\0")
+            name = os.fsencode(os.path.join(rel, entry))
+            # a link to nothing is listed as one: fetched later (datalad get), it keeps its
+            # name, and the manifest that rejected it was never rebuilt
+            if not entry.endswith("/") and not os.path.exists(os.path.join(folder, entry)):
+                name += b"\0" + _NOT_FETCHED
+            digest.update(name + b"\0")
 
 
 def adapter_config(cfg: dict, cohort: str) -> dict:

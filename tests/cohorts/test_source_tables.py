@@ -161,3 +161,23 @@ def test_a_folder_an_option_names_outside_root_is_listed(tmp_path):
     first = download_listing(cohort, tmp_path)
     (masks / "IXI002-Guys-0828-T1_mask.nii.gz").write_bytes(b"mask")
     assert download_listing(cohort, tmp_path) != first
+
+
+def test_a_file_fetched_later_changes_the_listing(tmp_path):
+    """A DataLad or git-annex file not fetched is a link to nothing, which the manifest
+    rejects; ``datalad get`` keeps its name, so the listing of names stayed the same and
+    the subject stayed rejected until ``--forcerun manifest``."""
+    import os
+
+    from mmpipe.cohorts import download_listing
+
+    root = tmp_path / "IXI"
+    (root / "IXI-T1").mkdir(parents=True)
+    t1 = root / "IXI-T1" / "IXI002-Guys-0828-T1.nii.gz"
+    annexed = tmp_path / "annex" / "objects" / "key"
+    os.symlink(annexed, t1)
+    cohort = {"adapter": "ixi", "root": "IXI"}
+    not_fetched = download_listing(cohort, tmp_path)
+    annexed.parent.mkdir(parents=True)
+    annexed.write_bytes(b"t1")  # datalad get: the object arrives, the link stays
+    assert download_listing(cohort, tmp_path) != not_fetched
