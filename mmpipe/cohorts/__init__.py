@@ -151,7 +151,22 @@ def _listed(name: str) -> bool:
 
 
 def _list_folder(top: Path, left_out: set[str], seen: set[str], digest) -> None:
-    for folder, dirs, files in os.walk(top, followlinks=True):
+    """Top-down, each folder's subfolders (``name/``) then its files, in name order, as
+    ``os.walk`` lists them; by ``os.scandir`` so that a file's entry says whether it is a
+    link without a stat, and only links are checked for a target."""
+    def visit(folder: str) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            return  # as os.walk: a folder it cannot list adds nothing
+        dirs, files = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
         listed, descend = [], []
         for d in sorted(dirs):
             real = os.path.realpath(os.path.join(folder, d))
@@ -161,16 +176,20 @@ def _list_folder(top: Path, left_out: set[str], seen: set[str], digest) -> None:
             if real not in seen:  # a symlink to a folder listed already: its name only
                 seen.add(real)
                 descend.append(d)
-        dirs[:] = descend  # os.walk goes into these only, in this order
+        links = {e.name for e in entries if e.is_symlink()}
         rel = os.path.relpath(folder, top)
-        for entry in (*listed, *sorted(f for f in files if _listed(f))):
+        for name in (*listed, *sorted(f for f in files if _listed(f))):
             # os.fsencode: a file name that is not UTF-8 comes back as the bytes it was
-            name = os.fsencode(os.path.join(rel, entry))
+            line = os.fsencode(os.path.join(rel, name))
             # a link to nothing is listed as one: fetched later (datalad get), it keeps its
             # name, and the manifest that rejected it was never rebuilt
-            if not entry.endswith("/") and not os.path.exists(os.path.join(folder, entry)):
-                name += b"\0" + _NOT_FETCHED
-            digest.update(name + b"\0")
+            if name in links and not os.path.exists(os.path.join(folder, name)):
+                line += b"\0" + _NOT_FETCHED
+            digest.update(line + b"\0")
+        for d in descend:
+            visit(os.path.join(folder, d))
+
+    visit(str(top))
 
 
 def adapter_config(cfg: dict, cohort: str) -> dict:
