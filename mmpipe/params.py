@@ -44,8 +44,8 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     keep = {k: v for k, v in c.items() if k not in NOT_READ_BY_THE_MANIFEST}
     adapter = ADAPTERS[c["adapter"]].__module__
     # a dataset's image folders: what a download adds rebuilds the manifest (only where
-    # there is one to walk, so that the demo's and a CSV cohort's parameters stay as
-    # they were)
+    # there is one to walk, so that the demo's parameters stay as they were), and a CSV
+    # cohort's paths that name nothing (none: its parameters stay as they were)
     download = download_listing(c, skip=[cfg["results"]])
     return canonical({**keep, "modalities": mods,
                       **({"download": download} if download is not None else {}),

@@ -108,7 +108,9 @@ def _download_root(cohort_cfg: dict, base_dir: Path) -> Path | None:
 def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
                      skip: Iterable[str | Path] = ()) -> str | None:
     """SHA-256 of the names of every file and folder under a dataset adapter's ``root``
-    (None for the ``csv`` and ``demo`` adapters, whose inputs say it all): a parameter of
+    (for the ``csv`` adapter, of the paths its CSV names that do not exist, None when all
+    do: :func:`mmpipe.cohorts.csv_adapter.paths_not_found`; None for the ``demo``
+    adapter, whose input says it all): a parameter of
     the ``manifest`` job, so that a download added (new subjects, a modality fetched
     later, BreakHis's folders that hold its labels) rebuilds the manifest, and the jobs
     after it rerun by the digests of what changed for them. Names only, not times: a
@@ -123,6 +125,10 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     download each time Snakemake plans, as the stage-1 jobs' file stamps walk every
     DICOM folder of the manifest."""
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
+    if cohort_cfg["adapter"] == "csv":
+        missing = csv_adapter.paths_not_found(cohort_cfg, base_dir)
+        return (hashlib.sha256("\0".join(missing).encode()).hexdigest() if missing
+                else None)
     root = _download_root(cohort_cfg, base_dir)
     if root is None:
         return None

@@ -87,6 +87,42 @@ def check_path(path: Path, kind: str) -> str | None:
     return None
 
 
+def cell_path(raw: str, root: Path) -> Path:
+    """The absolute path a CSV cell names (``~`` expanded, relative to ``root``, the CSV's
+    folder); a ``RuntimeError`` for ``~user`` of no such user."""
+    p = Path(str(raw).strip()).expanduser()
+    return Path(os.path.abspath(p if p.is_absolute() else root / p))
+
+
+def paths_not_found(cohort_cfg: dict, base_dir: Path) -> list[str]:
+    """The path cells of the cohort's CSV that name nothing now, as ``column: cell``
+    (none where the CSV cannot be read: the manifest job says why). The manifest's inputs
+    are the CSV and its split files: a file it rejected as "file not found" and copied in
+    later changed neither, and the subject stayed rejected
+    (:func:`mmpipe.cohorts.download_listing` lists these)."""
+    columns = [spec["column"] for spec in (cohort_cfg.get("modalities") or {}).values()
+               if isinstance(spec, dict) and spec.get("kind") != "table" and spec.get("column")]
+    try:
+        csv_path = config_path(cohort_cfg["csv"], base_dir)
+        frame = read_source_csv(csv_path, all_text=True)
+    except (KeyError, OSError, InputError):
+        return []
+    missing = []
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        for raw in frame[column].to_list():
+            if raw is None or not raw.strip():
+                continue
+            try:
+                found = os.path.exists(cell_path(raw, csv_path.parent))
+            except (RuntimeError, OSError, ValueError):
+                continue  # the manifest's own check says why
+            if not found:
+                missing.append(f"{column}: {raw}")
+    return sorted(missing)
+
+
 def resolve_paths(
     frame: pl.DataFrame, modality: str, kind: str, column: str, root: Path
 ) -> tuple[list[str | None], list[QCRecord]]:
@@ -100,8 +136,7 @@ def resolve_paths(
             continue
         p = Path(str(raw).strip())
         try:
-            p = p.expanduser()  # "~nosuchuser/..." raised past every subject
-            p = Path(os.path.abspath(p if p.is_absolute() else root / p))
+            p = cell_path(raw, root)  # "~nosuchuser/..." raised past every subject
             reason = check_path(p, kind)
         except RuntimeError as e:
             reason = f"cannot be read: {e}"

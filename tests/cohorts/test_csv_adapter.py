@@ -512,3 +512,19 @@ def test_an_image_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_pa
     assert paths == [str(tmp_path / "ok"), None]
     assert [(r.subject_id, r.status, r.reason) for r in qc] == [
         ("B", "rejected", "cannot list the folder: Permission denied")]
+
+
+def test_a_file_copied_in_after_the_build_changes_the_listing(cohort):
+    """The manifest's inputs are the CSV and its split files: a path rejected as "file
+    not found" and copied in later changed neither, and the subject stayed rejected. The
+    listing of the paths that name nothing is a parameter of the manifest job."""
+    from mmpipe.cohorts import download_listing
+
+    before = download_listing(_cfg(), cohort)
+    assert before is not None  # p2's ct/missing names nothing
+    (cohort / "data" / "ct" / "missing").mkdir()
+    (cohort / "data" / "ct" / "missing" / "1.dcm").write_bytes(b"x")
+    # every path found: no listing, the parameters a complete cohort always had
+    assert download_listing(_cfg(), cohort) is None
+    (cohort / "data" / "mri" / "p3.NRRD").unlink()
+    assert download_listing(_cfg(), cohort) not in (None, before)
