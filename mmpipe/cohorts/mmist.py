@@ -119,6 +119,21 @@ def read_chosen(root: Path, modality: str) -> pl.DataFrame:
     return chosen
 
 
+def patients_not_in_the_table(root: Path, modality: str, listed: list[str],
+                              cohort_ids: set[str]) -> list[QCRecord]:
+    """A skipped QC row, and a warning, for each patient whose chosen exam the release's
+    file lists but the clinical table does not hold: a patient spelt otherwise there
+    (c3l-00766) has an exam that counts for nobody, and the patient reads "no exam"."""
+    outside = sorted(set(listed) - cohort_ids)
+    if outside:
+        log.warning("%s: %d patient(s) in %s are not in %s and are ignored: %s", modality,
+                    len(outside), SOURCES[modality].chosen, CLINICAL_CSV, outside[:10])
+    return [QCRecord(ALL_SUBJECTS, modality, SKIPPED,
+                     f"{SOURCES[modality].chosen} lists patient {pid!r}, who is not in "
+                     f"{CLINICAL_CSV}: its exam is used for nobody",
+                     str(root / SOURCES[modality].chosen)) for pid in outside]
+
+
 def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     """case_id, chosen_exam, file (the mapped feature path, str) or reason (why none)."""
     src = SOURCES[modality]
@@ -211,16 +226,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         if spec.is_table:
             continue
         mapped = chosen_files(root, name)
-        outside = sorted(set(mapped[ID_COLUMN].to_list()) - cohort_ids)
-        if outside:
-            # a patient of the table spelt otherwise here (c3l-00766): its exam counts for
-            # nobody, and the patient reads "no exam"; the QC says which rows went unused
-            log.warning("%s: %d patient(s) in %s are not in %s and are ignored: %s", name,
-                        len(outside), SOURCES[name].chosen, CLINICAL_CSV, outside[:10])
-            source_qc += [QCRecord(ALL_SUBJECTS, name, SKIPPED,
-                                   f"{SOURCES[name].chosen} lists patient {pid!r}, who is not "
-                                   f"in {CLINICAL_CSV}: its exam is used for nobody",
-                                   str(root / SOURCES[name].chosen)) for pid in outside]
+        source_qc += patients_not_in_the_table(root, name, mapped[ID_COLUMN].to_list(),
+                                               cohort_ids)
         by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
         paths: list[str | None] = []
         for sid in ids:

@@ -48,6 +48,7 @@ from mmpipe.cohorts.mmist import (
     CLINICAL_CSV,
     ID_COLUMN,
     clinical_frame,
+    patients_not_in_the_table,
     read_chosen,
 )
 from mmpipe.errors import InputError
@@ -96,10 +97,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         slides = slide_index(folder)
 
     qc: list[QCRecord] = []
+    source_qc: list[QCRecord] = []
     for name, spec in specs.items():
         if spec.is_table:
             continue
         chosen = read_chosen(root, name)
+        # a patient spelt otherwise there read "no exam", as missing by nature, silently
+        source_qc += patients_not_in_the_table(root, name, chosen[ID_COLUMN].to_list(),
+                                               set(ids))
         exam = dict(zip(chosen[ID_COLUMN], chosen["chosen_exam"], strict=True))
         paths: list[str | None] = []
         for sid in ids:
@@ -110,7 +115,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(root / CLINICAL_CSV), root=str(root),
-                         extra_columns=[AUTHORS_SPLIT])
+                         extra_columns=[AUTHORS_SPLIT], source_qc=source_qc)
 
 
 def _where(modality: str, exam: str | None, root: Path) -> str | None:

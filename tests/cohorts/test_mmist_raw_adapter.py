@@ -151,3 +151,20 @@ def test_slides_in_a_linked_folder_are_found_and_one_not_fetched_is_named(tmp_pa
     assert all("/TCGA-KIRC/" in p for p in found)
     gone = qc.filter(pl.col("path") == str(root / "Pathology" / "TCGA-KIRC" / unfetched.name))
     assert gone["reason"].to_list() == [DANGLING_LINK]
+
+
+def test_a_chosen_exam_of_a_patient_spelt_otherwise_is_said(tmp_path):
+    """CT_patientfiles.csv naming a patient the clinical table spells otherwise gave the
+    patient "no ct exam" (missing by nature to the benchmark) with no word: the features
+    adapter said it, this one did not."""
+    root = tmp_path / "raw"
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    case = next(c for c in plan.ct if c != plan.missing_ct_series)
+    table = root / "CT_patientfiles.csv"
+    table.write_text(table.read_text().replace(f"{case},", f"{case.lower()},"))
+    build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    said = qc.filter((pl.col("modality") == "ct") & (pl.col("status") == "skipped"))
+    assert said["reason"].to_list() == [
+        f"CT_patientfiles.csv lists patient {case.lower()!r}, who is not in "
+        "clinical+genomic_split.csv: its exam is used for nobody"]
