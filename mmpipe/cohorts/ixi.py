@@ -348,8 +348,12 @@ def _field_column(values: list[Any]) -> list[Any]:
 
 
 def _text(value: Any) -> str:
-    """A spreadsheet value as the sheet shows it: xlrd reads every number as a float."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A spreadsheet value as text: xlrd reads every number as a float, so a whole one is
+    written as an integer (2.0 as "2") and any other with every digit it has (``:g`` kept
+    six: 45.123456789 read back as 45.1235, 1234567 as 1234570)."""
+    if not isinstance(value, float):
+        return str(value)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _code(value: Any) -> int | None:

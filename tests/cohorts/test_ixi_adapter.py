@@ -257,3 +257,12 @@ def test_a_sequence_extracted_one_folder_too_deep_is_named_not_missing(ixi, tmp_
     skipped = read_qc(tmp_path / "b").filter(pl.col("path") == str(t2 / "IXI-T2"))
     assert skipped["status"].to_list() == ["skipped"]
     assert skipped["reason"][0].startswith("a folder in IXI-T2/ (its files are not read")
+
+
+def test_a_field_with_text_keeps_every_digit_of_its_numbers():
+    """A field with one text cell is written as text; its numbers went through ``:g``,
+    six significant digits, and were read back as other numbers."""
+    from mmpipe.cohorts.ixi import _field_column
+
+    assert _field_column([45.123456789, 1234567.0, 2.0, "n/k", None]) == [
+        "45.123456789", "1234567", "2", "n/k", None]
