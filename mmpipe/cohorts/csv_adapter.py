@@ -42,7 +42,7 @@ from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.io.links import walk_files
+from mmpipe.io.walk import walk_files
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from mmpipe.cohorts.mmist import (
     read_chosen,
 )
 from mmpipe.errors import InputError
-from mmpipe.io.links import walk_files
+from mmpipe.io.walk import walk_files
 
 log = logging.getLogger(__name__)
 

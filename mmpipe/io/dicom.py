@@ -57,7 +57,8 @@ import numpy as np
 from mmpipe.errors import ConfigError, DicomSeriesError
 from mmpipe.fsutil import tmp_keeping_suffix
 from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
-from mmpipe.io.links import DANGLING_LINK, walk_files
+from mmpipe.io.links import DANGLING_LINK
+from mmpipe.io.walk import walk_files
 from mmpipe.io.written import check_nifti_written
 
 log = logging.getLogger(__name__)

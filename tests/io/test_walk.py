@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mmpipe.io.links import walk_files
+from mmpipe.io.walk import walk_files
 
 
 def test_linked_folders_are_walked_once_and_links_to_nothing_are_named(tmp_path):
