@@ -28,6 +28,9 @@ onstart:
     from mmpipe.fsutil import sweep_debris
 
     sweep_debris(RESULTS)
+    # each report is marked until this run ends and finds it agrees with its runs: killed,
+    # Snakemake runs no handler, after it may have removed a run's outputs
+    mark_reports_under_way()
 
 
 onerror:

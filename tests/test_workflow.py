@@ -22,6 +22,7 @@ from tests.conftest import (
     REPO,
     jobs_of,
     mask_mri_t1_by_totalsegmentator,
+    snakemake_cmd,
     snakemake_in,
     write_demo_config,
 )
@@ -124,6 +125,40 @@ def test_a_failed_rerun_marks_the_report_it_leaves_stale(demo_run, tmp_path):
     assert "/runs/all/mmare/" in (report / "STALE.md").read_text()
     assert (report / "results.md").read_text().startswith("**Stale report.**")
     write_demo_config(workdir)
+    run = snakemake_in(workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert not (report / "STALE.md").exists()
+    assert (report / "results.md").read_text().startswith("# Results: demo")
+
+
+def test_a_killed_snakemake_leaves_the_report_marked(demo_run, tmp_path):
+    """Killed, Snakemake runs neither onerror nor onsuccess, after it may have removed a
+    run's outputs: the report of the runs before read as finished. The mark onstart
+    writes stays; the next run that ends with the report agreeing removes it."""
+    import signal
+    import subprocess
+    import time
+
+    workdir = tmp_path / "killed"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    report = workdir / "results" / "demo" / "report"
+    write_demo_config(workdir, mmare_overrides={"dropout": 0.2})
+    proc = subprocess.Popen(snakemake_cmd(workdir, "--cores", "1"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (report / "STALE.md").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "onstart never marked the report"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed, unmarked"
+    assert "has not finished" in (report / "STALE.md").read_text()
+    assert (report / "results.md").read_text().startswith("**Stale report.**")
+    run = snakemake_in(workdir, "--unlock")
+    assert run.returncode == 0, run.stderr[-4000:]
     run = snakemake_in(workdir)
     assert run.returncode == 0, run.stderr[-4000:]
     assert not (report / "STALE.md").exists()

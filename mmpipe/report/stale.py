@@ -7,9 +7,13 @@ gone, and nothing in it says so; nor does a run that retrains and stops short of
 report (a target, ``--until``). The Snakefile's ``onerror`` and ``onsuccess`` handlers
 call :func:`mark_stale_report` for each cohort it trains: a report some of whose training
 outputs are missing gets a ``STALE.md`` naming them, and its ``results.md``, the page
-read first, opens with the same warning. The next run that rebuilds the report replaces
-the whole folder, marks included. Kept apart from the report's own modules, so that
-the report job's code key does not move with it.
+read first, opens with the same warning; a report whose runs all agree with it loses
+any mark. Neither handler runs when Snakemake itself is killed (SIGKILL, out of memory,
+a lost login session, a time limit), which can happen after it removed a run's outputs:
+so ``onstart`` marks each report first (:func:`mark_under_way`), and the handlers leave
+the mark only where the runs no longer agree. The next run that rebuilds the report
+replaces the whole folder, marks included. Kept apart from the report's own modules, so
+that the report job's code key does not move with it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ _BANNER = "**Stale report.**"
 
 
 FAILED = "a later run of the workflow failed before it rebuilt the report"
+UNDER_WAY = ("a later run of the workflow started and has not finished; if it is no "
+             "longer running, it was stopped (killed, out of memory or time) and may have "
+             "removed or retrained runs this report describes")
 NOT_REBUILT = ("a later run of the workflow (a target, `--until` or `--omit-from` short of "
                "the report) trained again and did not rebuild the report")
 
@@ -33,10 +40,45 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     """Mark ``report_dir`` stale when some of ``runs`` (the training outputs the report
     is built from) are not on disk, or were written after it (a run trained again, then
     another job failed before the report was rebuilt); return those (empty: the report
-    is left as it is). A report marked before gets the banner of now, not a second one."""
+    agrees with its runs and loses any mark). A report marked before gets the banner of
+    now, not a second one."""
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return []
+    found = _disagreements(report_dir, runs)
+    if not found:
+        _unmark(report_dir)  # the mark of a run under way (mark_under_way), or of before
+        return []
+    missing, newer = found
+    found_text = []
+    if missing:
+        found_text.append(f"{len(missing)} of the {len(runs)} training runs this report is "
+                          f"built from are not on disk (first: `{missing[0]}`)")
+    if newer:
+        found_text.append(f"{len(newer)} of them were trained again after it (first: "
+                          f"`{newer[0]}`)")
+    listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
+                     for title, rs in (("Missing", missing), ("Trained again", newer)) if rs)
+    _mark(report_dir, f"{'; '.join(found_text)}: {cause}, so its figures describe runs that "
+                      "are gone, older than the config or trained again since", listed)
+    return missing + newer
+
+
+def mark_under_way(report_dir: str | Path) -> bool:
+    """Mark an existing report before a run of the workflow starts (the Snakefile's
+    ``onstart``): if Snakemake is killed, the mark stays, where ``onerror`` would have
+    written one. Returns whether there was a report to mark."""
+    report_dir = Path(report_dir)
+    if not (report_dir / "results.md").is_file():
+        return False
+    _mark(report_dir, f"{UNDER_WAY}, so its figures may describe runs that are gone or "
+                      "older than the config", "")
+    return True
+
+
+def _disagreements(report_dir: Path, runs: Sequence[str | Path]
+                   ) -> tuple[list[str], list[str]] | None:
+    """The runs not on disk and those written after the report; None when all agree."""
     built = _built_at(report_dir)
     missing, newer = [], []
     for run in runs:
@@ -47,30 +89,34 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
             continue
         if built is not None and written > built:
             newer.append(str(run))
-    if not missing and not newer:
-        return []
-    found = []
-    if missing:
-        found.append(f"{len(missing)} of the {len(runs)} training runs this report is built "
-                     f"from are not on disk (first: `{missing[0]}`)")
-    if newer:
-        found.append(f"{len(newer)} of them were trained again after it (first: "
-                     f"`{newer[0]}`)")
-    note = (f"{_BANNER} {'; '.join(found)}: {cause}, so its figures describe runs that are "
-            f"gone, older than the config or trained again since. Run the workflow again to "
-            f"rebuild it.\n")
-    listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
-                     for title, rs in (("Missing", missing), ("Trained again", newer)) if rs)
+    return (missing, newer) if missing or newer else None
+
+
+def _mark(report_dir: Path, why: str, listed: str) -> None:
+    """``STALE.md`` and the banner of ``results.md``, replacing an earlier mark's."""
+    note = f"{_BANNER} {why}. Run the workflow again to rebuild it.\n"
     with atomic_file(report_dir / STALE_FILE) as tmp:
         tmp.write_text(note + listed)
     results = report_dir / "results.md"
     if results.is_file():
-        text = results.read_text()
-        if text.startswith(_BANNER):  # marked by an earlier failed run: today's counts
-            text = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+        text = _unbannered(results.read_text())
         with atomic_file(results) as tmp:
             tmp.write_text(note + "\n" + text)
-    return missing + newer
+
+
+def _unmark(report_dir: Path) -> None:
+    (report_dir / STALE_FILE).unlink(missing_ok=True)
+    results = report_dir / "results.md"
+    if results.is_file() and (text := results.read_text()).startswith(_BANNER):
+        with atomic_file(results) as tmp:
+            tmp.write_text(_unbannered(text))
+
+
+def _unbannered(text: str) -> str:
+    """``results.md`` without the banner a mark put before it (one paragraph)."""
+    if not text.startswith(_BANNER):
+        return text
+    return text.split("\n\n", 1)[1] if "\n\n" in text else ""
 
 
 def _built_at(report_dir: Path) -> float | None:

@@ -61,3 +61,26 @@ def test_a_report_older_than_a_run_is_marked_and_its_banner_follows(tmp_path):
     assert results.startswith("**Stale report.** 1 of the 2 training runs this report is "
                               "built from are not on disk")
     assert results.endswith("# Results: demo\n")
+
+
+def test_a_report_is_marked_while_a_run_is_under_way_and_unmarked_when_it_agrees(tmp_path):
+    """Snakemake killed (SIGKILL, out of memory, a lost session) runs neither onerror nor
+    onsuccess, after it may have removed a run's outputs: the report of the runs before
+    read as finished. onstart marks it; the handlers leave the mark only where the runs
+    no longer agree with it."""
+    from mmpipe.report.stale import UNDER_WAY, mark_under_way
+
+    report, runs = _report(tmp_path)
+    assert mark_under_way(report)
+    assert UNDER_WAY in (report / STALE_FILE).read_text()
+    results = (report / "results.md").read_text()
+    assert results.startswith("**Stale report.**") and results.endswith("# Results: demo\n")
+    assert mark_stale_report(report, runs) == []  # the run ended and every run agrees
+    assert not (report / STALE_FILE).exists()
+    assert (report / "results.md").read_text() == "# Results: demo\n"
+    mark_under_way(report)
+    runs[0].rmdir()  # the run removed one, then failed: the failure's mark replaces it
+    assert mark_stale_report(report, runs) == [str(runs[0])]
+    assert UNDER_WAY not in (report / STALE_FILE).read_text()
+    assert (report / "results.md").read_text().count("**Stale report.**") == 1
+    assert not mark_under_way(tmp_path / "no_report")

@@ -253,6 +253,15 @@ def report_job_flags(wildcards):
     return training_job_flags(wildcards.cohort)
 
 
+def mark_reports_under_way():
+    # onerror and onsuccess do not run when Snakemake itself is killed
+    from mmpipe.report.stale import mark_under_way
+
+    for cohort in config["run_cohorts"]:
+        if "benchmark" in COHORTS[cohort]:
+            mark_under_way(layout(cohort).report())
+
+
 def mark_stale_reports(cause):
     # Snakemake removes the outputs of the jobs it reruns, not the report built from them
     import sys
