@@ -67,9 +67,9 @@ def manifest_view(cfg: dict, cohort_name: str, modality_name: str) -> str:
 def benchmark_view(cfg: dict, cohort_name: str) -> str:
     """What the stage-2 jobs (splits, masks, training) read of the manifest: the digest
     of its subjects, the benchmark's label, the cohort's split and which modalities each
-    subject has (:func:`mmpipe.cohorts.manifest_views.benchmark_view_digest`). Read as
+    subject has (:func:`mmpipe.cohorts.benchmark_view.benchmark_view_digest`). Read as
     ``ancient``, like the stage-1 rules' :func:`manifest_view`."""
-    from mmpipe.cohorts.manifest_views import benchmark_view_digest
+    from mmpipe.cohorts.benchmark_view import benchmark_view_digest
     from mmpipe.layout import CohortLayout
 
     return benchmark_view_digest(CohortLayout.of(cfg["results"], cohort_name).root,

@@ -75,7 +75,11 @@ def _keys():
     ("cohorts/manifest_files.py", "if df[SUBJECT].null_count() or", "if False or",
      {"train", "clam", "med3d", "manifest"}),
     # what a run records of the manifest: the runs, no store and not the manifest
-    ("cohorts/manifest_views.py", "& (pl.col(SUBJECT) != ALL_SUBJECTS))", ")", {"train"}),
+    ("cohorts/benchmark_view.py", '"presence": modality_presence(df, meta)',
+     '"presence": modality_presence(df, meta).head(0)', {"train"}),
+    # how a stage-1 job's view of it is stamped decides what reruns and writes nothing:
+    # no key (the training jobs reran on every edit while they imported it)
+    ("cohorts/manifest_views.py", "& (pl.col(SUBJECT) != ALL_SUBJECTS))", ")", set()),
     # the name of a file inside a run's folder, which no Snakemake output names: a
     # renamed one reran nothing, and the next report found no finished run
     ("layout.py", '"metrics.json"', '"run_metrics.json"', {"train"}),

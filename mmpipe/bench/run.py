@@ -38,7 +38,7 @@ from mmpipe.bench.shared_fits import SharedFits, fit_key
 from mmpipe.bench.splits import read_split, read_split_source, split_groups
 from mmpipe.bench.trainer import TRAIN_DEFAULTS, FitResult, NotTrainable, predict_proba
 from mmpipe.bench.tuning import Tuning
-from mmpipe.cohorts.manifest_views import built_benchmark_view
+from mmpipe.cohorts.benchmark_view import built_benchmark_view
 from mmpipe.fsutil import atomic_dir
 from mmpipe.hashing import params_hash
 from mmpipe.layout import (

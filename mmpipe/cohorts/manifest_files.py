@@ -17,9 +17,9 @@ Files under ``results/{cohort}/``:
   use, and one ``split``/``fixed`` row saying which parts the user's split fixes.
 
 Every job after the manifest reads them through this module, and what each reads of them
-is keyed by :mod:`mmpipe.cohorts.manifest_views`: how the manifest is built is in no later
-job's code key, so an edit of an adapter or of the builder reruns the manifest and then
-only the jobs whose part of it changed.
+is keyed by :mod:`mmpipe.cohorts.manifest_views` and :mod:`mmpipe.cohorts.benchmark_view`:
+how the manifest is built is in no later job's code key, so an edit of an adapter or of
+the builder reruns the manifest and then only the jobs whose part of it changed.
 """
 
 from __future__ import annotations

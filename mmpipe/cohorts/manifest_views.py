@@ -1,40 +1,32 @@
-"""What each job reads of the manifest, as a digest its rule carries as a parameter.
+"""What a modality's stage-1 jobs read of the manifest, as a digest their rules carry as a
+parameter.
 
 The stage-1 rules and the stage-2 rules read the manifest files as ``ancient``
 (``checkpointed_manifest`` in the workflow): a rebuilt manifest reruns a job only when
 the digest of the part it reads changed. Planning computes them (:mod:`mmpipe.params`);
-the training job and the report compute the benchmark's again after the manifest, to
-record and compare what their runs were trained on.
+what the stage-2 jobs read is :mod:`mmpipe.cohorts.benchmark_view`. No job's code key
+holds this module: it decides what reruns, and writes no output.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from mmpipe.cohorts.manifest_digest import digest_of, planned_digest
 from mmpipe.cohorts.manifest_files import (
     ALL_SUBJECTS,
-    SPLIT,
     SUBJECT,
-    modality_presence,
     read_manifest,
     read_qc,
     under_root,
 )
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
-from mmpipe.errors import InputError
-from mmpipe.layout import CohortLayout
 from mmpipe.preprocess.masks import mask_column
-
-log = logging.getLogger(__name__)
 
 
 def modality_view_digest(out_dir: str | Path, modality: str) -> str:
@@ -46,59 +38,10 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     replaced file changes). The stage-1 rules carry it as a parameter and read the
     manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
     reruns none of this modality's preprocessing and encoding, while new rows for it, or
-    a regenerated demo image under the same name, rerun them. See :func:`_planned_digest`
-    for ``"not built"`` and ``"unreadable"``."""
-    return _planned_digest(out_dir, _view_digest, modality)
-
-
-def benchmark_view_digest(out_dir: str | Path, label: str) -> str:
-    """SHA-256 of what the stage-2 jobs (splits, masks, training) read through the
-    manifest files: every subject in order, the benchmark's ``label``, the cohort's own
-    split (its column and source) and which modalities each subject has (its modality
-    names in name order, as :mod:`mmpipe.bench.prepare` reads them), and the subjects'
-    ``split_group`` where the adapter writes one. Carried as a
-    parameter like :func:`modality_view_digest`: a manifest rebuilt for a clinical field
-    or a regenerated image under the same name redraws no split and no mask, and reruns
-    only the training jobs whose stores changed."""
-    return _planned_digest(out_dir, _benchmark_view, label)
-
-
-def built_benchmark_view(out_dir: str | Path, label: str) -> str:
-    """:func:`benchmark_view_digest` for a job that runs after the manifest (training,
-    the report): where planning defers (no manifest, an unreadable one, a label it lacks)
-    this raises :class:`InputError` naming the manifest, instead of a placeholder that
-    would compare unequal to every run's."""
-    digest = benchmark_view_digest(out_dir, label)
-    if digest in ("not built", "unreadable", "label not in the manifest"):
-        raise InputError(f"{digest} ({label!r} is the benchmark's label): rebuild the "
-                         "manifest (the manifest rule)",
-                         path=CohortLayout(Path(out_dir)).manifest())
-    return digest
-
-
-def _planned_digest(out_dir: str | Path, view: Callable[..., str], *args: str) -> str:
-    """``view(root, *args, stamp)`` of the manifest files in ``out_dir``. ``"not built"``
-    while there is no manifest; ``"unreadable"`` for a manifest a killed build left (the
-    rules wait for the manifest job, which rebuilds it, and are then judged on the new
-    one)."""
-    layout = CohortLayout(Path(out_dir))
-    files = (layout.manifest(), layout.manifest_meta(), layout.adapter_qc())
-    try:
-        stamp = tuple((st.st_size, st.st_mtime_ns) for st in (f.stat() for f in files))
-    except FileNotFoundError:
-        return "not built"
-    try:
-        return view(str(layout.root), *args, stamp)
-    except (InputError, OSError, KeyError, ValueError, pl.exceptions.PolarsError) as err:
-        # Snakemake evaluates a rule's parameters while planning, before the manifest
-        # job it waits for has run: raising here would stop the run that repairs it
-        log.debug("manifest of %s not readable while planning: %s", layout.root, err)
-        return "unreadable"
-
-
-def _digest(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    a regenerated demo image under the same name, rerun them. See
+    :func:`~mmpipe.cohorts.manifest_digest.planned_digest` for ``"not built"`` and
+    ``"unreadable"``."""
+    return planned_digest(out_dir, _view_digest, modality)
 
 
 def _file_stamp(path: str | None) -> Any:
@@ -149,20 +92,5 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
                 and reason else reason, under(path))
                for sid, status, reason, path in qc.select(SUBJECT, "status", "reason",
                                                           "path").rows()]
-    return _digest({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
+    return digest_of({"spec": spec, "columns": [SUBJECT, *own, *extra], "rows": rows,
                     "qc": qc_rows, "files": files})
-
-
-@functools.cache
-def _benchmark_view(root: str, label: str, stamp: tuple) -> str:
-    df, meta = read_manifest(root)
-    if label not in df.columns:
-        return "label not in the manifest"  # the job says so, with the manifest's labels
-    modalities = sorted(meta["modalities"])
-    columns = [SUBJECT, label, *([SPLIT] if SPLIT in df.columns else []),
-               *([SPLIT_GROUP] if SPLIT_GROUP in df.columns else [])]
-    # of the split's record, what a split file holds: not ``where`` (the CSV's path)
-    source = (meta.get("split") or {}).get("source")
-    return _digest({"columns": columns, "rows": df.select(columns).rows(),
-                    "split_source": source, "modalities": modalities,
-                    "presence": modality_presence(df, meta).select(modalities).rows()})

@@ -577,7 +577,7 @@ def cohort_runs(layout: CohortLayout, report: dict[str, Any]) -> list[Path]:
     (the ``params_hash`` its ``metrics.json`` records) on the cohort's subjects, label and
     modality presence as the manifest holds them now (its ``benchmark_view``; a run
     written before runs recorded it is not checked for this), or the report is refused."""
-    from mmpipe.cohorts.manifest_views import built_benchmark_view
+    from mmpipe.cohorts.benchmark_view import built_benchmark_view
 
     view = built_benchmark_view(layout.root, report["label"])
     dirs, problems, other_build = [], [], False

@@ -13,7 +13,7 @@ from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.prepare import make_mask, make_split
 from mmpipe.bench.run import run_cell, run_cells, run_experiment
 from mmpipe.cohorts import build_manifest
-from mmpipe.cohorts.manifest_views import benchmark_view_digest
+from mmpipe.cohorts.benchmark_view import benchmark_view_digest
 from mmpipe.config import load_config
 from mmpipe.encode.run import encode_store
 from mmpipe.hashing import params_hash

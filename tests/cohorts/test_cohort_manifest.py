@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from mmpipe.cohorts import ADAPTERS, build_manifest
+from mmpipe.cohorts.benchmark_view import benchmark_view_digest
 from mmpipe.cohorts.manifest import (
     AdapterOutput,
     ModalitySpec,
@@ -25,7 +26,7 @@ from mmpipe.cohorts.manifest_files import (
     read_qc,
     write_manifest,
 )
-from mmpipe.cohorts.manifest_views import benchmark_view_digest, modality_view_digest
+from mmpipe.cohorts.manifest_views import modality_view_digest
 from mmpipe.cohorts.numbers import parse_number
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.fsutil import write_parquet

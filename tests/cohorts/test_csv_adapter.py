@@ -460,7 +460,8 @@ def test_a_group_column_keeps_a_patients_subjects_in_one_part(tmp_path):
     """Two visits of one patient, two subjects of the CSV, were split like strangers; the
     group column also keys the splits, not the stage-1 jobs."""
     from mmpipe.bench.prepare import make_split
-    from mmpipe.cohorts.manifest_views import benchmark_view_digest, modality_view_digest
+    from mmpipe.cohorts.benchmark_view import benchmark_view_digest
+    from mmpipe.cohorts.manifest_views import modality_view_digest
 
     rows = [f"v{i},{i % 2},{40 + i},{'MF'[i % 2]},P{i // 2}" for i in range(60)]
     csv = tmp_path / "visits.csv"

@@ -383,7 +383,7 @@ def test_a_run_of_another_build_of_the_cohort_cannot_enter_the_report(tmp_path):
     cohort: the report took such runs, trained without it, as current (it compared the
     training settings only)."""
     from mmpipe.cohorts import build_manifest
-    from mmpipe.cohorts.manifest_views import built_benchmark_view
+    from mmpipe.cohorts.benchmark_view import built_benchmark_view
     from mmpipe.errors import InputError, StaleRunError
     from mmpipe.layout import CohortLayout
     from mmpipe.report.aggregate import cohort_runs
