@@ -34,8 +34,8 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     subject in order (a store holds a row per subject), the modality's own columns (its
     path or its fields), the adapter's extra columns, its entry in the JSON, its adapter
     QC rows, and the size and mtime of each file its paths name (of a folder: the mtime of
-    it and of each folder under it, which an added, removed, renamed or atomically
-    replaced file changes). The stage-1 rules carry it as a parameter and read the
+    it and of each folder under it, linked ones included, which an added, removed,
+    renamed or atomically replaced file changes, and its links to nothing). The stage-1 rules carry it as a parameter and read the
     manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
     reruns none of this modality's preprocessing and encoding, while new rows for it, or
     a regenerated demo image under the same name, rerun them. See
@@ -52,11 +52,32 @@ def _file_stamp(path: str | None) -> Any:
         if not p.is_dir():
             st = p.stat()
             return [st.st_size, st.st_mtime_ns]
-        # os.walk reads the entries' types without a stat each: one stat per folder
-        return sorted([os.path.relpath(d, p), os.stat(d).st_mtime_ns]
-                      for d, _, _ in os.walk(p))
+        return sorted(_folder_stamps(str(p)))
     except OSError:
         return "missing"  # the job says which subject and file
+
+
+def _folder_stamps(top: str) -> list[list]:
+    """``[folder, mtime]`` of ``top`` and each folder under it, linked ones too (once
+    each), as the DICOM reader walks them; and ``[link, "not fetched"]`` of each link to
+    nothing, whose folder's mtime does not move when ``datalad get`` fetches it. One
+    ``scandir`` a folder and a stat a link: an entry's type needs no stat."""
+    stamps: list[list] = []
+    seen = {os.path.realpath(top)}
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        stamps.append([os.path.relpath(folder, top), os.stat(folder).st_mtime_ns])
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    real = os.path.realpath(entry.path)
+                    if real not in seen:
+                        seen.add(real)
+                        folders.append(entry.path)
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    stamps.append([os.path.relpath(entry.path, top), "not fetched"])
+    return stamps
 
 
 # Once per planning process and manifest (its files' stamps are the key): raw files a

@@ -425,6 +425,39 @@ def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):
     assert after_wsi["wsi"] != after_ct["wsi"] and after_wsi["ct"] == after_ct["ct"]
 
 
+def test_a_dicom_folders_linked_series_and_files_not_fetched_are_in_its_view(tmp_path):
+    """The reader walks linked subfolders, and a slice not fetched (a link to nothing)
+    rejects the folder: the stamp walked neither, so a series replaced in a linked folder
+    reran nothing, and a subject rejected for a file not fetched stayed rejected after
+    ``datalad get`` (which moves no folder's mtime)."""
+    from mmpipe.cohorts import manifest_views
+    from mmpipe.fsutil import atomic_file
+
+    def view():
+        manifest_views._view_digest.cache_clear()
+        return modality_view_digest(out, "ct")
+
+    kept = tmp_path / "store" / "series1"
+    kept.mkdir(parents=True)
+    (kept / "1.dcm").write_bytes(b"one")
+    folder = tmp_path / "raw" / "ct" / "a"
+    folder.mkdir(parents=True)
+    (folder / "series1").symlink_to(kept, target_is_directory=True)
+    annexed = tmp_path / "annex" / "key"
+    (folder / "2.dcm").symlink_to(annexed)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # walked once
+    out = tmp_path / "results"
+    write_manifest(finalize_manifest("toy", "csv", _output([_row("a", ct=str(folder))])), out)
+    base = view()
+    with atomic_file(kept / "1.dcm") as tmp:  # a series replaced in the linked folder
+        tmp.write_bytes(b"two")
+    replaced = view()
+    assert replaced != base
+    annexed.parent.mkdir()
+    annexed.write_bytes(b"fetched")  # datalad get: the link stays, its target arrives
+    assert view() != replaced
+
+
 def test_the_benchmarks_view_changes_only_with_what_splits_masks_and_training_read(
         tmp_path):
     """Splits, masks and training jobs rerun on this digest: the subjects, the label, the
