@@ -46,12 +46,15 @@ CLAM = ("encoders/clam", "encode/slide", "encode/run",
 MED3D = ("encoders/med3d", "encode/med3d", "encode/run", "encoders/registry:ENCODER_TYPES[med3d]")
 MANIFEST = ("cohorts/manifest", "mmpipe.cohorts.mmist", "cohorts:build_manifest")
 DEMO = ("cohorts/demo",)
+PROMPTS = ("preprocess/prompts", "cohorts/manifest_files", "made_with")
+TABULAR = ("encoders/tabular", "encode/tabular", "encode/run",
+           "encoders/registry:ENCODER_TYPES[tabular]")
 
 
 def _keys():
     return {name: codehash.code_key(*specs) for name, specs in
             (("train", TRAIN), ("clam", CLAM), ("med3d", MED3D), ("manifest", MANIFEST),
-             ("demo", DEMO))}
+             ("demo", DEMO), ("prompts", PROMPTS), ("tabular", TABULAR))}
 
 
 @pytest.mark.parametrize("module,old,new,rerun", [
@@ -73,7 +76,7 @@ def _keys():
     ("cohorts/manifest.py", "NUMERIC_SHARE = 0.75", "NUMERIC_SHARE = 0.8", {"manifest"}),
     # how its files are read: every job that reads them
     ("cohorts/manifest_files.py", "if df[SUBJECT].null_count() or", "if False or",
-     {"train", "clam", "med3d", "manifest"}),
+     {"train", "clam", "med3d", "manifest", "prompts", "tabular"}),
     # what a run records of the manifest: the runs, no store and not the manifest
     ("cohorts/benchmark_view.py", '"presence": modality_presence(df, meta)',
      '"presence": modality_presence(df, meta).head(0)', {"train"}),
@@ -84,7 +87,13 @@ def _keys():
     # renamed one reran nothing, and the next report found no finished run
     ("layout.py", '"metrics.json"', '"run_metrics.json"', {"train"}),
     ("layout.py", 'SHARD_TILES = "tiles.parquet"', 'SHARD_TILES = "grid.parquet"',
-     {"clam", "med3d"}),
+     {"clam", "med3d", "tabular"}),
+    # the tabular encoding: its stores, not the prompts (nor the text stores after them),
+    # which read only how a value is spelt as a category
+    ("encoders/tabular.py", '"unseen", "not_a_number"', '"unseen", "not a number"',
+     {"tabular"}),
+    ("encoders/categories.py", 'MISSING = "missing"', 'MISSING = "blank"',
+     {"tabular", "prompts"}),
     # where outputs lie (a path Snakemake checks): nothing
     ("layout.py", 'return f"seed{seed}"', 'return "seed" + str(seed)', set()),
 ])

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from mmpipe.encoders.tabular import canonical_codes, canonical_value
+from mmpipe.encoders.categories import canonical_codes, canonical_value
 from mmpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)

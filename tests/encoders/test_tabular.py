@@ -317,7 +317,7 @@ def test_encoding_from_refuses_a_category_field_the_manifest_read_as_numbers(tmp
 def test_integer_text_beyond_int64_keeps_its_digits():
     """Read through a float, two 20-digit codes became one category, 12345678901234567168,
     a value neither had."""
-    from mmpipe.encoders.tabular import canonical_value
+    from mmpipe.encoders.categories import canonical_value
 
     assert canonical_value("12345678901234567890") == "12345678901234567890"
     assert canonical_value("12345678901234567891") == "12345678901234567891"
