@@ -38,6 +38,10 @@ ADAPTER_QC = "qc/adapter.parquet"
 SHARD_QC = "qc.parquet"          # inside a preprocessing shard folder
 SHARD_TILES = "tiles.parquet"    # inside a slide shard folder
 SHARD_SETTINGS = "settings.json"  # inside a preprocessing shard folder: what made it
+# inside a report folder: the page read first (its tables' stem), and the runs it was
+# built from, whose mtime says when (mmpipe.report.stale reads both)
+REPORT_TABLES, REPORT_RUNS = "results", "runs.csv"
+REPORT_PAGE = f"{REPORT_TABLES}.md"
 # the files of one run (a seed of a cell)
 METRICS, PREDICTIONS, TRAIN_LOG, MODEL = ("metrics.json", "predictions.parquet", "train.log",
                                           "model.pt")

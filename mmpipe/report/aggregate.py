@@ -23,7 +23,16 @@ import polars as pl
 from mmpipe.bench.metrics import classification_metrics
 from mmpipe.errors import StaleRunError
 from mmpipe.fsutil import atomic_dir, atomic_file
-from mmpipe.layout import METRICS, PREDICTIONS, CohortLayout, cell_name, parse_cell
+from mmpipe.layout import (
+    METRICS,
+    PREDICTIONS,
+    REPORT_PAGE,
+    REPORT_RUNS,
+    REPORT_TABLES,
+    CohortLayout,
+    cell_name,
+    parse_cell,
+)
 
 log = logging.getLogger(__name__)
 
@@ -412,8 +421,8 @@ def report_files(scenarios: dict[str, Sequence[float]], plot_metrics: Sequence[s
     without runs gets no figure (rather than a picture saying "no runs"), so this is the
     most the report directory holds; the workflow declares the directory, not the files."""
     groups = [(s, float(r)) for s, rates in scenarios.items() for r in rates]
-    names = ["results.csv", "results.md", "results.tex", "runs.csv", "summary.csv",
-             "subsets.csv"]
+    names = [f"{REPORT_TABLES}.{ext}" for ext in ("csv", "md", "tex")]
+    names += [REPORT_RUNS, "summary.csv", "subsets.csv"]
     # the plain metric-vs-rate figure is of MCAR (natural drawn at rate 0)
     names += [f"metric_vs_rate_{m}.png" for m in plot_metrics if "mcar" in scenarios]
     names += [f"metric_vs_rate_{m}_{s}.png" for m in plot_metrics for s in scenarios
@@ -525,8 +534,8 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
     headline = summary_markdown(runs, summary, flags, metric=table_metrics[0])
     written = write_tables(summary, out_dir, published=published, metrics=table_metrics,
                            preamble=headline)
-    _append_notes(out_dir / "results.md", metrics_paths, flags, summary)
-    written.append(_write_csv(runs, out_dir / "runs.csv"))
+    _append_notes(out_dir / REPORT_PAGE, metrics_paths, flags, summary)
+    written.append(_write_csv(runs, out_dir / REPORT_RUNS))
     written.append(_write_csv(summary, out_dir / "summary.csv"))
     subsets = collect_subsets(metrics_paths)
     subset_summary = (summarise(subsets, keys=(*SUMMARY_KEYS, "subset", "n_modalities"))

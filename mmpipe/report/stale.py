@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmpipe.fsutil import atomic_file
+from mmpipe.layout import REPORT_PAGE, REPORT_RUNS
 
 STALE_FILE = "STALE.md"
 _BANNER = "**Stale report.**"
@@ -69,7 +70,7 @@ def mark_under_way(report_dir: str | Path) -> bool:
     ``onstart``): if Snakemake is killed, the mark stays, where ``onerror`` would have
     written one. Returns whether there was a report to mark."""
     report_dir = Path(report_dir)
-    if not (report_dir / "results.md").is_file():
+    if not (report_dir / REPORT_PAGE).is_file():
         return False
     _mark(report_dir, f"{UNDER_WAY}, so its figures may describe runs that are gone or "
                       "older than the config", "")
@@ -97,7 +98,7 @@ def _mark(report_dir: Path, why: str, listed: str) -> None:
     note = f"{_BANNER} {why}. Run the workflow again to rebuild it.\n"
     with atomic_file(report_dir / STALE_FILE) as tmp:
         tmp.write_text(note + listed)
-    results = report_dir / "results.md"
+    results = report_dir / REPORT_PAGE
     if results.is_file():
         text = _unbannered(results.read_text())
         with atomic_file(results) as tmp:
@@ -106,7 +107,7 @@ def _mark(report_dir: Path, why: str, listed: str) -> None:
 
 def _unmark(report_dir: Path) -> None:
     (report_dir / STALE_FILE).unlink(missing_ok=True)
-    results = report_dir / "results.md"
+    results = report_dir / REPORT_PAGE
     if results.is_file() and (text := results.read_text()).startswith(_BANNER):
         with atomic_file(results) as tmp:
             tmp.write_text(_unbannered(text))
@@ -122,5 +123,5 @@ def _unbannered(text: str) -> str:
 def _built_at(report_dir: Path) -> float | None:
     """When the report was built: its ``runs.csv``, which marking never rewrites (it
     rewrites ``results.md``); None for a folder without one."""
-    runs_csv = report_dir / "runs.csv"
+    runs_csv = report_dir / REPORT_RUNS
     return runs_csv.stat().st_mtime if runs_csv.is_file() else None

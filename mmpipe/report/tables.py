@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from mmpipe.fsutil import atomic_file
+from mmpipe.layout import REPORT_TABLES
 
 DEFAULT_METRICS = ("balanced_accuracy", "auc", "f1_macro", "f1_weighted", "f1_positive",
                    "accuracy", "ece")
@@ -364,7 +365,7 @@ def write_tables(summary: pl.DataFrame, out_dir: str | Path, published=None,
     tables = format_table(summary, published=published, **kwargs)
     written = []
     for ext in ("csv", "md", "tex"):
-        path = out_dir / f"results.{ext}"
+        path = out_dir / f"{REPORT_TABLES}.{ext}"
         with atomic_file(path) as tmp:
             tmp.write_text(tables[ext], encoding="utf-8")
         written.append(path)
