@@ -67,10 +67,24 @@ class FitResult:
     n_fit: int = 0
 
 
+# the streams a seed's training draws from, apart from the one its weights were drawn
+# from (``torch.manual_seed(seed)`` before the method is built)
+_TRAINING_STREAM, _BATCH_STREAM = 1, 2
+
+
+def _stream(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0])
+
+
 def seed_everything(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
+    """Seed a fit's draws: torch's global generator (dropout, noise) and the returned
+    generator (batch order) each from a stream of its own, derived from ``seed``. Both
+    were seeded with ``seed`` itself, which had drawn the weights just before: the first
+    dropout masks and the first batch order were functions of the very numbers that
+    initialised the weights."""
+    torch.manual_seed(_stream(seed, _TRAINING_STREAM))
     np.random.seed(seed % (2**32))
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(_stream(seed, _BATCH_STREAM))
 
 
 def _tensors(data: BenchData, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor,

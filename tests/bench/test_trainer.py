@@ -193,3 +193,22 @@ def test_a_non_finite_validation_loss_with_finite_outputs_is_a_divergence():
     with pytest.raises(NotTrainable, match="the validation loss is nan in phase 'train', "
                                            "epoch 1"):
         fit(method, train, val, cfg, seed=0)
+
+
+def test_training_draws_are_not_the_draws_that_made_the_weights():
+    """Each trial seeds torch with the seed, builds the method, then fit seeded torch and
+    the batch generator with the same seed again: the first dropout masks, noise and
+    batch order were drawn from the very numbers that had initialised the weights."""
+    import torch
+
+    from mmpipe.bench.trainer import seed_everything
+
+    torch.manual_seed(3)
+    weights = torch.empty(1000).uniform_()
+    gen = seed_everything(3)
+    dropout, order = torch.rand(1000), torch.rand(1000, generator=gen)
+    assert not torch.equal(dropout, weights) and not torch.equal(order, weights)
+    assert not torch.equal(dropout, order)
+    gen = seed_everything(3)  # still one seed's draws, run after run
+    assert torch.equal(torch.rand(1000), dropout)
+    assert torch.equal(torch.rand(1000, generator=gen), order)
