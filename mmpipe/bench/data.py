@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
-from mmpipe.cohorts.manifest_files import SUBJECT, read_manifest
+from mmpipe.cohorts.manifest_files import SUBJECT, modality_presence, read_manifest
 from mmpipe.errors import ConfigError, StoreError
 from mmpipe.layout import CohortLayout
 from mmpipe.store import encoding_signature, read_features
@@ -174,6 +175,41 @@ def usable_rows(features, path) -> np.ndarray:
     return features.present & finite
 
 
+def _check_made_from_this_manifest(cohort_dir: Path, df: pl.DataFrame, meta: dict,
+                                   ids: np.ndarray, modalities: list[str], paths: list[Path],
+                                   feats: list) -> None:
+    """Refuse a store of another modality or cohort (its attrs say which), or one holding
+    features for subjects this manifest gives no such modality: the subject lists alone
+    agreed for a store copied from a cohort of the same IDs, or encoded before the
+    manifest lost a subject's image, and those subjects trained on features the manifest
+    no longer gives them. A subject the manifest lists and the store has not is stage 1's
+    rejection, and fine."""
+    cohort = meta.get("cohort")
+    presence = modality_presence(df, meta)
+    where = {s: i for i, s in enumerate(presence[SUBJECT].cast(str).to_list())}
+    rows = np.array([where[s] for s in ids.tolist()], dtype=np.int64)
+    problems = []
+    for m, path, f in zip(modalities, paths, feats, strict=True):
+        made = {k: f.attrs.get(k) for k in ("cohort", "modality")}
+        expected = {"cohort": cohort, "modality": m}
+        other = [f"{k} {made[k]!r}, not {v!r}" for k, v in expected.items()
+                 if made[k] is not None and v is not None and made[k] != v]
+        if other:
+            problems.append(f"{path} was encoded for {' and '.join(other)}")
+            continue
+        if m not in presence.columns:
+            continue
+        given = presence[m].to_numpy()[rows]
+        extra = np.asarray(f.present, dtype=bool) & ~given
+        if extra.any():
+            problems.append(f"{path} holds features for {int(extra.sum())} subject(s) the "
+                            f"manifest gives no {m} ({', '.join(ids[extra][:5].tolist())})")
+    if problems:
+        raise StoreError(f"the stores disagree with the manifest of {cohort_dir}: "
+                         + "; ".join(problems) + ". They were made from another manifest "
+                         "or cohort: remake them (snakemake --forcerun encode <store>)")
+
+
 def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label: str
                      ) -> tuple[BenchData, list[dict]]:
     """Load the stores of ``feature_set`` and the manifest label ``label``.
@@ -207,6 +243,8 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
                          f"{len(only_store)} subject(s) only in the store {only_store[:5]}, "
                          f"{len(only_manifest)} only in the manifest {only_manifest[:5]}; "
                          "the stores are stale: rebuild them")
+
+    _check_made_from_this_manifest(cohort_dir, df, meta, ids, modalities, paths, feats)
 
     labels = dict(zip(manifest_ids, df[label].to_list(), strict=True))
     present = np.zeros((len(ids), len(modalities)), dtype=bool)

@@ -89,6 +89,30 @@ def test_store_and_manifest_must_agree(tmp_path):
         load_feature_set(tmp_path, {"ct": "ctenc"}, "grade")
 
 
+def test_a_store_of_another_manifest_or_modality_is_refused(tmp_path):
+    """The subject lists alone were compared: a store encoded before the manifest lost a
+    subject's CT (or copied from a cohort of the same IDs, or of another modality) was
+    read as this one's, and the subject trained on a CT the manifest no longer gives it."""
+    cohort = _cohort(tmp_path)
+    manifest = pl.read_parquet(cohort / "manifest.parquet")
+    manifest.with_columns(pl.when(pl.col("subject_id") == "p4").then(None)
+                          .otherwise(pl.col("ct_path")).alias("ct_path")
+                          ).write_parquet(cohort / "manifest.parquet")
+    with pytest.raises(StoreError, match=r"ctenc.zarr holds features for 1 subject\(s\) the "
+                                         r"manifest gives no ct \(p4\)"):
+        load_feature_set(cohort, {"ct": "ctenc", "wsi": "wsienc"}, "grade")
+    manifest.write_parquet(cohort / "manifest.parquet")
+    store = CohortLayout(cohort).store("wsi", "wsienc")
+    with FeatureStoreWriter(store, IDS, (2, 2), {"encoder": "wsienc", "cohort": "toy",
+                                                 "modality": "ct"}) as w:
+        for s in IDS:
+            w.mark(s, "absent", "not available")
+        w.commit()
+    with pytest.raises(StoreError, match=r"wsienc.zarr was encoded for modality 'ct', not "
+                                         r"'wsi'"):
+        load_feature_set(cohort, {"ct": "ctenc", "wsi": "wsienc"}, "grade")
+
+
 def _toy(n=40, seed=0):
     rng = np.random.default_rng(seed)
     present = rng.random((n, 2)) < 0.7
