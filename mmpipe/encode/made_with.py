@@ -39,7 +39,9 @@ def settings_differences(attrs: dict[str, Any], params: dict[str, Any]) -> list[
     "preprocessing", "transform", "weights"; empty where they agree."""
     made = attrs.get("preprocessing") if isinstance(attrs.get("preprocessing"), dict) else {}
     mine = {k: params[k] for k in PREPROCESSING_KEYS if k in params}
-    theirs = {k: v for k, v in made.items() if k in mine}
+    # both sides' blocks: a store cropped to a mask passed once the config stopped asking
+    # for one, when only the config's blocks were compared
+    theirs = {k: made[k] for k in PREPROCESSING_KEYS if k in made}
     weights = params.get("weights")
     # a weights file's fingerprint is its content's SHA-256 where it is a digest (not a
     # URL), which the store records as weights_sha256

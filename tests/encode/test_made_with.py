@@ -79,3 +79,16 @@ def test_a_setting_named_code_inside_a_block_is_compared():
     assert settings_differences(attrs, params) == ["preprocessing"]
     attrs["preprocessing"]["prompt"]["phrases"]["code"] = "Code {value}."
     assert settings_differences(attrs, params) == []
+
+
+def test_a_block_the_store_has_and_the_config_no_longer_asks_for_is_a_difference():
+    """Only the config's blocks were compared: a store cropped to a TotalSegmentator mask
+    passed once the config stopped asking for the mask."""
+    params = {"config": {"type": "med3d"}, "weights": "random-init",
+              "dicom": {"series_select": "most_slices"}}
+    attrs = {"encoder_config": {"type": "med3d"}, "weights_random_init": True,
+             "preprocessing": {"dicom": {"series_select": "most_slices"}, "transform": None,
+                               "mask": {"from": "totalsegmentator", "organs": ["kidney_left"]}}}
+    assert settings_differences(attrs, params) == ["preprocessing"]
+    del attrs["preprocessing"]["mask"]
+    assert settings_differences(attrs, params) == []
