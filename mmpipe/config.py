@@ -299,10 +299,11 @@ def _reads_masks(encoder: dict, modality: dict) -> bool:
 _AXES = ("LR", "AP", "IS")
 
 
-def _check_transform(where: str, transform: dict) -> list[str]:
+def _check_transform(where: str, transform: dict, slices: bool = False) -> list[str]:
     """What the volume and slice recipes refuse beyond the schema (the recipes import
     MONAI, too heavy for loading a config): found in the encode job, after the shards,
-    or, for an orientation, as every subject rejected."""
+    or, for an orientation, as every subject rejected. ``slices``: the recipe cuts the
+    volume into slices (a slice encoder, or ``slice_select``), along its third axis."""
     problems = []
     window = transform.get("hu_window")
     if window is not None and not float(window[0]) < float(window[1]):
@@ -313,6 +314,13 @@ def _check_transform(where: str, transform: dict) -> list[str]:
             for c in str(orientation)) != [0, 1, 2]:
         problems.append(f"{where}.orientation: {orientation!r} is not three axis codes, one "
                         f"of each of {', '.join(_AXES)} (e.g. RAS, LPS)")
+    elif orientation and (slices or transform.get("slice_select") is not None) \
+            and str(orientation)[2].upper() not in _AXES[2]:
+        # the slices are taken along the third axis: PIR cut sagittal slices (and chose
+        # the "largest tumour slice" among them) where the recipe promises axial ones
+        problems.append(f"{where}.orientation: {orientation!r} puts {str(orientation)[2]!r} "
+                        "third, and the slices are cut along the third axis: end it in S or "
+                        "I (e.g. RAS) for axial slices")
     return problems
 
 
@@ -339,6 +347,7 @@ def _check_readers(ename: str, enc: dict) -> list[str]:
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
     from mmpipe.encoders.registry import (
+        CUTS_SLICES,
         TRANSFORM_KEYS,
         get_encoder_type,
         misplaced_settings,
@@ -369,7 +378,8 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                         f"{sorted(TRANSFORM_KEYS[enc['type']])})")
         problems += _check_readers(ename, enc)
         if isinstance(transform, dict):
-            problems += _check_transform(f"config.encoders.{ename}.transform", transform)
+            problems += _check_transform(f"config.encoders.{ename}.transform", transform,
+                                         slices=enc["type"] in CUTS_SLICES)
     series_select = cfg["preprocess"]["dicom"]["series_select"]
     try:  # the DICOM shard's own parser: a bad regex rejected every series of every subject
         from mmpipe.io.dicom import _parse_rule

@@ -112,6 +112,10 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"encoders.med3d_demo.transform.hu_window: \[400, -100\] is not \[low, high\]"),
     (lambda c: c["encoders"]["med3d_demo"]["transform"].update(orientation="RRS"),
      r"encoders.med3d_demo.transform.orientation: 'RRS' is not three axis codes"),
+    # a slice recipe cuts along the third axis: PIR gave sagittal "axial" slices
+    (lambda c: c["encoders"]["vgg11_slices"]["transform"].update(orientation="PIR"),
+     r"encoders.vgg11_slices.transform.orientation: 'PIR' puts 'R' third, and the slices "
+     r"are cut along the third axis"),
     (lambda c: c["encoders"]["vgg11_slices"]["transform"].update(min_foreground=1.5),
      r"vgg11_slices.transform.min_foreground: 1.5 is greater than the maximum of 1"),
     (lambda c: c["preprocess"]["dicom"].update(series_select="description:[t1"),

@@ -266,6 +266,9 @@ ENCODER_TYPES: dict[str, EncoderType] = {
 READS_IN_PROCESSES = frozenset({"med3d", "vgg11_slices"})
 # the types whose loops read ahead with ``loader_workers`` (mmpipe.encode.volume, slide)
 READS_AHEAD = READS_IN_PROCESSES | {"clam_resnet50"}
+# the types whose recipe cuts a volume into slices along its third axis (the slice recipe,
+# mmpipe.preprocess.volume.VolumeToSlices): an orientation must put the axial axis third
+CUTS_SLICES = frozenset({"vgg11_slices"})
 
 
 def get_encoder_type(name: str) -> EncoderType:
