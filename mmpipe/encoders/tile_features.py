@@ -294,6 +294,14 @@ def _inspect_pt(path: Path) -> TileFile:
             with _open(sibling) as f:
                 coords = _dataset(f, "coords", sibling, "tile coordinates")
                 _check_shapes(shape, coords.shape, path, "the .pt tensor")
+                # CLAM writes one features array to both files: an h5 of other
+                # features (another encoder's, another slide's of as many tiles) lent
+                # the tensor its coordinates
+                if "features" in f and (
+                        found := tuple(_dataset(f, "features", sibling, "features").shape)
+                ) != tuple(shape):
+                    raise InputError(f"its features are {list(found)}, the .pt tensor "
+                                     f"{list(shape)}: not the same features", sibling)
                 prov = _clam_attrs(coords, sibling)
         except (InputError, *_READ_ERRORS) as err:
             if out_of_memory(err):
@@ -355,7 +363,13 @@ def _positions(coords: np.ndarray, path: Path) -> np.ndarray:
     if huge := int((coords >= 2.0 ** 63).sum()):
         raise InputError(f"coords hold {huge} value(s) past the int64 range (largest "
                          f"{coords.max():g}): not tile positions", path)
-    return coords.astype(np.int64)
+    positions = coords.astype(np.int64)
+    # CLAM, TRIDENT and STAMP write each tile once: a position twice is a merged or
+    # corrupt file, whose repeated tiles weighed more in the slide's mean
+    if positions.ndim == 2 and (repeated := len(positions) - len(np.unique(positions, axis=0))):
+        raise InputError(f"coords hold {repeated} repeated tile position(s): each tile is "
+                         "written once", path)
+    return positions
 
 
 def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:

@@ -385,3 +385,26 @@ def test_running_out_of_memory_fails_the_job_not_the_subject(tmp_path, monkeypat
     for call in (lambda: inspect_tile_file(path), lambda: read_tile_features(tf)):
         with pytest.raises(RuntimeError, match="can't allocate memory"):
             call()
+
+
+def test_a_pt_whose_h5_sibling_holds_other_features_is_refused(tmp_path):
+    """The .pt tensor was paired with h5_files/<slide>.h5 by tile count alone: an h5 of
+    another encoder's features (or another slide's of as many tiles) lent it coordinates."""
+    h5, pt = write_clam(tmp_path, "s", FEATS)
+    with h5py.File(h5, "r+") as f:
+        coords = f["coords"][()]
+    _h5(h5, features=np.zeros((6, 8), np.float32), coords=coords)
+    with pytest.raises(InputError, match=r"its features are \[6, 8\], the .pt tensor \[6, 4\]"):
+        inspect_tile_file(pt)
+
+
+def test_repeated_tile_positions_are_refused(tmp_path):
+    """No tool writes a tile twice; repeated positions (a merged or corrupt file) weighed
+    their tiles more in the slide's mean."""
+    path = write_stamp(tmp_path, "s", FEATS)
+    with h5py.File(path, "a") as f:
+        coords = f["coords"][()]
+        coords[3] = coords[1]
+        f["coords"][...] = coords
+    with pytest.raises(InputError, match="coords hold 1 repeated tile position"):
+        read_tile_features(inspect_tile_file(path))
