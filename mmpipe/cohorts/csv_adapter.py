@@ -42,7 +42,7 @@ from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.io.walk import walk_files
+from mmpipe.io.walk import holds_a_file
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def check_path(path: Path, kind: str) -> str | None:
         # a PACS or NBIA export nests its series (P1/STUDY/SERIES/IM*.dcm), and the
         # series reader searches the folder's whole tree, linked folders included (a
         # series linked in from another store read as "no file")
-        if not any(walk_files(path)):
+        if not holds_a_file(path):
             return "no file in the folder or its subfolders"
         return None
     if kind == "image":  # an image file, or a folder of them (the subject's set)
@@ -105,7 +105,7 @@ def paths_not_found(cohort_cfg: dict, base_dir: Path) -> list[str]:
     try:
         csv_path = config_path(cohort_cfg["csv"], base_dir)
         frame = read_source_csv(csv_path, all_text=True)
-    except (KeyError, OSError, InputError):
+    except (KeyError, OSError, RuntimeError, InputError):  # RuntimeError: "~nosuchuser"
         return []
     missing = []
     for column in columns:

@@ -294,9 +294,9 @@ def _inspect_pt(path: Path) -> TileFile:
             with _open(sibling) as f:
                 coords = _dataset(f, "coords", sibling, "tile coordinates")
                 _check_shapes(shape, coords.shape, path, "the .pt tensor")
-                # CLAM writes one features array to both files: an h5 of other
-                # features (another encoder's, another slide's of as many tiles) lent
-                # the tensor its coordinates
+                # CLAM writes one features array to both files: an h5 of another
+                # encoder's features lent the tensor its coordinates (read_tile_features
+                # compares rows, for another slide's of as many tiles)
                 if "features" in f and (
                         found := tuple(_dataset(f, "features", sibling, "features").shape)
                 ) != tuple(shape):
@@ -356,7 +356,8 @@ def _finite(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
 def _positions(coords: np.ndarray, path: Path) -> np.ndarray:
     """Coordinates as int64, rounded. A negative one is no position on the slide, and one
     past the int64 range would be cast to INT64_MIN without a word: both refused."""
-    coords = np.rint(_finite(coords, "coords", path))
+    raw = _finite(coords, "coords", path)
+    coords = np.rint(raw)
     if negative := int((coords < 0).sum()):
         raise InputError(f"coords hold {negative} negative value(s) (smallest "
                          f"{coords.min():g}): tile positions on a slide are not negative", path)
@@ -365,11 +366,28 @@ def _positions(coords: np.ndarray, path: Path) -> np.ndarray:
                          f"{coords.max():g}): not tile positions", path)
     positions = coords.astype(np.int64)
     # CLAM, TRIDENT and STAMP write each tile once: a position twice is a merged or
-    # corrupt file, whose repeated tiles weighed more in the slide's mean
-    if positions.ndim == 2 and (repeated := len(positions) - len(np.unique(positions, axis=0))):
+    # corrupt file, whose repeated tiles weighed more in the slide's mean; positions that
+    # only meet once rounded are in some unit other than pixels or micrometres
+    if positions.ndim == 2 and (repeated := len(raw) - len(np.unique(raw, axis=0))):
         raise InputError(f"coords hold {repeated} repeated tile position(s): each tile is "
                          "written once", path)
+    if positions.ndim == 2 and (merged := len(positions) - len(np.unique(positions, axis=0))):
+        raise InputError(f"coords hold {merged} position(s) less than one unit from another "
+                         "(fractions, or normalised): not pixel or micrometre positions", path)
     return positions
+
+
+def _same_rows(h5_features, feats: np.ndarray, sibling: Path) -> None:
+    """The first and last rows of a CLAM h5's features against the .pt tensor's: the same
+    array in both files, or the h5 is another slide's (of as many tiles) and its
+    coordinates are not these tiles'."""
+    if h5_features.shape != feats.shape:
+        return  # inspect_tile_file names the shapes
+    ends = sorted({0, len(feats) - 1})  # h5py indexes with increasing, distinct rows
+    if not np.array_equal(np.asarray(h5_features[ends], dtype=np.float32), feats[ends]):
+        raise InputError("its features differ from the .pt tensor's (first or last tile): "
+                         "another slide's file, whose coordinates are not these tiles'",
+                         sibling)
 
 
 def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
@@ -388,6 +406,9 @@ def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
             if tf.coords_file is not None:  # CLAM's h5_files/<slide>.h5 beside pt_files/
                 with _open(tf.coords_file) as f:
                     coords = _in_file(f["coords"], "coords", tf.coords_file)[()]
+                    if "features" in f:
+                        _same_rows(_in_file(f["features"], "features", tf.coords_file),
+                                   feats, tf.coords_file)
         else:
             with _open(path) as f:
                 feats = _finite(np.asarray(_in_file(f[name], name, path)[()],

@@ -7,32 +7,47 @@ for the reader to name (:mod:`mmpipe.io.links`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mmpipe.io.links import is_dangling_link
+
+# folders an OS or a disk keeps beside a download, no part of it (and often not listable:
+# a .Trash-1000 of another user stopped a whole slide index)
+_NOT_DOWNLOAD_FOLDERS = ("lost+found", "System Volume Information", "$RECYCLE.BIN")
+
+
+def _walked(folder: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """(folder, its file names) of ``folder`` and every folder under it, linked ones too:
+    a folder reached twice (a link loop, two links to it) once, a link to a folder above
+    ``folder`` (whose tree holds other subjects' files) not at all, hidden and system
+    folders not at all. A folder that cannot be listed raises its :class:`OSError`."""
+    def fail(err: OSError) -> None:
+        raise err
+
+    top_real = os.path.realpath(folder)
+    seen = {top_real}
+    for top, dirs, names in os.walk(folder, followlinks=True, onerror=fail):
+        walked = []
+        for d in sorted(dirs):
+            if d.startswith(".") or d in _NOT_DOWNLOAD_FOLDERS:
+                continue
+            real = os.path.realpath(os.path.join(top, d))
+            if real in seen or top_real.startswith(real.rstrip(os.sep) + os.sep):
+                continue
+            seen.add(real)
+            walked.append(d)
+        dirs[:] = walked
+        yield top, names
 
 
 def walk_files(folder: str | Path, keep: Callable[[str], bool] = lambda name: True
                ) -> tuple[list[Path], list[Path]]:
     """The files under ``folder`` whose names ``keep`` keeps, and its links to nothing,
-    each sorted. Linked folders are walked (a folder reached twice, by a link loop or two
-    links to it, once); a folder that cannot be listed raises its :class:`OSError`, which
-    names it."""
-    def fail(err: OSError) -> None:
-        raise err
-
+    each sorted, walked as :func:`_walked` says."""
     files: list[Path] = []
     dangling: list[Path] = []
-    seen = {os.path.realpath(folder)}
-    for top, dirs, names in os.walk(folder, followlinks=True, onerror=fail):
-        walked = []
-        for d in sorted(dirs):
-            real = os.path.realpath(os.path.join(top, d))
-            if real not in seen:
-                seen.add(real)
-                walked.append(d)
-        dirs[:] = walked
+    for top, names in _walked(folder):
         for name in names:
             path = Path(top, name)
             if not keep(name):
@@ -42,3 +57,9 @@ def walk_files(folder: str | Path, keep: Callable[[str], bool] = lambda name: Tr
             elif is_dangling_link(path):
                 dangling.append(path)
     return sorted(files), sorted(dangling)
+
+
+def holds_a_file(folder: str | Path) -> bool:
+    """Whether :func:`walk_files` would find a file or a link to nothing under
+    ``folder``, stopping at the first folder that holds one."""
+    return any(names for _, names in _walked(folder))

@@ -68,12 +68,14 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
 def mark_under_way(report_dir: str | Path) -> bool:
     """Mark an existing report before a run of the workflow starts (the Snakefile's
     ``onstart``): if Snakemake is killed, the mark stays, where ``onerror`` would have
-    written one. Returns whether there was a report to mark."""
+    written one. A report marked already keeps its mark, which names the runs. Returns
+    whether there was a report to mark."""
     report_dir = Path(report_dir)
     if not (report_dir / REPORT_PAGE).is_file():
         return False
-    _mark(report_dir, f"{UNDER_WAY}, so its figures may describe runs that are gone or "
-                      "older than the config", "")
+    if not (report_dir / STALE_FILE).exists():  # an earlier mark says more: its list stays
+        _mark(report_dir, f"{UNDER_WAY}, so its figures may describe runs that are gone or "
+                          "older than the config", "")
     return True
 
 

@@ -398,6 +398,15 @@ def test_a_pt_whose_h5_sibling_holds_other_features_is_refused(tmp_path):
         inspect_tile_file(pt)
 
 
+def test_a_pt_whose_h5_sibling_is_another_slides_of_as_many_tiles_is_refused(tmp_path):
+    h5, pt = write_clam(tmp_path, "s", FEATS)
+    with h5py.File(h5, "r+") as f:
+        coords = f["coords"][()]
+    _h5(h5, features=FEATS[::-1].copy(), coords=coords[::-1].copy())
+    with pytest.raises(InputError, match=r"its features differ from the .pt tensor's"):
+        read_tile_features(inspect_tile_file(pt))
+
+
 def test_repeated_tile_positions_are_refused(tmp_path):
     """No tool writes a tile twice; repeated positions (a merged or corrupt file) weighed
     their tiles more in the slide's mean."""
@@ -407,4 +416,9 @@ def test_repeated_tile_positions_are_refused(tmp_path):
         coords[3] = coords[1]
         f["coords"][...] = coords
     with pytest.raises(InputError, match="coords hold 1 repeated tile position"):
+        read_tile_features(inspect_tile_file(path))
+    with h5py.File(path, "a") as f:  # normalised positions: all distinct, one once rounded
+        del f["coords"]
+        f["coords"] = np.linspace(0, 0.9, 12, dtype=np.float64).reshape(6, 2)
+    with pytest.raises(InputError, match="less than one unit from another"):
         read_tile_features(inspect_tile_file(path))

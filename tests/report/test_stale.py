@@ -83,4 +83,7 @@ def test_a_report_is_marked_while_a_run_is_under_way_and_unmarked_when_it_agrees
     assert mark_stale_report(report, runs) == [str(runs[0])]
     assert UNDER_WAY not in (report / STALE_FILE).read_text()
     assert (report / "results.md").read_text().count("**Stale report.**") == 1
+    mark_under_way(report)  # the next run's start keeps the list of what is missing
+    assert str(runs[0]) in (report / STALE_FILE).read_text()
+    assert (report / "results.md").read_text().count("**Stale report.**") == 1
     assert not mark_under_way(tmp_path / "no_report")
