@@ -63,7 +63,8 @@ def _folder_stamps(top: str) -> list[list]:
     nothing, whose folder's mtime does not move when ``datalad get`` fetches it. One
     ``scandir`` a folder and a stat a link: an entry's type needs no stat."""
     stamps: list[list] = []
-    seen = {os.path.realpath(top)}
+    top_real = os.path.realpath(top)
+    seen = {top_real}
     folders = [top]
     while folders:
         folder = folders.pop()
@@ -72,7 +73,9 @@ def _folder_stamps(top: str) -> list[list]:
             for entry in entries:
                 if entry.is_dir():
                     real = os.path.realpath(entry.path)
-                    if real not in seen:
+                    # not a link up the tree, as the reader (mmpipe.io.walk): it would
+                    # stamp the whole cohort for each subject
+                    if real not in seen and not top_real.startswith(real.rstrip(os.sep) + os.sep):
                         seen.add(real)
                         folders.append(entry.path)
                 elif entry.is_symlink() and not os.path.exists(entry.path):
