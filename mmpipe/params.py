@@ -98,7 +98,12 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     organs = _segment_organs(cfg, cohort_name, modality_name)
     folder = cfg["preprocess"]["totalsegmentator"].get("weights")
     models = model_folders(Path(folder).expanduser(), organs["fast"]) if folder else []
-    return canonical({**organs,
+    # a dicom modality's masks are made on its shards' volumes: the series the DICOM
+    # settings choose. The workflow reruns them with the shards; a hand-run encode
+    # compares these params (made_with), and took masks of the series chosen before
+    shards = ({"dicom": dicom_params(cfg)}
+              if modality(cfg, cohort_name, modality_name)["kind"] == "dicom" else {})
+    return canonical({**organs, **shards,
                       # "missing": the job then fails, naming the folder (check_weights)
                       "weights": {m.name: content_sha256(m) for m in models} or "missing",
                       "code": code_key("preprocess/segment", "made_with")})

@@ -1033,3 +1033,20 @@ def test_an_encoding_from_under_the_home_folder_is_expanded(raw_config, monkeypa
     assert cfg["encoders"]["tabular"]["encoding_from"] == str(tmp_path / "enc.zarr")
     inputs = CohortLayout.of(cfg["results"], "demo").encode_inputs(cfg, "clinical", "tabular")
     assert str(inputs["encoding_from"]) == str(tmp_path / "enc.zarr")
+
+
+def test_a_dicom_modalitys_masks_are_keyed_by_the_series_chosen(raw_config):
+    """Masks of a dicom modality are made on its shards' volumes, the series the DICOM
+    settings choose: a hand-run encode compared the masks' params, which held no DICOM
+    setting, and took masks of the series chosen before (two CT phases share a grid)."""
+    from mmpipe.params import segment_params
+
+    def params(series_select):
+        cfg = copy.deepcopy(raw_config)
+        cfg["cohorts"]["demo"]["modalities"]["ct"]["mask"] = {
+            "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+        cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+        cfg["preprocess"]["dicom"]["series_select"] = series_select
+        return segment_params(validate_config(cfg), "demo", "ct")
+
+    assert params("most_slices") != params("description:portal")

@@ -239,6 +239,22 @@ def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: d
     return segment_modality(volumes, out_dir, segmenter, metadata)
 
 
+# what nnU-Net (TotalSegmentator's engine) and CUDA say when the machine fails under a
+# subject: a worker process the OS killed for memory, a device fault. Read as the
+# subject's, the subjects after it were rejected one by one in a table that looked finished
+_MACHINE_FAILURES = ("background workers died", "background workers are no longer alive",
+                     "cuda error", "cublas_status", "cudnn_status")
+
+
+def _machine_failure(err: BaseException) -> bool:
+    seen: BaseException | None = err
+    while seen is not None:
+        if any(m in str(seen).lower() for m in _MACHINE_FAILURES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def segment_modality(volumes: dict[str, str | None], out_dir: str | Path,
                      segmenter: Segmenter, metadata: dict[str, str] | None = None
                      ) -> pl.DataFrame:
@@ -269,8 +285,8 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
                 organs = segmenter(volume, Path(tmp))
                 voxels = union_mask(organs, volume, target)
         except Exception as err:  # one subject's failure is its own, whatever raised it
-            if shared_cause(err):  # the machine's (TotalSegmentator on a small GPU, a full
-                raise               # disk) or the install's, not this subject's
+            if shared_cause(err) or _machine_failure(err):  # the machine's (TotalSegmentator
+                raise       # on a small GPU, a full disk) or the install's, not this subject's
             failed += 1
             reason = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
             log.warning("no mask for subject %r: %s", sid, reason)

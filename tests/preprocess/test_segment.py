@@ -265,6 +265,25 @@ def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
         segment_modality({"s1": str(vol), "s2": str(vol)}, tmp_path / "m3", cuda_out_of_memory)
     assert not (tmp_path / "m3").exists()
 
+    # nnU-Net's worker killed by the OS for memory under the second subject: it and every
+    # subject after it were rejected, and the table of the first one's mask looked finished
+    ok = _nifti(tmp_path / "ok.nii.gz", np.zeros((16, 10, 6)))
+    calls = []
+
+    def workers_killed(volume, out_dir):
+        calls.append(volume)
+        if len(calls) > 1:
+            raise RuntimeError("Background workers died. Look for the error message further "
+                               "up! If there is none then your RAM was full and the worker "
+                               "was killed by the OS. Use fewer workers or get more RAM in "
+                               "that case!")
+        return _fake_segmenter(volume, out_dir)
+
+    with pytest.raises(RuntimeError, match="Background workers died"):
+        segment_modality({"s1": str(ok), "s2": str(ok), "s3": str(ok)}, tmp_path / "m4",
+                         workers_killed)
+    assert not (tmp_path / "m4").exists()
+
 
 def test_a_volume_named_with_extra_dots_reaches_the_segmenter_as_nifti(tmp_path):
     """TotalSegmentator reads a file as NIfTI when ``suffix == ".nii" or suffixes ==
