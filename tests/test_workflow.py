@@ -180,6 +180,22 @@ def test_a_retrain_that_stops_short_of_the_report_marks_it_stale(demo_run, tmp_p
     assert "did not rebuild the report" in stale and "/runs/all/mmare/" in stale
 
 
+def test_stores_rebuilt_short_of_training_mark_the_report_stale(demo_run, tmp_path):
+    """A run that rebuilt a store after a change of its encoder and stopped before
+    training (--until) left the report of the runs on the store before unmarked."""
+    workdir = tmp_path / "stores_only"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    report = workdir / "results" / "demo" / "report"
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["encoders"]["tabular"]["categorical"] = ["sex"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = snakemake_in(workdir, "--until", "encode_cpu")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "is marked stale (STALE.md)" in run.stderr
+    stale = (report / "STALE.md").read_text()
+    assert "rebuilt after it" in stale and "clinical/tabular.zarr" in stale
+
+
 def _jobs_ran(run) -> set[tuple[str, str]]:
     """(rule, wildcards without the cohort) of every job a snakemake run ran."""
     ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",

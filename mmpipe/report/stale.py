@@ -33,24 +33,26 @@ UNDER_WAY = ("a later run of the workflow started and has not finished; if it is
              "longer running, it was stopped (killed, out of memory or time) and may have "
              "removed or retrained runs this report describes")
 NOT_REBUILT = ("a later run of the workflow (a target, `--until` or `--omit-from` short of "
-               "the report) trained again and did not rebuild the report")
+               "the report) did not rebuild the report")
 
 
 def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
-                      cause: str = FAILED) -> list[str]:
+                      cause: str = FAILED, inputs: Sequence[str | Path] = ()) -> list[str]:
     """Mark ``report_dir`` stale when some of ``runs`` (the training outputs the report
     is built from) are not on disk, or were written after it (a run trained again, then
-    another job failed before the report was rebuilt); return those (empty: the report
-    agrees with its runs and loses any mark). A report marked before gets the banner of
-    now, not a second one."""
+    another job failed before the report was rebuilt), or some of ``inputs`` (the stores,
+    splits and masks the runs read) were written after it (rebuilt by a run that stopped
+    before training, so the runs are of the inputs before); return those (empty: the
+    report agrees with its runs and loses any mark). A report marked before gets the
+    banner of now, not a second one."""
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return []
-    found = _disagreements(report_dir, runs)
+    found = _disagreements(report_dir, runs, inputs)
     if not found:
         _unmark(report_dir)  # the mark of a run under way (mark_under_way), or of before
         return []
-    missing, newer = found
+    missing, newer, rebuilt = found
     found_text = []
     if missing:
         found_text.append(f"{len(missing)} of the {len(runs)} training runs this report is "
@@ -58,11 +60,16 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     if newer:
         found_text.append(f"{len(newer)} of them were trained again after it (first: "
                           f"`{newer[0]}`)")
+    if rebuilt:
+        found_text.append(f"{len(rebuilt)} of the stores, splits or masks its runs read were "
+                          f"rebuilt after it (first: `{rebuilt[0]}`)")
     listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
-                     for title, rs in (("Missing", missing), ("Trained again", newer)) if rs)
+                     for title, rs in (("Missing", missing), ("Trained again", newer),
+                                       ("Rebuilt inputs", rebuilt)) if rs)
     _mark(report_dir, f"{'; '.join(found_text)}: {cause}, so its figures describe runs that "
-                      "are gone, older than the config or trained again since", listed)
-    return missing + newer
+                      "are gone, older than the config or than what they read, or trained "
+                      "again since", listed)
+    return missing + newer + rebuilt
 
 
 def mark_under_way(report_dir: str | Path) -> bool:
@@ -79,11 +86,13 @@ def mark_under_way(report_dir: str | Path) -> bool:
     return True
 
 
-def _disagreements(report_dir: Path, runs: Sequence[str | Path]
-                   ) -> tuple[list[str], list[str]] | None:
-    """The runs not on disk and those written after the report; None when all agree."""
+def _disagreements(report_dir: Path, runs: Sequence[str | Path],
+                   inputs: Sequence[str | Path] = ()
+                   ) -> tuple[list[str], list[str], list[str]] | None:
+    """The runs not on disk, the runs and the inputs written after the report; None when
+    all agree (an input not on disk is stage 1's to say)."""
     built = _built_at(report_dir)
-    missing, newer = [], []
+    missing, newer, rebuilt = [], [], []
     for run in runs:
         try:
             written = Path(run).stat().st_mtime
@@ -92,7 +101,13 @@ def _disagreements(report_dir: Path, runs: Sequence[str | Path]
             continue
         if built is not None and written > built:
             newer.append(str(run))
-    return (missing, newer) if missing or newer else None
+    for item in inputs if built is not None else ():
+        try:
+            if Path(item).stat().st_mtime > built:
+                rebuilt.append(str(item))
+        except FileNotFoundError:
+            continue
+    return (missing, newer, rebuilt) if missing or newer or rebuilt else None
 
 
 def _mark(report_dir: Path, why: str, listed: str) -> None:

@@ -87,3 +87,23 @@ def test_a_report_is_marked_while_a_run_is_under_way_and_unmarked_when_it_agrees
     assert str(runs[0]) in (report / STALE_FILE).read_text()
     assert (report / "results.md").read_text().count("**Stale report.**") == 1
     assert not mark_under_way(tmp_path / "no_report")
+
+
+def test_a_report_older_than_what_its_runs_read_is_marked(tmp_path):
+    """A run that rebuilt a store and stopped before training (a target, --until encode)
+    left the runs, and the report, of the store before, unmarked: every run was on disk
+    and older than the report."""
+    import os
+
+    report, runs = _report(tmp_path)
+    (report / "runs.csv").write_text("method\n")
+    built = (report / "runs.csv").stat().st_mtime
+    store = tmp_path / "stores" / "ct" / "med3d.zarr"
+    store.mkdir(parents=True)
+    for path in (*runs, store):
+        os.utime(path, (built - 60, built - 60))
+    assert mark_stale_report(report, runs, inputs=[store, tmp_path / "not_built"]) == []
+    os.utime(store, (built + 60, built + 60))  # rebuilt after the report
+    assert mark_stale_report(report, runs, inputs=[store]) == [str(store)]
+    assert "stores, splits or masks its runs read were rebuilt after it" in (
+        report / STALE_FILE).read_text()

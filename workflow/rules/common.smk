@@ -236,6 +236,17 @@ def training_outputs(cohort):
     return [layout(cohort).method_runs(fs, method) for fs, method in cohort_runs(cohort)]
 
 
+def training_inputs(cohort):
+    """The stores, splits and masks the cohort's training jobs read (``train_inputs``)."""
+    lay = layout(cohort)
+    feature_sets = COHORTS[cohort]["benchmark"]["feature_sets"]
+    seeds = cohort_seeds(cohort)
+    keys = cohort_cell_keys(cohort)
+    stores = {lay.store(m, e) for fs, *_ in keys for m, e in feature_sets[fs].items()}
+    masks = {lay.mask(scenario, rate, s) for *_, scenario, rate in keys for s in seeds}
+    return sorted(stores | masks | {lay.split(s) for s in seeds}, key=str)
+
+
 def training_job_flags(cohort):
     """The flags of the cohort's training jobs (``CohortLayout.train_job_done``):
     Snakemake checks a job's outputs only as far as they are asked for, so the runs
@@ -270,11 +281,13 @@ def mark_stale_reports(cause):
     for cohort in config["run_cohorts"]:
         if "benchmark" in COHORTS[cohort]:
             report_dir = layout(cohort).report()
-            missing = mark_stale_report(report_dir, training_outputs(cohort), cause)
+            missing = mark_stale_report(
+                report_dir, training_outputs(cohort), cause, training_inputs(cohort)
+            )
             if missing:
                 print(
                     f"{report_dir} is marked stale (STALE.md): "
-                    f"{len(missing)} of the runs it was built from are not on disk "
-                    "or were trained after it",
+                    f"{len(missing)} of the runs it was built from, or of what they read, "
+                    "are not on disk or were written after it",
                     file=sys.stderr,
                 )
