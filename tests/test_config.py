@@ -852,6 +852,23 @@ def test_a_tabular_entry_that_reuses_an_encoding_states_no_categories(raw_config
     assert "categorical" not in config and "missing_values" not in config
 
 
+def test_a_reused_encoding_is_keyed_by_the_store_it_names_however_spelt(raw_config,
+                                                                        monkeypatch, tmp_path):
+    """`results/x.zarr`, `./results/x.zarr` and its absolute path were three keys: an
+    equivalent config reran the store and every run reading it."""
+    monkeypatch.chdir(tmp_path)
+
+    def config(spelt):
+        cfg = copy.deepcopy(raw_config)
+        cfg["encoders"]["tabular"] = {"type": "tabular", "encoding_from": spelt}
+        return encoder_params(validate_config(cfg), "demo", "clinical", "tabular")["config"]
+
+    keys = {config(p)["encoding_from"] for p in (
+        "results/x.zarr", "./results/x.zarr", str(tmp_path / "results" / "x.zarr"))}
+    assert keys == {"results/x.zarr"}
+    assert config("results/y.zarr")["encoding_from"] == "results/y.zarr"
+
+
 def test_a_list_of_encoders_is_a_config_error_not_a_crash(raw_config):
     cfg = copy.deepcopy(raw_config)
     cfg["encoders"] = [cfg["encoders"]["tabular"]]
