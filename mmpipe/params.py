@@ -211,10 +211,9 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
             params["config"].update({k: getattr(canon, k) for k in
                                      ("categorical", "missing_values") if enc.get(k) is not None})
             if enc.get("encoding_from"):
-                # the store it names, however spelt ("./results/...", absolute): an input
-                # of the job, whose content reruns it
-                params["config"]["encoding_from"] = os.path.relpath(
-                    os.path.abspath(enc["encoding_from"]))
+                # the store it names, however spelt ("./results/...", relative or
+                # absolute): an input of the job, whose content reruns it
+                params["config"]["encoding_from"] = os.path.abspath(enc["encoding_from"])
             if enc.get("encoding_from") and any(cfg["encoders"][e]["type"] == "text"
                                                 for e in mod["encoders"]):
                 # the prompts' blank codes, which a reused encoding's must equal (the
