@@ -90,10 +90,23 @@ def tiling_params(cfg: dict) -> dict:
     return canonical({**cfg["preprocess"]["slide"], "code": code_key("preprocess/slide_shard")})
 
 
+def _store_path_key(path: str) -> str:
+    """A store a config names, however spelt ("./results/x.zarr", its absolute path): as
+    a path relative to the workflow's folder when it lies there, so that moving the
+    project reruns nothing, else absolute. The job reads it (from the folder it was
+    planned in), and it is an input of the job, whose content reruns it."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative == os.pardir or relative.startswith(os.pardir + os.sep) \
+        else relative
+
+
 def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     """What a modality's TotalSegmentator masks depend on: the organs, the model and the
     content of its weights (the ``Dataset...`` folders of the model: replacing the
-    weights reruns the masks, moving them does not); the device changes how it runs."""
+    weights reruns the masks, moving them does not), and for a dicom modality the DICOM
+    settings (the masks are made on the series its shards chose); the device changes how
+    it runs."""
     from mmpipe.preprocess.segment import model_folders
 
     organs = _segment_organs(cfg, cohort_name, modality_name)
@@ -211,9 +224,7 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
             params["config"].update({k: getattr(canon, k) for k in
                                      ("categorical", "missing_values") if enc.get(k) is not None})
             if enc.get("encoding_from"):
-                # the store it names, however spelt ("./results/...", relative or
-                # absolute): an input of the job, whose content reruns it
-                params["config"]["encoding_from"] = os.path.abspath(enc["encoding_from"])
+                params["config"]["encoding_from"] = _store_path_key(enc["encoding_from"])
             if enc.get("encoding_from") and any(cfg["encoders"][e]["type"] == "text"
                                                 for e in mod["encoders"]):
                 # the prompts' blank codes, which a reused encoding's must equal (the

@@ -26,6 +26,7 @@ from mmpipe.cohorts.manifest_files import (
     under_root,
 )
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
+from mmpipe.io.walk import lies_above, walks_into
 from mmpipe.preprocess.masks import mask_column
 
 
@@ -59,7 +60,8 @@ def _file_stamp(path: str | None) -> Any:
 
 def _folder_stamps(top: str) -> list[list]:
     """``[folder, mtime]`` of ``top`` and each folder under it, linked ones too (once
-    each), as the DICOM reader walks them; and ``[link, "not fetched"]`` of each link to
+    each), as the DICOM reader walks them (:mod:`mmpipe.io.walk`: no hidden or system
+    folder, no link up the tree); and ``[link, "not fetched"]`` of each link to
     nothing, whose folder's mtime does not move when ``datalad get`` fetches it. One
     ``scandir`` a folder and a stat a link: an entry's type needs no stat."""
     stamps: list[list] = []
@@ -72,10 +74,12 @@ def _folder_stamps(top: str) -> list[list]:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir():
+                    if not walks_into(entry.name):  # as the reader: not .git, lost+found
+                        continue
                     real = os.path.realpath(entry.path)
-                    # not a link up the tree, as the reader (mmpipe.io.walk): it would
-                    # stamp the whole cohort for each subject
-                    if real not in seen and not top_real.startswith(real.rstrip(os.sep) + os.sep):
+                    # nor a link up the tree, which would stamp the whole cohort for each
+                    # subject
+                    if real not in seen and not lies_above(real, top_real):
                         seen.add(real)
                         folders.append(entry.path)
                 elif entry.is_symlink() and not os.path.exists(entry.path):

@@ -30,15 +30,26 @@ def _walked(folder: str | Path) -> Iterator[tuple[str, list[str]]]:
     for top, dirs, names in os.walk(folder, followlinks=True, onerror=fail):
         walked = []
         for d in sorted(dirs):
-            if d.startswith(".") or d in _NOT_DOWNLOAD_FOLDERS:
+            if not walks_into(d):
                 continue
             real = os.path.realpath(os.path.join(top, d))
-            if real in seen or top_real.startswith(real.rstrip(os.sep) + os.sep):
+            if real in seen or lies_above(real, top_real):
                 continue
             seen.add(real)
             walked.append(d)
         dirs[:] = walked
         yield top, names
+
+
+def walks_into(name: str) -> bool:
+    """Whether a folder of this name is walked: not a hidden one or the OS's."""
+    return not name.startswith(".") and name not in _NOT_DOWNLOAD_FOLDERS
+
+
+def lies_above(real: str, top_real: str) -> bool:
+    """Whether the folder ``real`` (resolved) holds ``top_real``: a link to it leads back
+    up the tree, into other subjects' files."""
+    return top_real.startswith(real.rstrip(os.sep) + os.sep)
 
 
 def walk_files(folder: str | Path, keep: Callable[[str], bool] = lambda name: True

@@ -247,11 +247,14 @@ _MACHINE_FAILURES = ("background workers died", "background workers are no longe
 
 
 def _machine_failure(err: BaseException) -> bool:
+    """A ``RuntimeError`` (what torch and nnU-Net raise), or one it was raised from, that
+    says so: not a reader's error, whose text may be a path ("cuda error runs/s2.nii")."""
     seen: BaseException | None = err
     while seen is not None:
-        if any(m in str(seen).lower() for m in _MACHINE_FAILURES):
+        if isinstance(seen, RuntimeError) and any(m in str(seen).lower()
+                                                  for m in _MACHINE_FAILURES):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return False
 
 

@@ -458,6 +458,26 @@ def test_a_dicom_folders_linked_series_and_files_not_fetched_are_in_its_view(tmp
     assert view() != replaced
 
 
+def test_a_folder_stamp_walks_what_the_reader_walks(tmp_path):
+    """The stamp walked a subject's .datalad or .git (a git operation reran its jobs) and
+    a link up the tree (the whole cohort stamped for each subject); the reader walks
+    neither."""
+    from mmpipe.cohorts.manifest_views import _file_stamp
+
+    cohort = tmp_path / "cohort"
+    subject = cohort / "P1"
+    (subject / "series").mkdir(parents=True)
+    (subject / "series" / "1.dcm").write_bytes(b"1")
+    (cohort / "P2").mkdir()
+    (subject / "series" / "up").symlink_to(cohort, target_is_directory=True)
+    (subject / ".datalad").mkdir()
+    before = _file_stamp(str(subject))
+    assert [row[0] for row in before] == [".", "series"]
+    (subject / ".datalad" / "config").write_text("[datalad]")
+    (cohort / "P2" / "1.dcm").write_bytes(b"2")
+    assert _file_stamp(str(subject)) == before
+
+
 def test_the_benchmarks_view_changes_only_with_what_splits_masks_and_training_read(
         tmp_path):
     """Splits, masks and training jobs rerun on this digest: the subjects, the label, the

@@ -283,6 +283,13 @@ def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
         segment_modality({"s1": str(ok), "s2": str(ok), "s3": str(ok)}, tmp_path / "m4",
                          workers_killed)
     assert not (tmp_path / "m4").exists()
+    # a subject's own error whose text only names such a path stays the subject's
+    odd = tmp_path / "cuda error runs"
+    odd.mkdir()
+    (odd / "s2.nii.gz").write_bytes(b"not a volume")
+    table = segment_modality({"s1": str(ok), "s2": str(odd / "s2.nii.gz")}, tmp_path / "m5",
+                             _fake_segmenter)
+    assert table["status"].to_list() == ["ok", "rejected"]
 
 
 def test_a_volume_named_with_extra_dots_reaches_the_segmenter_as_nifti(tmp_path):
