@@ -25,8 +25,25 @@ for env in envs/*.yaml; do
     sed -n '/^ *- pip:$/,$ s/^ \{6,\}- \(.*\)$/\1/p' "$env" >"$tmp/requirements.txt"
     if "$tmp/venv/bin/pip" install --dry-run --ignore-installed --quiet --report "$tmp/report.json" \
         -r "$tmp/requirements.txt" 2>"$tmp/err"; then
-        n=$("$tmp/venv/bin/python" -c "import json,sys; print(len(json.load(open(sys.argv[1]))['install']))" "$tmp/report.json")
-        echo "$env: python $have, $(wc -l <"$tmp/requirements.txt") pins resolve ($n distributions)"
+        # every distribution it installs is one of its pins (torch==X fixes its own CUDA
+        # runtime, nvidia-*, cuda-* and triton, where PyPI's Linux wheel brings them)
+        if unpinned=$("$tmp/venv/bin/python" - "$tmp/report.json" "$tmp/requirements.txt" <<'PY'
+import json, re, sys
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+pinned = {norm(line.split("==")[0]) for line in open(sys.argv[2]) if "==" in line}
+found = {norm(i["metadata"]["name"]): i["metadata"]["version"]
+         for i in json.load(open(sys.argv[1]))["install"]}
+loose = sorted(f"{n}=={v}" for n, v in found.items() if n not in pinned
+               and n != "setuptools" and not n.startswith(("nvidia-", "cuda-", "triton")))
+print(" ".join(loose))
+sys.exit(1 if loose else 0)
+PY
+        ); then
+            echo "$env: python $have, $(wc -l <"$tmp/requirements.txt") pins resolve to themselves"
+        else
+            echo "$env: resolves, but installs what it does not pin: $unpinned" >&2
+            status=1
+        fi
     else
         echo "$env: does not resolve:" >&2
         grep -v "is ignored" "$tmp/err" | tail -20 >&2
