@@ -68,8 +68,8 @@ def make_mask(cohort_dir: str | Path, scenario: str, rate: float, seed: int,
     """The scenario's presence mask over every cohort modality (natural availability
     AND the scenario's removals); stage-2 runs AND it with their stores' presence.
     ``options`` are the scenario's config options; ``split_path`` the seed's split, for
-    scenarios that treat its parts apart (:data:`NEEDS_SPLIT`); ``label`` the benchmark's label: a rate
-    is met on the subjects that have it (the others are in no split)."""
+    scenarios that treat its parts apart (:data:`NEEDS_SPLIT`); ``label`` the benchmark's
+    label: a rate is met on the subjects that have it (the others are in no split)."""
     manifest, _, presence, modalities = _presence(Path(cohort_dir))
     scored = None if label is None else manifest[label].is_not_null().to_numpy()
     present = presence.select(modalities).to_numpy().astype(bool)
