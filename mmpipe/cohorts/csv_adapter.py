@@ -41,7 +41,7 @@ from mmpipe.cohorts.manifest import (
 from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
-from mmpipe.errors import ConfigError, InputError
+from mmpipe.errors import ConfigError, InputError, MmpipeError
 from mmpipe.io.walk import holds_a_file
 
 log = logging.getLogger(__name__)
@@ -94,18 +94,31 @@ def cell_path(raw: str, root: Path) -> Path:
     return Path(os.path.abspath(p if p.is_absolute() else root / p))
 
 
+def path_columns(cohort_cfg: dict, specs: dict | None = None) -> dict[str, str]:
+    """Each path modality's CSV column (modality -> column)."""
+    columns = {}
+    for name, spec in (specs or modality_specs(cohort_cfg)).items():
+        if spec.is_table:
+            continue
+        column = cohort_cfg["modalities"][name].get("column")
+        if not column:
+            raise ConfigError(f"modality {name!r}: the csv adapter needs the 'column' "
+                              "holding the path")
+        columns[name] = column
+    return columns
+
+
 def paths_not_found(cohort_cfg: dict, base_dir: Path) -> list[str]:
     """The path cells of the cohort's CSV that name nothing now, as ``column: cell``
     (none where the CSV cannot be read: the manifest job says why). The manifest's inputs
     are the CSV and its split files: a file it rejected as "file not found" and copied in
     later changed neither, and the subject stayed rejected
     (:func:`mmpipe.cohorts.download_listing` lists these)."""
-    columns = [spec["column"] for spec in (cohort_cfg.get("modalities") or {}).values()
-               if isinstance(spec, dict) and spec.get("kind") != "table" and spec.get("column")]
     try:
+        columns = path_columns(cohort_cfg).values()
         csv_path = config_path(cohort_cfg["csv"], base_dir)
         frame = read_source_csv(csv_path, all_text=True)
-    except (KeyError, OSError, RuntimeError, InputError):  # RuntimeError: "~nosuchuser"
+    except (KeyError, OSError, RuntimeError, MmpipeError):  # RuntimeError: "~nosuchuser"
         return []
     missing = []
     for column in columns:
@@ -164,15 +177,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     subject_col = cohort_cfg["subject_column"]
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
-    path_cols = {}
-    for name, spec in specs.items():
-        if spec.is_table:
-            continue
-        column = cohort_cfg["modalities"][name].get("column")
-        if not column:
-            raise ConfigError(f"modality {name!r}: the csv adapter needs the 'column' "
-                              "holding the path")
-        path_cols[name] = column
+    path_cols = path_columns(cohort_cfg, specs)
 
     named = [subject_col, *labels, *path_cols.values(),
              *(f for s in specs.values() for f in s.fields)]

@@ -26,7 +26,7 @@ from mmpipe.cohorts.manifest_files import (
     under_root,
 )
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
-from mmpipe.io.walk import lies_above, walks_into
+from mmpipe.io.walk import folder_stamps
 from mmpipe.preprocess.masks import mask_column
 
 
@@ -53,38 +53,11 @@ def _file_stamp(path: str | None) -> Any:
         if not p.is_dir():
             st = p.stat()
             return [st.st_size, st.st_mtime_ns]
-        return sorted(_folder_stamps(str(p)))
+        # as the DICOM reader walks it: linked folders once, no hidden or system folder,
+        # no link up the tree (it would stamp the whole cohort for each subject)
+        return sorted(folder_stamps(p))
     except OSError:
         return "missing"  # the job says which subject and file
-
-
-def _folder_stamps(top: str) -> list[list]:
-    """``[folder, mtime]`` of ``top`` and each folder under it, linked ones too (once
-    each), as the DICOM reader walks them (:mod:`mmpipe.io.walk`: no hidden or system
-    folder, no link up the tree); and ``[link, "not fetched"]`` of each link to
-    nothing, whose folder's mtime does not move when ``datalad get`` fetches it. One
-    ``scandir`` a folder and a stat a link: an entry's type needs no stat."""
-    stamps: list[list] = []
-    top_real = os.path.realpath(top)
-    seen = {top_real}
-    folders = [top]
-    while folders:
-        folder = folders.pop()
-        stamps.append([os.path.relpath(folder, top), os.stat(folder).st_mtime_ns])
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_dir():
-                    if not walks_into(entry.name):  # as the reader: not .git, lost+found
-                        continue
-                    real = os.path.realpath(entry.path)
-                    # nor a link up the tree, which would stamp the whole cohort for each
-                    # subject
-                    if real not in seen and not lies_above(real, top_real):
-                        seen.add(real)
-                        folders.append(entry.path)
-                elif entry.is_symlink() and not os.path.exists(entry.path):
-                    stamps.append([os.path.relpath(entry.path, top), "not fetched"])
-    return stamps
 
 
 # Once per planning process and manifest (its files' stamps are the key): raw files a

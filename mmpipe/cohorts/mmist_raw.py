@@ -98,13 +98,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
     qc: list[QCRecord] = []
     source_qc: list[QCRecord] = []
+    cohort_ids = set(ids)
     for name, spec in specs.items():
         if spec.is_table:
             continue
         chosen = read_chosen(root, name)
         # a patient spelt otherwise there read "no exam", as missing by nature, silently
         source_qc += patients_not_in_the_table(root, name, chosen[ID_COLUMN].to_list(),
-                                               set(ids))
+                                               cohort_ids)
         exam = dict(zip(chosen[ID_COLUMN], chosen["chosen_exam"], strict=True))
         paths: list[str | None] = []
         for sid in ids:

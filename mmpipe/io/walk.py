@@ -10,35 +10,36 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mmpipe.io.links import is_dangling_link
-
 # folders an OS or a disk keeps beside a download, no part of it (and often not listable:
 # a .Trash-1000 of another user stopped a whole slide index)
 _NOT_DOWNLOAD_FOLDERS = ("lost+found", "System Volume Information", "$RECYCLE.BIN")
 
 
-def _walked(folder: str | Path) -> Iterator[tuple[str, list[str]]]:
-    """(folder, its file names) of ``folder`` and every folder under it, linked ones too:
-    a folder reached twice (a link loop, two links to it) once, a link to a folder above
-    ``folder`` (whose tree holds other subjects' files) not at all, hidden and system
-    folders not at all. A folder that cannot be listed raises its :class:`OSError`."""
-    def fail(err: OSError) -> None:
-        raise err
-
+def _walked(folder: str | Path) -> Iterator[tuple[str, list[os.DirEntry]]]:
+    """(folder, its entries that are not folders) of ``folder`` and every folder under
+    it, linked ones too: a folder reached twice (a link loop, two links to it) once, a
+    link to a folder above ``folder`` (whose tree holds other subjects' files) not at all,
+    hidden and system folders not at all. One ``scandir`` a folder: an entry says its type
+    without a stat (a link's target is stat'ed). A folder that cannot be listed raises its
+    :class:`OSError`, which names it."""
     top_real = os.path.realpath(folder)
     seen = {top_real}
-    for top, dirs, names in os.walk(folder, followlinks=True, onerror=fail):
-        walked = []
-        for d in sorted(dirs):
-            if not walks_into(d):
-                continue
-            real = os.path.realpath(os.path.join(top, d))
-            if real in seen or lies_above(real, top_real):
-                continue
-            seen.add(real)
-            walked.append(d)
-        dirs[:] = walked
-        yield top, names
+    stack = [os.fspath(folder)]
+    while stack:
+        here = stack.pop()
+        with os.scandir(here) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        others, below = [], []
+        for entry in entries:
+            if not entry.is_dir():
+                others.append(entry)
+            elif walks_into(entry.name):
+                real = os.path.realpath(entry.path)
+                if real not in seen and not lies_above(real, top_real):
+                    seen.add(real)
+                    below.append(entry.path)
+        yield here, others
+        stack.extend(reversed(below))  # depth first, in name order
 
 
 def walks_into(name: str) -> bool:
@@ -58,19 +59,35 @@ def walk_files(folder: str | Path, keep: Callable[[str], bool] = lambda name: Tr
     each sorted, walked as :func:`_walked` says."""
     files: list[Path] = []
     dangling: list[Path] = []
-    for top, names in _walked(folder):
-        for name in names:
-            path = Path(top, name)
-            if not keep(name):
+    for _, entries in _walked(folder):
+        for entry in entries:
+            if not keep(entry.name):
                 continue
-            if path.is_file():
-                files.append(path)
-            elif is_dangling_link(path):
-                dangling.append(path)
+            if entry.is_file():
+                files.append(Path(entry.path))
+            elif not_fetched(entry):
+                dangling.append(Path(entry.path))
     return sorted(files), sorted(dangling)
+
+
+def not_fetched(entry: os.DirEntry) -> bool:
+    """Whether an entry is a link to nothing (:data:`mmpipe.io.links.DANGLING_LINK`)."""
+    return entry.is_symlink() and not os.path.exists(entry.path)
 
 
 def holds_a_file(folder: str | Path) -> bool:
     """Whether :func:`walk_files` would find a file or a link to nothing under
     ``folder``, stopping at the first folder that holds one."""
-    return any(names for _, names in _walked(folder))
+    return any(entries for _, entries in _walked(folder))
+
+
+def folder_stamps(folder: str | Path) -> list[list]:
+    """``[folder, mtime]`` of ``folder`` and each folder under it, as :func:`walk_files`
+    walks them, and ``[link, "not fetched"]`` of each link to nothing, whose folder's
+    mtime does not move when ``datalad get`` fetches it (relative to ``folder``)."""
+    stamps: list[list] = []
+    for here, entries in _walked(folder):
+        stamps.append([os.path.relpath(here, folder), os.stat(here).st_mtime_ns])
+        stamps += [[os.path.relpath(e.path, folder), "not fetched"]
+                   for e in entries if not_fetched(e)]
+    return stamps

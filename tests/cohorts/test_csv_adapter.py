@@ -130,12 +130,10 @@ def test_a_dicom_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_pat
 
     (tmp_path / "p1" / "STUDY").mkdir(parents=True)
 
-    def walk(top, onerror=None, **kw):
-        if onerror is not None:
-            onerror(PermissionError(13, "Permission denied", str(top)))
-        return iter(())
+    def scandir(path="."):  # the listing io/walk reads each folder with
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(os, "walk", walk)
+    monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(PermissionError):
         csv_adapter.check_path(tmp_path / "p1", "dicom")
 

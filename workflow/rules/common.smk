@@ -184,13 +184,18 @@ def train_inputs(wildcards):
     (cell, seed); the manifest comes from ``checkpointed_manifest``. The job finds each by
     its path in the layout, not by its position."""
     w = wildcards
-    lay = layout(w.cohort)
-    feature_set = COHORTS[w.cohort]["benchmark"]["feature_sets"][w.feature_set]
-    seeds = cohort_seeds(w.cohort)
+    return training_reads(w.cohort, w.feature_set, cell_list(w))
+
+
+def training_reads(cohort, feature_set, cells):
+    """What a training job of ``feature_set`` over ``cells`` reads, by kind."""
+    lay = layout(cohort)
+    modalities = COHORTS[cohort]["benchmark"]["feature_sets"][feature_set]
+    seeds = cohort_seeds(cohort)
     return {
-        "stores": [lay.store(m, e) for m, e in feature_set.items()],
+        "stores": [lay.store(m, e) for m, e in modalities.items()],
         "splits": [lay.split(s) for s in seeds],
-        "masks": [lay.mask(*parse_cell(cell), s) for cell in cell_list(w) for s in seeds],
+        "masks": [lay.mask(*parse_cell(cell), s) for cell in cells for s in seeds],
     }
 
 
@@ -237,14 +242,19 @@ def training_outputs(cohort):
 
 
 def training_inputs(cohort):
-    """The stores, splits and masks the cohort's training jobs read (``train_inputs``)."""
-    lay = layout(cohort)
-    feature_sets = COHORTS[cohort]["benchmark"]["feature_sets"]
-    seeds = cohort_seeds(cohort)
-    keys = cohort_cell_keys(cohort)
-    stores = {lay.store(m, e) for fs, *_ in keys for m, e in feature_sets[fs].items()}
-    masks = {lay.mask(scenario, rate, s) for *_, scenario, rate in keys for s in seeds}
-    return sorted(stores | masks | {lay.split(s) for s in seeds}, key=str)
+    """The stores, splits and masks the cohort's training jobs read (``training_reads``)."""
+    settings = mmconfig.benchmark_settings(config, cohort)
+    return sorted(
+        {
+            path
+            for run in mmconfig.benchmark_runs(config, cohort)
+            for paths in training_reads(
+                cohort, run["feature_set"], mmconfig.cells_of(settings, run)
+            ).values()
+            for path in paths
+        },
+        key=str,
+    )
 
 
 def training_job_flags(cohort):
