@@ -33,12 +33,14 @@ def registry_enums() -> dict[tuple[str, ...], list[str]]:
     from mmpipe.cohorts.manifest import KINDS
     from mmpipe.encoders.registry import ENCODER_TYPES
     from mmpipe.methods import METHODS
+    from mmpipe.preprocess.segment import TASKS
 
     return {
         ("$defs", "encoder", "properties", "type", "enum"): sorted(ENCODER_TYPES),
         ("$defs", "scenarios", "propertyNames", "enum"): list(SCENARIOS),
         ("$defs", "modality", "properties", "kind", "enum"): list(KINDS),
         ("$defs", "cohort", "properties", "adapter", "enum"): sorted(ADAPTERS),
+        ("$defs", "modality", "properties", "mask", "properties", "task", "enum"): list(TASKS),
         ("properties", "methods", "additionalProperties", "properties", "type", "enum"):
             sorted(METHODS),
     }

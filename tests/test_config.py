@@ -709,6 +709,37 @@ def test_every_part_of_the_full_totalsegmentator_model_keys_the_masks(raw_config
     assert segment_params(cfg, "demo", "mri_t1") != first
 
 
+def test_the_mask_s_task_keys_the_masks_and_the_stores_that_crop_to_them(raw_config,
+                                                                            tmp_path):
+    """An MR modality's masks are made by TotalSegmentator's MR model ('total_mr', its
+    own weights): changing the task reruns the masks and the stores cropped to them."""
+    from mmpipe.params import encoder_params, segment_params
+
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+    cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path)}
+    for name in ("Dataset297_TotalSegmentator_total_3mm_1559subj",
+                 "Dataset298_TotalSegmentator_total_6mm_1559subj",
+                 "Dataset852_TotalSegMRI_total_3mm_1088subj"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plans.json").write_text(name)
+    ct = validate_config(copy.deepcopy(cfg))
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["task"] = "total_mr"
+    mr = validate_config(cfg)
+    assert segment_params(ct, "demo", "mri_t1")["task"] == "total"
+    assert segment_params(mr, "demo", "mri_t1")["task"] == "total_mr"
+    # the MR model's weights key its masks, not the CT model's
+    assert sorted(segment_params(mr, "demo", "mri_t1")["weights"]) == [
+        "Dataset852_TotalSegMRI_total_3mm_1088subj"]
+    assert (encoder_params(ct, "demo", "mri_t1", "med3d_demo")
+            != encoder_params(mr, "demo", "mri_t1", "med3d_demo"))
+    cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["task"] = "total_v3"
+    with pytest.raises(ConfigError, match="total_v3"):
+        validate_config(cfg)
+
+
 def test_a_volume_encoder_without_a_transform_takes_its_published_recipe(raw_config):
     """A med3d entry without ``transform`` ran MedicalNet on raw intensities at the file's
     size and orientation; one with a partial transform silently left out the z-score."""

@@ -4,7 +4,8 @@ A volume modality may ask for masks made here instead of masks an adapter reads
 (``cohorts.<c>.modalities.<m>.mask: {from: totalsegmentator, roi_subset: [...]}``): the
 ``segment`` rule runs TotalSegmentator (Wasserthal et al., 2023; its Python API
 ``totalsegmentator.python_api.totalsegmentator``, ``roi_subset`` to predict only the
-organs asked for, ``fast`` for its 3 mm model on a CPU) on each subject's volume and
+organs asked for, ``fast`` for its 3 mm model on a CPU, ``task`` its CT model ``total``
+or its MR model ``total_mr``) on each subject's volume and
 keeps the union of the organs as one mask on the volume's voxel grid
 (``preprocess/<m>/masks/<subject>.nii.gz``, the subject's ID made a safe file name as
 for the DICOM shards, listed in ``masks.parquet``). The encoders
@@ -41,18 +42,32 @@ from mmpipe.shards import safe_name
 
 log = logging.getLogger(__name__)
 
-# The nnU-Net datasets TotalSegmentator's Python API loads for the 'total' task with
-# roi_subset (wasserth/TotalSegmentator, totalsegmentator/python_api.py): the 3 mm model
-# (297), or the full-resolution model's five parts (291-295: organs, vertebrae, cardiac,
-# muscles, ribs; every part is fetched whatever the organs), and either way the 6 mm
-# model (298) that crops the volume to the organs asked for first. A dataset not in the
-# folder is downloaded by TotalSegmentator when it runs, which mmpipe never lets it do.
-CROP_MODEL = 298
-MODELS = {True: (297, CROP_MODEL), False: (291, 292, 293, 294, 295, CROP_MODEL)}
+# TotalSegmentator's tasks a mask may ask for, and the DICOM Modality each segments: its
+# models are trained on CT ('total', TotalSegmentator's default) or on MR ('total_mr',
+# TotalSegmentator MRI, D'Antonoli et al., 2025); the CT model on an MR volume gives masks
+# that look like masks and are not the organs
+TASKS = {"total": "CT", "total_mr": "MR"}
+# The nnU-Net datasets TotalSegmentator's Python API loads for a task with roi_subset
+# (wasserth/TotalSegmentator, totalsegmentator/python_api.py and map_tasks_config.py):
+# for 'total', the 3 mm model (297) or the full-resolution model's five parts (291-295:
+# organs, vertebrae, cardiac, muscles, ribs; every part is fetched whatever the organs),
+# and either way the 6 mm model (298) that crops the volume to the organs asked for
+# first; for 'total_mr', the 3 mm model (852) or the full model's two parts (850, 851),
+# and the 3 mm model again to crop (its 6 mm model was too coarse for MR). A dataset not
+# in the folder is downloaded by TotalSegmentator when it runs, which mmpipe never lets
+# it do.
+CROP_MODEL = {"total": 298, "total_mr": 852}
+MODELS = {("total", True): (297, 298), ("total", False): (291, 292, 293, 294, 295, 298),
+          ("total_mr", True): (852,), ("total_mr", False): (850, 851, 852)}
+# what downloads them (totalseg_download_weights -t ...; bin/totalseg_download_weights.py)
+DOWNLOAD_TASKS = {("total", True): ("total_fast",), ("total", False): ("total",),
+                  ("total_mr", True): ("total_fast_mr",),
+                  ("total_mr", False): ("total_mr", "total_fast_mr")}
 # the names totalseg_download_weights gives them: Dataset297_TotalSegmentator_total_3mm_...
 WEIGHT_FOLDERS = ("Dataset297_TotalSegmentator_total_3mm_1559subj",
                   "Dataset291_TotalSegmentator_part1_organs_1559subj",
-                  "Dataset298_TotalSegmentator_total_6mm_1559subj")
+                  "Dataset298_TotalSegmentator_total_6mm_1559subj",
+                  "Dataset852_TotalSegMRI_total_3mm_1088subj")
 
 Segmenter = Callable[[Path, Path], list[Path]]
 
@@ -62,13 +77,13 @@ def _dataset(folder: Path, model: int) -> Path | None:
     return found[0] if found else None
 
 
-def model_folders(folder: Path, fast: bool) -> list[Path]:
+def model_folders(folder: Path, fast: bool, task: str = "total") -> list[Path]:
     """The ``Dataset...`` folders of ``folder`` TotalSegmentator reads for these masks
     (:data:`MODELS`), those that are there."""
-    return [p for m in MODELS[fast] if (p := _dataset(folder, m)) is not None]
+    return [p for m in MODELS[task, fast] if (p := _dataset(folder, m)) is not None]
 
 
-def check_weights(folder: str | Path | None, fast: bool) -> Path:
+def check_weights(folder: str | Path | None, fast: bool, task: str = "total") -> Path:
     """The weights folder, or a :class:`ConfigError` naming the folder, the models it
     lacks and how to fill it."""
     if not folder:
@@ -76,36 +91,50 @@ def check_weights(folder: str | Path | None, fast: bool) -> Path:
                           "the folder of its weights (TOTALSEG_WEIGHTS_PATH); they are never "
                           "downloaded by mmpipe")
     folder = Path(folder).expanduser()
-    missing = [f"Dataset{m}_*" for m in MODELS[fast] if _dataset(folder, m) is None]
+    missing = [f"Dataset{m}_*" for m in MODELS[task, fast] if _dataset(folder, m) is None]
     if missing:
         raise ConfigError(
             f"TotalSegmentator weights not found: {folder} has no {', '.join(missing)}/ "
-            f"(the {'fast' if fast else 'full-resolution'} model of the 'total' task and "
-            "the 6 mm model that crops to the organs). On a machine with internet run "
-            f"`totalseg_download_weights -t total{'_fast' if fast else ''}` and copy its "
-            f"nnunet/results folder to {folder}")
+            f"(the {'fast' if fast else 'full-resolution'} model of the {task!r} task and "
+            f"Dataset{CROP_MODEL[task]}, which crops to the organs first). On a machine "
+            "with internet run "
+            + " and ".join(f"`totalseg_download_weights -t {t}`"
+                           for t in DOWNLOAD_TASKS[task, fast])
+            + f" and copy its nnunet/results folder to {folder}")
     return folder
 
 
 def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str],
-                               threads: int = 1) -> Segmenter:
+                               threads: int = 1, task: str = "total") -> Segmenter:
     """The segmenter calling TotalSegmentator's Python API with ``settings``
-    (``weights``, ``fast``, ``device``); checked before any subject is read. ``threads``
+    (``weights``, ``fast``, ``device``) and the modality's ``task``; checked before any
+    subject is read (the weights, and the organs against the task's classes). ``threads``
     (the job's CPUs) resample the volume; nnU-Net's own forward on ``cpu`` takes a thread
     per CPU of the node whatever it is given (TotalSegmentator's nnunet.py), so a
     cluster job on ``cpu`` should hold the node's CPUs or share them knowingly."""
     fast = bool(settings.get("fast", True))
-    weights = check_weights(settings.get("weights"), fast)
+    weights = check_weights(settings.get("weights"), fast, task)
     os.environ["TOTALSEG_WEIGHTS_PATH"] = str(weights)  # read by TotalSegmentator's config
     try:
+        from totalsegmentator.map_to_binary import class_map
         from totalsegmentator.python_api import totalsegmentator
     except ImportError as err:
         raise ConfigError("TotalSegmentator masks need the TotalSegmentator package "
                           f"(`pip install TotalSegmentator`): {err}") from err
+    # an organ the task does not segment failed every subject on a KeyError deep in
+    # TotalSegmentator's crop (the MR task names some organs otherwise than the CT one)
+    if task not in class_map:
+        raise ConfigError(f"the installed TotalSegmentator has no task {task!r} "
+                          "(mask.task): install a version that has it")
+    classes = set(class_map[task].values())
+    if unknown := sorted(set(roi_subset) - classes):
+        raise ConfigError(f"TotalSegmentator's {task!r} task has no class {unknown} "
+                          "(mask.roi_subset); its classes are listed in "
+                          f"totalsegmentator.map_to_binary.class_map[{task!r}]")
 
     def segment(volume: Path, out_dir: Path) -> list[Path]:
         totalsegmentator(str(volume), str(out_dir), roi_subset=list(roi_subset), fast=fast,
-                         device=str(settings.get("device", "cpu")), quiet=True,
+                         task=task, device=str(settings.get("device", "cpu")), quiet=True,
                          nr_thr_resamp=int(threads))
         return [out_dir / f"{organ}.nii.gz" for organ in roi_subset]
 
@@ -227,16 +256,52 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
 def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: dict[str, Any],
                    roi_subset: list[str], out_dir: str | Path,
                    shard_dirs: list[str | Path] | None = None,
-                   threads: int = 1, metadata: dict[str, str] | None = None) -> pl.DataFrame:
+                   threads: int = 1, metadata: dict[str, str] | None = None,
+                   task: str = "total") -> pl.DataFrame:
     """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes (a
     ``dicom`` modality's volumes are its shards' NIfTI conversions, on whose grid the
-    encoders read them)."""
+    encoders read them). A dicom series whose Modality is not the task's (an MR series
+    under ``total``, TotalSegmentator's CT model) is that subject's rejection; a NIfTI
+    volume does not say, so its modality's ``task`` is taken as the config gives it."""
     from mmpipe.encode.inputs import gather_inputs
 
-    segmenter = totalsegmentator_segmenter(settings, roi_subset, threads)  # fails early
+    segmenter = totalsegmentator_segmenter(settings, roi_subset, threads, task)  # fails early
     inputs = gather_inputs(cohort_dir, modality, kind, shard_dirs=shard_dirs)
-    volumes = {i.subject_id: str(i.source) if i.status == "ok" else None for i in inputs}
+    volumes: dict[str, str | InputError | None] = {
+        i.subject_id: str(i.source) if i.status == "ok" else None for i in inputs}
+    if kind == "dicom":
+        for sid, series in _series_modalities(shard_dirs or []).items():
+            if volumes.get(sid) is not None and (why := _other_modality(series, task)):
+                volumes[sid] = InputError(why)
     return segment_modality(volumes, out_dir, segmenter, metadata)
+
+
+def _other_modality(series: str, task: str) -> str:
+    """Why a series of DICOM Modality ``series`` is not for ``task``'s model; ``""``
+    when it is, or when the series does not say (no Modality, or ``OT``, other)."""
+    if series in ("", "OT", TASKS[task]):
+        return ""
+    if series in TASKS.values():
+        other = next(t for t, m in TASKS.items() if m == series)
+        return (f"its series is {series} (DICOM Modality), and the mask's task {task!r} is "
+                f"TotalSegmentator's {TASKS[task]} model: set mask.task to {other!r}")
+    return (f"its series is {series} (DICOM Modality): TotalSegmentator segments "
+            + " and ".join(f"{m} (task {t!r})" for t, m in TASKS.items()))
+
+
+def _series_modalities(shard_dirs: list[str | Path]) -> dict[str, str]:
+    """The DICOM Modality of each subject's converted series, as its shard recorded it
+    (``""`` where the series has none)."""
+    import json
+
+    from mmpipe.layout import SHARD_QC
+
+    found = {}
+    for d in shard_dirs:
+        qc = pl.read_parquet(Path(d) / SHARD_QC)
+        for row in qc.filter(pl.col("status") == "ok").iter_rows(named=True):
+            found[row["subject_id"]] = str(json.loads(row["detail"]).get("modality") or "")
+    return found
 
 
 # what nnU-Net (TotalSegmentator's engine) and CUDA say when the machine fails under a
@@ -258,19 +323,19 @@ def _machine_failure(err: BaseException) -> bool:
     return False
 
 
-def segment_modality(volumes: dict[str, str | None], out_dir: str | Path,
+def segment_modality(volumes: dict[str, str | InputError | None], out_dir: str | Path,
                      segmenter: Segmenter, metadata: dict[str, str] | None = None
                      ) -> pl.DataFrame:
-    """A mask per subject with a volume (``subject -> path``, None: no volume) into
-    ``out_dir``, written atomically, and ``masks.parquet`` saying for each subject its
-    mask or why none."""
+    """A mask per subject with a volume (``subject -> path``; None: no volume; an
+    :class:`InputError`: a volume not to segment, and why) into ``out_dir``, written
+    atomically, and ``masks.parquet`` saying for each subject its mask or why none."""
     from mmpipe.fsutil import atomic_dir
 
     with atomic_dir(out_dir) as tmp:
         return _segment_into(volumes, Path(tmp), segmenter, metadata)
 
 
-def _segment_into(volumes: dict[str, str | None], out_dir: Path,
+def _segment_into(volumes: dict[str, str | InputError | None], out_dir: Path,
                   segmenter: Segmenter, metadata: dict[str, str] | None = None
                   ) -> pl.DataFrame:
     rows, failed = [], 0
@@ -278,6 +343,12 @@ def _segment_into(volumes: dict[str, str | None], out_dir: Path,
         if path is None:
             rows.append({"subject_id": sid, "mask": None, "status": "absent",
                          "reason": "no volume"})
+            continue
+        if isinstance(path, InputError):  # a volume the task's model is not for
+            failed += 1
+            log.warning("no mask for subject %r: %s", sid, path.reason)
+            rows.append({"subject_id": sid, "mask": None, "status": "rejected",
+                         "reason": f"not segmented: {path.reason}"})
             continue
         # an ID is not a file name: "site2/P7" named a folder that does not exist (the
         # subject lost its mask under a misleading reason) and "../x" one outside out_dir

@@ -55,17 +55,37 @@ def test_missing_weights_name_the_folder(tmp_path):
                  "part4_muscles_1559subj", "part5_ribs_1559subj"):
         (tmp_path / f"Dataset29{part[4]}_TotalSegmentator_{part}").mkdir()
     assert check_weights(tmp_path, fast=False) == tmp_path
+    # the MR task reads its own models: the CT ones passed its check, and TotalSegmentator
+    # then downloaded the MR models, or failed offline for every subject
+    with pytest.raises(ConfigError, match=r"has no Dataset852_\*.*'total_mr' task.*"
+                                          r"totalseg_download_weights -t total_fast_mr"):
+        check_weights(tmp_path, fast=True, task="total_mr")
+    (tmp_path / WEIGHT_FOLDERS[3]).mkdir()
+    assert check_weights(tmp_path, fast=True, task="total_mr") == tmp_path
+    with pytest.raises(ConfigError, match=r"has no Dataset850_\*, Dataset851_\*/"):
+        check_weights(tmp_path, fast=False, task="total_mr")
+
+
+def _fake_totalsegmentator(monkeypatch, calls: list, classes=None):
+    """TotalSegmentator's Python API and class map as ``sys.modules`` entries: each call
+    is recorded in ``calls``."""
+    api = types.ModuleType("totalsegmentator.python_api")
+    api.totalsegmentator = lambda *args, **kwargs: calls.append((args, kwargs))
+    maps = types.ModuleType("totalsegmentator.map_to_binary")
+    maps.class_map = classes if classes is not None else {
+        "total": {1: "spleen", 2: "kidney_right", 3: "kidney_left", 52: "aorta"},
+        "total_mr": {1: "spleen", 2: "kidney_right", 3: "kidney_left"}}
+    monkeypatch.setitem(sys.modules, "totalsegmentator", types.ModuleType("totalsegmentator"))
+    monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", api)
+    monkeypatch.setitem(sys.modules, "totalsegmentator.map_to_binary", maps)
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", "")  # restored after the test
 
 
 def test_the_segmenter_calls_totalsegmentator_with_the_job_s_settings(tmp_path, monkeypatch):
     """The job's threads reach TotalSegmentator's resampling (it ran one whatever the job
     held); device, model and organs are those of the config."""
     calls = []
-    api = types.ModuleType("totalsegmentator.python_api")
-    api.totalsegmentator = lambda *args, **kwargs: calls.append((args, kwargs))
-    monkeypatch.setitem(sys.modules, "totalsegmentator", types.ModuleType("totalsegmentator"))
-    monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", api)
-    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", "")  # restored after the test
+    _fake_totalsegmentator(monkeypatch, calls)
     for name in (WEIGHT_FOLDERS[0], WEIGHT_FOLDERS[2]):
         (tmp_path / name).mkdir()
     segment = totalsegmentator_segmenter({"weights": str(tmp_path), "fast": True,
@@ -74,9 +94,98 @@ def test_the_segmenter_calls_totalsegmentator_with_the_job_s_settings(tmp_path, 
         tmp_path / "out" / "kidney_left.nii.gz"]
     (args, kwargs), = calls
     assert args == (str(tmp_path / "ct.nii.gz"), str(tmp_path / "out"))
-    assert kwargs == {"roi_subset": ["kidney_left"], "fast": True, "device": "gpu",
-                      "quiet": True, "nr_thr_resamp": 6}
+    assert kwargs == {"roi_subset": ["kidney_left"], "fast": True, "task": "total",
+                      "device": "gpu", "quiet": True, "nr_thr_resamp": 6}
     assert os.environ["TOTALSEG_WEIGHTS_PATH"] == str(tmp_path)
+
+
+def test_an_mr_modality_is_segmented_by_the_mr_model(tmp_path, monkeypatch):
+    """TotalSegmentator ran its CT model ('total') on every modality: an MR modality's
+    masks were the CT model's guesses on MR intensities, kept as its kidneys."""
+    calls = []
+    _fake_totalsegmentator(monkeypatch, calls)
+    (tmp_path / WEIGHT_FOLDERS[3]).mkdir()
+    segment = totalsegmentator_segmenter({"weights": str(tmp_path)}, ["kidney_left"],
+                                         task="total_mr")
+    segment(tmp_path / "t2.nii.gz", tmp_path / "out")
+    assert calls[0][1]["task"] == "total_mr"
+    # an organ the task has no class for failed every subject on a KeyError deep in
+    # TotalSegmentator's crop; the job now stops before the first, naming it
+    with pytest.raises(ConfigError, match=r"'total_mr' task has no class \['aorta'\]"):
+        totalsegmentator_segmenter({"weights": str(tmp_path)}, ["kidney_left", "aorta"],
+                                   task="total_mr")
+    _fake_totalsegmentator(monkeypatch, calls, classes={"total": {3: "kidney_left"}})
+    with pytest.raises(ConfigError, match="installed TotalSegmentator has no task 'total_mr'"):
+        totalsegmentator_segmenter({"weights": str(tmp_path)}, ["kidney_left"],
+                                   task="total_mr")
+
+
+def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkeypatch):
+    """A dicom modality says what each series is (its DICOM Modality): an MR series under
+    the CT task is that subject's rejection, naming the task to set; when every series
+    is, the job fails with that reason instead of writing masks of guesses."""
+    import pydicom
+
+    from mmpipe.config import validate_config
+    from mmpipe.preprocess.segment import segment_cohort
+    from tests.reliability.conftest import (
+        build,
+        csv_cohort_config,
+        preprocess,
+        with_cohort,
+        write_csv,
+    )
+    from tests.reliability.test_dicom_inputs import MODALITIES, PREPROCESS, write_series
+
+    rows = []
+    for k, sid in enumerate(("ct1", "mr1", "pet1")):
+        _, files = write_series(tmp_path / "dicom" / sid, k)
+        for f in files:  # the writer's slices are CT
+            ds = pydicom.dcmread(f)
+            ds.Modality = {"ct1": "CT", "mr1": "MR", "pet1": "PT"}[sid]
+            ds.save_as(f)
+        rows.append({"id": sid, "y": k % 2, "ct": f"dicom/{sid}"})
+    base_config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    cfg = with_cohort(base_config, csv_cohort_config(write_csv(tmp_path / "c.csv", rows),
+                                                     MODALITIES),
+                      preprocess=PREPROCESS, shards={"dicom": 1})
+    layout = build(tmp_path, cfg)
+    shards = preprocess(layout, cfg, "ct")
+    _fake_totalsegmentator(monkeypatch, [])
+    for name in (WEIGHT_FOLDERS[0], WEIGHT_FOLDERS[2], WEIGHT_FOLDERS[3]):
+        (tmp_path / "w" / name).mkdir(parents=True)
+    seen = []
+
+    def segmenter(settings, roi_subset, threads, task):
+        def segment(volume, out_dir):
+            seen.append(volume)
+            return _fake_segmenter(volume, out_dir)
+        return segment
+
+    monkeypatch.setattr("mmpipe.preprocess.segment.totalsegmentator_segmenter", segmenter)
+    table = segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
+                           ["kidney_left"], tmp_path / "masks", shard_dirs=shards)
+    verdict = {r["subject_id"]: r for r in table.iter_rows(named=True)}
+    assert verdict["ct1"]["status"] == "ok" and len(seen) == 1
+    assert verdict["mr1"]["status"] == "rejected"
+    assert ("its series is MR (DICOM Modality), and the mask's task 'total' is "
+            "TotalSegmentator's CT model: set mask.task to 'total_mr'") in verdict["mr1"]["reason"]
+    assert "its series is PT (DICOM Modality): TotalSegmentator segments CT" in (
+        verdict["pet1"]["reason"])
+    table = segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
+                           ["kidney_left"], tmp_path / "mr_masks", shard_dirs=shards,
+                           task="total_mr")
+    assert [r["status"] for r in table.iter_rows(named=True)] == ["rejected", "ok", "rejected"]
+    from mmpipe.errors import InputError
+
+    # every series MR under the CT task: the job fails, saying so, and writes no masks
+    monkeypatch.setattr("mmpipe.preprocess.segment._series_modalities",
+                        lambda dirs: dict.fromkeys(("ct1", "mr1", "pet1"), "MR"))
+    with pytest.raises(InputError, match=r"no mask for any of the 3 subjects.*set mask.task "
+                                         r"to 'total_mr'"):
+        segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
+                       ["kidney_left"], tmp_path / "none", shard_dirs=shards)
+    assert not (tmp_path / "none").exists()
 
 
 def _fake_segmenter(volume, out_dir):

@@ -11,4 +11,5 @@ segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.
                sm.config["preprocess"]["totalsegmentator"], sm.params.segment["roi_subset"],
                sm.output[0],
                shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
-               threads=sm.threads, metadata=made_with(sm.params.segment, sm.params.manifest))
+               threads=sm.threads, metadata=made_with(sm.params.segment, sm.params.manifest),
+               task=sm.params.segment["task"])
