@@ -248,7 +248,11 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
         if not path.is_file():
             raise MmpipeError(f"{path} is not built: run the {rule} rule first (snakemake "
                               f"{target})")
-        made = pl.read_parquet_metadata(path).get(MADE_WITH_KEY)
+        try:
+            made = pl.read_parquet_metadata(path).get(MADE_WITH_KEY)
+        except pl.exceptions.PolarsError as err:  # a damaged copy: a traceback said so
+            raise MmpipeError(f"{path} cannot be read ({err}): rebuild it with `snakemake "
+                              f"--forcerun {rule} {target}`") from err
         if made is None:  # the workflow has no changed setting to rerun it by
             raise MmpipeError(f"{path} records nothing of what it was made with (an older "
                               f"mmpipe): rebuild it with `snakemake --forcerun {rule} "
@@ -317,7 +321,7 @@ def cmd_predict(args) -> None:
     try:
         device = resolve_device(args.device)
         method, bundle = load_run(args.run, device)
-        table = score_stores(method, bundle, stores, device)
+        table = score_stores(method, bundle, stores, device, args.allow_other_preprocessing)
         classes = class_labels(bundle)
         # which class each score_k is, in the file too (a parquet reader shows its metadata)
         write_parquet(table, args.out, metadata={"mmpipe.label": str(bundle.get("label")),
@@ -381,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature store of one modality; repeat for each available modality")
     p.add_argument("--out", required=True, help="predictions parquet to write")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-other-preprocessing", action="store_true",
+                   help="score stores whose inputs were preprocessed otherwise than the "
+                        "run's training inputs (refused by default), with a note")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("inspect", help="summarise a feature store")

@@ -202,6 +202,9 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
     assert cli.main(text) == 1  # a traceback (FileNotFoundError) before
     assert "prompts.parquet is not built: run the clinical_prompts rule" in \
         capsys.readouterr().err
+    prompts.write_bytes(b"PAR1 cut short")  # a damaged copy: a polars traceback before
+    assert cli.main(text) == 1
+    assert "prompts.parquet cannot be read (" in capsys.readouterr().err
     table.write_parquet(prompts)  # made by hand, or by an older mmpipe: nothing recorded
     assert cli.main(text) == 1
     assert "records nothing of what it was made with (an older mmpipe): rebuild it with " \

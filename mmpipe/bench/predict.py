@@ -6,11 +6,18 @@ on, the training split's normalisation (``none`` for a fold ensemble whose membe
 normalise raw features, each with its own), and how each training store's features were
 made.
 New subjects come as feature stores of any subset of those modalities; a modality
-without a store counts as absent for everyone. A store made another way than the
-training store (another encoder or weights, other columns or another tabular encoding:
-its categories and scaling) is refused, since its numbers would mean something else to
-the model; a store whose inputs were preprocessed differently is scored with a warning,
-logged and written in the scores' ``notes`` column, that says what differs.
+without a store counts as absent for everyone, which a warning, logged and written in the
+scores' ``notes`` column, says (a forgotten ``--store`` reads like a cohort without the
+modality). A store made another way than the training store (another encoder or
+weights, other columns or another tabular encoding: its categories and scaling) is
+refused, since its numbers would mean something else to the model, and so is one whose
+inputs were preprocessed differently (another window, crop, tiling, prompt template or
+DICOM series rule: 82 of the demo's 137 CT subjects changed class under another HU
+window) unless the caller allows it (``allow_other_preprocessing``, ``mmpipe predict
+--allow-other-preprocessing``), when the warning and the note say what differs. A store
+made for another of the run's modalities (``mri_t1=`` given the T2 store) is refused; one
+made for a modality the run does not know is scored with a note, since a new cohort may
+name its modalities otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from mmpipe.bench.data import BenchData, Normalizer, common_subjects, usable_row
 from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.encoders.device import resolve_device
-from mmpipe.errors import ConfigError, StoreError
+from mmpipe.errors import ConfigError, MmpipeError, StoreError
 from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature, read_features
 
 log = logging.getLogger(__name__)
@@ -80,9 +87,11 @@ def _unstated_only(mine, theirs) -> bool:
     return (mine is None) != (theirs is None)
 
 
-def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
-    """Refuse a store whose features were made another way than the training store's;
-    returns a note ("" when none) when only its inputs' preprocessing differs."""
+def check_encoding(modality: str, path, attrs: dict, trained: dict,
+                   allow_other_preprocessing: bool = False) -> str:
+    """Refuse a store whose features were made another way than the training store's,
+    or from inputs preprocessed otherwise unless ``allow_other_preprocessing``; returns a
+    note ("" when none) of what was let through."""
     new = encoding_signature(attrs)
     # recorded since this version: a model saved before has none, and a setting left
     # unstated on one side may be the other's default, so only two stated values that
@@ -100,6 +109,13 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
                          "same way (same encoder and weights; for a tabular store, "
                          "`encoding_from:` the training store) and predict again")
     soft = [k for k in PREPROCESSING_KEYS if trained.get(k) != new.get(k)]
+    if soft and not allow_other_preprocessing:
+        raise StoreError(
+            f"{path}: the {modality} inputs were preprocessed differently from the run's "
+            f"training inputs ({', '.join(soft)} differs: another transform, mask, tiling, "
+            "prompt or DICOM setting; the store's `preprocessing` attribute says which): "
+            "encode the new subjects with the run's settings, or pass "
+            "--allow-other-preprocessing to score them anyway, with a note")
     if not soft and not unsure:
         return ""
     note = "; ".join(
@@ -112,17 +128,34 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     return note
 
 
-def _modality_note(modality: str, path, attrs: dict) -> str:
-    """A store made for another modality than the one it is scored as (``ct=`` given an
-    MRI store of the same encoder): kept in the scores' notes, since a new cohort may
-    name its modalities otherwise."""
+def _modality_note(modality: str, path, attrs: dict, modalities: list[str]) -> str:
+    """A store made for another modality than the one it is scored as. Another of the
+    run's own (``mri_t1=`` given the T2 store: 26 of the demo's 200 classes flipped) is
+    refused; one the run does not know is kept in the scores' notes, since a new cohort
+    may name its modalities otherwise."""
     made_for = attrs.get("modality")
     if made_for is None or made_for == modality:
         return ""
+    if made_for in modalities:
+        raise StoreError(f"{path} was made for modality {made_for!r}, which the run also "
+                         f"reads, and is given as {modality!r}: give each modality its own "
+                         "store")
     note = (f"{modality}: scored with a store made for modality {made_for!r} ({path}): check "
             f"that it holds the run's {modality} inputs")
     log.warning("%s", note)
     return note
+
+
+def _read(modality: str, path):
+    """A store's features, or a :class:`StoreError` naming the store when its arrays
+    cannot be read (a damaged chunk failed deep in the codec, naming neither)."""
+    try:
+        return read_features(path)
+    except (MmpipeError, OSError):  # already named (a missing chunk, no such store)
+        raise
+    except Exception as err:
+        raise StoreError(f"{path}: the {modality} store cannot be read ({type(err).__name__}: "
+                         f"{err}): a damaged copy; encode it again") from err
 
 
 def _short(value) -> str:
@@ -131,10 +164,12 @@ def _short(value) -> str:
 
 
 def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
-                   device: str = "cpu") -> pl.DataFrame:
+                   device: str = "cpu", allow_other_preprocessing: bool = False
+                   ) -> pl.DataFrame:
     """Scores of every subject found in ``stores`` (modality -> store path)."""
     device = resolve_device(device)
-    return score_stores(*load_run(run_dir, device), stores, device)
+    return score_stores(*load_run(run_dir, device), stores, device,
+                        allow_other_preprocessing)
 
 
 def class_labels(bundle: dict) -> list[str]:
@@ -144,7 +179,8 @@ def class_labels(bundle: dict) -> list[str]:
 
 
 def score_stores(method, bundle: dict, stores: dict[str, str | Path],
-                 device: torch.device) -> pl.DataFrame:
+                 device: torch.device, allow_other_preprocessing: bool = False
+                 ) -> pl.DataFrame:
     """:func:`predict_stores` with the run loaded (:func:`load_run`, on ``device``)."""
     modalities = list(bundle["modalities"])
     if not stores:
@@ -153,10 +189,14 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     unknown = sorted(set(stores) - set(modalities))
     if unknown:
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
-    feats = {m: read_features(p) for m, p in stores.items()}
-    notes = [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
-             for m, f in feats.items()]
-    notes += [_modality_note(m, stores[m], f.attrs) for m, f in feats.items()]
+    feats = {m: _read(m, p) for m, p in stores.items()}
+    notes = [_modality_note(m, stores[m], f.attrs, modalities) for m, f in feats.items()]
+    notes += [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}),
+                             allow_other_preprocessing) for m, f in feats.items()]
+    if left_out := [m for m in modalities if m not in stores]:
+        notes.append(f"{', '.join(left_out)}: no store given, scored as absent for every "
+                     "subject")
+        log.warning("%s", notes[-1])
     ids = common_subjects({m: (stores[m], f) for m, f in feats.items()})
     n = len(ids)
     x, present = {}, np.zeros((n, len(modalities)), bool)

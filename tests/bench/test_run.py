@@ -4,6 +4,7 @@ stage-1 path (csv adapter → precomputed stores), and `mmpipe predict` on its m
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import polars as pl
@@ -16,6 +17,7 @@ from mmpipe.cohorts import build_manifest
 from mmpipe.cohorts.benchmark_view import benchmark_view_digest
 from mmpipe.config import load_config
 from mmpipe.encode.run import encode_store
+from mmpipe.errors import StoreError
 from mmpipe.hashing import params_hash
 from mmpipe.layout import CohortLayout, parse_cell
 from mmpipe.params import encoder_params
@@ -92,9 +94,25 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
     scored = predict_stores(out, {m: cohort_dir / "features" / m / "precomputed.zarr"
                                   for m in MODALITIES})
     assert len(scored) == 80 and not scored["no_input"].any()
-    # ...and accepts any subset of modalities
+    # ...and accepts any subset of modalities, saying which it scored as absent (a
+    # forgotten --store had read as a cohort without the modality, without a word)
     only_a = predict_stores(out, {"a": cohort_dir / "features" / "a" / "precomputed.zarr"})
     assert set(only_a["pattern"]) == {"a"}
+    assert only_a["notes"].unique().to_list() == [
+        "b, c: no store given, scored as absent for every subject"]
+    assert scored["notes"].unique().to_list() == [""]
+    # a store of another of the run's modalities given as this one (b's as a: the same
+    # encoder, the same signature) was scored with a note; a damaged store is named
+    with pytest.raises(StoreError, match=r"b/precomputed.zarr was made for modality 'b', "
+                                         r"which the run also reads, and is given as 'a'"):
+        predict_stores(out, {"a": cohort_dir / "features" / "b" / "precomputed.zarr"})
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(cohort_dir / "features" / "a" / "precomputed.zarr", damaged)
+    chunk = next(p for p in sorted((damaged / "emb").rglob("*")) if p.is_file()
+                 and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(StoreError, match=r"damaged.zarr: the a store cannot be read"):
+        predict_stores(out, {"a": damaged})
 
 
 def test_split_and_mask_are_shared_and_reproducible(cohort, tmp_path):

@@ -123,6 +123,7 @@ def test_a_store_listing_a_subject_twice_or_other_subjects_is_named(trained, tmp
     ids = group["subject_id"][:]
     ids[1] = ids[0]
     group["subject_id"][:] = ids
+    group.attrs["modality"] = "other"  # scored below as the bundle's second modality
     with pytest.raises(StoreError,
                        match=r"clinical store .*twice.zarr lists subject\(s\) \[.p0-00.\] more"):
         predict_stores(run, {"clinical": twice})
@@ -196,8 +197,10 @@ def test_a_store_encoded_with_the_training_encoding_is_scored_and_says_what_is_n
                                     for s in unseen)
 
 
-def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trained,
-                                                                            tmp_path):
+def test_a_store_preprocessed_differently_is_refused_unless_allowed(trained, tmp_path,
+                                                                     capsys):
+    """Another HU window, crop, tiling or prompt template: 82 of the demo's 137 CT subjects
+    changed class under another window, and the store was scored with a warning."""
     import shutil
 
     import zarr
@@ -207,10 +210,18 @@ def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trai
     shutil.copytree(store, copy)
     group = zarr.open_group(str(copy), mode="r+")
     group.attrs["preprocessing_hash"] = "0" * 64
-    scores = predict_stores(run, {"clinical": copy})
+    with pytest.raises(StoreError, match=r"clinical inputs were preprocessed differently "
+                                         r".*--allow-other-preprocessing"):
+        predict_stores(run, {"clinical": copy})
+    assert _predict(run, copy, tmp_path / "refused.parquet") == 1
+    assert "--allow-other-preprocessing" in capsys.readouterr().err
+    assert not (tmp_path / "refused.parquet").exists()
+    scores = predict_stores(run, {"clinical": copy}, allow_other_preprocessing=True)
     assert scores["notes"].unique().to_list() == [
         "clinical: inputs preprocessed differently from the run's training inputs "
         "(preprocessing_hash differs): the scores may shift"]
+    assert main(["predict", str(run), "--store", f"clinical={copy}", "--out",
+                 str(tmp_path / "allowed.parquet"), "--allow-other-preprocessing"]) == 0
     assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
 
 
@@ -256,7 +267,9 @@ def test_the_embedding_settings_are_a_types_own_minus_files_and_bags():
 
 
 def test_a_store_of_another_modality_is_scored_with_a_note(trained, tmp_path):
-    """`--store ct=<the MRI store>`: same encoder, same signature, scored without a word."""
+    """`--store ct=<the MRI store>`: same encoder, same signature, scored without a word.
+    A modality the run does not read may be a new cohort's name for this one: a note (one
+    the run reads is refused: tests/bench/test_run.py)."""
     import shutil
 
     import zarr
