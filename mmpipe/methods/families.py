@@ -11,6 +11,7 @@ from __future__ import annotations
 
 BASELINE_FAMILY = "baselines"
 SINGLE_FAMILY = "single modality"
+SIMPLE_FUSION_FAMILY = "simple fusion"
 FAMILIES: dict[str, str] = {
     "mmare": "MMARE",
     "hypermm": "HyperMM", "hypermm_e2e": "HyperMM",
@@ -20,15 +21,15 @@ FAMILIES: dict[str, str] = {
     "unilmmv": "attention / graph", "muse": "attention / graph", "adacomed": "attention / graph",
     "drim": "attention / graph",
     "mean_impute": "imputation", "knn_impute": "imputation",
-    "concat_zero": "simple fusion", "deepsets": "simple fusion", "late_fusion": "simple fusion",
-    "standard": "simple fusion",
+    "concat_zero": SIMPLE_FUSION_FAMILY, "deepsets": SIMPLE_FUSION_FAMILY,
+    "late_fusion": SIMPLE_FUSION_FAMILY, "standard": SIMPLE_FUSION_FAMILY,
     "logreg": BASELINE_FAMILY, "hgb": BASELINE_FAMILY,
     "single": SINGLE_FAMILY,
 }
 
 # the order panels, legends and the summary list families in
 FAMILY_ORDER = ("MMARE", "HyperMM", "HAM & comparators", "BD & comparators",
-                "attention / graph", "imputation", "simple fusion", SINGLE_FAMILY,
+                "attention / graph", "imputation", SIMPLE_FUSION_FAMILY, SINGLE_FAMILY,
                 BASELINE_FAMILY)
 
 

@@ -62,7 +62,7 @@ NO_PATTERN = "none"
 # per-run strings carried from the run to its summary row (the first of its seeds)
 _CARRIED = ("method_type", "family", "positive_label")
 _STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path",
-                   "family", "positive_label", "flags", "split_fixed", "device")
+                   "family", "positive_label", "flags", "split_fixed", "device", "monitor")
 # metrics.json written before weighted F1 (and before the per-class keys said which class
 # they were of) held "f1"/"precision"/"recall": class 1's for two classes, macro for more
 _LEGACY_BINARY = {"f1": "f1_positive", "precision": "precision_positive",
@@ -203,7 +203,8 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
     """One row per run: identity, ``family`` (:data:`mmpipe.methods.families.FAMILIES`), test
     metrics (plain names; ``n_test``), validation metrics (``val_*``),
     ``trainable_parameters``, ``training_seconds``, ``n_classes``, ``positive_label`` (the
-    label value the ``*_positive`` metrics are of), ``flags`` (names, ";"-joined),
+    label value the ``*_positive`` metrics are of), ``monitor`` (the validation scores
+    its early stopping watched, ";"-joined), ``flags`` (names, ";"-joined),
     ``collapsed`` (every test prediction one class) and the file's ``path``."""
     from mmpipe.methods.families import FAMILIES
 
@@ -230,6 +231,13 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         for k in FEATURE_SET_RATE_COLUMNS:
             row[k] = _num(own.get(k.removeprefix("feature_set_")))
         row["trained"] = bool(m.get("trained", True))
+        # the validation scores its early stopping watched, ";"-joined (None for a fit
+        # without epochs): a score a run stopped on is optimistic as a validation score
+        training = m.get("training") or {}
+        phases = [ph for part in (training, *(training.get("folds") or []))
+                  if isinstance(part, dict) for ph in part.get("phases") or []]
+        row["monitor"] = ";".join(sorted({str(ph["monitor"]) for ph in phases
+                                          if ph.get("monitor")})) or None
         # the parts of the cohort's own split the run's seed did not draw ("" when none)
         row["split_fixed"] = ",".join((m.get("split") or {}).get("fixed") or [])
         # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so.

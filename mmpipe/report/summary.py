@@ -1,11 +1,17 @@
 """The opening of ``results.md``: per (scenario, rate), natural first, in a few lines.
 
-For each group: the best method on the headline metric with its interval; whether the
-*fusion* method best on validation beats the single-modality run best on validation and
+For each group: the best method on the headline metric with its interval, and in bold
+when a simple comparator leads or is level; whether the *fusion* method best on
+validation beats the single-modality run and the simple fusion best on validation, and
 each baseline;
 which runs collapsed, kept their first epoch or could not train. Method types are grouped by
-:data:`mmpipe.methods.families.FAMILIES`: ``baselines``, ``single modality``, every
-other family is fusion.
+:data:`mmpipe.methods.families.FAMILIES`: ``baselines``, ``single modality`` and ``simple
+fusion`` (late fusion, concatenation, DeepSets) are the simple comparators; every other
+family is a fusion method, of which the one compared is chosen (a simple fusion only
+where no other ran). Its line says when its early stopping watched the validation score
+it was chosen by (MMARE's balanced accuracy): that score is then the best of its epochs,
+optimistic beside a method that stopped on its loss, and no validation score is free of
+such a tilt, since every method selects on one.
 
 Statistics, stated in the text too:
 
@@ -41,7 +47,12 @@ import numpy as np
 import polars as pl
 
 from mmpipe.bench.flags import COLLAPSE_FLAGS
-from mmpipe.methods.families import BASELINE_FAMILY, SINGLE_FAMILY, types_of
+from mmpipe.methods.families import (
+    BASELINE_FAMILY,
+    SIMPLE_FUSION_FAMILY,
+    SINGLE_FAMILY,
+    types_of,
+)
 from mmpipe.report.stats import DECIMALS, min_wilcoxon_p, paired_tails, two_sided
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
@@ -77,8 +88,16 @@ def _shown(mean: float) -> float:
     return round(mean, SHOWN_DECIMALS)
 
 
-def _families():
-    return BASELINE_FAMILY, SINGLE_FAMILY
+# the simple comparators every fusion method must beat, and what a sentence calls one
+# (the first of several that lead): the baselines, one modality alone, and the plain
+# fusions (late fusion, concatenation, DeepSets), which a paper's method is published
+# against and which, leading, were called "the best fusion" as if a paper's method led
+SIMPLE = {BASELINE_FAMILY: "a simple baseline", SINGLE_FAMILY: "one modality alone",
+          SIMPLE_FUSION_FAMILY: "a simple fusion"}
+
+
+def _simple_kind(families) -> str:
+    return next(words for fam, words in SIMPLE.items() if fam in families)
 
 
 def _labeller(summary: pl.DataFrame):
@@ -267,7 +286,7 @@ def _flag_lines(counts: dict[tuple, set[int]], n_seeds: dict[tuple, int], severa
 def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFrame | None,
                      metric: str = "balanced_accuracy") -> str:
     """The ``## Summary`` section of ``results.md`` (see the module docstring)."""
-    baseline, single = _families()
+    baseline, single, simple_fusion = BASELINE_FAMILY, SINGLE_FAMILY, SIMPLE_FUSION_FAMILY
     col = f"{metric}_mean"
     if col not in summary.columns or not len(summary):
         return ""
@@ -279,8 +298,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     lines = [f"## Summary: {name} on the test split", "",
              f"Per scenario and rate: the best method by {name} (mean ± std over seeds, "
              "sample std; 95 % CI: t interval of the mean over seeds); the *fusion* method "
-             "best on validation (every family but the baselines and single modality) "
-             "against the single-modality run best on validation "
+             "best on validation (every family but the simple comparators: baselines, "
+             "single modality and simple fusion) against the single-modality run and the "
+             "simple fusion best on validation "
              f"and each baseline ({', '.join(types_of(BASELINE_FAMILY))}), "
              "by an exact Wilcoxon "
              "signed-rank test over seeds, paired by seed (same split and mask), two-sided: a "
@@ -387,25 +407,27 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         # who leads, whatever order the tie came in: a fusion method and a simple run
         # level at the printed precision is "not ahead", whichever is named first
         leaders = {(r.get("family") or "other") for r in (best, *level)}
-        simple_leaders = leaders & {baseline, single}
+        simple_leaders = leaders & set(SIMPLE)
         if level:
             lead += f"; level at {best[col]:.3f} with " + ", ".join(
                 f"**{label(r)}**" for r in level)
-        if simple_leaders and leaders - {baseline, single}:
-            lead += (". **The best fusion is level with "
-                     f"{'a simple baseline' if baseline in simple_leaders else 'one modality alone'} "
+        if simple_leaders and leaders - set(SIMPLE):
+            lead += (f". **The best fusion is level with {_simple_kind(simple_leaders)} "
                      "here**, not ahead")
-        elif fam in (baseline, single):
+        elif fam in SIMPLE:
             # a fusion method ahead over some seeds only is compared below, on the seeds
             # it shares with this one: "no fusion method beats it" would contradict that
-            which = ("no fusion method with a value on every seed" if any(
+            other = "other " if fam == simple_fusion else ""
+            which = (f"no {other}fusion method with a value on every seed" if any(
                 r[col] != best[col] and best_of([r, best]) is r
-                for r in rows if (r.get("family") or "other") not in (baseline, single))
-                else "no fusion method")
+                for r in rows if (r.get("family") or "other") not in SIMPLE)
+                else f"no {other}fusion method")
             lead += (f". **A simple baseline has the best mean here**: {which} beats "
                      f"{label(best)} on average" if fam == baseline else
                      f". **One modality alone has the best mean here**: {which} beats it "
-                     "on average")
+                     "on average" if fam == single else
+                     f". **A simple fusion has the best mean here**: {which} beats "
+                     f"{label(best)} on average")
         if best.get("n_collapsed"):
             lead += f"; it collapsed to one class on {best['n_collapsed']} seed(s)"
         if partial is not best and _shown(partial[col]) != _shown(best[col]):
@@ -421,9 +443,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         if auc_leaders and (auc_leaders != [best] or ahead is not None):
             top = auc_leaders[0]
             fams = [r.get("family") or "other" for r in auc_leaders]
-            simple = [f for f in fams if f in (baseline, single)]
-            kind = {baseline: "a simple baseline", single: "one modality alone"}.get(
-                baseline if baseline in simple else single)
+            simple = [f for f in fams if f in SIMPLE]
+            kind = _simple_kind(simple) if simple else ""
             line = (f"- by AUC the best is **{label(top)}** ({fams[0]}), "
                     f"{top['auc_mean']:.3f}")
             if len(auc_leaders) > 1:
@@ -439,14 +460,18 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                          f"over {ahead['auc_n']} of "
                          f"{ahead['n_seeds']} seeds only: the others have no value)")
             lines.append(line)
-        # the fusion compared: "none ran" only when none has a value
-        fusions = [r for r in rows if (r.get("family") or "other") not in (baseline, single)]
-        pool = _whole_first(fusions, complete)
+        # the fusion compared: one of the papers' methods, a simple fusion only where none
+        # ran; "none ran" only when no fusion has a value
+        fusions = [r for r in rows if (r.get("family") or "other") not in SIMPLE]
+        simple_fusions = [r for r in rows if r.get("family") == simple_fusion]
+        pool = _whole_first(fusions or simple_fusions, complete)
         fusion, tie = best_on_validation(pool)
         if fusion is not None:
-            lines.append(f"- the fusion compared below is **{label(fusion)}**, the best fusion "
-                         f"by validation {name} ({fusion[val_col]:.3f}; {fusion[col]:.3f} on "
-                         f"test){tie}, so these test runs do not choose it")
+            lines.append(f"- the fusion compared below is **{label(fusion)}**, the best "
+                         + ("fusion" if fusions else "simple fusion (no other fusion ran)")
+                         + f" by validation {name} ({fusion[val_col]:.3f}; {fusion[col]:.3f} "
+                         f"on test){tie}, so these test runs do not choose it"
+                         + _selected_on_it(runs, fusion, metric, name))
         else:
             fusion = best_of(pool)
             if fusion is not None:
@@ -468,14 +493,49 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 lines.append("- " + _compare(runs, metric, fusion, chosen, label, role,
                                              one_split)
                              + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
+            if fusions and simple_fusions:
+                plain = _whole_first(simple_fusions, complete)
+                chosen, tie = best_on_validation(plain)
+                role = "simple fusion best on validation"
+                if chosen is None:
+                    chosen, role = best_of(plain), "simple fusion best on test"
+                lines.append("- " + _compare(runs, metric, fusion, chosen, label, role,
+                                             one_split)
+                             + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
             bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
             for b in bases:
                 lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline",
                                              one_split))
             if not singles and not bases:
-                lines.append("- no single-modality or baseline run here to compare with")
+                # ran, but no seed has a value (could not train, a metric undefined on
+                # every seed): "none ran" contradicted the flags below
+                idle = sorted((r for r in part.iter_rows(named=True)
+                               if r.get("family") in (single, baseline)), key=label)
+                lines.append(f"- {_names(idle, label)} ran but {'has' if len(idle) == 1 else 'have'} "
+                             f"no {name} on any seed: nothing to compare the fusion with"
+                             if idle else
+                             "- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
     return "\n".join(lines)
+
+
+def _selected_on_it(runs: pl.DataFrame, row: dict, metric: str, name: str) -> str:
+    """What the fusion line adds when the runs' early stopping watched the very
+    validation score the fusion was chosen by (MMARE's balanced accuracy): that score is
+    the best over the epochs and so optimistic beside methods that stopped on their loss,
+    which tilts the choice towards such a method (the test runs compared stay untouched)."""
+    if "monitor" not in runs.columns:
+        return ""
+    part = runs.filter((pl.col("feature_set") == row["feature_set"])
+                       & (pl.col("method") == row["method"]) & _in_group(row["scenario"],
+                                                                        row["rate"]))
+    if "cohort" in row and "cohort" in runs.columns:
+        part = part.filter(pl.col("cohort") == row["cohort"])
+    watched = {m for v in part["monitor"].drop_nulls() for m in v.split(";")}
+    if metric not in watched:
+        return ""
+    return (f"; its early stopping watched validation {name} too, so that score is the "
+            "best of its epochs and optimistic beside methods that stopped on their loss")
 
 
 def _valued(value: float | None) -> bool:

@@ -136,6 +136,20 @@ def test_collect_runs_reads_the_kind_of_device_each_run_trained_on(fake_runs):
     assert collect_runs(fake_runs[0])["device"].to_list().count(None) == len(devices) - 2
 
 
+def test_collect_runs_reads_what_each_run_s_early_stopping_watched(fake_runs):
+    """The summary says when the fusion compared stopped on the score it was chosen by."""
+    first = json.loads(fake_runs[0][0].read_text())
+    phases = [{"name": "phi", "monitor": "loss"}, {"name": "rho", "monitor": "auc"}]
+    fake_runs[0][0].write_text(json.dumps({**first, "training": {"phases": phases}}))
+    # a fold ensemble under cv records each fold's phases
+    fake_runs[0][1].write_text(json.dumps({**first, "seed": 1, "training": {"folds": [
+        {"phases": [{"name": "main", "monitor": "balanced_accuracy"}]}]}}))
+    fake_runs[0][2].write_text(json.dumps({**first, "seed": 2, "training": {
+        "estimator": {"C": 1.0}}}))
+    assert collect_runs(fake_runs[0][:3])["monitor"].to_list() == [
+        "auc;loss", "balanced_accuracy", None]
+
+
 def test_collect_runs_refuses_duplicates(fake_runs):
     with pytest.raises(ValueError, match="more than once"):
         collect_runs([fake_runs[0][0], fake_runs[0][0]])

@@ -662,3 +662,83 @@ def test_a_metric_undefined_on_runs_that_trained_is_not_called_untrained():
     assert "- no method has a balanced accuracy here (undefined on every run that trained, " \
            "e.g. a test split of one class)" in lines
     assert not any("none trained" in line for line in lines)
+
+
+def _simple_fusion_runs(table: dict[str, tuple[str, str, list, float]]) -> pl.DataFrame:
+    """method -> (type, family, test balanced accuracy per seed, validation value)."""
+    return pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": method,
+                          "method_type": mtype, "family": fam, "scenario": "natural",
+                          "rate": 0.0, "seed": seed, "balanced_accuracy": v,
+                          "val_balanced_accuracy": val, "trained": v is not None,
+                          "collapsed": False}
+                         for method, (mtype, fam, vals, val) in table.items()
+                         for seed, v in enumerate(vals)])
+
+
+def test_a_simple_fusion_that_leads_is_said_and_compared_not_taken_for_the_fusion():
+    """Late fusion led the demo's MCAR group and was "the fusion compared": no line said a
+    simple method led, and MMARE was never held against it. A simple fusion is one of the
+    simple comparators: its lead is said, the fusion compared is one of the papers'
+    methods, and it is compared with the best simple fusion on validation."""
+    base = [0.70, 0.72, 0.74, 0.71, 0.73]
+    runs = _simple_fusion_runs({
+        "late_fusion": ("late_fusion", "simple fusion", [v + 0.06 for v in base], 0.80),
+        "concat_zero": ("concat_zero", "simple fusion", [v + 0.01 for v in base], 0.70),
+        "mmare": ("mmare", "MMARE", base, 0.75),
+        "logreg": ("logreg", "baselines", [v - 0.05 for v in base], 0.70)})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert lines[0].startswith("- best: **late_fusion** (simple fusion)"), lines
+    assert lines[0].endswith("**A simple fusion has the best mean here**: no other fusion "
+                             "method beats late_fusion on average")
+    assert any(x.startswith("- the fusion compared below is **mmare**, the best fusion by "
+                            "validation") for x in lines), lines
+    assert any(x.startswith("- **simple fusion best on validation late_fusion ahead of the "
+                            "fusion** mmare: 0.780 vs 0.720") for x in lines), lines
+    assert not any("concat_zero" in x for x in lines[1:]), lines
+    # level with a paper's method: not ahead
+    level = runs.with_columns(pl.when(pl.col("method") == "mmare")
+                              .then(pl.col("balanced_accuracy") + 0.06)
+                              .otherwise(pl.col("balanced_accuracy")).alias("balanced_accuracy"))
+    lead = _section(summary_markdown(level, summarise(level), None), "**Natural missingness**")[0]
+    assert lead.endswith("**The best fusion is level with a simple fusion here**, not ahead")
+    # only simple fusions ran: the best of them on validation is the fusion compared
+    plain = runs.filter(pl.col("method") != "mmare")
+    lines = _section(summary_markdown(plain, summarise(plain), None), "**Natural missingness**")
+    assert any(x.startswith("- the fusion compared below is **late_fusion**, the best simple "
+                            "fusion (no other fusion ran) by validation") for x in lines), lines
+
+
+def test_single_and_baseline_runs_that_never_trained_are_not_said_not_to_have_run():
+    runs = _simple_fusion_runs({
+        "mmare": ("mmare", "MMARE", [0.70, 0.72, 0.74, 0.71], 0.75),
+        "single_ct": ("single", "single modality", [None] * 4, None),
+        "logreg": ("logreg", "baselines", [None] * 4, None)})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert ("- **logreg**, **single_ct** ran but have no balanced accuracy on any seed: "
+            "nothing to compare the fusion with") in lines, lines
+    assert not any("no single-modality or baseline run here" in x for x in lines)
+
+
+def test_a_fusion_chosen_on_the_score_its_early_stopping_watched_says_so():
+    """MMARE stops on validation balanced accuracy, the score the fusion compared is chosen
+    by: its validation value is the best of its epochs, and tilted the choice to it."""
+    runs = _simple_fusion_runs({
+        "mmare": ("mmare", "MMARE", [0.70, 0.72, 0.74, 0.71], 0.80),
+        "muse": ("muse", "attention / graph", [0.71, 0.73, 0.70, 0.72], 0.75),
+        "logreg": ("logreg", "baselines", [0.69, 0.70, 0.71, 0.72], 0.70)})
+    watched = runs.with_columns(pl.when(pl.col("method") == "mmare")
+                                .then(pl.lit("balanced_accuracy"))
+                                .when(pl.col("method") == "muse").then(pl.lit("auc;loss"))
+                                .otherwise(None).alias("monitor"))
+    line = next(x for x in _section(summary_markdown(watched, summarise(watched), None),
+                                    "**Natural missingness**")
+                if x.startswith("- the fusion compared below"))
+    assert line.endswith("so these test runs do not choose it; its early stopping watched "
+                         "validation balanced accuracy too, so that score is the best of its "
+                         "epochs and optimistic beside methods that stopped on their loss")
+    other = watched.with_columns(pl.when(pl.col("method") == "mmare").then(pl.lit("loss"))
+                                 .otherwise(pl.col("monitor")).alias("monitor"))
+    line = next(x for x in _section(summary_markdown(other, summarise(other), None),
+                                    "**Natural missingness**")
+                if x.startswith("- the fusion compared below"))
+    assert line.endswith("so these test runs do not choose it")
