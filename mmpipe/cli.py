@@ -321,7 +321,7 @@ def cmd_predict(args) -> None:
     try:
         device = resolve_device(args.device)
         method, bundle = load_run(args.run, device)
-        table = score_stores(method, bundle, stores, device, args.allow_other_preprocessing)
+        table = score_stores(method, bundle, stores, device)
         classes = class_labels(bundle)
         # which class each score_k is, in the file too (a parquet reader shows its metadata)
         write_parquet(table, args.out, metadata={"mmpipe.label": str(bundle.get("label")),
@@ -385,9 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature store of one modality; repeat for each available modality")
     p.add_argument("--out", required=True, help="predictions parquet to write")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--allow-other-preprocessing", action="store_true",
-                   help="score stores whose inputs were preprocessed otherwise than the "
-                        "run's training inputs (refused by default), with a note")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("inspect", help="summarise a feature store")

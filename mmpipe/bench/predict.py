@@ -10,14 +10,15 @@ without a store counts as absent for everyone, which a warning, logged and writt
 scores' ``notes`` column, says (a forgotten ``--store`` reads like a cohort without the
 modality). A store made another way than the training store (another encoder or
 weights, other columns or another tabular encoding: its categories and scaling) is
-refused, since its numbers would mean something else to the model, and so is one whose
-inputs were preprocessed differently (another window, crop, tiling, prompt template or
-DICOM series rule: 82 of the demo's 137 CT subjects changed class under another HU
-window) unless the caller allows it (``allow_other_preprocessing``, ``mmpipe predict
---allow-other-preprocessing``), when the warning and the note say what differs. A store
-made for another of the run's modalities (``mri_t1=`` given the T2 store) is refused; one
-made for a modality the run does not know is scored with a note, since a new cohort may
-name its modalities otherwise.
+refused, since its numbers would mean something else to the model. A store whose inputs
+were preprocessed differently is scored with a warning, logged and written in the
+scores' ``notes`` column (another HU window changed the class of 82 of the demo's 137 CT
+subjects): the store and the model record the preprocessing as one hash, which also
+moves with a new version of mmpipe's reading code and with what a cohort's own volumes
+give (a median spacing), so it cannot tell another setting from a legitimate new cohort
+and is not a reason to refuse. A store made for another of the run's modalities
+(``mri_t1=`` given the T2 store) is refused; one made for a modality the run does not
+know is scored with a note, since a new cohort may name its modalities otherwise.
 """
 
 from __future__ import annotations
@@ -87,11 +88,9 @@ def _unstated_only(mine, theirs) -> bool:
     return (mine is None) != (theirs is None)
 
 
-def check_encoding(modality: str, path, attrs: dict, trained: dict,
-                   allow_other_preprocessing: bool = False) -> str:
-    """Refuse a store whose features were made another way than the training store's,
-    or from inputs preprocessed otherwise unless ``allow_other_preprocessing``; returns a
-    note ("" when none) of what was let through."""
+def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
+    """Refuse a store whose features were made another way than the training store's;
+    returns a note ("" when none) when only its inputs' preprocessing differs."""
     new = encoding_signature(attrs)
     # recorded since this version: a model saved before has none, and a setting left
     # unstated on one side may be the other's default, so only two stated values that
@@ -109,13 +108,6 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict,
                          "same way (same encoder and weights; for a tabular store, "
                          "`encoding_from:` the training store) and predict again")
     soft = [k for k in PREPROCESSING_KEYS if trained.get(k) != new.get(k)]
-    if soft and not allow_other_preprocessing:
-        raise StoreError(
-            f"{path}: the {modality} inputs were preprocessed differently from the run's "
-            f"training inputs ({', '.join(soft)} differs: another transform, mask, tiling, "
-            "prompt or DICOM setting; the store's `preprocessing` attribute says which): "
-            "encode the new subjects with the run's settings, or pass "
-            "--allow-other-preprocessing to score them anyway, with a note")
     if not soft and not unsure:
         return ""
     note = "; ".join(
@@ -164,12 +156,10 @@ def _short(value) -> str:
 
 
 def predict_stores(run_dir: str | Path, stores: dict[str, str | Path],
-                   device: str = "cpu", allow_other_preprocessing: bool = False
-                   ) -> pl.DataFrame:
+                   device: str = "cpu") -> pl.DataFrame:
     """Scores of every subject found in ``stores`` (modality -> store path)."""
     device = resolve_device(device)
-    return score_stores(*load_run(run_dir, device), stores, device,
-                        allow_other_preprocessing)
+    return score_stores(*load_run(run_dir, device), stores, device)
 
 
 def class_labels(bundle: dict) -> list[str]:
@@ -179,8 +169,7 @@ def class_labels(bundle: dict) -> list[str]:
 
 
 def score_stores(method, bundle: dict, stores: dict[str, str | Path],
-                 device: torch.device, allow_other_preprocessing: bool = False
-                 ) -> pl.DataFrame:
+                 device: torch.device) -> pl.DataFrame:
     """:func:`predict_stores` with the run loaded (:func:`load_run`, on ``device``)."""
     modalities = list(bundle["modalities"])
     if not stores:
@@ -191,8 +180,8 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
     feats = {m: _read(m, p) for m, p in stores.items()}
     notes = [_modality_note(m, stores[m], f.attrs, modalities) for m, f in feats.items()]
-    notes += [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}),
-                             allow_other_preprocessing) for m, f in feats.items()]
+    notes += [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
+              for m, f in feats.items()]
     if left_out := [m for m in modalities if m not in stores]:
         notes.append(f"{', '.join(left_out)}: no store given, scored as absent for every "
                      "subject")
