@@ -111,8 +111,8 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
 
     organs = _segment_organs(cfg, cohort_name, modality_name)
     folder = cfg["preprocess"]["totalsegmentator"].get("weights")
-    models = (model_folders(Path(folder).expanduser(), organs["fast"], organs["task"])
-              if folder else [])
+    models = (model_folders(Path(folder).expanduser(), organs["fast"],
+                            organs.get("task", "total")) if folder else [])
     # a dicom modality's masks are made on its shards' volumes: the series the DICOM
     # settings choose. The workflow reruns them with the shards; a hand-run encode
     # compares these params (made_with), and took masks of the series chosen before
@@ -130,8 +130,11 @@ def _segment_organs(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     mask = modality(cfg, cohort_name, modality_name)["mask"]
     settings = (cfg.get("preprocess") or {}).get("totalsegmentator") or {}
     # a set to TotalSegmentator (the mask is their union): its order reruns nothing
+    task = mask.get("task", "total")
+    # the default task left unstated, as before it could be chosen: the masks and the
+    # stores cropped to them keep their params
     return {"roi_subset": sorted(mask["roi_subset"]), "fast": bool(settings.get("fast", True)),
-            "task": mask.get("task", "total")}
+            **({"task": task} if task != "total" else {})}
 
 
 def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:

@@ -722,17 +722,19 @@ def test_the_mask_s_task_keys_the_masks_and_the_stores_that_crop_to_them(raw_con
     cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path)}
     for name in ("Dataset297_TotalSegmentator_total_3mm_1559subj",
                  "Dataset298_TotalSegmentator_total_6mm_1559subj",
-                 "Dataset852_TotalSegMRI_total_3mm_1088subj"):
+                 "Dataset852_TotalSegMRI_total_3mm_1088subj",
+                 "Dataset853_TotalSegMRI_total_6mm_1088subj"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "plans.json").write_text(name)
     ct = validate_config(copy.deepcopy(cfg))
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["task"] = "total_mr"
     mr = validate_config(cfg)
-    assert segment_params(ct, "demo", "mri_t1")["task"] == "total"
+    # the default left unstated, as before the task could be chosen: no params move
+    assert "task" not in segment_params(ct, "demo", "mri_t1")
     assert segment_params(mr, "demo", "mri_t1")["task"] == "total_mr"
     # the MR model's weights key its masks, not the CT model's
     assert sorted(segment_params(mr, "demo", "mri_t1")["weights"]) == [
-        "Dataset852_TotalSegMRI_total_3mm_1088subj"]
+        "Dataset852_TotalSegMRI_total_3mm_1088subj", "Dataset853_TotalSegMRI_total_6mm_1088subj"]
     assert (encoder_params(ct, "demo", "mri_t1", "med3d_demo")
             != encoder_params(mr, "demo", "mri_t1", "med3d_demo"))
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["task"] = "total_v3"

@@ -53,12 +53,13 @@ TASKS = {"total": "CT", "total_mr": "MR"}
 # organs, vertebrae, cardiac, muscles, ribs; every part is fetched whatever the organs),
 # and either way the 6 mm model (298) that crops the volume to the organs asked for
 # first; for 'total_mr', the 3 mm model (852) or the full model's two parts (850, 851),
-# and the 3 mm model again to crop (its 6 mm model was too coarse for MR). A dataset not
-# in the folder is downloaded by TotalSegmentator when it runs, which mmpipe never lets
-# it do.
+# and the 3 mm model again to crop (its 6 mm model was too coarse for MR), where versions
+# up to 2.6 cropped with the 6 mm model (853), which is asked for too (the download that
+# fetches 852 fetches it). A dataset not in the folder is downloaded by TotalSegmentator
+# when it runs, which mmpipe never lets it do.
 CROP_MODEL = {"total": 298, "total_mr": 852}
 MODELS = {("total", True): (297, 298), ("total", False): (291, 292, 293, 294, 295, 298),
-          ("total_mr", True): (852,), ("total_mr", False): (850, 851, 852)}
+          ("total_mr", True): (852, 853), ("total_mr", False): (850, 851, 852, 853)}
 # what downloads them (totalseg_download_weights -t ...; bin/totalseg_download_weights.py)
 DOWNLOAD_TASKS = {("total", True): ("total_fast",), ("total", False): ("total",),
                   ("total_mr", True): ("total_fast_mr",),
@@ -67,7 +68,8 @@ DOWNLOAD_TASKS = {("total", True): ("total_fast",), ("total", False): ("total",)
 WEIGHT_FOLDERS = ("Dataset297_TotalSegmentator_total_3mm_1559subj",
                   "Dataset291_TotalSegmentator_part1_organs_1559subj",
                   "Dataset298_TotalSegmentator_total_6mm_1559subj",
-                  "Dataset852_TotalSegMRI_total_3mm_1088subj")
+                  "Dataset852_TotalSegMRI_total_3mm_1088subj",
+                  "Dataset853_TotalSegMRI_total_6mm_1088subj")
 
 Segmenter = Callable[[Path, Path], list[Path]]
 
@@ -277,16 +279,15 @@ def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: d
 
 
 def _other_modality(series: str, task: str) -> str:
-    """Why a series of DICOM Modality ``series`` is not for ``task``'s model; ``""``
-    when it is, or when the series does not say (no Modality, or ``OT``, other)."""
-    if series in ("", "OT", TASKS[task]):
+    """Why a series of DICOM Modality ``series`` is not for ``task``'s model: a CT series
+    under the MR task or an MR one under the CT task; ``""`` otherwise, also where the
+    series does not say which (no Modality, ``OT``, a secondary capture ``SC`` of either)."""
+    said = {"MRI": "MR"}.get(series.strip().upper(), series.strip().upper())
+    if said not in TASKS.values() or said == TASKS[task]:
         return ""
-    if series in TASKS.values():
-        other = next(t for t, m in TASKS.items() if m == series)
-        return (f"its series is {series} (DICOM Modality), and the mask's task {task!r} is "
-                f"TotalSegmentator's {TASKS[task]} model: set mask.task to {other!r}")
-    return (f"its series is {series} (DICOM Modality): TotalSegmentator segments "
-            + " and ".join(f"{m} (task {t!r})" for t, m in TASKS.items()))
+    other = next(t for t, m in TASKS.items() if m == said)
+    return (f"its series is {said} (DICOM Modality {series!r}), and the mask's task "
+            f"{task!r} is TotalSegmentator's {TASKS[task]} model: set mask.task to {other!r}")
 
 
 def _series_modalities(shard_dirs: list[str | Path]) -> dict[str, str]:

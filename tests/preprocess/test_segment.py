@@ -61,6 +61,11 @@ def test_missing_weights_name_the_folder(tmp_path):
                                           r"totalseg_download_weights -t total_fast_mr"):
         check_weights(tmp_path, fast=True, task="total_mr")
     (tmp_path / WEIGHT_FOLDERS[3]).mkdir()
+    # versions up to 2.6 crop the MR volume with the 6 mm model, which the same download
+    # fetches
+    with pytest.raises(ConfigError, match=r"has no Dataset853_\*/"):
+        check_weights(tmp_path, fast=True, task="total_mr")
+    (tmp_path / WEIGHT_FOLDERS[4]).mkdir()
     assert check_weights(tmp_path, fast=True, task="total_mr") == tmp_path
     with pytest.raises(ConfigError, match=r"has no Dataset850_\*, Dataset851_\*/"):
         check_weights(tmp_path, fast=False, task="total_mr")
@@ -105,6 +110,7 @@ def test_an_mr_modality_is_segmented_by_the_mr_model(tmp_path, monkeypatch):
     calls = []
     _fake_totalsegmentator(monkeypatch, calls)
     (tmp_path / WEIGHT_FOLDERS[3]).mkdir()
+    (tmp_path / WEIGHT_FOLDERS[4]).mkdir()
     segment = totalsegmentator_segmenter({"weights": str(tmp_path)}, ["kidney_left"],
                                          task="total_mr")
     segment(tmp_path / "t2.nii.gz", tmp_path / "out")
@@ -123,7 +129,8 @@ def test_an_mr_modality_is_segmented_by_the_mr_model(tmp_path, monkeypatch):
 def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkeypatch):
     """A dicom modality says what each series is (its DICOM Modality): an MR series under
     the CT task is that subject's rejection, naming the task to set; when every series
-    is, the job fails with that reason instead of writing masks of guesses."""
+    is, the job fails with that reason instead of writing masks of guesses. A series that
+    does not say CT or MR (a secondary capture, PET) is segmented as the config says."""
     import pydicom
 
     from mmpipe.config import validate_config
@@ -138,11 +145,12 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
     from tests.reliability.test_dicom_inputs import MODALITIES, PREPROCESS, write_series
 
     rows = []
-    for k, sid in enumerate(("ct1", "mr1", "pet1")):
+    for k, sid in enumerate(("ct1", "mr1", "mr2", "sc1")):
         _, files = write_series(tmp_path / "dicom" / sid, k)
         for f in files:  # the writer's slices are CT
             ds = pydicom.dcmread(f)
-            ds.Modality = {"ct1": "CT", "mr1": "MR", "pet1": "PT"}[sid]
+            # as exporters spell them: "mri" is no DICOM term, but it is written
+            ds.Modality = {"ct1": "CT", "mr1": "MR", "mr2": " mri", "sc1": "SC"}[sid]
             ds.save_as(f)
         rows.append({"id": sid, "y": k % 2, "ct": f"dicom/{sid}"})
     base_config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
@@ -152,7 +160,7 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
     layout = build(tmp_path, cfg)
     shards = preprocess(layout, cfg, "ct")
     _fake_totalsegmentator(monkeypatch, [])
-    for name in (WEIGHT_FOLDERS[0], WEIGHT_FOLDERS[2], WEIGHT_FOLDERS[3]):
+    for name in WEIGHT_FOLDERS:
         (tmp_path / "w" / name).mkdir(parents=True)
     seen = []
 
@@ -166,22 +174,21 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
     table = segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
                            ["kidney_left"], tmp_path / "masks", shard_dirs=shards)
     verdict = {r["subject_id"]: r for r in table.iter_rows(named=True)}
-    assert verdict["ct1"]["status"] == "ok" and len(seen) == 1
-    assert verdict["mr1"]["status"] == "rejected"
-    assert ("its series is MR (DICOM Modality), and the mask's task 'total' is "
+    assert [verdict[s]["status"] for s in ("ct1", "mr1", "mr2", "sc1")] == [
+        "ok", "rejected", "rejected", "ok"] and len(seen) == 2
+    assert ("its series is MR (DICOM Modality 'MR'), and the mask's task 'total' is "
             "TotalSegmentator's CT model: set mask.task to 'total_mr'") in verdict["mr1"]["reason"]
-    assert "its series is PT (DICOM Modality): TotalSegmentator segments CT" in (
-        verdict["pet1"]["reason"])
+    assert "its series is MR (DICOM Modality ' mri')" in verdict["mr2"]["reason"]
     table = segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
                            ["kidney_left"], tmp_path / "mr_masks", shard_dirs=shards,
                            task="total_mr")
-    assert [r["status"] for r in table.iter_rows(named=True)] == ["rejected", "ok", "rejected"]
+    assert [r["status"] for r in table.iter_rows(named=True)] == ["rejected", "ok", "ok", "ok"]
     from mmpipe.errors import InputError
 
     # every series MR under the CT task: the job fails, saying so, and writes no masks
     monkeypatch.setattr("mmpipe.preprocess.segment._series_modalities",
-                        lambda dirs: dict.fromkeys(("ct1", "mr1", "pet1"), "MR"))
-    with pytest.raises(InputError, match=r"no mask for any of the 3 subjects.*set mask.task "
+                        lambda dirs: dict.fromkeys(("ct1", "mr1", "mr2", "sc1"), "MR"))
+    with pytest.raises(InputError, match=r"no mask for any of the 4 subjects.*set mask.task "
                                          r"to 'total_mr'"):
         segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
                        ["kidney_left"], tmp_path / "none", shard_dirs=shards)

@@ -12,4 +12,4 @@ segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.
                sm.output[0],
                shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
                threads=sm.threads, metadata=made_with(sm.params.segment, sm.params.manifest),
-               task=sm.params.segment["task"])
+               task=sm.params.segment.get("task", "total"))
