@@ -512,8 +512,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 idle = sorted((r for r in part.iter_rows(named=True)
                                if r.get("family") in (single, baseline)), key=label)
                 lines.append(f"- {_names(idle, label)} ran but {'has' if len(idle) == 1 else 'have'} "
-                             f"no {name} on any seed: nothing to compare the fusion with"
-                             if idle else
+                             f"no {name} on any seed: no single-modality or baseline "
+                             "comparison" if idle else
                              "- no single-modality or baseline run here to compare with")
         lines += [*_flag_lines(counts, n_seeds, several), ""]
     return "\n".join(lines)

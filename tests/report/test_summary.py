@@ -715,7 +715,7 @@ def test_single_and_baseline_runs_that_never_trained_are_not_said_not_to_have_ru
         "logreg": ("logreg", "baselines", [None] * 4, None)})
     lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
     assert ("- **logreg**, **single_ct** ran but have no balanced accuracy on any seed: "
-            "nothing to compare the fusion with") in lines, lines
+            "no single-modality or baseline comparison") in lines, lines
     assert not any("no single-modality or baseline run here" in x for x in lines)
 
 
