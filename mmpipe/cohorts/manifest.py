@@ -711,6 +711,28 @@ def _reject_unfetched(frame: pl.DataFrame, specs: list[ModalitySpec]
     return frame, rejected, masks
 
 
+def _verdicts_last(qc: list[QCRecord]) -> list[QCRecord]:
+    """``qc`` with a subject's verdict on a modality (present, absent, rejected) moved after
+    the notes on it (a stray file in its case folder, a mask link to nothing), every other
+    row where it was. The encoders read the last row of a subject's modality as the
+    adapter's word on it (``mmpipe.encode.inputs``): a BraTS case with a stray file read
+    as "absent, file notes.txt skipped" where the adapter had rejected its two T1 files,
+    and the rejection was lost from every QC record."""
+    verdicts = (PRESENT, ABSENT, REJECTED)
+    last_note = {(r.subject_id, r.modality): i for i, r in enumerate(qc)
+                 if r.status not in verdicts}
+    moved: dict[int, list[QCRecord]] = {}
+    out = []
+    for i, rec in enumerate(qc):
+        after = last_note.get((rec.subject_id, rec.modality), -1)
+        if rec.status in verdicts and after > i:
+            moved.setdefault(after, []).append(rec)
+        else:
+            out.append(rec)
+        out += moved.pop(i, [])
+    return out
+
+
 def _reject_shared_files(frame: pl.DataFrame, specs: list[ModalitySpec]
                          ) -> tuple[pl.DataFrame, list[QCRecord]]:
     """Subjects whose modality is one file or folder (a copy-paste error in a table, two
@@ -869,6 +891,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
                     "(see %s)", cohort, len(out.unused_columns),
                     ", ".join(c for _, c in out.unused_columns), ADAPTER_QC)
 
+    qc = _verdicts_last(qc)
     qc_df = qc_frame({SUBJECT: r.subject_id, "modality": r.modality, "stage": "adapter",
                       "status": r.status, "reason": r.reason, "path": r.path} for r in qc)
     counts = {}

@@ -53,12 +53,20 @@ def _summary_rows(stores: list[FeatureStore]) -> list[dict]:
     return rows
 
 
+def _cell(value) -> str:
+    """A value as one Markdown table cell: a ``|`` (BraTS's ``<t1|t1ce|...>``, a series rule
+    ``T1|MPRAGE``) split the row into more cells than the table has, a newline (a reader's
+    multi-line error) cut it short, and ``<...>`` read as an HTML tag went unshown."""
+    text = "" if value is None else " ".join(str(value).split())
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
               blanked: pl.DataFrame | None = None) -> str:
     cols = ["modality", "encoder", "shape", "subjects", "present", "absent", "rejected", "weights"]
     lines = ["# Stage 1 summary", "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows]
     random = [r for r in rows if str(r["weights"]).startswith("RANDOM")]
     if random:
         lines += ["", "**Random weights:** " + ", ".join(f"{r['modality']}/{r['encoder']}"
@@ -73,8 +81,8 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
     if len(rejected):
         lines += ["", "## Rejected inputs", "", "| subject | modality | encoder | reason |",
                   "|---|---|---|---|"]
-        lines += [f"| {r['subject_id']} | {r['modality']} | {r['encoder'] or ''} | "
-                  f"{r['reason']} |" for r in rejected.iter_rows(named=True)]
+        lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['encoder'])} | "
+                  f"{_cell(r['reason'])} |" for r in rejected.iter_rows(named=True)]
     if blanked is not None and len(blanked):
         n_subjects = blanked["subject_id"].n_unique()
         # a field two table modalities share has a row in each: one line per value, which
@@ -88,15 +96,15 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
                   "fields; status `non_numeric` in `qc.parquet`). Set `non_numeric: error` on "
                   "the table modality to stop at the manifest instead.", "",
                   "| subject | modality | reason |", "|---|---|---|"]
-        lines += [f"| {r['subject_id']} | {r['modality']} | {r['reason']} |"
+        lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['reason'])} |"
                   for r in blanked.iter_rows(named=True)]
     # a rejection no store holds (its subject left the manifest) is under Rejected inputs
     adapter_extra = adapter_extra.filter(pl.col("status") != REJECTED)
     if len(adapter_extra):
         lines += ["", "## Other records", "", "| subject | what | status | reason |",
                   "|---|---|---|---|"]
-        lines += [f"| {r['subject_id']} | {r['modality']} | {r['status']} | {r['reason']} |"
-                  for r in adapter_extra.iter_rows(named=True)]
+        lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['status'])} | "
+                  f"{_cell(r['reason'])} |" for r in adapter_extra.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -113,10 +121,18 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
     # reason: kept too, it was counted once more than the stores); every other adapter
     # row (a file skipped, a whole-cohort record, a subject the store does not list) is
     # the adapter's alone: dropping every row of an encoded modality lost them
-    carried = (qc.select("subject_id", "modality").unique() if qc.width else
-               pl.DataFrame(schema={"subject_id": pl.String, "modality": pl.String}))
-    said = adapter.filter(pl.col("status").is_in([PRESENT, ABSENT, REJECTED])).join(
-        carried, on=["subject_id", "modality"], how="semi")
+    # An absent or rejected row is said only where the store holds that verdict (a store
+    # that read another row as the adapter's word, a stray file's note, had lost the
+    # rejection from every record); a present row, where the store lists the subject
+    carried = (qc.select("subject_id", "modality", pl.col("status").alias("held"),
+                         pl.col("reason").alias("held_reason")).unique() if qc.width else
+               pl.DataFrame(schema={"subject_id": pl.String, "modality": pl.String,
+                                    "held": pl.String, "held_reason": pl.String}))
+    said = adapter.join(carried, on=["subject_id", "modality"], how="inner").filter(
+        (pl.col("status") == PRESENT)
+        | (pl.col("status").is_in([ABSENT, REJECTED]) & (pl.col("status") == pl.col("held"))
+           & ((pl.col("reason").fill_null("") == "") | (pl.col("reason") == pl.col("held_reason"))))
+    ).select(adapter.columns).unique()
     extra = (adapter.filter(~non_numeric)
              .join(said.select(cols), on=cols, how="anti", nulls_equal=True).select(cols))
     blanked = adapter.filter(non_numeric).select(cols)

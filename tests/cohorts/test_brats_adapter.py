@@ -179,3 +179,52 @@ def test_blank_rows_of_the_survival_csv_are_left_out(tmp_path):
     assert said["reason"].to_list() == [f"data row {n_rows + 3} of survival_info.csv (the "
                                         "header not counted) holds values but no case ID: "
                                         "skipped"]
+
+
+def test_a_stray_file_beside_a_rejected_or_missing_sequence_keeps_the_verdict(tmp_path):
+    """The encoders read the last adapter row of a subject's modality as its verdict: a
+    stray file's note, written after the verdict, made a case whose two T1 files the
+    adapter had rejected "absent, file notes.txt skipped", and the rejection was lost
+    from qc.parquet and the stage-1 summary."""
+    import numpy as np
+
+    from mmpipe.encode.inputs import gather_inputs
+    from mmpipe.report.stage1 import write_cohort_qc
+    from mmpipe.store import FeatureStoreWriter
+
+    root = tmp_path / "brats"
+    plan = write_brats(root, n_cases=10, seed=2)
+    for case in (plan.two_t1_files, plan.no_t2):
+        (root / case / "notes.txt").write_text("x")
+    out = tmp_path / "out"
+    build_manifest("brats", _cfg(root), out, base_dir=root)
+    stores = []
+    for seq in ("t1", "t2"):
+        items = {i.subject_id: i for i in gather_inputs(out, seq, "volume")}
+        assert items[plan.two_t1_files if seq == "t1" else plan.no_t2].status == (
+            "rejected" if seq == "t1" else "absent")
+        rejected = items[plan.two_t1_files]
+        if seq == "t1":
+            assert f"{plan.two_t1_files}_t1.nii.gz" in rejected.reason, rejected.reason
+        else:
+            assert "no " in items[plan.no_t2].reason and "notes.txt" not in items[
+                plan.no_t2].reason
+        path = tmp_path / f"{seq}.zarr"
+        with FeatureStoreWriter(path, list(items), (2,), {"modality": seq,
+                                                         "encoder": "e"}) as w:
+            for sid, item in items.items():
+                if item.status == "ok":
+                    w.write(sid, np.zeros(2))
+                else:
+                    w.mark(sid, item.status, item.reason)
+            w.commit()
+        stores.append(path)
+    qc = write_cohort_qc(out / "qc" / "adapter.parquet", stores, tmp_path / "qc.parquet",
+                         tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"| {plan.two_t1_files} | t1 | e | 2 files of t1" in summary
+    assert qc.filter((pl.col("subject_id") == plan.two_t1_files) & (pl.col("modality") == "t1")
+                     & (pl.col("status") == "rejected")).height == 1
+    # the stray file's note, whose text holds a "|", is one row of its table
+    note = next(x for x in summary.splitlines() if "notes.txt" in x)
+    assert note.count(" | ") == 3 and "&lt;t1\\|t1ce" in note, note

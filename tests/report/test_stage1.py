@@ -105,3 +105,21 @@ def test_a_rejection_no_store_holds_is_listed_once(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count(reason) == 1
     assert f"| s9 | ct |  | {reason} |" in summary
+
+
+def test_an_adapter_verdict_the_store_does_not_hold_is_kept(tmp_path):
+    """A store that holds another word on a subject than the adapter's rejection (it read
+    a note as the verdict) had the rejection dropped as "the store's" from every record."""
+    rows = [{"subject_id": "s2", "modality": "ct", "stage": "adapter", "status": "rejected",
+             "reason": "2 files of ct: a.nii, a.nii.gz"},
+            {"subject_id": "s3", "modality": "ct", "stage": "adapter", "status": "absent",
+             "reason": ""}]
+    qc_frame(rows).write_parquet(tmp_path / "adapter_qc.parquet")
+    store = _store(tmp_path / "ct.zarr", "med3d", "file notes.txt skipped")
+    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", [store], tmp_path / "qc.parquet",
+                         tmp_path / "summary.md")
+    kept = qc.filter(qc["encoder"].is_null())
+    assert kept.select("subject_id", "status", "reason").rows() == [
+        ("s2", "rejected", "2 files of ct: a.nii, a.nii.gz")]
+    assert "| s2 | ct |  | 2 files of ct: a.nii, a.nii.gz |" in (tmp_path / "summary.md"
+                                                                ).read_text()
