@@ -484,24 +484,20 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # the single modality is chosen as the fusion is, on validation: the best of
             # several on the test runs it is compared on was "ahead of the fusion" three
             # times as often as one fixed modality under no difference
+            def against_chosen(fusion: dict, pool: list[dict], kind: str) -> str:
+                chosen, tie = best_on_validation(pool)
+                role = f"{kind} best on validation"
+                if chosen is None:
+                    chosen, role = best_of(pool), f"{kind} best on test"
+                return ("- " + _compare(runs, metric, fusion, chosen, label, role, one_split)
+                        + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
+
             singles = _whole_first([r for r in rows if r.get("family") == single], complete)
             if singles:
-                chosen, tie = best_on_validation(singles)
-                role = "single modality best on validation"
-                if chosen is None:
-                    chosen, role = best_of(singles), "single modality best on test"
-                lines.append("- " + _compare(runs, metric, fusion, chosen, label, role,
-                                             one_split)
-                             + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
-            if fusions and simple_fusions:
-                plain = _whole_first(simple_fusions, complete)
-                chosen, tie = best_on_validation(plain)
-                role = "simple fusion best on validation"
-                if chosen is None:
-                    chosen, role = best_of(plain), "simple fusion best on test"
-                lines.append("- " + _compare(runs, metric, fusion, chosen, label, role,
-                                             one_split)
-                             + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
+                lines.append(against_chosen(fusion, singles, "single modality"))
+            if fusions and simple_fusions:  # the fusion compared is not itself one
+                lines.append(against_chosen(fusion, _whole_first(simple_fusions, complete),
+                                            "simple fusion"))
             bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
             for b in bases:
                 lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline",
