@@ -262,9 +262,10 @@ def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: d
                    task: str = "total") -> pl.DataFrame:
     """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes (a
     ``dicom`` modality's volumes are its shards' NIfTI conversions, on whose grid the
-    encoders read them). A dicom series whose Modality is not the task's (an MR series
-    under ``total``, TotalSegmentator's CT model) is that subject's rejection; a NIfTI
-    volume does not say, so its modality's ``task`` is taken as the config gives it."""
+    encoders read them). A dicom series of the other Modality than the task's (an MR
+    series under ``total``, TotalSegmentator's CT model) is that subject's rejection; a
+    series that says neither, and a NIfTI volume, which does not say, are segmented with
+    the ``task`` the config gives."""
     from mmpipe.encode.inputs import gather_inputs
 
     segmenter = totalsegmentator_segmenter(settings, roi_subset, threads, task)  # fails early
