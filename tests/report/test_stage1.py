@@ -39,6 +39,16 @@ def _store(path, encoder, rejected_reason):
     return path
 
 
+def _cohort_qc(tmp_path, rows: list[dict], rejected_reason: str):
+    """qc.parquet's table and the summary's text of ``rows`` of adapter QC beside one
+    med3d store of ct (:func:`_store`)."""
+    qc_frame(rows).write_parquet(tmp_path / "adapter_qc.parquet")
+    store = _store(tmp_path / "ct.zarr", "med3d", rejected_reason)
+    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", [store], tmp_path / "qc.parquet",
+                         tmp_path / "summary.md")
+    return qc, (tmp_path / "summary.md").read_text()
+
+
 def test_the_adapters_own_rows_of_an_encoded_modality_are_kept(tmp_path):
     """Every adapter row of a modality with a store was dropped as the store's: a folder
     the adapter skipped, a whole-cohort record, were in neither qc.parquet nor the
@@ -52,11 +62,7 @@ def test_the_adapters_own_rows_of_an_encoded_modality_are_kept(tmp_path):
              "reason": "folder 'junk' skipped: not a case"},
             {"subject_id": "s1", "modality": "ct", "stage": "adapter", "status": "skipped",
              "reason": "file 'notes.txt' skipped"}]
-    qc_frame(rows).write_parquet(tmp_path / "adapter_qc.parquet")
-    store = _store(tmp_path / "ct.zarr", "med3d", "corrupt series")
-    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", [store], tmp_path / "qc.parquet",
-                         tmp_path / "summary.md")
-    summary = (tmp_path / "summary.md").read_text()
+    qc, summary = _cohort_qc(tmp_path, rows, "corrupt series")
     skipped = qc.filter(qc["status"] == "skipped")["reason"].to_list()
     assert sorted(skipped) == ["file 'notes.txt' skipped", "folder 'junk' skipped: not a case"]
     assert "| * | ct | skipped | folder 'junk' skipped: not a case |" in summary
@@ -114,12 +120,8 @@ def test_an_adapter_verdict_the_store_does_not_hold_is_kept(tmp_path):
              "reason": "2 files of ct: a.nii, a.nii.gz"},
             {"subject_id": "s3", "modality": "ct", "stage": "adapter", "status": "absent",
              "reason": ""}]
-    qc_frame(rows).write_parquet(tmp_path / "adapter_qc.parquet")
-    store = _store(tmp_path / "ct.zarr", "med3d", "file notes.txt skipped")
-    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", [store], tmp_path / "qc.parquet",
-                         tmp_path / "summary.md")
+    qc, summary = _cohort_qc(tmp_path, rows, "file notes.txt skipped")
     kept = qc.filter(qc["encoder"].is_null())
     assert kept.select("subject_id", "status", "reason").rows() == [
         ("s2", "rejected", "2 files of ct: a.nii, a.nii.gz")]
-    assert "| s2 | ct |  | 2 files of ct: a.nii, a.nii.gz |" in (tmp_path / "summary.md"
-                                                                ).read_text()
+    assert "| s2 | ct |  | 2 files of ct: a.nii, a.nii.gz |" in summary
