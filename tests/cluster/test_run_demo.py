@@ -50,10 +50,11 @@ def _good_run() -> list[dict]:
         _row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "gpu", 8, "32000M",
              "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
         _row(4, "rule_encode_cpu_wildcards_demo_clinical_tabular"),
-        _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", state="CANCELLED by 0"),
+        _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", limit="04:00:00",
+             state="CANCELLED by 0"),
         # the retry: Snakemake's attempt 2, twice the time and memory
         _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0", mem="16000M",
-             limit="02:00:00", tres="billing=1,cpu=1,mem=16000M,node=1"),
+             limit="08:00:00", tres="billing=1,cpu=1,mem=16000M,node=1"),
     ]
 
 
@@ -84,8 +85,8 @@ def test_the_real_runs_shape_passes(profile, config):
     (0, {"Timelimit": "00:30:00"}, "runtime 30, the profile asks 60"),
     (5, {"State": "FAILED"}, "did not complete"),
     # a retry with the limits that stopped the first submission fails the same way
-    (5, {"ReqMem": "8000M", "Timelimit": "01:00:00"}, "mem_mb 8000, the profile asks 16000"),
-    (5, {"Timelimit": "01:00:00"}, "runtime 60, the profile asks 120"),
+    (5, {"ReqMem": "8000M", "Timelimit": "04:00:00"}, "mem_mb 8000, the profile asks 16000"),
+    (5, {"Timelimit": "04:00:00"}, "runtime 240, the profile asks 480"),
 ])
 def test_a_job_that_differs_from_the_profile_fails(profile, config, index, change, expected):
     rows = _good_run()
@@ -144,7 +145,7 @@ def test_comments_and_time_limits_are_read_as_sacct_writes_them():
 def test_a_training_job_asks_for_a_gpu_only_under_cuda(profile, config):
     """``device: cuda`` gives a torch method's training job a GPU (common.smk
     train_gpus); the check expected none for every training job."""
-    row = _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0", "gpu",
+    row = _row(6, "rule_train_wildcards_demo_all_mmare_natural_0.0", "gpu", limit="04:00:00",
                tres="billing=1,cpu=1,gres/gpu=1,mem=8000M,node=1")
     rows = [*_good_run()[:4], row]
     planned = {**PLANNED, "train": 1}
