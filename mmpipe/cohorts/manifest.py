@@ -712,15 +712,17 @@ def _reject_unfetched(frame: pl.DataFrame, specs: list[ModalitySpec]
 
 
 def _verdicts_last(qc: list[QCRecord]) -> list[QCRecord]:
-    """``qc`` with a subject's verdict on a modality (present, absent, rejected) moved after
-    the notes on it (a stray file in its case folder, a mask link to nothing), every other
-    row where it was. The encoders read the last row of a subject's modality as the
-    adapter's word on it (``mmpipe.encode.inputs``): a BraTS case with a stray file read
-    as "absent, file notes.txt skipped" where the adapter had rejected its two T1 files,
-    and the rejection was lost from every QC record."""
-    verdicts = (PRESENT, ABSENT, REJECTED)
+    """``qc`` with a subject's absent or rejected verdict on a modality moved after the
+    notes on it (``skipped``: a stray file in its case folder, a mask link to nothing),
+    every other row where it was. The encoders read the last row of a subject's modality
+    as the adapter's word on it when it has no file (``mmpipe.encode.inputs``): a BraTS
+    case with a stray file read as "absent, file notes.txt skipped" where the adapter had
+    rejected its two T1 files, and the rejection was lost from every QC record. A present
+    verdict is not read so (the file is), and stays where it was: a cohort without such a
+    pair keeps its QC table as it was, and reruns nothing."""
+    verdicts = (ABSENT, REJECTED)
     last_note = {(r.subject_id, r.modality): i for i, r in enumerate(qc)
-                 if r.status not in verdicts}
+                 if r.status == SKIPPED}
     moved: dict[int, list[QCRecord]] = {}
     out = []
     for i, rec in enumerate(qc):

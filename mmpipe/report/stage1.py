@@ -121,17 +121,17 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
     # reason: kept too, it was counted once more than the stores); every other adapter
     # row (a file skipped, a whole-cohort record, a subject the store does not list) is
     # the adapter's alone: dropping every row of an encoded modality lost them
-    # An absent or rejected row is said only where the store holds that verdict (a store
-    # that read another row as the adapter's word, a stray file's note, had lost the
-    # rejection from every record); a present row, where the store lists the subject
-    carried = (qc.select("subject_id", "modality", pl.col("status").alias("held"),
-                         pl.col("reason").alias("held_reason")).unique() if qc.width else
+    # An absent or rejected row is said only where the store holds that verdict (its own
+    # words: a table's "all fields missing" is the store's "no clinical field recorded"; a
+    # store that read a stray file's note as the adapter's word had lost the rejection
+    # from every record); a present row, where the store lists the subject at all
+    carried = (qc.select("subject_id", "modality", pl.col("status").alias("held")).unique()
+               if qc.width else
                pl.DataFrame(schema={"subject_id": pl.String, "modality": pl.String,
-                                    "held": pl.String, "held_reason": pl.String}))
+                                    "held": pl.String}))
     said = adapter.join(carried, on=["subject_id", "modality"], how="inner").filter(
         (pl.col("status") == PRESENT)
-        | (pl.col("status").is_in([ABSENT, REJECTED]) & (pl.col("status") == pl.col("held"))
-           & ((pl.col("reason").fill_null("") == "") | (pl.col("reason") == pl.col("held_reason"))))
+        | (pl.col("status").is_in([ABSENT, REJECTED]) & (pl.col("status") == pl.col("held")))
     ).select(adapter.columns).unique()
     extra = (adapter.filter(~non_numeric)
              .join(said.select(cols), on=cols, how="anti", nulls_equal=True).select(cols))

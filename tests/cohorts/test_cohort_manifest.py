@@ -565,3 +565,19 @@ def test_numbers_written_with_a_comma_or_percent_are_said(ages, caplog):
     # a field of words is no such field
     words = finalize_manifest("toy", "csv", _table_output(["low", "high", "1,5", "low"]))
     assert words.qc.filter(pl.col("status") == "numbers_as_text").height == 0
+
+
+def test_only_a_verdict_read_in_place_of_a_file_moves_after_its_notes():
+    """The encoders read the last adapter row of a subject's modality when it has no file:
+    an absent or rejected verdict goes after the notes on it. Every other row stays, so a
+    cohort without such a pair keeps its QC table, and its stores' view digests, as they
+    were (a present row before a blanked value or a skipped file had moved)."""
+    from mmpipe.cohorts.manifest import QCRecord, _verdicts_last
+
+    rows = [QCRecord("s1", "ct", "present"), QCRecord("s1", "ct", "skipped", "notes.txt"),
+            QCRecord("s2", "clinical", "present"),
+            QCRecord("s2", "clinical", "non_numeric", "age = '45y'"),
+            QCRecord("s3", "t1", "rejected", "2 files"), QCRecord("s4", "t2", "absent"),
+            QCRecord("s3", "t1", "skipped", "notes.txt"), QCRecord("*", "t1", "skipped", "x")]
+    assert _verdicts_last(rows[:4]) == rows[:4]
+    assert _verdicts_last(rows) == [*rows[:4], rows[5], rows[6], rows[4], rows[7]]

@@ -115,13 +115,18 @@ def test_a_rejection_no_store_holds_is_listed_once(tmp_path):
 
 def test_an_adapter_verdict_the_store_does_not_hold_is_kept(tmp_path):
     """A store that holds another word on a subject than the adapter's rejection (it read
-    a note as the verdict) had the rejection dropped as "the store's" from every record."""
-    rows = [{"subject_id": "s2", "modality": "ct", "stage": "adapter", "status": "rejected",
-             "reason": "2 files of ct: a.nii, a.nii.gz"},
-            {"subject_id": "s3", "modality": "ct", "stage": "adapter", "status": "absent",
-             "reason": ""}]
-    qc, summary = _cohort_qc(tmp_path, rows, "file notes.txt skipped")
+    a stray file's note as the verdict: absent) had the rejection dropped as "the
+    store's" from every record. The same verdict in the store's own words (a table's
+    "all fields missing" is its "no clinical field recorded") is said once."""
+    rows = [{"subject_id": "s3", "modality": "ct", "stage": "adapter", "status": "rejected",
+             "reason": "2 files of ct: a.nii, a.nii.gz"}]
+    qc, summary = _cohort_qc(tmp_path, rows, "corrupt series")
     kept = qc.filter(qc["encoder"].is_null())
     assert kept.select("subject_id", "status", "reason").rows() == [
-        ("s2", "rejected", "2 files of ct: a.nii, a.nii.gz")]
-    assert "| s2 | ct |  | 2 files of ct: a.nii, a.nii.gz |" in summary
+        ("s3", "rejected", "2 files of ct: a.nii, a.nii.gz")]
+    assert "| s3 | ct |  | 2 files of ct: a.nii, a.nii.gz |" in summary
+    rows = [{**rows[0], "status": "absent", "reason": "all fields missing"}]
+    qc, summary = _cohort_qc(tmp_path, rows, "corrupt series")
+    assert qc.filter(qc["subject_id"] == "s3").select("encoder", "status", "reason").rows() == [
+        ("med3d", "absent", "no file")]
+    assert "all fields missing" not in summary
