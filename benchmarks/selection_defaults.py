@@ -3,14 +3,23 @@
 For each seed's split (natural missingness), the training split is cut once more: an
 inner validation part (stratified, ``--inner`` of it) drives early stopping, and the
 checkpoint it keeps is scored on the seed's *validation* split, which stopping never
-saw. The test split is not loaded at all. Settings compared: the monitor (validation
-balanced accuracy, as the MMARE thesis; loss; AUC) and the first epoch a checkpoint may
-come from (``min_epochs``). Printed: mean ± std over seeds of the held-out AUC and
-balanced accuracy, and how often the kept checkpoint is epoch 1.
+saw. The test split is not loaded at all. Settings compared by default: the monitor
+(validation balanced accuracy, as the MMARE thesis; loss; AUC) and the first epoch a
+checkpoint may come from (``min_epochs``); ``--variants`` compares others instead, each a
+JSON object of trainer settings and method hyper-parameters over the method's defaults
+(``{}`` is the defaults). Printed: mean ± std over seeds of the held-out AUC and balanced
+accuracy, and how often the kept checkpoint is epoch 1.
 
     python benchmarks/selection_defaults.py --cohort-dir results/mmist_ccrcc \\
         --label vital_status_12 --feature-set ct=precomputed mri=precomputed \\
         wsi=precomputed clinical=tabular --seeds 5
+
+HyperMM's vector adapter width on MMIST-ccRCC (``mmpipe/methods/hypermm.py``):
+
+    python benchmarks/selection_defaults.py --cohort-dir results/mmist_ccrcc \\
+        --label vital_status_12 --feature-set ct=precomputed mri=precomputed \\
+        wsi=precomputed clinical=tabular --seeds 10 --normalize l2 --methods hypermm \\
+        --variants '{}' '{"adapter_dim": 512}' '{"adapter_dim": 128}'
 
 The cohort's stores and split files must exist (``snakemake`` builds them).
 """
@@ -18,6 +27,7 @@ The cohort's stores and split files must exist (``snakemake`` builds them).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import platform
 import statistics
@@ -47,6 +57,13 @@ SETTINGS = [
 ]
 
 
+def split_variant(variant: dict) -> tuple[dict, dict]:
+    """(trainer settings, method hyper-parameters) of a variant: the trainer's keys go to
+    ``fit``'s settings, the rest to the method's config."""
+    trainer = {k: v for k, v in variant.items() if k in TRAINER_KEYS}
+    return trainer, {k: v for k, v in variant.items() if k not in TRAINER_KEYS}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cohort-dir", type=Path, required=True)
@@ -57,20 +74,24 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=7, help="1/inner of the training split "
                     "drives early stopping")
     ap.add_argument("--normalize", default="zscore")
+    ap.add_argument("--variants", nargs="+", type=json.loads, default=SETTINGS,
+                    help="JSON objects of trainer settings and method hyper-parameters to "
+                         "compare (default: the early-stopping settings above)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     layout = CohortLayout(args.cohort_dir)
     feature_set = dict(kv.split("=", 1) for kv in args.feature_set)
     data, _ = load_feature_set(args.cohort_dir, feature_set, args.label)
-    print(f"# early-stopping settings on {args.cohort_dir.name} ({args.label}), natural "
+    print(f"# settings compared on {args.cohort_dir.name} ({args.label}), natural "
           f"missingness, {args.seeds} splits; stopping on 1/{args.inner} of each training "
           f"split, scored on the validation split; {platform.processor() or platform.machine()}"
           f", torch {torch.__version__}, CPU, 1 thread")
-    print("| method | monitor | min_epochs | held-out val AUC | val bAcc | epoch-1 kept | s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| method | variant | held-out val AUC | val bAcc | epoch-1 kept | s |")
+    print("|---|---|---:|---:|---:|---:|")
     for name in args.methods:
-        for setting in SETTINGS:
+        for variant in args.variants:
+            setting, overrides = split_variant(variant)
             start = time.perf_counter()
             aucs, baccs, first = [], [], 0
             for seed in range(args.seeds):
@@ -85,7 +106,7 @@ def main() -> None:
                 inner_train, inner_val, val = (norm.transform(d)
                                                for d in (inner_train, inner_val, val))
                 torch.manual_seed(seed)
-                method = build_method({"type": name}, data)
+                method = build_method({"type": name, **overrides}, data)
                 cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in method.hparams.items()
                                             if k in TRAINER_KEYS}, **setting}
                 result = fit(method, inner_train, inner_val, cfg, seed)
@@ -93,7 +114,7 @@ def main() -> None:
                 m = classification_metrics(val.y, predict_proba(method, val))
                 aucs.append(m["auc"])
                 baccs.append(m["balanced_accuracy"])
-            print(f"| {name} | {setting['monitor']} | {setting['min_epochs']} | "
+            print(f"| {name} | {json.dumps(variant) if variant else 'defaults'} | "
                   f"{statistics.mean(aucs):.3f} ± {statistics.stdev(aucs):.3f} | "
                   f"{statistics.mean(baccs):.3f} ± {statistics.stdev(baccs):.3f} | "
                   f"{first}/{args.seeds} | {time.perf_counter() - start:.0f} |", flush=True)

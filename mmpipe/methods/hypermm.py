@@ -32,11 +32,12 @@ adapter to a common dimension (``adapter_dim``, default the smallest dimension) 
 reconstruction target stays the raw input, reached by a per-modality linear decoder.
 This vector variant is our extension, not in the paper. On MMIST-ccRCC ``with_clinical``
 the smallest dimension is the tabular record's 28, beside 512-d and 1024-d image
-features; measured once on its validation splits (10 seeds, l2 normalisation, early
-stopping on a seventh of each training split, the validation split held out, the test
-split not read; 2026-12-06), the held-out AUC was 0.829 ± 0.047 at 28, 0.832 ± 0.045 at
-``adapter_dim: 512`` (the official φ width; 28 times the parameters, 5 times the time)
-and 0.814 ± 0.063 at 128, so the default stays.
+features; measured on its validation splits (``benchmarks/selection_defaults.py
+--variants``: 10 seeds, l2 normalisation, early stopping on a seventh of each training
+split, the validation split held out, the test split not read; AMD VM, 2026-12-06), the
+held-out AUC was 0.829 ± 0.047 at 28, 0.832 ± 0.045 at ``adapter_dim: 512`` (the
+official φ width; 28 times the parameters, 5 times the time) and 0.814 ± 0.063 at 128,
+so the default stays.
 
 Choices where the paper/code leave room (all hyper-parameters below):
 
