@@ -95,10 +95,9 @@ def _store_path_key(path: str) -> str:
     a path relative to the workflow's folder when it lies there, so that moving the
     project reruns nothing, else absolute. The job reads it (from the folder it was
     planned in), and it is an input of the job, whose content reruns it."""
-    absolute = os.path.abspath(path)
-    relative = os.path.relpath(absolute)
-    return absolute if relative == os.pardir or relative.startswith(os.pardir + os.sep) \
-        else relative
+    from mmpipe.cohorts.manifest_files import under_root
+
+    return under_root(os.getcwd(), os.path.abspath(path))
 
 
 def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
@@ -107,12 +106,12 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     weights reruns the masks, moving them does not), and for a dicom modality the DICOM
     settings (the masks are made on the series its shards chose); the device changes how
     it runs."""
-    from mmpipe.preprocess.segment import model_folders
+    from mmpipe.preprocess.segment import DEFAULT_TASK, model_folders
 
     organs = _segment_organs(cfg, cohort_name, modality_name)
     folder = cfg["preprocess"]["totalsegmentator"].get("weights")
     models = (model_folders(Path(folder).expanduser(), organs["fast"],
-                            organs.get("task", "total")) if folder else [])
+                            organs.get("task", DEFAULT_TASK)) if folder else [])
     # a dicom modality's masks are made on its shards' volumes: the series the DICOM
     # settings choose. The workflow reruns them with the shards; a hand-run encode
     # compares these params (made_with), and took masks of the series chosen before
@@ -127,14 +126,16 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
 def _segment_organs(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     """The organs of a modality's TotalSegmentator masks, its task and its model
     (``fast``)."""
+    from mmpipe.preprocess.segment import DEFAULT_TASK
+
     mask = modality(cfg, cohort_name, modality_name)["mask"]
     settings = (cfg.get("preprocess") or {}).get("totalsegmentator") or {}
     # a set to TotalSegmentator (the mask is their union): its order reruns nothing
-    task = mask.get("task", "total")
+    task = mask.get("task", DEFAULT_TASK)
     # the default task left unstated, as before it could be chosen: the masks and the
     # stores cropped to them keep their params
     return {"roi_subset": sorted(mask["roi_subset"]), "fast": bool(settings.get("fast", True)),
-            **({"task": task} if task != "total" else {})}
+            **({"task": task} if task != DEFAULT_TASK else {})}
 
 
 def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
@@ -231,14 +232,14 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
                                      ("categorical", "missing_values") if enc.get(k) is not None})
             if enc.get("encoding_from"):
                 params["config"]["encoding_from"] = _store_path_key(enc["encoding_from"])
-            if enc.get("encoding_from") and any(cfg["encoders"][e]["type"] == "text"
-                                                for e in mod["encoders"]):
-                # the prompts' blank codes, which a reused encoding's must equal (the
-                # config check sees the codes of an encoding fitted here, not those stored)
-                from mmpipe.preprocess.prompts import prompt_blank_codes
+                if any(cfg["encoders"][e]["type"] == "text" for e in mod["encoders"]):
+                    # the prompts' blank codes, which a reused encoding's must equal (the
+                    # config check sees the codes of an encoding fitted here, not those
+                    # stored)
+                    from mmpipe.preprocess.prompts import prompt_blank_codes
 
-                params["prompt_missing_values"] = prompt_blank_codes(mod.get("prompt") or {},
-                                                                     mod["fields"])
+                    params["prompt_missing_values"] = prompt_blank_codes(
+                        mod.get("prompt") or {}, mod["fields"])
         if enc["type"] == "text":
             params["prompt"] = prompt_params(cfg, cohort_name, modality_name)
     return canonical(params)

@@ -160,6 +160,8 @@ def _list_folder(top: Path, left_out: set[str], seen: set[str], digest) -> None:
     """Top-down, each folder's subfolders (``name/``) then its files, in name order, as
     ``os.walk`` lists them; by ``os.scandir`` so that a file's entry says whether it is a
     link without a stat, and only links are checked for a target."""
+    from mmpipe.io.walk import not_fetched
+
     def visit(folder: str) -> None:
         try:
             with os.scandir(folder) as it:
@@ -182,14 +184,15 @@ def _list_folder(top: Path, left_out: set[str], seen: set[str], digest) -> None:
             if real not in seen:  # a symlink to a folder listed already: its name only
                 seen.add(real)
                 descend.append(d)
-        links = {e.name for e in entries if e.is_symlink()}
+        by_name = {e.name: e for e in entries}
         rel = os.path.relpath(folder, top)
         for name in (*listed, *sorted(f for f in files if _listed(f))):
             # os.fsencode: a file name that is not UTF-8 comes back as the bytes it was
             line = os.fsencode(os.path.join(rel, name))
             # a link to nothing is listed as one: fetched later (datalad get), it keeps its
-            # name, and the manifest that rejected it was never rebuilt
-            if name in links and not os.path.exists(os.path.join(folder, name)):
+            # name, and the manifest that rejected it was never rebuilt (a listed folder,
+            # "d/", is no entry's name)
+            if name in by_name and not_fetched(by_name[name]):
                 line += b"\0" + _NOT_FETCHED
             digest.update(line + b"\0")
         for d in descend:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # TotalSegmentator MRI, D'Antonoli et al., 2025); the CT model on an MR volume gives masks
 # that look like masks and are not the organs
 TASKS = {"total": "CT", "total_mr": "MR"}
+DEFAULT_TASK = "total"
 # The nnU-Net datasets TotalSegmentator's Python API loads for a task with roi_subset
 # (wasserth/TotalSegmentator, totalsegmentator/python_api.py and map_tasks_config.py):
 # for 'total', the 3 mm model (297) or the full-resolution model's five parts (291-295:
@@ -79,13 +80,13 @@ def _dataset(folder: Path, model: int) -> Path | None:
     return found[0] if found else None
 
 
-def model_folders(folder: Path, fast: bool, task: str = "total") -> list[Path]:
+def model_folders(folder: Path, fast: bool, task: str = DEFAULT_TASK) -> list[Path]:
     """The ``Dataset...`` folders of ``folder`` TotalSegmentator reads for these masks
     (:data:`MODELS`), those that are there."""
     return [p for m in MODELS[task, fast] if (p := _dataset(folder, m)) is not None]
 
 
-def check_weights(folder: str | Path | None, fast: bool, task: str = "total") -> Path:
+def check_weights(folder: str | Path | None, fast: bool, task: str = DEFAULT_TASK) -> Path:
     """The weights folder, or a :class:`ConfigError` naming the folder, the models it
     lacks and how to fill it."""
     if not folder:
@@ -107,7 +108,7 @@ def check_weights(folder: str | Path | None, fast: bool, task: str = "total") ->
 
 
 def totalsegmentator_segmenter(settings: dict[str, Any], roi_subset: list[str],
-                               threads: int = 1, task: str = "total") -> Segmenter:
+                               threads: int = 1, task: str = DEFAULT_TASK) -> Segmenter:
     """The segmenter calling TotalSegmentator's Python API with ``settings``
     (``weights``, ``fast``, ``device``) and the modality's ``task``; checked before any
     subject is read (the weights, and the organs against the task's classes). ``threads``
@@ -259,7 +260,7 @@ def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: d
                    roi_subset: list[str], out_dir: str | Path,
                    shard_dirs: list[str | Path] | None = None,
                    threads: int = 1, metadata: dict[str, str] | None = None,
-                   task: str = "total") -> pl.DataFrame:
+                   task: str = DEFAULT_TASK) -> pl.DataFrame:
     """The ``segment`` rule: TotalSegmentator masks of ``modality``'s volumes (a
     ``dicom`` modality's volumes are its shards' NIfTI conversions, on whose grid the
     encoders read them). A dicom series of the other Modality than the task's (an MR

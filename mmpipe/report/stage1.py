@@ -18,6 +18,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import ABSENT, PRESENT, REJECTED
 from mmpipe.cohorts.manifest_files import NON_NUMERIC
 from mmpipe.fsutil import atomic_file, write_parquet
+from mmpipe.report.tables import md_escape
 from mmpipe.store import FeatureStore
 
 
@@ -57,8 +58,8 @@ def _cell(value) -> str:
     """A value as one Markdown table cell: a ``|`` (BraTS's ``<t1|t1ce|...>``, a series rule
     ``T1|MPRAGE``) split the row into more cells than the table has, a newline (a reader's
     multi-line error) cut it short, and ``<...>`` read as an HTML tag went unshown."""
-    text = "" if value is None else " ".join(str(value).split())
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    text = md_escape(None if value is None else " ".join(str(value).split()))
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,

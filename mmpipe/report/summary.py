@@ -119,13 +119,18 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def _seed_values(runs: pl.DataFrame, row: dict, metric: str) -> dict[int, float]:
+def _runs_of(runs: pl.DataFrame, row: dict) -> pl.DataFrame:
+    """The runs (one a seed) a summary row is the mean of."""
     part = runs.filter((pl.col("feature_set") == row["feature_set"])
                        & (pl.col("method") == row["method"])
-                       & (pl.col("scenario") == row["scenario"])
-                       & ((pl.col("rate") - row["rate"]).abs() < 1e-9))
+                       & _in_group(row["scenario"], row["rate"]))
     if "cohort" in row and "cohort" in runs.columns:
         part = part.filter(pl.col("cohort") == row["cohort"])
+    return part
+
+
+def _seed_values(runs: pl.DataFrame, row: dict, metric: str) -> dict[int, float]:
+    part = _runs_of(runs, row)
     return {int(s): float(v) for s, v in part.select("seed", metric).iter_rows()
             if v is not None and not math.isnan(v)}
 
@@ -366,6 +371,15 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                          "does not tell them apart, and the first by name is the one "
                          "compared")
 
+    def against_chosen(fusion: dict, pool: list[dict], kind: str) -> str:
+        """The fusion against the row of ``pool`` (a family's) validation chooses."""
+        chosen, tie = best_on_validation(pool)
+        role = f"{kind} best on validation"
+        if chosen is None:
+            chosen, role = best_of(pool), f"{kind} best on test"
+        return ("- " + _compare(runs, metric, fusion, chosen, label, role, one_split)
+                + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
+
     groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
                     key=lambda g: (_scenario_key(g[0]), g[1]))
     for scenario, rate in groups:
@@ -404,6 +418,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         lead = f"- best: **{label(best)}** ({fam}), {interval} ({ci_text}{seeds_text})"
         level = [r for r in complete or rows
                  if r is not best and _shown(r[col]) == _shown(best[col])]
+        # the papers' fusion methods (every family but the simple comparators)
+        fusions = [r for r in rows if (r.get("family") or "other") not in SIMPLE]
         # who leads, whatever order the tie came in: a fusion method and a simple run
         # level at the printed precision is "not ahead", whichever is named first
         leaders = {(r.get("family") or "other") for r in (best, *level)}
@@ -419,15 +435,10 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # it shares with this one: "no fusion method beats it" would contradict that
             other = "other " if fam == simple_fusion else ""
             which = (f"no {other}fusion method with a value on every seed" if any(
-                r[col] != best[col] and best_of([r, best]) is r
-                for r in rows if (r.get("family") or "other") not in SIMPLE)
+                r[col] != best[col] and best_of([r, best]) is r for r in fusions)
                 else f"no {other}fusion method")
-            lead += (f". **A simple baseline has the best mean here**: {which} beats "
-                     f"{label(best)} on average" if fam == baseline else
-                     f". **One modality alone has the best mean here**: {which} beats it "
-                     "on average" if fam == single else
-                     f". **A simple fusion has the best mean here**: {which} beats "
-                     f"{label(best)} on average")
+            lead += (f". **{SIMPLE[fam].capitalize()} has the best mean here**: {which} "
+                     f"beats {'it' if fam == single else label(best)} on average")
         if best.get("n_collapsed"):
             lead += f"; it collapsed to one class on {best['n_collapsed']} seed(s)"
         if partial is not best and _shown(partial[col]) != _shown(best[col]):
@@ -462,7 +473,6 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             lines.append(line)
         # the fusion compared: one of the papers' methods, a simple fusion only where none
         # ran; "none ran" only when no fusion has a value
-        fusions = [r for r in rows if (r.get("family") or "other") not in SIMPLE]
         simple_fusions = [r for r in rows if r.get("family") == simple_fusion]
         pool = _whole_first(fusions or simple_fusions, complete)
         fusion, tie = best_on_validation(pool)
@@ -484,14 +494,6 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # the single modality is chosen as the fusion is, on validation: the best of
             # several on the test runs it is compared on was "ahead of the fusion" three
             # times as often as one fixed modality under no difference
-            def against_chosen(fusion: dict, pool: list[dict], kind: str) -> str:
-                chosen, tie = best_on_validation(pool)
-                role = f"{kind} best on validation"
-                if chosen is None:
-                    chosen, role = best_of(pool), f"{kind} best on test"
-                return ("- " + _compare(runs, metric, fusion, chosen, label, role, one_split)
-                        + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
-
             singles = _whole_first([r for r in rows if r.get("family") == single], complete)
             if singles:
                 lines.append(against_chosen(fusion, singles, "single modality"))
@@ -522,12 +524,7 @@ def _selected_on_it(runs: pl.DataFrame, row: dict, metric: str, name: str) -> st
     which tilts the choice towards such a method (the test runs compared stay untouched)."""
     if "monitor" not in runs.columns:
         return ""
-    part = runs.filter((pl.col("feature_set") == row["feature_set"])
-                       & (pl.col("method") == row["method"]) & _in_group(row["scenario"],
-                                                                        row["rate"]))
-    if "cohort" in row and "cohort" in runs.columns:
-        part = part.filter(pl.col("cohort") == row["cohort"])
-    watched = {m for v in part["monitor"].drop_nulls() for m in v.split(";")}
+    watched = {m for v in _runs_of(runs, row)["monitor"].drop_nulls() for m in v.split(";")}
     if metric not in watched:
         return ""
     return (f"; its early stopping watched validation {name} too, so that score is the "

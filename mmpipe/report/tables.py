@@ -231,7 +231,8 @@ def _csv(blocks, metrics, group, labels, decimals) -> str:
     return buf.getvalue()
 
 
-def _md_escape(s: Any) -> str:
+def md_escape(s: Any) -> str:
+    """A value as a Markdown table cell's text: its ``|`` escaped."""
     return "" if s is None else str(s).replace("|", "\\|")
 
 
@@ -266,7 +267,7 @@ def _markdown(blocks, metrics, labels, decimals, title, positive=None, preamble=
                       "split, not mean ± std over seeds, so not directly comparable.", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
         for r in b["rows"]:
-            cells = [_md_escape(r["labels"].get(c)) for c in labels]
+            cells = [md_escape(r["labels"].get(c)) for c in labels]
             for m in metrics:
                 mean, std, bold, p = r["cells"][m]
                 text = _cell(mean, std, decimals) + _mark(p) + _over(r, m)

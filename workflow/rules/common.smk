@@ -274,13 +274,17 @@ def report_job_flags(wildcards):
     return training_job_flags(wildcards.cohort)
 
 
+def benchmarked_cohorts():
+    """The run's cohorts that have a benchmark, hence a report."""
+    return [c for c in config["run_cohorts"] if "benchmark" in COHORTS[c]]
+
+
 def mark_reports_under_way():
     # onerror and onsuccess do not run when Snakemake itself is killed
     from mmpipe.report.stale import mark_under_way
 
-    for cohort in config["run_cohorts"]:
-        if "benchmark" in COHORTS[cohort]:
-            mark_under_way(layout(cohort).report())
+    for cohort in benchmarked_cohorts():
+        mark_under_way(layout(cohort).report())
 
 
 def mark_stale_reports(cause):
@@ -288,16 +292,15 @@ def mark_stale_reports(cause):
     import sys
     from mmpipe.report.stale import mark_stale_report
 
-    for cohort in config["run_cohorts"]:
-        if "benchmark" in COHORTS[cohort]:
-            report_dir = layout(cohort).report()
-            missing = mark_stale_report(
-                report_dir, training_outputs(cohort), cause, training_inputs(cohort)
+    for cohort in benchmarked_cohorts():
+        report_dir = layout(cohort).report()
+        missing = mark_stale_report(
+            report_dir, training_outputs(cohort), cause, training_inputs(cohort)
+        )
+        if missing:
+            print(
+                f"{report_dir} is marked stale (STALE.md): "
+                f"{len(missing)} of the runs it was built from, or of what they read, "
+                "are not on disk or were written after it",
+                file=sys.stderr,
             )
-            if missing:
-                print(
-                    f"{report_dir} is marked stale (STALE.md): "
-                    f"{len(missing)} of the runs it was built from, or of what they read, "
-                    "are not on disk or were written after it",
-                    file=sys.stderr,
-                )

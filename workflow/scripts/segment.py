@@ -4,7 +4,7 @@ _bootstrap.start(snakemake)  # noqa: F821
 from pathlib import Path  # noqa: E402
 
 from mmpipe.made_with import made_with  # noqa: E402
-from mmpipe.preprocess.segment import segment_cohort  # noqa: E402
+from mmpipe.preprocess.segment import DEFAULT_TASK, segment_cohort  # noqa: E402
 
 sm = snakemake  # noqa: F821
 segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.kind,
@@ -12,4 +12,4 @@ segment_cohort(Path(sm.input.manifest).parent, sm.wildcards.modality, sm.params.
                sm.output[0],
                shard_dirs=list(sm.input.shards) if "shards" in sm.input.keys() else None,
                threads=sm.threads, metadata=made_with(sm.params.segment, sm.params.manifest),
-               task=sm.params.segment.get("task", "total"))
+               task=sm.params.segment.get("task", DEFAULT_TASK))
