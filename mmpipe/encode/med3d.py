@@ -6,15 +6,14 @@ import torch
 
 from mmpipe.encode.in_flight import InFlight, forward_queued
 from mmpipe.encode.job import build_network
-from mmpipe.encode.volume import batch_of, load_volumes, median_spacing_for
+from mmpipe.encode.volume import batch_of, load_volumes, reading_for
 
 
 def setup(job, items) -> None:
     from mmpipe.preprocess.volume import build_volume_transform
 
     build_network(job)
-    recipe = job.cfg.get("transform", {})
-    job.state = build_volume_transform(recipe, median_spacing=median_spacing_for(job, recipe, items))
+    job.state = reading_for(job, items, build_volume_transform)
 
 
 def run(job, items, writer, progress=None) -> None:
@@ -33,7 +32,8 @@ def run(job, items, writer, progress=None) -> None:
         in_flight.submit(forward_queued(job, batch_of([t for _, t in pending])), finish)
         pending.clear()
 
-    for sid, tensor, error in load_volumes(items, job.state, job.cfg):
+    for sid, tensor, error in load_volumes(items, job.state.transform, job.cfg,
+                                           job.state.refused):
         if error:
             writer.reject(sid, error)
         else:

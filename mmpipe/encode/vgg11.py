@@ -11,7 +11,7 @@ import torch
 
 from mmpipe.encode.in_flight import InFlight, forward_queued
 from mmpipe.encode.job import build_network
-from mmpipe.encode.volume import batch_of, load_volumes, median_spacing_for
+from mmpipe.encode.volume import batch_of, load_volumes, reading_for
 from mmpipe.errors import ConfigError
 
 
@@ -25,8 +25,7 @@ def setup(job, items) -> None:
     if job.cfg.get("keep_bag", False):
         job.bag_item_shape, job.bag_coord_dim = job.feature_shape, 1
         job.bag_coords = "slice index after preprocessing"
-    recipe = job.cfg.get("transform", {})
-    job.state = build_slice_transform(recipe, median_spacing=median_spacing_for(job, recipe, items))
+    job.state = reading_for(job, items, build_slice_transform)
 
 
 def _write(job, writer, sid: str, per_slice: np.ndarray) -> None:
@@ -65,7 +64,8 @@ def run(job, items, writer, progress=None) -> None:
         in_flight.submit(lambda: torch.cat([block() for block in blocks]).numpy(), finish)
         pending.clear()
 
-    for sid, slices, error in load_volumes(items, job.state, job.cfg):
+    for sid, slices, error in load_volumes(items, job.state.transform, job.cfg,
+                                           job.state.refused):
         if error:
             writer.reject(sid, error)
         else:

@@ -2,21 +2,33 @@
 ``loader_workers`` reader threads (:func:`mmpipe.encode.prefetch.read_ahead`), or
 processes with ``loader_processes: true`` (:mod:`mmpipe.encode.reader_processes`), while
 the network runs, and the cohort's median spacing. A volume that fails to load or transform
-is rejected with the reason and the others go on."""
+is rejected with the reason and the others go on, and so is a DICOM series that is not CT
+under a recipe's ``hu_window`` (:func:`not_in_hounsfield_units`)."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
+import polars as pl
 import torch
 
 from mmpipe.encode.prefetch import read_ahead
 from mmpipe.encode.reader_processes import ReaderProcesses
 from mmpipe.errors import InputError, out_of_memory
+from mmpipe.layout import SHARD_QC
 
 log = logging.getLogger(__name__)
+
+# DICOM Modality values (PS3.3 C.7.3.1.1.1) whose pixel values are no Hounsfield units:
+# MR in the scanner's arbitrary units, PET and SPECT in counts or SUV. A CT window clips
+# them to a band of nonsense and the store looks like any other. A series that does not
+# say (no Modality, OT, a secondary capture SC) passes, as in the segment rule.
+NOT_HOUNSFIELD = {"MR": "MR", "MRI": "MR", "PT": "PET", "NM": "nuclear medicine"}
 
 
 def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
@@ -35,18 +47,79 @@ def _crashed(item, reason: str) -> tuple[str, None, str]:
     return item.subject_id, None, f"cannot read or preprocess {item.source}: {reason}"
 
 
-def load_volumes(items, transform, cfg
+def not_in_hounsfield_units(job, items) -> dict[str, str]:
+    """Why each subject's DICOM series cannot take the recipe's ``hu_window``: its DICOM
+    Modality, as the series' shard recorded it, is MR, PET or SPECT. Empty without a
+    window, and for a ``volume`` modality, whose NIfTI files do not say."""
+    window = (job.cfg.get("transform") or {}).get("hu_window")
+    if window is None or job.params.get("kind") != "dicom":
+        return {}
+    said: dict[Path, dict[str, str]] = {}
+    out = {}
+    for item in items:
+        volume = Path(getattr(item.source, "image", item.source))  # a MaskedVolume's image
+        if volume.parent not in said:  # a dicom volume lies in its shard, beside its QC
+            qc = pl.read_parquet(volume.parent / SHARD_QC, columns=["subject_id", "detail"])
+            said[volume.parent] = {
+                sid: str(json.loads(detail or "{}").get("modality") or "")
+                for sid, detail in qc.iter_rows()}
+        series = said[volume.parent].get(item.subject_id, "")
+        kind = NOT_HOUNSFIELD.get(series.strip().upper())
+        if kind is not None:
+            out[item.subject_id] = (
+                f"its series is {kind} (DICOM Modality {series!r}), whose values are not "
+                f"Hounsfield units, and the encoder's transform sets hu_window "
+                f"{list(window)}: set hu_window: null for a modality that is not CT")
+    return out
+
+
+@dataclass(frozen=True)
+class VolumeReading:
+    """What a volume loop's setup prepares for its run: the transform, and the subjects
+    refused before any is read, with why."""
+
+    transform: Callable | None  # None where every subject is refused
+    refused: dict[str, str]
+
+
+def reading_for(job, items, build: Callable) -> VolumeReading:
+    """The volume loops' reading: ``build(recipe, median_spacing=...)`` (the Med3D or the
+    slice transform) over the subjects :func:`not_in_hounsfield_units` leaves."""
+    recipe = job.cfg.get("transform", {})
+    refused = not_in_hounsfield_units(job, items)
+    spacing = median_spacing_for(job, recipe, items, refused)
+    if spacing is None and recipe.get("spacing") == "median":
+        return VolumeReading(None, refused)  # every subject refused: none to median over
+    return VolumeReading(build(recipe, median_spacing=spacing), refused)
+
+
+def load_volumes(items, transform, cfg, refused: dict[str, str] | None = None
                  ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
     """(subject, tensor or None, error or None) per item, in order; the encoder ``cfg``'s
     ``loader_workers`` threads, or processes with ``loader_processes``, read ahead (0:
-    each volume read when the loop asks for it)."""
+    each volume read when the loop asks for it). A subject in ``refused`` is not read,
+    and comes with its reason there."""
+    refused = refused or {}
     load = partial(_load, transform=transform)
     workers = int(cfg.get("loader_workers", 0))
+    read = [i for i in items if i.subject_id not in refused]
     if workers > 0 and cfg.get("loader_processes", False):
         with ReaderProcesses(load, workers, on_crash=_crashed) as in_a_process:
-            yield from read_ahead(in_a_process, items, workers)
+            yield from _in_order(items, refused, read_ahead(in_a_process, read, workers))
     else:
-        yield from read_ahead(load, items, workers)
+        yield from _in_order(items, refused, read_ahead(load, read, workers))
+
+
+def _in_order(items, refused: dict[str, str], loaded: Iterator
+              ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
+    try:
+        for item in items:
+            if item.subject_id in refused:
+                yield item.subject_id, None, refused[item.subject_id]
+            else:
+                yield next(loaded)
+    finally:
+        loaded.close()  # the readers stop here, before their processes do
 
 
 def batch_of(tensors: list[torch.Tensor], stack: bool = True) -> torch.Tensor:
@@ -62,13 +135,18 @@ def batch_of(tensors: list[torch.Tensor], stack: bool = True) -> torch.Tensor:
     return torch.stack(tensors) if stack else torch.cat(tensors)
 
 
-def median_spacing_for(job, recipe: dict, items):
+def median_spacing_for(job, recipe: dict, items, refused: dict[str, str]):
     """The cohort's median spacing under ``spacing: median``, recorded in the job's store
     attributes (its preprocessing): the recipe says only "median", so two cohorts
-    resampled to different grids read as made alike, and `mmpipe predict` said nothing."""
+    resampled to different grids read as made alike, and `mmpipe predict` said nothing.
+    The subjects ``refused`` (:func:`not_in_hounsfield_units`) are not counted."""
     if recipe.get("spacing") != "median":
         return None
     from mmpipe.preprocess.volume import cohort_median_spacing
+
+    items = [i for i in items if i.subject_id not in refused]
+    if not items:  # nothing is read: the loop rejects every subject with its reason
+        return None
 
     # the median over the cohort's volumes (stage 1 sees no split): nnU-Net's rule
     spacing = cohort_median_spacing([i.source for i in items],

@@ -9,6 +9,7 @@ import torch
 from mmpipe.encode import med3d
 from mmpipe.encode.inputs import SubjectInput
 from mmpipe.encode.job import EncodeJob
+from mmpipe.encode.volume import VolumeReading
 
 # native sizes, as `resize: null` leaves them; two runs of equal sizes and a lone one
 SHAPES = {"s0": (8, 16, 16), "s1": (8, 16, 16), "s2": (9, 16, 16), "s3": (9, 16, 16),
@@ -37,7 +38,8 @@ def _encode(batch_size: int) -> _Writer:
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten()).eval()
     job = EncodeJob(cfg={"batch_size": batch_size, "loader_workers": 0}, params={},
-                    modality="ct", device=torch.device("cpu"), net=net, state=_volume)
+                    modality="ct", device=torch.device("cpu"), net=net,
+                    state=VolumeReading(_volume, {}))
     writer = _Writer()
     med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], writer)
     return writer
@@ -63,7 +65,8 @@ def test_at_batch_size_one_the_network_gets_the_readers_volume_without_a_copy():
             return x.mean(dim=(1, 2, 3, 4))[:, None].expand(-1, 4)
 
     job = EncodeJob(cfg={"batch_size": 1, "loader_workers": 0}, params={}, modality="ct",
-                    device=torch.device("cpu"), net=Spy(), state=volumes.__getitem__)
+                    device=torch.device("cpu"), net=Spy(),
+                    state=VolumeReading(volumes.__getitem__, {}))
     writer = _Writer()
     med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], writer)
     assert list(writer.rows) == list(SHAPES)
@@ -87,7 +90,7 @@ def test_a_batch_is_written_once_the_next_batchs_forward_is_queued():
             super().write(sid, emb)
 
     job = EncodeJob(cfg={"batch_size": 2, "loader_workers": 0}, params={}, modality="ct",
-                    device=torch.device("cpu"), net=Spy(), state=_volume)
+                    device=torch.device("cpu"), net=Spy(), state=VolumeReading(_volume, {}))
     med3d.run(job, [SubjectInput(sid, "ok", "", sid) for sid in SHAPES], Writer())
     # batches: s0 s1 | s2 s3 (another size) | s4
     assert events == [("forward", 2), ("forward", 2), ("write", "s0"), ("write", "s1"),

@@ -10,6 +10,7 @@ import torch
 from mmpipe.encode import vgg11 as vgg11_loop
 from mmpipe.encode.inputs import SubjectInput
 from mmpipe.encode.job import EncodeJob
+from mmpipe.encode.volume import VolumeReading
 from mmpipe.errors import InputError
 
 
@@ -42,7 +43,8 @@ def _encode(batch_size, workers=0, keep_bag=True, processes=False):
                               torch.nn.AdaptiveMaxPool2d(7)).eval()
     job = EncodeJob(cfg={"batch_size": batch_size, "loader_workers": workers,
                          "loader_processes": processes}, params={},
-                    modality="mri", device=torch.device("cpu"), net=net, state=_Slices())
+                    modality="mri", device=torch.device("cpu"), net=net,
+                    state=VolumeReading(_Slices(), {}))
     if keep_bag:
         job.bag_item_shape = (8, 7, 7)
     items = [SubjectInput(f"v{k}", "ok", "", (seed, n))
@@ -96,7 +98,7 @@ def test_a_batch_is_written_once_the_next_batchs_forward_is_queued():
             events.append(("reject", sid))
 
     job = EncodeJob(cfg={"batch_size": 4, "loader_workers": 0}, params={}, modality="mri",
-                    device=torch.device("cpu"), net=Spy(), state=_Slices())
+                    device=torch.device("cpu"), net=Spy(), state=VolumeReading(_Slices(), {}))
     items = [SubjectInput(f"v{k}", "ok", "", (seed, n))
              for k, (seed, n) in enumerate([(1, 3), (2, 1), (-1, 2), (4, 5), (5, 1)])]
     vgg11_loop.run(job, items, Writer())

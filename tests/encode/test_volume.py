@@ -55,3 +55,24 @@ def test_running_out_of_memory_fails_the_job_and_rejects_no_subject(error):
     got = list(load_volumes(bad, lambda s: (_ for _ in ()).throw(RuntimeError("bad header")),
                             {"loader_workers": 0}))
     assert got[0][1] is None and "RuntimeError: bad header" in got[0][2]
+
+
+@pytest.mark.parametrize("readers", [{"loader_workers": 0}, {"loader_workers": 2},
+                                     {"loader_workers": 2, "loader_processes": True}])
+def test_a_refused_subject_is_not_read_and_keeps_its_place(readers):
+    """The subjects refused before reading (an MR series under an HU window) come with
+    their reason, in the items' order, and no reader touches their file."""
+    from types import SimpleNamespace
+
+    from mmpipe.encode.volume import load_volumes
+
+    def transform(source):
+        if source.startswith("s1"):
+            raise AssertionError("a refused subject was read")
+        return torch.full((1, 2, 2, 2), float(source[1]))
+
+    items = [SimpleNamespace(subject_id=f"s{i}", source=f"s{i}.nii.gz") for i in range(4)]
+    got = list(load_volumes(items, transform, readers, refused={"s1": "its series is MR"}))
+    assert [(s, e) for s, _, e in got] == [("s0", None), ("s1", "its series is MR"),
+                                           ("s2", None), ("s3", None)]
+    assert [float(t[0, 0, 0, 0]) for _, t, _ in got if t is not None] == [0.0, 2.0, 3.0]

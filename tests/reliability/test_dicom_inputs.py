@@ -315,3 +315,79 @@ def test_a_dataset_moved_after_conversion_keeps_its_shard(tmp_path, base_config)
     items = gather_inputs(layout.root, "ct", "dicom", shard_dirs=[shard])
     assert [(i.subject_id, i.status) for i in items] == [(sid, "ok") for sid in GOOD]
     assert all(str(i.source).startswith(str(shard)) for i in items)
+
+
+def _say_modality(folder: Path, modality: str, pixel_spacing=None) -> None:
+    """Rewrite a series' DICOM Modality (and its in-plane spacing), as a scanner of
+    another kind would have written it."""
+    import pydicom
+
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.Modality = modality
+        if pixel_spacing is not None:
+            ds.PixelSpacing = list(pixel_spacing)
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _windowed_cohort(root: Path, base_config: dict, said: dict[str, str], encoder: str,
+                     window=(-1000, 5000)) -> tuple[dict, Any]:
+    """One series per subject of ``said`` (subject -> its DICOM Modality; the MR and PET
+    ones at 1.5 mm in plane against the others' 0.5), encoded by ``encoder`` with the HU ``window``
+    and the cohort's median spacing."""
+    rows = []
+    for k, (sid, modality) in enumerate(said.items()):
+        write_series(root / "dicom" / sid, k)
+        if modality != "CT":
+            _say_modality(root / "dicom" / sid, modality,
+                          pixel_spacing=(1.5, 1.5) if modality in ("MR", "PT") else None)
+        rows.append({"id": sid, "y": k % 2, "ct": f"dicom/{sid}"})
+    cfg = with_cohort(base_config, csv_cohort_config(
+        write_csv(root / "cohort.csv", rows), {"ct": {**MODALITIES["ct"], "encoders": [encoder]}}),
+        preprocess=PREPROCESS, shards={"dicom": 1})
+    cfg["encoders"][encoder]["transform"].update(
+        hu_window=list(window) if window else None, spacing="median")
+    return cfg, build(root, cfg)
+
+
+@pytest.mark.parametrize("encoder", ["med3d_demo", "vgg11_slices"])
+def test_an_mr_or_pet_series_under_an_hu_window_is_rejected(tmp_path, base_config, encoder):
+    """An HU window clips a series to Hounsfield units; an MR series' values are the
+    scanner's arbitrary units, a PET's counts or SUV, so the window made a store row of
+    nonsense that looked like any other. Such a series is its subject's rejection, named,
+    and the cohort's median spacing is of the series that are read; a series that does
+    not say what it is (a secondary capture) is read."""
+    said = {"c1": "CT", "m1": "MR", "m2": "MR", "p1": "PT", "s1": "SC"}
+    cfg, layout = _windowed_cohort(tmp_path, base_config, said, encoder)
+    store = encode(layout, cfg, "ct", encoder)
+    rows = by_subject(store.path)
+    assert {s: r["status"] for s, r in rows.items()} == {
+        "c1": "ok", "m1": "rejected", "m2": "rejected", "p1": "rejected", "s1": "ok"}
+    assert rows["m1"]["reason"] == (
+        "its series is MR (DICOM Modality 'MR'), whose values are not Hounsfield units, and "
+        "the encoder's transform sets hu_window [-1000, 5000]: set hu_window: null for a "
+        "modality that is not CT")
+    assert "its series is PET (DICOM Modality 'PT')" in rows["p1"]["reason"]
+    # over c1 and s1 (0.5 mm in plane), not the three 1.5 mm series the window refused
+    assert store.attrs["preprocessing"]["median_spacing"][:2] == [0.5, 0.5]
+
+
+def test_without_an_hu_window_an_mr_series_is_read(tmp_path, base_config):
+    cfg, layout = _windowed_cohort(tmp_path, base_config, {"c1": "CT", "m1": "MR"},
+                                   "med3d_demo", window=None)
+    rows = by_subject(encode(layout, cfg, "ct", "med3d_demo").path)
+    assert {s: r["status"] for s, r in rows.items()} == {"c1": "ok", "m1": "ok"}
+
+
+def test_a_modality_of_mr_series_only_under_an_hu_window_writes_no_store(tmp_path,
+                                                                          base_config):
+    """Every series refused is the config's mistake, not each subject's: the job fails
+    and says what to set."""
+    from mmpipe.errors import InputError
+
+    cfg, layout = _windowed_cohort(tmp_path, base_config, {"m1": "MR", "m2": "MR"},
+                                   "med3d_demo")
+    with pytest.raises(InputError, match="all 2 subjects with an input were rejected.*"
+                                         "set hu_window: null"):
+        encode(layout, cfg, "ct", "med3d_demo")
+    assert not layout.store("ct", "med3d_demo").exists()
