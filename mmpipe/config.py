@@ -640,6 +640,21 @@ def _yaml_number_hint(value: Any) -> str:
 _MODALITY_SETTINGS = ("modality", "missing_modality")
 
 
+def _feature_shapes(cfg: dict, feature_set: dict[str, str]) -> dict[str, tuple[int, ...]]:
+    """The feature shape of each modality of ``feature_set`` whose encoder type knows it
+    from its settings (not a tabular encoding's, whose width is the cohort's)."""
+    from mmpipe.encoders.registry import ENCODER_TYPES
+
+    shapes = {}
+    for mod, name in feature_set.items():
+        enc = cfg["encoders"].get(name) or {}
+        etype = ENCODER_TYPES.get(enc.get("type"))
+        shape = etype.feature_shape(enc) if etype is not None else None
+        if shape is not None:
+            shapes[mod] = tuple(int(d) for d in shape)
+    return shapes
+
+
 def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
     from mmpipe.bench.missingness import (
         RATE_RANGES,
@@ -696,7 +711,8 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
                                 f"cohort's scenarios {sorted(scenarios)}")
     for run in benchmark_runs(cfg, cname) if not problems else []:
         mods = sorted(bench["feature_sets"][run["feature_set"]])
-        for why in method_problems(run["config"]["type"], run["config"], mods):
+        shapes = _feature_shapes(cfg, bench["feature_sets"][run["feature_set"]])
+        for why in method_problems(run["config"]["type"], run["config"], mods, shapes):
             problems.append(f"{where}.runs.{run['method']}: on feature set "
                             f"{run['feature_set']!r} {mods}, method type "
                             f"{run['config']['type']!r}: {why}")

@@ -244,6 +244,18 @@ def _combination_size(hp: dict, mods: list[str]) -> str | None:
         "max_combination_size to cap the size of the combinations")
 
 
+def _blocks_or_vectors(hp: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    # HyperMM (methods/hypermm.py): its 1x1-convolution path reads [C, H, W] blocks of
+    # one shape, its vector path vectors; a mix of the two failed in the training job
+    ranks = {len(s) for s in shapes.values()}
+    if len(ranks) > 1 or ranks - {1, 3}:
+        return ("every modality must be a [C, H, W] block (VGG) or every modality a "
+                f"vector [D], got {shapes}")
+    if ranks == {3} and len(set(shapes.values())) > 1:
+        return f"the conv path needs blocks of one shape [C, H, W] for every modality, got {shapes}"
+    return None
+
+
 RULES: dict[str, tuple] = {
     "bd": (_needs_missing_modality,), "bd_filling": (_needs_missing_modality,),
     "ae_impute": (_needs_missing_modality,), "largo": (_two_modalities,),
@@ -251,9 +263,17 @@ RULES: dict[str, tuple] = {
 }
 
 
-def method_problems(type_name: str, settings: dict, modalities: list[str]) -> list[str]:
+# rules on the features' shapes, where the config knows them (an encoder type's
+# feature_shape: a tabular encoding's width is the cohort's)
+SHAPE_RULES: dict[str, tuple] = {"hypermm": (_blocks_or_vectors,),
+                                 "hypermm_e2e": (_blocks_or_vectors,)}
+
+
+def method_problems(type_name: str, settings: dict, modalities: list[str],
+                    shapes: dict[str, tuple[int, ...]] | None = None) -> list[str]:
     """What the method of ``type_name`` would refuse, built with ``settings`` on a feature
-    set of ``modalities`` (:data:`RULES`)."""
+    set of ``modalities`` (:data:`RULES`), of which those in ``shapes`` have features of
+    that shape (:data:`SHAPE_RULES`)."""
     defaults = {}
     for name, node in _defaults(type_name).items():
         try:
@@ -268,6 +288,8 @@ def method_problems(type_name: str, settings: dict, modalities: list[str]) -> li
         except (TypeError, ValueError):  # a value of the wrong kind: its own check says so
             continue
         problems += [why] if why else []
+    for rule in SHAPE_RULES.get(type_name, ()) if shapes else ():
+        problems += [why] if (why := rule(hp, dict(shapes))) else []
     return problems
 
 

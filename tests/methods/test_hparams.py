@@ -197,3 +197,26 @@ def test_a_rule_broken_on_a_feature_set_is_refused_naming_the_run(raw_config):
             ) in str(err.value)
     assert ("runs.largo: on feature set 'clinical_tabular' ['clinical'], method type "
             "'largo': needs at least two modalities") in str(err.value)
+
+
+def test_hypermm_on_blocks_mixed_with_vectors_is_refused_naming_the_run(raw_config):
+    """HyperMM reads [C, H, W] blocks of one shape or vectors: a feature set of VGG11
+    slice blocks beside Med3D vectors passed the config and failed in the training job,
+    after all of stage 1."""
+    cfg = copy.deepcopy(raw_config)
+    bench = cfg["cohorts"]["demo"]["benchmark"]
+    bench["feature_sets"]["mixed"] = {"mri_t1": "vgg11_slices", "mri_t2": "med3d_demo"}
+    bench["runs"]["hypermm_blocks"] = {"feature_sets": ["mixed"], "scenarios": ["natural"]}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert ("runs.hypermm_blocks: on feature set 'mixed' ['mri_t1', 'mri_t2'], method type "
+            "'hypermm': every modality must be a [C, H, W] block (VGG) or every modality a "
+            "vector [D], got {'mri_t1': (512, 7, 7), 'mri_t2': (512,)}") in str(err.value)
+    # the method builds with the same verdict
+    with pytest.raises(ValueError, match=r"every modality must be a \[C, H, W\] block"):
+        method_class("hypermm")(["a", "b"], {"a": (512, 7, 7), "b": (512,)}, 2)
+    # blocks of one shape and vectors of any widths pass
+    bench["feature_sets"]["mixed"] = {"mri_t1": "vgg11_slices", "ct": "vgg11_slices"}
+    validate_config(copy.deepcopy(cfg))
+    bench["feature_sets"]["mixed"] = {"mri_t1": "med3d_demo", "wsi": "clam_resnet50"}
+    validate_config(cfg)
