@@ -168,3 +168,25 @@ def test_a_chosen_exam_of_a_patient_spelt_otherwise_is_said(tmp_path):
     assert said["reason"].to_list() == [
         f"CT_patientfiles.csv lists patient {case.lower()!r}, who is not in "
         "clinical+genomic_split.csv: its exam is used for nobody"]
+
+
+def test_the_miniatures_series_have_uids_of_their_own(raw):
+    """A case's MR series is its CT series relabelled: it shared the CT twin's series and
+    instance UIDs, which DICOM requires unique, so a reader grouping a case's folder by
+    series would merge the two."""
+    import pydicom
+
+    root, plan, _, _ = raw
+    seen: dict[str, set] = {"SeriesInstanceUID": set(), "SOPInstanceUID": set()}
+    n_series = 0
+    for folder in {p.parent for p in root.rglob("*.dcm")}:
+        files = [pydicom.dcmread(p, stop_before_pixels=True) for p in folder.glob("*.dcm")]
+        n_series += 1
+        seen["SeriesInstanceUID"] |= {ds.SeriesInstanceUID for ds in files}
+        seen["SOPInstanceUID"] |= {ds.SOPInstanceUID for ds in files}
+        for ds in files:
+            assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+            if ds.Modality == "MR":
+                assert "RescaleType" not in ds and "KVP" not in ds
+    assert plan.mri and len(seen["SeriesInstanceUID"]) == n_series
+    assert len(seen["SOPInstanceUID"]) == sum(1 for _ in root.rglob("*.dcm"))

@@ -41,12 +41,21 @@ class MMISTRawPlan:
 
 
 def _as_mr(data: bytes) -> bytes:
+    """A CT slice relabelled as MR, with UIDs of its own: a case's MR series must not share
+    its CT twin's study, series and instance UIDs, which DICOM requires unique (a reader
+    that groups a whole case folder by series merged the two), nor CT's own tags."""
     import pydicom
-    from pydicom.uid import MRImageStorage
+    from pydicom.uid import MRImageStorage, generate_uid
 
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.Modality = "MR"
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    for tag in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, tag, generate_uid(entropy_srcs=["MR", str(getattr(ds, tag))]))
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for tag in ("RescaleType", "KVP"):
+        if tag in ds:
+            delattr(ds, tag)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
