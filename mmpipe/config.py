@@ -213,6 +213,15 @@ def _registry_defaults(cfg: dict[str, Any]) -> None:
                 enc[key] = {**copy.deepcopy(value), **enc[key]}
 
 
+def _needs_mask(encoder: dict) -> bool:
+    from mmpipe.preprocess.masks import mask_steps
+
+    try:
+        return mask_steps(encoder.get("transform") or {}, "", slices=True).needs_mask
+    except ConfigError:  # a recipe the transform check names
+        return False
+
+
 def _adapters() -> list[str]:
     from mmpipe.cohorts import ADAPTERS
 
@@ -348,6 +357,7 @@ def _check_readers(ename: str, enc: dict) -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
+    from mmpipe.cohorts import MASK_SOURCES
     from mmpipe.encoders.registry import (
         CUTS_SLICES,
         TRANSFORM_KEYS,
@@ -364,8 +374,10 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
     encoders = cfg["encoders"]
     for ename, enc in encoders.items():
         for key in misplaced_settings(enc):
+            reads = sorted(get_encoder_type(enc["type"]).read_settings())
             problems.append(f"config.encoders.{ename}.{key}: a {enc['type']!r} encoder does "
-                            "not read it (another encoder type does)")
+                            "not read it (another encoder type does; of those, this one "
+                            f"reads {reads or 'none'})")
         for key, words in get_encoder_type(enc["type"]).words.items():
             if enc.get(key) is not None and enc[key] not in words:
                 problems.append(f"config.encoders.{ename}.{key}: {enc[key]!r} is not one of "
@@ -430,6 +442,16 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                 # no segment job runs for it (preprocess.masks.reads_segmented_masks)
                 problems.append(f"{where}.mask: no encoder of the modality reads a mask (a "
                                 "transform's roi_crop or slice_select)")
+            elif mod["kind"] in ("volume", "dicom") and not mod.get("mask") and not (
+                    MASK_SOURCES.get(cohort["adapter"], lambda c: False)(cohort)):
+                for ename in [e for e in mod["encoders"] if _needs_mask(encoders.get(e, {}))]:
+                    # no subject has a mask: the encoding job rejected every one
+                    problems.append(
+                        f"{where}.encoders: the transform of {ename!r} reads a mask (roi_crop, "
+                        "mask_out or slice_select: largest_mask), and the "
+                        f"{cohort['adapter']} adapter gives {mname!r} none: give the "
+                        "modality a mask (mask: {from: totalsegmentator, roi_subset: [...]})"
+                        " or encode it with an entry whose transform reads none")
             for key in ("fields", "non_numeric", "prompt"):
                 if key in mod and mod["kind"] != "table":
                     problems.append(f"{where}.{key}: only a table modality reads it (this "
@@ -462,6 +484,40 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                     problems.append(f"{where}: the text encoder {ename!r} needs a 'prompt' block")
         problems += _check_benchmark(cfg, cname, cohort)
     problems += _check_table_settings(cfg)
+    problems += _check_weights_given(cfg)
+    return problems
+
+
+def _check_weights_given(cfg: dict) -> list[str]:
+    """The weights of what the cohorts run: a network entry that names none runs only
+    under ``allow_random_init``, and TotalSegmentator masks need its weights' folder. Both
+    failed in their first job, after the manifest and the preprocessing had run. A cohort
+    the config defines and does not run needs none."""
+    from mmpipe.encoders.registry import get_encoder_type
+
+    used: dict[str, str] = {}  # encoder -> the first modality that runs it
+    segmented = []
+    for cname in cfg.get("run_cohorts", []):
+        for mname, mod in cfg["cohorts"].get(cname, {}).get("modalities", {}).items():
+            for ename in mod["encoders"]:
+                used.setdefault(ename, f"cohorts.{cname}.modalities.{mname}")
+            if (mod.get("mask") or {}).get("from") == "totalsegmentator":
+                segmented.append(f"config.cohorts.{cname}.modalities.{mname}.mask")
+    problems = []
+    for ename, where in used.items():
+        enc = cfg["encoders"].get(ename)
+        etype = get_encoder_type(enc["type"]) if enc else None
+        if (etype is None or etype.build is None or enc.get("allow_random_init")
+                or etype.weights_package(enc) or any(enc.get(k) for k in etype.weight_files)):
+            continue
+        problems.append(f"config.encoders.{ename}.weights: a {enc['type']!r} encoder runs a "
+                        f"network, and the entry names no weights ({where} is encoded with "
+                        "it): set the path of its weights file, or allow_random_init: true "
+                        "to run it on random weights")
+    if segmented and not cfg["preprocess"]["totalsegmentator"].get("weights"):
+        problems.append(f"config.preprocess.totalsegmentator.weights: {segmented[0]} makes "
+                        "TotalSegmentator masks, and no folder of its weights is set (mmpipe "
+                        "never downloads them)")
     return problems
 
 

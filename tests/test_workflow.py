@@ -408,7 +408,8 @@ def test_the_segment_job_asks_for_a_gpu_only_to_run_on_one(tmp_path, device, gpu
     """The segment rule asked for gpu=1 whatever the device: on SLURM a CPU
     TotalSegmentator run took a GPU-partition slot and left the GPU idle."""
     write_demo_config(tmp_path)
-    cfg = mask_mri_t1_by_totalsegmentator(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    cfg = mask_mri_t1_by_totalsegmentator(yaml.safe_load((tmp_path / "config.yaml").read_text()),
+                                          tmp_path / "weights")
     cfg.setdefault("preprocess", {}).setdefault("totalsegmentator", {})["device"] = device
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     run = snakemake_in(tmp_path, "-n", "--until", "segment")

@@ -49,6 +49,15 @@ ADAPTERS: dict[str, Adapter] = {
     "mmist_ccrcc_raw": mmist_raw.adapt,
 }
 
+# The adapters whose manifest gives each volume modality a mask per subject (the column
+# ``<modality>_mask_path``): BraTS its ``_seg`` file, IXI the brain masks of the folder
+# ``ixi.brain_masks`` names. Elsewhere only a modality's own ``mask`` (TotalSegmentator)
+# gives one, and an encoder whose transform reads a mask rejected every subject.
+MASK_SOURCES: dict[str, Callable[[dict], bool]] = {
+    "brats": lambda cohort_cfg: True,
+    "ixi": lambda cohort_cfg: bool((cohort_cfg.get("ixi") or {}).get("brain_masks")),
+}
+
 # The tables each dataset adapter reads under its ``root`` (:func:`source_tables`). A
 # table listed that an adapter's config leaves unread only rebuilds the manifest for
 # nothing: the jobs after it rerun on the digests of what they read, not on its mtime.
