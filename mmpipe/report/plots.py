@@ -149,6 +149,20 @@ def _whole(df: pl.DataFrame, metric: str) -> set[str] | None:
     return set(df["series"].to_list()) - incomplete
 
 
+def _over_seeds(df: pl.DataFrame, what: str = "mean ± std") -> str:
+    """What a figure's values are: the test split's, ``what`` over how many seeds (the
+    most any series ran; one that ran fewer says so in its label)."""
+    n = int(df["n_seeds"].max()) if "n_seeds" in df.columns and len(df) else 0
+    return f"test split, {what} over {n} seed{'s' if n != 1 else ''}" if n else (
+        f"test split, {what} over seeds")
+
+
+def _partial_mark(series: str, whole: set[str] | None) -> str:
+    """`` (not every seed)`` for a series whose mean leaves seeds out (the ranking and
+    the tables' bold leave it out too)."""
+    return " (not every seed)" if whole is not None and series not in whole else ""
+
+
 # x-axis label per scenario; natural missingness is drawn at 0 where it means "nothing removed"
 _RATE_AXES = {
     "mcar": ("MCAR: share of present entries removed", True),
@@ -190,7 +204,7 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     ``scenario`` has ``metric``."""
     positive = positive_label(summary) if len(summary) else None
     name = metric_label(metric, positive=positive)
-    title = f"{name} vs {scenario} rate (mean ± std over seeds)"
+    title = f"{name} vs {scenario} rate"
     axis, with_natural = _RATE_AXES.get(scenario, (f"{scenario} rate", False))
     col = f"{metric}_mean"
     if not len(summary) or col not in summary.columns:
@@ -242,7 +256,8 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
             _draw_reference(ax, df.filter(pl.col("series") == b), metric, styles[b], b)
         for s in (m for m in methods if styles[m]["family"] in fams):
             rank = f"#{top.index(s) + 1} " if s in top else ""
-            _draw_line(ax, df.filter(pl.col("series") == s), metric, styles[s], rank + s)
+            _draw_line(ax, df.filter(pl.col("series") == s), metric, styles[s],
+                       rank + s + _partial_mark(s, whole))
             # one panel: the best named at their line's end too (the x margin leaves room);
             # in a grid of panels the name would run into the next panel, the legend has it
             if rank and len(panels) == 1:
@@ -273,7 +288,7 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     sub = (f"one panel per family, baselines in grey in each; #1–#{len(top)}: the best "
            "means over the rates" if len(panels) > 1
            else f"#1–#{len(top)}: the best means over the rates")
-    fig.suptitle(title + "\n" + sub, fontsize="medium")
+    fig.suptitle(f"{title} ({_over_seeds(df)})\n{sub}", fontsize="medium")
     return _save(fig, out)
 
 
@@ -314,7 +329,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     what = (f"the {min(top, n_methods)} best of {n_methods} methods by "
             f"{metric_label(metrics[0], False).lower()} (all in results.md)"
             if n_methods > top else "methods over metrics")
-    title = f"{group_label(scenario, rate)}\n{what}, mean over seeds"
+    title = f"{group_label(scenario, rate)}\n{what} ({_over_seeds(df, 'mean')})"
     angles = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False)
     fig = _figure((7.0, 7.6))
     ax = fig.add_subplot(projection="polar")
@@ -383,14 +398,16 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
         styles = _styles(df)
         rows = {r["series"]: r for r in df.iter_rows(named=True)}
         points = {s: r for s, r in rows.items() if not _is_baseline(styles[s]["family"])}
+        whole = _whole(df, metric)
         top = _top({s: _val(r[col]) for s, r in points.items()
                     if (r.get("trainable_parameters_mean") or 0) > 0}, metric, TOP_LABELLED,
-                   _whole(df, metric))
+                   whole)
         for s in _ordered(styles):
             row, st = rows[s], styles[s]
             if _is_baseline(st["family"]):
                 ax.axhline(row[col], color="#555555", linestyle=st["linestyle"], linewidth=1.2,
-                           zorder=1, label=f"{s} (baseline, {row[col]:.3f})")
+                           zorder=1, label=f"{s} (baseline, {row[col]:.3f})"
+                           + _partial_mark(s, whole))
                 continue
             n = row.get("trainable_parameters_mean")
             if n is None or not n > 0:
@@ -398,7 +415,8 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
                 continue
             sd = row.get(f"{metric}_std")
             ax.errorbar([n], [row[col]], yerr=[0.0 if sd is None else sd], capsize=3,
-                        markersize=6, fmt=st["marker"], color=st["color"], label=s)
+                        markersize=6, fmt=st["marker"], color=st["color"],
+                        label=s + _partial_mark(s, whole))
             if s in top:
                 labels.append((n, row[col], f"#{top.index(s) + 1} {s}", st["color"]))
     for i, r in enumerate(pub_rows):
@@ -412,7 +430,7 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
     ax.margins(x=0.12, y=0.08)
     _label_points(ax, labels)
     ax.set_xlabel("Trainable parameters (log scale)")
-    ax.set_ylabel(name + " (mean ± std over seeds)")
+    ax.set_ylabel(f"{name} ({_over_seeds(df)})" if len(df) else name)
     sub = title if published is None else title + f"\n★ = {published.label}"
     ax.set_title(sub, fontsize="medium")
     ax.grid(alpha=0.3, which="both")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -150,13 +152,16 @@ def test_a_method_without_a_value_at_the_hardest_rate_is_not_ranked_first(tmp_pa
     seen = {}
 
     def keep(fig, out):
-        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        # a series short of some seed's value says so; the rank is what is checked here
+        seen["marked"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        seen["labels"] = [t.removesuffix(" (not every seed)") for t in seen["marked"]]
         return out
 
     monkeypatch.setattr(plots, "_save", keep)
     values = {"A": {0.2: 0.80, 0.5: 0.70, 0.8: 0.60}, "B": {0.2: 0.78, 0.5: 0.72, 0.8: None}}
     plots.plot_metric_vs_rate(_rate_summary(values), "balanced_accuracy", tmp_path / "m.png")
     assert "#1 A" in seen["labels"] and "B" in seen["labels"], seen["labels"]
+    assert "B (not every seed)" in seen["marked"], seen["marked"]
     # a rate where no method trained is no rate to cover (every series missed it, and the
     # ranking fell back to all of them)
     # A short of a value on one seed at 0.2 (no series has every seed then): B, with no
@@ -249,3 +254,34 @@ def test_the_radar_draws_a_method_short_of_a_seed_after_the_whole_ones(tmp_path,
     plots.plot_radar(summary, 0.0, metrics, tmp_path / "r2.png", top=2)
     assert sorted(seen["labels"]) == ["deepsets", "muse"], seen
     assert "the 2 best of 3 methods" in seen["title"]
+
+
+def test_the_figures_say_they_show_the_test_split_and_mark_a_series_short_of_seeds(
+        tmp_path, monkeypatch):
+    """The rate, radar and parameter figures said neither which split nor how many seeds
+    their means are over, and the rate and parameter figures drew a method whose mean
+    left a seed out like any other, beside a "#1" ranked among the whole ones only."""
+    seen = {}
+
+    def keep(fig, out):
+        seen[Path(out).name] = (
+            " ".join(t.get_text() for t in fig.texts) + " "
+            + " ".join(ax.get_title() + " " + ax.get_ylabel() for ax in fig.axes),
+            [t.get_text() for ax in fig.axes if ax.get_legend()
+             for t in ax.get_legend().get_texts()])
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    values = {"A": {0.2: 0.80, 0.5: 0.70}, "B": {0.2: 0.82, 0.5: 0.75}}
+    summary = _rate_summary(values, no_value=("B", 0.5, 1))
+    plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "rate.png")
+    text, legend = seen["rate.png"]
+    assert "test split, mean ± std over 3 seeds" in text, text
+    assert "B (not every seed)" in legend and "#1 A" in legend, legend
+    at = summary.filter(pl.col("rate") == 0.5).with_columns(
+        pl.lit(1000.0).alias("trainable_parameters_mean"))
+    plots.plot_perf_vs_params(at, "balanced_accuracy", tmp_path / "params.png",
+                              scenario="mcar", rate=0.5)
+    text, legend = seen["params.png"]
+    assert "test split, mean ± std over 3 seeds" in text, text
+    assert legend == ["A", "B (not every seed)"], legend
