@@ -6,6 +6,7 @@ a job reads and the files a job writes cannot drift apart::
 
     {results}/{cohort}/
       raw/                                        demo only: the generated raw cohort
+      raw/summary.json                            demo only: written last, what it planted
       manifest.parquet, manifest.json, qc/adapter.parquet
       preprocess/{modality}/volumes/shard{k}/     DICOM -> NIfTI (+ qc.parquet)
       preprocess/{modality}/tiles/shard{k}/       tile coordinates (+ qc.parquet)
@@ -38,6 +39,10 @@ ADAPTER_QC = "qc/adapter.parquet"
 SHARD_QC = "qc.parquet"          # inside a preprocessing shard folder
 SHARD_TILES = "tiles.parquet"    # inside a slide shard folder
 SHARD_SETTINGS = "settings.json"  # inside a preprocessing shard folder: what made it
+# the demo generator's record of what it made, written last, and the ``demo_cohort``
+# rule's output: Snakemake deletes a ``directory()`` output before its job runs, so one
+# changed demo option rewrote every file, and every image store after them reran
+DEMO_SUMMARY = "summary.json"
 # inside a report folder: the page read first (its tables' stem), and the runs it was
 # built from, whose mtime says when (mmpipe.report.stale reads both)
 REPORT_TABLES, REPORT_RUNS = "results", "runs.csv"
@@ -95,6 +100,10 @@ class CohortLayout:
     # -- stage 1 ---------------------------------------------------------------------------
     def raw(self) -> Path:
         return self.root / "raw"
+
+    def raw_summary(self) -> Path:
+        """The generated demo cohort's summary, written once every file is in ``raw``."""
+        return self.raw() / DEMO_SUMMARY
 
     def manifest(self) -> Path:
         return self.root / MANIFEST

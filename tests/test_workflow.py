@@ -214,8 +214,9 @@ def test_reruns_follow_what_each_job_reads_of_the_manifest(tmp_path):
     write_demo_config(workdir)
     lay = CohortLayout.of("results", "demo")
     qc, wsi = str(lay.cohort_qc()), str(lay.store("wsi", "clam_resnet50"))
+    t1 = str(lay.store("mri_t1", "med3d_demo"))
     hgb = str(lay.cell("clinical_tabular", "hgb", "natural", 0.0))  # its split and mask
-    first = snakemake_in(workdir, qc, hgb)
+    first = snakemake_in(workdir, qc, t1, hgb)
     assert first.returncode == 0, first.stderr[-3000:]
     config = workdir / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
@@ -236,13 +237,14 @@ def test_reruns_follow_what_each_job_reads_of_the_manifest(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     # the demo regenerated with slides of another size under the same names: the
     # manifest's rows are the same, the files are not, and the slide jobs rerun (they
-    # kept the old slides' features when the digest held the rows alone). Snakemake
-    # empties the demo's folder before its job, so every image reruns (only the slides'
-    # store is asked for here); no modality comes or goes, so no split or mask is redrawn
-    # and the runs on the clinical table alone stay
+    # kept the old slides' features when the digest held the rows alone). The volumes
+    # are rewritten only where they change, so the T1 store stays (the rule's output was
+    # the folder, which Snakemake empties before the job: every image store reran); no
+    # modality comes or goes, so no split or mask is redrawn and the runs on the clinical
+    # table alone stay
     cfg["cohorts"]["demo"]["demo"]["slide_size"] = [512, 640]
     config.write_text(yaml.safe_dump(cfg))
-    run = snakemake_in(workdir, wsi, hgb)
+    run = snakemake_in(workdir, wsi, t1, hgb)
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = _jobs_ran(run)
     assert jobs == {("demo_cohort", ""), ("manifest", ""),

@@ -49,7 +49,7 @@ def manifest_inputs(wildcards):
     dataset's download (``mmpipe.cohorts.source_tables``)."""
     cohort = COHORTS[wildcards.cohort]
     if cohort["adapter"] == "demo":
-        return {"raw": layout(wildcards.cohort).raw()}
+        return {"raw": layout(wildcards.cohort).raw_summary()}
     if cohort["adapter"] == "csv":
         # `~` expanded as the adapter reads them (mmpipe.cohorts.manifest.config_path); any
         # other path as written, so an existing workflow sees the same inputs

@@ -8,5 +8,5 @@ from mmpipe.cohorts import adapter_config, build_manifest  # noqa: E402
 sm = snakemake  # noqa: F821
 cohort_cfg = adapter_config(sm.config, sm.wildcards.cohort)
 if cohort_cfg["adapter"] == "demo":
-    cohort_cfg["raw_dir"] = sm.input.raw
+    cohort_cfg["raw_dir"] = str(Path(sm.input.raw).parent)  # the summary's folder
 build_manifest(sm.wildcards.cohort, cohort_cfg, Path(sm.output.manifest).parent)

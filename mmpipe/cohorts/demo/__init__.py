@@ -65,6 +65,7 @@ from mmpipe.cohorts.demo.volumes import (
     render_ct,
     render_mri,
 )
+from mmpipe.layout import DEMO_SUMMARY as SUMMARY_JSON
 
 # what outside code (the adapter, the CLI, the workflow, tests, benchmarks) takes from here
 __all__ = [
@@ -86,7 +87,6 @@ log = logging.getLogger(__name__)
 LABELS_CSV = "labels.csv"
 CLINICAL_CSV = "clinical.csv"
 README = "README.txt"
-SUMMARY_JSON = "summary.json"
 DEFAULT_MISSING = {"mri_t1": 0.25, "mri_t2": 0.3, "ct": 0.35, "wsi": 0.2}
 
 
