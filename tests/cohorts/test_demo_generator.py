@@ -171,6 +171,11 @@ def test_options_are_validated(tmp_path):
         demo.generate_demo_cohort(tmp_path, n_subjects=2, missing={"pet": 0.5})
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         demo.generate_demo_cohort(tmp_path, n_subjects=2, missing={"ct": 1.5})
+    # a negative count or share planted "all but k" (a negative slice of the plan)
+    for bad in ({"second_series_share": -0.2}, {"second_series_share": 1.5},
+                {"n_corrupt_ct": -3}, {"n_corrupt_slides": -1}):
+        with pytest.raises(ValueError, match="second_series_share must lie in"):
+            demo.generate_demo_cohort(tmp_path, n_subjects=2, **bad)
 
 
 def test_missingness_never_removes_all_imaging():

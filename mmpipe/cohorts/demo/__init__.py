@@ -204,6 +204,10 @@ def generate_demo_cohort(
         raise ValueError(f"missing rates must lie in [0, 1], got {rates}")
     if n_subjects < 1:
         raise ValueError("n_subjects must be >= 1")
+    # a negative count sliced the plan's permutation from its end: -3 corrupted all but 3
+    if not 0.0 <= second_series_share <= 1.0 or min(n_corrupt_ct, n_corrupt_slides) < 0:
+        raise ValueError(f"second_series_share must lie in [0, 1] and the corrupt counts be "
+                         f">= 0, got {second_series_share}, {n_corrupt_ct}, {n_corrupt_slides}")
     volume_shape = tuple(int(v) for v in volume_shape)
     slide_size = tuple(int(v) for v in slide_size)
     if len(volume_shape) != 3 or len(slide_size) != 2:
