@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mmpipe.errors import MmpipeError
+from mmpipe.layout import DEMO_GENERATING
 from mmpipe.logs import setup_logging
 
 
@@ -84,9 +85,10 @@ def cmd_demo(args) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
-# what `mmpipe demo` leaves in its folder before the generator writes a file: a run
-# killed before the generator's summary.json is still the demo's to finish
-DEMO_MARK = ".mmpipe-demo"
+# what `mmpipe demo` leaves in its folder before the generator writes a file, as the
+# generator does while it runs: a run killed before the generator's summary.json (the
+# workflow's demo_cohort job too) is still the demo's to finish
+DEMO_MARK = DEMO_GENERATING
 
 
 def _claim_a_folder_for_the_demo(out: Path) -> bool:
@@ -146,7 +148,10 @@ def cmd_manifest(args) -> None:
     layout = _layout(cfg, args.cohort)
     cohort_cfg = adapter_config(cfg, args.cohort)
     if cohort_cfg["adapter"] == "demo":
+        from mmpipe.cohorts.demo import check_made_with
+
         cohort_cfg["raw_dir"] = str(layout.raw())
+        check_made_with(cohort_cfg["raw_dir"], cohort_cfg.get("demo") or {})
     there = None
     if layout.manifest().is_file() and not args.force:
         unreadable = (MmpipeError, OSError, ValueError, KeyError, TypeError,

@@ -43,6 +43,9 @@ SHARD_SETTINGS = "settings.json"  # inside a preprocessing shard folder: what ma
 # rule's output: Snakemake deletes a ``directory()`` output before its job runs, so one
 # changed demo option rewrote every file, and every image store after them reran
 DEMO_SUMMARY = "summary.json"
+# in the demo's folder while a generation runs (the workflow's job or `mmpipe demo`),
+# removed once the summary is written: a killed run's folder is still the demo's to finish
+DEMO_GENERATING = ".mmpipe-demo"
 # inside a report folder: the page read first (its tables' stem), and the runs it was
 # built from, whose mtime says when (mmpipe.report.stale reads both)
 REPORT_TABLES, REPORT_RUNS = "results", "runs.csv"

@@ -249,3 +249,44 @@ def test_mri_anatomy_is_where_the_affine_says():
         ras = nib.as_closest_canonical(img).get_fdata()
         i, j, _ = np.argwhere(ras > 1000).mean(axis=0)
         assert i < 15.5 and j < 15.5, (lps, i, j)
+
+
+def test_a_generation_killed_midway_leaves_the_folder_the_demos_to_finish(tmp_path,
+                                                                           monkeypatch):
+    """The workflow's demo job writes into results/<cohort>/raw: killed midway it left
+    files and no summary.json (Snakemake removes only that, its output), and `mmpipe demo`
+    refused the folder as the user's. The generator marks the folder while it runs."""
+    from mmpipe import cli
+
+    out = tmp_path / "raw"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "render_slide", killed)
+    with pytest.raises(KeyboardInterrupt):
+        demo.generate_demo_cohort(out, n_subjects=4)
+    assert (out / demo.GENERATING).is_file() and not (out / demo.SUMMARY_JSON).exists()
+    assert any((out / "mri_t1").iterdir()) or any((out / "ct").iterdir())
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: the generator's defaults
+    assert cli.main(["demo", str(out), "--n-subjects", "4"]) == 0
+    assert (out / demo.SUMMARY_JSON).is_file() and not (out / demo.GENERATING).exists()
+
+
+def test_a_demo_made_with_other_settings_than_the_configs_is_refused(tmp_path):
+    """The workflow regenerates the demo when its config block changes, by Snakemake's
+    record of the job: a demo made before that record (an older version's output) or
+    under `--rerun-triggers mtime` was read as if made with the new settings."""
+    from mmpipe.errors import InputError
+
+    out = tmp_path / "raw"
+    demo.generate_demo_cohort(out, n_subjects=4, slide_size=(256, 384))
+    demo.check_made_with(out, {"n_subjects": 4, "slide_size": [256, 384]})
+    with pytest.raises(InputError, match=r"other settings than the config's demo block: "
+                                         r"slide_size \[256, 384\] there, \[512, 640\] in "
+                                         r"the config: regenerate it"):
+        demo.check_made_with(out, {"n_subjects": 4, "slide_size": [512, 640]})
+    with pytest.raises(InputError, match="n_subjects 4 there, 60 in the config"):
+        demo.check_made_with(out, {"slide_size": [256, 384]})
+    demo.check_made_with(tmp_path / "nothing", {})  # no demo there: the adapter says so

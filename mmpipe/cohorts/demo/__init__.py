@@ -65,12 +65,13 @@ from mmpipe.cohorts.demo.volumes import (
     render_ct,
     render_mri,
 )
+from mmpipe.layout import DEMO_GENERATING as GENERATING
 from mmpipe.layout import DEMO_SUMMARY as SUMMARY_JSON
 
 # what outside code (the adapter, the CLI, the workflow, tests, benchmarks) takes from here
 __all__ = [
     # the generator and its files
-    "generate_demo_cohort", "LABELS_CSV", "CLINICAL_CSV", "README", "SUMMARY_JSON",
+    "generate_demo_cohort", "LABELS_CSV", "CLINICAL_CSV", "README", "SUMMARY_JSON", "GENERATING",
     "DEFAULT_MISSING",
     # plan.py
     "IMAGING", "CLINICAL_FIELDS", "CHANNEL_NOISE", "POSITIVE_SHARE", "latent_model",
@@ -173,6 +174,59 @@ def _readme(summary: dict[str, Any]) -> str:
     ])
 
 
+def demo_settings(n_subjects: int = 60, seed: int = 7,
+                  volume_shape: tuple[int, int, int] = (16, 64, 64),
+                  slide_size: tuple[int, int] = (512, 768), slide_mpp: float = 0.5,
+                  missing: dict[str, float] | None = None, second_series_share: float = 0.2,
+                  n_corrupt_ct: int = 1, n_corrupt_slides: int = 1) -> dict[str, Any]:
+    """The settings a generation with these options records in its ``summary.json``
+    (``params``), the defaults filled in; a ValueError for options it refuses."""
+    rates = dict(DEFAULT_MISSING)
+    unknown = set(missing or {}) - set(rates)
+    if unknown:
+        raise ValueError(f"missing: unknown modality {sorted(unknown)} (known: {list(IMAGING)})")
+    rates.update(missing or {})
+    if not all(0.0 <= r <= 1.0 for r in rates.values()):
+        raise ValueError(f"missing rates must lie in [0, 1], got {rates}")
+    if n_subjects < 1:
+        raise ValueError("n_subjects must be >= 1")
+    # a negative count sliced the plan's permutation from its end: -3 corrupted all but 3
+    if not 0.0 <= second_series_share <= 1.0 or min(n_corrupt_ct, n_corrupt_slides) < 0:
+        raise ValueError(f"second_series_share must lie in [0, 1] and the corrupt counts be "
+                         f">= 0, got {second_series_share}, {n_corrupt_ct}, {n_corrupt_slides}")
+    volume_shape = tuple(int(v) for v in volume_shape)
+    slide_size = tuple(int(v) for v in slide_size)
+    if len(volume_shape) != 3 or len(slide_size) != 2:
+        raise ValueError("volume_shape is (D, H, W) and slide_size is (H, W)")
+    return {"n_subjects": n_subjects, "seed": seed, "volume_shape": list(volume_shape),
+            "slide_size": list(slide_size), "slide_mpp": slide_mpp, "missing": rates,
+            "second_series_share": second_series_share, "n_corrupt_ct": n_corrupt_ct,
+            "n_corrupt_slides": n_corrupt_slides}
+
+
+def check_made_with(raw_dir: str | Path, options: dict[str, Any]) -> None:
+    """Refuse a generated cohort whose ``summary.json`` records other settings than
+    ``options`` (a config's demo block) give: the workflow regenerates it when the block
+    changes, but not where Snakemake has no record of the job (a demo made by an older
+    version) or under ``--rerun-triggers mtime``, and the manifest read the old files."""
+    from mmpipe.errors import InputError
+
+    path = Path(raw_dir) / SUMMARY_JSON
+    try:
+        made = json.loads(path.read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no finished demo here: the adapter says so
+    wanted = json.loads(json.dumps(demo_settings(**options)))
+    differ = sorted(k for k in set(made) | set(wanted) if made.get(k) != wanted.get(k))
+    if differ:
+        raise InputError("the demo cohort here was generated with other settings than the "
+                         "config's demo block: " + "; ".join(
+                             f"{k} {made.get(k)!r} there, {wanted.get(k)!r} in the config"
+                             for k in differ)
+                         + ": regenerate it (snakemake --forcerun demo_cohort, or mmpipe demo)",
+                         path=path)
+
+
 def generate_demo_cohort(
     out_dir: Path,
     n_subjects: int = 60,
@@ -195,31 +249,19 @@ def generate_demo_cohort(
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    rates = dict(DEFAULT_MISSING)
-    unknown = set(missing or {}) - set(rates)
-    if unknown:
-        raise ValueError(f"missing: unknown modality {sorted(unknown)} (known: {list(IMAGING)})")
-    rates.update(missing or {})
-    if not all(0.0 <= r <= 1.0 for r in rates.values()):
-        raise ValueError(f"missing rates must lie in [0, 1], got {rates}")
-    if n_subjects < 1:
-        raise ValueError("n_subjects must be >= 1")
-    # a negative count sliced the plan's permutation from its end: -3 corrupted all but 3
-    if not 0.0 <= second_series_share <= 1.0 or min(n_corrupt_ct, n_corrupt_slides) < 0:
-        raise ValueError(f"second_series_share must lie in [0, 1] and the corrupt counts be "
-                         f">= 0, got {second_series_share}, {n_corrupt_ct}, {n_corrupt_slides}")
-    volume_shape = tuple(int(v) for v in volume_shape)
-    slide_size = tuple(int(v) for v in slide_size)
-    if len(volume_shape) != 3 or len(slide_size) != 2:
-        raise ValueError("volume_shape is (D, H, W) and slide_size is (H, W)")
-    params = {"n_subjects": n_subjects, "seed": seed, "volume_shape": list(volume_shape),
-              "slide_size": list(slide_size), "slide_mpp": slide_mpp, "missing": rates,
-              "second_series_share": second_series_share, "n_corrupt_ct": n_corrupt_ct,
-              "n_corrupt_slides": n_corrupt_slides}
+    params = demo_settings(n_subjects=n_subjects, seed=seed, volume_shape=volume_shape,
+                           slide_size=slide_size, slide_mpp=slide_mpp, missing=missing,
+                           second_series_share=second_series_share,
+                           n_corrupt_ct=n_corrupt_ct, n_corrupt_slides=n_corrupt_slides)
+    rates = params["missing"]
+    volume_shape, slide_size = tuple(params["volume_shape"]), tuple(params["slide_size"])
 
     plan = plan_cohort(n_subjects, seed, rates, second_series_share, n_corrupt_ct,
                        n_corrupt_slides)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the mark says the folder is the demo's while it is not whole: a killed run (the
+    # workflow's job or `mmpipe demo`) leaves it, and `mmpipe demo` finishes such a folder
+    (out_dir / GENERATING).touch()
     # summary.json says the folder is whole: gone while files of another generation may
     # lie beside the old ones (a killed run), written back last
     (out_dir / SUMMARY_JSON).unlink(missing_ok=True)
@@ -289,6 +331,7 @@ def generate_demo_cohort(
     }
     _write_if_changed(out_dir / README, _readme(summary).encode())
     _write_if_changed(out_dir / SUMMARY_JSON, (json.dumps(summary, indent=1) + "\n").encode())
+    (out_dir / GENERATING).unlink(missing_ok=True)  # summary.json claims the folder now
 
     files = [p for p in out_dir.rglob("*") if p.is_file()]
     summary["out_dir"] = str(out_dir)
