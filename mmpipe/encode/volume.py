@@ -24,11 +24,12 @@ from mmpipe.layout import SHARD_QC
 
 log = logging.getLogger(__name__)
 
-# DICOM Modality values (PS3.3 C.7.3.1.1.1) whose pixel values are no Hounsfield units:
-# MR in the scanner's arbitrary units, PET and SPECT in counts or SUV. A CT window clips
-# them to a band of nonsense and the store looks like any other. A series that does not
-# say (no Modality, OT, a secondary capture SC) passes, as in the segment rule.
-NOT_HOUNSFIELD = {"MR": "MR", "MRI": "MR", "PT": "PET", "NM": "nuclear medicine"}
+# The DICOM Modality values (PS3.3 C.7.3.1.1.1) an HU window reads: CT, whose values are
+# Hounsfield units, and a series that does not say (no Modality, other OT, a secondary
+# capture SC), as in the segment rule. Any other (MR in the scanner's arbitrary units,
+# PET and SPECT in counts or SUV, ultrasound, radiographs) a CT window clips to a band of
+# nonsense, and the store looked like any other.
+MAY_BE_HOUNSFIELD = frozenset({"CT", "", "OT", "SC"})
 
 
 def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
@@ -49,8 +50,9 @@ def _crashed(item, reason: str) -> tuple[str, None, str]:
 
 def not_in_hounsfield_units(job, items) -> dict[str, str]:
     """Why each subject's DICOM series cannot take the recipe's ``hu_window``: its DICOM
-    Modality, as the series' shard recorded it, is MR, PET or SPECT. Empty without a
-    window, and for a ``volume`` modality, whose NIfTI files do not say."""
+    Modality, as the series' shard recorded it, says it is not CT
+    (:data:`MAY_BE_HOUNSFIELD`). Empty without a window, and for a ``volume`` modality,
+    whose NIfTI files do not say."""
     window = (job.cfg.get("transform") or {}).get("hu_window")
     if window is None or job.params.get("kind") != "dicom":
         return {}
@@ -64,10 +66,9 @@ def not_in_hounsfield_units(job, items) -> dict[str, str]:
                 sid: str(json.loads(detail or "{}").get("modality") or "")
                 for sid, detail in qc.iter_rows()}
         series = said[volume.parent].get(item.subject_id, "")
-        kind = NOT_HOUNSFIELD.get(series.strip().upper())
-        if kind is not None:
+        if series.strip().upper() not in MAY_BE_HOUNSFIELD:
             out[item.subject_id] = (
-                f"its series is {kind} (DICOM Modality {series!r}), whose values are not "
+                f"its series' DICOM Modality is {series!r}, not CT: its values are not "
                 f"Hounsfield units, and the encoder's transform sets hu_window "
                 f"{list(window)}: set hu_window: null for a modality that is not CT")
     return out

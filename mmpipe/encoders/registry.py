@@ -269,6 +269,10 @@ READS_AHEAD = READS_IN_PROCESSES | {"clam_resnet50"}
 # the types whose recipe cuts a volume into slices along its third axis (the slice recipe,
 # mmpipe.preprocess.volume.VolumeToSlices): an orientation must put the axial axis third
 CUTS_SLICES = frozenset({"vgg11_slices"})
+# the types whose feature is a vector whatever its width, which only the data may tell
+# (a tabular encoding's columns, a text checkpoint's width, the mean of tile features): a
+# config check of the features' ranks (HyperMM's blocks or vectors) counts them so
+VECTOR_FEATURES = frozenset({"tabular", "text", "tile_features"})
 
 
 def get_encoder_type(name: str) -> EncoderType:

@@ -248,11 +248,14 @@ def _blocks_or_vectors(hp: dict, shapes: dict[str, tuple[int, ...]]) -> str | No
     # HyperMM (methods/hypermm.py): its 1x1-convolution path reads [C, H, W] blocks of
     # one shape, its vector path vectors; a mix of the two failed in the training job
     ranks = {len(s) for s in shapes.values()}
+    # a width only the data tells is (-1,): a vector all the same
+    shown = {m: "[" + ", ".join("D" if d < 0 else str(d) for d in s) + "]"
+             for m, s in shapes.items()}
     if len(ranks) > 1 or ranks - {1, 3}:
         return ("every modality must be a [C, H, W] block (VGG) or every modality a "
-                f"vector [D], got {shapes}")
+                f"vector [D], got {shown}")
     if ranks == {3} and len(set(shapes.values())) > 1:
-        return f"the conv path needs blocks of one shape [C, H, W] for every modality, got {shapes}"
+        return f"the conv path needs blocks of one shape [C, H, W] for every modality, got {shown}"
     return None
 
 

@@ -211,12 +211,21 @@ def test_hypermm_on_blocks_mixed_with_vectors_is_refused_naming_the_run(raw_conf
         validate_config(cfg)
     assert ("runs.hypermm_blocks: on feature set 'mixed' ['mri_t1', 'mri_t2'], method type "
             "'hypermm': every modality must be a [C, H, W] block (VGG) or every modality a "
-            "vector [D], got {'mri_t1': (512, 7, 7), 'mri_t2': (512,)}") in str(err.value)
+            "vector [D], got {'mri_t1': '[512, 7, 7]', 'mri_t2': '[512]'}") in str(err.value)
+    # a table's encoding is a vector whose width only the data tells
+    bench["feature_sets"]["mixed"] = {"mri_t1": "vgg11_slices", "clinical": "tabular"}
+    with pytest.raises(ConfigError, match=r"got \{'clinical': '\[D\]', 'mri_t1': '\[512, 7, 7\]'"
+                                          r"\}|got \{'mri_t1': '\[512, 7, 7\]', 'clinical': '\[D\]'\}"):
+        validate_config(copy.deepcopy(cfg))
+    from mmpipe.encoders.registry import ENCODER_TYPES, VECTOR_FEATURES
+
+    assert VECTOR_FEATURES <= set(ENCODER_TYPES)
     # the method builds with the same verdict
     with pytest.raises(ValueError, match=r"every modality must be a \[C, H, W\] block"):
         method_class("hypermm")(["a", "b"], {"a": (512, 7, 7), "b": (512,)}, 2)
     # blocks of one shape and vectors of any widths pass
     bench["feature_sets"]["mixed"] = {"mri_t1": "vgg11_slices", "ct": "vgg11_slices"}
     validate_config(copy.deepcopy(cfg))
-    bench["feature_sets"]["mixed"] = {"mri_t1": "med3d_demo", "wsi": "clam_resnet50"}
+    bench["feature_sets"]["mixed"] = {"mri_t1": "med3d_demo", "wsi": "clam_resnet50",
+                                      "clinical": "tabular"}
     validate_config(cfg)

@@ -331,7 +331,7 @@ def _say_modality(folder: Path, modality: str, pixel_spacing=None) -> None:
 
 
 def _windowed_cohort(root: Path, base_config: dict, said: dict[str, str], encoder: str,
-                     window=(-1000, 5000)) -> tuple[dict, Any]:
+                     window=(-1000, 7000)) -> tuple[dict, Any]:
     """One series per subject of ``said`` (subject -> its DICOM Modality; the MR and PET
     ones at 1.5 mm in plane against the others' 0.5), encoded by ``encoder`` with the HU ``window``
     and the cohort's median spacing."""
@@ -357,18 +357,19 @@ def test_an_mr_or_pet_series_under_an_hu_window_is_rejected(tmp_path, base_confi
     nonsense that looked like any other. Such a series is its subject's rejection, named,
     and the cohort's median spacing is of the series that are read; a series that does
     not say what it is (a secondary capture) is read."""
-    said = {"c1": "CT", "m1": "MR", "m2": "MR", "p1": "PT", "s1": "SC"}
+    said = {"c1": "CT", "m1": "MR", "m2": "MR", "p1": "PT", "s1": "SC", "o1": "OT"}
     cfg, layout = _windowed_cohort(tmp_path, base_config, said, encoder)
     store = encode(layout, cfg, "ct", encoder)
     rows = by_subject(store.path)
     assert {s: r["status"] for s, r in rows.items()} == {
-        "c1": "ok", "m1": "rejected", "m2": "rejected", "p1": "rejected", "s1": "ok"}
+        "c1": "ok", "m1": "rejected", "m2": "rejected", "p1": "rejected", "s1": "ok",
+        "o1": "ok"}
     assert rows["m1"]["reason"] == (
-        "its series is MR (DICOM Modality 'MR'), whose values are not Hounsfield units, and "
-        "the encoder's transform sets hu_window [-1000, 5000]: set hu_window: null for a "
+        "its series' DICOM Modality is 'MR', not CT: its values are not Hounsfield units, and "
+        "the encoder's transform sets hu_window [-1000, 7000]: set hu_window: null for a "
         "modality that is not CT")
-    assert "its series is PET (DICOM Modality 'PT')" in rows["p1"]["reason"]
-    # over c1 and s1 (0.5 mm in plane), not the three 1.5 mm series the window refused
+    assert "its series' DICOM Modality is 'PT', not CT" in rows["p1"]["reason"]
+    # over c1, s1 and o1 (0.5 mm in plane), not the three 1.5 mm series the window refused
     assert store.attrs["preprocessing"]["median_spacing"][:2] == [0.5, 0.5]
 
 
