@@ -324,7 +324,6 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     ranked = _top(scores, metrics[0], len(scores), whole)
     ranked += [s for s in _top(scores, metrics[0], len(scores)) if s not in ranked]
     shown = set(ranked[:top]) | {s for s in styles if _is_baseline(styles[s]["family"])}
-    partial = set() if whole is None else set(styles) - whole
     n_methods = len(scores)
     what = (f"the {min(top, n_methods)} best of {n_methods} methods by "
             f"{metric_label(metrics[0], False).lower()} (all in results.md)"
@@ -349,7 +348,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
         ax.plot(closed, np.r_[vals, vals[:1]], color=st["color"], linestyle=st["linestyle"],
                 marker=None if base else st["marker"], markersize=4, linewidth=1.3,
                 label=s + (" (baseline)" if base else "")
-                + (" (not every seed)" if s in partial else ""), zorder=1 if base else 2)
+                + _partial_mark(s, whole), zorder=1 if base else 2)
     ax.set_xticks(angles, [(f"1 − {metric_label(m, False)}" if m in LOWER_IS_BETTER
                             else metric_label(m, positive=positive)) for m in metrics],
                   fontsize="small")
