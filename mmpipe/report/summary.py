@@ -6,7 +6,8 @@ validation beats the single-modality run and the simple fusion best on validatio
 each baseline;
 which runs collapsed, kept their first epoch or could not train. Method types are grouped by
 :data:`mmpipe.methods.families.FAMILIES`: ``baselines``, ``single modality`` and ``simple
-fusion`` (late fusion, concatenation, DeepSets) are the simple comparators; every other
+fusion`` (late fusion, concatenation, DeepSets, complete-case Standard) are the simple
+comparators; every other
 family is a fusion method, of which the one compared is chosen (a simple fusion only
 where no other ran). Its line says when its early stopping watched the validation score
 it was chosen by (MMARE's balanced accuracy): that score is then the best of its epochs,
