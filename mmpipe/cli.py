@@ -71,13 +71,15 @@ def cmd_demo(args) -> None:
                           "demo block")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: the demo cohort is a folder")
-    fresh = _claim_a_folder_for_the_demo(out)
+    marked = _claim_a_folder_for_the_demo(out)
     options.update(flags)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     try:
         summary = generate_demo_cohort(out, **options)
     except ValueError as err:  # the generator's check of its settings (--n-subjects 0)
-        if fresh:  # it wrote nothing: the folder is not claimed for a later run
+        # it wrote nothing: a mark this run left would claim the folder once emptied,
+        # whatever a user puts there later
+        if marked:
             (out / DEMO_MARK).unlink(missing_ok=True)
         raise ConfigError(f"demo cohort: {err}") from None
     # summary.json claims the folder now; a mark left would claim it after it was emptied
@@ -96,7 +98,7 @@ def _claim_a_folder_for_the_demo(out: Path) -> bool:
     that are not its own: given a folder of the user's, it had overwritten their
     ``clinical.csv`` without a word. It writes into a new or empty folder, or over a demo
     cohort (its ``summary.json``, or the mark a killed ``mmpipe demo`` left, which a
-    finished run removes). True when the folder was new or empty."""
+    finished run removes). True when this call left the mark (none was there)."""
     from mmpipe.cohorts.demo import SUMMARY_JSON
     from mmpipe.errors import ConfigError
 
@@ -111,8 +113,9 @@ def _claim_a_folder_for_the_demo(out: Path) -> bool:
                               "demo would overwrite or remove them; give a new or empty "
                               "folder")
     out.mkdir(parents=True, exist_ok=True)
+    marked = not (out / DEMO_MARK).is_file()
     (out / DEMO_MARK).touch()
-    return fresh
+    return marked
 
 
 def cmd_check_config(args) -> None:

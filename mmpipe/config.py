@@ -715,6 +715,8 @@ def _feature_shapes(cfg: dict, feature_set: dict[str, str]) -> dict[str, tuple[i
         enc = cfg["encoders"].get(name) or {}
         etype = ENCODER_TYPES.get(enc.get("type"))
         shape = etype.feature_shape(enc) if etype is not None else None
+        if shape is None and enc.get("type") == "precomputed":
+            shape = enc.get("feature_shape")  # imported features of a stated shape
         if shape is not None:
             shapes[mod] = tuple(int(d) for d in shape)
         elif enc.get("type") in VECTOR_FEATURES:

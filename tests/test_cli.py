@@ -288,9 +288,15 @@ def test_demo_does_not_write_over_a_folder_of_other_files(tmp_path, monkeypatch,
         shutil.rmtree(killed / name) if (killed / name).is_dir() else (killed / name).unlink()
     refused = tmp_path / "refused"
     assert cli.main(["demo", str(refused), "--n-subjects", "0"]) == 1
-    for folder in (killed, refused):
+    # refused over a finished demo: the mark it had left claimed the folder once emptied
+    over = tmp_path / "over"
+    assert cli.main(["demo", str(over), "--n-subjects", "2"]) == 0
+    assert cli.main(["demo", str(over), "--n-subjects", "0"]) == 1
+    for name in [p.name for p in over.iterdir() if not p.name.startswith(".")]:  # rm over/*
+        shutil.rmtree(over / name) if (over / name).is_dir() else (over / name).unlink()
+    for folder in (killed, refused, over):
         (folder / "clinical.csv").write_text("P1,50\n")
-        assert cli.main(["demo", str(folder), "--n-subjects", "2"]) == 1
+        assert cli.main(["demo", str(folder), "--n-subjects", "2"]) == 1, folder
         assert (folder / "clinical.csv").read_text() == "P1,50\n"
 
 

@@ -217,6 +217,19 @@ def test_hypermm_on_blocks_mixed_with_vectors_is_refused_naming_the_run(raw_conf
     with pytest.raises(ConfigError, match=r"got \{'clinical': '\[D\]', 'mri_t1': '\[512, 7, 7\]'"
                                           r"\}|got \{'mri_t1': '\[512, 7, 7\]', 'clinical': '\[D\]'\}"):
         validate_config(copy.deepcopy(cfg))
+    # imported features of a stated shape count as that shape
+    pre = copy.deepcopy(raw_config)
+    pre["encoders"]["precomputed_blocks"] = {"type": "precomputed", "flatten": False,
+                                             "feature_shape": [512, 7, 7]}
+    mmist = pre["cohorts"]["mmist_ccrcc"]
+    mmist["modalities"]["ct"]["encoders"].append("precomputed_blocks")
+    mmist["benchmark"]["feature_sets"]["mixed"] = {"ct": "precomputed_blocks",
+                                                   "mri": "precomputed"}
+    mmist["benchmark"]["runs"] = {"hypermm": {"feature_sets": ["mixed"]}}
+    validate_config(copy.deepcopy(pre))  # the other's shape unknown: nothing to compare
+    mmist["benchmark"]["feature_sets"]["mixed"]["clinical"] = "tabular"
+    with pytest.raises(ConfigError, match=r"feature set 'mixed'.*'ct': '\[512, 7, 7\]'"):
+        validate_config(pre)
     from mmpipe.encoders.registry import ENCODER_TYPES, VECTOR_FEATURES
 
     assert VECTOR_FEATURES <= set(ENCODER_TYPES)
