@@ -15,6 +15,7 @@ from mmpipe.config import load_config
 from mmpipe.encode import med3d
 from mmpipe.encode.inputs import SubjectInput
 from mmpipe.encode.job import EncodeJob
+from mmpipe.encode.volume import VolumeReading
 from mmpipe.encoders.registry import get_encoder_type
 from tests.conftest import REPO
 
@@ -103,7 +104,7 @@ def test_the_reader_ceiling_runs_the_med3d_loop_without_its_network():
 
     job = EncodeJob(cfg={"batch_size": 2, "loader_workers": 0}, params={}, modality="ct",
                     device=torch.device("cpu"), net=Unreachable(), feature_shape=(4,),
-                    state=lambda sid: torch.ones(1, 4, 4, 4))
+                    state=VolumeReading(lambda sid: torch.ones(1, 4, 4, 4), {}))
     items = [SubjectInput(sid, "ok", "", sid) for sid in ("a", "b", "c")]
     with forward_replaced_by_zeros():
         med3d.run(job, items, Writer())
