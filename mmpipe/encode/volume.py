@@ -88,10 +88,11 @@ def reading_for(job, items, build: Callable) -> VolumeReading:
     slice transform) over the subjects :func:`not_in_hounsfield_units` leaves."""
     recipe = job.cfg.get("transform", {})
     refused = not_in_hounsfield_units(job, items)
-    spacing = median_spacing_for(job, recipe, items, refused)
-    if spacing is None and recipe.get("spacing") == "median":
+    kept = [i for i in items if i.subject_id not in refused]
+    if not kept and recipe.get("spacing") == "median":
         return VolumeReading(None, refused)  # every subject refused: none to median over
-    return VolumeReading(build(recipe, median_spacing=spacing), refused)
+    return VolumeReading(build(recipe, median_spacing=median_spacing_for(job, recipe, kept)),
+                         refused)
 
 
 def load_volumes(items, transform, cfg, refused: dict[str, str] | None = None
@@ -136,18 +137,14 @@ def batch_of(tensors: list[torch.Tensor], stack: bool = True) -> torch.Tensor:
     return torch.stack(tensors) if stack else torch.cat(tensors)
 
 
-def median_spacing_for(job, recipe: dict, items, refused: dict[str, str]):
-    """The cohort's median spacing under ``spacing: median``, recorded in the job's store
-    attributes (its preprocessing): the recipe says only "median", so two cohorts
-    resampled to different grids read as made alike, and `mmpipe predict` said nothing.
-    The subjects ``refused`` (:func:`not_in_hounsfield_units`) are not counted."""
+def median_spacing_for(job, recipe: dict, items):
+    """The median spacing of ``items`` (the subjects read) under ``spacing: median``,
+    recorded in the job's store attributes (its preprocessing): the recipe says only
+    "median", so two cohorts resampled to different grids read as made alike, and
+    `mmpipe predict` said nothing."""
     if recipe.get("spacing") != "median":
         return None
     from mmpipe.preprocess.volume import cohort_median_spacing
-
-    items = [i for i in items if i.subject_id not in refused]
-    if not items:  # nothing is read: the loop rejects every subject with its reason
-        return None
 
     # the median over the cohort's volumes (stage 1 sees no split): nnU-Net's rule
     spacing = cohort_median_spacing([i.source for i in items],
