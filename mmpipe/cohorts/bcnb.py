@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,14 @@ LEAKS = ("Number of lymph node metastases",)
 ALN_VALUES = ("N0", "N+(1-2)", "N+(>2)")
 LABELS = ("aln_status", "aln_metastasis")
 SLIDE_NAME = re.compile(r"^(?P<id>\d+)\.(jpe?g)$", re.IGNORECASE)
+
+
+def _aln_text(value: Any) -> str | None:
+    """An ``ALN status`` cell in :data:`ALN_VALUES`' spelling. The release's sheet spells
+    them so; the BALNMP repository names its sample images with a fullwidth sign,
+    ``N+(＞2)``, and a sheet retyped that way is the same class (NFKC makes it ``>``)."""
+    text = _text(value)
+    return None if text is None else unicodedata.normalize("NFKC", text).replace(" ", "")
 
 
 def _text(value: Any) -> str | None:
@@ -208,7 +217,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                for s in ids if s not in slides]
     status, metastasis = [], []
     for sid in ids:
-        value = _text(table.get(sid, {}).get(ALN_COLUMN))
+        value = _aln_text(table.get(sid, {}).get(ALN_COLUMN))
         if sid not in table:
             source_qc.append(QCRecord(sid, LABEL_QC, ABSENT, f"no row in {SPREADSHEET}"))
         elif value not in ALN_VALUES:

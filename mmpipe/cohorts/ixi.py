@@ -147,6 +147,16 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _whole_number(raw: Any) -> int | None:
+    """An ``IXI_ID`` cell as its number; None for text, a negative number or a fraction
+    (12.5 truncated to 12 would merge the row into another subject's)."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return int(value) if value.is_integer() and value >= 0 else None
+
+
 def _merge_rows(rows: list[dict[str, Any]], used: list[str], path: Path
                 ) -> tuple[dict[str, dict[str, Any]], list[QCRecord]]:
     """One record per subject. Duplicate rows that agree on every recorded value are
@@ -161,11 +171,13 @@ def _merge_rows(rows: list[dict[str, Any]], used: list[str], path: Path
                                    f"row {i} of {SPREADSHEET} holds values but no {ID_COLUMN}: "
                                    "skipped", str(path)))
             continue  # else an empty line
-        try:
-            sid = subject_id(int(float(raw)))
-        except ValueError as e:
-            raise InputError(f"row {i}: {ID_COLUMN} {raw!r} is not a number", path=path) from e
-        by_id[sid].append(row)
+        number = _whole_number(raw)
+        if number is None:  # one odd cell is that row's, not the cohort's to fail on
+            qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED,
+                               f"row {i} of {SPREADSHEET}: {ID_COLUMN} {raw!r} is not a "
+                               "whole number: skipped", str(path)))
+            continue
+        by_id[subject_id(number)].append(row)
     merged: dict[str, dict[str, Any]] = {}
     for sid, group in by_id.items():
         record: dict[str, Any] = {}

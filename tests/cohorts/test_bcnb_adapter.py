@@ -154,3 +154,32 @@ def test_slides_extracted_one_folder_too_deep_are_named_not_missing(bcnb, tmp_pa
                                          r"<number>.jpg slide file; it holds the folder\(s\) "
                                          r"\['WSIs'\]"):
         build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
+
+
+def test_an_aln_status_typed_with_a_fullwidth_sign_is_its_class(bcnb, tmp_path):
+    """``N+(＞2)`` (the BALNMP repository's spelling of its sample images) was an
+    unknown value, blanking the patient's labels with a QC row."""
+    import shutil
+
+    import openpyxl
+
+    from mmpipe.cohorts.bcnb import ALN_COLUMN, SPREADSHEET
+    root, plan, manifest, _ = bcnb
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
+    book = openpyxl.load_workbook(copy / SPREADSHEET)
+    sheet = book.worksheets[0]
+    header = [c.value for c in sheet[1]]
+    column = header.index(ALN_COLUMN) + 1
+    retyped = []
+    for r in range(2, sheet.max_row + 1):
+        if sheet.cell(row=r, column=column).value == "N+(>2)":
+            sheet.cell(row=r, column=column).value = "N+(\uff1e2)"
+            retyped.append(str(sheet.cell(row=r, column=1).value))
+    assert retyped
+    book.save(copy / SPREADSHEET)
+    out = build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
+    for sid in retyped:
+        assert _row(out, sid)["aln_status"] == "N+(>2)"
+        assert _row(out, sid)["aln_metastasis"] == "positive"
+

@@ -141,7 +141,8 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     root, plan, _, _ = ixi
     (tmp_path / "IXI-T1").mkdir()
     rows = [(2, 1, 180.0, 45.5), (3, "m", "175 cm", "unknown"), (4, 2, 165.0, 101.0),
-            (5, 1, 170.0, " 33 "), (6, "2", 160.0, "52.5"), ("", 1, 150.0, 40.0)]
+            (5, 1, 170.0, " 33 "), (6, "2", 160.0, "52.5"), ("", 1, 150.0, 40.0),
+            ("IXI007", 1, 150.0, 40.0), (2.5, 2, 150.0, 40.0)]
     book = xlwt.Workbook()
     sheet = book.add_sheet("Table")
     for c, name in enumerate(("IXI_ID", "SEX_ID (1=m, 2=f)", "HEIGHT", "AGE")):
@@ -150,7 +151,7 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     for r, row in enumerate(rows, start=1):
         for c, v in enumerate(row):
             sheet.write(r, c, v)
-        if row[0]:
+        if isinstance(row[0], int):
             (tmp_path / "IXI-T1" / f"IXI{row[0]:03d}-Guys-0001-T1.nii.gz").write_bytes(
                 (root / "IXI-T1" / t1).read_bytes())
     book.save(str(tmp_path / "IXI.xls"))
@@ -176,6 +177,12 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     # a row with values and no ID was dropped as an empty line
     assert "row 7 of IXI.xls holds values but no IXI_ID: skipped" in \
         qc.filter(pl.col("subject_id") == "*")["reason"].to_list()
+    # an ID that is text or a fraction is its row's QC record: it failed the whole
+    # cohort, or (2.5) was truncated into IXI002's rows
+    assert {"row 8 of IXI.xls: IXI_ID 'IXI007' is not a whole number: skipped",
+            "row 9 of IXI.xls: IXI_ID 2.5 is not a whole number: skipped"} <= \
+        set(qc.filter(pl.col("subject_id") == "*")["reason"].to_list())
+    assert _row(manifest, "IXI002")["sex"] == "male"
 
 
 def test_brain_masks_become_each_sequences_mask_column(tmp_path):
