@@ -287,8 +287,11 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
         n_classes=len(label_values),
         label_name=label,
         label_values=label_values,
-        provenance={m: encoding_signature(f.attrs) for m, f in zip(modalities, feats,
-                                                                   strict=True)},
+        # and the store's preprocessing record, which `mmpipe predict` compares setting by
+        # setting (its hash alone cannot tell another HU window from a new code version)
+        provenance={m: {**encoding_signature(f.attrs),
+                        "preprocessing": f.attrs.get("preprocessing")}
+                    for m, f in zip(modalities, feats, strict=True)},
         unreadable={m: [s for s in sids if not _is_missing(labels[s])]  # the kept ones
                     for m, sids in unreadable.items()},
     )

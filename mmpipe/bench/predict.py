@@ -10,15 +10,19 @@ without a store counts as absent for everyone, which a warning, logged and writt
 scores' ``notes`` column, says (a forgotten ``--store`` reads like a cohort without the
 modality). A store made another way than the training store (another encoder or
 weights, other columns or another tabular encoding: its categories and scaling) is
-refused, since its numbers would mean something else to the model. A store whose inputs
-were preprocessed differently is scored with a warning, logged and written in the
-scores' ``notes`` column (another HU window changed the class of 82 of the demo's 137 CT
-subjects): the store and the model record the preprocessing as one hash, which also
-moves with a new version of mmpipe's reading code and with what a cohort's own volumes
-give (a median spacing), so it cannot tell another setting from a legitimate new cohort
-and is not a reason to refuse. A store made for another of the run's modalities
-(``mri_t1=`` given the T2 store) is refused; one made for a modality the run does not
-know is scored with a note, since a new cohort may name its modalities otherwise.
+refused, since its numbers would mean something else to the model. So is a store whose
+inputs became something else (another HU window, normalisation, resampling, tile size or
+prompt template: another HU window changed the class of 82 of the demo's 137 CT
+subjects), by the model's record of each training store's preprocessing settings. A
+store whose inputs were only chosen otherwise (the DICOM series choice and QC gates,
+tissue detection, the tile cap, an assumed mpp: what a new cohort may need), resampled
+to its own cohort's median spacing, or read by another version of mmpipe's reading code
+is scored with a warning, logged and written in the scores' ``notes`` column; so is any
+difference for a run saved before the record was kept, which has the settings' hash
+only. A store made for another of the run's modalities (``mri_t1=`` given the T2 store)
+is refused; one made for a modality the run does not know is scored with a note, since a
+new cohort may name its modalities otherwise. Stores of different cohorts are refused
+together: their subjects would be joined by ID.
 """
 
 from __future__ import annotations
@@ -110,14 +114,78 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
     soft = [k for k in PREPROCESSING_KEYS if trained.get(k) != new.get(k)]
     if not soft and not unsure:
         return ""
+    mine, theirs = trained.get("preprocessing"), attrs.get("preprocessing")
+    if soft and isinstance(mine, dict) and isinstance(theirs, dict):
+        preprocessing = _preprocessing_note(modality, path, mine, theirs)
+    else:  # a run saved before its stores' records were kept: the hash is all there is
+        preprocessing = [f"{modality}: inputs preprocessed differently from the run's "
+                         f"training inputs ({', '.join(soft)} differs): the scores may "
+                         "shift"] if soft else []
     note = "; ".join(
-        ([f"{modality}: inputs preprocessed differently from the run's training inputs "
-          f"({', '.join(soft)} differs): the scores may shift"] if soft else [])
+        preprocessing
         + ([f"{modality}: {', '.join(unsure)} unrecorded for the run or unstated on one side "
             "(defaults may differ): check that the store was made with the run's settings"]
            if unsure else []))
-    log.warning("%s: %s", path, note)
+    if note:
+        log.warning("%s: %s", path, note)
     return note
+
+
+# the preprocessing settings that decide what an input becomes (its voxels, tiles or
+# prompt): another value gives the model other numbers for the same subject. The others
+# decide which series, slides or tiles are taken and which fail QC (the DICOM series
+# choice and gates, tissue detection, the tile cap, an assumed mpp), which a new cohort
+# may need otherwise; they are named in the scores' notes
+_WHAT_AN_INPUT_BECOMES = ("transform", "prompt", "fields", "mask", "tiling.target_mpp",
+                          "tiling.tile_size")
+
+
+def _settings(record: dict, prefix: str = "") -> dict[str, object]:
+    """A preprocessing record as dotted setting -> value, without the blocks' code keys
+    (a new version of the reading code is the workflow's to rerun, not a setting)."""
+    flat: dict[str, object] = {}
+    for key, value in record.items():
+        if prefix and key == "code" and prefix.count(".") == 1:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_settings(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _preprocessing_note(modality: str, path, trained: dict, store: dict) -> list[str]:
+    """Refuse a store whose inputs became something else than the training inputs (another
+    HU window, normalisation, tile size or prompt template); the note, if any, for the
+    settings that only choose among a cohort's inputs, for a cohort's own median spacing,
+    and for another version of the reading code."""
+    mine, theirs = _settings(trained), _settings(store)
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    hard = [k for k in differ if any(k == w or k.startswith(f"{w}.")
+                                     for w in _WHAT_AN_INPUT_BECOMES)]
+    if hard:
+        shown = "; ".join(f"{k}: trained on {_short(mine.get(k))}, store has "
+                          f"{_short(theirs.get(k))}" for k in hard)
+        raise StoreError(f"{path}: the {modality} inputs were preprocessed differently from "
+                         f"the run's training inputs ({shown}), so its features mean "
+                         "something else to the model. Encode the new subjects with the "
+                         "run's preprocessing settings and predict again")
+    notes = []
+    spacing = [k for k in differ if k == "median_spacing"]
+    if spacing:
+        notes.append(f"{modality}: volumes resampled to this cohort's median spacing "
+                     f"{_short(theirs.get('median_spacing'))} mm, the run's training volumes "
+                     f"to {_short(mine.get('median_spacing'))} (`spacing: median`): set the "
+                     "encoder's spacing to the training value to resample alike")
+    chosen = [k for k in differ if k not in spacing]
+    if chosen:
+        notes.append(f"{modality}: inputs chosen with other settings than the run's "
+                     f"({', '.join(f'{k}: {_short(theirs.get(k))}' for k in chosen)})")
+    if not differ:
+        notes.append(f"{modality}: inputs read by another version of mmpipe's reading code "
+                     "than the run's training inputs: the scores may shift")
+    return notes
 
 
 def _modality_note(modality: str, path, attrs: dict, modalities: list[str]) -> str:
@@ -179,6 +247,12 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     if unknown:
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
     feats = {m: _read(m, p) for m, p in stores.items()}
+    cohorts = {m: f.attrs.get("cohort") for m, f in feats.items()
+               if f.attrs.get("cohort") is not None}
+    if len(set(cohorts.values())) > 1:  # DEMO-000 of one is not DEMO-000 of the other
+        raise StoreError("the stores come from different cohorts ("
+                         + ", ".join(f"{stores[m]}: {c!r}" for m, c in sorted(cohorts.items()))
+                         + "): their subjects would be joined by ID. Give one cohort's stores")
     notes = [_modality_note(m, stores[m], f.attrs, modalities) for m, f in feats.items()]
     notes += [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
               for m, f in feats.items()]

@@ -79,7 +79,7 @@ def _apply_mask(data: BenchData, mask_path: Path, scenario: str) -> tuple[BenchD
     return data.with_present(masked), len(kept)
 
 
-def _rate_on_feature_set(stored: BenchData, masked: BenchData, test_rows: np.ndarray,
+def _rate_on_feature_set(stored: BenchData, masked: BenchData, idx: dict[str, np.ndarray],
                          scenario: str, record: dict[str, Any] | None
                          ) -> dict[str, Any] | None:
     """The scenario's rate as the run's own feature set met it (the cell's mask record
@@ -88,15 +88,29 @@ def _rate_on_feature_set(stored: BenchData, masked: BenchData, test_rows: np.nda
     the feature set (a slide+clinical run keeps the clinical record of every test
     subject without a slide); under MCAR the share of the run's present entries removed,
     more in a narrower feature set (the cohort-wide mask keeps each subject one modality,
-    which may lie outside it). None for the other scenarios, or a feature set without the
-    modality the scenario takes."""
+    which may lie outside it); under ``completeness`` the share of its training subjects
+    complete in its modalities (those of the scenario's) kept complete, more in a
+    narrower feature set (a subject that lost a modality outside it is complete in it).
+    None for ``natural``, or a feature set without the modality the scenario takes."""
+    options = (record or {}).get("options") or {}
+    if scenario == "completeness":
+        named = options.get("modalities")
+        cols = [j for j, m in enumerate(stored.modalities) if named is None or m in named]
+        if not cols:
+            return None
+        eligible = np.zeros(len(stored.y), dtype=bool)
+        eligible[idx["train"]] = True
+        eligible &= stored.present[:, cols].all(axis=1)
+        n = int(eligible.sum())
+        met = int((eligible & masked.present[:, cols].all(axis=1)).sum())
+        return {"rate": met / n if n else None, "rate_of": n}
     if scenario not in ("mcar", "testmiss"):
         return None
-    modality = ((record or {}).get("options") or {}).get("modality")
+    modality = options.get("modality")
     if scenario == "testmiss" and modality not in stored.modalities:
         return None
     test = np.zeros(len(stored.y), dtype=bool)
-    test[test_rows] = True
+    test[idx["test"]] = True
     rate, of = realised_rate(scenario, stored.present, masked.present,
                              cohort_modalities=stored.modalities, test=test, modality=modality)
     return {"rate": rate, "rate_of": of}
@@ -299,8 +313,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     data, kept_one = _apply_mask(data, Path(mask_path), meta.get("scenario", ""))
     idx, groups = _split_indices(data, Path(split_path))
     mask_record = read_removal_record(mask_path)
-    run_rate = _rate_on_feature_set(stored, data, idx["test"], meta.get("scenario", ""),
-                                    mask_record)
+    run_rate = _rate_on_feature_set(stored, data, idx, meta.get("scenario", ""), mask_record)
     train, val, test = (data.subset(idx[k]) for k in ("train", "val", "test"))
     notes = [f"{len(dropped)} subjects dropped before splitting: "
              f"{sorted({d['reason'] for d in dropped})}"] if dropped else []
@@ -425,7 +438,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         if trained and evaluate_subsets and len(data.modalities) > 1:
             for subset in modality_subsets(data.modalities):
                 part = test.with_present(subset_mask(test.present, data.modalities, subset))
-                keep = np.flatnonzero(part.present.any(axis=1))
+                # the subjects given exactly this subset: every modality of it (HAM
+                # table 2); any of it mixed a+b's row with a-only inputs
+                cols = [data.modalities.index(m) for m in subset]
+                keep = np.flatnonzero(part.present[:, cols].all(axis=1))
                 if not len(keep):
                     continue
                 part = part.subset(keep)

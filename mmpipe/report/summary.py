@@ -593,14 +593,18 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
     rate): the protocol keeps the modality of a subject whose only modality of the
     feature set it is, so a slide+clinical row at "80 %" lost the clinical record from
     fewer test subjects. Its runs' ``feature_set_rate``, which every method of the
-    feature set shares on a seed. Under MCAR: :func:`_mcar_feature_set_lines`."""
-    if scenario not in ("testmiss", "mcar") or "feature_set_rate" not in runs.columns:
+    feature set shares on a seed. Under MCAR: :func:`_mcar_feature_set_lines`; under
+    completeness: :func:`_completeness_feature_set_lines`."""
+    if (scenario not in ("testmiss", "mcar", "completeness")
+            or "feature_set_rate" not in runs.columns):
         return []
     own = (runs.filter(_in_group(scenario, rate) & pl.col("feature_set_rate").is_not_null()
                        & (pl.col("feature_set_rate_of") > 0))
            .unique(["feature_set", "seed"]))
     if scenario == "mcar":
         return _mcar_feature_set_lines(own)
+    if scenario == "completeness":
+        return _completeness_feature_set_lines(own, rate)
     lines = []
     for (feature_set,), part in sorted(own.group_by("feature_set"), key=lambda g: g[0]):
         # short of the masks' own rate (the rate where a run predates the masks' record):
@@ -616,6 +620,26 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
                      f"its test subjects having it, not {rate * 100:g} %**: the others have "
                      "it as their only modality of this feature set, which the protocol "
                      "keeps")
+    return lines
+
+
+def _completeness_feature_set_lines(own: pl.DataFrame, rate: float) -> list[str]:
+    """A line per feature set whose training split was more complete than the level (the
+    masks' own, met within one subject, where they record it) beyond one of its subjects:
+    the level is drawn over the scenario's modalities, and a subject that lost one outside
+    a narrower feature set is complete in it, so "25 %" trained such a row on more."""
+    lines = []
+    for (feature_set,), part in sorted(own.group_by("feature_set"), key=lambda g: g[0]):
+        met = (pl.col("mask_rate").fill_null(rate) if "mask_rate" in part.columns
+               else pl.lit(rate))
+        if not len(part.filter(pl.col("feature_set_rate")
+                               > met + 1 / pl.col("feature_set_rate_of") + 1e-9)):
+            continue
+        mean = float(part["feature_set_rate"].mean())
+        lines.append(f"- **{feature_set}: {mean * 100:.1f} % of its complete training "
+                     f"subjects stayed complete in its modalities, not {rate * 100:g} %**: "
+                     "the level is drawn over the scenario's modalities, and a subject that "
+                     "lost one outside this feature set is complete in it")
     return lines
 
 

@@ -82,6 +82,14 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
     assert saved["test"]["n"] == metrics["n_test"] > 0
     assert saved["test"]["auc"] > 0.7          # the signal is strong: a run that learns nothing fails
     assert len(saved["subsets"]) == 7          # every non-empty subset of 3 modalities
+    # each subset is scored on the test subjects given all of it (HAM table 2): "a+b"
+    # mixed in subjects given "a" alone
+    preds = pl.read_parquet(out / "predictions.parquet")
+    for subset in saved["subsets"]:
+        name = "+".join(subset["modalities"])
+        scored = preds.filter(pl.col("evaluation") == name)
+        assert set(scored["pattern"]) == {name}, (name, set(scored["pattern"]))
+        assert subset["n"] == len(scored)
     assert saved["trainable_parameters"] > 0
     assert saved["split"] == {"source": "drawn", "fixed": []}  # the report reads it
     preds = pl.read_parquet(out / "predictions.parquet")
@@ -383,7 +391,7 @@ def test_a_run_records_the_test_time_rate_its_own_feature_set_met(tmp_path):
                      x={"a": np.ones((4, 2), np.float32), "b": np.ones((4, 3), np.float32)},
                      present=present, modalities=["a", "b"], n_classes=2)
     masked, _ = _apply_mask(data, path, "testmiss")
-    test = np.array([0, 1, 2])
+    test = {"train": np.array([3]), "val": np.array([], int), "test": np.array([0, 1, 2])}
     own = _rate_on_feature_set(data, masked, test, "testmiss", read_removal_record(path))
     assert own == {"rate": 1 / 3, "rate_of": 3}    # s1 of s0, s1, s2; s0 kept its only one
     only_a = BenchData(subject_id=ids, y=data.y, x={"a": data.x["a"]},
@@ -391,6 +399,39 @@ def test_a_run_records_the_test_time_rate_its_own_feature_set_met(tmp_path):
     assert _rate_on_feature_set(only_a, only_a, test, "testmiss",
                                 read_removal_record(path)) is None  # b is not in the run
     assert _rate_on_feature_set(data, masked, test, "natural", None) is None
+
+
+def test_a_run_records_the_completeness_its_own_feature_set_met(tmp_path):
+    """A completeness level is drawn over the scenario's modalities (the cohort's); a
+    subject that lost a modality outside the run's feature set is complete in it, so an
+    {a, b} run trained more complete than its cell says, and nothing recorded it."""
+    from mmpipe.bench.data import BenchData
+    from mmpipe.bench.missingness import read_removal_record, write_mask
+    from mmpipe.bench.run import _apply_mask, _rate_on_feature_set
+
+    ids = np.array([f"s{i}" for i in range(6)])
+    cohort_mask = np.array([[True, True, True],     # kept complete
+                            [True, True, False],    # lost c: complete in {a, b}
+                            [True, False, True],    # lost b
+                            [False, True, True],    # lost a
+                            [True, True, False],    # lost c, but not a training subject
+                            [True, True, True]])    # not complete by nature (b absent)
+    path = write_mask(ids, cohort_mask, ["a", "b", "c"], tmp_path / "mask.parquet",
+                      record={"options": {"modalities": None, "drop": "one"}})
+    present = np.ones((6, 2), bool)
+    present[5, 1] = False
+    data = BenchData(subject_id=ids, y=np.zeros(6, dtype=np.int64),
+                     x={"a": np.ones((6, 2), np.float32), "b": np.ones((6, 3), np.float32)},
+                     present=present, modalities=["a", "b"], n_classes=2)
+    masked, _ = _apply_mask(data, path, "completeness")
+    idx = {"train": np.array([0, 1, 2, 3, 5]), "val": np.array([], int),
+           "test": np.array([4])}
+    own = _rate_on_feature_set(data, masked, idx, "completeness", read_removal_record(path))
+    assert own == {"rate": 0.5, "rate_of": 4}       # s0 and s1 of s0..s3
+    # a scenario over {b, c} leaves a out of the level
+    record = {"options": {"modalities": ["b", "c"], "drop": "one"}}
+    assert _rate_on_feature_set(data, masked, idx, "completeness", record) == \
+        {"rate": 0.75, "rate_of": 4}                 # only s2 lost b
 
 
 def test_a_mask_from_another_build_names_its_file(tmp_path):

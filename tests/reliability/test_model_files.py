@@ -197,10 +197,80 @@ def test_a_store_encoded_with_the_training_encoding_is_scored_and_says_what_is_n
                                     for s in unseen)
 
 
-def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trained,
-                                                                            tmp_path):
-    """Not refused: the hash also moves with a new version's reading code and a cohort's
-    own median spacing, so a refusal turned away legitimate new cohorts."""
+def test_a_store_preprocessed_differently_is_refused_or_noted_by_what_differs(trained,
+                                                                               tmp_path):
+    """The model kept the training store's preprocessing as one hash, so another HU
+    window, normalisation or prompt template was scored with a note only (it cannot be
+    told from a new code version or a cohort's own median spacing): the model now keeps
+    the settings, refuses those that change what an input becomes, and notes the rest."""
+    import shutil
+
+    import zarr
+
+    from mmpipe.bench.bundle import load_bundle
+
+    run, store = trained
+    trained_record = load_bundle(run)["encodings"]["clinical"]["preprocessing"]
+    assert trained_record["fields"] == FIELDS
+
+    def copy_with(name, **attrs):
+        copy = tmp_path / f"{name}.zarr"
+        shutil.copytree(store, copy)
+        group = zarr.open_group(str(copy), mode="r+")
+        group.attrs.update(attrs)
+        return copy
+
+    # the hash alone moved (the reading code's key): scored, and said
+    code = copy_with("code", preprocessing_hash="0" * 64)
+    assert predict_stores(run, {"clinical": code})["notes"].unique().to_list() == [
+        "clinical: inputs read by another version of mmpipe's reading code than the run's "
+        "training inputs: the scores may shift"]
+    # another field list: what each prompt or row becomes
+    other = copy_with("fields", preprocessing_hash="1" * 64,
+                      preprocessing={**trained_record, "fields": ["age"]})
+    with pytest.raises(StoreError, match=r"preprocessed differently .*fields: trained on "
+                                         r"\['age', 'site'\], store has \['age'\]"):
+        predict_stores(run, {"clinical": other})
+    assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
+
+
+def test_volume_preprocessing_refused_by_setting_and_noted_by_cohort():
+    """On a CT store: another HU window is refused, naming it; another series choice or
+    QC gate, and the cohort's own median spacing, are scored with notes naming them; a
+    model saved before the record keeps the former hash note."""
+    from mmpipe.bench.predict import check_encoding
+
+    record = {"dicom": {"series_select": "most_slices", "min_slices": 8, "code": "a"},
+              "transform": {"hu_window": [-79, 304], "spacing": "median"},
+              "median_spacing": [1.0, 0.8, 0.8]}
+    sig = {"encoder_type": "med3d", "preprocessing_hash": "h", "preprocessing": record}
+
+    def store(**changes):
+        return {"encoder_type": "med3d", "preprocessing_hash": "other",
+                "preprocessing": {**record, **changes}}
+
+    with pytest.raises(StoreError, match=r"transform\.hu_window: trained on \[-79, 304\], "
+                                         r"store has \[-1000, 1000\]"):
+        check_encoding("ct", "ct.zarr", store(transform={"hu_window": [-1000, 1000],
+                                                         "spacing": "median"}), sig)
+    note = check_encoding("ct", "ct.zarr", store(
+        dicom={"series_select": "description:(?i)venous", "min_slices": 8, "code": "a"},
+        median_spacing=[2.5, 0.7, 0.7]), sig)
+    assert "this cohort's median spacing [2.5, 0.7, 0.7] mm, the run's training volumes " \
+           "to [1.0, 0.8, 0.8]" in note
+    assert "inputs chosen with other settings than the run's (dicom.series_select: " \
+           "'description:(?i)venous')" in note
+    # the reading code's own key is no setting
+    assert "reading code" in check_encoding(
+        "ct", "ct.zarr", store(dicom={**record["dicom"], "code": "b"}), sig)
+    older = {k: v for k, v in sig.items() if k != "preprocessing"}
+    assert "preprocessing_hash differs" in check_encoding(
+        "ct", "ct.zarr", store(transform={"hu_window": None}), older)
+
+
+def test_stores_of_two_cohorts_are_refused_together(trained, tmp_path):
+    """Subject IDs such as DEMO-000 or 1..N recur across cohorts: stores of two were
+    joined by ID into one subject without a word."""
     import shutil
 
     import zarr
@@ -208,13 +278,14 @@ def test_a_store_preprocessed_differently_is_scored_with_a_recorded_warning(trai
     run, store = trained
     copy = tmp_path / "other.zarr"
     shutil.copytree(store, copy)
-    group = zarr.open_group(str(copy), mode="r+")
-    group.attrs["preprocessing_hash"] = "0" * 64
-    scores = predict_stores(run, {"clinical": copy})
-    assert scores["notes"].unique().to_list() == [
-        "clinical: inputs preprocessed differently from the run's training inputs "
-        "(preprocessing_hash differs): the scores may shift"]
-    assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
+    zarr.open_group(str(copy), mode="r+").attrs["cohort"] = "another_cohort"
+    from mmpipe.bench.predict import load_run, score_stores
+
+    method, bundle = load_run(run)
+    bundle = {**bundle, "modalities": ["clinical", "clinical2"],
+              "shapes": {**bundle["shapes"], "clinical2": bundle["shapes"]["clinical"]}}
+    with pytest.raises(StoreError, match="different cohorts .*'another_cohort'"):
+        score_stores(method, bundle, {"clinical": store, "clinical2": copy}, "cpu")
 
 
 def test_a_store_whose_embedding_settings_differ_is_refused(trained):

@@ -456,6 +456,28 @@ def test_a_feature_set_that_kept_the_modality_more_often_is_named():
     assert "the masks took the modality" in md and "of its test subjects having it" not in md
 
 
+def test_a_feature_set_trained_more_complete_than_the_level_is_named():
+    """A completeness level is drawn over the scenario's modalities; a narrower feature
+    set keeps complete the subjects that lost a modality outside it, and its row sat
+    under the "25 %" heading without a word."""
+    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        scenario=pl.lit("completeness"), rate=pl.lit(0.25), mask_rate=pl.lit(50 / 200),
+        mask_rate_of=pl.lit(200.0), mask_max_mcar_share=pl.lit(None),
+        feature_set_rate=pl.lit(50 / 200), feature_set_rate_of=pl.lit(200.0))
+    narrow = base.with_columns(feature_set=pl.lit("slide_clinical"),
+                               feature_set_rate=pl.lit(0.625), feature_set_rate_of=pl.lit(200.0))
+    runs = pl.concat([base, narrow])
+    md = summary_markdown(runs, summarise(runs), _flags())
+    named = [x for x in md.splitlines() if "stayed complete" in x]
+    assert named == ["- **slide_clinical: 62.5 % of its complete training subjects stayed "
+                     "complete in its modalities, not 25 %**: the level is drawn over the "
+                     "scenario's modalities, and a subject that lost one outside this "
+                     "feature set is complete in it"], md
+    # one subject over the level is the level met
+    close = pl.concat([base, narrow.with_columns(feature_set_rate=pl.lit(51 / 200))])
+    assert "stayed complete" not in summary_markdown(close, summarise(close), _flags())
+
+
 def test_a_feature_set_that_lost_more_than_the_mcar_rate_on_every_seed_is_named():
     """A narrower feature set loses more than the MCAR rate (the masks keep each subject
     one of the cohort's modalities, which can lie outside it): runs recorded it, the
