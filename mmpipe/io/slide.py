@@ -315,6 +315,35 @@ def _rational(tag) -> str | None:
     return repr(num / den) if den else None
 
 
+def physical_memory_bytes() -> int:
+    """This machine's memory, which no retry with a larger allocation can exceed."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_fits_in_memory(path: Path) -> None:
+    """Refuse, as its subject's own fault, a plain image whose decoded pixels alone (3
+    bytes each) exceed the machine's memory: decoding it failed with a MemoryError,
+    which counts as the machine's (the job fails and is retried with more memory), so
+    it failed its whole shard on every retry. Its header gives its size without decoding;
+    one the header reader cannot size is left to the decoder's own error."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as probe:
+            width, height = probe.size
+    except Exception:  # the decoder names what is wrong with it
+        return
+    need, have = width * height * 3, physical_memory_bytes()
+    if need > have:
+        raise SlideError(reason=f"a plain image of {width}x{height} pixels, decoded whole "
+                                f"({need / 2**30:.1f} GiB), is more than this machine's "
+                                f"memory ({have / 2**30:.1f} GiB): convert it to a tiled "
+                                "pyramidal TIFF, which OpenSlide reads a region at a time",
+                         path=path)
+
+
 class _PlainImageHandle:
     """A large JPEG, PNG or flat TIFF that OpenSlide cannot open (BCNB ships its slides so),
     read whole by :func:`mmpipe.io.images.read_image` (upright by its orientation, alpha on
@@ -340,6 +369,7 @@ class _PlainImageHandle:
                     else {})
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
+                _check_fits_in_memory(path)
                 self._rgb = read_image(path)
             finally:
                 Image.MAX_IMAGE_PIXELS = limit

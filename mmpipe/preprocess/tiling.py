@@ -64,6 +64,8 @@ PEN_MIN_CHROMA = 30
 # A level counts as "no coarser than the target" within this relative tolerance, so that
 # a 0.499 or 0.5025 um/px scan is read at its own resolution for a 0.5 um/px target.
 MPP_TOLERANCE = 0.01
+# OpenSlide's digest of a slide's header and lowest-resolution level
+QUICKHASH = "openslide.quickhash-1"
 # Rows of the mask level read at once: bounds memory on large slides (~64 MiB RGBA).
 _STRIP_BYTES = 64 * 2**20
 
@@ -139,6 +141,10 @@ class TileGrid:
     mpp: float
     target_mpp: float
     mask_downsample: float
+    # the slide the grid was laid on: its level-0 (width, height) and OpenSlide's
+    # quickhash-1 (None for a plain image, or a grid from before they were recorded)
+    slide_size: tuple[int, int] | None = None
+    slide_quickhash: str | None = None
 
     def __post_init__(self) -> None:
         self.coords = np.asarray(self.coords, dtype=np.int64).reshape(-1, 2)
@@ -165,6 +171,11 @@ class TileGrid:
             "mpp": pl.Series([self.mpp] * n, dtype=pl.Float64),
             "target_mpp": pl.Series([self.target_mpp] * n, dtype=pl.Float64),
             "mask_downsample": pl.Series([self.mask_downsample] * n, dtype=pl.Float64),
+            "slide_width": pl.Series([self.slide_size and self.slide_size[0]] * n,
+                                     dtype=pl.Int64),
+            "slide_height": pl.Series([self.slide_size and self.slide_size[1]] * n,
+                                      dtype=pl.Int64),
+            "slide_quickhash": pl.Series([self.slide_quickhash] * n, dtype=pl.String),
         })
 
     @classmethod
@@ -180,6 +191,9 @@ class TileGrid:
             if df[col].n_unique() != 1:
                 raise ValueError(f"column {col!r} is not constant over the subject's tiles")
         mask_ds = float(df["mask_downsample"][0]) if "mask_downsample" in df.columns else math.nan
+        size = ((int(df["slide_width"][0]), int(df["slide_height"][0]))
+                if "slide_width" in df.columns and df["slide_width"][0] is not None else None)
+        quickhash = df["slide_quickhash"][0] if "slide_quickhash" in df.columns else None
         return cls(
             coords=np.stack([df["x"].to_numpy(), df["y"].to_numpy()], axis=1),
             tissue_fraction=df["tissue_fraction"].to_numpy(),
@@ -190,6 +204,8 @@ class TileGrid:
             mpp=float(df["mpp"][0]),
             target_mpp=float(df["target_mpp"][0]),
             mask_downsample=mask_ds,
+            slide_size=size,
+            slide_quickhash=quickhash,
         )
 
 
@@ -397,6 +413,8 @@ def tile_grid(slide: Slide, params: TilingParams) -> TileGrid:
         mpp=float(slide.mpp),
         target_mpp=float(params.target_mpp),
         mask_downsample=float(mask_ds),
+        slide_size=slide.dimensions,
+        slide_quickhash=slide.properties.get(QUICKHASH),
     )
 
 
@@ -407,6 +425,16 @@ def _check_grid_matches(slide: Slide, grid: TileGrid) -> None:
     if grid.level >= slide.level_count:
         raise SlideError(reason=f"tile grid reads level {grid.level} but the slide has "
                                 f"{slide.level_count}", path=slide.path)
+    # another slide at the same path (a re-scan with the scanner's mpp and levels): its
+    # tiles would be read at the old slide's coordinates, white where they fall outside
+    size = tuple(grid.slide_size) if grid.slide_size is not None else None
+    for what, made, now in (("level-0 size", size, slide.dimensions),
+                            ("OpenSlide quickhash", grid.slide_quickhash,
+                             slide.properties.get(QUICKHASH))):
+        if made is not None and made != now:
+            raise SlideError(reason=f"tile grid was laid on a slide of another {what} "
+                                    f"({made} against {now}): the file changed since it "
+                                    "was tiled; tile it again", path=slide.path)
     if not math.isclose(slide.mpp, grid.mpp, rel_tol=1e-6):
         raise SlideError(reason=f"tile grid was made at {grid.mpp:.6g} um/px but the slide "
                                 f"opened at {slide.mpp:.6g} um/px ({slide.mpp_source})",

@@ -311,6 +311,24 @@ def test_a_broken_plain_image_names_both_readers(tmp_path):
     assert str(tmp_path) not in err.value.reason and "cannot read the image" in err.value.reason
 
 
+def test_a_plain_image_larger_than_the_machine_is_its_subjects_rejection(tmp_path,
+                                                                         monkeypatch):
+    """A plain image is decoded whole: one larger than the machine's memory raised a
+    MemoryError, the machine's fault, which failed its whole shard on every retry with
+    more memory. Its header's size now rejects it by name, before any decoding."""
+    import mmpipe.io.slide as slide_module
+
+    path = _plain(tmp_path, "huge.png", np.zeros((40, 60, 3), np.uint8))
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 3 - 1)
+    with pytest.raises(SlideError, match=r"nor can it be read as a plain image \(a plain "
+                                         r"image of 60x40 pixels.*more than this "
+                                         r"machine's memory.*pyramidal TIFF"):
+        open_slide(path, mpp_when_missing=0.5)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 3)
+    with open_slide(path, mpp_when_missing=0.5) as slide:
+        assert slide.level_dimensions == ((60, 40),)
+
+
 def test_a_flat_tiff_read_as_a_plain_image_keeps_its_own_resolution(tmp_path):
     """OpenSlide refuses a striped TIFF; read as a plain image, its resolution tags were
     dropped and the config's mpp_when_missing assumed in their place."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 pytest.importorskip("openslide")
@@ -200,6 +201,33 @@ def test_grid_from_another_mpp_is_refused(blob_slide):
         grid.mpp = 0.3
         with pytest.raises(SlideError, match="um/px"):
             read_tiles(slide, grid)
+
+
+def test_a_grid_laid_on_another_slide_at_the_path_is_refused(blob_slide, tmp_path):
+    """Only the level count and mpp were compared: a slide replaced in place by a re-scan
+    at the scanner's mpp and levels was read at the old slide's coordinates (white
+    tiles where they fell outside it). The grid records the slide's level-0 size and
+    OpenSlide's quickhash, kept through tiles.parquet; a grid written before has neither
+    and is read as it was."""
+    path, _ = blob_slide
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, fast(tile_size=64, max_tiles=2))
+        assert grid.slide_size == slide.dimensions
+        assert grid.slide_quickhash == slide.properties["openslide.quickhash-1"]
+        frame = grid.to_frame("s0")
+        again = TileGrid.from_frame(frame)
+        assert (again.slide_size, again.slide_quickhash) == (grid.slide_size,
+                                                             grid.slide_quickhash)
+        read_tiles(slide, again)
+        wider = TileGrid.from_frame(frame.with_columns(slide_width=pl.col("slide_width") + 1))
+        with pytest.raises(SlideError, match="another level-0 size"):
+            read_tiles(slide, wider)
+        rescan = TileGrid.from_frame(frame.with_columns(slide_quickhash=pl.lit("0" * 64)))
+        with pytest.raises(SlideError, match="another OpenSlide quickhash"):
+            read_tiles(slide, rescan)
+        older = TileGrid.from_frame(frame.drop("slide_width", "slide_height",
+                                               "slide_quickhash"))
+        assert older.slide_size is None and len(read_tiles(slide, older)) == 2
 
 
 def test_params_validation_and_provenance():
