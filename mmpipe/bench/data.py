@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import SUBJECT, modality_presence, read_manifest
-from mmpipe.errors import ConfigError, StoreError
+from mmpipe.errors import ConfigError, MmpipeError, StoreError
 from mmpipe.layout import CohortLayout
 from mmpipe.store import encoding_signature, read_features
 
@@ -210,6 +210,19 @@ def _check_made_from_this_manifest(cohort_dir: Path, df: pl.DataFrame, meta: dic
                          "or cohort: remake them (snakemake --forcerun encode <store>)")
 
 
+def read_store(modality: str, path: str | Path):
+    """A store's features, or a :class:`StoreError` naming the store when its arrays
+    cannot be read: a damaged chunk failed deep in the codec, naming neither, and a
+    training job showed the codec's traceback."""
+    try:
+        return read_features(path)
+    except (MmpipeError, OSError):  # already named (a missing chunk, no such store)
+        raise
+    except Exception as err:
+        raise StoreError(f"{path}: the {modality} store cannot be read ({type(err).__name__}: "
+                         f"{err}): a damaged copy; encode it again") from err
+
+
 def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label: str
                      ) -> tuple[BenchData, list[dict]]:
     """Load the stores of ``feature_set`` and the manifest label ``label``.
@@ -232,7 +245,7 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
     # a feature set is a set: its modalities in name order, however the config lists them
     modalities = sorted(feature_set)
     paths = [CohortLayout(cohort_dir).store(m, feature_set[m]) for m in modalities]
-    feats = [read_features(p) for p in paths]
+    feats = [read_store(m, p) for m, p in zip(modalities, paths, strict=True)]
 
     ids = common_subjects({m: (p, f) for m, p, f in zip(modalities, paths, feats, strict=True)})
     manifest_ids = df[SUBJECT].cast(str).to_list()

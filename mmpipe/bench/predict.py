@@ -35,12 +35,12 @@ import polars as pl
 import torch
 
 from mmpipe.bench.bundle import ModelBundleError, load_bundle
-from mmpipe.bench.data import BenchData, Normalizer, common_subjects, usable_rows
+from mmpipe.bench.data import BenchData, Normalizer, common_subjects, read_store, usable_rows
 from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.encoders.device import resolve_device
-from mmpipe.errors import ConfigError, MmpipeError, StoreError
-from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature, read_features
+from mmpipe.errors import ConfigError, StoreError
+from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature
 
 log = logging.getLogger(__name__)
 
@@ -206,18 +206,6 @@ def _modality_note(modality: str, path, attrs: dict, modalities: list[str]) -> s
     return note
 
 
-def _read(modality: str, path):
-    """A store's features, or a :class:`StoreError` naming the store when its arrays
-    cannot be read (a damaged chunk failed deep in the codec, naming neither)."""
-    try:
-        return read_features(path)
-    except (MmpipeError, OSError):  # already named (a missing chunk, no such store)
-        raise
-    except Exception as err:
-        raise StoreError(f"{path}: the {modality} store cannot be read ({type(err).__name__}: "
-                         f"{err}): a damaged copy; encode it again") from err
-
-
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -246,7 +234,7 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     unknown = sorted(set(stores) - set(modalities))
     if unknown:
         raise ConfigError(f"the run was trained on {modalities}; no modality {unknown}")
-    feats = {m: _read(m, p) for m, p in stores.items()}
+    feats = {m: read_store(m, p) for m, p in stores.items()}
     cohorts = {m: f.attrs.get("cohort") for m, f in feats.items()
                if f.attrs.get("cohort") is not None}
     if len(set(cohorts.values())) > 1:  # DEMO-000 of one is not DEMO-000 of the other

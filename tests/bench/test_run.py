@@ -123,6 +123,23 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
         predict_stores(out, {"a": damaged})
 
 
+def test_a_damaged_store_is_named_when_training_reads_it(cohort, tmp_path):
+    """A chunk cut short failed a training job deep in the codec, with a traceback that
+    named neither the store nor the modality (`mmpipe predict` already named it)."""
+    from mmpipe.bench.data import load_feature_set
+
+    _, cohort_dir = cohort
+    copy = tmp_path / "toy"
+    shutil.copytree(cohort_dir, copy)
+    store = copy / "features" / "b" / "precomputed.zarr"
+    chunk = next(p for p in sorted((store / "emb").rglob("*")) if p.is_file()
+                 and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(StoreError, match=r"b/precomputed.zarr: the b store cannot be read "
+                                         r"\(.*\): a damaged copy; encode it again"):
+        load_feature_set(copy, {m: "precomputed" for m in MODALITIES}, "y")
+
+
 def test_split_and_mask_are_shared_and_reproducible(cohort, tmp_path):
     root, cohort_dir = cohort
     again = make_split(cohort_dir, "y", 0, (0.6, 0.1, 0.3), tmp_path / "s.parquet")
