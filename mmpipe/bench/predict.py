@@ -11,15 +11,16 @@ scores' ``notes`` column, says (a forgotten ``--store`` reads like a cohort with
 modality). A store made another way than the training store (another encoder or
 weights, other columns or another tabular encoding: its categories and scaling) is
 refused, since its numbers would mean something else to the model. So is a store whose
-inputs became something else (another HU window, normalisation, resampling, tile size or
-prompt template: another HU window changed the class of 82 of the demo's 137 CT
-subjects), by the model's record of each training store's preprocessing settings. A
-store whose inputs were only chosen otherwise (the DICOM series choice and QC gates,
-tissue detection, the tile cap, an assumed mpp: what a new cohort may need), resampled
-to its own cohort's median spacing, or read by another version of mmpipe's reading code
-is scored with a warning, logged and written in the scores' ``notes`` column; so is any
-difference for a run saved before the record was kept, which has the settings' hash
-only. A store made for another of the run's modalities (``mri_t1=`` given the T2 store)
+inputs became something else (another HU window, normalisation, resampled spacing, tile
+size or prompt template: another HU window changed the class of 82 of the demo's 137 CT
+subjects), by the model's record of each training store's preprocessing settings; under
+``spacing: median`` the spacing is the cohort's own median, so a new cohort is refused
+with the training spacing to state instead. A store whose inputs were only chosen or
+coded otherwise (the DICOM series choice and QC gates, tissue detection, the tile cap,
+an assumed mpp, a prompt's value maps and blank codes: what a new cohort may need), or
+read by another version of mmpipe's reading code, is scored with a warning, logged and
+written in the scores' ``notes`` column; so is any difference for a run saved before the
+record was kept, which has the settings' hash only. A store made for another of the run's modalities (``mri_t1=`` given the T2 store)
 is refused; one made for a modality the run does not know is scored with a note, since a
 new cohort may name its modalities otherwise. Stores of different cohorts are refused
 together: their subjects would be joined by ID.
@@ -28,6 +29,7 @@ together: their subjects would be joined by ID.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -132,57 +134,89 @@ def check_encoding(modality: str, path, attrs: dict, trained: dict) -> str:
 
 
 # the preprocessing settings that decide what an input becomes (its voxels, tiles or
-# prompt): another value gives the model other numbers for the same subject. The others
-# decide which series, slides or tiles are taken and which fail QC (the DICOM series
-# choice and gates, tissue detection, the tile cap, an assumed mpp), which a new cohort
+# prompt text): another value gives the model other numbers for the same subject. The
+# others decide which series, slides or tiles are taken and which fail QC (the DICOM
+# series choice and gates, tissue detection, the tile cap, an assumed mpp) or how a
+# cohort codes its values (a prompt's value maps and blank codes), which a new cohort
 # may need otherwise; they are named in the scores' notes
-_WHAT_AN_INPUT_BECOMES = ("transform", "prompt", "fields", "mask", "tiling.target_mpp",
-                          "tiling.tile_size")
+_WHAT_AN_INPUT_BECOMES = ("transform", "mask", "tiling.target_mpp", "tiling.tile_size",
+                          "prompt.fields", "prompt.prompt.header", "prompt.prompt.phrases",
+                          "prompt.prompt.missing", "prompt.prompt.missing_text")
+# compared elsewhere: a table's fields by the store's feature names and tabular encoding
+# (a tabular store of the same columns in another order holds the same features), or by
+# the prompts' own fields
+_NOT_COMPARED = ("fields",)
 
 
-def _settings(record: dict, prefix: str = "") -> dict[str, object]:
+def _settings(record: dict, prefix: str = "", whole: frozenset = frozenset()
+              ) -> dict[str, object]:
     """A preprocessing record as dotted setting -> value, without the blocks' code keys
-    (a new version of the reading code is the workflow's to rerun, not a setting)."""
+    (a new version of the reading code is the workflow's to rerun, not a setting). A
+    volume's ``transform.spacing`` is the spacing it was resampled to: a cohort's own
+    median (``median_spacing``) under ``spacing: median``."""
     flat: dict[str, object] = {}
     for key, value in record.items():
-        if prefix and key == "code" and prefix.count(".") == 1:
+        if (prefix and key == "code" and prefix.count(".") == 1) or (
+                not prefix and key in _NOT_COMPARED):
             continue
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        # two levels: a block's settings, and a prompt's own; a value map or a blank
+        # code list is one setting, whose keys are a cohort's codes, not settings
+        if isinstance(value, dict) and value and prefix.count(".") < 2 and name not in whole:
             flat.update(_settings(value, f"{name}."))
         else:
             flat[name] = value
+    if not prefix and "median_spacing" in flat:
+        median = flat.pop("median_spacing")
+        if flat.get("transform.spacing") == "median":
+            flat["transform.spacing"] = median
     return flat
+
+
+def _code_keys(record: dict) -> dict[str, object]:
+    return {name: block.get("code") for name, block in record.items() if isinstance(block, dict)}
+
+
+def _same(a, b) -> bool:
+    """Equal settings; spacings to float rounding (a median copied from the message)."""
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
+            isinstance(v, int | float) and isinstance(w, int | float) for v, w in zip(a, b, strict=True)):
+        return all(math.isclose(v, w, rel_tol=1e-6) for v, w in zip(a, b, strict=True))
+    return a == b
 
 
 def _preprocessing_note(modality: str, path, trained: dict, store: dict) -> list[str]:
     """Refuse a store whose inputs became something else than the training inputs (another
-    HU window, normalisation, tile size or prompt template); the note, if any, for the
-    settings that only choose among a cohort's inputs, for a cohort's own median spacing,
-    and for another version of the reading code."""
-    mine, theirs = _settings(trained), _settings(store)
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    HU window, normalisation, resampled spacing, tile size or prompt template); the note,
+    if any, for the settings that only choose among a cohort's inputs or read its codes,
+    for settings only one version of mmpipe records, and for another version of the
+    reading code."""
+    # a block one side has and the other states as none (a transform against None) is
+    # one setting that differs, not settings only one version records
+    whole = frozenset(k for k in set(trained) & set(store)
+                      if isinstance(trained[k], dict) != isinstance(store[k], dict))
+    mine, theirs = _settings(trained, whole=whole), _settings(store, whole=whole)
+    both = set(mine) & set(theirs)
+    differ = sorted(k for k in both if not _same(mine[k], theirs[k]))
     hard = [k for k in differ if any(k == w or k.startswith(f"{w}.")
                                      for w in _WHAT_AN_INPUT_BECOMES)]
     if hard:
-        shown = "; ".join(f"{k}: trained on {_short(mine.get(k))}, store has "
-                          f"{_short(theirs.get(k))}" for k in hard)
+        shown = "; ".join(f"{k}: trained on {_short(mine[k])}, store has {_short(theirs[k])}"
+                          for k in hard)
+        spacing = (f" (transform.spacing: {_short(mine['transform.spacing'])} resamples as "
+                   "the run's training volumes were)" if "transform.spacing" in hard else "")
         raise StoreError(f"{path}: the {modality} inputs were preprocessed differently from "
                          f"the run's training inputs ({shown}), so its features mean "
                          "something else to the model. Encode the new subjects with the "
-                         "run's preprocessing settings and predict again")
+                         f"run's preprocessing settings{spacing} and predict again")
     notes = []
-    spacing = [k for k in differ if k == "median_spacing"]
-    if spacing:
-        notes.append(f"{modality}: volumes resampled to this cohort's median spacing "
-                     f"{_short(theirs.get('median_spacing'))} mm, the run's training volumes "
-                     f"to {_short(mine.get('median_spacing'))} (`spacing: median`): set the "
-                     "encoder's spacing to the training value to resample alike")
-    chosen = [k for k in differ if k not in spacing]
-    if chosen:
-        notes.append(f"{modality}: inputs chosen with other settings than the run's "
-                     f"({', '.join(f'{k}: {_short(theirs.get(k))}' for k in chosen)})")
-    if not differ:
+    if differ:
+        notes.append(f"{modality}: inputs chosen or coded with other settings than the run's "
+                     f"({', '.join(f'{k}: {_short(theirs[k])}' for k in differ)})")
+    if one_side := sorted(set(mine) ^ set(theirs)):
+        notes.append(f"{modality}: {', '.join(one_side)} recorded for only one of the run's "
+                     "training inputs and these (another version of mmpipe)")
+    if _code_keys(trained) != _code_keys(store) or not notes:
         notes.append(f"{modality}: inputs read by another version of mmpipe's reading code "
                      "than the run's training inputs: the scores may shift")
     return notes

@@ -91,12 +91,13 @@ def _rate_on_feature_set(stored: BenchData, masked: BenchData, idx: dict[str, np
     which may lie outside it); under ``completeness`` the share of its training subjects
     complete in its modalities (those of the scenario's) kept complete, more in a
     narrower feature set (a subject that lost a modality outside it is complete in it).
-    None for ``natural``, or a feature set without the modality the scenario takes."""
+    None for ``natural``, a feature set without the modality the scenario takes, or one
+    holding fewer than two of the completeness scenario's."""
     options = (record or {}).get("options") or {}
     if scenario == "completeness":
         named = options.get("modalities")
         cols = [j for j, m in enumerate(stored.modalities) if named is None or m in named]
-        if not cols:
+        if len(cols) < 2:  # one modality is complete wherever it is present
             return None
         eligible = np.zeros(len(stored.y), dtype=bool)
         eligible[idx["train"]] = True

@@ -445,10 +445,9 @@ def test_a_run_records_the_completeness_its_own_feature_set_met(tmp_path):
            "test": np.array([4])}
     own = _rate_on_feature_set(data, masked, idx, "completeness", read_removal_record(path))
     assert own == {"rate": 0.5, "rate_of": 4}       # s0 and s1 of s0..s3
-    # a scenario over {b, c} leaves a out of the level
+    # a run holding one modality of a scenario over {b, c}: no level to meet
     record = {"options": {"modalities": ["b", "c"], "drop": "one"}}
-    assert _rate_on_feature_set(data, masked, idx, "completeness", record) == \
-        {"rate": 0.75, "rate_of": 4}                 # only s2 lost b
+    assert _rate_on_feature_set(data, masked, idx, "completeness", record) is None
 
 
 def test_a_mask_from_another_build_names_its_file(tmp_path):

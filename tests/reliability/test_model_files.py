@@ -225,19 +225,24 @@ def test_a_store_preprocessed_differently_is_refused_or_noted_by_what_differs(tr
     assert predict_stores(run, {"clinical": code})["notes"].unique().to_list() == [
         "clinical: inputs read by another version of mmpipe's reading code than the run's "
         "training inputs: the scores may shift"]
-    # another field list: what each prompt or row becomes
-    other = copy_with("fields", preprocessing_hash="1" * 64,
-                      preprocessing={**trained_record, "fields": ["age"]})
-    with pytest.raises(StoreError, match=r"preprocessed differently .*fields: trained on "
-                                         r"\['age', 'site'\], store has \['age'\]"):
+    # a tabular store's fields in another order: its feature names and encoding (the
+    # signature) say its features are the same, so the order is no difference
+    reordered = copy_with("fields", preprocessing_hash="1" * 64,
+                          preprocessing={**trained_record, "fields": FIELDS[::-1]})
+    assert "reading code" in predict_stores(run, {"clinical": reordered})["notes"][0]
+    # another transform is what each input becomes
+    other = copy_with("transform", preprocessing_hash="2" * 64,
+                      preprocessing={**trained_record, "transform": {"scale": 2}})
+    with pytest.raises(StoreError, match=r"preprocessed differently .*transform: trained on "
+                                         r"None, store has \{'scale': 2\}"):
         predict_stores(run, {"clinical": other})
     assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
 
 
-def test_volume_preprocessing_refused_by_setting_and_noted_by_cohort():
-    """On a CT store: another HU window is refused, naming it; another series choice or
-    QC gate, and the cohort's own median spacing, are scored with notes naming them; a
-    model saved before the record keeps the former hash note."""
+def test_volume_and_prompt_preprocessing_refused_by_setting_and_noted_by_cohort():
+    """Another HU window or resampled spacing is refused, naming it; a cohort's own series
+    choice, QC gates and codes are scored with notes naming them; a setting only one
+    version records is a note; a model saved before the record keeps the hash note."""
     from mmpipe.bench.predict import check_encoding
 
     record = {"dicom": {"series_select": "most_slices", "min_slices": 8, "code": "a"},
@@ -253,19 +258,48 @@ def test_volume_preprocessing_refused_by_setting_and_noted_by_cohort():
                                          r"store has \[-1000, 1000\]"):
         check_encoding("ct", "ct.zarr", store(transform={"hu_window": [-1000, 1000],
                                                          "spacing": "median"}), sig)
+    # resampled to another grid: the cohort's own median, which the message gives the
+    # run's to set instead
+    with pytest.raises(StoreError, match=r"transform\.spacing: trained on \[1\.0, 0\.8, "
+                                         r"0\.8\], store has \[2\.5, 0\.7, 0\.7\].*"
+                                         r"transform\.spacing: \[1\.0, 0\.8, 0\.8\] "
+                                         r"resamples as the run's"):
+        check_encoding("ct", "ct.zarr", store(median_spacing=[2.5, 0.7, 0.7]), sig)
+    # ...and following it scores the store: the same grid, stated (it was refused as
+    # 'median' against a list)
+    explicit = store(transform={"hu_window": [-79, 304], "spacing": [1.0, 0.8, 0.8]})
+    del explicit["preprocessing"]["median_spacing"]
+    assert "reading code" in check_encoding("ct", "ct.zarr", explicit, sig)
     note = check_encoding("ct", "ct.zarr", store(
-        dicom={"series_select": "description:(?i)venous", "min_slices": 8, "code": "a"},
-        median_spacing=[2.5, 0.7, 0.7]), sig)
-    assert "this cohort's median spacing [2.5, 0.7, 0.7] mm, the run's training volumes " \
-           "to [1.0, 0.8, 0.8]" in note
-    assert "inputs chosen with other settings than the run's (dicom.series_select: " \
-           "'description:(?i)venous')" in note
+        dicom={"series_select": "description:(?i)venous", "min_slices": 8, "code": "a"}), sig)
+    assert note == ("ct: inputs chosen or coded with other settings than the run's "
+                    "(dicom.series_select: 'description:(?i)venous')")
     # the reading code's own key is no setting
     assert "reading code" in check_encoding(
         "ct", "ct.zarr", store(dicom={**record["dicom"], "code": "b"}), sig)
+    # a recipe key a later version records: a note, not a refusal
+    later = store(transform={**record["transform"], "orientation": "RAS"})
+    assert "transform.orientation recorded for only one" in check_encoding(
+        "ct", "ct.zarr", later, sig)
     older = {k: v for k, v in sig.items() if k != "preprocessing"}
     assert "preprocessing_hash differs" in check_encoding(
         "ct", "ct.zarr", store(transform={"hu_window": None}), older)
+    # prompts: a cohort's own codes for the same words are a note, the template refused
+    prompt = {"fields": ["sex"], "prompt": {"header": "Patient.", "phrases": {"sex": "{value}"},
+                                            "value_maps": {"sex": {"M": "male"}}}, "code": "c"}
+    text = {"encoder_type": "text", "preprocessing_hash": "p",
+            "preprocessing": {"prompt": prompt, "transform": None}}
+
+    def prompts(**changes):
+        return {**text, "preprocessing_hash": "q",
+                "preprocessing": {"prompt": {**prompt, "prompt": {**prompt["prompt"],
+                                                                  **changes}},
+                                  "transform": None}}
+
+    assert "prompt.prompt.value_maps: {'sex': {'1': 'male'}}" in check_encoding(
+        "clinical", "c.zarr", prompts(value_maps={"sex": {"1": "male"}}), text)
+    with pytest.raises(StoreError, match=r"prompt\.prompt\.header: trained on 'Patient\.'"):
+        check_encoding("clinical", "c.zarr", prompts(header="Case."), text)
 
 
 def test_stores_of_two_cohorts_are_refused_together(trained, tmp_path):
