@@ -259,7 +259,8 @@ class BertTokenizer:
     pre-tokeniser, vocabulary, added tokens, template), else from ``vocab.txt`` and
     ``tokenizer_config.json`` (a slow tokenizer's folder, BiomedBERT's layout). What
     transformers would read differently is refused, not guessed: a ``tokenizer.json``
-    whose lowercasing contradicts ``tokenizer_config.json``'s ``do_lower_case``, or whose
+    whose lowercasing, accent stripping or CJK handling contradicts
+    ``tokenizer_config.json`` (:func:`_check_normaliser`), or whose
     template does not frame a text as ``[CLS] ... [SEP]``; a slow tokenizer's tokens added
     beyond ``vocab.txt`` (save the tokenizer with transformers to get its
     ``tokenizer.json``)."""
@@ -276,7 +277,7 @@ class BertTokenizer:
         try:
             if path.name == "tokenizer.json":
                 self._tok = Tokenizer.from_file(str(path))
-                _check_lowercasing(path, self._tok, config)
+                _check_normaliser(path, self._tok, config)
             else:
                 self._tok = _from_vocab(path, config)
         except WeightsError:
@@ -313,15 +314,30 @@ class BertTokenizer:
         return ids, mask, truncated
 
 
-def _check_lowercasing(path: Path, tok: Any, config: dict[str, Any]) -> None:
-    if "do_lower_case" not in config:
-        return
+# tokenizer_config.json's key for each BertNormalizer setting, and the default
+# transformers' BertTokenizerFast takes when the key is absent
+_NORMALISER_KEYS = {"lowercase": ("do_lower_case", True), "strip_accents": ("strip_accents", None),
+                    "handle_chinese_chars": ("tokenize_chinese_chars", True)}
+
+
+def _check_normaliser(path: Path, tok: Any, config: dict[str, Any]) -> None:
+    """Refuse a ``tokenizer.json`` whose normaliser transformers would rebuild: its
+    BertTokenizerFast replaces the normaliser when its lowercasing, accent stripping or
+    CJK handling disagrees with ``tokenizer_config.json`` (or that file's defaults where
+    it says nothing), so the model's own tokens differ from this file's. Only lowercasing
+    was compared, and only when the config stated it."""
     normalizer = json.loads(tok.to_str()).get("normalizer") or {}
-    if normalizer.get("type") == "BertNormalizer" and \
-            bool(normalizer.get("lowercase")) != bool(config["do_lower_case"]):
-        raise WeightsError(f"{path}: lowercases {bool(normalizer.get('lowercase'))}, "
-                           f"tokenizer_config.json's do_lower_case says {config['do_lower_case']}; "
-                           "make them agree")
+    if normalizer.get("type") != "BertNormalizer":
+        return
+    differ = [(setting, key, normalizer[setting], config.get(key, default))
+              for setting, (key, default) in _NORMALISER_KEYS.items()
+              if setting in normalizer and normalizer[setting] != config.get(key, default)]
+    if differ:
+        raise WeightsError(f"{path}: " + "; ".join(
+            f"its normaliser's {setting} is {mine!r}, tokenizer_config.json's {key} "
+            f"{'says' if key in config else 'leaves to its default'} {theirs!r}"
+            for setting, key, mine, theirs in differ)
+            + ": transformers would tokenise with the latter; make them agree")
 
 
 def _from_vocab(vocab: Path, config: dict[str, Any]) -> Any:

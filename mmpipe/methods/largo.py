@@ -329,7 +329,8 @@ class LARGO(FusionMethod):
             layers += [_linear(layer.weights()[row], layer.bias[row]), nn.ReLU(),
                        Dropout(self.dropout.p)]
         layers.append(_linear(self.head_weight[row], self.head_bias[row]))
-        return nn.Sequential(*layers).to(w.device)
+        # in LARGO's own mode: a fresh Sequential trains, and drew dropout after model.eval()
+        return nn.Sequential(*layers).to(w.device).train(self.training)
 
     def dedicated_parameters(self) -> int:
         """Parameters of ONE dedicated model (the full-modality one, the largest)."""

@@ -174,7 +174,27 @@ def test_a_tokenizer_file_transformers_would_read_otherwise_is_refused(tmp_path)
         BertTokenizer(tmp_path)
     (tmp_path / "tokenizer_config.json").unlink()
     BertTokenizer(tmp_path)
+    # transformers rebuilds the normaliser from the config's accent stripping and CJK
+    # handling too, and from its defaults where the config is silent: only a stated
+    # do_lower_case was compared ("Café Sjögren" tokenised with accents kept here,
+    # stripped by the model's own tokenizer)
+    (tmp_path / "tokenizer_config.json").write_text('{"strip_accents": false}')
+    with pytest.raises(WeightsError, match="strip_accents is None, tokenizer_config.json's "
+                                           "strip_accents says False"):
+        BertTokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenize_chinese_chars": false}')
+    with pytest.raises(WeightsError, match="tokenize_chinese_chars says False"):
+        BertTokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    cased = {**tok, "normalizer": {**tok["normalizer"], "lowercase": False}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(cased))
+    with pytest.raises(WeightsError, match="lowercase is False, tokenizer_config.json's "
+                                           "do_lower_case leaves to its default True"):
+        BertTokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    BertTokenizer(tmp_path)   # a cased model saved with its config agrees
     (tmp_path / "tokenizer.json").write_text(json.dumps({**tok, "post_processor": None}))
+    (tmp_path / "tokenizer_config.json").unlink()
     with pytest.raises(WeightsError, match=r"not \[CLS\] \[SEP\]"):
         BertTokenizer(tmp_path)
 

@@ -197,7 +197,9 @@ def test_each_subject_goes_through_its_own_subset_model(shapes, batch, stem):
     names = list(shapes)
     for i in range(len(present)):
         pattern = [m for j, m in enumerate(names) if present[i, j]]
-        dedicated = model.dedicated_model(pattern).eval()
+        # in the model's mode (a fresh Sequential trained, and dropped out, after eval())
+        dedicated = model.dedicated_model(pattern)
+        assert dedicated.training is model.training
         row = {m: v[i:i + 1] for m, v in x.items()}
         torch.testing.assert_close(out[i:i + 1], dedicated(flat_cat(row, pattern)))
         # alone in its batch: the same (rows do not interact)
