@@ -125,6 +125,28 @@ def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, 
     return (" ".join(parts) if n_present else None), n_present
 
 
+def _refuse_missing_text_taken(manifest: pl.DataFrame, fields: Sequence[str],
+                               prompt: Mapping[str, Any],
+                               rules: Mapping[str, tuple[set[str], dict[str, Any]]]) -> None:
+    """Under ``missing: explicit``, a blank is written as ``missing_text``: a field that
+    also holds that text as a value ("unknown", a category of its own for the tabular
+    encoding) gave a blank and that value one prompt."""
+    said = str(prompt.get("missing_text", "unknown")).strip().casefold()
+    taken = {}
+    for field in fields:
+        codes, mapping = rules[field]
+        for value in manifest[field].unique().to_list():
+            if not _is_missing(value, codes) and str(
+                    mapping.get(canonical_value(value), _format(value))).strip().casefold() == said:
+                taken[field] = value
+    if taken:
+        raise ConfigError(
+            f"prompt.missing_text {prompt.get('missing_text', 'unknown')!r} is also a value of "
+            + ", ".join(f"{f} ({v!r})" for f, v in taken.items())
+            + ": a blank and that value would read the same. Set another missing_text, or "
+            "list the value in missing_values if it means a blank")
+
+
 def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequence[str],
                   prompt: Mapping[str, Any]) -> pl.DataFrame:
     """Prompts for every manifest subject: ``subject_id``, ``prompt`` (null when the
@@ -140,6 +162,8 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
     if mode not in ("omit", "explicit"):
         raise ConfigError(f"prompt.missing must be 'omit' or 'explicit', not {mode!r}")
     rules = _field_rules(prompt, fields)
+    if mode == "explicit":
+        _refuse_missing_text_taken(manifest, fields, prompt, rules)
     rows = []
     for row in manifest.select(["subject_id", *fields]).iter_rows(named=True):
         text, n = _render(row, fields, prompt, rules)

@@ -83,3 +83,23 @@ def test_the_text_missing_is_blank_as_the_tabular_encoding_reads_it():
                       "sex": ["missing", None]})
     out = build_prompts(m, ["age", "sex"], [], PROMPT)
     assert out["prompt"].to_list() == [None, "Record. Age 50."]
+
+
+def test_an_explicit_missing_text_that_is_also_a_value_is_refused():
+    """Under missing: explicit a blank reads as missing_text: a sex recorded "Unknown"
+    (its own category for the tabular encoding) and a blank sex gave one prompt."""
+    manifest = pl.DataFrame({"subject_id": ["a", "b", "c"], "sex": [None, "Unknown", "1"],
+                             "age": [50, 50, None]})
+    explicit = {**PROMPT, "missing": "explicit"}
+    with pytest.raises(ConfigError, match=r"missing_text 'unknown' is also a value of sex "
+                                          r"\('Unknown'\).*list the value in missing_values"):
+        build_prompts(manifest, ["sex", "age"], [], explicit)
+    # the value a blank code, or another text for blanks: built
+    assert build_prompts(manifest, ["sex", "age"], [], {**explicit, "missing_values": {
+        "sex": ["Unknown"]}})["prompt"].to_list()[1] == "Record. Sex: unknown. Age 50."
+    built = build_prompts(manifest, ["sex", "age"], [], {**explicit, "missing_text": "blank"})
+    assert built["prompt"].to_list()[:2] == ["Record. Sex: blank. Age 50.",
+                                             "Record. Sex: Unknown. Age 50."]
+    # omitted blanks cannot collide
+    build_prompts(manifest, ["sex", "age"], [], PROMPT)
+
