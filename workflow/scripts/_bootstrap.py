@@ -1,6 +1,8 @@
 """Imported first by every rule script: makes `mmpipe` importable from the
 repository (conda envs do not install it) and sends logging, and the error that stops
-a job, to the rule's log."""
+a job, to the rule's log. Nothing here may change what a job computes: no job's code key
+covers this file, and Snakemake compares only a rule's own script, so an edit here
+reruns nothing (a result setting such as torch's determinism belongs in a keyed module)."""
 
 import logging
 import os
