@@ -148,12 +148,12 @@ _WHAT_AN_INPUT_BECOMES = ("transform", "mask", "tiling.target_mpp", "tiling.tile
 _NOT_COMPARED = ("fields",)
 
 
-def _settings(record: dict, prefix: str = "", whole: frozenset = frozenset()
-              ) -> dict[str, object]:
+def _settings(record: dict, prefix: str = "") -> dict[str, object]:
     """A preprocessing record as dotted setting -> value, without the blocks' code keys
     (a new version of the reading code is the workflow's to rerun, not a setting). A
     volume's ``transform.spacing`` is the spacing it was resampled to: a cohort's own
-    median (``median_spacing``) under ``spacing: median``."""
+    median (``median_spacing``) under ``spacing: median``; a prompt's ``missing_text``
+    is no setting where blanks are omitted."""
     flat: dict[str, object] = {}
     for key, value in record.items():
         if (prefix and key == "code" and prefix.count(".") == 1) or (
@@ -162,61 +162,75 @@ def _settings(record: dict, prefix: str = "", whole: frozenset = frozenset()
         name = f"{prefix}{key}"
         # two levels: a block's settings, and a prompt's own; a value map or a blank
         # code list is one setting, whose keys are a cohort's codes, not settings
-        if isinstance(value, dict) and value and prefix.count(".") < 2 and name not in whole:
+        if isinstance(value, dict) and value and prefix.count(".") < 2:
             flat.update(_settings(value, f"{name}."))
         else:
             flat[name] = value
-    if not prefix and "median_spacing" in flat:
-        median = flat.pop("median_spacing")
-        if flat.get("transform.spacing") == "median":
-            flat["transform.spacing"] = median
+    if not prefix:
+        if "median_spacing" in flat:
+            median = flat.pop("median_spacing")
+            if flat.get("transform.spacing") == "median":
+                flat["transform.spacing"] = median
+        if flat.get("prompt.prompt.missing", "omit") == "omit":
+            flat.pop("prompt.prompt.missing_text", None)
     return flat
 
 
-def _code_keys(record: dict) -> dict[str, object]:
-    return {name: block.get("code") for name, block in record.items() if isinstance(block, dict)}
+def _code_keys(record: dict, blocks: set[str]) -> dict[str, object]:
+    return {name: record[name].get("code") for name in blocks
+            if isinstance(record.get(name), dict)}
 
 
 def _same(a, b) -> bool:
     """Equal settings; spacings to float rounding (a median copied from the message)."""
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
-            isinstance(v, int | float) and isinstance(w, int | float) for v, w in zip(a, b, strict=True)):
+            isinstance(v, int | float) and isinstance(w, int | float)
+            for v, w in zip(a, b, strict=True)):
         return all(math.isclose(v, w, rel_tol=1e-6) for v, w in zip(a, b, strict=True))
     return a == b
 
 
+def _becomes(key: str) -> bool:
+    return any(key == w or key.startswith(f"{w}.") for w in _WHAT_AN_INPUT_BECOMES)
+
+
 def _preprocessing_note(modality: str, path, trained: dict, store: dict) -> list[str]:
     """Refuse a store whose inputs became something else than the training inputs (another
-    HU window, normalisation, resampled spacing, tile size or prompt template); the note,
-    if any, for the settings that only choose among a cohort's inputs or read its codes,
-    for settings only one version of mmpipe records, and for another version of the
+    HU window, normalisation, resampled spacing, crop, tile size or prompt template); the
+    note, if any, for the settings that only choose among a cohort's inputs or read its
+    codes, for those only one version of mmpipe records, and for another version of the
     reading code."""
-    # a block one side has and the other states as none (a transform against None) is
-    # one setting that differs, not settings only one version records
-    whole = frozenset(k for k in set(trained) & set(store)
-                      if isinstance(trained[k], dict) != isinstance(store[k], dict))
-    mine, theirs = _settings(trained, whole=whole), _settings(store, whole=whole)
-    both = set(mine) & set(theirs)
-    differ = sorted(k for k in both if not _same(mine[k], theirs[k]))
-    hard = [k for k in differ if any(k == w or k.startswith(f"{w}.")
-                                     for w in _WHAT_AN_INPUT_BECOMES)]
+    mine, theirs = _settings(trained), _settings(store)
+    # a setting that decides what an input becomes is compared where one side leaves it
+    # out too: most transform keys have no default, and leaving one out is "none" (no
+    # HU window, no crop), which another value contradicts
+    hard = sorted(k for k in set(mine) | set(theirs)
+                  if _becomes(k) and not _same(mine.get(k), theirs.get(k)))
     if hard:
-        shown = "; ".join(f"{k}: trained on {_short(mine[k])}, store has {_short(theirs[k])}"
-                          for k in hard)
+        shown = "; ".join(f"{k}: trained on {_short(mine.get(k))}, store has "
+                          f"{_short(theirs.get(k))}" for k in hard)
         spacing = (f" (transform.spacing: {_short(mine['transform.spacing'])} resamples as "
-                   "the run's training volumes were)" if "transform.spacing" in hard else "")
+                   "the run's training volumes were)"
+                   if "transform.spacing" in hard and "transform.spacing" in mine else "")
         raise StoreError(f"{path}: the {modality} inputs were preprocessed differently from "
                          f"the run's training inputs ({shown}), so its features mean "
                          "something else to the model. Encode the new subjects with the "
                          f"run's preprocessing settings{spacing} and predict again")
+    differ = sorted(k for k in set(mine) & set(theirs) if not _same(mine[k], theirs[k]))
+    one_side = sorted(k for k in set(mine) ^ set(theirs) if not _becomes(k))
     notes = []
     if differ:
         notes.append(f"{modality}: inputs chosen or coded with other settings than the run's "
                      f"({', '.join(f'{k}: {_short(theirs[k])}' for k in differ)})")
-    if one_side := sorted(set(mine) ^ set(theirs)):
+    if one_side:
         notes.append(f"{modality}: {', '.join(one_side)} recorded for only one of the run's "
                      "training inputs and these (another version of mmpipe)")
-    if _code_keys(trained) != _code_keys(store) or not notes:
+    blocks = set(trained) & set(store)
+    code = _code_keys(trained, blocks) != _code_keys(store, blocks)
+    # what else moved the hash: a table's fields in another order (the signature says
+    # the features are the same) is no note
+    unexplained = not notes and all(trained.get(k) == store.get(k) for k in _NOT_COMPARED)
+    if code or unexplained:
         notes.append(f"{modality}: inputs read by another version of mmpipe's reading code "
                      "than the run's training inputs: the scores may shift")
     return notes

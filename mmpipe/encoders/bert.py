@@ -315,29 +315,45 @@ class BertTokenizer:
 
 
 # tokenizer_config.json's key for each BertNormalizer setting, and the default
-# transformers' BertTokenizerFast takes when the key is absent
+# transformers' BertTokenizer takes when the key is absent
 _NORMALISER_KEYS = {"lowercase": ("do_lower_case", True), "strip_accents": ("strip_accents", None),
                     "handle_chinese_chars": ("tokenize_chinese_chars", True)}
+# a BertNormalizer's own defaults, for a key its JSON leaves out
+_BERT_NORMALISER_DEFAULTS = {"clean_text": True, "lowercase": True, "strip_accents": None,
+                             "handle_chinese_chars": True}
 
 
 def _check_normaliser(path: Path, tok: Any, config: dict[str, Any]) -> None:
-    """Refuse a ``tokenizer.json`` whose normaliser transformers would rebuild: its
-    BertTokenizerFast replaces the normaliser when its lowercasing, accent stripping or
-    CJK handling disagrees with ``tokenizer_config.json`` (or that file's defaults where
-    it says nothing), so the model's own tokens differ from this file's. Only lowercasing
-    was compared, and only when the config stated it."""
-    normalizer = json.loads(tok.to_str()).get("normalizer") or {}
-    if normalizer.get("type") != "BertNormalizer":
+    """Refuse a ``tokenizer.json`` that transformers would not tokenise as it says: its
+    BertTokenizer (5.x) builds a BertNormalizer and BertPreTokenizer of its own from
+    ``tokenizer_config.json`` (that file's defaults where it says nothing), whatever the
+    file holds, so the model's own tokens differ from this file's where its lowercasing,
+    accent stripping, CJK handling or cleaning disagree, or where it normalises or
+    splits otherwise. Only lowercasing was compared, and only when the config stated it.
+    A folder whose ``tokenizer_class`` is ``PreTrainedTokenizerFast`` is read by
+    transformers as the file says."""
+    if config.get("tokenizer_class") == "PreTrainedTokenizerFast":
         return
-    differ = [(setting, key, normalizer[setting], config.get(key, default))
-              for setting, (key, default) in _NORMALISER_KEYS.items()
-              if setting in normalizer and normalizer[setting] != config.get(key, default)]
-    if differ:
-        raise WeightsError(f"{path}: " + "; ".join(
-            f"its normaliser's {setting} is {mine!r}, tokenizer_config.json's {key} "
-            f"{'says' if key in config else 'leaves to its default'} {theirs!r}"
-            for setting, key, mine, theirs in differ)
-            + ": transformers would tokenise with the latter; make them agree")
+    recipe = json.loads(tok.to_str())
+    normalizer = recipe.get("normalizer") or {}
+    kinds = [(part, (recipe.get(part) or {}).get("type"), want) for part, want in
+             (("normalizer", "BertNormalizer"), ("pre_tokenizer", "BertPreTokenizer"))]
+    other = [f"its {part} is {kind or 'none'}, not a {want}" for part, kind, want in kinds
+             if kind != want]
+    expected = {setting: config.get(key, default)
+                for setting, (key, default) in _NORMALISER_KEYS.items()} | {"clean_text": True}
+    differ = [] if other else [
+        f"its normaliser's {setting} is {normalizer.get(setting, _BERT_NORMALISER_DEFAULTS[setting])!r}, "
+        + (f"tokenizer_config.json's {_NORMALISER_KEYS[setting][0]} "
+           f"{'says' if _NORMALISER_KEYS[setting][0] in config else 'leaves to its default'} "
+           if setting in _NORMALISER_KEYS else "transformers' is ") + repr(want)
+        for setting, want in expected.items()
+        if normalizer.get(setting, _BERT_NORMALISER_DEFAULTS[setting]) != want]
+    if other or differ:
+        raise WeightsError(f"{path}: " + "; ".join(other + differ)
+                           + ": transformers' BertTokenizer would tokenise with its own "
+                           "BertNormalizer and BertPreTokenizer from tokenizer_config.json; "
+                           "make them agree")
 
 
 def _from_vocab(vocab: Path, config: dict[str, Any]) -> Any:

@@ -129,13 +129,16 @@ def _refuse_missing_text_taken(manifest: pl.DataFrame, fields: Sequence[str],
                                prompt: Mapping[str, Any],
                                rules: Mapping[str, tuple[set[str], dict[str, Any]]]) -> None:
     """Under ``missing: explicit``, a blank is written as ``missing_text``: a field that
-    also holds that text as a value ("unknown", a category of its own for the tabular
-    encoding) gave a blank and that value one prompt."""
+    has blanks and also holds that text as a value ("unknown", a category of its own for
+    the tabular encoding) gave a blank and that value one prompt."""
     said = str(prompt.get("missing_text", "unknown")).strip().casefold()
     taken = {}
     for field in fields:
         codes, mapping = rules[field]
-        for value in manifest[field].unique().to_list():
+        values = manifest[field].unique().to_list()
+        if not any(_is_missing(value, codes) for value in values):
+            continue  # no blank to confuse with it
+        for value in values:
             if not _is_missing(value, codes) and str(
                     mapping.get(canonical_value(value), _format(value))).strip().casefold() == said:
                 taken[field] = value

@@ -193,6 +193,18 @@ def test_a_tokenizer_file_transformers_would_read_otherwise_is_refused(tmp_path)
         BertTokenizer(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
     BertTokenizer(tmp_path)   # a cased model saved with its config agrees
+    # transformers 5's BertTokenizer builds its own BertNormalizer whatever the file
+    # holds: a cased normaliser inside a Sequence, with a silent config, was kept here
+    # while transformers lowercased
+    (tmp_path / "tokenizer_config.json").unlink()
+    wrapped = {**tok, "normalizer": {"type": "Sequence", "normalizers": [cased["normalizer"]]}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(wrapped))
+    with pytest.raises(WeightsError, match="its normalizer is Sequence, not a BertNormalizer"):
+        BertTokenizer(tmp_path)
+    # ...unless the folder says the file is the tokenizer as it stands
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    BertTokenizer(tmp_path)
     (tmp_path / "tokenizer.json").write_text(json.dumps({**tok, "post_processor": None}))
     (tmp_path / "tokenizer_config.json").unlink()
     with pytest.raises(WeightsError, match=r"not \[CLS\] \[SEP\]"):

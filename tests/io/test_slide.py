@@ -319,14 +319,18 @@ def test_a_plain_image_larger_than_the_machine_is_its_subjects_rejection(tmp_pat
     import mmpipe.io.slide as slide_module
 
     path = _plain(tmp_path, "huge.png", np.zeros((40, 60, 3), np.uint8))
-    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 3 - 1)
+    # decoding RGB peaks near 6 bytes a pixel (the decoded image alone is 3)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 6 - 1)
     with pytest.raises(SlideError, match=r"nor can it be read as a plain image \(a plain "
-                                         r"image of 60x40 pixels.*more than this "
+                                         r"image of 60x40 pixels \(RGB\).*more than this "
                                          r"machine's memory.*pyramidal TIFF"):
         open_slide(path, mpp_when_missing=0.5)
-    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 3)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 6)
     with open_slide(path, mpp_when_missing=0.5) as slide:
         assert slide.level_dimensions == ((60, 40),)
+    rgba = _plain(tmp_path, "huge_alpha.png", np.zeros((40, 60, 4), np.uint8))
+    with pytest.raises(SlideError, match=r"\(RGBA\)"):   # 25 bytes a pixel at its peak
+        open_slide(rgba, mpp_when_missing=0.5)
 
 
 def test_a_flat_tiff_read_as_a_plain_image_keeps_its_own_resolution(tmp_path):

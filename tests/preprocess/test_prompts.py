@@ -100,6 +100,7 @@ def test_an_explicit_missing_text_that_is_also_a_value_is_refused():
     built = build_prompts(manifest, ["sex", "age"], [], {**explicit, "missing_text": "blank"})
     assert built["prompt"].to_list()[:2] == ["Record. Sex: blank. Age 50.",
                                              "Record. Sex: Unknown. Age 50."]
-    # omitted blanks cannot collide
+    # omitted blanks cannot collide, nor can a field without blanks
     build_prompts(manifest, ["sex", "age"], [], PROMPT)
+    build_prompts(manifest.filter(pl.col("sex").is_not_null()), ["sex", "age"], [], explicit)
 

@@ -229,12 +229,12 @@ def test_a_store_preprocessed_differently_is_refused_or_noted_by_what_differs(tr
     # signature) say its features are the same, so the order is no difference
     reordered = copy_with("fields", preprocessing_hash="1" * 64,
                           preprocessing={**trained_record, "fields": FIELDS[::-1]})
-    assert "reading code" in predict_stores(run, {"clinical": reordered})["notes"][0]
+    assert predict_stores(run, {"clinical": reordered})["notes"].unique().to_list() == [""]
     # another transform is what each input becomes
     other = copy_with("transform", preprocessing_hash="2" * 64,
                       preprocessing={**trained_record, "transform": {"scale": 2}})
-    with pytest.raises(StoreError, match=r"preprocessed differently .*transform: trained on "
-                                         r"None, store has \{'scale': 2\}"):
+    with pytest.raises(StoreError, match=r"preprocessed differently .*transform\.scale: "
+                                         r"trained on None, store has 2"):
         predict_stores(run, {"clinical": other})
     assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
 
@@ -277,9 +277,20 @@ def test_volume_and_prompt_preprocessing_refused_by_setting_and_noted_by_cohort(
     # the reading code's own key is no setting
     assert "reading code" in check_encoding(
         "ct", "ct.zarr", store(dicom={**record["dicom"], "code": "b"}), sig)
-    # a recipe key a later version records: a note, not a refusal
-    later = store(transform={**record["transform"], "orientation": "RAS"})
-    assert "transform.orientation recorded for only one" in check_encoding(
+    # a transform setting one side leaves out is "none" there (most have no default):
+    # a window, a crop or a mask on one side only is refused (it was a note)
+    for changes in ({"transform": {"spacing": "median"}},
+                    {"transform": {**record["transform"], "roi_crop": {"margin": 4}}},
+                    {"mask": {"from": "totalsegmentator", "roi_subset": ["kidney_left"]}}):
+        with pytest.raises(StoreError, match="preprocessed differently"):
+            check_encoding("ct", "ct.zarr", store(**changes), sig)
+    with pytest.raises(StoreError, match=r"transform\.roi_crop\.margin: trained on 4, store "
+                                         r"has None"):
+        check_encoding("ct", "ct.zarr", store(), {**sig, "preprocessing": {
+            **record, "transform": {**record["transform"], "roi_crop": {"margin": 4}}}})
+    # a choosing setting a later version records: a note, not a refusal
+    later = store(dicom={**record["dicom"], "max_gap_factor": 1.5})
+    assert "dicom.max_gap_factor recorded for only one" in check_encoding(
         "ct", "ct.zarr", later, sig)
     older = {k: v for k, v in sig.items() if k != "preprocessing"}
     assert "preprocessing_hash differs" in check_encoding(
@@ -300,6 +311,15 @@ def test_volume_and_prompt_preprocessing_refused_by_setting_and_noted_by_cohort(
         "clinical", "c.zarr", prompts(value_maps={"sex": {"1": "male"}}), text)
     with pytest.raises(StoreError, match=r"prompt\.prompt\.header: trained on 'Patient\.'"):
         check_encoding("clinical", "c.zarr", prompts(header="Case."), text)
+    # the text of a blank is no setting where blanks are omitted, one where written
+    assert "reading code" in check_encoding("clinical", "c.zarr",
+                                            prompts(missing_text="n/a"), text)
+    explicit = {**text, "preprocessing": {"prompt": {**prompt, "prompt": {
+        **prompt["prompt"], "missing": "explicit", "missing_text": "unknown"}},
+        "transform": None}}
+    with pytest.raises(StoreError, match="prompt.prompt.missing_text: trained on 'unknown'"):
+        check_encoding("clinical", "c.zarr",
+                       prompts(missing="explicit", missing_text="n/a"), explicit)
 
 
 def test_stores_of_two_cohorts_are_refused_together(trained, tmp_path):
