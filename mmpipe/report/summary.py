@@ -605,22 +605,16 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
         return _mcar_feature_set_lines(own)
     if scenario == "completeness":
         return _completeness_feature_set_lines(own, rate)
-    lines = []
-    for (feature_set,), part in sorted(own.group_by("feature_set"), key=lambda g: g[0]):
-        # short of the masks' own rate (the rate where a run predates the masks' record):
-        # a store with fewer subjects than the manifest is no reason to say "kept"
-        met = (pl.min_horizontal(pl.col("mask_rate").fill_null(rate), pl.lit(rate))
-               if "mask_rate" in part.columns else pl.lit(rate))
-        off = part.filter(pl.col("feature_set_rate")
-                          < met - 1 / pl.col("feature_set_rate_of") - 1e-9)
-        if not len(off):
-            continue
-        mean = float(part["feature_set_rate"].mean())
-        lines.append(f"- **{feature_set}: the modality was taken from {mean * 100:.1f} % of "
-                     f"its test subjects having it, not {rate * 100:g} %**: the others have "
-                     "it as their only modality of this feature set, which the protocol "
-                     "keeps")
-    return lines
+    # short of the masks' own rate (the rate where a run predates the masks' record): a
+    # store with fewer subjects than the manifest is no reason to say "kept"
+    met = (pl.min_horizontal(pl.col("mask_rate").fill_null(rate), pl.lit(rate))
+           if "mask_rate" in own.columns else pl.lit(rate))
+    return _feature_sets_beyond(
+        own, pl.col("feature_set_rate") < met - 1 / pl.col("feature_set_rate_of") - 1e-9,
+        lambda feature_set, mean: (
+            f"- **{feature_set}: the modality was taken from {mean * 100:.1f} % of its test "
+            f"subjects having it, not {rate * 100:g} %**: the others have it as their only "
+            "modality of this feature set, which the protocol keeps"))
 
 
 def _completeness_feature_set_lines(own: pl.DataFrame, rate: float) -> list[str]:
@@ -628,19 +622,22 @@ def _completeness_feature_set_lines(own: pl.DataFrame, rate: float) -> list[str]
     masks' own, met within one subject, where they record it) beyond one of its subjects:
     the level is drawn over the scenario's modalities, and a subject that lost one outside
     a narrower feature set is complete in it, so "25 %" trained such a row on more."""
-    lines = []
-    for (feature_set,), part in sorted(own.group_by("feature_set"), key=lambda g: g[0]):
-        met = (pl.col("mask_rate").fill_null(rate) if "mask_rate" in part.columns
-               else pl.lit(rate))
-        if not len(part.filter(pl.col("feature_set_rate")
-                               > met + 1 / pl.col("feature_set_rate_of") + 1e-9)):
-            continue
-        mean = float(part["feature_set_rate"].mean())
-        lines.append(f"- **{feature_set}: {mean * 100:.1f} % of its complete training "
-                     f"subjects stayed complete in its modalities, not {rate * 100:g} %**: "
-                     "the level is drawn over the scenario's modalities, and a subject that "
-                     "lost one outside this feature set is complete in it")
-    return lines
+    met = pl.col("mask_rate").fill_null(rate) if "mask_rate" in own.columns else pl.lit(rate)
+    return _feature_sets_beyond(
+        own, pl.col("feature_set_rate") > met + 1 / pl.col("feature_set_rate_of") + 1e-9,
+        lambda feature_set, mean: (
+            f"- **{feature_set}: {mean * 100:.1f} % of its complete training subjects stayed "
+            f"complete in its modalities, not {rate * 100:g} %**: the level is drawn over "
+            "the scenario's modalities, and a subject that lost one outside this feature set "
+            "is complete in it"))
+
+
+def _feature_sets_beyond(own: pl.DataFrame, beyond: pl.Expr, line) -> list[str]:
+    """``line(feature_set, its mean rate)`` for each feature set (in name order) whose
+    rate on some seed is ``beyond`` the cell's."""
+    return [line(feature_set, float(part["feature_set_rate"].mean()))
+            for (feature_set,), part in sorted(own.group_by("feature_set"), key=lambda g: g[0])
+            if len(part.filter(beyond))]
 
 
 # seeds a feature set's MCAR rate must differ from its masks' on, all one way, to be named:
