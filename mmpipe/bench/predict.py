@@ -190,6 +190,11 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _off(value):
+    """A setting left out, null, false or empty: the transform step is off."""
+    return None if value is None or value is False or value == {} else value
+
+
 def _becomes(key: str) -> bool:
     return any(key == w or key.startswith(f"{w}.") for w in _WHAT_AN_INPUT_BECOMES)
 
@@ -205,7 +210,7 @@ def _preprocessing_note(modality: str, path, trained: dict, store: dict) -> list
     # out too: most transform keys have no default, and leaving one out is "none" (no
     # HU window, no crop), which another value contradicts
     hard = sorted(k for k in set(mine) | set(theirs)
-                  if _becomes(k) and not _same(mine.get(k), theirs.get(k)))
+                  if _becomes(k) and not _same(_off(mine.get(k)), _off(theirs.get(k))))
     if hard:
         shown = "; ".join(f"{k}: trained on {_short(mine.get(k))}, store has "
                           f"{_short(theirs.get(k))}" for k in hard)

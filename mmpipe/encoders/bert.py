@@ -330,9 +330,9 @@ def _check_normaliser(path: Path, tok: Any, config: dict[str, Any]) -> None:
     file holds, so the model's own tokens differ from this file's where its lowercasing,
     accent stripping, CJK handling or cleaning disagree, or where it normalises or
     splits otherwise. Only lowercasing was compared, and only when the config stated it.
-    A folder whose ``tokenizer_class`` is ``PreTrainedTokenizerFast`` is read by
-    transformers as the file says."""
-    if config.get("tokenizer_class") == "PreTrainedTokenizerFast":
+    A folder whose ``tokenizer_class`` is ``PreTrainedTokenizerFast`` (``TokenizersBackend``
+    as transformers 5 saves it) is read by transformers as the file says."""
+    if config.get("tokenizer_class") in ("PreTrainedTokenizerFast", "TokenizersBackend"):
         return
     recipe = json.loads(tok.to_str())
     normalizer = recipe.get("normalizer") or {}

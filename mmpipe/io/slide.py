@@ -326,6 +326,9 @@ def physical_memory_bytes() -> int:
 # megapixels, :class:`_PlainImageHandle`); an 8-bit RGB or grey image otherwise
 _DECODE_PEAK_BYTES = {"RGBA": 25, "LA": 25, "PA": 25, "RGBa": 25, "I;16": 16, "I;16B": 16,
                       "I;16L": 16, "I": 16, "F": 16}
+# a TIFF is decoded by tifffile, and Pillow calls a 16-bit colour TIFF RGB or RGBA: its
+# peak by (bits, samples) a pixel (measured on 6 megapixels, review of this check)
+_TIFF_PEAK_BYTES = {(16, 3): 21, (16, 4): 72}
 
 
 def _check_fits_in_memory(path: Path) -> None:
@@ -341,13 +344,29 @@ def _check_fits_in_memory(path: Path) -> None:
             (width, height), mode = probe.size, probe.mode
     except Exception:  # the decoder names what is wrong with it
         return
-    need, have = width * height * _DECODE_PEAK_BYTES.get(mode, 6), physical_memory_bytes()
+    per_pixel = _DECODE_PEAK_BYTES.get(mode, 6)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        per_pixel = max(per_pixel, _tiff_peak_bytes(path))
+    need, have = width * height * per_pixel, physical_memory_bytes()
     if need > have:
         raise SlideError(reason=f"a plain image of {width}x{height} pixels ({mode}), decoded "
                                 f"whole (about {need / 2**30:.1f} GiB at its peak), is more "
                                 f"than this machine's memory ({have / 2**30:.1f} GiB): "
                                 "convert it to a tiled pyramidal TIFF, which OpenSlide reads "
                                 "a region at a time", path=path)
+
+
+def _tiff_peak_bytes(path: Path) -> int:
+    """A 16-bit colour TIFF's decode peak a pixel (:data:`_TIFF_PEAK_BYTES`), 0 otherwise."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            key = (int(page.bitspersample), int(page.samplesperpixel))
+    except Exception:  # the decoder names what is wrong with it
+        return 0
+    return _TIFF_PEAK_BYTES.get(key, 0)
 
 
 class _PlainImageHandle:

@@ -331,6 +331,14 @@ def test_a_plain_image_larger_than_the_machine_is_its_subjects_rejection(tmp_pat
     rgba = _plain(tmp_path, "huge_alpha.png", np.zeros((40, 60, 4), np.uint8))
     with pytest.raises(SlideError, match=r"\(RGBA\)"):   # 25 bytes a pixel at its peak
         open_slide(rgba, mpp_when_missing=0.5)
+    # a 16-bit colour TIFF, which Pillow calls RGB, peaks near 21 bytes a pixel
+    import tifffile
+
+    deep = tmp_path / "deep.tif"
+    tifffile.imwrite(deep, np.zeros((40, 60, 3), np.uint16), photometric="rgb")
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 21 - 1)
+    with pytest.raises(SlideError, match="more than this machine's memory"):
+        open_slide(deep, mpp_when_missing=0.5)
 
 
 def test_a_flat_tiff_read_as_a_plain_image_keeps_its_own_resolution(tmp_path):

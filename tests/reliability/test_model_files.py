@@ -288,6 +288,10 @@ def test_volume_and_prompt_preprocessing_refused_by_setting_and_noted_by_cohort(
                                          r"has None"):
         check_encoding("ct", "ct.zarr", store(), {**sig, "preprocessing": {
             **record, "transform": {**record["transform"], "roi_crop": {"margin": 4}}}})
+    # ...but a step written off (false, null, empty) is the step left out
+    assert "reading code" in check_encoding(
+        "ct", "ct.zarr", store(transform={**record["transform"], "mask_out": False,
+                                          "roi_crop": {}}), sig)
     # a choosing setting a later version records: a note, not a refusal
     later = store(dicom={**record["dicom"], "max_gap_factor": 1.5})
     assert "dicom.max_gap_factor recorded for only one" in check_encoding(
