@@ -20,10 +20,11 @@ coded otherwise (the DICOM series choice and QC gates, tissue detection, the til
 an assumed mpp, a prompt's value maps and blank codes: what a new cohort may need), or
 read by another version of mmpipe's reading code, is scored with a warning, logged and
 written in the scores' ``notes`` column; so is any difference for a run saved before the
-record was kept, which has the settings' hash only. A store made for another of the run's modalities (``mri_t1=`` given the T2 store)
-is refused; one made for a modality the run does not know is scored with a note, since a
-new cohort may name its modalities otherwise. Stores of different cohorts are refused
-together: their subjects would be joined by ID.
+record was kept, which has the settings' hash only. A store made for another of the
+run's modalities (``mri_t1=`` given the T2 store) is refused; one made for a modality the
+run does not know is scored with a note, since a new cohort may name its modalities
+otherwise. Stores of different cohorts are refused together: their subjects would be
+joined by ID.
 """
 
 from __future__ import annotations
