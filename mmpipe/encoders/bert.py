@@ -335,22 +335,24 @@ def _check_normaliser(path: Path, tok: Any, config: dict[str, Any]) -> None:
     if config.get("tokenizer_class") in ("PreTrainedTokenizerFast", "TokenizersBackend"):
         return
     recipe = json.loads(tok.to_str())
-    normalizer = recipe.get("normalizer") or {}
-    kinds = [(part, (recipe.get(part) or {}).get("type"), want) for part, want in
-             (("normalizer", "BertNormalizer"), ("pre_tokenizer", "BertPreTokenizer"))]
-    other = [f"its {part} is {kind or 'none'}, not a {want}" for part, kind, want in kinds
-             if kind != want]
-    expected = {setting: config.get(key, default)
-                for setting, (key, default) in _NORMALISER_KEYS.items()} | {"clean_text": True}
-    differ = [] if other else [
-        f"its normaliser's {setting} is {normalizer.get(setting, _BERT_NORMALISER_DEFAULTS[setting])!r}, "
-        + (f"tokenizer_config.json's {_NORMALISER_KEYS[setting][0]} "
-           f"{'says' if _NORMALISER_KEYS[setting][0] in config else 'leaves to its default'} "
-           if setting in _NORMALISER_KEYS else "transformers' is ") + repr(want)
-        for setting, want in expected.items()
-        if normalizer.get(setting, _BERT_NORMALISER_DEFAULTS[setting]) != want]
-    if other or differ:
-        raise WeightsError(f"{path}: " + "; ".join(other + differ)
+    problems = []
+    for part, want in (("normalizer", "BertNormalizer"), ("pre_tokenizer", "BertPreTokenizer")):
+        kind = (recipe.get(part) or {}).get("type")
+        if kind != want:
+            problems.append(f"its {part} is {kind or 'none'}, not a {want}")
+    if not problems:
+        normalizer = recipe["normalizer"]
+        for setting, (key, default) in _NORMALISER_KEYS.items():
+            mine = normalizer.get(setting, _BERT_NORMALISER_DEFAULTS[setting])
+            want = config.get(key, default)
+            if mine != want:
+                how = "says" if key in config else "leaves to its default"
+                problems.append(f"its normaliser's {setting} is {mine!r}, "
+                                f"tokenizer_config.json's {key} {how} {want!r}")
+        if not normalizer.get("clean_text", True):
+            problems.append("its normaliser does not clean text, transformers' does")
+    if problems:
+        raise WeightsError(f"{path}: " + "; ".join(problems)
                            + ": transformers' BertTokenizer would tokenise with its own "
                            "BertNormalizer and BertPreTokenizer from tokenizer_config.json; "
                            "make them agree")
