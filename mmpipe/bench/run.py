@@ -96,15 +96,15 @@ def _rate_on_feature_set(stored: BenchData, masked: BenchData, idx: dict[str, np
     options = (record or {}).get("options") or {}
     if scenario == "completeness":
         named = options.get("modalities")
-        cols = [j for j, m in enumerate(stored.modalities) if named is None or m in named]
-        if len(cols) < 2:  # one modality is complete wherever it is present
+        names = [m for m in stored.modalities if named is None or m in named]
+        if len(names) < 2:  # one modality is complete wherever it is present
             return None
-        eligible = np.zeros(len(stored.y), dtype=bool)
-        eligible[idx["train"]] = True
-        eligible &= stored.present[:, cols].all(axis=1)
-        n = int(eligible.sum())
-        met = int((eligible & masked.present[:, cols].all(axis=1)).sum())
-        return {"rate": met / n if n else None, "rate_of": n}
+        parts = np.full(len(stored.y), "", dtype=object)
+        parts[idx["train"]] = "train"
+        rate, of = realised_rate(scenario, stored.present, masked.present,
+                                 cohort_modalities=stored.modalities, parts=parts,
+                                 modalities=names)
+        return {"rate": rate, "rate_of": of}
     if scenario not in ("mcar", "testmiss"):
         return None
     modality = options.get("modality")

@@ -102,6 +102,11 @@ def _field_rules(prompt: Mapping[str, Any], fields: Sequence[str]
     return {f: (missing_codes(prompt, f), value_map(value_maps.get(f) or {})) for f in fields}
 
 
+def _shown(value: Any, mapping: Mapping[str, Any]) -> Any:
+    """A present value as a prompt writes it: its value map's text, else the value."""
+    return mapping.get(canonical_value(value), _format(value))
+
+
 def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any],
             rules: Mapping[str, tuple[set[str], dict[str, Any]]]) -> tuple[str | None, int]:
     """(the prompt or None, the number of fields with a value), ``rules`` per field
@@ -120,8 +125,7 @@ def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, 
                 parts.append(template.format(field=field, value=missing_text))
             continue
         n_present += 1
-        shown = mapping.get(canonical_value(value), _format(value))
-        parts.append(template.format(field=field, value=shown))
+        parts.append(template.format(field=field, value=_shown(value, mapping)))
     return (" ".join(parts) if n_present else None), n_present
 
 
@@ -140,7 +144,7 @@ def _refuse_missing_text_taken(manifest: pl.DataFrame, fields: Sequence[str],
             continue  # no blank to confuse with it
         for value in values:
             if not _is_missing(value, codes) and str(
-                    mapping.get(canonical_value(value), _format(value))).strip().casefold() == said:
+                    _shown(value, mapping)).strip().casefold() == said:
                 taken[field] = value
     if taken:
         raise ConfigError(
