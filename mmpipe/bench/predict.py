@@ -153,8 +153,9 @@ def _settings(record: dict, prefix: str = "") -> dict[str, object]:
     """A preprocessing record as dotted setting -> value, without the blocks' code keys
     (a new version of the reading code is the workflow's to rerun, not a setting). A
     volume's ``transform.spacing`` is the spacing it was resampled to: a cohort's own
-    median (``median_spacing``) under ``spacing: median``; a prompt's ``missing_text``
-    is no setting where blanks are omitted."""
+    median (``median_spacing``) under ``spacing: median``; its crop is the margin it
+    crops at (``roi_crop: {}`` is margin 0); a prompt's ``missing_text`` is no setting
+    where blanks are omitted."""
     flat: dict[str, object] = {}
     for key, value in record.items():
         if (prefix and key == "code" and prefix.count(".") == 1) or (
@@ -168,6 +169,10 @@ def _settings(record: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     if not prefix:
+        # `roi_crop: {}` crops at margin 0 (masks.mask_steps), so it is the crop of
+        # `{margin: 0}`, not a step left out as another empty block is
+        if isinstance(flat.get("transform.roi_crop"), dict):
+            flat["transform.roi_crop.margin"] = flat.pop("transform.roi_crop").get("margin", 0)
         if "median_spacing" in flat:
             median = flat.pop("median_spacing")
             if flat.get("transform.spacing") == "median":

@@ -288,10 +288,20 @@ def test_volume_and_prompt_preprocessing_refused_by_setting_and_noted_by_cohort(
                                          r"has None"):
         check_encoding("ct", "ct.zarr", store(), {**sig, "preprocessing": {
             **record, "transform": {**record["transform"], "roi_crop": {"margin": 4}}}})
-    # ...but a step written off (false, null, empty) is the step left out
+    # ...but a step written off (false, null) is the step left out
     assert "reading code" in check_encoding(
         "ct", "ct.zarr", store(transform={**record["transform"], "mask_out": False,
-                                          "roi_crop": {}}), sig)
+                                          "roi_crop": None}), sig)
+    # an empty crop block crops at margin 0 (masks.mask_steps): a crop, refused against
+    # none (it read as a step left out), and the crop of `{margin: 0}`
+    with pytest.raises(StoreError, match=r"transform\.roi_crop\.margin: trained on None, "
+                                         r"store has 0"):
+        check_encoding("ct", "ct.zarr", store(transform={**record["transform"],
+                                                         "roi_crop": {}}), sig)
+    cropped = {**sig, "preprocessing": {
+        **record, "transform": {**record["transform"], "roi_crop": {"margin": 0}}}}
+    assert "reading code" in check_encoding(
+        "ct", "ct.zarr", store(transform={**record["transform"], "roi_crop": {}}), cropped)
     # a choosing setting a later version records: a note, not a refusal
     later = store(dicom={**record["dicom"], "max_gap_factor": 1.5})
     assert "dicom.max_gap_factor recorded for only one" in check_encoding(
