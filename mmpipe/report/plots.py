@@ -33,7 +33,7 @@ FAMILY_ORDER = (*families.FAMILY_ORDER, "other")
 # tab10 without its grey (kept for the baselines) and without red/green side by side
 _FAMILY_COLOURS = {"MMARE": "#d62728", "HyperMM": "#1f77b4", "HAM & comparators": "#2ca02c",
                    "BD & comparators": "#9467bd", "attention / graph": "#ff7f0e",
-                   "imputation": "#8c564b", "simple fusion": "#17becf",
+                   "simple fusion": "#17becf",
                    "single modality": "#bcbd22", "baselines": "#555555", "other": "#e377c2"}
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")

@@ -456,7 +456,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             top = auc_leaders[0]
             fams = [r.get("family") or "other" for r in auc_leaders]
             simple = [f for f in fams if f in SIMPLE]
-            kind = _simple_kind(simple) if simple else ""
+            # the leader's own kind where it is one (a simple fusion level with a
+            # baseline was called "a simple baseline")
+            kind = SIMPLE.get(fams[0]) or (_simple_kind(simple) if simple else "")
             line = (f"- by AUC the best is **{label(top)}** ({fams[0]}), "
                     f"{top['auc_mean']:.3f}")
             if len(auc_leaders) > 1:
@@ -490,7 +492,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                              f"on these test runs (no validation {name} to choose by), so "
                              "its p values are optimistic")
         if fusion is None:
-            lines.append("- no fusion method ran here")
+            # ran, but no seed has a value: "none ran" contradicted the flags below
+            idle = sorted((r for r in part.iter_rows(named=True)
+                           if (r.get("family") or "other") not in (single, baseline)),
+                          key=label)
+            lines.append(f"- {_names(idle, label)} ran but {'has' if len(idle) == 1 else 'have'} "
+                         f"no {name} on any seed: no fusion comparison" if idle else
+                         "- no fusion method ran here")
         else:
             # the single modality is chosen as the fusion is, on validation: the best of
             # several on the test runs it is compared on was "ahead of the fusion" three

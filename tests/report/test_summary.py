@@ -741,6 +741,34 @@ def test_single_and_baseline_runs_that_never_trained_are_not_said_not_to_have_ru
     assert not any("no single-modality or baseline run here" in x for x in lines)
 
 
+def test_fusion_runs_that_never_trained_are_not_said_not_to_have_run():
+    """The fusions with no value dropped out of the rows, and the summary said "no fusion
+    method ran here" above the flags saying they could not train."""
+    runs = _simple_fusion_runs({
+        "mmare": ("mmare", "MMARE", [None] * 4, None),
+        "single_ct": ("single", "single modality", [0.60, 0.62, 0.61, 0.63], 0.60),
+        "logreg": ("logreg", "baselines", [0.70, 0.72, 0.74, 0.71], 0.75)})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert ("- **mmare** ran but has no balanced accuracy on any seed: no fusion "
+            "comparison") in lines, lines
+    assert not any("no fusion method ran here" in x for x in lines)
+
+
+def test_the_auc_line_names_the_kind_of_the_simple_run_that_leads():
+    """A simple fusion leading by AUC, level with a baseline, was called "a simple
+    baseline" (the first kind in the summary's order, not the leader's)."""
+    runs = _simple_fusion_runs({
+        "mmare": ("mmare", "MMARE", [0.80, 0.82, 0.84, 0.81], 0.85),
+        "concat_zero": ("concat_zero", "simple fusion", [0.70, 0.72, 0.74, 0.71], 0.75),
+        "logreg": ("logreg", "baselines", [0.70, 0.72, 0.74, 0.71], 0.75)})
+    runs = runs.with_columns(auc=pl.when(pl.col("method") == "mmare").then(0.70)
+                             .otherwise(0.90))
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    auc = next(x for x in lines if x.startswith("- by AUC"))
+    assert auc.startswith("- by AUC the best is **concat_zero** (simple fusion)"), auc
+    assert auc.endswith("**by AUC a simple fusion has the best mean here**"), auc
+
+
 def test_a_fusion_chosen_on_the_score_its_early_stopping_watched_says_so():
     """MMARE stops on validation balanced accuracy, the score the fusion compared is chosen
     by: its validation value is the best of its epochs, and tilted the choice to it."""
