@@ -95,6 +95,12 @@ def setup(job, items) -> None:
         if cached + arr.nbytes <= CACHE_BYTES:
             arrays[item.subject_id] = arr
             cached += arr.nbytes
+    if not items and not job.rejected_paths:
+        # a store of features 0 wide was written and could not be opened
+        raise FeatureCohortError(
+            f"{job.modality}: no subject of the cohort has a feature file, so nothing gives "
+            f"the store its feature shape; set encoders.{job.cfg.get('name', '<name>')}."
+            "feature_shape to store every subject as absent, or drop the modality")
     if not shapes:
         job.feature_shape = (0,)
         job.attrs["feature_shape_source"] = "no readable feature file"

@@ -70,6 +70,11 @@ def setup(job, items) -> None:
         except InputError as err:
             errors[item.subject_id] = err.reason
     job.state = {"files": files, "errors": errors}
+    if not items and not job.rejected_paths:
+        # a store of features 0 wide was written and could not be opened
+        raise InputError(f"{job.modality}: no subject of the cohort has a tile feature file, "
+                         "so nothing gives the store its feature dimension; drop the "
+                         "modality, or give the files' folder")
     if not files:
         job.feature_shape = (0,)
         log.warning("%s: no readable tile feature file (%d with a path)", job.modality, len(items))

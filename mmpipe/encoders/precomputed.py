@@ -146,6 +146,34 @@ def _value_error_reason(exc: ValueError, path: Path) -> str:
     return f"cannot read features: {type(exc).__name__}: {exc}"
 
 
+# the largest integer below which float32 holds every integer exactly
+_FLOAT32_EXACT_INT = 2**24
+
+
+def as_float32(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
+    """Numeric features as the store's float32, refused where that would change them
+    without a word: NaN or inf in the file, integers float32 rounds (past 2^24: an ID
+    or a count read as a feature), finite values past float32's range (they became inf
+    and were reported as NaN the file does not hold)."""
+    if arr.dtype.kind == "f":
+        bad = int(arr.size - np.isfinite(arr).sum())
+        if bad:
+            raise InputError(f"{what} hold {bad} non-finite value(s) (NaN/inf) of {arr.size}",
+                             path)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
+        top = max(abs(float(arr.min())), abs(float(arr.max())))
+        if top > np.finfo(np.float32).max:
+            raise InputError(f"{what} hold values past float32's range (largest magnitude "
+                             f"{top:.3g}), which the store's float32 cannot hold", path)
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize > 2 and arr.size:
+        top = max(abs(int(arr.min())), abs(int(arr.max())))
+        if top > _FLOAT32_EXACT_INT:
+            raise InputError(f"{what} are integers up to {top}, past 2^24, which the "
+                             "store's float32 rounds: store them as floats if they are "
+                             "features", path)
+    return arr.astype(np.float32, copy=False)
+
+
 def load_feature_file(path: str | Path, key: str | None = None, flatten: bool = True) -> np.ndarray:
     """One subject's pre-extracted features as float32.
 
@@ -172,10 +200,7 @@ def load_feature_file(path: str | Path, key: str | None = None, flatten: bool = 
         raise InputError(f"features have non-numeric dtype {arr.dtype}", path)
     if arr.size == 0:
         raise InputError(f"features are empty (shape {arr.shape})", path)
-    arr = arr.astype(np.float32, copy=False)
-    bad = int((~np.isfinite(arr)).sum())
-    if bad:
-        raise InputError(f"features hold {bad} non-finite value(s) (NaN/inf) of {arr.size}", path)
+    arr = as_float32(arr, "features", path)
     if flatten:
         arr = np.squeeze(arr)
         if arr.ndim == 0:

@@ -393,7 +393,7 @@ def _same_rows(h5_features, feats: np.ndarray, sibling: Path) -> None:
 def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's features (float32 [N, D]) and tile coordinates (int64 [N, 2] in
     ``coords_unit``; micrometres rounded to whole ones), or None without coordinates."""
-    from mmpipe.encoders.precomputed import load_feature_file
+    from mmpipe.encoders.precomputed import as_float32, load_feature_file
 
     path = tf.path
     pt = path.suffix.lower() == ".pt"
@@ -411,8 +411,8 @@ def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
                                    feats, tf.coords_file)
         else:
             with _open(path) as f:
-                feats = _finite(np.asarray(_in_file(f[name], name, path)[()],
-                                           dtype=np.float32), "features", path)
+                feats = as_float32(np.asarray(_in_file(f[name], name, path)[()]),
+                                   "features", path)
                 coords = _in_file(f["coords"], "coords", path)[()]
         if coords is not None:
             coords = np.asarray(coords, dtype=np.float64)

@@ -84,6 +84,35 @@ def test_a_wrong_folder_fails_the_job_instead_of_writing_a_store_of_rejections(
     assert not (tmp_path / "feat.zarr").exists()
 
 
+def test_a_features_modality_nobody_has_stops_the_job_or_takes_the_configured_shape(
+        tmp_path, cfg):
+    """No subject with a feature file: the shape was set to (0,) and a store of features
+    0 wide was written, finished, which every reader failed to open (a division by zero,
+    naming nothing)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cohort.csv").write_text("id,y,feat,age\na,1,,60\nb,0,,70\nc,1,,50\n")
+    cohort_cfg = {"adapter": "csv", "csv": str(data / "cohort.csv"), "subject_column": "id",
+                  "labels": ["y"], "modalities": {
+                      "feat": {"kind": "features", "column": "feat", "encoders": ["precomputed"]},
+                      "clinical": {"kind": "table", "fields": ["age"], "encoders": ["tabular"]}}}
+    cohort_dir = tmp_path / "results" / "toy"
+    build_manifest("toy", cohort_cfg, cohort_dir, base_dir=tmp_path)
+    full = {**cfg, "cohorts": {"toy": cohort_cfg}}
+    params = encoder_params(full, "toy", "feat", "precomputed")
+    with pytest.raises(FeatureCohortError, match=r"feat: no subject of the cohort has a "
+                                                 r"feature file.*feature_shape"):
+        encode_store(cohort_dir, "feat", params, tmp_path / "feat.zarr", device="cpu")
+    assert not (tmp_path / "feat.zarr").exists()
+    # the shape stated: a store of absent subjects, which opens
+    shaped = {**full, "encoders": {**full["encoders"], "precomputed": {
+        **full["encoders"]["precomputed"], "feature_shape": [6]}}}
+    params = encoder_params(shaped, "toy", "feat", "precomputed")
+    f = FeatureStore(encode_store(cohort_dir, "feat", params, tmp_path / "feat.zarr",
+                                  device="cpu")).to_numpy()
+    assert list(f.status) == ["absent"] * 3 and f.emb.shape == (3, 6)
+
+
 def test_rejections_before_the_loop_count_in_every_loop(tmp_path, cfg, monkeypatch):
     """Whatever the loop checks itself, a job whose every subject with an input was
     rejected, before the loop or in it, writes no store."""

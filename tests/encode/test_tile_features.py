@@ -163,6 +163,16 @@ def _run(paths: dict, cfg: dict | None = None):
     return job, writer
 
 
+def test_a_modality_nobody_has_a_file_of_stops_the_job():
+    """No subject with a file: a store of features 0 wide was written, finished, and no
+    reader could open it."""
+    from mmpipe.errors import InputError
+
+    with pytest.raises(InputError, match=r"wsi: no subject of the cohort has a tile feature "
+                                         r"file"):
+        _run({})
+
+
 def _feats(n=3, dim=4):
     return np.ones((n, dim), np.float32)
 

@@ -98,6 +98,23 @@ def test_pickles_are_refused_without_unpickling(tmp_path):
     assert not (tmp_path / "sprung").exists()
 
 
+@pytest.mark.parametrize(("values", "reason"), [
+    (np.array([2**24 + 1, 1, 2], np.int64), r"integers up to 16777217, past 2\^24"),
+    (np.array([2**64 - 1], np.uint64), r"integers up to 18446744073709551615"),
+    (np.array([1e39, 1.0]), r"values past float32's range \(largest magnitude 1e\+39\)"),
+])
+def test_values_float32_would_change_are_refused(tmp_path, values, reason):
+    """Cast to the store's float32 without a word: 2^24 + 1 became 2^24, and a finite
+    1e39 became inf, reported as NaN/inf the file does not hold."""
+    p = tmp_path / "f.npy"
+    np.save(p, values)
+    with pytest.raises(InputError, match=reason):
+        load_feature_file(p)
+    exact = tmp_path / "exact.npy"
+    np.save(exact, np.array([2**24, -(2**24), 7], np.int64))
+    np.testing.assert_array_equal(load_feature_file(exact), [2**24, -(2**24), 7])
+
+
 def test_truncated_npz(tmp_path):
     p = tmp_path / "f.npz"
     np.savez(p, np.ones(1000))
