@@ -322,6 +322,16 @@ class BidirectionalDistillation(_MissingModalityMethod):
                  + t["ce_single"] + lam_s * (t["feat_to_single"] + t["kl_to_single"]))
         return total, t["logits"]
 
+    def validation_loss(self, x, present, y, class_weight=None):
+        """The task alone: the cross-entropy of the test-time output over every validation
+        subject, each through the branch the test takes. The official code keeps the
+        epoch of the best validation F1 of that output (``main.py``); the feature terms,
+        about two thirds of the joint loss, fall for as long as the branches train, so
+        watched with it early stopping never stopped and kept an epoch chosen by feature
+        matching."""
+        logits = self(x, present)
+        return F.cross_entropy(logits, y, weight=class_weight), logits
+
     def multi_loss(self, x, present, y, class_weight=None):
         """Phase "multi": cross-entropy of the multi-modal branch alone. The logits validated
         are the test-time ones; the single-modal branch does not move in this phase, so
@@ -343,7 +353,9 @@ class BidirectionalDistillation(_MissingModalityMethod):
             f"bd: λs={hp['lambda_s']}, λm={hp['lambda_m']} (official code 0.2), τ={hp['tau']}, "
             f"KL form {hp['kd_form']!r}; the multi-modal branch"
             + (" is pre-trained alone, then" if hp["pretrain_multi"] else "")
-            + " trains jointly at the single-modal branch's learning rate (official: 1/100).",
+            + " trains jointly at the single-modal branch's learning rate (official: 1/100); "
+            "early stopping watches the test-time output's validation cross-entropy (official: "
+            "its F1).",
             *(["bd: an absent other modality's block of encoded features is left out of the "
                "feature losses, and a row with no other modality out of the multi-modal "
                "branch's feature term."] if hp["train_subjects"] != "complete" else []),
@@ -454,6 +466,12 @@ class AutoEncoderImpute(_MissingModalityMethod):
     def loss(self, x, present, y, class_weight=None):
         ce, rec, logits = self._terms(x, present, y, class_weight)
         return ce + float(self.hparams["lambda_rec"]) * rec, logits
+
+    def validation_loss(self, x, present, y, class_weight=None):
+        """The task alone (``ae_training: joint``; the pretrain phases watch their own):
+        the reconstruction term falls by itself as the generator trains."""
+        ce, _, logits = self._terms(x, present, y, class_weight)
+        return ce, logits
 
     def phases(self, train_cfg):
         settings = phase_settings(train_cfg)

@@ -188,6 +188,25 @@ def test_loss_is_the_paper_sum_with_its_lambdas_and_tau(shapes, kd_form):
     assert not torch.allclose(hot.loss_terms(x, present, y)["kl_to_single"], kl)
 
 
+@pytest.mark.parametrize("cls,hp", [(BidirectionalDistillation, {}),
+                                    (AutoEncoderImpute, {"ae_training": "joint"})])
+def test_early_stopping_watches_the_task_not_the_auxiliary_terms(cls, hp, shapes, batch):
+    """The joint loss was watched: BD's feature terms (two thirds of it) and the AE's
+    reconstruction fall for as long as the model trains, so early stopping never stopped
+    (the official BD keeps the best validation F1 of the test-time output)."""
+    x, present, y = batch
+    model = build(cls, shapes, **hp)
+    with torch.no_grad():
+        watched, logits = model.validation_loss(x, present, y)
+        torch.testing.assert_close(logits, model(x, present))
+        if cls is BidirectionalDistillation:
+            task = F.cross_entropy(model(x, present), y)
+        else:
+            task = model.classifier_loss(x, present, y)[0]
+        torch.testing.assert_close(watched, task)
+        assert model.loss(x, present, y)[0] > watched + 1e-3
+
+
 def _grads(model, term, x, present, y):
     model.zero_grad()
     model.loss_terms(x, present, y)[term].backward()
