@@ -778,6 +778,15 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             if name not in scenarios:
                 problems.append(f"{where}.runs.{method}: scenario {name!r} is not among the "
                                 f"cohort's scenarios {sorted(scenarios)}")
+        # BD's protocol: the branch for subjects without a modality is built for the one
+        # that goes missing at test; another sent those subjects to the multi-modal branch
+        # with the other modality zero-filled
+        gone = scenarios.get("testmiss") if "testmiss" in run_scenarios else None
+        wanted = (methods.get(method) or {}).get("missing_modality")
+        if isinstance(gone, dict) and wanted is not None and gone.get("modality") != wanted:
+            problems.append(f"{where}.runs.{method}: missing_modality {wanted!r} is not the "
+                            f"modality the testmiss scenario removes at test time "
+                            f"({gone.get('modality')!r})")
     for run in benchmark_runs(cfg, cname) if not problems else []:
         mods = sorted(bench["feature_sets"][run["feature_set"]])
         shapes = _feature_shapes(cfg, bench["feature_sets"][run["feature_set"]])

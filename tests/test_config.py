@@ -1193,3 +1193,18 @@ def test_ixi_gives_masks_only_from_its_brain_masks_folder(tmp_path, brain_masks,
             load_config_layers(layers)
     else:
         load_config_layers(layers)
+
+
+def test_bds_missing_modality_is_the_one_the_testmiss_scenario_removes(raw_config):
+    """BD's single-modal branch is built for its missing_modality: a testmiss scenario
+    removing another sent those test subjects to the multi-modal branch with the other
+    modality zero-filled, and nothing said so."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["benchmark"]["scenarios"]["testmiss"]["modality"] = "wsi"
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    for method in ("bd", "bd_filling", "ae_impute"):
+        assert (f"config.cohorts.demo.benchmark.runs.{method}: missing_modality 'clinical' is "
+                "not the modality the testmiss scenario removes at test time ('wsi')"
+                ) in str(err.value)
+    assert "runs.ensemble: missing_modality" not in str(err.value)
