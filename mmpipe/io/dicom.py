@@ -20,13 +20,17 @@ differs from it for overlapping or gapped acquisitions). A missing slice that
 its neighbours, and the note says where.
 
 Nothing is dropped without a trace. A file that is not a DICOM image (a ``.txt``,
-a DICOMDIR, random bytes) or whose pixel data is cut short is *skipped*: it is
-logged, and :func:`dicom_to_nifti` lists it in its summary (``skipped``) and in a
-short ``note`` that the shard's QC row carries as its reason. A converted subject
-with skipped files stays ``ok``; only hidden files (``.DS_Store``) are ignored
-without a word. A file whose header belongs to the *selected* series but whose
-pixels cannot be read makes that series incomplete: the folder is rejected and
-the file named, rather than converted with a slice missing.
+a DICOMDIR, a report, random bytes under a name no DICOM file takes) or whose pixel
+data is cut short is *skipped*: it is logged, and :func:`dicom_to_nifti` lists it in
+its summary (``skipped``) and in a short ``note`` that the shard's QC row carries as
+its reason. A converted subject with skipped files stays ``ok``; only hidden files
+(``.DS_Store``) are ignored without a word. A file whose header belongs to the
+*selected* series but whose pixels cannot be read makes that series incomplete: the
+folder is rejected and the file named, rather than converted with a slice missing. A
+damaged file of no series that can be read (an I/O error; empty, unparseable or cut
+before its SeriesInstanceUID while its name, preamble or SOP class says DICOM: an
+interrupted download) could be an end slice of any series, which no gap would show:
+the folder is rejected naming it, as a link not fetched is.
 
 One folder is one patient's one study. Every image header's PatientID and
 StudyInstanceUID are read; a folder whose series disagree on either is rejected
@@ -119,6 +123,8 @@ class SeriesInfo:
     # files of this series (by their SeriesInstanceUID) whose image header cannot be read:
     # no position places them, so a volume read without them could lack any slice
     header_broken: list[Path] = field(default_factory=list, repr=False)
+    # whether its files were ordered into positions (not when a defect stopped that first)
+    ordered: bool = field(default=True, repr=False)
     # distinct (RescaleSlope, RescaleIntercept) of the files read (the kept volume's)
     rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
     # distinct (PixelRepresentation, BitsStored) of the files read
@@ -156,8 +162,12 @@ class SeriesInfo:
     def label(self) -> str:
         """Short human description for logs and error messages."""
         number = "?" if self.series_number is None else self.series_number
+        # a series whose defects stopped it before its positions were told apart counts
+        # only its files (each was called a position)
+        counted = (f"{self.n_slices} positions from {self.n_files_total} files"
+                   if self.ordered else f"{self.n_files_total} files")
         return (f"series {number} {self.description!r} ({self.modality}, uid {self.series_uid}, "
-                f"{self.n_slices} positions from {self.n_files_total} files)")
+                f"{counted})")
 
     def short_label(self) -> str:
         return str(self.series_number) if self.series_number is not None else f"uid {self.series_uid}"
@@ -166,7 +176,9 @@ class SeriesInfo:
         """What a QC record says about a series that was found."""
         return {"series_uid": self.series_uid, "series_number": self.series_number,
                 "description": self.description, "modality": self.modality,
-                "n_slices": self.n_slices, "n_files_total": self.n_files_total,
+                # no count of positions where a defect stopped their ordering
+                "n_slices": self.n_slices if self.ordered else None,
+                "n_files_total": self.n_files_total,
                 "patient_ids": list(self.patient_ids), "study_uids": list(self.study_uids),
                 "problem": self.problem}
 
@@ -304,6 +316,27 @@ def _is_image_storage(ds) -> bool:
         return False
 
 
+# the series a damaged file names when it names none: it could be a slice of any
+SERIES_UNKNOWN = ("", False)
+# the names DICOM files are given: such a file that cannot be parsed is a damaged slice,
+# where another name is a foreign file (notes, a viewer's index)
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
+def _named_dicom(path: Path) -> bool:
+    return path.suffix.lower() in _DICOM_SUFFIXES
+
+
+def _has_magic(path: Path) -> bool:
+    """The DICOM preamble's magic (PS3.10 7.1: 128 bytes, then ``DICM``)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return True  # it read as damaged: a read error is no foreign file
+
+
 def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
                                       tuple[str, bool] | None]:
     """Header of one file, or (None, (short, full) reason it is skipped, (series UID,
@@ -314,8 +347,11 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
     An image of a known series whose header cannot be read (a file cut inside it, a
     damaged element; pydicom converts an element when it is first read) comes back as
     (None, reason, its SeriesInstanceUID): it belongs to that series at an unknown place.
-    A file cut before its SeriesInstanceUID says of no series whether it was a slice or a
-    copy: it is skipped, and the conversion's note names it.
+    A file that cannot be read (an I/O error), or that says it is DICOM (its name, its
+    preamble, its image SOP class) and cannot be parsed or ends before its
+    SeriesInstanceUID, is damaged and of no known series (``SERIES_UNKNOWN``): it could
+    be an end slice of any, which no gap would show. Other files without an image
+    header are foreign and skipped.
     """
     import warnings
 
@@ -341,12 +377,25 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
             remaining = size - fh.tell()
             element = fh.read(12)  # the PixelData element's tag, VR and length
     except Exception as err:  # pydicom raises many types on garbage; all mean "not readable"
+        if isinstance(err, OSError) or _named_dicom(path) or _has_magic(path):
+            # a read error, or a file that says it is DICOM and cannot be parsed: a slice of
+            # some series, damaged (an interrupted download)
+            return None, ("damaged DICOM file", f"a damaged DICOM file, of no series that "
+                          f"can be read ({type(err).__name__}: {err})"), SERIES_UNKNOWN
         return None, ("not a readable DICOM file",
                       f"not a readable DICOM file ({type(err).__name__}: {err})"), None
     not_image = (("not a DICOM file", "not a DICOM file (no DICOM preamble, and no image "
                   "header when parsed without one)") if forced else
                  ("not a DICOM image", "not a DICOM image (no SeriesInstanceUID/Rows/"
                   "Columns, e.g. a DICOMDIR or report)"))
+    if _is_image_storage(ds) or (forced and _named_dicom(path)) or (
+            not forced and not len(ds) and not len(getattr(ds, "file_meta", ()) or ())):
+        # an image by its SOP class, a file named .dcm that parses to nothing, or the DICM
+        # magic and nothing after it: cut before its series (checked below) is damage
+        damaged = ("damaged DICOM file", "a damaged DICOM file, cut before its "
+                   "SeriesInstanceUID (its series cannot be read)")
+    else:
+        damaged = None
     # as read from the file, before the first access converts it (and forgets where)
     try:
         raw = ds.get_item(0x0020000E)
@@ -357,9 +406,9 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
     try:
         uid = str(ds.SeriesInstanceUID)
     except Exception:
-        # nothing says of which series it was, a slice or a copy (cut before its series:
-        # skipped, and the conversion's note names it)
-        return None, not_image, None
+        # nothing says of which series it was: a slice cut short is damage to any of them
+        # (an end slice lost leaves no gap to show it), anything else no image
+        return (None, damaged, SERIES_UNKNOWN) if damaged else (None, not_image, None)
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception as err:
@@ -531,6 +580,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
     )
     if defects:
+        info.ordered = False
         return info  # ordering along a normal means nothing without one geometry
 
     normal = info.normal
@@ -538,6 +588,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     choice = one_volume(headers, _slots(along))
     if choice.problem:
         info.defects.append(choice.problem)
+        info.ordered = False
         return info
     kept = choice.kept
     info.repeats = choice.note
@@ -605,13 +656,25 @@ def _geometry_defects(headers: list[_Header]) -> list[str]:
     if defects:
         return defects
     distinct = [np.asarray(headers[0].orientation)]
+    members: list[list[_Header]] = [[headers[0]]]
     for h in headers[1:]:
         o = np.asarray(h.orientation)
-        if not any(np.max(np.abs(o - d)) <= ORIENTATION_TOL for d in distinct):
+        near = [i for i, d in enumerate(distinct) if np.max(np.abs(o - d)) <= ORIENTATION_TOL]
+        if near:
+            members[near[0]].append(h)
+        else:
             distinct.append(o)
+            members.append([h])
     if len(distinct) > 1:
+        # the files off the most common orientation (a scout, a reformat in the series),
+        # named so that they can be taken out
+        usual = max(range(len(members)), key=lambda i: len(members[i]))
+        odd = [h for i, group in enumerate(members) if i != usual for h in group]
         defects.append(f"mixed orientations ({len(distinct)} distinct "
-                       "ImageOrientationPatient in one series)")
+                       f"ImageOrientationPatient in one series; {len(odd)} of "
+                       f"{len(headers)} files off the most common "
+                       f"{_backslashed(distinct[usual])}: "
+                       f"{_files_with(odd, lambda h: _backslashed(h.orientation))})")
     for o in distinct:
         # PS3.3 C.7.6.2.1.1: the row and column cosines are orthogonal unit vectors;
         # otherwise the normal, the spacing along it and the shear test mean nothing
@@ -783,12 +846,15 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
     skipped: list[SkippedFile] = []
     broken: dict[str, list[SkippedFile]] = defaultdict(list)  # by the series they name
     cut_uids: set[str] = set()   # UIDs read from a file that ends inside their value
+    damaged: list[SkippedFile] = []   # of no series that can be read
     for path in files:
         header, why, broken_of = _read_header(path)
         if why is not None:
             log.warning("skipping %s: %s", path, why[1])
         if header is None:
-            if broken_of is not None:
+            if broken_of == SERIES_UNKNOWN:
+                damaged.append(SkippedFile(path, *why))  # type: ignore[misc]
+            elif broken_of is not None:
                 broken[broken_of[0]].append(SkippedFile(path, *why))  # type: ignore[misc]
                 if broken_of[1]:
                     cut_uids.add(broken_of[0])
@@ -796,6 +862,16 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
                 skipped.append(SkippedFile(path, *why))  # type: ignore[misc]
             continue
         groups[header.series_uid].append(header)
+    if damaged:
+        # as a link not fetched: a series read without them could lack its end slices,
+        # stored as if whole with a note calling them foreign files
+        raise DicomSeriesError(
+            f"{len(damaged)} of the folder's files are damaged DICOM files whose series "
+            "cannot be read, so any series could be missing slices: "
+            + ", ".join(f"{_relative(f.path, folder)} ({f.detail})"
+                        for f in damaged[:NOTE_FILES])
+            + (", ..." if len(damaged) > NOTE_FILES else "")
+            + "; download them again, or remove them if they belong to no series", path=folder)
     for uid in [u for u in broken if u not in groups]:
         # a UID cut short with its file is the start of its series' one; a whole UID that
         # begins another's (…777.1 and …777.12) is its own series, absent here

@@ -363,7 +363,7 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning_and_listed(tmp_pat
     data = paths[7].read_bytes()
     truncated.write_bytes(data[:-100])  # a copy of slice 7 with its pixel data cut short
     (folder / "notes.txt").write_text("not a dicom file\n")
-    (folder / "header_only.dcm").write_bytes(data[:200])
+    (folder / "viewer.idx").write_bytes(b"\x07" * 300)  # a foreign file of no DICOM name
     (folder / ".DS_Store").write_bytes(b"\0\1")  # hidden: ignored without a word
     with caplog.at_level(logging.WARNING, logger="mmpipe.io.dicom"):
         image, info = read_dicom_series(folder)
@@ -371,17 +371,17 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning_and_listed(tmp_pat
     assert info.n_files_total == 9 and info.n_duplicates_dropped == 1
     assert image.GetSize() == (N, N, 8) and truncated not in info.files
     warned = caplog.text
-    for name in ("truncated_copy.dcm", "notes.txt", "header_only.dcm"):
+    for name in ("truncated_copy.dcm", "notes.txt", "viewer.idx"):
         assert name in warned
     assert "truncated pixel data" in warned and ".DS_Store" not in warned
 
     summary = dicom_to_nifti(folder, tmp_path / "out.nii.gz")
     skipped = {f["file"]: f["reason"] for f in summary["skipped"]}
-    assert skipped == {"header_only.dcm": skipped["header_only.dcm"], "notes.txt": "not a DICOM file",
+    assert skipped == {"notes.txt": "not a DICOM file", "viewer.idx": "not a DICOM file",
                        "truncated_copy.dcm": "truncated pixel data"}
     assert summary["n_files_in_folder"] == 11
-    assert summary["note"].startswith("converted; skipped 3 of 11 files: header_only.dcm (")
-    assert "notes.txt (not a DICOM file)" in summary["note"] and ".DS_Store" not in summary["note"]
+    assert summary["note"].startswith("converted; skipped 3 of 11 files: notes.txt (")
+    assert ".DS_Store" not in summary["note"]
     assert "512 expected" in next(f["detail"] for f in summary["skipped"]
                                   if f["file"] == "truncated_copy.dcm")
 
@@ -395,15 +395,50 @@ def test_a_clean_series_has_an_empty_note(tmp_path):
     assert summary["folder_mix"] is None and summary["n_files_in_folder"] == 6
 
 
-def test_last_slice_of_random_bytes_converts_the_rest_with_a_note(tmp_path):
+@pytest.mark.parametrize("damage", ["random_bytes", "empty", "header_cut_before_uid",
+                                    "magic_only", "read_error"])
+def test_a_damaged_file_of_no_known_series_rejects_the_folder(tmp_path, damage, monkeypatch):
+    """A last slice of random bytes, empty, or cut before its SeriesInstanceUID (an
+    interrupted download) was skipped as "not a DICOM file/image", and the series was
+    stored "ok" one end slice short; a read error the same. Nothing tells of which series
+    it was, so any could be short: the folder is rejected naming it, as a link not
+    fetched is."""
     _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k}.dcm" for k in range(8)])
-    paths[7].write_bytes(np.random.default_rng(0).bytes(len(paths[7].read_bytes())))
+    data = paths[7].read_bytes()
+    if damage == "random_bytes":
+        paths[7].write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif damage == "empty":
+        paths[7].write_bytes(b"")
+    elif damage == "header_cut_before_uid":
+        paths[7].write_bytes(data[:200])
+    elif damage == "magic_only":
+        paths[7].write_bytes(data[:132])
+    else:
+        import builtins
+
+        real = builtins.open
+
+        def failing(file, *args, **kwargs):
+            if str(file) == str(paths[7]):
+                raise OSError(5, "Input/output error")
+            return real(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", failing)
+    with pytest.raises(DicomSeriesError) as err:
+        dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert err.value.reason.startswith("1 of the folder's files are damaged DICOM files whose "
+                                       "series cannot be read, so any series could be missing "
+                                       "slices: IM7.dcm (a damaged DICOM file"), err.value.reason
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_damaged_file_named_otherwise_without_the_dicom_magic_is_foreign(tmp_path):
+    """Random bytes under a name no DICOM file takes: a foreign file, skipped and named."""
+    _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k}.dcm" for k in range(8)])
+    (tmp_path / "dcm" / "IM8").write_bytes(np.random.default_rng(0).bytes(600))
     summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
-    # nothing in the readable files tells that IM7 was a slice of the series: it is
-    # converted from 7 slices, but the QC note names the file
-    assert summary["n_slices"] == 7
-    assert summary["note"] == "converted; skipped 1 of 8 files: IM7.dcm (not a DICOM file)"
-    assert [f["file"] for f in summary["skipped"]] == ["IM7.dcm"]
+    assert summary["n_slices"] == 8
+    assert summary["note"] == "converted; skipped 1 of 9 files: IM8 (not a DICOM file)"
 
 
 def test_truncated_interior_slice_rejects_naming_the_file(tmp_path, caplog):
@@ -665,12 +700,12 @@ def test_unreadable_slice_of_another_series_is_only_noted(tmp_path):
 
 
 def test_gap_rejection_names_the_unreadable_file_behind_it(tmp_path):
-    _, paths = write_series(tmp_path, n=8, names=[f"IM{k}.dcm" for k in range(8)])
-    paths[4].write_bytes(b"garbage" * 50)
+    _, paths = write_series(tmp_path, n=8, names=[f"IM{k}" for k in range(8)])
+    paths[4].write_bytes(b"garbage" * 50)  # under a name that does not say DICOM
     with pytest.raises(DicomSeriesError) as err:
         read_dicom_series(tmp_path)
     assert "gap of 5 mm" in err.value.reason
-    assert err.value.reason.endswith("skipped 1 of 8 files: IM4.dcm (not a DICOM file)")
+    assert err.value.reason.endswith("skipped 1 of 8 files: IM4 (not a DICOM file)")
     assert err.value.detail["series"][0]["n_slices"] == 7
 
 
@@ -793,7 +828,12 @@ def test_mixed_orientation_and_too_few_slices_are_reported(tmp_path):
     write_slice(tmp_path / "a" / "tilted.dcm", series_uid=uid, position=(0, 0, 100),
                 hu=hu_slice(0), instance=40, orientation=(1.0, 0.0, 0.0, 0.0, 0.8, -0.6))
     (info,) = scan_dicom_folder(tmp_path / "a")
-    assert info.problem.startswith("mixed orientations")
+    # the odd file is named, and its files are not counted as positions (the defect
+    # stopped their ordering): "7 positions from 7 files" was said of 6 positions
+    assert info.problem == ("mixed orientations (2 distinct ImageOrientationPatient in one "
+                            "series; 1 of 7 files off the most common 1\\0\\0\\0\\1\\0: "
+                            "tilted.dcm: 1\\0\\0\\0\\0.8\\-0.6)")
+    assert info.label().endswith(", 7 files)") and info.to_json()["n_slices"] is None
     write_series(tmp_path / "b", n=2)
     (info,) = scan_dicom_folder(tmp_path / "b")
     assert "too few slices: 2" in info.problem

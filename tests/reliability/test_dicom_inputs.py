@@ -146,19 +146,19 @@ def test_baseline_converts_every_subject(baseline):
 # --------------------------------------------------------------------------- bad folders
 
 
-def test_corrupt_file_is_skipped_and_noted_down_to_the_store(tmp_path, base_config, baseline):
+def test_a_foreign_file_is_skipped_and_noted_down_to_the_store(tmp_path, base_config, baseline):
     def bad(folder):
-        _, paths = write_series(folder, 9)
-        paths[-1].write_bytes(np.random.default_rng(0).bytes(paths[-1].stat().st_size))
+        write_series(folder, 9)
+        (folder / "notes.txt").write_text("scanned on the old console\n")
 
     result = run_cohort(tmp_path, base_config, bad)
     assert_good_unchanged(result, baseline)
     row = result.qc[BAD]
-    note = f"converted; skipped 1 of {N_SLICES} files: IM5.dcm (not a DICOM file)"
+    note = f"converted; skipped 1 of {N_SLICES + 1} files: notes.txt (not a DICOM file)"
     assert row["status"] == "ok" and row["reason"] == note
     assert [(f["file"], f["reason"]) for f in detail(row)["skipped"]] == [
-        ("IM5.dcm", "not a DICOM file")]
-    np.testing.assert_array_equal(result.volumes[BAD][0], expected_volume(9, range(5)))
+        ("notes.txt", "not a DICOM file")]
+    np.testing.assert_array_equal(result.volumes[BAD][0], expected_volume(9, range(6)))
 
     # the note reaches the feature store as the subject's reason
     rows = by_subject(encode(result.layout, result.cfg, "ct", "med3d_demo").path)
@@ -166,6 +166,21 @@ def test_corrupt_file_is_skipped_and_noted_down_to_the_store(tmp_path, base_conf
     assert np.isfinite(rows[BAD]["emb"]).all()
     for sid in GOOD:
         assert rows[sid]["status"] == "ok" and rows[sid]["reason"] == ""
+
+
+def test_a_corrupt_slice_file_rejects_its_subject_alone(tmp_path, base_config, baseline):
+    """Its last slice of random bytes was skipped as "not a DICOM file", and the subject
+    stored "ok", one slice short."""
+    def bad(folder):
+        _, paths = write_series(folder, 9)
+        paths[-1].write_bytes(np.random.default_rng(0).bytes(paths[-1].stat().st_size))
+
+    result = run_cohort(tmp_path, base_config, bad)
+    assert_good_unchanged(result, baseline)
+    row = result.qc[BAD]
+    assert row["status"] == "rejected" and row["volume"] is None
+    assert "damaged DICOM files whose series cannot be read" in row["reason"]
+    assert "IM5.dcm (a damaged DICOM file" in row["reason"]
 
 
 def test_truncated_file_of_the_chosen_series_rejects(tmp_path, base_config, baseline):
