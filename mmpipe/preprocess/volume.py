@@ -297,6 +297,30 @@ class RejectConstant(Transform):
         return img
 
 
+class RequireHounsfield(Transform):
+    """A volume an HU window reads must be in Hounsfield units: a CT holds air (-1000)
+    or fat (-100) in its field of view. A volume with no voxel below 0 is stored
+    without its rescale (raw values, HU + 1024, as some conversions write unsigned) or
+    is no CT; under the window its air fell inside it and its tissue clipped to the top,
+    a silhouette stored as features. Checked on the whole volume as loaded, before any
+    crop (a crop to an organ may hold no fat); a NIfTI file does not say its modality,
+    as a DICOM series does (``encode.volume.not_in_hounsfield_units``)."""
+
+    def __init__(self, window: Sequence[float]):
+        self.window = [float(v) for v in window]
+
+    def __call__(self, img):
+        lowest = float(img[0].min())  # channel 0: the volume (1: its mask)
+        if lowest >= 0:
+            raise ValueError(
+                f"no voxel below 0 (the lowest is {lowest:g}) under hu_window "
+                f"[{self.window[0]:g}, {self.window[1]:g}]: a CT in Hounsfield units holds "
+                "air (-1000) or fat (-100), so these are not HU (raw stored values such "
+                "as HU + 1024, or another modality): convert the volume to HU, or encode "
+                "it without the window")
+        return img
+
+
 class ForegroundZScoreWithNoise(Transform):
     """MedicalNet's intensity normalisation (``__itensity_normalize_one_volume__``).
 
@@ -457,6 +481,11 @@ def _spatial_steps(recipe: dict, median_spacing, what: str) -> list:
     return steps
 
 
+def _hounsfield_check(recipe: dict) -> list:
+    window = recipe.get("hu_window")
+    return [] if window is None else [RequireHounsfield(window)]
+
+
 def _intensity_window(recipe: dict) -> list:
     from monai.transforms import ScaleIntensityRange
 
@@ -503,7 +532,8 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
                            seed: int | None = 0) -> VolumeTransform:
     """Volume recipe -> callable ``path -> float32 [1, D, H, W]`` (depth = z first).
 
-    Order: load -> orientation -> spacing -> ``roi_crop`` -> HU window -> crop foreground ->
+    Order: load (under an HU window, checked to be in HU) -> orientation -> spacing ->
+    ``roi_crop`` -> HU window -> crop foreground ->
     depth-first -> resize -> normalise (MedicalNet trains on crop, resize, normalise and
     infers on resize, normalise).
     With ``foreground_zscore_noise`` the resize is nearest-neighbour as MedicalNet's
@@ -521,7 +551,7 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
         raise ConfigError(f"volume transform: normalize must be one of {list(_NORMALIZE)}, "
                           f"got {normalize!r}")
     masks = mask_steps(recipe, what, slices=False)
-    steps: list = [LoadVolume(with_mask=masks.needs_mask),
+    steps: list = [LoadVolume(with_mask=masks.needs_mask), *_hounsfield_check(recipe),
                    *_spatial_steps(recipe, median_spacing, what)]
     if masks.active:
         steps.append(ApplyMask(masks))
@@ -569,7 +599,7 @@ def build_slice_transform(recipe: dict,
         raise ConfigError(f"slice transform: min_foreground is a share in [0, 1], "
                           f"got {min_foreground!r}")
     masks = mask_steps(recipe, what, slices=True)
-    steps: list = [LoadVolume(with_mask=masks.needs_mask),
+    steps: list = [LoadVolume(with_mask=masks.needs_mask), *_hounsfield_check(recipe),
                    *_spatial_steps(recipe, median_spacing, what)]
     if masks.active:
         steps.append(ApplyMask(masks))

@@ -179,6 +179,25 @@ def test_hu_window_clips_and_scales(ct):
     assert build_volume_transform({**PLAIN, "crop_foreground": True})(ct).shape == (1, 4, 6, 6)
 
 
+@pytest.mark.parametrize("build", [build_volume_transform, build_slice_transform])
+def test_a_volume_not_in_hounsfield_units_under_an_hu_window_is_refused(ct, tmp_path, build):
+    """A CT NIfTI stored as HU + 1024 (raw unsigned values): its air fell inside the
+    window and its tissue clipped to the top, and the silhouette was stored "ok". A NIfTI
+    file does not say its modality; a CT in HU holds air or fat below 0."""
+    raw = tmp_path / "raw.nii.gz"
+    image = nib.load(ct)
+    nib.save(nib.Nifti1Image((np.asarray(image.dataobj) + 1024).astype(np.uint16),
+                             image.affine), raw)
+    recipe = {**(PLAIN if build is build_volume_transform else VGG_SLICE_RECIPE),
+              "hu_window": [-100, 300]}
+    with pytest.raises(InputError, match=r"no voxel below 0 \(the lowest is 0\) under "
+                                         r"hu_window \[-100, 300\]") as err:
+        build(recipe)(raw)
+    assert err.value.path == str(raw)
+    build(recipe)(ct)  # the same volume in HU
+    build({**recipe, "hu_window": None})(raw)  # no window, no claim about its units
+
+
 def test_zscore_and_minmax(ct):
     z = build_volume_transform({**PLAIN, "normalize": "zscore"})(ct)
     assert float(z.mean()) == pytest.approx(0, abs=1e-5) and float(z.std(unbiased=False)) == pytest.approx(1, abs=1e-4)

@@ -332,14 +332,17 @@ def test_a_dataset_moved_after_conversion_keeps_its_shard(tmp_path, base_config)
     assert all(str(i.source).startswith(str(shard)) for i in items)
 
 
-def _say_modality(folder: Path, modality: str, pixel_spacing=None) -> None:
+def _say_modality(folder: Path, modality: str, pixel_spacing=None, intercept=-2048) -> None:
     """Rewrite a series' DICOM Modality (and its in-plane spacing), as a scanner of
-    another kind would have written it."""
+    another kind would have written it, and its rescale ``intercept`` (the fixture's is
+    -1024): the windowed series lower, so that each holds air as a CT in HU does (the
+    window refuses a volume with no voxel below 0)."""
     import pydicom
 
     for path in folder.glob("*.dcm"):
         ds = pydicom.dcmread(path)
         ds.Modality = modality
+        ds.RescaleIntercept = intercept
         if pixel_spacing is not None:
             ds.PixelSpacing = list(pixel_spacing)
         ds.save_as(path, enforce_file_format=True)
@@ -353,9 +356,10 @@ def _windowed_cohort(root: Path, base_config: dict, said: dict[str, str], encode
     rows = []
     for k, (sid, modality) in enumerate(said.items()):
         write_series(root / "dicom" / sid, k)
-        if modality != "CT":
-            _say_modality(root / "dicom" / sid, modality,
-                          pixel_spacing=(1.5, 1.5) if modality in ("MR", "PT") else None)
+        _say_modality(root / "dicom" / sid, modality,
+                      pixel_spacing=(1.5, 1.5) if modality in ("MR", "PT") else None,
+                      # under the window, hu(k, .) from -1024 up
+                      intercept=-2048 - 1000 * k if window else -1024)
         rows.append({"id": sid, "y": k % 2, "ct": f"dicom/{sid}"})
     cfg = with_cohort(base_config, csv_cohort_config(
         write_csv(root / "cohort.csv", rows), {"ct": {**MODALITIES["ct"], "encoders": [encoder]}}),
