@@ -95,7 +95,7 @@ def _disagreements(report_dir: Path, runs: Sequence[str | Path],
     missing, newer, rebuilt = [], [], []
     for run in runs:
         try:
-            written = Path(run).stat().st_mtime
+            written = _modified(Path(run))
         except FileNotFoundError:
             missing.append(str(run))
             continue
@@ -103,7 +103,7 @@ def _disagreements(report_dir: Path, runs: Sequence[str | Path],
             newer.append(str(run))
     for item in inputs if built is not None else ():
         try:
-            if Path(item).stat().st_mtime > built:
+            if _modified(Path(item)) > built:
                 rebuilt.append(str(item))
         except FileNotFoundError:
             continue
@@ -135,6 +135,16 @@ def _unbannered(text: str) -> str:
     if not text.startswith(_BANNER):
         return text
     return text.split("\n\n", 1)[1] if "\n\n" in text else ""
+
+
+def _modified(path: Path) -> float:
+    """When an output was last written, as Snakemake reads it: a folder's
+    ``.snakemake_timestamp`` where it has one (``--touch`` moves only that file, and a
+    run touched so was newer than the report with nothing to show it)."""
+    stamp = path / ".snakemake_timestamp"
+    if path.is_dir() and stamp.is_file():
+        return stamp.stat().st_mtime
+    return path.stat().st_mtime
 
 
 def _built_at(report_dir: Path) -> float | None:

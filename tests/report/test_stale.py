@@ -63,6 +63,25 @@ def test_a_report_older_than_a_run_is_marked_and_its_banner_follows(tmp_path):
     assert results.endswith("# Results: demo\n")
 
 
+def test_a_run_touched_by_snakemake_is_newer_than_the_report(tmp_path):
+    """``snakemake --touch`` after a settings change moves a folder output's
+    ``.snakemake_timestamp``, not the folder: the report of the old settings stood
+    unmarked while Snakemake read the run as new."""
+    import os
+
+    report, runs = _report(tmp_path)
+    (report / "runs.csv").write_text("method\n")
+    built = (report / "runs.csv").stat().st_mtime
+    for run in runs:
+        os.utime(run, (built - 60, built - 60))
+        (run / ".snakemake_timestamp").touch()
+        os.utime(run / ".snakemake_timestamp", (built - 60, built - 60))
+    assert mark_stale_report(report, runs) == []
+    os.utime(runs[0] / ".snakemake_timestamp", (built + 60, built + 60))  # --touch
+    os.utime(runs[0], (built - 60, built - 60))
+    assert mark_stale_report(report, runs) == [str(runs[0])]
+
+
 def test_a_report_is_marked_while_a_run_is_under_way_and_unmarked_when_it_agrees(tmp_path):
     """Snakemake killed (SIGKILL, out of memory, a lost session) runs neither onerror nor
     onsuccess, after it may have removed a run's outputs: the report of the runs before
