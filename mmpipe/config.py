@@ -515,6 +515,8 @@ def _check_weights_given(cfg: dict) -> list[str]:
                                 f"Face folder), and the entry names none ({where} is encoded "
                                 "with it)")
             continue
+        if etype is not None and enc.get("weights") and not enc.get("sha256"):
+            problems += _check_official_weights(ename, etype.name, str(enc["weights"]))
         if (etype is None or etype.build is None or enc.get("allow_random_init")
                 or etype.weights_package(enc) or any(enc.get(k) for k in etype.weight_files)):
             continue
@@ -527,6 +529,33 @@ def _check_weights_given(cfg: dict) -> list[str]:
                         "TotalSegmentator masks, and no folder of its weights is set (mmpipe "
                         "never downloads them)")
     return problems
+
+
+def _check_official_weights(ename: str, type_name: str, spec: str) -> list[str]:
+    """A local weight file of a type whose official file is named by its content
+    (:data:`mmpipe.encoders.registry.OFFICIAL_WEIGHTS`) must be that file, unless the entry
+    pins its own ``sha256``: another ImageNet training of the same network (torchvision's
+    V2 ResNet50) loads strictly and gives other features. A URL's file is checked
+    against its own name when fetched; a missing file fails its job, naming it."""
+    import re
+    from pathlib import Path
+
+    from mmpipe.encoders.registry import OFFICIAL_WEIGHTS
+    from mmpipe.hashing import content_sha256
+
+    official = OFFICIAL_WEIGHTS.get(type_name)
+    path = Path(spec).expanduser()
+    if official is None or "://" in spec or not path.is_file():
+        return []
+    prefix = re.search(r"-([0-9a-f]{8})\.", official).group(1)
+    sha = content_sha256(path)
+    if sha.startswith(prefix):
+        return []
+    return [f"config.encoders.{ename}.weights: {path} is not {official}, the official weights "
+            f"of a {type_name!r} encoder (its SHA-256 begins {sha[:8]}, the official file's "
+            f"{prefix}): other weights give other features under the same encoder's name. "
+            f"Use the official file, or set encoders.{ename}.sha256: {sha} to encode with "
+            "this one deliberately"]
 
 
 def _check_table_settings(cfg: dict) -> list[str]:

@@ -1208,3 +1208,32 @@ def test_bds_missing_modality_is_the_one_the_testmiss_scenario_removes(raw_confi
                 "not the modality the testmiss scenario removes at test time ('wsi')"
                 ) in str(err.value)
     assert "runs.ensemble: missing_modality" not in str(err.value)
+
+
+def test_a_torchvision_weight_file_other_than_the_official_one_is_refused(raw_config,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    """Any ImageNet VGG11 or ResNet50 file loads strictly (torchvision's IMAGENET1K_V2
+    ResNet50, its API's DEFAULT, into the CLAM trunk), and the store was encoded with it
+    under the encoder's name; the official file's name holds its SHA-256's first digits."""
+    from mmpipe.encoders import registry
+    from mmpipe.hashing import sha256_file
+
+    other = tmp_path / "vgg11-8a719046.pth"   # the official name, other content
+    other.write_bytes(b"weights of another training")
+    cfg = copy.deepcopy(raw_config)
+    cfg["encoders"]["vgg11_slices"].update(weights=str(other), allow_random_init=False)
+    with pytest.raises(ConfigError) as err:
+        validate_config(copy.deepcopy(cfg))
+    sha = sha256_file(other)
+    assert (f"config.encoders.vgg11_slices.weights: {other} is not vgg11-8a719046.pth, the "
+            f"official weights of a 'vgg11_slices' encoder (its SHA-256 begins {sha[:8]}, "
+            "the official file's 8a719046)") in str(err.value)
+    assert f"set encoders.vgg11_slices.sha256: {sha}" in str(err.value)
+    # pinned by the entry: chosen deliberately
+    cfg["encoders"]["vgg11_slices"]["sha256"] = sha
+    validate_config(copy.deepcopy(cfg))
+    # the official file itself (here: this content under its own hash's name)
+    del cfg["encoders"]["vgg11_slices"]["sha256"]
+    monkeypatch.setitem(registry.OFFICIAL_WEIGHTS, "vgg11_slices", f"vgg11-{sha[:8]}.pth")
+    validate_config(cfg)

@@ -258,6 +258,19 @@ ENCODER_TYPES: dict[str, EncoderType] = {
 }
 
 
+# The official weight file of a type whose file torchvision names by its content (the
+# first 8 hex digits of its SHA-256: ``hub.load_state_dict_from_url(check_hash=True)``),
+# as each network's module asks for it (``WEIGHTS_FILE``; a test checks they agree).
+# Checked before any job runs (mmpipe.config): a file of other content, though it loads
+# strictly into the same architecture (torchvision's IMAGENET1K_V2 ResNet50, the
+# ``DEFAULT`` of its API), gives other features under the same name. A table of its own,
+# outside the entries: the stores' keys are the entries (mmpipe.codehash)
+OFFICIAL_WEIGHTS: dict[str, str] = {
+    "vgg11_slices": "vgg11-8a719046.pth", "vgg11_images": "vgg11-8a719046.pth",
+    "clam_resnet50": "resnet50-0676ba61.pth", "resnet50_images": "resnet50-0676ba61.pth",
+}
+
+
 # the types whose loop can read in worker processes (``loader_processes``): the volume
 # loops, whose reads hold the GIL; not the slide loop, whose decoding runs outside the GIL
 # and whose open slide does not pickle (mmpipe.encode.prefetch). A table beside

@@ -118,3 +118,15 @@ def test_the_transform_keys_the_config_checks_are_the_ones_each_recipe_reads():
     assert TRANSFORM_KEYS == {"med3d": volume._VOLUME_KEYS, "vgg11_slices": volume._SLICE_KEYS}
     assert {n for n, t in ENCODER_TYPES.items() if "transform" in t.settings} == set(
         TRANSFORM_KEYS)
+
+
+def test_the_official_weight_files_are_those_the_networks_ask_for():
+    """The planning check's table and each network's own ``WEIGHTS_FILE`` (the name its
+    errors tell the user to get) agree, for every type that loads that module's file."""
+    from mmpipe.encoders import clam, vgg11
+    from mmpipe.encoders.registry import ENCODER_TYPES, OFFICIAL_WEIGHTS
+
+    files = {"encoders/clam": clam.WEIGHTS_FILE, "encoders/vgg11": vgg11.WEIGHTS_FILE}
+    expected = {name: files[t.code_modules()[0]] for name, t in ENCODER_TYPES.items()
+                if t.code_modules()[0] in files}
+    assert OFFICIAL_WEIGHTS == expected
