@@ -48,7 +48,8 @@ specific features of absent modalities, zero vectors here, towards the present o
 Task loss and training recipe: HAM's (weighted focal loss, RMSprop; see
 :mod:`mmpipe.methods.ham`) so that all of HAM's comparators share one recipe; ShaSpec's
 own segmentation recipe (SGD, momentum 0.99, poly schedule, Dice+BCE) does not transfer
-to this classification setting.
+to this classification setting. Early stopping watches the task loss of the output on
+the validation split, as the official code keeps its best validation Dice.
 """
 
 from __future__ import annotations
@@ -199,6 +200,13 @@ class FeatImpute(TaskLossMixin, FusionMethod):
                  + float(self.hparams["lambda_shared"]) * shared
                  + float(self.hparams["lambda_domain"]) * domain)
         return total, logits
+
+    def validation_loss(self, x, present, y, class_weight=None):
+        """The task loss alone: the official code keeps the checkpoint of the best
+        validation Dice of the output (``train_SS.py``, ``val_Dice_best``), and the
+        shared and domain terms move by themselves as the encoders train."""
+        logits = self(x, present)
+        return self.task_loss(logits, y, class_weight), logits
 
     def report_notes(self) -> list[str]:
         notes = ["FeatImpute (ShaSpec-style) on vector features: MLP encoders and head instead "

@@ -145,6 +145,19 @@ def test_auxiliary_losses_and_their_weights(shapes, batch):
     assert shared == 0 and torch.isfinite(domain)
 
 
+def test_early_stopping_watches_the_task_loss(shapes, batch):
+    """The shared and domain terms, which fall as the encoders train whatever the
+    output's quality, were watched with the task (the official code keeps the best
+    validation Dice)."""
+    x, present, y = batch
+    model = build(shapes, dropout=0.0)
+    with torch.no_grad():
+        watched, logits = model.validation_loss(x, present, y)
+        torch.testing.assert_close(logits, model(x, present))
+        torch.testing.assert_close(watched, focal_loss(logits, y, 2.0))
+        assert model.loss(x, present, y)[0] > watched
+
+
 def test_training_drops_a_random_subset_of_each_subject_s_modalities(shapes, batch):
     """ShaSpec trains its final model with random modality dropout (official run.sh,
     ``--mode=random``): it trained on the natural presence only, so the generation path
