@@ -596,9 +596,11 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
                 as_texts.append(as_text)
         elif col.dtype.is_float():
             values = col.to_list()
+            # a NaN is the reader's "NaN" or "nan", a missing marker as "NA" is (it stopped
+            # a build under non_numeric: error where "NA" did not); an infinity is no value
             bad = [NonNumericValue(sid, name, str(v)) for sid, v in zip(ids, values, strict=True)
-                   if v is not None and not math.isfinite(v)]
-            if not bad:
+                   if v is not None and math.isinf(v)]
+            if not bad and not col.is_nan().any():
                 continue
             col = pl.Series(name, [v if v is None or math.isfinite(v) else None
                                    for v in values], dtype=col.dtype)
@@ -637,8 +639,10 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
     is a missing label (null), so every later step (the QC row below, the split,
     training) sees it as missing: a CSV reader turns the text "NaN" into a float NaN,
     which is not null, and left "NA" as text, which became a class of its own. A text
-    label whose values are mostly numbers is warned about, naming the others; text
-    labels that differ only in case ("Yes", "yes") are an :class:`InputError`."""
+    label of numbers only (once markers are blanked, or cells stripped of padding) is the
+    column of numbers; one number written two ways beside words ("1" and "1.0") and text
+    labels that differ only in case ("Yes", "yes") are an :class:`InputError`, and words
+    beside numbers are warned about, naming both."""
     exprs = []
     for label in labels:
         col, dtype = pl.col(label), frame.schema[label]
@@ -662,18 +666,30 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
                              "in the source", path=source or None)
         numbers = {v: parse_number(v) for v in values}
         texts = sorted(v for v, n in numbers.items() if n is None)
-        if not texts and frame[label].null_count() > before[label].null_count() \
+        spelt: dict[float, list[str]] = {}
+        for v, n in numbers.items():
+            if n is not None:
+                spelt.setdefault(float(n), []).append(v)
+        twins = [sorted(vs) for vs in spelt.values() if len(vs) > 1]
+        if not texts and (frame[label].null_count() > before[label].null_count() or twins) \
                 and all(str(n) == v for v, n in numbers.items()):
-            # numbers once "NA" is blanked: the column a blank cell would have given
-            # (not "007" or "01", whose text is the class's name)
+            # numbers once "NA" is blanked, or a padded cell stripped: the column the
+            # reader would have given (not "007" or "01", whose text is the class's name)
             kind = (pl.Int64 if all(isinstance(n, int) for n in numbers.values())
                     else pl.Float64)
             frame = frame.with_columns(pl.col(label).cast(kind))
             continue
-        if texts and len(texts) < len(values) - len(texts):
+        if twins:
+            # "1" and "1.0" in a column of text (one stray word made it so) were two
+            # classes of one value: the benchmark became a task of four classes
+            raise InputError(f"label {label!r}: one number written two ways would be classes "
+                             f"of their own: {sorted(twins)[:10]}; write each class one way "
+                             "in the source", path=source or None)
+        if texts and len(texts) < len(values):
+            # words beside numbers ("yes", "1", "no", "0"): each its own class
             log.warning("label %r: values %s are classes of their own beside the numbers %s; "
-                        "blank them if they mean 'unknown'", label, texts[:10],
-                        sorted(v for v in values if v not in texts)[:10])
+                        "blank them if they mean 'unknown', or write each class one way",
+                        label, texts[:10], sorted(v for v in values if v not in texts)[:10])
     return frame
 
 

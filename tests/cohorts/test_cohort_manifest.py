@@ -306,12 +306,18 @@ def test_mostly_text_field_stays_text_and_whitespace_is_blank(caplog):
     assert "kept as text" in caplog.text
 
 
-def test_non_finite_floats_are_not_numbers():
+def test_an_infinity_is_no_number_and_a_nan_is_a_blank():
+    """A NaN is how the reader spells a "NaN" cell, a missing marker as "NA" is: it was
+    recorded as "not a number", and stopped a build under non_numeric: error where the
+    same column with "NA" built."""
     m = finalize_manifest("toy", "csv", _table_output(
         [1.0, float("inf"), float("nan"), None], age_dtype=pl.Float64))
     assert m.frame["age"].to_list() == [1.0, None, None, None]
     reasons = m.qc.filter(pl.col("status") == NON_NUMERIC)["reason"].to_list()
-    assert len(reasons) == 2 and "'inf'" in reasons[0] and "'nan'" in reasons[1]
+    assert len(reasons) == 1 and "'inf'" in reasons[0]
+    m = finalize_manifest("toy", "csv", _table_output(
+        [1.5, float("nan"), 2.5], age_dtype=pl.Float64, non_numeric="error"))
+    assert m.frame["age"].to_list() == [1.5, None, 2.5]
 
 
 def test_non_numeric_error_names_every_value():
@@ -350,6 +356,45 @@ def test_a_nan_or_blank_label_is_a_missing_label(labels, dtype):
     assert m.frame["y"].is_null().to_list() == [False, True, False, True, True]
     missing = m.qc.filter(pl.col("status") == "absent").filter(pl.col("modality") == "label")
     assert missing["subject_id"].to_list() == ["s1", "s3", "s4"]
+
+
+def _labelled(labels):
+    n = len(labels)
+    frame = pl.DataFrame({"subject_id": [f"s{i}" for i in range(n)],
+                          "y": pl.Series(labels, dtype=pl.Utf8),
+                          "age": pl.Series(["50"] * n, dtype=pl.Utf8),
+                          "sex": pl.Series(["F"] * n, dtype=pl.Utf8)})
+    spec = ModalitySpec("clinical", "table", ("age", "sex"))
+    return AdapterOutput(frame=frame, modalities={"clinical": spec}, labels=["y"],
+                         source="cohort.csv")
+
+
+@pytest.mark.parametrize("labels", [["1", "1.0", "0", "-"], ["01", "1", "0", "0"]])
+def test_one_number_written_two_ways_is_not_two_classes(labels):
+    """A label column read as text (one stray word) kept "1" and "1.0" as two classes,
+    without a word: the benchmark became a task of four classes."""
+    with pytest.raises(InputError, match=r"label 'y': one number written two ways would be "
+                                         r"classes of their own: \[\["):
+        finalize_manifest("toy", "csv", _labelled(labels))
+
+
+@pytest.mark.parametrize("labels", [[" 1", "1.0", "0", "0.0"], ["1", "1.0", "0", "NA"]])
+def test_a_label_of_numbers_read_as_text_is_read_as_numbers(labels):
+    """A padded cell made the reader keep the column as text: "1" and "1.0" were two
+    classes. Numbers alone, it is the column of numbers."""
+    m = finalize_manifest("toy", "csv", _labelled(labels))
+    assert m.frame.schema["y"] == pl.Float64
+    assert m.frame["y"].drop_nulls().unique().sort().to_list() == [0.0, 1.0]
+
+
+def test_words_beside_numbers_in_a_label_are_warned_about(caplog):
+    """Two words and two numbers ("yes", "1", "no", "0") made four classes with no
+    warning: the warning asked for fewer words than numbers."""
+    with caplog.at_level(logging.WARNING):
+        m = finalize_manifest("toy", "csv", _labelled(["yes", "1", "0", "no", "yes"]))
+    assert sorted(m.frame["y"].unique().to_list()) == ["0", "1", "no", "yes"]
+    assert "values ['no', 'yes'] are classes of their own beside the numbers ['0', '1']" \
+        in caplog.text
 
 
 def _view(tmp_path, rows, qc=None, labels_to=None, source_qc=()):
