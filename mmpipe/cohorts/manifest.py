@@ -28,6 +28,7 @@ files. A subject kept with a label but without a part stops the build (see
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -754,26 +755,42 @@ def _verdicts_last(qc: list[QCRecord]) -> list[QCRecord]:
 def _reject_shared_files(frame: pl.DataFrame, specs: list[ModalitySpec]
                          ) -> tuple[pl.DataFrame, list[QCRecord]]:
     """Subjects whose modality is one file or folder (a copy-paste error in a table, two
-    links to one file, a release's list naming one exam for two patients) lose it, each
-    with a QC row naming the others: the same image under two subjects can land in both
-    training and test, under two labels."""
+    links to one file, a release's list naming one exam for two patients), or lies inside
+    another subject's folder (a series folder under another patient's: the DICOM reader
+    walks a folder's whole tree), lose it, each with a QC row naming the others: the same
+    image under two subjects can land in both training and test, under two labels. Across
+    modalities too (one file as one subject's CT and another's MRI)."""
     ids = frame[SUBJECT].to_list()
+    columns = {spec.name: frame[spec.column].to_list() for spec in specs}
+    # (real path, subject row, modality) of every path
+    entries = sorted((os.path.realpath(p), i, spec.name) for spec in specs
+                     for i, p in enumerate(columns[spec.name]) if p is not None)
+    reals = [e[0] for e in entries]
+    clash: dict[tuple[int, str], tuple[str, set[str]]] = {}  # (row, modality) -> why, whom
+    for real, i, name in entries:
+        # the same path, and the paths under it when it is a folder (sorted: a range)
+        near = entries[bisect.bisect_left(reals, real):bisect.bisect_right(reals, real)]
+        if os.path.isdir(real):
+            near += entries[bisect.bisect_left(reals, real + os.sep):
+                            bisect.bisect_left(reals, real + chr(ord(os.sep) + 1))]
+        for other, j, other_name in near:
+            if ids[j] == ids[i]:
+                continue
+            inside = other != real
+            for row, mod, why in ((i, name, "a folder holding the file(s) of" if inside
+                                   else "the same file as"),
+                                  (j, other_name, "inside the folder of" if inside
+                                   else "the same file as")):
+                partner = ids[j] if row == i else ids[i]
+                clash.setdefault((row, mod), (why, set()))[1].add(partner)
     qc: list[QCRecord] = []
-    for spec in specs:
-        paths = frame[spec.column].to_list()
-        by_file: dict[str, list[int]] = {}
-        for i, p in enumerate(paths):
-            if p is not None:
-                by_file.setdefault(os.path.realpath(p), []).append(i)
-        shared = [indices for indices in by_file.values() if len(indices) > 1]
-        for indices in shared:
-            for i in indices:
-                others = [ids[j] for j in indices if j != i]
-                qc.append(QCRecord(ids[i], spec.name, REJECTED,
-                                   f"the same file as subject(s) {others}", paths[i]))
-                paths[i] = None
-        if shared:
-            frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
+    for (row, mod), (why, others) in sorted(clash.items()):
+        qc.append(QCRecord(ids[row], mod, REJECTED, f"{why} subject(s) {sorted(others)}",
+                           columns[mod][row]))
+        columns[mod][row] = None
+    if clash:
+        frame = frame.with_columns([pl.Series(spec.column, columns[spec.name], dtype=pl.Utf8)
+                                    for spec in specs])
     return frame, qc
 
 

@@ -120,6 +120,45 @@ def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_
     assert reasons[("p2", "mri")] == ("rejected", "the same file as subject(s) ['p1']")
 
 
+def test_a_folder_inside_another_subjects_and_a_file_of_two_modalities_are_shared(tmp_path):
+    """A series folder under another patient's folder (the DICOM reader walks the whole
+    tree) gave both the same series, and one file as one subject's CT and another's MRI
+    was two subjects' images: both reached training and test under two labels."""
+    data = tmp_path / "data"
+    series = data / "ct" / "p1" / "study" / "series"
+    series.mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"x")
+    (data / "ct" / "p3").mkdir()
+    (data / "ct" / "p3" / "1.dcm").write_bytes(b"x")
+    (data / "ct" / "p3-b").mkdir()  # beside p3, not inside it
+    (data / "ct" / "p3-b" / "1.dcm").write_bytes(b"x")
+    (data / "a.nii.gz").write_bytes(b"x")
+    (data / "cohort.csv").write_text(
+        "patient_id,response,ct_dir,mri_file,age\n"
+        "p1,1,ct/p1,,50\n"
+        "p2,0,ct/p1/study/series,,51\n"
+        "p3,1,ct/p3,a.nii.gz,52\n"
+        "p4,0,ct/p3-b,,53\n"
+        "p5,1,,a.nii.gz,54\n")
+    cfg = _cfg(modalities={
+        "ct": {"kind": "dicom", "column": "ct_dir", "encoders": ["e"]},
+        "mri": {"kind": "volume", "column": "mri_file", "encoders": ["e"]},
+        "clinical": {"kind": "table", "fields": ["age"], "encoders": ["e"]}})
+    out = tmp_path / "results" / "c"
+    df = build_manifest("c", cfg, out, base_dir=tmp_path)
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["p1"]["ct_path"] is None and rows["p2"]["ct_path"] is None
+    assert rows["p3"]["ct_path"] == str(data / "ct" / "p3")
+    assert rows["p4"]["ct_path"] == str(data / "ct" / "p3-b")
+    reasons = {(r["subject_id"], r["modality"]): (r["status"], r["reason"])
+               for r in read_qc(out).iter_rows(named=True) if r["status"] == "rejected"}
+    assert reasons == {
+        ("p1", "ct"): ("rejected", "a folder holding the file(s) of subject(s) ['p2']"),
+        ("p2", "ct"): ("rejected", "inside the folder of subject(s) ['p1']"),
+        ("p3", "mri"): ("rejected", "the same file as subject(s) ['p5']"),
+        ("p5", "mri"): ("rejected", "the same file as subject(s) ['p3']")}
+
+
 def test_a_dicom_folder_that_cannot_be_listed_is_that_subjects_rejection(tmp_path,
                                                                          monkeypatch):
     """os.walk skips a folder it cannot list: the subject read as "no file" instead of
@@ -371,10 +410,11 @@ def test_missing_label_markers_are_missing_labels_not_classes(cohort, caplog):
     df = build_manifest("mydata", _cfg(), cohort / "out2", base_dir=cohort)
     assert sorted(df["response"].to_list()) == ["0", "1", "unknown"]
     assert "values ['unknown'] are classes of their own" in caplog.text
-    # numbers whose text is not the number's stay text: "01" and "1" are two classes
+    # numbers whose text is not the number's stay text, but "01" beside "1" is one number
+    # written two ways: two classes of one value, refused (it was two classes silently)
     csv.write_text(text.replace("p2,0,", "p2,NA,").replace("007,1,", "007,01,"))
-    df = build_manifest("mydata", _cfg(), cohort / "out3", base_dir=cohort)
-    assert df["response"].to_list() == ["01", None, None]
+    with pytest.raises(InputError, match=r"one number written two ways .*\[\['01', '1'\]\]"):
+        build_manifest("mydata", _cfg(), cohort / "out3", base_dir=cohort)
     # "Yes" and "yes" were two classes without a word
     csv.write_text(text.replace("007,1,", "007,Yes,").replace("p2,0,", "p2,no,")
                    .replace("p3,,", "p3,yes ,"))
