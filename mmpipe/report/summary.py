@@ -393,6 +393,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         lines.append(f"**{group_label(scenario, rate)}**")
         if short := _rate_short(runs, scenario, rate):
             lines.append(short)
+        if few := _few_complete(runs, scenario, rate):
+            lines.append(few)
         lines += _feature_set_rate_lines(runs, scenario, rate)
         if not rows:
             trained = sum(r.get("n_trained") or 0 for r in part.iter_rows(named=True))
@@ -593,6 +595,32 @@ def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:
         line += (": the others have it as their only modality, which the protocol keeps, "
                  f"so this group is {pct(mean)} missing at test time, not the {rate * 100:g} % asked")
     return line
+
+
+# a completeness level drawn over fewer of the training subjects than this share is said
+FEW_COMPLETE = 0.5
+
+
+def _few_complete(runs: pl.DataFrame, scenario: str, rate: float) -> str:
+    """A line when a completeness level was drawn over a small share of the training
+    split: the complete subjects (in the scenario's modalities, every modality of the
+    cohort when it names none) are its units (``mask_rate_of``), and on a naturally
+    incomplete cohort they can be a handful, so that "25 % kept complete" changed a few
+    subjects and the group is the natural cell under another name."""
+    if scenario != "completeness" or not {"mask_rate_of", "n_train"} <= set(runs.columns):
+        return ""
+    per_seed = (runs.filter(_in_group(scenario, rate) & pl.col("mask_rate_of").is_not_null()
+                            & pl.col("n_train").is_not_null())
+                .group_by("seed").agg(pl.col("mask_rate_of").first(), pl.col("n_train").max()))
+    if not len(per_seed):
+        return ""
+    complete, train = float(per_seed["mask_rate_of"].mean()), float(per_seed["n_train"].mean())
+    if not train or complete >= FEW_COMPLETE * train:
+        return ""
+    return (f"- **this level was drawn over {complete:.0f} of the {train:.0f} training "
+            "subjects only**, those complete in the scenario's modalities: the others are "
+            "incomplete by nature, so the group differs little from natural missingness "
+            "(name modalities every subject has: `completeness: {modalities: [...]}`)")
 
 
 def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> list[str]:

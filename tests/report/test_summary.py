@@ -792,3 +792,21 @@ def test_a_fusion_chosen_on_the_score_its_early_stopping_watched_says_so():
                                     "**Natural missingness**")
                 if x.startswith("- the fusion compared below"))
     assert line.endswith("so these test runs do not choose it")
+
+
+def test_a_completeness_level_over_a_handful_of_complete_subjects_is_said():
+    """Without `modalities`, a level is drawn over the subjects complete in every modality:
+    11 of MMIST-ccRCC's 432 training subjects, so "25 %" changed 8 of them and the group
+    was the natural cell under another name, within the rate's one-unit tolerance."""
+    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        scenario=pl.lit("completeness"), rate=pl.lit(0.25), mask_rate=pl.lit(3 / 11),
+        mask_rate_of=pl.lit(11.0), mask_max_mcar_share=pl.lit(None), n_train=pl.lit(432))
+    heading = "**Completeness: 25 % of the complete training subjects kept complete (HAM)**"
+    lines = _section(summary_markdown(base, summarise(base), _flags()), heading)
+    assert lines[0] == ("- **this level was drawn over 11 of the 432 training subjects "
+                        "only**, those complete in the scenario's modalities: the others are "
+                        "incomplete by nature, so the group differs little from natural "
+                        "missingness (name modalities every subject has: `completeness: "
+                        "{modalities: [...]}`)"), lines
+    most = base.with_columns(mask_rate_of=pl.lit(400.0), mask_rate=pl.lit(100 / 400))
+    assert "this level was drawn over" not in summary_markdown(most, summarise(most), _flags())
