@@ -73,6 +73,7 @@ LABEL_MISSING = "label missing"
 NON_NUMERIC_MODES = ("blank", "error")
 COLUMN_QC, UNUSED = "column", "unused"      # a source column the config does not use
 SPLIT_QC, FIXED = "split", "fixed"          # which parts the user's split fixes
+GROUPS_ACROSS = "groups_across_parts"        # patients the user's split puts in two parts
 # QC "modality" values of rows that are not a modality: no modality may be named so
 RESERVED_MODALITIES = (ALL_MODALITIES, LABEL_QC, COLUMN_QC, SPLIT_QC)
 
@@ -385,6 +386,27 @@ def check_split_groups(frame: pl.DataFrame, source: str) -> None:
 
 
 # -- the user's split ------------------------------------------------------------------------
+
+
+def _groups_across_parts(frame: pl.DataFrame, parts: list[str | None]) -> str:
+    """Why the cohort's own split leaks, if it does: patients (``split_group``) whose
+    subjects it places in two of its parts (train, val, test). Every split keeps a
+    drawn group whole; a published one is kept as given, so such a patient's test
+    subjects were seen in training."""
+    if SPLIT_GROUP not in frame.columns:
+        return ""
+    placed: dict[str, set[str]] = {}
+    for group, part in zip(frame[SPLIT_GROUP].to_list(), parts, strict=True):
+        if group is not None and part is not None:
+            placed.setdefault(str(group), set()).add(part)
+    split = sorted(g for g, ps in placed.items() if len(ps) > 1)
+    if not split:
+        return ""
+    shown = ", ".join(f"{g} ({'/'.join(sorted(placed[g]))})" for g in split[:10])
+    return (f"{len(split)} patient group(s) lie in two parts of the cohort's split, kept as "
+            f"it gives them: {shown}{' ...' if len(split) > 10 else ''}; a patient's "
+            "subjects in one part were seen in another (train and test: its test scores "
+            "are optimistic)")
 
 
 def _split_part(value: object) -> str | None:
@@ -908,6 +930,11 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
                            f"{', '.join(fixed)} fixed by the cohort's split "
                            f"({out.split.where}) for every seed{drawn}"))
         log.info("cohort %r: %s", cohort, qc[-1].reason)
+        if across := _groups_across_parts(frame, parts):
+            # kept as the published split gives them: said where a reader of the cohort's
+            # QC looks, not only in a split job's log
+            qc.append(QCRecord(ALL_SUBJECTS, SPLIT_QC, GROUPS_ACROSS, across))
+            log.warning("cohort %r: %s", cohort, across)
     for rec in out.source_qc:
         if rec.subject_id != ALL_SUBJECTS and rec.subject_id not in subjects:
             raise ValueError(f"adapter source QC record for unknown subject {rec.subject_id}")

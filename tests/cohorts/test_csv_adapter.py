@@ -521,6 +521,25 @@ def test_a_group_column_keeps_a_patients_subjects_in_one_part(tmp_path):
     assert modality_view_digest(tmp_path / "out", "clinical") == views[1]
 
 
+def test_a_published_split_that_parts_a_patient_is_kept_and_said_in_the_qc(tmp_path):
+    """The cohort's own split putting one patient's visits in train and test was kept as
+    given (it is the published one), and only the split job's log said so, while the
+    README promised every split kept a patient whole."""
+    rows = [f"v{i},{i % 2},{40 + i},{'MF'[i % 2]},P{i // 2},"
+            f"{'test' if i in (0, 9) else 'train'}" for i in range(12)]
+    csv = tmp_path / "visits.csv"
+    csv.write_text("visit_id,response,age,sex,patient,part\n" + "\n".join(rows) + "\n")
+    cfg = {**_table_cfg(csv), "subject_column": "visit_id", "group_column": "patient",
+           "split": {"column": "part"}}
+    build_manifest("visits", cfg, tmp_path / "out", base_dir=tmp_path)
+    said = read_qc(tmp_path / "out").filter(pl.col("status") == "groups_across_parts")
+    assert said["reason"].to_list() == [
+        "2 patient group(s) lie in two parts of the cohort's split, kept as it gives them: "
+        "P0 (test/train), P4 (test/train); a patient's subjects in one part were seen in "
+        "another (train and test: its test scores are optimistic)"]
+    assert said["subject_id"].to_list() == ["*"] and said["modality"].to_list() == ["split"]
+
+
 def test_group_names_that_differ_only_in_case_stop_the_manifest(tmp_path):
     """A second visit's patient typed "p0" beside "P0" made two groups, and the splits put
     21 of 30 such patients in two parts: the leak the column is there to prevent. As for
