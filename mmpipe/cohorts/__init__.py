@@ -117,8 +117,8 @@ def _download_root(cohort_cfg: dict, base_dir: Path) -> Path | None:
 def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
                      skip: Iterable[str | Path] = ()) -> str | None:
     """SHA-256 of the names of every file and folder under a dataset adapter's ``root``
-    (for the ``csv`` adapter, of the paths its CSV names that do not exist, None when all
-    do: :func:`mmpipe.cohorts.csv_adapter.paths_not_found`; None for the ``demo``
+    (for the ``csv`` adapter, of the paths its CSV names that the adapter rejects, None
+    when it takes all: :func:`mmpipe.cohorts.csv_adapter.paths_rejected`; None for the ``demo``
     adapter, whose input says it all): a parameter of
     the ``manifest`` job, so that a download added (new subjects, a modality fetched
     later, BreakHis's folders that hold its labels) rebuilds the manifest, and the jobs
@@ -135,7 +135,7 @@ def download_listing(cohort_cfg: dict, base_dir: Path | None = None,
     DICOM folder of the manifest."""
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
     if cohort_cfg["adapter"] == "csv":
-        missing = csv_adapter.paths_not_found(cohort_cfg, base_dir)
+        missing = csv_adapter.paths_rejected(cohort_cfg, base_dir)
         return (hashlib.sha256("\0".join(missing).encode()).hexdigest() if missing
                 else None)
     root = _download_root(cohort_cfg, base_dir)

@@ -108,32 +108,34 @@ def path_columns(cohort_cfg: dict, specs: dict | None = None) -> dict[str, str]:
     return columns
 
 
-def paths_not_found(cohort_cfg: dict, base_dir: Path) -> list[str]:
-    """The path cells of the cohort's CSV that name nothing now, as ``column: cell``
-    (none where the CSV cannot be read: the manifest job says why). The manifest's inputs
-    are the CSV and its split files: a file it rejected as "file not found" and copied in
-    later changed neither, and the subject stayed rejected
+def paths_rejected(cohort_cfg: dict, base_dir: Path) -> list[str]:
+    """The path cells of the cohort's CSV that the adapter rejects now, as ``column:
+    cell: why`` (none where the CSV cannot be read: the manifest job says why). The
+    manifest's inputs are the CSV and its split files: a file it rejected as "file not
+    found" and copied in later, or a DICOM or image folder it rejected as empty and
+    filled later, changed neither, and the subject stayed rejected
     (:func:`mmpipe.cohorts.download_listing` lists these)."""
     try:
-        columns = path_columns(cohort_cfg).values()
+        columns = path_columns(cohort_cfg)
         csv_path = config_path(cohort_cfg["csv"], base_dir)
         frame = read_source_csv(csv_path, all_text=True)
     except (KeyError, OSError, RuntimeError, MmpipeError):  # RuntimeError: "~nosuchuser"
         return []
-    missing = []
-    for column in columns:
+    rejected = []
+    for name, column in columns.items():
         if column not in frame.columns:
             continue
+        kind = cohort_cfg["modalities"][name].get("kind")
         for raw in frame[column].to_list():
             if raw is None or not raw.strip():
                 continue
             try:
-                found = os.path.exists(cell_path(raw, csv_path.parent))
-            except (RuntimeError, OSError, ValueError):
+                why = check_path(Path(cell_path(raw, csv_path.parent)), kind)
+            except (RuntimeError, OSError, ValueError, MmpipeError):
                 continue  # the manifest's own check says why
-            if not found:
-                missing.append(f"{column}: {raw}")
-    return sorted(missing)
+            if why is not None:
+                rejected.append(f"{column}: {raw}: {why}")
+    return sorted(rejected)
 
 
 def resolve_paths(

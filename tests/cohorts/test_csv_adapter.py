@@ -582,7 +582,23 @@ def test_a_file_copied_in_after_the_build_changes_the_listing(cohort):
     assert before is not None  # p2's ct/missing names nothing
     (cohort / "data" / "ct" / "missing").mkdir()
     (cohort / "data" / "ct" / "missing" / "1.dcm").write_bytes(b"x")
-    # every path found: no listing, the parameters a complete cohort always had
-    assert download_listing(_cfg(), cohort) is None
+    found = download_listing(_cfg(), cohort)
+    assert found != before
     (cohort / "data" / "mri" / "p3.NRRD").unlink()
-    assert download_listing(_cfg(), cohort) not in (None, before)
+    assert download_listing(_cfg(), cohort) not in (None, before, found)
+    # every path taken: no listing, the parameters a complete cohort always had
+    csv = cohort / "data" / "cohort.csv"
+    csv.write_text("patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
+                   "007,1,ct/p1,mri/p1.nii.gz,,,61,F\n")
+    assert download_listing(_cfg(), cohort) is None
+
+
+def test_a_folder_filled_after_the_build_changes_the_listing(cohort):
+    """A DICOM folder the adapter rejected as empty, filled later, changed neither the
+    CSV nor the listing of paths that name nothing: the subject stayed rejected."""
+    from mmpipe.cohorts import download_listing
+
+    (cohort / "data" / "ct" / "missing").mkdir()
+    empty = download_listing(_cfg(), cohort)   # p2's folder is there, and empty
+    (cohort / "data" / "ct" / "missing" / "1.dcm").write_bytes(b"x")
+    assert download_listing(_cfg(), cohort) != empty
