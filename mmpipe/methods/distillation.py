@@ -204,6 +204,17 @@ class _MissingModalityMethod(FusionMethod):
                   for m in self.other_dims}
         return others, flat_zero_filled(x[self.missing], self.has_missing(present))
 
+    def validation_loss(self, x, present, y, class_weight=None):
+        """The task: the cross-entropy of the test-time output over every validation
+        subject, each through the path the test takes (a branch, a fill, a generated
+        modality). The official BD keeps the epoch of the best validation F1 of that
+        output (``main.py``); a loss over the training rows only (the subjects having the
+        modality) never scored the path of those without it, and BD's feature terms,
+        about two thirds of its joint loss, fall for as long as the branches train, so
+        watched with it early stopping never stopped."""
+        logits = self(x, present)
+        return F.cross_entropy(logits, y, weight=class_weight), logits
+
     def training_rows(self, present: torch.Tensor) -> torch.Tensor:
         """Rows a training loss uses: those with ``missing_modality`` (every row under
         ``train_subjects: complete``, as the trainer kept only complete subjects)."""
@@ -321,16 +332,6 @@ class BidirectionalDistillation(_MissingModalityMethod):
         total = (t["ce_multi"] + lam_m * t["feat_to_multi"]
                  + t["ce_single"] + lam_s * (t["feat_to_single"] + t["kl_to_single"]))
         return total, t["logits"]
-
-    def validation_loss(self, x, present, y, class_weight=None):
-        """The task alone: the cross-entropy of the test-time output over every validation
-        subject, each through the branch the test takes. The official code keeps the
-        epoch of the best validation F1 of that output (``main.py``); the feature terms,
-        about two thirds of the joint loss, fall for as long as the branches train, so
-        watched with it early stopping never stopped and kept an epoch chosen by feature
-        matching."""
-        logits = self(x, present)
-        return F.cross_entropy(logits, y, weight=class_weight), logits
 
     def multi_loss(self, x, present, y, class_weight=None):
         """Phase "multi": cross-entropy of the multi-modal branch alone. The logits validated
@@ -461,17 +462,13 @@ class AutoEncoderImpute(_MissingModalityMethod):
 
     def classifier_loss(self, x, present, y, class_weight=None):
         ce, _, logits = self._terms(x, present, y, class_weight, generator_grad=False)
+        if not self.training:  # validated as the task (validation_loss), generated inputs too
+            return F.cross_entropy(logits, y, weight=class_weight), logits
         return ce, logits
 
     def loss(self, x, present, y, class_weight=None):
         ce, rec, logits = self._terms(x, present, y, class_weight)
         return ce + float(self.hparams["lambda_rec"]) * rec, logits
-
-    def validation_loss(self, x, present, y, class_weight=None):
-        """The task alone (``ae_training: joint``; the pretrain phases watch their own):
-        the reconstruction term falls by itself as the generator trains."""
-        ce, _, logits = self._terms(x, present, y, class_weight)
-        return ce, logits
 
     def phases(self, train_cfg):
         settings = phase_settings(train_cfg)
