@@ -532,11 +532,11 @@ def _check_weights_given(cfg: dict) -> list[str]:
 
 
 def _check_official_weights(ename: str, type_name: str, spec: str) -> list[str]:
-    """A local weight file of a type whose official file is named by its content
-    (:data:`mmpipe.encoders.registry.OFFICIAL_WEIGHTS`) must be that file, unless the entry
-    pins its own ``sha256``: another ImageNet training of the same network (torchvision's
-    V2 ResNet50) loads strictly and gives other features. A URL's file is checked
-    against its own name when fetched; a missing file fails its job, naming it."""
+    """A local weight file of a type whose official files are named by their content
+    (:data:`mmpipe.encoders.registry.OFFICIAL_WEIGHTS`) must be one of them, unless the
+    entry pins its own ``sha256``: another ImageNet training of the same network
+    (torchvision's V2 ResNet50) loads strictly and gives other features. A URL's file is
+    checked against its own name when fetched; a missing file fails its job, naming it."""
     import re
     from pathlib import Path
 
@@ -547,15 +547,15 @@ def _check_official_weights(ename: str, type_name: str, spec: str) -> list[str]:
     path = Path(spec).expanduser()
     if official is None or "://" in spec or not path.is_file():
         return []
-    prefix = re.search(r"-([0-9a-f]{8})\.", official).group(1)
+    prefixes = [re.search(r"-([0-9a-f]{8})\.", name).group(1) for name in official]
     sha = content_sha256(path)
-    if sha.startswith(prefix):
+    if any(sha.startswith(p) for p in prefixes):
         return []
-    return [f"config.encoders.{ename}.weights: {path} is not {official}, the official weights "
-            f"of a {type_name!r} encoder (its SHA-256 begins {sha[:8]}, the official file's "
-            f"{prefix}): other weights give other features under the same encoder's name. "
-            f"Use the official file, or set encoders.{ename}.sha256: {sha} to encode with "
-            "this one deliberately"]
+    return [f"config.encoders.{ename}.weights: {path} is not {' or '.join(official)}, the "
+            f"official ImageNet weights of a {type_name!r} encoder (its SHA-256 begins "
+            f"{sha[:8]}, theirs {' or '.join(prefixes)}): weights of another training give "
+            f"other features under the same encoder's name. Use the official file, or set "
+            f"encoders.{ename}.sha256: {sha} to encode with this one deliberately"]
 
 
 def _check_table_settings(cfg: dict) -> list[str]:

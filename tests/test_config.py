@@ -1226,14 +1226,18 @@ def test_a_torchvision_weight_file_other_than_the_official_one_is_refused(raw_co
     with pytest.raises(ConfigError) as err:
         validate_config(copy.deepcopy(cfg))
     sha = sha256_file(other)
-    assert (f"config.encoders.vgg11_slices.weights: {other} is not vgg11-8a719046.pth, the "
-            f"official weights of a 'vgg11_slices' encoder (its SHA-256 begins {sha[:8]}, "
-            "the official file's 8a719046)") in str(err.value)
+    assert (f"config.encoders.vgg11_slices.weights: {other} is not vgg11-8a719046.pth or "
+            "vgg11-bbd30ac9.pth, the official ImageNet weights of a 'vgg11_slices' encoder "
+            f"(its SHA-256 begins {sha[:8]}, theirs 8a719046 or bbd30ac9)") in str(err.value)
     assert f"set encoders.vgg11_slices.sha256: {sha}" in str(err.value)
     # pinned by the entry: chosen deliberately
     cfg["encoders"]["vgg11_slices"]["sha256"] = sha
     validate_config(copy.deepcopy(cfg))
     # the official file itself (here: this content under its own hash's name)
     del cfg["encoders"]["vgg11_slices"]["sha256"]
-    monkeypatch.setitem(registry.OFFICIAL_WEIGHTS, "vgg11_slices", f"vgg11-{sha[:8]}.pth")
-    validate_config(cfg)
+    # the official file itself, or its legacy twin, the same tensors CLAM downloads (here:
+    # this content under its own hash's name, first or second)
+    for names in ((f"vgg11-{sha[:8]}.pth", "vgg11-bbd30ac9.pth"),
+                  ("vgg11-8a719046.pth", f"vgg11-{sha[:8]}.pth")):
+        monkeypatch.setitem(registry.OFFICIAL_WEIGHTS, "vgg11_slices", names)
+        validate_config(copy.deepcopy(cfg))

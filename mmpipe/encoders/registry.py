@@ -258,16 +258,21 @@ ENCODER_TYPES: dict[str, EncoderType] = {
 }
 
 
-# The official weight file of a type whose file torchvision names by its content (the
-# first 8 hex digits of its SHA-256: ``hub.load_state_dict_from_url(check_hash=True)``),
-# as each network's module asks for it (``WEIGHTS_FILE``; a test checks they agree).
-# Checked before any job runs (mmpipe.config): a file of other content, though it loads
-# strictly into the same architecture (torchvision's IMAGENET1K_V2 ResNet50, the
-# ``DEFAULT`` of its API), gives other features under the same name. A table of its own,
-# outside the entries: the stores' keys are the entries (mmpipe.codehash)
-OFFICIAL_WEIGHTS: dict[str, str] = {
-    "vgg11_slices": "vgg11-8a719046.pth", "vgg11_images": "vgg11-8a719046.pth",
-    "clam_resnet50": "resnet50-0676ba61.pth", "resnet50_images": "resnet50-0676ba61.pth",
+# The official weight files of a type whose files torchvision names by their content
+# (the first 8 hex digits of the SHA-256: ``hub.load_state_dict_from_url(check_hash=True)``):
+# first the one each network's module asks for (``WEIGHTS_FILE``; a test checks they
+# agree), then the legacy file of the same ImageNet V1 tensors that torchvision saved
+# before pytorch/vision#3620 ("weights are unchanged"), the one CLAM's
+# ``models/resnet_custom.py`` downloads. Checked before any job runs (mmpipe.config): a
+# file of other content, though it loads strictly into the same architecture
+# (torchvision's IMAGENET1K_V2 ResNet50, the ``DEFAULT`` of its API), gives other features
+# under the same name. A table of its own, outside the entries: the stores' keys are the
+# entries (mmpipe.codehash)
+OFFICIAL_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "vgg11_slices": ("vgg11-8a719046.pth", "vgg11-bbd30ac9.pth"),
+    "vgg11_images": ("vgg11-8a719046.pth", "vgg11-bbd30ac9.pth"),
+    "clam_resnet50": ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
+    "resnet50_images": ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
 }
 
 
