@@ -146,15 +146,11 @@ def _value_error_reason(exc: ValueError, path: Path) -> str:
     return f"cannot read features: {type(exc).__name__}: {exc}"
 
 
-# the largest integer below which float32 holds every integer exactly
-_FLOAT32_EXACT_INT = 2**24
-
-
 def as_float32(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
     """Numeric features as the store's float32, refused where that would change them
-    without a word: NaN or inf in the file, integers float32 rounds (past 2^24: an ID
-    or a count read as a feature), finite values past float32's range (they became inf
-    and were reported as NaN the file does not hold)."""
+    beyond its rounding: NaN or inf in the file, and finite values past float32's range
+    (they became inf, and were reported as NaN or inf the file does not hold). Integers
+    past 2^24 round as float64 values do, to float32's relative precision."""
     if arr.dtype.kind == "f":
         bad = int(arr.size - np.isfinite(arr).sum())
         if bad:
@@ -165,12 +161,6 @@ def as_float32(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
         if top > np.finfo(np.float32).max:
             raise InputError(f"{what} hold values past float32's range (largest magnitude "
                              f"{top:.3g}), which the store's float32 cannot hold", path)
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize > 2 and arr.size:
-        top = max(abs(int(arr.min())), abs(int(arr.max())))
-        if top > _FLOAT32_EXACT_INT:
-            raise InputError(f"{what} are integers up to {top}, past 2^24, which the "
-                             "store's float32 rounds: store them as floats if they are "
-                             "features", path)
     return arr.astype(np.float32, copy=False)
 
 

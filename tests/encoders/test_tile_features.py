@@ -231,10 +231,10 @@ BAD_FILES = {
     "features_virtual": (_virtual, "'features' is a virtual dataset"),
     "coords_past_int64": (lambda p: _h5(p, features=FEATS, coords=np.full((6, 2), 1e30)),
                           r"coords hold 12 value\(s\) past the int64 range \(largest 1e\+30\)"),
-    # cast to float32 without a word: 2^24 + 1 became 2^24
-    "features_past_2_24": (lambda p: _h5(p, features=np.full((6, 4), 2**24 + 1, np.int64),
-                                         coords=grid(6, 1)),
-                           r"features are integers up to 16777217, past 2\^24"),
+    # past float32's range: it became inf, reported as NaN/inf the file does not hold
+    "features_past_float32": (lambda p: _h5(p, features=np.full((6, 4), 1e39),
+                                            coords=grid(6, 1)),
+                              r"features hold values past float32's range"),
     "coords_negative": (lambda p: _h5(p, features=FEATS, coords=grid(6, 1) - 1),
                         r"coords hold 6 negative value\(s\) \(smallest -1\)"),
     "pt_zero_tiles": (lambda p: _pt(p.with_suffix(".pt"), torch.zeros(0, 4)), "zero tiles"),
