@@ -392,8 +392,9 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
             not forced and not len(ds) and not len(getattr(ds, "file_meta", ()) or ())):
         # an image by its SOP class, a file named .dcm that parses to nothing, or the DICM
         # magic and nothing after it: cut before its series (checked below) is damage
-        damaged = ("damaged DICOM file", "a damaged DICOM file, cut before its "
-                   "SeriesInstanceUID (its series cannot be read)")
+        damaged = ("damaged DICOM file", "a damaged DICOM file, with no SeriesInstanceUID "
+                   "(cut short before it, or written without it), so its series cannot be "
+                   "told")
     else:
         damaged = None
     # as read from the file, before the first access converts it (and forgets where)

@@ -22,7 +22,7 @@ MCAR = {"mmare": [0.75, 0.74, 0.76, 0.70, 0.77], "hgb": [0.70, 0.70, 0.72, 0.74,
 TYPES = {"mmare": "mmare", "featimpute": "featimpute", "hgb": "hgb", "logreg": "logreg", "single_ct": "single",
          "single_cli": "single", "single_ct2": "single",
          "muse": "muse", "standard": "standard"}
-FAMILY = {"mmare": "MMARE", "featimpute": "imputation", "hgb": "baselines", "logreg": "baselines",
+FAMILY = {"mmare": "MMARE", "featimpute": "HAM & comparators", "hgb": "baselines", "logreg": "baselines",
           "single_ct": "single modality", "single_cli": "single modality",
           "single_ct2": "single modality",
           "muse": "attention / graph",
