@@ -53,17 +53,48 @@ def test_perf_vs_params(tables, tmp_path):
     assert with_pub.read_bytes() != plain.read_bytes()
 
 
-def test_perf_vs_params_skips_methods_without_parameters(tables, tmp_path):
+def test_perf_vs_params_skips_methods_without_parameters(tables, tmp_path, monkeypatch):
+    """A method without trainable parameters has no place on a log axis: it is named
+    under the axes, not drawn at an invented x."""
     summary = tables[0].with_columns(
         pl.when(pl.col("method") == "concat_zero").then(None)
         .otherwise(pl.col("trainable_parameters_mean")).alias("trainable_parameters_mean"))
     _png(plots.plot_perf_vs_params(summary, "balanced_accuracy", tmp_path / "p.png"))
+    seen = {}
+
+    def keep(fig, out):
+        ax = fig.axes[0]
+        seen["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        seen["texts"] = [t.get_text() for t in ax.texts]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_perf_vs_params(summary, "balanced_accuracy", tmp_path / "q.png")
+    assert "not shown (no trainable parameters): concat_zero" in seen["texts"], seen
+    assert not any(t.startswith("concat_zero") for t in seen["legend"])
+    assert any(t.startswith("mmare") for t in seen["legend"])
 
 
-def test_pattern_heatmap(tables, tmp_path):
+def test_pattern_heatmap(tables, tmp_path, monkeypatch):
     _png(plots.plot_pattern_heatmap(tables[1], "balanced_accuracy", tmp_path / "h.png"))
     _png(plots.plot_pattern_heatmap(tables[1], "auc", tmp_path / "h2.png", scenario="mcar",
                                     rate=0.6))
+    # one row per method, one column per pattern of the group, each cell its mean
+    seen = {}
+
+    def keep(fig, out):
+        ax = fig.axes[0]
+        seen["rows"] = [t.get_text() for t in ax.get_yticklabels()]
+        seen["cells"] = [t.get_text() for t in ax.texts]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_pattern_heatmap(tables[1], "balanced_accuracy", tmp_path / "h3.png")
+    group = tables[1].filter((pl.col("scenario") == "natural") & (pl.col("rate") == 0.0))
+    assert sorted(seen["rows"]) == sorted(group["method"].unique().to_list()), seen["rows"]
+    means = {f"{v:.2f}" for v in group["balanced_accuracy_mean"].drop_nulls().to_list()}
+    shown = {c.split(" ")[0].split("\n")[0] for c in seen["cells"]}
+    assert means <= shown, (means, shown)
 
 
 def test_nothing_to_draw_writes_nothing(tables, tmp_path):
