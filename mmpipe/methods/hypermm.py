@@ -12,7 +12,12 @@ Two steps (official ``train+test.py``):
 
 1. **phase "phi"** — embeddings + hypernetwork, a decoder and a temporary classifier
    are trained on single (subject, modality) items with ``lambda_rec · MSE(decoder(φ(x)),
-   x) + CE(classifier(φ(x)), y)`` (``utils.pretrain_model``: ``mse + ce``).
+   x) + CE(classifier(φ(x)), y)`` (``utils.pretrain_model``: ``mse + ce``). The MSE is
+   of the inputs as the benchmark normalises them: the official code reconstructs raw
+   VGG activations, where it is of the cross-entropy's size, as it is under ``zscore``
+   (about 1 per element); under ``normalize: l2`` (MMIST-ccRCC's) a D-wide input has a
+   mean square of 1/D, so the term is a few hundredths of the cross-entropy and phase φ
+   trains on the cross-entropy nearly alone (raise ``lambda_rec`` to weigh it back).
 2. **phase "rho"** — φ is frozen; ρ is trained with cross-entropy on the aggregation of
    the present modalities' φ outputs (``HyperMMNet``).
 
@@ -59,11 +64,17 @@ Choices where the paper/code leave room (all hyper-parameters below):
 - early stopping: phase φ watches the validation phase loss (``phi_monitor="loss"``;
   the official code stops pre-training on the *training* loss, which the shared trainer
   does not track, and keeps its last epoch where φ here restores its best validation
-  epoch); phase ρ watches the trainer's default, the validation loss from epoch
-  ``min_epochs`` on, 0 here (the official code stops on the validation loss and keeps
-  the best validation AUC from epoch 5 on, ``train+test.py``: ``epoch >= 5``;
-  ``monitor: auc`` and ``min_epochs: 5`` come nearest, though they also hold phase φ's
-  checkpoint back five epochs and stop on the AUC's patience, not the loss's).
+  epoch); phase ρ watches the trainer's default, the validation loss of each subject's
+  prediction from its present modalities, from epoch ``min_epochs`` on, 0 here. The
+  official code (``train+test.py``, ``utils.evaluate_model``) scores each validation
+  subject's prediction from every single present modality *and* from all of them
+  together, pooled into one loss and one AUC, stops on that loss's patience and keeps
+  the epoch of the best pooled AUC from its sixth epoch on (``epoch >= 5``, counted
+  from 0). The shared trainer scores one prediction per subject, so the single-modality
+  predictions are not pooled in (the selection favours the full set, not robustness to
+  one modality alone); ``monitor: auc`` with ``min_epochs: 6`` comes nearest to the
+  checkpoint rule, though it also holds phase φ's checkpoint back and stops on the
+  AUC's patience, not the loss's.
 - optimiser settings are the official ``train+test.py`` defaults: Adam, lr 1e-4 for both
   steps, weight decay 5e-4, 50 pre-training epochs, 100 main epochs, patience 10. The
   official batch size of one subject is replaced by the trainer's mini-batches and its
@@ -311,7 +322,9 @@ class HyperMM(FusionMethod):
         z = self.phi(x, present)
         item_logits = self.classifier(self._pool(z)[present])           # [P, C]
         items_y = y.unsqueeze(1).expand_as(present)[present]
-        ce = F.cross_entropy(item_logits, items_y, weight=class_weight)
+        # a batch of no present item has no term (its mean over nothing was NaN)
+        ce = (F.cross_entropy(item_logits, items_y, weight=class_weight) if len(items_y)
+              else item_logits.sum())
         loss = ce
         if self.hparams["lambda_rec"] > 0:
             loss = loss + self.hparams["lambda_rec"] * self._reconstruction(z, x, present)
@@ -392,6 +405,14 @@ class HyperMMEndToEnd(HyperMM):
         if self.hparams["lambda_rec"] > 0:
             loss = loss + self.hparams["lambda_rec"] * self._reconstruction(z, x, present)
         return loss, logits
+
+    def validation_loss(self, x: dict[str, torch.Tensor], present: torch.Tensor,
+                        y: torch.Tensor, class_weight: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task alone: a positive ``lambda_rec``'s reconstruction falls as φ trains,
+        whatever the prediction's quality (the official code selects on the task)."""
+        logits = self(x, present)
+        return F.cross_entropy(logits, y, weight=class_weight), logits
 
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         def everything():

@@ -211,6 +211,55 @@ def test_phases_freeze_phi_for_rho(separable):
     assert all(p.requires_grad for p in method.parameters())
 
 
+MIXED = {"ct": (16,), "mri": (12,), "wsi": (24,)}
+
+
+def test_phase_phi_trains_the_adapters_and_rho_freezes_them(separable):
+    """On modalities of different widths (MMIST's with_clinical) the adapters are φ's:
+    left out of phase φ they stayed at their random init in both phases, and no test
+    with equal widths could tell."""
+    method = _make(HyperMM, MIXED)
+    assert method.adapters is not None
+    phi, rho = method.phases({"lr": 1e-3})
+    adapters = {id(p) for p in method.adapters.parameters()}
+    assert adapters <= {id(p) for p in phi.parameters()}
+    x, present, y = separable(MIXED, n=16)
+    method.zero_grad()
+    method.phi_loss(x, present, y)[0].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in method.adapters.parameters())
+    rho.parameters()
+    assert not adapters & {id(p) for p in rho.parameters()}
+    assert not any(p.requires_grad for p in method.adapters.parameters())
+
+
+def test_phase_phi_loss_is_the_reconstruction_plus_the_cross_entropy(separable):
+    """The official ``mse + ce``: deleting the reconstruction term passed every test."""
+    x, present, y = separable(SAME, n=16)
+    method = _make(HyperMM, SAME, lambda_rec=2.0).eval()
+    loss, _ = method.phi_loss(x, present, y)
+    z = method.phi(x, present)
+    item_logits = method.classifier(method._pool(z)[present])
+    ce = F.cross_entropy(item_logits, y.unsqueeze(1).expand_as(present)[present])
+    rec = method._reconstruction(z, x, present)
+    assert rec > 0
+    torch.testing.assert_close(loss, ce + 2.0 * rec)
+    # a batch with no present item adds nothing (its mean over no item was NaN)
+    none = torch.zeros_like(present)
+    assert torch.isfinite(method.phi_loss(x, none, y)[0])
+
+
+def test_end_to_end_early_stopping_watches_the_task(separable):
+    """With a positive lambda_rec the reconstruction, which falls as φ trains, was
+    watched with the cross-entropy."""
+    x, present, y = separable(SAME, n=16)
+    method = _make(HyperMMEndToEnd, SAME, lambda_rec=1.0).eval()
+    with torch.no_grad():
+        watched, logits = method.validation_loss(x, present, y)
+        torch.testing.assert_close(watched, F.cross_entropy(logits, y))
+        assert method.loss(x, present, y)[0] > watched
+
+
 def test_end_to_end_has_one_phase_over_everything(separable):
     method = _make(HyperMMEndToEnd, SAME)
     assert method.decoder is None and method.classifier is None  # CE only (lambda_rec = 0)
