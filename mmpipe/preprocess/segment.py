@@ -54,9 +54,11 @@ DEFAULT_TASK = "total"
 # organs, vertebrae, cardiac, muscles, ribs; every part is fetched whatever the organs),
 # and either way the 6 mm model (298) that crops the volume to the organs asked for
 # first; for 'total_mr', the 3 mm model (852) or the full model's two parts (850, 851),
-# and the 3 mm model again to crop (its 6 mm model was too coarse for MR), where versions
-# up to 2.6 cropped with the 6 mm model (853), which is asked for too (the download that
-# fetches 852 fetches it). A dataset not in the folder is downloaded by TotalSegmentator
+# and the 3 mm model again to crop when organs are named, as mmpipe always names them
+# (its 6 mm model, 853, is not read then, but the download that fetches 852 fetches it,
+# and it is asked for too). These are the datasets of TotalSegmentator 2.5 and later;
+# 2.2 to 2.4 ran other MR models (730-733), which this table does not check, so use 2.5
+# or later for 'total_mr'. A dataset not in the folder is downloaded by TotalSegmentator
 # when it runs, which mmpipe never lets it do.
 CROP_MODEL = {"total": 298, "total_mr": 852}
 MODELS = {("total", True): (297, 298), ("total", False): (291, 292, 293, 294, 295, 298),
