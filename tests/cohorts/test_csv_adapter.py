@@ -89,6 +89,14 @@ def test_paths_are_resolved_and_checked_by_kind(cohort):
     assert meta["modalities"]["emb"] == {"kind": "features", "path_column": "emb_path"}
 
 
+def _ct_mri_cfg():
+    """A CSV cohort of a DICOM folder, a volume file and an age."""
+    return _cfg(modalities={
+        "ct": {"kind": "dicom", "column": "ct_dir", "encoders": ["e"]},
+        "mri": {"kind": "volume", "column": "mri_file", "encoders": ["e"]},
+        "clinical": {"kind": "table", "fields": ["age"], "encoders": ["e"]}})
+
+
 def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_s(tmp_path):
     """A PACS export nests its series under the subject's folder (it was "empty"); one
     file under two subjects (a copy-paste error, spelled two ways) was two subjects'
@@ -104,12 +112,8 @@ def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_
         "p1,1,ct/p1,mri/a.nii.gz,50\n"
         "p2,0,,./mri/../mri/a.nii.gz,51\n"
         "p3,1,,mri/c.nii.gz,52\n")
-    cfg = _cfg(modalities={
-        "ct": {"kind": "dicom", "column": "ct_dir", "encoders": ["e"]},
-        "mri": {"kind": "volume", "column": "mri_file", "encoders": ["e"]},
-        "clinical": {"kind": "table", "fields": ["age"], "encoders": ["e"]}})
     out = tmp_path / "results" / "c"
-    df = build_manifest("c", cfg, out, base_dir=tmp_path)
+    df = build_manifest("c", _ct_mri_cfg(), out, base_dir=tmp_path)
     rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
     assert rows["p1"]["ct_path"] == str(data / "ct" / "p1")
     assert rows["p1"]["mri_path"] is None and rows["p2"]["mri_path"] is None
@@ -140,12 +144,8 @@ def test_a_folder_inside_another_subjects_and_a_file_of_two_modalities_are_share
         "p3,1,ct/p3,a.nii.gz,52\n"
         "p4,0,ct/p3-b,,53\n"
         "p5,1,,a.nii.gz,54\n")
-    cfg = _cfg(modalities={
-        "ct": {"kind": "dicom", "column": "ct_dir", "encoders": ["e"]},
-        "mri": {"kind": "volume", "column": "mri_file", "encoders": ["e"]},
-        "clinical": {"kind": "table", "fields": ["age"], "encoders": ["e"]}})
     out = tmp_path / "results" / "c"
-    df = build_manifest("c", cfg, out, base_dir=tmp_path)
+    df = build_manifest("c", _ct_mri_cfg(), out, base_dir=tmp_path)
     rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
     assert rows["p1"]["ct_path"] is None and rows["p2"]["ct_path"] is None
     assert rows["p3"]["ct_path"] == str(data / "ct" / "p3")
