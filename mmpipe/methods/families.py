@@ -3,8 +3,9 @@
 Each paper's method sits with the comparators it was published against; "simple
 fusion" holds the generic fusion comparators no paper proposes (zero-filled
 concatenation, DeepSets pooling, late fusion, complete-case training, mean and kNN
-feature imputation), which the summary holds every paper's method against; "baselines" the non-neural references every
-fusion method must beat; "single modality" one modality alone. Every type in
+feature imputation), which the summary holds every paper's method against; "baselines"
+the non-neural references every fusion method must beat; "single modality" one modality
+alone. Every type in
 :data:`mmpipe.methods.METHODS` needs a family (a test checks). A module of its own, not
 the method registry: the report's code key covers it, so regrouping reruns the report.
 """
