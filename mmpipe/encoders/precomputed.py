@@ -156,8 +156,7 @@ def as_float32(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
         if bad:
             raise InputError(f"{what} hold {bad} non-finite value(s) (NaN/inf) of {arr.size}",
                              path)
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
-        top = max(abs(float(arr.min())), abs(float(arr.max())))
+        top = float(np.abs(arr).max()) if arr.size else 0.0
         if top > np.finfo(np.float32).max:
             raise InputError(f"{what} hold values past float32's range (largest magnitude "
                              f"{top:.3g}), which the store's float32 cannot hold", path)

@@ -212,8 +212,7 @@ class _MissingModalityMethod(FusionMethod):
         modality) never scored the path of those without it, and BD's feature terms,
         about two thirds of its joint loss, fall for as long as the branches train, so
         watched with it early stopping never stopped."""
-        logits = self(x, present)
-        return F.cross_entropy(logits, y, weight=class_weight), logits
+        return FusionMethod.loss(self, x, present, y, class_weight)
 
     def training_rows(self, present: torch.Tensor) -> torch.Tensor:
         """Rows a training loss uses: those with ``missing_modality`` (every row under

@@ -411,8 +411,7 @@ class HyperMMEndToEnd(HyperMM):
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """The task alone: a positive ``lambda_rec``'s reconstruction falls as φ trains,
         whatever the prediction's quality (the official code selects on the task)."""
-        logits = self(x, present)
-        return F.cross_entropy(logits, y, weight=class_weight), logits
+        return FusionMethod.loss(self, x, present, y, class_weight)
 
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         def everything():

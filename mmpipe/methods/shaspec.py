@@ -205,8 +205,7 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         """The task loss alone: the official code keeps the checkpoint of the best
         validation Dice of the output (``train_SS.py``, ``val_Dice_best``), and the
         shared and domain terms move by themselves as the encoders train."""
-        logits = self(x, present)
-        return self.task_loss(logits, y, class_weight), logits
+        return TaskLossMixin.loss(self, x, present, y, class_weight)
 
     def report_notes(self) -> list[str]:
         notes = ["FeatImpute (ShaSpec-style) on vector features: MLP encoders and head instead "
