@@ -230,7 +230,13 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
     tails = paired_tails(x, y)
     p = None if tails is None else two_sided(tails)
     significant = p is not None and p < SIGNIFICANCE and tails[0] <= tails[1]
-    if significant:
+    level = shown_f == shown_o
+    if significant and level:
+        # the claims are the printed means': a side ahead on every seed by less than the
+        # printed precision is a consistent difference, not a win the tables show
+        verdict = (f"significant, but by less than {10 ** -SHOWN_DECIMALS:g} in mean: level "
+                   "as shown")
+    elif significant:
         verdict = "significant"
     elif p is not None and p < SIGNIFICANCE:
         verdict = (f"the signed ranks favour the side behind in mean: no side shown better "
@@ -239,7 +245,7 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
         verdict = f"not significant at {SIGNIFICANCE:g}"
     if one_split:  # the seeds redrew no subject: the test is of initialisations
         verdict += " over initialisations on one split"
-    if other_leads:
+    if other_leads and not (significant and level):
         verdict += (f": {name_o} beats the fusion" if significant
                     else ": not shown to beat the fusion")
     return (head + f"; {leader} ahead on {ahead} of {len(seeds)} seeds, two-sided p = "

@@ -192,6 +192,32 @@ def test_the_trial_with_the_better_validation_score_is_kept():
     assert selection_score(val.y, sel.val_proba, "loss") == pytest.approx(-trials[0]["val_loss"])
 
 
+
+def test_a_later_trial_that_scores_better_is_kept():
+    """The defaults (trial 0) at a learning rate that cannot move against a second trial
+    that learns: keeping the first trial whatever it scores passed the test above."""
+    data = _data(shift=1.5)
+    train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
+    sel = _select({"type": "concat_zero", "max_epochs": 15, "lr": 1e-7}, train, val,
+                  tuning={"trials": 2, "lr": [1, 1e5], "capacity": [1]})
+    trials = sel.record["trials"]
+    assert [t["overrides"] for t in trials] == [{}, {"lr": pytest.approx(1e-2)}]
+    assert trials[1]["val_loss"] < trials[0]["val_loss"]
+    assert sel.overrides == {"lr": pytest.approx(1e-2)}
+    assert selection_score(val.y, sel.val_proba, "loss") == pytest.approx(-trials[1]["val_loss"])
+
+
+def test_trials_that_score_alike_keep_the_earlier():
+    """Two trials with the same validation AUC (1.0 on separable classes): the earlier,
+    the defaults, is kept, as tuning's docstring says."""
+    data = _data(shift=5.0)
+    train, val = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
+    sel = _select({"type": "concat_zero", "max_epochs": 5, "lr": 1e-3}, train, val,
+                  tuning={"trials": 2, "lr": [1, 2], "capacity": [1], "choose_by": "auc"})
+    trials = sel.record["trials"]
+    assert [t["val_auc"] for t in trials] == [1.0, 1.0]
+    assert sel.overrides == {} and sel.record["chosen"] == {}
+
 @pytest.mark.parametrize("final", ["refit", "ensemble"])
 def test_cv_scores_out_of_fold_on_the_training_part(final):
     data = _data()

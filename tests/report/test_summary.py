@@ -263,6 +263,7 @@ def test_means_equal_at_the_printed_precision_are_level_not_a_win():
     assert "has the best mean" not in lines[0]
 
 
+
 def _table_runs(table: dict[str, list], scenario: str = "natural", rate: float = 0.0):
     return pl.DataFrame([{"cohort": "c", "feature_set": "all", "method": method,
                           "method_type": TYPES[method], "family": FAMILY[method],
@@ -669,12 +670,16 @@ def test_a_seed_ahead_by_float_noise_is_not_ahead():
 
 def test_means_level_as_shown_are_led_by_the_side_ahead_unrounded():
     """hgb ahead on every seed by less than the shown decimals: the line said the signed
-    ranks favoured "the side behind in mean", the fusion leading at 0 of 10 seeds."""
+    ranks favoured "the side behind in mean", the fusion leading at 0 of 10 seeds. Then
+    it said "hgb beats the fusion" below a lead line calling the two level, "not ahead"
+    (with 5 seeds p cannot reach 0.05, so the 5-seed test of level means cannot see it)."""
     fusion = [0.70 + 0.01 * s for s in range(10)]
     lines = _two_methods(fusion, [v + 0.00002 * (s + 1) for s, v in enumerate(fusion)])
     line = next(line for line in lines if line.startswith("- fusion **mmare** and baseline"))
-    assert "level at 0.745; hgb ahead on 10 of 10 seeds" in line
-    assert "(significant: hgb beats the fusion)" in line
+    assert "level at 0.745; hgb ahead on 10 of 10 seeds, two-sided p = 0.00195" in line
+    assert "(significant, but by less than 0.001 in mean: level as shown)" in line
+    assert "beats" not in line
+    assert "**The best fusion is level with a simple baseline here**, not ahead" in lines[0]
 
 
 def test_a_metric_undefined_on_runs_that_trained_is_not_called_untrained():
