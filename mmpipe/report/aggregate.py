@@ -48,6 +48,9 @@ MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_sha
 # the scenario's rate as the run's own feature set met it (``scenario_feature_set``):
 # a testmiss modality stays with a subject whose only modality of the feature set it is
 FEATURE_SET_RATE_COLUMNS = ("feature_set_rate", "feature_set_rate_of")
+# the modality a testmiss cell removes, where the run's feature set does not hold it:
+# its runs there are its natural runs (None where the feature set holds it, or elsewhere)
+NOT_HELD_COLUMN = "scenario_modality_not_held"
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
 # the table's (and radar's) columns; a metric no run has (f1_positive of a multi-class task)
@@ -62,7 +65,8 @@ NO_PATTERN = "none"
 # per-run strings carried from the run to its summary row (the first of its seeds)
 _CARRIED = ("method_type", "family", "positive_label")
 _STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path",
-                   "family", "positive_label", "flags", "split_fixed", "device", "monitor")
+                   "family", "positive_label", "flags", "split_fixed", "device", "monitor",
+                   NOT_HELD_COLUMN)
 # metrics.json written before weighted F1 (and before the per-class keys said which class
 # they were of) held "f1"/"precision"/"recall": class 1's for two classes, macro for more
 _LEGACY_BINARY = {"f1": "f1_positive", "precision": "precision_positive",
@@ -230,6 +234,10 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         own = m.get("scenario_feature_set") or {}
         for k in FEATURE_SET_RATE_COLUMNS:
             row[k] = _num(own.get(k.removeprefix("feature_set_")))
+        removes = (removed.get("options") or {}).get("modality")
+        row[NOT_HELD_COLUMN] = (removes if removes and row["scenario"] == "testmiss"
+                                and m.get("encoders") and removes not in m["encoders"]
+                                else None)
         row["trained"] = bool(m.get("trained", True))
         # the validation scores its early stopping watched, ";"-joined (None for a fit
         # without epochs): a score a run stopped on is optimistic as a validation score

@@ -54,6 +54,7 @@ from mmpipe.methods.families import (
     SINGLE_FAMILY,
     types_of,
 )
+from mmpipe.report.aggregate import NOT_HELD_COLUMN
 from mmpipe.report.stats import DECIMALS, min_wilcoxon_p, paired_tails, two_sided
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
@@ -637,9 +638,13 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
     fewer test subjects. Its runs' ``feature_set_rate``, which every method of the
     feature set shares on a seed. Under MCAR: :func:`_mcar_feature_set_lines`; under
     completeness: :func:`_completeness_feature_set_lines`."""
+    if scenario == "testmiss" and NOT_HELD_COLUMN in runs.columns:
+        lines = _not_held_lines(runs.filter(_in_group(scenario, rate)))
+    else:
+        lines = []
     if (scenario not in ("testmiss", "mcar", "completeness")
             or "feature_set_rate" not in runs.columns):
-        return []
+        return lines
     own = (runs.filter(_in_group(scenario, rate) & pl.col("feature_set_rate").is_not_null()
                        & (pl.col("feature_set_rate_of") > 0))
            .unique(["feature_set", "seed"]))
@@ -651,12 +656,26 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
     # store with fewer subjects than the manifest is no reason to say "kept"
     met = (pl.min_horizontal(pl.col("mask_rate").fill_null(rate), pl.lit(rate))
            if "mask_rate" in own.columns else pl.lit(rate))
-    return _feature_sets_beyond(
+    return lines + _feature_sets_beyond(
         own, pl.col("feature_set_rate") < met - 1 / pl.col("feature_set_rate_of") - 1e-9,
         lambda feature_set, mean: (
             f"- **{feature_set}: the modality was taken from {mean * 100:.1f} % of its test "
             f"subjects having it, not {rate * 100:g} %**: the others have it as their only "
             "modality of this feature set, which the protocol keeps"))
+
+
+def _not_held_lines(group: pl.DataFrame) -> list[str]:
+    """A line per feature set that does not hold the modality its testmiss cell removes:
+    nothing is taken from its test subjects, so its rows are its natural runs (a
+    comparator that never needs the modality, as the papers' unimodal rows), not a model
+    that lost it."""
+    held = group.filter(pl.col(NOT_HELD_COLUMN).is_not_null()).unique(
+        ["feature_set", NOT_HELD_COLUMN])
+    return [f"- **{feature_set} does not hold {modality}, which this scenario removes**: "
+            "nothing is taken from its test subjects, so its rows here are its natural "
+            "runs, a comparator that never needs the modality"
+            for feature_set, modality in sorted(held.select(
+                "feature_set", NOT_HELD_COLUMN).rows())]
 
 
 def _completeness_feature_set_lines(own: pl.DataFrame, rate: float) -> list[str]:

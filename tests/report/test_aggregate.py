@@ -150,6 +150,29 @@ def test_collect_runs_reads_what_each_run_s_early_stopping_watched(fake_runs):
         "auc;loss", "balanced_accuracy", None]
 
 
+def test_collect_runs_names_a_testmiss_modality_the_feature_set_does_not_hold(tmp_path):
+    """From each run's encoders and its mask's options: a testmiss run on a feature set
+    without the removed modality is its natural run under the scenario's name."""
+    paths = []
+    for feature_set, encoders, scenario in (("slide", {"wsi": "clam"}, "testmiss"),
+                                            ("both", {"wsi": "clam", "clinical": "t"},
+                                             "testmiss"),
+                                            ("slide", {"wsi": "clam"}, "mcar")):
+        m = _metrics("mmare", 0.8, 0)
+        d = tmp_path / feature_set / scenario
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "cohort": "demo", "feature_set": feature_set, "method": "mmare",
+            "method_type": "mmare", "scenario": scenario, "rate": 0.8, "seed": 0,
+            "test": m, "val": m, "n_classes": 2, "encoders": encoders,
+            "scenario_mask": {"rate": 0.8, "rate_of": 30,
+                              "options": {"modality": "clinical"} if scenario == "testmiss"
+                              else {}}}))
+        paths.append(d / "metrics.json")
+    runs = collect_runs(paths).sort("feature_set", "scenario")
+    assert runs.select("feature_set", "scenario", "scenario_modality_not_held").rows() == [
+        ("both", "testmiss", None), ("slide", "mcar", None), ("slide", "testmiss", "clinical")]
+
 def test_collect_runs_refuses_duplicates(fake_runs):
     with pytest.raises(ValueError, match="more than once"):
         collect_runs([fake_runs[0][0], fake_runs[0][0]])

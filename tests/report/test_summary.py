@@ -426,6 +426,28 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
     assert lines[0].endswith("missing at test time, not the 12.5 % asked")
 
 
+def test_a_feature_set_without_the_removed_modality_is_said_to_be_untouched():
+    """A testmiss cell removing the clinical record, run on a slide-only feature set:
+    nothing is taken from it, so its "80 %" row is its natural row, and nothing said so."""
+    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(24 / 30),
+        mask_rate_of=pl.lit(30.0), feature_set_rate=pl.lit(24 / 30),
+        feature_set_rate_of=pl.lit(30.0), scenario_modality_not_held=pl.lit(None, pl.String))
+    slide = base.with_columns(feature_set=pl.lit("slide"), feature_set_rate=pl.lit(None),
+                              feature_set_rate_of=pl.lit(None),
+                              scenario_modality_not_held=pl.lit("clinical"))
+    runs = pl.concat([base, slide])
+    lines = _section(summary_markdown(runs, summarise(runs), _flags()),
+                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
+    named = [x for x in lines if "which this scenario removes" in x]
+    assert named == ["- **slide does not hold clinical, which this scenario removes**: "
+                     "nothing is taken from its test subjects, so its rows here are its "
+                     "natural runs, a comparator that never needs the modality"], lines
+    # no line where every feature set holds it
+    lines = _section(summary_markdown(base, summarise(base), _flags()),
+                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
+    assert not [x for x in lines if "which this scenario removes" in x]
+
 def test_a_feature_set_that_kept_the_modality_more_often_is_named():
     """The cell's masks met 80 % over the cohort's modalities, so no line was printed,
     while a slide+clinical row gave the clinical record back to every test subject
