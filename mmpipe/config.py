@@ -459,6 +459,9 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             if "column" in mod and cohort["adapter"] != "csv":
                 problems.append(f"{where}.column: only the csv adapter reads a modality's "
                                 f"column (this cohort's adapter is {cohort['adapter']!r})")
+            elif "column" in mod and mod["kind"] == "table":
+                problems.append(f"{where}.column: a table modality is read from its "
+                                "'fields' in the CSV, not from a path column")
             if "prompt" in mod and mod["kind"] == "table" and not any(
                     encoders.get(e, {}).get("type") == "text" for e in mod["encoders"]):
                 problems.append(f"{where}.prompt: no text encoder of the modality reads it")
@@ -884,12 +887,46 @@ def load_config_layers(paths: list[str | Path]) -> dict[str, Any]:
     return validate_config(cfg)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping: PyYAML (and
+    Snakemake's loader) keep the last silently, so a second ``methods.mmare:`` or a
+    copied cohort block left under its old name replaced the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges, by design
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    break
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        f"while reading the mapping at line {node.start_mark.line + 1}",
+                        node.start_mark,
+                        f"the key {key!r} is written twice (first at line "
+                        f"{first.line + 1}): YAML would keep the last silently",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_config_files(paths: list[str | Path]) -> None:
+    """Read each config file as :func:`load_config` does, for the Snakefile, whose
+    ``config`` Snakemake has already read with a loader that drops a key written twice."""
+    for path in paths:
+        _read_yaml(Path(path))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path) as fh:
-            cfg = yaml.safe_load(fh) or {}
+            cfg = yaml.load(fh, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:  # a folder, a file it may not read

@@ -9,7 +9,13 @@ import pytest
 import yaml
 
 from mmpipe.codehash import module_closure
-from mmpipe.config import benchmark_settings, load_config, run_cells, validate_config
+from mmpipe.config import (
+    benchmark_settings,
+    check_config_files,
+    load_config,
+    run_cells,
+    validate_config,
+)
 from mmpipe.errors import ConfigError
 from mmpipe.params import (
     dicom_params,
@@ -156,6 +162,9 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["cohorts"]["demo"]["modalities"].update(
         label=c["cohorts"]["demo"]["modalities"].pop("mri_t2")),
      r"demo.modalities: 'label' names a QC record, not a modality"),
+    # passed, and failed in the report job with "no metrics.json given"
+    (lambda c: c["cohorts"]["demo"]["benchmark"].update(runs={}),
+     r"config.cohorts.demo.benchmark.runs: \{\} should be non-empty"),
     # accepted and dropped: hgb's learning rate is learning_rate
     (lambda c: c["methods"]["hgb"].update(lr=0.5, max_epochs=3),
      r"methods.hgb: \['lr', 'max_epochs'\] are trainer settings; a scikit-learn method"),
@@ -193,6 +202,24 @@ def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
 
+
+
+def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
+    """YAML keeps the last of two equal keys silently: a second methods entry under a
+    name already used replaced the first, and check-config said "valid"."""
+    text = (REPO / "config.yaml").read_text()
+    assert "\nmethods:\n" in text
+    dup = text.replace("\nmethods:\n", "\nmethods:\n  mmare: {type: mmare, dim: 8}\n", 1)
+    path = tmp_path / "dup.yaml"
+    path.write_text(dup)
+    with pytest.raises(ConfigError, match=r"the key 'mmare' is written twice \(first at line "):
+        load_config(path)
+    # within a flow mapping too, and a merge key `<<` is not a duplicate
+    path.write_text("a: {clinical: tabular, clinical: text}\n")
+    with pytest.raises(ConfigError, match="'clinical' is written twice"):
+        check_config_files([path])
+    path.write_text("base: &b {x: 1}\nc:\n  <<: *b\n  y: 2\n")
+    check_config_files([path])
 
 def test_tiling_change_touches_only_slide_jobs(raw_config):
     before = validate_config(copy.deepcopy(raw_config))
@@ -595,6 +622,17 @@ def _csv_cohort(raw_config, **split):
         cfg["cohorts"]["mine"]["split"] = split
     return validate_config(cfg)
 
+
+
+def test_a_path_column_on_a_csv_cohorts_table_is_refused(raw_config):
+    """The csv adapter reads a table from its fields; a `column` there was accepted,
+    never read, and rebuilt the manifest when edited."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["mine"] = _csv_cohort(raw_config)["cohorts"]["mine"]  # valid as it is
+    cfg["cohorts"]["mine"]["modalities"]["clinical"]["column"] = "clinical_path"
+    with pytest.raises(ConfigError, match=r"mine.modalities.clinical.column: a table modality "
+                                          r"is read from its 'fields' in the CSV"):
+        validate_config(cfg)
 
 def test_the_cohorts_own_split_reruns_the_manifest_and_the_splits_by_it(raw_config):
     """The manifest reads the cohort's split settings; the split job reads the split

@@ -363,6 +363,18 @@ def test_dag_size_does_not_grow_with_the_cohort(tmp_path):
     assert counts[0] == counts[1]
 
 
+
+def test_a_config_key_written_twice_stops_the_workflow(tmp_path):
+    """Snakemake reads the config with a loader that keeps the last of two equal keys: a
+    second method under a name in use replaced the first, and the workflow ran on."""
+    write_demo_config(tmp_path)
+    text = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(text.replace(
+        "\nmethods:\n", "\nmethods:\n  mmare: {type: mmare, dim: 8}\n", 1))
+    run = snakemake_in(tmp_path, "-n")
+    assert run.returncode != 0
+    assert "the key 'mmare' is written twice" in run.stdout + run.stderr
+
 def test_each_store_is_encoded_by_the_rule_of_its_encoders_kind(tmp_path):
     """The encode rules' wildcard constraints come from the encoder registry: a network
     encoder's store in ``encode`` (one GPU, the profile's CPUs and memory), every other in

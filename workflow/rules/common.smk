@@ -16,6 +16,7 @@ from mmpipe.encoders.device import names_cuda
 from mmpipe.encoders.registry import get_encoder_type
 from mmpipe.layout import NAME_PATTERN, CohortLayout, cell_name, parse_cell
 
+mmconfig.check_config_files(workflow.configfiles)
 mmconfig.validate_config(config)
 
 RESULTS = config["results"]
