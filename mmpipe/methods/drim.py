@@ -319,7 +319,10 @@ class DRIM(FusionMethod):
         logits = self.head(self.fuse(shared, unique, present)[0])
         pairs = self._pairs(shared, unique, present)
         return {"task": F.cross_entropy(logits, y, weight=class_weight),
-                "shared": supcon_loss(shared, present, float(self.hparams["temperature"])),
+                # train_drimsurv.py builds ContrastiveLoss() with both temperatures at 0.07;
+                # a temperature of one's own moves both, or it scaled the term by t / 0.07
+                "shared": supcon_loss(shared, present, float(self.hparams["temperature"]),
+                                      float(self.hparams["temperature"])),
                 "unique": self._unique_loss(pairs), "logits": logits, "pairs": pairs}
 
     def loss(self, x, present, y, class_weight=None):
@@ -385,11 +388,12 @@ class DRIM(FusionMethod):
     def report_notes(self) -> list[str]:
         return [
             "drim: cached vector features, each through the official embedding encoder "
-            "(MRIEmbeddingEncoder: Linear-256-GELU-Linear-128) for both the shared and the "
-            "unique branch; cross-entropy instead of the logistic-hazard survival loss.",
-            "drim: discriminators updated inside the training loss with their own AdamW "
-            "(official order: encoders step against the pre-update discriminators); "
-            "their optimiser state is not checkpointed.",
+            f"(MRIEmbeddingEncoder: Linear-{self.hparams['encoder_hidden']}-GELU-Linear-"
+            f"{self.hparams['dim']}) for both the shared and the unique branch; "
+            "cross-entropy instead of the logistic-hazard survival loss.",
+            "drim: discriminators stepped after each encoder step, on that batch's "
+            "embeddings, with their own AdamW (the official order); their optimiser state "
+            "is not checkpointed.",
             "drim: trained on every subject (official multimodal scripts keep patients "
             "with >= 2 modalities); the "
             "best-validation checkpoint by the task loss is kept (official: last "

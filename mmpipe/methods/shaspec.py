@@ -49,7 +49,9 @@ Task loss and training recipe: HAM's (weighted focal loss, RMSprop; see
 :mod:`mmpipe.methods.ham`) so that all of HAM's comparators share one recipe; ShaSpec's
 own segmentation recipe (SGD, momentum 0.99, poly schedule, Dice+BCE) does not transfer
 to this classification setting. Early stopping watches the task loss of the output on
-the validation split, as the official code keeps its best validation Dice.
+the validation split. That is ours: ``train_SS.py`` can keep its best validation Dice
+(``val_Dice_best``), but the published recipe trains with ``--train_only`` (``run.sh``)
+and evaluates the last iteration's ``final.pth`` (``eval.sh``).
 """
 
 from __future__ import annotations
@@ -202,9 +204,9 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         return total, logits
 
     def validation_loss(self, x, present, y, class_weight=None):
-        """The task loss alone: the official code keeps the checkpoint of the best
-        validation Dice of the output (``train_SS.py``, ``val_Dice_best``), and the
-        shared and domain terms move by themselves as the encoders train."""
+        """The task loss alone, the benchmark protocol's choice (the published recipe
+        keeps its last iteration; see the module docstring): the shared and domain terms
+        move by themselves as the encoders train."""
         return TaskLossMixin.loss(self, x, present, y, class_weight)
 
     def report_notes(self) -> list[str]:

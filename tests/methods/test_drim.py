@@ -181,6 +181,24 @@ def test_loss_is_task_plus_weighted_shared_and_unique(shapes, batch):
     torch.testing.assert_close(watched_logits, logits)
 
 
+
+def test_a_temperature_of_its_own_keeps_the_shared_term_unscaled(shapes, batch):
+    """The official ContrastiveLoss takes one value for temperature and base temperature;
+    the base stayed at 0.07, so temperature 0.1 scaled the shared term by 0.1 / 0.07."""
+    x, present, y = batch
+    model = build(shapes, temperature=0.1)
+    with torch.no_grad():
+        shared, _ = model.embed(x, present.bool())
+        terms = model.loss_terms(x, present, y)
+    torch.testing.assert_close(terms["shared"], supcon_loss(shared, present.bool(), 0.1, 0.1))
+    assert not torch.allclose(terms["shared"], supcon_loss(shared, present.bool(), 0.1))
+
+
+def test_report_notes_give_the_encoders_widths(shapes):
+    """A tuned width (dim is DRIM's capacity knob) was described as the default's 128."""
+    note = build(shapes, dim=64, encoder_hidden=48).report_notes()[0]
+    assert "Linear-48-GELU-Linear-64" in note
+
 def test_unique_loss_reaches_only_unique_encoders(shapes, batch):
     x, present, y = batch
     model = build(shapes)

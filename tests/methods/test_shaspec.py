@@ -147,8 +147,7 @@ def test_auxiliary_losses_and_their_weights(shapes, batch):
 
 def test_early_stopping_watches_the_task_loss(shapes, batch):
     """The shared and domain terms, which fall as the encoders train whatever the
-    output's quality, were watched with the task (the official code keeps the best
-    validation Dice)."""
+    output's quality, were watched with the task."""
     x, present, y = batch
     model = build(shapes, dropout=0.0)
     with torch.no_grad():
