@@ -52,7 +52,9 @@ every modality with the official embedding-encoder; cross-entropy on classes ins
 the logistic-hazard survival loss; training on every subject (the official multimodal
 scripts keep patients with at least two modalities); the trainer's cosine schedule
 anneals to the official ``eta_min`` (5e-6, ``configs/multimodal.yaml``) and its best-validation checkpoint is restored,
-judged on the validation task loss alone (the official code keeps the last epoch; the
+judged on the validation task loss alone, from the first epoch (the official code keeps
+the last epoch, which ``min_epochs: 30``, equal to ``max_epochs``, reproduces; on a
+validation split of a few dozen subjects an early epoch can win by noise; the
 adversarial term moves with the discriminators and would pick the epoch); batches are
 shuffled without class balancing, as the official loader's; the discriminators'
 optimiser state is not in the state_dict. Absent modalities are zero-filled by the method before their encoders
