@@ -338,6 +338,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                 f"were left out ({by_mask} of them left without one by the scenario's mask, "
                 "which keeps a modality among the cohort's as the manifest lists them, not "
                 "among this feature set's or those the stores hold)")
+    # the label prior of the subjects the model would be fitted on, inputs or not: where
+    # none has an input the prior of those with one is empty (a row of zeros)
+    labelled = train.y if selection_cfg.strategy == "validation" else np.concatenate(
+        [train.y, val.y])
     train, val = train.with_input(), val.with_input()
     # z-scores from the data the model is chosen on: the training split, or under
     # cross-validation the whole training part (never the test split), which each fold
@@ -369,7 +373,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     torch.manual_seed(seed)
     method = build_method(method_cfg, data)
     sklearn_kind = getattr(method, "kind", "torch") == "sklearn"
-    prior = np.bincount(fitted_on.y, minlength=data.n_classes) / max(len(fitted_on.y), 1)
+    prior_of = fitted_on.y if len(fitted_on.y) else labelled
+    prior = (np.bincount(prior_of, minlength=data.n_classes) / len(prior_of) if len(prior_of)
+             else np.full(data.n_classes, 1 / data.n_classes))
     chosen: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         def select():
@@ -452,9 +458,11 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                 frames.append(_predictions(part, proba, "test", "+".join(subset), no_input))
         n_no_input = int((~test.present.any(axis=1)).sum())
         if n_no_input:
+            unseen = (f", or only {', '.join(normalizer.unseen)}, which no subject the "
+                      "model is fitted on has" if normalizer.unseen else "")
             notes.append(f"{n_no_input} test subjects had no modality of this feature set "
-                         "(none in its stores, or none left under this scenario) and were "
-                         "scored with the training prior")
+                         f"(none in its stores, or none left under this scenario{unseen}) and "
+                         "were scored with the training prior")
         out = {
             **meta, "seed": seed, "method_type": method_cfg["type"],
             # what the report needs to name the classes (the positive one of a binary task)

@@ -662,6 +662,29 @@ def _mask_parts(cohort, parts: tuple[str, ...], modalities: tuple[str, ...], out
     return out
 
 
+
+def test_a_run_with_no_training_input_scores_the_training_label_prior(cohort, tmp_path):
+    """No training subject keeps a modality: the prior of those with an input was empty,
+    so every test subject was scored with zeros where its note promised the prior."""
+    from mmpipe.bench.splits import read_split
+
+    root, cohort_dir = cohort
+    mask = _mask_parts(cohort, ("train",), tuple(MODALITIES), tmp_path / "no_train.parquet")
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "deepsets", "max_epochs": 2}, root / "split.parquet",
+                             mask, out, seed=0, tuning={"trials": 1},
+                             meta={"cohort": "toy", "feature_set": "all",
+                                   "method": "deepsets", "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"] is False
+    split = read_split(root / "split.parquet")
+    train_ids = set(split.filter(pl.col("split") == "train")["subject_id"])
+    y = pl.read_csv(root / "cohort.csv").filter(pl.col("id").is_in(train_ids))["y"].to_numpy()
+    prior = np.bincount(y, minlength=2) / len(y)
+    preds = pl.read_parquet(out / "predictions.parquet").filter(pl.col("split") == "test")
+    scores = preds.select("score_0", "score_1").to_numpy()
+    np.testing.assert_allclose(scores, np.tile(prior, (len(scores), 1)), rtol=1e-6)
+
 @pytest.mark.parametrize("normalize", ["zscore", "l2"])
 def test_a_part_the_mask_empties_is_not_trained_or_pooled_under_cross_validation(
         cohort, tmp_path, normalize):
