@@ -819,6 +819,16 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             problems.append(f"{where}.runs.{method}: missing_modality {wanted!r} is not the "
                             f"modality the testmiss scenario removes at test time "
                             f"({gone.get('modality')!r})")
+        # HGB reads a tabular blank from its 0/1 indicator column, which a z-score or a
+        # row's l2 norm rescales (l2 below 0.5 always): the blank then kept stage 1's fill,
+        # the whole cohort's mean, test subjects included
+        mcfg = methods.get(method) or {}
+        scaled = mcfg.get("normalize", bench.get("normalize",
+                                                 cfg["benchmark"].get("normalize")))
+        if mcfg.get("type") == "hgb" and scaled not in (None, "none"):
+            problems.append(f"{where}.runs.{method}: an hgb method runs on unscaled features "
+                            f"(normalize: none), not {scaled!r}: trees need no scaling, and "
+                            "a scaled blank indicator no longer marks a tabular blank")
     for run in benchmark_runs(cfg, cname) if not problems else []:
         mods = sorted(bench["feature_sets"][run["feature_set"]])
         shapes = _feature_shapes(cfg, bench["feature_sets"][run["feature_set"]])

@@ -162,6 +162,12 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
     (lambda c: c["cohorts"]["demo"]["modalities"].update(
         label=c["cohorts"]["demo"]["modalities"].pop("mri_t2")),
      r"demo.modalities: 'label' names a QC record, not a modality"),
+    # a z-scored or l2-scaled blank indicator no longer marked a tabular blank for HGB
+    (lambda c: c["methods"]["hgb"].pop("normalize"),
+     r"config.cohorts.demo.benchmark.runs.hgb: an hgb method runs on unscaled features "
+     r"\(normalize: none\), not 'zscore'"),
+    (lambda c: c["methods"]["hgb"].update(normalize="l2"),
+     r"runs.hgb: an hgb method runs on unscaled features \(normalize: none\), not 'l2'"),
     # passed, and failed in the report job with "no metrics.json given"
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(runs={}),
      r"config.cohorts.demo.benchmark.runs: \{\} should be non-empty"),
