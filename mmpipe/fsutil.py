@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 TMP_MARK = ".tmp-"
-# what tmp_sibling names (and, without the host, what older versions named), and
-# tmp_keeping_suffix's names, whose suffix a writer that picks its format by it needs last
+# what tmp_sibling names, and tmp_keeping_suffix's names, whose suffix a writer that
+# picks its format by it needs last (whose they are, _is_debris reads from the tag)
 _KEPT_SUFFIX = re.compile(r"\.nii(?:\.gz)?$")
 _TMP_NAME = re.compile(r"\.tmp-(?:.+-)?\d+(?:\.nii(?:\.gz)?)?$")
 
@@ -35,21 +35,24 @@ def _writer_tag() -> str:
 
 def _is_debris(tmp: Path, *, other_hosts: bool) -> bool:
     """Whether a ``{name}.tmp-{host}-{pid}`` file or folder was left by a writer that is
-    gone: a writer of this host whose process no longer runs (names without a host are
-    from older versions, read as this host's). A writer of another host cannot be asked;
-    ``other_hosts`` says whether to count it as gone, which is true only for the next
-    writer of the same output (Snakemake lets one job at a time write an output)."""
+    gone: a writer of this host whose process no longer runs. A writer of another host
+    cannot be asked; ``other_hosts`` says whether to count it as gone, which is true only
+    for the next writer of the same output (Snakemake lets one job at a time write an
+    output). A name without this host's tag is counted as another host's: older versions
+    wrote ``{name}.tmp-{pid}``, and a subject's file (``B.tmp-99999.nii.gz`` in a shard)
+    or a user's (``summary.csv.tmp-20240611``) can look like that, so the sweep, which
+    walks finished outputs too, took them for debris."""
     tag = _KEPT_SUFFIX.sub("", tmp.name.rsplit(TMP_MARK, 1)[-1])
     host, _, pid = tag.rpartition("-")
-    if host and host != socket.gethostname():
+    if host != socket.gethostname() or not pid.isdigit():
         return other_hosts
-    if not pid.isdigit() or int(pid) == os.getpid():
+    if int(pid) == os.getpid():
         return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:  # alive, someone else's
+    except (PermissionError, OverflowError):  # alive, someone else's; or no pid at all
         return False
     return False
 

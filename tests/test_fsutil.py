@@ -73,6 +73,24 @@ def test_sweep_removes_the_outermost_debris_only_and_nothing_else(tmp_path):
     assert not cell.exists() and all(k.exists() for k in keep)
 
 
+
+def test_the_sweep_keeps_names_that_only_look_like_debris(tmp_path):
+    """It walks finished outputs: a shard's volume of subject ``B.tmp-99999`` was deleted
+    while the shard's QC still named it, a user's ``summary.csv.tmp-20240611`` went, and a
+    number past a pid's range stopped every workflow run with an OverflowError."""
+    host = socket.gethostname()
+    keep = [tmp_path / "shards" / "ct" / "0" / f"B.tmp-{_dead_pid()}.nii.gz",
+            tmp_path / "summary.csv.tmp-20240611",
+            tmp_path / "export.tmp-20240611093000",
+            tmp_path / f"x.tmp-{host}-20240611093000"]
+    for k in keep:
+        k.parent.mkdir(parents=True, exist_ok=True)
+        k.write_text("x")
+    dead = tmp_path / f"out.tmp-{host}-{_dead_pid()}"
+    dead.mkdir()
+    assert sweep_debris(tmp_path) == [dead]
+    assert all(k.exists() for k in keep)
+
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, kind):
     out = tmp_path / "out"
