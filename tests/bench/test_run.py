@@ -108,6 +108,14 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
     assert set(only_a["pattern"]) == {"a"}
     assert only_a["notes"].unique().to_list() == [
         "b, c: no store given, scored as absent for every subject"]
+    # the run's own scores of the test subjects given exactly those inputs, to float
+    # rounding (the counts alone passed with a model whose weights did not load)
+    for subset, again in (("a+b+c", scored), ("a", only_a)):
+        own = preds.filter((pl.col("split") == "test") & (pl.col("evaluation") == subset))
+        assert len(own), subset
+        mine = own.join(again, on="subject_id", suffix="_predict")
+        assert len(mine) == len(own)
+        np.testing.assert_allclose(mine["score_1_predict"], mine["score_1"], atol=1e-6)
     assert scored["notes"].unique().to_list() == [""]
     # a store of another of the run's modalities given as this one (b's as a: the same
     # encoder, the same signature) was scored with a note; a damaged store is named
