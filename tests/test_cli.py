@@ -314,9 +314,16 @@ def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, mon
         raise AssertionError("the run was loaded before the output's folder was checked")
 
     monkeypatch.setattr(predict, "load_run", no_scoring)
-    assert cli.main(["predict", str(tmp_path), "--store", "ct=x.zarr",
+    (tmp_path / "run").mkdir()
+    assert cli.main(["predict", str(tmp_path / "run"), "--store", "ct=x.zarr",
                      "--out", str(tmp_path / "a_file" / "p.parquet")]) == 1
     assert "mmpipe: error: FileExistsError" in capsys.readouterr().err
+    # the run's own folder: it wrote over model.pt, or the predictions the report reads
+    for run, out in (("run", "run/model.pt"), ("run/model.pt", "run/sub/p.parquet")):
+        assert cli.main(["predict", str(tmp_path / run), "--store", "ct=x.zarr",
+                         "--out", str(tmp_path / out)]) == 1
+        assert "is inside the run's folder" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "sub").exists()
 
 
 def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
@@ -328,7 +335,9 @@ def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(predict, "load_run", unreadable_run)
     (tmp_path / "kept").mkdir()
+    (tmp_path / "run").mkdir()
     out = tmp_path / "kept" / "new" / "deeper" / "p.parquet"
-    assert cli.main(["predict", str(tmp_path), "--store", "ct=x.zarr", "--out", str(out)]) == 1
+    assert cli.main(["predict", str(tmp_path / "run"), "--store", "ct=x.zarr",
+                     "--out", str(out)]) == 1
     assert "not a run folder" in capsys.readouterr().err
     assert list((tmp_path / "kept").iterdir()) == []

@@ -21,6 +21,7 @@ Non-neural methods store their fitted models as arrays too (``hgb``). Contents:
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,24 @@ def save_bundle(path: str | Path, **contents: Any) -> None:
     torch.save(_plain(bundle), path)
 
 
+def _check_intact(path: Path) -> None:
+    """Refuse a file whose bytes changed since it was written: ``torch.load`` does not
+    check the zip's checksums, so a few bytes flipped inside a weight (a bad copy, a
+    failing disk) were scored without a word. A file that is no zip is left to
+    ``torch.load``'s own message."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return
+    except Exception as err:  # a record that cannot be decompressed at all
+        damaged = f"? ({type(err).__name__}: {err})"
+    if damaged is not None:
+        raise ModelBundleError(f"{path}: damaged: its record {damaged} fails its checksum, "
+                               "so its bytes changed after it was written (a bad copy or "
+                               "disk); copy it again or retrain the run")
+
+
 def load_bundle(path: str | Path) -> dict[str, Any]:
     """The bundle at ``path`` (a run directory or its ``model.pt``), checked."""
     path = Path(path)
@@ -74,6 +93,7 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
         raise ModelBundleError(f"{path}: no model file (a run directory holds {MODEL} "
                                "unless benchmark.keep_models was 'best' or 'none': its "
                                "metrics.json names the seed that kept it, model_seed)")
+    _check_intact(path)
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -91,8 +111,12 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
         raise ModelBundleError(f"{path}: a model bundle is a mapping, found "
                                f"{type(bundle).__name__}")
     if bundle.get("format") != FORMAT:
+        newer = isinstance(bundle.get("format"), int) and bundle["format"] > FORMAT
         raise ModelBundleError(f"{path}: bundle format {bundle.get('format')!r}, this mmpipe "
-                               f"reads format {FORMAT}: retrain the run with this version")
+                               f"reads format {FORMAT}: " + (
+                                   "it was written by a newer mmpipe; upgrade mmpipe to "
+                                   "score with it" if newer else
+                                   "retrain the run with this version"))
     problems = [f"{key!r} missing" if key not in bundle
                 else f"{key!r} is {type(bundle[key]).__name__}, not {kind.__name__}"
                 for key, kind in _REQUIRED.items()
@@ -105,6 +129,12 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
             problems.append("a shape is not a list of sizes")
         if not isinstance(bundle["method"].get("type"), str):
             problems.append("its method has no 'type'")
+        if bundle["n_classes"] < 2:
+            problems.append(f"n_classes is {bundle['n_classes']}")
+        elif bundle["label_values"] and len(bundle["label_values"]) != bundle["n_classes"]:
+            # the scores' classes would be named past the columns there are
+            problems.append(f"{len(bundle['label_values'])} label values for "
+                            f"{bundle['n_classes']} classes")
     if problems:
         raise ModelBundleError(f"{path}: malformed model bundle: {'; '.join(problems)}")
     return bundle

@@ -42,7 +42,7 @@ from mmpipe.bench.data import BenchData, Normalizer, common_subjects, read_store
 from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.encoders.device import resolve_device
-from mmpipe.errors import ConfigError, StoreError
+from mmpipe.errors import ConfigError, MmpipeError, StoreError
 from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,15 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
     if members is not None and (not isinstance(members, int) or members < 1):
         raise ModelBundleError(f"{run_dir}: 'ensemble' must be the number of fold models, "
                                f"found {members!r}")
-    method = (FoldEnsemble([build_method(bundle["method"], template) for _ in range(members)])
-              if members else build_method(bundle["method"], template))
+    try:
+        method = (FoldEnsemble([build_method(bundle["method"], template)
+                                for _ in range(members)])
+                  if members else build_method(bundle["method"], template))
+    except (MmpipeError, KeyError, TypeError, ValueError) as err:
+        # a hyper-parameter renamed since the run was saved, a value of another kind
+        raise ModelBundleError(f"{run_dir}: its method {bundle['method']} cannot be built by "
+                               f"this mmpipe: {err}") from None
+    _check_normalizer(bundle, run_dir)
     try:
         method.load_state_dict(bundle["state"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
@@ -77,6 +84,33 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
         if getattr(member, "kind", "torch") == "torch":
             member.to(device)
     return method, bundle
+
+
+def _check_normalizer(bundle: dict, run_dir) -> None:
+    """The saved normalisation fits the saved shapes: numpy broadcast a statistic of
+    another width over the features and scored with it."""
+    state = bundle["normalizer"]
+    problems = []
+    try:
+        if state.get("mode") not in Normalizer.MODES:
+            problems.append(f"mode {state.get('mode')!r}")
+        shapes = {m: [int(d) for d in s] for m, s in state.get("shapes", {}).items()}
+        if shapes != {m: list(s) for m, s in bundle["shapes"].items()}:
+            problems.append(f"shapes {shapes} for the run's {bundle['shapes']}")
+        for m, stats in state.get("stats", {}).items():
+            width = int(np.prod(bundle["shapes"].get(m, [0]), dtype=np.int64))
+            for key, values in stats.items():
+                if np.asarray(values).size != width:
+                    problems.append(f"{m}.{key} holds {np.asarray(values).size} values for "
+                                    f"{width} features")
+        for m, pairs in state.get("blanks", {}).items():
+            width = int(np.prod(bundle["shapes"].get(m, [0]), dtype=np.int64))
+            if any(not 0 <= int(c) < width for pair in pairs for c in pair):
+                problems.append(f"{m}: a blank column past its {width} features")
+    except (AttributeError, TypeError, ValueError) as err:
+        problems.append(f"{type(err).__name__}: {err}")
+    if problems:
+        raise ModelBundleError(f"{run_dir}: malformed normaliser: {'; '.join(problems)}")
 
 
 # signature keys a model saved before them lacks (mmpipe.store.SIGNATURE_KEYS)
@@ -326,7 +360,12 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     data = BenchData(subject_id=ids, y=np.zeros(n, dtype=np.int64), x=x, present=present,
                      modalities=modalities, n_classes=bundle["n_classes"],
                      provenance=dict(bundle.get("encodings") or {}))
-    data = Normalizer.from_state(bundle["normalizer"]).transform(data)
+    normalizer = Normalizer.from_state(bundle["normalizer"])
+    if unread := [m for m in normalizer.unseen if m in feats]:
+        notes.append(f"{', '.join(unread)}: no subject the run trained on had it, so the "
+                     "model has no weights for it and its store is not read")
+        log.warning("%s", notes[-1])
+    data = normalizer.transform(data)
     present = data.present  # less a modality the model never trained on (its unseen)
     proba = np.full((n, bundle["n_classes"]), np.nan, dtype=np.float32)
     keep = np.flatnonzero(present.any(axis=1))

@@ -743,6 +743,9 @@ def test_a_modality_no_training_subject_has_is_absent_for_every_subject(cohort, 
     with_c = predict_stores(out, stores)
     without_c = predict_stores(out, {m: s for m, s in stores.items() if m != "c"})
     assert with_c["score_1"].to_list() == without_c["score_1"].to_list()
+    # and says so: the store given was dropped without a word
+    assert "c: no subject the run trained on had it, so the model has no weights for it " \
+           "and its store is not read" in with_c["notes"][0]
 
 
 def test_cross_validation_folds_keep_the_split_files_groups(cohort, tmp_path, monkeypatch):

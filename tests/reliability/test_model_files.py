@@ -4,6 +4,8 @@ tabular store fitted on another cohort: its columns mean something else)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -167,6 +169,19 @@ def test_a_malformed_model_file_is_a_named_error(trained, tmp_path, capsys):
     torch.save(bundle, bad / "model.pt")
     assert _predict(bad, store, tmp_path / "s.parquet") == 1
     assert "do not fit method 'deepsets'" in capsys.readouterr().err
+    # a hyper-parameter renamed since the run was saved: a ValueError's traceback, the
+    # file unnamed; a normaliser statistic of another width: broadcast and scored
+    width = load_bundle(run)["shapes"]["clinical"][0]
+    for change, message in (
+            ({"method": {**load_bundle(run)["method"], "bogus": 1}},
+             r"its method .* cannot be built by this mmpipe: .*unknown hyper-parameters"),
+            ({"normalizer": {**load_bundle(run)["normalizer"],
+                             "stats": {"clinical": {"mean": [0.5], "std": [2.0]}}}},
+             rf"malformed normaliser: clinical.mean holds 1 values for {width} features")):
+        torch.save({**load_bundle(run), **change}, bad / "model.pt")
+        assert _predict(bad, store, tmp_path / "s.parquet") == 1
+        err = capsys.readouterr().err
+        assert str(bad) in err and re.search(message, err), err
 
 
 def test_a_tabular_store_fitted_on_another_cohort_is_refused(trained, tmp_path,
