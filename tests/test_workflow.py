@@ -194,6 +194,11 @@ def test_stores_rebuilt_short_of_training_mark_the_report_stale(demo_run, tmp_pa
     assert "is marked stale (STALE.md)" in run.stderr
     stale = (report / "STALE.md").read_text()
     assert "rebuilt after it" in stale and "clinical/tabular.zarr" in stale
+    # the stage-1 summary, which counts that store's verdicts, too
+    banner = (workdir / "results" / "demo" / "stage1_summary.md").read_text().split("\n\n")[0]
+    assert re.match(r"\*\*Stale summary\.\*\* \d+ of them were written after it \(first: `",
+                    banner), banner
+    assert "did not rebuild the summary" in banner
 
 
 def _jobs_ran(run) -> set[tuple[str, str]]:

@@ -12,8 +12,10 @@ any mark. Neither handler runs when Snakemake itself is killed (SIGKILL, out of 
 a lost login session, a time limit), which can happen after it removed a run's outputs:
 so ``onstart`` marks each report first (:func:`mark_under_way`), and the handlers leave
 the mark only where the runs no longer agree. The next run that rebuilds the report
-replaces the whole folder, marks included. Kept apart from the report's own modules, so
-that the report job's code key does not move with it.
+replaces the whole folder, marks included. The stage-1 summary
+(``stage1_summary.md``) is marked the same way, in its first lines, when a store it
+describes is gone or was written after it (:func:`mark_stale_summary`). Kept apart from
+the report's own modules, so that the report job's code key does not move with it.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from mmpipe.layout import REPORT_PAGE, REPORT_RUNS
 
 STALE_FILE = "STALE.md"
 _BANNER = "**Stale report.**"
+SUMMARY_BANNER = "**Stale summary.**"
 
 
-FAILED = "a later run of the workflow failed before it rebuilt the report"
+# "{it}": the report or the stage-1 summary, as each mark says it
+FAILED = "a later run of the workflow failed before it rebuilt {it}"
 UNDER_WAY = ("a later run of the workflow started and has not finished; if it is no "
              "longer running, it was stopped (killed, out of memory or time) and may have "
-             "removed or retrained runs this report describes")
+             "removed or remade what {it} describes")
 NOT_REBUILT = ("a later run of the workflow (a target, `--until` or `--omit-from` short of "
-               "the report) did not rebuild the report")
+               "{it}) did not rebuild {it}")
 
 
 def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
@@ -66,7 +70,8 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
                      for title, rs in (("Missing", missing), ("Trained again", newer),
                                        ("Rebuilt inputs", rebuilt)) if rs)
-    _mark(report_dir, f"{'; '.join(found_text)}: {cause}, so its figures describe runs that "
+    _mark(report_dir, f"{'; '.join(found_text)}: {cause.format(it='the report')}, so its "
+                      "figures describe runs that "
                       "are gone, older than the config or than what they read, or trained "
                       "again since", listed)
     return missing + newer + rebuilt
@@ -81,7 +86,8 @@ def mark_under_way(report_dir: str | Path) -> bool:
     if not (report_dir / REPORT_PAGE).is_file():
         return False
     if not (report_dir / STALE_FILE).exists():  # an earlier mark says more: its list stays
-        _mark(report_dir, f"{UNDER_WAY}, so its figures may describe runs that are gone or "
+        _mark(report_dir, f"{UNDER_WAY.format(it='this report')}, so its figures may "
+                          "describe runs that are gone or "
                           "older than the config", "")
     return True
 
@@ -130,11 +136,63 @@ def _unmark(report_dir: Path) -> None:
             tmp.write_text(_unbannered(text))
 
 
-def _unbannered(text: str) -> str:
+def _unbannered(text: str, banner: str = _BANNER) -> str:
     """``results.md`` without the banner a mark put before it (one paragraph)."""
-    if not text.startswith(_BANNER):
+    if not text.startswith(banner):
         return text
     return text.split("\n\n", 1)[1] if "\n\n" in text else ""
+
+
+def mark_stale_summary(summary: str | Path, qc: str | Path, inputs: Sequence[str | Path],
+                       cause: str = FAILED) -> list[str]:
+    """Mark a cohort's stage-1 summary stale when some of ``inputs`` (its stores and the
+    adapter's QC) are not on disk, or were written after its ``qc`` table (which the same
+    job writes and marking never rewrites): a store whose rerun failed is gone, and one
+    rebuilt by a run that stopped short of the summary holds other subjects' verdicts.
+    Returns those; an agreeing summary loses any mark."""
+    summary = Path(summary)
+    if not summary.is_file():
+        return []
+    built = Path(qc).stat().st_mtime if Path(qc).is_file() else None
+    missing, newer = [], []
+    for item in inputs:
+        try:
+            written = _modified(Path(item))
+        except FileNotFoundError:
+            missing.append(str(item))
+            continue
+        if built is not None and written > built:
+            newer.append(str(item))
+    text = summary.read_text()
+    plain = _unbannered(text, SUMMARY_BANNER)
+    if not missing and not newer:
+        if plain != text:
+            with atomic_file(summary) as tmp:
+                tmp.write_text(plain)
+        return []
+    found = [f"{len(missing)} of the stores it describes are not on disk (first: "
+             f"`{missing[0]}`)"] if missing else []
+    found += [f"{len(newer)} of them were written after it (first: `{newer[0]}`)"] if newer \
+        else []
+    _banner_summary(summary, plain, f"{'; '.join(found)}: {cause.format(it='the summary')}")
+    return missing + newer
+
+
+def mark_summary_under_way(summary: str | Path) -> bool:
+    """:func:`mark_under_way` for a stage-1 summary."""
+    summary = Path(summary)
+    if not summary.is_file():
+        return False
+    text = summary.read_text()
+    if not text.startswith(SUMMARY_BANNER):
+        _banner_summary(summary, text, UNDER_WAY.format(it="this summary"))
+    return True
+
+
+def _banner_summary(summary: Path, plain: str, why: str) -> None:
+    with atomic_file(summary) as tmp:
+        tmp.write_text(f"{SUMMARY_BANNER} {why}, so it may describe stores that are gone or "
+                       f"were rebuilt since. Run the workflow again to rebuild it.\n\n{plain}")
 
 
 def _modified(path: Path) -> float:

@@ -91,7 +91,7 @@ def test_a_report_is_marked_while_a_run_is_under_way_and_unmarked_when_it_agrees
 
     report, runs = _report(tmp_path)
     assert mark_under_way(report)
-    assert UNDER_WAY in (report / STALE_FILE).read_text()
+    assert UNDER_WAY.format(it="this report") in (report / STALE_FILE).read_text()
     results = (report / "results.md").read_text()
     assert results.startswith("**Stale report.**") and results.endswith("# Results: demo\n")
     assert mark_stale_report(report, runs) == []  # the run ended and every run agrees
@@ -100,7 +100,7 @@ def test_a_report_is_marked_while_a_run_is_under_way_and_unmarked_when_it_agrees
     mark_under_way(report)
     runs[0].rmdir()  # the run removed one, then failed: the failure's mark replaces it
     assert mark_stale_report(report, runs) == [str(runs[0])]
-    assert UNDER_WAY not in (report / STALE_FILE).read_text()
+    assert UNDER_WAY.format(it="this report") not in (report / STALE_FILE).read_text()
     assert (report / "results.md").read_text().count("**Stale report.**") == 1
     mark_under_way(report)  # the next run's start keeps the list of what is missing
     assert str(runs[0]) in (report / STALE_FILE).read_text()
@@ -126,3 +126,49 @@ def test_a_report_older_than_what_its_runs_read_is_marked(tmp_path):
     assert mark_stale_report(report, runs, inputs=[store]) == [str(store)]
     assert "stores, splits or masks its runs read were rebuilt after it" in (
         report / STALE_FILE).read_text()
+
+
+def test_a_stage1_summary_whose_store_is_gone_or_newer_is_marked_and_unmarked(tmp_path):
+    """A store whose rerun failed is gone (Snakemake removes a failed job's outputs), and
+    one rebuilt by a run that stopped short of the summary holds other verdicts: the
+    summary still described the stores before, unmarked."""
+    import os
+
+    from mmpipe.report.stale import (
+        FAILED,
+        mark_stale_summary,
+        mark_summary_under_way,
+    )
+
+    summary, qc = tmp_path / "stage1_summary.md", tmp_path / "qc.parquet"
+    stores = [tmp_path / "features" / m / "tabular.zarr" for m in ("a", "b")]
+    for store in stores:
+        store.mkdir(parents=True)
+        os.utime(store, (1_000, 1_000))
+    summary.write_text("# Stage 1 summary\n")
+    qc.write_text("qc")
+    assert mark_stale_summary(summary, qc, stores) == []
+    assert summary.read_text() == "# Stage 1 summary\n"
+    stores[1].rmdir()
+    assert mark_stale_summary(summary, qc, stores, FAILED) == [str(stores[1])]
+    assert mark_stale_summary(summary, qc, stores, FAILED) == [str(stores[1])]
+    text = summary.read_text()
+    assert text.startswith("**Stale summary.** 1 of the stores it describes are not on disk")
+    assert "failed before it rebuilt the summary" in text and text.count("**Stale") == 1
+    assert text.endswith("# Stage 1 summary\n")
+    # rebuilt after the summary's qc table
+    stores[1].mkdir()
+    os.utime(stores[1], (qc.stat().st_mtime + 10,) * 2)
+    assert mark_stale_summary(summary, qc, stores) == [str(stores[1])]
+    assert "1 of them were written after it" in summary.read_text()
+    # agreeing again: the mark goes
+    os.utime(stores[1], (1_000, 1_000))
+    assert mark_stale_summary(summary, qc, stores) == []
+    assert summary.read_text() == "# Stage 1 summary\n"
+    # killed: the mark of a run under way stays until a handler finds them agreeing
+    assert mark_summary_under_way(summary)
+    assert summary.read_text().startswith("**Stale summary.** a later run of the workflow "
+                                          "started and has not finished")
+    assert mark_stale_summary(summary, qc, stores) == []
+    assert summary.read_text() == "# Stage 1 summary\n"
+    assert not mark_summary_under_way(tmp_path / "none.md")

@@ -282,16 +282,33 @@ def benchmarked_cohorts():
 
 def mark_reports_under_way():
     # onerror and onsuccess do not run when Snakemake itself is killed
-    from mmpipe.report.stale import mark_under_way
+    from mmpipe.report.stale import mark_summary_under_way, mark_under_way
 
     for cohort in benchmarked_cohorts():
         mark_under_way(layout(cohort).report())
+    for cohort in config["run_cohorts"]:
+        mark_summary_under_way(layout(cohort).stage1_summary())
 
 
 def mark_stale_reports(cause):
     # Snakemake removes the outputs of the jobs it reruns, not the report built from them
     import sys
-    from mmpipe.report.stale import mark_stale_report
+    from mmpipe.report.stale import mark_stale_report, mark_stale_summary
+
+    for cohort in config["run_cohorts"]:
+        lay = layout(cohort)
+        missing = mark_stale_summary(
+            lay.stage1_summary(),
+            lay.cohort_qc(),
+            [lay.adapter_qc(), *cohort_stores(cohort)],
+            cause,
+        )
+        if missing:
+            print(
+                f"{lay.stage1_summary()} is marked stale: {len(missing)} of the stores it "
+                "describes are not on disk or were written after it",
+                file=sys.stderr,
+            )
 
     for cohort in benchmarked_cohorts():
         report_dir = layout(cohort).report()
