@@ -4,9 +4,13 @@
 final status and reason, plus the adapter's rows that no store carries (subjects
 excluded from the manifest, missing labels, and table values that were not numbers in
 a numeric field and were set to blank, status ``non_numeric``, one row per value,
-encoder null). The summary says, per store, how many subjects are present, absent and
-rejected, in plain words which stores were computed with random weights, and lists
-the clinical values set to blank.
+encoder null); ``path`` is the input the adapter found for the subject's modality (the
+file or folder a rejection is about; null for a table's fields). The summary says, per
+store, how many subjects are present, absent and rejected, in plain words which stores
+were computed with random weights, lists every rejected input with its file, the notes
+on inputs that were used (a DICOM file skipped, a slice interpolated, an image of a set
+left out), the subjects no store could use any input of, and the clinical values set to
+blank.
 """
 
 from __future__ import annotations
@@ -21,16 +25,27 @@ from mmpipe.fsutil import atomic_file, write_parquet
 from mmpipe.report.tables import md_escape
 from mmpipe.store import FeatureStore
 
+QC_COLUMNS = ["subject_id", "modality", "encoder", "status", "reason", "path"]
+# rows of one store's notes shown in the summary (the rest are in qc.parquet)
+NOTES_SHOWN = 20
+SUBJECTS_SHOWN = 50
+
 
 def store_qc(store: FeatureStore) -> pl.DataFrame:
-    f = store.to_numpy()
-    n = len(f.subject_id)
+    """The store's subjects with their status and reason (its embeddings left unread: a
+    store of 3,000 VGG11 blocks took 475 MB for these columns)."""
+    ids = store.subject_ids
+    n = len(ids)
+
+    def column(name: str) -> list[str]:
+        return [str(v) for v in store.group[name][:].tolist()]
+
     return pl.DataFrame({
-        "subject_id": f.subject_id.tolist(),
+        "subject_id": ids.tolist(),
         "modality": [store.attrs.get("modality")] * n,
         "encoder": [store.attrs.get("encoder")] * n,
-        "status": f.status.tolist(),
-        "reason": f.reason.tolist(),
+        "status": column("status"),
+        "reason": column("reason"),
     }, schema={"subject_id": pl.String, "modality": pl.String, "encoder": pl.String,
                "status": pl.String, "reason": pl.String})
 
@@ -80,10 +95,12 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
                 .unique(["subject_id", "modality", "encoder", "reason"])
                 .sort(["modality", "subject_id", "encoder"], nulls_last=True))
     if len(rejected):
-        lines += ["", "## Rejected inputs", "", "| subject | modality | encoder | reason |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Rejected inputs", "",
+                  "| subject | modality | encoder | reason | file |", "|---|---|---|---|---|"]
         lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['encoder'])} | "
-                  f"{_cell(r['reason'])} |" for r in rejected.iter_rows(named=True)]
+                  f"{_cell(r['reason'])} | {_cell(r.get('path'))} |"
+                  for r in rejected.iter_rows(named=True)]
+    lines += _notes_section(qc) + _unusable_section(qc)
     if blanked is not None and len(blanked):
         n_subjects = blanked["subject_id"].n_unique()
         # a field two table modalities share has a row in each: one line per value, which
@@ -107,6 +124,65 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
         lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['status'])} | "
                   f"{_cell(r['reason'])} |" for r in adapter_extra.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
+
+
+def _with_paths(qc: pl.DataFrame, adapter: pl.DataFrame) -> pl.DataFrame:
+    """A store's ``qc`` rows with each one's ``path``: the input the adapter's verdict on
+    the subject's modality names (a rejection's reason said "file not found" without
+    the file)."""
+    if not qc.width:
+        return qc
+    paths = (adapter.filter(pl.col("status").is_in([PRESENT, REJECTED])
+                            & (pl.col("path").fill_null("") != ""))
+             .group_by(["subject_id", "modality"], maintain_order=True)
+             .agg(pl.col("path").last()))
+    return qc.join(paths, on=["subject_id", "modality"], how="left", maintain_order="left")
+
+
+def _notes_section(qc: pl.DataFrame) -> list[str]:
+    """The notes on inputs a store used (status ok with a reason), up to
+    :data:`NOTES_SHOWN` a store: they were in ``qc.parquet`` only, where a subject whose
+    embedding came from 1 of 50 fields read as any present subject."""
+    if "encoder" not in qc.columns:
+        return []
+    noted = (qc.filter((pl.col("status") == "ok") & pl.col("encoder").is_not_null()
+                       & (pl.col("reason").fill_null("") != ""))
+             .sort(["modality", "encoder", "subject_id"]))
+    if not len(noted):
+        return []
+    lines = ["", "## Notes on inputs used", "",
+             "The subject's input was used, with this note.", "",
+             "| subject | modality | encoder | note |", "|---|---|---|---|"]
+    more = []
+    for (modality, encoder), part in noted.group_by(["modality", "encoder"],
+                                                    maintain_order=True):
+        lines += [f"| {_cell(r['subject_id'])} | {_cell(modality)} | {_cell(encoder)} | "
+                  f"{_cell(r['reason'])} |" for r in part.head(NOTES_SHOWN).iter_rows(named=True)]
+        if len(part) > NOTES_SHOWN:
+            more.append(f"{len(part) - NOTES_SHOWN} more of {modality}/{encoder}")
+    if more:
+        lines += ["", f"And {', '.join(more)} in `qc.parquet`."]
+    return lines
+
+
+def _unusable_section(qc: pl.DataFrame) -> list[str]:
+    """Subjects that some store lists and none holds as usable: each store's rows said
+    so one modality at a time, and a subject the adapter kept read as any other."""
+    if "encoder" not in qc.columns:
+        return []
+    stored = qc.filter(pl.col("encoder").is_not_null())
+    if not len(stored):
+        return []
+    none = (stored.group_by("subject_id").agg((pl.col("status") == "ok").any().alias("used"))
+            .filter(~pl.col("used")).sort("subject_id")["subject_id"].to_list())
+    if not none:
+        return []
+    shown = ", ".join(none[:SUBJECTS_SHOWN]) + (
+        f" and {len(none) - SUBJECTS_SHOWN} more" if len(none) > SUBJECTS_SHOWN else "")
+    return ["", "## Subjects without a usable input", "",
+            f"{len(none)} subject(s) have no input any store could use (every modality "
+            f"absent or rejected): {_cell(shown)}. Stage 2 trains on none of them, and "
+            "scores a test subject among them with the training prior."]
 
 
 def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_out: str | Path,
@@ -134,14 +210,17 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
         (pl.col("status") == PRESENT)
         | (pl.col("status").is_in([ABSENT, REJECTED]) & (pl.col("status") == pl.col("held")))
     ).select(adapter.columns).unique()
+    # the adapter's own rows keep their own file (a file skipped in a case folder)
     extra = (adapter.filter(~non_numeric)
-             .join(said.select(cols), on=cols, how="anti", nulls_equal=True).select(cols))
-    blanked = adapter.filter(non_numeric).select(cols)
+             .join(said.select(cols), on=cols, how="anti", nulls_equal=True)
+             .select(*cols, "path"))
+    blanked = adapter.filter(non_numeric).select(*cols, "path")
     added = pl.concat([extra, blanked])
+    qc = _with_paths(qc, adapter)
     if len(added):
         added = added.with_columns(pl.lit(None, dtype=pl.String).alias("encoder"))
         qc = (pl.concat([qc, added.select(qc.columns)], how="vertical_relaxed") if qc.width
-              else added.select(["subject_id", "modality", "encoder", "status", "reason"]))
+              else added.select(QC_COLUMNS))
     write_parquet(qc, qc_out)
     with atomic_file(summary_out) as tmp:
         tmp.write_text(_markdown(_summary_rows(stores), qc, extra, blanked))

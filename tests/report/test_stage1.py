@@ -130,3 +130,39 @@ def test_an_adapter_verdict_the_store_does_not_hold_is_kept(tmp_path):
     assert qc.filter(qc["subject_id"] == "s3").select("encoder", "status", "reason").rows() == [
         ("med3d", "absent", "no file")]
     assert "all fields missing" not in summary
+
+
+def test_the_summary_names_the_file_the_notes_and_subjects_left_without_input(tmp_path):
+    """A rejection's reason ("file not found") named no file, though the adapter had it;
+    a note on an input that was used (a DICOM file skipped: a slice short) was in
+    qc.parquet only; and a subject every store rejected or lacked read as any other."""
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    rows = [{"subject_id": "s1", "modality": "ct", "stage": "adapter", "status": "present",
+             "reason": "", "path": "/data/s1/ct"},
+            {"subject_id": "s1", "modality": "ct", "stage": "adapter", "status": "skipped",
+             "reason": "file 'notes.txt' skipped", "path": "/data/s1/ct/notes.txt"},
+            {"subject_id": "s2", "modality": "ct", "stage": "adapter", "status": "present",
+             "reason": "", "path": "/data/s2/ct"}]
+    qc_frame(rows).write_parquet(tmp_path / "adapter_qc.parquet")
+    with FeatureStoreWriter(tmp_path / "ct.zarr", ["s1", "s2", "s3"], (2,),
+                            {"modality": "ct", "encoder": "med3d"}) as w:
+        w.write("s1", np.zeros(2))
+        w.note("s1", "converted; skipped 1 of 5 files: 2062 (not a DICOM file)")
+        w.mark("s2", "rejected", "corrupt series")
+        w.mark("s3", "absent", "no file")
+        w.commit()
+    qc = write_cohort_qc(tmp_path / "adapter_qc.parquet", [tmp_path / "ct.zarr"],
+                         tmp_path / "qc.parquet", tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| s2 | ct | med3d | corrupt series | /data/s2/ct |" in summary
+    assert qc.filter(qc["encoder"].is_not_null()).select("subject_id", "path").rows() == [
+        ("s1", "/data/s1/ct"), ("s2", "/data/s2/ct"), ("s3", None)]
+    # the adapter's own row keeps its own file
+    assert qc.filter(qc["status"] == "skipped")["path"].to_list() == ["/data/s1/ct/notes.txt"]
+    assert ("| s1 | ct | med3d | converted; skipped 1 of 5 files: 2062 (not a DICOM file) |"
+            in summary.split("## Notes on inputs used")[1])
+    assert "2 subject(s) have no input any store could use (every modality absent or " \
+           "rejected): s2, s3." in summary
