@@ -11,6 +11,7 @@ holds this module: it decides what reruns, and writes no output.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,53 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     return planned_digest(out_dir, _view_digest, modality)
 
 
+def _companions(path: Path) -> list[Path]:
+    """The files a format keeps its data in beside the file a manifest names: a MetaImage
+    header's ``ElementDataFile`` (``.mhd`` + ``.raw``, as LUNA16 ships CT), an Analyze
+    header's ``.img``, a MIRAX slide's folder of the same stem. Replaced, even atomically,
+    they changed no stamp, and the volume's store kept the old voxels."""
+    suffix = path.suffix.lower()
+    if suffix == ".mhd":
+        try:
+            with open(path, errors="replace") as fh:
+                for line in itertools.islice(fh, 64):  # a header is a few dozen lines
+                    key, _, value = line.partition("=")
+                    if key.strip() == "ElementDataFile":
+                        value = value.strip()
+                        # LOCAL: in the header itself; LIST or a pattern: many files
+                        if value and value != "LOCAL" and not value.startswith("LIST") \
+                                and "%" not in value:
+                            return [path.parent / value]
+                        return []
+        except OSError:
+            return []
+        return []
+    if suffix == ".hdr":
+        return [path.with_suffix(".img")]
+    if suffix == ".mrxs":
+        return [path.with_suffix("")]
+    return []
+
+
+def _stat_stamp(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _file_stamp(path: str | None) -> Any:
     if path is None:
         return None
     p = Path(path)
     try:
         if not p.is_dir():
-            st = p.stat()
-            return [st.st_size, st.st_mtime_ns]
+            stamp = _stat_stamp(p)
+            for companion in _companions(p):
+                try:
+                    stamp.append([companion.name, sorted(folder_stamps(companion))
+                                  if companion.is_dir() else _stat_stamp(companion)])
+                except OSError:
+                    stamp.append([companion.name, "missing"])
+            return stamp
         # as the DICOM reader walks it: linked folders once, no hidden or system folder,
         # no link up the tree (it would stamp the whole cohort for each subject)
         return sorted(folder_stamps(p))

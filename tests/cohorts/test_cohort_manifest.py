@@ -523,6 +523,42 @@ def test_a_folder_stamp_walks_what_the_reader_walks(tmp_path):
     assert _file_stamp(str(subject)) == before
 
 
+
+def test_a_files_data_kept_beside_it_is_in_its_stamp(tmp_path):
+    """A MetaImage header keeps its voxels in the file its ElementDataFile names (LUNA16's
+    .mhd + .raw), an Analyze header in its .img, a MIRAX slide in a folder of its stem:
+    replaced, even atomically, they changed no stamp, and the store kept the old voxels."""
+    import os
+
+    from mmpipe.cohorts.manifest_views import _file_stamp
+
+    header = tmp_path / "ct.mhd"
+    header.write_text("ObjectType = Image\nNDims = 3\nElementType = MET_SHORT\n"
+                      "ElementDataFile = voxels.raw\n")
+    data = tmp_path / "voxels.raw"
+    data.write_bytes(b"\0" * 16)
+    analyze = tmp_path / "t1.hdr"
+    analyze.write_bytes(b"hdr")
+    (tmp_path / "t1.img").write_bytes(b"img")
+    mirax = tmp_path / "slide.mrxs"
+    mirax.write_bytes(b"index")
+    (tmp_path / "slide").mkdir()
+    stamps = {p: _file_stamp(str(p)) for p in (header, analyze, mirax)}
+    new = tmp_path / "new.bin"
+    for path, companion in ((header, data), (analyze, tmp_path / "t1.img")):
+        new.write_bytes(b"\1" * 16)
+        os.replace(new, companion)
+        assert _file_stamp(str(path)) != stamps[path], path
+    (tmp_path / "slide" / "Data0000.dat").write_bytes(b"tiles")
+    assert _file_stamp(str(mirax)) != stamps[mirax]
+    # a plain file keeps the stamp it had: no other cohort's jobs rerun
+    plain = tmp_path / "x.nii.gz"
+    plain.write_bytes(b"nifti")
+    assert _file_stamp(str(plain)) == [plain.stat().st_size, plain.stat().st_mtime_ns]
+    # the header's data in the header, or in many files: nothing beside it to stamp
+    header.write_text("ElementDataFile = LOCAL\n")
+    assert len(_file_stamp(str(header))) == 2
+
 def test_the_benchmarks_view_changes_only_with_what_splits_masks_and_training_read(
         tmp_path):
     """Splits, masks and training jobs rerun on this digest: the subjects, the label, the
