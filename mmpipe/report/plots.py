@@ -321,6 +321,9 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     # the whole series first, as the tables bold them, then those over some seeds only:
     # every method fits when there are few, and none is left out for a failed seed
     whole = _whole(df, metrics[0])
+    # marked where any axis is a mean over some seeds only, not the first alone
+    wholes = [_whole(df, m) for m in metrics]
+    whole_on_all = None if any(w is None for w in wholes) else set.intersection(*wholes)
     ranked = _top(scores, metrics[0], len(scores), whole)
     ranked += [s for s in _top(scores, metrics[0], len(scores)) if s not in ranked]
     shown = set(ranked[:top]) | {s for s in styles if _is_baseline(styles[s]["family"])}
@@ -333,6 +336,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     fig = _figure((7.0, 7.6))
     ax = fig.add_subplot(projection="polar")
     closed = np.r_[angles, angles[:1]]
+    no_value = []
     for s in (x for x in _ordered(styles) if x in shown):
         row = df.filter(pl.col("series") == s).row(0, named=True)
         vals = []
@@ -341,6 +345,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
             vals.append(1 - v if m in LOWER_IS_BETTER else v)
         vals = np.array(vals, dtype=float)
         if np.isnan(vals).all():  # never trained here: no polygon at 0, which reads as worst
+            no_value.append(s)
             continue
         # a metric without a value is a gap in the line, not a point at 0
         st = styles[s]
@@ -348,7 +353,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
         ax.plot(closed, np.r_[vals, vals[:1]], color=st["color"], linestyle=st["linestyle"],
                 marker=None if base else st["marker"], markersize=4, linewidth=1.3,
                 label=s + (" (baseline)" if base else "")
-                + _partial_mark(s, whole), zorder=1 if base else 2)
+                + _partial_mark(s, whole_on_all), zorder=1 if base else 2)
     ax.set_xticks(angles, [(f"1 − {metric_label(m, False)}" if m in LOWER_IS_BETTER
                             else metric_label(m, positive=positive)) for m in metrics],
                   fontsize="small")
@@ -356,6 +361,9 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     ax.set_yticks([0.2, 0.4, 0.6, 0.8, 1.0])
     ax.tick_params(axis="y", labelsize="x-small")
     ax.set_title(title, pad=22, fontsize="medium")
+    if no_value:  # a method that ran and has no value here is said, not left out silently
+        fig.text(0.01, 0.01, "not shown (no value here): " + ", ".join(no_value),
+                 fontsize="x-small", va="bottom")
     # below the chart: a radar has axis labels all round, and a legend beside it squeezes it
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize="small",
               frameon=False, ncol=3)
@@ -375,7 +383,10 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
     col = f"{metric}_mean"
     df = summary.filter((pl.col("scenario") == scenario)
                         & ((pl.col("rate") - rate).abs() < 1e-9)) if len(summary) else summary
+    no_value = []
     if len(df) and col in df.columns:
+        # a method that ran and has no value here (untrained on every seed) is said below
+        no_value = _series_labels(df).filter(pl.col(col).is_null())["series"].to_list()
         df = df.filter(pl.col(col).is_not_null())
     pub_rows = [r for r in (published.rows if published is not None else [])
                 if r.metrics.get(metric) is not None and (r.trainable_parameters or 0) > 0]
@@ -433,9 +444,12 @@ def plot_perf_vs_params(summary: pl.DataFrame, metric: str, out: str | Path, *,
     sub = title if published is None else title + f"\n★ = {published.label}"
     ax.set_title(sub, fontsize="medium")
     ax.grid(alpha=0.3, which="both")
-    if skipped:
-        ax.text(0.01, 0.01, "not shown (no trainable parameters): " + ", ".join(skipped),
-                transform=ax.transAxes, fontsize="x-small", va="bottom")
+    notes = ([f"not shown (no trainable parameters): {', '.join(skipped)}"] if skipped
+             else []) + ([f"not shown (no value here): {', '.join(no_value)}"] if no_value
+                         else [])
+    if notes:
+        ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize="x-small",
+                va="bottom")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False,
               ncol=ncol)
     return _save(fig, out)

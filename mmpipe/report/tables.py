@@ -143,8 +143,13 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
                 bold = (mean is not None and m in best and id(r) in contenders[m]
                         and round(mean, decimals) == best[m])
                 # a row level with the best at the printed precision is bold, one of the
-                # † test's references (stats.wilcoxon_vs_best), never marked different
-                cells[m] = (mean, std, bold, None if bold else r.get(f"{m}_p_holm"))
+                # † test's references (stats.wilcoxon_vs_best), never marked different;
+                # a † says "behind the best", so a row ahead of it in mean (over some of
+                # its seeds only, so not crowned) carries none
+                behind = (mean is not None and m in best and not math.isnan(mean) and (
+                    round(mean, decimals) > best[m] if m in LOWER_IS_BETTER
+                    else round(mean, decimals) < best[m]))
+                cells[m] = (mean, std, bold, r.get(f"{m}_p_holm") if behind else None)
             out_rows.append({"labels": {c: r[c] for c in labels}, "cells": cells,
                              "short": {m: _short(r, m) for m in metrics},
                              "params": r.get("trainable_parameters_mean"),

@@ -124,12 +124,27 @@ def test_radar_leaves_out_a_method_without_values(tables, tmp_path, monkeypatch)
 
     def keep(fig, out):
         seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        seen["texts"] = [t.get_text() for t in fig.texts]
         return out
 
     monkeypatch.setattr(plots, "_save", keep)
     plots.plot_radar(pl.concat([summary, untrained], how="diagonal_relaxed"), 0.0,
                      ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
     assert seen["labels"] and not any(label.startswith("hgb") for label in seen["labels"])
+    # ...and says so: left out without a word, it read as never run
+    assert "not shown (no value here): hgb" in seen["texts"]
+    # the same in the parameters plot, beside the methods without parameters
+    seen.clear()
+
+    def keep_axes(fig, out):
+        seen["texts"] = [t.get_text() for t in fig.axes[0].texts]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep_axes)
+    hgb_params = pl.concat([summary, untrained.with_columns(
+        pl.lit(10.0).alias("trainable_parameters_mean"))], how="diagonal_relaxed")
+    plots.plot_perf_vs_params(hgb_params, "balanced_accuracy", tmp_path / "p.png")
+    assert any("not shown (no value here): hgb" in t for t in seen["texts"]), seen
 
 
 def test_the_figures_rank_as_the_tables_bold(tmp_path, monkeypatch):
@@ -285,6 +300,13 @@ def test_the_radar_draws_a_method_short_of_a_seed_after_the_whole_ones(tmp_path,
     plots.plot_radar(summary, 0.0, metrics, tmp_path / "r2.png", top=2)
     assert sorted(seen["labels"]) == ["deepsets", "muse"], seen
     assert "the 2 best of 3 methods" in seen["title"]
+    # a later axis over some seeds only is marked too: only the first axis was read
+    short_auc = runs.with_columns(auc=pl.when((pl.col("method") == "muse")
+                                              & (pl.col("seed") == 4)).then(None)
+                                  .otherwise(pl.col("auc")))
+    plots.plot_radar(wilcoxon_vs_best(short_auc, summarise(short_auc), metrics), 0.0,
+                     metrics, tmp_path / "r3.png")
+    assert "muse (not every seed)" in seen["labels"], seen
 
 
 def test_the_figures_say_they_show_the_test_split_and_mark_a_series_short_of_seeds(
