@@ -4,9 +4,9 @@ alone, and a store whose rows no longer belong to their subjects falls to chance
 The workflow tests' demo (``demo_run``, 16 subjects) is too small to tell a signal from
 noise, so this module runs stage 1 of its own demo through the same Snakefile: 120
 subjects and the modalities that encode fast (the MRI volumes and the CT series through
-Med3D; slides are switched off, so the generator does not render them), about 40 s on 2
-cores. The clinical record is left out: the tabular encoding keeps only the age of its two
-readings, too weak to tell from chance at this size. Each score is the AUC of out-of-fold predictions
+Med3D, the clinical record through the tabular encoding; slides are switched off, so the
+generator does not render them, and CLAM's store is not checked here), about 50 s on 2
+cores. Each score is the AUC of out-of-fold predictions
 (repeated stratified k-fold over the subjects, the same folds for every feature set) of
 the project's ``logreg`` method, fitted through the trainer on the z-scored stores, so it
 measures the stores, not one split's luck. ``benchmarks/demo_signal.py`` prints the
@@ -26,7 +26,8 @@ from tests.conftest import REPO, snakemake_in
 
 pytestmark = pytest.mark.slow
 
-FEATURES = {"mri_t1": "med3d_demo", "mri_t2": "med3d_demo", "ct": "med3d_demo"}
+FEATURES = {"mri_t1": "med3d_demo", "mri_t2": "med3d_demo", "ct": "med3d_demo",
+            "clinical": "tabular"}
 N_SUBJECTS = 120
 FOLDS, REPEATS = 4, 3
 # strong shrinkage: about a hundred subjects against 512 features per volume
@@ -40,7 +41,9 @@ def demo_features(tmp_path_factory) -> BenchData:
     demo = cfg["cohorts"]["demo"]
     demo["demo"] = {"n_subjects": N_SUBJECTS, "seed": 11, "missing": {"wsi": 1.0},
                     "n_corrupt_ct": 0, "n_corrupt_slides": 0}
-    demo["modalities"] = {m: {**demo["modalities"][m], "encoders": [FEATURES[m]]}
+    # the prompt is the text encoder's, which this demo does not run
+    demo["modalities"] = {m: {**{k: v for k, v in demo["modalities"][m].items()
+                                 if k != "prompt"}, "encoders": [FEATURES[m]]}
                           for m in FEATURES}
     demo["benchmark"].update(feature_sets={"signal": FEATURES}, runs={"logreg": ["signal"]},
                              scenarios={"natural": [0.0]}, default_scenarios=["natural"])
