@@ -505,7 +505,8 @@ def _check_weights_given(cfg: dict) -> list[str]:
             for ename in mod["encoders"]:
                 used.setdefault(ename, f"cohorts.{cname}.modalities.{mname}")
             if (mod.get("mask") or {}).get("from") == "totalsegmentator":
-                segmented.append(f"config.cohorts.{cname}.modalities.{mname}.mask")
+                segmented.append((f"config.cohorts.{cname}.modalities.{mname}.mask",
+                                  mod["mask"].get("task")))
     problems = []
     for ename, where in used.items():
         enc = cfg["encoders"].get(ename)
@@ -527,10 +528,26 @@ def _check_weights_given(cfg: dict) -> list[str]:
                         f"network, and the entry names no weights ({where} is encoded with "
                         "it): set the path of its weights file, or allow_random_init: true "
                         "to run it on random weights")
-    if segmented and not cfg["preprocess"]["totalsegmentator"].get("weights"):
-        problems.append(f"config.preprocess.totalsegmentator.weights: {segmented[0]} makes "
+    weights = cfg["preprocess"]["totalsegmentator"].get("weights")
+    if segmented and not weights:
+        problems.append(f"config.preprocess.totalsegmentator.weights: {segmented[0][0]} makes "
                         "TotalSegmentator masks, and no folder of its weights is set (mmpipe "
                         "never downloads them)")
+    elif segmented and Path(weights).expanduser().is_dir():
+        # the models each mask needs, as the segment job checks them: a folder without
+        # them failed that job after every shard, and again on a retry twice its size (a
+        # folder not there is the job's to name, as a missing weights file is)
+        from mmpipe.preprocess.segment import DEFAULT_TASK, check_weights
+
+        fast = bool(cfg["preprocess"]["totalsegmentator"].get("fast", True))
+        needed = {}
+        for where, task in segmented:
+            needed.setdefault(task or DEFAULT_TASK, where)
+        for task, where in needed.items():
+            try:
+                check_weights(weights, fast, task)
+            except ConfigError as err:
+                problems.append(f"config.preprocess.totalsegmentator.weights ({where}): {err}")
     return problems
 
 

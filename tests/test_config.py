@@ -754,16 +754,37 @@ def test_every_part_of_the_full_totalsegmentator_model_keys_the_masks(raw_config
     cfg["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["vertebrae_L1"]}
     _crop_to_the_mask(cfg, "mri_t1")
-    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path), "fast": False}
+    # not there yet when the config is read: a folder lacking a model is refused then
+    weights = tmp_path / "weights"
+    cfg["preprocess"]["totalsegmentator"] = {"weights": str(weights), "fast": False}
     cfg = validate_config(cfg)
     for part in ("Dataset291_TotalSegmentator_part1_organs_1559subj",
                  "Dataset292_TotalSegmentator_part2_vertebrae_1532subj"):
-        (tmp_path / part).mkdir()
-        (tmp_path / part / "plans.json").write_text(part)
+        (weights / part).mkdir(parents=True)
+        (weights / part / "plans.json").write_text(part)
     first = segment_params(cfg, "demo", "mri_t1")
-    (tmp_path / "Dataset292_TotalSegmentator_part2_vertebrae_1532subj" / "plans.json"
+    (weights / "Dataset292_TotalSegmentator_part2_vertebrae_1532subj" / "plans.json"
      ).write_text("other weights")
     assert segment_params(cfg, "demo", "mri_t1") != first
+
+
+def test_a_totalsegmentator_folder_without_the_models_is_refused_before_any_job(
+        raw_config, tmp_path):
+    """An empty folder passed, and the segment job failed after every shard had run,
+    then again on a retry asking twice the memory and time."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["modalities"]["ct"]["mask"] = {
+        "from": "totalsegmentator", "roi_subset": ["kidney_left"]}
+    _crop_to_the_mask(cfg, "ct")
+    cfg["preprocess"]["totalsegmentator"] = {"weights": str(tmp_path), "fast": True}
+    with pytest.raises(ConfigError, match=r"totalsegmentator.weights \(config.cohorts.demo."
+                                          r"modalities.ct.mask\): TotalSegmentator weights "
+                                          r"not found: .* has no Dataset297_\*, Dataset298_\*"):
+        validate_config(copy.deepcopy(cfg))
+    for name in ("Dataset297_TotalSegmentator_total_3mm_1559subj",
+                 "Dataset298_TotalSegmentator_total_6mm_1559subj"):
+        (tmp_path / name).mkdir()
+    validate_config(cfg)
 
 
 def test_the_mask_s_task_keys_the_masks_and_the_stores_that_crop_to_them(raw_config,
