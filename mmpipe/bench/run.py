@@ -176,6 +176,16 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
                     tuning=tuning)
 
 
+def training_device(configured: str, gpu_slots: int) -> str:
+    """The device a training job of the workflow trains on: the configured one where the
+    job holds a GPU slot (``device: cuda`` and a torch method), else the CPU. Under
+    ``auto`` a training job holds none, so it trains on the CPU: it took a node's GPU it
+    had not asked for (eight jobs beside an encoder on one workstation GPU, another
+    job's GPU on a node whose scheduler does not fence devices), and a seed's numbers on
+    a GPU are not its numbers on the CPU."""
+    return configured if gpu_slots else "cpu"
+
+
 def run_cell(layout: CohortLayout, train: dict[str, Any], scenario: str, rate: float,
              out_dir: str | Path, *, meta: dict[str, Any], device: str = "cpu"
              ) -> list[dict[str, Any]]:

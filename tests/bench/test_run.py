@@ -928,3 +928,15 @@ def test_the_run_fits_its_normaliser_on_the_subjects_it_may_read(cohort, tmp_pat
     assert len(run_level) > len(train) // 2
     # the folds' own normalisers read no subject outside the training part either
     assert all(f <= train | val for f in fitted)
+
+
+@pytest.mark.parametrize("configured, slots, expected", [
+    ("auto", 0, "cpu"), ("cuda", 0, "cpu"), ("cuda", 1, "cuda"), ("cuda:0", 1, "cuda:0"),
+    ("cpu", 0, "cpu")])
+def test_a_training_job_trains_on_cuda_only_in_a_gpu_slot_of_its_own(configured, slots,
+                                                                      expected):
+    """Under ``auto`` a training job holds no GPU slot and took the node's GPU anyway:
+    eight of them beside an encoder on one workstation GPU."""
+    from mmpipe.bench.run import training_device
+
+    assert training_device(configured, slots) == expected

@@ -135,7 +135,7 @@ def encode_gpus(wildcards):
 def train_gpus(wildcards):
     """A training job's GPU slot: one when the config names CUDA (``device: cuda``) and
     the method trains with torch; a scikit-learn baseline never uses it. Under ``auto``
-    a job uses a GPU where its node has one, and asks for none."""
+    a job asks for none and trains on the CPU (``training_device`` in bench/run.py)."""
     from mmpipe.methods.hparams import method_kind
 
     cuda = names_cuda(config["device"])
