@@ -210,7 +210,11 @@ class DRIM(FusionMethod):
         "dim_head": 64,
         "mlp_dim": 128,
         "quiet_softmax": "official",  # official (max-shifted, utils.softmax_one) | exact
-        "temperature": 0.07,          # ContrastiveLoss temperature = base_temperature
+        # ContrastiveLoss temperature; its base_temperature stays 0.07, as the official
+        # class's default (train_drimsurv.py: ContrastiveLoss()), so another temperature
+        # scales the term by t / 0.07: SupCon's normalisation, which keeps its gradient's
+        # size
+        "temperature": 0.07,
         "shared_weight": 1.0,         # aux_loss.alpha
         "unique_weight": 0.8,         # disentangled.gamma
         "disc_hidden": 1024,          # Discriminator hidden width
@@ -321,10 +325,7 @@ class DRIM(FusionMethod):
         logits = self.head(self.fuse(shared, unique, present)[0])
         pairs = self._pairs(shared, unique, present)
         return {"task": F.cross_entropy(logits, y, weight=class_weight),
-                # train_drimsurv.py builds ContrastiveLoss() with both temperatures at 0.07;
-                # a temperature of one's own moves both, or it scaled the term by t / 0.07
-                "shared": supcon_loss(shared, present, float(self.hparams["temperature"]),
-                                      float(self.hparams["temperature"])),
+                "shared": supcon_loss(shared, present, float(self.hparams["temperature"])),
                 "unique": self._unique_loss(pairs), "logits": logits, "pairs": pairs}
 
     def loss(self, x, present, y, class_weight=None):
