@@ -321,11 +321,11 @@ def cmd_predict(args) -> None:
         stores[modality] = path
     if Path(args.out).is_dir():  # found only after the model had scored every subject
         raise MmpipeError(f"--out {args.out} is a folder: give the parquet file to write")
-    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
-    if run_dir.resolve() in Path(args.out).resolve().parents:
+    out, run = Path(args.out).resolve(), Path(args.run).resolve()
+    if (run in out.parents) if run.is_dir() else out == run:
         # it overwrote the run's model.pt, or the predictions.parquet the report reads
-        raise MmpipeError(f"--out {args.out} is inside the run's folder {args.run}: write "
-                          "the scores elsewhere")
+        raise MmpipeError(f"--out {args.out} is inside the run's folder {args.run}, or is "
+                          "its model file: write the scores elsewhere")
     # and so is a folder that cannot be made (a file in its place, no permission); the
     # folders made here go again if scoring fails, so a failed run leaves nothing behind
     parent = Path(args.out).absolute().parent

@@ -11,6 +11,7 @@ What each job's output depends on (its cache key) is built in :mod:`mmpipe.param
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import re
@@ -917,28 +918,51 @@ def load_config_layers(paths: list[str | Path]) -> dict[str, Any]:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping: PyYAML (and
     Snakemake's loader) keep the last silently, so a second ``methods.mmare:`` or a
-    copied cohort block left under its old name replaced the first without a word."""
+    copied cohort block left under its old name replaced the first without a word. Each
+    mapping is checked once, as written, before PyYAML merges ``<<:`` into it in place
+    (a merged key beside its override is no key written twice)."""
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Mark] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges, by design
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:  # an unhashable key: the base class says so
-                    break
-                if first is not None:
-                    raise yaml.constructor.ConstructorError(
-                        f"while reading the mapping at line {node.start_mark.line + 1}",
-                        node.start_mark,
-                        f"the key {key!r} is written twice (first at line "
-                        f"{first.line + 1}): YAML would keep the last silently",
-                        key_node.start_mark)
-                seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node):
+        # called on every mapping before its merges, and on a merge's source before it
+        # is merged: the one place each is seen as written
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            self._check_unique(node)
+        super().flatten_mapping(node)
+
+    def _check_unique(self, node) -> None:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges, by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                return
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    f"while reading the mapping at line {node.start_mark.line + 1}",
+                    node.start_mark,
+                    f"the key {key!r} is written twice (first at line "
+                    f"{first.line + 1}): YAML would keep the last silently",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key written twice (as YAML's above)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"the key {key!r} is written twice in one object: JSON "
+                              "would keep the last silently")
+        out[key] = value
+    return out
 
 
 def check_config_files(paths: list[str | Path]) -> None:
@@ -952,8 +976,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
-        with open(path) as fh:
-            cfg = yaml.load(fh, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+        text = path.read_text()
+        try:  # JSON first, as Snakemake reads a config file (a tab-indented one is no YAML)
+            cfg = json.loads(text, object_pairs_hook=_unique_pairs)
+        except json.JSONDecodeError:
+            cfg = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file ({err})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:  # a folder, a file it may not read

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+import pytest
 import yaml
 
 from mmpipe import cli
@@ -78,8 +79,14 @@ def test_a_config_is_laid_over_config_yaml_as_snakemake_lays_it(monkeypatch, tmp
         encoders = exp.setdefault("encoders", {})
         for name in re.findall(r"config\.encoders\.(\w+)\.weights", "\n".join(problems)):
             encoders[name] = {**encoders.get(name, {}), "allow_random_init": True}
+        # a folder holding the models its masks need (an empty one is refused)
+        from mmpipe.preprocess.segment import MODELS
+
+        weights = tmp_path / "totalsegmentator"
+        for model in {m for models in MODELS.values() for m in models}:
+            (weights / f"Dataset{model}_TotalSegmentator").mkdir(parents=True, exist_ok=True)
         exp.setdefault("preprocess", {}).setdefault("totalsegmentator", {})["weights"] = \
-            str(tmp_path)
+            str(weights)
         given.write_text(yaml.safe_dump(exp))
         assert cli.main(["check-config", "--config", str(given)]) == 0, (
             experiment, capsys.readouterr().err)
@@ -319,11 +326,18 @@ def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, mon
                      "--out", str(tmp_path / "a_file" / "p.parquet")]) == 1
     assert "mmpipe: error: FileExistsError" in capsys.readouterr().err
     # the run's own folder: it wrote over model.pt, or the predictions the report reads
-    for run, out in (("run", "run/model.pt"), ("run/model.pt", "run/sub/p.parquet")):
+    (tmp_path / "run" / "model.pt").write_bytes(b"weights")
+    for run, out in (("run", "run/model.pt"), ("run", "run/sub/p.parquet"),
+                     ("run/model.pt", "run/model.pt")):
         assert cli.main(["predict", str(tmp_path / run), "--store", "ct=x.zarr",
                          "--out", str(tmp_path / out)]) == 1
         assert "is inside the run's folder" in capsys.readouterr().err
     assert not (tmp_path / "run" / "sub").exists()
+    # a model file given by itself: scores beside it are the user's to write (the
+    # command goes on to load the run)
+    with pytest.raises(AssertionError, match="the run was loaded before"):
+        cli.main(["predict", str(tmp_path / "run" / "model.pt"), "--store", "ct=x.zarr",
+                  "--out", str(tmp_path / "run" / "scores.parquet")])
 
 
 def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):

@@ -226,6 +226,20 @@ def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
         check_config_files([path])
     path.write_text("base: &b {x: 1}\nc:\n  <<: *b\n  y: 2\n")
     check_config_files([path])
+    # a merge whose source merges too and overrides: PyYAML merges the source in place
+    # first, and its merged key beside its override read as a key written twice
+    path.write_text("a:\n  tuning: &tune\n    <<: {trials: 4, lr: [1, 3]}\n    trials: 2\n"
+                    "b:\n  tuning:\n    <<: *tune\n")
+    check_config_files([path])
+    # JSON, as Snakemake reads it first: a tab-indented file is no YAML, and a key twice
+    path.write_text('{\n\t"device": "cpu"\n}\n')
+    check_config_files([path])
+    path.write_text('{"device": "cpu", "device": "cuda"}')
+    with pytest.raises(ConfigError, match="'device' is written twice in one object"):
+        check_config_files([path])
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a text file"):
+        check_config_files([path])
 
 def test_tiling_change_touches_only_slide_jobs(raw_config):
     before = validate_config(copy.deepcopy(raw_config))

@@ -143,19 +143,22 @@ def _unbannered(text: str, banner: str = _BANNER) -> str:
     return text.split("\n\n", 1)[1] if "\n\n" in text else ""
 
 
-def mark_stale_summary(summary: str | Path, qc: str | Path, inputs: Sequence[str | Path],
+def mark_stale_summary(summary: str | Path, qc: str | Path, stores: Sequence[str | Path],
                        cause: str = FAILED) -> list[str]:
-    """Mark a cohort's stage-1 summary stale when some of ``inputs`` (its stores and the
-    adapter's QC) are not on disk, or were written after its ``qc`` table (which the same
-    job writes and marking never rewrites): a store whose rerun failed is gone, and one
-    rebuilt by a run that stopped short of the summary holds other subjects' verdicts.
-    Returns those; an agreeing summary loses any mark."""
+    """Mark a cohort's stage-1 summary stale when some of ``stores`` are not on disk, or
+    were written after its ``qc`` table (which the same job writes and marking never
+    rewrites): a store whose rerun failed is gone, and one rebuilt by a run that stopped
+    short of the summary holds other subjects' verdicts. Returns those; an agreeing
+    summary loses any mark. Stores only: a folder output is never compared by content,
+    so a store written again reruns the summary, while the adapter's QC table, rewritten
+    with the same bytes by a manifest job, does not (Snakemake compares a small file's
+    checksum), and its time marked a summary a full run had left agreeing."""
     summary = Path(summary)
     if not summary.is_file():
         return []
     built = Path(qc).stat().st_mtime if Path(qc).is_file() else None
     missing, newer = [], []
-    for item in inputs:
+    for item in stores:
         try:
             written = _modified(Path(item))
         except FileNotFoundError:
@@ -172,8 +175,8 @@ def mark_stale_summary(summary: str | Path, qc: str | Path, inputs: Sequence[str
         return []
     found = [f"{len(missing)} of the stores it describes are not on disk (first: "
              f"`{missing[0]}`)"] if missing else []
-    found += [f"{len(newer)} of them were written after it (first: `{newer[0]}`)"] if newer \
-        else []
+    found += [f"{len(newer)} of the stores it describes were written after it (first: "
+              f"`{newer[0]}`)"] if newer else []
     _banner_summary(summary, plain, f"{'; '.join(found)}: {cause.format(it='the summary')}")
     return missing + newer
 

@@ -262,7 +262,8 @@ def _markdown(blocks, metrics, labels, decimals, title, positive=None, preamble=
               "test runs, so a † says a row is behind it, not that the best would win on "
               "other data. With n seeds the test cannot go below p = 2/2^n (0.25 for 3 "
               "seeds, 0.0625 for 5, 0.002 for 10), and the correction multiplies the smallest "
-              "p by the rows tested (every row with a mean but the bold ones): a block "
+              "p by the rows tested (every row with a mean and two seeds paired with the "
+              "best, but the bold ones): a block "
               "testing k rows shows no † unless k·2/2^n < "
               f"{SIGNIFICANCE:g}.", ""]
     for b in blocks:

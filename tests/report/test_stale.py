@@ -160,7 +160,7 @@ def test_a_stage1_summary_whose_store_is_gone_or_newer_is_marked_and_unmarked(tm
     stores[1].mkdir()
     os.utime(stores[1], (qc.stat().st_mtime + 10,) * 2)
     assert mark_stale_summary(summary, qc, stores) == [str(stores[1])]
-    assert "1 of them were written after it" in summary.read_text()
+    assert "1 of the stores it describes were written after it" in summary.read_text()
     # agreeing again: the mark goes
     os.utime(stores[1], (1_000, 1_000))
     assert mark_stale_summary(summary, qc, stores) == []

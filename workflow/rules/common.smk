@@ -300,7 +300,7 @@ def mark_stale_reports(cause):
         missing = mark_stale_summary(
             lay.stage1_summary(),
             lay.cohort_qc(),
-            [lay.adapter_qc(), *cohort_stores(cohort)],
+            cohort_stores(cohort),
             cause,
         )
         if missing:
