@@ -98,15 +98,8 @@ def _disagreements(report_dir: Path, runs: Sequence[str | Path],
     """The runs not on disk, the runs and the inputs written after the report; None when
     all agree (an input not on disk is stage 1's to say)."""
     built = _built_at(report_dir)
-    missing, newer, rebuilt = [], [], []
-    for run in runs:
-        try:
-            written = _modified(Path(run))
-        except FileNotFoundError:
-            missing.append(str(run))
-            continue
-        if built is not None and written > built:
-            newer.append(str(run))
+    missing, newer = _missing_or_newer(runs, built)
+    rebuilt = []
     for item in inputs if built is not None else ():
         try:
             if _modified(Path(item)) > built:
@@ -114,6 +107,21 @@ def _disagreements(report_dir: Path, runs: Sequence[str | Path],
         except FileNotFoundError:
             continue
     return (missing, newer, rebuilt) if missing or newer or rebuilt else None
+
+
+def _missing_or_newer(outputs: Sequence[str | Path], built: float | None
+                      ) -> tuple[list[str], list[str]]:
+    """The ``outputs`` not on disk, and those written after ``built`` (None: none is)."""
+    missing, newer = [], []
+    for output in outputs:
+        try:
+            written = _modified(Path(output))
+        except FileNotFoundError:
+            missing.append(str(output))
+            continue
+        if built is not None and written > built:
+            newer.append(str(output))
+    return missing, newer
 
 
 def _mark(report_dir: Path, why: str, listed: str) -> None:
@@ -157,15 +165,7 @@ def mark_stale_summary(summary: str | Path, qc: str | Path, stores: Sequence[str
     if not summary.is_file():
         return []
     built = Path(qc).stat().st_mtime if Path(qc).is_file() else None
-    missing, newer = [], []
-    for item in stores:
-        try:
-            written = _modified(Path(item))
-        except FileNotFoundError:
-            missing.append(str(item))
-            continue
-        if built is not None and written > built:
-            newer.append(str(item))
+    missing, newer = _missing_or_newer(stores, built)
     text = summary.read_text()
     plain = _unbannered(text, SUMMARY_BANNER)
     if not missing and not newer:
