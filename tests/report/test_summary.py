@@ -406,7 +406,7 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
         scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(20 / 30),
         mask_rate_of=pl.lit(30.0), mask_max_mcar_share=pl.lit(0.4))
     lines = _section(summary_markdown(runs, summarise(runs), _flags()),
-                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
+                     TESTMISS_80)
     assert lines[0] == ("- **the masks took the modality from 67 % of the test subjects "
                         "having it, not 80 %**: the others have it as their only modality, "
                         "which the protocol keeps, so this group is 67 % missing at test "
@@ -426,43 +426,48 @@ def test_a_test_time_rate_short_of_subjects_with_another_modality_is_said():
     assert lines[0].endswith("missing at test time, not the 12.5 % asked")
 
 
+TESTMISS_80 = ("**Missing at test time: 80 % of the test subjects with the modality lose it "
+               "(BD)**")
+
+
+def _testmiss_runs(**columns) -> pl.DataFrame:
+    """The MCAR runs as a testmiss cell at 80 %, whose masks met the rate over 30 test
+    subjects, with ``columns`` added."""
+    return _runs().filter(pl.col("scenario") == "mcar").with_columns(
+        scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(24 / 30),
+        mask_rate_of=pl.lit(30.0), feature_set_rate=pl.lit(24 / 30),
+        feature_set_rate_of=pl.lit(30.0), **columns)
+
 def test_a_feature_set_without_the_removed_modality_is_said_to_be_untouched():
     """A testmiss cell removing the clinical record, run on a slide-only feature set:
     nothing is taken from it, so its "80 %" row is its natural row, and nothing said so."""
-    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
-        scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(24 / 30),
-        mask_rate_of=pl.lit(30.0), feature_set_rate=pl.lit(24 / 30),
-        feature_set_rate_of=pl.lit(30.0), scenario_modality_not_held=pl.lit(None, pl.String))
+    base = _testmiss_runs(scenario_modality_not_held=pl.lit(None, pl.String))
     slide = base.with_columns(feature_set=pl.lit("slide"), feature_set_rate=pl.lit(None),
                               feature_set_rate_of=pl.lit(None),
                               scenario_modality_not_held=pl.lit("clinical"))
     runs = pl.concat([base, slide])
-    lines = _section(summary_markdown(runs, summarise(runs), _flags()),
-                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
+    lines = _section(summary_markdown(runs, summarise(runs), _flags()), TESTMISS_80)
     named = [x for x in lines if "which this scenario removes" in x]
     assert named == ["- **slide does not hold clinical, which this scenario removes**: "
                      "nothing is taken from its test subjects, so its rows here are its "
                      "natural runs, a comparator that never needs the modality"], lines
     # no line where every feature set holds it
-    lines = _section(summary_markdown(base, summarise(base), _flags()),
-                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
+    lines = _section(summary_markdown(base, summarise(base), _flags()), TESTMISS_80)
     assert not [x for x in lines if "which this scenario removes" in x]
+
 
 def test_a_feature_set_that_kept_the_modality_more_often_is_named():
     """The cell's masks met 80 % over the cohort's modalities, so no line was printed,
     while a slide+clinical row gave the clinical record back to every test subject
     without a slide and lost it from 62 % of them under the "80 %" title."""
-    base = _runs().filter(pl.col("scenario") == "mcar").with_columns(
-        scenario=pl.lit("testmiss"), rate=pl.lit(0.8), mask_rate=pl.lit(24 / 30),
-        mask_rate_of=pl.lit(30.0), mask_max_mcar_share=pl.lit(0.4),
-        feature_set_rate=pl.lit(24 / 30), feature_set_rate_of=pl.lit(30.0))
+    base = _testmiss_runs(mask_max_mcar_share=pl.lit(0.4))
     narrow = base.with_columns(feature_set=pl.lit("slide_clinical"),
                                feature_set_rate=pl.when(pl.col("seed") % 2 == 0)
                                .then(16 / 26).otherwise(17 / 26),
                                feature_set_rate_of=pl.lit(26.0))
     runs = pl.concat([base, narrow])
     lines = _section(summary_markdown(runs, summarise(runs), _flags()),
-                     "**Missing at test time: 80 % of the test subjects with the modality lose it (BD)**")
+                     TESTMISS_80)
     named = [x for x in lines if "of its test subjects having it" in x]
     assert named == ["- **slide_clinical: the modality was taken from 63.1 % of its test "
                      "subjects having it, not 80 %**: the others have it as their only "
