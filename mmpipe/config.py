@@ -900,7 +900,7 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
 
 
 def load_config(path: str | Path = "config.yaml", overrides: dict | None = None) -> dict[str, Any]:
-    cfg = _read_yaml(Path(path))
+    cfg = _read_config_file(Path(path))
     if overrides:
         _deep_update(cfg, overrides)
     return validate_config(cfg)
@@ -911,7 +911,7 @@ def load_config_layers(paths: list[str | Path]) -> dict[str, Any]:
     merges ``--configfile`` files over the Snakefile's ``configfile:``), validated."""
     cfg: dict[str, Any] = {}
     for path in paths:
-        _deep_update(cfg, _read_yaml(Path(path)))
+        _deep_update(cfg, _read_config_file(Path(path)))
     return validate_config(cfg)
 
 
@@ -969,10 +969,11 @@ def check_config_files(paths: list[str | Path]) -> None:
     """Read each config file as :func:`load_config` does, for the Snakefile, whose
     ``config`` Snakemake has already read with a loader that drops a key written twice."""
     for path in paths:
-        _read_yaml(Path(path))
+        _read_config_file(Path(path))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """A config file's mapping: JSON, else YAML, each key written once per mapping."""
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
