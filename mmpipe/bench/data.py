@@ -519,6 +519,34 @@ class Normalizer:
         }
 
     @classmethod
+    def state_problems(cls, state: dict[str, Any],
+                       shapes: dict[str, list[int]]) -> list[str]:
+        """What keeps a saved :meth:`state_dict` from fitting features of ``shapes``
+        (modality -> shape): its mode, its shapes, a statistic or blank column of another
+        width. Empty when it fits."""
+        problems = []
+        try:
+            if state.get("mode") not in cls.MODES:
+                problems.append(f"mode {state.get('mode')!r}")
+            saved = {m: [int(d) for d in s] for m, s in state.get("shapes", {}).items()}
+            if saved != {m: list(s) for m, s in shapes.items()}:
+                problems.append(f"shapes {saved} for the run's {shapes}")
+            widths = {m: int(np.prod(s, dtype=np.int64)) for m, s in shapes.items()}
+            for m, stats in state.get("stats", {}).items():
+                for key, values in stats.items():
+                    size = np.asarray(values).size
+                    if size != widths.get(m, 0):
+                        problems.append(f"{m}.{key} holds {size} values for "
+                                        f"{widths.get(m, 0)} features")
+            for m, pairs in state.get("blanks", {}).items():
+                if any(not 0 <= int(c) < widths.get(m, 0) for pair in pairs for c in pair):
+                    problems.append(f"{m}: a blank column past its {widths.get(m, 0)} "
+                                    "features")
+        except (AttributeError, TypeError, ValueError) as err:
+            problems.append(f"{type(err).__name__}: {err}")
+        return problems
+
+    @classmethod
     def from_state(cls, state: dict[str, Any]) -> Normalizer:
         norm = cls(state["mode"])
         norm.shapes = {m: tuple(int(d) for d in s) for m, s in state["shapes"].items()}

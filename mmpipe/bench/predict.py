@@ -70,7 +70,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
         # a hyper-parameter renamed since the run was saved, a value of another kind
         raise ModelBundleError(f"{run_dir}: its method {bundle['method']} cannot be built by "
                                f"this mmpipe: {err}") from None
-    _check_normalizer(bundle, run_dir)
+    # numpy broadcast a statistic of another width over the features and scored with it
+    if problems := Normalizer.state_problems(bundle["normalizer"], bundle["shapes"]):
+        raise ModelBundleError(f"{run_dir}: malformed normaliser: {'; '.join(problems)}")
     try:
         method.load_state_dict(bundle["state"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
@@ -84,33 +86,6 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
         if getattr(member, "kind", "torch") == "torch":
             member.to(device)
     return method, bundle
-
-
-def _check_normalizer(bundle: dict, run_dir) -> None:
-    """The saved normalisation fits the saved shapes: numpy broadcast a statistic of
-    another width over the features and scored with it."""
-    state = bundle["normalizer"]
-    problems = []
-    try:
-        if state.get("mode") not in Normalizer.MODES:
-            problems.append(f"mode {state.get('mode')!r}")
-        shapes = {m: [int(d) for d in s] for m, s in state.get("shapes", {}).items()}
-        if shapes != {m: list(s) for m, s in bundle["shapes"].items()}:
-            problems.append(f"shapes {shapes} for the run's {bundle['shapes']}")
-        for m, stats in state.get("stats", {}).items():
-            width = int(np.prod(bundle["shapes"].get(m, [0]), dtype=np.int64))
-            for key, values in stats.items():
-                if np.asarray(values).size != width:
-                    problems.append(f"{m}.{key} holds {np.asarray(values).size} values for "
-                                    f"{width} features")
-        for m, pairs in state.get("blanks", {}).items():
-            width = int(np.prod(bundle["shapes"].get(m, [0]), dtype=np.int64))
-            if any(not 0 <= int(c) < width for pair in pairs for c in pair):
-                problems.append(f"{m}: a blank column past its {width} features")
-    except (AttributeError, TypeError, ValueError) as err:
-        problems.append(f"{type(err).__name__}: {err}")
-    if problems:
-        raise ModelBundleError(f"{run_dir}: malformed normaliser: {'; '.join(problems)}")
 
 
 # signature keys a model saved before them lacks (mmpipe.store.SIGNATURE_KEYS)

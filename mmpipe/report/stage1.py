@@ -100,7 +100,10 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
         lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['encoder'])} | "
                   f"{_cell(r['reason'])} | {_cell(r.get('path'))} |"
                   for r in rejected.iter_rows(named=True)]
-    lines += _notes_section(qc) + _unusable_section(qc)
+    # the stores' own rows (the adapter's carry no encoder)
+    stored = (qc.filter(pl.col("encoder").is_not_null()) if "encoder" in qc.columns
+              else qc.clear())
+    lines += _notes_section(stored) + _unusable_section(stored)
     if blanked is not None and len(blanked):
         n_subjects = blanked["subject_id"].n_unique()
         # a field two table modalities share has a row in each: one line per value, which
@@ -139,14 +142,13 @@ def _with_paths(qc: pl.DataFrame, adapter: pl.DataFrame) -> pl.DataFrame:
     return qc.join(paths, on=["subject_id", "modality"], how="left", maintain_order="left")
 
 
-def _notes_section(qc: pl.DataFrame) -> list[str]:
+def _notes_section(stored: pl.DataFrame) -> list[str]:
     """The notes on inputs a store used (status ok with a reason), up to
     :data:`NOTES_SHOWN` a store: they were in ``qc.parquet`` only, where a subject whose
     embedding came from 1 of 50 fields read as any present subject."""
-    if "encoder" not in qc.columns:
+    if not len(stored):
         return []
-    noted = (qc.filter((pl.col("status") == "ok") & pl.col("encoder").is_not_null()
-                       & (pl.col("reason").fill_null("") != ""))
+    noted = (stored.filter((pl.col("status") == "ok") & (pl.col("reason").fill_null("") != ""))
              .sort(["modality", "encoder", "subject_id"]))
     if not len(noted):
         return []
@@ -165,12 +167,9 @@ def _notes_section(qc: pl.DataFrame) -> list[str]:
     return lines
 
 
-def _unusable_section(qc: pl.DataFrame) -> list[str]:
+def _unusable_section(stored: pl.DataFrame) -> list[str]:
     """Subjects that some store lists and none holds as usable: each store's rows said
     so one modality at a time, and a subject the adapter kept read as any other."""
-    if "encoder" not in qc.columns:
-        return []
-    stored = qc.filter(pl.col("encoder").is_not_null())
     if not len(stored):
         return []
     none = (stored.group_by("subject_id").agg((pl.col("status") == "ok").any().alias("used"))

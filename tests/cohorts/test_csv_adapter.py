@@ -97,6 +97,16 @@ def _ct_mri_cfg():
         "clinical": {"kind": "table", "fields": ["age"], "encoders": ["e"]}})
 
 
+def _ct_mri_manifest(tmp_path):
+    """The manifest of ``tmp_path/data/cohort.csv`` (:func:`_ct_mri_cfg`): its rows by
+    subject, and its QC's (status, reason) by (subject, modality)."""
+    out = tmp_path / "results" / "c"
+    df = build_manifest("c", _ct_mri_cfg(), out, base_dir=tmp_path)
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    reasons = {(r["subject_id"], r["modality"]): (r["status"], r["reason"])
+               for r in read_qc(out).iter_rows(named=True)}
+    return rows, reasons
+
 def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_s(tmp_path):
     """A PACS export nests its series under the subject's folder (it was "empty"); one
     file under two subjects (a copy-paste error, spelled two ways) was two subjects'
@@ -112,14 +122,10 @@ def test_a_nested_dicom_export_is_found_and_a_file_two_subjects_name_is_neither_
         "p1,1,ct/p1,mri/a.nii.gz,50\n"
         "p2,0,,./mri/../mri/a.nii.gz,51\n"
         "p3,1,,mri/c.nii.gz,52\n")
-    out = tmp_path / "results" / "c"
-    df = build_manifest("c", _ct_mri_cfg(), out, base_dir=tmp_path)
-    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    rows, reasons = _ct_mri_manifest(tmp_path)
     assert rows["p1"]["ct_path"] == str(data / "ct" / "p1")
     assert rows["p1"]["mri_path"] is None and rows["p2"]["mri_path"] is None
     assert rows["p3"]["mri_path"] == str(data / "mri" / "c.nii.gz")
-    reasons = {(r["subject_id"], r["modality"]): (r["status"], r["reason"])
-               for r in read_qc(out).iter_rows(named=True)}
     assert reasons[("p1", "mri")] == ("rejected", "the same file as subject(s) ['p2']")
     assert reasons[("p2", "mri")] == ("rejected", "the same file as subject(s) ['p1']")
 
@@ -144,14 +150,11 @@ def test_a_folder_inside_another_subjects_and_a_file_of_two_modalities_are_share
         "p3,1,ct/p3,a.nii.gz,52\n"
         "p4,0,ct/p3-b,,53\n"
         "p5,1,,a.nii.gz,54\n")
-    out = tmp_path / "results" / "c"
-    df = build_manifest("c", _ct_mri_cfg(), out, base_dir=tmp_path)
-    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    rows, reasons = _ct_mri_manifest(tmp_path)
     assert rows["p1"]["ct_path"] is None and rows["p2"]["ct_path"] is None
     assert rows["p3"]["ct_path"] == str(data / "ct" / "p3")
     assert rows["p4"]["ct_path"] == str(data / "ct" / "p3-b")
-    reasons = {(r["subject_id"], r["modality"]): (r["status"], r["reason"])
-               for r in read_qc(out).iter_rows(named=True) if r["status"] == "rejected"}
+    reasons = {key: verdict for key, verdict in reasons.items() if verdict[0] == "rejected"}
     assert reasons == {
         ("p1", "ct"): ("rejected", "a folder holding the file(s) of subject(s) ['p2']"),
         ("p2", "ct"): ("rejected", "inside the folder of subject(s) ['p1']"),

@@ -16,6 +16,19 @@ def _report(tmp_path):
     return report, runs
 
 
+def _built_report(tmp_path):
+    """:func:`_report` with its ``runs.csv`` (when it was built) and its runs a minute
+    older than it; the report, its runs and the time it was built."""
+    import os
+
+    report, runs = _report(tmp_path)
+    (report / "runs.csv").write_text("method\n")
+    built = (report / "runs.csv").stat().st_mtime
+    for run in runs:
+        os.utime(run, (built - 60, built - 60))
+    return report, runs, built
+
+
 def test_a_report_whose_runs_are_all_there_is_left_alone(tmp_path):
     report, runs = _report(tmp_path)
     assert mark_stale_report(report, runs) == []
@@ -43,11 +56,7 @@ def test_a_report_older_than_a_run_is_marked_and_its_banner_follows(tmp_path):
     a banner written once kept its first count."""
     import os
 
-    report, runs = _report(tmp_path)
-    (report / "runs.csv").write_text("method\n")
-    built = (report / "runs.csv").stat().st_mtime
-    for run in runs:
-        os.utime(run, (built - 60, built - 60))
+    report, runs, built = _built_report(tmp_path)
     assert mark_stale_report(report, runs) == []          # built after its runs
     os.utime(runs[0], (built + 60, built + 60))           # trained again since
     assert mark_stale_report(report, runs) == [str(runs[0])]
@@ -69,11 +78,8 @@ def test_a_run_touched_by_snakemake_is_newer_than_the_report(tmp_path):
     unmarked while Snakemake read the run as new."""
     import os
 
-    report, runs = _report(tmp_path)
-    (report / "runs.csv").write_text("method\n")
-    built = (report / "runs.csv").stat().st_mtime
+    report, runs, built = _built_report(tmp_path)
     for run in runs:
-        os.utime(run, (built - 60, built - 60))
         (run / ".snakemake_timestamp").touch()
         os.utime(run / ".snakemake_timestamp", (built - 60, built - 60))
     assert mark_stale_report(report, runs) == []
