@@ -556,8 +556,10 @@ def _check_official_weights(ename: str, type_name: str, spec: str) -> list[str]:
     """A local weight file of a type whose official files are named by their content
     (:data:`mmpipe.encoders.registry.OFFICIAL_WEIGHTS`) must be one of them, unless the
     entry pins its own ``sha256``: another ImageNet training of the same network
-    (torchvision's V2 ResNet50) loads strictly and gives other features. A URL's file is
-    checked against its own name when fetched; a missing file fails its job, naming it."""
+    (torchvision's V2 ResNet50) loads strictly and gives other features. A URL must name
+    one of them: its file is checked against the hash in its own name when fetched, which
+    any other training's URL (``resnet50-11ad3fa6.pth``, V2) passes. A missing local file
+    fails its job, naming it."""
     import re
     from pathlib import Path
 
@@ -565,8 +567,17 @@ def _check_official_weights(ename: str, type_name: str, spec: str) -> list[str]:
     from mmpipe.hashing import content_sha256
 
     official = OFFICIAL_WEIGHTS.get(type_name)
+    if official is not None and "://" in spec:
+        name = spec.rsplit("/", 1)[-1].split("?", 1)[0]
+        if name in official:
+            return []
+        return [f"config.encoders.{ename}.weights: {spec} does not name "
+                f"{' or '.join(official)}, the official ImageNet weights of a {type_name!r} "
+                f"encoder: weights of another training give other features under the same "
+                f"encoder's name. Use the official file's URL, or set encoders.{ename}.sha256 "
+                f"to the file's SHA-256 to encode with it deliberately"]
     path = Path(spec).expanduser()
-    if official is None or "://" in spec or not path.is_file():
+    if official is None or not path.is_file():
         return []
     prefixes = [re.search(r"-([0-9a-f]{8})\.", name).group(1) for name in official]
     sha = content_sha256(path)

@@ -372,6 +372,15 @@ def test_the_schema_file_lists_what_the_registries_own():
         assert sorted(node) == sorted(values), "/".join(path)
 
 
+def test_the_schema_lists_the_med3d_depths_the_network_builds():
+    """Not in registry_enums: the DAG's validator would import torch for it."""
+    from mmpipe.config import SCHEMA_PATH
+    from mmpipe.encoders.med3d import DEPTHS
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert schema["$defs"]["encoder"]["properties"]["depth"]["enum"] == list(DEPTHS)
+
+
 def test_the_schema_lists_the_demo_generators_options():
     import inspect
 
@@ -1287,6 +1296,23 @@ def test_bds_missing_modality_is_the_one_the_testmiss_scenario_removes(raw_confi
                 "not the modality the testmiss scenario removes at test time ('wsi')"
                 ) in str(err.value)
     assert "runs.ensemble: missing_modality" not in str(err.value)
+
+
+@pytest.mark.parametrize("etype", ["vgg11_slices", "clam_resnet50"])
+def test_a_weights_url_must_name_the_official_file(raw_config, etype):
+    """A URL passed unchecked: torchvision's IMAGENET1K_V2 ResNet50 (resnet50-11ad3fa6.pth)
+    was fetched, checked against the hash in its own name only, and loaded strictly into
+    the CLAM trunk, where the same file as a local path is refused."""
+    other = {"vgg11_slices": "vgg11_bn-6002323d.pth", "clam_resnet50": "resnet50-11ad3fa6.pth"}
+    official = {"vgg11_slices": "vgg11-8a719046.pth", "clam_resnet50": "resnet50-0676ba61.pth"}
+    cfg = copy.deepcopy(raw_config)   # the demo encodes with both
+    cfg["encoders"][etype].update(download=True, allow_random_init=False,
+                                  weights=f"https://download.pytorch.org/models/{other[etype]}")
+    with pytest.raises(ConfigError, match=f"config.encoders.{etype}.weights: https://download."
+                                          f"pytorch.org/models/{other[etype]} does not name"):
+        validate_config(copy.deepcopy(cfg))
+    cfg["encoders"][etype]["weights"] = f"https://download.pytorch.org/models/{official[etype]}"
+    validate_config(copy.deepcopy(cfg))
 
 
 def test_a_torchvision_weight_file_other_than_the_official_one_is_refused(raw_config,

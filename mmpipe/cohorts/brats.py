@@ -38,7 +38,9 @@ What the releases are known to contain, and what the adapter does with it:
   case, naming both, instead of choosing; two files of the segmentation leave the case
   without a mask, with a QC row.
 - Cases without a CSV row are kept with a blank label (about a third of 2020's 369
-  cases have no survival); CSV rows without a case folder are skipped with a QC row.
+  cases have no survival); CSV rows without a case folder are skipped with a QC row. A
+  CSV none of whose rows names a case folder (2020's table beside 2021's
+  ``BraTS2021_<n>`` folders) is refused: every label would be blank.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def find_cases(root: Path) -> tuple[list[tuple[str, Path, str | None]], list[Pat
         seen[case] = folder
     if not cases:
         raise InputError("no BraTS case folder (<case>/<case>_t1.nii.gz, ...) here, nor "
-                         "under HGG/ or LGG/", path=root)
+                         "under HGG/ or LGG/ (the 2019-2021 layouts; 2023's "
+                         "BraTS-GLI-<id>-t1n.nii.gz naming is not supported)", path=root)
     return cases, others
 
 
@@ -237,6 +240,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
     cases, others = find_cases(root)
     ids = [case for case, _, _ in cases]
+    if rows and not set(rows) & set(ids):
+        # a release's table beside another release's folders (2020's Brats20ID against
+        # 2021's BraTS2021_<n> folders): every label would be blank and the split empty
+        raise InputError(f"no survival row names a case folder: the CSV's {id_col} "
+                         f"(e.g. {sorted(rows)[0]!r}) against {len(ids)} case folder(s) "
+                         f"(e.g. {ids[0]!r}); the CSV belongs to another release, or its "
+                         "IDs need mapping to these folders", path=survival_path)
     frame: dict[str, list[Any]] = {SUBJECT: ids, "grade": [g for _, _, g in cases]}
     qc: list[QCRecord] = []
     # a folder that is not a case vanished without a word (its survival row, if any, was

@@ -13,6 +13,10 @@ Layout (Mota et al., DCAMI @ CVPR 2024, arXiv 2405.01658; the dataset site's
   ``patients_with_labels_CT_final.csv`` / ``patients_with_labels_MR_final.csv``.
 - WSI: ``WSI_patientfiles.csv`` maps each patient to ``Features/WSI Features/<chosen_exam>``
   (that folder also holds slides of patients outside the cohort: only the mapping counts).
+  For 106 of its 429 TCGA patients the mapping names a slide of normal tissue (TCGA
+  sample type 11, ``<patient>-11A-...``), though each has a tumour slide (``01A``/``01Z``)
+  in the folder. The adapter follows the mapping, as the published figures do, and logs
+  how many chosen slides are of normal tissue.
 
 Feature modalities are known by name: ``ct``, ``mri``, ``wsi``. A table modality reads
 the columns its config ``fields`` name: the release's clinical fields are ``gender``,
@@ -26,6 +30,7 @@ them all). The authors' split is kept as the non-modality column ``authors_split
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +59,8 @@ ID_COLUMN = "case_id"
 SPLIT_COLUMN = "Split"
 AUTHORS_SPLIT = "authors_split"
 UNKNOWN = -1
+# a TCGA barcode's sample type 10-19 is normal tissue (11: solid tissue normal)
+_TCGA_NORMAL = re.compile(r"TCGA-\w{2}-\w{4}-1\d")
 
 
 
@@ -172,6 +179,12 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
         stripped = chosen.with_columns(pl.col("chosen_exam").str.strip_chars().alias("_key")).join(
             series.with_columns(pl.col("File").str.strip_chars().alias("_key")),
             on=[ID_COLUMN, "_key"], how="left")
+        if stripped.height != chosen.height:
+            twice = (stripped.group_by([ID_COLUMN, "_key"]).len().filter(pl.col("len") > 1)
+                     .sort(ID_COLUMN).head(5).iter_rows())
+            raise InputError("a patient's chosen series matches two File rows once "
+                             "whitespace is stripped: "
+                             + ", ".join(f"{p} {f!r}" for p, f, _ in twice), path=series_path)
         exact = exact.drop("k").join(stripped.select(ID_COLUMN, "k"), on=ID_COLUMN, how="left")
         if recovered := len(unmatched) - exact["k"].null_count():
             log.warning("%s: %d chosen_exam value(s) matched File only after stripping "
@@ -245,6 +258,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 qc.append(QCRecord(sid, name, REJECTED, why, row["file"]))
             else:
                 paths.append(row["file"])
+        if normal := sum(1 for p in paths if p and _TCGA_NORMAL.match(Path(p).name)):
+            log.warning("%s: %d chosen slide(s) are of normal tissue (TCGA sample type "
+                        "10-19), as the release maps them", name, normal)
         rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)
         if rejected:
             log.warning("%s: %d patient(s) rejected (mapped feature file missing or exam "

@@ -124,6 +124,28 @@ def test_the_survival_days_are_not_an_input(brats, tmp_path):
         build_manifest("brats", cfg, tmp_path, base_dir=root)
 
 
+def test_a_survival_csv_of_another_release_is_refused(tmp_path):
+    """2020's ``survival_info.csv`` (``BraTS20_Training_001``) beside 2021's folders
+    (``BraTS2021_00001``) matched no case: every label blank, an empty split, warnings."""
+    plan = write_brats(tmp_path, n_cases=8, seed=1, release="2020")
+    for i, case in enumerate(plan.cases):
+        new = f"BraTS2021_{i:05d}"
+        folder = tmp_path / case
+        for f in folder.iterdir():
+            f.rename(folder / f.name.replace(case, new))
+        folder.rename(tmp_path / new)
+    with pytest.raises(InputError, match="no survival row names a case folder.*BraTS2021_00000"):
+        build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+
+
+def test_a_2023_download_is_refused_naming_its_layout(tmp_path):
+    (tmp_path / "BraTS-GLI-00000-000").mkdir()
+    (tmp_path / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz").write_bytes(b"")
+    (tmp_path / "survival_info.csv").write_text("Brats20ID,Age,Survival_days\nX,60,400\n")
+    with pytest.raises(InputError, match="2023's BraTS-GLI"):
+        build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+
+
 @pytest.mark.parametrize("release", ["2020", "2019"])
 def test_a_folder_that_is_not_a_case_is_said(tmp_path, release):
     """A case folder renamed by a second download (``<case> (1)``) vanished: no QC row,

@@ -187,6 +187,32 @@ def test_a_chosen_series_listed_twice_names_the_patient_and_the_series(fake_root
         build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
 
 
+def test_a_chosen_series_matching_two_after_stripping_whitespace_is_refused(fake_root,
+                                                                           tmp_path):
+    """B's ``/r/B/ex2 `` matched ``/r/B/ex2`` and ``/r/B/ex2  `` once stripped: the last
+    was taken, one feature file of two chosen without a word."""
+    from mmpipe.errors import InputError
+
+    listing = fake_root / "patients_with_labels_CT_final.csv"
+    listing.write_text(listing.read_text().replace("B,/r/B/ex3\n", "B,/r/B/ex3\nB,/r/B/ex2  \n"))
+    with pytest.raises(InputError, match="matches two File rows once whitespace is stripped: "
+                                         "B '/r/B/ex2'"):
+        build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+
+
+def test_chosen_slides_of_normal_tissue_are_counted(fake_root, tmp_path, caplog):
+    """The release maps a quarter of its TCGA patients to a normal-tissue slide (sample
+    type 11); nothing said so."""
+    for name in ("TCGA-A3-3316-11A-01-BS1.npz", "TCGA-B0-4700-01A-01-BS1.npz"):
+        np.savez(fake_root / "Features" / "WSI Features" / name, arr_0=np.zeros((1, 4)))
+    (fake_root / "WSI_patientfiles.csv").write_text(
+        "case_id,chosen_exam\nA,TCGA-A3-3316-11A-01-BS1.npz\nB,TCGA-B0-4700-01A-01-BS1.npz\n"
+        "C,C-1.npz\n")
+    with caplog.at_level("WARNING", logger="mmpipe.cohorts.mmist"):
+        build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    assert "wsi: 1 chosen slide(s) are of normal tissue" in caplog.text
+
+
 @pytest.mark.parametrize("exam", ["/tmp/outside.npz", "../WSI Features/A-1.npz", "sub/A-1.npz"])
 def test_a_slide_feature_named_by_a_path_is_rejected_not_read(fake_root, tmp_path, exam):
     """chosen_exam names a file in Features/WSI Features: an absolute path replaced the
