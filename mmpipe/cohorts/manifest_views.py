@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from mmpipe.cohorts.manifest_files import (
     under_root,
 )
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
-from mmpipe.io.walk import folder_stamps
+from mmpipe.io.walk import _walked, folder_stamps
 from mmpipe.preprocess.masks import mask_column
 
 
@@ -37,7 +38,9 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     path or its fields), the adapter's extra columns, its entry in the JSON, its adapter
     QC rows, and the size and mtime of each file its paths name (of a folder: the mtime of
     it and of each folder under it, linked ones included, which an added, removed,
-    renamed or atomically replaced file changes, and its links to nothing). The stage-1 rules carry it as a parameter and read the
+    renamed or atomically replaced file changes, its links to nothing, and the size and
+    mtime of each file a link in it points to; of a file, also the files its format keeps
+    its data in, :func:`_companions`). The stage-1 rules carry it as a parameter and read the
     manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
     reruns none of this modality's preprocessing and encoding, while new rows for it, or
     a regenerated demo image under the same name, rerun them. See
@@ -46,32 +49,82 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     return planned_digest(out_dir, _view_digest, modality)
 
 
+# the keys of a Hamamatsu index (.vms: JPEG files, .vmu: an NGR file) that name the
+# files OpenSlide reads its pixels from
+_HAMAMATSU_FILES = re.compile(r"(ImageFile|MapFile|OptimisationFile)(\(\d+,\d+\))?")
+
+
+def _metaimage_data(path: Path) -> list[Path]:
+    """The files a MetaImage header's ``ElementDataFile`` names: one file, a ``LIST`` of
+    files (the lines after it), or a pattern ``name%03d.raw first last step``; none when
+    the data is in the header (``LOCAL``)."""
+    with open(path, errors="replace") as fh:
+        for line in itertools.islice(fh, 64):  # a header is a few dozen lines
+            key, _, value = line.partition("=")
+            if key.strip() != "ElementDataFile":
+                continue
+            value = value.strip()
+            if not value or value == "LOCAL":
+                return []
+            if value.split()[0] == "LIST":
+                return [path.parent / n.strip() for n in fh if n.strip()]
+            parts = value.split()
+            if "%" in parts[0] and len(parts) >= 3:
+                try:
+                    first, last = int(parts[1]), int(parts[2])
+                    step = int(parts[3]) if len(parts) > 3 else 1
+                    return [path.parent / (parts[0] % i)
+                            for i in range(first, last + (1 if step > 0 else -1), step)]
+                except (ValueError, TypeError):
+                    return []  # the reader names a pattern it cannot read
+            return [path.parent / value]
+    return []
+
+
 def _companions(path: Path) -> list[Path]:
     """The files a format keeps its data in beside the file a manifest names: a MetaImage
-    header's ``ElementDataFile`` (``.mhd`` + ``.raw``, as LUNA16 ships CT), an Analyze
-    header's ``.img``, a MIRAX slide's folder of the same stem. Replaced, even atomically,
-    they changed no stamp, and the volume's store kept the old voxels."""
+    header's ``ElementDataFile`` (``.mhd`` + ``.raw``, as LUNA16 ships CT; a list or a
+    pattern of files), an Analyze header's ``.img``, a MIRAX slide's folder of the same
+    stem, the JPEG or NGR files a Hamamatsu index (``.vms``, ``.vmu``) names, and the
+    CLAM ``h5_files/<slide>.h5`` that lends a ``pt_files/<slide>.pt`` its tile
+    coordinates (only once it is there: a .pt without one is read alone). Replaced, even
+    atomically, or (the h5) written after the store, they changed no stamp, and the store
+    kept the old voxels, or the subject its rejection."""
     suffix = path.suffix.lower()
-    if suffix == ".mhd":
-        try:
+    try:
+        if suffix == ".mhd":
+            return _metaimage_data(path)
+        if suffix in (".vms", ".vmu"):
             with open(path, errors="replace") as fh:
-                for line in itertools.islice(fh, 64):  # a header is a few dozen lines
-                    key, _, value = line.partition("=")
-                    if key.strip() == "ElementDataFile":
-                        value = value.strip()
-                        # LOCAL: in the header itself; LIST or a pattern: many files
-                        if value and value != "LOCAL" and not value.startswith("LIST") \
-                                and "%" not in value:
-                            return [path.parent / value]
-                        return []
-        except OSError:
-            return []
+                named = [v.strip() for k, _, v in (line.partition("=")
+                                                   for line in itertools.islice(fh, 4096))
+                         if _HAMAMATSU_FILES.fullmatch(k.strip()) and v.strip()]
+            return [path.parent / name for name in dict.fromkeys(named)]
+    except OSError:
         return []
     if suffix == ".hdr":
         return [path.with_suffix(".img")]
     if suffix == ".mrxs":
         return [path.with_suffix("")]
+    if suffix == ".pt":
+        h5 = path.parent.parent / "h5_files" / f"{path.stem}.h5"
+        return [h5] if h5.is_file() else []
     return []
+
+
+def _linked_files(folder: Path) -> list[list]:
+    """``[link, size, mtime]`` of each link to a file under ``folder`` (relative to it),
+    of its target: a folder of links into a store elsewhere keeps its mtimes when a
+    target is replaced. (Here, not in :func:`~mmpipe.io.walk.folder_stamps`: that module
+    is in every DICOM shard's code key.)"""
+    stamps: list[list] = []
+    for _, entries in _walked(folder):
+        for entry in entries:
+            if entry.is_symlink() and entry.is_file():
+                st = entry.stat()  # the target's
+                stamps.append([os.path.relpath(entry.path, folder), st.st_size,
+                               st.st_mtime_ns])
+    return stamps
 
 
 def _stat_stamp(path: Path) -> list:
@@ -95,7 +148,8 @@ def _file_stamp(path: str | None) -> Any:
             return stamp
         # as the DICOM reader walks it: linked folders once, no hidden or system folder,
         # no link up the tree (it would stamp the whole cohort for each subject)
-        return sorted(folder_stamps(p))
+        # a folder without links keeps the stamp it had: no other cohort's jobs rerun
+        return sorted(folder_stamps(p)) + _linked_files(p)
     except OSError:
         return "missing"  # the job says which subject and file
 

@@ -555,9 +555,74 @@ def test_a_files_data_kept_beside_it_is_in_its_stamp(tmp_path):
     plain = tmp_path / "x.nii.gz"
     plain.write_bytes(b"nifti")
     assert _file_stamp(str(plain)) == [plain.stat().st_size, plain.stat().st_mtime_ns]
-    # the header's data in the header, or in many files: nothing beside it to stamp
+    # the header's data in the header: nothing beside it to stamp
     header.write_text("ElementDataFile = LOCAL\n")
     assert len(_file_stamp(str(header))) == 2
+
+
+def test_data_in_many_files_or_a_sibling_is_in_the_stamp(tmp_path):
+    """A MetaImage header's LIST or pattern of files, a Hamamatsu index's JPEG or NGR
+    files and the CLAM h5 that gives a .pt its tile coordinates were read by the jobs
+    and stamped by nothing: replaced (or the h5 written after the store, whose subject
+    was rejected for lacking it), nothing reran."""
+    import os
+
+    from mmpipe.cohorts.manifest_views import _file_stamp
+
+    def replace(path):
+        new = tmp_path / "new.bin"
+        new.write_bytes(b"\1" * 8)
+        os.replace(new, path)
+
+    listed = tmp_path / "listed.mhd"
+    listed.write_text("NDims = 3\nElementDataFile = LIST 2D\ns0.raw\ns1.raw\n")
+    pattern = tmp_path / "pattern.mhd"
+    pattern.write_text("NDims = 3\nElementDataFile = p%02d.raw 1 3 1\n")
+    vms = tmp_path / "slide.vms"
+    vms.write_text("[Virtual Microscope Specimen]\nNoLayers=1\nImageFile=slide.jpg\n"
+                   "ImageFile(1,0)=slide_1.jpg\nMapFile=slide_map.jpg\n")
+    for name in ("s0.raw", "s1.raw", "p01.raw", "p02.raw", "p03.raw", "slide.jpg",
+                 "slide_1.jpg", "slide_map.jpg"):
+        (tmp_path / name).write_bytes(b"\0" * 8)
+    for path, data in ((listed, "s1.raw"), (pattern, "p03.raw"), (vms, "slide_1.jpg"),
+                       (vms, "slide_map.jpg")):
+        before = _file_stamp(str(path))
+        replace(tmp_path / data)
+        assert _file_stamp(str(path)) != before, (path, data)
+    pt = tmp_path / "clam" / "pt_files" / "S1.pt"
+    pt.parent.mkdir(parents=True)
+    pt.write_bytes(b"tensor")
+    alone = _file_stamp(str(pt))
+    assert alone == [pt.stat().st_size, pt.stat().st_mtime_ns]  # as it was: no rerun
+    (tmp_path / "clam" / "h5_files").mkdir()
+    (tmp_path / "clam" / "h5_files" / "S1.h5").write_bytes(b"coords")
+    assert _file_stamp(str(pt)) != alone
+
+
+def test_a_folder_of_links_is_stamped_by_their_targets(tmp_path):
+    """A folder of links into a store elsewhere kept its mtimes when a target was replaced
+    atomically: its subject's store kept the old image, where a single linked file reran."""
+    import os
+
+    from mmpipe.cohorts.manifest_views import _file_stamp
+
+    target = tmp_path / "pacs" / "a.png"
+    target.parent.mkdir()
+    target.write_bytes(b"one")
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "a.png").symlink_to(target)
+    (folder / "b.png").write_bytes(b"own")
+    before = _file_stamp(str(folder))
+    new = tmp_path / "new.png"
+    new.write_bytes(b"two!")
+    os.replace(new, target)
+    assert _file_stamp(str(folder)) != before
+    # a folder without links keeps the stamp it had (no other cohort reruns)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "c.png").write_bytes(b"c")
+    assert _file_stamp(str(plain)) == [[".", plain.stat().st_mtime_ns]]
 
 def test_the_benchmarks_view_changes_only_with_what_splits_masks_and_training_read(
         tmp_path):
