@@ -514,20 +514,26 @@ class NonNumericValue:
 
     @property
     def reason(self) -> str:
+        bound = ("; a bound, as a lab writes a value past its range: write the number you "
+                 "choose for it" if _WRITTEN_NUMBER.fullmatch(self.value)
+                 and self.value[0] in "<>≤≥" else "")
         return (f"field {self.field!r}: value {self.value!r} is not a number (the field is "
-                "numeric); set to blank")
+                f"numeric); set to blank{bound}")
 
 
-# a number as another locale's spreadsheet or a unit writes it (1,5; 52%; 52 %), which
+# a number as another locale's spreadsheet or a unit writes it (1,5; 52%; 52 %), or a
+# bound as a lab report writes a value past its range (<0.1, >90, >= 60), which
 # parse_number does not read
-_WRITTEN_NUMBER = re.compile(r"[+-]?(\d+(,\d+)?|\d*\.\d+)\s*%|[+-]?\d+,\d+")
+_WRITTEN_NUMBER = re.compile(r"[+-]?(\d+(,\d+)?|\d*\.\d+)\s*%|[+-]?\d+,\d+"
+                             r"|(<|>|<=|>=|≤|≥)\s*[+-]?(\d+(\.\d*)?|\.\d+)")
 NUMBERS_AS_TEXT = "numbers_as_text"
 
 
 @dataclass(frozen=True)
 class NumbersAsText:
     """A table field kept as text whose values are mostly numbers written with a comma
-    or a percent sign: each value became a category of its own, with nothing said."""
+    or a percent sign, or bounds (``<0.1``): each value became a category of its own,
+    with nothing said."""
 
     field: str
     n: int
@@ -537,9 +543,10 @@ class NumbersAsText:
     @property
     def reason(self) -> str:
         return (f"field {self.field!r}: {self.n} of {self.of} values are numbers written "
-                f"with a comma or a percent sign ({', '.join(map(repr, self.examples))}): "
-                "kept as text, one category per value; write them as plain numbers (1.5, "
-                "52) for the field to be read as numbers")
+                f"with a comma or a percent sign, or bounds "
+                f"({', '.join(map(repr, self.examples))}): kept as text, one category per "
+                "value; write them as plain numbers (1.5, 52; a bound as the number you "
+                "choose for it) for the field to be read as numbers")
 
 
 # texts that mean "no value" in a label or a table field (the spreadsheet and R/pandas
@@ -592,7 +599,7 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
     field keeps only finite values; each value that is not a number becomes null and is
     returned, unless a modality listing the field says ``non_numeric: error``: then an
     :class:`InputError` names every such value. A field kept as text whose values are
-    mostly numbers written with a comma or a percent sign is returned too
+    mostly numbers written with a comma or a percent sign, or bounds, is returned too
     (:class:`NumbersAsText`), for a QC row and a warning.
     """
     modes: dict[str, str] = {}

@@ -19,7 +19,10 @@ Two models, both read from local files only (nothing is ever downloaded):
   and ``proj.`` as well, and a ``module.`` prefix is stripped), when the text tower it
   also holds is the ``checkpoint``'s BERT, weight for weight (else refused). Without a
   projection the 768-d CLS embedding is returned. Output is L2-normalised, as CLIP's
-  ``encode_text(normalize=True)``.
+  ``encode_text(normalize=True)``. Not reproduced: open_clip's ``HFTokenizer`` first
+  cleans each text (``ftfy.fix_text``, ``html.unescape`` twice, runs of whitespace to
+  one space); a prompt holding an HTML entity (``&lt;``) or text ftfy would mend is
+  embedded as written, so there its embedding differs from UniMedCLIP's own.
 
 Both are BERTs, run by :mod:`mmpipe.encoders.bert` (torch and ``tokenizers``, without
 importing ``transformers``).

@@ -320,6 +320,17 @@ def test_an_infinity_is_no_number_and_a_nan_is_a_blank():
     assert m.frame["age"].to_list() == [1.5, None, 2.5]
 
 
+def test_a_bound_in_a_numeric_field_is_named_as_one():
+    """A lab's '<0.1' was blanked as any word is: the row did not say it was a bound, which
+    the user must give a number to keep."""
+    ages = ["50", "61", "<0.1", "70", "58", "66", "49", "45y"]
+    reasons = finalize_manifest("toy", "csv", _table_output(ages)).qc.filter(
+        pl.col("status") == NON_NUMERIC)["reason"].to_list()
+    assert reasons[0].endswith("set to blank; a bound, as a lab writes a value past its "
+                               "range: write the number you choose for it")
+    assert reasons[1].endswith("set to blank")
+
+
 def test_non_numeric_error_names_every_value():
     out = _table_output(["50", "45y", "61", "70", "unknown", "80", "81", "82"],
                         non_numeric="error")
@@ -695,7 +706,8 @@ def test_a_download_moved_with_its_times_keeps_every_modalitys_view(tmp_path):
     assert build(moved, tmp_path / "out3")["wsi"] != before["wsi"]
 
 
-@pytest.mark.parametrize("ages", [["1,5", "2,3", "0,7", "4,1"], ["52%", "10 %", "7%", ""]])
+@pytest.mark.parametrize("ages", [["1,5", "2,3", "0,7", "4,1"], ["52%", "10 %", "7%", ""],
+                                  ["<0.1", "0.4", ">90", "≥ 60", "2", "<.5"]])
 def test_numbers_written_with_a_comma_or_percent_are_said(ages, caplog):
     """A field of decimal commas ('1,5', as another locale's spreadsheet writes it) or
     percentages parsed as no number: it stayed text, each value a category of its own,
@@ -704,9 +716,10 @@ def test_numbers_written_with_a_comma_or_percent_are_said(ages, caplog):
         m = finalize_manifest("toy", "csv", _table_output(ages))
     assert m.frame.schema["age"] == pl.Utf8
     (row,) = m.qc.filter(pl.col("status") == "numbers_as_text").iter_rows(named=True)
+    written = sum(bool(a) and not a[0].isdigit() or "," in a or "%" in a for a in ages)
     assert row["modality"] == "column" and row["reason"].startswith(
-        f"field 'age': {sum(bool(a) for a in ages)} of {sum(bool(a) for a in ages)} values "
-        "are numbers written with a comma or a percent sign")
+        f"field 'age': {written} of {sum(bool(a) for a in ages)} values "
+        "are numbers written with a comma or a percent sign, or bounds")
     assert "numbers written with a comma" in caplog.text
     # a field of words is no such field
     words = finalize_manifest("toy", "csv", _table_output(["low", "high", "1,5", "low"]))
