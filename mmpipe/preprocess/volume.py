@@ -243,6 +243,28 @@ class ToDepthFirst(Transform):
         return data.permute(0, 3, 2, 1).contiguous()
 
 
+class ZoomNearest(Transform):
+    """``(C, D, H, W)`` -> ``(C, *size)``, each output voxel the input voxel nearest its
+    place on ``scipy.ndimage.zoom(order=0)``'s grid, as MedicalNet resizes
+    (``__resize_data__`` in datasets/brains18.py): output index ``o`` of ``m`` reads
+    input index ``round(o * (n - 1) / (m - 1))`` of ``n``. torch's nearest (MONAI's
+    ``Resize``) reads ``floor(o * n / m)``: of 56 slices from 120, 46 came from another
+    slice. Computed here rather than by scipy, whose ``ndimage`` the encode jobs keep out
+    of their imports; at some sizes scipy's last plane lands a float rounding past the
+    input and is filled with 0, which is not reproduced (it takes the last voxel)."""
+
+    def __init__(self, size: Sequence[int]):
+        self.size = tuple(int(v) for v in size)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        for axis, m in enumerate(self.size, start=1):
+            n = img.shape[axis]
+            step = (n - 1) / (m - 1) if m > 1 else 0.0
+            index = np.minimum(np.floor(np.arange(m) * step + 0.5).astype(np.int64), n - 1)
+            img = img.index_select(axis, torch.from_numpy(index))
+        return img.contiguous()
+
+
 class _Above:
     """Foreground selector for CropForeground; a class, not a lambda, so that a transform
     pickles (a user's DataLoader worker process receives it pickled)."""
@@ -536,10 +558,10 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
     ``roi_crop`` -> HU window -> crop foreground ->
     depth-first -> resize -> normalise (MedicalNet trains on crop, resize, normalise and
     infers on resize, normalise).
-    With ``foreground_zscore_noise`` the resize is nearest-neighbour as MedicalNet's
-    ``ndimage.zoom(order=0)`` (torch's sampling grid, so not bit-identical to
-    scipy's): interpolation would smear the exact-zero background the noise fill
-    relies on; otherwise trilinear. ``seed`` seeds that noise (the config schema
+    With ``foreground_zscore_noise`` the resize is MedicalNet's
+    ``ndimage.zoom(order=0)`` (:class:`ZoomNearest`, on scipy's sampling grid):
+    interpolation would smear the exact-zero background the noise fill relies on;
+    otherwise trilinear. ``seed`` seeds that noise (the config schema
     has no key for it).
     """
     from monai.transforms import NormalizeIntensity, Resize, ScaleIntensity
@@ -566,8 +588,8 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
         size = [int(v) for v in size]
         if len(size) != 3 or min(size) < 1:
             raise ConfigError(f"volume transform: resize must be [D, H, W], got {size!r}")
-        mode = "nearest" if normalize == "foreground_zscore_noise" else "trilinear"
-        steps.append(Resize(spatial_size=size, mode=mode))
+        steps.append(ZoomNearest(size) if normalize == "foreground_zscore_noise"
+                     else Resize(spatial_size=size, mode="trilinear"))
     if normalize == "zscore":
         steps.append(NormalizeIntensity())
     elif normalize == "minmax":

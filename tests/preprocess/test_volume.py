@@ -144,9 +144,32 @@ def test_foreground_zscore_refuses_an_empty_volume(tmp_path):
     assert err.value.path == str(path)
 
 
+@pytest.mark.parametrize(("shape", "size"), [((1, 120, 20, 24), (56, 9, 24)),
+                                            ((1, 7, 30, 5), (16, 11, 12)),
+                                            ((2, 5, 4, 3), (1, 4, 6))])
+def test_the_nearest_resize_takes_scipys_voxels(shape, size):
+    """MedicalNet resizes by ``ndimage.zoom(order=0)``; MONAI's nearest took other voxels
+    (of 56 slices from 120, 46 from another slice)."""
+    from scipy import ndimage
+
+    from mmpipe.preprocess.volume import ZoomNearest
+
+    volume = torch.arange(np.prod(shape), dtype=torch.float32).reshape(shape) + 1
+    out = ZoomNearest(size)(volume)
+    assert out.shape == (shape[0], *size)
+    for c in range(shape[0]):
+        scale = [m / n for m, n in zip(size, shape[1:], strict=True)]
+        expected = ndimage.zoom(volume[c].numpy(), scale, order=0)
+        np.testing.assert_array_equal(out[c].numpy(), expected)
+
+
 def test_medicalnet_recipe_end_to_end(blob):
+    from mmpipe.preprocess.volume import ZoomNearest
+
     recipe = {**MEDICALNET_RECIPE, "resize": [4, 8, 8]}
-    out = build_volume_transform(recipe)(blob)
+    transform = build_volume_transform(recipe)
+    assert any(isinstance(t, ZoomNearest) for t in transform.compose.transforms)
+    out = transform(blob)
     assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
     # nearest-neighbour resize keeps the background at exactly 0, so it becomes noise
     assert not torch.any(out == 0)
