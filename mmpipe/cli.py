@@ -250,6 +250,11 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
         raise MmpipeError(f"{missing[0]} is not built ({len(missing)} of "
                           f"{len(inputs['shards'])} shards missing): run its preprocessing "
                           f"first (snakemake {missing[0]})")
+    if inputs.get("shards"):
+        from mmpipe.layout import CohortLayout
+
+        refuse_shards_older_than_their_files(CohortLayout.of(cfg["results"], args.cohort).root,
+                                             args.modality, inputs["shards"])
     view = manifest_view(cfg, args.cohort, args.modality)
     for path, rule, params in checks:
         target = path.parent if rule == "segment" else path  # the rule's output
@@ -271,6 +276,39 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
                               f"(snakemake {target}) before encoding by hand")
 
 
+def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
+                                         shards: list) -> None:
+    """Refuse shards made before a file of the modality changed. A shard records its
+    settings, not the files it read (prompts and masks record the manifest's view): the
+    workflow reruns it when the view changes, and a hand-run encode read the old shards
+    of a regenerated or replaced series into a store of exit code 0. Compared by mtime,
+    the view's own measure of a change (a folder: its folders', as the view stamps it)."""
+    from mmpipe.cohorts.manifest_files import read_manifest
+    from mmpipe.io.walk import folder_stamps
+    from mmpipe.layout import SHARD_SETTINGS
+
+    made = {Path(d): (Path(d) / SHARD_SETTINGS).stat().st_mtime_ns for d in shards
+            if (Path(d) / SHARD_SETTINGS).is_file()}
+    if not made:
+        return  # the shards' own check names them
+    oldest = min(made, key=made.get)
+    df, meta = read_manifest(cohort_root)
+    column = meta["modalities"].get(modality, {}).get("path_column")
+    if column is None or column not in df.columns:
+        return
+    for value in df[column].drop_nulls().to_list():
+        path = Path(value)
+        try:
+            times = ([t for _, t in folder_stamps(path) if isinstance(t, int)]
+                     if path.is_dir() else [path.stat().st_mtime_ns])
+        except OSError:
+            continue  # the preprocessing names a file it cannot read
+        if times and max(times) > made[oldest]:
+            raise MmpipeError(f"{oldest} was made before {path} changed: run its "
+                              f"preprocessing again (snakemake {oldest}) before encoding "
+                              "by hand")
+
+
 def _refuse_other_settings(out: Path, params: dict) -> None:
     """Refuse to replace a finished store made with another encoder setting or
     preprocessing than this config's: the workflow, whose record says the config's
@@ -290,10 +328,38 @@ def _refuse_other_settings(out: Path, params: dict) -> None:
                           "--force to replace it")
 
 
+def _read_every_chunk(store) -> None:
+    """Decode every chunk of every array: a chunk cut short (an interrupted copy) of
+    ``emb``, ``subject_id`` or ``reason`` was summarised as a healthy store, and one of
+    ``present`` or ``status`` ended in a decompressor's traceback naming no store."""
+    def arrays(group, prefix=""):
+        for name, arr in sorted(group.arrays()):
+            yield prefix + name, arr
+        for name, sub in sorted(group.groups()):
+            yield from arrays(sub, f"{prefix}{name}/")
+
+    for name, arr in arrays(store.group):
+        try:
+            if not arr.ndim:
+                arr.get_basic_selection(...)
+            for lo in range(0, arr.shape[0] if arr.ndim else 0, max(arr.chunks[0], 1)):
+                arr.get_basic_selection(slice(lo, lo + arr.chunks[0]))
+        except Exception as err:  # the codecs raise what they raise (RuntimeError, ...)
+            raise MmpipeError(f"{store.path}: array {name!r} cannot be read ({type(err).__name__}"
+                              f": {err}): a damaged copy; encode it again") from err
+
+
 def cmd_inspect(args) -> None:
     from mmpipe.store import FeatureStore
 
-    store = FeatureStore(args.store)
+    try:
+        store = FeatureStore(args.store)
+    except MmpipeError:
+        raise
+    except Exception as err:  # a chunk the store's own checks read could not be decoded
+        raise MmpipeError(f"{args.store}: the store cannot be read ({type(err).__name__}: "
+                          f"{err}): a damaged copy; encode it again") from err
+    _read_every_chunk(store)
     a = store.attrs
     print(f"{store.path}")
     print(f"  encoder   {a.get('encoder')} ({a.get('encoder_type')}), modality {a.get('modality')}")

@@ -992,7 +992,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         try:  # JSON first, as Snakemake reads a config file (a tab-indented one is no YAML)
             cfg = json.loads(text, object_pairs_hook=_unique_pairs)
         except json.JSONDecodeError:
-            cfg = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+            cfg = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except UnicodeDecodeError as err:
@@ -1001,6 +1001,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:  # a folder, a file it may not read
         raise ConfigError(f"{path}: cannot read the config: {err.strerror or err}") from None
+    if cfg is None:  # check-config called it valid, and Snakemake refuses it
+        raise ConfigError(f"{path}: empty: a config file holds at least one key (Snakemake "
+                          "refuses an empty one)")
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config is a mapping of keys, not {type(cfg).__name__}")
     return cfg

@@ -355,3 +355,65 @@ def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys)
                      "--out", str(out)]) == 1
     assert "not a run folder" in capsys.readouterr().err
     assert list((tmp_path / "kept").iterdir()) == []
+
+
+@pytest.mark.parametrize("array", ["emb", "present", "status", "reason", "subject_id"])
+def test_inspect_names_a_store_with_a_damaged_chunk(tmp_path, capsys, array):
+    """A chunk cut short (an interrupted copy) of emb, subject_id or reason was summarised
+    as a healthy store; of present or status, a decompressor's traceback named no store."""
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ["a", "b", "c"], (4,), {"encoder": "e"}) as w:
+        for sid in ("a", "b"):
+            w.write(sid, np.ones(4, np.float32))
+        w.mark("c", "rejected", "unreadable")
+        w.commit()
+    assert cli.main(["inspect", str(path)]) in (0, None)
+    assert "subjects  3, present 2" in capsys.readouterr().out
+    chunk = next(p for p in (path / array).rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    assert cli.main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "a damaged copy" in err and "Traceback" not in err
+
+
+def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
+    """A shard records its settings, not its files: after a series was replaced (a
+    regenerated demo), a hand-run encode read the old shards into a store, exit code 0."""
+    import os
+
+    import polars as pl
+
+    from mmpipe.cohorts import write_manifest
+    from mmpipe.cohorts.manifest import AdapterOutput, ModalitySpec, finalize_manifest
+    from mmpipe.layout import SHARD_SETTINGS
+
+    series = tmp_path / "raw" / "a"
+    series.mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"dicom")
+    single = tmp_path / "raw" / "b.nii.gz"
+    single.write_bytes(b"nifti")
+    frame = pl.DataFrame({"subject_id": ["a", "b"], "y": [0, 1],
+                          "ct_path": [str(series), str(single)]})
+    out = tmp_path / "results" / "c"
+    write_manifest(finalize_manifest("c", "csv", AdapterOutput(
+        frame=frame, modalities={"ct": ModalitySpec("ct", "dicom")}, labels=["y"], qc=[],
+        source=str(tmp_path / "raw"))), out)
+    shards = [out / "preprocess" / "ct" / f"shard{i}" for i in range(2)]
+    for shard in shards:
+        shard.mkdir(parents=True)
+        (shard / SHARD_SETTINGS).write_text("{}")
+    past = (series.stat().st_mtime_ns // 10**9 - 60) * 10**9
+    for path in (series, single):
+        os.utime(path, ns=(past, past))
+    cli.refuse_shards_older_than_their_files(out, "ct", shards)  # made after: fine
+    for path in (single, series):
+        os.utime(path, None)  # replaced now, after the shards
+        os.utime(shards[0] / SHARD_SETTINGS, ns=(past + 1, past + 1))
+        with pytest.raises(MmpipeError, match=f"shard0 was made before {path} changed: run "
+                                              "its preprocessing again"):
+            cli.refuse_shards_older_than_their_files(out, "ct", shards)
+        os.utime(path, ns=(past, past))

@@ -240,6 +240,10 @@ def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match="not a text file"):
         check_config_files([path])
+    for empty in ("", "# only a comment\n"):  # valid here, refused by Snakemake
+        path.write_text(empty)
+        with pytest.raises(ConfigError, match="empty: a config file holds at least one key"):
+            check_config_files([path])
 
 def test_tiling_change_touches_only_slide_jobs(raw_config):
     before = validate_config(copy.deepcopy(raw_config))
