@@ -145,7 +145,6 @@ def cmd_manifest(args) -> None:
 
     from mmpipe.cohorts import adapter_config, build_manifest, read_qc
     from mmpipe.cohorts.manifest_files import read_manifest
-    from mmpipe.layout import CohortLayout
 
     cfg = _config(args)
     layout = _layout(cfg, args.cohort)
@@ -186,18 +185,32 @@ def cmd_manifest(args) -> None:
                     "workflow would take it as its own and up to date. Rebuild it with the "
                     "workflow on this config (snakemake --forcerun manifest "
                     f"{layout.manifest()}), or pass --force to replace it")
-            # the same manifest without its QC: this build's files take their places, the
-            # parquet last as write_manifest writes them, rather than the adapter run again
-            built = CohortLayout(Path(tmp))
-            layout.adapter_qc().parent.mkdir(parents=True, exist_ok=True)
-            for src, dst in ((built.adapter_qc(), layout.adapter_qc()),
-                             (built.manifest_meta(), layout.manifest_meta()),
-                             (built.manifest(), layout.manifest())):
-                os.replace(src, dst)
+            # the same manifest without its QC: this build's files take their places
+            # rather than the adapter run again
+            _place_built(Path(tmp), layout)
         print(f"{layout.manifest()}: {len(now)} subjects")
         return
-    df = build_manifest(args.cohort, cohort_cfg, layout.root)
+    # built aside, then moved in: built in place, a build that failed on its last write
+    # (a full disk) left the new JSON beside the old parquet, which read as a manifest
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
+        df = build_manifest(args.cohort, cohort_cfg, Path(tmp))
+        _place_built(Path(tmp), layout)
     print(f"{layout.manifest()}: {len(df)} subjects")
+
+
+def _place_built(built_dir: Path, layout) -> None:
+    """Move a manifest built in ``built_dir`` into ``layout``'s place, the parquet last
+    as :func:`~mmpipe.cohorts.manifest_files.write_manifest` writes it (the parquet on
+    disk implies the rest). Renames in one file system: nothing left to fail on space."""
+    from mmpipe.layout import CohortLayout
+
+    built = CohortLayout(built_dir)
+    files = sorted(p for p in built_dir.rglob("*") if p.is_file() and p != built.manifest())
+    for src in [*files, built.manifest()]:
+        dst = layout.root / src.relative_to(built_dir)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
 
 
 def cmd_encode(args) -> None:

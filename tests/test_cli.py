@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -146,6 +147,23 @@ def test_a_hand_run_manifest_does_not_replace_one_built_otherwise(tmp_path, monk
     assert cli.main(["manifest", "--config", str(other), "--cohort", "demo"]) == 1
     assert cli.main(["manifest", "--config", str(mine), "--cohort", "demo"]) == 0
     assert qc.is_file() and manifest.read_bytes() == built
+    # a --force build that fails on its last write (a full disk) leaves the manifest as it
+    # was: built in place, the new JSON stood beside the old parquet and read as valid
+    from mmpipe.cohorts import manifest_files
+
+    meta = tmp_path / "results/demo/manifest.json"
+    before = {p: p.read_bytes() for p in (manifest, meta, qc)}
+    write = manifest_files.write_parquet
+
+    def full_disk(frame, path, *args, **kwargs):
+        if Path(path).name == "manifest.parquet":
+            raise OSError(28, "No space left on device")
+        return write(frame, path, *args, **kwargs)
+
+    monkeypatch.setattr(manifest_files, "write_parquet", full_disk)
+    assert cli.main(["manifest", "--config", str(other), "--cohort", "demo", "--force"]) == 1
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list((tmp_path / "results/demo").glob(".manifest-*"))
 
 
 def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_path, monkeypatch,
