@@ -247,10 +247,21 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
     its store would record settings its inputs were not made with."""
     import polars as pl
 
+    from mmpipe.cohorts.manifest_files import read_manifest
+    from mmpipe.layout import CohortLayout
     from mmpipe.made_with import MADE_WITH_KEY, made_with
     from mmpipe.params import manifest_view, prompt_params, segment_params
     from mmpipe.preprocess.masks import MASKS_TABLE
 
+    layout = CohortLayout.of(cfg["results"], args.cohort)
+    try:
+        read_manifest(layout.root)
+    except MmpipeError:
+        pass  # not built: what the inputs lack is named below
+    except Exception as err:  # a damaged copy: the encode's traceback named no file
+        raise MmpipeError(f"{layout.manifest()} cannot be read ({type(err).__name__}: {err}): "
+                          f"rebuild it (snakemake --forcerun manifest {layout.manifest()})"
+                          ) from err
     checks = []
     if "prompts" in inputs:
         checks.append((Path(inputs["prompts"]), "clinical_prompts",
@@ -264,10 +275,7 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
                           f"{len(inputs['shards'])} shards missing): run its preprocessing "
                           f"first (snakemake {missing[0]})")
     if inputs.get("shards"):
-        from mmpipe.layout import CohortLayout
-
-        refuse_shards_older_than_their_files(CohortLayout.of(cfg["results"], args.cohort).root,
-                                             args.modality, inputs["shards"])
+        refuse_shards_older_than_their_files(layout.root, args.modality, inputs["shards"])
     view = manifest_view(cfg, args.cohort, args.modality)
     for path, rule, params in checks:
         target = path.parent if rule == "segment" else path  # the rule's output

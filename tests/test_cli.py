@@ -239,6 +239,13 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
             "--encoder", "text_minilm"]
     ct = ["encode", "--config", str(config), "--cohort", "demo", "--modality", "ct",
           "--encoder", "med3d_demo"]
+    manifest = tmp_path / "results/demo/manifest.parquet"
+    manifest.write_bytes(b"PAR1 cut short")  # a polars traceback naming no file before
+    (manifest.parent / "manifest.json").write_text("{}")
+    assert cli.main(ct) == 1
+    assert f"{manifest} cannot be read (" in capsys.readouterr().err
+    for name in ("manifest.parquet", "manifest.json"):
+        (manifest.parent / name).unlink()
     assert cli.main(ct) == 1  # read as a shard "made by an older mmpipe" before
     assert "ct/volumes/shard0 is not built (2 of 2 shards missing): run its preprocessing " \
         "first (snakemake " in capsys.readouterr().err
