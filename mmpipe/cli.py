@@ -363,8 +363,10 @@ def _read_every_chunk(store) -> None:
         try:
             if not arr.ndim:
                 arr.get_basic_selection(...)
-            for lo in range(0, arr.shape[0] if arr.ndim else 0, max(arr.chunks[0], 1)):
-                arr.get_basic_selection(slice(lo, lo + arr.chunks[0]))
+            else:
+                rows = max(arr.chunks[0], 1)
+                for lo in range(0, arr.shape[0], rows):
+                    arr.get_basic_selection(slice(lo, lo + rows))
         except Exception as err:  # the codecs raise what they raise (RuntimeError, ...)
             raise MmpipeError(f"{store.path}: array {name!r} cannot be read ({type(err).__name__}"
                               f": {err}): a damaged copy; encode it again") from err
