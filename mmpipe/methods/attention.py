@@ -265,12 +265,16 @@ class MaskedAttention(FusionMethod):
         return self.classify(self.encode(x, present)[0])
 
     def report_notes(self) -> list[str]:
+        hp = self.hparams
         notes = [
             "unilmmv: cached features through a learned Linear projection per modality "
             "(official: fine-tuned ResNet-18 / SAINT encoders).",
-            "unilmmv: AdamW (wd 1e-3), balanced class weights and 30 epochs as official, but "
-            "lr 1e-4, batches of 64 and a cosine schedule (best validation epoch kept) "
-            "instead of OneCycle at lr 1e-5, batch 256 and gradient clipping.",
+            # what ran (a tuning trial's lr, the config's own), beside the official recipe
+            f"unilmmv: {hp['optimizer']} (wd {hp['weight_decay']:g}), lr {hp['lr']:g}, "
+            f"batches of {hp['batch_size']}, {hp['max_epochs']} epochs, schedule "
+            f"{hp['schedule']}, class weights {hp['class_weights']} (best validation epoch "
+            "kept); official: AdamW (wd 1e-3), balanced class weights, 30 epochs, OneCycle "
+            "at lr 1e-5, batch 256 and gradient clipping.",
         ]
         if self.decoder_position is None:
             notes.append("unilmmv: decoder_depth 0: a head on the summary token replaces the "

@@ -189,7 +189,7 @@ CHOICES: dict[str, dict[str, tuple]] = {
                  "mix": ("logits", "probs")},
     "ae_impute": {"train_subjects": _IMPUTING_SUBJECTS, "ae_training": ("pretrain", "joint")},
     "bd": {"train_subjects": _DISTILLATION_SUBJECTS, "kd_form": ("standard", "official")},
-    "bd_filling": {"train_subjects": _IMPUTING_SUBJECTS, "fill": ("zero", "mean")},
+    "bd_filling": {"train_subjects": _IMPUTING_SUBJECTS, "fill": ("zero", "mean", "minus_one")},
     "drim": {"quiet_softmax": ("official", "exact")},
     "featimpute": {**_FEATIMPUTE_CHOICES, "task_loss": ("focal", "ce")},
     "ham": {"hyper_init": ("scaled", "default"), "task_loss": ("focal", "ce")},

@@ -226,3 +226,12 @@ def test_loss_is_cross_entropy_and_backward_works(shapes, batch):
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
     loss.backward()
     assert model.summary.grad is not None and torch.isfinite(model.summary.grad).all()
+
+
+def test_report_notes_give_the_recipe_that_ran(shapes):
+    """The notes said "lr 1e-4, batches of 64" whatever ran: a tuning trial's lr × 3 or
+    the config's own settings contradicted the run's own note."""
+    notes = " ".join(build(shapes, lr=3e-4, batch_size=32, max_epochs=60,
+                           optimizer="adam", weight_decay=0.0).report_notes())
+    assert "adam (wd 0), lr 0.0003, batches of 32, 60 epochs" in notes
+    assert "official: AdamW (wd 1e-3)" in notes

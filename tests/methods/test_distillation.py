@@ -207,8 +207,35 @@ def test_early_stopping_watches_the_task_on_every_validation_subject(name, cls, 
     with torch.no_grad():
         loss, logits = last(x, present, y)
         torch.testing.assert_close(logits, model(x, present))
-        torch.testing.assert_close(loss, F.cross_entropy(logits, y))
         assert last(x, present, flipped)[0] != loss
+        if phases[-1].loss is None:  # the task, on the split as it is and without MISS
+            j = list(shapes).index(MISS)
+            dropped = present.clone()
+            dropped[:, j] &= ~torch.cat([present[:, :j], present[:, j + 1:]], 1).any(1)
+            torch.testing.assert_close(loss, (F.cross_entropy(logits, y) + F.cross_entropy(
+                model(x, dropped), y)) / 2)
+
+
+@pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
+def test_a_whole_validation_split_still_scores_the_path_without_the_modality(name, cls, hp,
+                                                                             shapes):
+    """Under testmiss the validation split is whole: every subject took the multi-modal
+    path, and BD's epoch was chosen blind to the single-modal branch that scores most
+    test subjects (scrambled, the validation loss did not move)."""
+    x, present, y = _complete_batch(shapes)
+    model = build(cls, shapes, **hp)
+    with torch.no_grad():
+        before = model.validation_loss(x, present, y)[0]
+        if cls is BidirectionalDistillation:
+            for p in model.single.parameters():
+                p.add_(torch.randn_like(p))
+        elif cls is Filling:
+            model.fill_value.add_(5.0)
+        else:
+            for p in model.generator.parameters():
+                p.add_(torch.randn_like(p))
+        after = model.validation_loss(x, present, y)[0]
+    assert not torch.isclose(before, after)
 
 
 def _grads(model, term, x, present, y):
@@ -299,6 +326,11 @@ def test_filling_fills_only_absent_rows(shapes, batch):
     assert "fill_value" in mean.state_dict()
     filled = torch.where(has.unsqueeze(-1), missing, expected)
     torch.testing.assert_close(mean(x, present), mean.multi(others, filled)[0])
+    # the official code's fill: -1 in every feature (dataset.py)
+    official = build(Filling, shapes, fill="minus_one")
+    torch.testing.assert_close(official.fill_value, torch.full_like(expected, -1.0))
+    torch.testing.assert_close(official(x, present), official.multi(
+        others, torch.where(has.unsqueeze(-1), missing, -1.0))[0])
 
 
 def test_ae_uses_generated_features_only_where_absent(shapes, batch):
@@ -375,6 +407,9 @@ def test_report_notes_name_the_adaptations(cls, shapes):
     assert notes and all(isinstance(n, str) for n in notes)
     assert any(MISS in n and "zero-filled" in n for n in notes)
     assert any("train_subjects='complete'" in n for n in notes)
+    # the settings that ran (a tuning trial's lr), not fixed words ("Adam, mini-batches")
+    ran = " ".join(build(cls, shapes, optimizer="sgd", lr=3e-3, batch_size=1).report_notes())
+    assert "sgd, lr 0.003, batches of 1" in ran
 
 
 def test_an_absent_other_modality_is_left_out_of_the_feature_losses(shapes, batch):
