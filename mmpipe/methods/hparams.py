@@ -244,9 +244,11 @@ def _combination_size(hp: dict, mods: list[str]) -> str | None:
         "max_combination_size to cap the size of the combinations")
 
 
-def _blocks_or_vectors(hp: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+def _blocks_or_vectors(hp: dict, shapes: dict[str, tuple[int, ...]],
+                       given: frozenset[str] = frozenset()) -> str | None:
     # HyperMM (methods/hypermm.py): its 1x1-convolution path reads [C, H, W] blocks of
-    # one shape, its vector path vectors; a mix of the two failed in the training job
+    # one shape, its vector path vectors; a mix of the two failed in the training job.
+    # A setting of the other path was accepted, recorded in the run, and did nothing
     ranks = {len(s) for s in shapes.values()}
     # a width only the data tells is (-1,): a vector all the same
     shown = {m: "[" + ", ".join("D" if d < 0 else str(d) for d in s) + "]"
@@ -256,6 +258,12 @@ def _blocks_or_vectors(hp: dict, shapes: dict[str, tuple[int, ...]]) -> str | No
                 f"vector [D], got {shown}")
     if ranks == {3} and len(set(shapes.values())) > 1:
         return f"the conv path needs blocks of one shape [C, H, W] for every modality, got {shown}"
+    if ranks == {3} and "adapter_dim" in given:
+        return (f"adapter_dim sizes the vector path's adapters, and these features are "
+                f"blocks {shown} (the conv path has none): remove it")
+    if ranks == {1} and "pool" in given:
+        return (f"pool pools the conv path's blocks, and these features are vectors {shown}"
+                " (nothing to pool): remove it")
     return None
 
 
@@ -292,7 +300,7 @@ def method_problems(type_name: str, settings: dict, modalities: list[str],
             continue
         problems += [why] if why else []
     for rule in SHAPE_RULES.get(type_name, ()) if shapes else ():
-        problems += [why] if (why := rule(hp, dict(shapes))) else []
+        problems += [why] if (why := rule(hp, dict(shapes), frozenset(settings))) else []
     return problems
 
 

@@ -242,3 +242,21 @@ def test_hypermm_on_blocks_mixed_with_vectors_is_refused_naming_the_run(raw_conf
     bench["feature_sets"]["mixed"] = {"mri_t1": "med3d_demo", "wsi": "clam_resnet50",
                                       "clinical": "tabular"}
     validate_config(cfg)
+
+
+@pytest.mark.parametrize(("setting", "feature_set"), [({"adapter_dim": 64}, "slices"),
+                                                     ({"pool": "gap"}, "all")])
+def test_a_hypermm_setting_of_the_other_path_is_refused(raw_config, setting, feature_set):
+    """adapter_dim sizes the vector path's adapters, pool pools the conv path's blocks: on
+    the other path each was accepted, recorded in the run, and did nothing."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"]["hypermm_blocks"].update(setting)
+    bench = cfg["cohorts"]["demo"]["benchmark"]
+    bench["runs"] = {"hypermm_blocks": {"feature_sets": [feature_set], "scenarios": ["natural"]}}
+    with pytest.raises(ConfigError, match=f"runs.hypermm_blocks: on feature set "
+                                          f"'{feature_set}'.*{next(iter(setting))} .*: remove it"):
+        validate_config(cfg)
+    # on its own path it is a setting like any other
+    bench["runs"]["hypermm_blocks"]["feature_sets"] = ["all" if feature_set == "slices"
+                                                       else "slices"]
+    validate_config(cfg)
