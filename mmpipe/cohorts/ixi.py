@@ -38,7 +38,8 @@ What the release is known to contain, and what the adapter does with it:
 
 Skull stripping (the thesis does it) uses brain masks the user made with a stripping tool
 (HD-BET, SynthStrip, ...): ``ixi.brain_masks`` names their folder, holding for each
-volume ``<its name without .nii.gz>_mask.nii.gz`` (HD-BET's naming), and each sequence's
+volume ``<its name without .nii.gz>_mask.nii.gz`` (HD-BET 1.x's naming) or ``_bet.nii.gz``
+(HD-BET 2.x with ``--save_bet_mask``), and each sequence's
 mask column (``<seq>_mask_path``, :mod:`mmpipe.preprocess.masks`) points at them; an
 encoder's ``transform: {mask_out: true}`` then strips the skull, and a volume without
 its mask is rejected by that encoder, never encoded unstripped. Without ``brain_masks``
@@ -297,7 +298,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    + ", ".join(f.name for f in files)))
         frame[specs[seq].column] = paths
         if mask_dir is not None:
-            frame[mask_column(seq)] = [_brain_mask(mask_dir, p) for p in paths]
+            masks = [_brain_mask(mask_dir, p) for p in paths]
+            frame[mask_column(seq)] = masks
+            if any(paths) and not any(masks):  # a naming the adapter does not know: every
+                # subject was rejected at encode time as "no mask file", nothing said here
+                log.warning("ixi: no brain mask in %s for any of the %d %s volumes (looked "
+                            "for <volume name>%s)", mask_dir, sum(map(bool, paths)), seq,
+                            " or ".join(MASK_SUFFIXES))
     no_row = [sid for sid in ids if sid not in table]
     if no_row:
         log.warning("ixi: %d subject(s) with images have no row in %s (labels blank): %s",
@@ -341,14 +348,23 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     )
 
 
+# a brain mask's name after its volume's: HD-BET 1.x (and SynthStrip's usual -m name),
+# then HD-BET 2.x (``--save_bet_mask``; its <name>.nii.gz is the stripped volume)
+MASK_SUFFIXES = ("_mask.nii.gz", "_bet.nii.gz")
+
+
 def _brain_mask(mask_dir: Path, volume: str | None) -> str | None:
-    """The brain mask of one volume (HD-BET's ``<name>_mask.nii.gz``), None without one."""
+    """The brain mask of one volume (``<name>_mask.nii.gz`` or ``<name>_bet.nii.gz``,
+    the first found), None without one."""
     if volume is None:
         return None
     name = Path(volume).name.removesuffix(".gz").removesuffix(".nii")
-    mask = mask_dir / f"{name}_mask.nii.gz"
-    # a link to nothing (a mask not fetched) is listed: the manifest says it is no mask
-    return str(mask) if mask.is_file() or is_dangling_link(mask) else None
+    for suffix in MASK_SUFFIXES:
+        mask = mask_dir / f"{name}{suffix}"
+        # a link to nothing (a mask not fetched) is listed: the manifest says it is no mask
+        if mask.is_file() or is_dangling_link(mask):
+            return str(mask)
+    return None
 
 
 def _field_column(values: list[Any]) -> list[Any]:

@@ -128,10 +128,10 @@ class LoadVolume(Transform):
             return image
         mask_path = source.mask if isinstance(source, MaskedVolume) else None
         if mask_path is None:
-            raise InputError("the transform reads a mask (roi_crop or slice_select: "
+            raise InputError("the transform reads a mask (roi_crop, mask_out or slice_select: "
                              "largest_mask) and this subject has no mask file", path=image_path)
         try:
-            mask = self._load(mask_path)
+            mask = self._load(mask_path, "mask")
         except Exception as err:  # the reader's own error: the mask's file, not the volume's
             if isinstance(err, InputError) or out_of_memory(err):
                 raise
@@ -146,16 +146,18 @@ class LoadVolume(Transform):
                              "the same voxel grid", path=mask_path)
         from monai.data import MetaTensor
 
+        if not bool((mask.as_tensor() > 0).any()):  # named here: later only the volume is
+            raise InputError("the mask is empty (no voxel above 0)", path=mask_path)
         both = torch.cat([image.as_tensor(), (mask.as_tensor() > 0).to(image.dtype)])
         return MetaTensor(both, meta=image.meta)  # the volume's affine and metadata
 
-    def _load(self, path: str | Path):
+    def _load(self, path: str | Path, what: str = "volume"):
         from monai.data import MetaTensor, NibabelReader
         from monai.transforms import EnsureChannelFirst
 
         name = str(path)
         if not Path(name).is_file():
-            raise InputError("volume file not found", path=path)
+            raise InputError(f"{what} file not found", path=path)
         nifti = name.lower().endswith(_NIFTI_SUFFIXES)  # IMAGE.NII.GZ is NIfTI too
         reader = NibabelReader() if nifti else SimpleITKReader()
         read = reader.read(name)

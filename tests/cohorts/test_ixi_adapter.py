@@ -185,9 +185,10 @@ def test_odd_spreadsheet_values_are_blanked_with_a_reason(ixi, tmp_path):
     assert _row(manifest, "IXI002")["sex"] == "male"
 
 
-def test_brain_masks_become_each_sequences_mask_column(tmp_path):
-    """Skull stripping reads the user's brain masks (HD-BET naming); a volume without
-    one gets no mask, which a mask_out encoder then rejects."""
+def test_brain_masks_become_each_sequences_mask_column(tmp_path, caplog):
+    """Skull stripping reads the user's brain masks (HD-BET 1.x's <name>_mask or 2.x's
+    <name>_bet, which was never found, nothing said); a volume without one gets no mask,
+    which a mask_out encoder then rejects."""
     import shutil
 
     root = tmp_path / "IXI"
@@ -195,17 +196,21 @@ def test_brain_masks_become_each_sequences_mask_column(tmp_path):
     masks = root / "masks"
     masks.mkdir()
     with_mask = [sid for sid, name in plan.files["t1"].items()][:2]
-    for sid in with_mask:
+    for sid, suffix in zip(with_mask, ("_mask.nii.gz", "_bet.nii.gz"), strict=True):
         name = plan.files["t1"][sid].removesuffix(".nii.gz")
-        shutil.copy(root / "IXI-T1" / plan.files["t1"][sid], masks / f"{name}_mask.nii.gz")
-    manifest = build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40, 60, 90],
-                                                      "brain_masks": "masks"}),
-                              tmp_path / "out", base_dir=tmp_path)
+        shutil.copy(root / "IXI-T1" / plan.files["t1"][sid], masks / f"{name}{suffix}")
+    with caplog.at_level("WARNING", logger="mmpipe.cohorts.ixi"):
+        manifest = build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40, 60, 90],
+                                                          "brain_masks": "masks"}),
+                                  tmp_path / "out", base_dir=tmp_path)
     got = {r["subject_id"]: r["t1_mask_path"] for r in manifest.iter_rows(named=True)}
-    for sid in with_mask:
-        assert got[sid].endswith("_mask.nii.gz")
+    assert got[with_mask[0]].endswith("_mask.nii.gz") and got[with_mask[1]].endswith(
+        "_bet.nii.gz")
     assert sum(v is not None for v in got.values()) == len(with_mask)
     assert manifest["t2_mask_path"].null_count() == len(manifest)
+    # a sequence none of whose volumes has a mask is said
+    assert "no brain mask in" in caplog.text and " t2 volumes" in caplog.text
+    assert " t1 volumes" not in caplog.text
     with pytest.raises(InputError, match="brain_masks: folder not found"):
         build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40], "brain_masks": "nope"}),
                        tmp_path / "o2", base_dir=tmp_path)

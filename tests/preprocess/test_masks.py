@@ -71,7 +71,7 @@ def test_brats_miniature_largest_tumour_slice(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["no mask", "other grid", "other affine", "empty",
-                                 "truncated"])
+                                 "truncated", "gone"])
 def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_path, bad):
     image, mask, _ = pair
     expected_path = None
@@ -91,9 +91,12 @@ def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_p
         source = MaskedVolume(image, _nifti(tmp_path / "moved.nii.gz", np.ones((20, 24, 10)),
                                             shifted))
         match = "affine differs"
-    else:
-        source = MaskedVolume(image, _nifti(tmp_path / "zero.nii.gz", np.zeros((20, 24, 10))))
-        match = "mask is empty"
+    elif bad == "gone":  # named "volume file not found", at the mask's path
+        expected_path = tmp_path / "gone.nii.gz"
+        source, match = MaskedVolume(image, str(expected_path)), ": mask file not found"
+    else:  # the empty mask's file, not the volume's, is named
+        expected_path = _nifti(tmp_path / "zero.nii.gz", np.zeros((20, 24, 10)))
+        source, match = MaskedVolume(image, expected_path), "mask is empty"
     transform = build_slice_transform({"orientation": None, "slice_select": "largest_mask"})
     with pytest.raises(InputError, match=match) as err:
         transform(source)
