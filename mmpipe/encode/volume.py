@@ -61,14 +61,16 @@ def not_in_hounsfield_units(job, items) -> dict[str, str]:
     for item in items:
         volume = Path(getattr(item.source, "image", item.source))  # a MaskedVolume's image
         if volume.parent not in said:  # a dicom volume lies in its shard, beside its QC
-            qc = pl.read_parquet(volume.parent / SHARD_QC, columns=["subject_id", "detail"])
+            qc = pl.read_parquet(volume.parent / SHARD_QC,
+                                 columns=["subject_id", "detail", "path"])
             said[volume.parent] = {
-                sid: str(json.loads(detail or "{}").get("modality") or "")
-                for sid, detail in qc.iter_rows()}
-        series = said[volume.parent].get(item.subject_id, "")
+                sid: (str(json.loads(detail or "{}").get("modality") or ""), folder)
+                for sid, detail, folder in qc.iter_rows()}
+        series, folder = said[volume.parent].get(item.subject_id, ("", None))
         if series.strip().upper() not in MAY_BE_HOUNSFIELD:
             out[item.subject_id] = (
-                f"its series' DICOM Modality is {series!r}, not CT: its values are not "
+                f"the series of {folder or volume}: "  # the DICOM folder, as a shard names it
+                f"its DICOM Modality is {series!r}, not CT: its values are not "
                 f"Hounsfield units, and the encoder's transform sets hu_window "
                 f"{list(window)}: set hu_window: null for a modality that is not CT")
     return out

@@ -383,11 +383,12 @@ def test_an_mr_or_pet_series_under_an_hu_window_is_rejected(tmp_path, base_confi
     assert {s: r["status"] for s, r in rows.items()} == {
         "c1": "ok", "m1": "rejected", "m2": "rejected", "p1": "rejected", "s1": "ok",
         "o1": "ok"}
+    # the series' folder named (the store's row named no file)
     assert rows["m1"]["reason"] == (
-        "its series' DICOM Modality is 'MR', not CT: its values are not Hounsfield units, and "
-        "the encoder's transform sets hu_window [-1000, 7000]: set hu_window: null for a "
-        "modality that is not CT")
-    assert "its series' DICOM Modality is 'PT', not CT" in rows["p1"]["reason"]
+        f"the series of {tmp_path / 'dicom' / 'm1'}: its DICOM Modality is 'MR', not CT: its "
+        "values are not Hounsfield units, and the encoder's transform sets hu_window "
+        "[-1000, 7000]: set hu_window: null for a modality that is not CT")
+    assert "its DICOM Modality is 'PT', not CT" in rows["p1"]["reason"]
     # over c1, s1 and o1 (0.5 mm in plane), not the three 1.5 mm series the window refused
     assert store.attrs["preprocessing"]["median_spacing"][:2] == [0.5, 0.5]
 
