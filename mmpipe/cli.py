@@ -274,7 +274,7 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
         raise MmpipeError(f"{missing[0]} is not built ({len(missing)} of "
                           f"{len(inputs['shards'])} shards missing): run its preprocessing "
                           f"first (snakemake {missing[0]})")
-    if inputs.get("shards"):
+    if inputs.get("shards") and not args.force:
         refuse_shards_older_than_their_files(layout.root, args.modality, inputs["shards"])
     view = manifest_view(cfg, args.cohort, args.modality)
     for path, rule, params in checks:
@@ -304,6 +304,8 @@ def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
     workflow reruns it when the view changes, and a hand-run encode read the old shards
     of a regenerated or replaced series into a store of exit code 0. Compared by mtime,
     the view's own measure of a change (a folder: its folders', as the view stamps it)."""
+    import time
+
     from mmpipe.cohorts.manifest_files import read_manifest
     from mmpipe.io.walk import folder_stamps
     from mmpipe.layout import SHARD_SETTINGS
@@ -312,7 +314,6 @@ def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
             if (Path(d) / SHARD_SETTINGS).is_file()}
     if not made:
         return  # the shards' own check names them
-    oldest = min(made, key=made.get)
     df, meta = read_manifest(cohort_root)
     column = meta["modalities"].get(modality, {}).get("path_column")
     if column is None or column not in df.columns:
@@ -324,10 +325,15 @@ def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
                      if path.is_dir() else [path.stat().st_mtime_ns])
         except OSError:
             continue  # the preprocessing names a file it cannot read
-        if times and max(times) > made[oldest]:
-            raise MmpipeError(f"{oldest} was made before {path} changed: run its "
-                              f"preprocessing again (snakemake {oldest}) before encoding "
-                              "by hand")
+        older = sorted(d for d, t in made.items() if times and t < max(times))
+        if older:
+            future = (" (dated in the future: a copy from a host whose clock runs ahead)"
+                      if max(times) > time.time_ns() else "")
+            raise MmpipeError(f"{older[0]} (and {len(older) - 1} more of {len(made)} shards) "
+                              f"was made before {path} changed{future}: run the "
+                              f"preprocessing again (snakemake --forcerun "
+                              f"{' '.join(map(str, older))}) before encoding by hand, or "
+                              "pass --force to encode from the shards as they are")
 
 
 def _refuse_other_settings(out: Path, params: dict) -> None:

@@ -438,7 +438,15 @@ def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
     for path in (single, series):
         os.utime(path, None)  # replaced now, after the shards
         os.utime(shards[0] / SHARD_SETTINGS, ns=(past + 1, past + 1))
-        with pytest.raises(MmpipeError, match=f"shard0 was made before {path} changed: run "
-                                              "its preprocessing again"):
+        with pytest.raises(MmpipeError, match=f"shard0 \\(and 1 more of 2 shards\\) was made "
+                                              f"before {path} changed: run the preprocessing "
+                                              "again .* or pass --force"):
             cli.refuse_shards_older_than_their_files(out, "ct", shards)
         os.utime(path, ns=(past, past))
+    # dated in the future (a copy from a host whose clock runs ahead): said, as no rerun of
+    # the shards can make them newer
+    ahead = (series.stat().st_mtime_ns // 10**9 + 3600) * 10**9
+    os.utime(series, ns=(ahead, ahead))
+    with pytest.raises(MmpipeError, match="shard0 \\(and 1 more of 2 shards\\).*dated in the "
+                                          "future"):
+        cli.refuse_shards_older_than_their_files(out, "ct", shards)

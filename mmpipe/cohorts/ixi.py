@@ -349,8 +349,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
 
 # a brain mask's name after its volume's: HD-BET 1.x (and SynthStrip's usual -m name),
+# HD-BET 1.x told to write <name>_bet.nii.gz (the stripped volume; the mask beside it),
 # then HD-BET 2.x (``--save_bet_mask``; its <name>.nii.gz is the stripped volume)
-MASK_SUFFIXES = ("_mask.nii.gz", "_bet.nii.gz")
+MASK_SUFFIXES = ("_mask.nii.gz", "_bet_mask.nii.gz", "_bet.nii.gz")
 
 
 def _brain_mask(mask_dir: Path, volume: str | None) -> str | None:

@@ -60,7 +60,8 @@ SPLIT_COLUMN = "Split"
 AUTHORS_SPLIT = "authors_split"
 UNKNOWN = -1
 # a TCGA barcode's sample type 10-19 is normal tissue (11: solid tissue normal)
-_TCGA_NORMAL = re.compile(r"TCGA-\w{2}-\w{4}-1\d")
+# (a slide's barcode: <patient>-<sample><vial>-...; a CT or MRI file's -10.npz is a series)
+_TCGA_NORMAL = re.compile(r"TCGA-\w{2}-\w{4}-1\d[A-Z]-")
 
 
 
@@ -258,7 +259,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 qc.append(QCRecord(sid, name, REJECTED, why, row["file"]))
             else:
                 paths.append(row["file"])
-        if normal := sum(1 for p in paths if p and _TCGA_NORMAL.match(Path(p).name)):
+        if name == "wsi" and (normal := sum(1 for p in paths
+                                             if p and _TCGA_NORMAL.match(Path(p).name))):
             log.warning("%s: %d chosen slide(s) are of normal tissue (TCGA sample type "
                         "10-19), as the release maps them", name, normal)
         rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)

@@ -271,8 +271,10 @@ class _MissingModalityMethod(FusionMethod):
             f"{self.hparams['train_subjects']!r} (the paper: complete training data).",
             f"{self.name}: benchmark trainer settings ({self.hparams['optimizer']}, lr "
             f"{self.hparams['lr']:g}, batches of {self.hparams['batch_size']}, early stopping on "
-            "the validation split as it is and without the modality), not the official "
-            "batch-of-one SGD with cosine warm restarts.",
+            + ("the validation split as it is and without the modality"
+               if self.hparams["monitor"] == "loss" else
+               f"the validation {self.hparams['monitor']} of the split as it is")
+            + "), not the official batch-of-one SGD with cosine warm restarts.",
         ]
 
 
@@ -374,8 +376,11 @@ class BidirectionalDistillation(_MissingModalityMethod):
             f"KL form {hp['kd_form']!r}; the multi-modal branch"
             + (" is pre-trained alone, then" if hp["pretrain_multi"] else "")
             + " trains jointly at the single-modal branch's learning rate (official: 1/100); "
-            "early stopping watches the test-time output's validation cross-entropy, on the "
-            "split as it is and without the modality (official: its F1).",
+            + ("early stopping watches the test-time output's validation cross-entropy, on "
+               "the split as it is and without the modality (official: its F1)."
+               if hp["monitor"] == "loss" else
+               f"early stopping watches the test-time output's validation {hp['monitor']} "
+               "(official: its F1)."),
             *(["bd: an absent other modality's block of encoded features is left out of the "
                "feature losses, and a row with no other modality out of the multi-modal "
                "branch's feature term."] if hp["train_subjects"] != "complete" else []),

@@ -208,6 +208,12 @@ def test_brain_masks_become_each_sequences_mask_column(tmp_path, caplog):
         "_bet.nii.gz")
     assert sum(v is not None for v in got.values()) == len(with_mask)
     assert manifest["t2_mask_path"].null_count() == len(manifest)
+    # HD-BET 1.x told to write X_bet.nii.gz: that is the stripped volume, its mask beside it
+    from mmpipe.cohorts.ixi import _brain_mask
+
+    for name in ("IXI999-T1_bet.nii.gz", "IXI999-T1_bet_mask.nii.gz"):
+        (masks / name).write_bytes(b"")
+    assert _brain_mask(masks, "IXI999-T1.nii.gz").endswith("IXI999-T1_bet_mask.nii.gz")
     # a sequence none of whose volumes has a mask is said
     assert "no brain mask in" in caplog.text and " t2 volumes" in caplog.text
     assert " t1 volumes" not in caplog.text

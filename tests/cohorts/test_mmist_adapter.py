@@ -211,6 +211,11 @@ def test_chosen_slides_of_normal_tissue_are_counted(fake_root, tmp_path, caplog)
     with caplog.at_level("WARNING", logger="mmpipe.cohorts.mmist"):
         build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
     assert "wsi: 1 chosen slide(s) are of normal tissue" in caplog.text
+    # a CT or MRI file's series number (-10.npz) is no sample type
+    from mmpipe.cohorts.mmist import _TCGA_NORMAL
+
+    assert not _TCGA_NORMAL.match("TCGA-CW-5585-10.npz")
+    assert _TCGA_NORMAL.match("TCGA-A3-3316-11A-01-BS1.npz")
 
 
 @pytest.mark.parametrize("exam", ["/tmp/outside.npz", "../WSI Features/A-1.npz", "sub/A-1.npz"])
