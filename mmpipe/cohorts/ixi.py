@@ -38,8 +38,9 @@ What the release is known to contain, and what the adapter does with it:
 
 Skull stripping (the thesis does it) uses brain masks the user made with a stripping tool
 (HD-BET, SynthStrip, ...): ``ixi.brain_masks`` names their folder, holding for each
-volume ``<its name without .nii.gz>_mask.nii.gz`` (HD-BET 1.x's naming) or ``_bet.nii.gz``
-(HD-BET 2.x with ``--save_bet_mask``), and each sequence's
+volume ``<its name without .nii.gz>_mask.nii.gz`` (HD-BET 1.x's naming),
+``_bet_mask.nii.gz`` (HD-BET 1.x told to write ``_bet.nii.gz``, the stripped volume) or
+``_bet.nii.gz`` (HD-BET 2.x with ``--save_bet_mask``), the first found, and each sequence's
 mask column (``<seq>_mask_path``, :mod:`mmpipe.preprocess.masks`) points at them; an
 encoder's ``transform: {mask_out: true}`` then strips the skull, and a volume without
 its mask is rejected by that encoder, never encoded unstripped. Without ``brain_masks``
@@ -355,8 +356,8 @@ MASK_SUFFIXES = ("_mask.nii.gz", "_bet_mask.nii.gz", "_bet.nii.gz")
 
 
 def _brain_mask(mask_dir: Path, volume: str | None) -> str | None:
-    """The brain mask of one volume (``<name>_mask.nii.gz`` or ``<name>_bet.nii.gz``,
-    the first found), None without one."""
+    """The brain mask of one volume (the first found of :data:`MASK_SUFFIXES` after its
+    name), None without one."""
     if volume is None:
         return None
     name = Path(volume).name.removesuffix(".gz").removesuffix(".nii")
