@@ -325,10 +325,11 @@ def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
                      if path.is_dir() else [path.stat().st_mtime_ns])
         except OSError:
             continue  # the preprocessing names a file it cannot read
-        older = sorted(d for d, t in made.items() if times and t < max(times))
+        newest = max(times, default=0)
+        older = sorted(d for d, t in made.items() if t < newest)
         if older:
             future = (" (dated in the future: a copy from a host whose clock runs ahead)"
-                      if max(times) > time.time_ns() else "")
+                      if newest > time.time_ns() else "")
             raise MmpipeError(f"{older[0]} (and {len(older) - 1} more of {len(made)} shards) "
                               f"was made before {path} changed{future}: run the "
                               f"preprocessing again (snakemake --forcerun "

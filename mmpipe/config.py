@@ -562,13 +562,15 @@ def _check_official_weights(ename: str, type_name: str, spec: str) -> list[str]:
     fails its job, naming it."""
     import re
     from pathlib import Path
+    from urllib.parse import urlparse
 
     from mmpipe.encoders.registry import OFFICIAL_WEIGHTS
     from mmpipe.hashing import content_sha256
 
     official = OFFICIAL_WEIGHTS.get(type_name)
     if official is not None and "://" in spec:
-        name = spec.rsplit("/", 1)[-1].split("?", 1)[0]
+        # the name the file is fetched and cached under (encoders.weights._hub_cached_file)
+        name = os.path.basename(urlparse(spec).path)
         if name in official:
             return []
         return [f"config.encoders.{ename}.weights: {spec} does not name "

@@ -515,8 +515,7 @@ class NonNumericValue:
     @property
     def reason(self) -> str:
         bound = ("; a bound, as a lab writes a value past its range: write the number you "
-                 "choose for it" if _WRITTEN_NUMBER.fullmatch(self.value)
-                 and self.value[0] in "<>≤≥" else "")
+                 "choose for it" if _BOUND.fullmatch(self.value) else "")
         return (f"field {self.field!r}: value {self.value!r} is not a number (the field is "
                 f"numeric); set to blank{bound}")
 
@@ -524,8 +523,9 @@ class NonNumericValue:
 # a number as another locale's spreadsheet or a unit writes it (1,5; 52%; 52 %), or a
 # bound as a lab report writes a value past its range (<0.1, >90, >= 60), which
 # parse_number does not read
-_WRITTEN_NUMBER = re.compile(r"[+-]?(\d+(,\d+)?|\d*\.\d+)\s*%|[+-]?\d+,\d+"
-                             r"|(<|>|<=|>=|≤|≥)\s*[+-]?(\d+(\.\d*)?|\.\d+)")
+_BOUND = re.compile(r"(<|>|<=|>=|≤|≥)\s*[+-]?(\d+(\.\d*)?|\.\d+)")
+_WRITTEN_NUMBER = re.compile(r"[+-]?(\d+(,\d+)?|\d*\.\d+)\s*%|[+-]?\d+,\d+|"
+                             + _BOUND.pattern)
 NUMBERS_AS_TEXT = "numbers_as_text"
 
 

@@ -224,11 +224,11 @@ class _MissingModalityMethod(FusionMethod):
         as_is = FusionMethod.loss(self, x, present, y, class_weight)
         j = self.modalities.index(self.missing)
         others = torch.cat([present[:, :j], present[:, j + 1:]], dim=1).any(dim=1)
-        removable = present[:, j].bool() & others
+        removable = self.has_missing(present) & others
         if not bool(removable.any()):
             return as_is
         without = present.clone()
-        without[:, j] = present[:, j].bool() & ~removable
+        without[removable, j] = False
         removed = FusionMethod.loss(self, x, without, y, class_weight)
         return (as_is[0] + removed[0]) / 2, as_is[1]
 
