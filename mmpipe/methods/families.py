@@ -20,12 +20,13 @@ FAMILIES: dict[str, str] = {
     "hypermm": "HyperMM", "hypermm_e2e": "HyperMM",
     "ham": "HAM & comparators", "modality_dropout": "HAM & comparators",
     "featimpute": "HAM & comparators", "largo": "HAM & comparators",
-    "bd": "BD & comparators", "bd_filling": "BD & comparators", "ae_impute": "BD & comparators",
+    "bd": "BD & comparators", "ae_impute": "BD & comparators",
     "unilmmv": "attention / graph", "muse": "attention / graph", "adacomed": "attention / graph",
     "drim": "attention / graph",
     # the generic comparators: mean imputation is zero-filled concatenation with another
-    # fill value, so it is no paper's method when it leads
-    "mean_impute": SIMPLE_FUSION_FAMILY, "knn_impute": SIMPLE_FUSION_FAMILY,
+    # fill value, and BD's Filling is complete-case training with a filled modality at
+    # test time, as HAM's Standard is, so neither is a paper's method when it leads
+    "mean_impute": SIMPLE_FUSION_FAMILY, "bd_filling": SIMPLE_FUSION_FAMILY, "knn_impute": SIMPLE_FUSION_FAMILY,
     "concat_zero": SIMPLE_FUSION_FAMILY, "deepsets": SIMPLE_FUSION_FAMILY,
     "late_fusion": SIMPLE_FUSION_FAMILY, "standard": SIMPLE_FUSION_FAMILY,
     "logreg": BASELINE_FAMILY, "hgb": BASELINE_FAMILY,
