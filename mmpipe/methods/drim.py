@@ -389,6 +389,7 @@ class DRIM(FusionMethod):
         return [Phase("train", self.encoder_parameters, **phase_settings(train_cfg))]
 
     def report_notes(self) -> list[str]:
+        hp = self.hparams
         return [
             "drim: cached vector features, each through the official embedding encoder "
             f"(MRIEmbeddingEncoder: Linear-{self.hparams['encoder_hidden']}-GELU-Linear-"
@@ -398,8 +399,20 @@ class DRIM(FusionMethod):
             "embeddings, with their own AdamW (the official order); their optimiser state "
             "is not checkpointed.",
             "drim: trained on every subject (official multimodal scripts keep patients "
-            "with >= 2 modalities); the "
-            "best-validation checkpoint by the task loss is kept (official: last "
-            "epoch); plain shuffled batches as the official loader (no class "
-            "balancing).",
+            f"with >= 2 modalities); {self._checkpoint_words()}; "
+            + ("plain shuffled batches as the official loader (no class balancing)."
+               if hp["sampler"] == "none" else
+               f"batches drawn by the {hp['sampler']} sampler (official: plain shuffled "
+               "batches)."),
         ]
+
+    def _checkpoint_words(self) -> str:
+        """Which epoch's weights the run kept, as its trainer settings chose."""
+        from mmpipe.bench.trainer import TRAIN_DEFAULTS  # the settings a config leaves out
+
+        hp = {**TRAIN_DEFAULTS, **self.hparams}
+        if int(hp["min_epochs"]) >= int(hp["max_epochs"]):
+            return "the last epoch's weights are kept, as the official code keeps them"
+        by = "the task loss" if hp["monitor"] == "loss" else f"validation {hp['monitor']}"
+        since = f" from epoch {int(hp['min_epochs'])} on" if int(hp["min_epochs"]) > 1 else ""
+        return f"the best-validation checkpoint by {by}{since} is kept (official: last epoch)"

@@ -64,7 +64,12 @@ from mmpipe.methods.blocks import (
     mlp_head,
     nonempty_subsets,
 )
-from mmpipe.methods.ham_recipe import HAM_TRAIN_DEFAULTS, TASK_LOSS_DEFAULTS, TaskLossMixin
+from mmpipe.methods.ham_recipe import (
+    HAM_TRAIN_DEFAULTS,
+    TASK_LOSS_DEFAULTS,
+    TaskLossMixin,
+    recipe_note,
+)
 
 
 class HAM(TaskLossMixin, FusionMethod):
@@ -188,9 +193,10 @@ class HAM(TaskLossMixin, FusionMethod):
     def report_notes(self) -> list[str]:
         return ["HAM on vector features: the hypernetwork generates an MLP task model on the "
                 "zero-filled concatenation instead of the paper's small CNN on zero-padded "
-                "image channels; hypernetwork/task widths, focal gamma=2 and lr are ours (the "
+                "image channels; hypernetwork/task widths, the focal gamma and lr are ours (the "
                 "paper's values were not available); the sampled mu is intersected with each "
-                "subject's natural presence (a subject it would empty keeps its own)"]
+                "subject's natural presence (a subject it would empty keeps its own)",
+                f"HAM: trained with {recipe_note(self.hparams)}"]
 
 
 class ChannelDropout(TaskLossMixin, FusionMethod):
@@ -236,6 +242,7 @@ class ChannelDropout(TaskLossMixin, FusionMethod):
                                    for j, m in enumerate(self.modalities)], dim=1))
 
     def report_notes(self) -> list[str]:
-        return ["Channel Dropout: each present modality dropped with p=0.5 in training (the "
-                "HAM paper's probability was not available), at least one kept; HAM's task "
-                "network and recipe (weighted focal loss, RMSprop)"]
+        return [f"Channel Dropout: each present modality dropped with p="
+                f"{float(self.hparams['p_drop']):g} in training (the HAM paper's probability "
+                f"was not available), at least one kept; HAM's task network, trained with "
+                f"{recipe_note(self.hparams)}"]

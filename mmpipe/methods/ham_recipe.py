@@ -40,6 +40,18 @@ def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float,
     return (w * per).sum() / w.sum()
 
 
+def recipe_note(hparams: dict[str, Any]) -> str:
+    """The recipe a run of the HAM family trained with, read from its settings (a config
+    or a tuning trial may set other values than the family's defaults)."""
+    hp = hparams
+    loss = (f"focal loss (gamma {float(hp['focal_gamma']):g})" if hp["task_loss"] == "focal"
+            else "cross-entropy")
+    noise = (f"Gaussian feature noise (p {float(hp['noise_p']):g}, std "
+             f"{float(hp['noise_std']):g})" if float(hp["noise_p"]) > 0 else "no feature noise")
+    return (f"{'class-weighted ' if hp['class_weights'] else ''}{loss}, {hp['optimizer']} "
+            f"at lr {float(hp['lr']):g}, {noise}")
+
+
 class TaskLossMixin:
     """The task loss of the HAM family (``task_loss``, ``focal_gamma``, checked at
     construction); ``loss`` is the task loss of the model's own output."""

@@ -71,7 +71,12 @@ from mmpipe.methods.blocks import (
     keep_random,
     mlp_head,
 )
-from mmpipe.methods.ham_recipe import HAM_TRAIN_DEFAULTS, TASK_LOSS_DEFAULTS, TaskLossMixin
+from mmpipe.methods.ham_recipe import (
+    HAM_TRAIN_DEFAULTS,
+    TASK_LOSS_DEFAULTS,
+    TaskLossMixin,
+    recipe_note,
+)
 
 
 def _encoder(d_in: int, dim: int) -> nn.Sequential:
@@ -212,9 +217,9 @@ class FeatImpute(TaskLossMixin, FusionMethod):
     def report_notes(self) -> list[str]:
         notes = ["FeatImpute (ShaSpec-style) on vector features: MLP encoders and head instead "
                  "of 3D ResNet encoders and a segmentation decoder; shared-consistency and "
-                 "domain losses computed on present modalities only; HAM's recipe (weighted "
-                 "focal loss, RMSprop) instead of ShaSpec's segmentation recipe, with the "
-                 "benchmark protocol's Gaussian feature noise and head dropout 0.3"]
+                 "domain losses computed on present modalities only; HAM's recipe instead of "
+                 f"ShaSpec's segmentation recipe: {recipe_note(self.hparams)}, head dropout "
+                 f"{float(self.hparams['dropout']):g}"]
         if self.hparams["train_dropout"] == "none":
             notes.append("FeatImpute: trained without ShaSpec's random modality dropout "
                          "(train_dropout: none; official: --mode=random)")

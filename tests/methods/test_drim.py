@@ -198,6 +198,20 @@ def test_report_notes_give_the_encoders_widths(shapes):
     note = build(shapes, dim=64, encoder_hidden=48).report_notes()[0]
     assert "Linear-48-GELU-Linear-64" in note
 
+
+def test_report_notes_say_which_checkpoint_and_batches_ran(shapes):
+    """The note said the best-validation checkpoint was kept and batches were plain
+    shuffled even under min_epochs = max_epochs (the official keep-the-last rule the
+    docstring gives) or a weighted sampler."""
+    default = build(shapes).report_notes()[2]
+    assert "best-validation checkpoint by the task loss is kept" in default
+    assert "plain shuffled" in default
+    last = build(shapes, min_epochs=30, sampler="weighted").report_notes()[2]
+    assert "last epoch's weights are kept" in last and "best-validation" not in last
+    assert "weighted sampler" in last and "plain shuffled batches as" not in last
+    by_auc = build(shapes, monitor="auc", min_epochs=5).report_notes()[2]
+    assert "by validation auc from epoch 5 on" in by_auc
+
 def test_unique_loss_reaches_only_unique_encoders(shapes, batch):
     x, present, y = batch
     model = build(shapes)

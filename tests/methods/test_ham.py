@@ -279,3 +279,13 @@ def test_fit_learns(cls, shapes, separable, bench_data):
     assert result.epochs["train"] >= 1
     proba = predict_proba(model, val)
     assert classification_metrics(val.y, proba)["balanced_accuracy"] > 0.85
+
+
+def test_report_notes_give_the_recipe_that_ran(shapes):
+    """Channel Dropout's note said p=0.5 and HAM's focal gamma=2 whatever the config set."""
+    ham = " ".join(build(HAM, shapes, task_loss="focal", focal_gamma=1.0).report_notes())
+    assert "focal loss (gamma 1)" in ham and "gamma=2" not in ham
+    drop = " ".join(build(ChannelDropout, shapes, p_drop=0.2, task_loss="ce",
+                          optimizer="adam").report_notes())
+    assert "p=0.2" in drop and "cross-entropy, adam" in drop
+    assert "p=0.5" not in drop and "focal" not in drop

@@ -232,3 +232,15 @@ def test_fit_learns(shapes, separable, bench_data):
                                      "batch_size": 16}, seed=0)
     assert result.epochs["train"] >= 1
     assert classification_metrics(val.y, predict_proba(model, val))["balanced_accuracy"] > 0.85
+
+
+def test_report_notes_give_the_recipe_that_ran(shapes):
+    """The note said weighted focal loss, RMSprop, feature noise and head dropout 0.3
+    whatever the config set."""
+    default = " ".join(build(shapes).report_notes())
+    assert "class-weighted focal loss (gamma 2), rmsprop at lr 0.0001" in default
+    assert "Gaussian feature noise (p 0.3" in default and "head dropout 0.3" in default
+    ran = " ".join(build(shapes, task_loss="ce", noise_p=0.0, dropout=0.0, lr=3e-4,
+                         class_weights=False).report_notes())
+    assert "cross-entropy, rmsprop at lr 0.0003, no feature noise, head dropout 0" in ran
+    assert "focal" not in ran and "weighted" not in ran
