@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mmpipe.errors import MmpipeError
-from mmpipe.layout import DEMO_GENERATING
+from mmpipe.layout import DEMO_GENERATING, METRICS, MODEL, PREDICTIONS, TRAIN_LOG
 from mmpipe.logs import setup_logging
 
 
@@ -418,10 +418,13 @@ def cmd_predict(args) -> None:
     if Path(args.out).is_dir():  # found only after the model had scored every subject
         raise MmpipeError(f"--out {args.out} is a folder: give the parquet file to write")
     out, run = Path(args.out).resolve(), Path(args.run).resolve()
-    if (run in out.parents) if run.is_dir() else out == run:
+    # given its model file, the run's own files are beside it: scores of the user's own
+    # name may go there, not over the predictions.parquet the report reads
+    run_files = {run.parent / name for name in (METRICS, PREDICTIONS, TRAIN_LOG, MODEL)}
+    if (run in out.parents) if run.is_dir() else (out == run or out in run_files):
         # it overwrote the run's model.pt, or the predictions.parquet the report reads
         raise MmpipeError(f"--out {args.out} is inside the run's folder {args.run}, or is "
-                          "its model file: write the scores elsewhere")
+                          "one of its files: write the scores elsewhere")
     # and so is a folder that cannot be made (a file in its place, no permission); the
     # folders made here go again if scoring fails, so a failed run leaves nothing behind
     parent = Path(args.out).absolute().parent

@@ -353,7 +353,9 @@ def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, mon
     # the run's own folder: it wrote over model.pt, or the predictions the report reads
     (tmp_path / "run" / "model.pt").write_bytes(b"weights")
     for run, out in (("run", "run/model.pt"), ("run", "run/sub/p.parquet"),
-                     ("run/model.pt", "run/model.pt")):
+                     ("run/model.pt", "run/model.pt"),
+                     ("run/model.pt", "run/predictions.parquet"),
+                     ("run/model.pt", "run/metrics.json")):
         assert cli.main(["predict", str(tmp_path / run), "--store", "ct=x.zarr",
                          "--out", str(tmp_path / out)]) == 1
         assert "is inside the run's folder" in capsys.readouterr().err

@@ -96,11 +96,18 @@ LATER_SIGNATURE_KEYS = ("embedding_settings", "weights_projection_sha256")
 _ABSENT_MEANS_NONE = {"weights_projection_sha256": "embedding_settings"}
 
 
+# embedding settings whose null is a setting of its own, not a default left unstated: an
+# image set without a cap (mmpipe.encode.images); a model trained on 8 images a subject
+# scored a store of every image with a note
+_NULL_IS_STATED = frozenset({"max_images"})
+
+
 def _unstated_only(mine, theirs) -> bool:
     """Two recordings that differ only where one side states nothing."""
     if isinstance(mine, dict) and isinstance(theirs, dict):
-        return mine != theirs and all(mine[k] == theirs[k] for k in set(mine) & set(theirs)
-                                      if mine[k] is not None and theirs[k] is not None)
+        return mine != theirs and all(
+            mine[k] == theirs[k] for k in set(mine) & set(theirs)
+            if k in _NULL_IS_STATED or (mine[k] is not None and theirs[k] is not None))
     return (mine is None) != (theirs is None)
 
 

@@ -398,6 +398,15 @@ def test_a_store_whose_embedding_settings_differ_is_refused(trained):
     assert "embedding_settings, weights_projection_sha256 unrecorded" in note
     assert check_encoding("clinical", "x.zarr", {**other, "embedding_settings": {
         "pooling": "cls", "max_length": 256}}, trained_sig) == ""
+    # an image set's cap against none: null is "every image", not a default left unstated
+    capped = {"encoder_type": "vgg11_images",
+              "embedding_settings": {"pooling": None, "max_images": 8}}
+    every = {"encoder_type": "vgg11_images",
+             "embedding_settings": {"pooling": None, "max_images": None}}
+    with pytest.raises(StoreError, match="embedding_settings: trained on"):
+        check_encoding("histo", "x.zarr", every, capped)
+    with pytest.raises(StoreError, match="embedding_settings: trained on"):
+        check_encoding("histo", "x.zarr", capped, every)
 
 
 def test_the_embedding_settings_are_a_types_own_minus_files_and_bags():
