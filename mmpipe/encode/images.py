@@ -43,7 +43,7 @@ def _pick(files: list, max_images: int | None) -> list[tuple[int, object]]:
 
 
 def run(job, items, writer, progress=None) -> None:
-    from mmpipe.io.images import image_files
+    from mmpipe.io.images import entries_not_read, image_files
 
     batch_size = int(job.cfg.get("batch_size", 16))
     max_images = job.cfg.get("max_images")
@@ -54,15 +54,34 @@ def run(job, items, writer, progress=None) -> None:
             writer.reject(item.subject_id, str(err))
             files = None
         if files is not None:
-            _encode_set(job, item.subject_id, files, writer, batch_size)
+            _encode_set(job, item.subject_id, files, writer, batch_size,
+                        entries_not_read(item.source))
         if progress is not None:
             progress.update(1)
 
 
+def _not_read_words(others: list[str]) -> str:
+    """A folder's entries of other types, which were left out without a word."""
+    from mmpipe.io.images import IMAGE_SUFFIXES
+
+    return (f"{len(others)} entries of the folder not read (not a {'/'.join(IMAGE_SUFFIXES)} "
+            f"file): {', '.join(others)}")
+
+
+def _left_out_words(problems: list[str]) -> str:
+    """Every image left out: the first five with why, the rest by name (the note was the
+    only record of them, and named five)."""
+    words = "; ".join(problems[:5])
+    if len(problems) > 5:
+        words += "; also " + ", ".join(p.split(": ", 1)[0] for p in problems[5:])
+    return words
+
+
 def _encode_set(job, subject_id: str, files: list[tuple[int, object]], writer,
-                batch_size: int) -> None:
+                batch_size: int, others: list[str] = ()) -> None:
     if not files:
-        writer.reject(subject_id, "no image file in the subject's folder")
+        writer.reject(subject_id, "no image file in the subject's folder"
+                      + (f" ({_not_read_words(others)})" if others else ""))
         return
     tensors, kept, problems = [], [], []
     for i, path in files:
@@ -73,7 +92,7 @@ def _encode_set(job, subject_id: str, files: list[tuple[int, object]], writer,
             problems.append(f"{path.name}: {err.reason}")
     if not tensors:
         writer.reject(subject_id, f"none of its {len(files)} image(s) could be read: "
-                      + "; ".join(problems[:5]))
+                      + _left_out_words(problems))
         return
     feats = [forward(job, torch.stack(tensors[start:start + batch_size]))
              for start in range(0, len(tensors), batch_size)]
@@ -84,6 +103,9 @@ def _encode_set(job, subject_id: str, files: list[tuple[int, object]], writer,
     bag = coords = None
     if job.bag_item_shape is not None:
         bag, coords = per_image, np.asarray(kept, dtype=np.int64)[:, None]
-    note = (f"{len(problems)} of {len(files)} image(s) left out: " + "; ".join(problems[:5])
-            if problems else "")
+    notes = ([f"{len(problems)} of {len(files)} image(s) left out: "
+              + _left_out_words(problems)] if problems else [])
+    if others:
+        notes.append(_not_read_words(others))
+    note = "; ".join(notes)
     writer.write(subject_id, emb, bag=bag, coords=coords, note=note)

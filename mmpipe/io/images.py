@@ -3,8 +3,10 @@
 A modality of kind ``image`` gives each subject one path: an image file, or a folder
 whose image files (by suffix, sorted by name; subfolders and hidden files are not read:
 macOS leaves a ``._<name>.png`` of metadata beside each file it copies) are the
-subject's set, as BreakHis keeps a patient's fields of one magnification. PNG, JPEG
-and BMP are read with Pillow, TIFF with tifffile (a multi-page TIFF's first page). Every
+subject's set, as BreakHis keeps a patient's fields of one magnification; the store's
+note names a folder's other entries, :func:`entries_not_read`). PNG, JPEG and BMP are
+read with Pillow, TIFF with tifffile (a multi-page TIFF's first page; grey, RGB, palette
+or JPEG-compressed YCbCr, within Pillow's pixel limit). Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
 on white (transparent is background, as in a slide),
 16-bit scaled to 8 bits by its maximum value. An image is turned upright by its EXIF
@@ -48,6 +50,22 @@ def image_files(path: str | Path) -> list[Path]:
             raise InputError(f"image {p.name}: not a file"
                              + (f": {DANGLING_LINK}" if p.is_symlink() else ""), path=path)
     return images
+
+
+def entries_not_read(path: str | Path) -> list[str]:
+    """The entries of a subject's folder that :func:`image_files` leaves out and that may
+    be images all the same (another suffix such as ``.webp`` or ``.jp2``, a subfolder):
+    not hidden files, which are metadata. Empty for a file. Their names, a subfolder's
+    with a trailing ``/``, in name order."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    try:
+        return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
+                      if not p.name.startswith(".")
+                      and (p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES))
+    except OSError:
+        return []  # image_files names a folder it cannot list
 
 
 def _to_rgb8(array: np.ndarray, path: Path, alpha: str | None = "straight",
@@ -170,6 +188,35 @@ def _palette_rgb(indices: np.ndarray, colormap: np.ndarray | None, path: Path) -
     return np.moveaxis(cmap[:, indices], 0, -1).astype(np.uint8)
 
 
+def _check_tiff_page(page, path: Path) -> None:
+    """Refuse, before decoding, a TIFF page this reader would read wrong or could not hold.
+
+    tifffile gives a page's stored samples: the values of a YCbCr page that is not
+    JPEG-compressed (the JPEG decoder gives RGB), or of a CIELab one, were read as RGB,
+    false colours without a word. And a TIFF had no size limit where Pillow holds PNG and
+    JPEG to one: a 355 KB deflated 10000x10000 page took 3 GB to decode and resize, and
+    a memory error is the machine's fault, so its whole job failed on every retry. The
+    limit is Pillow's own (twice ``Image.MAX_IMAGE_PIXELS``, where Pillow refuses), lifted
+    as Pillow's is: a plain-image slide lifts it (:mod:`mmpipe.io.slide`)."""
+    import tifffile
+    from PIL import Image
+
+    kind = tifffile.PHOTOMETRIC
+    jpeg = page.compression in (tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.OJPEG)
+    if page.photometric == kind.SEPARATED:
+        raise InputError("CMYK TIFF: export it as RGB", path=path)
+    if page.photometric not in (kind.MINISWHITE, kind.MINISBLACK, kind.RGB, kind.PALETTE) \
+            and not (page.photometric == kind.YCBCR and jpeg):
+        name = getattr(page.photometric, "name", page.photometric)
+        raise InputError(f"TIFF of photometric {name}: grey, RGB, palette and JPEG-compressed "
+                         "YCbCr TIFFs are read; export it as RGB", path=path)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and page.imagewidth * page.imagelength > 2 * limit:
+        raise InputError(f"image of {page.imagewidth}x{page.imagelength} pixels, more than "
+                         f"the {2 * limit} Pillow reads of a PNG or JPEG (a decompression "
+                         "bomb, or a whole-slide image: give it a slide modality)", path=path)
+
+
 # Pillow's grey modes wider than 8 bits (a 16-bit PNG opens as one of them)
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I", "F")
 
@@ -186,13 +233,12 @@ def read_image(path: str | Path) -> np.ndarray:
 
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
+                _check_tiff_page(page, path)
                 array = page.asarray()
                 if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
                     array = _white_is_zero(
                         array, page.bitspersample, path, len(page.extrasamples or ()),
                         page.planarconfig == tifffile.PLANARCONFIG.SEPARATE)
-                if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
-                    raise InputError("CMYK TIFF: export it as RGB", path=path)
                 bits = page.bitspersample
                 if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
                     array = _palette_rgb(array, page.colormap, path)

@@ -78,3 +78,25 @@ def test_a_folder_that_cannot_be_listed_rejects_its_subject_alone(tmp_path, monk
                           for s in ("s0", "s1", "s2")], writer)
     assert sorted(writer.rows) == ["s0", "s2"]
     assert "cannot list the folder: Permission denied" in writer.rejected["s1"]
+
+
+def test_every_image_left_out_and_every_entry_not_read_is_named(tmp_path):
+    """The note named the first five images left out (the rest were in no record), and a
+    folder's .webp files and subfolders were left out without a word."""
+    for k in range(10):
+        (tmp_path / (f"{k}_broken.png" if 2 <= k <= 9 else f"{k}.png")).write_bytes(b"")
+    (tmp_path / "b.webp").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "._0.png").write_bytes(b"")   # macOS metadata: no image, not named
+    note = _run(tmp_path, max_images=None).rows["p1"][3]
+    assert note.startswith("8 of 10 image(s) left out: 2_broken.png: cannot read it")
+    assert "also 7_broken.png, 8_broken.png, 9_broken.png" in note
+    assert note.endswith("2 entries of the folder not read (not a .png/.jpg/.jpeg/.bmp/"
+                         ".tif/.tiff file): b.webp, sub/")
+    for name in ("0.png", "1.png"):
+        (tmp_path / name).unlink()
+    for k in range(2, 10):
+        (tmp_path / f"{k}_broken.png").unlink()
+    assert _run(tmp_path, max_images=None).rejected["p1"] == (
+        "no image file in the subject's folder (2 entries of the folder not read (not a "
+        ".png/.jpg/.jpeg/.bmp/.tif/.tiff file): b.webp, sub/)")

@@ -210,6 +210,43 @@ def test_an_image_without_readable_pixels_is_refused_naming_why(tmp_path, write,
         read_image(path)
 
 
+@pytest.mark.parametrize("photometric, compression", [("ycbcr", None), ("cielab", None),
+                                                     ("ycbcr", "adobe_deflate")])
+def test_a_tiff_of_another_colour_model_is_refused_not_read_as_rgb(tmp_path, photometric,
+                                                                   compression):
+    """tifffile gives the stored YCbCr or Lab values, which were read as RGB: false
+    colours (up to 241 levels off) without a word."""
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "x.tif", rgb, photometric=photometric,
+                     compression=compression,
+                     **({"subsampling": (1, 1)} if photometric == "ycbcr" else {}))
+    with pytest.raises(InputError, match=rf"x\.tif.*TIFF of photometric "
+                                         rf"{photometric.upper()}.*export it as RGB"):
+        read_image(tmp_path / "x.tif")
+
+
+def test_a_jpeg_compressed_ycbcr_tiff_reads_as_its_rgb(tmp_path):
+    """The JPEG decoder gives RGB: this YCbCr TIFF, the usual one (tifffile stores an RGB
+    image so), reads as before."""
+    rgb = np.full((16, 16, 3), (200, 40, 90), np.uint8)
+    tifffile.imwrite(tmp_path / "j.tif", rgb, photometric="rgb", compression="jpeg")
+    assert tifffile.TiffFile(tmp_path / "j.tif").pages[0].photometric == 6  # YCbCr
+    assert np.abs(read_image(tmp_path / "j.tif").astype(int) - rgb).max() <= 3
+
+
+def test_a_tiff_past_pillow_s_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    """PNG and JPEG are held to Pillow's limit; a TIFF was not, and a small deflated file
+    of 10000x10000 pixels took 3 GB to read, failing its whole job as out of memory.
+    Lifted (a plain-image slide lifts it), the limit holds nothing back."""
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((30, 40), np.uint8),
+                     compression="adobe_deflate")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(InputError, match=r"big\.tif.*40x30 pixels, more than the 1000"):
+        read_image(tmp_path / "big.tif")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert read_image(tmp_path / "big.tif").shape == (30, 40, 3)
+
+
 @pytest.mark.parametrize("bits", [2, 4])
 def test_a_tiff_of_fewer_than_8_bits_reads_at_full_range(tmp_path, bits):
     """tifffile unpacks 4-bit samples into uint8 as 0..15, which read as near black: a
