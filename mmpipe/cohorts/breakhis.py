@@ -141,6 +141,14 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     mag = MAGNIFICATIONS[modality]
     folder = patient_dir / f"{mag}X"
     if not folder.is_dir():
+        # a 40x/ of a copy that changed the case: counted as missing by nature, it made
+        # the magnification absent for every patient, without a word
+        other_case = sorted(p.name for p in patient_dir.iterdir()
+                            if p.is_dir() and p.name.upper() == f"{mag}X")
+        if other_case:
+            return None, QCRecord("", modality, REJECTED, f"no {mag}X/ folder, but "
+                                  f"{other_case[0]}/: BreakHis names it {mag}X/ (rename it)",
+                                  str(patient_dir / other_case[0]))
         return None, QCRecord("", modality, ABSENT, f"no {mag}X/ folder")
     try:
         images = image_files(folder)

@@ -218,3 +218,21 @@ def test_a_magnification_folder_that_cannot_be_listed_rejects_that_set(tmp_path,
     assert qc["status"].item() == "rejected"
     assert qc["reason"].item() == "cannot list the folder: Permission denied"
     assert _row(manifest, ok)["mag100_path"] is not None
+
+
+def test_a_magnification_folder_of_another_case_is_rejected_not_missing(tmp_path):
+    """A 40x/ (a copy that changed the case) was recorded as "no 40X/ folder": missing by
+    nature, which the benchmark measures, for every patient so copied."""
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    ok = next(p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                    plan.misplaced_100x, plan.two_types,
+                                                    plan.truncated_png))
+    folder = next(root.rglob(f"SOB_*_{ok}/40X"))
+    folder.rename(folder.with_name("40x"))
+    manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    qc = _qc(read_qc(root / "out"), ok, "mag40")
+    assert qc["status"].item() == "rejected"
+    assert qc["reason"].item() == "no 40X/ folder, but 40x/: BreakHis names it 40X/ (rename it)"
+    assert qc["path"].item().endswith("40x")
+    assert _row(manifest, ok)["mag100_path"] is not None
