@@ -74,6 +74,7 @@ NON_NUMERIC_MODES = ("blank", "error")
 COLUMN_QC, UNUSED = "column", "unused"      # a source column the config does not use
 SPLIT_QC, FIXED = "split", "fixed"          # which parts the user's split fixes
 GROUPS_ACROSS = "groups_across_parts"        # patients the user's split puts in two parts
+MIXED_CLASSES = "mixed_classes"              # a label's words beside numbers, fractions beside whole
 # QC "modality" values of rows that are not a modality: no modality may be named so
 RESERVED_MODALITIES = (ALL_MODALITIES, LABEL_QC, COLUMN_QC, SPLIT_QC)
 
@@ -664,15 +665,18 @@ def _warn_list(what: str, ids: list[str]) -> None:
     log.warning("%d subject(s) %s: %s", len(ids), what, shown)
 
 
-def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> pl.DataFrame:
+def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
+                  said: list[str] | None = None) -> pl.DataFrame:
     """A label that is NaN, inf, blank or a missing marker (:data:`MISSING_TEXTS`)
     is a missing label (null), so every later step (the QC row below, the split,
     training) sees it as missing: a CSV reader turns the text "NaN" into a float NaN,
     which is not null, and left "NA" as text, which became a class of its own. A text
     label of numbers only (once markers are blanked, or cells stripped of padding) is the
     column of numbers; one number written two ways beside words ("1" and "1.0") and text
-    labels that differ only in case ("Yes", "yes") are an :class:`InputError`, and words
-    beside numbers are warned about, naming both."""
+    labels that differ only in case ("Yes", "yes") are an :class:`InputError`; words
+    beside numbers, and fractions beside whole numbers (a 1.5 among 0 and 1), stay
+    classes of their own (a BI-RADS 4A beside 3 is one) and are said in ``said``, for
+    a QC row and a warning, naming both."""
     exprs = []
     for label in labels:
         col, dtype = pl.col(label), frame.schema[label]
@@ -684,7 +688,18 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
             exprs.append(pl.when(blank).then(None).otherwise(text).alias(label))
     before = frame
     frame = frame.with_columns(exprs) if exprs else frame
+    said = [] if said is None else said
     for label in labels:
+        if frame.schema[label].is_float():
+            values = frame[label].drop_nulls().unique().sort().to_list()
+            fractions = [v for v in values if not float(v).is_integer()]
+            if fractions and len(fractions) < len(values):
+                # read as numbers, each value is a class: a typed 1.5 was a third class
+                said.append(f"label {label!r}: values {fractions[:10]} are classes of their "
+                            "own beside the whole numbers "
+                            f"{[v for v in values if float(v).is_integer()][:10]}; write "
+                            "each class as the number it is, or blank a value that is not one")
+            continue
         if frame.schema[label] != pl.Utf8:
             continue
         values = sorted(frame[label].drop_nulls().unique().to_list())
@@ -716,10 +731,11 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "") -> p
                              f"of their own: {sorted(twins)[:10]}; write each class one way "
                              "in the source", path=source or None)
         if texts and len(texts) < len(values):
-            # words beside numbers ("yes", "1", "no", "0"): each its own class
-            log.warning("label %r: values %s are classes of their own beside the numbers %s; "
-                        "blank them if they mean 'unknown', or write each class one way",
-                        label, texts[:10], sorted(v for v in values if v not in texts)[:10])
+            # words beside numbers ("yes", "1", "no", "0"): each its own class, said in the
+            # cohort's QC (a log line alone was lost)
+            said.append(f"label {label!r}: values {texts[:10]} are classes of their own "
+                        f"beside the numbers {sorted(v for v in values if v not in texts)[:10]}"
+                        "; blank them if they mean 'unknown', or write each class one way")
     return frame
 
 
@@ -831,7 +847,8 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
     )
     check_subject_ids(frame[SUBJECT], out.source)
     check_split_groups(frame, out.source)
-    frame = _blank_labels(frame, out.labels, out.source)
+    mixed_labels: list[str] = []
+    frame = _blank_labels(frame, out.labels, out.source, mixed_labels)
     frame, non_numeric, as_text = clean_table_fields(frame, list(out.modalities.values()),
                                                      out.source)
     blanked: dict[str, list[NonNumericValue]] = {}
@@ -948,6 +965,9 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         if rec.modality not in out.modalities and rec.modality != LABEL_QC:
             raise ValueError(f"adapter source QC record for unknown modality {rec.modality}")
     qc += out.source_qc + unfetched_masks
+    for reason in mixed_labels:
+        qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, MIXED_CLASSES, reason, out.source))
+        log.warning("cohort %r: %s", cohort, reason)
     for field_as_text in as_text:
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, NUMBERS_AS_TEXT, field_as_text.reason,
                            out.source))

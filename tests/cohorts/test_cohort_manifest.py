@@ -400,12 +400,31 @@ def test_a_label_of_numbers_read_as_text_is_read_as_numbers(labels):
 
 def test_words_beside_numbers_in_a_label_are_warned_about(caplog):
     """Two words and two numbers ("yes", "1", "no", "0") made four classes with no
-    warning: the warning asked for fewer words than numbers."""
+    warning: the warning asked for fewer words than numbers. Said in the log only, it was
+    in no record: the cohort's QC holds it."""
     with caplog.at_level(logging.WARNING):
         m = finalize_manifest("toy", "csv", _labelled(["yes", "1", "0", "no", "yes"]))
     assert sorted(m.frame["y"].unique().to_list()) == ["0", "1", "no", "yes"]
-    assert "values ['no', 'yes'] are classes of their own beside the numbers ['0', '1']" \
-        in caplog.text
+    said = "values ['no', 'yes'] are classes of their own beside the numbers ['0', '1']"
+    assert said in caplog.text
+    row = m.qc.filter(pl.col("status") == "mixed_classes").row(0, named=True)
+    assert (row["subject_id"], row["modality"], row["path"]) == ("*", "label", "cohort.csv")
+    assert said in row["reason"]
+
+
+def test_a_fraction_beside_whole_numbers_in_a_label_is_said():
+    """A 1.5 typed among 0 and 1 made a third class without a word."""
+    out = _labelled(["0", "1", "1.5", "0"])
+    out.frame = out.frame.with_columns(pl.col("y").cast(pl.Float64))
+    m = finalize_manifest("toy", "csv", out)
+    reasons = m.qc.filter(pl.col("status") == "mixed_classes")["reason"].to_list()
+    assert reasons == ["label 'y': values [1.5] are classes of their own beside the whole "
+                       "numbers [0.0, 1.0]; write each class as the number it is, or blank a "
+                       "value that is not one"]
+    whole = _labelled(["0", "1", "1", "0"])
+    whole.frame = whole.frame.with_columns(pl.col("y").cast(pl.Float64))
+    assert finalize_manifest("toy", "csv", whole).qc.filter(
+        pl.col("status") == "mixed_classes").is_empty()
 
 
 def _view(tmp_path, rows, qc=None, labels_to=None, source_qc=()):
