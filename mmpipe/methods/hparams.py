@@ -183,7 +183,7 @@ _HYPERMM_CHOICES = {"aggregation": ("mean", "sum", "max"), "rho_layers": (2, 3),
 _DISTILLATION_SUBJECTS = ("complete", "with_modality")
 _IMPUTING_SUBJECTS = ("complete", "with_modality", "all")
 _FEATIMPUTE_CHOICES = {"shared_pairs": ("cyclic", "all"), "missing_fill": ("first", "mean"),
-                       "train_dropout": ("random", "none")}
+                       "train_dropout": ("random", "two_stage", "none")}
 CHOICES: dict[str, dict[str, tuple]] = {
     "adacomed": {"fusion": ("concat", "mean"), "gate_features": ("concat", "mean", "none"),
                  "mix": ("logits", "probs")},

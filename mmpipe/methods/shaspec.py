@@ -24,8 +24,9 @@ Architecture on cached vectors (``d = dim``, 256 as the official bottleneck chan
 - **random modality dropout in training** (``train_dropout: random``, the default; the
   official ``run.sh`` trains its final model with ``--mode=random``, ``DualNet_SS.forward``,
   but in two stages: 80k steps with every modality, then 180k steps of random mode
-  fine-tuned from that checkpoint; here random mode runs from the first epoch, one
-  stage, under the shared trainer's early stopping): each training subject keeps a random number (1 to all) of its present modalities, in a
+  fine-tuned from that checkpoint, which ``train_dropout: two_stage`` runs as two phases
+  of the shared trainer, each under its early stopping; the default runs random mode from
+  the first epoch, one stage): each training subject keeps a random number (1 to all) of its present modalities, in a
   random order whose first gives the absent slots their shared feature, so the
   generation path learns on every subset; ``none`` trains on the presence as it is.
   Validation and test use every present modality.
@@ -63,7 +64,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.methods.base import FusionMethod, masked_mean
+from mmpipe.methods.base import FusionMethod, Phase, masked_mean, phase_settings
 from mmpipe.methods.blocks import (
     check_choice,
     flat_dim,
@@ -97,7 +98,9 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         "lambda_domain": 0.02,      # official train_SS.py beta
         "shared_pairs": "cyclic",   # cyclic (official SimShareAllPairs) | all
         "missing_fill": "first",    # first (official) | mean (official, commented out)
-        "train_dropout": "random",  # random (official --mode=random) | none
+        # random (official --mode=random, from the first epoch) | two_stage (official run.sh:
+        # every modality, then random mode from that stage's checkpoint) | none
+        "train_dropout": "random",
         **TASK_LOSS_DEFAULTS,
         **HAM_TRAIN_DEFAULTS,
     }
@@ -108,7 +111,10 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         hp = self.hparams
         check_choice(self.name, "shared_pairs", hp["shared_pairs"], ("cyclic", "all"))
         check_choice(self.name, "missing_fill", hp["missing_fill"], ("first", "mean"))
-        check_choice(self.name, "train_dropout", hp["train_dropout"], ("random", "none"))
+        check_choice(self.name, "train_dropout", hp["train_dropout"],
+                     ("random", "two_stage", "none"))
+        # whether training drops modalities at random now (two_stage: its phases set it)
+        self.random_modes = hp["train_dropout"] != "none"
         dim = int(hp["dim"])
         widths = {m: flat_dim(self.shapes[m]) for m in self.modalities}
         if len(set(widths.values())) == 1 and hp["adapter_dim"] is None:
@@ -197,8 +203,7 @@ class FeatImpute(TaskLossMixin, FusionMethod):
     def loss(self, x, present, y, class_weight=None):
         present = present.bool()
         first = None
-        if (self.training and torch.is_grad_enabled()
-                and self.hparams["train_dropout"] == "random"):
+        if self.training and torch.is_grad_enabled() and self.random_modes:
             present, first = self.random_subsets(present)
         r, s = self.encode(x, present)
         logits = self.head(self.fuse(r, s, present, first).flatten(1))
@@ -207,6 +212,22 @@ class FeatImpute(TaskLossMixin, FusionMethod):
                  + float(self.hparams["lambda_shared"]) * shared
                  + float(self.hparams["lambda_domain"]) * domain)
         return total, logits
+
+    def phases(self, train_cfg):
+        """One phase; under ``train_dropout: two_stage`` two, as the official ``run.sh``
+        trains (80k iterations with every modality, then 180k of random mode from that
+        checkpoint): ``full`` then ``random``, each with the trainer's settings and early
+        stopping, the second from the first's kept checkpoint."""
+        settings = phase_settings(train_cfg)
+        if self.hparams["train_dropout"] != "two_stage":
+            return [Phase("train", self.parameters, **settings)]
+
+        def stage(random_modes: bool):
+            def parameters():  # called as the phase starts
+                self.random_modes = random_modes
+                return list(self.parameters())
+            return parameters
+        return [Phase("full", stage(False), **settings), Phase("random", stage(True), **settings)]
 
     def validation_loss(self, x, present, y, class_weight=None):
         """The task loss alone, the benchmark protocol's choice (the published recipe
@@ -223,6 +244,13 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         if self.hparams["train_dropout"] == "none":
             notes.append("FeatImpute: trained without ShaSpec's random modality dropout "
                          "(train_dropout: none; official: --mode=random)")
+        elif self.hparams["train_dropout"] == "random":
+            notes.append("FeatImpute: random modality dropout from the first epoch, one stage "
+                         "(official run.sh: a stage with every modality first; "
+                         "train_dropout: two_stage)")
+        else:
+            notes.append("FeatImpute: two stages as the official run.sh, every modality "
+                         "then random modality dropout, each under early stopping")
         if self.adapters is not None:
             notes.append("FeatImpute: per-modality linear adapters to a common width before "
                          "the shared encoder (modality widths differ)")

@@ -244,3 +244,37 @@ def test_report_notes_give_the_recipe_that_ran(shapes):
                          class_weights=False).report_notes())
     assert "cross-entropy, rmsprop at lr 0.0003, no feature noise, head dropout 0" in ran
     assert "focal" not in ran and "weighted" not in ran
+
+
+def test_two_stage_trains_every_modality_then_random_mode(shapes, separable, bench_data):
+    """The official run.sh trains with every modality, then random mode from that
+    checkpoint; only one stage of random mode could be run."""
+    from mmpipe.bench.trainer import fit
+
+    train, val = (bench_data(*separable(shapes, n=60, n_classes=2, seed=s, means_seed=0),
+                             tag=f"t{s}") for s in (1, 2))
+    model = build(shapes, n_classes=2, dropout=0.0, train_dropout="two_stage")
+    kept_by_phase: dict[str, list] = {"full": [], "random": []}
+    fuse = model.fuse
+
+    def spy(r, s, kept, first=None):
+        if model.training:
+            phase = "random" if model.random_modes else "full"
+            kept_by_phase[phase].append((kept.clone(), first))
+        return fuse(r, s, kept, first)
+
+    model.fuse = spy
+    cfg = {k: model.hparams[k] for k in ("optimizer", "sampler", "class_weights")}
+    result = fit(model, train, val, {**cfg, "lr": 1e-3, "max_epochs": 2, "patience": 2,
+                                     "batch_size": 60, "noise_p": 0.0}, seed=0)
+    assert list(result.epochs) == ["full", "random"]
+    assert [p["name"] for p in result.settings["phases"]] == ["full", "random"]
+    full, random_mode = kept_by_phase["full"], kept_by_phase["random"]
+    assert full and random_mode
+    present = int(torch.as_tensor(train.present).sum())  # batches of every subject
+    assert all(first is None and int(kept.sum()) == present for kept, first in full)
+    assert all(first is not None for _, first in random_mode)
+    assert any(int(kept.sum()) < present for kept, _ in random_mode)
+    assert "two stages as the official run.sh" in " ".join(model.report_notes())
+    # the default runs one stage of random mode
+    assert [p.name for p in build(shapes).phases({})] == ["train"]
