@@ -22,7 +22,8 @@ MLP: Linear(ΣD_m [+M], h1)-ReLU-Dropout-Linear(h1, h2)-ReLU-Dropout-Linear(h2, 
   mean the same way). Distances are computed on features standardised with the training
   mean/standard deviation of each element (``standardize: true``, deviation 0 read as 1
   like ``StandardScaler``); the imputed values are the neighbours' raw features. With
-  ``standardize: false`` the result is ``KNNImputer`` on the raw features.
+  ``standardize: false`` the result is ``KNNImputer`` on the raw features (centred on the
+  training mean, which moves no distance and keeps float32 exact far from zero).
 
 Both statistics come from :meth:`prepare` (the whole normalised training split) and live
 in buffers, so they are saved with the model; evaluation only ever reads the training
@@ -159,13 +160,16 @@ class KNNImpute(MeanImpute):
         blocks = self._blocks(x, present)
         self.bank = torch.cat(blocks, dim=1).clone()
         self.bank_present = present.clone()
+        # centred in either case, which moves no distance: the float32 expansion
+        # |q|² + |b|² - 2 q·b of features far from zero (1000 ± 1) cancelled to noise and
+        # chose other neighbours than KNNImputer on the same raw features
+        self.center.copy_(self.means)
         if self.hparams["standardize"]:
             stds = []
             for j, b in enumerate(blocks):
                 rows = b[present[:, j]]
                 std = rows.std(0, unbiased=False) if len(rows) else torch.ones_like(b[0])
                 stds.append(torch.where(std > 0, std, torch.ones_like(std)))
-            self.center.copy_(self.means)
             self.scale.copy_(torch.cat(stds))
         self._standardise_bank()
 

@@ -237,6 +237,22 @@ def test_knn_matches_sklearn(standardize, make_batch):
     np.testing.assert_allclose(model.filled(xt, pt).numpy(), sk(xt_nan), rtol=1e-5, atol=1e-5)
 
 
+def test_raw_features_far_from_zero_find_the_exact_neighbours(make_batch):
+    """Unstandardised, the float32 expansion of the distance cancelled on features around
+    1000 (spread 1): every query of 50 had other neighbours than exact arithmetic."""
+    shapes = {"a": (64,), "t": (1,)}
+    xt, _, yt = make_batch(shapes, batch=200, seed=3)
+    xq, _, _ = make_batch(shapes, batch=50, seed=4)
+    xt = {m: v + 1000.0 for m, v in xt.items()}
+    xq = {m: v + 1000.0 for m, v in xq.items()}
+    pt, pq = torch.ones(200, 2, dtype=torch.bool), torch.ones(50, 2, dtype=torch.bool)
+    pq[:, 1] = False
+    model = build(KNNImpute, shapes, (xt, pt, yt), k=5, standardize=False)
+    idx, _ = model.neighbours(xq, pq, "t")
+    exact = torch.cdist(xq["a"].double(), xt["a"].double()).topk(5, largest=False).indices
+    assert [sorted(r) for r in idx.tolist()] == [sorted(r) for r in exact.tolist()]
+
+
 def test_training_subject_is_never_its_own_neighbour(shapes, train_split):
     xt, pt, _ = train_split
     model = build(KNNImpute, shapes, train_split, k=3).train()
