@@ -36,6 +36,7 @@ from mmpipe.cohorts.manifest import (
 from mmpipe.cohorts.manifest_files import SUBJECT
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.layout import CohortLayout
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,10 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 
 
 def raw_dir(cohort_cfg: dict, out_dir: Path, base_dir: Path) -> Path:
-    """Where the demo cohort's raw files live (``raw_dir`` or ``out_dir/raw``)."""
+    """Where the demo cohort's raw files live (``raw_dir`` or the layout's ``raw``)."""
     given = cohort_cfg.get("raw_dir")
     if not given:
-        return Path(out_dir) / "raw"
+        return CohortLayout(Path(out_dir)).raw()
     return config_path(given, base_dir)
 
 
