@@ -687,7 +687,9 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     prompt_codes = prompt_blank_codes(prompt, sorted(fields))
     # an `encoding_from` entry takes its codes from the stored encoding, which the config
     # cannot see: its encoding job compares them (encode/tabular.py); of several tabular
-    # encodings (compared with each other), the prompt must agree with one
+    # encodings the prompt must agree with one, and the others may blank other codes on
+    # purpose (a feature set of each compares the two readings; their stores then hold
+    # other subjects, as the stage-1 summary's counts show)
     differences = []
     for enc_name, enc in zip(mod.get("encoders", []), encoders, strict=True):
         if enc.get("type") != "tabular" or enc.get("encoding_from"):

@@ -958,8 +958,8 @@ def test_a_table_read_as_text_and_as_a_table_has_the_same_missing_codes(raw_conf
     cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["missing_values"] = {
         "age": [-1.0], "stage": ["x", -1]}
     validate_config(cfg)
-    # a second tabular encoding without codes (compared with the first): the prompt
-    # agrees with one of them
+    # a second tabular encoding without codes (a reading to compare with the first): the
+    # prompt agrees with one of them
     cfg["encoders"]["tabular_raw"] = {"type": "tabular"}
     cfg["cohorts"]["demo"]["modalities"]["clinical"]["encoders"].append("tabular_raw")
     validate_config(cfg)
