@@ -14,10 +14,12 @@ The task label is never part of a prompt.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from mmpipe.encoders.categories import canonical_codes, canonical_value
@@ -38,6 +40,10 @@ def _format(value: Any) -> str:
         return whole[1]  # its own digits: no float between, no exponent
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float) and math.isfinite(value):
+        # the shortest digits that read back as the value, without an exponent: a lab
+        # value of 0.00005 was written "5e-05"
+        return np.format_float_positional(value, trim="-")
     return str(value)
 
 
@@ -66,19 +72,29 @@ def blank_code_differences(encoding: Mapping[str, Any], prompt_codes: Mapping[st
     return "; ".join(f"{f}: {own} against {codes}" for f, own, codes in differ) or None
 
 
+def _map_key(value: Any) -> str | None:
+    """A value as a value map looks it up: :func:`canonical_value`, with a truth value's
+    every spelling one key. A table reader reads a column of ``TRUE``/``FALSE`` (a
+    spreadsheet's export) as booleans, which read ``true``/``false``: the map key "TRUE",
+    quoted as the config check asks, missed every value without a word."""
+    key = canonical_value(value)
+    return key.lower() if key is not None and key.lower() in ("true", "false") else key
+
+
 def value_map(mapping: Mapping[Any, Any]) -> dict[str, Any]:
-    """A field's ``value_maps`` keyed as :func:`canonical_value` reads values, so a key
-    ``2`` (YAML's integer or its text) maps 2, 2.0 and the text "2.0", as the tabular
-    encoding makes them one category. Keys that are one value with different texts
-    (``2`` and ``"2.0"`` mapped apart) are a config error (:func:`value_map_collisions`)."""
-    return {canonical_value(k): v for k, v in mapping.items()}
+    """A field's ``value_maps`` keyed as :func:`_map_key` reads values, so a key ``2``
+    (YAML's integer or its text) maps 2, 2.0 and the text "2.0", as the tabular encoding
+    makes them one category, and "TRUE" maps a boolean true. Keys that are one value with
+    different texts (``2`` and ``"2.0"`` mapped apart) are a config error
+    (:func:`value_map_collisions`)."""
+    return {_map_key(k): v for k, v in mapping.items()}
 
 
 def value_map_collisions(mapping: Mapping[Any, Any]) -> list[list[Any]]:
     """Groups of ``value_maps`` keys that name one value (and so one category)."""
     groups: dict[str | None, list[Any]] = {}
     for k in mapping:
-        groups.setdefault(canonical_value(k), []).append(k)
+        groups.setdefault(_map_key(k), []).append(k)
     return [keys for keys in groups.values() if len(keys) > 1]
 
 
@@ -104,7 +120,7 @@ def _field_rules(prompt: Mapping[str, Any], fields: Sequence[str]
 
 def _shown(value: Any, mapping: Mapping[str, Any]) -> Any:
     """A present value as a prompt writes it: its value map's text, else the value."""
-    return mapping.get(canonical_value(value), _format(value))
+    return mapping.get(_map_key(value), _format(value))
 
 
 def _render(row: Mapping[str, Any], fields: Sequence[str], prompt: Mapping[str, Any],

@@ -31,6 +31,29 @@ def test_a_value_map_maps_every_text_of_its_value(value):
         1: "male"}}}) == "Record. Sex: male."
 
 
+@pytest.mark.parametrize("value, shown", [(0.00005, "0.00005"), (1e-7, "0.0000001"),
+                                          (0.1, "0.1"), (2.5, "2.5"), (1 / 3, "0.3333333333333333")])
+def test_a_number_is_written_without_an_exponent(value, shown):
+    """A lab value of 0.00005 was written "5e-05" for the text encoder to read."""
+    assert render_prompt({"lab": value}, ["lab"], PROMPT) == f"Record. lab: {shown}."
+
+
+@pytest.mark.parametrize("key", ["TRUE", "True", "true", True])
+@pytest.mark.parametrize("value", [True, "TRUE", "true"])
+def test_a_value_map_of_a_truth_value_maps_every_spelling(key, value):
+    """A column of TRUE/FALSE (a spreadsheet's CSV) is read as booleans, whose canonical
+    text is "true": the map key "TRUE", quoted as the config check asks, was never used
+    and the prompt said "True" without a word."""
+    prompt = {**PROMPT, "value_maps": {"smoker": {key: "Smoker"}}}
+    assert render_prompt({"smoker": value}, ["smoker"], prompt) == "Record. smoker: Smoker."
+
+
+def test_truth_value_keys_of_one_value_collide():
+    from mmpipe.preprocess.prompts import value_map_collisions
+
+    assert value_map_collisions({"TRUE": "a", "true": "b", "1": "c"}) == [["TRUE", "true"]]
+
+
 @pytest.mark.parametrize("value, shown", [(6.0, "6"), ("6.0", "6"), (" 6.0 ", "6"),
                                           ("6", "6"), ("007", "007"), ("2.5", "2.5"),
                                           ("X", "X"), ("6.", "6"), ("1e3", "1e3"),
