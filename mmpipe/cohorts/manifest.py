@@ -552,8 +552,10 @@ class NumbersAsText:
 
 # texts that mean "no value" in a label or a table field (the spreadsheet and R/pandas
 # missing markers: R's write.csv writes NA), in lower case; not "none" or "-", which can
-# be classes (a grade "none", a status "-")
-MISSING_TEXTS = ("", "nan", "na", "n/a", "#n/a", "null", "<na>")
+# be classes (a grade "none", a status "-"); and "missing", which the prompts and the
+# tabular encoding read as blank (mmpipe.encoders.categories.MISSING): in a numeric field
+# it was a value that is not a number, and stopped the build under non_numeric: error
+MISSING_TEXTS = ("", "nan", "na", "n/a", "#n/a", "null", "<na>", "missing")
 
 
 def _without_markers(col: pl.Series) -> list[str | None]:

@@ -247,10 +247,10 @@ def test_texts_in_a_mostly_numeric_field_become_blank_with_a_qc_row_each(caplog)
 def test_missing_markers_in_a_field_are_blanks_not_values():
     """R's write.csv writes a missing cell as NA: a field that is mostly missing stayed
     text, its ages read as categories and "NA" as one of them."""
-    ages = ["50", "NA", "na", "61", "70", " NaN ", "#N/A", "", "58", "66"]
+    ages = ["50", "NA", "na", "61", "70", " NaN ", "#N/A", "", "58", "Missing"]
     m = finalize_manifest("toy", "csv", _table_output(ages))
     assert m.frame.schema["age"] == pl.Int64
-    assert m.frame["age"].to_list() == [50, None, None, 61, 70, None, None, None, 58, 66]
+    assert m.frame["age"].to_list() == [50, None, None, 61, 70, None, None, None, 58, None]
     assert m.qc.filter(pl.col("status") == NON_NUMERIC).height == 0  # missing, not wrong
     # a text field's marker is no category either
     m = finalize_manifest("toy", "csv", _table_output(["50"] * 3, sexes=["F", "NA", "M"]))
