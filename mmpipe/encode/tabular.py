@@ -65,11 +65,13 @@ def setup(job, items) -> None:
     named by the encoder's ``encoding_from``.
 
     Standardisation and blank imputation here use the whole cohort (stage 1 knows no
-    split); stage 2's z-score (``benchmark.normalize: zscore``, the default) refits
+    split); stage 2's ``zscore`` (``benchmark.normalize``, the default) and ``l2`` refit
     both on each training split (:class:`~mmpipe.bench.data.Normalizer`), so no test
-    statistic reaches a model's features. Under ``l2`` or ``none`` the cohort-wide
-    scaling stays: label-free, but fitted with the test subjects. The encoding, fitted
-    or reused, goes into the store's attributes.
+    statistic reaches a model's features. Under ``none`` (gradient boosting's, which a
+    per-feature affine scaling does not move) the cohort-wide scaling stays: label-free,
+    but fitted with the test subjects. The categories are the whole cohort's; one that only
+    test subjects take is a column constant on the training rows, which stage 2 zeroes.
+    The encoding, fitted or reused, goes into the store's attributes.
     """
     from mmpipe.encoders.tabular import TabularEncoding
 

@@ -8,9 +8,10 @@ categorical blanks are their own category. Sentinel codes such as MMIST's
 ``-1`` = unknown are mapped to blank through ``missing_values``; numerically
 coded categoricals (AJCC stage codes) are one-hot through ``categorical``.
 
-The pipeline fits it on the whole cohort in stage 1; stage 2's z-score refits the
-numbers' statistics and blank imputation on each training split
-(:class:`mmpipe.bench.data.Normalizer`), so the test subjects reach no model's features.
+The pipeline fits it on the whole cohort in stage 1; stage 2's ``zscore`` and ``l2``
+refit the numbers' statistics and blank imputation on each training split
+(:class:`mmpipe.bench.data.Normalizer`), so the test subjects reach no model's features
+(under ``normalize: none`` the cohort's scaling stays, see :mod:`mmpipe.encode.tabular`).
 
 A value the fitted encoding cannot place (a category not seen when fitting, which is
 encoded as all zeros; a text or inf in a numeric field, which is encoded as blank) never
