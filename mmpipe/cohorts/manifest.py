@@ -74,7 +74,8 @@ NON_NUMERIC_MODES = ("blank", "error")
 COLUMN_QC, UNUSED = "column", "unused"      # a source column the config does not use
 SPLIT_QC, FIXED = "split", "fixed"          # which parts the user's split fixes
 GROUPS_ACROSS = "groups_across_parts"        # patients the user's split puts in two parts
-MIXED_CLASSES = "mixed_classes"              # a label's words beside numbers, fractions beside whole
+# a label's words beside numbers, or fractions beside whole numbers: each value a class
+MIXED_CLASSES = "mixed_classes"
 # QC "modality" values of rows that are not a modality: no modality may be named so
 RESERVED_MODALITIES = (ALL_MODALITIES, LABEL_QC, COLUMN_QC, SPLIT_QC)
 

@@ -9,6 +9,8 @@ subject's note; a subject none of whose images can be read is rejected with the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -78,7 +80,7 @@ def _left_out_words(problems: list[str]) -> str:
 
 
 def _encode_set(job, subject_id: str, files: list[tuple[int, object]], writer,
-                batch_size: int, others: list[str] = ()) -> None:
+                batch_size: int, others: Sequence[str] = ()) -> None:
     if not files:
         writer.reject(subject_id, "no image file in the subject's folder"
                       + (f" ({_not_read_words(others)})" if others else ""))

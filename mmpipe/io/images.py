@@ -3,8 +3,8 @@
 A modality of kind ``image`` gives each subject one path: an image file, or a folder
 whose image files (by suffix, sorted by name; subfolders and hidden files are not read:
 macOS leaves a ``._<name>.png`` of metadata beside each file it copies) are the
-subject's set, as BreakHis keeps a patient's fields of one magnification; the store's
-note names a folder's other entries, :func:`entries_not_read`). PNG, JPEG and BMP are
+subject's set, as BreakHis keeps a patient's fields of one magnification (the store's
+note names a folder's other entries: :func:`entries_not_read`). PNG, JPEG and BMP are
 read with Pillow, TIFF with tifffile (a multi-page TIFF's first page; grey, RGB, palette
 or JPEG-compressed YCbCr, within Pillow's pixel limit). Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
