@@ -52,7 +52,8 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
         try:
             with open_slide(path, mpp_when_missing=tiling.mpp_when_missing) as slide:
                 grid = tile_grid(slide, tiling)
-                detail = {"n_tiles": len(grid.coords), "level": grid.level, "mpp": slide.mpp,
+                detail = {"n_tiles": len(grid.coords), "n_on_tissue": grid.n_on_tissue,
+                          "level": grid.level, "mpp": slide.mpp,
                           "mpp_source": slide.mpp_source, "read_size": grid.read_size}
         except Exception as raised:
             # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged

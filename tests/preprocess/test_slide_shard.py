@@ -3,6 +3,8 @@ are tiled."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,8 @@ def test_an_unexpected_error_rejects_its_slide_only(tmp_path, monkeypatch):
     qc = tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1, {}, tmp_path / "out")
     rows = {r["subject_id"]: r for r in qc.to_dicts()}
     assert rows["good"]["status"] == "ok" and rows["good"]["n_tiles"] > 0
+    # how many tiles the tissue had beside how many were kept (a cap was invisible)
+    assert json.loads(rows["good"]["detail"])["n_on_tissue"] >= rows["good"]["n_tiles"]
     assert rows["odd"]["status"] == "rejected"
     assert "cannot tile: KeyError: 'ScanScope ID'" in rows["odd"]["reason"]
     # every slide failing so is a cause they share: the job fails, writing nothing

@@ -161,6 +161,29 @@ def test_max_tiles_is_deterministic_and_spread(blob_slide):
     assert (a.coords[:, 0] < 700).sum() >= 3 and (a.coords[:, 0] >= 850).sum() >= 3
 
 
+def test_max_tiles_null_keeps_every_tile_on_tissue_and_the_grid_counts_them(blob_slide):
+    """CLAM averages every tissue tile; max_tiles could only cap, and a capped grid did
+    not say how many tiles the tissue had (the QC showed the kept count alone)."""
+    path, _ = blob_slide
+    with open_slide(path) as slide:
+        every = tile_grid(slide, fast(tile_size=64, max_tiles=None))
+        capped = tile_grid(slide, fast(tile_size=64, max_tiles=10))
+    assert len(every) > 15 and every.n_on_tissue == len(every)
+    assert len(capped) == 10 and capped.n_on_tissue == len(every)
+
+
+def test_a_mask_with_tissue_no_tile_covers_enough_is_not_no_tissue(tmp_path):
+    """A strip of tissue a quarter of a tile wide: the mask found it, no tile reaches the
+    fraction, and the error said "no tissue found"."""
+    rgb = np.full((512, 768, 3), 245, np.uint8)
+    rgb[:, 48:80] = (150, 60, 140)   # 32 level-0 px of a 128-px tile
+    path = write_pyramidal_tiff(tmp_path / "strip.tiff", rgb, mpp=MPP, compression="deflate")
+    with open_slide(path) as slide, pytest.raises(SlideError) as info:
+        tile_grid(slide, fast(tile_size=64, median_blur=0))
+    assert info.value.reason.startswith("no tile has enough tissue (the mask holds ")
+    assert "need >= 0.5 (min_tissue_fraction)" in info.value.reason
+
+
 def test_spread_subset_covers_the_grid():
     row, col = np.divmod(np.arange(25 * 40), 40)
     picks = spread_subset(col, row, 25, seed=0)

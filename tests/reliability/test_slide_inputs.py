@@ -194,7 +194,7 @@ def test_white_slide_has_no_tissue(tmp_path, base_config, data_dir, baseline):
     white = np.clip(243 + rng.integers(-6, 7, size=(SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
     path = _slide(tmp_path / "white.tiff", white)
     rows, store, qc = _encode(tmp_path, base_config, _with_bad(data_dir, path))
-    _assert_rejected(rows, qc, "bad", path, "no tissue found (16 tiles checked",
+    _assert_rejected(rows, qc, "bad", path, "no tissue found: 16 tiles checked",
                      "need >= 0.5")
     _assert_good_unchanged(rows, store, baseline)
 
