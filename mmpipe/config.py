@@ -678,7 +678,7 @@ def _check_prompt_codes(cfg: dict, where: str, mod: dict, fields: set[str]) -> l
     codes as blank in both: else a subject whose every field is ``-1`` is absent from the
     tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
     cells train and test on different subjects."""
-    from mmpipe.preprocess.prompts import blank_code_differences, prompt_blank_codes
+    from mmpipe.preprocess.blank_codes import blank_code_differences, prompt_blank_codes
 
     encoders = [cfg.get("encoders", {}).get(e) or {} for e in mod.get("encoders", [])]
     if not any(e.get("type") == "text" for e in encoders):

@@ -145,7 +145,7 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
     mod = modality(cfg, cohort_name, modality_name)
     prompt = dict(mod.get("prompt", {}))
     if "missing_values" in prompt:
-        from mmpipe.preprocess.prompts import missing_codes
+        from mmpipe.preprocess.blank_codes import missing_codes
 
         # per field, as the prompts read them: sets, whose order or form reruns nothing
         prompt["missing_values"] = {f: sorted(codes) for f in mod["fields"]
@@ -236,7 +236,7 @@ def encoder_params(cfg: dict, cohort_name: str, modality_name: str, encoder_name
                     # the prompts' blank codes, which a reused encoding's must equal (the
                     # config check sees the codes of an encoding fitted here, not those
                     # stored)
-                    from mmpipe.preprocess.prompts import prompt_blank_codes
+                    from mmpipe.preprocess.blank_codes import prompt_blank_codes
 
                     params["prompt_missing_values"] = prompt_blank_codes(
                         mod.get("prompt") or {}, mod["fields"])

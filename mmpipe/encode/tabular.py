@@ -126,7 +126,7 @@ def _check_prompt_codes(encoding, prompt_codes: Mapping[str, list] | None,
     tabular store and present in the text one (a prompt of "-1"s), and the two encodings'
     cells train and test on different subjects. The config check compares the codes of an
     encoding fitted here; a reused one's are in its store."""
-    from mmpipe.preprocess.prompts import blank_code_differences
+    from mmpipe.preprocess.blank_codes import blank_code_differences
 
     if prompt_codes is None:
         return

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mmpipe.encoders.categories import canonical_codes, canonical_value
+from mmpipe.encoders.categories import canonical_value
 from mmpipe.errors import ConfigError
+from mmpipe.preprocess.blank_codes import missing_codes
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +46,6 @@ def _format(value: Any) -> str:
         # value of 0.00005 was written "5e-05"
         return np.format_float_positional(value, trim="-")
     return str(value)
-
-
-def missing_codes(prompt: Mapping[str, Any], field: str) -> set[str]:
-    """The canonical ``missing_values`` codes of ``field`` in a prompt block."""
-    codes = prompt.get("missing_values") or []
-    if isinstance(codes, Mapping):
-        codes = codes.get(field) or []
-    return set(canonical_codes(codes))
-
-
-def prompt_blank_codes(prompt: Mapping[str, Any], fields: Sequence[str]) -> dict[str, list[str]]:
-    """Each field's blank codes in a prompt block, sorted: what a reused tabular
-    encoding's must equal (:func:`blank_code_differences`)."""
-    return {f: sorted(missing_codes(prompt, f)) for f in fields}
-
-
-def blank_code_differences(encoding: Mapping[str, Any], prompt_codes: Mapping[str, Any]
-                           ) -> str | None:
-    """Where a tabular encoding (a block with ``missing_values``: an encoder's config or a
-    stored encoding's) treats other codes as blank than the prompts (``prompt_codes``:
-    field -> codes), said per field as "field: [its] against [the prompt's]"; None where
-    they agree."""
-    differ = [(f, own, sorted(codes)) for f, codes in prompt_codes.items()
-              if (own := sorted(missing_codes(encoding, f))) != sorted(codes)]
-    return "; ".join(f"{f}: {own} against {codes}" for f, own, codes in differ) or None
 
 
 def _map_key(value: Any) -> str | None:
