@@ -693,16 +693,6 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
     frame = frame.with_columns(exprs) if exprs else frame
     said = [] if said is None else said
     for label in labels:
-        if frame.schema[label].is_float():
-            values = frame[label].drop_nulls().unique().sort().to_list()
-            fractions = [v for v in values if not float(v).is_integer()]
-            if fractions and len(fractions) < len(values):
-                # read as numbers, each value is a class: a typed 1.5 was a third class
-                said.append(f"label {label!r}: values {fractions[:10]} are classes of their "
-                            "own beside the whole numbers "
-                            f"{[v for v in values if float(v).is_integer()][:10]}; write "
-                            "each class as the number it is, or blank a value that is not one")
-            continue
         if frame.schema[label] != pl.Utf8:
             continue
         values = sorted(frame[label].drop_nulls().unique().to_list())
@@ -739,7 +729,28 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
             said.append(f"label {label!r}: values {texts[:10]} are classes of their own "
                         f"beside the numbers {sorted(v for v in values if v not in texts)[:10]}"
                         "; blank them if they mean 'unknown', or write each class one way")
+    for label in labels:
+        if fractions := _fractions_beside_whole(frame[label]):
+            # each value is a class: a typed 1.5 among 0 and 1 was a third one
+            said.append(f"label {label!r}: values {fractions[0][:10]} are classes of their "
+                        f"own beside the whole numbers {fractions[1][:10]}; write each class "
+                        "as the number it is, or blank a value that is not one")
     return frame
+
+
+def _fractions_beside_whole(column: pl.Series) -> tuple[list, list] | None:
+    """(the fractions, the whole numbers) of a label column holding both, as numbers or
+    as the texts of numbers (a column kept as text by a word beside them); else None."""
+    if column.dtype.is_numeric():
+        numbers = {v: float(v) for v in column.drop_nulls().unique().sort().to_list()}
+    elif column.dtype == pl.Utf8:
+        numbers = {v: float(n) for v in sorted(column.drop_nulls().unique().to_list())
+                   if (n := parse_number(v)) is not None}
+    else:
+        return None
+    fractions = [v for v, n in numbers.items() if not n.is_integer()]
+    whole = [v for v, n in numbers.items() if n.is_integer()]
+    return (fractions, whole) if fractions and whole else None
 
 
 def _unfetched(frame: pl.DataFrame, column: str

@@ -70,7 +70,8 @@ def setup(job, items) -> None:
     statistic reaches a model's features. Under ``none`` (gradient boosting's, which a
     per-feature affine scaling does not move) the cohort-wide scaling stays: label-free,
     but fitted with the test subjects. The categories are the whole cohort's; one that only
-    test subjects take is a column constant on the training rows, which stage 2 zeroes.
+    test subjects take is a column constant on the training rows, which ``zscore`` and
+    ``l2`` zero (and on which gradient boosting cannot split).
     The encoding, fitted or reused, goes into the store's attributes.
     """
     from mmpipe.encoders.tabular import TabularEncoding

@@ -194,19 +194,25 @@ class SingleModality(FusionMethod):
 
     def prepare(self, x, present, y):
         """The prior's start: the log class shares of the training subjects that lack the
-        modality (half a subject added to each class), each class weighed by the inverse
-        of its training count where the sampler or the loss balances the classes, as
-        training weighs them; with no such subject (``testmiss``, a modality every
-        training subject has), the training split's class shares, the prior a subject
-        without any input gets (``mmpipe.bench.run``)."""
+        modality (half a subject added to each class training has), each class weighed by
+        the inverse of its training count where the sampler or the loss balances the
+        classes, as training weighs them; with no such subject (``testmiss``, a modality
+        every training subject has), the training split's class shares, the prior a subject
+        without any input gets (``mmpipe.bench.run``). A thousandth is spread evenly over
+        the classes, so a class training lacks has a finite logit, far below the rest."""
         has = present.bool()[:, self.modalities.index(self.modality)]
         counts = torch.bincount(y, minlength=self.n_classes).double()
         lacking = torch.bincount(y[~has], minlength=self.n_classes).double()
         if lacking.sum() == 0:
-            shares = counts.clamp_min(0.5)
+            shares = counts
         else:
-            shares = lacking + 0.5
+            # half a subject for each class training has, none for a class it lacks (its
+            # 0.5 / 1, weighed, outweighed every class training has)
+            shares = (lacking + 0.5) * (counts > 0)
             if self.hparams["sampler"] != "none" or self.hparams.get("class_weights"):
                 shares = shares / counts.clamp_min(1.0)
+        # a class training lacks keeps a finite logit far below the others, as little as
+        # training could give it (a log of 0 would be -inf, which weight decay makes NaN)
+        shares = (1 - 1e-3) * shares / shares.sum() + 1e-3 / self.n_classes
         with torch.no_grad():
-            self.prior.copy_((shares / shares.sum()).log().to(self.prior.dtype))
+            self.prior.copy_(shares.log().to(self.prior.dtype))

@@ -412,15 +412,25 @@ def test_words_beside_numbers_in_a_label_are_warned_about(caplog):
     assert said in row["reason"]
 
 
-def test_a_fraction_beside_whole_numbers_in_a_label_is_said():
+@pytest.mark.parametrize("labels, cast, shown", [
+    (["0", "1", "1.5", "0"], pl.Float64, "[1.5] are classes of their own beside the whole "
+                                         "numbers [0.0, 1.0]"),
+    # as the CSV reader gives it: text (R's NA), read as numbers once NA is blanked
+    (["0", "1", "NA", "1.5"], None, "[1.5] are classes of their own beside the whole "
+                                    "numbers [0.0, 1.0]"),
+    # kept as text, numbers all: the texts are the classes
+    (["0", "1", "1.5", "0"], None, "['1.5'] are classes of their own beside the whole "
+                                   "numbers ['0', '1']"),
+])
+def test_a_fraction_beside_whole_numbers_in_a_label_is_said(labels, cast, shown):
     """A 1.5 typed among 0 and 1 made a third class without a word."""
-    out = _labelled(["0", "1", "1.5", "0"])
-    out.frame = out.frame.with_columns(pl.col("y").cast(pl.Float64))
+    out = _labelled(labels)
+    if cast is not None:
+        out.frame = out.frame.with_columns(pl.col("y").cast(cast))
     m = finalize_manifest("toy", "csv", out)
     reasons = m.qc.filter(pl.col("status") == "mixed_classes")["reason"].to_list()
-    assert reasons == ["label 'y': values [1.5] are classes of their own beside the whole "
-                       "numbers [0.0, 1.0]; write each class as the number it is, or blank a "
-                       "value that is not one"]
+    assert reasons == [f"label 'y': values {shown}; write each class as the number it is, "
+                       "or blank a value that is not one"]
     whole = _labelled(["0", "1", "1", "0"])
     whole.frame = whole.frame.with_columns(pl.col("y").cast(pl.Float64))
     assert finalize_manifest("toy", "csv", whole).qc.filter(

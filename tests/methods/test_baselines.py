@@ -229,14 +229,25 @@ def test_the_single_modality_prior_starts_where_the_subjects_lacking_it_say():
     present[[0, 4, 5, 6, 7], 1] = False          # b lacking: 1 of 4 negatives, 4 of 6 positives
     balanced = SingleModality(list(shapes), shapes, 2, modality="b")  # weighted sampler
     balanced.prepare(x, present, y)
+    def shares(p):  # as prepare mixes in a thousandth evenly
+        p = torch.as_tensor(p, dtype=torch.float64)
+        return ((1 - 1e-3) * p / p.sum() + 1e-3 / len(p)).float()
+
     # shares (1.5 / 4, 4.5 / 6) normalised
-    expected = torch.tensor([1.5 / 4, 4.5 / 6]) / (1.5 / 4 + 4.5 / 6)
-    torch.testing.assert_close(balanced.prior.detach().exp(), expected)
+    torch.testing.assert_close(balanced.prior.detach().exp(), shares([1.5 / 4, 4.5 / 6]))
     plain = SingleModality(list(shapes), shapes, 2, modality="b", sampler="none")
     plain.prepare(x, present, y)
-    torch.testing.assert_close(plain.prior.detach().exp(), torch.tensor([1.5, 4.5]) / 6)
+    torch.testing.assert_close(plain.prior.detach().exp(), shares([1.5, 4.5]))
     # no training subject lacks it: the training split's class shares
     balanced.prepare(x, torch.ones(10, 2, dtype=torch.bool), y)
-    torch.testing.assert_close(balanced.prior.detach().exp(), torch.tensor([0.4, 0.6]))
+    torch.testing.assert_close(balanced.prior.detach().exp(), shares([0.4, 0.6]))
     out = balanced.eval()(x, present)
     assert out[~present[:, 1]].argmax(1).tolist() == [1] * 5
+    # a third class training lacks: a share far below the others, not the largest (its
+    # 0.5 / 1 outweighed the classes training has)
+    three = SingleModality(list(shapes), shapes, 3, modality="b")
+    three.prepare(x, present, y)
+    torch.testing.assert_close(three.prior.detach().exp(), shares([1.5 / 4, 4.5 / 6, 0.0]))
+    assert torch.isfinite(three.prior).all()
+    three.prepare(x, torch.ones(10, 2, dtype=torch.bool), y)
+    torch.testing.assert_close(three.prior.detach().exp(), shares([0.4, 0.6, 0.0]))
