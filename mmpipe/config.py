@@ -371,6 +371,11 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     problems = _check_methods(cfg)
+    if glob := sorted(set(str(cfg["results"])) & set("*?[]")):
+        # polars reads a path holding them as a pattern: every manifest, split and mask
+        # read under `results` failed with "expanded paths were empty", or read another
+        problems.append(f"config.results: {cfg['results']!r} holds {glob}, which the "
+                        "table readers take for a file pattern; choose a folder without them")
     problems += _check_tiling(cfg["preprocess"]["slide"])
     encoders = cfg["encoders"]
     for ename, enc in encoders.items():

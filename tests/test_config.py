@@ -204,6 +204,16 @@ def test_results_under_home_are_there_not_in_a_folder_named_tilde(raw_config, mo
     assert validate_config(copy.deepcopy(raw_config))["results"] == "results"
 
 
+@pytest.mark.parametrize("results", ["study [2024]/results", "runs*", "what?"])
+def test_results_holding_a_file_pattern_character_are_refused(raw_config, results):
+    """polars reads a path holding [ ] * ? as a pattern: every manifest, split and mask
+    under such a folder failed to read ("expanded paths were empty"), after the jobs
+    that wrote them had run."""
+    with pytest.raises(ConfigError, match=r"config\.results: .* which the table readers "
+                                          r"take for a file pattern"):
+        validate_config({**copy.deepcopy(raw_config), "results": results})
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -52,9 +52,11 @@ from mmpipe.cohorts.manifest import (
     folder_files,
     layout_modalities,
     modality_specs,
+    read_utf8_text,
     refuse_label_sources,
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
+from mmpipe.cohorts.source_csv import refuse_columns_named_twice
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]], lis
     if not rows:
         raise InputError("the first sheet is empty", path=path)
     header = [str(h).strip() if h is not None else "" for h in rows[0]]
+    refuse_columns_named_twice(header, path)
     missing = [c for c in (ID_COLUMN, ALN_COLUMN) if c not in header]
     if missing:
         raise InputError(f"lacks column(s) {missing} (has {header})", path=path)
@@ -146,7 +149,7 @@ def official_split(root: Path, ids: list[str]) -> UserSplit:
         if not path.is_file():
             raise InputError(f"split file {name} not found (bcnb.split: official reads "
                              f"{SPLIT_FOLDER}/; set it to none to draw splits)", path=path)
-        for line in path.read_text(encoding="utf-8-sig").splitlines():  # a BOM is no ID
+        for line in read_utf8_text(path).splitlines():  # a BOM is no ID
             sid = _patient_id(line)
             if sid is None:
                 continue

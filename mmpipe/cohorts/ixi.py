@@ -75,6 +75,7 @@ from mmpipe.cohorts.manifest import (
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.cohorts.numbers import parse_number
+from mmpipe.cohorts.source_csv import refuse_columns_named_twice
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.io.links import is_dangling_link
 from mmpipe.preprocess.masks import mask_column
@@ -140,6 +141,7 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     if not cells:
         raise InputError(f"sheet {SHEET!r} is empty", path=path)
     header = [str(v).strip() for v in cells[0]]
+    refuse_columns_named_twice(header, path)
     missing = [c for c in (ID_COLUMN, SEX_COLUMN, AGE_COLUMN) if c not in header]
     if missing:
         raise InputError(f"sheet {SHEET!r} lacks column(s) {missing} (has {header})", path=path)

@@ -339,6 +339,13 @@ def _case_twins(values: Iterable[str]) -> list[list[str]]:
 def check_subject_ids(ids: pl.Series, source: str) -> None:
     """Raise :class:`InputError` naming empty rows or duplicated IDs (never de-duplicate)."""
     ids = ids.cast(pl.Utf8).str.strip_chars()
+    # a quote left open runs its field over the next lines: the rows it swallows are
+    # gone and the ID (or a field) holds them
+    broken = [s for s in ids.to_list() if s is not None and ("\n" in s or "\r" in s)]
+    if broken:
+        raise InputError(f"subject_id(s) holding a line break: {broken[:5]}; a quote left "
+                         "open in the row above runs on over the next rows (close it)",
+                         path=source or None)
     empty = [i + 1 for i, s in enumerate(ids.to_list()) if s is None or not s]
     if empty:
         shown = ", ".join(map(str, empty[:20])) + (" ..." if len(empty) > 20 else "")
@@ -423,12 +430,22 @@ def _shown(items: list[str], n: int = 20) -> str:
     return "; ".join(items[:n]) + (f" ... (+{len(items) - n})" if len(items) > n else "")
 
 
+def read_utf8_text(path: Path) -> str:
+    """A text file as UTF-8 (a byte-order mark dropped); another encoding is an
+    :class:`InputError` naming the file, where Python's decoding error named none."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start}): save it as "
+                         "UTF-8", path=path) from err
+
+
 def _read_id_file(path: Path) -> list[str]:
     """Subject IDs of a split file: one per line; blank lines and ``#`` comments skipped."""
     if not path.is_file():
         raise InputError("split file not found", path=path)
     # utf-8-sig: Notepad's byte-order mark, as the CSVs take it (it made "\ufeffp1")
-    ids = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    ids = [line.strip() for line in read_utf8_text(path).splitlines()]
     ids = [i for i in ids if i and not i.startswith("#")]
     dup = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dup:

@@ -102,6 +102,10 @@ def read_clinical(root: Path) -> pl.DataFrame:
     path = root / CLINICAL_CSV
     df = _read_csv(path, [ID_COLUMN, SPLIT_COLUMN])
     check_subject_ids(df[ID_COLUMN], str(path))
+    # a NaN (pandas writes one for a blank) is a blank: it passed the check of integral
+    # codes below (NaN equals NaN here) and failed the cast with a polars error
+    df = df.with_columns(pl.col(c).fill_nan(None) for c, t in df.schema.items()
+                         if t.is_float())
     numeric = [c for c, t in df.schema.items() if t.is_numeric()]
     # a column holding one text cell (an "NA" in a re-saved file) is read as text: its
     # "-1" is the same unknown, which stayed a value (a third class of a label)

@@ -2,13 +2,19 @@
 
 polars' own errors for a file that is not UTF-8, a row with more fields than the header,
 an empty file or a path that cannot be opened name neither the file nor what to do, and
-a header without rows would build a manifest of no subjects. Every adapter reads its
-CSV tables through :func:`read_source_csv` (BCNB's .xlsx and IXI's .xls have their own
-readers, which name the file too).
+a header without rows would build a manifest of no subjects. A row with fewer fields than
+the header (a comma forgotten) was read as blank cells, which look like missing data by
+nature, or with its values in the wrong columns; a header naming a column twice was read
+from the first copy; both are refused, naming the rows and the column. The path is a
+path, not a pattern (polars expands ``[``, ``*`` and ``?``: ``cohort[final].csv`` read
+``cohortf.csv``). Every adapter reads its CSV tables through :func:`read_source_csv`
+(BCNB's .xlsx and IXI's .xls have their own readers, which name the file too).
 """
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +37,52 @@ def _refuse_wide_encoding(path: Path) -> None:
                          "as UTF-8 CSV", path=path)
 
 
+def refuse_columns_named_twice(header: Iterable[str], path: Path) -> None:
+    """Refuse a table header (a CSV's, a spreadsheet's) naming a column twice: one reader
+    took the first copy, another the last, and neither said so."""
+    twice = sorted(n for n, k in Counter(h.strip() for h in header).items()
+                   if k > 1 and n)
+    if twice:
+        raise InputError(f"the header names column(s) {twice} more than once: which copy "
+                         "is meant cannot be told; rename or remove one", path=path)
+
+
+def _refuse_ragged_rows(path: Path) -> None:
+    """Refuse a header naming a column twice, and rows whose field count is not the
+    header's (empty lines aside), naming the lines, as a CSV reader counts fields (a
+    quoted comma or line break is inside its field)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header is None:
+                return  # empty: refused below
+            refuse_columns_named_twice(header, path)
+            off, swallowed = [], []
+            for row in rows:
+                if row and len(row) != len(header):
+                    off.append((rows.line_num, len(row)))
+                # a quote left open runs its field over the rows below, which vanish:
+                # a cell holding a line break and a whole row's commas after it
+                if any("\n" in cell and cell.split("\n", 1)[1].count(",") >= len(header) - 1
+                       for cell in row) and len(header) > 1:
+                    swallowed.append(rows.line_num)
+    except (UnicodeDecodeError, OSError, csv.Error):
+        return  # polars' reading below names the file and why
+    if swallowed:
+        more = f" and {len(swallowed) - 1} more" if len(swallowed) > 1 else ""
+        raise InputError(f"a quoted cell runs over whole rows (the record ending on line "
+                         f"{swallowed[0]}{more}): a quote left open swallows the rows below "
+                         "it; close it", path=path)
+    if off:
+        shown = ", ".join(f"line {line} has {n}" for line, n in off[:10])
+        more = f" and {len(off) - 10} more" if len(off) > 10 else ""
+        raise InputError(f"{len(off)} row(s) with another number of fields than the "
+                         f"header's {len(header)} ({shown}{more}): a comma missing or one "
+                         "too many; read as blank cells, or in the wrong columns, their "
+                         "values would be lost", path=path)
+
+
 def read_source_csv(path: str | Path, *, text_columns: Iterable[str] = (),
                     all_text: bool = False) -> pl.DataFrame:
     """The CSV at ``path``; ``text_columns`` (or every column with ``all_text``) kept as
@@ -38,11 +90,12 @@ def read_source_csv(path: str | Path, *, text_columns: Iterable[str] = (),
     naming the file when it cannot be read as UTF-8 CSV or holds no data row."""
     path = Path(path)
     _refuse_wide_encoding(path)
+    _refuse_ragged_rows(path)
     try:
         if all_text:
-            df = pl.read_csv(path, infer_schema=False)
+            df = pl.read_csv(path, infer_schema=False, glob=False)
         else:
-            df = pl.read_csv(path, infer_schema_length=None,
+            df = pl.read_csv(path, infer_schema_length=None, glob=False,
                              schema_overrides={c: pl.Utf8 for c in text_columns})
     except pl.exceptions.NoDataError as e:
         raise InputError("the file is empty: a CSV needs a header and a row per subject",

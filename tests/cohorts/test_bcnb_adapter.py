@@ -183,3 +183,24 @@ def test_an_aln_status_typed_with_a_fullwidth_sign_is_its_class(bcnb, tmp_path):
         assert _row(out, sid)["aln_status"] == "N+(>2)"
         assert _row(out, sid)["aln_metastasis"] == "positive"
 
+
+
+def test_a_spreadsheet_column_named_twice_is_refused(bcnb, tmp_path):
+    """dict(zip(header, row)) kept the last copy of a column named twice, without a word,
+    where the CSV reader took the first."""
+    import shutil
+
+    import openpyxl
+
+    from mmpipe.cohorts.bcnb import SPREADSHEET
+    from mmpipe.errors import InputError
+
+    root = bcnb[0]
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
+    book = openpyxl.load_workbook(copy / SPREADSHEET)
+    sheet = book.worksheets[0]
+    sheet.cell(row=1, column=sheet.max_column + 1).value = "ER"
+    book.save(copy / SPREADSHEET)
+    with pytest.raises(InputError, match=r"names column\(s\) \['ER'\] more than once"):
+        build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)

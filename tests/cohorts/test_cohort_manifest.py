@@ -769,3 +769,12 @@ def test_only_a_verdict_read_in_place_of_a_file_moves_after_its_notes():
             QCRecord("s3", "t1", "skipped", "notes.txt"), QCRecord("*", "t1", "skipped", "x")]
     assert _verdicts_last(rows[:4]) == rows[:4]
     assert _verdicts_last(rows) == [*rows[:4], rows[5], rows[6], rows[4], rows[7]]
+
+
+def test_a_subject_id_holding_a_line_break_is_refused():
+    """A quote left open in an ID runs over the rows below: they vanish into its ID."""
+    from mmpipe.cohorts.manifest import check_subject_ids
+
+    with pytest.raises(InputError, match=r"ids\.csv: subject_id\(s\) holding a line break: "
+                                         r"\['p2\\np3,0'\]"):
+        check_subject_ids(pl.Series(["p1", "p2\np3,0"]), "ids.csv")

@@ -342,6 +342,30 @@ def test_split_files_fix_test_and_optionally_train_and_val(tmp_path):
         build_manifest("mydata", cfg, tmp_path / "out", base_dir=tmp_path)
 
 
+def test_a_split_file_that_is_not_utf8_names_itself(tmp_path):
+    """A Latin-1 split file ended in a UnicodeDecodeError traceback naming no file."""
+    csv = _split_csv(tmp_path, ["x"] * 6)
+    (tmp_path / "test.txt").write_bytes("p4\np5 caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"test\.txt: not UTF-8 text .*save it as UTF-8"):
+        build_manifest("mydata", _split_cfg(csv, {"files": {"test": "test.txt"}}),
+                       tmp_path / "out", base_dir=tmp_path)
+
+
+def test_a_quote_left_open_is_refused_not_read_as_fewer_subjects(cohort):
+    """A field whose quote runs on swallowed the rows below it: p2 and p3 vanished and
+    p1's sex held them."""
+    csv = cohort / "data" / "cohort.csv"
+    csv.write_text("patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
+                   'p1,1,,,,,50,"F\np2,0,,,,,60,M\np3,1,,,,,70,F"\np4,0,,,,,55,M\n')
+    with pytest.raises(InputError, match=r"cohort\.csv: a quoted cell runs over whole rows "
+                                         r"\(the record ending on line 4\)"):
+        build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+    # a quoted line break in free text is a value like any other
+    csv.write_text("patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
+                   'p1,1,,,,,50,"F\nsee notes"\np2,0,,,,,60,M\n')
+    assert build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort).height == 2
+
+
 def test_unused_csv_columns_are_listed_in_the_adapter_qc(tmp_path):
     csv = _split_csv(tmp_path, ["train", "test", "train"], extra=("site", "note"))
     out = tmp_path / "out"
@@ -451,7 +475,15 @@ def test_ids_that_differ_only_in_unicode_form_are_an_error(cohort):
     (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n",
      "no data rows under the header"),
     (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
-     b"p1,1,,,,,50,M,extra,fields\n", "not a readable CSV"),
+     b"p1,1,,,,,50,M,extra,fields\n", r"1 row\(s\) with another number of fields than the "
+                                       r"header's 8 \(line 2 has 10\)"),
+    # a comma forgotten: read as blank cells, the row looked like missing data
+    (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
+     b"p1,1,,,,,50,M\np2,0,,,,,61\np3,1,,,,,70,F\n",
+     r"1 row\(s\) with another number of fields than the header's 8 \(line 3 has 7\)"),
+    # a column named twice: its first copy was read, the second reported as unused
+    (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex,age\n"
+     b"p1,1,,,,,50,M,51\n", r"the header names column\(s\) \['age'\] more than once"),
     (b"patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
      b"p\xe9,1,,,,,50,M\n", r"not a readable CSV: .*\(save it as UTF-8\)"),
     # Excel's "Unicode Text" and PowerShell write UTF-16, which polars read as garbage
@@ -465,6 +497,17 @@ def test_an_unreadable_csv_names_the_file(cohort, content, why):
     csv.write_bytes(content)
     with pytest.raises(InputError, match=rf"cohort\.csv: {why}"):
         build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
+
+
+def test_a_csv_path_is_a_path_not_a_pattern(cohort):
+    """polars expands [ ] * ? in a path: a config naming cohort[final].csv read the
+    cohortf.csv beside it, without a word."""
+    data = cohort / "data"
+    (data / "cohort.csv").rename(data / "cohort[final].csv")
+    (data / "cohortf.csv").write_text("patient_id,response,age\nWRONG,1,99\n")
+    manifest = build_manifest("mydata", _cfg(csv="data/cohort[final].csv"), cohort / "out",
+                              base_dir=cohort)
+    assert "WRONG" not in manifest["subject_id"].to_list()
 
 
 def test_a_path_that_cannot_be_checked_is_that_subjects_rejection(cohort):

@@ -284,3 +284,21 @@ def test_a_field_with_text_keeps_every_digit_of_its_numbers():
 
     assert _field_column([45.123456789, 1234567.0, 2.0, "n/k", None]) == [
         "45.123456789", "1234567", "2", "n/k", None]
+
+
+def test_a_spreadsheet_column_named_twice_is_refused(tmp_path):
+    """A row's values were keyed by header name: of a column named twice the last copy
+    was read, without a word."""
+    import xlwt
+
+    from mmpipe.cohorts.ixi import read_table
+
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Table")
+    for c, name in enumerate(("IXI_ID", "SEX_ID (1=m, 2=f)", "AGE", "AGE")):
+        sheet.write(0, c, name)
+    for c, v in enumerate((2, 1, 45.5, 46.0)):
+        sheet.write(1, c, v)
+    book.save(str(tmp_path / "IXI.xls"))
+    with pytest.raises(InputError, match=r"IXI\.xls: the header names column\(s\) \['AGE'\]"):
+        read_table(tmp_path / "IXI.xls")

@@ -137,6 +137,23 @@ def test_unknown_is_unknown_in_a_column_read_as_text(fake_root, tmp_path):
     assert df["vital_status_12"].drop_nulls().to_list() == [1]  # A's: no class -1
 
 
+def test_a_nan_in_a_column_of_codes_is_a_blank(fake_root, tmp_path):
+    """pandas writes a blank as NaN: NaN passed the integral-codes check (NaN equals NaN
+    in polars) and the cast failed with a polars error naming no file."""
+    (fake_root / "clinical+genomic_split.csv").write_text(
+        "case_id,gender,age_diag,grade,vital_status_12,VHL_mutation,Split\n"
+        "A,1,6.0,NaN,1,-1,train\n"
+        "B,0,NaN,2.0,0,1,test\n"
+        "C,-1,3.0,3,1,0,train\n")
+    cfg = _cfg(fake_root, tables=False)
+    cfg["modalities"]["clinical"] = {"kind": "table", "encoders": ["tabular"],
+                                     "fields": ["gender", "age_diag", "grade"]}
+    df = build_manifest("fake", cfg, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["A"]["grade"] is None and rows["B"]["age_diag"] is None
+    assert rows["C"]["grade"] == 3 and rows["A"]["age_diag"] == 6
+
+
 def test_unknown_modality_and_missing_root(fake_root, tmp_path):
     from mmpipe.errors import ConfigError, InputError
 
