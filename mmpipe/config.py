@@ -173,9 +173,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _refuse_shared_mappings(cfg: Any) -> None:
     """Refuse one mapping under two keys: a YAML anchor and its alias (``&x`` ... ``*x``)
-    load as one object, which Snakemake's ``--configfile``/``--config`` merge (and the
-    commands') then edits in place, so a layer setting one run's scenarios set every run
-    sharing the anchor's, silently. (A shared list is harmless: a merge replaces it.)"""
+    load as one object, which a merge that edits in place edits for both, so a layer
+    setting one run's scenarios set every run sharing the anchor's, silently. Snakemake's
+    merge and the commands' (:func:`_unshared`) give each key its own; a shared mapping
+    reaches here only from code validating YAML it loaded itself. (A shared list is
+    harmless: a merge replaces it.)"""
     seen: dict[int, str] = {}
 
     def walk(node: Any, where: str) -> None:
@@ -882,7 +884,7 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
         mcfg = methods.get(method) or {}
         for fs in run_entry(entry, [])[0]:
             mods = (bench["feature_sets"].get(fs) or {}) if (
-                mcfg.get("type") == "single" and "modality" not in mcfg) else {}
+                mcfg.get("type") == "single" and mcfg.get("modality") is None) else {}
             for run in ([f"{method}_{m}" for m in mods] or [method]):
                 run_names.setdefault((fs, run), []).append(method)
     for (fs, run), sources in sorted(run_names.items()):
@@ -931,8 +933,19 @@ def load_config_layers(paths: list[str | Path]) -> dict[str, Any]:
     merges ``--configfile`` files over the Snakefile's ``configfile:``), validated."""
     cfg: dict[str, Any] = {}
     for path in paths:
-        _deep_update(cfg, _read_config_file(Path(path)))
+        _deep_update(cfg, _unshared(_read_config_file(Path(path))))
     return validate_config(cfg)
+
+
+def _unshared(node: Any) -> Any:
+    """``node`` with every mapping and list its own, as Snakemake's merge of config files
+    builds them: a YAML anchor and its alias load as one object, which a later layer
+    edited for both (mmpipe's commands refused such a file that ``snakemake`` ran)."""
+    if isinstance(node, dict):
+        return {k: _unshared(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshared(v) for v in node]
+    return node
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -1091,7 +1104,7 @@ def benchmark_runs(cfg: dict, cohort_name: str) -> list[dict]:
         mcfg = {**cfg["methods"][method], **bench.get("trainer", {})}
         sets, run_scenarios = run_entry(entry, scenarios)
         for fs in sets:
-            if mcfg["type"] == "single" and "modality" not in mcfg:
+            if mcfg["type"] == "single" and mcfg.get("modality") is None:
                 runs += [{"feature_set": fs, "method": f"{method}_{m}",
                           "config": {**mcfg, "modality": m}, "scenarios": run_scenarios}
                          for m in bench["feature_sets"][fs]]

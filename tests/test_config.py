@@ -443,6 +443,21 @@ def test_trainer_settings_rerun_no_scikit_learn_run(raw_config):
         assert same == (run["config"]["type"] in ("hgb", "logreg")), run["method"]
 
 
+def test_a_single_method_s_modality_written_null_is_one_run_a_modality(raw_config):
+    """`modality: null`, the default written out (or an overlay undoing a base's
+    modality), planned one run named `single` whose training job failed: modality is
+    required."""
+    from mmpipe.config import benchmark_runs
+
+    cfg = copy.deepcopy(raw_config)
+    cfg["methods"]["single"]["modality"] = None
+    runs = {r["method"] for r in benchmark_runs(validate_config(cfg), "demo")
+            if r["config"]["type"] == "single"}
+    assert runs == {r["method"] for r in benchmark_runs(validate_config(
+        copy.deepcopy(raw_config)), "demo") if r["config"]["type"] == "single"}
+    assert "single" not in runs and "single_wsi" in runs
+
+
 def test_selection_and_tuning_settings_nothing_reads_rerun_nothing(raw_config):
     """``selection.folds`` under the validation strategy, and a tuning factor past the
     budget's trials, reran every training job of the cohort (the raw blocks were hashed);
@@ -1124,6 +1139,27 @@ runs:
     # the shipped configs write each out
     for path in (REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))):
         assert not re.search(r"(^|\s)[&*]\w", path.read_text(), re.M), path
+
+
+def test_a_config_file_with_anchors_is_read_as_snakemake_reads_it(tmp_path):
+    """Snakemake gives an anchor's aliases mappings of their own when it merges config
+    files, and ran such a file; mmpipe's commands kept them one object and refused it
+    (and a layer would have edited both)."""
+    from mmpipe.config import load_config_layers
+
+    line = "        late_fusion: {feature_sets: [all], scenarios: [natural, mcar]}\n"
+    text = (REPO / "config.yaml").read_text()
+    assert line in text
+    (tmp_path / "config.yaml").write_text(text.replace(
+        line, line.replace("late_fusion: {", "late_fusion: &both {")
+        + "        concat_zero: *both\n").replace("        concat_zero: [all]\n", ""))
+    (tmp_path / "over.yaml").write_text(
+        "cohorts:\n  demo:\n    benchmark:\n      runs:\n"
+        "        late_fusion: {scenarios: [natural]}\n")
+    cfg = load_config_layers([tmp_path / "config.yaml", tmp_path / "over.yaml"])
+    runs = cfg["cohorts"]["demo"]["benchmark"]["runs"]
+    assert runs["late_fusion"]["scenarios"] == ["natural"]
+    assert runs["concat_zero"]["scenarios"] == ["natural", "mcar"]
 
 
 def test_evaluate_subsets_reruns_only_feature_sets_with_subsets(raw_config):

@@ -267,9 +267,39 @@ def _blocks_or_vectors(hp: dict, shapes: dict[str, tuple[int, ...]],
     return None
 
 
+def _largo_budget(hp: dict, mods: list[str], dims: list[int]) -> str | None:
+    """LARGO's matched CP rank (methods/largo.py), at two classes, the most any label
+    leaves the budget: a setting no rank fits failed in the training job."""
+    from mmpipe.methods.largo import matched_rank  # arithmetic; torch is loaded already
+
+    try:
+        matched_rank(dims, int(hp["hidden"]), int(hp["n_layers"]), 2, hp["stem"])
+    except ValueError as err:
+        return str(err).removeprefix("largo: ")
+    return None
+
+
+def _largo_rank(hp: dict, mods: list[str]) -> str | None:
+    # the stems of stem: modality cost what one dedicated model's first layer does, so
+    # the rank does not depend on the modalities' widths
+    if len(mods) < 2 or hp.get("rank") is not None or hp.get("stem") != "modality":
+        return None
+    return _largo_budget(hp, mods, [1] * len(mods))
+
+
+def _largo_subset_rank(hp: dict, shapes: dict[str, tuple[int, ...]],
+                       given: frozenset[str] = frozenset()) -> str | None:
+    # stem: subset's stems grow with the widths: checked where the config knows them all
+    dims = [math.prod(s) for s in shapes.values()]
+    if (len(dims) < 2 or hp.get("rank") is not None or hp.get("stem") != "subset"
+            or any(d < 1 for d in dims)):
+        return None
+    return _largo_budget(hp, list(shapes), dims)
+
+
 RULES: dict[str, tuple] = {
     "bd": (_needs_missing_modality,), "bd_filling": (_needs_missing_modality,),
-    "ae_impute": (_needs_missing_modality,), "largo": (_two_modalities,),
+    "ae_impute": (_needs_missing_modality,), "largo": (_two_modalities, _largo_rank),
     "muse": (_muse_ffn,), "unilmmv": (_width_by_heads,), "adacomed": (_combination_size,),
 }
 
@@ -277,7 +307,8 @@ RULES: dict[str, tuple] = {
 # rules on the features' shapes, where the config knows them (an encoder type's
 # feature_shape: a tabular encoding's width is the cohort's)
 SHAPE_RULES: dict[str, tuple] = {"hypermm": (_blocks_or_vectors,),
-                                 "hypermm_e2e": (_blocks_or_vectors,)}
+                                 "hypermm_e2e": (_blocks_or_vectors,),
+                                 "largo": (_largo_subset_rank,)}
 
 
 def method_problems(type_name: str, settings: dict, modalities: list[str],

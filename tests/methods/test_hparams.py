@@ -154,6 +154,8 @@ _RULE_CASES = [
     ("bd_filling", ["b"], {"missing_modality": "b"}, "needs at least one modality besides"),
     ("ae_impute", ["b"], {"missing_modality": "b"}, "needs at least one modality besides"),
     ("largo", ["a"], {}, "needs at least two modalities"),
+    # no CP rank fits one dedicated model's budget: five modalities at hidden 64
+    ("largo", list("abcde"), {"hidden": 64}, "no CP rank fits the budget"),
     ("muse", ["a", "b"], {"ffn_layers": 1}, "ffn_layers must be >= 2"),
     ("unilmmv", ["a", "b"], {"width": 30, "heads": 8}, "width 30 is not divisible by heads 8"),
     ("adacomed", ["a", "b"], {"max_combination_size": 3},
@@ -260,3 +262,18 @@ def test_a_hypermm_setting_of_the_other_path_is_refused(raw_config, setting, fea
     bench["runs"]["hypermm_blocks"]["feature_sets"] = ["all" if feature_set == "slices"
                                                        else "slices"]
     validate_config(cfg)
+
+
+def test_largo_s_subset_stem_without_a_rank_is_checked_on_the_widths_it_knows():
+    """stem: subset with rank null, as listed and documented, passed the config and
+    failed every training job: its stems alone outgrow one dedicated model's budget at
+    real widths. Where a width is known only from the data, the job's own check stands."""
+    from mmpipe.methods.hparams import method_problems
+
+    mods, wide = ["a", "b"], {"a": (512,), "b": (512,)}
+    with pytest.raises(ValueError, match="no CP rank fits the budget"):
+        method_class("largo")(mods, wide, 2, stem="subset")
+    assert any("no CP rank fits the budget" in why
+               for why in method_problems("largo", {"stem": "subset"}, mods, wide))
+    assert method_problems("largo", {"stem": "subset", "rank": 4}, mods, wide) == []
+    assert method_problems("largo", {"stem": "subset"}, mods, {"a": (-1,), "b": (512,)}) == []
