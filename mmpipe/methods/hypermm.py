@@ -214,9 +214,12 @@ class HyperMM(FusionMethod):
             self.rho = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(), Dropout(hp["dropout"]),
                                      nn.Linear(hidden, self.n_classes))
         else:  # the paper's three linear layers (widths ours)
+            # at least one unit: rho_hidden 1 (a tuning trial's half of 2) made a layer of
+            # none, and rho's output its last bias alone
+            half = max(1, hidden // 2)
             self.rho = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(), Dropout(hp["dropout"]),
-                                     nn.Linear(hidden, hidden // 2), nn.ReLU(),
-                                     nn.Linear(hidden // 2, self.n_classes))
+                                     nn.Linear(hidden, half), nn.ReLU(),
+                                     nn.Linear(half, self.n_classes))
         self._phi_frozen = False
 
     def reorder_modalities(self, order: list[str]) -> None:

@@ -152,6 +152,11 @@ def test_rho_variants():
     two = _make(HyperMM, SAME, rho_layers=2)
     assert sum(isinstance(m, torch.nn.Linear) for m in three.rho) == 3
     assert sum(isinstance(m, torch.nn.Linear) for m in two.rho) == 2
+    # the narrowest rho a tuning trial can reach: every layer has a unit (rho_hidden 1
+    # made a layer of none, its output the last bias alone)
+    narrow = _make(HyperMM, SAME, rho_hidden=1)
+    assert [m.out_features for m in narrow.rho if isinstance(m, torch.nn.Linear)] == [
+        1, 1, N_CLASSES]
 
 
 def test_invalid_configurations():
