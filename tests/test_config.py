@@ -214,6 +214,15 @@ def test_results_holding_a_file_pattern_character_are_refused(raw_config, result
         validate_config({**copy.deepcopy(raw_config), "results": results})
 
 
+def test_a_seed_past_32_bits_is_refused(raw_config):
+    """scikit-learn takes a random_state below 2**32: hgb's first trial failed the job."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["benchmark"]["seeds"] = [0, 2 ** 32]
+    with pytest.raises(ConfigError, match=r"config\.benchmark\.seeds\.1: 4294967296 is "
+                                          r"greater than the maximum"):
+        validate_config(cfg)
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
