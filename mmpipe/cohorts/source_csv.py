@@ -47,10 +47,18 @@ def refuse_columns_named_twice(header: Iterable[str], path: Path) -> None:
                          "is meant cannot be told; rename or remove one", path=path)
 
 
+def _holds_rows(cell: str, width: int) -> bool:
+    """Whether ``cell``'s lines after its first are two or more, each a row of ``width``
+    fields as a CSV line (a quote left open swallowed them)."""
+    lines = cell.split("\n")[1:]
+    return len(lines) >= 2 and all(line.count(",") == width - 1 for line in lines)
+
+
 def _refuse_ragged_rows(path: Path) -> None:
-    """Refuse a header naming a column twice, and rows whose field count is not the
-    header's (empty lines aside), naming the lines, as a CSV reader counts fields (a
-    quoted comma or line break is inside its field)."""
+    """Refuse a header naming a column twice, rows whose field count is not the header's
+    (an empty line is left to the adapters, which refuse a row without an ID), naming the
+    lines, as a CSV reader counts fields (a quoted comma or line break is inside its
+    field), and a quoted cell holding whole rows."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = csv.reader(f)
@@ -62,10 +70,10 @@ def _refuse_ragged_rows(path: Path) -> None:
             for row in rows:
                 if row and len(row) != len(header):
                     off.append((rows.line_num, len(row)))
-                # a quote left open runs its field over the rows below, which vanish:
-                # a cell holding a line break and a whole row's commas after it
-                if any("\n" in cell and cell.split("\n", 1)[1].count(",") >= len(header) - 1
-                       for cell in row) and len(header) > 1:
+                # a quote left open runs its field over the rows below, which vanish: a
+                # cell whose lines after its first are two or more whole rows (a note
+                # over two lines holds one such line at most, in a narrow table)
+                if len(header) > 1 and any(_holds_rows(cell, len(header)) for cell in row):
                     swallowed.append(rows.line_num)
     except (UnicodeDecodeError, OSError, csv.Error):
         return  # polars' reading below names the file and why

@@ -6,7 +6,8 @@ validation beats the single-modality run and the simple fusion best on validatio
 each baseline;
 which runs collapsed, kept their first epoch or could not train. Method types are grouped by
 :data:`mmpipe.methods.families.FAMILIES`: ``baselines``, ``single modality`` and ``simple
-fusion`` (late fusion, concatenation, DeepSets, complete-case Standard) are the simple
+fusion`` (late fusion, concatenation, DeepSets, complete-case Standard and BD's Filling,
+mean and kNN imputation) are the simple
 comparators; every other
 family is a fusion method, of which the one compared is chosen (a simple fusion only
 where no other ran). Its line says when its early stopping watched the validation score
@@ -92,7 +93,7 @@ def _shown(mean: float) -> float:
 
 # the simple comparators every fusion method must beat, and what a sentence calls one
 # (the first of several that lead): the baselines, one modality alone, and the plain
-# fusions (late fusion, concatenation, DeepSets), which a paper's method is published
+# fusions (families.SIMPLE_FUSION_FAMILY), which a paper's method is published
 # against and which, leading, were called "the best fusion" as if a paper's method led
 SIMPLE = {BASELINE_FAMILY: "a simple baseline", SINGLE_FAMILY: "one modality alone",
           SIMPLE_FUSION_FAMILY: "a simple fusion"}

@@ -7,6 +7,7 @@ import pytest
 
 from mmpipe.cohorts import build_manifest, read_manifest, read_qc
 from mmpipe.cohorts.csv_adapter import check_path
+from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
 
@@ -360,10 +361,15 @@ def test_a_quote_left_open_is_refused_not_read_as_fewer_subjects(cohort):
     with pytest.raises(InputError, match=r"cohort\.csv: a quoted cell runs over whole rows "
                                          r"\(the record ending on line 4\)"):
         build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort)
-    # a quoted line break in free text is a value like any other
+    # a quoted line break in free text is a value like any other, commas and all
     csv.write_text("patient_id,response,ct_dir,mri_file,slide_path,feature_file,age,sex\n"
                    'p1,1,,,,,50,"F\nsee notes"\np2,0,,,,,60,M\n')
     assert build_manifest("mydata", _cfg(), cohort / "out", base_dir=cohort).height == 2
+    narrow = cohort / "data" / "notes.csv"
+    narrow.write_text('patient_id,response,note\np0,1,"Stable.\nBP 120/80, HR 70, T 37"\n'
+                      "p1,0,ok\n")
+    assert read_source_csv(narrow)["note"].to_list() == ["Stable.\nBP 120/80, HR 70, T 37",
+                                                          "ok"]
 
 
 def test_unused_csv_columns_are_listed_in_the_adapter_qc(tmp_path):
