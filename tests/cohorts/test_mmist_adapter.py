@@ -119,19 +119,23 @@ def test_mapping_rejections_and_unknown_codes(fake_root, tmp_path, caplog):
     assert "1 chosen_exam value(s) matched File only after stripping" in caplog.text
 
 
-def test_unknown_is_unknown_in_a_column_read_as_text(fake_root, tmp_path):
-    """A table re-saved with "NA" in a cell makes its column text: -1 stayed a value
-    there (an age of -1, a third class of the label)."""
-    (fake_root / "clinical+genomic_split.csv").write_text(
-        "case_id,gender,age_diag,grade,vital_status_12,VHL_mutation,Split\n"
-        "A,1,6.0,NA,1,-1,train\n"
-        "B,0,-1,2,NA,1,test\n"
-        "C,-1,3.0,3,-1 ,0,train\n")
-    cfg = _cfg(fake_root, tables=False)
+def _clinical_rows(root, tmp_path, rows: str):
+    """The manifest, and its rows by subject, of a clinical table of these data rows."""
+    (root / "clinical+genomic_split.csv").write_text(
+        "case_id,gender,age_diag,grade,vital_status_12,VHL_mutation,Split\n" + rows)
+    cfg = _cfg(root, tables=False)
     cfg["modalities"]["clinical"] = {"kind": "table", "encoders": ["tabular"],
                                      "fields": ["gender", "age_diag", "grade"]}
     df = build_manifest("fake", cfg, tmp_path / "out")
-    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    return df, {r["subject_id"]: r for r in df.iter_rows(named=True)}
+
+
+def test_unknown_is_unknown_in_a_column_read_as_text(fake_root, tmp_path):
+    """A table re-saved with "NA" in a cell makes its column text: -1 stayed a value
+    there (an age of -1, a third class of the label)."""
+    df, rows = _clinical_rows(fake_root, tmp_path, "A,1,6.0,NA,1,-1,train\n"
+                                                   "B,0,-1,2,NA,1,test\n"
+                                                   "C,-1,3.0,3,-1 ,0,train\n")
     assert rows["B"]["age_diag"] is None and rows["A"]["grade"] is None
     assert rows["B"]["vital_status_12"] is None and rows["C"]["vital_status_12"] is None
     assert df["vital_status_12"].drop_nulls().to_list() == [1]  # A's: no class -1
@@ -140,16 +144,9 @@ def test_unknown_is_unknown_in_a_column_read_as_text(fake_root, tmp_path):
 def test_a_nan_in_a_column_of_codes_is_a_blank(fake_root, tmp_path):
     """pandas writes a blank as NaN: NaN passed the integral-codes check (NaN equals NaN
     in polars) and the cast failed with a polars error naming no file."""
-    (fake_root / "clinical+genomic_split.csv").write_text(
-        "case_id,gender,age_diag,grade,vital_status_12,VHL_mutation,Split\n"
-        "A,1,6.0,NaN,1,-1,train\n"
-        "B,0,NaN,2.0,0,1,test\n"
-        "C,-1,3.0,3,1,0,train\n")
-    cfg = _cfg(fake_root, tables=False)
-    cfg["modalities"]["clinical"] = {"kind": "table", "encoders": ["tabular"],
-                                     "fields": ["gender", "age_diag", "grade"]}
-    df = build_manifest("fake", cfg, tmp_path / "out")
-    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    _, rows = _clinical_rows(fake_root, tmp_path, "A,1,6.0,NaN,1,-1,train\n"
+                                                  "B,0,NaN,2.0,0,1,test\n"
+                                                  "C,-1,3.0,3,1,0,train\n")
     assert rows["A"]["grade"] is None and rows["B"]["age_diag"] is None
     assert rows["C"]["grade"] == 3 and rows["A"]["age_diag"] == 6
 
