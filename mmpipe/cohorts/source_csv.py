@@ -56,9 +56,9 @@ def _holds_rows(cell: str, width: int) -> bool:
 
 def _refuse_ragged_rows(path: Path) -> None:
     """Refuse a header naming a column twice, rows whose field count is not the header's
-    (an empty line is left to the adapters, which refuse a row without an ID), naming the
-    lines, as a CSV reader counts fields (a quoted comma or line break is inside its
-    field), and a quoted cell holding whole rows."""
+    (a blank line is left to the adapters, which drop it or refuse a row without an ID),
+    naming the lines, as a CSV reader counts fields (a quoted comma or line break is
+    inside its field), and a quoted cell holding whole rows."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = csv.reader(f)
@@ -68,7 +68,9 @@ def _refuse_ragged_rows(path: Path) -> None:
             refuse_columns_named_twice(header, path)
             off, swallowed = [], []
             for row in rows:
-                if row and len(row) != len(header):
+                # a blank or whitespace-only line is no row of data (BraTS's tables end
+                # with some): the adapters drop it, or refuse it as a row without an ID
+                if any(c.strip() for c in row) and len(row) != len(header):
                     off.append((rows.line_num, len(row)))
                 # a quote left open runs its field over the rows below, which vanish: a
                 # cell whose lines after its first are two or more whole rows (a note

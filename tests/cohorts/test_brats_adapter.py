@@ -191,8 +191,10 @@ def test_blank_rows_of_the_survival_csv_are_left_out(tmp_path):
     text = csv.read_text()
     n_rows = len(text.strip().splitlines()) - 1
     width = text.splitlines()[0].count(",")
+    # and a blank line of fewer commas, and one of spaces: no row of data, not a row
+    # of another field count
     csv.write_text(text.rstrip("\n") + "\n" + ("," * width + "\n") * 2
-                   + ",61," + "," * (width - 2) + "\n")
+                   + ",61," + "," * (width - 2) + "\n" + ",\n" + "   \n")
     manifest = build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
     assert set(manifest["subject_id"]) <= set(plan.cases)
     qc = read_qc(tmp_path / "out")
