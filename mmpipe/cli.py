@@ -254,8 +254,9 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
     from mmpipe.preprocess.masks import MASKS_TABLE
 
     layout = CohortLayout.of(cfg["results"], args.cohort)
+    manifest = None
     try:
-        read_manifest(layout.root)
+        manifest = read_manifest(layout.root)
     except MmpipeError:
         pass  # not built: what the inputs lack is named below
     except Exception as err:  # a damaged copy: the encode's traceback named no file
@@ -274,8 +275,8 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
         raise MmpipeError(f"{missing[0]} is not built ({len(missing)} of "
                           f"{len(inputs['shards'])} shards missing): run its preprocessing "
                           f"first (snakemake {missing[0]})")
-    if inputs.get("shards") and not args.force:
-        refuse_shards_older_than_their_files(layout.root, args.modality, inputs["shards"])
+    if inputs.get("shards") and manifest is not None and not args.force:
+        refuse_shards_older_than_their_files(manifest, args.modality, inputs["shards"])
     view = manifest_view(cfg, args.cohort, args.modality)
     for path, rule, params in checks:
         target = path.parent if rule == "segment" else path  # the rule's output
@@ -297,16 +298,17 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
                               f"(snakemake {target}) before encoding by hand")
 
 
-def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
+def refuse_shards_older_than_their_files(manifest: tuple, modality: str,
                                          shards: list) -> None:
     """Refuse shards made before a file of the modality changed. A shard records its
     settings, not the files it read (prompts and masks record the manifest's view): the
     workflow reruns it when the view changes, and a hand-run encode read the old shards
     of a regenerated or replaced series into a store of exit code 0. Compared by mtime,
-    the view's own measure of a change (a folder: its folders', as the view stamps it)."""
+    the view's own measure of a change (a folder: its folders', as the view stamps it).
+    ``manifest``: the cohort's, as :func:`~mmpipe.cohorts.manifest_files.read_manifest`
+    gives it."""
     import time
 
-    from mmpipe.cohorts.manifest_files import read_manifest
     from mmpipe.io.walk import folder_stamps
     from mmpipe.layout import SHARD_SETTINGS
 
@@ -314,7 +316,7 @@ def refuse_shards_older_than_their_files(cohort_root: Path, modality: str,
             if (Path(d) / SHARD_SETTINGS).is_file()}
     if not made:
         return  # the shards' own check names them
-    df, meta = read_manifest(cohort_root)
+    df, meta = manifest
     column = meta["modalities"].get(modality, {}).get("path_column")
     if column is None or column not in df.columns:
         return

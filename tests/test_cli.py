@@ -414,7 +414,7 @@ def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
 
     import polars as pl
 
-    from mmpipe.cohorts import write_manifest
+    from mmpipe.cohorts import read_manifest, write_manifest
     from mmpipe.cohorts.manifest import AdapterOutput, ModalitySpec, finalize_manifest
     from mmpipe.layout import SHARD_SETTINGS
 
@@ -436,14 +436,14 @@ def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
     past = (series.stat().st_mtime_ns // 10**9 - 60) * 10**9
     for path in (series, single):
         os.utime(path, ns=(past, past))
-    cli.refuse_shards_older_than_their_files(out, "ct", shards)  # made after: fine
+    cli.refuse_shards_older_than_their_files(read_manifest(out), "ct", shards)  # made after: fine
     for path in (single, series):
         os.utime(path, None)  # replaced now, after the shards
         os.utime(shards[0] / SHARD_SETTINGS, ns=(past + 1, past + 1))
         with pytest.raises(MmpipeError, match=f"shard0 \\(and 1 more of 2 shards\\) was made "
                                               f"before {path} changed: run the preprocessing "
                                               "again .* or pass --force"):
-            cli.refuse_shards_older_than_their_files(out, "ct", shards)
+            cli.refuse_shards_older_than_their_files(read_manifest(out), "ct", shards)
         os.utime(path, ns=(past, past))
     # dated in the future (a copy from a host whose clock runs ahead): said, as no rerun of
     # the shards can make them newer
@@ -451,4 +451,4 @@ def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
     os.utime(series, ns=(ahead, ahead))
     with pytest.raises(MmpipeError, match="shard0 \\(and 1 more of 2 shards\\).*dated in the "
                                           "future"):
-        cli.refuse_shards_older_than_their_files(out, "ct", shards)
+        cli.refuse_shards_older_than_their_files(read_manifest(out), "ct", shards)

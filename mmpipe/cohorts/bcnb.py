@@ -52,11 +52,10 @@ from mmpipe.cohorts.manifest import (
     folder_files,
     layout_modalities,
     modality_specs,
-    read_utf8_text,
     refuse_label_sources,
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
-from mmpipe.cohorts.source_csv import refuse_columns_named_twice
+from mmpipe.cohorts.source_csv import read_utf8_text, refuse_columns_named_twice
 from mmpipe.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)

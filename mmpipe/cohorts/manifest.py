@@ -51,6 +51,7 @@ from mmpipe.cohorts.manifest_files import (
     fixed_parts,
 )
 from mmpipe.cohorts.numbers import parse_number
+from mmpipe.cohorts.source_csv import read_utf8_text
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.io.links import DANGLING_LINK, is_dangling_link
@@ -338,15 +339,15 @@ def _case_twins(values: Iterable[str]) -> list[list[str]]:
 
 def check_subject_ids(ids: pl.Series, source: str) -> None:
     """Raise :class:`InputError` naming empty rows or duplicated IDs (never de-duplicate)."""
-    ids = ids.cast(pl.Utf8).str.strip_chars()
+    values = ids.cast(pl.Utf8).str.strip_chars().to_list()
     # a quote left open runs its field over the next lines: the rows it swallows are
     # gone and the ID (or a field) holds them
-    broken = [s for s in ids.to_list() if s is not None and ("\n" in s or "\r" in s)]
+    broken = [s for s in values if s is not None and ("\n" in s or "\r" in s)]
     if broken:
         raise InputError(f"subject_id(s) holding a line break: {broken[:5]}; a quote left "
                          "open in the row above runs on over the next rows (close it)",
                          path=source or None)
-    empty = [i + 1 for i, s in enumerate(ids.to_list()) if s is None or not s]
+    empty = [i + 1 for i, s in enumerate(values) if s is None or not s]
     if empty:
         shown = ", ".join(map(str, empty[:20])) + (" ..." if len(empty) > 20 else "")
         raise InputError(
@@ -354,7 +355,7 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
             "(1-based, header not counted); every row needs an ID",
             path=source or None,
         )
-    dup = {s: n for s, n in Counter(ids.to_list()).items() if n > 1}
+    dup = {s: n for s, n in Counter(values).items() if n > 1}
     if dup:
         shown = ", ".join(f"{s!r} x{n}" for s, n in sorted(dup.items())[:20])
         raise InputError(
@@ -364,7 +365,7 @@ def check_subject_ids(ids: pl.Series, source: str) -> None:
         )
     # "P1" and "p1" are one patient typed twice far more often than two patients: as two
     # subjects they could sit in the training and the test split at once
-    _refuse_case_twins(ids.to_list(), "subject_id(s)", "one subject must have one ID", "IDs",
+    _refuse_case_twins(values, "subject_id(s)", "one subject must have one ID", "IDs",
                        source)
 
 
@@ -428,16 +429,6 @@ def _split_part(value: object) -> str | None:
 
 def _shown(items: list[str], n: int = 20) -> str:
     return "; ".join(items[:n]) + (f" ... (+{len(items) - n})" if len(items) > n else "")
-
-
-def read_utf8_text(path: Path) -> str:
-    """A text file as UTF-8 (a byte-order mark dropped); another encoding is an
-    :class:`InputError` naming the file, where Python's decoding error named none."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start}): save it as "
-                         "UTF-8", path=path) from err
 
 
 def _read_id_file(path: Path) -> list[str]:
@@ -685,8 +676,8 @@ def _warn_list(what: str, ids: list[str]) -> None:
     log.warning("%d subject(s) %s: %s", len(ids), what, shown)
 
 
-def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
-                  said: list[str] | None = None) -> pl.DataFrame:
+def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = ""
+                  ) -> tuple[pl.DataFrame, list[str]]:
     """A label that is NaN, inf, blank or a missing marker (:data:`MISSING_TEXTS`)
     is a missing label (null), so every later step (the QC row below, the split,
     training) sees it as missing: a CSV reader turns the text "NaN" into a float NaN,
@@ -695,8 +686,8 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
     column of numbers; one number written two ways beside words ("1" and "1.0") and text
     labels that differ only in case ("Yes", "yes") are an :class:`InputError`; words
     beside numbers, and fractions beside whole numbers (a 1.5 among 0 and 1), stay
-    classes of their own (a BI-RADS 4A beside 3 is one) and are said in ``said``, for
-    a QC row and a warning, naming both."""
+    classes of their own (a BI-RADS 4A beside 3 is one) and are said in the list
+    returned beside the frame, for a QC row and a warning, naming both."""
     exprs = []
     for label in labels:
         col, dtype = pl.col(label), frame.schema[label]
@@ -708,7 +699,7 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
             exprs.append(pl.when(blank).then(None).otherwise(text).alias(label))
     before = frame
     frame = frame.with_columns(exprs) if exprs else frame
-    said = [] if said is None else said
+    said: list[str] = []
     for label in labels:
         if frame.schema[label] != pl.Utf8:
             continue
@@ -752,7 +743,7 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = "",
             said.append(f"label {label!r}: values {fractions[0][:10]} are classes of their "
                         f"own beside the whole numbers {fractions[1][:10]}; write each class "
                         "as the number it is, or blank a value that is not one")
-    return frame
+    return frame, said
 
 
 def _fractions_beside_whole(column: pl.Series) -> tuple[list, list] | None:
@@ -878,8 +869,7 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
     )
     check_subject_ids(frame[SUBJECT], out.source)
     check_split_groups(frame, out.source)
-    mixed_labels: list[str] = []
-    frame = _blank_labels(frame, out.labels, out.source, mixed_labels)
+    frame, mixed_labels = _blank_labels(frame, out.labels, out.source)
     frame, non_numeric, as_text = clean_table_fields(frame, list(out.modalities.values()),
                                                      out.source)
     blanked: dict[str, list[NonNumericValue]] = {}

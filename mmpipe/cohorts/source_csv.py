@@ -37,6 +37,16 @@ def _refuse_wide_encoding(path: Path) -> None:
                          "as UTF-8 CSV", path=path)
 
 
+def read_utf8_text(path: Path) -> str:
+    """A text file as UTF-8 (a byte-order mark dropped); another encoding is an
+    :class:`InputError` naming the file, where Python's decoding error named none."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start}): save it as "
+                         "UTF-8", path=path) from err
+
+
 def refuse_columns_named_twice(header: Iterable[str], path: Path) -> None:
     """Refuse a table header (a CSV's, a spreadsheet's) naming a column twice: one reader
     took the first copy, another the last, and neither said so."""

@@ -392,8 +392,8 @@ class DRIM(FusionMethod):
         hp = self.hparams
         return [
             "drim: cached vector features, each through the official embedding encoder "
-            f"(MRIEmbeddingEncoder: Linear-{self.hparams['encoder_hidden']}-GELU-Linear-"
-            f"{self.hparams['dim']}) for both the shared and the unique branch; "
+            f"(MRIEmbeddingEncoder: Linear-{hp['encoder_hidden']}-GELU-Linear-"
+            f"{hp['dim']}) for both the shared and the unique branch; "
             "cross-entropy instead of the logistic-hazard survival loss.",
             "drim: discriminators stepped after each encoder step, on that batch's "
             "embeddings, with their own AdamW (the official order); their optimiser state "
