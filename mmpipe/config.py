@@ -360,7 +360,7 @@ def _check_readers(ename: str, enc: dict) -> list[str]:
 
 
 def _cross_check(cfg: dict[str, Any]) -> list[str]:
-    from mmpipe.cohorts import MASK_SOURCES
+    from mmpipe.cohorts import ADAPTERS
     from mmpipe.encoders.registry import (
         CUTS_SLICES,
         TRANSFORM_KEYS,
@@ -414,10 +414,10 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             problems.append(f"config.run_cohorts: unknown cohort {name!r} "
                             f"(known: {sorted(cfg['cohorts'])})")
     for cname, cohort in cfg["cohorts"].items():
-        if cohort["adapter"] == "csv":
-            for key in ("csv", "subject_column"):
-                if key not in cohort:
-                    problems.append(f"config.cohorts.{cname}: the csv adapter needs {key!r}")
+        try:  # what the adapter's layout fixes (its labels, modality names and kinds)
+            ADAPTERS[cohort["adapter"]].check_config(cohort)
+        except ConfigError as err:
+            problems.append(f"config.cohorts.{cname}: {err}")
         # every dataset adapter reads a download under 'root'; its own options, if any,
         # sit in a block named after it (the demo generator's too)
         if cohort["adapter"] not in ("csv", "demo") and "root" not in cohort:
@@ -451,7 +451,7 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}.mask: no encoder of the modality reads a mask (a "
                                 "transform's roi_crop or slice_select)")
             elif mod["kind"] in ("volume", "dicom") and not mod.get("mask") and not (
-                    MASK_SOURCES.get(cohort["adapter"], lambda c: False)(cohort)):
+                    ADAPTERS[cohort["adapter"]].gives_masks(cohort)):
                 for ename in [e for e in mod["encoders"] if _needs_mask(encoders.get(e, {}))]:
                     # no subject has a mask: the encoding job rejected every one
                     problems.append(

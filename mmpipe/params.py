@@ -43,7 +43,7 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
     # a key left out here would leave the manifest, and every label and split after it,
     # stale when it changes: what is not read is named, the rest is kept
     keep = {k: v for k, v in c.items() if k not in NOT_READ_BY_THE_MANIFEST}
-    adapter = ADAPTERS[c["adapter"]].__module__
+    adapter = ADAPTERS[c["adapter"]].module
     # a dataset's image folders: what a download adds rebuilds the manifest (only where
     # there is one to walk, so that the demo's parameters stay as they were), and a CSV
     # cohort's paths that name nothing (none: its parameters stay as they were)

@@ -69,8 +69,9 @@ def _keys():
     ("encoders/registry.py", 'settings=("weights", "sha256", "transform", "depth"),',
      'settings=("weights", "sha256", "transform"),', {"med3d"}),
     # what writes every manifest (was in no key)
-    ("cohorts/__init__.py", "out = ADAPTERS[name](cohort_cfg, out_dir=out_dir, base_dir=base_dir)",
-     "out = ADAPTERS[name](dict(cohort_cfg), out_dir=out_dir, base_dir=base_dir)", {"manifest"}),
+    ("cohorts/__init__.py", "out = ADAPTERS[name].adapt(cohort_cfg, out_dir=out_dir, base_dir=base_dir)",
+     "out = ADAPTERS[name].adapt(dict(cohort_cfg), out_dir=out_dir, base_dir=base_dir)",
+     {"manifest"}),
     # how the manifest is built: the manifest alone (every store and run, and the demo
     # generator, reran on any edit of the builder while they read it through its module)
     ("cohorts/manifest.py", "NUMERIC_SHARE = 0.75", "NUMERIC_SHARE = 0.8", {"manifest"}),

@@ -607,8 +607,13 @@ def test_a_label_added_or_an_organ_list_reordered_reruns_no_stage_1_job(raw_conf
     a["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"] = {
         "from": "totalsegmentator", "roi_subset": ["kidney_left", "kidney_right"]}
     _crop_to_the_mask(a, "mri_t1")
+    # a column of the demo's tables that no modality reads, to be a label (the demo
+    # adapter refuses a label its generator does not write)
+    clinical = a["cohorts"]["demo"]["modalities"]["clinical"]
+    clinical["fields"].remove("smoking")
+    del clinical["prompt"]["phrases"]["smoking"]
     b = copy.deepcopy(a)
-    b["cohorts"]["demo"]["labels"] = [*a["cohorts"]["demo"]["labels"], "label2"]
+    b["cohorts"]["demo"]["labels"] = [*a["cohorts"]["demo"]["labels"], "smoking"]
     b["cohorts"]["demo"]["modalities"]["mri_t1"]["mask"]["roi_subset"] = [
         "kidney_right", "kidney_left"]
     a, b = validate_config(a), validate_config(b)
@@ -747,6 +752,53 @@ def test_the_ixi_adapter_needs_its_root_and_alone_reads_its_options(raw_config):
     validate_config(copy.deepcopy(cfg))
     cfg["cohorts"]["demo"]["ixi"] = {"age_bins": [20, 40]}
     with pytest.raises(ConfigError, match="demo.ixi: only the ixi adapter reads it"):
+        validate_config(cfg)
+
+
+# (adapter, labels, modalities, extra keys, what the config check says)
+_ADAPTER_CONTRACTS = [
+    ("ixi", ["diagnosis"], {"t1": "volume"}, {}, r"ixi labels \['diagnosis'\]: the adapter derives"),
+    ("ixi", ["sex"], {"flair": "volume"}, {}, r"ixi has no modality 'flair'"),
+    ("ixi", ["age_group"], {"t1": "volume"}, {}, r"needs ixi.age_bins"),
+    ("brats", ["survival_class"], {"t1": "dicom"}, {}, r"brats provides 't1' as kind 'volume'"),
+    ("brats", ["grade"], {"t1": "volume"}, {}, r"the adapter derives \['survival_class'\]"),
+    ("brats", ["survival_class"], {"t1": "volume"}, {"brats": {"survival_days": [450, 300]}},
+     r"survival_days must be increasing"),
+    ("adni", ["mmse"], {"mri": "volume"}, {}, r"adni labels \['mmse'\]"),
+    ("adni", ["diagnosis"], {"dti": "volume"}, {}, r"adni modality 'dti': give the regular"),
+    ("adni", ["diagnosis"], {"mri": "volume"}, {"adni": {"series": {"mri": "(mprage"}}},
+     r"adni.series: not a regular expression"),
+    ("bcnb", ["aln_status"], {"slide": "slide"}, {}, r"bcnb has no modality 'slide'"),
+    ("breakhis", ["malignant"], {"mag1000": "image"}, {}, r"breakhis has no modality"),
+    ("breakhis", ["benign"], {"40X": "image"}, {}, r"breakhis labels \['benign'\]"),
+    ("mmist_ccrcc", ["vital_status_12"], {"pet": "features"}, {}, r"mmist_ccrcc has no modality"),
+    ("mmist_ccrcc_raw", ["vital_status_12"], {"wsi": "dicom"}, {},
+     r"mmist_ccrcc_raw provides 'wsi' as kind 'slide'"),
+    ("demo", ["label"], {"mri_flair": "volume"}, {}, r"demo has no modality 'mri_flair'"),
+    ("demo", ["label"], {"ct": "volume"}, {}, r"demo provides 'ct' as kind 'dicom'"),
+    ("demo", ["outcome"], {"ct": "dicom"}, {}, r"demo column\(s\) \['outcome'\]"),
+]
+
+
+@pytest.mark.parametrize(("adapter", "labels", "kinds", "extra", "said"), _ADAPTER_CONTRACTS)
+def test_what_an_adapters_layout_fixes_is_checked_before_any_job(raw_config, adapter, labels,
+                                                                  kinds, extra, said):
+    """A label, modality name or kind a dataset's layout does not have, and the
+    adapter's own options, failed only in the manifest job, after Snakemake had started;
+    ``mmpipe check-config`` passed them."""
+    cfg = copy.deepcopy(raw_config)
+    enc = {"volume": "med3d_demo", "dicom": "med3d_demo", "slide": "clam_resnet50",
+           "image": "clam_resnet50", "features": "med3d_demo"}
+    if adapter == "mmist_ccrcc":  # a features modality is read by a precomputed encoder
+        enc["features"] = "precomputed"
+    if adapter == "breakhis":
+        cfg["encoders"]["fields"] = {"type": "vgg11_images", "allow_random_init": True}
+        enc["image"] = "fields"
+    cohort = {"adapter": adapter, "labels": labels, **extra,
+              **({} if adapter == "demo" else {"root": "data/x"}),
+              "modalities": {m: {"kind": k, "encoders": [enc[k]]} for m, k in kinds.items()}}
+    cfg["cohorts"]["other"] = cohort
+    with pytest.raises(ConfigError, match=rf"config\.cohorts\.other: .*{said}"):
         validate_config(cfg)
 
 

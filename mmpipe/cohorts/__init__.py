@@ -2,8 +2,9 @@
 
 Adding a dataset is a config change for layouts the ``csv`` adapter covers; a new
 layout is one module with an ``adapt(cohort_cfg, *, out_dir, base_dir)`` function
-returning an :class:`~mmpipe.cohorts.manifest.AdapterOutput`, registered in
-:data:`ADAPTERS`. Everything the manifest contract promises is enforced in
+returning an :class:`~mmpipe.cohorts.manifest.AdapterOutput` and a ``check_config``
+function for what its layout fixes, registered in :data:`ADAPTERS` as an
+:class:`AdapterType`. Everything the manifest contract promises is enforced in
 :mod:`mmpipe.cohorts.manifest`, not in the adapters.
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -37,42 +39,57 @@ log = logging.getLogger(__name__)
 
 Adapter = Callable[..., AdapterOutput]
 
-ADAPTERS: dict[str, Adapter] = {
-    "demo": demo_adapter.adapt,
-    "mmist_ccrcc": mmist.adapt,
-    "csv": csv_adapter.adapt,
-    "ixi": ixi.adapt,
-    "brats": brats.adapt,
-    "breakhis": breakhis.adapt,
-    "bcnb": bcnb.adapt,
-    "adni": adni.adapt,
-    "mmist_ccrcc_raw": mmist_raw.adapt,
-}
 
-# The adapters whose manifest gives each volume modality a mask per subject (the column
-# ``<modality>_mask_path``): BraTS its ``_seg`` file, IXI the brain masks of the folder
-# ``ixi.brain_masks`` names. Elsewhere only a modality's own ``mask`` (TotalSegmentator)
-# gives one, and an encoder whose transform reads a mask rejected every subject.
-MASK_SOURCES: dict[str, Callable[[dict], bool]] = {
-    "brats": lambda cohort_cfg: True,
-    "ixi": lambda cohort_cfg: bool((cohort_cfg.get("ixi") or {}).get("brain_masks")),
-}
+def _no_masks(cohort_cfg: dict) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class AdapterType:
+    """What a cohort adapter is, in one place: how it builds the cohort (``adapt``), what
+    of its config it fixes (``check_config``: the labels it derives, the modality names
+    and kinds its layout has, its own options; run by the config check before any job,
+    and by ``adapt`` itself), the tables of its download (``source_tables``, under
+    ``root``: the ``manifest`` job's inputs; None for an adapter that reads no download,
+    whose inputs the workflow declares), and whether its manifest gives each volume
+    modality a mask per subject (``gives_masks``, the column ``<modality>_mask_path``)."""
+
+    adapt: Adapter
+    check_config: Callable[[dict], None]
+    source_tables: tuple[str, ...] | None = None
+    gives_masks: Callable[[dict], bool] = _no_masks
+
+    @property
+    def module(self) -> str:
+        """The adapter's module, which keys its manifests."""
+        return self.adapt.__module__
+
 
 # The tables each dataset adapter reads under its ``root`` (:func:`source_tables`). A
 # table listed that an adapter's config leaves unread only rebuilds the manifest for
 # nothing: the jobs after it rerun on the digests of what they read, not on its mtime.
 _MMIST_TABLES = (mmist.CLINICAL_CSV, *sorted({name for src in mmist.SOURCES.values()
                                               for name in (src.series, src.chosen) if name}))
-SOURCE_TABLES: dict[str, tuple[str, ...]] = {
-    "mmist_ccrcc": _MMIST_TABLES,
-    "mmist_ccrcc_raw": _MMIST_TABLES,
-    "ixi": (ixi.SPREADSHEET,),
-    "brats": brats.SURVIVAL_FILES,
-    "breakhis": (),  # labels and magnifications come from the folder names
-    "bcnb": (bcnb.SPREADSHEET,
-             *(f"{bcnb.SPLIT_FOLDER}/{name}" for name in bcnb.SPLIT_FILES.values())),
-    "adni": (adni.TABLE,),
+
+ADAPTERS: dict[str, AdapterType] = {
+    "demo": AdapterType(demo_adapter.adapt, demo_adapter.check_config),
+    "mmist_ccrcc": AdapterType(mmist.adapt, mmist.check_config, _MMIST_TABLES),
+    "csv": AdapterType(csv_adapter.adapt, csv_adapter.check_config),
+    # BraTS gives its `_seg` file, IXI the brain masks of the folder `ixi.brain_masks`
+    # names; elsewhere only a modality's own `mask` (TotalSegmentator) gives one
+    "ixi": AdapterType(ixi.adapt, ixi.check_config, (ixi.SPREADSHEET,),
+                       lambda cohort_cfg: bool((cohort_cfg.get("ixi") or {}).get("brain_masks"))),
+    "brats": AdapterType(brats.adapt, brats.check_config, brats.SURVIVAL_FILES,
+                         lambda cohort_cfg: True),
+    # labels and magnifications come from the folder names
+    "breakhis": AdapterType(breakhis.adapt, breakhis.check_config, ()),
+    "bcnb": AdapterType(bcnb.adapt, bcnb.check_config,
+                        (bcnb.SPREADSHEET,
+                         *(f"{bcnb.SPLIT_FOLDER}/{name}" for name in bcnb.SPLIT_FILES.values()))),
+    "adni": AdapterType(adni.adapt, adni.check_config, (adni.TABLE,)),
+    "mmist_ccrcc_raw": AdapterType(mmist_raw.adapt, mmist_raw.check_config, _MMIST_TABLES),
 }
+
 # options naming a table outside ``root`` (``adni.table``, ``brats.survival_csv``)
 _TABLE_OPTIONS = ("table", "survival_csv")
 # options naming a folder of files an adapter takes, relative to ``root`` or anywhere
@@ -84,7 +101,7 @@ _NOT_DOWNLOADS = ("Thumbs.db", "desktop.ini")
 # the listing's mark of a file that is a link to nothing (a download's file not fetched)
 _NOT_FETCHED = b"not fetched"
 
-__all__ = ["ADAPTERS", "adapter_config", "build_manifest", "download_listing",
+__all__ = ["ADAPTERS", "AdapterType", "adapter_config", "build_manifest", "download_listing",
            "modality_presence", "read_manifest", "read_qc", "source_tables"]
 
 
@@ -102,14 +119,14 @@ def source_tables(cohort_cfg: dict, base_dir: Path | None = None) -> list[Path]:
         return []
     name = cohort_cfg["adapter"]
     options = cohort_cfg.get(name) or {}
-    paths = [root / table for table in SOURCE_TABLES[name]]
+    paths = [root / table for table in ADAPTERS[name].source_tables or ()]
     paths += [config_path(options[key], base_dir) for key in _TABLE_OPTIONS if options.get(key)]
     return [path for path in paths if path.is_file()]
 
 
 def _download_root(cohort_cfg: dict, base_dir: Path) -> Path | None:
     """A dataset adapter's download folder; None for the ``csv`` and ``demo`` adapters."""
-    if cohort_cfg["adapter"] not in SOURCE_TABLES or "root" not in cohort_cfg:
+    if ADAPTERS[cohort_cfg["adapter"]].source_tables is None or "root" not in cohort_cfg:
         return None
     return config_path(cohort_cfg["root"], base_dir)
 
@@ -242,7 +259,7 @@ def build_manifest(
                           f"(known: {sorted(ADAPTERS)})")
     out_dir = Path(out_dir)
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
-    out = ADAPTERS[name](cohort_cfg, out_dir=out_dir, base_dir=base_dir)
+    out = ADAPTERS[name].adapt(cohort_cfg, out_dir=out_dir, base_dir=base_dir)
     manifest = finalize_manifest(cohort, name, out)
     write_manifest(manifest, out_dir)
     log.info("cohort %r: manifest of %d subjects written to %s (%d excluded)",

@@ -204,8 +204,10 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
     return closest[0], ""
 
 
-def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    root = dataset_root(cohort_cfg, base_dir, "adni", f"ADNI/ and {TABLE}")
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the labels the adapter derives, volume modalities each with
+    the regular expression of its series, the visit rule; a :class:`ConfigError` on the
+    first thing wrong."""
     cfg = cohort_cfg.get("adni") or {}
     labels = cohort_labels(cohort_cfg)
     unknown = [lab for lab in labels if lab not in LABELS]
@@ -214,21 +216,39 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     visit_rule = cfg.get("visit", "baseline")
     if visit_rule not in VISITS:
         raise ConfigError(f"adni.visit is one of {list(VISITS)}, not {visit_rule!r}")
-    max_days = int(cfg.get("max_days", 90))
     specs = modality_specs(cohort_cfg)
     refuse_label_sources("adni", specs, labels, LABEL_SOURCES)
+    for m, spec in specs.items():
+        if not spec.is_table and spec.kind != "volume":
+            raise ConfigError(f"adni provides {m!r} as kind 'volume', not {spec.kind!r}")
+    _series(cohort_cfg, specs)
+
+
+def _series(cohort_cfg: dict, specs: dict) -> dict[str, re.Pattern]:
+    """Each volume modality's pattern of series descriptions (``adni.series`` over the
+    defaults)."""
+    patterns = {**DEFAULT_SERIES, **((cohort_cfg.get("adni") or {}).get("series") or {})}
     imaging = [m for m, s in specs.items() if not s.is_table]
-    patterns = {**DEFAULT_SERIES, **(cfg.get("series") or {})}
     for m in imaging:
-        if specs[m].kind != "volume":
-            raise ConfigError(f"adni provides {m!r} as kind 'volume', not {specs[m].kind!r}")
         if m not in patterns:
             raise ConfigError(f"adni modality {m!r}: give the regular expression of its series "
                               "descriptions in adni.series")
     try:
-        series = {m: re.compile(patterns[m]) for m in imaging}
+        return {m: re.compile(patterns[m]) for m in imaging}
     except re.error as e:
         raise ConfigError(f"adni.series: not a regular expression: {e}") from e
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
+    root = dataset_root(cohort_cfg, base_dir, "adni", f"ADNI/ and {TABLE}")
+    cfg = cohort_cfg.get("adni") or {}
+    labels = cohort_labels(cohort_cfg)
+    visit_rule = cfg.get("visit", "baseline")
+    max_days = int(cfg.get("max_days", 90))
+    specs = modality_specs(cohort_cfg)
+    imaging = [m for m, s in specs.items() if not s.is_table]
+    series = _series(cohort_cfg, specs)
 
     table_path = config_path(cfg["table"], base_dir) if cfg.get("table") else root / TABLE
     if not table_path.is_file():

@@ -162,10 +162,10 @@ def official_split(root: Path, ids: list[str]) -> UserSplit:
     return UserSplit(parts, "files", f"the release's split ({SPLIT_FOLDER}/)")
 
 
-def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    root = dataset_root(cohort_cfg, base_dir, "bcnb", f"WSIs/, {SPREADSHEET}, {SPLIT_FOLDER}/")
-    cfg = cohort_cfg.get("bcnb") or {}
-    split_mode = cfg.get("split", "official")
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the labels the adapter derives, the one slide modality, the
+    split mode; a :class:`ConfigError` on the first thing wrong."""
+    split_mode = (cohort_cfg.get("bcnb") or {}).get("split", "official")
     if split_mode not in ("official", "none"):
         raise ConfigError(f"bcnb.split is 'official' or 'none', not {split_mode!r}")
     labels = cohort_labels(cohort_cfg)
@@ -176,6 +176,15 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     layout_modalities(specs, "bcnb", ("wsi",), "slide", SPREADSHEET)
     # both labels are the lymph-node status; the count of metastases determines it too
     refuse_label_sources("bcnb", specs, labels, {lab: (ALN_COLUMN, *LEAKS) for lab in LABELS})
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
+    root = dataset_root(cohort_cfg, base_dir, "bcnb", f"WSIs/, {SPREADSHEET}, {SPLIT_FOLDER}/")
+    cfg = cohort_cfg.get("bcnb") or {}
+    split_mode = cfg.get("split", "official")
+    labels = cohort_labels(cohort_cfg)
+    specs = modality_specs(cohort_cfg)
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
     sheet = root / SPREADSHEET
     header, table, nameless = read_clinical(sheet)

@@ -212,18 +212,28 @@ def _survival_path(root: Path, cfg: dict, base_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
-def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    root = dataset_root(cohort_cfg, base_dir, "brats", "the case folders (<case>/<case>_t1.nii.gz"
-                        ", ...) and the survival CSV")
-    cfg = cohort_cfg.get("brats") or {}
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the one label the adapter derives, the sequences as
+    volumes, the survival bins; a :class:`ConfigError` on the first thing wrong."""
     labels = cohort_labels(cohort_cfg)
     if labels != [LABEL]:
         raise ConfigError(f"brats labels {labels}: the adapter derives [{LABEL!r}] "
                           "(from the survival CSV)")
+    _survival_edges(cohort_cfg.get("brats") or {})
+    specs = modality_specs(cohort_cfg)
+    layout_modalities(specs, "brats", SEQUENCES, "volume", "the survival CSV")
+    refuse_label_sources("brats", specs, labels, {LABEL: SURVIVAL_COLUMNS})
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
+    root = dataset_root(cohort_cfg, base_dir, "brats", "the case folders (<case>/<case>_t1.nii.gz"
+                        ", ...) and the survival CSV")
+    cfg = cohort_cfg.get("brats") or {}
+    labels = cohort_labels(cohort_cfg)
     edges = _survival_edges(cfg)
     specs = modality_specs(cohort_cfg)
-    sequences = layout_modalities(specs, "brats", SEQUENCES, "volume", "the survival CSV")
-    refuse_label_sources("brats", specs, labels, {LABEL: SURVIVAL_COLUMNS})
+    sequences = [name for name, spec in specs.items() if not spec.is_table]
 
     survival_path = _survival_path(root, cfg, base_dir)
     if survival_path is None:

@@ -204,17 +204,26 @@ def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]
                     for n, ids in sorted(shared.items()) for pid in ids]
 
 
-def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    root = dataset_root(cohort_cfg, base_dir, "breakhis",
-                        "BreaKHis_v1/, holding histology_slides/breast/")
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the labels the adapter derives, the magnifications as image
+    sets, no table; a :class:`ConfigError` on the first thing wrong."""
     labels = cohort_labels(cohort_cfg)
     unknown = [lab for lab in labels if lab not in LABELS]
     if unknown:
         raise ConfigError(f"breakhis labels {unknown}: the adapter derives {list(LABELS)}")
     specs = modality_specs(cohort_cfg)
-    mags = layout_modalities(specs, "breakhis", MAGNIFICATIONS, "image", "no table")
+    layout_modalities(specs, "breakhis", MAGNIFICATIONS, "image", "no table")
     if any(s.is_table for s in specs.values()):
         raise ConfigError("breakhis ships no table: its modalities are the magnifications")
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
+    root = dataset_root(cohort_cfg, base_dir, "breakhis",
+                        "BreaKHis_v1/, holding histology_slides/breast/")
+    labels = cohort_labels(cohort_cfg)
+    specs = modality_specs(cohort_cfg)
+    mags = list(specs)
     patients, source_qc = find_patients(breast_folder(root))
     ids = sorted(patients)
     frame: dict[str, list[Any]] = {SUBJECT: ids}

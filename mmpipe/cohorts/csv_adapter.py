@@ -170,9 +170,28 @@ def resolve_paths(
     return paths, qc
 
 
-def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+def check_config(cohort_cfg: dict) -> None:
+    """What the adapter needs of the config: the CSV, its subject column, a path column
+    for each path modality, a split column of its own; a :class:`ConfigError` on the
+    first thing wrong."""
     if "csv" not in cohort_cfg or "subject_column" not in cohort_cfg:
         raise ConfigError("the csv adapter needs 'csv' and 'subject_column'")
+    split_col = (cohort_cfg.get("split") or {}).get("column")
+    if split_col in _named_columns(cohort_cfg):
+        raise ConfigError(f"split.column {split_col!r} is also the subject ID, a label, a "
+                          "path column or a table field; the split needs its own column")
+
+
+def _named_columns(cohort_cfg: dict) -> list[str]:
+    """The CSV's columns the config names, but the split's and the groups'."""
+    specs = modality_specs(cohort_cfg)
+    return [cohort_cfg["subject_column"], *cohort_labels(cohort_cfg),
+            *path_columns(cohort_cfg, specs).values(),
+            *(f for s in specs.values() for f in s.fields)]
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
     csv_path = config_path(cohort_cfg["csv"], base_dir)
     if not csv_path.is_file():
         raise InputError("cohort CSV not found", path=csv_path)
@@ -180,13 +199,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
     path_cols = path_columns(cohort_cfg, specs)
-
-    named = [subject_col, *labels, *path_cols.values(),
-             *(f for s in specs.values() for f in s.fields)]
+    named = _named_columns(cohort_cfg)
     split_col = (cohort_cfg.get("split") or {}).get("column")
-    if split_col in named:
-        raise ConfigError(f"split.column {split_col!r} is also the subject ID, a label, a "
-                          "path column or a table field; the split needs its own column")
 
     # subjects that are one patient's rows (two visits), kept in one part of every split
     group_col = cohort_cfg.get("group_column")

@@ -8,8 +8,10 @@ by kind under the folder of its own name:
 - volume   -> ``{name}/{subject}.nii.gz`` (or ``.nii``)
 - dicom    -> ``{name}/{subject}/`` (a folder holding files)
 - slide    -> ``{name}/{subject}.tiff``
-- features -> ``{name}/{subject}.npz`` (or ``.npy``, ``.pt``)
 - table    -> the ``fields`` of ``clinical.csv`` (the config names them)
+
+The names and kinds are the generator's (``mri_t1``, ``mri_t2``, ``ct``, ``wsi``;
+:func:`check_config`).
 
 Only existence is checked: opening the images, and rejecting the corrupt ones
 the generator plants, is preprocessing's job (it records its own QC).
@@ -23,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.demo import CLINICAL_CSV, LABELS_CSV, SUMMARY_JSON
+from mmpipe.cohorts.demo.plan import CLINICAL_FIELDS
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
@@ -31,6 +34,7 @@ from mmpipe.cohorts.manifest import (
     check_subject_ids,
     cohort_labels,
     config_path,
+    layout_modalities,
     modality_specs,
 )
 from mmpipe.cohorts.manifest_files import SUBJECT
@@ -43,8 +47,11 @@ log = logging.getLogger(__name__)
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "volume": (".nii.gz", ".nii"),
     "slide": (".tiff",),
-    "features": (".npz", ".npy", ".pt"),
 }
+# what the generator writes (mmpipe.cohorts.demo): a folder per imaging modality, and the
+# label and clinical fields in its two tables
+KINDS = {"mri_t1": "volume", "mri_t2": "volume", "ct": "dicom", "wsi": "slide"}
+TABLE_COLUMNS = ("label", *CLINICAL_FIELDS)
 
 
 def raw_dir(cohort_cfg: dict, out_dir: Path, base_dir: Path) -> Path:
@@ -80,6 +87,21 @@ def _find(folder: Path, sid: str, kind: str) -> tuple[str | None, QCRecord | Non
             return str(p.absolute()), None
     return None, QCRecord(sid, folder.name, ABSENT,
                           f"no file {folder.name}/{sid}{SUFFIXES[kind][0]}")
+
+
+def check_config(cohort_cfg: dict) -> None:
+    """What the generator writes: its imaging modalities, each of its kind, and the
+    columns of its two tables; a :class:`ConfigError` on the first thing wrong. A name it
+    does not write was every subject's absent modality, or a missing column, only once
+    the manifest job ran."""
+    labels = cohort_labels(cohort_cfg)
+    specs = modality_specs(cohort_cfg)
+    layout_modalities(specs, "demo", KINDS, KINDS, f"{CLINICAL_CSV} and {LABELS_CSV}")
+    unknown = [c for c in dict.fromkeys([*labels, *(f for s in specs.values() for f in s.fields)])
+               if c not in TABLE_COLUMNS]
+    if unknown:
+        raise ConfigError(f"demo column(s) {unknown}: the generator writes {list(TABLE_COLUMNS)}"
+                          f" ({LABELS_CSV} and {CLINICAL_CSV})")
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:

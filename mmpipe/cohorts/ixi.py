@@ -248,21 +248,35 @@ def scan_images(root: Path, sequences: list[str]
     return found, sites, qc
 
 
-def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
-    root = dataset_root(cohort_cfg, base_dir, "ixi", "IXI-T1/, IXI-T2/, ... and IXI.xls")
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the labels the adapter derives, the sequences as volumes,
+    the age bins; a :class:`ConfigError` on the first thing wrong."""
     labels = cohort_labels(cohort_cfg)
     unknown = [lab for lab in labels if lab not in DERIVED_LABELS]
     if unknown:
         raise ConfigError(f"ixi labels {unknown}: the adapter derives {list(DERIVED_LABELS)}")
-    edges = [float(e) for e in (cohort_cfg.get("ixi") or {}).get("age_bins") or []]
+    edges = _age_bins(cohort_cfg)
     if "age_group" in labels and (len(edges) < 2 or edges != sorted(set(edges))):
         raise ConfigError("ixi label 'age_group' needs ixi.age_bins: two or more increasing "
                           "ages (years), the left-closed bin edges")
     specs = modality_specs(cohort_cfg)
-    sequences = layout_modalities(specs, "ixi", SEQUENCES, "volume", SPREADSHEET)
+    layout_modalities(specs, "ixi", SEQUENCES, "volume", SPREADSHEET)
     # AGE is computed from DOB and STUDY_DATE: the date of birth gives the age away too
     refuse_label_sources("ixi", specs, labels, {"sex": (SEX_COLUMN,),
                                                 "age_group": (AGE_COLUMN, "DOB")})
+
+
+def _age_bins(cohort_cfg: dict) -> list[float]:
+    return [float(e) for e in (cohort_cfg.get("ixi") or {}).get("age_bins") or []]
+
+
+def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
+    root = dataset_root(cohort_cfg, base_dir, "ixi", "IXI-T1/, IXI-T2/, ... and IXI.xls")
+    labels = cohort_labels(cohort_cfg)
+    edges = _age_bins(cohort_cfg)
+    specs = modality_specs(cohort_cfg)
+    sequences = [name for name, spec in specs.items() if not spec.is_table]
 
     brain_masks = (cohort_cfg.get("ixi") or {}).get("brain_masks")
     mask_dir = None

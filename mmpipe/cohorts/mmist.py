@@ -226,13 +226,22 @@ def _not_a_file(path: Path) -> str | None:
         return f"mapped feature file cannot be read: {e.strerror or e}"
 
 
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the release's feature modalities, as features; a
+    :class:`ConfigError` on the first thing wrong. The labels are the clinical table's
+    columns, checked against it by :func:`adapt`."""
+    cohort_labels(cohort_cfg)
+    layout_modalities(modality_specs(cohort_cfg), "mmist_ccrcc", SOURCES, "features",
+                      CLINICAL_CSV)
+
+
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
     root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc",
                         "the MMIST-ccRCC release (Multi-Modal-IST datasets/ccRCC; README, "
                         "MMIST-ccRCC)")
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
-    layout_modalities(specs, "mmist_ccrcc", SOURCES, "features", CLINICAL_CSV)
 
     frame = clinical_frame(root, labels, specs)
     ids = frame[SUBJECT].to_list()

@@ -79,14 +79,23 @@ def slide_index(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
+def check_config(cohort_cfg: dict) -> None:
+    """What the layout fixes: the release's modalities, each of its kind; a
+    :class:`ConfigError` on the first thing wrong. The labels are the clinical table's
+    columns, checked against it by :func:`adapt`."""
+    cohort_labels(cohort_cfg)
+    layout_modalities(modality_specs(cohort_cfg), "mmist_ccrcc_raw", KINDS, KINDS,
+                      CLINICAL_CSV)
+
+
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
     root = dataset_root(cohort_cfg, base_dir, "mmist_ccrcc_raw",
                         "the MMIST-ccRCC tables beside Radiology-TCGA/, Radiology-CPTAC/, "
                         "Pathology/")
     cfg = cohort_cfg.get("mmist_ccrcc_raw") or {}
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
-    layout_modalities(specs, "mmist_ccrcc_raw", KINDS, KINDS, CLINICAL_CSV)
     frame = clinical_frame(root, labels, specs)
     ids = frame[SUBJECT].to_list()
     slides = None

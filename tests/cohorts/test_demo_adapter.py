@@ -130,3 +130,20 @@ def test_a_generation_killed_midway_is_refused_not_read(tmp_path, monkeypatch):
                              slide_size=(256, 384))
     with pytest.raises(InputError, match="incomplete: its generation was interrupted"):
         build_manifest("demo", _cfg(), raw.parent)
+
+
+def test_the_names_the_config_check_allows_are_what_the_generator_writes(generated):
+    """The config check refuses a demo modality, kind or column by these tables
+    (``check_config``): they must be the generator's own."""
+    from mmpipe.cohorts.demo_adapter import KINDS, SUFFIXES, TABLE_COLUMNS
+
+    root = generated[0] / "raw"
+    assert {p.name for p in root.iterdir() if p.is_dir()} == set(KINDS)
+    # each modality as its kind is found (SUFFIXES; a dicom modality a folder a subject)
+    assert all(p.is_dir() for p in (root / "ct").iterdir())
+    for name in ("mri_t1", "mri_t2", "wsi"):
+        assert {p.name.split(".", 1)[1] for p in (root / name).iterdir()} == {
+            SUFFIXES[KINDS[name]][0].lstrip(".")}, name
+    columns = [c for name in ("labels.csv", "clinical.csv")
+               for c in pl.read_csv(root / name, n_rows=0).columns if c != "subject_id"]
+    assert sorted(columns) == sorted(TABLE_COLUMNS)
