@@ -489,9 +489,12 @@ class AutoEncoderImpute(_MissingModalityMethod):
         return rec, logits
 
     def classifier_loss(self, x, present, y, class_weight=None):
+        if not self.training:
+            # validated as the task (the trainer validates a phase with its own loss): on
+            # the split as it is and without the modality, so generated inputs are scored
+            # even where the validation split is whole (testmiss)
+            return self.validation_loss(x, present, y, class_weight)
         ce, _, logits = self._terms(x, present, y, class_weight, generator_grad=False)
-        if not self.training:  # validated as the task (validation_loss), generated inputs too
-            return F.cross_entropy(logits, y, weight=class_weight), logits
         return ce, logits
 
     def loss(self, x, present, y, class_weight=None):

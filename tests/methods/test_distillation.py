@@ -208,12 +208,14 @@ def test_early_stopping_watches_the_task_on_every_validation_subject(name, cls, 
         loss, logits = last(x, present, y)
         torch.testing.assert_close(logits, model(x, present))
         assert last(x, present, flipped)[0] != loss
-        if phases[-1].loss is None:  # the task, on the split as it is and without MISS
-            j = list(shapes).index(MISS)
-            dropped = present.clone()
-            dropped[:, j] &= ~torch.cat([present[:, :j], present[:, j + 1:]], 1).any(1)
-            torch.testing.assert_close(loss, (F.cross_entropy(logits, y) + F.cross_entropy(
-                model(x, dropped), y)) / 2)
+        # the task, on the split as it is and without MISS, whatever the last phase
+        # trains on (AE's classifier phase trained on its own loss and was validated
+        # with it, on the split as it is only)
+        j = list(shapes).index(MISS)
+        dropped = present.clone()
+        dropped[:, j] &= ~torch.cat([present[:, :j], present[:, j + 1:]], 1).any(1)
+        torch.testing.assert_close(loss, (F.cross_entropy(logits, y) + F.cross_entropy(
+            model(x, dropped), y)) / 2)
 
 
 @pytest.mark.parametrize("name,cls,hp", METHODS, ids=IDS)
@@ -224,8 +226,10 @@ def test_a_whole_validation_split_still_scores_the_path_without_the_modality(nam
     test subjects (scrambled, the validation loss did not move)."""
     x, present, y = _complete_batch(shapes)
     model = build(cls, shapes, **hp)
+    last = model.phases({})[-1]  # the phase whose checkpoint is the model
+    watched = last.loss or model.validation_loss  # as the trainer validates it
     with torch.no_grad():
-        before = model.validation_loss(x, present, y)[0]
+        before = watched(x, present, y)[0]
         if cls is BidirectionalDistillation:
             for p in model.single.parameters():
                 p.add_(torch.randn_like(p))
@@ -234,7 +238,7 @@ def test_a_whole_validation_split_still_scores_the_path_without_the_modality(nam
         else:
             for p in model.generator.parameters():
                 p.add_(torch.randn_like(p))
-        after = model.validation_loss(x, present, y)[0]
+        after = watched(x, present, y)[0]
     assert not torch.isclose(before, after)
 
 
@@ -351,8 +355,9 @@ def test_ae_uses_generated_features_only_where_absent(shapes, batch):
     out2 = model(x, present)
     torch.testing.assert_close(out2[has], out[has])
     assert not torch.allclose(out2[~has], out[~has])
-    # phase "classifier" leaves the generator out of the graph
-    model.zero_grad()
+    # phase "classifier" leaves the generator out of the graph (in training: validated,
+    # it scores the generated inputs as the task)
+    model.train().zero_grad()
     model.classifier_loss(x, present, y)[0].backward()
     assert all(p.grad is None for p in model.generator.parameters())
     assert any(p.grad is not None for p in model.multi.parameters())
