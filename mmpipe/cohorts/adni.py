@@ -76,6 +76,7 @@ LABELS = ("diagnosis", "ad_vs_cn")
 DIAGNOSES = ("CN", "MCI", "Dementia")
 CONFLICT = "conflict"
 VISITS = ("baseline", "first_with_all")
+_TIE = "two"  # how _match's reason for a tie begins
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
 _DEPTH = ("a NIfTI file outside an image-ID folder (the layout is "
@@ -199,9 +200,19 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
     # (a scan in two processing stages), are not ours to choose between
     if len(closest) > 1 and (len({s.date for s in closest}) > 1
                              or closest[1].taken == closest[0].taken):
-        return None, (f"two {modality} scans {near[0][0]} days from the visit: "
+        return None, (f"{_TIE} {modality} scans {near[0][0]} days from the visit: "
                       f"{closest[0].folder} and {closest[1].folder}")
     return closest[0], ""
+
+
+def _scanned(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int
+             ) -> bool:
+    """Whether the visit has a scan of ``modality`` (``visit: first_with_all``): one, or
+    two as close that are not ours to choose between. Such a visit is the subject's, its
+    modality rejected naming both; passed over, the subject was read as scanned at a
+    later visit or at none (missing by nature), and the tie was in no record."""
+    scan, why = _match(visit_date, scans, modality, max_days)
+    return scan is not None or why.startswith(_TIE)
 
 
 def check_config(cohort_cfg: dict) -> None:
@@ -294,7 +305,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             row = None
         else:
             row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
-                        and all(_match(_date(r["EXAMDATE"]), own, m, max_days)[0]
+                        and all(_scanned(_date(r["EXAMDATE"]), own, m, max_days)
                                 for m in imaging)), None)
         # rows of the chosen visit that agree are one visit; where they disagree, whichever
         # came first in the table was taken without a word
@@ -338,7 +349,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    + ", ".join(f.name for f in scan.files))
                 qc.append(QCRecord(sid, m, REJECTED, why))
             elif scan is None:
-                qc.append(QCRecord(sid, m, REJECTED if why.startswith("two") else ABSENT, why))
+                qc.append(QCRecord(sid, m, REJECTED if why.startswith(_TIE) else ABSENT, why))
             columns[specs[m].column].append(str(scan.files[0]) if scan is not None else None)
     frame.update(columns)
     if "diagnosis" in labels:

@@ -147,6 +147,15 @@ def test_a_real_download_s_series_and_dates(tmp_path):
     assert skipped["I77"].startswith("no NIfTI file in the image folder")
     assert skipped["stray.nii"].startswith("a NIfTI file outside an image-ID folder")
     assert skipped["notes.nii"] == skipped["stray.nii"]
+    # under first_with_all the tie is the visit's, said as such: the baseline visit was
+    # passed over, and the subject read as scanned at no visit (missing by nature)
+    manifest = build_manifest("adni", _cfg(root, adni={"visit": "first_with_all"}),
+                              root / "fwa", base_dir=root)
+    qc = read_qc(root / "fwa")
+    assert _row(manifest, stages)["viscode"] == "bl"
+    assert _row(manifest, stages)["pet_path"] is None
+    pet = qc.filter((pl.col("subject_id") == stages) & (pl.col("modality") == "pet"))
+    assert pet["status"].item() == "rejected" and "two pet scans" in pet["reason"].item()
 
 
 def test_the_diagnosis_columns_are_not_inputs(adni):
