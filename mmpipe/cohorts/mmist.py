@@ -218,6 +218,15 @@ def clinical_frame(root: Path, labels: list[str], specs: dict) -> pl.DataFrame:
     return clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
 
 
+def warn_of_normal_slides(modality: str, paths: list[str | None]) -> None:
+    """Say how many of the chosen slides are of normal tissue: the release maps about a
+    quarter of its TCGA patients to one (sample type 11), which a reader of the results
+    would otherwise take for the tumour's."""
+    if normal := sum(1 for p in paths if p and _TCGA_NORMAL.match(Path(p).name)):
+        log.warning("%s: %d chosen slide(s) are of normal tissue (TCGA sample type 10-19), "
+                    "as the release maps them", modality, normal)
+
+
 def _not_a_file(path: Path) -> str | None:
     """Why a mapped feature file cannot be read, or None."""
     try:
@@ -272,10 +281,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 qc.append(QCRecord(sid, name, REJECTED, why, row["file"]))
             else:
                 paths.append(row["file"])
-        if name == "wsi" and (normal := sum(1 for p in paths
-                                             if p and _TCGA_NORMAL.match(Path(p).name))):
-            log.warning("%s: %d chosen slide(s) are of normal tissue (TCGA sample type "
-                        "10-19), as the release maps them", name, normal)
+        if name == "wsi":
+            warn_of_normal_slides(name, paths)
         rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)
         if rejected:
             log.warning("%s: %d patient(s) rejected (mapped feature file missing or exam "

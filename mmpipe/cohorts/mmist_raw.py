@@ -50,6 +50,7 @@ from mmpipe.cohorts.mmist import (
     clinical_frame,
     patients_not_in_the_table,
     read_chosen,
+    warn_of_normal_slides,
 )
 from mmpipe.errors import InputError
 from mmpipe.io.walk import walk_files
@@ -122,6 +123,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             paths.append(path)
             if path is None:
                 qc.append(QCRecord(sid, name, status, why, _where(name, exam.get(sid), root)))
+        if name == "wsi":  # encoded from the raw slides, as silently as the features were
+            warn_of_normal_slides(name, paths)
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(root / CLINICAL_CSV), root=str(root),

@@ -190,3 +190,18 @@ def test_the_miniatures_series_have_uids_of_their_own(raw):
                 assert "RescaleType" not in ds and "KVP" not in ds
     assert plan.mri and len(seen["SeriesInstanceUID"]) == n_series
     assert len(seen["SOPInstanceUID"]) == sum(1 for _ in root.rglob("*.dcm"))
+
+
+def test_chosen_slides_of_normal_tissue_are_counted(tmp_path, caplog):
+    """The release maps a quarter of its TCGA patients to a normal-tissue slide (sample
+    type 11): the features adapter said so, the raw one encoded them without a word."""
+    plan = write_mmist_raw(tmp_path, n_cases=6, seed=1)
+    case = next(c for c in plan.cases if c.startswith("TCGA") and c != plan.slide_twice)
+    slide = next((tmp_path / "Pathology").glob(f"{case}-01Z-00-DX1.*"))
+    slide.rename(slide.with_name(slide.name.replace("-01Z-00-DX1", "-11A-01-TS1")))
+    table = tmp_path / "WSI_patientfiles.csv"
+    table.write_text(table.read_text().replace(f"{case}-01Z-00-DX1", f"{case}-11A-01-TS1"))
+    with caplog.at_level("WARNING", logger="mmpipe.cohorts.mmist"):
+        manifest = build_manifest("m", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    assert "-11A-01-TS1." in _row(manifest, case)["wsi_path"]
+    assert "wsi: 1 chosen slide(s) are of normal tissue" in caplog.text
