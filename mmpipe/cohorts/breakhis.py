@@ -18,9 +18,11 @@ folder that is absent or holds no image.
 Labels (config ``labels``): ``malignant`` (``benign`` / ``malignant``, from the folder)
 and ``tumour_type`` (the type folder). What the adapter does with what it finds:
 
-- A patient under two type folders (the same patient ID twice) gets no label where the
-  two disagree (a QC row names both folders) and no images: the sets cannot be told
-  apart, so each modality is rejected naming both folders.
+- A patient ID under two type folders (the release's ``14-13412``, under ductal and
+  lobular carcinoma) is a subject a folder, ``<patient>_<type code>`` (``14-13412_DC``,
+  ``14-13412_LC``), each labelled and imaged by its own folder, as BreakHis counts its
+  82 patients; since they are one patient's tissue (their fields may be the same
+  pictures), the ID is their ``split_group``, and each gets a ``two_types`` QC row.
 - A folder of one magnification holding an image named for another (``-100-`` in
   ``40X/``) rejects that modality for the patient, naming the file, rather than mixing
   magnifications; files that are not images are not read.
@@ -85,7 +87,7 @@ IMAGE_NAME = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)-(?P<patient>.+)-(?
                         r"(?P<n>\d+)\.[A-Za-z]+$")
 # a patient ID's letters after its number (14-22549AB, 14-22549CD, 14-22549G)
 ACCESSION = re.compile(r"^(?P<number>.*?\d)[A-Z]*$")
-CONFLICT, SHARED_ACCESSION = "conflict", "shared_accession"
+SHARED_ACCESSION, TWO_TYPES = "shared_accession", "two_types"
 
 
 def breast_folder(root: Path) -> Path:
@@ -179,6 +181,38 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     return str(folder), None
 
 
+def _a_subject_a_folder(patients: dict[str, list[tuple[str, str, Path]]]
+                        ) -> tuple[dict[str, tuple[str, str, Path]], dict[str, str],
+                                   list[QCRecord]]:
+    """Each patient folder as a subject: ``<patient>`` for an ID under one type folder,
+    ``<patient>_<type code>`` for each of an ID's folders under two types (the release's
+    14-13412, under ductal and lobular carcinoma: BreakHis counts its 82 patients by the
+    folders). Returns the subjects ({subject: (class, type, folder)}), the patient ID of
+    those sharing one (they may be one patient's tissue, the same fields even, so every
+    split keeps them in one part), and a QC row for each of those."""
+    folders: dict[str, tuple[str, str, Path]] = {}
+    patient_of: dict[str, str] = {}
+    qc: list[QCRecord] = []
+    for pid, entries in patients.items():
+        if len(entries) == 1:
+            folders[pid] = entries[0]
+            continue
+        named = {f"{pid}_{TYPE_CODES[entry[1]]}": entry for entry in entries}
+        folders.update(named)
+        for sid, (_, _, folder) in named.items():
+            patient_of[sid] = pid
+            qc.append(QCRecord(sid, LABEL_QC, TWO_TYPES, f"patient ID {pid} is under "
+                               f"{len(entries)} type folders: {folder.name} is subject "
+                               f"{sid}, labelled by its folder, kept in one part of every "
+                               f"split with {', '.join(n for n in named if n != sid)}",
+                               str(folder)))
+    if patient_of:
+        twice = sorted(set(patient_of.values()))
+        log.warning("breakhis: %d patient ID(s) under two type folders (%s): each folder is "
+                    "a subject, kept in one part of every split", len(twice), ", ".join(twice))
+    return folders, patient_of, qc
+
+
 def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]
                        ) -> tuple[dict[str, str], list[QCRecord]]:
     """The split group of each patient folder whose ID differs from another's only in the
@@ -225,35 +259,21 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     specs = modality_specs(cohort_cfg)
     mags = list(specs)
     patients, source_qc = find_patients(breast_folder(root))
-    ids = sorted(patients)
+    groups, shared = _shared_accessions(patients)
+    folders, patient_of, said = _a_subject_a_folder(patients)
+    source_qc += shared + said
+    # one patient's folders: the group of its accession number where it shares one
+    groups.update({sid: groups.get(pid, pid) for sid, pid in patient_of.items()})
+    ids = sorted(folders)
     frame: dict[str, list[Any]] = {SUBJECT: ids}
     qc: list[QCRecord] = []
-    label_values: dict[str, list[Any]] = {"malignant": [], "tumour_type": []}
-    for sid in ids:
-        entries = patients[sid]
-        classes = {cls for cls, _, _ in entries}
-        types = {tumour for _, tumour, _ in entries}
-        label_values["malignant"].append(classes.pop() if len(classes) == 1 else None)
-        label_values["tumour_type"].append(types.pop() if len(types) == 1 else None)
-        if len(entries) > 1:
-            where = ", ".join(str(d) for _, _, d in entries)
-            source_qc.append(QCRecord(sid, LABEL_QC, CONFLICT, f"patient {sid} is in "
-                                      f"{len(entries)} folders ({where}): a label they "
-                                      "disagree on is left blank"))
-    groups, shared = _shared_accessions(patients)
-    source_qc += shared
+    label_values = {"malignant": [folders[sid][0] for sid in ids],
+                    "tumour_type": [folders[sid][1] for sid in ids]}
     frame[SPLIT_GROUP] = [groups.get(sid) for sid in ids]
     for mod in mags:
         paths: list[str | None] = []
         for sid in ids:
-            entries = patients[sid]
-            if len(entries) > 1:
-                paths.append(None)
-                qc.append(QCRecord(sid, mod, REJECTED, "the patient is in "
-                                   f"{len(entries)} folders: "
-                                   + ", ".join(d.name for _, _, d in entries)))
-                continue
-            path, rec = _magnification_set(entries[0][2], mod)
+            path, rec = _magnification_set(folders[sid][2], mod)
             paths.append(path)
             if rec is not None:
                 rec.subject_id = sid

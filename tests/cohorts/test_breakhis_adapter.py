@@ -38,8 +38,9 @@ def _qc(qc, sid, modality):
 
 def test_patients_are_subjects_with_a_set_per_magnification(breakhis):
     plan, manifest, _ = breakhis
-    # the patient under two type folders has no set left: the manifest excludes it
-    assert set(manifest["subject_id"]) == set(plan.patients) - {plan.two_types}
+    # the patient under two type folders is a subject a folder
+    twice = {f"{plan.two_types}_DC", f"{plan.two_types}_LC"}
+    assert set(manifest["subject_id"]) == set(plan.patients) - {plan.two_types} | twice
     ok = next(p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
                                                     plan.misplaced_100x, plan.two_types))
     row = _row(manifest, ok)
@@ -62,16 +63,23 @@ def test_natural_missingness_and_the_planted_oddities(breakhis):
     assert _row(manifest, plan.misplaced_100x)["mag100_path"] is not None
 
 
-def test_a_patient_under_two_types_loses_its_sets_and_says_why(breakhis):
+def test_a_patient_under_two_types_is_a_subject_a_folder_in_one_split_group(breakhis):
+    """The release's 14-13412 is under ductal and lobular carcinoma, with every
+    magnification in both: it was rejected whole, and its `malignant` label, which the
+    folders agree on, lost with it (the cohort kept 80 of BreakHis's 82 patient folders)."""
     plan, manifest, qc = breakhis
-    assert plan.two_types not in manifest["subject_id"].to_list()
-    for mag in MAGS:
-        rejected = _qc(qc, plan.two_types, mag)
-        assert rejected["status"].item() == "rejected"
-        assert "2 folders" in rejected["reason"].item()
-    conflict = qc.filter(pl.col("status") == "conflict")
-    assert conflict["subject_id"].to_list() == [plan.two_types]
-    assert "left blank" in conflict["reason"].item()
+    pid = plan.two_types
+    rows = {t: _row(manifest, f"{pid}_{t}") for t in ("DC", "LC")}
+    assert {t: (r["malignant"], r["tumour_type"]) for t, r in rows.items()} == {
+        "DC": ("malignant", "ductal_carcinoma"), "LC": ("malignant", "lobular_carcinoma")}
+    for t, row in rows.items():
+        assert row["split_group"] == pid
+        for mag in MAGS:  # each its own folder's fields
+            assert f"SOB_M_{t}_{pid}/" in row[f"{mag}_path"] + "/"
+    said = qc.filter(pl.col("status") == "two_types")
+    assert sorted(said["subject_id"].to_list()) == [f"{pid}_DC", f"{pid}_LC"]
+    assert all(f"patient ID {pid} is under 2 type folders" in r for r in said["reason"])
+    assert qc.filter(pl.col("status") == "rejected")["subject_id"].str.starts_with(pid).sum() == 0
 
 
 def test_a_folder_off_the_naming_is_skipped_with_a_qc_row(breakhis):
@@ -130,7 +138,8 @@ def test_folders_of_one_accession_number_are_said_and_a_foreign_field_rejects(tm
     # one split group: every split keeps them in one part (they were split like strangers)
     groups = dict(manifest.select("subject_id", "split_group").iter_rows())
     assert {groups[s] for s in (base, base + "AB", base + "CD")} == {base}
-    assert sum(g is not None for g in groups.values()) == 3
+    # and the two folders of the patient under two types (test above)
+    assert sum(g is not None for g in groups.values()) == 3 + 2
     from mmpipe.bench.prepare import make_split
 
     for seed in range(4):

@@ -95,11 +95,15 @@ def write_breakhis(root: str | Path, patients_per_type: int = 2, seed: int = 0,
         if pid == plan.truncated_png:
             f = folder / "40X" / f"SOB_{cls[0].upper()}_{code}-{pid}-40-002.png"
             f.write_bytes(f.read_bytes()[:60])
-    # the same patient ID once more under another (malignant) type
+    # the same patient ID once more, a whole folder, under another malignant type (the
+    # release's 14-13412, under both ductal and lobular carcinoma)
     cls, tumour = plan.patients[plan.two_types]
     other = "lobular_carcinoma" if tumour != "lobular_carcinoma" else "ductal_carcinoma"
-    dup = breast / "malignant" / "SOB" / other / f"SOB_M_{TYPE_CODES[other]}_{plan.two_types}" / "40X"
-    _png(dup / f"SOB_M_{TYPE_CODES[other]}-{plan.two_types}-40-001.png", _field(rng, True))
+    dup = breast / "malignant" / "SOB" / other / f"SOB_M_{TYPE_CODES[other]}_{plan.two_types}"
+    for mag in MAGNIFICATIONS.values():
+        for n in range(1, images_per_set + 1):
+            name = f"SOB_M_{TYPE_CODES[other]}-{plan.two_types}-{mag}-{n:03d}.png"
+            _png(dup / f"{mag}X" / name, _field(rng, True))
     # a patient folder that does not follow the naming
     bad = breast / "benign" / "SOB" / "adenosis" / "patient 7"
     _png(bad / "40X" / "field.png", _field(rng, False))
