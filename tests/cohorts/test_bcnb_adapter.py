@@ -34,7 +34,7 @@ def _row(manifest, sid):
 
 
 def test_slides_labels_fields_and_the_release_split(bcnb):
-    _, plan, manifest, _ = bcnb
+    _, plan, manifest, qc = bcnb
     assert set(manifest["subject_id"]) == set(plan.patients)
     for sid in plan.patients:
         row = _row(manifest, sid)
@@ -44,6 +44,13 @@ def test_slides_labels_fields_and_the_release_split(bcnb):
             assert row["split"] == plan.split[sid]
     ok = _row(manifest, plan.patients[0])
     assert ok["wsi_path"].endswith("WSIs/1.jpg") and ok["Age(years)"] is not None
+    # Ki67, a fraction written as text in the release, is a number; its ranges and
+    # bounds ("30-40%", "＜5%") are not, blanked with a QC row naming the value
+    assert 0 < ok["Ki67"] < 1
+    for sid, text in plan.ki67_ranges.items():
+        assert _row(manifest, sid)["Ki67"] is None
+        why = qc.filter((pl.col("subject_id") == sid) & (pl.col("status") == "non_numeric"))
+        assert text in why["reason"].item()
 
 
 def test_oddities_are_kept_or_skipped_with_a_reason(bcnb):

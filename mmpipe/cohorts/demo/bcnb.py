@@ -36,6 +36,9 @@ class BCNBPlan:
     no_row: str = ""
     bad_aln: str = ""
     stray_file: str = ""
+    # Ki67 as the release writes it: a fraction as text ("0.3"), for some a range or a
+    # bound ("30-40%", "＜5%", full-width): {patient: the range's text}
+    ki67_ranges: dict[str, str] = field(default_factory=dict)
 
 
 def _slide(rng, positive: bool, size=(384, 512)) -> np.ndarray:
@@ -68,6 +71,7 @@ def write_bcnb(root: str | Path, n_patients: int = 20, seed: int = 0) -> BCNBPla
     ids = [str(i) for i in range(1, n_patients + 1)]
     plan = BCNBPlan(patients=ids)
     plan.truncated_slide, plan.no_slide, plan.no_row, plan.bad_aln = ids[1], ids[2], ids[3], ids[4]
+    plan.ki67_ranges = {ids[5]: "30-40%", ids[6]: "＜5%"}
     book = openpyxl.Workbook()
     sheet = book.active
     sheet.title = "Sheet1"
@@ -87,8 +91,10 @@ def write_bcnb(root: str | Path, n_patients: int = 20, seed: int = 0) -> BCNBPla
         nodes = 0 if aln == "N0" else (1 if aln == "N+(1-2)" else 4)
         sheet.append([int(sid), int(rng.integers(30, 75)), round(float(rng.uniform(1, 5)), 1),
                       "Invasive ductal carcinoma", "Positive", "Positive", "Negative", "1+",
-                      int(rng.integers(1, 4)), "Breast-conserving surgery",
-                      f"{int(rng.integers(5, 60))}%", "Luminal B", nodes,
+                      int(rng.integers(1, 4)),
+                      ("Sentinel lymph node biopsy", "Axillary lymph node dissection")[nodes > 0],
+                      plan.ki67_ranges.get(sid, str(round(float(rng.uniform(0.05, 0.6)), 2))),
+                      "Luminal B", nodes,
                       "N1" if sid == plan.bad_aln else aln])
     book.save(root / SPREADSHEET)
     stray = root / "WSIs" / "Thumbs.db"
