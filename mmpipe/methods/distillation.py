@@ -79,7 +79,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.blocks import PROTOCOL_RECIPE, Dropout, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import (
+    PROTOCOL_RECIPE,
+    Dropout,
+    check_choice,
+    flat_dim,
+    flat_zero_filled,
+    mlp_head,
+)
 
 # official models.py: attention aggregator width L = 256 (its fc1: Linear-Dropout()-ReLU),
 # clinical projection / prompt of 5 × expand_times 10 = 50, classifier Linear(L+50, 64)
@@ -405,9 +412,7 @@ class Filling(_MissingModalityMethod):
 
     def __init__(self, modalities, shapes, n_classes, **hparams):
         super().__init__(modalities, shapes, n_classes, **hparams)
-        if self.hparams["fill"] not in ("zero", "mean", "minus_one"):
-            raise ValueError(f"bd_filling: fill must be 'zero', 'mean' or 'minus_one', "
-                             f"got {self.hparams['fill']!r}")
+        check_choice(self.name, "fill", self.hparams["fill"], ("zero", "mean", "minus_one"))
         self.multi = self._multi_branch()
         self.register_buffer("fill_value", torch.full(
             (self.d_miss,), -1.0 if self.hparams["fill"] == "minus_one" else 0.0))
