@@ -125,6 +125,8 @@ class SeriesInfo:
     header_broken: list[Path] = field(default_factory=list, repr=False)
     # whether its files were ordered into positions (not when a defect stopped that first)
     ordered: bool = field(default=True, repr=False)
+    # the first file's ImageType (:func:`_image_type`)
+    image_type: tuple[str, ...] = field(default=(), repr=False)
     # distinct (RescaleSlope, RescaleIntercept) of the files read (the kept volume's)
     rescales: tuple[tuple[float, float], ...] = field(default=(), repr=False)
     # distinct (PixelRepresentation, BitsStored) of the files read
@@ -135,6 +137,13 @@ class SeriesInfo:
     @property
     def n_slices(self) -> int:
         return len(self.files)
+
+    @property
+    def derived(self) -> bool:
+        """Whether ImageType says the scanner did not acquire it as it is: DERIVED or
+        SECONDARY (a reformat, a projection, a screen capture). No ImageType reads as
+        acquired."""
+        return bool({"DERIVED", "SECONDARY"} & set(self.image_type[:2]))
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and slice-normal unit vectors, the column made orthogonal to the
@@ -179,6 +188,7 @@ class SeriesInfo:
                 # no count of positions where a defect stopped their ordering
                 "n_slices": self.n_slices if self.ordered else None,
                 "n_files_total": self.n_files_total,
+                "image_type": list(self.image_type),
                 "patient_ids": list(self.patient_ids), "study_uids": list(self.study_uids),
                 "problem": self.problem}
 
@@ -253,6 +263,16 @@ class _Header:
     sop_uid: str | None = None
     volume_tags: dict[str, float | None] = field(default_factory=dict)  # VOLUME_TAGS' values
     photometric: str | None = None  # PhotometricInterpretation
+    image_type: tuple[str, ...] = ()  # ImageType's values, upper case
+
+
+def _image_type(value) -> tuple[str, ...]:
+    """ImageType's values (ORIGINAL or DERIVED, PRIMARY or SECONDARY, then the vendor's:
+    MPR, MIP, LOCALIZER), upper case; () where the tag is absent."""
+    if value is None or value == "":
+        return ()
+    values = [value] if isinstance(value, str | bytes) else list(value)
+    return tuple(str(v).strip().upper() for v in values)
 
 
 def _int_or_none(value) -> int | None:
@@ -496,6 +516,7 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         sop_uid=_text_or_none(ds.get("SOPInstanceUID")),
         volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
         photometric=_text_or_none(ds.get("PhotometricInterpretation")),
+        image_type=_image_type(ds.get("ImageType")),
     ), unreadable, None
 
 
@@ -579,6 +600,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         patient_ids=patient_ids,
         study_uids=study_uids,
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
+        image_type=first.image_type,
     )
     if defects:
         info.ordered = False
@@ -958,10 +980,11 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
                   max_gap_factor: float = 1.5) -> SeriesInfo:
     """Pick one usable series by ``rule``.
 
-    Rules: ``most_slices`` (most distinct positions, ties to the lowest
+    Rules: ``most_slices`` (an acquired series before a derived one, by ImageType's
+    DERIVED or SECONDARY; then most distinct positions, ties to the lowest
     SeriesNumber), ``first`` (lowest SeriesNumber), ``description:<regex>``
-    (case-insensitive search in SeriesDescription; several matches -> most
-    slices), ``uid:<SeriesInstanceUID>``. Only series without a problem under
+    (case-insensitive search in SeriesDescription; several matches -> as
+    ``most_slices``), ``uid:<SeriesInstanceUID>``. Only series without a problem under
     ``min_slices``/``max_gap_factor`` qualify; otherwise :class:`DicomSeriesError`
     lists every series with the reason it was rejected.
 
@@ -973,8 +996,10 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     kind, arg = _parse_rule(rule)
     mix = folder_mix(series)
     if mix and kind != "uid":
-        raise DicomSeriesError(f"the folder mixes {_mix_text(mix)}; split it, or choose one "
-                               "series with series_select uid:<SeriesInstanceUID>")
+        # not "choose it with uid:": series_select is one rule for every DICOM subject,
+        # and one subject's SeriesInstanceUID rejects every other subject's series
+        raise DicomSeriesError(f"the folder mixes {_mix_text(mix)}; split it into one "
+                               "folder a study, or remove the other patient's files")
     judged = [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
               for s in series]
     rejected: dict[str, str] = {s.series_uid: s.problem for s in judged if s.problem}
@@ -998,7 +1023,9 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     if kind == "first":
         chosen = min(usable, key=_number_key)
     else:
-        chosen = min(usable, key=lambda s: (-s.n_slices, *_number_key(s)))
+        # an acquired series before a derived one (a coronal reformat, a MIP) of more
+        # slices: by count alone an MPR of a study's axial CT was chosen
+        chosen = min(usable, key=lambda s: (s.derived, -s.n_slices, *_number_key(s)))
     broken = [f for f in chosen.files if f in chosen.unreadable] + chosen.header_broken
     if broken:
         named = "; ".join(f"{f.name}: {chosen.unreadable[f][1]}" for f in broken[:NOTE_FILES])
@@ -1145,6 +1172,17 @@ def _culprit(files: list[Path]) -> str:
     return ""
 
 
+def _passed_over_text(chosen: SeriesInfo, others: list[SeriesInfo], rule: str) -> str:
+    def what(s: SeriesInfo) -> str:
+        kind = f"{s.modality or 'no Modality'}{', derived' if s.derived else ''}"
+        return f"{s.short_label()} {s.description!r} ({kind}, {s.n_slices} slices)"
+
+    shown = "; ".join(what(s) for s in others[:NOTE_FILES])
+    more = f"; and {len(others) - NOTE_FILES} more" if len(others) > NOTE_FILES else ""
+    return (f"{what(chosen)} chosen by {rule!r} over {len(others)} other usable "
+            f"series: {shown}{more}")
+
+
 def _sitk_message(err: RuntimeError) -> str:
     """The last line of a SimpleITK error (the lines before it are its C++ source)."""
     lines = str(err).strip().splitlines()
@@ -1187,6 +1225,16 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     notes = []
     if mix:
         notes.append(f"series chosen by uid from a folder that mixes {_mix_text(mix)}")
+    # which of a study's series is the modality is the rule's guess: one it passed over
+    # that could as well be it (another Modality, as many slices or more) is said, so that
+    # a PET of a PET/CT, or a reformat, chosen for a CT modality shows in the QC (not a
+    # scout of fewer slices; nor under uid:, a choice by name)
+    passed_over = [s for s in scan.series if _parse_rule(rule)[0] != "uid"
+                   and s.series_uid != info.series_uid
+                   and (s.modality != info.modality or s.n_slices >= info.n_slices)
+                   and check_series(s, min_slices, max_gap_factor) is None]
+    if passed_over:
+        notes.append(_passed_over_text(info, passed_over, rule))
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
     if info.repeats:

@@ -284,11 +284,16 @@ def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: d
 
 def _other_modality(series: str, task: str) -> str:
     """Why a series of DICOM Modality ``series`` is not for ``task``'s model: a CT series
-    under the MR task or an MR one under the CT task; ``""`` otherwise, also where the
-    series does not say which (no Modality, ``OT``, a secondary capture ``SC`` of either)."""
+    under the MR task, an MR one under the CT task, and one of neither (PET, SPECT,
+    ultrasound: no TotalSegmentator model, and either one's masks of it look like masks and
+    are not the organs); ``""`` for the task's own and where the series does not say which
+    (no Modality, ``OT``, a secondary capture ``SC`` of either)."""
     said = {"MRI": "MR"}.get(series.strip().upper(), series.strip().upper())
-    if said not in TASKS.values() or said == TASKS[task]:
+    if said in ("", "OT", "SC") or said == TASKS[task]:
         return ""
+    if said not in TASKS.values():
+        return (f"its series is {said} (DICOM Modality {series!r}), and TotalSegmentator's "
+                f"models are for {' and '.join(sorted(TASKS.values()))}")
     other = next(t for t, m in TASKS.items() if m == said)
     return (f"its series is {said} (DICOM Modality {series!r}), and the mask's task "
             f"{task!r} is TotalSegmentator's {TASKS[task]} model: set mask.task to {other!r}")

@@ -1401,3 +1401,34 @@ def test_a_tilted_stack_is_rejected_as_such(tmp_path):
     (info,) = scan_dicom_folder(tmp_path)
     assert info.problem.startswith("slices are not stacked along their normal (0.67 mm "
                                    "in-plane shift per slice: gantry tilt")
+
+
+def test_an_acquired_series_before_a_derived_one_and_what_was_passed_over_is_said(tmp_path):
+    """``most_slices`` counted slices alone: a coronal reformat of more slices beside the
+    axial CT it was made from, or the PET of a PET/CT (more, thinner slices), was chosen,
+    and the QC note said nothing of the series passed over."""
+    import pydicom
+
+    axial, _ = write_series(tmp_path / "mpr", n=6, series_number=2)
+    reformat, _ = write_series(tmp_path / "mpr", n=9, series_number=601, start=(0, 0, 300))
+    for path in (tmp_path / "mpr").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageType = (["DERIVED", "SECONDARY", "MPR"]
+                        if ds.SeriesInstanceUID == reformat else ["ORIGINAL", "PRIMARY", "AXIAL"])
+        ds.save_as(path)
+    summary = dicom_to_nifti(tmp_path / "mpr", tmp_path / "mpr.nii.gz")
+    assert summary["series_uid"] == axial and summary["n_slices"] == 6
+    assert ("2 'AX CT' (CT, 6 slices) chosen by 'most_slices' over 1 other usable series: "
+            "601 'AX CT' (CT, derived, 9 slices)") in summary["note"]
+    # a PET beside the CT, no ImageType: chosen by its slices, and said
+    write_series(tmp_path / "petct", n=6, series_number=2)
+    pet, _ = write_series(tmp_path / "petct", n=9, series_number=3, start=(0, 0, 300))
+    for path in (tmp_path / "petct").iterdir():
+        ds = pydicom.dcmread(path)
+        if ds.SeriesInstanceUID == pet:
+            ds.Modality = "PT"
+            ds.save_as(path)
+    summary = dicom_to_nifti(tmp_path / "petct", tmp_path / "petct.nii.gz")
+    assert summary["series_uid"] == pet
+    assert "3 'AX CT' (PT, 9 slices) chosen by 'most_slices' over 1 other usable series: " \
+           "2 'AX CT' (CT, 6 slices)" in summary["note"]

@@ -130,7 +130,8 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
     """A dicom modality says what each series is (its DICOM Modality): an MR series under
     the CT task is that subject's rejection, naming the task to set; when every series
     is, the job fails with that reason instead of writing masks of guesses. A series that
-    does not say CT or MR (a secondary capture, PET) is segmented as the config says."""
+    does not say (a secondary capture) is segmented as the config says; a PET series, which
+    no model is for, was segmented too, by the CT model."""
     import pydicom
 
     from mmpipe.config import validate_config
@@ -145,12 +146,12 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
     from tests.reliability.test_dicom_inputs import MODALITIES, PREPROCESS, write_series
 
     rows = []
-    for k, sid in enumerate(("ct1", "mr1", "mr2", "sc1")):
+    for k, sid in enumerate(("ct1", "mr1", "mr2", "sc1", "pt1")):
         _, files = write_series(tmp_path / "dicom" / sid, k)
         for f in files:  # the writer's slices are CT
             ds = pydicom.dcmread(f)
             # as exporters spell them: "mri" is no DICOM term, but it is written
-            ds.Modality = {"ct1": "CT", "mr1": "MR", "mr2": " mri", "sc1": "SC"}[sid]
+            ds.Modality = {"ct1": "CT", "mr1": "MR", "mr2": " mri", "sc1": "SC", "pt1": "PT"}[sid]
             ds.save_as(f)
         rows.append({"id": sid, "y": k % 2, "ct": f"dicom/{sid}"})
     base_config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
@@ -174,21 +175,24 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
     table = segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
                            ["kidney_left"], tmp_path / "masks", shard_dirs=shards)
     verdict = {r["subject_id"]: r for r in table.iter_rows(named=True)}
-    assert [verdict[s]["status"] for s in ("ct1", "mr1", "mr2", "sc1")] == [
-        "ok", "rejected", "rejected", "ok"] and len(seen) == 2
+    assert [verdict[s]["status"] for s in ("ct1", "mr1", "mr2", "sc1", "pt1")] == [
+        "ok", "rejected", "rejected", "ok", "rejected"] and len(seen) == 2
+    assert ("its series is PT (DICOM Modality 'PT'), and TotalSegmentator's models are for "
+            "CT and MR") in verdict["pt1"]["reason"]
     assert ("its series is MR (DICOM Modality 'MR'), and the mask's task 'total' is "
             "TotalSegmentator's CT model: set mask.task to 'total_mr'") in verdict["mr1"]["reason"]
     assert "its series is MR (DICOM Modality ' mri')" in verdict["mr2"]["reason"]
     table = segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
                            ["kidney_left"], tmp_path / "mr_masks", shard_dirs=shards,
                            task="total_mr")
-    assert [r["status"] for r in table.iter_rows(named=True)] == ["rejected", "ok", "ok", "ok"]
+    assert [r["status"] for r in table.iter_rows(named=True)] == [
+        "rejected", "ok", "ok", "ok", "rejected"]
     from mmpipe.errors import InputError
 
     # every series MR under the CT task: the job fails, saying so, and writes no masks
     monkeypatch.setattr("mmpipe.preprocess.segment._series_modalities",
-                        lambda dirs: dict.fromkeys(("ct1", "mr1", "mr2", "sc1"), "MR"))
-    with pytest.raises(InputError, match=r"no mask for any of the 4 subjects.*set mask.task "
+                        lambda dirs: dict.fromkeys(("ct1", "mr1", "mr2", "sc1", "pt1"), "MR"))
+    with pytest.raises(InputError, match=r"no mask for any of the 5 subjects.*set mask.task "
                                          r"to 'total_mr'"):
         segment_cohort(layout.root, "ct", "dicom", {"weights": str(tmp_path / "w")},
                        ["kidney_left"], tmp_path / "none", shard_dirs=shards)
