@@ -65,7 +65,9 @@ def rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
 
     OpenSlide returns transparent pixels outside the scanned region (and past the
     slide's edge); they are glass, i.e. background, so they must look white to the
-    tissue detector and the encoder rather than black.
+    tissue detector and the encoder rather than black. CLAM reads them with
+    ``.convert('RGB')``, black: a tile hanging past the slide's edge is encoded otherwise
+    than CLAM encodes it (its features differ by up to a fifth), an interior tile alike.
     """
     rgba = np.asarray(rgba)
     if rgba.ndim != 3 or rgba.shape[2] not in (3, 4):

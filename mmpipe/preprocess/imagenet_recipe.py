@@ -28,6 +28,11 @@ class ImageNetSlices:
     antialiasing as torchvision does on tensors), CenterCrop(224) and
     Normalize(mean, std); grey is replicated to three channels. Also the 2-D image chain's
     last step (:mod:`mmpipe.preprocess.images`). A plain callable, as MONAI's Compose takes.
+
+    The slices are resized as floats. HyperMM's ``dataloader.py`` first makes each slice
+    an 8-bit PIL image (``(slice * 255).astype(np.uint8)``, rounding down) and resizes
+    that: its inputs sit about half a grey level lower (1 % of the input's spread on a
+    real MR slice); the float slice keeps the levels the quantisation would merge.
     """
 
     def __init__(self, resize: int = SLICE_RESIZE, crop: int = SLICE_CROP):
