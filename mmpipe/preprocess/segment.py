@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.io.volume_header import check_declared_size
 from mmpipe.preprocess.masks import MASKS_TABLE
 from mmpipe.preprocess.shard_errors import shared_cause
 from mmpipe.shards import safe_name
@@ -154,7 +154,7 @@ def _as_nifti(volume: Path, tmp: Path) -> Path:
     voxels and geometry through SimpleITK (``.nrrd``, ``.mha``). The union below reads the
     volume's grid with nibabel. A header that declares more data than its file holds is
     the subject's error, not a MemoryError that fails every subject's job."""
-    _check_declared_size(volume)
+    check_declared_size(volume)
     if volume.suffix == ".nii" or volume.suffixes == [".nii", ".gz"]:
         return volume
     (tmp / "input").mkdir()
@@ -173,62 +173,6 @@ def _as_nifti(volume: Path, tmp: Path) -> Path:
     sitk.WriteImage(sitk.ReadImage(str(volume)), str(copy))
     check_nifti_written(copy)  # the writer returns as usual from a short write
     return copy
-
-
-def _check_declared_size(volume: Path) -> None:
-    """Raise :class:`InputError` when ``volume``'s header declares more data than its
-    file can hold (:func:`mmpipe.io.declared_size.beyond_file`): a NIfTI, as the
-    encoders' reader checks it, or an ``.mha``/``.nrrd`` that keeps its data raw in the
-    same file. Others are left to SimpleITK's read: their data lie in another file (an
-    ``.mhd`` and its ``.raw``) or compressed (a gzip ``.nrrd``, Slicer's default), which
-    the file's size says nothing of."""
-    from mmpipe.io.declared_size import beyond_file
-
-    try:
-        if volume.name.lower().endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            header = nib.load(str(volume)).header
-            shape, itemsize = header.get_data_shape(), header.get_data_dtype().itemsize
-        elif _raw_in_one_file(volume):
-            import SimpleITK as sitk
-
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(volume))
-            reader.ReadImageInformation()
-            shape = reader.GetSize()
-            # "16-bit signed integer", "vector of 8-bit unsigned integer", "complex of ..."
-            kind = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-            itemsize = (int(re.search(r"(\d+)-bit", kind).group(1)) // 8
-                        * reader.GetNumberOfComponents()
-                        * (2 if kind.startswith("complex") else 1))
-        else:
-            return
-    except Exception as err:  # a header no reader can parse: the subject's
-        raise InputError(f"cannot read the volume's header: {type(err).__name__}: {err}",
-                         path=volume) from err
-    declared = int(np.prod(shape, dtype=np.float64)) * int(itemsize)
-    if why := beyond_file(declared, volume):
-        raise InputError(f"shape {tuple(shape)}: {why}", path=volume)
-
-
-def _raw_in_one_file(volume: Path) -> bool:
-    """Whether an ``.mha`` or ``.nrrd`` holds its data uncompressed after its own text
-    header (MetaImage ``ElementDataFile = LOCAL`` without ``CompressedData = True``;
-    NRRD ``encoding: raw`` without a ``data file``)."""
-    suffix = volume.suffix.lower()
-    if suffix not in (".mha", ".nrrd"):
-        return False
-    with open(volume, "rb") as fh:
-        head = fh.read(1 << 16).decode("latin-1")
-    if suffix == ".mha":
-        fields = dict(re.findall(r"(?m)^\s*(\w+)\s*=\s*(.*?)\s*$", head))
-        return (fields.get("ElementDataFile") == "LOCAL"
-                and fields.get("CompressedData", "False").lower() != "true")
-    header = head.split("\n\n", 1)[0]
-    fields = dict(re.findall(r"(?m)^([^:#\n]+):\s*(.*?)\s*$", header))
-    return (fields.get("encoding", "").strip() == "raw"
-            and not any(k.strip() in ("data file", "datafile") for k in fields))
 
 
 def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:

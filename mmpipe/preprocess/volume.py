@@ -35,7 +35,7 @@ from monai.transforms import Transform
 
 from mmpipe.encoders.registry import TRANSFORM_KEYS
 from mmpipe.errors import ConfigError, InputError, out_of_memory
-from mmpipe.io.declared_size import beyond_file
+from mmpipe.io.volume_header import check_declared_size
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
 
@@ -159,15 +159,11 @@ class LoadVolume(Transform):
         if not Path(name).is_file():
             raise InputError(f"{what} file not found", path=path)
         nifti = name.lower().endswith(_NIFTI_SUFFIXES)  # IMAGE.NII.GZ is NIfTI too
+        # before any voxel is read: an .mha's damaged DimSize made SimpleITK's memory
+        # error, counted as the machine's, and failed every subject's job
+        check_declared_size(Path(name))
         reader = NibabelReader() if nifti else SimpleITKReader()
-        read = reader.read(name)
-        if nifti:  # the header is read; the voxels are not until get_data
-            header = read.header
-            declared = int(np.prod(header.get_data_shape(), dtype=np.float64)
-                           * header.get_data_dtype().itemsize)
-            if why := beyond_file(declared, name):
-                raise InputError(f"shape {tuple(header.get_data_shape())}: {why}", path=path)
-        array, meta = reader.get_data(read)
+        array, meta = reader.get_data(reader.read(name))
         with np.errstate(over="ignore"):  # values beyond float32 become inf: counted below
             array = np.asarray(array, dtype=np.float32)
         if array.ndim < 3:

@@ -291,6 +291,28 @@ def test_unreadable_and_4d_files_are_input_errors(tmp_path):
         build_volume_transform(PLAIN)(four_d)
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".mha", ".nrrd"])
+def test_a_header_that_declares_more_than_its_file_is_the_subject_s_error(tmp_path, suffix):
+    """An .mha or .nrrd whose header declares gigabytes (a damaged DimSize of a 1 KB
+    file): SimpleITK's "Failed to allocate memory for image" counted as the machine's
+    and failed every subject's encoding job on every retry (NIfTI was checked)."""
+    path = tmp_path / f"bad{suffix}"
+    if suffix == ".nii":
+        img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+        img.header.set_data_shape((4000, 4000, 4000))
+        path.write_bytes(img.header.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes())
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 10, 16), np.float32)), str(path))
+        text = path.read_bytes()
+        field = (b"DimSize = 16 10 6", b"DimSize = 4000 4000 4000") if suffix == ".mha" else (
+            b"sizes: 16 10 6", b"sizes: 4000 4000 4000")
+        assert field[0] in text
+        path.write_bytes(text.replace(*field))
+    with pytest.raises(InputError, match=r"its header declares \d+ bytes of data") as err:
+        build_volume_transform(PLAIN)(path)
+    assert err.value.path == str(path)
+
+
 def test_2d_image_is_refused_as_not_a_volume(tmp_path):
     flat = tmp_path / "2d.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 6), np.float32), np.eye(4)), flat)
