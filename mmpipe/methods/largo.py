@@ -155,8 +155,10 @@ class CPLinear(nn.Module):
 
     def forward(self, h: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``W_{rows[b]} h[b] + b_{rows[b]}`` for every row, without building the weights."""
-        z = (h @ self.in_factor) * self.subset_factor[rows]
-        return z @ self.out_factor.T + self.bias[rows]
+        # index_select, not [rows]: indexing's backward scatter-adds in parallel, so one
+        # seed gave other weights on every run with more than one torch thread
+        z = (h @ self.in_factor) * self.subset_factor.index_select(0, rows)
+        return z @ self.out_factor.T + self.bias.index_select(0, rows)
 
 
 class LARGO(FusionMethod):
@@ -271,7 +273,7 @@ class LARGO(FusionMethod):
                 idx = torch.nonzero(rows == row).squeeze(1)
                 inp = torch.cat([flat[m][idx] for m in self.subsets[row]], dim=1)
                 h = h.index_copy(0, idx, self.stem[row](inp))
-        return h + self.stem_bias[rows.clamp_min(0)]
+        return h + self.stem_bias.index_select(0, rows.clamp_min(0))
 
     def route(self, x: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """Logits of each row through the subset model of ``keep`` [B, M] (the modalities
@@ -282,7 +284,8 @@ class LARGO(FusionMethod):
         h = self.dropout(F.relu(self._stem(x, keep, rows)))
         for layer in self.inner:
             h = self.dropout(F.relu(layer(h, safe)))
-        logits = torch.einsum("bh,bch->bc", h, self.head_weight[safe]) + self.head_bias[safe]
+        logits = (torch.einsum("bh,bch->bc", h, self.head_weight.index_select(0, safe))
+                  + self.head_bias.index_select(0, safe))
         return torch.where((rows >= 0).unsqueeze(1), logits, torch.zeros_like(logits))
 
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:

@@ -202,7 +202,10 @@ class EdgeGNN(nn.Module):
             if layer < len(self.edge_updates):
                 x = dropout(x, self.dropout, self.training)
                 src, dst = edge_index
-                edge_attr = self.edge_updates[layer](torch.cat([x[src], x[dst], edge_attr], -1))
+                # index_select: indexing's backward scatter-adds in parallel, and one seed
+                # gave other weights on every run with more than one torch thread
+                edge_attr = self.edge_updates[layer](torch.cat(
+                    [x.index_select(0, src), x.index_select(0, dst), edge_attr], -1))
         return x
 
 

@@ -363,3 +363,29 @@ def assert_permutation_invariant():
 @pytest.fixture
 def assert_permutation_dependent():
     return check_permutation_dependent
+
+
+def fit_twice(make, train: BenchData, val: BenchData, cfg: dict, threads: int
+              ) -> list[dict[str, torch.Tensor]]:
+    """The weights of two fits of one seed with ``threads`` torch threads (the package
+    runs its tests at one): a gather whose backward scatter-adds in parallel gave other
+    weights on every run."""
+    from mmpipe.bench.trainer import fit
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = []
+        for _ in range(2):
+            torch.manual_seed(0)  # its initial weights, as the run seeds them
+            method = make()
+            fit(method, train, val, cfg, seed=0)
+            out.append({k: v.detach().clone() for k, v in method.state_dict().items()})
+        return out
+    finally:
+        torch.set_num_threads(before)
+
+
+def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    differ = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not differ, f"one seed, two fits: {len(differ)} tensors differ ({differ[:4]})"

@@ -314,3 +314,18 @@ def test_short_fit_with_the_shared_trainer(separable, bench_data):
     assert proba.shape == (len(val.y), N_CLASSES)
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
     assert balanced_accuracy_score(val.y, proba.argmax(1)) > 0.8  # chance: 1/3
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_one_seed_trains_the_same_weights_at_two_threads(stem, separable, bench_data):
+    """``subset_factor[rows]`` and the other gathers by indexing scatter-add their
+    gradients in parallel: with two threads, one seed gave other weights on every fit."""
+    from tests.methods.conftest import assert_same_weights, fit_twice
+
+    shapes = {"a": (8,), "b": (6,), "c": (10,)}
+    train, val = (bench_data(*separable(shapes, n=1024, seed=s, p_present=0.6, means_seed=0),
+                             tag=f"s{s}") for s in (0, 1))
+    hp = {"hidden": HIDDEN, "stem": stem, **({"rank": 4} if stem == "subset" else {})}
+    assert_same_weights(*fit_twice(
+        lambda: LARGO(train.modalities, train.shapes(), N_CLASSES, **hp), train, val,
+        {"lr": 3e-3, "max_epochs": 2, "patience": 2, "batch_size": 512}, threads=2))

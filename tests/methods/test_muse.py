@@ -347,3 +347,16 @@ def test_the_rendered_propagate_module_is_not_left_in_the_temporary_folder(tmp_p
     assert rendered.parent == tmp_path  # PyG did render it there ...
     assert not rendered.exists()        # ... and it is gone
     assert not list(tmp_path.glob("*_propagate_*.py"))
+
+
+def test_one_seed_trains_the_same_weights_at_four_threads(shapes, separable, bench_data):
+    """The edge update gathered its nodes by indexing, whose backward scatter-adds in
+    parallel: with four threads, one seed gave other weights on every fit."""
+    from tests.methods.conftest import assert_same_weights, fit_twice
+
+    train, val = (bench_data(*separable(shapes, n=1024, seed=s, p_present=0.6, means_seed=0),
+                             tag=f"s{s}") for s in (1, 2))
+    cfg = {**MUSE(list(shapes), shapes, N_CLASSES, hidden=32).hparams, "lr": 3e-3,
+           "max_epochs": 2, "patience": 2, "batch_size": 512}
+    assert_same_weights(*fit_twice(
+        lambda: MUSE(list(shapes), shapes, N_CLASSES, hidden=32), train, val, cfg, threads=4))
