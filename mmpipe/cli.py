@@ -7,14 +7,23 @@ step by hand, outside Snakemake, and for looking at what was produced.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from mmpipe.errors import MmpipeError
 from mmpipe.layout import DEMO_GENERATING, METRICS, MODEL, PREDICTIONS, TRAIN_LOG
 from mmpipe.logs import setup_logging
+
+
+def rebuild_command(*targets) -> str:
+    """The Snakemake command that remakes ``targets`` alone. ``--forcerun`` takes every
+    word after it, so ``snakemake --forcerun manifest <file>`` forced the file and then ran
+    the whole default target (the benchmark's every job); ``--force`` is a flag."""
+    return "snakemake --force " + " ".join(map(str, targets))
 
 
 def _config(args):
@@ -69,6 +78,20 @@ def cmd_demo(args) -> None:
         raise ConfigError(f"{out} is the workflow's own folder of cohort {owners[0]!r}: "
                           "--n-subjects and --seed go to another OUT, or into the config's "
                           "demo block")
+    if owners and cohort not in owners:
+        raise ConfigError(f"{out} is the workflow's own folder of cohort {owners[0]!r}, and "
+                          f"these are cohort {cohort!r}'s settings: give --cohort "
+                          f"{owners[0]}, or another OUT")
+    if owners and not args.force:
+        from mmpipe.cohorts.demo import settings_differ
+
+        # a finished output of other settings: the workflow's record says its own
+        if differ := settings_differ(out, options):
+            raise ConfigError(f"{out} holds the demo cohort of other settings ({differ}); "
+                              "replaced, the workflow would take it as its own and up to "
+                              "date: regenerate it with the workflow on this config "
+                              f"({rebuild_command(out / 'summary.json')}), or pass --force "
+                              "to replace it")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: the demo cohort is a folder")
     marked = _claim_a_folder_for_the_demo(out)
@@ -139,7 +162,6 @@ def cmd_manifest(args) -> None:
     checkpoint, whose record says its own settings, would take the replaced manifest as
     up to date, and every job after it would read it. One that only lacks its adapter QC
     is rebuilt when the rest is what this config builds."""
-    import tempfile
 
     import polars as pl
 
@@ -164,14 +186,14 @@ def cmd_manifest(args) -> None:
             raise MmpipeError(
                 f"{layout.manifest()} is there but cannot be read ({type(err).__name__}: "
                 f"{err}), so it cannot be compared with what this config builds: rebuild "
-                f"it with the workflow (snakemake --forcerun manifest {layout.manifest()}), "
+                f"it with the workflow ({rebuild_command(layout.manifest())}), "
                 "or pass --force to replace it") from None
         try:
             there_qc = read_qc(layout.root)
         except unreadable:
             there_qc = None  # the manifest and its JSON decide
     if there is not None:
-        with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
+        with _aside(layout) as tmp:
             build_manifest(args.cohort, cohort_cfg, Path(tmp))
             (now, now_meta), now_qc = read_manifest(tmp), read_qc(tmp)
             same = now.equals(there) and now_meta == there_meta
@@ -183,8 +205,8 @@ def cmd_manifest(args) -> None:
                     f"{layout.manifest()} (or its adapter QC) differs from what this config "
                     f"builds ({len(there)} subjects there, {len(now)} now): replaced, the "
                     "workflow would take it as its own and up to date. Rebuild it with the "
-                    "workflow on this config (snakemake --forcerun manifest "
-                    f"{layout.manifest()}), or pass --force to replace it")
+                    f"workflow on this config ({rebuild_command(layout.manifest())}), or "
+                    "pass --force to replace it")
             # the same manifest without its QC: this build's files take their places
             # rather than the adapter run again
             _place_built(Path(tmp), layout)
@@ -193,10 +215,25 @@ def cmd_manifest(args) -> None:
     # built aside, then moved in: built in place, a build that failed on its last write
     # (a full disk) left the new JSON beside the old parquet, which read as a manifest
     layout.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=layout.root, prefix=".manifest-") as tmp:
+    with _aside(layout) as tmp:
         df = build_manifest(args.cohort, cohort_cfg, Path(tmp))
         _place_built(Path(tmp), layout)
     print(f"{layout.manifest()}: {len(df)} subjects")
+
+
+@contextlib.contextmanager
+def _aside(layout):
+    """A folder to build a manifest in beside the cohort's, removed after; named as the
+    workflow's temporary siblings are, so that a killed command's is swept as theirs are
+    (a ``tempfile`` folder stayed for good)."""
+    from mmpipe.fsutil import tmp_sibling
+
+    tmp = tmp_sibling(layout.root / ".manifest")
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _place_built(built_dir: Path, layout) -> None:
@@ -261,7 +298,7 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
         pass  # not built: what the inputs lack is named below
     except Exception as err:  # a damaged copy: the encode's traceback named no file
         raise MmpipeError(f"{layout.manifest()} cannot be read ({type(err).__name__}: {err}): "
-                          f"rebuild it (snakemake --forcerun manifest {layout.manifest()})"
+                          f"rebuild it ({rebuild_command(layout.manifest())})"
                           ) from err
     checks = []
     if "prompts" in inputs:
@@ -286,12 +323,12 @@ def _check_inputs_made_for(cfg: dict, args, inputs: dict) -> None:
         try:
             made = pl.read_parquet_metadata(path).get(MADE_WITH_KEY)
         except pl.exceptions.PolarsError as err:  # a damaged copy: a traceback said so
-            raise MmpipeError(f"{path} cannot be read ({err}): rebuild it with `snakemake "
-                              f"--forcerun {rule} {target}`") from err
+            raise MmpipeError(f"{path} cannot be read ({err}): rebuild it with "
+                              f"`{rebuild_command(target)}`") from err
         if made is None:  # the workflow has no changed setting to rerun it by
             raise MmpipeError(f"{path} records nothing of what it was made with (an older "
-                              f"mmpipe): rebuild it with `snakemake --forcerun {rule} "
-                              f"{target}` before encoding by hand")
+                              f"mmpipe): rebuild it with `{rebuild_command(target)}` "
+                              "before encoding by hand")
         if made != made_with(params(), view)[MADE_WITH_KEY]:
             raise MmpipeError(f"{path} was made with other settings or another manifest than "
                               f"this config's: rebuild it with the workflow on this config "
@@ -334,8 +371,8 @@ def refuse_shards_older_than_their_files(manifest: tuple, modality: str,
                       if newest > time.time_ns() else "")
             raise MmpipeError(f"{older[0]} (and {len(older) - 1} more of {len(made)} shards) "
                               f"was made before {path} changed{future}: run the "
-                              f"preprocessing again (snakemake --forcerun "
-                              f"{' '.join(map(str, older))}) before encoding by hand, or "
+                              f"preprocessing again ({rebuild_command(*older)}) before "
+                              "encoding by hand, or "
                               "pass --force to encode from the shards as they are")
 
 
@@ -468,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", help="the config's demo cohort (default: demo)")
     p.add_argument("--n-subjects", type=int, help="over the config's (with OUT only)")
     p.add_argument("--seed", type=int, help="over the config's (with OUT only)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the workflow's demo folder made with other settings")
     p.set_defaults(func=cmd_demo)
 
     for name, func, help_ in (("check-config", cmd_check_config, "validate a config file"),

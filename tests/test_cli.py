@@ -193,6 +193,28 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     assert cli.main(["demo", "--config", str(config), "--seed", "6", "elsewhere"]) == 0
     made = json.loads((tmp_path / "elsewhere/summary.json").read_text())["params"]
     assert made["seed"] == 6 and made["n_subjects"] == 9
+    # another config's demo block over the workflow's finished folder: replaced without a
+    # word, and the workflow took the new files as its own job's
+    cfg["cohorts"]["demo"]["demo"]["n_subjects"] = 10
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert cli.main(["demo", "--config", str(other)]) == 1
+    assert ("holds the demo cohort of other settings (n_subjects 9 there, 10 in the config)"
+            in capsys.readouterr().err)
+    assert json.loads((tmp_path / "results/demo/raw/summary.json").read_text()
+                      )["params"]["n_subjects"] == 9
+    # nor a demo cohort's settings into another demo cohort's workflow folder
+    cfg["cohorts"]["demo2"] = {**cfg["cohorts"]["demo"], "demo": {"n_subjects": 5, "seed": 3}}
+    other.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["demo", "--config", str(other), str(tmp_path / "results/demo2/raw")]) == 1
+    assert "the workflow's own folder of cohort 'demo2', and these are cohort 'demo'" in \
+        capsys.readouterr().err
+    assert cli.main(["demo", "--config", str(other), "--force"]) == 0
+    assert json.loads((tmp_path / "results/demo/raw/summary.json").read_text()
+                      )["params"]["n_subjects"] == 10
+    cfg["cohorts"]["demo"]["demo"]["n_subjects"] = 9
+    del cfg["cohorts"]["demo2"]
     assert cli.main(["demo", "--config", str(config), "--cohort", "mmist_ccrcc"]) == 1
     assert "not a demo cohort" in capsys.readouterr().err
     assert cli.main(["demo"]) == 1  # no config here, no OUT
@@ -257,8 +279,8 @@ def test_encode_by_hand_refuses_inputs_or_a_store_of_other_settings(tmp_path, mo
     assert "prompts.parquet cannot be read (" in capsys.readouterr().err
     table.write_parquet(prompts)  # made by hand, or by an older mmpipe: nothing recorded
     assert cli.main(text) == 1
-    assert "records nothing of what it was made with (an older mmpipe): rebuild it with " \
-        "`snakemake --forcerun clinical_prompts" in capsys.readouterr().err
+    assert ("records nothing of what it was made with (an older mmpipe): rebuild it with "
+            f"`snakemake --force {prompts}`") in capsys.readouterr().err
     loaded = cli._config(cli.build_parser().parse_args(["check-config", "--config",
                                                         str(config)]))
     view = manifest_view(loaded, "demo", "clinical")
@@ -452,3 +474,23 @@ def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
     with pytest.raises(MmpipeError, match="shard0 \\(and 1 more of 2 shards\\).*dated in the "
                                           "future"):
         cli.refuse_shards_older_than_their_files(read_manifest(out), "ct", shards)
+
+
+def test_a_killed_manifest_build_leaves_a_folder_the_sweep_removes(tmp_path):
+    """`mmpipe manifest` builds beside the cohort's folder: a ``tempfile`` folder a killed
+    command left (``.manifest-x1y2``) was no debris to the sweep and stayed for good."""
+    import os
+    import shutil
+
+    from mmpipe.fsutil import sweep_debris
+    from mmpipe.layout import CohortLayout
+
+    layout = CohortLayout.of(tmp_path, "c")
+    layout.root.mkdir(parents=True)
+    with cli._aside(layout) as tmp:
+        assert tmp.parent == layout.root
+        # the folder of a command killed while it built: this host's, its process gone
+        left = tmp.with_name(tmp.name.replace(f"-{os.getpid()}", "-999999999"))
+        shutil.copytree(tmp, left)
+    assert not tmp.exists()
+    assert sweep_debris(tmp_path) == [left] and not left.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -214,6 +215,18 @@ def test_a_manifest_rebuilt_alike_leaves_the_stage1_summary_unmarked(demo_run, t
     assert run.returncode == 0, run.stderr[-4000:]
     summary = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
     assert summary.startswith("# Stage 1 summary"), summary[:400]
+
+def test_the_rebuild_command_the_cli_prints_remakes_its_target_alone(demo_run):
+    """The CLI's advice, ``snakemake --forcerun manifest <manifest>``, planned the whole
+    benchmark (63 jobs on the demo, every training among them): ``--forcerun`` took the
+    file as one more thing to force, and the default target ran."""
+    from mmpipe.cli import rebuild_command
+
+    manifest = Path("results") / "demo" / "manifest.parquet"  # as the config's layout names it
+    run = snakemake_in(demo_run, "-n", "--nolock", *rebuild_command(manifest).split()[1:])
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert jobs_of(run.stdout) == {"manifest": 1}, run.stdout[-3000:]
+
 
 def _jobs_ran(run) -> set[tuple[str, str]]:
     """(rule, wildcards without the cohort) of every job a snakemake run ran."""

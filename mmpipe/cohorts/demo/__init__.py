@@ -204,6 +204,18 @@ def demo_settings(n_subjects: int = 60, seed: int = 7,
             "n_corrupt_slides": n_corrupt_slides}
 
 
+def settings_differ(raw_dir: str | Path, options: dict[str, Any]) -> str:
+    """How the settings a generated cohort's ``summary.json`` records differ from those
+    ``options`` (a config's demo block) give, or ``""`` (also where no finished demo is)."""
+    try:
+        made = json.loads((Path(raw_dir) / SUMMARY_JSON).read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    wanted = json.loads(json.dumps(demo_settings(**options)))
+    return "; ".join(f"{k} {made.get(k)!r} there, {wanted.get(k)!r} in the config"
+                     for k in sorted(set(made) | set(wanted)) if made.get(k) != wanted.get(k))
+
+
 def check_made_with(raw_dir: str | Path, options: dict[str, Any]) -> None:
     """Refuse a generated cohort whose ``summary.json`` records other settings than
     ``options`` (a config's demo block) give: the workflow regenerates it when the block
@@ -211,20 +223,11 @@ def check_made_with(raw_dir: str | Path, options: dict[str, Any]) -> None:
     version) or under ``--rerun-triggers mtime``, and the manifest read the old files."""
     from mmpipe.errors import InputError
 
-    path = Path(raw_dir) / SUMMARY_JSON
-    try:
-        made = json.loads(path.read_text())["params"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # no finished demo here: the adapter says so
-    wanted = json.loads(json.dumps(demo_settings(**options)))
-    differ = sorted(k for k in set(made) | set(wanted) if made.get(k) != wanted.get(k))
-    if differ:
+    if differ := settings_differ(raw_dir, options):
         raise InputError("the demo cohort here was generated with other settings than the "
-                         "config's demo block: " + "; ".join(
-                             f"{k} {made.get(k)!r} there, {wanted.get(k)!r} in the config"
-                             for k in differ)
-                         + ": regenerate it (snakemake --forcerun demo_cohort, or mmpipe demo)",
-                         path=path)
+                         f"config's demo block: {differ}: regenerate it (snakemake --force "
+                         f"{Path(raw_dir) / SUMMARY_JSON}, or mmpipe demo --force)",
+                         path=Path(raw_dir) / SUMMARY_JSON)
 
 
 def generate_demo_cohort(
