@@ -80,8 +80,8 @@ def cmd_demo(args) -> None:
                           "demo block")
     if owners and cohort not in owners:
         raise ConfigError(f"{out} is the workflow's own folder of cohort {owners[0]!r}, and "
-                          f"these are cohort {cohort!r}'s settings: give --cohort "
-                          f"{owners[0]}, or another OUT")
+                          f"the settings are {source}: give --cohort {owners[0]}, or another "
+                          "OUT")
     if owners and not args.force:
         from mmpipe.cohorts.demo import settings_differ
 

@@ -473,10 +473,6 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
             if "prompt" in mod and mod["kind"] == "table" and not any(
                     encoders.get(e, {}).get("type") == "text" for e in mod["encoders"]):
                 problems.append(f"{where}.prompt: no text encoder of the modality reads it")
-            if mod["kind"] == "table" and not mod.get("fields"):
-                problems.append(f"{where}: a table modality needs 'fields'")
-            if cohort["adapter"] == "csv" and mod["kind"] != "table" and "column" not in mod:
-                problems.append(f"{where}: the csv adapter needs the 'column' holding the path")
             for label in cohort["labels"]:
                 if label in mod.get("fields", []):
                     problems.append(f"{where}.fields: {label!r} is the task label; "

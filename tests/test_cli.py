@@ -208,7 +208,7 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     cfg["cohorts"]["demo2"] = {**cfg["cohorts"]["demo"], "demo": {"n_subjects": 5, "seed": 3}}
     other.write_text(yaml.safe_dump(cfg))
     assert cli.main(["demo", "--config", str(other), str(tmp_path / "results/demo2/raw")]) == 1
-    assert "the workflow's own folder of cohort 'demo2', and these are cohort 'demo'" in \
+    assert "the workflow's own folder of cohort 'demo2', and the settings are cohorts.demo.demo" in \
         capsys.readouterr().err
     assert cli.main(["demo", "--config", str(other), "--force"]) == 0
     assert json.loads((tmp_path / "results/demo/raw/summary.json").read_text()

@@ -213,14 +213,15 @@ def _a_subject_a_folder(patients: dict[str, list[tuple[str, str, Path]]]
     return folders, patient_of, qc
 
 
-def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]
+def _shared_accessions(subjects_of: dict[str, list[str]]
                        ) -> tuple[dict[str, str], list[QCRecord]]:
-    """The split group of each patient folder whose ID differs from another's only in the
-    letters after the number (14-22549AB, 14-22549CD: the accession number), and QC rows
-    saying so: each stays its own subject, as the dataset counts its 82 patients, but
-    may be one patient's tissue, so every split keeps them in one part."""
+    """The split group of each subject (``subjects_of``: patient ID -> its subjects) whose
+    patient ID differs from another's only in the letters after the number (14-22549AB,
+    14-22549CD: the accession number), and QC rows saying so: each stays its own subject,
+    as the dataset counts its 82 patients, but may be one patient's tissue, so every
+    split keeps them in one part."""
     by_number: dict[str, list[str]] = defaultdict(list)
-    for pid in patients:
+    for pid in subjects_of:
         m = ACCESSION.match(pid)
         by_number[m["number"] if m else pid].append(pid)
     shared = {n: sorted(ids) for n, ids in by_number.items() if len(ids) > 1}
@@ -229,13 +230,14 @@ def _shared_accessions(patients: dict[str, list[tuple[str, str, Path]]]
                     "each folder is a subject, as BreakHis counts its patients, kept in "
                     "one part of every split", len(shared),
                     "; ".join(f"{n}: {', '.join(ids)}" for n, ids in sorted(shared.items())))
-    groups = {pid: n for n, ids in shared.items() for pid in ids}
-    return groups, [QCRecord(pid, LABEL_QC, SHARED_ACCESSION,
+    groups = {sid: n for n, ids in shared.items() for pid in ids for sid in subjects_of[pid]}
+    return groups, [QCRecord(sid, LABEL_QC, SHARED_ACCESSION,
                              f"patient {pid} shares accession number {n} with "
                              f"{', '.join(i for i in ids if i != pid)}: a subject of its own "
                              "(as BreakHis counts patients), possibly the same patient's "
                              f"tissue, kept in one part of every split (split_group {n})")
-                    for n, ids in sorted(shared.items()) for pid in ids]
+                    for n, ids in sorted(shared.items()) for pid in ids
+                    for sid in subjects_of[pid]]
 
 
 def check_config(cohort_cfg: dict) -> None:
@@ -259,11 +261,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     specs = modality_specs(cohort_cfg)
     mags = list(specs)
     patients, source_qc = find_patients(breast_folder(root))
-    groups, shared = _shared_accessions(patients)
     folders, patient_of, said = _a_subject_a_folder(patients)
+    subjects_of: dict[str, list[str]] = defaultdict(list)
+    for sid in sorted(folders):
+        subjects_of[patient_of.get(sid, sid)].append(sid)
+    groups, shared = _shared_accessions(subjects_of)
     source_qc += shared + said
     # one patient's folders: the group of its accession number where it shares one
-    groups.update({sid: groups.get(pid, pid) for sid, pid in patient_of.items()})
+    groups.update({sid: groups.get(sid, pid) for sid, pid in patient_of.items()})
     ids = sorted(folders)
     frame: dict[str, list[Any]] = {SUBJECT: ids}
     qc: list[QCRecord] = []

@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.demo import CLINICAL_CSV, LABELS_CSV, SUMMARY_JSON
-from mmpipe.cohorts.demo.plan import CLINICAL_FIELDS
+from mmpipe.cohorts.demo.plan import CLINICAL_FIELDS, IMAGING_KINDS
 from mmpipe.cohorts.manifest import (
     ABSENT,
     REJECTED,
@@ -50,7 +50,7 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 # what the generator writes (mmpipe.cohorts.demo): a folder per imaging modality, and the
 # label and clinical fields in its two tables
-KINDS = {"mri_t1": "volume", "mri_t2": "volume", "ct": "dicom", "wsi": "slide"}
+KINDS = IMAGING_KINDS
 TABLE_COLUMNS = ("label", *CLINICAL_FIELDS)
 
 
@@ -105,6 +105,7 @@ def check_config(cohort_cfg: dict) -> None:
 
 
 def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
+    check_config(cohort_cfg)
     root = raw_dir(cohort_cfg, out_dir, base_dir)
     if (root / LABELS_CSV).is_file() and not (root / SUMMARY_JSON).is_file():
         raise InputError(f"the demo cohort here is incomplete: its generation was interrupted "

@@ -1228,8 +1228,8 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     # which of a study's series is the modality is the rule's guess: one it passed over
     # that could as well be it (another Modality, as many slices or more) is said, so that
     # a PET of a PET/CT, or a reformat, chosen for a CT modality shows in the QC (not a
-    # scout of fewer slices; nor under uid:, a choice by name)
-    passed_over = [s for s in scan.series if _parse_rule(rule)[0] != "uid"
+    # scout of fewer slices; nor under uid: or description:, a choice by name)
+    passed_over = [s for s in scan.series if _parse_rule(rule)[0] in ("most_slices", "first")
                    and s.series_uid != info.series_uid
                    and (s.modality != info.modality or s.n_slices >= info.n_slices)
                    and check_series(s, min_slices, max_gap_factor) is None]

@@ -19,7 +19,7 @@ from mmpipe.errors import InputError
 from mmpipe.io.declared_size import beyond_file
 
 
-def check_declared_size(volume: Path) -> None:
+def check_declared_size(volume: Path, what: str = "volume") -> None:
     """Raise :class:`InputError` when ``volume``'s header declares more data than its
     file can hold (:func:`mmpipe.io.declared_size.beyond_file`): a NIfTI, as the
     encoders' reader checks it, or an ``.mha``/``.nrrd`` that keeps its data raw in the
@@ -47,7 +47,7 @@ def check_declared_size(volume: Path) -> None:
         else:
             return
     except Exception as err:  # a header no reader can parse: the subject's
-        raise InputError(f"cannot read the volume's header: {type(err).__name__}: {err}",
+        raise InputError(f"cannot read the {what}'s header: {type(err).__name__}: {err}",
                          path=volume) from err
     declared = int(np.prod(shape, dtype=np.float64)) * int(itemsize)
     if why := beyond_file(declared, volume):

@@ -161,7 +161,7 @@ class LoadVolume(Transform):
         nifti = name.lower().endswith(_NIFTI_SUFFIXES)  # IMAGE.NII.GZ is NIfTI too
         # before any voxel is read: an .mha's damaged DimSize made SimpleITK's memory
         # error, counted as the machine's, and failed every subject's job
-        check_declared_size(Path(name))
+        check_declared_size(Path(name), what)
         reader = NibabelReader() if nifti else SimpleITKReader()
         array, meta = reader.get_data(reader.read(name))
         with np.errstate(over="ignore"):  # values beyond float32 become inf: counted below

@@ -245,3 +245,23 @@ def test_a_magnification_folder_of_another_case_is_rejected_not_missing(tmp_path
     assert qc["reason"].item() == "no 40X/ folder, but 40x/: BreakHis names it 40X/ (rename it)"
     assert qc["path"].item().endswith("40x")
     assert _row(manifest, ok)["mag100_path"] is not None
+
+
+def test_a_patient_under_two_types_that_shares_an_accession_number(tmp_path):
+    """Its folders are subjects of their own names, and the accession's QC rows and split
+    group went to the bare ID, no subject: the build stopped on a QC row of no subject."""
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    pid = plan.two_types
+    cls, tumour = plan.patients[pid]
+    folder = next((root / "histology_slides" / "breast" / cls / "SOB" / tumour).glob(f"*_{pid}"))
+    sibling = folder.with_name(folder.name + "AB")
+    shutil.copytree(folder, sibling)
+    for png in sibling.glob("*/*.png"):
+        png.rename(png.with_name(png.name.replace(f"-{pid}-", f"-{pid}AB-")))
+    manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    groups = dict(manifest.select("subject_id", "split_group").iter_rows())
+    assert {groups[s] for s in (f"{pid}_DC", f"{pid}_LC", f"{pid}AB")} == {pid}
+    shared = qc.filter(pl.col("status") == "shared_accession")
+    assert sorted(shared["subject_id"]) == sorted([f"{pid}_DC", f"{pid}_LC", f"{pid}AB"])

@@ -147,3 +147,13 @@ def test_the_names_the_config_check_allows_are_what_the_generator_writes(generat
     columns = [c for name in ("labels.csv", "clinical.csv")
                for c in pl.read_csv(root / name, n_rows=0).columns if c != "subject_id"]
     assert sorted(columns) == sorted(TABLE_COLUMNS)
+
+
+def test_the_adapter_refuses_what_the_config_check_refuses(generated):
+    """Called without the config check (the library's API), a modality the generator does
+    not write was every subject's absence, and a features kind a KeyError."""
+    out, _ = generated
+    cfg = _cfg()
+    cfg["modalities"]["mri_flair"] = {"kind": "volume", "encoders": ["e"]}
+    with pytest.raises(ConfigError, match="demo has no modality 'mri_flair'"):
+        build_manifest("demo", cfg, out)

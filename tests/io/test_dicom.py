@@ -1432,3 +1432,7 @@ def test_an_acquired_series_before_a_derived_one_and_what_was_passed_over_is_sai
     assert summary["series_uid"] == pet
     assert "3 'AX CT' (PT, 9 slices) chosen by 'most_slices' over 1 other usable series: " \
            "2 'AX CT' (CT, 6 slices)" in summary["note"]
+    # a series chosen by name passes the others over on purpose: nothing to say
+    summary = dicom_to_nifti(tmp_path / "petct", tmp_path / "named.nii.gz",
+                             rule="description:AX")
+    assert "usable series" not in summary["note"]

@@ -25,7 +25,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-IMAGING = ("mri_t1", "mri_t2", "ct", "wsi")
+# each imaging modality the generator writes, and as what (the demo adapter finds it so)
+IMAGING_KINDS = {"mri_t1": "volume", "mri_t2": "volume", "ct": "dicom", "wsi": "slide"}
+IMAGING = tuple(IMAGING_KINDS)
 CLINICAL_FIELDS = ("age", "sex", "smoking", "stage", "site")
 
 # latent model: each channel's noise is chosen so that one reading alone gives an AUC of
