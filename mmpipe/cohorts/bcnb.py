@@ -19,7 +19,9 @@ Modalities: ``wsi`` (kind ``slide``) and any ``table`` modality of spreadsheet c
 Labels: ``aln_status`` (the release's ``N0``, ``N+(1-2)``, ``N+(>2)``) and
 ``aln_metastasis`` (``negative`` for N0, ``positive`` otherwise), the axillary
 lymph-node status the bidirectional-distillation paper predicts. ``Number of lymph node
-metastases`` determines that status, so it cannot be a field (a config error says so).
+metastases`` determines that status, and ``Surgical`` follows it (an axillary dissection
+after a positive sentinel node, where the task is the status before surgery), so
+neither can be a field (a config error says so).
 
 What the adapter does with what it finds: a slide without a spreadsheet row is kept
 unlabelled (QC row); a row without a slide keeps its clinical record; an ``ALN status``
@@ -65,7 +67,10 @@ SPLIT_FOLDER = "dataset-splitting"
 SPLIT_FILES = {"train": "train_id.txt", "val": "val_id.txt", "test": "test_id.txt"}
 ID_COLUMN = "Patient ID"
 ALN_COLUMN = "ALN status"
-LEAKS = ("Number of lymph node metastases",)
+# the label's sources besides the status: the count of metastases, and the surgery, whose
+# axillary dissection follows a positive sentinel node (the task is the status before
+# surgery, from the biopsy: BALNMP, "preoperatively")
+LEAKS = ("Number of lymph node metastases", "Surgical")
 ALN_VALUES = ("N0", "N+(1-2)", "N+(>2)")
 LABELS = ("aln_status", "aln_metastasis")
 SLIDE_NAME = re.compile(r"^(?P<id>\d+)\.(jpe?g)$", re.IGNORECASE)
@@ -174,7 +179,7 @@ def check_config(cohort_cfg: dict) -> None:
         raise ConfigError(f"bcnb labels {unknown}: the adapter derives {list(LABELS)}")
     specs = modality_specs(cohort_cfg)
     layout_modalities(specs, "bcnb", ("wsi",), "slide", SPREADSHEET)
-    # both labels are the lymph-node status; the count of metastases determines it too
+    # both labels are the lymph-node status; LEAKS tell it too
     refuse_label_sources("bcnb", specs, labels, {lab: (ALN_COLUMN, *LEAKS) for lab in LABELS})
 
 

@@ -72,6 +72,11 @@ def test_a_field_that_gives_the_label_away_is_refused(bcnb):
     with pytest.raises(ConfigError, match="'Number of lymph node metastases' is what label "
                        "'aln_status' is derived from: it cannot be an input"):
         build_manifest("bcnb", cfg, root / "o2", base_dir=root)
+    # the surgery follows the nodes' status: an axillary dissection after a positive
+    # sentinel node
+    cfg["modalities"]["clinical"]["fields"] = ["Age(years)", "Surgical"]
+    with pytest.raises(ConfigError, match="'Surgical' is what label 'aln_metastasis'"):
+        build_manifest("bcnb", cfg, root / "o2", base_dir=root)
 
 
 def test_splits_drawn_per_seed_when_asked(bcnb):
