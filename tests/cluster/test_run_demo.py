@@ -49,7 +49,8 @@ def _good_run() -> list[dict]:
              tres="billing=4,cpu=4,mem=32000M,node=1"),
         _row(3, "rule_encode_wildcards_demo_mri_t1_med3d_demo", "gpu", 8, "32000M",
              "04:00:00", "billing=8,cpu=8,gres/gpu=1,mem=32000M,node=1"),
-        _row(4, "rule_encode_cpu_wildcards_demo_clinical_tabular"),
+        _row(4, "rule_encode_cpu_wildcards_demo_clinical_tabular", mem="16000M",
+             limit="04:00:00", tres="billing=1,cpu=1,mem=16000M,node=1"),
         _row(5, "rule_train_wildcards_demo_all_mmare_natural_0.0", limit="04:00:00",
              state="CANCELLED by 0"),
         # the retry: Snakemake's attempt 2, twice the time and memory
@@ -76,7 +77,9 @@ def test_the_real_runs_shape_passes(profile, config):
      "gpu True, the profile asks False"),
     # a table reader sized as a network encoder
     (3, {"AllocCPUS": "8"}, "cpus 8, the profile asks 1"),
-    (3, {"ReqMem": "32000M"}, "mem_mb 32000, the profile asks 8000"),
+    (3, {"ReqMem": "32000M"}, "mem_mb 32000, the profile asks 16000"),
+    # the rule's own resources: `set-resources: encode` does not reach the copy
+    (3, {"ReqMem": "8000M", "Timelimit": "01:00:00"}, "mem_mb 8000, the profile asks 16000"),
     (0, {"AllocCPUS": "2"}, "cpus 2, the profile asks 1"),
     (0, {"ReqMem": "4000M"}, "mem_mb 4000, the profile asks 8000"),
     (0, {"ReqMem": "64000M"}, "mem_mb 64000, the profile asks 8000"),  # no --mem: the node
