@@ -404,6 +404,18 @@ def test_the_schema_lists_the_med3d_depths_the_network_builds():
     assert schema["$defs"]["encoder"]["properties"]["depth"]["enum"] == list(DEPTHS)
 
 
+def test_a_med3d_entry_without_depth_records_the_depth_that_runs(raw_config):
+    """The network builds ResNet-18 where the entry names no depth, and the store
+    recorded ``depth: None``: a run on it took a ResNet-34 store (also 512-d) of the same
+    random init with a note only."""
+    from mmpipe.encoders.registry import get_encoder_type
+
+    cfg = copy.deepcopy(raw_config)
+    del cfg["encoders"]["med3d_demo"]["depth"]
+    enc = validate_config(cfg)["encoders"]["med3d_demo"]
+    assert get_encoder_type("med3d").embedding_settings(enc) == {"depth": 18}
+
+
 def test_the_schema_lists_the_demo_generators_options():
     import inspect
 

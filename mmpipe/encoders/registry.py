@@ -235,7 +235,9 @@ ENCODER_TYPES: dict[str, EncoderType] = {
         EncoderType("med3d", ("volume", "dicom"), True, ("encoders/med3d",), "med3d",
                     _med3d_shape, _build_med3d, _med3d_input,
                     settings=("weights", "sha256", "transform", "depth"),
-                    weight_files=("weights",), default_settings={"transform": MEDICALNET_RECIPE}),
+                    weight_files=("weights",),
+                    # depth: the network med3d.py builds without one, recorded as it ran
+                    default_settings={"transform": MEDICALNET_RECIPE, "depth": 18}),
         EncoderType("clam_resnet50", ("slide",), True, ("encoders/clam",), "slide",
                     lambda cfg: (1024,), _build_clam, _image_input,
                     settings=("weights", "sha256", "keep_bag"), weight_files=("weights",)),
