@@ -15,15 +15,15 @@ import sys
 from pathlib import Path
 
 from mmpipe.errors import MmpipeError
-from mmpipe.layout import DEMO_GENERATING, METRICS, MODEL, PREDICTIONS, TRAIN_LOG
+from mmpipe.layout import (
+    DEMO_GENERATING,
+    METRICS,
+    MODEL,
+    PREDICTIONS,
+    TRAIN_LOG,
+    rebuild_command,
+)
 from mmpipe.logs import setup_logging
-
-
-def rebuild_command(*targets) -> str:
-    """The Snakemake command that remakes ``targets`` alone. ``--forcerun`` takes every
-    word after it, so ``snakemake --forcerun manifest <file>`` forced the file and then ran
-    the whole default target (the benchmark's every job); ``--force`` is a flag."""
-    return "snakemake --force " + " ".join(map(str, targets))
 
 
 def _config(args):

@@ -235,3 +235,11 @@ class CohortLayout:
 
     def benchmark(self, step: str, name: str | None = None) -> Path:
         return self.root / "benchmarks" / (f"{step}/{name}.tsv" if name else f"{step}.tsv")
+
+
+def rebuild_command(*targets: str | Path) -> str:
+    """The Snakemake command that remakes ``targets`` (outputs of this layout) alone.
+    ``--forcerun`` takes every word after it, so ``snakemake --forcerun manifest <file>``
+    forced the file and then ran the whole default target (the benchmark's every job);
+    ``--force`` is a flag."""
+    return "snakemake --force " + " ".join(map(str, targets))

@@ -220,7 +220,7 @@ def test_the_rebuild_command_the_cli_prints_remakes_its_target_alone(demo_run):
     """The CLI's advice, ``snakemake --forcerun manifest <manifest>``, planned the whole
     benchmark (63 jobs on the demo, every training among them): ``--forcerun`` took the
     file as one more thing to force, and the default target ran."""
-    from mmpipe.cli import rebuild_command
+    from mmpipe.layout import rebuild_command
 
     manifest = Path("results") / "demo" / "manifest.parquet"  # as the config's layout names it
     run = snakemake_in(demo_run, "-n", "--nolock", *rebuild_command(manifest).split()[1:])

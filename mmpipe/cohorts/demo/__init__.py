@@ -67,6 +67,7 @@ from mmpipe.cohorts.demo.volumes import (
 )
 from mmpipe.layout import DEMO_GENERATING as GENERATING
 from mmpipe.layout import DEMO_SUMMARY as SUMMARY_JSON
+from mmpipe.layout import rebuild_command
 
 # what outside code (the adapter, the CLI, the workflow, tests, benchmarks) takes from here
 __all__ = [
@@ -225,8 +226,9 @@ def check_made_with(raw_dir: str | Path, options: dict[str, Any]) -> None:
 
     if differ := settings_differ(raw_dir, options):
         raise InputError("the demo cohort here was generated with other settings than the "
-                         f"config's demo block: {differ}: regenerate it (snakemake --force "
-                         f"{Path(raw_dir) / SUMMARY_JSON}, or mmpipe demo --force)",
+                         f"config's demo block: {differ}: regenerate it "
+                         f"({rebuild_command(Path(raw_dir) / SUMMARY_JSON)}, or mmpipe demo "
+                         "--force)",
                          path=Path(raw_dir) / SUMMARY_JSON)
 
 
