@@ -24,6 +24,15 @@ report found no finished run.
 
 Keys hash a version-neutral form of each syntax tree (fields a newer Python adds empty,
 such as ``type_params``, are left out), so a Python upgrade alone reruns nothing.
+
+Every Snakemake invocation computes the keys while it parses the workflow, and under a
+cluster executor so does every job's own invocation: parsing and hashing the ~90
+modules took about 4 s of each. A module's digest and its import statements are
+therefore also kept on disk, in ``code/`` of the file digests' folder
+(:func:`mmpipe.hashing.hash_cache_dir`), addressed by all they are a function of: the
+source's bytes, its package (relative imports), this module's own source (the
+algorithm) and the Python version. An entry cannot go stale; a missing or unreadable one
+is computed again. Only the registries' trees are still parsed in each process.
 """
 
 from __future__ import annotations
@@ -31,9 +40,17 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import json
+import logging
+import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+
+from mmpipe.fsutil import atomic_write_text
+from mmpipe.hashing import hash_cache_dir
+
+log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REGISTRIES = frozenset({"methods", "encoders/registry", "cohorts"})
@@ -64,36 +81,53 @@ def _is_type_checking(node: ast.AST) -> bool:
         or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
 
 
-def _imports(tree: ast.AST, package: str, names: list[tuple[str, str]] | None = None
-             ) -> list[str]:
-    """``mmpipe`` modules imported anywhere in ``tree`` outside TYPE_CHECKING blocks;
-    ``names`` (when given) collects ``(module, name)`` of each ``from module import name``."""
-    found: list[str] = []
+def _import_statements(tree: ast.AST, package: str) -> list[tuple[str, list[str]]]:
+    """The ``mmpipe`` imports anywhere in ``tree`` outside TYPE_CHECKING blocks, in order:
+    ``import m`` as ``(m, [])``, ``from m import a, b`` as ``(m, [a, b])`` (relative
+    imports resolved against ``package``)."""
+    found: list[tuple[str, list[str]]] = []
 
     def visit(node: ast.AST) -> None:
         if _is_type_checking(node):
             return
         if isinstance(node, ast.Import):
-            found.extend(a.name for a in node.names if a.name.startswith("mmpipe"))
+            found.extend((a.name, []) for a in node.names if a.name.startswith("mmpipe"))
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative import: resolve against the importing package
                 parts = package.split("/")[: len(package.split("/")) - node.level + 1]
                 base = ".".join(["mmpipe", *[p for p in parts if p], *filter(None, [base])])
             if base.startswith("mmpipe"):
-                found.append(base)
-                # `from mmpipe.encoders import text` imports the module mmpipe.encoders.text
-                for alias in node.names:
-                    sub = f"{base}.{alias.name}"
-                    if _module_file(sub).exists():
-                        found.append(sub)
-                    elif names is not None:
-                        names.append((base, alias.name))
+                found.append((base, [alias.name for alias in node.names]))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(tree)
     return found
+
+
+def _resolve(statements: list[tuple[str, list[str]]],
+             names: list[tuple[str, str]] | None = None) -> list[str]:
+    """The modules ``statements`` import; ``names`` (when given) collects ``(module,
+    name)`` of each ``from module import name`` that is no module."""
+    found: list[str] = []
+    for base, aliases in statements:
+        found.append(base)
+        # `from mmpipe.encoders import text` imports the module mmpipe.encoders.text
+        for alias in aliases:
+            sub = f"{base}.{alias}"
+            if _module_file(sub).exists():
+                found.append(sub)
+            elif names is not None:
+                names.append((base, alias))
+    return found
+
+
+def _imports(tree: ast.AST, package: str, names: list[tuple[str, str]] | None = None
+             ) -> list[str]:
+    """``mmpipe`` modules imported anywhere in ``tree`` outside TYPE_CHECKING blocks;
+    ``names`` (when given) collects ``(module, name)`` of each ``from module import name``."""
+    return _resolve(_import_statements(tree, package), names)
 
 
 def _package(path: Path) -> str:
@@ -102,16 +136,45 @@ def _package(path: Path) -> str:
 
 
 @cache
-def _parsed(path: Path) -> tuple[ast.Module, tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """The module's tree, the modules it imports, and the (registry, name) pairs it
-    imports from a registry."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_bytes(), filename=str(path))
+
+
+@cache
+def _summary(path: Path) -> tuple[str, list[tuple[str, list[str]]]]:
+    """The module's digest (its tree's neutral form, docstrings stripped) and its import
+    statements, kept on disk by what they are a function of (see the module's docstring)."""
+    source, package = path.read_bytes(), _package(path)
+    key = hashlib.sha256(b"\0".join([b"codehash", _algorithm(), package.encode(), source]))
+    entry = hash_cache_dir() / "code" / f"{key.hexdigest()}.json"
+    try:
+        record = json.loads(entry.read_text())
+        digest, statements = record["digest"], [(m, list(a)) for m, a in record["imports"]]
+        if isinstance(digest, str) and len(digest) == 64:
+            return digest, statements
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, cut short or written by something else: computed again
+    tree = ast.parse(source, filename=str(path))
+    statements = _import_statements(tree, package)
+    digest = hashlib.sha256(_neutral_form(tree).encode()).hexdigest()
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(entry, json.dumps({"digest": digest, "imports": statements}))
+    except OSError as err:  # a cache that cannot be written costs time, never a result
+        log.debug("code digest not cached in %s: %s", entry.parent, err)
+    return digest, statements
+
+
+@cache
+def _parsed(path: Path) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The modules the module imports, and the (registry, name) pairs it imports from a
+    registry."""
     names: list[tuple[str, str]] = []
-    deps = tuple(sorted({_name(_module_file(m)) for m in _imports(tree, _package(path), names)
+    deps = tuple(sorted({_name(_module_file(m)) for m in _resolve(_summary(path)[1], names)
                          if _module_file(m).exists()}))
     from_registries = tuple(sorted({(_name(_module_file(m)), n) for m, n in names
                                     if _name(_module_file(m)) in REGISTRIES | NOT_CONTENT}))
-    return tree, deps, from_registries
+    return deps, from_registries
 
 
 def _top_level(tree: ast.Module) -> dict[str, ast.AST]:
@@ -150,7 +213,7 @@ def _registry_part(registry: str, roots: list[ast.AST]) -> tuple[list[ast.AST], 
     """The definitions of ``registry`` that ``roots`` refer to, transitively (its table
     left out), and the mmpipe modules they import."""
     path = _module_file(registry)
-    tree = _parsed(path)[0]
+    tree = _tree(path)
     defs, table = _top_level(tree), REGISTRY_TABLES.get(registry)
     kept: list[ast.AST] = []
     imported: list[str] = []
@@ -185,7 +248,7 @@ def _only(node: ast.Import | ast.ImportFrom, name: str) -> ast.AST:
 
 def module_tree(module: str) -> ast.Module:
     """The parsed source of an ``mmpipe`` module (parsed once per process; do not modify)."""
-    return _parsed(_module_file(module))[0]
+    return _tree(_module_file(module))
 
 
 def _closure(specs: Iterable[str]) -> tuple[list[str], dict[str, list[ast.AST]]]:
@@ -198,7 +261,7 @@ def _closure(specs: Iterable[str]) -> tuple[list[str], dict[str, list[ast.AST]]]
         name = _name(_module_file(module))
         if entry:  # "encoders/registry:ENCODER_TYPES[med3d]", "cohorts:build_manifest"
             table, _, key = entry.partition("[")
-            tree = _parsed(_module_file(name))[0]
+            tree = _tree(_module_file(name))
             if key:
                 wanted.setdefault(name, []).append(_entry(tree, table, key.removesuffix("]")))
             elif table in _top_level(tree):
@@ -217,10 +280,10 @@ def _closure(specs: Iterable[str]) -> tuple[list[str], dict[str, list[ast.AST]]]
             if not path.exists():
                 raise FileNotFoundError(f"no mmpipe module {mod!r} ({path})")
             seen.add(mod)
-            tree, deps, from_registries = _parsed(path)
+            deps, from_registries = _parsed(path)
             todo.extend(deps)
             for registry, n in from_registries:
-                definition = _top_level(_parsed(_module_file(registry))[0]).get(n)
+                definition = _top_level(_tree(_module_file(registry))).get(n)
                 if definition is None or n == REGISTRY_TABLES.get(registry):
                     continue
                 if registry in NOT_CONTENT:  # its constants only: see the docstring
@@ -275,10 +338,29 @@ def _neutral(node) -> object:
     return repr(node)
 
 
+def _neutral_form(tree: ast.AST) -> str:
+    return repr(_neutral(_StripDocstrings().visit(tree)))
+
+
 @cache
+def _algorithm() -> bytes:
+    """What a module's digest is a function of besides its source: this file and the
+    Python that parses."""
+    return Path(__file__).read_bytes() + sys.version.encode()
+
+
 def _module_digest(path: Path) -> str:
-    tree = _StripDocstrings().visit(ast.parse(path.read_text(), filename=str(path)))
-    return hashlib.sha256(repr(_neutral(tree)).encode()).hexdigest()
+    return _summary(path)[0]
+
+
+_node_forms: dict[ast.AST, str] = {}  # holds its nodes: an id is never reused under it
+
+
+def _node_form(node: ast.AST) -> str:
+    """A registry definition's neutral form, computed once per process."""
+    if node not in _node_forms:
+        _node_forms[node] = _neutral_form(copy.deepcopy(node))
+    return _node_forms[node]
 
 
 @cache
@@ -293,6 +375,5 @@ def code_key(*modules: str) -> str:
     for registry in sorted(parts):
         digest.update(registry.encode())
         for node in parts[registry]:
-            stripped = _StripDocstrings().visit(copy.deepcopy(node))
-            digest.update(repr(_neutral(stripped)).encode())
+            digest.update(_node_form(node).encode())
     return digest.hexdigest()[:12]

@@ -19,7 +19,7 @@ def package(tmp_path, monkeypatch):
     """An editable copy of ``mmpipe`` that code keys read, caches cleared around it."""
     root = tmp_path / "mmpipe"
     shutil.copytree(SOURCE, root, ignore=shutil.ignore_patterns("__pycache__"))
-    caches = (codehash._parsed, codehash._module_digest, codehash.code_key)
+    caches = (codehash._tree, codehash._summary, codehash._parsed, codehash.code_key)
 
     def clear():
         for c in caches:
@@ -126,6 +126,64 @@ def test_a_name_a_registry_re_exports_is_followed_to_its_module():
     codehash._imports(tree, "bench", names)
     assert ("mmpipe.cohorts", "read_manifest") in names
     assert "cohorts/manifest_files" in codehash.module_closure(["mmpipe.cohorts:read_manifest"])
+
+
+# -- the disk cache of module digests ------------------------------------------------------
+
+
+def _fresh_summary(monkeypatch, path):
+    """``path``'s summary in a process that has not read it (the in-process cache
+    cleared), with parsing refused: what the disk cache alone serves."""
+    codehash._summary.cache_clear()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(codehash.ast, "parse", refuse)
+        try:
+            return codehash._summary(path)
+        finally:
+            codehash._summary.cache_clear()
+
+
+def test_a_module_hashed_before_is_read_from_the_disk_cache(monkeypatch):
+    path = codehash._module_file("bench/run")
+    first = codehash._summary(path)
+    assert _fresh_summary(monkeypatch, path) == first
+
+
+def test_an_edited_module_is_hashed_again_not_read_from_the_cache(package, monkeypatch):
+    path = codehash.PACKAGE_ROOT / "bench" / "run.py"
+    before = codehash._summary(path)
+    package("bench/run.py", "\ndef ", "\ndef _added():\n    return 1\n\n\ndef ")
+    with pytest.raises(AssertionError, match="parsed again"):
+        _fresh_summary(monkeypatch, path)
+    assert codehash._summary(path)[0] != before[0]
+
+
+@pytest.mark.parametrize("damage", ["", "{\"digest\": \"abc\", \"imports\": []}", "[1, 2]",
+                                    "{\"digest\": \""])
+def test_a_damaged_cache_entry_is_computed_again(damage, package, tmp_path, monkeypatch):
+    """An entry cut short, or written by something else, is not a digest: the module is
+    hashed again and its key is the one an empty cache gives."""
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(tmp_path / "cache"))
+    package("bench/run.py", "x", "x")  # clears the in-process caches
+    want = codehash.code_key(*TRAIN)
+    for entry in (tmp_path / "cache" / "code").iterdir():
+        entry.write_text(damage)
+    package("bench/run.py", "x", "x")
+    assert codehash.code_key(*TRAIN) == want
+
+
+def test_a_cache_that_cannot_be_written_costs_time_not_a_key(package, tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(tmp_path / "cache"))
+    package("bench/run.py", "x", "x")
+    want = codehash.code_key(*TRAIN)
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(tmp_path / "a_file"))  # no folder under it
+    package("bench/run.py", "x", "x")
+    assert codehash.code_key(*TRAIN) == want
 
 
 # -- every rule script's imports are in its rule's code key --------------------------------
