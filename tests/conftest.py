@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The files marked ``slow`` first. ``pytest-xdist`` hands out whole files in this
+    order (``--dist loadfile --no-loadscope-reorder`` in ``pyproject.toml``; its default
+    reorder puts the files of fewest tests, the workflow's, last): the longest start
+    first and the many short files fill the workers' ends, so neither waits on the
+    other's last file."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the repository; tests that need it skip without it."""
