@@ -89,7 +89,9 @@ def holm(ps: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjustment of ``ps`` (None kept, and not counted): a block of
     rows each tested against its best makes many tests, and under no difference at all
     uncorrected p < 0.05 marked a row in a quarter of 5-row blocks and in most 20-row
-    ones. Holm holds the chance of any false mark in a block at the level."""
+    ones. Holm holds the chance of any false mark in a block at the level for a reference
+    fixed in advance; :func:`wilcoxon_vs_best` picks its reference as the best on the same
+    runs, which Holm does not cover (the tables say how often that marks equal rows)."""
     order = sorted((p, i) for i, p in enumerate(ps) if p is not None)
     out: list[float | None] = [None] * len(ps)
     running = 0.0
