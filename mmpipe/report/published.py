@@ -48,13 +48,14 @@ class PublishedFigures:
         }, schema_overrides={"trainable_parameters": pl.Float64})
 
 
-# MMARE thesis, Table 5.6: MMIST-ccRCC, 12-month vital status, the authors' own
-# train/val/test split of 431/62/124 patients, one run (values as the thesis's table
-# prints them). "mF1" is the macro F1, our `f1_macro`.
+# MMARE thesis, Table 5.6: MMIST-ccRCC, 12-month vital status, the thesis's own
+# train/val/test split of 431/62/124 patients (not the release's train/test split of
+# clinical+genomic_split.csv, 497/121), one run (values as the thesis's table prints
+# them). "mF1" is the macro F1, our `f1_macro`.
 MMIST_VITAL12_TABLE_5_6 = PublishedFigures(
     label="published (MMARE thesis Table 5.6, single split)",
     source=("MMARE thesis, Table 5.6: MMIST-ccRCC 12-month vital status (vital_status_12), "
-            "authors' train/val/test split 431/62/124, one run"),
+            "the thesis's own train/val/test split 431/62/124, one run"),
     cohort="mmist_ccrcc",
     task="vital_status_12",
     rows=(
