@@ -38,16 +38,18 @@ is computed again. Only the registries' trees are still parsed in each process.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from mmpipe.fsutil import atomic_write_text
 from mmpipe.hashing import hash_cache_dir
 
 log = logging.getLogger(__name__)
@@ -146,23 +148,50 @@ def _summary(path: Path) -> tuple[str, list[tuple[str, list[str]]]]:
     statements, kept on disk by what they are a function of (see the module's docstring)."""
     source, package = path.read_bytes(), _package(path)
     key = hashlib.sha256(b"\0".join([b"codehash", _algorithm(), package.encode(), source]))
-    entry = hash_cache_dir() / "code" / f"{key.hexdigest()}.json"
-    try:
-        record = json.loads(entry.read_text())
-        digest, statements = record["digest"], [(m, list(a)) for m, a in record["imports"]]
-        if isinstance(digest, str) and len(digest) == 64:
-            return digest, statements
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # absent, cut short or written by something else: computed again
+    entry = _cache_entry(key.hexdigest())
+    if entry is not None and (kept := _kept(entry)) is not None:
+        return kept
     tree = ast.parse(source, filename=str(path))
     statements = _import_statements(tree, package)
     digest = hashlib.sha256(_neutral_form(tree).encode()).hexdigest()
+    if entry is not None:
+        _keep(entry, json.dumps({"digest": digest, "imports": statements}))
+    return digest, statements
+
+
+def _cache_entry(key: str) -> Path | None:
+    try:
+        return hash_cache_dir() / "code" / f"{key}.json"
+    except RuntimeError:  # no home folder to keep it under (no HOME, no passwd entry)
+        return None
+
+
+def _kept(entry: Path) -> tuple[str, list[tuple[str, list[str]]]] | None:
+    try:
+        record = json.loads(entry.read_text())
+        digest, imports = record["digest"], record["imports"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, cut short or written by something else: computed again
+    well_formed = (isinstance(digest, str) and len(digest) == 64 and isinstance(imports, list)
+                   and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str)
+                           and isinstance(s[1], list) and all(isinstance(a, str) for a in s[1])
+                           for s in imports))
+    return (digest, [(m, list(a)) for m, a in imports]) if well_formed else None
+
+
+def _keep(entry: Path, text: str) -> None:
+    """Write a cache entry atomically. Every job's own Snakemake run of a cluster writes
+    the same entries at once after an edit, from several hosts into a shared folder, so
+    the temporary file is this process's alone and nobody's debris to sweep."""
+    tmp = entry.with_name(f".{entry.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(entry, json.dumps({"digest": digest, "imports": statements}))
+        tmp.write_text(text)
+        os.replace(tmp, entry)  # the same bytes from every writer: the last one wins
     except OSError as err:  # a cache that cannot be written costs time, never a result
         log.debug("code digest not cached in %s: %s", entry.parent, err)
-    return digest, statements
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 @cache

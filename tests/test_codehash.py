@@ -163,7 +163,8 @@ def test_an_edited_module_is_hashed_again_not_read_from_the_cache(package, monke
 
 
 @pytest.mark.parametrize("damage", ["", "{\"digest\": \"abc\", \"imports\": []}", "[1, 2]",
-                                    "{\"digest\": \""])
+                                    "{\"digest\": \"", "{\"digest\": \"" + "a" * 64 +
+                                    "\", \"imports\": {\"mmpipe.x\": []}}"])
 def test_a_damaged_cache_entry_is_computed_again(damage, package, tmp_path, monkeypatch):
     """An entry cut short, or written by something else, is not a digest: the module is
     hashed again and its key is the one an empty cache gives."""
@@ -184,6 +185,38 @@ def test_a_cache_that_cannot_be_written_costs_time_not_a_key(package, tmp_path, 
     monkeypatch.setenv("MMPIPE_HASH_CACHE", str(tmp_path / "a_file"))  # no folder under it
     package("bench/run.py", "x", "x")
     assert codehash.code_key(*TRAIN) == want
+
+
+def test_no_home_folder_costs_the_cache_not_the_key(package, monkeypatch):
+    """``Path.home()`` raises RuntimeError where neither HOME nor a passwd entry gives
+    one (a container's uid): the Snakefile could not be parsed at all."""
+    package("bench/run.py", "x", "x")
+    want = codehash.code_key(*TRAIN)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(codehash, "hash_cache_dir", no_home)
+    package("bench/run.py", "x", "x")
+    assert codehash.code_key(*TRAIN) == want
+
+
+def test_another_hosts_temporary_entry_is_left_alone(package, tmp_path, monkeypatch):
+    """Every job's own Snakemake run of a cluster writes the same entries into a shared
+    folder at once: another host's temporary file is its writer's, not debris."""
+    monkeypatch.setenv("MMPIPE_HASH_CACHE", str(tmp_path / "cache"))
+    package("bench/run.py", "x", "x")
+    codehash.code_key(*TRAIN)
+    entries = sorted((tmp_path / "cache" / "code").iterdir())
+    # named as mmpipe.fsutil names its temporary files, which it sweeps as debris
+    others = [e.with_name(f"{e.name}.tmp-node042-12345") for e in entries]
+    for entry, other in zip(entries, others, strict=True):
+        entry.unlink()
+        other.write_text("{}")
+    package("bench/run.py", "x", "x")
+    codehash.code_key(*TRAIN)
+    assert all(other.exists() for other in others)
+    assert all(entry.exists() for entry in entries)
 
 
 # -- every rule script's imports are in its rule's code key --------------------------------
