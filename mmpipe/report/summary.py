@@ -57,7 +57,7 @@ from mmpipe.methods.families import (
     SINGLE_FAMILY,
     types_of,
 )
-from mmpipe.report.aggregate import NOT_HELD_COLUMN
+from mmpipe.report.aggregate import NOT_HELD_COLUMN, TABLE_METRICS
 from mmpipe.report.stats import DECIMALS, min_wilcoxon_p, paired_tails, two_sided
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
@@ -132,6 +132,14 @@ def t_interval(values: Sequence[float], level: float = 0.95,
     factor = 1 / len(v) + (test_train_ratio or 0.0)
     half = t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) * math.sqrt(factor)
     return float(v.mean() - half), float(v.mean() + half)
+
+
+def _bounded(ci: tuple[float, float] | None, metric: str) -> tuple[float, float] | None:
+    """``ci`` clipped to [0, 1] for a metric that is a fraction (all the tables' are): a
+    bound past them says only that few seeds leave the interval wide."""
+    if ci is None or metric not in TABLE_METRICS:
+        return ci
+    return max(ci[0], 0.0), min(ci[1], 1.0)
 
 
 def _test_train_ratio(runs: pl.DataFrame, row: dict) -> float | None:
@@ -457,12 +465,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         fam = best.get("family") or "other"
         values = list(_seed_values(runs, best, metric).values())
         ratio = _test_train_ratio(runs, best) if resplit else None
-        ci = t_interval(values, test_train_ratio=ratio)
+        ci = _bounded(t_interval(values, test_train_ratio=ratio), metric)
         std = best.get(f"{metric}_std")
         interval = f"{best[col]:.3f}" + ("" if std is None or math.isnan(std) else f" ± {std:.3f}")
         ci_text = (f"95 % CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else "") + (
             f" corrected for the splits' overlap (as independent seeds {plain[0]:.3f}–"
-            f"{plain[1]:.3f})" if ratio and ci and (plain := t_interval(values)) else "")
+            f"{plain[1]:.3f})" if ratio and ci and (plain := _bounded(t_interval(values), metric))
+            else "")
         ci_text += ", " if ci else ""
         n_valued = len(_seed_values(runs, best, metric))
         # a mean over fewer seeds than were run (the others could not train) says so

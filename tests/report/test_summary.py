@@ -235,6 +235,16 @@ def test_seeds_that_re_split_the_cohort_get_the_corrected_interval_and_a_caveat(
             f"seeds {plain[0]:.3f}–{plain[1]:.3f})") in _section(md, "**Natural missingness**")[0]
 
 
+def test_an_interval_past_0_or_1_is_clipped_to_the_metrics_range():
+    """Four seeds and the overlap's correction gave a balanced accuracy's interval an upper
+    bound of 1.071 on the demo."""
+    runs = _sized(_runs()).with_columns(n_train=pl.lit(10.0), n_test=pl.lit(100.0))
+    md = summary_markdown(runs, summarise(runs), _flags())
+    lo, hi = t_interval(np.array(NATURAL["hgb"]), test_train_ratio=10.0)
+    assert hi > 1
+    assert f"95 % CI {lo:.3f}–1.000 corrected" in _section(md, "**Natural missingness**")[0]
+
+
 @pytest.mark.parametrize("split_fixed", ["train,val,test", "test"])
 def test_a_fixed_split_or_test_set_keeps_the_plain_interval(split_fixed):
     runs = _sized(_runs(), split_fixed)
