@@ -342,7 +342,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     name = metric_label(metric, arrow=False).lower()
     lines = [f"## Summary: {name} on the test split", "",
              f"Per scenario and rate: the best method by {name} (mean ± std over seeds, "
-             "sample std; 95 % CI: t interval of the mean over seeds); the *fusion* method "
+             "sample std; 95 % CI: t interval of the mean over seeds, clipped to [0, 1], "
+             "corrected for the overlap of splits where each seed re-splits the cohort); the "
+             "*fusion* method "
              "best on validation (every family but the simple comparators: baselines, "
              "single modality and simple fusion) against the single-modality run and the "
              "simple fusion best on validation "

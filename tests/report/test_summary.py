@@ -249,7 +249,8 @@ def test_an_interval_past_0_or_1_is_clipped_to_the_metrics_range():
 def test_a_fixed_split_or_test_set_keeps_the_plain_interval(split_fixed):
     runs = _sized(_runs(), split_fixed)
     md = summary_markdown(runs, summarise(runs), _flags())
-    assert "re-splits" not in md and "corrected for the splits' overlap" not in md
+    assert "**Each seed re-splits one cohort.**" not in md
+    assert "corrected for the splits' overlap" not in md
     lo, hi = t_interval(np.array(NATURAL["hgb"]))
     assert f"95 % CI {lo:.3f}–{hi:.3f}, 5 seeds" in _section(md, "**Natural missingness**")[0]
 
