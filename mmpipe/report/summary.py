@@ -368,9 +368,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         lines += [
             "**Each seed re-splits one cohort.** Their training sets share most subjects "
             "and their test sets some, so the seeds are not independent samples of the "
-            "population the cohort was drawn from: the best method's interval is widened "
-            "by Nadeau & Bengio's correction for that overlap (variance (1/n + "
-            "n_test/n_train)·s²), but the Wilcoxon p values below still count the seeds "
+            "population the cohort was drawn from: "
+            + ("the best method's interval is widened by Nadeau & Bengio's correction for "
+               "that overlap (variance (1/n + n_test/n_train)·s²), but "
+               if {"n_train", "n_test"} <= set(runs.columns) else
+               "the intervals below treat them as independent (these runs do not record "
+               "their split sizes, which the correction for that overlap needs), and ")
+            + "the Wilcoxon p values below still count the seeds "
             "as independent. For two methods equal on that population, p < 0.05 came in "
             "29 % of 10-split comparisons of a simulation, not 5 % "
             "(benchmarks/report_statistics.py): a *significant* difference is one "

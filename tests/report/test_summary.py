@@ -245,6 +245,15 @@ def test_an_interval_past_0_or_1_is_clipped_to_the_metrics_range():
     assert f"95 % CI {lo:.3f}–1.000 corrected" in _section(md, "**Natural missingness**")[0]
 
 
+def test_runs_without_their_split_sizes_are_not_said_to_get_the_correction():
+    runs = _runs()  # no n_train / n_test (runs written before they were recorded)
+    md = summary_markdown(runs, summarise(runs), _flags())
+    assert "**Each seed re-splits one cohort.**" in md
+    assert "is widened" not in md and "do not record their split sizes" in md
+    lo, hi = t_interval(np.array(NATURAL["hgb"]))
+    assert f"95 % CI {lo:.3f}–{hi:.3f}, 5 seeds" in _section(md, "**Natural missingness**")[0]
+
+
 @pytest.mark.parametrize("split_fixed", ["train,val,test", "test"])
 def test_a_fixed_split_or_test_set_keeps_the_plain_interval(split_fixed):
     runs = _sized(_runs(), split_fixed)
