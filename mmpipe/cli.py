@@ -529,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads (default 1, as the encode rule runs: a store of "
                         "the same bytes as the workflow's)")
     p.add_argument("--force", action="store_true",
-                   help="replace a finished store made with other settings")
+                   help="replace a finished store made with other settings, and encode "
+                        "from preprocessing shards older than the files they were made from")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("predict", help="score subjects with a trained run (any modality subset)")

@@ -494,3 +494,15 @@ def test_a_killed_manifest_build_leaves_a_folder_the_sweep_removes(tmp_path):
         shutil.copytree(tmp, left)
     assert not tmp.exists()
     assert sweep_debris(tmp_path) == [left] and not left.exists()
+
+
+def test_encode_help_says_all_that_force_skips(capsys):
+    """``--force`` also encodes from shards older than their inputs (the refusal's own
+    message offers it), which ``encode --help`` did not say."""
+    from mmpipe import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["encode", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "replace a finished store made with other settings" in text
+    assert "shards older than the files they were made from" in text
