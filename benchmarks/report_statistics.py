@@ -52,7 +52,7 @@ def resplit(cohorts: int, subjects: int, splits: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     # the procedure's population AUC: fitted on training-sized samples, scored on a large one
     xa, _, ya = _cohort(rng, 200_000)
-    n_train = int(0.7 * subjects)
+    n_train, n_test = int(0.7 * subjects), subjects - int(0.8 * subjects)
     fits = []
     for _ in range(200):
         x, _, y = _cohort(rng, n_train)
@@ -64,14 +64,14 @@ def resplit(cohorts: int, subjects: int, splits: int, seed: int) -> None:
         a, b = [], []
         for _ in range(splits):
             order = rng.permutation(subjects)
-            train, test = order[:n_train], order[int(0.8 * subjects):]
+            train, test = order[:n_train], order[subjects - n_test:]
             a.append(_auc(x1[train], y[train], x1[test], y[test]))
             b.append(_auc(x2[train], y[train], x2[test], y[test]))
         p = paired_p(np.array(a), np.array(b))
         false_calls += p is not None and p < 0.05
         lo, hi = t_interval(a)
         plain_cover += lo <= truth <= hi
-        lo, hi = t_interval(a, test_train_ratio=(subjects - int(0.8 * subjects)) / n_train)
+        lo, hi = t_interval(a, test_train_ratio=n_test / n_train)
         corrected_cover += lo <= truth <= hi
     print(f"re-split seeds: {cohorts} cohorts of {subjects} subjects, {splits} random 7:1:2 "
           f"splits each; population AUC of the procedure {truth:.4f}")

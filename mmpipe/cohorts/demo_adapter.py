@@ -48,9 +48,8 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     "volume": (".nii.gz", ".nii"),
     "slide": (".tiff",),
 }
-# what the generator writes (mmpipe.cohorts.demo): a folder per imaging modality, and the
-# label and clinical fields in its two tables
-KINDS = IMAGING_KINDS
+# what the generator writes (mmpipe.cohorts.demo): a folder per imaging modality
+# (IMAGING_KINDS), and the label and clinical fields in its two tables
 TABLE_COLUMNS = ("label", *CLINICAL_FIELDS)
 
 
@@ -96,7 +95,8 @@ def check_config(cohort_cfg: dict) -> None:
     the manifest job ran."""
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
-    layout_modalities(specs, "demo", KINDS, KINDS, f"{CLINICAL_CSV} and {LABELS_CSV}")
+    layout_modalities(specs, "demo", IMAGING_KINDS, IMAGING_KINDS,
+                      f"{CLINICAL_CSV} and {LABELS_CSV}")
     unknown = [c for c in dict.fromkeys([*labels, *(f for s in specs.values() for f in s.fields)])
                if c not in TABLE_COLUMNS]
     if unknown:

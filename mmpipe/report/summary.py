@@ -142,11 +142,14 @@ def _bounded(ci: tuple[float, float] | None, metric: str) -> tuple[float, float]
     return max(ci[0], 0.0), min(ci[1], 1.0)
 
 
+# what the runs record of their split sizes, which the overlap's correction reads
+SPLIT_SIZES = frozenset({"n_train", "n_test"})
+
+
 def _test_train_ratio(runs: pl.DataFrame, row: dict) -> float | None:
-    """Mean n_test / mean n_train of a row's runs; None where the runs do not say."""
+    """Mean n_test / mean n_train of a row's runs (which hold :data:`SPLIT_SIZES`); None
+    where they do not say."""
     part = _runs_of(runs, row)
-    if not {"n_test", "n_train"} <= set(part.columns):
-        return None
     n_test, n_train = part["n_test"].mean(), part["n_train"].mean()
     if n_test is None or n_train is None or not n_train > 0:
         return None
@@ -364,6 +367,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     one_split = _one_split(runs)
     # seeds that each drew their own split of the cohort (neither part fixed)
     resplit = not one_split and not _fixed_test(runs)
+    corrected = resplit and SPLIT_SIZES <= set(runs.columns)
     if resplit:
         lines += [
             "**Each seed re-splits one cohort.** Their training sets share most subjects "
@@ -371,7 +375,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "population the cohort was drawn from: "
             + ("the best method's interval is widened by Nadeau & Bengio's correction for "
                "that overlap (variance (1/n + n_test/n_train)·s²), but "
-               if {"n_train", "n_test"} <= set(runs.columns) else
+               if corrected else
                "the intervals below treat them as independent (these runs do not record "
                "their split sizes, which the correction for that overlap needs), and ")
             + "the Wilcoxon p values below still count the seeds "
@@ -470,16 +474,19 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         partial = best_of(rows)
         fam = best.get("family") or "other"
         values = list(_seed_values(runs, best, metric).values())
-        ratio = _test_train_ratio(runs, best) if resplit else None
-        ci = _bounded(t_interval(values, test_train_ratio=ratio), metric)
+        ratio = _test_train_ratio(runs, best) if corrected else None
+        plain = _bounded(t_interval(values), metric)
+        ci = _bounded(t_interval(values, test_train_ratio=ratio), metric) if ratio else plain
         std = best.get(f"{metric}_std")
         interval = f"{best[col]:.3f}" + ("" if std is None or math.isnan(std) else f" ± {std:.3f}")
-        ci_text = (f"95 % CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else "") + (
-            f" corrected for the splits' overlap (as independent seeds {plain[0]:.3f}–"
-            f"{plain[1]:.3f})" if ratio and ci and (plain := _bounded(t_interval(values), metric))
-            else "")
-        ci_text += ", " if ci else ""
-        n_valued = len(_seed_values(runs, best, metric))
+        ci_text = ""
+        if ci:
+            ci_text = f"95 % CI {ci[0]:.3f}–{ci[1]:.3f}"
+            if ratio:
+                ci_text += (f" corrected for the splits' overlap (as independent seeds "
+                            f"{plain[0]:.3f}–{plain[1]:.3f})")
+            ci_text += ", "
+        n_valued = len(values)
         # a mean over fewer seeds than were run (the others could not train) says so
         seeds_text = (f"{best['n_seeds']} seeds" if n_valued == best["n_seeds"]
                       else f"{n_valued} of {best['n_seeds']} seeds with a value")

@@ -135,7 +135,8 @@ def test_a_generation_killed_midway_is_refused_not_read(tmp_path, monkeypatch):
 def test_the_names_the_config_check_allows_are_what_the_generator_writes(generated):
     """The config check refuses a demo modality, kind or column by these tables
     (``check_config``): they must be the generator's own."""
-    from mmpipe.cohorts.demo_adapter import KINDS, SUFFIXES, TABLE_COLUMNS
+    from mmpipe.cohorts.demo.plan import IMAGING_KINDS as KINDS
+    from mmpipe.cohorts.demo_adapter import SUFFIXES, TABLE_COLUMNS
 
     root = generated[0] / "raw"
     assert {p.name for p in root.iterdir() if p.is_dir()} == set(KINDS)
