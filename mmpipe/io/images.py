@@ -6,7 +6,8 @@ macOS leaves a ``._<name>.png`` of metadata beside each file it copies) are the
 subject's set, as BreakHis keeps a patient's fields of one magnification (the store's
 note names a folder's other entries: :func:`entries_not_read`). PNG, JPEG and BMP are
 read with Pillow, TIFF with tifffile (a multi-page TIFF's first page; grey, RGB, palette
-or JPEG-compressed YCbCr, within Pillow's pixel limit). Every
+or JPEG-compressed YCbCr, within Pillow's pixel limit); a 16-bit colour PNG's samples by
+libpng through imagecodecs, as Pillow keeps only their high byte. Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
 on white (transparent is background, as in a slide),
 16-bit scaled to 8 bits by its maximum value. An image is turned upright by its EXIF
@@ -220,6 +221,49 @@ def _check_tiff_page(page, path: Path) -> None:
 # Pillow's grey modes wider than 8 bits (a 16-bit PNG opens as one of them)
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I", "F")
 
+# the samples a pixel of a 16-bit colour or grey-and-alpha PNG by Pillow's raw mode: Pillow
+# opens it as 8-bit RGB or RGBA by keeping each sample's high byte, so 12-bit data
+# (0..4095) read as 0..15
+_WIDE_PNG_SAMPLES = {"RGB;16B": 3, "RGBA;16B": 4, "LA;16B": 2}
+
+
+def wide_png_samples(img) -> int | None:
+    """The samples a pixel of a 16-bit colour or grey-and-alpha PNG, which Pillow would
+    truncate to 8 bits, from a Pillow image opened and not yet loaded; None for any
+    other image."""
+    if img.format != "PNG" or not img.tile:
+        return None
+    args = img.tile[0].args
+    return _WIDE_PNG_SAMPLES.get(args if isinstance(args, str) else args[0])
+
+
+def _decode_wide_png(path: Path) -> np.ndarray:
+    """A 16-bit colour PNG's samples, ``uint16 [H, W, C]``, by libpng (imagecodecs):
+    a colour key (tRNS) comes as an alpha channel, transparent at the key."""
+    import imagecodecs
+
+    array = imagecodecs.png_decode(path.read_bytes())
+    if array.dtype != np.uint16 or array.ndim != 3:
+        raise InputError(f"16-bit PNG decoded as {array.dtype} {array.shape}: not its "
+                         "16-bit samples", path=path)
+    return array
+
+
+def _pillow_samples(img) -> tuple[np.ndarray, float | None]:
+    """A loaded Pillow image's samples, with its transparency as an alpha channel, and
+    that alpha's full opacity (None: its dtype's)."""
+    if img.mode in _WIDE_GREY and "transparency" in img.info:
+        # Pillow's RGBA of a 16-bit grey clips every value above 255 (the image turned
+        # white): the colour key becomes an alpha here, and the grey keeps its bits
+        grey = np.asarray(img)
+        opaque = (grey != img.info["transparency"]).astype(grey.dtype)
+        return np.stack([grey, opaque], axis=-1), 1.0
+    if img.mode == "PA" or "transparency" in img.info:
+        img = img.convert("RGBA")  # a palette or colour key: an alpha here
+    elif img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    return np.asarray(img), None
+
 
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as RGB ``uint8 [H, W, 3]``."""
@@ -259,23 +303,20 @@ def read_image(path: str | Path) -> np.ndarray:
             from PIL import Image, ImageOps
 
             with Image.open(path) as img:
+                wide = wide_png_samples(img) is not None
                 img.load()
-                # a camera stores its sensor's rows and says in EXIF how to turn them upright
-                ImageOps.exif_transpose(img, in_place=True)
                 alpha, alpha_max, orientation, planar = "straight", None, 1, False
-                if img.mode in _WIDE_GREY and "transparency" in img.info:
-                    # Pillow's RGBA of a 16-bit grey clips every value above 255 (the
-                    # image turned white): the colour key becomes an alpha here, and the
-                    # grey keeps its bits
-                    grey = np.asarray(img)
-                    opaque = (grey != img.info["transparency"]).astype(grey.dtype)
-                    array, alpha_max = np.stack([grey, opaque], axis=-1), 1.0
+                if wide:
+                    # its samples are decoded below, once Pillow's 8-bit copy is closed;
+                    # its EXIF orientation is applied as a TIFF's is
+                    orientation = img.getexif().get(0x0112, 1)
                 else:
-                    if img.mode == "PA" or "transparency" in img.info:
-                        img = img.convert("RGBA")  # a palette or colour key: an alpha here
-                    elif img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-                        img = img.convert("RGB")
-                    array = np.asarray(img)
+                    # a camera stores its sensor's rows and says in EXIF how to turn them
+                    # upright
+                    ImageOps.exif_transpose(img, in_place=True)
+                    array, alpha_max = _pillow_samples(img)
+            if wide:
+                array = _decode_wide_png(path)
     except InputError:
         raise
     except Exception as err:  # Pillow and tifffile raise many types for a broken file

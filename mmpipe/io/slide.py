@@ -324,51 +324,79 @@ def physical_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-# what decoding a plain image peaks at, bytes a pixel, by Pillow's mode (measured on 6
-# megapixels, :class:`_PlainImageHandle`); an 8-bit RGB or grey image otherwise
+# what reading a plain image whole peaks at, bytes a pixel (its file's bytes, the decoded
+# samples and their conversion to 8-bit RGB; measured on 6 megapixels of noise, which
+# does not compress), by Pillow's mode; an 8-bit RGB or grey image otherwise
 _DECODE_PEAK_BYTES = {"RGBA": 25, "LA": 25, "PA": 25, "RGBa": 25, "I;16": 16, "I;16B": 16,
                       "I;16L": 16, "I": 16, "F": 16}
-# a TIFF is decoded by tifffile, and Pillow calls a 16-bit colour TIFF RGB or RGBA: its
-# peak by (bits, samples) a pixel (measured on 6 megapixels, review of this check)
-_TIFF_PEAK_BYTES = {(16, 3): 21, (16, 4): 72}
+# ... and by (bits, samples) a pixel where Pillow's mode does not say it: a TIFF, which
+# tifffile decodes, and a 16-bit colour PNG, which Pillow calls RGB, RGBA or RGBA
+_WIDE_PEAK_BYTES = {(16, 2): 36, (16, 3): 24, (16, 4): 76}
+# a TIFF's otherwise: 9–10 measured for 8-bit RGB deflated or JPEG 2000, 7 for 16-bit and
+# 10 for float grey, 26 for 8-bit RGBA; an unmeasured kind its file's and its decoded
+# samples' bytes and the RGB made of them
+_TIFF_PEAK_BYTES, _TIFF_ALPHA_PEAK_BYTES = 11, 26
+
+
+def _tiff_peak_bytes(bits: int, samples: int) -> int:
+    if (bits, samples) in _WIDE_PEAK_BYTES:
+        return _WIDE_PEAK_BYTES[bits, samples]
+    if samples in (2, 4):
+        return _TIFF_ALPHA_PEAK_BYTES
+    return max(_TIFF_PEAK_BYTES, 2 * samples * math.ceil(bits / 8) + 3)
+
+
+def _decode_peak(path: Path) -> tuple[int, int, str, int] | None:
+    """A plain image's width, height, what its pixels are (for a message) and the bytes
+    a pixel that reading it whole peaks at, from its header; None for a header that
+    cannot be read (the decoder names what is wrong with it). A TIFF is sized by
+    tifffile, which reads it: Pillow cannot open one compressed with JPEG 2000, JPEG-XL
+    or PNG, and such a file went on to be decoded whole, unchecked."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                width, height = int(page.imagewidth), int(page.imagelength)
+                bits, samples = int(page.bitspersample), int(page.samplesperpixel)
+                compression = getattr(page.compression, "name", page.compression)
+        except Exception:
+            return None
+        return (width, height, f"{samples} samples of {bits} bits, {compression}",
+                _tiff_peak_bytes(bits, samples))
+    from PIL import Image
+
+    from mmpipe.io.images import wide_png_samples
+
+    try:
+        with Image.open(path) as probe:
+            (width, height), mode = probe.size, probe.mode
+            samples = wide_png_samples(probe)
+    except Exception:
+        return None
+    if samples is not None:
+        return width, height, f"{samples} samples of 16 bits", _WIDE_PEAK_BYTES[(16, samples)]
+    return width, height, mode, _DECODE_PEAK_BYTES.get(mode, 6)
 
 
 def _check_fits_in_memory(path: Path) -> None:
     """Refuse, as its subject's own fault, a plain image whose decoding would peak above
     the machine's memory: it failed with a MemoryError, which counts as the machine's
     (the job fails and is retried with more memory), so it failed its whole shard on
-    every retry. Its header gives its size and mode without decoding; one the header
-    reader cannot size is left to the decoder's own error."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as probe:
-            (width, height), mode = probe.size, probe.mode
-    except Exception:  # the decoder names what is wrong with it
+    every retry. Its header gives its size without decoding; one the header reader
+    cannot size is left to the decoder's own error."""
+    header = _decode_peak(path)
+    if header is None:
         return
-    per_pixel = _DECODE_PEAK_BYTES.get(mode, 6)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        per_pixel = max(per_pixel, _tiff_peak_bytes(path))
+    width, height, pixels, per_pixel = header
     need, have = width * height * per_pixel, physical_memory_bytes()
     if need > have:
-        raise SlideError(reason=f"a plain image of {width}x{height} pixels ({mode}), decoded "
-                                f"whole (about {need / 2**30:.1f} GiB at its peak), is more "
-                                f"than this machine's memory ({have / 2**30:.1f} GiB): "
-                                "convert it to a tiled pyramidal TIFF, which OpenSlide reads "
-                                "a region at a time", path=path)
-
-
-def _tiff_peak_bytes(path: Path) -> int:
-    """A 16-bit colour TIFF's decode peak a pixel (:data:`_TIFF_PEAK_BYTES`), 0 otherwise."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            key = (int(page.bitspersample), int(page.samplesperpixel))
-    except Exception:  # the decoder names what is wrong with it
-        return 0
-    return _TIFF_PEAK_BYTES.get(key, 0)
+        raise SlideError(reason=f"a plain image of {width}x{height} pixels ({pixels}), "
+                                f"decoded whole (about {need / 2**30:.1f} GiB at its peak), "
+                                f"is more than this machine's memory ({have / 2**30:.1f} "
+                                "GiB): convert it to a tiled pyramidal TIFF, which OpenSlide "
+                                "reads a region at a time", path=path)
 
 
 class _PlainImageHandle:
@@ -377,8 +405,8 @@ class _PlainImageHandle:
     white, 16 bits scaled, as any 2-D image) behind OpenSlide's handle API: one level,
     ``read_region`` returning RGBA with transparent pixels outside the image, as OpenSlide
     does. The decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels);
-    decoding peaks near 6 bytes a pixel for RGB, 25 for 8-bit RGBA and 16 for 16-bit
-    colour (measured on 6 megapixels).
+    decoding peaks near 6 bytes a pixel for RGB, 25 for 8-bit RGBA and 24–76 for 16-bit
+    colour (:data:`_WIDE_PEAK_BYTES`), checked before decoding.
     A JPEG or PNG carries no trusted resolution, so its mpp comes from the config; a
     TIFF's own resolution tags count as OpenSlide's would (:func:`_tiff_properties`)."""
 

@@ -124,6 +124,46 @@ def test_a_16_bit_grey_png_with_a_colour_key_keeps_its_grey_levels(tmp_path):
     assert image[1, 1].tolist() == [255] * 3 and image[0, 1].tolist() == [11] * 3
 
 
+def _png16(path, samples, *chunks):
+    """A 16-bit PNG as libpng writes it (imagecodecs), with ``chunks`` (type, data)
+    after its header: Pillow cannot write 16-bit colour."""
+    import struct
+    import zlib
+
+    import imagecodecs
+
+    data = imagecodecs.png_encode(samples)
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, its CRC
+    extra = b"".join(struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+                     for t, d in chunks)
+    path.write_bytes(data[:ihdr_end] + extra + data[ihdr_end:])
+    return path
+
+
+def test_a_16_bit_colour_png_keeps_its_bits(tmp_path):
+    """Pillow opens a 16-bit colour PNG as 8-bit RGB by keeping each sample's high byte:
+    a camera's 12-bit values (0..4095) read as 0..15, near black, not scaled by their
+    maximum as every other 16-bit image is."""
+    rgb = np.random.default_rng(0).integers(0, 4096, (9, 7, 3)).astype(np.uint16)
+    rgb[0, 0] = (1, 2, 3)
+    scaled = np.rint(rgb / rgb.max() * 255).astype(np.uint8)
+    opaque = np.full((9, 7, 1), 65535, np.uint16)
+    np.testing.assert_array_equal(read_image(_png16(tmp_path / "rgb.png", rgb)), scaled)
+    np.testing.assert_array_equal(
+        read_image(_png16(tmp_path / "rgba.png", np.concatenate([rgb, opaque], -1))), scaled)
+    grey = read_image(_png16(tmp_path / "la.png", np.concatenate([rgb[..., :1], opaque], -1)))
+    np.testing.assert_array_equal(grey[..., 1], np.rint(rgb[..., 0] / rgb[..., 0].max() * 255))
+    # a colour key (tRNS) is transparent: white, the rest as without it
+    keyed = read_image(_png16(tmp_path / "keyed.png", rgb, (b"tRNS", bytes([0, 1, 0, 2, 0, 3]))))
+    assert keyed[0, 0].tolist() == [255] * 3
+    np.testing.assert_array_equal(keyed.reshape(-1, 3)[1:], scaled.reshape(-1, 3)[1:])
+    # its EXIF orientation is applied, as an 8-bit PNG's is
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = read_image(_png16(tmp_path / "exif.png", rgb, (b"eXIf", exif.tobytes()[6:])))
+    np.testing.assert_array_equal(turned, np.rot90(scaled, k=-1))
+
+
 def test_a_tiff_is_channels_first_only_when_its_planar_configuration_says_so(tmp_path):
     """The layout was guessed from the shape: a grey and alpha TIFF 3 pixels tall came
     out transposed, a separate-plane RGB 3 pixels wide was read as contiguous, and a

@@ -336,9 +336,27 @@ def test_a_plain_image_larger_than_the_machine_is_its_subjects_rejection(tmp_pat
 
     deep = tmp_path / "deep.tif"
     tifffile.imwrite(deep, np.zeros((40, 60, 3), np.uint16), photometric="rgb")
-    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 21 - 1)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 24 - 1)
     with pytest.raises(SlideError, match="more than this machine's memory"):
         open_slide(deep, mpp_when_missing=0.5)
+    # so does a 16-bit colour PNG, decoded by libpng: Pillow calls it RGB
+    import imagecodecs
+
+    deep_png = tmp_path / "deep.png"
+    deep_png.write_bytes(imagecodecs.png_encode(np.zeros((40, 60, 3), np.uint16)))
+    with pytest.raises(SlideError, match=r"\(3 samples of 16 bits\).*more than this machine"):
+        open_slide(deep_png, mpp_when_missing=0.5)
+    # a TIFF that Pillow cannot open (JPEG 2000, JPEG-XL, PNG inside) went on to be
+    # decoded whole, unchecked: tifffile, which reads it, sizes it
+    j2k = tmp_path / "j2k.tif"
+    tifffile.imwrite(j2k, np.zeros((40, 60, 3), np.uint8), photometric="rgb",
+                     compression="jpeg2000")
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 11 - 1)
+    with pytest.raises(SlideError, match=r"\(3 samples of 8 bits, JPEG2000\).*more than"):
+        open_slide(j2k, mpp_when_missing=0.5)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 11)
+    with open_slide(j2k, mpp_when_missing=0.5) as slide:
+        assert slide.level_dimensions == ((60, 40),)
 
 
 def test_a_flat_tiff_read_as_a_plain_image_keeps_its_own_resolution(tmp_path):
