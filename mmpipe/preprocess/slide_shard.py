@@ -34,9 +34,25 @@ def tiling_params_from(params: dict):
     return TilingParams(**{k: v for k, v in params.items() if k in fields})
 
 
+def _tiling_note(detail: dict) -> str:
+    """What a tiled slide's QC row says for a reader to look at, as a DICOM note does."""
+    from mmpipe.io.slide import MPP_SOURCE_CONFIG
+    from mmpipe.preprocess.tiling import TISSUE_AREA_NOTE
+
+    notes = []
+    if detail["mpp_source"] == MPP_SOURCE_CONFIG:
+        notes.append(f"tiled at an assumed {detail['mpp']:.4g} um/px "
+                     "(preprocess.slide.mpp_when_missing): none in the slide's metadata")
+    if detail["tissue_area"] >= TISSUE_AREA_NOTE:
+        notes.append(f"the tissue mask covers {100 * detail['tissue_area']:.0f} % of the "
+                     "slide: tinted glass, a dark background or pen ink may be tiled as "
+                     "tissue; look at its thumbnail")
+    return "; ".join(notes)
+
+
 def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards: int,
                      params: dict, out_dir: str | Path) -> pl.DataFrame:
-    from mmpipe.io.slide import MPP_SOURCE_CONFIG, open_slide
+    from mmpipe.io.slide import open_slide
     from mmpipe.preprocess.tiling import tile_grid
 
     tiling = tiling_params_from(params)
@@ -53,6 +69,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
             with open_slide(path, mpp_when_missing=tiling.mpp_when_missing) as slide:
                 grid = tile_grid(slide, tiling)
                 detail = {"n_tiles": len(grid.coords), "n_on_tissue": grid.n_on_tissue,
+                          "n_grid": grid.n_grid, "tissue_area": round(grid.tissue_area, 4),
                           "level": grid.level, "mpp": slide.mpp,
                           "mpp_source": slide.mpp_source, "read_size": grid.read_size}
         except Exception as raised:
@@ -70,12 +87,8 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                          "n_tiles": 0, "detail": None})
             continue
         frames.append(grid.to_frame(sid))
-        # a resolution the config assumed is worth the subject's note, as a DICOM note is
-        note = (f"tiled at an assumed {detail['mpp']:.4g} um/px "
-                "(preprocess.slide.mpp_when_missing): none in the slide's metadata"
-                if detail["mpp_source"] == MPP_SOURCE_CONFIG else "")
         rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
-                     "status": "ok", "reason": note, "path": str(path),
+                     "status": "ok", "reason": _tiling_note(detail), "path": str(path),
                      "path_under_root": path_under_root(meta, str(path)),
                      "n_tiles": detail["n_tiles"], "detail": json.dumps(detail, default=str)})
     check_not_all_unnamed(failures, len(subjects), "tile")

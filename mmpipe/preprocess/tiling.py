@@ -41,7 +41,9 @@ Differences from CLAM, and why:
 - at most ``max_tiles`` tiles are kept, spread evenly over the tissue (see
   :func:`spread_subset`), to bound the encoder's cost per slide; ``max_tiles: null``
   keeps every tile on tissue, as CLAM does. The QC's ``detail`` gives the count on
-  tissue beside the count kept;
+  tissue beside the count kept, the grid's size, and the share of the slide the mask
+  calls tissue (``tissue_area``); a slide read as nearly all tissue gets a note
+  (:data:`TISSUE_AREA_NOTE`), as tinted glass or pen ink would be;
 - pixels past the slide's edge or not scanned (transparent in OpenSlide) are read as
   white, glass, where CLAM's ``convert('RGB')`` makes them black: an edge tile's
   features differ from CLAM's there.
@@ -77,6 +79,11 @@ PEN_MIN_CHROMA = 30
 # A level counts as "no coarser than the target" within this relative tolerance, so that
 # a 0.499 or 0.5025 um/px scan is read at its own resolution for a 0.5 um/px target.
 MPP_TOLERANCE = 0.01
+# A slide whose mask calls at least this share of it tissue gets a QC note: tinted glass,
+# a dark or grey background and most pen ink (blue, red, dark marker) pass the saturation
+# threshold as CLAM's does, and a slide so read is tiled edge to edge (OpenSlide's CMU-1
+# small region, a crop, reads 34 %; a TCGA frozen section 61 %)
+TISSUE_AREA_NOTE = 0.9
 # OpenSlide's digest of a slide's header and lowest-resolution level
 QUICKHASH = "openslide.quickhash-1"
 # Rows of the mask level read at once: bounds memory on large slides (~64 MiB RGBA).
@@ -159,8 +166,11 @@ class TileGrid:
     # quickhash-1 (None for a plain image, or a grid from before they were recorded)
     slide_size: tuple[int, int] | None = None
     slide_quickhash: str | None = None
-    # the tiles on tissue before max_tiles chose among them (None: not recorded)
+    # the tiles on tissue before max_tiles chose among them, the tiles of the whole grid,
+    # and the share of the slide's tissue mask called tissue (None: not recorded)
     n_on_tissue: int | None = None
+    n_grid: int | None = None
+    tissue_area: float | None = None
 
     def __post_init__(self) -> None:
         self.coords = np.asarray(self.coords, dtype=np.int64).reshape(-1, 2)
@@ -437,6 +447,8 @@ def tile_grid(slide: Slide, params: TilingParams) -> TileGrid:
         slide_size=slide.dimensions,
         slide_quickhash=slide.properties.get(QUICKHASH),
         n_on_tissue=int(n_tissue),
+        n_grid=int(fraction.size),
+        tissue_area=float(mask.mean()),
     )
 
 
