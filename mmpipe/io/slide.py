@@ -43,8 +43,9 @@ COARSEST_SCAN_MPP = 20.0
 FINEST_SCAN_MPP = 0.02
 
 # mpp-x and mpp-y of a scanner agree to well under a percent; more than this is worth a
-# look, and more than the second is no scanner's square pixel: tiles would be stretched
-_MPP_XY_TOLERANCE = 0.01
+# look (a warning, and the slide's QC note), and more than the second is no scanner's
+# square pixel: tiles would be stretched
+MPP_XY_TOLERANCE = 0.01
 _MPP_XY_REFUSED = 0.15
 
 
@@ -86,11 +87,22 @@ class Slide:
     ``size`` is (width, height) in pixels of the requested level.
     """
 
-    def __init__(self, handle: Any, path: str | Path, mpp: float, mpp_source: str):
+    def __init__(self, handle: Any, path: str | Path, mpp: float, mpp_source: str,
+                 mpp_xy: tuple[float, float] | None = None):
         self._handle = handle
         self.path = Path(path)
         self.mpp = float(mpp)
         self.mpp_source = mpp_source
+        # the slide's own mpp-x and mpp-y, whose mean is ``mpp`` (None: assumed from config)
+        self.mpp_xy = mpp_xy
+
+    @property
+    def anisotropy(self) -> float:
+        """How far the slide's mpp-x and mpp-y lie apart, relative to the larger; square
+        tiles of its pixels are stretched by as much (0 for an assumed mpp)."""
+        if self.mpp_xy is None:
+            return 0.0
+        return abs(self.mpp_xy[0] - self.mpp_xy[1]) / max(self.mpp_xy)
 
     # -- geometry ---------------------------------------------------------------
     @property
@@ -191,10 +203,10 @@ def _square_mpp(mpp_xy: tuple[float, float], path: Path) -> float:
         raise SlideError(reason=f"its mpp-x {mpp_x:.5g} and mpp-y {mpp_y:.5g} differ by more "
                                 f"than {100 * _MPP_XY_REFUSED:.0f} %: square tiles of its pixels "
                                 "would cover a stretched field", path=path)
-    if abs(mpp_x - mpp_y) > _MPP_XY_TOLERANCE * max(mpp_x, mpp_y):
+    if abs(mpp_x - mpp_y) > MPP_XY_TOLERANCE * max(mpp_x, mpp_y):
         log.warning("slide %s: mpp-x %.5g and mpp-y %.5g differ by more than %.0f %%; "
                     "using their mean (tiles will be slightly anisotropic)",
-                    path, mpp_x, mpp_y, 100 * _MPP_XY_TOLERANCE)
+                    path, mpp_x, mpp_y, 100 * MPP_XY_TOLERANCE)
     return (mpp_x + mpp_y) / 2
 
 
@@ -549,4 +561,5 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
     except BaseException:
         handle.close()
         raise
-    return Slide(handle, path, mpp, source)
+    return Slide(handle, path, mpp, source,
+                 None if source == MPP_SOURCE_CONFIG else tuple(map(float, mpp_xy)))

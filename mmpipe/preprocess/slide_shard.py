@@ -36,13 +36,18 @@ def tiling_params_from(params: dict):
 
 def _tiling_note(detail: dict) -> str:
     """What a tiled slide's QC row says for a reader to look at, as a DICOM note does."""
-    from mmpipe.io.slide import MPP_SOURCE_CONFIG
+    from mmpipe.io.slide import MPP_SOURCE_CONFIG, MPP_XY_TOLERANCE
     from mmpipe.preprocess.tiling import TISSUE_AREA_NOTE
 
     notes = []
     if detail["mpp_source"] == MPP_SOURCE_CONFIG:
         notes.append(f"tiled at an assumed {detail['mpp']:.4g} um/px "
                      "(preprocess.slide.mpp_when_missing): none in the slide's metadata")
+    if detail["anisotropy"] > MPP_XY_TOLERANCE:
+        mpp_x, mpp_y = detail["mpp_xy"]
+        notes.append(f"its mpp-x {mpp_x:.5g} and mpp-y {mpp_y:.5g} differ by "
+                     f"{100 * detail['anisotropy']:.1f} %: tiled at their mean, each tile "
+                     "stretched by as much")
     if detail["tissue_area"] >= TISSUE_AREA_NOTE:
         notes.append(f"the tissue mask covers {100 * detail['tissue_area']:.0f} % of the "
                      "slide: tinted glass, a dark background or pen ink may be tiled as "
@@ -71,7 +76,9 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                 detail = {"n_tiles": len(grid.coords), "n_on_tissue": grid.n_on_tissue,
                           "n_grid": grid.n_grid, "tissue_area": round(grid.tissue_area, 4),
                           "level": grid.level, "mpp": slide.mpp,
-                          "mpp_source": slide.mpp_source, "read_size": grid.read_size}
+                          "mpp_source": slide.mpp_source, "mpp_xy": slide.mpp_xy,
+                          "anisotropy": round(slide.anisotropy, 4),
+                          "read_size": grid.read_size}
         except Exception as raised:
             # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged
             # file), is its subject's rejection; a cause they share fails the job

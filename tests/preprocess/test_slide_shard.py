@@ -64,22 +64,32 @@ def test_a_resolution_the_config_assumed_is_the_slides_note(tmp_path):
                              "none in the slide's metadata")
 
 
-def test_a_slide_read_as_nearly_all_tissue_is_the_slides_note(tmp_path):
+def test_slides_tiled_in_a_way_worth_a_look_are_noted(tmp_path):
     """Tinted glass passes the saturation threshold, as CLAM's does, and its slide was
     tiled edge to edge with a QC row that read ok: neither the grid's size nor the share
-    of the slide called tissue was recorded."""
+    of the slide called tissue was recorded. A slide whose mpp-x and mpp-y differ by a few
+    percent is tiled at their mean, its tiles stretched: that was only in the log."""
+    import tifffile
+
     rgb = np.full((1024, 1024, 3), 255, np.uint8)
     rgb[:768, :768] = (200, 90, 170)   # tissue in 9 of 16 tiles
     write_pyramidal_tiff(tmp_path / "stained.tiff", rgb, mpp=0.5, n_levels=2)
     tinted = rgb.copy()
     tinted[rgb.min(axis=-1) == 255] = (190, 200, 215)   # bluish glass, no longer white
     write_pyramidal_tiff(tmp_path / "tinted.tiff", tinted, mpp=0.5, n_levels=2)
-    one_modality_cohort(tmp_path, "slide", {"stained": "stained.tiff", "tinted": "tinted.tiff"})
+    tifffile.imwrite(tmp_path / "stretched.tiff", rgb, photometric="rgb", tile=(256, 256),
+                     resolution=(20000, 20400), resolutionunit="CENTIMETER", metadata=None)
+    one_modality_cohort(tmp_path, "slide", {"stained": "stained.tiff", "tinted": "tinted.tiff",
+                                            "stretched": "stretched.tiff"})
     qc = tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1, {}, tmp_path / "out")
     rows = {r["subject_id"]: r for r in qc.to_dicts()}
     stained, tinted = (json.loads(rows[s]["detail"]) for s in ("stained", "tinted"))
     assert stained["n_grid"] == tinted["n_grid"] == 16
     assert stained["tissue_area"] == pytest.approx(9 / 16, abs=0.01) and not rows["stained"]["reason"]
+    assert stained["mpp_xy"] == [0.5, 0.5] and stained["anisotropy"] == 0
+    assert rows["stretched"]["status"] == "ok" and rows["stretched"]["reason"] == (
+        "its mpp-x 0.5 and mpp-y 0.4902 differ by 2.0 %: tiled at their mean, each tile "
+        "stretched by as much")
     assert tinted["tissue_area"] == pytest.approx(1.0) and rows["tinted"]["n_tiles"] == 16
     assert rows["tinted"]["status"] == "ok"
     assert rows["tinted"]["reason"].startswith("the tissue mask covers 100 % of the slide: "
