@@ -26,19 +26,27 @@ from mmpipe.layout import (
 from mmpipe.logs import setup_logging
 
 
-def _config(args):
-    """The config as the workflow reads it: ``config.yaml`` (the Snakefile's
+def _config_layers(args) -> list[Path]:
+    """The files of the config as the workflow reads it: ``config.yaml`` (the Snakefile's
     ``configfile:``, from the working directory when there) with each ``--config``
     laid over it in order, as Snakemake lays ``--configfile`` files."""
-    from mmpipe.config import load_config_layers
-
     base = Path("config.yaml")
     given = [Path(p) for p in (args.config or [])]
     layers = ([base] if base.is_file() else []) + [
         p for p in given if not (base.is_file() and p.resolve() == base.resolve())]
-    if not layers:
-        layers = [base]  # not found: the error names it
-    return load_config_layers(layers)
+    return layers or [base]  # not found: the error names it
+
+
+def _config(args):
+    from mmpipe.config import load_config_layers
+
+    return load_config_layers(_config_layers(args))
+
+
+def _named(args) -> str:
+    """The config's files as a message names them: a ``--config`` is laid over the
+    ``config.yaml`` here, which was left out of what the message said was read."""
+    return " + ".join(str(p) for p in _config_layers(args))
 
 
 def cmd_demo(args) -> None:
@@ -61,7 +69,7 @@ def cmd_demo(args) -> None:
     if spec.get("adapter") == "demo":
         options = dict(spec.get("demo") or {})  # what the demo_cohort rule passes
         out = Path(args.out) if args.out else _layout(cfg, cohort).raw()
-        source = f"cohorts.{cohort}.demo of {' + '.join(args.config or ['config.yaml'])}"
+        source = f"cohorts.{cohort}.demo of {_named(args)}"
     elif args.out and not args.cohort:
         options, out = {}, Path(args.out)
         source = "the generator's defaults (no demo cohort in a config here)"
@@ -143,7 +151,7 @@ def _claim_a_folder_for_the_demo(out: Path) -> bool:
 
 def cmd_check_config(args) -> None:
     cfg = _config(args)
-    print(f"{' + '.join(args.config or ['config.yaml'])}: valid; cohorts {sorted(cfg['cohorts'])}, "
+    print(f"{_named(args)}: valid; cohorts {sorted(cfg['cohorts'])}, "
           f"encoders {sorted(cfg['encoders'])}, default run {cfg['run_cohorts']}")
 
 

@@ -96,6 +96,10 @@ def test_a_config_is_laid_over_config_yaml_as_snakemake_lays_it(monkeypatch, tmp
     layer.write_text(yaml.safe_dump({"results": str(tmp_path / "elsewhere")}))
     cfg = cli._config(cli.build_parser().parse_args(["check-config", "--config", str(layer)]))
     assert cfg["results"] == str(tmp_path / "elsewhere") and "demo" in cfg["cohorts"]
+    # ... and the message names both files read, where it named the layer alone
+    capsys.readouterr()
+    assert cli.main(["check-config", "--config", str(layer)]) == 0
+    assert capsys.readouterr().out.startswith(f"config.yaml + {layer}: valid; ")
     # malformed YAML is a named error, not a traceback
     bad = tmp_path / "bad.yaml"
     bad.write_text("cohorts: [unclosed\n")
