@@ -3,7 +3,8 @@ through an ImageNet network, then the element-wise max over the set, as HyperMM 
 a set (VGG11: a (512, 7, 7) block, or its spatial mean with ``pooling: mean``; the
 CLAM ResNet50 trunk: 1024). ``max_images`` keeps at most that many images of a set,
 evenly spaced in name order; ``keep_bag`` keeps every image's features (coordinate: the
-image's index in the set). An unreadable image is left out of its set and named in the
+image's index in the set; under ``pooling: mean`` each image's spatial mean, so the
+embedding, the spatial mean of the set's max, is not the max over the bag). An unreadable image is left out of its set and named in the
 subject's note; a subject none of whose images can be read is rejected with the reasons.
 """
 

@@ -1,6 +1,8 @@
 """VGG11 slices over a cohort (HyperMM): a (512, 7, 7) block per volume, the element-wise
 max over its slices; optionally the per-slice blocks as the store's bag. ``pooling:
-mean`` stores the spatial mean of the block instead, (512,): what a method that flattens
+mean`` stores the spatial mean of the block instead, (512,) (and each slice's spatial
+mean in the bag, whose max is not that embedding: the mean of a max is not the max of
+the means): what a method that flattens
 its inputs can afford (HAM's hypernetwork generates every weight of its task network, so
 four flattened blocks would be 100 352 inputs and 3.2 M generated weights)."""
 

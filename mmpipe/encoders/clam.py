@@ -4,7 +4,11 @@ CLAM (Lu et al., Nat. Biomed. Eng. 2021; github mahmoodlab/CLAM,
 ``models/resnet_custom.py::resnet50_baseline``, later ``timm resnet50.tv_in1k``
 with ``out_indices=(3,)``) encodes each 256-px tissue tile, resized to 224 and
 ImageNet-normalised, with conv1 … layer3 of the torchvision ImageNet ResNet50 and
-an adaptive average pool. MONAI's 2D ``resnet50`` with shortcut "B" and no
+an adaptive average pool. The resize is CLAM's recipe since April 2024
+(``extract_features_fp.py`` with ``get_eval_transforms(target_img_size=224)``, commit
+d613a3d), which mmpipe follows; before it ``--target_patch_size`` defaulted to -1 and
+256-px tiles went in unresized (a 16x16 layer3 map, not 14x14), so features extracted
+with CLAM before 2024 are not these. MONAI's 2D ``resnet50`` with shortcut "B" and no
 downsample bias has exactly torchvision's module names and the stride on the 3×3
 conv (ResNet v1.5), so ``resnet50-0676ba61.pth`` loads strictly once ``fc.`` and
 ``layer4.`` are dropped.
