@@ -5,7 +5,8 @@ whose image files (by suffix, sorted by name; subfolders and hidden files are no
 macOS leaves a ``._<name>.png`` of metadata beside each file it copies) are the
 subject's set, as BreakHis keeps a patient's fields of one magnification (the store's
 note names a folder's other entries: :func:`entries_not_read`). PNG, JPEG and BMP are
-read with Pillow, TIFF with tifffile (a multi-page TIFF's first page; grey, RGB, palette
+read with Pillow, TIFF with tifffile (a multi-page TIFF's first page that is not a
+thumbnail, :func:`image_page`; grey, RGB, palette
 or JPEG-compressed YCbCr, within Pillow's pixel limit); a 16-bit colour PNG's samples by
 libpng through imagecodecs, as Pillow keeps only their high byte. Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
@@ -189,6 +190,19 @@ def _palette_rgb(indices: np.ndarray, colormap: np.ndarray | None, path: Path) -
     return np.moveaxis(cmap[:, indices], 0, -1).astype(np.uint8)
 
 
+def image_page(tif):
+    """The page of a TIFF that is its image: the first that is not marked a
+    reduced-resolution one (NewSubfileType bit 0: a thumbnail or a pyramid's level); the
+    first page when every page is. A converter that writes its thumbnail first had the
+    thumbnail read in the image's place, and a slide so read was tiled at the scale of
+    the full image (its resolution tags, or the config's assumed mpp)."""
+    pages = tif.pages
+    for page in pages:
+        if not int(getattr(page, "subfiletype", 0) or 0) & 1:
+            return page
+    return pages[0]
+
+
 def _check_tiff_page(page, path: Path) -> None:
     """Refuse, before decoding, a TIFF page this reader would read wrong or could not hold.
 
@@ -276,7 +290,7 @@ def read_image(path: str | Path) -> np.ndarray:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
+                page = image_page(tif)
                 _check_tiff_page(page, path)
                 array = page.asarray()
                 if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:

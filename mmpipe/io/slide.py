@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mmpipe.errors import InputError, SlideError
-from mmpipe.io.images import composite_uint8_on_white
+from mmpipe.io.images import composite_uint8_on_white, image_page
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def _tiff_properties(path: Path) -> dict[str, str]:
             if past := [o for o in heard.offsets if o >= size]:
                 raise SlideError(reason=f"truncated: its directory chain points to byte "
                                         f"{past[0]} of a {size}-byte file", path=path)
-            tags = pages[0].tags
+            tags = image_page(tif).tags  # the page read_image reads
             unit = tags.get("ResolutionUnit")
             res = {axis: tags.get(f"{axis}Resolution") for axis in ("X", "Y")}
     except tifffile.TiffFileError:
@@ -336,17 +336,23 @@ def physical_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-# what reading a plain image whole peaks at, bytes a pixel (its file's bytes, the decoded
-# samples and their conversion to 8-bit RGB; measured on 6 megapixels of noise, which
-# does not compress), by Pillow's mode; an 8-bit RGB or grey image otherwise
-_DECODE_PEAK_BYTES = {"RGBA": 25, "LA": 25, "PA": 25, "RGBa": 25, "I;16": 16, "I;16B": 16,
-                      "I;16L": 16, "I": 16, "F": 16}
+# What reading a plain image whole peaks at, bytes a pixel: its file's bytes, the decoded
+# samples and their conversion to 8-bit RGB, measured on 4-54 megapixels (noise, which
+# does not compress, and H&E-like JPEGs). By Pillow's mode for a JPEG, PNG or BMP: Pillow
+# holds RGB at 4 bytes a pixel and numpy's copy goes through 3 more (10 measured); a
+# colour key or a palette's transparency becomes an alpha (29-33 measured)
+_DECODE_PEAK_BYTES = {"L": 6, "RGBA": 25, "LA": 25, "PA": 25, "RGBa": 25, "I;16": 16,
+                      "I;16B": 16, "I;16L": 16, "I": 16, "F": 16}
+_PILLOW_PEAK_BYTES, _KEYED_PEAK_BYTES, _KEYED_WIDE_PEAK_BYTES = 11, 33, 35
 # ... and by (bits, samples) a pixel where Pillow's mode does not say it: a TIFF, which
-# tifffile decodes, and a 16-bit colour PNG, which Pillow calls RGB, RGBA or RGBA
-_WIDE_PEAK_BYTES = {(16, 2): 36, (16, 3): 24, (16, 4): 76}
-# a TIFF's otherwise: 9–10 measured for 8-bit RGB deflated or JPEG 2000, 7 for 16-bit and
-# 10 for float grey, 26 for 8-bit RGBA; an unmeasured kind its file's and its decoded
-# samples' bytes and the RGB made of them
+# tifffile decodes, and a 16-bit colour PNG, which Pillow calls RGB, RGBA or RGBA (libpng
+# gives a colour key as a fourth sample)
+_WIDE_PEAK_BYTES = {(16, 2): 36, (16, 3): 25, (16, 4): 78}
+# a TIFF's otherwise: 9-10 measured for 8-bit RGB deflated or JPEG 2000, 7 for 16-bit and
+# 10 for float grey, 26 for 8-bit RGBA, 37 and 80 for float grey and RGB with alpha (an
+# alpha wider than 8 bits is laid on white in float64), 17 for 4-bit grey (scaled to 8
+# bits in float64); an unmeasured kind its file's and its decoded samples' bytes and the
+# RGB made of them
 _TIFF_PEAK_BYTES, _TIFF_ALPHA_PEAK_BYTES = 11, 26
 
 
@@ -354,8 +360,14 @@ def _tiff_peak_bytes(bits: int, samples: int) -> int:
     if (bits, samples) in _WIDE_PEAK_BYTES:
         return _WIDE_PEAK_BYTES[bits, samples]
     if samples in (2, 4):
-        return _TIFF_ALPHA_PEAK_BYTES
+        return _TIFF_ALPHA_PEAK_BYTES if bits <= 8 else 20 * samples
+    if bits < 8:
+        return 16 * samples + 3
     return max(_TIFF_PEAK_BYTES, 2 * samples * math.ceil(bits / 8) + 3)
+
+
+def _samples(n: int) -> str:
+    return f"{n} sample" + ("s" if n != 1 else "")
 
 
 def _decode_peak(path: Path) -> tuple[int, int, str, int] | None:
@@ -369,13 +381,13 @@ def _decode_peak(path: Path) -> tuple[int, int, str, int] | None:
 
         try:
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
+                page = image_page(tif)
                 width, height = int(page.imagewidth), int(page.imagelength)
                 bits, samples = int(page.bitspersample), int(page.samplesperpixel)
                 compression = getattr(page.compression, "name", page.compression)
         except Exception:
             return None
-        return (width, height, f"{samples} samples of {bits} bits, {compression}",
+        return (width, height, f"{_samples(samples)} of {bits} bits, {compression}",
                 _tiff_peak_bytes(bits, samples))
     from PIL import Image
 
@@ -385,11 +397,17 @@ def _decode_peak(path: Path) -> tuple[int, int, str, int] | None:
         with Image.open(path) as probe:
             (width, height), mode = probe.size, probe.mode
             samples = wide_png_samples(probe)
+            keyed = "transparency" in probe.info
     except Exception:
         return None
     if samples is not None:
-        return width, height, f"{samples} samples of 16 bits", _WIDE_PEAK_BYTES[(16, samples)]
-    return width, height, mode, _DECODE_PEAK_BYTES.get(mode, 6)
+        samples = 4 if keyed and samples == 3 else samples
+        return width, height, f"{_samples(samples)} of 16 bits", _WIDE_PEAK_BYTES[(16, samples)]
+    if keyed:
+        peak = _KEYED_WIDE_PEAK_BYTES if mode in _DECODE_PEAK_BYTES and \
+            _DECODE_PEAK_BYTES[mode] == 16 else _KEYED_PEAK_BYTES
+        return width, height, f"{mode} with a transparent colour", peak
+    return width, height, mode, _DECODE_PEAK_BYTES.get(mode, _PILLOW_PEAK_BYTES)
 
 
 def _check_fits_in_memory(path: Path) -> None:
@@ -417,8 +435,9 @@ class _PlainImageHandle:
     white, 16 bits scaled, as any 2-D image) behind OpenSlide's handle API: one level,
     ``read_region`` returning RGBA with transparent pixels outside the image, as OpenSlide
     does. The decoded image stays in memory (3 bytes a pixel: 1.8 GB for 600 megapixels);
-    decoding peaks near 6 bytes a pixel for RGB, 25 for 8-bit RGBA and 24–76 for 16-bit
-    colour (:data:`_WIDE_PEAK_BYTES`), checked before decoding.
+    decoding peaks near 10 bytes a pixel for RGB, 25 for 8-bit RGBA and 25–78 for 16-bit
+    colour (:data:`_DECODE_PEAK_BYTES`, :data:`_WIDE_PEAK_BYTES`), checked before
+    decoding.
     A JPEG or PNG carries no trusted resolution, so its mpp comes from the config; a
     TIFF's own resolution tags count as OpenSlide's would (:func:`_tiff_properties`)."""
 

@@ -77,7 +77,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                           "n_grid": grid.n_grid, "tissue_area": round(grid.tissue_area, 4),
                           "level": grid.level, "mpp": slide.mpp,
                           "mpp_source": slide.mpp_source, "mpp_xy": slide.mpp_xy,
-                          "anisotropy": round(slide.anisotropy, 4),
+                          "anisotropy": slide.anisotropy,
                           "read_size": grid.read_size}
         except Exception as raised:
             # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged

@@ -322,3 +322,16 @@ def test_a_white_is_zero_tiff_keeps_its_alpha(tmp_path, planar):
     tifffile.imwrite(tmp_path / "mwa.tif", data, photometric="miniswhite", extrasamples=[2],
                      planarconfig="separate" if planar else "contig")
     np.testing.assert_array_equal(read_image(tmp_path / "mwa.tif")[..., 0], 255 - grey)
+
+
+def test_a_tiff_whose_first_page_is_a_thumbnail_reads_its_full_image(tmp_path):
+    """A converter that writes a reduced-resolution page (NewSubfileType 1) first had
+    that thumbnail read in the image's place."""
+    full = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    path = tmp_path / "thumb_first.tif"
+    tifffile.imwrite(path, full[::10, ::10], photometric="rgb", subfiletype=1)
+    tifffile.imwrite(path, full, photometric="rgb", append=True)
+    np.testing.assert_array_equal(read_image(path), full)
+    # every page reduced: the first is read, as before
+    tifffile.imwrite(tmp_path / "all.tif", full, photometric="rgb", subfiletype=1)
+    np.testing.assert_array_equal(read_image(tmp_path / "all.tif"), full)

@@ -319,33 +319,50 @@ def test_a_plain_image_larger_than_the_machine_is_its_subjects_rejection(tmp_pat
     import mmpipe.io.slide as slide_module
 
     path = _plain(tmp_path, "huge.png", np.zeros((40, 60, 3), np.uint8))
-    # decoding RGB peaks near 6 bytes a pixel (the decoded image alone is 3)
-    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 6 - 1)
+    # decoding RGB peaks near 10 bytes a pixel (the decoded image alone is 3, Pillow's 4)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 11 - 1)
     with pytest.raises(SlideError, match=r"nor can it be read as a plain image \(a plain "
                                          r"image of 60x40 pixels \(RGB\).*more than this "
                                          r"machine's memory.*pyramidal TIFF"):
         open_slide(path, mpp_when_missing=0.5)
-    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 6)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 11)
     with open_slide(path, mpp_when_missing=0.5) as slide:
         assert slide.level_dimensions == ((60, 40),)
     rgba = _plain(tmp_path, "huge_alpha.png", np.zeros((40, 60, 4), np.uint8))
     with pytest.raises(SlideError, match=r"\(RGBA\)"):   # 25 bytes a pixel at its peak
         open_slide(rgba, mpp_when_missing=0.5)
-    # a 16-bit colour TIFF, which Pillow calls RGB, peaks near 21 bytes a pixel
+    # a colour key becomes an alpha (33): it was sized as the RGB it is stored as
+    from PIL import Image
+
+    keyed = tmp_path / "keyed.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(keyed, transparency=(1, 2, 3))
+    with pytest.raises(SlideError, match=r"\(RGB with a transparent colour\)"):
+        open_slide(keyed, mpp_when_missing=0.5)
+    # a 16-bit colour TIFF, which Pillow calls RGB, peaks near 25 bytes a pixel
     import tifffile
 
     deep = tmp_path / "deep.tif"
     tifffile.imwrite(deep, np.zeros((40, 60, 3), np.uint16), photometric="rgb")
-    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 24 - 1)
+    monkeypatch.setattr(slide_module, "physical_memory_bytes", lambda: 40 * 60 * 25 - 1)
     with pytest.raises(SlideError, match="more than this machine's memory"):
         open_slide(deep, mpp_when_missing=0.5)
     # so does a 16-bit colour PNG, decoded by libpng: Pillow calls it RGB
+    import zlib
+
     import imagecodecs
 
     deep_png = tmp_path / "deep.png"
     deep_png.write_bytes(imagecodecs.png_encode(np.zeros((40, 60, 3), np.uint16)))
     with pytest.raises(SlideError, match=r"\(3 samples of 16 bits\).*more than this machine"):
         open_slide(deep_png, mpp_when_missing=0.5)
+    # ... whose colour key libpng gives as a fourth sample, an alpha (78)
+    keyed_png = tmp_path / "keyed16.png"
+    data = deep_png.read_bytes()
+    trns = b"tRNS" + bytes(6)
+    keyed_png.write_bytes(data[:33] + (6).to_bytes(4, "big") + trns
+                          + zlib.crc32(trns).to_bytes(4, "big") + data[33:])
+    with pytest.raises(SlideError, match=r"\(4 samples of 16 bits\)"):
+        open_slide(keyed_png, mpp_when_missing=0.5)
     # a TIFF that Pillow cannot open (JPEG 2000, JPEG-XL, PNG inside) went on to be
     # decoded whole, unchecked: tifffile, which reads it, sizes it
     j2k = tmp_path / "j2k.tif"
@@ -370,6 +387,21 @@ def test_a_flat_tiff_read_as_a_plain_image_keeps_its_own_resolution(tmp_path):
     with open_slide(path, mpp_when_missing=0.5) as slide:
         assert slide.properties["mmpipe.reader"] == "plain image (no pyramid)"
         assert slide.mpp == pytest.approx(0.25) and slide.mpp_source == "tiff resolution"
+
+
+def test_a_flat_tiff_whose_first_page_is_a_thumbnail_is_its_full_image(tmp_path):
+    """The thumbnail first (NewSubfileType 1), without resolution tags, then the full
+    image at 0.5 um/px: the thumbnail was tiled as the slide, at the assumed mpp."""
+    import tifffile
+
+    full = np.random.default_rng(0).integers(0, 256, (1000, 1500, 3), dtype=np.uint8)
+    path = tmp_path / "thumb_first.tif"
+    tifffile.imwrite(path, full[::10, ::10], photometric="rgb", subfiletype=1, metadata=None)
+    tifffile.imwrite(path, full, photometric="rgb", append=True, metadata=None,
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    with open_slide(path, mpp_when_missing=0.25) as slide:
+        assert slide.dimensions == (1500, 1000)
+        assert slide.mpp == pytest.approx(0.5) and slide.mpp_source == "tiff resolution"
 
 
 @pytest.mark.parametrize("kept, page", [(0.9, 1), (0.5, 0)])
