@@ -310,6 +310,9 @@ def _tiff_properties(path: Path) -> dict[str, str]:
             tags = image_page(tif).tags  # the page read_image reads
             unit = tags.get("ResolutionUnit")
             res = {axis: tags.get(f"{axis}Resolution") for axis in ("X", "Y")}
+            if tags.valueof(274, 1) in (5, 6, 7, 8):
+                # read_image turns it upright by transposing: its columns become rows
+                res = {"X": res["Y"], "Y": res["X"]}
     except tifffile.TiffFileError:
         return {}  # not a TIFF tifffile reads: Pillow's reading says what it is
     finally:

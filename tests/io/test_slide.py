@@ -404,6 +404,21 @@ def test_a_flat_tiff_whose_first_page_is_a_thumbnail_is_its_full_image(tmp_path)
         assert slide.mpp == pytest.approx(0.5) and slide.mpp_source == "tiff resolution"
 
 
+def test_a_flat_tiff_turned_upright_by_a_transpose_swaps_its_resolutions(tmp_path):
+    """Orientation 6 (turn 90 degrees to view): the stored rows become columns, so the
+    stored XResolution is the upright image's y; the detail's mpp-x and mpp-y were
+    swapped."""
+    import tifffile
+
+    path = tmp_path / "turned.tif"
+    tifffile.imwrite(path, np.zeros((40, 60, 3), np.uint8), photometric="rgb",
+                     resolution=(2e4, 2.04e4), resolutionunit="CENTIMETER",
+                     extratags=[(274, "H", 1, 6, True)], metadata=None)
+    with open_slide(path) as slide:
+        assert slide.dimensions == (40, 60)
+        assert slide.mpp_xy == pytest.approx((1e4 / 2.04e4, 0.5))
+
+
 @pytest.mark.parametrize("kept, page", [(0.9, 1), (0.5, 0)])
 def test_a_truncated_pyramidal_tiff_is_refused_not_read_from_its_first_page(tmp_path, kept,
                                                                              page):
