@@ -23,9 +23,11 @@ Architecture on cached vectors (``d = dim``, 256 as the official bottleneck chan
   in ``DualNet_SS.py``).
 - **random modality dropout in training** (``train_dropout: random``, the default; the
   official ``run.sh`` trains its final model with ``--mode=random``, ``DualNet_SS.forward``,
-  but in two stages: 80k steps with every modality, then 180k steps of random mode
-  fine-tuned from that checkpoint, which ``train_dropout: two_stage`` runs as two phases
-  of the shared trainer, each under its early stopping; the default runs random mode from
+  but in two stages: 80k steps with every modality, then random mode from that
+  checkpoint up to 180k steps in all (about 100k steps: ``train_SS.py`` resumes its
+  iteration count and SGD state), which ``train_dropout: two_stage`` runs as two phases
+  of the shared trainer, each under its early stopping, the second with a fresh
+  optimiser; the default runs random mode from
   the first epoch, one stage): each training subject keeps a random number (1 to all) of its present modalities, in a
   random order whose first gives the absent slots their shared feature, so the
   generation path learns on every subset; ``none`` trains on the presence as it is.
@@ -37,7 +39,8 @@ Architecture on cached vectors (``d = dim``, 256 as the official bottleneck chan
 Loss (``train_SS.py``): ``L_task + 0.1·L_shared + 0.02·L_domain`` where
 ``L_shared`` is the L1 distance between the shared features of modality pairs, summed
 over the pairs ``(1,2), (2,3), …, (M,1)`` (``SimShareAllPairs``: the cycle; ``shared_pairs:
-all`` takes every pair), and ``L_domain`` the cross-entropy of a linear domain classifier
+all`` takes every pair; over two modalities the one pair counts once, where the cycle
+would count it twice), and ``L_domain`` the cross-entropy of a linear domain classifier
 ``Linear(d, M)`` predicting which modality a specific feature came from
 (``dom_classifier``, ``DomainClsLoss``). Adapted to naturally incomplete subjects: a pair
 counts only on subjects where both modalities are present and the domain loss only on
@@ -215,8 +218,8 @@ class FeatImpute(TaskLossMixin, FusionMethod):
 
     def phases(self, train_cfg):
         """One phase; under ``train_dropout: two_stage`` two, as the official ``run.sh``
-        trains (80k iterations with every modality, then 180k of random mode from that
-        checkpoint): ``full`` then ``random``, each with the trainer's settings and early
+        trains (80k iterations with every modality, then random mode from that checkpoint
+        to 180k in all, its optimiser state resumed; here a fresh one): ``full`` then ``random``, each with the trainer's settings and early
         stopping, the second from the first's kept checkpoint."""
         settings = phase_settings(train_cfg)
         if self.hparams["train_dropout"] != "two_stage":
