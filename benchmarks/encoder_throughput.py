@@ -32,7 +32,6 @@ import copy
 import dataclasses
 import logging
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -436,8 +435,9 @@ def main() -> None:
     set_volume_input(cfg, args.volume_input)
     workdir, cohort_dir = prepare_demo(cfg, args.subjects, args.workdir)
     device = resolve_device(args.device)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} threads {torch.get_num_threads()}, device {device}")
+    from machine import describe
+
+    print(f"machine: {describe()}; torch threads {torch.get_num_threads()}, device {device}")
     print(f"cohort: demo, {args.subjects} subjects; config.yaml encoders as configured "
           f"(batch size), loader workers {as_configured(args.loader_workers)}"
           f"{' (processes for volumes)' if args.loader_processes else ''}, "

@@ -45,6 +45,14 @@ class _Named(dict):
         return super().__getitem__(key)
 
 
+def snakemake_object(spec: dict) -> dict:
+    """The attributes of the ``snakemake`` object a rule script is given, for ``spec``."""
+    return {"input": _Named(spec["input"]), "params": _Named(spec["params"]),
+            "wildcards": _Named(spec["wildcards"]), "output": [spec["output"]], "log": [],
+            "threads": 1, "config": spec["config"],
+            "resources": _Named({})}  # a job without a GPU slot, as the rules' default
+
+
 def _child(spec_path: str) -> None:
     """Run one rule script until its work begins, then print the marker and exit."""
     import runpy
@@ -66,9 +74,8 @@ def _child(spec_path: str) -> None:
 
         mmpipe.bench.trainer._epoch_order = ready          # the first epoch's batches
     sm = type("Snakemake", (), {})()
-    for key in ("input", "params", "wildcards"):
-        setattr(sm, key, _Named(spec[key]))
-    sm.output, sm.log, sm.threads, sm.config = [spec["output"]], [], 1, spec["config"]
+    for key, value in snakemake_object(spec).items():
+        setattr(sm, key, value)
     script = REPO / "workflow" / "scripts" / f"{spec['rule']}.py"
     sys.path.insert(0, str(script.parent))
     runpy.run_path(str(script), init_globals={"snakemake": sm}, run_name="__main__")
@@ -140,10 +147,46 @@ def _with_weights_file(params: dict, workdir: Path, encoder: str) -> dict:
     path = workdir / "weights" / f"{encoder}-{key[:12]}.pt"  # a reused workdir, a new depth
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        net, _ = get_encoder_type(params["config"]["type"]).build(
+        etype = params["config"]["type"]
+        net, _ = get_encoder_type(etype).build(
             {**params["config"], "allow_random_init": True}, torch.device("cpu"))
-        torch.save(net.state_dict(), path)
+        torch.save({**net.state_dict(), **_dropped_by_the_job(etype)}, path)
     return {**params, "config": {**params["config"], "weights": str(path)}}
+
+
+def _dropped_by_the_job(encoder_type: str) -> dict:
+    """The tensors an official weights file holds beyond the network the job builds, which
+    the job reads, hashes and drops (``drop_prefixes``): VGG11's classifier (494 MB of the
+    file's 531) and ResNet50's layer4 and fc (68 MB of 102); MedicalNet's segmentation
+    head, under 1 MB, is left out. A file of the network alone timed the VGG11 job's
+    start-up about 0.3-0.7 s short."""
+    import torch
+
+    if encoder_type.startswith("vgg11"):
+        shapes = {"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
+                  "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
+                  "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}
+        return {k: torch.zeros(shape) for k, shape in shapes.items()}
+    if encoder_type in ("clam_resnet50", "resnet50_images"):
+        from monai.networks.nets import resnet50
+
+        full = resnet50(spatial_dims=2, n_input_channels=3, num_classes=1000,
+                        shortcut_type="B", bias_downsample=False)
+        return {k: v for k, v in full.state_dict().items() if k.startswith(("layer4.", "fc."))}
+    return {}
+
+
+def train_params(cfg: dict, method: str) -> dict:
+    """The ``train`` rule's params for one cell of ``method`` on the demo's tabular clinical
+    store: every one the job's script reads (a missing one failed the probe, and
+    ``limits.py`` with it, when the script began to check its stores)."""
+    from mmpipe.params import encoder_params
+
+    train = {"method": {"type": method}, "feature_set": {"clinical": "tabular"},
+             "label": "label", "normalize": "zscore", "evaluate_subsets": True, "seeds": [0],
+             "tuning": {"trials": 1}, "keep_models": "all"}
+    return {"train": train,
+            "stores": {"clinical": encoder_params(cfg, "demo", "clinical", "tabular")}}
 
 
 def train_spec(cfg: dict, cohort_dir: Path, method: str = "mmare") -> tuple[str, dict]:
@@ -160,12 +203,9 @@ def train_spec(cfg: dict, cohort_dir: Path, method: str = "mmare") -> tuple[str,
                      store, device="cpu")
     make_split(cohort_dir, "label", 0, (0.6, 0.1, 0.3), layout.split(0))
     make_mask(cohort_dir, "natural", 0.0, 0, layout.mask("natural", 0.0, 0))
-    train = {"method": {"type": method}, "feature_set": {"clinical": "tabular"},
-             "label": "label", "normalize": "zscore", "evaluate_subsets": True, "seeds": [0],
-             "tuning": {"trials": 1}, "keep_models": "all"}
     return f"train {method} (one cell)", {
         "rule": "train", "input": {"manifest": str(layout.manifest())},
-        "params": {"train": train},
+        "params": train_params(cfg, method),
         "wildcards": {"cohort": "demo", "feature_set": "clinical", "method": method,
                       "scenario": "natural", "rate": "0.0"},
         "output": str(cohort_dir / "startup-train-cell"), "config": cfg}
@@ -191,9 +231,11 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from encoder_throughput import prepare_demo
+    from machine import describe
 
     from mmpipe.config import load_config
 
+    print(f"machine: {describe()}; each job on the CPU, {args.subjects} demo subjects")
     cfg = load_config(REPO / "config.yaml")
     cfg["device"] = "cpu"
     workdir, cohort_dir = prepare_demo(cfg, args.subjects,
