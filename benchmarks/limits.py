@@ -103,15 +103,15 @@ def main() -> None:
         print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir, repeats=args.repeats)
     if "methods" not in args.skip:
         from training_time import (
+            feature_set_figures,
             grid_tuning,
-            method_figures,
             mmist_sized,
             one_thread,
             print_grid,
         )
 
         one_thread()
-        data, source = mmist_sized()
+        _, source = mmist_sized()
         bandwidth = elementwise_bandwidth()
         print(f"\n## Stage 2: one training run per method ({source}; one thread, "
               f"each method against the matmul rate timed after its run and, for the "
@@ -119,7 +119,8 @@ def main() -> None:
               f"{describe_bandwidth(bandwidth)})")
         methods = {k: v for k, v in cfg["methods"].items()
                    if args.methods is None or k in args.methods}
-        print_grid(method_figures(methods, data, None, bandwidth, grid_tuning(cfg)), cfg)
+        rows, _ = feature_set_figures(cfg, methods, None, bandwidth, grid_tuning(cfg))
+        print_grid(rows, cfg)
     print(f"\n(benchmark took {time.perf_counter() - start:.0f} s; work files in {workdir})")
 
 

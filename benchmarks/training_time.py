@@ -4,7 +4,10 @@ Per method: one training run (default hyper-parameters, seed 0, natural missingn
 thread as the ``train`` rule runs) on MMIST-ccRCC-sized features: the real stores when
 ``results/mmist_ccrcc`` holds them, otherwise synthetic features of the same size and
 availability (618 subjects; CT 512-d for 39 %, MRI 512-d for 8 %, WSI 1024-d and the
-tabular clinical record, 28-d, for all). Printed: CPU-seconds of the run, its FLOPs
+tabular clinical record, 28-d, for all; 384-d as text), on each feature set the grid
+runs the method on (``with_clinical`` for most; BD's family on ``slide_clinical``, hgb
+on the clinical table alone, MMARE and HyperMM also without the record or with it as
+text), and on ``with_clinical`` for a method the grid does not run. Printed: CPU-seconds of the run, its FLOPs
 (every forward, backward and validation pass of that run, counted by
 ``torch.utils.flop_counter`` in a second, identical run), the achieved fraction of the
 one-thread matmul rate (timed right after the run, so that the host's drift moves a run
@@ -49,15 +52,25 @@ from mmpipe.methods import method_class
 
 REPO = Path(__file__).resolve().parents[1]
 MMIST = {"ct": (512, 0.387), "mri": (512, 0.084), "wsi": (1024, 1.0), "clinical": (28, 1.0)}
-# the grid's feature set most MMIST-ccRCC cells train on
+# the clinical record's width under the text encoder (all-MiniLM-L6-v2), where the tabular
+# encoding is MMIST's 28
+TEXT_WIDTH = 384
+# the grid's feature set most MMIST-ccRCC cells train on; a run on another (config.yaml's
+# cohorts.mmist_ccrcc.benchmark.feature_sets) is timed on that one (grid_fits)
+FEATURE_SET_NAME = "with_clinical"
 FEATURE_SET = {"ct": "precomputed", "mri": "precomputed", "wsi": "precomputed",
                "clinical": "tabular"}
 
 
-def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
+def mmist_sized(feature_set: dict[str, str] | None = None, seed: int = 0
+                ) -> tuple[BenchData, str]:
+    """The features of ``feature_set`` (modality -> encoder; :data:`FEATURE_SET` when
+    None): the real stores when ``results/mmist_ccrcc`` holds them, else synthetic ones
+    of their widths over the same subjects, labels and availability whatever the set."""
+    feature_set = FEATURE_SET if feature_set is None else feature_set
     cohort = CohortLayout.of(REPO / "results", "mmist_ccrcc")
-    if all(cohort.store(m, e).exists() for m, e in FEATURE_SET.items()):
-        data, _ = load_feature_set(cohort.root, FEATURE_SET, "vital_status_12")
+    if all(cohort.store(m, e).exists() for m, e in feature_set.items()):
+        data, _ = load_feature_set(cohort.root, feature_set, "vital_status_12")
         return data, "real MMIST-ccRCC stores (results/mmist_ccrcc)"
     rng = np.random.default_rng(seed)
     n = 618
@@ -65,8 +78,15 @@ def mmist_sized(seed: int = 0) -> tuple[BenchData, str]:
     present = np.stack([rng.random(n) < share for _, share in MMIST.values()], axis=1)
     x = {m: (rng.normal(size=(n, d)) * present[:, [j]]).astype(np.float32)
          for j, (m, (d, _)) in enumerate(MMIST.items())}
-    return BenchData(subject_id=np.array([f"s{i}" for i in range(n)]), y=y, x=x,
-                     present=present, modalities=list(MMIST), n_classes=2), "synthetic, MMIST-sized"
+    if feature_set.get("clinical") not in (None, "tabular"):  # the record as text
+        j = list(MMIST).index("clinical")
+        text = np.random.default_rng(seed + 1).normal(size=(n, TEXT_WIDTH))
+        x["clinical"] = (text * present[:, [j]]).astype(np.float32)
+    keep = [m for m in MMIST if m in feature_set]
+    return BenchData(subject_id=np.array([f"s{i}" for i in range(n)]), y=y,
+                     x={m: x[m] for m in keep},
+                     present=present[:, [list(MMIST).index(m) for m in keep]],
+                     modalities=keep, n_classes=2), "synthetic, MMIST-sized"
 
 
 def one_thread() -> None:
@@ -158,6 +178,8 @@ class MethodFigures:
     # the grid's ratio look lower than it is)
     trials: int = 1
     trial_cpu_seconds: float = 0.0
+    # the feature set the run trained on (the grid trains a method on one or more)
+    feature_set: str = FEATURE_SET_NAME
     trial_flops: float | None = None
     trial_floor_seconds: float | None = None
     trial_floor_memory_seconds: float | None = None
@@ -275,8 +297,50 @@ def _counted(name: str, mcfg: dict, parts: tuple, expected, seconds_of, rate: fl
     return total, floor_counter.seconds(total), floor_counter.memory_seconds
 
 
+def grid_fits(cfg: dict, cohort: str = "mmist_ccrcc") -> dict[str, set[str]]:
+    """Each feature set of the cohort's grid -> the runs (``single_ct``, ``mmare``, ...)
+    the grid trains on it. A run on another feature set trains on other inputs: BD's
+    family on ``slide_clinical`` trains every subject where ``with_clinical`` has it
+    train the few with all four modalities (``train_subjects: complete``), and HyperMM
+    without the clinical record builds 28 times the parameters."""
+    from mmpipe.config import benchmark_runs
+
+    fits: dict[str, set[str]] = {}
+    for run in benchmark_runs(cfg, cohort):
+        fits.setdefault(run["feature_set"], set()).add(run["method"])
+    return fits
+
+
+def feature_set_figures(cfg: dict, methods: dict[str, dict], rate: float | None,
+                        bandwidth: list[tuple[int, float]], tuning=None,
+                        cohort: str = "mmist_ccrcc") -> tuple[list[MethodFigures], str]:
+    """:func:`method_figures` of ``methods`` on each feature set the grid trains them on
+    (:func:`grid_fits`), each method the grid does not run on :data:`FEATURE_SET`, with
+    where the features came from."""
+    from mmpipe.config import cohort as cohort_config
+
+    sets = cohort_config(cfg, cohort)["benchmark"]["feature_sets"]
+    fits = grid_fits(cfg, cohort)
+    in_grid = set().union(*fits.values())
+    rows, sources = [], set()
+    for name in [FEATURE_SET_NAME, *sorted(set(fits) - {FEATURE_SET_NAME})]:
+        data, source = mmist_sized(sets[name] if name in sets else FEATURE_SET)
+        sources.add(source)
+        runs = fits.get(name, set())
+        keep = (lambda run, runs=runs: run in runs or run not in in_grid
+                ) if name == FEATURE_SET_NAME else runs.__contains__
+        if not any(map(keep, run_configs(methods, data.modalities))):
+            continue
+        if name != FEATURE_SET_NAME:
+            print(f"feature set {name} ({', '.join(data.modalities)}):", flush=True)
+        rows += method_figures(methods, data, rate, bandwidth, tuning, keep=keep,
+                               feature_set=name)
+    return rows, " and ".join(sorted(sources))
+
+
 def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None,
-                   bandwidth: list[tuple[int, float]], tuning=None) -> list[MethodFigures]:
+                   bandwidth: list[tuple[int, float]], tuning=None, keep=None,
+                   feature_set: str = FEATURE_SET_NAME) -> list[MethodFigures]:
     """One run of each method, timed; then the one-thread matmul rate (``rate`` when
     given, else measured there and then: a bound taken from one timing at the start moved
     the grid's ratio by a fifth as the host's pace drifted); then the same run again under
@@ -293,7 +357,8 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
     # libraries (scikit-learn: about 1.2 s, which the grid multiplied by every fit): a
     # job's start-up (timed in the start-up table), not any method's training
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
-    configs = run_configs(methods, data.modalities)
+    configs = {name: mcfg for name, mcfg in run_configs(methods, data.modalities).items()
+               if keep is None or keep(name)}
     for mcfg in configs.values():
         method_class(mcfg["type"])
     print(METHOD_HEADER, flush=True)
@@ -304,7 +369,8 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
             method, result = _fit(mcfg, data, train, val)
         except NotTrainable as err:
             rows.append(MethodFigures(name, 0, "-", 0.0, 0.0, None, None, None, None,
-                                      {}, 0, note=f"not trainable here: {err}"))
+                                      {}, 0, note=f"not trainable here: {err}",
+                                      feature_set=feature_set))
             print_method(rows[-1])
             continue
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -344,7 +410,8 @@ def method_figures(methods: dict[str, dict], data: BenchData, rate: float | None
                                   flops, floor, floor_memory, matmul, others, size,
                                   run_rate, trials=1 + len(overs), trial_cpu_seconds=sums[0],
                                   trial_flops=sums[1], trial_floor_seconds=sums[2],
-                                  trial_floor_memory_seconds=sums[3]))
+                                  trial_floor_memory_seconds=sums[3],
+                                  feature_set=feature_set))
         print_method(rows[-1])
     return rows
 
@@ -364,7 +431,8 @@ def print_method(r: MethodFigures) -> None:
     floor = r.floor_seconds
     floor_s, of_floor = ((f"{floor:7.1f}", f"{floor / r.cpu_seconds:8.1%}")
                          if floor is not None and r.cpu_seconds else (f"{'-':>7s}", f"{'-':>8s}"))
-    print(f"{r.name:28s} {r.parameters:9d} {r.epochs:>9s} {r.cpu_seconds:7.1f} {gflop} "
+    name = r.name if r.feature_set == FEATURE_SET_NAME else f"{r.name} ({r.feature_set})"
+    print(f"{name:28s} {r.parameters:9d} {r.epochs:>9s} {r.cpu_seconds:7.1f} {gflop} "
           f"{achieved} {rate} {share} {floor_s} {of_floor} {r.model_bytes / 1e6:8.2f}M  "
           f"{r.why()}", flush=True)
 
@@ -395,11 +463,11 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
     """The cohort's whole stage-2 grid from the per-method figures: CPU-seconds against the
     FLOP bound (each method's FLOPs at the one-thread matmul rate measured after its run)
     and against its operators' floor (:mod:`operator_floor`). An estimate: every seed of a
-    cell is taken as the method's trials above (seed 0, the feature set above, each of the
-    budget's trials timed and counted, one for a method with no knob to turn; a single-
-    modality run as its own modality's; the hgb run on the clinical table alone, charged the
-    fit on every feature of ``with_clinical``, overstates the scikit-learn CPU-seconds),
-    times the cells that train (:func:`training_cells`) x seeds. Its CPU-seconds
+    cell is taken as the method's trials above on the run's own feature set (seed 0, its
+    natural missingness, each of the budget's trials timed and counted, one for a method
+    with no knob to turn; a single-modality run as its own modality's; a completeness
+    cell as the natural cell, though its masks train on fewer modalities), times the
+    cells that train (:func:`training_cells`) x seeds. Its CPU-seconds
     are then split as each method's first epochs split (matmul operators, the other
     operators, Python): the matmul operators' part against the bound is how near the
     matmuls themselves run to the rate at these models' shapes; the other operators are
@@ -410,15 +478,15 @@ def print_grid(rows: list[MethodFigures], cfg: dict, cohort: str = "mmist_ccrcc"
     from mmpipe.config import benchmark_runs, benchmark_settings
 
     settings = benchmark_settings(cfg, cohort)
-    by_name = {r.name: r for r in rows}
+    by_name = {(r.name, r.feature_set): r for r in rows}
     cpu = bound = floor = floor_memory = other_cpu = 0.0
     split = {"matmul": 0.0, "other operators": 0.0, "Python": 0.0}
     by_operator: dict[str, float] = {}
     missing = set()
     for run in benchmark_runs(cfg, cohort):
-        row = by_name.get(run["method"])
+        row = by_name.get((run["method"], run["feature_set"]))
         if row is None:
-            missing.add(run["method"])
+            missing.add(f"{run['method']} ({run['feature_set']})")
             continue
         seeds = len(training_cells(settings, run)) * len(settings["seeds"])
         spent = seeds * row.trial_cpu_seconds  # every trial of every seed of every cell
@@ -482,13 +550,14 @@ def main() -> None:
     rate = args.rate or matmul_gflops(1)  # the start's, printed; each run measures its own
     bandwidth = elementwise_bandwidth()
     cfg = load_config(REPO / "config.yaml")
-    data, source = mmist_sized()
+    _, source = mmist_sized()
     print(describe())
     print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s "
           f"{'(given)' if args.rate else 'at the start, each method against the rate timed after its run'}; elementwise "
-          f"bandwidth by working set {describe_bandwidth(bandwidth)}")
+          f"bandwidth by working set {describe_bandwidth(bandwidth)}; each method on "
+          f"{FEATURE_SET_NAME} unless named with the feature set the grid runs it on")
     methods = {k: v for k, v in cfg["methods"].items() if args.methods is None or k in args.methods}
-    rows = method_figures(methods, data, args.rate, bandwidth, grid_tuning(cfg))
+    rows, _ = feature_set_figures(cfg, methods, args.rate, bandwidth, grid_tuning(cfg))
     print_grid(rows, cfg)
 
 
