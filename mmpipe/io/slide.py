@@ -348,8 +348,8 @@ _DECODE_PEAK_BYTES = {"L": 6, "RGBA": 25, "LA": 25, "PA": 25, "RGBa": 25, "I;16"
                       "I;16B": 16, "I;16L": 16, "I": 16, "F": 16}
 _PILLOW_PEAK_BYTES, _KEYED_PEAK_BYTES, _KEYED_WIDE_PEAK_BYTES = 11, 33, 35
 # ... and by (bits, samples) a pixel where Pillow's mode does not say it: a TIFF, which
-# tifffile decodes, and a 16-bit colour PNG, which Pillow calls RGB, RGBA or RGBA (libpng
-# gives a colour key as a fourth sample)
+# tifffile decodes, and a 16-bit colour or grey-and-alpha PNG, which Pillow calls RGB or
+# RGBA (libpng gives a colour key as a fourth sample)
 _WIDE_PEAK_BYTES = {(16, 2): 36, (16, 3): 25, (16, 4): 78}
 # a TIFF's otherwise: 9-10 measured for 8-bit RGB deflated or JPEG 2000, 7 for 16-bit and
 # 10 for float grey, 26 for 8-bit RGBA, 37 and 80 for float grey and RGB with alpha (an
@@ -407,8 +407,8 @@ def _decode_peak(path: Path) -> tuple[int, int, str, int] | None:
         samples = 4 if keyed and samples == 3 else samples
         return width, height, f"{_samples(samples)} of 16 bits", _WIDE_PEAK_BYTES[(16, samples)]
     if keyed:
-        peak = _KEYED_WIDE_PEAK_BYTES if mode in _DECODE_PEAK_BYTES and \
-            _DECODE_PEAK_BYTES[mode] == 16 else _KEYED_PEAK_BYTES
+        wide = _DECODE_PEAK_BYTES.get(mode) == 16  # a 16-bit or float grey
+        peak = _KEYED_WIDE_PEAK_BYTES if wide else _KEYED_PEAK_BYTES
         return width, height, f"{mode} with a transparent colour", peak
     return width, height, mode, _DECODE_PEAK_BYTES.get(mode, _PILLOW_PEAK_BYTES)
 
