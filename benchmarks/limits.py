@@ -103,6 +103,7 @@ def main() -> None:
         print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir, repeats=args.repeats)
     if "methods" not in args.skip:
         from training_time import (
+            FEATURE_SET_NAME,
             feature_set_figures,
             grid_tuning,
             mmist_sized,
@@ -113,13 +114,15 @@ def main() -> None:
         one_thread()
         _, source = mmist_sized()
         bandwidth = elementwise_bandwidth()
-        print(f"\n## Stage 2: one training run per method ({source}; one thread, "
+        print(f"\n## Stage 2: one training run per method ({FEATURE_SET_NAME}: {source}; "
+              "one thread, "
               f"each method against the matmul rate timed after its run and, for the "
               f"other operators, an elementwise bandwidth by working set of "
               f"{describe_bandwidth(bandwidth)})")
         methods = {k: v for k, v in cfg["methods"].items()
                    if args.methods is None or k in args.methods}
-        rows, _ = feature_set_figures(cfg, methods, None, bandwidth, grid_tuning(cfg))
+        rows, sources = feature_set_figures(cfg, methods, None, bandwidth, grid_tuning(cfg))
+        print(f"data of every feature set timed: {sources}")
         print_grid(rows, cfg)
     print(f"\n(benchmark took {time.perf_counter() - start:.0f} s; work files in {workdir})")
 

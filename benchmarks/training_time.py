@@ -552,12 +552,13 @@ def main() -> None:
     cfg = load_config(REPO / "config.yaml")
     _, source = mmist_sized()
     print(describe())
-    print(f"data: {source}; one thread; matmul rate {rate:.1f} GFLOP/s "
+    print(f"data of {FEATURE_SET_NAME}: {source}; one thread; matmul rate {rate:.1f} GFLOP/s "
           f"{'(given)' if args.rate else 'at the start, each method against the rate timed after its run'}; elementwise "
           f"bandwidth by working set {describe_bandwidth(bandwidth)}; each method on "
           f"{FEATURE_SET_NAME} unless named with the feature set the grid runs it on")
     methods = {k: v for k, v in cfg["methods"].items() if args.methods is None or k in args.methods}
-    rows, _ = feature_set_figures(cfg, methods, args.rate, bandwidth, grid_tuning(cfg))
+    rows, sources = feature_set_figures(cfg, methods, args.rate, bandwidth, grid_tuning(cfg))
+    print(f"data of every feature set timed: {sources}")
     print_grid(rows, cfg)
 
 
