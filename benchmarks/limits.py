@@ -102,20 +102,12 @@ def main() -> None:
         print("\n## Job start-up (process start to the job's first subject or epoch)")
         print_startup({**cfg, "device": "cpu"}, cohort_dir, workdir, repeats=args.repeats)
     if "methods" not in args.skip:
-        from training_time import (
-            FEATURE_SET_NAME,
-            feature_set_figures,
-            grid_tuning,
-            mmist_sized,
-            one_thread,
-            print_grid,
-        )
+        from training_time import feature_set_figures, grid_tuning, one_thread, print_grid
 
         one_thread()
-        _, source = mmist_sized()
         bandwidth = elementwise_bandwidth()
-        print(f"\n## Stage 2: one training run per method ({FEATURE_SET_NAME}: {source}; "
-              "one thread, "
+        print("\n## Stage 2: one training run per method on each feature set the grid runs "
+              "it on (one thread, "
               f"each method against the matmul rate timed after its run and, for the "
               f"other operators, an elementwise bandwidth by working set of "
               f"{describe_bandwidth(bandwidth)})")

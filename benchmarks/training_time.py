@@ -331,8 +331,7 @@ def feature_set_figures(cfg: dict, methods: dict[str, dict], rate: float | None,
                 ) if name == FEATURE_SET_NAME else runs.__contains__
         if not any(map(keep, run_configs(methods, data.modalities))):
             continue
-        if name != FEATURE_SET_NAME:
-            print(f"feature set {name} ({', '.join(data.modalities)}):", flush=True)
+        print(f"feature set {name} ({', '.join(data.modalities)}): {source}", flush=True)
         rows += method_figures(methods, data, rate, bandwidth, tuning, keep=keep,
                                feature_set=name)
     return rows, " and ".join(sorted(sources))
@@ -550,9 +549,8 @@ def main() -> None:
     rate = args.rate or matmul_gflops(1)  # the start's, printed; each run measures its own
     bandwidth = elementwise_bandwidth()
     cfg = load_config(REPO / "config.yaml")
-    _, source = mmist_sized()
     print(describe())
-    print(f"data of {FEATURE_SET_NAME}: {source}; one thread; matmul rate {rate:.1f} GFLOP/s "
+    print(f"one thread; matmul rate {rate:.1f} GFLOP/s "
           f"{'(given)' if args.rate else 'at the start, each method against the rate timed after its run'}; elementwise "
           f"bandwidth by working set {describe_bandwidth(bandwidth)}; each method on "
           f"{FEATURE_SET_NAME} unless named with the feature set the grid runs it on")

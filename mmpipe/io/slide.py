@@ -98,11 +98,8 @@ class Slide:
 
     @property
     def anisotropy(self) -> float:
-        """How far the slide's mpp-x and mpp-y lie apart, relative to the larger; square
-        tiles of its pixels are stretched by as much (0 for an assumed mpp)."""
-        if self.mpp_xy is None:
-            return 0.0
-        return abs(self.mpp_xy[0] - self.mpp_xy[1]) / max(self.mpp_xy)
+        """:func:`anisotropy` of the slide's mpp-x and mpp-y (0 for an assumed mpp)."""
+        return 0.0 if self.mpp_xy is None else anisotropy(self.mpp_xy)
 
     # -- geometry ---------------------------------------------------------------
     @property
@@ -196,14 +193,20 @@ def _mpp_from_properties(props: dict[str, str]) -> tuple[float, float] | None:
     return (mpp_x or mpp_y, mpp_y or mpp_x)  # type: ignore[return-value]
 
 
+def anisotropy(mpp_xy: tuple[float, float]) -> float:
+    """How far mpp-x and mpp-y lie apart, relative to the larger: square tiles of such
+    pixels are stretched by as much."""
+    return abs(mpp_xy[0] - mpp_xy[1]) / max(mpp_xy)
+
+
 def _square_mpp(mpp_xy: tuple[float, float], path: Path) -> float:
     """The mean of a kept mpp-x and mpp-y; refused when they are far apart."""
     mpp_x, mpp_y = mpp_xy
-    if abs(mpp_x - mpp_y) > _MPP_XY_REFUSED * max(mpp_x, mpp_y):
+    if anisotropy(mpp_xy) > _MPP_XY_REFUSED:
         raise SlideError(reason=f"its mpp-x {mpp_x:.5g} and mpp-y {mpp_y:.5g} differ by more "
                                 f"than {100 * _MPP_XY_REFUSED:.0f} %: square tiles of its pixels "
                                 "would cover a stretched field", path=path)
-    if abs(mpp_x - mpp_y) > MPP_XY_TOLERANCE * max(mpp_x, mpp_y):
+    if anisotropy(mpp_xy) > MPP_XY_TOLERANCE:
         log.warning("slide %s: mpp-x %.5g and mpp-y %.5g differ by more than %.0f %%; "
                     "using their mean (tiles will be slightly anisotropic)",
                     path, mpp_x, mpp_y, 100 * MPP_XY_TOLERANCE)
