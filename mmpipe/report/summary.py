@@ -1,7 +1,8 @@
 """The opening of ``results.md``: per (scenario, rate), natural first, in a few lines.
 
 For each group: the best method on the headline metric with its interval, and in bold
-when a simple comparator leads or is level; whether the *fusion* method best on
+when a simple comparator leads or is level, and the rows the tables' † test (Holm-corrected)
+does not tell apart from it, so a bold best is not read as a clear winner; whether the *fusion* method best on
 validation beats the single-modality run and the simple fusion best on validation, and
 each baseline;
 which runs collapsed, kept their first epoch or could not train. Method types are grouped by
@@ -58,7 +59,13 @@ from mmpipe.methods.families import (
     types_of,
 )
 from mmpipe.report.aggregate import NOT_HELD_COLUMN, TABLE_METRICS
-from mmpipe.report.stats import DECIMALS, min_wilcoxon_p, paired_tails, two_sided
+from mmpipe.report.stats import (
+    DECIMALS,
+    min_wilcoxon_p,
+    paired_tails,
+    two_sided,
+    wilcoxon_vs_best,
+)
 from mmpipe.report.tables import (
     LOWER_IS_BETTER,
     SHOWN_DECIMALS,
@@ -227,8 +234,10 @@ def _one_split(runs: pl.DataFrame) -> bool:
 
 
 def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
-             one_split: bool = False) -> str:
-    """One line: the fusion compared against ``other``, paired by seed."""
+             one_split: bool = False, masked: bool = False) -> str:
+    """One line: the fusion compared against ``other``, paired by seed. ``one_split``: the
+    seeds share the cohort's own split; ``masked``: each drew its own mask (the test is
+    then of initialisations and masks)."""
     lower = metric in LOWER_IS_BETTER
     a, b = _seed_values(runs, fusion, metric), _seed_values(runs, other, metric)
     seeds = sorted(set(a) & set(b))
@@ -280,12 +289,47 @@ def _compare(runs, metric, fusion: dict, other: dict, label, role: str,
     else:
         verdict = f"not significant at {SIGNIFICANCE:g}"
     if one_split:  # the seeds redrew no subject: the test is of initialisations
-        verdict += " over initialisations on one split"
+        verdict += f" over initialisations{' and masks' if masked else ''} on one split"
     if other_leads and not (significant and level):
         verdict += (f": {name_o} beats the fusion" if significant
                     else ": not shown to beat the fusion")
     return (head + f"; {leader} ahead on {ahead} of {len(seeds)} seeds, two-sided p = "
             f"{p:.3g} ({verdict})")
+
+
+def _masks_removed(runs: pl.DataFrame, scenario: str, rate: float) -> bool:
+    """Whether any run of the group lost a present modality to its scenario's mask, drawn
+    per seed (MCAR, test-time, completeness): its seeds then differ by that mask too."""
+    if "mask_removed" not in runs.columns:
+        return False
+    removed = runs.filter(_in_group(scenario, rate))["mask_removed"].drop_nulls()
+    return bool(len(removed)) and bool((removed > 0).any())
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
+def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label) -> str:
+    """The clause after the best row: the rows behind it that the Holm-corrected test of
+    the tables' † does not tell apart from it (or cannot: fewer than two seeds pair). A bold
+    best alone read as a clear winner where the next row was 0.001 behind at p = 0.9."""
+    if n < 2 or not others:
+        return ""  # one run: the paragraph above says so
+    if min_wilcoxon_p(n) >= SIGNIFICANCE:
+        return f"; on {_seeds(n)} no row can be told apart from it at {SIGNIFICANCE:g}"
+    lower = metric in LOWER_IS_BETTER
+    col, p_col = f"{metric}_mean", f"{metric}_p_holm"
+    close = sorted((r for r in others if not (_valued(r.get(p_col))
+                                              and r[p_col] < SIGNIFICANCE)),
+                   key=lambda r: (r[col] if lower else -r[col], label(r)))
+    if not close:
+        return f"; every other row is behind it at {SIGNIFICANCE:g} (Holm-corrected)"
+    shown = ", ".join(f"**{label(r)}** ({r.get('family') or 'other'}) {r[col]:.3f}"
+                      for r in close[:3])
+    more = f" and {len(close) - 3} more" if len(close) > 3 else ""
+    return (f"; not told apart from it at {SIGNIFICANCE:g} (Holm-corrected Wilcoxon: no † "
+            f"in the tables): {shown}{more}")
 
 
 def _flag_counts(flags: pl.DataFrame, scenario: str, rate: float) -> dict[tuple, set[int]]:
@@ -338,6 +382,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     col = f"{metric}_mean"
     if col not in summary.columns or not len(summary):
         return ""
+    if f"{metric}_p_holm" not in summary.columns:  # as the tables' † reads it
+        summary = wilcoxon_vs_best(runs, summary, [metric])
     label = _labeller(summary)
     several = "feature_set" in summary.columns and summary["feature_set"].n_unique() > 1
     lower = metric in LOWER_IS_BETTER
@@ -356,8 +402,8 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
              "signed-rank test over seeds, paired by seed (same split and mask), two-sided: a "
              "significant result says the side ahead is better, the fusion or the "
              "comparator (a comparator's win is called only then). With "
-             f"{n_max} seeds its smallest p is {min_wilcoxon_p(n_max):.3g} (ahead on every "
-             "seed)" + (f", so no comparison on {n_max} seeds can be significant at "
+             f"{_seeds(n_max)} its smallest p is {min_wilcoxon_p(n_max):.3g} (ahead on every "
+             "seed)" + (f", so no comparison on {_seeds(n_max)} can be significant at "
                         f"{SIGNIFICANCE:g}" if min_wilcoxon_p(n_max) >= SIGNIFICANCE else "")
              + ". The fusion compared is "
              "the one with the best validation mean, so the test runs do not choose what "
@@ -368,7 +414,11 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
     # seeds that each drew their own split of the cohort (neither part fixed)
     resplit = not one_split and not _fixed_test(runs)
     corrected = resplit and SPLIT_SIZES <= set(runs.columns)
-    if resplit:
+    if n_max < 2:
+        lines += [
+            "**One seed.** Every figure below is one run: no spread, interval or test, and "
+            "a method ahead of another may be ahead by chance alone.", ""]
+    elif resplit:
         lines += [
             "**Each seed re-splits one cohort.** Their training sets share most subjects "
             "and their test sets some, so the seeds are not independent samples of the "
@@ -384,13 +434,17 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "(benchmarks/report_statistics.py): a *significant* difference is one "
             "consistent over these splits of these subjects, not one shown for new "
             "patients.", ""]
-    if one_split:
+    if n_max < 2:
+        pass
+    elif one_split:
         lines += [
             "**One split for every seed.** The cohort's own split fixes its training, "
             "validation and test subjects, so the seeds differ by initialisation and "
-            "sampling (and, under cross-validation, folds) alone: the spreads, intervals and p values below say how stable "
-            "each method is on these subjects, not how it would fare on another draw of "
-            "the cohort, and a deterministic method (logreg, hgb) has no spread.", ""]
+            "sampling (under cross-validation, folds; under a scenario that removes "
+            "modalities, the mask each seed draws) alone: the spreads, intervals and p "
+            "values below say how stable each method is on these subjects, not how it "
+            "would fare on another draw of the cohort, and a deterministic method (logreg, "
+            "hgb) has no spread under natural missingness.", ""]
     elif _fixed_test(runs):
         lines += [
             "**One test set for every seed.** The cohort's own split fixes its test "
@@ -435,13 +489,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                          "does not tell them apart, and the first by name is the one "
                          "compared")
 
-    def against_chosen(fusion: dict, pool: list[dict], kind: str) -> str:
+    def against_chosen(fusion: dict, pool: list[dict], kind: str, masked: bool) -> str:
         """The fusion against the row of ``pool`` (a family's) validation chooses."""
         chosen, tie = best_on_validation(pool)
         role = f"{kind} best on validation"
         if chosen is None:
             chosen, role = best_of(pool), f"{kind} best on test"
-        return ("- " + _compare(runs, metric, fusion, chosen, label, role, one_split)
+        return ("- " + _compare(runs, metric, fusion, chosen, label, role, one_split, masked)
                 + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
 
     groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
@@ -451,6 +505,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         rows = [r for r in part.iter_rows(named=True)
                 if r.get(col) is not None and not math.isnan(r[col])]
         counts = _flag_counts(flags, scenario, rate)
+        masked = _masks_removed(runs, scenario, rate)
         n_seeds = {(r["feature_set"], r["method"]): r["n_seeds"]
                    for r in part.iter_rows(named=True)}
         lines.append(f"**{group_label(scenario, rate)}**")
@@ -488,7 +543,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             ci_text += ", "
         n_valued = len(values)
         # a mean over fewer seeds than were run (the others could not train) says so
-        seeds_text = (f"{best['n_seeds']} seeds" if n_valued == best["n_seeds"]
+        seeds_text = (_seeds(n_valued) if n_valued == best["n_seeds"]
                       else f"{n_valued} of {best['n_seeds']} seeds with a value")
         lead = f"- best: **{label(best)}** ({fam}), {interval} ({ci_text}{seeds_text})"
         level = [r for r in complete or rows
@@ -514,6 +569,9 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 else f"no {other}fusion method")
             lead += (f". **{SIMPLE[fam].capitalize()} has the best mean here**: {which} "
                      f"beats {'it' if fam == single else label(best)} on average")
+        lead += _not_told_apart(best, [r for r in complete or rows
+                                       if r is not best and r not in level],
+                                n_valued, metric, label)
         if best.get("n_collapsed"):
             lead += f"; it collapsed to one class on {best['n_collapsed']} seed(s)"
         if partial is not best and _shown(partial[col]) != _shown(best[col]):
@@ -579,14 +637,14 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # times as often as one fixed modality under no difference
             singles = _whole_first([r for r in rows if r.get("family") == single], complete)
             if singles:
-                lines.append(against_chosen(fusion, singles, "single modality"))
+                lines.append(against_chosen(fusion, singles, "single modality", masked))
             if fusions and simple_fusions:  # the fusion compared is not itself one
                 lines.append(against_chosen(fusion, _whole_first(simple_fusions, complete),
-                                            "simple fusion"))
+                                            "simple fusion", masked))
             bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
             for b in bases:
                 lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline",
-                                             one_split))
+                                             one_split, masked))
             if not singles and not bases:
                 # ran, but no seed has a value (could not train, a metric undefined on
                 # every seed): "none ran" contradicted the flags below

@@ -79,7 +79,8 @@ def test_natural_comes_first_and_the_baseline_win_is_said_plainly(md):
     lo, hi = t_interval(hgb)
     assert lines[0] == (f"- best: **hgb** (baselines), {hgb.mean():.3f} ± {hgb.std(ddof=1):.3f} "
                         f"(95 % CI {lo:.3f}–{hi:.3f}, 5 seeds). **A simple baseline has the "
-                        "best mean here**: no fusion method beats hgb on average")
+                        "best mean here**: no fusion method beats hgb on average; on 5 seeds "
+                        "no row can be told apart from it at 0.05")
     line = next(x for x in lines if x.startswith("- **baseline hgb ahead of the fusion**"))
     # ahead on every one of 5 seeds is the smallest two-sided p there is, 2/32: no claim
     p = wilcoxon(NATURAL["hgb"], NATURAL["mmare"], method="exact").pvalue
@@ -798,7 +799,8 @@ def test_a_simple_fusion_that_leads_is_said_and_compared_not_taken_for_the_fusio
     lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
     assert lines[0].startswith("- best: **late_fusion** (simple fusion)"), lines
     assert lines[0].endswith("**A simple fusion has the best mean here**: no other fusion "
-                             "method beats late_fusion on average")
+                             "method beats late_fusion on average; on 5 seeds no row can be "
+                             "told apart from it at 0.05")
     assert any(x.startswith("- the fusion compared below is **mmare**, the best fusion by "
                             "validation") for x in lines), lines
     assert any(x.startswith("- **simple fusion best on validation late_fusion ahead of the "
@@ -809,7 +811,8 @@ def test_a_simple_fusion_that_leads_is_said_and_compared_not_taken_for_the_fusio
                               .then(pl.col("balanced_accuracy") + 0.06)
                               .otherwise(pl.col("balanced_accuracy")).alias("balanced_accuracy"))
     lead = _section(summary_markdown(level, summarise(level), None), "**Natural missingness**")[0]
-    assert lead.endswith("**The best fusion is level with a simple fusion here**, not ahead")
+    assert lead.endswith("**The best fusion is level with a simple fusion here**, not ahead; "
+                         "on 5 seeds no row can be told apart from it at 0.05")
     # only simple fusions ran: the best of them on validation is the fusion compared
     plain = runs.filter(pl.col("method") != "mmare")
     lines = _section(summary_markdown(plain, summarise(plain), None), "**Natural missingness**")
@@ -897,3 +900,48 @@ def test_a_completeness_level_over_a_handful_of_complete_subjects_is_said():
                         "{modalities: [...]}`)"), lines
     most = base.with_columns(mask_rate_of=pl.lit(400.0), mask_rate=pl.lit(100 / 400))
     assert "this level was drawn over" not in summary_markdown(most, summarise(most), _flags())
+
+
+def test_the_rows_the_test_cannot_tell_from_the_best_are_named_beside_it():
+    """A baseline 0.001 ahead of a fusion at p = 0.92 was announced, in bold, as the best
+    with "no fusion method beats it", and the fusion best on test went unnamed: only one
+    chosen on validation was compared. The opening line now names the rows the tables leave
+    without a † (Holm-corrected), and says when every other row is behind."""
+    hgb = [.60, .80, .65, .75, .70, .55, .85, .70, .62, .78]
+    table = {"hgb": hgb, "mmare": [.62, .78, .66, .73, .70, .57, .83, .69, .63, .78],
+             "muse": [v - 0.1 for v in hgb]}
+    runs = _six_seeds(table)
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert lines[0].endswith("no fusion method beats hgb on average; not told apart from it "
+                             "at 0.05 (Holm-corrected Wilcoxon: no † in the tables): "
+                             "**mmare** (MMARE) 0.699"), lines[0]
+    behind = _six_seeds({"hgb": hgb, "muse": [v - 0.1 for v in hgb]})
+    lines = _section(summary_markdown(behind, summarise(behind), None), "**Natural missingness**")
+    assert lines[0].endswith("; every other row is behind it at 0.05 (Holm-corrected)")
+
+
+def test_one_seed_is_said_to_give_no_spread_interval_or_test():
+    """With one seed the text spoke of a widened interval and of "1 seeds"."""
+    runs = _runs().filter(pl.col("seed") == 0).with_columns(
+        n_train=pl.lit(70), n_val=pl.lit(10), n_test=pl.lit(20))
+    md = summary_markdown(runs, summarise(runs), None)
+    assert "**One seed.** Every figure below is one run" in md
+    assert "re-splits one cohort" not in md and "1 seeds" not in md
+    assert "(1 seed)." in md
+
+
+def test_seeds_that_drew_their_own_masks_on_one_split_are_said_to_differ_by_them():
+    """Under MCAR on the cohort's own split the text said the seeds differ by
+    initialisation alone and a deterministic method has no spread; each seed's mask
+    differs too, and logreg's MCAR scores spread."""
+    runs = _runs().with_columns(
+        split_fixed=pl.lit("train,val,test"),
+        mask_removed=pl.when(pl.col("scenario") == "mcar").then(12).otherwise(0))
+    md = summary_markdown(runs, summarise(runs), _flags())
+    assert "the mask each seed draws" in md
+    assert "has no spread under natural missingness" in md
+    mcar = _section(md, "**MCAR: 40 % of present entries removed**")
+    natural = _section(md, "**Natural missingness**")
+    assert any("over initialisations and masks on one split" in x for x in mcar)
+    assert not any("and masks" in x for x in natural)
+    assert any("over initialisations on one split" in x for x in natural)
