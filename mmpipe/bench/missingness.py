@@ -215,7 +215,12 @@ def completeness_mask(present: np.ndarray, complete: float, seed: int, *,
     """HAM's completeness level: ``complete`` is the share of the complete subjects left
     complete in the training split, and in the validation split on its own, among the
     ``scored`` ones (see :func:`mcar_mask`); the test split and the rows in no split are
-    left as they are. ``parts``: each row's part of the seed's split."""
+    left as they are. ``parts``: each row's part of the seed's split.
+
+    One seed's levels are nested in the training part (a lower level makes incomplete the
+    same subjects first, losing the same modalities, then more); the validation part's are
+    not, since its draw follows the training part's from one generator, whose draws number
+    by the level. MCAR's masks are nested in every part."""
     present = _check_present(present)
     if (why := rate_problem("completeness", complete)) is not None:
         raise ConfigError(why)
