@@ -46,6 +46,8 @@ _VOLUME_KEYS = set(TRANSFORM_KEYS["med3d"])
 _SLICE_KEYS = set(TRANSFORM_KEYS["vgg11_slices"])
 _NORMALIZE = ("zscore", "foreground_zscore_noise", "minmax", None)
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# the fewest voxels along any axis the volume recipe encodes (DICOM conversion's min_slices)
+MIN_VOLUME_EXTENT = 3
 
 
 # --------------------------------------------------------------------------- loading
@@ -114,10 +116,15 @@ class LoadVolume(Transform):
     volume per subject. So is a volume holding NaN or inf voxels (counted after the
     float32 conversion, so values too large for float32 count too): one NaN slice
     would otherwise reach the network, or vanish silently in a resize or a crop.
+    ``min_extent``: the fewest voxels each axis must hold. The volume recipe asks for
+    :data:`MIN_VOLUME_EXTENT`, as DICOM conversion's ``min_slices``: a one-slice file
+    resized to Med3D's 56 slices was 56 copies of that slice, stored ``ok``. The slice
+    recipe takes one slice (a 2-D image saved as a volume).
     """
 
-    def __init__(self, with_mask: bool = False):
+    def __init__(self, with_mask: bool = False, min_extent: int = 1):
         self.with_mask = with_mask
+        self.min_extent = int(min_extent)
 
     def __call__(self, source: str | Path | MaskedVolume):
         """With ``with_mask``, the subject's mask (any voxel above 0) becomes a second
@@ -180,6 +187,10 @@ class LoadVolume(Transform):
         if image.ndim != 4 or image.shape[0] != 1:
             raise InputError(f"expected one 3-D volume, got array shape {tuple(image.shape)} "
                              "(channel first): a 4-D or multi-channel file", path=path)
+        if min(image.shape[1:]) < self.min_extent:
+            raise InputError(f"a {what} of {tuple(image.shape[1:])} voxels: fewer than "
+                             f"{self.min_extent} along an axis, a slice or a line where a 3-D "
+                             "encoder reads a volume (resizing would repeat it)", path=path)
         return image
 
 
@@ -571,7 +582,8 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
         raise ConfigError(f"volume transform: normalize must be one of {list(_NORMALIZE)}, "
                           f"got {normalize!r}")
     masks = mask_steps(recipe, what, slices=False)
-    steps: list = [LoadVolume(with_mask=masks.needs_mask), *_hounsfield_check(recipe),
+    steps: list = [LoadVolume(with_mask=masks.needs_mask, min_extent=MIN_VOLUME_EXTENT),
+                   *_hounsfield_check(recipe),
                    *_spatial_steps(recipe, median_spacing, what)]
     if masks.active:
         steps.append(ApplyMask(masks))
@@ -660,38 +672,33 @@ def _nifti_affine(path: str | Path) -> np.ndarray | None:
     return affine
 
 
-def cohort_median_spacing(paths: Sequence[str | Path],
-                          orientation: str | None = "RAS") -> tuple[float, float, float]:
-    """Median voxel spacing (mm) over volumes, reading headers only.
-
-    Returned in the axis order MONAI's Spacing sees, i.e. after
-    ``Orientation(orientation)``: for "RAS", (x, y, z) world axes whatever the
-    acquisition plane; with ``orientation=None``, the files' own voxel-axis order.
-    Unreadable files are skipped with a warning.
-    """
-    import SimpleITK as sitk
+def _world_axes(affine: np.ndarray) -> np.ndarray | None:
+    """The world axis each voxel axis runs along (as nibabel and MONAI's Orientation decide
+    it), or None where the header gives none: a NaN or infinite matrix, a zero column."""
     from nibabel.orientations import io_orientation
 
-    if orientation is not None:
-        codes = str(orientation).upper()
-        if len(codes) != 3 or sorted(_AXIS_OF_CODE[c] for c in codes if c in _AXIS_OF_CODE) != [0, 1, 2]:
-            raise ConfigError(f"orientation {orientation!r} is not three axis codes like 'RAS'")
-    spacings = []
-    for path in paths:
-        if str(path).lower().endswith(_NIFTI_SUFFIXES):
-            # as the volume is loaded (NibabelReader): nibabel's affine, the sform when its
-            # code is set, where SimpleITK takes the qform under sform code 2; a header
-            # whose two disagree had its median taken over the wrong axes
-            affine = _nifti_affine(path)
-            if affine is None:
-                continue
-            spacing = np.linalg.norm(affine[:3, :3], axis=0)
-            if orientation is not None:
-                world = np.empty(3)
-                world[io_orientation(affine)[:, 0].astype(int)] = spacing
-                spacing = np.array([world[_AXIS_OF_CODE[c]] for c in codes])
-            spacings.append(spacing)
-            continue
+    try:
+        ornt = io_orientation(affine)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    return None if np.isnan(ornt).any() else ornt[:, 0].astype(int)
+
+
+def _header_spacing(path: str | Path, codes: str | None) -> np.ndarray | None:
+    """One volume's voxel spacing (mm) from its header, in the order
+    :func:`cohort_median_spacing` returns; None, with a warning naming the file, when the
+    header is unreadable or gives no finite positive spacing and orientation."""
+    import SimpleITK as sitk
+
+    if str(path).lower().endswith(_NIFTI_SUFFIXES):
+        # as the volume is loaded (NibabelReader): nibabel's affine, the sform when its
+        # code is set, where SimpleITK takes the qform under sform code 2; a header
+        # whose two disagree had its median taken over the wrong axes
+        affine = _nifti_affine(path)
+        if affine is None:
+            return None
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    else:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
@@ -699,21 +706,51 @@ def cohort_median_spacing(paths: Sequence[str | Path],
         except RuntimeError as err:
             log.warning("median spacing: skipping unreadable %s (%s)", path,
                         str(err).strip().splitlines()[-1] if str(err).strip() else err)
-            continue
+            return None
         spacing = np.asarray(reader.GetSpacing(), dtype=float)[:3]
         if len(spacing) < 3:
             log.warning("median spacing: skipping %s (%d-D, not a volume)", path, len(spacing))
-            continue
-        if orientation is not None:
-            direction = np.asarray(reader.GetDirection(), dtype=float).reshape(
-                reader.GetDimension(), reader.GetDimension())[:3, :3]
-            # world axis each voxel axis runs along (as nibabel/MONAI Orientation decide it)
-            world_of_voxel = io_orientation(np.vstack([np.hstack([direction, np.zeros((3, 1))]),
-                                                       [0, 0, 0, 1]]))[:, 0].astype(int)
-            world = np.empty(3)
-            world[world_of_voxel] = spacing
-            spacing = np.array([world[_AXIS_OF_CODE[c]] for c in codes])
-        spacings.append(spacing)
+            return None
+        direction = np.asarray(reader.GetDirection(), dtype=float).reshape(
+            reader.GetDimension(), reader.GetDimension())[:3, :3]
+        affine = np.vstack([np.hstack([direction, np.zeros((3, 1))]), [0, 0, 0, 1]])
+    # one header's NaN spacing made the median NaN, and resampling then kept every
+    # volume's own spacing on that axis; a NaN matrix failed the whole job's setup
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        log.warning("median spacing: skipping %s (voxel spacing %s is not finite and "
+                    "positive)", path, spacing.tolist())
+        return None
+    # a direction without an orientation is refused when the volume is read: it does not
+    # vote, whatever the axis order asked for
+    world_of_voxel = _world_axes(affine)
+    if world_of_voxel is None:
+        log.warning("median spacing: skipping %s (its direction matrix gives no orientation)",
+                    path)
+        return None
+    if codes is None:
+        return spacing
+    world = np.empty(3)
+    world[world_of_voxel] = spacing
+    return np.array([world[_AXIS_OF_CODE[c]] for c in codes])
+
+
+def cohort_median_spacing(paths: Sequence[str | Path],
+                          orientation: str | None = "RAS") -> tuple[float, float, float]:
+    """Median voxel spacing (mm) over volumes, reading headers only.
+
+    Returned in the axis order MONAI's Spacing sees, i.e. after
+    ``Orientation(orientation)``: for "RAS", (x, y, z) world axes whatever the
+    acquisition plane; with ``orientation=None``, the files' own voxel-axis order.
+    Unreadable files, and headers without a finite positive spacing or an orientation,
+    are skipped with a warning: such a subject is refused when its own volume is read,
+    and must not take the cohort's median, or every subject's job, with it.
+    """
+    codes = None
+    if orientation is not None:
+        codes = str(orientation).upper()
+        if len(codes) != 3 or sorted(_AXIS_OF_CODE[c] for c in codes if c in _AXIS_OF_CODE) != [0, 1, 2]:
+            raise ConfigError(f"orientation {orientation!r} is not three axis codes like 'RAS'")
+    spacings = [sp for path in paths if (sp := _header_spacing(path, codes)) is not None]
     if not spacings:
         raise InputError(f"cannot compute a median spacing: none of {len(paths)} volumes "
                          "has a readable header")

@@ -403,6 +403,56 @@ def test_median_spacing_reads_the_affine_the_volume_is_loaded_with(tmp_path):
     assert cohort_median_spacing([tmp_path / "both.nii.gz"]) == pytest.approx((2.0, 1.5, 5.0))
 
 
+def test_a_header_without_a_spacing_or_orientation_is_skipped_not_the_cohort(tmp_path):
+    """A NaN sform failed the median in the encode job's setup (SVD did not converge), so
+    every subject of the job failed; a singular .mha direction cast a NaN to an index;
+    with ``orientation: null`` a NaN voxel size made the median NaN, and resampling kept
+    every volume's own spacing on that axis. Each such header is skipped, named."""
+    good = []
+    for n, z in enumerate([1.0, 2.0, 5.0, 5.0]):
+        good.append(tmp_path / f"s{n}.nii.gz")
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.diag([1, 1, z, 1.0])),
+                 good[-1])
+
+    def broken(name: str, z: float) -> Path:  # an sform nibabel would refuse to write
+        header = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)).header
+        header.set_sform(np.diag([1, 1, 2, 1.0]), code=1)
+        header.set_qform(None, code=0)
+        header["srow_z"] = [0, 0, z, 0]
+        header["pixdim"][3] = z
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), None, header),
+                 tmp_path / name)
+        return tmp_path / name
+
+    nan_sform, zero_column = broken("nan_sform.nii.gz", np.nan), broken("zero.nii.gz", 0.0)
+    singular = tmp_path / "singular.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((4, 4, 4), np.float32)), singular)
+    text = singular.read_bytes().replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                         b"TransformMatrix = 1 0 0 0 1 0 0 0 0")
+    assert text != singular.read_bytes()
+    singular.write_bytes(text)
+    cohort = [*good, nan_sform, zero_column, singular]
+    assert cohort_median_spacing(cohort) == pytest.approx((1.0, 1.0, 3.5))
+    assert cohort_median_spacing(cohort, orientation=None) == pytest.approx((1.0, 1.0, 3.5))
+    with pytest.raises(InputError, match="none of 3 volumes"):
+        cohort_median_spacing([nan_sform, zero_column, singular])
+
+
+def test_the_volume_recipe_refuses_a_slice_the_slice_recipe_takes(tmp_path):
+    """A one-slice NIfTI went through Med3D's recipe as 56 copies of that slice, stored
+    ok; a 2-D image saved as a volume is still a slice recipe's input."""
+    rng = np.random.default_rng(0)
+    array = np.zeros((32, 32, 1), np.float32)
+    array[4:28, 6:26, 0] = rng.random((24, 20)) * 500 + 100
+    path = tmp_path / "one_slice.nii.gz"
+    nib.save(nib.Nifti1Image(array, np.diag([0.8, 0.8, 5.0, 1.0])), path)
+    with pytest.raises(InputError, match=r"fewer than 3 along an axis") as err:
+        build_volume_transform({**MEDICALNET_RECIPE, "resize": [8, 16, 16]})(path)
+    assert "one_slice.nii.gz" in str(err.value)
+    slices = build_slice_transform({**VGG_SLICE_RECIPE, "spacing": None})(path)
+    assert slices.shape[0] == 1
+
+
 # --------------------------------------------------------------------------- real volume
 
 
