@@ -33,7 +33,11 @@ read (``EXAMDATE``, ``DX``, the fields); where they disagree and the rule choose
 visit, the subject has no label and no scan, with a ``conflict`` QC row naming the
 columns. NIfTI files that do not sit at the layout's depth, image folders without one
 (a DICOM download) and date folders that are not a date are skipped with a QC row; a
-scan folder with several NIfTI files is rejected, naming them.
+scan folder with several NIfTI files is rejected, naming them. A dated scan that cannot be
+read (an image folder without NIfTI, a NIfTI in the date folder) still counts as a scan:
+nearer the visit than every readable one, it rejects the modality, naming it, where a
+farther scan was taken in its place or the modality called missing by nature; a
+download without a single NIfTI scan is refused.
 """
 
 from __future__ import annotations
@@ -77,10 +81,12 @@ DIAGNOSES = ("CN", "MCI", "Dementia")
 CONFLICT = "conflict"
 VISITS = ("baseline", "first_with_all")
 _TIE = "two"  # how _match's reason for a tie begins
+_UNREADABLE = "the nearest"  # and for a nearest scan that cannot be read
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
 _DEPTH = ("a NIfTI file outside an image-ID folder (the layout is "
           "<PTID>/<series>/<date>/<image ID>/*.nii)")
+_NO_NIFTI = "no NIfTI file in the image folder (the adapter reads LONI's NIfTI download)"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,10 @@ class Scan:
     taken: dt.datetime  # the acquisition date and time of its date folder
     files: tuple[Path, ...]
     folder: Path
+    # why it cannot be read (a DICOM download, a NIfTI above its image folder): never
+    # chosen, but nearer the visit than every readable scan it rejects the modality, where
+    # a farther scan had been taken in its place, or the modality called missing by nature
+    problem: str = ""
 
     @property
     def date(self) -> dt.date:
@@ -140,17 +150,19 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                         if image_dir.name.endswith(NIFTI):
                             qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH,
                                                str(image_dir)))
+                            scans[subject.name].append(Scan(modality, taken, (), image_dir,
+                                                            _DEPTH))
                         continue
                     # not macOS's "._" metadata beside a copied file
                     files = tuple(p for p in folder_files(image_dir)
                                   if p.name.endswith(NIFTI) and not p.name.startswith("."))
                     if files:
                         scans[subject.name].append(Scan(modality, taken, files, image_dir))
-                    else:  # a DICOM download: without a row the scan vanished, and a
-                        # farther NIfTI of the visit was chosen in its place
-                        qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "no NIfTI file "
-                                           "in the image folder (the adapter reads LONI's "
-                                           "NIfTI download)", str(image_dir)))
+                    else:  # a DICOM download: kept as a scan that cannot be read
+                        qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _NO_NIFTI,
+                                           str(image_dir)))
+                        scans[subject.name].append(Scan(modality, taken, (), image_dir,
+                                                        _NO_NIFTI))
             qc += [QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH, str(p))
                    for p in sorted(description.iterdir())
                    if p.is_file() and p.name.endswith(NIFTI)]
@@ -195,6 +207,13 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
                   key=lambda t: (t[0], t[1].taken))
     if not near:
         return None, f"no {modality} scan within {max_days} days of the visit ({visit_date})"
+    readable = [(days, s) for days, s in near if not s.problem]
+    days, nearest = near[0]
+    if nearest.problem and (not readable
+                            or (readable[0][0], readable[0][1].taken) > (days, nearest.taken)):
+        return None, (f"{_UNREADABLE} {modality} scan, {days} days from the visit, cannot be "
+                      f"read: {nearest.problem}: {nearest.folder}")
+    near = readable  # one that cannot be read, as near as a readable one, is passed over
     closest = [s for days, s in near if days == near[0][0]]
     # one day's scans: the first acquired; two days as close, or two scans of one time
     # (a scan in two processing stages), are not ours to choose between
@@ -212,7 +231,7 @@ def _scanned(visit_date: dt.date | None, scans: list[Scan], modality: str, max_d
     modality rejected naming both; passed over, the subject was read as scanned at a
     later visit or at none (missing by nature), and the tie was in no record."""
     scan, why = _match(visit_date, scans, modality, max_days)
-    return scan is not None or why.startswith(_TIE)
+    return scan is not None or why.startswith((_TIE, _UNREADABLE))
 
 
 def check_config(cohort_cfg: dict) -> None:
@@ -263,7 +282,11 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
     table_path = config_path(cfg["table"], base_dir) if cfg.get("table") else root / TABLE
     if not table_path.is_file():
-        raise InputError("ADNIMERGE table not found", path=table_path)
+        # LONI names its current downloads by date (ADNIMERGE_18Feb2025.csv)
+        dated = sorted(p.name for p in root.glob("ADNIMERGE*.csv")) if root.is_dir() else []
+        raise InputError("ADNIMERGE table not found" + (
+            f"; {root} holds {', '.join(dated)}: name the one to read in adni.table"
+            if dated and not cfg.get("table") else ""), path=table_path)
     table = read_source_csv(table_path, all_text=True)
     need = ["PTID", "VISCODE", "EXAMDATE", "DX"]
     fields = list(dict.fromkeys(f for s in specs.values() for f in s.fields))
@@ -278,6 +301,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     if not images.is_dir():
         raise InputError("folder ADNI/ (LONI's download) not found", path=images)
     scans, source_qc = scan_images(images, series)
+    if imaging and not any(not s.problem for own in scans.values() for s in own):
+        raise InputError(f"no scan of {imaging} with a NIfTI file in its image folder "
+                         f"({sum(len(own) for own in scans.values())} without one): the "
+                         "adapter reads LONI's NIfTI download, not its DICOM one", path=images)
     visits = _visits(table)
     read = ["EXAMDATE", "DX", *fields]
 
@@ -349,7 +376,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    + ", ".join(f.name for f in scan.files))
                 qc.append(QCRecord(sid, m, REJECTED, why))
             elif scan is None:
-                qc.append(QCRecord(sid, m, REJECTED if why.startswith(_TIE) else ABSENT, why))
+                qc.append(QCRecord(sid, m, REJECTED if why.startswith((_TIE, _UNREADABLE))
+                                   else ABSENT, why))
             columns[specs[m].column].append(str(scan.files[0]) if scan is not None else None)
     frame.update(columns)
     if "diagnosis" in labels:

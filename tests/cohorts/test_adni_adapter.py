@@ -8,7 +8,7 @@ import pytest
 
 from mmpipe.cohorts import build_manifest, read_qc
 from mmpipe.cohorts.demo.adni import write_adni
-from mmpipe.errors import ConfigError
+from mmpipe.errors import ConfigError, InputError
 
 
 def _cfg(root, **over):
@@ -293,3 +293,83 @@ def test_an_examdate_not_written_as_an_iso_date_is_said(tmp_path):
     why = read_qc(tmp_path / "o3").filter((pl.col("subject_id") == sid)
                                           & (pl.col("modality") == "mri"))
     assert why["status"].to_list() == ["present"]
+
+
+def test_a_scan_downloaded_as_dicom_is_not_replaced_by_a_farther_one(tmp_path):
+    """The visit-day MPRAGE downloaded as DICOM left only a '*' row: the NIfTI MPRAGE
+    taken 60 days later was read as the baseline scan, or, without it, the subject's MRI
+    was 'no scan within 90 days' (missing by nature, where it was taken on the day). A
+    subject whose every scan is DICOM vanished from the cohort, and a download all DICOM
+    gave a manifest of no subject."""
+    import datetime as dt
+    import shutil
+
+    import numpy as np
+
+    from mmpipe.cohorts.demo.adni import _write_scan
+
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=3)
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    bl = {r["PTID"]: dt.datetime.fromisoformat(r["EXAMDATE"])
+          for r in table.filter(pl.col("VISCODE") == "bl").iter_rows(named=True)}
+
+    def as_dicom(sid: str, series: str) -> Path:
+        """The scan nearest the visit, its NIfTI replaced by a DICOM file."""
+        def days(folder: Path) -> int:
+            return abs((dt.datetime.strptime(folder.name[:10], "%Y-%m-%d") - bl[sid]).days)
+        date_dir = min((root / "ADNI" / sid / series).iterdir(), key=days)
+        image_dir = next(date_dir.iterdir())
+        shutil.rmtree(image_dir)
+        image_dir.mkdir()
+        (image_dir / "IM0001.dcm").write_bytes(b"")
+        return image_dir
+
+    later, alone = plan.subjects[0], plan.subjects[1]
+    dicom = as_dicom(later, "MPRAGE")
+    _write_scan(root, later, "MPRAGE", bl[later] + dt.timedelta(days=60), 95001,
+                np.ones((4, 6, 6), np.int16))
+    as_dicom(alone, "MPRAGE")
+    manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    for sid in (later, alone):
+        assert _row(manifest, sid)["mri_path"] is None
+        mri = qc.filter((pl.col("subject_id") == sid) & (pl.col("modality") == "mri"))
+        assert mri["status"].item() == "rejected", sid
+        assert "the nearest mri scan, " in mri["reason"].item()
+        assert "days from the visit, cannot be read: no NIfTI file in the image folder" in (
+            mri["reason"].item())
+    assert str(dicom) in _reason(qc, later, "mri")
+    # every scan of one subject as DICOM: in the cohort, each modality rejected
+    everything = later  # its FDG too, and the later MPRAGE
+    for series in ("MPRAGE", "Coreg,_Avg,_Standardized_Image_and_Voxel_Size"):
+        for image_dir in (root / "ADNI" / everything / series).glob("*/*"):
+            for f in image_dir.iterdir():
+                f.unlink()
+            (image_dir / "IM0001.dcm").write_bytes(b"")
+    manifest = build_manifest("adni", _cfg(root), root / "out2", base_dir=root)
+    qc = read_qc(root / "out2")
+    assert everything in manifest["subject_id"].to_list()
+    assert set(qc.filter(pl.col("subject_id") == everything).filter(
+        pl.col("modality").is_in(["mri", "pet"]))["status"]) == {"rejected"}
+    # a download all DICOM is refused, not a cohort of no subject
+    for image_dir in (root / "ADNI").glob("*/*/*/*"):
+        for f in image_dir.iterdir():
+            if f.name.endswith(".nii"):
+                f.unlink()
+    with pytest.raises(InputError, match="LONI's NIfTI download, not its DICOM one"):
+        build_manifest("adni", _cfg(root), root / "out3", base_dir=root)
+
+
+def test_a_table_named_by_its_download_date_is_pointed_to(tmp_path):
+    """LONI names ADNIMERGE by its date; the error said only that ADNIMERGE.csv is not
+    there."""
+    root = tmp_path / "adni"
+    write_adni(root, n_subjects=8, seed=4)
+    (root / "ADNIMERGE.csv").rename(root / "ADNIMERGE_18Feb2025.csv")
+    with pytest.raises(InputError, match="holds ADNIMERGE_18Feb2025.csv: name the one to read "
+                                         "in adni.table"):
+        build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    manifest = build_manifest("adni", _cfg(root, adni={"table": str(root / "ADNIMERGE_18Feb2025.csv")}),
+                              root / "out", base_dir=root)
+    assert len(manifest) == 8
