@@ -95,6 +95,9 @@ SEQUENCES = {"t1": "T1", "t2": "T2", "pd": "PD", "mra": "MRA"}
 DERIVED_LABELS = ("sex", "age_group")
 FILE_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<seq>[A-Z0-9]+)"
                           r"\.nii(\.gz)?$")
+# a name that says whose it is without following the pattern ("IXI013-...-T1 (1).nii.gz")
+SUBJECT_PREFIX = re.compile(r"^IXI(?P<id>\d+)-")
+_MISNAMED = "name does not follow IXI<ID>-<Site>-<n>-<SEQ>.nii.gz"
 # QC statuses of rows about the source, not about one subject's modality
 MERGED, CONFLICT = "merged", "conflict"
 
@@ -218,9 +221,14 @@ def age_group(age: float | None, edges: list[float]) -> str | None:
 
 
 def scan_images(root: Path, sequences: list[str]
-                ) -> tuple[dict[str, dict[str, list[Path]]], dict[str, str], list[QCRecord]]:
-    """Per sequence, each subject's files; each subject's site; QC rows of skipped files."""
+                ) -> tuple[dict[str, dict[str, list[Path]]], dict[str, str], list[QCRecord],
+                           dict[str, dict[str, list[Path]]]]:
+    """Per sequence, each subject's files; each subject's site; QC rows of skipped files;
+    per sequence, each subject's files whose name says whose they are but does not follow
+    the pattern (a subject with only such a file was missing by nature, where its file was
+    renamed)."""
     found: dict[str, dict[str, list[Path]]] = {s: defaultdict(list) for s in sequences}
+    misnamed: dict[str, dict[str, list[Path]]] = {s: defaultdict(list) for s in sequences}
     sites: dict[str, str] = {}
     qc: list[QCRecord] = []
     for seq in sequences:
@@ -234,9 +242,9 @@ def scan_images(root: Path, sequences: list[str]
         for path in files:
             m = FILE_PATTERN.match(path.name)
             if m is None:
-                qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED,
-                                   "name does not follow IXI<ID>-<Site>-<n>-<SEQ>.nii.gz",
-                                   str(path)))
+                qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED, _MISNAMED, str(path)))
+                if whose := SUBJECT_PREFIX.match(path.name):
+                    misnamed[seq][subject_id(whose["id"])].append(path)
                 continue
             if m["seq"] != SEQUENCES[seq]:
                 qc.append(QCRecord(ALL_SUBJECTS, seq, SKIPPED,
@@ -245,7 +253,7 @@ def scan_images(root: Path, sequences: list[str]
             sid = subject_id(m["id"])
             found[seq][sid].append(path)
             sites.setdefault(sid, m["site"])
-    return found, sites, qc
+    return found, sites, qc, misnamed
 
 
 def check_config(cohort_cfg: dict) -> None:
@@ -293,9 +301,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError(f"{sheet_path}: column(s) {absent_fields} not in sheet {SHEET!r}")
     used = [SEX_COLUMN, AGE_COLUMN, *fields]
     table, sheet_qc = _merge_rows(rows, used, sheet_path)
-    found, sites, file_qc = scan_images(root, sequences)
+    found, sites, file_qc, misnamed = scan_images(root, sequences)
 
-    ids = sorted(set(table) | {sid for seq in found.values() for sid in seq})
+    ids = sorted(set(table) | {sid for seq in (*found.values(), *misnamed.values())
+                               for sid in seq})
     frame: dict[str, list[Any]] = {SUBJECT: ids, "site": [sites.get(s) for s in ids]}
     qc: list[QCRecord] = []
     label_qc: list[QCRecord] = []
@@ -307,7 +316,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 paths.append(str(files[0]))
                 continue
             paths.append(None)
-            if not files:
+            if not files and (renamed := misnamed[seq].get(sid)):
+                qc.append(QCRecord(sid, seq, REJECTED, f"only {', '.join(f.name for f in renamed)}"
+                                   f" in {folder_of(seq)}/: {_MISNAMED}"))
+            elif not files:
                 qc.append(QCRecord(sid, seq, ABSENT, f"no file in {folder_of(seq)}/"))
             else:
                 qc.append(QCRecord(sid, seq, REJECTED,

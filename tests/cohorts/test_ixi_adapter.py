@@ -302,3 +302,26 @@ def test_a_spreadsheet_column_named_twice_is_refused(tmp_path):
     book.save(str(tmp_path / "IXI.xls"))
     with pytest.raises(InputError, match=r"IXI\.xls: the header names column\(s\) \['AGE'\]"):
         read_table(tmp_path / "IXI.xls")
+
+
+def test_a_renamed_copy_is_the_subjects_rejected_file_not_a_missing_one(ixi, tmp_path):
+    """A T1 saved as "IXI013-...-T1 (1).nii.gz" left the subject's T1 absent, "no file in
+    IXI-T1/", which counts as missing by nature; the skipped row named no subject."""
+    import shutil
+
+    root, plan, _, _ = ixi
+    copy_root = tmp_path / "IXI"
+    shutil.copytree(root, copy_root, ignore=shutil.ignore_patterns("out"))
+    manifest = build_manifest("ixi", _cfg(copy_root), tmp_path / "a", base_dir=copy_root)
+    sid = next(s for s in manifest.filter(pl.col("t1_path").is_not_null())["subject_id"])
+    original = next(p for p in (copy_root / "IXI-T1").iterdir()
+                    if p.name.startswith(f"{sid}-") and p.name.endswith("-T1.nii.gz"))
+    renamed = original.with_name(original.name.replace(".nii.gz", " (1).nii.gz"))
+    original.rename(renamed)
+    manifest = build_manifest("ixi", _cfg(copy_root), tmp_path / "b", base_dir=copy_root)
+    qc = read_qc(tmp_path / "b")
+    assert _row(manifest, sid)["t1_path"] is None
+    t1 = qc.filter((pl.col("subject_id") == sid) & (pl.col("modality") == "t1"))
+    assert t1["status"].to_list() == ["rejected"]
+    assert t1["reason"][0] == (f"only {renamed.name} in IXI-T1/: name does not follow "
+                               "IXI<ID>-<Site>-<n>-<SEQ>.nii.gz")
