@@ -31,7 +31,11 @@ and ``tumour_type`` (the type folder). What the adapter does with what it finds:
 - A folder holding an image whose name does not follow the release's
   ``SOB_<B|M>_<T>-<patient>-<mag>-<n>`` (a copy, ``-001 (1).png``) rejects that modality
   for the patient, naming the file: it would be pooled as a field of its own. Hidden
-  files (macOS's ``._`` metadata) are not images.
+  files (macOS's ``._`` metadata) are not images. So does one field in two files
+  (``-001.png`` beside ``-001.tif``).
+- A folder under ``{benign,malignant}/SOB/`` that is no tumour type of its class (a copy,
+  ``ductal_carcinoma (1)``), and one in a patient folder that is no magnification, are not
+  read, each with a QC row.
 - A patient folder whose name does not follow ``SOB_<B|M>_<T>_<patient>``, or whose
   class letter or type code disagrees with its benign/malignant or type folder, is
   skipped with a QC row.
@@ -82,6 +86,7 @@ TYPE_CODES = {"adenosis": "A", "fibroadenoma": "F", "phyllodes_tumor": "PT",
               "mucinous_carcinoma": "MC", "papillary_carcinoma": "PC"}
 MAGNIFICATIONS = {"mag40": 40, "mag100": 100, "mag200": 200, "mag400": 400}
 LABELS = ("malignant", "tumour_type")
+_MAG_FOLDERS = {f"{v}X" for v in MAGNIFICATIONS.values()}
 PATIENT_FOLDER = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)_(?P<patient>.+)$")
 IMAGE_NAME = re.compile(r"^SOB_(?P<cls>[BM])_(?P<type>[A-Z]+)-(?P<patient>.+)-(?P<mag>\d+)-"
                         r"(?P<n>\d+)\.[A-Za-z]+$")
@@ -118,6 +123,12 @@ def find_patients(breast: Path) -> tuple[dict[str, list[tuple[str, str, Path]]],
                          + (f"; folders of no known type: {unknown}" if unknown else ""),
                          path=breast)
     for cls, types in TYPES.items():
+        # a copy of a type folder ("ductal_carcinoma (1)") holds patients no label names
+        qc += [QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"{cls}/SOB/{p.name} is not one of "
+                        f"BreakHis's {cls} tumour types {list(types)}: its patients are not "
+                        "read", str(p))
+               for p in sorted((breast / cls / "SOB").iterdir())
+               if p.is_dir() and p.name not in types]
         for tumour in types:
             folder = breast / cls / "SOB" / tumour
             for patient_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -133,6 +144,12 @@ def find_patients(breast: Path) -> tuple[dict[str, list[tuple[str, str, Path]]],
                                        str(patient_dir)))
                     continue
                 found[m["patient"]].append((cls, tumour, patient_dir))
+                qc += [QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"a folder in "
+                                f"{patient_dir.name}/ that is no magnification of BreakHis "
+                                f"({', '.join(f'{v}X' for v in MAGNIFICATIONS.values())}): "
+                                "not read", str(extra))
+                       for extra in sorted(patient_dir.iterdir())
+                       if extra.is_dir() and extra.name.upper() not in _MAG_FOLDERS]
     if not found:
         raise InputError("no patient folder under {benign,malignant}/SOB/<type>/", path=breast)
     return found, qc
@@ -177,6 +194,15 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     if foreign:
         return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds image(s) named for "
                               f"another patient or tumour type: {', '.join(foreign[:5])}",
+                              str(folder))
+    # one field in two files (-001.png beside -001.tif) was pooled twice
+    by_field: dict[int, list[str]] = defaultdict(list)
+    for image in images:
+        by_field[int(IMAGE_NAME.match(image.name)["n"])].append(image.name)
+    twice = [names for names in by_field.values() if len(names) > 1]
+    if twice:
+        return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds one field in several "
+                              "files: " + "; ".join(", ".join(sorted(n)) for n in twice[:3]),
                               str(folder))
     return str(folder), None
 

@@ -265,3 +265,38 @@ def test_a_patient_under_two_types_that_shares_an_accession_number(tmp_path):
     assert {groups[s] for s in (f"{pid}_DC", f"{pid}_LC", f"{pid}AB")} == {pid}
     shared = qc.filter(pl.col("status") == "shared_accession")
     assert sorted(shared["subject_id"]) == sorted([f"{pid}_DC", f"{pid}_LC", f"{pid}AB"])
+
+
+def test_one_field_in_two_files_and_folders_breakhis_lacks_are_said(tmp_path):
+    """A field saved as .png and .tif was pooled twice; a copy of a type folder ("ductal_
+    carcinoma (1)", 38 patients) and a folder beside the magnifications went unread without
+    a word."""
+    from PIL import Image
+
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    breast = root / "histology_slides" / "breast"
+    ok = [p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                plan.misplaced_100x, plan.two_types,
+                                                plan.truncated_png)]
+    twice = ok[0]
+    cls, tumour = plan.patients[twice]
+    field = sorted((breast / cls / "SOB" / tumour).glob(f"*_{twice}/40X/*.png"))[0]
+    Image.open(field).save(field.with_suffix(".tif"))
+    copy = breast / "malignant" / "SOB" / "ductal_carcinoma (1)"
+    shutil.copytree(breast / "malignant" / "SOB" / "ductal_carcinoma", copy)
+    extra = field.parent.parent / "40X_extra"
+    extra.mkdir()
+    manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    rec = _qc(qc, twice, "mag40")
+    assert rec["status"].item() == "rejected"
+    assert rec["reason"].item() == (f"40X/ holds one field in several files: {field.name}, "
+                                    f"{field.with_suffix('.tif').name}")
+    assert _row(manifest, twice)["mag40_path"] is None
+    skipped = {r["path"]: r["reason"] for r in qc.filter(
+        pl.col("status") == "skipped").iter_rows(named=True)}
+    assert skipped[str(copy)].startswith("malignant/SOB/ductal_carcinoma (1) is not one of "
+                                         "BreakHis's malignant tumour types")
+    assert skipped[str(extra)].startswith(f"a folder in {field.parent.parent.name}/ that is "
+                                          "no magnification of BreakHis")
