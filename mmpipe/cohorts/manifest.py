@@ -42,6 +42,7 @@ from typing import Any
 
 import polars as pl
 
+from mmpipe.cohorts.field_checks import case_variants, label_proxies
 from mmpipe.cohorts.manifest_files import (
     ALL_SUBJECTS,
     NON_NUMERIC,
@@ -77,6 +78,8 @@ SPLIT_QC, FIXED = "split", "fixed"          # which parts the user's split fixes
 GROUPS_ACROSS = "groups_across_parts"        # patients the user's split puts in two parts
 # a label's words beside numbers, or fractions beside whole numbers: each value a class
 MIXED_CLASSES = "mixed_classes"
+# a table field's spellings of one value; a field that tells a label's classes apart
+CASE_VARIANTS, LABEL_PROXY = "case_variants", "label_proxy"
 # QC "modality" values of rows that are not a modality: no modality may be named so
 RESERVED_MODALITIES = (ALL_MODALITIES, LABEL_QC, COLUMN_QC, SPLIT_QC)
 
@@ -993,6 +996,13 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, NUMBERS_AS_TEXT, field_as_text.reason,
                            out.source))
         log.warning("cohort %r: %s", cohort, field_as_text.reason)
+    fields = list(dict.fromkeys(f for s in out.modalities.values() if s.is_table
+                                for f in s.fields))
+    for status, reasons in ((CASE_VARIANTS, case_variants(frame, fields)),
+                            (LABEL_PROXY, label_proxies(frame, fields, out.labels))):
+        for reason in reasons:
+            qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, status, reason, out.source))
+            log.warning("cohort %r: %s", cohort, reason)
     for file, column in out.unused_columns:
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, UNUSED,
                            f"column {column!r} of {file} is not used by the config", file))
