@@ -145,6 +145,13 @@ class SeriesInfo:
         acquired."""
         return bool({"DERIVED", "SECONDARY"} & set(self.image_type[:2]))
 
+    @property
+    def localizer(self) -> bool:
+        """Whether ImageType calls it a localizer (a scout: ``ORIGINAL\\PRIMARY\\
+        LOCALIZER``), acquired, but no volume of the anatomy (dcm2niix's ``-i y`` ignores
+        both kinds)."""
+        return "LOCALIZER" in self.image_type[2:]
+
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and slice-normal unit vectors, the column made orthogonal to the
         row (Gram-Schmidt): the cosines are checked to COSINE_TOL only, and positions
@@ -981,7 +988,7 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     """Pick one usable series by ``rule``.
 
     Rules: ``most_slices`` (an acquired series before a derived one, by ImageType's
-    DERIVED or SECONDARY; then most distinct positions, ties to the lowest
+    DERIVED or SECONDARY, or a localizer; then most distinct positions, ties to the lowest
     SeriesNumber), ``first`` (lowest SeriesNumber), ``description:<regex>``
     (case-insensitive search in SeriesDescription; several matches -> as
     ``most_slices``), ``uid:<SeriesInstanceUID>``. Only series without a problem under
@@ -991,7 +998,10 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     Series of more than one patient or study (:func:`folder_mix`) are rejected as a
     whole, unless the rule is ``uid:``: naming the series is a deliberate choice. A
     chosen series with a file whose pixel data cannot be read is rejected with that
-    file's name (another series is not chosen in its place).
+    file's name (another series is not chosen in its place). So is one that ``most_slices``
+    or ``first`` chose only because the series it ranks first has a problem, where the
+    chosen one is no stand-in for it (:func:`_no_stand_in`: another Modality, a reformat or
+    a scout for an acquired volume).
     """
     kind, arg = _parse_rule(rule)
     mix = folder_mix(series)
@@ -1020,12 +1030,13 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
             why = f"no series has UID {arg}; found {why}"
         raise DicomSeriesError(f"no usable series for rule {rule!r} among {len(judged)} series: "
                                f"{why}")
-    if kind == "first":
-        chosen = min(usable, key=_number_key)
-    else:
-        # an acquired series before a derived one (a coronal reformat, a MIP) of more
-        # slices: by count alone an MPR of a study's axial CT was chosen
-        chosen = min(usable, key=lambda s: (s.derived, -s.n_slices, *_number_key(s)))
+    chosen = min(usable, key=_rank(kind))
+    if (above := _unreadable_above(judged, chosen, kind, min_slices)) is not None \
+            and _no_stand_in(above, chosen):
+        raise DicomSeriesError(
+            f"{above.label()} is the series {rule!r} ranks first, and it cannot be read: "
+            f"{above.problem}; {chosen.short_label()} {chosen.description!r} "
+            f"({_kind_text(chosen)}) is not converted in its place")
     broken = [f for f in chosen.files if f in chosen.unreadable] + chosen.header_broken
     if broken:
         named = "; ".join(f"{f.name}: {chosen.unreadable[f][1]}" for f in broken[:NOTE_FILES])
@@ -1172,10 +1183,47 @@ def _culprit(files: list[Path]) -> str:
     return ""
 
 
+def _rank(kind: str):
+    """The order a guessing rule chooses in (the least first)."""
+    if kind == "first":
+        return _number_key
+    # an acquired series before a derived one (a coronal reformat, a MIP) or a localizer,
+    # then more slices: by count alone an MPR of a study's axial CT was chosen
+    return lambda s: (s.derived or s.localizer, -s.n_slices, *_number_key(s))
+
+
+def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str,
+                      min_slices: int) -> SeriesInfo | None:
+    """The series a guessing rule (``most_slices``, ``first``) ranks above ``chosen``
+    that a problem rejected, of ``min_slices`` or more (a scout of fewer is no candidate
+    either way), the first by the rule; None when none. The rule chose ``chosen`` only
+    because that one cannot be read: the CT of a PET/CT with one file never downloaded
+    made the PET the subject's CT, with nothing said."""
+    if kind not in ("most_slices", "first"):
+        return None
+    rank = _rank(kind)
+    above = [s for s in judged if s.problem and s.series_uid != chosen.series_uid
+             and s.n_slices >= min_slices and rank(s) < rank(chosen)]
+    return min(above, key=rank) if above else None
+
+
+def _no_stand_in(above: SeriesInfo, chosen: SeriesInfo) -> bool:
+    """Whether ``chosen`` is no stand-in for the unreadable ``above``: another Modality
+    (a PET for a CT), or a reformat or a scout for an acquired volume. Another acquired
+    series of the modality is converted, the note saying which it replaces."""
+    return (chosen.modality != above.modality
+            or ((chosen.derived or chosen.localizer)
+                and not (above.derived or above.localizer)))
+
+
+def _kind_text(s: SeriesInfo) -> str:
+    return (f"{s.modality or 'no Modality'}{', derived' if s.derived else ''}"
+            f"{', localizer' if s.localizer else ''}, {s.n_slices} slices")
+
+
 def _passed_over_text(chosen: SeriesInfo, others: list[SeriesInfo], rule: str) -> str:
     def what(s: SeriesInfo) -> str:
-        kind = f"{s.modality or 'no Modality'}{', derived' if s.derived else ''}"
-        return f"{s.short_label()} {s.description!r} ({kind}, {s.n_slices} slices)"
+        return f"{s.short_label()} {s.description!r} ({_kind_text(s)})"
 
     shown = "; ".join(what(s) for s in others[:NOTE_FILES])
     more = f"; and {len(others) - NOTE_FILES} more" if len(others) > NOTE_FILES else ""
@@ -1235,6 +1283,12 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
                    and check_series(s, min_slices, max_gap_factor) is None]
     if passed_over:
         notes.append(_passed_over_text(info, passed_over, rule))
+    judged = [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
+              for s in scan.series]
+    if (above := _unreadable_above(judged, info, _parse_rule(rule)[0], min_slices)):
+        notes.append(f"converted in place of {above.short_label()} {above.description!r} "
+                     f"({_kind_text(above)}), which {rule!r} ranks first and cannot be "
+                     f"read: {above.problem}")
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
     if info.repeats:

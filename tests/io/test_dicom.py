@@ -1436,3 +1436,59 @@ def test_an_acquired_series_before_a_derived_one_and_what_was_passed_over_is_sai
     summary = dicom_to_nifti(tmp_path / "petct", tmp_path / "named.nii.gz",
                              rule="description:AX")
     assert "usable series" not in summary["note"]
+
+
+def _image_type(folder: Path, series_uid: str, image_type: list[str], modality: str = "CT"):
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        if ds.SeriesInstanceUID == series_uid:
+            ds.ImageType, ds.Modality = image_type, modality
+            ds.save_as(path)
+
+
+def test_a_series_ranked_first_that_cannot_be_read_is_not_replaced_silently(tmp_path):
+    """With one file of the axial CT never downloaded, ``most_slices`` chose the next
+    usable series, a scout, a coronal reformat or the PET of a PET/CT, and stored it as the
+    subject's CT, ``ok`` with an empty reason. Another acquired series of the modality is
+    still converted, the note saying which series it replaces."""
+    axial = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    # a scout (an acquired localizer) beside the gapped CT: rejected
+    ct, _ = write_series(tmp_path / "scout", n=12, series_number=2, skip=(6,))
+    scout, _ = write_series(tmp_path / "scout", n=4, spacing=20, series_number=1,
+                            start=(0, 0, 400), description="SCOUT")
+    _image_type(tmp_path / "scout", ct, axial)
+    _image_type(tmp_path / "scout", scout, ["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    with pytest.raises(DicomSeriesError, match=r"is the series 'most_slices' ranks first, and "
+                                               r"it cannot be read: gap of .*; 1 'SCOUT' "
+                                               r"\(CT, localizer, 4 slices\) is not converted "
+                                               r"in its place"):
+        dicom_to_nifti(tmp_path / "scout", tmp_path / "scout.nii.gz")
+    # the PET of a PET/CT: rejected
+    ct, _ = write_series(tmp_path / "petct", n=12, series_number=2, skip=(6,))
+    pet, _ = write_series(tmp_path / "petct", n=9, series_number=3, start=(0, 0, 300))
+    _image_type(tmp_path / "petct", pet, axial, modality="PT")
+    with pytest.raises(DicomSeriesError, match=r"\(PT, 9 slices\) is not converted in its place"):
+        dicom_to_nifti(tmp_path / "petct", tmp_path / "petct.nii.gz")
+    # a thinner acquired CT with a gap beside a thicker one: converted, and said
+    thin, _ = write_series(tmp_path / "two", n=12, spacing=1.25, series_number=2, skip=(6,))
+    thick, _ = write_series(tmp_path / "two", n=6, series_number=3, start=(0, 0, 300))
+    summary = dicom_to_nifti(tmp_path / "two", tmp_path / "two.nii.gz")
+    assert summary["series_uid"] == thick
+    assert "converted in place of 2 'AX CT' (CT, 11 slices), which 'most_slices' ranks " \
+           "first and cannot be read: gap of 2.5 mm" in summary["note"]
+    # a scout of fewer slices than min_slices is no candidate: nothing to say
+    write_series(tmp_path / "small", n=6, series_number=3)
+    write_series(tmp_path / "small", n=2, spacing=20, series_number=1, start=(0, 0, 400))
+    summary = dicom_to_nifti(tmp_path / "small", tmp_path / "small.nii.gz", rule="first")
+    assert "in place of" not in summary["note"]
+
+
+def test_a_localizer_ranks_after_an_acquired_volume_and_with_the_derived(tmp_path):
+    """A scout, ORIGINAL\\PRIMARY\\LOCALIZER, counted as acquired, so it was chosen over a
+    derived reconstruction of ten times its slices."""
+    recon, _ = write_series(tmp_path, n=10, spacing=1.25, series_number=4)
+    scout, _ = write_series(tmp_path, n=4, spacing=10, series_number=1, start=(0, 0, 300))
+    _image_type(tmp_path, recon, ["DERIVED", "PRIMARY", "AXIAL"])
+    _image_type(tmp_path, scout, ["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "recon.nii.gz")
+    assert summary["series_uid"] == recon
