@@ -271,6 +271,9 @@ class _Header:
     volume_tags: dict[str, float | None] = field(default_factory=dict)  # VOLUME_TAGS' values
     photometric: str | None = None  # PhotometricInterpretation
     image_type: tuple[str, ...] = ()  # ImageType's values, upper case
+    # which of RescaleSlope and RescaleIntercept the file gives (absent: 1 and 0)
+    rescale_tags: tuple[bool, bool] = (True, True)
+    modality_lut: bool = False  # a Modality LUT Sequence (0028,3000), which GDCM ignores
 
 
 def _image_type(value) -> tuple[str, ...]:
@@ -524,6 +527,8 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
         photometric=_text_or_none(ds.get("PhotometricInterpretation")),
         image_type=_image_type(ds.get("ImageType")),
+        rescale_tags=("RescaleSlope" in ds, "RescaleIntercept" in ds),
+        modality_lut="ModalityLUTSequence" in ds,
     ), unreadable, None
 
 
@@ -721,7 +726,27 @@ def _geometry_defects(headers: list[_Header]) -> list[str]:
 
 def _rescale_defect(headers: list[_Header]) -> str | None:
     """PS3.3 C.11.1.1.2: stored values map to output units as slope * value + intercept;
-    a slope of 0 makes every voxel the intercept, a NaN one every voxel NaN."""
+    a slope of 0 makes every voxel the intercept, a NaN one every voxel NaN. A file
+    without the tags its series' other files give was read with slope 1 and intercept 0
+    (a CT slice 1024 HU off the others), and a Modality LUT Sequence (C.11.1), which maps
+    the values where a rescale would, is not applied by the reader: both are refused."""
+    tags = Counter(h.rescale_tags for h in headers)
+    if len(tags) > 1:
+        usual = tags.most_common(1)[0][0]
+        odd = [h for h in headers if h.rescale_tags != usual]
+
+        def given(h: _Header) -> str:
+            return ", ".join(name for name, has in zip(("slope", "intercept"), h.rescale_tags,
+                                                       strict=True) if has) or "neither"
+
+        return (f"RescaleSlope/RescaleIntercept given in some files and not others: "
+                f"{len(odd)} of {len(headers)} files differ ({_files_with(odd, given)}), "
+                "whose values would be read in other units")
+    lut = [h for h in headers if h.modality_lut]
+    if lut:
+        return (f"a Modality LUT Sequence, which the reader does not apply, in {len(lut)} of "
+                f"{len(headers)} files ({_files_with(lut, lambda h: '(0028,3000)')}); "
+                "convert the series with its LUT applied")
     bad = [h for h in headers if not (np.isfinite(h.rescale[0]) and h.rescale[0] != 0
                                       and np.isfinite(h.rescale[1]))]
     if not bad:

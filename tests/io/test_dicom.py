@@ -1253,6 +1253,34 @@ def test_a_rescale_that_gives_no_values_is_a_defect_naming_the_file(tmp_path, sl
                             f"(IM3.dcm: slope {float(slope):g}, intercept {float(intercept):g})")
 
 
+
+def test_a_slice_without_the_rescale_its_series_gives_or_with_a_modality_lut(tmp_path):
+    """A CT slice without RescaleIntercept was read with intercept 0, 1024 HU off the
+    others, and a Modality LUT Sequence was ignored: both converted ok with no note."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    _, paths = write_series(tmp_path / "dcm", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    ds = pydicom.dcmread(paths[2])
+    del ds.RescaleIntercept, ds.RescaleSlope
+    ds.save_as(paths[2])
+    (info,) = scan_dicom_folder(tmp_path / "dcm")
+    assert info.problem == ("RescaleSlope/RescaleIntercept given in some files and not "
+                            "others: 1 of 6 files differ (IM2.dcm: neither), whose values "
+                            "would be read in other units")
+    _, paths = write_series(tmp_path / "lut", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        item = Dataset()
+        item.add_new(0x00283002, "US", [4, 0, 16])   # LUTDescriptor
+        item.add_new(0x00283006, "US", [0, 2, 4, 6])  # LUTData
+        item.ModalityLUTType = "HU"
+        ds.ModalityLUTSequence = Sequence([item])
+        ds.save_as(path)
+    (info,) = scan_dicom_folder(tmp_path / "lut")
+    assert info.problem.startswith("a Modality LUT Sequence, which the reader does not "
+                                   "apply, in 6 of 6 files (IM0.dcm: (0028,3000)")
+
 def test_a_compressed_slice_that_cannot_be_decoded_is_named_with_its_syntax(tmp_path):
     """A compressed slice cut short failed the series read with SimpleITK's last line
     ("Cannot read requested file"), naming neither the file nor the transfer syntax (the
