@@ -274,6 +274,8 @@ class _Header:
     # which of RescaleSlope and RescaleIntercept the file gives (absent: 1 and 0)
     rescale_tags: tuple[bool, bool] = (True, True)
     modality_lut: bool = False  # a Modality LUT Sequence (0028,3000), which GDCM ignores
+    # an enhanced image's functional groups, where its geometry is (one frame a file too)
+    enhanced: bool = False
 
 
 def _image_type(value) -> tuple[str, ...]:
@@ -529,6 +531,8 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         image_type=_image_type(ds.get("ImageType")),
         rescale_tags=("RescaleSlope" in ds, "RescaleIntercept" in ds),
         modality_lut="ModalityLUTSequence" in ds,
+        enhanced=("SharedFunctionalGroupsSequence" in ds
+                  or "PerFrameFunctionalGroupsSequence" in ds),
     ), unreadable, None
 
 
@@ -564,7 +568,9 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
                        f"{n_total} files ({_files_with(inverted, lambda h: h.photometric)}), "
                        "which the reader would invert before the rescale; convert the "
                        "series to MONOCHROME2")
-    if any(h.frames > 1 for h in headers):
+    # one frame a file still keeps its geometry in the functional groups: refused as
+    # lacking ImagePositionPatient, which said nothing of why
+    if any(h.frames > 1 or h.enhanced for h in headers):
         defects.append("multi-frame (enhanced) DICOM files are not supported; "
                        "convert them with dcm2niix first")
     patient_ids = _distinct(h.patient_id for h in headers)

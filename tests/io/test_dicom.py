@@ -1520,3 +1520,26 @@ def test_a_localizer_ranks_after_an_acquired_volume_and_with_the_derived(tmp_pat
     _image_type(tmp_path, scout, ["ORIGINAL", "PRIMARY", "LOCALIZER"])
     summary = dicom_to_nifti(tmp_path, tmp_path.parent / "recon.nii.gz")
     assert summary["series_uid"] == recon
+
+
+def test_an_enhanced_series_of_one_frame_a_file_is_named_as_enhanced(tmp_path):
+    """Enhanced DICOM written one frame a file keeps its geometry in the functional groups:
+    it was refused as "lacks ImagePositionPatient/ImageOrientationPatient (not a
+    cross-sectional image)", which said nothing of what to do."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    _, paths = write_series(tmp_path, n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        plane = Dataset()
+        plane.ImagePositionPatient = ds.ImagePositionPatient
+        frame = Dataset()
+        frame.PlanePositionSequence = Sequence([plane])
+        ds.PerFrameFunctionalGroupsSequence = Sequence([frame])
+        ds.NumberOfFrames = 1
+        del ds.ImagePositionPatient
+        ds.save_as(path)
+    (info,) = scan_dicom_folder(tmp_path)
+    assert info.problem.startswith("multi-frame (enhanced) DICOM files are not supported; "
+                                   "convert them with dcm2niix first")
