@@ -12,6 +12,10 @@ Layout under ``root``:
 - ``ADNIMERGE.csv`` (or ``adni.table``): one row per subject and visit, ``PTID``,
   ``VISCODE``, ``EXAMDATE`` (``YYYY-MM-DD``), ``DX`` (``CN``, ``MCI``, ``Dementia``) and
   the rest (``AGE``, ``PTGENDER``, ``MMSE``, ... can be fields of a ``table`` modality).
+  ADNI's diagnostic groups are assigned partly by MMSE, CDR and Logical Memory II
+  thresholds (Petersen et al., Neurology 2010): ``MMSE``, ``CDRSB`` or ``LDELTOTAL`` as
+  inputs beside a ``diagnosis`` or ``ad_vs_cn`` label are near-proxies of it, which a
+  method comparison should leave out or report as such.
 
 One visit per subject, by the rule ``adni.visit``: ``baseline`` (the ``bl`` visit, the
 default) or ``first_with_all`` (the earliest visit with a diagnosis at which every
