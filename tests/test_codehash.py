@@ -314,3 +314,23 @@ def test_what_a_rule_script_imports_is_in_its_rules_code_key(script, demo_config
         keyed = [_keyed_specs(monkeypatch, *calls) for calls in _rule_calls(demo_config, script)]
     for specs in keyed:
         assert not wanted - set(codehash.module_closure(specs)), (script, specs)
+
+
+def test_a_package_init_that_no_key_covers_holds_no_code():
+    """Importing a module runs its package's ``__init__.py``, which no key follows: a
+    ``torch.set_default_dtype`` there would change every output of the package and rerun
+    nothing. The registries' (keyed by the entry a job reads) and the demo generator's
+    (keyed whole, as its rule's code) hold code; every other holds its docstring alone,
+    and the package root its version."""
+    root = codehash.PACKAGE_ROOT
+    keyed = {f"{name}/__init__.py" for name in codehash.REGISTRIES} | {"cohorts/demo/__init__.py"}
+    for init in sorted(root.rglob("__init__.py")):
+        rel = init.relative_to(root).as_posix()
+        if rel in keyed:
+            continue
+        body = [node for node in ast.parse(init.read_text()).body
+                if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        if rel == "__init__.py":
+            assert [ast.unparse(node).split(" = ")[0] for node in body] == ["__version__"]
+            continue
+        assert body == [], f"{rel} holds code that no code key covers"

@@ -46,7 +46,9 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     is built from) are not on disk, or were written after it (a run trained again, then
     another job failed before the report was rebuilt), or some of ``inputs`` (the stores,
     splits and masks the runs read) were written after it (rebuilt by a run that stopped
-    before training, so the runs are of the inputs before); return those (empty: the
+    before training, so the runs are of the inputs before) or are not on disk (removed by
+    a job that reran them and failed: its runs will be retrained on what replaces them);
+    return those (empty: the
     report agrees with its runs and loses any mark). A report marked before gets the
     banner of now, not a second one."""
     report_dir = Path(report_dir)
@@ -56,7 +58,7 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     if not found:
         _unmark(report_dir)  # the mark of a run under way (mark_under_way), or of before
         return []
-    missing, newer, rebuilt = found
+    missing, newer, rebuilt, gone = found
     found_text = []
     if missing:
         found_text.append(f"{len(missing)} of the {len(runs)} training runs this report is "
@@ -67,14 +69,18 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     if rebuilt:
         found_text.append(f"{len(rebuilt)} of the stores, splits or masks its runs read were "
                           f"rebuilt after it (first: `{rebuilt[0]}`)")
+    if gone:
+        found_text.append(f"{len(gone)} of the stores, splits or masks its runs read are not "
+                          f"on disk (first: `{gone[0]}`)")
     listed = "".join(f"\n{title}:\n\n" + "".join(f"- `{r}`\n" for r in rs)
                      for title, rs in (("Missing", missing), ("Trained again", newer),
-                                       ("Rebuilt inputs", rebuilt)) if rs)
+                                       ("Rebuilt inputs", rebuilt), ("Missing inputs", gone))
+                     if rs)
     _mark(report_dir, f"{'; '.join(found_text)}: {cause.format(it='the report')}, so its "
                       "figures describe runs that "
                       "are gone, older than the config or than what they read, or trained "
                       "again since", listed)
-    return missing + newer + rebuilt
+    return missing + newer + rebuilt + gone
 
 
 def mark_under_way(report_dir: str | Path) -> bool:
@@ -94,19 +100,14 @@ def mark_under_way(report_dir: str | Path) -> bool:
 
 def _disagreements(report_dir: Path, runs: Sequence[str | Path],
                    inputs: Sequence[str | Path] = ()
-                   ) -> tuple[list[str], list[str], list[str]] | None:
-    """The runs not on disk, the runs and the inputs written after the report; None when
-    all agree (an input not on disk is stage 1's to say)."""
+                   ) -> tuple[list[str], list[str], list[str], list[str]] | None:
+    """The runs not on disk, the runs and the inputs written after the report, the
+    inputs not on disk; None when all agree. A split whose rerun failed was removed, and
+    the report it fed, unmarked, read as current."""
     built = _built_at(report_dir)
     missing, newer = _missing_or_newer(runs, built)
-    rebuilt = []
-    for item in inputs if built is not None else ():
-        try:
-            if _modified(Path(item)) > built:
-                rebuilt.append(str(item))
-        except FileNotFoundError:
-            continue
-    return (missing, newer, rebuilt) if missing or newer or rebuilt else None
+    gone, rebuilt = _missing_or_newer(inputs, built)
+    return (missing, newer, rebuilt, gone) if missing or newer or rebuilt or gone else None
 
 
 def _missing_or_newer(outputs: Sequence[str | Path], built: float | None

@@ -127,11 +127,29 @@ def test_a_report_older_than_what_its_runs_read_is_marked(tmp_path):
     store.mkdir(parents=True)
     for path in (*runs, store):
         os.utime(path, (built - 60, built - 60))
-    assert mark_stale_report(report, runs, inputs=[store, tmp_path / "not_built"]) == []
+    assert mark_stale_report(report, runs, inputs=[store]) == []
     os.utime(store, (built + 60, built + 60))  # rebuilt after the report
     assert mark_stale_report(report, runs, inputs=[store]) == [str(store)]
     assert "stores, splits or masks its runs read were rebuilt after it" in (
         report / STALE_FILE).read_text()
+
+
+def test_a_report_whose_runs_read_an_input_now_gone_is_marked(tmp_path):
+    """A split whose rerun (new ratios) failed was removed by Snakemake; the report, every
+    run of which trained on the split before, was left unmarked: an input not on disk was
+    left for stage 1 to say, which says nothing of splits and masks."""
+    import os
+
+    report, runs = _report(tmp_path)
+    (report / "runs.csv").write_text("method\n")
+    built = (report / "runs.csv").stat().st_mtime
+    for path in runs:
+        os.utime(path, (built - 60, built - 60))
+    split = tmp_path / "splits" / "seed0.parquet"
+    assert mark_stale_report(report, runs, inputs=[split]) == [str(split)]
+    text = (report / STALE_FILE).read_text()
+    assert "1 of the stores, splits or masks its runs read are not on disk" in text
+    assert f"Missing inputs:\n\n- `{split}`" in text
 
 
 def test_a_stage1_summary_whose_store_is_gone_or_newer_is_marked_and_unmarked(tmp_path):
