@@ -20,11 +20,12 @@ the report's own modules, so that the report job's code key does not move with i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmpipe.fsutil import atomic_file
-from mmpipe.layout import REPORT_PAGE, REPORT_RUNS
+from mmpipe.layout import METRICS, REPORT_PAGE, REPORT_RUNS
 
 STALE_FILE = "STALE.md"
 _BANNER = "**Stale report.**"
@@ -41,25 +42,34 @@ NOT_REBUILT = ("a later run of the workflow (a target, `--until` or `--omit-from
 
 
 def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
-                      cause: str = FAILED, inputs: Sequence[str | Path] = ()) -> list[str]:
+                      cause: str = FAILED, inputs: Sequence[str | Path] = (),
+                      view: str | None = None) -> list[str]:
     """Mark ``report_dir`` stale when some of ``runs`` (the training outputs the report
     is built from) are not on disk, or were written after it (a run trained again, then
     another job failed before the report was rebuilt), or some of ``inputs`` (the stores,
     splits and masks the runs read) were written after it (rebuilt by a run that stopped
     before training, so the runs are of the inputs before) or are not on disk (removed by
-    a job that reran them and failed: its runs will be retrained on what replaces them);
-    return those (empty: the
+    a job that reran them and failed: its runs will be retrained on what replaces them),
+    or the runs recorded another ``view`` of the cohort (``benchmark_view``: subjects,
+    label, split, presence) than the manifest's now (a manifest rebuilt with other labels
+    by a target short of the runs); return those (empty: the
     report agrees with its runs and loses any mark). A report marked before gets the
     banner of now, not a second one."""
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return []
     found = _disagreements(report_dir, runs, inputs)
-    if not found:
+    recorded = _recorded_view(runs) if view is not None else None
+    other_view = [view] if recorded is not None and recorded != view else []
+    if not found and not other_view:
         _unmark(report_dir)  # the mark of a run under way (mark_under_way), or of before
         return []
-    missing, newer, rebuilt, gone = found
+    missing, newer, rebuilt, gone = found or ([], [], [], [])
     found_text = []
+    if other_view:
+        found_text.append("the manifest was rebuilt with other subjects, labels, split or "
+                          "modalities than its runs trained on (benchmark_view "
+                          f"{recorded[:12]} in the runs, {view[:12]} now)")
     if missing:
         found_text.append(f"{len(missing)} of the {len(runs)} training runs this report is "
                           f"built from are not on disk (first: `{missing[0]}`)")
@@ -80,7 +90,7 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
                       "figures describe runs that "
                       "are gone, older than the config or than what they read, or trained "
                       "again since", listed)
-    return missing + newer + rebuilt + gone
+    return missing + newer + rebuilt + gone + other_view
 
 
 def mark_under_way(report_dir: str | Path) -> bool:
@@ -108,6 +118,19 @@ def _disagreements(report_dir: Path, runs: Sequence[str | Path],
     missing, newer = _missing_or_newer(runs, built)
     gone, rebuilt = _missing_or_newer(inputs, built)
     return (missing, newer, rebuilt, gone) if missing or newer or rebuilt or gone else None
+
+
+def _recorded_view(runs: Sequence[str | Path]) -> str | None:
+    """The ``benchmark_view`` the first run found under ``runs`` (training outputs: cells
+    or method folders) recorded; None when none did. The runs of one report trained on
+    one view: the report refuses them otherwise."""
+    for output in runs:
+        for metrics in sorted(Path(output).rglob(METRICS)):
+            try:
+                return json.loads(metrics.read_text()).get("benchmark_view")
+            except (OSError, ValueError):
+                continue
+    return None
 
 
 def _missing_or_newer(outputs: Sequence[str | Path], built: float | None

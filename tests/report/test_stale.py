@@ -196,3 +196,23 @@ def test_a_stage1_summary_whose_store_is_gone_or_newer_is_marked_and_unmarked(tm
     assert mark_stale_summary(summary, qc, stores) == []
     assert summary.read_text() == "# Stage 1 summary\n"
     assert not mark_summary_under_way(tmp_path / "none.md")
+
+
+def test_a_report_whose_runs_read_another_build_of_the_manifest_is_marked(tmp_path):
+    """Labels flipped in the source and the manifest rebuilt alone (`--forcerun manifest`,
+    a target short of the runs): every run trained on the labels before, and the report
+    was left unmarked, the run's own end having removed the mark of its start."""
+    import json
+
+    report, runs, _ = _built_report(tmp_path)
+    seed = runs[0] / "seed0"
+    seed.mkdir()
+    (seed / "metrics.json").write_text(json.dumps({"benchmark_view": "a" * 64}))
+    assert mark_stale_report(report, runs, view="a" * 64) == []
+    assert mark_stale_report(report, runs, view="b" * 64) == ["b" * 64]
+    text = (report / STALE_FILE).read_text()
+    assert ("the manifest was rebuilt with other subjects, labels, split or modalities than "
+            f"its runs trained on (benchmark_view {'a' * 12} in the runs, {'b' * 12} now)"
+            ) in text
+    assert mark_stale_report(report, runs, view="a" * 64) == []
+    assert not (report / STALE_FILE).exists()

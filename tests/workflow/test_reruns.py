@@ -50,6 +50,24 @@ def test_tiling_change_reruns_only_slidejobs_of(demo_run, tmp_path):
     assert "wsi-clam_resnet50" in run.stdout or "features/wsi/clam_resnet50.zarr" in run.stdout
 
 
+def test_a_split_or_mask_a_failed_rerun_removed_is_rebuilt_and_its_runs_rerun(demo_run,
+                                                                              tmp_path):
+    """A split or mask job that fails after a change of its settings (new ratios) has its
+    output removed and, by a Snakemake bug, the new settings recorded; Snakemake rebuilt no
+    removed intermediate while the runs built from it looked current: the next run had
+    "Nothing to be done", and the runs of the old split stood. The default target asks for
+    them, so a removed one is rebuilt, and the runs that read it retrain."""
+    workdir = tmp_path / "gone"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    lay = CohortLayout.of(workdir / "results", "demo")
+    lay.split(0).unlink()
+    run = snakemake_in(workdir, "-n")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = jobs_of(run.stdout)
+    assert jobs.get("split") == 1 and jobs.get("train", 0) >= 1, jobs
+    assert "benchmark_report" in jobs
+
+
 def _jobs_ran(run) -> set[tuple[str, str]]:
     """(rule, wildcards without the cohort) of every job a snakemake run ran."""
     ran = re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):\n(?:.*\n)*?\s*wildcards: ([^\n]*)",

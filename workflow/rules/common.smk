@@ -15,6 +15,7 @@ from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
 from mmpipe.encoders.device import names_cuda
 from mmpipe.encoders.registry import get_encoder_type
 from mmpipe.layout import NAME_PATTERN, CohortLayout, cell_name, parse_cell
+from mmpipe.preprocess.masks import reads_segmented_masks
 
 mmconfig.check_config_files(workflow.configfiles)
 mmconfig.validate_config(config)
@@ -148,16 +149,44 @@ def train_gpus(wildcards):
 def all_outputs():
     """The default target: every cohort's stores, QC, every training output (each cell,
     or each method's folder of cells under ``train_jobs: method``) and its job's flag,
-    and the report."""
+    the report, and the outputs whose settings no later job's params carry
+    (``kept_intermediates``)."""
     outputs = []
     for cohort in config["run_cohorts"]:
         lay = layout(cohort)
         outputs += list(lay.manifest_files().values())
         outputs += cohort_stores(cohort)
         outputs.append(lay.cohort_qc())
+        outputs += kept_intermediates(cohort)
         if "benchmark" in COHORTS[cohort]:
             outputs += training_outputs(cohort) + training_job_flags(cohort)
             outputs.append(lay.report())
+    return outputs
+
+
+def kept_intermediates(cohort):
+    """The demo's generated cohort, the TotalSegmentator masks the encoders read, and
+    the benchmark's splits and scenario masks: the jobs that read them do not carry their
+    settings. When such a job fails after a change of them, Snakemake records the new
+    settings all the same and removes its output, and it rebuilds a removed intermediate
+    only when a later job is due (snakemake#3808, #1978): the next run had "Nothing to be
+    done", the runs of the old split standing. Asked for here, a removed one is rebuilt,
+    and what reads it after it."""
+    lay = layout(cohort)
+    spec = COHORTS[cohort]
+    outputs = [lay.raw_summary()] if spec["adapter"] == "demo" else []
+    outputs += sorted(
+        {
+            lay.masks(modality)
+            for modality, mod in spec["modalities"].items()
+            for encoder in mod.get("encoders", [])
+            if reads_segmented_masks(ENCODERS[encoder], mod)
+        },
+        key=str,
+    )
+    if "benchmark" in spec:
+        stores = set(cohort_stores(cohort))
+        outputs += [path for path in training_inputs(cohort) if path not in stores]
     return outputs
 
 
@@ -290,6 +319,16 @@ def mark_reports_under_way():
         mark_summary_under_way(layout(cohort).stage1_summary())
 
 
+def built_view(cohort):
+    """The cohort's ``benchmark_view`` now, or None where the manifest gives none to
+    compare a run's with (not built, unreadable, without the label)."""
+    from mmpipe.cohorts.benchmark_view import NO_LABEL
+    from mmpipe.cohorts.manifest_digest import NOT_BUILT, UNREADABLE
+
+    view = mmparams.benchmark_view(config, cohort)
+    return None if view in (NOT_BUILT, UNREADABLE, NO_LABEL) else view
+
+
 def mark_stale_reports(cause):
     # Snakemake removes the outputs of the jobs it reruns, not the report built from them
     import sys
@@ -313,12 +352,17 @@ def mark_stale_reports(cause):
     for cohort in benchmarked_cohorts():
         report_dir = layout(cohort).report()
         missing = mark_stale_report(
-            report_dir, training_outputs(cohort), cause, training_inputs(cohort)
+            report_dir,
+            training_outputs(cohort),
+            cause,
+            training_inputs(cohort),
+            view=built_view(cohort),
         )
         if missing:
             print(
                 f"{report_dir} is marked stale (STALE.md): "
                 f"{len(missing)} of the runs it was built from, or of what they read, "
-                "are not on disk or were written after it",
+                "are not on disk or were written after it, or the manifest changed "
+                "what they read of it",
                 file=sys.stderr,
             )
