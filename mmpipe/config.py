@@ -872,6 +872,16 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
             problems.append(f"{where}.runs.{run['method']}: on feature set "
                             f"{run['feature_set']!r} {mods}, method type "
                             f"{run['config']['type']!r}: {why}")
+        # l2 scales a row's last axis: a channel-first block ([512, 7, 7]) had each row of
+        # 7 made unit length, neither a position's 512 channels nor the block
+        scaled = run["config"].get("normalize", bench.get("normalize",
+                                                          cfg["benchmark"].get("normalize")))
+        blocks = {m: shape for m, shape in shapes.items() if len(shape) > 1}
+        if scaled == "l2" and blocks:
+            problems.append(f"{where}.runs.{run['method']}: normalize 'l2' scales a feature "
+                            f"vector, and feature set {run['feature_set']!r} holds blocks "
+                            f"({', '.join(f'{m} {list(v)}' for m, v in sorted(blocks.items()))})"
+                            ", which it would scale along their last axis: use zscore or none")
     # a `single` method's runs are named {method}_{modality}: a method of that name run
     # on the same feature set wrote to the same folder, trained as the first of the two
     # and reported as the other

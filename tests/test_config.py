@@ -168,6 +168,10 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"\(normalize: none\), not 'zscore'"),
     (lambda c: c["methods"]["hgb"].update(normalize="l2"),
      r"runs.hgb: an hgb method runs on unscaled features \(normalize: none\), not 'l2'"),
+    # l2 scaled a [512, 7, 7] block along its last axis, each row of 7 to unit length
+    (lambda c: c["methods"]["hypermm_blocks"].update(normalize="l2"),
+     r"runs.hypermm_blocks: normalize 'l2' scales a feature vector, and feature set "
+     r"'slices' holds blocks \(ct \[512, 7, 7\], mri_t1 \[512, 7, 7\]\)"),
     # passed, and failed in the report job with "no metrics.json given"
     (lambda c: c["cohorts"]["demo"]["benchmark"].update(runs={}),
      r"config.cohorts.demo.benchmark.runs: \{\} should be non-empty"),
