@@ -79,9 +79,14 @@ Choices where the paper/code leave room (all hyper-parameters below):
   steps, weight decay 5e-4, 50 pre-training epochs, 100 main epochs, patience 10. The
   official batch size of one subject is replaced by the trainer's mini-batches and its
   ReduceLROnPlateau scheduler is not reproduced. Batches are drawn as the official
-  loader shuffles, without class balancing, and the loss weighs the classes equally
+  loader shuffles, without class balancing, and the loss weighs every subject equally,
+  so each class by its share, as the official unweighted ``BCEWithLogitsLoss`` does
   (``sampler: none``, ``class_weights: false``; before this version the trainer's
-  class-balancing sampler was left on).
+  class-balancing sampler was left on). Phase φ's loss is the mean over a batch's
+  (subject, modality) items; the official ``utils.pretrain_model`` zeroes the gradients
+  once a subject and steps after each of its items, so a subject's second step carries
+  the first item's gradient again, which reads as an accident and is not reproduced.
+  :meth:`HyperMM.report_notes` gives the report each departure that ran.
 
 Freezing φ for phase ρ (what the shared trainer relies on): the ``parameters`` callable of
 the ρ phase, called once when the trainer builds that phase's optimiser, sets
@@ -363,11 +368,33 @@ class HyperMM(FusionMethod):
         return list(self.rho.parameters())
 
     def report_notes(self) -> list[str]:
-        if self.conv:
-            return []
-        return ["HyperMM on vector features: the hypernetwork generates a conditioned linear "
-                "layer instead of the paper's 1x1 convolution on VGG11 slice blocks "
-                "(mmpipe extension, not in the paper)"]
+        """Where the run departs from the official code (``train+test.py``,
+        ``HyperMM.py``, ``utils.py``), as its settings ran: the report read none on VGG
+        blocks, where the module docstring lists seven."""
+        hp = self.hparams
+        notes = []
+        if not self.conv:
+            notes.append("HyperMM on vector features: the hypernetwork generates a "
+                         "conditioned linear layer instead of the paper's 1x1 convolution on "
+                         "VGG11 slice blocks (mmpipe extension, not in the paper)"
+                         + (f", each modality first mapped to {self.in_dim} values by its own "
+                            "linear adapter" if self.adapters is not None else ""))
+        if hp["hyper_init"] == "scaled":
+            notes.append("hypernetwork's last layer rescaled at construction (hyper_init: "
+                         "scaled, ours; the official nn.Linear init is hyper_init: default)")
+        if hp["rho_layers"] == 3:
+            notes.append("rho of three linear layers (the paper); the official code has two "
+                         "(rho_layers: 2)")
+        notes.append("mini-batches where the official code steps once a subject (each of "
+                     "its modality items in phase phi), without its ReduceLROnPlateau "
+                     "scheduler; C-class cross-entropy for its binary BCE")
+        if self.two_step:
+            notes.append("phase phi keeps its best validation-loss epoch (the official code "
+                         "its last, stopping on the training loss); rho its best validation "
+                         "epoch by the trainer's monitor, each subject's prediction from all "
+                         "its modalities (the official code the best AUC pooled over those "
+                         "and every single-modality prediction, from epoch 6)")
+        return notes
 
     def phases(self, train_cfg: dict[str, Any]) -> list[Phase]:
         settings = phase_settings(train_cfg)

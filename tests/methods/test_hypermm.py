@@ -332,3 +332,24 @@ def test_shared_trainer_runs_both_phases(tmp_path, separable, bench_data):
     proba = predict_proba(method, val)
     assert proba.shape == (60, N_CLASSES)
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+
+
+def test_the_report_reads_every_departure_from_the_official_code_that_ran():
+    """On VGG blocks the report read no note, where the docstring lists seven departures
+    from the official code, each run by default."""
+    blocks = method_class("hypermm")(["t1", "t2"], {"t1": (512, 7, 7), "t2": (512, 7, 7)}, 2)
+    notes = " | ".join(blocks.report_notes())
+    for said in ("hyper_init: scaled", "rho of three linear layers", "mini-batches",
+                 "ReduceLROnPlateau", "binary BCE", "phase phi keeps its best validation"):
+        assert said in notes, said
+    assert "vector features" not in notes
+    official = method_class("hypermm")(["t1", "t2"], {"t1": (512, 7, 7), "t2": (512, 7, 7)},
+                                       2, hyper_init="default", rho_layers=2)
+    assert "hyper_init" not in " ".join(official.report_notes())
+    assert "three linear layers" not in " ".join(official.report_notes())
+    vectors = method_class("hypermm")(["ct", "wsi", "tab"],
+                                      {"ct": (512,), "wsi": (1024,), "tab": (28,)}, 2)
+    assert "each modality first mapped to 28 values by its own linear adapter" in (
+        vectors.report_notes()[0])
+    e2e = method_class("hypermm_e2e")(["t1", "t2"], {"t1": (512, 7, 7), "t2": (512, 7, 7)}, 2)
+    assert not any("phase phi keeps" in n for n in e2e.report_notes())
