@@ -397,7 +397,9 @@ def training_effort(m: dict[str, Any]) -> str | None:
         run = max(run) if isinstance(run, list) else run
         if run is None:
             return None
-        steps += int(run) * math.ceil(int(n) / int(batch))
+        # the trainer skips a last batch of one subject (layer statistics need two)
+        whole, rest = divmod(int(n), int(batch))
+        steps += int(run) * (whole + (rest >= 2))
         lrs.append(f"{ph.get('lr'):g}" if isinstance(ph.get("lr"), int | float) else "?")
     return f"{steps} optimiser steps (batch {batch}, lr {'/'.join(dict.fromkeys(lrs))})"
 

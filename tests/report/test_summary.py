@@ -283,6 +283,9 @@ def test_a_collapsed_run_says_how_much_it_trained():
              "training": {"batch_size": 256,
                           "phases": [{"name": "train", "lr": 1e-4, "epochs": 25}]}}
     assert training_effort(refit) == "50 optimiser steps (batch 256, lr 0.0001)"
+    # a last batch of one subject is skipped by the trainer: 257 subjects make 1 step
+    one_over = {**m, "n_train": 257}
+    assert training_effort(one_over) == "25 optimiser steps (batch 256, lr 0.0001)"
 
 
 def test_the_summary_names_the_auc_leader_when_it_differs():
