@@ -48,8 +48,9 @@ MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_sha
 # the scenario's rate as the run's own feature set met it (``scenario_feature_set``):
 # a testmiss modality stays with a subject whose only modality of the feature set it is
 FEATURE_SET_RATE_COLUMNS = ("feature_set_rate", "feature_set_rate_of")
-# the modality a testmiss cell removes, where the run's feature set does not hold it:
-# its runs there are its natural runs (None where the feature set holds it, or elsewhere)
+# the modality a testmiss cell removes, or the modalities a completeness cell makes
+# incomplete, where the run's feature set does not hold it (two of them): its runs there
+# are its natural runs (None where the feature set holds them, or elsewhere)
 NOT_HELD_COLUMN = "scenario_modality_not_held"
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
@@ -73,6 +74,24 @@ _LEGACY_BINARY = {"f1": "f1_positive", "precision": "precision_positive",
                   "recall": "recall_positive"}
 _LEGACY_MULTICLASS = {"precision": "precision_macro", "recall": "recall_macro"}
 _RATE_DECIMALS = 6
+
+
+def _not_held(scenario: str, options: dict[str, Any], encoders: dict[str, Any]) -> str | None:
+    """:data:`NOT_HELD_COLUMN` of a run: under ``testmiss`` the modality removed where its
+    feature set (``encoders``: modality -> encoder) lacks it; under ``completeness`` the
+    scenario's modalities (or "every modality") where the feature set holds fewer than two
+    of them, so that no subject of it can be made incomplete (an age-only run sat among the
+    "25 % complete" rows, trained on the natural data, with nothing said)."""
+    if not encoders:
+        return None
+    if scenario == "testmiss":
+        removes = options.get("modality")
+        return removes if removes and removes not in encoders else None
+    if scenario == "completeness":
+        named = options.get("modalities")
+        held = [m for m in encoders if named is None or m in named]
+        return None if len(held) >= 2 else (", ".join(named) if named else "every modality")
+    return None
 
 
 def _num(v: Any) -> float | None:
@@ -234,10 +253,8 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         own = m.get("scenario_feature_set") or {}
         for k in FEATURE_SET_RATE_COLUMNS:
             row[k] = _num(own.get(k.removeprefix("feature_set_")))
-        removes = (removed.get("options") or {}).get("modality")
-        row[NOT_HELD_COLUMN] = (removes if removes and row["scenario"] == "testmiss"
-                                and m.get("encoders") and removes not in m["encoders"]
-                                else None)
+        row[NOT_HELD_COLUMN] = _not_held(row["scenario"], removed.get("options") or {},
+                                         m.get("encoders") or {})
         row["trained"] = bool(m.get("trained", True))
         # the validation scores its early stopping watched, ";"-joined (None for a fit
         # without epochs): a score a run stopped on is optimistic as a validation score

@@ -761,8 +761,8 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
     fewer test subjects. Its runs' ``feature_set_rate``, which every method of the
     feature set shares on a seed. Under MCAR: :func:`_mcar_feature_set_lines`; under
     completeness: :func:`_completeness_feature_set_lines`."""
-    if scenario == "testmiss" and NOT_HELD_COLUMN in runs.columns:
-        lines = _not_held_lines(runs.filter(_in_group(scenario, rate)))
+    if scenario in ("testmiss", "completeness") and NOT_HELD_COLUMN in runs.columns:
+        lines = _not_held_lines(runs.filter(_in_group(scenario, rate)), scenario)
     else:
         lines = []
     if (scenario not in ("testmiss", "mcar", "completeness")
@@ -774,7 +774,7 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
     if scenario == "mcar":
         return _mcar_feature_set_lines(own)
     if scenario == "completeness":
-        return _completeness_feature_set_lines(own, rate)
+        return lines + _completeness_feature_set_lines(own, rate)
     # short of the masks' own rate (the rate where a run predates the masks' record): a
     # store with fewer subjects than the manifest is no reason to say "kept"
     met = (pl.min_horizontal(pl.col("mask_rate").fill_null(rate), pl.lit(rate))
@@ -787,13 +787,19 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
             "modality of this feature set, which the protocol keeps"))
 
 
-def _not_held_lines(group: pl.DataFrame) -> list[str]:
-    """A line per feature set that does not hold the modality its testmiss cell removes:
-    nothing is taken from its test subjects, so its rows are its natural runs (a
-    comparator that never needs the modality, as the papers' unimodal rows), not a model
-    that lost it."""
+def _not_held_lines(group: pl.DataFrame, scenario: str = "testmiss") -> list[str]:
+    """A line per feature set that does not hold the modality its testmiss cell removes,
+    or two of those its completeness cell makes incomplete: nothing is taken from it, so
+    its rows are its natural runs (a comparator that never needs the modality, as the
+    papers' unimodal rows), not a model that lost it."""
     held = group.filter(pl.col(NOT_HELD_COLUMN).is_not_null()).unique(
         ["feature_set", NOT_HELD_COLUMN])
+    if scenario == "completeness":
+        return [f"- **{feature_set} holds fewer than two of {modalities}, which this "
+                "scenario makes incomplete**: no subject of it loses a modality, so its "
+                "rows here are its natural runs, a comparator that never needs the others"
+                for feature_set, modalities in sorted(held.select(
+                    "feature_set", NOT_HELD_COLUMN).rows())]
     return [f"- **{feature_set} does not hold {modality}, which this scenario removes**: "
             "nothing is taken from its test subjects, so its rows here are its natural "
             "runs, a comparator that never needs the modality"

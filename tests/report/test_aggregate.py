@@ -173,6 +173,31 @@ def test_collect_runs_names_a_testmiss_modality_the_feature_set_does_not_hold(tm
     assert runs.select("feature_set", "scenario", "scenario_modality_not_held").rows() == [
         ("both", "testmiss", None), ("slide", "mcar", None), ("slide", "testmiss", "clinical")]
 
+
+def test_a_completeness_run_on_fewer_than_two_of_its_modalities_is_its_natural_run(tmp_path):
+    """An age-only run under HAM's completeness over four MRI sequences loses nothing: it
+    sat among the "25 %" rows, trained on the natural data, with nothing said."""
+    paths = []
+    for feature_set, encoders, named in (
+            ("clinical", {"clinical": "tabular"}, ["t1", "t2"]),
+            ("mri", {"t1": "m", "t2": "m"}, ["t1", "t2"]),
+            ("t1_clinical", {"t1": "m", "clinical": "tabular"}, ["t1", "t2"]),
+            ("t1_only", {"t1": "m"}, None)):
+        m = _metrics("mmare", 0.25, 0)
+        d = tmp_path / feature_set
+        d.mkdir()
+        options = {"modalities": named, "drop": "one"} if named else {"drop": "one"}
+        (d / "metrics.json").write_text(json.dumps({
+            "cohort": "demo", "feature_set": feature_set, "method": "hgb",
+            "method_type": "hgb", "scenario": "completeness", "rate": 0.25, "seed": 0,
+            "test": m, "val": m, "n_classes": 2, "encoders": encoders,
+            "scenario_mask": {"rate": 0.25, "rate_of": 40, "options": options}}))
+        paths.append(d / "metrics.json")
+    runs = collect_runs(paths).sort("feature_set")
+    assert runs.select("feature_set", "scenario_modality_not_held").rows() == [
+        ("clinical", "t1, t2"), ("mri", None), ("t1_clinical", "t1, t2"),
+        ("t1_only", "every modality")]
+
 def test_collect_runs_refuses_duplicates(fake_runs):
     with pytest.raises(ValueError, match="more than once"):
         collect_runs([fake_runs[0][0], fake_runs[0][0]])
