@@ -373,6 +373,10 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     problems = _check_methods(cfg)
+    if problems:
+        # the cohorts' checks build the methods with these values: a list for a modality
+        # name, or heads: 0, crashed them with a traceback before the message was shown
+        return problems
     if glob := sorted(set(str(cfg["results"])) & set("*?[]")):
         # polars reads a path holding them as a pattern: every manifest, split and mask
         # read under `results` failed with "expanded paths were empty", or read another

@@ -168,6 +168,13 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"\(normalize: none\), not 'zscore'"),
     (lambda c: c["methods"]["hgb"].update(normalize="l2"),
      r"runs.hgb: an hgb method runs on unscaled features \(normalize: none\), not 'l2'"),
+    # the cohorts' checks built the methods with these values and crashed with a traceback
+    (lambda c: c["methods"]["bd"].update(missing_modality=["clinical"]),
+     r"config.methods.bd.missing_modality: \['clinical'\] is not null or a string"),
+    (lambda c: c["methods"]["unilmmv"].update(heads=0),
+     r"config.methods.unilmmv.heads: 0 is not a positive integer"),
+    (lambda c: c["methods"].setdefault("largo", {"type": "largo"}).update(n_layers=0),
+     r"config.methods.largo.n_layers: 0 is not a positive integer"),
     # l2 scaled a [512, 7, 7] block along its last axis, each row of 7 to unit length
     (lambda c: c["methods"]["hypermm_blocks"].update(normalize="l2"),
      r"runs.hypermm_blocks: normalize 'l2' scales a feature vector, and feature set "

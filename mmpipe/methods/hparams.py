@@ -324,14 +324,20 @@ def method_problems(type_name: str, settings: dict, modalities: list[str],
             defaults[name] = None
     hp = {**defaults, **settings}
     problems = []
+    # a value of the wrong kind or range (heads: 0): its own check says so
+    wrong = (TypeError, ValueError, ZeroDivisionError)
     for rule in RULES.get(type_name, ()):
         try:
             why = rule(hp, list(modalities))
-        except (TypeError, ValueError):  # a value of the wrong kind: its own check says so
+        except wrong:
             continue
         problems += [why] if why else []
     for rule in SHAPE_RULES.get(type_name, ()) if shapes else ():
-        problems += [why] if (why := rule(hp, dict(shapes), frozenset(settings))) else []
+        try:
+            why = rule(hp, dict(shapes), frozenset(settings))
+        except wrong:
+            continue
+        problems += [why] if why else []
     return problems
 
 

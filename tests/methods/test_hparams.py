@@ -228,6 +228,7 @@ def test_hypermm_on_blocks_mixed_with_vectors_is_refused_naming_the_run(raw_conf
     mmist["benchmark"]["feature_sets"]["mixed"] = {"ct": "precomputed_blocks",
                                                    "mri": "precomputed"}
     mmist["benchmark"]["runs"] = {"hypermm": {"feature_sets": ["mixed"]}}
+    mmist["benchmark"]["normalize"] = "zscore"  # l2 is refused on blocks (test_config)
     validate_config(copy.deepcopy(pre))  # the other's shape unknown: nothing to compare
     mmist["benchmark"]["feature_sets"]["mixed"]["clinical"] = "tabular"
     with pytest.raises(ConfigError, match=r"feature set 'mixed'.*'ct': '\[512, 7, 7\]'"):
