@@ -180,6 +180,19 @@ def check_config(cohort_cfg: dict) -> None:
     if split_col in _named_columns(cohort_cfg):
         raise ConfigError(f"split.column {split_col!r} is also the subject ID, a label, a "
                           "path column or a table field; the split needs its own column")
+    # a label as the groups put each class in one part (train all one class, test the
+    # other); the ID as a label made a class a subject, as a field an input
+    subject, labels = cohort_cfg["subject_column"], cohort_labels(cohort_cfg)
+    group_col = cohort_cfg.get("group_column")
+    if group_col is not None and group_col in labels:
+        raise ConfigError(f"group_column {group_col!r} is a label: the split keeps a group in "
+                          "one part, so each class would fall in one part; name the column "
+                          "of the patient a subject's rows belong to")
+    fields = {f for spec in modality_specs(cohort_cfg).values() for f in spec.fields}
+    for what, names in (("a label", labels), ("a table field", fields)):
+        if subject in names:
+            raise ConfigError(f"subject_column {subject!r} is also {what}: a subject's ID is "
+                              "neither what is predicted nor an input")
 
 
 def _named_columns(cohort_cfg: dict) -> list[str]:

@@ -654,3 +654,20 @@ def test_a_folder_filled_after_the_build_changes_the_listing(cohort):
     empty = download_listing(_cfg(), cohort)   # p2's folder is there, and empty
     (cohort / "data" / "ct" / "missing" / "1.dcm").write_bytes(b"x")
     assert download_listing(_cfg(), cohort) != empty
+
+
+def test_the_groups_and_the_subject_id_are_no_label_and_no_field():
+    """group_column naming the label put each class in one part (train all one class, test
+    the other, val empty), with warnings counting groups as subjects; the subject ID as a
+    label made a class a subject, as a field an input. Each passed check-config."""
+    from mmpipe.cohorts.csv_adapter import check_config
+
+    check_config(_cfg(group_column="patient"))
+    with pytest.raises(ConfigError, match="group_column 'response' is a label: the split keeps"):
+        check_config(_cfg(group_column="response"))
+    with pytest.raises(ConfigError, match="subject_column 'patient_id' is also a label"):
+        check_config(_cfg(labels=["response", "patient_id"]))
+    cfg = _cfg()
+    cfg["modalities"]["clinical"]["fields"] = ["age", "patient_id"]
+    with pytest.raises(ConfigError, match="subject_column 'patient_id' is also a table field"):
+        check_config(cfg)
