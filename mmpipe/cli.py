@@ -55,7 +55,7 @@ def cmd_demo(args) -> None:
     anywhere, and ``--n-subjects``/``--seed`` may change the settings (never in the
     workflow's folder, whose record would then disagree with its files); the generator's
     own defaults there when the config has no demo cohort (said so)."""
-    from mmpipe.cohorts.demo import generate_demo_cohort
+    from mmpipe.cohorts.demo import demo_settings, generate_demo_cohort
     from mmpipe.errors import ConfigError
 
     flags = {k: v for k, v in (("n_subjects", args.n_subjects), ("seed", args.seed))
@@ -102,8 +102,16 @@ def cmd_demo(args) -> None:
                               "to replace it")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: the demo cohort is a folder")
-    marked = _claim_a_folder_for_the_demo(out)
     options.update(flags)
+    # settings checked before the folder is made: --n-subjects 0 left an empty OUT, and
+    # --seed -1 failed as numpy's "expected non-negative integer"
+    if (seed := options.get("seed")) is not None and int(seed) < 0:
+        raise ConfigError(f"demo cohort: seed must be >= 0, got {seed}")
+    try:
+        demo_settings(**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"demo cohort: {err}") from None
+    marked = _claim_a_folder_for_the_demo(out)
     print(f"settings: {source}; {json.dumps(options, default=str)}", file=sys.stderr)
     try:
         summary = generate_demo_cohort(out, **options)

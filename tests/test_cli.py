@@ -233,6 +233,10 @@ def test_demo_writes_the_configs_demo_cohort_where_the_workflow_reads_it(tmp_pat
     # the generator's refusal, and a folder given as the config, are named errors
     assert cli.main(["demo", "--n-subjects", "0", "zero"]) == 1
     assert "demo cohort: n_subjects must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()  # refused before the folder was made
+    assert cli.main(["demo", "--seed", "-1", "negative"]) == 1  # numpy's words before
+    assert "demo cohort: seed must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "negative").exists()
     assert cli.main(["check-config", "--config", str(tmp_path)]) == 1
     assert "cannot read the config" in capsys.readouterr().err
     # a project whose config has no demo cohort: OUT gets the generator's defaults
@@ -352,6 +356,8 @@ def test_demo_does_not_write_over_a_folder_of_other_files(tmp_path, monkeypatch,
     assert cli.main(["demo", str(over), "--n-subjects", "0"]) == 1
     for name in [p.name for p in over.iterdir() if not p.name.startswith(".")]:  # rm over/*
         shutil.rmtree(over / name) if (over / name).is_dir() else (over / name).unlink()
+    assert not refused.exists()  # refused before the folder was made
+    refused.mkdir()
     for folder in (killed, refused, over):
         (folder / "clinical.csv").write_text("P1,50\n")
         assert cli.main(["demo", str(folder), "--n-subjects", "2"]) == 1, folder
