@@ -168,6 +168,9 @@ def test_default_config_is_valid_and_gets_defaults(raw_config):
      r"\(normalize: none\), not 'zscore'"),
     (lambda c: c["methods"]["hgb"].update(normalize="l2"),
      r"runs.hgb: an hgb method runs on unscaled features \(normalize: none\), not 'l2'"),
+    # passed, then every slide with more tissue tiles than max_tiles was rejected
+    (lambda c: c["preprocess"]["slide"].update(seed=-1),
+     r"config.preprocess.slide.seed: -1 is less than the minimum of 0"),
     # the cohorts' checks built the methods with these values and crashed with a traceback
     (lambda c: c["methods"]["bd"].update(missing_modality=["clinical"]),
      r"config.methods.bd.missing_modality: \['clinical'\] is not null or a string"),
