@@ -21,13 +21,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from mmpipe.encoders.weights import WeightsInfo, build_pretrained, encoder_name, freeze
-from mmpipe.errors import ConfigError
+from mmpipe.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,42 @@ LAYER_DILATION = {"layer3": 2, "layer4": 4}
 MEDICALNET_URL = "https://github.com/Tencent/MedicalNet"
 
 
+# residual blocks of layer1..layer4 at each depth (MedicalNet models/resnet.py), resnet50's
+# bottlenecks (a conv3 in each)
+LAYER_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
+
+
 def weights_file(depth: int) -> str:
     return f"resnet_{depth}_23dataset.pth"
+
+
+def depth_of(keys: list[str]) -> int | None:
+    """The MedicalNet depth whose layout a checkpoint's state_dict keys (``module.``
+    stripped) have, or None."""
+    blocks = tuple(1 + max((int(k.split(".")[1]) for k in keys
+                            if k.startswith(f"layer{i}.") and k.split(".")[1].isdigit()),
+                           default=-1) for i in range(1, 5))
+    bottleneck = any(".conv3." in k for k in keys)
+    return next((d for d, layers in LAYER_BLOCKS.items()
+                 if layers == blocks and (d == 50) == bottleneck), None)
+
+
+def _depth_hint(cfg: Mapping[str, Any], depth: int, name: str) -> str:
+    """What to set where the configured file is MedicalNet's of another depth (the
+    refusal listed 96 unexpected keys and never named ``depth``); "" otherwise."""
+    path = cfg.get("weights")
+    if not path or not Path(str(path)).expanduser().is_file():
+        return ""
+    try:
+        obj = torch.load(Path(str(path)).expanduser(), map_location="cpu", weights_only=True,
+                         mmap=True)
+    except Exception:  # the refusal being raised says why the file is no use
+        return ""
+    state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}
+    keys = [str(k).removeprefix("module.") for k in state] if isinstance(state, Mapping) else []
+    found = depth_of(keys)
+    return (f"; the file holds MedicalNet's resnet{found}, not resnet{depth}: set "
+            f"encoders.{name}.depth: {found}") if found not in (None, depth) else ""
 
 
 def _check_depth(cfg: Mapping[str, Any]) -> int:
@@ -103,12 +138,17 @@ def build_med3d(cfg: Mapping[str, Any]) -> tuple[nn.Module, WeightsInfo]:
     depth = _check_depth(cfg)
     name = encoder_name(cfg, "med3d")
     # MedicalNet's names equal MONAI's once "module." is stripped; conv_seg is the seg head
-    net, info = build_pretrained(
-        lambda: build_med3d_network(depth), cfg, encoder=name,
-        expected_file=weights_file(depth),
-        how_to_get=f"MedicalNet pretrained resnet{depth}, {MEDICALNET_URL} (README links) or "
-                   f"https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}",
-        drop_prefixes=("conv_seg.",))
+    try:
+        net, info = build_pretrained(
+            lambda: build_med3d_network(depth), cfg, encoder=name,
+            expected_file=weights_file(depth),
+            how_to_get=f"MedicalNet pretrained resnet{depth}, {MEDICALNET_URL} (README links) "
+                       f"or https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}",
+            drop_prefixes=("conv_seg.",))
+    except WeightsError as err:
+        if hint := _depth_hint(cfg, depth, name):
+            raise WeightsError(f"{err}{hint}") from None
+        raise
     return freeze(net), info
 
 

@@ -164,3 +164,15 @@ def test_wrong_depth_checkpoint_is_rejected(tmp_path):
     _medicalnet_checkpoint(build_med3d_network(10), ckpt)
     with pytest.raises(WeightsError, match="do not match"):
         build_med3d({"depth": 18, "weights": str(ckpt)})
+
+
+@pytest.mark.parametrize("saved, asked", [(10, 18), (34, 18), (50, 34), (18, 10)])
+def test_a_file_of_another_depth_is_named_with_the_depth_to_set(saved, asked, tmp_path):
+    """The refusal listed 96 unexpected keys and never said that the file was MedicalNet's
+    of another depth, nor that ``depth`` (18 by default) chooses it."""
+    ckpt = tmp_path / f"resnet_{saved}.pth"
+    _medicalnet_checkpoint(build_med3d_network(saved), ckpt)
+    with pytest.raises(WeightsError, match=rf"do not match.*the file holds MedicalNet's "
+                                           rf"resnet{saved}, not resnet{asked}: set "
+                                           rf"encoders\.med3d\.depth: {saved}"):
+        build_med3d({"depth": asked, "weights": str(ckpt), "name": "med3d"})
