@@ -434,9 +434,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "(benchmarks/report_statistics.py): a *significant* difference is one "
             "consistent over these splits of these subjects, not one shown for new "
             "patients.", ""]
-    if n_max < 2:
-        pass
-    elif one_split:
+    if n_max >= 2 and one_split:
         lines += [
             "**One split for every seed.** The cohort's own split fixes its training, "
             "validation and test subjects, so the seeds differ by initialisation and "
@@ -445,7 +443,7 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             "values below say how stable each method is on these subjects, not how it "
             "would fare on another draw of the cohort, and a deterministic method (logreg, "
             "hgb) has no spread under natural missingness.", ""]
-    elif _fixed_test(runs):
+    elif n_max >= 2 and _fixed_test(runs):
         lines += [
             "**One test set for every seed.** The cohort's own split fixes its test "
             "subjects; the seeds redraw training and validation only. The spreads, "
