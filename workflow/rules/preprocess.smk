@@ -82,7 +82,7 @@ rule segment:
         L.benchmark("segment", "{modality}")
     priority: 2
     conda:
-        "../../envs/segment.yaml"
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         gpu=lambda w: int(config["preprocess"]["totalsegmentator"]["device"] == "gpu"),
