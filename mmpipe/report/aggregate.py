@@ -49,8 +49,8 @@ MASK_COLUMNS = ("mask_present", "mask_removed", "mask_share", "mask_max_mcar_sha
 # a testmiss modality stays with a subject whose only modality of the feature set it is
 FEATURE_SET_RATE_COLUMNS = ("feature_set_rate", "feature_set_rate_of")
 # the modality a testmiss cell removes, or the modalities a completeness cell makes
-# incomplete, where the run's feature set does not hold it (two of them): its runs there
-# are its natural runs (None where the feature set holds them, or elsewhere)
+# incomplete, where the run's feature set holds none of them: its runs there are its
+# natural runs (None where the feature set holds one, or elsewhere)
 NOT_HELD_COLUMN = "scenario_modality_not_held"
 ID_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "rate", "seed")
 SUMMARY_KEYS = ("cohort", "feature_set", "method", "scenario", "rate")
@@ -79,18 +79,19 @@ _RATE_DECIMALS = 6
 def _not_held(scenario: str, options: dict[str, Any], encoders: dict[str, Any]) -> str | None:
     """:data:`NOT_HELD_COLUMN` of a run: under ``testmiss`` the modality removed where its
     feature set (``encoders``: modality -> encoder) lacks it; under ``completeness`` the
-    scenario's modalities (or "every modality") where the feature set holds fewer than two
-    of them, so that no subject of it can be made incomplete (an age-only run sat among the
-    "25 % complete" rows, trained on the natural data, with nothing said)."""
+    scenario's modalities where the feature set holds none of them, so that the mask takes
+    nothing from it (an age-only run sat among the "25 % complete" rows, trained on the
+    natural data, with nothing said). A feature set holding one of them loses it where the
+    mask drops it: not its natural run."""
     if not encoders:
         return None
     if scenario == "testmiss":
         removes = options.get("modality")
         return removes if removes and removes not in encoders else None
     if scenario == "completeness":
+        # one of them held is lost where the mask drops it, as the mask is drawn
         named = options.get("modalities")
-        held = [m for m in encoders if named is None or m in named]
-        return None if len(held) >= 2 else (", ".join(named) if named else "every modality")
+        return ", ".join(named) if named and not any(m in named for m in encoders) else None
     return None
 
 

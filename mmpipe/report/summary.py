@@ -787,15 +787,15 @@ def _feature_set_rate_lines(runs: pl.DataFrame, scenario: str, rate: float) -> l
 
 def _not_held_lines(group: pl.DataFrame, scenario: str = "testmiss") -> list[str]:
     """A line per feature set that does not hold the modality its testmiss cell removes,
-    or two of those its completeness cell makes incomplete: nothing is taken from it, so
+    or any of those its completeness cell makes incomplete: nothing is taken from it, so
     its rows are its natural runs (a comparator that never needs the modality, as the
     papers' unimodal rows), not a model that lost it."""
     held = group.filter(pl.col(NOT_HELD_COLUMN).is_not_null()).unique(
         ["feature_set", NOT_HELD_COLUMN])
     if scenario == "completeness":
-        return [f"- **{feature_set} holds fewer than two of {modalities}, which this "
-                "scenario makes incomplete**: no subject of it loses a modality, so its "
-                "rows here are its natural runs, a comparator that never needs the others"
+        return [f"- **{feature_set} holds none of {modalities}, which this scenario makes "
+                "incomplete**: no subject of it loses a modality, so its rows here are its "
+                "natural runs, a comparator that never needs them"
                 for feature_set, modalities in sorted(held.select(
                     "feature_set", NOT_HELD_COLUMN).rows())]
     return [f"- **{feature_set} does not hold {modality}, which this scenario removes**: "
