@@ -305,6 +305,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     if not images.is_dir():
         raise InputError("folder ADNI/ (LONI's download) not found", path=images)
     scans, source_qc = scan_images(images, series)
+    if imaging and not scans:
+        raise InputError(f"no series folder of a subject matches adni.series for {imaging} "
+                         f"({', '.join(f'{m}: {rx.pattern}' for m, rx in series.items())})",
+                         path=images)
     if imaging and not any(not s.problem for own in scans.values() for s in own):
         raise InputError(f"no scan of {imaging} with a NIfTI file in its image folder "
                          f"({sum(len(own) for own in scans.values())} without one): the "

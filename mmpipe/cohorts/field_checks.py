@@ -3,7 +3,7 @@
 Neither refuses the cohort: each returns the reasons the manifest writes as column QC
 rows (``qc/adapter.parquet``) and logs as warnings.
 
-- :func:`case_variants`: a text field whose values differ only in case or spacing
+- :func:`case_variants`: a text field whose values differ only in case or surrounding spaces
   (``male``, ``Male``, ``MALE``). The tabular encoding makes each spelling a category of
   its own, so one sex is split over several one-hot columns, and a spelling only test
   subjects have is a column training never saw; the text encoder's uncased tokenizer
@@ -35,7 +35,7 @@ def _shown(values: Iterable[str], n: int = 5) -> str:
 
 
 def case_variants(frame: pl.DataFrame, fields: Iterable[str]) -> list[str]:
-    """One reason per text field whose values differ only in case or spacing."""
+    """One reason per text field whose values differ only in case or surrounding spaces."""
     reasons = []
     for name in fields:
         col = frame.get_column(name)
@@ -51,9 +51,9 @@ def case_variants(frame: pl.DataFrame, fields: Iterable[str]) -> list[str]:
             shown = "; ".join(", ".join(f"{v!r} ({counts[v]})" for v in group)
                               for group in twins[:3])
             reasons.append(f"table field {name!r}: values that differ only in case or "
-                           f"spacing are separate categories to the tabular encoding and "
-                           f"a prompt's value map: {shown}. Write each one way in the "
-                           "source")
+                           "surrounding spaces are separate categories to the tabular "
+                           f"encoding and a prompt's value map: {shown}. Write each one way "
+                           "in the source")
     return reasons
 
 

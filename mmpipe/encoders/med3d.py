@@ -67,8 +67,8 @@ def _depth_hint(cfg: Mapping[str, Any], depth: int, name: str) -> str:
     if not path or not Path(str(path)).expanduser().is_file():
         return ""
     try:
-        obj = torch.load(Path(str(path)).expanduser(), map_location="cpu", weights_only=True,
-                         mmap=True)
+        # no mmap: MedicalNet's 2019 files are in torch's legacy format, which it refuses
+        obj = torch.load(Path(str(path)).expanduser(), map_location="cpu", weights_only=True)
     except Exception:  # the refusal being raised says why the file is no use
         return ""
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}

@@ -531,8 +531,9 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         image_type=_image_type(ds.get("ImageType")),
         rescale_tags=("RescaleSlope" in ds, "RescaleIntercept" in ds),
         modality_lut="ModalityLUTSequence" in ds,
-        enhanced=("SharedFunctionalGroupsSequence" in ds
-                  or "PerFrameFunctionalGroupsSequence" in ds),
+        enhanced=("ImagePositionPatient" not in ds
+                  and ("SharedFunctionalGroupsSequence" in ds
+                       or "PerFrameFunctionalGroupsSequence" in ds)),
     ), unreadable, None
 
 
@@ -737,7 +738,8 @@ def _rescale_defect(headers: list[_Header]) -> str | None:
     (a CT slice 1024 HU off the others), and a Modality LUT Sequence (C.11.1), which maps
     the values where a rescale would, is not applied by the reader: both are refused."""
     tags = Counter(h.rescale_tags for h in headers)
-    if len(tags) > 1:
+    # files that give the tags and files that take their defaults, mapping otherwise
+    if len(tags) > 1 and len({h.rescale for h in headers}) > 1:
         usual = tags.most_common(1)[0][0]
         odd = [h for h in headers if h.rescale_tags != usual]
 
@@ -1031,8 +1033,8 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     chosen series with a file whose pixel data cannot be read is rejected with that
     file's name (another series is not chosen in its place). So is one that ``most_slices``
     or ``first`` chose only because the series it ranks first has a problem, where the
-    chosen one is no stand-in for it (:func:`_no_stand_in`: another Modality, a reformat or
-    a scout for an acquired volume).
+    chosen one is no stand-in for it (:func:`_no_stand_in`: a reformat or a scout for an
+    acquired volume).
     """
     kind, arg = _parse_rule(rule)
     mix = folder_mix(series)
@@ -1065,7 +1067,7 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
     if (above := _unreadable_above(judged, chosen, kind, min_slices)) is not None \
             and _no_stand_in(above, chosen):
         raise DicomSeriesError(
-            f"{above.label()} is the series {rule!r} ranks first, and it cannot be read: "
+            f"{above.label()} is the series {rule!r} ranks first, and it is refused: "
             f"{above.problem}; {chosen.short_label()} {chosen.description!r} "
             f"({_kind_text(chosen)}) is not converted in its place")
     broken = [f for f in chosen.files if f in chosen.unreadable] + chosen.header_broken
@@ -1226,10 +1228,10 @@ def _rank(kind: str):
 def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str,
                       min_slices: int) -> SeriesInfo | None:
     """The series a guessing rule (``most_slices``, ``first``) ranks above ``chosen``
-    that a problem rejected, of ``min_slices`` or more (a scout of fewer is no candidate
+    that a problem refused, of ``min_slices`` or more (a scout of fewer is no candidate
     either way), the first by the rule; None when none. The rule chose ``chosen`` only
-    because that one cannot be read: the CT of a PET/CT with one file never downloaded
-    made the PET the subject's CT, with nothing said."""
+    because that one was refused: the axial CT with one file never downloaded made a
+    scout or a reformat the subject's CT, with nothing said."""
     if kind not in ("most_slices", "first"):
         return None
     rank = _rank(kind)
@@ -1239,12 +1241,12 @@ def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str,
 
 
 def _no_stand_in(above: SeriesInfo, chosen: SeriesInfo) -> bool:
-    """Whether ``chosen`` is no stand-in for the unreadable ``above``: another Modality
-    (a PET for a CT), or a reformat or a scout for an acquired volume. Another acquired
-    series of the modality is converted, the note saying which it replaces."""
-    return (chosen.modality != above.modality
-            or ((chosen.derived or chosen.localizer)
-                and not (above.derived or above.localizer)))
+    """Whether ``chosen`` is no stand-in for the refused ``above``: a reformat or a scout
+    for an acquired volume. Another acquired series is converted, the note saying which it
+    replaces: of another Modality too (a PET/CT folder, where the guessing rules cannot
+    know which the modality is: the PET would have been chosen usable, and the CT chosen
+    where the PET is refused may be the one meant)."""
+    return (chosen.derived or chosen.localizer) and not (above.derived or above.localizer)
 
 
 def _kind_text(s: SeriesInfo) -> str:
@@ -1318,8 +1320,8 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
               for s in scan.series]
     if (above := _unreadable_above(judged, info, _parse_rule(rule)[0], min_slices)):
         notes.append(f"converted in place of {above.short_label()} {above.description!r} "
-                     f"({_kind_text(above)}), which {rule!r} ranks first and cannot be "
-                     f"read: {above.problem}")
+                     f"({_kind_text(above)}), which {rule!r} ranks first and is refused: "
+                     f"{above.problem}")
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
     if info.repeats:

@@ -373,3 +373,14 @@ def test_a_table_named_by_its_download_date_is_pointed_to(tmp_path):
     manifest = build_manifest("adni", _cfg(root, adni={"table": str(root / "ADNIMERGE_18Feb2025.csv")}),
                               root / "out", base_dir=root)
     assert len(manifest) == 8
+
+
+def test_a_download_none_of_whose_series_matches_is_said_so(tmp_path):
+    """No series folder matching adni.series gave a manifest of no subject, then an error
+    blaming a DICOM download of which there was none."""
+    root = tmp_path / "adni"
+    write_adni(root, n_subjects=8, seed=5)
+    cfg = _cfg(root, adni={"series": {"mri": "^NO_SUCH$", "pet": "^NOR_THIS$"}})
+    with pytest.raises(InputError, match=r"no series folder of a subject matches adni.series "
+                                         r"for \['mri', 'pet'\] \(mri: \^NO_SUCH\$"):
+        build_manifest("adni", cfg, root / "out", base_dir=root)

@@ -14,7 +14,7 @@ def test_values_that_differ_only_in_case_or_spacing_are_named():
     frame = pl.DataFrame({"sex": ["male", "Male", "female", "MALE ", "Female", None],
                           "site": ["A", "B", "A", "B", "A", "B"], "age": [1, 2, 3, 4, 5, 6]})
     (reason,) = case_variants(frame, ["sex", "site", "age"])
-    assert reason.startswith("table field 'sex': values that differ only in case or spacing")
+    assert reason.startswith("table field 'sex': values that differ only in case or surrounding spaces")
     assert "'MALE ' (1), 'Male' (1), 'male' (1)" in reason
     assert "'Female' (1), 'female' (1)" in reason
 

@@ -1268,6 +1268,17 @@ def test_a_slice_without_the_rescale_its_series_gives_or_with_a_modality_lut(tmp
     assert info.problem == ("RescaleSlope/RescaleIntercept given in some files and not "
                             "others: 1 of 6 files differ (IM2.dcm: neither), whose values "
                             "would be read in other units")
+    # the tags left out where they say what their defaults say: the same values
+    _, paths = write_series(tmp_path / "same", n=6, names=[f"IM{k}.dcm" for k in range(6)])
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        if k == 2:
+            del ds.RescaleIntercept, ds.RescaleSlope
+        else:
+            ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        ds.save_as(path)
+    (info,) = scan_dicom_folder(tmp_path / "same")
+    assert info.problem is None
     _, paths = write_series(tmp_path / "lut", n=6, names=[f"IM{k}.dcm" for k in range(6)])
     for path in paths:
         ds = pydicom.dcmread(path)
@@ -1487,23 +1498,35 @@ def test_a_series_ranked_first_that_cannot_be_read_is_not_replaced_silently(tmp_
     _image_type(tmp_path / "scout", ct, axial)
     _image_type(tmp_path / "scout", scout, ["ORIGINAL", "PRIMARY", "LOCALIZER"])
     with pytest.raises(DicomSeriesError, match=r"is the series 'most_slices' ranks first, and "
-                                               r"it cannot be read: gap of .*; 1 'SCOUT' "
+                                               r"it is refused: gap of .*; 1 'SCOUT' "
                                                r"\(CT, localizer, 4 slices\) is not converted "
                                                r"in its place"):
         dicom_to_nifti(tmp_path / "scout", tmp_path / "scout.nii.gz")
-    # the PET of a PET/CT: rejected
-    ct, _ = write_series(tmp_path / "petct", n=12, series_number=2, skip=(6,))
-    pet, _ = write_series(tmp_path / "petct", n=9, series_number=3, start=(0, 0, 300))
+    # a coronal reformat: rejected
+    ct, _ = write_series(tmp_path / "mpr", n=12, series_number=2, skip=(6,))
+    mpr, _ = write_series(tmp_path / "mpr", n=9, series_number=601, start=(0, 0, 300))
+    _image_type(tmp_path / "mpr", ct, axial)
+    _image_type(tmp_path / "mpr", mpr, ["DERIVED", "SECONDARY", "MPR"])
+    with pytest.raises(DicomSeriesError, match=r"\(CT, derived, 9 slices\) is not converted in "
+                                               r"its place"):
+        dicom_to_nifti(tmp_path / "mpr", tmp_path / "mpr.nii.gz")
+    # the other series of a PET/CT, either way: converted, and said (the guessing rules
+    # cannot know which the modality is; the CT chosen where the PET is refused may be it)
+    pet, _ = write_series(tmp_path / "petct", n=20, spacing=1.25, series_number=3,
+                          start=(0, 0, 300), skip=(10,))
+    ct, _ = write_series(tmp_path / "petct", n=10, series_number=2)
     _image_type(tmp_path / "petct", pet, axial, modality="PT")
-    with pytest.raises(DicomSeriesError, match=r"\(PT, 9 slices\) is not converted in its place"):
-        dicom_to_nifti(tmp_path / "petct", tmp_path / "petct.nii.gz")
+    summary = dicom_to_nifti(tmp_path / "petct", tmp_path / "petct.nii.gz")
+    assert summary["series_uid"] == ct
+    assert "converted in place of 3 'AX CT' (PT, 19 slices), which 'most_slices' ranks " \
+           "first and is refused: gap" in summary["note"]
     # a thinner acquired CT with a gap beside a thicker one: converted, and said
     thin, _ = write_series(tmp_path / "two", n=12, spacing=1.25, series_number=2, skip=(6,))
     thick, _ = write_series(tmp_path / "two", n=6, series_number=3, start=(0, 0, 300))
     summary = dicom_to_nifti(tmp_path / "two", tmp_path / "two.nii.gz")
     assert summary["series_uid"] == thick
     assert "converted in place of 2 'AX CT' (CT, 11 slices), which 'most_slices' ranks " \
-           "first and cannot be read: gap of 2.5 mm" in summary["note"]
+           "first and is refused: gap of 2.5 mm" in summary["note"]
     # a scout of fewer slices than min_slices is no candidate: nothing to say
     write_series(tmp_path / "small", n=6, series_number=3)
     write_series(tmp_path / "small", n=2, spacing=20, series_number=1, start=(0, 0, 400))
@@ -1543,3 +1566,11 @@ def test_an_enhanced_series_of_one_frame_a_file_is_named_as_enhanced(tmp_path):
     (info,) = scan_dicom_folder(tmp_path)
     assert info.problem.startswith("multi-frame (enhanced) DICOM files are not supported; "
                                    "convert them with dcm2niix first")
+    # a classic slice that carries a functional group beside its own geometry is read
+    _, paths = write_series(tmp_path / "classic", n=6)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+        ds.save_as(path)
+    (info,) = scan_dicom_folder(tmp_path / "classic")
+    assert info.problem is None
