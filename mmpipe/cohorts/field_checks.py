@@ -13,20 +13,24 @@ rows (``qc/adapter.parquet``) and logs as warnings.
   labelled subjects, by its values or by which subjects leave it blank (a vital status
   beside a survival label, a date of death blank for every survivor). Such a field is
   most often recorded with or after the outcome, and a method reading it learns the
-  label. A check of at least :data:`PROXY_MIN_SUBJECTS` subjects, so that a small cohort
-  does not meet it by chance: categories must hold two subjects each on average, and a
-  number separates a two-class label by a threshold.
+  label. A check of at least :data:`PROXY_MIN_SUBJECTS` subjects and
+  :data:`PROXY_MIN_CLASS` of each class, so that a small cohort or a rare class does not
+  meet it by chance: categories must hold two subjects each on average, and a number
+  separates a two-class label by a threshold.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 import polars as pl
 
-# the fewest labelled subjects (with a value, for the values' test) a proxy is claimed on
+# the fewest labelled subjects (with a value, for the values' test) a proxy is claimed on,
+# and the fewest of each class among them: a class of one or two subjects is set apart
+# from the others by some number of every record by chance
 PROXY_MIN_SUBJECTS = 20
+PROXY_MIN_CLASS = 5
 
 
 def _shown(values: Iterable[str], n: int = 5) -> str:
@@ -59,7 +63,8 @@ def case_variants(frame: pl.DataFrame, fields: Iterable[str]) -> list[str]:
 
 def _separates(values: list, classes: list[str], numeric: bool) -> bool:
     """Whether ``values`` tell the ``classes`` of their subjects apart exactly."""
-    if len(values) < PROXY_MIN_SUBJECTS or len(set(classes)) < 2:
+    counts = Counter(classes)
+    if len(values) < PROXY_MIN_SUBJECTS or len(counts) < 2 or min(counts.values()) < PROXY_MIN_CLASS:
         return False
     if numeric:
         if len(set(classes)) != 2:

@@ -45,6 +45,11 @@ def test_a_field_that_gives_the_label_away_is_named_and_an_unrelated_one_is_not(
     # too few subjects to tell a proxy from chance
     small = _cohort(PROXY_MIN_SUBJECTS - 1, np.random.default_rng(0))
     assert label_proxies(small, fields, ["label"]) == []
+    # a class of two subjects: some number of the record sets them apart by chance
+    rng = np.random.default_rng(2)
+    rare = pl.DataFrame({"label": ["1", "1"] + ["0"] * 38,
+                         "score": [90.0, 95.0] + rng.uniform(0, 80, 38).tolist()})
+    assert label_proxies(rare, ["score"], ["label"]) == []
     # an unlabelled subject is not counted
     blanked = frame.with_columns(pl.when(pl.col("record_id") == "R3").then(None)
                                  .otherwise(pl.col("label")).alias("label"))
