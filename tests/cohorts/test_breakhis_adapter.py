@@ -173,17 +173,23 @@ def test_a_class_or_type_folder_missing_is_an_error(tmp_path, remove, rename, sa
         build_manifest("breakhis", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
 
 
+def _plain_download(tmp_path):
+    """A miniature download, its breast/ folder and the patients without a planted
+    oddity."""
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    ok = [p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                plan.misplaced_100x, plan.two_types,
+                                                plan.truncated_png)]
+    return root, plan, root / "histology_slides" / "breast", ok
+
+
 def test_a_type_code_off_its_folder_a_copy_and_macos_metadata(tmp_path):
     """A ductal carcinoma patient's folder moved under lobular_carcinoma/ was labelled
     lobular with nothing said; a copy "-001 (1).png" was pooled as a field of its own; a
     macOS "._" file was an image, so an empty magnification folder holding one was
     recorded as present."""
-    root = tmp_path / "BreaKHis_v1"
-    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
-    breast = root / "histology_slides" / "breast"
-    ok = [p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
-                                                plan.misplaced_100x, plan.two_types,
-                                                plan.truncated_png)]
+    root, plan, breast, ok = _plain_download(tmp_path)
     ductal = next(p for p in ok if plan.patients[p] == ("malignant", "ductal_carcinoma"))
     moved = next((breast / "malignant" / "SOB" / "ductal_carcinoma").glob(f"*_{ductal}"))
     moved.rename(breast / "malignant" / "SOB" / "lobular_carcinoma" / moved.name)
@@ -273,12 +279,7 @@ def test_one_field_in_two_files_and_folders_breakhis_lacks_are_said(tmp_path):
     a word."""
     from PIL import Image
 
-    root = tmp_path / "BreaKHis_v1"
-    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
-    breast = root / "histology_slides" / "breast"
-    ok = [p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
-                                                plan.misplaced_100x, plan.two_types,
-                                                plan.truncated_png)]
+    root, plan, breast, ok = _plain_download(tmp_path)
     twice = ok[0]
     cls, tumour = plan.patients[twice]
     field = sorted((breast / cls / "SOB" / tumour).glob(f"*_{twice}/40X/*.png"))[0]
