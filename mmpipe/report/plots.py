@@ -221,6 +221,10 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     df = scoped.filter(pl.col(col).is_not_null())
     if not (df["scenario"] == scenario).any():
         return None
+    # methods run under this scenario with no value at any of its rates: said below
+    never = (_series_labels(scoped).filter(pl.col("scenario") == scenario)
+             .group_by("series").agg(pl.col(col).is_not_null().any().alias("valued"))
+             .filter(~pl.col("valued"))["series"].sort().to_list())
     # only the methods run under this scenario
     ran = df.filter(pl.col("scenario") == scenario).select("feature_set", "method").unique()
     scoped = _series_labels(scoped.join(ran, on=["feature_set", "method"], how="semi")
@@ -256,8 +260,13 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
             _draw_reference(ax, df.filter(pl.col("series") == b), metric, styles[b], b)
         for s in (m for m in methods if styles[m]["family"] in fams):
             rank = f"#{top.index(s) + 1} " if s in top else ""
-            _draw_line(ax, df.filter(pl.col("series") == s), metric, styles[s],
-                       rank + s + _partial_mark(s, whole))
+            # its rows at every rate drawn, a rate without a value as a gap: the line and
+            # band ran straight across a rate where the method did not train
+            # (one row an x: a valued one where both a rate 0 and natural missingness are)
+            line = (scoped.filter((pl.col("series") == s) & pl.col("x").is_in(sorted(xs)))
+                    .sort(pl.col(col).is_null()).unique("x", keep="first",
+                                                       maintain_order=True))
+            _draw_line(ax, line, metric, styles[s], rank + s + _partial_mark(s, whole))
             # one panel: the best named at their line's end too (the x margin leaves room);
             # in a grid of panels the name would run into the next panel, the legend has it
             if rank and len(panels) == 1:
@@ -289,6 +298,12 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
            "means over the rates" if len(panels) > 1
            else f"#1–#{len(top)}: the best means over the rates")
     fig.suptitle(f"{title} ({_over_seeds(df)})\n{sub}", fontsize="medium")
+    gaps = sorted({s for s in methods
+                   if set(df.filter(pl.col("series") == s)["x"].to_list()) != xs})
+    notes = ([f"a gap: no value at some rate ({', '.join(gaps)})"] if gaps else []) + (
+        [f"not shown (no value at any rate): {', '.join(never)}"] if never else [])
+    if notes:
+        fig.text(0.01, 0.005, "; ".join(notes), fontsize="x-small", va="bottom")
     return _save(fig, out)
 
 
@@ -327,7 +342,7 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     ranked = _top(scores, metrics[0], len(scores), whole)
     ranked += [s for s in _top(scores, metrics[0], len(scores)) if s not in ranked]
     shown = set(ranked[:top]) | {s for s in styles if _is_baseline(styles[s]["family"])}
-    n_methods = len(scores)
+    n_methods = sum(not math.isnan(v) for v in scores.values())
     what = (f"the {min(top, n_methods)} best of {n_methods} methods by "
             f"{metric_label(metrics[0], False).lower()} (all in results.md)"
             if n_methods > top else "methods over metrics")
@@ -336,7 +351,9 @@ def plot_radar(summary: pl.DataFrame, rate: float, metrics: Sequence[str], out: 
     fig = _figure((7.0, 7.6))
     ax = fig.add_subplot(projection="polar")
     closed = np.r_[angles, angles[:1]]
-    no_value = []
+    # a method with no value here (untrained on every seed) is never among the ranked:
+    # said, as the loop below says one whose every axis is empty
+    no_value = [x for x in _ordered(styles) if x in scores and math.isnan(scores[x])]
     for s in (x for x in _ordered(styles) if x in shown):
         row = df.filter(pl.col("series") == s).row(0, named=True)
         vals = []

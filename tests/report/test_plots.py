@@ -338,3 +338,52 @@ def test_the_figures_say_they_show_the_test_split_and_mark_a_series_short_of_see
     text, legend = seen["params.png"]
     assert "test split, mean ± std over 3 seeds" in text, text
     assert legend == ["A", "B (not every seed)"], legend
+
+
+def test_a_rate_without_a_value_is_a_gap_and_said(tmp_path, monkeypatch):
+    """B trained on no seed at MCAR 0.4: its line and band ran straight across 0.4,
+    labelled "(not every seed)"; C, untrained at every rate, was left out without a word."""
+    drawn, seen = {}, {}
+
+    def draw(ax, part, metric, style, label, band=True):
+        drawn[label] = list(zip(part.sort("x")["x"], part.sort("x")[f"{metric}_mean"],
+                                strict=True))
+
+    def keep(fig, out):
+        seen["texts"] = [t.get_text() for t in fig.texts]
+        return out
+
+    monkeypatch.setattr(plots, "_draw_line", draw)
+    monkeypatch.setattr(plots, "_save", keep)
+    summary = _rate_summary({"A": {0.2: 0.80, 0.4: 0.75, 0.6: 0.70},
+                             "B": {0.2: 0.78, 0.4: None, 0.6: 0.69},
+                             "C": {0.2: None, 0.4: None, 0.6: None}})
+    plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "m.png")
+    (b,) = [points for label, points in drawn.items() if "B" in label]
+    assert [x for x, _ in b] == [0.2, 0.4, 0.6] and b[1][1] is None  # a gap at 0.4
+    assert not any("C" in label for label in drawn)
+    assert ("a gap: no value at some rate (B); not shown (no value at any rate): C"
+            in seen["texts"]), seen["texts"]
+
+
+def test_radar_says_a_method_it_cannot_rank(tables, tmp_path, monkeypatch):
+    """An ordinary method untrained on every seed of the group was never among the ranked,
+    so the note meant to name it was never written, and the title's count included it."""
+    summary = tables[0]
+    natural = summary.filter((pl.col("scenario") == "natural") & (pl.col("method") == "mmare"))
+    means = [c for c in summary.columns if c.endswith("_mean") or c.endswith("_std")]
+    untrained = natural.with_columns(pl.lit("muse").alias("method"),
+                                     pl.lit("muse").alias("method_type"),
+                                     *[pl.lit(None, dtype=pl.Float64).alias(c) for c in means])
+    seen = {}
+
+    def keep(fig, out):
+        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        seen["texts"] = [t.get_text() for t in fig.texts]
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_radar(pl.concat([summary, untrained], how="diagonal_relaxed"), 0.0,
+                     ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
+    assert not any(label.startswith("muse") for label in seen["labels"])
+    assert "not shown (no value here): muse" in seen["texts"]
