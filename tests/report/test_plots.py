@@ -109,18 +109,18 @@ def test_nothing_to_draw_writes_nothing(tables, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_radar_leaves_out_a_method_without_values(tables, tmp_path, monkeypatch):
-    """A baseline that never trained in the group was drawn as a polygon at 0 on every
-    axis (its NaN means as zeros), which reads as the worst method."""
-    summary = tables[0]
+def _untrained(summary: pl.DataFrame, method: str) -> pl.DataFrame:
+    """``method``'s natural row, copied from mmare's, untrained on every seed."""
     natural = summary.filter((pl.col("scenario") == "natural") & (pl.col("method") == "mmare"))
     means = [c for c in summary.columns if c.endswith("_mean") or c.endswith("_std")]
-    untrained = natural.with_columns(pl.lit("hgb").alias("method"),
-                                     pl.lit("hgb").alias("method_type"),
-                                     *[pl.lit(None, dtype=pl.Float64).alias(c) for c in means])
-    if "family" in summary.columns:
-        untrained = untrained.with_columns(pl.lit("baselines").alias("family"))
-    seen = {}
+    return natural.with_columns(pl.lit(method).alias("method"),
+                                pl.lit(method).alias("method_type"),
+                                *[pl.lit(None, dtype=pl.Float64).alias(c) for c in means])
+
+
+def _radar_seen(monkeypatch) -> dict:
+    """The legend's labels and the figure's texts of the next figure saved."""
+    seen: dict = {}
 
     def keep(fig, out):
         seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
@@ -128,6 +128,17 @@ def test_radar_leaves_out_a_method_without_values(tables, tmp_path, monkeypatch)
         return out
 
     monkeypatch.setattr(plots, "_save", keep)
+    return seen
+
+
+def test_radar_leaves_out_a_method_without_values(tables, tmp_path, monkeypatch):
+    """A baseline that never trained in the group was drawn as a polygon at 0 on every
+    axis (its NaN means as zeros), which reads as the worst method."""
+    summary = tables[0]
+    untrained = _untrained(summary, "hgb")
+    if "family" in summary.columns:
+        untrained = untrained.with_columns(pl.lit("baselines").alias("family"))
+    seen = _radar_seen(monkeypatch)
     plots.plot_radar(pl.concat([summary, untrained], how="diagonal_relaxed"), 0.0,
                      ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
     assert seen["labels"] and not any(label.startswith("hgb") for label in seen["labels"])
@@ -370,20 +381,8 @@ def test_radar_says_a_method_it_cannot_rank(tables, tmp_path, monkeypatch):
     """An ordinary method untrained on every seed of the group was never among the ranked,
     so the note meant to name it was never written, and the title's count included it."""
     summary = tables[0]
-    natural = summary.filter((pl.col("scenario") == "natural") & (pl.col("method") == "mmare"))
-    means = [c for c in summary.columns if c.endswith("_mean") or c.endswith("_std")]
-    untrained = natural.with_columns(pl.lit("muse").alias("method"),
-                                     pl.lit("muse").alias("method_type"),
-                                     *[pl.lit(None, dtype=pl.Float64).alias(c) for c in means])
-    seen = {}
-
-    def keep(fig, out):
-        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-        seen["texts"] = [t.get_text() for t in fig.texts]
-        return out
-
-    monkeypatch.setattr(plots, "_save", keep)
-    plots.plot_radar(pl.concat([summary, untrained], how="diagonal_relaxed"), 0.0,
-                     ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
+    seen = _radar_seen(monkeypatch)
+    plots.plot_radar(pl.concat([summary, _untrained(summary, "muse")], how="diagonal_relaxed"),
+                     0.0, ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
     assert not any(label.startswith("muse") for label in seen["labels"])
     assert "not shown (no value here): muse" in seen["texts"]
