@@ -776,6 +776,13 @@ def _yaml_number_hint(value: Any) -> str:
 _MODALITY_SETTINGS = ("modality", "missing_modality")
 
 
+def _normalize_of(cfg: dict, bench: dict, method_cfg: dict) -> str | None:
+    """The normalisation a method instance runs under: its own, else the cohort's, else
+    the global benchmark's."""
+    return method_cfg.get("normalize", bench.get("normalize",
+                                                 cfg["benchmark"].get("normalize")))
+
+
 def _feature_shapes(cfg: dict, feature_set: dict[str, str]) -> dict[str, tuple[int, ...]]:
     """The feature shape of each modality of ``feature_set`` whose encoder type knows it
     from its settings; ``(-1,)`` for a vector whose width only the data tells (a tabular
@@ -863,8 +870,7 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
         # row's l2 norm rescales (l2 below 0.5 always): the blank then kept stage 1's fill,
         # the whole cohort's mean, test subjects included
         mcfg = methods.get(method) or {}
-        scaled = mcfg.get("normalize", bench.get("normalize",
-                                                 cfg["benchmark"].get("normalize")))
+        scaled = _normalize_of(cfg, bench, mcfg)
         if mcfg.get("type") == "hgb" and scaled not in (None, "none"):
             problems.append(f"{where}.runs.{method}: an hgb method runs on unscaled features "
                             f"(normalize: none), not {scaled!r}: trees need no scaling, and "
@@ -878,8 +884,7 @@ def _check_benchmark(cfg: dict, cname: str, cohort: dict) -> list[str]:
                             f"{run['config']['type']!r}: {why}")
         # l2 scales a row's last axis: a channel-first block ([512, 7, 7]) had each row of
         # 7 made unit length, neither a position's 512 channels nor the block
-        scaled = run["config"].get("normalize", bench.get("normalize",
-                                                          cfg["benchmark"].get("normalize")))
+        scaled = _normalize_of(cfg, bench, run["config"])
         blocks = {m: shape for m, shape in shapes.items() if len(shape) > 1}
         if scaled == "l2" and blocks:
             problems.append(f"{where}.runs.{run['method']}: normalize 'l2' scales a feature "

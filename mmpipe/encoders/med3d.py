@@ -27,7 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmpipe.encoders.weights import WeightsInfo, build_pretrained, encoder_name, freeze
+from mmpipe.encoders.weights import (
+    WeightsInfo,
+    _unwrap,
+    build_pretrained,
+    encoder_name,
+    freeze,
+)
 from mmpipe.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
@@ -69,11 +75,9 @@ def _depth_hint(cfg: Mapping[str, Any], depth: int, name: str) -> str:
     try:
         # no mmap: MedicalNet's 2019 files are in torch's legacy format, which it refuses
         obj = torch.load(Path(str(path)).expanduser(), map_location="cpu", weights_only=True)
+        found = depth_of(list(_unwrap(obj, str(path))))  # as the loader unwraps it
     except Exception:  # the refusal being raised says why the file is no use
         return ""
-    state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}
-    keys = [str(k).removeprefix("module.") for k in state] if isinstance(state, Mapping) else []
-    found = depth_of(keys)
     return (f"; the file holds MedicalNet's resnet{found}, not resnet{depth}: set "
             f"encoders.{name}.depth: {found}") if found not in (None, depth) else ""
 

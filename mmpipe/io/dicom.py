@@ -1043,8 +1043,7 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
         # and one subject's SeriesInstanceUID rejects every other subject's series
         raise DicomSeriesError(f"the folder mixes {_mix_text(mix)}; split it into one "
                                "folder a study, or remove the other patient's files")
-    judged = [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
-              for s in series]
+    judged = _judged(series, min_slices, max_gap_factor)
     rejected: dict[str, str] = {s.series_uid: s.problem for s in judged if s.problem}
     usable = [s for s in judged if not s.problem]
     if kind == "description":
@@ -1216,6 +1215,13 @@ def _culprit(files: list[Path]) -> str:
     return ""
 
 
+def _judged(series: list[SeriesInfo], min_slices: int, max_gap_factor: float
+            ) -> list[SeriesInfo]:
+    """Each series with its :func:`check_series` problem under these thresholds."""
+    return [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
+            for s in series]
+
+
 def _rank(kind: str):
     """The order a guessing rule chooses in (the least first)."""
     if kind == "first":
@@ -1310,15 +1316,15 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     # that could as well be it (another Modality, as many slices or more) is said, so that
     # a PET of a PET/CT, or a reformat, chosen for a CT modality shows in the QC (not a
     # scout of fewer slices; nor under uid: or description:, a choice by name)
-    passed_over = [s for s in scan.series if _parse_rule(rule)[0] in ("most_slices", "first")
+    kind = _parse_rule(rule)[0]
+    judged = _judged(scan.series, min_slices, max_gap_factor)
+    passed_over = [s for s in judged if kind in ("most_slices", "first")
                    and s.series_uid != info.series_uid
                    and (s.modality != info.modality or s.n_slices >= info.n_slices)
-                   and check_series(s, min_slices, max_gap_factor) is None]
+                   and s.problem is None]
     if passed_over:
         notes.append(_passed_over_text(info, passed_over, rule))
-    judged = [dataclasses.replace(s, problem=check_series(s, min_slices, max_gap_factor))
-              for s in scan.series]
-    if (above := _unreadable_above(judged, info, _parse_rule(rule)[0], min_slices)):
+    if (above := _unreadable_above(judged, info, kind, min_slices)):
         notes.append(f"converted in place of {above.short_label()} {above.description!r} "
                      f"({_kind_text(above)}), which {rule!r} ranks first and is refused: "
                      f"{above.problem}")
