@@ -90,7 +90,11 @@ NIFTI = (".nii", ".nii.gz")
 
 
 def _file_pattern(case: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(case)}_(?P<seq>t1|t1ce|t2|flair|seg)\.nii(\.gz)?$")
+    # in any case: `_T1.nii.gz` or `.NII.GZ` (which the readers take) had read as no file
+    # of the sequence, to the benchmark missing by nature, and a case whose files were
+    # all so named vanished as no case
+    return re.compile(rf"^{re.escape(case)}_(?P<seq>t1|t1ce|t2|flair|seg)\.nii(\.gz)?$",
+                      re.IGNORECASE)
 
 
 def _is_case(folder: Path) -> bool:
@@ -98,12 +102,17 @@ def _is_case(folder: Path) -> bool:
     return folder.is_dir() and any(pattern.match(p.name) for p in folder.iterdir())
 
 
+def _holds_nifti(folder: Path) -> bool:
+    return any(p.name.lower().endswith(NIFTI) for p in folder.iterdir() if p.is_file())
+
+
 def find_cases(root: Path) -> tuple[list[tuple[str, Path, str | None]], list[Path]]:
     """(case, folder, grade) for every case folder under ``root`` or under its
-    ``HGG/`` / ``LGG/`` folders (2019), sorted by case; and the folders there that are
-    not a case (none of their files is named after the folder: a case folder renamed
-    ``<case> (1)`` by a second download): every folder under ``HGG/`` and ``LGG/``, and
-    a folder under ``root`` that holds NIfTI files."""
+    ``HGG/`` / ``LGG/`` folders (2019), in folder order (2019: HGG's, then LGG's); and
+    the folders there that are not a case (none of their files is named after the
+    folder: a case folder renamed ``<case> (1)`` by a second download): every folder
+    under ``HGG/`` and ``LGG/``, and a folder under ``root`` that holds NIfTI files or a
+    case folder (an archive extracted into ``<case>/<case>/``)."""
     cases, others = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name in GRADES:
@@ -111,7 +120,7 @@ def find_cases(root: Path) -> tuple[list[tuple[str, Path, str | None]], list[Pat
                 (cases.append((c.name, c, folder.name)) if _is_case(c) else others.append(c))
         elif _is_case(folder):
             cases.append((folder.name, folder, None))
-        elif any(p.name.endswith(NIFTI) for p in folder.iterdir() if p.is_file()):
+        elif _holds_nifti(folder) or any(_is_case(p) for p in folder.iterdir()):
             others.append(folder)
     seen: dict[str, Path] = {}
     for case, folder, _ in cases:
@@ -130,18 +139,20 @@ def scan_case(case: str, folder: Path, sequences: list[str]
               ) -> tuple[dict[str, list[Path]], list[QCRecord]]:
     """A case's files per sequence (and ``seg``), and QC rows of the files skipped (one
     per configured sequence: which one a stray file belonged to is unknown, and a
-    segmentation is every sequence's mask)."""
+    segmentation is every sequence's mask). A folder named as a sequence's file is
+    listed with its files, for the verdict to reject it by name."""
     pattern = _file_pattern(case)
     files: dict[str, list[Path]] = defaultdict(list)
     qc = []
-    for path in folder_files(folder):
+    named = [p for p in folder.iterdir() if p.is_dir() and pattern.match(p.name)]
+    for path in sorted([*folder_files(folder), *named]):
         m = pattern.match(path.name)
         if m is None:
             qc += [QCRecord(case, seq, SKIPPED, f"file {path.name} in the case folder skipped: "
                             f"its name does not follow {case}_<t1|t1ce|t2|flair|seg>.nii(.gz)",
                             str(path)) for seq in sequences]
         else:
-            files[m["seq"]].append(path)
+            files[m["seq"].lower()].append(path)
     return files, qc
 
 
@@ -277,18 +288,26 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     masks: list[str | None] = []
     for case in ids:
         segs = per_case[case].get(SEGMENTATION, [])
-        masks.append(str(segs[0]) if len(segs) == 1 else None)
+        masks.append(str(segs[0]) if len(segs) == 1 and segs[0].is_file() else None)
         if len(segs) > 1:
             source_qc += [QCRecord(case, seq, SKIPPED, f"{len(segs)} segmentation files, so "
                                    "no mask: " + ", ".join(p.name for p in segs))
                           for seq in sequences]
+        elif segs and segs[0].is_dir():
+            source_qc += [QCRecord(case, seq, SKIPPED, f"{segs[0].name} is a folder, not a "
+                                   "NIfTI file, so no mask", str(segs[0])) for seq in sequences]
     for seq in sequences:
         paths: list[str | None] = []
         for case in ids:
             found = per_case[case].get(seq, [])
-            paths.append(str(found[0]) if len(found) == 1 else None)
+            folders = [p for p in found if p.is_dir()]
+            paths.append(str(found[0]) if len(found) == 1 and not folders else None)
             if not found:
                 qc.append(QCRecord(case, seq, ABSENT, f"no {case}_{seq}.nii(.gz)"))
+            elif folders:
+                qc.append(QCRecord(case, seq, REJECTED, f"{folders[0].name} is a folder, not "
+                                   "a NIfTI file (an archive extracted into it?)",
+                                   str(folders[0])))
             elif len(found) > 1:
                 qc.append(QCRecord(case, seq, REJECTED, f"{len(found)} files of {seq}: "
                                    + ", ".join(p.name for p in found)))

@@ -252,3 +252,45 @@ def test_a_stray_file_beside_a_rejected_or_missing_sequence_keeps_the_verdict(tm
     # the stray file's note, whose text holds a "|", is one row of its table
     note = next(x for x in summary.splitlines() if "notes.txt" in x)
     assert note.count(" | ") == 3 and "&lt;t1\\|t1ce" in note, note
+
+
+def test_files_named_in_another_case_are_read(tmp_path):
+    """``_T1.nii.gz`` and ``.NII.GZ``, which the volume readers take, read as no file of
+    the sequence (missing by nature); a case whose every file was so named vanished."""
+    plan = write_brats(tmp_path, n_cases=9, seed=1)
+    upper_t1, all_upper = plan.cases[0], plan.cases[-1]
+    (tmp_path / upper_t1 / f"{upper_t1}_t1.nii.gz").rename(
+        tmp_path / upper_t1 / f"{upper_t1}_T1.nii.gz")
+    for f in (tmp_path / all_upper).iterdir():
+        f.rename(f.with_name(f.name.replace(".nii.gz", ".NII.GZ")))
+    manifest = build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    assert _row(manifest, upper_t1)["t1_path"].endswith("_T1.nii.gz")
+    row = _row(manifest, all_upper)
+    assert all(row[f"{seq}_path"].endswith(f"_{seq}.NII.GZ") for seq in SEQS)
+    assert row[mask_column("t1")].endswith("_seg.NII.GZ")
+
+
+def test_a_nested_case_folder_and_a_folder_named_as_a_file_are_said(tmp_path):
+    """An archive extracted into ``<case>/<case>/`` vanished without a row; a folder
+    ``<case>_t1.nii`` (a file extracted into one) read as no T1, missing by nature."""
+    import shutil
+
+    plan = write_brats(tmp_path, n_cases=9, seed=1)
+    nested, foldered = plan.cases[0], plan.cases[-1]
+    shutil.move(tmp_path / nested, tmp_path / "tmp")
+    (tmp_path / nested).mkdir()
+    shutil.move(tmp_path / "tmp", tmp_path / nested / nested)
+    t1 = tmp_path / foldered / f"{foldered}_t1.nii.gz"
+    t1.rename(tmp_path / "x")
+    t1.mkdir()
+    (tmp_path / "x").rename(t1 / "inner.nii.gz")
+    manifest = build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    qc = read_qc(tmp_path / "out")
+    assert nested not in manifest["subject_id"].to_list()
+    said = qc.filter(pl.col("path") == str(tmp_path / nested))
+    assert sorted(said["modality"]) == sorted(SEQS)
+    assert said["reason"][0].startswith(f"folder '{nested}' skipped: not a case")
+    assert _row(manifest, foldered)["t1_path"] is None
+    verdict = qc.filter((pl.col("subject_id") == foldered) & (pl.col("modality") == "t1"))
+    assert verdict["status"].to_list() == ["rejected"]
+    assert "is a folder, not a NIfTI file" in verdict["reason"][0]
