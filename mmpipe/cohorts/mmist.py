@@ -146,6 +146,23 @@ def patients_not_in_the_table(root: Path, modality: str, listed: list[str],
                      str(root / SOURCES[modality].chosen)) for pid in outside]
 
 
+def spelt_otherwise(root: Path, modality: str, listed: list[str], cohort_ids: set[str]
+                    ) -> dict[str, QCRecord]:
+    """The rejection of each patient whose chosen exam the release's file lists under
+    the ID spelt in another case or with spaces (``c3l-00610``): its row was "no exam",
+    missing by nature, and the exam's one trace a row under every subject. The ID is not
+    matched as the patient's: a typo may name another patient as well."""
+    own = {pid.strip().casefold(): pid for pid in cohort_ids}
+    rows = {}
+    for listed_id in sorted(set(listed) - cohort_ids):
+        if (pid := own.get(listed_id.strip().casefold())) is not None:
+            rows[pid] = QCRecord(pid, modality, REJECTED,
+                                 f"{SOURCES[modality].chosen} lists this patient's exam "
+                                 f"under {listed_id!r}, not {pid!r}: correct the ID there",
+                                 str(root / SOURCES[modality].chosen))
+    return rows
+
+
 def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     """case_id, chosen_exam, file (the mapped feature path, str) or reason (why none)."""
     src = SOURCES[modality]
@@ -265,12 +282,16 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         source_qc += patients_not_in_the_table(root, name, mapped[ID_COLUMN].to_list(),
                                                cohort_ids)
         by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
+        misspelt = spelt_otherwise(root, name, mapped[ID_COLUMN].to_list(), cohort_ids)
         paths: list[str | None] = []
         for sid in ids:
             row = by_id.get(sid)
+            if row is None and sid in misspelt:
+                paths.append(None)
+                qc.append(misspelt[sid])
             # a patient listed with a blank chosen_exam has no exam either (as in
             # mmist_raw): it was rejected with no reason, or as "not listed"
-            if row is None or not (row["chosen_exam"] or "").strip():
+            elif row is None or not (row["chosen_exam"] or "").strip():
                 paths.append(None)
                 qc.append(QCRecord(sid, name, ABSENT, f"no {name} exam for this patient"))
             elif row["file"] is None:

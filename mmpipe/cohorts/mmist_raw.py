@@ -50,6 +50,7 @@ from mmpipe.cohorts.mmist import (
     clinical_frame,
     patients_not_in_the_table,
     read_chosen,
+    spelt_otherwise,
     warn_of_normal_slides,
 )
 from mmpipe.errors import InputError
@@ -117,8 +118,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         source_qc += patients_not_in_the_table(root, name, chosen[ID_COLUMN].to_list(),
                                                cohort_ids)
         exam = dict(zip(chosen[ID_COLUMN], chosen["chosen_exam"], strict=True))
+        misspelt = spelt_otherwise(root, name, chosen[ID_COLUMN].to_list(), cohort_ids)
         paths: list[str | None] = []
         for sid in ids:
+            if sid not in exam and sid in misspelt:
+                paths.append(None)
+                qc.append(misspelt[sid])
+                continue
             path, status, why = _resolve(name, exam.get(sid), root, slides)
             paths.append(path)
             if path is None:

@@ -269,15 +269,22 @@ def test_the_release_moved_with_its_times_keeps_every_modalitys_view(fake_root, 
 
 def test_a_patient_spelt_otherwise_in_a_patient_file_is_a_qc_row(fake_root, tmp_path, caplog):
     """B's CT row written 'b': B read "no ct exam" and the orphan row was only in the log,
-    beside a warning that "0" values matched after stripping."""
+    beside a warning that "0" values matched after stripping. And B's own row said "no
+    ct exam for this patient", missing by nature to the benchmark: it is a rejection
+    naming the file and the spelling."""
     (fake_root / "CT_patientfiles.csv").write_text(
         "case_id,chosen_exam\nb,/r/B/ex2\nC,/r/C/ex1\n")
     build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
-    skipped = read_qc(tmp_path / "out").filter((pl.col("subject_id") == "*")
-                                               & (pl.col("modality") == "ct"))
+    qc = read_qc(tmp_path / "out")
+    skipped = qc.filter((pl.col("subject_id") == "*") & (pl.col("modality") == "ct"))
     assert skipped["status"].to_list() == ["skipped"]
     assert skipped["reason"].item() == ("CT_patientfiles.csv lists patient 'b', who is not in "
                                         "clinical+genomic_split.csv: its exam is used for nobody")
+    own = qc.filter((pl.col("subject_id") == "B") & (pl.col("modality") == "ct"))
+    assert own["status"].to_list() == ["rejected"]
+    assert own["reason"].item() == ("CT_patientfiles.csv lists this patient's exam under 'b', "
+                                    "not 'B': correct the ID there")
+    assert own["path"].item() == str(fake_root / "CT_patientfiles.csv")
     assert "matched File only after stripping" not in caplog.text
 
 

@@ -168,6 +168,10 @@ def test_a_chosen_exam_of_a_patient_spelt_otherwise_is_said(tmp_path):
     assert said["reason"].to_list() == [
         f"CT_patientfiles.csv lists patient {case.lower()!r}, who is not in "
         "clinical+genomic_split.csv: its exam is used for nobody"]
+    own = qc.filter((pl.col("subject_id") == case) & (pl.col("modality") == "ct"))
+    assert own["status"].to_list() == ["rejected"]
+    assert own["reason"].item() == (f"CT_patientfiles.csv lists this patient's exam under "
+                                    f"{case.lower()!r}, not {case!r}: correct the ID there")
 
 
 def test_the_miniatures_series_have_uids_of_their_own(raw):
