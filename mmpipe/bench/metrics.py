@@ -9,7 +9,9 @@ probabilities ``[N, C]`` (prediction = arg-max):
 - ``auc``: binary, ROC AUC of the score of class 1; multi-class, macro average of the
   one-vs-rest ROC AUCs (equal to scikit-learn's ``multi_class="ovr", average="macro"``
   when every class occurs in ``y_true``; classes absent from ``y_true`` have no AUC and
-  are left out of the average, with a note). Undefined with a single class in
+  are left out of the average, with a note). Equal scores above one half are ordered
+  by the other classes' probability, which holds them more finely, where scikit-learn
+  counts them tied: a float32 score that saturated at 1.0 keeps its order. Undefined with a single class in
   ``y_true``: NaN and a note, never an exception; so are ``balanced_accuracy`` and the
   F1, precision and recall values below, which then measure one class (scikit-learn
   gives a model that predicts that class 1.0: a modality subset whose few test subjects
@@ -82,11 +84,15 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
     return float(ece)
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    cuts = np.flatnonzero(np.diff(sorted_x)) + 1
+def _average_ranks(x: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """1-based ranks of ``x``, ties broken by ``tiebreak`` (ascending) where given, and
+    the ties left sharing their average rank."""
+    keys = (x,) if tiebreak is None else (tiebreak, x)  # lexsort: the last key first
+    order = np.lexsort(keys)
+    change = np.zeros(max(len(x) - 1, 0), dtype=bool)
+    for key in keys:
+        change |= np.diff(key[order]) != 0
+    cuts = np.flatnonzero(change) + 1
     starts = np.concatenate([[0], cuts])
     ends = np.concatenate([cuts, [len(x)]])
     ranks = np.empty(len(x), dtype=np.float64)
@@ -94,11 +100,27 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half)."""
+def _finer_rest(score: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """The order of equal scores, as a tie-break key: above one half, a probability is
+    held more finely by the other classes' (its complement). A float32 score reaches
+    1.0 at a margin of about 17 logits, where the complements still differ (4e-8 and
+    1e-9); an overfit network's confident subjects had all counted one half. Below one
+    half the complement is the coarser and orders nothing. The complement is rounded to
+    40 of float64's 53 bits: its sum's rounding orders nothing either."""
+    mantissa, exponent = np.frexp(rest)
+    rounded = np.ldexp(np.round(mantissa * 2.0**40) / 2.0**40, exponent)
+    return np.where(score >= 0.5, -rounded, 0.0)
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray, rest: np.ndarray | None = None) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half). ``rest``: the other
+    classes' probability, which orders equal scores where it is the finer
+    (:func:`_finer_rest`)."""
     positive = np.asarray(positive, dtype=bool)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    ranks = _average_ranks(np.asarray(score, dtype=np.float64))
+    score = np.asarray(score, dtype=np.float64)
+    ranks = _average_ranks(score, None if rest is None else
+                           _finer_rest(score, np.asarray(rest, dtype=np.float64)))
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -120,10 +142,13 @@ def _auc(y_true: np.ndarray, proba: np.ndarray, notes: list[str]) -> float:
     if len(classes) < 2:
         notes.append(f"auc undefined: only class(es) {classes.tolist()} in y_true")
         return float("nan")
+    # equal scores are ordered by the other classes' probability where it is the finer;
+    # distinct scores keep scikit-learn's order
     if n_classes == 2:
-        return roc_auc(y_true == 1, proba[:, 1])
+        return roc_auc(y_true == 1, proba[:, 1], proba[:, 0])
     # one-vs-rest per class, macro average (sklearn multi_class="ovr", average="macro")
-    aucs = [roc_auc(y_true == c, proba[:, c]) for c in classes]
+    aucs = [roc_auc(y_true == c, proba[:, c], np.delete(proba, c, axis=1).sum(axis=1))
+            for c in classes]
     if len(classes) < n_classes:
         absent = sorted(set(range(n_classes)) - set(classes.tolist()))
         notes.append(f"auc: macro over classes {classes.tolist()}; class(es) {absent} "

@@ -177,3 +177,35 @@ def test_nan_metrics_follow_the_class_count():
     m = nan_metrics(4, 5, ["not trained"])
     assert set(m) == {*COMMON_KEYS, "n", "notes"} and m["notes"] == ["not trained"]
     assert m["n"] == 4 and all(math.isnan(m[k]) for k in COMMON_KEYS)
+
+
+def test_scores_saturated_in_float32_keep_their_order():
+    """A float32 softmax gives 1.0 from a margin of about 17 logits: every confident
+    subject tied, counting one half, and an overfit network's AUC fell from 1.0 to 0.5
+    on these margins (0.93 to 0.73 in a review's draw). Their complements still order
+    them; a tie of the rows themselves stays a tie."""
+    import torch
+
+    y = np.array([0, 0, 1, 1])
+    margins = torch.tensor([18.0, 20.0, 22.0, 24.0])
+    logits = torch.stack([torch.zeros(4), margins], 1)
+    proba = torch.softmax(logits, -1).numpy()
+    assert proba.dtype == np.float32 and (proba[:, 1] == 1.0).all()
+    assert classification_metrics(y, proba)["auc"] == pytest.approx(1.0)
+    # three classes: class 2 saturated on four subjects, two of them of class 2; its
+    # one-vs-rest AUC is 1.0 where the ties gave 0.75, the other classes' unchanged
+    from sklearn.metrics import roc_auc_score
+
+    logits3 = torch.stack([torch.zeros(4), torch.zeros(4), margins], 1)
+    proba3 = np.concatenate([torch.softmax(logits3, -1).numpy(),
+                             np.float32([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])])
+    y3 = np.array([0, 1, 2, 2, 0, 1])
+    tied = roc_auc_score(y3, proba3, multi_class="ovr", average="macro")
+    assert classification_metrics(y3, proba3)["auc"] == pytest.approx(tied + 0.25 / 3)
+    # equal rows stay tied: one half
+    tied = np.float32([[0.2, 0.8], [0.2, 0.8]])
+    assert classification_metrics([0, 1], tied)["auc"] == pytest.approx(0.5)
+    # below one half the complement orders nothing: scikit-learn's ties
+    low = np.array([[0.7, 0.3], [0.7000001, 0.3], [0.6, 0.4]])
+    assert classification_metrics([1, 0, 1], low)["auc"] == pytest.approx(
+        roc_auc_score([1, 0, 1], low[:, 1]))
