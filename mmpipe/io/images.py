@@ -6,12 +6,14 @@ macOS leaves a ``._<name>.png`` of metadata beside each file it copies) are the
 subject's set, as BreakHis keeps a patient's fields of one magnification (the store's
 note names a folder's other entries: :func:`entries_not_read`). PNG, JPEG and BMP are
 read with Pillow, TIFF with tifffile (a multi-page TIFF's first page that is not a
-thumbnail, :func:`image_page`; grey, RGB, palette
+thumbnail, :func:`image_page`; a subject's image set refuses a TIFF of several full
+images beforehand, :mod:`mmpipe.io.image_integrity`; grey, RGB, palette
 or JPEG-compressed YCbCr, within Pillow's pixel limit); a 16-bit colour PNG's samples by
 libpng through imagecodecs, as Pillow keeps only their high byte. Every
 image becomes RGB ``uint8 [H, W, 3]``: grey is replicated, an alpha channel composited
 on white (transparent is background, as in a slide),
-16-bit scaled to 8 bits by its maximum value. An image is turned upright by its EXIF
+samples of more than 8 bits (16-bit, 32-bit, float) scaled to 8 bits by the image's
+own maximum value. An image is turned upright by its EXIF
 or TIFF Orientation, and a MINISWHITE TIFF inverted, as viewers show them. A file that cannot
 be read is an :class:`InputError` naming it and why.
 """

@@ -1,6 +1,7 @@
 """The MONAI chain that turns one 2-D image file into an ImageNet network's input.
 
-read (RGB ``uint8``, :func:`mmpipe.io.images.read_image`) -> channels first, [0, 1] ->
+read (RGB ``uint8``, :func:`mmpipe.io.images.read_image`, after
+:func:`mmpipe.io.image_integrity.check_image_file`) -> channels first, [0, 1] ->
 resize the shorter side to 256, centre crop 224, ImageNet mean/std
 (:class:`~mmpipe.preprocess.imagenet_recipe.ImageNetSlices`, torchvision's evaluation recipe):
 ``path -> float32 [3, 224, 224]``. The same recipe as the VGG11 slices and the CLAM
@@ -17,6 +18,7 @@ import torch
 from monai.transforms import Compose, Transform
 
 from mmpipe.errors import InputError, out_of_memory
+from mmpipe.io.image_integrity import check_image_file
 from mmpipe.io.images import read_image
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 
@@ -25,6 +27,7 @@ class LoadImage2D(Transform):
     """Path -> ``[1, 3, H, W]`` float32 in [0, 1] (a batch of one for ImageNetSlices)."""
 
     def __call__(self, path: str | Path) -> torch.Tensor:
+        check_image_file(path)
         rgb = read_image(path)
         return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()[None] / 255.0
 
