@@ -210,6 +210,30 @@ def _check_made_from_this_manifest(cohort_dir: Path, df: pl.DataFrame, meta: dic
                          "or cohort: remake them (snakemake --forcerun encode <store>)")
 
 
+def _refuse_emptied_stores(modalities: list[str], paths: list[Path], feats: list,
+                           present: np.ndarray) -> None:
+    """Refuse a store that holds no subject's features though stage 1 had inputs for
+    some: every one rejected (a setting that rejects all: ``min_slices`` above every
+    series, a tissue fraction above every slide) or unreadable. The store was written
+    and looked finished, and the benchmark trained without the modality, its one trace
+    a normaliser warning. A modality no subject has (every row ``absent``) is not such
+    a store."""
+    problems = []
+    for j, (m, path, f) in enumerate(zip(modalities, paths, feats, strict=True)):
+        status = np.asarray(f.status).astype(str)
+        lost = (status == "rejected") | np.asarray(f.present, dtype=bool)
+        if present[:, j].any() or not lost.any():
+            continue
+        reasons = Counter(str(r) for r in np.asarray(f.reason)[lost])
+        shown = "; ".join(f"{n} x {r[:160]!r}" for r, n in reasons.most_common(2))
+        problems.append(f"{path}: none of its {int(lost.sum())} subject(s) with {m} input "
+                        f"has features ({shown})")
+    if problems:
+        raise StoreError("; ".join(problems) + ". Every subject was rejected or is "
+                         "unreadable: fix what rejects them (the stage-1 summary gives each "
+                         "subject's reason) or leave the modality out of the feature set")
+
+
 def read_store(modality: str, path: str | Path):
     """A store's features, or a :class:`StoreError` naming the store when its arrays
     cannot be read: a damaged chunk failed deep in the codec, naming neither, and a
@@ -266,6 +290,7 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
         present[:, j] = usable_rows(f, p)
         if (bad := np.asarray(f.present, dtype=bool) & ~present[:, j]).any():
             unreadable[m] = ids[bad].tolist()
+    _refuse_emptied_stores(modalities, paths, feats, present)
 
     dropped: list[dict] = []
     keep = np.ones(len(ids), dtype=bool)

@@ -306,3 +306,26 @@ def test_a_store_listing_a_subject_twice_is_refused(tmp_path):
     ids[1] = "p1"
     with pytest.raises(StoreError, match=r"lists subject\(s\) \['p1'\] more than once"):
         load_feature_set(cohort, {"ct": "ctenc"}, "grade")
+
+
+def test_a_store_whose_every_subject_was_rejected_is_refused(tmp_path):
+    """A setting that rejects every subject (min_slices above every series) left a
+    finished store of no features, and the benchmark trained without the modality: a
+    normaliser warning was its one trace. A modality no subject has is no such store."""
+    cohort = _cohort(tmp_path)
+    with FeatureStoreWriter(CohortLayout(cohort).store("ct", "strict"), IDS, (3,),
+                            {"encoder": "strict"}) as w:
+        for s in IDS:
+            w.mark(s, "rejected" if s in CT else "absent",
+                   "no usable series for rule 'most_slices'" if s in CT else "no file")
+        w.commit()
+    with pytest.raises(StoreError, match=r"ct/strict.zarr: none of its 4 subject\(s\) with "
+                       r"ct input has features \(4 x \"no usable series"):
+        load_feature_set(cohort, {"ct": "strict", "wsi": "wsienc"}, "grade")
+    with FeatureStoreWriter(CohortLayout(cohort).store("ct", "none"), IDS, (3,),
+                            {"encoder": "none"}) as w:
+        for s in IDS:
+            w.mark(s, "absent", "no file")
+        w.commit()
+    data, _ = load_feature_set(cohort, {"ct": "none", "wsi": "wsienc"}, "grade")
+    assert not data.present[:, 0].any()
