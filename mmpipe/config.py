@@ -670,6 +670,13 @@ def _yaml_booleans(where: str, block: dict) -> list[str]:
             problems.append(f"{where}.value_maps.{field}: values {texts} are YAML booleans "
                             "(an unquoted yes/no/on/off/true/false); quote each as the prompt "
                             "should write it")
+        # a value left out (`F:` with nothing after it) or a list: the prompt wrote
+        # "Sex: None." for every such subject, as if it were the value
+        blank = {k: v for k, v in (mapping or {}).items() if not isinstance(v, bool) and (
+            not isinstance(v, str | int | float) or not str(v).strip())}
+        if blank:
+            problems.append(f"{where}.value_maps.{field}: {blank} map a value to no text; "
+                            "give each the text the prompt should write")
     missing = block.get("missing_values") or []
     for field, codes in (missing.items() if isinstance(missing, dict) else [(None, missing)]):
         booleans = [c for c in codes or () if isinstance(c, bool)]

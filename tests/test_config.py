@@ -1056,6 +1056,23 @@ def test_a_table_value_written_as_a_yaml_boolean_is_refused(raw_config, where, t
                                .replace("Off", "'Off'")))
 
 
+@pytest.mark.parametrize("text,message", [
+    ("value_maps: {stage: {'1': I, '2': }}", "{'2': None} map a value to no text"),
+    ("value_maps: {stage: {'1': I, '2': [II, two]}}", "{'2': ['II', 'two']} map a value to"),
+    ("value_maps: {stage: {'1': I, '2': ' '}}", "{'2': ' '} map a value to no text"),
+])
+def test_a_value_mapped_to_no_text_is_refused(raw_config, text, message):
+    """A value map's `2:` with nothing after it (a YAML slip) passed, and every subject
+    of stage 2 read "Tumour stage None." in its prompt, as if it were the value."""
+    cfg = copy.deepcopy(raw_config)
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"].update(yaml.safe_load(text))
+    with pytest.raises(ConfigError, match=re.escape(
+            "prompt.value_maps.stage: " + message)):
+        validate_config(cfg)
+    cfg["cohorts"]["demo"]["modalities"]["clinical"]["prompt"]["value_maps"]["stage"]["2"] = "II"
+    validate_config(cfg)
+
+
 def test_a_table_read_as_text_and_as_a_table_has_the_same_missing_codes(raw_config):
     """A tabular encoder's `missing_values: [-1]` made a subject of -1s absent from its
     store while the prompts wrote the -1s out, so the text store held it present and the

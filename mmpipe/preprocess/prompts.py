@@ -146,6 +146,22 @@ def _refuse_missing_text_taken(manifest: pl.DataFrame, fields: Sequence[str],
             "list the value in missing_values if it means a blank")
 
 
+def _warn_of_maps_that_match_nothing(manifest: pl.DataFrame,
+                                     rules: Mapping[str, tuple[set[str], dict[str, Any]]]
+                                     ) -> None:
+    """A value map none of whose keys is a value of its field (filed under the wrong
+    field, or ``m``/``f`` where the table holds 1/2) changed no prompt, and the prompts
+    carried the raw codes the user meant to reword, without a word."""
+    for field, (_, mapping) in rules.items():
+        if not mapping:
+            continue
+        values = {_map_key(v) for v in manifest[field].unique().to_list()} - {None}
+        if values and not values & set(mapping):
+            shown = sorted(values)[:5]
+            log.warning("prompt.value_maps.%s: none of its keys %s is a value of the field "
+                        "(values: %s): it changes no prompt", field, sorted(mapping), shown)
+
+
 def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequence[str],
                   prompt: Mapping[str, Any]) -> pl.DataFrame:
     """Prompts for every manifest subject: ``subject_id``, ``prompt`` (null when the
@@ -161,6 +177,7 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
     if mode not in ("omit", "explicit"):
         raise ConfigError(f"prompt.missing must be 'omit' or 'explicit', not {mode!r}")
     rules = _field_rules(prompt, fields)
+    _warn_of_maps_that_match_nothing(manifest, rules)
     if mode == "explicit":
         _refuse_missing_text_taken(manifest, fields, prompt, rules)
     rows = []

@@ -127,3 +127,18 @@ def test_an_explicit_missing_text_that_is_also_a_value_is_refused():
     build_prompts(manifest, ["sex", "age"], [], PROMPT)
     build_prompts(manifest.filter(pl.col("sex").is_not_null()), ["sex", "age"], [], explicit)
 
+
+
+def test_a_value_map_that_matches_no_value_is_said(caplog):
+    """Maps filed under each other's field, or m/f where the table holds 1/2, changed no
+    prompt: the prompts carried the raw codes, without a word."""
+    m = pl.DataFrame({"subject_id": ["a", "b"], "sex": [1, 2], "smoking": ["never", None]})
+    prompt = {**PROMPT, "value_maps": {"sex": {"m": "male", "f": "female"},
+                                       "smoking": {"never": "never smoked"}}}
+    with caplog.at_level("WARNING"):
+        out = build_prompts(m, ["sex", "smoking"], [], prompt)
+    assert out["prompt"].to_list() == ["Record. Sex: 1. smoking: never smoked.",
+                                       "Record. Sex: 2."]
+    said = [r.getMessage() for r in caplog.records if "value_maps" in r.getMessage()]
+    assert said == ["prompt.value_maps.sex: none of its keys ['f', 'm'] is a value of the "
+                    "field (values: ['1', '2']): it changes no prompt"]
