@@ -288,7 +288,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     masks: list[str | None] = []
     for case in ids:
         segs = per_case[case].get(SEGMENTATION, [])
-        masks.append(str(segs[0]) if len(segs) == 1 and segs[0].is_file() else None)
+        # a link to nothing (a DataLad mask not fetched) stays, for the manifest to say so
+        masks.append(str(segs[0]) if len(segs) == 1 and not segs[0].is_dir() else None)
         if len(segs) > 1:
             source_qc += [QCRecord(case, seq, SKIPPED, f"{len(segs)} segmentation files, so "
                                    "no mask: " + ", ".join(p.name for p in segs))

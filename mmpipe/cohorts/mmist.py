@@ -146,16 +146,18 @@ def patients_not_in_the_table(root: Path, modality: str, listed: list[str],
                      str(root / SOURCES[modality].chosen)) for pid in outside]
 
 
-def spelt_otherwise(root: Path, modality: str, listed: list[str], cohort_ids: set[str]
-                    ) -> dict[str, QCRecord]:
+def spelt_otherwise(root: Path, modality: str, exams: dict[str, str | None],
+                    cohort_ids: set[str]) -> dict[str, QCRecord]:
     """The rejection of each patient whose chosen exam the release's file lists under
-    the ID spelt in another case or with spaces (``c3l-00610``): its row was "no exam",
-    missing by nature, and the exam's one trace a row under every subject. The ID is not
-    matched as the patient's: a typo may name another patient as well."""
-    own = {pid.strip().casefold(): pid for pid in cohort_ids}
+    the ID in another case (``c3l-00610``; ``exams``: listed ID -> chosen exam): its row
+    was "no exam", missing by nature, and the exam's one trace a row under every
+    subject. The ID is not matched as the patient's: a typo may name another patient as
+    well. A row whose exam is blank lists none, and the patient has none."""
+    own = {pid.casefold(): pid for pid in cohort_ids}
     rows = {}
-    for listed_id in sorted(set(listed) - cohort_ids):
-        if (pid := own.get(listed_id.strip().casefold())) is not None:
+    for listed_id in sorted(set(exams) - cohort_ids):
+        pid = own.get(listed_id.casefold())
+        if pid is not None and (exams[listed_id] or "").strip():
             rows[pid] = QCRecord(pid, modality, REJECTED,
                                  f"{SOURCES[modality].chosen} lists this patient's exam "
                                  f"under {listed_id!r}, not {pid!r}: correct the ID there",
@@ -282,7 +284,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         source_qc += patients_not_in_the_table(root, name, mapped[ID_COLUMN].to_list(),
                                                cohort_ids)
         by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
-        misspelt = spelt_otherwise(root, name, mapped[ID_COLUMN].to_list(), cohort_ids)
+        misspelt = spelt_otherwise(root, name, dict(zip(mapped[ID_COLUMN], mapped["chosen_exam"],
+                                                        strict=True)), cohort_ids)
         paths: list[str | None] = []
         for sid in ids:
             row = by_id.get(sid)

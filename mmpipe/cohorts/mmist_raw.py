@@ -118,7 +118,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         source_qc += patients_not_in_the_table(root, name, chosen[ID_COLUMN].to_list(),
                                                cohort_ids)
         exam = dict(zip(chosen[ID_COLUMN], chosen["chosen_exam"], strict=True))
-        misspelt = spelt_otherwise(root, name, chosen[ID_COLUMN].to_list(), cohort_ids)
+        misspelt = spelt_otherwise(root, name, exam, cohort_ids)
         paths: list[str | None] = []
         for sid in ids:
             if sid not in exam and sid in misspelt:

@@ -286,6 +286,12 @@ def test_a_patient_spelt_otherwise_in_a_patient_file_is_a_qc_row(fake_root, tmp_
                                     "not 'B': correct the ID there")
     assert own["path"].item() == str(fake_root / "CT_patientfiles.csv")
     assert "matched File only after stripping" not in caplog.text
+    # a row of that spelling that lists no exam gives the patient none: missing by nature
+    (fake_root / "CT_patientfiles.csv").write_text("case_id,chosen_exam\nb,\nC,/r/C/ex1\n")
+    build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out2")
+    own = read_qc(tmp_path / "out2").filter((pl.col("subject_id") == "B")
+                                            & (pl.col("modality") == "ct"))
+    assert own.select("status", "reason").rows() == [("absent", "no ct exam for this patient")]
 
 
 def test_one_file_under_two_patients_or_a_name_too_long_is_that_patients(fake_root, tmp_path):
