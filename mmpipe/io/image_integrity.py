@@ -8,9 +8,10 @@
   marker, inside its segment, does not count, and bytes after the marker (a camera's
   trailer) are allowed.
 - **A TIFF of more than one full-resolution page**: an ImageJ or OME file's channels or
-  planes, or several fields in one file. :func:`mmpipe.io.images.read_image` reads one
-  image a file (a pyramid's reduced pages and a thumbnail aside), so channel 0 was read
-  as a grey image, or one field of several, without a word.
+  planes, or several fields of one size in one file. :func:`mmpipe.io.images.read_image`
+  reads one image a file, so channel 0 was read as a grey image, or one field of
+  several, without a word. A pyramid's levels, a thumbnail and a transparency mask are
+  not images of their own (marked so, or smaller than the first image).
 
 Both are :class:`~mmpipe.errors.InputError` naming the file. They run where a subject's
 image set is read (:mod:`mmpipe.preprocess.images`).
@@ -22,19 +23,22 @@ from pathlib import Path
 
 from mmpipe.errors import InputError
 
-_SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
+_EOI, _SOS = 0xD9, 0xDA
 # markers without a length field: restart markers and the temporary TEM
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
 def jpeg_reaches_its_end(data: bytes) -> bool:
-    """Whether a JPEG's segments and scans run to an end-of-image marker."""
-    if data[:2] != b"\xff\xd8":
-        return False
+    """Whether a JPEG's segments and scans (``data`` from its start-of-image marker on)
+    run to an end-of-image marker."""
     pos = 2
     while pos + 1 < len(data):
         if data[pos] != 0xFF:
-            return False  # a segment's length led off the markers: a damaged header
+            # bytes between segments, which libjpeg skips with a warning and decodes
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return False
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill bytes before a marker
             pos += 1
@@ -65,12 +69,16 @@ def jpeg_reaches_its_end(data: bytes) -> bool:
 
 
 def full_resolution_pages(path: Path) -> int:
-    """The pages of a TIFF not marked reduced-resolution (NewSubfileType bit 0)."""
+    """The pages of a TIFF that are images of the size of its first: not marked a
+    reduced-resolution page or a transparency mask (NewSubfileType bits 0 and 2), and of
+    its first such page's width and height (a pyramid's levels and a thumbnail not
+    marked reduced are smaller)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        return sum(1 for page in tif.pages
-                   if not int(getattr(page, "subfiletype", 0) or 0) & 1)
+        sizes = [(page.imagewidth, page.imagelength) for page in tif.pages
+                 if not int(getattr(page, "subfiletype", 0) or 0) & 0b101]
+    return sum(1 for size in sizes if size == sizes[0]) if sizes else 0
 
 
 def check_image_file(path: str | Path) -> None:
@@ -79,7 +87,9 @@ def check_image_file(path: str | Path) -> None:
     suffix = path.suffix.lower()
     try:
         if suffix in (".jpg", ".jpeg"):
-            if not jpeg_reaches_its_end(path.read_bytes()):
+            data = path.read_bytes()
+            # another format under a .jpg name (a PNG of a scraped set) is the decoder's
+            if data[:2] == b"\xff\xd8" and not jpeg_reaches_its_end(data):
                 raise InputError("JPEG without its end-of-image marker: the file is cut or "
                                  "its tail overwritten (an interrupted download or copy); "
                                  "fetch it again", path=path)

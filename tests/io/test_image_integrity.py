@@ -49,6 +49,21 @@ def test_a_whole_jpeg_passes_and_one_with_its_tail_zeroed_does_not(tmp_path, opt
     assert err.value.path == str(path)
 
 
+def test_jpegs_the_decoder_reads_whole_pass(tmp_path):
+    """A PNG under a .jpg name (a scraped set's) and bytes between two segments, which
+    libjpeg skips with a warning, decode to the whole image: the first version refused
+    both as cut (diff review)."""
+    png = tmp_path / "field.jpg"
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(png, "PNG")
+    data = _jpeg()
+    dqt = data.index(b"\xff\xdb")
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(data[:dqt] + b"\x00\x00" + data[dqt:])
+    for path in (png, junk):
+        check_image_file(path)
+        assert ImageTransform()(path).shape == (3, 224, 224)
+
+
 def test_the_zeroed_jpeg_is_one_the_decoder_reads():
     """The check is not the decoder's: Pillow reads the baseline one without an error."""
     data = _jpeg()
@@ -76,8 +91,20 @@ def test_a_tiff_of_several_full_images_is_refused_and_a_pyramid_is_not(tmp_path)
     with tifffile.TiffWriter(pyramid) as tif:
         tif.write(np.full((32, 32, 3), 90, np.uint8), photometric="rgb")
         tif.write(np.full((16, 16, 3), 90, np.uint8), photometric="rgb", subfiletype=1)
-    check_image_file(pyramid)
-    assert ImageTransform()(pyramid).shape == (3, 224, 224)
+    # levels, a thumbnail and a transparency mask not marked reduced are no images of
+    # their own: smaller, or marked a mask (the first version refused them, diff review)
+    unmarked = tmp_path / "unmarked.tif"
+    with tifffile.TiffWriter(unmarked) as tif:
+        tif.write(np.full((32, 32, 3), 90, np.uint8), photometric="rgb")
+        tif.write(np.full((16, 16, 3), 90, np.uint8), photometric="rgb")
+        tif.write(np.full((8, 8, 3), 90, np.uint8), photometric="rgb")
+    masked = tmp_path / "masked.tif"
+    with tifffile.TiffWriter(masked) as tif:
+        tif.write(np.full((32, 32, 3), 90, np.uint8), photometric="rgb")
+        tif.write(np.ones((32, 32), bool), subfiletype=4)
+    for path in (pyramid, unmarked, masked):
+        check_image_file(path)
+        assert ImageTransform()(path).shape == (3, 224, 224)
 
 
 def test_a_file_that_is_no_tiff_names_itself(tmp_path):
