@@ -106,9 +106,10 @@ def _finer_rest(score: np.ndarray, rest: np.ndarray) -> np.ndarray:
     1.0 at a margin of about 17 logits, where the complements still differ (4e-8 and
     1e-9); an overfit network's confident subjects had all counted one half. Below one
     half the complement is the coarser and orders nothing. The complement is rounded to
-    40 of float64's 53 bits: its sum's rounding orders nothing either."""
+    16 bits (5 significant digits): the float32 rounding of the probabilities it sums
+    (0.7 beside 0.15 + 0.15, or beside 0.1 + 0.2) orders nothing either."""
     mantissa, exponent = np.frexp(rest)
-    rounded = np.ldexp(np.round(mantissa * 2.0**40) / 2.0**40, exponent)
+    rounded = np.ldexp(np.round(mantissa * 2.0**16) / 2.0**16, exponent)
     return np.where(score >= 0.5, -rounded, 0.0)
 
 
