@@ -152,7 +152,8 @@ def spelt_otherwise(root: Path, modality: str, exams: dict[str, str | None],
     the ID in another case (``c3l-00610``; ``exams``: listed ID -> chosen exam): its row
     was "no exam", missing by nature, and the exam's one trace a row under every
     subject. The ID is not matched as the patient's: a typo may name another patient as
-    well. A row whose exam is blank lists none, and the patient has none."""
+    well. A row whose exam is blank lists none, and the patient has none. A patient so
+    named has no row of its own: :func:`read_chosen` refuses IDs that differ in case."""
     own = {pid.casefold(): pid for pid in cohort_ids}
     rows = {}
     for listed_id in sorted(set(exams) - cohort_ids):
@@ -284,12 +285,12 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         source_qc += patients_not_in_the_table(root, name, mapped[ID_COLUMN].to_list(),
                                                cohort_ids)
         by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
-        misspelt = spelt_otherwise(root, name, dict(zip(mapped[ID_COLUMN], mapped["chosen_exam"],
-                                                        strict=True)), cohort_ids)
+        misspelt = spelt_otherwise(root, name, {k: r["chosen_exam"] for k, r in by_id.items()},
+                                   cohort_ids)
         paths: list[str | None] = []
         for sid in ids:
             row = by_id.get(sid)
-            if row is None and sid in misspelt:
+            if sid in misspelt:
                 paths.append(None)
                 qc.append(misspelt[sid])
             # a patient listed with a blank chosen_exam has no exam either (as in

@@ -121,7 +121,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         misspelt = spelt_otherwise(root, name, exam, cohort_ids)
         paths: list[str | None] = []
         for sid in ids:
-            if sid not in exam and sid in misspelt:
+            if sid in misspelt:
                 paths.append(None)
                 qc.append(misspelt[sid])
                 continue

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ast
 import math
-from functools import cache
+from functools import cache, partial
 
 from mmpipe.codehash import module_tree
 from mmpipe.config import yaml_validator
@@ -323,20 +323,16 @@ def method_problems(type_name: str, settings: dict, modalities: list[str],
         except ValueError:
             defaults[name] = None
     hp = {**defaults, **settings}
+    checks = [partial(rule, hp, list(modalities))
+              for rule in RULES.get(type_name, ())]
+    checks += [partial(rule, hp, dict(shapes), frozenset(settings))
+               for rule in (SHAPE_RULES.get(type_name, ()) if shapes else ())]
     problems = []
-    # a value of the wrong kind or range (heads: 0): its own check says so
-    wrong = (TypeError, ValueError, ZeroDivisionError)
-    for rule in RULES.get(type_name, ()):
+    for check in checks:
         try:
-            why = rule(hp, list(modalities))
-        except wrong:
-            continue
-        problems += [why] if why else []
-    for rule in SHAPE_RULES.get(type_name, ()) if shapes else ():
-        try:
-            why = rule(hp, dict(shapes), frozenset(settings))
-        except wrong:
-            continue
+            why = check()
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue  # a value of the wrong kind or range (heads: 0): its own check says so
         problems += [why] if why else []
     return problems
 

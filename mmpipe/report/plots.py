@@ -298,8 +298,7 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
            "means over the rates" if len(panels) > 1
            else f"#1–#{len(top)}: the best means over the rates")
     fig.suptitle(f"{title} ({_over_seeds(df)})\n{sub}", fontsize="medium")
-    gaps = sorted({s for s in methods
-                   if set(df.filter(pl.col("series") == s)["x"].to_list()) != xs})
+    gaps = sorted(set(methods) - covered)
     notes = ([f"a gap: no value at some rate ({', '.join(gaps)})"] if gaps else []) + (
         [f"not shown (no value at any rate): {', '.join(never)}"] if never else [])
     if notes:

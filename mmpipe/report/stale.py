@@ -61,10 +61,10 @@ def mark_stale_report(report_dir: str | Path, runs: Sequence[str | Path],
     found = _disagreements(report_dir, runs, inputs)
     recorded = _recorded_view(runs) if view is not None else None
     other_view = [view] if recorded is not None and recorded != view else []
-    if not found and not other_view:
+    if not any(found) and not other_view:
         _unmark(report_dir)  # the mark of a run under way (mark_under_way), or of before
         return []
-    missing, newer, rebuilt, gone = found or ([], [], [], [])
+    missing, newer, rebuilt, gone = found
     found_text = []
     if other_view:
         found_text.append("the manifest was rebuilt with other subjects, labels, split or "
@@ -110,14 +110,14 @@ def mark_under_way(report_dir: str | Path) -> bool:
 
 def _disagreements(report_dir: Path, runs: Sequence[str | Path],
                    inputs: Sequence[str | Path] = ()
-                   ) -> tuple[list[str], list[str], list[str], list[str]] | None:
+                   ) -> tuple[list[str], list[str], list[str], list[str]]:
     """The runs not on disk, the runs and the inputs written after the report, the
-    inputs not on disk; None when all agree. A split whose rerun failed was removed, and
-    the report it fed, unmarked, read as current."""
+    inputs not on disk (each empty where all agree). A split whose rerun failed was
+    removed, and the report it fed, unmarked, read as current."""
     built = _built_at(report_dir)
     missing, newer = _missing_or_newer(runs, built)
     gone, rebuilt = _missing_or_newer(inputs, built)
-    return (missing, newer, rebuilt, gone) if missing or newer or rebuilt or gone else None
+    return missing, newer, rebuilt, gone
 
 
 def _recorded_view(runs: Sequence[str | Path]) -> str | None:
