@@ -203,11 +203,15 @@ def test_a_report_whose_runs_read_another_build_of_the_manifest_is_marked(tmp_pa
     a target short of the runs): every run trained on the labels before, and the report
     was left unmarked, the run's own end having removed the mark of its start."""
     import json
+    import os
 
-    report, runs, _ = _built_report(tmp_path)
+    report, runs, built = _built_report(tmp_path)
     seed = runs[0] / "seed0"
     seed.mkdir()
     (seed / "metrics.json").write_text(json.dumps({"benchmark_view": "a" * 64}))
+    # the seed folder made just now moved its run's time past the report's on a clock
+    # tick between them; the run is the report's, a minute older
+    os.utime(runs[0], (built - 60, built - 60))
     assert mark_stale_report(report, runs, view="a" * 64) == []
     assert mark_stale_report(report, runs, view="b" * 64) == ["b" * 64]
     text = (report / STALE_FILE).read_text()
