@@ -10,8 +10,9 @@ Layout under ``root``:
   ``Coreg,...``, which amyloid and tau PET prefix with their tracer, ``AV45_Coreg...``,
   so they are not read as FDG); other series are not read.
 - ``ADNIMERGE.csv`` (or ``adni.table``): one row per subject and visit, ``PTID``,
-  ``VISCODE``, ``EXAMDATE`` (``YYYY-MM-DD``), ``DX`` (``CN``, ``MCI``, ``Dementia``) and
-  the rest (``AGE``, ``PTGENDER``, ``MMSE``, ... can be fields of a ``table`` modality).
+  ``VISCODE``, ``EXAMDATE`` (``YYYY-MM-DD``), ``DX`` (``CN``, ``MCI``, ``Dementia``; the
+  older coding's ``NL`` and conversions, ``MCI to Dementia``, read as the diagnosis after
+  "to", NL as CN) and the rest (``AGE``, ``PTGENDER``, ``MMSE``, ... can be fields of a ``table`` modality).
   ADNI's diagnostic groups are assigned partly by MMSE, CDR and Logical Memory II
   thresholds (Petersen et al., Neurology 2010): ``MMSE``, ``CDRSB`` or ``LDELTOTAL`` as
   inputs beside a ``diagnosis`` or ``ad_vs_cn`` label are near-proxies of it, which a
@@ -20,27 +21,28 @@ Layout under ``root``:
 One visit per subject, by the rule ``adni.visit``: ``baseline`` (the ``bl`` visit, the
 default) or ``first_with_all`` (the earliest visit with a diagnosis at which every
 configured imaging modality has a scan). A scan belongs to a visit when its date is
-within ``adni.max_days`` (default 90) of the visit's ``EXAMDATE``; of several, the
-closest by date. Scans of one day (ADNI's MPRAGE and the back-to-back MPRAGE_Repeat):
-the first acquired, by the time in the date folder. Two equally close scans on different
-days, or two of the same time (one scan in two processing stages: narrow
-``adni.series`` to one), reject the modality, naming both. Natural missingness is a
-modality without a scan at the chosen visit. The subjects are those with a scan of a
-configured imaging modality (ADNIMERGE lists everyone in the study, not what was
-downloaded); a ``table`` modality's fields (never ``DX`` or ``DX_bl``, which the labels
-are) come from the chosen visit's row.
+within ``adni.max_days`` (default 90) of the visit's ``EXAMDATE`` and no nearer another
+of the subject's visits (then it is that visit's); of several, the closest by date.
+Scans of one day (ADNI's MPRAGE and the back-to-back MPRAGE_Repeat): the first acquired,
+by the time in the date folder. Two equally close scans on different days, or two of the
+same time (one scan in two processing stages: narrow ``adni.series`` to one), reject the
+modality, naming both. Natural missingness is a modality without a scan at the chosen
+visit. The subjects are those with a scan of a configured imaging modality (ADNIMERGE
+lists everyone in the study, not what was downloaded); a ``table`` modality's fields
+(never ``DX`` or ``DX_bl``, which the labels are) come from the chosen visit's row.
 
 Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
 blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
 QC row. Rows of one subject and ``VISCODE`` are one visit where they agree on what is
 read (``EXAMDATE``, ``DX``, the fields); where they disagree and the rule chooses that
 visit, the subject has no label and no scan, with a ``conflict`` QC row naming the
-columns. NIfTI files that do not sit at the layout's depth, image folders without one
-(a DICOM download) and date folders that are not a date are skipped with a QC row; a
-scan folder with several NIfTI files is rejected, naming them. A dated scan that cannot be
-read (an image folder without NIfTI, a NIfTI in the date folder) still counts as a scan:
-nearer the visit than every readable one, it rejects the modality, naming it, where a
-farther scan was taken in its place or the modality called missing by nature; a
+columns. NIfTI files that do not sit at the layout's depth, image folders without one (a
+DICOM download) and date folders that are not a date are skipped with a QC row; a scan
+folder with several NIfTI files is rejected, naming them, and one holding a file LONI
+named for another subject (``ADNI_<PTID>_...``) cannot be read. A dated scan that cannot
+be read (an image folder without NIfTI, a NIfTI in the date folder) still counts as a
+scan: nearer the visit than every readable one, it rejects the modality, naming it,
+where a farther scan was taken in its place or the modality called missing by nature; a
 download without a single NIfTI scan is refused.
 """
 
@@ -82,12 +84,18 @@ DEFAULT_SERIES = {"mri": r"(?i)mp-?rage", "pet": r"(?i)fdg|^co-?reg"}
 LABEL_SOURCES = {"diagnosis": ("DX", "DX_bl"), "ad_vs_cn": ("DX", "DX_bl")}
 LABELS = ("diagnosis", "ad_vs_cn")
 DIAGNOSES = ("CN", "MCI", "Dementia")
+# ADNIMERGE before 2017 (and TADPOLE) write DX as NL, MCI, Dementia and the conversions
+# since the last visit, "NL to MCI", "MCI to Dementia", ...: the diagnosis is the one after
+# "to" (ADNI's DXCHANGE codes 4-9), and NL is CN
+_OLD_DX = {"NL": "CN"}
 CONFLICT = "conflict"
 VISITS = ("baseline", "first_with_all")
 _TIE = "two"  # how _match's reason for a tie begins
 _UNREADABLE = "the nearest"  # and for a nearest scan that cannot be read
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
 NIFTI = (".nii", ".nii.gz")
+# LONI names each file for its subject: ADNI_002_S_0295_MR_MPRAGE_br_raw_..._I13722.nii
+LONI_NAME = re.compile(r"^ADNI_(\d{3}_S_\d{4})_")
 _DEPTH = ("a NIfTI file outside an image-ID folder (the layout is "
           "<PTID>/<series>/<date>/<image ID>/*.nii)")
 _NO_NIFTI = "no NIfTI file in the image folder (the adapter reads LONI's NIfTI download)"
@@ -107,6 +115,15 @@ class Scan:
     @property
     def date(self) -> dt.date:
         return self.taken.date()
+
+
+def _diagnosis(raw: str | None) -> str | None:
+    """``DX`` as one of :data:`DIAGNOSES`, read in the current or the older coding; None
+    for a blank or another value."""
+    dx = (raw or "").strip()
+    dx = dx.rsplit(" to ", 1)[-1].strip()
+    dx = _OLD_DX.get(dx, dx)
+    return dx if dx in DIAGNOSES else None
 
 
 def _date(text: str) -> dt.date | None:
@@ -160,7 +177,15 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     # not macOS's "._" metadata beside a copied file
                     files = tuple(p for p in folder_files(image_dir)
                                   if p.name.endswith(NIFTI) and not p.name.startswith("."))
-                    if files:
+                    strays = [p.name for p in files
+                              if (named := LONI_NAME.match(p.name)) and named[1] != subject.name]
+                    if strays:  # a scan of another subject moved or copied in here
+                        why = (f"{strays[0]} is named for subject "
+                               f"{LONI_NAME.match(strays[0])[1]}, not {subject.name}")
+                        qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, why,
+                                           str(image_dir)))
+                        scans[subject.name].append(Scan(modality, taken, (), image_dir, why))
+                    elif files:
                         scans[subject.name].append(Scan(modality, taken, files, image_dir))
                     else:  # a DICOM download: kept as a scan that cannot be read
                         qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _NO_NIFTI,
@@ -201,14 +226,32 @@ def _twins_disagree(row: dict[str, Any], rows: list[dict[str, Any]], read: list[
             f"{', '.join(differ)}") if differ else None
 
 
-def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int
-           ) -> tuple[Scan | None, str]:
-    """The scan of ``modality`` closest to the visit within ``max_days``; or why none."""
+def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int,
+           others: dict[dt.date, str] | None = None) -> tuple[Scan | None, str]:
+    """The scan of ``modality`` closest to the visit within ``max_days``; or why none.
+    A scan nearer another of the subject's visits (``others``: their EXAMDATE and
+    VISCODE) is that visit's: ADNI-GO/2 scan at screening, m03 and m06, and a baseline
+    without its MPRAGE had the month-3 one, 85 days off, as its own, with nothing said
+    (Clinica's ADNI conversion likewise gives each image to its nearest visit)."""
     if visit_date is None:
         return None, "the visit has no EXAMDATE"
     near = sorted(((abs((s.date - visit_date).days), s) for s in scans
                    if s.modality == modality and abs((s.date - visit_date).days) <= max_days),
                   key=lambda t: (t[0], t[1].taken))
+    theirs = {}
+    for days, s in near:
+        nearer = [(abs((s.date - d).days), d) for d in others or {}
+                  if abs((s.date - d).days) < days]
+        if nearer:
+            theirs[id(s)] = min(nearer)[1]
+    if theirs:
+        days, s = next((days, s) for days, s in near if id(s) in theirs)
+        near = [(days, s) for days, s in near if id(s) not in theirs]
+        if not near:
+            visit = theirs[id(s)]
+            return None, (f"no {modality} scan of the visit ({visit_date}): the nearest "
+                          f"within {max_days} days, {days} days from it, is nearer visit "
+                          f"{others[visit]} ({visit}): {s.folder}")
     if not near:
         return None, f"no {modality} scan within {max_days} days of the visit ({visit_date})"
     readable = [(days, s) for days, s in near if not s.problem]
@@ -228,13 +271,24 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
     return closest[0], ""
 
 
-def _scanned(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int
-             ) -> bool:
+def _other_visits(rows: list[dict[str, Any]], visit_date: dt.date | None
+                  ) -> dict[dt.date, str]:
+    """The subject's visits on other dates than ``visit_date``: EXAMDATE to VISCODE."""
+    others: dict[dt.date, str] = {}
+    for r in rows:
+        when = _date(r["EXAMDATE"])
+        if when is not None and when != visit_date:
+            others.setdefault(when, (r["VISCODE"] or "").strip() or "(no VISCODE)")
+    return others
+
+
+def _scanned(visit_date: dt.date | None, scans: list[Scan], modality: str, max_days: int,
+             others: dict[dt.date, str]) -> bool:
     """Whether the visit has a scan of ``modality`` (``visit: first_with_all``): one, or
     two as close that are not ours to choose between. Such a visit is the subject's, its
     modality rejected naming both; passed over, the subject was read as scanned at a
     later visit or at none (missing by nature), and the tie was in no record."""
-    scan, why = _match(visit_date, scans, modality, max_days)
+    scan, why = _match(visit_date, scans, modality, max_days, others)
     return scan is not None or why.startswith((_TIE, _UNREADABLE))
 
 
@@ -332,15 +386,16 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         undated = None
         if visit_rule == "baseline":
             row = next((r for r in rows if (r["VISCODE"] or "").strip() == "bl"), None)
-        elif undated := next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
+        elif undated := next((r for r in rows if _diagnosis(r["DX"])
                               and (r["EXAMDATE"] or "").strip()
                               and _date(r["EXAMDATE"]) is None), None):
             # which visit with a diagnosis came first cannot be told: a later one would be
             # taken in its place (a row without one could never be chosen)
             row = None
         else:
-            row = next((r for r in rows if (r["DX"] or "").strip() in DIAGNOSES
-                        and all(_scanned(_date(r["EXAMDATE"]), own, m, max_days)
+            row = next((r for r in rows if _diagnosis(r["DX"])
+                        and all(_scanned(_date(r["EXAMDATE"]), own, m, max_days,
+                                         _other_visits(rows, _date(r["EXAMDATE"])))
                                 for m in imaging)), None)
         # rows of the chosen visit that agree are one visit; where they disagree, whichever
         # came first in the table was taken without a word
@@ -365,12 +420,13 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 columns[specs[m].column].append(None)
                 qc.append(QCRecord(sid, m, ABSENT if undated is None else REJECTED, why))
             continue
-        dx = (row["DX"] or "").strip()
-        if dx not in DIAGNOSES:
+        dx = _diagnosis(row["DX"])
+        if dx is None:
             source_qc.append(QCRecord(sid, LABEL_QC, ABSENT, f"DX {row['DX']!r} at visit "
-                                      f"{row['VISCODE']}: not one of {list(DIAGNOSES)}",
+                                      f"{row['VISCODE']}: not one of {list(DIAGNOSES)} (nor "
+                                      "NL or a conversion 'A to B' of the older coding)",
                                       str(table_path)))
-        diagnosis.append(dx if dx in DIAGNOSES else None)
+        diagnosis.append(dx)
         when, written = _date(row["EXAMDATE"]), (row["EXAMDATE"] or "").strip()
         for m in imaging:
             if when is None and written:  # "9/8/2005": a table a spreadsheet saved again
@@ -378,7 +434,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    "not a YYYY-MM-DD date, so no scan can be matched to it"))
                 columns[specs[m].column].append(None)
                 continue
-            scan, why = _match(when, own, m, max_days)
+            scan, why = _match(when, own, m, max_days, _other_visits(rows, when))
             if scan is not None and len(scan.files) > 1:
                 scan, why = None, (f"{len(scan.files)} NIfTI files in {scan.folder}: "
                                    + ", ".join(f.name for f in scan.files))

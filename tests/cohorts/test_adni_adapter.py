@@ -384,3 +384,86 @@ def test_a_download_none_of_whose_series_matches_is_said_so(tmp_path):
     with pytest.raises(InputError, match=r"no series folder of a subject matches adni.series "
                                          r"for \['mri', 'pet'\] \(mri: \^NO_SUCH\$"):
         build_manifest("adni", cfg, root / "out", base_dir=root)
+
+
+def _bl_dates(root):
+    import datetime as dt
+
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    return {r["PTID"]: dt.datetime.fromisoformat(r["EXAMDATE"])
+            for r in table.filter(pl.col("VISCODE") == "bl").iter_rows(named=True)}
+
+
+def test_a_scan_nearer_another_visit_is_that_visit_s(tmp_path):
+    """ADNI-GO/2 scan at m03: a baseline without its MPRAGE took the month-3 scan, 85 days
+    off, as its own, with no QC row; the images and the label came from two visits."""
+    import datetime as dt
+    import shutil
+
+    import numpy as np
+
+    from mmpipe.cohorts.demo.adni import MRI_SERIES, _write_scan
+
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=3)
+    sid = plan.subjects[0]
+    bl = _bl_dates(root)[sid]
+    shutil.rmtree(root / "ADNI" / sid / MRI_SERIES)
+    m03 = bl + dt.timedelta(days=85)
+    _write_scan(root, sid, MRI_SERIES, m03 + dt.timedelta(hours=9), 91001,
+                np.ones((4, 6, 6), np.int16))
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    visit = table.filter((pl.col("PTID") == sid) & (pl.col("VISCODE") == "bl")).with_columns(
+        VISCODE=pl.lit("m03"), EXAMDATE=pl.lit(str(m03.date())))
+    pl.concat([table, visit]).write_csv(root / "ADNIMERGE.csv")
+    manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    assert _row(manifest, sid)["mri_path"] is None
+    qc = read_qc(root / "out").filter((pl.col("subject_id") == sid)
+                                      & (pl.col("modality") == "mri"))
+    assert qc["status"].item() == "absent"
+    assert (f"the nearest within 90 days, 85 days from it, is nearer visit m03 ({m03.date()})"
+            in qc["reason"].item())
+    # the first visit with an MRI is then m03, with its own scan
+    only_mri = {"mri": {"kind": "volume", "encoders": ["med3d_demo"]}}
+    manifest = build_manifest("adni", _cfg(root, adni={"visit": "first_with_all"},
+                                           modalities=only_mri), root / "fwa", base_dir=root)
+    assert _row(manifest, sid)["viscode"] == "m03"
+    assert "I91001" in _row(manifest, sid)["mri_path"]
+
+
+def test_a_file_named_for_another_subject_is_not_read_as_this_one_s(tmp_path):
+    """LONI names each file for its subject; one of 002_S_0002 in 002_S_0003's folder was
+    read as 002_S_0003's scan, without a word."""
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=4)
+    sid, other = plan.subjects[0], plan.subjects[1]
+    mri = next(p for p in (root / "ADNI" / sid).rglob("*.nii") if "_MR_" in p.name)
+    mri.rename(mri.parent / mri.name.replace(sid, other))
+    manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    qc = read_qc(root / "out")
+    assert _row(manifest, sid)["mri_path"] is None
+    why = _reason(qc, sid, "mri")
+    assert why.startswith("the nearest mri scan") and f"is named for subject {other}, not {sid}" in why
+    assert qc.filter(pl.col("reason").str.contains(f"named for subject {other}"))[
+        "status"].sort().to_list() == ["rejected", "skipped"]
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("NL", "CN"), ("MCI to Dementia", "Dementia"), ("NL to MCI", "MCI"),
+    ("Dementia to MCI", "MCI"), ("MCI to NL", "CN"), ("CN", "CN")])
+def test_the_older_diagnosis_coding_is_read(tmp_path, written, read):
+    """ADNIMERGE before 2017 (and TADPOLE) write NL for CN and conversions as "A to B": every
+    control had no label, and under first_with_all no visit (missing by nature)."""
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=1)
+    sid = plan.subjects[0]
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    table.with_columns(DX=pl.when((pl.col("PTID") == sid) & (pl.col("VISCODE") == "bl"))
+                       .then(pl.lit(written)).otherwise(pl.col("DX"))
+                       ).write_csv(root / "ADNIMERGE.csv")
+    for rule in ("baseline", "first_with_all"):
+        manifest = build_manifest("adni", _cfg(root, adni={"visit": rule}), root / rule,
+                                  base_dir=root)
+        row = _row(manifest, sid)
+        assert (row["viscode"], row["diagnosis"]) == ("bl", read)
+        assert row["ad_vs_cn"] == {"CN": "CN", "Dementia": "AD"}.get(read)
