@@ -49,6 +49,7 @@ the volumes are encoded whole (the experiment config says so).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import re
@@ -121,10 +122,28 @@ def _blank(value: Any, column: str) -> Any:
     return value
 
 
+def _cell(cell: Any, datemode: int) -> Any:
+    """A cell's value: an error cell (#N/A, #VALUE!) holds its error code as its value (42
+    read as an age), so None; a date cell its day count since 1900 (IXI.xls writes DOB as
+    text, ``1968-02-22``, but as a date cell for IXI219 and IXI662, read as ``23809``),
+    so the date as the text ones write it."""
+    import xlrd
+
+    if cell.ctype == xlrd.XL_CELL_ERROR:
+        return None
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        try:
+            when = xlrd.xldate_as_datetime(cell.value, datemode)
+        except (ValueError, OverflowError):  # before 1900 or past 9999: as it is stored
+            return cell.value
+        return when.date().isoformat() if when.time() == dt.time() else when.isoformat(" ")
+    return cell.value
+
+
 def read_table(path: Path) -> list[dict[str, Any]]:
     """The rows of sheet ``Table`` as dicts (header row first; numbers as floats, blanks,
-    error cells and the release's zeros as None). Dates stay as the spreadsheet stores
-    them."""
+    error cells and the release's zeros as None; date cells as ``YYYY-MM-DD``, as the
+    sheet's dates written as text are)."""
     if not path.is_file():
         raise InputError("IXI demographics spreadsheet not found", path=path)
     import xlrd  # the .xls (BIFF) reader; only this adapter needs it
@@ -132,8 +151,7 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     try:
         book = xlrd.open_workbook(str(path), on_demand=True)
         names = book.sheet_names()
-        # an error cell (#N/A, #VALUE!) holds its error code as its value: 42 read as an age
-        cells = ([[None if c.ctype == xlrd.XL_CELL_ERROR else c.value for c in row]
+        cells = ([[_cell(c, book.datemode) for c in row]
                   for row in book.sheet_by_name(SHEET).get_rows()]
                  if SHEET in names else None)
     except Exception as e:  # a truncated file: xlrd raises IndexError, struct.error, ...

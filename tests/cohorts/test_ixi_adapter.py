@@ -325,3 +325,30 @@ def test_a_renamed_copy_is_the_subjects_rejected_file_not_a_missing_one(ixi, tmp
     assert t1["status"].to_list() == ["rejected"]
     assert t1["reason"][0] == (f"only {renamed.name} in IXI-T1/: name does not follow "
                                "IXI<ID>-<Site>-<n>-<SEQ>.nii.gz")
+
+
+def test_a_date_cell_is_read_as_the_text_dates_are(tmp_path):
+    """IXI.xls writes DOB as text, 1968-02-22, but as a date cell for IXI219 and IXI662:
+    xlrd gives a date cell its day count, and a DOB field read 23809 beside 1968-02-22."""
+    import datetime as dt
+
+    import xlwt
+
+    from mmpipe.cohorts.ixi import AGE_COLUMN, ID_COLUMN, SEX_COLUMN, read_table
+
+    book = xlwt.Workbook()
+    table = book.add_sheet("Table")
+    for c, name in enumerate([ID_COLUMN, SEX_COLUMN, AGE_COLUMN, "DOB", "STUDY_DATE"]):
+        table.write(0, c, name)
+    day = xlwt.easyxf(num_format_str="DD/MM/YYYY")
+    for r, (dob, study) in enumerate([("1968-02-22", dt.date(2005, 7, 1)),
+                                      (dt.date(1965, 3, 8), dt.datetime(2005, 8, 2, 14, 30))],
+                                     start=1):
+        for c, value in enumerate([r, 1, 40.5]):
+            table.write(r, c, value)
+        table.write(r, 3, dob, day if isinstance(dob, dt.date) else xlwt.Style.default_style)
+        table.write(r, 4, study, day)
+    book.save(str(tmp_path / "IXI.xls"))
+    rows = read_table(tmp_path / "IXI.xls")
+    assert [(r["DOB"], r["STUDY_DATE"]) for r in rows] == [
+        ("1968-02-22", "2005-07-01"), ("1965-03-08", "2005-08-02 14:30:00")]
