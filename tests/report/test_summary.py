@@ -959,3 +959,21 @@ def test_seeds_that_drew_their_own_masks_on_one_split_are_said_to_differ_by_them
     assert any("over initialisations and masks on one split" in x for x in mcar)
     assert not any("and masks" in x for x in natural)
     assert any("over initialisations on one split" in x for x in natural)
+
+
+def test_a_block_too_large_for_holm_to_tell_any_row_apart_is_said():
+    """Holm multiplies the smallest p by the rows tested: on 7 seeds 2/128 = 0.016 times 4
+    rows is 0.0625, so no † could appear, and the summary named the rows behind the best,
+    each behind on every seed, as "not told apart from it" as if they were level."""
+    top = [.80, .82, .84, .81, .83, .85, .86]
+    table = {"mmare": top, **{m: [v - 0.1 - 0.01 * k for v in top]
+                              for k, m in enumerate(["hgb", "logreg", "muse", "featimpute"])}}
+    runs = _six_seeds(table)
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert lines[0].endswith("; with 4 rows tested against it on 7 seeds, no row can be told "
+                             "apart from it at 0.05 after Holm's correction (its smallest "
+                             "corrected p is 0.0625), however far behind"), lines[0]
+    # three rows: 0.047, a † each
+    runs = _six_seeds({m: v for m, v in table.items() if m != "featimpute"})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert lines[0].endswith("; every other row is behind it at 0.05 (Holm-corrected)")
