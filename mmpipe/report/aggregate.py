@@ -169,9 +169,11 @@ def _positive_label(m: dict[str, Any], n_classes: int | None) -> str | None:
     return None
 
 
-def _metric_items(d: dict[str, Any], n_classes: int | None) -> dict[str, float | None]:
+def _metric_items(d: dict[str, Any], n_classes: int | None, n_name: str = "n_test"
+                  ) -> dict[str, float | None]:
     """A metrics dict of a run as numbers under today's keys (older keys renamed by class
-    count; dropped when the class count is unknown, as their meaning then is)."""
+    count; dropped when the class count is unknown, as their meaning then is); its ``n``,
+    the subjects scored, as ``n_name``."""
     legacy = (_LEGACY_BINARY if n_classes == 2 else _LEGACY_MULTICLASS if n_classes else {})
     out: dict[str, float | None] = {}
     for k, v in d.items():
@@ -181,7 +183,7 @@ def _metric_items(d: dict[str, Any], n_classes: int | None) -> dict[str, float |
             if k not in legacy or legacy[k] in d:
                 continue   # f1 of a multi-class run was the macro F1, already there
             k = legacy[k]
-        out["n_test" if k == "n" else k] = _num(v)
+        out[n_name if k == "n" else k] = _num(v)
     return out
 
 
@@ -242,8 +244,9 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         row["n_classes"] = n_classes
         row["positive_label"] = _positive_label(m, n_classes)
         row.update(_metric_items(m.get("test") or {}, n_classes))
-        row.update({f"val_{k}": v for k, v in _metric_items(m.get("val") or {},
-                                                             n_classes).items()})
+        # val_n: the validation subjects scored (out of fold under cross-validation)
+        row.update({f"val_{k}": v for k, v in _metric_items(m.get("val") or {}, n_classes,
+                                                             "n").items()})
         for k in ("trainable_parameters", "training_seconds", "evaluation_seconds",
                   "n_train", "n_val", "n_fit"):
             if k in m:

@@ -25,6 +25,7 @@ import polars as pl
 
 from mmpipe.fsutil import atomic_file
 from mmpipe.methods import families
+from mmpipe.report.aggregate import NO_PATTERN
 from mmpipe.report.tables import LOWER_IS_BETTER, group_label, metric_label, positive_label
 
 DPI = 150
@@ -475,6 +476,15 @@ def _pattern_sort_key(p: str) -> tuple:
     return (p == "none", -len(p.split("+")), p)
 
 
+def _feature_sets_differ(df: pl.DataFrame) -> bool:
+    """Whether the rows' feature sets read other modalities, as their patterns name them:
+    then one pattern column is not one set of subjects."""
+    read = {fs: set() for fs in df["feature_set"].unique().to_list()}
+    for fs, pattern in df.select("feature_set", "pattern").iter_rows():
+        read[fs].update(m for m in pattern.split("+") if m and m != NO_PATTERN)
+    return len({frozenset(v) for v in read.values()}) > 1
+
+
 def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Path, *,
                          scenario: str | None = None, rate: float | None = None) -> Path | None:
     """Methods × modality patterns of the test subjects, cells ``metric`` mean ± std over
@@ -549,6 +559,13 @@ def plot_pattern_heatmap(pattern_table: pl.DataFrame, metric: str, out: str | Pa
     ax.set_xlabel("Modalities present (test subjects; n per seed)")
     ax.set_ylabel("Method")
     ax.set_title(title, fontsize="medium")
+    if "feature_set" in df.columns and _feature_sets_differ(df):
+        ax.set_xlabel("Modalities of the row's feature set present (test subjects; n per seed)")
+        fig.text(0.01, 0.005, "A pattern names the modalities of the row's own feature set "
+                 "that a subject had, so where feature sets differ one column holds other "
+                 "subjects in other rows (a+b under a feature set with c: only those "
+                 "without c); compare a column's cells within one feature set",
+                 fontsize="x-small", va="bottom", wrap=True)
     # a colour bar as tall as 30 rows dwarfs the cells it explains
     fig.colorbar(im, ax=ax, label=metric_label(metric), shrink=min(1.0, 8 / max(len(series), 1)),
                  aspect=15)

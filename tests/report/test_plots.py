@@ -386,3 +386,38 @@ def test_radar_says_a_method_it_cannot_rank(tables, tmp_path, monkeypatch):
                      0.0, ["balanced_accuracy", "auc", "accuracy"], tmp_path / "r.png")
     assert not any(label.startswith("muse") for label in seen["labels"])
     assert "not shown (no value here): muse" in seen["texts"]
+
+
+def test_a_pattern_of_feature_sets_that_read_other_modalities_is_said_to_differ(tmp_path,
+                                                                               monkeypatch):
+    """"ct+wsi" under a feature set of CT and WSI is every subject with both; under one
+    with the clinical table too, only those without it: the heatmap put both in one column
+    with nothing said but the column's n range."""
+    def table(sets):
+        rows = [{"cohort": "c", "feature_set": fs, "method": m, "method_type": m,
+                 "family": "fusion", "scenario": "natural", "rate": 0.0, "pattern": p,
+                 "balanced_accuracy": 0.7, "n": 4.0, "seed": 0}
+                for fs, m, patterns in sets for p in patterns]
+        out = summarise(pl.DataFrame(rows), keys=("cohort", "feature_set", "method",
+                                                  "method_type", "family", "scenario",
+                                                  "rate", "pattern"))
+        return out.rename({"n_seeds": "n_runs", "n_mean": "n"})
+
+    seen = {}
+
+    def keep(fig, out):
+        seen["notes"] = [t.get_text() for t in fig.texts]
+        seen["xlabel"] = fig.axes[0].get_xlabel()
+        return out
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_pattern_heatmap(table([("ct_wsi", "bd", ["ct+wsi", "wsi"]),
+                                      ("all", "mmare", ["ct+wsi", "clinical+ct+wsi"])]),
+                               "balanced_accuracy", tmp_path / "h.png")
+    assert seen["xlabel"].startswith("Modalities of the row's feature set present")
+    assert any("one column holds other subjects in other rows" in t for t in seen["notes"])
+    # one feature set, or several reading the same modalities: nothing to say
+    plots.plot_pattern_heatmap(table([("all", "bd", ["ct+wsi", "wsi"]),
+                                      ("all", "mmare", ["ct+wsi", "ct"])]),
+                               "balanced_accuracy", tmp_path / "h.png")
+    assert seen["xlabel"].startswith("Modalities present") and seen["notes"] == []
