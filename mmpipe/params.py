@@ -322,8 +322,16 @@ def _train_params(cfg: dict, cohort_name: str, s: dict, run: dict) -> dict:
         "selection": selection,
         "tuning": tuning,
         # the job refuses stores made otherwise than the config asks (train.py)
-        "code": code_key("bench/run", "encode/made_with", implementation.split(":")[0]),
+        "code": method_code(mcfg["type"]),
     })
+
+
+def method_code(method_type: str) -> str:
+    """The code key of a method's training runs: the training code and the method's
+    module (a trained model records it, and ``mmpipe predict`` compares it)."""
+    from mmpipe.methods import METHODS
+
+    return code_key("bench/run", "encode/made_with", METHODS[method_type].split(":")[0])
 
 
 def report_params(cfg: dict, cohort_name: str) -> dict:

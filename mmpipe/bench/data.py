@@ -37,6 +37,12 @@ STD_FLOOR = 1e-6
 L2_FLOOR = 1e-12
 
 
+# what made a store's features beside its settings (mmpipe.store's attributes): the
+# encoder's code key and the packages it ran with; another value may shift the numbers,
+# so `mmpipe predict` notes it (a new version is the workflow's to rerun, not a setting)
+STORE_CODE_KEYS = ("code_version", "package_versions")
+
+
 @dataclass
 class BenchData:
     """Every subject of one cohort (or a subset) under one feature set and label.
@@ -328,7 +334,10 @@ def load_feature_set(cohort_dir: str | Path, feature_set: dict[str, str], label:
         # and the store's preprocessing record, which `mmpipe predict` compares setting by
         # setting (its hash alone cannot tell another HU window from a new code version)
         provenance={m: {**encoding_signature(f.attrs),
-                        "preprocessing": f.attrs.get("preprocessing")}
+                        "preprocessing": f.attrs.get("preprocessing"),
+                        # the encoder's code and the libraries it ran with: another
+                        # version's store is scored with a note (bench/predict.py)
+                        **{k: f.attrs.get(k) for k in STORE_CODE_KEYS}}
                     for m, f in zip(modalities, feats, strict=True)},
         unreadable={m: [s for s in sids if not _is_missing(labels[s])]  # the kept ones
                     for m, sids in unreadable.items()},

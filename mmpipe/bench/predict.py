@@ -20,7 +20,10 @@ coded otherwise (the DICOM series choice and QC gates, tissue detection, the til
 an assumed mpp, a prompt's value maps and blank codes: what a new cohort may need), or
 read by another version of mmpipe's reading code, is scored with a warning, logged and
 written in the scores' ``notes`` column; so is any difference for a run saved before the
-record was kept, which has the settings' hash only. A store made for another of the
+record was kept, which has the settings' hash only; and so is a store encoded by
+another version of the encoder's code or other package versions, or a run trained by
+another version of the training code (:func:`code_note`, :func:`method_code_note`). A
+store made for another of the
 run's modalities (``mri_t1=`` given the T2 store) is refused; one made for a modality the
 run does not know is scored with a note, since a new cohort may name its modalities
 otherwise. Stores of different cohorts are refused together: their subjects would be
@@ -281,6 +284,51 @@ def _modality_note(modality: str, path, attrs: dict, modalities: list[str]) -> s
     return note
 
 
+def code_note(modality: str, path, attrs: dict, trained: dict) -> str:
+    """A note ("" when none) where the store was encoded by another version of the
+    encoder's code, or with other versions of the packages it ran with, than the run's
+    training store: the same settings and weights may then give other numbers (a new
+    foreground z-score, another resampler). A model saved before these were recorded
+    compares nothing."""
+    said = []
+    if trained.get("code_version") and attrs.get("code_version") \
+            and trained["code_version"] != attrs["code_version"]:
+        said.append(f"encoded by another version of mmpipe's {modality} code (code key "
+                    f"{str(trained['code_version'])[:12]} for the run's training store, "
+                    f"{str(attrs['code_version'])[:12]} for this one)")
+    mine, theirs = trained.get("package_versions"), attrs.get("package_versions")
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        moved = [f"{name} {mine[name]} -> {theirs[name]}" for name in sorted(mine)
+                 if name in theirs and mine[name] != theirs[name]]
+        if moved:
+            said.append("with other package versions than the run's training store ("
+                        + ", ".join(moved) + ")")
+    if not said:
+        return ""
+    note = (f"{modality}: {' and '.join(said)}: the scores may shift; encode the training "
+            "cohort with this version and retrain to compare like with like")
+    log.warning("%s: %s", path, note)
+    return note
+
+
+def method_code_note(bundle: dict) -> str:
+    """A note ("" when none) where this mmpipe's code for the run's method (its module
+    and the training code) differs from the code that trained it: a forward pass changed
+    with its parameter names and shapes kept loads the weights and scores otherwise."""
+    from mmpipe.methods import METHODS
+    from mmpipe.params import method_code
+
+    trained = bundle["meta"].get("code_version")
+    kind = bundle["method"]["type"]
+    if not trained or kind not in METHODS or method_code(kind) == trained:
+        return ""
+    note = (f"the run's method ({kind}) was trained by another version of mmpipe's code "
+            f"(code key {str(trained)[:12]}, this version's {method_code(kind)[:12]}): if its "
+            "forward pass changed, the scores differ from what the run would give")
+    log.warning("%s", note)
+    return note
+
+
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -319,6 +367,9 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     notes = [_modality_note(m, stores[m], f.attrs, modalities) for m, f in feats.items()]
     notes += [check_encoding(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
               for m, f in feats.items()]
+    notes += [code_note(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
+              for m, f in feats.items()]
+    notes.append(method_code_note(bundle))
     if left_out := [m for m in modalities if m not in stores]:
         notes.append(f"{', '.join(left_out)}: no store given, scored as absent for every "
                      "subject")

@@ -225,7 +225,10 @@ def _train_cells(layout: CohortLayout, data: BenchData, dropped: list[dict],
     signature = params_hash(train)
     # what of the manifest these runs read: the report refuses runs of another build
     # (``--rerun-triggers mtime`` reruns no training job for new subjects or labels)
-    meta = {**meta, "benchmark_view": built_benchmark_view(layout.root, train["label"])}
+    meta = {**meta, "benchmark_view": built_benchmark_view(layout.root, train["label"]),
+            # the training code's key (the method's module and the training loop), which
+            # `mmpipe predict` compares with its own
+            "code_version": train.get("code")}
     keep = train.get("keep_models", "all")
     results: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cell_dirs}
     for seed in sorted(train["seeds"]):
@@ -343,15 +346,21 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         none = ~part.present.any(axis=1)
         if none.any():
             by_mask = int((none & stored.present[idx[key]].any(axis=1)).sum())
+            scored = ("left out of training" if key == "train" else
+                      "scored with the training prior, as such test subjects are")
             notes.append(
                 f"{int(none.sum())} {key} subjects had no modality of this feature set and "
-                f"were left out ({by_mask} of them left without one by the scenario's mask, "
+                f"were {scored} ({by_mask} of them left without one by the scenario's mask, "
                 "which keeps a modality among the cohort's as the manifest lists them, not "
                 "among this feature set's or those the stores hold)")
     # the label prior of the subjects the model would be fitted on, inputs or not: where
     # none has an input the prior of those with one is empty (a row of zeros)
     labelled = train.y if selection_cfg.strategy == "validation" else np.concatenate(
         [train.y, val.y])
+    # the subjects the validation score covers: every one, as the test score covers every
+    # test subject; scored on those with an input alone, a narrow feature set's score read
+    # an easier set than its test score and won the report's choice by validation
+    val_everyone = val if selection_cfg.strategy == "validation" else training_part(train, val)
     train, val = train.with_input(), val.with_input()
     # z-scores from the data the model is chosen on: the training split, or under
     # cross-validation the whole training part (never the test split), which each fold
@@ -434,14 +443,22 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         start = time.perf_counter()
         frames, metrics = [], {}
         if sel is not None:  # the validation split's, or the out-of-fold predictions
-            metrics["val"] = classification_metrics(sel.val_y, sel.val_proba)
             frames.append(_predictions(sel.val_part, sel.val_proba, "val", sel.val_evaluation,
                                        np.zeros(len(sel.val_part), bool)
                                        if sel.val_no_input is None else sel.val_no_input))
+            # and those no model reads, at the training prior
+            left = normalizer.transform(val_everyone.subset(
+                ~np.isin(val_everyone.subject_id, sel.val_part.subject_id)))
+            left_proba = np.tile(prior, (len(left.y), 1)).astype(np.float32)
+            if len(left.y):
+                frames.append(_predictions(left, left_proba, "val", sel.val_evaluation,
+                                           np.ones(len(left.y), bool)))
+            metrics["val"] = classification_metrics(np.concatenate([sel.val_y, left.y]),
+                                                    np.concatenate([sel.val_proba, left_proba]))
         else:
-            metrics["val"] = nan_metrics(len(val.y), data.n_classes, ["not trained"])
-            frames.append(_predictions(val, np.tile(prior, (len(val.y), 1)), "val", "scenario",
-                                       np.ones(len(val.y), bool)))
+            metrics["val"] = nan_metrics(len(val_everyone.y), data.n_classes, ["not trained"])
+            frames.append(_predictions(val_everyone, np.tile(prior, (len(val_everyone.y), 1)),
+                                       "val", "scenario", np.ones(len(val_everyone.y), bool)))
         proba, no_input = _score(method if trained else None, test, prior, device)
         metrics["test"] = (classification_metrics(test.y, proba) if trained
                            else nan_metrics(len(test.y), data.n_classes, ["not trained"]))

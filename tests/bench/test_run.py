@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from mmpipe.bench.bundle import load_bundle
 from mmpipe.bench.predict import predict_stores
 from mmpipe.bench.prepare import make_mask, make_split
 from mmpipe.bench.run import run_cell, run_cells, run_experiment
@@ -254,7 +255,7 @@ def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_pa
                                                                     monkeypatch):
     root, cohort_dir = cohort
     layout = _layout_with(cohort_dir, tmp_path, {"testmiss-0.5": {"modality": "b"}}, (0, 1))
-    train = _train({"type": "concat_zero", "max_epochs": 5}, [0, 1])
+    train = {**_train({"type": "concat_zero", "max_epochs": 5}, [0, 1]), "code": "c" * 64}
     meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero"}
     cell = tmp_path / "cell"
     results = run_cell(layout, train, "testmiss", 0.5, cell, meta=meta)
@@ -263,6 +264,9 @@ def test_a_cell_trains_every_seed_and_appears_whole_or_not_at_all(cohort, tmp_pa
     # each run records the hash of the settings it was trained with, and what fit ran
     saved = json.loads((cell / "seed0" / "metrics.json").read_text())
     assert saved["params_hash"] == params_hash(train)
+    # and its training code's key, which its model keeps for `mmpipe predict`
+    assert saved["code_version"] == "c" * 64
+    assert load_bundle(cell / "seed0")["meta"]["code_version"] == "c" * 64
     # ...and the manifest's view it read, which the report checks against the manifest
     assert saved["benchmark_view"] == benchmark_view_digest(layout.root, "y")
     assert saved["training"]["phases"][0]["max_epochs"] == 5
@@ -611,15 +615,50 @@ def test_training_subjects_left_without_input_are_counted(cohort, tmp_path):
                          "scenario": "mcar", "rate": 0.4})
     notes = json.loads((out / "metrics.json").read_text())["notes"]
     counted = {}
-    for part in ("train", "val"):
+    for part, scored in (("train", "left out of training"),
+                         ("val", "scored with the training prior, as such test subjects are")):
         (note,) = [n for n in notes if n.split(" ", 2)[1:2] == [part]]
         n_none, rest = note.split(f" {part} subjects had no modality of this feature set "
-                                  "and were left out (")
+                                  f"and were {scored} (")
         counted[part] = (int(n_none), int(rest.split(" ")[0]))
     # b is missing for about 30 % of subjects and the mask takes 40 % of what is left
     assert all(total > by_mask > 0 for total, by_mask in counted.values()), counted
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] + counted["train"][0] == 48  # the split's 60 % of 80
+
+
+@pytest.mark.parametrize("selection", [None, {"strategy": "cv", "folds": 3}])
+def test_validation_is_scored_on_every_subject_as_test_is(cohort, tmp_path, selection):
+    """The validation score covered only the subjects with an input, where the test score
+    covers every test subject (those without one at the training prior): a narrow feature
+    set's validation score read an easier set than its test score, and the report's choice
+    of the fusion by validation favoured it."""
+    from mmpipe.bench.metrics import classification_metrics
+
+    root, cohort_dir = cohort
+    out = tmp_path / "b_only"
+    extra = {} if selection is None else {"selection": selection}
+    metrics = run_experiment(cohort_dir, {"b": "precomputed"}, "y", {"type": "logreg"},
+                             root / "split.parquet", root / "mask.parquet", out, seed=0,
+                             meta={"cohort": "toy", "feature_set": "b_only",
+                                   "method": "logreg", "scenario": "mcar", "rate": 0.4},
+                             **extra)
+    preds = pl.read_parquet(out / "predictions.parquet")
+    split = pl.read_parquet(root / "split.parquet")
+    for part in ("val", "test"):
+        rows = preds.filter(pl.col("split") == part)
+        if part == "test":  # the whole-set rows, not a modality subset's
+            rows = rows.filter(pl.col("evaluation") == "scenario")
+        expected = (split.filter(pl.col("split") == "test") if part == "test" else
+                    split.filter(pl.col("split").is_in(
+                        ["val"] if selection is None else ["train", "val"])))
+        assert sorted(rows["subject_id"]) == sorted(expected["subject_id"]), part
+        assert rows["no_input"].any(), part  # b is absent for some of them
+        assert metrics[part]["n"] == len(rows)
+        proba = rows.select(pl.col("^score_.*$")).to_numpy()
+        again = classification_metrics(rows["label"].to_numpy(), proba)
+        assert again["balanced_accuracy"] == pytest.approx(metrics[part]["balanced_accuracy"])
+        assert again["auc"] == pytest.approx(metrics[part]["auc"])
 
 
 @pytest.mark.parametrize("normalize", ["zscore", "none"])

@@ -481,3 +481,42 @@ def test_predict_scores_an_hgb_model_as_its_run_did_blanks_included(tmp_path, ba
     blank_ids = {row["id"] for row in rows if row["age"] is None}
     assert scored["subject_id"].is_in(list(blank_ids)).sum() >= 5
     np.testing.assert_allclose(scored["score_1"], scored["score_1_run"], atol=1e-5)
+
+
+def test_a_store_or_method_of_another_code_version_is_scored_with_a_note(trained, tmp_path):
+    """Each store records its encoder's code key and the packages it ran with, and a run
+    its training code's key; `mmpipe predict` compared neither, so a store encoded by a
+    newer mmpipe (a new foreground z-score), or a method whose forward pass changed with
+    its weights' names and shapes kept, was scored without a word."""
+    import shutil
+
+    import zarr
+
+    from mmpipe.params import method_code
+
+    run, store = trained
+    recorded = load_bundle(run)["encodings"]["clinical"]
+    assert recorded["code_version"] and recorded["package_versions"]["numpy"]
+    assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
+    copy = tmp_path / "newer.zarr"
+    shutil.copytree(store, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    group.attrs["code_version"] = "f" * 64
+    group.attrs["package_versions"] = {**recorded["package_versions"], "numpy": "9.9.9"}
+    (note,) = predict_stores(run, {"clinical": copy})["notes"].unique().to_list()
+    assert note == (f"clinical: encoded by another version of mmpipe's clinical code (code key "
+                    f"{recorded['code_version'][:12]} for the run's training store, "
+                    f"{'f' * 12} for this one) and with other package versions than the "
+                    f"run's training store (numpy {recorded['package_versions']['numpy']} -> "
+                    "9.9.9): the scores may shift; encode the training cohort with this "
+                    "version and retrain to compare like with like")
+    # the method: a run of this code says nothing, one of other code says so
+    bundle = load_bundle(run)
+    for key, said in ((method_code("deepsets"), False), ("0" * 64, True)):
+        other = tmp_path / f"run_{key[:4]}"
+        other.mkdir()
+        torch.save({**bundle, "meta": {**bundle["meta"], "code_version": key}},
+                   other / "model.pt")
+        (note,) = predict_stores(other, {"clinical": store})["notes"].unique().to_list()
+        assert note.startswith("the run's method (deepsets) was trained by another version "
+                               f"of mmpipe's code (code key {'0' * 12}") is said, note
