@@ -370,6 +370,12 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
     notes += [code_note(m, stores[m], f.attrs, bundle["encodings"].get(m, {}))
               for m, f in feats.items()]
     notes.append(method_code_note(bundle))
+    trained_on = bundle["meta"].get("cohort")
+    if trained_on is not None and trained_on in cohorts.values():
+        notes.append(f"the stores are of cohort {trained_on!r}, which the run trained on: "
+                     "its training and validation subjects are scored in-sample (read the "
+                     "run's test split, predictions.parquet, for held-out scores)")
+        log.warning("%s", notes[-1])
     if left_out := [m for m in modalities if m not in stores]:
         notes.append(f"{', '.join(left_out)}: no store given, scored as absent for every "
                      "subject")

@@ -82,7 +82,10 @@ NEAR_BLACK_MAX_CHANNEL = 35
 GREEN_PEN_HUE = (90.0, 180.0)
 PEN_MIN_CHROMA = 30
 # A level counts as "no coarser than the target" within this relative tolerance, so that
-# a 0.499 or 0.5025 um/px scan is read at its own resolution for a 0.5 um/px target.
+# a 0.499 or 0.5025 um/px scan's own level is read for a 0.5 um/px target, not a level
+# beyond it. Its pixels are then resized to the target where the level is finer (0.499:
+# 257 px read and resized to 256, where CLAM reads 256 px as they are) and read as they
+# are where it is coarser (0.5025: 256 px, a field 0.5 % wider), by read_size below.
 MPP_TOLERANCE = 0.01
 # A slide whose mask calls at least this share of it tissue gets a QC note: tinted glass,
 # a dark or grey background and most pen ink (blue, red, dark marker) pass the saturation

@@ -108,6 +108,9 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
     only_a = predict_stores(out, {"a": cohort_dir / "features" / "a" / "precomputed.zarr"})
     assert set(only_a["pattern"]) == {"a"}
     assert only_a["notes"].unique().to_list() == [
+        "the stores are of cohort 'toy', which the run trained on: its training and "
+        "validation subjects are scored in-sample (read the run's test split, "
+        "predictions.parquet, for held-out scores); "
         "b, c: no store given, scored as absent for every subject"]
     # the run's own scores of the test subjects given exactly those inputs, to float
     # rounding (the counts alone passed with a model whose weights did not load)

@@ -40,7 +40,9 @@ def _cohort(tmp_path, base, rows, **tabular):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, base_config):
-    """A deepsets run on a 40-subject tabular cohort from sites A and B."""
+    """A deepsets run on a 40-subject tabular cohort from sites A and B. Its run names
+    another cohort than its stores' ("trained"), so the tests score them as a new
+    cohort's, without the note of stores of the cohort the run trained on."""
     root = tmp_path_factory.mktemp("trained")
     layout, store = _cohort(root, base_config, _rows(40, ["A", "B"], 0))
     make_split(layout.root, "y", 0, (0.6, 0.2, 0.2), layout.split(0))
@@ -49,7 +51,7 @@ def trained(tmp_path_factory, base_config):
     run_experiment(layout.root, {"clinical": "tabular"}, "y",
                    {"type": "deepsets", "max_epochs": 3}, layout.split(0),
                    layout.mask("natural", 0.0, 0), run, seed=0, tuning={"trials": 1},
-                   meta={"cohort": "toy", "feature_set": "tab", "method": "deepsets",
+                   meta={"cohort": "trained", "feature_set": "tab", "method": "deepsets",
                          "scenario": "natural", "rate": 0.0})
     return run, store
 
@@ -520,3 +522,22 @@ def test_a_store_or_method_of_another_code_version_is_scored_with_a_note(trained
         (note,) = predict_stores(other, {"clinical": store})["notes"].unique().to_list()
         assert note.startswith("the run's method (deepsets) was trained by another version "
                                f"of mmpipe's code (code key {'0' * 12}") is said, note
+
+
+def test_the_stores_of_the_cohort_the_run_trained_on_are_said_to_be_in_sample(trained):
+    """Scoring the run's own cohort scored its training subjects in-sample without a
+    word: their scores read like held-out ones."""
+    run, store = trained
+    bundle = load_bundle(run)
+    import zarr
+
+    cohort = zarr.open_group(str(store), mode="r").attrs["cohort"]
+    assert bundle["meta"]["cohort"] != cohort
+    assert predict_stores(run, {"clinical": store})["notes"].unique().to_list() == [""]
+    own = run.parent / "own_cohort_run"
+    own.mkdir(exist_ok=True)
+    torch.save({**bundle, "meta": {**bundle["meta"], "cohort": cohort}}, own / "model.pt")
+    (note,) = predict_stores(own, {"clinical": store})["notes"].unique().to_list()
+    assert note == (f"the stores are of cohort {cohort!r}, which the run trained on: its "
+                    "training and validation subjects are scored in-sample (read the run's "
+                    "test split, predictions.parquet, for held-out scores)")
