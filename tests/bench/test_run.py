@@ -120,7 +120,10 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
         mine = own.join(again, on="subject_id", suffix="_predict")
         assert len(mine) == len(own)
         np.testing.assert_allclose(mine["score_1_predict"], mine["score_1"], atol=1e-6)
-    assert scored["notes"].unique().to_list() == [""]
+    assert scored["notes"].unique().to_list() == [
+        "the stores are of cohort 'toy', which the run trained on: its training and "
+        "validation subjects are scored in-sample (read the run's test split, "
+        "predictions.parquet, for held-out scores)"]
     # a store of another of the run's modalities given as this one (b's as a: the same
     # encoder, the same signature) was scored with a note; a damaged store is named
     with pytest.raises(StoreError, match=r"b/precomputed.zarr was made for modality 'b', "
