@@ -14,7 +14,7 @@ from mmpipe import params as mmparams
 from mmpipe.bench.missingness import NEEDS_SPLIT, SCENARIOS
 from mmpipe.encoders.device import names_cuda
 from mmpipe.encoders.registry import get_encoder_type
-from mmpipe.layout import NAME_PATTERN, CohortLayout, cell_name, parse_cell
+from mmpipe.layout import NAME_PATTERN, REPORT_PAGE, CohortLayout, cell_name, parse_cell
 from mmpipe.preprocess.masks import reads_segmented_masks
 
 mmconfig.check_config_files(workflow.configfiles)
@@ -304,9 +304,23 @@ def report_job_flags(wildcards):
     return training_job_flags(wildcards.cohort)
 
 
+def watched_cohorts():
+    """The cohorts whose report and stage-1 summary the hooks mark: the run's, and every
+    configured cohort with either on disk. A target of another cohort's output (the
+    ``snakemake --force <path>`` a refusal prints) rebuilds it without that cohort in
+    ``run_cohorts``, and its report went on describing the store before, unmarked."""
+    return [
+        c
+        for c in COHORTS
+        if c in config["run_cohorts"]
+        or (layout(c).report() / REPORT_PAGE).is_file()
+        or layout(c).stage1_summary().is_file()
+    ]
+
+
 def benchmarked_cohorts():
-    """The run's cohorts that have a benchmark, hence a report."""
-    return [c for c in config["run_cohorts"] if "benchmark" in COHORTS[c]]
+    """The watched cohorts that have a benchmark, hence a report."""
+    return [c for c in watched_cohorts() if "benchmark" in COHORTS[c]]
 
 
 def mark_reports_under_way():
@@ -315,7 +329,7 @@ def mark_reports_under_way():
 
     for cohort in benchmarked_cohorts():
         mark_under_way(layout(cohort).report())
-    for cohort in config["run_cohorts"]:
+    for cohort in watched_cohorts():
         mark_summary_under_way(layout(cohort).stage1_summary())
 
 
@@ -334,7 +348,7 @@ def mark_stale_reports(cause):
     import sys
     from mmpipe.report.stale import mark_stale_report, mark_stale_summary
 
-    for cohort in config["run_cohorts"]:
+    for cohort in watched_cohorts():
         lay = layout(cohort)
         missing = mark_stale_summary(
             lay.stage1_summary(),
