@@ -21,8 +21,11 @@ the report's own modules, so that the report job's code key does not move with i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
+
+import polars as pl
 
 from mmpipe.fsutil import atomic_file
 from mmpipe.layout import METRICS, REPORT_PAGE, REPORT_RUNS
@@ -220,6 +223,48 @@ def _banner_summary(summary: Path, plain: str, why: str) -> None:
     with atomic_file(summary) as tmp:
         tmp.write_text(f"{SUMMARY_BANNER} {why}, so it may describe stores that are gone or "
                        f"were rebuilt since. Run the workflow again to rebuild it.\n\n{plain}")
+
+
+def spoken_for(outputs: Sequence[str | Path], described: Sequence[str | Path]
+               ) -> list[str | Path]:
+    """The ``outputs`` a report or summary of a cohort outside the run's ``run_cohorts``
+    can speak for: those on disk, and those it was built from (``described``: paths of
+    them or of files inside them) that are gone. Its config may name runs or stores it
+    never built (a method added since, to run later), which no target of this run asked
+    for: "not on disk" would call the report stale for what it never said."""
+    described = [os.path.normpath(p) for p in described]
+
+    def spoken(output) -> bool:
+        out = os.path.normpath(output)
+        return os.path.exists(out) or any(p == out or p.startswith(out + os.sep)
+                                          for p in described)
+
+    return [o for o in outputs if spoken(o)]
+
+
+def report_built_from(report_dir: str | Path) -> list[str]:
+    """The run files a report was built from (its ``runs.csv``'s ``path``); [] where
+    it has none."""
+    runs_csv = Path(report_dir) / REPORT_RUNS
+    if not runs_csv.is_file():
+        return []
+    try:
+        return pl.read_csv(runs_csv, columns=["path"], infer_schema=False)["path"
+                                                                           ].drop_nulls().to_list()
+    except (pl.exceptions.PolarsError, OSError):
+        return []
+
+
+def summary_described(qc: str | Path) -> list[tuple[str, str]]:
+    """The (modality, encoder) stores a stage-1 summary describes: those of its cohort's
+    QC table; [] where it has none."""
+    if not Path(qc).is_file():
+        return []
+    try:
+        rows = pl.read_parquet(qc, columns=["modality", "encoder"]).drop_nulls().unique()
+    except (pl.exceptions.PolarsError, OSError):
+        return []
+    return sorted(rows.rows())
 
 
 def _modified(path: Path) -> float:

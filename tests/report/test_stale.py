@@ -220,3 +220,33 @@ def test_a_report_whose_runs_read_another_build_of_the_manifest_is_marked(tmp_pa
             ) in text
     assert mark_stale_report(report, runs, view="a" * 64) == []
     assert not (report / STALE_FILE).exists()
+
+
+def test_a_cohort_outside_the_run_is_held_to_what_its_report_was_built_from(tmp_path):
+    """The hooks mark the report of a cohort the run does not name (one of its outputs
+    may be a target) against what it was built from and what is on disk, not against
+    runs its config names and nobody built yet."""
+    import os
+
+    import polars as pl
+
+    from mmpipe.report.stale import report_built_from, spoken_for, summary_described
+
+    report, runs, _ = _built_report(tmp_path)
+    pl.DataFrame({"path": [str(runs[0] / "seed0" / "metrics.json")]}).write_csv(
+        report / "runs.csv")
+    never = tmp_path / "runs" / "never_built"
+    assert spoken_for([*runs, never], report_built_from(report)) == runs
+    runs[0].rmdir()  # a run it was built from, removed by a failed rerun: still spoken for
+    assert spoken_for([*runs, never], report_built_from(report)) == runs
+    assert mark_stale_report(report, spoken_for([*runs, never], report_built_from(report))
+                             ) == [str(runs[0])]
+    relative = os.path.relpath(runs[1], os.getcwd())
+    assert spoken_for([relative], []) == [relative]
+    assert report_built_from(tmp_path / "no_report") == []
+    qc = tmp_path / "qc.parquet"
+    pl.DataFrame({"modality": ["ct", "ct", "wsi", None], "encoder": ["med3d", "med3d",
+                                                                     None, None]}
+                 ).write_parquet(qc)
+    assert summary_described(qc) == [("ct", "med3d")]
+    assert summary_described(tmp_path / "none.parquet") == []

@@ -152,6 +152,27 @@ def test_a_store_of_a_cohort_the_run_does_not_name_marks_its_report(demo_run, tm
                              "after it"), banner[:300]
 
 
+def test_a_cohort_the_run_does_not_name_is_not_marked_for_what_it_never_built(demo_run,
+                                                                                tmp_path):
+    """A cohort outside `run_cohorts` whose config names runs and stores it has not built
+    yet (a seed and an encoder added, to run later): its report and summary describe
+    what they were built from, and a run of other cohorts leaves them unmarked."""
+    workdir = tmp_path / "config_ahead"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    demo = cfg["cohorts"]["demo"]
+    demo["benchmark"]["seeds"] = [*demo["benchmark"]["seeds"], 7]
+    demo["modalities"]["clinical"]["encoders"].append("tabular_again")
+    cfg["encoders"]["tabular_again"] = dict(cfg["encoders"]["tabular"])
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = snakemake_in(workdir, "--config", "run_cohorts=[]")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert not (workdir / "results" / "demo" / "report" / "STALE.md").exists(), \
+        (workdir / "results" / "demo" / "report" / "STALE.md").read_text()
+    summary = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
+    assert not summary.startswith("**Stale summary.**"), summary[:300]
+
+
 def test_a_manifest_rebuilt_alike_leaves_the_stage1_summary_unmarked(demo_run, tmp_path):
     """A manifest job rewrites the adapter's QC table with the same bytes, and the
     stores it describes stay: the summary, marked for the table's newer time, said it

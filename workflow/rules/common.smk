@@ -346,14 +346,24 @@ def built_view(cohort):
 def mark_stale_reports(cause):
     # Snakemake removes the outputs of the jobs it reruns, not the report built from them
     import sys
-    from mmpipe.report.stale import mark_stale_report, mark_stale_summary
+    from mmpipe.report.stale import (
+        mark_stale_report,
+        mark_stale_summary,
+        report_built_from,
+        spoken_for,
+        summary_described,
+    )
 
     for cohort in watched_cohorts():
         lay = layout(cohort)
+        stores = cohort_stores(cohort)
+        if cohort not in config["run_cohorts"]:
+            described = [lay.store(*key) for key in summary_described(lay.cohort_qc())]
+            stores = spoken_for(stores, described)
         missing = mark_stale_summary(
             lay.stage1_summary(),
             lay.cohort_qc(),
-            cohort_stores(cohort),
+            stores,
             cause,
         )
         if missing:
@@ -365,11 +375,15 @@ def mark_stale_reports(cause):
 
     for cohort in benchmarked_cohorts():
         report_dir = layout(cohort).report()
+        outputs, inputs = training_outputs(cohort), training_inputs(cohort)
+        if cohort not in config["run_cohorts"]:
+            outputs = spoken_for(outputs, report_built_from(report_dir))
+            inputs = spoken_for(inputs, [])
         missing = mark_stale_report(
             report_dir,
-            training_outputs(cohort),
+            outputs,
             cause,
-            training_inputs(cohort),
+            inputs,
             view=built_view(cohort),
         )
         if missing:
