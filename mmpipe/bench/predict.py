@@ -50,6 +50,9 @@ from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature
 
 log = logging.getLogger(__name__)
 
+# what mmpipe.store.package_versions records for a package it did not find
+NOT_INSTALLED = "not installed"
+
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
     """(method ready for inference on ``device``, the saved bundle) of a run directory."""
@@ -286,10 +289,11 @@ def _modality_note(modality: str, path, attrs: dict, modalities: list[str]) -> s
 
 def code_note(modality: str, path, attrs: dict, trained: dict) -> str:
     """A note ("" when none) where the store was encoded by another version of the
-    encoder's code, or with other versions of the packages it ran with, than the run's
+    encoder's code, or with other releases of the packages it ran with, than the run's
     training store: the same settings and weights may then give other numbers (a new
     foreground z-score, another resampler). A model saved before these were recorded
-    compares nothing."""
+    compares nothing. Every store records the same packages, so a tabular store's note
+    may name torch, which it never ran: the note says "may"."""
     said = []
     if trained.get("code_version") and attrs.get("code_version") \
             and trained["code_version"] != attrs["code_version"]:
@@ -298,8 +302,14 @@ def code_note(modality: str, path, attrs: dict, trained: dict) -> str:
                     f"{str(attrs['code_version'])[:12]} for this one)")
     mine, theirs = trained.get("package_versions"), attrs.get("package_versions")
     if isinstance(mine, dict) and isinstance(theirs, dict):
+        # a release against a release: a build's local tag (torch's +cpu, +cu121) is the
+        # same code, and a package one side lacks cannot have made its features
+        def release(version) -> str:
+            return str(version).split("+", 1)[0]
+
         moved = [f"{name} {mine[name]} -> {theirs[name]}" for name in sorted(mine)
-                 if name in theirs and mine[name] != theirs[name]]
+                 if name in theirs and NOT_INSTALLED not in (mine[name], theirs[name])
+                 and release(mine[name]) != release(theirs[name])]
         if moved:
             said.append("with other package versions than the run's training store ("
                         + ", ".join(moved) + ")")

@@ -361,6 +361,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
     # test subject; scored on those with an input alone, a narrow feature set's score read
     # an easier set than its test score and won the report's choice by validation
     val_everyone = val if selection_cfg.strategy == "validation" else training_part(train, val)
+    val_split = val
     train, val = train.with_input(), val.with_input()
     # z-scores from the data the model is chosen on: the training split, or under
     # cross-validation the whole training part (never the test split), which each fold
@@ -373,8 +374,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
         lost = int((~val.present.any(axis=1)).sum())
         notes.append(f"no subject the model is fitted on has {', '.join(normalizer.unseen)}: "
                      "absent for every subject (no weight of its encoder trains)"
-                     + (f"; {lost} validation subject(s) left without input were left out"
-                        if lost else ""))
+                     + (f"; {lost} validation subject(s) left without input were scored "
+                        "with the training prior" if lost else ""))
         val = val.with_input()
     # l2's tabular statistics do not compose with a fold's refit: the folds take the raw
     # training part, row for row as the normalised one (less what `unseen` emptied)
@@ -455,10 +456,10 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                                            np.ones(len(left.y), bool)))
             metrics["val"] = classification_metrics(np.concatenate([sel.val_y, left.y]),
                                                     np.concatenate([sel.val_proba, left_proba]))
-        else:
-            metrics["val"] = nan_metrics(len(val_everyone.y), data.n_classes, ["not trained"])
-            frames.append(_predictions(val_everyone, np.tile(prior, (len(val_everyone.y), 1)),
-                                       "val", "scenario", np.ones(len(val_everyone.y), bool)))
+        else:  # the validation split, every subject at the prior
+            metrics["val"] = nan_metrics(len(val_split.y), data.n_classes, ["not trained"])
+            frames.append(_predictions(val_split, np.tile(prior, (len(val_split.y), 1)),
+                                       "val", "scenario", np.ones(len(val_split.y), bool)))
         proba, no_input = _score(method if trained else None, test, prior, device)
         metrics["test"] = (classification_metrics(test.y, proba) if trained
                            else nan_metrics(len(test.y), data.n_classes, ["not trained"]))

@@ -325,8 +325,9 @@ def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
         # seeds give 33 x 0.00195 = 0.064, and the rows named "not told apart" below read
         # as level with it where no test could have told any apart
         return (f"; with {tested} rows tested against it on {_seeds(n)}, no row can be told "
-                f"apart from it at {SIGNIFICANCE:g} after Holm's correction (its smallest "
-                f"corrected p is {tested * min_wilcoxon_p(n):.3g}), however far behind")
+                f"apart from it at {SIGNIFICANCE:g} after Holm's correction (no corrected p "
+                f"can fall below {min(1.0, tested * min_wilcoxon_p(n)):.3g}), however far "
+                "behind")
     lower = metric in LOWER_IS_BETTER
     col, p_col = f"{metric}_mean", f"{metric}_p_holm"
     close = sorted((r for r in others if not (_valued(r.get(p_col))

@@ -793,6 +793,46 @@ def test_a_modality_no_training_subject_has_is_absent_for_every_subject(cohort, 
            "and its store is not read" in with_c["notes"][0]
 
 
+def test_validation_subjects_only_an_unseen_modality_reaches_are_scored_at_the_prior(
+        cohort, tmp_path):
+    """A validation subject whose one modality no training subject has is left without
+    input by the normaliser: scored at the training prior, as the test split's are, and
+    said so (the note said "left out")."""
+    root, cohort_dir = cohort
+    mask = _mask_parts(cohort, ("train",), ("c",), tmp_path / "no_train_c.parquet")
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {"b": "precomputed", "c": "precomputed"}, "y",
+                             {"type": "logreg"}, root / "split.parquet", mask, out, seed=0,
+                             meta={"cohort": "toy", "feature_set": "bc", "method": "logreg",
+                                   "scenario": "mcar", "rate": 0.4})
+    (note,) = [n for n in metrics["notes"] if n.startswith("no subject the model is fitted")]
+    lost = int(note.split("; ")[1].split(" ")[0])
+    assert lost > 0 and note.endswith("validation subject(s) left without input were scored "
+                                      "with the training prior"), note
+    val = pl.read_parquet(out / "predictions.parquet").filter(pl.col("split") == "val")
+    split = pl.read_parquet(root / "split.parquet").filter(pl.col("split") == "val")
+    assert sorted(val["subject_id"]) == sorted(split["subject_id"])
+    assert metrics["val"]["n"] == len(split) and val["no_input"].sum() >= lost
+
+
+def test_an_untrained_cv_run_writes_its_validation_split_at_the_prior(cohort, tmp_path):
+    """Under cross-validation, a run that could not train wrote the whole training part
+    as its validation rows (split "val", evaluation "scenario")."""
+    root, cohort_dir = cohort
+    mask = _mask_parts(cohort, ("train", "val"), tuple(MODALITIES), tmp_path / "none.parquet")
+    out = tmp_path / "run"
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "deepsets", "max_epochs": 2}, root / "split.parquet",
+                             mask, out, seed=0, selection={"strategy": "cv", "folds": 3},
+                             meta={"cohort": "toy", "feature_set": "all",
+                                   "method": "deepsets", "scenario": "mcar", "rate": 0.4})
+    assert not metrics["trained"]
+    val = pl.read_parquet(out / "predictions.parquet").filter(pl.col("split") == "val")
+    split = pl.read_parquet(root / "split.parquet").filter(pl.col("split") == "val")
+    assert sorted(val["subject_id"]) == sorted(split["subject_id"])
+    assert metrics["val"]["n"] == len(split)
+
+
 def test_cross_validation_folds_keep_the_split_files_groups(cohort, tmp_path, monkeypatch):
     """The split file's groups reach the folds of cross-validation (one patient's rows
     in training and held-out folds scored a trial on a patient it trained on), and the

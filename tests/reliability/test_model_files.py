@@ -512,6 +512,14 @@ def test_a_store_or_method_of_another_code_version_is_scored_with_a_note(trained
                     f"run's training store (numpy {recorded['package_versions']['numpy']} -> "
                     "9.9.9): the scores may shift; encode the training cohort with this "
                     "version and retrain to compare like with like")
+    # a build of the same release (torch's +cpu and +cu121), or a package one side lacks
+    # (it made neither side's features), is no other version
+    versions = recorded["package_versions"]
+    group.attrs["code_version"] = recorded["code_version"]
+    group.attrs["package_versions"] = {
+        **versions, "torch": versions["torch"].split("+")[0] + "+cu121",
+        **{name: "not installed" for name in versions if name != "torch"}}
+    assert predict_stores(run, {"clinical": copy})["notes"].unique().to_list() == [""]
     # the method: a run of this code says nothing, one of other code says so
     bundle = load_bundle(run)
     for key, said in ((method_code("deepsets"), False), ("0" * 64, True)):
