@@ -276,7 +276,8 @@ def cmd_encode(args) -> None:
     if args.threads < 1:
         raise MmpipeError(f"--threads must be at least 1, not {args.threads}")
     # torch splits reductions by its thread count, so a store encoded on all the cores
-    # differed by float rounding from the workflow's, encoded on the rule's one thread
+    # differed by float rounding from the workflow's, encoded on the rule's threads (one
+    # by default; a profile's set-threads, as the SLURM profile's, gives it more)
     torch.set_num_threads(args.threads)
     cfg = _config(args)
     skip_unused_imports()  # a command's own process
@@ -542,8 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", required=True)
     p.add_argument("--encoder", required=True)
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1, as the encode rule runs: a store of "
-                        "the same bytes as the workflow's)")
+                   help="torch threads (default 1, as the encode rule runs by default: "
+                        "a store of the same bytes as the workflow's; the thread count "
+                        "changes float rounding, so match a profile's set-threads, e.g. "
+                        "the SLURM profile's 8)")
     p.add_argument("--force", action="store_true",
                    help="replace a finished store made with other settings, and encode "
                         "from preprocessing shards older than the files they were made from")
