@@ -28,6 +28,8 @@ def _encode_without_encoding(cfg: dict, tmp_path, monkeypatch):
     # a command's own process blocks modules it never uses (pandas among them): not here,
     # in the test session's process
     monkeypatch.setattr(encode_run, "skip_unused_imports", lambda: None)
+    # nor the command's thread count, which stayed 1 for every later test of the worker
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)
     return config, calls
 
 
@@ -471,7 +473,9 @@ def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
     cli.refuse_shards_older_than_their_files(read_manifest(out), "ct", shards)  # made after: fine
     for path in (single, series):
         os.utime(path, None)  # replaced now, after the shards
-        os.utime(shards[0] / SHARD_SETTINGS, ns=(past + 1, past + 1))
+        # both shards before it (shard1 written on the tick of "now" would be no older)
+        for shard in shards:
+            os.utime(shard / SHARD_SETTINGS, ns=(past + 1, past + 1))
         with pytest.raises(MmpipeError, match=f"shard0 \\(and 1 more of 2 shards\\) was made "
                                               f"before {path} changed: run the preprocessing "
                                               "again .* or pass --force"):

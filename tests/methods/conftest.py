@@ -253,10 +253,12 @@ def check_permutation_dependent(method, x, present) -> None:
     raise AssertionError("no modality order changed the output")
 
 
-@pytest.fixture(autouse=True, scope="package")
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Method tests use tiny tensors: intra-op threads only add overhead, and on a machine
-    whose cores are shared with other jobs they slowed fits down by 10-100x."""
+    whose cores are shared with other jobs they slowed fits down by 10-100x. Per module:
+    tests/ is no package, so a package scope lasted the session and every later file
+    of the worker ran on one thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
