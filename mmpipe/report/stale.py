@@ -231,28 +231,42 @@ def spoken_for(outputs: Sequence[str | Path], described: Sequence[str | Path]
     can speak for: those on disk, and those it was built from (``described``: paths of
     them or of files inside them) that are gone. Its config may name runs or stores it
     never built (a method added since, to run later), which no target of this run asked
-    for: "not on disk" would call the report stale for what it never said."""
-    described = [os.path.normpath(p) for p in described]
+    for: "not on disk" would call the report stale for what it never said. Paths are
+    compared absolute (the hooks and the jobs run in the workflow's directory)."""
+    spoken: set[str] = set()
+    for path in described:
+        path = os.path.abspath(path)
+        while path not in spoken:
+            spoken.add(path)
+            path = os.path.dirname(path)
+    return [o for o in outputs if os.path.exists(o) or os.path.abspath(o) in spoken]
 
-    def spoken(output) -> bool:
-        out = os.path.normpath(output)
-        return os.path.exists(out) or any(p == out or p.startswith(out + os.sep)
-                                          for p in described)
 
-    return [o for o in outputs if spoken(o)]
+def _runs_table(report_dir: str | Path, columns: list[str]) -> pl.DataFrame | None:
+    runs_csv = Path(report_dir) / REPORT_RUNS
+    if not runs_csv.is_file():
+        return None
+    try:
+        return pl.read_csv(runs_csv, columns=columns, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError):
+        return None
 
 
 def report_built_from(report_dir: str | Path) -> list[str]:
     """The run files a report was built from (its ``runs.csv``'s ``path``); [] where
     it has none."""
-    runs_csv = Path(report_dir) / REPORT_RUNS
-    if not runs_csv.is_file():
+    runs = _runs_table(report_dir, ["path"])
+    return [] if runs is None else runs["path"].drop_nulls().to_list()
+
+
+def report_cells(report_dir: str | Path) -> list[tuple[str, str, float, int]]:
+    """(feature set, scenario, rate, seed) of every run a report was built from: what
+    its runs read is named by them; [] where it has no ``runs.csv``."""
+    runs = _runs_table(report_dir, ["feature_set", "scenario", "rate", "seed"])
+    if runs is None:
         return []
-    try:
-        return pl.read_csv(runs_csv, columns=["path"], infer_schema=False)["path"
-                                                                           ].drop_nulls().to_list()
-    except (pl.exceptions.PolarsError, OSError):
-        return []
+    return sorted({(fs, scenario, float(rate), int(float(seed)))
+                   for fs, scenario, rate, seed in runs.drop_nulls().iter_rows()})
 
 
 def summary_described(qc: str | Path) -> list[tuple[str, str]]:

@@ -230,7 +230,12 @@ def test_a_cohort_outside_the_run_is_held_to_what_its_report_was_built_from(tmp_
 
     import polars as pl
 
-    from mmpipe.report.stale import report_built_from, spoken_for, summary_described
+    from mmpipe.report.stale import (
+        report_built_from,
+        report_cells,
+        spoken_for,
+        summary_described,
+    )
 
     report, runs, _ = _built_report(tmp_path)
     pl.DataFrame({"path": [str(runs[0] / "seed0" / "metrics.json")]}).write_csv(
@@ -243,6 +248,14 @@ def test_a_cohort_outside_the_run_is_held_to_what_its_report_was_built_from(tmp_
                              ) == [str(runs[0])]
     relative = os.path.relpath(runs[1], os.getcwd())
     assert spoken_for([relative], []) == [relative]
+    # a path the report wrote relative is the same path given absolute
+    gone = tmp_path / "features" / "ct" / "med3d.zarr"
+    assert spoken_for([gone], [os.path.relpath(gone / "zarr.json", os.getcwd())]) == [gone]
+    pl.DataFrame({"feature_set": ["all", "all", None], "scenario": ["mcar", "mcar", "x"],
+                  "rate": ["0.4", "0.4", "0"], "seed": [0, 0, 1]}).write_csv(
+        report / "runs.csv")
+    assert report_cells(report) == [("all", "mcar", 0.4, 0)]
+    assert report_cells(tmp_path / "no_report") == []
     assert report_built_from(tmp_path / "no_report") == []
     qc = tmp_path / "qc.parquet"
     pl.DataFrame({"modality": ["ct", "ct", "wsi", None], "encoder": ["med3d", "med3d",

@@ -171,6 +171,15 @@ def test_a_cohort_the_run_does_not_name_is_not_marked_for_what_it_never_built(de
         (workdir / "results" / "demo" / "report" / "STALE.md").read_text()
     summary = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
     assert not summary.startswith("**Stale summary.**"), summary[:300]
+    # a store its runs read, gone (a forced rebuild that failed removes it): both marked
+    shutil.rmtree(workdir / "results" / "demo" / "features" / "clinical" / "tabular.zarr")
+    run = snakemake_in(workdir, "--config", "run_cohorts=[]")
+    assert run.returncode == 0, run.stderr[-4000:]
+    stale = (workdir / "results" / "demo" / "report" / "STALE.md").read_text()
+    assert "clinical/tabular.zarr" in stale, stale
+    summary = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
+    assert summary.startswith("**Stale summary.** 1 of the stores it describes are not on "
+                              "disk"), summary[:300]
 
 
 def test_a_manifest_rebuilt_alike_leaves_the_stage1_summary_unmarked(demo_run, tmp_path):

@@ -343,6 +343,21 @@ def built_view(cohort):
     return None if view in (NOT_BUILT, UNREADABLE, NO_LABEL) else view
 
 
+def reads_of_reported_runs(cohort, report_dir):
+    """The stores, splits and masks the runs a report was built from read, as the config
+    names them (a feature set the config no longer has read nothing it names)."""
+    from mmpipe.report.stale import report_cells
+
+    lay = layout(cohort)
+    feature_sets = COHORTS[cohort]["benchmark"]["feature_sets"]
+    reads = []
+    for feature_set, scenario, rate, seed in report_cells(report_dir):
+        modalities = feature_sets.get(feature_set, {})
+        reads += [lay.store(m, e) for m, e in modalities.items()]
+        reads += [lay.split(seed), lay.mask(scenario, rate, seed)]
+    return reads
+
+
 def mark_stale_reports(cause):
     # Snakemake removes the outputs of the jobs it reruns, not the report built from them
     import sys
@@ -378,7 +393,7 @@ def mark_stale_reports(cause):
         outputs, inputs = training_outputs(cohort), training_inputs(cohort)
         if cohort not in config["run_cohorts"]:
             outputs = spoken_for(outputs, report_built_from(report_dir))
-            inputs = spoken_for(inputs, [])
+            inputs = spoken_for(inputs, reads_of_reported_runs(cohort, report_dir))
         missing = mark_stale_report(
             report_dir,
             outputs,
