@@ -134,10 +134,10 @@ def _cell(cell: Any, datemode: int) -> Any:
     if cell.ctype == xlrd.XL_CELL_DATE:
         try:
             when = xlrd.xldate_as_datetime(cell.value, datemode)
+            # to the second: a day count's float rounding read as 00:00:00.009
+            when = (when + dt.timedelta(microseconds=500_000)).replace(microsecond=0)
         except (ValueError, OverflowError):  # past what a date holds: as it is stored
             return cell.value
-        # to the second: a day count's float rounding read as 00:00:00.009
-        when = (when + dt.timedelta(microseconds=500_000)).replace(microsecond=0)
         return when.date().isoformat() if when.time() == dt.time() else when.isoformat(" ")
     return cell.value
 
