@@ -24,6 +24,21 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread per worker: ``pytest-xdist`` runs two workers on CI's two cores,
+    and at torch's default of every core they ran four threads on two (method tests on
+    tiny tensors 10-100x slower where cores were shared); a methods fixture that set one
+    thread for the rest of its worker's session made the count depend on which files
+    xdist handed that worker. Tests of the thread count set their own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the repository; tests that need it skip without it."""

@@ -253,18 +253,6 @@ def check_permutation_dependent(method, x, present) -> None:
     raise AssertionError("no modality order changed the output")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Method tests use tiny tensors: intra-op threads only add overhead, and on a machine
-    whose cores are shared with other jobs they slowed fits down by 10-100x. Per module:
-    tests/ is no package, so a package scope lasted the session and every later file
-    of the worker ran on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_steps(model, x, present, y, steps=40, lr=1e-3):
     """``steps`` Adam steps on ``model.loss`` over one batch: (loss before, loss after,
     training accuracy after)."""
@@ -369,8 +357,8 @@ def assert_permutation_dependent():
 
 def fit_twice(make, train: BenchData, val: BenchData, cfg: dict, threads: int
               ) -> list[dict[str, torch.Tensor]]:
-    """The weights of two fits of one seed with ``threads`` torch threads (the package
-    runs its tests at one): a gather whose backward scatter-adds in parallel gave other
+    """The weights of two fits of one seed with ``threads`` torch threads (the suite
+    runs its tests at one: tests/conftest.py): a gather whose backward scatter-adds in parallel gave other
     weights on every run."""
     from mmpipe.bench.trainer import fit
 

@@ -134,29 +134,15 @@ def test_stores_rebuilt_short_of_training_mark_the_report_stale(demo_run, tmp_pa
     assert "did not rebuild the summary" in banner
 
 
-def test_a_store_of_a_cohort_the_run_does_not_name_marks_its_report(demo_run, tmp_path):
-    """The command a refusal prints, `snakemake --force <a cohort's store>`, rebuilds the
-    store of a cohort outside `run_cohorts` (MMIST-ccRCC runs through `--config
-    run_cohorts=...`): the hooks marked the run's cohorts only, and that cohort's report
-    and summary went on describing the store before, unmarked."""
-    workdir = tmp_path / "other_cohort"
-    shutil.copytree(demo_run, workdir, symlinks=True)
-    report = workdir / "results" / "demo" / "report"
-    run = snakemake_in(workdir, "--config", "run_cohorts=[]", "--force",
-                       "results/demo/features/clinical/tabular.zarr")
-    assert run.returncode == 0, run.stderr[-4000:]
-    stale = (report / "STALE.md").read_text()
-    assert "rebuilt after it" in stale and "clinical/tabular.zarr" in stale
-    banner = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
-    assert banner.startswith("**Stale summary.** 1 of the stores it describes were written "
-                             "after it"), banner[:300]
-
-
 def test_a_cohort_the_run_does_not_name_is_not_marked_for_what_it_never_built(demo_run,
                                                                                 tmp_path):
     """A cohort outside `run_cohorts` whose config names runs and stores it has not built
     yet (a seed and an encoder added, to run later): its report and summary describe
-    what they were built from, and a run of other cohorts leaves them unmarked."""
+    what they were built from, and a run of other cohorts leaves them unmarked. They
+    are marked when what they were built from goes, or is rebuilt: the command a refusal
+    prints, `snakemake --force <a cohort's store>`, rebuilds the store of a cohort outside
+    `run_cohorts` (MMIST-ccRCC runs through `--config run_cohorts=...`), and the hooks had
+    marked the run's cohorts only."""
     workdir = tmp_path / "config_ahead"
     shutil.copytree(demo_run, workdir, symlinks=True)
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
@@ -180,6 +166,15 @@ def test_a_cohort_the_run_does_not_name_is_not_marked_for_what_it_never_built(de
     summary = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
     assert summary.startswith("**Stale summary.** 1 of the stores it describes are not on "
                               "disk"), summary[:300]
+    # rebuilt by a target of its own: written after the report and the summary
+    run = snakemake_in(workdir, "--config", "run_cohorts=[]", "--force",
+                       "results/demo/features/clinical/tabular.zarr")
+    assert run.returncode == 0, run.stderr[-4000:]
+    stale = (workdir / "results" / "demo" / "report" / "STALE.md").read_text()
+    assert "rebuilt after it" in stale and "clinical/tabular.zarr" in stale, stale
+    summary = (workdir / "results" / "demo" / "stage1_summary.md").read_text()
+    assert summary.startswith("**Stale summary.** 1 of the stores it describes were written "
+                              "after it"), summary[:300]
 
 
 def test_a_manifest_rebuilt_alike_leaves_the_stage1_summary_unmarked(demo_run, tmp_path):
