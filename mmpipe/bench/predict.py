@@ -330,10 +330,11 @@ def method_code_note(bundle: dict) -> str:
 
     trained = bundle["meta"].get("code_version")
     kind = bundle["method"]["type"]
-    if not trained or kind not in METHODS or method_code(kind) == trained:
+    now = method_code(kind) if trained and kind in METHODS else trained
+    if now == trained:
         return ""
     note = (f"the run's method ({kind}) was trained by another version of mmpipe's code "
-            f"(code key {str(trained)[:12]}, this version's {method_code(kind)[:12]}): if its "
+            f"(code key {str(trained)[:12]}, this version's {now[:12]}): if its "
             "forward pass changed, the scores differ from what the run would give")
     log.warning("%s", note)
     return note

@@ -177,11 +177,11 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     # not macOS's "._" metadata beside a copied file
                     files = tuple(p for p in folder_files(image_dir)
                                   if p.name.endswith(NIFTI) and not p.name.startswith("."))
-                    strays = [p.name for p in files
+                    strays = [(p.name, named[1]) for p in files
                               if (named := LONI_NAME.match(p.name)) and named[1] != subject.name]
                     if strays:  # a scan of another subject moved or copied in here
-                        why = (f"{strays[0]} is named for subject "
-                               f"{LONI_NAME.match(strays[0])[1]}, not {subject.name}")
+                        why = (f"{strays[0][0]} is named for subject {strays[0][1]}, not "
+                               f"{subject.name}")
                         qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, why,
                                            str(image_dir)))
                         scans[subject.name].append(Scan(modality, taken, (), image_dir, why))
@@ -238,20 +238,15 @@ def _match(visit_date: dt.date | None, scans: list[Scan], modality: str, max_day
     near = sorted(((abs((s.date - visit_date).days), s) for s in scans
                    if s.modality == modality and abs((s.date - visit_date).days) <= max_days),
                   key=lambda t: (t[0], t[1].taken))
-    theirs = {}
-    for days, s in near:
-        nearer = [(abs((s.date - d).days), d) for d in others or {}
-                  if abs((s.date - d).days) < days]
-        if nearer:
-            theirs[id(s)] = min(nearer)[1]
-    if theirs:
-        days, s = next((days, s) for days, s in near if id(s) in theirs)
-        near = [(days, s) for days, s in near if id(s) not in theirs]
-        if not near:
-            visit = theirs[id(s)]
-            return None, (f"no {modality} scan of the visit ({visit_date}): the nearest "
-                          f"within {max_days} days, {days} days from it, is nearer visit "
-                          f"{others[visit]} ({visit}): {s.folder}")
+    # each scan's nearer other visit, or None where none is nearer
+    owners = [min(((abs((s.date - d).days), d) for d in others or {}
+                   if abs((s.date - d).days) < days), default=None) for days, s in near]
+    if near and all(owners):
+        (days, s), visit = near[0], owners[0][1]
+        return None, (f"no {modality} scan of the visit ({visit_date}): the nearest "
+                      f"within {max_days} days, {days} days from it, is nearer visit "
+                      f"{others[visit]} ({visit}): {s.folder}")
+    near = [t for t, owner in zip(near, owners, strict=True) if owner is None]
     if not near:
         return None, f"no {modality} scan within {max_days} days of the visit ({visit_date})"
     readable = [(days, s) for days, s in near if not s.problem]
@@ -290,6 +285,15 @@ def _scanned(visit_date: dt.date | None, scans: list[Scan], modality: str, max_d
     later visit or at none (missing by nature), and the tie was in no record."""
     scan, why = _match(visit_date, scans, modality, max_days, others)
     return scan is not None or why.startswith((_TIE, _UNREADABLE))
+
+
+def _scanned_in_all(row: dict[str, Any], rows: list[dict[str, Any]], scans: list[Scan],
+                    imaging: list[str], max_days: int) -> bool:
+    """Whether the visit of ``row`` has a scan of every modality of ``imaging``
+    (:func:`_scanned`), among the subject's visits ``rows``."""
+    when = _date(row["EXAMDATE"])
+    others = _other_visits(rows, when)
+    return all(_scanned(when, scans, m, max_days, others) for m in imaging)
 
 
 def check_config(cohort_cfg: dict) -> None:
@@ -394,9 +398,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             row = None
         else:
             row = next((r for r in rows if _diagnosis(r["DX"])
-                        and all(_scanned(_date(r["EXAMDATE"]), own, m, max_days,
-                                         _other_visits(rows, _date(r["EXAMDATE"])))
-                                for m in imaging)), None)
+                        and _scanned_in_all(r, rows, own, imaging, max_days)), None)
         # rows of the chosen visit that agree are one visit; where they disagree, whichever
         # came first in the table was taken without a word
         conflict = _twins_disagree(row, rows, read) if row is not None else None
@@ -428,13 +430,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                       str(table_path)))
         diagnosis.append(dx)
         when, written = _date(row["EXAMDATE"]), (row["EXAMDATE"] or "").strip()
+        others = _other_visits(rows, when)
         for m in imaging:
             if when is None and written:  # "9/8/2005": a table a spreadsheet saved again
                 qc.append(QCRecord(sid, m, REJECTED, f"the visit's EXAMDATE {written!r} is "
                                    "not a YYYY-MM-DD date, so no scan can be matched to it"))
                 columns[specs[m].column].append(None)
                 continue
-            scan, why = _match(when, own, m, max_days, _other_visits(rows, when))
+            scan, why = _match(when, own, m, max_days, others)
             if scan is not None and len(scan.files) > 1:
                 scan, why = None, (f"{len(scan.files)} NIfTI files in {scan.folder}: "
                                    + ", ".join(f.name for f in scan.files))

@@ -477,6 +477,14 @@ def test_a_modalitys_view_changes_only_with_what_its_jobs_read(tmp_path):
     assert stray == base
 
 
+def _backdate(path) -> None:
+    """``path`` dated a second back: a replacement written on the file clock's tick of
+    its first write keeps the size and time a stamp reads, which no stat tells apart."""
+    import os
+
+    os.utime(path, ns=(path.stat().st_mtime_ns - 10**9,) * 2)
+
+
 def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):
     """A regenerated demo rewrites images under the same names: the manifest's rows stay,
     the files' stamps do not. A DICOM folder is judged by its folders' mtimes, which a
@@ -493,8 +501,7 @@ def test_an_image_replaced_under_its_name_changes_its_modalitys_view(tmp_path):
     series = tmp_path / "raw" / "ct" / "a" / "series1"
     series.mkdir(parents=True)
     (series / "1.dcm").write_bytes(b"one")
-    # a second before: the replacement below, on this write's tick, kept the folder's time
-    os.utime(series, ns=(series.stat().st_mtime_ns - 10**9,) * 2)
+    _backdate(series)
     slide = tmp_path / "raw" / "b.svs"
     slide.write_bytes(b"slide")
     rows = [_row("a", ct=str(series.parent), age=50), _row("b", wsi=str(slide), sex="M")]
@@ -517,8 +524,6 @@ def test_a_dicom_folders_linked_series_and_files_not_fetched_are_in_its_view(tmp
     rejects the folder: the stamp walked neither, so a series replaced in a linked folder
     reran nothing, and a subject rejected for a file not fetched stayed rejected after
     ``datalad get`` (which moves no folder's mtime)."""
-    import os
-
     from mmpipe.cohorts import manifest_views
     from mmpipe.fsutil import atomic_file
 
@@ -529,8 +534,7 @@ def test_a_dicom_folders_linked_series_and_files_not_fetched_are_in_its_view(tmp
     kept = tmp_path / "store" / "series1"
     kept.mkdir(parents=True)
     (kept / "1.dcm").write_bytes(b"one")
-    # a second before: the replacement below, on this write's tick, kept the folder's time
-    os.utime(kept, ns=(kept.stat().st_mtime_ns - 10**9,) * 2)
+    _backdate(kept)
     folder = tmp_path / "raw" / "ct" / "a"
     folder.mkdir(parents=True)
     (folder / "series1").symlink_to(kept, target_is_directory=True)
@@ -589,10 +593,8 @@ def test_a_files_data_kept_beside_it_is_in_its_stamp(tmp_path):
     mirax = tmp_path / "slide.mrxs"
     mirax.write_bytes(b"index")
     (tmp_path / "slide").mkdir()
-    # written a second before: a replacement on the tick of the first write would keep
-    # the size and time a stamp reads
     for p in tmp_path.iterdir():
-        os.utime(p, ns=(p.stat().st_mtime_ns - 10**9,) * 2)
+        _backdate(p)
     stamps = {p: _file_stamp(str(p)) for p in (header, analyze, mirax)}
     new = tmp_path / "new.bin"
     for path, companion in ((header, data), (analyze, tmp_path / "t1.img")):
@@ -634,8 +636,7 @@ def test_data_in_many_files_or_a_sibling_is_in_the_stamp(tmp_path):
     for name in ("s0.raw", "s1.raw", "p01.raw", "p02.raw", "p03.raw", "slide.jpg",
                  "slide_1.jpg", "slide_map.jpg"):
         (tmp_path / name).write_bytes(b"\0" * 8)
-        # a second before: a replacement on the tick of this write keeps size and time
-        os.utime(tmp_path / name, ns=((tmp_path / name).stat().st_mtime_ns - 10**9,) * 2)
+        _backdate(tmp_path / name)
     for path, data in ((listed, "s1.raw"), (pattern, "p03.raw"), (vms, "slide_1.jpg"),
                        (vms, "slide_map.jpg")):
         before = _file_stamp(str(path))

@@ -217,11 +217,12 @@ def train_inputs(wildcards):
     return training_reads(w.cohort, w.feature_set, cell_list(w))
 
 
-def training_reads(cohort, feature_set, cells):
-    """What a training job of ``feature_set`` over ``cells`` reads, by kind."""
+def training_reads(cohort, feature_set, cells, seeds=None):
+    """What a training job of ``feature_set`` over ``cells`` reads, by kind (of
+    ``seeds``, by default the cohort's)."""
     lay = layout(cohort)
     modalities = COHORTS[cohort]["benchmark"]["feature_sets"][feature_set]
-    seeds = cohort_seeds(cohort)
+    seeds = cohort_seeds(cohort) if seeds is None else seeds
     return {
         "stores": [lay.store(m, e) for m, e in modalities.items()],
         "splits": [lay.split(s) for s in seeds],
@@ -318,18 +319,19 @@ def watched_cohorts():
     ]
 
 
-def benchmarked_cohorts():
-    """The watched cohorts that have a benchmark, hence a report."""
-    return [c for c in watched_cohorts() if "benchmark" in COHORTS[c]]
+def benchmarked(cohorts):
+    """Those of ``cohorts`` that have a benchmark, hence a report."""
+    return [c for c in cohorts if "benchmark" in COHORTS[c]]
 
 
 def mark_reports_under_way():
     # onerror and onsuccess do not run when Snakemake itself is killed
     from mmpipe.report.stale import mark_summary_under_way, mark_under_way
 
-    for cohort in benchmarked_cohorts():
+    watched = watched_cohorts()
+    for cohort in benchmarked(watched):
         mark_under_way(layout(cohort).report())
-    for cohort in watched_cohorts():
+    for cohort in watched:
         mark_summary_under_way(layout(cohort).stage1_summary())
 
 
@@ -345,16 +347,18 @@ def built_view(cohort):
 
 def reads_of_reported_runs(cohort, report_dir):
     """The stores, splits and masks the runs a report was built from read, as the config
-    names them (a feature set the config no longer has read nothing it names)."""
+    names them (a run of a feature set the config no longer has: its split and mask)."""
     from mmpipe.report.stale import report_cells
 
     lay = layout(cohort)
-    feature_sets = COHORTS[cohort]["benchmark"]["feature_sets"]
     reads = []
     for feature_set, scenario, rate, seed in report_cells(report_dir):
-        modalities = feature_sets.get(feature_set, {})
-        reads += [lay.store(m, e) for m, e in modalities.items()]
-        reads += [lay.split(seed), lay.mask(scenario, rate, seed)]
+        if feature_set in COHORTS[cohort]["benchmark"]["feature_sets"]:
+            cells = [cell_name(scenario, rate)]
+            for paths in training_reads(cohort, feature_set, cells, [seed]).values():
+                reads += paths
+        else:  # its stores are no longer named; its split and mask are
+            reads += [lay.split(seed), lay.mask(scenario, rate, seed)]
     return reads
 
 
@@ -369,7 +373,8 @@ def mark_stale_reports(cause):
         summary_described,
     )
 
-    for cohort in watched_cohorts():
+    watched = watched_cohorts()
+    for cohort in watched:
         lay = layout(cohort)
         stores = cohort_stores(cohort)
         if cohort not in config["run_cohorts"]:
@@ -388,7 +393,7 @@ def mark_stale_reports(cause):
                 file=sys.stderr,
             )
 
-    for cohort in benchmarked_cohorts():
+    for cohort in benchmarked(watched):
         report_dir = layout(cohort).report()
         outputs, inputs = training_outputs(cohort), training_inputs(cohort)
         if cohort not in config["run_cohorts"]:
