@@ -26,7 +26,7 @@ from mmpipe.errors import ConfigError
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def registry_enums() -> dict[tuple[str, ...], list[str]]:
+def registry_enums() -> dict[tuple[str, ...], list]:
     """Schema locations whose allowed values are owned by a registry, and those values
     (the schema file lists them too, for its readers; a test checks they agree)."""
     from mmpipe.bench.missingness import SCENARIOS
@@ -36,8 +36,18 @@ def registry_enums() -> dict[tuple[str, ...], list[str]]:
     from mmpipe.methods import METHODS
     from mmpipe.preprocess.segment import TASKS
 
+    # an encoder setting that takes one of a few words (EncoderType.words): the schema
+    # allows the words of every type (the config check then refuses another type's), and
+    # null where null is a choice of its own (pooling: none, VGG11's [512, 7, 7] block)
+    words: dict[str, list] = {}
+    for etype in ENCODER_TYPES.values():
+        for key, allowed in etype.words.items():
+            words[key] = list(dict.fromkeys([*words.get(key, ()), *allowed]))
+    words["pooling"].append(None)
     return {
         ("$defs", "encoder", "properties", "type", "enum"): sorted(ENCODER_TYPES),
+        **{("$defs", "encoder", "properties", key, "enum"): allowed
+           for key, allowed in words.items()},
         ("$defs", "scenarios", "propertyNames", "enum"): list(SCENARIOS),
         ("$defs", "modality", "properties", "kind", "enum"): list(KINDS),
         ("$defs", "cohort", "properties", "adapter", "enum"): sorted(ADAPTERS),
