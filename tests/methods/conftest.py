@@ -22,9 +22,9 @@ Fixtures returning functions (pytest's importlib mode cannot import a conftest):
   row positive weight on every present token.
 - ``assert_no_modality_rows_identical(method, x)`` → the eval-mode output with no modality
   present, after checking it finite and the same on every row (nothing of ``x`` reaches it).
-- ``assert_masked_values_ignored(method, x, present)``: large random values written in the
-  absent entries must leave the output unchanged (eval mode, and train mode under the
-  same random seed).
+- ``assert_masked_values_ignored(method, x, present)``: large random values, NaN or
+  infinity written in the absent entries must leave the output unchanged (eval mode, and
+  train mode under the same random seed), and the parameters' gradients.
 - ``assert_present_values_used(method, x, present)``: the opposite sanity check, so a
   method that ignores everything does not pass the first one vacuously.
 - ``assert_masking(method, x, present)``: the two above, in that order.
@@ -168,17 +168,31 @@ def _run(method, x, present, train: bool, seed: int = 0) -> torch.Tensor:
         return method(x, present)
 
 
-def _perturb(x, present, modalities, absent: bool, seed: int = 1):
-    """Copy of ``x`` with large random values in the absent (or present) rows."""
+def _perturb(x, present, modalities, absent: bool, seed: int = 1, fill: float | None = None):
+    """Copy of ``x`` with large random values (or ``fill``) in the absent (or present)
+    rows."""
     gen = torch.Generator().manual_seed(seed)
     out, changed = {}, 0
     for j, m in enumerate(modalities):
         rows = ~present[:, j] if absent else present[:, j]
         noise = 1e3 * torch.randn(x[m].shape, generator=gen)
+        if fill is not None:
+            noise = torch.full_like(noise, fill)
         mask = rows.view(-1, *([1] * (x[m].dim() - 1)))
         out[m] = torch.where(mask, noise, x[m])
         changed += int(rows.sum())
     return out, changed
+
+
+def _gradients(method, x, present, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The parameters' gradients of the train-mode output's sum, on a copy (a train-mode
+    forward moves running statistics)."""
+    method = copy.deepcopy(method)
+    method.train(True)
+    method.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    method(x, present).float().sum().backward()
+    return {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
 
 
 def check_no_modality_rows_identical(method, x) -> torch.Tensor:
@@ -195,14 +209,24 @@ def check_no_modality_rows_identical(method, x) -> torch.Tensor:
 def check_masked_values_ignored(method, x, present, atol: float = 1e-6) -> None:
     present = present.bool()
     was_training = method.training
-    perturbed, changed = _perturb(x, present, method.modalities, absent=True)
-    assert changed > 0, "the batch has no absent entry: the check would be vacuous"
-    for train in (False, True):
-        ref = _run(method, x, present, train)
-        out = _run(method, perturbed, present, train)
-        assert torch.isfinite(out).all()
-        torch.testing.assert_close(out, ref, rtol=0, atol=atol,
-                                   msg=f"absent values changed the output (train={train})")
+    refs = {train: _run(copy.deepcopy(method), x, present, train) for train in (False, True)}
+    ref_grads = _gradients(method, x, present)
+    # a mask applied as a product (0 * x) passes an absent row's NaN or infinity on
+    for fill in (None, float("nan"), float("inf")):
+        perturbed, changed = _perturb(x, present, method.modalities, absent=True, fill=fill)
+        assert changed > 0, "the batch has no absent entry: the check would be vacuous"
+        for train in (False, True):
+            out = _run(copy.deepcopy(method), perturbed, present, train)
+            assert torch.isfinite(out).all(), f"absent values of {fill} (train={train})"
+            torch.testing.assert_close(
+                out, refs[train], rtol=0, atol=atol,
+                msg=f"absent values of {fill or 'noise'} changed the output (train={train})")
+        grads = _gradients(method, perturbed, present)
+        assert grads.keys() == ref_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(
+                grad, ref_grads[name], rtol=0, atol=atol,
+                msg=f"absent values of {fill or 'noise'} changed {name}'s gradient")
     method.train(was_training)
 
 
