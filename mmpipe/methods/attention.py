@@ -38,7 +38,11 @@ only on the presence mask, never on feature values.
 
 Adapted to cached features (see :meth:`MaskedAttention.report_notes`): the official
 image (ResNet-18, 512-d) and tabular (SAINT) encoders are fine-tuned end to end; here
-every modality gets a learned Linear projection to the common width instead. The
+every modality gets a learned Linear projection to the common width instead (torch's
+default Linear init, with a bias: the GPT-2 init and the bias-free layers are the
+blocks'). The official summary token is ``sum_emb`` plus the modality encoding of
+position 0, two N(0, 0.02) vectors under weight decay; here it is one parameter drawn
+N(0, 0.02), the same function with a narrower start (0.02 against about 0.028). The
 longitudinal decoder runs over the one time point a cohort has, as the official code
 runs it whatever the number of visits. The learned
 ``empty_emb`` of missing images is masked out of attention in the official code and

@@ -112,7 +112,11 @@ class LateFusion(FusionMethod):
     of the output is the averaged probability); a subject with no modality gets zeros
     (uniform). ``loss`` trains each head on its own modality: the sum over modalities
     of the cross-entropy of ``f_m`` on the subjects where ``m`` is present (each term a
-    mean over those subjects), not the cross-entropy of the fused output.
+    mean over those subjects), not the cross-entropy of the fused output. Early stopping
+    and the epoch kept (the default ``monitor: loss``) read this same sum on the validation
+    split, as every method's validation loss is its training loss: a rare modality's head
+    weighs as much there as a common one's. ``monitor: balanced_accuracy`` (or ``auc``)
+    judges the fused output that is scored.
     Heads: Linear(D_m, h1)-ReLU-Dropout-...-Linear(·, C).
     """
 

@@ -49,8 +49,11 @@ adaptive co-learning weight (nothing to collaborate with on cached features); th
 official block's ``nn.MultiheadAttention`` is left out: it receives a 2-D ``[B, 2·d]``
 tensor, which PyTorch reads as one unbatched sequence of length ``B``, i.e. attention
 across the subjects of a batch, and a subject's prediction here must not depend on the
-others in its batch; the residual + LayerNorm around the mixture go with it. The
-official gate sees all features and masks nothing (its data set is complete); the
+others in its batch; the residual + LayerNorm around the mixture go with it, and so
+does the LayerNorm before it (``norm1(proj + attn)``, which the official experts and
+gate read): here they read the projections as they are, and a LayerNorm over the
+concatenation would fold a subject's zero-filled absent blocks into the statistics of
+its present ones. The official gate sees all features and masks nothing (its data set is complete); the
 availability mask is ours, for missing modalities. Cross-entropy replaces the official
 ``BCEWithLogitsLoss`` (multi-label VQA answers there, single-label classes here).
 
