@@ -60,7 +60,10 @@ the multi-modal branch's feature term); the branch choice
 depends only on ``missing_modality``. ``train_subjects`` chooses who trains: ``complete``
 (default, the paper's protocol: every modality present), ``with_modality`` (everyone
 having ``missing_modality``, the others zero-filled), and for the comparators also
-``all``. The trainer settings are the benchmark's (``PROTOCOL_RECIPE``), not the official
+``all``. Under ``with_modality`` the trainer iterates over every training subject and
+the losses mask those without the modality, so the weighted sampler balances the classes
+over all of them, not over the rows that train: where one class lacks the modality more
+often, the rows trained on are not balanced (and ``n_fit`` counts the masked ones). The trainer settings are the benchmark's (``PROTOCOL_RECIPE``), not the official
 batch-of-one SGD (lr 1e-4, momentum 0.3, weight decay 1e-3, cosine warm restarts) used to
 train a patch CNN end to end; the official optimiser of the multi-modal branch has a
 100× smaller learning rate and weight decay, which one optimiser over all parameters
