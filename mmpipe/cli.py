@@ -435,6 +435,42 @@ def _read_every_chunk(store) -> None:
                               f": {err}): a damaged copy; encode it again") from err
 
 
+def _check_bag(store) -> None:
+    """The bag as its writer left it. A chunk of ``bag/emb`` or ``bag/coords`` lost in a
+    copy reads as zeros, and a lost ``bag/offsets`` chunk as every bag empty; the store's
+    own checks cover the arrays stage 2 reads, not these."""
+    import numpy as np
+
+    if not store.has_bag:
+        return
+    bag, n = store.group["bag"], len(store.subject_ids)
+    problems = []
+    if "offsets" not in bag or "emb" not in bag:
+        problems.append("no bag/offsets or bag/emb")
+    else:
+        offsets, rows = np.asarray(bag["offsets"][:]), bag["emb"].shape[0]
+        counts = np.diff(offsets)
+        if (offsets.shape != (n + 1,) or offsets[0] != 0 or (counts < 0).any()
+                or offsets[-1] != rows):
+            problems.append(f"bag/offsets of {offsets.shape[0]} entries ending at "
+                            f"{offsets[-1] if len(offsets) else None}, for {n} subjects and "
+                            f"{rows} rows of bag/emb")
+        elif (counts[~store.present] != 0).any():
+            problems.append("bag items of subjects without an embedding")
+        if "coords" in bag and bag["coords"].shape[0] != rows:
+            problems.append(f"{bag['coords'].shape[0]} rows of bag/coords for {rows} items")
+        for name in ("emb", "coords"):
+            # every row of a bag is written (zarr leaves out a chunk of only its fill
+            # value, zeros here, which no encoder's bag of features fills)
+            if name in bag and bag[name].nchunks_initialized < bag[name].nchunks:
+                problems.append(f"{bag[name].nchunks - bag[name].nchunks_initialized} of "
+                                f"{bag[name].nchunks} chunks of bag/{name} are not on disk")
+    if problems:
+        raise MmpipeError(f"{store.path}: its bag disagrees with what its writer wrote "
+                          f"({'; '.join(problems)}): a damaged copy (a chunk lost in "
+                          "transfer?); encode it again")
+
+
 def cmd_inspect(args) -> None:
     from mmpipe.store import FeatureStore
 
@@ -446,6 +482,7 @@ def cmd_inspect(args) -> None:
         raise MmpipeError(f"{args.store}: the store cannot be read ({type(err).__name__}: "
                           f"{err}): a damaged copy; encode it again") from err
     _read_every_chunk(store)
+    _check_bag(store)
     a = store.attrs
     print(f"{store.path}")
     print(f"  encoder   {a.get('encoder')} ({a.get('encoder_type')}), modality {a.get('modality')}")

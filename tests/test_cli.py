@@ -441,6 +441,30 @@ def test_inspect_names_a_store_with_a_damaged_chunk(tmp_path, capsys, array):
     assert str(path) in err and "a damaged copy" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("lost", ["bag/emb/c/1/0", "bag/coords/c/0/0", "bag/offsets/c/0"])
+def test_inspect_names_a_store_whose_bag_lost_a_chunk(tmp_path, capsys, lost):
+    """A lost chunk of the bag read as zeros (an empty bag for offsets), and the store
+    opened and was summarised as healthy; stage 2 reads no bag, a MIL reader would."""
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ["a", "b", "c"], (2,), {"encoder": "e"},
+                            bag_item_shape=(2,), bag_coord_dim=2, bag_rows_per_chunk=2) as w:
+        for k, sid in enumerate(("a", "b")):
+            w.write(sid, np.ones(2, np.float32), bag=np.full((3, 2), k + 5, np.float32),
+                    coords=np.arange(6).reshape(3, 2) + 10 * k)
+        w.mark("c", "rejected", "unreadable")
+        w.commit()
+    assert cli.main(["inspect", str(path)]) in (0, None)
+    assert "bag: True" in capsys.readouterr().out
+    (path / lost).unlink()
+    assert cli.main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "a damaged copy" in err and "bag" in err
+
+
 def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):
     """A shard records its settings, not its files: after a series was replaced (a
     regenerated demo), a hand-run encode read the old shards into a store, exit code 0."""
