@@ -311,11 +311,15 @@ def _seeds(n: int) -> str:
 
 
 def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
-                    tested: int) -> str:
+                    tested: int, seed_values) -> str:
     """The clause after the best row: the rows behind it that the Holm-corrected test of
     the tables' † does not tell apart from it (or cannot: fewer than two seeds pair). A bold
     best alone read as a clear winner where the next row was 0.001 behind at p = 0.9.
-    ``tested``: the rows of the group with a p, over which Holm corrects."""
+    ``tested``: the rows of the group with a p, over which Holm corrects. ``others`` holds
+    rows without a value on every seed too (``seed_values``: a row's value by seed): the
+    test pairs their seeds with the best's, and one crashed seed had dropped a row 0.004
+    behind at p = 0.48 from the clause, which then said every other row was behind, or a
+    row ahead on every seed both have a value on."""
     if n < 2 or not others:
         return ""  # one run: the paragraph above says so
     if min_wilcoxon_p(n) >= SIGNIFICANCE:
@@ -330,16 +334,37 @@ def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
                 "behind")
     lower = metric in LOWER_IS_BETTER
     col, p_col = f"{metric}_mean", f"{metric}_p_holm"
-    close = sorted((r for r in others if not (_valued(r.get(p_col))
-                                              and r[p_col] < SIGNIFICANCE)),
+    ours = seed_values(best)
+
+    def ahead(r: dict) -> bool:
+        """Better than the best on the seeds both have a value on (the test is two-sided)."""
+        theirs = seed_values(r)
+        shared = sorted(set(theirs) & set(ours))
+        if not shared:
+            return False
+        diff = float(np.mean([theirs[k] - ours[k] for k in shared]))
+        return diff < 0 if lower else diff > 0
+
+    def shown(r: dict) -> str:
+        valued = len(seed_values(r))
+        part = "" if valued == r["n_seeds"] else f", {valued} of {r['n_seeds']} seeds"
+        return f"**{label(r)}** ({r.get('family') or 'other'}{part}) {r[col]:.3f}"
+
+    apart = [r for r in others if _valued(r.get(p_col)) and r[p_col] < SIGNIFICANCE]
+    close = sorted((r for r in others if not any(r is a for a in apart)),
                    key=lambda r: (r[col] if lower else -r[col], label(r)))
+    before = [r for r in apart if ahead(r)]
+    text = ""
+    if before:
+        text = (f"; ahead of it at {SIGNIFICANCE:g} (Holm-corrected) on the seeds both have "
+                "a value on: " + ", ".join(shown(r) for r in before))
     if not close:
-        return f"; every other row is behind it at {SIGNIFICANCE:g} (Holm-corrected)"
-    shown = ", ".join(f"**{label(r)}** ({r.get('family') or 'other'}) {r[col]:.3f}"
-                      for r in close[:3])
+        rest = "the rest are" if before else "every other row is"
+        return text + (f"; {rest} behind it at {SIGNIFICANCE:g} (Holm-corrected)"
+                       if len(before) < len(others) else "")
     more = f" and {len(close) - 3} more" if len(close) > 3 else ""
-    return (f"; not told apart from it at {SIGNIFICANCE:g} (Holm-corrected Wilcoxon: no † "
-            f"in the tables): {shown}{more}")
+    return text + (f"; not told apart from it at {SIGNIFICANCE:g} (Holm-corrected Wilcoxon: "
+                   f"no † in the tables): {', '.join(shown(r) for r in close[:3])}{more}")
 
 
 def _flag_counts(flags: pl.DataFrame, scenario: str, rate: float) -> dict[tuple, set[int]]:
@@ -497,14 +522,21 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                          "does not tell them apart, and the first by name is the one "
                          "compared")
 
-    def against_chosen(fusion: dict, pool: list[dict], kind: str, masked: bool) -> str:
-        """The fusion against the row of ``pool`` (a family's) validation chooses."""
+    def against_chosen(fusion: dict, family: list[dict], complete: list[dict], kind: str,
+                       masked: bool) -> str:
+        """The fusion against the row of ``family`` (a family's rows) validation chooses,
+        among those with a value on every seed where there are any."""
+        pool = _whole_first(family, complete)
         chosen, tie = best_on_validation(pool)
         role = f"{kind} best on validation"
         if chosen is None:
             chosen, role = best_of(pool), f"{kind} best on test"
         return ("- " + _compare(runs, metric, fusion, chosen, label, role, one_split, masked)
-                + (f" ({label(chosen)} is best on validation{tie})" if tie else ""))
+                + (f" ({label(chosen)} is best on validation{tie})" if tie else "")
+                + _left_out(family, pool, valued, label, f"{kind} runs"))
+
+    def valued(r: dict) -> int:
+        return len(_seed_values(runs, r, metric))
 
     groups = sorted(summary.select("scenario", "rate").unique().iter_rows(),
                     key=lambda g: (_scenario_key(g[0]), g[1]))
@@ -577,10 +609,10 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
                 else f"no {other}fusion method")
             lead += (f". **{SIMPLE[fam].capitalize()} has the best mean here**: {which} "
                      f"beats {'it' if fam == single else label(best)} on average")
-        lead += _not_told_apart(best, [r for r in complete or rows
-                                       if r is not best and r not in level],
+        lead += _not_told_apart(best, [r for r in rows if r is not best and r not in level],
                                 n_valued, metric, label,
-                                sum(_valued(r.get(f"{metric}_p")) for r in rows))
+                                sum(_valued(r.get(f"{metric}_p")) for r in rows),
+                                lambda r: _seed_values(runs, r, metric))
         if best.get("n_collapsed"):
             lead += f"; it collapsed to one class on {best['n_collapsed']} seed(s)"
         if partial is not best and _shown(partial[col]) != _shown(best[col]):
@@ -619,19 +651,20 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
         # ran; "none ran" only when no fusion has a value
         simple_fusions = [r for r in rows if r.get("family") == simple_fusion]
         pool = _whole_first(fusions or simple_fusions, complete)
+        left_out = _left_out(fusions or simple_fusions, pool, valued, label, "fusions")
         fusion, tie = best_on_validation(pool)
         if fusion is not None:
             lines.append(f"- the fusion compared below is **{label(fusion)}**, the best "
                          + ("fusion" if fusions else "simple fusion (no other fusion ran)")
                          + f" by validation {name} ({fusion[val_col]:.3f}; {fusion[col]:.3f} "
                          f"on test){tie}, so these test runs do not choose it"
-                         + _selected_on_it(runs, fusion, metric, name))
+                         + _selected_on_it(runs, fusion, metric, name) + left_out)
         else:
             fusion = best_of(pool)
             if fusion is not None:
                 lines.append(f"- the fusion compared below is **{label(fusion)}**, the best "
                              f"on these test runs (no validation {name} to choose by), so "
-                             "its p values are optimistic")
+                             f"its p values are optimistic{left_out}")
         if fusion is None:
             # ran, but no seed has a value: "none ran" contradicted the flags below
             idle = sorted((r for r in part.iter_rows(named=True)
@@ -644,12 +677,13 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             # the single modality is chosen as the fusion is, on validation: the best of
             # several on the test runs it is compared on was "ahead of the fusion" three
             # times as often as one fixed modality under no difference
-            singles = _whole_first([r for r in rows if r.get("family") == single], complete)
+            singles = [r for r in rows if r.get("family") == single]
             if singles:
-                lines.append(against_chosen(fusion, singles, "single modality", masked))
+                lines.append(against_chosen(fusion, singles, complete, "single modality",
+                                            masked))
             if fusions and simple_fusions:  # the fusion compared is not itself one
-                lines.append(against_chosen(fusion, _whole_first(simple_fusions, complete),
-                                            "simple fusion", masked))
+                lines.append(against_chosen(fusion, simple_fusions, complete, "simple fusion",
+                                            masked))
             bases = sorted((r for r in rows if r.get("family") == baseline), key=label)
             for b in bases:
                 lines.append("- " + _compare(runs, metric, fusion, b, label, "baseline",
@@ -693,6 +727,18 @@ def _whole_first(rows: list[dict], complete: list[dict]) -> list[dict]:
     """The rows with a value on every seed (``complete``), else every row (the comparisons
     pair seeds): a mean over the one seed that trained is no fair pick."""
     return [r for r in rows if any(r is c for c in complete)] or rows
+
+
+def _left_out(rows: list[dict], pool: list[dict], seeds_valued, label, what: str) -> str:
+    """What a choice among ``pool`` adds about the ``rows`` :func:`_whole_first` left out
+    of it (those without a value on every seed): the best by validation read as the best
+    of them all, where one crashed seed had put the row validation ranks first out of it."""
+    out = [r for r in rows if not any(r is p for p in pool)]
+    if not out:
+        return ""
+    return (f"; chosen among the {what} with a value on every seed (left out: " + ", ".join(
+        f"{label(r)}, {seeds_valued(r)} of {r['n_seeds']} seeds" for r in
+        sorted(out, key=label)) + ")")
 
 
 def _rate_short(runs: pl.DataFrame, scenario: str, rate: float) -> str:
