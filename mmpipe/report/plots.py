@@ -255,19 +255,20 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     # let one that never trained at the hardest rate lead on the easier ones
     top = _top(means, metric, TOP_LABELLED,
                covered if whole is None else (whole & covered) or covered)
+    def drawn(s: str) -> pl.DataFrame:
+        """The series' rows at every rate drawn, a rate without a value as a gap: the line
+        and band ran straight across a rate where it did not train (one row an x: a
+        valued one where both a rate 0 and natural missingness are)."""
+        return (scoped.filter((pl.col("series") == s) & pl.col("x").is_in(sorted(xs)))
+                .sort(pl.col(col).is_null()).unique("x", keep="first", maintain_order=True))
+
     ends = []
     for ax, fams in zip(axes, panels, strict=False):
         for b in baselines:
-            _draw_reference(ax, df.filter(pl.col("series") == b), metric, styles[b], b)
+            _draw_reference(ax, drawn(b), metric, styles[b], b + _partial_mark(b, whole))
         for s in (m for m in methods if styles[m]["family"] in fams):
             rank = f"#{top.index(s) + 1} " if s in top else ""
-            # its rows at every rate drawn, a rate without a value as a gap: the line and
-            # band ran straight across a rate where the method did not train
-            # (one row an x: a valued one where both a rate 0 and natural missingness are)
-            line = (scoped.filter((pl.col("series") == s) & pl.col("x").is_in(sorted(xs)))
-                    .sort(pl.col(col).is_null()).unique("x", keep="first",
-                                                       maintain_order=True))
-            _draw_line(ax, line, metric, styles[s], rank + s + _partial_mark(s, whole))
+            _draw_line(ax, drawn(s), metric, styles[s], rank + s + _partial_mark(s, whole))
             # one panel: the best named at their line's end too (the x margin leaves room);
             # in a grid of panels the name would run into the next panel, the legend has it
             if rank and len(panels) == 1:
@@ -299,7 +300,8 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
            "means over the rates" if len(panels) > 1
            else f"#1–#{len(top)}: the best means over the rates")
     fig.suptitle(f"{title} ({_over_seeds(df)})\n{sub}", fontsize="medium")
-    gaps = sorted(set(methods) - covered)
+    gaps = sorted(set(methods) - covered) + [
+        b for b in baselines if set(df.filter(pl.col("series") == b)["x"]) != xs]
     notes = ([f"a gap: no value at some rate ({', '.join(gaps)})"] if gaps else []) + (
         [f"not shown (no value at any rate): {', '.join(never)}"] if never else [])
     if notes:

@@ -377,6 +377,36 @@ def test_a_rate_without_a_value_is_a_gap_and_said(tmp_path, monkeypatch):
             in seen["texts"]), seen["texts"]
 
 
+def test_a_baseline_without_a_value_at_a_rate_is_a_gap_and_said(tmp_path, monkeypatch):
+    """hgb untrained at MCAR 0.4 and short of a seed at 0.6: its grey line ran straight
+    across 0.4, unmarked, and its point at 0.6, a mean over 2 of 3 seeds, was unmarked
+    too (the methods' lines had both)."""
+    from mmpipe.methods.families import BASELINE_FAMILY
+
+    drawn, seen = {}, {}
+
+    def draw(ax, part, metric, style, label):
+        drawn[label] = list(zip(part.sort("x")["x"], part.sort("x")[f"{metric}_mean"],
+                                strict=True))
+
+    def keep(fig, out):
+        seen["texts"] = [t.get_text() for t in fig.texts]
+        return out
+
+    monkeypatch.setattr(plots, "_draw_reference", draw)
+    monkeypatch.setattr(plots, "_save", keep)
+    summary = _rate_summary({"A": {0.2: 0.80, 0.4: 0.75, 0.6: 0.70},
+                             "hgb": {0.2: 0.70, 0.4: None, 0.6: 0.60}},
+                            no_value=("hgb", 0.6, 1))
+    summary = summary.with_columns(pl.when(pl.col("method") == "hgb").then(
+        pl.lit(BASELINE_FAMILY)).otherwise(pl.col("family")).alias("family"))
+    plots.plot_metric_vs_rate(summary, "balanced_accuracy", tmp_path / "m.png")
+    ((label, points),) = drawn.items()
+    assert label == "hgb (not every seed)", label
+    assert [x for x, _ in points] == [0.2, 0.4, 0.6] and points[1][1] is None
+    assert any("a gap: no value at some rate (hgb)" in t for t in seen["texts"]), seen
+
+
 def test_radar_says_a_method_it_cannot_rank(tables, tmp_path, monkeypatch):
     """An ordinary method untrained on every seed of the group was never among the ranked,
     so the note meant to name it was never written, and the title's count included it."""
