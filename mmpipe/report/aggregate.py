@@ -603,8 +603,10 @@ def build_report(metrics_paths: Iterable[str | Path], prediction_paths: Iterable
                                             out_dir / f"radar_{group_tag(s, r)}.png", scenario=s))
     params_group = ("natural", 0.0) if ("natural", 0.0) in groups else groups[0]
     for m in plot_metrics:
+        # the published figures are of natural missingness: not beside another scenario's
         figures.append(plots.plot_perf_vs_params(
-            summary, m, out_dir / f"perf_vs_params_{m}.png", published=published,
+            summary, m, out_dir / f"perf_vs_params_{m}.png",
+            published=published if params_group == ("natural", 0.0) else None,
             scenario=params_group[0], rate=params_group[1]))
     if prediction_paths:
         patterns = pattern_metrics(prediction_paths)

@@ -359,6 +359,27 @@ def test_published_table_5_6():
     assert len(pub.to_frame()) == 6
 
 
+def test_published_figures_are_drawn_beside_natural_missingness_only(fake_runs, tmp_path,
+                                                                      monkeypatch):
+    """Without a natural group the parameter figure took the first group, and drew the
+    thesis's natural-missingness stars beside our MCAR points without a word."""
+    from mmpipe.report import plots
+
+    seen = []
+
+    def record(summary, metric, out, *, published=None, scenario, rate):
+        seen.append((scenario, published))
+
+    monkeypatch.setattr(plots, "plot_perf_vs_params", record)
+    mcar = [p for p in fake_runs[0] if json.loads(p.read_text())["scenario"] == "mcar"]
+    build_report(mcar, [], tmp_path / "mcar", MMIST_VITAL12_TABLE_5_6, plot_metrics=["auc"])
+    assert seen == [("mcar", None)]
+    seen.clear()
+    build_report(fake_runs[0], [], tmp_path / "all", MMIST_VITAL12_TABLE_5_6,
+                 plot_metrics=["auc"])
+    assert seen == [("natural", MMIST_VITAL12_TABLE_5_6)]
+
+
 def test_build_report_writes_declared_files(fake_runs, tmp_path):
     out = tmp_path / "demo" / "report"
     scenarios = {"natural": [0.0], "mcar": [0.4]}       # per-group figures for these only

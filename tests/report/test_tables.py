@@ -13,7 +13,7 @@ from mmpipe.report.published import MMIST_VITAL12_TABLE_5_6
 from mmpipe.report.tables import format_params, format_table, tex_escape, write_tables
 from tests.report.test_aggregate import write_fake_runs
 
-LABEL = "published (MMARE thesis Table 5.6, single split)"
+LABEL = "published (MMARE thesis Table 5.6, natural missingness, single split)"
 
 
 @pytest.fixture(scope="module")
