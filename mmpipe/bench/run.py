@@ -460,12 +460,16 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             metrics["val"] = nan_metrics(len(val_split.y), data.n_classes, ["not trained"])
             frames.append(_predictions(val_split, np.tile(prior, (len(val_split.y), 1)),
                                        "val", "scenario", np.ones(len(val_split.y), bool)))
+        # every validation subject, those scored at the prior too, as the test flag reads
+        # every test subject (flags.run_flags): the subjects with input alone flagged a
+        # collapse on validation that the same predictions on test were not
+        val_predicted = np.concatenate([f["predicted"].to_numpy() for f in frames])
         proba, no_input = _score(method if trained else None, test, prior, device)
         metrics["test"] = (classification_metrics(test.y, proba) if trained
                            else nan_metrics(len(test.y), data.n_classes, ["not trained"]))
         frames.append(_predictions(test, proba, "test", "scenario", no_input))
         flags = run_flags(trained=trained, n_classes=data.n_classes,
-                          val_predicted=frames[0]["predicted"].to_numpy(),
+                          val_predicted=val_predicted,
                           test_predicted=proba.argmax(1), best_epoch=result.best_epoch,
                           epochs=result.epochs, first_eligible=result.first_eligible,
                           diverged=result.diverged)

@@ -1025,3 +1025,31 @@ def test_a_training_job_trains_on_cuda_only_in_a_gpu_slot_of_its_own(configured,
     from mmpipe.bench.run import training_device
 
     assert training_device(configured, slots) == expected
+
+
+def test_the_validation_collapse_flag_reads_every_validation_subject_as_the_test_flag_does(
+        cohort, tmp_path):
+    """The test flag read every test subject, those scored at the prior too; the
+    validation flag read only those with an input, so a run whose validation predictions
+    held both classes was flagged single_class_val."""
+    root, cohort_dir = cohort
+    meta = {"cohort": "toy", "feature_set": "b", "method": "concat_zero",
+            "scenario": "natural", "rate": 0.0}
+    mask = tmp_path / "natural.parquet"
+    make_mask(cohort_dir, "natural", 0.0, 0, mask)
+    split = {"val": [], "with_input": []}
+    for seed in range(20):
+        out = tmp_path / f"seed{seed}"
+        metrics = run_experiment(cohort_dir, {"b": "precomputed"}, "y",
+                                 {"type": "concat_zero", "max_epochs": 1, "lr": 1e-6},
+                                 root / "split.parquet", mask, out, seed=seed, meta=meta,
+                                 tuning={"trials": 1})
+        val = pl.read_parquet(out / "predictions.parquet").filter(
+            (pl.col("split") == "val") & (pl.col("evaluation") == "scenario"))
+        flagged = "single_class_val" in {f["flag"] for f in metrics["flags"]}
+        assert flagged == (val["predicted"].n_unique() == 1), (seed, metrics["flags"])
+        split["val"].append(val["predicted"].n_unique())
+        split["with_input"].append(val.filter(~pl.col("no_input"))["predicted"].n_unique())
+    # the case that was flagged: one class on the subjects with input, two on all of them
+    assert any(a == 2 and b == 1 for a, b in zip(split["val"], split["with_input"],
+                                                 strict=True)), split
