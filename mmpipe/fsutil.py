@@ -27,6 +27,9 @@ TMP_MARK = ".tmp-"
 # picks its format by it needs last (whose they are, _is_debris reads from the tag)
 _KEPT_SUFFIX = re.compile(r"\.nii(?:\.gz)?$")
 _TMP_NAME = re.compile(r"\.tmp-(?:.+-)?\d+(?:\.nii(?:\.gz)?)?$")
+# Linux's largest pid (PID_MAX_LIMIT, 2**22): an old-style name's number above it is no
+# writer's pid but a user's date or count (``summary.csv.tmp-20240611``)
+_PID_LIMIT = 2 ** 22
 
 
 def _writer_tag() -> str:
@@ -44,6 +47,8 @@ def _is_debris(tmp: Path, *, other_hosts: bool) -> bool:
     walks finished outputs too, took them for debris."""
     tag = _KEPT_SUFFIX.sub("", tmp.name.rsplit(TMP_MARK, 1)[-1])
     host, _, pid = tag.rpartition("-")
+    if not host and pid.isdigit() and int(pid) > _PID_LIMIT:
+        return False
     if host != socket.gethostname() or not pid.isdigit():
         return other_hosts
     if int(pid) == os.getpid():
@@ -71,7 +76,9 @@ def tmp_sibling(path: Path) -> Path:
     name = glob.escape(path.name)
     for pattern in (f"{name}{TMP_MARK}*", f"{name}.old{TMP_MARK}*"):
         for stale in path.parent.glob(pattern):
-            if _is_debris(stale, other_hosts=True):
+            # a writer's name only: a user's ``report.tmp-before-rerun`` beside the output
+            # was removed, folder and all, by its next writer
+            if _TMP_NAME.search(stale.name) and _is_debris(stale, other_hosts=True):
                 _remove(stale)
     return path.with_name(f"{path.name}{TMP_MARK}{_writer_tag()}")
 
