@@ -14,6 +14,7 @@ on it either.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
               if modality(cfg, cohort_name, modality_name)["kind"] == "dicom" else {})
     return canonical({**organs, **shards,
                       # "missing": the job then fails, naming the folder (check_weights)
-                      "weights": {m.name: content_sha256(m) for m in models} or "missing",
+                      "weights": {m.name: weights_sha256(m) for m in models} or "missing",
                       "code": code_key("preprocess/segment", "made_with")})
 
 
@@ -155,6 +156,38 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
                                        "made_with")})
 
 
+def weights_sha256(path: Path) -> str:
+    """:func:`~mmpipe.hashing.content_sha256` of a weights file, or of a folder's files
+    with its linked subfolders walked too (``Path.rglob``, which content_sha256 walks,
+    goes into none, so weights replaced in a linked ``fold_0`` reran nothing). The same
+    digest as content_sha256 for a folder without links; a link to nothing in it is an
+    error naming it (the weights are not all there)."""
+    if not path.is_dir():
+        return content_sha256(path)
+    from mmpipe.errors import InputError
+
+    files, seen = [], {os.path.realpath(path)}
+    for here, folders, names in os.walk(path, followlinks=True):
+        kept = []
+        for folder in folders:  # a folder reached twice (a link loop, two links) once
+            real = os.path.realpath(os.path.join(here, folder))
+            if real not in seen:
+                seen.add(real)
+                kept.append(folder)
+        folders[:] = kept
+        for name in names:
+            file = Path(here) / name
+            if not file.exists():
+                raise InputError("a link to nothing among the weights", path=file)
+            if file.is_file():
+                files.append(file)
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        digest.update(f.relative_to(path).as_posix().encode())
+        digest.update(content_sha256(f).encode())
+    return digest.hexdigest()
+
+
 def weights_fingerprint(enc: dict, key: str = "weights") -> str:
     """What identifies an encoder's weight file or folder: for ``weights``, the configured
     SHA-256 when given (the job checks the file against it), else the content's SHA-256;
@@ -166,7 +199,7 @@ def weights_fingerprint(enc: dict, key: str = "weights") -> str:
     if "://" in spec:
         return spec  # a URL names its content (torch hub files carry their hash)
     path = Path(spec).expanduser()
-    return content_sha256(path) if path.exists() else "missing"
+    return weights_sha256(path) if path.exists() else "missing"
 
 
 def package_fingerprint(name: str) -> str:
