@@ -257,10 +257,15 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         method.fit(train, val, seed)
         return FitResult(seconds=time.perf_counter() - start,
                          settings={"estimator": method.fitted_settings()}, n_fit=len(train.y))
-    if method.train_subset == "complete":
-        keep = train.present.all(axis=1)
-        log.info("%s trains on the %d of %d subjects with every modality", method.name,
-                 int(keep.sum()), len(keep))
+    if method.train_subset != "all":
+        # "complete": every modality; "with:<m>": modality m (BD's with_modality, whose
+        # losses read no other row: kept, they took the weighted sampler's draws, so the
+        # rows that trained were not class-balanced)
+        needs = method.train_subset.removeprefix("with:")
+        keep = (train.present.all(axis=1) if method.train_subset == "complete"
+                else train.present[:, method.modalities.index(needs)])
+        log.info("%s trains on the %d of %d subjects with %s", method.name, int(keep.sum()),
+                 len(keep), "every modality" if method.train_subset == "complete" else needs)
         train = train.subset(np.flatnonzero(keep))
     _need_both_classes(method, train)
     method.to(device)

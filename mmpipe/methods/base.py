@@ -59,7 +59,8 @@ class FusionMethod(nn.Module):
     # True for methods whose output must not depend on the order of the present
     # modalities (mean pooling, DeepSets, ...): the tests check it
     permutation_invariant: ClassVar[bool] = False
-    # "complete": trains only on subjects with every modality (the Standard baseline)
+    # the training subjects the trainer keeps: "all"; "complete", those with every
+    # modality (the Standard baseline); "with:<modality>", those with that one (BD)
     train_subset: ClassVar[str] = "all"
     # the hyper-parameters the tuning budget scales (mmpipe.bench.tuning): "lr", the
     # learning rate(s), and "capacity", the method's main width; every registered method

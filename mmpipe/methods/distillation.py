@@ -60,10 +60,8 @@ the multi-modal branch's feature term); the branch choice
 depends only on ``missing_modality``. ``train_subjects`` chooses who trains: ``complete``
 (default, the paper's protocol: every modality present), ``with_modality`` (everyone
 having ``missing_modality``, the others zero-filled), and for the comparators also
-``all``. Under ``with_modality`` the trainer iterates over every training subject and
-the losses mask those without the modality, so the weighted sampler balances the classes
-over all of them, not over the rows that train: where one class lacks the modality more
-often, the rows trained on are not balanced (and ``n_fit`` counts the masked ones). The trainer settings are the benchmark's (``PROTOCOL_RECIPE``), not the official
+``all``. The trainer keeps only the subjects that train (``train_subset``), so the
+weighted sampler balances the classes over them. The trainer settings are the benchmark's (``PROTOCOL_RECIPE``), not the official
 batch-of-one SGD (lr 1e-4, momentum 0.3, weight decay 1e-3, cosine warm restarts) used to
 train a patch CNN end to end; the official optimiser of the multi-modal branch has a
 100× smaller learning rate and weight decay, which one optimiser over all parameters
@@ -190,8 +188,11 @@ class _MissingModalityMethod(FusionMethod):
             raise ValueError(f"{self.name}: train_subjects must be one of "
                              f"{list(self.subject_choices)}, got {hp['train_subjects']!r}")
         self.missing = miss
-        # the trainer drops incomplete subjects itself; the others are masked in the loss
-        self.train_subset = "complete" if hp["train_subjects"] == "complete" else "all"
+        # the trainer keeps the subjects that train (every modality, or the missing one);
+        # the losses mask the rest where a batch holds them (validation, which no trainer
+        # filters)
+        self.train_subset = {"complete": "complete",
+                             "with_modality": f"with:{miss}"}.get(hp["train_subjects"], "all")
         self.d_miss = flat_dim(self.shapes[miss])
         self.other_dims = {m: flat_dim(self.shapes[m]) for m in self.modalities if m != miss}
 

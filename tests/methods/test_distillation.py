@@ -87,7 +87,7 @@ def test_bad_hyper_parameters(shapes):
 def test_train_subjects_sets_the_trainer_subset(shapes):
     assert build(BidirectionalDistillation, shapes).train_subset == "complete"
     assert build(BidirectionalDistillation, shapes,
-                 train_subjects="with_modality").train_subset == "all"
+                 train_subjects="with_modality").train_subset == f"with:{MISS}"
     assert build(Filling, shapes, train_subjects="all").train_subset == "all"
     assert build(AutoEncoderImpute, shapes).train_subset == "complete"
 
@@ -404,6 +404,27 @@ def test_fit_with_the_trainer(cls, tmp_path, separable, bench_data):
     assert balanced > 0.7  # chance is 1/3
     has = val.present[:, 1]
     assert np.mean(pred[~has] == val.y[~has]) > 0.6  # also without the modality
+
+
+@pytest.mark.parametrize("cls", [BidirectionalDistillation, Filling, AutoEncoderImpute])
+def test_with_modality_fits_on_the_subjects_having_it(cls, tmp_path, separable, bench_data):
+    """The trainer kept every training subject and the losses masked those without the
+    modality: the weighted sampler balanced the classes over rows that did not train
+    (one class lacking the modality more often left the rows that did unbalanced), and
+    n_fit counted them."""
+    from mmpipe.bench.trainer import fit
+
+    shapes = {"wsi": (12,), MISS: (6,)}
+    train = bench_data(*separable(shapes, n=60, seed=0, missing={MISS: 0.4}, means_seed=123),
+                       tag="s0")
+    has = train.present[:, 1]
+    assert 0 < has.sum() < len(has)
+    method = build(cls, shapes, feat_dim=8, train_subjects="with_modality")
+    val = bench_data(*separable(shapes, n=30, seed=1, missing={MISS: 0.4}, means_seed=123),
+                     tag="s1")
+    result = fit(method, train, val, {"max_epochs": 1, "batch_size": 20, "noise_p": 0.0},
+                 seed=0, log_path=tmp_path / "train.log")
+    assert result.n_fit == int(has.sum())
 
 
 @pytest.mark.parametrize("cls", [BidirectionalDistillation, Filling, AutoEncoderImpute])
