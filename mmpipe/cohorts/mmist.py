@@ -174,15 +174,22 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     if src.series is None:
         # a file name in the folder: a path in it ("/tmp/x.npz", "../x.npz") named a file
         # outside the download, which was read as the patient's features
-        def file_of(name: str) -> dict[str, str | None]:
-            name = name.strip()
+        def file_of(row: dict) -> dict[str, str | None]:
+            if row["chosen_exam"] is None:
+                return {"file": None, "reason": None}
+            name, pid = row["chosen_exam"].strip(), row[ID_COLUMN]
             if Path(name).name != name or name in ("", ".", ".."):
                 return {"file": None, "reason": f"chosen_exam {name!r} is not a file name "
                                                 f"in {src.folder}"}
+            # the release names each patient's files for it (C3L-00004-26.npz): one of
+            # another patient's was read as this one's, with nothing said
+            if not name.startswith(f"{pid}-"):
+                return {"file": None, "reason": f"chosen_exam {name!r} is not this "
+                                                f"patient's: its name does not start with {pid}"}
             return {"file": str(folder / name), "reason": None}
 
         return chosen.with_columns(
-            pl.col("chosen_exam").map_elements(
+            pl.struct(ID_COLUMN, "chosen_exam").map_elements(
                 file_of, return_dtype=pl.Struct({"file": pl.Utf8, "reason": pl.Utf8}))
             .alias("_mapped")).unnest("_mapped")
     series_path = root / src.series

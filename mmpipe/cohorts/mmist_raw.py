@@ -125,7 +125,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 paths.append(None)
                 qc.append(misspelt[sid])
                 continue
-            path, status, why = _resolve(name, exam.get(sid), root, slides)
+            path, status, why = _resolve(name, exam.get(sid), root, slides, sid)
             paths.append(path)
             if path is None:
                 qc.append(QCRecord(sid, name, status, why, _where(name, exam.get(sid), root)))
@@ -147,13 +147,18 @@ def _where(modality: str, exam: str | None, root: Path) -> str | None:
 
 
 def _resolve(modality: str, exam: str | None, root: Path,
-             slides: dict[str, list[Path]] | None) -> tuple[str | None, str, str]:
-    """(path, QC status, reason) of one patient's chosen exam."""
+             slides: dict[str, list[Path]] | None, sid: str) -> tuple[str | None, str, str]:
+    """(path, QC status, reason) of patient ``sid``'s chosen exam. An exam of another
+    patient (a slide named for another, a series under another's folder: an edited or
+    mistyped table) is rejected: it was read as this patient's, with nothing said."""
     if exam is None or not exam.strip():
         return None, ABSENT, f"no {modality} exam for this patient"
     exam = exam.strip()
     if modality == "wsi":
         stem = exam.removesuffix(".npz")
+        if stem != sid and not stem.startswith(f"{sid}-"):
+            return None, REJECTED, (f"the chosen slide {exam!r} is not this patient's: its "
+                                    f"name does not start with {sid}")
         found = (slides or {}).get(stem, [])
         if not found:
             return None, REJECTED, f"no slide file {stem}.* under the slide folder"
@@ -165,6 +170,9 @@ def _resolve(modality: str, exam: str | None, root: Path,
     # disk is the download's own
     if not Path(os.path.normpath(folder)).is_relative_to(os.path.normpath(root)):
         return None, REJECTED, f"the chosen series {exam!r} leads outside the download"
+    if sid not in Path(exam).parts:
+        return None, REJECTED, (f"the chosen series {exam!r} is not this patient's: it lies "
+                                f"in no folder named {sid}")
     try:
         if not folder.is_dir():
             return None, REJECTED, "the chosen series folder is not in the download"

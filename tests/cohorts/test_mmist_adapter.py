@@ -217,10 +217,17 @@ def test_a_chosen_series_matching_two_after_stripping_whitespace_is_refused(fake
 def test_chosen_slides_of_normal_tissue_are_counted(fake_root, tmp_path, caplog):
     """The release maps a quarter of its TCGA patients to a normal-tissue slide (sample
     type 11); nothing said so."""
-    for name in ("TCGA-A3-3316-11A-01-BS1.npz", "TCGA-B0-4700-01A-01-BS1.npz"):
+    a, b = "TCGA-A3-3316", "TCGA-B0-4700"  # TCGA patients, whose slides say the sample type
+    for table in fake_root.glob("*.csv"):  # A and B renamed so
+        table.write_text(table.read_text().replace("\nA,", f"\n{a},")
+                         .replace("\nB,", f"\n{b},"))
+    for k in (1, 2):
+        ct = fake_root / "Features" / "CT Features"
+        (ct / f"B-{k}.npz").rename(ct / f"{b}-{k}.npz")
+    for name in (f"{a}-11A-01-BS1.npz", f"{b}-01A-01-BS1.npz"):
         np.savez(fake_root / "Features" / "WSI Features" / name, arr_0=np.zeros((1, 4)))
     (fake_root / "WSI_patientfiles.csv").write_text(
-        "case_id,chosen_exam\nA,TCGA-A3-3316-11A-01-BS1.npz\nB,TCGA-B0-4700-01A-01-BS1.npz\n"
+        f"case_id,chosen_exam\n{a},{a}-11A-01-BS1.npz\n{b},{b}-01A-01-BS1.npz\n"
         "C,C-1.npz\n")
     with caplog.at_level("WARNING", logger="mmpipe.cohorts.mmist"):
         build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
@@ -296,16 +303,33 @@ def test_a_patient_spelt_otherwise_in_a_patient_file_is_a_qc_row(fake_root, tmp_
 
 def test_one_file_under_two_patients_or_a_name_too_long_is_that_patients(fake_root, tmp_path):
     """WSI_patientfiles.csv naming A's slide for B too gave both patients one file, under
-    two labels and possibly on both sides of a split; a name too long for the filesystem
-    stopped the whole cohort with ENAMETOOLONG."""
+    two labels and possibly on both sides of a split (then both were rejected as sharing
+    it; now B is, as the file is named for A); a name too long for the filesystem stopped
+    the whole cohort with ENAMETOOLONG."""
     (fake_root / "WSI_patientfiles.csv").write_text(
-        f"case_id,chosen_exam\nA,A-1.npz\nB,A-1.npz\nC,{'C' * 300}.npz\n")
+        f"case_id,chosen_exam\nA,A-1.npz\nB,A-1.npz\nC,C-{'C' * 300}.npz\n")
     df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
     rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
-    assert "A" not in rows and rows["B"]["wsi_path"] is None
+    assert rows["A"]["wsi_path"].endswith("A-1.npz") and rows["B"]["wsi_path"] is None
     qc = {(r["subject_id"], r["modality"]): r for r in
           read_qc(tmp_path / "out").iter_rows(named=True)}
-    assert qc[("A", "wsi")]["reason"] == "the same file as subject(s) ['B']"
-    assert qc[("B", "wsi")]["reason"] == "the same file as subject(s) ['A']"
+    assert qc[("B", "wsi")]["reason"] == ("chosen_exam 'A-1.npz' is not this patient's: its "
+                                          "name does not start with B")
     assert qc[("C", "wsi")]["status"] == "rejected"
     assert "cannot be read: File name too long" in qc[("C", "wsi")]["reason"]
+
+
+def test_a_slide_of_another_patient_is_rejected_naming_it(fake_root, tmp_path):
+    """B given one of A's slides, A keeping its own: B read A's slide as its own, present,
+    with no QC row (only the same file under two patients was caught)."""
+    np.savez(fake_root / "Features" / "WSI Features" / "A-9.npz", arr_0=np.zeros((1, 4)))
+    (fake_root / "WSI_patientfiles.csv").write_text(
+        "case_id,chosen_exam\nA,A-1.npz\nB,A-9.npz\nC,C-1.npz\n")
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["B"]["wsi_path"] is None and rows["A"]["wsi_path"].endswith("A-1.npz")
+    qc = {(r["subject_id"], r["modality"]): r for r in
+          read_qc(tmp_path / "out").iter_rows(named=True)}
+    assert qc[("B", "wsi")]["status"] == "rejected"
+    assert qc[("B", "wsi")]["reason"] == ("chosen_exam 'A-9.npz' is not this patient's: its "
+                                          "name does not start with B")

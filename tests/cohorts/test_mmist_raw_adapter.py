@@ -74,7 +74,7 @@ def test_a_series_outside_the_download_or_empty_is_rejected(tmp_path):
     table = root / "CT_patientfiles.csv"
     text = table.read_text()
     text = text.replace(plan.ct[outside], "/../../etc")
-    empty_exam = "/Radiology-TCGA/empty_series"
+    empty_exam = f"/Radiology-TCGA/{empty}/empty_series"
     (root / empty_exam.lstrip("/")).mkdir(parents=True)
     table.write_text(text.replace(plan.ct[empty], empty_exam))
     manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
@@ -86,7 +86,7 @@ def test_a_series_outside_the_download_or_empty_is_rejected(tmp_path):
     assert _row(manifest, empty)["ct_path"] is None
     assert row(empty)["reason"] == ("the chosen series folder: no file in the folder or its "
                                     "subfolders")
-    assert row(empty)["path"] == str(root / "Radiology-TCGA" / "empty_series")
+    assert row(empty)["path"] == str(root / "Radiology-TCGA" / empty / "empty_series")
 
 
 def test_a_series_folder_linked_in_from_another_disk_is_the_downloads(tmp_path):
@@ -106,8 +106,9 @@ def test_a_series_folder_linked_in_from_another_disk_is_the_downloads(tmp_path):
 
 
 def test_one_series_under_two_cases_or_a_name_too_long_is_that_cases(tmp_path):
-    """CT_patientfiles.csv naming one case's series for another gave both the one series;
-    a series name too long for the filesystem stopped the whole cohort."""
+    """CT_patientfiles.csv naming one case's series for another gave both the one series
+    (then each was rejected as sharing it; now the one it is not of is, naming its own
+    folder); a series name too long for the filesystem stopped the whole cohort."""
     root = tmp_path / "raw"
     plan = write_mmist_raw(root, n_cases=8, seed=1)
     first, second, long = [c for c in plan.ct if c != plan.missing_ct_series][:3]
@@ -119,9 +120,10 @@ def test_one_series_under_two_cases_or_a_name_too_long_is_that_cases(tmp_path):
     qc = read_qc(root / "out").filter(pl.col("modality") == "ct")
     def reason(case):
         return qc.filter(pl.col("subject_id") == case)["reason"].item()
-    for case, other in ((first, second), (second, first)):
-        assert _row(manifest, case)["ct_path"] is None
-        assert reason(case) == f"the same file as subject(s) ['{other}']"
+    assert _row(manifest, first)["ct_path"].endswith(plan.ct[first].lstrip("/"))
+    assert _row(manifest, second)["ct_path"] is None
+    assert reason(second) == (f"the chosen series {plan.ct[first]!r} is not this patient's: "
+                              f"it lies in no folder named {second}")
     assert _row(manifest, long)["ct_path"] is None
     assert "cannot be read: File name too long" in reason(long)
 
@@ -209,3 +211,22 @@ def test_chosen_slides_of_normal_tissue_are_counted(tmp_path, caplog):
         manifest = build_manifest("m", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
     assert "-11A-01-TS1." in _row(manifest, case)["wsi_path"]
     assert "wsi: 1 chosen slide(s) are of normal tissue" in caplog.text
+
+
+def test_a_series_of_another_case_is_rejected_naming_it(tmp_path):
+    """A case given another's series, that one's own row dropped: a CPTAC case read a
+    TCGA case's CT as its own, present, with an empty reason."""
+    root = tmp_path / "raw"
+    plan = write_mmist_raw(root, n_cases=8, seed=1)
+    first, second = [c for c in plan.ct if c != plan.missing_ct_series][:2]
+    table = root / "CT_patientfiles.csv"
+    kept = [line for line in table.read_text().splitlines()
+            if not line.startswith(f"{first},")]
+    table.write_text("\n".join(kept).replace(plan.ct[second], plan.ct[first]) + "\n")
+    manifest = build_manifest("m", _cfg(root), root / "out", base_dir=root)
+    assert _row(manifest, second)["ct_path"] is None
+    qc = read_qc(root / "out").filter((pl.col("modality") == "ct")
+                                      & (pl.col("subject_id") == second))
+    assert qc["status"].item() == "rejected"
+    assert qc["reason"].item() == (f"the chosen series {plan.ct[first]!r} is not this "
+                                   f"patient's: it lies in no folder named {second}")
