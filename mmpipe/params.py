@@ -160,16 +160,19 @@ def weights_sha256(path: Path) -> str:
     """:func:`~mmpipe.hashing.content_sha256` of a weights file, or of a folder's files
     with its linked subfolders walked too (``Path.rglob``, which content_sha256 walks,
     goes into none, so weights replaced in a linked ``fold_0`` reran nothing). The same
-    digest as content_sha256 for a folder without links; a link to nothing in it is an
-    error naming it (the weights are not all there)."""
+    digest as content_sha256 for a folder without links. A link to nothing in it counts
+    by its name (fetched later, it reruns the jobs; the job reading the weights says what
+    is missing), and a folder reached twice (a link loop, two names for it) is walked
+    once, under its first name in the walk's order: real folders before links, each in
+    name order, not the file system's listing, which a copy to another disk reorders."""
     if not path.is_dir():
         return content_sha256(path)
-    from mmpipe.errors import InputError
-
-    files, seen = [], {os.path.realpath(path)}
+    files: list[tuple[Path, str]] = []
+    seen = {os.path.realpath(path)}
     for here, folders, names in os.walk(path, followlinks=True):
+        folders.sort(key=lambda f: (os.path.islink(os.path.join(here, f)), f))
         kept = []
-        for folder in folders:  # a folder reached twice (a link loop, two links) once
+        for folder in folders:
             real = os.path.realpath(os.path.join(here, folder))
             if real not in seen:
                 seen.add(real)
@@ -177,14 +180,14 @@ def weights_sha256(path: Path) -> str:
         folders[:] = kept
         for name in names:
             file = Path(here) / name
-            if not file.exists():
-                raise InputError("a link to nothing among the weights", path=file)
             if file.is_file():
-                files.append(file)
+                files.append((file, ""))
+            elif not file.exists():
+                files.append((file, "a link to nothing"))
     digest = hashlib.sha256()
-    for f in sorted(files):
+    for f, missing in sorted(files):
         digest.update(f.relative_to(path).as_posix().encode())
-        digest.update(content_sha256(f).encode())
+        digest.update((missing or content_sha256(f)).encode())
     return digest.hexdigest()
 
 

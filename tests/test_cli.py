@@ -441,7 +441,7 @@ def test_inspect_names_a_store_with_a_damaged_chunk(tmp_path, capsys, array):
     assert str(path) in err and "a damaged copy" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("lost", ["bag/emb/c/1/0", "bag/coords/c/0/0", "bag/offsets/c/0"])
+@pytest.mark.parametrize("lost", ["bag/emb/c/1/0", "bag/offsets/c/0"])
 def test_inspect_names_a_store_whose_bag_lost_a_chunk(tmp_path, capsys, lost):
     """A lost chunk of the bag read as zeros (an empty bag for offsets), and the store
     opened and was summarised as healthy; stage 2 reads no bag, a MIL reader would."""
@@ -463,6 +463,24 @@ def test_inspect_names_a_store_whose_bag_lost_a_chunk(tmp_path, capsys, lost):
     assert cli.main(["inspect", str(path)]) == 1
     err = capsys.readouterr().err
     assert str(path) in err and "a damaged copy" in err and "bag" in err
+
+
+def test_inspect_keeps_a_bag_whose_coordinates_are_all_zero(tmp_path, capsys):
+    """VGG11's one slice a subject has coordinate 0, a chunk zarr never writes: the bag
+    check called such a store damaged, and encoding it again wrote the same."""
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ["a", "b", "c"], (2,), {"encoder": "e"},
+                            bag_item_shape=(2,), bag_coord_dim=1) as w:
+        for sid in ("a", "b", "c"):
+            w.write(sid, np.ones(2, np.float32), bag=np.ones((1, 2), np.float32),
+                    coords=np.zeros((1, 1)))
+        w.commit()
+    assert cli.main(["inspect", str(path)]) in (0, None)
+    assert "bag: True" in capsys.readouterr().out
 
 
 def test_encode_by_hand_refuses_shards_older_than_their_files(tmp_path):

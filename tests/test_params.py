@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from mmpipe.errors import InputError
 from mmpipe.hashing import content_sha256
 from mmpipe.params import weights_sha256
 
@@ -41,9 +38,32 @@ def test_weights_replaced_in_a_linked_subfolder_change_the_digest(tmp_path):
     assert weights_sha256(model) != before
 
 
-def test_a_link_to_nothing_among_the_weights_is_named(tmp_path):
+def test_a_link_to_nothing_among_the_weights_counts_and_plans(tmp_path):
+    """Planning goes on (the job reading the weights says what is missing), and fetching
+    the link's file later changes the digest."""
     model = _model(tmp_path)
-    (model / "fold_1").symlink_to(tmp_path / "gone", target_is_directory=True)
-    with pytest.raises(InputError, match="a link to nothing among the weights") as err:
-        weights_sha256(model)
-    assert "fold_1" in str(err.value)
+    (model / "README.md").symlink_to(tmp_path / "blobs" / "deadbeef")
+    before = weights_sha256(model)
+    assert before != content_sha256(model)  # which left it out
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "deadbeef").write_text("fetched")
+    assert weights_sha256(model) != before
+
+
+def test_the_digest_does_not_follow_the_file_systems_listing_order(tmp_path, monkeypatch):
+    """A folder and a link to it: which name was walked depended on os.walk's listing,
+    which a copy to another disk reorders, so moving the weights reran every job."""
+    import os
+
+    model = _model(tmp_path)
+    (model / "best").symlink_to(model / "fold_0", target_is_directory=True)
+    listed = os.walk
+    digests = []
+    for order in (sorted, lambda names: sorted(names, reverse=True)):
+        def walk(top, order=order, **kwargs):
+            for here, folders, names in listed(top, **kwargs):
+                folders[:] = order(folders)
+                yield here, folders, names
+        monkeypatch.setattr(os, "walk", walk)
+        digests.append(weights_sha256(model))
+    assert digests[0] == digests[1]
