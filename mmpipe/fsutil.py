@@ -47,7 +47,10 @@ def _is_debris(tmp: Path, *, other_hosts: bool) -> bool:
     walks finished outputs too, took them for debris."""
     tag = _KEPT_SUFFIX.sub("", tmp.name.rsplit(TMP_MARK, 1)[-1])
     host, _, pid = tag.rpartition("-")
-    if not host and pid.isdigit() and int(pid) > _PID_LIMIT:
+    # a date (summary.csv.tmp-2024-06-11), or a number beyond any pid, is a user's name;
+    # a word and a number (summary.csv.tmp-backup-2) cannot be told from a writer's tag
+    if (host and not host.replace("-", "").strip("0123456789")) or (
+            not host and pid.isdigit() and int(pid) > _PID_LIMIT):
         return False
     if host != socket.gethostname() or not pid.isdigit():
         return other_hosts
@@ -72,7 +75,9 @@ def _remove(path: Path) -> None:
 
 def tmp_sibling(path: Path) -> Path:
     """A fresh temporary sibling of ``path``; debris of killed writers is removed (their
-    temporary folders, and the old output a replacement had renamed aside)."""
+    temporary folders, and the old output a replacement had renamed aside). A name beside
+    the output of the form ``{name}.tmp-{word}-{number}`` is taken for a writer's tag and
+    removed; a date or a number beyond any pid after ``.tmp-`` is kept."""
     name = glob.escape(path.name)
     for pattern in (f"{name}{TMP_MARK}*", f"{name}.old{TMP_MARK}*"):
         for stale in path.parent.glob(pattern):

@@ -94,13 +94,15 @@ def test_the_sweep_keeps_names_that_only_look_like_debris(tmp_path):
 def test_the_next_writer_keeps_names_that_only_look_like_debris(tmp_path):
     """The sweep kept them, but the output's next writer removed a user's
     ``summary.csv.tmp-20240611`` and a ``report.tmp-before-rerun`` folder with its notes."""
-    keep = [tmp_path / "summary.csv.tmp-20240611", tmp_path / "report.tmp-before-rerun"]
+    keep = [tmp_path / "summary.csv.tmp-20240611", tmp_path / "summary.csv.tmp-2024-06-11",
+            tmp_path / "report.tmp-before-rerun"]
     keep[0].write_text("x")
-    keep[1].mkdir()
-    (keep[1] / "notes.md").write_text("x")
+    keep[1].write_text("x")
+    keep[2].mkdir()
+    (keep[2] / "notes.md").write_text("x")
     tmp_sibling(tmp_path / "summary.csv")
     tmp_sibling(tmp_path / "report")
-    assert keep[0].exists() and (keep[1] / "notes.md").exists()
+    assert keep[0].exists() and keep[1].exists() and (keep[2] / "notes.md").exists()
 
 
 @pytest.mark.parametrize("kind", ["file", "dir"])
