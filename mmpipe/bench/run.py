@@ -532,8 +532,8 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             # the same rate as this run's feature set met it (_rate_on_feature_set)
             "scenario_feature_set": run_rate,
             # subjects training iterated over: the training part under a cv refit, the
-            # largest member's folds for an ensemble, the complete cases of a method that
-            # trains on them; None when nothing trained
+            # largest member's folds for an ensemble, the subjects a method's train_subset
+            # keeps (complete cases, those with one modality); None when nothing trained
             "n_fit": result.n_fit if trained else None,
             # the run's weights file in its folder, or None (benchmark.keep_models)
             "model": MODEL if keep_model and trained else None,

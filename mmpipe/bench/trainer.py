@@ -62,8 +62,8 @@ class FitResult:
     # what ran: the batch settings and each phase's optimiser and stopping settings
     settings: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)             # the per-epoch log
-    # subjects training iterated over: the split given, less those a complete-case
-    # method leaves out (a method may still mask some in its loss: BD's with_modality)
+    # subjects training iterated over: the split given, less those the method's
+    # train_subset leaves out (complete cases, or those with one modality)
     n_fit: int = 0
 
 

@@ -22,8 +22,9 @@ scikit-learn's default of 20 is meant for large data; its documentation of
 samples, it is recommended to lower this value since only very shallow trees would be
 built". On a training split of a few dozen subjects 20 allows no split at all (a split
 needs two leaves of 20), so every tree is a single leaf and the model predicts the training prior
-(AUC 0.50). Leaves of a tenth of the training subjects allow a tree at most 10 leaves
-(about three levels deep), as 20 does at 200 subjects; from 200 training subjects on the
+(AUC 0.50). Leaves of a tenth of the training subjects allow a tree about ten leaves
+(about three levels deep; a few more where the tenth rounds down), as 20 does at 200
+subjects; from 200 training subjects on the
 rule is scikit-learn's 20 (MMIST-ccRCC's ~430 are unchanged); the floor of 2 keeps a leaf
 from fitting a single subject. A number fixes the leaf size; the value used and how it was
 chosen are in :meth:`HistGradientBoosting.fitted_settings`.

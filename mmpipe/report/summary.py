@@ -2,7 +2,9 @@
 
 For each group: the best method on the headline metric with its interval, and in bold
 when a simple comparator leads or is level, and the rows the tables' † test (Holm-corrected)
-does not tell apart from it, so a bold best is not read as a clear winner; whether the *fusion* method best on
+does not tell apart from it, so a bold best is not read as a clear winner, or tells to be
+ahead of it (a row short of a seed, which the best's ranking among the rows with every
+seed leaves out, ahead on the seeds both have); whether the *fusion* method best on
 validation beats the single-modality run and the simple fusion best on validation, and
 each baseline;
 which runs collapsed, kept their first epoch or could not train. Method types are grouped by
@@ -350,6 +352,15 @@ def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
         part = "" if valued == r["n_seeds"] else f", {valued} of {r['n_seeds']} seeds"
         return f"**{label(r)}** ({r.get('family') or 'other'}{part}) {r[col]:.3f}"
 
+    def shown_ahead(r: dict) -> str:
+        """With both means over the shared seeds: its own mean, over other seeds than the
+        best's, could print below the best's."""
+        theirs = seed_values(r)
+        shared = sorted(set(theirs) & set(ours))
+        return (f"**{label(r)}** ({r.get('family') or 'other'}) "
+                f"{np.mean([theirs[k] for k in shared]):.3f} against "
+                f"{np.mean([ours[k] for k in shared]):.3f} on {_seeds(len(shared))}")
+
     apart = [r for r in others if _valued(r.get(p_col)) and r[p_col] < SIGNIFICANCE]
     close = sorted((r for r in others if not any(r is a for a in apart)),
                    key=lambda r: (r[col] if lower else -r[col], label(r)))
@@ -357,7 +368,7 @@ def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
     text = ""
     if before:
         text = (f"; ahead of it at {SIGNIFICANCE:g} (Holm-corrected) on the seeds both have "
-                "a value on: " + ", ".join(shown(r) for r in before))
+                "a value on: " + ", ".join(shown_ahead(r) for r in before))
     if not close:
         rest = "the rest are" if before else "every other row is"
         return text + (f"; {rest} behind it at {SIGNIFICANCE:g} (Holm-corrected)"

@@ -1016,7 +1016,7 @@ def test_a_row_short_of_a_seed_and_ahead_on_the_seeds_it_has_is_said_ahead():
     lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
     assert lines[0].startswith("- best: **muse**"), lines[0]
     assert ("ahead of it at 0.05 (Holm-corrected) on the seeds both have a value on: "
-            "**mmare** (MMARE, 9 of 10 seeds)") in lines[0], lines[0]
+            "**mmare** (MMARE) 0.708 against 0.668 on 9 seeds") in lines[0], lines[0]
     assert "the rest are behind it at 0.05" in lines[0]  # logreg
     # validation ranks mmare first, but the choice is among the whole rows: said so
     fusion = next(x for x in lines if x.startswith("- the fusion compared below"))
