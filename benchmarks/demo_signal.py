@@ -5,14 +5,17 @@ Run after the demo (``snakemake --cores 2``, default config):
 
     python benchmarks/demo_signal.py [--results results/demo] [--config config.yaml]
 
-Steps, each as the AUC of the label on the labelled subjects that have the modality:
+Steps, each as the AUC of the label on the labelled subjects that have the modality
+(but for the ceilings of step 2 on each seed's test split, which score every test
+subject, as the trained runs of step 4 do):
 
 1. latent: the generator's own reading of the risk for the modality (``summary.json``).
 2. image: the image property that carries it, measured back from the raw files
    (T1 lesion volume, T2 lesion brightness, CT lesion enhancement, slide nuclei and tint;
    clinical: age and stage from the table). Then the cohort's ceiling: the AUC of z's
    posterior mean from each subject's own readings, on every labelled subject and on each
-   seed's test split, the most any fusion can reach here.
+   seed's test split, the most any fusion can reach here; and on each test split the
+   most each modality alone can reach, with the subjects that lack it at the prior.
 3. store: a cross-validated linear probe (z-scored ridge-penalised logistic regression,
    5 folds, 3 repeats) on each encoder store, and the share of the latent reading a
    cross-validated linear map of the features recovers (R²): a store can keep the
@@ -131,6 +134,25 @@ def _fused_reading(subject: dict) -> float:
             / (1 + sum(precision.values())))
 
 
+def _single_reading(subject: dict, modality: str) -> float:
+    """z's posterior mean from one modality's readings (the clinical record's two, age
+    and stage), 0 (z's prior mean) where the subject lacks the modality or it was not
+    read: what a single-modality run can reach on every test subject, those without
+    the modality scored alike, at the prior, as the trained runs score them."""
+    from mmpipe.cohorts.demo.plan import CHANNEL_NOISE
+
+    if modality == "clinical":
+        have = ["age", "stage"]
+    elif (not subject["present"][modality] or (modality == "ct" and subject["corrupt_ct"])
+          or (modality == "wsi" and subject["corrupt_slide"])):
+        return 0.0
+    else:
+        have = [modality]
+    precision = {m: CHANNEL_NOISE[m] ** -2 for m in have}
+    return (sum(subject["channels"][m] * precision[m] for m in have)
+            / (1 + sum(precision.values())))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=REPO / "results" / "demo")
@@ -195,12 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'fusion':10s} {len(keep):4d} {_auc(y, fused):7.3f} {'-':>7s}  (each subject's "
           "own readings, weighted 1/sigma^2: this cohort's ceiling)")
     position = {all_ids[i]: k for k, i in enumerate(keep)}
+    singles = ("mri_t1", "mri_t2", "ct", "wsi", "clinical")
+    single = {m: np.array([_single_reading(subjects[all_ids[i]], m) for i in keep])
+              for m in singles}
     for split_file in sorted((args.results / "splits").glob("seed*.parquet")):
         split = pl.read_parquet(split_file)
         test = [position[s] for s in split.filter(pl.col("split") == "test")["subject_id"]
                 if s in position]
         print(f"  {'  test':10s} {len(test):4d} {_auc(y[test], fused[test]):7.3f} {'-':>7s}  "
-              f"({split_file.stem}'s test split)")
+              f"({split_file.stem}'s test split; one modality alone, every test subject, "
+              "those without it at the prior, as the trained runs score them: "
+              + ", ".join(f"{m} {_auc(y[test], single[m][test]):.3f}" for m in singles)
+              + ")")
 
     print("\n3. encoder stores: linear probe AUC (5-fold CV) and R² of the latent reading")
     print(f"  {'store':28s} {'n':>4s} {'dim':>6s} {'probe':>7s} {'R²':>6s} {'weights':>12s}")
