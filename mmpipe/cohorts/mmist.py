@@ -30,6 +30,7 @@ them all). The authors' split is kept as the non-modality column ``authors_split
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,14 +222,30 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
         if recovered := len(unmatched) - exact["k"].null_count():
             log.warning("%s: %d chosen_exam value(s) matched File only after stripping "
                         "whitespace", modality, recovered)
+    # <case>-<k>.npz is the k-th row of the case in the series table: a folder holding
+    # another number of the case's files than it has rows (another release's features)
+    # maps the chosen series to another's file. (A table re-sorted within a case does
+    # the same and cannot be told from the files: keep the release's row order.)
+    rows = dict(series.group_by(ID_COLUMN).len().iter_rows())
+    files: dict[str, int] = {}
+    for name in (os.listdir(folder) if folder.is_dir() else []):
+        case, _, number = name.removesuffix(".npz").rpartition("-")
+        if name.endswith(".npz") and number.isdigit():
+            files[case] = files.get(case, 0) + 1
+    exact = exact.with_columns(pl.col(ID_COLUMN).map_elements(
+        lambda case: (None if not files.get(case) or files[case] == rows.get(case) else
+                      f"{src.folder} holds {files[case]} feature file(s) of this patient "
+                      f"and {src.series} {rows.get(case, 0)} row(s): the file of its "
+                      "chosen series, named for its row, cannot be told"),
+        return_dtype=pl.Utf8).alias("_count"))
     return exact.with_columns(
-        pl.when(pl.col("k").is_null()).then(None)
+        pl.when(pl.col("k").is_null() | pl.col("_count").is_not_null()).then(None)
         .otherwise(pl.lit(str(folder) + "/") + pl.col(ID_COLUMN) + "-"
                    + pl.col("k").cast(pl.Utf8) + ".npz")
         .alias("file"),
         pl.when(pl.col("k").is_null())
         .then(pl.lit(f"chosen_exam not listed in {src.series}"))
-        .otherwise(None).alias("reason"),
+        .otherwise(pl.col("_count")).alias("reason"),
     ).select(ID_COLUMN, "chosen_exam", "file", "reason")
 
 

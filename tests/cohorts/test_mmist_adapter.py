@@ -86,7 +86,8 @@ def fake_root(tmp_path):
     (root / "patients_with_labels_MR_final.csv").write_text("case_id,File\nA,/r/A/mr1\n")
     (root / "WSI_patientfiles.csv").write_text(
         "case_id,chosen_exam\nA,A-1.npz\nB,B-7.npz\nC,C-1.npz\n")
-    for name in ("CT Features/B-2.npz", "CT Features/B-1.npz", "WSI Features/A-1.npz",
+    for name in ("CT Features/B-2.npz", "CT Features/B-1.npz", "CT Features/B-3.npz",
+                 "WSI Features/A-1.npz",
                  "WSI Features/B-7.npz", "WSI Features/C-1.npz"):
         np.savez(root / "Features" / name, arr_0=np.zeros((1, 4), np.float32))
     return root
@@ -221,7 +222,7 @@ def test_chosen_slides_of_normal_tissue_are_counted(fake_root, tmp_path, caplog)
     for table in fake_root.glob("*.csv"):  # A and B renamed so
         table.write_text(table.read_text().replace("\nA,", f"\n{a},")
                          .replace("\nB,", f"\n{b},"))
-    for k in (1, 2):
+    for k in (1, 2, 3):
         ct = fake_root / "Features" / "CT Features"
         (ct / f"B-{k}.npz").rename(ct / f"{b}-{k}.npz")
     for name in (f"{a}-11A-01-BS1.npz", f"{b}-01A-01-BS1.npz"):
@@ -333,3 +334,21 @@ def test_a_slide_of_another_patient_is_rejected_naming_it(fake_root, tmp_path):
     assert qc[("B", "wsi")]["status"] == "rejected"
     assert qc[("B", "wsi")]["reason"] == ("chosen_exam 'A-9.npz' is not this patient's: its "
                                           "name does not start with B")
+
+
+def test_a_features_folder_of_another_count_than_the_series_table_is_said(fake_root,
+                                                                         tmp_path):
+    """<case>-<k>.npz is the k-th row of the case's series: B's folder holding two files
+    for its three rows (features of another release) read B-2.npz as its chosen series,
+    with nothing said."""
+    (fake_root / "Features" / "CT Features" / "B-3.npz").unlink()
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["B"]["ct_path"] is None
+    qc = {(r["subject_id"], r["modality"]): r for r in
+          read_qc(tmp_path / "out").iter_rows(named=True)}
+    assert qc[("B", "ct")]["status"] == "rejected"
+    assert qc[("B", "ct")]["reason"] == (
+        "Features/CT Features holds 2 feature file(s) of this patient and "
+        "patients_with_labels_CT_final.csv 3 row(s): the file of its chosen series, named "
+        "for its row, cannot be told")
