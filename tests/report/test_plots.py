@@ -351,9 +351,8 @@ def test_the_figures_say_they_show_the_test_split_and_mark_a_series_short_of_see
     assert legend == ["A", "B (not every seed)"], legend
 
 
-def test_a_rate_without_a_value_is_a_gap_and_said(tmp_path, monkeypatch):
-    """B trained on no seed at MCAR 0.4: its line and band ran straight across 0.4,
-    labelled "(not every seed)"; C, untrained at every rate, was left out without a word."""
+def _capture_lines(monkeypatch, drawer: str) -> tuple[dict, dict]:
+    """The (x, mean) points ``plots.<drawer>`` is given, by label, and the figure's texts."""
     drawn, seen = {}, {}
 
     def draw(ax, part, metric, style, label, band=True):
@@ -364,8 +363,15 @@ def test_a_rate_without_a_value_is_a_gap_and_said(tmp_path, monkeypatch):
         seen["texts"] = [t.get_text() for t in fig.texts]
         return out
 
-    monkeypatch.setattr(plots, "_draw_line", draw)
+    monkeypatch.setattr(plots, drawer, draw)
     monkeypatch.setattr(plots, "_save", keep)
+    return drawn, seen
+
+
+def test_a_rate_without_a_value_is_a_gap_and_said(tmp_path, monkeypatch):
+    """B trained on no seed at MCAR 0.4: its line and band ran straight across 0.4,
+    labelled "(not every seed)"; C, untrained at every rate, was left out without a word."""
+    drawn, seen = _capture_lines(monkeypatch, "_draw_line")
     summary = _rate_summary({"A": {0.2: 0.80, 0.4: 0.75, 0.6: 0.70},
                              "B": {0.2: 0.78, 0.4: None, 0.6: 0.69},
                              "C": {0.2: None, 0.4: None, 0.6: None}})
@@ -383,18 +389,7 @@ def test_a_baseline_without_a_value_at_a_rate_is_a_gap_and_said(tmp_path, monkey
     too (the methods' lines had both)."""
     from mmpipe.methods.families import BASELINE_FAMILY
 
-    drawn, seen = {}, {}
-
-    def draw(ax, part, metric, style, label):
-        drawn[label] = list(zip(part.sort("x")["x"], part.sort("x")[f"{metric}_mean"],
-                                strict=True))
-
-    def keep(fig, out):
-        seen["texts"] = [t.get_text() for t in fig.texts]
-        return out
-
-    monkeypatch.setattr(plots, "_draw_reference", draw)
-    monkeypatch.setattr(plots, "_save", keep)
+    drawn, seen = _capture_lines(monkeypatch, "_draw_reference")
     summary = _rate_summary({"A": {0.2: 0.80, 0.4: 0.75, 0.6: 0.70},
                              "hgb": {0.2: 0.70, 0.4: None, 0.6: 0.60}},
                             no_value=("hgb", 0.6, 1))
