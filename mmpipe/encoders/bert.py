@@ -234,14 +234,18 @@ def load_bert(folder: Path, weights: Path) -> Bert:
     job's start-up)."""
     config = BertConfig.from_folder(folder)
     net = for_strict_load(lambda: Bert(config))
-    state = {}
+    state, named = {}, {}
     for key, value in _read_weights(weights).items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise WeightsError(f"{weights}: not a state_dict (entry {key!r} of type "
                                f"{type(value).__name__})")
-        key = bert_key(key)
-        if key is not None:
-            state[key] = value
+        ours = bert_key(key)
+        if ours is None:
+            continue
+        if ours in state:  # bert.X beside X: the later one was loaded, the other unread
+            raise WeightsError(f"{weights}: {named[ours]!r} and {key!r} are both the "
+                               f"network's {ours!r}; a file holds each tensor once")
+        state[ours], named[ours] = value, key
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

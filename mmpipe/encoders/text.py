@@ -100,6 +100,14 @@ def _sentence_transformers_recipe(folder: Path) -> dict[str, Any]:
         recipe["max_seq_length"] = sb.get("max_seq_length")
         # sentence-transformers' Transformer lower-cases the texts before its tokenizer
         recipe["lower_case"] = bool(sb.get("do_lower_case", False))
+    tokenizer = folder / "tokenizer_config.json"
+    if recipe["max_seq_length"] is None and tokenizer.is_file():
+        # where the model says no max_seq_length, sentence-transformers' Transformer
+        # stops at the tokenizer's model_max_length too (transformers writes a huge
+        # number where the tokenizer has none)
+        limit = _read_json(tokenizer).get("model_max_length")
+        if isinstance(limit, int) and 0 < limit <= 1_000_000:
+            recipe["max_seq_length"] = limit
     return recipe
 
 

@@ -217,3 +217,16 @@ def test_a_folder_without_a_readable_tokenizer(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE"')
     with pytest.raises(WeightsError, match="tokenizer.json: cannot read the tokenizer"):
         BertTokenizer(tmp_path)
+
+
+def test_a_tensor_under_two_names_is_refused(tmp_path):
+    """bert.X and X both name the network's X: the later one was loaded, the other
+    unread, and the load called strict."""
+    folder = _pretraining_folder(tmp_path)
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    key = "bert.embeddings.word_embeddings.weight"
+    bad = folder / "twice.bin"
+    torch.save({**state, key.removeprefix("bert."): state[key] + 1}, bad)
+    with pytest.raises(WeightsError, match="(?s)twice.bin.*both the network's "
+                                           "'embeddings.word_embeddings.weight'"):
+        load_bert(folder, bad)

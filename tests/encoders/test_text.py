@@ -236,3 +236,21 @@ def test_a_folder_that_lower_cases_its_texts_is_followed(tmp_path):
         json.dumps({"max_seq_length": 256, "do_lower_case": True}))
     lowered = TextEncoder(checkpoint=folder).encode(["Tumour GRADE", "tumour grade"])
     np.testing.assert_allclose(lowered[0], lowered[1], atol=1e-6)
+
+
+def test_a_folder_without_max_seq_length_stops_at_the_tokenizers_length(tmp_path):
+    """Where sentence_bert_config.json says no max_seq_length, sentence-transformers
+    stops at the tokenizer's model_max_length too; the encoder read 256 tokens where it
+    read 128, another embedding for every prompt between the two."""
+    import json
+
+    folder = _minilm_copy(tmp_path / "short")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": False}))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config,
+                                                              "model_max_length": 128}))
+    assert TextEncoder(checkpoint=folder).max_length == 128
+    # transformers' stand-in for "no limit" is none
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({**config, "model_max_length": 1000000000000000019884624838656}))
+    assert TextEncoder(checkpoint=folder).max_length == 256
