@@ -746,7 +746,32 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = ""
             said.append(f"label {label!r}: values {fractions[0][:10]} are classes of their "
                         f"own beside the whole numbers {fractions[1][:10]}; write each class "
                         "as the number it is, or blank a value that is not one")
+        if codes := _code_like_classes(frame[label]):
+            # 999 beside 0 and 1 was a third class of its own, said nowhere
+            said.append(f"label {label!r}: values {codes[0]} are classes of their own, "
+                        f"held by {codes[1]} subject(s) and far outside the other classes "
+                        f"{codes[2][:10]}: a code for 'unknown'? Blank it in the source, "
+                        "or keep it if it is a class")
     return frame, said
+
+
+def _code_like_classes(column: pl.Series) -> tuple[list, int, list] | None:
+    """(the values, the subjects holding them, the other classes) of a numeric label's
+    classes that look like a code for a missing value: rare (under 5 subjects and 5 % of
+    the labelled ones) and farther from the other classes than those span (999 or -9
+    beside 0 and 1; not 2 beside them, nor -1 beside 1, a class of its own as often)."""
+    if not column.dtype.is_numeric():
+        return None
+    counts = dict(column.drop_nulls().value_counts().iter_rows())
+    n = sum(counts.values())
+    rare = {v for v, c in counts.items() if c < 5 and c < 0.05 * n}
+    common = sorted(v for v in counts if v not in rare)
+    if not rare or len(common) < 2:
+        return None
+    span = common[-1] - common[0]
+    far = sorted(v for v in rare if min(abs(v - common[0]), abs(v - common[-1])) > span
+                 and not common[0] < v < common[-1])
+    return (far, sum(counts[v] for v in far), common) if far else None
 
 
 def _fractions_beside_whole(column: pl.Series) -> tuple[list, list] | None:

@@ -791,3 +791,20 @@ def test_a_subject_id_holding_a_line_break_is_refused():
     with pytest.raises(InputError, match=r"ids\.csv: subject_id\(s\) holding a line break: "
                                          r"\['p2\\np3,0'\]"):
         check_subject_ids(pl.Series(["p1", "p2\np3,0"]), "ids.csv")
+
+
+@pytest.mark.parametrize("code, flagged", [(999, True), (-9, True), (2, False), (-1, False)])
+def test_a_rare_label_value_far_from_the_classes_is_said(code, flagged):
+    """A 999 (a code for 'unknown') beside 0 and 1 made a third class without a word; a
+    2 or a -1 beside them is a class as often, and is not said."""
+    labels = [0, 1] * 30 + [code]
+    out = _labelled([str(v) for v in labels])
+    out.frame = out.frame.with_columns(pl.col("y").cast(pl.Int64))
+    m = finalize_manifest("toy", "csv", out)
+    reasons = m.qc.filter(pl.col("status") == "mixed_classes")["reason"].to_list()
+    if not flagged:
+        assert reasons == []
+        return
+    assert reasons == [f"label 'y': values [{code}] are classes of their own, held by 1 "
+                       "subject(s) and far outside the other classes [0, 1]: a code for "
+                       "'unknown'? Blank it in the source, or keep it if it is a class"]
