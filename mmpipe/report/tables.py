@@ -162,14 +162,20 @@ def _blocks(summary: pl.DataFrame, metrics: Sequence[str], group: Sequence[str],
     return blocks
 
 
-def _published_block(published, metrics: Sequence[str], labels: list[str]) -> dict[str, Any]:
+def _published_block(published, metrics: Sequence[str], labels: list[str],
+                     ran: set[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """``ran``: the (method, feature set) rows of ours, where the summary says; a
+    counterpart not among them is said not to have run (the note named it as ours)."""
     rows = []
     for p in published.rows:
         cells = {m: (p.metrics.get(m), None, False, None) for m in metrics}
+        counterpart = None
+        if p.counterpart:
+            counterpart = f"{p.counterpart[0]} [{p.counterpart[1]}]" + (
+                "" if ran is None or tuple(p.counterpart) in ran else ", not run here")
         rows.append({"labels": {c: (p.method if c == "method" else None) for c in labels},
                      "cells": cells, "params": p.trainable_parameters, "n_seeds": None,
-                     "counterpart": (f"{p.counterpart[0]} [{p.counterpart[1]}]"
-                                     if p.counterpart else None)})
+                     "counterpart": counterpart})
     return {"title": published.label, "group": {}, "rows": rows, "source": published.label,
             "published": published}
 
@@ -362,7 +368,9 @@ def format_table(summary: pl.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS
     labels = _label_columns(summary)
     blocks = _blocks(summary, metrics, group, decimals, method_order)
     if published is not None:
-        blocks.append(_published_block(published, metrics, labels))
+        ran = (set(summary.select("method", "feature_set").iter_rows())
+               if {"method", "feature_set"} <= set(summary.columns) else None)
+        blocks.append(_published_block(published, metrics, labels, ran))
     return {"csv": _csv(blocks, metrics, group, labels, decimals),
             "md": _markdown(blocks, metrics, labels, decimals, title, positive, preamble),
             "tex": _latex(blocks, metrics, labels, decimals, title, positive)}

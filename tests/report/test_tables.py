@@ -105,7 +105,8 @@ def test_published_block(summary):
     assert rows["DRIM"][1:4] == ["0.780", "0.799", "0.693"]    # no "±", never bold
     assert rows["MMARE with clinical"][8] == "1.4M" and rows["HyperMM"][8] == "12.9M"
     assert rows["DRIM"][6] == "–" and rows["DRIM"][9] == "–"   # accuracy/ECE not published
-    assert "MMARE without clinical ↔ ours: mmare [without_clinical]" in md
+    # the fake runs are of the feature set "all": no counterpart ran
+    assert "MMARE without clinical ↔ ours: mmare [without_clinical], not run here" in md
     # published rows do not steal "best": ours stay bold in their blocks
     assert _md_rows(_md_block(md, "Natural missingness"))["mmare"][1].startswith("**")
     assert tex_escape(LABEL) in tables["tex"]
@@ -199,3 +200,13 @@ def test_a_row_level_with_the_best_is_bold_and_carries_no_dagger(summary):
         balanced_accuracy_complete=pl.when(natural).then(False).otherwise(True))
     rows = _md_rows(_md_block(format_table(ahead)["md"], "Natural missingness"))
     assert rows["hypermm"][1] == "0.950 ± 0.010" and rows["mmare"][1].startswith("**0.810")
+
+
+def test_a_published_rows_counterpart_is_said_not_run_where_it_did_not(tmp_path):
+    """The notes named every counterpart as ours, a row of the table or not."""
+    metrics_paths, _ = write_fake_runs(tmp_path, feature_set="with_clinical")
+    md = format_table(summarise(collect_runs(metrics_paths)),
+                      published=MMIST_VITAL12_TABLE_5_6)["md"]
+    assert "- HyperMM ↔ ours: hypermm [with_clinical]\n" in md
+    assert "- MMARE with clinical ↔ ours: mmare [with_clinical]\n" in md
+    assert "- DRIM ↔ ours: drim [with_clinical], not run here\n" in md
