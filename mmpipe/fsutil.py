@@ -49,7 +49,8 @@ def _is_debris(tmp: Path, *, other_hosts: bool) -> bool:
     host, _, pid = tag.rpartition("-")
     # a date (summary.csv.tmp-2024-06-11), or a number beyond any pid, is a user's name;
     # a word and a number (summary.csv.tmp-backup-2) cannot be told from a writer's tag
-    if (host and not host.replace("-", "").strip("0123456789")) or (
+    if (host and host != socket.gethostname()
+            and not host.replace("-", "").strip("0123456789")) or (
             not host and pid.isdigit() and int(pid) > _PID_LIMIT):
         return False
     if host != socket.gethostname() or not pid.isdigit():

@@ -105,6 +105,19 @@ def test_the_next_writer_keeps_names_that_only_look_like_debris(tmp_path):
     assert keep[0].exists() and keep[1].exists() and (keep[2] / "notes.md").exists()
 
 
+def test_a_writer_on_a_host_named_by_digits_leaves_debris_its_next_writer_removes(
+        tmp_path, monkeypatch):
+    """A container's hostname of digits alone read as a user's date: its dead writers'
+    folders were kept for good."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "123456789012")
+    dead = tmp_path / f"out.tmp-123456789012-{_dead_pid()}"
+    dead.mkdir()
+    assert sweep_debris(tmp_path) == [dead] and not dead.exists()
+    dead.mkdir()
+    tmp_sibling(tmp_path / "out")
+    assert not dead.exists()
+
+
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, kind):
     out = tmp_path / "out"

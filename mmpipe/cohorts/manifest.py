@@ -690,7 +690,8 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = ""
     labels that differ only in case ("Yes", "yes") are an :class:`InputError`; words
     beside numbers, and fractions beside whole numbers (a 1.5 among 0 and 1), stay
     classes of their own (a BI-RADS 4A beside 3 is one) and are said in the list
-    returned beside the frame, for a QC row and a warning, naming both."""
+    returned beside the frame, for a QC row and a warning, naming both; so is a value of
+    a few subjects far outside the other classes (:func:`_code_like_classes`)."""
     exprs = []
     for label in labels:
         col, dtype = pl.col(label), frame.schema[label]
@@ -748,7 +749,7 @@ def _blank_labels(frame: pl.DataFrame, labels: list[str], source: str = ""
                         "as the number it is, or blank a value that is not one")
         if codes := _code_like_classes(frame[label]):
             # 999 beside 0 and 1 was a third class of its own, said nowhere
-            said.append(f"label {label!r}: values {codes[0]} are classes of their own, "
+            said.append(f"label {label!r}: values {codes[0][:10]} are classes of their own, "
                         f"held by {codes[1]} subject(s) and far outside the other classes "
                         f"{codes[2][:10]}: a code for 'unknown'? Blank it in the source, "
                         "or keep it if it is a class")
@@ -760,13 +761,17 @@ def _code_like_classes(column: pl.Series) -> tuple[list, int, list] | None:
     classes that look like a code for a missing value: rare (under 5 subjects and 5 % of
     the labelled ones) and farther from the other classes than those span (999 or -9
     beside 0 and 1; not 2 beside them, nor -1 beside 1, a class of its own as often)."""
+    if column.dtype == pl.Utf8:  # numbers kept as text (a word elsewhere, or no blank)
+        column = pl.Series([parse_number(v) if v is not None else None
+                            for v in column.to_list()], dtype=pl.Float64)
     if not column.dtype.is_numeric():
         return None
     counts = dict(column.drop_nulls().value_counts().iter_rows())
     n = sum(counts.values())
     rare = {v for v, c in counts.items() if c < 5 and c < 0.05 * n}
     common = sorted(v for v in counts if v not in rare)
-    if not rare or len(common) < 2:
+    # classes are a few values: days or scores of a regression target are no classes
+    if not rare or len(common) < 2 or len(counts) > 20:
         return None
     span = common[-1] - common[0]
     far = sorted(v for v in rare if min(abs(v - common[0]), abs(v - common[-1])) > span

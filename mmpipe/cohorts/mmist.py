@@ -184,7 +184,7 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
                                                 f"in {src.folder}"}
             # the release names each patient's files for it (C3L-00004-26.npz): one of
             # another patient's was read as this one's, with nothing said
-            if not name.startswith(f"{pid}-"):
+            if Path(name).stem != pid and not name.startswith(f"{pid}-"):
                 return {"file": None, "reason": f"chosen_exam {name!r} is not this "
                                                 f"patient's: its name does not start with {pid}"}
             return {"file": str(folder / name), "reason": None}
@@ -223,9 +223,10 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
             log.warning("%s: %d chosen_exam value(s) matched File only after stripping "
                         "whitespace", modality, recovered)
     # <case>-<k>.npz is the k-th row of the case in the series table: a folder holding
-    # another number of the case's files than it has rows (another release's features)
-    # maps the chosen series to another's file. (A table re-sorted within a case does
-    # the same and cannot be told from the files: keep the release's row order.)
+    # more of the case's files than it has rows (another release's features) maps the
+    # chosen series to another's file. Fewer pass: a folder kept to the chosen series'
+    # files holds the right one. (A table re-sorted within a case maps it to another's
+    # too, and cannot be told from the files: keep the release's row order.)
     rows = dict(series.group_by(ID_COLUMN).len().iter_rows())
     files: dict[str, int] = {}
     for name in (os.listdir(folder) if folder.is_dir() else []):
@@ -233,7 +234,7 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
         if name.endswith(".npz") and number.isdigit():
             files[case] = files.get(case, 0) + 1
     exact = exact.with_columns(pl.col(ID_COLUMN).map_elements(
-        lambda case: (None if not files.get(case) or files[case] == rows.get(case) else
+        lambda case: (None if files.get(case, 0) <= rows.get(case, 0) else
                       f"{src.folder} holds {files[case]} feature file(s) of this patient "
                       f"and {src.series} {rows.get(case, 0)} row(s): the file of its "
                       "chosen series, named for its row, cannot be told"),

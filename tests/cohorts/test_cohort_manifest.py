@@ -808,3 +808,16 @@ def test_a_rare_label_value_far_from_the_classes_is_said(code, flagged):
     assert reasons == [f"label 'y': values [{code}] are classes of their own, held by 1 "
                        "subject(s) and far outside the other classes [0, 1]: a code for "
                        "'unknown'? Blank it in the source, or keep it if it is a class"]
+
+
+def test_a_code_like_label_value_kept_as_text_is_said_and_days_are_no_classes():
+    """A label of numbers kept as text skipped the check; a label of survival days, whose
+    values are no few classes, had every rare day said as a code for unknown."""
+    m = finalize_manifest("toy", "csv", _labelled(["0", "1"] * 30 + ["999", "x"]))
+    assert any("[999.0] are classes of their own" in r for r in
+               m.qc.filter(pl.col("status") == "mixed_classes")["reason"].to_list())
+    days = [str(d) for d in range(100, 400, 3)] + ["365"] * 20 + ["730"] * 20
+    out = _labelled(days)
+    out.frame = out.frame.with_columns(pl.col("y").cast(pl.Int64))
+    m = finalize_manifest("toy", "csv", out)
+    assert not any("far outside" in r for r in m.qc["reason"].to_list())

@@ -338,10 +338,11 @@ def test_a_slide_of_another_patient_is_rejected_naming_it(fake_root, tmp_path):
 
 def test_a_features_folder_of_another_count_than_the_series_table_is_said(fake_root,
                                                                          tmp_path):
-    """<case>-<k>.npz is the k-th row of the case's series: B's folder holding two files
+    """<case>-<k>.npz is the k-th row of the case's series: B's folder holding four files
     for its three rows (features of another release) read B-2.npz as its chosen series,
-    with nothing said."""
-    (fake_root / "Features" / "CT Features" / "B-3.npz").unlink()
+    with nothing said. A folder kept to the chosen series' files holds the right one."""
+    ct = fake_root / "Features" / "CT Features"
+    np.savez(ct / "B-4.npz", arr_0=np.zeros((1, 4), np.float32))
     df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
     rows = {r["subject_id"]: r for r in df.iter_rows(named=True)}
     assert rows["B"]["ct_path"] is None
@@ -349,6 +350,19 @@ def test_a_features_folder_of_another_count_than_the_series_table_is_said(fake_r
           read_qc(tmp_path / "out").iter_rows(named=True)}
     assert qc[("B", "ct")]["status"] == "rejected"
     assert qc[("B", "ct")]["reason"] == (
-        "Features/CT Features holds 2 feature file(s) of this patient and "
+        "Features/CT Features holds 4 feature file(s) of this patient and "
         "patients_with_labels_CT_final.csv 3 row(s): the file of its chosen series, named "
         "for its row, cannot be told")
+    for k in (1, 3, 4):
+        (ct / f"B-{k}.npz").unlink()
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "pruned")
+    assert df.filter(pl.col("subject_id") == "B")["ct_path"].item().endswith("B-2.npz")
+
+
+def test_a_slide_named_for_the_patient_alone_is_the_patients(fake_root, tmp_path):
+    """C3L-00004.npz, one file a patient, was refused as not starting with C3L-00004."""
+    np.savez(fake_root / "Features" / "WSI Features" / "B.npz", arr_0=np.zeros((1, 4)))
+    (fake_root / "WSI_patientfiles.csv").write_text(
+        "case_id,chosen_exam\nA,A-1.npz\nB,B.npz\nC,C-1.npz\n")
+    df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    assert df.filter(pl.col("subject_id") == "B")["wsi_path"].item().endswith("/B.npz")
