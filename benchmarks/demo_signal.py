@@ -220,15 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     singles = ("mri_t1", "mri_t2", "ct", "wsi", "clinical")
     single = {m: np.array([_single_reading(subjects[all_ids[i]], m) for i in keep])
               for m in singles}
+    print("  one modality alone, every labelled subject, those without it at z's prior mean "
+          "(as the trained runs score them at the training prior): "
+          + ", ".join(f"{m} {_auc(y, single[m]):.3f}" for m in singles))
+    per_split = []
     for split_file in sorted((args.results / "splits").glob("seed*.parquet")):
         split = pl.read_parquet(split_file)
         test = [position[s] for s in split.filter(pl.col("split") == "test")["subject_id"]
                 if s in position]
+        per_split.append({m: _auc(y[test], single[m][test]) for m in singles})
         print(f"  {'  test':10s} {len(test):4d} {_auc(y[test], fused[test]):7.3f} {'-':>7s}  "
-              f"({split_file.stem}'s test split; one modality alone, every test subject, "
-              "those without it at the prior, as the trained runs score them: "
-              + ", ".join(f"{m} {_auc(y[test], single[m][test]):.3f}" for m in singles)
-              + ")")
+              f"({split_file.stem}'s test split; one modality alone: "
+              + ", ".join(f"{m} {per_split[-1][m]:.3f}" for m in singles) + ")")
+    if per_split:
+        print("  one modality alone, mean over the test splits (what step 4's means compare "
+              "with): " + ", ".join(f"{m} {np.mean([p[m] for p in per_split]):.3f}"
+                                    for m in singles))
 
     print("\n3. encoder stores: linear probe AUC (5-fold CV) and R² of the latent reading")
     print(f"  {'store':28s} {'n':>4s} {'dim':>6s} {'probe':>7s} {'R²':>6s} {'weights':>12s}")
