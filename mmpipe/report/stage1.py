@@ -94,6 +94,7 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
     rejected = (qc.filter(pl.col("status") == "rejected")
                 .unique(["subject_id", "modality", "encoder", "reason"])
                 .sort(["modality", "subject_id", "encoder"], nulls_last=True))
+    lines += _shared_rejections(rejected, rows)
     if len(rejected):
         lines += ["", "## Rejected inputs", "",
                   "| subject | modality | encoder | reason | file |", "|---|---|---|---|---|"]
@@ -127,6 +128,31 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
         lines += [f"| {_cell(r['subject_id'])} | {_cell(r['modality'])} | {_cell(r['status'])} | "
                   f"{_cell(r['reason'])} |" for r in adapter_extra.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
+
+
+def _shared_rejections(rejected: pl.DataFrame, rows: list[dict]) -> list[str]:
+    """A line per store whose rejections share one reason on many subjects (3 or more,
+    a tenth of its subjects or more): one cause, not each subject's own. A shard job on a
+    node where the data's mount was missing rejected every subject of its shard ("not a
+    folder"), and the summary listed them among the others, each as its own defect;
+    nothing reruns such a job when the mount is back."""
+    if not len(rejected):
+        return []
+    size = {(r["modality"], r["encoder"]): r["subjects"] for r in rows}
+    shared = (rejected.group_by(["modality", "encoder", "reason"], maintain_order=True)
+              .agg(pl.len().alias("n")).sort(["modality", "encoder", "n"],
+                                             descending=[False, False, True]))
+    found = [r for r in shared.iter_rows(named=True)
+             if r["n"] >= 3 and r["n"] >= 0.1 * (size.get((r["modality"], r["encoder"])) or 0)]
+    if not found:
+        return []
+    return ["", "**One reason, many subjects:** "
+            + "; ".join(f"{_cell(r['modality'])}/{_cell(r['encoder'])}: {r['n']} subjects "
+                        f"rejected for {_cell(r['reason'])!r}" for r in found)
+            + ". A cause shared by many subjects (a data folder or mount missing where the "
+            "job ran, a setting) rather than each one's own input: where it is one, fix it "
+            "and rerun those jobs (`snakemake --forcerun <rule>`), which nothing else "
+            "reruns."]
 
 
 def _with_paths(qc: pl.DataFrame, adapter: pl.DataFrame) -> pl.DataFrame:

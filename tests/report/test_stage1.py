@@ -166,3 +166,29 @@ def test_the_summary_names_the_file_the_notes_and_subjects_left_without_input(tm
             in summary.split("## Notes on inputs used")[1])
     assert "2 subject(s) have no input any store could use (every modality absent or " \
            "rejected): s2, s3." in summary
+
+
+def test_many_subjects_rejected_for_one_reason_are_said_as_one_cause(tmp_path):
+    """A shard job on a node without the data's mount rejected each of its subjects as
+    "not a folder"; the summary listed them among the others as each one's defect."""
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    ids = [f"s{i}" for i in range(10)]
+    gone = "not a folder (a DICOM series is read from a folder of files)"
+    with FeatureStoreWriter(tmp_path / "ct.zarr", ids, (2,),
+                            {"modality": "ct", "encoder": "med3d"}) as w:
+        for sid in ids[:5]:
+            w.write(sid, np.zeros(2))
+        for sid in ids[5:9]:
+            w.mark(sid, "rejected", gone)
+        w.mark(ids[9], "rejected", "corrupt series")
+        w.commit()
+    qc_frame([]).write_parquet(tmp_path / "adapter_qc.parquet")
+    write_cohort_qc(tmp_path / "adapter_qc.parquet", [tmp_path / "ct.zarr"],
+                    tmp_path / "qc.parquet", tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"**One reason, many subjects:** ct/med3d: 4 subjects rejected for '{gone}'. " \
+           in summary
+    assert "corrupt series'" not in summary.split("## Rejected inputs")[0]
