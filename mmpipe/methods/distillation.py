@@ -62,8 +62,8 @@ depends only on ``missing_modality``. ``train_subjects`` chooses who trains: ``c
 having ``missing_modality``, the others zero-filled), and for the comparators also
 ``all``. The trainer keeps only the subjects that train (``train_subset``), so the
 weighted sampler balances the classes over them. The trainer settings are the
-benchmark's (``PROTOCOL_RECIPE``), not the official batch-of-one SGD (lr 1e-4, momentum 0.3, weight decay 1e-3, cosine warm restarts) used to
-train a patch CNN end to end; the official optimiser of the multi-modal branch has a
+benchmark's (``PROTOCOL_RECIPE``), not the official batch-of-one SGD (lr 1e-4, momentum
+0.3, weight decay 1e-3, cosine warm restarts) used to train a patch CNN end to end; the official optimiser of the multi-modal branch has a
 100× smaller learning rate and weight decay, which one optimiser over all parameters
 cannot express. The official script loads a trained multi-modal model as the
 multi-modal branch (its line is commented out in the published code; the checkpoint's

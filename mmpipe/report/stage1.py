@@ -132,27 +132,31 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
 
 def _shared_rejections(rejected: pl.DataFrame, rows: list[dict]) -> list[str]:
     """A line per store whose rejections share one reason on many subjects (3 or more,
-    a tenth of its subjects or more): one cause, not each subject's own. A shard job on a
-    node where the data's mount was missing rejected every subject of its shard ("not a
-    folder"), and the summary listed them among the others, each as its own defect;
-    nothing reruns such a job when the mount is back."""
-    if not len(rejected):
+    a tenth or more of those with an input): one cause, not each subject's own. A shard
+    job on a node where the data's mount was missing rejected every subject of its shard
+    ("not a folder"), and the summary listed them among the others, each as its own
+    defect; nothing reruns a shard when the mount is back."""
+    # of the subjects with an input: most of a store's subjects may lack the modality
+    size = {(r["modality"], r["encoder"]): r["present"] + r["rejected"] for r in rows}
+    stored = rejected.filter(pl.col("encoder").is_not_null())  # the adapter's: no store
+    if not len(stored):
         return []
-    size = {(r["modality"], r["encoder"]): r["subjects"] for r in rows}
-    shared = (rejected.group_by(["modality", "encoder", "reason"], maintain_order=True)
+    shared = (stored.group_by(["modality", "encoder", "reason"], maintain_order=True)
               .agg(pl.len().alias("n")).sort(["modality", "encoder", "n"],
                                              descending=[False, False, True]))
     found = [r for r in shared.iter_rows(named=True)
-             if r["n"] >= 3 and r["n"] >= 0.1 * (size.get((r["modality"], r["encoder"])) or 0)]
+             if r["n"] >= 3 and r["n"] >= 0.1 * size.get((r["modality"], r["encoder"]), 0)]
     if not found:
         return []
     return ["", "**One reason, many subjects:** "
-            + "; ".join(f"{_cell(r['modality'])}/{_cell(r['encoder'])}: {r['n']} subjects "
-                        f"rejected for {_cell(r['reason'])!r}" for r in found)
+            + "; ".join(f"{r['modality']}/{r['encoder']}: {r['n']} subjects rejected for "
+                        f"\"{r['reason']}\"" for r in found)
             + ". A cause shared by many subjects (a data folder or mount missing where the "
             "job ran, a setting) rather than each one's own input: where it is one, fix it "
-            "and rerun those jobs (`snakemake --forcerun <rule>`), which nothing else "
-            "reruns."]
+            "and rerun the jobs that read those inputs, which nothing reruns by itself for "
+            "a DICOM series or a slide (`snakemake --forcerun dicom_to_nifti` or "
+            "`--forcerun tile_slides`; a path the adapter rejected is checked again at "
+            "the next run)."]
 
 
 def _with_paths(qc: pl.DataFrame, adapter: pl.DataFrame) -> pl.DataFrame:

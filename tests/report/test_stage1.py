@@ -189,6 +189,30 @@ def test_many_subjects_rejected_for_one_reason_are_said_as_one_cause(tmp_path):
     write_cohort_qc(tmp_path / "adapter_qc.parquet", [tmp_path / "ct.zarr"],
                     tmp_path / "qc.parquet", tmp_path / "summary.md")
     summary = (tmp_path / "summary.md").read_text()
-    assert f"**One reason, many subjects:** ct/med3d: 4 subjects rejected for '{gone}'. " \
+    assert f'**One reason, many subjects:** ct/med3d: 4 subjects rejected for "{gone}". ' \
            in summary
-    assert "corrupt series'" not in summary.split("## Rejected inputs")[0]
+    assert 'corrupt series"' not in summary.split("## Rejected inputs")[0]
+
+
+def test_one_reason_is_counted_among_the_subjects_with_an_input(tmp_path):
+    """With most subjects without the modality, 8 of the 20 that have it rejected for
+    one reason were under a tenth of the store's 100 subjects, and went unsaid."""
+    import numpy as np
+
+    from mmpipe.store import FeatureStoreWriter
+
+    ids = [f"s{i:03d}" for i in range(100)]
+    with FeatureStoreWriter(tmp_path / "ct.zarr", ids, (2,),
+                            {"modality": "ct", "encoder": "med3d"}) as w:
+        for sid in ids[:12]:
+            w.write(sid, np.zeros(2))
+        for sid in ids[12:20]:
+            w.mark(sid, "rejected", "not a folder")
+        for sid in ids[20:]:
+            w.mark(sid, "absent", "no file")
+        w.commit()
+    qc_frame([]).write_parquet(tmp_path / "adapter_qc.parquet")
+    write_cohort_qc(tmp_path / "adapter_qc.parquet", [tmp_path / "ct.zarr"],
+                    tmp_path / "qc.parquet", tmp_path / "summary.md")
+    assert ('ct/med3d: 8 subjects rejected for "not a folder"'
+            in (tmp_path / "summary.md").read_text())
