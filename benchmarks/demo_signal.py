@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+IMAGING = ("mri_t1", "mri_t2", "ct", "wsi")
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -120,18 +121,28 @@ def _clinical_property(raw: Path, ids: list[str]) -> np.ndarray:
 # -- the report ------------------------------------------------------------------------------
 
 
-def _fused_reading(subject: dict) -> float:
-    """z's posterior mean given the subject's own readings (z ~ N(0, 1), each reading z
-    plus noise of the channel's sigma): the imaging modalities it has and that were read
-    (not the corrupt CT or slide), and age and stage (blank fields counted as read)."""
+def _was_read(subject: dict, modality: str) -> bool:
+    """Whether the subject has the imaging ``modality`` as read (not the corrupt CT or
+    slide)."""
+    return (subject["present"][modality] and not (modality == "ct" and subject["corrupt_ct"])
+            and not (modality == "wsi" and subject["corrupt_slide"]))
+
+
+def _posterior_mean(subject: dict, channels: list[str]) -> float:
+    """z's posterior mean given the subject's readings of ``channels`` (z ~ N(0, 1), each
+    reading z plus noise of the channel's sigma); 0, z's prior mean, given none."""
     from mmpipe.cohorts.demo.plan import CHANNEL_NOISE
 
-    have = [m for m in ("mri_t1", "mri_t2", "ct", "wsi") if subject["present"][m]
-            and not (m == "ct" and subject["corrupt_ct"])
-            and not (m == "wsi" and subject["corrupt_slide"])] + ["age", "stage"]
-    precision = {m: CHANNEL_NOISE[m] ** -2 for m in have}
-    return (sum(subject["channels"][m] * precision[m] for m in have)
+    precision = {m: CHANNEL_NOISE[m] ** -2 for m in channels}
+    return (sum(subject["channels"][m] * precision[m] for m in channels)
             / (1 + sum(precision.values())))
+
+
+def _fused_reading(subject: dict) -> float:
+    """z's posterior mean given the subject's own readings: the imaging modalities it
+    has as read, and age and stage (blank fields counted as read)."""
+    return _posterior_mean(subject, [m for m in IMAGING if _was_read(subject, m)]
+                           + ["age", "stage"])
 
 
 def _single_reading(subject: dict, modality: str) -> float:
@@ -139,18 +150,9 @@ def _single_reading(subject: dict, modality: str) -> float:
     and stage), 0 (z's prior mean) where the subject lacks the modality or it was not
     read: what a single-modality run can reach on every test subject, those without
     the modality scored alike, at the prior, as the trained runs score them."""
-    from mmpipe.cohorts.demo.plan import CHANNEL_NOISE
-
     if modality == "clinical":
-        have = ["age", "stage"]
-    elif (not subject["present"][modality] or (modality == "ct" and subject["corrupt_ct"])
-          or (modality == "wsi" and subject["corrupt_slide"])):
-        return 0.0
-    else:
-        have = [modality]
-    precision = {m: CHANNEL_NOISE[m] ** -2 for m in have}
-    return (sum(subject["channels"][m] * precision[m] for m in have)
-            / (1 + sum(precision.values())))
+        return _posterior_mean(subject, ["age", "stage"])
+    return _posterior_mean(subject, [modality] if _was_read(subject, modality) else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,11 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'z (risk)':10s} {len(keep):4d} {_auc(y, z[keep]):7.3f} {'-':>7s}")
     print(f"  {'clinical':10s} {len(keep):4d} {_auc(y, age + stage):7.3f} "
           f"{_auc(y, _clinical_property(raw, [all_ids[i] for i in keep])):7.3f}")
-    for m in ("mri_t1", "mri_t2", "ct", "wsi"):
-        ids = [sid for sid in all_ids if subjects[sid]["present"][m]
-               and subjects[sid]["label"] is not None
-               and not (m == "ct" and subjects[sid]["corrupt_ct"])
-               and not (m == "wsi" and subjects[sid]["corrupt_slide"])]
+    for m in IMAGING:
+        ids = [sid for sid in all_ids
+               if subjects[sid]["label"] is not None and _was_read(subjects[sid], m)]
         yy = np.array([subjects[s]["label"] for s in ids])
         reading = np.array([subjects[s]["channels"][m] for s in ids])
         prop = np.array([image_property(m, raw, s) for s in ids])
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'fusion':10s} {len(keep):4d} {_auc(y, fused):7.3f} {'-':>7s}  (each subject's "
           "own readings, weighted 1/sigma^2: this cohort's ceiling)")
     position = {all_ids[i]: k for k, i in enumerate(keep)}
-    singles = ("mri_t1", "mri_t2", "ct", "wsi", "clinical")
+    singles = (*IMAGING, "clinical")
     single = {m: np.array([_single_reading(subjects[all_ids[i]], m) for i in keep])
               for m in singles}
     print("  one modality alone, every labelled subject, those without it at z's prior mean "

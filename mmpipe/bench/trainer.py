@@ -261,11 +261,13 @@ def fit(method: FusionMethod, train: BenchData, val: BenchData | None, train_cfg
         # "complete": every modality; "with:<m>": modality m (BD's with_modality, whose
         # losses read no other row: kept, they took the weighted sampler's draws, so the
         # rows that trained were not class-balanced)
-        needs = method.train_subset.removeprefix("with:")
-        keep = (train.present.all(axis=1) if method.train_subset == "complete"
-                else train.present[:, method.modalities.index(needs)])
+        if method.train_subset == "complete":
+            keep, having = train.present.all(axis=1), "every modality"
+        else:
+            having = method.train_subset.removeprefix("with:")
+            keep = train.present[:, method.modalities.index(having)]
         log.info("%s trains on the %d of %d subjects with %s", method.name, int(keep.sum()),
-                 len(keep), "every modality" if method.train_subset == "complete" else needs)
+                 len(keep), having)
         train = train.subset(np.flatnonzero(keep))
     _need_both_classes(method, train)
     method.to(device)

@@ -761,12 +761,16 @@ def _code_like_classes(column: pl.Series) -> tuple[list, int, list] | None:
     classes that look like a code for a missing value: rare (under 5 subjects and 5 % of
     the labelled ones) and farther from the other classes than those span (999 or -9
     beside 0 and 1; not 2 beside them, nor -1 beside 1, a class of its own as often)."""
-    if column.dtype == pl.Utf8:  # numbers kept as text (a word elsewhere, or no blank)
-        column = pl.Series([parse_number(v) if v is not None else None
-                            for v in column.to_list()], dtype=pl.Float64)
-    if not column.dtype.is_numeric():
+    numbers = _label_numbers(column)
+    if numbers is None:
         return None
-    counts = dict(column.drop_nulls().value_counts().iter_rows())
+    # a number as it is (999), a text of one as its number (999.0: "999" kept as text
+    # by a word elsewhere, or by no blank)
+    counts: dict[Any, int] = {}
+    for v, c in column.drop_nulls().value_counts().iter_rows():
+        if v in numbers:
+            key = v if column.dtype.is_numeric() else numbers[v]
+            counts[key] = counts.get(key, 0) + c
     n = sum(counts.values())
     rare = {v for v, c in counts.items() if c < 5 and c < 0.05 * n}
     common = sorted(v for v in counts if v not in rare)
@@ -779,15 +783,23 @@ def _code_like_classes(column: pl.Series) -> tuple[list, int, list] | None:
     return (far, sum(counts[v] for v in far), common) if far else None
 
 
+def _label_numbers(column: pl.Series) -> dict[Any, float] | None:
+    """Each distinct value of a label column that is a number, as it is written (a
+    number, or the text of one: a column kept as text by a word beside them), with its
+    value, in order; None for a column neither of numbers nor of text."""
+    if column.dtype.is_numeric():
+        return {v: float(v) for v in column.drop_nulls().unique().sort().to_list()}
+    if column.dtype == pl.Utf8:
+        return {v: float(n) for v in sorted(column.drop_nulls().unique().to_list())
+                if (n := parse_number(v)) is not None}
+    return None
+
+
 def _fractions_beside_whole(column: pl.Series) -> tuple[list, list] | None:
     """(the fractions, the whole numbers) of a label column holding both, as numbers or
     as the texts of numbers (a column kept as text by a word beside them); else None."""
-    if column.dtype.is_numeric():
-        numbers = {v: float(v) for v in column.drop_nulls().unique().sort().to_list()}
-    elif column.dtype == pl.Utf8:
-        numbers = {v: float(n) for v in sorted(column.drop_nulls().unique().to_list())
-                   if (n := parse_number(v)) is not None}
-    else:
+    numbers = _label_numbers(column)
+    if numbers is None:
         return None
     fractions = [v for v, n in numbers.items() if not n.is_integer()]
     whole = [v for v, n in numbers.items() if n.is_integer()]

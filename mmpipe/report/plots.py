@@ -249,12 +249,17 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
     # ranked among the series with a value at every rate (a rate where one did not train
     # is a row without a mean: its mean over the easier rates alone would rank it first)
     xs = set(df["x"].to_list())  # the rates where some series has a value
-    covered = {s for s in methods if set(df.filter(pl.col("series") == s)["x"]) == xs}
+
+    def covers(s: str) -> bool:
+        return set(df.filter(pl.col("series") == s)["x"]) == xs
+
+    covered = {s for s in methods if covers(s)}
     whole = _whole(scoped.filter(pl.col("x").is_in(sorted(xs))), metric)
     # where no covered series has every seed, the covered ones still rank: dropping both
     # let one that never trained at the hardest rate lead on the easier ones
     top = _top(means, metric, TOP_LABELLED,
                covered if whole is None else (whole & covered) or covered)
+
     def drawn(s: str) -> pl.DataFrame:
         """The series' rows at every rate drawn, a rate without a value as a gap: the line
         and band ran straight across a rate where it did not train (one row an x: a
@@ -300,8 +305,7 @@ def plot_metric_vs_rate(summary: pl.DataFrame, metric: str, out: str | Path, *,
            "means over the rates" if len(panels) > 1
            else f"#1–#{len(top)}: the best means over the rates")
     fig.suptitle(f"{title} ({_over_seeds(df)})\n{sub}", fontsize="medium")
-    gaps = sorted(set(methods) - covered) + [
-        b for b in baselines if set(df.filter(pl.col("series") == b)["x"]) != xs]
+    gaps = sorted(set(methods) - covered) + [b for b in baselines if not covers(b)]
     notes = ([f"a gap: no value at some rate ({', '.join(gaps)})"] if gaps else []) + (
         [f"not shown (no value at any rate): {', '.join(never)}"] if never else [])
     if notes:

@@ -338,14 +338,19 @@ def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
     col, p_col = f"{metric}_mean", f"{metric}_p_holm"
     ours = seed_values(best)
 
-    def ahead(r: dict) -> bool:
-        """Better than the best on the seeds both have a value on (the test is two-sided)."""
+    def paired(r: dict) -> tuple[float, float, int]:
+        """(its mean, the best's mean, the seeds) over the seeds both have a value on."""
         theirs = seed_values(r)
         shared = sorted(set(theirs) & set(ours))
         if not shared:
-            return False
-        diff = float(np.mean([theirs[k] - ours[k] for k in shared]))
-        return diff < 0 if lower else diff > 0
+            return math.nan, math.nan, 0
+        return (float(np.mean([theirs[k] for k in shared])),
+                float(np.mean([ours[k] for k in shared])), len(shared))
+
+    def ahead(r: dict) -> bool:
+        """Better than the best on the seeds both have a value on (the test is two-sided)."""
+        mine, best_mean, n_shared = paired(r)
+        return bool(n_shared) and (mine < best_mean if lower else mine > best_mean)
 
     def shown(r: dict) -> str:
         valued = len(seed_values(r))
@@ -355,11 +360,9 @@ def _not_told_apart(best: dict, others: list[dict], n: int, metric: str, label,
     def shown_ahead(r: dict) -> str:
         """With both means over the shared seeds: its own mean, over other seeds than the
         best's, could print below the best's."""
-        theirs = seed_values(r)
-        shared = sorted(set(theirs) & set(ours))
-        return (f"**{label(r)}** ({r.get('family') or 'other'}) "
-                f"{np.mean([theirs[k] for k in shared]):.3f} against "
-                f"{np.mean([ours[k] for k in shared]):.3f} on {_seeds(len(shared))}")
+        mine, best_mean, n_shared = paired(r)
+        return (f"**{label(r)}** ({r.get('family') or 'other'}) {mine:.3f} against "
+                f"{best_mean:.3f} on {_seeds(n_shared)}")
 
     apart = [r for r in others if _valued(r.get(p_col)) and r[p_col] < SIGNIFICANCE]
     close = sorted((r for r in others if not any(r is a for a in apart)),
