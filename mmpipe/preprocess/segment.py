@@ -37,7 +37,7 @@ import polars as pl
 from mmpipe.errors import ConfigError, InputError
 from mmpipe.io.volume_header import check_declared_size
 from mmpipe.preprocess.masks import MASKS_TABLE
-from mmpipe.preprocess.shard_errors import shared_cause
+from mmpipe.preprocess.shard_errors import note_subject, shared_cause
 from mmpipe.shards import safe_name
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,8 @@ def _segment_into(volumes: dict[str, str | InputError | None], out_dir: Path,
                 voxels = union_mask(organs, volume, target)
         except Exception as err:  # one subject's failure is its own, whatever raised it
             if shared_cause(err) or _machine_failure(err):  # the machine's (TotalSegmentator
-                raise       # on a small GPU, a full disk) or the install's, not this subject's
+                note_subject(err, sid, path)  # on a small GPU, a full disk) or the
+                raise                         # install's, not this subject's
             failed += 1
             reason = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
             log.warning("no mask for subject %r: %s", sid, reason)

@@ -5,26 +5,86 @@ A reader's error on one damaged file (pydicom's ``NotImplementedError`` on a bro
 element, OpenSlide's ``KeyError`` on a property name, Pillow's ``OSError`` on a cut
 file) is that subject's: it is rejected, named, and the shard goes on. A cause every
 subject shares is the job's: a library that cannot be imported, a full or read-only
-disk, running out of memory. Rejected one by one, those left a shard that looked
-finished with every subject rejected, which Snakemake never reruns; so they fail the
-job, and a shard whose every subject failed with an error no reader names fails too.
+disk, running out of memory, a network mount that dropped. Rejected one by one, those
+left a shard that looked finished with every subject rejected, which Snakemake never
+reruns; so they fail the job, and a shard whose every subject failed with an error no
+reader names fails too.
+
+An input the manifest names was there when the manifest was built (an adapter rejects
+a path not found). One that is not there when the shard starts was moved or deleted
+since: that subject's rejection. None there is the data's folder or mount missing
+where the job ran (a node without the mount); one there at the start and gone at the
+end is the mount dropping during the job. Both fail the job: their subjects' inputs
+are not defective, and a shard of their rejections would stand after the mount is back.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from mmpipe.errors import InputError, out_of_memory
 
 # the disk's, not a file's: nothing can be written anywhere
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+# a network mount's: NFS's stale handle and soft-mount timeout, sshfs's or a FUSE mount's
+# lost connection (EIO stays a file's: a bad sector is one file's)
+_MOUNT_ERRNOS = frozenset({errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN})
+_REBUILD = "`snakemake --forcerun manifest` rebuilds the manifest from the files as they are"
+_NEXT_STEP = (f"if the data moved, {_REBUILD}; if its mount is missing on this node, mount "
+              "it and rerun")
+# a subject's rejection for an input moved or deleted since the manifest was built
+NOT_THERE = f"not found: there when the manifest was built, not now (moved or deleted; {_REBUILD})"
+
+
+class SharedCauseError(RuntimeError):
+    """A shard's failure that its subjects share: the job fails and writes nothing."""
 
 
 def shared_cause(err: BaseException) -> bool:
     """Whether ``err`` says nothing about the subject: the machine's or the install's."""
     return (out_of_memory(err) or isinstance(err, ImportError)
-            or (isinstance(err, OSError) and err.errno in _DISK_ERRNOS))
+            or (isinstance(err, OSError) and err.errno in _DISK_ERRNOS | _MOUNT_ERRNOS))
+
+
+def note_subject(err: BaseException, subject_id: str, path: str | Path) -> None:
+    """Note on ``err``, a shared cause about to fail the job, the subject it was raised
+    on: an out-of-memory error names no file, and the input that needs the larger node
+    is the one to try it with."""
+    err.add_note(f"raised while preprocessing subject {subject_id!r} ({path})")
+
+
+def _not_there(path: str | Path) -> bool:
+    return not os.path.lexists(path)  # a dangling link is there: the reader names it
+
+
+def check_inputs_there(paths: Mapping[str, str | Path]) -> set[str]:
+    """The subjects of a shard (``subject -> input path``) whose input is not there now.
+    Fails the job when none is: the data's folder or mount missing where the job ran,
+    not every subject's defect."""
+    missing = {sid for sid, path in paths.items() if _not_there(path)}
+    if paths and len(missing) == len(paths):
+        shown = "; ".join(f"{sid}: {paths[sid]}" for sid in list(paths)[:3])
+        raise SharedCauseError(
+            f"none of the shard's {len(paths)} inputs is where the manifest says ({shown}); "
+            f"{_NEXT_STEP}. No output is written")
+    return missing
+
+
+def check_none_went(paths: Mapping[str, str | Path], missing_at_start: set[str],
+                    failures: list[tuple[str, Exception]]) -> None:
+    """Fail the job when an input there at its start is gone after its subject failed:
+    the data went away during the job (a mount that dropped)."""
+    went = [sid for sid, _ in failures
+            if sid not in missing_at_start and _not_there(paths[sid])]
+    if went:
+        shown = "; ".join(f"{sid}: {paths[sid]}" for sid in went[:3])
+        raise SharedCauseError(
+            f"{len(went)} of the shard's inputs were there when the job started and are "
+            f"gone now ({shown}): the data went away during the job; {_NEXT_STEP}. No "
+            "output is written")
 
 
 def as_subject_error(err: Exception, what: str, path: str | Path) -> InputError:
@@ -41,6 +101,6 @@ def check_not_all_unnamed(failures: list[tuple[str, Exception]], n_subjects: int
     unnamed = [(sid, e) for sid, e in failures if not isinstance(e, InputError)]
     if n_subjects and len(unnamed) == n_subjects:
         shown = "; ".join(f"{sid}: {type(e).__name__}: {e}" for sid, e in unnamed[:3])
-        raise RuntimeError(f"every one of the shard's {n_subjects} subjects failed to {what} "
+        raise SharedCauseError(f"every one of the shard's {n_subjects} subjects failed to {what} "
                            f"with an unexpected error, a cause they share rather than each "
                            f"file's; no output is written ({shown})")

@@ -132,10 +132,11 @@ def _markdown(rows: list[dict], qc: pl.DataFrame, adapter_extra: pl.DataFrame,
 
 def _shared_rejections(rejected: pl.DataFrame, rows: list[dict]) -> list[str]:
     """A line per store whose rejections share one reason on many subjects (3 or more,
-    a tenth or more of those with an input): one cause, not each subject's own. A shard
-    job on a node where the data's mount was missing rejected every subject of its shard
-    ("not a folder"), and the summary listed them among the others, each as its own
-    defect; nothing reruns a shard when the mount is back."""
+    a tenth or more of those with an input): one cause, not each subject's own, which the
+    summary listed among the others, each as its own defect. (A shard job whose data
+    mount was missing, or dropped, rejected every subject "not a folder"; it now fails,
+    :mod:`mmpipe.preprocess.shard_errors`, but a setting or a folder wrong for many
+    subjects is still each one's rejection.)"""
     # of the subjects with an input: most of a store's subjects may lack the modality
     size = {(r["modality"], r["encoder"]): r["present"] + r["rejected"] for r in rows}
     stored = rejected.filter(pl.col("encoder").is_not_null())  # the adapter's: no store

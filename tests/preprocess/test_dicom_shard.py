@@ -87,3 +87,99 @@ def test_a_cause_every_subject_shares_fails_the_job(tmp_path, monkeypatch, error
                        else RuntimeError):
         convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cause_every_subject_shares_names_the_subject_it_was_raised_on(tmp_path,
+                                                                        monkeypatch):
+    """Out of memory failed the job naming no subject: the input that needs the larger
+    node was unsaid."""
+    from mmpipe.io import dicom
+
+    write_series(tmp_path / "dcm" / "a", (0.7, 0.8))
+    one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a"})
+    monkeypatch.setattr(dicom, "dicom_to_nifti", lambda *a, **k: (_ for _ in ()).throw(
+        MemoryError()))
+    with pytest.raises(MemoryError) as raised:
+        convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
+    assert raised.value.__notes__ == [
+        f"raised while preprocessing subject 'a' ({tmp_path / 'dcm' / 'a'})"]
+
+
+@pytest.mark.parametrize("errno_name", ["ESTALE", "ENOTCONN", "ETIMEDOUT"])
+def test_a_mount_that_drops_fails_the_job(tmp_path, monkeypatch, errno_name):
+    """NFS's stale handle or a FUSE mount's lost connection rejected the subject and the
+    shard stood finished."""
+    import errno
+    import os
+
+    from mmpipe.io import dicom
+
+    for name in ("a", "b"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
+    convert = dicom.dicom_to_nifti
+    code = getattr(errno, errno_name)
+
+    def drops_on_b(folder, *args, **kwargs):
+        if Path(folder).name == "b":
+            raise OSError(code, os.strerror(code), str(folder))
+        return convert(folder, *args, **kwargs)
+
+    monkeypatch.setattr(dicom, "dicom_to_nifti", drops_on_b)
+    with pytest.raises(OSError):
+        convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_inputs_gone_where_the_job_runs_fail_it(tmp_path):
+    """A node without the data's mount rejected every subject "not a folder" and wrote a
+    finished shard, which nothing reran once the mount was back."""
+    from mmpipe.preprocess.shard_errors import SharedCauseError
+
+    for name in ("a", "b"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
+    (tmp_path / "dcm").rename(tmp_path / "unmounted")
+    with pytest.raises(SharedCauseError, match="none of the shard's 2 inputs is where the "
+                                               "manifest says"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_deleted_since_the_manifest_rejects_its_subject_only(tmp_path):
+    import shutil
+
+    for name in ("a", "b"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
+    shutil.rmtree(tmp_path / "dcm" / "b")
+    qc = convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in qc.to_dicts()}
+    assert rows["a"]["status"] == "ok"
+    assert rows["b"]["status"] == "rejected"
+    assert rows["b"]["reason"].startswith("not found: there when the manifest was built")
+    assert "--forcerun manifest" in rows["b"]["reason"]
+
+
+def test_inputs_gone_during_the_job_fail_it(tmp_path, monkeypatch):
+    """A mount that dropped half-way rejected the rest of the shard "not a folder"."""
+    import shutil
+
+    from mmpipe.io import dicom
+    from mmpipe.preprocess.shard_errors import SharedCauseError
+
+    for name in ("a", "b"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
+    convert = dicom.dicom_to_nifti
+
+    def mount_drops_after_a(folder, *args, **kwargs):
+        done = convert(folder, *args, **kwargs)
+        shutil.rmtree(tmp_path / "dcm" / "b", ignore_errors=True)
+        return done
+
+    monkeypatch.setattr(dicom, "dicom_to_nifti", mount_drops_after_a)
+    with pytest.raises(SharedCauseError, match="1 of the shard's inputs were there when the "
+                                               "job started and are gone now"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

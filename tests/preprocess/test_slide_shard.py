@@ -94,3 +94,27 @@ def test_slides_tiled_in_a_way_worth_a_look_are_noted(tmp_path):
     assert rows["tinted"]["status"] == "ok"
     assert rows["tinted"]["reason"].startswith("the tissue mask covers 100 % of the slide: "
                                                "tinted glass")
+
+
+def test_slides_gone_where_the_job_runs_fail_it_and_one_deleted_is_its_own(tmp_path):
+    """A node without the data's mount rejected every slide and wrote a finished shard,
+    which nothing reran once the mount was back."""
+    from mmpipe.preprocess.shard_errors import SharedCauseError
+
+    rgb = np.full((512, 512, 3), 255, np.uint8)
+    rgb[:384, :384] = (200, 90, 170)
+    (tmp_path / "wsi").mkdir()
+    for name in ("a", "b"):
+        write_pyramidal_tiff(tmp_path / "wsi" / f"{name}.tiff", rgb, mpp=0.5, n_levels=2)
+    cohort = one_modality_cohort(tmp_path, "slide", {"a": "wsi/a.tiff", "b": "wsi/b.tiff"})
+    (tmp_path / "wsi" / "b.tiff").unlink()
+    qc = tile_slide_shard(cohort, "wsi", 0, 1, {}, tmp_path / "out")
+    rows = {r["subject_id"]: r for r in qc.to_dicts()}
+    assert rows["a"]["status"] == "ok" and rows["a"]["n_tiles"] > 0
+    assert rows["b"]["status"] == "rejected"
+    assert rows["b"]["reason"].startswith("not found: there when the manifest was built")
+
+    (tmp_path / "wsi").rename(tmp_path / "unmounted")
+    with pytest.raises(SharedCauseError, match="none of the shard's 2 inputs"):
+        tile_slide_shard(cohort, "wsi", 0, 1, {}, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
