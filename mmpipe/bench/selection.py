@@ -29,6 +29,7 @@ split, or the out-of-fold metrics under ``cv``.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ from mmpipe.bench.trainer import LOG_HEADER, FitResult, NotTrainable, fit, predi
 from mmpipe.bench.tuning import TrialRecord, Tuning, candidate_overrides, selection_score
 from mmpipe.errors import out_of_memory
 from mmpipe.methods import TRAINER_KEYS
+
+log = logging.getLogger(__name__)
 
 
 class FoldEnsemble:
@@ -264,6 +267,18 @@ def _median_epochs(results: list[FitResult]) -> dict[str, int]:
             for p in results[0].best_epoch}
 
 
+def _unscorable(judged: BenchData, choose_by: str) -> str | None:
+    """Why no trial could be scored by ``choose_by`` on ``judged`` (no subject, or one
+    class under a metric that needs both), or None: a metric defined for any prediction
+    is defined for the uniform one."""
+    uniform = np.full((len(judged.y), judged.n_classes), 1 / judged.n_classes)
+    if not np.isnan(selection_score(judged.y, uniform, choose_by)):
+        return None
+    classes = np.unique(judged.y)
+    return (f"{choose_by} is not defined on the {len(judged.y)} subjects the trials are "
+            f"judged on" + (f" (all of class {classes[0]})" if len(classes) == 1 else ""))
+
+
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
                  trainer_defaults: dict[str, Any], train: BenchData, val: BenchData, *,
                  seed: int, device, selection: Selection, tuning: Tuning,
@@ -283,6 +298,13 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
     candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
     sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
     pool = training_part(train, val) if selection.strategy == "cv" else None
+    not_compared = _unscorable(pool if pool is not None else val, tuning.choose_by)
+    if not_compared and len(candidates) > 1:
+        # every trial would score NaN and the first be kept by default: the record named
+        # a choice by choose_by that nothing made, for the budget's cost in training
+        log.warning("trials not compared: %s; the method's defaults train alone",
+                    not_compared)
+        candidates = candidates[:1]
     if raw_pool is not None and (pool is None or not np.array_equal(raw_pool.subject_id,
                                                                     pool.subject_id)):
         raise ValueError("raw_pool is cross-validation's training part before "
@@ -393,6 +415,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         # one candidate is chosen by nothing (and its training settings leave choose_by out)
         "budget": tuning.trials, "trials_run": len(candidates),
         "choose_by": tuning.choose_by if len(candidates) > 1 else None,
+        **({"not_compared": not_compared} if not_compared and tuning.trials > 1 else {}),
         "n_selection": len(val_part),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],
         "chosen": chosen,

@@ -534,6 +534,24 @@ def test_one_candidate_records_no_choice():
     assert two.record["trials_run"] == 2 and two.record["choose_by"] == "auc"
 
 
+def test_trials_that_no_validation_split_can_score_are_not_run():
+    """A validation split of one class under ``choose_by: auc`` scored every trial NaN:
+    the first was kept by default, the budget spent for nothing, and the record said the
+    trials were chosen by AUC."""
+    data = _data(n=60, seed=3)
+    ones = np.flatnonzero(data.y == 1)[:10]
+    train = data.subset(np.setdiff1d(np.arange(len(data.y)), ones))
+    sel = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train,
+                  data.subset(ones), tuning={"trials": 3, "choose_by": "auc"})
+    assert sel.record["trials_run"] == 1 and sel.record["choose_by"] is None
+    assert sel.record["not_compared"] == ("auc is not defined on the 10 subjects the trials "
+                                          "are judged on (all of class 1)")
+    # the loss is defined there: the trials are compared
+    by_loss = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train,
+                      data.subset(ones), tuning={"trials": 2, "choose_by": "loss"})
+    assert by_loss.record["trials_run"] == 2 and "not_compared" not in by_loss.record
+
+
 def test_a_fold_model_that_never_saw_a_modality_scores_no_subject_by_it():
     """Under cross-validation a modality few subjects have can be absent from one fold's
     training folds: that fold model reads it as absent (its normaliser's ``unseen``), so
