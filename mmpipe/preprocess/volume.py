@@ -153,7 +153,18 @@ class LoadVolume(Transform):
                              "the same voxel grid", path=mask_path)
         from monai.data import MetaTensor
 
-        if not bool((mask.as_tensor() > 0).any()):  # named here: later only the volume is
+        values = mask.as_tensor()
+        if not torch.equal(values, values.round()):
+            # a probability or soft mask (a network's unthresholded output, a mask resampled
+            # linearly) is above 0 far from its structure: "> 0" covered the whole volume,
+            # and the crop, the mask-out and the largest slice did nothing, stored ok
+            odd = values[values != values.round()]
+            raise InputError(f"the mask holds values that are not whole numbers "
+                             f"({odd.numel()} voxels, e.g. {float(odd[0]):.4g}): a "
+                             "probability or soft mask; give a label map (0 outside, "
+                             "a whole number above 0 inside), thresholded as you mean it",
+                             path=mask_path)
+        if not bool((values > 0).any()):  # named here: later only the volume is
             raise InputError("the mask is empty (no voxel above 0)", path=mask_path)
         both = torch.cat([image.as_tensor(), (mask.as_tensor() > 0).to(image.dtype)])
         return MetaTensor(both, meta=image.meta)  # the volume's affine and metadata
@@ -202,8 +213,11 @@ class ApplyMask(Transform):
     it holds 0 and 1; an integer ``slice_select`` indexes the oriented volume's slices,
     the box of ``roi_crop`` or not."""
 
-    def __init__(self, steps: MaskSteps):
+    def __init__(self, steps: MaskSteps, min_extent: tuple[int, int, int] = (1, 1, 1)):
         self.steps = steps
+        # the fewest voxels per axis the roi_crop box must hold: as LoadVolume's for a file,
+        # a box one slice deep was resized to 56 copies of that slice, stored ok
+        self.min_extent = min_extent
 
     def __call__(self, img):
         data = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(img)
@@ -234,6 +248,11 @@ class ApplyMask(Transform):
             hi = torch.minimum(where.max(dim=0).values + 1 + self.steps.roi_margin, shape)
             box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
             image, mask = image[(slice(None), *box)], mask[box]
+            if any(n < least for n, least in zip(mask.shape, self.min_extent, strict=True)):
+                raise ValueError(f"roi_crop's box is {tuple(mask.shape)} voxels, fewer than "
+                                 f"{self.min_extent} (x, y, z): a mask this small, with this "
+                                 "margin, leaves a slice or a line where the encoder reads "
+                                 "more (resizing would repeat it); widen roi_crop's margin")
         if choice == LARGEST_MASK:
             z = int(mask.sum(dim=(0, 1)).argmax())  # the first of equal areas
             image = image[..., z:z + 1]
@@ -586,7 +605,7 @@ def build_volume_transform(recipe: dict, median_spacing: Sequence[float] | None 
                    *_hounsfield_check(recipe),
                    *_spatial_steps(recipe, median_spacing, what)]
     if masks.active:
-        steps.append(ApplyMask(masks))
+        steps.append(ApplyMask(masks, min_extent=(MIN_VOLUME_EXTENT,) * 3))
     steps.append(RejectConstant())
     steps += _intensity_window(recipe)
     if recipe.get("crop_foreground"):
@@ -633,8 +652,8 @@ def build_slice_transform(recipe: dict,
     masks = mask_steps(recipe, what, slices=True)
     steps: list = [LoadVolume(with_mask=masks.needs_mask), *_hounsfield_check(recipe),
                    *_spatial_steps(recipe, median_spacing, what)]
-    if masks.active:
-        steps.append(ApplyMask(masks))
+    if masks.active:  # one slice deep is the slice recipe's input, not one line
+        steps.append(ApplyMask(masks, min_extent=(MIN_VOLUME_EXTENT, MIN_VOLUME_EXTENT, 1)))
     steps.append(RejectConstant())
     window = _intensity_window(recipe)
     steps.extend(window or [ScaleIntensity(minv=0.0, maxv=1.0)])

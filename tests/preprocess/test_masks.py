@@ -71,7 +71,7 @@ def test_brats_miniature_largest_tumour_slice(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["no mask", "other grid", "other affine", "empty",
-                                 "truncated", "gone"])
+                                 "truncated", "gone", "probability map"])
 def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_path, bad):
     image, mask, _ = pair
     expected_path = None
@@ -91,6 +91,13 @@ def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_p
         source = MaskedVolume(image, _nifti(tmp_path / "moved.nii.gz", np.ones((20, 24, 10)),
                                             shifted))
         match = "affine differs"
+    elif bad == "probability map":
+        # 0.001 everywhere, 0.9 in a box: "> 0" covered the whole volume, the crop and the
+        # largest slice (slice 0: every slice tied) did nothing, stored ok
+        soft = np.full((20, 24, 10), 0.001, np.float32)
+        soft[5:9, 10:16, 3:7] = 0.9
+        expected_path = _nifti(tmp_path / "soft.nii.gz", soft)
+        source, match = MaskedVolume(image, expected_path), "not whole numbers"
     elif bad == "gone":  # named "volume file not found", at the mask's path
         expected_path = tmp_path / "gone.nii.gz"
         source, match = MaskedVolume(image, str(expected_path)), ": mask file not found"
@@ -152,11 +159,12 @@ def test_a_mask_is_resampled_as_a_label_and_keeps_a_one_voxel_structure(tmp_path
     mask = np.zeros((12, 12, 12), np.uint8)
     mask[6, 6, 6] = 1
     image, m = _nifti(tmp_path / "v.nii.gz", volume), _nifti(tmp_path / "m.nii.gz", mask)
-    recipe = {"orientation": None, "spacing": [0.7, 0.7, 0.7], "roi_crop": {"margin": 0},
+    recipe = {"orientation": None, "spacing": [0.7, 0.7, 0.7], "roi_crop": {"margin": 1},
               "normalize": None}
     out = build_volume_transform(recipe)(MaskedVolume(image, m))
-    # nearest: the voxel's 1 mm becomes one or two 0.7 mm voxels a side, never none
-    assert 1 <= min(out.shape[1:]) and max(out.shape[1:]) <= 2, out.shape
+    # nearest: the voxel's 1 mm becomes one or two 0.7 mm voxels a side, never none (with
+    # the margin's voxel on each side: 3 or 4)
+    assert 3 <= min(out.shape[1:]) and max(out.shape[1:]) <= 4, out.shape
 
 
 def test_a_fixed_slice_is_the_oriented_volumes_whatever_the_crop(pair):
@@ -171,3 +179,24 @@ def test_a_fixed_slice_is_the_oriented_volumes_whatever_the_crop(pair):
     torch.testing.assert_close(out, crop)
     with pytest.raises(InputError, match="the mask is empty on slice_select's slice 0"):
         build_slice_transform({**recipe, "slice_select": 0})(MaskedVolume(image, mask))
+
+
+def test_a_roi_crop_box_too_thin_for_the_encoder_is_refused(pair, tmp_path):
+    """A mask on one slice with no margin: the box was one slice deep, and Med3D's resize
+    made 56 copies of it, stored ok, where the same slice as a file is refused."""
+    image, _, _ = pair
+    one_slice = np.zeros((20, 24, 10), np.uint8)
+    one_slice[5:9, 10:16, 7] = 1
+    mask = _nifti(tmp_path / "thin.nii.gz", one_slice)
+    volume = build_volume_transform({"orientation": None, "roi_crop": {},
+                                     "normalize": None})
+    with pytest.raises(InputError, match=r"roi_crop's box is \(4, 6, 1\) voxels"):
+        volume(MaskedVolume(image, mask))
+    # a margin that widens it to three slices is read
+    wide = build_volume_transform({"orientation": None, "roi_crop": {"margin": 1},
+                                   "normalize": None})(MaskedVolume(image, mask))
+    assert tuple(wide.shape) == (1, 3, 8, 6)
+    # one slice deep is what the slice recipe reads
+    slices = build_slice_transform({"orientation": None, "roi_crop": {}})(
+        MaskedVolume(image, mask))
+    assert tuple(slices.shape) == (1, 3, 224, 224)
