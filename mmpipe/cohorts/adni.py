@@ -30,6 +30,11 @@ modality, naming both. Natural missingness is a modality without a scan at the c
 visit. The subjects are those with a scan of a configured imaging modality (ADNIMERGE
 lists everyone in the study, not what was downloaded); a ``table`` modality's fields
 (never ``DX`` or ``DX_bl``, which the labels are) come from the chosen visit's row.
+ADNIMERGE's ``AGE`` is the age at baseline on every row (TADPOLE's pipeline adds
+``Years_bl``): under ``first_with_all`` the field ``AGE`` is ``AGE + Years_bl``, the age
+at the chosen visit, blank where either is not a number, and the table must have
+``Years_bl``; a later visit's row gave its subject the baseline age, younger by the
+years to the visit (more for those whose scans came later).
 
 Labels: ``diagnosis`` (``DX`` at the chosen visit) and ``ad_vs_cn`` (``AD`` / ``CN``;
 blank for MCI, the HyperMM task); a visit without a diagnosis leaves them blank with a
@@ -90,6 +95,8 @@ DIAGNOSES = ("CN", "MCI", "Dementia")
 _OLD_DX = {"NL": "CN"}
 CONFLICT = "conflict"
 VISITS = ("baseline", "first_with_all")
+# ADNIMERGE's age at baseline, and the years from baseline to a row's visit
+AGE, YEARS_BL = "AGE", "Years_bl"
 _TIE = "two"  # how _match's reason for a tie begins
 _UNREADABLE = "the nearest"  # and for a nearest scan that cannot be read
 DATE_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2})(\.\d+)?$")
@@ -296,6 +303,15 @@ def _scanned_in_all(row: dict[str, Any], rows: list[dict[str, Any]], scans: list
     return all(_scanned(when, scans, m, max_days, others) for m in imaging)
 
 
+def _age_at_visit(row: dict[str, Any]) -> str | None:
+    """``AGE + Years_bl`` of an ADNIMERGE row (to two decimals), or None where either is
+    not a number."""
+    try:
+        return f"{float(row[AGE]) + float(row[YEARS_BL]):.2f}"
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def check_config(cohort_cfg: dict) -> None:
     """What the layout fixes: the labels the adapter derives, volume modalities each with
     the regular expression of its series, the visit rule; a :class:`ConfigError` on the
@@ -359,6 +375,11 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     absent = [f for f in fields if f not in table.columns]
     if absent:
         raise ConfigError(f"{table_path}: column(s) {absent} not in the table")
+    age_at_visit = visit_rule != "baseline" and AGE in fields
+    if age_at_visit and YEARS_BL not in table.columns:
+        raise InputError(f"has no {YEARS_BL} column: its {AGE} is the age at baseline on "
+                         f"every row, and under adni.visit: {visit_rule} the field {AGE} is "
+                         f"the age at the chosen visit, {AGE} + {YEARS_BL}", path=table_path)
     images = root / "ADNI"
     if not images.is_dir():
         raise InputError("folder ADNI/ (LONI's download) not found", path=images)
@@ -372,7 +393,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                          f"({sum(len(own) for own in scans.values())} without one): the "
                          "adapter reads LONI's NIfTI download, not its DICOM one", path=images)
     visits = _visits(table)
-    read = ["EXAMDATE", "DX", *fields]
+    read = ["EXAMDATE", "DX", *fields, *([YEARS_BL] if age_at_visit else [])]
 
     # ADNIMERGE lists the whole study: the cohort is what was downloaded
     ids = sorted(scans) if imaging else sorted(visits)
@@ -453,7 +474,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         frame["ad_vs_cn"] = [{"Dementia": "AD", "CN": "CN"}.get(d) if d else None
                              for d in diagnosis]
     for f in fields:
-        frame[f] = [r.get(f) for r in chosen_rows]
+        frame[f] = ([_age_at_visit(r) for r in chosen_rows] if f == AGE and age_at_visit
+                    else [r.get(f) for r in chosen_rows])
     return AdapterOutput(
         frame=pl.DataFrame(frame, schema_overrides={c: pl.Utf8 for c in frame if c != SUBJECT}),
         modalities=specs,

@@ -66,12 +66,30 @@ def test_the_visit_rule_first_with_all(adni):
                               root / "o2", base_dir=root)
     row = _row(manifest, plan.pet_only_at_m12)
     assert row["viscode"] == "m12" and row["pet_path"] is not None
+    # ADNIMERGE's AGE is the baseline age on every row: the visit's is AGE + Years_bl
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False).filter(
+        (pl.col("PTID") == plan.pet_only_at_m12) & (pl.col("VISCODE") == "m12")).row(0, named=True)
+    assert float(row["AGE"]) == pytest.approx(float(table["AGE"]) + 365 / 365.25, abs=0.005)
+    baseline = _row(build_manifest("adni", _cfg(root), root / "o2b", base_dir=root),
+                    plan.pet_only_at_m12)
+    assert float(baseline["AGE"]) == float(table["AGE"])
     assert "_MR_" in row["mri_path"] and row["mri_path"] != _row(manifest, plan.subjects[0])["mri_path"]
     # without a diagnosis at baseline and no MRI near its 12-month visit: no visit at all
     assert plan.no_baseline_dx not in manifest["subject_id"].to_list()
     qc = read_qc(root / "o2")
     why = qc.filter((pl.col("subject_id") == plan.no_baseline_dx) & (pl.col("modality") == "label"))
     assert "no visit with a diagnosis and a scan of every modality" in why["reason"].item()
+
+
+def test_the_age_at_a_later_visit_needs_the_years_from_baseline(tmp_path):
+    """Without Years_bl, the field AGE of a later visit would be the age at baseline."""
+    write_adni(tmp_path, n_subjects=9, seed=1)
+    table = pl.read_csv(tmp_path / "ADNIMERGE.csv", infer_schema=False)
+    table.drop("Years_bl").write_csv(tmp_path / "ADNIMERGE.csv")
+    with pytest.raises(InputError, match="has no Years_bl column"):
+        build_manifest("adni", _cfg(tmp_path, adni={"visit": "first_with_all"}),
+                       tmp_path / "out", base_dir=tmp_path)
+    build_manifest("adni", _cfg(tmp_path), tmp_path / "bl", base_dir=tmp_path)  # read at bl
 
 
 def test_config_errors(adni):
@@ -123,7 +141,7 @@ def test_a_real_download_s_series_and_dates(tmp_path):
     (root / "ADNI" / bad_date / "MPRAGE" / "2006-02-30_08_20_30.0" / "I1").mkdir(parents=True)
     (root / "ADNI" / bad_date / "MPRAGE" / "2006-02-30_08_20_30.0" / "I1" / "x.nii").write_bytes(b"")
     with (root / "ADNIMERGE.csv").open("a") as f:
-        f.write("999,941_S_9999,bl,2011-01-01,CN,70,Male,29\n")
+        f.write("999,941_S_9999,bl,2011-01-01,CN,70,0,Male,29\n")
     # a scan downloaded as DICOM, and NIfTI files a level too high: skipped, said
     mprage = next((root / "ADNI" / repeat / "MPRAGE").iterdir())
     (mprage / "I77").mkdir()

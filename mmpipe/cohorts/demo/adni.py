@@ -4,8 +4,9 @@ What it writes under ``root`` (see :mod:`mmpipe.cohorts.adni`):
 ``ADNI/<PTID>/<series>/<YYYY-MM-DD_HH_MM_SS.0>/I<id>/ADNI_<PTID>_<MR|PT>_..._I<id>.nii``
 with series ``MPRAGE`` (MRI) and ``Coreg,_Avg,_Standardized_Image_and_Voxel_Size`` (FDG
 PET), tiny volumes (a head whose "atrophy" grows with the diagnosis), and
-``ADNIMERGE.csv`` with ``RID``, ``PTID``, ``VISCODE``, ``EXAMDATE``, ``DX``, ``AGE``,
-``PTGENDER``, ``MMSE`` for a baseline and a 12-month visit per subject.
+``ADNIMERGE.csv`` with ``RID``, ``PTID``, ``VISCODE``, ``EXAMDATE``, ``DX``, ``AGE``
+(at baseline on every row, as ADNIMERGE's), ``Years_bl``, ``PTGENDER``, ``MMSE`` for a
+baseline and a 12-month visit per subject.
 
 It plants, returned as :class:`ADNIPlan`: a subject whose PET was acquired only at its
 12-month visit (with a follow-up MRI; no PET at baseline), a baseline scan 200 days off (outside the window),
@@ -71,7 +72,7 @@ def write_adni(root: str | Path, n_subjects: int = 12, seed: int = 0) -> ADNIPla
     root = Path(root)
     rng = np.random.default_rng(seed)
     plan = ADNIPlan()
-    rows = ["RID,PTID,VISCODE,EXAMDATE,DX,AGE,PTGENDER,MMSE"]
+    rows = ["RID,PTID,VISCODE,EXAMDATE,DX,AGE,Years_bl,PTGENDER,MMSE"]
     image_id = 10000
     for i in range(n_subjects):
         rid = 100 + 7 * i
@@ -107,7 +108,8 @@ def write_adni(root: str | Path, n_subjects: int = 12, seed: int = 0) -> ADNIPla
         _write_scan(root, ptid, "Localizer", bl, image_id, _volume(rng, "CN", (4, 24, 24)))
         age, sex, mmse = 60 + int(rng.integers(0, 25)), ("Male", "Female")[i % 2], 30 - 3 * (i % 3)
         dx_bl = "" if ptid == plan.no_baseline_dx else dx
-        rows.append(f"{rid},{ptid},bl,{bl.date()},{dx_bl},{age},{sex},{mmse}")
-        rows.append(f"{rid},{ptid},m12,{m12.date()},{dx},{age + 1},{sex},{mmse - 1}")
+        years = round((m12 - bl).days / 365.25, 6)  # as ADNIMERGE writes it
+        rows.append(f"{rid},{ptid},bl,{bl.date()},{dx_bl},{age},0,{sex},{mmse}")
+        rows.append(f"{rid},{ptid},m12,{m12.date()},{dx},{age},{years},{sex},{mmse - 1}")
     (root / "ADNIMERGE.csv").write_text("\n".join(rows) + "\n")
     return plan
