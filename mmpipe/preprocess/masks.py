@@ -1,10 +1,12 @@
-"""Segmentation masks beside volumes, and the two preprocessing steps that read them.
+"""Segmentation masks beside volumes, and the preprocessing steps that read them.
 
 A volume modality ``m`` may bring one mask per subject: the manifest column
 ``m_mask_path`` (:func:`mask_column`), filled by the cohort's adapter (BraTS: each
 case's ``_seg`` file for every sequence). A mask lies on the voxel grid of its volume
 (same shape, same affine, checked on loading); any voxel above 0 counts, so a label map
-(BraTS: 1, 2, 4) is its union. Two keys of an encoder's ``transform`` use it:
+(BraTS: 1, 2, 4) is its union, and a mask of values that are not whole numbers (a
+probability map, above 0 everywhere) is refused. Three keys of an encoder's
+``transform`` use it:
 
 - ``roi_crop: {margin: N}``: crop the volume to the bounding box of the mask plus ``N``
   voxels on each side (clipped to the volume), after orientation and resampling, before
