@@ -46,7 +46,8 @@ DICOM download) and date folders that are not a date are skipped with a QC row; 
 folder with several NIfTI files is rejected, naming them, and one holding a file LONI
 named for another subject (``ADNI_<PTID>_...``) cannot be read. A dated scan that cannot
 be read (an image folder without NIfTI, a NIfTI in the date folder) still counts as a
-scan: nearer the visit than every readable one, it rejects the modality, naming it,
+scan, as does a date folder without an image folder (an extraction cut short): nearer
+the visit than every readable one, it rejects the modality, naming it,
 where a farther scan was taken in its place or the modality called missing by nature; a
 download without a single NIfTI scan is refused.
 """
@@ -106,6 +107,7 @@ LONI_NAME = re.compile(r"^ADNI_(\d{3}_S_\d{4})_")
 _DEPTH = ("a NIfTI file outside an image-ID folder (the layout is "
           "<PTID>/<series>/<date>/<image ID>/*.nii)")
 _NO_NIFTI = "no NIfTI file in the image folder (the adapter reads LONI's NIfTI download)"
+_NO_IMAGE = "no image folder in the scan-date folder (an extraction cut short, or emptied)"
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,14 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "not a "
                                        "YYYY-MM-DD_HH_MM_SS.0 scan-date folder", str(date_dir)))
                     continue
-                for image_dir in sorted(date_dir.iterdir()):
+                inside = sorted(date_dir.iterdir())
+                if not any(p.is_dir() or p.name.endswith(NIFTI) for p in inside):
+                    # a dated scan all the same: nearer the visit than every readable one,
+                    # a farther scan was taken in its place with nothing said
+                    qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _NO_IMAGE,
+                                       str(date_dir)))
+                    scans[subject.name].append(Scan(modality, taken, (), date_dir, _NO_IMAGE))
+                for image_dir in inside:
                     if not image_dir.is_dir():
                         if image_dir.name.endswith(NIFTI):
                             qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH,

@@ -379,6 +379,35 @@ def test_a_scan_downloaded_as_dicom_is_not_replaced_by_a_farther_one(tmp_path):
         build_manifest("adni", _cfg(root), root / "out3", base_dir=root)
 
 
+def test_an_emptied_scan_date_folder_nearest_the_visit_rejects_the_modality(tmp_path):
+    """A date folder with no image folder in it (an extraction cut short) was passed over
+    without a word, and a scan 60 days off was taken as the visit's."""
+    import datetime as dt
+    import shutil
+
+    import numpy as np
+
+    from mmpipe.cohorts.demo.adni import _write_scan
+
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=3)
+    sid = plan.subjects[0]
+    table = pl.read_csv(root / "ADNIMERGE.csv", infer_schema=False)
+    bl = dt.datetime.fromisoformat(table.filter((pl.col("PTID") == sid)
+                                                & (pl.col("VISCODE") == "bl"))["EXAMDATE"].item())
+    near = min((root / "ADNI" / sid / "MPRAGE").iterdir(),
+               key=lambda d: abs((dt.datetime.strptime(d.name[:10], "%Y-%m-%d") - bl).days))
+    for inside in near.iterdir():
+        shutil.rmtree(inside)
+    _write_scan(root, sid, "MPRAGE", bl + dt.timedelta(days=60), 95001,
+                np.ones((4, 6, 6), np.int16))
+    manifest = build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    assert _row(manifest, sid)["mri_path"] is None
+    reason = _reason(read_qc(root / "out"), sid, "mri")
+    assert "cannot be read: no image folder in the scan-date folder" in reason
+    assert str(near) in reason
+
+
 def test_a_table_named_by_its_download_date_is_pointed_to(tmp_path):
     """LONI names ADNIMERGE by its date; the error said only that ADNIMERGE.csv is not
     there."""
