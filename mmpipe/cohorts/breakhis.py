@@ -73,7 +73,7 @@ from mmpipe.cohorts.manifest import (
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
 from mmpipe.cohorts.split_groups import SPLIT_GROUP
 from mmpipe.errors import ConfigError, InputError
-from mmpipe.io.images import image_files
+from mmpipe.io.images import entries_not_read, image_files
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,13 @@ def _magnification_set(patient_dir: Path, modality: str) -> tuple[str | None, QC
     except InputError as err:  # a folder it may not list: this patient's set alone
         return None, QCRecord("", modality, REJECTED, err.reason, str(folder))
     if not images:
+        # images a level too deep (100X/100X/, a botched copy) are the set, not missing
+        # by nature, which the benchmark measures (a Thumbs.db beside them is no image)
+        others = [e for e in entries_not_read(folder) if e.endswith("/")]
+        if others:
+            return None, QCRecord("", modality, REJECTED, f"{mag}X/ holds no image it "
+                                  f"reads, but {', '.join(others[:5])}: BreakHis keeps "
+                                  f"the images in {mag}X/ itself", str(folder))
         return None, QCRecord("", modality, ABSENT, f"{mag}X/ holds no image")
     # a copy ("-001 (1).png") or a renamed field would be pooled as another field
     unnamed = [p.name for p in images if IMAGE_NAME.match(p.name) is None]

@@ -253,6 +253,26 @@ def test_a_magnification_folder_of_another_case_is_rejected_not_missing(tmp_path
     assert _row(manifest, ok)["mag100_path"] is not None
 
 
+def test_images_a_level_too_deep_are_rejected_not_missing(tmp_path):
+    """100X/100X/ (a botched copy) was recorded as "100X/ holds no image": missing by
+    nature, which the benchmark measures."""
+    root = tmp_path / "BreaKHis_v1"
+    plan = write_breakhis(root, patients_per_type=2, seed=1, images_per_set=2)
+    ok = next(p for p in plan.patients if p not in (plan.no_400x, plan.empty_200x,
+                                                    plan.misplaced_100x, plan.two_types,
+                                                    plan.truncated_png))
+    folder = next(root.rglob(f"SOB_*_{ok}/100X"))
+    (folder / "100X").mkdir()
+    for image in [p for p in folder.iterdir() if p.is_file()]:
+        image.rename(folder / "100X" / image.name)
+    manifest = build_manifest("breakhis", _cfg(root), root / "out", base_dir=root)
+    qc = _qc(read_qc(root / "out"), ok, "mag100")
+    assert qc["status"].item() == "rejected"
+    assert qc["reason"].item() == ("100X/ holds no image it reads, but 100X/: BreakHis "
+                                   "keeps the images in 100X/ itself")
+    assert _row(manifest, ok)["mag100_path"] is None
+
+
 def test_a_patient_under_two_types_that_shares_an_accession_number(tmp_path):
     """Its folders are subjects of their own names, and the accession's QC rows and split
     group went to the bare ID, no subject: the build stopped on a QC row of no subject."""
