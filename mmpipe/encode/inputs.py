@@ -135,8 +135,9 @@ def gather_inputs(cohort_dir: str | Path, modality: str, kind: str, *,
                 mask, why = made.get(item.subject_id, (None, "no segmentation record"))
                 if mask is None:
                     item.status, item.reason, item.source = "rejected", why, None
-                else:
+                else:  # a note on the mask (an organ found nowhere) rides along
                     item.source = MaskedVolume(str(item.source), mask)
+                    item.reason = "; ".join(r for r in (item.reason, why) if r)
     if kind == "slide":
         shard_dirs = [Path(d) for d in shard_dirs or []]
         _merge_shard_qc(inputs, shard_dirs, modality, meta)

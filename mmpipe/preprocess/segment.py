@@ -23,6 +23,7 @@ and the reason; the others go on. When no subject gets a mask, or the machine fa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -175,12 +176,19 @@ def _as_nifti(volume: Path, tmp: Path) -> Path:
     return copy
 
 
-def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
-    """Write the union of the organ masks on the volume's grid; returns its voxel count."""
+def organ_name(path: Path) -> str:
+    """The organ a segmenter's mask file is of (``kidney_left.nii.gz``: ``kidney_left``)."""
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
+def union_mask(organ_files: list[Path], volume: Path, out: Path) -> dict[str, int]:
+    """Write the union of the organ masks on the volume's grid; returns each organ's voxel
+    count (the union hides an organ found nowhere, which narrows the crop's box)."""
     import nibabel as nib
 
     ref = nib.load(str(volume))
     union = np.zeros(ref.shape[:3], dtype=np.uint8)
+    voxels: dict[str, int] = {}
     for path in organ_files:
         if not path.is_file():
             raise InputError("the segmenter wrote no mask of this organ", path=path)
@@ -188,7 +196,9 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
         if organ.shape[:3] != union.shape or not np.allclose(organ.affine, ref.affine,
                                                              atol=1e-3):
             raise InputError(f"mask on another grid than the volume {volume}", path=path)
-        union |= (np.asanyarray(organ.dataobj) > 0).astype(np.uint8)
+        inside = np.asanyarray(organ.dataobj) > 0
+        voxels[organ_name(path)] = int(inside.sum())
+        union |= inside.astype(np.uint8)
     # the volume's own header (its qform and sform, with their codes): a reader that
     # reconciles the two (MONAI's, where the sform's scale disagrees with pixdim) then
     # reads the mask on the volume's grid; written with one affine as both, the mask of
@@ -199,7 +209,7 @@ def union_mask(organ_files: list[Path], volume: Path, out: Path) -> int:
     header.extensions.clear()  # the volume's metadata (a dcm2niix sidecar: patient fields)
     img = type(ref)(union, None, header)
     nib.save(img, str(out))
-    return int(union.sum())
+    return voxels
 
 
 def segment_cohort(cohort_dir: str | Path, modality: str, kind: str, settings: dict[str, Any],
@@ -323,14 +333,26 @@ def _segment_into(volumes: dict[str, str | InputError | None], out_dir: Path,
             rows.append({"subject_id": sid, "mask": None, "status": "rejected",
                          "reason": f"segmentation failed: {reason}"})
             continue
-        if voxels == 0:
+        found = json.dumps(voxels)
+        missed = [organ for organ, n in voxels.items() if n == 0]
+        if len(missed) == len(voxels):
             target.unlink()
             rows.append({"subject_id": sid, "mask": None, "status": "rejected",
-                         "reason": "segmentation found none of the organs asked for"})
+                         "reason": "segmentation found none of the organs asked for",
+                         "organ_voxels": found})
         else:
-            rows.append({"subject_id": sid, "mask": target.name, "status": "ok", "reason": ""})
+            # an organ found nowhere (a nephrectomy; a failed segmentation) narrows the
+            # crop to the others', which the subject's features then carry: said, not
+            # refused, as the store's note on the subject
+            note = (f"segmentation found no {', '.join(missed)}: the mask is the other "
+                    "organs'" if missed else "")
+            if note:
+                log.warning("subject %r: %s", sid, note)
+            rows.append({"subject_id": sid, "mask": target.name, "status": "ok",
+                         "reason": note, "organ_voxels": found})
     table = pl.DataFrame(rows, schema={"subject_id": pl.Utf8, "mask": pl.Utf8,
-                                       "status": pl.Utf8, "reason": pl.Utf8})
+                                       "status": pl.Utf8, "reason": pl.Utf8,
+                                       "organ_voxels": pl.Utf8})
     n_volumes = sum(p is not None for p in volumes.values())
     if n_volumes and not any(r["status"] == "ok" for r in rows):
         # every subject raised, or found none of the organs: a cause they share (no CUDA

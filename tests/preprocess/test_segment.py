@@ -5,6 +5,7 @@ crop, and the workflow runs the segment rule before the encoders of that modalit
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import types
@@ -201,14 +202,16 @@ def test_a_dicom_series_of_the_other_modality_is_that_subject_s(tmp_path, monkey
 
 def _fake_segmenter(volume, out_dir):
     """Writes each organ TotalSegmentator would: two boxes on the volume's grid; a
-    volume named 'broken' fails, one named 'empty' has no organ."""
+    volume named 'broken' fails, one named 'empty' has no organ, one named 'one_kidney'
+    no right kidney."""
     img = nib.load(str(volume))
     if "broken" in volume.name:
         raise RuntimeError("nnU-Net crashed")
     files = []
     for organ, (lo, hi) in {"kidney_left": (2, 5), "kidney_right": (9, 12)}.items():
         data = np.zeros(img.shape, np.uint8)
-        if "empty" not in volume.name:
+        if "empty" not in volume.name and not (
+                "one_kidney" in volume.name and organ == "kidney_right"):
             data[lo:hi, 3:7, 1:4] = 1
         path = out_dir / f"{organ}.nii.gz"  # on the grid it read, as TotalSegmentator's
         nib.save(nib.Nifti1Image(data, img.affine), str(path))
@@ -323,6 +326,34 @@ def test_the_segment_rule_runs_before_that_modalitys_encoders(tmp_path):
     run = snakemake_in(tmp_path, "-n")
     assert run.returncode != 0
     assert "masks are made for volume and dicom modalities" in run.stdout + run.stderr
+
+
+def test_an_organ_found_nowhere_is_said_on_the_subject(tmp_path):
+    """One kidney found nowhere (a nephrectomy, a failed segmentation) halved the crop's
+    box, and masks.parquet said "ok" with no word of it; nor did the store."""
+    from mmpipe.encode.inputs import gather_inputs
+
+    rng = np.random.default_rng(1)
+    cohort = tmp_path / "cohort"
+    (cohort / "qc").mkdir(parents=True)
+    vols = {s: _nifti(tmp_path / f"{s}.nii.gz", rng.uniform(0, 9, (16, 10, 6)))
+            for s in ("a", "one_kidney")}
+    pl.DataFrame({"subject_id": list(vols), "ct_path": [str(v) for v in vols.values()],
+                  "label": ["x", "y"]}).write_parquet(cohort / "manifest.parquet")
+    (cohort / "manifest.json").write_text(
+        '{"cohort": "c", "labels": ["label"], "n_subjects": 2, "extra_columns": [], '
+        '"modalities": {"ct": {"kind": "volume", "path_column": "ct_path"}}}')
+    table = segment_modality(vols, tmp_path / "m", _fake_segmenter)
+    rows = {r["subject_id"]: r for r in table.to_dicts()}
+    assert rows["a"]["reason"] == "" and rows["one_kidney"]["status"] == "ok"
+    assert rows["one_kidney"]["reason"] == ("segmentation found no kidney_right: the mask "
+                                            "is the other organs'")
+    assert json.loads(rows["one_kidney"]["organ_voxels"]) == {"kidney_left": 36,
+                                                             "kidney_right": 0}
+    items = {i.subject_id: i for i in gather_inputs(cohort, "ct", "volume", masks=tmp_path / "m")}
+    assert items["one_kidney"].status == "ok"
+    assert items["one_kidney"].reason == rows["one_kidney"]["reason"]
+    assert items["a"].reason == ""
 
 
 def test_a_failed_segmentation_rejects_the_subject_at_encoding(tmp_path):
