@@ -463,7 +463,19 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                     _reads_masks(encoders[e], mod) for e in mod["encoders"] if e in encoders):
                 # no segment job runs for it (preprocess.masks.reads_segmented_masks)
                 problems.append(f"{where}.mask: no encoder of the modality reads a mask (a "
-                                "transform's roi_crop or slice_select)")
+                                "transform's roi_crop, mask_out or slice_select)")
+            elif mod.get("mask") and not mod["mask"].get("replaces_adapter_masks") and (
+                    ADAPTERS[cohort["adapter"]].gives_masks(cohort)):
+                # a mask is the modality's: TotalSegmentator's brain masks for one encoder's
+                # crop silently became HAM's "largest tumour slice" in place of BraTS's own
+                readers = [e for e in mod["encoders"]
+                           if e in encoders and _reads_masks(encoders[e], mod)]
+                problems.append(
+                    f"{where}.mask: the {cohort['adapter']} adapter gives {mname!r} masks of "
+                    f"its own, and TotalSegmentator's replace them for every encoder of the "
+                    f"modality that reads one ({', '.join(readers)}): a mask is the "
+                    "modality's, not one encoder's. Set mask.replaces_adapter_masks: true "
+                    "to say so, or leave the mask out to keep the adapter's")
             elif mod["kind"] in ("volume", "dicom") and not mod.get("mask") and not (
                     ADAPTERS[cohort["adapter"]].gives_masks(cohort)):
                 for ename in [e for e in mod["encoders"] if _needs_mask(encoders.get(e, {}))]:

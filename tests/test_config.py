@@ -13,6 +13,7 @@ from mmpipe.config import (
     benchmark_settings,
     check_config_files,
     load_config,
+    load_config_layers,
     run_cells,
     validate_config,
 )
@@ -1500,3 +1501,30 @@ def test_a_torchvision_weight_file_other_than_the_official_one_is_refused(raw_co
                   ("vgg11-8a719046.pth", f"vgg11-{sha[:8]}.pth")):
         monkeypatch.setitem(registry.OFFICIAL_WEIGHTS, "vgg11_slices", names)
         validate_config(copy.deepcopy(cfg))
+
+
+def test_masks_that_replace_an_adapters_own_are_said_to(tmp_path):
+    """TotalSegmentator's brain masks asked for one encoder's crop on BraTS's T1 replaced
+    the tumour segmentation every mask-reading encoder of T1 read: HAM's "largest tumour
+    slice" became the slice with the most brain, with the config accepted."""
+    weights = tmp_path / "totalseg"
+    for model in ("Dataset297_x", "Dataset298_x"):
+        (weights / model).mkdir(parents=True)
+    overlay = {"encoders": {"vgg11_tumour_slice": {"allow_random_init": True},
+                            "med3d_brain": {"type": "med3d", "allow_random_init": True,
+                                            "transform": {"roi_crop": {"margin": 4}}}},
+               "preprocess": {"totalsegmentator": {"weights": str(weights)}},
+               "cohorts": {"brats": {"modalities": {"t1": {
+                   "kind": "volume", "encoders": ["vgg11_tumour_slice", "med3d_brain"],
+                   "mask": {"from": "totalsegmentator", "roi_subset": ["brain"]}}}}}}
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    layers = [REPO / "config.yaml", REPO / "experiments" / "ham_brats.yaml", path]
+    with pytest.raises(ConfigError, match=r"brats.modalities.t1.mask: the brats adapter gives "
+                                          r"'t1' masks of its own, and TotalSegmentator's "
+                                          r"replace them for every encoder of the modality "
+                                          r"that reads one \(vgg11_tumour_slice, med3d_brain\)"):
+        load_config_layers(layers)
+    overlay["cohorts"]["brats"]["modalities"]["t1"]["mask"]["replaces_adapter_masks"] = True
+    path.write_text(yaml.safe_dump(overlay))
+    load_config_layers(layers)
