@@ -24,7 +24,9 @@ and the one a 2-D slice encoder expects (one axial slice = one ``(H, W)`` image)
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -412,6 +414,11 @@ class ForegroundZScoreWithNoise(Transform):
         return out
 
 
+# the file a VolumeTransform is reading, which its steps' warnings name (a step sees a
+# tensor that no longer says); per thread and process, as the volume readers run
+_READING: contextvars.ContextVar[str] = contextvars.ContextVar("reading", default="a volume")
+
+
 class VolumeToSlices(Transform):
     """``[1, D, H, W]`` in [0, 1] -> axial slices ``[S, 1, H, W]``.
 
@@ -433,8 +440,8 @@ class VolumeToSlices(Transform):
             share = (slices > 0).flatten(1).float().mean(dim=1)
             ok = torch.nonzero(share >= self.min_foreground).flatten()
             if len(ok) == 0:
-                log.warning("no slice has >= %.3g foreground; keeping the fullest one (%.3g)",
-                            self.min_foreground, float(share.max()))
+                log.warning("%s: no slice has >= %.3g foreground; keeping the fullest one "
+                            "(%.3g)", _READING.get(), self.min_foreground, float(share.max()))
                 ok = share.argmax().reshape(1)
             keep = ok
         if self.max_slices and len(keep) > self.max_slices:
@@ -564,6 +571,7 @@ class VolumeTransform:
         self.compose = Compose(list(transforms), log_stats=False)
 
     def __call__(self, path: str | Path | MaskedVolume) -> torch.Tensor:
+        reading = _READING.set(path.image if isinstance(path, MaskedVolume) else str(path))
         try:
             out = self.compose(path if isinstance(path, MaskedVolume) else str(path))
         except Exception as err:
@@ -571,6 +579,8 @@ class VolumeTransform:
             if isinstance(cause, InputError) or out_of_memory(cause):  # OOM: the machine's
                 raise cause from None
             raise InputError(f"{type(cause).__name__}: {cause}", path=path) from err
+        finally:
+            _READING.reset(reading)
         out = out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
         return out.to(torch.float32).contiguous()
 
@@ -685,8 +695,10 @@ def _nifti_affine(path: str | Path) -> np.ndarray | None:
         log.warning("median spacing: skipping unreadable %s (%s: %s)", path,
                     type(err).__name__, err)
         return None
-    if len(image.shape) < 3:
-        log.warning("median spacing: skipping %s (%d-D, not a volume)", path, len(image.shape))
+    if len(image.shape) < 3 or math.prod(image.shape[3:]) > 1:
+        # refused when it is read (one 3-D volume a subject): it does not vote either
+        log.warning("median spacing: skipping %s (shape %s, not one 3-D volume)", path,
+                    tuple(image.shape))
         return None
     return affine
 
@@ -727,8 +739,11 @@ def _header_spacing(path: str | Path, codes: str | None) -> np.ndarray | None:
                         str(err).strip().splitlines()[-1] if str(err).strip() else err)
             return None
         spacing = np.asarray(reader.GetSpacing(), dtype=float)[:3]
-        if len(spacing) < 3:
-            log.warning("median spacing: skipping %s (%d-D, not a volume)", path, len(spacing))
+        size = reader.GetSize()
+        if (len(spacing) < 3 or math.prod(size[3:]) > 1
+                or reader.GetNumberOfComponents() > 1):
+            log.warning("median spacing: skipping %s (size %s of %d component(s), not one "
+                        "3-D volume)", path, tuple(size), reader.GetNumberOfComponents())
             return None
         direction = np.asarray(reader.GetDirection(), dtype=float).reshape(
             reader.GetDimension(), reader.GetDimension())[:3, :3]

@@ -246,7 +246,7 @@ def test_slice_recipe_shapes_and_imagenet_range(blob):
     assert float(grey[1:4].max()) > 0.8 and float(grey[4:].max()) == pytest.approx(0, abs=1e-6)
 
 
-def test_slice_selection(blob):
+def test_slice_selection(blob, caplog):
     fg = build_slice_transform({**VGG_SLICE_RECIPE, "min_foreground": 0.1})(blob)
     assert fg.shape[0] == 3  # only z = 1, 2, 3 hold the blob (20/120 pixels each)
     few = build_slice_transform({**VGG_SLICE_RECIPE, "max_slices": 4})(blob)
@@ -255,6 +255,9 @@ def test_slice_selection(blob):
     torch.testing.assert_close(few, full[[0, 2, 3, 5]])  # evenly spaced: round(linspace(0, 5, 4))
     none = build_slice_transform({**VGG_SLICE_RECIPE, "min_foreground": 0.9})(blob)
     assert none.shape[0] == 1  # nothing qualifies: the fullest slice is kept
+    # and the log says of which file (it named none)
+    assert any(r.getMessage().startswith(f"{blob}: no slice has >= 0.9 foreground")
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
 def test_slice_recipe_with_a_window_and_non_square_slices(ct):
@@ -431,11 +434,20 @@ def test_a_header_without_a_spacing_or_orientation_is_skipped_not_the_cohort(tmp
                                          b"TransformMatrix = 1 0 0 0 1 0 0 0 0")
     assert text != singular.read_bytes()
     singular.write_bytes(text)
-    cohort = [*good, nan_sform, zero_column, singular]
+    # a 4-D file and a vector image: refused when read, so no vote (the fMRI's 9 mm slices
+    # moved the median)
+    series = tmp_path / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 3), np.float32), np.diag([1, 1, 9.0, 1])),
+             series)
+    vector = tmp_path / "vector.mha"
+    image = sitk.GetImageFromArray(np.ones((4, 4, 4, 3), np.float32), isVector=True)
+    image.SetSpacing((1.0, 1.0, 9.0))
+    sitk.WriteImage(image, vector)
+    cohort = [*good, nan_sform, zero_column, singular, series, vector, series]
     assert cohort_median_spacing(cohort) == pytest.approx((1.0, 1.0, 3.5))
     assert cohort_median_spacing(cohort, orientation=None) == pytest.approx((1.0, 1.0, 3.5))
-    with pytest.raises(InputError, match="none of 3 volumes"):
-        cohort_median_spacing([nan_sform, zero_column, singular])
+    with pytest.raises(InputError, match="none of 5 volumes"):
+        cohort_median_spacing([nan_sform, zero_column, singular, series, vector])
 
 
 def test_the_volume_recipe_refuses_a_slice_the_slice_recipe_takes(tmp_path):
