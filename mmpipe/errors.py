@@ -90,3 +90,9 @@ def out_of_memory(err: BaseException) -> bool:
         seen = seen.__cause__
     return False
 
+
+def note_subject(err: BaseException, subject_id: str, path: str | Path) -> None:
+    """Note on ``err``, a cause every subject shares about to fail the job (memory, disk),
+    the subject it was raised on: an out-of-memory error names no file, and the input
+    that needs the larger node is the one to try it with."""
+    err.add_note(f"raised on subject {subject_id!r} ({path})")

@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, note_subject
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC
 from mmpipe.preprocess.shard_errors import (
@@ -35,7 +35,6 @@ from mmpipe.preprocess.shard_errors import (
     check_inputs_there,
     check_none_went,
     check_not_all_unnamed,
-    note_subject,
     shared_cause,
 )
 from mmpipe.qc import qc_frame

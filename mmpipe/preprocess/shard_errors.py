@@ -49,13 +49,6 @@ def shared_cause(err: BaseException) -> bool:
             or (isinstance(err, OSError) and err.errno in _DISK_ERRNOS | _MOUNT_ERRNOS))
 
 
-def note_subject(err: BaseException, subject_id: str, path: str | Path) -> None:
-    """Note on ``err``, a shared cause about to fail the job, the subject it was raised
-    on: an out-of-memory error names no file, and the input that needs the larger node
-    is the one to try it with."""
-    err.add_note(f"raised while preprocessing subject {subject_id!r} ({path})")
-
-
 def _not_there(path: str | Path) -> bool:
     return not os.path.lexists(path)  # a dangling link is there: the reader names it
 

@@ -214,5 +214,6 @@ def test_running_out_of_memory_reading_a_slide_fails_the_job(slides, monkeypatch
         return real(slide, grid, index)
 
     monkeypatch.setattr(tiling, "read_tiles", read_tiles)
-    with pytest.raises(SlideError, match="simulated"):
+    with pytest.raises(SlideError, match="simulated") as raised:
         _encode(slides, workers)
+    assert [n.split(" (")[0] for n in raised.value.__notes__] == ["raised on subject 's1'"]

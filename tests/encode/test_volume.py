@@ -48,8 +48,9 @@ def test_running_out_of_memory_fails_the_job_and_rejects_no_subject(error):
     items = [SimpleNamespace(subject_id=s, source=f"{s}.nii.gz") for s in ("ok", "big")]
     out = load_volumes(items, transform, {"loader_workers": 0})
     assert next(out)[0] == "ok"
-    with pytest.raises(type(error)):
+    with pytest.raises(type(error)) as raised:
         next(out)
+    assert raised.value.__notes__ == ["raised on subject 'big' (big.nii.gz)"]  # named none
     # any other failure is the subject's own
     bad = [SimpleNamespace(subject_id="x", source="big.nii.gz")]
     got = list(load_volumes(bad, lambda s: (_ for _ in ()).throw(RuntimeError("bad header")),

@@ -102,7 +102,7 @@ def test_a_cause_every_subject_shares_names_the_subject_it_was_raised_on(tmp_pat
     with pytest.raises(MemoryError) as raised:
         convert_dicom_shard(tmp_path / "results" / "toy", "ct", 0, 1, {}, tmp_path / "out")
     assert raised.value.__notes__ == [
-        f"raised while preprocessing subject 'a' ({tmp_path / 'dcm' / 'a'})"]
+        f"raised on subject 'a' ({tmp_path / 'dcm' / 'a'})"]
 
 
 @pytest.mark.parametrize("errno_name", ["ESTALE", "ENOTCONN", "ETIMEDOUT"])

@@ -407,7 +407,7 @@ def test_a_segmenter_that_fails_every_subject_fails_the_job(tmp_path):
     with pytest.raises(MemoryError) as raised:
         segment_modality({"s1": str(vol)}, tmp_path / "m2", out_of_memory)
     # the input the larger node is asked for is named
-    assert raised.value.__notes__ == [f"raised while preprocessing subject 's1' ({vol})"]
+    assert raised.value.__notes__ == [f"raised on subject 's1' ({vol})"]
 
     # TotalSegmentator short of GPU memory: torch raises a RuntimeError, which rejected
     # the subject's mask (and then the subject) on a small GPU
