@@ -96,3 +96,26 @@ def note_subject(err: BaseException, subject_id: str, path: str | Path) -> None:
     the subject it was raised on: an out-of-memory error names no file, and the input
     that needs the larger node is the one to try it with."""
     err.add_note(f"raised on subject {subject_id!r} ({path})")
+
+
+def unpickler_refusal(err: BaseException) -> str | None:
+    """What ``torch.load(weights_only=True)`` refused in a file ("Unsupported global:
+    GLOBAL print was not an allowed global by default"), or None for another error:
+    torch's message also advises loading the file with ``weights_only=False``, which
+    runs its code, and carries terminal colour codes, neither of which belongs in a
+    reason."""
+    text = str(err)
+    if type(err).__name__ != "UnpicklingError" and "Weights only load failed" not in text:
+        return None
+    why = (text.split("WeightsUnpickler error:")[-1].strip().splitlines() or ["?"])[0]
+    return why.split(". Please")[0].strip() or "?"
+
+
+def read_error_words(err: BaseException) -> str:
+    """A reader's error as a reason: a pickle refused says what it holds, and no advice
+    to load it unsafely; any other error, its type and message."""
+    refused = unpickler_refusal(err)
+    if refused is not None:
+        return (f"the file pickles more than tensors ({refused}); refused without "
+                "unpickling it (torch.load weights_only=True)")
+    return f"{type(err).__name__}: {err}"

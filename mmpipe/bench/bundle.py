@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmpipe.errors import MmpipeError
+from mmpipe.errors import MmpipeError, unpickler_refusal
 from mmpipe.layout import MODEL
 
 FORMAT = 2
@@ -97,7 +97,7 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        why = (str(err).split("WeightsUnpickler error:")[-1].strip().splitlines() or ["?"])[0]
+        why = unpickler_refusal(err) or str(err)
         if "global" in why.lower():  # a class or function the file would call: code
             raise ModelBundleError(
                 f"{path}: refused: the file holds objects that would run code when loaded "

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmpipe.encoders.weights import for_strict_load
-from mmpipe.errors import WeightsError
+from mmpipe.errors import WeightsError, read_error_words
 
 # the activations BERT checkpoints name in config.json (transformers' ACT2FN): exact GELU,
 # and its tanh approximation under the two names transformers gives it
@@ -210,7 +210,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         # a pickle: tensors only, nothing else is unpickled (no code from a model file)
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: cannot read the weights: {exc}") from exc
+        raise WeightsError(f"{path}: cannot read the weights: {read_error_words(exc)}") from exc
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a state_dict, found {type(obj).__name__}")
     return obj

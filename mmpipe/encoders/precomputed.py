@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmpipe.errors import InputError, out_of_memory
+from mmpipe.errors import InputError, out_of_memory, read_error_words
 from mmpipe.io.declared_size import beyond_file
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _read_errors(path: Path) -> Iterator[None]:
             if why is None:
                 raise
             raise InputError(f"cannot read features: {why}", path) from exc
-        raise InputError(f"cannot read features: {type(exc).__name__}: {exc}", path) from exc
+        raise InputError(f"cannot read features: {read_error_words(exc)}", path) from exc
 
 
 def _value_error_reason(exc: ValueError, path: Path) -> str:

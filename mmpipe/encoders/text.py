@@ -42,7 +42,7 @@ from torch import nn
 
 from mmpipe.encoders.registry import MINILM_PACKAGE, TEXT_MODELS
 from mmpipe.encoders.weights import WeightsInfo
-from mmpipe.errors import ConfigError, WeightsError
+from mmpipe.errors import ConfigError, WeightsError, read_error_words
 from mmpipe.hashing import content_sha256
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def _projection_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: cannot read the text projection: {exc}") from exc
+        raise WeightsError(f"{path}: cannot read the text projection: "
+                           f"{read_error_words(exc)}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):  # torch.save of a bare tensor or module list

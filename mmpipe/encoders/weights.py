@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from mmpipe.errors import WeightsError
+from mmpipe.errors import WeightsError, read_error_words
 from mmpipe.fsutil import atomic_write_text
 from mmpipe.hashing import sha256_file
 
@@ -106,7 +106,8 @@ def _load_file(path: Path, expected_sha: str | None, source: str) -> tuple[dict,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, pickle with code objects, truncated file ...
-        raise WeightsError(f"{source}: cannot read the weights file: {exc}") from exc
+        raise WeightsError(f"{source}: cannot read the weights file: "
+                           f"{read_error_words(exc)}") from exc
     return _unwrap(obj, source), actual
 
 

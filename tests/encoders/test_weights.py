@@ -169,6 +169,19 @@ def test_corrupt_file_is_a_weights_error(tmp_path):
         resolve_state_dict({"weights": str(p)}, **ARGS)
 
 
+def test_a_checkpoint_that_pickles_code_is_refused_without_unsafe_advice(tmp_path):
+    """torch's refusal advised loading the file with weights_only=False, which runs its
+    code, in terminal colour codes; the error quoted it whole."""
+    p = tmp_path / "ckpt.pth"
+    torch.save({"conv.weight": torch.ones(2), "hook": print}, p)
+    with pytest.raises(WeightsError, match=r"cannot read the weights file: the file pickles "
+                                           r"more than tensors \(Unsupported global: GLOBAL "
+                                           r"print was not an allowed global by "
+                                           r"default\)") as err:
+        resolve_state_dict({"weights": str(p)}, **ARGS)
+    assert "weights_only=False" not in str(err.value) and "\x1b" not in str(err.value)
+
+
 def test_load_strict_reports_missing_and_unexpected_keys():
     sd = {k: v for k, v in Toy().state_dict().items() if not k.startswith("head.")}
     sd["classifier.weight"] = torch.zeros(3)
