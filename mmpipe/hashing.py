@@ -107,17 +107,45 @@ def _cached_sha256(identity: tuple) -> str:
     return digest
 
 
+def _folder_sha256(path: Path) -> str:
+    """The digest of a folder's files, names and contents, with its linked subfolders
+    walked too (``Path.rglob`` goes into none: TotalSegmentator weights replaced in a
+    linked ``fold_0`` reran nothing). A link to nothing counts by its name (fetched
+    later, it reruns the jobs; the job reading the files says what is missing), and a
+    folder reached twice (a link loop, two names for it) is walked once, under its first
+    name in the walk's order: real folders before links, each in name order, not the
+    file system's listing, which a copy to another disk reorders."""
+    files: list[tuple[Path, str]] = []
+    seen = {os.path.realpath(path)}
+    for here, folders, names in os.walk(path, followlinks=True):
+        folders.sort(key=lambda f: (os.path.islink(os.path.join(here, f)), f))
+        kept = []
+        for folder in folders:
+            real = os.path.realpath(os.path.join(here, folder))
+            if real not in seen:
+                seen.add(real)
+                kept.append(folder)
+        folders[:] = kept
+        for name in names:
+            file = Path(here) / name
+            if file.is_file():
+                files.append((file, ""))
+            elif not file.exists():
+                files.append((file, "a link to nothing"))
+    digest = hashlib.sha256()
+    for f, missing in sorted(files):
+        digest.update(f.relative_to(path).as_posix().encode())
+        digest.update((missing or content_sha256(f)).encode())
+    return digest.hexdigest()
+
+
 def content_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder's files (names and contents, in name order). A
-    file is read once while it does not change: per process, and for files of 1 MiB or
-    more across processes (:func:`hash_cache_dir`)."""
+    """SHA-256 of a file, or of a folder's files (names and contents, in name order:
+    :func:`_folder_sha256`). A file is read once while it does not change: per process,
+    and for files of 1 MiB or more across processes (:func:`hash_cache_dir`)."""
     path = Path(path)
     if path.is_dir():
-        digest = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f.relative_to(path).as_posix().encode())
-            digest.update(content_sha256(f).encode())
-        return digest.hexdigest()
+        return _folder_sha256(path)
     resolved = path.resolve()
     for _ in range(3):
         identity = _identity(resolved)

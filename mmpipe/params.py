@@ -14,7 +14,6 @@ on it either.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -120,7 +119,7 @@ def segment_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
               if modality(cfg, cohort_name, modality_name)["kind"] == "dicom" else {})
     return canonical({**organs, **shards,
                       # "missing": the job then fails, naming the folder (check_weights)
-                      "weights": {m.name: weights_sha256(m) for m in models} or "missing",
+                      "weights": {m.name: content_sha256(m) for m in models} or "missing",
                       "code": code_key("preprocess/segment", "made_with")})
 
 
@@ -156,41 +155,6 @@ def prompt_params(cfg: dict, cohort_name: str, modality_name: str) -> dict:
                                        "made_with")})
 
 
-def weights_sha256(path: Path) -> str:
-    """:func:`~mmpipe.hashing.content_sha256` of a weights file, or of a folder's files
-    with its linked subfolders walked too (``Path.rglob``, which content_sha256 walks,
-    goes into none, so weights replaced in a linked ``fold_0`` reran nothing). The same
-    digest as content_sha256 for a folder without links. A link to nothing in it counts
-    by its name (fetched later, it reruns the jobs; the job reading the weights says what
-    is missing), and a folder reached twice (a link loop, two names for it) is walked
-    once, under its first name in the walk's order: real folders before links, each in
-    name order, not the file system's listing, which a copy to another disk reorders."""
-    if not path.is_dir():
-        return content_sha256(path)
-    files: list[tuple[Path, str]] = []
-    seen = {os.path.realpath(path)}
-    for here, folders, names in os.walk(path, followlinks=True):
-        folders.sort(key=lambda f: (os.path.islink(os.path.join(here, f)), f))
-        kept = []
-        for folder in folders:
-            real = os.path.realpath(os.path.join(here, folder))
-            if real not in seen:
-                seen.add(real)
-                kept.append(folder)
-        folders[:] = kept
-        for name in names:
-            file = Path(here) / name
-            if file.is_file():
-                files.append((file, ""))
-            elif not file.exists():
-                files.append((file, "a link to nothing"))
-    digest = hashlib.sha256()
-    for f, missing in sorted(files):
-        digest.update(f.relative_to(path).as_posix().encode())
-        digest.update((missing or content_sha256(f)).encode())
-    return digest.hexdigest()
-
-
 def weights_fingerprint(enc: dict, key: str = "weights") -> str:
     """What identifies an encoder's weight file or folder: for ``weights``, the configured
     SHA-256 when given (the job checks the file against it), else the content's SHA-256;
@@ -202,7 +166,7 @@ def weights_fingerprint(enc: dict, key: str = "weights") -> str:
     if "://" in spec:
         return spec  # a URL names its content (torch hub files carry their hash)
     path = Path(spec).expanduser()
-    return weights_sha256(path) if path.exists() else "missing"
+    return content_sha256(path) if path.exists() else "missing"
 
 
 def package_fingerprint(name: str) -> str:

@@ -126,3 +126,74 @@ def test_a_file_written_moments_ago_or_while_read_is_not_cached(tmp_path, cache_
     monkeypatch.setattr(hashing, "sha256_file", read_while_written)
     assert content_sha256(weights) == real(weights)  # the whole file, read again
     assert len(reads) == 2
+
+
+# a folder's digest (weights folders: TotalSegmentator's, a sentence-transformers model)
+def _model(root):
+    model = root / "model"
+    (model / "fold_0").mkdir(parents=True)
+    (model / "plans.json").write_text("{}")
+    (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights 1")
+    return model
+
+
+def test_a_folder_without_links_keeps_its_digest(tmp_path):
+    """Weights folders hashed before links were walked keep their params: nothing
+    reruns for them."""
+    import hashlib
+
+    model = _model(tmp_path)
+    (model / ".hidden").mkdir()
+    (model / ".hidden" / "x").write_text("x")
+    before = hashlib.sha256()  # the digest before: Path.rglob's files in name order
+    for f in sorted(p for p in model.rglob("*") if p.is_file()):
+        before.update(f.relative_to(model).as_posix().encode())
+        before.update(content_sha256(f).encode())
+    assert content_sha256(model) == before.hexdigest()
+
+
+def test_weights_replaced_in_a_linked_subfolder_change_the_digest(tmp_path):
+    """Path.rglob went into no linked folder: the weights of a linked
+    fold_0 were not hashed, and replacing them reran no mask or store."""
+    real = _model(tmp_path / "real")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "plans.json").write_text("{}")
+    (model / "fold_0").symlink_to(real / "fold_0", target_is_directory=True)
+    (model / "again").symlink_to(model, target_is_directory=True)  # a loop: walked once
+    before = content_sha256(model)
+    assert before == content_sha256(real)  # the same files under the same names
+    (real / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights 2")
+    assert content_sha256(model) != before
+
+
+def test_a_link_to_nothing_among_the_weights_counts_and_plans(tmp_path):
+    """Planning goes on (the job reading the weights says what is missing), and fetching
+    the link's file later changes the digest."""
+    model = _model(tmp_path)
+    without = content_sha256(model)
+    (model / "README.md").symlink_to(tmp_path / "blobs" / "deadbeef")
+    before = content_sha256(model)
+    assert before != without  # left out, it was no change
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "deadbeef").write_text("fetched")
+    assert content_sha256(model) != before
+
+
+def test_the_digest_does_not_follow_the_file_systems_listing_order(tmp_path, monkeypatch):
+    """A folder and a link to it: which name was walked depended on os.walk's listing,
+    which a copy to another disk reorders, so moving the weights reran every job."""
+    import os
+
+    model = _model(tmp_path)
+    (model / "best").symlink_to(model / "fold_0", target_is_directory=True)
+    listed = os.walk
+    digests = []
+    for order in (sorted, lambda names: sorted(names, reverse=True)):
+        def walk(top, order=order, **kwargs):
+            for here, folders, names in listed(top, **kwargs):
+                folders[:] = order(folders)
+                yield here, folders, names
+        monkeypatch.setattr(os, "walk", walk)
+        digests.append(content_sha256(model))
+    assert digests[0] == digests[1]
