@@ -181,7 +181,13 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
     if mode == "explicit":
         _refuse_missing_text_taken(manifest, fields, prompt, rules)
     rows = []
+    # a Float32 column's 0.1 reads back as the double 0.10000000149011612: its shortest
+    # float32 digits are what the table holds
+    single = [f for f in fields if manifest.schema[f] == pl.Float32]
     for row in manifest.select(["subject_id", *fields]).iter_rows(named=True):
+        for f in single:
+            if row[f] is not None:
+                row[f] = float(str(np.float32(row[f])))
         text, n = _render(row, fields, prompt, rules)
         rows.append({"subject_id": row["subject_id"], "prompt": text, "n_fields": n})
     out = pl.DataFrame(rows, schema={"subject_id": pl.String, "prompt": pl.String,

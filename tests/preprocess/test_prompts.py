@@ -81,6 +81,14 @@ def test_build_prompts_refuses_label_fields_and_unknown_columns():
         build_prompts(m, ["age"], ["label"], {**PROMPT, "missing": "skip"})
 
 
+def test_a_single_precision_column_is_written_as_its_table_holds_it():
+    """A Float32 column's 0.1 was written "0.10000000149011612" (its double)."""
+    m = pl.DataFrame({"subject_id": ["a", "b"], "age": [0.1, 62.5]},
+                     schema={"subject_id": pl.String, "age": pl.Float32})
+    out = build_prompts(m, ["age"], [], PROMPT)
+    assert out["prompt"].to_list() == ["Record. Age 0.1.", "Record. Age 62.5."]
+
+
 def test_missing_values_codes_are_blank_and_a_row_of_codes_has_no_prompt():
     """A -1 = unknown code was rendered ("Age -1."): a subject whose every field was -1
     had a prompt of codes and was present in the text store, while the tabular store,
