@@ -12,9 +12,10 @@ reader names fails too.
 
 An input the manifest names was there when the manifest was built (an adapter rejects
 a path not found). One that is not there when the shard starts was moved or deleted
-since: that subject's rejection. None there is the data's folder or mount missing
-where the job ran (a node without the mount); one there at the start and gone at the
-end is the mount dropping during the job. Both fail the job: their subjects' inputs
+since: that subject's rejection. None there (of two inputs or more, or one whose folder
+is gone too) is the data's folder or mount missing where the job ran (a node without
+the mount); one there at the start and gone at the end is the mount dropping during
+the job. Both fail the job: their subjects' inputs
 are not defective, and a shard of their rejections would stand after the mount is back.
 """
 
@@ -50,15 +51,27 @@ def shared_cause(err: BaseException) -> bool:
 
 
 def _not_there(path: str | Path) -> bool:
-    return not os.path.lexists(path)  # a dangling link is there: the reader names it
+    """Whether nothing is at ``path`` now, a link's target included: the manifest refused
+    links to nothing, so one dangling now lost its target since (a cohort folder of links
+    into a store whose mount is missing). A mount's error fails the job; any other
+    (permissions) is the reader's to name."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError as err:
+        if err.errno in _MOUNT_ERRNOS:
+            raise
+    return False
 
 
 def check_inputs_there(paths: Mapping[str, str | Path]) -> set[str]:
     """The subjects of a shard (``subject -> input path``) whose input is not there now.
-    Fails the job when none is: the data's folder or mount missing where the job ran,
-    not every subject's defect."""
+    Fails the job when none is and that is no one deletion: two inputs or more, or one
+    whose folder is gone too (the data's folder or mount missing where the job ran)."""
     missing = {sid for sid, path in paths.items() if _not_there(path)}
-    if paths and len(missing) == len(paths):
+    if paths and len(missing) == len(paths) and (
+            len(paths) > 1 or _not_there(Path(next(iter(paths.values()))).parent)):
         shown = "; ".join(f"{sid}: {paths[sid]}" for sid in list(paths)[:3])
         raise SharedCauseError(
             f"none of the shard's {len(paths)} inputs is where the manifest says ({shown}); "

@@ -183,3 +183,83 @@ def test_inputs_gone_during_the_job_fail_it(tmp_path, monkeypatch):
                                                "job started and are gone now"):
         convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_links_into_a_store_whose_mount_is_missing_fail_the_job(tmp_path):
+    """A cohort folder of links into a data store: with the store's mount missing, each
+    link dangled, counted as there, and every subject was rejected "not a folder"."""
+    from mmpipe.preprocess.shard_errors import SharedCauseError
+
+    (tmp_path / "dcm").mkdir()
+    for name in ("a", "b"):
+        write_series(tmp_path / "store" / name, (0.7, 0.8))
+        (tmp_path / "dcm" / name).symlink_to(tmp_path / "store" / name)
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
+    (tmp_path / "store").rename(tmp_path / "unmounted")
+    with pytest.raises(SharedCauseError, match="none of the shard's 2 inputs"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_shard_of_one_deleted_input_is_its_rejection_unless_its_folder_went_too(tmp_path):
+    """A shard of one subject whose folder was deleted failed the job as a missing mount."""
+    import shutil
+
+    from mmpipe.preprocess.shard_errors import SharedCauseError
+
+    write_series(tmp_path / "data" / "dcm" / "a", (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "data/dcm/a"})
+    shutil.rmtree(tmp_path / "data" / "dcm" / "a")
+    qc = convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    assert qc["status"].to_list() == ["rejected"]
+    assert qc["reason"][0].startswith("not found: there when the manifest was built")
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(SharedCauseError, match="none of the shard's 1 inputs"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out2")
+
+
+def test_inputs_deleted_beside_one_bare_error_are_each_subjects_own(tmp_path, monkeypatch):
+    """Two inputs deleted and one reader's bare error: counted against the one subject
+    left, "every one of the shard's 1 subjects" failed the job as a shared cause."""
+    import shutil
+
+    from mmpipe.io import dicom
+
+    for name in ("a", "b", "c"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {n: f"dcm/{n}" for n in "abc"})
+    shutil.rmtree(tmp_path / "dcm" / "b")
+    shutil.rmtree(tmp_path / "dcm" / "c")
+
+    def bare(folder, *args, **kwargs):
+        raise NotImplementedError("Unknown Value Representation 'Lv'")
+
+    monkeypatch.setattr(dicom, "dicom_to_nifti", bare)
+    qc = convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    assert qc["status"].to_list() == ["rejected"] * 3
+
+
+def test_a_mount_error_on_an_inputs_path_fails_the_job(tmp_path, monkeypatch):
+    """ESTALE while looking for an input read as "moved or deleted": its subject was
+    rejected so, and the shard stood finished."""
+    import errno
+    import os
+
+    for name in ("a", "b"):
+        write_series(tmp_path / "dcm" / name, (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
+    real = {"stat": os.stat, "lstat": os.lstat}
+
+    def stale(name):
+        def call(path, *args, **kwargs):
+            if str(path).endswith("dcm/b"):
+                raise OSError(errno.ESTALE, "Stale file handle", str(path))
+            return real[name](path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "stat", stale("stat"))
+    monkeypatch.setattr(os, "lstat", stale("lstat"))
+    with pytest.raises(OSError, match="Stale file handle"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    monkeypatch.undo()
+    assert not (tmp_path / "out").exists()
