@@ -359,6 +359,16 @@ def _named_dicom(path: Path) -> bool:
     return path.suffix.lower() in _DICOM_SUFFIXES
 
 
+# what a file that is no DICOM at all is skipped as (not a DICOMDIR or a report)
+_NOT_DICOM = ("not a DICOM file", "not a readable DICOM file")
+
+
+def _name_shape(path: Path) -> str:
+    """A file name with each run of digits as one ``#`` (``IM00005``: ``im#``): the
+    pattern a folder's slices are named by."""
+    return re.sub(r"[0-9]+", "#", path.name.lower())
+
+
 def _has_magic(path: Path) -> bool:
     """The DICOM preamble's magic (PS3.10 7.1: 128 bytes, then ``DICM``)."""
     try:
@@ -925,6 +935,17 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
                 skipped.append(SkippedFile(path, *why))  # type: ignore[misc]
             continue
         groups[header.series_uid].append(header)
+    # a file named as the folder's images are (IM00005 beside IM00000..IM00004, a CD's
+    # names without a suffix) that is no DICOM at all is one cut to nothing (an empty
+    # file of an interrupted copy): called foreign, it lost the series' end slice, ok
+    shapes = {_name_shape(h.path) for headers in groups.values() for h in headers}
+    cut_to_nothing = [f for f in skipped if f.reason in _NOT_DICOM
+                      and _name_shape(f.path) in shapes]
+    if cut_to_nothing:
+        skipped = [f for f in skipped if f not in cut_to_nothing]
+        damaged += [SkippedFile(f.path, "damaged DICOM file", "named as the folder's DICOM "
+                                f"images are, and {f.detail}: one cut short (empty, or "
+                                "before its header)") for f in cut_to_nothing]
     if damaged:
         # as a link not fetched: a series read without them could lack its end slices,
         # stored as if whole with a note calling them foreign files

@@ -432,6 +432,24 @@ def test_a_damaged_file_of_no_known_series_rejects_the_folder(tmp_path, damage, 
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("cut", [0, 100])
+def test_a_slice_cut_to_nothing_under_a_cds_names_rejects_the_folder(tmp_path, cut):
+    """A CD's slices carry no suffix (IM00000, IM00001, ...): the last one, empty or cut
+    before the DICOM magic, was called "not a DICOM file", and the series was stored ok
+    one end slice short. A foreign file beside them keeps its own name's shape."""
+    _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k:05d}" for k in range(8)])
+    paths[7].write_bytes(paths[7].read_bytes()[:cut])
+    (tmp_path / "dcm" / "VERSION").write_text("1.0\n")
+    with pytest.raises(DicomSeriesError, match=r"1 of the folder's files are damaged DICOM "
+                                               r"files .*IM00007 \(named as the folder's "
+                                               r"DICOM images are"):
+        dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    paths[7].unlink()  # gone, not cut: the seven left convert, the foreign file skipped
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert summary["n_slices"] == 7
+    assert summary["note"] == "converted; skipped 1 of 8 files: VERSION (not a DICOM file)"
+
+
 def test_a_damaged_file_named_otherwise_without_the_dicom_magic_is_foreign(tmp_path):
     """Random bytes under a name no DICOM file takes: a foreign file, skipped and named."""
     _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k}.dcm" for k in range(8)])
