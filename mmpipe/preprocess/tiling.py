@@ -416,8 +416,13 @@ def tile_grid(slide: Slide, params: TilingParams) -> TileGrid:
     width0, height0 = slide.dimensions
     n_cols, n_rows = math.ceil(width0 / step), math.ceil(height0 / step)
     row, col = np.divmod(np.arange(n_cols * n_rows, dtype=np.int64), n_cols)
-    x = np.round(col * step).astype(np.int64)
-    y = np.round(row * step).astype(np.int64)
+    # corners on the read level's pixel grid: OpenSlide renders a region whose level-0
+    # corner falls between that level's pixels at the fraction, a bilinear blur, so a
+    # 40x scan at 0.2265 um/px read on its level 1 had sharp tiles beside tiles 20-28 %
+    # less sharp, by where each sat on the grid (a corner moves by half a pixel at most)
+    ds = slide.level_downsamples[level]
+    x = np.round(np.round(col * step / ds) * ds).astype(np.int64)
+    y = np.round(np.round(row * step / ds) * ds).astype(np.int64)
 
     mask, mask_ds = tissue_mask(slide, params)
     x0 = np.round(x / mask_ds).astype(np.int64)
