@@ -3,10 +3,11 @@
 A volume modality ``m`` may bring one mask per subject: the manifest column
 ``m_mask_path`` (:func:`mask_column`), filled by the cohort's adapter (BraTS: each
 case's ``_seg`` file for every sequence). A mask lies on the voxel grid of its volume
-(same shape, same affine, checked on loading); any voxel above 0 counts, so a label map
-(BraTS: 1, 2, 4) is its union, and a mask of values that are not whole numbers (a
-probability map, above 0 everywhere) is refused. Three keys of an encoder's
-``transform`` use it:
+(same shape, same affine, checked on loading); a voxel of 0.5 or more counts, so a label
+map (BraTS: 1, 2, 4) is its union, a probability map is taken at one half (above 0
+everywhere, it covered the whole volume when any voxel above 0 counted), and a label
+map stored scaled (1.992 for 2, a trace above 0 for 0) is its labels. Three keys of an
+encoder's ``transform`` use it:
 
 - ``roi_crop: {margin: N}``: crop the volume to the bounding box of the mask plus ``N``
   voxels on each side (clipped to the volume), after orientation and resampling, before

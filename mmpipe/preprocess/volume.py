@@ -129,7 +129,7 @@ class LoadVolume(Transform):
         self.min_extent = int(min_extent)
 
     def __call__(self, source: str | Path | MaskedVolume):
-        """With ``with_mask``, the subject's mask (any voxel above 0) becomes a second
+        """With ``with_mask``, the subject's mask (its voxels of 0.5 or more) becomes a second
         channel ``(2, X, Y, Z)``, so the spatial steps move it with the volume."""
         image_path = source.image if isinstance(source, MaskedVolume) else source
         image = self._load(image_path)
@@ -155,20 +155,14 @@ class LoadVolume(Transform):
                              "the same voxel grid", path=mask_path)
         from monai.data import MetaTensor
 
-        values = mask.as_tensor()
-        if not torch.equal(values, values.round()):
-            # a probability or soft mask (a network's unthresholded output, a mask resampled
-            # linearly) is above 0 far from its structure: "> 0" covered the whole volume,
-            # and the crop, the mask-out and the largest slice did nothing, stored ok
-            odd = values[values != values.round()]
-            raise InputError(f"the mask holds values that are not whole numbers "
-                             f"({odd.numel()} voxels, e.g. {float(odd[0]):.4g}): a "
-                             "probability or soft mask; give a label map (0 outside, "
-                             "a whole number above 0 inside), thresholded as you mean it",
-                             path=mask_path)
-        if not bool((values > 0).any()):  # named here: later only the volume is
-            raise InputError("the mask is empty (no voxel above 0)", path=mask_path)
-        both = torch.cat([image.as_tensor(), (mask.as_tensor() > 0).to(image.dtype)])
+        # a voxel of the mask is one of 0.5 or more: a label map's labels, a probability
+        # map at one half (above 0 everywhere, "> 0" covered the whole volume and the
+        # crop, the mask-out and the largest slice did nothing, stored ok), and a label
+        # map stored scaled (1.0039 for 1, 1.5e-05 for 0), whose background "> 0" counted
+        inside = mask.as_tensor() >= 0.5
+        if not bool(inside.any()):  # named here: later only the volume is
+            raise InputError("the mask is empty (no voxel of 0.5 or more)", path=mask_path)
+        both = torch.cat([image.as_tensor(), inside.to(image.dtype)])
         return MetaTensor(both, meta=image.meta)  # the volume's affine and metadata
 
     def _load(self, path: str | Path, what: str = "volume"):

@@ -71,7 +71,7 @@ def test_brats_miniature_largest_tumour_slice(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["no mask", "other grid", "other affine", "empty",
-                                 "truncated", "gone", "probability map"])
+                                 "truncated", "gone"])
 def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_path, bad):
     image, mask, _ = pair
     expected_path = None
@@ -91,13 +91,6 @@ def test_a_subject_without_a_usable_mask_is_rejected_with_the_reason(pair, tmp_p
         source = MaskedVolume(image, _nifti(tmp_path / "moved.nii.gz", np.ones((20, 24, 10)),
                                             shifted))
         match = "affine differs"
-    elif bad == "probability map":
-        # 0.001 everywhere, 0.9 in a box: "> 0" covered the whole volume, the crop and the
-        # largest slice (slice 0: every slice tied) did nothing, stored ok
-        soft = np.full((20, 24, 10), 0.001, np.float32)
-        soft[5:9, 10:16, 3:7] = 0.9
-        expected_path = _nifti(tmp_path / "soft.nii.gz", soft)
-        source, match = MaskedVolume(image, expected_path), "not whole numbers"
     elif bad == "gone":  # named "volume file not found", at the mask's path
         expected_path = tmp_path / "gone.nii.gz"
         source, match = MaskedVolume(image, str(expected_path)), ": mask file not found"
@@ -200,3 +193,32 @@ def test_a_roi_crop_box_too_thin_for_the_encoder_is_refused(pair, tmp_path):
     slices = build_slice_transform({"orientation": None, "roi_crop": {}})(
         MaskedVolume(image, mask))
     assert tuple(slices.shape) == (1, 3, 224, 224)
+
+
+def test_a_probability_map_or_a_scaled_label_map_is_the_voxels_of_one_half_or_more(
+        pair, tmp_path):
+    """A probability map (0.001 outside, 0.9 inside) is above 0 everywhere: "> 0" cropped
+    to the whole volume and took slice 0 as the largest (every slice tied), stored ok. A
+    label map stored scaled reads 1.0039 for 1 and 1.5e-05 for 0: "> 0" counted its
+    background."""
+    image, mask, volume = pair
+    labels = np.asanyarray(nib.load(mask).dataobj)
+    soft = np.where(labels > 0, 0.9, 0.001).astype(np.float32)
+    scaled = nib.Nifti1Image(labels.astype(np.float32), np.eye(4))
+    scaled.set_data_dtype(np.uint8)  # nibabel scales floats into the type's range
+    nib.save(scaled, tmp_path / "scaled.nii.gz")
+    stored = np.asanyarray(nib.load(tmp_path / "scaled.nii.gz").dataobj)
+    assert not np.array_equal(stored, stored.round())  # 1.992 for 2
+    # a background a resampler left a trace in
+    noisy = _nifti(tmp_path / "noisy.nii.gz", labels.astype(np.float32) + 1.5e-5)
+    crop = {"orientation": None, "roi_crop": {"margin": 2}, "normalize": None}
+    largest = {"orientation": None, "slice_select": "largest_mask"}
+    for other in (_nifti(tmp_path / "soft.nii.gz", soft), str(tmp_path / "scaled.nii.gz"),
+                  noisy):
+        torch.testing.assert_close(build_volume_transform(crop)(MaskedVolume(image, other)),
+                                   build_volume_transform(crop)(MaskedVolume(image, mask)))
+        torch.testing.assert_close(build_slice_transform(largest)(MaskedVolume(image, other)),
+                                   build_slice_transform(largest)(MaskedVolume(image, mask)))
+    faint = _nifti(tmp_path / "faint.nii.gz", np.where(labels > 0, 0.3, 0).astype(np.float32))
+    with pytest.raises(InputError, match="the mask is empty"):
+        build_volume_transform(crop)(MaskedVolume(image, faint))
