@@ -298,8 +298,9 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
     candidates = candidate_overrides(method_cls, hparams, trainer_defaults, tuning)
     sklearn = getattr(method_cls, "kind", "torch") == "sklearn"
     pool = training_part(train, val) if selection.strategy == "cv" else None
-    not_compared = _unscorable(pool if pool is not None else val, tuning.choose_by)
-    if not_compared and len(candidates) > 1:
+    not_compared = (_unscorable(pool if pool is not None else val, tuning.choose_by)
+                    if len(candidates) > 1 else None)
+    if not_compared:
         # every trial would score NaN and the first be kept by default: the record named
         # a choice by choose_by that nothing made, for the budget's cost in training
         log.warning("trials not compared: %s; the method's defaults train alone",
@@ -415,7 +416,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
         # one candidate is chosen by nothing (and its training settings leave choose_by out)
         "budget": tuning.trials, "trials_run": len(candidates),
         "choose_by": tuning.choose_by if len(candidates) > 1 else None,
-        **({"not_compared": not_compared} if not_compared and tuning.trials > 1 else {}),
+        **({"not_compared": not_compared} if not_compared else {}),
         "n_selection": len(val_part),  # subjects the choice was judged on
         "trials": [r.as_dict(tuning.choose_by) for r in trials],
         "chosen": chosen,

@@ -313,10 +313,10 @@ def _scanned_in_all(row: dict[str, Any], rows: list[dict[str, Any]], scans: list
 
 
 def _age_at_visit(row: dict[str, Any]) -> str | None:
-    """``AGE + Years_bl`` of an ADNIMERGE row (to two decimals), or None where either is
-    not a number."""
+    """``AGE + Years_bl`` of an ADNIMERGE row (to two decimals, "74.3" not "74.30"), or
+    None where either is not a number."""
     try:
-        return f"{float(row[AGE]) + float(row[YEARS_BL]):.2f}"
+        return f"{round(float(row[AGE]) + float(row[YEARS_BL]), 2):g}"
     except (KeyError, TypeError, ValueError):
         return None
 

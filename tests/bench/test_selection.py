@@ -550,6 +550,10 @@ def test_trials_that_no_validation_split_can_score_are_not_run():
     by_loss = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train,
                       data.subset(ones), tuning={"trials": 2, "choose_by": "loss"})
     assert by_loss.record["trials_run"] == 2 and "not_compared" not in by_loss.record
+    # a method of one candidate (logreg chooses its C itself) had no trials to compare
+    one = _select({"type": "logreg"}, train, data.subset(ones),
+                  tuning={"trials": 3, "choose_by": "auc"})
+    assert "not_compared" not in one.record
 
 
 def test_a_fold_model_that_never_saw_a_modality_scores_no_subject_by_it():
