@@ -1262,8 +1262,12 @@ def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str,
     if kind not in ("most_slices", "first"):
         return None
     rank = _rank(kind)
+    # a scout is never the series meant, nor a reformat in an acquired one's place: a
+    # refused 3-plane localizer ranked first (every MR study's) noted nearly every
+    # subject's series as a stand-in, and hid an acquired volume refused after it
     above = [s for s in judged if s.problem and s.series_uid != chosen.series_uid
-             and s.n_slices >= min_slices and rank(s) < rank(chosen)]
+             and s.n_slices >= min_slices and rank(s) < rank(chosen) and not s.localizer
+             and (not s.derived or chosen.derived or chosen.localizer)]
     return min(above, key=rank) if above else None
 
 
@@ -1336,13 +1340,15 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
     # which of a study's series is the modality is the rule's guess: one it passed over
     # that could as well be it (another Modality, as many slices or more) is said, so that
     # a PET of a PET/CT, or a reformat, chosen for a CT modality shows in the QC (not a
-    # scout of fewer slices; nor under uid: or description:, a choice by name)
-    kind = _parse_rule(rule)[0]
+    # scout of fewer slices; nor under uid:, a choice by name); under description:, the
+    # other series it matches (pre- and post-contrast under "t1"), chosen between by
+    # most_slices
+    kind, arg = _parse_rule(rule)
     judged = _judged(scan.series, min_slices, max_gap_factor)
-    passed_over = [s for s in judged if kind in ("most_slices", "first")
-                   and s.series_uid != info.series_uid
-                   and (s.modality != info.modality or s.n_slices >= info.n_slices)
-                   and s.problem is None]
+    passed_over = [s for s in judged if s.series_uid != info.series_uid and s.problem is None
+                   and ((kind in ("most_slices", "first")
+                         and (s.modality != info.modality or s.n_slices >= info.n_slices))
+                        or (kind == "description" and arg.search(s.description)))]
     if passed_over:
         notes.append(_passed_over_text(info, passed_over, rule))
     if (above := _unreadable_above(judged, info, kind, min_slices)):

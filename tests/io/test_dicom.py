@@ -719,11 +719,13 @@ def test_unreadable_slice_of_another_series_is_only_noted(tmp_path):
 
 def test_gap_rejection_names_the_unreadable_file_behind_it(tmp_path):
     _, paths = write_series(tmp_path, n=8, names=[f"IM{k}" for k in range(8)])
-    paths[4].write_bytes(b"garbage" * 50)  # under a name that does not say DICOM
+    # under a name that neither says DICOM nor is the slices' (IM4 would be a damaged one)
+    paths[4].rename(tmp_path / "IM4.txt")
+    (tmp_path / "IM4.txt").write_bytes(b"garbage" * 50)
     with pytest.raises(DicomSeriesError) as err:
         read_dicom_series(tmp_path)
     assert "gap of 5 mm" in err.value.reason
-    assert err.value.reason.endswith("skipped 1 of 8 files: IM4 (not a DICOM file)")
+    assert err.value.reason.endswith("skipped 1 of 8 files: IM4.txt (not a DICOM file)")
     assert err.value.detail["series"][0]["n_slices"] == 7
 
 
@@ -1489,9 +1491,13 @@ def test_an_acquired_series_before_a_derived_one_and_what_was_passed_over_is_sai
     assert summary["series_uid"] == pet
     assert "3 'AX CT' (PT, 9 slices) chosen by 'most_slices' over 1 other usable series: " \
            "2 'AX CT' (CT, 6 slices)" in summary["note"]
-    # a series chosen by name passes the others over on purpose: nothing to say
+    # a name both series match chose between them by most_slices, and said nothing
     summary = dicom_to_nifti(tmp_path / "petct", tmp_path / "named.nii.gz",
                              rule="description:AX")
+    assert "3 'AX CT' (PT, 9 slices) chosen by 'description:AX' over 1 other usable " \
+           "series: 2 'AX CT' (CT, 6 slices)" in summary["note"]
+    # one the name alone picks: nothing passed over to say
+    summary = dicom_to_nifti(tmp_path / "petct", tmp_path / "uid.nii.gz", rule=f"uid:{pet}")
     assert "usable series" not in summary["note"]
 
 
@@ -1550,6 +1556,34 @@ def test_a_series_ranked_first_that_cannot_be_read_is_not_replaced_silently(tmp_
     write_series(tmp_path / "small", n=2, spacing=20, series_number=1, start=(0, 0, 400))
     summary = dicom_to_nifti(tmp_path / "small", tmp_path / "small.nii.gz", rule="first")
     assert "in place of" not in summary["note"]
+
+
+def test_a_refused_localizer_ranked_first_is_no_series_meant(tmp_path):
+    """Under ``first``, a refused localizer (series 1 of nearly every MR study) noted the
+    acquired volume converted as "in place of" it; and it hid an acquired volume refused
+    after it, so a reformat was converted in that one's place, said as a stand-in for the
+    scout."""
+    axial = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    loc = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout, _ = write_series(tmp_path / "mr", n=4, series_number=1, start=(0, 0, 400),
+                            skip=(2,), spacing=20, description="3-plane loc")
+    mr, _ = write_series(tmp_path / "mr", n=8, series_number=2)
+    _image_type(tmp_path / "mr", scout, loc)
+    _image_type(tmp_path / "mr", mr, axial)
+    summary = dicom_to_nifti(tmp_path / "mr", tmp_path / "mr.nii.gz", rule="first")
+    assert summary["series_uid"] == mr and "in place of" not in summary["note"]
+    # the scout, then an acquired CT with a gap, then its reformat: the reformat refused
+    scout, _ = write_series(tmp_path / "ct", n=4, series_number=1, start=(0, 0, 400),
+                            skip=(2,), spacing=20, description="SCOUT")
+    ct, _ = write_series(tmp_path / "ct", n=12, series_number=2, skip=(6,))
+    mpr, _ = write_series(tmp_path / "ct", n=9, series_number=601, start=(0, 0, 600))
+    _image_type(tmp_path / "ct", scout, loc)
+    _image_type(tmp_path / "ct", ct, axial)
+    _image_type(tmp_path / "ct", mpr, ["DERIVED", "SECONDARY", "MPR"])
+    with pytest.raises(DicomSeriesError, match=r"2 .*is the series 'first' ranks first, and "
+                                               r"it is refused: gap .*\(CT, derived, 9 "
+                                               r"slices\) is not converted in its place"):
+        dicom_to_nifti(tmp_path / "ct", tmp_path / "ct.nii.gz", rule="first")
 
 
 def test_a_localizer_ranks_after_an_acquired_volume_and_with_the_derived(tmp_path):
