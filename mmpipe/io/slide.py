@@ -88,13 +88,15 @@ class Slide:
     """
 
     def __init__(self, handle: Any, path: str | Path, mpp: float, mpp_source: str,
-                 mpp_xy: tuple[float, float] | None = None):
+                 mpp_xy: tuple[float, float] | None = None, mpp_ignored: str | None = None):
         self._handle = handle
         self.path = Path(path)
         self.mpp = float(mpp)
         self.mpp_source = mpp_source
         # the slide's own mpp-x and mpp-y, whose mean is ``mpp`` (None: assumed from config)
         self.mpp_xy = mpp_xy
+        # why its metadata's value was not used, where one was and mpp is assumed
+        self.mpp_ignored = mpp_ignored
 
     @property
     def anisotropy(self) -> float:
@@ -577,8 +579,9 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
                                         f"{mpp_when_missing!r}", path=path)
             mpp, source = float(mpp_when_missing), MPP_SOURCE_CONFIG
             _check_objective_power(props, mpp, path)
-            log.warning("slide %s has no microns-per-pixel in its metadata; ASSUMING %.4g um/px "
-                        "from config preprocess.slide.mpp_when_missing", path, mpp)
+            log.warning("slide %s: %s; ASSUMING %.4g um/px from config "
+                        "preprocess.slide.mpp_when_missing", path,
+                        placeholder or "no microns-per-pixel in its metadata", mpp)
         if mpp is None:
             missing = placeholder or "no microns-per-pixel in the slide's metadata"
             raise SlideError(reason=f"{missing}; set preprocess.slide.mpp_when_missing in "
@@ -587,4 +590,5 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         handle.close()
         raise
     return Slide(handle, path, mpp, source,
-                 None if source == MPP_SOURCE_CONFIG else tuple(map(float, mpp_xy)))
+                 None if source == MPP_SOURCE_CONFIG else tuple(map(float, mpp_xy)),
+                 placeholder if source == MPP_SOURCE_CONFIG else None)

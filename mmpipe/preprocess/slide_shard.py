@@ -49,8 +49,11 @@ def _tiling_note(detail: dict) -> str:
 
     notes = []
     if detail["mpp_source"] == MPP_SOURCE_CONFIG:
+        # a value its metadata had and that was ignored (a placeholder's 96 dpi, a unit
+        # slipped) is said as such: "none" sent a reader to metadata that holds one
         notes.append(f"tiled at an assumed {detail['mpp']:.4g} um/px "
-                     "(preprocess.slide.mpp_when_missing): none in the slide's metadata")
+                     "(preprocess.slide.mpp_when_missing): "
+                     + (detail.get("mpp_ignored") or "none in the slide's metadata"))
     if detail["anisotropy"] > MPP_XY_TOLERANCE:
         mpp_x, mpp_y = detail["mpp_xy"]
         notes.append(f"its mpp-x {mpp_x:.5g} and mpp-y {mpp_y:.5g} differ by "
@@ -90,6 +93,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                           "level": grid.level, "mpp": slide.mpp,
                           "mpp_source": slide.mpp_source, "mpp_xy": slide.mpp_xy,
                           "anisotropy": slide.anisotropy,
+                          "mpp_ignored": slide.mpp_ignored,
                           "read_size": grid.read_size}
         except Exception as raised:
             # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged

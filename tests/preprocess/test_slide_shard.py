@@ -62,6 +62,17 @@ def test_a_resolution_the_config_assumed_is_the_slides_note(tmp_path):
     assert row["status"] == "ok"
     assert row["reason"] == ("tiled at an assumed 0.5 um/px (preprocess.slide.mpp_when_missing): "
                              "none in the slide's metadata")
+    # a screen's 96 dpi in its TIFF tags is ignored, and said: "none" sent a reader to
+    # metadata that holds one
+    tifffile.imwrite(tmp_path / "dpi.tiff", rgb, photometric="rgb", tile=(256, 256),
+                     compression="zlib", metadata=None, resolution=(96, 96),
+                     resolutionunit="INCH")
+    one_modality_cohort(tmp_path, "slide", {"s": "dpi.tiff"})
+    qc = tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1,
+                          {"mpp_when_missing": 0.5}, tmp_path / "out2")
+    (row,) = qc.to_dicts()
+    assert row["reason"].startswith("tiled at an assumed 0.5 um/px (preprocess.slide."
+                                    "mpp_when_missing): its metadata says 264.6 um/px (96 dpi")
 
 
 def test_slides_tiled_in_a_way_worth_a_look_are_noted(tmp_path):
