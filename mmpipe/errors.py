@@ -113,9 +113,12 @@ def unpickler_refusal(err: BaseException) -> str | None:
 
 def read_error_words(err: BaseException) -> str:
     """A reader's error as a reason: a pickle refused says what it holds, and no advice
-    to load it unsafely; any other error, its type and message."""
+    to load it unsafely (a file of other bytes, a git-lfs pointer in a model's place,
+    is said to be no torch file); any other error, its type and message."""
     refused = unpickler_refusal(err)
-    if refused is not None:
+    if refused is not None and "global" in refused.lower():  # a class or function: code
         return (f"the file pickles more than tensors ({refused}); refused without "
                 "unpickling it (torch.load weights_only=True)")
+    if refused is not None:  # bytes no pickle starts with: text, an LFS pointer, HTML
+        return f"not a file torch saved ({refused})"
     return f"{type(err).__name__}: {err}"

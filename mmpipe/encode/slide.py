@@ -141,12 +141,15 @@ def run(job, items, writer, progress=None) -> None:
             slide = slides.get(seg.subject, items[seg.subject].source[0])
             tiles = read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop))
             return seg, imagenet_tensor(tiles), None
-        except InputError as err:
+        except Exception as err:
             # a slide decoded whole (a plain image) can exhaust the memory: the machine's
             # failure, not the slide's, fails the job (as the volume loop's), where a
-            # rejection would have stood in a store that looks finished
+            # rejection would have stood in a store that looks finished; it names the
+            # slide, as the tiles' arrays' own MemoryError did not
             if out_of_memory(err):
                 note_subject(err, items[seg.subject].subject_id, items[seg.subject].source[0])
+                raise
+            if not isinstance(err, InputError):
                 raise
             return seg, None, str(err)
 

@@ -363,6 +363,14 @@ def _named_dicom(path: Path) -> bool:
 _NOT_DICOM = ("not a DICOM file", "not a readable DICOM file")
 
 
+def _shorter_than_magic(path: Path) -> bool:
+    """Whether the file ends before the DICOM magic's end (PS3.10 7.1: byte 132)."""
+    try:
+        return path.stat().st_size < 132
+    except OSError:
+        return True
+
+
 def _name_shape(path: Path) -> str:
     """A file name with each run of digits as one ``#`` (``IM00005``: ``im#``): the
     pattern a folder's slices are named by."""
@@ -938,14 +946,17 @@ def scan_folder(folder: str | Path, min_slices: int = 3,
     # a file named as the folder's images are (IM00005 beside IM00000..IM00004, a CD's
     # names without a suffix) that is no DICOM at all is one cut to nothing (an empty
     # file of an interrupted copy): called foreign, it lost the series' end slice, ok
+    # (a file long enough for the magic and without it that parses is another object: a
+    # report written without the preamble)
     shapes = {_name_shape(h.path) for headers in groups.values() for h in headers}
     cut_to_nothing = [f for f in skipped if f.reason in _NOT_DICOM
-                      and _name_shape(f.path) in shapes]
+                      and _name_shape(f.path) in shapes and _shorter_than_magic(f.path)]
     if cut_to_nothing:
         skipped = [f for f in skipped if f not in cut_to_nothing]
         damaged += [SkippedFile(f.path, "damaged DICOM file", "named as the folder's DICOM "
-                                f"images are, and {f.detail}: one cut short (empty, or "
-                                "before its header)") for f in cut_to_nothing]
+                                f"images are, and {f.detail}: one cut short before its "
+                                "DICOM magic (empty, an interrupted copy)")
+                   for f in cut_to_nothing]
     if damaged:
         # as a link not fetched: a series read without them could lack its end slices,
         # stored as if whole with a note calling them foreign files
@@ -1084,7 +1095,7 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
         raise DicomSeriesError(f"no usable series for rule {rule!r} among {len(judged)} series: "
                                f"{why}")
     chosen = min(usable, key=_rank(kind))
-    if (above := _unreadable_above(judged, chosen, kind, min_slices)) is not None \
+    if (above := _unreadable_above(judged, chosen, rule, min_slices)) is not None \
             and _no_stand_in(above, chosen):
         raise DicomSeriesError(
             f"{above.label()} is the series {rule!r} ranks first, and it is refused: "
@@ -1252,14 +1263,18 @@ def _rank(kind: str):
     return lambda s: (s.derived or s.localizer, -s.n_slices, *_number_key(s))
 
 
-def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str,
+def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, rule: str,
                       min_slices: int) -> SeriesInfo | None:
-    """The series a guessing rule (``most_slices``, ``first``) ranks above ``chosen``
-    that a problem refused, of ``min_slices`` or more (a scout of fewer is no candidate
-    either way), the first by the rule; None when none. The rule chose ``chosen`` only
-    because that one was refused: the axial CT with one file never downloaded made a
-    scout or a reformat the subject's CT, with nothing said."""
-    if kind not in ("most_slices", "first"):
+    """The series a guessing rule (``most_slices``, ``first``, and ``description:``
+    among the series it matches, which it ranks as ``most_slices``) ranks above
+    ``chosen`` that a problem refused, of ``min_slices`` or more (a scout of fewer is no
+    candidate either way), the first by the rule; None when none. The rule chose
+    ``chosen`` only because that one was refused: the axial CT with one file never
+    downloaded made a scout or a reformat the subject's CT, with nothing said."""
+    kind, arg = _parse_rule(rule)
+    if kind == "description":
+        judged = [s for s in judged if arg.search(s.description)]
+    elif kind not in ("most_slices", "first"):
         return None
     rank = _rank(kind)
     # a scout is never the series meant, nor a reformat in an acquired one's place: a
@@ -1351,7 +1366,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
                         or (kind == "description" and arg.search(s.description)))]
     if passed_over:
         notes.append(_passed_over_text(info, passed_over, rule))
-    if (above := _unreadable_above(judged, info, kind, min_slices)):
+    if (above := _unreadable_above(judged, info, rule, min_slices)):
         notes.append(f"converted in place of {above.short_label()} {above.description!r} "
                      f"({_kind_text(above)}), which {rule!r} ranks first and is refused: "
                      f"{above.problem}")

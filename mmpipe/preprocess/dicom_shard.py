@@ -91,7 +91,8 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                          "path_under_root": path_under_root(meta, str(folder)),
                          "volume": out.name, "detail": json.dumps(summary, default=str)})
         check_none_went(mine, missing, failures)
-        check_not_all_unnamed(failures, len(subjects), "convert")
+        # deleted inputs failed no reader: the shared cause is judged on those read
+        check_not_all_unnamed(failures, len(subjects) - len(missing), "convert")
         qc = qc_frame(rows, extra={"path_under_root": pl.String, "volume": pl.String,
                                    "detail": pl.String})
         qc.write_parquet(tmp / SHARD_QC)

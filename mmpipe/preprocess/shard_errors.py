@@ -12,10 +12,9 @@ reader names fails too.
 
 An input the manifest names was there when the manifest was built (an adapter rejects
 a path not found). One that is not there when the shard starts was moved or deleted
-since: that subject's rejection. None there (of two inputs or more, or one whose folder
-is gone too) is the data's folder or mount missing where the job ran (a node without
-the mount); one there at the start and gone at the end is the mount dropping during
-the job. Both fail the job: their subjects' inputs
+since: that subject's rejection. None there is the data's folder or mount missing where
+the job ran (a node without the mount); one there at the start and gone at the end is
+the mount dropping during the job. Both fail the job: their subjects' inputs
 are not defective, and a shard of their rejections would stand after the mount is back.
 """
 
@@ -67,11 +66,12 @@ def _not_there(path: str | Path) -> bool:
 
 def check_inputs_there(paths: Mapping[str, str | Path]) -> set[str]:
     """The subjects of a shard (``subject -> input path``) whose input is not there now.
-    Fails the job when none is and that is no one deletion: two inputs or more, or one
-    whose folder is gone too (the data's folder or mount missing where the job ran)."""
+    Fails the job when none is: the data's folder or mount missing where the job ran (a
+    shard of one input too: its folder may be an empty mount point, or a folder of links
+    into the missing store; a rejection would stand after the mount is back, where a
+    deliberate deletion is rebuilt by the manifest the message names)."""
     missing = {sid for sid, path in paths.items() if _not_there(path)}
-    if paths and len(missing) == len(paths) and (
-            len(paths) > 1 or _not_there(Path(next(iter(paths.values()))).parent)):
+    if paths and len(missing) == len(paths):
         shown = "; ".join(f"{sid}: {paths[sid]}" for sid in list(paths)[:3])
         raise SharedCauseError(
             f"none of the shard's {len(paths)} inputs is where the manifest says ({shown}); "

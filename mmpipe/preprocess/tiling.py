@@ -419,7 +419,10 @@ def tile_grid(slide: Slide, params: TilingParams) -> TileGrid:
     # corners on the read level's pixel grid: OpenSlide renders a region whose level-0
     # corner falls between that level's pixels at the fraction, a bilinear blur, so a
     # 40x scan at 0.2265 um/px read on its level 1 had sharp tiles beside tiles 20-28 %
-    # less sharp, by where each sat on the grid (a corner moves by half a pixel at most)
+    # less sharp, by where each sat on the grid (a corner moves by half a level pixel at
+    # most). Exact for a whole downsample; for one that is not (Aperio's 2.0005) the
+    # level-0 integers leave corners within half a level-0 pixel of it, where up to half
+    # a pixel of the read level was left
     ds = slide.level_downsamples[level]
     x = np.round(np.round(col * step / ds) * ds).astype(np.int64)
     y = np.round(np.round(row * step / ds) * ds).astype(np.int64)

@@ -217,3 +217,14 @@ def test_running_out_of_memory_reading_a_slide_fails_the_job(slides, monkeypatch
     with pytest.raises(SlideError, match="simulated") as raised:
         _encode(slides, workers)
     assert [n.split(" (")[0] for n in raised.value.__notes__] == ["raised on subject 's1'"]
+
+    # the tiles' own arrays short of memory (no SlideError around it): named too
+    def tiles_too_large(slide, grid, index):
+        if slide.path.name == "s1.tiff":
+            raise MemoryError("Unable to allocate 3.00 GiB for an array")
+        return real(slide, grid, index)
+
+    monkeypatch.setattr(tiling, "read_tiles", tiles_too_large)
+    with pytest.raises(MemoryError) as raised:
+        _encode(slides, workers)
+    assert [n.split(" (")[0] for n in raised.value.__notes__] == ["raised on subject 's1'"]

@@ -167,6 +167,12 @@ def test_corrupt_file_is_a_weights_error(tmp_path):
     p.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         resolve_state_dict({"weights": str(p)}, **ARGS)
+    # a git-lfs pointer in the model's place (a repository cloned without git-lfs) is no
+    # torch file, not a pickle of code
+    p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    with pytest.raises(WeightsError, match=r"cannot read the weights file: not a file torch "
+                                           r"saved \(Unsupported operand"):
+        resolve_state_dict({"weights": str(p)}, **ARGS)
 
 
 def test_a_checkpoint_that_pickles_code_is_refused_without_unsafe_advice(tmp_path):

@@ -450,6 +450,25 @@ def test_a_slice_cut_to_nothing_under_a_cds_names_rejects_the_folder(tmp_path, c
     assert summary["note"] == "converted; skipped 1 of 8 files: VERSION (not a DICOM file)"
 
 
+def test_a_report_written_without_the_preamble_under_the_slices_names_is_foreign(tmp_path):
+    """A structured report without the 128-byte preamble, named as the slices are: whole,
+    and no image, it is skipped, not taken for a slice cut short."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    write_series(tmp_path / "dcm", n=8, names=[f"IM{k:05d}" for k in range(8)])
+    sr = Dataset()
+    sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    sr.SOPInstanceUID, sr.SeriesInstanceUID = generate_uid(), generate_uid()
+    sr.Modality, sr.PatientID = "SR", "P1"
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.save_as(tmp_path / "dcm" / "IM00008", enforce_file_format=False)
+    assert (tmp_path / "dcm" / "IM00008").read_bytes()[128:132] != b"DICM"
+    summary = dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+    assert summary["n_slices"] == 8 and "IM00008 (not a DICOM file)" in summary["note"]
+
+
 def test_a_damaged_file_named_otherwise_without_the_dicom_magic_is_foreign(tmp_path):
     """Random bytes under a name no DICOM file takes: a foreign file, skipped and named."""
     _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k}.dcm" for k in range(8)])
@@ -1556,6 +1575,21 @@ def test_a_series_ranked_first_that_cannot_be_read_is_not_replaced_silently(tmp_
     write_series(tmp_path / "small", n=2, spacing=20, series_number=1, start=(0, 0, 400))
     summary = dicom_to_nifti(tmp_path / "small", tmp_path / "small.nii.gz", rule="first")
     assert "in place of" not in summary["note"]
+
+
+def test_a_name_several_series_match_is_held_to_what_it_ranks_first(tmp_path):
+    """description: ranks the series it matches as most_slices does, but converted a
+    reformat in place of the refused acquired series it ranks first, with no note."""
+    ct, _ = write_series(tmp_path / "ct", n=12, series_number=2, skip=(6,),
+                         description="AX T1")
+    mpr, _ = write_series(tmp_path / "ct", n=9, series_number=601, start=(0, 0, 300),
+                          description="AX T1 MPR")
+    _image_type(tmp_path / "ct", ct, ["ORIGINAL", "PRIMARY", "AXIAL"])
+    _image_type(tmp_path / "ct", mpr, ["DERIVED", "SECONDARY", "MPR"])
+    with pytest.raises(DicomSeriesError, match=r"is the series 'description:AX T1' ranks "
+                                               r"first, and it is refused: gap .*\(CT, "
+                                               r"derived, 9 slices\) is not converted"):
+        dicom_to_nifti(tmp_path / "ct", tmp_path / "ct.nii.gz", rule="description:AX T1")
 
 
 def test_a_refused_localizer_ranked_first_is_no_series_meant(tmp_path):

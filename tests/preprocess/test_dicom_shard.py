@@ -201,42 +201,44 @@ def test_links_into_a_store_whose_mount_is_missing_fail_the_job(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_shard_of_one_deleted_input_is_its_rejection_unless_its_folder_went_too(tmp_path):
-    """A shard of one subject whose folder was deleted failed the job as a missing mount."""
+def test_a_shard_of_one_input_on_a_missing_mount_fails_the_job(tmp_path):
+    """A shard of one input under an empty mount point (or a folder of links into the
+    missing store) rejected it "moved or deleted", a shard that stood after the mount was
+    back; a deletion the message points to the manifest's rebuild for."""
     import shutil
 
     from mmpipe.preprocess.shard_errors import SharedCauseError
 
-    write_series(tmp_path / "data" / "dcm" / "a", (0.7, 0.8))
-    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "data/dcm/a"})
-    shutil.rmtree(tmp_path / "data" / "dcm" / "a")
-    qc = convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
-    assert qc["status"].to_list() == ["rejected"]
-    assert qc["reason"][0].startswith("not found: there when the manifest was built")
-    shutil.rmtree(tmp_path / "data")
-    with pytest.raises(SharedCauseError, match="none of the shard's 1 inputs"):
-        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out2")
+    write_series(tmp_path / "mnt" / "a", (0.7, 0.8))
+    cohort = one_modality_cohort(tmp_path, "dicom", {"a": "mnt/a"})
+    shutil.rmtree(tmp_path / "mnt")
+    (tmp_path / "mnt").mkdir()  # the mount point, empty
+    with pytest.raises(SharedCauseError, match=r"none of the shard's 1 inputs .*--forcerun "
+                                               r"manifest"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
-def test_inputs_deleted_beside_one_bare_error_are_each_subjects_own(tmp_path, monkeypatch):
-    """Two inputs deleted and one reader's bare error: counted against the one subject
-    left, "every one of the shard's 1 subjects" failed the job as a shared cause."""
+def test_a_deleted_input_leaves_the_shared_cause_judged_on_those_read(tmp_path, monkeypatch):
+    """One deleted input beside readers that all fail with a bare error: the deleted one
+    counted among the subjects that did not fail so, and a library's regression stood as
+    a shard of rejections."""
     import shutil
 
     from mmpipe.io import dicom
+    from mmpipe.preprocess.shard_errors import SharedCauseError
 
     for name in ("a", "b", "c"):
         write_series(tmp_path / "dcm" / name, (0.7, 0.8))
     cohort = one_modality_cohort(tmp_path, "dicom", {n: f"dcm/{n}" for n in "abc"})
-    shutil.rmtree(tmp_path / "dcm" / "b")
     shutil.rmtree(tmp_path / "dcm" / "c")
 
     def bare(folder, *args, **kwargs):
         raise NotImplementedError("Unknown Value Representation 'Lv'")
 
     monkeypatch.setattr(dicom, "dicom_to_nifti", bare)
-    qc = convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
-    assert qc["status"].to_list() == ["rejected"] * 3
+    with pytest.raises(SharedCauseError, match="every one of the shard's 2 subjects failed"):
+        convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
 
 
 def test_a_mount_error_on_an_inputs_path_fails_the_job(tmp_path, monkeypatch):
