@@ -53,16 +53,24 @@ def manifest_params(cfg: dict, cohort_name: str) -> dict:
                       "code": code_key("cohorts/manifest", adapter, "cohorts:build_manifest")})
 
 
-def manifest_view(cfg: dict, cohort_name: str, modality_name: str) -> str:
+def manifest_view(cfg: dict, cohort_name: str, modality_name: str,
+                  encoder_name: str | None = None) -> str:
     """What a modality's stage-1 jobs (shards, prompts, masks, stores) read of the
-    manifest: the digest of its view (:func:`mmpipe.cohorts.manifest_views.modality_view_digest`).
-    Those rules read the manifest as ``ancient`` after the ``manifest`` checkpoint, so
-    this, not the manifest's mtime, reruns them."""
+    manifest: the digest of its view (:func:`mmpipe.cohorts.manifest_views.modality_view_digest`),
+    with the modality's mask column for an encoder whose transform reads the adapter's
+    masks. Those rules read the manifest as ``ancient`` after the ``manifest``
+    checkpoint, so this, not the manifest's mtime, reruns them."""
     from mmpipe.cohorts.manifest_views import modality_view_digest
     from mmpipe.layout import CohortLayout
+    from mmpipe.preprocess.masks import mask_steps, reads_segmented_masks
 
+    with_mask = False
+    if encoder_name is not None:
+        enc, mod = cfg["encoders"][encoder_name], modality(cfg, cohort_name, modality_name)
+        with_mask = (mask_steps(enc.get("transform") or {}, "", slices=True).needs_mask
+                     and not reads_segmented_masks(enc, mod))
     return modality_view_digest(CohortLayout.of(cfg["results"], cohort_name).root,
-                                modality_name)
+                                modality_name, with_mask)
 
 
 def benchmark_view(cfg: dict, cohort_name: str) -> str:
@@ -164,7 +172,12 @@ def weights_fingerprint(enc: dict, key: str = "weights") -> str:
     if key == "weights" and enc.get("sha256"):
         return str(enc["sha256"]).lower()
     if "://" in spec:
-        return spec  # a URL names its content (torch hub files carry their hash)
+        # a URL names its content (torch hub files carry their hash); a signed one's
+        # credentials, new each time it is issued, name none, and reran every store on it
+        # (and wrote the credential into Snakemake's records)
+        from mmpipe.encoders.urls import file_url
+
+        return file_url(spec)
     path = Path(spec).expanduser()
     return content_sha256(path) if path.exists() else "missing"
 

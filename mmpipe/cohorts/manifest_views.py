@@ -32,7 +32,7 @@ from mmpipe.io.walk import _walked, folder_stamps
 from mmpipe.preprocess.masks import mask_column
 
 
-def modality_view_digest(out_dir: str | Path, modality: str) -> str:
+def modality_view_digest(out_dir: str | Path, modality: str, with_mask: bool = True) -> str:
     """SHA-256 of what a modality's stage-1 jobs read through the manifest files: every
     subject in order (a store holds a row per subject), the modality's own columns (its
     path or its fields), the adapter's extra columns, its entry in the JSON, its adapter
@@ -43,10 +43,13 @@ def modality_view_digest(out_dir: str | Path, modality: str) -> str:
     its data in, :func:`_companions`). The stage-1 rules carry it as a parameter and read the
     manifest as ``ancient``: a manifest rebuilt for a label or another modality's fields
     reruns none of this modality's preprocessing and encoding, while new rows for it, or
-    a regenerated demo image under the same name, rerun them. See
+    a regenerated demo image under the same name, rerun them. ``with_mask``: the
+    modality's own mask column and its files too, for a job that reads them (an encoder
+    whose transform reads the adapter's mask); the others read none, and brain masks
+    added for one sequence reran every volume store of the cohort. See
     :func:`~mmpipe.cohorts.manifest_digest.planned_digest` for ``"not built"`` and
     ``"unreadable"``."""
-    return planned_digest(out_dir, _view_digest, modality)
+    return planned_digest(out_dir, _view_digest, modality, with_mask)
 
 
 # the keys of a Hamamatsu index (.vms: JPEG files, .vmu: an NGR file) that name the
@@ -157,7 +160,7 @@ def _file_stamp(path: str | None) -> Any:
 # Once per planning process and manifest (its files' stamps are the key): raw files a
 # run regenerates (the demo) come with a rebuilt manifest, read again after it
 @functools.cache
-def _view_digest(root: str, modality: str, stamp: tuple) -> str:
+def _view_digest(root: str, modality: str, with_mask: bool, stamp: tuple) -> str:
     df, meta = read_manifest(root)
     spec = meta["modalities"].get(modality)
     if spec is None:
@@ -166,9 +169,11 @@ def _view_digest(root: str, modality: str, stamp: tuple) -> str:
     # not another modality's mask (BraTS's and IXI's extra columns): its path, absolute,
     # reran this modality's jobs when the download moved, and whenever that mask changed
     # nor the split groups, which only the splits read
-    others = {mask_column(m) for m in meta["modalities"] if m != modality} | {SPLIT_GROUP}
+    others = {mask_column(m) for m in meta["modalities"]
+              if m != modality or not with_mask} | {SPLIT_GROUP}
     extra = [c for c in meta.get("extra_columns", []) if c not in own and c not in others]
-    paths = [c for c in (spec.get("path_column"), mask_column(modality)) if c in df.columns]
+    paths = [c for c in (spec.get("path_column"), mask_column(modality) if with_mask else None)
+             if c in df.columns]
     files = [[_file_stamp(v) for v in df[c].to_list()] for c in paths]
     # where the dataset lies is no part of what a job reads from it: a download moved or
     # copied with its times (mv, cp -a, rsync -a) reruns nothing after the manifest

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from mmpipe.encoders.urls import file_url, without_credentials
 from mmpipe.errors import WeightsError, read_error_words
 from mmpipe.fsutil import atomic_write_text
 from mmpipe.hashing import sha256_file
@@ -122,48 +123,6 @@ _HUB_HASH = re.compile(r"-([a-f0-9]+)\.")
 _SOURCE_SUFFIX = ".source-url"
 
 
-# a signed URL's credentials and expiry, new each time one is issued (S3's X-Amz-*,
-# Google Cloud's X-Goog-*, Azure's SAS sig/se/st/sp/sv/sr/spr and its user-delegation
-# key's sk*, CloudFront's Signature/Expires/Key-Pair-Id/Policy): they name no file, and
-# provenance keeps them out (a store's attributes are no place for a credential)
-_CREDENTIAL_KEYS = frozenset({"sig", "se", "st", "sp", "sv", "sr", "spr", "skoid", "sktid",
-                              "skt", "ske", "sks", "skv", "signature", "expires",
-                              "key-pair-id", "policy", "token", "awsaccesskeyid"})
-# and a download request (Zenodo's ?download=1, Dropbox's ?dl=1); any other key can name
-# the file itself (Google Drive's ?id=)
-_DOWNLOAD_KEYS = frozenset({"download", "dl"})
-
-
-def _credential(key: str) -> bool:
-    key = key.lower()
-    return key in _CREDENTIAL_KEYS or key.startswith(("x-amz-", "x-goog-"))
-
-
-def _query_pairs(url: str) -> list[tuple[str, str]]:
-    """The query of ``url`` as (key, value) pairs, a signed URL's credentials left out."""
-    from urllib.parse import parse_qsl
-
-    return [(k, v) for k, v in parse_qsl(urlparse(url).query, keep_blank_values=True)
-            if not _credential(k)]
-
-
-def without_credentials(url: str) -> str:
-    """``url`` without a signed URL's credentials and expiry (what mmpipe records)."""
-    from urllib.parse import urlencode
-
-    parts = urlparse(url)
-    return parts._replace(query=urlencode(_query_pairs(url))).geturl() if parts.query else url
-
-
-def _without_query(url: str) -> str:
-    """``url`` without its fragment and the query keys that name no file, the rest in
-    one order."""
-    from urllib.parse import urlencode
-
-    kept = sorted((k, v) for k, v in _query_pairs(url) if k.lower() not in _DOWNLOAD_KEYS)
-    return urlparse(url)._replace(query=urlencode(kept), fragment="").geturl()
-
-
 def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:
     """The hub cache keys a file by its name alone, so another URL's file of that name (a
     second host, a v2 folder) would be loaded and recorded as this URL's: refused when
@@ -176,8 +135,8 @@ def _check_cached(cached: Path, url: str, sha: str, encoder: str) -> None:
                            f"promises (SHA-256 {sha[:12]}..., the name says {named.group(1)}): "
                            "delete it and download again")
     record = cached.with_name(cached.name + _SOURCE_SUFFIX)
-    if record.is_file() and _without_query(came := record.read_text().strip()) != \
-            _without_query(url):
+    if record.is_file() and file_url(came := record.read_text().strip()) != \
+            file_url(url):
         raise WeightsError(f"encoder {encoder}: the cached {cached} was downloaded from {came}, "
                            f"not from {url} (the hub cache keys a file by its name): set "
                            "encoders.<name>.weights to a local path, or move the cached file")

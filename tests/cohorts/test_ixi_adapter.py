@@ -3,6 +3,7 @@ with the release's oddities planted by :func:`mmpipe.cohorts.demo.ixi.write_ixi`
 
 import copy
 import re
+from pathlib import Path
 
 import nibabel as nib
 import polars as pl
@@ -352,3 +353,56 @@ def test_a_date_cell_is_read_as_the_text_dates_are(tmp_path):
     rows = read_table(tmp_path / "IXI.xls")
     assert [(r["DOB"], r["STUDY_DATE"]) for r in rows] == [
         ("1968-02-22", "2005-07-01"), ("1965-03-08", "2005-08-02 14:30:00")]
+
+
+def test_brain_masks_rerun_only_the_stores_that_read_them(tmp_path):
+    """Masks added for one sequence changed every sequence's view, and so reran every
+    volume store of the cohort, those whose transform reads no mask included."""
+    import shutil
+
+    from mmpipe.cohorts.manifest_views import modality_view_digest
+
+    root = tmp_path / "IXI"
+    plan = write_ixi(root, n_subjects=8, seed=5)
+    out = tmp_path / "out"
+    build_manifest("ixi", _cfg(root), out, base_dir=tmp_path)
+    before = {(seq, m): modality_view_digest(out, seq, m) for seq in ("t1", "t2")
+              for m in (False, True)}
+    masks = root / "masks"
+    masks.mkdir()
+    sid = next(iter(plan.files["t1"]))
+    name = plan.files["t1"][sid].removesuffix(".nii.gz")
+    shutil.copy(root / "IXI-T1" / plan.files["t1"][sid], masks / f"{name}_mask.nii.gz")
+    build_manifest("ixi", _cfg(root, ixi={"age_bins": [20, 40, 60, 90],
+                                          "brain_masks": "masks"}), out, base_dir=tmp_path)
+    after = {(seq, m): modality_view_digest(out, seq, m) for seq in ("t1", "t2")
+             for m in (False, True)}
+    assert after[("t1", False)] == before[("t1", False)]
+    assert after[("t2", False)] == before[("t2", False)]
+    assert after[("t1", True)] != before[("t1", True)]  # a skull-stripping store's
+
+
+def test_only_an_encoder_that_reads_the_adapters_mask_carries_it_in_its_view(tmp_path,
+                                                                               monkeypatch):
+    """The view every stage-1 job of a modality carried held its mask column: shards,
+    prompts and encoders that read no mask reran on a mask's change."""
+    import mmpipe.cohorts.manifest_views as views
+    from mmpipe.config import load_config_layers
+    from mmpipe.params import manifest_view
+
+    repo = Path(__file__).resolve().parents[2]
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("encoders:\n  med3d_resnet18: {allow_random_init: true}\n"
+                       "  med3d_stripped: {type: med3d, allow_random_init: true,\n"
+                       "                   transform: {mask_out: true}}\n"
+                       "cohorts:\n  ixi:\n    ixi: {brain_masks: masks}\n    modalities:\n"
+                       "      t1: {kind: volume, encoders: [med3d_resnet18, med3d_stripped]}\n")
+    cfg = load_config_layers([repo / "config.yaml", repo / "experiments" / "ixi_mmare.yaml",
+                              overlay])
+    asked = []
+    monkeypatch.setattr(views, "modality_view_digest",
+                        lambda out, m, with_mask=True: asked.append((m, with_mask)) or "")
+    manifest_view(cfg, "ixi", "t1", "med3d_stripped")
+    manifest_view(cfg, "ixi", "t1", "med3d_resnet18")
+    manifest_view(cfg, "ixi", "t1")  # a shard's, a segment job's
+    assert asked == [("t1", True), ("t1", False), ("t1", False)]
