@@ -78,8 +78,9 @@ def checkpointed_manifest(wildcards):
 def manifest_view(wildcards):
     """A modality's rows, QC, spec and the stamps of its files (its masks' only for an
     encoder that reads them)."""
-    return mmparams.manifest_view(config, wildcards.cohort, wildcards.modality,
-                                  getattr(wildcards, "encoder", None))
+    return mmparams.manifest_view(
+        config, wildcards.cohort, wildcards.modality, getattr(wildcards, "encoder", None)
+    )
 
 
 def benchmark_view(wildcards):
