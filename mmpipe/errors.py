@@ -7,6 +7,7 @@ into an explicit QC record (``status="rejected"`` with the message).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -116,9 +117,16 @@ def read_error_words(err: BaseException) -> str:
     to load it unsafely (a file of other bytes, a git-lfs pointer in a model's place,
     is said to be no torch file); any other error, its type and message."""
     refused = unpickler_refusal(err)
-    if refused is not None and "global" in refused.lower():  # a class or function: code
+    if refused is not None and _NAMED_GLOBAL.search(refused):  # a class or function: code
         return (f"the file pickles more than tensors ({refused}); refused without "
                 "unpickling it (torch.load weights_only=True)")
+    if refused is not None and "torch" in refused:  # torch's own (a DTensor's module)
+        return f"torch cannot load it with weights_only ({refused})"
     if refused is not None:  # bytes no pickle starts with: text, an LFS pointer, HTML
         return f"not a file torch saved ({refused})"
     return f"{type(err).__name__}: {err}"
+
+
+# the refusal of a pickle's class or function by name; text read as a pickle's GLOBAL
+# opcode ("curl: (22) ..." starts with c) names no such thing
+_NAMED_GLOBAL = re.compile(r"GLOBAL [A-Za-z_][\w.]* was not an allowed global")

@@ -438,10 +438,10 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
                   "header when parsed without one)") if forced else
                  ("not a DICOM image", "not a DICOM image (no SeriesInstanceUID/Rows/"
                   "Columns, e.g. a DICOMDIR or report)"))
-    if _is_image_storage(ds) or (forced and _named_dicom(path)) or (
-            not forced and not len(ds) and not len(getattr(ds, "file_meta", ()) or ())):
+    if _is_image_storage(ds) or (forced and _named_dicom(path)) or (not forced and not len(ds)):
         # an image by its SOP class, a file named .dcm that parses to nothing, or the DICM
-        # magic and nothing after it: cut before its series (checked below) is damage
+        # magic and no dataset after it (a file meta group cut short is no object either):
+        # cut before its series (checked below) is damage
         damaged = ("damaged DICOM file", "a damaged DICOM file, with no SeriesInstanceUID "
                    "(cut short before it, or written without it), so its series cannot be "
                    "told")

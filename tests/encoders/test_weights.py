@@ -173,6 +173,11 @@ def test_corrupt_file_is_a_weights_error(tmp_path):
     with pytest.raises(WeightsError, match=r"cannot read the weights file: not a file torch "
                                            r"saved \(Unsupported operand"):
         resolve_state_dict({"weights": str(p)}, **ARGS)
+    # text that starts with "c" reads as a pickle's GLOBAL opcode: still no code
+    p.write_text("curl: (22) The requested URL returned error: 403\n")
+    with pytest.raises(WeightsError, match=r"cannot read the weights file: not a file torch "
+                                           r"saved \(Unsupported global: GLOBAL url"):
+        resolve_state_dict({"weights": str(p)}, **ARGS)
 
 
 def test_a_checkpoint_that_pickles_code_is_refused_without_unsafe_advice(tmp_path):

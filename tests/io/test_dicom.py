@@ -432,6 +432,18 @@ def test_a_damaged_file_of_no_known_series_rejects_the_folder(tmp_path, damage, 
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("cut", [140, 160, 190])
+def test_a_slice_cut_inside_its_file_meta_rejects_the_folder(tmp_path, cut):
+    """Cut after its DICM magic, inside its file meta group: an empty dataset was "not a
+    DICOM image", skipped, and the series stored ok one end slice short, whatever the
+    file's name."""
+    _, paths = write_series(tmp_path / "dcm", n=8, names=[f"IM{k}.dcm" for k in range(8)])
+    paths[7].write_bytes(paths[7].read_bytes()[:cut])
+    with pytest.raises(DicomSeriesError, match=r"1 of the folder's files are damaged DICOM "
+                                               r"files .*IM7.dcm"):
+        dicom_to_nifti(tmp_path / "dcm", tmp_path / "out.nii.gz")
+
+
 @pytest.mark.parametrize("cut", [0, 100])
 def test_a_slice_cut_to_nothing_under_a_cds_names_rejects_the_folder(tmp_path, cut):
     """A CD's slices carry no suffix (IM00000, IM00001, ...): the last one, empty or cut
