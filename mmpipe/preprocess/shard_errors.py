@@ -107,6 +107,6 @@ def check_not_all_unnamed(failures: list[tuple[str, Exception]], n_subjects: int
     unnamed = [(sid, e) for sid, e in failures if not isinstance(e, InputError)]
     if n_subjects and len(unnamed) == n_subjects:
         shown = "; ".join(f"{sid}: {type(e).__name__}: {e}" for sid, e in unnamed[:3])
-        raise SharedCauseError(f"every one of the shard's {n_subjects} subjects failed to {what} "
-                           f"with an unexpected error, a cause they share rather than each "
-                           f"file's; no output is written ({shown})")
+        raise SharedCauseError(f"every one of the shard's {n_subjects} subjects failed to "
+                               f"{what} with an unexpected error, a cause they share rather "
+                               f"than each file's; no output is written ({shown})")
