@@ -102,9 +102,9 @@ def note_subject(err: BaseException, subject_id: str, path: str | Path) -> None:
 def unpickler_refusal(err: BaseException) -> str | None:
     """What ``torch.load(weights_only=True)`` refused in a file ("Unsupported global:
     GLOBAL print was not an allowed global by default"), or None for another error:
-    torch's message also advises loading the file with ``weights_only=False``, which
-    runs its code, and carries terminal colour codes, neither of which belongs in a
-    reason."""
+    torch's message also advises loading the file with its pickles allowed in full,
+    which runs their code, and carries terminal colour codes, neither of which belongs
+    in a reason."""
     text = str(err)
     if type(err).__name__ != "UnpicklingError" and "Weights only load failed" not in text:
         return None
