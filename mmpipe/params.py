@@ -62,13 +62,10 @@ def manifest_view(cfg: dict, cohort_name: str, modality_name: str,
     checkpoint, so this, not the manifest's mtime, reruns them."""
     from mmpipe.cohorts.manifest_views import modality_view_digest
     from mmpipe.layout import CohortLayout
-    from mmpipe.preprocess.masks import mask_steps, reads_segmented_masks
+    from mmpipe.preprocess.masks import reads_adapter_masks
 
-    with_mask = False
-    if encoder_name is not None:
-        enc, mod = cfg["encoders"][encoder_name], modality(cfg, cohort_name, modality_name)
-        with_mask = (mask_steps(enc.get("transform") or {}, "", slices=True).needs_mask
-                     and not reads_segmented_masks(enc, mod))
+    with_mask = encoder_name is not None and reads_adapter_masks(
+        cfg["encoders"][encoder_name], modality(cfg, cohort_name, modality_name))
     return modality_view_digest(CohortLayout.of(cfg["results"], cohort_name).root,
                                 modality_name, with_mask)
 

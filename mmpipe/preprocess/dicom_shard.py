@@ -26,17 +26,9 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
-from mmpipe.errors import InputError, note_subject
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC
-from mmpipe.preprocess.shard_errors import (
-    NOT_THERE,
-    as_subject_error,
-    check_inputs_there,
-    check_none_went,
-    check_not_all_unnamed,
-    shared_cause,
-)
+from mmpipe.preprocess.shard_errors import ShardFailures
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard, safe_name, write_shard_settings
 
@@ -52,30 +44,23 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
     have = manifest.filter(pl.col(col).is_not_null())
     folders = dict(zip(have["subject_id"], have[col], strict=True))
     subjects = in_shard(folders, shard, n_shards)
-    mine = {sid: folders[sid] for sid in subjects}
-    missing = check_inputs_there(mine)
+    judged = ShardFailures({sid: folders[sid] for sid in subjects}, "convert")
     rows = []
-    failures: list[tuple[str, Exception]] = []
     with atomic_dir(out_dir) as tmp:
         for sid in subjects:
             folder = folders[sid]
             out = tmp / f"{safe_name(sid)}.nii.gz"
             try:
-                if sid in missing:
-                    raise InputError(NOT_THERE, path=folder)
+                judged.check_there(sid)
                 summary = dicom_to_nifti(folder, out, rule=params.get("series_select", "most_slices"),
                                          min_slices=params.get("min_slices", 3),
                                          max_gap_factor=params.get("max_gap_factor", 1.5))
             except Exception as raised:
                 # one folder's failure, named or not (a reader's bare error on a damaged
                 # file), is its subject's rejection; a cause they share fails the job
-                if shared_cause(raised):
-                    note_subject(raised, sid, folder)
+                if judged.shared(sid, raised):
                     raise
-                if sid not in missing:
-                    failures.append((sid, raised))
-                err = as_subject_error(raised, "convert", folder)
-                err.for_subject(sid)
+                err = judged.rejection(sid, raised)
                 log.warning("rejected %s", err)
                 detail = getattr(err, "detail", None)
                 rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
@@ -90,9 +75,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
                          "status": "ok", "reason": summary["note"], "path": str(folder),
                          "path_under_root": path_under_root(meta, str(folder)),
                          "volume": out.name, "detail": json.dumps(summary, default=str)})
-        check_none_went(mine, missing, failures)
-        # deleted inputs failed no reader: the shared cause is judged on those read
-        check_not_all_unnamed(failures, len(subjects) - len(missing), "convert")
+        judged.finish()
         qc = qc_frame(rows, extra={"path_under_root": pl.String, "volume": pl.String,
                                    "detail": pl.String})
         qc.write_parquet(tmp / SHARD_QC)

@@ -111,6 +111,13 @@ def reads_segmented_masks(encoder_cfg: dict[str, Any], modality_cfg: dict[str, A
     return mask_steps(encoder_cfg.get("transform") or {}, "", slices=True).needs_mask
 
 
+def reads_adapter_masks(encoder_cfg: dict[str, Any], modality_cfg: dict[str, Any]) -> bool:
+    """Whether an encoder's transform reads the masks the adapter gives (the manifest's
+    :func:`mask_column`): it reads a mask, and no segment job makes it one."""
+    return (mask_steps(encoder_cfg.get("transform") or {}, "", slices=True).needs_mask
+            and not reads_segmented_masks(encoder_cfg, modality_cfg))
+
+
 def read_masks(masks_dir: str | Path) -> dict[str, tuple[str | None, str]]:
     """``subject -> (mask path or None, why none)`` of a ``segment`` job's output."""
     import polars as pl

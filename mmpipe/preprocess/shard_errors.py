@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmpipe.errors import InputError, out_of_memory
+from mmpipe.errors import InputError, note_subject, out_of_memory
 
 # the disk's, not a file's: nothing can be written anywhere
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
@@ -110,3 +110,41 @@ def check_not_all_unnamed(failures: list[tuple[str, Exception]], n_subjects: int
         raise SharedCauseError(f"every one of the shard's {n_subjects} subjects failed to "
                                f"{what} with an unexpected error, a cause they share rather "
                                f"than each file's; no output is written ({shown})")
+
+
+class ShardFailures:
+    """One shard's subjects, judged together as the module says: the inputs not there at
+    its start (:func:`check_inputs_there`), each subject's failure (its rejection, or
+    the job's shared cause, noted with the subject), and at its end the checks on the
+    whole shard (:func:`check_none_went`, :func:`check_not_all_unnamed`)."""
+
+    def __init__(self, paths: Mapping[str, str | Path], what: str):
+        self.paths, self.what = dict(paths), what
+        self.missing = check_inputs_there(self.paths)
+        self.failures: list[tuple[str, Exception]] = []
+
+    def check_there(self, subject_id: str, error: type[InputError] = InputError) -> None:
+        """Raise the subject's rejection for an input not there at the start."""
+        if subject_id in self.missing:
+            raise error(NOT_THERE, path=self.paths[subject_id])
+
+    def shared(self, subject_id: str, raised: Exception) -> bool:
+        """Whether ``raised`` is the job's (noted with the subject), for the caller to
+        raise again."""
+        if shared_cause(raised):
+            note_subject(raised, subject_id, self.paths[subject_id])
+            return True
+        return False
+
+    def rejection(self, subject_id: str, raised: Exception) -> InputError:
+        """``raised``, not the job's, as the subject's :class:`InputError`."""
+        if subject_id not in self.missing:  # a deleted input failed no reader
+            self.failures.append((subject_id, raised))
+        return as_subject_error(raised, self.what, self.paths[subject_id]).for_subject(
+            subject_id)
+
+    def finish(self) -> None:
+        """Fail the job where the shard's failures share a cause: inputs gone during the
+        job, or every subject read failing with an error no reader names."""
+        check_none_went(self.paths, self.missing, self.failures)
+        check_not_all_unnamed(self.failures, len(self.paths) - len(self.missing), self.what)

@@ -18,17 +18,10 @@ from pathlib import Path
 import polars as pl
 
 from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
-from mmpipe.errors import SlideError, note_subject
+from mmpipe.errors import SlideError
 from mmpipe.fsutil import atomic_dir
 from mmpipe.layout import SHARD_QC, SHARD_TILES
-from mmpipe.preprocess.shard_errors import (
-    NOT_THERE,
-    as_subject_error,
-    check_inputs_there,
-    check_none_went,
-    check_not_all_unnamed,
-    shared_cause,
-)
+from mmpipe.preprocess.shard_errors import ShardFailures
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard, write_shard_settings
 
@@ -77,15 +70,12 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
     have = manifest.filter(pl.col(col).is_not_null())
     paths = dict(zip(have["subject_id"], have[col], strict=True))
     subjects = in_shard(paths, shard, n_shards)
-    mine = {sid: paths[sid] for sid in subjects}
-    missing = check_inputs_there(mine)
+    judged = ShardFailures({sid: paths[sid] for sid in subjects}, "tile")
     rows, frames = [], []
-    failures: list[tuple[str, Exception]] = []
     for sid in subjects:
         path = paths[sid]
         try:
-            if sid in missing:
-                raise SlideError(NOT_THERE, path=path)
+            judged.check_there(sid, SlideError)
             with open_slide(path, mpp_when_missing=tiling.mpp_when_missing) as slide:
                 grid = tile_grid(slide, tiling)
                 detail = {"n_tiles": len(grid.coords), "n_on_tissue": grid.n_on_tissue,
@@ -98,13 +88,9 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
         except Exception as raised:
             # a slide's failure, named or not (OpenSlide's or Pillow's bare error on a damaged
             # file), is its subject's rejection; a cause they share fails the job
-            if shared_cause(raised):
-                note_subject(raised, sid, path)
+            if judged.shared(sid, raised):
                 raise
-            if sid not in missing:
-                failures.append((sid, raised))
-            err = as_subject_error(raised, "tile", path)
-            err.for_subject(sid)
+            err = judged.rejection(sid, raised)
             log.warning("rejected %s", err)
             rows.append({"subject_id": sid, "modality": modality, "stage": "preprocess",
                          "status": "rejected", "reason": err.reason, "path": str(path),
@@ -116,9 +102,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
                      "status": "ok", "reason": _tiling_note(detail), "path": str(path),
                      "path_under_root": path_under_root(meta, str(path)),
                      "n_tiles": detail["n_tiles"], "detail": json.dumps(detail, default=str)})
-    check_none_went(mine, missing, failures)
-    # deleted inputs failed no reader: the shared cause is judged on those read
-    check_not_all_unnamed(failures, len(subjects) - len(missing), "tile")
+    judged.finish()
     qc = qc_frame(rows, extra={"path_under_root": pl.String, "n_tiles": pl.Int64,
                                "detail": pl.String})
     with atomic_dir(out_dir) as tmp:
