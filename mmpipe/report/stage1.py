@@ -10,7 +10,9 @@ store, how many subjects are present, absent and rejected, in plain words which 
 were computed with random weights, lists every rejected input with its file, the notes
 on inputs that were used (a DICOM file skipped, a slice interpolated, an image of a set
 left out), the subjects no store could use any input of, and the clinical values set to
-blank.
+blank. ``qc.parquet`` records the digest of the adapter's QC table it was built from
+(:data:`ADAPTER_QC_KEY`), so that a manifest rebuilt with other records by a run that
+stopped short of the summary marks it (``report.stale``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import polars as pl
 from mmpipe.cohorts.manifest import ABSENT, PRESENT, REJECTED
 from mmpipe.cohorts.manifest_files import NON_NUMERIC
 from mmpipe.fsutil import atomic_file, write_parquet
+from mmpipe.hashing import params_hash
 from mmpipe.report.tables import md_escape
 from mmpipe.store import FeatureStore
 
@@ -29,6 +32,8 @@ QC_COLUMNS = ["subject_id", "modality", "encoder", "status", "reason", "path"]
 # rows of one store's notes shown in the summary (the rest are in qc.parquet)
 NOTES_SHOWN = 20
 SUBJECTS_SHOWN = 50
+# qc.parquet's metadata: the digest of the adapter QC table the summary was built from
+ADAPTER_QC_KEY = "mmpipe.adapter_qc_digest"
 
 
 def store_qc(store: FeatureStore) -> pl.DataFrame:
@@ -215,6 +220,24 @@ def _unusable_section(stored: pl.DataFrame) -> list[str]:
             "scores a test subject among them with the training prior."]
 
 
+def adapter_qc_digest(adapter_qc: str | Path) -> str:
+    """The adapter QC table's verdicts, digested: its content, not its bytes (which
+    another parquet writer's version changes), less the files' paths (which a project
+    copied elsewhere and its manifest rebuilt changes, every verdict the same)."""
+    table = pl.read_parquet(adapter_qc)
+    table = table.select(sorted(c for c in table.columns if c != "path"))
+    return params_hash([table.columns, table.sort(table.columns, nulls_last=True).rows()])
+
+
+def recorded_adapter_qc(qc: str | Path) -> str | None:
+    """The digest of the adapter QC table a cohort QC table was built from; None where
+    it records none (built before it did) or cannot be read."""
+    try:
+        return pl.read_parquet_metadata(qc).get(ADAPTER_QC_KEY)
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+
+
 def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_out: str | Path,
                     summary_out: str | Path) -> pl.DataFrame:
     stores = [FeatureStore(p) for p in store_paths]
@@ -251,7 +274,7 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
         added = added.with_columns(pl.lit(None, dtype=pl.String).alias("encoder"))
         qc = (pl.concat([qc, added.select(qc.columns)], how="vertical_relaxed") if qc.width
               else added.select(QC_COLUMNS))
-    write_parquet(qc, qc_out)
+    write_parquet(qc, qc_out, metadata={ADAPTER_QC_KEY: adapter_qc_digest(adapter_qc)})
     with atomic_file(summary_out) as tmp:
         tmp.write_text(_markdown(_summary_rows(stores), qc, extra, blanked))
     return qc

@@ -14,7 +14,8 @@ so ``onstart`` marks each report first (:func:`mark_under_way`), and the handler
 the mark only where the runs no longer agree. The next run that rebuilds the report
 replaces the whole folder, marks included. The stage-1 summary
 (``stage1_summary.md``) is marked the same way, in its first lines, when a store it
-describes is gone or was written after it (:func:`mark_stale_summary`). Kept apart from
+describes is gone or was written after it, or the manifest's QC table holds other
+records than it was built from (:func:`mark_stale_summary`). Kept apart from
 the report's own modules, so that the report job's code key does not move with it.
 """
 
@@ -179,23 +180,29 @@ def _unbannered(text: str, banner: str = _BANNER) -> str:
 
 
 def mark_stale_summary(summary: str | Path, qc: str | Path, stores: Sequence[str | Path],
-                       cause: str = FAILED) -> list[str]:
+                       cause: str = FAILED, adapter_qc: str | Path | None = None
+                       ) -> list[str]:
     """Mark a cohort's stage-1 summary stale when some of ``stores`` are not on disk, or
     were written after its ``qc`` table (which the same job writes and marking never
     rewrites): a store whose rerun failed is gone, and one rebuilt by a run that stopped
-    short of the summary holds other subjects' verdicts. Returns those; an agreeing
-    summary loses any mark. Stores only: a folder output is never compared by content,
-    so a store written again reruns the summary, while the adapter's QC table, rewritten
-    with the same bytes by a manifest job, does not (Snakemake compares a small file's
-    checksum), and its time marked a summary a full run had left agreeing."""
+    short of the summary holds other subjects' verdicts; or when ``adapter_qc`` (the
+    manifest's QC table) now holds other records than the summary was built from, or is
+    gone (a manifest rebuilt after the download was mended, by a run that stopped short
+    of the summary, whose rejections then no longer exist). Returns those; an agreeing
+    summary loses any mark. Stores by their time: a folder output is never compared by
+    content, so a store written again reruns the summary. The adapter's QC table by its
+    content, recorded in ``qc``: a manifest job rewrites it with the same records, which
+    Snakemake does not rerun the summary for (it compares a small file's checksum), and
+    its time marked a summary a full run had left agreeing."""
     summary = Path(summary)
     if not summary.is_file():
         return []
     built = Path(qc).stat().st_mtime if Path(qc).is_file() else None
     missing, newer = _missing_or_newer(stores, built)
+    other_records = _other_adapter_records(qc, adapter_qc) if adapter_qc is not None else []
     text = summary.read_text()
     plain = _unbannered(text, SUMMARY_BANNER)
-    if not missing and not newer:
+    if not missing and not newer and not other_records:
         if plain != text:
             with atomic_file(summary) as tmp:
                 tmp.write_text(plain)
@@ -204,8 +211,30 @@ def mark_stale_summary(summary: str | Path, qc: str | Path, stores: Sequence[str
              f"`{missing[0]}`)"] if missing else []
     found += [f"{len(newer)} of the stores it describes were written after it (first: "
               f"`{newer[0]}`)"] if newer else []
+    found += [f"the manifest's QC table `{other_records[0]}` {other_records[1]}"
+              ] if other_records else []
     _banner_summary(summary, plain, f"{'; '.join(found)}: {cause.format(it='the summary')}")
-    return missing + newer
+    return missing + newer + other_records[:1]
+
+
+def _other_adapter_records(qc: str | Path, adapter_qc: str | Path) -> list[str]:
+    """[the adapter QC table, what is wrong with it] where it is not the one the
+    summary's ``qc`` table was built from; [] where it is, or where ``qc`` records none
+    (built before it did: the summary's job reruns with a new code key anyway)."""
+    from mmpipe.report.stage1 import adapter_qc_digest, recorded_adapter_qc
+
+    recorded = recorded_adapter_qc(qc) if Path(qc).is_file() else None
+    if recorded is None:
+        return []
+    if not Path(adapter_qc).is_file():
+        return [str(adapter_qc), "is not on disk"]
+    try:
+        now = adapter_qc_digest(adapter_qc)
+    except (pl.exceptions.PolarsError, OSError):
+        return [str(adapter_qc), "cannot be read"]
+    if now != recorded:
+        return [str(adapter_qc), "holds other records than the summary was built from"]
+    return []
 
 
 def mark_summary_under_way(summary: str | Path) -> bool:

@@ -198,6 +198,45 @@ def test_a_stage1_summary_whose_store_is_gone_or_newer_is_marked_and_unmarked(tm
     assert not mark_summary_under_way(tmp_path / "none.md")
 
 
+def test_a_stage1_summary_of_a_manifest_rebuilt_since_is_marked(tmp_path):
+    """A download mended and its manifest rebuilt by a run that stopped short of the
+    summary (a target, ``--until``): the stores on disk were not rebuilt, so the summary
+    went on listing rejections the manifest no longer holds, its mark removed by the
+    handlers. The same records rewritten (a manifest job's rerun, in the project's copy
+    elsewhere too) leave it agreeing."""
+    from mmpipe.qc import qc_frame
+    from mmpipe.report.stage1 import write_cohort_qc
+    from mmpipe.report.stale import NOT_REBUILT, mark_stale_summary, mark_summary_under_way
+
+    adapter_qc, qc = tmp_path / "adapter_qc.parquet", tmp_path / "qc.parquet"
+    summary = tmp_path / "stage1_summary.md"
+    rows = [{"subject_id": "s1", "modality": "t1", "stage": "adapter", "status": "rejected",
+             "reason": "2 files of t1", "path": "/data/s1"},
+            {"subject_id": "s2", "modality": "t1", "stage": "adapter", "status": "present",
+             "reason": "", "path": "/data/s2/t1.nii.gz"}]
+    qc_frame(rows).write_parquet(adapter_qc)
+    write_cohort_qc(adapter_qc, [], qc, summary)
+    built = summary.read_text()
+    qc_frame(rows[::-1]).write_parquet(adapter_qc)   # the same records, rewritten
+    assert mark_stale_summary(summary, qc, [], NOT_REBUILT, adapter_qc=adapter_qc) == []
+    # and found in the project's copy elsewhere: the same verdicts of the same files
+    qc_frame([{**r, "path": "/copy" + r["path"]} for r in rows]).write_parquet(adapter_qc)
+    assert mark_stale_summary(summary, qc, [], NOT_REBUILT, adapter_qc=adapter_qc) == []
+    rows[0].update(status="present", reason="", path="/data/s1/t1.nii.gz")
+    qc_frame(rows).write_parquet(adapter_qc)
+    mark_summary_under_way(summary)
+    assert mark_stale_summary(summary, qc, [], NOT_REBUILT, adapter_qc=adapter_qc) == [
+        str(adapter_qc)]
+    text = summary.read_text()
+    assert text.startswith(f"**Stale summary.** the manifest's QC table `{adapter_qc}` "
+                           "holds other records than the summary was built from")
+    assert "did not rebuild the summary" in text and text.count("**Stale") == 1
+    assert text.endswith(built)
+    adapter_qc.unlink()   # the manifest's rerun failed
+    assert mark_stale_summary(summary, qc, [], adapter_qc=adapter_qc) == [str(adapter_qc)]
+    assert "is not on disk" in summary.read_text()
+
+
 def test_a_report_whose_runs_read_another_build_of_the_manifest_is_marked(tmp_path):
     """Labels flipped in the source and the manifest rebuilt alone (`--forcerun manifest`,
     a target short of the runs): every run trained on the labels before, and the report

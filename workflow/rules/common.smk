@@ -388,11 +388,12 @@ def mark_stale_reports(cause):
             lay.cohort_qc(),
             stores,
             cause,
+            adapter_qc=lay.adapter_qc(),
         )
         if missing:
             print(
                 f"{lay.stage1_summary()} is marked stale: {len(missing)} of the stores it "
-                "describes are not on disk or were written after it",
+                "describes, or the manifest's QC table, are not on disk or changed since",
                 file=sys.stderr,
             )
 
