@@ -472,6 +472,34 @@ def _check_bag(store) -> None:
                           "transfer?); encode it again")
 
 
+def _check_rows(store) -> None:
+    """What stage 2 would meet in the rows, and the store's own checks do not count: a
+    lost ``subject_id`` chunk reads as empty IDs (every subject's, where one chunk holds
+    them all), two rows of one ID, and a present row of NaN or inf (the writer refuses
+    them), which stage 2 reads as absent."""
+    import numpy as np
+
+    ids, present, emb = store.subject_ids, store.present, store.emb
+    problems = []
+    if (nameless := np.flatnonzero(ids == "")).size:
+        problems.append(f"{nameless.size} subject(s) without an ID (rows "
+                        f"{nameless[:5].tolist()}; a subject_id chunk lost?)")
+    named, counts = np.unique(ids[ids != ""], return_counts=True)
+    if (twice := named[counts > 1]).size:
+        problems.append(f"subject(s) listed more than once: {twice[:5].tolist()}")
+    rows, unusable = max(emb.chunks[0], 1), []
+    for lo in range(0, emb.shape[0], rows):
+        block = np.asarray(emb[lo:lo + rows])
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        unusable += (lo + np.flatnonzero(present[lo:lo + rows] & ~finite)).tolist()
+    if unusable:
+        problems.append(f"{len(unusable)} present subject(s) with NaN or inf features, "
+                        f"which stage 2 reads as absent: {ids[unusable[:5]].tolist()}")
+    if problems:
+        raise MmpipeError(f"{store.path}: its rows are not what its writer writes "
+                          f"({'; '.join(problems)}): a damaged copy; encode it again")
+
+
 def cmd_inspect(args) -> None:
     from mmpipe.store import FeatureStore
 
@@ -483,6 +511,7 @@ def cmd_inspect(args) -> None:
         raise MmpipeError(f"{args.store}: the store cannot be read ({type(err).__name__}: "
                           f"{err}): a damaged copy; encode it again") from err
     _read_every_chunk(store)
+    _check_rows(store)
     _check_bag(store)
     a = store.attrs
     print(f"{store.path}")
@@ -544,13 +573,14 @@ def cmd_predict(args) -> None:
                                  for k, v in enumerate(classes)))
 
 
+VERBOSE_HELP = "log debug messages too"
 CONFIG_HELP = ("a config laid over ./config.yaml, as snakemake --configfile (repeat to lay "
                "several in order)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="write the synthetic demo cohort (the config's demo "
@@ -595,12 +625,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", action="append", required=True, metavar="MODALITY=PATH",
                    help="feature store of one modality; repeat for each available modality")
     p.add_argument("--out", required=True, help="predictions parquet to write")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:N, or auto (CUDA where present)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("inspect", help="summarise a feature store")
     p.add_argument("store")
     p.set_defaults(func=cmd_inspect)
+    for p in sub.choices.values():  # after the command too (`mmpipe inspect -v X`)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=VERBOSE_HELP)
     return parser
 
 

@@ -441,6 +441,38 @@ def test_inspect_names_a_store_with_a_damaged_chunk(tmp_path, capsys, array):
     assert str(path) in err and "a damaged copy" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("damage", ["lost_ids", "twice", "nan"])
+def test_inspect_names_rows_stage2_cannot_use(tmp_path, capsys, damage):
+    """A lost subject_id chunk reads as empty IDs (a one-subject store was then scored
+    under ''), a copy can list one ID twice, and a present row of NaN or inf is read as
+    absent by stage 2: inspect called each a healthy store."""
+    import numpy as np
+    import zarr
+
+    from mmpipe.store import FeatureStoreWriter
+
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ["a", "b", "c"], (4,), {"encoder": "e"}) as w:
+        for sid in ("a", "b"):
+            w.write(sid, np.ones(4, np.float32))
+        w.mark("c", "rejected", "unreadable")
+        w.commit()
+    group = zarr.open_group(path, mode="r+")
+    if damage == "lost_ids":
+        for chunk in (path / "subject_id").rglob("*"):
+            if chunk.is_file() and chunk.name != "zarr.json":
+                chunk.unlink()
+    elif damage == "twice":
+        group["subject_id"][2] = "a"
+    else:
+        group["emb"][1] = np.full(4, np.nan, np.float32)
+    assert cli.main(["inspect", str(path), "-v"]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "a damaged copy" in err
+    assert {"lost_ids": "3 subject(s) without an ID", "twice": "more than once: ['a']",
+            "nan": "1 present subject(s) with NaN or inf features"}[damage] in err
+
+
 @pytest.mark.parametrize("lost", ["bag/emb/c/1/0", "bag/offsets/c/0"])
 def test_inspect_names_a_store_whose_bag_lost_a_chunk(tmp_path, capsys, lost):
     """A lost chunk of the bag read as zeros (an empty bag for offsets), and the store

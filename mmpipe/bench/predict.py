@@ -32,6 +32,7 @@ joined by ID.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -46,6 +47,7 @@ from mmpipe.bench.selection import FoldEnsemble
 from mmpipe.bench.trainer import predict_proba
 from mmpipe.encoders.device import resolve_device
 from mmpipe.errors import ConfigError, MmpipeError, StoreError
+from mmpipe.layout import METRICS
 from mmpipe.store import PREPROCESSING_KEYS, SIGNATURE_KEYS, encoding_signature
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
     """(method ready for inference on ``device``, the saved bundle) of a run directory."""
     from mmpipe.bench.run import build_method
 
+    _refuse_untrained(run_dir)
     bundle = load_bundle(run_dir)
     shapes = {m: tuple(s) for m, s in bundle["shapes"].items()}
     template = BenchData(subject_id=np.array([], dtype=str), y=np.zeros(0, dtype=np.int64),
@@ -92,6 +95,24 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"):
         if getattr(member, "kind", "torch") == "torch":
             member.to(device)
     return method, bundle
+
+
+def _refuse_untrained(run_dir: str | Path) -> None:
+    """A run that did not train (cross-validation folds of one class, no subject with an
+    input) has no model: its ``metrics.json`` says why, where the missing file's
+    message pointed at ``keep_models``, which had nothing to do with it."""
+    metrics = Path(run_dir) / METRICS
+    if not Path(run_dir).is_dir() or not metrics.is_file():
+        return
+    try:
+        record = json.loads(metrics.read_text())
+        flags = {f.get("flag") for f in record.get("flags") or ()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return  # not ours to judge: the bundle's own checks say what is wrong
+    if "not_trained" in flags:
+        why = next((n for n in record.get("notes") or () if str(n).startswith("not trained")),
+                   "not trained")
+        raise ModelBundleError(f"{run_dir}: this run has no model: {why} (its metrics.json)")
 
 
 # signature keys a model saved before them lacks (mmpipe.store.SIGNATURE_KEYS)
@@ -391,6 +412,12 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
         notes.append(f"{', '.join(left_out)}: no store given, scored as absent for every "
                      "subject")
         log.warning("%s", notes[-1])
+    for m, f in feats.items():
+        if (nameless := int((f.subject_id == "").sum())):
+            # a lost subject_id chunk reads as empty IDs; one subject's was scored as ''
+            raise StoreError(f"the {m} store {stores[m]} lists {nameless} subject(s) "
+                             "without an ID: a damaged copy (a subject_id chunk lost?); "
+                             "encode it again")
     ids = common_subjects({m: (stores[m], f) for m, f in feats.items()})
     n = len(ids)
     x, present = {}, np.zeros((n, len(modalities)), bool)
@@ -401,6 +428,10 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
                 raise StoreError(f"{m}: features of shape {feats[m].emb.shape[1:]}, the run "
                                  f"expects {shape}")
             present[:, j] = usable_rows(feats[m], stores[m])
+            if (unusable := feats[m].present & ~present[:, j]).any():
+                notes.append(f"{m}: {int(unusable.sum())} present subject(s) with NaN or inf "
+                             f"features in {stores[m]}, scored as without it: "
+                             + ", ".join(ids[unusable][:10].tolist()))
             x[m] = np.where(present[:, j].reshape(-1, *[1] * len(shape)),
                             np.nan_to_num(feats[m].emb), 0).astype(np.float32)
         else:

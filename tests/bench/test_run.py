@@ -580,6 +580,49 @@ def test_a_store_row_of_nan_or_inf_is_absent_in_training_and_in_predict(cohort, 
     assert scored["no_input"].to_list()[present[0]] and scored["no_input"].to_list()[present[1]]
     assert scored["score_1"].is_nan().to_list()[present[1]]
     assert "2 present subject(s) with NaN or inf features, read as absent" in caplog.text
+    # and in the scores' notes, which travel with the file
+    ids = scored["subject_id"].to_list()
+    assert (f"a: 2 present subject(s) with NaN or inf features in {store}, scored as "
+            f"without it: {ids[present[0]]}, {ids[present[1]]}") in scored["notes"][0]
+
+
+def test_predict_refuses_a_store_whose_ids_were_lost(cohort, tmp_path):
+    """A lost subject_id chunk reads every ID as '': a store of one new subject was
+    scored under '', one of several refused as listing '' "more than once"."""
+    import shutil
+
+    root, cohort_dir = cohort
+    out = tmp_path / "run"
+    run_experiment(cohort_dir, {"a": "precomputed"}, "y", {"type": "logreg"},
+                   root / "split.parquet", root / "mask.parquet", out, seed=0,
+                   meta={"cohort": "toy", "feature_set": "a", "method": "logreg",
+                         "scenario": "mcar", "rate": 0.4})
+    store = tmp_path / "a.zarr"
+    shutil.copytree(cohort_dir / "features" / "a" / "precomputed.zarr", store)
+    for chunk in (store / "subject_id").rglob("*"):
+        if chunk.is_file() and chunk.name != "zarr.json":
+            chunk.unlink()
+    with pytest.raises(StoreError, match=r"lists \d+ subject\(s\) without an ID: a damaged"):
+        predict_stores(out, {"a": store})
+
+
+def test_predict_says_why_a_run_has_no_model(tmp_path):
+    """A run that did not train (cross-validation folds of one class) has no model.pt;
+    the refusal pointed at benchmark.keep_models, which had nothing to do with it."""
+    import json
+
+    from mmpipe.bench.bundle import ModelBundleError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({
+        "flags": [{"flag": "not_trained", "reason": "training failed (NotTrainable)"}],
+        "notes": ["not trained: every fold's training part holds one class; metrics are "
+                  "NaN, predictions are the training prior"], "model": None}))
+    with pytest.raises(ModelBundleError, match="this run has no model: not trained: every "
+                       "fold's training part holds one class") as err:
+        predict_stores(run, {"a": tmp_path / "a.zarr"})
+    assert "keep_models" not in str(err.value)
 
 
 def test_a_store_row_of_nan_read_as_absent_is_named_in_the_runs_notes(cohort, tmp_path):
