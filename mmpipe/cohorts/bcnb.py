@@ -228,7 +228,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     qc: list[QCRecord] = []
     if "wsi" in specs:
         frame[specs["wsi"].column] = [str(slides[s]) if s in slides else None for s in ids]
-        qc += [QCRecord(s, "wsi", REJECTED, rejected[s]) if s in rejected
+        qc += [QCRecord(s, "wsi", REJECTED, rejected[s], str(wsi_dir)) if s in rejected
                else QCRecord(s, "wsi", ABSENT, f"no WSIs/{s}.jpg")
                for s in ids if s not in slides]
     status, metastasis = [], []

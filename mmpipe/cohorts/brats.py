@@ -311,12 +311,20 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    str(folders[0])))
             elif len(found) > 1:
                 qc.append(QCRecord(case, seq, REJECTED, f"{len(found)} files of {seq}: "
-                                   + ", ".join(p.name for p in found)))
+                                   + ", ".join(p.name for p in found),
+                                   str(found[0].parent)))
         frame[specs[seq].column] = paths
         frame[mask_column(seq)] = masks
     classes = []
     for case in ids:
-        label, why = survival_class(rows.get(case, {}).get(surv_col), edges)
+        value = rows.get(case, {}).get(surv_col)
+        label, why = survival_class(value, edges)
+        # a case without a row or a value (most of 2020's 369) was "label missing", no
+        # cause given, where each other blank label says why
+        if case not in rows:
+            why = f"no row in {survival_path.name}"
+        elif label is None and why is None:
+            why = f"{surv_col} blank in {survival_path.name}"
         if why:
             source_qc.append(QCRecord(case, LABEL_QC, ABSENT, why, str(survival_path)))
         classes.append(label)

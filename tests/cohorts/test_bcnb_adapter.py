@@ -101,6 +101,7 @@ def test_two_files_of_one_slide_number_are_rejected_not_chosen(bcnb, tmp_path):
     why = qc.filter((pl.col("subject_id") == sid) & (pl.col("modality") == "wsi"))
     assert why["status"].to_list() == ["rejected"]
     assert f"0{sid}.jpg" in why["reason"][0] and f" {sid}.jpg" in why["reason"][0]
+    assert why["path"].to_list() == [str(copy / "WSIs")]   # the stage-1 summary's file
 
 
 def test_text_ids_with_zeros_meet_their_slides_and_a_row_without_an_id_is_said(bcnb,

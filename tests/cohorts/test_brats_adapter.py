@@ -2,6 +2,8 @@
 the survival CSVs) with the releases' oddities planted by
 :func:`mmpipe.cohorts.demo.brats.write_brats`."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -56,6 +58,10 @@ def test_two_files_of_a_sequence_reject_it_naming_both(brats):
     reason = qc.filter((pl.col("subject_id") == case) & (pl.col("modality") == "t1")
                        )["reason"].item()
     assert f"{case}_t1.nii.gz" in reason and f"{case}_t1.nii," in reason + ","
+    # the stage-1 summary's file column: the case folder, where its files are named
+    folder = Path(qc.filter((pl.col("subject_id") == case) & (pl.col("modality") == "t1")
+                            )["path"].item())
+    assert folder.name == case and folder.is_dir()
 
 
 def test_a_misnamed_segmentation_is_skipped_with_a_qc_row_and_leaves_no_mask(brats):
@@ -83,6 +89,23 @@ def test_survival_classes_and_the_release_oddities(brats):
     for case, days in plan.survival_days.items():
         if days.isdigit() and labelled.get(case) is not None:
             assert labelled[case] == survival_class(days, (300.0, 450.0))[0]
+
+
+def test_a_case_without_a_survival_row_or_value_says_why(tmp_path):
+    """A case without a row in the survival CSV, or with its cell blank (most of 2020's
+    369 cases), was only "label missing" in the QC table and the stage-1 summary, where
+    every other blank label says why."""
+    plan = write_brats(tmp_path, n_cases=8, seed=1)
+    csv = tmp_path / "survival_info.csv"
+    blank = plan.cases[0]
+    csv.write_text("\n".join(",".join(c if i != 2 or not line.startswith(blank) else ""
+                                      for i, c in enumerate(line.split(",")))
+                             for line in csv.read_text().splitlines()) + "\n")
+    build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    qc = read_qc(tmp_path / "out").filter(pl.col("modality") == "label")
+    why = {r["subject_id"]: (r["reason"], r["path"]) for r in qc.iter_rows(named=True)}
+    assert why[plan.no_row] == ("no row in survival_info.csv", str(csv))
+    assert why[blank] == ("Survival_days blank in survival_info.csv", str(csv))
 
 
 def test_class_edges_follow_the_config_and_both_ends_are_mid():
