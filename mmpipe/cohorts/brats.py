@@ -27,7 +27,7 @@ modality.
 
 What the releases are known to contain, and what the adapter does with it:
 
-- A censored survival, ``ALIVE (361 days later)`` (2019): alive after N days gives
+- A censored survival, ``ALIVE (361 days later)`` (2019 and 2020): alive after N days gives
   ``long`` when N is past the long edge (the class is then certain); otherwise the
   label is blank, with a QC row saying the class is unknown. Any other value that is
   not a number of days: blank, with a QC row naming it.
@@ -246,6 +246,9 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     specs = modality_specs(cohort_cfg)
     sequences = [name for name, spec in specs.items() if not spec.is_table]
 
+    # the layout first: a 2023 download has no survival CSV either, and was told of the
+    # CSV where its naming is what mmpipe does not read
+    cases, others = find_cases(root)
     survival_path = _survival_path(root, cfg, base_dir)
     if survival_path is None:
         raise InputError(f"no survival CSV ({' or '.join(SURVIVAL_FILES)}) in the root, and "
@@ -258,8 +261,6 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         raise ConfigError(f"{survival_path}: column(s) {unknown} not in the survival CSV "
                           f"(has {table.columns})")
     rows = {r[id_col]: r for r in table.iter_rows(named=True)}
-
-    cases, others = find_cases(root)
     ids = [case for case, _, _ in cases]
     if rows and not set(rows) & set(ids):
         # a release's table beside another release's folders (2020's Brats20ID against

@@ -161,10 +161,13 @@ def test_a_survival_csv_of_another_release_is_refused(tmp_path):
         build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
 
 
-def test_a_2023_download_is_refused_naming_its_layout(tmp_path):
+@pytest.mark.parametrize("with_csv", [True, False])
+def test_a_2023_download_is_refused_naming_its_layout(tmp_path, with_csv):
+    """2023 ships no survival CSV: its download was told of the CSV, not of its naming."""
     (tmp_path / "BraTS-GLI-00000-000").mkdir()
     (tmp_path / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz").write_bytes(b"")
-    (tmp_path / "survival_info.csv").write_text("Brats20ID,Age,Survival_days\nX,60,400\n")
+    if with_csv:
+        (tmp_path / "survival_info.csv").write_text("Brats20ID,Age,Survival_days\nX,60,400\n")
     with pytest.raises(InputError, match="2023's BraTS-GLI"):
         build_manifest("brats", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
 
