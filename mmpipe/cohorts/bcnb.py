@@ -114,7 +114,11 @@ def read_clinical(path: Path) -> tuple[list[str], dict[str, dict[str, Any]], lis
         raise InputError(f"not a readable .xlsx workbook: {type(e).__name__}: {e}",
                          path=path) from e
     try:
-        rows = list(book.worksheets[0].iter_rows(values_only=True))
+        sheet = book.worksheets[0]
+        # read-only mode stops at the sheet's recorded <dimension>; a writer that records
+        # it short (some tools do) lost the rows below it without a word
+        sheet.reset_dimensions()
+        rows = list(sheet.iter_rows(values_only=True))
     finally:
         book.close()
     if not rows:

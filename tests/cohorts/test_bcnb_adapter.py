@@ -217,3 +217,30 @@ def test_a_spreadsheet_column_named_twice_is_refused(bcnb, tmp_path):
     book.save(copy / SPREADSHEET)
     with pytest.raises(InputError, match=r"names column\(s\) \['ER'\] more than once"):
         build_manifest("bcnb", _cfg(copy), copy / "out", base_dir=copy)
+
+
+def test_rows_below_a_sheet_dimension_recorded_short_are_read(bcnb, tmp_path):
+    """The read-only reader stops at the sheet's recorded <dimension>: a workbook whose
+    writer recorded it short lost the patients below it, each then "no row" and unlabelled
+    beside a slide."""
+    import re
+    import shutil
+    import zipfile
+
+    from mmpipe.cohorts.bcnb import SPREADSHEET, read_clinical
+
+    root = bcnb[0]
+    copy = tmp_path / "BCNB"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("out", "o*"))
+    _, full, _ = read_clinical(root / SPREADSHEET)
+    with zipfile.ZipFile(root / SPREADSHEET) as src, \
+            zipfile.ZipFile(copy / SPREADSHEET, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data, n = re.subn(rb'<dimension ref="[^"]*"\s*/>', b'<dimension ref="A1:C4"/>',
+                                  data)
+                assert n == 1
+            dst.writestr(item, data)
+    _, table, _ = read_clinical(copy / SPREADSHEET)
+    assert len(full) > 4 and table == full
