@@ -320,8 +320,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     for case in ids:
         value = rows.get(case, {}).get(surv_col)
         label, why = survival_class(value, edges)
-        # a case without a row or a value (most of 2020's 369) was "label missing", no
-        # cause given, where each other blank label says why
+        # a case without a row or a value (about a third of 2020's 369) was "label
+        # missing", no cause given, where each other blank label says why
         if case not in rows:
             why = f"no row in {survival_path.name}"
         elif label is None and why is None:

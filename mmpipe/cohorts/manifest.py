@@ -1046,8 +1046,11 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
             qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, status, reason, out.source))
             log.warning("cohort %r: %s", cohort, reason)
     for file, column in out.unused_columns:
+        # the file's name in the words, its path in the record's path: a project copied
+        # elsewhere keeps the same verdicts (the stage-1 summary compares them)
         qc.append(QCRecord(ALL_SUBJECTS, COLUMN_QC, UNUSED,
-                           f"column {column!r} of {file} is not used by the config", file))
+                           f"column {column!r} of {Path(file).name} is not used by the "
+                           "config", file))
     if out.unused_columns:
         log.warning("cohort %r: %d column(s) of the source not used by the config: %s "
                     "(see %s)", cohort, len(out.unused_columns),

@@ -250,8 +250,9 @@ def mark_summary_under_way(summary: str | Path) -> bool:
 
 def _banner_summary(summary: Path, plain: str, why: str) -> None:
     with atomic_file(summary) as tmp:
-        tmp.write_text(f"{SUMMARY_BANNER} {why}, so it may describe stores that are gone or "
-                       f"were rebuilt since. Run the workflow again to rebuild it.\n\n{plain}")
+        tmp.write_text(f"{SUMMARY_BANNER} {why}, so it may describe stores, or the "
+                       "manifest's records, that are gone or were rebuilt since. Run the "
+                       f"workflow again to rebuild it.\n\n{plain}")
 
 
 def spoken_for(outputs: Sequence[str | Path], described: Sequence[str | Path]

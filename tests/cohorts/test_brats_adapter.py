@@ -92,9 +92,9 @@ def test_survival_classes_and_the_release_oddities(brats):
 
 
 def test_a_case_without_a_survival_row_or_value_says_why(tmp_path):
-    """A case without a row in the survival CSV, or with its cell blank (most of 2020's
-    369 cases), was only "label missing" in the QC table and the stage-1 summary, where
-    every other blank label says why."""
+    """A case without a row in the survival CSV, or with its cell blank (about a third
+    of 2020's 369 cases), was only "label missing" in the QC table and the stage-1
+    summary, where every other blank label says why."""
     plan = write_brats(tmp_path, n_cases=8, seed=1)
     csv = tmp_path / "survival_info.csv"
     blank = plan.cases[0]

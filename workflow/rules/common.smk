@@ -392,8 +392,8 @@ def mark_stale_reports(cause):
         )
         if missing:
             print(
-                f"{lay.stage1_summary()} is marked stale: {len(missing)} of the stores it "
-                "describes, or the manifest's QC table, are not on disk or changed since",
+                f"{lay.stage1_summary()} is marked stale: of the stores it describes and "
+                f"the manifest's QC table, {len(missing)} are not on disk or changed since",
                 file=sys.stderr,
             )
 
