@@ -67,7 +67,7 @@ NO_PATTERN = "none"
 _CARRIED = ("method_type", "family", "positive_label")
 _STRING_COLUMNS = ("cohort", "feature_set", "method", "method_type", "scenario", "path",
                    "family", "positive_label", "flags", "split_fixed", "device", "monitor",
-                   NOT_HELD_COLUMN)
+                   "chosen_by", NOT_HELD_COLUMN)
 # metrics.json written before weighted F1 (and before the per-class keys said which class
 # they were of) held "f1"/"precision"/"recall": class 1's for two classes, macro for more
 _LEGACY_BINARY = {"f1": "f1_positive", "precision": "precision_positive",
@@ -226,13 +226,15 @@ def _check_unique(df: pl.DataFrame, keys: Sequence[str], what: str) -> None:
 
 
 def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per run: identity, ``family`` (:data:`mmpipe.methods.families.FAMILIES`), test
+    """One row per run: identity, ``family`` (:data:`mmpipe.methods.families.FAMILIES`; a
+    fusion method's run on one modality is of the single-modality family), test
     metrics (plain names; ``n_test``), validation metrics (``val_*``),
     ``trainable_parameters``, ``training_seconds``, ``n_classes``, ``positive_label`` (the
     label value the ``*_positive`` metrics are of), ``monitor`` (the validation scores
-    its early stopping watched, ";"-joined), ``flags`` (names, ";"-joined),
+    its early stopping watched, ";"-joined), ``chosen_by`` (the one its tuning trials were
+    chosen by; None for one candidate), ``flags`` (names, ";"-joined),
     ``collapsed`` (every test prediction one class) and the file's ``path``."""
-    from mmpipe.methods.families import FAMILIES
+    from mmpipe.methods.families import BASELINE_FAMILY, FAMILIES, SINGLE_FAMILY
 
     rows = []
     for p in metrics_paths:
@@ -240,6 +242,12 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
         m = _read_json(p)
         row: dict[str, Any] = _identity(m, p)
         row["family"] = FAMILIES.get(row["method_type"], "other")
+        # a fusion method on a feature set of one modality fuses nothing: it is that
+        # modality alone (a clinical-only MMARE was "the best fusion", ahead of "the
+        # single modality")
+        if (row["family"] not in (BASELINE_FAMILY, SINGLE_FAMILY)
+                and len(m.get("encoders") or {}) == 1):
+            row["family"] = SINGLE_FAMILY
         n_classes = _n_classes(m, p)
         row["n_classes"] = n_classes
         row["positive_label"] = _positive_label(m, n_classes)
@@ -267,6 +275,9 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
                   if isinstance(part, dict) for ph in part.get("phases") or []]
         row["monitor"] = ";".join(sorted({str(ph["monitor"]) for ph in phases
                                           if ph.get("monitor")})) or None
+        # the validation score its tuning trials were judged by (None: one candidate): the
+        # chosen trial's score is the best of them, optimistic in the same way
+        row["chosen_by"] = (m.get("selection") or {}).get("choose_by")
         # the parts of the cohort's own split the run's seed did not draw ("" when none)
         row["split_fixed"] = ",".join((m.get("split") or {}).get("fixed") or [])
         # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so.

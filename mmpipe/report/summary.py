@@ -717,16 +717,25 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
 
 def _selected_on_it(runs: pl.DataFrame, row: dict, metric: str, name: str) -> str:
     """What the fusion line adds when the runs' early stopping watched the very
-    validation score the fusion was chosen by (MMARE's balanced accuracy): that score is
-    the best over the epochs and so optimistic beside methods that stopped on their loss,
-    which tilts the choice towards such a method (the test runs compared stay untouched)."""
-    if "monitor" not in runs.columns:
+    validation score the fusion was chosen by (MMARE's balanced accuracy), or their
+    tuning trials were chosen by it: that score is the best over the epochs, or over the
+    trials, and so optimistic beside methods that stopped on their loss or tried fewer
+    distinct settings, which tilts the choice towards such a method (the test runs
+    compared stay untouched)."""
+    own = _runs_of(runs, row)
+    watched = ({m for v in own["monitor"].drop_nulls() for m in v.split(";")}
+               if "monitor" in runs.columns else set())
+    chosen = (metric in set(own["chosen_by"].drop_nulls())
+              if "chosen_by" in runs.columns else False)
+    how = [words for held, words in ((metric in watched, "its early stopping watched"),
+                                     (chosen, "its tuning trials were chosen by")) if held]
+    if not how:
         return ""
-    watched = {m for v in _runs_of(runs, row)["monitor"].drop_nulls() for m in v.split(";")}
-    if metric not in watched:
-        return ""
-    return (f"; its early stopping watched validation {name} too, so that score is the "
-            "best of its epochs and optimistic beside methods that stopped on their loss")
+    best_of = " and ".join(w for held, w in ((metric in watched, "its epochs"),
+                                            (chosen, "its trials")) if held)
+    return (f"; {' and '.join(how)} validation {name} too, so that score is the best of "
+            f"{best_of} and optimistic beside methods that stopped on their loss or tried "
+            "fewer settings")
 
 
 def _valued(value: float | None) -> bool:
@@ -978,7 +987,9 @@ def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> 
              "class (chance-level balanced accuracy, whatever the AUC); *first eligible "
              "checkpoint* = early stopping kept the first epoch it could (epoch 1, or "
              "`min_epochs`); *not trained* = NaN "
-             "metrics, prior predictions. Counts are seeds of the cell.", ""]
+             "metrics, prior predictions. Counts are seeds of the cell. A not-trained seed "
+             "is left out of the tables' means and tests (their Seeds column reads "
+             "trained/run); every other flagged seed is in them, as it scored.", ""]
     order = {f: i for i, f in enumerate(FLAG_WORDS)}
     keyed: dict[tuple, list[dict]] = {}
     for r in flags.iter_rows(named=True):

@@ -148,6 +148,11 @@ def test_collect_runs_reads_what_each_run_s_early_stopping_watched(fake_runs):
         "estimator": {"C": 1.0}}}))
     assert collect_runs(fake_runs[0][:3])["monitor"].to_list() == [
         "auc;loss", "balanced_accuracy", None]
+    # and what its tuning trials were chosen by (None: one candidate, chosen by nothing)
+    fake_runs[0][0].write_text(json.dumps({**first, "selection": {"choose_by": "auc"}}))
+    fake_runs[0][1].write_text(json.dumps({**first, "seed": 1,
+                                           "selection": {"choose_by": None}}))
+    assert collect_runs(fake_runs[0][:3])["chosen_by"].to_list() == ["auc", None, None]
 
 
 def test_collect_runs_names_a_testmiss_modality_the_feature_set_does_not_hold(tmp_path):
@@ -172,6 +177,27 @@ def test_collect_runs_names_a_testmiss_modality_the_feature_set_does_not_hold(tm
     runs = collect_runs(paths).sort("feature_set", "scenario")
     assert runs.select("feature_set", "scenario", "scenario_modality_not_held").rows() == [
         ("both", "testmiss", None), ("slide", "mcar", None), ("slide", "testmiss", "clinical")]
+
+
+def test_a_fusion_method_on_one_modality_is_of_the_single_modality_family(tmp_path):
+    """A clinical-only MMARE was reported as "the best fusion", ahead of "the single
+    modality", where it fused nothing; a baseline keeps its family on one modality."""
+    paths = []
+    for method, feature_set, encoders in (("mmare", "clin", {"clinical": "tabular"}),
+                                          ("mmare", "all", {"ct": "m", "clinical": "t"}),
+                                          ("hgb", "clin", {"clinical": "tabular"})):
+        m = _metrics("mmare", 0.0, 0)
+        d = tmp_path / method / feature_set
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "cohort": "demo", "feature_set": feature_set, "method": method,
+            "method_type": method, "scenario": "natural", "rate": 0.0, "seed": 0,
+            "test": m, "val": m, "n_classes": 2, "encoders": encoders}))
+        paths.append(d / "metrics.json")
+    runs = collect_runs(paths).sort("method", "feature_set")
+    assert runs.select("method", "feature_set", "family").rows() == [
+        ("hgb", "clin", "baselines"), ("mmare", "all", "MMARE"),
+        ("mmare", "clin", "single modality")]
 
 
 def test_a_completeness_run_on_none_of_its_modalities_is_its_natural_run(tmp_path):
