@@ -419,6 +419,36 @@ def test_the_schema_lists_the_med3d_depths_the_network_builds():
     assert schema["$defs"]["encoder"]["properties"]["depth"]["enum"] == list(DEPTHS)
 
 
+def test_the_schema_lists_the_values_the_training_and_transform_code_take():
+    """Hand-written beside the code that reads them: a value the schema allows and the
+    code refuses ended in a bare ValueError while the DAG was built, and one the code
+    takes and the schema refuses could not be configured."""
+    from mmpipe.bench.budget import CHOOSE_BY, FINALS, MONITORS, STRATEGIES
+    from mmpipe.bench.data import Normalizer
+    from mmpipe.bench.missingness import SCENARIO_OPTIONS
+    from mmpipe.config import SCHEMA_PATH
+    from mmpipe.preprocess.volume import _NORMALIZE
+
+    defs = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]
+    enum = {
+        "selection.strategy": (defs["selection"]["properties"]["strategy"], STRATEGIES),
+        "selection.final": (defs["selection"]["properties"]["final"], FINALS),
+        "tuning.choose_by": (defs["tuning"]["properties"]["choose_by"], CHOOSE_BY),
+        "trainer.monitor": (defs["cohort_benchmark"]["properties"]["trainer"]["properties"]
+                            ["monitor"], MONITORS),
+        "benchmark.normalize": (defs["benchmark"]["properties"]["normalize"],
+                                Normalizer.MODES),
+        "cohort benchmark.normalize": (defs["cohort_benchmark"]["properties"]["normalize"],
+                                       Normalizer.MODES),
+        "transform.normalize": (defs["volume_transform"]["properties"]["normalize"],
+                                _NORMALIZE),
+    }
+    for where, (node, values) in enum.items():
+        assert sorted(node["enum"], key=str) == sorted(values, key=str), where
+    options = defs["scenarios"]["additionalProperties"]["oneOf"][1]["properties"]
+    assert set(options) - {"rates"} == {o for opts in SCENARIO_OPTIONS.values() for o in opts}
+
+
 def test_a_med3d_entry_without_depth_records_the_depth_that_runs(raw_config):
     """The network builds ResNet-18 where the entry names no depth, and the store
     recorded ``depth: None``: a run on it took a ResNet-34 store (also 512-d) of the same
