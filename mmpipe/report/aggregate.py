@@ -225,29 +225,33 @@ def _check_unique(df: pl.DataFrame, keys: Sequence[str], what: str) -> None:
                          f"{dup.drop('len').row(0, named=True)}: each run must be given once")
 
 
+def run_family(metrics: dict, method_type: str) -> str:
+    """A run's family (:data:`mmpipe.methods.families.FAMILIES`), but a fusion method's
+    run on a feature set of one modality (its ``encoders``) is of the single-modality
+    family: it fuses nothing (a clinical-only MMARE was "the best fusion", ahead of "the
+    single modality"). The tables, the summary and every plot read this one."""
+    from mmpipe.methods.families import BASELINE_FAMILY, FAMILIES, SINGLE_FAMILY
+
+    family = FAMILIES.get(method_type, "other")
+    if family not in (BASELINE_FAMILY, SINGLE_FAMILY) and len(metrics.get("encoders") or {}) == 1:
+        return SINGLE_FAMILY
+    return family
+
+
 def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per run: identity, ``family`` (:data:`mmpipe.methods.families.FAMILIES`; a
-    fusion method's run on one modality is of the single-modality family), test
+    """One row per run: identity, ``family`` (:func:`run_family`), test
     metrics (plain names; ``n_test``), validation metrics (``val_*``),
     ``trainable_parameters``, ``training_seconds``, ``n_classes``, ``positive_label`` (the
     label value the ``*_positive`` metrics are of), ``monitor`` (the validation scores
     its early stopping watched, ";"-joined), ``chosen_by`` (the one its tuning trials were
-    chosen by; None for one candidate), ``flags`` (names, ";"-joined),
+    chosen by; None where fewer than two trained), ``flags`` (names, ";"-joined),
     ``collapsed`` (every test prediction one class) and the file's ``path``."""
-    from mmpipe.methods.families import BASELINE_FAMILY, FAMILIES, SINGLE_FAMILY
-
     rows = []
     for p in metrics_paths:
         p = Path(p)
         m = _read_json(p)
         row: dict[str, Any] = _identity(m, p)
-        row["family"] = FAMILIES.get(row["method_type"], "other")
-        # a fusion method on a feature set of one modality fuses nothing: it is that
-        # modality alone (a clinical-only MMARE was "the best fusion", ahead of "the
-        # single modality")
-        if (row["family"] not in (BASELINE_FAMILY, SINGLE_FAMILY)
-                and len(m.get("encoders") or {}) == 1):
-            row["family"] = SINGLE_FAMILY
+        row["family"] = run_family(m, row["method_type"])
         n_classes = _n_classes(m, p)
         row["n_classes"] = n_classes
         row["positive_label"] = _positive_label(m, n_classes)
@@ -275,9 +279,13 @@ def collect_runs(metrics_paths: Iterable[str | Path]) -> pl.DataFrame:
                   if isinstance(part, dict) for ph in part.get("phases") or []]
         row["monitor"] = ";".join(sorted({str(ph["monitor"]) for ph in phases
                                           if ph.get("monitor")})) or None
-        # the validation score its tuning trials were judged by (None: one candidate): the
-        # chosen trial's score is the best of them, optimistic in the same way
-        row["chosen_by"] = (m.get("selection") or {}).get("choose_by")
+        # the validation score its tuning trials were judged by, where two or more trained
+        # (None: one candidate, or one left by the others' errors): the chosen trial's
+        # score is the best of them, optimistic in the same way
+        selection = m.get("selection") or {}
+        trained_trials = [t for t in selection.get("trials") or ()
+                          if isinstance(t, dict) and not t.get("error")]
+        row["chosen_by"] = selection.get("choose_by") if len(trained_trials) > 1 else None
         # the parts of the cohort's own split the run's seed did not draw ("" when none)
         row["split_fixed"] = ",".join((m.get("split") or {}).get("fixed") or [])
         # the kind of device it trained on (cuda:1 is cuda): a report mixing kinds says so.
@@ -385,7 +393,8 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
             scores = _pattern_scores(y, g.select(score_cols).to_numpy())
             if not trained:
                 scores = dict.fromkeys(scores, float("nan"))
-            rows.append({**ident, "pattern": pattern, "n": float(len(g)), **scores})
+            rows.append({**ident, "family": run_family(metrics, ident["method_type"]),
+                         "pattern": pattern, "n": float(len(g)), **scores})
     first = (*ID_COLUMNS, "pattern", "n")
     if not rows:
         return _frame([], first)

@@ -13,10 +13,13 @@ fusion`` (late fusion, concatenation, DeepSets, complete-case Standard and BD's 
 mean and kNN imputation) are the simple
 comparators; every other
 family is a fusion method, of which the one compared is chosen (a simple fusion only
-where no other ran). Its line says when its early stopping watched the validation score
-it was chosen by (MMARE's balanced accuracy): that score is then the best of its epochs,
-optimistic beside a method that stopped on its loss, and no validation score is free of
-such a tilt, since every method selects on one.
+where no other ran); a fusion method's run on one modality is of the single-modality
+family (``report.aggregate.run_family``), though the single modality compared is chosen
+among the ``single`` method's runs, trained as the protocol's reference. The fusion's line
+says when its early stopping watched the validation score it was chosen by (MMARE's
+balanced accuracy), or its tuning trials were chosen by it: that score is then the best
+of its epochs or trials, optimistic beside a method that stopped on its loss, and no
+validation score is free of such a tilt, since every method selects on one.
 
 Statistics, stated in the text too:
 
@@ -56,6 +59,7 @@ import polars as pl
 from mmpipe.bench.flags import COLLAPSE_FLAGS
 from mmpipe.methods.families import (
     BASELINE_FAMILY,
+    FAMILIES,
     SIMPLE_FUSION_FAMILY,
     SINGLE_FAMILY,
     types_of,
@@ -621,8 +625,10 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             which = (f"no {other}fusion method with a value on every seed" if any(
                 r[col] != best[col] and best_of([r, best]) is r for r in fusions)
                 else f"no {other}fusion method")
-            lead += (f". **{SIMPLE[fam].capitalize()} has the best mean here**: {which} "
-                     f"beats {'it' if fam == single else label(best)} on average")
+            lead += (f". **{SIMPLE[fam].capitalize()} has the best mean here**"
+                     + (f": {which} beats {'it' if fam == single else label(best)} on "
+                        "average" if any((r.get("family") or "other") not in
+                                         (single, baseline) for r in rows) else ""))
         lead += _not_told_apart(best, [r for r in rows if r is not best and r not in level],
                                 n_valued, metric, label,
                                 sum(_valued(r.get(f"{metric}_p")) for r in rows),
@@ -684,14 +690,25 @@ def summary_markdown(runs: pl.DataFrame, summary: pl.DataFrame, flags: pl.DataFr
             idle = sorted((r for r in part.iter_rows(named=True)
                            if (r.get("family") or "other") not in (single, baseline)),
                           key=label)
+            # fusion methods that ran on one modality each (run_family): "none ran" hid them
+            alone = sorted((r for r in part.iter_rows(named=True)
+                            if r.get("family") == single
+                            and FAMILIES.get(r.get("method_type")) not in (single, baseline)),
+                           key=label)
             lines.append(f"- {_names(idle, label)} ran but {'has' if len(idle) == 1 else 'have'} "
                          f"no {name} on any seed: no fusion comparison" if idle else
-                         "- no fusion method ran here")
+                         f"- no fusion method ran here on more than one modality: "
+                         f"{_names(alone, label)} ran on one, with the single modalities"
+                         if alone else "- no fusion method ran here")
         else:
             # the single modality is chosen as the fusion is, on validation: the best of
             # several on the test runs it is compared on was "ahead of the fusion" three
             # times as often as one fixed modality under no difference
-            singles = [r for r in rows if r.get("family") == single]
+            # the protocol's single-modality runs: a fusion method's run on one modality
+            # is of their family, but its validation score, stopped on the metric (MMARE),
+            # was the pick over theirs by its optimism alone
+            singles = [r for r in rows if r.get("family") == single
+                       and FAMILIES.get(r.get("method_type")) == single]
             if singles:
                 lines.append(against_chosen(fusion, singles, complete, "single modality",
                                             masked))

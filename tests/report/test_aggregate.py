@@ -148,10 +148,16 @@ def test_collect_runs_reads_what_each_run_s_early_stopping_watched(fake_runs):
         "estimator": {"C": 1.0}}}))
     assert collect_runs(fake_runs[0][:3])["monitor"].to_list() == [
         "auc;loss", "balanced_accuracy", None]
-    # and what its tuning trials were chosen by (None: one candidate, chosen by nothing)
-    fake_runs[0][0].write_text(json.dumps({**first, "selection": {"choose_by": "auc"}}))
-    fake_runs[0][1].write_text(json.dumps({**first, "seed": 1,
-                                           "selection": {"choose_by": None}}))
+    # and what its tuning trials were chosen by, where two or more trained (None: one
+    # candidate, chosen by nothing, or one left by the others' errors)
+    two = [{"overrides": {}, "val_auc": 0.7}, {"overrides": {"lr": 3e-3}, "val_auc": 0.8}]
+    fake_runs[0][0].write_text(json.dumps({**first, "selection": {"choose_by": "auc",
+                                                                  "trials": two}}))
+    fake_runs[0][1].write_text(json.dumps({**first, "seed": 1, "selection": {
+        "choose_by": "auc", "trials": [two[0], {**two[1], "error": "diverged"}]}}))
+    fake_runs[0][2].write_text(json.dumps({**first, "seed": 2,
+                                           "selection": {"choose_by": None,
+                                                         "trials": two[:1]}}))
     assert collect_runs(fake_runs[0][:3])["chosen_by"].to_list() == ["auc", None, None]
 
 
@@ -196,6 +202,14 @@ def test_a_fusion_method_on_one_modality_is_of_the_single_modality_family(tmp_pa
         paths.append(d / "metrics.json")
     runs = collect_runs(paths).sort("method", "feature_set")
     assert runs.select("method", "feature_set", "family").rows() == [
+        ("hgb", "clin", "baselines"), ("mmare", "all", "MMARE"),
+        ("mmare", "clin", "single modality")]
+    # the per-pattern scores (their heat maps) too: they coloured it MMARE
+    rng = np.random.default_rng(0)
+    for path in paths:
+        _predictions(rng).write_parquet(path.with_name("predictions.parquet"))
+    patterns = pattern_metrics([p.with_name("predictions.parquet") for p in paths])
+    assert sorted(set(patterns.select("method", "feature_set", "family").rows())) == [
         ("hgb", "clin", "baselines"), ("mmare", "all", "MMARE"),
         ("mmare", "clin", "single modality")]
 

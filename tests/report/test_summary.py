@@ -1036,3 +1036,29 @@ def test_a_row_short_of_a_seed_and_ahead_on_the_seeds_it_has_is_said_ahead():
     assert fusion.startswith("- the fusion compared below is **muse**"), fusion
     assert fusion.endswith("; chosen among the fusions with a value on every seed (left "
                            "out: mmare, 9 of 10 seeds)"), fusion
+
+
+def test_a_fusion_method_on_one_modality_is_not_the_single_modality_compared():
+    """A clinical-only MMARE is of the single-modality family, but its validation score,
+    stopped on the metric, made it "the single modality best on validation" over the
+    protocol's single run, which beats the fusion: the fusion was said to win."""
+    runs = _simple_fusion_runs({
+        "mmare_all": ("mmare", "MMARE", [0.72, 0.73, 0.74, 0.72, 0.73], 0.72),
+        "mmare_clin": ("mmare", "single modality", [0.62, 0.61, 0.63, 0.62, 0.62], 0.80),
+        "single_clin": ("single", "single modality", [0.76, 0.77, 0.75, 0.76, 0.76], 0.75)})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    line = next(x for x in lines if "single modality best on validation" in x)
+    assert "single_clin" in line and "mmare_clin" not in line, line
+
+
+def test_fusion_methods_that_ran_on_one_modality_each_are_named():
+    """Every feature set of one modality: "no fusion method ran here" while MMARE ran, and
+    "no fusion method beats it" of a block that had none."""
+    runs = _simple_fusion_runs({
+        "mmare": ("mmare", "single modality", [0.77, 0.78, 0.76, 0.77, 0.77], 0.80),
+        "hgb": ("hgb", "baselines", [0.70, 0.71, 0.72, 0.70, 0.71], 0.72)})
+    lines = _section(summary_markdown(runs, summarise(runs), None), "**Natural missingness**")
+    assert lines[0].startswith("- best: **mmare** (single modality)"), lines
+    assert "**One modality alone has the best mean here**;" in lines[0], lines[0]
+    assert "- no fusion method ran here on more than one modality: **mmare** ran on one, " \
+           "with the single modalities" in lines, lines
