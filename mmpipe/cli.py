@@ -548,6 +548,9 @@ def cmd_predict(args) -> None:
         # it overwrote the run's model.pt, or the predictions.parquet the report reads
         raise MmpipeError(f"--out {args.out} is inside the run's folder {args.run}, or is "
                           "one of its files: write the scores elsewhere")
+    if Path(args.out).suffix.lower() != ".parquet":  # scores.csv was written as parquet
+        raise MmpipeError(f"--out {args.out}: the scores are written as parquet (with the "
+                          "classes in its metadata); give a .parquet file")
     # and so is a folder that cannot be made (a file in its place, no permission); the
     # folders made here go again if scoring fails, so a failed run leaves nothing behind
     parent = Path(args.out).absolute().parent

@@ -401,6 +401,16 @@ def test_a_path_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, mon
                   "--out", str(tmp_path / "run" / "scores.parquet")])
 
 
+def test_predict_refuses_scores_named_as_another_format(tmp_path, capsys):
+    """`--out scores.csv` wrote a parquet file under a CSV's name, without a word."""
+    (tmp_path / "run").mkdir()
+    for name in ("scores.csv", "scores"):
+        assert cli.main(["predict", str(tmp_path / "run"), "--store", "ct=x.zarr",
+                         "--out", str(tmp_path / name)]) == 1
+        assert "the scores are written as parquet" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+
+
 def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
     """The output's folders were made before scoring and stayed, empty, when it failed."""
     from mmpipe.bench import predict

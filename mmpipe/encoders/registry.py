@@ -49,6 +49,11 @@ MEDICALNET_RECIPE: dict[str, Any] = {
 }
 # VGG11 on axial slices (HyperMM): the slice geometry and intensities are fixed by the
 # ImageNet recipe (resize 256, centre crop 224, ImageNet mean/std), not by the config.
+# Under RAS a slice reaches the network with the posterior side at row 0 and the
+# patient's left at column 0, 180 degrees from the radiological display, which LPS gives;
+# HyperMM's code reads slices prepared beforehand, so its orientation is not known, and
+# ImageNet features are not invariant to it: RAS stays the default, the same for every
+# subject.
 VGG_SLICE_RECIPE: dict[str, Any] = {
     "orientation": "RAS",
     "spacing": None,
