@@ -72,7 +72,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmpipe.methods.base import FusionMethod
-from mmpipe.methods.blocks import Dropout, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.blocks import (
+    Dropout,
+    flat_dim,
+    flat_zero_filled,
+    mask_attention_scores,
+    mlp_head,
+    modality_dropout,
+    prepend_token,
+)
 
 DROPOUT_SCOPES = ("subject", "batch")
 
@@ -95,11 +103,7 @@ class MaskedSelfAttention(nn.Module):
         b, n, w = x.shape
         q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2)
                    for t in self.c_attn(x).split(w, dim=2))
-        att = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
-        allowed = mask[:, None, :, None] & mask[:, None, None, :]
-        # finite fill (official -1e9): rows of absent queries are fully masked and must
-        # not turn into NaN, which a later zero weight could not cancel
-        att = att.masked_fill(~allowed, torch.finfo(att.dtype).min)
+        att = mask_attention_scores(q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]), mask)
         att = F.softmax(att, dim=-1)
         y = (self.attn_dropout(att) @ v).transpose(1, 2).reshape(b, n, w)
         return self.resid_dropout(self.c_proj(y)), att
@@ -230,12 +234,7 @@ class MaskedAttention(FusionMethod):
         if self.hparams["dropout_scope"] == "batch":
             drop = torch.rand(present.shape[1], device=present.device) < p
             return present & ~drop
-        keep = present & ~(torch.rand(present.shape, device=present.device) < p)
-        emptied = present.any(1) & ~keep.any(1)
-        # give an emptied subject back one of its present modalities, uniformly
-        pick = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
-        restore = F.one_hot(pick.argmax(1), present.shape[1]).bool() & emptied.unsqueeze(1)
-        return keep | restore
+        return modality_dropout(present, p)
 
     def encode(self, x, present) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normalised summary token [B, width] and the attention weights of every block."""
@@ -245,9 +244,7 @@ class MaskedAttention(FusionMethod):
             self.projections[m](flat_zero_filled(x[m], present[:, j])) + self.modality_embeddings[m]
             for j, m in enumerate(self.modalities)], dim=1)
         tokens = torch.where(keep.unsqueeze(-1), tokens, 0.0)
-        b = tokens.shape[0]
-        seq = torch.cat([self.summary.expand(b, -1, -1), tokens], dim=1)
-        mask = torch.cat([keep.new_ones(b, 1), keep], dim=1)
+        seq, mask = prepend_token(tokens, keep, self.summary)
         maps = []
         for block in self.blocks:
             seq, att = block(seq, mask)

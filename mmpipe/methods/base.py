@@ -130,9 +130,3 @@ def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple
 
 def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: train_cfg[k] for k in PHASE_KEYS if k in train_cfg}
-
-
-def masked_mean(stack: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean over the modality axis of ``stack`` [B, M, D] using only present entries."""
-    w = present.to(stack.dtype).unsqueeze(-1)
-    return (stack * w).sum(1) / w.sum(1).clamp_min(1.0)

@@ -26,8 +26,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import PROTOCOL_RECIPE, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.base import FusionMethod
+from mmpipe.methods.blocks import (
+    PROTOCOL_RECIPE,
+    flat_dim,
+    flat_zero_filled,
+    masked_mean,
+    mlp_head,
+)
 
 
 class DeepSets(FusionMethod):

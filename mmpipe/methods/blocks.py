@@ -118,3 +118,45 @@ def keep_random(present: torch.Tensor, keep_count: torch.Tensor
     keys = torch.rand(present.shape, device=present.device) + (~present).float() * 2.0
     rank = keys.argsort(dim=1).argsort(dim=1)  # random rank among the present ones first
     return present & (rank < keep_count.unsqueeze(1)), keys.argmin(dim=1)
+
+
+def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
+    """``present`` [B, M] less each present modality dropped with probability ``p``; a row
+    that would lose them all keeps one of its present modalities, chosen uniformly (global
+    torch RNG, two draws of ``present``'s shape whatever ``p``, never of the values).
+    UniLMMV's per-subject modality dropout and HAM's channel dropout: one algorithm, which
+    each had spelled alike."""
+    present = present.bool()
+    keep = present & ~(torch.rand(present.shape, device=present.device) < p)
+    pick = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+    restore = F.one_hot(pick.argmax(1), present.shape[1]).bool() & present
+    return torch.where(keep.any(1, keepdim=True), keep, restore)
+
+
+def masked_mean(stack: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean over the modality axis of ``stack`` [B, M, *s] of the present entries only
+    (``present`` [B, M]); zeros for a row with none. ``torch.where``, as
+    :func:`flat_zero_filled`: an absent entry's inf or NaN cannot reach the mean."""
+    keep = present.bool().reshape(*present.shape, *[1] * (stack.ndim - 2))
+    total = torch.where(keep, stack, torch.zeros((), dtype=stack.dtype,
+                                                 device=stack.device)).sum(1)
+    count = present.to(stack.dtype).sum(1).clamp_min(1.0)
+    return total / count.reshape(-1, *[1] * (total.ndim - 1))
+
+
+def mask_attention_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention scores [B, heads, N, N] under the outer product of the token mask [B, N]:
+    a token neither attends to nor is read by an absent one. The fill is the dtype's
+    finite minimum (UniLMMV's official -1e9): a fully masked row (an absent query) stays
+    finite, where -inf turned it into NaN that a later zero weight could not cancel."""
+    allowed = mask[:, None, :, None] & mask[:, None, None, :]
+    return scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+
+
+def prepend_token(tokens: torch.Tensor, mask: torch.Tensor, token: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learned token [1, 1, D] before ``tokens`` [B, N, D] (a CLS or summary token),
+    and its column, always present, before ``mask`` [B, N]."""
+    b = tokens.shape[0]
+    return (torch.cat([token.expand(b, -1, -1), tokens], dim=1),
+            torch.cat([mask.new_ones(b, 1), mask], dim=1))

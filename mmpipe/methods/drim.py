@@ -71,7 +71,13 @@ from torch.nn import functional as F
 
 from mmpipe.bench.optim import adam
 from mmpipe.methods.base import FusionMethod, Phase, phase_settings
-from mmpipe.methods.blocks import Dropout, flat_dim, flat_zero_filled
+from mmpipe.methods.blocks import (
+    Dropout,
+    flat_dim,
+    flat_zero_filled,
+    mask_attention_scores,
+    prepend_token,
+)
 
 SOFTMAX_VARIANTS = ("official", "exact")
 
@@ -142,11 +148,7 @@ class QuietAttention(nn.Module):
         b, n, _ = x.shape
         q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2)
                    for t in self.to_qkv(self.norm(x)).chunk(3, dim=-1))
-        dots = q @ k.transpose(-1, -2) * self.scale
-        # outer product of the mask: a token neither attends to nor is read by an absent
-        # one; a finite fill keeps fully masked rows (absent queries) finite
-        allowed = mask[:, None, :, None] & mask[:, None, None, :]
-        dots = dots.masked_fill(~allowed, torch.finfo(dots.dtype).min)
+        dots = mask_attention_scores(q @ k.transpose(-1, -2) * self.scale, mask)
         attn = quiet_softmax(dots, dim=-1, variant=self.softmax)
         out = (self.dropout(attn) @ v).transpose(1, 2).reshape(b, n, -1)
         return self.to_out(out), attn
@@ -170,9 +172,7 @@ class MaskedAttentionFusion(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``tokens`` [B, N, D], ``mask`` [B, N] → (fused [B, D], attention per layer)."""
-        b = tokens.shape[0]
-        x = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
-        mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
+        x, mask = prepend_token(tokens, mask, self.cls_token)
         maps = []
         for attn, ff in self.layers:
             update, weights = attn(x, mask)

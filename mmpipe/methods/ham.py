@@ -62,6 +62,7 @@ from mmpipe.methods.blocks import (
     flat_dim,
     flat_zero_filled,
     mlp_head,
+    modality_dropout,
     nonempty_subsets,
 )
 from mmpipe.methods.ham_recipe import (
@@ -224,15 +225,9 @@ class ChannelDropout(TaskLossMixin, FusionMethod):
 
     def drop_mask(self, present: torch.Tensor) -> torch.Tensor:
         """Presence after dropping each present modality with ``p_drop``; a subject that
-        would lose all keeps one present modality at random. Draws a fixed number of random
-        values per batch, so the randomness never depends on the feature values."""
-        present = present.bool()
-        keep = present & (torch.rand(present.shape, device=present.device)
-                          >= float(self.hparams["p_drop"]))
-        keys = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
-        rescue = F.one_hot(keys.argmax(1), present.shape[1]).bool() & present
-        emptied = ~keep.any(1, keepdim=True)
-        return torch.where(emptied, rescue, keep)
+        would lose all keeps one present modality at random (:func:`blocks.modality_dropout`,
+        as UniLMMV's, whose draws never depend on the feature values)."""
+        return modality_dropout(present, float(self.hparams["p_drop"]))
 
     def forward(self, x, present):
         present = present.bool()

@@ -111,8 +111,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.methods.base import FusionMethod, Phase, masked_mean, phase_settings
-from mmpipe.methods.blocks import Dropout, check_choice
+from mmpipe.methods.base import FusionMethod, Phase, phase_settings
+from mmpipe.methods.blocks import Dropout, check_choice, masked_mean
 
 PHI_MODULES = ("embedding", "hypernet", "adapters")
 AUX_MODULES = ("decoder", "classifier")  # trained in phase φ only, unused at inference
@@ -291,10 +291,9 @@ class HyperMM(FusionMethod):
         if how == "max":
             out = f.masked_fill(~keep, float("-inf")).amax(1)
             return torch.where(present.any(1, keepdim=True), out, torch.zeros_like(out))
-        total = torch.where(keep, f, torch.zeros((), dtype=f.dtype, device=f.device)).sum(1)
         if how == "sum":
-            return total
-        return total / present.sum(1, keepdim=True).clamp_min(1).to(f.dtype)
+            return torch.where(keep, f, torch.zeros((), dtype=f.dtype, device=f.device)).sum(1)
+        return masked_mean(f, present)
 
     def representation(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """The aggregated φ representation ρ reads, ``[B, F]``."""

@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import flat_dim, mlp_head
+from mmpipe.methods.base import FusionMethod
+from mmpipe.methods.blocks import flat_dim, flat_zero_filled, masked_mean, mlp_head
 
 
 class PairwiseFusion(nn.Module):
@@ -123,7 +123,6 @@ class MMARE(FusionMethod):
         new shapes, which made CPU training ~10x slower.
         """
         present = present.bool()
-        batch = present.shape[0]
         ref = next(iter(self.parameters()))
         if self.hparams["conditioning"]:
             missing = (~present).to(ref.dtype)
@@ -133,8 +132,7 @@ class MMARE(FusionMethod):
         embs = []
         for j, m in enumerate(self.modalities):
             keep = present[:, j].unsqueeze(-1)
-            v = torch.where(keep, x[m].reshape(batch, -1).to(ref.dtype), 0.0)
-            e = self.adapters[m](v)
+            e = self.adapters[m](flat_zero_filled(x[m].to(ref.dtype), present[:, j]))
             if self.hparams["conditioning"]:
                 e = self.cond_norm(e + gamma * e + beta)
             embs.append(torch.where(keep, e, 0.0))

@@ -78,8 +78,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.methods.base import FusionMethod, masked_mean
-from mmpipe.methods.blocks import Dropout, check_choice, flat_dim, flat_zero_filled, mlp_head
+from mmpipe.methods.base import FusionMethod
+from mmpipe.methods.blocks import (
+    Dropout,
+    check_choice,
+    flat_dim,
+    flat_zero_filled,
+    masked_mean,
+    mlp_head,
+)
 
 MAX_EXPERTS = 64
 

@@ -67,12 +67,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmpipe.methods.base import FusionMethod, Phase, masked_mean, phase_settings
+from mmpipe.methods.base import FusionMethod, Phase, phase_settings
 from mmpipe.methods.blocks import (
     check_choice,
     flat_dim,
     flat_zero_filled,
     keep_random,
+    masked_mean,
     mlp_head,
 )
 from mmpipe.methods.ham_recipe import (

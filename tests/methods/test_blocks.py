@@ -80,3 +80,42 @@ def test_every_method_drops_out_through_the_shared_dropout():
                  if re.search(r"nn\.Dropout\(|F\.dropout\(|functional\.dropout\(",
                               line.split("#")[0])]
     assert offenders == []
+
+
+def test_masked_mean_is_over_present_entries_whatever_the_absent_ones_hold():
+    """It masked by a product, so an absent entry's inf or NaN (0 * inf) reached the mean:
+    safe only while every caller zeroed its input first."""
+    from mmpipe.methods.blocks import masked_mean
+
+    stack = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [float("nan"), float("inf")]],
+                          [[float("-inf"), 0.0], [5.0, 7.0], [1.0, 1.0]],
+                          [[float("nan"), 1.0], [2.0, 2.0], [3.0, 3.0]]])
+    present = torch.tensor([[True, True, False], [False, True, True], [False, False, False]])
+    assert torch.equal(masked_mean(stack, present),
+                       torch.tensor([[2.0, 3.0], [3.0, 4.0], [0.0, 0.0]]))
+
+
+def test_modality_dropout_keeps_one_present_modality_and_draws_from_shapes_alone():
+    from mmpipe.methods.blocks import modality_dropout
+
+    present = torch.rand(400, 4, generator=torch.Generator().manual_seed(0)) < 0.5
+    torch.manual_seed(1)
+    keep = modality_dropout(present, 0.7)
+    assert not (keep & ~present).any()                       # never adds a modality
+    assert torch.equal(keep.any(1), present.any(1))          # never empties a subject
+    assert 0.3 < keep.sum() / present.sum() < 0.6   # 1 - p, and the rows given one back
+    torch.manual_seed(1)
+    assert torch.equal(modality_dropout(present, 0.7), keep)
+
+
+def test_masked_attention_scores_and_a_prepended_token():
+    from mmpipe.methods.blocks import mask_attention_scores, prepend_token
+
+    tokens, mask = torch.randn(2, 3, 4), torch.tensor([[True, False, True], [False] * 3])
+    seq, full = prepend_token(tokens, mask, torch.ones(1, 1, 4))
+    assert torch.equal(seq[:, 0], torch.ones(2, 4)) and torch.equal(seq[:, 1:], tokens)
+    assert full.tolist() == [[True, True, False, True], [True, False, False, False]]
+    scores = mask_attention_scores(torch.zeros(2, 1, 4, 4), full)
+    low = torch.finfo(scores.dtype).min
+    assert (scores[0, 0, 2] == low).all() and (scores[0, 0, :, 2] == low).all()
+    assert (scores[0, 0, 0, [0, 1, 3]] == 0).all() and torch.isfinite(scores.softmax(-1)).all()
