@@ -7,8 +7,15 @@ into an explicit QC record (``status="rejected"`` with the message).
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
+
+# the disk's, not a file's: nothing can be written anywhere
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+# a network mount's: NFS's stale handle and soft-mount timeout, sshfs's or a FUSE mount's
+# lost connection (EIO stays a file's: a bad sector is one file's)
+MOUNT_ERRNOS = frozenset({errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN})
 
 
 class MmpipeError(Exception):
@@ -76,17 +83,37 @@ def out_of_memory(err: BaseException) -> bool:
     on a larger node succeeds) instead of rejecting the subject: Python's
     :class:`MemoryError`, torch's ``OutOfMemoryError`` (CUDA) and its CPU allocator's
     ``RuntimeError`` ("can't allocate memory"), SimpleITK's ``RuntimeError`` ("Failed to
-    allocate memory for image."), also as the cause of another (MONAI wraps
-    a transform's failure). Read by name and message: no torch import."""
+    allocate memory for image."), an ``OSError`` ENOMEM (a memory map refused under an
+    address-space limit, as nibabel maps an uncompressed NIfTI), also as the cause of
+    another (MONAI wraps a transform's failure). Read by name and message: no torch
+    import."""
     seen: BaseException | None = err
     while seen is not None:
-        if isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError":
+        if (isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError"
+                or (isinstance(seen, OSError) and seen.errno == errno.ENOMEM)):
             return True
         text = str(seen)
         # SimpleITK's (ITK's image buffer): "Failed to allocate memory for image."
         if isinstance(seen, RuntimeError) and any(
                 words in text.lower() for words in ("can't allocate memory", "out of memory",
                                                    "failed to allocate memory")):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def shared_cause(err: BaseException) -> bool:
+    """Whether ``err`` says nothing about the subject it was raised on: the machine's or
+    the install's (:func:`out_of_memory`, a library that cannot be imported, a full or
+    read-only disk, a network mount's error), also as the cause of another. Such a
+    failure fails the job, where the subject's rejection would have stood in an output
+    that looks finished (:mod:`mmpipe.job_failures`)."""
+    if out_of_memory(err):
+        return True
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ImportError) or (
+                isinstance(seen, OSError) and seen.errno in DISK_ERRNOS | MOUNT_ERRNOS):
             return True
         seen = seen.__cause__
     return False

@@ -33,6 +33,18 @@ class SubjectInput:
     path_rejected: bool = False
 
 
+def input_file(item: SubjectInput, kind: str) -> str | None:
+    """The file or folder an ``ok`` input is read from: a volume (not its mask), a
+    shard's NIfTI, a slide, an image folder, a feature file; None for a table's row or
+    prompt, read from the manifest."""
+    if kind == "table" or item.source is None:
+        return None
+    source = item.source
+    if isinstance(source, MaskedVolume):
+        return source.image
+    return str(source[0] if isinstance(source, tuple) else source)
+
+
 def _adapter_status(cohort_dir: Path, modality: str) -> dict[str, tuple[str, str]]:
     qc_path = CohortLayout(cohort_dir).adapter_qc()
     if not qc_path.exists():

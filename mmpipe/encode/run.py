@@ -14,11 +14,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mmpipe.encode.inputs import SubjectInput, gather_inputs
+from mmpipe.encode.inputs import SubjectInput, gather_inputs, input_file
 from mmpipe.encode.job import EncodeJob, SubjectWriter
 from mmpipe.encoders.registry import get_encoder_type
 from mmpipe.errors import InputError
 from mmpipe.hashing import params_hash
+from mmpipe.job_failures import NOT_THERE, check_inputs_there, check_none_went
 from mmpipe.store import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,12 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                            prompts=prompts, fields=params.get("fields"), masks=masks)
     _log_summary(inputs, modality)
     ready = [i for i in inputs if i.status == "ok"]
+    # the files read, there at the start (none there: the data's mount missing on this
+    # node fails the job) and, for a subject rejected, still there at the end (one gone
+    # is the mount dropping during the job): as a preprocessing shard judges its inputs
+    files = {i.subject_id: f for i in ready if (f := input_file(i, params["kind"]))}
+    gone = check_inputs_there(files)
+    ready = [i for i in ready if i.subject_id not in gone]
     # a type that runs no network (tables, imported features) never needs the config's
     # GPU: under `device: cuda` its job, on a CPU node, stopped with "CUDA not available"
     job = EncodeJob(cfg=cfg, params=params, modality=modality,
@@ -143,10 +150,13 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
             if item.status != "ok":
                 store.mark(item.subject_id, item.status, item.reason)
         writer = SubjectWriter(store, {i.subject_id: i.reason for i in ready if i.reason})
+        for sid in sorted(gone):  # moved or deleted since the manifest was built
+            writer.reject(sid, str(InputError(NOT_THERE, path=files[sid])))
         progress = tqdm(total=len(ready), desc=f"{modality}/{params['encoder']}",
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
+        check_none_went(files, gone, [(sid, None) for sid in writer.rejected if sid in files])
         with_input = len(ready) + len(job.rejected_paths)
         if with_input and not writer.written and not writer.absent:
             # every input failed: a cause they share (a missing library, a device error, a

@@ -20,7 +20,7 @@ import torch
 from mmpipe.encode.in_flight import InFlight, forward_queued
 from mmpipe.encode.job import build_network
 from mmpipe.encode.prefetch import read_ahead
-from mmpipe.errors import InputError, note_subject, out_of_memory
+from mmpipe.errors import InputError, note_subject, shared_cause
 
 
 def setup(job, items) -> None:
@@ -146,7 +146,7 @@ def run(job, items, writer, progress=None) -> None:
             # failure, not the slide's, fails the job (as the volume loop's), where a
             # rejection would have stood in a store that looks finished; it names the
             # slide, as the tiles' arrays' own MemoryError did not
-            if out_of_memory(err):
+            if shared_cause(err):
                 note_subject(err, items[seg.subject].subject_id, items[seg.subject].source[0])
                 raise
             if not isinstance(err, InputError):

@@ -19,7 +19,7 @@ import torch
 
 from mmpipe.encode.prefetch import read_ahead
 from mmpipe.encode.reader_processes import ReaderProcesses
-from mmpipe.errors import InputError, note_subject, out_of_memory
+from mmpipe.errors import InputError, note_subject, shared_cause
 from mmpipe.layout import SHARD_QC
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
     except InputError as err:  # its message names the file already
         return item.subject_id, None, f"cannot read or preprocess: {err}"
     except Exception as err:  # any reader/transform failure rejects this subject only
-        if out_of_memory(err):  # the machine's, not the subject's: the job fails, reruns
+        if shared_cause(err):  # the machine's, not the subject's: the job fails, reruns
             note_subject(err, item.subject_id, item.source)
             raise
         return item.subject_id, None, (f"cannot read or preprocess {item.source}: "

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmpipe.errors import InputError, out_of_memory, read_error_words
+from mmpipe.errors import InputError, out_of_memory, read_error_words, shared_cause
 from mmpipe.io.declared_size import beyond_file
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ def _read_errors(path: Path) -> Iterator[None]:
             if why is None:
                 raise
             raise InputError(f"cannot read features: {why}", path) from exc
+        if shared_cause(exc):  # a mount that dropped, a full disk: the job's
+            raise
         raise InputError(f"cannot read features: {read_error_words(exc)}", path) from exc
 
 

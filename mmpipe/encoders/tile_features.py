@@ -48,7 +48,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mmpipe.errors import InputError, out_of_memory
+from mmpipe.errors import InputError, shared_cause
 
 SUFFIXES = (".h5", ".pt")
 # the name of the per-tile features in each layout
@@ -65,7 +65,7 @@ DATASETS = ("features", "feats", "coords")
 # what h5py, numpy and torch raise on a malformed file (a dangling link, a bad attribute,
 # a group where a dataset belongs, a damaged object header: h5py's RuntimeError "addr
 # overflow"): turned into an InputError that names the file; but running out of memory
-# (torch's allocator raises a RuntimeError too) fails the job (errors.out_of_memory)
+# (torch's allocator raises a RuntimeError too) fails the job (errors.shared_cause)
 _READ_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError)
 
 
@@ -304,7 +304,7 @@ def _inspect_pt(path: Path) -> TileFile:
                                      f"{list(shape)}: not the same features", sibling)
                 prov = _clam_attrs(coords, sibling)
         except (InputError, *_READ_ERRORS) as err:
-            if out_of_memory(err):
+            if shared_cause(err):
                 raise
             reason = (err.reason if isinstance(err, InputError)
                       else f"{type(err).__name__}: {err}")
@@ -332,7 +332,7 @@ def inspect_tile_file(path: str | Path, feature_encoder: str | None = None) -> T
     try:
         tf = _inspect_h5(path) if suffix == ".h5" else _inspect_pt(path)
     except _READ_ERRORS as err:  # h5py's or numpy's own error on a malformed file
-        if out_of_memory(err):
+        if shared_cause(err):
             raise
         raise InputError(f"cannot read the file's header: {type(err).__name__}: {err}",
                          path) from err
@@ -417,7 +417,7 @@ def read_tile_features(tf: TileFile) -> tuple[np.ndarray, np.ndarray | None]:
         if coords is not None:
             coords = np.asarray(coords, dtype=np.float64)
     except _READ_ERRORS as err:  # changed or damaged since its header was read
-        if out_of_memory(err):
+        if shared_cause(err):
             raise
         raise InputError(f"cannot read the features: {type(err).__name__}: {err}",
                          path) from err

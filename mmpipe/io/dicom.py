@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from mmpipe.errors import ConfigError, DicomSeriesError
+from mmpipe.errors import ConfigError, DicomSeriesError, shared_cause
 from mmpipe.fsutil import tmp_keeping_suffix
 from mmpipe.io.dicom_repeats import VOLUME_TAGS, one_volume
 from mmpipe.io.links import DANGLING_LINK
@@ -427,6 +427,8 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
             remaining = size - fh.tell()
             element = fh.read(12)  # the PixelData element's tag, VR and length
     except Exception as err:  # pydicom raises many types on garbage; all mean "not readable"
+        if shared_cause(err):  # a mount that dropped: the job's, not the slice's
+            raise
         if isinstance(err, OSError) or _named_dicom(path) or _has_magic(path):
             # a read error, or a file that says it is DICOM and cannot be parsed: a slice of
             # some series, damaged (an interrupted download)
@@ -869,6 +871,8 @@ def _candidate_files(folder: Path) -> tuple[list[Path], list[Path]]:
     try:
         return walk_files(folder, keep=lambda name: not name.startswith("."))
     except OSError as err:
+        if shared_cause(err):
+            raise
         where = _relative(Path(err.filename), folder) if err.filename else folder
         raise DicomSeriesError(f"cannot list {where}: {err.strerror or err}",
                                path=folder) from err

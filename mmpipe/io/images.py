@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, shared_cause
 from mmpipe.io.links import DANGLING_LINK
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,8 @@ def read_image(path: str | Path) -> np.ndarray:
     except InputError:
         raise
     except Exception as err:  # Pillow and tifffile raise many types for a broken file
+        if shared_cause(err):  # a mount that dropped, memory: the job's, not the image's
+            raise
         raise InputError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
     if min(array.shape[:2]) < 1:
         raise InputError(f"empty image of shape {array.shape}", path=path)

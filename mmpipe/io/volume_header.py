@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, shared_cause
 from mmpipe.io.declared_size import beyond_file
 
 
@@ -47,6 +47,8 @@ def check_declared_size(volume: Path, what: str = "volume") -> None:
         else:
             return
     except Exception as err:  # a header no reader can parse: the subject's
+        if shared_cause(err):  # a mount that dropped: the job's
+            raise
         raise InputError(f"cannot read the {what}'s header: {type(err).__name__}: {err}",
                          path=volume) from err
     declared = int(np.prod(shape, dtype=np.float64)) * int(itemsize)

@@ -27,8 +27,8 @@ import polars as pl
 
 from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
 from mmpipe.fsutil import atomic_dir
+from mmpipe.job_failures import JobFailures
 from mmpipe.layout import SHARD_QC
-from mmpipe.preprocess.shard_errors import ShardFailures
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard, safe_name, write_shard_settings
 
@@ -44,7 +44,7 @@ def convert_dicom_shard(cohort_dir: str | Path, modality: str, shard: int, n_sha
     have = manifest.filter(pl.col(col).is_not_null())
     folders = dict(zip(have["subject_id"], have[col], strict=True))
     subjects = in_shard(folders, shard, n_shards)
-    judged = ShardFailures({sid: folders[sid] for sid in subjects}, "convert")
+    judged = JobFailures({sid: folders[sid] for sid in subjects}, "convert")
     rows = []
     with atomic_dir(out_dir) as tmp:
         for sid in subjects:

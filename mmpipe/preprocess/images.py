@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, Transform
 
-from mmpipe.errors import InputError, out_of_memory
+from mmpipe.errors import InputError, shared_cause
 from mmpipe.io.image_integrity import check_image_file
 from mmpipe.io.images import read_image
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
@@ -44,7 +44,7 @@ class ImageTransform:
         except InputError:
             raise
         except Exception as err:
-            if out_of_memory(err):  # the machine's, not the image's
+            if shared_cause(err):  # the machine's, not the image's
                 raise
             cause = err.__cause__ if isinstance(err.__cause__, InputError) else None
             if cause is not None:

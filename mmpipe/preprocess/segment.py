@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mmpipe.errors import ConfigError, InputError, note_subject
+from mmpipe.errors import ConfigError, InputError, note_subject, shared_cause
 from mmpipe.io.volume_header import check_declared_size
 from mmpipe.preprocess.masks import MASKS_TABLE
-from mmpipe.preprocess.shard_errors import shared_cause
 from mmpipe.shards import safe_name
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import polars as pl
 from mmpipe.cohorts.manifest_files import path_under_root, read_manifest
 from mmpipe.errors import SlideError
 from mmpipe.fsutil import atomic_dir
+from mmpipe.job_failures import JobFailures
 from mmpipe.layout import SHARD_QC, SHARD_TILES
-from mmpipe.preprocess.shard_errors import ShardFailures
 from mmpipe.qc import qc_frame
 from mmpipe.shards import in_shard, write_shard_settings
 
@@ -70,7 +70,7 @@ def tile_slide_shard(cohort_dir: str | Path, modality: str, shard: int, n_shards
     have = manifest.filter(pl.col(col).is_not_null())
     paths = dict(zip(have["subject_id"], have[col], strict=True))
     subjects = in_shard(paths, shard, n_shards)
-    judged = ShardFailures({sid: paths[sid] for sid in subjects}, "tile")
+    judged = JobFailures({sid: paths[sid] for sid in subjects}, "tile")
     rows, frames = [], []
     for sid in subjects:
         path = paths[sid]

@@ -36,7 +36,7 @@ from monai.data import ImageReader
 from monai.transforms import Transform
 
 from mmpipe.encoders.registry import TRANSFORM_KEYS
-from mmpipe.errors import ConfigError, InputError, out_of_memory
+from mmpipe.errors import ConfigError, InputError, shared_cause
 from mmpipe.io.volume_header import check_declared_size
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
 from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
@@ -142,7 +142,7 @@ class LoadVolume(Transform):
         try:
             mask = self._load(mask_path, "mask")
         except Exception as err:  # the reader's own error: the mask's file, not the volume's
-            if isinstance(err, InputError) or out_of_memory(err):
+            if isinstance(err, InputError) or shared_cause(err):
                 raise
             raise InputError(f"cannot read the mask: {type(err).__name__}: {err}",
                              path=mask_path) from err
@@ -570,7 +570,8 @@ class VolumeTransform:
             out = self.compose(path if isinstance(path, MaskedVolume) else str(path))
         except Exception as err:
             cause = _root_cause(err)
-            if isinstance(cause, InputError) or out_of_memory(cause):  # OOM: the machine's
+            # memory, a mount, a library: the machine's or the install's, the job's to fail
+            if isinstance(cause, InputError) or shared_cause(cause):
                 raise cause from None
             raise InputError(f"{type(cause).__name__}: {cause}", path=path) from err
         finally:

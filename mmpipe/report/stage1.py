@@ -140,7 +140,7 @@ def _shared_rejections(rejected: pl.DataFrame, rows: list[dict]) -> list[str]:
     a tenth or more of those with an input): one cause, not each subject's own, which the
     summary listed among the others, each as its own defect. (A shard job whose data
     mount was missing, or dropped, rejected every subject "not a folder"; it now fails,
-    :mod:`mmpipe.preprocess.shard_errors`, but a setting or a folder wrong for many
+    :mod:`mmpipe.job_failures`, but a setting or a folder wrong for many
     subjects is still each one's rejection.)"""
     # of the subjects with an input: most of a store's subjects may lack the modality
     size = {(r["modality"], r["encoder"]): r["present"] + r["rejected"] for r in rows}

@@ -502,3 +502,53 @@ def test_the_packaged_minilm_weights_are_in_the_text_stores_key(monkeypatch, tmp
     (folder / "model.safetensors").write_bytes(b"weights")
     cfg["encoders"]["text_minilm"]["checkpoint"] = str(folder)
     assert set(weights("0.2.0")) == {"checkpoint"}
+
+
+def test_an_encoding_jobs_inputs_gone_before_or_during_it(tmp_path, cfg, monkeypatch):
+    """A job on a node without the data's mount rejected every subject "not found" into a
+    store that looked finished, and one whose mount dropped during it rejected the rest:
+    both fail the job, as a preprocessing shard's do; one file deleted since the manifest
+    was built stays its subject's rejection."""
+    from mmpipe.encode import features
+    from mmpipe.job_failures import SharedCauseError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for sid in "acgh":
+        np.save(data / f"{sid}.npy", np.ones(6, dtype=np.float32))
+    (data / "cohort.csv").write_text("id,y,feat\n" + "".join(
+        f"{sid},{i % 2},{sid}.npy\n" for i, sid in enumerate("acgh")))
+    cohort_cfg = {"adapter": "csv", "csv": str(data / "cohort.csv"), "subject_column": "id",
+                  "labels": ["y"], "modalities": {
+                      "feat": {"kind": "features", "column": "feat",
+                               "encoders": ["precomputed"]}}}
+    cohort_dir = tmp_path / "results" / "toy"
+    build_manifest("toy", cohort_cfg, cohort_dir, base_dir=tmp_path)
+    params = encoder_params({**cfg, "cohorts": {"toy": cohort_cfg}}, "toy", "feat",
+                            "precomputed")
+    (data / "c.npy").unlink()
+    store = FeatureStore(encode_store(cohort_dir, "feat", params, tmp_path / "one.zarr",
+                                      device="cpu")).to_numpy()
+    reason = dict(zip(store.subject_id, store.reason, strict=True))
+    status = dict(zip(store.subject_id, store.status, strict=True))
+    assert status["c"] == "rejected" and "there when the manifest was built" in reason["c"]
+    assert status["a"] == status["g"] == status["h"] == "ok"
+    # the mount dropping during the job: a subject's input there at the start, gone now
+    real = features.run
+
+    def dropping(job, items, writer, progress=None):  # g's read fails on the gone file
+        (data / "g.npy").unlink()
+        real(job, [i for i in items if i.subject_id != "g"], writer, progress)
+        writer.reject("g", "file not found")
+
+    monkeypatch.setattr(features, "run", dropping)
+    with pytest.raises(SharedCauseError, match=r"1 of the job's inputs were there when the "
+                       r"job started and are gone now \(g: "):
+        encode_store(cohort_dir, "feat", params, tmp_path / "during.zarr", device="cpu")
+    assert not (tmp_path / "during.zarr").exists()
+    # none there: the data's folder missing on this node
+    data.rename(tmp_path / "elsewhere")
+    with pytest.raises(SharedCauseError, match="none of the job's 4 inputs is where the "
+                       "manifest says"):
+        encode_store(cohort_dir, "feat", params, tmp_path / "none.zarr", device="cpu")
+    assert not (tmp_path / "none.zarr").exists()

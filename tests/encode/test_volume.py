@@ -77,3 +77,37 @@ def test_a_refused_subject_is_not_read_and_keeps_its_place(readers):
     assert [(s, e) for s, _, e in got] == [("s0", None), ("s1", "its series is MR"),
                                            ("s2", None), ("s3", None)]
     assert [float(t[0, 0, 0, 0]) for _, t, _ in got if t is not None] == [0.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("error", [
+    OSError(116, "Stale file handle"),           # NFS: the mount's, not the file's
+    OSError(107, "Transport endpoint is not connected"),   # sshfs, a FUSE mount
+    OSError(12, "Cannot allocate memory"),       # nibabel's memory map under a limit
+    OSError(28, "No space left on device"),
+    ImportError("libitk.so.5: cannot open shared object file"),
+])
+def test_a_cause_every_subject_shares_fails_the_job(error):
+    """A stale NFS handle, a lost FUSE connection, a memory map refused under an
+    address-space limit, a full disk, a library that cannot load: each rejected the
+    subjects read after it into a store that looked finished, where a preprocessing shard
+    fails its job on the same errors."""
+    from types import SimpleNamespace
+
+    from mmpipe.encode.volume import load_volumes
+
+    def transform(source):
+        if source == "later.nii.gz":
+            raise error
+        return torch.zeros(1, 2, 2, 2)
+
+    items = [SimpleNamespace(subject_id=s, source=f"{s}.nii.gz") for s in ("ok", "later")]
+    out = load_volumes(items, transform, {"loader_workers": 0})
+    assert next(out)[0] == "ok"
+    with pytest.raises(type(error)) as raised:
+        next(out)
+    assert raised.value.__notes__ == ["raised on subject 'later' (later.nii.gz)"]
+    # a file's own read error (EIO: a bad sector) stays its subject's rejection
+    eio = [SimpleNamespace(subject_id="x", source="x.nii.gz")]
+    got = list(load_volumes(eio, lambda s: (_ for _ in ()).throw(OSError(5, "I/O error")),
+                            {"loader_workers": 0}))
+    assert got[0][1] is None and "I/O error" in got[0][2]

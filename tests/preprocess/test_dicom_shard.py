@@ -134,13 +134,13 @@ def test_a_mount_that_drops_fails_the_job(tmp_path, monkeypatch, errno_name):
 def test_inputs_gone_where_the_job_runs_fail_it(tmp_path):
     """A node without the data's mount rejected every subject "not a folder" and wrote a
     finished shard, which nothing reran once the mount was back."""
-    from mmpipe.preprocess.shard_errors import SharedCauseError
+    from mmpipe.job_failures import SharedCauseError
 
     for name in ("a", "b"):
         write_series(tmp_path / "dcm" / name, (0.7, 0.8))
     cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
     (tmp_path / "dcm").rename(tmp_path / "unmounted")
-    with pytest.raises(SharedCauseError, match="none of the shard's 2 inputs is where the "
+    with pytest.raises(SharedCauseError, match="none of the job's 2 inputs is where the "
                                                "manifest says"):
         convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -166,7 +166,7 @@ def test_inputs_gone_during_the_job_fail_it(tmp_path, monkeypatch):
     import shutil
 
     from mmpipe.io import dicom
-    from mmpipe.preprocess.shard_errors import SharedCauseError
+    from mmpipe.job_failures import SharedCauseError
 
     for name in ("a", "b"):
         write_series(tmp_path / "dcm" / name, (0.7, 0.8))
@@ -179,7 +179,7 @@ def test_inputs_gone_during_the_job_fail_it(tmp_path, monkeypatch):
         return done
 
     monkeypatch.setattr(dicom, "dicom_to_nifti", mount_drops_after_a)
-    with pytest.raises(SharedCauseError, match="1 of the shard's inputs were there when the "
+    with pytest.raises(SharedCauseError, match="1 of the job's inputs were there when the "
                                                "job started and are gone now"):
         convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -188,7 +188,7 @@ def test_inputs_gone_during_the_job_fail_it(tmp_path, monkeypatch):
 def test_links_into_a_store_whose_mount_is_missing_fail_the_job(tmp_path):
     """A cohort folder of links into a data store: with the store's mount missing, each
     link dangled, counted as there, and every subject was rejected "not a folder"."""
-    from mmpipe.preprocess.shard_errors import SharedCauseError
+    from mmpipe.job_failures import SharedCauseError
 
     (tmp_path / "dcm").mkdir()
     for name in ("a", "b"):
@@ -196,7 +196,7 @@ def test_links_into_a_store_whose_mount_is_missing_fail_the_job(tmp_path):
         (tmp_path / "dcm" / name).symlink_to(tmp_path / "store" / name)
     cohort = one_modality_cohort(tmp_path, "dicom", {"a": "dcm/a", "b": "dcm/b"})
     (tmp_path / "store").rename(tmp_path / "unmounted")
-    with pytest.raises(SharedCauseError, match="none of the shard's 2 inputs"):
+    with pytest.raises(SharedCauseError, match="none of the job's 2 inputs"):
         convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -207,13 +207,13 @@ def test_a_shard_of_one_input_on_a_missing_mount_fails_the_job(tmp_path):
     back; a deletion the message points to the manifest's rebuild for."""
     import shutil
 
-    from mmpipe.preprocess.shard_errors import SharedCauseError
+    from mmpipe.job_failures import SharedCauseError
 
     write_series(tmp_path / "mnt" / "a", (0.7, 0.8))
     cohort = one_modality_cohort(tmp_path, "dicom", {"a": "mnt/a"})
     shutil.rmtree(tmp_path / "mnt")
     (tmp_path / "mnt").mkdir()  # the mount point, empty
-    with pytest.raises(SharedCauseError, match=r"none of the shard's 1 inputs .*--forcerun "
+    with pytest.raises(SharedCauseError, match=r"none of the job's 1 inputs .*--forcerun "
                                                r"manifest"):
         convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -226,7 +226,7 @@ def test_a_deleted_input_leaves_the_shared_cause_judged_on_those_read(tmp_path, 
     import shutil
 
     from mmpipe.io import dicom
-    from mmpipe.preprocess.shard_errors import SharedCauseError
+    from mmpipe.job_failures import SharedCauseError
 
     for name in ("a", "b", "c"):
         write_series(tmp_path / "dcm" / name, (0.7, 0.8))
@@ -237,7 +237,7 @@ def test_a_deleted_input_leaves_the_shared_cause_judged_on_those_read(tmp_path, 
         raise NotImplementedError("Unknown Value Representation 'Lv'")
 
     monkeypatch.setattr(dicom, "dicom_to_nifti", bare)
-    with pytest.raises(SharedCauseError, match="every one of the shard's 2 subjects failed"):
+    with pytest.raises(SharedCauseError, match="every one of the job's 2 subjects failed"):
         convert_dicom_shard(cohort, "ct", 0, 1, {}, tmp_path / "out")
 
 

@@ -42,7 +42,7 @@ def test_an_unexpected_error_rejects_its_slide_only(tmp_path, monkeypatch):
     assert "cannot tile: KeyError: 'ScanScope ID'" in rows["odd"]["reason"]
     # every slide failing so is a cause they share: the job fails, writing nothing
     monkeypatch.setattr(slide, "open_slide", lambda *a, **k: fails_on_odd(tmp_path / "odd"))
-    with pytest.raises(RuntimeError, match="every one of the shard's 2 subjects failed"):
+    with pytest.raises(RuntimeError, match="every one of the job's 2 subjects failed"):
         tile_slide_shard(tmp_path / "results" / "toy", "wsi", 0, 1, {}, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
 
@@ -110,7 +110,7 @@ def test_slides_tiled_in_a_way_worth_a_look_are_noted(tmp_path):
 def test_slides_gone_where_the_job_runs_fail_it_and_one_deleted_is_its_own(tmp_path):
     """A node without the data's mount rejected every slide and wrote a finished shard,
     which nothing reran once the mount was back."""
-    from mmpipe.preprocess.shard_errors import SharedCauseError
+    from mmpipe.job_failures import SharedCauseError
 
     rgb = np.full((512, 512, 3), 255, np.uint8)
     rgb[:384, :384] = (200, 90, 170)
@@ -126,6 +126,6 @@ def test_slides_gone_where_the_job_runs_fail_it_and_one_deleted_is_its_own(tmp_p
     assert rows["b"]["reason"].startswith("not found: there when the manifest was built")
 
     (tmp_path / "wsi").rename(tmp_path / "unmounted")
-    with pytest.raises(SharedCauseError, match="none of the shard's 2 inputs"):
+    with pytest.raises(SharedCauseError, match="none of the job's 2 inputs"):
         tile_slide_shard(cohort, "wsi", 0, 1, {}, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()

@@ -505,6 +505,27 @@ def test_a_transform_out_of_memory_is_the_machines_not_the_files(transform_cls, 
     assert out_of_memory(err.value) and not isinstance(err.value, InputError)
 
 
+@pytest.mark.parametrize("transform_cls", ["volume", "image"])
+def test_a_transform_on_a_dropped_mount_fails_the_job_not_the_file(transform_cls, tmp_path):
+    """A stale NFS handle inside a reader became an InputError naming the file: the
+    subject's rejection, in a store that looked finished."""
+    from mmpipe.errors import shared_cause
+    from mmpipe.preprocess.images import ImageTransform
+    from mmpipe.preprocess.volume import VolumeTransform
+
+    def stale(_):
+        raise OSError(116, "Stale file handle")
+
+    if transform_cls == "volume":
+        transform = VolumeTransform([stale], {})
+    else:
+        transform = ImageTransform()
+        transform.compose.transforms = (stale,)
+    with pytest.raises(Exception) as err:
+        transform(tmp_path / "x.nii.gz")
+    assert shared_cause(err.value) and not isinstance(err.value, InputError)
+
+
 @pytest.mark.parametrize("build", ["volume", "slices"])
 def test_a_volume_of_one_intensity_is_rejected_by_every_recipe(build, tmp_path):
     """A blank series scaled to [0, 1] was zeros, encoded by VGG11 and stored "ok", while

@@ -1,37 +1,31 @@
-"""Which failures of one subject's preprocessing reject that subject and which fail the
-shard's job.
+"""Which failures of one subject's input reject that subject and which fail the job:
+a preprocessing job's (DICOM conversion, slide tiling) or an encoding job's.
 
 A reader's error on one damaged file (pydicom's ``NotImplementedError`` on a broken
 element, OpenSlide's ``KeyError`` on a property name, Pillow's ``OSError`` on a cut
-file) is that subject's: it is rejected, named, and the shard goes on. A cause every
-subject shares is the job's: a library that cannot be imported, a full or read-only
-disk, running out of memory, a network mount that dropped. Rejected one by one, those
-left a shard that looked finished with every subject rejected, which Snakemake never
-reruns; so they fail the job, and a shard whose every subject failed with an error no
-reader names fails too.
+file) is that subject's: it is rejected, named, and the job goes on. A cause every
+subject shares is the job's (:func:`mmpipe.errors.shared_cause`): a library that cannot
+be imported, a full or read-only disk, running out of memory, a network mount that
+dropped. Rejected one by one, those left an output that looked finished with its
+subjects rejected, which Snakemake never reruns; so they fail the job, and a shard
+whose every subject failed with an error no reader names fails too.
 
 An input the manifest names was there when the manifest was built (an adapter rejects
-a path not found). One that is not there when the shard starts was moved or deleted
+a path not found). One that is not there when the job starts was moved or deleted
 since: that subject's rejection. None there is the data's folder or mount missing where
 the job ran (a node without the mount); one there at the start and gone at the end is
 the mount dropping during the job. Both fail the job: their subjects' inputs
-are not defective, and a shard of their rejections would stand after the mount is back.
+are not defective, and an output of their rejections would stand after the mount is back.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmpipe.errors import InputError, note_subject, out_of_memory
+from mmpipe.errors import MOUNT_ERRNOS, InputError, note_subject, shared_cause
 
-# the disk's, not a file's: nothing can be written anywhere
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-# a network mount's: NFS's stale handle and soft-mount timeout, sshfs's or a FUSE mount's
-# lost connection (EIO stays a file's: a bad sector is one file's)
-_MOUNT_ERRNOS = frozenset({errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN})
 _REBUILD = "`snakemake --forcerun manifest` rebuilds the manifest from the files as they are"
 _NEXT_STEP = (f"if the data moved, {_REBUILD}; if its mount is missing on this node, mount "
               "it and rerun")
@@ -40,13 +34,7 @@ NOT_THERE = f"not found: there when the manifest was built, not now (moved or de
 
 
 class SharedCauseError(RuntimeError):
-    """A shard's failure that its subjects share: the job fails and writes nothing."""
-
-
-def shared_cause(err: BaseException) -> bool:
-    """Whether ``err`` says nothing about the subject: the machine's or the install's."""
-    return (out_of_memory(err) or isinstance(err, ImportError)
-            or (isinstance(err, OSError) and err.errno in _DISK_ERRNOS | _MOUNT_ERRNOS))
+    """A job's failure that its subjects share: the job fails and writes nothing."""
 
 
 def _not_there(path: str | Path) -> bool:
@@ -59,22 +47,22 @@ def _not_there(path: str | Path) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError as err:
-        if err.errno in _MOUNT_ERRNOS:
+        if err.errno in MOUNT_ERRNOS:
             raise
     return False
 
 
 def check_inputs_there(paths: Mapping[str, str | Path]) -> set[str]:
-    """The subjects of a shard (``subject -> input path``) whose input is not there now.
+    """The subjects of a job (``subject -> input path``) whose input is not there now.
     Fails the job when none is: the data's folder or mount missing where the job ran (a
-    shard of one input too: its folder may be an empty mount point, or a folder of links
+    job of one input too: its folder may be an empty mount point, or a folder of links
     into the missing store; a rejection would stand after the mount is back, where a
     deliberate deletion is rebuilt by the manifest the message names)."""
     missing = {sid for sid, path in paths.items() if _not_there(path)}
     if paths and len(missing) == len(paths):
         shown = "; ".join(f"{sid}: {paths[sid]}" for sid in list(paths)[:3])
         raise SharedCauseError(
-            f"none of the shard's {len(paths)} inputs is where the manifest says ({shown}); "
+            f"none of the job's {len(paths)} inputs is where the manifest says ({shown}); "
             f"{_NEXT_STEP}. No output is written")
     return missing
 
@@ -88,7 +76,7 @@ def check_none_went(paths: Mapping[str, str | Path], missing_at_start: set[str],
     if went:
         shown = "; ".join(f"{sid}: {paths[sid]}" for sid in went[:3])
         raise SharedCauseError(
-            f"{len(went)} of the shard's inputs were there when the job started and are "
+            f"{len(went)} of the job's inputs were there when the job started and are "
             f"gone now ({shown}): the data went away during the job; {_NEXT_STEP}. No "
             "output is written")
 
@@ -107,16 +95,16 @@ def check_not_all_unnamed(failures: list[tuple[str, Exception]], n_subjects: int
     unnamed = [(sid, e) for sid, e in failures if not isinstance(e, InputError)]
     if n_subjects and len(unnamed) == n_subjects:
         shown = "; ".join(f"{sid}: {type(e).__name__}: {e}" for sid, e in unnamed[:3])
-        raise SharedCauseError(f"every one of the shard's {n_subjects} subjects failed to "
+        raise SharedCauseError(f"every one of the job's {n_subjects} subjects failed to "
                                f"{what} with an unexpected error, a cause they share rather "
                                f"than each file's; no output is written ({shown})")
 
 
-class ShardFailures:
-    """One shard's subjects, judged together as the module says: the inputs not there at
+class JobFailures:
+    """One job's subjects, judged together as the module says: the inputs not there at
     its start (:func:`check_inputs_there`), each subject's failure (its rejection, or
     the job's shared cause, noted with the subject), and at its end the checks on the
-    whole shard (:func:`check_none_went`, :func:`check_not_all_unnamed`)."""
+    whole job (:func:`check_none_went`, :func:`check_not_all_unnamed`)."""
 
     def __init__(self, paths: Mapping[str, str | Path], what: str):
         self.paths, self.what = dict(paths), what
@@ -144,7 +132,7 @@ class ShardFailures:
             subject_id)
 
     def finish(self) -> None:
-        """Fail the job where the shard's failures share a cause: inputs gone during the
+        """Fail the job where the job's failures share a cause: inputs gone during the
         job, or every subject read failing with an error no reader names."""
         check_none_went(self.paths, self.missing, self.failures)
         check_not_all_unnamed(self.failures, len(self.paths) - len(self.missing), self.what)
