@@ -79,11 +79,11 @@ def imagenet_tensor(tiles: np.ndarray | torch.Tensor, size: int = INPUT_SIZE,
     t = torch.as_tensor(np.asarray(tiles) if not isinstance(tiles, torch.Tensor) else tiles)
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"expected RGB tiles [n, H, W, 3], got shape {tuple(t.shape)}")
+    if t.dtype != torch.uint8:  # 16-bit or float tiles on 0-255 were read as [0, 1]
+        raise ValueError(f"expected uint8 tiles, got {t.dtype}")
     if device is not None:
         t = t.to(device)
-    x = t.permute(0, 3, 1, 2).float()
-    if t.dtype == torch.uint8:
-        x = x / 255.0
+    x = t.permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-2:] != (size, size) and x.shape[0] > 0:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
                                             align_corners=False, antialias=True)

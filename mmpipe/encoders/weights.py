@@ -89,7 +89,11 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             continue
         key = str(key)
-        out[key[len("module."):] if key.startswith("module.") else key] = value
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name in out:  # the file's order chose the copy that loaded, without a word
+            raise WeightsError(f"{source}: holds {name!r} twice, with and without the "
+                               "'module.' prefix: a file holds each tensor once")
+        out[name] = value
     if not out:
         raise WeightsError(f"{source}: the checkpoint holds no tensors")
     return out
@@ -214,11 +218,14 @@ def _download(url: str, expected_sha: str | None, encoder: str) -> tuple[dict, W
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
-                drop_prefixes: Iterable[str] = (), encoder: str = "?") -> nn.Module:
+                drop_prefixes: Iterable[str] = (), encoder: str = "?",
+                source: str | None = None) -> nn.Module:
     """Drop the keys of heads the encoder does not use, then load with ``strict=True``.
 
     Strict loading is what proves the architecture here matches the official one.
+    ``source``: the weights file, which the refusal names.
     """
+    of = f" ({source})" if source else ""
     prefixes = tuple(drop_prefixes)
     sd = {k: v for k, v in state_dict.items() if not (prefixes and k.startswith(prefixes))}
     dropped = len(state_dict) - len(sd)
@@ -231,13 +238,14 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
              for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shape:
         raise WeightsError(
-            f"encoder {encoder}: the weights do not match the architecture "
+            f"encoder {encoder}: the weights{of} do not match the architecture "
             f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shape)} shape mismatches); "
             f"missing: {missing[:10]}; unexpected: {unexpected[:10]}; shapes: {shape[:10]}")
     try:
         module.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"encoder {encoder}: the weights do not match the architecture: {exc}") from exc
+        raise WeightsError(f"encoder {encoder}: the weights{of} do not match the architecture: "
+                           f"{exc}") from exc
     return module
 
 
@@ -271,7 +279,7 @@ def build_pretrained(factory: Callable[[], nn.Module], cfg: Mapping[str, Any], *
         with seeded_init():  # random-init stores must not change between runs
             return factory(), info
     return load_strict(for_strict_load(factory), sd, drop_prefixes=drop_prefixes,
-                       encoder=encoder), info
+                       encoder=encoder, source=info.source), info
 
 
 class _NoInitOnMeta(TorchFunctionMode):

@@ -118,3 +118,7 @@ def test_imagenet_tensor():
     assert torch.allclose(y[0], expected, atol=1e-6)
     with pytest.raises(ValueError):
         imagenet_tensor(np.zeros((2, 8, 8), dtype=np.uint8))
+    # tiles on 0-255 as floats or 16 bits were normalised as if on [0, 1]: 200 became 871
+    for dtype in (np.float32, np.uint16):
+        with pytest.raises(ValueError, match="expected uint8 tiles"):
+            imagenet_tensor(tiles.astype(dtype))

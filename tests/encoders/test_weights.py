@@ -49,6 +49,18 @@ def test_local_file_unwraps_state_dict_and_strips_module(tmp_path):
         assert torch.equal(dst.state_dict()[k], v)
 
 
+def test_a_tensor_held_with_and_without_module_is_refused(tmp_path):
+    """The file's key order chose which copy loaded: zeros under the bare name after the
+    real weights under ``module.`` loaded the zeros, without a word."""
+    good = Toy().state_dict()
+    p = tmp_path / "twice.pth"
+    torch.save({**{f"module.{k}": v for k, v in good.items()},
+                **{k: torch.zeros_like(v) for k, v in good.items()}}, p)
+    with pytest.raises(WeightsError, match=r"twice.pth: holds 'body.0.weight' twice, with "
+                       r"and without the 'module.' prefix"):
+        resolve_state_dict({"weights": str(p)}, **ARGS)
+
+
 def test_model_key_is_unwrapped(tmp_path):
     p = tmp_path / "ckpt.pth"
     torch.save({"model": Toy().state_dict()}, p)
@@ -250,7 +262,8 @@ def test_build_pretrained_loads_into_a_network_built_without_its_random_init(tmp
     for k, v in src.state_dict().items():
         expected = torch.zeros_like(v) if k.endswith("num_batches_tracked") else v
         assert torch.equal(net.state_dict()[k], expected), k
-    with pytest.raises(WeightsError, match="do not match"):
+    # the refusal names the file, as every other refusal of weights does
+    with pytest.raises(WeightsError, match=rf"the weights \({p}\) do not match"):
         build_pretrained(lambda: nn.Linear(2, 3), {"weights": str(p)}, **ARGS)
 
 
