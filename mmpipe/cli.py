@@ -473,18 +473,14 @@ def _check_bag(store) -> None:
 
 
 def _check_rows(store) -> None:
-    """What stage 2 would meet in the rows, and the store's own checks do not count: a
-    lost ``subject_id`` chunk reads as empty IDs (every subject's, where one chunk holds
-    them all), two rows of one ID, and a present row of NaN or inf (the writer refuses
-    them), which stage 2 reads as absent."""
+    """What stage 2 would meet in the rows, and the store's own checks (a lost
+    ``subject_id`` chunk's empty IDs among them) do not count: two rows of one ID, and a
+    present row of NaN or inf (the writer refuses both), which stage 2 reads as absent."""
     import numpy as np
 
     ids, present, emb = store.subject_ids, store.present, store.emb
     problems = []
-    if (nameless := np.flatnonzero(ids == "")).size:
-        problems.append(f"{nameless.size} subject(s) without an ID (rows "
-                        f"{nameless[:5].tolist()}; a subject_id chunk lost?)")
-    named, counts = np.unique(ids[ids != ""], return_counts=True)
+    named, counts = np.unique(ids, return_counts=True)
     if (twice := named[counts > 1]).size:
         problems.append(f"subject(s) listed more than once: {twice[:5].tolist()}")
     rows, unusable = max(emb.chunks[0], 1), []

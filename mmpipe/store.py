@@ -105,6 +105,8 @@ class FeatureStoreWriter:
         if len(set(ids)) != len(ids):
             dup = sorted({s for s in ids if ids.count(s) > 1})
             raise StoreError(f"{self.path}: duplicate subject IDs {dup[:5]}")
+        if "" in ids:  # what a lost subject_id chunk reads as (FeatureStore refuses it)
+            raise StoreError(f"{self.path}: an empty subject ID")
         self.subject_ids = ids
         self._index = {s: i for i, s in enumerate(ids)}
         self.feature_shape = tuple(int(d) for d in feature_shape)
@@ -394,6 +396,11 @@ class FeatureStore:
         g, n = self.group, self.group["subject_id"].shape[0]
         bad = [f"{a} of shape {g[a].shape}" for a in ("present", "status", "reason")
                if g[a].shape != (n,)]
+        # a lost subject_id chunk reads as empty IDs (the writer refuses them): every ID
+        # of a store whose IDs fit one chunk, refused downstream as listed "more than
+        # once", and one new subject scored under ''
+        if nameless := int((_strings(g["subject_id"][:]) == "").sum()):
+            bad.append(f"{nameless} subject(s) without an ID")
         if g["emb"].shape != (n, *self.attrs.get("feature_shape", g["emb"].shape[1:])) \
                 or g["emb"].dtype != np.float32:
             bad.append(f"emb of shape {g['emb'].shape} and type {g['emb'].dtype}")

@@ -308,3 +308,27 @@ def test_a_store_whose_arrays_disagree_with_its_record_is_refused(tmp_path, dama
     with pytest.raises(StoreError, match="disagree with its 3 subjects or with what its "
                                          "writer recorded .* a damaged copy"):
         FeatureStore(path)
+
+
+def test_a_store_that_lost_its_subject_id_chunk_is_refused(tmp_path):
+    """A lost subject_id chunk reads every ID as '' (one chunk holds them all): the store
+    opened, training refused it as listing '' "more than once", and a store of one new
+    subject was scored under ''."""
+    import numpy as np
+
+    from mmpipe.errors import StoreError
+    from mmpipe.store import FeatureStore, FeatureStoreWriter
+
+    path = tmp_path / "s.zarr"
+    with FeatureStoreWriter(path, ["a", "b"], (2,), {"encoder": "e"}) as w:
+        w.write("a", np.ones(2))
+        w.mark("b", "absent", "no file")
+        w.commit()
+    FeatureStore(path)
+    for chunk in (path / "subject_id").rglob("*"):
+        if chunk.is_file() and chunk.name != "zarr.json":
+            chunk.unlink()
+    with pytest.raises(StoreError, match=r"2 subject\(s\) without an ID.*a damaged copy"):
+        FeatureStore(path)
+    with pytest.raises(StoreError, match="an empty subject ID"):
+        FeatureStoreWriter(tmp_path / "t.zarr", ["a", ""], (2,), {})

@@ -412,12 +412,6 @@ def score_stores(method, bundle: dict, stores: dict[str, str | Path],
         notes.append(f"{', '.join(left_out)}: no store given, scored as absent for every "
                      "subject")
         log.warning("%s", notes[-1])
-    for m, f in feats.items():
-        if (nameless := int((f.subject_id == "").sum())):
-            # a lost subject_id chunk reads as empty IDs; one subject's was scored as ''
-            raise StoreError(f"the {m} store {stores[m]} lists {nameless} subject(s) "
-                             "without an ID: a damaged copy (a subject_id chunk lost?); "
-                             "encode it again")
     ids = common_subjects({m: (stores[m], f) for m, f in feats.items()})
     n = len(ids)
     x, present = {}, np.zeros((n, len(modalities)), bool)
