@@ -248,6 +248,8 @@ def _open(path: Path) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as err:  # truncated, or damaged past its signature
+        if shared_cause(err):  # a mount's error, where h5py keeps the errno: the job's
+            raise
         raise InputError(f"cannot read the HDF5 file: {err}", path) from err
     try:
         _refuse_links(f, path)

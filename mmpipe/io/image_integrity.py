@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmpipe.errors import InputError
+from mmpipe.errors import InputError, shared_cause
 
 _EOI, _SOS = 0xD9, 0xDA
 # markers without a length field: restart markers and the temporary TEM
@@ -103,5 +103,7 @@ def check_image_file(path: str | Path) -> None:
     except InputError:
         raise
     except Exception as err:  # the decoder names what is wrong with a damaged file
+        if shared_cause(err):  # a mount that dropped, memory: the job's, not the image's
+            raise
         raise InputError(f"cannot read the image: {type(err).__name__}: {err}",
                          path=path) from err

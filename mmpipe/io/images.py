@@ -46,6 +46,8 @@ def image_files(path: str | Path) -> list[Path]:
         images = sorted(p for p in path.iterdir() if not p.name.startswith(".")
                         and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     except OSError as err:  # a folder one cannot list: its subject's, not the whole job's
+        if shared_cause(err):  # unless a network mount's error: the job's
+            raise
         raise InputError(f"cannot list the folder: {err.strerror or err}", path=path) from err
     # a link to nothing (a DataLad or git-annex image not fetched): left out, the set
     # would have lost an image without a word

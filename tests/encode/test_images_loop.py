@@ -3,7 +3,10 @@ its index among all the subject's files in name order (also under ``max_images``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from mmpipe.encode import images as images_loop
@@ -78,6 +81,32 @@ def test_a_folder_that_cannot_be_listed_rejects_its_subject_alone(tmp_path, monk
                           for s in ("s0", "s1", "s2")], writer)
     assert sorted(writer.rows) == ["s0", "s2"]
     assert "cannot list the folder: Permission denied" in writer.rejected["s1"]
+
+
+def test_a_folder_on_a_mount_that_times_out_fails_the_job(tmp_path, monkeypatch):
+    """A network mount's error listing one folder (an NFS soft mount's timeout) rejected
+    that subject alone, in a store that looked finished, where the volume and slide
+    loops fail the job on it."""
+    import errno
+
+    listed = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "s1":
+            raise OSError(errno.ETIMEDOUT, "Connection timed out", str(self))
+        return listed(self)
+
+    for subject in ("s0", "s1"):
+        (tmp_path / subject).mkdir()
+        (tmp_path / subject / "1.png").write_bytes(b"")
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    job = EncodeJob(cfg={"batch_size": 2}, params={}, modality="histology",
+                    device=torch.device("cpu"), net=net, state=_ByName())
+    job.bag_item_shape = (3,)
+    with pytest.raises(OSError, match="Connection timed out"):
+        images_loop.run(job, [SubjectInput(s, "ok", "", str(tmp_path / s))
+                              for s in ("s0", "s1")], _Writer())
 
 
 def test_every_image_left_out_and_every_entry_not_read_is_named(tmp_path):
