@@ -428,20 +428,25 @@ def test_a_failed_predict_leaves_no_folder_behind(tmp_path, monkeypatch, capsys)
     assert list((tmp_path / "kept").iterdir()) == []
 
 
-@pytest.mark.parametrize("array", ["emb", "present", "status", "reason", "subject_id"])
-def test_inspect_names_a_store_with_a_damaged_chunk(tmp_path, capsys, array):
-    """A chunk cut short (an interrupted copy) of emb, subject_id or reason was summarised
-    as a healthy store; of present or status, a decompressor's traceback named no store."""
+def _three_subject_store(path):
+    """A store of subjects a and b (ones) and c (rejected)."""
     import numpy as np
 
     from mmpipe.store import FeatureStoreWriter
 
-    path = tmp_path / "s.zarr"
     with FeatureStoreWriter(path, ["a", "b", "c"], (4,), {"encoder": "e"}) as w:
         for sid in ("a", "b"):
             w.write(sid, np.ones(4, np.float32))
         w.mark("c", "rejected", "unreadable")
         w.commit()
+    return path
+
+
+@pytest.mark.parametrize("array", ["emb", "present", "status", "reason", "subject_id"])
+def test_inspect_names_a_store_with_a_damaged_chunk(tmp_path, capsys, array):
+    """A chunk cut short (an interrupted copy) of emb, subject_id or reason was summarised
+    as a healthy store; of present or status, a decompressor's traceback named no store."""
+    path = _three_subject_store(tmp_path / "s.zarr")
     assert cli.main(["inspect", str(path)]) in (0, None)
     assert "subjects  3, present 2" in capsys.readouterr().out
     chunk = next(p for p in (path / array).rglob("*") if p.is_file() and p.name != "zarr.json")
@@ -459,14 +464,7 @@ def test_inspect_names_rows_stage2_cannot_use(tmp_path, capsys, damage):
     import numpy as np
     import zarr
 
-    from mmpipe.store import FeatureStoreWriter
-
-    path = tmp_path / "s.zarr"
-    with FeatureStoreWriter(path, ["a", "b", "c"], (4,), {"encoder": "e"}) as w:
-        for sid in ("a", "b"):
-            w.write(sid, np.ones(4, np.float32))
-        w.mark("c", "rejected", "unreadable")
-        w.commit()
+    path = _three_subject_store(tmp_path / "s.zarr")
     group = zarr.open_group(path, mode="r+")
     if damage == "lost_ids":
         for chunk in (path / "subject_id").rglob("*"):
