@@ -21,7 +21,7 @@ are not defective, and an output of their rejections would stand after the mount
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mmpipe.errors import MOUNT_ERRNOS, InputError, note_subject, shared_cause
@@ -68,11 +68,10 @@ def check_inputs_there(paths: Mapping[str, str | Path]) -> set[str]:
 
 
 def check_none_went(paths: Mapping[str, str | Path], missing_at_start: set[str],
-                    failures: list[tuple[str, Exception]]) -> None:
-    """Fail the job when an input there at its start is gone after its subject failed:
-    the data went away during the job (a mount that dropped)."""
-    went = [sid for sid, _ in failures
-            if sid not in missing_at_start and _not_there(paths[sid])]
+                    failed: Iterable[str]) -> None:
+    """Fail the job when an input there at its start is gone after its subject (one of
+    ``failed``) failed: the data went away during the job (a mount that dropped)."""
+    went = [sid for sid in failed if sid not in missing_at_start and _not_there(paths[sid])]
     if went:
         shown = "; ".join(f"{sid}: {paths[sid]}" for sid in went[:3])
         raise SharedCauseError(
@@ -134,5 +133,5 @@ class JobFailures:
     def finish(self) -> None:
         """Fail the job where the job's failures share a cause: inputs gone during the
         job, or every subject read failing with an error no reader names."""
-        check_none_went(self.paths, self.missing, self.failures)
+        check_none_went(self.paths, self.missing, (sid for sid, _ in self.failures))
         check_not_all_unnamed(self.failures, len(self.paths) - len(self.missing), self.what)

@@ -156,7 +156,7 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)
         progress.close()
-        check_none_went(files, gone, [(sid, None) for sid in writer.rejected if sid in files])
+        check_none_went(files, gone, (sid for sid in writer.rejected if sid in files))
         with_input = len(ready) + len(job.rejected_paths)
         if with_input and not writer.written and not writer.absent:
             # every input failed: a cause they share (a missing library, a device error, a
