@@ -412,27 +412,35 @@ def _refuse_other_settings(out: Path, params: dict) -> None:
                           "--force to replace it")
 
 
-def _read_every_chunk(store) -> None:
+def _read_every_chunk(store) -> list[int]:
     """Decode every chunk of every array: a chunk cut short (an interrupted copy) of
     ``emb``, ``subject_id`` or ``reason`` was summarised as a healthy store, and one of
-    ``present`` or ``status`` ended in a decompressor's traceback naming no store."""
+    ``present`` or ``status`` ended in a decompressor's traceback naming no store.
+    Returns the rows of ``emb`` holding NaN or inf, found in the same pass."""
+    import numpy as np
+
     def arrays(group, prefix=""):
         for name, arr in sorted(group.arrays()):
             yield prefix + name, arr
         for name, sub in sorted(group.groups()):
             yield from arrays(sub, f"{prefix}{name}/")
 
+    not_finite: list[int] = []
     for name, arr in arrays(store.group):
         try:
             if not arr.ndim:
                 arr.get_basic_selection(...)
-            else:
-                rows = max(arr.chunks[0], 1)
-                for lo in range(0, arr.shape[0], rows):
-                    arr.get_basic_selection(slice(lo, lo + rows))
+                continue
+            rows = max(arr.chunks[0], 1)
+            for lo in range(0, arr.shape[0], rows):
+                block = arr.get_basic_selection(slice(lo, lo + rows))
+                if name == "emb":
+                    finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+                    not_finite += (lo + np.flatnonzero(~finite)).tolist()
         except Exception as err:  # the codecs raise what they raise (RuntimeError, ...)
             raise MmpipeError(f"{store.path}: array {name!r} cannot be read ({type(err).__name__}"
                               f": {err}): a damaged copy; encode it again") from err
+    return not_finite
 
 
 def _check_bag(store) -> None:
@@ -472,23 +480,19 @@ def _check_bag(store) -> None:
                           "transfer?); encode it again")
 
 
-def _check_rows(store) -> None:
+def _check_rows(store, not_finite: list[int]) -> None:
     """What stage 2 would meet in the rows, and the store's own checks (a lost
     ``subject_id`` chunk's empty IDs among them) do not count: two rows of one ID, and a
-    present row of NaN or inf (the writer refuses both), which stage 2 reads as absent."""
+    present row of NaN or inf (``not_finite``: the rows of ``emb`` holding them; the
+    writer refuses both), which stage 2 reads as absent."""
     import numpy as np
 
-    ids, present, emb = store.subject_ids, store.present, store.emb
+    ids, present = store.subject_ids, store.present
     problems = []
     named, counts = np.unique(ids, return_counts=True)
     if (twice := named[counts > 1]).size:
         problems.append(f"subject(s) listed more than once: {twice[:5].tolist()}")
-    rows, unusable = max(emb.chunks[0], 1), []
-    for lo in range(0, emb.shape[0], rows):
-        block = np.asarray(emb[lo:lo + rows])
-        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-        unusable += (lo + np.flatnonzero(present[lo:lo + rows] & ~finite)).tolist()
-    if unusable:
+    if unusable := [i for i in not_finite if present[i]]:
         problems.append(f"{len(unusable)} present subject(s) with NaN or inf features, "
                         f"which stage 2 reads as absent: {ids[unusable[:5]].tolist()}")
     if problems:
@@ -506,8 +510,7 @@ def cmd_inspect(args) -> None:
     except Exception as err:  # a chunk the store's own checks read could not be decoded
         raise MmpipeError(f"{args.store}: the store cannot be read ({type(err).__name__}: "
                           f"{err}): a damaged copy; encode it again") from err
-    _read_every_chunk(store)
-    _check_rows(store)
+    _check_rows(store, _read_every_chunk(store))
     _check_bag(store)
     a = store.attrs
     print(f"{store.path}")

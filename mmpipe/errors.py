@@ -87,18 +87,15 @@ def out_of_memory(err: BaseException) -> bool:
     address-space limit, as nibabel maps an uncompressed NIfTI), also as the cause of
     another (MONAI wraps a transform's failure). Read by name and message: no torch
     import."""
-    seen: BaseException | None = err
-    while seen is not None:
+    for seen in _causes(err):
         if (isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError"
                 or (isinstance(seen, OSError) and seen.errno == errno.ENOMEM)):
             return True
-        text = str(seen)
         # SimpleITK's (ITK's image buffer): "Failed to allocate memory for image."
         if isinstance(seen, RuntimeError) and any(
-                words in text.lower() for words in ("can't allocate memory", "out of memory",
-                                                   "failed to allocate memory")):
+                words in str(seen).lower() for words in (
+                    "can't allocate memory", "out of memory", "failed to allocate memory")):
             return True
-        seen = seen.__cause__
     return False
 
 
@@ -108,15 +105,18 @@ def shared_cause(err: BaseException) -> bool:
     read-only disk, a network mount's error), also as the cause of another. Such a
     failure fails the job, where the subject's rejection would have stood in an output
     that looks finished (:mod:`mmpipe.job_failures`)."""
-    if out_of_memory(err):
-        return True
+    return out_of_memory(err) or any(
+        isinstance(seen, ImportError)
+        or (isinstance(seen, OSError) and seen.errno in DISK_ERRNOS | MOUNT_ERRNOS)
+        for seen in _causes(err))
+
+
+def _causes(err: BaseException):
+    """``err`` and the chain of its causes (``raise ... from``), outermost first."""
     seen: BaseException | None = err
     while seen is not None:
-        if isinstance(seen, ImportError) or (
-                isinstance(seen, OSError) and seen.errno in DISK_ERRNOS | MOUNT_ERRNOS):
-            return True
+        yield seen
         seen = seen.__cause__
-    return False
 
 
 def note_subject(err: BaseException, subject_id: str, path: str | Path) -> None:

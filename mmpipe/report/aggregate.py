@@ -380,6 +380,7 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
         side = p.with_name(METRICS)
         metrics = _read_json(side) if side.exists() else {}
         ident = _identity(metrics, p)
+        ident["family"] = run_family(metrics, ident["method_type"])
         trained = bool(metrics.get("trained", True))
         df = pl.read_parquet(p).filter((pl.col("split") == split)
                                        & (pl.col("evaluation") == evaluation))
@@ -393,8 +394,7 @@ def pattern_metrics(prediction_paths: Iterable[str | Path], *, split: str = "tes
             scores = _pattern_scores(y, g.select(score_cols).to_numpy())
             if not trained:
                 scores = dict.fromkeys(scores, float("nan"))
-            rows.append({**ident, "family": run_family(metrics, ident["method_type"]),
-                         "pattern": pattern, "n": float(len(g)), **scores})
+            rows.append({**ident, "pattern": pattern, "n": float(len(g)), **scores})
     first = (*ID_COLUMNS, "pattern", "n")
     if not rows:
         return _frame([], first)
