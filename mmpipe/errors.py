@@ -139,12 +139,20 @@ def unpickler_refusal(err: BaseException) -> str | None:
     return why.split(". Please")[0].strip() or "?"
 
 
+def pickles_code(err: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a class or function the file's
+    pickle names (its code), not bytes no pickle starts with ("curl: (22) ..." read as a
+    pickle's GLOBAL opcode, an HTML page)."""
+    refused = unpickler_refusal(err)
+    return refused is not None and _NAMED_GLOBAL.search(refused) is not None
+
+
 def read_error_words(err: BaseException) -> str:
     """A reader's error as a reason: a pickle refused says what it holds, and no advice
     to load it unsafely (a file of other bytes, a git-lfs pointer in a model's place,
     is said to be no torch file); any other error, its type and message."""
     refused = unpickler_refusal(err)
-    if refused is not None and _NAMED_GLOBAL.search(refused):  # a class or function: code
+    if pickles_code(err):  # a class or function: code
         return (f"the file pickles more than tensors ({refused}); refused without "
                 "unpickling it (torch.load weights_only=True)")
     if refused is not None and "torch" in refused:  # torch's own (a DTensor's module)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmpipe.errors import MmpipeError, unpickler_refusal
+from mmpipe.errors import MmpipeError, pickles_code, unpickler_refusal
 from mmpipe.layout import MODEL
 
 FORMAT = 2
@@ -98,7 +98,7 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         why = unpickler_refusal(err) or str(err)
-        if "global" in why.lower():  # a class or function the file would call: code
+        if pickles_code(err):  # a class or function the file would call: code
             raise ModelBundleError(
                 f"{path}: refused: the file holds objects that would run code when loaded "
                 f"({why}); mmpipe writes only plain data and tensors, so this file was not "

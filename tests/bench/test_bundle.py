@@ -60,6 +60,13 @@ def test_other_files_are_named_errors(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"not a torch file")
     with pytest.raises(ModelBundleError, match="not a readable model file"):
         load_bundle(tmp_path)
+    # an HTTP error page saved as the model ("curl: ..." read as a pickle's GLOBAL
+    # opcode) was called tampered with, code that would run when loaded
+    (tmp_path / "model.pt").write_bytes(b"curl: (22) The requested URL returned error: "
+                                        b"404\nmore\n")
+    with pytest.raises(ModelBundleError, match="not a readable model file") as err:
+        load_bundle(tmp_path)
+    assert "would run code" not in str(err.value)
     torch.save({**GOOD, "format": 1}, tmp_path / "model.pt")
     with pytest.raises(ModelBundleError, match="format 1.*retrain the run"):
         load_bundle(tmp_path)
