@@ -111,6 +111,15 @@ def shared_cause(err: BaseException) -> bool:
         for seen in _causes(err))
 
 
+def shared_noted(err: BaseException, subject_id: str, path: str | Path) -> bool:
+    """:func:`shared_cause`, noting on such an ``err`` the subject it was raised on
+    (:func:`note_subject`) for the caller to raise it again."""
+    if shared_cause(err):
+        note_subject(err, subject_id, path)
+        return True
+    return False
+
+
 def _causes(err: BaseException):
     """``err`` and the chain of its causes (``raise ... from``), outermost first."""
     seen: BaseException | None = err

@@ -24,13 +24,19 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mmpipe.errors import MOUNT_ERRNOS, InputError, note_subject, shared_cause
+from mmpipe.errors import MOUNT_ERRNOS, InputError, shared_noted
 
 _REBUILD = "`snakemake --forcerun manifest` rebuilds the manifest from the files as they are"
 _NEXT_STEP = (f"if the data moved, {_REBUILD}; if its mount is missing on this node, mount "
               "it and rerun")
 # a subject's rejection for an input moved or deleted since the manifest was built
 NOT_THERE = f"not found: there when the manifest was built, not now (moved or deleted; {_REBUILD})"
+
+
+def not_there_error(path: str | Path, error: type[InputError] = InputError) -> InputError:
+    """The subject's rejection for an input moved or deleted since the manifest was
+    built (:data:`NOT_THERE`)."""
+    return error(NOT_THERE, path=path)
 
 
 class SharedCauseError(RuntimeError):
@@ -80,14 +86,14 @@ def check_none_went(paths: Mapping[str, str | Path], missing_at_start: set[str],
             "output is written")
 
 
-def as_subject_error(err: Exception, what: str, path: str | Path) -> InputError:
+def _as_subject_error(err: Exception, what: str, path: str | Path) -> InputError:
     """``err`` as the subject's :class:`InputError` (``what`` failed on ``path``)."""
     if isinstance(err, InputError):
         return err
     return InputError(f"cannot {what}: {type(err).__name__}: {err}", path=path)
 
 
-def check_not_all_unnamed(failures: list[tuple[str, Exception]], n_subjects: int,
+def _check_not_all_unnamed(failures: list[tuple[str, Exception]], n_subjects: int,
                           what: str) -> None:
     """Fail the job when every one of ``n_subjects`` failed with an error that is no
     reader's :class:`InputError` (a cause they share, not each file's)."""
@@ -103,7 +109,7 @@ class JobFailures:
     """One job's subjects, judged together as the module says: the inputs not there at
     its start (:func:`check_inputs_there`), each subject's failure (its rejection, or
     the job's shared cause, noted with the subject), and at its end the checks on the
-    whole job (:func:`check_none_went`, :func:`check_not_all_unnamed`)."""
+    whole job (:func:`check_none_went`, :func:`_check_not_all_unnamed`)."""
 
     def __init__(self, paths: Mapping[str, str | Path], what: str):
         self.paths, self.what = dict(paths), what
@@ -113,25 +119,22 @@ class JobFailures:
     def check_there(self, subject_id: str, error: type[InputError] = InputError) -> None:
         """Raise the subject's rejection for an input not there at the start."""
         if subject_id in self.missing:
-            raise error(NOT_THERE, path=self.paths[subject_id])
+            raise not_there_error(self.paths[subject_id], error)
 
     def shared(self, subject_id: str, raised: Exception) -> bool:
         """Whether ``raised`` is the job's (noted with the subject), for the caller to
         raise again."""
-        if shared_cause(raised):
-            note_subject(raised, subject_id, self.paths[subject_id])
-            return True
-        return False
+        return shared_noted(raised, subject_id, self.paths[subject_id])
 
     def rejection(self, subject_id: str, raised: Exception) -> InputError:
         """``raised``, not the job's, as the subject's :class:`InputError`."""
         if subject_id not in self.missing:  # a deleted input failed no reader
             self.failures.append((subject_id, raised))
-        return as_subject_error(raised, self.what, self.paths[subject_id]).for_subject(
+        return _as_subject_error(raised, self.what, self.paths[subject_id]).for_subject(
             subject_id)
 
     def finish(self) -> None:
         """Fail the job where the job's failures share a cause: inputs gone during the
         job, or every subject read failing with an error no reader names."""
         check_none_went(self.paths, self.missing, (sid for sid, _ in self.failures))
-        check_not_all_unnamed(self.failures, len(self.paths) - len(self.missing), self.what)
+        _check_not_all_unnamed(self.failures, len(self.paths) - len(self.missing), self.what)

@@ -175,20 +175,22 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, "not a "
                                        "YYYY-MM-DD_HH_MM_SS.0 scan-date folder", str(date_dir)))
                     continue
+
+                def unreadable(where: Path, why: str, taken=taken, modality=modality,
+                               subject=subject, qc=qc) -> None:
+                    """A dated scan that cannot be read, and its QC row: nearer the visit
+                    than every readable one, it rejects the modality where a farther
+                    scan had been taken in its place with nothing said."""
+                    qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, why, str(where)))
+                    scans[subject.name].append(Scan(modality, taken, (), where, why))
+
                 inside = sorted(date_dir.iterdir())
                 if not any(p.is_dir() or p.name.endswith(NIFTI) for p in inside):
-                    # a dated scan all the same: nearer the visit than every readable one,
-                    # a farther scan was taken in its place with nothing said
-                    qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _NO_IMAGE,
-                                       str(date_dir)))
-                    scans[subject.name].append(Scan(modality, taken, (), date_dir, _NO_IMAGE))
+                    unreadable(date_dir, _NO_IMAGE)
                 for image_dir in inside:
                     if not image_dir.is_dir():
                         if image_dir.name.endswith(NIFTI):
-                            qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH,
-                                               str(image_dir)))
-                            scans[subject.name].append(Scan(modality, taken, (), image_dir,
-                                                            _DEPTH))
+                            unreadable(image_dir, _DEPTH)
                         continue
                     # not macOS's "._" metadata beside a copied file
                     files = tuple(p for p in folder_files(image_dir)
@@ -196,18 +198,12 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                     strays = [(p.name, named[1]) for p in files
                               if (named := LONI_NAME.match(p.name)) and named[1] != subject.name]
                     if strays:  # a scan of another subject moved or copied in here
-                        why = (f"{strays[0][0]} is named for subject {strays[0][1]}, not "
-                               f"{subject.name}")
-                        qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, why,
-                                           str(image_dir)))
-                        scans[subject.name].append(Scan(modality, taken, (), image_dir, why))
+                        unreadable(image_dir, f"{strays[0][0]} is named for subject "
+                                              f"{strays[0][1]}, not {subject.name}")
                     elif files:
                         scans[subject.name].append(Scan(modality, taken, files, image_dir))
                     else:  # a DICOM download: kept as a scan that cannot be read
-                        qc.append(QCRecord(ALL_SUBJECTS, modality, SKIPPED, _NO_NIFTI,
-                                           str(image_dir)))
-                        scans[subject.name].append(Scan(modality, taken, (), image_dir,
-                                                        _NO_NIFTI))
+                        unreadable(image_dir, _NO_NIFTI)
             qc += [QCRecord(ALL_SUBJECTS, modality, SKIPPED, _DEPTH, str(p))
                    for p in sorted(description.iterdir())
                    if p.is_file() and p.name.endswith(NIFTI)]

@@ -19,7 +19,7 @@ from mmpipe.encode.job import EncodeJob, SubjectWriter
 from mmpipe.encoders.registry import get_encoder_type
 from mmpipe.errors import InputError
 from mmpipe.hashing import params_hash
-from mmpipe.job_failures import NOT_THERE, check_inputs_there, check_none_went
+from mmpipe.job_failures import check_inputs_there, check_none_went, not_there_error
 from mmpipe.store import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def encode_store(cohort_dir: str | Path, modality: str, params: dict, out: str |
                 store.mark(item.subject_id, item.status, item.reason)
         writer = SubjectWriter(store, {i.subject_id: i.reason for i in ready if i.reason})
         for sid in sorted(gone):  # moved or deleted since the manifest was built
-            writer.reject(sid, str(InputError(NOT_THERE, path=files[sid])))
+            writer.reject(sid, str(not_there_error(files[sid])))
         progress = tqdm(total=len(ready), desc=f"{modality}/{params['encoder']}",
                         unit="subject", mininterval=5)
         loop.run(job, ready, writer, progress)

@@ -20,7 +20,7 @@ import torch
 from mmpipe.encode.in_flight import InFlight, forward_queued
 from mmpipe.encode.job import build_network
 from mmpipe.encode.prefetch import read_ahead
-from mmpipe.errors import InputError, note_subject, shared_cause
+from mmpipe.errors import InputError, shared_noted
 
 
 def setup(job, items) -> None:
@@ -146,10 +146,9 @@ def run(job, items, writer, progress=None) -> None:
             # failure, not the slide's, fails the job (as the volume loop's), where a
             # rejection would have stood in a store that looks finished; it names the
             # slide, as the tiles' arrays' own MemoryError did not
-            if shared_cause(err):
-                note_subject(err, items[seg.subject].subject_id, items[seg.subject].source[0])
-                raise
-            if not isinstance(err, InputError):
+            item = items[seg.subject]
+            if shared_noted(err, item.subject_id, item.source[0]) or not isinstance(
+                    err, InputError):
                 raise
             return seg, None, str(err)
 

@@ -19,7 +19,7 @@ import torch
 
 from mmpipe.encode.prefetch import read_ahead
 from mmpipe.encode.reader_processes import ReaderProcesses
-from mmpipe.errors import InputError, note_subject, shared_cause
+from mmpipe.errors import InputError, shared_noted
 from mmpipe.layout import SHARD_QC
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ def _load(item, transform) -> tuple[str, torch.Tensor | None, str | None]:
     except InputError as err:  # its message names the file already
         return item.subject_id, None, f"cannot read or preprocess: {err}"
     except Exception as err:  # any reader/transform failure rejects this subject only
-        if shared_cause(err):  # the machine's, not the subject's: the job fails, reruns
-            note_subject(err, item.subject_id, item.source)
+        if shared_noted(err, item.subject_id, item.source):  # the machine's: the job fails
             raise
         return item.subject_id, None, (f"cannot read or preprocess {item.source}: "
                                        f"{type(err).__name__}: {err}")

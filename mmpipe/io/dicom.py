@@ -359,8 +359,10 @@ def _named_dicom(path: Path) -> bool:
     return path.suffix.lower() in _DICOM_SUFFIXES
 
 
-# what a file that is no DICOM at all is skipped as (not a DICOMDIR or a report)
-_NOT_DICOM = ("not a DICOM file", "not a readable DICOM file")
+# what a file that is no DICOM at all is skipped as (not a DICOMDIR or a report), in
+# _read_header's words, which scan_folder reads back
+_NOT_A_DICOM_FILE, _NOT_READABLE = "not a DICOM file", "not a readable DICOM file"
+_NOT_DICOM = (_NOT_A_DICOM_FILE, _NOT_READABLE)
 
 
 def _shorter_than_magic(path: Path) -> bool:
@@ -434,9 +436,8 @@ def _read_header(path: Path) -> tuple[_Header | None, tuple[str, str] | None,
             # some series, damaged (an interrupted download)
             return None, ("damaged DICOM file", f"a damaged DICOM file, of no series that "
                           f"can be read ({type(err).__name__}: {err})"), SERIES_UNKNOWN
-        return None, ("not a readable DICOM file",
-                      f"not a readable DICOM file ({type(err).__name__}: {err})"), None
-    not_image = (("not a DICOM file", "not a DICOM file (no DICOM preamble, and no image "
+        return None, (_NOT_READABLE, f"{_NOT_READABLE} ({type(err).__name__}: {err})"), None
+    not_image = ((_NOT_A_DICOM_FILE, f"{_NOT_A_DICOM_FILE} (no DICOM preamble, and no image "
                   "header when parsed without one)") if forced else
                  ("not a DICOM image", "not a DICOM image (no SeriesInstanceUID/Rows/"
                   "Columns, e.g. a DICOMDIR or report)"))

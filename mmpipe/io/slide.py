@@ -564,12 +564,10 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         if mpp is not None and mpp > COARSEST_SCAN_MPP:
             placeholder = (f"its metadata says {mpp:.4g} um/px ({25400 / mpp:.4g} dpi, from "
                            f"{source}), a screen or print default, not a scanner's resolution")
-            log.warning("slide %s: %s; ignored", path, placeholder)
             mpp = None
         elif mpp is not None and mpp < FINEST_SCAN_MPP:
             placeholder = (f"its metadata says {mpp:.4g} um/px (from {source}), finer than "
                            f"any scanner's ({FINEST_SCAN_MPP:g}): a unit slipped")
-            log.warning("slide %s: %s; ignored", path, placeholder)
             mpp = None
         if mpp is not None:
             mpp = _square_mpp(mpp_xy, path)
@@ -591,4 +589,4 @@ def open_slide(path: str | Path, mpp_when_missing: float | None = None) -> Slide
         raise
     return Slide(handle, path, mpp, source,
                  None if source == MPP_SOURCE_CONFIG else tuple(map(float, mpp_xy)),
-                 placeholder if source == MPP_SOURCE_CONFIG else None)
+                 placeholder)  # set only where the config's value replaced it

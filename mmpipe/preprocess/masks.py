@@ -38,6 +38,7 @@ from typing import Any
 from mmpipe.errors import ConfigError
 
 LARGEST_MASK = "largest_mask"
+MASK_LEVEL = 0.5  # a voxel of the mask is one of this value or more (the module says why)
 MASK_KEYS = ("roi_crop", "slice_select", "mask_out")
 MASKS_TABLE = "masks.parquet"  # a segment job's list of its masks (mmpipe.preprocess.segment)
 

@@ -39,7 +39,13 @@ from mmpipe.encoders.registry import TRANSFORM_KEYS
 from mmpipe.errors import ConfigError, InputError, shared_cause
 from mmpipe.io.volume_header import check_declared_size
 from mmpipe.preprocess.imagenet_recipe import ImageNetSlices
-from mmpipe.preprocess.masks import LARGEST_MASK, MaskedVolume, MaskSteps, mask_steps
+from mmpipe.preprocess.masks import (
+    LARGEST_MASK,
+    MASK_LEVEL,
+    MaskedVolume,
+    MaskSteps,
+    mask_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +165,10 @@ class LoadVolume(Transform):
         # map at one half (above 0 everywhere, "> 0" covered the whole volume and the
         # crop, the mask-out and the largest slice did nothing, stored ok), and a label
         # map stored scaled (1.0039 for 1, 1.5e-05 for 0), whose background "> 0" counted
-        inside = mask.as_tensor() >= 0.5
+        inside = mask.as_tensor() >= MASK_LEVEL
         if not bool(inside.any()):  # named here: later only the volume is
-            raise InputError("the mask is empty (no voxel of 0.5 or more)", path=mask_path)
+            raise InputError(f"the mask is empty (no voxel of {MASK_LEVEL} or more)",
+                             path=mask_path)
         both = torch.cat([image.as_tensor(), inside.to(image.dtype)])
         return MetaTensor(both, meta=image.meta)  # the volume's affine and metadata
 
@@ -220,10 +227,10 @@ class ApplyMask(Transform):
         image = data[:1]
         mask = None
         if self.steps.needs_mask:
-            mask = data[1] >= 0.5
+            mask = data[1] >= MASK_LEVEL
             if not bool(mask.any()):
-                raise ValueError("the mask is empty (no voxel above 0 after orientation "
-                                 "and resampling)")
+                raise ValueError(f"the mask is empty (no voxel of {MASK_LEVEL} or more after "
+                                 "orientation and resampling)")
         if self.steps.mask_out:  # skull stripping: outside the mask is background
             image = torch.where(mask[None], image, image.min())
         choice = self.steps.slice_select
