@@ -227,10 +227,10 @@ def _registry_defaults(cfg: dict[str, Any]) -> None:
 
 
 def _needs_mask(encoder: dict) -> bool:
-    from mmpipe.preprocess.masks import mask_steps
+    from mmpipe.preprocess.masks import reads_a_mask
 
     try:
-        return mask_steps(encoder.get("transform") or {}, "", slices=True).needs_mask
+        return reads_a_mask(encoder)
     except ConfigError:  # a recipe the transform check names
         return False
 
@@ -456,11 +456,13 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                             f"{cohort['adapter']!r})")
         for mname, mod in cohort["modalities"].items():
             where = f"config.cohorts.{cname}.modalities.{mname}"
+            readers = [e for e in mod["encoders"]
+                       if e in encoders and _reads_masks(encoders[e], mod)
+                       ] if mod.get("mask") else []
             if mod.get("mask") and mod["kind"] not in ("volume", "dicom"):
                 problems.append(f"{where}.mask: TotalSegmentator masks are made for volume "
                                 f"and dicom modalities, not {mod['kind']!r}")
-            elif mod.get("mask") and not any(
-                    _reads_masks(encoders[e], mod) for e in mod["encoders"] if e in encoders):
+            elif mod.get("mask") and not readers:
                 # no segment job runs for it (preprocess.masks.reads_segmented_masks)
                 problems.append(f"{where}.mask: no encoder of the modality reads a mask (a "
                                 "transform's roi_crop, mask_out or slice_select)")
@@ -468,8 +470,6 @@ def _cross_check(cfg: dict[str, Any]) -> list[str]:
                     ADAPTERS[cohort["adapter"]].gives_masks(cohort)):
                 # a mask is the modality's: TotalSegmentator's brain masks for one encoder's
                 # crop silently became HAM's "largest tumour slice" in place of BraTS's own
-                readers = [e for e in mod["encoders"]
-                           if e in encoders and _reads_masks(encoders[e], mod)]
                 problems.append(
                     f"{where}.mask: the {cohort['adapter']} adapter gives {mname!r} masks of "
                     f"its own, and TotalSegmentator's replace them for every encoder of the "

@@ -102,21 +102,29 @@ def mask_steps(recipe: dict[str, Any], what: str, *, slices: bool) -> MaskSteps:
     return MaskSteps(margin, choice, mask_out)
 
 
+def reads_a_mask(encoder_cfg: dict[str, Any]) -> bool:
+    """Whether an encoder's transform reads the subject's mask (``roi_crop``,
+    ``mask_out``, ``slice_select: largest_mask``). ``slices=True`` accepts every mask key;
+    the config check vets the recipe."""
+    return mask_steps(encoder_cfg.get("transform") or {}, "", slices=True).needs_mask
+
+
+def _segmented(modality_cfg: dict[str, Any]) -> bool:
+    """Whether a segment job makes the modality's masks (``mask: {from: totalsegmentator}``)."""
+    return (modality_cfg.get("mask") or {}).get("from") == "totalsegmentator"
+
+
 def reads_segmented_masks(encoder_cfg: dict[str, Any], modality_cfg: dict[str, Any]) -> bool:
     """Whether an encoder's transform reads the masks a segment job makes for the
-    modality (``mask: {from: totalsegmentator}``): its inputs and its key hold them then,
-    and only then (an encoder that reads none rejected every subject without a mask). The
-    config check has vetted the recipe; ``slices=True`` accepts every mask key."""
-    if (modality_cfg.get("mask") or {}).get("from") != "totalsegmentator":
-        return False
-    return mask_steps(encoder_cfg.get("transform") or {}, "", slices=True).needs_mask
+    modality: its inputs and its key hold them then, and only then (an encoder that reads
+    none rejected every subject without a mask)."""
+    return _segmented(modality_cfg) and reads_a_mask(encoder_cfg)
 
 
 def reads_adapter_masks(encoder_cfg: dict[str, Any], modality_cfg: dict[str, Any]) -> bool:
     """Whether an encoder's transform reads the masks the adapter gives (the manifest's
     :func:`mask_column`): it reads a mask, and no segment job makes it one."""
-    return (mask_steps(encoder_cfg.get("transform") or {}, "", slices=True).needs_mask
-            and not reads_segmented_masks(encoder_cfg, modality_cfg))
+    return not _segmented(modality_cfg) and reads_a_mask(encoder_cfg)
 
 
 def read_masks(masks_dir: str | Path) -> dict[str, tuple[str | None, str]]:
