@@ -1100,7 +1100,7 @@ def select_series(series: list[SeriesInfo], rule: str = "most_slices", min_slice
         raise DicomSeriesError(f"no usable series for rule {rule!r} among {len(judged)} series: "
                                f"{why}")
     chosen = min(usable, key=_rank(kind))
-    if (above := _unreadable_above(judged, chosen, rule, min_slices)) is not None \
+    if (above := _unreadable_above(judged, chosen, kind, arg, min_slices)) is not None \
             and _no_stand_in(above, chosen):
         raise DicomSeriesError(
             f"{above.label()} is the series {rule!r} ranks first, and it is refused: "
@@ -1268,15 +1268,15 @@ def _rank(kind: str):
     return lambda s: (s.derived or s.localizer, -s.n_slices, *_number_key(s))
 
 
-def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, rule: str,
+def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, arg: Any,
                       min_slices: int) -> SeriesInfo | None:
     """The series a guessing rule (``most_slices``, ``first``, and ``description:``
     among the series it matches, which it ranks as ``most_slices``) ranks above
     ``chosen`` that a problem refused, of ``min_slices`` or more (a scout of fewer is no
     candidate either way), the first by the rule; None when none. The rule chose
     ``chosen`` only because that one was refused: the axial CT with one file never
-    downloaded made a scout or a reformat the subject's CT, with nothing said."""
-    kind, arg = _parse_rule(rule)
+    downloaded made a scout or a reformat the subject's CT, with nothing said. ``kind``,
+    ``arg``: the rule, parsed (:func:`_parse_rule`)."""
     if kind == "description":
         judged = [s for s in judged if arg.search(s.description)]
     elif kind not in ("most_slices", "first"):
@@ -1371,7 +1371,7 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
                         or (kind == "description" and arg.search(s.description)))]
     if passed_over:
         notes.append(_passed_over_text(info, passed_over, rule))
-    if (above := _unreadable_above(judged, info, rule, min_slices)):
+    if (above := _unreadable_above(judged, info, kind, arg, min_slices)):
         notes.append(f"converted in place of {above.short_label()} {above.description!r} "
                      f"({_kind_text(above)}), which {rule!r} ranks first and is refused: "
                      f"{above.problem}")
