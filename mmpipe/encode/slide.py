@@ -20,7 +20,7 @@ import torch
 from mmpipe.encode.in_flight import InFlight, forward_queued
 from mmpipe.encode.job import build_network
 from mmpipe.encode.prefetch import read_ahead
-from mmpipe.errors import InputError, shared_noted
+from mmpipe.errors import InputError, SlideError, shared_noted
 
 
 def setup(job, items) -> None:
@@ -128,17 +128,25 @@ def _pieces(batches, chunk: int):
 
 def run(job, items, writer, progress=None) -> None:
     from mmpipe.encoders.clam import imagenet_tensor
+    from mmpipe.io.slide import _openslide
     from mmpipe.preprocess.tiling import read_tiles
 
     batch_size = int(job.cfg.get("batch_size", 32))
     workers = int(job.cfg.get("loader_workers", 0))
     chunk = -(-batch_size // workers) if workers else batch_size  # a batch over the readers
     slides = _OpenSlides(job.params.get("tiling", {}).get("mpp_when_missing"))
+    openslide_error = _openslide().OpenSlideError
+    # why a slide's first failed read failed: OpenSlide leaves the handle in error for
+    # every later call (its level count too), so its later reads are not tried
+    broken: dict[int, str] = {}
 
     def read_segment(seg):
         """(the segment, its tiles normalised or None, why not or None)."""
+        if seg.subject in broken:
+            return seg, None, broken[seg.subject]
+        item = items[seg.subject]
         try:
-            slide = slides.get(seg.subject, items[seg.subject].source[0])
+            slide = slides.get(seg.subject, item.source[0])
             tiles = read_tiles(slide, seg.grid, np.arange(seg.start, seg.stop))
             return seg, imagenet_tensor(tiles), None
         except Exception as err:
@@ -146,10 +154,14 @@ def run(job, items, writer, progress=None) -> None:
             # failure, not the slide's, fails the job (as the volume loop's), where a
             # rejection would have stood in a store that looks finished; it names the
             # slide, as the tiles' arrays' own MemoryError did not
-            item = items[seg.subject]
-            if shared_noted(err, item.subject_id, item.source[0]) or not isinstance(
-                    err, InputError):
+            if shared_noted(err, item.subject_id, item.source[0]):
                 raise
+            if isinstance(err, openslide_error):
+                # a reader thread's read after another's failed one, before it was noted
+                err = SlideError(reason=f"OpenSlide: {err}", path=item.source[0])
+            elif not isinstance(err, InputError):
+                raise
+            broken.setdefault(seg.subject, str(err))
             return seg, None, str(err)
 
     def read(piece):

@@ -86,6 +86,37 @@ def test_a_slide_broken_after_tiling_is_rejected_and_the_others_written(slides, 
     assert list(out.rejected) == ["s1"] and str(path) in out.rejected["s1"]
 
 
+def _tiff_tile(path, grid_tile) -> tuple[int, int]:
+    """(index, file offset) of the level-0 TIFF tile holding ``grid_tile``'s (x, y)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        x, y = (int(v) for v in grid_tile)
+        k = (y // page.tilelength) * -(-page.imagewidth // page.tilewidth) + x // page.tilewidth
+        return k, page.dataoffsets[k]
+
+
+@pytest.mark.parametrize("batch_size, workers", [(2, 0), (2, 2), (4, 2)])
+def test_a_slide_with_a_bad_tile_mid_slide_is_rejected_and_the_others_written(
+        slides, batch_size, workers):
+    # OpenSlide leaves a handle that failed a read in error for every later call: the
+    # slide's next read (its level count) raised OpenSlide's own error, which failed the
+    # job naming no slide, unless the bad tile was in the slide's last read
+    from mmpipe.preprocess.tiling import TileGrid
+
+    path, frame = slides[1].source
+    coords = TileGrid.from_frame(frame).coords
+    (first, _), (second, offset) = _tiff_tile(path, coords[0]), _tiff_tile(path, coords[1])
+    assert first != second  # the slide's first tile reads well, its second does not
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes(16))
+    out = _encode(slides, workers, batch_size)
+    assert sorted(out.rows) == ["s0", "s2", "s3"]
+    assert list(out.rejected) == ["s1"] and str(path) in out.rejected["s1"]
+
+
 def _tiles(segments):
     return [(seg.subject, i) for seg in segments for i in range(seg.start, seg.stop)]
 
