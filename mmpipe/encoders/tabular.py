@@ -147,6 +147,14 @@ class TabularEncoding:
             dtype = df.schema[field]
             numeric = dtype.is_numeric() and field not in self.categorical
             values = self._values(df, field)
+            if all(v is None for v in values):
+                # fitted, it was a category list of none: the field's values in a cohort
+                # given this encoding (encoding_from) were all encoded as all zeros
+                raise InputError(
+                    f"tabular field {field!r} has no value in any of the {df.height} "
+                    "subjects (each blank" + (" or one of its missing_values" if
+                                              self._sentinels(field) else "")
+                    + "): it carries nothing to fit; remove it from the modality's fields")
             if numeric:
                 x = np.array([v for v in map(_number_or_none, values) if v is not None],
                              dtype=np.float64)
@@ -161,7 +169,9 @@ class TabularEncoding:
                                      f"{float(np.abs(x).max()):.3g} overflows its mean or "
                                      "spread; correct it in the source table or list it in "
                                      "missing_values")
-                if std == 0.0:
+                if x.min() == x.max():
+                    # a constant's spread is rounding (0.1 six hundred times: 1.4e-17), by
+                    # which another cohort's value given this encoding was divided
                     std = 1.0
                 columns.append({"field": field, "kind": "numeric", "mean": mean, "std": std})
             else:

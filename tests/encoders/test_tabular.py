@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from mmpipe.encoders.tabular import TabularEncoding, Unplaced
-from mmpipe.errors import ConfigError
+from mmpipe.errors import ConfigError, InputError
 from tests.conftest import require
 
 
@@ -82,13 +82,30 @@ def test_unseen_category_all_zeros_and_warned_once(df, caplog):
     assert sum("not seen" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_constant_and_all_missing_numeric():
-    d = pl.DataFrame({"a": [3.0, 3.0], "b": pl.Series([None, None], dtype=pl.Float64)})
-    enc = TabularEncoding(["a", "b"])
+def test_a_constant_numeric_field_is_not_divided_by_its_rounding():
+    d = pl.DataFrame({"a": [3.0, 3.0]})
+    enc = TabularEncoding(["a"])
     x = enc.fit_transform(d)
     assert np.isfinite(x).all()
     assert enc.columns[0]["std"] == 1.0 and x[:, 0].tolist() == [0, 0]
-    assert x[:, 3].tolist() == [1, 1]
+    # 0.1 six hundred times has a float spread of about 1e-17, which divided another
+    # cohort's 0.2 into 7e15 under encoding_from
+    enc = TabularEncoding(["a"]).fit(pl.DataFrame({"a": [0.1] * 618}))
+    assert enc.columns[0]["std"] == 1.0
+    assert abs(enc.transform(pl.DataFrame({"a": [0.2]}))[0, 0] - 0.1) < 1e-6
+
+
+@pytest.mark.parametrize("column", [
+    pl.Series("b", [None, None], dtype=pl.Float64),
+    pl.Series("b", [None, None], dtype=pl.Null),  # a frame built from rows of None
+    pl.Series("b", ["-1", None], dtype=pl.Utf8),  # its one value a missing_values code
+])
+def test_a_field_with_no_value_is_refused_naming_it(column):
+    # fitted, a blank field was a category list of none (or a numeric field of no
+    # number): under encoding_from another cohort's every value of it became all zeros
+    d = pl.DataFrame([pl.Series("a", [3.0, 4.0]), column])
+    with pytest.raises(InputError, match=r"'b' has no value in any of the 2 subjects"):
+        TabularEncoding(["a", "b"], missing_values={"b": [-1]}).fit(d)
 
 
 def test_nan_is_blank():
