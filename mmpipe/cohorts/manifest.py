@@ -544,22 +544,29 @@ NUMBERS_AS_TEXT = "numbers_as_text"
 
 @dataclass(frozen=True)
 class NumbersAsText:
-    """A table field kept as text whose values are mostly numbers written with a comma
-    or a percent sign, or bounds (``<0.1``): each value became a category of its own,
-    with nothing said."""
+    """A table field kept as text whose values are mostly numbers: written with a comma
+    or a percent sign, or bounds (``<0.1``) (``written``); or plain numbers beside too
+    many texts ("not done", "pending") to be read as a numeric field. Each value became a
+    category of its own, with nothing said but a log line."""
 
     field: str
     n: int
     of: int
     examples: tuple[str, ...]
+    written: bool = True
 
     @property
     def reason(self) -> str:
+        shown = ", ".join(map(repr, self.examples))
+        if not self.written:
+            return (f"field {self.field!r}: {self.n} of {self.of} values are numbers, under "
+                    f"the {round(100 * NUMERIC_SHARE)}% that makes a field numeric, beside "
+                    f"texts ({shown}): kept as text, one category per value; blank those "
+                    "texts in the source (or write NA) for the field to be read as numbers")
         return (f"field {self.field!r}: {self.n} of {self.of} values are numbers written "
-                f"with a comma or a percent sign, or bounds "
-                f"({', '.join(map(repr, self.examples))}): kept as text, one category per "
-                "value; write them as plain numbers (1.5, 52; a bound as the number you "
-                "choose for it) for the field to be read as numbers")
+                f"with a comma or a percent sign, or bounds ({shown}): kept as text, one "
+                "category per value; write them as plain numbers (1.5, 52; a bound as the "
+                "number you choose for it) for the field to be read as numbers")
 
 
 # texts that mean "no value" in a label or a table field (the spreadsheet and R/pandas
@@ -593,6 +600,13 @@ def _clean_text_field(name: str, ids: list[str], col: pl.Series
         as_text = (NumbersAsText(name, len(written), len(nonblank), tuple(written[:3]))
                    if written and n_numbers + len(written) >= NUMERIC_SHARE * len(nonblank)
                    else None)
+        if as_text is None and 2 * n_numbers >= len(nonblank):
+            # mostly numbers: a lab value beside "not done" became a category per value,
+            # every test subject's value one no training subject has
+            texts = sorted({v.strip() for v, p in zip(text, parsed, strict=True)
+                            if v is not None and p is None})
+            as_text = NumbersAsText(name, n_numbers, len(nonblank), tuple(texts[:3]),
+                                    written=False)
         return pl.Series(name, text, dtype=pl.Utf8), [], as_text
     bad = [NonNumericValue(sid, name, v.strip())
            for sid, v, p in zip(ids, text, parsed, strict=True) if v is not None and p is None]
@@ -614,8 +628,9 @@ def clean_table_fields(frame: pl.DataFrame, specs: list[ModalitySpec], source: s
     field keeps only finite values; each value that is not a number becomes null and is
     returned, unless a modality listing the field says ``non_numeric: error``: then an
     :class:`InputError` names every such value. A field kept as text whose values are
-    mostly numbers written with a comma or a percent sign, or bounds, is returned too
-    (:class:`NumbersAsText`), for a QC row and a warning.
+    mostly numbers (written with a comma or a percent sign, bounds, or plain numbers
+    beside too many texts) is returned too (:class:`NumbersAsText`), for a QC row and a
+    warning.
     """
     modes: dict[str, str] = {}
     categories = {f for spec in specs for f in spec.categorical}

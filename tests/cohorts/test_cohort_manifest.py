@@ -768,6 +768,24 @@ def test_numbers_written_with_a_comma_or_percent_are_said(ages, caplog):
     assert words.qc.filter(pl.col("status") == "numbers_as_text").height == 0
 
 
+def test_a_field_of_numbers_beside_many_texts_is_said(caplog):
+    """A lab value beside "not done" in a third of the rows stays text, one category per
+    value (every test subject's value one no training subject has): a log line was all
+    that said so."""
+    values = ["3.2", "not done", "4.75", "1.5", "pending", "2.25", "not done", "", "6.5"]
+    with caplog.at_level(logging.WARNING):
+        m = finalize_manifest("toy", "csv", _table_output(values))
+    assert m.frame.schema["age"] == pl.Utf8
+    (row,) = m.qc.filter(pl.col("status") == "numbers_as_text").iter_rows(named=True)
+    assert row["modality"] == "column" and row["reason"].startswith(
+        "field 'age': 5 of 8 values are numbers, under the 75% that makes a field numeric, "
+        "beside texts ('not done', 'pending')")
+    assert "blank those texts" in caplog.text
+    # a field of words with a few numbers in it is a field of words
+    words = finalize_manifest("toy", "csv", _table_output(["low", "high", "3", "low"]))
+    assert words.qc.filter(pl.col("status") == "numbers_as_text").height == 0
+
+
 def test_only_a_verdict_read_in_place_of_a_file_moves_after_its_notes():
     """The encoders read the last adapter row of a subject's modality when it has no file:
     an absent or rejected verdict goes after the notes on it. Every other row stays, so a
