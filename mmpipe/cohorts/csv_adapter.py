@@ -217,9 +217,12 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
     # subjects that are one patient's rows (two visits), kept in one part of every split
     group_col = cohort_cfg.get("group_column")
-    # IDs, paths, split and group values are text whatever they look like ("007" stays)
+    # IDs, paths, split and group values are text whatever they look like ("007" stays),
+    # and so are the fields read as categories: a code column of 007, 7 and 250.00, read
+    # as numbers, reached the prompts as "7" and "250"
     text_cols = {subject_col, *path_cols.values(), *([split_col] if split_col else []),
-                 *([group_col] if group_col else [])}
+                 *([group_col] if group_col else []),
+                 *(f for spec in specs.values() for f in spec.categorical)}
     frame = read_source_csv(csv_path, text_columns=text_cols)
     wanted = [*named, *([split_col] if split_col else []), *([group_col] if group_col else [])]
     missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]

@@ -246,6 +246,14 @@ def test_texts_in_a_numeric_column_are_blanked_and_recorded(tmp_path):
     assert "'45y'" in qc["reason"][0] and "'unknown'" in qc["reason"][1]
 
 
+def test_a_field_read_as_categories_keeps_its_written_form(tmp_path):
+    # read as numbers, the codes 007 and 250.00 reached the prompts as "7" and "250"
+    csv = _clinical_csv(tmp_path, ["007", "7", "250.00", ""])
+    df = build_manifest("mydata", _table_cfg(csv, categorical=["age"]), tmp_path / "out",
+                        base_dir=tmp_path)
+    assert df["age"].to_list() == ["007", "7", "250.00", None]
+
+
 def test_non_numeric_error_stops_the_manifest(tmp_path):
     csv = _clinical_csv(tmp_path, ["50", "45y", "61", "70", "unknown", "58", "66", "49"])
     with pytest.raises(InputError, match=r"'p1': age = '45y'.*'p4': age = 'unknown'") as err:
