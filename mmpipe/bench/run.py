@@ -513,6 +513,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "evaluation_seconds": round(time.perf_counter() - start, 3),
             "epochs": result.epochs, "best_epoch": result.best_epoch,
             "hparams": {**getattr(method, "hparams", {})},
+            # those hparams left None that the method derived, as it built them (LARGO's
+            # rank follows the tuned width, and was recorded as None)
+            "derived_hparams": {**getattr(method, "derived", {})},
             # the tuning budget and model selection: every trial's validation score and
             # the overrides the kept model trained with (in hparams too)
             "selection": sel.record if sel is not None else None,

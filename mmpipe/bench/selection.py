@@ -75,6 +75,10 @@ class FoldEnsemble:
     def hparams(self) -> dict[str, Any]:
         return getattr(self.members[0], "hparams", {})
 
+    @property
+    def derived(self) -> dict[str, Any]:
+        return getattr(self.members[0], "derived", {})
+
     def state_dict(self) -> dict[str, Any]:
         return {"members": [m.state_dict() for m in self.members],
                 "normalizers": [None if n is None else n.state_dict()
@@ -269,14 +273,17 @@ def _median_epochs(results: list[FitResult]) -> dict[str, int]:
 
 def _unscorable(judged: BenchData, choose_by: str) -> str | None:
     """Why no trial could be scored by ``choose_by`` on ``judged`` (no subject, or one
-    class under a metric that needs both), or None: a metric defined for any prediction
-    is defined for the uniform one."""
+    class), or None: a metric defined for any prediction is defined for the uniform
+    one. One class is unscorable under the loss too, which is defined there: the trial
+    most confident in that class won, a choice of no use to tell the classes apart."""
+    classes = np.unique(judged.y)
+    if len(classes) == 1:
+        return (f"the {len(judged.y)} subjects the trials are judged on are all of class "
+                f"{classes[0]}: no {choose_by} there tells the classes apart")
     uniform = np.full((len(judged.y), judged.n_classes), 1 / judged.n_classes)
     if not np.isnan(selection_score(judged.y, uniform, choose_by)):
         return None
-    classes = np.unique(judged.y)
-    return (f"{choose_by} is not defined on the {len(judged.y)} subjects the trials are "
-            f"judged on" + (f" (all of class {classes[0]})" if len(classes) == 1 else ""))
+    return f"{choose_by} is not defined on the {len(judged.y)} subjects the trials are judged on"
 
 
 def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: dict[str, Any],
@@ -359,6 +366,8 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             seconds += r.seconds
         record.best_epoch = ({p: [r.best_epoch[p] for r in results] for p in result.best_epoch}
                              if selection.strategy == "cv" else dict(result.best_epoch))
+        record.diverged = (_fold_divergence(results) if selection.strategy == "cv"
+                           else dict(result.diverged))
         score = selection_score(y, proba, tuning.choose_by)
         record.score = None if np.isnan(score) else score
         rank = -np.inf if np.isnan(score) else score

@@ -96,10 +96,14 @@ class TrialRecord:
     score: float | None = None
     best_epoch: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # per phase that diverged, its epoch (per fold under cv): the trial kept an earlier
+    # checkpoint, and could be chosen with nothing in its record to say it was unstable
+    diverged: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self, choose_by: str) -> dict[str, Any]:
         score = self.score
         if score is not None and choose_by == "loss":
             score = -score  # recorded as the loss itself
         return {"overrides": self.overrides, f"val_{choose_by}": score,
-                "best_epoch": self.best_epoch, **({"error": self.error} if self.error else {})}
+                "best_epoch": self.best_epoch, **({"error": self.error} if self.error else {}),
+                **({"diverged": self.diverged} if self.diverged else {})}

@@ -126,6 +126,9 @@ def set_common_attributes(method, modalities: list[str], shapes: dict[str, tuple
     method.modalities = list(modalities)
     method.shapes = {m: tuple(shapes[m]) for m in method.modalities}
     method.n_classes = int(n_classes)
+    # a hyper-parameter left None ("derive it") as the method built it (LARGO's CP rank,
+    # an adapter's width; None there: no adapter), which the run records beside hparams
+    method.derived = {}
 
 
 def phase_settings(train_cfg: dict[str, Any]) -> dict[str, Any]:

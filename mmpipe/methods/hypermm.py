@@ -192,6 +192,10 @@ class HyperMM(FusionMethod):
         adapt = not self.conv and (len(set(dims.values())) > 1 or bool(hp["adapter_dim"]))
         self.adapters = (nn.ModuleDict({k: nn.Linear(d, self.in_dim) for k, d in dims.items()})
                          if adapt else None)
+        if hp["phi_dim"] is None:
+            self.derived["phi_dim"] = self.out_dim
+        if hp["adapter_dim"] is None and not self.conv:
+            self.derived["adapter_dim"] = self.in_dim if adapt else None
         self.embedding = nn.Embedding(m, hp["emb_dim"])
         n_theta = self.out_dim * self.in_dim + self.out_dim
         self.hypernet = nn.Sequential(nn.Linear(hp["emb_dim"], hp["hyper_hidden"]), nn.ReLU(),

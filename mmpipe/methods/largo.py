@@ -200,6 +200,8 @@ class LARGO(FusionMethod):
         dims = [self.in_dims[m] for m in self.modalities]
         self.rank = int(hp["rank"]) if hp["rank"] is not None else matched_rank(
             dims, self.hidden, int(hp["n_layers"]), self.n_classes, self.stem_kind)
+        if hp["rank"] is None:
+            self.derived["rank"] = self.rank
         # subset s of the parameters = pattern s + 1 over the construction-time order; the
         # names (not positions) are what a subset means, see reorder_modalities
         self.subsets: list[tuple[str, ...]] = [

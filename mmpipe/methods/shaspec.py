@@ -128,6 +128,8 @@ class FeatImpute(TaskLossMixin, FusionMethod):
             d_a = int(hp["adapter_dim"] or dim)
             self.adapters = nn.ModuleDict({m: nn.Sequential(nn.Linear(w, d_a), nn.ReLU())
                                            for m, w in widths.items()})
+        if hp["adapter_dim"] is None:
+            self.derived["adapter_dim"] = None if self.adapters is None else d_a
         self.shared = _encoder(d_a, dim)
         self.specific = nn.ModuleDict({m: _encoder(w, dim) for m, w in widths.items()})
         self.proj = nn.Linear(2 * dim, dim, bias=False)

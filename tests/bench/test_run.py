@@ -138,6 +138,22 @@ def test_run_writes_metrics_predictions_and_a_usable_model(cohort, method, tmp_p
         predict_stores(out, {"a": damaged})
 
 
+def test_a_run_records_the_settings_its_method_derived(cohort, tmp_path):
+    # LARGO's CP rank follows the (tuned) width: recorded as None, it said nothing of
+    # the model that ran
+    root, cohort_dir = cohort
+    method = {"type": "largo", "max_epochs": 2, "hidden": 64}
+    meta = {"cohort": "toy", "feature_set": "all", "method": "largo", "scenario": "mcar",
+            "rate": 0.4}
+    run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y", method,
+                   root / "split.parquet", root / "mask.parquet", tmp_path / "run", seed=0,
+                   meta=meta)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["hparams"]["rank"] is None
+    assert isinstance(saved["derived_hparams"]["rank"], int) and saved["derived_hparams"][
+        "rank"] > 0
+
+
 def test_a_damaged_store_is_named_when_training_reads_it(cohort, tmp_path):
     """A chunk cut short failed a training job deep in the codec, with a traceback that
     named neither the store nor the modality (`mmpipe predict` already named it)."""

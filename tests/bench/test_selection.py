@@ -482,6 +482,46 @@ def test_a_trial_out_of_memory_fails_the_job_not_the_trial(error):
                      tuning=Tuning.from_config({"trials": 2}), normalize="none")
 
 
+def _diverging_defaults(cfg, train, after: int):
+    """A builder whose default trial's training loss turns inf after ``after`` batches."""
+    def build(over):
+        method = build_method({**cfg, **over}, train)
+        if not over:
+            loss, calls = method.loss, [0]
+
+            def diverging(*args):
+                value, logits = loss(*args)
+                if method.training:
+                    calls[0] += 1
+                    if calls[0] > after:
+                        value = value * float("inf")
+                return value, logits
+
+            method.loss = diverging
+        return method
+    return build
+
+
+@pytest.mark.parametrize("strategy", [{"strategy": "validation"},
+                                      {"strategy": "cv", "folds": 3, "final": "ensemble"}])
+def test_a_trial_that_diverged_says_so_in_its_record(strategy):
+    """A trial that diverged after a checkpoint keeps it and may be chosen: its record
+    said nothing of it, and only the job's log did."""
+    data = _data(n=60)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
+    cfg = {"type": "concat_zero", "max_epochs": 6, "min_epochs": 1}
+    sel = select_model(_diverging_defaults(cfg, train, after=2), method_class("concat_zero"),
+                       build_method(cfg, train).hparams, TRAIN_DEFAULTS, train, val, seed=0,
+                       device="cpu", selection=Selection.from_config(strategy),
+                       tuning=Tuning.from_config({"trials": 2}), normalize="none")
+    defaults, other = sel.record["trials"]
+    if strategy["strategy"] == "validation":
+        assert defaults["diverged"] == {"train": 3}
+    else:  # each fold's epoch of it
+        assert defaults["diverged"] == {"train": [3, 3, 3]}
+    assert "diverged" not in other
+
+
 def test_a_refit_is_not_chosen_where_its_folds_diverged():
     """A fold that diverged after a checkpoint keeps it; but a refit runs without a
     validation split and keeps none, so choosing that setting made the refit diverge and
@@ -492,24 +532,9 @@ def test_a_refit_is_not_chosen_where_its_folds_diverged():
     train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
     cfg = {"type": "concat_zero", "max_epochs": 6, "min_epochs": 1}
 
-    def build(over):
-        method = build_method({**cfg, **over}, train)
-        if not over:  # the defaults: their loss turns inf after a few training batches
-            loss, calls = method.loss, [0]
-
-            def diverging(*args):
-                value, logits = loss(*args)
-                if method.training:
-                    calls[0] += 1
-                    if calls[0] > 2:
-                        value = value * float("inf")
-                return value, logits
-
-            method.loss = diverging
-        return method
-
     def select(final):
-        return select_model(build, method_class("concat_zero"),
+        return select_model(_diverging_defaults(cfg, train, after=2),
+                            method_class("concat_zero"),
                             build_method(cfg, train).hparams, TRAIN_DEFAULTS, train, val,
                             seed=0, device="cpu",
                             selection=Selection.from_config({"strategy": "cv", "folds": 3,
@@ -544,12 +569,13 @@ def test_trials_that_no_validation_split_can_score_are_not_run():
     sel = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train,
                   data.subset(ones), tuning={"trials": 3, "choose_by": "auc"})
     assert sel.record["trials_run"] == 1 and sel.record["choose_by"] is None
-    assert sel.record["not_compared"] == ("auc is not defined on the 10 subjects the trials "
-                                          "are judged on (all of class 1)")
-    # the loss is defined there: the trials are compared
+    assert sel.record["not_compared"] == ("the 10 subjects the trials are judged on are all "
+                                          "of class 1: no auc there tells the classes apart")
+    # the loss is defined there, but it chose the trial most confident in the one class
     by_loss = _select({"type": "deepsets", "max_epochs": 2, "patience": 1, "lr": 1e-3}, train,
                       data.subset(ones), tuning={"trials": 2, "choose_by": "loss"})
-    assert by_loss.record["trials_run"] == 2 and "not_compared" not in by_loss.record
+    assert by_loss.record["trials_run"] == 1 and by_loss.record["not_compared"].endswith(
+        "no loss there tells the classes apart")
     # a method of one candidate (logreg chooses its C itself) had no trials to compare
     one = _select({"type": "logreg"}, train, data.subset(ones),
                   tuning={"trials": 3, "choose_by": "auc"})

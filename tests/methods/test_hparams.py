@@ -278,3 +278,49 @@ def test_largo_s_subset_stem_without_a_rank_is_checked_on_the_widths_it_knows():
                for why in method_problems("largo", {"stem": "subset"}, mods, wide))
     assert method_problems("largo", {"stem": "subset", "rank": 4}, mods, wide) == []
     assert method_problems("largo", {"stem": "subset"}, mods, {"a": (-1,), "b": (512,)}) == []
+
+
+# hyper-parameters whose None (or "auto") is a setting of its own, not a value the method
+# derives when built: what it means, or where the run records the value that ran
+_NONE_IS_A_SETTING = {
+    ("adacomed", "max_combination_size"): "every combination",
+    ("hgb", "max_depth"): "no limit",
+    ("hgb", "min_samples_leaf"): "training.estimator",
+    ("logreg", "C"): "training.estimator",
+    ("hypermm", "phi_lr"): "training.phases",
+    ("hypermm", "phi_patience"): "training.phases",
+    **{(t, "missing_modality"): "required" for t in ("bd", "bd_filling", "ae_impute")},
+    ("single", "modality"): "required",
+}
+
+
+@pytest.mark.parametrize("type_name", sorted(METHODS))
+def test_a_setting_left_to_the_method_is_recorded_as_built(type_name):
+    """The run records ``derived`` beside ``hparams``: LARGO's CP rank, HyperMM's and
+    FeatImpute's adapter widths were recorded as None, though the tuned width moves them."""
+    shapes = {"a": (8,), "b": (5,)}
+    required = {**_REQUIRED.get(type_name, {}),
+                **({"modality": "a"} if type_name == "single" else {})}
+    method = method_class(type_name)(list(shapes), shapes, 2, **required)
+    left = {k for k, v in method_class(type_name).defaults.items()
+            if (v is None or v == "auto") and (type_name, k) not in _NONE_IS_A_SETTING
+            and k not in required}
+    assert set(method.derived) == left
+    assert all(v is None or isinstance(v, int) for v in method.derived.values())
+
+
+def test_derived_widths_are_the_built_ones():
+    from mmpipe.methods.largo import matched_rank
+
+    shapes = {"a": (8,), "b": (5,)}
+    largo = method_class("largo")(list(shapes), shapes, 2, hidden=16)
+    assert largo.derived == {"rank": largo.rank} and largo.rank == matched_rank(
+        [8, 5], 16, int(largo.hparams["n_layers"]), 2, largo.stem_kind)
+    assert method_class("hypermm")(list(shapes), shapes, 2).derived == {"phi_dim": 5,
+                                                                         "adapter_dim": 5}
+    assert method_class("featimpute")(list(shapes), shapes, 2, dim=12).derived == {
+        "adapter_dim": 12}
+    same = {"a": (8,), "b": (8,)}  # one width: no adapter
+    assert method_class("featimpute")(list(same), same, 2).derived == {"adapter_dim": None}
+    assert method_class("hypermm")(list(same), same, 2).derived == {"phi_dim": 8,
+                                                                     "adapter_dim": None}
