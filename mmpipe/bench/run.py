@@ -415,7 +415,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                                 normalize=normalize, split_groups=groups,
                                 raw_pool=raw_pool)
 
-        shared_with = None
+        shared_with, selection_record = None, None
         try:
             if fits is None:
                 sel = select()
@@ -441,6 +441,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                          "training prior")
             (tmp / TRAIN_LOG).write_text(f"not trained: {err}\n")
             result, trained, sel = FitResult(), False, None
+            selection_record = err.selection
         start = time.perf_counter()
         frames, metrics = [], {}
         if sel is not None:  # the validation split's, or the out-of-fold predictions
@@ -518,7 +519,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "derived_hparams": {**getattr(method, "derived", {})},
             # the tuning budget and model selection: every trial's validation score and
             # the overrides the kept model trained with (in hparams too)
-            "selection": sel.record if sel is not None else None,
+            "selection": sel.record if sel is not None else selection_record,
             # the settings fit() ran with: trainer defaults, the method's recipe and the
             # cohort's overrides merged, per phase
             "training": result.settings, "params_hash": train_hash,

@@ -378,6 +378,24 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
     if best is None:
         raise NotTrainable("; ".join(sorted({r.error or "?" for r in trials})))
     chosen = trials[best[1]].overrides
+
+    def _record(final: str) -> dict[str, Any]:
+        return {
+            "strategy": selection.strategy,
+            # folds_trained: the folds that held subjects of the training part (and
+            # trained)
+            **({"folds": selection.folds, "folds_trained": len(kept["results"]),
+                "final": final} if selection.strategy == "cv" else {}),
+            # one candidate is chosen by nothing (its training settings leave choose_by out)
+            "budget": tuning.trials, "trials_run": len(candidates),
+            "choose_by": tuning.choose_by if len(candidates) > 1 else None,
+            **({"not_compared": not_compared} if not_compared else {}),
+            # subjects the choice was judged on
+            "n_selection": len(pool if selection.strategy == "cv" else val),
+            "trials": [r.as_dict(tuning.choose_by) for r in trials],
+            "chosen": chosen,
+        }
+
     final = "validation"
     normalizer = None
     if selection.strategy == "validation":
@@ -390,7 +408,13 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             epochs = _median_epochs(results)
             torch.manual_seed(seed)
             method = kept["make"]()
-            result = fit(method, pool, None, kept["cfg"], seed, device, epochs=epochs)
+            try:
+                result = fit(method, pool, None, kept["cfg"], seed, device, epochs=epochs)
+            except NotTrainable as err:
+                # the trials' record stands: it lost every trial's out-of-fold score
+                final = f"the refit failed: {err}"
+                raise NotTrainable(f"the refit of the chosen trial {chosen} on the training "
+                                   f"part: {err}", selection=_record(final)) from err
             log_lines += _log(result.lines, best[1], "refit")
             seconds += result.seconds
             # per fold, as the ensemble: what the flags and the reader judge
@@ -417,22 +441,9 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             result.seconds = float(sum(r.seconds for r in results))
             result.n_fit = max(r.n_fit for r in results)  # the largest member's folds
             final = f"ensemble of the {len(method.members)} fold models"
-    record = {
-        "strategy": selection.strategy,
-        # folds_trained: the folds that held subjects of the training part (and trained)
-        **({"folds": selection.folds, "folds_trained": len(kept["results"]), "final": final}
-           if selection.strategy == "cv" else {}),
-        # one candidate is chosen by nothing (and its training settings leave choose_by out)
-        "budget": tuning.trials, "trials_run": len(candidates),
-        "choose_by": tuning.choose_by if len(candidates) > 1 else None,
-        **({"not_compared": not_compared} if not_compared else {}),
-        "n_selection": len(val_part),  # subjects the choice was judged on
-        "trials": [r.as_dict(tuning.choose_by) for r in trials],
-        "chosen": chosen,
-    }
     header = "trial\tfold\t" + LOG_HEADER
     return Selected(method=method, result=result, val_proba=kept["proba"],
                     val_evaluation=evaluation, val_part=val_part, overrides=chosen,
-                    val_no_input=kept["unscored"], record=record,
+                    val_no_input=kept["unscored"], record=_record(final),
                     log=header + "\n" + "\n".join(log_lines) + "\n", seconds=seconds,
                     normalizer=normalizer)

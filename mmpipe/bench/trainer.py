@@ -41,7 +41,13 @@ LOG_HEADER = "phase\tepoch\ttrain_loss\tval_loss\tval_balanced_accuracy\tval_auc
 
 
 class NotTrainable(Exception):
-    """The method cannot be trained on this split (e.g. no complete-case subject)."""
+    """The method cannot be trained on this split (e.g. no complete-case subject).
+    ``selection``: the model selection's record where trials ran before it failed (a
+    cross-validation's refit), for the run to keep."""
+
+    def __init__(self, message: str, selection: dict | None = None):
+        super().__init__(message)
+        self.selection = selection
 
 
 class NonFiniteOutputs(Exception):

@@ -154,6 +154,31 @@ def test_a_run_records_the_settings_its_method_derived(cohort, tmp_path):
         "rank"] > 0
 
 
+def test_a_run_whose_refit_failed_keeps_its_trials_record(cohort, tmp_path, monkeypatch):
+    import mmpipe.bench.selection as selection_module
+    from mmpipe.bench.trainer import NotTrainable
+
+    fit = selection_module.fit
+
+    def refit_fails(method, train, val, *args, **kwargs):
+        if val is None:
+            raise NotTrainable("the training loss is nan in phase 'train', epoch 2")
+        return fit(method, train, val, *args, **kwargs)
+
+    monkeypatch.setattr(selection_module, "fit", refit_fails)
+    root, cohort_dir = cohort
+    meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero",
+            "scenario": "mcar", "rate": 0.4}
+    run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                   {"type": "concat_zero", "max_epochs": 2}, root / "split.parquet",
+                   root / "mask.parquet", tmp_path / "run", seed=0, meta=meta,
+                   selection={"strategy": "cv", "folds": 3, "final": "refit"},
+                   tuning={"trials": 2})
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert not saved["trained"] and "the refit of the chosen trial" in saved["notes"][-1]
+    assert len(saved["selection"]["trials"]) == 2
+
+
 def test_a_damaged_store_is_named_when_training_reads_it(cohort, tmp_path):
     """A chunk cut short failed a training job deep in the codec, with a traceback that
     named neither the store nor the modality (`mmpipe predict` already named it)."""

@@ -547,6 +547,33 @@ def test_a_refit_is_not_chosen_where_its_folds_diverged():
     assert torch.isfinite(torch.as_tensor(refit.record["trials"][1]["val_loss"]))
 
 
+def test_a_refit_that_fails_keeps_the_trials_record(monkeypatch):
+    """The refit runs outside the trials: its failure lost every trial's out-of-fold score
+    from the run's record, which said only that a loss was NaN."""
+    import mmpipe.bench.selection as selection_module
+    from mmpipe.bench.trainer import NotTrainable
+
+    fit = selection_module.fit
+
+    def refit_fails(method, train, val, *args, **kwargs):
+        if val is None:
+            raise NotTrainable("the training loss is nan in phase 'train', epoch 7")
+        return fit(method, train, val, *args, **kwargs)
+
+    monkeypatch.setattr(selection_module, "fit", refit_fails)
+    data = _data(n=60)
+    train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
+    with pytest.raises(NotTrainable, match=r"the refit of the chosen trial \{.*\} on the "
+                                           r"training part: the training loss is nan") as err:
+        _select({"type": "concat_zero", "max_epochs": 3}, train, val,
+                selection={"strategy": "cv", "folds": 3, "final": "refit"},
+                tuning={"trials": 2})
+    record = err.value.selection
+    assert record["trials_run"] == 2 and len(record["trials"]) == 2
+    assert all(t["val_loss"] is not None for t in record["trials"])
+    assert record["final"].startswith("the refit failed: the training loss is nan")
+
+
 def test_one_candidate_records_no_choice():
     """One trial is chosen by nothing: its training settings leave choose_by out, and the
     record said "loss" whatever the config said."""
