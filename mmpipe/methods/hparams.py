@@ -130,8 +130,11 @@ VALUES: dict[str, dict] = {
     # widths, sizes and counts of things that must exist (a layer of no unit)
     **_each(_POSITIVE_INT, "cls_hidden", "depth", "dim", "dim_head", "disc_hidden", "emb_dim",
             "encoder_hidden", "feat_dim", "ffn_layers", "gnn_layers", "heads", "k", "max_iter",
-            "mlp_dim", "mlp_ratio", "n_it", "n_iter_no_change", "n_layers", "phi_max_epochs",
+            "mlp_dim", "mlp_ratio", "n_it", "n_iter_no_change", "n_layers",
             "prompt_dim", "prompt_hidden", "rho_hidden", "rho_layers", "width"),
+    # HyperMM's φ pre-training: 0 trains the rest on φ as initialised (the trainer and the
+    # flags read a phase of no epoch), which the config refused
+    "phi_max_epochs": _kind("an integer >= 0", type="integer", minimum=0),
     **_each(_WIDTHS, "ae_hidden", "classifier_hidden", "head", "task_hidden"),
     # a width in one method, a list of widths in another: the default says which
     "hidden": _or(_POSITIVE_INT, _WIDTHS),

@@ -105,6 +105,7 @@ def test_a_bad_value_is_refused_naming_what_it_takes(raw_config, method, setting
     ("drim", "disc_lr", 1.0e-3),
     ("ham", "hyper_hidden", [16]),
     ("hypermm", "hyper_hidden", 16),       # a width here, a list of widths in HAM
+    ("hypermm", "phi_max_epochs", 0),      # no φ pre-training
     ("logreg", "C", 0.5),
     ("mmare", "head", []),                 # no hidden layer
 ])
