@@ -15,8 +15,8 @@ Layout (Mota et al., DCAMI @ CVPR 2024, arXiv 2405.01658; the dataset site's
   (that folder also holds slides of patients outside the cohort: only the mapping counts).
   For 106 of its 429 TCGA patients the mapping names a slide of normal tissue (TCGA
   sample type 11, ``<patient>-11A-...``), though each has a tumour slide (``01A``/``01Z``)
-  in the folder. The adapter follows the mapping, as the published figures do, and logs
-  how many chosen slides are of normal tissue.
+  in the folder. The adapter follows the mapping, as the published figures do, and names
+  those patients in a whole-cohort QC row (status ``normal_tissue``) and the log.
 
 Feature modalities are known by name: ``ct``, ``mri``, ``wsi``. A table modality reads
 the columns its config ``fields`` name: the release's clinical fields are ``gender``,
@@ -263,13 +263,24 @@ def clinical_frame(root: Path, labels: list[str], specs: dict) -> pl.DataFrame:
     return clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
 
 
-def warn_of_normal_slides(modality: str, paths: list[str | None]) -> None:
-    """Say how many of the chosen slides are of normal tissue: the release maps about a
-    quarter of its TCGA patients to one (sample type 11), which a reader of the results
-    would otherwise take for the tumour's."""
-    if normal := sum(1 for p in paths if p and _TCGA_NORMAL.match(Path(p).name)):
-        log.warning("%s: %d chosen slide(s) are of normal tissue (TCGA sample type 10-19), "
-                    "as the release maps them", modality, normal)
+NORMAL_TISSUE = "normal_tissue"  # the whole-cohort QC status of the slides below
+
+
+def normal_slides_qc(modality: str, ids: list[str], paths: list[str | None],
+                     source: Path) -> list[QCRecord]:
+    """A whole-cohort QC row naming the patients whose chosen slide is of normal tissue:
+    the release maps about a quarter of its TCGA patients to one (sample type 11), which
+    a reader of the results would otherwise take for the tumour's. Said in the log only,
+    it reached no QC table and no summary. ``source``: the file that chose them."""
+    normal = [sid for sid, p in zip(ids, paths, strict=True)
+              if p and _TCGA_NORMAL.match(Path(p).name)]
+    if not normal:
+        return []
+    reason = (f"{len(normal)} chosen slide(s) are of normal tissue (TCGA sample type "
+              f"10-19), as the release maps them; they are encoded as these patients' "
+              f"slides: {', '.join(normal)}")
+    log.warning("%s: %s", modality, reason)
+    return [QCRecord(ALL_SUBJECTS, modality, NORMAL_TISSUE, reason, str(source))]
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -332,7 +343,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             else:
                 paths.append(row["file"])
         if name == "wsi":
-            warn_of_normal_slides(name, paths)
+            source_qc += normal_slides_qc(name, ids, paths, root / SOURCES[name].chosen)
         rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)
         if rejected:
             log.warning("%s: %d patient(s) rejected (mapped feature file missing or exam "

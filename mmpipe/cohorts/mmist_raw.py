@@ -47,11 +47,12 @@ from mmpipe.cohorts.mmist import (
     AUTHORS_SPLIT,
     CLINICAL_CSV,
     ID_COLUMN,
+    SOURCES,
     clinical_frame,
+    normal_slides_qc,
     patients_not_in_the_table,
     read_chosen,
     spelt_otherwise,
-    warn_of_normal_slides,
 )
 from mmpipe.errors import InputError
 from mmpipe.io.walk import walk_files
@@ -130,7 +131,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             if path is None:
                 qc.append(QCRecord(sid, name, status, why, _where(name, exam.get(sid), root)))
         if name == "wsi":  # encoded from the raw slides, as silently as the features were
-            warn_of_normal_slides(name, paths)
+            source_qc += normal_slides_qc(name, ids, paths, root / SOURCES[name].chosen)
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(root / CLINICAL_CSV), root=str(root),

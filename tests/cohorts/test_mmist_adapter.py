@@ -233,6 +233,12 @@ def test_chosen_slides_of_normal_tissue_are_counted(fake_root, tmp_path, caplog)
     with caplog.at_level("WARNING", logger="mmpipe.cohorts.mmist"):
         build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
     assert "wsi: 1 chosen slide(s) are of normal tissue" in caplog.text
+    # named where a reader of the cohort's QC looks, not only in the log
+    (row,) = read_qc(tmp_path / "out").filter(pl.col("status") == "normal_tissue").iter_rows(
+        named=True)
+    assert row["subject_id"] == "*" and row["modality"] == "wsi"
+    assert row["reason"].endswith(f"as these patients' slides: {a}")
+    assert row["path"].endswith("WSI_patientfiles.csv")
     # a CT or MRI file's series number (-10.npz) is no sample type
     from mmpipe.cohorts.mmist import _TCGA_NORMAL
 

@@ -211,6 +211,10 @@ def test_chosen_slides_of_normal_tissue_are_counted(tmp_path, caplog):
         manifest = build_manifest("m", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
     assert "-11A-01-TS1." in _row(manifest, case)["wsi_path"]
     assert "wsi: 1 chosen slide(s) are of normal tissue" in caplog.text
+    (row,) = read_qc(tmp_path / "out").filter(pl.col("status") == "normal_tissue").iter_rows(
+        named=True)
+    assert row["subject_id"] == "*" and row["modality"] == "wsi"
+    assert row["reason"].endswith(f"as these patients' slides: {case}")
 
 
 def test_a_series_of_another_case_is_rejected_naming_it(tmp_path):
