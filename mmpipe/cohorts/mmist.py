@@ -4,7 +4,8 @@ Layout (Mota et al., DCAMI @ CVPR 2024, arXiv 2405.01658; the dataset site's
 ``datasets/ccRCC/Code/``), under ``root``:
 
 - ``clinical+genomic_split.csv``: one row per patient (618), ``case_id``, the
-  clinical and genomic fields, label ``vital_status_12`` and the authors' ``Split``.
+  clinical and genomic fields, label ``vital_status_12`` (1 alive at 12 months, 0 died;
+  another value is blanked with a label QC row) and the authors' ``Split``.
   ``-1`` means unknown in every numeric column: it becomes null here.
 - CT / MRI: a patient may have several series; ``CT_patientfiles.csv`` /
   ``MRI_patientfiles.csv`` name the one to use (``chosen_exam``). Its feature file
@@ -39,6 +40,8 @@ import polars as pl
 
 from mmpipe.cohorts.manifest import (
     ABSENT,
+    LABEL_QC,
+    MISSING_TEXTS,
     REJECTED,
     SKIPPED,
     AdapterOutput,
@@ -50,6 +53,7 @@ from mmpipe.cohorts.manifest import (
     modality_specs,
 )
 from mmpipe.cohorts.manifest_files import ALL_SUBJECTS, SUBJECT
+from mmpipe.cohorts.numbers import parse_number
 from mmpipe.cohorts.source_csv import read_source_csv
 from mmpipe.errors import ConfigError, InputError
 
@@ -263,6 +267,35 @@ def clinical_frame(root: Path, labels: list[str], specs: dict) -> pl.DataFrame:
     return clinical.rename({ID_COLUMN: SUBJECT, SPLIT_COLUMN: AUTHORS_SPLIT})
 
 
+# the release's own label and its codes (its README: -1 unknown, blanked on reading)
+LABEL_CODES = {"vital_status_12": {0: "died", 1: "alive"}}
+
+
+def labels_outside_their_codes(frame: pl.DataFrame, labels: list[str]
+                               ) -> tuple[pl.DataFrame, list[QCRecord]]:
+    """``frame`` with a value of a known label outside its codes blanked, and a label
+    QC row naming each: a 2 in the binary ``vital_status_12`` made the task three
+    classes, with no QC row (a 2 beside 0 and 1 reads as a class of its own)."""
+    qc: list[QCRecord] = []
+    for label in labels:
+        codes = LABEL_CODES.get(label)
+        if codes is None:
+            continue
+        values = frame[label].to_list()
+        # a text column (one "NA" cell in a re-saved file) holds its codes as "1", and
+        # its markers of no value, which the manifest blanks
+        known = [v is None or str(v).strip().lower() in MISSING_TEXTS
+                 or parse_number(str(v)) in codes for v in values]
+        said = ", ".join(f"{c} ({w})" for c, w in codes.items())
+        qc += [QCRecord(sid, LABEL_QC, ABSENT, f"{label} value {v} is not one of the "
+                        f"release's codes {said} or -1 (unknown): set to blank")
+               for sid, v, ok in zip(frame[SUBJECT], values, known, strict=True) if not ok]
+        frame = frame.with_columns(pl.Series(label, [v if ok else None for v, ok in
+                                                     zip(values, known, strict=True)],
+                                             dtype=frame.schema[label]))
+    return frame, qc
+
+
 NORMAL_TISSUE = "normal_tissue"  # the whole-cohort QC status of the slides below
 
 
@@ -308,12 +341,11 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
 
-    frame = clinical_frame(root, labels, specs)
+    frame, source_qc = labels_outside_their_codes(clinical_frame(root, labels, specs), labels)
     ids = frame[SUBJECT].to_list()
     cohort_ids = set(ids)
 
     qc: list[QCRecord] = []
-    source_qc: list[QCRecord] = []
     for name, spec in specs.items():
         if spec.is_table:
             continue

@@ -49,6 +49,7 @@ from mmpipe.cohorts.mmist import (
     ID_COLUMN,
     SOURCES,
     clinical_frame,
+    labels_outside_their_codes,
     normal_slides_qc,
     patients_not_in_the_table,
     read_chosen,
@@ -99,7 +100,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
     cfg = cohort_cfg.get("mmist_ccrcc_raw") or {}
     labels = cohort_labels(cohort_cfg)
     specs = modality_specs(cohort_cfg)
-    frame = clinical_frame(root, labels, specs)
+    frame, label_qc = labels_outside_their_codes(clinical_frame(root, labels, specs), labels)
     ids = frame[SUBJECT].to_list()
     slides = None
     if "wsi" in specs:
@@ -109,7 +110,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         slides = slide_index(folder)
 
     qc: list[QCRecord] = []
-    source_qc: list[QCRecord] = []
+    source_qc: list[QCRecord] = label_qc
     cohort_ids = set(ids)
     for name, spec in specs.items():
         if spec.is_table:

@@ -142,6 +142,23 @@ def test_unknown_is_unknown_in_a_column_read_as_text(fake_root, tmp_path):
     assert df["vital_status_12"].drop_nulls().to_list() == [1]  # A's: no class -1
 
 
+@pytest.mark.parametrize("c, kept", [("0", [0, 1]), ("NA", [1])])  # NA: a text column
+def test_a_label_value_outside_the_releases_codes_is_blanked_and_said(fake_root, tmp_path, c,
+                                                                      kept):
+    """A 2 in the binary vital_status_12 made the task three classes, with no QC row."""
+    df, rows = _clinical_rows(fake_root, tmp_path, f"A,1,6.0,3,1,-1,train\n"
+                                                   f"B,0,2.0,2,2,1,test\n"
+                                                   f"C,1,3.0,3,{c},0,train\n")
+    assert rows["B"]["vital_status_12"] is None
+    assert sorted(df["vital_status_12"].drop_nulls().to_list()) == kept
+    said = read_qc(tmp_path / "out").filter(
+        (pl.col("subject_id") == "B") & (pl.col("modality") == "label"))
+    assert sorted(said["reason"]) == [
+        "label missing", "vital_status_12 value 2 is not one of the release's codes 0 "
+        "(died), 1 (alive) or -1 (unknown): set to blank"]
+    assert set(said["status"]) == {"absent"}
+
+
 def test_a_nan_in_a_column_of_codes_is_a_blank(fake_root, tmp_path):
     """pandas writes a blank as NaN: NaN passed the integral-codes check (NaN equals NaN
     in polars) and the cast failed with a polars error naming no file."""

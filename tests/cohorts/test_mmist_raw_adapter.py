@@ -234,3 +234,21 @@ def test_a_series_of_another_case_is_rejected_naming_it(tmp_path):
     assert qc["status"].item() == "rejected"
     assert qc["reason"].item() == (f"the chosen series {plan.ct[first]!r} is not this "
                                    f"patient's: it lies in no folder named {second}")
+
+
+def test_a_label_value_outside_the_releases_codes_is_blanked_and_said(tmp_path):
+    # the raw adapter reads the same clinical table: a 2 in vital_status_12 was a class
+    plan = write_mmist_raw(tmp_path, n_cases=6, seed=1)
+    table = tmp_path / "clinical+genomic_split.csv"
+    header, *rows = table.read_text().splitlines()
+    column = header.split(",").index("vital_status_12")
+    cells = rows[0].split(",")
+    cells[column] = "2"
+    table.write_text("\n".join([header, ",".join(cells), *rows[1:]]) + "\n")
+    manifest = build_manifest("m", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    case = cells[0]
+    assert case in plan.cases and _row(manifest, case)["vital_status_12"] is None
+    said = read_qc(tmp_path / "out").filter((pl.col("subject_id") == case)
+                                            & (pl.col("modality") == "label"))
+    assert any(r.startswith("vital_status_12 value 2 is not one of the release's codes")
+               for r in said["reason"])
