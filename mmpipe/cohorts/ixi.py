@@ -33,8 +33,11 @@ What the release is known to contain, and what the adapter does with it:
   (no modality). ``SEX_ID`` (for ``sex``) and ``AGE`` / ``DOB`` (for ``age_group``)
   cannot be fields.
 - A file of a sequence folder whose name does not follow the pattern, or that names
-  another sequence, is skipped with a QC row naming it; two files of one subject and
-  sequence reject that modality for the subject, naming both, instead of choosing.
+  another sequence, is skipped with a QC row naming it (one that still says whose it is,
+  ``IXI013-...-T1 (1).nii.gz`` or ``ixi013-...``, is that subject's rejected file, not a
+  missing one); two files of one subject and sequence reject that modality for the
+  subject, naming both, instead of choosing; files of one ID that name two sites reject
+  that subject's images, naming them.
 
 Skull stripping (the thesis does it) uses brain masks the user made with a stripping tool
 (HD-BET, SynthStrip, ...): ``ixi.brain_masks`` names their folder, holding for each
@@ -96,8 +99,9 @@ SEQUENCES = {"t1": "T1", "t2": "T2", "pd": "PD", "mra": "MRA"}
 DERIVED_LABELS = ("sex", "age_group")
 FILE_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<seq>[A-Z0-9]+)"
                           r"\.nii(\.gz)?$")
-# a name that says whose it is without following the pattern ("IXI013-...-T1 (1).nii.gz")
-SUBJECT_PREFIX = re.compile(r"^IXI(?P<id>\d+)-")
+# a name that says whose it is without following the pattern ("IXI013-...-T1 (1).nii.gz",
+# "ixi013-...": a subject with only such a file was missing by nature)
+SUBJECT_PREFIX = re.compile(r"^IXI(?P<id>\d+)-", re.IGNORECASE)
 _MISNAMED = "name does not follow IXI<ID>-<Site>-<n>-<SEQ>.nii.gz"
 # QC statuses of rows about the source, not about one subject's modality
 MERGED, CONFLICT = "merged", "conflict"
@@ -241,15 +245,15 @@ def age_group(age: float | None, edges: list[float]) -> str | None:
 
 
 def scan_images(root: Path, sequences: list[str]
-                ) -> tuple[dict[str, dict[str, list[Path]]], dict[str, str], list[QCRecord],
-                           dict[str, dict[str, list[Path]]]]:
-    """Per sequence, each subject's files; each subject's site; QC rows of skipped files;
-    per sequence, each subject's files whose name says whose they are but does not follow
-    the pattern (a subject with only such a file was missing by nature, where its file was
-    renamed)."""
+                ) -> tuple[dict[str, dict[str, list[Path]]], dict[str, dict[str, list[Path]]],
+                           list[QCRecord], dict[str, dict[str, list[Path]]]]:
+    """Per sequence, each subject's files; each subject's sites, with the files naming
+    each; QC rows of skipped files; per sequence, each subject's files whose name says
+    whose they are but does not follow the pattern (a subject with only such a file was
+    missing by nature, where its file was renamed)."""
     found: dict[str, dict[str, list[Path]]] = {s: defaultdict(list) for s in sequences}
     misnamed: dict[str, dict[str, list[Path]]] = {s: defaultdict(list) for s in sequences}
-    sites: dict[str, str] = {}
+    sites: dict[str, dict[str, list[Path]]] = {}
     qc: list[QCRecord] = []
     for seq in sequences:
         folder = root / folder_of(seq)
@@ -272,7 +276,7 @@ def scan_images(root: Path, sequences: list[str]
                 continue
             sid = subject_id(m["id"])
             found[seq][sid].append(path)
-            sites.setdefault(sid, m["site"])
+            sites.setdefault(sid, {}).setdefault(m["site"], []).append(path)
     return found, sites, qc, misnamed
 
 
@@ -325,13 +329,24 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
 
     ids = sorted(set(table) | {sid for seq in (*found.values(), *misnamed.values())
                                for sid in seq})
-    frame: dict[str, list[Any]] = {SUBJECT: ids, "site": [sites.get(s) for s in ids]}
+    # an ID one site scanned: files of it under two sites are another subject's too, and
+    # which are this one's is unknown (the first site found was kept, the rest joined it)
+    two_sites = {sid: "files of this ID name sites " + "; ".join(
+        f"{site} ({', '.join(f.name for f in files)})" for site, files in sorted(named.items()))
+        for sid, named in sites.items() if len(named) > 1}
+    frame: dict[str, list[Any]] = {
+        SUBJECT: ids, "site": [None if s in two_sites or s not in sites else next(iter(sites[s]))
+                               for s in ids]}
     qc: list[QCRecord] = []
     label_qc: list[QCRecord] = []
     for seq in sequences:
         paths: list[str | None] = []
         for sid in ids:
             files = found[seq].get(sid, [])
+            if files and sid in two_sites:
+                paths.append(None)
+                qc.append(QCRecord(sid, seq, REJECTED, two_sites[sid]))
+                continue
             if len(files) == 1:
                 paths.append(str(files[0]))
                 continue

@@ -305,9 +305,12 @@ def test_a_spreadsheet_column_named_twice_is_refused(tmp_path):
         read_table(tmp_path / "IXI.xls")
 
 
-def test_a_renamed_copy_is_the_subjects_rejected_file_not_a_missing_one(ixi, tmp_path):
-    """A T1 saved as "IXI013-...-T1 (1).nii.gz" left the subject's T1 absent, "no file in
-    IXI-T1/", which counts as missing by nature; the skipped row named no subject."""
+@pytest.mark.parametrize("rename", [lambda n: n.replace(".nii.gz", " (1).nii.gz"),
+                                    lambda n: n.replace("IXI", "ixi", 1)])
+def test_a_renamed_copy_is_the_subjects_rejected_file_not_a_missing_one(ixi, tmp_path, rename):
+    """A T1 saved as "IXI013-...-T1 (1).nii.gz" (or "ixi013-...") left the subject's T1
+    absent, "no file in IXI-T1/", which counts as missing by nature; the skipped row named
+    no subject."""
     import shutil
 
     root, plan, _, _ = ixi
@@ -317,7 +320,7 @@ def test_a_renamed_copy_is_the_subjects_rejected_file_not_a_missing_one(ixi, tmp
     sid = next(s for s in manifest.filter(pl.col("t1_path").is_not_null())["subject_id"])
     original = next(p for p in (copy_root / "IXI-T1").iterdir()
                     if p.name.startswith(f"{sid}-") and p.name.endswith("-T1.nii.gz"))
-    renamed = original.with_name(original.name.replace(".nii.gz", " (1).nii.gz"))
+    renamed = original.with_name(rename(original.name))
     original.rename(renamed)
     manifest = build_manifest("ixi", _cfg(copy_root), tmp_path / "b", base_dir=copy_root)
     qc = read_qc(tmp_path / "b")
@@ -326,6 +329,30 @@ def test_a_renamed_copy_is_the_subjects_rejected_file_not_a_missing_one(ixi, tmp
     assert t1["status"].to_list() == ["rejected"]
     assert t1["reason"][0] == (f"only {renamed.name} in IXI-T1/: name does not follow "
                                "IXI<ID>-<Site>-<n>-<SEQ>.nii.gz")
+
+
+def test_an_id_whose_files_name_two_sites_is_rejected_naming_them(ixi, tmp_path):
+    """IXI018-Guys-...-T1 beside IXI018-HH-...-T2: one ID of two scans that disagree was
+    kept as one subject at the first site found, with nothing said."""
+    import shutil
+
+    root, _, _, _ = ixi
+    copy_root = tmp_path / "IXI"
+    shutil.copytree(root, copy_root, ignore=shutil.ignore_patterns("out"))
+    t1 = {p.name.split("-")[0]: p for p in (copy_root / "IXI-T1").glob("IXI*-T1.nii.gz")}
+    t2 = next(p for p in sorted((copy_root / "IXI-T2").glob("IXI*-T2.nii.gz"))
+              if p.name.split("-")[0] in t1)
+    sid, site = t2.name.split("-")[:2]
+    other = next(s for s in ("Guys", "HH", "IOP") if s != site)
+    moved = t2.with_name(t2.name.replace(f"-{site}-", f"-{other}-"))
+    t2.rename(moved)
+    manifest = build_manifest("ixi", _cfg(copy_root), tmp_path / "out", base_dir=copy_root)
+    row = _row(manifest, sid)
+    assert row["t1_path"] is None and row["t2_path"] is None and row["site"] is None
+    qc = read_qc(tmp_path / "out").filter(pl.col("subject_id") == sid)
+    for seq, path in (("t1", t1[sid]), ("t2", moved)):
+        (reason,) = qc.filter(pl.col("modality") == seq)["reason"]
+        assert reason.startswith("files of this ID name sites") and path.name in reason
 
 
 def test_a_date_cell_is_read_as_the_text_dates_are(tmp_path):
