@@ -33,6 +33,7 @@ import polars as pl
 from mmpipe.cohorts.numbers import parse_number
 from mmpipe.encoders.categories import MISSING, canonical_codes, canonical_value
 from mmpipe.errors import ConfigError, InputError
+from mmpipe.preprocess.blank_codes import warn_of_codes_matching_nothing
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +143,22 @@ class TabularEncoding:
     # -- fit / transform ----------------------------------------------------------------
     def fit(self, df: pl.DataFrame) -> TabularEncoding:
         self._check_fields(df)
+        values_of = {field: self._values(df, field) for field in self.fields}
+        empty = [f for f, values in values_of.items() if all(v is None for v in values)]
+        if empty and len(empty) < len(self.fields):
+            # fitted, such a field was a category list of none: its values in a cohort
+            # given this encoding (encoding_from) were all encoded as all zeros. (A table
+            # with no value at all is a modality no subject has: a store of absent ones.)
+            coded = any(self._sentinels(f) for f in empty)
+            raise InputError(
+                f"tabular field(s) {empty} have no value in any of the {df.height} subjects "
+                f"(each blank{' or a missing_values code' if coded else ''}): they carry "
+                "nothing to fit; remove them from the modality's fields")
         columns = []
         for field in self.fields:
             dtype = df.schema[field]
             numeric = dtype.is_numeric() and field not in self.categorical
-            values = self._values(df, field)
-            if all(v is None for v in values):
-                # fitted, it was a category list of none: the field's values in a cohort
-                # given this encoding (encoding_from) were all encoded as all zeros
-                raise InputError(
-                    f"tabular field {field!r} has no value in any of the {df.height} "
-                    "subjects (each blank" + (" or one of its missing_values" if
-                                              self._sentinels(field) else "")
-                    + "): it carries nothing to fit; remove it from the modality's fields")
+            values = values_of[field]
             if numeric:
                 x = np.array([v for v in map(_number_or_none, values) if v is not None],
                              dtype=np.float64)
@@ -169,7 +173,7 @@ class TabularEncoding:
                                      f"{float(np.abs(x).max()):.3g} overflows its mean or "
                                      "spread; correct it in the source table or list it in "
                                      "missing_values")
-                if x.min() == x.max():
+                if not x.size or x.min() == x.max():
                     # a constant's spread is rounding (0.1 six hundred times: 1.4e-17), by
                     # which another cohort's value given this encoding was divided
                     std = 1.0
@@ -179,6 +183,8 @@ class TabularEncoding:
                 columns.append({"field": field, "kind": "categorical", "categories": cats})
         self.columns = columns
         self._warned = set()
+        warn_of_codes_matching_nothing("tabular", self.missing_values,
+                                       {f: df.get_column(f).to_list() for f in self.fields})
         return self
 
     @property

@@ -24,7 +24,7 @@ import polars as pl
 
 from mmpipe.encoders.categories import canonical_value
 from mmpipe.errors import ConfigError
-from mmpipe.preprocess.blank_codes import missing_codes
+from mmpipe.preprocess.blank_codes import missing_codes, warn_of_codes_matching_nothing
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ def build_prompts(manifest: pl.DataFrame, fields: Sequence[str], labels: Sequenc
         raise ConfigError(f"prompt.missing must be 'omit' or 'explicit', not {mode!r}")
     rules = _field_rules(prompt, fields)
     _warn_of_maps_that_match_nothing(manifest, rules)
+    warn_of_codes_matching_nothing("prompt", prompt.get("missing_values"),
+                                   {f: manifest[f].to_list() for f in fields})
     if mode == "explicit":
         _refuse_missing_text_taken(manifest, fields, prompt, rules)
     rows = []

@@ -104,8 +104,10 @@ def test_a_field_with_no_value_is_refused_naming_it(column):
     # fitted, a blank field was a category list of none (or a numeric field of no
     # number): under encoding_from another cohort's every value of it became all zeros
     d = pl.DataFrame([pl.Series("a", [3.0, 4.0]), column])
-    with pytest.raises(InputError, match=r"'b' has no value in any of the 2 subjects"):
+    with pytest.raises(InputError, match=r"\['b'\] have no value in any of the 2 subjects"):
         TabularEncoding(["a", "b"], missing_values={"b": [-1]}).fit(d)
+    # a table of no value at all is a modality no subject has: its store holds them absent
+    TabularEncoding(["b"], missing_values={"b": [-1]}).fit(d.select("b"))
 
 
 def test_nan_is_blank():
@@ -385,3 +387,19 @@ def test_a_reused_encoding_must_blank_the_codes_the_prompt_blanks(tmp_path, raw_
     clinical["prompt"]["missing_values"] = [-1]
     job.params = encoder_params(cfg, "demo", "clinical", "tabular")
     loop.setup(job, items)
+
+
+def test_a_missing_values_code_that_matches_no_value_is_warned_of(caplog):
+    # "unknown" where the table holds "Unknown" left that value a category, silently
+    d = pl.DataFrame({"status": ["Unknown", "alive", "dead"], "grade": [1, 2, 9]})
+    with caplog.at_level(logging.WARNING):
+        TabularEncoding(["status", "grade"], missing_values={"status": ["unknown"],
+                                                             "grade": [9]}).fit(d)
+    warned = [r.getMessage() for r in caplog.records if "missing_values" in r.getMessage()]
+    assert warned == ["tabular.missing_values.status: ['unknown'] match(es) no value of the "
+                      "data, and blank(s) nothing ('unknown' is written 'Unknown' there)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a list for every field: a code of none of them
+        TabularEncoding(["status", "grade"], missing_values=[-1, 9]).fit(d)
+    assert [r.getMessage() for r in caplog.records] == [
+        "tabular.missing_values: ['-1'] match(es) no value of the data, and blank(s) nothing"]

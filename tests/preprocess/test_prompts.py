@@ -137,6 +137,18 @@ def test_an_explicit_missing_text_that_is_also_a_value_is_refused():
 
 
 
+def test_a_missing_values_code_that_matches_no_value_is_said(caplog):
+    """'unknown' where the table holds 'Unknown' left the prompts saying 'Unknown'."""
+    m = pl.DataFrame({"subject_id": ["a", "b"], "sex": ["Unknown", "male"], "age": [50, 60]})
+    with caplog.at_level("WARNING"):
+        out = build_prompts(m, ["sex", "age"], [],
+                            {**PROMPT, "missing_values": {"sex": ["unknown"]}})
+    assert out["prompt"].to_list()[0] == "Record. Sex: Unknown. Age 50."
+    said = [r.getMessage() for r in caplog.records if "missing_values" in r.getMessage()]
+    assert said == ["prompt.missing_values.sex: ['unknown'] match(es) no value of the data, "
+                    "and blank(s) nothing ('unknown' is written 'Unknown' there)"]
+
+
 def test_a_value_map_that_matches_no_value_is_said(caplog):
     """Maps filed under each other's field, or m/f where the table holds 1/2, changed no
     prompt: the prompts carried the raw codes, without a word."""
