@@ -11,7 +11,9 @@ Layout (Mota et al., DCAMI @ CVPR 2024, arXiv 2405.01658; the dataset site's
   ``MRI_patientfiles.csv`` name the one to use (``chosen_exam``). Its feature file
   is ``Features/<CT|MRI> Features/<case_id>-<k>.npz`` where ``k`` is the 1-based
   row of that series among the patient's rows (column ``File``) of
-  ``patients_with_labels_CT_final.csv`` / ``patients_with_labels_MR_final.csv``.
+  ``patients_with_labels_CT_final.csv`` / ``patients_with_labels_MR_final.csv``. A file
+  of those folders that is no ``<case>-<k>.npz`` of a listed case is named in a skipped
+  QC row; a case with more files than rows is rejected, naming the files beyond them.
 - WSI: ``WSI_patientfiles.csv`` maps each patient to ``Features/WSI Features/<chosen_exam>``
   (that folder also holds slides of patients outside the cohort: only the mapping counts).
   For 106 of its 429 TCGA patients the mapping names a slide of normal tissue (TCGA
@@ -171,6 +173,37 @@ def spelt_otherwise(root: Path, modality: str, exams: dict[str, str | None],
     return rows
 
 
+def _case_and_number(name: str) -> tuple[str, str]:
+    """(case, number) of a series feature file ``<case>-<k>.npz``; number "" otherwise."""
+    case, _, number = name.removesuffix(".npz").rpartition("-")
+    return (case, number) if name.endswith(".npz") and number.isdigit() else (name, "")
+
+
+def _case_files(folder: Path) -> dict[str, list[str]]:
+    """Each case's series feature files in ``folder``, by name, sorted."""
+    files: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(folder) if folder.is_dir() else []):
+        case, number = _case_and_number(name)
+        if number:
+            files.setdefault(case, []).append(name)
+    return files
+
+
+def stray_series_files(root: Path, modality: str) -> list[QCRecord]:
+    """A whole-cohort QC row for each file of a CT or MRI feature folder that is no
+    ``<case>-<k>.npz`` of a case its series table lists (``.DS_Store``, a note, a case
+    spelt otherwise): left there without a word, where the IXI and BraTS adapters name
+    theirs."""
+    src = SOURCES[modality]
+    folder = root / src.folder
+    cases = set(_read_csv(root / src.series, [ID_COLUMN, "File"])[ID_COLUMN])
+    return [QCRecord(ALL_SUBJECTS, modality, SKIPPED,
+                     f"not a feature file <case>-<k>.npz of a case {src.series} lists",
+                     str(folder / name))
+            for name in sorted(os.listdir(folder) if folder.is_dir() else [])
+            if _case_and_number(name)[0] not in cases or not _case_and_number(name)[1]]
+
+
 def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     """case_id, chosen_exam, file (the mapped feature path, str) or reason (why none)."""
     src = SOURCES[modality]
@@ -232,17 +265,19 @@ def chosen_files(root: Path, modality: str) -> pl.DataFrame:
     # files holds the right one. (A table re-sorted within a case maps it to another's
     # too, and cannot be told from the files: keep the release's row order.)
     rows = dict(series.group_by(ID_COLUMN).len().iter_rows())
-    files: dict[str, int] = {}
-    for name in (os.listdir(folder) if folder.is_dir() else []):
-        case, _, number = name.removesuffix(".npz").rpartition("-")
-        if name.endswith(".npz") and number.isdigit():
-            files[case] = files.get(case, 0) + 1
+    files = _case_files(folder)
+
+    def too_many(case: str) -> str | None:
+        named, n_rows = files.get(case, []), rows.get(case, 0)
+        if len(named) <= n_rows:
+            return None
+        beyond = [n for n in named if int(_case_and_number(n)[1]) > n_rows] or named
+        return (f"{src.folder} holds {len(named)} feature file(s) of this patient and "
+                f"{src.series} {n_rows} row(s) (beyond them: {', '.join(beyond)}): the "
+                "file of its chosen series, named for its row, cannot be told")
+
     exact = exact.with_columns(pl.col(ID_COLUMN).map_elements(
-        lambda case: (None if files.get(case, 0) <= rows.get(case, 0) else
-                      f"{src.folder} holds {files[case]} feature file(s) of this patient "
-                      f"and {src.series} {rows.get(case, 0)} row(s): the file of its "
-                      "chosen series, named for its row, cannot be told"),
-        return_dtype=pl.Utf8).alias("_count"))
+        too_many, return_dtype=pl.Utf8).alias("_count"))
     return exact.with_columns(
         pl.when(pl.col("k").is_null() | pl.col("_count").is_not_null()).then(None)
         .otherwise(pl.lit(str(folder) + "/") + pl.col(ID_COLUMN) + "-"
@@ -352,6 +387,8 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
         mapped = chosen_files(root, name)
         source_qc += patients_not_in_the_table(root, name, mapped[ID_COLUMN].to_list(),
                                                cohort_ids)
+        if SOURCES[name].series is not None:  # the slides' folder holds others' too
+            source_qc += stray_series_files(root, name)
         by_id = {r[ID_COLUMN]: r for r in mapped.iter_rows(named=True)}
         misspelt = spelt_otherwise(root, name, {k: r["chosen_exam"] for k, r in by_id.items()},
                                    cohort_ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -374,12 +376,29 @@ def test_a_features_folder_of_another_count_than_the_series_table_is_said(fake_r
     assert qc[("B", "ct")]["status"] == "rejected"
     assert qc[("B", "ct")]["reason"] == (
         "Features/CT Features holds 4 feature file(s) of this patient and "
-        "patients_with_labels_CT_final.csv 3 row(s): the file of its chosen series, named "
-        "for its row, cannot be told")
+        "patients_with_labels_CT_final.csv 3 row(s) (beyond them: B-4.npz): the file of its "
+        "chosen series, named for its row, cannot be told")
     for k in (1, 3, 4):
         (ct / f"B-{k}.npz").unlink()
     df = build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "pruned")
     assert df.filter(pl.col("subject_id") == "B")["ct_path"].item().endswith("B-2.npz")
+
+
+def test_stray_files_of_a_series_folder_are_named(fake_root, tmp_path):
+    """A note, a Finder file or a case spelt otherwise in CT Features left no trace."""
+    ct = fake_root / "Features" / "CT Features"
+    for name in (".DS_Store", "notes.txt", "b-1.npz", "Z-1.npz"):
+        (ct / name).write_bytes(b"x")
+    build_manifest("fake", _cfg(fake_root, tables=False), tmp_path / "out")
+    skipped = read_qc(tmp_path / "out").filter(
+        (pl.col("status") == "skipped") & (pl.col("modality") == "ct")
+        & pl.col("reason").str.starts_with("not a feature file"))
+    # Z is a case of no series row here
+    assert sorted(Path(p).name for p in skipped["path"]) == [".DS_Store", "Z-1.npz",
+                                                             "b-1.npz", "notes.txt"]
+    assert set(skipped["reason"]) == {
+        "not a feature file <case>-<k>.npz of a case patients_with_labels_CT_final.csv lists"}
+    assert set(skipped["subject_id"]) == {"*"}
 
 
 def test_a_slide_named_for_the_patient_alone_is_the_patients(fake_root, tmp_path):
