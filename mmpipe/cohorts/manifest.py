@@ -1075,13 +1075,23 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
     qc_df = qc_frame({SUBJECT: r.subject_id, "modality": r.modality, "stage": "adapter",
                       "status": r.status, "reason": r.reason, "path": r.path} for r in qc)
     counts = {}
-    kept_qc = qc_df.filter(pl.col(SUBJECT).is_in(frame[SUBJECT].implode()))
+    kept = pl.col(SUBJECT).is_in(frame[SUBJECT].implode())
+    kept_qc = qc_df.filter(kept)
+    # a subject excluded for want of any modality may have had one rejected (a renamed
+    # file, an unreadable folder): counted apart, where the kept subjects' counts lost it
+    dropped_qc = qc_df.filter(~kept & pl.col(SUBJECT).is_in(excluded))
     for spec in out.modalities.values():
         sub = kept_qc.filter(pl.col("modality") == spec.name)["status"].to_list()
         counts[spec.name] = {s: sub.count(s) for s in (PRESENT, ABSENT, REJECTED)}
-        if counts[spec.name][REJECTED]:
-            log.warning("cohort %r: %d subject(s) with %s rejected (see %s)",
-                        cohort, counts[spec.name][REJECTED], spec.name, ADAPTER_QC)
+        of_excluded = dropped_qc.filter((pl.col("modality") == spec.name)
+                                        & (pl.col("status") == REJECTED)).height
+        if of_excluded:
+            counts[spec.name]["rejected_of_excluded"] = of_excluded
+        if counts[spec.name][REJECTED] or of_excluded:
+            log.warning("cohort %r: %d subject(s) with %s rejected%s (see %s)", cohort,
+                        counts[spec.name][REJECTED] + of_excluded, spec.name,
+                        f", {of_excluded} of them excluded for want of any other modality"
+                        if of_excluded else "", ADAPTER_QC)
     meta = {
         "cohort": cohort,
         "adapter": adapter,

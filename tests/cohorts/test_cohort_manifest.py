@@ -95,8 +95,12 @@ def test_subject_without_any_modality_is_excluded_and_recorded(caplog):
     # the reasons per modality stay, so one can see why nothing was left
     assert m.qc.filter(pl.col("subject_id") == "ghost").height == 4
     assert "ghost" in caplog.text and "no modality available" in caplog.text
-    # counts describe the manifest, not the excluded subject
-    assert m.meta["counts"]["wsi"]["rejected"] == 0
+    # counts describe the manifest, and the rejections of the subjects excluded apart (the
+    # warning had counted none of those)
+    assert m.meta["counts"]["wsi"] == {"present": 0, "absent": 1, "rejected": 0,
+                                       "rejected_of_excluded": 1}
+    assert ("1 subject(s) with wsi rejected, 1 of them excluded for want of any other "
+            "modality") in caplog.text
 
 
 def test_missing_label_is_kept_with_a_qc_row_and_a_warning(caplog):
