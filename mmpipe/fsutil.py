@@ -140,19 +140,48 @@ def replace_dir(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class TemporaryTakenError(RuntimeError):
+    """A job's temporary folder was removed while the job wrote it: another run writing
+    the same output took it for a killed job's (a rerun while the first run's cluster
+    job still ran). What the job wrote after that is partial, so it is not installed."""
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    """Whether the folder open as ``fd`` is still the one at ``path``. Held open, its
+    inode cannot be reused by a folder made again at ``path``; removed, it has no link."""
+    held = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; rename it onto ``path`` on success only."""
+    """Yield a temporary sibling directory; rename it onto ``path`` on success only, and
+    only if it is still the folder made here (:class:`TemporaryTakenError`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_sibling(path)
     tmp.mkdir()
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     try:
         yield tmp
+        # another host's writer of the same output removes this folder as debris on
+        # sight; the writes after it (a nested atomic_dir's, a library's) made it again,
+        # holding only what came later, which was installed as the whole output
+        if not _still_there(fd, tmp):
+            raise TemporaryTakenError(
+                f"{tmp} was removed while this job wrote it, by another run writing "
+                f"{path.name} (which took this job for a killed one): this job's output is "
+                "partial and not installed; the other run's output stands")
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -180,3 +180,21 @@ def test_a_temporary_that_keeps_its_suffix_is_debris_once_its_writer_is_gone(tmp
         sleeper.kill()
     with pytest.raises(ValueError, match="kept suffix"):
         tmp_keeping_suffix(tmp_path / "x.zarr", ".zarr")
+
+
+def test_a_temporary_removed_while_its_job_wrote_it_is_not_installed(tmp_path):
+    """A rerun on another host removes the first run's live temporary as debris (it
+    cannot ask that host); the first run's later writes made the folder again, holding
+    only what came after, and it was installed as the whole output."""
+    from mmpipe.fsutil import TemporaryTakenError
+
+    out = tmp_path / "cell"
+    with pytest.raises(TemporaryTakenError, match=r"removed while this job wrote it, by "
+                                                  r"another run writing cell"):
+        with atomic_dir(out) as tmp:
+            (tmp / "seed0").mkdir()
+            import shutil
+
+            shutil.rmtree(tmp)  # the other host's writer of cell
+            (tmp / "seed1").mkdir(parents=True)  # a nested atomic_dir makes its parent
+    assert not out.exists() and not any(tmp_path.iterdir())
