@@ -276,6 +276,34 @@ class _Header:
     modality_lut: bool = False  # a Modality LUT Sequence (0028,3000), which GDCM ignores
     # an enhanced image's functional groups, where its geometry is (one frame a file too)
     enhanced: bool = False
+    # an MR image's complex component (:func:`_complex_component`), None where unstated
+    component: str | None = None
+
+
+# an MR image's complex component as ImageType's third or fourth value writes it (Siemens
+# ORIGINAL\PRIMARY\M\ND, Philips ORIGINAL\PRIMARY\M_FFE\M\FFE), or GE's private
+# (0043,102F) number (dcm2niix's nii_dicom.cpp reads both)
+_COMPONENT_WORDS = {"M": "MAGNITUDE", "P": "PHASE", "R": "REAL", "I": "IMAGINARY",
+                    "MAGNITUDE": "MAGNITUDE", "PHASE": "PHASE", "REAL": "REAL",
+                    "IMAGINARY": "IMAGINARY"}
+_GE_COMPONENT = {0: "MAGNITUDE", 1: "PHASE", 2: "REAL", 3: "IMAGINARY"}
+
+
+def _complex_component(ds, image_type: tuple[str, ...]) -> str | None:
+    """MAGNITUDE, PHASE, REAL or IMAGINARY for an MR image that says which: PS3.3
+    C.8.13.3.1.1 ComplexImageComponent (0008,9208), ImageType's values after the second,
+    or GE's (0043,102F); None where none does (every CT, most MR)."""
+    if str(ds.get("Modality", "") or "").upper() != "MR":
+        return None
+    stated = _text_or_none(ds.get("ComplexImageComponent"))
+    if stated and stated.upper() in _COMPONENT_WORDS.values():
+        return stated.upper()
+    for word in image_type[2:4]:
+        if word in _COMPONENT_WORDS:
+            return _COMPONENT_WORDS[word]
+    ge = ds.get((0x0043, 0x102F))
+    number = _int_or_none(getattr(ge, "value", None)) if ge is not None else None
+    return _GE_COMPONENT.get(number) if number is not None else None
 
 
 def _image_type(value) -> tuple[str, ...]:
@@ -550,6 +578,7 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
         photometric=_text_or_none(ds.get("PhotometricInterpretation")),
         image_type=_image_type(ds.get("ImageType")),
+        component=_complex_component(ds, _image_type(ds.get("ImageType"))),
         rescale_tags=("RescaleSlope" in ds, "RescaleIntercept" in ds),
         modality_lut="ModalityLUTSequence" in ds,
         enhanced=("ImagePositionPatient" not in ds
@@ -646,6 +675,21 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         info.ordered = False
         return info  # ordering along a normal means nothing without one geometry
 
+    components = Counter(h.component or "unstated" for h in headers)
+    if set(components) - {"MAGNITUDE", "unstated"}:
+        # a phase map at the magnitude's positions was told apart from it by
+        # InstanceNumber blocks alone, and the first block kept, whichever it was
+        magnitude = [h for h in headers if h.component == "MAGNITUDE"]
+        said = ", ".join(f"{n} {c.lower()}" for c, n in sorted(components.items()))
+        if not magnitude:
+            info.defects.append(f"no magnitude image ({said} images): a phase, real or "
+                                "imaginary image is no picture of the anatomy")
+            info.ordered = False
+            return info
+        headers = magnitude
+        component_note = f"kept the magnitude images of {said}"
+    else:
+        component_note = ""
     normal = info.normal
     along = np.array([np.dot(h.position, normal) for h in headers])
     choice = one_volume(headers, _slots(along))
@@ -654,7 +698,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         info.ordered = False
         return info
     kept = choice.kept
-    info.repeats = choice.note
+    info.repeats = "; ".join(n for n in (component_note, choice.note) if n)
     # what the read reads: the kept volume's files (another echo's rescale is not its)
     chosen = [headers[i] for i in kept]
     info.rescales = tuple(sorted({h.rescale for h in chosen}))

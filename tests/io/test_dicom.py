@@ -318,6 +318,49 @@ def test_multi_echo_and_dynamic_series_keep_the_first_echo_and_time_point(tmp_pa
         "dropped 30 files")
 
 
+def _mr_components(folder: Path, first: str, tag: str = "image_type") -> None:
+    """An MR series of 6 positions, each once as a magnitude image (HU 500 + 10 k) and once
+    as a phase image (HU -300 + 10 k), ``first``'s block numbered first; the component
+    said by ImageType (Siemens' ORIGINAL\\PRIMARY\\M\\ND), or by GE's (0043,102F)."""
+    uid = generate_uid()
+    order = ("M", "P") if first == "M" else ("P", "M")
+    instance = 0
+    for component in order:
+        for k in range(6):
+            instance += 1
+            path = write_slice(folder / f"IM{instance:03d}.dcm", series_uid=uid,
+                               position=(0, 0, 2.0 * k), instance=instance,
+                               hu=np.full((N, N), (500 if component == "M" else -300) + 10 * k))
+            ds = pydicom.dcmread(path)
+            ds.Modality = "MR"
+            if tag == "image_type":
+                ds.ImageType = ["ORIGINAL", "PRIMARY", component, "ND"]
+            else:
+                ds.add_new((0x0043, 0x0010), "LO", "GEMS_PARM_01")
+                ds.add_new((0x0043, 0x102F), "SS", 0 if component == "M" else 1)
+            ds.save_as(path)
+
+
+@pytest.mark.parametrize("tag", ["image_type", "ge_private"])
+@pytest.mark.parametrize("first", ["M", "P"])
+def test_magnitude_and_phase_images_of_one_series_keep_the_magnitude(tmp_path, first, tag):
+    # told apart by InstanceNumber blocks alone, the first block was kept: the phase map
+    # where it was numbered first, with a note that read like time points
+    _mr_components(tmp_path / "mr", first, tag)
+    summary = dicom_to_nifti(tmp_path / "mr", tmp_path / "mr.nii.gz")
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mr.nii.gz")))
+    np.testing.assert_array_equal(arr[:, 0, 0], 500 + 10 * np.arange(6))
+    assert summary["note"] == "converted; kept the magnitude images of 6 magnitude, 6 phase"
+
+
+def test_a_series_of_phase_images_only_is_refused(tmp_path):
+    _mr_components(tmp_path / "mr", "P")
+    for path in sorted((tmp_path / "mr").iterdir())[6:]:  # the magnitude block
+        path.unlink()
+    with pytest.raises(DicomSeriesError, match=r"no magnitude image \(6 phase images\)"):
+        read_dicom_series(tmp_path / "mr")
+
+
 def test_repeated_positions_that_nothing_tells_apart_reject(tmp_path):
     # two files at each of positions 0-5, same tags, numbered in turn (1, 2 at the first
     # position, 3, 4 at the next): no block of InstanceNumbers is one volume, so which
