@@ -61,7 +61,8 @@ class SharedFits:
         if key in self._done:
             outcome, first = self._done[key]
             if isinstance(outcome, NotTrainable):
-                raise NotTrainable(f"{outcome} (as in cell {first}, trained on the same data)")
+                raise NotTrainable(f"{outcome} (as in cell {first}, trained on the same data)",
+                                   selection=outcome.selection)
             return outcome, first
         try:
             outcome = select()
