@@ -600,7 +600,7 @@ def _clean_text_field(name: str, ids: list[str], col: pl.Series
         as_text = (NumbersAsText(name, len(written), len(nonblank), tuple(written[:3]))
                    if written and n_numbers + len(written) >= NUMERIC_SHARE * len(nonblank)
                    else None)
-        if as_text is None and 2 * n_numbers >= len(nonblank):
+        if as_text is None and n_numbers and 2 * n_numbers >= len(nonblank):
             # mostly numbers: a lab value beside "not done" became a category per value,
             # every test subject's value one no training subject has
             texts = sorted({v.strip() for v, p in zip(text, parsed, strict=True)

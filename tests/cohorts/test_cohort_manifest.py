@@ -785,9 +785,11 @@ def test_a_field_of_numbers_beside_many_texts_is_said(caplog):
         "field 'age': 5 of 8 values are numbers, under the 75% that makes a field numeric, "
         "beside texts ('not done', 'pending')")
     assert "blank those texts" in caplog.text
-    # a field of words with a few numbers in it is a field of words
-    words = finalize_manifest("toy", "csv", _table_output(["low", "high", "3", "low"]))
-    assert words.qc.filter(pl.col("status") == "numbers_as_text").height == 0
+    # a field of words with a few numbers in it is a field of words, and a field of no
+    # value is no field of numbers
+    for other in (["low", "high", "3", "low"], ["NA", "", "NA", ""]):
+        m = finalize_manifest("toy", "csv", _table_output(other))
+        assert m.qc.filter(pl.col("status") == "numbers_as_text").height == 0, other
 
 
 def test_only_a_verdict_read_in_place_of_a_file_moves_after_its_notes():
