@@ -24,7 +24,12 @@ nothing is wrong. Flag names (:data:`FLAGS`):
   an epoch count that no validation chose; under cross-validation when any fold did;
 - ``diverged``: a phase's training loss or validation outputs became NaN or infinite
   after a checkpoint, which it kept (as early stopping keeps it against any later
-  epoch); one that diverged before any checkpoint did not train (``not_trained``).
+  epoch); one that diverged before any checkpoint did not train (``not_trained``);
+- ``one_class_validation``: the validation subjects the model was judged on are all of
+  one class (a rare label, a mask or feature set that left a class without input): early
+  stopping on their loss kept the checkpoint most confident in that class, a choice of
+  no use to tell the classes apart (the trials are not compared there, the selection's
+  ``not_compared``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from collections.abc import Mapping
 import numpy as np
 
 FLAGS = ("not_trained", "single_class_test", "single_class_val", "first_epoch",
-         "no_checkpoint", "diverged")
+         "no_checkpoint", "diverged", "one_class_validation")
 # flags that say the run's predictions carry no information about the subject
 COLLAPSE_FLAGS = frozenset({"single_class_test", "single_class_val"})
 
@@ -54,8 +59,8 @@ def _single_class(split: str, predicted: np.ndarray, n_classes: int) -> dict[str
 def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.ndarray,
               n_classes: int, best_epoch: Mapping[str, int], epochs: Mapping[str, int],
               first_eligible: Mapping[str, int] | None = None,
-              diverged: Mapping[str, int | list[int | None]] | None = None
-              ) -> list[dict[str, str]]:
+              diverged: Mapping[str, int | list[int | None]] | None = None,
+              judged_y: np.ndarray | None = None) -> list[dict[str, str]]:
     """Flags of one run (see the module docstring).
 
     ``val_predicted``/``test_predicted``: the arg-max class of each subject scored under
@@ -65,7 +70,9 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
     ``first_eligible``: per phase the first epoch a checkpoint could come from (``1``
     unless ``min_epochs`` says later): keeping it is the same sign as keeping epoch 1.
     ``diverged``: per phase that diverged, its epoch (per fold under cross-validation,
-    None for a fold that did not).
+    None for a fold that did not). ``judged_y``: the classes of the validation subjects
+    early stopping judged the model on (None: no validation split did, as under
+    cross-validation, whose held-out folds hold every class the training part has).
     """
     first_eligible = first_eligible or {}
     if not trained:
@@ -102,6 +109,13 @@ def run_flags(*, trained: bool, val_predicted: np.ndarray, test_predicted: np.nd
                           "reason": f"phase {phase!r} kept its {what} checkpoint"
                                     + (where.format(firsts) if folds
                                        else f" of {int(run)} epochs")})
+    judged = np.unique(np.asarray(judged_y)) if judged_y is not None else np.array([])
+    if n_classes >= 2 and len(judged) == 1 and any(int(r or 0) > 0 for r in epochs.values()
+                                                   if not isinstance(r, list)):
+        flags.append({"flag": "one_class_validation",
+                      "reason": f"the {len(judged_y)} validation subjects it was judged on "
+                                f"are all of class {int(judged[0])}: its early stopping could "
+                                "not tell the classes apart"})
     for phase, at in sorted((diverged or {}).items()):
         folds = [a for a in at if a is not None] if isinstance(at, list) else [at]
         where = f" on {len(folds)} of {len(at)} folds" if isinstance(at, list) else ""

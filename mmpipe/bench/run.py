@@ -473,7 +473,9 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                           val_predicted=val_predicted,
                           test_predicted=proba.argmax(1), best_epoch=result.best_epoch,
                           epochs=result.epochs, first_eligible=result.first_eligible,
-                          diverged=result.diverged)
+                          diverged=result.diverged,
+                          judged_y=(sel.val_y if sel is not None
+                                    and sel.val_evaluation == "scenario" else None))
         subsets = []
         if trained and evaluate_subsets and len(data.modalities) > 1:
             for subset in modality_subsets(data.modalities):

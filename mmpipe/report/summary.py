@@ -86,7 +86,8 @@ FLAG_WORDS = {"not_trained": "could not train", "single_class_test": "collapsed 
               "single_class_val": "predicted one class on validation",
               "first_epoch": "kept its first eligible checkpoint",
               "no_checkpoint": "never scored a checkpoint",
-              "diverged": "diverged and kept an earlier checkpoint"}
+              "diverged": "diverged and kept an earlier checkpoint",
+              "one_class_validation": "early-stopped on a validation split of one class"}
 # a collapsed run whose scores reach this AUC still ranks the subjects (chance is 0.5;
 # on the test splits of a few dozen subjects the benchmarks run, an AUC below 0.6 is
 # within a couple of standard errors of it)
@@ -97,7 +98,8 @@ VAL_AUC = "val_auc_mean"
 _MILDER = {"single_class_val": "predicted one class on validation",
            "first_epoch": "kept the first eligible checkpoint",
            "no_checkpoint": "never scored a checkpoint",
-           "diverged": "diverged and kept an earlier checkpoint"}
+           "diverged": "diverged and kept an earlier checkpoint",
+           "one_class_validation": "early-stopped on a validation split of one class"}
 
 
 def _shown(mean: float) -> float:

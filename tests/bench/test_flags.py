@@ -67,3 +67,21 @@ def test_a_phase_that_diverged_after_a_checkpoint_is_flagged_per_fit_and_per_fol
                                   "of an earlier epoch")
     folds = _flags(diverged={"train": [None, 12, 4]})
     assert "diverged on 2 of 3 folds" in folds[0]["reason"] and "epoch 12, 4" in folds[0]["reason"]
+
+
+def test_early_stopping_on_a_validation_split_of_one_class_is_flagged():
+    # the loss of one class kept the checkpoint most confident in it, with nothing said
+    flags = _flags(judged_y=np.ones(18, int))
+    assert flags == [{"flag": "one_class_validation",
+                      "reason": "the 18 validation subjects it was judged on are all of "
+                                "class 1: its early stopping could not tell the classes "
+                                "apart"}]
+    assert _flags(judged_y=np.array([0, 1, 1])) == []
+    # a method without epochs stopped on nothing
+    assert _flags(judged_y=np.ones(18, int), best_epoch={}, epochs={}) == []
+
+
+def test_the_summary_has_words_for_every_flag():
+    from mmpipe.report.summary import FLAG_WORDS
+
+    assert set(FLAG_WORDS) == set(FLAGS)

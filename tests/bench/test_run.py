@@ -241,6 +241,21 @@ def _mask_out(cohort, part: str, label_value: int, out):
     return out
 
 
+def test_a_run_early_stopped_on_a_validation_split_of_one_class_is_flagged(cohort, tmp_path):
+    # no class-1 validation subject keeps an input: the loss of class 0 alone chose the
+    # checkpoint, with a note on the labels only
+    root, cohort_dir = cohort
+    _mask_out(cohort, "val", 1, tmp_path / "one_class.parquet")
+    metrics = run_experiment(cohort_dir, {m: "precomputed" for m in MODALITIES}, "y",
+                             {"type": "deepsets", "max_epochs": 3}, root / "split.parquet",
+                             tmp_path / "one_class.parquet", tmp_path / "run", seed=0,
+                             meta={"cohort": "toy", "feature_set": "all",
+                                   "method": "deepsets", "scenario": "mcar", "rate": 0.4})
+    assert metrics["trained"]
+    (flag,) = [f for f in metrics["flags"] if f["flag"] == "one_class_validation"]
+    assert "are all of class 0" in flag["reason"]
+
+
 @pytest.mark.parametrize("method", [{"type": "logreg"}, {"type": "hgb", "max_iter": 5},
                                     {"type": "deepsets", "max_epochs": 2}])
 def test_a_training_part_of_one_class_is_not_trained_for_any_kind_of_method(cohort, tmp_path,
