@@ -562,7 +562,9 @@ class NumbersAsText:
             return (f"field {self.field!r}: {self.n} of {self.of} values are numbers, under "
                     f"the {round(100 * NUMERIC_SHARE)}% that makes a field numeric, beside "
                     f"texts ({shown}): kept as text, one category per value; blank those "
-                    "texts in the source (or write NA) for the field to be read as numbers")
+                    "texts in the source (or write NA) for the field to be read as numbers, "
+                    "or list it in the tabular encoder's categorical if its values are "
+                    "categories (a grade 1, 2, G3)")
         return (f"field {self.field!r}: {self.n} of {self.of} values are numbers written "
                 f"with a comma or a percent sign, or bounds ({shown}): kept as text, one "
                 "category per value; write them as plain numbers (1.5, 52; a bound as the "
