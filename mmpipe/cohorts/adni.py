@@ -147,20 +147,30 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
     """Every scan of a configured modality, by PTID; QC rows of what is skipped (a subject
     folder none of whose series a pattern matches among them: a T1 named otherwise, as
     ADNI1's standardised ``MPR__GradWarp__B1_Correction__N3__Scaled`` or GE's
-    ``IR-FSPGR``, left the subject out of the cohort with nothing said)."""
+    ``IR-FSPGR``, left the subject out of the cohort with nothing said; and the unread
+    series of a subject that has no series of some modality, whose T1 so named read as
+    missing by nature beside its PET)."""
     scans: dict[str, list[Scan]] = defaultdict(list)
     qc: list[QCRecord] = []
     unmatched: list[str] = []
     for subject in sorted(p for p in images.iterdir() if p.is_dir()):
         descriptions = sorted(p for p in subject.iterdir() if p.is_dir())
-        if descriptions and not any(rx.search(d.name) for d in descriptions
-                                    for rx in series.values()):
+        other = [d.name for d in descriptions
+                 if not any(rx.search(d.name) for rx in series.values())]
+        listed = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        if descriptions and len(other) == len(descriptions):
             unmatched.append(subject.name)
             qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"subject folder "
-                               f"{subject.name} skipped: none of its series ("
-                               + ", ".join(d.name for d in descriptions[:5])
-                               + (", ..." if len(descriptions) > 5 else "")
-                               + ") matches a pattern of adni.series", str(subject)))
+                               f"{subject.name} skipped: none of its series ({listed}) "
+                               "matches a pattern of adni.series", str(subject)))
+        elif other and (lacking := [m for m, rx in series.items()
+                                    if not any(rx.search(d.name) for d in descriptions)]):
+            # a T1 named otherwise beside a matched PET: its MRI read as missing by
+            # nature, with nothing said, where the scan was on disk (a subject with a
+            # series of every modality has its localizers left unsaid)
+            qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"{subject.name} has no "
+                               f"{' or '.join(lacking)} series that adni.series matches; "
+                               f"series not read: {listed}", str(subject)))
         for description in descriptions:
             modality = next((m for m, rx in series.items() if rx.search(description.name)), None)
             if modality is None:
@@ -469,8 +479,14 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                                    + ", ".join(f.name for f in scan.files))
                 qc.append(QCRecord(sid, m, REJECTED, why))
             elif scan is None:
-                qc.append(QCRecord(sid, m, REJECTED if why.startswith((_TIE, _UNREADABLE))
-                                   else ABSENT, why))
+                # scans a visit without a date cannot be matched to are there, not absent
+                undated = when is None and any(s.modality == m for s in own)
+                if undated:
+                    why = (f"{why}, so none of the subject's "
+                           f"{sum(s.modality == m for s in own)} {m} scan(s) can be matched "
+                           "to it")
+                qc.append(QCRecord(sid, m, REJECTED if undated or why.startswith(
+                    (_TIE, _UNREADABLE)) else ABSENT, why))
             columns[specs[m].column].append(str(scan.files[0]) if scan is not None else None)
     frame.update(columns)
     if "diagnosis" in labels:

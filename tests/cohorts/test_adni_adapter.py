@@ -244,6 +244,39 @@ def test_a_downloaded_subject_none_of_whose_series_matches_is_named(tmp_path, ca
         in caplog.text and gone in caplog.text
 
 
+def test_a_series_no_pattern_matches_beside_one_that_does_is_named(tmp_path):
+    """A GE site's T1 (Accelerated_Sagittal_IR-FSPGR) beside a matched PET: the MRI read
+    as missing by nature ("no mri scan within 90 days"), the T1 on disk named nowhere."""
+    root = tmp_path / "adni"
+    plan = write_adni(root, n_subjects=8, seed=1)
+    sid = plan.subjects[0]
+    (root / "ADNI" / sid / "MPRAGE").rename(root / "ADNI" / sid / "Accelerated_Sagittal_IR-FSPGR")
+    build_manifest("adni", _cfg(root), root / "out", base_dir=root)
+    (row,) = read_qc(root / "out").filter(pl.col("path") == str(root / "ADNI" / sid)
+                                          ).iter_rows(named=True)
+    assert row["status"] == "skipped" and row["reason"].startswith(
+        f"{sid} has no mri series that adni.series matches; series not read: "
+        "Accelerated_Sagittal_IR-FSPGR")
+    # a subject with a series of every modality has its localizers left unsaid
+    said = read_qc(root / "out").filter(pl.col("reason").str.contains("series not read"))
+    assert said["path"].to_list() == [str(root / "ADNI" / sid)]
+
+
+def test_a_visit_without_an_examdate_rejects_the_scans_it_cannot_match(tmp_path):
+    # the scans are on disk: "absent" read them as missing by nature
+    plan = write_adni(tmp_path, n_subjects=8, seed=1)
+    table = pl.read_csv(tmp_path / "ADNIMERGE.csv", infer_schema=False)
+    sid = plan.subjects[0]
+    bl = (pl.col("PTID") == sid) & (pl.col("VISCODE") == "bl")
+    table.with_columns(pl.when(bl).then(pl.lit(None, pl.Utf8)).otherwise(pl.col("EXAMDATE"))
+                       .alias("EXAMDATE")).write_csv(tmp_path / "ADNIMERGE.csv")
+    build_manifest("adni", _cfg(tmp_path), tmp_path / "out", base_dir=tmp_path)
+    why = read_qc(tmp_path / "out").filter((pl.col("subject_id") == sid)
+                                           & (pl.col("modality") == "mri"))
+    assert why["status"].to_list() == ["rejected"]
+    assert why["reason"][0].startswith("the visit has no EXAMDATE, so none of the subject's ")
+
+
 def test_a_visit_listed_twice_and_macos_metadata_beside_a_scan(tmp_path):
     """Two ADNIMERGE rows of one subject's baseline, the first Dementia and the second CN,
     gave the subject the first row's diagnosis without a word; rows that agree are one
