@@ -321,3 +321,10 @@ def test_one_field_in_two_files_and_folders_breakhis_lacks_are_said(tmp_path):
                                          "BreakHis's malignant tumour types")
     assert skipped[str(extra)].startswith(f"a folder in {field.parent.parent.name}/ that is "
                                           "no magnification of BreakHis")
+
+
+def test_the_miniature_lists_a_malignant_patient_under_two_types(tmp_path):
+    # as the release's 14-13412: with three patients a type a benign patient was listed
+    # again under lobular carcinoma, a split group of two labels the release never has
+    plan = write_breakhis(tmp_path, patients_per_type=3, seed=1, images_per_set=2)
+    assert plan.patients[plan.two_types][0] == "malignant"

@@ -75,8 +75,11 @@ def write_breakhis(root: str | Path, patients_per_type: int = 2, seed: int = 0,
                 folder = breast / cls / "SOB" / tumour / f"SOB_{cls[0].upper()}_{code}_{pid}"
                 folders[pid] = (folder, cls, code)
     ids = list(plan.patients)
-    (plan.no_400x, plan.empty_200x, plan.misplaced_100x, plan.truncated_png,
-     plan.two_types) = ids[0], ids[1], ids[2], ids[9], ids[10]
+    (plan.no_400x, plan.empty_200x, plan.misplaced_100x, plan.truncated_png) = (
+        ids[0], ids[1], ids[2], ids[9])
+    # a malignant patient, as the release's is: with three patients a type, ids[10] was
+    # a benign one, listed again under a malignant type, which the release never does
+    plan.two_types = next(p for p in ids[10:] if plan.patients[p][0] == "malignant")
     for pid, (folder, cls, code) in folders.items():
         for mag in MAGNIFICATIONS.values():
             if pid == plan.no_400x and mag == 400:
