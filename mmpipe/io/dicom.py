@@ -133,10 +133,19 @@ class SeriesInfo:
     storages: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     # positions (mm along the normal) of missing slices that the read filled in
     interpolated: tuple[float, ...] = field(default=(), repr=False)
+    # the frames of its multi-frame files, which are refused (0: none)
+    frames: int = field(default=0, repr=False)
 
     @property
     def n_slices(self) -> int:
         return len(self.files)
+
+    @property
+    def n_images(self) -> int:
+        """Its images, as the series rules rank them: a multi-frame file's frames each (a
+        60-frame enhanced CT counted one slice, and a reformat beside it took its place
+        with nothing said), each file otherwise."""
+        return max(self.n_slices, self.frames)
 
     @property
     def derived(self) -> bool:
@@ -670,6 +679,7 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         study_uids=study_uids,
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
         image_type=first.image_type,
+        frames=sum(h.frames for h in headers if h.frames > 1),
     )
     if defects:
         info.ordered = False
@@ -1309,7 +1319,7 @@ def _rank(kind: str):
         return _number_key
     # an acquired series before a derived one (a coronal reformat, a MIP) or a localizer,
     # then more slices: by count alone an MPR of a study's axial CT was chosen
-    return lambda s: (s.derived or s.localizer, -s.n_slices, *_number_key(s))
+    return lambda s: (s.derived or s.localizer, -s.n_images, *_number_key(s))
 
 
 def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, arg: Any,
@@ -1330,7 +1340,7 @@ def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, a
     # refused 3-plane localizer ranked first (every MR study's) noted nearly every
     # subject's series as a stand-in, and hid an acquired volume refused after it
     above = [s for s in judged if s.problem and s.series_uid != chosen.series_uid
-             and s.n_slices >= min_slices and rank(s) < rank(chosen) and not s.localizer
+             and s.n_images >= min_slices and rank(s) < rank(chosen) and not s.localizer
              and (not s.derived or chosen.derived or chosen.localizer)]
     return min(above, key=rank) if above else None
 
@@ -1346,7 +1356,7 @@ def _no_stand_in(above: SeriesInfo, chosen: SeriesInfo) -> bool:
 
 def _kind_text(s: SeriesInfo) -> str:
     return (f"{s.modality or 'no Modality'}{', derived' if s.derived else ''}"
-            f"{', localizer' if s.localizer else ''}, {s.n_slices} slices")
+            f"{', localizer' if s.localizer else ''}, {s.n_images} slices")
 
 
 def _passed_over_text(chosen: SeriesInfo, others: list[SeriesInfo], rule: str) -> str:

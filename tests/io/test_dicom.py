@@ -1675,6 +1675,35 @@ def test_a_refused_localizer_ranked_first_is_no_series_meant(tmp_path):
         dicom_to_nifti(tmp_path / "ct", tmp_path / "ct.nii.gz", rule="first")
 
 
+def test_a_refused_multi_frame_series_ranks_by_its_frames(tmp_path):
+    """A 60-frame enhanced CT (refused) counted one slice: a 9-slice coronal reformat
+    beside it was converted as the subject's CT with an empty note, and an acquired
+    series in its place was not said to be."""
+    from tests.dicom_files import write_ct_slice
+
+    acquired = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    for name, other, image_type, expect in (
+            ("mpr", 9, ["DERIVED", "SECONDARY", "MPR"], "refused"),
+            ("thick", 20, acquired, "in place of")):
+        folder = tmp_path / name
+        enhanced = generate_uid()
+        write_ct_slice(folder / "enhanced.dcm", series_uid=enhanced, position=(0, 0, 0),
+                       hu=np.zeros((N, N)), instance=1, series_number=2, frames=60,
+                       description="AX 0.6mm")
+        _image_type(folder, enhanced, acquired)
+        uid, _ = write_series(folder, n=other, series_number=601, start=(0, 0, 300))
+        _image_type(folder, uid, image_type)
+        if expect == "refused":
+            with pytest.raises(DicomSeriesError, match=r"'AX 0.6mm' .*is the series "
+                                                       r"'most_slices' ranks first, and it "
+                                                       r"is refused: multi-frame"):
+                dicom_to_nifti(folder, tmp_path / f"{name}.nii.gz")
+        else:
+            summary = dicom_to_nifti(folder, tmp_path / f"{name}.nii.gz")
+            assert summary["series_uid"] == uid
+            assert "converted in place of 2 'AX 0.6mm' (CT, 60 slices)" in summary["note"]
+
+
 def test_a_localizer_ranks_after_an_acquired_volume_and_with_the_derived(tmp_path):
     """A scout, ORIGINAL\\PRIMARY\\LOCALIZER, counted as acquired, so it was chosen over a
     derived reconstruction of ten times its slices."""
