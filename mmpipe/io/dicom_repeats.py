@@ -93,10 +93,13 @@ def one_volume(files: list[_File], slots: list[int]) -> Choice:
 
 def _without_copies(files: list[_File], slots: list[int]) -> tuple[list[int], int]:
     """Indices left when copies of one image are one file (the readable one), and how
-    many copies went."""
+    many copies went. A copy has the image's SOPInstanceUID, InstanceNumber and volume
+    tags: a de-identification that reused one UID across echoes made echo 1 and echo 2 at
+    a position "copies", and the volume alternated between them slice by slice."""
     by_image: dict[tuple, list[int]] = defaultdict(list)
     for i, f in enumerate(files):
-        by_image[(slots[i], f.sop_uid or f"#{i}")].append(i)
+        by_image[(slots[i], f.sop_uid or f"#{i}", f.instance,
+                  tuple(sorted(f.volume_tags.items())))].append(i)
     kept = [min(idx, key=lambda i: (files[i].unreadable is not None, str(files[i].path)))
             for idx in by_image.values()]
     return sorted(kept), len(files) - len(kept)

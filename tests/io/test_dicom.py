@@ -396,6 +396,26 @@ def test_repeated_positions_that_nothing_tells_apart_reject(tmp_path):
                                "one position)")
 
 
+def test_files_of_one_uid_but_two_echoes_are_no_copies(tmp_path):
+    """A de-identification that reused each position's SOPInstanceUID for both echoes
+    made echo 2 a "copy" of echo 1 wherever its file sorted first: the volume alternated
+    between the echoes slice by slice, and the note called them copies."""
+    echo_series(tmp_path, echoes=(1, 2))
+    by_position: dict[float, str] = {}
+    for path in sorted(tmp_path.iterdir()):
+        ds = pydicom.dcmread(path)
+        z = float(ds.ImagePositionPatient[2])
+        ds.SOPInstanceUID = by_position.setdefault(z, ds.SOPInstanceUID)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(path)
+        if int(ds.EchoNumbers) == 2 and int(z / 2) % 2 == 0:  # sorts before its echo 1
+            path.rename(path.with_name(f"A{path.name}"))
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "uid.nii.gz")
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path.parent / "uid.nii.gz")))
+    np.testing.assert_array_equal(arr[:, 0, 0], 1000 + 10 * np.arange(6))
+    assert "copied" not in summary["note"]
+
+
 # --------------------------------------------------------------------------- corrupt files, gaps
 
 
