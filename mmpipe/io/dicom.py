@@ -633,6 +633,11 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
     if any(h.frames > 1 or h.enhanced for h in headers):
         defects.append("multi-frame (enhanced) DICOM files are not supported; "
                        "convert them with dcm2niix first")
+    if any("MOSAIC" in h.image_type for h in headers):
+        # a Siemens EPI's slices tiled in one image: refused as "too few slices", or at
+        # min_slices 1 read as one slice of tiles
+        defects.append("Siemens mosaic images (ImageType MOSAIC: each file tiles a "
+                       "volume's slices) are not supported; convert them with dcm2niix first")
     patient_ids = _distinct(h.patient_id for h in headers)
     study_uids = _distinct(h.study_uid for h in headers)
     if len(patient_ids) > 1:

@@ -1735,6 +1735,16 @@ def test_a_localizer_ranks_after_an_acquired_volume_and_with_the_derived(tmp_pat
     assert summary["series_uid"] == recon
 
 
+@pytest.mark.parametrize("min_slices", [1, 3])
+def test_a_siemens_mosaic_is_named_as_one(tmp_path, min_slices):
+    # refused as "too few slices: 1 distinct positions", or at min_slices 1 converted as
+    # one slice of tiles
+    uid, paths = write_series(tmp_path, n=1)
+    _image_type(tmp_path, uid, ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"], modality="MR")
+    with pytest.raises(DicomSeriesError, match="Siemens mosaic images"):
+        read_dicom_series(tmp_path, min_slices=min_slices)
+
+
 def test_an_enhanced_series_of_one_frame_a_file_is_named_as_enhanced(tmp_path):
     """Enhanced DICOM written one frame a file keeps its geometry in the functional groups:
     it was refused as "lacks ImagePositionPatient/ImageOrientationPatient (not a
