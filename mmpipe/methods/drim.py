@@ -404,6 +404,9 @@ class DRIM(FusionMethod):
                if hp["sampler"] == "none" else
                f"batches drawn by the {hp['sampler']} sampler (official: plain shuffled "
                "batches)."),
+            *(["drim: attention with the exact quiet softmax (quiet_softmax: exact; the "
+               "official utils.softmax_one shifts by the max, quiet_softmax: official)"]
+              if hp["quiet_softmax"] == "exact" else []),
         ]
 
     def _checkpoint_words(self) -> str:

@@ -1,18 +1,18 @@
 """HAM (Fürböck et al., "No Modality Left Behind: Dynamic Model Generation for Incomplete
 Medical Data", arXiv 2509.11406, 2025) and its Channel Dropout comparator.
 
-**HAM** (Hypernetwork for Absent Modalities, paper, Method section): a hypernetwork ``h`` maps
-the binary modality vector ``μ ∈ {0,1}^M`` (1 = present) to *every* parameter ``θ_μ`` of a
-small task model, ``h: μ → θ_μ``; the task model ``f_θμ`` then classifies the input in
-which the absent modalities are zero-padded. One network thus yields one classifier per
-missingness pattern.
+**HAM** (Hypernetwork for Absent Modalities; the paper's abstract and the project issue): a
+hypernetwork ``h`` maps the binary modality vector ``μ ∈ {0,1}^M`` (1 = present) to *every*
+parameter ``θ_μ`` of a small task model, ``h: μ → θ_μ``; the task model ``f_θμ`` then
+classifies the input in which the absent modalities are zero-padded. One network thus
+yields one classifier per missingness pattern.
 
 - hypernetwork: an MLP of 4 linear layers with ReLU and a narrow bottleneck,
   ``M → 32 → 8 → 32 → |θ|`` (``hyper_hidden``);
 - task model: ``Linear(ΣD_m, 32) → ReLU → Linear(32, C)`` (``task_hidden``) on the
   concatenation of the flattened modalities, absent ones set to zero (the paper's task
   model is a small CNN on zero-padded image channels; vector features get an MLP);
-- training (paper, Method section): ``μ`` is drawn at random and kept for ``n_it = 10`` iterations;
+- training (the project issue): ``μ`` is drawn at random and kept for ``n_it = 10`` iterations;
   the batch is masked with it. Our subjects are already naturally incomplete, so the
   *effective* presence of a subject is ``present AND μ``; a subject that this would leave
   without any modality keeps its own presence instead (no subject is emptied, and no
@@ -28,8 +28,8 @@ RMSprop) are this project's reading of the paper. The paper's numeric implementa
 details (layer widths, focal ``γ``, learning rate) could not be consulted here, so the
 widths are ours, ``γ = 2`` is the focal-loss default of Lin et al. (2017) and lr/weight
 decay/batches/early stopping follow the project protocol (``PROTOCOL_RECIPE``), its
-feature noise included (``noise_p`` 0.3, ours: neither the paper nor ShaSpec adds
-noise). The class-balancing sampler is off (``sampler: none``) since the weighted loss
+feature noise included (``noise_p`` 0.3, ours: ShaSpec's code adds none, nor does what
+was read of the paper). The class-balancing sampler is off (``sampler: none``) since the weighted loss
 already balances the classes.
 
 ``hyper_init="scaled"`` (default, ours): the hypernetwork's last layer starts with zero
@@ -81,7 +81,7 @@ class HAM(TaskLossMixin, FusionMethod):
     defaults: ClassVar[dict[str, Any]] = {
         "hyper_hidden": [32, 8, 32],  # 4 linear layers, narrow bottleneck (widths ours)
         "task_hidden": [32],          # task MLP hidden widths (ours: "small task model")
-        "n_it": 10,                   # iterations a sampled μ is kept (issue; paper, Method)
+        "n_it": 10,                   # iterations a sampled μ is kept (the project issue)
         "mu_sampling": True,          # false: train on the natural presence only (ablation)
         "hyper_init": "scaled",       # scaled (ours) | default (plain nn.Linear init)
         **TASK_LOSS_DEFAULTS,
@@ -197,7 +197,10 @@ class HAM(TaskLossMixin, FusionMethod):
                 "image channels; hypernetwork/task widths, the focal gamma and lr are ours (the "
                 "paper's values were not available); the sampled mu is intersected with each "
                 "subject's natural presence (a subject it would empty keeps its own)",
-                f"HAM: trained with {recipe_note(self.hparams)}"]
+                f"HAM: trained with {recipe_note(self.hparams)}",
+                *(["HAM: hypernetwork's last layer rescaled at construction (hyper_init: "
+                   "scaled, ours; the plain nn.Linear init is hyper_init: default)"]
+                  if self.hparams["hyper_init"] == "scaled" else [])]
 
 
 class ChannelDropout(TaskLossMixin, FusionMethod):

@@ -13,8 +13,9 @@ from torch.nn import functional as F
 from mmpipe.methods.blocks import PROTOCOL_RECIPE, check_choice
 
 # HAM's recipe (issue: RMSprop, weighted focal loss); the rest is the project protocol
-# (blocks.PROTOCOL_RECIPE), its Gaussian feature noise (noise_p 0.3) included: neither HAM's
-# paper nor ShaSpec's code augments features, so `noise_p: 0` is their literal setting
+# (blocks.PROTOCOL_RECIPE), its Gaussian feature noise (noise_p 0.3) included: ShaSpec's code
+# augments no feature, nor does what was read of HAM's paper (its abstract), so `noise_p: 0`
+# is their literal setting as far as known
 HAM_TRAIN_DEFAULTS: dict[str, Any] = {**PROTOCOL_RECIPE, "optimizer": "rmsprop",
                                       "sampler": "none", "class_weights": True}
 TASK_LOSSES = ("focal", "ce")

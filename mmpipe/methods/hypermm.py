@@ -16,7 +16,7 @@ Two steps (official ``train+test.py``):
    of the inputs as the benchmark normalises them: the official code reconstructs raw
    VGG activations, where it is of the cross-entropy's size, as it is under ``zscore``
    (about 1 per element); under ``normalize: l2`` (MMIST-ccRCC's) a D-wide input has a
-   mean square of 1/D, so the term is a few hundredths of the cross-entropy and phase φ
+   mean square of 1/D, so the term is a few thousandths of the cross-entropy and phase φ
    trains on the cross-entropy nearly alone (raise ``lambda_rec`` to weigh it back).
 2. **phase "rho"** — φ is frozen; ρ is trained with cross-entropy on the aggregation of
    the present modalities' φ outputs (``HyperMMNet``).

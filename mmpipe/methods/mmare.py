@@ -164,6 +164,21 @@ class MMARE(FusionMethod):
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.head(self.fuse(x, present))
 
+    def report_notes(self) -> list[str]:
+        """Where this run is the project's reading, not the thesis's words."""
+        hp = self.hparams
+        same = [m for m in self.modalities if flat_dim(self.shapes[m]) == int(hp["dim"])]
+        notes = [f"{self.name}: the head's '256→128→C' read as hidden widths after the "
+                 f"{hp['dim']}-wide fused vector"]
+        if float(hp["noise_p"]) > 0:
+            notes.append(f"{self.name}: Gaussian feature noise on {float(hp['noise_p']):g} of "
+                         f"the present rows (thesis 4.3), std {float(hp['noise_std']):g}, which "
+                         "the thesis does not give")
+        if same:
+            notes.append(f"{self.name}: {', '.join(same)} already {hp['dim']}-wide, passed "
+                         "without an adapter")
+        return notes
+
     def reorder_modalities(self, order: list[str]) -> None:
         """Relabel the modality axis to ``order``, keeping the function of named inputs.
 

@@ -225,6 +225,9 @@ class ModalityExperts(FusionMethod):
         return torch.where(pres.any(1, keepdim=True), mixed, torch.zeros_like(mixed))
 
     def report_notes(self) -> list[str]:
+        from mmpipe.bench.trainer import TRAIN_DEFAULTS  # the settings a config leaves out
+
+        monitor = {**TRAIN_DEFAULTS, **self.hparams}["monitor"]
         return [
             f"AdaCoMed: only the mixture-of-modality-experts branch ({len(self.combos)} "
             "experts, one per modality combination"
@@ -238,4 +241,6 @@ class ModalityExperts(FusionMethod):
             "experts' 2·d features, added to the block's input and layer-normalised, feed "
             "the small model's MLP classifier)",
             "AdaCoMed: cross-entropy instead of the official BCEWithLogitsLoss (multi-label VQA)",
+            f"AdaCoMed: early stopping on the validation {monitor} (the "
+            "official train.py keeps the best validation accuracy)",
         ]

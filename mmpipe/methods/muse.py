@@ -54,8 +54,10 @@ the batch order. Here ``eval_graph`` chooses the evaluation graph:
 - ``"single"``: each subject is scored in a graph holding only itself (its own copy of
   the modality nodes); batch-independent but the modality nodes then average one patient,
   unlike in training.
-- ``"batch"``: the official inference (one graph over the evaluation batch); batch-
-  dependent, kept for comparison only.
+- ``"batch"``: one graph over each evaluation batch, as the official inference builds
+  it; batch-dependent, kept for comparison only. The batches are not the official ones:
+  validation is one graph of the whole split, prediction graphs of 512 rows (the
+  trainer's chunks), where the official code scores graphs of its ``batch_size`` (256).
 
 Training always uses the official graph over the training batch.
 
@@ -458,8 +460,10 @@ class MUSE(FusionMethod):
             "single": "MUSE evaluation: each subject is scored in a graph holding only itself "
                       "(batch-independent; modality nodes average one patient, unlike in "
                       "training); the official code scores test batches of 256 as one graph.",
-            "batch": "MUSE evaluation as in the official code: one graph per evaluation batch, "
-                     "so a subject's prediction depends on the other subjects of its batch.",
+            "batch": "MUSE evaluation as in the official code, one graph per evaluation batch "
+                     "(here the whole validation split, and 512 test subjects; the official "
+                     "code's 256), so a subject's prediction depends on the other subjects "
+                     "of its batch.",
         }
         return [notes[mode],
                 "MUSE on cached vectors: official ADNI FFN encoders per modality, with "

@@ -260,4 +260,8 @@ class FeatImpute(TaskLossMixin, FusionMethod):
         if self.adapters is not None:
             notes.append("FeatImpute: per-modality linear adapters to a common width before "
                          "the shared encoder (modality widths differ)")
+        if self.hparams["missing_fill"] == "mean":
+            notes.append("FeatImpute: an absent modality filled with the mean of the present "
+                         "shared features (the official code's commented-out line; its "
+                         "default, missing_fill: first, takes the first present one)")
         return notes

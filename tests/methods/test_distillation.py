@@ -492,3 +492,15 @@ def test_the_validation_loss_under_complete_training_leaves_absent_blocks_out(sh
         torch.testing.assert_close(got[term], want[term])
     # a complete (training) batch keeps the path it trained on
     assert complete.encoded_columns(torch.ones_like(present)) is None
+
+
+def test_the_run_notes_name_the_protocols_noise_and_sampler():
+    # run with the protocol's feature noise and class-balancing sampler, which the official
+    # code has neither of, the notes named only the optimiser and the batches
+    from mmpipe.methods import method_class
+
+    shapes = {"a": (8,), "b": (5,)}
+    for name in ("bd", "bd_filling", "ae_impute"):
+        notes = " ".join(method_class(name)(list(shapes), shapes, 2,
+                                            missing_modality="b").report_notes())
+        assert "Gaussian feature noise on 0.3" in notes and "weighted class-balancing" in notes

@@ -234,3 +234,13 @@ def test_training_reduces_the_loss(shapes, conditioning, fusion, separable, trai
     before, after, accuracy = train_steps(model, x, present, y)
     assert after < 0.5 * before
     assert accuracy > 0.9
+
+
+def test_the_run_notes_say_where_mmare_is_the_projects_reading():
+    # MMARE had no notes: its noise's deviation and the head's reading were in comments only
+    from mmpipe.methods import method_class
+
+    shapes = {"a": (512,), "b": (5,)}
+    notes = method_class("mmare")(list(shapes), shapes, 2).report_notes()
+    assert any("std 0.1, which the thesis does not give" in n for n in notes)
+    assert any("a already 512-wide, passed without an adapter" in n for n in notes)
