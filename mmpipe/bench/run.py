@@ -176,6 +176,19 @@ def run_experiment(cohort_dir: str | Path, feature_set: dict[str, str], label: s
                     tuning=tuning)
 
 
+def gpu_slots(resources) -> int:
+    """The GPUs a training job holds: its ``gpu`` resource, or on a site that takes GPUs
+    only as a SLURM ``gres`` (``gpu:2``, ``gpu:a100:1``, ``gpu``) the count there. The
+    plugin refuses both at once; read from ``gpu`` alone, a job given the gres trained on
+    the CPU beside the GPU it held."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    for item in str(getattr(resources, "gres", "") or "").split(","):
+        name, *rest = item.strip().split(":")
+        if name == "gpu":
+            gpus += int(rest[-1]) if rest and rest[-1].isdigit() else 1
+    return gpus
+
+
 def training_device(configured: str, gpu_slots: int) -> str:
     """The device a training job of the workflow trains on: the configured one where the
     job holds a GPU slot (``device: cuda`` and a torch method), else the CPU. Under

@@ -1126,6 +1126,19 @@ def test_a_training_job_trains_on_cuda_only_in_a_gpu_slot_of_its_own(configured,
     assert training_device(configured, slots) == expected
 
 
+@pytest.mark.parametrize("resources, slots", [
+    ({"gpu": 1}, 1), ({}, 0), ({"gpu": 0, "gres": "gpu:2"}, 2), ({"gres": "gpu:a100:1"}, 1),
+    ({"gres": "gpu"}, 1), ({"gres": "tmpdisk:100"}, 0), ({"gres": "tmpdisk:1,gpu:1"}, 1)])
+def test_a_gpu_held_as_a_gres_is_a_gpu_slot(resources, slots):
+    # a site that takes GPUs only as a gres sets gpu 0 (the plugin refuses both): its
+    # training jobs held a GPU and trained on the CPU
+    from types import SimpleNamespace
+
+    from mmpipe.bench.run import gpu_slots
+
+    assert gpu_slots(SimpleNamespace(**resources)) == slots
+
+
 def test_the_validation_collapse_flag_reads_every_validation_subject_as_the_test_flag_does(
         cohort, tmp_path):
     """The test flag read every test subject, those scored at the prior too; the

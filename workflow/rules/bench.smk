@@ -15,6 +15,8 @@ rule split:
         L.split("{seed}"),
     log:
         L.log("split", "seed{seed}"),
+    benchmark:
+        L.benchmark("split", "seed{seed}")
     priority: 1  # short, and every training job waits on it
     conda:
         "../../envs/bench.yaml"
@@ -33,6 +35,8 @@ rule mask:
         L.mask("{scenario}", "{rate}", "{seed}"),
     log:
         L.log("mask", "{scenario}-{rate}-seed{seed}"),
+    benchmark:
+        L.benchmark("mask", "{scenario}-{rate}-seed{seed}")
     priority: 1  # short, and every training job waits on it
     conda:
         "../../envs/bench.yaml"

@@ -26,6 +26,8 @@ checkpoint manifest:
         **L.manifest_files(),
     log:
         L.log("manifest"),
+    benchmark:
+        L.benchmark("manifest")
     conda:
         "../../envs/cohort.yaml"
     params:

@@ -55,6 +55,8 @@ rule clinical_prompts:
         L.prompts("{modality}"),
     log:
         L.log("clinical_prompts", "{modality}"),
+    benchmark:
+        L.benchmark("clinical_prompts", "{modality}")
     priority: 2
     conda:
         "../../envs/preprocess.yaml"

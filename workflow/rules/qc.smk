@@ -12,6 +12,8 @@ rule cohort_qc:
         ),
     log:
         L.log("cohort_qc"),
+    benchmark:
+        L.benchmark("cohort_qc")
     conda:
         "../../envs/cohort.yaml"
     params:

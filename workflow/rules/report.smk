@@ -13,6 +13,8 @@ rule benchmark_report:
         ),
     log:
         L.log("benchmark_report"),
+    benchmark:
+        L.benchmark("benchmark_report")
     conda:
         "../../envs/bench.yaml"
     params:

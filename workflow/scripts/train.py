@@ -18,12 +18,12 @@ check_stores({m: (layout.store(m, p["encoder"]), p) for m, p in sm.params.stores
 
 import torch  # noqa: E402
 
-from mmpipe.bench.run import run_cell, run_cells, training_device  # noqa: E402
+from mmpipe.bench.run import gpu_slots, run_cell, run_cells, training_device  # noqa: E402
 from mmpipe.encoders.device import resolve_device  # noqa: E402
 
 torch.set_num_threads(sm.threads)  # parallel jobs must not oversubscribe the cores
 # the CPU unless the job holds a GPU slot (train_gpus in common.smk)
-device = training_device(sm.config["device"], getattr(sm.resources, "gpu", 0))
+device = training_device(sm.config["device"], gpu_slots(sm.resources))
 kwargs = {"device": str(resolve_device(device)),
           "meta": {"cohort": w.cohort, "feature_set": w.feature_set, "method": w.method}}
 if "scenario" in w.keys():  # train_jobs: cell
