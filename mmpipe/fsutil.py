@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,15 +147,23 @@ class TemporaryTakenError(RuntimeError):
     job still ran). What the job wrote after that is partial, so it is not installed."""
 
 
-def _still_there(fd: int, path: Path) -> bool:
-    """Whether the folder open as ``fd`` is still the one at ``path``. Held open, its
-    inode cannot be reused by a folder made again at ``path``; removed, it has no link."""
-    held = os.fstat(fd)
+# a file each atomic folder holds while it is written, naming its writer once: a folder
+# made again at the same path lacks it, on a file system (NFS) whose client may report a
+# removed folder's cached attributes, or give a new folder a freed inode's number
+_WRITER_MARK = ".mmpipe-writer"
+
+
+def _still_there(fd: int, path: Path, token: str) -> bool:
+    """Whether the folder open as ``fd`` is still the one at ``path``, holding the mark
+    written there with ``token``. Held open, its inode cannot be reused by a folder made
+    again at ``path`` on a local file system; removed, it has no link."""
     try:
-        now = os.stat(path)
-    except FileNotFoundError:
+        held, now = os.fstat(fd), os.stat(path)
+        mark = (path / _WRITER_MARK).read_text()
+    except OSError:  # gone, or NFS's stale handle of a folder another client removed
         return False
-    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+    return (held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+            and mark == token)
 
 
 @contextlib.contextmanager
@@ -166,16 +175,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = tmp_sibling(path)
     tmp.mkdir()
     fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    token = f"{_writer_tag()} {uuid.uuid4().hex}"
     try:
+        (tmp / _WRITER_MARK).write_text(token)
         yield tmp
-        # another host's writer of the same output removes this folder as debris on
-        # sight; the writes after it (a nested atomic_dir's, a library's) made it again,
-        # holding only what came later, which was installed as the whole output
-        if not _still_there(fd, tmp):
+        # another host's writer of the same output (or of one that holds it) removes this
+        # folder as debris on sight; the writes after it (a nested atomic_dir's, a
+        # library's) made it again, holding only what came later, which was installed as
+        # the whole output
+        if not _still_there(fd, tmp, token):
             raise TemporaryTakenError(
-                f"{tmp} was removed while this job wrote it, by another run writing "
-                f"{path.name} (which took this job for a killed one): this job's output is "
-                "partial and not installed; the other run's output stands")
+                f"{tmp} was removed while this job wrote it, by another run writing it or "
+                "the output that holds it (which took this job for a killed one): this "
+                "job's output is partial and not installed; the other run's output stands")
+        (tmp / _WRITER_MARK).unlink()
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

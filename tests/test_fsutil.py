@@ -190,7 +190,7 @@ def test_a_temporary_removed_while_its_job_wrote_it_is_not_installed(tmp_path):
 
     out = tmp_path / "cell"
     with pytest.raises(TemporaryTakenError, match=r"removed while this job wrote it, by "
-                                                  r"another run writing cell"):
+                                                  r"another run writing it"):
         with atomic_dir(out) as tmp:
             (tmp / "seed0").mkdir()
             import shutil
@@ -198,3 +198,10 @@ def test_a_temporary_removed_while_its_job_wrote_it_is_not_installed(tmp_path):
             shutil.rmtree(tmp)  # the other host's writer of cell
             (tmp / "seed1").mkdir(parents=True)  # a nested atomic_dir makes its parent
     assert not out.exists() and not any(tmp_path.iterdir())
+
+
+def test_an_atomic_folder_installs_without_its_writers_mark(tmp_path):
+    out = tmp_path / "cell"
+    with atomic_dir(out) as tmp:
+        (tmp / "seed0").mkdir()
+    assert sorted(p.name for p in out.iterdir()) == ["seed0"]
