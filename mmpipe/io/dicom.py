@@ -141,11 +141,10 @@ class SeriesInfo:
         return len(self.files)
 
     @property
-    def n_images(self) -> int:
-        """Its images, as the series rules rank them: a multi-frame file's frames each (a
-        60-frame enhanced CT counted one slice, and a reformat beside it took its place
-        with nothing said), each file otherwise."""
-        return max(self.n_slices, self.frames)
+    def mosaic(self) -> bool:
+        """Whether ImageType calls it a Siemens mosaic (an EPI's slices tiled in each
+        file): refused, and no stand-in is said for it, as none is for a localizer."""
+        return "MOSAIC" in self.image_type
 
     @property
     def derived(self) -> bool:
@@ -691,18 +690,20 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         return info  # ordering along a normal means nothing without one geometry
 
     components = Counter(h.component or "unstated" for h in headers)
-    if set(components) - {"MAGNITUDE", "unstated"}:
+    if len(components) > 1 or set(components) & {"PHASE", "IMAGINARY"}:
         # a phase map at the magnitude's positions was told apart from it by
-        # InstanceNumber blocks alone, and the first block kept, whichever it was
-        magnitude = [h for h in headers if h.component == "MAGNITUDE"]
+        # InstanceNumber blocks alone, and the first block kept, whichever it was. The
+        # magnitude is kept, else the real part (a phase-sensitive inversion recovery's
+        # image of the anatomy); a phase or imaginary image alone is none
         said = ", ".join(f"{n} {c.lower()}" for c, n in sorted(components.items()))
-        if not magnitude:
-            info.defects.append(f"no magnitude image ({said} images): a phase, real or "
+        kept = next((c for c in ("MAGNITUDE", "REAL") if c in components), None)
+        if kept is None:
+            info.defects.append(f"no magnitude or real image ({said} images): a phase or "
                                 "imaginary image is no picture of the anatomy")
             info.ordered = False
             return info
-        headers = magnitude
-        component_note = f"kept the magnitude images of {said}"
+        headers = [h for h in headers if h.component == kept]
+        component_note = f"kept the {kept.lower()} images of {said}"
     else:
         component_note = ""
     normal = info.normal
@@ -1324,7 +1325,7 @@ def _rank(kind: str):
         return _number_key
     # an acquired series before a derived one (a coronal reformat, a MIP) or a localizer,
     # then more slices: by count alone an MPR of a study's axial CT was chosen
-    return lambda s: (s.derived or s.localizer, -s.n_images, *_number_key(s))
+    return lambda s: (s.derived or s.localizer, -s.n_slices, *_number_key(s))
 
 
 def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, arg: Any,
@@ -1345,7 +1346,8 @@ def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, a
     # refused 3-plane localizer ranked first (every MR study's) noted nearly every
     # subject's series as a stand-in, and hid an acquired volume refused after it
     above = [s for s in judged if s.problem and s.series_uid != chosen.series_uid
-             and s.n_images >= min_slices and rank(s) < rank(chosen) and not s.localizer
+             and s.n_slices >= min_slices and rank(s) < rank(chosen) and not s.localizer
+             and not s.mosaic
              and (not s.derived or chosen.derived or chosen.localizer)]
     return min(above, key=rank) if above else None
 
@@ -1361,7 +1363,8 @@ def _no_stand_in(above: SeriesInfo, chosen: SeriesInfo) -> bool:
 
 def _kind_text(s: SeriesInfo) -> str:
     return (f"{s.modality or 'no Modality'}{', derived' if s.derived else ''}"
-            f"{', localizer' if s.localizer else ''}, {s.n_images} slices")
+            f"{', localizer' if s.localizer else ''}, "
+            + (f"{s.frames} frames" if s.frames else f"{s.n_slices} slices"))
 
 
 def _passed_over_text(chosen: SeriesInfo, others: list[SeriesInfo], rule: str) -> str:
@@ -1434,6 +1437,15 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         notes.append(f"converted in place of {above.short_label()} {above.description!r} "
                      f"({_kind_text(above)}), which {rule!r} ranks first and is refused: "
                      f"{above.problem}")
+    # a multi-frame file counts as one slice, so the rules rank such a series below any
+    # other: a 60-frame enhanced CT beside its 9-slice reformat left the reformat
+    # converted, with nothing said (its frames, which may be time points, rank nothing)
+    unread = [s for s in judged if s.frames and s.series_uid != info.series_uid
+              and s.modality == info.modality and s is not above]
+    if unread:
+        notes.append("not read, and perhaps the series meant: " + "; ".join(
+            f"{s.short_label()} {s.description!r} ({_kind_text(s)}), multi-frame "
+            "(enhanced) DICOM, which dcm2niix converts" for s in unread[:NOTE_FILES]))
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
     if info.repeats:

@@ -6,7 +6,8 @@ builds a volume of slices from different echoes or time points. So the files are
 first told apart into volumes by the header attributes that say which volume a file
 belongs to, and one volume is kept whole:
 
-- copies of one image (same SOPInstanceUID at one position) are one file;
+- copies of one image (same SOPInstanceUID, InstanceNumber and volume tags at one
+  position) are one file;
 - the volumes are the coarsest grouping by :data:`VOLUME_TAGS` (those that vary in
   the series) in which no position repeats; failing that, InstanceNumber order when
   it splits the files into blocks of one file per position (GE EPI numbers its time

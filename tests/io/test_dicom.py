@@ -357,8 +357,18 @@ def test_a_series_of_phase_images_only_is_refused(tmp_path):
     _mr_components(tmp_path / "mr", "P")
     for path in sorted((tmp_path / "mr").iterdir())[6:]:  # the magnitude block
         path.unlink()
-    with pytest.raises(DicomSeriesError, match=r"no magnitude image \(6 phase images\)"):
+    with pytest.raises(DicomSeriesError, match=r"no magnitude or real image \(6 phase "
+                                               r"images\)"):
         read_dicom_series(tmp_path / "mr")
+
+
+def test_a_series_of_real_images_is_read(tmp_path):
+    # a phase-sensitive inversion recovery's real image (Philips R_IR\R\IR) shows the
+    # anatomy: refused as "no magnitude image"
+    uid, _ = write_series(tmp_path, n=8)
+    _image_type(tmp_path, uid, ["ORIGINAL", "PRIMARY", "R_IR", "R", "IR"], modality="MR")
+    image, info = read_dicom_series(tmp_path)
+    assert info.n_slices == 8
 
 
 def test_repeated_positions_that_nothing_tells_apart_reject(tmp_path):
@@ -1695,33 +1705,37 @@ def test_a_refused_localizer_ranked_first_is_no_series_meant(tmp_path):
         dicom_to_nifti(tmp_path / "ct", tmp_path / "ct.nii.gz", rule="first")
 
 
-def test_a_refused_multi_frame_series_ranks_by_its_frames(tmp_path):
+@pytest.mark.parametrize("other, image_type", [
+    (9, ["DERIVED", "SECONDARY", "MPR"]), (20, ["ORIGINAL", "PRIMARY", "AXIAL"])])
+def test_a_refused_multi_frame_series_of_the_modality_is_said_beside_what_converted(
+        tmp_path, other, image_type):
     """A 60-frame enhanced CT (refused) counted one slice: a 9-slice coronal reformat
-    beside it was converted as the subject's CT with an empty note, and an acquired
-    series in its place was not said to be."""
+    beside it was converted as the subject's CT with an empty note. Its frames are not
+    ranked (a 4-D MR's are time points): the note names it."""
     from tests.dicom_files import write_ct_slice
 
-    acquired = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    for name, other, image_type, expect in (
-            ("mpr", 9, ["DERIVED", "SECONDARY", "MPR"], "refused"),
-            ("thick", 20, acquired, "in place of")):
-        folder = tmp_path / name
-        enhanced = generate_uid()
-        write_ct_slice(folder / "enhanced.dcm", series_uid=enhanced, position=(0, 0, 0),
-                       hu=np.zeros((N, N)), instance=1, series_number=2, frames=60,
-                       description="AX 0.6mm")
-        _image_type(folder, enhanced, acquired)
-        uid, _ = write_series(folder, n=other, series_number=601, start=(0, 0, 300))
-        _image_type(folder, uid, image_type)
-        if expect == "refused":
-            with pytest.raises(DicomSeriesError, match=r"'AX 0.6mm' .*is the series "
-                                                       r"'most_slices' ranks first, and it "
-                                                       r"is refused: multi-frame"):
-                dicom_to_nifti(folder, tmp_path / f"{name}.nii.gz")
-        else:
-            summary = dicom_to_nifti(folder, tmp_path / f"{name}.nii.gz")
-            assert summary["series_uid"] == uid
-            assert "converted in place of 2 'AX 0.6mm' (CT, 60 slices)" in summary["note"]
+    enhanced = generate_uid()
+    write_ct_slice(tmp_path / "enhanced.dcm", series_uid=enhanced, position=(0, 0, 0),
+                   hu=np.zeros((N, N)), instance=1, series_number=2, frames=60,
+                   description="AX 0.6mm")
+    _image_type(tmp_path, enhanced, ["ORIGINAL", "PRIMARY", "AXIAL"])
+    uid, _ = write_series(tmp_path, n=other, series_number=601, start=(0, 0, 300))
+    _image_type(tmp_path, uid, image_type)
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "ct.nii.gz")
+    assert summary["series_uid"] == uid
+    assert ("not read, and perhaps the series meant: 2 'AX 0.6mm' (CT, 60 frames), "
+            "multi-frame (enhanced) DICOM, which dcm2niix converts") in summary["note"]
+
+
+def test_a_refused_mosaic_is_no_series_a_volume_stands_in_for(tmp_path):
+    # refused, a BOLD mosaic of 20 files ranked above a 12-slice T1 by its file count:
+    # the T1 was noted as its stand-in, or refused where it was derived
+    t1, _ = write_series(tmp_path, n=12, series_number=2)
+    _image_type(tmp_path, t1, ["DERIVED", "PRIMARY", "MPR", "ND"], modality="MR")
+    bold, _ = write_series(tmp_path, n=20, series_number=5, spacing=0.0, start=(0, 0, 500))
+    _image_type(tmp_path, bold, ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"], modality="MR")
+    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "t1.nii.gz")
+    assert summary["series_uid"] == t1 and "in place of" not in summary["note"]
 
 
 def test_a_localizer_ranks_after_an_acquired_volume_and_with_the_derived(tmp_path):
