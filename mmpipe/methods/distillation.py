@@ -286,12 +286,13 @@ class _MissingModalityMethod(FusionMethod):
                if self.hparams["monitor"] == "loss" else
                f"the validation {self.hparams['monitor']} of the split as it is")
             + "), not the official batch-of-one SGD with cosine warm restarts"
-            + (f"; Gaussian feature noise on {float(self.hparams['noise_p']):g} of the present "
-               f"rows (std {float(self.hparams['noise_std']):g})"
-               if float(self.hparams["noise_p"]) > 0 else "")
-            + (f"; a {self.hparams['sampler']} class-balancing sampler"
-               if self.hparams["sampler"] != "none" else "")
-            + " (the official code has neither).",
+            + "".join(f"; {added} (not in the official code)" for added in (
+                *([f"Gaussian feature noise on {float(self.hparams['noise_p']):g} of the "
+                   f"present rows (std {float(self.hparams['noise_std']):g})"]
+                  if float(self.hparams["noise_p"]) > 0 else []),
+                *([f"a {self.hparams['sampler']} class-balancing sampler"]
+                  if self.hparams["sampler"] != "none" else [])))
+            + ".",
         ]
 
 
