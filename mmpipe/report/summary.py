@@ -1005,8 +1005,11 @@ def flags_markdown(flags: pl.DataFrame, summary: pl.DataFrame | None = None) -> 
              "Runs to read with care: *collapsed* = every prediction of the split is one "
              "class (chance-level balanced accuracy, whatever the AUC); *first eligible "
              "checkpoint* = early stopping kept the first epoch it could (epoch 1, or "
-             "`min_epochs`); *not trained* = NaN "
-             "metrics, prior predictions. Counts are seeds of the cell. A not-trained seed "
+             "`min_epochs`); *never scored a checkpoint* = the monitored score was undefined "
+             "at every epoch, so the last weights stand; *diverged* = a later epoch turned "
+             "non-finite and an earlier checkpoint stands; *early-stopped on a validation "
+             "split of one class* = its checkpoint could not tell the classes apart; *not "
+             "trained* = NaN metrics, prior predictions. Counts are seeds of the cell. A not-trained seed "
              "is left out of the tables' means and tests (their Seeds column reads "
              "trained/run); every other flagged seed is in them, as it scored.", ""]
     order = {f: i for i, f in enumerate(FLAG_WORDS)}
