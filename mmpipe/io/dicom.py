@@ -133,12 +133,20 @@ class SeriesInfo:
     storages: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     # positions (mm along the normal) of missing slices that the read filled in
     interpolated: tuple[float, ...] = field(default=(), repr=False)
-    # the frames of its multi-frame files, which are refused (0: none)
+    # the distinct positions of its multi-frame files, which are refused (0: none)
     frames: int = field(default=0, repr=False)
 
     @property
     def n_slices(self) -> int:
         return len(self.files)
+
+    @property
+    def n_images(self) -> int:
+        """Its slices as the series rules rank them: a refused multi-frame file's positions
+        (a 60-frame enhanced CT counted one slice, so a reformat beside it, or the PET of a
+        PET/CT, took its place with nothing said; a 4-D MR's time points count once),
+        each file otherwise."""
+        return max(self.n_slices, self.frames)
 
     @property
     def mosaic(self) -> bool:
@@ -286,6 +294,8 @@ class _Header:
     enhanced: bool = False
     # an MR image's complex component (:func:`_complex_component`), None where unstated
     component: str | None = None
+    # a multi-frame file's distinct frame positions (its frames where they say none)
+    frame_positions: int = 1
 
 
 # an MR image's complex component as ImageType's third or fourth value writes it (Siemens
@@ -592,7 +602,22 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         enhanced=("ImagePositionPatient" not in ds
                   and ("SharedFunctionalGroupsSequence" in ds
                        or "PerFrameFunctionalGroupsSequence" in ds)),
+        frame_positions=_frame_positions(ds),
     ), unreadable, None
+
+
+def _frame_positions(ds) -> int:
+    """A multi-frame file's distinct slice positions (PS3.3 C.7.6.16.2.3, each frame's
+    PlanePositionSequence), so that a 4-D series' time points count once; its frame count
+    where no frame says where it lies."""
+    frames = _int_or_none(ds.get("NumberOfFrames")) or 1
+    positions = set()
+    for group in ds.get("PerFrameFunctionalGroupsSequence") or ():
+        plane = group.get("PlanePositionSequence")
+        position = _floats(plane[0].get("ImagePositionPatient"), 3) if plane else None
+        if position is not None:
+            positions.add(tuple(round(v, 3) for v in position))
+    return len(positions) or frames
 
 
 def _distinct(values) -> tuple[str | None, ...]:
@@ -683,14 +708,15 @@ def _analyse(headers: list[_Header]) -> SeriesInfo:
         study_uids=study_uids,
         unreadable={h.path: h.unreadable for h in headers if h.unreadable},
         image_type=first.image_type,
-        frames=sum(h.frames for h in headers if h.frames > 1),
+        frames=sum(h.frame_positions for h in headers if h.frames > 1),
     )
     if defects:
         info.ordered = False
         return info  # ordering along a normal means nothing without one geometry
 
     components = Counter(h.component or "unstated" for h in headers)
-    if len(components) > 1 or set(components) & {"PHASE", "IMAGINARY"}:
+    stated = set(components) - {"unstated"}
+    if not (len(stated) <= 1 and stated <= {"MAGNITUDE", "REAL"}):
         # a phase map at the magnitude's positions was told apart from it by
         # InstanceNumber blocks alone, and the first block kept, whichever it was. The
         # magnitude is kept, else the real part (a phase-sensitive inversion recovery's
@@ -1325,7 +1351,7 @@ def _rank(kind: str):
         return _number_key
     # an acquired series before a derived one (a coronal reformat, a MIP) or a localizer,
     # then more slices: by count alone an MPR of a study's axial CT was chosen
-    return lambda s: (s.derived or s.localizer, -s.n_slices, *_number_key(s))
+    return lambda s: (s.derived or s.localizer, -s.n_images, *_number_key(s))
 
 
 def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, arg: Any,
@@ -1346,7 +1372,7 @@ def _unreadable_above(judged: list[SeriesInfo], chosen: SeriesInfo, kind: str, a
     # refused 3-plane localizer ranked first (every MR study's) noted nearly every
     # subject's series as a stand-in, and hid an acquired volume refused after it
     above = [s for s in judged if s.problem and s.series_uid != chosen.series_uid
-             and s.n_slices >= min_slices and rank(s) < rank(chosen) and not s.localizer
+             and s.n_images >= min_slices and rank(s) < rank(chosen) and not s.localizer
              and not s.mosaic
              and (not s.derived or chosen.derived or chosen.localizer)]
     return min(above, key=rank) if above else None
@@ -1364,7 +1390,8 @@ def _no_stand_in(above: SeriesInfo, chosen: SeriesInfo) -> bool:
 def _kind_text(s: SeriesInfo) -> str:
     return (f"{s.modality or 'no Modality'}{', derived' if s.derived else ''}"
             f"{', localizer' if s.localizer else ''}, "
-            + (f"{s.frames} frames" if s.frames else f"{s.n_slices} slices"))
+            + (f"{s.frames} positions of multi-frame files" if s.frames
+               else f"{s.n_slices} slices"))
 
 
 def _passed_over_text(chosen: SeriesInfo, others: list[SeriesInfo], rule: str) -> str:
@@ -1437,15 +1464,6 @@ def dicom_to_nifti(folder: str | Path, out_path: str | Path, rule: str = "most_s
         notes.append(f"converted in place of {above.short_label()} {above.description!r} "
                      f"({_kind_text(above)}), which {rule!r} ranks first and is refused: "
                      f"{above.problem}")
-    # a multi-frame file counts as one slice, so the rules rank such a series below any
-    # other: a 60-frame enhanced CT beside its 9-slice reformat left the reformat
-    # converted, with nothing said (its frames, which may be time points, rank nothing)
-    unread = [s for s in judged if s.frames and s.series_uid != info.series_uid
-              and s.modality == info.modality and s is not above]
-    if unread:
-        notes.append("not read, and perhaps the series meant: " + "; ".join(
-            f"{s.short_label()} {s.description!r} ({_kind_text(s)}), multi-frame "
-            "(enhanced) DICOM, which dcm2niix converts" for s in unread[:NOTE_FILES]))
     if skipped:
         notes.append(_skipped_text(skipped, scan.n_files, folder))
     if info.repeats:

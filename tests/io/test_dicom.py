@@ -362,6 +362,17 @@ def test_a_series_of_phase_images_only_is_refused(tmp_path):
         read_dicom_series(tmp_path / "mr")
 
 
+def test_magnitude_images_beside_images_of_no_stated_component_are_all_read(tmp_path):
+    uid, paths = write_series(tmp_path, n=12)
+    _image_type(tmp_path, uid, ["ORIGINAL", "PRIMARY", "M", "ND"], modality="MR")
+    for path in paths[:3]:
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.save_as(path)
+    image, info = read_dicom_series(tmp_path)
+    assert info.n_slices == 12 and not info.repeats
+
+
 def test_a_series_of_real_images_is_read(tmp_path):
     # a phase-sensitive inversion recovery's real image (Philips R_IR\R\IR) shows the
     # anatomy: refused as "no magnitude image"
@@ -1705,26 +1716,60 @@ def test_a_refused_localizer_ranked_first_is_no_series_meant(tmp_path):
         dicom_to_nifti(tmp_path / "ct", tmp_path / "ct.nii.gz", rule="first")
 
 
-@pytest.mark.parametrize("other, image_type", [
-    (9, ["DERIVED", "SECONDARY", "MPR"]), (20, ["ORIGINAL", "PRIMARY", "AXIAL"])])
-def test_a_refused_multi_frame_series_of_the_modality_is_said_beside_what_converted(
-        tmp_path, other, image_type):
-    """A 60-frame enhanced CT (refused) counted one slice: a 9-slice coronal reformat
-    beside it was converted as the subject's CT with an empty note. Its frames are not
-    ranked (a 4-D MR's are time points): the note names it."""
+def _enhanced(folder: Path, frames: int = 60, positions: int | None = None,
+              modality: str = "CT") -> str:
+    """One multi-frame file of ``frames`` frames; with ``positions``, per-frame groups
+    placing them at that many positions in turn (a 4-D series' time points)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     from tests.dicom_files import write_ct_slice
 
-    enhanced = generate_uid()
-    write_ct_slice(tmp_path / "enhanced.dcm", series_uid=enhanced, position=(0, 0, 0),
-                   hu=np.zeros((N, N)), instance=1, series_number=2, frames=60,
-                   description="AX 0.6mm")
-    _image_type(tmp_path, enhanced, ["ORIGINAL", "PRIMARY", "AXIAL"])
-    uid, _ = write_series(tmp_path, n=other, series_number=601, start=(0, 0, 300))
-    _image_type(tmp_path, uid, image_type)
-    summary = dicom_to_nifti(tmp_path, tmp_path.parent / "ct.nii.gz")
-    assert summary["series_uid"] == uid
-    assert ("not read, and perhaps the series meant: 2 'AX 0.6mm' (CT, 60 frames), "
-            "multi-frame (enhanced) DICOM, which dcm2niix converts") in summary["note"]
+    uid = generate_uid()
+    path = write_ct_slice(folder / "enhanced.dcm", series_uid=uid, position=(0, 0, 0),
+                          hu=np.zeros((N, N)), instance=1, series_number=2, frames=frames,
+                          description="AX 0.6mm")
+    if positions:
+        ds = pydicom.dcmread(path)
+        groups = []
+        for k in range(frames):
+            plane = Dataset()
+            plane.ImagePositionPatient = [0.0, 0.0, 2.0 * (k % positions)]
+            group = Dataset()
+            group.PlanePositionSequence = Sequence([plane])
+            groups.append(group)
+        ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+        ds.save_as(path)
+    _image_type(folder, uid, ["ORIGINAL", "PRIMARY", "AXIAL"], modality=modality)
+    return uid
+
+
+def test_a_refused_multi_frame_series_ranks_by_its_positions(tmp_path):
+    """A 60-frame enhanced CT (refused) counted one slice: a 9-slice coronal reformat
+    beside it was converted as the subject's CT, as was the PET of a PET/CT, each with an
+    empty note. A 4-D MR's time points count once."""
+    mpr = tmp_path / "mpr"
+    _enhanced(mpr)
+    uid, _ = write_series(mpr, n=9, series_number=601, start=(0, 0, 300))
+    _image_type(mpr, uid, ["DERIVED", "SECONDARY", "MPR"])
+    with pytest.raises(DicomSeriesError, match=r"'AX 0.6mm' .*is the series 'most_slices' "
+                                               r"ranks first, and it is refused: multi-frame"):
+        dicom_to_nifti(mpr, tmp_path / "mpr.nii.gz")
+    petct = tmp_path / "petct"
+    _enhanced(petct)
+    pet, _ = write_series(petct, n=20, series_number=601, start=(0, 0, 300))
+    _image_type(petct, pet, ["ORIGINAL", "PRIMARY"], modality="PT")
+    summary = dicom_to_nifti(petct, tmp_path / "pet.nii.gz")
+    assert summary["series_uid"] == pet
+    assert ("converted in place of 2 'AX 0.6mm' (CT, 60 positions of multi-frame files)"
+            in summary["note"])
+    # 10 positions x 6 time points: below a 20-slice T1, which converts with no word of it
+    fmri = tmp_path / "fmri"
+    _enhanced(fmri, frames=60, positions=10, modality="MR")
+    t1, _ = write_series(fmri, n=20, series_number=3, start=(0, 0, 300))
+    _image_type(fmri, t1, ["ORIGINAL", "PRIMARY", "M", "ND"], modality="MR")
+    summary = dicom_to_nifti(fmri, tmp_path / "t1.nii.gz")
+    assert summary["series_uid"] == t1 and "in place of" not in summary["note"]
 
 
 def test_a_refused_mosaic_is_no_series_a_volume_stands_in_for(tmp_path):
