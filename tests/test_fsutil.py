@@ -205,3 +205,26 @@ def test_an_atomic_folder_installs_without_its_writers_mark(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "seed0").mkdir()
     assert sorted(p.name for p in out.iterdir()) == ["seed0"]
+
+
+def test_a_temporary_made_again_is_refused_where_the_descriptor_vouches_for_it(tmp_path,
+                                                                             monkeypatch):
+    """On NFS a client may report a removed folder's cached attributes (or a new folder a
+    freed inode's number), so the held descriptor alone let a folder made again pass."""
+    import shutil
+
+    from mmpipe import fsutil
+
+    out = tmp_path / "cell"
+    with pytest.raises(fsutil.TemporaryTakenError):
+        with atomic_dir(out) as tmp:
+            shutil.rmtree(tmp)  # another host's writer of cell
+            (tmp / "seed1").mkdir(parents=True)
+            real = os.fstat
+
+            def cached(fd):  # once: the attributes of the folder at the path now
+                monkeypatch.setattr(fsutil.os, "fstat", real)
+                return os.stat(tmp)
+
+            monkeypatch.setattr(fsutil.os, "fstat", cached)
+    assert not out.exists()
