@@ -154,18 +154,7 @@ def test_a_run_records_the_settings_its_method_derived(cohort, tmp_path):
         "rank"] > 0
 
 
-def test_a_run_whose_refit_failed_keeps_its_trials_record(cohort, tmp_path, monkeypatch):
-    import mmpipe.bench.selection as selection_module
-    from mmpipe.bench.trainer import NotTrainable
-
-    fit = selection_module.fit
-
-    def refit_fails(method, train, val, *args, **kwargs):
-        if val is None:
-            raise NotTrainable("the training loss is nan in phase 'train', epoch 2")
-        return fit(method, train, val, *args, **kwargs)
-
-    monkeypatch.setattr(selection_module, "fit", refit_fails)
+def test_a_run_whose_refit_failed_keeps_its_trials_record(cohort, tmp_path, failing_refit):
     root, cohort_dir = cohort
     meta = {"cohort": "toy", "feature_set": "all", "method": "concat_zero",
             "scenario": "mcar", "rate": 0.4}

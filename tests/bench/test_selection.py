@@ -547,20 +547,11 @@ def test_a_refit_is_not_chosen_where_its_folds_diverged():
     assert torch.isfinite(torch.as_tensor(refit.record["trials"][1]["val_loss"]))
 
 
-def test_a_refit_that_fails_keeps_the_trials_record(monkeypatch):
+def test_a_refit_that_fails_keeps_the_trials_record(failing_refit):
     """The refit runs outside the trials: its failure lost every trial's out-of-fold score
     from the run's record, which said only that a loss was NaN."""
-    import mmpipe.bench.selection as selection_module
     from mmpipe.bench.trainer import NotTrainable
 
-    fit = selection_module.fit
-
-    def refit_fails(method, train, val, *args, **kwargs):
-        if val is None:
-            raise NotTrainable("the training loss is nan in phase 'train', epoch 7")
-        return fit(method, train, val, *args, **kwargs)
-
-    monkeypatch.setattr(selection_module, "fit", refit_fails)
     data = _data(n=60)
     train, val = data.subset(np.arange(40)), data.subset(np.arange(40, 60))
     with pytest.raises(NotTrainable, match=r"the refit of the chosen trial \{.*\} on the "
