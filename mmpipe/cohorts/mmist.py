@@ -338,8 +338,8 @@ def normal_slides_qc(modality: str, ids: list[str], paths: list[str | None],
                      source: Path) -> list[QCRecord]:
     """A whole-cohort QC row naming the patients whose chosen slide is of normal tissue:
     the release maps about a quarter of its TCGA patients to one (sample type 11), which
-    a reader of the results would otherwise take for the tumour's. Said in the log only,
-    it reached no QC table and no summary. ``source``: the file that chose them."""
+    a reader of the results would otherwise take for the tumour's (a log line alone, as
+    it was, reached no QC table and no summary). ``source``: the file that chose them."""
     normal = [sid for sid, p in zip(ids, paths, strict=True)
               if p and _TCGA_NORMAL.match(Path(p).name)]
     if not normal:

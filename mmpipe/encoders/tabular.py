@@ -147,13 +147,13 @@ class TabularEncoding:
         empty = [f for f, values in values_of.items() if all(v is None for v in values)]
         if empty:
             # harmless here (a constant =missing column), and common in a small cohort (a
-            # field blank for 88 % of MMIST-ccRCC's patients); fitted as a category list of
-            # none, a cohort given this encoding (encoding_from) has each of its values of
-            # the field noted as unseen and encoded as all zeros
+            # field blank for 88 % of MMIST-ccRCC's patients); fitted on nothing (a list of
+            # no category, or a numeric field of mean 0 and spread 1), it misplaces the
+            # values of a cohort given this encoding (encoding_from)
             coded = any(self._sentinels(f) for f in empty)
             log.warning("tabular field(s) %s have no value in any of the %d subjects (each "
-                        "blank%s): they carry nothing here, and a cohort given this "
-                        "encoding has their values encoded as unseen categories", empty,
+                        "blank%s): they carry nothing here, and the encoding, fitted on "
+                        "nothing, cannot place their values in a cohort given it", empty,
                         df.height, " or a missing_values code" if coded else "")
         columns = []
         for field in self.fields:
