@@ -631,6 +631,15 @@ def test_a_store_row_of_nan_or_inf_is_absent_in_training_and_in_predict(cohort, 
             f"without it: {ids[present[0]]}, {ids[present[1]]}") in scored["notes"][0]
 
 
+def _logreg_run(root, cohort_dir, modality: str, out, feature_set: str, **kw) -> dict:
+    """A logreg run on ``modality``'s precomputed store of ``cohort_dir``, the cohort's
+    split and MCAR 0.4 mask, into ``out``; its metrics."""
+    return run_experiment(cohort_dir, {modality: "precomputed"}, "y", {"type": "logreg"},
+                          root / "split.parquet", root / "mask.parquet", out, seed=0,
+                          meta={"cohort": "toy", "feature_set": feature_set,
+                                "method": "logreg", "scenario": "mcar", "rate": 0.4}, **kw)
+
+
 def test_predict_refuses_a_store_whose_ids_were_lost(cohort, tmp_path):
     """A lost subject_id chunk reads every ID as '': a store of one new subject was
     scored under '', one of several refused as listing '' "more than once"."""
@@ -638,10 +647,7 @@ def test_predict_refuses_a_store_whose_ids_were_lost(cohort, tmp_path):
 
     root, cohort_dir = cohort
     out = tmp_path / "run"
-    run_experiment(cohort_dir, {"a": "precomputed"}, "y", {"type": "logreg"},
-                   root / "split.parquet", root / "mask.parquet", out, seed=0,
-                   meta={"cohort": "toy", "feature_set": "a", "method": "logreg",
-                         "scenario": "mcar", "rate": 0.4})
+    _logreg_run(root, cohort_dir, "a", out, "a")
     store = tmp_path / "a.zarr"
     shutil.copytree(cohort_dir / "features" / "a" / "precomputed.zarr", store)
     for chunk in (store / "subject_id").rglob("*"):
@@ -687,10 +693,7 @@ def test_a_store_row_of_nan_read_as_absent_is_named_in_the_runs_notes(cohort, tm
     emb[row] = np.nan
     group["emb"][:] = emb
     out = tmp_path / "run"
-    metrics = run_experiment(copy, {"a": "precomputed"}, "y", {"type": "logreg"},
-                             root / "split.parquet", root / "mask.parquet", out, seed=0,
-                             meta={"cohort": "toy", "feature_set": "a", "method": "logreg",
-                                   "scenario": "mcar", "rate": 0.4})
+    metrics = _logreg_run(root, copy, "a", out, "a")
     assert any(note.startswith("a: 1 subject(s) the store holds as present have NaN or inf "
                                "features") and note.endswith(f"read as absent: {ids[row]}")
                for note in metrics["notes"]), metrics["notes"]
@@ -703,10 +706,7 @@ def test_training_subjects_left_without_input_are_counted(cohort, tmp_path):
 
     root, cohort_dir = cohort
     out = tmp_path / "b_only"
-    run_experiment(cohort_dir, {"b": "precomputed"}, "y", {"type": "logreg"},
-                   root / "split.parquet", root / "mask.parquet", out, seed=0,
-                   meta={"cohort": "toy", "feature_set": "b_only", "method": "logreg",
-                         "scenario": "mcar", "rate": 0.4})
+    _logreg_run(root, cohort_dir, "b", out, "b_only")
     notes = json.loads((out / "metrics.json").read_text())["notes"]
     counted = {}
     for part, scored in (("train", "left out of training"),
@@ -732,11 +732,7 @@ def test_validation_is_scored_on_every_subject_as_test_is(cohort, tmp_path, sele
     root, cohort_dir = cohort
     out = tmp_path / "b_only"
     extra = {} if selection is None else {"selection": selection}
-    metrics = run_experiment(cohort_dir, {"b": "precomputed"}, "y", {"type": "logreg"},
-                             root / "split.parquet", root / "mask.parquet", out, seed=0,
-                             meta={"cohort": "toy", "feature_set": "b_only",
-                                   "method": "logreg", "scenario": "mcar", "rate": 0.4},
-                             **extra)
+    metrics = _logreg_run(root, cohort_dir, "b", out, "b_only", **extra)
     preds = pl.read_parquet(out / "predictions.parquet")
     split = pl.read_parquet(root / "split.parquet")
     for part in ("val", "test"):

@@ -22,6 +22,26 @@ def test_a_lone_tensor_is_its_own_batch_and_several_are_joined():
                        torch.cat([slices, slices[:2]]))
 
 
+def _fails_the_job_on(second: str, error: BaseException) -> BaseException:
+    """Subjects "ok" then ``second``, whose read raises ``error``: the first is read, the
+    second fails the job; what it raised."""
+    from types import SimpleNamespace
+
+    from mmpipe.encode.volume import load_volumes
+
+    def transform(source):
+        if source == f"{second}.nii.gz":
+            raise error
+        return torch.zeros(1, 2, 2, 2)
+
+    items = [SimpleNamespace(subject_id=s, source=f"{s}.nii.gz") for s in ("ok", second)]
+    out = load_volumes(items, transform, {"loader_workers": 0})
+    assert next(out)[0] == "ok"
+    with pytest.raises(type(error)) as raised:
+        next(out)
+    return raised.value
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
                  "memory: you tried to allocate 46116860184273879040 bytes"),
@@ -40,17 +60,8 @@ def test_running_out_of_memory_fails_the_job_and_rejects_no_subject(error):
 
     from mmpipe.encode.volume import load_volumes
 
-    def transform(source):
-        if source == "big.nii.gz":
-            raise error
-        return torch.zeros(1, 2, 2, 2)
-
-    items = [SimpleNamespace(subject_id=s, source=f"{s}.nii.gz") for s in ("ok", "big")]
-    out = load_volumes(items, transform, {"loader_workers": 0})
-    assert next(out)[0] == "ok"
-    with pytest.raises(type(error)) as raised:
-        next(out)
-    assert raised.value.__notes__ == ["raised on subject 'big' (big.nii.gz)"]  # named none
+    raised = _fails_the_job_on("big", error)
+    assert raised.__notes__ == ["raised on subject 'big' (big.nii.gz)"]  # named none
     # any other failure is the subject's own
     bad = [SimpleNamespace(subject_id="x", source="big.nii.gz")]
     got = list(load_volumes(bad, lambda s: (_ for _ in ()).throw(RuntimeError("bad header")),
@@ -95,17 +106,8 @@ def test_a_cause_every_subject_shares_fails_the_job(error):
 
     from mmpipe.encode.volume import load_volumes
 
-    def transform(source):
-        if source == "later.nii.gz":
-            raise error
-        return torch.zeros(1, 2, 2, 2)
-
-    items = [SimpleNamespace(subject_id=s, source=f"{s}.nii.gz") for s in ("ok", "later")]
-    out = load_volumes(items, transform, {"loader_workers": 0})
-    assert next(out)[0] == "ok"
-    with pytest.raises(type(error)) as raised:
-        next(out)
-    assert raised.value.__notes__ == ["raised on subject 'later' (later.nii.gz)"]
+    raised = _fails_the_job_on("later", error)
+    assert raised.__notes__ == ["raised on subject 'later' (later.nii.gz)"]
     # a file's own read error (EIO: a bad sector) stays its subject's rejection
     eio = [SimpleNamespace(subject_id="x", source="x.nii.gz")]
     got = list(load_volumes(eio, lambda s: (_ for _ in ()).throw(OSError(5, "I/O error")),

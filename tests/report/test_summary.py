@@ -880,31 +880,30 @@ def test_a_fusion_chosen_on_the_score_its_early_stopping_watched_says_so():
         "mmare": ("mmare", "MMARE", [0.70, 0.72, 0.74, 0.71], 0.80),
         "muse": ("muse", "attention / graph", [0.71, 0.73, 0.70, 0.72], 0.75),
         "logreg": ("logreg", "baselines", [0.69, 0.70, 0.71, 0.72], 0.70)})
+    def fusion_line(runs: pl.DataFrame) -> str:
+        return next(x for x in _section(summary_markdown(runs, summarise(runs), None),
+                                        "**Natural missingness**")
+                    if x.startswith("- the fusion compared below"))
+
     watched = runs.with_columns(pl.when(pl.col("method") == "mmare")
                                 .then(pl.lit("balanced_accuracy"))
                                 .when(pl.col("method") == "muse").then(pl.lit("auc;loss"))
                                 .otherwise(None).alias("monitor"))
-    line = next(x for x in _section(summary_markdown(watched, summarise(watched), None),
-                                    "**Natural missingness**")
-                if x.startswith("- the fusion compared below"))
+    line = fusion_line(watched)
     assert line.endswith("so these test runs do not choose it; its early stopping watched "
                          "validation balanced accuracy too, so that score is the best of its "
                          "epochs and optimistic beside methods that stopped on their loss or "
                          "tried fewer settings")
     other = watched.with_columns(pl.when(pl.col("method") == "mmare").then(pl.lit("loss"))
                                  .otherwise(pl.col("monitor")).alias("monitor"))
-    line = next(x for x in _section(summary_markdown(other, summarise(other), None),
-                                    "**Natural missingness**")
-                if x.startswith("- the fusion compared below"))
+    line = fusion_line(other)
     assert line.endswith("so these test runs do not choose it")
     # its tuning trials chosen by that score: the best of its trials, said the same way
     # (a budget's trials judged by the headline score left the choice tilted, unsaid)
     chosen = other.with_columns(pl.when(pl.col("method") == "mmare")
                                 .then(pl.lit("balanced_accuracy")).otherwise(pl.lit("auc"))
                                 .alias("chosen_by"))
-    line = next(x for x in _section(summary_markdown(chosen, summarise(chosen), None),
-                                    "**Natural missingness**")
-                if x.startswith("- the fusion compared below"))
+    line = fusion_line(chosen)
     assert line.endswith("so these test runs do not choose it; its tuning trials were chosen "
                          "by validation balanced accuracy too, so that score is the best of "
                          "its trials and optimistic beside methods that stopped on their "
