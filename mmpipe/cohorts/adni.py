@@ -480,11 +480,10 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
                 qc.append(QCRecord(sid, m, REJECTED, why))
             elif scan is None:
                 # scans a visit without a date cannot be matched to are there, not absent
-                undated = when is None and any(s.modality == m for s in own)
+                undated = sum(s.modality == m for s in own) if when is None else 0
                 if undated:
-                    why = (f"{why}, so none of the subject's "
-                           f"{sum(s.modality == m for s in own)} {m} scan(s) can be matched "
-                           "to it")
+                    why = (f"{why}, so none of the subject's {undated} {m} scan(s) can be "
+                           "matched to it")
                 qc.append(QCRecord(sid, m, REJECTED if undated or why.startswith(
                     (_TIE, _UNREADABLE)) else ABSENT, why))
             columns[specs[m].column].append(str(scan.files[0]) if scan is not None else None)
