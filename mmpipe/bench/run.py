@@ -442,6 +442,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
                              "and validation data are that cell's (as a scenario that masks "
                              "the test split only leaves them), so its model is that cell's")
             method, result, chosen = sel.method, sel.result, sel.overrides
+            selection_record = sel.record
             if sel.normalizer is not None:  # a fold ensemble whose members read raw features
                 normalizer = sel.normalizer
                 test = normalizer.transform(raw_test)
@@ -534,7 +535,7 @@ def run_seed(data: BenchData, dropped: list[dict], feature_set: dict[str, str], 
             "derived_hparams": {**getattr(method, "derived", {})},
             # the tuning budget and model selection: every trial's validation score and
             # the overrides the kept model trained with (in hparams too)
-            "selection": sel.record if sel is not None else selection_record,
+            "selection": selection_record,
             # the settings fit() ran with: trainer defaults, the method's recipe and the
             # cohort's overrides merged, per phase
             "training": result.settings, "params_hash": train_hash,

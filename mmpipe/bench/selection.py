@@ -390,8 +390,7 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
             "budget": tuning.trials, "trials_run": len(candidates),
             "choose_by": tuning.choose_by if len(candidates) > 1 else None,
             **({"not_compared": not_compared} if not_compared else {}),
-            # subjects the choice was judged on
-            "n_selection": len(pool if selection.strategy == "cv" else val),
+            "n_selection": len(val_part),  # subjects the choice was judged on
             "trials": [r.as_dict(tuning.choose_by) for r in trials],
             "chosen": chosen,
         }
@@ -412,9 +411,9 @@ def select_model(build: Callable[[dict[str, Any]], Any], method_cls, hparams: di
                 result = fit(method, pool, None, kept["cfg"], seed, device, epochs=epochs)
             except NotTrainable as err:
                 # the trials' record stands: it lost every trial's out-of-fold score
-                final = f"the refit failed: {err}"
                 raise NotTrainable(f"the refit of the chosen trial {chosen} on the training "
-                                   f"part: {err}", selection=_record(final)) from err
+                                   f"part: {err}",
+                                   selection=_record(f"the refit failed: {err}")) from err
             log_lines += _log(result.lines, best[1], "refit")
             seconds += result.seconds
             # per fold, as the ensemble: what the flags and the reader judge

@@ -155,16 +155,18 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
     unmatched: list[str] = []
     for subject in sorted(p for p in images.iterdir() if p.is_dir()):
         descriptions = sorted(p for p in subject.iterdir() if p.is_dir())
-        other = [d.name for d in descriptions
-                 if not any(rx.search(d.name) for rx in series.values())]
+        # each series folder's modalities by the patterns, searched once
+        matching = {d.name: [m for m, rx in series.items() if rx.search(d.name)]
+                    for d in descriptions}
+        other = [name for name, found in matching.items() if not found]
         listed = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
         if descriptions and len(other) == len(descriptions):
             unmatched.append(subject.name)
             qc.append(QCRecord(ALL_SUBJECTS, LABEL_QC, SKIPPED, f"subject folder "
                                f"{subject.name} skipped: none of its series ({listed}) "
                                "matches a pattern of adni.series", str(subject)))
-        elif other and (lacking := [m for m, rx in series.items()
-                                    if not any(rx.search(d.name) for d in descriptions)]):
+        elif other and (lacking := [m for m in series if not any(
+                m in found for found in matching.values())]):
             # a T1 named otherwise beside a matched PET: its MRI read as missing by
             # nature, with nothing said, where the scan was on disk (a subject with a
             # series of every modality has its localizers left unsaid)
@@ -172,9 +174,9 @@ def scan_images(images: Path, series: dict[str, re.Pattern[str]]
                                f"{' or '.join(lacking)} series that adni.series matches; "
                                f"series not read: {listed}", str(subject)))
         for description in descriptions:
-            modality = next((m for m, rx in series.items() if rx.search(description.name)), None)
-            if modality is None:
+            if not matching[description.name]:
                 continue
+            modality = matching[description.name][0]
             for date_dir in sorted(p for p in description.iterdir() if p.is_dir()):
                 m = DATE_FOLDER.match(date_dir.name)
                 try:

@@ -594,10 +594,6 @@ def _clean_text_field(name: str, ids: list[str], col: pl.Series
     parsed = [None if v is None else parse_number(v) for v in text]
     n_numbers = sum(p is not None for p in parsed)
     if not nonblank or n_numbers < NUMERIC_SHARE * len(nonblank):
-        if n_numbers:
-            log.warning("table field %r: %d of %d non-blank values are numbers (under %d%%): "
-                        "kept as text (categories)", name, n_numbers, len(nonblank),
-                        round(100 * NUMERIC_SHARE))
         written = [v.strip() for v in nonblank if _WRITTEN_NUMBER.fullmatch(v.strip())]
         as_text = (NumbersAsText(name, len(written), len(nonblank), tuple(written[:3]))
                    if written and n_numbers + len(written) >= NUMERIC_SHARE * len(nonblank)
@@ -609,6 +605,10 @@ def _clean_text_field(name: str, ids: list[str], col: pl.Series
                             if v is not None and p is None})
             as_text = NumbersAsText(name, n_numbers, len(nonblank), tuple(texts[:3]),
                                     written=False)
+        if as_text is None and n_numbers:  # a row's reason is logged where the row is made
+            log.warning("table field %r: %d of %d non-blank values are numbers (under %d%%): "
+                        "kept as text (categories)", name, n_numbers, len(nonblank),
+                        round(100 * NUMERIC_SHARE))
         return pl.Series(name, text, dtype=pl.Utf8), [], as_text
     bad = [NonNumericValue(sid, name, v.strip())
            for sid, v, p in zip(ids, text, parsed, strict=True) if v is not None and p is None]
@@ -1077,11 +1077,10 @@ def finalize_manifest(cohort: str, adapter: str, out: AdapterOutput) -> Manifest
     qc_df = qc_frame({SUBJECT: r.subject_id, "modality": r.modality, "stage": "adapter",
                       "status": r.status, "reason": r.reason, "path": r.path} for r in qc)
     counts = {}
-    kept = pl.col(SUBJECT).is_in(frame[SUBJECT].implode())
-    kept_qc = qc_df.filter(kept)
+    kept_qc = qc_df.filter(pl.col(SUBJECT).is_in(frame[SUBJECT].implode()))
     # a subject excluded for want of any modality may have had one rejected (a renamed
     # file, an unreadable folder): counted apart, where the kept subjects' counts lost it
-    dropped_qc = qc_df.filter(~kept & pl.col(SUBJECT).is_in(excluded))
+    dropped_qc = qc_df.filter(pl.col(SUBJECT).is_in(excluded))
     for spec in out.modalities.values():
         sub = kept_qc.filter(pl.col("modality") == spec.name)["status"].to_list()
         counts[spec.name] = {s: sub.count(s) for s in (PRESENT, ABSENT, REJECTED)}

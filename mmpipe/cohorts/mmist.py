@@ -197,11 +197,12 @@ def stray_series_files(root: Path, modality: str) -> list[QCRecord]:
     src = SOURCES[modality]
     folder = root / src.folder
     cases = set(_read_csv(root / src.series, [ID_COLUMN, "File"])[ID_COLUMN])
+    named = [(name, *_case_and_number(name))
+             for name in sorted(os.listdir(folder) if folder.is_dir() else [])]
     return [QCRecord(ALL_SUBJECTS, modality, SKIPPED,
                      f"not a feature file <case>-<k>.npz of a case {src.series} lists",
                      str(folder / name))
-            for name in sorted(os.listdir(folder) if folder.is_dir() else [])
-            if _case_and_number(name)[0] not in cases or not _case_and_number(name)[1]]
+            for name, case, number in named if case not in cases or not number]
 
 
 def chosen_files(root: Path, modality: str) -> pl.DataFrame:
@@ -334,12 +335,13 @@ def labels_outside_their_codes(frame: pl.DataFrame, labels: list[str]
 NORMAL_TISSUE = "normal_tissue"  # the whole-cohort QC status of the slides below
 
 
-def normal_slides_qc(modality: str, ids: list[str], paths: list[str | None],
-                     source: Path) -> list[QCRecord]:
+def normal_slides_qc(root: Path, modality: str, ids: list[str], paths: list[str | None]
+                     ) -> list[QCRecord]:
     """A whole-cohort QC row naming the patients whose chosen slide is of normal tissue:
     the release maps about a quarter of its TCGA patients to one (sample type 11), which
     a reader of the results would otherwise take for the tumour's (a log line alone, as
-    it was, reached no QC table and no summary). ``source``: the file that chose them."""
+    it was, reached no QC table and no summary). The row's path is the file that chose
+    them."""
     normal = [sid for sid, p in zip(ids, paths, strict=True)
               if p and _TCGA_NORMAL.match(Path(p).name)]
     if not normal:
@@ -348,7 +350,8 @@ def normal_slides_qc(modality: str, ids: list[str], paths: list[str | None],
               f"10-19), as the release maps them; they are encoded as these patients' "
               f"slides: {', '.join(normal)}")
     log.warning("%s: %s", modality, reason)
-    return [QCRecord(ALL_SUBJECTS, modality, NORMAL_TISSUE, reason, str(source))]
+    return [QCRecord(ALL_SUBJECTS, modality, NORMAL_TISSUE, reason,
+                     str(root / SOURCES[modality].chosen))]
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -412,7 +415,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             else:
                 paths.append(row["file"])
         if name == "wsi":
-            source_qc += normal_slides_qc(name, ids, paths, root / SOURCES[name].chosen)
+            source_qc += normal_slides_qc(root, name, ids, paths)
         rejected = sum(1 for r in qc if r.modality == name and r.status == REJECTED)
         if rejected:
             log.warning("%s: %d patient(s) rejected (mapped feature file missing or exam "

@@ -47,7 +47,6 @@ from mmpipe.cohorts.mmist import (
     AUTHORS_SPLIT,
     CLINICAL_CSV,
     ID_COLUMN,
-    SOURCES,
     clinical_frame,
     labels_outside_their_codes,
     normal_slides_qc,
@@ -132,7 +131,7 @@ def adapt(cohort_cfg: dict, *, out_dir: Path, base_dir: Path) -> AdapterOutput:
             if path is None:
                 qc.append(QCRecord(sid, name, status, why, _where(name, exam.get(sid), root)))
         if name == "wsi":  # encoded from the raw slides, as silently as the features were
-            source_qc += normal_slides_qc(name, ids, paths, root / SOURCES[name].chosen)
+            source_qc += normal_slides_qc(root, name, ids, paths)
         frame = frame.with_columns(pl.Series(spec.column, paths, dtype=pl.Utf8))
     return AdapterOutput(frame=frame, modalities=specs, labels=labels, qc=qc,
                          source=str(root / CLINICAL_CSV), root=str(root),

@@ -570,6 +570,7 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
                       f"samples, frames and bits make {expected} (a row "
                       f"{_row_bytes(ds)})")
     spacing = _floats(ds.get("PixelSpacing"), 2)
+    image_type = _image_type(ds.get("ImageType"))
     slope = (_floats([ds.get("RescaleSlope")], 1) or (1.0,))[0]
     intercept = (_floats([ds.get("RescaleIntercept")], 1) or (0.0,))[0]
     return _Header(
@@ -595,8 +596,8 @@ def _header(path: Path, ds, uid: str, rows: int, cols: int, remaining: int,
         sop_uid=_text_or_none(ds.get("SOPInstanceUID")),
         volume_tags={t: (_floats([ds.get(t)], 1) or (None,))[0] for t in VOLUME_TAGS},
         photometric=_text_or_none(ds.get("PhotometricInterpretation")),
-        image_type=_image_type(ds.get("ImageType")),
-        component=_complex_component(ds, _image_type(ds.get("ImageType"))),
+        image_type=image_type,
+        component=_complex_component(ds, image_type),
         rescale_tags=("RescaleSlope" in ds, "RescaleIntercept" in ds),
         modality_lut="ModalityLUTSequence" in ds,
         enhanced=("ImagePositionPatient" not in ds

@@ -220,11 +220,13 @@ def _unusable_section(stored: pl.DataFrame) -> list[str]:
             "scores a test subject among them with the training prior."]
 
 
-def adapter_qc_digest(adapter_qc: str | Path) -> str:
-    """The adapter QC table's verdicts, digested: its content, not its bytes (which
-    another parquet writer's version changes), less the files' paths (which a project
-    copied elsewhere and its manifest rebuilt changes, every verdict the same)."""
-    table = pl.read_parquet(adapter_qc)
+def adapter_qc_digest(adapter_qc: str | Path | pl.DataFrame) -> str:
+    """The adapter QC table's verdicts (its file, or the table read), digested: its
+    content, not its bytes (which another parquet writer's version changes), less the
+    files' paths (which a project copied elsewhere and its manifest rebuilt changes, every
+    verdict the same)."""
+    table = (adapter_qc if isinstance(adapter_qc, pl.DataFrame)
+             else pl.read_parquet(adapter_qc))
     table = table.select(sorted(c for c in table.columns if c != "path"))
     return params_hash([table.columns, table.sort(table.columns, nulls_last=True).rows()])
 
@@ -274,7 +276,7 @@ def write_cohort_qc(adapter_qc: str | Path, store_paths: list[str | Path], qc_ou
         added = added.with_columns(pl.lit(None, dtype=pl.String).alias("encoder"))
         qc = (pl.concat([qc, added.select(qc.columns)], how="vertical_relaxed") if qc.width
               else added.select(QC_COLUMNS))
-    write_parquet(qc, qc_out, metadata={ADAPTER_QC_KEY: adapter_qc_digest(adapter_qc)})
+    write_parquet(qc, qc_out, metadata={ADAPTER_QC_KEY: adapter_qc_digest(adapter)})
     with atomic_file(summary_out) as tmp:
         tmp.write_text(_markdown(_summary_rows(stores), qc, extra, blanked))
     return qc

@@ -223,7 +223,7 @@ def _other_adapter_records(qc: str | Path, adapter_qc: str | Path) -> list[str]:
     (built before it did: the summary's job reruns with a new code key anyway)."""
     from mmpipe.report.stage1 import adapter_qc_digest, recorded_adapter_qc
 
-    recorded = recorded_adapter_qc(qc) if Path(qc).is_file() else None
+    recorded = recorded_adapter_qc(qc)
     if recorded is None:
         return []
     if not Path(adapter_qc).is_file():

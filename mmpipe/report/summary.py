@@ -95,11 +95,9 @@ RANKS_AUC = 0.6
 # the validation score that parts fusions level on the headline's validation mean
 VAL_AUC = "val_auc_mean"
 # the same, after "N method(s)"
-_MILDER = {"single_class_val": "predicted one class on validation",
-           "first_epoch": "kept the first eligible checkpoint",
-           "no_checkpoint": "never scored a checkpoint",
-           "diverged": "diverged and kept an earlier checkpoint",
-           "one_class_validation": "early-stopped on a validation split of one class"}
+_MILDER = {f: FLAG_WORDS[f] for f in ("single_class_val", "no_checkpoint", "diverged",
+                                      "one_class_validation")} | {
+    "first_epoch": "kept the first eligible checkpoint"}
 
 
 def _shown(mean: float) -> float:
